@@ -1,0 +1,43 @@
+// The one settings struct that bounds every parser and decoder in mailark.
+//
+// Hostile input is the normal case for a mail gateway: every reader of untrusted bytes takes its bounds
+// from here, never from a constant of its own, so an administrator can see and change them in one place.
+// Defaults suit a company gateway; tests shrink them to exercise the limit paths.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mailark {
+
+struct Limits {
+  // Whole message, as received or imported. Larger inputs are refused with a per-file reason.
+  std::size_t max_message_bytes = 64u << 20;
+  // Header block of the top-level message; a larger one is archived but flagged malformed and only its
+  // first max_header_bytes are read for indexing.
+  std::size_t max_header_bytes = 1u << 20;
+  // A single header or body line for the line-oriented readers (mbox splitting, SMTP later).
+  std::size_t max_line_bytes = 16u << 20;
+  // MIME tree: nesting depth and number of parts visited when extracting text and attachments.
+  unsigned max_mime_depth = 64;
+  unsigned max_mime_parts = 2000;
+  // Text taken from one message for the index (bodies plus text attachments), after decoding.
+  std::size_t max_index_text_bytes = 4u << 20;
+  // Decoded size of a single part read for text or hashing.
+  std::size_t max_part_bytes = 64u << 20;
+  // Decompressing a stored record: never more than this (a corrupt frame cannot blow up memory).
+  std::size_t max_decompressed_bytes = 80u << 20;
+  // Addresses per address header kept for the index.
+  unsigned max_addresses = 1000;
+  // Attachments listed per message.
+  unsigned max_attachments = 500;
+
+  // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscanned`.
+  std::uint64_t scan_max_scan_bytes = 256ull << 20;
+  std::uint64_t scan_max_file_bytes = 100ull << 20;
+  std::uint32_t scan_max_recursion = 17;
+  std::uint32_t scan_max_files = 10000;
+  std::uint32_t scan_max_ms = 120000;
+};
+
+}  // namespace mailark

@@ -1,0 +1,33 @@
+// SHA-256, the one translation point to OpenSSL's digest API.
+// Thread safety: Sha256 objects are not shared; the free function is reentrant.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace mailark {
+
+using Digest = std::array<std::uint8_t, 32>;
+
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(std::string_view bytes);
+  Digest finish();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX
+};
+
+Digest sha256(std::string_view bytes);
+std::string to_hex(std::span<const std::uint8_t> bytes);
+// Parses 64 hex digits; returns false on anything else.
+bool from_hex(std::string_view hex, Digest& out);
+
+}  // namespace mailark

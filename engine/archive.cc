@@ -1,0 +1,452 @@
+// LMDB translation point: every mdb_* call and error code stays in this file.
+#include "engine/archive.h"
+
+#include <lmdb.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <filesystem>
+
+namespace mailark {
+namespace {
+
+constexpr std::uint32_t kFormatVersion = 1;
+// Address space reserved for the map. LMDB grows the file only as pages are used; the reservation is
+// virtual. Raising it later is allowed (mdb_env_set_mapsize on open).
+constexpr std::size_t kMapSize = std::size_t{1} << 38;  // 256 GiB
+// Target size of one pack of compressed messages (a larger message gets a pack of its own).
+constexpr std::size_t kPackBytes = 1u << 20;
+
+Error lmdb_error(const std::string& what, int rc) {
+  ErrorCode code = ErrorCode::kIo;
+  std::string hint;
+  switch (rc) {
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+      code = ErrorCode::kCorrupt;
+      hint = "the archive file is damaged; restore it from a backup and run `mailark verify`";
+      break;
+    case MDB_VERSION_MISMATCH:
+      code = ErrorCode::kUnsupported;
+      break;
+    case MDB_MAP_FULL:
+      code = ErrorCode::kLimit;
+      hint = "the archive reached its 256 GiB map; move to a new time segment";
+      break;
+    case MDB_NOTFOUND:
+      code = ErrorCode::kNotFound;
+      break;
+    case ENOSPC:
+      hint = "the disk is full; nothing of this batch was stored";
+      break;
+    default:
+      break;
+  }
+  return make_error(code, what + ": " + mdb_strerror(rc), hint);
+}
+
+struct Txn {
+  MDB_txn* txn = nullptr;
+  ~Txn() {
+    if (txn) mdb_txn_abort(txn);
+  }
+  int commit() {
+    int rc = mdb_txn_commit(txn);
+    txn = nullptr;
+    return rc;
+  }
+};
+
+MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+
+std::string be64(std::uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(v >> (56 - 8 * i));
+  return s;
+}
+std::uint64_t from_be64(std::string_view s) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = v << 8 | static_cast<std::uint8_t>(s[i]);
+  return v;
+}
+std::string be32(std::uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
+  return s;
+}
+std::uint32_t from_be32(std::string_view s) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = v << 8 | static_cast<std::uint8_t>(s[i]);
+  return v;
+}
+
+constexpr std::string_view kMetaFormat = "format";
+constexpr std::string_view kMetaHead = "head";
+constexpr std::string_view kMetaActiveDict = "active_dict";
+constexpr std::string_view kMetaCounters = "counters";
+
+std::string encode_counters(const ArchiveCounters& c) {
+  std::string s;
+  for (std::uint64_t v : {c.records, c.raw_bytes, c.blobs, c.unique_raw_bytes, c.stored_bytes, c.clean,
+                          c.infected, c.unscanned, c.malformed, c.packs})
+    s += be64(v);
+  return s;
+}
+ArchiveCounters decode_counters(std::string_view s) {
+  ArchiveCounters c;
+  std::uint64_t* fields[] = {&c.records, &c.raw_bytes, &c.blobs, &c.unique_raw_bytes, &c.stored_bytes,
+                             &c.clean, &c.infected, &c.unscanned, &c.malformed, &c.packs};
+  for (std::size_t i = 0; i < 10 && (i + 1) * 8 <= s.size(); ++i) *fields[i] = from_be64(s.substr(i * 8));
+  return c;
+}
+
+ChainHead decode_head(std::string_view s) {
+  ChainHead h;
+  if (s.size() == 40) {
+    h.seq = from_be64(s);
+    std::memcpy(h.hash.data(), s.data() + 8, 32);
+  }
+  return h;
+}
+std::string encode_head(const ChainHead& h) {
+  return be64(h.seq) + std::string(reinterpret_cast<const char*>(h.hash.data()), 32);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Limits& limits, bool read_only) {
+  std::unique_ptr<Archive> a(new Archive());
+  a->dir_ = dir;
+  a->limits_ = limits;
+  a->read_only_ = read_only;
+  std::error_code ec;
+  if (read_only) {
+    if (!std::filesystem::exists(std::filesystem::path(dir) / "data.mdb", ec)) {
+      return make_error(ErrorCode::kNotFound, "no archive in " + dir,
+                        "import mail first (`mailark import PATH`) or pass --data");
+    }
+  } else {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return make_error(ErrorCode::kIo, "creating " + dir + ": " + ec.message());
+  }
+  int rc = mdb_env_create(&a->env_);
+  if (rc) return lmdb_error("mdb_env_create", rc);
+  mdb_env_set_maxdbs(a->env_, 8);
+  mdb_env_set_mapsize(a->env_, kMapSize);
+  unsigned flags = MDB_NOTLS | (read_only ? MDB_RDONLY : 0);
+  rc = mdb_env_open(a->env_, dir.c_str(), flags, 0640);
+  if (rc) return lmdb_error("opening the archive in " + dir, rc);
+
+  Txn t;
+  rc = mdb_txn_begin(a->env_, nullptr, read_only ? MDB_RDONLY : 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  unsigned create = read_only ? 0 : MDB_CREATE;
+  MDB_dbi dbis[5];
+  const char* names[] = {"records", "blobs", "dicts", "meta", "blob_index"};
+  for (int i = 0; i < 5; ++i) {
+    rc = mdb_dbi_open(t.txn, names[i], create, &dbis[i]);
+    if (rc) return lmdb_error(std::string("opening table ") + names[i], rc);
+  }
+  a->records_dbi_ = dbis[0];
+  a->blobs_dbi_ = dbis[1];
+  a->dicts_dbi_ = dbis[2];
+  a->meta_dbi_ = dbis[3];
+  a->blob_index_dbi_ = dbis[4];
+
+  MDB_val k = val(kMetaFormat), v;
+  rc = mdb_get(t.txn, a->meta_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    if (read_only) return make_error(ErrorCode::kCorrupt, "the archive in " + dir + " has no format marker");
+    std::string fmt = be32(kFormatVersion);
+    MDB_val fv = val(fmt);
+    rc = mdb_put(t.txn, a->meta_dbi_, &k, &fv, 0);
+    if (rc) return lmdb_error("writing the format marker", rc);
+  } else if (rc) {
+    return lmdb_error("reading the format marker", rc);
+  } else if (v.mv_size != 4 || from_be32(view(v)) != kFormatVersion) {
+    return make_error(ErrorCode::kUnsupported, "the archive in " + dir + " has an unknown format version",
+                      "this mailark reads archive format 1");
+  }
+  // Committing (even a read-only transaction) is what makes the table handles usable afterwards.
+  rc = t.commit();
+  if (rc) return lmdb_error("mdb_txn_commit", rc);
+  MAILARK_TRY(a->load_codec());
+  return a;
+}
+
+Archive::~Archive() {
+  if (env_) mdb_env_close(env_);
+}
+
+Status Archive::load_codec() {
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::map<std::uint32_t, std::string> dicts;
+  MDB_cursor* cur = nullptr;
+  rc = mdb_cursor_open(t.txn, dicts_dbi_, &cur);
+  if (rc) return lmdb_error("mdb_cursor_open", rc);
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 4) continue;
+    dicts.emplace(from_be32(view(k)), std::string(view(v)));
+  }
+  mdb_cursor_close(cur);
+  std::uint32_t active = 0;
+  MDB_val ak = val(kMetaActiveDict), av;
+  if (mdb_get(t.txn, meta_dbi_, &ak, &av) == 0 && av.mv_size == 4) active = from_be32(view(av));
+  auto codec = Codec::create(dicts, active);
+  if (!codec) return codec.error();
+  std::lock_guard lock(codec_mu_);
+  codec_ = std::move(codec).value();
+  return ok_status();
+}
+
+std::shared_ptr<const Codec> Archive::codec() const {
+  std::lock_guard lock(codec_mu_);
+  return codec_;
+}
+
+Result<std::uint32_t> Archive::add_dictionary(const std::string& dictionary) {
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_cursor* cur = nullptr;
+  rc = mdb_cursor_open(t.txn, dicts_dbi_, &cur);
+  if (rc) return lmdb_error("mdb_cursor_open", rc);
+  MDB_val k, v;
+  std::uint32_t id = 1;
+  if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 4) id = from_be32(view(k)) + 1;
+  mdb_cursor_close(cur);
+  std::string key = be32(id);
+  k = val(key);
+  v = val(dictionary);
+  rc = mdb_put(t.txn, dicts_dbi_, &k, &v, MDB_NOOVERWRITE);
+  if (rc) return lmdb_error("storing a dictionary", rc);
+  k = val(kMetaActiveDict);
+  v = val(key);
+  rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0);
+  if (rc) return lmdb_error("activating a dictionary", rc);
+  rc = t.commit();
+  if (rc) return lmdb_error("committing a dictionary", rc);
+  MAILARK_TRY(load_codec());
+  return id;
+}
+
+Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& batch) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+
+  ChainHead head;
+  ArchiveCounters counters;
+  MDB_val k = val(kMetaHead), v;
+  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) head = decode_head(view(v));
+  k = val(kMetaCounters);
+  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) counters = decode_counters(view(v));
+
+  std::vector<AppendOutcome> outcomes;
+  outcomes.reserve(batch.size());
+  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+
+  // New blobs of this batch are packed together: one LMDB value of up to kPackBytes holding many
+  // compressed messages wastes at most one page tail, where one value per message would waste the
+  // tail of a page (or half a leaf page) per message.
+  std::string pack;
+  auto write_pack = [&]() -> int {
+    if (pack.empty()) return 0;
+    std::string key = be64(counters.packs + 1);
+    MDB_val pk = val(key), pv = val(pack);
+    int prc = mdb_put(t.txn, blobs_dbi_, &pk, &pv, MDB_APPEND);
+    if (prc == 0) {
+      counters.packs++;
+      pack.clear();
+    }
+    return prc;
+  };
+
+  for (auto& item : batch) {
+    AppendOutcome out;
+    std::string_view sha(reinterpret_cast<const char*>(item.content_sha256.data()), 32);
+    MDB_val ik = val(sha), iv;
+    rc = mdb_get(t.txn, blob_index_dbi_, &ik, &iv);
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("looking up a blob", rc);
+    bool exists = rc == 0;
+    if (exists && item.skip_if_archived) {
+      out.duplicate = true;
+      outcomes.push_back(std::move(out));
+      continue;
+    }
+    if (!exists) {
+      std::string blob = encode_blob(item.dict_id, item.raw_size, item.frame);
+      if (!pack.empty() && pack.size() + blob.size() > kPackBytes) {
+        if ((rc = write_pack())) return lmdb_error("storing messages", rc);
+      }
+      std::string loc = be64(counters.packs + 1) + be32(static_cast<std::uint32_t>(pack.size())) +
+                        be32(static_cast<std::uint32_t>(blob.size()));
+      pack += blob;
+      iv = val(loc);
+      rc = mdb_put(t.txn, blob_index_dbi_, &ik, &iv, MDB_NOOVERWRITE);
+      if (rc) return lmdb_error("indexing a stored message", rc);
+      counters.blobs++;
+      counters.unique_raw_bytes += item.raw_size;
+      counters.stored_bytes += item.frame.size();
+    }
+    ArchiveRecord& r = out.record;
+    r.seq = head.seq + 1;
+    r.envelope = std::move(item.envelope);
+    r.verdict = std::move(item.verdict);
+    r.flags = item.flags;
+    r.content_sha256 = item.content_sha256;
+    r.raw_size = item.raw_size;
+    r.archived_at = now;
+    r.prev_hash = head.hash;
+    std::string value = encode_record(r);
+    std::string key = be64(r.seq);
+    MDB_val rk = val(key), rv = val(value);
+    rc = mdb_put(t.txn, records_dbi_, &rk, &rv, MDB_APPEND);
+    if (rc) return lmdb_error("appending record " + std::to_string(r.seq), rc);
+    head.seq = r.seq;
+    head.hash = r.hash;
+    counters.records++;
+    counters.raw_bytes += r.raw_size;
+    switch (r.verdict.kind) {
+      case scanner::VerdictKind::kClean: counters.clean++; break;
+      case scanner::VerdictKind::kInfected: counters.infected++; break;
+      case scanner::VerdictKind::kUnscanned: counters.unscanned++; break;
+    }
+    if (r.flags & kFlagMalformed) counters.malformed++;
+    outcomes.push_back(std::move(out));
+  }
+  if ((rc = write_pack())) return lmdb_error("storing messages", rc);
+  std::string hv = encode_head(head), cv = encode_counters(counters);
+  k = val(kMetaHead);
+  v = val(hv);
+  if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("updating the chain head", rc);
+  k = val(kMetaCounters);
+  v = val(cv);
+  if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("updating counters", rc);
+  rc = t.commit();  // durable: LMDB fsyncs the data file before returning
+  if (rc) return lmdb_error("committing the batch", rc);
+  return outcomes;
+}
+
+ChainHead Archive::head() const {
+  Txn t;
+  ChainHead h;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return h;
+  MDB_val k = val(kMetaHead), v;
+  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) h = decode_head(view(v));
+  return h;
+}
+
+ArchiveCounters Archive::counters() const {
+  Txn t;
+  ArchiveCounters c;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return c;
+  MDB_val k = val(kMetaCounters), v;
+  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) c = decode_counters(view(v));
+  return c;
+}
+
+Result<ArchiveRecord> Archive::record(std::uint64_t seq) const {
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string key = be64(seq);
+  MDB_val k = val(key), v;
+  rc = mdb_get(t.txn, records_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(seq));
+  if (rc) return lmdb_error("reading record " + std::to_string(seq), rc);
+  return decode_record(seq, view(v));
+}
+
+bool Archive::has_blob(const Digest& sha) const {
+  Txn t;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return false;
+  MDB_val k = val(std::string_view(reinterpret_cast<const char*>(sha.data()), 32)), v;
+  return mdb_get(t.txn, blob_index_dbi_, &k, &v) == 0;
+}
+
+Result<std::string> Archive::raw(const ArchiveRecord& record) const {
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_val k = val(std::string_view(reinterpret_cast<const char*>(record.content_sha256.data()), 32)), v;
+  rc = mdb_get(t.txn, blob_index_dbi_, &k, &v);
+  std::uint32_t offset = 0, length = 0;
+  if (rc == 0) {
+    if (v.mv_size != 16) {
+      return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": bad blob location");
+    }
+    std::string_view loc = view(v);
+    std::string pack_key(loc.substr(0, 8));
+    offset = from_be32(loc.substr(8, 4));
+    length = from_be32(loc.substr(12, 4));
+    k = val(pack_key);
+    rc = mdb_get(t.txn, blobs_dbi_, &k, &v);
+  }
+  if (rc == MDB_NOTFOUND) {
+    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": its message blob " +
+                                               to_hex(record.content_sha256) + " is missing");
+  }
+  if (rc) return lmdb_error("reading a blob", rc);
+  if (static_cast<std::uint64_t>(offset) + length > v.mv_size) {
+    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": blob lies outside its pack");
+  }
+  {
+    auto h = decode_blob(view(v).substr(offset, length));
+    if (!h) return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": " + h.error().context);
+    // Decompress inside the read transaction: the frame points into the memory map.
+    auto raw = codec()->decompress(h->dict_id, h->frame, record.raw_size, limits_.max_decompressed_bytes);
+    if (!raw) {
+      Error e = raw.error();
+      e.context = "record " + std::to_string(record.seq) + ": " + e.context;
+      return e;
+    }
+    if (sha256(*raw) != record.content_sha256) {
+      return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) +
+                                                 ": stored bytes do not match the record's SHA-256");
+    }
+    return raw;
+  }
+}
+
+Status Archive::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& on_bad) const {
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_cursor* cur = nullptr;
+  rc = mdb_cursor_open(t.txn, records_dbi_, &cur);
+  if (rc) return lmdb_error("mdb_cursor_open", rc);
+  std::string start = be64(from);
+  MDB_val k = val(start), v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) {
+      if (!on_bad(0, make_error(ErrorCode::kCorrupt, "a record key is not 8 bytes"))) break;
+      continue;
+    }
+    std::uint64_t seq = from_be64(view(k));
+    auto r = decode_record(seq, view(v));
+    if (!r) {
+      if (!on_bad(seq, r.error())) break;
+      continue;
+    }
+    if (!fn(*r, view(v))) break;
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("walking records", rc);
+  return ok_status();
+}
+
+std::uint64_t Archive::file_bytes() const {
+  struct stat st {};
+  std::string path = dir_ + "/data.mdb";
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace mailark

@@ -1,0 +1,266 @@
+#include "engine/engine.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "engine/index_fields.h"
+
+namespace fs = std::filesystem;
+
+namespace mailark {
+
+std::vector<std::string> default_signature_dirs() {
+  std::vector<std::string> dirs;
+  if (const char* env = std::getenv("MAILARK_SIGNATURES"); env && *env) {
+    std::string s = env;
+    std::size_t start = 0;
+    while (start <= s.size()) {
+      std::size_t colon = s.find(':', start);
+      std::string d = s.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      if (!d.empty()) dirs.push_back(d);
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    return dirs;
+  }
+  dirs.push_back(MAILARK_SIGNATURE_DIR);
+  dirs.push_back("/var/lib/clamav");
+  return dirs;
+}
+
+namespace {
+
+// The index directory is replaced by renames (compaction, reindex): DATA/index -> DATA/index.old,
+// DATA/index.new -> DATA/index. A crash between the two leaves index.old, which is put back.
+void recover_index_swap(const std::string& data_dir) {
+  std::error_code ec;
+  fs::path index = fs::path(data_dir) / "index", old = fs::path(data_dir) / "index.old";
+  if (!fs::exists(index, ec) && fs::exists(old, ec)) fs::rename(old, index, ec);
+}
+
+Status swap_in(const std::string& data_dir, const std::string& fresh) {
+  std::error_code ec;
+  fs::path index = fs::path(data_dir) / "index", old = fs::path(data_dir) / "index.old";
+  fs::remove_all(old, ec);
+  if (fs::exists(index, ec)) fs::rename(index, old, ec);
+  if (ec) return make_error(ErrorCode::kIo, "moving the old index aside: " + ec.message());
+  fs::rename(fresh, index, ec);
+  if (ec) return make_error(ErrorCode::kIo, "putting the new index in place: " + ec.message());
+  fs::remove_all(old, ec);
+  return ok_status();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->options_ = std::move(options);
+  if (!e->options_.read_only) recover_index_swap(e->options_.data_dir);
+  if (e->options_.signature_dirs.empty()) e->options_.signature_dirs = default_signature_dirs();
+  auto archive = Archive::open(e->archive_dir(), e->options_.limits, e->options_.read_only);
+  if (!archive) return archive.error();
+  e->archive_ = std::move(archive).value();
+  if (!e->options_.read_only && e->options_.catch_up_on_open) {
+    auto caught = e->catch_up_index(nullptr);
+    if (!caught) return caught.error();
+  }
+  return e;
+}
+
+Engine::~Engine() = default;
+
+Result<indexer::IndexWriter*> Engine::index_writer() {
+  if (options_.read_only) return make_error(ErrorCode::kInvalidArgument, "engine opened read-only");
+  if (!index_writer_) {
+    auto w = indexer::IndexWriter::open(index_dir());
+    if (!w) return w.error();
+    index_writer_ = std::move(w).value();
+  }
+  return index_writer_.get();
+}
+
+Result<const scanner::Scanner*> Engine::scanner() {
+  if (!scanner_) {
+    scanner::ScannerConfig cfg;
+    cfg.signature_dirs = options_.signature_dirs;
+    const Limits& l = options_.limits;
+    cfg.max_scan_bytes = l.scan_max_scan_bytes;
+    cfg.max_file_bytes = l.scan_max_file_bytes;
+    cfg.max_recursion = l.scan_max_recursion;
+    cfg.max_files = l.scan_max_files;
+    cfg.max_scan_ms = l.scan_max_ms;
+    auto s = scanner::Scanner::open(cfg);
+    if (!s) return s.error();
+    scanner_ = std::move(s).value();
+  }
+  return static_cast<const scanner::Scanner*>(scanner_.get());
+}
+
+Result<ParsedMessage> Engine::parse(const ArchiveRecord& record, std::string* raw_out) {
+  auto raw = archive_->raw(record);
+  if (!raw) return raw.error();
+  auto parsed = parse_message(*raw, options_.limits);
+  ParsedMessage msg;
+  if (parsed) {
+    msg = std::move(parsed).value();
+  } else {
+    msg.malformed = true;
+    msg.problems.push_back(parsed.error().context);
+  }
+  if (raw_out) *raw_out = std::move(raw).value();
+  return msg;
+}
+
+Result<indexer::IndexFields> Engine::fields(std::uint64_t seq) {
+  auto rec = archive_->record(seq);
+  if (!rec) return rec.error();
+  auto msg = parse(*rec);
+  if (!msg) return msg.error();
+  return index_fields(*msg, *rec);
+}
+
+Result<std::uint64_t> Engine::catch_up_index(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  auto w = index_writer();
+  if (!w) return w.error();
+  indexer::IndexWriter* writer = *w;
+  std::uint64_t from = writer->watermark() + 1;
+  std::uint64_t head = archive_->head().seq;
+  if (from > head) return std::uint64_t{0};
+  const std::uint64_t total = head - from + 1;
+
+  // Records are read in order, parsed in parallel (the expensive part) and added in order.
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t chunk = 1024;
+  std::vector<ArchiveRecord> records;
+  std::uint64_t done = 0;
+  Status walk_error;
+  auto flush = [&]() -> Status {
+    std::vector<std::optional<Xapian::Document>> docs(records.size());
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (std::size_t i = t; i < records.size(); i += threads) {
+          auto msg = parse(records[i]);
+          if (!msg) continue;  // verify reports damaged records; the index skips them
+          docs[i] = indexer::build_document(index_fields(*msg, records[i]));
+        }
+      });
+    }
+    for (auto& t : pool) t.join();
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      if (!docs[i]) continue;
+      MAILARK_TRY(writer->add(records[i].seq, *docs[i]));
+    }
+    done += records.size();
+    if (progress) progress(done, total);
+    std::uint64_t last = records.back().seq;
+    records.clear();
+    if (done % (chunk * 16) == 0 || last == head) return writer->commit(last);
+    return ok_status();
+  };
+  auto s = archive_->scan(
+      from,
+      [&](const ArchiveRecord& r, std::string_view) {
+        if (r.seq > head) return false;
+        records.push_back(r);
+        if (records.size() >= chunk) {
+          walk_error = flush();
+          if (!walk_error) return false;
+        }
+        return true;
+      },
+      [&](std::uint64_t, const Error&) { return true; });
+  if (!s) return s.error();
+  if (!walk_error) return walk_error.error();
+  if (!records.empty()) MAILARK_TRY(flush());
+  if (writer->watermark() < head) MAILARK_TRY(writer->commit(head));
+  return total;
+}
+
+Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  index_writer_.reset();
+  std::error_code ec;
+  // Build beside the old index and swap, so a failed reindex leaves the old one usable.
+  std::string fresh = options_.data_dir + "/index.new";
+  fs::remove_all(fresh, ec);
+  {
+    auto w = indexer::IndexWriter::open(fresh);
+    if (!w) return w.error();
+    index_writer_ = std::move(w).value();
+  }
+  auto n = catch_up_index(progress);
+  index_writer_.reset();
+  if (!n) return n.error();
+  std::string compacted = options_.data_dir + "/index.compact";
+  fs::remove_all(compacted, ec);
+  if (indexer::compact_index(fresh, compacted)) {
+    MAILARK_TRY(swap_in(options_.data_dir, compacted));
+    fs::remove_all(fresh, ec);
+  } else {
+    MAILARK_TRY(swap_in(options_.data_dir, fresh));
+  }
+  return n;
+}
+
+Status Engine::compact_index() {
+  index_writer_.reset();
+  std::error_code ec;
+  std::string compacted = options_.data_dir + "/index.compact";
+  fs::remove_all(compacted, ec);
+  MAILARK_TRY(indexer::compact_index(index_dir(), compacted));
+  return swap_in(options_.data_dir, compacted);
+}
+
+namespace {
+
+class ArchiveFieldSource : public indexer::FieldSource {
+ public:
+  explicit ArchiveFieldSource(Engine& e) : engine_(e) {}
+  std::optional<indexer::IndexFields> load(std::uint64_t id) override {
+    auto f = engine_.fields(id);
+    if (!f) return std::nullopt;
+    return std::move(f).value();
+  }
+
+ private:
+  Engine& engine_;
+};
+
+}  // namespace
+
+Result<indexer::SearchResults> Engine::search(const std::string& query, const indexer::SearchOptions& options) {
+  if (index_watermark() < archive_->head().seq && !index_writer_) {
+    // A lagging index (a crash between the two commits): catch up unless another process is writing.
+    options_.read_only = false;
+    auto caught = catch_up_index(nullptr);
+    index_writer_.reset();
+    options_.read_only = true;
+    (void)caught;
+  }
+  auto reader = indexer::IndexReader::open(index_dir());
+  if (!reader) return reader.error();
+  ArchiveFieldSource source(*this);
+  return (*reader)->search(query, options, &source);
+}
+
+std::uint64_t Engine::index_watermark() {
+  if (index_writer_) return index_writer_->watermark();
+  auto reader = indexer::IndexReader::open(index_dir());
+  return reader ? (*reader)->watermark() : 0;
+}
+
+std::uint64_t Engine::index_bytes() const {
+  std::uint64_t total = 0;
+  std::error_code ec;
+  if (!fs::exists(index_dir(), ec)) return 0;
+  for (auto& e : fs::recursive_directory_iterator(index_dir(), ec)) {
+    struct stat st {};
+    if (e.is_regular_file(ec) && ::stat(e.path().c_str(), &st) == 0) total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+}  // namespace mailark

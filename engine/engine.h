@@ -1,0 +1,79 @@
+// The engine: one data folder (archive + index + scanner), as the CLI and the servers use it.
+//
+// Data folder layout (docs/FORMAT.md): DATA/archive (LMDB), DATA/index (Xapian glass).
+// Opening for writing catches the index up with the archive, so a crash between an archive commit and
+// the matching index commit loses nothing. Opening read-only never writes; search() on a lagging index
+// catches up first when no other process holds the index's write lock.
+//
+// Thread safety: an Engine is used by one thread, except archive(), which is thread safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/limits.h"
+#include "common/result.h"
+#include "engine/archive.h"
+#include "engine/message.h"
+#include "indexer/index.h"
+#include "scanner/scanner.h"
+
+namespace mailark {
+
+struct EngineOptions {
+  std::string data_dir = "./mailark-data";
+  Limits limits;
+  bool read_only = false;
+  // Read-write engines catch the index up on open; reindex turns that off (it rebuilds anyway, and a
+  // damaged index must not stop it).
+  bool catch_up_on_open = true;
+  // Signature directories for the scanner. Empty: the defaults (MAILARK_SIGNATURES, a colon-separated
+  // list, if set; else the project's signatures/ and /var/lib/clamav).
+  std::vector<std::string> signature_dirs;
+};
+
+std::vector<std::string> default_signature_dirs();
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> open(EngineOptions options);
+  ~Engine();
+
+  Archive& archive() { return *archive_; }
+  const EngineOptions& options() const { return options_; }
+  std::string archive_dir() const { return options_.data_dir + "/archive"; }
+  std::string index_dir() const { return options_.data_dir + "/index"; }
+
+  // The index writer, opened on first use (read-write engines only).
+  Result<indexer::IndexWriter*> index_writer();
+  // Loads the scanner (the signature engine) on first use.
+  Result<const scanner::Scanner*> scanner();
+
+  // Indexes archive records newer than the index watermark. progress(done, total) may be null.
+  Result<std::uint64_t> catch_up_index(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
+  // Deletes the index and rebuilds it from the archive.
+  Result<std::uint64_t> reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
+
+  // Rewrites the index compactly (after bulk imports) and swaps it in. Closes the index writer.
+  Status compact_index();
+
+  Result<indexer::SearchResults> search(const std::string& query, const indexer::SearchOptions& options);
+  // The message model of an archived message, parsed from its stored bytes.
+  Result<ParsedMessage> parse(const ArchiveRecord& record, std::string* raw_out = nullptr);
+  // Index fields of an archived message (for phrase verification and reindexing).
+  Result<indexer::IndexFields> fields(std::uint64_t seq);
+
+  std::uint64_t index_watermark();
+  std::uint64_t index_bytes() const;
+
+ private:
+  Engine() = default;
+  EngineOptions options_;
+  std::unique_ptr<Archive> archive_;
+  std::unique_ptr<indexer::IndexWriter> index_writer_;
+  std::unique_ptr<scanner::Scanner> scanner_;
+};
+
+}  // namespace mailark

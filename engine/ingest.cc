@@ -1,0 +1,285 @@
+#include "engine/ingest.h"
+
+#include <xapian.h>
+
+#include <atomic>
+#include <optional>
+#include <thread>
+
+#include "common/sha256.h"
+#include "engine/archive.h"
+#include "engine/bounded_queue.h"
+#include "engine/index_fields.h"
+#include "engine/message.h"
+#include "indexer/index.h"
+#include "scanner/scanner.h"
+
+namespace mailark {
+
+namespace {
+
+struct Prepared {
+  PendingAppend append;
+  std::optional<Xapian::Document> doc;
+  IngestResult result;
+};
+
+struct ToIndex {
+  std::uint64_t seq = 0;
+  Xapian::Document doc;
+};
+
+}  // namespace
+
+struct Ingest::Impl {
+  Archive& archive;
+  indexer::IndexWriter& index;
+  const scanner::Scanner* scanner;
+  Limits limits;
+  IngestOptions options;
+  std::function<void(const IngestResult&)> on_result;
+
+  std::mutex result_mu;
+  BoundedQueue<IngestItem> work{64};
+  BoundedQueue<Prepared> to_append{1024};
+  BoundedQueue<ToIndex> to_index{2048};
+  std::vector<std::thread> workers;
+  std::thread appender, indexer;
+  std::atomic<bool> failed{false};
+  std::mutex error_mu;
+  std::optional<Error> fatal;
+  bool finished = false;
+
+  // Dictionary bootstrap: items held back until a dictionary is trained from them.
+  std::vector<IngestItem> held;
+  std::size_t held_bytes = 0;
+  bool training_done = false;
+
+  Impl(Archive& a, indexer::IndexWriter& i, const scanner::Scanner* s, const Limits& l, IngestOptions o,
+       std::function<void(const IngestResult&)> cb)
+      : archive(a), index(i), scanner(s), limits(l), options(o), on_result(std::move(cb)) {
+    unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
+    appender = std::thread([this] { append_loop(); });
+    indexer = std::thread([this] { index_loop(); });
+    training_done = options.train_after == 0 || archive.codec()->active_dictionary() != 0;
+  }
+
+  void report(const IngestResult& r) {
+    std::lock_guard lock(result_mu);
+    if (on_result) on_result(r);
+  }
+
+  void set_fatal(const Error& e) {
+    std::lock_guard lock(error_mu);
+    if (!fatal) fatal = e;
+    failed = true;
+  }
+
+  void work_loop() {
+    IngestItem item;
+    while (work.pop(item)) {
+      Prepared p = prepare(std::move(item));
+      if (p.result.outcome == IngestOutcome::kArchived) to_append.push(std::move(p));
+      else report(p.result);
+    }
+  }
+
+  Prepared prepare(IngestItem item) {
+    Prepared p;
+    IngestResult& r = p.result;
+    r.origin = item.origin;
+    if (item.raw.size() > limits.max_message_bytes) {
+      r.outcome = IngestOutcome::kRefused;
+      r.reason = "message of " + std::to_string(item.raw.size()) + " bytes exceeds the limit of " +
+                 std::to_string(limits.max_message_bytes);
+      return p;
+    }
+    if (std::string why = not_mail_reason(item.raw); !why.empty()) {
+      r.outcome = IngestOutcome::kRefused;
+      r.reason = why;
+      return p;
+    }
+    Digest sha = sha256(item.raw);
+    if (item.skip_if_archived && archive.has_blob(sha)) {
+      r.outcome = IngestOutcome::kDuplicate;  // checked again inside the write transaction
+      return p;
+    }
+    auto parsed = parse_message(item.raw, limits);
+    ParsedMessage msg;
+    if (parsed) {
+      msg = std::move(parsed).value();
+    } else {
+      msg.malformed = true;
+      msg.problems.push_back(parsed.error().context);
+    }
+
+    StoredVerdict verdict;
+    if (scanner) {
+      scanner::ScanVerdict v = scanner->scan(item.raw);
+      verdict.kind = v.kind;
+      verdict.signatures = std::move(v.signatures);
+      verdict.reason = std::move(v.reason);
+    } else {
+      verdict.kind = scanner::VerdictKind::kUnscanned;
+      verdict.reason = "scanning disabled";
+    }
+
+    auto codec = archive.codec();
+    auto frame = codec->compress(item.raw);
+    if (!frame) {
+      r.outcome = IngestOutcome::kFailed;
+      r.reason = frame.error().to_string();
+      return p;
+    }
+
+    PendingAppend& a = p.append;
+    a.envelope = std::move(item.envelope);
+    a.verdict = verdict;
+    a.flags = (msg.malformed ? std::uint32_t{kFlagMalformed} : 0u) |
+              (verdict.kind == scanner::VerdictKind::kInfected ? std::uint32_t{kFlagQuarantined} : 0u);
+    a.content_sha256 = sha;
+    a.raw_size = item.raw.size();
+    a.dict_id = codec->active_dictionary();
+    a.frame = std::move(frame).value();
+    a.skip_if_archived = item.skip_if_archived;
+
+    ArchiveRecord draft;
+    draft.envelope = a.envelope;
+    draft.verdict = verdict;
+    draft.flags = a.flags;
+    draft.raw_size = a.raw_size;
+    p.doc = indexer::build_document(index_fields(msg, draft));
+
+    r.outcome = IngestOutcome::kArchived;
+    r.verdict = verdict.kind;
+    r.signatures = verdict.signatures;
+    r.malformed = msg.malformed;
+    for (const auto& problem : msg.problems) r.reason += (r.reason.empty() ? "" : "; ") + problem;
+    return p;
+  }
+
+  void append_loop() {
+    std::vector<Prepared> batch;
+    while (to_append.pop_batch(batch, options.max_batch, std::chrono::milliseconds(options.linger_ms))) {
+      if (failed) {
+        for (auto& p : batch) fail(p, "not archived: an earlier write failed");
+        batch.clear();
+        continue;
+      }
+      std::vector<PendingAppend> appends;
+      appends.reserve(batch.size());
+      for (auto& p : batch) appends.push_back(std::move(p.append));
+      auto outcomes = archive.append(appends);
+      if (!outcomes) {
+        set_fatal(outcomes.error());
+        for (auto& p : batch) fail(p, "not archived: " + outcomes.error().to_string());
+        batch.clear();
+        continue;
+      }
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        auto& out = (*outcomes)[i];
+        IngestResult& r = batch[i].result;
+        if (out.duplicate) {
+          r.outcome = IngestOutcome::kDuplicate;
+        } else {
+          r.seq = out.record.seq;
+          to_index.push(ToIndex{out.record.seq, std::move(*batch[i].doc)});
+        }
+        report(r);
+      }
+      batch.clear();
+    }
+    to_index.close();
+  }
+
+  void fail(Prepared& p, const std::string& why) {
+    p.result.outcome = IngestOutcome::kFailed;
+    p.result.reason = why;
+    report(p.result);
+  }
+
+  void index_loop() {
+    ToIndex item;
+    std::size_t since_commit = 0;
+    std::uint64_t last = index.watermark();
+    bool index_failed = false;
+    while (to_index.pop(item)) {
+      if (index_failed) continue;  // the archive has it; the next open catches the index up
+      if (auto s = index.add(item.seq, item.doc); !s) {
+        set_fatal(s.error());
+        index_failed = true;
+        continue;
+      }
+      last = item.seq;
+      if (++since_commit >= options.index_commit_every) {
+        if (auto s = index.commit(last); !s) {
+          set_fatal(s.error());
+          index_failed = true;
+        }
+        since_commit = 0;
+      }
+    }
+    if (!index_failed && last != index.watermark()) {
+      if (auto s = index.commit(last); !s) set_fatal(s.error());
+    }
+  }
+
+  void release_held() {
+    for (auto& it : held) work.push(std::move(it));
+    held.clear();
+    held_bytes = 0;
+  }
+
+  void train_from_held() {
+    training_done = true;
+    std::vector<std::string> samples;
+    for (const auto& it : held) samples.push_back(it.raw.substr(0, 64 * 1024));
+    auto dict = train_dictionary(samples, options.dictionary_bytes);
+    if (dict) {
+      // A failure here only costs compression ratio; messages still go to the archive.
+      auto added = archive.add_dictionary(*dict);
+      (void)added;
+    }
+    release_held();
+  }
+
+  void submit(IngestItem item) {
+    if (!training_done) {
+      held_bytes += item.raw.size();
+      held.push_back(std::move(item));
+      if (held.size() >= options.train_after || held_bytes >= (32u << 20)) train_from_held();
+      return;
+    }
+    work.push(std::move(item));
+  }
+
+  Status finish() {
+    if (finished) return ok_status();
+    finished = true;
+    if (!training_done) {
+      if (held.size() >= 64) train_from_held();
+      else release_held();
+    }
+    work.close();
+    for (auto& t : workers) t.join();
+    to_append.close();
+    appender.join();
+    indexer.join();
+    std::lock_guard lock(error_mu);
+    if (fatal) return *fatal;
+    return ok_status();
+  }
+};
+
+Ingest::Ingest(Archive& archive, indexer::IndexWriter& index, const scanner::Scanner* scanner, const Limits& limits,
+               IngestOptions options, std::function<void(const IngestResult&)> on_result)
+    : impl_(std::make_unique<Impl>(archive, index, scanner, limits, options, std::move(on_result))) {}
+
+Ingest::~Ingest() { (void)impl_->finish(); }
+
+void Ingest::submit(IngestItem item) { impl_->submit(std::move(item)); }
+
+Status Ingest::finish() { return impl_->finish(); }
+
+}  // namespace mailark

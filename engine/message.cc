@@ -1,0 +1,398 @@
+// GMime 3 translation point. Everything that touches GMime or GLib types stays in this file.
+#include "engine/message.h"
+
+#include <gmime/gmime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "engine/html_text.h"
+
+namespace mailark {
+namespace {
+
+void init_gmime() {
+  static std::once_flag once;
+  std::call_once(once, [] { g_mime_init(); });
+}
+
+// Owns a GObject reference.
+template <typename T>
+struct GRef {
+  T* p = nullptr;
+  explicit GRef(T* ptr = nullptr) : p(ptr) {}
+  ~GRef() {
+    if (p) g_object_unref(p);
+  }
+  GRef(const GRef&) = delete;
+  GRef& operator=(const GRef&) = delete;
+};
+
+std::string valid_utf8(const char* s, std::size_t len) {
+  if (!s) return {};
+  if (g_utf8_validate(s, static_cast<gssize>(len), nullptr)) return std::string(s, len);
+  gchar* fixed = g_utf8_make_valid(s, static_cast<gssize>(len));
+  std::string out(fixed);
+  g_free(fixed);
+  return out;
+}
+
+std::string valid_utf8(const char* s) { return s ? valid_utf8(s, std::strlen(s)) : std::string(); }
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+struct ParseState {
+  const Limits* limits;
+  ParsedMessage* out;
+  unsigned parts_seen = 0;
+  bool parts_capped = false;
+  std::vector<std::string> warnings;
+};
+
+void on_parser_warning(gint64 offset, GMimeParserWarning code, const gchar* item, gpointer user) {
+  auto* st = static_cast<ParseState*>(user);
+  const char* what = nullptr;
+  bool critical = false;
+  switch (code) {
+    case GMIME_WARN_TRUNCATED_MESSAGE: what = "message is truncated"; critical = true; break;
+    case GMIME_WARN_MALFORMED_MULTIPART: what = "multipart has no child parts"; critical = true; break;
+    case GMIME_WARN_MALFORMED_MESSAGE: what = "message is malformed"; critical = true; break;
+    case GMIME_CRIT_INVALID_HEADER_NAME: what = "invalid header name"; critical = true; break;
+    case GMIME_CRIT_CONFLICTING_HEADER: what = "conflicting header"; critical = true; break;
+    case GMIME_CRIT_CONFLICTING_PARAMETER: what = "conflicting header parameter"; critical = true; break;
+    case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY: what = "multipart without boundary"; critical = true; break;
+    case GMIME_CRIT_NESTING_OVERFLOW: what = "MIME nesting too deep"; critical = true; break;
+    case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT: what = "MIME part without headers or content"; critical = true; break;
+    default: break;  // duplicated headers, 8-bit headers, bad RFC 2047: common in real mail, not malformed
+  }
+  if (!critical) return;
+  if (st->out->problems.size() < 20) {
+    std::string msg = what;
+    if (item && *item) msg += std::string(" (") + std::string(item).substr(0, 80) + ")";
+    msg += " at byte " + std::to_string(offset);
+    st->out->problems.push_back(valid_utf8(msg.c_str()));
+  }
+  st->out->malformed = true;
+}
+
+// For address headers GMime cannot fully parse (Enron's "a..davis@enron.com", unbalanced quotes):
+// split on commas outside quotes and angle brackets, so no recipient is lost to the index.
+std::vector<Address> split_addresses_loosely(const std::string& value, unsigned max) {
+  std::vector<Address> out;
+  std::string item;
+  bool quoted = false;
+  int angle = 0;
+  auto flush = [&] {
+    std::size_t a = item.find_first_not_of(" \t\r\n"), b = item.find_last_not_of(" \t\r\n");
+    if (a != std::string::npos && out.size() < max) {
+      std::string t = item.substr(a, b - a + 1);
+      Address addr;
+      std::size_t lt = t.rfind('<'), gt = t.rfind('>');
+      if (lt != std::string::npos && gt != std::string::npos && gt > lt) {
+        addr.addr = t.substr(lt + 1, gt - lt - 1);
+        addr.name = t.substr(0, lt);
+        std::size_t e = addr.name.find_last_not_of(" \t\"");
+        std::size_t s = addr.name.find_first_not_of(" \t\"");
+        addr.name = s == std::string::npos ? std::string() : addr.name.substr(s, e - s + 1);
+      } else {
+        addr.addr = t;
+      }
+      out.push_back(std::move(addr));
+    }
+    item.clear();
+  };
+  for (char c : value) {
+    if (c == '"') quoted = !quoted;
+    if (!quoted && c == '<') ++angle;
+    if (!quoted && c == '>' && angle > 0) --angle;
+    if (!quoted && angle == 0 && (c == ',' || c == ';')) {
+      flush();
+      continue;
+    }
+    item.push_back(c);
+  }
+  flush();
+  return out;
+}
+
+void read_addresses(InternetAddressList* list, std::vector<Address>& out, unsigned max) {
+  if (!list) return;
+  int n = internet_address_list_length(list);
+  for (int i = 0; i < n && out.size() < max; ++i) {
+    InternetAddress* ia = internet_address_list_get_address(list, i);
+    if (INTERNET_ADDRESS_IS_GROUP(ia)) {
+      read_addresses(internet_address_group_get_members(INTERNET_ADDRESS_GROUP(ia)), out, max);
+    } else if (INTERNET_ADDRESS_IS_MAILBOX(ia)) {
+      Address a;
+      a.name = valid_utf8(internet_address_get_name(ia));
+      a.addr = valid_utf8(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(ia)));
+      out.push_back(std::move(a));
+    }
+  }
+}
+
+// Decoded content of a leaf part, at most `max` bytes (the rest is dropped and reported).
+std::string decoded_content(GMimePart* part, std::size_t max, bool* truncated) {
+  GMimeDataWrapper* content = g_mime_part_get_content(part);
+  if (!content) return {};
+  GRef<GMimeStream> mem(g_mime_stream_mem_new());
+  g_mime_data_wrapper_write_to_stream(content, mem.p);
+  GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem.p));
+  std::size_t len = bytes ? bytes->len : 0;
+  *truncated = len > max;
+  return bytes ? std::string(reinterpret_cast<const char*>(bytes->data), std::min(len, max)) : std::string();
+}
+
+std::string text_of(GMimeTextPart* part) {
+  char* text = g_mime_text_part_get_text(part);
+  std::string out = valid_utf8(text);
+  g_free(text);
+  return out;
+}
+
+void append_bounded(std::string& dst, std::string_view src, std::size_t max) {
+  if (dst.size() >= max) return;
+  if (!dst.empty()) dst.push_back('\n');
+  dst.append(src.substr(0, max - std::min(max, dst.size())));
+}
+
+std::string serialized_size_and_hash(GMimeObject* obj, Digest* hash) {
+  GRef<GMimeStream> mem(g_mime_stream_mem_new());
+  g_mime_object_write_to_stream(obj, nullptr, mem.p);
+  GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem.p));
+  std::string s = bytes ? std::string(reinterpret_cast<const char*>(bytes->data), bytes->len) : std::string();
+  *hash = sha256(s);
+  return s;
+}
+
+void walk(GMimeObject* obj, unsigned depth, bool in_attachment, ParseState& st);
+
+void walk_message_body(GMimeMessage* msg, unsigned depth, bool in_attachment, ParseState& st) {
+  GMimeObject* body = g_mime_message_get_mime_part(msg);
+  if (body) walk(body, depth, in_attachment, st);
+}
+
+void walk(GMimeObject* obj, unsigned depth, bool in_attachment, ParseState& st) {
+  ParsedMessage& out = *st.out;
+  if (depth > st.limits->max_mime_depth) {
+    out.malformed = true;
+    out.problems.push_back("MIME nesting exceeds " + std::to_string(st.limits->max_mime_depth) + " levels");
+    return;
+  }
+  if (st.parts_seen >= st.limits->max_mime_parts) {
+    if (!st.parts_capped) {
+      st.parts_capped = true;
+      out.malformed = true;
+      out.problems.push_back("more than " + std::to_string(st.limits->max_mime_parts) + " MIME parts");
+    }
+    return;
+  }
+  ++st.parts_seen;
+
+  MimePart info;
+  info.depth = depth;
+  GMimeContentType* ct = g_mime_object_get_content_type(obj);
+  char* mime = ct ? g_mime_content_type_get_mime_type(ct) : nullptr;
+  info.content_type = lower(mime ? mime : "text/plain");
+  g_free(mime);
+  if (const char* disp = g_mime_object_get_disposition(obj)) info.disposition = lower(valid_utf8(disp));
+
+  if (GMIME_IS_MULTIPART(obj)) {
+    out.parts.push_back(info);
+    GMimeMultipart* mp = GMIME_MULTIPART(obj);
+    int n = g_mime_multipart_get_count(mp);
+    for (int i = 0; i < n; ++i) walk(g_mime_multipart_get_part(mp, i), depth + 1, in_attachment, st);
+    return;
+  }
+  if (GMIME_IS_MESSAGE_PART(obj)) {
+    GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
+    info.is_attachment = true;
+    if (inner) {
+      std::string bytes = serialized_size_and_hash(GMIME_OBJECT(inner), &info.sha256);
+      info.size = bytes.size();
+      const char* subj = g_mime_message_get_subject(inner);
+      info.filename = valid_utf8(subj ? subj : "");
+      if (!info.filename.empty()) info.filename += ".eml";
+      if (subj) append_bounded(out.attachment_text, valid_utf8(subj), st.limits->max_index_text_bytes);
+    }
+    out.parts.push_back(info);
+    if (inner) walk_message_body(inner, depth + 1, /*in_attachment=*/true, st);
+    return;
+  }
+  if (GMIME_IS_PART(obj)) {
+    GMimePart* part = GMIME_PART(obj);
+    info.filename = valid_utf8(g_mime_part_get_filename(part));
+    bool is_text = info.content_type.rfind("text/", 0) == 0;
+    info.is_attachment = !info.filename.empty() || info.disposition == "attachment" || !is_text;
+    bool truncated = false;
+    std::string content = decoded_content(part, st.limits->max_part_bytes, &truncated);
+    if (truncated) {
+      out.malformed = true;
+      out.problems.push_back("a part decodes to more than " + std::to_string(st.limits->max_part_bytes) + " bytes");
+    }
+    info.size = content.size();
+    if (info.is_attachment) info.sha256 = sha256(content);
+    if (is_text && (info.content_type == "text/plain" || info.content_type == "text/html" ||
+                    info.is_attachment)) {
+      std::string text = GMIME_IS_TEXT_PART(obj) ? text_of(GMIME_TEXT_PART(obj)) : valid_utf8(content.data(), content.size());
+      if (info.content_type == "text/html") text = html_to_text(text);
+      bool to_attachment_text = in_attachment || info.is_attachment;
+      append_bounded(to_attachment_text ? out.attachment_text : out.body_text, text,
+                     st.limits->max_index_text_bytes);
+    }
+    out.parts.push_back(std::move(info));
+    return;
+  }
+  out.parts.push_back(std::move(info));
+}
+
+std::string_view first_line(std::string_view s) {
+  std::size_t nl = s.find('\n');
+  return nl == std::string_view::npos ? s : s.substr(0, nl);
+}
+
+bool is_header_line(std::string_view line) {
+  std::size_t colon = line.find(':');
+  if (colon == 0 || colon == std::string_view::npos || colon > 200) return false;
+  for (std::size_t i = 0; i < colon; ++i) {
+    unsigned char c = static_cast<unsigned char>(line[i]);
+    if (c < 33 || c > 126) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Address::to_string() const {
+  if (name.empty()) return addr;
+  if (addr.empty()) return name;
+  return name + " <" + addr + ">";
+}
+
+std::string join_addresses(const std::vector<Address>& list) {
+  std::string s;
+  for (const auto& a : list) {
+    if (!s.empty()) s += ", ";
+    s += a.to_string();
+  }
+  return s;
+}
+
+bool ParsedMessage::has_attachment() const {
+  return std::any_of(parts.begin(), parts.end(), [](const MimePart& p) { return p.is_attachment; });
+}
+
+std::string not_mail_reason(std::string_view raw) {
+  if (raw.empty()) return "empty file";
+  std::string_view line = first_line(raw);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line.substr(0, 5) == "From ") return {};
+  if (!is_header_line(line)) {
+    return "not an email message: the first line is not a header field";
+  }
+  return {};
+}
+
+Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits) {
+  if (std::string reason = not_mail_reason(raw); !reason.empty()) {
+    return make_error(ErrorCode::kBadInput, reason);
+  }
+  init_gmime();
+  ParsedMessage out;
+  ParseState st{&limits, &out};
+
+  // An mbox "From " separator is not part of the message GMime should see.
+  std::string_view body = raw;
+  if (body.substr(0, 5) == "From ") {
+    std::size_t nl = body.find('\n');
+    body = nl == std::string_view::npos ? std::string_view() : body.substr(nl + 1);
+  }
+  // Bound the header block GMime parses into memory structures.
+  std::size_t header_end = body.find("\n\n");
+  std::size_t header_end_crlf = body.find("\r\n\r\n");
+  header_end = std::min(header_end, header_end_crlf);
+  if (header_end == std::string_view::npos) header_end = body.size();
+  if (header_end > limits.max_header_bytes) {
+    out.malformed = true;
+    out.problems.push_back("header block larger than " + std::to_string(limits.max_header_bytes) + " bytes");
+  }
+
+  GMimeParserOptions* opts = g_mime_parser_options_new();
+  g_mime_parser_options_set_rfc2047_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  static const char* kFallback[] = {"utf-8", "windows-1252", nullptr};
+  g_mime_parser_options_set_fallback_charsets(opts, kFallback);
+  g_mime_parser_options_set_warning_callback(opts, on_parser_warning, &st);
+
+  GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(body.data(), body.size()));
+  GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
+  g_mime_parser_set_format(parser.p, GMIME_FORMAT_MESSAGE);
+  GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.p, opts));
+  if (!msg.p) {
+    g_mime_parser_options_free(opts);
+    out.malformed = true;
+    out.problems.push_back("GMime could not construct a message");
+    return out;
+  }
+
+  if (const char* id = g_mime_message_get_message_id(msg.p)) out.message_id = valid_utf8(id);
+  if (const char* subj = g_mime_message_get_subject(msg.p)) {
+    out.subject = valid_utf8(subj);
+    // Folded headers keep their tabs and line breaks; a subject is one line.
+    for (char& c : out.subject)
+      if (c == '\t' || c == '\r' || c == '\n') c = ' ';
+  }
+  if (GDateTime* dt = g_mime_message_get_date(msg.p)) out.date = g_date_time_to_unix(dt);
+  struct {
+    const char* header;
+    GMimeAddressType type;
+    std::vector<Address>* list;
+  } address_fields[] = {{"From", GMIME_ADDRESS_TYPE_FROM, &out.from},
+                        {"To", GMIME_ADDRESS_TYPE_TO, &out.to},
+                        {"Cc", GMIME_ADDRESS_TYPE_CC, &out.cc},
+                        {"Bcc", GMIME_ADDRESS_TYPE_BCC, &out.bcc},
+                        {"Reply-To", GMIME_ADDRESS_TYPE_REPLY_TO, &out.reply_to}};
+  for (auto& f : address_fields) {
+    read_addresses(g_mime_message_get_addresses(msg.p, f.type), *f.list, limits.max_addresses);
+    const char* raw_value = g_mime_object_get_header(GMIME_OBJECT(msg.p), f.header);
+    if (!raw_value) continue;
+    std::string value = valid_utf8(raw_value);
+    std::size_t ats = static_cast<std::size_t>(std::count(value.begin(), value.end(), '@'));
+    std::size_t with_addr = static_cast<std::size_t>(std::count_if(
+        f.list->begin(), f.list->end(), [](const Address& a) { return a.addr.find('@') != std::string::npos; }));
+    if (with_addr < ats && f.list->size() < limits.max_addresses) {
+      char* decoded = g_mime_utils_header_decode_text(nullptr, value.c_str());
+      *f.list = split_addresses_loosely(valid_utf8(decoded), limits.max_addresses);
+      g_free(decoded);
+    }
+  }
+
+  auto read_refs = [&](const char* header, bool first_only) {
+    const char* value = g_mime_object_get_header(GMIME_OBJECT(msg.p), header);
+    if (!value) return;
+    GMimeReferences* refs = g_mime_references_parse(opts, value);
+    if (!refs) return;
+    int n = g_mime_references_length(refs);
+    for (int i = 0; i < n && out.references.size() < 500; ++i) {
+      std::string id = valid_utf8(g_mime_references_get_message_id(refs, i));
+      if (first_only) {
+        out.in_reply_to = id;
+        break;
+      }
+      out.references.push_back(id);
+    }
+    g_mime_references_free(refs);
+  };
+  read_refs("In-Reply-To", true);
+  read_refs("References", false);
+
+  walk_message_body(msg.p, 0, false, st);
+  g_mime_parser_options_free(opts);
+  return out;
+}
+
+}  // namespace mailark

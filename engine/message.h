@@ -1,0 +1,67 @@
+// The message model: what mailark reads out of one RFC 5322 message, via GMime 3 (the one translation
+// point to GMime is message.cc).
+//
+// parse_message never rejects a message that looks like mail: whatever GMime cannot fully parse is
+// flagged `malformed` with the problems found, and everything that could be read is returned. It refuses
+// (kBadInput) only input that is not mail at all: empty, or not starting with a header field.
+// All strings are valid UTF-8 (RFC 2047/2231 decoded, charsets converted, invalid bytes replaced).
+// Thread safety: reentrant; GMime is initialised once per process on first use.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/limits.h"
+#include "common/result.h"
+#include "common/sha256.h"
+
+namespace mailark {
+
+struct Address {
+  std::string name;  // display name, may be empty
+  std::string addr;  // addr-spec as written (local@domain), may be empty for a bare group
+  std::string to_string() const;
+};
+
+// One node of the MIME tree, in document order.
+struct MimePart {
+  unsigned depth = 0;          // 0 for the top-level message's body
+  std::string content_type;    // lower-case type/subtype
+  std::string filename;        // decoded (RFC 2231/2047), empty if none
+  std::string disposition;     // "attachment", "inline" or empty
+  std::uint64_t size = 0;      // decoded bytes (for leaves); 0 for containers
+  bool is_attachment = false;  // listed as an attachment (has a file name, or disposition attachment,
+                               // or a non-text leaf, or a message/rfc822)
+  Digest sha256{};             // of the decoded content, for attachments
+};
+
+struct ParsedMessage {
+  bool malformed = false;
+  std::vector<std::string> problems;  // why it is malformed, or parser warnings worth showing
+
+  std::string message_id;  // without angle brackets
+  std::string subject;
+  std::optional<std::int64_t> date;  // Unix seconds from the Date header, if it parsed
+  std::vector<Address> from, to, cc, bcc, reply_to;
+  std::string in_reply_to;
+  std::vector<std::string> references;
+
+  std::string body_text;        // text/plain parts, and text/html reduced to text, of the main message
+  std::string attachment_text;  // text of text attachments and of forwarded messages
+  std::vector<MimePart> parts;  // the whole tree
+  bool has_attachment() const;
+};
+
+// Parses raw message bytes. Errors: kBadInput for input that is not an email message.
+Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits);
+
+// Cheap check used before archiving: empty input, or a first line that is not a header field (nor an
+// mbox "From " line) means the input is not mail. Returns the reason, or empty when it looks like mail.
+std::string not_mail_reason(std::string_view raw);
+
+std::string join_addresses(const std::vector<Address>& list);
+
+}  // namespace mailark

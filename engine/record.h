@@ -1,0 +1,79 @@
+// Archive records: the envelope and verdict of one accepted message, and their on-disk encoding.
+//
+// Format v1 (docs/FORMAT.md, "records"): value = body || hash, where body is the version byte 0x01 and
+// then the fields of ArchiveRecord in declaration order (varints are LEB128, signed ones zigzag, strings
+// are varint length + bytes, digests 32 raw bytes), and
+//   hash = SHA-256("mailark-record-v1" || prev_hash || seq as 8 bytes big-endian || body)
+// prev_hash is the previous record's hash (32 zero bytes for seq 1). The chain makes any changed,
+// removed or reordered record detectable by `mailark verify`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "common/sha256.h"
+#include "scanner/scanner.h"
+
+namespace mailark {
+
+enum class Direction : std::uint8_t { kImport = 0, kInbound = 1, kOutbound = 2 };
+const char* direction_name(Direction d);  // "import", "inbound", "outbound"
+
+struct Envelope {
+  Direction direction = Direction::kImport;
+  std::string mail_from;              // MAIL FROM, or for imports the mbox From_ / Return-Path sender
+  std::vector<std::string> rcpt_to;   // every RCPT TO
+  std::string client;                 // client IP, or "import"
+  std::string helo;
+  std::string tls;                    // "TLSv1.3 TLS_AES_256_GCM_SHA384", or empty
+  std::string connector;              // listener name; "import" for imports
+  std::string source;                 // for imports: the file (and "#n" for the n-th message of an mbox)
+  std::int64_t received_at = 0;       // Unix seconds
+};
+
+struct StoredVerdict {
+  scanner::VerdictKind kind = scanner::VerdictKind::kUnscanned;
+  std::vector<std::string> signatures;
+  std::string reason;
+};
+
+// Record flags (bit set).
+enum RecordFlag : std::uint32_t {
+  kFlagMalformed = 1u << 0,    // GMime could not fully parse the message
+  kFlagQuarantined = 1u << 1,  // kept out of user views (infected)
+};
+
+struct ArchiveRecord {
+  std::uint64_t seq = 0;
+  Envelope envelope;
+  StoredVerdict verdict;
+  std::uint32_t flags = 0;
+  Digest content_sha256{};     // of the raw bytes; the key of the blob that holds them
+  std::uint64_t raw_size = 0;
+  std::int64_t archived_at = 0;
+  Digest prev_hash{};
+  Digest hash{};               // filled by encode / decode
+};
+
+// Encodes the record's body and computes its hash into record.hash. Returns the stored value.
+std::string encode_record(ArchiveRecord& record);
+// Decodes a stored value for key `seq`. Does not check the chain (verify does). Errors: kCorrupt,
+// kUnsupported for an unknown version byte.
+Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value);
+// Recomputes the hash of a stored value for `seq` with the given predecessor hash.
+Digest record_hash(const Digest& prev_hash, std::uint64_t seq, std::string_view body);
+
+// Blobs (format v1): key = SHA-256 of the raw bytes; value = version 0x01, dictionary id (u32 LE),
+// raw size (u64 LE), zstd frame.
+struct BlobHeader {
+  std::uint32_t dict_id = 0;
+  std::uint64_t raw_size = 0;
+  std::string_view frame;
+};
+std::string encode_blob(std::uint32_t dict_id, std::uint64_t raw_size, std::string_view frame);
+Result<BlobHeader> decode_blob(std::string_view value);
+
+}  // namespace mailark

@@ -1,0 +1,72 @@
+#include "engine/verify.h"
+
+#include <unordered_set>
+
+namespace mailark {
+
+Result<VerifyReport> verify_archive(const Archive& archive,
+                                    const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  VerifyReport rep;
+  const ChainHead stored_head = archive.head();
+  std::uint64_t expected = 1;
+  Digest prev{};
+  std::unordered_set<std::string> checked_blobs;
+
+  auto bad = [&](std::uint64_t seq, std::string problem) {
+    if (rep.intact) {
+      rep.intact = false;
+      rep.first_bad = seq;
+      rep.problem = std::move(problem);
+    }
+    return false;  // stop at the first bad record: everything after it is unverifiable by the chain
+  };
+
+  auto s = archive.scan(
+      1,
+      [&](const ArchiveRecord& r, std::string_view value) {
+        if (r.seq != expected && r.seq > expected) {
+          return bad(expected, "record " + std::to_string(expected) + " is missing (the next record is " +
+                                   std::to_string(r.seq) + ")");
+        }
+        Digest recomputed = record_hash(prev, expected, value.substr(0, value.size() - 32));
+        if (r.prev_hash != prev) {
+          return bad(expected, "record " + std::to_string(expected) +
+                                   " does not link to its predecessor (records removed, reordered or replaced)");
+        }
+        if (recomputed != r.hash) {
+          return bad(expected, "record " + std::to_string(expected) + " was changed: its hash does not match");
+        }
+        std::string key(reinterpret_cast<const char*>(r.content_sha256.data()), 32);
+        if (!checked_blobs.count(key)) {
+          auto raw = archive.raw(r);
+          if (!raw) return bad(expected, raw.error().context);
+          checked_blobs.insert(key);
+          rep.messages_checked++;
+        }
+        prev = r.hash;
+        rep.head.seq = expected;
+        rep.head.hash = r.hash;
+        rep.records_checked++;
+        if (progress && rep.records_checked % 1000 == 0) progress(rep.records_checked, stored_head.seq);
+        ++expected;
+        return true;
+      },
+      [&](std::uint64_t seq, const Error& e) { return bad(seq ? seq : expected, e.context); });
+  if (!s) return s.error();
+  if (rep.intact) {
+    if (rep.head.seq != stored_head.seq) {
+      rep.intact = false;
+      rep.first_bad = rep.head.seq + 1;
+      rep.problem = "the chain ends at record " + std::to_string(rep.head.seq) + " but the archive head says " +
+                    std::to_string(stored_head.seq) + " (records removed from the end)";
+    } else if (rep.head.hash != stored_head.hash) {
+      rep.intact = false;
+      rep.first_bad = rep.head.seq;
+      rep.problem = "the last record's hash does not match the archive head";
+    }
+  }
+  if (progress) progress(rep.records_checked, stored_head.seq);
+  return rep;
+}
+
+}  // namespace mailark

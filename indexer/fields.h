@@ -1,0 +1,48 @@
+// What the indexer is told about one message: plain values, no archive or MIME types. engine/ fills it
+// from the message model and the archive record.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mailark::indexer {
+
+struct IndexedAttachment {
+  std::string name;
+  std::string mime_type;
+  std::uint64_t size = 0;
+};
+
+struct IndexFields {
+  std::uint64_t id = 0;          // archive sequence number
+  std::string message_id;
+  std::int64_t date = 0;         // Unix seconds (Date header, else received time)
+  std::int64_t received = 0;
+  std::uint64_t size = 0;        // raw bytes
+  std::string from, to, cc, bcc;  // "Name <addr>, ..." display strings
+  std::vector<std::string> envelope_rcpts;
+  std::string subject;
+  std::string body;
+  std::string attachment_text;
+  std::vector<IndexedAttachment> attachments;
+  std::string direction;          // "import", "inbound", "outbound"
+  std::string verdict;            // "clean", "infected", "unscanned"
+  std::vector<std::string> signatures;
+  bool malformed = false;
+  bool quarantined = false;
+  std::string extracted_text;     // reserved for eDiscovery text extraction
+};
+
+// What a search result shows, stored in the document data so result lists need no archive reads.
+struct Summary {
+  std::uint64_t id = 0;
+  std::string message_id;
+  std::int64_t date = 0;
+  std::string from;
+  std::string subject;
+  std::string verdict;
+  std::uint64_t size = 0;
+};
+
+}  // namespace mailark::indexer

@@ -1,0 +1,508 @@
+#include "indexer/index.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "common/sha256.h"
+#include "indexer/schema.h"
+
+namespace mailark::indexer {
+namespace {
+
+// The one place Xapian exceptions become typed errors.
+Error xapian_error(const Xapian::Error& e, const std::string& what) {
+  const std::string type = e.get_type();
+  if (type == "DatabaseLockError") {
+    return make_error(ErrorCode::kIo, what + ": the index is locked by another process",
+                      "wait for the running mailark import or server to finish");
+  }
+  if (type == "DatabaseOpeningError" || type == "DatabaseNotFoundError") {
+    return make_error(ErrorCode::kNotFound, what + ": " + e.get_description(), "run `mailark reindex`");
+  }
+  if (type == "DatabaseCorruptError") {
+    return make_error(ErrorCode::kCorrupt, what + ": " + e.get_description(),
+                      "the index is derived: run `mailark reindex` to rebuild it from the archive");
+  }
+  if (type == "QueryParserError") return make_error(ErrorCode::kInvalidArgument, "query: " + e.get_msg());
+  return make_error(ErrorCode::kIo, what + ": " + e.get_description());
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string boolean_term(const char* prefix, const std::string& value) {
+  std::string term = std::string(prefix) + value;
+  if (term.size() <= schema::kMaxBooleanTermBytes) return term;
+  return std::string(prefix) + "#" + to_hex(sha256(value));
+}
+
+std::string message_id_term(std::string id) {
+  if (id.size() >= 2 && id.front() == '<' && id.back() == '>') id = id.substr(1, id.size() - 2);
+  return boolean_term(schema::kPrefixMessageId, id);
+}
+
+std::string encode_summary(const IndexFields& f) {
+  nlohmann::json j = {{"i", f.id}, {"m", f.message_id}, {"d", f.date}, {"f", f.from},
+                      {"s", f.subject}, {"v", f.verdict}, {"z", f.size}};
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Summary decode_summary(const std::string& data) {
+  Summary s;
+  auto j = nlohmann::json::parse(data, nullptr, false);
+  if (j.is_discarded()) return s;
+  s.id = j.value("i", std::uint64_t{0});
+  s.message_id = j.value("m", "");
+  s.date = j.value("d", std::int64_t{0});
+  s.from = j.value("f", "");
+  s.subject = j.value("s", "");
+  s.verdict = j.value("v", "");
+  s.size = j.value("z", std::uint64_t{0});
+  return s;
+}
+
+}  // namespace
+
+Xapian::Document build_document(const IndexFields& f, bool with_positions) {
+  Xapian::Document doc;
+  Xapian::TermGenerator tg;
+  tg.set_document(doc);
+  tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
+  tg.set_max_word_length(64);
+  auto text = [&](const std::string& value, const char* prefix) {
+    if (value.empty()) return;
+    if (with_positions) {
+      tg.index_text(value, 1, prefix);
+      tg.increase_termpos(100);  // a phrase never spans two fields
+    } else {
+      tg.index_text_without_positions(value, 1, prefix);
+    }
+  };
+  text(f.from, schema::kPrefixFrom);
+  text(f.to, schema::kPrefixTo);
+  text(f.cc, schema::kPrefixCc);
+  text(f.bcc, schema::kPrefixBcc);
+  for (const auto& r : f.envelope_rcpts) text(r, schema::kPrefixRcpt);
+  text(f.subject, schema::kPrefixSubject);
+  text(f.subject, "");
+  text(f.body, "");
+  text(f.attachment_text, "");
+  text(f.extracted_text, schema::kPrefixExtracted);
+  text(f.extracted_text, "");
+  for (const auto& a : f.attachments) {
+    text(a.name, schema::kPrefixAttachment);
+    text(a.name, "");
+    if (!a.mime_type.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixMimeType, lower(a.mime_type)));
+  }
+  if (!f.message_id.empty()) doc.add_boolean_term(message_id_term(f.message_id));
+  if (!f.attachments.empty()) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "attachment");
+  if (f.malformed) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "malformed");
+  if (f.quarantined) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "quarantined");
+  doc.add_boolean_term(std::string(schema::kPrefixVerdict) + f.verdict);
+  doc.add_boolean_term(std::string(schema::kPrefixDirection) + f.direction);
+  for (const auto& s : f.signatures) doc.add_boolean_term(boolean_term(schema::kPrefixSignature, lower(s)));
+  doc.add_value(schema::kSlotDate, Xapian::sortable_serialise(static_cast<double>(f.date)));
+  doc.add_value(schema::kSlotSize, Xapian::sortable_serialise(static_cast<double>(f.size)));
+  doc.add_value(schema::kSlotReceived, Xapian::sortable_serialise(static_cast<double>(f.received)));
+  doc.set_data(encode_summary(f));
+  return doc;
+}
+
+// ---- writer ----
+
+Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir) {
+  std::unique_ptr<IndexWriter> w(new IndexWriter());
+  try {
+    w->db_ = std::make_unique<Xapian::WritableDatabase>(dir, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS);
+    std::string schema = w->db_->get_metadata(schema::kMetaSchema);
+    if (schema.empty()) {
+      w->db_->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+      w->db_->commit();
+    } else if (schema != schema::kSchemaVersion) {
+      return make_error(ErrorCode::kUnsupported, "the index in " + dir + " has schema " + schema,
+                        "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
+    }
+    std::string wm = w->db_->get_metadata(schema::kMetaWatermark);
+    w->watermark_ = wm.empty() ? 0 : std::stoull(wm);
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "opening the index in " + dir);
+  }
+  return w;
+}
+
+IndexWriter::~IndexWriter() {
+  // Uncommitted changes are discarded on purpose: the watermark says what is durable, and the archive
+  // re-supplies the rest on the next open.
+  if (db_) {
+    try {
+      db_->close();
+    } catch (const Xapian::Error&) {
+    }
+  }
+}
+
+Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
+  try {
+    db_->replace_document(static_cast<Xapian::docid>(id), doc);
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "indexing message " + std::to_string(id));
+  }
+  return ok_status();
+}
+
+Status IndexWriter::commit(std::uint64_t watermark) {
+  try {
+    db_->set_metadata(schema::kMetaWatermark, std::to_string(watermark));
+    db_->commit();
+    watermark_ = watermark;
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "committing the index");
+  }
+  return ok_status();
+}
+
+Status compact_index(const std::string& dir, const std::string& out_dir) {
+  try {
+    Xapian::Database db(dir, Xapian::DB_BACKEND_GLASS);
+    db.compact(out_dir, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "compacting the index");
+  }
+  return ok_status();
+}
+
+// ---- query parsing ----
+
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_date_period(const std::string& text) {
+  std::string digits;
+  for (char c : text) {
+    if (std::isdigit(static_cast<unsigned char>(c))) digits.push_back(c);
+    else if (c != '-' && c != '/') return std::nullopt;
+  }
+  int y = 0, m = 1, d = 1;
+  int span = 0;  // 0: year, 1: month, 2: day
+  if (digits.size() == 4) {
+    y = std::stoi(digits);
+  } else if (digits.size() == 6) {
+    y = std::stoi(digits.substr(0, 4));
+    m = std::stoi(digits.substr(4, 2));
+    span = 1;
+  } else if (digits.size() == 8) {
+    y = std::stoi(digits.substr(0, 4));
+    m = std::stoi(digits.substr(4, 2));
+    d = std::stoi(digits.substr(6, 2));
+    span = 2;
+  } else {
+    return std::nullopt;
+  }
+  if (m < 1 || m > 12 || d < 1 || d > 31 || y < 1900 || y > 9999) return std::nullopt;
+  auto to_unix = [](int yy, int mm, int dd) {
+    std::tm tm{};
+    tm.tm_year = yy - 1900;
+    tm.tm_mon = mm - 1;
+    tm.tm_mday = dd;
+    return static_cast<std::int64_t>(timegm(&tm));
+  };
+  std::int64_t lo = to_unix(y, m, d);
+  std::int64_t hi;
+  if (span == 0) hi = to_unix(y + 1, 1, 1) - 1;
+  else if (span == 1) hi = to_unix(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) - 1;
+  else hi = to_unix(y, m, d + 1) - 1;
+  return std::make_pair(lo, hi);
+}
+
+namespace {
+
+std::optional<double> parse_size(std::string text) {
+  text = lower(text);
+  if (text.empty()) return std::nullopt;
+  double mult = 1;
+  char last = text.back();
+  if (last == 'k') mult = 1024;
+  else if (last == 'm') mult = 1024.0 * 1024;
+  else if (last == 'g') mult = 1024.0 * 1024 * 1024;
+  if (mult != 1 || last == 'b') text.pop_back();
+  if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
+    return std::nullopt;
+  return std::stod(text) * mult;
+}
+
+// "A..B", "A..", "..B" or "A" for a value slot, with a parser for the endpoints.
+template <typename ParseLo, typename ParseHi>
+Xapian::Query value_range(Xapian::valueno slot, const std::string& text, const char* field, ParseLo lo_of,
+                          ParseHi hi_of) {
+  std::string a = text, b = text;
+  std::size_t dots = text.find("..");
+  if (dots != std::string::npos) {
+    a = text.substr(0, dots);
+    b = text.substr(dots + 2);
+  }
+  std::optional<double> lo, hi;
+  if (!a.empty()) {
+    lo = lo_of(a);
+    if (!lo) throw Xapian::QueryParserError(std::string("invalid ") + field + " '" + a + "'");
+  }
+  if (!b.empty()) {
+    hi = hi_of(b);
+    if (!hi) throw Xapian::QueryParserError(std::string("invalid ") + field + " '" + b + "'");
+  }
+  if (lo && hi) {
+    return Xapian::Query(Xapian::Query::OP_VALUE_RANGE, slot, Xapian::sortable_serialise(*lo),
+                         Xapian::sortable_serialise(*hi));
+  }
+  if (lo) return Xapian::Query(Xapian::Query::OP_VALUE_GE, slot, Xapian::sortable_serialise(*lo));
+  if (hi) return Xapian::Query(Xapian::Query::OP_VALUE_LE, slot, Xapian::sortable_serialise(*hi));
+  throw Xapian::QueryParserError(std::string("empty ") + field + " range");
+}
+
+class DateField : public Xapian::FieldProcessor {
+ public:
+  Xapian::Query operator()(const std::string& text) override {
+    return value_range(
+        schema::kSlotDate, text, "date",
+        [](const std::string& s) -> std::optional<double> {
+          auto p = parse_date_period(s);
+          if (!p) return std::nullopt;
+          return static_cast<double>(p->first);
+        },
+        [](const std::string& s) -> std::optional<double> {
+          auto p = parse_date_period(s);
+          if (!p) return std::nullopt;
+          return static_cast<double>(p->second);
+        });
+  }
+};
+
+class SizeField : public Xapian::FieldProcessor {
+ public:
+  Xapian::Query operator()(const std::string& text) override {
+    return value_range(schema::kSlotSize, text, "size", parse_size, parse_size);
+  }
+};
+
+class MessageIdField : public Xapian::FieldProcessor {
+ public:
+  Xapian::Query operator()(const std::string& text) override { return Xapian::Query(message_id_term(text)); }
+};
+
+class LowerBooleanField : public Xapian::FieldProcessor {
+ public:
+  explicit LowerBooleanField(std::string prefix) : prefix_(std::move(prefix)) {}
+  Xapian::Query operator()(const std::string& text) override {
+    return Xapian::Query(boolean_term(prefix_.c_str(), lower(text)));
+  }
+
+ private:
+  std::string prefix_;
+};
+
+// Matches a fixed, sorted set of document ids: the verified candidates of one phrase.
+class DocIdSet : public Xapian::PostingSource {
+ public:
+  explicit DocIdSet(std::vector<Xapian::docid> ids) : ids_(std::move(ids)) {}
+  Xapian::doccount get_termfreq_min() const override { return static_cast<Xapian::doccount>(ids_.size()); }
+  Xapian::doccount get_termfreq_est() const override { return static_cast<Xapian::doccount>(ids_.size()); }
+  Xapian::doccount get_termfreq_max() const override { return static_cast<Xapian::doccount>(ids_.size()); }
+  void init(const Xapian::Database&) override { pos_ = static_cast<std::size_t>(-1); }
+  void next(double) override { ++pos_; }
+  void skip_to(Xapian::docid did, double) override {
+    std::size_t start = pos_ == static_cast<std::size_t>(-1) ? 0 : pos_;
+    pos_ = static_cast<std::size_t>(std::lower_bound(ids_.begin() + static_cast<std::ptrdiff_t>(start), ids_.end(), did) - ids_.begin());
+  }
+  bool at_end() const override { return pos_ != static_cast<std::size_t>(-1) && pos_ >= ids_.size(); }
+  Xapian::docid get_docid() const override { return ids_[pos_]; }
+  std::string get_description() const override { return "DocIdSet(" + std::to_string(ids_.size()) + ")"; }
+
+ private:
+  std::vector<Xapian::docid> ids_;
+  std::size_t pos_ = static_cast<std::size_t>(-1);
+};
+
+bool has_phrase(const Xapian::Document& doc, const std::vector<std::string>& terms) {
+  std::vector<std::set<Xapian::termpos>> positions;
+  for (const auto& t : terms) {
+    std::set<Xapian::termpos> ps;
+    Xapian::TermIterator ti = doc.termlist_begin();
+    ti.skip_to(t);
+    if (ti == doc.termlist_end() || *ti != t) return false;  // term absent from this document
+    for (auto it = ti.positionlist_begin(); it != ti.positionlist_end(); ++it) ps.insert(*it);
+    if (ps.empty()) return false;
+    positions.push_back(std::move(ps));
+  }
+  for (Xapian::termpos p : positions[0]) {
+    bool all = true;
+    for (std::size_t i = 1; i < positions.size() && all; ++i) all = positions[i].count(p + static_cast<Xapian::termpos>(i)) > 0;
+    if (all) return true;
+  }
+  return false;
+}
+
+// Rewrites every phrase in `q` into the set of documents that really hold it.
+class PhraseResolver {
+ public:
+  PhraseResolver(Xapian::Database& db, FieldSource* fields) : db_(db), fields_(fields) {}
+
+  Xapian::Query resolve(const Xapian::Query& q) {
+    auto op = q.get_type();
+    std::size_t n = q.get_num_subqueries();
+    if (op == Xapian::Query::OP_PHRASE || op == Xapian::Query::OP_NEAR) return resolve_phrase(q);
+    if (n == 0 || !contains_phrase(q)) return q;
+    std::vector<Xapian::Query> subs;
+    for (std::size_t i = 0; i < n; ++i) subs.push_back(resolve(q.get_subquery(i)));
+    switch (op) {
+      case Xapian::Query::OP_AND:
+      case Xapian::Query::OP_OR:
+      case Xapian::Query::OP_AND_NOT:
+      case Xapian::Query::OP_XOR:
+      case Xapian::Query::OP_AND_MAYBE:
+      case Xapian::Query::OP_FILTER:
+      case Xapian::Query::OP_SYNONYM:
+        return Xapian::Query(op, subs.begin(), subs.end());
+      default:
+        // Weight-only wrappers (OP_SCALE_WEIGHT): weights do not matter for date-sorted results.
+        return subs.size() == 1 ? subs[0] : Xapian::Query(Xapian::Query::OP_AND, subs.begin(), subs.end());
+    }
+  }
+
+ private:
+  static bool contains_phrase(const Xapian::Query& q) {
+    auto op = q.get_type();
+    if (op == Xapian::Query::OP_PHRASE || op == Xapian::Query::OP_NEAR) return true;
+    for (std::size_t i = 0; i < q.get_num_subqueries(); ++i)
+      if (contains_phrase(q.get_subquery(i))) return true;
+    return false;
+  }
+
+  Xapian::Query resolve_phrase(const Xapian::Query& q) {
+    std::vector<std::string> terms;
+    std::vector<Xapian::Query> subs;
+    for (std::size_t i = 0; i < q.get_num_subqueries(); ++i) {
+      Xapian::Query s = q.get_subquery(i);
+      subs.push_back(s);
+      if (s.get_type() == Xapian::Query::LEAF_TERM && s.get_terms_begin() != s.get_terms_end()) {
+        terms.push_back(*s.get_terms_begin());
+      } else {
+        terms.clear();  // not a plain term phrase: fall back to all-terms matching
+        break;
+      }
+    }
+    Xapian::Query all(Xapian::Query::OP_AND, subs.begin(), subs.end());
+    if (terms.empty() || !fields_ || q.get_type() == Xapian::Query::OP_NEAR) return all;
+    Xapian::Enquire enq(db_);
+    enq.set_query(all);
+    enq.set_weighting_scheme(Xapian::BoolWeight());
+    enq.set_docid_order(Xapian::Enquire::ASCENDING);
+    Xapian::MSet candidates = enq.get_mset(0, db_.get_doccount());
+    std::vector<Xapian::docid> verified;
+    for (auto it = candidates.begin(); it != candidates.end(); ++it) {
+      const Xapian::Document* doc = positioned(*it);
+      if (doc && has_phrase(*doc, terms)) verified.push_back(*it);
+    }
+    std::sort(verified.begin(), verified.end());
+    return Xapian::Query(new DocIdSet(std::move(verified)));
+  }
+
+  const Xapian::Document* positioned(Xapian::docid id) {
+    auto it = cache_.find(id);
+    if (it != cache_.end()) return it->second ? &*it->second : nullptr;
+    std::optional<Xapian::Document> doc;
+    if (auto f = fields_->load(id)) doc = build_document(*f, /*with_positions=*/true);
+    auto& slot = cache_[id] = std::move(doc);
+    return slot ? &*slot : nullptr;
+  }
+
+  Xapian::Database& db_;
+  FieldSource* fields_;
+  std::unordered_map<Xapian::docid, std::optional<Xapian::Document>> cache_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
+  std::unique_ptr<IndexReader> r(new IndexReader());
+  try {
+    r->db_ = std::make_unique<Xapian::Database>(dir, Xapian::DB_BACKEND_GLASS);
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "opening the index in " + dir);
+  }
+  return r;
+}
+
+IndexReader::~IndexReader() = default;
+
+std::uint64_t IndexReader::watermark() const {
+  try {
+    std::string wm = db_->get_metadata(schema::kMetaWatermark);
+    return wm.empty() ? 0 : std::stoull(wm);
+  } catch (const Xapian::Error&) {
+    return 0;
+  }
+}
+
+std::uint64_t IndexReader::doc_count() const { return db_->get_doccount(); }
+
+Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
+                                          FieldSource* fields) {
+  try {
+    Xapian::QueryParser qp;
+    qp.set_database(*db_);
+    qp.set_default_op(Xapian::Query::OP_AND);
+    qp.set_stemming_strategy(Xapian::QueryParser::STEM_NONE);
+    qp.add_prefix("from", schema::kPrefixFrom);
+    qp.add_prefix("to", schema::kPrefixTo);
+    qp.add_prefix("cc", schema::kPrefixCc);
+    qp.add_prefix("bcc", schema::kPrefixBcc);
+    qp.add_prefix("rcpt", schema::kPrefixRcpt);
+    qp.add_prefix("subject", schema::kPrefixSubject);
+    qp.add_prefix("attachment", schema::kPrefixAttachment);
+    qp.add_prefix("extracted", schema::kPrefixExtracted);
+    qp.add_boolean_prefix("id", new MessageIdField());
+    qp.add_boolean_prefix("date", new DateField());
+    qp.add_boolean_prefix("size", new SizeField());
+    qp.add_boolean_prefix("has", new LowerBooleanField(schema::kPrefixFlag));
+    qp.add_boolean_prefix("is", new LowerBooleanField(schema::kPrefixFlag));
+    qp.add_boolean_prefix("verdict", new LowerBooleanField(schema::kPrefixVerdict));
+    qp.add_boolean_prefix("direction", new LowerBooleanField(schema::kPrefixDirection));
+    qp.add_boolean_prefix("type", new LowerBooleanField(schema::kPrefixMimeType));
+    qp.add_boolean_prefix("signature", new LowerBooleanField(schema::kPrefixSignature));
+    unsigned flags = Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_PHRASE |
+                     Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
+                     Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
+    Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos
+                               ? Xapian::Query::MatchAll
+                               : qp.parse_query(query, flags);
+    PhraseResolver resolver(*db_, fields);
+    Xapian::Query q = resolver.resolve(parsed);
+
+    Xapian::Enquire enq(*db_);
+    enq.set_query(q);
+    enq.set_weighting_scheme(Xapian::BoolWeight());
+    enq.set_sort_by_value(schema::kSlotDate, /*reverse=*/true);
+    enq.set_docid_order(Xapian::Enquire::DESCENDING);
+    Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
+                                     static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
+    SearchResults out;
+    out.total = mset.get_matches_estimated();
+    for (auto it = mset.begin(); it != mset.end(); ++it) {
+      Summary s = decode_summary(it.get_document().get_data());
+      s.id = *it;
+      out.hits.push_back(std::move(s));
+    }
+    return out;
+  } catch (const Xapian::QueryParserError& e) {
+    return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + e.get_msg(),
+                      "see `mailark search --help` for the syntax");
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "searching");
+  }
+}
+
+}  // namespace mailark::indexer

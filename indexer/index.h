@@ -1,0 +1,89 @@
+// The full-text index: a Xapian database derived from the archive. The one translation point to
+// Xapian's exceptions is index.cc (xapian_error).
+//
+// Phrases without positions: the index stores no term positions (they would double its size). A phrase
+// in a query ("quarterly results", or from:jeff.skilling@enron.com, which Xapian splits into a phrase) is
+// answered in two steps: the documents holding all of the phrase's terms are candidates, and each
+// candidate is checked by re-indexing its fields with positions in memory (FieldSource supplies them
+// from the archive). The result is exact; the cost is paid only by phrase queries.
+//
+// Thread safety: build_document is reentrant. An IndexWriter is used by one thread. An IndexReader is
+// used by one thread; open one per thread.
+#pragma once
+
+#include <xapian.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "indexer/fields.h"
+
+namespace mailark::indexer {
+
+// Builds the document for one message. with_positions is for phrase verification only.
+Xapian::Document build_document(const IndexFields& fields, bool with_positions = false);
+
+class IndexWriter {
+ public:
+  // Opens or creates the index in dir. Errors: kIo when another process holds the write lock,
+  // kUnsupported for an index of another schema version (reindex).
+  static Result<std::unique_ptr<IndexWriter>> open(const std::string& dir);
+  ~IndexWriter();
+
+  Status add(std::uint64_t id, const Xapian::Document& doc);
+  // Makes everything added durable and records that every archive record up to `watermark` is indexed.
+  Status commit(std::uint64_t watermark);
+  std::uint64_t watermark() const { return watermark_; }
+
+ private:
+  IndexWriter() = default;
+  std::unique_ptr<Xapian::WritableDatabase> db_;
+  std::uint64_t watermark_ = 0;
+};
+
+// Rewrites the index in dir into out_dir in compact form (full blocks; typically 40% smaller after a
+// bulk import). Document ids are kept. The caller swaps the directories.
+Status compact_index(const std::string& dir, const std::string& out_dir);
+
+// Supplies a message's fields for phrase verification.
+class FieldSource {
+ public:
+  virtual ~FieldSource() = default;
+  virtual std::optional<IndexFields> load(std::uint64_t id) = 0;
+};
+
+struct SearchOptions {
+  std::size_t offset = 0;
+  std::size_t limit = 20;
+};
+
+struct SearchResults {
+  std::uint64_t total = 0;  // exact number of matching messages
+  std::vector<Summary> hits;  // newest first
+};
+
+class IndexReader {
+ public:
+  // Errors: kNotFound when there is no index yet.
+  static Result<std::unique_ptr<IndexReader>> open(const std::string& dir);
+  ~IndexReader();
+
+  // Errors: kInvalidArgument for a query that does not parse (with Xapian's message).
+  Result<SearchResults> search(const std::string& query, const SearchOptions& options, FieldSource* fields);
+  std::uint64_t watermark() const;
+  std::uint64_t doc_count() const;
+
+ private:
+  IndexReader() = default;
+  std::unique_ptr<Xapian::Database> db_;
+};
+
+// Parses a date as the query syntax does: YYYY, YYYY-MM, YYYY-MM-DD or YYYYMMDD (UTC). Returns the first
+// and last second of that period.
+std::optional<std::pair<std::int64_t, std::int64_t>> parse_date_period(const std::string& text);
+
+}  // namespace mailark::indexer

@@ -1,0 +1,45 @@
+// The Xapian schema of mailark's index, in one place (mirrored in docs/FORMAT.md, "index").
+// Changing a prefix or slot changes the schema version: bump kSchemaVersion and reindex.
+#pragma once
+
+#include <xapian.h>
+
+namespace mailark::indexer::schema {
+
+inline constexpr const char* kSchemaVersion = "1";
+
+// Metadata keys.
+inline constexpr const char* kMetaSchema = "mailark:schema";
+inline constexpr const char* kMetaWatermark = "mailark:watermark";  // highest archive seq indexed (decimal)
+
+// Document ids: the archive sequence number (docid == seq, so seq must stay below 2^32 per archive
+// segment; time-segmented archives keep each segment far below that).
+
+// Free-text prefixes (TermGenerator, lower-cased, no stemming, no positions; see phrase handling in
+// index.h). Unprefixed terms hold subject, body, attachment names and attachment text.
+inline constexpr const char* kPrefixFrom = "F";
+inline constexpr const char* kPrefixTo = "T";
+inline constexpr const char* kPrefixCc = "C";
+inline constexpr const char* kPrefixBcc = "B";
+inline constexpr const char* kPrefixRcpt = "XR";        // envelope recipients (RCPT TO)
+inline constexpr const char* kPrefixSubject = "S";
+inline constexpr const char* kPrefixAttachment = "XA";  // attachment file names
+inline constexpr const char* kPrefixExtracted = "XE";   // reserved: text extracted from PDF/Office files
+
+// Boolean prefixes (exact terms, no tokenisation).
+inline constexpr const char* kPrefixMessageId = "XMID";  // XMID<message-id>, or XMID#<sha256 hex> if long
+inline constexpr const char* kPrefixFlag = "K";          // Kattachment, Kmalformed, Kquarantined
+inline constexpr const char* kPrefixVerdict = "XV";      // XVclean, XVinfected, XVunscanned
+inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound
+inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment
+inline constexpr const char* kPrefixSignature = "XS";    // XS<signature name, lower case>
+
+// Value slots.
+inline constexpr Xapian::valueno kSlotDate = 0;      // sortable_serialise(Unix seconds of Date, or received)
+inline constexpr Xapian::valueno kSlotSize = 1;      // sortable_serialise(raw bytes)
+inline constexpr Xapian::valueno kSlotReceived = 2;  // sortable_serialise(Unix seconds received/imported)
+
+// Terms longer than this are hashed (Xapian's limit is 245 bytes including the prefix).
+inline constexpr std::size_t kMaxBooleanTermBytes = 200;
+
+}  // namespace mailark::indexer::schema

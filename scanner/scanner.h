@@ -1,0 +1,88 @@
+// In-process virus scanning with libclamav, the one translation point to that library.
+//
+// A ScanEngine is one compiled libclamav engine: loaded once (the full official database takes about
+// 1.2 GiB), immutable after compilation and shared by every worker thread; each scan passes its own
+// options. A Scanner holds the current engine and swaps in a new one on reload: the new engine is built
+// beside the old, which lives until its last in-flight scan drops it.
+//
+// Fail closed: anything that stops a complete scan (a limit, an encrypted archive, a libclamav error)
+// yields kUnscanned with the reason, never kClean.
+//
+// This module knows nothing about the archive: it takes bytes and returns a verdict.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+struct cl_engine;
+
+namespace mailark::scanner {
+
+enum class VerdictKind : std::uint8_t { kClean = 0, kInfected = 1, kUnscanned = 2 };
+
+const char* verdict_name(VerdictKind kind);  // "clean", "infected", "unscanned"
+
+struct ScanVerdict {
+  VerdictKind kind = VerdictKind::kUnscanned;
+  std::vector<std::string> signatures;  // kInfected: the names that matched
+  std::string reason;                   // kUnscanned: why the scan did not complete
+};
+
+struct ScannerConfig {
+  // Directories whose signature files (.cvd, .cld, .ndb, .hdb, ...) are loaded into one engine.
+  // Missing directories are skipped; a configuration with no loadable signature at all is an error.
+  std::vector<std::string> signature_dirs;
+  // Where libclamav writes its temporary files; tmpfs keeps extraction off the disk.
+  std::string tmp_dir = "/dev/shm";
+  std::uint64_t max_scan_bytes = 256ull << 20;
+  std::uint64_t max_file_bytes = 100ull << 20;
+  std::uint32_t max_recursion = 17;
+  std::uint32_t max_files = 10000;
+  std::uint32_t max_scan_ms = 120000;
+};
+
+class ScanEngine {
+ public:
+  // Builds and compiles an engine. Errors: kNotFound when no signature could be loaded, kInternal
+  // for a libclamav failure (with libclamav's message).
+  static Result<std::shared_ptr<const ScanEngine>> load(const ScannerConfig& config);
+  ~ScanEngine();
+  ScanEngine(const ScanEngine&) = delete;
+  ScanEngine& operator=(const ScanEngine&) = delete;
+
+  // Thread safe. Scans one message as it came in (the mail parser decodes its parts and archives).
+  ScanVerdict scan(std::string_view bytes) const;
+
+  unsigned signature_count() const { return signatures_; }
+  const std::string& description() const { return description_; }
+
+ private:
+  ScanEngine() = default;
+  cl_engine* engine_ = nullptr;
+  unsigned signatures_ = 0;
+  std::string description_;  // directories loaded, for logs and stats
+};
+
+// Holds the engine in use. Thread safe.
+class Scanner {
+ public:
+  static Result<std::unique_ptr<Scanner>> open(ScannerConfig config);
+  // Builds a new engine from the same configuration and swaps it in. On failure the old engine stays.
+  Status reload();
+  std::shared_ptr<const ScanEngine> engine() const;
+  ScanVerdict scan(std::string_view bytes) const { return engine()->scan(bytes); }
+
+ private:
+  explicit Scanner(ScannerConfig config) : config_(std::move(config)) {}
+  ScannerConfig config_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const ScanEngine> engine_;
+};
+
+}  // namespace mailark::scanner

@@ -1,0 +1,63 @@
+// Shared pieces of the `mailark` CLI: global options, opening the engine, error reporting and exit
+// statuses. One file per subcommand registers itself through the register_* functions below.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+#include "engine/engine.h"
+
+namespace mailark::cli {
+
+struct GlobalOptions {
+  std::string data_dir;
+};
+
+// Exit statuses, stable for scripts.
+enum ExitStatus : int {
+  kExitOk = 0,
+  kExitFailure = 1,       // the command ran and found a problem (verify: archive damaged)
+  kExitUsage = 2,         // bad arguments or query
+  kExitNotFound = 3,
+  kExitCorrupt = 4,
+  kExitIo = 5,
+  kExitUnsupported = 6,
+  kExitInternal = 70,
+};
+
+int exit_status(ErrorCode code);
+// Prints "mailark: <error>" (and the hint) to stderr and returns the exit status for it.
+int report(const Error& e);
+
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only);
+
+std::string iso8601(std::int64_t unix_seconds);
+
+// A progress line on stderr when it is a terminal: count, rate and ETA. Silent otherwise.
+class Progress {
+ public:
+  explicit Progress(std::string what);
+  void update(std::uint64_t done, std::uint64_t total);  // total 0: unknown
+  void finish();
+
+ private:
+  std::string what_;
+  bool tty_;
+  double start_;
+  double last_draw_ = 0;
+};
+
+using Runner = std::function<int()>;
+void register_import(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_search(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_show(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_verify(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_stats(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_reindex(CLI::App& app, GlobalOptions& g, Runner& run);
+
+}  // namespace mailark::cli

@@ -1,0 +1,81 @@
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+
+int exit_status(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return kExitUsage;
+    case ErrorCode::kNotFound: return kExitNotFound;
+    case ErrorCode::kCorrupt: return kExitCorrupt;
+    case ErrorCode::kIo: return kExitIo;
+    case ErrorCode::kLimit: return kExitFailure;
+    case ErrorCode::kUnsupported: return kExitUnsupported;
+    case ErrorCode::kBadInput: return kExitUsage;
+    case ErrorCode::kInternal: return kExitInternal;
+  }
+  return kExitInternal;
+}
+
+int report(const Error& e) {
+  std::cerr << "mailark: " << error_code_name(e.code) << ": " << e.context << "\n";
+  if (!e.hint.empty()) std::cerr << "  hint: " << e.hint << "\n";
+  return exit_status(e.code);
+}
+
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only) {
+  EngineOptions o;
+  o.data_dir = g.data_dir;
+  o.read_only = read_only;
+  return Engine::open(std::move(o));
+}
+
+std::string iso8601(std::int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+static double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Progress::Progress(std::string what) : what_(std::move(what)), tty_(::isatty(STDERR_FILENO)), start_(now_seconds()) {}
+
+void Progress::update(std::uint64_t done, std::uint64_t total) {
+  if (!tty_) return;
+  double now = now_seconds();
+  if (now - last_draw_ < 0.2 && done != total) return;
+  last_draw_ = now;
+  double elapsed = std::max(now - start_, 1e-6);
+  double rate = static_cast<double>(done) / elapsed;
+  char line[200];
+  if (total > 0) {
+    double eta = rate > 0 ? static_cast<double>(total - std::min(done, total)) / rate : 0;
+    int width = 30;
+    int filled = static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total));
+    std::string bar(static_cast<std::size_t>(std::min(filled, width)), '#');
+    bar.resize(static_cast<std::size_t>(width), '.');
+    std::snprintf(line, sizeof line, "\r%s [%s] %llu/%llu  %.0f msg/s  ETA %.0fs ", what_.c_str(), bar.c_str(),
+                  static_cast<unsigned long long>(done), static_cast<unsigned long long>(total), rate, eta);
+  } else {
+    std::snprintf(line, sizeof line, "\r%s %llu messages  %.0f msg/s ", what_.c_str(),
+                  static_cast<unsigned long long>(done), rate);
+  }
+  std::cerr << line << std::flush;
+}
+
+void Progress::finish() {
+  if (tty_ && last_draw_ > 0) std::cerr << "\n";
+}
+
+}  // namespace mailark::cli

@@ -1,0 +1,42 @@
+// mailark reindex: rebuild the Xapian index from the archive.
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct ReindexArgs {
+  bool json = false;
+};
+
+int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
+  EngineOptions o;
+  o.data_dir = g.data_dir;
+  o.catch_up_on_open = false;
+  auto engine = Engine::open(o);
+  if (!engine) return report(engine.error());
+  Progress progress("reindexing");
+  auto n = (*engine)->reindex([&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); });
+  progress.finish();
+  if (!n) return report(n.error());
+  if (args.json) {
+    std::cout << nlohmann::json({{"indexed", *n}, {"index_watermark", (*engine)->index_watermark()}}).dump() << "\n";
+  } else {
+    std::cout << "reindexed " << *n << " messages\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_reindex(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<ReindexArgs>();
+  auto* cmd = app.add_subcommand("reindex", "rebuild the search index from the archive");
+  cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->callback([&g, &run, args] { run = [&g, args] { return run_reindex(g, *args); }; });
+}
+
+}  // namespace mailark::cli

@@ -1,0 +1,73 @@
+// mailark search QUERY: free text and fields, newest first.
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct SearchArgs {
+  std::vector<std::string> words;
+  std::size_t limit = 20;
+  std::size_t offset = 0;
+  bool json = false;
+};
+
+int run_search(const GlobalOptions& g, const SearchArgs& args) {
+  std::string query;
+  for (const auto& w : args.words) query += (query.empty() ? "" : " ") + w;
+  auto engine = open_engine(g, /*read_only=*/true);
+  if (!engine) return report(engine.error());
+  indexer::SearchOptions opts;
+  opts.limit = args.limit;
+  opts.offset = args.offset;
+  auto res = (*engine)->search(query, opts);
+  if (!res) return report(res.error());
+  if (args.json) {
+    nlohmann::json results = nlohmann::json::array();
+    for (const auto& h : res->hits) {
+      results.push_back({{"id", h.id},
+                         {"message_id", h.message_id},
+                         {"date", iso8601(h.date)},
+                         {"from", h.from},
+                         {"subject", h.subject},
+                         {"verdict", h.verdict},
+                         {"size", h.size}});
+    }
+    nlohmann::json j = {{"query", query}, {"total", res->total}, {"offset", args.offset}, {"results", results}};
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  for (const auto& h : res->hits) {
+    std::cout << h.id << "  " << iso8601(h.date).substr(0, 10) << "  " << h.from.substr(0, 40) << "  "
+              << h.subject;
+    if (h.verdict != "clean") std::cout << "  [" << h.verdict << "]";
+    std::cout << "\n";
+  }
+  std::size_t shown_to = args.offset + res->hits.size();
+  std::cout << res->total << " message" << (res->total == 1 ? "" : "s");
+  if (res->total > 0) std::cout << " (showing " << (res->hits.empty() ? 0 : args.offset + 1) << "-" << shown_to << ")";
+  std::cout << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<SearchArgs>();
+  auto* cmd = app.add_subcommand("search", "search the archive, newest first");
+  cmd->footer(
+      "Query syntax: free words; \"a phrase\"; from: to: cc: bcc: rcpt: subject: attachment:\n"
+      "id:<message-id> has:attachment is:malformed is:quarantined verdict:clean|infected|unscanned\n"
+      "direction:import|inbound|outbound type:application/pdf date:2001-01-01..2001-06-30 (also\n"
+      "date:2001, date:2001-05, open ranges) size:10k..1m; AND, OR, NOT, parentheses, +word, -word.");
+  cmd->add_option("query", args->words, "the query")->required();
+  cmd->add_option("--limit", args->limit, "results to show (default 20)");
+  cmd->add_option("--offset", args->offset, "results to skip");
+  cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->callback([&g, &run, args] { run = [&g, args] { return run_search(g, *args); }; });
+}
+
+}  // namespace mailark::cli

@@ -1,0 +1,128 @@
+// mailark show ID: headers, MIME structure and verdict of one archived message; --raw for its bytes.
+#include <cstdio>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct ShowArgs {
+  std::uint64_t id = 0;
+  bool raw = false;
+  bool json = false;
+};
+
+nlohmann::json addresses(const std::vector<Address>& list) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& x : list) a.push_back({{"name", x.name}, {"address", x.addr}});
+  return a;
+}
+
+int run_show(const GlobalOptions& g, const ShowArgs& args) {
+  auto engine = open_engine(g, /*read_only=*/true);
+  if (!engine) return report(engine.error());
+  Engine& e = **engine;
+  auto rec = e.archive().record(args.id);
+  if (!rec) return report(rec.error());
+  std::string raw;
+  auto msg = e.parse(*rec, &raw);
+  if (!msg) return report(msg.error());
+  if (args.raw) {
+    std::fwrite(raw.data(), 1, raw.size(), stdout);
+    return std::fflush(stdout) == 0 ? kExitOk : kExitIo;
+  }
+  const ArchiveRecord& r = *rec;
+  const ParsedMessage& m = *msg;
+  nlohmann::json parts = nlohmann::json::array();
+  for (const auto& p : m.parts) {
+    nlohmann::json jp = {{"depth", p.depth}, {"content_type", p.content_type}, {"size", p.size},
+                         {"attachment", p.is_attachment}};
+    if (!p.filename.empty()) jp["filename"] = p.filename;
+    if (!p.disposition.empty()) jp["disposition"] = p.disposition;
+    if (p.is_attachment) jp["sha256"] = to_hex(p.sha256);
+    parts.push_back(jp);
+  }
+  nlohmann::json j = {
+      {"id", r.seq},
+      {"message_id", m.message_id},
+      {"date", m.date ? iso8601(*m.date) : std::string()},
+      {"from", addresses(m.from)},
+      {"to", addresses(m.to)},
+      {"cc", addresses(m.cc)},
+      {"bcc", addresses(m.bcc)},
+      {"reply_to", addresses(m.reply_to)},
+      {"subject", m.subject},
+      {"in_reply_to", m.in_reply_to},
+      {"references", m.references},
+      {"size", r.raw_size},
+      {"sha256", to_hex(r.content_sha256)},
+      {"verdict", scanner::verdict_name(r.verdict.kind)},
+      {"signatures", r.verdict.signatures},
+      {"verdict_reason", r.verdict.reason},
+      {"malformed", (r.flags & kFlagMalformed) != 0},
+      {"quarantined", (r.flags & kFlagQuarantined) != 0},
+      {"problems", m.problems},
+      {"envelope",
+       {{"direction", direction_name(r.envelope.direction)},
+        {"mail_from", r.envelope.mail_from},
+        {"rcpt_to", r.envelope.rcpt_to},
+        {"client", r.envelope.client},
+        {"helo", r.envelope.helo},
+        {"tls", r.envelope.tls},
+        {"connector", r.envelope.connector},
+        {"source", r.envelope.source},
+        {"received_at", iso8601(r.envelope.received_at)}}},
+      {"archived_at", iso8601(r.archived_at)},
+      {"record_hash", to_hex(r.hash)},
+      {"parts", parts}};
+  if (args.json) {
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
+  std::cout << "Id:          " << r.seq << "\n"
+            << "Message-ID:  " << m.message_id << "\n"
+            << "Date:        " << (m.date ? iso8601(*m.date) : "(none)") << "\n"
+            << "From:        " << join_addresses(m.from) << "\n"
+            << "To:          " << join_addresses(m.to) << "\n";
+  if (!m.cc.empty()) std::cout << "Cc:          " << join_addresses(m.cc) << "\n";
+  if (!m.bcc.empty()) std::cout << "Bcc:         " << join_addresses(m.bcc) << "\n";
+  std::cout << "Subject:     " << m.subject << "\n"
+            << "Size:        " << r.raw_size << " bytes, SHA-256 " << to_hex(r.content_sha256) << "\n"
+            << "Verdict:     " << scanner::verdict_name(r.verdict.kind);
+  for (const auto& s : r.verdict.signatures) std::cout << " " << s;
+  if (!r.verdict.reason.empty()) std::cout << " (" << r.verdict.reason << ")";
+  std::cout << "\n";
+  if (r.flags & kFlagQuarantined) std::cout << "Quarantined: yes\n";
+  if (r.flags & kFlagMalformed) {
+    std::cout << "Malformed:   yes\n";
+    for (const auto& p : m.problems) std::cout << "  - " << p << "\n";
+  }
+  std::cout << "Envelope:    " << direction_name(r.envelope.direction) << " from <" << r.envelope.mail_from << ">";
+  if (!r.envelope.source.empty()) std::cout << " source " << r.envelope.source;
+  std::cout << ", received " << iso8601(r.envelope.received_at) << "\n";
+  std::cout << "Structure:\n";
+  for (const auto& p : m.parts) {
+    std::cout << "  " << std::string(p.depth * 2, ' ') << p.content_type;
+    if (!p.filename.empty()) std::cout << " \"" << p.filename << "\"";
+    if (p.size) std::cout << " (" << p.size << " bytes)";
+    if (p.is_attachment) std::cout << " [attachment]";
+    std::cout << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_show(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<ShowArgs>();
+  auto* cmd = app.add_subcommand("show", "show one archived message");
+  cmd->add_option("id", args->id, "message id (from search)")->required();
+  cmd->add_flag("--raw", args->raw, "write the exact original bytes to stdout");
+  cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->callback([&g, &run, args] { run = [&g, args] { return run_show(g, *args); }; });
+}
+
+}  // namespace mailark::cli

@@ -1,0 +1,77 @@
+// mailark stats: counts, sizes, ratios and the index watermark.
+#include <iomanip>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct StatsArgs {
+  bool json = false;
+};
+
+int run_stats(const GlobalOptions& g, const StatsArgs& args) {
+  auto engine = open_engine(g, /*read_only=*/true);
+  if (!engine) return report(engine.error());
+  Engine& e = **engine;
+  ArchiveCounters c = e.archive().counters();
+  ChainHead head = e.archive().head();
+  std::uint64_t archive_bytes = e.archive().file_bytes();
+  std::uint64_t index_bytes = e.index_bytes();
+  std::uint64_t watermark = e.index_watermark();
+  double compression = c.stored_bytes ? static_cast<double>(c.unique_raw_bytes) / static_cast<double>(c.stored_bytes) : 0;
+  double dedup = c.unique_raw_bytes ? static_cast<double>(c.raw_bytes) / static_cast<double>(c.unique_raw_bytes) : 0;
+  double on_disk = c.raw_bytes ? static_cast<double>(archive_bytes + index_bytes) / static_cast<double>(c.raw_bytes) : 0;
+  if (args.json) {
+    nlohmann::json j = {{"messages", c.records},
+                        {"unique_messages", c.blobs},
+                        {"raw_bytes", c.raw_bytes},
+                        {"unique_raw_bytes", c.unique_raw_bytes},
+                        {"compressed_bytes", c.stored_bytes},
+                        {"archive_bytes", archive_bytes},
+                        {"index_bytes", index_bytes},
+                        {"compression_ratio", compression},
+                        {"dedup_ratio", dedup},
+                        {"disk_to_raw_ratio", on_disk},
+                        {"clean", c.clean},
+                        {"infected", c.infected},
+                        {"unscanned", c.unscanned},
+                        {"malformed", c.malformed},
+                        {"dictionary", e.archive().codec()->active_dictionary()},
+                        {"archive_head", head.seq},
+                        {"head_hash", to_hex(head.hash)},
+                        {"index_watermark", watermark}};
+    std::cout << j.dump() << "\n";
+    return kExitOk;
+  }
+  auto mb = [](std::uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
+  std::cout << std::fixed << std::setprecision(1);
+  std::cout << "messages         " << c.records << " (" << c.blobs << " unique)\n"
+            << "raw mail         " << mb(c.raw_bytes) << " MiB\n"
+            << "archive on disk  " << mb(archive_bytes) << " MiB (compressed messages " << mb(c.stored_bytes)
+            << " MiB)\n"
+            << "index on disk    " << mb(index_bytes) << " MiB\n"
+            << std::setprecision(2) << "compression      " << compression << "x (zstd, dictionary "
+            << e.archive().codec()->active_dictionary() << ")\n"
+            << "deduplication    " << dedup << "x\n"
+            << "disk / raw       " << on_disk << "\n"
+            << "verdicts         clean " << c.clean << ", infected " << c.infected << ", unscanned " << c.unscanned
+            << "\n"
+            << "malformed        " << c.malformed << "\n"
+            << "index watermark  " << watermark << " of " << head.seq << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_stats(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<StatsArgs>();
+  auto* cmd = app.add_subcommand("stats", "archive and index statistics");
+  cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->callback([&g, &run, args] { run = [&g, args] { return run_stats(g, *args); }; });
+}
+
+}  // namespace mailark::cli

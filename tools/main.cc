@@ -1,0 +1,29 @@
+// mailark: the command-line interface. One file per subcommand (cmd_*.cc).
+#include <cstdlib>
+#include <iostream>
+
+#include "tools/cli.h"
+
+int main(int argc, char** argv) {
+  using namespace mailark::cli;
+  CLI::App app{"mailark: mail continuity and archive gateway"};
+  app.require_subcommand(1);
+  GlobalOptions g;
+  const char* env = std::getenv("MAILARK_DATA");
+  g.data_dir = env && *env ? env : "./mailark-data";
+  app.add_option("--data", g.data_dir, "data folder (default ./mailark-data, or $MAILARK_DATA)");
+  Runner run;
+  register_import(app, g, run);
+  register_search(app, g, run);
+  register_show(app, g, run);
+  register_verify(app, g, run);
+  register_stats(app, g, run);
+  register_reindex(app, g, run);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitUsage;
+  }
+  return run ? run() : kExitUsage;
+}
