@@ -3,6 +3,7 @@
 #include <xapian.h>
 
 #include <atomic>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -19,6 +20,7 @@ namespace mailark {
 namespace {
 
 struct Prepared {
+  std::uint64_t ticket = 0;  // submission order; records are appended in this order
   PendingAppend append;
   std::optional<Xapian::Document> doc;
   IngestResult result;
@@ -40,7 +42,8 @@ struct Ingest::Impl {
   std::function<void(const IngestResult&)> on_result;
 
   std::mutex result_mu;
-  BoundedQueue<IngestItem> work{64};
+  BoundedQueue<std::pair<std::uint64_t, IngestItem>> work{64};
+  std::uint64_t next_ticket = 0;
   BoundedQueue<Prepared> to_append{1024};
   BoundedQueue<ToIndex> to_index{2048};
   std::vector<std::thread> workers;
@@ -77,11 +80,11 @@ struct Ingest::Impl {
   }
 
   void work_loop() {
-    IngestItem item;
+    std::pair<std::uint64_t, IngestItem> item;
     while (work.pop(item)) {
-      Prepared p = prepare(std::move(item));
-      if (p.result.outcome == IngestOutcome::kArchived) to_append.push(std::move(p));
-      else report(p.result);
+      Prepared p = prepare(std::move(item.second));
+      p.ticket = item.first;
+      to_append.push(std::move(p));  // every item, so the appender can restore submission order
     }
   }
 
@@ -159,38 +162,50 @@ struct Ingest::Impl {
     return p;
   }
 
+  // Workers finish out of order; records are appended in submission order, so the n-th message of an
+  // mbox gets the n-th id. The reorder buffer holds at most the items in flight (queue + workers).
   void append_loop() {
-    std::vector<Prepared> batch;
-    while (to_append.pop_batch(batch, options.max_batch, std::chrono::milliseconds(options.linger_ms))) {
-      if (failed) {
-        for (auto& p : batch) fail(p, "not archived: an earlier write failed");
-        batch.clear();
-        continue;
+    std::map<std::uint64_t, Prepared> waiting;
+    std::uint64_t next = 0;
+    std::vector<Prepared> incoming, ready;
+    while (to_append.pop_batch(incoming, options.max_batch, std::chrono::milliseconds(options.linger_ms))) {
+      for (auto& p : incoming) waiting.emplace(p.ticket, std::move(p));
+      incoming.clear();
+      for (auto it = waiting.begin(); it != waiting.end() && it->first == next; it = waiting.erase(it), ++next) {
+        if (it->second.result.outcome == IngestOutcome::kArchived) ready.push_back(std::move(it->second));
+        else report(it->second.result);
       }
-      std::vector<PendingAppend> appends;
-      appends.reserve(batch.size());
-      for (auto& p : batch) appends.push_back(std::move(p.append));
-      auto outcomes = archive.append(appends);
-      if (!outcomes) {
-        set_fatal(outcomes.error());
-        for (auto& p : batch) fail(p, "not archived: " + outcomes.error().to_string());
-        batch.clear();
-        continue;
-      }
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        auto& out = (*outcomes)[i];
-        IngestResult& r = batch[i].result;
-        if (out.duplicate) {
-          r.outcome = IngestOutcome::kDuplicate;
-        } else {
-          r.seq = out.record.seq;
-          to_index.push(ToIndex{out.record.seq, std::move(*batch[i].doc)});
-        }
-        report(r);
-      }
-      batch.clear();
+      if (!ready.empty()) commit_batch(ready);
+      ready.clear();
     }
     to_index.close();
+  }
+
+  void commit_batch(std::vector<Prepared>& batch) {
+    if (failed) {
+      for (auto& p : batch) fail(p, "not archived: an earlier write failed");
+      return;
+    }
+    std::vector<PendingAppend> appends;
+    appends.reserve(batch.size());
+    for (auto& p : batch) appends.push_back(std::move(p.append));
+    auto outcomes = archive.append(appends);
+    if (!outcomes) {
+      set_fatal(outcomes.error());
+      for (auto& p : batch) fail(p, "not archived: " + outcomes.error().to_string());
+      return;
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      auto& out = (*outcomes)[i];
+      IngestResult& r = batch[i].result;
+      if (out.duplicate) {
+        r.outcome = IngestOutcome::kDuplicate;
+      } else {
+        r.seq = out.record.seq;
+        to_index.push(ToIndex{out.record.seq, std::move(*batch[i].doc)});
+      }
+      report(r);
+    }
   }
 
   void fail(Prepared& p, const std::string& why) {
@@ -225,8 +240,10 @@ struct Ingest::Impl {
     }
   }
 
+  void enqueue(IngestItem item) { work.push({next_ticket++, std::move(item)}); }
+
   void release_held() {
-    for (auto& it : held) work.push(std::move(it));
+    for (auto& it : held) enqueue(std::move(it));
     held.clear();
     held_bytes = 0;
   }
@@ -251,7 +268,7 @@ struct Ingest::Impl {
       if (held.size() >= options.train_after || held_bytes >= (32u << 20)) train_from_held();
       return;
     }
-    work.push(std::move(item));
+    enqueue(std::move(item));
   }
 
   Status finish() {

@@ -291,6 +291,9 @@ std::string not_mail_reason(std::string_view raw) {
   std::string_view line = first_line(raw);
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (line.substr(0, 5) == "From ") return {};
+  // An empty header section followed by a body is still RFC 5322 syntax (mail stores hold such
+  // messages); it is archived and flagged malformed.
+  if (line.empty()) return raw.size() > first_line(raw).size() + 1 ? std::string() : "empty message";
   if (!is_header_line(line)) {
     return "not an email message: the first line is not a header field";
   }
@@ -316,6 +319,10 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits) 
   std::size_t header_end_crlf = body.find("\r\n\r\n");
   header_end = std::min(header_end, header_end_crlf);
   if (header_end == std::string_view::npos) header_end = body.size();
+  if (body.substr(0, 1) == "\n" || body.substr(0, 2) == "\r\n") {
+    out.malformed = true;
+    out.problems.push_back("no header fields");
+  }
   if (header_end > limits.max_header_bytes) {
     out.malformed = true;
     out.problems.push_back("header block larger than " + std::to_string(limits.max_header_bytes) + " bytes");

@@ -54,11 +54,14 @@ void parse_from_line(const std::string& line, std::string& sender, std::int64_t&
   if (end) when = static_cast<std::int64_t>(timegm(&tm));
 }
 
+// An mbox starts with "From ", possibly behind a UTF-8 byte order mark some editors add.
 bool starts_with_from_line(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  char buf[5] = {};
-  in.read(buf, 5);
-  return in.gcount() == 5 && std::memcmp(buf, "From ", 5) == 0;
+  char buf[8] = {};
+  in.read(buf, 8);
+  std::string_view head(buf, static_cast<std::size_t>(in.gcount()));
+  if (head.substr(0, 3) == "\xEF\xBB\xBF") head.remove_prefix(3);
+  return head.substr(0, 5) == "From ";
 }
 
 void read_mbox(const std::string& path, const Limits& limits, const SourceCallbacks& cb) {
@@ -69,6 +72,10 @@ void read_mbox(const std::string& path, const Limits& limits, const SourceCallba
   }
   std::string line, current, sender;
   std::int64_t when = 0;
+  if (in.peek() == 0xEF) {
+    char bom[3];
+    in.read(bom, 3);
+  }
   std::size_t index = 0;
   bool in_message = false, too_large = false, prev_blank = true;
   auto flush = [&] {

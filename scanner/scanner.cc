@@ -52,6 +52,7 @@ Result<std::shared_ptr<const ScanEngine>> ScanEngine::load(const ScannerConfig& 
     if (rc != CL_SUCCESS) return clam_error("cl_engine_set_num", rc);
     return ok_status();
   };
+  self->max_file_bytes_ = config.max_file_bytes;
   MAILARK_TRY(set_num(CL_ENGINE_MAX_SCANSIZE, static_cast<long long>(config.max_scan_bytes)));
   MAILARK_TRY(set_num(CL_ENGINE_MAX_FILESIZE, static_cast<long long>(config.max_file_bytes)));
   MAILARK_TRY(set_num(CL_ENGINE_MAX_RECURSION, config.max_recursion));
@@ -87,6 +88,10 @@ ScanEngine::~ScanEngine() {
 
 ScanVerdict ScanEngine::scan(std::string_view bytes) const {
   ScanVerdict v;
+  if (bytes.size() > max_file_bytes_) {
+    v.reason = "message of " + std::to_string(bytes.size()) + " bytes exceeds the scanner's file size limit";
+    return v;
+  }
   cl_fmap_t* map = cl_fmap_open_memory(bytes.data(), bytes.size());
   if (!map) {
     v.reason = "libclamav could not map the message";
@@ -105,8 +110,12 @@ ScanVerdict ScanEngine::scan(std::string_view bytes) const {
 
   if (rc == CL_CLEAN) {
     v.kind = VerdictKind::kClean;
+  } else if (rc == CL_VIRUS && !virname) {
+    // libclamav 1.4 reports some limit hits (MaxFileSize) as a detection without a name.
+    v.kind = VerdictKind::kUnscanned;
+    v.reason = "libclamav stopped without a signature name (a scan limit was reached)";
   } else if (rc == CL_VIRUS) {
-    std::string name = virname ? virname : "unknown";
+    std::string name = virname;
     // Heuristic alerts for limits and encryption mean "could not look inside": fail closed as unscanned.
     if (starts_with(name, "Heuristics.Limits.Exceeded")) {
       v.kind = VerdictKind::kUnscanned;

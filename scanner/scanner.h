@@ -66,6 +66,7 @@ class ScanEngine {
   ScanEngine() = default;
   cl_engine* engine_ = nullptr;
   unsigned signatures_ = 0;
+  std::uint64_t max_file_bytes_ = 0;
   std::string description_;  // directories loaded, for logs and stats
 };
 

@@ -1,0 +1,285 @@
+"""End-to-end tests: the real `mailark` binary on real files.
+
+Run by ctest (MAILARK_BIN, MAILARK_CORPUS and MAILARK_SOURCE_DIR are set there), or by hand:
+  MAILARK_BIN=build/mailark python3 -m unittest -v tests/e2e/test_cli.py
+"""
+import email.mime.application
+import email.mime.message
+import email.mime.multipart
+import email.mime.text
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+import zipfile
+
+BIN = os.environ.get("MAILARK_BIN", "mailark")
+SOURCE = os.environ.get("MAILARK_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+CORPUS = os.environ.get("MAILARK_CORPUS", os.path.join(SOURCE, "..", "shared", "corpus"))
+DEMO = os.path.join(SOURCE, "demo", "mailbox.mbox")
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+ISO8601 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def have_corpus():
+    return os.path.isdir(os.path.join(CORPUS, "enron"))
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-e2e-")
+        self.data = os.path.join(self.tmp, "data")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run_cli(self, *args, expect=0):
+        p = subprocess.run([BIN, "--data", self.data, *args], capture_output=True, timeout=600)
+        if expect is not None:
+            self.assertEqual(p.returncode, expect, f"mailark {' '.join(args)}\nstdout: {p.stdout[-2000:]!r}\n"
+                                                   f"stderr: {p.stderr[-2000:]!r}")
+        return p
+
+    def json_cli(self, *args, expect=0):
+        p = self.run_cli(*args, "--json", expect=expect)
+        return json.loads(p.stdout)
+
+    def write(self, name, data):
+        path = os.path.join(self.tmp, "in", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    # --- import / search contract -------------------------------------------------------------
+
+    def test_demo_mailbox_import_reports_every_count(self):
+        out = self.json_cli("import", DEMO)
+        for key in ("messages", "imported", "duplicates", "infected", "unscanned", "malformed", "errors"):
+            self.assertIsInstance(out[key], int, key)
+        self.assertEqual(out["messages"], 10)
+        self.assertEqual(out["imported"], 10)
+        self.assertEqual(out["infected"], 1)
+        self.assertEqual(out["errors"], 0)
+        self.assertEqual(out["error_files"], [])
+
+    def test_search_json_contract_and_newest_first(self):
+        self.run_cli("import", DEMO)
+        res = self.json_cli("search", "rotterdam")
+        self.assertEqual(res["total"], 3)
+        dates = [r["date"] for r in res["results"]]
+        self.assertEqual(dates, sorted(dates, reverse=True))
+        for r in res["results"]:
+            self.assertEqual(set(r) >= {"id", "message_id", "date", "from", "subject", "verdict", "size"}, True)
+            self.assertRegex(r["date"], ISO8601)
+            self.assertIn(r["verdict"], ("clean", "infected", "unscanned"))
+            self.assertGreater(r["size"], 0)
+        subjects = {r["subject"] for r in res["results"]}
+        self.assertEqual(subjects, {"Quarterly shipping forecast", "Re: Quarterly shipping forecast",
+                                    "Crane maintenance window"})
+
+    def test_search_fields_limit_and_offset(self):
+        self.run_cli("import", DEMO)
+        self.assertEqual(self.json_cli("search", "from:chloe.dubois@northwind.example")["total"], 2)
+        self.assertEqual(self.json_cli("search", "subject:lisbonne")["total"], 1)
+        self.assertEqual(self.json_cli("search", "attachment:pdf")["total"], 1)
+        self.assertEqual(self.json_cli("search", "has:attachment")["total"], 3)
+        self.assertEqual(self.json_cli("search", '"customs paperwork"')["total"], 2)
+        self.assertEqual(self.json_cli("search", "verdict:infected")["results"][0]["subject"],
+                         "Invoice INV-2291 overdue")
+        page = self.json_cli("search", "date:2026", "--limit", "3", "--offset", "2")
+        self.assertEqual(page["total"], 10)
+        self.assertEqual(len(page["results"]), 3)
+        everything = self.json_cli("search", "date:2026", "--limit", "10")
+        self.assertEqual([r["id"] for r in page["results"]], [r["id"] for r in everything["results"][2:5]])
+
+    def test_query_error_is_an_error_not_zero_results(self):
+        self.run_cli("import", DEMO)
+        p = self.run_cli("search", "rotterdam AND", expect=2)
+        self.assertIn(b"query", p.stderr)
+        p = self.run_cli("search", "date:someday", expect=2)
+        self.assertIn(b"date", p.stderr)
+
+    def test_reimport_adds_nothing(self):
+        self.run_cli("import", DEMO)
+        again = self.json_cli("import", DEMO)
+        self.assertEqual(again["imported"], 0)
+        self.assertEqual(again["duplicates"], 10)
+        self.assertEqual(self.json_cli("stats")["messages"], 10)
+
+    # --- show / verify / stats / reindex ------------------------------------------------------
+
+    def test_show_raw_returns_the_exact_original_bytes(self):
+        original = (b"From: Zoe <zoe@example.com>\r\nTo: yann@example.com\r\nSubject: exact bytes\r\n"
+                    b"Message-ID: <exact@example.com>\r\n\r\ntrailing spaces   \r\n\x01\x7f raw 8-bit \xe9\r\n")
+        path = self.write("exact.eml", original)
+        self.run_cli("import", path)
+        hit = self.json_cli("search", "id:exact@example.com")["results"][0]
+        raw = self.run_cli("show", str(hit["id"]), "--raw").stdout
+        self.assertEqual(raw, original)
+        shown = self.json_cli("show", str(hit["id"]))
+        self.assertEqual(shown["subject"], "exact bytes")
+        self.assertEqual(shown["verdict"], "clean")
+        self.assertEqual(shown["envelope"]["source"], path)
+
+    def test_show_unknown_id_is_not_found(self):
+        self.run_cli("import", DEMO)
+        self.run_cli("show", "999", expect=3)
+
+    def test_verify_reports_a_byte_changed_on_disk_with_its_record(self):
+        self.run_cli("import", DEMO)
+        self.assertTrue(self.json_cli("verify")["intact"])
+        db = os.path.join(self.data, "archive", "data.mdb")
+        with open(db, "r+b") as f:
+            data = f.read()
+            marker = b"mailbox.mbox#7"
+            at = data.find(marker)
+            self.assertGreater(at, 0)
+            self.assertEqual(data.find(marker, at + 1), -1, "the marker is unique")
+            f.seek(at)
+            f.write(b"M")
+        out = self.json_cli("verify", expect=1)
+        self.assertFalse(out["intact"])
+        self.assertEqual(out["first_bad_record"], 7)
+        self.assertIn("record 7", out["problem"])
+        human = self.run_cli("verify", expect=1)
+        self.assertIn(b"record 7", human.stdout)
+
+    def test_stats_keys(self):
+        self.run_cli("import", DEMO)
+        s = self.json_cli("stats")
+        for key in ("messages", "raw_bytes", "archive_bytes", "index_bytes", "index_watermark"):
+            self.assertIsInstance(s[key], int, key)
+        self.assertEqual(s["messages"], 10)
+        self.assertEqual(s["index_watermark"], 10)
+        self.assertEqual(s["infected"], 1)
+        with open(DEMO, "rb") as f:
+            lines = f.readlines()
+        # The archive holds each message without its mbox "From " line and the blank line after it.
+        self.assertEqual(s["raw_bytes"], os.path.getsize(DEMO) - sum(len(x) for x in lines if x.startswith(b"From ")) - 10)
+
+    def test_reindex_rebuilds_from_the_archive(self):
+        self.run_cli("import", DEMO)
+        before = self.json_cli("search", "date:2026", "--limit", "100")
+        shutil.rmtree(os.path.join(self.data, "index"))
+        out = self.json_cli("reindex")
+        self.assertEqual(out["indexed"], 10)
+        after = self.json_cli("search", "date:2026", "--limit", "100")
+        self.assertEqual(before["results"], after["results"])
+
+    def test_missing_data_folder_is_reported(self):
+        p = self.run_cli("search", "anything", expect=3)
+        self.assertIn(b"no archive", p.stderr)
+
+    def test_missing_import_path_is_not_found(self):
+        self.run_cli("import", os.path.join(self.tmp, "nope"), expect=3)
+
+    # --- bad input ----------------------------------------------------------------------------
+
+    def test_bad_inputs_are_accounted_for_and_the_import_goes_on(self):
+        self.write("empty.eml", b"")
+        self.write("picture.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+        self.write("notes.txt", b"just some notes, not a message\n")
+        self.write("good.eml", b"From: a@example.com\nSubject: good one\n\nfine\n")
+        self.write("truncated.eml", b"From: a@example.com\nSubject: cut\nMIME-Version: 1.0\n"
+                                    b"Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\n"
+                                    b"partial text\n--XX\nContent-Type: application/zip\nContent-Transfer-Encoding: base64\n\nUEsD")
+        self.write("longline.eml", b"From: a@example.com\nSubject: one long line\n\n" + b"y" * (10 << 20) + b"\n")
+        self.write("nul.eml", b"From: a@example.com\nSubject: nul \x00 byte\n\nbody \x00\xff\xfe\n")
+        self.write("dupid-1.eml", b"From: a@example.com\nMessage-ID: <same@x>\nSubject: first\n\none\n")
+        self.write("dupid-2.eml", b"From: a@example.com\nMessage-ID: <same@x>\nSubject: second\n\ntwo\n")
+        out = self.json_cli("import", os.path.join(self.tmp, "in"))
+        self.assertEqual(out["errors"], 3)
+        reasons = {os.path.basename(e["path"]): e["reason"] for e in out["error_files"]}
+        self.assertEqual(reasons["empty.eml"], "empty file")
+        self.assertIn("not an email message", reasons["picture.png"])
+        self.assertIn("not an email message", reasons["notes.txt"])
+        self.assertEqual(out["imported"], 6)
+        self.assertEqual(self.json_cli("search", "id:same@x")["total"], 2)
+        self.assertEqual(self.json_cli("search", "partial")["total"], 1)
+        self.assertTrue(self.json_cli("verify")["intact"])
+
+    # --- virus scanning through the whole pipeline --------------------------------------------
+
+    def _message(self, subject, attachment=None, name=None, inner=None):
+        m = email.mime.multipart.MIMEMultipart()
+        m["From"] = "mallory@example.net"
+        m["To"] = "victim@example.com"
+        m["Subject"] = subject
+        m["Message-ID"] = f"<{subject.replace(' ', '-')}@example.net>"
+        m.attach(email.mime.text.MIMEText("please open the attachment"))
+        if attachment is not None:
+            part = email.mime.application.MIMEApplication(attachment, Name=name)
+            part["Content-Disposition"] = f'attachment; filename="{name}"'
+            m.attach(part)
+        if inner is not None:
+            m.attach(email.mime.message.MIMEMessage(inner))
+        return m
+
+    def test_eicar_in_base64_zip_and_forwarded_message_is_infected_and_kept(self):
+        z = io.BytesIO()
+        with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("invoice.com", EICAR)
+        self.write("b64.eml", self._message("eicar base64", EICAR, "eicar.com").as_bytes())
+        self.write("zip.eml", self._message("eicar zipped", z.getvalue(), "invoice.zip").as_bytes())
+        self.write("fwd.eml", self._message("eicar forwarded",
+                                            inner=self._message("inner", EICAR, "eicar.com")).as_bytes())
+        self.write("clean.eml", self._message("harmless", b"just a text file", "readme.txt").as_bytes())
+        out = self.json_cli("import", os.path.join(self.tmp, "in"))
+        self.assertEqual(out["imported"], 4)
+        self.assertEqual(out["infected"], 3)
+        infected = self.json_cli("search", "verdict:infected")
+        self.assertEqual({r["subject"] for r in infected["results"]},
+                         {"eicar base64", "eicar zipped", "eicar forwarded"})
+        shown = self.json_cli("show", str(infected["results"][0]["id"]))
+        self.assertTrue(shown["quarantined"])
+        self.assertTrue(any("EICAR" in s for s in shown["signatures"]), shown["signatures"])
+        self.assertEqual(self.json_cli("search", "verdict:clean")["results"][0]["subject"], "harmless")
+
+    # --- real mail ----------------------------------------------------------------------------
+
+    def test_enron_maildir_import_accounts_for_every_file(self):
+        if not have_corpus():
+            self.skipTest("corpus not found (set MAILARK_CORPUS)")
+        inbox = os.path.join(CORPUS, "enron", "maildir", "skilling-j")
+        files = sum(len(f) for _, _, f in os.walk(inbox))
+        out = self.json_cli("import", inbox)
+        self.assertEqual(out["messages"], files)
+        self.assertEqual(out["imported"] + out["duplicates"], files)
+        self.assertEqual(out["errors"], 0)
+        # Facts looked up by hand: skilling-j/inbox/1019, 1137 and 1153 have "golf" in the subject.
+        golf = self.json_cli("search", "subject:golf", "--limit", "50")
+        self.assertEqual(golf["total"], 3)
+        sources = set()
+        for r in golf["results"]:
+            sources.add(os.path.relpath(self.json_cli("show", str(r["id"]))["envelope"]["source"], inbox))
+        self.assertEqual(sources, {"inbox/1019", "inbox/1137", "inbox/1153"})
+
+    def test_mbox_corpus_counts_match_the_from_lines(self):
+        if not have_corpus():
+            self.skipTest("corpus not found (set MAILARK_CORPUS)")
+        root = os.path.join(CORPUS, "mbox")
+        expected = 0  # "From " lines at the start of the file or after a blank line, counted here
+        for dirpath, _, names in os.walk(root):
+            for n in names:
+                with open(os.path.join(dirpath, n), "rb") as f:
+                    data = f.read()
+                if data.startswith(b"\xef\xbb\xbf"):
+                    data = data[3:]  # a byte order mark before the first "From " line
+                lines = data.split(b"\n")
+                if not lines[0].startswith(b"From "):
+                    expected += 1  # not an mbox: one message file (or one reported error)
+                    continue
+                expected += sum(1 for i, line in enumerate(lines)
+                                if line.startswith(b"From ") and (i == 0 or lines[i - 1] in (b"", b"\r")))
+        out = self.json_cli("import", root)
+        self.assertEqual(out["errors"], 0, out["error_files"])
+        self.assertEqual(out["messages"], expected)
+        self.assertEqual(out["imported"] + out["duplicates"], out["messages"])
+
+if __name__ == "__main__":
+    unittest.main()

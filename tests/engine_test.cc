@@ -1,0 +1,208 @@
+#include <gtest/gtest.h>
+
+#include "engine/engine.h"
+#include "engine/index_fields.h"
+#include "engine/ingest.h"
+#include "tests/test_util.h"
+
+namespace mailark {
+namespace {
+
+struct Counts {
+  int archived = 0, duplicate = 0, refused = 0, failed = 0, infected = 0;
+  std::vector<IngestResult> results;
+};
+
+Counts ingest(Engine& e, const std::vector<std::string>& raws, bool scan = true) {
+  Counts c;
+  const scanner::Scanner* s = nullptr;
+  if (scan) s = e.scanner().value();
+  IngestOptions opts;
+  opts.train_after = 0;
+  Ingest in(e.archive(), *e.index_writer().value(), s, e.options().limits, opts, [&](const IngestResult& r) {
+    c.results.push_back(r);
+    switch (r.outcome) {
+      case IngestOutcome::kArchived: c.archived++; break;
+      case IngestOutcome::kDuplicate: c.duplicate++; break;
+      case IngestOutcome::kRefused: c.refused++; break;
+      case IngestOutcome::kFailed: c.failed++; break;
+    }
+    if (r.verdict == scanner::VerdictKind::kInfected) c.infected++;
+  });
+  int n = 0;
+  for (const auto& raw : raws) {
+    IngestItem item;
+    item.origin = "test#" + std::to_string(++n);
+    item.raw = raw;
+    item.envelope.received_at = 1000000000;
+    in.submit(std::move(item));
+  }
+  EXPECT_TRUE(in.finish().ok());
+  return c;
+}
+
+std::unique_ptr<Engine> open(const std::string& dir, bool read_only = false) {
+  EngineOptions o;
+  o.data_dir = dir;
+  o.read_only = read_only;
+  o.signature_dirs = {test::signature_dir()};
+  auto e = Engine::open(o);
+  EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
+  return std::move(e).value();
+}
+
+std::vector<std::string> messages(int n, const std::string& word) {
+  std::vector<std::string> v;
+  for (int i = 0; i < n; ++i) v.push_back(test::make_message(word + " " + std::to_string(i), "body of " + word));
+  return v;
+}
+
+TEST(Engine, ImportedMessagesAreArchivedIndexedAndSearchable) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  Counts c = ingest(*e, messages(20, "harbour"));
+  EXPECT_EQ(c.archived, 20);
+  auto res = e->search("harbour", indexer::SearchOptions{0, 5});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 20u);
+  EXPECT_EQ(res->hits.size(), 5u);
+}
+
+TEST(Engine, MessagesGetIdsInSubmissionOrder) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  Counts c = ingest(*e, messages(200, "ordered"));
+  for (const auto& r : c.results) EXPECT_EQ("test#" + std::to_string(r.seq), r.origin);
+}
+
+TEST(Engine, ReimportAddsNothing) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  auto msgs = messages(30, "again");
+  EXPECT_EQ(ingest(*e, msgs).archived, 30);
+  Counts second = ingest(*e, msgs);
+  EXPECT_EQ(second.archived, 0);
+  EXPECT_EQ(second.duplicate, 30);
+  EXPECT_EQ(e->archive().head().seq, 30u);
+}
+
+TEST(Engine, InfectedMessageIsArchivedAndQuarantinedNotDropped) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  Counts c = ingest(*e, {test::make_message("bad", "attached", "eicar.com", test::kEicar)});
+  EXPECT_EQ(c.archived, 1);
+  EXPECT_EQ(c.infected, 1);
+  auto rec = e->archive().record(1);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_TRUE(rec->flags & kFlagQuarantined);
+  EXPECT_EQ(rec->verdict.kind, scanner::VerdictKind::kInfected);
+  auto res = e->search("verdict:infected is:quarantined", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 1u);
+}
+
+TEST(Engine, NonMailIsRefusedAndTheRestGoesOn) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  std::vector<std::string> in = messages(3, "fine");
+  in.insert(in.begin() + 1, std::string("\x89PNG\r\n\x1a\nbinary", 14));
+  in.insert(in.begin() + 2, "");
+  Counts c = ingest(*e, in);
+  EXPECT_EQ(c.archived, 3);
+  EXPECT_EQ(c.refused, 2);
+}
+
+TEST(Engine, IndexCatchesUpAfterACrashBetweenArchiveAndIndexCommits) {
+  test::ScratchDir dir;
+  {
+    auto e = open(dir.path());
+    ingest(*e, messages(10, "before"));
+  }
+  // The crash: records reach the archive, the process dies before the index commits them.
+  {
+    auto archive = Archive::open(dir / "archive", Limits{}, false).value();
+    std::vector<PendingAppend> batch;
+    for (const auto& raw : messages(5, "afterwards")) {
+      PendingAppend p;
+      p.content_sha256 = sha256(raw);
+      p.raw_size = raw.size();
+      p.frame = archive->codec()->compress(raw).value();
+      p.dict_id = archive->codec()->active_dictionary();
+      p.verdict.kind = scanner::VerdictKind::kClean;
+      batch.push_back(std::move(p));
+    }
+    ASSERT_TRUE(archive->append(batch).ok());
+  }
+  {
+    auto stale = open(dir.path(), /*read_only=*/true);
+    EXPECT_EQ(stale->archive().head().seq, 15u);
+  }
+  auto e = open(dir.path());  // read-write open catches up
+  EXPECT_EQ(e->index_watermark(), 15u);
+  auto res = e->search("afterwards", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 5u);
+}
+
+TEST(Engine, ReadOnlySearchCatchesUpALaggingIndex) {
+  test::ScratchDir dir;
+  {
+    auto e = open(dir.path());
+    ingest(*e, messages(3, "first"));
+  }
+  {
+    auto archive = Archive::open(dir / "archive", Limits{}, false).value();
+    std::string raw = test::make_message("lagging", "not yet indexed");
+    std::vector<PendingAppend> batch(1);
+    batch[0].content_sha256 = sha256(raw);
+    batch[0].raw_size = raw.size();
+    batch[0].frame = archive->codec()->compress(raw).value();
+    batch[0].dict_id = archive->codec()->active_dictionary();
+    ASSERT_TRUE(archive->append(batch).ok());
+  }
+  auto e = open(dir.path(), /*read_only=*/true);
+  auto res = e->search("lagging", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 1u);
+}
+
+TEST(Engine, ReindexRebuildsTheSameResults) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  ingest(*e, messages(25, "rebuild"));
+  auto before = e->search("rebuild", indexer::SearchOptions{0, 100});
+  ASSERT_TRUE(before.ok());
+  auto n = e->reindex(nullptr);
+  ASSERT_TRUE(n.ok()) << n.error().to_string();
+  EXPECT_EQ(*n, 25u);
+  auto after = e->search("rebuild", indexer::SearchOptions{0, 100});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->total, before->total);
+  for (std::size_t i = 0; i < after->hits.size(); ++i) EXPECT_EQ(after->hits[i].id, before->hits[i].id);
+}
+
+TEST(Engine, FirstImportTrainsADictionaryFromItsOwnMail) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  EXPECT_EQ(e->archive().codec()->active_dictionary(), 0u);
+  IngestOptions opts;
+  opts.train_after = 300;
+  opts.dictionary_bytes = 16 * 1024;
+  {
+    Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, opts, nullptr);
+    for (int i = 0; i < 600; ++i) {
+      IngestItem item;
+      item.raw = test::make_message("status report " + std::to_string(i),
+                                    "Weekly status of the Rotterdam terminal, crane " + std::to_string(i % 7));
+      in.submit(std::move(item));
+    }
+    ASSERT_TRUE(in.finish().ok());
+  }
+  EXPECT_EQ(e->archive().codec()->active_dictionary(), 1u);
+  ArchiveCounters c = e->archive().counters();
+  EXPECT_EQ(c.records, 600u);
+  EXPECT_GT(static_cast<double>(c.unique_raw_bytes) / static_cast<double>(c.stored_bytes), 4.0);
+}
+
+}  // namespace
+}  // namespace mailark

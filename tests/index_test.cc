@@ -1,0 +1,150 @@
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "indexer/index.h"
+#include "tests/test_util.h"
+
+namespace mailark::indexer {
+namespace {
+
+IndexFields fields(std::uint64_t id, std::string subject, std::string body, std::int64_t date,
+                   std::string from = "Alice <alice@example.com>") {
+  IndexFields f;
+  f.id = id;
+  f.message_id = "m" + std::to_string(id) + "@example.com";
+  f.subject = std::move(subject);
+  f.body = std::move(body);
+  f.date = date;
+  f.received = date;
+  f.from = std::move(from);
+  f.to = "Bob <bob@example.com>";
+  f.direction = "import";
+  f.verdict = "clean";
+  f.size = 1000 + id;
+  return f;
+}
+
+class MapSource : public FieldSource {
+ public:
+  std::map<std::uint64_t, IndexFields> docs;
+  int loads = 0;
+  std::optional<IndexFields> load(std::uint64_t id) override {
+    ++loads;
+    auto it = docs.find(id);
+    if (it == docs.end()) return std::nullopt;
+    return it->second;
+  }
+};
+
+class IndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto w = IndexWriter::open(dir_ / "index");
+    ASSERT_TRUE(w.ok());
+    const std::int64_t jan2001 = 978307200;
+    add(*w.value(), fields(1, "Quarterly results", "the quarterly results are in", jan2001));
+    add(*w.value(), fields(2, "Results", "results for the quarterly review", jan2001 + 86400 * 40));
+    add(*w.value(), fields(3, "Lunch", "lunch is on friday", jan2001 + 86400 * 200, "Jeff Skilling <jeff.skilling@enron.com>"));
+    IndexFields with_att = fields(4, "Report attached", "see the attached report", jan2001 + 86400 * 300);
+    with_att.attachments.push_back({"forecast.pdf", "application/pdf", 1234});
+    with_att.verdict = "infected";
+    with_att.signatures = {"Eicar-Test-Signature"};
+    add(*w.value(), with_att);
+    ASSERT_TRUE((*w)->commit(4).ok());
+    auto r = IndexReader::open(dir_ / "index");
+    ASSERT_TRUE(r.ok());
+    reader_ = std::move(r).value();
+  }
+  void add(IndexWriter& w, const IndexFields& f) {
+    source_.docs[f.id] = f;
+    ASSERT_TRUE(w.add(f.id, build_document(f)).ok());
+  }
+  std::vector<std::uint64_t> ids(const std::string& q) {
+    auto res = reader_->search(q, SearchOptions{0, 100}, &source_);
+    EXPECT_TRUE(res.ok()) << q << ": " << (res.ok() ? "" : res.error().to_string());
+    std::vector<std::uint64_t> out;
+    if (!res.ok()) return out;
+    EXPECT_EQ(res->total, res->hits.size());
+    for (const auto& h : res->hits) out.push_back(h.id);
+    return out;
+  }
+  test::ScratchDir dir_;
+  MapSource source_;
+  std::unique_ptr<IndexReader> reader_;
+};
+
+using V = std::vector<std::uint64_t>;
+
+TEST_F(IndexTest, FreeTextMatchesNewestFirst) { EXPECT_EQ(ids("results"), (V{2, 1})); }
+
+TEST_F(IndexTest, PhraseMatchesOnlyAdjacentWordsInOrder) {
+  EXPECT_EQ(ids("\"quarterly results\""), (V{1}));
+  EXPECT_EQ(ids("\"results quarterly\""), (V{}));
+  EXPECT_EQ(ids("quarterly results"), (V{2, 1}));
+}
+
+TEST_F(IndexTest, PhraseVerificationOnlyLoadsCandidates) {
+  source_.loads = 0;
+  ids("\"quarterly results\"");
+  EXPECT_EQ(source_.loads, 2) << "only documents holding both words are checked";
+}
+
+TEST_F(IndexTest, FieldPrefixes) {
+  EXPECT_EQ(ids("subject:lunch"), (V{3}));
+  EXPECT_EQ(ids("from:jeff.skilling@enron.com"), (V{3}));
+  EXPECT_EQ(ids("from:skilling"), (V{3}));
+  EXPECT_EQ(ids("attachment:forecast"), (V{4}));
+  EXPECT_EQ(ids("has:attachment"), (V{4}));
+  EXPECT_EQ(ids("verdict:infected"), (V{4}));
+  EXPECT_EQ(ids("type:application/pdf"), (V{4}));
+  EXPECT_EQ(ids("id:m3@example.com"), (V{3}));
+  EXPECT_EQ(ids("id:<m3@example.com>"), (V{3}));
+}
+
+TEST_F(IndexTest, DateRanges) {
+  EXPECT_EQ(ids("date:2001-01-01..2001-01-31"), (V{1}));
+  EXPECT_EQ(ids("date:2001-02"), (V{2}));
+  EXPECT_EQ(ids("date:2001-02-10"), (V{2}));
+  EXPECT_EQ(ids("date:2001-07.."), (V{4, 3}));
+  EXPECT_EQ(ids("date:..2001-01-01"), (V{1}));
+  EXPECT_EQ(ids("date:2001"), (V{4, 3, 2, 1}));
+}
+
+TEST_F(IndexTest, BooleanOperators) {
+  EXPECT_EQ(ids("results AND NOT quarterly"), (V{}));
+  EXPECT_EQ(ids("lunch OR report"), (V{4, 3}));
+  EXPECT_EQ(ids("results -review"), (V{1}));
+  EXPECT_EQ(ids("NOT results"), (V{4, 3}));
+}
+
+TEST_F(IndexTest, QueryErrorsAreErrorsNotEmptyResults) {
+  for (const char* bad : {"results AND", "date:2001-13-45..2002", "date:yesterday", "size:lots"}) {
+    auto res = reader_->search(bad, SearchOptions{}, &source_);
+    ASSERT_FALSE(res.ok()) << bad;
+    EXPECT_EQ(res.error().code, ErrorCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST_F(IndexTest, OffsetLimitAndTotal) {
+  auto res = reader_->search("date:2001", SearchOptions{1, 2}, &source_);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 4u);
+  ASSERT_EQ(res->hits.size(), 2u);
+  EXPECT_EQ(res->hits[0].id, 3u);
+  EXPECT_EQ(res->hits[0].subject, "Lunch");
+}
+
+TEST_F(IndexTest, WatermarkIsRecorded) { EXPECT_EQ(reader_->watermark(), 4u); }
+
+TEST(DatePeriod, ParsesYearMonthAndDay) {
+  auto y = parse_date_period("2001");
+  ASSERT_TRUE(y);
+  EXPECT_EQ(y->first, 978307200);
+  EXPECT_EQ(y->second, 1009843199);
+  EXPECT_FALSE(parse_date_period("2001-02-30x"));
+  EXPECT_FALSE(parse_date_period("01-02"));
+}
+
+}  // namespace
+}  // namespace mailark::indexer

@@ -1,0 +1,148 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "engine/html_text.h"
+#include "engine/message.h"
+#include "tests/test_util.h"
+
+namespace mailark {
+namespace {
+
+Limits limits;
+
+TEST(MessageModel, DecodesRfc2047SubjectAndAddresses) {
+  std::string raw =
+      "From: =?iso-8859-1?q?Andr=E9?= Pirard <PIRARD@vm1.ulg.ac.be>\n"
+      "To: =?utf-8?b?5p2O5piO?= <li@example.cn>, plain@example.com\n"
+      "Subject: =?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= =?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=\n"
+      "Message-ID: <abc@example.com>\n"
+      "\n"
+      "body\n";
+  auto m = parse_message(raw, limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->subject, "If you can read this you understand the example.");
+  ASSERT_EQ(m->from.size(), 1u);
+  EXPECT_EQ(m->from[0].name, "André Pirard");
+  EXPECT_EQ(m->from[0].addr, "PIRARD@vm1.ulg.ac.be");
+  ASSERT_EQ(m->to.size(), 2u);
+  EXPECT_EQ(m->to[0].name, "李明");
+  EXPECT_EQ(m->message_id, "abc@example.com");
+  EXPECT_FALSE(m->malformed);
+}
+
+TEST(MessageModel, ConvertsBodyCharsetToUtf8) {
+  std::string raw =
+      "From: a@example.com\nSubject: x\nContent-Type: text/plain; charset=iso-8859-1\n"
+      "Content-Transfer-Encoding: quoted-printable\n\nCaf=E9 cr=E8me\n";
+  auto m = parse_message(raw, limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_NE(m->body_text.find("Café crème"), std::string::npos) << m->body_text;
+}
+
+TEST(MessageModel, Rfc2231FileNameAndAttachmentHash) {
+  std::string raw =
+      "From: a@example.com\nSubject: report\nMIME-Version: 1.0\n"
+      "Content-Type: multipart/mixed; boundary=XX\n\n"
+      "--XX\nContent-Type: text/plain\n\nsee attached\n"
+      "--XX\nContent-Type: application/pdf\n"
+      "Content-Disposition: attachment; filename*=utf-8''Rapport%20%C3%A9t%C3%A9.pdf\n"
+      "Content-Transfer-Encoding: base64\n\naGVsbG8=\n--XX--\n";
+  auto m = parse_message(raw, limits);
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(m->has_attachment());
+  const MimePart* att = nullptr;
+  for (const auto& p : m->parts)
+    if (p.is_attachment) att = &p;
+  ASSERT_NE(att, nullptr);
+  EXPECT_EQ(att->filename, "Rapport été.pdf");
+  EXPECT_EQ(att->content_type, "application/pdf");
+  EXPECT_EQ(att->size, 5u);
+  EXPECT_EQ(att->sha256, sha256("hello"));
+  EXPECT_NE(m->body_text.find("see attached"), std::string::npos);
+}
+
+TEST(MessageModel, ForwardedMessageIsAnAttachmentWhoseTextIsIndexed) {
+  std::string inner = "From: c@example.com\nSubject: inner secret plan\n\nthe inner body text\n";
+  std::string raw = "From: a@example.com\nSubject: fwd\nMIME-Version: 1.0\n"
+                    "Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nouter\n"
+                    "--XX\nContent-Type: message/rfc822\n\n" + inner + "--XX--\n";
+  auto m = parse_message(raw, limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(m->has_attachment());
+  EXPECT_NE(m->attachment_text.find("the inner body text"), std::string::npos);
+  EXPECT_NE(m->attachment_text.find("inner secret plan"), std::string::npos);
+  EXPECT_EQ(m->body_text.find("inner body"), std::string::npos) << "forwarded text is not the body";
+}
+
+TEST(MessageModel, HtmlIsReducedToText) {
+  EXPECT_EQ(html_to_text("<p>Fish &amp; chips</p><script>var x=1;</script><style>p{}</style>caf&#233;"),
+            "\nFish & chips\ncafé");
+  std::string raw = "From: a@example.com\nSubject: h\nContent-Type: text/html\n\n"
+                    "<html><head><title>T</title></head><body><b>Quarterly</b> results&nbsp;up</body></html>\n";
+  auto m = parse_message(raw, limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_NE(m->body_text.find("Quarterly"), std::string::npos);
+  EXPECT_EQ(m->body_text.find("<b>"), std::string::npos);
+}
+
+TEST(MessageModel, AddressHeadersGMimeCannotParseKeepEveryAddress) {
+  // From the Enron corpus: local parts with two dots are invalid but real.
+  std::string raw = "From: a..davis@enron.com\nTo: kenneth.lay@enron.com, j..smith@enron.com\nSubject: x\n\nbody\n";
+  auto m = parse_message(raw, limits);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->from.size(), 1u);
+  EXPECT_EQ(m->from[0].addr, "a..davis@enron.com");
+  ASSERT_EQ(m->to.size(), 2u);
+  EXPECT_EQ(m->to[1].addr, "j..smith@enron.com");
+}
+
+TEST(MessageModel, InvalidDateIsAbsentNotAnError) {
+  auto m = parse_message("From: a@example.com\nDate: the day after tomorrow\nSubject: x\n\nbody\n", limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->date.has_value());
+}
+
+TEST(MessageModel, ReferencesAndInReplyTo) {
+  auto m = parse_message(
+      "From: a@example.com\nIn-Reply-To: <p1@x>\nReferences: <p0@x> <p1@x>\nSubject: Re: x\n\nbody\n", limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->in_reply_to, "p1@x");
+  EXPECT_EQ(m->references, (std::vector<std::string>{"p0@x", "p1@x"}));
+}
+
+TEST(MessageModel, NonMailIsRefusedWithAReason) {
+  EXPECT_EQ(parse_message("", limits).error().code, ErrorCode::kBadInput);
+  EXPECT_EQ(not_mail_reason(""), "empty file");
+  auto png = parse_message(std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16), limits);
+  ASSERT_FALSE(png.ok());
+  EXPECT_NE(png.error().context.find("not an email message"), std::string::npos);
+  EXPECT_TRUE(not_mail_reason("From alice@example.com Thu Jan  1 00:00:00 2001\nSubject: x\n\nb\n").empty());
+}
+
+TEST(MessageModelCorpus, EveryMimeEdgeCaseParsesOrIsRefusedWithAReason) {
+  REQUIRE_CORPUS();
+  std::size_t parsed = 0, refused = 0, malformed = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(test::corpus_dir() + "/mime-edge")) {
+    if (!e.is_regular_file()) continue;
+    std::string raw = test::read_file(e.path().string());
+    if (raw.size() > limits.max_message_bytes) continue;
+    auto m = parse_message(raw, limits);
+    if (m.ok()) {
+      ++parsed;
+      if (m->malformed) {
+        ++malformed;
+        EXPECT_FALSE(m->problems.empty()) << e.path();
+      }
+    } else {
+      ++refused;
+      EXPECT_EQ(m.error().code, ErrorCode::kBadInput) << e.path();
+      EXPECT_FALSE(m.error().context.empty());
+    }
+  }
+  EXPECT_GT(parsed, 600u);
+  std::cout << "mime-edge: " << parsed << " parsed (" << malformed << " malformed), " << refused << " refused\n";
+}
+
+}  // namespace
+}  // namespace mailark

@@ -1,0 +1,88 @@
+#include <gtest/gtest.h>
+
+#include "engine/record.h"
+
+namespace mailark {
+namespace {
+
+ArchiveRecord sample() {
+  ArchiveRecord r;
+  r.seq = 42;
+  r.envelope.direction = Direction::kInbound;
+  r.envelope.mail_from = "alice@example.com";
+  r.envelope.rcpt_to = {"bob@example.com", "carol@example.com"};
+  r.envelope.client = "192.0.2.7";
+  r.envelope.helo = "mx.example.com";
+  r.envelope.tls = "TLSv1.3 TLS_AES_256_GCM_SHA384";
+  r.envelope.connector = "inbound";
+  r.envelope.received_at = 1700000000;
+  r.verdict.kind = scanner::VerdictKind::kInfected;
+  r.verdict.signatures = {"Eicar-Test-Signature"};
+  r.flags = kFlagQuarantined;
+  r.content_sha256 = sha256("message bytes");
+  r.raw_size = 13;
+  r.archived_at = 1700000001;
+  r.prev_hash = sha256("previous");
+  return r;
+}
+
+TEST(RecordFormat, EncodedRecordDecodesToTheSameFields) {
+  ArchiveRecord r = sample();
+  std::string value = encode_record(r);
+  auto back = decode_record(42, value);
+  ASSERT_TRUE(back.ok()) << back.error().to_string();
+  EXPECT_EQ(back->envelope.rcpt_to, r.envelope.rcpt_to);
+  EXPECT_EQ(back->envelope.tls, r.envelope.tls);
+  EXPECT_EQ(back->envelope.received_at, 1700000000);
+  EXPECT_EQ(back->verdict.kind, scanner::VerdictKind::kInfected);
+  EXPECT_EQ(back->verdict.signatures, r.verdict.signatures);
+  EXPECT_EQ(back->flags, kFlagQuarantined);
+  EXPECT_EQ(back->content_sha256, r.content_sha256);
+  EXPECT_EQ(back->prev_hash, r.prev_hash);
+  EXPECT_EQ(back->hash, r.hash);
+}
+
+TEST(RecordFormat, HashCoversEveryByteOfTheBody) {
+  ArchiveRecord r = sample();
+  std::string value = encode_record(r);
+  std::string_view body(value.data(), value.size() - 32);
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    std::string changed(body);
+    changed[i] ^= 0x01;
+    EXPECT_NE(record_hash(r.prev_hash, 42, changed), r.hash) << "byte " << i;
+  }
+  EXPECT_NE(record_hash(r.prev_hash, 43, body), r.hash) << "the key is part of the hash";
+  EXPECT_NE(record_hash(sha256("other"), 42, body), r.hash) << "the predecessor is part of the hash";
+}
+
+TEST(RecordFormat, UnknownVersionIsUnsupportedNotCorrupt) {
+  ArchiveRecord r = sample();
+  std::string value = encode_record(r);
+  value[0] = 9;
+  auto back = decode_record(42, value);
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.error().code, ErrorCode::kUnsupported);
+}
+
+TEST(RecordFormat, TruncatedValueIsCorrupt) {
+  ArchiveRecord r = sample();
+  std::string value = encode_record(r);
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{10}, value.size() - 33}) {
+    auto back = decode_record(42, value.substr(0, n));
+    ASSERT_FALSE(back.ok()) << n;
+    EXPECT_EQ(back.error().code, ErrorCode::kCorrupt);
+  }
+}
+
+TEST(BlobFormat, HeaderRoundTripsAndShortBlobIsCorrupt) {
+  std::string v = encode_blob(7, 123456789012ull, "frame-bytes");
+  auto h = decode_blob(v);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->dict_id, 7u);
+  EXPECT_EQ(h->raw_size, 123456789012ull);
+  EXPECT_EQ(h->frame, "frame-bytes");
+  EXPECT_FALSE(decode_blob(v.substr(0, 5)).ok());
+}
+
+}  // namespace
+}  // namespace mailark

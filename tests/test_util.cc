@@ -1,0 +1,90 @@
+#include "tests/test_util.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace mailark::test {
+
+std::string corpus_dir() {
+  const char* env = std::getenv("MAILARK_CORPUS");
+  std::string dir = env && *env ? env : MAILARK_DEFAULT_CORPUS;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(std::filesystem::path(dir) / "enron", ec)) return {};
+  return dir;
+}
+
+ScratchDir::ScratchDir() {
+  std::random_device rd;
+  auto base = std::filesystem::temp_directory_path();
+  path_ = (base / ("mailark-test-" + std::to_string(rd()) + std::to_string(rd()))).string();
+  std::filesystem::create_directories(path_);
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+}
+
+std::string signature_dir() { return std::string(MAILARK_SOURCE_DIR) + "/signatures"; }
+
+const std::string kEicar = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+std::string base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::size_t i = 0, line = 0;
+  while (i + 2 < in.size()) {
+    unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8 | (unsigned char)in[i + 2];
+    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], t[v & 63]};
+    i += 3;
+    if ((line += 4) >= 76) {
+      out += "\n";
+      line = 0;
+    }
+  }
+  if (i + 1 == in.size()) {
+    unsigned v = (unsigned char)in[i] << 16;
+    out += {t[v >> 18], t[(v >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    unsigned v = (unsigned char)in[i] << 16 | (unsigned char)in[i + 1] << 8;
+    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
+  }
+  return out + "\n";
+}
+
+std::string make_message(const std::string& subject, const std::string& body, const std::string& attachment_name,
+                         const std::string& attachment, const std::string& message_id) {
+  std::string id = message_id.empty() ? subject + "@test.example" : message_id;
+  for (char& c : id)
+    if (c == ' ') c = '-';
+  std::string m = "From: Alice Example <alice@example.com>\n"
+                  "To: Bob Example <bob@example.com>\n"
+                  "Subject: " + subject + "\n"
+                  "Date: Tue, 15 May 2001 10:00:00 +0000\n"
+                  "Message-ID: <" + id + ">\n"
+                  "MIME-Version: 1.0\n";
+  if (attachment_name.empty()) return m + "Content-Type: text/plain; charset=us-ascii\n\n" + body + "\n";
+  m += "Content-Type: multipart/mixed; boundary=\"b1\"\n\n"
+       "--b1\nContent-Type: text/plain; charset=us-ascii\n\n" + body + "\n"
+       "--b1\nContent-Type: application/octet-stream; name=\"" + attachment_name + "\"\n"
+       "Content-Disposition: attachment; filename=\"" + attachment_name + "\"\n"
+       "Content-Transfer-Encoding: base64\n\n" + base64(attachment) + "--b1--\n";
+  return m;
+}
+
+}  // namespace mailark::test
