@@ -9,10 +9,16 @@ indexer::IndexFields index_fields(const ParsedMessage& m, const ArchiveRecord& r
   f.received = r.envelope.received_at;
   f.date = m.date.value_or(r.envelope.received_at);
   f.size = r.raw_size;
-  f.from = join_addresses(m.from);
-  f.to = join_addresses(m.to);
-  f.cc = join_addresses(m.cc);
-  f.bcc = join_addresses(m.bcc);
+  auto convert = [](const std::vector<Address>& list) {
+    std::vector<indexer::IndexedAddress> out;
+    out.reserve(list.size());
+    for (const auto& a : list) out.push_back({a.name, a.addr});
+    return out;
+  };
+  f.from = convert(m.from);
+  f.to = convert(m.to);
+  f.cc = convert(m.cc);
+  f.bcc = convert(m.bcc);
   f.envelope_rcpts = r.envelope.rcpt_to;
   f.subject = m.subject;
   f.body = m.body_text;

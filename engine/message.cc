@@ -200,6 +200,11 @@ void walk(GMimeObject* obj, unsigned depth, bool in_attachment, ParseState& st) 
   info.content_type = lower(mime ? mime : "text/plain");
   g_free(mime);
   if (const char* disp = g_mime_object_get_disposition(obj)) info.disposition = lower(valid_utf8(disp));
+  if (const char* cte = g_mime_object_get_header(obj, "Content-Transfer-Encoding")) {
+    info.transfer_encoding = lower(valid_utf8(cte));
+    info.transfer_encoding.erase(0, info.transfer_encoding.find_first_not_of(" \t"));
+    info.transfer_encoding.erase(info.transfer_encoding.find_last_not_of(" \t\r\n") + 1);
+  }
 
   if (GMIME_IS_MULTIPART(obj)) {
     out.parts.push_back(info);
@@ -284,6 +289,14 @@ std::string join_addresses(const std::vector<Address>& list) {
 
 bool ParsedMessage::has_attachment() const {
   return std::any_of(parts.begin(), parts.end(), [](const MimePart& p) { return p.is_attachment; });
+}
+
+bool ParsedMessage::is_plain_single_part() const {
+  if (malformed || parts.size() != 1) return false;
+  const MimePart& p = parts[0];
+  return p.content_type == "text/plain" && !p.is_attachment &&
+         (p.transfer_encoding.empty() || p.transfer_encoding == "7bit" || p.transfer_encoding == "8bit" ||
+          p.transfer_encoding == "binary");
 }
 
 std::string not_mail_reason(std::string_view raw) {

@@ -32,6 +32,7 @@ struct MimePart {
   std::string content_type;    // lower-case type/subtype
   std::string filename;        // decoded (RFC 2231/2047), empty if none
   std::string disposition;     // "attachment", "inline" or empty
+  std::string transfer_encoding;  // lower-case Content-Transfer-Encoding, empty if none
   std::uint64_t size = 0;      // decoded bytes (for leaves); 0 for containers
   bool is_attachment = false;  // listed as an attachment (has a file name, or disposition attachment,
                                // or a non-text leaf, or a message/rfc822)
@@ -53,6 +54,9 @@ struct ParsedMessage {
   std::string attachment_text;  // text of text attachments and of forwarded messages
   std::vector<MimePart> parts;  // the whole tree
   bool has_attachment() const;
+  // True when the message is one text/plain part with no transfer encoding: every byte a MIME decoder
+  // would extract already stands verbatim in the raw message (used to scan without mail parsing).
+  bool is_plain_single_part() const;
 };
 
 // Parses raw message bytes. Errors: kBadInput for input that is not an email message.

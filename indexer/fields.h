@@ -14,13 +14,21 @@ struct IndexedAttachment {
   std::uint64_t size = 0;
 };
 
+struct IndexedAddress {
+  std::string name;  // display name, may be empty
+  std::string addr;  // local@domain as written, may be empty
+};
+
+// "Name <addr>, ..." for display.
+std::string display_addresses(const std::vector<IndexedAddress>& list);
+
 struct IndexFields {
   std::uint64_t id = 0;          // archive sequence number
   std::string message_id;
   std::int64_t date = 0;         // Unix seconds (Date header, else received time)
   std::int64_t received = 0;
   std::uint64_t size = 0;        // raw bytes
-  std::string from, to, cc, bcc;  // "Name <addr>, ..." display strings
+  std::vector<IndexedAddress> from, to, cc, bcc;
   std::vector<std::string> envelope_rcpts;
   std::string subject;
   std::string body;

@@ -50,7 +50,7 @@ std::string message_id_term(std::string id) {
 }
 
 std::string encode_summary(const IndexFields& f) {
-  nlohmann::json j = {{"i", f.id}, {"m", f.message_id}, {"d", f.date}, {"f", f.from},
+  nlohmann::json j = {{"i", f.id}, {"m", f.message_id}, {"d", f.date}, {"f", display_addresses(f.from)},
                       {"s", f.subject}, {"v", f.verdict}, {"z", f.size}};
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -86,11 +86,35 @@ Xapian::Document build_document(const IndexFields& f, bool with_positions) {
       tg.index_text_without_positions(value, 1, prefix);
     }
   };
-  text(f.from, schema::kPrefixFrom);
-  text(f.to, schema::kPrefixTo);
-  text(f.cc, schema::kPrefixCc);
-  text(f.bcc, schema::kPrefixBcc);
-  for (const auto& r : f.envelope_rcpts) text(r, schema::kPrefixRcpt);
+  auto addresses = [&](const std::vector<IndexedAddress>& list, const char* text_prefix, const char* addr_prefix) {
+    for (const auto& a : list) {
+      text(a.name, text_prefix);
+      std::string addr = lower(a.addr);
+      std::size_t at = addr.rfind('@');
+      std::string local = addr.substr(0, at), domain = at == std::string::npos ? "" : addr.substr(at + 1);
+      std::string words = local;
+      for (char& c : words)
+        if (c == '.' || c == '_' || c == '-' || c == '+') c = ' ';
+      text(words, text_prefix);
+      if (addr.empty()) continue;
+      doc.add_boolean_term(boolean_term(addr_prefix, addr));
+      if (!local.empty() && at != std::string::npos) doc.add_boolean_term(boolean_term(addr_prefix, local));
+      // The domain and its parents of two or more labels.
+      for (std::size_t dot = 0; !domain.empty() && dot != std::string::npos; dot = domain.find('.', dot + 1)) {
+        std::string d = dot == 0 ? domain : domain.substr(dot + 1);
+        if (d.find('.') == std::string::npos) break;
+        doc.add_boolean_term(boolean_term(addr_prefix, d));
+        if (dot == 0 && domain.find('.') == std::string::npos) break;
+      }
+    }
+  };
+  addresses(f.from, schema::kPrefixFrom, schema::kPrefixFromAddr);
+  addresses(f.to, schema::kPrefixTo, schema::kPrefixToAddr);
+  addresses(f.cc, schema::kPrefixCc, schema::kPrefixCcAddr);
+  addresses(f.bcc, schema::kPrefixBcc, schema::kPrefixBccAddr);
+  std::vector<IndexedAddress> rcpts;
+  for (const auto& r : f.envelope_rcpts) rcpts.push_back({"", r});
+  addresses(rcpts, schema::kPrefixRcpt, schema::kPrefixRcptAddr);
   text(f.subject, schema::kPrefixSubject);
   text(f.subject, "");
   text(f.body, "");
@@ -116,12 +140,27 @@ Xapian::Document build_document(const IndexFields& f, bool with_positions) {
   return doc;
 }
 
+std::string display_addresses(const std::vector<IndexedAddress>& list) {
+  std::string s;
+  for (const auto& a : list) {
+    if (!s.empty()) s += ", ";
+    if (a.name.empty()) s += a.addr;
+    else if (a.addr.empty()) s += a.name;
+    else s += a.name + " <" + a.addr + ">";
+  }
+  return s;
+}
+
 // ---- writer ----
 
 Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir) {
   std::unique_ptr<IndexWriter> w(new IndexWriter());
   try {
-    w->db_ = std::make_unique<Xapian::WritableDatabase>(dir, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS);
+    // No termlist table: the archive is append-only, so documents are only ever added, and the table
+    // would be half of the index (and of its write cost). Removing documents later (retention) means
+    // rebuilding the affected index segment from the archive.
+    w->db_ = std::make_unique<Xapian::WritableDatabase>(
+        dir, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
     std::string schema = w->db_->get_metadata(schema::kMetaSchema);
     if (schema.empty()) {
       w->db_->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
@@ -151,7 +190,9 @@ IndexWriter::~IndexWriter() {
 
 Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   try {
-    db_->replace_document(static_cast<Xapian::docid>(id), doc);
+    // Appending in order is the common case and avoids a lookup of the document id.
+    if (db_->get_lastdocid() + 1 == id) db_->add_document(doc);
+    else db_->replace_document(static_cast<Xapian::docid>(id), doc);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
   }
@@ -286,6 +327,33 @@ class SizeField : public Xapian::FieldProcessor {
   Xapian::Query operator()(const std::string& text) override {
     return value_range(schema::kSlotSize, text, "size", parse_size, parse_size);
   }
+};
+
+// from:, to:, cc:, bcc:, rcpt:. Something that looks like an address, a local part or a domain
+// (it has '@' or '.') is one exact term; anything else is words of the display name or local part.
+class AddressField : public Xapian::FieldProcessor {
+ public:
+  AddressField(std::string text_prefix, std::string addr_prefix)
+      : text_prefix_(std::move(text_prefix)), addr_prefix_(std::move(addr_prefix)) {}
+  Xapian::Query operator()(const std::string& raw) override {
+    std::string text = lower(raw);
+    if (text.size() >= 2 && text.front() == '<' && text.back() == '>') text = text.substr(1, text.size() - 2);
+    if (!text.empty() && text.front() == '@') text.erase(0, 1);
+    bool has_space = text.find_first_of(" \t") != std::string::npos;
+    if (!has_space && text.find_first_of("@.") != std::string::npos) {
+      return Xapian::Query(boolean_term(addr_prefix_.c_str(), text));
+    }
+    Xapian::QueryParser qp;
+    qp.set_stemming_strategy(Xapian::QueryParser::STEM_NONE);
+    std::string q = has_space ? "\"" + raw + "\"" : raw;
+    Xapian::Query words = qp.parse_query(q, Xapian::QueryParser::FLAG_PHRASE, text_prefix_);
+    // A bare word may also be a whole local part ("from:jsmith").
+    if (!has_space) words = Xapian::Query(Xapian::Query::OP_OR, words, Xapian::Query(boolean_term(addr_prefix_.c_str(), text)));
+    return words;
+  }
+
+ private:
+  std::string text_prefix_, addr_prefix_;
 };
 
 class MessageIdField : public Xapian::FieldProcessor {
@@ -456,11 +524,11 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     qp.set_database(*db_);
     qp.set_default_op(Xapian::Query::OP_AND);
     qp.set_stemming_strategy(Xapian::QueryParser::STEM_NONE);
-    qp.add_prefix("from", schema::kPrefixFrom);
-    qp.add_prefix("to", schema::kPrefixTo);
-    qp.add_prefix("cc", schema::kPrefixCc);
-    qp.add_prefix("bcc", schema::kPrefixBcc);
-    qp.add_prefix("rcpt", schema::kPrefixRcpt);
+    qp.add_boolean_prefix("from", new AddressField(schema::kPrefixFrom, schema::kPrefixFromAddr));
+    qp.add_boolean_prefix("to", new AddressField(schema::kPrefixTo, schema::kPrefixToAddr));
+    qp.add_boolean_prefix("cc", new AddressField(schema::kPrefixCc, schema::kPrefixCcAddr));
+    qp.add_boolean_prefix("bcc", new AddressField(schema::kPrefixBcc, schema::kPrefixBccAddr));
+    qp.add_boolean_prefix("rcpt", new AddressField(schema::kPrefixRcpt, schema::kPrefixRcptAddr));
     qp.add_prefix("subject", schema::kPrefixSubject);
     qp.add_prefix("attachment", schema::kPrefixAttachment);
     qp.add_prefix("extracted", schema::kPrefixExtracted);

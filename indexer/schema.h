@@ -16,7 +16,9 @@ inline constexpr const char* kMetaWatermark = "mailark:watermark";  // highest a
 // segment; time-segmented archives keep each segment far below that).
 
 // Free-text prefixes (TermGenerator, lower-cased, no stemming, no positions; see phrase handling in
-// index.h). Unprefixed terms hold subject, body, attachment names and attachment text.
+// index.h). Unprefixed terms hold subject, body, attachment names and attachment text. For address
+// fields the free text is the display name and the local part split at . _ - +; whole addresses and
+// domains are exact terms under the matching kPrefix*Addr below.
 inline constexpr const char* kPrefixFrom = "F";
 inline constexpr const char* kPrefixTo = "T";
 inline constexpr const char* kPrefixCc = "C";
@@ -25,6 +27,15 @@ inline constexpr const char* kPrefixRcpt = "XR";        // envelope recipients (
 inline constexpr const char* kPrefixSubject = "S";
 inline constexpr const char* kPrefixAttachment = "XA";  // attachment file names
 inline constexpr const char* kPrefixExtracted = "XE";   // reserved: text extracted from PDF/Office files
+
+// Exact address terms, lower case: the whole address, its local part, its domain and each parent
+// domain of two or more labels (jeff.skilling@mail.enron.com -> jeff.skilling@mail.enron.com,
+// jeff.skilling, mail.enron.com, enron.com).
+inline constexpr const char* kPrefixFromAddr = "XAF";
+inline constexpr const char* kPrefixToAddr = "XAT";
+inline constexpr const char* kPrefixCcAddr = "XAC";
+inline constexpr const char* kPrefixBccAddr = "XAB";
+inline constexpr const char* kPrefixRcptAddr = "XAR";
 
 // Boolean prefixes (exact terms, no tokenisation).
 inline constexpr const char* kPrefixMessageId = "XMID";  // XMID<message-id>, or XMID#<sha256 hex> if long

@@ -86,7 +86,7 @@ ScanEngine::~ScanEngine() {
   if (engine_) cl_engine_free(engine_);
 }
 
-ScanVerdict ScanEngine::scan(std::string_view bytes) const {
+ScanVerdict ScanEngine::scan(std::string_view bytes, bool with_mail_parsing) const {
   ScanVerdict v;
   if (bytes.size() > max_file_bytes_) {
     v.reason = "message of " + std::to_string(bytes.size()) + " bytes exceeds the scanner's file size limit";
@@ -102,6 +102,7 @@ ScanVerdict ScanEngine::scan(std::string_view bytes) const {
   opts.parse = CL_SCAN_PARSE_ARCHIVE | CL_SCAN_PARSE_MAIL | CL_SCAN_PARSE_OLE2 | CL_SCAN_PARSE_PDF |
                CL_SCAN_PARSE_HTML | CL_SCAN_PARSE_PE | CL_SCAN_PARSE_ELF | CL_SCAN_PARSE_XMLDOCS |
                CL_SCAN_PARSE_HWP3 | CL_SCAN_PARSE_ONENOTE;
+  if (!with_mail_parsing) opts.parse &= ~static_cast<unsigned>(CL_SCAN_PARSE_MAIL);
   opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE;
   const char* virname = nullptr;
   unsigned long scanned = 0;

@@ -56,8 +56,11 @@ class ScanEngine {
   ScanEngine(const ScanEngine&) = delete;
   ScanEngine& operator=(const ScanEngine&) = delete;
 
-  // Thread safe. Scans one message as it came in (the mail parser decodes its parts and archives).
-  ScanVerdict scan(std::string_view bytes) const;
+  // Thread safe. Scans one message as it came in (libclamav's mail parser decodes its parts and
+  // archives). with_mail_parsing = false scans the bytes as they are, without extracting parts to
+  // temporary files: the caller may ask for it only when every byte a parser would extract already
+  // stands verbatim in the message (one text/plain part, no transfer encoding, nothing uuencoded).
+  ScanVerdict scan(std::string_view bytes, bool with_mail_parsing = true) const;
 
   unsigned signature_count() const { return signatures_; }
   const std::string& description() const { return description_; }
@@ -77,7 +80,9 @@ class Scanner {
   // Builds a new engine from the same configuration and swaps it in. On failure the old engine stays.
   Status reload();
   std::shared_ptr<const ScanEngine> engine() const;
-  ScanVerdict scan(std::string_view bytes) const { return engine()->scan(bytes); }
+  ScanVerdict scan(std::string_view bytes, bool with_mail_parsing = true) const {
+    return engine()->scan(bytes, with_mail_parsing);
+  }
 
  private:
   explicit Scanner(ScannerConfig config) : config_(std::move(config)) {}

@@ -9,7 +9,7 @@ namespace mailark::indexer {
 namespace {
 
 IndexFields fields(std::uint64_t id, std::string subject, std::string body, std::int64_t date,
-                   std::string from = "Alice <alice@example.com>") {
+                   IndexedAddress from = {"Alice", "alice@example.com"}) {
   IndexFields f;
   f.id = id;
   f.message_id = "m" + std::to_string(id) + "@example.com";
@@ -17,8 +17,8 @@ IndexFields fields(std::uint64_t id, std::string subject, std::string body, std:
   f.body = std::move(body);
   f.date = date;
   f.received = date;
-  f.from = std::move(from);
-  f.to = "Bob <bob@example.com>";
+  f.from = {std::move(from)};
+  f.to = {{"Bob", "bob@mail.example.com"}};
   f.direction = "import";
   f.verdict = "clean";
   f.size = 1000 + id;
@@ -45,7 +45,7 @@ class IndexTest : public ::testing::Test {
     const std::int64_t jan2001 = 978307200;
     add(*w.value(), fields(1, "Quarterly results", "the quarterly results are in", jan2001));
     add(*w.value(), fields(2, "Results", "results for the quarterly review", jan2001 + 86400 * 40));
-    add(*w.value(), fields(3, "Lunch", "lunch is on friday", jan2001 + 86400 * 200, "Jeff Skilling <jeff.skilling@enron.com>"));
+    add(*w.value(), fields(3, "Lunch", "lunch is on friday", jan2001 + 86400 * 200, {"Jeff Skilling", "jeff.skilling@enron.com"}));
     IndexFields with_att = fields(4, "Report attached", "see the attached report", jan2001 + 86400 * 300);
     with_att.attachments.push_back({"forecast.pdf", "application/pdf", 1234});
     with_att.verdict = "infected";
@@ -94,6 +94,16 @@ TEST_F(IndexTest, FieldPrefixes) {
   EXPECT_EQ(ids("subject:lunch"), (V{3}));
   EXPECT_EQ(ids("from:jeff.skilling@enron.com"), (V{3}));
   EXPECT_EQ(ids("from:skilling"), (V{3}));
+  EXPECT_EQ(ids("from:jeff.skilling"), (V{3}));
+  EXPECT_EQ(ids("from:enron.com"), (V{3}));
+  EXPECT_EQ(ids("from:@enron.com"), (V{3}));
+  EXPECT_EQ(ids("from:JEFF.SKILLING@ENRON.COM"), (V{3}));
+  EXPECT_EQ(ids("from:\"jeff skilling\""), (V{3}));
+  EXPECT_EQ(ids("from:\"skilling jeff\""), (V{}));
+  EXPECT_EQ(ids("from:alice"), (V{4, 2, 1}));
+  EXPECT_EQ(ids("to:example.com"), (V{4, 3, 2, 1})) << "parent domain of mail.example.com";
+  EXPECT_EQ(ids("to:mail.example.com"), (V{4, 3, 2, 1}));
+  EXPECT_EQ(ids("from:enron"), (V{})) << "domain words are not name words";
   EXPECT_EQ(ids("attachment:forecast"), (V{4}));
   EXPECT_EQ(ids("has:attachment"), (V{4}));
   EXPECT_EQ(ids("verdict:infected"), (V{4}));
