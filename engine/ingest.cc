@@ -45,9 +45,12 @@ struct Ingest::Impl {
   BoundedQueue<std::pair<std::uint64_t, IngestItem>> work{64};
   std::uint64_t next_ticket = 0;
   BoundedQueue<Prepared> to_append{1024};
-  BoundedQueue<ToIndex> to_index{2048};
-  std::vector<std::thread> workers;
-  std::thread appender, indexer;
+  // One queue and one thread per index shard: Xapian's document inversion is the most expensive
+  // serial step, and shards let it use every core.
+  std::vector<std::unique_ptr<BoundedQueue<ToIndex>>> to_index;
+  std::vector<std::thread> workers, indexers;
+  std::thread appender;
+  std::uint64_t last_appended = 0;  // written by the appender, read after it is joined
   std::atomic<bool> failed{false};
   std::mutex error_mu;
   std::optional<Error> fatal;
@@ -64,7 +67,10 @@ struct Ingest::Impl {
     unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
     appender = std::thread([this] { append_loop(); });
-    indexer = std::thread([this] { index_loop(); });
+    for (unsigned k = 0; k < index.shard_count(); ++k) {
+      to_index.push_back(std::make_unique<BoundedQueue<ToIndex>>(1024));
+      indexers.emplace_back([this, k] { index_loop(k); });
+    }
     training_done = options.train_after == 0 || archive.codec()->active_dictionary() != 0;
   }
 
@@ -183,7 +189,7 @@ struct Ingest::Impl {
       if (!ready.empty()) commit_batch(ready);
       ready.clear();
     }
-    to_index.close();
+    for (auto& q : to_index) q->close();
   }
 
   void commit_batch(std::vector<Prepared>& batch) {
@@ -207,7 +213,8 @@ struct Ingest::Impl {
         r.outcome = IngestOutcome::kDuplicate;
       } else {
         r.seq = out.record.seq;
-        to_index.push(ToIndex{out.record.seq, std::move(*batch[i].doc)});
+        last_appended = r.seq;
+        to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc)});
       }
       report(r);
     }
@@ -219,12 +226,13 @@ struct Ingest::Impl {
     report(p.result);
   }
 
-  void index_loop() {
+  void index_loop(unsigned shard) {
     ToIndex item;
     std::size_t since_commit = 0;
-    std::uint64_t last = index.watermark();
+    std::uint64_t last = 0;
     bool index_failed = false;
-    while (to_index.pop(item)) {
+    BoundedQueue<ToIndex>& queue = *to_index[shard];
+    while (queue.pop(item)) {
       if (index_failed) continue;  // the archive has it; the next open catches the index up
       if (auto s = index.add(item.seq, item.doc); !s) {
         set_fatal(s.error());
@@ -232,16 +240,16 @@ struct Ingest::Impl {
         continue;
       }
       last = item.seq;
-      if (++since_commit >= options.index_commit_every) {
-        if (auto s = index.commit(last); !s) {
+      if (++since_commit >= options.index_commit_every / index.shard_count()) {
+        if (auto s = index.commit_shard(shard, last); !s) {
           set_fatal(s.error());
           index_failed = true;
         }
         since_commit = 0;
       }
     }
-    if (!index_failed && last != index.watermark()) {
-      if (auto s = index.commit(last); !s) set_fatal(s.error());
+    if (!index_failed && since_commit > 0) {
+      if (auto s = index.commit_shard(shard, last); !s) set_fatal(s.error());
     }
   }
 
@@ -287,9 +295,13 @@ struct Ingest::Impl {
     for (auto& t : workers) t.join();
     to_append.close();
     appender.join();
-    indexer.join();
+    for (auto& t : indexers) t.join();
     std::lock_guard lock(error_mu);
     if (fatal) return *fatal;
+    // Every shard has everything up to the last appended record: say so in all of them.
+    if (last_appended > index.watermark()) {
+      if (auto s = index.commit(last_appended); !s) return s.error();
+    }
     return ok_status();
   }
 };

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -153,24 +155,60 @@ std::string display_addresses(const std::vector<IndexedAddress>& list) {
 
 // ---- writer ----
 
-Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir) {
+namespace {
+
+constexpr const char* kStubFile = "XAPIANDB";
+
+// The shard directories of an index: the lines of its stub file, or the directory itself for an
+// index of one plain glass database.
+std::vector<std::string> shard_paths(const std::string& dir) {
+  std::vector<std::string> out;
+  std::ifstream stub(dir + "/" + kStubFile);
+  std::string backend, path;
+  while (stub >> backend >> path) out.push_back(dir + "/" + path);
+  if (out.empty()) out.push_back(dir);
+  return out;
+}
+
+std::uint64_t read_watermark(const Xapian::Database& db) {
+  std::string wm = db.get_metadata(schema::kMetaWatermark);
+  return wm.empty() ? 0 : std::stoull(wm);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, unsigned shards_if_new) {
   std::unique_ptr<IndexWriter> w(new IndexWriter());
   try {
-    // No termlist table: the archive is append-only, so documents are only ever added, and the table
-    // would be half of the index (and of its write cost). Removing documents later (retention) means
-    // rebuilding the affected index segment from the archive.
-    w->db_ = std::make_unique<Xapian::WritableDatabase>(
-        dir, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-    std::string schema = w->db_->get_metadata(schema::kMetaSchema);
-    if (schema.empty()) {
-      w->db_->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
-      w->db_->commit();
-    } else if (schema != schema::kSchemaVersion) {
-      return make_error(ErrorCode::kUnsupported, "the index in " + dir + " has schema " + schema,
-                        "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
+    std::error_code ec;
+    bool fresh = !std::filesystem::exists(dir + "/" + kStubFile, ec) && !std::filesystem::exists(dir + "/iamglass", ec);
+    if (fresh) {
+      std::filesystem::create_directories(dir, ec);
+      std::string tmp = dir + "/" + kStubFile + ".tmp";
+      std::ofstream stub(tmp);
+      for (unsigned i = 0; i < std::max(1u, shards_if_new); ++i) stub << "glass shard" << i << "\n";
+      stub.close();
+      std::filesystem::rename(tmp, dir + "/" + kStubFile, ec);
+      if (!stub || ec) return make_error(ErrorCode::kIo, "creating the index in " + dir + ": " + ec.message());
     }
-    std::string wm = w->db_->get_metadata(schema::kMetaWatermark);
-    w->watermark_ = wm.empty() ? 0 : std::stoull(wm);
+    for (const auto& path : shard_paths(dir)) {
+      Shard sh;
+      // No termlist table: the archive is append-only, so documents are only ever added, and the
+      // table would be half of the index (and of its write cost). Removing documents later
+      // (retention) means rebuilding the affected index segment from the archive.
+      sh.db = std::make_unique<Xapian::WritableDatabase>(
+          path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+      std::string schema = sh.db->get_metadata(schema::kMetaSchema);
+      if (schema.empty()) {
+        sh.db->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+        sh.db->commit();
+      } else if (schema != schema::kSchemaVersion) {
+        return make_error(ErrorCode::kUnsupported, "the index in " + dir + " has schema " + schema,
+                          "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
+      }
+      sh.watermark = read_watermark(*sh.db);
+      w->shards_.push_back(std::move(sh));
+    }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
@@ -178,42 +216,68 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir) {
 }
 
 IndexWriter::~IndexWriter() {
-  // Uncommitted changes are discarded on purpose: the watermark says what is durable, and the archive
+  // Uncommitted changes are discarded on purpose: the watermarks say what is durable, and the archive
   // re-supplies the rest on the next open.
-  if (db_) {
+  for (auto& sh : shards_) {
     try {
-      db_->close();
+      sh.db->close();
     } catch (const Xapian::Error&) {
     }
   }
 }
 
 Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
+  Shard& sh = shards_[shard_of(id)];
+  if (id <= sh.watermark) return ok_status();
+  auto local = static_cast<Xapian::docid>((id - 1) / shards_.size() + 1);
   try {
     // Appending in order is the common case and avoids a lookup of the document id.
-    if (db_->get_lastdocid() + 1 == id) db_->add_document(doc);
-    else db_->replace_document(static_cast<Xapian::docid>(id), doc);
+    if (sh.db->get_lastdocid() + 1 == local) sh.db->add_document(doc);
+    else sh.db->replace_document(local, doc);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
   }
   return ok_status();
 }
 
-Status IndexWriter::commit(std::uint64_t watermark) {
+Status IndexWriter::commit_shard(unsigned shard, std::uint64_t watermark) {
+  Shard& sh = shards_[shard];
   try {
-    db_->set_metadata(schema::kMetaWatermark, std::to_string(watermark));
-    db_->commit();
-    watermark_ = watermark;
+    std::uint64_t w = std::max(sh.watermark, watermark);
+    sh.db->set_metadata(schema::kMetaWatermark, std::to_string(w));
+    sh.db->commit();
+    sh.watermark = w;
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "committing the index");
   }
   return ok_status();
 }
 
+Status IndexWriter::commit(std::uint64_t watermark) {
+  for (unsigned i = 0; i < shards_.size(); ++i) MAILARK_TRY(commit_shard(i, watermark));
+  return ok_status();
+}
+
+std::uint64_t IndexWriter::watermark() const {
+  std::uint64_t w = UINT64_MAX;
+  for (const auto& sh : shards_) w = std::min(w, sh.watermark);
+  return shards_.empty() ? 0 : w;
+}
+
 Status compact_index(const std::string& dir, const std::string& out_dir) {
   try {
-    Xapian::Database db(dir, Xapian::DB_BACKEND_GLASS);
-    db.compact(out_dir, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+    std::error_code ec;
+    std::filesystem::create_directories(out_dir, ec);
+    std::vector<std::string> shards = shard_paths(dir);
+    std::ofstream stub(out_dir + "/" + kStubFile);
+    for (std::size_t i = 0; i < shards.size(); ++i) {
+      std::string name = "shard" + std::to_string(i);
+      Xapian::Database db(shards[i], Xapian::DB_BACKEND_GLASS);
+      db.compact(out_dir + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+      stub << "glass " << name << "\n";
+    }
+    stub.close();
+    if (!stub) return make_error(ErrorCode::kIo, "writing " + out_dir + "/" + kStubFile);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "compacting the index");
   }
@@ -372,26 +436,49 @@ class LowerBooleanField : public Xapian::FieldProcessor {
   std::string prefix_;
 };
 
-// Matches a fixed, sorted set of document ids: the verified candidates of one phrase.
+// Which shard a sub-database is, by its UUID: Xapian hands a PostingSource each shard separately,
+// with shard-local document ids.
+struct ShardMap {
+  std::map<std::string, unsigned> by_uuid;
+  unsigned count = 1;
+};
+
+// Matches a fixed, sorted set of archive ids (the verified candidates of one phrase), translated into
+// the document ids of whichever shard it is run on.
 class DocIdSet : public Xapian::PostingSource {
  public:
-  explicit DocIdSet(std::vector<Xapian::docid> ids) : ids_(std::move(ids)) {}
+  DocIdSet(std::shared_ptr<const std::vector<Xapian::docid>> ids, std::shared_ptr<const ShardMap> shards)
+      : all_(std::move(ids)), shards_(std::move(shards)) {}
+  DocIdSet* clone() const override { return new DocIdSet(all_, shards_); }
+  void init(const Xapian::Database& db) override {
+    unsigned shard = 0;
+    auto it = shards_->by_uuid.find(db.get_uuid());
+    if (it != shards_->by_uuid.end()) shard = it->second;
+    const unsigned n = shards_->count;
+    ids_.clear();
+    for (Xapian::docid id : *all_)
+      if ((id - 1) % n == shard) ids_.push_back((id - 1) / n + 1);
+    pos_ = kBefore;
+  }
   Xapian::doccount get_termfreq_min() const override { return static_cast<Xapian::doccount>(ids_.size()); }
   Xapian::doccount get_termfreq_est() const override { return static_cast<Xapian::doccount>(ids_.size()); }
   Xapian::doccount get_termfreq_max() const override { return static_cast<Xapian::doccount>(ids_.size()); }
-  void init(const Xapian::Database&) override { pos_ = static_cast<std::size_t>(-1); }
-  void next(double) override { ++pos_; }
+  void next(double) override { pos_ = pos_ == kBefore ? 0 : pos_ + 1; }
   void skip_to(Xapian::docid did, double) override {
-    std::size_t start = pos_ == static_cast<std::size_t>(-1) ? 0 : pos_;
-    pos_ = static_cast<std::size_t>(std::lower_bound(ids_.begin() + static_cast<std::ptrdiff_t>(start), ids_.end(), did) - ids_.begin());
+    std::size_t start = pos_ == kBefore ? 0 : pos_;
+    pos_ = static_cast<std::size_t>(
+        std::lower_bound(ids_.begin() + static_cast<std::ptrdiff_t>(start), ids_.end(), did) - ids_.begin());
   }
-  bool at_end() const override { return pos_ != static_cast<std::size_t>(-1) && pos_ >= ids_.size(); }
+  bool at_end() const override { return pos_ != kBefore && pos_ >= ids_.size(); }
   Xapian::docid get_docid() const override { return ids_[pos_]; }
-  std::string get_description() const override { return "DocIdSet(" + std::to_string(ids_.size()) + ")"; }
+  std::string get_description() const override { return "DocIdSet(" + std::to_string(all_->size()) + ")"; }
 
  private:
+  static constexpr std::size_t kBefore = static_cast<std::size_t>(-1);
+  std::shared_ptr<const std::vector<Xapian::docid>> all_;
+  std::shared_ptr<const ShardMap> shards_;
   std::vector<Xapian::docid> ids_;
-  std::size_t pos_ = static_cast<std::size_t>(-1);
+  std::size_t pos_ = kBefore;
 };
 
 bool has_phrase(const Xapian::Document& doc, const std::vector<std::string>& terms) {
@@ -416,7 +503,8 @@ bool has_phrase(const Xapian::Document& doc, const std::vector<std::string>& ter
 // Rewrites every phrase in `q` into the set of documents that really hold it.
 class PhraseResolver {
  public:
-  PhraseResolver(Xapian::Database& db, FieldSource* fields) : db_(db), fields_(fields) {}
+  PhraseResolver(Xapian::Database& db, FieldSource* fields, std::shared_ptr<const ShardMap> shards)
+      : db_(db), fields_(fields), shards_(std::move(shards)) {}
 
   Xapian::Query resolve(const Xapian::Query& q) {
     auto op = q.get_type();
@@ -475,7 +563,8 @@ class PhraseResolver {
       if (doc && has_phrase(*doc, terms)) verified.push_back(*it);
     }
     std::sort(verified.begin(), verified.end());
-    return Xapian::Query(new DocIdSet(std::move(verified)));
+    auto ids = std::make_shared<const std::vector<Xapian::docid>>(std::move(verified));
+    return Xapian::Query(new DocIdSet(std::move(ids), shards_));
   }
 
   const Xapian::Document* positioned(Xapian::docid id) {
@@ -489,6 +578,7 @@ class PhraseResolver {
 
   Xapian::Database& db_;
   FieldSource* fields_;
+  std::shared_ptr<const ShardMap> shards_;
   std::unordered_map<Xapian::docid, std::optional<Xapian::Document>> cache_;
 };
 
@@ -496,8 +586,9 @@ class PhraseResolver {
 
 Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
   std::unique_ptr<IndexReader> r(new IndexReader());
+  r->dir_ = dir;
   try {
-    r->db_ = std::make_unique<Xapian::Database>(dir, Xapian::DB_BACKEND_GLASS);
+    r->db_ = std::make_unique<Xapian::Database>(dir);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
@@ -508,8 +599,11 @@ IndexReader::~IndexReader() = default;
 
 std::uint64_t IndexReader::watermark() const {
   try {
-    std::string wm = db_->get_metadata(schema::kMetaWatermark);
-    return wm.empty() ? 0 : std::stoull(wm);
+    std::uint64_t w = UINT64_MAX;
+    for (const auto& path : shard_paths(dir_)) {
+      w = std::min(w, read_watermark(Xapian::Database(path, Xapian::DB_BACKEND_GLASS)));
+    }
+    return w == UINT64_MAX ? 0 : w;
   } catch (const Xapian::Error&) {
     return 0;
   }
@@ -547,7 +641,13 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos
                                ? Xapian::Query::MatchAll
                                : qp.parse_query(query, flags);
-    PhraseResolver resolver(*db_, fields);
+    auto shards = std::make_shared<ShardMap>();
+    std::vector<std::string> paths = shard_paths(dir_);
+    shards->count = static_cast<unsigned>(paths.size());
+    for (unsigned i = 0; i < paths.size(); ++i) {
+      shards->by_uuid[Xapian::Database(paths[i], Xapian::DB_BACKEND_GLASS).get_uuid()] = i;
+    }
+    PhraseResolver resolver(*db_, fields, shards);
     Xapian::Query q = resolver.resolve(parsed);
 
     Xapian::Enquire enq(*db_);

@@ -27,26 +27,44 @@ namespace mailark::indexer {
 // Builds the document for one message. with_positions is for phrase verification only.
 Xapian::Document build_document(const IndexFields& fields, bool with_positions = false);
 
+// The index is split into shards so that documents can be added by several threads: message id n
+// lives in shard (n - 1) % shards as document (n - 1) / shards + 1, which makes Xapian's interleaved
+// document ids over the shards (opened as one through the stub file DATA/index/XAPIANDB) equal to the
+// archive ids. Each shard records its own watermark.
 class IndexWriter {
  public:
-  // Opens or creates the index in dir. Errors: kIo when another process holds the write lock,
-  // kUnsupported for an index of another schema version (reindex).
-  static Result<std::unique_ptr<IndexWriter>> open(const std::string& dir);
+  static constexpr unsigned kDefaultShards = 2;
+
+  // Opens or creates the index in dir (a new index gets `shards_if_new` shards). Errors: kIo when
+  // another process holds the write lock, kUnsupported for an index of another schema version.
+  static Result<std::unique_ptr<IndexWriter>> open(const std::string& dir, unsigned shards_if_new = kDefaultShards);
   ~IndexWriter();
 
+  unsigned shard_count() const { return static_cast<unsigned>(shards_.size()); }
+  unsigned shard_of(std::uint64_t id) const { return static_cast<unsigned>((id - 1) % shards_.size()); }
+
+  // Adds message `id` to its shard. An id its shard already holds (at or below the shard's watermark)
+  // is skipped, so catching up twice is harmless. Calls for different shards may run on different
+  // threads; one thread per shard at a time.
   Status add(std::uint64_t id, const Xapian::Document& doc);
-  // Makes everything added durable and records that every archive record up to `watermark` is indexed.
+  // Makes one shard durable, recording that every id of that shard up to `watermark` is in it.
+  Status commit_shard(unsigned shard, std::uint64_t watermark);
+  // Makes every shard durable and records that every archive record up to `watermark` is indexed.
   Status commit(std::uint64_t watermark);
-  std::uint64_t watermark() const { return watermark_; }
+  // Every archive record up to this id is indexed (the lowest shard watermark).
+  std::uint64_t watermark() const;
 
  private:
+  struct Shard {
+    std::unique_ptr<Xapian::WritableDatabase> db;
+    std::uint64_t watermark = 0;
+  };
   IndexWriter() = default;
-  std::unique_ptr<Xapian::WritableDatabase> db_;
-  std::uint64_t watermark_ = 0;
+  std::vector<Shard> shards_;
 };
 
 // Rewrites the index in dir into out_dir in compact form (full blocks; typically 40% smaller after a
-// bulk import). Document ids are kept. The caller swaps the directories.
+// bulk import). Shards and document ids are kept. The caller swaps the directories.
 Status compact_index(const std::string& dir, const std::string& out_dir);
 
 // Supplies a message's fields for phrase verification.
@@ -79,6 +97,7 @@ class IndexReader {
 
  private:
   IndexReader() = default;
+  std::string dir_;
   std::unique_ptr<Xapian::Database> db_;
 };
 
