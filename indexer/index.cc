@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -73,59 +74,74 @@ Summary decode_summary(const std::string& data) {
 
 }  // namespace
 
-Xapian::Document build_document(const IndexFields& f, bool with_positions) {
+namespace {
+
+// The address words of one address: the display name, and the local part split at . _ - +.
+void address_texts(const IndexedAddress& a, const char* prefix,
+                   const std::function<void(const std::string&, const char*)>& fn) {
+  fn(a.name, prefix);
+  std::string local = a.addr.substr(0, a.addr.rfind('@'));
+  for (char& c : local)
+    if (c == '.' || c == '_' || c == '-' || c == '+') c = ' ';
+  fn(local, prefix);
+}
+
+// Every piece of free text of a message with its prefix, in indexing order. The one place that says
+// which field is indexed under which prefix: the index and the phrase check both use it.
+void for_each_text(const IndexFields& f, const std::function<void(const std::string&, const char*)>& fn) {
+  for (const auto& a : f.from) address_texts(a, schema::kPrefixFrom, fn);
+  for (const auto& a : f.to) address_texts(a, schema::kPrefixTo, fn);
+  for (const auto& a : f.cc) address_texts(a, schema::kPrefixCc, fn);
+  for (const auto& a : f.bcc) address_texts(a, schema::kPrefixBcc, fn);
+  for (const auto& r : f.envelope_rcpts) address_texts({"", r}, schema::kPrefixRcpt, fn);
+  fn(f.subject, schema::kPrefixSubject);
+  fn(f.subject, "");
+  fn(f.body, "");
+  fn(f.attachment_text, "");
+  fn(f.extracted_text, schema::kPrefixExtracted);
+  fn(f.extracted_text, "");
+  for (const auto& a : f.attachments) {
+    fn(a.name, schema::kPrefixAttachment);
+    fn(a.name, "");
+  }
+}
+
+// Exact terms for an address: whole, local part, domain and parent domains of two or more labels.
+void add_address_terms(Xapian::Document& doc, const std::vector<IndexedAddress>& list, const char* prefix) {
+  for (const auto& a : list) {
+    std::string addr = lower(a.addr);
+    if (addr.empty()) continue;
+    doc.add_boolean_term(boolean_term(prefix, addr));
+    std::size_t at = addr.rfind('@');
+    if (at == std::string::npos) continue;
+    if (at > 0) doc.add_boolean_term(boolean_term(prefix, addr.substr(0, at)));
+    std::string domain = addr.substr(at + 1);
+    while (domain.find('.') != std::string::npos) {
+      doc.add_boolean_term(boolean_term(prefix, domain));
+      domain = domain.substr(domain.find('.') + 1);
+    }
+  }
+}
+
+}  // namespace
+
+Xapian::Document build_document(const IndexFields& f) {
   Xapian::Document doc;
   Xapian::TermGenerator tg;
   tg.set_document(doc);
   tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
   tg.set_max_word_length(64);
-  auto text = [&](const std::string& value, const char* prefix) {
-    if (value.empty()) return;
-    if (with_positions) {
-      tg.index_text(value, 1, prefix);
-      tg.increase_termpos(100);  // a phrase never spans two fields
-    } else {
-      tg.index_text_without_positions(value, 1, prefix);
-    }
-  };
-  auto addresses = [&](const std::vector<IndexedAddress>& list, const char* text_prefix, const char* addr_prefix) {
-    for (const auto& a : list) {
-      text(a.name, text_prefix);
-      std::string addr = lower(a.addr);
-      std::size_t at = addr.rfind('@');
-      std::string local = addr.substr(0, at), domain = at == std::string::npos ? "" : addr.substr(at + 1);
-      std::string words = local;
-      for (char& c : words)
-        if (c == '.' || c == '_' || c == '-' || c == '+') c = ' ';
-      text(words, text_prefix);
-      if (addr.empty()) continue;
-      doc.add_boolean_term(boolean_term(addr_prefix, addr));
-      if (!local.empty() && at != std::string::npos) doc.add_boolean_term(boolean_term(addr_prefix, local));
-      // The domain and its parents of two or more labels.
-      for (std::size_t dot = 0; !domain.empty() && dot != std::string::npos; dot = domain.find('.', dot + 1)) {
-        std::string d = dot == 0 ? domain : domain.substr(dot + 1);
-        if (d.find('.') == std::string::npos) break;
-        doc.add_boolean_term(boolean_term(addr_prefix, d));
-        if (dot == 0 && domain.find('.') == std::string::npos) break;
-      }
-    }
-  };
-  addresses(f.from, schema::kPrefixFrom, schema::kPrefixFromAddr);
-  addresses(f.to, schema::kPrefixTo, schema::kPrefixToAddr);
-  addresses(f.cc, schema::kPrefixCc, schema::kPrefixCcAddr);
-  addresses(f.bcc, schema::kPrefixBcc, schema::kPrefixBccAddr);
+  for_each_text(f, [&](const std::string& value, const char* prefix) {
+    if (!value.empty()) tg.index_text_without_positions(value, 1, prefix);
+  });
+  add_address_terms(doc, f.from, schema::kPrefixFromAddr);
+  add_address_terms(doc, f.to, schema::kPrefixToAddr);
+  add_address_terms(doc, f.cc, schema::kPrefixCcAddr);
+  add_address_terms(doc, f.bcc, schema::kPrefixBccAddr);
   std::vector<IndexedAddress> rcpts;
   for (const auto& r : f.envelope_rcpts) rcpts.push_back({"", r});
-  addresses(rcpts, schema::kPrefixRcpt, schema::kPrefixRcptAddr);
-  text(f.subject, schema::kPrefixSubject);
-  text(f.subject, "");
-  text(f.body, "");
-  text(f.attachment_text, "");
-  text(f.extracted_text, schema::kPrefixExtracted);
-  text(f.extracted_text, "");
+  add_address_terms(doc, rcpts, schema::kPrefixRcptAddr);
   for (const auto& a : f.attachments) {
-    text(a.name, schema::kPrefixAttachment);
-    text(a.name, "");
     if (!a.mime_type.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixMimeType, lower(a.mime_type)));
   }
   if (!f.message_id.empty()) doc.add_boolean_term(message_id_term(f.message_id));
@@ -134,7 +150,7 @@ Xapian::Document build_document(const IndexFields& f, bool with_positions) {
   if (f.quarantined) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "quarantined");
   doc.add_boolean_term(std::string(schema::kPrefixVerdict) + f.verdict);
   doc.add_boolean_term(std::string(schema::kPrefixDirection) + f.direction);
-  for (const auto& s : f.signatures) doc.add_boolean_term(boolean_term(schema::kPrefixSignature, lower(s)));
+  for (const auto& sig : f.signatures) doc.add_boolean_term(boolean_term(schema::kPrefixSignature, lower(sig)));
   doc.add_value(schema::kSlotDate, Xapian::sortable_serialise(static_cast<double>(f.date)));
   doc.add_value(schema::kSlotSize, Xapian::sortable_serialise(static_cast<double>(f.size)));
   doc.add_value(schema::kSlotReceived, Xapian::sortable_serialise(static_cast<double>(f.received)));
@@ -487,7 +503,7 @@ bool has_phrase(const Xapian::Document& doc, const std::vector<std::string>& ter
     std::set<Xapian::termpos> ps;
     Xapian::TermIterator ti = doc.termlist_begin();
     ti.skip_to(t);
-    if (ti == doc.termlist_end() || *ti != t) return false;  // term absent from this document
+    if (ti == doc.termlist_end() || *ti != t) return false;  // term absent from this text
     for (auto it = ti.positionlist_begin(); it != ti.positionlist_end(); ++it) ps.insert(*it);
     if (ps.empty()) return false;
     positions.push_back(std::move(ps));
@@ -498,6 +514,65 @@ bool has_phrase(const Xapian::Document& doc, const std::vector<std::string>& ter
     if (all) return true;
   }
   return false;
+}
+
+// The prefix of a term: its leading upper-case letters (Xapian's convention; mailark's prefixes are
+// all upper case and the words after them lower case).
+std::string prefix_of(const std::string& term) {
+  std::size_t i = 0;
+  while (i < term.size() && term[i] >= 'A' && term[i] <= 'Z') ++i;
+  return term.substr(0, i);
+}
+
+// Does one piece of text, indexed as the index does it (TermGenerator, with positions), hold the
+// phrase? Long texts are only tokenised around the places where the phrase's first word can start:
+// each window runs from the whitespace before an occurrence of that word to the whitespace after the
+// next `terms.size()` runs of letters and digits, which holds every term a phrase starting there can
+// have, so the answer is the same as for the whole text.
+bool text_has_phrase(const std::string& text, const std::string& prefix, const std::vector<std::string>& terms) {
+  auto check = [&](std::string_view piece) {
+    Xapian::Document doc;
+    Xapian::TermGenerator tg;
+    tg.set_document(doc);
+    tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
+    tg.set_max_word_length(64);
+    tg.index_text(std::string(piece), 1, prefix);
+    return has_phrase(doc, terms);
+  };
+  const std::string first = terms[0].substr(prefix.size());
+  bool ascii_word = !first.empty() && std::all_of(first.begin(), first.end(), [](unsigned char c) {
+    return std::isalnum(c) && c < 0x80;
+  });
+  if (text.size() < 2048 || !ascii_word) return check(text);
+  std::string lowered = text;
+  for (char& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  auto is_alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+  std::size_t searched_to = 0;  // windows never overlap: text before this was already checked
+  for (std::size_t pos = lowered.find(first); pos != std::string::npos; pos = lowered.find(first, pos + 1)) {
+    if (pos < searched_to) continue;
+    std::size_t begin = pos;
+    while (begin > 0 && !is_space(text[begin - 1])) --begin;
+    std::size_t end = pos, runs = 0;
+    while (end < text.size() && runs <= terms.size()) {
+      while (end < text.size() && !is_alnum(text[end])) ++end;
+      if (end < text.size()) ++runs;
+      while (end < text.size() && is_alnum(text[end])) ++end;
+    }
+    while (end < text.size() && !is_space(text[end])) ++end;
+    if (check(std::string_view(text).substr(begin, end - begin))) return true;
+    searched_to = pos + first.size();
+  }
+  return false;
+}
+
+bool fields_have_phrase(const IndexFields& fields, const std::vector<std::string>& terms) {
+  const std::string prefix = prefix_of(terms[0]);
+  bool found = false;
+  for_each_text(fields, [&](const std::string& value, const char* p) {
+    if (!found && !value.empty() && prefix == p) found = text_has_phrase(value, prefix, terms);
+  });
+  return found;
 }
 
 // Rewrites every phrase in `q` into the set of documents that really hold it.
@@ -559,27 +634,24 @@ class PhraseResolver {
     Xapian::MSet candidates = enq.get_mset(0, db_.get_doccount());
     std::vector<Xapian::docid> verified;
     for (auto it = candidates.begin(); it != candidates.end(); ++it) {
-      const Xapian::Document* doc = positioned(*it);
-      if (doc && has_phrase(*doc, terms)) verified.push_back(*it);
+      const std::optional<IndexFields>& f = load(*it);
+      if (f && fields_have_phrase(*f, terms)) verified.push_back(*it);
     }
     std::sort(verified.begin(), verified.end());
     auto ids = std::make_shared<const std::vector<Xapian::docid>>(std::move(verified));
     return Xapian::Query(new DocIdSet(std::move(ids), shards_));
   }
 
-  const Xapian::Document* positioned(Xapian::docid id) {
-    auto it = cache_.find(id);
-    if (it != cache_.end()) return it->second ? &*it->second : nullptr;
-    std::optional<Xapian::Document> doc;
-    if (auto f = fields_->load(id)) doc = build_document(*f, /*with_positions=*/true);
-    auto& slot = cache_[id] = std::move(doc);
-    return slot ? &*slot : nullptr;
+  const std::optional<IndexFields>& load(Xapian::docid id) {
+    auto f = fields_cache_.find(id);
+    if (f == fields_cache_.end()) f = fields_cache_.emplace(id, fields_->load(id)).first;
+    return f->second;
   }
 
   Xapian::Database& db_;
   FieldSource* fields_;
   std::shared_ptr<const ShardMap> shards_;
-  std::unordered_map<Xapian::docid, std::optional<Xapian::Document>> cache_;
+  std::unordered_map<Xapian::docid, std::optional<IndexFields>> fields_cache_;
 };
 
 }  // namespace

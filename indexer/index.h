@@ -24,8 +24,8 @@
 
 namespace mailark::indexer {
 
-// Builds the document for one message. with_positions is for phrase verification only.
-Xapian::Document build_document(const IndexFields& fields, bool with_positions = false);
+// Builds the document for one message.
+Xapian::Document build_document(const IndexFields& fields);
 
 // The index is split into shards so that documents can be added by several threads: message id n
 // lives in shard (n - 1) % shards as document (n - 1) / shards + 1, which makes Xapian's interleaved

@@ -158,3 +158,43 @@ TEST(DatePeriod, ParsesYearMonthAndDay) {
 
 }  // namespace
 }  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+TEST(PhraseCheck, LongBodiesGiveTheSameAnswerAsShortOnes) {
+  test::ScratchDir dir;
+  auto w = IndexWriter::open(dir / "index").value();
+  MapSource source;
+  std::string filler;
+  for (int i = 0; i < 400; ++i) filler += "power plant status nominal, crisis team on standby. ";
+  const std::vector<std::string> bodies = {
+      filler + "the POWER\n>   crisis is over",  // 1: across a quoted line break, upper case
+      filler + "the power's crisis",           // 2: "power's" is its own word
+      filler + "superpower crisis",            // 3: not the word "power"
+      filler + "super-power crisis",           // 4: a hyphen splits words
+      "short: power crisis",                   // 5: short text
+      filler,                                  // 6: both words, never adjacent
+  };
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    IndexFields f;
+    f.id = i + 1;
+    f.body = bodies[i];
+    f.verdict = "clean";
+    f.direction = "import";
+    f.date = 1000 + static_cast<std::int64_t>(i);
+    source.docs[f.id] = f;
+    ASSERT_TRUE(w->add(f.id, build_document(f)).ok());
+  }
+  ASSERT_TRUE(w->commit(bodies.size()).ok());
+  w.reset();
+  auto r = IndexReader::open(dir / "index").value();
+  auto res = r->search("\"power crisis\"", SearchOptions{0, 100}, &source);
+  ASSERT_TRUE(res.ok());
+  std::vector<std::uint64_t> ids;
+  for (const auto& h : res->hits) ids.push_back(h.id);
+  EXPECT_EQ(ids, (std::vector<std::uint64_t>{5, 4, 1}));
+}
+
+}  // namespace
+}  // namespace mailark::indexer
