@@ -100,6 +100,19 @@ TEST(Scanner, ExceedingAScanLimitIsUnscannedNeverClean) {
   EXPECT_FALSE(v.reason.empty());
 }
 
+TEST(Scanner, ArchiveThatExpandsPastTheScanLimitIsUnscanned) {
+  // A zip bomb in miniature: the archive is small next to what it expands to.
+  ScannerConfig cfg;
+  cfg.signature_dirs = {test::signature_dir()};
+  cfg.max_scan_bytes = 1u << 20;
+  auto small = ScanEngine::load(cfg);
+  ASSERT_TRUE(small.ok());
+  std::string zip = stored_zip("zeros.bin", std::string(3u << 20, '\0'));
+  auto v = (*small)->scan(test::make_message("bomb", "see attached", "bomb.zip", zip));
+  EXPECT_EQ(v.kind, VerdictKind::kUnscanned);
+  EXPECT_NE(v.reason.find("limit"), std::string::npos) << v.reason;
+}
+
 TEST(Scanner, NoSignaturesIsAnErrorNotACleanScanner) {
   ScannerConfig cfg;
   cfg.signature_dirs = {"/nonexistent/signatures"};

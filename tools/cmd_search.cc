@@ -59,7 +59,9 @@ void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<SearchArgs>();
   auto* cmd = app.add_subcommand("search", "search the archive, newest first");
   cmd->footer(
-      "Query syntax: free words; \"a phrase\"; from: to: cc: bcc: rcpt: subject: attachment:\n"
+      "Query syntax: free words; \"a phrase\"; subject: attachment:; from: to: cc: bcc: rcpt: take a\n"
+      "name word, a whole address, a local part or a domain (from:ana, from:ana@example.com,\n"
+      "from:example.com); repeating one of them means either;\n"
       "id:<message-id> has:attachment is:malformed is:quarantined verdict:clean|infected|unscanned\n"
       "direction:import|inbound|outbound type:application/pdf date:2001-01-01..2001-06-30 (also\n"
       "date:2001, date:2001-05, open ranges) size:10k..1m; AND, OR, NOT, parentheses, +word, -word.");

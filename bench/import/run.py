@@ -12,7 +12,6 @@ Needs the Debian packages notmuch and maildir-utils (scripts/setup.sh installs t
 """
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -53,18 +52,6 @@ def du(path):
 
 def raw_bytes(path):
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(path) for n in ns)
-
-
-def timed(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS in KiB of this child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    secs = time.perf_counter() - start
-    if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far; run the biggest last or read /usr/bin/time.
-    return secs, p
 
 
 def peak_rss(cmd, env=None):
