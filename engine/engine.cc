@@ -102,14 +102,7 @@ Result<const scanner::Scanner*> Engine::scanner() {
 Result<ParsedMessage> Engine::parse(const ArchiveRecord& record, std::string* raw_out) {
   auto raw = archive_->raw(record);
   if (!raw) return raw.error();
-  auto parsed = parse_message(*raw, options_.limits);
-  ParsedMessage msg;
-  if (parsed) {
-    msg = std::move(parsed).value();
-  } else {
-    msg.malformed = true;
-    msg.problems.push_back(parsed.error().context);
-  }
+  ParsedMessage msg = parse_message_or_flag(*raw, options_.limits);
   if (raw_out) *raw_out = std::move(raw).value();
   return msg;
 }

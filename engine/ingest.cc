@@ -114,14 +114,7 @@ struct Ingest::Impl {
       r.outcome = IngestOutcome::kDuplicate;  // checked again inside the write transaction
       return p;
     }
-    auto parsed = parse_message(item.raw, limits);
-    ParsedMessage msg;
-    if (parsed) {
-      msg = std::move(parsed).value();
-    } else {
-      msg.malformed = true;
-      msg.problems.push_back(parsed.error().context);
-    }
+    ParsedMessage msg = parse_message_or_flag(item.raw, limits);
 
     StoredVerdict verdict;
     if (scanner) {

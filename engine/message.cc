@@ -415,4 +415,13 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits) 
   return out;
 }
 
+ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits) {
+  auto parsed = parse_message(raw, limits);
+  if (parsed) return std::move(parsed).value();
+  ParsedMessage msg;
+  msg.malformed = true;
+  msg.problems.push_back(parsed.error().context);
+  return msg;
+}
+
 }  // namespace mailark

@@ -62,6 +62,10 @@ struct ParsedMessage {
 // Parses raw message bytes. Errors: kBadInput for input that is not an email message.
 Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits);
 
+// parse_message for the pipeline: a message that does not parse at all (not mail) still yields a
+// model, flagged malformed with the reason, so whatever archived it can still index it.
+ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits);
+
 // Cheap check used before archiving: empty input, or a first line that is not a header field (nor an
 // mbox "From " line) means the input is not mail. Returns the reason, or empty when it looks like mail.
 std::string not_mail_reason(std::string_view raw);

@@ -51,6 +51,22 @@ std::unique_ptr<Engine> open(const std::string& dir, bool read_only = false) {
   return std::move(e).value();
 }
 
+// What a crash between the two commits leaves: records in the archive that the index never saw.
+void append_without_index(const std::string& dir, const std::vector<std::string>& raws) {
+  auto archive = Archive::open(dir + "/archive", Limits{}, false).value();
+  std::vector<PendingAppend> batch;
+  for (const auto& raw : raws) {
+    PendingAppend p;
+    p.content_sha256 = sha256(raw);
+    p.raw_size = raw.size();
+    p.frame = archive->codec()->compress(raw).value();
+    p.dict_id = archive->codec()->active_dictionary();
+    p.verdict.kind = scanner::VerdictKind::kClean;
+    batch.push_back(std::move(p));
+  }
+  ASSERT_TRUE(archive->append(batch).ok());
+}
+
 std::vector<std::string> messages(int n, const std::string& word) {
   std::vector<std::string> v;
   for (int i = 0; i < n; ++i) v.push_back(test::make_message(word + " " + std::to_string(i), "body of " + word));
@@ -119,20 +135,7 @@ TEST(Engine, IndexCatchesUpAfterACrashBetweenArchiveAndIndexCommits) {
     ingest(*e, messages(10, "before"));
   }
   // The crash: records reach the archive, the process dies before the index commits them.
-  {
-    auto archive = Archive::open(dir / "archive", Limits{}, false).value();
-    std::vector<PendingAppend> batch;
-    for (const auto& raw : messages(5, "afterwards")) {
-      PendingAppend p;
-      p.content_sha256 = sha256(raw);
-      p.raw_size = raw.size();
-      p.frame = archive->codec()->compress(raw).value();
-      p.dict_id = archive->codec()->active_dictionary();
-      p.verdict.kind = scanner::VerdictKind::kClean;
-      batch.push_back(std::move(p));
-    }
-    ASSERT_TRUE(archive->append(batch).ok());
-  }
+  append_without_index(dir.path(), messages(5, "afterwards"));
   {
     auto stale = open(dir.path(), /*read_only=*/true);
     EXPECT_EQ(stale->archive().head().seq, 15u);
@@ -150,16 +153,7 @@ TEST(Engine, ReadOnlySearchCatchesUpALaggingIndex) {
     auto e = open(dir.path());
     ingest(*e, messages(3, "first"));
   }
-  {
-    auto archive = Archive::open(dir / "archive", Limits{}, false).value();
-    std::string raw = test::make_message("lagging", "not yet indexed");
-    std::vector<PendingAppend> batch(1);
-    batch[0].content_sha256 = sha256(raw);
-    batch[0].raw_size = raw.size();
-    batch[0].frame = archive->codec()->compress(raw).value();
-    batch[0].dict_id = archive->codec()->active_dictionary();
-    ASSERT_TRUE(archive->append(batch).ok());
-  }
+  append_without_index(dir.path(), {test::make_message("lagging", "not yet indexed")});
   auto e = open(dir.path(), /*read_only=*/true);
   auto res = e->search("lagging", {});
   ASSERT_TRUE(res.ok());
