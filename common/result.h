@@ -45,21 +45,33 @@ inline Error make_error(ErrorCode code, std::string context, std::string hint = 
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
-  Result(Error error) : v_(std::move(error)) {}    // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
 
-  T& value() & { assert(ok()); return std::get<0>(v_); }
-  const T& value() const& { assert(ok()); return std::get<0>(v_); }
-  T&& value() && { assert(ok()); return std::get<0>(std::move(v_)); }
+  T& value() & {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    assert(ok());
+    return std::get<0>(std::move(v_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
 
-  const Error& error() const { assert(!ok()); return std::get<1>(v_); }
+  const Error& error() const {
+    assert(!ok());
+    return std::get<1>(v_);
+  }
 
  private:
   std::variant<T, Error> v_;
@@ -72,7 +84,10 @@ class [[nodiscard]] Result<void> {
   Result(Error error) : err_(std::move(error)), ok_(false) {}  // NOLINT(google-explicit-constructor)
   bool ok() const { return ok_; }
   explicit operator bool() const { return ok_; }
-  const Error& error() const { assert(!ok_); return err_; }
+  const Error& error() const {
+    assert(!ok_);
+    return err_;
+  }
 
  private:
   Error err_;
@@ -81,21 +96,22 @@ class [[nodiscard]] Result<void> {
 
 using Status = Result<void>;
 
-inline Status ok_status() { return Status(); }
+inline Status ok_status() {
+  return Status();
+}
 
 // Propagates an error from an expression returning Result<...>.
-#define MAILARK_TRY(expr)                          \
-  do {                                             \
-    auto _mailark_r = (expr);                      \
+#define MAILARK_TRY(expr)                            \
+  do {                                               \
+    auto _mailark_r = (expr);                        \
     if (!_mailark_r.ok()) return _mailark_r.error(); \
   } while (0)
 
 #define MAILARK_CONCAT_INNER(a, b) a##b
 #define MAILARK_CONCAT(a, b) MAILARK_CONCAT_INNER(a, b)
-#define MAILARK_ASSIGN_OR_RETURN(lhs, expr)                                      \
-  auto MAILARK_CONCAT(_mailark_r_, __LINE__) = (expr);                           \
-  if (!MAILARK_CONCAT(_mailark_r_, __LINE__).ok())                               \
-    return MAILARK_CONCAT(_mailark_r_, __LINE__).error();                        \
+#define MAILARK_ASSIGN_OR_RETURN(lhs, expr)                                                              \
+  auto MAILARK_CONCAT(_mailark_r_, __LINE__) = (expr);                                                   \
+  if (!MAILARK_CONCAT(_mailark_r_, __LINE__).ok()) return MAILARK_CONCAT(_mailark_r_, __LINE__).error(); \
   lhs = std::move(MAILARK_CONCAT(_mailark_r_, __LINE__)).value()
 
 }  // namespace mailark

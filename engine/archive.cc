@@ -58,8 +58,12 @@ struct Txn {
   }
 };
 
-MDB_val val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-std::string_view view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+MDB_val val(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+std::string_view view(const MDB_val& v) {
+  return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
 
 std::string be64(std::uint64_t v) {
   std::string s(8, '\0');
@@ -96,8 +100,8 @@ std::string encode_counters(const ArchiveCounters& c) {
 }
 ArchiveCounters decode_counters(std::string_view s) {
   ArchiveCounters c;
-  std::uint64_t* fields[] = {&c.records, &c.raw_bytes, &c.blobs, &c.unique_raw_bytes, &c.stored_bytes,
-                             &c.clean, &c.infected, &c.unscanned, &c.malformed, &c.packs};
+  std::uint64_t* fields[] = {&c.records, &c.raw_bytes, &c.blobs,     &c.unique_raw_bytes, &c.stored_bytes,
+                             &c.clean,   &c.infected,  &c.unscanned, &c.malformed,        &c.packs};
   for (std::size_t i = 0; i < 10 && (i + 1) * 8 <= s.size(); ++i) *fields[i] = from_be64(s.substr(i * 8));
   return c;
 }
@@ -314,9 +318,15 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     counters.records++;
     counters.raw_bytes += r.raw_size;
     switch (r.verdict.kind) {
-      case scanner::VerdictKind::kClean: counters.clean++; break;
-      case scanner::VerdictKind::kInfected: counters.infected++; break;
-      case scanner::VerdictKind::kUnscanned: counters.unscanned++; break;
+      case scanner::VerdictKind::kClean:
+        counters.clean++;
+        break;
+      case scanner::VerdictKind::kInfected:
+        counters.infected++;
+        break;
+      case scanner::VerdictKind::kUnscanned:
+        counters.unscanned++;
+        break;
     }
     if (r.flags & kFlagMalformed) counters.malformed++;
     outcomes.push_back(std::move(out));
@@ -359,7 +369,8 @@ Result<ArchiveRecord> Archive::record(std::uint64_t seq) const {
   std::string key = be64(seq);
   MDB_val k = val(key), v;
   rc = mdb_get(t.txn, records_dbi_, &k, &v);
-  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(seq));
+  if (rc == MDB_NOTFOUND)
+    return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(seq));
   if (rc) return lmdb_error("reading record " + std::to_string(seq), rc);
   return decode_record(seq, view(v));
 }
@@ -395,11 +406,14 @@ Result<std::string> Archive::raw(const ArchiveRecord& record) const {
   }
   if (rc) return lmdb_error("reading a blob", rc);
   if (static_cast<std::uint64_t>(offset) + length > v.mv_size) {
-    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": blob lies outside its pack");
+    return make_error(ErrorCode::kCorrupt,
+                      "record " + std::to_string(record.seq) + ": blob lies outside its pack");
   }
   {
     auto h = decode_blob(view(v).substr(offset, length));
-    if (!h) return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": " + h.error().context);
+    if (!h)
+      return make_error(ErrorCode::kCorrupt,
+                        "record " + std::to_string(record.seq) + ": " + h.error().context);
     // Decompress inside the read transaction: the frame points into the memory map.
     auto raw = codec()->decompress(h->dict_id, h->frame, record.raw_size, limits_.max_decompressed_bytes);
     if (!raw) {

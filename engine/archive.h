@@ -40,7 +40,7 @@ struct ChainHead {
 // Running totals, kept in meta and updated with every append.
 struct ArchiveCounters {
   std::uint64_t records = 0;
-  std::uint64_t raw_bytes = 0;         // sum of raw sizes over records (what dedup saves from)
+  std::uint64_t raw_bytes = 0;  // sum of raw sizes over records (what dedup saves from)
   std::uint64_t blobs = 0;
   std::uint64_t unique_raw_bytes = 0;  // sum of raw sizes over blobs
   std::uint64_t stored_bytes = 0;      // sum of compressed frame sizes over blobs
@@ -56,8 +56,8 @@ struct PendingAppend {
   Digest content_sha256{};
   std::uint64_t raw_size = 0;
   std::uint32_t dict_id = 0;
-  std::string frame;               // zstd frame of the raw bytes, written only if the blob is new
-  bool skip_if_archived = false;   // imports: an identical message already archived adds no record
+  std::string frame;              // zstd frame of the raw bytes, written only if the blob is new
+  bool skip_if_archived = false;  // imports: an identical message already archived adds no record
 };
 
 struct AppendOutcome {

@@ -42,7 +42,8 @@ class BoundedQueue {
     if (items_.empty()) return false;
     if (linger.count() > 0 && items_.size() < max && !closed_) {
       auto until = std::chrono::steady_clock::now() + linger;
-      not_empty_.wait_until(lock, until, [&] { return items_.size() >= std::min(max, capacity_) || closed_; });
+      not_empty_.wait_until(lock, until,
+                            [&] { return items_.size() >= std::min(max, capacity_) || closed_; });
     }
     while (!items_.empty() && out.size() < max) {
       out.push_back(std::move(items_.front()));

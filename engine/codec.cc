@@ -50,7 +50,8 @@ Result<std::shared_ptr<const Codec>> Codec::create(const std::map<std::uint32_t,
     c->dicts_.emplace(id, std::move(d));
   }
   if (active != 0 && !c->dicts_.count(active)) {
-    return make_error(ErrorCode::kCorrupt, "active zstd dictionary " + std::to_string(active) + " is missing");
+    return make_error(ErrorCode::kCorrupt,
+                      "active zstd dictionary " + std::to_string(active) + " is missing");
   }
   return std::shared_ptr<const Codec>(std::move(c));
 }
@@ -73,8 +74,8 @@ Result<std::string> Codec::compress(std::string_view raw) const {
   return out;
 }
 
-Result<std::string> Codec::decompress(std::uint32_t dict_id, std::string_view frame, std::uint64_t expected_size,
-                                      std::uint64_t max_bytes) const {
+Result<std::string> Codec::decompress(std::uint32_t dict_id, std::string_view frame,
+                                      std::uint64_t expected_size, std::uint64_t max_bytes) const {
   unsigned long long declared = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN) {
     return make_error(ErrorCode::kCorrupt, "stored frame has no valid zstd header");
@@ -91,15 +92,17 @@ Result<std::string> Codec::decompress(std::uint32_t dict_id, std::string_view fr
   if (dict_id != 0) {
     auto it = dicts_.find(dict_id);
     if (it == dicts_.end()) {
-      return make_error(ErrorCode::kNotFound, "zstd dictionary " + std::to_string(dict_id) + " is not in the archive");
+      return make_error(ErrorCode::kNotFound,
+                        "zstd dictionary " + std::to_string(dict_id) + " is not in the archive");
     }
     ddict = it->second->ddict;
   }
   std::string out;
   out.resize(declared);
   ZSTD_DCtx* ctx = thread_dctx();
-  std::size_t n = ddict ? ZSTD_decompress_usingDDict(ctx, out.data(), out.size(), frame.data(), frame.size(), ddict)
-                        : ZSTD_decompressDCtx(ctx, out.data(), out.size(), frame.data(), frame.size());
+  std::size_t n =
+      ddict ? ZSTD_decompress_usingDDict(ctx, out.data(), out.size(), frame.data(), frame.size(), ddict)
+            : ZSTD_decompressDCtx(ctx, out.data(), out.size(), frame.data(), frame.size());
   if (ZSTD_isError(n)) return make_error(ErrorCode::kCorrupt, std::string("zstd: ") + ZSTD_getErrorName(n));
   if (n != declared) return make_error(ErrorCode::kCorrupt, "stored frame decompressed to the wrong size");
   return out;
@@ -127,7 +130,8 @@ Result<std::string> train_dictionary(const std::vector<std::string>& samples, st
   std::size_t n = ZDICT_trainFromBuffer_fastCover(dict.data(), dict.size(), joined.data(), sizes.data(),
                                                   static_cast<unsigned>(sizes.size()), params);
   if (ZDICT_isError(n)) {
-    return make_error(ErrorCode::kInvalidArgument, std::string("training a dictionary: ") + ZDICT_getErrorName(n));
+    return make_error(ErrorCode::kInvalidArgument,
+                      std::string("training a dictionary: ") + ZDICT_getErrorName(n));
   }
   dict.resize(n);
   return dict;

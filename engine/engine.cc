@@ -115,7 +115,8 @@ Result<indexer::IndexFields> Engine::fields(std::uint64_t seq) {
   return index_fields(*msg, *rec);
 }
 
-Result<std::uint64_t> Engine::catch_up_index(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+Result<std::uint64_t> Engine::catch_up_index(
+    const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   auto w = index_writer();
   if (!w) return w.error();
   indexer::IndexWriter* writer = *w;
@@ -198,6 +199,34 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   return n;
 }
 
+Result<std::uint32_t> Engine::train_dictionary(std::size_t samples, std::size_t dictionary_bytes) {
+  if (options_.read_only) return make_error(ErrorCode::kInvalidArgument, "engine opened read-only");
+  std::uint64_t head = archive_->head().seq;
+  std::uint64_t from = head > samples ? head - samples + 1 : 1;
+  std::vector<std::string> raws;
+  Status failed;
+  auto s = archive_->scan(
+      from,
+      [&](const ArchiveRecord& r, std::string_view) {
+        auto raw = archive_->raw(r);
+        if (!raw) {
+          failed = raw.error();
+          return false;
+        }
+        raws.push_back(raw->substr(0, 64 * 1024));  // a message's head carries what repeats
+        return true;
+      },
+      [&](std::uint64_t, const Error& e) {
+        failed = e;
+        return false;
+      });
+  if (!s) return s.error();
+  if (!failed) return failed.error();
+  auto dict = mailark::train_dictionary(raws, dictionary_bytes);
+  if (!dict) return dict.error();
+  return archive_->add_dictionary(*dict);
+}
+
 Status Engine::compact_index() {
   index_writer_.reset();
   std::error_code ec;
@@ -224,7 +253,8 @@ class ArchiveFieldSource : public indexer::FieldSource {
 
 }  // namespace
 
-Result<indexer::SearchResults> Engine::search(const std::string& query, const indexer::SearchOptions& options) {
+Result<indexer::SearchResults> Engine::search(const std::string& query,
+                                              const indexer::SearchOptions& options) {
   if (index_watermark() < archive_->head().seq && !index_writer_) {
     // A lagging index (a crash between the two commits): catch up unless another process is writing.
     options_.read_only = false;
@@ -251,7 +281,8 @@ std::uint64_t Engine::index_bytes() const {
   if (!fs::exists(index_dir(), ec)) return 0;
   for (auto& e : fs::recursive_directory_iterator(index_dir(), ec)) {
     struct stat st {};
-    if (e.is_regular_file(ec) && ::stat(e.path().c_str(), &st) == 0) total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+    if (e.is_regular_file(ec) && ::stat(e.path().c_str(), &st) == 0)
+      total += static_cast<std::uint64_t>(st.st_blocks) * 512;
   }
   return total;
 }

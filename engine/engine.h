@@ -56,6 +56,10 @@ class Engine {
   // Deletes the index and rebuilds it from the archive.
   Result<std::uint64_t> reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
 
+  // Trains a new compression dictionary from the newest `samples` archived messages and makes it the
+  // one new messages are compressed with; older messages keep theirs. Returns the new dictionary id.
+  Result<std::uint32_t> train_dictionary(std::size_t samples, std::size_t dictionary_bytes);
+
   // Rewrites the index compactly (after bulk imports) and swaps it in. Closes the index writer.
   Status compact_index();
 

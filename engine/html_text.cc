@@ -44,21 +44,28 @@ std::size_t decode_entity(std::string_view html, std::size_t pos, std::string& o
     if (digits.empty()) return 0;
     for (char c : digits) {
       int v;
-      if (c >= '0' && c <= '9') v = c - '0';
-      else if (hex && c >= 'a' && c <= 'f') v = c - 'a' + 10;
-      else if (hex && c >= 'A' && c <= 'F') v = c - 'A' + 10;
-      else return 0;
+      if (c >= '0' && c <= '9')
+        v = c - '0';
+      else if (hex && c >= 'a' && c <= 'f')
+        v = c - 'a' + 10;
+      else if (hex && c >= 'A' && c <= 'F')
+        v = c - 'A' + 10;
+      else
+        return 0;
       cp = cp * (hex ? 16 : 10) + static_cast<std::uint32_t>(v);
       if (cp > 0x10FFFF) cp = 0xFFFD;
     }
     append_utf8(out, cp);
     return end - pos + 1;
   }
-  static const struct { const char* name; std::uint32_t cp; } kNamed[] = {
-      {"amp", '&'},    {"lt", '<'},     {"gt", '>'},     {"quot", '"'},   {"apos", '\''},
-      {"nbsp", ' '},   {"copy", 0xA9},  {"reg", 0xAE},   {"euro", 0x20AC}, {"pound", 0xA3},
+  static const struct {
+    const char* name;
+    std::uint32_t cp;
+  } kNamed[] = {
+      {"amp", '&'},      {"lt", '<'},       {"gt", '>'},        {"quot", '"'},     {"apos", '\''},
+      {"nbsp", ' '},     {"copy", 0xA9},    {"reg", 0xAE},      {"euro", 0x20AC},  {"pound", 0xA3},
       {"mdash", 0x2014}, {"ndash", 0x2013}, {"hellip", 0x2026}, {"rsquo", 0x2019}, {"lsquo", 0x2018},
-      {"rdquo", 0x201D}, {"ldquo", 0x201C}, {"bull", 0x2022}, {"trade", 0x2122}, {"eacute", 0xE9},
+      {"rdquo", 0x201D}, {"ldquo", 0x201C}, {"bull", 0x2022},   {"trade", 0x2122}, {"eacute", 0xE9},
   };
   for (const auto& e : kNamed) {
     if (name == e.name) {
@@ -86,8 +93,8 @@ std::string html_to_text(std::string_view html) {
         continue;
       }
       bool skipped = false;
-      for (std::string_view hidden : {std::string_view("script"), std::string_view("style"),
-                                      std::string_view("head")}) {
+      for (std::string_view hidden :
+           {std::string_view("script"), std::string_view("style"), std::string_view("head")}) {
         if (ieq_prefix(html, i + 1, hidden)) {
           std::size_t after = i + 1 + hidden.size();
           if (after < n && (html[after] == '>' || std::isspace(static_cast<unsigned char>(html[after])))) {

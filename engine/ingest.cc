@@ -175,9 +175,12 @@ struct Ingest::Impl {
     while (to_append.pop_batch(incoming, options.max_batch, std::chrono::milliseconds(options.linger_ms))) {
       for (auto& p : incoming) waiting.emplace(p.ticket, std::move(p));
       incoming.clear();
-      for (auto it = waiting.begin(); it != waiting.end() && it->first == next; it = waiting.erase(it), ++next) {
-        if (it->second.result.outcome == IngestOutcome::kArchived) ready.push_back(std::move(it->second));
-        else report(it->second.result);
+      for (auto it = waiting.begin(); it != waiting.end() && it->first == next;
+           it = waiting.erase(it), ++next) {
+        if (it->second.result.outcome == IngestOutcome::kArchived)
+          ready.push_back(std::move(it->second));
+        else
+          report(it->second.result);
       }
       if (!ready.empty()) commit_batch(ready);
       ready.clear();
@@ -281,8 +284,10 @@ struct Ingest::Impl {
     if (finished) return ok_status();
     finished = true;
     if (!training_done) {
-      if (held.size() >= 64) train_from_held();
-      else release_held();
+      if (held.size() >= 64)
+        train_from_held();
+      else
+        release_held();
     }
     work.close();
     for (auto& t : workers) t.join();
@@ -299,14 +304,21 @@ struct Ingest::Impl {
   }
 };
 
-Ingest::Ingest(Archive& archive, indexer::IndexWriter& index, const scanner::Scanner* scanner, const Limits& limits,
-               IngestOptions options, std::function<void(const IngestResult&)> on_result)
+Ingest::Ingest(Archive& archive, indexer::IndexWriter& index, const scanner::Scanner* scanner,
+               const Limits& limits, IngestOptions options,
+               std::function<void(const IngestResult&)> on_result)
     : impl_(std::make_unique<Impl>(archive, index, scanner, limits, options, std::move(on_result))) {}
 
-Ingest::~Ingest() { (void)impl_->finish(); }
+Ingest::~Ingest() {
+  (void)impl_->finish();
+}
 
-void Ingest::submit(IngestItem item) { impl_->submit(std::move(item)); }
+void Ingest::submit(IngestItem item) {
+  impl_->submit(std::move(item));
+}
 
-Status Ingest::finish() { return impl_->finish(); }
+Status Ingest::finish() {
+  return impl_->finish();
+}
 
 }  // namespace mailark

@@ -26,8 +26,12 @@
 namespace mailark {
 
 class Archive;
-namespace indexer { class IndexWriter; }
-namespace scanner { class Scanner; }
+namespace indexer {
+class IndexWriter;
+}
+namespace scanner {
+class Scanner;
+}
 
 struct IngestItem {
   std::string origin;  // for reports: file path, mbox position, or SMTP queue id
@@ -49,12 +53,12 @@ struct IngestResult {
 };
 
 struct IngestOptions {
-  unsigned workers = 0;                      // 0: one per core
-  std::size_t max_batch = 512;               // messages per archive transaction, at most
+  unsigned workers = 0;         // 0: one per core
+  std::size_t max_batch = 512;  // messages per archive transaction, at most
   // How long the archive writer waits for a batch to fill before committing. Imports trade a little
   // latency for far fewer fsyncs; SMTP sessions waiting for their 250 use a small value.
   unsigned linger_ms = 50;
-  std::size_t index_commit_every = 20000;    // Xapian commit interval (documents)
+  std::size_t index_commit_every = 20000;  // Xapian commit interval (documents)
   // With no dictionary in the archive yet, the first this-many messages are held back and used to
   // train one, so even the first import compresses well. 0 disables training.
   std::size_t train_after = 2000;

@@ -38,10 +38,13 @@ std::string valid_utf8(const char* s, std::size_t len) {
   return out;
 }
 
-std::string valid_utf8(const char* s) { return s ? valid_utf8(s, std::strlen(s)) : std::string(); }
+std::string valid_utf8(const char* s) {
+  return s ? valid_utf8(s, std::strlen(s)) : std::string();
+}
 
 std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
 }
 
@@ -58,16 +61,44 @@ void on_parser_warning(gint64 offset, GMimeParserWarning code, const gchar* item
   const char* what = nullptr;
   bool critical = false;
   switch (code) {
-    case GMIME_WARN_TRUNCATED_MESSAGE: what = "message is truncated"; critical = true; break;
-    case GMIME_WARN_MALFORMED_MULTIPART: what = "multipart has no child parts"; critical = true; break;
-    case GMIME_WARN_MALFORMED_MESSAGE: what = "message is malformed"; critical = true; break;
-    case GMIME_CRIT_INVALID_HEADER_NAME: what = "invalid header name"; critical = true; break;
-    case GMIME_CRIT_CONFLICTING_HEADER: what = "conflicting header"; critical = true; break;
-    case GMIME_CRIT_CONFLICTING_PARAMETER: what = "conflicting header parameter"; critical = true; break;
-    case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY: what = "multipart without boundary"; critical = true; break;
-    case GMIME_CRIT_NESTING_OVERFLOW: what = "MIME nesting too deep"; critical = true; break;
-    case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT: what = "MIME part without headers or content"; critical = true; break;
-    default: break;  // duplicated headers, 8-bit headers, bad RFC 2047: common in real mail, not malformed
+    case GMIME_WARN_TRUNCATED_MESSAGE:
+      what = "message is truncated";
+      critical = true;
+      break;
+    case GMIME_WARN_MALFORMED_MULTIPART:
+      what = "multipart has no child parts";
+      critical = true;
+      break;
+    case GMIME_WARN_MALFORMED_MESSAGE:
+      what = "message is malformed";
+      critical = true;
+      break;
+    case GMIME_CRIT_INVALID_HEADER_NAME:
+      what = "invalid header name";
+      critical = true;
+      break;
+    case GMIME_CRIT_CONFLICTING_HEADER:
+      what = "conflicting header";
+      critical = true;
+      break;
+    case GMIME_CRIT_CONFLICTING_PARAMETER:
+      what = "conflicting header parameter";
+      critical = true;
+      break;
+    case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY:
+      what = "multipart without boundary";
+      critical = true;
+      break;
+    case GMIME_CRIT_NESTING_OVERFLOW:
+      what = "MIME nesting too deep";
+      critical = true;
+      break;
+    case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT:
+      what = "MIME part without headers or content";
+      critical = true;
+      break;
+    default:
+      break;  // duplicated headers, 8-bit headers, bad RFC 2047: common in real mail, not malformed
   }
   if (!critical) return;
   if (st->out->problems.size() < 20) {
@@ -237,13 +268,15 @@ void walk(GMimeObject* obj, unsigned depth, bool in_attachment, ParseState& st) 
     std::string content = decoded_content(part, st.limits->max_part_bytes, &truncated);
     if (truncated) {
       out.malformed = true;
-      out.problems.push_back("a part decodes to more than " + std::to_string(st.limits->max_part_bytes) + " bytes");
+      out.problems.push_back("a part decodes to more than " + std::to_string(st.limits->max_part_bytes) +
+                             " bytes");
     }
     info.size = content.size();
     if (info.is_attachment) info.sha256 = sha256(content);
-    if (is_text && (info.content_type == "text/plain" || info.content_type == "text/html" ||
-                    info.is_attachment)) {
-      std::string text = GMIME_IS_TEXT_PART(obj) ? text_of(GMIME_TEXT_PART(obj)) : valid_utf8(content.data(), content.size());
+    if (is_text &&
+        (info.content_type == "text/plain" || info.content_type == "text/html" || info.is_attachment)) {
+      std::string text = GMIME_IS_TEXT_PART(obj) ? text_of(GMIME_TEXT_PART(obj))
+                                                 : valid_utf8(content.data(), content.size());
       if (info.content_type == "text/html") text = html_to_text(text);
       bool to_attachment_text = in_attachment || info.is_attachment;
       append_bounded(to_attachment_text ? out.attachment_text : out.body_text, text,
@@ -382,8 +415,10 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits) 
     if (!raw_value) continue;
     std::string value = valid_utf8(raw_value);
     std::size_t ats = static_cast<std::size_t>(std::count(value.begin(), value.end(), '@'));
-    std::size_t with_addr = static_cast<std::size_t>(std::count_if(
-        f.list->begin(), f.list->end(), [](const Address& a) { return a.addr.find('@') != std::string::npos; }));
+    std::size_t with_addr =
+        static_cast<std::size_t>(std::count_if(f.list->begin(), f.list->end(), [](const Address& a) {
+          return a.addr.find('@') != std::string::npos;
+        }));
     if (with_addr < ats && f.list->size() < limits.max_addresses) {
       char* decoded = g_mime_utils_header_decode_text(nullptr, value.c_str());
       *f.list = split_addresses_loosely(valid_utf8(decoded), limits.max_addresses);

@@ -28,15 +28,15 @@ struct Address {
 
 // One node of the MIME tree, in document order.
 struct MimePart {
-  unsigned depth = 0;          // 0 for the top-level message's body
-  std::string content_type;    // lower-case type/subtype
-  std::string filename;        // decoded (RFC 2231/2047), empty if none
-  std::string disposition;     // "attachment", "inline" or empty
+  unsigned depth = 0;             // 0 for the top-level message's body
+  std::string content_type;       // lower-case type/subtype
+  std::string filename;           // decoded (RFC 2231/2047), empty if none
+  std::string disposition;        // "attachment", "inline" or empty
   std::string transfer_encoding;  // lower-case Content-Transfer-Encoding, empty if none
-  std::uint64_t size = 0;      // decoded bytes (for leaves); 0 for containers
-  bool is_attachment = false;  // listed as an attachment (has a file name, or disposition attachment,
-                               // or a non-text leaf, or a message/rfc822)
-  Digest sha256{};             // of the decoded content, for attachments
+  std::uint64_t size = 0;         // decoded bytes (for leaves); 0 for containers
+  bool is_attachment = false;     // listed as an attachment (has a file name, or disposition attachment,
+                                  // or a non-text leaf, or a message/rfc822)
+  Digest sha256{};                // of the decoded content, for attachments
 };
 
 struct ParsedMessage {

@@ -19,7 +19,9 @@ class Writer {
     }
     s_.push_back(static_cast<char>(v));
   }
-  void svarint(std::int64_t v) { varint((static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63)); }
+  void svarint(std::int64_t v) {
+    varint((static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63));
+  }
   void str(std::string_view v) {
     varint(v.size());
     s_.append(v);
@@ -79,9 +81,12 @@ class Reader {
 
 const char* direction_name(Direction d) {
   switch (d) {
-    case Direction::kImport: return "import";
-    case Direction::kInbound: return "inbound";
-    case Direction::kOutbound: return "outbound";
+    case Direction::kImport:
+      return "import";
+    case Direction::kInbound:
+      return "inbound";
+    case Direction::kOutbound:
+      return "outbound";
   }
   return "import";
 }
@@ -142,8 +147,8 @@ Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value) {
   ArchiveRecord r;
   std::uint8_t version, dir, kind;
   std::uint64_t n, flags;
-  bool ok = rd.u8(version) && rd.varint(r.seq) && rd.u8(dir) && rd.str(r.envelope.mail_from) && rd.varint(n) &&
-            n <= value.size();
+  bool ok = rd.u8(version) && rd.varint(r.seq) && rd.u8(dir) && rd.str(r.envelope.mail_from) &&
+            rd.varint(n) && n <= value.size();
   if (!ok) return corrupt("truncated envelope");
   for (std::uint64_t i = 0; i < n; ++i) {
     std::string rcpt;
@@ -183,11 +188,14 @@ std::string encode_blob(std::uint32_t dict_id, std::uint64_t raw_size, std::stri
 Result<BlobHeader> decode_blob(std::string_view value) {
   if (value.size() < 13) return make_error(ErrorCode::kCorrupt, "blob shorter than its header");
   if (static_cast<std::uint8_t>(value[0]) != kBlobVersion) {
-    return make_error(ErrorCode::kUnsupported, "blob format version " + std::to_string(static_cast<std::uint8_t>(value[0])));
+    return make_error(ErrorCode::kUnsupported,
+                      "blob format version " + std::to_string(static_cast<std::uint8_t>(value[0])));
   }
   BlobHeader h;
-  for (int i = 0; i < 4; ++i) h.dict_id |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(value[1 + i])) << (8 * i);
-  for (int i = 0; i < 8; ++i) h.raw_size |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(value[5 + i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    h.dict_id |= static_cast<std::uint32_t>(static_cast<std::uint8_t>(value[1 + i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    h.raw_size |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(value[5 + i])) << (8 * i);
   h.frame = value.substr(13);
   return h;
 }

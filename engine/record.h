@@ -24,14 +24,14 @@ const char* direction_name(Direction d);  // "import", "inbound", "outbound"
 
 struct Envelope {
   Direction direction = Direction::kImport;
-  std::string mail_from;              // MAIL FROM, or for imports the mbox From_ / Return-Path sender
-  std::vector<std::string> rcpt_to;   // every RCPT TO
-  std::string client;                 // client IP, or "import"
+  std::string mail_from;             // MAIL FROM, or for imports the mbox From_ / Return-Path sender
+  std::vector<std::string> rcpt_to;  // every RCPT TO
+  std::string client;                // client IP, or "import"
   std::string helo;
-  std::string tls;                    // "TLSv1.3 TLS_AES_256_GCM_SHA384", or empty
-  std::string connector;              // listener name; "import" for imports
-  std::string source;                 // for imports: the file (and "#n" for the n-th message of an mbox)
-  std::int64_t received_at = 0;       // Unix seconds
+  std::string tls;               // "TLSv1.3 TLS_AES_256_GCM_SHA384", or empty
+  std::string connector;         // listener name; "import" for imports
+  std::string source;            // for imports: the file (and "#n" for the n-th message of an mbox)
+  std::int64_t received_at = 0;  // Unix seconds
 };
 
 struct StoredVerdict {
@@ -51,11 +51,11 @@ struct ArchiveRecord {
   Envelope envelope;
   StoredVerdict verdict;
   std::uint32_t flags = 0;
-  Digest content_sha256{};     // of the raw bytes; the key of the blob that holds them
+  Digest content_sha256{};  // of the raw bytes; the key of the blob that holds them
   std::uint64_t raw_size = 0;
   std::int64_t archived_at = 0;
   Digest prev_hash{};
-  Digest hash{};               // filled by encode / decode
+  Digest hash{};  // filled by encode / decode
 };
 
 // Encodes the record's body and computes its hash into record.hash. Returns the stored value.

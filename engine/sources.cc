@@ -18,9 +18,9 @@ namespace {
 
 // Files a Maildir keeps beside its messages.
 bool is_mail_store_metadata(const std::string& name) {
-  static const char* kNames[] = {"maildirfolder", "dovecot-uidlist", "dovecot-keywords", "dovecot-uidvalidity",
-                                 "subscriptions", ".uidvalidity", "courierimapuiddb", "courierimapkeywords",
-                                 ".mh_sequences", ".DS_Store"};
+  static const char* kNames[] = {
+      "maildirfolder", "dovecot-uidlist",  "dovecot-keywords",    "dovecot-uidvalidity", "subscriptions",
+      ".uidvalidity",  "courierimapuiddb", "courierimapkeywords", ".mh_sequences",       ".DS_Store"};
   for (const char* n : kNames)
     if (name == n) return true;
   return name.rfind("dovecot.", 0) == 0 || name.rfind("dovecot-uidvalidity.", 0) == 0 ||
@@ -87,8 +87,10 @@ void read_mbox(const std::string& path, const Limits& limits, const SourceCallba
       // The blank line before the next "From " belongs to the mbox framing, not to the message.
       if (current.size() >= 2 && current.compare(current.size() - 2, 2, "\n\n") == 0) current.pop_back();
       SourceMessage m{origin, std::move(current), when ? when : file_mtime(path), sender};
-      if (std::string why = not_mail_reason(m.raw); !why.empty()) cb.on_error(origin, why);
-      else cb.on_message(std::move(m));
+      if (std::string why = not_mail_reason(m.raw); !why.empty())
+        cb.on_error(origin, why);
+      else
+        cb.on_message(std::move(m));
     }
     current.clear();
     too_large = false;
@@ -100,8 +102,10 @@ void read_mbox(const std::string& path, const Limits& limits, const SourceCallba
     char c;
     while (in.get(c)) {
       got = true;
-      if (line.size() < limits.max_line_bytes) line.push_back(c);
-      else too_large = true;
+      if (line.size() < limits.max_line_bytes)
+        line.push_back(c);
+      else
+        too_large = true;
       if (c == '\n') break;
     }
     if (!got) break;
@@ -145,8 +149,10 @@ void read_single(const std::string& path, const Limits& limits, const SourceCall
 }
 
 void read_file(const std::string& path, const Limits& limits, const SourceCallbacks& cb) {
-  if (starts_with_from_line(path)) read_mbox(path, limits, cb);
-  else read_single(path, limits, cb);
+  if (starts_with_from_line(path))
+    read_mbox(path, limits, cb);
+  else
+    read_single(path, limits, cb);
 }
 
 }  // namespace
@@ -178,7 +184,8 @@ Status walk_sources(const std::vector<std::string>& paths, const Limits& limits,
       std::string name = entry.path().filename().string();
       if (entry.is_directory(ec)) {
         // A Maildir's tmp/ holds deliveries in progress, never finished messages.
-        if (name == "tmp" && fs::is_directory(entry.path().parent_path() / "cur", ec)) it.disable_recursion_pending();
+        if (name == "tmp" && fs::is_directory(entry.path().parent_path() / "cur", ec))
+          it.disable_recursion_pending();
         continue;
       }
       if (!entry.is_regular_file(ec)) continue;
@@ -192,7 +199,8 @@ Status walk_sources(const std::vector<std::string>& paths, const Limits& limits,
     std::sort(files.begin(), files.end(), [](const std::string& a, const std::string& b) {
       std::size_t i = 0, j = 0;
       while (i < a.size() && j < b.size()) {
-        if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
+        if (std::isdigit(static_cast<unsigned char>(a[i])) &&
+            std::isdigit(static_cast<unsigned char>(b[j]))) {
           std::size_t ie = i, je = j;
           while (ie < a.size() && std::isdigit(static_cast<unsigned char>(a[ie]))) ++ie;
           while (je < b.size() && std::isdigit(static_cast<unsigned char>(b[je]))) ++je;

@@ -30,11 +30,13 @@ Result<VerifyReport> verify_archive(const Archive& archive,
         }
         Digest recomputed = record_hash(prev, expected, value.substr(0, value.size() - 32));
         if (r.prev_hash != prev) {
-          return bad(expected, "record " + std::to_string(expected) +
-                                   " does not link to its predecessor (records removed, reordered or replaced)");
+          return bad(expected,
+                     "record " + std::to_string(expected) +
+                         " does not link to its predecessor (records removed, reordered or replaced)");
         }
         if (recomputed != r.hash) {
-          return bad(expected, "record " + std::to_string(expected) + " was changed: its hash does not match");
+          return bad(expected,
+                     "record " + std::to_string(expected) + " was changed: its hash does not match");
         }
         std::string key(reinterpret_cast<const char*>(r.content_sha256.data()), 32);
         if (!checked_blobs.count(key)) {
@@ -57,8 +59,9 @@ Result<VerifyReport> verify_archive(const Archive& archive,
     if (rep.head.seq != stored_head.seq) {
       rep.intact = false;
       rep.first_bad = rep.head.seq + 1;
-      rep.problem = "the chain ends at record " + std::to_string(rep.head.seq) + " but the archive head says " +
-                    std::to_string(stored_head.seq) + " (records removed from the end)";
+      rep.problem = "the chain ends at record " + std::to_string(rep.head.seq) +
+                    " but the archive head says " + std::to_string(stored_head.seq) +
+                    " (records removed from the end)";
     } else if (rep.head.hash != stored_head.hash) {
       rep.intact = false;
       rep.first_bad = rep.head.seq;

@@ -22,7 +22,7 @@ struct VerifyReport {
 };
 
 // Errors only when the archive cannot be read at all; damage is reported in the VerifyReport.
-Result<VerifyReport> verify_archive(const Archive& archive,
-                                    const std::function<void(std::uint64_t done, std::uint64_t total)>& progress);
+Result<VerifyReport> verify_archive(
+    const Archive& archive, const std::function<void(std::uint64_t done, std::uint64_t total)>& progress);
 
 }  // namespace mailark

@@ -23,23 +23,23 @@ struct IndexedAddress {
 std::string display_addresses(const std::vector<IndexedAddress>& list);
 
 struct IndexFields {
-  std::uint64_t id = 0;          // archive sequence number
+  std::uint64_t id = 0;  // archive sequence number
   std::string message_id;
-  std::int64_t date = 0;         // Unix seconds (Date header, else received time)
+  std::int64_t date = 0;  // Unix seconds (Date header, else received time)
   std::int64_t received = 0;
-  std::uint64_t size = 0;        // raw bytes
+  std::uint64_t size = 0;  // raw bytes
   std::vector<IndexedAddress> from, to, cc, bcc;
   std::vector<std::string> envelope_rcpts;
   std::string subject;
   std::string body;
   std::string attachment_text;
   std::vector<IndexedAttachment> attachments;
-  std::string direction;          // "import", "inbound", "outbound"
-  std::string verdict;            // "clean", "infected", "unscanned"
+  std::string direction;  // "import", "inbound", "outbound"
+  std::string verdict;    // "clean", "infected", "unscanned"
   std::vector<std::string> signatures;
   bool malformed = false;
   bool quarantined = false;
-  std::string extracted_text;     // reserved for eDiscovery text extraction
+  std::string extracted_text;  // reserved for eDiscovery text extraction
 };
 
 // What a search result shows, stored in the document data so result lists need no archive reads.

@@ -1,14 +1,13 @@
 #include "indexer/index.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <ctime>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
 
@@ -37,7 +36,8 @@ Error xapian_error(const Xapian::Error& e, const std::string& what) {
 }
 
 std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
 }
 
@@ -53,8 +53,8 @@ std::string message_id_term(std::string id) {
 }
 
 std::string encode_summary(const IndexFields& f) {
-  nlohmann::json j = {{"i", f.id}, {"m", f.message_id}, {"d", f.date}, {"f", display_addresses(f.from)},
-                      {"s", f.subject}, {"v", f.verdict}, {"z", f.size}};
+  nlohmann::json j = {{"i", f.id},      {"m", f.message_id}, {"d", f.date}, {"f", display_addresses(f.from)},
+                      {"s", f.subject}, {"v", f.verdict},    {"z", f.size}};
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -150,7 +150,8 @@ Xapian::Document build_document(const IndexFields& f) {
   if (f.quarantined) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "quarantined");
   doc.add_boolean_term(std::string(schema::kPrefixVerdict) + f.verdict);
   doc.add_boolean_term(std::string(schema::kPrefixDirection) + f.direction);
-  for (const auto& sig : f.signatures) doc.add_boolean_term(boolean_term(schema::kPrefixSignature, lower(sig)));
+  for (const auto& sig : f.signatures)
+    doc.add_boolean_term(boolean_term(schema::kPrefixSignature, lower(sig)));
   doc.add_value(schema::kSlotDate, Xapian::sortable_serialise(static_cast<double>(f.date)));
   doc.add_value(schema::kSlotSize, Xapian::sortable_serialise(static_cast<double>(f.size)));
   doc.add_value(schema::kSlotReceived, Xapian::sortable_serialise(static_cast<double>(f.received)));
@@ -162,9 +163,12 @@ std::string display_addresses(const std::vector<IndexedAddress>& list) {
   std::string s;
   for (const auto& a : list) {
     if (!s.empty()) s += ", ";
-    if (a.name.empty()) s += a.addr;
-    else if (a.addr.empty()) s += a.name;
-    else s += a.name + " <" + a.addr + ">";
+    if (a.name.empty())
+      s += a.addr;
+    else if (a.addr.empty())
+      s += a.name;
+    else
+      s += a.name + " <" + a.addr + ">";
   }
   return s;
 }
@@ -197,7 +201,8 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
   std::unique_ptr<IndexWriter> w(new IndexWriter());
   try {
     std::error_code ec;
-    bool fresh = !std::filesystem::exists(dir + "/" + kStubFile, ec) && !std::filesystem::exists(dir + "/iamglass", ec);
+    bool fresh = !std::filesystem::exists(dir + "/" + kStubFile, ec) &&
+                 !std::filesystem::exists(dir + "/iamglass", ec);
     if (fresh) {
       std::filesystem::create_directories(dir, ec);
       std::string tmp = dir + "/" + kStubFile + ".tmp";
@@ -205,7 +210,8 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
       for (unsigned i = 0; i < std::max(1u, shards_if_new); ++i) stub << "glass shard" << i << "\n";
       stub.close();
       std::filesystem::rename(tmp, dir + "/" + kStubFile, ec);
-      if (!stub || ec) return make_error(ErrorCode::kIo, "creating the index in " + dir + ": " + ec.message());
+      if (!stub || ec)
+        return make_error(ErrorCode::kIo, "creating the index in " + dir + ": " + ec.message());
     }
     for (const auto& path : shard_paths(dir)) {
       Shard sh;
@@ -219,8 +225,9 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
         sh.db->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
         sh.db->commit();
       } else if (schema != schema::kSchemaVersion) {
-        return make_error(ErrorCode::kUnsupported, "the index in " + dir + " has schema " + schema,
-                          "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
+        return make_error(
+            ErrorCode::kUnsupported, "the index in " + dir + " has schema " + schema,
+            "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
       }
       sh.watermark = read_watermark(*sh.db);
       w->shards_.push_back(std::move(sh));
@@ -248,8 +255,10 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   auto local = static_cast<Xapian::docid>((id - 1) / shards_.size() + 1);
   try {
     // Appending in order is the common case and avoids a lookup of the document id.
-    if (sh.db->get_lastdocid() + 1 == local) sh.db->add_document(doc);
-    else sh.db->replace_document(local, doc);
+    if (sh.db->get_lastdocid() + 1 == local)
+      sh.db->add_document(doc);
+    else
+      sh.db->replace_document(local, doc);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
   }
@@ -305,8 +314,10 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
 std::optional<std::pair<std::int64_t, std::int64_t>> parse_date_period(const std::string& text) {
   std::string digits;
   for (char c : text) {
-    if (std::isdigit(static_cast<unsigned char>(c))) digits.push_back(c);
-    else if (c != '-' && c != '/') return std::nullopt;
+    if (std::isdigit(static_cast<unsigned char>(c)))
+      digits.push_back(c);
+    else if (c != '-' && c != '/')
+      return std::nullopt;
   }
   int y = 0, m = 1, d = 1;
   int span = 0;  // 0: year, 1: month, 2: day
@@ -334,9 +345,12 @@ std::optional<std::pair<std::int64_t, std::int64_t>> parse_date_period(const std
   };
   std::int64_t lo = to_unix(y, m, d);
   std::int64_t hi;
-  if (span == 0) hi = to_unix(y + 1, 1, 1) - 1;
-  else if (span == 1) hi = to_unix(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) - 1;
-  else hi = to_unix(y, m, d + 1) - 1;
+  if (span == 0)
+    hi = to_unix(y + 1, 1, 1) - 1;
+  else if (span == 1)
+    hi = to_unix(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) - 1;
+  else
+    hi = to_unix(y, m, d + 1) - 1;
   return std::make_pair(lo, hi);
 }
 
@@ -347,9 +361,12 @@ std::optional<double> parse_size(std::string text) {
   if (text.empty()) return std::nullopt;
   double mult = 1;
   char last = text.back();
-  if (last == 'k') mult = 1024;
-  else if (last == 'm') mult = 1024.0 * 1024;
-  else if (last == 'g') mult = 1024.0 * 1024 * 1024;
+  if (last == 'k')
+    mult = 1024;
+  else if (last == 'm')
+    mult = 1024.0 * 1024;
+  else if (last == 'g')
+    mult = 1024.0 * 1024 * 1024;
   if (mult != 1 || last == 'b') text.pop_back();
   if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
     return std::nullopt;
@@ -428,7 +445,9 @@ class AddressField : public Xapian::FieldProcessor {
     std::string q = has_space ? "\"" + raw + "\"" : raw;
     Xapian::Query words = qp.parse_query(q, Xapian::QueryParser::FLAG_PHRASE, text_prefix_);
     // A bare word may also be a whole local part ("from:jsmith").
-    if (!has_space) words = Xapian::Query(Xapian::Query::OP_OR, words, Xapian::Query(boolean_term(addr_prefix_.c_str(), text)));
+    if (!has_space)
+      words =
+          Xapian::Query(Xapian::Query::OP_OR, words, Xapian::Query(boolean_term(addr_prefix_.c_str(), text)));
     return words;
   }
 
@@ -510,7 +529,8 @@ bool has_phrase(const Xapian::Document& doc, const std::vector<std::string>& ter
   }
   for (Xapian::termpos p : positions[0]) {
     bool all = true;
-    for (std::size_t i = 1; i < positions.size() && all; ++i) all = positions[i].count(p + static_cast<Xapian::termpos>(i)) > 0;
+    for (std::size_t i = 1; i < positions.size() && all; ++i)
+      all = positions[i].count(p + static_cast<Xapian::termpos>(i)) > 0;
     if (all) return true;
   }
   return false;
@@ -529,7 +549,8 @@ std::string prefix_of(const std::string& term) {
 // each window runs from the whitespace before an occurrence of that word to the whitespace after the
 // next `terms.size()` runs of letters and digits, which holds every term a phrase starting there can
 // have, so the answer is the same as for the whole text.
-bool text_has_phrase(const std::string& text, const std::string& prefix, const std::vector<std::string>& terms) {
+bool text_has_phrase(const std::string& text, const std::string& prefix,
+                     const std::vector<std::string>& terms) {
   auto check = [&](std::string_view piece) {
     Xapian::Document doc;
     Xapian::TermGenerator tg;
@@ -681,7 +702,9 @@ std::uint64_t IndexReader::watermark() const {
   }
 }
 
-std::uint64_t IndexReader::doc_count() const { return db_->get_doccount(); }
+std::uint64_t IndexReader::doc_count() const {
+  return db_->get_doccount();
+}
 
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
                                           FieldSource* fields) {
@@ -710,9 +733,8 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     unsigned flags = Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_PHRASE |
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
-    Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos
-                               ? Xapian::Query::MatchAll
-                               : qp.parse_query(query, flags);
+    Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos ? Xapian::Query::MatchAll
+                                                                               : qp.parse_query(query, flags);
     auto shards = std::make_shared<ShardMap>();
     std::vector<std::string> paths = shard_paths(dir_);
     shards->count = static_cast<unsigned>(paths.size());

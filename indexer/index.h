@@ -37,7 +37,8 @@ class IndexWriter {
 
   // Opens or creates the index in dir (a new index gets `shards_if_new` shards). Errors: kIo when
   // another process holds the write lock, kUnsupported for an index of another schema version.
-  static Result<std::unique_ptr<IndexWriter>> open(const std::string& dir, unsigned shards_if_new = kDefaultShards);
+  static Result<std::unique_ptr<IndexWriter>> open(const std::string& dir,
+                                                   unsigned shards_if_new = kDefaultShards);
   ~IndexWriter();
 
   unsigned shard_count() const { return static_cast<unsigned>(shards_.size()); }
@@ -80,7 +81,7 @@ struct SearchOptions {
 };
 
 struct SearchResults {
-  std::uint64_t total = 0;  // exact number of matching messages
+  std::uint64_t total = 0;    // exact number of matching messages
   std::vector<Summary> hits;  // newest first
 };
 

@@ -35,7 +35,8 @@ const ClamApi& clam() {
     void* lib = ::dlopen(MAILARK_CLAMAV_SONAME, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* err = ::dlerror();
-      a.load_error = std::string("cannot load ") + MAILARK_CLAMAV_SONAME + ": " + (err ? err : "unknown error");
+      a.load_error =
+          std::string("cannot load ") + MAILARK_CLAMAV_SONAME + ": " + (err ? err : "unknown error");
       return a;
     }
     bool ok = true;
@@ -83,15 +84,20 @@ bool is_dir(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool starts_with(std::string_view s, std::string_view p) {
+  return s.substr(0, p.size()) == p;
+}
 
 }  // namespace
 
 const char* verdict_name(VerdictKind kind) {
   switch (kind) {
-    case VerdictKind::kClean: return "clean";
-    case VerdictKind::kInfected: return "infected";
-    case VerdictKind::kUnscanned: return "unscanned";
+    case VerdictKind::kClean:
+      return "clean";
+    case VerdictKind::kInfected:
+      return "infected";
+    case VerdictKind::kUnscanned:
+      return "unscanned";
   }
   return "unscanned";
 }

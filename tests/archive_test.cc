@@ -1,7 +1,8 @@
+#include "engine/archive.h"
+
 #include <gtest/gtest.h>
 #include <lmdb.h>
 
-#include "engine/archive.h"
 #include "engine/verify.h"
 #include "tests/test_util.h"
 
@@ -32,7 +33,8 @@ std::unique_ptr<Archive> open_archive(const std::string& dir) {
 
 std::vector<std::string> sample_messages(int n) {
   std::vector<std::string> v;
-  for (int i = 0; i < n; ++i) v.push_back(test::make_message("message " + std::to_string(i), "body " + std::to_string(i)));
+  for (int i = 0; i < n; ++i)
+    v.push_back(test::make_message("message " + std::to_string(i), "body " + std::to_string(i)));
   return v;
 }
 
@@ -144,7 +146,8 @@ TEST(Archive, DictionaryTrainedLaterKeepsOldRecordsReadable) {
   auto first = sample_messages(20);
   append_all(*a, first);
   std::vector<std::string> samples;
-  for (int i = 0; i < 400; ++i) samples.push_back(test::make_message("sample " + std::to_string(i), std::string(200, 'a' + i % 26)));
+  for (int i = 0; i < 400; ++i)
+    samples.push_back(test::make_message("sample " + std::to_string(i), std::string(200, 'a' + i % 26)));
   auto dict = train_dictionary(samples, 8 * 1024);
   ASSERT_TRUE(dict.ok()) << dict.error().to_string();
   auto id = a->add_dictionary(*dict);
@@ -240,7 +243,10 @@ TEST(Verify, SwappedRecordsAreReported) {
   }
   std::string v3, v4;
   tamper(dir.path(), "records", seq_key(3), [&](std::string& v) { v3 = v; });
-  tamper(dir.path(), "records", seq_key(4), [&](std::string& v) { v4 = v; v = v3; });
+  tamper(dir.path(), "records", seq_key(4), [&](std::string& v) {
+    v4 = v;
+    v = v3;
+  });
   tamper(dir.path(), "records", seq_key(3), [&](std::string& v) { v = v4; });
   auto a = open_archive(dir.path());
   auto rep = verify_archive(*a, nullptr);

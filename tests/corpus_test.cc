@@ -18,7 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ImportReport {
-  std::map<std::string, int> archived;   // origin file -> messages archived (or duplicates)
+  std::map<std::string, int> archived;  // origin file -> messages archived (or duplicates)
   std::map<std::string, std::string> errors;
   std::set<std::string> skipped;
   int infected = 0, malformed = 0, unscanned = 0, duplicates = 0;
@@ -45,7 +45,8 @@ class CorpusTest : public ::testing::Test {
 
   static std::string file_of(const std::string& origin) {
     std::size_t hash = origin.rfind('#');
-    return hash != std::string::npos && origin.find('/', hash) == std::string::npos ? origin.substr(0, hash) : origin;
+    return hash != std::string::npos && origin.find('/', hash) == std::string::npos ? origin.substr(0, hash)
+                                                                                    : origin;
   }
 
   static void run_import(const std::vector<std::string>& paths) {
@@ -126,8 +127,9 @@ TEST_F(CorpusTest, EveryFileIsAccountedFor) {
   EXPECT_GT(files, 25000u);
   for (const auto& [path, reason] : report_->errors) EXPECT_FALSE(reason.empty()) << path;
   std::cout << "files " << files << ", archived from " << report_->archived.size() << " files, errors "
-            << report_->errors.size() << ", infected " << report_->infected << ", malformed " << report_->malformed
-            << ", unscanned " << report_->unscanned << ", duplicates " << report_->duplicates << "\n";
+            << report_->errors.size() << ", infected " << report_->infected << ", malformed "
+            << report_->malformed << ", unscanned " << report_->unscanned << ", duplicates "
+            << report_->duplicates << "\n";
 }
 
 TEST_F(CorpusTest, EveryEnronMessageIsArchivedAndClean) {
@@ -135,12 +137,14 @@ TEST_F(CorpusTest, EveryEnronMessageIsArchivedAndClean) {
   for (const auto& [path, n] : report_->archived)
     if (path.find("/enron/") != std::string::npos) enron_files += n;
   EXPECT_EQ(enron_files, 21903);
-  for (const auto& [path, reason] : report_->errors) EXPECT_EQ(path.find("/enron/"), std::string::npos) << path << ": " << reason;
+  for (const auto& [path, reason] : report_->errors)
+    EXPECT_EQ(path.find("/enron/"), std::string::npos) << path << ": " << reason;
   auto res = engine_->search("direction:import NOT verdict:clean", indexer::SearchOptions{0, 100000});
   ASSERT_TRUE(res.ok());
   for (const auto& h : res->hits) {
     auto rec = engine_->archive().record(h.id).value();
-    EXPECT_EQ(rec.envelope.source.find("/enron/"), std::string::npos) << rec.envelope.source << " is " << h.verdict;
+    EXPECT_EQ(rec.envelope.source.find("/enron/"), std::string::npos)
+        << rec.envelope.source << " is " << h.verdict;
   }
 }
 
@@ -156,11 +160,12 @@ TEST_F(CorpusTest, PstFilesAreReportedAsNotMail) {
 
 TEST_F(CorpusTest, SubjectSearchFindsExactlyTheGolfMessages) {
   EXPECT_EQ(sources("subject:golf"),
-            enron({"dasovich-j/inbox/1630", "dasovich-j/inbox/1677", "dasovich-j/inbox/1682", "dasovich-j/inbox/500",
-                   "dasovich-j/inbox/641", "geaccone-t/inbox/28", "hodge-j/inbox/24", "parks-j/inbox/131",
-                   "parks-j/inbox/149", "parks-j/inbox/43", "parks-j/inbox/45", "parks-j/inbox/46",
-                   "parks-j/inbox/47", "parks-j/inbox/504", "parks-j/inbox/506", "parks-j/inbox/528",
-                   "skilling-j/inbox/1019", "skilling-j/inbox/1137", "skilling-j/inbox/1153"}));
+            enron({"dasovich-j/inbox/1630", "dasovich-j/inbox/1677", "dasovich-j/inbox/1682",
+                   "dasovich-j/inbox/500", "dasovich-j/inbox/641", "geaccone-t/inbox/28", "hodge-j/inbox/24",
+                   "parks-j/inbox/131", "parks-j/inbox/149", "parks-j/inbox/43", "parks-j/inbox/45",
+                   "parks-j/inbox/46", "parks-j/inbox/47", "parks-j/inbox/504", "parks-j/inbox/506",
+                   "parks-j/inbox/528", "skilling-j/inbox/1019", "skilling-j/inbox/1137",
+                   "skilling-j/inbox/1153"}));
 }
 
 TEST_F(CorpusTest, FromAddressFindsSherronWatkins) {
@@ -171,8 +176,8 @@ TEST_F(CorpusTest, FromAddressFindsSherronWatkins) {
 
 TEST_F(CorpusTest, BodyWordFindsTheBarbecueMessages) {
   // Seven Enron messages and one SpamAssassin ham message (a one-message mbox, hence "#1").
-  auto expected = enron({"dasovich-j/inbox/199", "keavey-p/inbox/173", "keavey-p/inbox/18", "keavey-p/inbox/333",
-                         "lay-k/inbox/187", "lay-k/inbox/198", "may-l/inbox/560"});
+  auto expected = enron({"dasovich-j/inbox/199", "keavey-p/inbox/173", "keavey-p/inbox/18",
+                         "keavey-p/inbox/333", "lay-k/inbox/187", "lay-k/inbox/198", "may-l/inbox/560"});
   expected.insert("spamassassin/easy_ham/01763.33f1ae2bd826fe0fcee7fa711e6658a0#1");
   EXPECT_EQ(sources("barbecue"), expected);
 }

@@ -1,6 +1,7 @@
+#include "engine/engine.h"
+
 #include <gtest/gtest.h>
 
-#include "engine/engine.h"
 #include "engine/index_fields.h"
 #include "engine/ingest.h"
 #include "tests/test_util.h"
@@ -22,10 +23,18 @@ Counts ingest(Engine& e, const std::vector<std::string>& raws, bool scan = true)
   Ingest in(e.archive(), *e.index_writer().value(), s, e.options().limits, opts, [&](const IngestResult& r) {
     c.results.push_back(r);
     switch (r.outcome) {
-      case IngestOutcome::kArchived: c.archived++; break;
-      case IngestOutcome::kDuplicate: c.duplicate++; break;
-      case IngestOutcome::kRefused: c.refused++; break;
-      case IngestOutcome::kFailed: c.failed++; break;
+      case IngestOutcome::kArchived:
+        c.archived++;
+        break;
+      case IngestOutcome::kDuplicate:
+        c.duplicate++;
+        break;
+      case IngestOutcome::kRefused:
+        c.refused++;
+        break;
+      case IngestOutcome::kFailed:
+        c.failed++;
+        break;
     }
     if (r.verdict == scanner::VerdictKind::kInfected) c.infected++;
   });
@@ -69,7 +78,8 @@ void append_without_index(const std::string& dir, const std::vector<std::string>
 
 std::vector<std::string> messages(int n, const std::string& word) {
   std::vector<std::string> v;
-  for (int i = 0; i < n; ++i) v.push_back(test::make_message(word + " " + std::to_string(i), "body of " + word));
+  for (int i = 0; i < n; ++i)
+    v.push_back(test::make_message(word + " " + std::to_string(i), "body of " + word));
   return v;
 }
 
@@ -186,8 +196,9 @@ TEST(Engine, FirstImportTrainsADictionaryFromItsOwnMail) {
     Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, opts, nullptr);
     for (int i = 0; i < 600; ++i) {
       IngestItem item;
-      item.raw = test::make_message("status report " + std::to_string(i),
-                                    "Weekly status of the Rotterdam terminal, crane " + std::to_string(i % 7));
+      item.raw =
+          test::make_message("status report " + std::to_string(i),
+                             "Weekly status of the Rotterdam terminal, crane " + std::to_string(i % 7));
       in.submit(std::move(item));
     }
     ASSERT_TRUE(in.finish().ok());

@@ -33,7 +33,8 @@ TEST(HostileInput, MimeNestedThousandsDeepIsStoppedAndFlagged) {
   std::string raw = "From: a@example.com\nSubject: deep\nMIME-Version: 1.0\n";
   const int depth = 5000;
   for (int i = 0; i < depth; ++i) {
-    raw += "Content-Type: multipart/mixed; boundary=b" + std::to_string(i) + "\n\n--b" + std::to_string(i) + "\n";
+    raw += "Content-Type: multipart/mixed; boundary=b" + std::to_string(i) + "\n\n--b" + std::to_string(i) +
+           "\n";
   }
   raw += "Content-Type: text/plain\n\nthe bottom\n";
   for (int i = depth - 1; i >= 0; --i) raw += "--b" + std::to_string(i) + "--\n";
@@ -44,7 +45,8 @@ TEST(HostileInput, MimeNestedThousandsDeepIsStoppedAndFlagged) {
 }
 
 TEST(HostileInput, NulAndRaw8BitBytesAreKeptValidUtf8) {
-  std::string raw = std::string("From: a@example.com\nSubject: caf\xe9 \xff\xfe\n\nnul\0byte and \x80\x81 raw\n", 56);
+  std::string raw =
+      std::string("From: a@example.com\nSubject: caf\xe9 \xff\xfe\n\nnul\0byte and \x80\x81 raw\n", 56);
   auto m = parse_message(raw, limits);
   ASSERT_TRUE(m.ok());
   EXPECT_FALSE(m->subject.empty());
@@ -61,25 +63,28 @@ TEST(HostileInput, NulAndRaw8BitBytesAreKeptValidUtf8) {
 }
 
 TEST(HostileInput, UnknownCharsetFallsBackToValidText) {
-  std::string raw = "From: a@example.com\nSubject: =?x-no-such-charset?q?caf=E9?=\n"
-                    "Content-Type: text/plain; charset=x-no-such-charset\n\nbody caf\xe9\n";
+  std::string raw =
+      "From: a@example.com\nSubject: =?x-no-such-charset?q?caf=E9?=\n"
+      "Content-Type: text/plain; charset=x-no-such-charset\n\nbody caf\xe9\n";
   auto m = parse_message(raw, limits);
   ASSERT_TRUE(m.ok());
   EXPECT_NE(m->body_text.find("body caf"), std::string::npos);
 }
 
 TEST(HostileInput, TruncatedMultipartIsMalformedButReadable) {
-  std::string raw = "From: a@example.com\nSubject: cut short\nMIME-Version: 1.0\n"
-                    "Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\n"
-                    "the readable part\n--XX\nContent-Type: application/octet-stream\n"
-                    "Content-Transfer-Encoding: base64\n\nAAAA";
+  std::string raw =
+      "From: a@example.com\nSubject: cut short\nMIME-Version: 1.0\n"
+      "Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\n"
+      "the readable part\n--XX\nContent-Type: application/octet-stream\n"
+      "Content-Transfer-Encoding: base64\n\nAAAA";
   auto m = parse_message(raw, limits);
   ASSERT_TRUE(m.ok());
   EXPECT_NE(m->body_text.find("the readable part"), std::string::npos);
 }
 
 TEST(HostileInput, ManyPartsAreCapped) {
-  std::string raw = "From: a@example.com\nSubject: parts\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=Z\n\n";
+  std::string raw =
+      "From: a@example.com\nSubject: parts\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=Z\n\n";
   for (int i = 0; i < 5000; ++i) raw += "--Z\nContent-Type: text/plain\n\np" + std::to_string(i) + "\n";
   raw += "--Z--\n";
   Limits l = limits;

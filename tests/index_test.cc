@@ -1,8 +1,9 @@
+#include "indexer/index.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
 
-#include "indexer/index.h"
 #include "tests/test_util.h"
 
 namespace mailark::indexer {
@@ -45,7 +46,8 @@ class IndexTest : public ::testing::Test {
     const std::int64_t jan2001 = 978307200;
     add(*w.value(), fields(1, "Quarterly results", "the quarterly results are in", jan2001));
     add(*w.value(), fields(2, "Results", "results for the quarterly review", jan2001 + 86400 * 40));
-    add(*w.value(), fields(3, "Lunch", "lunch is on friday", jan2001 + 86400 * 200, {"Jeff Skilling", "jeff.skilling@enron.com"}));
+    add(*w.value(), fields(3, "Lunch", "lunch is on friday", jan2001 + 86400 * 200,
+                           {"Jeff Skilling", "jeff.skilling@enron.com"}));
     IndexFields with_att = fields(4, "Report attached", "see the attached report", jan2001 + 86400 * 300);
     with_att.attachments.push_back({"forecast.pdf", "application/pdf", 1234});
     with_att.verdict = "infected";
@@ -76,7 +78,9 @@ class IndexTest : public ::testing::Test {
 
 using V = std::vector<std::uint64_t>;
 
-TEST_F(IndexTest, FreeTextMatchesNewestFirst) { EXPECT_EQ(ids("results"), (V{2, 1})); }
+TEST_F(IndexTest, FreeTextMatchesNewestFirst) {
+  EXPECT_EQ(ids("results"), (V{2, 1}));
+}
 
 TEST_F(IndexTest, PhraseMatchesOnlyAdjacentWordsInOrder) {
   EXPECT_EQ(ids("\"quarterly results\""), (V{1}));
@@ -145,7 +149,9 @@ TEST_F(IndexTest, OffsetLimitAndTotal) {
   EXPECT_EQ(res->hits[0].subject, "Lunch");
 }
 
-TEST_F(IndexTest, WatermarkIsRecorded) { EXPECT_EQ(reader_->watermark(), 4u); }
+TEST_F(IndexTest, WatermarkIsRecorded) {
+  EXPECT_EQ(reader_->watermark(), 4u);
+}
 
 TEST(DatePeriod, ParsesYearMonthAndDay) {
   auto y = parse_date_period("2001");
@@ -170,11 +176,11 @@ TEST(PhraseCheck, LongBodiesGiveTheSameAnswerAsShortOnes) {
   for (int i = 0; i < 400; ++i) filler += "power plant status nominal, crisis team on standby. ";
   const std::vector<std::string> bodies = {
       filler + "the POWER\n>   crisis is over",  // 1: across a quoted line break, upper case
-      filler + "the power's crisis",           // 2: "power's" is its own word
-      filler + "superpower crisis",            // 3: not the word "power"
-      filler + "super-power crisis",           // 4: a hyphen splits words
-      "short: power crisis",                   // 5: short text
-      filler,                                  // 6: both words, never adjacent
+      filler + "the power's crisis",             // 2: "power's" is its own word
+      filler + "superpower crisis",              // 3: not the word "power"
+      filler + "super-power crisis",             // 4: a hyphen splits words
+      "short: power crisis",                     // 5: short text
+      filler,                                    // 6: both words, never adjacent
   };
   for (std::size_t i = 0; i < bodies.size(); ++i) {
     IndexFields f;

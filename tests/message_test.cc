@@ -1,9 +1,10 @@
+#include "engine/message.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "engine/html_text.h"
-#include "engine/message.h"
 #include "tests/test_util.h"
 
 namespace mailark {
@@ -15,7 +16,8 @@ TEST(MessageModel, DecodesRfc2047SubjectAndAddresses) {
   std::string raw =
       "From: =?iso-8859-1?q?Andr=E9?= Pirard <PIRARD@vm1.ulg.ac.be>\n"
       "To: =?utf-8?b?5p2O5piO?= <li@example.cn>, plain@example.com\n"
-      "Subject: =?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= =?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=\n"
+      "Subject: =?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= "
+      "=?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=\n"
       "Message-ID: <abc@example.com>\n"
       "\n"
       "body\n";
@@ -64,9 +66,11 @@ TEST(MessageModel, Rfc2231FileNameAndAttachmentHash) {
 
 TEST(MessageModel, ForwardedMessageIsAnAttachmentWhoseTextIsIndexed) {
   std::string inner = "From: c@example.com\nSubject: inner secret plan\n\nthe inner body text\n";
-  std::string raw = "From: a@example.com\nSubject: fwd\nMIME-Version: 1.0\n"
-                    "Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nouter\n"
-                    "--XX\nContent-Type: message/rfc822\n\n" + inner + "--XX--\n";
+  std::string raw =
+      "From: a@example.com\nSubject: fwd\nMIME-Version: 1.0\n"
+      "Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nouter\n"
+      "--XX\nContent-Type: message/rfc822\n\n" +
+      inner + "--XX--\n";
   auto m = parse_message(raw, limits);
   ASSERT_TRUE(m.ok());
   EXPECT_TRUE(m->has_attachment());
@@ -78,8 +82,9 @@ TEST(MessageModel, ForwardedMessageIsAnAttachmentWhoseTextIsIndexed) {
 TEST(MessageModel, HtmlIsReducedToText) {
   EXPECT_EQ(html_to_text("<p>Fish &amp; chips</p><script>var x=1;</script><style>p{}</style>caf&#233;"),
             "\nFish & chips\ncafé");
-  std::string raw = "From: a@example.com\nSubject: h\nContent-Type: text/html\n\n"
-                    "<html><head><title>T</title></head><body><b>Quarterly</b> results&nbsp;up</body></html>\n";
+  std::string raw =
+      "From: a@example.com\nSubject: h\nContent-Type: text/html\n\n"
+      "<html><head><title>T</title></head><body><b>Quarterly</b> results&nbsp;up</body></html>\n";
   auto m = parse_message(raw, limits);
   ASSERT_TRUE(m.ok());
   EXPECT_NE(m->body_text.find("Quarterly"), std::string::npos);
@@ -88,7 +93,8 @@ TEST(MessageModel, HtmlIsReducedToText) {
 
 TEST(MessageModel, AddressHeadersGMimeCannotParseKeepEveryAddress) {
   // From the Enron corpus: local parts with two dots are invalid but real.
-  std::string raw = "From: a..davis@enron.com\nTo: kenneth.lay@enron.com, j..smith@enron.com\nSubject: x\n\nbody\n";
+  std::string raw =
+      "From: a..davis@enron.com\nTo: kenneth.lay@enron.com, j..smith@enron.com\nSubject: x\n\nbody\n";
   auto m = parse_message(raw, limits);
   ASSERT_TRUE(m.ok());
   ASSERT_EQ(m->from.size(), 1u);
@@ -105,7 +111,8 @@ TEST(MessageModel, InvalidDateIsAbsentNotAnError) {
 
 TEST(MessageModel, ReferencesAndInReplyTo) {
   auto m = parse_message(
-      "From: a@example.com\nIn-Reply-To: <p1@x>\nReferences: <p0@x> <p1@x>\nSubject: Re: x\n\nbody\n", limits);
+      "From: a@example.com\nIn-Reply-To: <p1@x>\nReferences: <p0@x> <p1@x>\nSubject: Re: x\n\nbody\n",
+      limits);
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->in_reply_to, "p1@x");
   EXPECT_EQ(m->references, (std::vector<std::string>{"p0@x", "p1@x"}));
@@ -141,7 +148,8 @@ TEST(MessageModelCorpus, EveryMimeEdgeCaseParsesOrIsRefusedWithAReason) {
     }
   }
   EXPECT_GT(parsed, 600u);
-  std::cout << "mime-edge: " << parsed << " parsed (" << malformed << " malformed), " << refused << " refused\n";
+  std::cout << "mime-edge: " << parsed << " parsed (" << malformed << " malformed), " << refused
+            << " refused\n";
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "engine/record.h"
+
+#include <gtest/gtest.h>
 
 namespace mailark {
 namespace {

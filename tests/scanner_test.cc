@@ -1,8 +1,9 @@
+#include "scanner/scanner.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
-#include "scanner/scanner.h"
 #include "tests/test_util.h"
 
 namespace mailark::scanner {
@@ -31,20 +32,51 @@ std::string stored_zip(const std::string& name, const std::string& data) {
     return ~c;
   };
   auto le16 = [](std::string& o, unsigned v) { o += {char(v & 255), char(v >> 8 & 255)}; };
-  auto le32 = [](std::string& o, std::uint32_t v) { o += {char(v & 255), char(v >> 8 & 255), char(v >> 16 & 255), char(v >> 24 & 255)}; };
+  auto le32 = [](std::string& o, std::uint32_t v) {
+    o += {char(v & 255), char(v >> 8 & 255), char(v >> 16 & 255), char(v >> 24 & 255)};
+  };
   std::uint32_t crc = crc32(data);
   std::string z;
-  le32(z, 0x04034b50); le16(z, 10); le16(z, 0); le16(z, 0); le16(z, 0); le16(z, 0);
-  le32(z, crc); le32(z, data.size()); le32(z, data.size()); le16(z, name.size()); le16(z, 0);
+  le32(z, 0x04034b50);
+  le16(z, 10);
+  le16(z, 0);
+  le16(z, 0);
+  le16(z, 0);
+  le16(z, 0);
+  le32(z, crc);
+  le32(z, data.size());
+  le32(z, data.size());
+  le16(z, name.size());
+  le16(z, 0);
   z += name + data;
   std::uint32_t cd_offset = z.size();
-  le32(z, 0x02014b50); le16(z, 20); le16(z, 10); le16(z, 0); le16(z, 0); le16(z, 0); le16(z, 0);
-  le32(z, crc); le32(z, data.size()); le32(z, data.size()); le16(z, name.size());
-  le16(z, 0); le16(z, 0); le16(z, 0); le16(z, 0); le32(z, 0); le32(z, 0);
+  le32(z, 0x02014b50);
+  le16(z, 20);
+  le16(z, 10);
+  le16(z, 0);
+  le16(z, 0);
+  le16(z, 0);
+  le16(z, 0);
+  le32(z, crc);
+  le32(z, data.size());
+  le32(z, data.size());
+  le16(z, name.size());
+  le16(z, 0);
+  le16(z, 0);
+  le16(z, 0);
+  le16(z, 0);
+  le32(z, 0);
+  le32(z, 0);
   z += name;
   std::uint32_t cd_size = z.size() - cd_offset;
-  le32(z, 0x06054b50); le16(z, 0); le16(z, 0); le16(z, 1); le16(z, 1);
-  le32(z, cd_size); le32(z, cd_offset); le16(z, 0);
+  le32(z, 0x06054b50);
+  le16(z, 0);
+  le16(z, 0);
+  le16(z, 1);
+  le16(z, 1);
+  le32(z, cd_size);
+  le32(z, cd_offset);
+  le16(z, 0);
   return z;
 }
 
@@ -56,15 +88,18 @@ TEST(Scanner, EicarInABase64AttachmentIsInfected) {
 }
 
 TEST(Scanner, EicarInAZipAttachmentIsInfected) {
-  auto v = engine().scan(test::make_message("zip", "see attached", "eicar.zip", stored_zip("eicar.com", test::kEicar)));
+  auto v = engine().scan(
+      test::make_message("zip", "see attached", "eicar.zip", stored_zip("eicar.com", test::kEicar)));
   EXPECT_EQ(v.kind, VerdictKind::kInfected);
 }
 
 TEST(Scanner, EicarInAForwardedMessageIsInfected) {
   std::string inner = test::make_message("inner", "see attached", "eicar.com", test::kEicar);
-  std::string outer = "From: a@example.com\nSubject: fwd\nMIME-Version: 1.0\n"
-                      "Content-Type: multipart/mixed; boundary=OUT\n\n--OUT\nContent-Type: text/plain\n\nfyi\n"
-                      "--OUT\nContent-Type: message/rfc822\n\n" + inner + "\n--OUT--\n";
+  std::string outer =
+      "From: a@example.com\nSubject: fwd\nMIME-Version: 1.0\n"
+      "Content-Type: multipart/mixed; boundary=OUT\n\n--OUT\nContent-Type: text/plain\n\nfyi\n"
+      "--OUT\nContent-Type: message/rfc822\n\n" +
+      inner + "\n--OUT--\n";
   EXPECT_EQ(engine().scan(outer).kind, VerdictKind::kInfected);
 }
 
@@ -95,7 +130,8 @@ TEST(Scanner, ExceedingAScanLimitIsUnscannedNeverClean) {
   cfg.max_scan_bytes = 1000;
   auto small = ScanEngine::load(cfg);
   ASSERT_TRUE(small.ok());
-  auto v = (*small)->scan(test::make_message("big", std::string(20000, 'a'), "big.bin", std::string(50000, 'b')));
+  auto v =
+      (*small)->scan(test::make_message("big", std::string(20000, 'a'), "big.bin", std::string(50000, 'b')));
   EXPECT_EQ(v.kind, VerdictKind::kUnscanned);
   EXPECT_FALSE(v.reason.empty());
 }

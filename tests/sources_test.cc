@@ -1,8 +1,9 @@
+#include "engine/sources.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
 
-#include "engine/sources.h"
 #include "tests/test_util.h"
 
 namespace mailark {
@@ -84,7 +85,8 @@ TEST(Sources, MaildirReadsCurAndNewSkipsTmpAndMetadata) {
 
 TEST(Sources, DirectoryFilesAreReadInNaturalOrder) {
   test::ScratchDir dir;
-  for (int i : {10, 2, 1}) test::write_file(dir / ("inbox/" + std::to_string(i)), "Subject: " + std::to_string(i) + "\n\nx\n");
+  for (int i : {10, 2, 1})
+    test::write_file(dir / ("inbox/" + std::to_string(i)), "Subject: " + std::to_string(i) + "\n\nx\n");
   Walk w = walk({dir / "inbox"});
   ASSERT_EQ(w.messages.size(), 3u);
   EXPECT_EQ(w.messages[0].origin, dir / "inbox/1");
@@ -94,7 +96,9 @@ TEST(Sources, DirectoryFilesAreReadInNaturalOrder) {
 
 TEST(Sources, ByteOrderMarkBeforeTheFirstFromLineIsAnMbox) {
   test::ScratchDir dir;
-  test::write_file(dir / "bom.mbox", "\xEF\xBB\xBF" "From a@x Thu Jan  4 10:00:00 2001\nSubject: bom\n\nb\n");
+  test::write_file(dir / "bom.mbox",
+                   "\xEF\xBB\xBF"
+                   "From a@x Thu Jan  4 10:00:00 2001\nSubject: bom\n\nb\n");
   Walk w = walk({dir / "bom.mbox"});
   ASSERT_EQ(w.messages.size(), 1u);
   EXPECT_EQ(w.messages[0].raw, "Subject: bom\n\nb\n");

@@ -40,7 +40,9 @@ void write_file(const std::string& path, const std::string& bytes) {
   out << bytes;
 }
 
-std::string signature_dir() { return std::string(MAILARK_SOURCE_DIR) + "/signatures"; }
+std::string signature_dir() {
+  return std::string(MAILARK_SOURCE_DIR) + "/signatures";
+}
 
 const std::string kEicar = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
@@ -67,23 +69,36 @@ std::string base64(const std::string& in) {
   return out + "\n";
 }
 
-std::string make_message(const std::string& subject, const std::string& body, const std::string& attachment_name,
-                         const std::string& attachment, const std::string& message_id) {
+std::string make_message(const std::string& subject, const std::string& body,
+                         const std::string& attachment_name, const std::string& attachment,
+                         const std::string& message_id) {
   std::string id = message_id.empty() ? subject + "@test.example" : message_id;
   for (char& c : id)
     if (c == ' ') c = '-';
-  std::string m = "From: Alice Example <alice@example.com>\n"
-                  "To: Bob Example <bob@example.com>\n"
-                  "Subject: " + subject + "\n"
-                  "Date: Tue, 15 May 2001 10:00:00 +0000\n"
-                  "Message-ID: <" + id + ">\n"
-                  "MIME-Version: 1.0\n";
+  std::string m =
+      "From: Alice Example <alice@example.com>\n"
+      "To: Bob Example <bob@example.com>\n"
+      "Subject: " +
+      subject +
+      "\n"
+      "Date: Tue, 15 May 2001 10:00:00 +0000\n"
+      "Message-ID: <" +
+      id +
+      ">\n"
+      "MIME-Version: 1.0\n";
   if (attachment_name.empty()) return m + "Content-Type: text/plain; charset=us-ascii\n\n" + body + "\n";
   m += "Content-Type: multipart/mixed; boundary=\"b1\"\n\n"
-       "--b1\nContent-Type: text/plain; charset=us-ascii\n\n" + body + "\n"
-       "--b1\nContent-Type: application/octet-stream; name=\"" + attachment_name + "\"\n"
-       "Content-Disposition: attachment; filename=\"" + attachment_name + "\"\n"
-       "Content-Transfer-Encoding: base64\n\n" + base64(attachment) + "--b1--\n";
+       "--b1\nContent-Type: text/plain; charset=us-ascii\n\n" +
+       body +
+       "\n"
+       "--b1\nContent-Type: application/octet-stream; name=\"" +
+       attachment_name +
+       "\"\n"
+       "Content-Disposition: attachment; filename=\"" +
+       attachment_name +
+       "\"\n"
+       "Content-Transfer-Encoding: base64\n\n" +
+       base64(attachment) + "--b1--\n";
   return m;
 }
 

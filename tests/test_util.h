@@ -13,10 +13,10 @@ namespace mailark::test {
 std::string corpus_dir();
 
 // Skips the current test with the reason when the corpus is absent. Use as: REQUIRE_CORPUS();
-#define REQUIRE_CORPUS()                                                                      \
-  do {                                                                                        \
-    if (::mailark::test::corpus_dir().empty())                                                \
-      GTEST_SKIP() << "corpus not found (set MAILARK_CORPUS or provide ../shared/corpus)";     \
+#define REQUIRE_CORPUS()                                                                   \
+  do {                                                                                     \
+    if (::mailark::test::corpus_dir().empty())                                             \
+      GTEST_SKIP() << "corpus not found (set MAILARK_CORPUS or provide ../shared/corpus)"; \
   } while (0)
 
 // A fresh temporary directory, removed when the object goes away.
@@ -38,8 +38,9 @@ std::string signature_dir();  // the project's own signatures/
 extern const std::string kEicar;
 
 // A MIME message with one text part and, optionally, one base64 attachment.
-std::string make_message(const std::string& subject, const std::string& body, const std::string& attachment_name = {},
-                         const std::string& attachment = {}, const std::string& message_id = {});
+std::string make_message(const std::string& subject, const std::string& body,
+                         const std::string& attachment_name = {}, const std::string& attachment = {},
+                         const std::string& message_id = {});
 std::string base64(const std::string& bytes);
 
 }  // namespace mailark::test

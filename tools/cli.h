@@ -3,7 +3,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,8 +20,8 @@ struct GlobalOptions {
 // Exit statuses, stable for scripts.
 enum ExitStatus : int {
   kExitOk = 0,
-  kExitFailure = 1,       // the command ran and found a problem (verify: archive damaged)
-  kExitUsage = 2,         // bad arguments or query
+  kExitFailure = 1,  // the command ran and found a problem (verify: archive damaged)
+  kExitUsage = 2,    // bad arguments or query
   kExitNotFound = 3,
   kExitCorrupt = 4,
   kExitIo = 5,
@@ -59,5 +58,6 @@ void register_show(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_verify(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_stats(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_reindex(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_train_dictionary(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

@@ -11,14 +11,22 @@ namespace mailark::cli {
 
 int exit_status(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return kExitUsage;
-    case ErrorCode::kNotFound: return kExitNotFound;
-    case ErrorCode::kCorrupt: return kExitCorrupt;
-    case ErrorCode::kIo: return kExitIo;
-    case ErrorCode::kLimit: return kExitFailure;
-    case ErrorCode::kUnsupported: return kExitUnsupported;
-    case ErrorCode::kBadInput: return kExitUsage;
-    case ErrorCode::kInternal: return kExitInternal;
+    case ErrorCode::kInvalidArgument:
+      return kExitUsage;
+    case ErrorCode::kNotFound:
+      return kExitNotFound;
+    case ErrorCode::kCorrupt:
+      return kExitCorrupt;
+    case ErrorCode::kIo:
+      return kExitIo;
+    case ErrorCode::kLimit:
+      return kExitFailure;
+    case ErrorCode::kUnsupported:
+      return kExitUnsupported;
+    case ErrorCode::kBadInput:
+      return kExitUsage;
+    case ErrorCode::kInternal:
+      return kExitInternal;
   }
   return kExitInternal;
 }
@@ -49,7 +57,8 @@ static double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-Progress::Progress(std::string what) : what_(std::move(what)), tty_(::isatty(STDERR_FILENO)), start_(now_seconds()) {}
+Progress::Progress(std::string what)
+    : what_(std::move(what)), tty_(::isatty(STDERR_FILENO)), start_(now_seconds()) {}
 
 void Progress::update(std::uint64_t done, std::uint64_t total) {
   if (!tty_) return;
@@ -65,8 +74,9 @@ void Progress::update(std::uint64_t done, std::uint64_t total) {
     int filled = static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total));
     std::string bar(static_cast<std::size_t>(std::min(filled, width)), '#');
     bar.resize(static_cast<std::size_t>(width), '.');
-    std::snprintf(line, sizeof line, "\r%s [%s] %llu/%llu  %.0f msg/s  ETA %.0fs ", what_.c_str(), bar.c_str(),
-                  static_cast<unsigned long long>(done), static_cast<unsigned long long>(total), rate, eta);
+    std::snprintf(line, sizeof line, "\r%s [%s] %llu/%llu  %.0f msg/s  ETA %.0fs ", what_.c_str(),
+                  bar.c_str(), static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
+                  rate, eta);
   } else {
     std::snprintf(line, sizeof line, "\r%s %llu messages  %.0f msg/s ", what_.c_str(),
                   static_cast<unsigned long long>(done), rate);

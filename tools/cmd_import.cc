@@ -2,7 +2,6 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
-
 #include <nlohmann/json.hpp>
 
 #include "engine/ingest.h"
@@ -71,7 +70,9 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
         if (r.verdict == scanner::VerdictKind::kUnscanned) sum.unscanned++;
         if (r.malformed) sum.malformed++;
         break;
-      case IngestOutcome::kDuplicate: sum.duplicates++; break;
+      case IngestOutcome::kDuplicate:
+        sum.duplicates++;
+        break;
       case IngestOutcome::kRefused:
         sum.errors++;
         sum.error_files.push_back({{"path", r.origin}, {"reason", r.reason}});
@@ -129,10 +130,11 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   }
 
   if (args.json) {
-    nlohmann::json j = {{"messages", sum.messages},   {"imported", sum.imported},   {"duplicates", sum.duplicates},
-                        {"infected", sum.infected},   {"unscanned", sum.unscanned}, {"malformed", sum.malformed},
-                        {"errors", sum.errors},       {"skipped", sum.skipped},     {"error_files", sum.error_files},
-                        {"archive_head", e.archive().head().seq}};
+    nlohmann::json j = {{"messages", sum.messages},       {"imported", sum.imported},
+                        {"duplicates", sum.duplicates},   {"infected", sum.infected},
+                        {"unscanned", sum.unscanned},     {"malformed", sum.malformed},
+                        {"errors", sum.errors},           {"skipped", sum.skipped},
+                        {"error_files", sum.error_files}, {"archive_head", e.archive().head().seq}};
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::cout << "messages   " << sum.messages << "\n"
@@ -144,7 +146,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
               << "errors     " << sum.errors << "\n";
     if (sum.skipped) std::cout << "skipped    " << sum.skipped << " (mail store metadata files)\n";
     for (const auto& ef : sum.error_files) {
-      std::cout << "  error: " << ef["path"].get<std::string>() << ": " << ef["reason"].get<std::string>() << "\n";
+      std::cout << "  error: " << ef["path"].get<std::string>() << ": " << ef["reason"].get<std::string>()
+                << "\n";
     }
   }
   if (!fatal) return report(fatal.error());

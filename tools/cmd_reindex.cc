@@ -1,6 +1,5 @@
 // mailark reindex: rebuild the Xapian index from the archive.
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "tools/cli.h"
@@ -23,7 +22,8 @@ int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
   progress.finish();
   if (!n) return report(n.error());
   if (args.json) {
-    std::cout << nlohmann::json({{"indexed", *n}, {"index_watermark", (*engine)->index_watermark()}}).dump() << "\n";
+    std::cout << nlohmann::json({{"indexed", *n}, {"index_watermark", (*engine)->index_watermark()}}).dump()
+              << "\n";
   } else {
     std::cout << "reindexed " << *n << " messages\n";
   }

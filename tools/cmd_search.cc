@@ -1,6 +1,5 @@
 // mailark search QUERY: free text and fields, newest first.
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "tools/cli.h"
@@ -36,7 +35,8 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
                          {"verdict", h.verdict},
                          {"size", h.size}});
     }
-    nlohmann::json j = {{"query", query}, {"total", res->total}, {"offset", args.offset}, {"results", results}};
+    nlohmann::json j = {
+        {"query", query}, {"total", res->total}, {"offset", args.offset}, {"results", results}};
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
@@ -48,7 +48,8 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
   }
   std::size_t shown_to = args.offset + res->hits.size();
   std::cout << res->total << " message" << (res->total == 1 ? "" : "s");
-  if (res->total > 0) std::cout << " (showing " << (res->hits.empty() ? 0 : args.offset + 1) << "-" << shown_to << ")";
+  if (res->total > 0)
+    std::cout << " (showing " << (res->hits.empty() ? 0 : args.offset + 1) << "-" << shown_to << ")";
   std::cout << "\n";
   return kExitOk;
 }

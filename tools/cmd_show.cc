@@ -1,7 +1,6 @@
 // mailark show ID: headers, MIME structure and verdict of one archived message; --raw for its bytes.
 #include <cstdio>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "tools/cli.h"
@@ -38,46 +37,47 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
   const ParsedMessage& m = *msg;
   nlohmann::json parts = nlohmann::json::array();
   for (const auto& p : m.parts) {
-    nlohmann::json jp = {{"depth", p.depth}, {"content_type", p.content_type}, {"size", p.size},
+    nlohmann::json jp = {{"depth", p.depth},
+                         {"content_type", p.content_type},
+                         {"size", p.size},
                          {"attachment", p.is_attachment}};
     if (!p.filename.empty()) jp["filename"] = p.filename;
     if (!p.disposition.empty()) jp["disposition"] = p.disposition;
     if (p.is_attachment) jp["sha256"] = to_hex(p.sha256);
     parts.push_back(jp);
   }
-  nlohmann::json j = {
-      {"id", r.seq},
-      {"message_id", m.message_id},
-      {"date", m.date ? iso8601(*m.date) : std::string()},
-      {"from", addresses(m.from)},
-      {"to", addresses(m.to)},
-      {"cc", addresses(m.cc)},
-      {"bcc", addresses(m.bcc)},
-      {"reply_to", addresses(m.reply_to)},
-      {"subject", m.subject},
-      {"in_reply_to", m.in_reply_to},
-      {"references", m.references},
-      {"size", r.raw_size},
-      {"sha256", to_hex(r.content_sha256)},
-      {"verdict", scanner::verdict_name(r.verdict.kind)},
-      {"signatures", r.verdict.signatures},
-      {"verdict_reason", r.verdict.reason},
-      {"malformed", (r.flags & kFlagMalformed) != 0},
-      {"quarantined", (r.flags & kFlagQuarantined) != 0},
-      {"problems", m.problems},
-      {"envelope",
-       {{"direction", direction_name(r.envelope.direction)},
-        {"mail_from", r.envelope.mail_from},
-        {"rcpt_to", r.envelope.rcpt_to},
-        {"client", r.envelope.client},
-        {"helo", r.envelope.helo},
-        {"tls", r.envelope.tls},
-        {"connector", r.envelope.connector},
-        {"source", r.envelope.source},
-        {"received_at", iso8601(r.envelope.received_at)}}},
-      {"archived_at", iso8601(r.archived_at)},
-      {"record_hash", to_hex(r.hash)},
-      {"parts", parts}};
+  nlohmann::json j = {{"id", r.seq},
+                      {"message_id", m.message_id},
+                      {"date", m.date ? iso8601(*m.date) : std::string()},
+                      {"from", addresses(m.from)},
+                      {"to", addresses(m.to)},
+                      {"cc", addresses(m.cc)},
+                      {"bcc", addresses(m.bcc)},
+                      {"reply_to", addresses(m.reply_to)},
+                      {"subject", m.subject},
+                      {"in_reply_to", m.in_reply_to},
+                      {"references", m.references},
+                      {"size", r.raw_size},
+                      {"sha256", to_hex(r.content_sha256)},
+                      {"verdict", scanner::verdict_name(r.verdict.kind)},
+                      {"signatures", r.verdict.signatures},
+                      {"verdict_reason", r.verdict.reason},
+                      {"malformed", (r.flags & kFlagMalformed) != 0},
+                      {"quarantined", (r.flags & kFlagQuarantined) != 0},
+                      {"problems", m.problems},
+                      {"envelope",
+                       {{"direction", direction_name(r.envelope.direction)},
+                        {"mail_from", r.envelope.mail_from},
+                        {"rcpt_to", r.envelope.rcpt_to},
+                        {"client", r.envelope.client},
+                        {"helo", r.envelope.helo},
+                        {"tls", r.envelope.tls},
+                        {"connector", r.envelope.connector},
+                        {"source", r.envelope.source},
+                        {"received_at", iso8601(r.envelope.received_at)}}},
+                      {"archived_at", iso8601(r.archived_at)},
+                      {"record_hash", to_hex(r.hash)},
+                      {"parts", parts}};
   if (args.json) {
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return kExitOk;
@@ -100,7 +100,8 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
     std::cout << "Malformed:   yes\n";
     for (const auto& p : m.problems) std::cout << "  - " << p << "\n";
   }
-  std::cout << "Envelope:    " << direction_name(r.envelope.direction) << " from <" << r.envelope.mail_from << ">";
+  std::cout << "Envelope:    " << direction_name(r.envelope.direction) << " from <" << r.envelope.mail_from
+            << ">";
   if (!r.envelope.source.empty()) std::cout << " source " << r.envelope.source;
   std::cout << ", received " << iso8601(r.envelope.received_at) << "\n";
   std::cout << "Structure:\n";

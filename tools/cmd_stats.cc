@@ -1,7 +1,6 @@
 // mailark stats: counts, sizes, ratios and the index watermark.
 #include <iomanip>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "tools/cli.h"
@@ -22,9 +21,12 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
   std::uint64_t archive_bytes = e.archive().file_bytes();
   std::uint64_t index_bytes = e.index_bytes();
   std::uint64_t watermark = e.index_watermark();
-  double compression = c.stored_bytes ? static_cast<double>(c.unique_raw_bytes) / static_cast<double>(c.stored_bytes) : 0;
-  double dedup = c.unique_raw_bytes ? static_cast<double>(c.raw_bytes) / static_cast<double>(c.unique_raw_bytes) : 0;
-  double on_disk = c.raw_bytes ? static_cast<double>(archive_bytes + index_bytes) / static_cast<double>(c.raw_bytes) : 0;
+  double compression =
+      c.stored_bytes ? static_cast<double>(c.unique_raw_bytes) / static_cast<double>(c.stored_bytes) : 0;
+  double dedup =
+      c.unique_raw_bytes ? static_cast<double>(c.raw_bytes) / static_cast<double>(c.unique_raw_bytes) : 0;
+  double on_disk =
+      c.raw_bytes ? static_cast<double>(archive_bytes + index_bytes) / static_cast<double>(c.raw_bytes) : 0;
   if (args.json) {
     nlohmann::json j = {{"messages", c.records},
                         {"unique_messages", c.blobs},
@@ -58,8 +60,8 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
             << e.archive().codec()->active_dictionary() << ")\n"
             << "deduplication    " << dedup << "x\n"
             << "disk / raw       " << on_disk << "\n"
-            << "verdicts         clean " << c.clean << ", infected " << c.infected << ", unscanned " << c.unscanned
-            << "\n"
+            << "verdicts         clean " << c.clean << ", infected " << c.infected << ", unscanned "
+            << c.unscanned << "\n"
             << "malformed        " << c.malformed << "\n"
             << "index watermark  " << watermark << " of " << head.seq << "\n";
   return kExitOk;

@@ -1,6 +1,5 @@
 // mailark verify: walk the hash chain and check every stored message.
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "engine/verify.h"
@@ -17,7 +16,8 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
   auto engine = open_engine(g, /*read_only=*/true);
   if (!engine) return report(engine.error());
   Progress progress("verifying");
-  auto rep = verify_archive((*engine)->archive(), [&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); });
+  auto rep =
+      verify_archive((*engine)->archive(), [&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); });
   progress.finish();
   if (!rep) return report(rep.error());
   if (args.json) {

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   register_verify(app, g, run);
   register_stats(app, g, run);
   register_reindex(app, g, run);
+  register_train_dictionary(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

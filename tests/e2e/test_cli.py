@@ -19,7 +19,9 @@ import zipfile
 
 BIN = os.environ.get("MAILARK_BIN", "mailark")
 SOURCE = os.environ.get("MAILARK_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-CORPUS = os.environ.get("MAILARK_CORPUS", os.path.join(SOURCE, "..", "shared", "corpus"))
+# MAILARK_CORPUS (set by the user) wins over the build's default (set by ctest).
+CORPUS = (os.environ.get("MAILARK_CORPUS") or os.environ.get("MAILARK_DEFAULT_CORPUS")
+          or os.path.join(SOURCE, "..", "shared", "corpus"))
 DEMO = os.path.join(SOURCE, "demo", "mailbox.mbox")
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 ISO8601 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -170,6 +172,18 @@ class CliTest(unittest.TestCase):
         self.assertEqual(out["indexed"], 10)
         after = self.json_cli("search", "date:2026", "--limit", "100")
         self.assertEqual(before["results"], after["results"])
+
+    def test_new_dictionary_keeps_older_messages_readable(self):
+        self.run_cli("import", DEMO)
+        before = self.run_cli("show", "1", "--raw").stdout
+        out = self.json_cli("train-dictionary", "--samples", "10", "--bytes", "2048")
+        self.assertEqual(out["dictionary"], out["previous"] + 1)
+        self.assertEqual(self.json_cli("stats")["dictionary"], out["dictionary"])
+        fresh = self.write("after.eml", b"From: a@example.com\nSubject: after training\n\nnew mail\n")
+        self.json_cli("import", fresh)
+        self.assertEqual(self.run_cli("show", "1", "--raw").stdout, before)
+        self.assertTrue(self.json_cli("verify")["intact"])
+        self.assertEqual(self.json_cli("search", "subject:training")["total"], 1)
 
     def test_missing_data_folder_is_reported(self):
         p = self.run_cli("search", "anything", expect=3)
