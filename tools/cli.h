@@ -36,6 +36,8 @@ int report(const Error& e);
 Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only);
 
 std::string iso8601(std::int64_t unix_seconds);
+// "512 B", "3.4 KiB", "70.5 MiB", "1.2 GiB".
+std::string human_bytes(std::uint64_t bytes);
 
 // A progress line on stderr when it is a terminal: count, rate and ETA. Silent otherwise.
 class Progress {

@@ -1,4 +1,5 @@
 // mailark search QUERY: free text and fields, newest first.
+#include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -41,8 +42,16 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
     return kExitOk;
   }
   for (const auto& h : res->hits) {
-    std::cout << h.id << "  " << iso8601(h.date).substr(0, 10) << "  " << h.from.substr(0, 40) << "  "
-              << h.subject;
+    // The sender's display name when there is one, else the address.
+    std::string from = h.from.substr(0, h.from.find(','));
+    if (std::size_t lt = from.find(" <"); lt != std::string::npos && lt > 0) from = from.substr(0, lt);
+    if (from.size() > 28) {
+      std::size_t cut = 27;  // never inside a UTF-8 sequence
+      while (cut > 0 && (static_cast<unsigned char>(from[cut]) & 0xC0) == 0x80) --cut;
+      from = from.substr(0, cut) + "~";
+    }
+    from.resize(28, ' ');
+    std::cout << std::setw(6) << h.id << "  " << iso8601(h.date).substr(0, 10) << "  " << from << "  " << h.subject;
     if (h.verdict != "clean") std::cout << "  [" << h.verdict << "]";
     std::cout << "\n";
   }

@@ -49,13 +49,12 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
     std::cout << j.dump() << "\n";
     return kExitOk;
   }
-  auto mb = [](std::uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
   std::cout << std::fixed << std::setprecision(1);
   std::cout << "messages         " << c.records << " (" << c.blobs << " unique)\n"
-            << "raw mail         " << mb(c.raw_bytes) << " MiB\n"
-            << "archive on disk  " << mb(archive_bytes) << " MiB (compressed messages " << mb(c.stored_bytes)
-            << " MiB)\n"
-            << "index on disk    " << mb(index_bytes) << " MiB\n"
+            << "raw mail         " << human_bytes(c.raw_bytes) << "\n"
+            << "archive on disk  " << human_bytes(archive_bytes) << " (compressed messages "
+            << human_bytes(c.stored_bytes) << ")\n"
+            << "index on disk    " << human_bytes(index_bytes) << "\n"
             << std::setprecision(2) << "compression      " << compression << "x (zstd, dictionary "
             << e.archive().codec()->active_dictionary() << ")\n"
             << "deduplication    " << dedup << "x\n"
