@@ -147,10 +147,15 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   rc = mdb_txn_begin(a->env_, nullptr, read_only ? MDB_RDONLY : 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
   unsigned create = read_only ? 0 : MDB_CREATE;
-  MDB_dbi dbis[5];
-  const char* names[] = {"records", "blobs", "dicts", "meta", "blob_index"};
-  for (int i = 0; i < 5; ++i) {
+  MDB_dbi dbis[6];
+  const char* names[] = {"records", "blobs", "dicts", "meta", "blob_index", "queue"};
+  for (int i = 0; i < 6; ++i) {
     rc = mdb_dbi_open(t.txn, names[i], create, &dbis[i]);
+    // Read-only opens of an archive written before the queue existed simply see an empty queue.
+    if (rc == MDB_NOTFOUND && read_only && std::string_view(names[i]) == "queue") {
+      a->has_queue_ = false;
+      continue;
+    }
     if (rc) return lmdb_error(std::string("opening table ") + names[i], rc);
   }
   a->records_dbi_ = dbis[0];
@@ -158,6 +163,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   a->dicts_dbi_ = dbis[2];
   a->meta_dbi_ = dbis[3];
   a->blob_index_dbi_ = dbis[4];
+  a->queue_dbi_ = dbis[5];
 
   MDB_val k = val(kMetaFormat), v;
   rc = mdb_get(t.txn, a->meta_dbi_, &k, &v);
@@ -313,6 +319,14 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     MDB_val rk = val(key), rv = val(value);
     rc = mdb_put(t.txn, records_dbi_, &rk, &rv, MDB_APPEND);
     if (rc) return lmdb_error("appending record " + std::to_string(r.seq), rc);
+    if (item.queue) {
+      item.queue->seq = r.seq;
+      if (item.queue->created_at == 0) item.queue->created_at = now;
+      std::string qv = encode_queue_entry(*item.queue);
+      MDB_val qk = val(key), qval = val(qv);
+      rc = mdb_put(t.txn, queue_dbi_, &qk, &qval, MDB_NOOVERWRITE);
+      if (rc) return lmdb_error("queueing record " + std::to_string(r.seq), rc);
+    }
     head.seq = r.seq;
     head.hash = r.hash;
     counters.records++;
@@ -453,6 +467,73 @@ Status Archive::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& 
   }
   mdb_cursor_close(cur);
   if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("walking records", rc);
+  return ok_status();
+}
+
+Result<std::vector<QueueEntry>> Archive::queue_entries() const {
+  if (!has_queue_) return std::vector<QueueEntry>{};
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_cursor* cur = nullptr;
+  rc = mdb_cursor_open(t.txn, queue_dbi_, &cur);
+  if (rc) return lmdb_error("mdb_cursor_open", rc);
+  std::vector<QueueEntry> out;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) continue;
+    auto e = decode_queue_entry(from_be64(view(k)), view(v));
+    if (!e) {
+      mdb_cursor_close(cur);
+      return e.error();
+    }
+    out.push_back(std::move(e).value());
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return lmdb_error("walking the queue", rc);
+  return out;
+}
+
+Result<QueueEntry> Archive::queue_entry(std::uint64_t seq) const {
+  if (!has_queue_) return make_error(ErrorCode::kNotFound, "no queue entry for message " + std::to_string(seq));
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string key = be64(seq);
+  MDB_val k = val(key), v;
+  rc = mdb_get(t.txn, queue_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no queue entry for message " + std::to_string(seq));
+  if (rc) return lmdb_error("reading queue entry " + std::to_string(seq), rc);
+  return decode_queue_entry(seq, view(v));
+}
+
+Status Archive::queue_update(const QueueEntry& entry) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string key = be64(entry.seq), value = encode_queue_entry(entry);
+  MDB_val k = val(key), v;
+  rc = mdb_get(t.txn, queue_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no queue entry for message " + std::to_string(entry.seq));
+  if (rc) return lmdb_error("reading queue entry", rc);
+  v = val(value);
+  if ((rc = mdb_put(t.txn, queue_dbi_, &k, &v, 0))) return lmdb_error("updating queue entry", rc);
+  if ((rc = t.commit())) return lmdb_error("committing a queue update", rc);
+  return ok_status();
+}
+
+Status Archive::queue_remove(std::uint64_t seq) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string key = be64(seq);
+  MDB_val k = val(key);
+  rc = mdb_del(t.txn, queue_dbi_, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no queue entry for message " + std::to_string(seq));
+  if (rc) return lmdb_error("removing queue entry", rc);
+  if ((rc = t.commit())) return lmdb_error("committing a queue removal", rc);
   return ok_status();
 }
 

@@ -7,6 +7,7 @@
 //            zstd frame; record.h) back to back, up to about 1 MiB; each raw message is stored once
 //            however many records point at it
 //   blob_index  SHA-256 of raw bytes -> pack id (u64 BE), offset (u32 BE), length (u32 BE)
+//   queue    seq (u64 BE) -> queue entry (queue.h) for messages still to be delivered
 //   dicts    dictionary id (u32 big-endian) -> zstd dictionary
 //   meta     "format", "head" (last seq + hash), "active_dict", "counters"
 // Invariants kept by append(): records are only ever added at head+1; a blob exists for every record;
@@ -20,12 +21,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/limits.h"
 #include "common/result.h"
 #include "engine/codec.h"
+#include "engine/queue.h"
 #include "engine/record.h"
 
 typedef struct MDB_env MDB_env;
@@ -58,6 +61,9 @@ struct PendingAppend {
   std::uint32_t dict_id = 0;
   std::string frame;              // zstd frame of the raw bytes, written only if the blob is new
   bool skip_if_archived = false;  // imports: an identical message already archived adds no record
+  // When set, a queue entry for the new record is written in the same transaction (its seq is filled
+  // in): the record and its delivery obligation become durable together.
+  std::optional<QueueEntry> queue;
 };
 
 struct AppendOutcome {
@@ -95,6 +101,14 @@ class Archive {
   // Stores a new dictionary and makes it the one new blobs are compressed with. Returns its id.
   Result<std::uint32_t> add_dictionary(const std::string& dictionary);
   std::uint64_t file_bytes() const;  // size of the LMDB data file
+
+  // The delivery queue (table `queue`, same environment). Entries are created by append().
+  Result<std::vector<QueueEntry>> queue_entries() const;
+  Result<QueueEntry> queue_entry(std::uint64_t seq) const;
+  // Replaces an existing entry (delivery results, hold, release). kNotFound if it was removed.
+  Status queue_update(const QueueEntry& entry);
+  // Removes the entry; the archive record stays. kNotFound if there is none.
+  Status queue_remove(std::uint64_t seq);
   const std::string& dir() const { return dir_; }
 
  private:
@@ -104,8 +118,9 @@ class Archive {
   std::string dir_;
   Limits limits_;
   MDB_env* env_ = nullptr;
-  unsigned records_dbi_ = 0, blobs_dbi_ = 0, dicts_dbi_ = 0, meta_dbi_ = 0, blob_index_dbi_ = 0;
+  unsigned records_dbi_ = 0, blobs_dbi_ = 0, dicts_dbi_ = 0, meta_dbi_ = 0, blob_index_dbi_ = 0, queue_dbi_ = 0;
   bool read_only_ = false;
+  bool has_queue_ = true;
   mutable std::mutex codec_mu_;
   std::shared_ptr<const Codec> codec_;
 };

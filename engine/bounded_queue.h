@@ -33,6 +33,18 @@ class BoundedQueue {
     return true;
   }
 
+  // Like pop, but gives up after `timeout`: returns kTimeout then (the queue is still open).
+  enum class PopResult { kItem, kTimeout, kClosed };
+  PopResult pop_for(T& out, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    if (!not_empty_.wait_for(lock, timeout, [&] { return !items_.empty() || closed_; })) return PopResult::kTimeout;
+    if (items_.empty()) return PopResult::kClosed;
+    out = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return PopResult::kItem;
+  }
+
   // Waits for at least one item, then up to `linger` for the batch to fill to max, and takes what is
   // there: group commit batches whatever arrived while the previous commit was in progress, plus what
   // arrives within the linger time (zero for latency-bound callers).

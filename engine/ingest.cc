@@ -24,6 +24,7 @@ struct Prepared {
   PendingAppend append;
   std::optional<Xapian::Document> doc;
   IngestResult result;
+  std::function<void(const IngestResult&)> on_done;
 };
 
 struct ToIndex {
@@ -74,9 +75,10 @@ struct Ingest::Impl {
     training_done = options.train_after == 0 || archive.codec()->active_dictionary() != 0;
   }
 
-  void report(const IngestResult& r) {
+  void report(Prepared& p) {
+    if (p.on_done) p.on_done(p.result);
     std::lock_guard lock(result_mu);
-    if (on_result) on_result(r);
+    if (on_result) on_result(p.result);
   }
 
   void set_fatal(const Error& e) {
@@ -88,8 +90,10 @@ struct Ingest::Impl {
   void work_loop() {
     std::pair<std::uint64_t, IngestItem> item;
     while (work.pop(item)) {
+      auto on_done = std::move(item.second.on_done);
       Prepared p = prepare(std::move(item.second));
       p.ticket = item.first;
+      p.on_done = std::move(on_done);
       to_append.push(std::move(p));  // every item, so the appender can restore submission order
     }
   }
@@ -150,6 +154,9 @@ struct Ingest::Impl {
     a.dict_id = codec->active_dictionary();
     a.frame = std::move(frame).value();
     a.skip_if_archived = item.skip_if_archived;
+    if (item.queue && (verdict.kind != scanner::VerdictKind::kInfected || item.queue_if_infected)) {
+      a.queue = std::move(item.queue);
+    }
 
     ArchiveRecord draft;
     draft.envelope = a.envelope;
@@ -180,7 +187,7 @@ struct Ingest::Impl {
         if (it->second.result.outcome == IngestOutcome::kArchived)
           ready.push_back(std::move(it->second));
         else
-          report(it->second.result);
+          report(it->second);
       }
       if (!ready.empty()) commit_batch(ready);
       ready.clear();
@@ -209,17 +216,18 @@ struct Ingest::Impl {
         r.outcome = IngestOutcome::kDuplicate;
       } else {
         r.seq = out.record.seq;
+        r.queued = appends[i].queue.has_value();
         last_appended = r.seq;
         to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc)});
       }
-      report(r);
+      report(batch[i]);
     }
   }
 
   void fail(Prepared& p, const std::string& why) {
     p.result.outcome = IngestOutcome::kFailed;
     p.result.reason = why;
-    report(p.result);
+    report(p);
   }
 
   void index_loop(unsigned shard) {
@@ -228,7 +236,23 @@ struct Ingest::Impl {
     std::uint64_t last = 0;
     bool index_failed = false;
     BoundedQueue<ToIndex>& queue = *to_index[shard];
-    while (queue.pop(item)) {
+    const auto interval = std::chrono::milliseconds(options.index_commit_interval_ms ? options.index_commit_interval_ms : 3600000);
+    auto last_commit = std::chrono::steady_clock::now();
+    while (true) {
+      auto got = queue.pop_for(item, interval);
+      if (got == BoundedQueue<ToIndex>::PopResult::kClosed) break;
+      if (got == BoundedQueue<ToIndex>::PopResult::kTimeout ||
+          std::chrono::steady_clock::now() - last_commit >= interval) {
+        if (!index_failed && since_commit > 0) {
+          if (auto s = index.commit_shard(shard, last); !s) {
+            set_fatal(s.error());
+            index_failed = true;
+          }
+          since_commit = 0;
+        }
+        last_commit = std::chrono::steady_clock::now();
+        if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
+      }
       if (index_failed) continue;  // the archive has it; the next open catches the index up
       if (auto s = index.add(item.seq, item.doc); !s) {
         set_fatal(s.error());

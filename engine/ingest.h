@@ -17,10 +17,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/limits.h"
 #include "common/result.h"
+#include "engine/queue.h"
 #include "engine/record.h"
 
 namespace mailark {
@@ -33,11 +35,21 @@ namespace scanner {
 class Scanner;
 }
 
+struct IngestResult;
+
 struct IngestItem {
-  std::string origin;  // for reports: file path, mbox position, or SMTP queue id
+  std::string origin;  // for reports: file path, mbox position, or SMTP session and transaction
   std::string raw;
   Envelope envelope;
   bool skip_if_archived = true;  // imports: an identical message already archived is a duplicate
+  // Delivery: when set, this queue entry is committed in the same transaction as the record.
+  std::optional<QueueEntry> queue;
+  // With a queue entry: queue an infected message too (policy "accept and quarantine"); by default an
+  // infected message is archived, quarantined and not delivered.
+  bool queue_if_infected = false;
+  // Called once, from a pipeline thread, with this item's final result: after its record is durable,
+  // or when it was refused, found a duplicate, or failed. SMTP sessions answer from here.
+  std::function<void(const IngestResult&)> on_done;
 };
 
 enum class IngestOutcome { kArchived, kDuplicate, kRefused, kFailed };
@@ -49,7 +61,8 @@ struct IngestResult {
   scanner::VerdictKind verdict = scanner::VerdictKind::kUnscanned;
   std::vector<std::string> signatures;
   bool malformed = false;
-  std::string reason;  // kRefused, kFailed: why; kArchived + malformed: the problems
+  bool queued = false;  // kArchived: a queue entry was committed with the record
+  std::string reason;   // kRefused, kFailed: why; kArchived + malformed: the problems
 };
 
 struct IngestOptions {
@@ -59,6 +72,9 @@ struct IngestOptions {
   // latency for far fewer fsyncs; SMTP sessions waiting for their 250 use a small value.
   unsigned linger_ms = 50;
   std::size_t index_commit_every = 20000;  // Xapian commit interval (documents)
+  // Commit the index at least this often while documents are waiting (0: only by count and at the
+  // end). Servers set it so that new mail is searchable within about this time.
+  unsigned index_commit_interval_ms = 0;
   // With no dictionary in the archive yet, the first this-many messages are held back and used to
   // train one, so even the first import compresses well. 0 disables training.
   std::size_t train_after = 2000;

@@ -257,3 +257,64 @@ TEST(Verify, SwappedRecordsAreReported) {
 
 }  // namespace
 }  // namespace mailark
+
+namespace mailark {
+namespace {
+
+TEST(Queue, EntryIsWrittenWithItsRecordAndOutlivesNothingButItself) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  std::vector<PendingAppend> batch{pending(*a, test::make_message("queued", "body")),
+                                   pending(*a, test::make_message("archived only", "body"))};
+  QueueEntry q;
+  q.route = Route::kPrimary;
+  q.recipients = {{"bob@example.com"}, {"carol@example.com"}};
+  batch[0].queue = q;
+  ASSERT_TRUE(a->append(batch).ok());
+  auto entries = a->queue_entries();
+  ASSERT_TRUE(entries.ok());
+  ASSERT_EQ(entries->size(), 1u);
+  EXPECT_EQ((*entries)[0].seq, 1u);
+  EXPECT_EQ((*entries)[0].route, Route::kPrimary);
+  EXPECT_GT((*entries)[0].created_at, 0);
+  ASSERT_EQ((*entries)[0].recipients.size(), 2u);
+
+  QueueEntry e = (*entries)[0];
+  e.recipients[0].state = RecipientState::kDelivered;
+  e.recipients[1].attempts = 3;
+  e.recipients[1].last_response = "451 4.3.0 try later";
+  e.held = true;
+  ASSERT_TRUE(a->queue_update(e).ok());
+  auto back = a->queue_entry(1);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->held);
+  EXPECT_EQ(back->recipients[0].state, RecipientState::kDelivered);
+  EXPECT_EQ(back->recipients[1].last_response, "451 4.3.0 try later");
+  EXPECT_FALSE(back->finished());
+
+  ASSERT_TRUE(a->queue_remove(1).ok());
+  EXPECT_EQ(a->queue_entry(1).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(a->queue_remove(1).error().code, ErrorCode::kNotFound);
+  EXPECT_TRUE(a->raw(a->record(1).value()).ok()) << "removing a queue entry never touches the archive";
+  auto rep = verify_archive(*a, nullptr);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->intact);
+}
+
+TEST(Queue, EntryFormatRejectsDamage) {
+  QueueEntry e;
+  e.seq = 9;
+  e.route = Route::kInternet;
+  e.recipients = {{"x@example.org", RecipientState::kBounced, 4, 123, "550 5.1.1 no such user"}};
+  std::string v = encode_queue_entry(e);
+  auto back = decode_queue_entry(9, v);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->recipients[0].state, RecipientState::kBounced);
+  EXPECT_EQ(back->recipients[0].attempts, 4u);
+  EXPECT_FALSE(decode_queue_entry(9, v.substr(0, v.size() - 3)).ok());
+  v[0] = 7;
+  EXPECT_EQ(decode_queue_entry(9, v).error().code, ErrorCode::kUnsupported);
+}
+
+}  // namespace
+}  // namespace mailark

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+#include <mutex>
+#include <thread>
+
 #include "engine/index_fields.h"
 #include "engine/ingest.h"
 #include "tests/test_util.h"
@@ -207,6 +211,85 @@ TEST(Engine, FirstImportTrainsADictionaryFromItsOwnMail) {
   ArchiveCounters c = e->archive().counters();
   EXPECT_EQ(c.records, 600u);
   EXPECT_GT(static_cast<double>(c.unique_raw_bytes) / static_cast<double>(c.stored_bytes), 4.0);
+}
+
+}  // namespace
+}  // namespace mailark
+
+namespace mailark {
+namespace {
+
+TEST(Engine, DeliveriesAreQueuedWithTheirRecordAndInfectedOnesAreNot) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  IngestOptions opts;
+  opts.train_after = 0;
+  opts.linger_ms = 0;
+  std::vector<IngestResult> done;
+  std::mutex mu;
+  {
+    Ingest in(e->archive(), *e->index_writer().value(), e->scanner().value(), e->options().limits, opts, nullptr);
+    for (const std::string& raw : {test::make_message("hello", "fine"), test::make_message("hello", "fine"),
+                                   test::make_message("bad", "x", "e.com", test::kEicar)}) {
+      IngestItem item;
+      item.raw = raw;
+      item.skip_if_archived = false;  // each SMTP delivery is its own record
+      item.envelope.direction = Direction::kInbound;
+      item.envelope.rcpt_to = {"bob@example.com"};
+      QueueEntry q;
+      q.route = Route::kPrimary;
+      q.recipients = {{"bob@example.com"}};
+      item.queue = q;
+      item.on_done = [&](const IngestResult& r) {
+        std::lock_guard lock(mu);
+        done.push_back(r);
+      };
+      in.submit(std::move(item));
+    }
+    ASSERT_TRUE(in.finish().ok());
+  }
+  ASSERT_EQ(done.size(), 3u);
+  std::sort(done.begin(), done.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+  EXPECT_EQ(done[0].outcome, IngestOutcome::kArchived);
+  EXPECT_TRUE(done[0].queued);
+  EXPECT_EQ(done[1].outcome, IngestOutcome::kArchived) << "the same bytes delivered twice are two records";
+  EXPECT_TRUE(done[1].queued);
+  EXPECT_EQ(done[2].verdict, scanner::VerdictKind::kInfected);
+  EXPECT_FALSE(done[2].queued);
+  auto q = e->archive().queue_entries();
+  ASSERT_TRUE(q.ok());
+  ASSERT_EQ(q->size(), 2u);
+  EXPECT_EQ((*q)[0].seq, 1u);
+  EXPECT_EQ((*q)[1].seq, 2u);
+  EXPECT_EQ(e->archive().counters().blobs, 2u);
+}
+
+TEST(Engine, TimedIndexCommitsMakeMailSearchableBeforeTheEnd) {
+  test::ScratchDir dir;
+  auto e = open(dir.path());
+  IngestOptions opts;
+  opts.train_after = 0;
+  opts.linger_ms = 0;
+  opts.index_commit_interval_ms = 50;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, opts, nullptr);
+  std::promise<void> stored;
+  IngestItem item;
+  item.raw = test::make_message("searchable soon", "while the pipeline runs");
+  item.on_done = [&](const IngestResult&) { stored.set_value(); };
+  in.submit(std::move(item));
+  stored.get_future().wait();
+  // Poll a separate reader until the timed commit lands (bounded: 200 x 25 ms).
+  std::uint64_t total = 0;
+  for (int i = 0; i < 200 && total == 0; ++i) {
+    auto r = indexer::IndexReader::open(dir / "index");
+    if (r.ok()) {
+      auto res = (*r)->search("searchable", {}, nullptr);
+      if (res.ok()) total = res->total;
+    }
+    if (total == 0) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_EQ(total, 1u);
+  ASSERT_TRUE(in.finish().ok());
 }
 
 }  // namespace
