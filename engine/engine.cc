@@ -99,6 +99,11 @@ Result<const scanner::Scanner*> Engine::scanner() {
   return static_cast<const scanner::Scanner*>(scanner_.get());
 }
 
+Status Engine::reload_scanner() {
+  if (!scanner_) return scanner().ok() ? ok_status() : scanner().error();
+  return scanner_->reload();
+}
+
 Result<ParsedMessage> Engine::parse(const ArchiveRecord& record, std::string* raw_out) {
   auto raw = archive_->raw(record);
   if (!raw) return raw.error();

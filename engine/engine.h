@@ -50,6 +50,8 @@ class Engine {
   Result<indexer::IndexWriter*> index_writer();
   // Loads the scanner (the signature engine) on first use.
   Result<const scanner::Scanner*> scanner();
+  // Builds a new signature engine beside the one in use and swaps it in (SIGHUP).
+  Status reload_scanner();
 
   // Indexes archive records newer than the index watermark. progress(done, total) may be null.
   Result<std::uint64_t> catch_up_index(const std::function<void(std::uint64_t, std::uint64_t)>& progress);

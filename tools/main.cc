@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   register_stats(app, g, run);
   register_reindex(app, g, run);
   register_train_dictionary(app, g, run);
+  register_serve(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -83,6 +83,8 @@ class Session {
   Output shutting_down();
 
   bool awaiting_storage() const { return state_ == State::kStoring; }
+  bool in_data() const { return state_ == State::kData; }
+  bool tls_active() const { return tls_; }
 
  private:
   enum class State { kGreeted, kReady, kMail, kData, kStoring, kStartTls, kClosed };

@@ -1,0 +1,150 @@
+#include "api/config.h"
+
+#include <arpa/inet.h>
+
+#include <filesystem>
+#include <toml++/toml.h>
+
+namespace mailark::api {
+
+bool Network::contains(const std::string& ip) const {
+  std::uint8_t addr[16];
+  std::size_t len = 0;
+  if (bytes.size() == 4 && ::inet_pton(AF_INET, ip.c_str(), addr) == 1) {
+    len = 4;
+  } else if (bytes.size() == 16 && ::inet_pton(AF_INET6, ip.c_str(), addr) == 1) {
+    len = 16;
+  } else if (bytes.size() == 4 && ip.rfind("::ffff:", 0) == 0 && ::inet_pton(AF_INET, ip.c_str() + 7, addr) == 1) {
+    len = 4;  // an IPv4 client on a dual-stack socket
+  } else {
+    return false;
+  }
+  unsigned bits = prefix;
+  for (std::size_t i = 0; i < len && bits > 0; ++i) {
+    unsigned take = bits >= 8 ? 8 : bits;
+    std::uint8_t mask = static_cast<std::uint8_t>(0xFF << (8 - take));
+    if ((addr[i] & mask) != (bytes[i] & mask)) return false;
+    bits -= take;
+  }
+  return true;
+}
+
+Result<Network> parse_network(const std::string& cidr) {
+  std::size_t slash = cidr.find('/');
+  std::string ip = cidr.substr(0, slash);
+  Network n;
+  std::uint8_t buf[16];
+  if (::inet_pton(AF_INET, ip.c_str(), buf) == 1) {
+    n.bytes.assign(buf, buf + 4);
+  } else if (::inet_pton(AF_INET6, ip.c_str(), buf) == 1) {
+    n.bytes.assign(buf, buf + 16);
+  } else {
+    return make_error(ErrorCode::kInvalidArgument, "not a network: " + cidr, "write it as 192.0.2.0/24 or 2001:db8::/32");
+  }
+  n.prefix = static_cast<unsigned>(n.bytes.size() * 8);
+  if (slash != std::string::npos) {
+    std::string p = cidr.substr(slash + 1);
+    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoul(p) > n.prefix) {
+      return make_error(ErrorCode::kInvalidArgument, "bad prefix length in " + cidr);
+    }
+    n.prefix = static_cast<unsigned>(std::stoul(p));
+  }
+  return n;
+}
+
+namespace {
+
+ServeConfig defaults() {
+  ServeConfig c;
+  c.listeners = {{"inbound", "inbound", "127.0.0.1", 2525, "starttls"},
+                 {"outbound", "outbound", "127.0.0.1", 2587, "starttls"}};
+  // The demo company of demo/mailbox.mbox, and local mail.
+  c.inbound_domains = {"northwind.example", "localhost"};
+  for (const char* n : {"127.0.0.0/8", "::1/128"}) c.outbound_networks.push_back(parse_network(n).value());
+  return c;
+}
+
+}  // namespace
+
+Result<ServeConfig> load_serve_config(const std::string& path) {
+  ServeConfig c = defaults();
+  if (path.empty()) return c;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no configuration file " + path);
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
+  }
+  auto bad = [&](const std::string& key, const std::string& why) {
+    return make_error(ErrorCode::kInvalidArgument, path + ": " + key + ": " + why);
+  };
+  auto strings = [&](toml::node_view<toml::node> node, std::vector<std::string>& out) -> bool {
+    if (!node) return true;
+    auto* arr = node.as_array();
+    if (!arr) return false;
+    out.clear();
+    for (auto& v : *arr) {
+      auto s = v.value<std::string>();
+      if (!s) return false;
+      out.push_back(*s);
+    }
+    return true;
+  };
+
+  c.hostname = t["server"]["hostname"].value_or(c.hostname);
+  c.tls_cert = t["tls"]["cert"].value_or(c.tls_cert);
+  c.tls_key = t["tls"]["key"].value_or(c.tls_key);
+  if (!strings(t["inbound"]["domains"], c.inbound_domains)) return bad("inbound.domains", "must be a list of strings");
+  if (!strings(t["inbound"]["recipients"], c.inbound_recipients)) return bad("inbound.recipients", "must be a list of strings");
+  c.infected = t["inbound"]["infected"].value_or(c.infected);
+  if (c.infected != "reject" && c.infected != "quarantine") return bad("inbound.infected", "must be \"reject\" or \"quarantine\"");
+  std::vector<std::string> nets;
+  if (t["outbound"]["networks"]) {
+    if (!strings(t["outbound"]["networks"], nets)) return bad("outbound.networks", "must be a list of strings");
+    c.outbound_networks.clear();
+    for (const auto& n : nets) {
+      auto net = parse_network(n);
+      if (!net) return bad("outbound.networks", net.error().context);
+      c.outbound_networks.push_back(*net);
+    }
+  }
+  auto L = t["limits"];
+  c.max_message_bytes = L["message_bytes"].value_or(c.max_message_bytes);
+  c.max_recipients = L["recipients"].value_or(c.max_recipients);
+  c.max_sessions = L["sessions"].value_or(c.max_sessions);
+  c.max_sessions_per_ip = L["sessions_per_ip"].value_or(c.max_sessions_per_ip);
+  c.command_timeout_s = L["command_timeout"].value_or(c.command_timeout_s);
+  c.data_timeout_s = L["data_timeout"].value_or(c.data_timeout_s);
+  c.min_data_rate = L["min_data_rate"].value_or(c.min_data_rate);
+  c.group_commit_linger_ms = t["archive"]["group_commit_linger_ms"].value_or(c.group_commit_linger_ms);
+  c.index_commit_interval_ms = t["archive"]["index_commit_interval_ms"].value_or(c.index_commit_interval_ms);
+
+  if (auto* arr = t["listener"].as_array()) {
+    c.listeners.clear();
+    for (auto& node : *arr) {
+      auto* lt = node.as_table();
+      if (!lt) return bad("listener", "must be a table ([[listener]])");
+      ListenerConfig l;
+      l.name = (*lt)["name"].value_or(std::string());
+      l.role = (*lt)["role"].value_or(std::string());
+      l.address = (*lt)["address"].value_or(l.address);
+      l.port = static_cast<std::uint16_t>((*lt)["port"].value_or(0));
+      l.tls = (*lt)["tls"].value_or(l.tls);
+      if (l.role != "inbound" && l.role != "outbound") return bad("listener.role", "must be \"inbound\" or \"outbound\"");
+      if (l.port == 0) return bad("listener.port", "is required");
+      if (l.tls != "none" && l.tls != "starttls" && l.tls != "implicit") {
+        return bad("listener.tls", "must be \"none\", \"starttls\" or \"implicit\"");
+      }
+      if (l.name.empty()) l.name = l.role;
+      c.listeners.push_back(l);
+    }
+  }
+  if (c.listeners.empty()) return bad("listener", "at least one listener is needed");
+  return c;
+}
+
+}  // namespace mailark::api

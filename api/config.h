@@ -1,0 +1,60 @@
+// The configuration of `mailark serve`: one TOML file (docs/CONFIG.md lists every key with its
+// default). With no file, every key has its default: the embedded default, everything on loopback.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace mailark::api {
+
+struct ListenerConfig {
+  std::string name;                  // appears in logs and in each record's envelope (connector)
+  std::string role;                  // "inbound" (the MX) or "outbound" (from the primary server)
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 0;
+  std::string tls = "starttls";      // "none", "starttls" or "implicit"
+};
+
+// An IPv4 or IPv6 network in CIDR notation.
+struct Network {
+  std::vector<std::uint8_t> bytes;  // 4 or 16
+  unsigned prefix = 0;
+  bool contains(const std::string& ip) const;
+};
+Result<Network> parse_network(const std::string& cidr);
+
+struct ServeConfig {
+  std::string hostname = "localhost";  // greeting, EHLO reply, Received headers
+  std::string tls_cert;                // PEM; empty: a self-signed certificate in DATA/tls, made on first start
+  std::string tls_key;
+  std::vector<ListenerConfig> listeners;
+
+  // Inbound: mail is accepted only for these domains; with `inbound_recipients` non-empty, only for
+  // those addresses (otherwise every address of a listed domain: a per-domain catch-all).
+  std::vector<std::string> inbound_domains;
+  std::vector<std::string> inbound_recipients;
+  std::string infected = "reject";  // "reject": 554 at end of DATA (attempt archived, quarantined);
+                                    // "quarantine": 250, archived and quarantined, never delivered
+
+  // Outbound: clients allowed to relay through the outbound listener.
+  std::vector<Network> outbound_networks;
+
+  std::uint64_t max_message_bytes = 64u << 20;
+  unsigned max_recipients = 100;
+  unsigned max_sessions = 200;
+  unsigned max_sessions_per_ip = 20;
+  unsigned command_timeout_s = 300;  // waiting for a command (RFC 5321 4.5.3.2: at least 5 minutes)
+  unsigned data_timeout_s = 600;     // the whole DATA phase, at least
+  std::uint64_t min_data_rate = 1024;  // bytes per second during DATA, after the first 30 seconds
+  unsigned group_commit_linger_ms = 2;
+  unsigned index_commit_interval_ms = 1000;
+};
+
+// Reads the file; an empty path gives the defaults. Errors: kNotFound (no such file), kInvalidArgument
+// (a TOML syntax error or a bad value, with its line).
+Result<ServeConfig> load_serve_config(const std::string& path);
+
+}  // namespace mailark::api

@@ -1,0 +1,476 @@
+#include "api/smtp/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ssl.hpp>
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+
+#include "api/smtp/protocol.h"
+#include "api/tls.h"
+#include "engine/ingest.h"
+
+namespace mailark::api {
+
+namespace {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+using namespace std::chrono_literals;
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string rfc5322_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+std::string new_txn_id() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%012llX", static_cast<unsigned long long>(rng() & 0xFFFFFFFFFFFFull));
+  return buf;
+}
+
+// The rules that SIGHUP may change, shared by all sessions.
+struct PolicyData {
+  std::set<std::string> domains;
+  std::set<std::string> recipients;
+  std::vector<Network> networks;
+  std::string infected;
+};
+
+std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
+  auto p = std::make_shared<PolicyData>();
+  for (const auto& d : c.inbound_domains) p->domains.insert(lower(d));
+  for (const auto& r : c.inbound_recipients) p->recipients.insert(lower(r));
+  p->networks = c.outbound_networks;
+  p->infected = c.infected;
+  return p;
+}
+
+// Inbound: only the configured domains (and addresses), never a relay. Outbound: anyone may be a
+// recipient; who may connect at all was checked at connection time.
+class ListenerPolicy : public smtp::Policy {
+ public:
+  ListenerPolicy(bool inbound, std::shared_ptr<const PolicyData> data) : inbound_(inbound), data_(std::move(data)) {}
+  std::optional<smtp::Reply> check_sender(const std::string&) override { return std::nullopt; }
+  std::optional<smtp::Reply> check_recipient(const std::string& rcpt) override {
+    if (!inbound_) return std::nullopt;
+    std::string addr = lower(rcpt);
+    if (addr == "postmaster") return std::nullopt;
+    std::size_t at = addr.rfind('@');
+    std::string domain = at == std::string::npos ? "" : addr.substr(at + 1);
+    if (!data_->domains.count(domain)) return smtp::Reply{554, "5.7.1 <" + rcpt + ">: Relay access denied"};
+    if (!data_->recipients.empty() && !data_->recipients.count(addr)) {
+      return smtp::Reply{550, "5.1.1 <" + rcpt + ">: Recipient address rejected: user unknown"};
+    }
+    return std::nullopt;
+  }
+
+ private:
+  bool inbound_;
+  std::shared_ptr<const PolicyData> data_;
+};
+
+}  // namespace
+
+struct SmtpServer::Impl {
+  Engine& engine;
+  ServeConfig config;
+  std::string config_path;
+  asio::io_context io{1};
+  asio::ssl::context ssl{asio::ssl::context::tls_server};
+  struct Listener {
+    ListenerConfig cfg;
+    std::unique_ptr<tcp::acceptor> acceptor;
+  };
+  std::vector<Listener> listeners;
+  std::unique_ptr<Ingest> ingest;
+
+  std::mutex policy_mu;
+  std::shared_ptr<const PolicyData> policy;
+
+  // Touched only on the io_context thread.
+  unsigned sessions = 0;
+  std::map<std::string, unsigned> sessions_per_ip;
+  std::set<tcp::socket*> open_sockets;
+  bool stopping = false;
+  asio::signal_set stop_signals{io, SIGTERM, SIGINT};
+  asio::signal_set hup_signals{io, SIGHUP};
+
+  Impl(Engine& e, ServeConfig c, std::string path) : engine(e), config(std::move(c)), config_path(std::move(path)) {}
+
+  std::shared_ptr<const PolicyData> current_policy() {
+    std::lock_guard lock(policy_mu);
+    return policy;
+  }
+
+  Status setup() {
+    policy = policy_data(config);
+    std::string cert = config.tls_cert, key = config.tls_key;
+    if (cert.empty() || key.empty()) {
+      auto made = ensure_self_signed(engine.options().data_dir + "/tls", config.hostname);
+      if (!made) return made.error();
+      cert = made->first;
+      key = made->second;
+    }
+    asio::error_code ec;
+    ssl.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                        asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1,
+                    ec);
+    ssl.use_certificate_chain_file(cert, ec);
+    if (ec) return make_error(ErrorCode::kIo, "loading the TLS certificate " + cert + ": " + ec.message());
+    ssl.use_private_key_file(key, asio::ssl::context::pem, ec);
+    if (ec) return make_error(ErrorCode::kIo, "loading the TLS key " + key + ": " + ec.message());
+
+    for (const auto& l : config.listeners) {
+      Listener lst{l, std::make_unique<tcp::acceptor>(io)};
+      auto addr = asio::ip::make_address(l.address, ec);
+      if (ec) return make_error(ErrorCode::kInvalidArgument, "listener " + l.name + ": bad address " + l.address);
+      tcp::endpoint ep(addr, l.port);
+      lst.acceptor->open(ep.protocol(), ec);
+      if (!ec) lst.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+      if (!ec) lst.acceptor->bind(ep, ec);
+      if (!ec) lst.acceptor->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) {
+        return make_error(ErrorCode::kIo, "listener " + l.name + " on " + l.address + ":" + std::to_string(l.port) +
+                                              ": " + ec.message());
+      }
+      listeners.push_back(std::move(lst));
+    }
+
+    auto scanner = engine.scanner();
+    if (!scanner) return scanner.error();
+    auto writer = engine.index_writer();
+    if (!writer) return writer.error();
+    IngestOptions opts;
+    opts.linger_ms = config.group_commit_linger_ms;
+    opts.index_commit_interval_ms = config.index_commit_interval_ms;
+    opts.train_after = 0;  // a server trains dictionaries offline (mailark train-dictionary)
+    Limits limits = engine.options().limits;
+    limits.max_message_bytes = std::max<std::size_t>(limits.max_message_bytes, config.max_message_bytes + 64 * 1024);
+    ingest = std::make_unique<Ingest>(engine.archive(), **writer, *scanner, limits, opts, nullptr);
+    return ok_status();
+  }
+
+  awaitable<void> accept_loop(Listener& l) {
+    while (!stopping) {
+      auto [ec, sock] = co_await l.acceptor->async_accept(asio::experimental::as_tuple(use_awaitable));
+      if (ec) {
+        if (stopping || ec == asio::error::operation_aborted) co_return;
+        spdlog::warn("{}: accept: {}", l.cfg.name, ec.message());
+        continue;
+      }
+      asio::co_spawn(io, serve(std::move(sock), l.cfg), asio::detached);
+    }
+  }
+
+  // Reads with a deadline; returns 0 bytes and sets timed_out when the deadline passed.
+  template <typename Stream>
+  awaitable<std::size_t> read_some(Stream& s, asio::mutable_buffer buf, std::chrono::seconds limit, bool& timed_out,
+                                   asio::error_code& ec) {
+    asio::steady_timer timer(io);
+    timer.expires_after(limit);
+    auto r = co_await (s.async_read_some(buf, asio::experimental::as_tuple(use_awaitable)) ||
+                       timer.async_wait(asio::experimental::as_tuple(use_awaitable)));
+    if (r.index() == 1) {
+      timed_out = true;
+      co_return 0;
+    }
+    auto [e, n] = std::get<0>(r);
+    ec = e;
+    co_return n;
+  }
+
+  awaitable<void> serve(tcp::socket sock, ListenerConfig lc) {
+    asio::error_code ec;
+    auto remote = sock.remote_endpoint(ec);
+    std::string ip = ec ? "unknown" : remote.address().to_string();
+    if (ip.rfind("::ffff:", 0) == 0) ip = ip.substr(7);
+    const bool inbound = lc.role == "inbound";
+
+    // Session limits, in total and per client address.
+    if (sessions >= config.max_sessions || sessions_per_ip[ip] >= config.max_sessions_per_ip) {
+      std::string busy = "421 4.7.0 " + config.hostname + " Too many connections, try again later\r\n";
+      co_await asio::async_write(sock, asio::buffer(busy), asio::experimental::as_tuple(use_awaitable));
+      spdlog::info("{}: connection from [{}] refused: too many sessions", lc.name, ip);
+      co_return;
+    }
+    ++sessions;
+    ++sessions_per_ip[ip];
+    open_sockets.insert(&sock);
+    struct Release {
+      Impl* self;
+      std::string ip;
+      tcp::socket* s;
+      ~Release() {
+        --self->sessions;
+        if (--self->sessions_per_ip[ip] == 0) self->sessions_per_ip.erase(ip);
+        self->open_sockets.erase(s);
+      }
+    } release{this, ip, &sock};
+
+    asio::ssl::stream<tcp::socket&> tls_stream(sock, ssl);
+    bool tls = false;
+    std::string tls_info;
+    auto write = [&](const std::string& bytes) -> awaitable<bool> {
+      if (bytes.empty()) co_return true;
+      asio::error_code wec;
+      if (tls) std::tie(wec, std::ignore) = co_await asio::async_write(tls_stream, asio::buffer(bytes), asio::experimental::as_tuple(use_awaitable));
+      else std::tie(wec, std::ignore) = co_await asio::async_write(sock, asio::buffer(bytes), asio::experimental::as_tuple(use_awaitable));
+      co_return !wec;
+    };
+    auto handshake = [&]() -> awaitable<bool> {
+      asio::steady_timer timer(io);
+      timer.expires_after(std::chrono::seconds(60));
+      auto r = co_await (tls_stream.async_handshake(asio::ssl::stream_base::server, asio::experimental::as_tuple(use_awaitable)) ||
+                         timer.async_wait(asio::experimental::as_tuple(use_awaitable)));
+      if (r.index() == 1 || std::get<0>(std::get<0>(r))) co_return false;
+      SSL* s = tls_stream.native_handle();
+      tls_info = std::string(SSL_get_version(s)) + " " + SSL_get_cipher_name(s);
+      tls = true;
+      co_return true;
+    };
+
+    if (lc.tls == "implicit" && !(co_await handshake())) co_return;
+
+    if (!inbound) {
+      auto pol = current_policy();
+      bool allowed = std::any_of(pol->networks.begin(), pol->networks.end(), [&](const Network& n) { return n.contains(ip); });
+      if (!allowed) {
+        co_await write("554 5.7.1 " + config.hostname + " Client [" + ip + "] may not relay through this server\r\n");
+        spdlog::info("{}: connection from [{}] refused: not in outbound.networks", lc.name, ip);
+        co_return;
+      }
+    }
+
+    ListenerPolicy policy(inbound, current_policy());
+    smtp::ProtocolConfig pc;
+    pc.hostname = config.hostname;
+    pc.max_message_bytes = config.max_message_bytes;
+    pc.max_recipients = config.max_recipients;
+    pc.tls_available = lc.tls == "starttls";
+    pc.tls_active = tls;
+    smtp::Session session(pc, policy);
+    if (!(co_await write(session.greeting()))) co_return;
+
+    std::vector<char> buf(16384);
+    auto data_started = std::chrono::steady_clock::now();
+    std::uint64_t data_bytes = 0;
+    bool was_in_data = false;
+    while (true) {
+      smtp::Session::Output out;
+      if (stopping) {
+        out = session.shutting_down();
+      } else {
+        bool timed_out = false;
+        asio::error_code rec;
+        auto limit = std::chrono::seconds(session.in_data() ? config.data_timeout_s : config.command_timeout_s);
+        std::size_t n = tls ? co_await read_some(tls_stream, asio::buffer(buf), limit, timed_out, rec)
+                            : co_await read_some(sock, asio::buffer(buf), limit, timed_out, rec);
+        if (rec == asio::error::operation_aborted && stopping) {
+          out = session.shutting_down();
+        } else if (rec) {
+          co_return;  // the client went away; nothing it sent without a 250 was acknowledged
+        } else if (timed_out) {
+          out = session.timed_out();
+          spdlog::info("{}: [{}] timed out", lc.name, ip);
+        } else {
+          // Minimum data rate during DATA, after a grace period.
+          if (session.in_data() && !was_in_data) {
+            data_started = std::chrono::steady_clock::now();
+            data_bytes = 0;
+          }
+          was_in_data = session.in_data();
+          data_bytes += n;
+          auto elapsed = std::chrono::steady_clock::now() - data_started;
+          if (was_in_data && elapsed > 30s &&
+              static_cast<double>(data_bytes) / std::chrono::duration<double>(elapsed).count() < static_cast<double>(config.min_data_rate)) {
+            out = session.timed_out();
+            spdlog::info("{}: [{}] data rate below {} bytes/s", lc.name, ip, config.min_data_rate);
+          } else {
+            out = session.receive(std::string_view(buf.data(), n));
+          }
+        }
+      }
+      // Act on the output until the session wants more input.
+      while (true) {
+        if (!(co_await write(out.to_send))) co_return;
+        if (out.close) co_return;
+        if (out.start_tls) {
+          if (!(co_await handshake())) co_return;
+          out = session.tls_started();
+          continue;
+        }
+        if (out.message) {
+          out = co_await store(std::move(*out.message), session, lc, ip, tls_info);
+          was_in_data = false;
+          continue;
+        }
+        break;
+      }
+    }
+  }
+
+  awaitable<smtp::Session::Output> store(smtp::ReceivedMessage msg, smtp::Session& session, const ListenerConfig& lc,
+                                         const std::string& ip, const std::string& tls_info) {
+    const bool inbound = lc.role == "inbound";
+    const std::string txn = new_txn_id();
+    IngestItem item;
+    item.origin = txn;
+    // The trace header this hop adds (RFC 5321 4.4).
+    std::string with = std::string(session.tls_active() ? "ESMTPS" : "ESMTP");
+    item.raw = "Received: from " + msg.helo + " ([" + ip + "])\r\n\tby " + config.hostname + " (mailark) with " + with +
+               " id " + txn + (msg.rcpt_to.size() == 1 ? "\r\n\tfor <" + msg.rcpt_to[0] + ">" : "") + ";\r\n\t" +
+               rfc5322_now() + "\r\n";
+    item.raw += msg.data;
+    item.skip_if_archived = false;
+    item.envelope.direction = inbound ? Direction::kInbound : Direction::kOutbound;
+    item.envelope.mail_from = msg.mail_from;
+    item.envelope.rcpt_to = msg.rcpt_to;
+    item.envelope.client = ip;
+    item.envelope.helo = msg.helo;
+    item.envelope.tls = tls_info;
+    item.envelope.connector = lc.name;
+    item.envelope.source = txn;
+    item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
+    // Outbound mail waits in the queue for delivery to the internet. Inbound mail is delivered to the
+    // primary server once one is configured; until then it is kept for the mailbox views.
+    if (!inbound) {
+      QueueEntry q;
+      q.route = Route::kInternet;
+      for (const auto& r : msg.rcpt_to) q.recipients.push_back({r});
+      item.queue = std::move(q);
+    }
+    auto pol = current_policy();
+    item.queue_if_infected = false;
+
+    asio::steady_timer done(io);
+    done.expires_at(asio::steady_timer::time_point::max());
+    auto result = std::make_shared<IngestResult>();
+    item.on_done = [this, result, &done](const IngestResult& r) {
+      // From a pipeline thread: hand the result to the session's thread and wake it.
+      asio::post(io, [result, r, &done] {
+        *result = r;
+        done.cancel();
+      });
+    };
+    const std::size_t size = item.raw.size();
+    ingest->submit(std::move(item));
+    co_await done.async_wait(asio::experimental::as_tuple(use_awaitable));
+
+    std::string rcpts;
+    for (const auto& r : msg.rcpt_to) rcpts += (rcpts.empty() ? "<" : ",<") + r + ">";
+    const IngestResult& r = *result;
+    switch (r.outcome) {
+      case IngestOutcome::kArchived: {
+        if (r.verdict == scanner::VerdictKind::kInfected) {
+          std::string sig = r.signatures.empty() ? "unknown" : r.signatures[0];
+          spdlog::info("{}: quarantined id={} from=<{}> to={} size={} client=[{}] virus={} action={}", txn, r.seq,
+                       msg.mail_from, rcpts, size, ip, sig, pol->infected);
+          if (pol->infected == "reject") co_return session.message_rejected({554, "5.7.1 Message rejected: virus found (" + sig + ")"});
+          co_return session.message_stored(txn);
+        }
+        spdlog::info("{}: received id={} from=<{}> to={} size={} client=[{}] helo={} tls={} connector={} verdict={}{}",
+                     txn, r.seq, msg.mail_from, rcpts, size, ip, msg.helo, tls_info.empty() ? "none" : tls_info,
+                     lc.name, scanner::verdict_name(r.verdict), r.queued ? " queued" : "");
+        co_return session.message_stored(txn);
+      }
+      case IngestOutcome::kRefused:
+        spdlog::info("{}: rejected from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);
+        co_return session.message_rejected({554, "5.6.0 Message refused: " + r.reason});
+      default:
+        spdlog::error("{}: deferred from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);
+        co_return session.message_rejected({451, "4.3.0 Message not stored, try again later"});
+    }
+  }
+
+  awaitable<void> watch_hup() {
+    while (true) {
+      auto [ec, sig] = co_await hup_signals.async_wait(asio::experimental::as_tuple(use_awaitable));
+      if (ec) co_return;
+      auto fresh = load_serve_config(config_path);
+      if (!fresh) {
+        spdlog::error("reload: {}; keeping the running configuration", fresh.error().to_string());
+      } else {
+        std::lock_guard lock(policy_mu);
+        policy = policy_data(*fresh);
+        spdlog::info("reload: configuration re-read from {} (listeners change on restart)",
+                     config_path.empty() ? "defaults" : config_path);
+      }
+      if (auto s = engine.reload_scanner(); !s) spdlog::error("reload: signatures: {}", s.error().to_string());
+      else spdlog::info("reload: virus signatures reloaded");
+    }
+  }
+
+  void begin_shutdown() {
+    if (stopping) return;
+    stopping = true;
+    spdlog::info("shutting down: no new connections, finishing sessions");
+    asio::error_code ec;
+    for (auto& l : listeners) l.acceptor->close(ec);
+    for (auto* s : open_sockets) s->cancel(ec);
+    hup_signals.cancel(ec);
+    stop_signals.cancel(ec);
+  }
+};
+
+Result<std::unique_ptr<SmtpServer>> SmtpServer::create(Engine& engine, ServeConfig config, std::string config_path) {
+  std::unique_ptr<SmtpServer> s(new SmtpServer());
+  s->impl_ = std::make_unique<Impl>(engine, std::move(config), std::move(config_path));
+  MAILARK_TRY(s->impl_->setup());
+  return s;
+}
+
+SmtpServer::~SmtpServer() = default;
+
+std::vector<std::uint16_t> SmtpServer::ports() const {
+  std::vector<std::uint16_t> out;
+  for (const auto& l : impl_->listeners) {
+    asio::error_code ec;
+    out.push_back(l.acceptor->local_endpoint(ec).port());
+  }
+  return out;
+}
+
+void SmtpServer::stop() {
+  asio::post(impl_->io, [this] { impl_->begin_shutdown(); });
+}
+
+Status SmtpServer::run() {
+  Impl& m = *impl_;
+  for (auto& l : m.listeners) {
+    asio::co_spawn(m.io, m.accept_loop(l), asio::detached);
+    asio::error_code ec;
+    spdlog::info("listening: {} ({}) on {}:{} tls={}", l.cfg.name, l.cfg.role, l.cfg.address,
+                 l.acceptor->local_endpoint(ec).port(), l.cfg.tls);
+  }
+  m.stop_signals.async_wait([&m](const asio::error_code& ec, int) {
+    if (!ec) m.begin_shutdown();
+  });
+  asio::co_spawn(m.io, m.watch_hup(), asio::detached);
+  m.io.run();
+  Status flushed = m.ingest->finish();
+  spdlog::info("stopped");
+  return flushed;
+}
+
+}  // namespace mailark::api

@@ -1,0 +1,41 @@
+// mailark serve: run the configured listeners (SMTP inbound and outbound) until SIGTERM.
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "api/config.h"
+#include "api/smtp/server.h"
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct ServeArgs {
+  std::string config;
+};
+
+int run_serve(const GlobalOptions& g, const ServeArgs& args) {
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S%z mailark[%P]: %v");
+  auto config = api::load_serve_config(args.config);
+  if (!config) return report(config.error());
+  auto engine = open_engine(g, /*read_only=*/false);
+  if (!engine) return report(engine.error());
+  auto server = api::SmtpServer::create(**engine, *config, args.config);
+  if (!server) return report(server.error());
+  spdlog::info("data folder {}, archive head {}, signatures: {}", g.data_dir, (*engine)->archive().head().seq,
+               (*engine)->scanner().ok() ? (*(*engine)->scanner())->engine()->description() : "none");
+  Status s = (*server)->run();
+  if (!s) return report(s.error());
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand("serve", "run the SMTP listeners (see docs/CONFIG.md)");
+  cmd->add_option("--config", args->config, "configuration file (TOML); without it, the embedded default");
+  cmd->callback([&g, &run, args] { run = [&g, args] { return run_serve(g, *args); }; });
+}
+
+}  // namespace mailark::cli
