@@ -1,0 +1,321 @@
+"""End-to-end tests of `mailark serve` with real SMTP clients (Python's smtplib, swaks, raw sockets).
+
+The server is the real binary, started by the tests on loopback ports they pick, with its own
+configuration file; it is stopped with SIGTERM and must exit 0.
+"""
+import json
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("MAILARK_BIN", "mailark")
+EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_replies(sock, count, timeout=10):
+    """Reads until `count` final reply lines (code + space) arrived; returns their codes."""
+    sock.settimeout(timeout)
+    data = b""
+    codes = []
+    while len(codes) < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        lines = data.split(b"\r\n")
+        data = lines.pop()
+        for line in lines:
+            if len(line) >= 4 and line[3:4] == b" ":
+                codes.append(line[:3].decode())
+    return codes
+
+
+class ServeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="mailark-serve-")
+        cls.data = os.path.join(cls.tmp, "data")
+        cls.inbound, cls.outbound = free_port(), free_port()
+        cls.config = os.path.join(cls.tmp, "mailark.toml")
+        with open(cls.config, "w") as f:
+            f.write(f"""
+[server]
+hostname = "mx.test.example"
+
+[[listener]]
+name = "mx"
+role = "inbound"
+address = "127.0.0.1"
+port = {cls.inbound}
+tls = "starttls"
+
+[[listener]]
+name = "from-primary"
+role = "outbound"
+address = "127.0.0.1"
+port = {cls.outbound}
+tls = "none"
+
+[inbound]
+domains = ["example.com"]
+
+[outbound]
+networks = ["127.0.0.0/8"]
+
+[limits]
+message_bytes = 200000
+recipients = 5
+command_timeout = 2
+
+[archive]
+index_commit_interval_ms = 200
+""")
+        cls.log = open(os.path.join(cls.tmp, "serve.log"), "wb")
+        cls.proc = subprocess.Popen([BIN, "--data", cls.data, "serve", "--config", cls.config],
+                                    stdout=cls.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", cls.inbound), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or cls.proc.poll() is not None:
+                    raise RuntimeError("mailark serve did not start: " + cls.server_log())
+                time.sleep(0.1)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.proc.poll() is None:
+            cls.proc.send_signal(signal.SIGTERM)
+            try:
+                cls.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                cls.proc.kill()
+        cls.log.close()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def server_log(cls):
+        with open(os.path.join(cls.tmp, "serve.log"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def cli(self, *args):
+        p = subprocess.run([BIN, "--data", self.data, *args, "--json"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    def wait_for(self, query, expected=1):
+        """The index is committed every 200 ms: poll (bounded) until the search sees the messages."""
+        deadline = time.time() + 15
+        while True:
+            res = self.cli("search", query)
+            if res["total"] >= expected or time.time() > deadline:
+                return res
+            time.sleep(0.1)
+
+    def smtp(self, port=None):
+        s = smtplib.SMTP("127.0.0.1", port or self.inbound, timeout=10)
+        s.ehlo("client.test.example")
+        return s
+
+    # --- accepted mail -----------------------------------------------------------------------
+
+    def test_accepted_message_is_archived_with_its_envelope(self):
+        s = self.smtp()
+        s.sendmail("alice@sender.example", ["bob@example.com", "carol@example.com"],
+                   "Subject: envelope check\r\nMessage-ID: <envelope-check@sender.example>\r\n\r\nhello\r\n")
+        s.quit()
+        res = self.wait_for("id:envelope-check@sender.example")
+        self.assertEqual(res["total"], 1)
+        shown = self.cli("show", str(res["results"][0]["id"]))
+        env = shown["envelope"]
+        self.assertEqual(env["direction"], "inbound")
+        self.assertEqual(env["mail_from"], "alice@sender.example")
+        self.assertEqual(env["rcpt_to"], ["bob@example.com", "carol@example.com"])
+        self.assertEqual(env["client"], "127.0.0.1")
+        self.assertEqual(env["helo"], "client.test.example")
+        self.assertEqual(env["connector"], "mx")
+        self.assertEqual(shown["verdict"], "clean")
+        self.assertIn("by mx.test.example (mailark)", self.run_raw(shown["id"]))
+
+    def run_raw(self, ident):
+        return subprocess.run([BIN, "--data", self.data, "show", str(ident), "--raw"], capture_output=True,
+                              timeout=60).stdout.decode()
+
+    def test_starttls_is_offered_and_recorded(self):
+        s = self.smtp()
+        self.assertTrue(s.has_extn("starttls"))
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s.starttls(context=ctx)
+        s.ehlo("client.test.example")
+        self.assertFalse(s.has_extn("starttls"), "not offered again inside TLS")
+        s.sendmail("a@sender.example", ["bob@example.com"], "Subject: secret\r\nMessage-ID: <tls@x>\r\n\r\nx\r\n")
+        s.quit()
+        res = self.wait_for("id:tls@x")
+        env = self.cli("show", str(res["results"][0]["id"]))["envelope"]
+        self.assertTrue(env["tls"].startswith("TLSv1."), env["tls"])
+
+    def test_swaks_sends_through_the_mx(self):
+        p = subprocess.run(["swaks", "--server", f"127.0.0.1:{self.inbound}", "--to", "dave@example.com",
+                            "--from", "swaks@sender.example", "--header", "Subject: from swaks",
+                            "--header", "Message-ID: <swaks@sender.example>", "-tls"],
+                           capture_output=True, timeout=60)
+        out = p.stdout.decode()
+        self.assertEqual(p.returncode, 0, out)
+        self.assertIn("250 2.0.0 Ok: queued as", out)
+        self.assertEqual(self.wait_for("id:swaks@sender.example")["total"], 1)
+
+    def test_pipelined_transactions(self):
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO pipe.example\r\nMAIL FROM:<p@sender.example>\r\nRCPT TO:<bob@example.com>\r\n"
+                         b"RCPT TO:<nobody@elsewhere.example>\r\nDATA\r\nSubject: pipelined\r\n"
+                         b"Message-ID: <pipelined@x>\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+            codes = read_replies(sock, 7)
+        self.assertEqual(codes, ["250", "250", "250", "554", "354", "250", "221"])
+        self.assertEqual(self.wait_for("id:pipelined@x")["total"], 1)
+
+    def test_outbound_relays_for_the_primary_and_queues(self):
+        s = self.smtp(self.outbound)
+        s.sendmail("ana@example.com", ["partner@remote.example"], "Subject: outbound\r\nMessage-ID: <out@x>\r\n\r\nx\r\n")
+        s.quit()
+        res = self.wait_for("id:out@x")
+        shown = self.cli("show", str(res["results"][0]["id"]))
+        self.assertEqual(shown["envelope"]["direction"], "outbound")
+        self.assertIn("queued", self.server_log())
+
+    # --- refused --------------------------------------------------------------------------------
+
+    def test_relay_attempt_is_refused(self):
+        s = self.smtp()
+        with self.assertRaises(smtplib.SMTPRecipientsRefused) as cm:
+            s.sendmail("spammer@bad.example", ["victim@elsewhere.example"], "Subject: x\r\n\r\nx\r\n")
+        code, text = cm.exception.recipients["victim@elsewhere.example"]
+        self.assertEqual(code, 554)
+        self.assertIn(b"Relay access denied", text)
+        s.quit()
+
+    def test_infected_message_is_refused_at_end_of_data_but_archived(self):
+        s = self.smtp()
+        with self.assertRaises(smtplib.SMTPDataError) as cm:
+            s.sendmail("m@bad.example", ["bob@example.com"],
+                       f"Subject: invoice\r\nMessage-ID: <virus@bad.example>\r\n\r\n{EICAR}\r\n")
+        self.assertEqual(cm.exception.smtp_code, 554)
+        self.assertIn(b"EICAR", cm.exception.smtp_error)
+        s.quit()
+        res = self.wait_for("id:virus@bad.example")
+        self.assertEqual(res["results"][0]["verdict"], "infected")
+        self.assertTrue(self.cli("show", str(res["results"][0]["id"]))["quarantined"])
+
+    def test_declared_size_over_the_limit(self):
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO x\r\nMAIL FROM:<a@sender.example> SIZE=900000\r\nQUIT\r\n")
+            self.assertEqual(read_replies(sock, 3), ["250", "552", "221"])
+
+    def test_data_over_the_limit(self):
+        # No SIZE parameter: the limit is found while the data arrives, and answered after the dot.
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO x\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+            self.assertEqual(read_replies(sock, 4), ["250", "250", "250", "354"])
+            sock.sendall(b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 4000 + b".\r\nNOOP\r\n")
+            self.assertEqual(read_replies(sock, 2), ["552", "250"])
+
+    def test_commands_out_of_order(self):
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"RCPT TO:<bob@example.com>\r\nEHLO x\r\nDATA\r\nRCPT TO:<bob@example.com>\r\nQUIT\r\n")
+            self.assertEqual(read_replies(sock, 5), ["503", "250", "503", "503", "221"])
+
+    def test_overlong_command_line(self):
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO " + b"a" * 10000 + b"\r\nNOOP\r\nQUIT\r\n")
+            self.assertEqual(read_replies(sock, 3), ["500", "250", "221"])
+
+    def test_too_many_recipients(self):
+        s = self.smtp()
+        s.mail("a@sender.example")
+        codes = [s.rcpt(f"user{i}@example.com")[0] for i in range(6)]
+        self.assertEqual(codes, [250] * 5 + [452])
+        s.rset()
+        s.quit()
+
+    def test_bare_lf_lines_are_accepted_and_stored_with_crlf(self):
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO x\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+            self.assertEqual(read_replies(sock, 4), ["250", "250", "250", "354"])
+            sock.sendall(b"Subject: bare\nMessage-ID: <bare-lf@x>\n\nline one\n.\nstill data\r\n.\r\n")
+            self.assertEqual(read_replies(sock, 1), ["250"])
+        res = self.wait_for("id:bare-lf@x")
+        raw = self.run_raw(res["results"][0]["id"])
+        self.assertIn("line one\r\n\r\nstill data\r\n", raw)
+        self.assertNotIn("\n.\n", raw)
+
+    def test_stalling_client_is_disconnected(self):
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO slow.example\r\n")
+            self.assertEqual(read_replies(sock, 1), ["250"])
+            # The configured command timeout is 2 s; say nothing for longer.
+            self.assertEqual(read_replies(sock, 1, timeout=10), ["421"])
+
+    def test_server_log_has_one_line_per_message_event(self):
+        s = self.smtp()
+        s.sendmail("log@sender.example", ["bob@example.com"], "Subject: log\r\nMessage-ID: <log@x>\r\n\r\nx\r\n")
+        s.quit()
+        self.wait_for("id:log@x")
+        lines = [l for l in self.server_log().splitlines() if "from=<log@sender.example>" in l]
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(lines[0], r"mailark\[\d+\]: [0-9A-F]{12}: received id=\d+ from=<log@sender.example> "
+                                   r"to=<bob@example.com> size=\d+ client=\[127.0.0.1\]")
+
+
+class ServeSignalTest(unittest.TestCase):
+    def test_sigterm_finishes_and_exits_zero(self):
+        tmp = tempfile.mkdtemp(prefix="mailark-sig-")
+        try:
+            port = free_port()
+            cfg = os.path.join(tmp, "c.toml")
+            with open(cfg, "w") as f:
+                f.write(f'[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n[inbound]\ndomains = ["example.com"]\n')
+            proc = subprocess.Popen([BIN, "--data", os.path.join(tmp, "d"), "serve", "--config", cfg],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 30
+            while True:
+                try:
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    break
+                except OSError:
+                    self.assertLess(time.time(), deadline)
+                    time.sleep(0.1)
+            with sock:
+                read_replies(sock, 1)
+                sock.sendall(b"EHLO x\r\n")
+                read_replies(sock, 1)
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(read_replies(sock, 1), ["421"], "an idle session is told the server is going away")
+            self.assertEqual(proc.wait(timeout=30), 0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
