@@ -62,5 +62,6 @@ void register_stats(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_reindex(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_train_dictionary(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_serve(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_queue(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

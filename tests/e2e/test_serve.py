@@ -195,9 +195,19 @@ index_commit_interval_ms = 200
         s.sendmail("ana@example.com", ["partner@remote.example"], "Subject: outbound\r\nMessage-ID: <out@x>\r\n\r\nx\r\n")
         s.quit()
         res = self.wait_for("id:out@x")
-        shown = self.cli("show", str(res["results"][0]["id"]))
+        ident = res["results"][0]["id"]
+        shown = self.cli("show", str(ident))
         self.assertEqual(shown["envelope"]["direction"], "outbound")
-        self.assertIn("queued", self.server_log())
+        queued = {e["id"]: e for e in self.cli("queue")["entries"]}
+        self.assertIn(ident, queued)
+        self.assertEqual(queued[ident]["route"], "internet")
+        self.assertEqual([r["address"] for r in queued[ident]["recipients"]], ["partner@remote.example"])
+        self.assertEqual(self.cli("queue", "hold", str(ident))["failed"], 0)
+        self.assertTrue({e["id"]: e for e in self.cli("queue")["entries"]}[ident]["held"])
+        self.cli("queue", "delete", str(ident))
+        self.assertNotIn(ident, {e["id"] for e in self.cli("queue")["entries"]})
+        self.assertEqual(self.cli("show", str(ident))["envelope"]["direction"], "outbound",
+                         "deleting the queue entry leaves the archived message")
 
     # --- refused --------------------------------------------------------------------------------
 

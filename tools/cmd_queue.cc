@@ -1,0 +1,109 @@
+// mailark queue: list, hold, release, retry and delete queue entries. Deleting never touches the
+// archive: the message stays archived and searchable; only its delivery is dropped.
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct QueueArgs {
+  std::string action = "list";
+  std::vector<std::uint64_t> ids;
+  bool all = false;
+  bool json = false;
+};
+
+nlohmann::json to_json(const QueueEntry& e) {
+  nlohmann::json rcpts = nlohmann::json::array();
+  for (const auto& r : e.recipients) {
+    rcpts.push_back({{"address", r.address},
+                     {"state", recipient_state_name(r.state)},
+                     {"attempts", r.attempts},
+                     {"next_attempt", r.next_attempt_at ? iso8601(r.next_attempt_at) : std::string()},
+                     {"last_response", r.last_response}});
+  }
+  return {{"id", e.seq}, {"route", route_name(e.route)}, {"held", e.held}, {"created", iso8601(e.created_at)},
+          {"recipients", rcpts}};
+}
+
+int run_queue(const GlobalOptions& g, const QueueArgs& args) {
+  const bool writes = args.action != "list";
+  auto engine = open_engine(g, /*read_only=*/!writes);
+  if (!engine) return report(engine.error());
+  Archive& archive = (*engine)->archive();
+  if (args.action == "list") {
+    auto entries = archive.queue_entries();
+    if (!entries) return report(entries.error());
+    if (args.json) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& e : *entries) list.push_back(to_json(e));
+      std::cout << nlohmann::json({{"entries", list}, {"total", entries->size()}}).dump() << "\n";
+      return kExitOk;
+    }
+    for (const auto& e : *entries) {
+      auto rec = archive.record(e.seq);
+      std::cout << e.seq << "  " << iso8601(e.created_at) << "  " << route_name(e.route) << (e.held ? "  HELD" : "")
+                << "  from <" << (rec ? rec->envelope.mail_from : std::string("?")) << ">\n";
+      for (const auto& r : e.recipients) {
+        std::cout << "    " << r.address << "  " << recipient_state_name(r.state) << "  attempts " << r.attempts;
+        if (!r.last_response.empty()) std::cout << "  (" << r.last_response << ")";
+        std::cout << "\n";
+      }
+    }
+    std::cout << entries->size() << " queued message" << (entries->size() == 1 ? "" : "s") << "\n";
+    return kExitOk;
+  }
+  std::vector<std::uint64_t> ids = args.ids;
+  if (args.all) {
+    auto entries = archive.queue_entries();
+    if (!entries) return report(entries.error());
+    for (const auto& e : *entries) ids.push_back(e.seq);
+  }
+  if (ids.empty()) return report(make_error(ErrorCode::kInvalidArgument, "name the queue ids, or --all"));
+  int failures = 0;
+  for (std::uint64_t id : ids) {
+    Status s;
+    if (args.action == "delete") {
+      s = archive.queue_remove(id);
+    } else {
+      auto e = archive.queue_entry(id);
+      if (!e) {
+        s = e.error();
+      } else {
+        if (args.action == "hold") e->held = true;
+        if (args.action == "release") e->held = false;
+        if (args.action == "retry") {
+          for (auto& r : e->recipients) r.next_attempt_at = 0;
+        }
+        s = archive.queue_update(*e);
+      }
+    }
+    if (!s) {
+      report(s.error());
+      ++failures;
+    } else if (!args.json) {
+      std::cout << args.action << " " << id << "\n";
+    }
+  }
+  if (args.json) std::cout << nlohmann::json({{"action", args.action}, {"ids", ids}, {"failed", failures}}).dump() << "\n";
+  return failures ? kExitNotFound : kExitOk;
+}
+
+}  // namespace
+
+void register_queue(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<QueueArgs>();
+  auto* cmd = app.add_subcommand("queue", "list, hold, release, retry or delete queued deliveries");
+  cmd->add_option("action", args->action, "list (default), hold, release, retry, delete")
+      ->check(CLI::IsMember({"list", "hold", "release", "retry", "delete"}));
+  cmd->add_option("ids", args->ids, "queue ids (the archive ids of the messages)");
+  cmd->add_flag("--all", args->all, "every queued message");
+  cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->footer("Deleting a queue entry drops the delivery only; the message stays in the archive.");
+  cmd->callback([&g, &run, args] { run = [&g, args] { return run_queue(g, *args); }; });
+}
+
+}  // namespace mailark::cli
