@@ -33,7 +33,9 @@ int exit_status(ErrorCode code);
 // Prints "mailark: <error>" (and the hint) to stderr and returns the exit status for it.
 int report(const Error& e);
 
-Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only);
+// catch_up: a read-write open first brings the index up to date (it needs the index write lock, which
+// a running server holds; commands that only touch the archive pass false).
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up = true);
 
 std::string iso8601(std::int64_t unix_seconds);
 // "512 B", "3.4 KiB", "70.5 MiB", "1.2 GiB".

@@ -37,10 +37,11 @@ int report(const Error& e) {
   return exit_status(e.code);
 }
 
-Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only) {
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up) {
   EngineOptions o;
   o.data_dir = g.data_dir;
   o.read_only = read_only;
+  o.catch_up_on_open = catch_up;
   return Engine::open(std::move(o));
 }
 
