@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mailark needs (Debian 12), builds it, imports the demo mailbox into ./mailark-data
-# (or $MAILARK_DATA) and shows what the archive holds.
+# (or $MAILARK_DATA), shows what the archive holds, then runs `mailark serve` on the embedded default
+# (SMTP on 127.0.0.1:2525 inbound and 127.0.0.1:2587 outbound) until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -25,5 +26,15 @@ $mailark search verdict:infected
 echo
 echo "== mailark verify"
 $mailark verify
-echo
-echo "Data folder: $MAILARK_DATA. Try: $mailark show 1, $mailark search --help"
+cat <<TXT
+
+Data folder: $MAILARK_DATA. Starting the SMTP gateway on the embedded default (Ctrl-C stops it).
+From another terminal, send it a message and find it:
+
+  swaks --server 127.0.0.1:2525 --to ana.ortega@northwind.example --from you@example.org \\
+        --header "Subject: Crane schedule" --body "Berth 5 is free on Monday."
+  $mailark search 'subject:crane'
+  $mailark show 1
+
+TXT
+exec $mailark serve
