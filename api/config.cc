@@ -53,6 +53,32 @@ Result<Network> parse_network(const std::string& cidr) {
   return n;
 }
 
+Result<HostPort> parse_host_port(const std::string& text, std::uint16_t default_port) {
+  HostPort hp;
+  hp.port = default_port;
+  std::string host = text;
+  if (!host.empty() && host.front() == '[') {  // [2001:db8::1]:25
+    std::size_t close = host.find(']');
+    if (close == std::string::npos) return make_error(ErrorCode::kInvalidArgument, "bad address " + text);
+    std::string rest = host.substr(close + 1);
+    host = host.substr(1, close - 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') return make_error(ErrorCode::kInvalidArgument, "bad address " + text);
+      hp.port = static_cast<std::uint16_t>(std::stoul(rest.substr(1)));
+    }
+  } else if (std::size_t colon = host.rfind(':'); colon != std::string::npos && host.find(':') == colon) {
+    std::string port = host.substr(colon + 1);
+    if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
+      return make_error(ErrorCode::kInvalidArgument, "bad port in " + text);
+    }
+    hp.port = static_cast<std::uint16_t>(std::stoul(port));
+    host = host.substr(0, colon);
+  }
+  if (host.empty()) return make_error(ErrorCode::kInvalidArgument, "no host in " + text);
+  hp.host = host;
+  return hp;
+}
+
 namespace {
 
 ServeConfig defaults() {
@@ -122,6 +148,36 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
   c.min_data_rate = L["min_data_rate"].value_or(c.min_data_rate);
   c.group_commit_linger_ms = t["archive"]["group_commit_linger_ms"].value_or(c.group_commit_linger_ms);
   c.index_commit_interval_ms = t["archive"]["index_commit_interval_ms"].value_or(c.index_commit_interval_ms);
+
+  auto D = t["delivery"];
+  for (auto [key, list] : {std::pair<const char*, std::vector<HostPort>*>{"primary", &c.delivery.primary},
+                           {"smarthost", &c.delivery.smarthost}}) {
+    std::vector<std::string> hosts;
+    if (!strings(D[key], hosts)) return bad(std::string("delivery.") + key, "must be a list of \"host:port\"");
+    for (const auto& h : hosts) {
+      auto hp = parse_host_port(h, 25);
+      if (!hp) return bad(std::string("delivery.") + key, hp.error().context);
+      list->push_back(*hp);
+    }
+  }
+  c.delivery.tls = D["tls"].value_or(c.delivery.tls);
+  if (c.delivery.tls != "none" && c.delivery.tls != "opportunistic" && c.delivery.tls != "required") {
+    return bad("delivery.tls", "must be \"none\", \"opportunistic\" or \"required\"");
+  }
+  c.delivery.verify_certificates = D["verify_certificates"].value_or(c.delivery.verify_certificates);
+  if (auto* arr = D["retry_schedule"].as_array()) {
+    c.delivery.retry_schedule.clear();
+    for (auto& v : *arr) {
+      auto n = v.value<std::int64_t>();
+      if (!n || *n <= 0) return bad("delivery.retry_schedule", "must be a list of positive seconds");
+      c.delivery.retry_schedule.push_back(static_cast<unsigned>(*n));
+    }
+    if (c.delivery.retry_schedule.empty()) return bad("delivery.retry_schedule", "must not be empty");
+  }
+  c.delivery.queue_lifetime = D["queue_lifetime"].value_or(c.delivery.queue_lifetime);
+  c.delivery.connections_per_destination = D["connections_per_destination"].value_or(c.delivery.connections_per_destination);
+  c.delivery.connect_timeout = D["connect_timeout"].value_or(c.delivery.connect_timeout);
+  c.delivery.reply_timeout = D["reply_timeout"].value_or(c.delivery.reply_timeout);
 
   if (auto* arr = t["listener"].as_array()) {
     c.listeners.clear();

@@ -26,6 +26,27 @@ struct Network {
 };
 Result<Network> parse_network(const std::string& cidr);
 
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 25;
+};
+Result<HostPort> parse_host_port(const std::string& text, std::uint16_t default_port);
+
+struct DeliveryConfig {
+  // The company's primary mail server(s), tried in order. Empty: inbound mail is archived and kept
+  // for the mailbox views, not delivered.
+  std::vector<HostPort> primary;
+  // Outbound mail goes through this host when set (MX lookup comes with the DNS resolver).
+  std::vector<HostPort> smarthost;
+  std::string tls = "opportunistic";   // "none", "opportunistic" or "required"
+  bool verify_certificates = false;    // check the server's certificate chain and name
+  std::vector<unsigned> retry_schedule = {60, 300, 900, 1800, 3600, 7200, 14400};  // seconds; the last repeats
+  unsigned queue_lifetime = 5 * 24 * 3600;  // seconds until an undeliverable recipient bounces
+  unsigned connections_per_destination = 4;
+  unsigned connect_timeout = 30;
+  unsigned reply_timeout = 300;
+};
+
 struct ServeConfig {
   std::string hostname = "localhost";  // greeting, EHLO reply, Received headers
   std::string tls_cert;                // PEM; empty: a self-signed certificate in DATA/tls, made on first start
@@ -51,6 +72,8 @@ struct ServeConfig {
   std::uint64_t min_data_rate = 1024;  // bytes per second during DATA, after the first 30 seconds
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
+
+  DeliveryConfig delivery;
 };
 
 // Reads the file; an empty path gives the defaults. Errors: kNotFound (no such file), kInvalidArgument

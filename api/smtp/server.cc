@@ -14,6 +14,7 @@
 #include <random>
 #include <set>
 
+#include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
 #include "api/tls.h"
 #include "engine/ingest.h"
@@ -90,6 +91,16 @@ class ListenerPolicy : public smtp::Policy {
   std::shared_ptr<const PolicyData> data_;
 };
 
+// Completion of a detached coroutine: an escaped exception is a bug, logged rather than lost.
+void log_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    spdlog::error("internal error in a server task: {}", x.what());
+  }
+}
+
 }  // namespace
 
 struct SmtpServer::Impl {
@@ -104,6 +115,7 @@ struct SmtpServer::Impl {
   };
   std::vector<Listener> listeners;
   std::unique_ptr<Ingest> ingest;
+  std::unique_ptr<DeliveryAgent> delivery;
 
   std::mutex policy_mu;
   std::shared_ptr<const PolicyData> policy;
@@ -168,6 +180,12 @@ struct SmtpServer::Impl {
     Limits limits = engine.options().limits;
     limits.max_message_bytes = std::max<std::size_t>(limits.max_message_bytes, config.max_message_bytes + 64 * 1024);
     ingest = std::make_unique<Ingest>(engine.archive(), **writer, *scanner, limits, opts, nullptr);
+    delivery = std::make_unique<DeliveryAgent>(io, engine.archive(), config, [this](IngestItem item) {
+      item.on_done = [this](const IngestResult& r) {
+        if (r.queued) delivery->wake();
+      };
+      ingest->submit(std::move(item));
+    });
     return ok_status();
   }
 
@@ -179,7 +197,7 @@ struct SmtpServer::Impl {
         spdlog::warn("{}: accept: {}", l.cfg.name, ec.message());
         continue;
       }
-      asio::co_spawn(io, serve(std::move(sock), l.cfg), asio::detached);
+      asio::co_spawn(io, serve(std::move(sock), l.cfg), log_exception);
     }
   }
 
@@ -250,7 +268,10 @@ struct SmtpServer::Impl {
       co_return true;
     };
 
-    if (lc.tls == "implicit" && !(co_await handshake())) co_return;
+    if (lc.tls == "implicit") {
+      bool secured = co_await handshake();
+      if (!secured) co_return;
+    }
 
     if (!inbound) {
       auto pol = current_policy();
@@ -270,7 +291,9 @@ struct SmtpServer::Impl {
     pc.tls_available = lc.tls == "starttls";
     pc.tls_active = tls;
     smtp::Session session(pc, policy);
-    if (!(co_await write(session.greeting()))) co_return;
+    // (Every co_await stands alone in its statement: GCC 12 miscompiles it inside conditions.)
+    bool greeted = co_await write(session.greeting());
+    if (!greeted) co_return;
 
     std::vector<char> buf(16384);
     auto data_started = std::chrono::steady_clock::now();
@@ -284,8 +307,9 @@ struct SmtpServer::Impl {
         bool timed_out = false;
         asio::error_code rec;
         auto limit = std::chrono::seconds(session.in_data() ? config.data_timeout_s : config.command_timeout_s);
-        std::size_t n = tls ? co_await read_some(tls_stream, asio::buffer(buf), limit, timed_out, rec)
-                            : co_await read_some(sock, asio::buffer(buf), limit, timed_out, rec);
+        std::size_t n = 0;
+        if (tls) n = co_await read_some(tls_stream, asio::buffer(buf), limit, timed_out, rec);
+        else n = co_await read_some(sock, asio::buffer(buf), limit, timed_out, rec);
         if (rec == asio::error::operation_aborted && stopping) {
           out = session.shutting_down();
         } else if (rec) {
@@ -313,10 +337,12 @@ struct SmtpServer::Impl {
       }
       // Act on the output until the session wants more input.
       while (true) {
-        if (!(co_await write(out.to_send))) co_return;
+        bool written = co_await write(out.to_send);
+        if (!written) co_return;
         if (out.close) co_return;
         if (out.start_tls) {
-          if (!(co_await handshake())) co_return;
+          bool secured = co_await handshake();
+          if (!secured) co_return;
           out = session.tls_started();
           continue;
         }
@@ -352,11 +378,11 @@ struct SmtpServer::Impl {
     item.envelope.connector = lc.name;
     item.envelope.source = txn;
     item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
-    // Outbound mail waits in the queue for delivery to the internet. Inbound mail is delivered to the
-    // primary server once one is configured; until then it is kept for the mailbox views.
-    if (!inbound) {
+    // Outbound mail is queued for the internet; inbound mail for the primary server when one is
+    // configured (without one it is kept for the mailbox views only).
+    if (!inbound || !config.delivery.primary.empty()) {
       QueueEntry q;
-      q.route = Route::kInternet;
+      q.route = inbound ? Route::kPrimary : Route::kInternet;
       for (const auto& r : msg.rcpt_to) q.recipients.push_back({r});
       item.queue = std::move(q);
     }
@@ -367,6 +393,7 @@ struct SmtpServer::Impl {
     done.expires_at(asio::steady_timer::time_point::max());
     auto result = std::make_shared<IngestResult>();
     item.on_done = [this, result, &done](const IngestResult& r) {
+      if (r.queued) delivery->wake();
       // From a pipeline thread: hand the result to the session's thread and wake it.
       asio::post(io, [result, r, &done] {
         *result = r;
@@ -430,6 +457,7 @@ struct SmtpServer::Impl {
     for (auto* s : open_sockets) s->cancel(ec);
     hup_signals.cancel(ec);
     stop_signals.cancel(ec);
+    delivery->stop();
   }
 };
 
@@ -458,7 +486,7 @@ void SmtpServer::stop() {
 Status SmtpServer::run() {
   Impl& m = *impl_;
   for (auto& l : m.listeners) {
-    asio::co_spawn(m.io, m.accept_loop(l), asio::detached);
+    asio::co_spawn(m.io, m.accept_loop(l), log_exception);
     asio::error_code ec;
     spdlog::info("listening: {} ({}) on {}:{} tls={}", l.cfg.name, l.cfg.role, l.cfg.address,
                  l.acceptor->local_endpoint(ec).port(), l.cfg.tls);
@@ -466,7 +494,8 @@ Status SmtpServer::run() {
   m.stop_signals.async_wait([&m](const asio::error_code& ec, int) {
     if (!ec) m.begin_shutdown();
   });
-  asio::co_spawn(m.io, m.watch_hup(), asio::detached);
+  asio::co_spawn(m.io, m.watch_hup(), log_exception);
+  asio::co_spawn(m.io, m.delivery->run(), log_exception);
   m.io.run();
   Status flushed = m.ingest->finish();
   spdlog::info("stopped");

@@ -1,0 +1,215 @@
+#include "api/smtp/client.h"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+
+namespace mailark::smtp {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+using tcp = asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+
+std::string dot_stuff(const std::string& message) {
+  std::string out;
+  out.reserve(message.size() + message.size() / 50 + 8);
+  std::size_t pos = 0;
+  while (pos < message.size()) {
+    std::size_t nl = message.find('\n', pos);
+    std::size_t end = nl == std::string::npos ? message.size() : nl;
+    std::size_t content_end = end > pos && message[end - 1] == '\r' ? end - 1 : end;
+    if (message[pos] == '.') out.push_back('.');
+    out.append(message, pos, content_end - pos);
+    out.append("\r\n");
+    pos = nl == std::string::npos ? message.size() : nl + 1;
+  }
+  out.append(".\r\n");
+  return out;
+}
+
+SmtpClient::SmtpClient(asio::io_context& io, asio::ssl::context& tls, std::string helo_name,
+                       std::chrono::seconds connect_timeout, std::chrono::seconds reply_timeout)
+    : io_(io),
+      tls_ctx_(tls),
+      helo_(std::move(helo_name)),
+      connect_timeout_(connect_timeout),
+      reply_timeout_(reply_timeout),
+      socket_(io) {}
+
+SmtpClient::~SmtpClient() {
+  asio::error_code ec;
+  socket_.close(ec);
+}
+
+bool SmtpClient::has_extension(const std::string& name) const {
+  for (const auto& e : extensions_)
+    if (e == name || e.rfind(name + " ", 0) == 0) return true;
+  return false;
+}
+
+awaitable<bool> SmtpClient::write(const std::string& bytes) {
+  asio::steady_timer timer(io_);
+  timer.expires_after(reply_timeout_);
+  asio::error_code ec;
+  if (tls_active_) {
+    auto r = co_await (asio::async_write(*tls_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
+                       timer.async_wait(as_tuple(use_awaitable)));
+    if (r.index() == 1) co_return false;
+    ec = std::get<0>(std::get<0>(r));
+  } else {
+    auto r = co_await (asio::async_write(socket_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
+                       timer.async_wait(as_tuple(use_awaitable)));
+    if (r.index() == 1) co_return false;
+    ec = std::get<0>(std::get<0>(r));
+  }
+  co_return !ec;
+}
+
+awaitable<ClientReply> SmtpClient::read_reply() {
+  ClientReply reply;
+  std::vector<std::string> lines;
+  while (true) {
+    std::size_t nl = buffer_.find("\r\n");
+    if (nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 2);
+      if (line.size() < 3 || !std::isdigit(static_cast<unsigned char>(line[0]))) {
+        reply.text = "malformed reply: " + line.substr(0, 100);
+        co_return reply;
+      }
+      lines.push_back(line.size() > 4 ? line.substr(4) : "");
+      if (line.size() == 3 || line[3] == ' ') {
+        reply.code = std::stoi(line.substr(0, 3));
+        for (std::size_t i = 0; i < lines.size(); ++i) reply.text += (i ? "; " : "") + lines[i];
+        last_lines_ = std::move(lines);
+        co_return reply;
+      }
+      continue;
+    }
+    if (buffer_.size() > 64 * 1024) {
+      reply.text = "reply too long";
+      co_return reply;
+    }
+    char chunk[4096];
+    asio::steady_timer timer(io_);
+    timer.expires_after(reply_timeout_);
+    std::size_t n = 0;
+    asio::error_code ec;
+    if (tls_active_) {
+      auto r = co_await (tls_->async_read_some(asio::buffer(chunk), as_tuple(use_awaitable)) ||
+                         timer.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1) {
+        reply.text = "timeout waiting for a reply from " + peer_;
+        co_return reply;
+      }
+      std::tie(ec, n) = std::get<0>(r);
+    } else {
+      auto r = co_await (socket_.async_read_some(asio::buffer(chunk), as_tuple(use_awaitable)) ||
+                         timer.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1) {
+        reply.text = "timeout waiting for a reply from " + peer_;
+        co_return reply;
+      }
+      std::tie(ec, n) = std::get<0>(r);
+    }
+    if (ec) {
+      reply.text = "connection to " + peer_ + " lost: " + ec.message();
+      co_return reply;
+    }
+    buffer_.append(chunk, n);
+  }
+}
+
+awaitable<ClientReply> SmtpClient::open(const std::string& host, std::uint16_t port, Tls tls) {
+  peer_ = host + ":" + std::to_string(port);
+  ClientReply fail;
+  tcp::resolver resolver(io_);
+  auto [rec, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), as_tuple(use_awaitable));
+  if (rec) {
+    fail.text = "cannot resolve " + host + ": " + rec.message();
+    co_return fail;
+  }
+  asio::steady_timer timer(io_);
+  timer.expires_after(connect_timeout_);
+  auto r = co_await (asio::async_connect(socket_, endpoints, as_tuple(use_awaitable)) ||
+                     timer.async_wait(as_tuple(use_awaitable)));
+  if (r.index() == 1) {
+    fail.text = "connection to " + peer_ + " timed out";
+    co_return fail;
+  }
+  if (auto ec = std::get<0>(std::get<0>(r))) {
+    fail.text = "connection to " + peer_ + " failed: " + ec.message();
+    co_return fail;
+  }
+  ClientReply greeting = co_await read_reply();
+  if (greeting.code != 220) co_return greeting;
+  ClientReply hello = co_await command("EHLO " + helo_);
+  if (!hello.ok()) hello = co_await command("HELO " + helo_);
+  if (!hello.ok()) co_return hello;
+  if (tls != Tls::kNone && has_extension("STARTTLS")) {
+    ClientReply start = co_await command("STARTTLS");
+    if (start.code == 220) {
+      tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, tls_ctx_);
+      SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());
+      asio::steady_timer hs_timer(io_);
+      hs_timer.expires_after(connect_timeout_);
+      auto hs = co_await (tls_->async_handshake(asio::ssl::stream_base::client, as_tuple(use_awaitable)) ||
+                          hs_timer.async_wait(as_tuple(use_awaitable)));
+      if (hs.index() == 1 || std::get<0>(std::get<0>(hs))) {
+        fail.text = "TLS handshake with " + peer_ + " failed";
+        co_return fail;
+      }
+      tls_active_ = true;
+      buffer_.clear();
+      tls_info_ = std::string(SSL_get_version(tls_->native_handle())) + " " + SSL_get_cipher_name(tls_->native_handle());
+      hello = co_await command("EHLO " + helo_);
+      if (!hello.ok()) co_return hello;
+    } else if (tls == Tls::kRequired) {
+      co_return start;
+    }
+  }
+  if (tls == Tls::kRequired && !tls_active_) {
+    fail.text = peer_ + " does not offer STARTTLS, which delivery.tls requires";
+    co_return fail;
+  }
+  co_return hello;
+}
+
+// GCC 12 miscompiles co_await inside conditions and conditional expressions: every co_await here
+// stands alone in its statement.
+awaitable<ClientReply> SmtpClient::command(const std::string& line) {
+  bool sent = co_await write(line + "\r\n");
+  if (!sent) co_return ClientReply{0, "cannot send to " + peer_};
+  ClientReply r = co_await read_reply();
+  if (line.rfind("EHLO ", 0) == 0 && r.ok()) {
+    // The EHLO reply lists the extensions after the server's name.
+    extensions_.clear();
+    for (std::size_t i = 1; i < last_lines_.size(); ++i) {
+      std::string e = last_lines_[i];
+      for (char& c : e) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      extensions_.push_back(e);
+    }
+  }
+  co_return r;
+}
+
+awaitable<ClientReply> SmtpClient::send_data(const std::string& message) {
+  bool sent = co_await write(dot_stuff(message));
+  if (!sent) co_return ClientReply{0, "cannot send to " + peer_};
+  ClientReply r = co_await read_reply();
+  co_return r;
+}
+
+void SmtpClient::abort() {
+  asio::error_code ec;
+  socket_.cancel(ec);
+  socket_.close(ec);
+}
+
+awaitable<void> SmtpClient::quit() {
+  bool sent = co_await write("QUIT\r\n");
+  if (sent) co_await read_reply();
+}
+
+}  // namespace mailark::smtp

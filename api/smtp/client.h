@@ -1,0 +1,67 @@
+// An SMTP client connection for delivery (RFC 5321, STARTTLS per RFC 3207), as Asio coroutines.
+// Errors never throw: a failed connection or a lost reply is reported as a reply with code 0 and the
+// reason, which the delivery agent treats as a temporary failure.
+// Thread safety: one SmtpClient per connection, used from the io_context's thread.
+#pragma once
+
+#include <asio.hpp>
+#include <asio/ssl.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mailark::smtp {
+
+struct ClientReply {
+  int code = 0;      // 0: no reply (connection or timeout failure)
+  std::string text;  // the reply's lines joined with "; ", or the failure
+  bool ok() const { return code >= 200 && code < 400; }
+  bool temporary() const { return code == 0 || (code >= 400 && code < 500); }
+  std::string to_string() const { return code ? std::to_string(code) + " " + text : text; }
+};
+
+class SmtpClient {
+ public:
+  enum class Tls { kNone, kOpportunistic, kRequired };
+
+  SmtpClient(asio::io_context& io, asio::ssl::context& tls, std::string helo_name,
+             std::chrono::seconds connect_timeout, std::chrono::seconds reply_timeout);
+  ~SmtpClient();
+
+  // Connects, reads the greeting, says EHLO (HELO if refused) and negotiates STARTTLS per `tls`.
+  asio::awaitable<ClientReply> open(const std::string& host, std::uint16_t port, Tls tls);
+  asio::awaitable<ClientReply> command(const std::string& line);
+  // Sends a message after a 354: dot-stuffed, every line ending in CRLF, then the final dot.
+  asio::awaitable<ClientReply> send_data(const std::string& message);
+  asio::awaitable<void> quit();
+  // Closes the connection now (server shutdown): pending operations fail with code 0.
+  void abort();
+
+  bool has_extension(const std::string& name) const;  // from the EHLO reply, upper case
+  const std::string& tls_info() const { return tls_info_; }
+  const std::string& peer() const { return peer_; }
+
+ private:
+  asio::awaitable<ClientReply> read_reply();
+  asio::awaitable<bool> write(const std::string& bytes);
+
+  asio::io_context& io_;
+  asio::ssl::context& tls_ctx_;
+  std::string helo_;
+  std::chrono::seconds connect_timeout_, reply_timeout_;
+  asio::ip::tcp::socket socket_;
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
+  bool tls_active_ = false;
+  std::string tls_info_;
+  std::string peer_;
+  std::string buffer_;
+  std::vector<std::string> extensions_;
+  std::vector<std::string> last_lines_;
+};
+
+// Dot-stuffs a message for DATA and makes every line end in CRLF (RFC 5321 4.5.2); adds the final
+// "." line.
+std::string dot_stuff(const std::string& message);
+
+}  // namespace mailark::smtp

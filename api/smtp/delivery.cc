@@ -1,0 +1,342 @@
+#include "api/smtp/delivery.h"
+
+#include <spdlog/spdlog.h>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <ctime>
+#include <map>
+#include <random>
+#include <set>
+
+#include "api/smtp/client.h"
+
+namespace mailark::api {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+
+namespace {
+
+std::string rfc5322_date(std::int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+  return buf;
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string domain_of(const std::string& addr) {
+  std::size_t at = addr.rfind('@');
+  return at == std::string::npos ? std::string() : lower(addr.substr(at + 1));
+}
+
+// "550 5.1.1 <x>: user unknown" -> "5.1.1"; a default by class otherwise.
+std::string status_of(const std::string& diagnostic, bool permanent) {
+  std::size_t sp = diagnostic.find(' ');
+  if (sp != std::string::npos) {
+    std::string code = diagnostic.substr(sp + 1, diagnostic.find(' ', sp + 1) - sp - 1);
+    if (code.size() >= 5 && (code[0] == '4' || code[0] == '5') && code[1] == '.') return code;
+  }
+  return permanent ? "5.0.0" : "4.0.0";
+}
+
+}  // namespace
+
+std::string make_dsn(const std::string& reporting_host, const std::string& original_sender,
+                     const std::vector<std::pair<std::string, std::string>>& failed,
+                     const std::string& original_headers, std::int64_t arrival) {
+  std::mt19937_64 rng(std::random_device{}());
+  char boundary[40];
+  std::snprintf(boundary, sizeof boundary, "mailark-dsn-%016llx", static_cast<unsigned long long>(rng()));
+  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::string m;
+  m += "From: Mail Delivery System <MAILER-DAEMON@" + reporting_host + ">\r\n";
+  m += "To: <" + original_sender + ">\r\n";
+  m += "Subject: Undelivered Mail Returned to Sender\r\n";
+  m += "Date: " + rfc5322_date(now) + "\r\n";
+  m += "Message-ID: <dsn." + std::string(boundary + 12) + "@" + reporting_host + ">\r\n";
+  m += "Auto-Submitted: auto-replied\r\n";
+  m += "MIME-Version: 1.0\r\n";
+  m += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"" + std::string(boundary) + "\"\r\n";
+  m += "\r\n";
+  m += "--" + std::string(boundary) + "\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n";
+  m += "This is the mail system at host " + reporting_host + ".\r\n\r\n";
+  m += "Your message could not be delivered to one or more recipients.\r\n\r\n";
+  for (const auto& [addr, diag] : failed) m += "<" + addr + ">: " + diag + "\r\n";
+  m += "\r\n--" + std::string(boundary) + "\r\nContent-Type: message/delivery-status\r\n\r\n";
+  m += "Reporting-MTA: dns; " + reporting_host + "\r\n";
+  m += "Arrival-Date: " + rfc5322_date(arrival) + "\r\n";
+  for (const auto& [addr, diag] : failed) {
+    m += "\r\nFinal-Recipient: rfc822; " + addr + "\r\n";
+    m += "Action: failed\r\n";
+    m += "Status: " + status_of(diag, true) + "\r\n";
+    m += "Diagnostic-Code: smtp; " + diag + "\r\n";
+  }
+  m += "\r\n--" + std::string(boundary) + "\r\nContent-Type: text/rfc822-headers\r\n\r\n";
+  m += original_headers;
+  if (!original_headers.empty() && original_headers.back() != '\n') m += "\r\n";
+  m += "\r\n--" + std::string(boundary) + "--\r\n";
+  return m;
+}
+
+struct DeliveryAgent::Impl {
+  asio::io_context& io;
+  Archive& archive;
+  ServeConfig config;
+  std::function<void(IngestItem)> inject;
+  asio::ssl::context tls{asio::ssl::context::tls_client};
+  asio::steady_timer wakeup{io};
+  bool stopping = false;
+  std::set<std::uint64_t> in_flight;
+  std::map<std::string, unsigned> connections;
+  std::set<smtp::SmtpClient*> clients;  // open connections, closed on stop
+
+  Impl(asio::io_context& i, Archive& a, const ServeConfig& c, std::function<void(IngestItem)> inj)
+      : io(i), archive(a), config(c), inject(std::move(inj)) {
+    if (config.delivery.verify_certificates) {
+      tls.set_default_verify_paths();
+      tls.set_verify_mode(asio::ssl::verify_peer);
+    } else {
+      tls.set_verify_mode(asio::ssl::verify_none);
+    }
+  }
+
+  const std::vector<HostPort>* hosts_for(const QueueEntry& e) const {
+    if (e.route == Route::kPrimary && !config.delivery.primary.empty()) return &config.delivery.primary;
+    if (e.route == Route::kInternet && !config.delivery.smarthost.empty()) return &config.delivery.smarthost;
+    return nullptr;  // kNone, or no route configured yet (MX lookup): the entry waits
+  }
+
+  smtp::SmtpClient::Tls tls_policy() const {
+    if (config.delivery.tls == "none") return smtp::SmtpClient::Tls::kNone;
+    if (config.delivery.tls == "required") return smtp::SmtpClient::Tls::kRequired;
+    return smtp::SmtpClient::Tls::kOpportunistic;
+  }
+
+  void schedule() {
+    auto entries = archive.queue_entries();
+    if (!entries) {
+      spdlog::error("delivery: reading the queue: {}", entries.error().to_string());
+      return;
+    }
+    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    std::map<std::string, std::vector<QueueEntry>> due;
+    for (auto& e : *entries) {
+      if (e.held || in_flight.count(e.seq)) continue;
+      const auto* hosts = hosts_for(e);
+      if (!hosts) continue;
+      bool ready = false;
+      for (const auto& r : e.recipients) ready |= r.state == RecipientState::kPending && r.next_attempt_at <= now;
+      if (!ready) continue;
+      due[route_name(e.route)].push_back(std::move(e));
+    }
+    for (auto& [dest, list] : due) {
+      unsigned active = connections[dest];
+      unsigned limit = std::max(1u, config.delivery.connections_per_destination);
+      if (active >= limit) continue;
+      unsigned free = limit - active;
+      std::size_t per = std::min<std::size_t>(50, (list.size() + free - 1) / free);
+      for (std::size_t start = 0; start < list.size() && connections[dest] < limit; start += per) {
+        std::vector<QueueEntry> batch(list.begin() + static_cast<std::ptrdiff_t>(start),
+                                      list.begin() + static_cast<std::ptrdiff_t>(std::min(list.size(), start + per)));
+        for (const auto& e : batch) in_flight.insert(e.seq);
+        connections[dest]++;
+        asio::co_spawn(io, deliver_batch(dest, std::move(batch)), [](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& x) {
+            spdlog::error("delivery: internal error: {}", x.what());
+          }
+        });
+      }
+    }
+  }
+
+  awaitable<void> deliver_batch(std::string dest, std::vector<QueueEntry> batch) {
+    const auto* hosts = hosts_for(batch.front());
+    std::unique_ptr<smtp::SmtpClient> client;
+    smtp::ClientReply opened{0, "no host to deliver to"};
+    std::string relay;
+    for (const auto& hp : *hosts) {
+      client = std::make_unique<smtp::SmtpClient>(io, tls, config.hostname,
+                                                  std::chrono::seconds(config.delivery.connect_timeout),
+                                                  std::chrono::seconds(config.delivery.reply_timeout));
+      clients.insert(client.get());
+      opened = co_await client->open(hp.host, hp.port, tls_policy());
+      clients.erase(client.get());
+      relay = hp.host + ":" + std::to_string(hp.port);
+      // A server that refuses to talk (5xx greeting or EHLO) is a connection failure, not a verdict on
+      // the recipients: try the next host, and later again.
+      if (!opened.ok() && opened.code >= 500) opened = smtp::ClientReply{0, opened.to_string()};
+      if (opened.ok()) break;
+      spdlog::info("delivery: {} ({}): {}", relay, dest, opened.to_string());
+    }
+    bool usable = opened.ok();
+    if (client) clients.insert(client.get());
+    for (auto& e : batch) {
+      if (stopping) break;
+      if (!usable) {
+        record(e, {}, opened, relay);
+        continue;
+      }
+      usable = co_await deliver_one(*client, e, relay);
+    }
+    if (usable && !stopping) co_await client->quit();
+    if (client) clients.erase(client.get());
+    for (const auto& e : batch) in_flight.erase(e.seq);
+    connections[dest]--;
+  }
+
+  // Delivers one queued message over an open connection. Returns false when the connection broke.
+  awaitable<bool> deliver_one(smtp::SmtpClient& client, QueueEntry& e, const std::string& relay) {
+    auto rec = archive.record(e.seq);
+    std::string raw;
+    if (rec) {
+      auto r = archive.raw(*rec);
+      if (r) raw = std::move(r).value();
+      else spdlog::error("delivery: message {}: {}", e.seq, r.error().to_string());
+    }
+    if (raw.empty()) co_return true;  // archive damage: leave the entry for an administrator (verify)
+    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    std::string mail = "MAIL FROM:<" + rec->envelope.mail_from + ">";
+    if (client.has_extension("SIZE")) mail += " SIZE=" + std::to_string(raw.size());
+    if (client.has_extension("8BITMIME")) mail += " BODY=8BITMIME";
+    std::map<std::string, smtp::ClientReply> outcome;
+    std::vector<std::string> wanted;
+    for (const auto& r : e.recipients)
+      if (r.state == RecipientState::kPending && r.next_attempt_at <= now) wanted.push_back(r.address);
+    smtp::ClientReply m = co_await client.command(mail);
+    if (!m.ok()) {
+      for (const auto& a : wanted) outcome[a] = m;
+    } else {
+      std::vector<std::string> accepted;
+      for (const auto& a : wanted) {
+        smtp::ClientReply r = co_await client.command("RCPT TO:<" + a + ">");
+        if (r.ok()) accepted.push_back(a);
+        else outcome[a] = r;
+        if (r.code == 0) break;
+      }
+      if (accepted.empty()) {
+        co_await client.command("RSET");
+      } else {
+        smtp::ClientReply d = co_await client.command("DATA");
+        smtp::ClientReply final_reply = d;
+        if (d.code == 354) final_reply = co_await client.send_data(raw);
+        for (const auto& a : accepted) outcome[a] = final_reply;
+      }
+    }
+    record(e, outcome, m.code == 0 ? m : smtp::ClientReply{}, relay);
+    bool broken = m.code == 0;
+    for (const auto& [a, r] : outcome) broken |= r.code == 0;
+    co_return !broken;
+  }
+
+  // Writes attempt results back to the queue. `all` (when it has a code or text) applies to every
+  // recipient that has no entry in `outcome` (a failed connection).
+  void record(const QueueEntry& attempted, const std::map<std::string, smtp::ClientReply>& outcome,
+              const smtp::ClientReply& all, const std::string& relay) {
+    auto current = archive.queue_entry(attempted.seq);  // an administrator may have held or deleted it
+    if (!current) return;
+    QueueEntry e = std::move(current).value();
+    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    std::vector<std::pair<std::string, std::string>> bounced;
+    for (auto& r : e.recipients) {
+      if (r.state != RecipientState::kPending || r.next_attempt_at > now) continue;
+      auto it = outcome.find(r.address);
+      smtp::ClientReply reply = it != outcome.end() ? it->second : all;
+      if (it == outcome.end() && reply.text.empty() && reply.code == 0) continue;  // not attempted
+      r.last_response = reply.to_string();
+      r.attempts++;
+      if (reply.ok()) {
+        r.state = RecipientState::kDelivered;
+        spdlog::info("{}: delivered to=<{}> relay={} attempts={} reply=\"{}\"", e.seq, r.address, relay, r.attempts,
+                     reply.to_string());
+      } else if (!reply.temporary() || now - e.created_at >= static_cast<std::int64_t>(config.delivery.queue_lifetime)) {
+        r.state = RecipientState::kBounced;
+        std::string why = reply.temporary() ? "delivery time expired; last error: " + reply.to_string() : reply.to_string();
+        r.last_response = why;
+        bounced.emplace_back(r.address, why);
+        spdlog::info("{}: bounced to=<{}> relay={} attempts={} reply=\"{}\"", e.seq, r.address, relay, r.attempts, why);
+      } else {
+        const auto& sched = config.delivery.retry_schedule;
+        unsigned delay = sched[std::min<std::size_t>(r.attempts - 1, sched.size() - 1)];
+        r.next_attempt_at = now + delay;
+        spdlog::info("{}: deferred to=<{}> relay={} attempts={} retry_in={}s reply=\"{}\"", e.seq, r.address, relay,
+                     r.attempts, delay, reply.to_string());
+      }
+    }
+    Status s = e.finished() ? archive.queue_remove(e.seq) : archive.queue_update(e);
+    if (!s) spdlog::error("delivery: updating queue entry {}: {}", e.seq, s.error().to_string());
+    if (!bounced.empty()) send_dsn(e, bounced);
+  }
+
+  void send_dsn(const QueueEntry& e, const std::vector<std::pair<std::string, std::string>>& bounced) {
+    auto rec = archive.record(e.seq);
+    if (!rec) return;
+    const std::string& sender = rec->envelope.mail_from;
+    if (sender.empty()) {
+      spdlog::info("{}: no notification: the null sender never gets one", e.seq);
+      return;
+    }
+    std::string headers;
+    if (auto raw = archive.raw(*rec)) {
+      std::size_t end = raw->find("\r\n\r\n");
+      if (end == std::string::npos) end = raw->find("\n\n");
+      headers = raw->substr(0, std::min<std::size_t>(end == std::string::npos ? raw->size() : end, 64 * 1024));
+    }
+    IngestItem item;
+    item.raw = make_dsn(config.hostname, sender, bounced, headers, rec->envelope.received_at);
+    item.origin = "dsn-" + std::to_string(e.seq);
+    item.skip_if_archived = false;
+    bool internal = false;
+    for (const auto& d : config.inbound_domains) internal |= lower(d) == domain_of(sender);
+    item.envelope.direction = internal ? Direction::kInbound : Direction::kOutbound;
+    item.envelope.mail_from = "";
+    item.envelope.rcpt_to = {sender};
+    item.envelope.client = "local";
+    item.envelope.connector = "dsn";
+    item.envelope.source = "dsn for " + std::to_string(e.seq);
+    item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
+    QueueEntry q;
+    q.route = internal ? Route::kPrimary : Route::kInternet;
+    q.recipients = {{sender}};
+    item.queue = std::move(q);
+    spdlog::info("{}: sender non-delivery notification to=<{}>", e.seq, sender);
+    inject(std::move(item));
+  }
+};
+
+DeliveryAgent::DeliveryAgent(asio::io_context& io, Archive& archive, const ServeConfig& config,
+                             std::function<void(IngestItem)> inject)
+    : impl_(std::make_unique<Impl>(io, archive, config, std::move(inject))) {}
+
+DeliveryAgent::~DeliveryAgent() = default;
+
+awaitable<void> DeliveryAgent::run() {
+  Impl& m = *impl_;
+  while (!m.stopping) {
+    m.schedule();
+    m.wakeup.expires_after(std::chrono::seconds(1));
+    co_await m.wakeup.async_wait(as_tuple(use_awaitable));
+  }
+}
+
+void DeliveryAgent::wake() {
+  asio::post(impl_->io, [this] { impl_->wakeup.cancel(); });
+}
+
+void DeliveryAgent::stop() {
+  impl_->stopping = true;
+  impl_->wakeup.cancel();
+  for (auto* c : impl_->clients) c->abort();
+}
+
+}  // namespace mailark::api
