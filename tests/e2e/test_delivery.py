@@ -1,0 +1,197 @@
+"""Delivery to the primary server, end to end: `mailark serve` delivers to Postfix's smtp-sink (a real
+Postfix test server) started by the tests on loopback; stopping the sink makes mail wait, starting it
+again delivers everything; a permanent refusal bounces the recipient with a DSN to the sender.
+"""
+import json
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("MAILARK_BIN", "mailark")
+SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what):
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline or (proc and proc.poll() is not None):
+                raise RuntimeError(f"{what} did not start on port {port}")
+            time.sleep(0.1)
+
+
+class Sink:
+    """Postfix's smtp-sink, dumping each transaction to a file in `folder`."""
+
+    def __init__(self, port, folder, reject=None):
+        self.port, self.folder = port, folder
+        os.makedirs(folder, exist_ok=True)
+        # smtp-sink drops to `nobody` when started as root: it must reach and write the folder.
+        os.chmod(os.path.dirname(folder), 0o755)
+        os.chmod(folder, 0o777)
+        cmd = [SINK]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]
+        if reject:
+            cmd += ["-f", reject]
+        cmd += ["-d", os.path.join(folder, "%Y%m%d%H%M%S."), f"127.0.0.1:{port}", "20"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port, self.proc, "smtp-sink")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def messages(self):
+        out = []
+        for name in sorted(os.listdir(self.folder)):
+            with open(os.path.join(self.folder, name), "rb") as f:
+                out.append(f.read())
+        return out
+
+
+@unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (bash scripts/setup.sh)")
+class DeliveryTest(unittest.TestCase):
+    def start_server(self, primary_port):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-delivery-")
+        self.data = os.path.join(self.tmp, "data")
+        self.mx = free_port()
+        cfg = os.path.join(self.tmp, "mailark.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""
+[server]
+hostname = "mx.test.example"
+[[listener]]
+role = "inbound"
+port = {self.mx}
+tls = "none"
+[inbound]
+domains = ["example.com"]
+[delivery]
+primary = ["127.0.0.1:{primary_port}"]
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 200
+""")
+        self.log_path = os.path.join(self.tmp, "serve.log")
+        self.log = open(self.log_path, "wb")
+        self.server = subprocess.Popen([BIN, "--data", self.data, "serve", "--config", cfg], stdout=self.log,
+                                       stderr=subprocess.STDOUT)
+        wait_port(self.mx, self.server, "mailark serve")
+
+    def tearDown(self):
+        if getattr(self, "server", None) and self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            self.assertEqual(self.server.wait(timeout=30), 0)
+        for sink in getattr(self, "sinks", []):
+            if sink.proc.poll() is None:
+                sink.stop()
+        if getattr(self, "log", None):
+            self.log.close()
+        shutil.rmtree(getattr(self, "tmp", ""), ignore_errors=True)
+
+    def cli(self, *args):
+        p = subprocess.run([BIN, "--data", self.data, *args, "--json"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    def send(self, message_id, sender="alice@sender.example", rcpts=("bob@example.com",)):
+        s = smtplib.SMTP("127.0.0.1", self.mx, timeout=10)
+        s.sendmail(sender, list(rcpts),
+                   f"Subject: {message_id}\r\nMessage-ID: <{message_id}>\r\n\r\n.a line starting with a dot\r\nbody\r\n")
+        s.quit()
+
+    def until(self, condition, what, seconds=30):
+        deadline = time.time() + seconds
+        while not condition():
+            if time.time() > deadline:
+                with open(self.log_path, "rb") as f:
+                    self.fail(f"{what} did not happen; server log:\n{f.read().decode(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+
+    def test_inbound_mail_reaches_the_primary(self):
+        port = free_port()
+        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]
+        self.start_server(port)
+        self.send("first@sender.example")
+        self.until(lambda: any(b"first@sender.example" in m for m in self.sinks[0].messages()), "delivery")
+        delivered = [m for m in self.sinks[0].messages() if b"first@sender.example" in m][0]
+        self.assertIn(b"\r\n.a line starting with a dot\r\n", delivered.replace(b"\n", b"\r\n").replace(b"\r\r", b"\r"))
+        self.assertIn(b"by mx.test.example (mailark)", delivered)
+        self.until(lambda: self.cli("queue")["total"] == 0, "the queue emptying")
+        with open(self.log_path) as f:
+            self.assertRegex(f.read(), r"\d+: delivered to=<bob@example.com> relay=127.0.0.1:\d+ attempts=1")
+
+    def test_mail_waits_while_the_primary_is_down_and_arrives_when_it_is_back(self):
+        port = free_port()
+        folder = os.path.join(tempfile.mkdtemp(prefix="sink-"), "d")
+        self.start_server(port)  # the primary is down
+        for i in range(5):
+            self.send(f"waiting-{i}@sender.example")
+
+        def deferred_everywhere():
+            q = self.cli("queue")
+            return q["total"] == 5 and all(e["recipients"][0]["attempts"] >= 1 for e in q["entries"])
+
+        self.until(deferred_everywhere, "deferral of the 5 messages")
+        entry = self.cli("queue")["entries"][0]
+        self.assertEqual(entry["recipients"][0]["state"], "pending")
+        self.assertIn("127.0.0.1", entry["recipients"][0]["last_response"])
+        self.sinks = [Sink(port, folder)]  # the primary comes back
+        self.until(lambda: self.cli("queue")["total"] == 0, "the queue draining")
+        got = b"".join(self.sinks[0].messages())
+        for i in range(5):
+            self.assertEqual(got.count(f"<waiting-{i}@sender.example>".encode()), 1, "each message exactly once")
+
+    def test_permanent_refusal_bounces_with_a_dsn_to_the_sender(self):
+        port = free_port()
+        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"), reject="RCPT")]
+        self.start_server(port)
+        self.send("refused@sender.example", sender="alice@sender.example")
+        self.send("refused-null@sender.example", sender="")
+
+        def dsn_queued():
+            entries = self.cli("queue")["entries"]
+            return any(e["recipients"][0]["address"] == "alice@sender.example" for e in entries)
+
+        self.until(dsn_queued, "a DSN for the sender")
+        query = 'subject:"Undelivered Mail Returned to Sender"'
+        self.until(lambda: self.cli("search", query)["total"] >= 1, "the DSN becoming searchable")
+        time.sleep(1.5)  # time for a second, wrong, DSN to show up if one were sent
+        res = self.cli("search", query)
+        self.assertEqual(res["total"], 1, "one DSN: the null sender never gets one")
+        dsn = self.cli("show", str(res["results"][0]["id"]))
+        self.assertEqual(dsn["envelope"]["mail_from"], "")
+        self.assertEqual(dsn["envelope"]["rcpt_to"], ["alice@sender.example"])
+        types = [p["content_type"] for p in dsn["parts"]]
+        self.assertIn("message/delivery-status", types)
+        raw = subprocess.run([BIN, "--data", self.data, "show", str(dsn["id"]), "--raw"], capture_output=True).stdout
+        self.assertIn(b"Final-Recipient: rfc822; bob@example.com", raw)
+        self.assertIn(b"Action: failed", raw)
+        self.assertIn(b"Status: 5.", raw)
+        # The bounced originals left the queue; only the DSN waits (outbound, no route configured yet).
+        entries = self.cli("queue")["entries"]
+        self.assertEqual([e["recipients"][0]["address"] for e in entries], ["alice@sender.example"])
+        with open(self.log_path) as f:
+            log = f.read()
+        self.assertIn("bounced to=<bob@example.com>", log)
+        self.assertIn("no notification: the null sender never gets one", log)
+
+
+if __name__ == "__main__":
+    unittest.main()
