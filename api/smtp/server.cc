@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -71,7 +72,9 @@ std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
 // recipient; who may connect at all was checked at connection time.
 class ListenerPolicy : public smtp::Policy {
  public:
-  ListenerPolicy(bool inbound, std::shared_ptr<const PolicyData> data) : inbound_(inbound), data_(std::move(data)) {}
+  // `data` returns the rules in force now, so sessions open across a SIGHUP follow the new rules.
+  ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data)
+      : inbound_(inbound), data_(std::move(data)) {}
   std::optional<smtp::Reply> check_sender(const std::string&) override { return std::nullopt; }
   std::optional<smtp::Reply> check_recipient(const std::string& rcpt) override {
     if (!inbound_) return std::nullopt;
@@ -79,8 +82,9 @@ class ListenerPolicy : public smtp::Policy {
     if (addr == "postmaster") return std::nullopt;
     std::size_t at = addr.rfind('@');
     std::string domain = at == std::string::npos ? "" : addr.substr(at + 1);
-    if (!data_->domains.count(domain)) return smtp::Reply{554, "5.7.1 <" + rcpt + ">: Relay access denied"};
-    if (!data_->recipients.empty() && !data_->recipients.count(addr)) {
+    auto rules = data_();
+    if (!rules->domains.count(domain)) return smtp::Reply{554, "5.7.1 <" + rcpt + ">: Relay access denied"};
+    if (!rules->recipients.empty() && !rules->recipients.count(addr)) {
       return smtp::Reply{550, "5.1.1 <" + rcpt + ">: Recipient address rejected: user unknown"};
     }
     return std::nullopt;
@@ -88,7 +92,7 @@ class ListenerPolicy : public smtp::Policy {
 
  private:
   bool inbound_;
-  std::shared_ptr<const PolicyData> data_;
+  std::function<std::shared_ptr<const PolicyData>()> data_;
 };
 
 // Completion of a detached coroutine: an escaped exception is a bug, logged rather than lost.
@@ -283,7 +287,7 @@ struct SmtpServer::Impl {
       }
     }
 
-    ListenerPolicy policy(inbound, current_policy());
+    ListenerPolicy policy(inbound, [this] { return current_policy(); });
     smtp::ProtocolConfig pc;
     pc.hostname = config.hostname;
     pc.max_message_bytes = config.max_message_bytes;

@@ -287,6 +287,27 @@ index_commit_interval_ms = 200
             # The configured command timeout is 2 s; say nothing for longer.
             self.assertEqual(read_replies(sock, 1, timeout=10), ["421"])
 
+    def test_sighup_reloads_the_configuration_without_dropping_sessions(self):
+        s = self.smtp()  # a session open across the reload
+        with open(self.config) as f:
+            original = f.read()
+        try:
+            with open(self.config, "w") as f:
+                f.write(original.replace('domains = ["example.com"]', 'domains = ["example.com", "example.org"]'))
+            self.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 30
+            while self.server_log().count("reload: virus signatures reloaded") < 1:
+                self.assertLess(time.time(), deadline, "no reload logged")
+                time.sleep(0.1)
+            self.assertEqual(s.noop()[0], 250, "the old session survived the reload")
+            s.sendmail("a@sender.example", ["new@example.org"], "Subject: after reload\r\nMessage-ID: <hup@x>\r\n\r\nx\r\n")
+            s.quit()
+            self.assertEqual(self.wait_for("id:hup@x")["total"], 1)
+        finally:
+            with open(self.config, "w") as f:
+                f.write(original)
+            self.proc.send_signal(signal.SIGHUP)
+
     def test_server_log_has_one_line_per_message_event(self):
         s = self.smtp()
         s.sendmail("log@sender.example", ["bob@example.com"], "Subject: log\r\nMessage-ID: <log@x>\r\n\r\nx\r\n")
