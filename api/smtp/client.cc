@@ -2,6 +2,7 @@
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ssl/host_name_verification.hpp>
 
 namespace mailark::smtp {
 
@@ -152,6 +153,8 @@ awaitable<ClientReply> SmtpClient::open(const std::string& host, std::uint16_t p
     if (start.code == 220) {
       tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, tls_ctx_);
       SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());
+      // With delivery.verify_certificates the context verifies the chain; the name is checked here.
+      tls_->set_verify_callback(asio::ssl::host_name_verification(host));
       asio::steady_timer hs_timer(io_);
       hs_timer.expires_after(connect_timeout_);
       auto hs = co_await (tls_->async_handshake(asio::ssl::stream_base::client, as_tuple(use_awaitable)) ||

@@ -67,10 +67,10 @@ class Sink:
 
 @unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (bash scripts/setup.sh)")
 class DeliveryTest(unittest.TestCase):
-    def start_server(self, primary_port):
+    def start_server(self, primary_port, smarthost_port=None):
         self.tmp = tempfile.mkdtemp(prefix="mailark-delivery-")
         self.data = os.path.join(self.tmp, "data")
-        self.mx = free_port()
+        self.mx, self.submission = free_port(), free_port()
         cfg = os.path.join(self.tmp, "mailark.toml")
         with open(cfg, "w") as f:
             f.write(f"""
@@ -80,10 +80,15 @@ hostname = "mx.test.example"
 role = "inbound"
 port = {self.mx}
 tls = "none"
+[[listener]]
+role = "outbound"
+port = {self.submission}
+tls = "none"
 [inbound]
 domains = ["example.com"]
 [delivery]
 primary = ["127.0.0.1:{primary_port}"]
+smarthost = [{f'"127.0.0.1:{smarthost_port}"' if smarthost_port else ''}]
 retry_schedule = [1]
 [archive]
 index_commit_interval_ms = 200
@@ -136,6 +141,19 @@ index_commit_interval_ms = 200
         self.until(lambda: self.cli("queue")["total"] == 0, "the queue emptying")
         with open(self.log_path) as f:
             self.assertRegex(f.read(), r"\d+: delivered to=<bob@example.com> relay=127.0.0.1:\d+ attempts=1")
+
+    def test_outbound_mail_goes_through_the_smarthost(self):
+        primary, smarthost = free_port(), free_port()
+        self.sinks = [Sink(smarthost, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]
+        self.start_server(primary, smarthost_port=smarthost)
+        s = smtplib.SMTP("127.0.0.1", self.submission, timeout=10)
+        s.sendmail("ana@example.com", ["partner@remote.example", "other@elsewhere.example"],
+                   "Subject: out\r\nMessage-ID: <out@example.com>\r\n\r\nhello\r\n")
+        s.quit()
+        self.until(lambda: any(b"<out@example.com>" in m for m in self.sinks[0].messages()), "delivery to the smarthost")
+        self.until(lambda: self.cli("queue")["total"] == 0, "the queue emptying")
+        dump = [m for m in self.sinks[0].messages() if b"<out@example.com>" in m][0]
+        self.assertEqual(dump.count(b"<out@example.com>"), 1, "one transaction for both recipients")
 
     def test_mail_waits_while_the_primary_is_down_and_arrives_when_it_is_back(self):
         port = free_port()
