@@ -178,6 +178,8 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
   c.delivery.connections_per_destination = D["connections_per_destination"].value_or(c.delivery.connections_per_destination);
   c.delivery.connect_timeout = D["connect_timeout"].value_or(c.delivery.connect_timeout);
   c.delivery.reply_timeout = D["reply_timeout"].value_or(c.delivery.reply_timeout);
+  c.delivery.mx_port = static_cast<std::uint16_t>(D["mx_port"].value_or(25));
+  if (!strings(t["dns"]["servers"], c.delivery.dns_servers)) return bad("dns.servers", "must be a list of \"ip\" or \"ip@port\"");
 
   if (auto* arr = t["listener"].as_array()) {
     c.listeners.clear();

@@ -8,9 +8,9 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git
   # the engine's libraries
   libxapian-dev liblmdb-dev libclamav-dev libzstd-dev libssl-dev libgmime-3.0-dev libglib2.0-dev
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libasio-dev libtomlplusplus-dev
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libasio-dev libtomlplusplus-dev libunbound-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix
+  libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
   # peers the benchmark compares against
   notmuch maildir-utils
 )

@@ -122,7 +122,9 @@ awaitable<ClientReply> SmtpClient::read_reply() {
   }
 }
 
-awaitable<ClientReply> SmtpClient::open(const std::string& host, std::uint16_t port, Tls tls) {
+awaitable<ClientReply> SmtpClient::open(const std::string& host, std::uint16_t port, Tls tls,
+                                        const std::string& tls_name) {
+  const std::string& name = tls_name.empty() ? host : tls_name;
   peer_ = host + ":" + std::to_string(port);
   ClientReply fail;
   tcp::resolver resolver(io_);
@@ -152,9 +154,9 @@ awaitable<ClientReply> SmtpClient::open(const std::string& host, std::uint16_t p
     ClientReply start = co_await command("STARTTLS");
     if (start.code == 220) {
       tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, tls_ctx_);
-      SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());
+      SSL_set_tlsext_host_name(tls_->native_handle(), name.c_str());
       // With delivery.verify_certificates the context verifies the chain; the name is checked here.
-      tls_->set_verify_callback(asio::ssl::host_name_verification(host));
+      tls_->set_verify_callback(asio::ssl::host_name_verification(name));
       asio::steady_timer hs_timer(io_);
       hs_timer.expires_after(connect_timeout_);
       auto hs = co_await (tls_->async_handshake(asio::ssl::stream_base::client, as_tuple(use_awaitable)) ||

@@ -30,7 +30,10 @@ class SmtpClient {
   ~SmtpClient();
 
   // Connects, reads the greeting, says EHLO (HELO if refused) and negotiates STARTTLS per `tls`.
-  asio::awaitable<ClientReply> open(const std::string& host, std::uint16_t port, Tls tls);
+  // `host` may be an address literal; `tls_name` (default: host) is the name sent with SNI and
+  // checked in the certificate.
+  asio::awaitable<ClientReply> open(const std::string& host, std::uint16_t port, Tls tls,
+                                    const std::string& tls_name = {});
   asio::awaitable<ClientReply> command(const std::string& line);
   // Sends a message after a 354: dot-stuffed, every line ending in CRLF, then the final dot.
   asio::awaitable<ClientReply> send_data(const std::string& message);

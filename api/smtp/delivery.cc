@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "api/dns.h"
 #include "api/smtp/client.h"
 
 namespace mailark::api {
@@ -94,12 +95,16 @@ struct DeliveryAgent::Impl {
   asio::ssl::context tls{asio::ssl::context::tls_client};
   asio::steady_timer wakeup{io};
   bool stopping = false;
-  std::set<std::uint64_t> in_flight;
+  std::set<std::string> in_flight;  // "seq|destination"
   std::map<std::string, unsigned> connections;
+  std::unique_ptr<Resolver> resolver;
   std::set<smtp::SmtpClient*> clients;  // open connections, closed on stop
 
   Impl(asio::io_context& i, Archive& a, const ServeConfig& c, std::function<void(IngestItem)> inj)
       : io(i), archive(a), config(c), inject(std::move(inj)) {
+    auto r = Resolver::create(io, config.delivery.dns_servers);
+    if (r) resolver = std::move(r).value();
+    else spdlog::error("delivery: DNS: {}; mail to the internet needs delivery.smarthost", r.error().to_string());
     if (config.delivery.verify_certificates) {
       tls.set_default_verify_paths();
       tls.set_verify_mode(asio::ssl::verify_peer);
@@ -108,10 +113,22 @@ struct DeliveryAgent::Impl {
     }
   }
 
-  const std::vector<HostPort>* hosts_for(const QueueEntry& e) const {
-    if (e.route == Route::kPrimary && !config.delivery.primary.empty()) return &config.delivery.primary;
-    if (e.route == Route::kInternet && !config.delivery.smarthost.empty()) return &config.delivery.smarthost;
-    return nullptr;  // kNone, or no route configured yet (MX lookup): the entry waits
+  // Where an entry's recipients go: "primary", "smarthost", or "mx:<domain>" per recipient domain.
+  // Empty when there is no way yet (no primary configured; no smarthost and no resolver).
+  std::string destination(const QueueEntry& e, const std::string& rcpt) const {
+    if (e.route == Route::kPrimary) return config.delivery.primary.empty() ? "" : "primary";
+    if (e.route == Route::kInternet) {
+      if (!config.delivery.smarthost.empty()) return "smarthost";
+      if (resolver) return "mx:" + domain_of(rcpt);
+    }
+    return "";
+  }
+
+  static std::string key(std::uint64_t seq, const std::string& dest) { return std::to_string(seq) + "|" + dest; }
+
+  // Does this delivery attempt (to `dest`) cover this recipient now?
+  bool covers(const QueueEntry& e, const QueueRecipient& r, const std::string& dest, std::int64_t now) const {
+    return r.state == RecipientState::kPending && r.next_attempt_at <= now && destination(e, r.address) == dest;
   }
 
   smtp::SmtpClient::Tls tls_policy() const {
@@ -129,24 +146,26 @@ struct DeliveryAgent::Impl {
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
     std::map<std::string, std::vector<QueueEntry>> due;
     for (auto& e : *entries) {
-      if (e.held || in_flight.count(e.seq)) continue;
-      const auto* hosts = hosts_for(e);
-      if (!hosts) continue;
-      bool ready = false;
-      for (const auto& r : e.recipients) ready |= r.state == RecipientState::kPending && r.next_attempt_at <= now;
-      if (!ready) continue;
-      due[route_name(e.route)].push_back(std::move(e));
+      if (e.held) continue;
+      std::set<std::string> dests;
+      for (const auto& r : e.recipients) {
+        std::string d = destination(e, r.address);
+        if (!d.empty() && r.state == RecipientState::kPending && r.next_attempt_at <= now && !in_flight.count(key(e.seq, d))) {
+          dests.insert(d);
+        }
+      }
+      for (const auto& d : dests) due[d].push_back(e);
     }
     for (auto& [dest, list] : due) {
-      unsigned active = connections[dest];
       unsigned limit = std::max(1u, config.delivery.connections_per_destination);
+      unsigned active = connections[dest];
       if (active >= limit) continue;
       unsigned free = limit - active;
       std::size_t per = std::min<std::size_t>(50, (list.size() + free - 1) / free);
       for (std::size_t start = 0; start < list.size() && connections[dest] < limit; start += per) {
         std::vector<QueueEntry> batch(list.begin() + static_cast<std::ptrdiff_t>(start),
                                       list.begin() + static_cast<std::ptrdiff_t>(std::min(list.size(), start + per)));
-        for (const auto& e : batch) in_flight.insert(e.seq);
+        for (const auto& e : batch) in_flight.insert(key(e.seq, dest));
         connections[dest]++;
         asio::co_spawn(io, deliver_batch(dest, std::move(batch)), [](std::exception_ptr e) {
           if (!e) return;
@@ -160,19 +179,43 @@ struct DeliveryAgent::Impl {
     }
   }
 
+  struct Target {
+    std::string address;  // what to connect to
+    std::uint16_t port;
+    std::string name;     // for SNI, certificate checks and logs
+  };
+
   awaitable<void> deliver_batch(std::string dest, std::vector<QueueEntry> batch) {
-    const auto* hosts = hosts_for(batch.front());
-    std::unique_ptr<smtp::SmtpClient> client;
+    std::vector<Target> targets;
     smtp::ClientReply opened{0, "no host to deliver to"};
+    if (dest == "primary" || dest == "smarthost") {
+      for (const auto& hp : dest == "primary" ? config.delivery.primary : config.delivery.smarthost) {
+        targets.push_back({hp.host, hp.port, hp.host});
+      }
+    } else {
+      std::string domain = dest.substr(3);
+      auto mx = co_await resolver->mail_exchangers(domain);
+      if (!mx) {
+        // A domain that does not exist (or accepts no mail) is a permanent failure; anything else
+        // about DNS is temporary.
+        opened = mx.error().code == ErrorCode::kNotFound ? smtp::ClientReply{550, "5.1.2 " + mx.error().context}
+                                                          : smtp::ClientReply{0, mx.error().context};
+      } else {
+        for (const auto& e : *mx)
+          for (const auto& a : e.addresses) targets.push_back({a, config.delivery.mx_port, e.host});
+      }
+    }
+    std::unique_ptr<smtp::SmtpClient> client;
     std::string relay;
-    for (const auto& hp : *hosts) {
+    for (const auto& t : targets) {
       client = std::make_unique<smtp::SmtpClient>(io, tls, config.hostname,
                                                   std::chrono::seconds(config.delivery.connect_timeout),
                                                   std::chrono::seconds(config.delivery.reply_timeout));
       clients.insert(client.get());
-      opened = co_await client->open(hp.host, hp.port, tls_policy());
+      opened = co_await client->open(t.address, t.port, tls_policy(), t.name);
       clients.erase(client.get());
-      relay = hp.host + ":" + std::to_string(hp.port);
+      relay = t.name == t.address ? t.address + ":" + std::to_string(t.port)
+                                  : t.name + "[" + t.address + "]:" + std::to_string(t.port);
       // A server that refuses to talk (5xx greeting or EHLO) is a connection failure, not a verdict on
       // the recipients: try the next host, and later again.
       if (!opened.ok() && opened.code >= 500) opened = smtp::ClientReply{0, opened.to_string()};
@@ -184,19 +227,20 @@ struct DeliveryAgent::Impl {
     for (auto& e : batch) {
       if (stopping) break;
       if (!usable) {
-        record(e, {}, opened, relay);
+        record(e, dest, {}, opened, relay);
         continue;
       }
-      usable = co_await deliver_one(*client, e, relay);
+      usable = co_await deliver_one(*client, e, dest, relay);
     }
     if (usable && !stopping) co_await client->quit();
     if (client) clients.erase(client.get());
-    for (const auto& e : batch) in_flight.erase(e.seq);
+    for (const auto& e : batch) in_flight.erase(key(e.seq, dest));
     connections[dest]--;
   }
 
   // Delivers one queued message over an open connection. Returns false when the connection broke.
-  awaitable<bool> deliver_one(smtp::SmtpClient& client, QueueEntry& e, const std::string& relay) {
+  awaitable<bool> deliver_one(smtp::SmtpClient& client, QueueEntry& e, const std::string& dest,
+                              const std::string& relay) {
     auto rec = archive.record(e.seq);
     std::string raw;
     if (rec) {
@@ -212,7 +256,7 @@ struct DeliveryAgent::Impl {
     std::map<std::string, smtp::ClientReply> outcome;
     std::vector<std::string> wanted;
     for (const auto& r : e.recipients)
-      if (r.state == RecipientState::kPending && r.next_attempt_at <= now) wanted.push_back(r.address);
+      if (covers(e, r, dest, now)) wanted.push_back(r.address);
     smtp::ClientReply m = co_await client.command(mail);
     if (!m.ok()) {
       for (const auto& a : wanted) outcome[a] = m;
@@ -233,7 +277,7 @@ struct DeliveryAgent::Impl {
         for (const auto& a : accepted) outcome[a] = final_reply;
       }
     }
-    record(e, outcome, m.code == 0 ? m : smtp::ClientReply{}, relay);
+    record(e, dest, outcome, m.code == 0 ? m : smtp::ClientReply{}, relay);
     bool broken = m.code == 0;
     for (const auto& [a, r] : outcome) broken |= r.code == 0;
     co_return !broken;
@@ -241,15 +285,16 @@ struct DeliveryAgent::Impl {
 
   // Writes attempt results back to the queue. `all` (when it has a code or text) applies to every
   // recipient that has no entry in `outcome` (a failed connection).
-  void record(const QueueEntry& attempted, const std::map<std::string, smtp::ClientReply>& outcome,
-              const smtp::ClientReply& all, const std::string& relay) {
+  void record(const QueueEntry& attempted, const std::string& dest,
+              const std::map<std::string, smtp::ClientReply>& outcome, const smtp::ClientReply& all,
+              const std::string& relay) {
     auto current = archive.queue_entry(attempted.seq);  // an administrator may have held or deleted it
     if (!current) return;
     QueueEntry e = std::move(current).value();
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
     std::vector<std::pair<std::string, std::string>> bounced;
     for (auto& r : e.recipients) {
-      if (r.state != RecipientState::kPending || r.next_attempt_at > now) continue;
+      if (!covers(e, r, dest, now)) continue;
       auto it = outcome.find(r.address);
       smtp::ClientReply reply = it != outcome.end() ? it->second : all;
       if (it == outcome.end() && reply.text.empty() && reply.code == 0) continue;  // not attempted

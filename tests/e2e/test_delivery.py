@@ -23,11 +23,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, what):
+def wait_port(port, proc, what, address="127.0.0.1"):
     deadline = time.time() + 30
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((address, port), timeout=1).close()
             return
         except OSError:
             if time.time() > deadline or (proc and proc.poll() is not None):
@@ -38,7 +38,7 @@ def wait_port(port, proc, what):
 class Sink:
     """Postfix's smtp-sink, dumping each transaction to a file in `folder`."""
 
-    def __init__(self, port, folder, reject=None):
+    def __init__(self, port, folder, reject=None, address="127.0.0.1"):
         self.port, self.folder = port, folder
         os.makedirs(folder, exist_ok=True)
         # smtp-sink drops to `nobody` when started as root: it must reach and write the folder.
@@ -49,9 +49,9 @@ class Sink:
             cmd += ["-u", "nobody"]
         if reject:
             cmd += ["-f", reject]
-        cmd += ["-d", os.path.join(folder, "%Y%m%d%H%M%S."), f"127.0.0.1:{port}", "20"]
+        cmd += ["-d", os.path.join(folder, "%Y%m%d%H%M%S."), f"{address}:{port}", "20"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(port, self.proc, "smtp-sink")
+        wait_port(port, self.proc, "smtp-sink", address)
 
     def stop(self):
         self.proc.terminate()

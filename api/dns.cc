@@ -1,0 +1,168 @@
+#include "api/dns.h"
+
+#include <arpa/inet.h>
+#include <unbound.h>
+
+#include <algorithm>
+#include <mutex>
+#include <optional>
+#include <random>
+
+namespace mailark::api {
+
+namespace {
+
+constexpr int kTypeA = 1, kTypeMx = 15, kTypeAaaa = 28, kClassIn = 1;
+
+// Reads a (possibly compressed) domain name from the RDATA of an MX record, which libunbound hands
+// over in wire format without the packet: compression pointers do not occur there.
+std::string wire_name(const unsigned char* p, std::size_t len) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < len && p[i] != 0) {
+    unsigned l = p[i];
+    if (l > 63 || i + 1 + l > len) return {};
+    if (!out.empty()) out.push_back('.');
+    out.append(reinterpret_cast<const char*>(p + i + 1), l);
+    i += 1 + l;
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Resolver::Impl {
+  asio::io_context& io;
+  asio::thread_pool pool{1};
+  ub_ctx* ctx = nullptr;
+  std::mt19937 rng{std::random_device{}()};
+
+  explicit Impl(asio::io_context& i) : io(i) {}
+  ~Impl() {
+    pool.join();
+    if (ctx) ub_ctx_delete(ctx);
+  }
+
+  // One lookup, blocking (run on the pool). rcode_out: the DNS rcode; nxdomain is reported separately.
+  Result<std::vector<std::vector<unsigned char>>> query(const std::string& name, int type, bool& nxdomain) {
+    ub_result* res = nullptr;
+    int rc = ub_resolve(ctx, name.c_str(), type, kClassIn, &res);
+    if (rc != 0) return make_error(ErrorCode::kIo, "DNS lookup of " + name + ": " + ub_strerror(rc));
+    std::vector<std::vector<unsigned char>> out;
+    nxdomain = res->nxdomain != 0;
+    bool servfail = res->rcode != 0 && !res->nxdomain;
+    if (res->havedata) {
+      for (int i = 0; res->data[i]; ++i) {
+        out.emplace_back(reinterpret_cast<unsigned char*>(res->data[i]),
+                         reinterpret_cast<unsigned char*>(res->data[i]) + res->len[i]);
+      }
+    }
+    ub_resolve_free(res);
+    if (servfail) return make_error(ErrorCode::kIo, "DNS lookup of " + name + " failed (server failure)");
+    return out;
+  }
+
+  Result<std::vector<std::string>> addresses(const std::string& host, bool& nxdomain) {
+    std::vector<std::string> out;
+    bool nx4 = false, nx6 = false;
+    auto a = query(host, kTypeA, nx4);
+    if (!a) return a.error();
+    for (const auto& rd : *a) {
+      if (rd.size() != 4) continue;
+      char buf[INET_ADDRSTRLEN];
+      if (inet_ntop(AF_INET, rd.data(), buf, sizeof buf)) out.push_back(buf);
+    }
+    auto aaaa = query(host, kTypeAaaa, nx6);
+    if (aaaa) {
+      for (const auto& rd : *aaaa) {
+        if (rd.size() != 16) continue;
+        char buf[INET6_ADDRSTRLEN];
+        if (inet_ntop(AF_INET6, rd.data(), buf, sizeof buf)) out.push_back(buf);
+      }
+    }
+    nxdomain = nx4 && nx6;
+    return out;
+  }
+
+  Result<std::vector<MailExchanger>> lookup(const std::string& domain) {
+    bool nx = false;
+    auto mx = query(domain, kTypeMx, nx);
+    if (!mx) return mx.error();
+    if (nx) return make_error(ErrorCode::kNotFound, "domain " + domain + " does not exist");
+    std::vector<MailExchanger> list;
+    for (const auto& rd : *mx) {
+      if (rd.size() < 3) continue;
+      MailExchanger e;
+      e.preference = static_cast<unsigned>(rd[0] << 8 | rd[1]);
+      e.host = wire_name(rd.data() + 2, rd.size() - 2);
+      if (e.host.empty() && rd.size() == 3) {
+        // The null MX (RFC 7505): the domain accepts no mail.
+        return make_error(ErrorCode::kNotFound, "domain " + domain + " accepts no mail (null MX)");
+      }
+      if (!e.host.empty()) list.push_back(std::move(e));
+    }
+    if (list.empty()) list.push_back({domain, 0, {}});  // implicit MX
+    std::shuffle(list.begin(), list.end(), rng);
+    std::stable_sort(list.begin(), list.end(),
+                     [](const MailExchanger& a, const MailExchanger& b) { return a.preference < b.preference; });
+    bool any = false;
+    Error last_error = make_error(ErrorCode::kNotFound, "no address for the mail exchangers of " + domain);
+    for (auto& e : list) {
+      bool host_nx = false;
+      auto addrs = addresses(e.host, host_nx);
+      if (!addrs) {
+        last_error = addrs.error();
+        continue;
+      }
+      e.addresses = std::move(addrs).value();
+      any |= !e.addresses.empty();
+    }
+    if (!any) return last_error;
+    list.erase(std::remove_if(list.begin(), list.end(), [](const MailExchanger& e) { return e.addresses.empty(); }),
+               list.end());
+    return list;
+  }
+};
+
+Result<std::unique_ptr<Resolver>> Resolver::create(asio::io_context& io, const std::vector<std::string>& servers) {
+  std::unique_ptr<Resolver> r(new Resolver());
+  r->impl_ = std::make_unique<Impl>(io);
+  r->impl_->ctx = ub_ctx_create();
+  if (!r->impl_->ctx) return make_error(ErrorCode::kInternal, "cannot create a libunbound context");
+  int rc = 0;
+  if (servers.empty()) {
+    rc = ub_ctx_resolvconf(r->impl_->ctx, nullptr);
+    if (rc == 0) rc = ub_ctx_hosts(r->impl_->ctx, nullptr);
+  } else {
+    for (const auto& s : servers) {
+      rc = ub_ctx_set_fwd(r->impl_->ctx, s.c_str());
+      if (rc) break;
+    }
+  }
+  if (rc != 0) return make_error(ErrorCode::kInvalidArgument, std::string("DNS resolver setup: ") + ub_strerror(rc));
+  return r;
+}
+
+Resolver::~Resolver() = default;
+
+namespace {
+
+using Answer = std::optional<Result<std::vector<MailExchanger>>>;
+
+// A plain function, not a capturing lambda: GCC 12 destroys a coroutine lambda's captures twice.
+template <typename Impl>
+asio::awaitable<Answer> lookup_on_pool(Impl* m, std::string domain) {
+  co_return Answer(m->lookup(domain));
+}
+
+}  // namespace
+
+asio::awaitable<Result<std::vector<MailExchanger>>> Resolver::mail_exchangers(std::string domain) {
+  Impl& m = *impl_;
+  // The blocking lookup runs as a coroutine on the DNS thread; this one resumes on its own executor.
+  Answer answer = co_await asio::co_spawn(m.pool.get_executor(), lookup_on_pool(&m, std::move(domain)),
+                                          asio::use_awaitable);
+  co_return std::move(*answer);
+}
+
+}  // namespace mailark::api

@@ -1,0 +1,40 @@
+// DNS for outbound delivery: MX lookup with the implicit-MX fallback to A/AAAA (RFC 5321 5.1), and
+// address lookup of the exchangers, through libunbound (the one translation point to it is dns.cc).
+// Lookups are blocking libunbound calls run on a dedicated thread; callers co_await them from the
+// server's io_context.
+#pragma once
+
+#include <asio.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace mailark::api {
+
+struct MailExchanger {
+  std::string host;                    // the exchanger's name
+  unsigned preference = 0;
+  std::vector<std::string> addresses;  // IPv4 and IPv6 literals
+};
+
+class Resolver {
+ public:
+  // servers: "ip" or "ip@port" forwarders; empty: the system's /etc/resolv.conf.
+  static Result<std::unique_ptr<Resolver>> create(asio::io_context& io, const std::vector<std::string>& servers);
+  ~Resolver();
+
+  // The exchangers for `domain`, best preference first (ties in random order), each with its
+  // addresses. A domain without MX records is its own exchanger. Errors: kNotFound when the domain
+  // does not exist or has no usable address (a permanent failure: bounce), kIo when the lookup failed
+  // (temporary: try later).
+  asio::awaitable<Result<std::vector<MailExchanger>>> mail_exchangers(std::string domain);
+
+ private:
+  Resolver() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mailark::api

@@ -1,0 +1,109 @@
+"""Outbound delivery through DNS: a real DNS server (dnsmasq) started by the test on loopback serves MX
+and A records; Postfix's smtp-sink plays the recipient domains' mail exchangers on 127.0.0.2 and
+127.0.0.3. mailark must find them by MX, fall back to the address of a domain without MX records, and
+bounce a domain that does not exist (with a DSN to the sender).
+"""
+import json
+import os
+import shutil
+import signal
+import smtplib
+import subprocess
+import tempfile
+import time
+import unittest
+
+from test_delivery import BIN, SINK, Sink, free_port, wait_port
+
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+@unittest.skipUnless(os.path.exists(SINK) and os.path.exists(DNSMASQ),
+                     "needs Postfix's smtp-sink and dnsmasq (bash scripts/setup.sh)")
+class MxDeliveryTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-mx-")
+        os.chmod(self.tmp, 0o755)
+        self.procs = []
+        self.dns_port = free_port()
+        self.smtp_port = free_port()  # the exchangers' port (25 on the internet)
+        cmd = [DNSMASQ, "-k", "--port", str(self.dns_port), "--listen-address=127.0.0.1", "--bind-interfaces",
+               "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
+               "--local=/remote.example/", "--local=/plain.example/",
+               "--mx-host=remote.example,mx1.remote.example,10", "--host-record=mx1.remote.example,127.0.0.2",
+               "--host-record=plain.example,127.0.0.3", "--address=/nonexistent.example/"]
+        if os.geteuid() == 0:
+            cmd.insert(2, "--user=root")
+        self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.3)
+        self.mx1 = Sink(self.smtp_port, os.path.join(self.tmp, "mx1"), address="127.0.0.2")
+        self.mx2 = Sink(self.smtp_port, os.path.join(self.tmp, "mx2"), address="127.0.0.3")
+        self.outbound = free_port()
+        cfg = os.path.join(self.tmp, "mailark.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""
+[[listener]]
+role = "outbound"
+port = {self.outbound}
+tls = "none"
+[dns]
+servers = ["127.0.0.1@{self.dns_port}"]
+[delivery]
+mx_port = {self.smtp_port}
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 200
+""")
+        self.data = os.path.join(self.tmp, "data")
+        self.log = open(os.path.join(self.tmp, "serve.log"), "wb")
+        self.server = subprocess.Popen([BIN, "--data", self.data, "serve", "--config", cfg], stdout=self.log,
+                                       stderr=subprocess.STDOUT)
+        wait_port(self.outbound, self.server, "mailark serve")
+
+    def tearDown(self):
+        if self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            self.server.wait(timeout=30)
+        for s in (self.mx1, self.mx2):
+            s.stop()
+        for p in self.procs:
+            p.terminate()
+            p.wait(timeout=10)
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def cli(self, *args):
+        p = subprocess.run([BIN, "--data", self.data, *args, "--json"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    def until(self, cond, what, seconds=30):
+        deadline = time.time() + seconds
+        while not cond():
+            if time.time() > deadline:
+                with open(os.path.join(self.tmp, "serve.log")) as f:
+                    self.fail(f"{what} did not happen:\n{f.read()[-3000:]}")
+            time.sleep(0.2)
+
+    def test_mx_lookup_implicit_mx_and_unknown_domain(self):
+        s = smtplib.SMTP("127.0.0.1", self.outbound, timeout=10)
+        s.sendmail("ana@northwind.example", ["x@remote.example", "y@plain.example", "z@nonexistent.example"],
+                   "Subject: via dns\r\nMessage-ID: <dns@northwind.example>\r\n\r\nhello\r\n")
+        s.quit()
+        self.until(lambda: any(b"<x@remote.example>" in m for m in self.mx1.messages()), "delivery by MX")
+        self.until(lambda: any(b"<y@plain.example>" in m for m in self.mx2.messages()), "delivery to the implicit MX")
+        self.assertFalse(any(b"y@plain.example" in m for m in self.mx1.messages()))
+        query = 'subject:"Undelivered Mail Returned to Sender"'
+        self.until(lambda: self.cli("search", query)["total"] == 1, "a DSN for the unknown domain")
+        dsn = self.cli("search", query)["results"][0]
+        raw = subprocess.run([BIN, "--data", self.data, "show", str(dsn["id"]), "--raw"], capture_output=True).stdout
+        self.assertIn(b"Final-Recipient: rfc822; z@nonexistent.example", raw)
+        self.assertIn(b"Status: 5.1.2", raw)
+        with open(os.path.join(self.tmp, "serve.log")) as f:
+            log = f.read()
+        self.assertIn("delivered to=<x@remote.example> relay=mx1.remote.example[127.0.0.2]", log)
+        self.assertIn("delivered to=<y@plain.example> relay=plain.example[127.0.0.3]", log)
+
+
+if __name__ == "__main__":
+    unittest.main()
