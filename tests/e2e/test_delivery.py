@@ -88,7 +88,7 @@ tls = "none"
 domains = ["example.com"]
 [delivery]
 primary = ["127.0.0.1:{primary_port}"]
-smarthost = [{f'"127.0.0.1:{smarthost_port}"' if smarthost_port else ''}]
+smarthost = ["127.0.0.1:{smarthost_port or free_port()}"]  # without one: a dead port, so mail waits
 retry_schedule = [1]
 [archive]
 index_commit_interval_ms = 200

@@ -75,6 +75,10 @@ domains = ["example.com"]
 [outbound]
 networks = ["127.0.0.0/8"]
 
+# Outbound mail must stay queued here: the smarthost is a port nobody listens on.
+[delivery]
+smarthost = ["127.0.0.1:{free_port()}"]
+
 [limits]
 message_bytes = 200000
 recipients = 5
