@@ -5,6 +5,7 @@
 #include <ctime>
 #include <iostream>
 
+#include "common/dates.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -45,14 +46,7 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_on
   return Engine::open(std::move(o));
 }
 
-std::string iso8601(std::int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string iso8601(std::int64_t t) { return iso8601_date(t); }
 
 std::string human_bytes(std::uint64_t bytes) {
   static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

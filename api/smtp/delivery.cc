@@ -10,6 +10,7 @@
 
 #include "api/dns.h"
 #include "api/smtp/client.h"
+#include "common/dates.h"
 
 namespace mailark::api {
 
@@ -18,15 +19,6 @@ using asio::use_awaitable;
 using asio::experimental::as_tuple;
 
 namespace {
-
-std::string rfc5322_date(std::int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-  return buf;
-}
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

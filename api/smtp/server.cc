@@ -18,6 +18,7 @@
 #include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
 #include "api/tls.h"
+#include "common/dates.h"
 #include "engine/ingest.h"
 
 namespace mailark::api {
@@ -33,15 +34,6 @@ using namespace std::chrono_literals;
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-std::string rfc5322_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-  return buf;
 }
 
 std::string new_txn_id() {
@@ -370,7 +362,7 @@ struct SmtpServer::Impl {
     std::string with = std::string(session.tls_active() ? "ESMTPS" : "ESMTP");
     item.raw = "Received: from " + msg.helo + " ([" + ip + "])\r\n\tby " + config.hostname + " (mailark) with " + with +
                " id " + txn + (msg.rcpt_to.size() == 1 ? "\r\n\tfor <" + msg.rcpt_to[0] + ">" : "") + ";\r\n\t" +
-               rfc5322_now() + "\r\n";
+               rfc5322_date(static_cast<std::int64_t>(std::time(nullptr))) + "\r\n";
     item.raw += msg.data;
     item.skip_if_archived = false;
     item.envelope.direction = inbound ? Direction::kInbound : Direction::kOutbound;
