@@ -537,6 +537,31 @@ Status Archive::queue_remove(std::uint64_t seq) {
   return ok_status();
 }
 
+Status Archive::queue_apply(const std::vector<QueueEntry>& updates, const std::vector<std::uint64_t>& removals) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  if (updates.empty() && removals.empty()) return ok_status();
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  for (const auto& e : updates) {
+    std::string key = be64(e.seq), value = encode_queue_entry(e);
+    MDB_val k = val(key), v;
+    rc = mdb_get(t.txn, queue_dbi_, &k, &v);
+    if (rc == MDB_NOTFOUND) continue;
+    if (rc) return lmdb_error("reading queue entry", rc);
+    v = val(value);
+    if ((rc = mdb_put(t.txn, queue_dbi_, &k, &v, 0))) return lmdb_error("updating queue entry", rc);
+  }
+  for (std::uint64_t seq : removals) {
+    std::string key = be64(seq);
+    MDB_val k = val(key);
+    rc = mdb_del(t.txn, queue_dbi_, &k, nullptr);
+    if (rc && rc != MDB_NOTFOUND) return lmdb_error("removing queue entry", rc);
+  }
+  if ((rc = t.commit())) return lmdb_error("committing queue changes", rc);
+  return ok_status();
+}
+
 std::uint64_t Archive::file_bytes() const {
   struct stat st {};
   std::string path = dir_ + "/data.mdb";

@@ -109,6 +109,9 @@ class Archive {
   Status queue_update(const QueueEntry& entry);
   // Removes the entry; the archive record stays. kNotFound if there is none.
   Status queue_remove(std::uint64_t seq);
+  // Many updates and removals in one durable transaction (the delivery agent's group commit).
+  // Entries removed meanwhile (an administrator's delete) are skipped, not recreated.
+  Status queue_apply(const std::vector<QueueEntry>& updates, const std::vector<std::uint64_t>& removals);
   const std::string& dir() const { return dir_; }
 
  private:
