@@ -17,14 +17,16 @@ import shutil
 import signal
 import smtplib
 import socket
-import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from postfix_instance import Postfix  # noqa: E402  (the tests' private-instance helper)
 
 
 def free_port():
@@ -42,43 +44,6 @@ def wait_port(port, seconds=30):
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"nothing listens on port {port}")
-
-
-def start_postfix(work, port, sink_port):
-    """A private Postfix instance: its own config, queue and data folders; logs to stdout."""
-    conf, queue, data = (os.path.join(work, d) for d in ("postfix-conf", "postfix-queue", "postfix-data"))
-    for d in (conf, queue, data):
-        os.makedirs(d)
-    shutil.chown(data, "postfix")
-    with open("/etc/postfix/master.cf") as f:
-        master = f.read().replace("smtp      inet  n       -       y       -       -       smtpd",
-                                  f"127.0.0.1:{port} inet n - n - - smtpd")
-    with open(os.path.join(conf, "master.cf"), "w") as f:
-        f.write(master)
-    with open(os.path.join(conf, "main.cf"), "w") as f:
-        f.write(f"""compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {data}
-myhostname = postfix.bench.example
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mydestination =
-relay_domains = example.com
-transport_maps = inline:{{example.com=smtp:[127.0.0.1]:{sink_port}}}
-mynetworks = 127.0.0.0/8
-maillog_file = /dev/stdout
-smtpd_tls_security_level = none
-smtp_tls_security_level = none
-default_process_limit = 100
-""")
-    subprocess.run(["sh", "/usr/lib/postfix/sbin/post-install", f"config_directory={conf}", "command_directory=/usr/sbin",
-                    "daemon_directory=/usr/lib/postfix/sbin", "meta_directory=/etc/postfix",
-                    f"queue_directory={queue}", f"data_directory={data}", "create-missing"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = open(os.path.join(work, "postfix.log"), "wb")
-    p = subprocess.Popen(["/usr/lib/postfix/sbin/master", "-c", conf, "-d"], stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port)
-    return p, queue
 
 
 def probe(port, stop, latencies):
@@ -143,8 +108,13 @@ def main():
                                    stdout=mlog, stderr=subprocess.STDOUT)
         procs.append(mailark)
         wait_port(mailark_port)
-        postfix, _ = start_postfix(work, postfix_port, sink_port)
-        procs.append(postfix)
+        postfix = Postfix(os.path.join(work, "postfix"), postfix_port, f"""myhostname = postfix.bench.example
+mydestination =
+relay_domains = example.com
+transport_maps = inline:{{example.com=smtp:[127.0.0.1]:{sink_port}}}
+default_process_limit = 100
+""")
+        postfix.start()
 
         print(f"{args.messages} messages of {args.size} bytes over {args.sessions} sessions, each server relaying "
               "to smtp-sink\n")
@@ -159,6 +129,8 @@ def main():
         print(f"\nrate mailark/postfix = {m_rate / p_rate:.2f}x (target >= 2.0)")
         print(f"mailark peak RSS {rss / 1024:.0f} MB")
     finally:
+        if "postfix" in locals():
+            postfix.stop()
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -1,0 +1,190 @@
+"""mailark with a real Postfix on both sides, started by the test on loopback.
+
+1. Postfix as the company's primary server: inbound mail that mailark accepts reaches Postfix's
+   mailboxes; with Postfix stopped the mail waits in mailark's queue; started again, it all arrives,
+   once.
+2. Postfix as the primary sending outbound mail through mailark: Postfix relays to mailark's outbound
+   listener, mailark finds the recipient domain's MX through a DNS server (dnsmasq) and delivers to
+   Postfix's smtp-sink playing the remote MX.
+"""
+import json
+import os
+import shutil
+import signal
+import smtplib
+import subprocess
+import tempfile
+import time
+import unittest
+
+import postfix_instance
+from postfix_instance import Postfix, nobody_ids
+from test_delivery import BIN, SINK, Sink, free_port, wait_port
+
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+@unittest.skipUnless(postfix_instance.available(), "needs root and the Debian package postfix")
+class PostfixTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-postfix-")
+        os.chmod(self.tmp, 0o755)
+        self.cleanups = []
+
+    def tearDown(self):
+        for c in reversed(self.cleanups):
+            try:
+                c()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start_mailark(self, config):
+        self.data = os.path.join(self.tmp, "data")
+        cfg = os.path.join(self.tmp, "mailark.toml")
+        with open(cfg, "w") as f:
+            f.write(config)
+        self.mailark_log = os.path.join(self.tmp, "mailark.log")
+        log = open(self.mailark_log, "wb")
+        p = subprocess.Popen([BIN, "--data", self.data, "serve", "--config", cfg], stdout=log, stderr=subprocess.STDOUT)
+
+        def stop():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
+            log.close()
+
+        self.cleanups.append(stop)
+        return p
+
+    def cli(self, *args):
+        p = subprocess.run([BIN, "--data", self.data, *args, "--json"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    def until(self, cond, what, seconds=60):
+        deadline = time.time() + seconds
+        while not cond():
+            if time.time() > deadline:
+                with open(self.mailark_log) as f:
+                    self.fail(f"{what} did not happen\nmailark:\n{f.read()[-2000:]}")
+            time.sleep(0.2)
+
+    def test_postfix_primary_receives_waits_and_receives_again(self):
+        uid, gid = nobody_ids()
+        mailboxes = os.path.join(self.tmp, "mailboxes")
+        os.makedirs(mailboxes)
+        shutil.chown(mailboxes, uid, gid)
+        primary_port, mx_port = free_port(), free_port()
+        postfix = Postfix(os.path.join(self.tmp, "postfix"), primary_port, f"""
+mydestination =
+virtual_mailbox_domains = example.com
+virtual_mailbox_base = {mailboxes}
+virtual_mailbox_maps = static:inbox/
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+""")
+        postfix.start()
+        self.cleanups.append(postfix.stop)
+        mailark = self.start_mailark(f"""
+[[listener]]
+role = "inbound"
+port = {mx_port}
+tls = "none"
+[inbound]
+domains = ["example.com"]
+[delivery]
+primary = ["127.0.0.1:{primary_port}"]
+retry_schedule = [1]
+""")
+        wait_port(mx_port, mailark, "mailark serve")
+
+        def delivered():
+            out = []
+            for sub in ("new", "cur"):
+                d = os.path.join(mailboxes, "inbox", sub)
+                if os.path.isdir(d):
+                    for name in os.listdir(d):
+                        with open(os.path.join(d, name), "rb") as f:
+                            out.append(f.read())
+            return out
+
+        def send(mid):
+            s = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
+            s.sendmail("sender@outside.example", ["carol@example.com"],
+                       f"Subject: {mid}\r\nMessage-ID: <{mid}>\r\n\r\nfor the primary\r\n")
+            s.quit()
+
+        send("first@outside.example")
+        self.until(lambda: any(b"<first@outside.example>" in m for m in delivered()), "delivery into Postfix")
+
+        postfix.stop()  # the primary goes down
+        for i in range(10):
+            send(f"while-down-{i}@outside.example")
+        self.until(lambda: self.cli("queue")["total"] == 10 and
+                   all(e["recipients"][0]["attempts"] >= 1 for e in self.cli("queue")["entries"]),
+                   "the messages waiting in the queue")
+        self.assertFalse(any(b"while-down" in m for m in delivered()))
+
+        postfix.start()  # and comes back
+        self.until(lambda: self.cli("queue")["total"] == 0, "the queue draining into Postfix")
+        self.until(lambda: sum(b"while-down" in m for m in delivered()) == 10, "all 10 in the mailbox")
+        got = b"".join(delivered())
+        for i in range(10):
+            self.assertEqual(got.count(f"<while-down-{i}@outside.example>".encode()), 1)
+        self.assertIn("status=sent", postfix.read_log())
+
+    @unittest.skipUnless(os.path.exists(SINK) and os.path.exists(DNSMASQ), "needs smtp-sink and dnsmasq")
+    def test_postfix_sends_outbound_through_mailark_to_the_mx(self):
+        dns_port, mx_smtp_port, outbound_port, postfix_port = free_port(), free_port(), free_port(), free_port()
+        cmd = [DNSMASQ, "-k", "--user=root", "--port", str(dns_port), "--listen-address=127.0.0.1",
+               "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
+               "--local=/partner.example/", "--mx-host=partner.example,mx.partner.example,5",
+               "--host-record=mx.partner.example,127.0.0.4"]
+        dns = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cleanups.append(lambda: (dns.terminate(), dns.wait(timeout=10)))
+        remote = Sink(mx_smtp_port, os.path.join(self.tmp, "remote-mx"), address="127.0.0.4")
+        self.cleanups.append(remote.stop)
+        mailark = self.start_mailark(f"""
+[[listener]]
+role = "outbound"
+port = {outbound_port}
+tls = "starttls"
+[outbound]
+networks = ["127.0.0.0/8"]
+[dns]
+servers = ["127.0.0.1@{dns_port}"]
+[delivery]
+mx_port = {mx_smtp_port}
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 200
+""")
+        wait_port(outbound_port, mailark, "mailark serve")
+        postfix = Postfix(os.path.join(self.tmp, "postfix"), postfix_port, f"""
+mydestination =
+relayhost = [127.0.0.1]:{outbound_port}
+smtp_tls_security_level = may
+""")
+        postfix.start()
+        self.cleanups.append(postfix.stop)
+
+        s = smtplib.SMTP("127.0.0.1", postfix_port, timeout=10)  # a user of the primary sends
+        s.sendmail("dave@northwind.example", ["erin@partner.example"],
+                   "Subject: quote\r\nMessage-ID: <quote@northwind.example>\r\n\r\nprices attached\r\n")
+        s.quit()
+        self.until(lambda: any(b"<quote@northwind.example>" in m for m in remote.messages()),
+                   "delivery to the partner's MX")
+        self.until(lambda: self.cli("search", "id:quote@northwind.example")["total"] == 1, "the message indexed")
+        res = self.cli("search", "id:quote@northwind.example")
+        shown = self.cli("show", str(res["results"][0]["id"]))
+        self.assertEqual(shown["envelope"]["direction"], "outbound")
+        self.assertEqual(shown["envelope"]["helo"], "primary.test.example")
+        self.assertTrue(shown["envelope"]["tls"].startswith("TLSv1."), "Postfix used STARTTLS to mailark")
+        with open(self.mailark_log) as f:
+            self.assertIn("delivered to=<erin@partner.example> relay=mx.partner.example[127.0.0.4]", f.read())
+        self.assertIn("relay=127.0.0.1[127.0.0.1]", postfix.read_log())
+
+
+if __name__ == "__main__":
+    unittest.main()
