@@ -65,10 +65,23 @@ std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
 class ListenerPolicy : public smtp::Policy {
  public:
   // `data` returns the rules in force now, so sessions open across a SIGHUP follow the new rules.
-  ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data)
-      : inbound_(inbound), data_(std::move(data)) {}
-  std::optional<smtp::Reply> check_sender(const std::string&) override { return std::nullopt; }
+  // `where` names the listener and client in log lines ("mx: [192.0.2.1]").
+  ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data, std::string where)
+      : inbound_(inbound), data_(std::move(data)), where_(std::move(where)) {}
+  std::optional<smtp::Reply> check_sender(const std::string& sender) override {
+    sender_ = sender;
+    return std::nullopt;
+  }
   std::optional<smtp::Reply> check_recipient(const std::string& rcpt) override {
+    auto verdict = decide(rcpt);
+    if (verdict) {
+      spdlog::info("NOQUEUE: rejected {} from=<{}> to=<{}>: {} {}", where_, sender_, rcpt, verdict->code, verdict->text);
+    }
+    return verdict;
+  }
+
+ private:
+  std::optional<smtp::Reply> decide(const std::string& rcpt) {
     if (!inbound_) return std::nullopt;
     std::string addr = lower(rcpt);
     if (addr == "postmaster") return std::nullopt;
@@ -85,6 +98,8 @@ class ListenerPolicy : public smtp::Policy {
  private:
   bool inbound_;
   std::function<std::shared_ptr<const PolicyData>()> data_;
+  std::string where_;
+  std::string sender_;
 };
 
 // Completion of a detached coroutine: an escaped exception is a bug, logged rather than lost.
@@ -279,7 +294,7 @@ struct SmtpServer::Impl {
       }
     }
 
-    ListenerPolicy policy(inbound, [this] { return current_policy(); });
+    ListenerPolicy policy(inbound, [this] { return current_policy(); }, lc.name + ": [" + ip + "]");
     smtp::ProtocolConfig pc;
     pc.hostname = config.hostname;
     pc.max_message_bytes = config.max_message_bytes;

@@ -67,7 +67,7 @@ class Sink:
 
 @unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (bash scripts/setup.sh)")
 class DeliveryTest(unittest.TestCase):
-    def start_server(self, primary_port, smarthost_port=None):
+    def start_server(self, primary_port, smarthost_port=None, extra=""):
         self.tmp = tempfile.mkdtemp(prefix="mailark-delivery-")
         self.data = os.path.join(self.tmp, "data")
         self.mx, self.submission = free_port(), free_port()
@@ -90,6 +90,7 @@ domains = ["example.com"]
 primary = ["127.0.0.1:{primary_port}"]
 smarthost = ["127.0.0.1:{smarthost_port or free_port()}"]  # without one: a dead port, so mail waits
 retry_schedule = [1]
+{extra}
 [archive]
 index_commit_interval_ms = 200
 """)
@@ -154,6 +155,27 @@ index_commit_interval_ms = 200
         self.until(lambda: self.cli("queue")["total"] == 0, "the queue emptying")
         dump = [m for m in self.sinks[0].messages() if b"<out@example.com>" in m][0]
         self.assertEqual(dump.count(b"<out@example.com>"), 1, "one transaction for both recipients")
+
+    def test_recipient_bounces_when_the_queue_lifetime_ends(self):
+        self.start_server(free_port(), extra="queue_lifetime = 3")  # the primary never answers
+        self.send("expires@sender.example", sender="alice@sender.example")
+        self.until(lambda: self.cli("search", 'subject:"Undelivered Mail Returned to Sender"')["total"] == 1,
+                   "a DSN after the queue lifetime", seconds=60)
+        with open(self.log_path) as f:
+            log = f.read()
+        self.assertIn("deferred to=<bob@example.com>", log)
+        self.assertIn("bounced to=<bob@example.com>", log)
+        self.assertIn("delivery time expired", log)
+
+    def test_required_tls_defers_when_the_primary_offers_none(self):
+        port = free_port()
+        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]  # no STARTTLS
+        self.start_server(port, extra='tls = "required"')
+        self.send("needs-tls@sender.example")
+        self.until(lambda: self.cli("queue")["total"] == 1 and
+                   "STARTTLS" in self.cli("queue")["entries"][0]["recipients"][0]["last_response"],
+                   "deferral for want of TLS")
+        self.assertEqual(self.sinks[0].messages(), [], "nothing was sent in the clear")
 
     def test_mail_waits_while_the_primary_is_down_and_arrives_when_it_is_back(self):
         port = free_port()

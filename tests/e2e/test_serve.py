@@ -48,7 +48,7 @@ class ServeTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="mailark-serve-")
         cls.data = os.path.join(cls.tmp, "data")
-        cls.inbound, cls.outbound = free_port(), free_port()
+        cls.inbound, cls.outbound, cls.implicit = free_port(), free_port(), free_port()
         cls.config = os.path.join(cls.tmp, "mailark.toml")
         with open(cls.config, "w") as f:
             f.write(f"""
@@ -61,6 +61,13 @@ role = "inbound"
 address = "127.0.0.1"
 port = {cls.inbound}
 tls = "starttls"
+
+[[listener]]
+name = "mx-tls"
+role = "inbound"
+address = "127.0.0.1"
+port = {cls.implicit}
+tls = "implicit"
 
 [[listener]]
 name = "from-primary"
@@ -174,6 +181,20 @@ index_commit_interval_ms = 200
         env = self.cli("show", str(res["results"][0]["id"]))["envelope"]
         self.assertTrue(env["tls"].startswith("TLSv1."), env["tls"])
 
+    def test_implicit_tls_listener(self):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = smtplib.SMTP_SSL("127.0.0.1", self.implicit, context=ctx, timeout=10)
+        s.ehlo("client.test.example")
+        self.assertFalse(s.has_extn("starttls"))
+        s.sendmail("a@sender.example", ["bob@example.com"], "Subject: implicit\r\nMessage-ID: <implicit@x>\r\n\r\nx\r\n")
+        s.quit()
+        res = self.wait_for("id:implicit@x")
+        env = self.cli("show", str(res["results"][0]["id"]))["envelope"]
+        self.assertEqual(env["connector"], "mx-tls")
+        self.assertTrue(env["tls"].startswith("TLSv1."))
+
     def test_swaks_sends_through_the_mx(self):
         p = subprocess.run(["swaks", "--server", f"127.0.0.1:{self.inbound}", "--to", "dave@example.com",
                             "--from", "swaks@sender.example", "--header", "Subject: from swaks",
@@ -223,6 +244,8 @@ index_commit_interval_ms = 200
         self.assertEqual(code, 554)
         self.assertIn(b"Relay access denied", text)
         s.quit()
+        self.assertIn("NOQUEUE: rejected mx: [127.0.0.1] from=<spammer@bad.example> to=<victim@elsewhere.example>: 554",
+                      self.server_log())
 
     def test_infected_message_is_refused_at_end_of_data_but_archived(self):
         s = self.smtp()
