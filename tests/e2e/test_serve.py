@@ -90,6 +90,7 @@ smarthost = ["127.0.0.1:{free_port()}"]
 message_bytes = 200000
 recipients = 5
 command_timeout = 2
+sessions_per_ip = 8
 
 [archive]
 index_commit_interval_ms = 200
@@ -335,6 +336,27 @@ index_commit_interval_ms = 200
                 f.write(original)
             self.proc.send_signal(signal.SIGHUP)
 
+    def test_sessions_per_client_are_limited(self):
+        socks = []
+        try:
+            for _ in range(8):
+                sk = socket.create_connection(("127.0.0.1", self.inbound), timeout=10)
+                socks.append(sk)
+                self.assertEqual(read_replies(sk, 1), ["220"])
+            extra = socket.create_connection(("127.0.0.1", self.inbound), timeout=10)
+            socks.append(extra)
+            self.assertEqual(read_replies(extra, 1), ["421"])
+        finally:
+            for sk in socks:
+                sk.close()
+            # The server notices the closed sessions asynchronously: wait until it takes new ones.
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as probe:
+                    if read_replies(probe, 1) == ["220"]:
+                        break
+                time.sleep(0.05)
+
     def test_server_log_has_one_line_per_message_event(self):
         s = self.smtp()
         s.sendmail("log@sender.example", ["bob@example.com"], "Subject: log\r\nMessage-ID: <log@x>\r\n\r\nx\r\n")
@@ -344,6 +366,35 @@ index_commit_interval_ms = 200
         self.assertEqual(len(lines), 1)
         self.assertRegex(lines[0], r"mailark\[\d+\]: [0-9A-F]{12}: received id=\d+ from=<log@sender.example> "
                                    r"to=<bob@example.com> size=\d+ client=\[127.0.0.1\]")
+
+
+class OutboundNetworkTest(unittest.TestCase):
+    def test_client_outside_outbound_networks_is_refused(self):
+        tmp = tempfile.mkdtemp(prefix="mailark-net-")
+        try:
+            port = free_port()
+            cfg = os.path.join(tmp, "c.toml")
+            with open(cfg, "w") as f:
+                f.write(f'[[listener]]\nrole = "outbound"\nport = {port}\ntls = "none"\n'
+                        f'[outbound]\nnetworks = ["192.0.2.0/24"]\n')
+            proc = subprocess.Popen([BIN, "--data", os.path.join(tmp, "d"), "serve", "--config", cfg],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.time() + 30
+                while True:
+                    try:
+                        sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                        break
+                    except OSError:
+                        self.assertLess(time.time(), deadline)
+                        time.sleep(0.1)
+                with sock:
+                    self.assertEqual(read_replies(sock, 1), ["554"], "127.0.0.1 may not relay here")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(timeout=30), 0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class ServeSignalTest(unittest.TestCase):

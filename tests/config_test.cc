@@ -1,0 +1,73 @@
+#include <gtest/gtest.h>
+
+#include "api/config.h"
+#include "tests/test_util.h"
+
+namespace mailark::api {
+namespace {
+
+TEST(Config, NetworksMatchTheirAddressesOnly) {
+  auto v4 = parse_network("192.0.2.0/24").value();
+  EXPECT_TRUE(v4.contains("192.0.2.77"));
+  EXPECT_FALSE(v4.contains("192.0.3.1"));
+  EXPECT_TRUE(v4.contains("::ffff:192.0.2.5")) << "an IPv4 client on a dual-stack socket";
+  EXPECT_FALSE(v4.contains("2001:db8::1"));
+  auto v6 = parse_network("2001:db8:42::/48").value();
+  EXPECT_TRUE(v6.contains("2001:db8:42:1::9"));
+  EXPECT_FALSE(v6.contains("2001:db8:43::1"));
+  auto host = parse_network("10.1.2.3").value();
+  EXPECT_TRUE(host.contains("10.1.2.3"));
+  EXPECT_FALSE(host.contains("10.1.2.4"));
+  EXPECT_TRUE(parse_network("0.0.0.0/0").value().contains("203.0.113.9"));
+  for (const char* bad : {"10.0.0.0/33", "not-an-ip/8", "10.0.0.0/", "::/129"}) EXPECT_FALSE(parse_network(bad).ok()) << bad;
+}
+
+TEST(Config, HostAndPort) {
+  EXPECT_EQ(parse_host_port("mx.example.com", 25)->port, 25);
+  EXPECT_EQ(parse_host_port("mx.example.com:2525", 25)->port, 2525);
+  EXPECT_EQ(parse_host_port("[2001:db8::1]:587", 25)->host, "2001:db8::1");
+  EXPECT_EQ(parse_host_port("[2001:db8::1]:587", 25)->port, 587);
+  EXPECT_FALSE(parse_host_port("mx:99999", 25).ok());
+  EXPECT_FALSE(parse_host_port(":25", 25).ok());
+}
+
+TEST(Config, DefaultsAreTheEmbeddedDefault) {
+  auto c = load_serve_config("");
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->listeners.size(), 2u);
+  EXPECT_EQ(c->listeners[0].address, "127.0.0.1");
+  EXPECT_TRUE(c->delivery.primary.empty()) << "no primary: mail is kept for the mailbox";
+  EXPECT_EQ(c->infected, "reject");
+}
+
+TEST(Config, FileOverridesAndErrorsNameTheKey) {
+  test::ScratchDir dir;
+  test::write_file(dir / "ok.toml",
+                   "[server]\nhostname = \"mx1.example.com\"\n[[listener]]\nrole = \"inbound\"\nport = 25\n"
+                   "address = \"0.0.0.0\"\n[inbound]\ndomains = [\"example.com\"]\ninfected = \"quarantine\"\n"
+                   "[delivery]\nprimary = [\"10.0.0.5:25\", \"10.0.0.6\"]\nretry_schedule = [10, 20]\n");
+  auto c = load_serve_config(dir / "ok.toml");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->hostname, "mx1.example.com");
+  ASSERT_EQ(c->listeners.size(), 1u);
+  EXPECT_EQ(c->listeners[0].name, "inbound");
+  EXPECT_EQ(c->infected, "quarantine");
+  ASSERT_EQ(c->delivery.primary.size(), 2u);
+  EXPECT_EQ(c->delivery.primary[1].port, 25);
+  EXPECT_EQ(c->delivery.retry_schedule, (std::vector<unsigned>{10, 20}));
+
+  test::write_file(dir / "bad.toml", "[inbound]\ninfected = \"ignore\"\n");
+  auto bad = load_serve_config(dir / "bad.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().context.find("inbound.infected"), std::string::npos);
+
+  test::write_file(dir / "syntax.toml", "[server\nhostname = 1\n");
+  auto syntax = load_serve_config(dir / "syntax.toml");
+  ASSERT_FALSE(syntax.ok());
+  EXPECT_NE(syntax.error().context.find("syntax.toml:1"), std::string::npos) << syntax.error().context;
+
+  EXPECT_EQ(load_serve_config(dir / "missing.toml").error().code, ErrorCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace mailark::api
