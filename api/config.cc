@@ -146,6 +146,7 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
   c.command_timeout_s = L["command_timeout"].value_or(c.command_timeout_s);
   c.data_timeout_s = L["data_timeout"].value_or(c.data_timeout_s);
   c.min_data_rate = L["min_data_rate"].value_or(c.min_data_rate);
+  c.data_rate_grace_s = L["data_rate_grace"].value_or(c.data_rate_grace_s);
   c.group_commit_linger_ms = t["archive"]["group_commit_linger_ms"].value_or(c.group_commit_linger_ms);
   c.index_commit_interval_ms = t["archive"]["index_commit_interval_ms"].value_or(c.index_commit_interval_ms);
 

@@ -73,7 +73,8 @@ struct ServeConfig {
   unsigned max_sessions_per_ip = 20;
   unsigned command_timeout_s = 300;  // waiting for a command (RFC 5321 4.5.3.2: at least 5 minutes)
   unsigned data_timeout_s = 600;     // waiting for the next data during DATA
-  std::uint64_t min_data_rate = 1024;  // bytes per second during DATA, after the first 30 seconds
+  std::uint64_t min_data_rate = 1024;  // bytes per second during DATA, after the grace period
+  unsigned data_rate_grace_s = 30;     // seconds of DATA before the minimum rate applies
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
 

@@ -337,7 +337,7 @@ struct SmtpServer::Impl {
           was_in_data = session.in_data();
           data_bytes += n;
           auto elapsed = std::chrono::steady_clock::now() - data_started;
-          if (was_in_data && elapsed > 30s &&
+          if (was_in_data && elapsed > std::chrono::seconds(config.data_rate_grace_s) &&
               static_cast<double>(data_bytes) / std::chrono::duration<double>(elapsed).count() < static_cast<double>(config.min_data_rate)) {
             out = session.timed_out();
             spdlog::info("{}: [{}] data rate below {} bytes/s", lc.name, ip, config.min_data_rate);

@@ -368,6 +368,70 @@ index_commit_interval_ms = 200
                                    r"to=<bob@example.com> size=\d+ client=\[127.0.0.1\]")
 
 
+class SmallServerTest(unittest.TestCase):
+    """One-off servers for rules that would get in the way of the shared one."""
+
+    def serve(self, config):
+        tmp = tempfile.mkdtemp(prefix="mailark-small-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        cfg = os.path.join(tmp, "c.toml")
+        with open(cfg, "w") as f:
+            f.write(config.format(port=port))
+        proc = subprocess.Popen([BIN, "--data", os.path.join(tmp, "d"), "serve", "--config", cfg],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop():
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=30), 0)
+
+        self.addCleanup(stop)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.1)
+
+    def test_recipient_list_accepts_only_listed_addresses(self):
+        port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
+                          '[inbound]\ndomains = ["example.com"]\nrecipients = ["Known@Example.com"]\n')
+        s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+        s.ehlo("x")
+        s.mail("a@sender.example")
+        self.assertEqual(s.rcpt("known@example.com")[0], 250, "addresses compare case-insensitively")
+        code, text = s.rcpt("stranger@example.com")
+        self.assertEqual(code, 550)
+        self.assertIn(b"5.1.1", text)
+        s.quit()
+
+    def test_client_below_the_minimum_data_rate_is_disconnected(self):
+        port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
+                          '[inbound]\ndomains = ["example.com"]\n'
+                          '[limits]\nmin_data_rate = 10000\ndata_rate_grace = 1\n')
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO slow\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            self.assertEqual(read_replies(sock, 4), ["250", "250", "250", "354"])
+            codes = []
+            for _ in range(40):  # 10 bytes every 100 ms: 100 bytes/s, far below 10,000
+                try:
+                    sock.sendall(b"slow data\n")
+                except OSError:
+                    break
+                sock.settimeout(0.1)
+                try:
+                    data = sock.recv(4096)
+                    if data:
+                        codes.append(data[:3].decode())
+                        break
+                except socket.timeout:
+                    pass
+            self.assertEqual(codes, ["421"])
+
+
 class OutboundNetworkTest(unittest.TestCase):
     def test_client_outside_outbound_networks_is_refused(self):
         tmp = tempfile.mkdtemp(prefix="mailark-net-")
