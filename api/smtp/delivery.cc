@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <asio/experimental/as_tuple.hpp>
+#include <algorithm>
 #include <ctime>
 #include <map>
 #include <random>
@@ -257,6 +258,19 @@ struct DeliveryAgent::Impl {
     std::vector<std::string> wanted;
     for (const auto& r : e.recipients)
       if (covers(e, r, dest, now)) wanted.push_back(r.address);
+    // Internationalised addresses need SMTPUTF8 on this hop too (RFC 6531): without it the message
+    // cannot be relayed as it is, which is a permanent failure.
+    auto non_ascii = [](const std::string& a) {
+      return std::any_of(a.begin(), a.end(), [](char c) { return static_cast<unsigned char>(c) >= 128; });
+    };
+    bool needs_utf8 = non_ascii(rec->envelope.mail_from) || std::any_of(wanted.begin(), wanted.end(), non_ascii);
+    if (needs_utf8 && !client.has_extension("SMTPUTF8")) {
+      for (const auto& a : wanted)
+        outcome[a] = smtp::ClientReply{553, "5.6.7 " + relay + " does not support SMTPUTF8, which this message needs"};
+      record(e, dest, outcome, smtp::ClientReply{}, relay);
+      co_return true;
+    }
+    if (needs_utf8) mail += " SMTPUTF8";
     smtp::ClientReply m = co_await client.command(mail);
     if (!m.ok()) {
       for (const auto& a : wanted) outcome[a] = m;

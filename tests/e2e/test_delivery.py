@@ -156,6 +156,23 @@ index_commit_interval_ms = 200
         dump = [m for m in self.sinks[0].messages() if b"<out@example.com>" in m][0]
         self.assertEqual(dump.count(b"<out@example.com>"), 1, "one transaction for both recipients")
 
+    def test_internationalised_address_bounces_where_the_next_hop_lacks_smtputf8(self):
+        port = free_port()
+        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]  # no SMTPUTF8
+        self.start_server(port)
+        s = smtplib.SMTP("127.0.0.1", self.mx, timeout=10)
+        s.ehlo("x")
+        s.sendmail("josé@sender.example", ["bob@example.com"],
+                   "Subject: utf8\r\nMessage-ID: <utf8@sender.example>\r\n\r\nhola\r\n".encode(),
+                   mail_options=["SMTPUTF8"])
+        s.quit()
+        self.until(lambda: self.cli("queue")["total"] == 1 and
+                   self.cli("queue")["entries"][0]["recipients"][0]["address"] == "josé@sender.example",
+                   "the bounce notification to the sender")
+        self.assertEqual(self.sinks[0].messages(), [], "nothing was relayed without SMTPUTF8")
+        with open(self.log_path, encoding="utf-8") as f:
+            self.assertIn("5.6.7", f.read())
+
     def test_recipient_bounces_when_the_queue_lifetime_ends(self):
         self.start_server(free_port(), extra="queue_lifetime = 3")  # the primary never answers
         self.send("expires@sender.example", sender="alice@sender.example")
