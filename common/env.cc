@@ -51,8 +51,6 @@ class PosixEnv final : public Env {
     ::close(fd);
     return out;
   }
-
-  std::int64_t now_unix() override { return static_cast<std::int64_t>(std::time(nullptr)); }
 };
 
 }  // namespace

@@ -94,7 +94,6 @@ class IndexReader {
   // Errors: kInvalidArgument for a query that does not parse (with Xapian's message).
   Result<SearchResults> search(const std::string& query, const SearchOptions& options, FieldSource* fields);
   std::uint64_t watermark() const;
-  std::uint64_t doc_count() const;
 
  private:
   IndexReader() = default;

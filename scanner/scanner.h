@@ -62,7 +62,6 @@ class ScanEngine {
   // stands verbatim in the message (one text/plain part, no transfer encoding, nothing uuencoded).
   ScanVerdict scan(std::string_view bytes, bool with_mail_parsing = true) const;
 
-  unsigned signature_count() const { return signatures_; }
   const std::string& description() const { return description_; }
 
  private:
