@@ -702,10 +702,6 @@ std::uint64_t IndexReader::watermark() const {
   }
 }
 
-std::uint64_t IndexReader::doc_count() const {
-  return db_->get_doccount();
-}
-
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
                                           FieldSource* fields) {
   try {
