@@ -139,14 +139,19 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
     }
   }
   auto L = t["limits"];
-  c.max_message_bytes = L["message_bytes"].value_or(c.max_message_bytes);
-  c.max_recipients = L["recipients"].value_or(c.max_recipients);
+  Limits& lim = c.limits;
+  lim.max_message_bytes = L["message_bytes"].value_or(lim.max_message_bytes);
+  lim.smtp_recipients = L["recipients"].value_or(lim.smtp_recipients);
   c.max_sessions = L["sessions"].value_or(c.max_sessions);
   c.max_sessions_per_ip = L["sessions_per_ip"].value_or(c.max_sessions_per_ip);
-  c.command_timeout_s = L["command_timeout"].value_or(c.command_timeout_s);
-  c.data_timeout_s = L["data_timeout"].value_or(c.data_timeout_s);
-  c.min_data_rate = L["min_data_rate"].value_or(c.min_data_rate);
-  c.data_rate_grace_s = L["data_rate_grace"].value_or(c.data_rate_grace_s);
+  lim.smtp_command_timeout_s = L["command_timeout"].value_or(lim.smtp_command_timeout_s);
+  lim.smtp_data_timeout_s = L["data_timeout"].value_or(lim.smtp_data_timeout_s);
+  lim.smtp_min_data_rate = L["min_data_rate"].value_or(lim.smtp_min_data_rate);
+  lim.smtp_data_rate_grace_s = L["data_rate_grace"].value_or(lim.smtp_data_rate_grace_s);
+  lim.smtp_command_bytes = L["command_bytes"].value_or(lim.smtp_command_bytes);
+  lim.smtp_line_bytes = L["line_bytes"].value_or(lim.smtp_line_bytes);
+  lim.smtp_errors = L["errors"].value_or(lim.smtp_errors);
+  if (lim.smtp_command_bytes < 512) return bad("limits.command_bytes", "must be at least 512 (RFC 5321 4.5.3.1.4)");
   c.group_commit_linger_ms = t["archive"]["group_commit_linger_ms"].value_or(c.group_commit_linger_ms);
   c.index_commit_interval_ms = t["archive"]["index_commit_interval_ms"].value_or(c.index_commit_interval_ms);
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/limits.h"
 #include "common/result.h"
 
 namespace mailark::api {
@@ -67,14 +68,11 @@ struct ServeConfig {
   // Outbound: clients allowed to relay through the outbound listener.
   std::vector<Network> outbound_networks;
 
-  std::uint64_t max_message_bytes = 64u << 20;
-  unsigned max_recipients = 100;
+  // Message size, SMTP line lengths, recipients and deadlines: the one settings struct of all parsers
+  // ([limits] in the file).
+  Limits limits;
   unsigned max_sessions = 200;
   unsigned max_sessions_per_ip = 20;
-  unsigned command_timeout_s = 300;  // waiting for a command (RFC 5321 4.5.3.2: at least 5 minutes)
-  unsigned data_timeout_s = 600;     // waiting for the next data during DATA
-  std::uint64_t min_data_rate = 1024;  // bytes per second during DATA, after the grace period
-  unsigned data_rate_grace_s = 30;     // seconds of DATA before the minimum rate applies
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
 

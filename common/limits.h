@@ -32,6 +32,18 @@ struct Limits {
   // Attachments listed per message.
   unsigned max_attachments = 500;
 
+  // SMTP sessions (api/smtp): one command line, one content line, recipients per message, error
+  // replies before the session is closed, and the deadlines (a minimum data rate applies after the
+  // grace period of DATA).
+  std::size_t smtp_command_bytes = 4096;
+  std::size_t smtp_line_bytes = 1u << 20;
+  unsigned smtp_recipients = 100;
+  unsigned smtp_errors = 20;
+  unsigned smtp_command_timeout_s = 300;
+  unsigned smtp_data_timeout_s = 600;
+  std::uint64_t smtp_min_data_rate = 1024;
+  unsigned smtp_data_rate_grace_s = 30;
+
   // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscanned`.
   std::uint64_t scan_max_scan_bytes = 256ull << 20;
   std::uint64_t scan_max_file_bytes = 100ull << 20;

@@ -26,6 +26,7 @@ struct Reply {
   bool is_error() const { return code >= 400; }
 };
 
+// The server fills the limits from the one Limits struct (common/limits.h); the defaults here match it.
 struct ProtocolConfig {
   std::string hostname = "localhost";    // our name in the greeting and EHLO reply
   std::size_t max_command_bytes = 4096;  // one command line, CRLF included (RFC 5321 minimum: 512)

@@ -188,8 +188,8 @@ struct SmtpServer::Impl {
     opts.linger_ms = config.group_commit_linger_ms;
     opts.index_commit_interval_ms = config.index_commit_interval_ms;
     opts.train_after = 0;  // a server trains dictionaries offline (mailark train-dictionary)
-    Limits limits = engine.options().limits;
-    limits.max_message_bytes = std::max<std::size_t>(limits.max_message_bytes, config.max_message_bytes + 64 * 1024);
+    Limits limits = config.limits;
+    limits.max_message_bytes += 64 * 1024;  // room for the Received header this hop adds
     ingest = std::make_unique<Ingest>(engine.archive(), **writer, *scanner, limits, opts, nullptr);
     delivery = std::make_unique<DeliveryAgent>(io, engine.archive(), config, [this](IngestItem item) {
       item.on_done = [this](const IngestResult& r) {
@@ -297,8 +297,12 @@ struct SmtpServer::Impl {
     ListenerPolicy policy(inbound, [this] { return current_policy(); }, lc.name + ": [" + ip + "]");
     smtp::ProtocolConfig pc;
     pc.hostname = config.hostname;
-    pc.max_message_bytes = config.max_message_bytes;
-    pc.max_recipients = config.max_recipients;
+    const Limits& lim = config.limits;
+    pc.max_message_bytes = lim.max_message_bytes;
+    pc.max_recipients = lim.smtp_recipients;
+    pc.max_command_bytes = lim.smtp_command_bytes;
+    pc.max_line_bytes = lim.smtp_line_bytes;
+    pc.max_errors = lim.smtp_errors;
     pc.tls_available = lc.tls == "starttls";
     pc.tls_active = tls;
     smtp::Session session(pc, policy);
@@ -317,7 +321,8 @@ struct SmtpServer::Impl {
       } else {
         bool timed_out = false;
         asio::error_code rec;
-        auto limit = std::chrono::seconds(session.in_data() ? config.data_timeout_s : config.command_timeout_s);
+        auto limit = std::chrono::seconds(session.in_data() ? config.limits.smtp_data_timeout_s
+                                                            : config.limits.smtp_command_timeout_s);
         std::size_t n = 0;
         if (tls) n = co_await read_some(tls_stream, asio::buffer(buf), limit, timed_out, rec);
         else n = co_await read_some(sock, asio::buffer(buf), limit, timed_out, rec);
@@ -337,10 +342,11 @@ struct SmtpServer::Impl {
           was_in_data = session.in_data();
           data_bytes += n;
           auto elapsed = std::chrono::steady_clock::now() - data_started;
-          if (was_in_data && elapsed > std::chrono::seconds(config.data_rate_grace_s) &&
-              static_cast<double>(data_bytes) / std::chrono::duration<double>(elapsed).count() < static_cast<double>(config.min_data_rate)) {
+          const double rate = static_cast<double>(data_bytes) / std::chrono::duration<double>(elapsed).count();
+          if (was_in_data && elapsed > std::chrono::seconds(config.limits.smtp_data_rate_grace_s) &&
+              rate < static_cast<double>(config.limits.smtp_min_data_rate)) {
             out = session.timed_out();
-            spdlog::info("{}: [{}] data rate below {} bytes/s", lc.name, ip, config.min_data_rate);
+            spdlog::info("{}: [{}] data rate below {} bytes/s", lc.name, ip, config.limits.smtp_min_data_rate);
           } else {
             out = session.receive(std::string_view(buf.data(), n));
           }
