@@ -411,10 +411,20 @@ DeliveryAgent::~DeliveryAgent() = default;
 
 awaitable<void> DeliveryAgent::run() {
   Impl& m = *impl_;
+  // A scan of the queue every second, or sooner when woken by new mail; wake-ups are coalesced to at
+  // most one scan per 100 ms, so a busy server does not rescan a long queue for every message.
+  constexpr auto kMinInterval = std::chrono::milliseconds(100);
   while (!m.stopping) {
+    auto scanned = std::chrono::steady_clock::now();
     m.schedule();
     m.wakeup.expires_after(std::chrono::seconds(1));
     co_await m.wakeup.async_wait(as_tuple(use_awaitable));
+    auto since = std::chrono::steady_clock::now() - scanned;
+    if (!m.stopping && since < kMinInterval) {
+      asio::steady_timer pause(m.io);
+      pause.expires_after(kMinInterval - since);
+      co_await pause.async_wait(as_tuple(use_awaitable));
+    }
   }
 }
 
