@@ -423,24 +423,22 @@ Result<std::string> Archive::raw(const ArchiveRecord& record) const {
     return make_error(ErrorCode::kCorrupt,
                       "record " + std::to_string(record.seq) + ": blob lies outside its pack");
   }
-  {
-    auto h = decode_blob(view(v).substr(offset, length));
-    if (!h)
-      return make_error(ErrorCode::kCorrupt,
-                        "record " + std::to_string(record.seq) + ": " + h.error().context);
-    // Decompress inside the read transaction: the frame points into the memory map.
-    auto raw = codec()->decompress(h->dict_id, h->frame, record.raw_size, limits_.max_decompressed_bytes);
-    if (!raw) {
-      Error e = raw.error();
-      e.context = "record " + std::to_string(record.seq) + ": " + e.context;
-      return e;
-    }
-    if (sha256(*raw) != record.content_sha256) {
-      return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) +
-                                                 ": stored bytes do not match the record's SHA-256");
-    }
-    return raw;
+  auto h = decode_blob(view(v).substr(offset, length));
+  if (!h) {
+    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": " + h.error().context);
   }
+  // Decompress inside the read transaction: the frame points into the memory map.
+  auto raw = codec()->decompress(h->dict_id, h->frame, record.raw_size, limits_.max_decompressed_bytes);
+  if (!raw) {
+    Error e = raw.error();
+    e.context = "record " + std::to_string(record.seq) + ": " + e.context;
+    return e;
+  }
+  if (sha256(*raw) != record.content_sha256) {
+    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) +
+                                               ": stored bytes do not match the record's SHA-256");
+  }
+  return raw;
 }
 
 Status Archive::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& on_bad) const {

@@ -124,7 +124,12 @@ Result<std::uint64_t> Engine::catch_up_index(
     const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   auto w = index_writer();
   if (!w) return w.error();
-  indexer::IndexWriter* writer = *w;
+  return catch_up_into(**w, progress);
+}
+
+Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
+                                            const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  indexer::IndexWriter* writer = &index;
   std::uint64_t from = writer->watermark() + 1;
   std::uint64_t head = archive_->head().seq;
   if (from > head) return std::uint64_t{0};
@@ -185,13 +190,12 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   // Build beside the old index and swap, so a failed reindex leaves the old one usable.
   std::string fresh = options_.data_dir + "/index.new";
   fs::remove_all(fresh, ec);
+  Result<std::uint64_t> n = std::uint64_t{0};
   {
     auto w = indexer::IndexWriter::open(fresh);
     if (!w) return w.error();
-    index_writer_ = std::move(w).value();
+    n = catch_up_into(**w, progress);
   }
-  auto n = catch_up_index(progress);
-  index_writer_.reset();
   if (!n) return n.error();
   std::string compacted = options_.data_dir + "/index.compact";
   fs::remove_all(compacted, ec);
@@ -261,12 +265,9 @@ class ArchiveFieldSource : public indexer::FieldSource {
 Result<indexer::SearchResults> Engine::search(const std::string& query,
                                               const indexer::SearchOptions& options) {
   if (index_watermark() < archive_->head().seq && !index_writer_) {
-    // A lagging index (a crash between the two commits): catch up unless another process is writing.
-    options_.read_only = false;
-    auto caught = catch_up_index(nullptr);
-    index_writer_.reset();
-    options_.read_only = true;
-    (void)caught;
+    // A lagging index (a crash between the two commits): catch up, unless another process holds the
+    // index's write lock (a running server or import, which catches up itself).
+    if (auto w = indexer::IndexWriter::open(index_dir())) (void)catch_up_into(**w, nullptr);
   }
   auto reader = indexer::IndexReader::open(index_dir());
   if (!reader) return reader.error();

@@ -76,6 +76,8 @@ class Engine {
 
  private:
   Engine() = default;
+  Result<std::uint64_t> catch_up_into(indexer::IndexWriter& writer,
+                                      const std::function<void(std::uint64_t, std::uint64_t)>& progress);
   EngineOptions options_;
   std::unique_ptr<Archive> archive_;
   std::unique_ptr<indexer::IndexWriter> index_writer_;

@@ -76,11 +76,7 @@ void Session::reply(Output& out, int code, const std::string& text) {
 
 void Session::error(Output& out, int code, const std::string& text) {
   reply(out, code, text);
-  if (++errors_ >= config_.max_errors) {
-    reply(out, 421, "4.7.0 " + config_.hostname + " Too many errors, closing connection");
-    out.close = true;
-    state_ = State::kClosed;
-  }
+  if (++errors_ >= config_.max_errors) close_with(out, "4.7.0 " + config_.hostname + " Too many errors, closing connection");
 }
 
 void Session::reset_transaction() {
@@ -334,19 +330,21 @@ Session::Output Session::tls_started() {
   return out;
 }
 
-Session::Output Session::timed_out() {
-  Output out;
-  reply(out, 421, "4.4.2 " + config_.hostname + " Timeout, closing connection");
+void Session::close_with(Output& out, const std::string& text) {
+  reply(out, 421, text);
   out.close = true;
   state_ = State::kClosed;
+}
+
+Session::Output Session::timed_out() {
+  Output out;
+  close_with(out, "4.4.2 " + config_.hostname + " Timeout, closing connection");
   return out;
 }
 
 Session::Output Session::shutting_down() {
   Output out;
-  reply(out, 421, "4.3.2 " + config_.hostname + " Service shutting down");
-  out.close = true;
-  state_ = State::kClosed;
+  close_with(out, "4.3.2 " + config_.hostname + " Service shutting down");
   return out;
 }
 

@@ -95,6 +95,7 @@ class Session {
   void data_line(std::string_view line, Output& out);
   void reply(Output& out, int code, const std::string& text);
   void error(Output& out, int code, const std::string& text);
+  void close_with(Output& out, const std::string& text);  // a 421 reply, then the end of the session
   void reset_transaction();
 
   ProtocolConfig config_;
