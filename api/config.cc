@@ -198,6 +198,10 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
       l.address = (*lt)["address"].value_or(l.address);
       l.port = static_cast<std::uint16_t>((*lt)["port"].value_or(0));
       l.tls = (*lt)["tls"].value_or(l.tls);
+      l.bare_newline = (*lt)["bare_newline"].value_or(l.bare_newline);
+      if (l.bare_newline != "reject" && l.bare_newline != "normalize") {
+        return bad("listener.bare_newline", "must be \"reject\" or \"normalize\"");
+      }
       if (l.role != "inbound" && l.role != "outbound") return bad("listener.role", "must be \"inbound\" or \"outbound\"");
       if (l.port == 0) return bad("listener.port", "is required");
       if (l.tls != "none" && l.tls != "starttls" && l.tls != "implicit") {

@@ -17,6 +17,9 @@ struct ListenerConfig {
   std::string address = "127.0.0.1";
   std::uint16_t port = 0;
   std::string tls = "starttls";      // "none", "starttls" or "implicit"
+  // A DATA line ending in a bare LF or holding a bare CR: "reject" refuses the message (550 5.5.2),
+  // "normalize" turns it into CRLF lines of the same message. Either way only CRLF.CRLF ends DATA.
+  std::string bare_newline = "reject";
 };
 
 // An IPv4 or IPv6 network in CIDR notation.

@@ -1,6 +1,7 @@
 // The SMTP protocol core, without sockets: whole inputs, byte-by-byte inputs, and hostile inputs.
 #include <gtest/gtest.h>
 
+#include "api/smtp/client.h"
 #include "api/smtp/protocol.h"
 
 namespace mailark::smtp {
@@ -9,11 +10,11 @@ namespace {
 // Accepts any sender; recipients only in example.com (a gateway's inbound rule).
 class DomainPolicy : public Policy {
  public:
-  std::optional<Reply> check_sender(const std::string&) override { return std::nullopt; }
-  std::optional<Reply> check_recipient(const std::string& rcpt) override {
-    auto at = rcpt.rfind('@');
-    if (at != std::string::npos && rcpt.substr(at + 1) == "example.com") return std::nullopt;
-    return Reply{554, "5.7.1 Relay access denied"};
+  std::optional<Reply> check_sender(const Path&) override { return std::nullopt; }
+  RecipientDecision check_recipient(const Path& rcpt) override {
+    if (rcpt.domain == "example.com") return RecipientDecision::accept();
+    if (rcpt.domain == "verify.example") return RecipientDecision::verify();
+    return RecipientDecision::reject({554, "5.7.1 Relay access denied"});
   }
 };
 
@@ -25,6 +26,7 @@ struct Driver {
   std::vector<ReceivedMessage> stored;
   bool closed = false;
   bool tls_requested = false;
+  std::vector<std::string> verified;  // recipients the session asked to verify (all accepted)
 
   explicit Driver(ProtocolConfig cfg = {}) : session(cfg, policy) { sent = session.greeting(); }
 
@@ -33,6 +35,11 @@ struct Driver {
       sent += out.to_send;
       closed = closed || out.close;
       tls_requested = tls_requested || out.start_tls;
+      if (out.verify) {
+        verified.push_back(*out.verify);
+        out = session.recipient_verified(std::nullopt);
+        continue;
+      }
       if (!out.message) return;
       stored.push_back(*out.message);
       out = session.message_stored("Q" + std::to_string(stored.size()));
@@ -196,13 +203,119 @@ TEST(SmtpProtocol, OverlongDataLineRefusesTheMessage) {
   EXPECT_EQ(d.codes().back(), "554");
 }
 
-TEST(SmtpProtocol, BareLfLinesAreNormalisedButOnlyCrLfDotCrLfEndsTheData) {
-  Driver d;
+TEST(SmtpProtocol, NormalizeModeTurnsBareLfIntoCrLfAndKeepsOneMessage) {
+  ProtocolConfig cfg;
+  cfg.bare_newline = BareNewline::kNormalize;
+  Driver d(cfg);
   d.feed("EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
          "line one\nline two\r\n.\nMAIL FROM:<smuggled@evil.example>\r\nstill data\r\n.\r\n");
   ASSERT_EQ(d.stored.size(), 1u);
-  EXPECT_TRUE(d.stored[0].bare_lf_seen);
+  EXPECT_TRUE(d.stored[0].bare_newline_seen);
   EXPECT_EQ(d.stored[0].data, "line one\r\nline two\r\n\r\nMAIL FROM:<smuggled@evil.example>\r\nstill data\r\n");
+}
+
+TEST(SmtpProtocol, NormalizeModeTurnsBareCrIntoCrLf) {
+  ProtocolConfig cfg;
+  cfg.bare_newline = BareNewline::kNormalize;
+  Driver d(cfg);
+  d.feed("EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\na\rb\r.\r..c\r\n.\r\n");
+  ASSERT_EQ(d.stored.size(), 1u);
+  EXPECT_EQ(d.stored[0].data, "a\r\nb\r\n\r\n.c\r\n") << "every piece is a line of its own, dot-unstuffed";
+}
+
+TEST(SmtpProtocol, RejectModeRefusesAMessageWithABareLineEndAfterItsRealEnd) {
+  Driver d;
+  d.feed("EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nfine\r\nbroken\nrest\r\n.\r\nNOOP\r\n");
+  EXPECT_TRUE(d.stored.empty());
+  EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "250", "250", "354", "550", "250"}));
+  EXPECT_NE(d.sent.find("550 5.5.2 Error: bare <LF> received"), std::string::npos);
+  Driver cr;
+  cr.feed("EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhalf\rline\r\n.\r\n");
+  EXPECT_NE(cr.sent.find("550 5.5.2 Error: bare <CR> received"), std::string::npos);
+}
+
+bool has_bare_line_end(const std::string& s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\r' && (i + 1 >= s.size() || s[i + 1] != '\n')) return true;
+    if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) return true;
+  }
+  return false;
+}
+
+// Every way a lone dot can sit between line ends that are not both CRLF (the published SMTP
+// smuggling variants and more), with a whole second transaction smuggled behind it and QUIT
+// pipelined after the real end. Whole and byte by byte, in both modes: the smuggled MAIL FROM is
+// never answered as a command, and the session sees exactly one message or none.
+TEST(SmtpProtocol, SmugglingEveryEndOfDataVariantStaysOneMessage) {
+  const std::vector<std::string> ends = {"\n", "\r", "\r\n", "\r\r\n", "\n\r", "\r\r", "\n\n", ""};
+  int variants = 0;
+  for (const auto& before : ends) {
+    for (const auto& after : ends) {
+      std::string dot = "body" + before + "." + after;
+      if (dot.find("\r\n.\r\n") != std::string::npos) continue;  // a real end of data
+      ++variants;
+      const std::string input = "EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: s\r\n\r\n" +
+                                dot + "MAIL FROM:<smuggled@evil.example>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n" +
+                                "smuggled\r\n.\r\nQUIT\r\n";
+      for (BareNewline mode : {BareNewline::kReject, BareNewline::kNormalize}) {
+        for (bool bytewise : {false, true}) {
+          ProtocolConfig cfg;
+          cfg.bare_newline = mode;
+          Driver d(cfg);
+          if (bytewise) d.feed_bytewise(input);
+          else d.feed(input);
+          const std::string where = testing::PrintToString(dot) + (mode == BareNewline::kReject ? " reject" : " normalize") +
+                                    (bytewise ? " bytewise" : "");
+          auto codes = d.codes();
+          ASSERT_GE(codes.size(), 2u) << where;
+          EXPECT_EQ(codes.back(), "221") << where;
+          EXPECT_EQ(codes.size(), 7u) << where << ": one reply per real command, none for the smuggled ones";
+          EXPECT_LE(d.stored.size(), 1u) << where;
+          if (d.stored.size() == 1) {
+            EXPECT_EQ(d.stored[0].rcpt_to, std::vector<std::string>{"b@example.com"}) << where;
+            EXPECT_NE(d.stored[0].data.find("MAIL FROM:<smuggled@evil.example>"), std::string::npos) << where;
+            EXPECT_FALSE(has_bare_line_end(d.stored[0].data)) << where << ": only CRLF line ends are stored";
+          }
+          if (mode == BareNewline::kReject && has_bare_line_end(dot)) {
+            EXPECT_TRUE(d.stored.empty()) << where;
+            EXPECT_NE(d.sent.find("550 5.5.2 Error: bare <"), std::string::npos) << where;
+          } else {
+            EXPECT_EQ(d.stored.size(), 1u) << where;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(variants, 50);
+}
+
+TEST(SmtpProtocol, SmugglingBareLineEndsNeverSplitACommand) {
+  Driver d;
+  d.feed("EHLO x\r\nNOOP\nMAIL FROM:<a@x.org>\r\nRSET\rMAIL FROM:<a@x.org>\r\nMAIL FROM:<b@x.org>\r\n");
+  EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "550", "550", "250"}));
+  EXPECT_NE(d.sent.find("550 5.5.2 Error: bare <LF> received"), std::string::npos);
+  EXPECT_NE(d.sent.find("550 5.5.2 Error: bare <CR> received"), std::string::npos);
+  Driver lf_only;
+  lf_only.feed("EHLO x\nQUIT\n");
+  EXPECT_EQ(lf_only.codes(), std::vector<std::string>{"220"}) << "a command ends only at CRLF";
+  EXPECT_FALSE(lf_only.closed);
+}
+
+TEST(SmtpProtocol, SmugglingDotAfterAnOverlongLineNeedsItsOwnCrLf) {
+  ProtocolConfig cfg;
+  cfg.max_line_bytes = 64;
+  for (bool with_cr : {true, false}) {
+    Driver d(cfg);
+    d.feed("EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n");
+    d.feed(std::string(100, 'x') + (with_cr ? "\r" : ""));  // the over-long line is dropped; a CR is kept
+    d.feed("\n.\r\nNOOP\r\n");
+    if (with_cr) {
+      EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "250", "250", "354", "554", "250"}))
+          << "a CR and an LF in separate reads make one CRLF, so CRLF . CRLF ends the data";
+    } else {
+      EXPECT_EQ(d.codes().size(), 5u) << "after a bare LF, \".\" CRLF is content";
+    }
+  }
 }
 
 TEST(SmtpProtocol, StartTlsDiscardsPipelinedPlaintextAndStartsOver) {
@@ -229,17 +342,55 @@ TEST(SmtpProtocol, TooManyErrorsCloseTheSession) {
 }
 
 TEST(SmtpProtocol, PathSyntax) {
-  EXPECT_EQ(parse_path("<a@b.example>", false)->first, "a@b.example");
-  EXPECT_EQ(parse_path(" <a@b.example> SIZE=10", false)->second, "SIZE=10");
-  EXPECT_EQ(parse_path("<@relay.example:a@b.example>", false)->first, "a@b.example");
-  EXPECT_EQ(parse_path("<Postmaster>", false)->first, "Postmaster");
-  EXPECT_EQ(parse_path("<>", true)->first, "");
+  EXPECT_EQ(parse_path("<a@b.example>", false)->address, "a@b.example");
+  EXPECT_EQ(parse_path(" <a@b.example> SIZE=10", false)->params, "SIZE=10");
+  auto routed = parse_path("<@relay.example,@r2.example:a@b.example>", false);
+  ASSERT_TRUE(routed);
+  EXPECT_EQ(routed->address, "a@b.example");
+  EXPECT_EQ(routed->source_route, "@relay.example,@r2.example");
+  EXPECT_EQ(parse_path("<Postmaster>", false)->address, "Postmaster");
+  EXPECT_EQ(parse_path("<>", true)->address, "");
+  EXPECT_EQ(parse_path("<> SIZE=1", true)->params, "SIZE=1");
+  EXPECT_EQ(parse_path("<a@[192.0.2.1]>", false)->domain, "[192.0.2.1]");
   EXPECT_FALSE(parse_path("<>", false));
   EXPECT_FALSE(parse_path("a@b.example", false)) << "angle brackets are required";
   EXPECT_FALSE(parse_path("<a b@c.example>", false));
   EXPECT_FALSE(parse_path("<a@b.example", false));
   EXPECT_FALSE(parse_path("<nodomain>", true));
-  EXPECT_TRUE(parse_path("<\"john smith\"@example.com>", false));
+  EXPECT_FALSE(parse_path("<Postmaster>", true)) << "only RCPT may name Postmaster alone";
+  EXPECT_FALSE(parse_path("<a@b@c.example>", false)) << "an unquoted @ is not a local part";
+  EXPECT_FALSE(parse_path("<a@b..example>", false));
+  EXPECT_FALSE(parse_path("<a@b.example>x", false));
+  EXPECT_FALSE(parse_path("<@relay.example a@b.example>", false));
+  EXPECT_FALSE(parse_path("<\"\"@b.example>", false));
+  EXPECT_FALSE(parse_path("<\"unterminated@b.example>", false));
+  auto quoted = parse_path("<\"john smith\"@example.com>", false);
+  ASSERT_TRUE(quoted);
+  EXPECT_TRUE(quoted->quoted_local);
+  EXPECT_EQ(quoted->address, "\"john smith\"@example.com");
+  EXPECT_EQ(parse_path("<\"a>b\"@example.com>", false)->address, "\"a>b\"@example.com") << "a '>' inside quotes";
+}
+
+TEST(SmtpProtocol, RoutingInTheLocalPartIsFound) {
+  auto routing = [](const char* path) { return routing_in_path(*parse_path(path, false)); };
+  EXPECT_EQ(routing("<user@example.com>"), "");
+  EXPECT_EQ(routing("<first.last+tag@example.com>"), "");
+  EXPECT_EQ(routing("<user%elsewhere.example@example.com>"), "'%' in the local part");
+  EXPECT_EQ(routing("<elsewhere.example!user@example.com>"), "'!' in the local part");
+  EXPECT_EQ(routing("<\"user@elsewhere.example\"@example.com>"), "'@' in the local part");
+  EXPECT_EQ(routing("<\"user%x\"@example.com>"), "'%' in the local part");
+  EXPECT_EQ(routing("<@example.com:user@elsewhere.example>"), "a source route");
+}
+
+TEST(SmtpProtocol, RecipientVerificationHoldsLaterRepliesInOrder) {
+  DomainPolicy policy;
+  Session s({}, policy);
+  auto out = s.receive("EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<u@verify.example>\r\nRCPT TO:<b@example.com>\r\nNOOP\r\n");
+  ASSERT_TRUE(out.verify);
+  EXPECT_EQ(*out.verify, "u@verify.example");
+  EXPECT_EQ(out.to_send.find("2.1.5"), std::string::npos) << "nothing after the RCPT is answered yet";
+  auto rejected = s.recipient_verified(Reply{550, "5.1.1 <u@verify.example>: user unknown"});
+  EXPECT_EQ(rejected.to_send, "550 5.1.1 <u@verify.example>: user unknown\r\n250 2.1.5 Recipient ok\r\n250 2.0.0 Ok\r\n");
 }
 
 TEST(SmtpProtocol, ControlCharactersInACommandAreRefused) {
@@ -252,6 +403,12 @@ TEST(SmtpProtocol, NonAsciiSenderNeedsSmtpUtf8) {
   Driver d;
   d.feed("EHLO x\r\nMAIL FROM:<jos\xc3\xa9@example.net>\r\nMAIL FROM:<jos\xc3\xa9@example.net> SMTPUTF8\r\n");
   EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "553", "250"}));
+}
+
+TEST(SmtpProtocol, SmugglingDeliveryDotStuffsEveryKindOfLineEnd) {
+  EXPECT_EQ(dot_stuff("a\rb\n.c\r\n.\r\nd"), "a\r\nb\r\n..c\r\n..\r\nd\r\n.\r\n");
+  EXPECT_EQ(dot_stuff("x\r.\r"), "x\r\n..\r\n.\r\n") << "a bare CR before a dot is a line end, and the dot stuffed";
+  EXPECT_EQ(dot_stuff(""), ".\r\n");
 }
 
 }  // namespace

@@ -17,13 +17,15 @@ std::string dot_stuff(const std::string& message) {
   out.reserve(message.size() + message.size() / 50 + 8);
   std::size_t pos = 0;
   while (pos < message.size()) {
-    std::size_t nl = message.find('\n', pos);
-    std::size_t end = nl == std::string::npos ? message.size() : nl;
-    std::size_t content_end = end > pos && message[end - 1] == '\r' ? end - 1 : end;
+    // A line ends at CRLF, a bare LF or a bare CR (an imported message may hold any of them); each
+    // becomes CRLF, so the next hop sees no line end that it could read differently from us.
+    std::size_t end = message.find_first_of("\r\n", pos);
+    if (end == std::string::npos) end = message.size();
     if (message[pos] == '.') out.push_back('.');
-    out.append(message, pos, content_end - pos);
+    out.append(message, pos, end - pos);
     out.append("\r\n");
-    pos = nl == std::string::npos ? message.size() : nl + 1;
+    if (end < message.size() && message[end] == '\r' && end + 1 < message.size() && message[end + 1] == '\n') ++end;
+    pos = end + 1;
   }
   out.append(".\r\n");
   return out;

@@ -25,44 +25,127 @@ std::string upper(std::string_view s) {
   return out;
 }
 
-bool valid_mailbox(std::string_view addr, bool allow_postmaster) {
-  if (addr.empty() || addr.size() > 254) return false;
-  bool quoted = false;
-  for (char c : addr) {
+bool is_utf8_byte(unsigned char c) { return c >= 0x80; }  // SMTPUTF8 is checked by the caller
+
+// atext (RFC 5322 3.2.3), and UTF-8 for SMTPUTF8 addresses (RFC 6531).
+bool is_atext(unsigned char c) {
+  return std::isalnum(c) || std::string_view("!#$%&'*+-/=?^_`{|}~").find(static_cast<char>(c)) != std::string_view::npos ||
+         is_utf8_byte(c);
+}
+
+// A domain: labels of letters, digits, '-' and '_' (seen in real host names), UTF-8 (IDN) allowed,
+// separated by single dots; or an address literal "[...]".
+bool valid_domain(std::string_view d) {
+  if (d.empty() || d.size() > 255) return false;
+  if (d.front() == '[') {
+    if (d.back() != ']' || d.size() < 3) return false;
+    for (char c : d.substr(1, d.size() - 2)) {
+      unsigned char u = static_cast<unsigned char>(c);
+      if (u < 33 || u > 126 || c == '[' || c == ']' || c == '\\') return false;
+    }
+    return true;
+  }
+  std::size_t label = 0;
+  for (char c : d) {
     unsigned char u = static_cast<unsigned char>(c);
-    if (u < 32 || u == 127) return false;
-    if (c == '"') quoted = !quoted;
-    if (!quoted && (c == ' ' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' || c == ';')) return false;
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+    } else if (std::isalnum(u) || c == '-' || c == '_' || is_utf8_byte(u)) {
+      if (++label > 63) return false;
+    } else {
+      return false;
+    }
   }
-  if (quoted) return false;
-  std::size_t at = addr.rfind('@');
-  if (at == std::string_view::npos) {
-    return allow_postmaster && upper(addr) == "POSTMASTER";
+  return label > 0;
+}
+
+// Reads a local part at the start of s: a quoted-string or a dot-string. Returns its length, or 0.
+std::size_t local_part_length(std::string_view s, bool& quoted) {
+  quoted = !s.empty() && s.front() == '"';
+  if (quoted) {
+    for (std::size_t i = 1; i < s.size(); ++i) {
+      unsigned char u = static_cast<unsigned char>(s[i]);
+      if (s[i] == '\\') {
+        if (i + 1 >= s.size()) return 0;
+        unsigned char next = static_cast<unsigned char>(s[i + 1]);
+        if (next < 32 || next == 127) return 0;
+        ++i;
+      } else if (s[i] == '"') {
+        return i + 1 >= 3 ? i + 1 : 0;  // "" is not a local part
+      } else if (u < 32 || u == 127) {
+        return 0;
+      }
+    }
+    return 0;
   }
-  return at > 0 && at + 1 < addr.size() && addr.substr(at + 1).find('.') != 0;
+  std::size_t i = 0;
+  // Dots are taken leniently (leading, trailing or doubled dots occur in real addresses).
+  while (i < s.size() && (is_atext(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  return i;
 }
 
 }  // namespace
 
-std::optional<std::pair<std::string, std::string>> parse_path(std::string_view text, bool allow_null) {
+std::optional<Path> parse_path(std::string_view text, bool allow_null) {
   text = trim(text);
   if (text.empty() || text.front() != '<') return std::nullopt;
-  std::size_t close = text.find('>');
-  if (close == std::string_view::npos) return std::nullopt;
-  std::string_view inside = text.substr(1, close - 1);
-  std::string_view rest = trim(text.substr(close + 1));
-  if (inside.empty()) {
-    if (!allow_null) return std::nullopt;
-    return std::make_pair(std::string(), std::string(rest));
-  }
-  // An obsolete source route ("@a,@b:user@example.com") is accepted and ignored (RFC 5321 4.1.2).
-  if (inside.front() == '@') {
+  Path p;
+  std::string_view inside = text.substr(1);
+  // Source route: "@a,@b:" (RFC 5321 4.1.2, obsolete, recorded so a listener can refuse it).
+  if (!inside.empty() && inside.front() == '@') {
     std::size_t colon = inside.find(':');
     if (colon == std::string_view::npos) return std::nullopt;
+    std::string_view route = inside.substr(0, colon);
+    std::size_t pos = 0;
+    while (pos < route.size()) {
+      if (route[pos] != '@') return std::nullopt;
+      std::size_t comma = route.find(',', pos);
+      std::string_view domain =
+          route.substr(pos + 1, comma == std::string_view::npos ? std::string_view::npos : comma - pos - 1);
+      if (!valid_domain(domain)) return std::nullopt;
+      pos = comma == std::string_view::npos ? route.size() : comma + 1;
+    }
+    p.source_route = std::string(route);
     inside = inside.substr(colon + 1);
   }
-  if (!valid_mailbox(inside, /*allow_postmaster=*/!allow_null)) return std::nullopt;
-  return std::make_pair(std::string(inside), std::string(rest));
+  if (!inside.empty() && inside.front() == '>') {
+    if (!allow_null || !p.source_route.empty()) return std::nullopt;
+    if (inside.size() > 1 && inside[1] != ' ') return std::nullopt;  // "<>X" is not a path
+    p.params = std::string(trim(inside.substr(1)));
+    return p;
+  }
+  bool quoted = false;
+  std::size_t local = local_part_length(inside, quoted);
+  if (local == 0) return std::nullopt;
+  p.local_part = std::string(inside.substr(0, local));
+  p.quoted_local = quoted;
+  std::string_view rest = inside.substr(local);
+  if (!rest.empty() && rest.front() == '@') {
+    std::size_t close = rest.find('>');
+    if (close == std::string_view::npos) return std::nullopt;
+    std::string_view domain = rest.substr(1, close - 1);
+    if (!valid_domain(domain)) return std::nullopt;
+    p.domain = std::string(domain);
+    rest = rest.substr(close);
+  } else if (allow_null || quoted || upper(p.local_part) != "POSTMASTER" || !p.source_route.empty()) {
+    return std::nullopt;  // only RCPT TO:<Postmaster> may omit the domain (RFC 5321 4.1.1.3)
+  }
+  if (rest.empty() || rest.front() != '>') return std::nullopt;
+  p.address = p.domain.empty() ? p.local_part : p.local_part + "@" + p.domain;
+  if (p.address.size() > 254) return std::nullopt;
+  std::string_view params = rest.substr(1);
+  if (!params.empty() && params.front() != ' ') return std::nullopt;  // "<a@b>X" is not a path
+  p.params = std::string(trim(params));
+  return p;
+}
+
+std::string routing_in_path(const Path& path) {
+  if (!path.source_route.empty()) return "a source route";
+  for (char c : {'%', '!', '@'}) {
+    if (path.local_part.find(c) != std::string::npos) return std::string("'") + c + "' in the local part";
+  }
+  return {};
 }
 
 Session::Session(ProtocolConfig config, Policy& policy)
@@ -83,9 +166,9 @@ void Session::reset_transaction() {
   std::string helo = txn_.helo;
   txn_ = ReceivedMessage{};
   txn_.helo = std::move(helo);
-  declared_size_ = 0;
   data_too_big_ = false;
   data_line_too_long_ = false;
+  bare_newline_ = nullptr;
 }
 
 Session::Output Session::receive(std::string_view bytes) {
@@ -97,72 +180,110 @@ Session::Output Session::receive(std::string_view bytes) {
 }
 
 void Session::process(Output& out) {
-  while (state_ != State::kStoring && state_ != State::kStartTls && state_ != State::kClosed) {
-    const bool in_data = state_ == State::kData;
-    const std::size_t limit = in_data ? config_.max_line_bytes : config_.max_command_bytes;
-    std::size_t nl = buffer_.find('\n');
-    if (nl == std::string::npos) {
-      if (buffer_.size() > limit) {
-        // An over-long line: drop what we have, and the rest of it as it arrives. Memory stays bounded.
-        buffer_.clear();
-        if (!discarding_line_) {
-          discarding_line_ = true;
-          if (in_data) data_line_too_long_ = true;
-          else error(out, 500, "5.5.2 Line too long");
-        }
-      }
-      return;
+  while (true) {
+    bool progressed = false;
+    switch (state_) {
+      case State::kGreeted:
+      case State::kReady:
+      case State::kMail:
+        progressed = command_step(out);
+        break;
+      case State::kData:
+        progressed = data_step(out);
+        break;
+      default:
+        return;  // waiting for verification, storage or TLS, or closed
     }
-    std::string line = buffer_.substr(0, nl + 1);
-    buffer_.erase(0, nl + 1);
-    if (discarding_line_) {
-      discarding_line_ = false;
-      continue;
-    }
-    if (line.size() > limit) {
-      if (in_data) {
-        data_line_too_long_ = true;
-      } else {
-        error(out, 500, "5.5.2 Line too long");
-      }
-      continue;
-    }
-    if (in_data) {
-      data_line(line, out);
-    } else {
-      std::string_view cmd(line);
-      cmd.remove_suffix(1);
-      if (!cmd.empty() && cmd.back() == '\r') cmd.remove_suffix(1);
-      command(cmd, out);
-    }
+    if (!progressed) return;
   }
 }
 
-void Session::data_line(std::string_view line, Output& out) {
-  bool crlf = line.size() >= 2 && line[line.size() - 2] == '\r';
-  std::string_view content = line.substr(0, line.size() - (crlf ? 2 : 1));
-  // Only <CR><LF>.<CR><LF> ends the data: a dot line ending in a bare LF is content, so nobody can
-  // smuggle a second message past a server that reads line ends differently.
-  if (crlf && content == ".") {
-    if (data_too_big_) {
-      reply(out, 552, "5.3.4 Message exceeds the size limit of " + std::to_string(config_.max_message_bytes) + " bytes");
-      reset_transaction();
-      state_ = State::kReady;
-    } else if (data_line_too_long_) {
-      reply(out, 554, "5.6.0 Message has a line longer than " + std::to_string(config_.max_line_bytes) + " bytes");
-      reset_transaction();
-      state_ = State::kReady;
-    } else {
-      state_ = State::kStoring;
-      out.message = std::move(txn_);
-      txn_ = ReceivedMessage{};
-      txn_.helo = out.message->helo;
+// Drops what is buffered of an over-long line, keeping a trailing CR: it may pair with the LF that
+// comes next, and whether the line ended in CRLF matters for what follows.
+void Session::skip_over_long_line() {
+  bool cr = !buffer_.empty() && buffer_.back() == '\r';
+  buffer_.clear();
+  if (cr) buffer_.push_back('\r');
+  discarding_line_ = true;
+}
+
+bool Session::command_step(Output& out) {
+  std::size_t end = buffer_.find("\r\n");
+  if (end == std::string::npos) {
+    if (buffer_.size() > config_.max_command_bytes) {
+      if (!discarding_line_) error(out, 500, "5.5.2 Line too long");
+      skip_over_long_line();
     }
-    return;
+    return false;
   }
-  if (!crlf) txn_.bare_lf_seen = true;
+  if (discarding_line_) {
+    discarding_line_ = false;
+    buffer_.erase(0, end + 2);
+    return true;
+  }
+  if (end + 2 > config_.max_command_bytes) {
+    buffer_.erase(0, end + 2);
+    error(out, 500, "5.5.2 Line too long");
+    return true;
+  }
+  std::string line = buffer_.substr(0, end);
+  buffer_.erase(0, end + 2);
+  command(line, out);
+  return true;
+}
+
+bool Session::data_step(Output& out) {
+  std::size_t nl = buffer_.find('\n');
+  if (nl == std::string::npos) {
+    if (buffer_.size() > config_.max_line_bytes) {
+      data_line_too_long_ = true;
+      skip_over_long_line();
+    }
+    return false;
+  }
+  const bool crlf = nl > 0 && buffer_[nl - 1] == '\r';
+  if (discarding_line_ || nl + 1 > config_.max_line_bytes) {
+    data_line_too_long_ = true;
+    discarding_line_ = false;
+    prev_line_crlf_ = crlf;
+    buffer_.erase(0, nl + 1);
+    return true;
+  }
+  std::string_view content(buffer_.data(), crlf ? nl - 1 : nl);
+  // The only end of data: "." alone on a line that ends in CRLF, right after a line that ended in
+  // CRLF. "\n.\r\n", "\r\n.\n", "\r.\r" and the like are content (or, with kReject, refuse the
+  // message), never an end.
+  if (crlf && prev_line_crlf_ && content == ".") {
+    buffer_.erase(0, nl + 1);
+    end_of_data(out);
+    return true;
+  }
+  prev_line_crlf_ = crlf;
+  const bool bare_cr = content.find('\r') != std::string_view::npos;
+  if (!crlf || bare_cr) {
+    if (config_.bare_newline == BareNewline::kReject) {
+      if (!bare_newline_) bare_newline_ = !crlf ? "LF" : "CR";
+    } else {
+      txn_.bare_newline_seen = true;
+      // Each bare CR (and the bare LF at the end) becomes a line end of its own.
+      std::size_t start = 0;
+      while (true) {
+        std::size_t cr = content.find('\r', start);
+        append_content(content.substr(start, cr == std::string_view::npos ? std::string_view::npos : cr - start));
+        if (cr == std::string_view::npos) break;
+        start = cr + 1;
+      }
+    }
+  } else {
+    append_content(content);
+  }
+  buffer_.erase(0, nl + 1);
+  return true;
+}
+
+void Session::append_content(std::string_view content) {
   if (!content.empty() && content.front() == '.') content.remove_prefix(1);
-  if (data_too_big_) return;
+  if (data_too_big_ || bare_newline_) return;  // the message is refused at its end anyway
   if (txn_.data.size() + content.size() + 2 > config_.max_message_bytes) {
     data_too_big_ = true;
     txn_.data.clear();
@@ -173,17 +294,35 @@ void Session::data_line(std::string_view line, Output& out) {
   txn_.data.append("\r\n");
 }
 
+void Session::end_of_data(Output& out) {
+  state_ = State::kReady;
+  if (data_too_big_) {
+    reply(out, 552, "5.3.4 Message exceeds the size limit of " + std::to_string(config_.max_message_bytes) + " bytes");
+  } else if (data_line_too_long_) {
+    reply(out, 554, "5.6.0 Message has a line longer than " + std::to_string(config_.max_line_bytes) + " bytes");
+  } else if (bare_newline_) {
+    reply(out, 550, std::string("5.5.2 Error: bare <") + bare_newline_ + "> received");
+  } else {
+    state_ = State::kStoring;
+    out.message = std::move(txn_);
+    txn_ = ReceivedMessage{};
+    txn_.helo = out.message->helo;
+  }
+  if (state_ == State::kReady) reset_transaction();
+}
+
 void Session::command(std::string_view line, Output& out) {
-  // Control characters never belong in a command; UTF-8 only in SMTPUTF8 addresses (checked below).
+  // A bare LF or CR never splits a command: the whole line up to CRLF is one refused command.
+  if (line.find('\n') != std::string_view::npos) return error(out, 550, "5.5.2 Error: bare <LF> received");
+  if (line.find('\r') != std::string_view::npos) return error(out, 550, "5.5.2 Error: bare <CR> received");
+  // Other control characters never belong in a command; UTF-8 only in SMTPUTF8 addresses (below).
   for (char c : line) {
     unsigned char u = static_cast<unsigned char>(c);
-    if (u < 32 && u != '\t') {
-      error(out, 500, "5.5.2 Command contains invalid characters");
-      return;
-    }
+    if ((u < 32 && u != '\t') || u == 127) return error(out, 500, "5.5.2 Command contains invalid characters");
   }
   std::size_t sp = line.find(' ');
-  std::string verb = upper(line.substr(0, sp));
+  std::string verb = upper(line.substr(0, std::min(sp, std::size_t{16})));
+  if (sp != std::string_view::npos && sp > 16) verb = "?";
   std::string_view arg = sp == std::string_view::npos ? std::string_view() : trim(line.substr(sp + 1));
 
   if (verb == "EHLO" || verb == "HELO") {
@@ -202,71 +341,15 @@ void Session::command(std::string_view line, Output& out) {
     }
     return;
   }
-  if (verb == "MAIL") {
-    if (!have_helo_) return error(out, 503, "5.5.1 Send EHLO or HELO first");
-    if (state_ == State::kMail) return error(out, 503, "5.5.1 Nested MAIL command");
-    if (!iequals_prefix(arg, "FROM:")) return error(out, 501, "5.5.4 Syntax: MAIL FROM:<address>");
-    auto path = parse_path(arg.substr(5), /*allow_null=*/true);
-    if (!path) return error(out, 501, "5.1.7 Bad sender address syntax");
-    ReceivedMessage fresh;
-    fresh.helo = txn_.helo;
-    std::size_t size = 0;
-    std::string_view params = path->second;
-    while (!params.empty()) {
-      std::size_t end = params.find(' ');
-      std::string p = upper(params.substr(0, end));
-      params = end == std::string_view::npos ? std::string_view() : trim(params.substr(end));
-      if (p.rfind("SIZE=", 0) == 0) {
-        std::string digits = p.substr(5);
-        if (digits.empty() || digits.size() > 15 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
-          return error(out, 501, "5.5.4 Bad SIZE parameter");
-        }
-        size = std::stoull(digits);
-        if (size > config_.max_message_bytes) {
-          return error(out, 552, "5.3.4 Message size exceeds the limit of " + std::to_string(config_.max_message_bytes) + " bytes");
-        }
-      } else if (p == "BODY=8BITMIME") {
-        fresh.body_8bitmime = true;
-      } else if (p == "BODY=7BIT") {
-      } else if (p == "SMTPUTF8") {
-        fresh.smtputf8 = true;
-      } else {
-        return error(out, 555, "5.5.4 Unsupported MAIL parameter " + p.substr(0, 40));
-      }
-    }
-    if (!fresh.smtputf8) {
-      for (char c : path->first)
-        if (static_cast<unsigned char>(c) >= 128) return error(out, 553, "5.6.7 Non-ASCII address needs SMTPUTF8");
-    }
-    if (auto rejected = policy_.check_sender(path->first)) return error(out, rejected->code, rejected->text);
-    fresh.mail_from = path->first;
-    txn_ = std::move(fresh);
-    declared_size_ = size;
-    state_ = State::kMail;
-    return reply(out, 250, "2.1.0 Sender ok");
-  }
-  if (verb == "RCPT") {
-    if (state_ != State::kMail) return error(out, 503, "5.5.1 Send MAIL first");
-    if (!iequals_prefix(arg, "TO:")) return error(out, 501, "5.5.4 Syntax: RCPT TO:<address>");
-    auto path = parse_path(arg.substr(3), /*allow_null=*/false);
-    if (!path) return error(out, 501, "5.1.3 Bad recipient address syntax");
-    if (!path->second.empty()) return error(out, 555, "5.5.4 Unsupported RCPT parameter");
-    if (txn_.rcpt_to.size() >= config_.max_recipients) {
-      return error(out, 452, "4.5.3 Too many recipients; send the rest in another message");
-    }
-    if (!txn_.smtputf8) {
-      for (char c : path->first)
-        if (static_cast<unsigned char>(c) >= 128) return error(out, 553, "5.6.7 Non-ASCII address needs SMTPUTF8");
-    }
-    if (auto rejected = policy_.check_recipient(path->first)) return error(out, rejected->code, rejected->text);
-    txn_.rcpt_to.push_back(path->first);
-    return reply(out, 250, "2.1.5 Recipient ok");
-  }
+  if (verb == "MAIL") return mail(arg, out);
+  if (verb == "RCPT") return rcpt(arg, out);
   if (verb == "DATA") {
     if (!arg.empty()) return error(out, 501, "5.5.4 DATA takes no argument");
     if (state_ != State::kMail) return error(out, 503, "5.5.1 Send MAIL first");
     if (txn_.rcpt_to.empty()) return error(out, 554, "5.5.1 No valid recipients");
     state_ = State::kData;
+    prev_line_crlf_ = true;  // the DATA command ended in CRLF
+    discarding_line_ = false;
     return reply(out, 354, "End data with <CR><LF>.<CR><LF>");
   }
   if (verb == "RSET") {
@@ -298,6 +381,87 @@ void Session::command(std::string_view line, Output& out) {
   error(out, 500, "5.5.2 Command not recognized");
 }
 
+void Session::mail(std::string_view arg, Output& out) {
+  if (!have_helo_) return error(out, 503, "5.5.1 Send EHLO or HELO first");
+  if (state_ == State::kMail) return error(out, 503, "5.5.1 Nested MAIL command");
+  if (!iequals_prefix(arg, "FROM:")) return error(out, 501, "5.5.4 Syntax: MAIL FROM:<address>");
+  auto path = parse_path(arg.substr(5), /*allow_null=*/true);
+  if (!path) return error(out, 501, "5.1.7 Bad sender address syntax");
+  ReceivedMessage fresh;
+  fresh.helo = txn_.helo;
+  std::string_view params = path->params;
+  while (!params.empty()) {
+    std::size_t end = params.find(' ');
+    std::string p = upper(params.substr(0, end));
+    params = end == std::string_view::npos ? std::string_view() : trim(params.substr(end));
+    if (p.rfind("SIZE=", 0) == 0) {
+      std::string digits = p.substr(5);
+      if (digits.empty() || digits.size() > 15 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
+        return error(out, 501, "5.5.4 Bad SIZE parameter");
+      }
+      if (std::stoull(digits) > config_.max_message_bytes) {
+        return error(out, 552, "5.3.4 Message size exceeds the limit of " + std::to_string(config_.max_message_bytes) + " bytes");
+      }
+    } else if (p == "BODY=8BITMIME") {
+      fresh.body_8bitmime = true;
+    } else if (p == "BODY=7BIT") {
+    } else if (p == "SMTPUTF8") {
+      fresh.smtputf8 = true;
+    } else {
+      return error(out, 555, "5.5.4 Unsupported MAIL parameter " + p.substr(0, 40));
+    }
+  }
+  if (!fresh.smtputf8) {
+    for (char c : path->address)
+      if (static_cast<unsigned char>(c) >= 128) return error(out, 553, "5.6.7 Non-ASCII address needs SMTPUTF8");
+  }
+  if (auto rejected = policy_.check_sender(*path)) return error(out, rejected->code, rejected->text);
+  fresh.mail_from = path->address;
+  txn_ = std::move(fresh);
+  state_ = State::kMail;
+  reply(out, 250, "2.1.0 Sender ok");
+}
+
+void Session::rcpt(std::string_view arg, Output& out) {
+  if (state_ != State::kMail) return error(out, 503, "5.5.1 Send MAIL first");
+  if (!iequals_prefix(arg, "TO:")) return error(out, 501, "5.5.4 Syntax: RCPT TO:<address>");
+  auto path = parse_path(arg.substr(3), /*allow_null=*/false);
+  if (!path) return error(out, 501, "5.1.3 Bad recipient address syntax");
+  if (!path->params.empty()) return error(out, 555, "5.5.4 Unsupported RCPT parameter");
+  if (txn_.rcpt_to.size() >= config_.max_recipients) {
+    return error(out, 452, "4.5.3 Too many recipients; send the rest in another message");
+  }
+  if (!txn_.smtputf8) {
+    for (char c : path->address)
+      if (static_cast<unsigned char>(c) >= 128) return error(out, 553, "5.6.7 Non-ASCII address needs SMTPUTF8");
+  }
+  RecipientDecision d = policy_.check_recipient(*path);
+  if (d.kind == RecipientDecision::Kind::kReject) return error(out, d.reply.code, d.reply.text);
+  if (d.kind == RecipientDecision::Kind::kVerify) {
+    verifying_ = path->address;
+    state_ = State::kVerifying;
+    out.verify = verifying_;
+    return;
+  }
+  txn_.rcpt_to.push_back(path->address);
+  reply(out, 250, "2.1.5 Recipient ok");
+}
+
+Session::Output Session::recipient_verified(const std::optional<Reply>& rejection) {
+  Output out;
+  if (state_ != State::kVerifying) return out;
+  state_ = State::kMail;
+  if (rejection) {
+    error(out, rejection->code, rejection->text);
+  } else {
+    txn_.rcpt_to.push_back(std::move(verifying_));
+    reply(out, 250, "2.1.5 Recipient ok");
+  }
+  verifying_.clear();
+  process(out);
+  return out;
+}
+
 Session::Output Session::message_stored(const std::string& queue_id) {
   Output out;
   if (state_ != State::kStoring) return out;
@@ -324,6 +488,7 @@ Session::Output Session::tls_started() {
   have_helo_ = false;
   esmtp_ = false;
   buffer_.clear();
+  discarding_line_ = false;
   reset_transaction();
   txn_.helo.clear();
   state_ = State::kGreeted;

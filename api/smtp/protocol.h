@@ -1,13 +1,23 @@
 // The SMTP server protocol (RFC 5321 with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, STARTTLS,
 // SMTPUTF8) as an I/O-free state machine: bytes in, replies and events out. The server (server.cc) owns
 // the socket, TLS, timers and the archive; this class owns the grammar, the command order and the
-// limits. It is tested byte by byte and fuzzed without a socket.
+// limits. It is tested whole and byte by byte (tests/smtp_protocol_test.cc) and fuzzed
+// (fuzz/smtp_session_fuzz.cc).
 //
 // Flow: the I/O layer writes greeting(), then feeds whatever it reads to receive(). Each Output says what
-// to write, and whether to start TLS, close, or store a complete message. While a message is being
-// stored the session buffers further input (a pipelining client may already be sending the next
-// command) and answers nothing until message_stored() tells it the outcome: 250 is only ever sent after
-// the message is durable.
+// to write, and whether to start TLS, close, verify a recipient, or store a complete message. While a
+// recipient is being verified or a message stored, the session buffers further input (a pipelining
+// client may already be sending the next command) and answers nothing until recipient_verified() or
+// message_stored()/message_rejected() tells it the outcome: 250 is only ever sent after the message is
+// durable, and replies always come in command order.
+//
+// Line ends (SMTP smuggling): a command ends only at CRLF; a bare LF or bare CR inside a command makes
+// the whole line, up to its CRLF, one refused command, never two commands. DATA ends only at
+// CRLF "." CRLF, where the CRLF before the dot ended the previous line. A content line with a bare LF
+// or bare CR either refuses the whole message at its end (BareNewline::kReject, as Postfix's
+// smtpd_forbid_bare_newline = reject) or is normalised to CRLF lines that stay inside the one message
+// (kNormalize). Tests: SmtpProtocol.*Smuggling* and tests/e2e/test_smuggling.py (every published
+// end-of-data variant, both listeners, plaintext and TLS, next command pipelined behind).
 //
 // Thread safety: none; one Session per connection, used by one strand.
 #pragma once
@@ -26,6 +36,12 @@ struct Reply {
   bool is_error() const { return code >= 400; }
 };
 
+// What to do with a content line that ends in a bare LF or holds a bare CR.
+enum class BareNewline {
+  kReject,     // refuse the message with 550 5.5.2 after its end (the default)
+  kNormalize,  // turn each bare LF and bare CR into CRLF; the message stays one message
+};
+
 // The server fills the limits from the one Limits struct (common/limits.h); the defaults here match it.
 struct ProtocolConfig {
   std::string hostname = "localhost";    // our name in the greeting and EHLO reply
@@ -34,17 +50,49 @@ struct ProtocolConfig {
   std::size_t max_message_bytes = 64u << 20;
   unsigned max_recipients = 100;
   unsigned max_errors = 20;              // error replies before the session is closed
+  BareNewline bare_newline = BareNewline::kReject;
   bool tls_available = false;            // advertise STARTTLS
   bool tls_active = false;               // the session already runs over TLS (implicit TLS, port 465)
 };
 
+// A reverse-path or forward-path, parsed (RFC 5321 4.1.2).
+struct Path {
+  std::string address;       // local-part@domain as written (quotes kept); "" for <>; "Postmaster"
+  std::string local_part;    // as written, quotes kept
+  std::string domain;        // as written; empty for <> and <Postmaster>
+  bool quoted_local = false; // the local part is a quoted-string
+  std::string source_route;  // "@a,@b" of an obsolete source route, without the ':'
+  std::string params;        // ESMTP parameters after the '>'
+};
+
+// Parses "<local@domain>" (with optional source route and surrounding spaces) after "FROM:"/"TO:".
+// allow_null: "<>" is accepted (MAIL FROM). Returns nothing for a syntax error.
+std::optional<Path> parse_path(std::string_view text, bool allow_null);
+
+// Sender-specified routing that would make the next hop relay (Postfix's allow_untrusted_routing =
+// no): a source route, or a local part holding '%', '!' or '@' (quoted or not). Returns what was found,
+// or an empty string.
+std::string routing_in_path(const Path& path);
+
+// How a listener answers one recipient: accept, reject, or ask the I/O layer to verify it first
+// (a probe of the primary server; the session waits for recipient_verified()).
+struct RecipientDecision {
+  enum class Kind { kAccept, kReject, kVerify };
+  Kind kind = Kind::kAccept;
+  Reply reply;  // kReject
+  static RecipientDecision accept() { return {}; }
+  static RecipientDecision reject(Reply r) { return {Kind::kReject, std::move(r)}; }
+  static RecipientDecision verify() { return {Kind::kVerify, {}}; }
+};
+
 // Decides who may send and receive through this listener (relay control lives here, not in the
-// grammar). Return nothing to accept, or the rejection reply.
+// grammar).
 class Policy {
  public:
   virtual ~Policy() = default;
-  virtual std::optional<Reply> check_sender(const std::string& reverse_path) = 0;
-  virtual std::optional<Reply> check_recipient(const std::string& forward_path) = 0;
+  // Return nothing to accept, or the rejection reply.
+  virtual std::optional<Reply> check_sender(const Path& reverse_path) = 0;
+  virtual RecipientDecision check_recipient(const Path& forward_path) = 0;
 };
 
 // A complete message with its envelope, ready to be made durable.
@@ -54,8 +102,8 @@ struct ReceivedMessage {
   std::vector<std::string> rcpt_to;
   bool body_8bitmime = false;
   bool smtputf8 = false;
-  bool bare_lf_seen = false;        // some content line ended in LF alone (normalised to CRLF)
-  std::string data;                 // dot-unstuffed, every line ending in CRLF
+  bool bare_newline_seen = false;   // kNormalize: some content line had a bare LF or CR (now CRLF)
+  std::string data;                 // dot-unstuffed, every line ending in CRLF, no other CR or LF
 };
 
 class Session {
@@ -64,13 +112,16 @@ class Session {
     std::string to_send;                    // replies, in order
     bool start_tls = false;                 // after writing to_send: handshake, then tls_started()
     bool close = false;                     // after writing to_send: close the connection
-    std::optional<ReceivedMessage> message; // store it, then call message_stored()
+    std::optional<std::string> verify;      // verify this recipient, then call recipient_verified()
+    std::optional<ReceivedMessage> message; // store it, then call message_stored()/message_rejected()
   };
 
   Session(ProtocolConfig config, Policy& policy);
 
   std::string greeting() const;
   Output receive(std::string_view bytes);
+  // The outcome of verifying the recipient handed out last: nothing to accept it, or the rejection.
+  Output recipient_verified(const std::optional<Reply>& rejection);
   // The outcome of storing the message handed out last: `stored` with the queue id for the 250 reply,
   // or the rejection to send instead (451 for a temporary failure, 554 for an infected message...).
   Output message_stored(const std::string& queue_id);
@@ -78,7 +129,7 @@ class Session {
   // The TLS handshake after STARTTLS succeeded: the session starts over (RFC 3207), and anything the
   // client sent before the handshake has been discarded.
   Output tls_started();
-  // The I/O layer's idle or data-rate timer fired.
+  // The I/O layer's idle, data-rate or session timer fired.
   Output timed_out();
   // Ends the session when the server shuts down.
   Output shutting_down();
@@ -88,15 +139,21 @@ class Session {
   bool tls_active() const { return tls_; }
 
  private:
-  enum class State { kGreeted, kReady, kMail, kData, kStoring, kStartTls, kClosed };
+  enum class State { kGreeted, kReady, kMail, kData, kVerifying, kStoring, kStartTls, kClosed };
 
   void process(Output& out);
+  bool command_step(Output& out);  // false: needs more input
+  bool data_step(Output& out);
   void command(std::string_view line, Output& out);
-  void data_line(std::string_view line, Output& out);
+  void mail(std::string_view arg, Output& out);
+  void rcpt(std::string_view arg, Output& out);
+  void end_of_data(Output& out);
+  void append_content(std::string_view content);
   void reply(Output& out, int code, const std::string& text);
   void error(Output& out, int code, const std::string& text);
   void close_with(Output& out, const std::string& text);  // a 421 reply, then the end of the session
   void reset_transaction();
+  void skip_over_long_line();
 
   ProtocolConfig config_;
   Policy& policy_;
@@ -106,15 +163,13 @@ class Session {
   unsigned errors_ = 0;
   bool tls_ = false;
   ReceivedMessage txn_;
+  std::string verifying_;    // kVerifying: the recipient asked about
   bool have_helo_ = false;
-  std::size_t declared_size_ = 0;
   bool data_too_big_ = false;
   bool data_line_too_long_ = false;
+  const char* bare_newline_ = nullptr;  // kReject: "LF" or "CR", the first bare line end in this DATA
+  bool prev_line_crlf_ = true;  // in DATA: the previous content line ended in CRLF
   bool discarding_line_ = false;  // inside an over-long line: skip to its end
 };
-
-// Parses "<local@domain>" (with optional source route and surrounding spaces) after "FROM:"/"TO:".
-// Returns the address and the rest (ESMTP parameters), or nothing for a syntax error.
-std::optional<std::pair<std::string, std::string>> parse_path(std::string_view text, bool allow_null);
 
 }  // namespace mailark::smtp

@@ -60,39 +60,47 @@ std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
   return p;
 }
 
-// Inbound: only the configured domains (and addresses), never a relay. Outbound: anyone may be a
-// recipient; who may connect at all was checked at connection time.
+// Inbound: only the configured domains (and addresses), never a relay, and no sender-specified
+// routing (tests: SmtpProtocol.RoutingInTheLocalPartIsFound, e2e test_serve
+// RoutingTricksAreRefusedOnTheInboundListener). Outbound: anyone may be a recipient; who may connect
+// at all was checked at connection time.
 class ListenerPolicy : public smtp::Policy {
  public:
   // `data` returns the rules in force now, so sessions open across a SIGHUP follow the new rules.
   // `where` names the listener and client in log lines ("mx: [192.0.2.1]").
   ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data, std::string where)
       : inbound_(inbound), data_(std::move(data)), where_(std::move(where)) {}
-  std::optional<smtp::Reply> check_sender(const std::string& sender) override {
-    sender_ = sender;
+  std::optional<smtp::Reply> check_sender(const smtp::Path& sender) override {
+    sender_ = sender.address;
     return std::nullopt;
   }
-  std::optional<smtp::Reply> check_recipient(const std::string& rcpt) override {
+  smtp::RecipientDecision check_recipient(const smtp::Path& rcpt) override {
     auto verdict = decide(rcpt);
-    if (verdict) {
-      spdlog::info("NOQUEUE: rejected {} from=<{}> to=<{}>: {} {}", where_, sender_, rcpt, verdict->code, verdict->text);
+    if (verdict.kind == smtp::RecipientDecision::Kind::kReject) {
+      spdlog::info("NOQUEUE: rejected {} from=<{}> to=<{}>: {} {}", where_, sender_, rcpt.address, verdict.reply.code,
+                   verdict.reply.text);
     }
     return verdict;
   }
 
  private:
-  std::optional<smtp::Reply> decide(const std::string& rcpt) {
-    if (!inbound_) return std::nullopt;
-    std::string addr = lower(rcpt);
-    if (addr == "postmaster") return std::nullopt;
-    std::size_t at = addr.rfind('@');
-    std::string domain = at == std::string::npos ? "" : addr.substr(at + 1);
-    auto rules = data_();
-    if (!rules->domains.count(domain)) return smtp::Reply{554, "5.7.1 <" + rcpt + ">: Relay access denied"};
-    if (!rules->recipients.empty() && !rules->recipients.count(addr)) {
-      return smtp::Reply{550, "5.1.1 <" + rcpt + ">: Recipient address rejected: user unknown"};
+  smtp::RecipientDecision decide(const smtp::Path& rcpt) {
+    using smtp::RecipientDecision;
+    if (!inbound_) return RecipientDecision::accept();
+    if (std::string routing = smtp::routing_in_path(rcpt); !routing.empty()) {
+      return RecipientDecision::reject(
+          {554, "5.7.1 <" + rcpt.address + ">: Relay access denied (sender-specified routing: " + routing + ")"});
     }
-    return std::nullopt;
+    std::string addr = lower(rcpt.address);
+    if (rcpt.domain.empty()) return RecipientDecision::accept();  // <Postmaster>
+    auto rules = data_();
+    if (!rules->domains.count(lower(rcpt.domain))) {
+      return RecipientDecision::reject({554, "5.7.1 <" + rcpt.address + ">: Relay access denied"});
+    }
+    if (!rules->recipients.empty() && !rules->recipients.count(addr)) {
+      return RecipientDecision::reject({550, "5.1.1 <" + rcpt.address + ">: Recipient address rejected: user unknown"});
+    }
+    return RecipientDecision::accept();
   }
 
  private:
@@ -305,6 +313,7 @@ struct SmtpServer::Impl {
     pc.max_errors = lim.smtp_errors;
     pc.tls_available = lc.tls == "starttls";
     pc.tls_active = tls;
+    pc.bare_newline = lc.bare_newline == "normalize" ? smtp::BareNewline::kNormalize : smtp::BareNewline::kReject;
     smtp::Session session(pc, policy);
     // (Every co_await stands alone in its statement: GCC 12 miscompiles it inside conditions.)
     bool greeted = co_await write(session.greeting());

@@ -248,6 +248,34 @@ index_commit_interval_ms = 200
         self.assertIn("NOQUEUE: rejected mx: [127.0.0.1] from=<spammer@bad.example> to=<victim@elsewhere.example>: 554",
                       self.server_log())
 
+    def test_routing_tricks_are_refused_on_the_inbound_listener(self):
+        tricks = ["<user%other.example@example.com>", "<other.example!user@example.com>",
+                  '<"user@other.example"@example.com>', "<@example.com:user@other.example>",
+                  "<@relay.example:user@example.com>"]
+        with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO c.example\r\nMAIL FROM:<a@sender.example>\r\n" +
+                         b"".join(b"RCPT TO:" + t.encode() + b"\r\n" for t in tricks) +
+                         b"RCPT TO:<plain@example.com>\r\nQUIT\r\n")
+            sock.settimeout(10)
+            text = b""
+            while not text.endswith(b"221 2.0.0 Bye\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                text += chunk
+        lines = [l for l in text.decode().split("\r\n") if l[3:4] == " "]
+        rcpt_replies = lines[2:2 + len(tricks)]
+        for trick, line in zip(tricks, rcpt_replies):
+            self.assertTrue(line.startswith("554 5.7.1"), (trick, line))
+            self.assertIn("sender-specified routing", line)
+        self.assertTrue(lines[2 + len(tricks)].startswith("250"), "an ordinary recipient is still accepted")
+        # The outbound listener serves the company's own primary: routing there is its business.
+        with socket.create_connection(("127.0.0.1", self.outbound), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall(b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<user%x@remote.example>\r\nQUIT\r\n")
+            self.assertEqual(read_replies(sock, 4), ["250", "250", "250", "221"])
+
     def test_infected_message_is_refused_at_end_of_data_but_archived(self):
         s = self.smtp()
         with self.assertRaises(smtplib.SMTPDataError) as cm:
@@ -295,17 +323,14 @@ index_commit_interval_ms = 200
         s.rset()
         s.quit()
 
-    def test_bare_lf_lines_are_accepted_and_stored_with_crlf(self):
+    def test_bare_lf_lines_refuse_the_message_by_default(self):
         with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:
             read_replies(sock, 1)
             sock.sendall(b"EHLO x\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
             self.assertEqual(read_replies(sock, 4), ["250", "250", "250", "354"])
-            sock.sendall(b"Subject: bare\nMessage-ID: <bare-lf@x>\n\nline one\n.\nstill data\r\n.\r\n")
-            self.assertEqual(read_replies(sock, 1), ["250"])
-        res = self.wait_for("id:bare-lf@x")
-        raw = self.run_raw(res["results"][0]["id"])
-        self.assertIn("line one\r\n\r\nstill data\r\n", raw)
-        self.assertNotIn("\n.\n", raw)
+            sock.sendall(b"Subject: bare\nMessage-ID: <bare-lf@x>\n\nline one\n.\nstill data\r\n.\r\nNOOP\r\n")
+            self.assertEqual(read_replies(sock, 2), ["550", "250"])
+        self.assertEqual(self.cli("search", "id:bare-lf@x")["total"], 0)
 
     def test_stalling_client_is_disconnected(self):
         with socket.create_connection(("127.0.0.1", self.inbound), timeout=10) as sock:

@@ -1,0 +1,153 @@
+"""Shared pieces of the end-to-end tests: a real `mailark serve` started on loopback ports the test
+picks, with its own data folder and configuration, and the CLI run against the same data folder."""
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+BIN = os.environ.get("MAILARK_BIN", "mailark")
+EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def insecure_tls():
+    """A client context that accepts the server's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def read_replies(sock, count, timeout=10):
+    """Reads until `count` final reply lines (code + space) arrived, or the connection closed.
+    Returns (codes, text)."""
+    sock.settimeout(timeout)
+    data = b""
+    codes = []
+    text = b""
+    while len(codes) < count:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ssl.SSLError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        text += chunk
+        lines = data.split(b"\r\n")
+        data = lines.pop()
+        for line in lines:
+            if len(line) >= 4 and line[3:4] == b" ":
+                codes.append(line[:3].decode())
+    return codes, text.decode(errors="replace")
+
+
+class Server:
+    """`mailark serve` with a configuration file; `config` is the TOML text."""
+
+    def __init__(self, config, data=None, env=None, wait_port=None):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-e2e-")
+        self.data = data or os.path.join(self.tmp, "data")
+        self.config = os.path.join(self.tmp, "mailark.toml")
+        with open(self.config, "w") as f:
+            f.write(config)
+        self.log_path = os.path.join(self.tmp, "serve.log")
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.wait_port = wait_port
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, "--data", self.data, "serve", "--config", self.config],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mailark serve exited: " + self.server_log())
+            if "listening:" in self.server_log() and (
+                    self.wait_port is None or _connectable(self.wait_port)):
+                return self
+            if time.time() > deadline:
+                raise RuntimeError("mailark serve did not start: " + self.server_log())
+            time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def server_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def run(self, *args, timeout=120):
+        return subprocess.run([BIN, "--data", self.data, *args], capture_output=True, timeout=timeout,
+                              env=self.env)
+
+    def cli(self, *args):
+        p = self.run(*args, "--json")
+        if p.returncode != 0:
+            raise AssertionError(f"mailark {' '.join(args)} exited {p.returncode}: {p.stderr.decode()}")
+        return json.loads(p.stdout)
+
+    def search(self, query):
+        return self.cli("search", query)
+
+    def wait_for(self, query, expected=1, timeout=20):
+        """The server commits its index every few hundred ms: poll (bounded) until a search sees
+        `expected` messages; returns the last result."""
+        deadline = time.time() + timeout
+        while True:
+            res = self.search(query)
+            if res["total"] >= expected or time.time() > deadline:
+                return res
+            time.sleep(0.1)
+
+
+def _connectable(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def smtp_connect(port, tls_mode):
+    """A connected socket past the greeting: tls_mode is "none", "starttls" or "implicit"."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls_mode == "implicit":
+        sock = insecure_tls().wrap_socket(sock)
+    codes, _ = read_replies(sock, 1)
+    assert codes == ["220"], codes
+    if tls_mode == "starttls":
+        sock.sendall(b"EHLO client.test.example\r\n")
+        read_replies(sock, 1)
+        sock.sendall(b"STARTTLS\r\n")
+        codes, _ = read_replies(sock, 1)
+        assert codes == ["220"], codes
+        sock = insecure_tls().wrap_socket(sock)
+    return sock
