@@ -3,6 +3,10 @@
 #include <arpa/inet.h>
 
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
 #include <toml++/toml.h>
 
 namespace mailark::api {
@@ -93,14 +97,48 @@ ServeConfig defaults() {
 
 }  // namespace
 
+namespace {
+
+// Every key this release understands, by table: a key not listed (a typo, a key of a newer release)
+// is an error naming it, never silently ignored.
+const std::map<std::string, std::set<std::string>>& known_keys() {
+  static const std::map<std::string, std::set<std::string>> keys = {
+      {"server", {"hostname"}},
+      {"tls", {"cert", "key"}},
+      {"inbound", {"domains", "recipients", "infected", "unscannable", "verify_recipients", "verify_positive_ttl",
+                   "verify_negative_ttl", "verify_unreachable"}},
+      {"outbound", {"networks", "infected", "unscannable"}},
+      {"scanner", {"temp_dir"}},
+      {"limits", {"message_bytes", "recipients", "sessions", "sessions_per_ip", "command_timeout", "data_timeout",
+                  "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors",
+                  "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms"}},
+      {"archive", {"group_commit_linger_ms", "index_commit_interval_ms"}},
+      {"delivery", {"primary", "smarthost", "tls", "verify_certificates", "retry_schedule", "queue_lifetime",
+                    "connections_per_destination", "connect_timeout", "reply_timeout", "mx_port"}},
+      {"dns", {"servers"}},
+      {"listener", {"name", "role", "address", "port", "tls", "bare_newline"}},
+  };
+  return keys;
+}
+
+}  // namespace
+
 Result<ServeConfig> load_serve_config(const std::string& path) {
-  ServeConfig c = defaults();
-  if (path.empty()) return c;
+  if (path.empty()) return defaults();
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no configuration file " + path);
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in && !in.eof()) return make_error(ErrorCode::kIo, "cannot read " + path);
+  if (text.size() > (1u << 20)) return make_error(ErrorCode::kInvalidArgument, path + ": larger than 1 MiB");
+  return parse_serve_config(text, path);
+}
+
+Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& path) {
+  ServeConfig c = defaults();
   toml::table t;
   try {
-    t = toml::parse_file(path);
+    t = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     return make_error(ErrorCode::kInvalidArgument,
                       path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
@@ -108,109 +146,200 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
   auto bad = [&](const std::string& key, const std::string& why) {
     return make_error(ErrorCode::kInvalidArgument, path + ": " + key + ": " + why);
   };
-  auto strings = [&](toml::node_view<toml::node> node, std::vector<std::string>& out) -> bool {
-    if (!node) return true;
-    auto* arr = node.as_array();
-    if (!arr) return false;
-    out.clear();
-    for (auto& v : *arr) {
-      auto s = v.value<std::string>();
-      if (!s) return false;
-      out.push_back(*s);
-    }
-    return true;
-  };
-
-  c.hostname = t["server"]["hostname"].value_or(c.hostname);
-  c.tls_cert = t["tls"]["cert"].value_or(c.tls_cert);
-  c.tls_key = t["tls"]["key"].value_or(c.tls_key);
-  if (!strings(t["inbound"]["domains"], c.inbound_domains)) return bad("inbound.domains", "must be a list of strings");
-  if (!strings(t["inbound"]["recipients"], c.inbound_recipients)) return bad("inbound.recipients", "must be a list of strings");
-  c.infected = t["inbound"]["infected"].value_or(c.infected);
-  if (c.infected != "reject" && c.infected != "quarantine") return bad("inbound.infected", "must be \"reject\" or \"quarantine\"");
-  std::vector<std::string> nets;
-  if (t["outbound"]["networks"]) {
-    if (!strings(t["outbound"]["networks"], nets)) return bad("outbound.networks", "must be a list of strings");
-    c.outbound_networks.clear();
-    for (const auto& n : nets) {
-      auto net = parse_network(n);
-      if (!net) return bad("outbound.networks", net.error().context);
-      c.outbound_networks.push_back(*net);
+  // Unknown tables and keys.
+  for (const auto& [name, node] : t) {
+    const std::string table(name.str());
+    auto known = known_keys().find(table);
+    if (known == known_keys().end()) return bad(table, "unknown table");
+    auto check = [&](const toml::table& tab) -> std::optional<Error> {
+      for (const auto& [key, value] : tab) {
+        if (!known->second.count(std::string(key.str()))) return bad(table + "." + std::string(key.str()), "unknown key");
+      }
+      return std::nullopt;
+    };
+    if (table == "listener") {
+      auto* arr = node.as_array();
+      if (!arr) return bad("listener", "must be an array of tables ([[listener]])");
+      for (const auto& item : *arr) {
+        auto* lt = item.as_table();
+        if (!lt) return bad("listener", "must be an array of tables ([[listener]])");
+        if (auto e = check(*lt)) return *e;
+      }
+    } else {
+      auto* tab = node.as_table();
+      if (!tab) return bad(table, "must be a table");
+      if (auto e = check(*tab)) return *e;
     }
   }
+  // Typed reads: a key of the wrong type is an error, not its default.
+  std::optional<Error> type_error;
+  auto str = [&](toml::node_view<toml::node> node, const std::string& key, std::string& out) {
+    if (!node) return;
+    if (auto v = node.value<std::string>()) out = *v;
+    else if (!type_error) type_error = bad(key, "must be a string");
+  };
+  auto num = [&](toml::node_view<toml::node> node, const std::string& key, auto& out, std::int64_t lo, std::int64_t hi) {
+    if (!node) return;
+    auto v = node.value<std::int64_t>();
+    if (!v || !node.is_integer()) {
+      if (!type_error) type_error = bad(key, "must be a whole number");
+      return;
+    }
+    if (*v < lo || *v > hi) {
+      if (!type_error) type_error = bad(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+      return;
+    }
+    out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+  };
+  auto boolean = [&](toml::node_view<toml::node> node, const std::string& key, bool& out) {
+    if (!node) return;
+    if (auto v = node.value<bool>(); v && node.is_boolean()) out = *v;
+    else if (!type_error) type_error = bad(key, "must be true or false");
+  };
+  auto strings = [&](toml::node_view<toml::node> node, const std::string& key, std::vector<std::string>& out) {
+    if (!node) return;
+    auto* arr = node.as_array();
+    std::vector<std::string> list;
+    bool ok = arr != nullptr;
+    if (arr) {
+      for (auto& v : *arr) {
+        auto s = v.value<std::string>();
+        if (!s || !v.is_string()) {
+          ok = false;
+          break;
+        }
+        list.push_back(*s);
+      }
+    }
+    if (!ok) {
+      if (!type_error) type_error = bad(key, "must be a list of strings");
+      return;
+    }
+    out = std::move(list);
+  };
+  auto one_of = [&](const std::string& key, const std::string& value, std::initializer_list<const char*> allowed) {
+    for (const char* a : allowed)
+      if (value == a) return;
+    std::string list;
+    for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + "\"" + a + "\"";
+    if (!type_error) type_error = bad(key, "must be one of " + list);
+  };
+  constexpr std::int64_t kMaxU32 = 4294967295;
+
+  str(t["server"]["hostname"], "server.hostname", c.hostname);
+  str(t["tls"]["cert"], "tls.cert", c.tls_cert);
+  str(t["tls"]["key"], "tls.key", c.tls_key);
+  strings(t["inbound"]["domains"], "inbound.domains", c.inbound_domains);
+  strings(t["inbound"]["recipients"], "inbound.recipients", c.inbound_recipients);
+  str(t["inbound"]["verify_recipients"], "inbound.verify_recipients", c.verify_recipients);
+  one_of("inbound.verify_recipients", c.verify_recipients, {"auto", "primary", "list", "none"});
+  num(t["inbound"]["verify_positive_ttl"], "inbound.verify_positive_ttl", c.verify_positive_ttl, 0, kMaxU32);
+  num(t["inbound"]["verify_negative_ttl"], "inbound.verify_negative_ttl", c.verify_negative_ttl, 0, kMaxU32);
+  str(t["inbound"]["verify_unreachable"], "inbound.verify_unreachable", c.verify_unreachable);
+  one_of("inbound.verify_unreachable", c.verify_unreachable, {"defer", "accept"});
+  for (auto [section, policy] : {std::pair<const char*, ServeConfig::ScanPolicy*>{"inbound", &c.inbound_scan},
+                                 {"outbound", &c.outbound_scan}}) {
+    const std::string s(section);
+    str(t[section]["infected"], s + ".infected", policy->infected);
+    one_of(s + ".infected", policy->infected, {"reject", "quarantine"});
+    str(t[section]["unscannable"], s + ".unscannable", policy->unscannable);
+    one_of(s + ".unscannable", policy->unscannable, {"reject", "quarantine", "deliver"});
+  }
+  std::vector<std::string> nets;
+  if (t["outbound"]["networks"]) {
+    strings(t["outbound"]["networks"], "outbound.networks", nets);
+    if (!type_error) {
+      c.outbound_networks.clear();
+      for (const auto& n : nets) {
+        auto net = parse_network(n);
+        if (!net) return bad("outbound.networks", net.error().context);
+        c.outbound_networks.push_back(*net);
+      }
+    }
+  }
+  str(t["scanner"]["temp_dir"], "scanner.temp_dir", c.scanner_temp_dir);
+
   auto L = t["limits"];
   Limits& lim = c.limits;
-  lim.max_message_bytes = L["message_bytes"].value_or(lim.max_message_bytes);
-  lim.smtp_recipients = L["recipients"].value_or(lim.smtp_recipients);
-  c.max_sessions = L["sessions"].value_or(c.max_sessions);
-  c.max_sessions_per_ip = L["sessions_per_ip"].value_or(c.max_sessions_per_ip);
-  lim.smtp_command_timeout_s = L["command_timeout"].value_or(lim.smtp_command_timeout_s);
-  lim.smtp_data_timeout_s = L["data_timeout"].value_or(lim.smtp_data_timeout_s);
-  lim.smtp_min_data_rate = L["min_data_rate"].value_or(lim.smtp_min_data_rate);
-  lim.smtp_data_rate_grace_s = L["data_rate_grace"].value_or(lim.smtp_data_rate_grace_s);
-  lim.smtp_command_bytes = L["command_bytes"].value_or(lim.smtp_command_bytes);
-  lim.smtp_line_bytes = L["line_bytes"].value_or(lim.smtp_line_bytes);
-  lim.smtp_errors = L["errors"].value_or(lim.smtp_errors);
-  if (lim.smtp_command_bytes < 512) return bad("limits.command_bytes", "must be at least 512 (RFC 5321 4.5.3.1.4)");
-  c.group_commit_linger_ms = t["archive"]["group_commit_linger_ms"].value_or(c.group_commit_linger_ms);
-  c.index_commit_interval_ms = t["archive"]["index_commit_interval_ms"].value_or(c.index_commit_interval_ms);
+  num(L["message_bytes"], "limits.message_bytes", lim.max_message_bytes, 100,
+      static_cast<std::int64_t>(Limits::kMaxStoredMessageBytes - Limits::kTraceHeaderBytes));
+  num(L["recipients"], "limits.recipients", lim.smtp_recipients, 1, 100000);
+  num(L["sessions"], "limits.sessions", c.max_sessions, 1, 1000000);
+  num(L["sessions_per_ip"], "limits.sessions_per_ip", c.max_sessions_per_ip, 1, 1000000);
+  num(L["command_timeout"], "limits.command_timeout", lim.smtp_command_timeout_s, 1, 86400);
+  num(L["data_timeout"], "limits.data_timeout", lim.smtp_data_timeout_s, 1, 86400);
+  num(L["min_data_rate"], "limits.min_data_rate", lim.smtp_min_data_rate, 0, std::int64_t{1} << 40);
+  num(L["data_rate_grace"], "limits.data_rate_grace", lim.smtp_data_rate_grace_s, 0, 86400);
+  num(L["session_timeout"], "limits.session_timeout", lim.smtp_session_timeout_s, 1, 7 * 86400);
+  num(L["command_bytes"], "limits.command_bytes", lim.smtp_command_bytes, 512, 1 << 20);
+  num(L["line_bytes"], "limits.line_bytes", lim.smtp_line_bytes, 100, static_cast<std::int64_t>(Limits::kMaxStoredMessageBytes));
+  num(L["errors"], "limits.errors", lim.smtp_errors, 1, 100000);
+  // The scanner looks at whole messages: unless set, its size limits grow with the message limit, so
+  // that a message the server may accept is never unscannable only for its size.
+  const std::uint64_t stored = lim.max_message_bytes + Limits::kTraceHeaderBytes;
+  if (!L["scan_file_bytes"]) lim.scan_max_file_bytes = std::max<std::uint64_t>(lim.scan_max_file_bytes, stored);
+  if (!L["scan_bytes"]) lim.scan_max_scan_bytes = std::max<std::uint64_t>(lim.scan_max_scan_bytes, 2 * stored);
+  num(L["scan_file_bytes"], "limits.scan_file_bytes", lim.scan_max_file_bytes, 1024, std::int64_t{4} << 30);
+  num(L["scan_bytes"], "limits.scan_bytes", lim.scan_max_scan_bytes, 1024, std::int64_t{1} << 40);
+  num(L["scan_recursion"], "limits.scan_recursion", lim.scan_max_recursion, 1, 100);
+  num(L["scan_files"], "limits.scan_files", lim.scan_max_files, 1, 1000000);
+  num(L["scan_time_ms"], "limits.scan_time_ms", lim.scan_max_ms, 100, 3600000);
+  num(t["archive"]["group_commit_linger_ms"], "archive.group_commit_linger_ms", c.group_commit_linger_ms, 0, 10000);
+  num(t["archive"]["index_commit_interval_ms"], "archive.index_commit_interval_ms", c.index_commit_interval_ms, 0, 3600000);
 
   auto D = t["delivery"];
   for (auto [key, list] : {std::pair<const char*, std::vector<HostPort>*>{"primary", &c.delivery.primary},
                            {"smarthost", &c.delivery.smarthost}}) {
     std::vector<std::string> hosts;
-    if (!strings(D[key], hosts)) return bad(std::string("delivery.") + key, "must be a list of \"host:port\"");
+    strings(D[key], std::string("delivery.") + key, hosts);
     for (const auto& h : hosts) {
       auto hp = parse_host_port(h, 25);
       if (!hp) return bad(std::string("delivery.") + key, hp.error().context);
       list->push_back(*hp);
     }
   }
-  c.delivery.tls = D["tls"].value_or(c.delivery.tls);
-  if (c.delivery.tls != "none" && c.delivery.tls != "opportunistic" && c.delivery.tls != "required") {
-    return bad("delivery.tls", "must be \"none\", \"opportunistic\" or \"required\"");
-  }
-  c.delivery.verify_certificates = D["verify_certificates"].value_or(c.delivery.verify_certificates);
-  if (auto* arr = D["retry_schedule"].as_array()) {
+  str(D["tls"], "delivery.tls", c.delivery.tls);
+  one_of("delivery.tls", c.delivery.tls, {"none", "opportunistic", "required"});
+  boolean(D["verify_certificates"], "delivery.verify_certificates", c.delivery.verify_certificates);
+  if (D["retry_schedule"]) {
+    auto* arr = D["retry_schedule"].as_array();
+    if (!arr || arr->empty()) return bad("delivery.retry_schedule", "must be a list of positive seconds");
     c.delivery.retry_schedule.clear();
     for (auto& v : *arr) {
       auto n = v.value<std::int64_t>();
-      if (!n || *n <= 0) return bad("delivery.retry_schedule", "must be a list of positive seconds");
+      if (!n || !v.is_integer() || *n <= 0 || *n > 30 * 86400) return bad("delivery.retry_schedule", "must be a list of positive seconds");
       c.delivery.retry_schedule.push_back(static_cast<unsigned>(*n));
     }
-    if (c.delivery.retry_schedule.empty()) return bad("delivery.retry_schedule", "must not be empty");
   }
-  c.delivery.queue_lifetime = D["queue_lifetime"].value_or(c.delivery.queue_lifetime);
-  c.delivery.connections_per_destination = D["connections_per_destination"].value_or(c.delivery.connections_per_destination);
-  c.delivery.connect_timeout = D["connect_timeout"].value_or(c.delivery.connect_timeout);
-  c.delivery.reply_timeout = D["reply_timeout"].value_or(c.delivery.reply_timeout);
-  c.delivery.mx_port = static_cast<std::uint16_t>(D["mx_port"].value_or(25));
-  if (!strings(t["dns"]["servers"], c.delivery.dns_servers)) return bad("dns.servers", "must be a list of \"ip\" or \"ip@port\"");
+  num(D["queue_lifetime"], "delivery.queue_lifetime", c.delivery.queue_lifetime, 1, 365 * 86400);
+  num(D["connections_per_destination"], "delivery.connections_per_destination", c.delivery.connections_per_destination, 1, 1000);
+  num(D["connect_timeout"], "delivery.connect_timeout", c.delivery.connect_timeout, 1, 3600);
+  num(D["reply_timeout"], "delivery.reply_timeout", c.delivery.reply_timeout, 1, 3600);
+  num(D["mx_port"], "delivery.mx_port", c.delivery.mx_port, 1, 65535);
+  strings(t["dns"]["servers"], "dns.servers", c.delivery.dns_servers);
 
   if (auto* arr = t["listener"].as_array()) {
     c.listeners.clear();
     for (auto& node : *arr) {
       auto* lt = node.as_table();
-      if (!lt) return bad("listener", "must be a table ([[listener]])");
       ListenerConfig l;
-      l.name = (*lt)["name"].value_or(std::string());
-      l.role = (*lt)["role"].value_or(std::string());
-      l.address = (*lt)["address"].value_or(l.address);
-      l.port = static_cast<std::uint16_t>((*lt)["port"].value_or(0));
-      l.tls = (*lt)["tls"].value_or(l.tls);
-      l.bare_newline = (*lt)["bare_newline"].value_or(l.bare_newline);
-      if (l.bare_newline != "reject" && l.bare_newline != "normalize") {
-        return bad("listener.bare_newline", "must be \"reject\" or \"normalize\"");
-      }
+      auto L2 = toml::node_view<toml::node>(node);
+      str(L2["name"], "listener.name", l.name);
+      str(L2["role"], "listener.role", l.role);
+      str(L2["address"], "listener.address", l.address);
+      num(L2["port"], "listener.port", l.port, 0, 65535);
+      str(L2["tls"], "listener.tls", l.tls);
+      str(L2["bare_newline"], "listener.bare_newline", l.bare_newline);
+      if (type_error) return *type_error;
       if (l.role != "inbound" && l.role != "outbound") return bad("listener.role", "must be \"inbound\" or \"outbound\"");
-      if (l.port == 0) return bad("listener.port", "is required");
-      if (l.tls != "none" && l.tls != "starttls" && l.tls != "implicit") {
-        return bad("listener.tls", "must be \"none\", \"starttls\" or \"implicit\"");
-      }
+      if (!(*lt)["port"]) return bad("listener.port", "is required");
+      one_of("listener.tls", l.tls, {"none", "starttls", "implicit"});
+      one_of("listener.bare_newline", l.bare_newline, {"reject", "normalize"});
       if (l.name.empty()) l.name = l.role;
       c.listeners.push_back(l);
     }
   }
+  if (type_error) return *type_error;
   if (c.listeners.empty()) return bad("listener", "at least one listener is needed");
   return c;
 }

@@ -63,13 +63,28 @@ struct ServeConfig {
 
   // Inbound: mail is accepted only for these domains; with `inbound_recipients` non-empty, only for
   // those addresses (otherwise every address of a listed domain: a per-domain catch-all).
+  std::vector<Network> outbound_networks;
   std::vector<std::string> inbound_domains;
   std::vector<std::string> inbound_recipients;
-  std::string infected = "reject";  // "reject": 554 at end of DATA (attempt archived, quarantined);
-                                    // "quarantine": 250, archived and quarantined, never delivered
+  // How recipients are checked at RCPT time: "primary" (a cached RCPT probe of delivery.primary),
+  // "list" (inbound.recipients), "none" (every address of the domains), or "auto": primary when a
+  // primary is configured and no list is given, list when one is, else none.
+  std::string verify_recipients = "auto";
+  unsigned verify_positive_ttl = 86400;  // seconds an accepted probe answer is trusted
+  unsigned verify_negative_ttl = 3600;   // seconds a refusal is trusted
+  // When the primary cannot be asked (down, 4xx): an address it accepted before is accepted; others
+  // get "defer" (451 4.4.3, the sender retries) or "accept".
+  std::string verify_unreachable = "defer";
 
-  // Outbound: clients allowed to relay through the outbound listener.
-  std::vector<Network> outbound_networks;
+  // What a scan that is not clean does, per direction: "reject" (554 5.7.1 at the end of DATA; the
+  // message archived and quarantined), "quarantine" (250; archived, quarantined, never delivered
+  // unless released), "deliver" (unscannable only: 250, delivered, the verdict recorded).
+  struct ScanPolicy {
+    std::string infected = "reject";
+    std::string unscannable = "reject";
+  };
+  ScanPolicy inbound_scan, outbound_scan;
+  std::string scanner_temp_dir;  // libclamav's temporary files; empty: /dev/shm (tmpfs), else the system's
 
   // Message size, SMTP line lengths, recipients and deadlines: the one settings struct of all parsers
   // ([limits] in the file).
@@ -83,7 +98,9 @@ struct ServeConfig {
 };
 
 // Reads the file; an empty path gives the defaults. Errors: kNotFound (no such file), kInvalidArgument
-// (a TOML syntax error or a bad value, with its line).
+// (a TOML syntax error, an unknown key, or a bad value, each naming the key or line).
 Result<ServeConfig> load_serve_config(const std::string& path);
+// The same from text (`source` names it in errors). Fuzzed (fuzz/config_fuzz.cc).
+Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& source);
 
 }  // namespace mailark::api

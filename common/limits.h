@@ -11,6 +11,13 @@
 namespace mailark {
 
 struct Limits {
+  // No configuration may allow a message larger than this; a stored record claiming more is damaged.
+  // Reading a stored message is bounded by the size its record states, never by the limits in force
+  // when it is read, so whatever was accepted reads back.
+  static constexpr std::size_t kMaxStoredMessageBytes = std::size_t{1} << 30;
+  // What a server adds to a message before archiving it (its Received header), at most.
+  static constexpr std::size_t kTraceHeaderBytes = 64 * 1024;
+
   // Whole message, as received or imported. Larger inputs are refused with a per-file reason.
   std::size_t max_message_bytes = 64u << 20;
   // Header block of the top-level message; a larger one is archived but flagged malformed and only its
@@ -25,8 +32,6 @@ struct Limits {
   std::size_t max_index_text_bytes = 4u << 20;
   // Decoded size of a single part read for text or hashing.
   std::size_t max_part_bytes = 64u << 20;
-  // Decompressing a stored record: never more than this (a corrupt frame cannot blow up memory).
-  std::size_t max_decompressed_bytes = 80u << 20;
   // Addresses per address header kept for the index.
   unsigned max_addresses = 1000;
   // Attachments listed per message.
@@ -43,8 +48,10 @@ struct Limits {
   unsigned smtp_data_timeout_s = 600;
   std::uint64_t smtp_min_data_rate = 1024;
   unsigned smtp_data_rate_grace_s = 30;
+  unsigned smtp_session_timeout_s = 3600;  // a whole session, however busy (421 4.4.2 after it)
 
-  // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscanned`.
+  // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscannable`.
+  // A server's configuration raises the size limits to the message limit unless they are set.
   std::uint64_t scan_max_scan_bytes = 256ull << 20;
   std::uint64_t scan_max_file_bytes = 100ull << 20;
   std::uint32_t scan_max_recursion = 17;

@@ -5,12 +5,19 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <map>
+
+#include "common/encoding.h"
 
 namespace mailark {
 namespace {
 
-constexpr std::uint32_t kFormatVersion = 1;
+// Archive format (meta "format"): 1 = the first release; 2 = quarantine and rcpt_cache tables, queue
+// entries v2, verdict "unscannable". This build reads 1 and 2 and migrates 1 to 2 on a writable open.
+constexpr std::uint32_t kFormatVersion = 2;
+constexpr std::uint32_t kOldestFormat = 1;
 // Address space reserved for the map. LMDB grows the file only as pages are used; the reservation is
 // virtual. Raising it later is allowed (mdb_env_set_mapsize on open).
 constexpr std::size_t kMapSize = std::size_t{1} << 38;  // 256 GiB
@@ -94,15 +101,38 @@ constexpr std::string_view kMetaCounters = "counters";
 std::string encode_counters(const ArchiveCounters& c) {
   std::string s;
   for (std::uint64_t v : {c.records, c.raw_bytes, c.blobs, c.unique_raw_bytes, c.stored_bytes, c.clean,
-                          c.infected, c.unscanned, c.malformed, c.packs})
+                          c.infected, c.unscanned, c.malformed, c.packs, c.unscannable})
     s += be64(v);
   return s;
 }
 ArchiveCounters decode_counters(std::string_view s) {
   ArchiveCounters c;
   std::uint64_t* fields[] = {&c.records, &c.raw_bytes, &c.blobs,     &c.unique_raw_bytes, &c.stored_bytes,
-                             &c.clean,   &c.infected,  &c.unscanned, &c.malformed,        &c.packs};
-  for (std::size_t i = 0; i < 10 && (i + 1) * 8 <= s.size(); ++i) *fields[i] = from_be64(s.substr(i * 8));
+                             &c.clean,   &c.infected,  &c.unscanned, &c.malformed,        &c.packs,
+                             &c.unscannable};
+  // Counters written by an older format are shorter: the fields they lack start at zero.
+  for (std::size_t i = 0; i < std::size(fields) && (i + 1) * 8 <= s.size(); ++i) *fields[i] = from_be64(s.substr(i * 8));
+  return c;
+}
+
+std::string encode_cached_recipient(const CachedRecipient& c) {
+  Writer w;
+  w.u8(1);
+  w.u8(c.exists ? 1 : 0);
+  w.svarint(c.checked_at);
+  w.str(c.reply);
+  return std::move(w.out());
+}
+
+std::optional<CachedRecipient> decode_cached_recipient(std::string_view key, std::string_view value) {
+  Reader in(value);
+  CachedRecipient c;
+  c.address = std::string(key);
+  std::uint8_t version, exists;
+  if (!in.u8(version) || version != 1 || !in.u8(exists) || !in.svarint(c.checked_at) || !in.str(c.reply)) {
+    return std::nullopt;
+  }
+  c.exists = exists != 0;
   return c;
 }
 
@@ -119,6 +149,9 @@ std::string encode_head(const ChainHead& h) {
 }
 
 }  // namespace
+
+
+// ---- opening ----
 
 Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Limits& limits, bool read_only) {
   std::unique_ptr<Archive> a(new Archive());
@@ -137,8 +170,10 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   }
   int rc = mdb_env_create(&a->env_);
   if (rc) return lmdb_error("mdb_env_create", rc);
-  mdb_env_set_maxdbs(a->env_, 8);
+  mdb_env_set_maxdbs(a->env_, 16);
   mdb_env_set_mapsize(a->env_, kMapSize);
+  // A read-only open never writes, not even LMDB's reader table, so `search`, `show` and `verify`
+  // also work on a data folder they may not write (a backup, another user's copy).
   unsigned flags = MDB_NOTLS | (read_only ? MDB_RDONLY : 0);
   rc = mdb_env_open(a->env_, dir.c_str(), flags, 0640);
   if (rc) return lmdb_error("opening the archive in " + dir, rc);
@@ -147,38 +182,51 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   rc = mdb_txn_begin(a->env_, nullptr, read_only ? MDB_RDONLY : 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
   unsigned create = read_only ? 0 : MDB_CREATE;
-  MDB_dbi dbis[6];
-  const char* names[] = {"records", "blobs", "dicts", "meta", "blob_index", "queue"};
-  for (int i = 0; i < 6; ++i) {
-    rc = mdb_dbi_open(t.txn, names[i], create, &dbis[i]);
-    // Read-only opens of an archive written before the queue existed simply see an empty queue.
-    if (rc == MDB_NOTFOUND && read_only && std::string_view(names[i]) == "queue") {
-      a->has_queue_ = false;
+  struct Table {
+    const char* name;
+    unsigned* dbi;
+    bool* present;  // tables added after format 1: absent in a read-only open of an old archive
+  };
+  const Table tables[] = {{"records", &a->records_dbi_, nullptr},         {"blobs", &a->blobs_dbi_, nullptr},
+                          {"dicts", &a->dicts_dbi_, nullptr},             {"meta", &a->meta_dbi_, nullptr},
+                          {"blob_index", &a->blob_index_dbi_, nullptr},   {"queue", &a->queue_dbi_, &a->has_queue_},
+                          {"quarantine", &a->quarantine_dbi_, &a->has_quarantine_},
+                          {"rcpt_cache", &a->rcpt_cache_dbi_, &a->has_rcpt_cache_}};
+  for (const auto& table : tables) {
+    MDB_dbi dbi = 0;
+    rc = mdb_dbi_open(t.txn, table.name, create, &dbi);
+    if (rc == MDB_NOTFOUND && read_only && table.present) {
+      *table.present = false;
       continue;
     }
-    if (rc) return lmdb_error(std::string("opening table ") + names[i], rc);
+    if (rc) return lmdb_error(std::string("opening table ") + table.name, rc);
+    *table.dbi = dbi;
   }
-  a->records_dbi_ = dbis[0];
-  a->blobs_dbi_ = dbis[1];
-  a->dicts_dbi_ = dbis[2];
-  a->meta_dbi_ = dbis[3];
-  a->blob_index_dbi_ = dbis[4];
-  a->queue_dbi_ = dbis[5];
 
   MDB_val k = val(kMetaFormat), v;
   rc = mdb_get(t.txn, a->meta_dbi_, &k, &v);
+  std::uint32_t format = kFormatVersion;
   if (rc == MDB_NOTFOUND) {
     if (read_only) return make_error(ErrorCode::kCorrupt, "the archive in " + dir + " has no format marker");
+  } else if (rc) {
+    return lmdb_error("reading the format marker", rc);
+  } else if (v.mv_size != 4 || from_be32(view(v)) < kOldestFormat || from_be32(view(v)) > kFormatVersion) {
+    return make_error(ErrorCode::kUnsupported, "the archive in " + dir + " has an unknown format version",
+                      "this mailark reads archive formats " + std::to_string(kOldestFormat) + " to " +
+                          std::to_string(kFormatVersion) + "; a newer mailark wrote it");
+  } else {
+    format = from_be32(view(v));
+  }
+  if (!read_only && (rc == MDB_NOTFOUND || format < kFormatVersion)) {
+    // A new archive, or the in-place migration of an older one: the new tables were created above;
+    // nothing stored changes meaning, so only the marker is rewritten.
     std::string fmt = be32(kFormatVersion);
     MDB_val fv = val(fmt);
     rc = mdb_put(t.txn, a->meta_dbi_, &k, &fv, 0);
     if (rc) return lmdb_error("writing the format marker", rc);
-  } else if (rc) {
-    return lmdb_error("reading the format marker", rc);
-  } else if (v.mv_size != 4 || from_be32(view(v)) != kFormatVersion) {
-    return make_error(ErrorCode::kUnsupported, "the archive in " + dir + " has an unknown format version",
-                      "this mailark reads archive format 1");
+    format = kFormatVersion;
   }
+  a->format_ = format;
   // Committing (even a read-only transaction) is what makes the table handles usable afterwards.
   rc = t.commit();
   if (rc) return lmdb_error("mdb_txn_commit", rc);
@@ -220,6 +268,7 @@ std::shared_ptr<const Codec> Archive::codec() const {
 }
 
 Result<std::uint32_t> Archive::add_dictionary(const std::string& dictionary) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
@@ -244,6 +293,40 @@ Result<std::uint32_t> Archive::add_dictionary(const std::string& dictionary) {
   MAILARK_TRY(load_codec());
   return id;
 }
+
+// ---- appending ----
+
+namespace {
+
+// Reads, changes and writes one queue entry inside a write transaction. Returns MDB_NOTFOUND when
+// there is no entry; fn returns false to leave it unchanged.
+int update_queue_entry(MDB_txn* txn, unsigned dbi, std::uint64_t seq, const std::function<bool(QueueEntry&)>& fn,
+                       QueueEntry* written, Error* decode_error) {
+  std::string key = be64(seq);
+  MDB_val k = val(key), v;
+  int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc) return rc;
+  auto e = decode_queue_entry(seq, view(v));
+  if (!e) {
+    *decode_error = e.error();
+    return MDB_CORRUPTED;
+  }
+  if (!fn(*e)) {
+    if (written) *written = std::move(*e);
+    return 0;
+  }
+  if (e->finished()) {
+    rc = mdb_del(txn, dbi, &k, nullptr);
+  } else {
+    std::string value = encode_queue_entry(*e);
+    MDB_val nv = val(value);
+    rc = mdb_put(txn, dbi, &k, &nv, 0);
+  }
+  if (written) *written = std::move(*e);
+  return rc;
+}
+
+}  // namespace
 
 Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& batch) {
   if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
@@ -280,6 +363,24 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
 
   for (auto& item : batch) {
     AppendOutcome out;
+    if (item.dsn_for) {
+      // A DSN is archived once: when none of the failures it reports is still waiting for it (another
+      // DSN for them was committed first), this one is a duplicate and adds nothing.
+      std::string qkey = be64(item.dsn_for->seq);
+      MDB_val qk = val(qkey), qv;
+      bool waiting = false;
+      if (mdb_get(t.txn, queue_dbi_, &qk, &qv) == 0) {
+        if (auto e = decode_queue_entry(item.dsn_for->seq, view(qv))) {
+          for (const auto& r : e->recipients)
+            for (const auto& a : item.dsn_for->recipients) waiting |= r.state == RecipientState::kFailed && r.address == a;
+        }
+      }
+      if (!waiting) {
+        out.duplicate = true;
+        outcomes.push_back(std::move(out));
+        continue;
+      }
+    }
     std::string_view sha(reinterpret_cast<const char*>(item.content_sha256.data()), 32);
     MDB_val ik = val(sha), iv;
     rc = mdb_get(t.txn, blob_index_dbi_, &ik, &iv);
@@ -307,8 +408,8 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     }
     ArchiveRecord& r = out.record;
     r.seq = head.seq + 1;
-    r.envelope = std::move(item.envelope);
-    r.verdict = std::move(item.verdict);
+    r.envelope = item.envelope;
+    r.verdict = item.verdict;
     r.flags = item.flags;
     r.content_sha256 = item.content_sha256;
     r.raw_size = item.raw_size;
@@ -320,12 +421,43 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     rc = mdb_put(t.txn, records_dbi_, &rk, &rv, MDB_APPEND);
     if (rc) return lmdb_error("appending record " + std::to_string(r.seq), rc);
     if (item.queue) {
-      item.queue->seq = r.seq;
-      if (item.queue->created_at == 0) item.queue->created_at = now;
-      std::string qv = encode_queue_entry(*item.queue);
+      QueueEntry q = *item.queue;
+      q.seq = r.seq;
+      if (q.created_at == 0) q.created_at = now;
+      std::string qv = encode_queue_entry(q);
       MDB_val qk = val(key), qval = val(qv);
       rc = mdb_put(t.txn, queue_dbi_, &qk, &qval, MDB_NOOVERWRITE);
       if (rc) return lmdb_error("queueing record " + std::to_string(r.seq), rc);
+    }
+    if (item.quarantine) {
+      QuarantineEntry q = *item.quarantine;
+      q.seq = r.seq;
+      if (q.created_at == 0) q.created_at = now;
+      std::string qv = encode_quarantine_entry(q);
+      MDB_val qk = val(key), qval = val(qv);
+      rc = mdb_put(t.txn, quarantine_dbi_, &qk, &qval, MDB_NOOVERWRITE);
+      if (rc) return lmdb_error("quarantining record " + std::to_string(r.seq), rc);
+    }
+    if (item.dsn_for) {
+      Error bad;
+      rc = update_queue_entry(
+          t.txn, queue_dbi_, item.dsn_for->seq,
+          [&](QueueEntry& e) {
+            bool changed = false;
+            for (auto& qr : e.recipients) {
+              if (qr.state != RecipientState::kFailed) continue;
+              for (const auto& a : item.dsn_for->recipients) {
+                if (a == qr.address) {
+                  qr.state = RecipientState::kBounced;
+                  changed = true;
+                }
+              }
+            }
+            return changed;
+          },
+          nullptr, &bad);
+      if (rc == MDB_CORRUPTED && !bad.context.empty()) return bad;
+      if (rc && rc != MDB_NOTFOUND) return lmdb_error("recording the DSN for " + std::to_string(item.dsn_for->seq), rc);
     }
     head.seq = r.seq;
     head.hash = r.hash;
@@ -339,7 +471,11 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
         counters.infected++;
         break;
       case scanner::VerdictKind::kUnscanned:
+      case scanner::VerdictKind::kTemporaryError:  // never given to append (Ingest maps it)
         counters.unscanned++;
+        break;
+      case scanner::VerdictKind::kUnscannable:
+        counters.unscannable++;
         break;
     }
     if (r.flags & kFlagMalformed) counters.malformed++;
@@ -358,50 +494,45 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   return outcomes;
 }
 
-ChainHead Archive::head() const {
-  Txn t;
+// ---- reading: snapshots ----
+
+Result<std::unique_ptr<ArchiveSnapshot>> Archive::snapshot() const {
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  return std::unique_ptr<ArchiveSnapshot>(new ArchiveSnapshot(*this, txn));
+}
+
+ArchiveSnapshot::~ArchiveSnapshot() {
+  if (txn_) mdb_txn_abort(txn_);
+}
+
+ChainHead ArchiveSnapshot::head() const {
   ChainHead h;
-  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return h;
   MDB_val k = val(kMetaHead), v;
-  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) h = decode_head(view(v));
+  if (mdb_get(txn_, archive_.meta_dbi_, &k, &v) == 0) h = decode_head(view(v));
   return h;
 }
 
-ArchiveCounters Archive::counters() const {
-  Txn t;
+ArchiveCounters ArchiveSnapshot::counters() const {
   ArchiveCounters c;
-  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return c;
   MDB_val k = val(kMetaCounters), v;
-  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) c = decode_counters(view(v));
+  if (mdb_get(txn_, archive_.meta_dbi_, &k, &v) == 0) c = decode_counters(view(v));
   return c;
 }
 
-Result<ArchiveRecord> Archive::record(std::uint64_t seq) const {
-  Txn t;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
-  if (rc) return lmdb_error("mdb_txn_begin", rc);
+Result<ArchiveRecord> ArchiveSnapshot::record(std::uint64_t seq) const {
   std::string key = be64(seq);
   MDB_val k = val(key), v;
-  rc = mdb_get(t.txn, records_dbi_, &k, &v);
-  if (rc == MDB_NOTFOUND)
-    return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(seq));
+  int rc = mdb_get(txn_, archive_.records_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(seq));
   if (rc) return lmdb_error("reading record " + std::to_string(seq), rc);
   return decode_record(seq, view(v));
 }
 
-bool Archive::has_blob(const Digest& sha) const {
-  Txn t;
-  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return false;
-  MDB_val k = val(std::string_view(reinterpret_cast<const char*>(sha.data()), 32)), v;
-  return mdb_get(t.txn, blob_index_dbi_, &k, &v) == 0;
-}
-
-Result<std::string> Archive::raw(const ArchiveRecord& record) const {
-  Txn t;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
-  if (rc) return lmdb_error("mdb_txn_begin", rc);
+Result<std::string> ArchiveSnapshot::raw(const ArchiveRecord& record) const {
   MDB_val k = val(std::string_view(reinterpret_cast<const char*>(record.content_sha256.data()), 32)), v;
-  rc = mdb_get(t.txn, blob_index_dbi_, &k, &v);
+  int rc = mdb_get(txn_, archive_.blob_index_dbi_, &k, &v);
   std::uint32_t offset = 0, length = 0;
   if (rc == 0) {
     if (v.mv_size != 16) {
@@ -412,7 +543,7 @@ Result<std::string> Archive::raw(const ArchiveRecord& record) const {
     offset = from_be32(loc.substr(8, 4));
     length = from_be32(loc.substr(12, 4));
     k = val(pack_key);
-    rc = mdb_get(t.txn, blobs_dbi_, &k, &v);
+    rc = mdb_get(txn_, archive_.blobs_dbi_, &k, &v);
   }
   if (rc == MDB_NOTFOUND) {
     return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": its message blob " +
@@ -420,33 +551,34 @@ Result<std::string> Archive::raw(const ArchiveRecord& record) const {
   }
   if (rc) return lmdb_error("reading a blob", rc);
   if (static_cast<std::uint64_t>(offset) + length > v.mv_size) {
-    return make_error(ErrorCode::kCorrupt,
-                      "record " + std::to_string(record.seq) + ": blob lies outside its pack");
+    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": blob lies outside its pack");
   }
   auto h = decode_blob(view(v).substr(offset, length));
-  if (!h) {
-    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": " + h.error().context);
+  if (!h) return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": " + h.error().context);
+  // A stored message decompresses to exactly the size its (hash-chained) record states, whatever the
+  // limits in force now: what was accepted can always be read back. Only a size no configuration can
+  // produce is taken for damage (tests: Engine.MessageAtTheConfiguredMaximumReadsBack).
+  if (record.raw_size > Limits::kMaxStoredMessageBytes) {
+    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + " claims " +
+                                               std::to_string(record.raw_size) + " bytes, more than any message can have");
   }
   // Decompress inside the read transaction: the frame points into the memory map.
-  auto raw = codec()->decompress(h->dict_id, h->frame, record.raw_size, limits_.max_decompressed_bytes);
+  auto raw = archive_.codec()->decompress(h->dict_id, h->frame, record.raw_size, record.raw_size);
   if (!raw) {
     Error e = raw.error();
     e.context = "record " + std::to_string(record.seq) + ": " + e.context;
     return e;
   }
   if (sha256(*raw) != record.content_sha256) {
-    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) +
-                                               ": stored bytes do not match the record's SHA-256");
+    return make_error(ErrorCode::kCorrupt,
+                      "record " + std::to_string(record.seq) + ": stored bytes do not match the record's SHA-256");
   }
   return raw;
 }
 
-Status Archive::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& on_bad) const {
-  Txn t;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
-  if (rc) return lmdb_error("mdb_txn_begin", rc);
+Status ArchiveSnapshot::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& on_bad) const {
   MDB_cursor* cur = nullptr;
-  rc = mdb_cursor_open(t.txn, records_dbi_, &cur);
+  int rc = mdb_cursor_open(txn_, archive_.records_dbi_, &cur);
   if (rc) return lmdb_error("mdb_cursor_open", rc);
   std::string start = be64(from);
   MDB_val k = val(start), v;
@@ -467,6 +599,41 @@ Status Archive::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& 
   if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("walking records", rc);
   return ok_status();
 }
+
+ChainHead Archive::head() const {
+  auto s = snapshot();
+  return s ? (*s)->head() : ChainHead{};
+}
+
+ArchiveCounters Archive::counters() const {
+  auto s = snapshot();
+  return s ? (*s)->counters() : ArchiveCounters{};
+}
+
+Result<ArchiveRecord> Archive::record(std::uint64_t seq) const {
+  MAILARK_ASSIGN_OR_RETURN(auto s, snapshot());
+  return s->record(seq);
+}
+
+Result<std::string> Archive::raw(const ArchiveRecord& record) const {
+  MAILARK_ASSIGN_OR_RETURN(auto s, snapshot());
+  return s->raw(record);
+}
+
+Status Archive::scan(std::uint64_t from, const ArchiveSnapshot::RecordFn& fn,
+                     const ArchiveSnapshot::BadRecordFn& on_bad) const {
+  MAILARK_ASSIGN_OR_RETURN(auto s, snapshot());
+  return s->scan(from, fn, on_bad);
+}
+
+bool Archive::has_blob(const Digest& sha) const {
+  Txn t;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return false;
+  MDB_val k = val(std::string_view(reinterpret_cast<const char*>(sha.data()), 32)), v;
+  return mdb_get(t.txn, blob_index_dbi_, &k, &v) == 0;
+}
+
+// ---- the queue ----
 
 Result<std::vector<QueueEntry>> Archive::queue_entries() const {
   if (!has_queue_) return std::vector<QueueEntry>{};
@@ -505,20 +672,27 @@ Result<QueueEntry> Archive::queue_entry(std::uint64_t seq) const {
   return decode_queue_entry(seq, view(v));
 }
 
-Status Archive::queue_update(const QueueEntry& entry) {
+Result<QueueEntry> Archive::queue_modify(std::uint64_t seq, const std::function<Status(QueueEntry&)>& fn) {
   if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  std::string key = be64(entry.seq), value = encode_queue_entry(entry);
-  MDB_val k = val(key), v;
-  rc = mdb_get(t.txn, queue_dbi_, &k, &v);
-  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no queue entry for message " + std::to_string(entry.seq));
-  if (rc) return lmdb_error("reading queue entry", rc);
-  v = val(value);
-  if ((rc = mdb_put(t.txn, queue_dbi_, &k, &v, 0))) return lmdb_error("updating queue entry", rc);
-  if ((rc = t.commit())) return lmdb_error("committing a queue update", rc);
-  return ok_status();
+  Status fn_status;
+  Error bad;
+  QueueEntry written;
+  rc = update_queue_entry(
+      t.txn, queue_dbi_, seq,
+      [&](QueueEntry& e) {
+        fn_status = fn(e);
+        return fn_status.ok();
+      },
+      &written, &bad);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no queue entry for message " + std::to_string(seq));
+  if (rc == MDB_CORRUPTED && !bad.context.empty()) return bad;
+  if (rc) return lmdb_error("updating queue entry " + std::to_string(seq), rc);
+  if (!fn_status) return fn_status.error();
+  if ((rc = t.commit())) return lmdb_error("committing a queue change", rc);
+  return written;
 }
 
 Status Archive::queue_remove(std::uint64_t seq) {
@@ -535,28 +709,147 @@ Status Archive::queue_remove(std::uint64_t seq) {
   return ok_status();
 }
 
-Status Archive::queue_apply(const std::vector<QueueEntry>& updates, const std::vector<std::uint64_t>& removals) {
+Result<std::vector<QueueEntry>> Archive::queue_apply(const std::vector<DeliveryResult>& results) {
   if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
-  if (updates.empty() && removals.empty()) return ok_status();
+  std::vector<QueueEntry> written;
+  if (results.empty()) return written;
+  // Group by entry so each is read and written once.
+  std::map<std::uint64_t, std::vector<const DeliveryResult*>> by_seq;
+  for (const auto& r : results) by_seq[r.seq].push_back(&r);
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  for (const auto& e : updates) {
-    std::string key = be64(e.seq), value = encode_queue_entry(e);
-    MDB_val k = val(key), v;
-    rc = mdb_get(t.txn, queue_dbi_, &k, &v);
-    if (rc == MDB_NOTFOUND) continue;
-    if (rc) return lmdb_error("reading queue entry", rc);
-    v = val(value);
-    if ((rc = mdb_put(t.txn, queue_dbi_, &k, &v, 0))) return lmdb_error("updating queue entry", rc);
-  }
-  for (std::uint64_t seq : removals) {
-    std::string key = be64(seq);
-    MDB_val k = val(key);
-    rc = mdb_del(t.txn, queue_dbi_, &k, nullptr);
-    if (rc && rc != MDB_NOTFOUND) return lmdb_error("removing queue entry", rc);
+  for (const auto& [seq, list] : by_seq) {
+    Error bad;
+    QueueEntry e;
+    rc = update_queue_entry(
+        t.txn, queue_dbi_, seq,
+        [&](QueueEntry& entry) {
+          bool changed = false;
+          for (const auto* r : list) changed |= apply_result(entry, *r);
+          return changed;
+        },
+        &e, &bad);
+    if (rc == MDB_NOTFOUND) continue;  // an administrator deleted it meanwhile
+    if (rc == MDB_CORRUPTED && !bad.context.empty()) return bad;
+    if (rc) return lmdb_error("writing delivery results", rc);
+    written.push_back(std::move(e));
   }
   if ((rc = t.commit())) return lmdb_error("committing queue changes", rc);
+  return written;
+}
+
+// ---- quarantine ----
+
+Result<std::vector<QuarantineEntry>> Archive::quarantine_entries(bool include_decided) const {
+  std::vector<QuarantineEntry> out;
+  if (!has_quarantine_) return out;
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_cursor* cur = nullptr;
+  rc = mdb_cursor_open(t.txn, quarantine_dbi_, &cur);
+  if (rc) return lmdb_error("mdb_cursor_open", rc);
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) continue;
+    auto e = decode_quarantine_entry(from_be64(view(k)), view(v));
+    if (!e) {
+      mdb_cursor_close(cur);
+      return e.error();
+    }
+    if (include_decided || e->status == QuarantineStatus::kHeld) out.push_back(std::move(e).value());
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return lmdb_error("walking the quarantine", rc);
+  return out;
+}
+
+Result<QuarantineEntry> Archive::quarantine_entry(std::uint64_t seq) const {
+  if (!has_quarantine_) return make_error(ErrorCode::kNotFound, "message " + std::to_string(seq) + " is not in quarantine");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string key = be64(seq);
+  MDB_val k = val(key), v;
+  rc = mdb_get(t.txn, quarantine_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "message " + std::to_string(seq) + " is not in quarantine");
+  if (rc) return lmdb_error("reading quarantine entry " + std::to_string(seq), rc);
+  return decode_quarantine_entry(seq, view(v));
+}
+
+Result<QuarantineEntry> Archive::quarantine_decide(std::uint64_t seq, QuarantineStatus decision, const std::string& by) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  if (decision == QuarantineStatus::kHeld) return make_error(ErrorCode::kInvalidArgument, "a decision is release or delete");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string key = be64(seq);
+  MDB_val k = val(key), v;
+  rc = mdb_get(t.txn, quarantine_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "message " + std::to_string(seq) + " is not in quarantine");
+  if (rc) return lmdb_error("reading quarantine entry " + std::to_string(seq), rc);
+  auto e = decode_quarantine_entry(seq, view(v));
+  if (!e) return e.error();
+  if (e->status != QuarantineStatus::kHeld) {
+    return make_error(ErrorCode::kInvalidArgument, "message " + std::to_string(seq) + " was already " +
+                                                       quarantine_status_name(e->status) + " by " + e->decided_by);
+  }
+  e->status = decision;
+  e->decided_at = static_cast<std::int64_t>(std::time(nullptr));
+  e->decided_by = by;
+  std::string value = encode_quarantine_entry(*e);
+  MDB_val nv = val(value);
+  if ((rc = mdb_put(t.txn, quarantine_dbi_, &k, &nv, 0))) return lmdb_error("recording the decision", rc);
+  if (decision == QuarantineStatus::kReleased && !e->recipients.empty()) {
+    QueueEntry q;
+    q.seq = seq;
+    q.route = e->route;
+    q.created_at = e->decided_at;
+    for (const auto& r : e->recipients) q.recipients.push_back({r});
+    std::string qv = encode_queue_entry(q);
+    MDB_val qval = val(qv);
+    rc = mdb_put(t.txn, queue_dbi_, &k, &qval, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) return make_error(ErrorCode::kInvalidArgument, "message " + std::to_string(seq) + " is already queued");
+    if (rc) return lmdb_error("queueing the released message", rc);
+  }
+  if ((rc = t.commit())) return lmdb_error("committing the decision", rc);
+  return e;
+}
+
+// ---- recipient verification cache ----
+
+Result<std::vector<CachedRecipient>> Archive::recipient_cache() const {
+  std::vector<CachedRecipient> out;
+  if (!has_rcpt_cache_) return out;
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_cursor* cur = nullptr;
+  rc = mdb_cursor_open(t.txn, rcpt_cache_dbi_, &cur);
+  if (rc) return lmdb_error("mdb_cursor_open", rc);
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (auto c = decode_cached_recipient(view(k), view(v))) out.push_back(std::move(*c));
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return lmdb_error("walking the recipient cache", rc);
+  return out;
+}
+
+Status Archive::store_recipients(const std::vector<CachedRecipient>& entries) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  if (entries.empty()) return ok_status();
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  for (const auto& c : entries) {
+    if (c.address.empty() || c.address.size() > 400) continue;  // LMDB's key limit is 511 bytes
+    std::string value = encode_cached_recipient(c);
+    MDB_val k = val(c.address), v = val(value);
+    if ((rc = mdb_put(t.txn, rcpt_cache_dbi_, &k, &v, 0))) return lmdb_error("caching a recipient", rc);
+  }
+  if ((rc = t.commit())) return lmdb_error("committing the recipient cache", rc);
   return ok_status();
 }
 

@@ -23,6 +23,15 @@ class BoundedQueue {
     not_empty_.notify_one();
   }
 
+  // Never blocks: false when the queue is full or closed, and `item` is left as it was.
+  bool try_push(T& item) {
+    std::lock_guard lock(mu_);
+    if (items_.size() >= capacity_ || closed_) return false;
+    items_.push_back(std::move(item));
+    not_empty_.notify_one();
+    return true;
+  }
+
   bool pop(T& out) {
     std::unique_lock lock(mu_);
     not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "engine/index_fields.h"
@@ -86,6 +87,11 @@ Result<const scanner::Scanner*> Engine::scanner() {
   if (!scanner_) {
     scanner::ScannerConfig cfg;
     cfg.signature_dirs = options_.signature_dirs;
+    cfg.tmp_dir = options_.scanner_temp_dir;
+    if (cfg.tmp_dir.empty()) {
+      std::error_code ec;
+      cfg.tmp_dir = fs::is_directory("/dev/shm", ec) ? std::string("/dev/shm") : fs::temp_directory_path(ec).string();
+    }
     const Limits& l = options_.limits;
     cfg.max_scan_bytes = l.scan_max_scan_bytes;
     cfg.max_file_bytes = l.scan_max_file_bytes;
@@ -139,29 +145,33 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
   const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   const std::size_t chunk = 1024;
   std::vector<ArchiveRecord> records;
+  std::map<std::uint64_t, std::string> broken;  // records that do not decode: why
   std::uint64_t done = 0;
   Status walk_error;
   auto flush = [&]() -> Status {
-    std::vector<std::optional<Xapian::Document>> docs(records.size());
+    std::vector<Xapian::Document> docs(records.size());
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
+        auto snap = archive_->snapshot();  // one read view per thread: LMDB transactions are not shared
         for (std::size_t i = t; i < records.size(); i += threads) {
-          auto msg = parse(records[i]);
-          if (!msg) continue;  // verify reports damaged records; the index skips them
-          docs[i] = indexer::build_document(index_fields(*msg, records[i]));
+          // A record that cannot be read still gets a document: a placeholder under is:unindexed.
+          if (auto b = broken.find(records[i].seq); b != broken.end())
+            docs[i] = indexer::build_unindexed_document(records[i].seq, "the record does not decode: " + b->second);
+          else if (!snap)
+            docs[i] = indexer::build_unindexed_document(records[i].seq, snap.error().context);
+          else
+            docs[i] = document_for_record(**snap, records[i], options_.limits);
         }
       });
     }
     for (auto& t : pool) t.join();
-    for (std::size_t i = 0; i < records.size(); ++i) {
-      if (!docs[i]) continue;
-      MAILARK_TRY(writer->add(records[i].seq, *docs[i]));
-    }
+    for (std::size_t i = 0; i < records.size(); ++i) MAILARK_TRY(writer->add(records[i].seq, docs[i]));
     done += records.size();
     if (progress) progress(done, total);
     std::uint64_t last = records.back().seq;
     records.clear();
+    broken.clear();
     if (done % (chunk * 16) == 0 || last == head) return writer->commit(last);
     return ok_status();
   };
@@ -176,7 +186,19 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
         }
         return true;
       },
-      [&](std::uint64_t, const Error&) { return true; });
+      [&](std::uint64_t seq, const Error& e) {
+        // A record that does not decode: a placeholder keeps its id and says why (verify names it).
+        if (seq == 0 || seq > head) return true;
+        ArchiveRecord placeholder;
+        placeholder.seq = seq;
+        records.push_back(placeholder);
+        broken[seq] = e.context;
+        if (records.size() >= chunk) {
+          walk_error = flush();
+          if (!walk_error) return false;
+        }
+        return true;
+      });
   if (!s) return s.error();
   if (!walk_error) return walk_error.error();
   if (!records.empty()) MAILARK_TRY(flush());

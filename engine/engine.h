@@ -32,6 +32,8 @@ struct EngineOptions {
   // Signature directories for the scanner. Empty: the defaults (MAILARK_SIGNATURES, a colon-separated
   // list, if set; else the project's signatures/ and /var/lib/clamav).
   std::vector<std::string> signature_dirs;
+  // libclamav's temporary folder. Empty: /dev/shm when it exists (tmpfs), else the system's.
+  std::string scanner_temp_dir;
 };
 
 std::vector<std::string> default_signature_dirs();

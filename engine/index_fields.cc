@@ -1,5 +1,7 @@
 #include "engine/index_fields.h"
 
+#include "indexer/index.h"
+
 namespace mailark {
 
 indexer::IndexFields index_fields(const ParsedMessage& m, const ArchiveRecord& r) {
@@ -33,6 +35,14 @@ indexer::IndexFields index_fields(const ParsedMessage& m, const ArchiveRecord& r
   f.malformed = (r.flags & kFlagMalformed) != 0;
   f.quarantined = (r.flags & kFlagQuarantined) != 0;
   return f;
+}
+
+Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const ArchiveRecord& record,
+                                     const Limits& limits) {
+  auto raw = snapshot.raw(record);
+  if (!raw) return indexer::build_unindexed_document(record.seq, raw.error().context);
+  ParsedMessage msg = parse_message_or_flag(*raw, limits);
+  return indexer::build_document(index_fields(msg, record));
 }
 
 }  // namespace mailark

@@ -20,7 +20,7 @@ namespace mailark {
 namespace {
 
 struct Prepared {
-  std::uint64_t ticket = 0;  // submission order; records are appended in this order
+  std::uint64_t ticket = 0;  // submission order; with preserve_order, records are appended in it
   PendingAppend append;
   std::optional<Xapian::Document> doc;
   IngestResult result;
@@ -43,7 +43,7 @@ struct Ingest::Impl {
   std::function<void(const IngestResult&)> on_result;
 
   std::mutex result_mu;
-  BoundedQueue<std::pair<std::uint64_t, IngestItem>> work{64};
+  BoundedQueue<std::pair<std::uint64_t, IngestItem>> work;
   std::uint64_t next_ticket = 0;
   BoundedQueue<Prepared> to_append{1024};
   // One queue and one thread per index shard: Xapian's document inversion is the most expensive
@@ -51,10 +51,10 @@ struct Ingest::Impl {
   std::vector<std::unique_ptr<BoundedQueue<ToIndex>>> to_index;
   std::vector<std::thread> workers, indexers;
   std::thread appender;
-  std::uint64_t last_appended = 0;  // written by the appender, read after it is joined
-  std::atomic<bool> failed{false};
+  std::atomic<std::uint64_t> last_appended{0};  // the highest seq handed to the index queues
+  std::atomic<unsigned> broken_shards{0};        // index shards waiting to recover
   std::mutex error_mu;
-  std::optional<Error> fatal;
+  std::optional<Error> archive_error;  // the first archive write failure, for finish()
   bool finished = false;
 
   // Dictionary bootstrap: items held back until a dictionary is trained from them.
@@ -64,7 +64,8 @@ struct Ingest::Impl {
 
   Impl(Archive& a, indexer::IndexWriter& i, const scanner::Scanner* s, const Limits& l, IngestOptions o,
        std::function<void(const IngestResult&)> cb)
-      : archive(a), index(i), scanner(s), limits(l), options(o), on_result(std::move(cb)) {
+      : archive(a), index(i), scanner(s), limits(l), options(std::move(o)), on_result(std::move(cb)),
+        work(std::max<std::size_t>(1, options.queue_depth)) {
     unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
     appender = std::thread([this] { append_loop(); });
@@ -75,16 +76,14 @@ struct Ingest::Impl {
     training_done = options.train_after == 0 || archive.codec()->active_dictionary() != 0;
   }
 
+  void warn(const std::string& what) {
+    if (options.on_warning) options.on_warning(what);
+  }
+
   void report(Prepared& p) {
     if (p.on_done) p.on_done(p.result);
     std::lock_guard lock(result_mu);
     if (on_result) on_result(p.result);
-  }
-
-  void set_fatal(const Error& e) {
-    std::lock_guard lock(error_mu);
-    if (!fatal) fatal = e;
-    failed = true;
   }
 
   void work_loop() {
@@ -99,6 +98,7 @@ struct Ingest::Impl {
   }
 
   Prepared prepare(IngestItem item) {
+    using scanner::VerdictKind;
     Prepared p;
     IngestResult& r = p.result;
     r.origin = item.origin;
@@ -122,19 +122,27 @@ struct Ingest::Impl {
 
     StoredVerdict verdict;
     if (scanner) {
-      // Scanning without libclamav's mail parser skips its temporary files, about half of the
-      // per-message cost, and is only used when the parser would find nothing the raw bytes do not
-      // show: one identity-encoded text/plain part with no uuencoded or BinHex block in it.
-      bool simple = msg.is_plain_single_part() && item.raw.find("\nbegin ") == std::string::npos &&
-                    item.raw.find("BinHex") == std::string::npos;
-      scanner::ScanVerdict v = scanner->scan(item.raw, /*with_mail_parsing=*/!simple);
+      scanner::ScanVerdict v = scanner->scan(item.raw);
+      if (v.kind == VerdictKind::kTemporaryError) {
+        if (item.defer_on_scan_error) {
+          r.outcome = IngestOutcome::kDeferred;
+          r.reason = v.reason;
+          r.scan_reason = v.reason;
+          return p;
+        }
+        v.kind = VerdictKind::kUnscanned;  // imports archive everything, and say why
+      }
       verdict.kind = v.kind;
       verdict.signatures = std::move(v.signatures);
       verdict.reason = std::move(v.reason);
     } else {
-      verdict.kind = scanner::VerdictKind::kUnscanned;
+      verdict.kind = VerdictKind::kUnscanned;
       verdict.reason = "scanning disabled";
     }
+    const bool infected = verdict.kind == VerdictKind::kInfected;
+    const bool unscannable = verdict.kind == VerdictKind::kUnscannable;
+    // An infected message is never delivered, whatever the item asks.
+    const bool quarantined = infected || (unscannable && item.on_unscannable != ScanAction::kDeliver);
 
     auto codec = archive.codec();
     auto frame = codec->compress(item.raw);
@@ -147,15 +155,25 @@ struct Ingest::Impl {
     PendingAppend& a = p.append;
     a.envelope = std::move(item.envelope);
     a.verdict = verdict;
-    a.flags = (msg.malformed ? std::uint32_t{kFlagMalformed} : 0u) |
-              (verdict.kind == scanner::VerdictKind::kInfected ? std::uint32_t{kFlagQuarantined} : 0u);
+    a.flags = (msg.malformed ? std::uint32_t{kFlagMalformed} : 0u) | (quarantined ? std::uint32_t{kFlagQuarantined} : 0u);
     a.content_sha256 = sha;
     a.raw_size = item.raw.size();
     a.dict_id = codec->active_dictionary();
     a.frame = std::move(frame).value();
     a.skip_if_archived = item.skip_if_archived;
-    if (item.queue && (verdict.kind != scanner::VerdictKind::kInfected || item.queue_if_infected)) {
-      a.queue = std::move(item.queue);
+    a.dsn_for = std::move(item.dsn_for);
+    if (item.queue) {
+      if (quarantined) {
+        QuarantineEntry q;
+        q.refused = (infected ? item.on_infected : item.on_unscannable) == ScanAction::kReject;
+        q.reason = infected ? "infected: " + (verdict.signatures.empty() ? std::string("?") : verdict.signatures[0])
+                            : verdict.reason;
+        q.route = item.queue->route;
+        for (const auto& rc : item.queue->recipients) q.recipients.push_back(rc.address);
+        a.quarantine = std::move(q);
+      } else {
+        a.queue = std::move(item.queue);
+      }
     }
 
     ArchiveRecord draft;
@@ -168,27 +186,37 @@ struct Ingest::Impl {
     r.outcome = IngestOutcome::kArchived;
     r.verdict = verdict.kind;
     r.signatures = verdict.signatures;
+    if (verdict.kind != VerdictKind::kClean && verdict.kind != VerdictKind::kInfected) r.scan_reason = verdict.reason;
     r.malformed = msg.malformed;
     for (const auto& problem : msg.problems) r.reason += (r.reason.empty() ? "" : "; ") + problem;
     return p;
   }
 
-  // Workers finish out of order; records are appended in submission order, so the n-th message of an
-  // mbox gets the n-th id. The reorder buffer holds at most the items in flight (queue + workers).
+  // Workers finish out of order. With preserve_order, records are appended in submission order (the
+  // reorder buffer holds at most the items in flight: queue + workers); without it, in completion
+  // order, so a slow scan delays only its own message.
   void append_loop() {
     std::map<std::uint64_t, Prepared> waiting;
     std::uint64_t next = 0;
     std::vector<Prepared> incoming, ready;
     while (to_append.pop_batch(incoming, options.max_batch, std::chrono::milliseconds(options.linger_ms))) {
-      for (auto& p : incoming) waiting.emplace(p.ticket, std::move(p));
-      incoming.clear();
-      for (auto it = waiting.begin(); it != waiting.end() && it->first == next;
-           it = waiting.erase(it), ++next) {
-        if (it->second.result.outcome == IngestOutcome::kArchived)
-          ready.push_back(std::move(it->second));
-        else
-          report(it->second);
+      if (options.preserve_order) {
+        for (auto& p : incoming) waiting.emplace(p.ticket, std::move(p));
+        for (auto it = waiting.begin(); it != waiting.end() && it->first == next; it = waiting.erase(it), ++next) {
+          if (it->second.result.outcome == IngestOutcome::kArchived)
+            ready.push_back(std::move(it->second));
+          else
+            report(it->second);
+        }
+      } else {
+        for (auto& p : incoming) {
+          if (p.result.outcome == IngestOutcome::kArchived)
+            ready.push_back(std::move(p));
+          else
+            report(p);
+        }
       }
+      incoming.clear();
       if (!ready.empty()) commit_batch(ready);
       ready.clear();
     }
@@ -196,16 +224,21 @@ struct Ingest::Impl {
   }
 
   void commit_batch(std::vector<Prepared>& batch) {
-    if (failed) {
-      for (auto& p : batch) fail(p, "not archived: an earlier write failed");
-      return;
-    }
     std::vector<PendingAppend> appends;
     appends.reserve(batch.size());
     for (auto& p : batch) appends.push_back(std::move(p.append));
-    auto outcomes = archive.append(appends);
+    // A failed commit leaves the archive as it was, so the same batch can be tried again; a lasting
+    // failure (disk full) fails this batch only, and the next batch tries afresh.
+    Result<std::vector<AppendOutcome>> outcomes = archive.append(appends);
+    for (int attempt = 1; !outcomes && attempt < 3; ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(attempt == 1 ? 100 : 700));
+      outcomes = archive.append(appends);
+    }
     if (!outcomes) {
-      set_fatal(outcomes.error());
+      {
+        std::lock_guard lock(error_mu);
+        if (!archive_error) archive_error = outcomes.error();
+      }
       for (auto& p : batch) fail(p, "not archived: " + outcomes.error().to_string());
       return;
     }
@@ -217,8 +250,9 @@ struct Ingest::Impl {
       } else {
         r.seq = out.record.seq;
         r.queued = appends[i].queue.has_value();
-        last_appended = r.seq;
+        r.quarantined = appends[i].quarantine.has_value();
         to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc)});
+        last_appended = r.seq;
       }
       report(batch[i]);
     }
@@ -230,46 +264,95 @@ struct Ingest::Impl {
     report(p);
   }
 
+  // Reopens a failed shard and indexes, from the archive, every record of it up to the last one
+  // appended; documents still queued for those records are then skipped by IndexWriter::add.
+  Status recover_shard(unsigned shard) {
+    MAILARK_TRY(index.reopen_shard(shard));
+    const std::uint64_t to = last_appended;
+    const unsigned n = index.shard_count();
+    std::uint64_t from = index.shard_watermark(shard) + 1;
+    while (from <= to && index.shard_of(from) != shard) ++from;
+    if (from <= to) {
+      MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
+      for (std::uint64_t seq = from; seq <= to; seq += n) {
+        auto rec = snap->record(seq);
+        Xapian::Document doc = rec ? document_for_record(*snap, *rec, limits)
+                                   : indexer::build_unindexed_document(seq, rec.error().context);
+        MAILARK_TRY(index.add(seq, doc));
+      }
+    }
+    return index.commit_shard(shard, to);
+  }
+
   void index_loop(unsigned shard) {
     ToIndex item;
     std::size_t since_commit = 0;
     std::uint64_t last = 0;
-    bool index_failed = false;
+    bool broken = false;
+    auto retry_at = std::chrono::steady_clock::now();
     BoundedQueue<ToIndex>& queue = *to_index[shard];
-    const auto interval = std::chrono::milliseconds(options.index_commit_interval_ms ? options.index_commit_interval_ms : 3600000);
+    const auto interval =
+        std::chrono::milliseconds(options.index_commit_interval_ms ? options.index_commit_interval_ms : 3600000);
+    const auto retry = std::chrono::milliseconds(std::max(1u, options.index_retry_ms));
     auto last_commit = std::chrono::steady_clock::now();
+    auto failed = [&](const Error& e) {
+      warn("index shard " + std::to_string(shard) + ": " + e.to_string() +
+           "; mail is still archived, and the index catches up from the archive once it can write again");
+      broken = true;
+      broken_shards++;
+      retry_at = std::chrono::steady_clock::now() + retry;
+      since_commit = 0;
+    };
     while (true) {
-      auto got = queue.pop_for(item, interval);
+      auto wait = broken ? std::min<std::chrono::milliseconds>(interval, retry) : interval;
+      auto got = queue.pop_for(item, wait);
       if (got == BoundedQueue<ToIndex>::PopResult::kClosed) break;
-      if (got == BoundedQueue<ToIndex>::PopResult::kTimeout ||
-          std::chrono::steady_clock::now() - last_commit >= interval) {
-        if (!index_failed && since_commit > 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (broken) {
+        if (now >= retry_at) {
+          if (auto s = recover_shard(shard); s) {
+            broken = false;
+            broken_shards--;
+            last_commit = now;
+            warn("index shard " + std::to_string(shard) + ": recovered, caught up to message " +
+                 std::to_string(index.shard_watermark(shard)));
+          } else {
+            retry_at = now + retry;
+          }
+        }
+        if (broken) continue;  // the archive has it; recovery indexes it from there
+        if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
+      } else if (got == BoundedQueue<ToIndex>::PopResult::kTimeout || now - last_commit >= interval) {
+        if (since_commit > 0) {
           if (auto s = index.commit_shard(shard, last); !s) {
-            set_fatal(s.error());
-            index_failed = true;
+            failed(s.error());
+            continue;
           }
           since_commit = 0;
         }
-        last_commit = std::chrono::steady_clock::now();
+        last_commit = now;
         if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
       }
-      if (index_failed) continue;  // the archive has it; the next open catches the index up
       if (auto s = index.add(item.seq, item.doc); !s) {
-        set_fatal(s.error());
-        index_failed = true;
+        failed(s.error());
         continue;
       }
       last = item.seq;
       if (++since_commit >= options.index_commit_every / index.shard_count()) {
         if (auto s = index.commit_shard(shard, last); !s) {
-          set_fatal(s.error());
-          index_failed = true;
+          failed(s.error());
+          continue;
         }
         since_commit = 0;
       }
     }
-    if (!index_failed && since_commit > 0) {
-      if (auto s = index.commit_shard(shard, last); !s) set_fatal(s.error());
+    if (broken) {
+      if (auto s = recover_shard(shard); s) {
+        broken = false;
+        broken_shards--;
+      }
+    } else if (since_commit > 0) {
+      if (auto s = index.commit_shard(shard, last); !s) failed(s.error());
     }
   }
 
@@ -304,6 +387,20 @@ struct Ingest::Impl {
     enqueue(std::move(item));
   }
 
+  bool try_submit(IngestItem& item) {
+    if (!training_done) {
+      submit(std::move(item));
+      return true;
+    }
+    std::pair<std::uint64_t, IngestItem> entry{next_ticket, std::move(item)};
+    if (!work.try_push(entry)) {
+      item = std::move(entry.second);
+      return false;
+    }
+    ++next_ticket;
+    return true;
+  }
+
   Status finish() {
     if (finished) return ok_status();
     finished = true;
@@ -318,12 +415,13 @@ struct Ingest::Impl {
     to_append.close();
     appender.join();
     for (auto& t : indexers) t.join();
-    std::lock_guard lock(error_mu);
-    if (fatal) return *fatal;
-    // Every shard has everything up to the last appended record: say so in all of them.
-    if (last_appended > index.watermark()) {
-      if (auto s = index.commit(last_appended); !s) return s.error();
+    // Every shard has everything up to the last appended record: say so in all of them (unless one is
+    // still broken; the next open catches it up).
+    if (broken_shards == 0 && last_appended > index.watermark()) {
+      if (auto s = index.commit(last_appended); !s) warn("index: " + s.error().to_string());
     }
+    std::lock_guard lock(error_mu);
+    if (archive_error) return *archive_error;
     return ok_status();
   }
 };
@@ -331,7 +429,7 @@ struct Ingest::Impl {
 Ingest::Ingest(Archive& archive, indexer::IndexWriter& index, const scanner::Scanner* scanner,
                const Limits& limits, IngestOptions options,
                std::function<void(const IngestResult&)> on_result)
-    : impl_(std::make_unique<Impl>(archive, index, scanner, limits, options, std::move(on_result))) {}
+    : impl_(std::make_unique<Impl>(archive, index, scanner, limits, std::move(options), std::move(on_result))) {}
 
 Ingest::~Ingest() {
   (void)impl_->finish();
@@ -339,6 +437,10 @@ Ingest::~Ingest() {
 
 void Ingest::submit(IngestItem item) {
   impl_->submit(std::move(item));
+}
+
+bool Ingest::try_submit(IngestItem& item) {
+  return impl_->try_submit(item);
 }
 
 Status Ingest::finish() {

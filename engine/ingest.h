@@ -1,17 +1,26 @@
-// The ingest pipeline: parse -> scan -> compress -> append -> index, for imports now and SMTP later.
+// The ingest pipeline: parse -> scan -> compress -> append -> index, for imports and SMTP.
 //
 //   submit() --> [work queue] --> N workers: check, hash, parse (GMime), scan (libclamav),
 //                                            compress (zstd), build the index document
 //            --> [append queue] --> 1 archive writer: group commit, many messages per LMDB transaction
-//            --> [index queue]  --> 1 index writer: Xapian documents in archive order, batched commits
+//            --> [index queues] --> 1 index writer per shard: Xapian documents in archive order
 //
-// A message's result is reported once its record is durable (or once it is refused or found to be a
-// duplicate). The index lags the archive and is caught up from it on the next open if the process dies
-// in between (Engine::open). Queues are bounded, so memory is bounded by queue depth times
+// A message's result is reported once its record is durable (or once it is refused, deferred, found a
+// duplicate, or failed). Queues are bounded, so memory is bounded by queue depth times
 // Limits::max_message_bytes, whatever the input size.
 //
-// Thread safety: submit() and finish() are called from one thread. on_result is called from pipeline
-// threads, one call at a time.
+// Failures stay with what they hit:
+// - A failed archive commit is retried (three attempts over about a second); if it still fails, that
+//   batch's messages are reported kFailed and the next batch is tried afresh: nothing latches
+//   (tests: Ingest.FailedCommitFailsThatBatchOnly, e2e test_failures).
+// - An index failure never fails a message: the archive is the truth. The shard stops taking
+//   documents, and every few seconds reopens and catches up from the archive (tests:
+//   Ingest.IndexFailureNeverFailsAMessage, e2e test_failures). Meanwhile search lags, it never lies.
+// - A message that cannot be indexed (its document is refused) is indexed as a placeholder under
+//   is:unindexed, which `stats` counts and `verify` lists.
+//
+// Thread safety: submit(), try_submit() and finish() are called from one thread. on_result and each
+// item's on_done are called from pipeline threads.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +31,7 @@
 
 #include "common/limits.h"
 #include "common/result.h"
+#include "engine/archive.h"
 #include "engine/queue.h"
 #include "engine/record.h"
 
@@ -37,6 +47,12 @@ class Scanner;
 
 struct IngestResult;
 
+// What a scan that is not clean does to a message that has a delivery (a queue entry). kReject and
+// kQuarantine both archive it quarantined and hold it from delivery (a quarantine entry that an
+// administrator may release); kReject also means the SMTP client was told 554. kDeliver queues it as
+// if it were clean (allowed for unscannable only: an infected message is never delivered).
+enum class ScanAction : std::uint8_t { kReject, kQuarantine, kDeliver };
+
 struct IngestItem {
   std::string origin;  // for reports: file path, mbox position, or SMTP session and transaction
   std::string raw;
@@ -44,15 +60,20 @@ struct IngestItem {
   bool skip_if_archived = true;  // imports: an identical message already archived is a duplicate
   // Delivery: when set, this queue entry is committed in the same transaction as the record.
   std::optional<QueueEntry> queue;
-  // With a queue entry: queue an infected message too (policy "accept and quarantine"); by default an
-  // infected message is archived, quarantined and not delivered.
-  bool queue_if_infected = false;
+  ScanAction on_infected = ScanAction::kReject;
+  ScanAction on_unscannable = ScanAction::kReject;
+  // Unscannable messages are kept out of mailbox views (flagged quarantined) unless delivered.
+  // A temporary scanner failure: true (SMTP) -> not archived, outcome kDeferred, the client retries;
+  // false (imports) -> archived as unscanned with the reason.
+  bool defer_on_scan_error = false;
+  // A DSN: the recipients it reports (see DsnNotice in archive.h).
+  std::optional<DsnNotice> dsn_for;
   // Called once, from a pipeline thread, with this item's final result: after its record is durable,
-  // or when it was refused, found a duplicate, or failed. SMTP sessions answer from here.
+  // or when it was refused, deferred, found a duplicate, or failed. SMTP sessions answer from here.
   std::function<void(const IngestResult&)> on_done;
 };
 
-enum class IngestOutcome { kArchived, kDuplicate, kRefused, kFailed };
+enum class IngestOutcome { kArchived, kDuplicate, kRefused, kFailed, kDeferred };
 
 struct IngestResult {
   std::string origin;
@@ -60,13 +81,19 @@ struct IngestResult {
   std::uint64_t seq = 0;  // kArchived
   scanner::VerdictKind verdict = scanner::VerdictKind::kUnscanned;
   std::vector<std::string> signatures;
+  std::string scan_reason;  // kUnscannable, kDeferred: why (starts with "encrypted:", "limit:", ...)
   bool malformed = false;
-  bool queued = false;  // kArchived: a queue entry was committed with the record
-  std::string reason;   // kRefused, kFailed: why; kArchived + malformed: the problems
+  bool queued = false;       // kArchived: a queue entry was committed with the record
+  bool quarantined = false;  // kArchived: held in quarantine instead
+  std::string reason;        // kRefused, kFailed, kDeferred: why; kArchived + malformed: the problems
 };
 
 struct IngestOptions {
   unsigned workers = 0;         // 0: one per core
+  // Imports keep submission order (the n-th message of an mbox gets the n-th id). Servers append in
+  // completion order, so one slow scan never holds up other sessions' 250 replies.
+  bool preserve_order = true;
+  std::size_t queue_depth = 64;  // items waiting for a worker; try_submit refuses beyond it
   std::size_t max_batch = 512;  // messages per archive transaction, at most
   // How long the archive writer waits for a batch to fill before committing. Imports trade a little
   // latency for far fewer fsyncs; SMTP sessions waiting for their 250 use a small value.
@@ -79,6 +106,11 @@ struct IngestOptions {
   // train one, so even the first import compresses well. 0 disables training.
   std::size_t train_after = 2000;
   std::size_t dictionary_bytes = 64 * 1024;
+  // How long an index shard waits after a failure before it reopens and catches up.
+  unsigned index_retry_ms = 5000;
+  // Warnings worth a log line (index failures and recoveries). May be null. Called from pipeline
+  // threads.
+  std::function<void(const std::string&)> on_warning;
 };
 
 class Ingest {
@@ -92,8 +124,12 @@ class Ingest {
 
   // Blocks while the pipeline is full.
   void submit(IngestItem item);
-  // Drains every queue, commits the index. Returns the first fatal error (an archive or index write
-  // failure); messages not archived because of it were reported as kFailed.
+  // Never blocks: false when the pipeline is full (the item is left as it was). Servers answer
+  // 451 4.3.2 then rather than stall their event loop. May be called from any one thread.
+  bool try_submit(IngestItem& item);
+  // Drains every queue, commits the index. Returns the first archive write failure (the messages it
+  // hit were reported as kFailed), else ok: an index failure is not an error here (the next open
+  // catches the index up).
   Status finish();
 
  private:

@@ -7,7 +7,8 @@
 namespace mailark {
 namespace {
 
-constexpr std::uint8_t kQueueVersion = 1;
+constexpr std::uint8_t kQueueVersion = 2;
+constexpr std::uint8_t kMaxState = 4;
 
 }  // namespace
 
@@ -25,13 +26,28 @@ const char* recipient_state_name(RecipientState s) {
     case RecipientState::kPending: return "pending";
     case RecipientState::kDelivered: return "delivered";
     case RecipientState::kBounced: return "bounced";
+    case RecipientState::kFailed: return "failed";
+    case RecipientState::kKept: return "kept";
   }
   return "pending";
 }
 
 bool QueueEntry::finished() const {
-  return std::none_of(recipients.begin(), recipients.end(),
-                      [](const QueueRecipient& r) { return r.state == RecipientState::kPending; });
+  return std::all_of(recipients.begin(), recipients.end(), [](const QueueRecipient& r) {
+    return r.state == RecipientState::kDelivered || r.state == RecipientState::kBounced;
+  });
+}
+
+bool apply_result(QueueEntry& entry, const DeliveryResult& result) {
+  for (auto& r : entry.recipients) {
+    if (r.address != result.address || r.state != RecipientState::kPending) continue;
+    r.state = result.state;
+    r.attempts++;
+    r.next_attempt_at = result.next_attempt_at;
+    r.last_response = result.last_response;
+    return true;
+  }
+  return false;
 }
 
 std::string encode_queue_entry(const QueueEntry& e) {
@@ -61,7 +77,7 @@ Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value)
   e.seq = seq;
   std::uint64_t n;
   if (!in.u8(version)) return corrupt("empty");
-  if (version != kQueueVersion) {
+  if (version != 1 && version != kQueueVersion) {
     return make_error(ErrorCode::kUnsupported, "queue entry " + std::to_string(seq) + " has format version " +
                                                    std::to_string(version));
   }
@@ -74,7 +90,8 @@ Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value)
     QueueRecipient r;
     std::uint8_t state;
     std::uint64_t attempts;
-    if (!in.str(r.address) || !in.u8(state) || state > 2 || !in.varint(attempts) || !in.svarint(r.next_attempt_at) ||
+    const std::uint8_t max_state = version == 1 ? 2 : kMaxState;
+    if (!in.str(r.address) || !in.u8(state) || state > max_state || !in.varint(attempts) || !in.svarint(r.next_attempt_at) ||
         !in.str(r.last_response)) {
       return corrupt("bad recipient");
     }

@@ -2,9 +2,14 @@
 // LMDB environment (table `queue`) and are written in the same transaction as the archive record, so
 // a 250 reply covers both. Deleting a queue entry never touches the archive.
 //
-// Format v1 (docs/FORMAT.md, "queue"): key = archive seq (u64 BE); value = version byte 0x01, route
+// Format v2 (docs/FORMAT.md, "queue"): key = archive seq (u64 BE); value = version byte 0x02, route
 // byte, held byte, zigzag created_at, varint recipient count, then per recipient: string address, byte
-// state, varint attempts, zigzag next_attempt_at, string last_response.
+// state, varint attempts, zigzag next_attempt_at, string last_response. v1 is the same with states
+// 0..2 only; both are read.
+//
+// Changes to an entry are read-modify-write in one transaction (Archive::queue_modify and
+// Archive::queue_apply): a delivery result only changes the recipient it is about, so an
+// administrator's hold made meanwhile stands (tests: Archive.DeliveryResultNeverUndoesAHold).
 #pragma once
 
 #include <cstdint>
@@ -23,7 +28,15 @@ enum class Route : std::uint8_t {
 };
 const char* route_name(Route r);
 
-enum class RecipientState : std::uint8_t { kPending = 0, kDelivered = 1, kBounced = 2 };
+enum class RecipientState : std::uint8_t {
+  kPending = 0,    // to be delivered
+  kDelivered = 1,  // the next hop said 250
+  kBounced = 2,    // failed for good; the sender was notified, or gets no notification (null sender)
+  kFailed = 3,     // failed for good; the DSN to the sender is still to be archived and queued. The
+                   // DSN's append flips it to kBounced in the same transaction, so it is sent once.
+  kKept = 4,       // inbound mail the primary refused, or that outlived the queue lifetime: kept for
+                   // the administrator (`mailark queue retry|delete`), never bounced to the outside
+};
 const char* recipient_state_name(RecipientState s);
 
 struct QueueRecipient {
@@ -41,8 +54,21 @@ struct QueueEntry {
   std::int64_t created_at = 0;
   std::vector<QueueRecipient> recipients;
 
-  bool finished() const;  // no recipient pending
+  bool finished() const;  // every recipient delivered or bounced: the entry can go
 };
+
+// The outcome of one delivery attempt for one recipient, applied to the stored entry inside the
+// write transaction (only to a recipient still pending).
+struct DeliveryResult {
+  std::uint64_t seq = 0;
+  std::string address;
+  RecipientState state = RecipientState::kPending;  // kPending: deferred until next_attempt_at
+  std::int64_t next_attempt_at = 0;
+  std::string last_response;
+};
+
+// Applies one result to an entry. Returns false when no pending recipient has that address.
+bool apply_result(QueueEntry& entry, const DeliveryResult& result);
 
 std::string encode_queue_entry(const QueueEntry& e);
 Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value);

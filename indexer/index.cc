@@ -159,6 +159,14 @@ Xapian::Document build_document(const IndexFields& f) {
   return doc;
 }
 
+Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& reason) {
+  Xapian::Document doc;
+  doc.add_boolean_term(std::string(schema::kPrefixFlag) + "unindexed");
+  nlohmann::json j = {{"i", id}, {"s", "(not indexed: " + reason + ")"}, {"v", ""}, {"u", reason}};
+  doc.set_data(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  return doc;
+}
+
 std::string display_addresses(const std::vector<IndexedAddress>& list) {
   std::string s;
   for (const auto& a : list) {
@@ -215,6 +223,7 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
     }
     for (const auto& path : shard_paths(dir)) {
       Shard sh;
+      sh.path = path;
       // No termlist table: the archive is append-only, so documents are only ever added, and the
       // table would be half of the index (and of its write cost). Removing documents later
       // (retention) means rebuilding the affected index segment from the archive.
@@ -254,13 +263,42 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   if (id <= sh.watermark) return ok_status();
   auto local = static_cast<Xapian::docid>((id - 1) / shards_.size() + 1);
   try {
+    const Xapian::docid last = sh.db->get_lastdocid();
+    if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
     // Appending in order is the common case and avoids a lookup of the document id.
-    if (sh.db->get_lastdocid() + 1 == local)
-      sh.db->add_document(doc);
-    else
-      sh.db->replace_document(local, doc);
+    try {
+      if (last + 1 == local)
+        sh.db->add_document(doc);
+      else
+        sh.db->replace_document(local, doc);
+    } catch (const Xapian::InvalidArgumentError& e) {
+      // This document, not the database: keep the id with a placeholder that says why.
+      Xapian::Document placeholder = build_unindexed_document(id, "the index refused it: " + e.get_msg());
+      if (last + 1 == local)
+        sh.db->add_document(placeholder);
+      else
+        sh.db->replace_document(local, placeholder);
+    }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
+  }
+  return ok_status();
+}
+
+Status IndexWriter::reopen_shard(unsigned shard) {
+  Shard& sh = shards_[shard];
+  try {
+    if (sh.db) {
+      try {
+        sh.db->close();  // uncommitted changes are dropped; the archive re-supplies them
+      } catch (const Xapian::Error&) {
+      }
+    }
+    sh.db = std::make_unique<Xapian::WritableDatabase>(
+        sh.path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+    sh.watermark = read_watermark(*sh.db);
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "reopening the index in " + sh.path);
   }
   return ok_status();
 }
@@ -699,6 +737,22 @@ std::uint64_t IndexReader::watermark() const {
     return w == UINT64_MAX ? 0 : w;
   } catch (const Xapian::Error&) {
     return 0;
+  }
+}
+
+Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> IndexReader::unindexed(
+    std::size_t limit) const {
+  try {
+    const std::string term = std::string(schema::kPrefixFlag) + "unindexed";
+    std::vector<std::pair<std::uint64_t, std::string>> list;
+    std::uint64_t total = db_->get_termfreq(term);
+    for (auto it = db_->postlist_begin(term); it != db_->postlist_end(term) && list.size() < limit; ++it) {
+      auto j = nlohmann::json::parse(db_->get_document(*it).get_data(), nullptr, false);
+      list.emplace_back(*it, j.is_discarded() ? std::string() : j.value("u", ""));
+    }
+    return std::make_pair(total, std::move(list));
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "listing unindexed records");
   }
 }
 

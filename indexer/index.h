@@ -26,6 +26,9 @@ namespace mailark::indexer {
 
 // Builds the document for one message.
 Xapian::Document build_document(const IndexFields& fields);
+// The document for a record that could not be indexed (its bytes unreadable, its document refused):
+// it keeps the document ids dense and is found by is:unindexed, with the reason in its summary.
+Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& reason);
 
 // The index is split into shards so that documents can be added by several threads: message id n
 // lives in shard (n - 1) % shards as document (n - 1) / shards + 1, which makes Xapian's interleaved
@@ -44,10 +47,18 @@ class IndexWriter {
   unsigned shard_count() const { return static_cast<unsigned>(shards_.size()); }
   unsigned shard_of(std::uint64_t id) const { return static_cast<unsigned>((id - 1) % shards_.size()); }
 
-  // Adds message `id` to its shard. An id its shard already holds (at or below the shard's watermark)
-  // is skipped, so catching up twice is harmless. Calls for different shards may run on different
-  // threads; one thread per shard at a time.
+  // Adds message `id` to its shard. An id its shard already holds is skipped: at or below the shard's
+  // watermark, or committed past it (Xapian commits by itself every so many documents, so a crash can
+  // leave documents beyond the watermark; they came from the same records), so catching up twice is
+  // harmless (tests: Index.DocumentsCommittedPastTheWatermarkAreKept). A document Xapian refuses
+  // (kInvalidArgument) is replaced by a placeholder (build_unindexed_document). Calls for different
+  // shards may run on different threads; one thread per shard at a time. Errors: kIo and others from
+  // the environment (disk full); the shard should then be reopened.
   Status add(std::uint64_t id, const Xapian::Document& doc);
+  // Discards a shard's uncommitted changes and opens it again (after an error). Its watermark is
+  // read back from disk.
+  Status reopen_shard(unsigned shard);
+  std::uint64_t shard_watermark(unsigned shard) const { return shards_[shard].watermark; }
   // Makes one shard durable, recording that every id of that shard up to `watermark` is in it.
   Status commit_shard(unsigned shard, std::uint64_t watermark);
   // Makes every shard durable and records that every archive record up to `watermark` is indexed.
@@ -57,6 +68,7 @@ class IndexWriter {
 
  private:
   struct Shard {
+    std::string path;
     std::unique_ptr<Xapian::WritableDatabase> db;
     std::uint64_t watermark = 0;
   };
@@ -94,6 +106,8 @@ class IndexReader {
   // Errors: kInvalidArgument for a query that does not parse (with Xapian's message).
   Result<SearchResults> search(const std::string& query, const SearchOptions& options, FieldSource* fields);
   std::uint64_t watermark() const;
+  // Records indexed as placeholders (is:unindexed): id and reason, at most `limit`, and their number.
+  Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed(std::size_t limit) const;
 
  private:
   IndexReader() = default;

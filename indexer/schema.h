@@ -39,8 +39,9 @@ inline constexpr const char* kPrefixRcptAddr = "XAR";
 
 // Boolean prefixes (exact terms, no tokenisation).
 inline constexpr const char* kPrefixMessageId = "XMID";  // XMID<message-id>, or XMID#<sha256 hex> if long
-inline constexpr const char* kPrefixFlag = "K";          // Kattachment, Kmalformed, Kquarantined
-inline constexpr const char* kPrefixVerdict = "XV";      // XVclean, XVinfected, XVunscanned
+inline constexpr const char* kPrefixFlag = "K";  // Kattachment, Kmalformed, Kquarantined, Kunindexed (a
+                                                 // placeholder for a record that could not be indexed)
+inline constexpr const char* kPrefixVerdict = "XV";  // XVclean, XVinfected, XVunscanned, XVunscannable
 inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment
 inline constexpr const char* kPrefixSignature = "XS";    // XS<signature name, lower case>

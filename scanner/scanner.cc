@@ -3,10 +3,13 @@
 #include <clamav.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <type_traits>
 
 namespace mailark::scanner {
@@ -88,6 +91,33 @@ bool starts_with(std::string_view s, std::string_view p) {
   return s.substr(0, p.size()) == p;
 }
 
+// libclamav's mail and archive parsers write what they extract to temporary files, and when the
+// folder is full they go on with truncated (empty) files and report the message clean: a silent fail
+// open (seen with libclamav 1.4.6 on a full tmpfs). So mailark never lets its own scans fill the
+// folder: each scan reserves its worst case (the message twice, decoded, plus max_scan_bytes of
+// extracted content) against the folder's free space, minus what scans in flight have reserved, and
+// does not start without it. A scan that ends with the folder nearly full (something else filled it)
+// is a temporary error. Tests: Scanner.FullTemporaryFolderIsATemporaryError, e2e test_failures.
+std::atomic<std::uint64_t> g_reserved_temp_bytes{0};
+constexpr std::uint64_t kTempFloorBytes = 1u << 20;
+
+std::optional<std::uint64_t> free_bytes(const std::string& dir) {
+  struct statvfs st {};
+  if (dir.empty() || ::statvfs(dir.c_str(), &st) != 0) return std::nullopt;
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+class TempReservation {
+ public:
+  TempReservation(std::uint64_t bytes) : bytes_(bytes) { g_reserved_temp_bytes += bytes_; }
+  ~TempReservation() { g_reserved_temp_bytes -= bytes_; }
+  TempReservation(const TempReservation&) = delete;
+  TempReservation& operator=(const TempReservation&) = delete;
+
+ private:
+  std::uint64_t bytes_;
+};
+
 }  // namespace
 
 const char* verdict_name(VerdictKind kind) {
@@ -98,9 +128,83 @@ const char* verdict_name(VerdictKind kind) {
       return "infected";
     case VerdictKind::kUnscanned:
       return "unscanned";
+    case VerdictKind::kUnscannable:
+      return "unscannable";
+    case VerdictKind::kTemporaryError:
+      return "error";
   }
   return "unscanned";
 }
+
+const char* unscannable_name(Unscannable why) {
+  switch (why) {
+    case Unscannable::kEncrypted:
+      return "encrypted";
+    case Unscannable::kLimit:
+      return "limit";
+    case Unscannable::kParse:
+      return "parse";
+    case Unscannable::kNone:
+      break;
+  }
+  return "";
+}
+
+namespace {
+
+ScanVerdict unscannable(Unscannable why, const std::string& details) {
+  ScanVerdict v;
+  v.kind = VerdictKind::kUnscannable;
+  v.why = why;
+  v.reason = std::string(unscannable_name(why)) + ": " + details;
+  return v;
+}
+
+ScanVerdict temporary_error(const std::string& details) {
+  ScanVerdict v;
+  v.kind = VerdictKind::kTemporaryError;
+  v.reason = "scanner: " + details;
+  return v;
+}
+
+// What a heuristic alert means: the scanner could not look inside (a limit, encryption, a
+// decompression bomb) or it found something (every other alert counts as a detection).
+ScanVerdict from_detection(std::string name) {
+  if (starts_with(name, "Heuristics.Limits.Exceeded")) return unscannable(Unscannable::kLimit, "scan limit exceeded (" + name + ")");
+  if (starts_with(name, "Heuristics.Encrypted")) {
+    return unscannable(Unscannable::kEncrypted, "encrypted archive or document (" + name + ")");
+  }
+  if (starts_with(name, "Heuristics.Zip.OverlappingFiles")) {
+    return unscannable(Unscannable::kLimit, "decompression bomb (" + name + ")");
+  }
+  ScanVerdict v;
+  v.kind = VerdictKind::kInfected;
+  v.signatures.push_back(std::move(name));
+  return v;
+}
+
+// libclamav's errors: those about the content are unscannable, those about the scanner's own
+// resources (files, memory, locks) are temporary.
+ScanVerdict from_error(cl_error_t rc) {
+  const std::string what = std::string("libclamav: ") + clam().strerror(rc);
+  switch (rc) {
+    case CL_ETIMEOUT:
+    case CL_EMAXREC:
+    case CL_EMAXSIZE:
+    case CL_EMAXFILES:
+      return unscannable(Unscannable::kLimit, what);
+    case CL_EFORMAT:
+    case CL_EPARSE:
+    case CL_EUNPACK:
+    case CL_EBYTECODE:
+    case CL_ERROR:
+      return unscannable(Unscannable::kParse, what);
+    default:
+      return temporary_error(what);
+  }
+}
+
+}  // namespace
 
 Result<std::shared_ptr<const ScanEngine>> ScanEngine::load(const ScannerConfig& config) {
   MAILARK_TRY(init_once());
@@ -120,7 +224,13 @@ Result<std::shared_ptr<const ScanEngine>> ScanEngine::load(const ScannerConfig& 
   MAILARK_TRY(set_num(CL_ENGINE_MAX_RECURSION, config.max_recursion));
   MAILARK_TRY(set_num(CL_ENGINE_MAX_FILES, config.max_files));
   MAILARK_TRY(set_num(CL_ENGINE_MAX_SCANTIME, config.max_scan_ms));
-  if (!config.tmp_dir.empty() && is_dir(config.tmp_dir) && ::access(config.tmp_dir.c_str(), W_OK) == 0) {
+  if (config.tmp_dir.empty() || !is_dir(config.tmp_dir) || ::access(config.tmp_dir.c_str(), W_OK) != 0) {
+    return make_error(ErrorCode::kIo, "the scanner's temporary folder " + config.tmp_dir + " is missing or not writable",
+                      "create it, or set scanner.temp_dir");
+  }
+  self->tmp_dir_ = config.tmp_dir;
+  self->max_scan_bytes_ = config.max_scan_bytes;
+  {
     cl_error_t rc = clam().engine_set_str(e, CL_ENGINE_TMPDIR, config.tmp_dir.c_str());
     if (rc != CL_SUCCESS) return clam_error("setting the temporary directory", rc);
   }
@@ -148,53 +258,55 @@ ScanEngine::~ScanEngine() {
   if (engine_) clam().engine_free(engine_);
 }
 
-ScanVerdict ScanEngine::scan(std::string_view bytes, bool with_mail_parsing) const {
-  ScanVerdict v;
+ScanVerdict ScanEngine::scan(std::string_view bytes) const {
   if (bytes.size() > max_file_bytes_) {
-    v.reason = "message of " + std::to_string(bytes.size()) + " bytes exceeds the scanner's file size limit";
-    return v;
+    return unscannable(Unscannable::kLimit, "message of " + std::to_string(bytes.size()) +
+                                               " bytes exceeds the scanner's file size limit of " +
+                                               std::to_string(max_file_bytes_));
   }
+  const std::uint64_t need = 2 * static_cast<std::uint64_t>(bytes.size()) + max_scan_bytes_;
+  auto room = free_bytes(tmp_dir_);
+  if (!room) return temporary_error("cannot read the free space of the temporary folder " + tmp_dir_);
+  const std::uint64_t taken = g_reserved_temp_bytes.load();
+  if (*room < taken + need + kTempFloorBytes) {
+    return temporary_error("not enough room in the temporary folder " + tmp_dir_ + " (" + std::to_string(*room >> 20) +
+                           " MiB free, " + std::to_string((taken + need) >> 20) + " MiB needed by the scans in flight)");
+  }
+  TempReservation reservation(need);
   cl_fmap_t* map = clam().fmap_open_memory(bytes.data(), bytes.size());
-  if (!map) {
-    v.reason = "libclamav could not map the message";
-    return v;
-  }
+  if (!map) return temporary_error("libclamav could not map the message");
   cl_scan_options opts{};
   opts.general = CL_SCAN_GENERAL_HEURISTICS;
   opts.parse = CL_SCAN_PARSE_ARCHIVE | CL_SCAN_PARSE_MAIL | CL_SCAN_PARSE_OLE2 | CL_SCAN_PARSE_PDF |
                CL_SCAN_PARSE_HTML | CL_SCAN_PARSE_PE | CL_SCAN_PARSE_ELF | CL_SCAN_PARSE_XMLDOCS |
                CL_SCAN_PARSE_HWP3 | CL_SCAN_PARSE_ONENOTE;
-  if (!with_mail_parsing) opts.parse &= ~static_cast<unsigned>(CL_SCAN_PARSE_MAIL);
-  opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE;
+  // Limits, encrypted archives and encrypted documents raise heuristic alerts, which from_detection
+  // turns into "unscannable": content the scanner could not look into is never clean.
+  opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE | CL_SCAN_HEURISTIC_ENCRYPTED_DOC;
   const char* virname = nullptr;
   unsigned long scanned = 0;
   cl_error_t rc = clam().scanmap_callback(map, "message.eml", &virname, &scanned, engine_, &opts, nullptr);
   clam().fmap_close(map);
+  if (rc != CL_VIRUS) {
+    // Something outside mailark filled the folder during the scan: libclamav may have scanned
+    // truncated files. A detection stands; anything else is not to be trusted.
+    auto after = free_bytes(tmp_dir_);
+    if (!after || *after < kTempFloorBytes) {
+      return temporary_error("the temporary folder " + tmp_dir_ + " ran full during the scan");
+    }
+  }
 
   if (rc == CL_CLEAN) {
+    ScanVerdict v;
     v.kind = VerdictKind::kClean;
-  } else if (rc == CL_VIRUS && !virname) {
-    // libclamav 1.4 reports some limit hits (MaxFileSize) as a detection without a name.
-    v.kind = VerdictKind::kUnscanned;
-    v.reason = "libclamav stopped without a signature name (a scan limit was reached)";
-  } else if (rc == CL_VIRUS) {
-    std::string name = virname;
-    // Heuristic alerts for limits and encryption mean "could not look inside": fail closed as unscanned.
-    if (starts_with(name, "Heuristics.Limits.Exceeded")) {
-      v.kind = VerdictKind::kUnscanned;
-      v.reason = "scan limit exceeded (" + name + ")";
-    } else if (starts_with(name, "Heuristics.Encrypted")) {
-      v.kind = VerdictKind::kUnscanned;
-      v.reason = "encrypted content cannot be scanned (" + name + ")";
-    } else {
-      v.kind = VerdictKind::kInfected;
-      v.signatures.push_back(std::move(name));
-    }
-  } else {
-    v.kind = VerdictKind::kUnscanned;
-    v.reason = std::string("libclamav: ") + clam().strerror(rc);
+    return v;
   }
-  return v;
+  if (rc == CL_VIRUS && !virname) {
+    // libclamav 1.4 reports some limit hits (MaxFileSize) as a detection without a name.
+    return unscannable(Unscannable::kLimit, "libclamav stopped without a signature name (a scan limit was reached)");
+  }
+  if (rc == CL_VIRUS) return from_detection(virname);
+  return from_error(rc);
 }
 
 Result<std::unique_ptr<Scanner>> Scanner::open(ScannerConfig config) {

@@ -5,8 +5,11 @@
 // options. A Scanner holds the current engine and swaps in a new one on reload: the new engine is built
 // beside the old, which lives until its last in-flight scan drops it.
 //
-// Fail closed: anything that stops a complete scan (a limit, an encrypted archive, a libclamav error)
-// yields kUnscanned with the reason, never kClean.
+// Fail closed: the answer is one of clean, infected (the signature names), unscannable (why: an
+// encrypted archive or document, a scan limit exceeded, content libclamav could not parse) or a
+// temporary error (the scanner itself could not work: temporary folder full, out of memory). Anything
+// that stops a complete scan is never kClean (tests/scanner_test.cc: Scanner.*NeverClean*,
+// Scanner.EncryptedZipIsUnscannable, Scanner.FullTemporaryFolderIsATemporaryError).
 //
 // This module knows nothing about the archive: it takes bytes and returns a verdict.
 #pragma once
@@ -24,21 +27,35 @@ struct cl_engine;
 
 namespace mailark::scanner {
 
-enum class VerdictKind : std::uint8_t { kClean = 0, kInfected = 1, kUnscanned = 2 };
+// Stored in archive records as one byte (docs/FORMAT.md, "records"): the values never change.
+enum class VerdictKind : std::uint8_t {
+  kClean = 0,
+  kInfected = 1,
+  kUnscanned = 2,    // not scanned at all (import --no-scan, or the scanner failed temporarily)
+  kUnscannable = 3,  // scanned, but the scanner could not vouch for the content (see reason)
+  kTemporaryError = 4,  // a scan result only, never stored: try again later
+};
 
-const char* verdict_name(VerdictKind kind);  // "clean", "infected", "unscanned"
+const char* verdict_name(VerdictKind kind);  // "clean", "infected", "unscanned", "unscannable", "error"
+
+// Why content is unscannable. The reason text of a verdict starts with this word and a colon.
+enum class Unscannable : std::uint8_t { kNone = 0, kEncrypted, kLimit, kParse };
+const char* unscannable_name(Unscannable why);  // "encrypted", "limit", "parse"
 
 struct ScanVerdict {
   VerdictKind kind = VerdictKind::kUnscanned;
   std::vector<std::string> signatures;  // kInfected: the names that matched
-  std::string reason;                   // kUnscanned: why the scan did not complete
+  Unscannable why = Unscannable::kNone; // kUnscannable
+  std::string reason;                   // kUnscannable, kTemporaryError, kUnscanned: "why: details"
 };
 
 struct ScannerConfig {
   // Directories whose signature files (.cvd, .cld, .ndb, .hdb, ...) are loaded into one engine.
   // Missing directories are skipped; a configuration with no loadable signature at all is an error.
   std::vector<std::string> signature_dirs;
-  // Where libclamav writes its temporary files; tmpfs keeps extraction off the disk.
+  // Where libclamav writes its temporary files; tmpfs keeps extraction off the disk. Each scan in
+  // flight needs room for twice its message plus max_scan_bytes there (see scanner.cc), or it is a
+  // temporary error. A missing or unwritable folder fails load().
   std::string tmp_dir = "/dev/shm";
   std::uint64_t max_scan_bytes = 256ull << 20;
   std::uint64_t max_file_bytes = 100ull << 20;
@@ -56,11 +73,9 @@ class ScanEngine {
   ScanEngine(const ScanEngine&) = delete;
   ScanEngine& operator=(const ScanEngine&) = delete;
 
-  // Thread safe. Scans one message as it came in (libclamav's mail parser decodes its parts and
-  // archives). with_mail_parsing = false scans the bytes as they are, without extracting parts to
-  // temporary files: the caller may ask for it only when every byte a parser would extract already
-  // stands verbatim in the message (one text/plain part, no transfer encoding, nothing uuencoded).
-  ScanVerdict scan(std::string_view bytes, bool with_mail_parsing = true) const;
+  // Thread safe. Scans one message as it came in: libclamav's mail parser decodes every part (MIME
+  // encodings, uuencode, BinHex, parts embedded in bounce texts) and the archives inside them.
+  ScanVerdict scan(std::string_view bytes) const;
 
   const std::string& description() const { return description_; }
 
@@ -69,6 +84,8 @@ class ScanEngine {
   cl_engine* engine_ = nullptr;
   unsigned signatures_ = 0;
   std::uint64_t max_file_bytes_ = 0;
+  std::uint64_t max_scan_bytes_ = 0;
+  std::string tmp_dir_;
   std::string description_;  // directories loaded, for logs and stats
 };
 
@@ -79,9 +96,7 @@ class Scanner {
   // Builds a new engine from the same configuration and swaps it in. On failure the old engine stays.
   Status reload();
   std::shared_ptr<const ScanEngine> engine() const;
-  ScanVerdict scan(std::string_view bytes, bool with_mail_parsing = true) const {
-    return engine()->scan(bytes, with_mail_parsing);
-  }
+  ScanVerdict scan(std::string_view bytes) const { return engine()->scan(bytes); }
 
  private:
   explicit Scanner(ScannerConfig config) : config_(std::move(config)) {}

@@ -279,17 +279,20 @@ TEST(Queue, EntryIsWrittenWithItsRecordAndOutlivesNothingButItself) {
   EXPECT_GT((*entries)[0].created_at, 0);
   ASSERT_EQ((*entries)[0].recipients.size(), 2u);
 
-  QueueEntry e = (*entries)[0];
-  e.recipients[0].state = RecipientState::kDelivered;
-  e.recipients[1].attempts = 3;
-  e.recipients[1].last_response = "451 4.3.0 try later";
-  e.held = true;
-  ASSERT_TRUE(a->queue_update(e).ok());
+  ASSERT_TRUE(a->queue_modify(1, [](QueueEntry& e) {
+                 e.held = true;
+                 return ok_status();
+               }).ok());
+  auto written = a->queue_apply({{1, "bob@example.com", RecipientState::kDelivered, 0, "250 2.0.0 Ok"},
+                                 {1, "carol@example.com", RecipientState::kPending, 123, "451 4.3.0 try later"}});
+  ASSERT_TRUE(written.ok());
   auto back = a->queue_entry(1);
   ASSERT_TRUE(back.ok());
   EXPECT_TRUE(back->held);
   EXPECT_EQ(back->recipients[0].state, RecipientState::kDelivered);
   EXPECT_EQ(back->recipients[1].last_response, "451 4.3.0 try later");
+  EXPECT_EQ(back->recipients[1].attempts, 1u);
+  EXPECT_EQ(back->recipients[1].next_attempt_at, 123);
   EXPECT_FALSE(back->finished());
 
   ASSERT_TRUE(a->queue_remove(1).ok());
@@ -314,6 +317,132 @@ TEST(Queue, EntryFormatRejectsDamage) {
   EXPECT_FALSE(decode_queue_entry(9, v.substr(0, v.size() - 3)).ok());
   v[0] = 7;
   EXPECT_EQ(decode_queue_entry(9, v).error().code, ErrorCode::kUnsupported);
+}
+
+TEST(Archive, DeliveryResultNeverUndoesAHold) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  std::vector<PendingAppend> batch{pending(*a, test::make_message("held", "body"))};
+  QueueEntry q;
+  q.route = Route::kInternet;
+  q.recipients = {{"x@remote.example"}, {"y@remote.example"}};
+  batch[0].queue = q;
+  ASSERT_TRUE(a->append(batch).ok());
+  // The delivery agent read the entry (not held), then an administrator held it, then the agent's
+  // result for one recipient arrives.
+  QueueEntry seen_by_agent = a->queue_entry(1).value();
+  ASSERT_FALSE(seen_by_agent.held);
+  ASSERT_TRUE(a->queue_modify(1, [](QueueEntry& e) {
+                 e.held = true;
+                 return ok_status();
+               }).ok());
+  ASSERT_TRUE(a->queue_apply({{1, "x@remote.example", RecipientState::kPending, 99, "421 busy"}}).ok());
+  auto after = a->queue_entry(1).value();
+  EXPECT_TRUE(after.held) << "the result changed only its recipient";
+  EXPECT_EQ(after.recipients[0].attempts, 1u);
+  // A result for a recipient that is no longer pending (delivered meanwhile) changes nothing.
+  ASSERT_TRUE(a->queue_apply({{1, "y@remote.example", RecipientState::kDelivered, 0, "250 ok"}}).ok());
+  ASSERT_TRUE(a->queue_apply({{1, "y@remote.example", RecipientState::kKept, 0, "550 late"}}).ok());
+  EXPECT_EQ(a->queue_entry(1).value().recipients[1].state, RecipientState::kDelivered);
+  // An administrator's delete wins over a result arriving later.
+  ASSERT_TRUE(a->queue_remove(1).ok());
+  ASSERT_TRUE(a->queue_apply({{1, "x@remote.example", RecipientState::kDelivered, 0, "250 ok"}}).ok());
+  EXPECT_EQ(a->queue_entry(1).error().code, ErrorCode::kNotFound) << "not recreated";
+}
+
+TEST(Archive, DsnIsArchivedOnce) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  std::vector<PendingAppend> batch{pending(*a, test::make_message("to bounce", "body"))};
+  QueueEntry q;
+  q.route = Route::kInternet;
+  q.recipients = {{"gone@remote.example"}};
+  batch[0].queue = q;
+  ASSERT_TRUE(a->append(batch).ok());
+  auto written = a->queue_apply({{1, "gone@remote.example", RecipientState::kFailed, 0, "550 5.1.1 no such user"}});
+  ASSERT_TRUE(written.ok());
+  ASSERT_EQ(written->size(), 1u);
+  EXPECT_EQ((*written)[0].recipients[0].state, RecipientState::kFailed);
+  EXPECT_FALSE((*written)[0].finished()) << "a failed recipient waits for its DSN";
+  ASSERT_TRUE(a->queue_entry(1).ok());
+  // Two DSNs for the same failure reach the archive (a race, or one made again after a crash): the
+  // first is archived and marks the failure reported in the same transaction; the second adds nothing.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::vector<PendingAppend> dsn{pending(*a, test::make_message("Undelivered Mail", "dsn " + std::to_string(attempt)))};
+    dsn[0].dsn_for = DsnNotice{1, {"gone@remote.example"}};
+    QueueEntry to_sender;
+    to_sender.route = Route::kPrimary;
+    to_sender.recipients = {{"sender@example.com"}};
+    dsn[0].queue = to_sender;
+    auto out = a->append(dsn);
+    ASSERT_TRUE(out.ok());
+    EXPECT_EQ((*out)[0].duplicate, attempt == 1) << attempt;
+  }
+  EXPECT_EQ(a->head().seq, 2u);
+  EXPECT_EQ(a->queue_entry(1).error().code, ErrorCode::kNotFound) << "the entry is finished once its DSN is archived";
+  EXPECT_EQ(a->queue_entry(2).value().recipients[0].address, "sender@example.com");
+}
+
+TEST(Archive, ReleaseQueuesTheMessageAndRecordsTheDecision) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  std::vector<PendingAppend> batch{pending(*a, test::make_message("held back", "body")),
+                                   pending(*a, test::make_message("also held", "body"))};
+  for (auto& p : batch) {
+    QuarantineEntry q;
+    q.reason = "encrypted: Heuristics.Encrypted.Zip";
+    q.refused = false;
+    q.route = Route::kPrimary;
+    q.recipients = {"ana@example.com", "ben@example.com"};
+    p.quarantine = q;
+  }
+  ASSERT_TRUE(a->append(batch).ok());
+  EXPECT_TRUE(a->queue_entries().value().empty()) << "quarantined mail is not queued";
+  ASSERT_EQ(a->quarantine_entries(false).value().size(), 2u);
+  auto released = a->quarantine_decide(1, QuarantineStatus::kReleased, "admin");
+  ASSERT_TRUE(released.ok()) << released.error().to_string();
+  EXPECT_EQ(released->decided_by, "admin");
+  EXPECT_GT(released->decided_at, 0);
+  auto queued = a->queue_entry(1);
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(queued->route, Route::kPrimary);
+  ASSERT_EQ(queued->recipients.size(), 2u);
+  EXPECT_EQ(queued->recipients[1].address, "ben@example.com");
+  auto again = a->quarantine_decide(1, QuarantineStatus::kDeleted, "someone");
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().context.find("already released by admin"), std::string::npos);
+  ASSERT_TRUE(a->quarantine_decide(2, QuarantineStatus::kDeleted, "admin").ok());
+  EXPECT_EQ(a->queue_entry(2).error().code, ErrorCode::kNotFound) << "deleting never delivers";
+  EXPECT_TRUE(a->quarantine_entries(false).value().empty());
+  EXPECT_EQ(a->quarantine_entries(true).value().size(), 2u) << "decisions stay recorded";
+  EXPECT_TRUE(a->raw(a->record(2).value()).ok()) << "the archive keeps the message either way";
+}
+
+TEST(Queue, VersionOneEntriesStillDecode) {
+  // A v1 entry as the first release wrote it: version 1, route 0, not held, created 10, one recipient.
+  std::string v1 = std::string("\x01\x00\x00\x14\x01", 5) + std::string("\x0f", 1) + "bob@example.com" +
+                   std::string("\x00\x02\x00\x00", 4);
+  auto e = decode_queue_entry(3, v1);
+  ASSERT_TRUE(e.ok()) << e.error().to_string();
+  EXPECT_EQ(e->created_at, 10);
+  EXPECT_EQ(e->recipients[0].address, "bob@example.com");
+  EXPECT_EQ(e->recipients[0].attempts, 2u);
+  std::string bad_state = v1;
+  bad_state[5 + 1 + 15] = 3;  // state 3 did not exist in v1
+  EXPECT_FALSE(decode_queue_entry(3, bad_state).ok());
+}
+
+TEST(Archive, SnapshotIsOneMomentWhileAppendsGoOn) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  append_all(*a, sample_messages(5));
+  auto snap = a->snapshot();
+  ASSERT_TRUE(snap.ok());
+  append_all(*a, sample_messages(5));
+  EXPECT_EQ((*snap)->head().seq, 5u);
+  EXPECT_EQ((*snap)->counters().records, 5u);
+  EXPECT_EQ((*snap)->record(6).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(a->head().seq, 10u);
 }
 
 }  // namespace

@@ -37,7 +37,10 @@ TEST(Config, DefaultsAreTheEmbeddedDefault) {
   ASSERT_EQ(c->listeners.size(), 2u);
   EXPECT_EQ(c->listeners[0].address, "127.0.0.1");
   EXPECT_TRUE(c->delivery.primary.empty()) << "no primary: mail is kept for the mailbox";
-  EXPECT_EQ(c->infected, "reject");
+  EXPECT_EQ(c->inbound_scan.infected, "reject");
+  EXPECT_EQ(c->inbound_scan.unscannable, "reject");
+  EXPECT_EQ(c->outbound_scan.unscannable, "reject");
+  EXPECT_EQ(c->verify_recipients, "auto");
 }
 
 TEST(Config, FileOverridesAndErrorsNameTheKey) {
@@ -51,7 +54,7 @@ TEST(Config, FileOverridesAndErrorsNameTheKey) {
   EXPECT_EQ(c->hostname, "mx1.example.com");
   ASSERT_EQ(c->listeners.size(), 1u);
   EXPECT_EQ(c->listeners[0].name, "inbound");
-  EXPECT_EQ(c->infected, "quarantine");
+  EXPECT_EQ(c->inbound_scan.infected, "quarantine");
   ASSERT_EQ(c->delivery.primary.size(), 2u);
   EXPECT_EQ(c->delivery.primary[1].port, 25);
   EXPECT_EQ(c->delivery.retry_schedule, (std::vector<unsigned>{10, 20}));
@@ -76,6 +79,38 @@ TEST(Config, FileOverridesAndErrorsNameTheKey) {
   EXPECT_EQ(lim->limits.smtp_line_bytes, 200u);
   test::write_file(dir / "tiny.toml", "[limits]\ncommand_bytes = 100\n");
   EXPECT_NE(load_serve_config(dir / "tiny.toml").error().context.find("limits.command_bytes"), std::string::npos);
+}
+
+TEST(Config, UnknownKeysAndWrongTypesAreErrorsNamingTheKey) {
+  auto err = [](const std::string& text) {
+    auto c = parse_serve_config(text, "t.toml");
+    return c.ok() ? std::string("(accepted)") : c.error().context;
+  };
+  EXPECT_NE(err("[inbound]\ndomain = [\"example.com\"]\n").find("inbound.domain: unknown key"), std::string::npos);
+  EXPECT_NE(err("[inbond]\ndomains = []\n").find("inbond: unknown table"), std::string::npos);
+  EXPECT_NE(err("[limits]\nrecipients = \"ten\"\n").find("limits.recipients: must be a whole number"), std::string::npos);
+  EXPECT_NE(err("[limits]\nrecipients = -5\n").find("limits.recipients: must be between"), std::string::npos);
+  EXPECT_NE(err("[limits]\nmessage_bytes = 99999999999\n").find("limits.message_bytes"), std::string::npos);
+  EXPECT_NE(err("[delivery]\nverify_certificates = \"yes\"\n").find("must be true or false"), std::string::npos);
+  EXPECT_NE(err("[inbound]\ndomains = \"example.com\"\n").find("must be a list of strings"), std::string::npos);
+  EXPECT_NE(err("[outbound]\nunscannable = \"ignore\"\n").find("outbound.unscannable"), std::string::npos);
+  EXPECT_NE(err("[outbound]\ninfected = \"deliver\"\n").find("outbound.infected"), std::string::npos)
+      << "an infected message is never delivered";
+  EXPECT_NE(err("[[listener]]\nrole = \"inbound\"\nport = 25\nbare_newlines = \"reject\"\n").find("listener.bare_newlines"),
+            std::string::npos);
+  EXPECT_NE(err("[[listener]]\nrole = \"inbound\"\nport = 25\nbare_newline = \"allow\"\n").find("listener.bare_newline"),
+            std::string::npos);
+  EXPECT_NE(err("listener = 5\n").find("listener"), std::string::npos);
+}
+
+TEST(Config, ScanLimitsFollowTheMessageLimitUnlessSet) {
+  auto c = parse_serve_config("[limits]\nmessage_bytes = 209715200\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_GE(c->limits.scan_max_file_bytes, 209715200u + Limits::kTraceHeaderBytes);
+  EXPECT_GE(c->limits.scan_max_scan_bytes, c->limits.scan_max_file_bytes);
+  auto set = parse_serve_config("[limits]\nmessage_bytes = 209715200\nscan_file_bytes = 1048576\n", "t.toml");
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->limits.scan_max_file_bytes, 1048576u) << "an explicit setting wins (and bigger mail is unscannable)";
 }
 
 }  // namespace

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <map>
 
 #include "tests/test_util.h"
 
@@ -22,7 +25,7 @@ const ScanEngine& engine() {
 }
 
 // A stored (uncompressed) zip holding one file, written by hand so the test needs no zip tool.
-std::string stored_zip(const std::string& name, const std::string& data) {
+std::string stored_zip(const std::string& name, const std::string& data, unsigned flags = 0) {
   auto crc32 = [](const std::string& s) {
     std::uint32_t c = 0xFFFFFFFF;
     for (unsigned char b : s) {
@@ -39,7 +42,7 @@ std::string stored_zip(const std::string& name, const std::string& data) {
   std::string z;
   le32(z, 0x04034b50);
   le16(z, 10);
-  le16(z, 0);
+  le16(z, flags);
   le16(z, 0);
   le16(z, 0);
   le16(z, 0);
@@ -53,7 +56,7 @@ std::string stored_zip(const std::string& name, const std::string& data) {
   le32(z, 0x02014b50);
   le16(z, 20);
   le16(z, 10);
-  le16(z, 0);
+  le16(z, flags);
   le16(z, 0);
   le16(z, 0);
   le16(z, 0);
@@ -123,30 +126,175 @@ TEST(Scanner, EveryClamavTestfilePayloadIsInfected) {
   EXPECT_GT(files, 30);
 }
 
-TEST(Scanner, ExceedingAScanLimitIsUnscannedNeverClean) {
+// A scan engine with some limits changed, for the limit tests.
+std::shared_ptr<const ScanEngine> engine_with(const std::function<void(ScannerConfig&)>& change) {
   ScannerConfig cfg;
   cfg.signature_dirs = {test::signature_dir()};
-  cfg.max_file_bytes = 1000;
-  cfg.max_scan_bytes = 1000;
-  auto small = ScanEngine::load(cfg);
-  ASSERT_TRUE(small.ok());
-  auto v =
-      (*small)->scan(test::make_message("big", std::string(20000, 'a'), "big.bin", std::string(50000, 'b')));
-  EXPECT_EQ(v.kind, VerdictKind::kUnscanned);
-  EXPECT_FALSE(v.reason.empty());
+  change(cfg);
+  auto e = ScanEngine::load(cfg);
+  EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
+  return std::move(e).value();
 }
 
-TEST(Scanner, ArchiveThatExpandsPastTheScanLimitIsUnscanned) {
-  // A zip bomb in miniature: the archive is small next to what it expands to.
-  ScannerConfig cfg;
-  cfg.signature_dirs = {test::signature_dir()};
-  cfg.max_scan_bytes = 1u << 20;
-  auto small = ScanEngine::load(cfg);
-  ASSERT_TRUE(small.ok());
+std::string zip_message(const std::string& zip) { return test::make_message("zip", "see attached", "a.zip", zip); }
+
+void expect_unscannable(const ScanVerdict& v, Unscannable why) {
+  EXPECT_EQ(v.kind, VerdictKind::kUnscannable) << verdict_name(v.kind) << " " << v.reason;
+  EXPECT_EQ(v.why, why) << v.reason;
+  EXPECT_EQ(v.reason.rfind(std::string(unscannable_name(why)) + ": ", 0), 0u) << v.reason;
+}
+
+TEST(Scanner, FileLargerThanTheFileLimitIsUnscannableNeverClean) {
+  auto small = engine_with([](ScannerConfig& c) { c.max_file_bytes = 20000; });
+  // An attachment over the limit inside a message under it.
+  std::string msg = test::make_message("big", "x", "big.bin", std::string(40000, 'b'));
+  ASSERT_GT(msg.size(), 20000u);
+  expect_unscannable(small->scan(msg), Unscannable::kLimit);
+  auto tiny = engine_with([](ScannerConfig& c) { c.max_file_bytes = 30000; });
+  expect_unscannable(tiny->scan(test::make_message("att", "x", "big.bin", std::string(35000, 'c'))), Unscannable::kLimit);
+}
+
+TEST(Scanner, MoreThanTheScanSizeLimitIsUnscannableNeverClean) {
+  auto small = engine_with([](ScannerConfig& c) { c.max_scan_bytes = 1u << 20; });
   std::string zip = stored_zip("zeros.bin", std::string(3u << 20, '\0'));
-  auto v = (*small)->scan(test::make_message("bomb", "see attached", "bomb.zip", zip));
-  EXPECT_EQ(v.kind, VerdictKind::kUnscanned);
-  EXPECT_NE(v.reason.find("limit"), std::string::npos) << v.reason;
+  expect_unscannable(small->scan(zip_message(zip)), Unscannable::kLimit);
+}
+
+TEST(Scanner, DecompressionBombIsUnscannableNeverClean) {
+  // A deflated megabytes-of-zeros file: tiny on the wire, past the scan limits when expanded.
+  const std::string dir = test::signature_dir();
+  test::ScratchDir tmp;
+  test::write_file(tmp / "zeros.bin", std::string(20u << 20, '\0'));
+  ASSERT_EQ(std::system(("cd " + tmp.path() + " && zip -q -9 bomb.zip zeros.bin").c_str()), 0) << "needs the zip tool";
+  std::string zip = test::read_file(tmp / "bomb.zip");
+  ASSERT_LT(zip.size(), 100000u);
+  auto small = engine_with([](ScannerConfig& c) {
+    c.max_scan_bytes = 4u << 20;
+    c.max_file_bytes = 4u << 20;
+  });
+  expect_unscannable(small->scan(zip_message(zip)), Unscannable::kLimit);
+}
+
+TEST(Scanner, NestingDeeperThanTheRecursionLimitIsUnscannableNeverClean) {
+  std::string inner = "harmless text\n";
+  for (int depth = 0; depth < 6; ++depth) inner = stored_zip("level" + std::to_string(depth) + ".zip", inner);
+  auto shallow = engine_with([](ScannerConfig& c) { c.max_recursion = 3; });
+  expect_unscannable(shallow->scan(zip_message(inner)), Unscannable::kLimit);
+  EXPECT_EQ(engine().scan(zip_message(inner)).kind, VerdictKind::kClean) << "within the default limit it is clean";
+}
+
+TEST(Scanner, MoreFilesThanTheFileCountLimitIsUnscannableNeverClean) {
+  const std::string dir = test::signature_dir();
+  test::ScratchDir tmp;
+  std::string files;
+  for (int i = 0; i < 30; ++i) {
+    test::write_file(tmp / ("f" + std::to_string(i) + ".txt"), "file " + std::to_string(i) + "\n");
+    files += " f" + std::to_string(i) + ".txt";
+  }
+  ASSERT_EQ(std::system(("cd " + tmp.path() + " && zip -q many.zip" + files).c_str()), 0) << "needs the zip tool";
+  auto few = engine_with([](ScannerConfig& c) { c.max_files = 10; });
+  expect_unscannable(few->scan(zip_message(test::read_file(tmp / "many.zip"))), Unscannable::kLimit);
+}
+
+TEST(Scanner, EncryptedZipIsUnscannable) {
+  test::ScratchDir tmp;
+  test::write_file(tmp / "secret.txt", test::kEicar);
+  ASSERT_EQ(std::system(("cd " + tmp.path() + " && zip -q -P password enc.zip secret.txt").c_str()), 0)
+      << "needs the zip tool";
+  expect_unscannable(engine().scan(zip_message(test::read_file(tmp / "enc.zip"))), Unscannable::kEncrypted);
+  // The same, flagged encrypted by hand (no zip tool): what matters is the flag.
+  expect_unscannable(engine().scan(zip_message(stored_zip("x.txt", std::string(12, '\x55') + "abc", 1))),
+                     Unscannable::kEncrypted);
+}
+
+TEST(Scanner, EncryptedPdfIsUnscannable) {
+  // A PDF whose standard security handler needs a user password nobody gave.
+  const std::vector<std::string> objects = {
+      "<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+      "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R >>",
+      "<< /Length 12 >>\nstream\n0123456789ab\nendstream",
+      "<< /Filter /Standard /V 1 /R 2 /Length 40 /P -3904 "
+      "/O <1d3b5a2f8e6c4d7a9b0c1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b> "
+      "/U <9f8e7d6c5b4a39281706f5e4d3c2b1a0ffeeddccbbaa99887766554433221100> >>"};
+  std::string pdf = "%PDF-1.4\n";
+  std::vector<std::size_t> offsets;
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    offsets.push_back(pdf.size());
+    pdf += std::to_string(i + 1) + " 0 obj\n" + objects[i] + "\nendobj\n";
+  }
+  const std::size_t xref = pdf.size();
+  pdf += "xref\n0 " + std::to_string(objects.size() + 1) + "\n0000000000 65535 f \n";
+  for (std::size_t o : offsets) {
+    char line[32];
+    std::snprintf(line, sizeof line, "%010zu 00000 n \n", o);
+    pdf += line;
+  }
+  pdf += "trailer\n<< /Size " + std::to_string(objects.size() + 1) +
+         " /Root 1 0 R /Encrypt 5 0 R /ID [<0123456789abcdef0123456789abcdef> <0123456789abcdef0123456789abcdef>] >>\n"
+         "startxref\n" + std::to_string(xref) + "\n%%EOF\n";
+  expect_unscannable(engine().scan(test::make_message("pdf", "see attached", "locked.pdf", pdf)), Unscannable::kEncrypted);
+}
+
+TEST(Scanner, FullTemporaryFolderIsATemporaryErrorNeverClean) {
+  // libclamav reports clean when it cannot write what it extracts; the scanner must not let it.
+  test::ScratchDir tmp;
+  const std::string mnt = tmp / "small";
+  std::filesystem::create_directories(mnt);
+  if (std::system(("mount -t tmpfs -o size=4m tmpfs " + mnt + " 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "mounting a small tmpfs needs root";
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { (void)std::system(("umount " + dir).c_str()); }
+  } unmount{mnt};
+  auto full = engine_with([&](ScannerConfig& c) {
+    c.tmp_dir = mnt;
+    c.max_scan_bytes = 64u << 10;
+  });
+  test::write_file(mnt + "/filler", std::string(3500u << 10, 'f'));
+  std::string uuencoded = "From: a@example.com\r\nSubject: uu\r\n\r\nbegin 644 e.com\r\n";
+  // EICAR, uuencoded: only the mail parser (writing a temporary file) finds it.
+  uuencoded += "M6#5/(5`E0$%06S1<4%I8-30H4%XI-T-#*3=])$5)0T%2+5-404Y$05)$+4%.\r\n"
+               "75$E625)54RU415-4+49)3$4A)$@K2\"H`\r\n`\r\nend\r\n";
+  EXPECT_EQ(engine().scan(uuencoded).kind, VerdictKind::kInfected) << "the normal engine finds it";
+  auto v = full->scan(uuencoded);
+  EXPECT_EQ(v.kind, VerdictKind::kTemporaryError) << verdict_name(v.kind) << " " << v.reason;
+  EXPECT_NE(v.reason.find("temporary folder"), std::string::npos) << v.reason;
+  std::filesystem::remove(mnt + "/filler");
+  EXPECT_EQ(full->scan(uuencoded).kind, VerdictKind::kInfected) << "with room again it scans";
+}
+
+// libclamav's mail parser decodes far more than MIME parts; the pipeline must never scan around it.
+// Each of these is caught only by that parser (the raw bytes do not hold the signature).
+TEST(Scanner, EveryEncodingTheMailParserDecodesIsCaught) {
+  const std::string h = "From: a@example.com\r\nTo: b@example.com\r\nSubject: t\r\n";
+  auto b64 = [](const std::string& s) {
+    std::string out = test::base64(s), lines;
+    for (std::size_t i = 0; i < out.size(); i += 76) lines += out.substr(i, 76) + "\r\n";
+    return lines;
+  };
+  std::map<std::string, std::string> cases;
+  cases["uuencode in a plain body"] =
+      h + "\r\nsee below\r\n\r\nbegin 644 e.com\r\n"
+          "M6#5/(5`E0$%06S1<4%I8-30H4%XI-T-#*3=])$5)0T%2+5-404Y$05)$+4%.\r\n"
+          "75$E625)54RU415-4+49)3$4A)$@K2\"H`\r\n`\r\nend\r\n";
+  cases["base64 body without MIME-Version"] = h + "Content-Transfer-Encoding: base64\r\n\r\n" + b64(test::kEicar);
+  cases["part embedded in a bounce text"] =
+      h + "\r\nThis is a bounce.\r\n\r\n------ Original message ------\r\n"
+          "Content-Type: application/octet-stream; name=e.com\r\nContent-Transfer-Encoding: base64\r\n"
+          "Content-Disposition: attachment; filename=e.com\r\n\r\n" + b64(test::kEicar);
+  cases["MIME base64 attachment"] = test::make_message("m", "x", "e.com", test::kEicar);
+  for (const char* f : {"clam.exe.binhex", "clam.exe.mbox.base64", "clam.exe.mbox.uu", "clam.mail"}) {
+    const std::string path = std::string("/usr/share/clamav-testfiles/") + f;
+    if (!std::filesystem::exists(path)) continue;
+    std::string body = test::read_file(path);
+    cases[f] = body.rfind("From", 0) == 0 ? body : h + "\r\n" + body;
+  }
+  EXPECT_GE(cases.size(), 8u) << "clamav-testfiles is missing (bash scripts/setup.sh)";
+  for (const auto& [what, msg] : cases) {
+    EXPECT_EQ(engine().scan(msg).kind, VerdictKind::kInfected) << what;
+    EXPECT_EQ(msg.find(test::kEicar), std::string::npos) << what << ": the signature must not stand in the raw bytes";
+  }
 }
 
 TEST(Scanner, NoSignaturesIsAnErrorNotACleanScanner) {

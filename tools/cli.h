@@ -36,6 +36,8 @@ int report(const Error& e);
 // catch_up: a read-write open first brings the index up to date (it needs the index write lock, which
 // a running server holds; commands that only touch the archive pass false).
 Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up = true);
+// The same with every option given (serve passes its configuration's limits and scanner folder).
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOptions options);
 
 std::string iso8601(std::int64_t unix_seconds);
 // "512 B", "3.4 KiB", "70.5 MiB", "1.2 GiB".

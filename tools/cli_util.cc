@@ -40,9 +40,13 @@ int report(const Error& e) {
 
 Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up) {
   EngineOptions o;
-  o.data_dir = g.data_dir;
   o.read_only = read_only;
   o.catch_up_on_open = catch_up;
+  return open_engine(g, std::move(o));
+}
+
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOptions o) {
+  o.data_dir = g.data_dir;
   return Engine::open(std::move(o));
 }
 

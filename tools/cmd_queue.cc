@@ -69,17 +69,20 @@ int run_queue(const GlobalOptions& g, const QueueArgs& args) {
     if (args.action == "delete") {
       s = archive.queue_remove(id);
     } else {
-      auto e = archive.queue_entry(id);
-      if (!e) {
-        s = e.error();
-      } else {
-        if (args.action == "hold") e->held = true;
-        if (args.action == "release") e->held = false;
+      // Read, change and write in one transaction: a delivery result arriving meanwhile is applied
+      // to the entry as changed here, never the other way round.
+      auto changed = archive.queue_modify(id, [&](QueueEntry& e) -> Status {
+        if (args.action == "hold") e.held = true;
+        if (args.action == "release") e.held = false;
         if (args.action == "retry") {
-          for (auto& r : e->recipients) r.next_attempt_at = 0;
+          for (auto& r : e.recipients) {
+            if (r.state == RecipientState::kKept) r.state = RecipientState::kPending;  // the admin's call
+            if (r.state == RecipientState::kPending) r.next_attempt_at = 0;
+          }
         }
-        s = archive.queue_update(*e);
-      }
+        return ok_status();
+      });
+      if (!changed) s = changed.error();
     }
     if (!s) {
       report(s.error());

@@ -18,7 +18,13 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S%z mailark[%P]: %v");
   auto config = api::load_serve_config(args.config);
   if (!config) return report(config.error());
-  auto engine = open_engine(g, /*read_only=*/false);
+  // One set of limits: the configuration's bound the SMTP parser, the message parser, the scanner
+  // and the archive alike (tests: e2e test_failures MessageAtTheConfiguredMaximumReadsBack).
+  EngineOptions options;
+  options.limits = config->limits;
+  options.limits.max_message_bytes += Limits::kTraceHeaderBytes;
+  options.scanner_temp_dir = config->scanner_temp_dir;
+  auto engine = open_engine(g, std::move(options));
   if (!engine) return report(engine.error());
   auto server = api::SmtpServer::create(**engine, *config, args.config);
   if (!server) return report(server.error());

@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 
+#include "api/blocking.h"
 #include "api/dns.h"
 #include "api/smtp/client.h"
 #include "common/dates.h"
@@ -82,9 +83,10 @@ std::string make_dsn(const std::string& reporting_host, const std::string& origi
 
 struct DeliveryAgent::Impl {
   asio::io_context& io;
+  asio::thread_pool& blocking;
   Archive& archive;
   ServeConfig config;
-  std::function<void(IngestItem)> inject;
+  std::function<bool(IngestItem&)> inject;
   asio::ssl::context tls{asio::ssl::context::tls_client};
   asio::steady_timer wakeup{io};
   bool stopping = false;
@@ -92,16 +94,19 @@ struct DeliveryAgent::Impl {
   std::map<std::string, unsigned> connections;
   std::unique_ptr<Resolver> resolver;
   std::set<smtp::SmtpClient*> clients;  // open connections, closed on stop
-  // Delivery results not yet committed: written together every few milliseconds (group commit), so
-  // a busy agent does not pay one fsync per message. A crash loses at most these results, and the
-  // messages they describe are delivered again.
+  std::set<std::uint64_t> dsn_in_flight;  // entries whose DSN is in the pipeline
+  // Delivery results not yet committed: written together (group commit), so a busy agent does not
+  // pay one fsync per message. A crash loses at most these results, and the messages they describe
+  // are delivered again.
   static constexpr std::size_t kMaxUnflushed = 32;  // and at most 5 ms old
-  std::map<std::uint64_t, QueueEntry> unflushed;
+  std::vector<DeliveryResult> unflushed;
   asio::steady_timer flush_timer{io};
   bool flush_scheduled = false;
+  bool flushing = false;  // one group commit at a time, on the pool
+  asio::steady_timer flushed{io};  // cancelled whenever a group commit ends
 
-  Impl(asio::io_context& i, Archive& a, const ServeConfig& c, std::function<void(IngestItem)> inj)
-      : io(i), archive(a), config(c), inject(std::move(inj)) {
+  Impl(asio::io_context& i, asio::thread_pool& b, Archive& a, const ServeConfig& c, std::function<bool(IngestItem&)> inj)
+      : io(i), blocking(b), archive(a), config(c), inject(std::move(inj)) {
     auto r = Resolver::create(io, config.delivery.dns_servers);
     if (r) resolver = std::move(r).value();
     else spdlog::error("delivery: DNS: {}; mail to the internet needs delivery.smarthost", r.error().to_string());
@@ -111,6 +116,7 @@ struct DeliveryAgent::Impl {
     } else {
       tls.set_verify_mode(asio::ssl::verify_none);
     }
+    flushed.expires_at(asio::steady_timer::time_point::max());
   }
 
   // Where an entry's recipients go: "primary", "smarthost", or "mx:<domain>" per recipient domain.
@@ -146,6 +152,8 @@ struct DeliveryAgent::Impl {
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
     std::map<std::string, std::vector<QueueEntry>> due;
     for (auto& e : *entries) {
+      // A failure whose DSN was never archived (a crash in between, or a full pipeline): make it now.
+      send_dsn_if_needed(e);
       if (e.held) continue;
       std::set<std::string> dests;
       for (const auto& r : e.recipients) {
@@ -224,17 +232,24 @@ struct DeliveryAgent::Impl {
     }
     bool usable = opened.ok();
     if (client) clients.insert(client.get());
+    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
     for (auto& e : batch) {
       if (stopping) break;
       if (!usable) {
-        record(e, dest, {}, opened, relay);
+        std::map<std::string, smtp::ClientReply> outcome;
+        for (const auto& r : e.recipients)
+          if (covers(e, r, dest, now)) outcome[r.address] = opened;
+        record(e, outcome, relay);
         continue;
       }
-      usable = co_await deliver_one(*client, e, dest, relay);
+      bool still_usable = co_await deliver_one(*client, e, dest, relay);
+      usable = still_usable;
     }
     if (usable && !stopping) co_await client->quit();
     if (client) clients.erase(client.get());
-    flush();  // before the entries leave in_flight, so the scheduler never sees stale results
+    // The results are committed before the entries leave in_flight, so the scheduler never sees
+    // stale entries and delivers twice.
+    co_await flush_now();
     for (const auto& e : batch) in_flight.erase(key(e.seq, dest));
     connections[dest]--;
   }
@@ -242,14 +257,22 @@ struct DeliveryAgent::Impl {
   // Delivers one queued message over an open connection. Returns false when the connection broke.
   awaitable<bool> deliver_one(smtp::SmtpClient& client, QueueEntry& e, const std::string& dest,
                               const std::string& relay) {
-    auto rec = archive.record(e.seq);
+    Result<ArchiveRecord> rec = make_error(ErrorCode::kInternal, "not read");
     std::string raw;
-    if (rec) {
+    // Reading and decompressing a large message takes milliseconds: not on the event loop.
+    const std::uint64_t seq = e.seq;
+    auto read = [&] {
+      rec = archive.record(seq);
+      if (!rec) return;
       auto r = archive.raw(*rec);
       if (r) raw = std::move(r).value();
-      else spdlog::error("delivery: message {}: {}", e.seq, r.error().to_string());
+      else rec = r.error();
+    };
+    co_await run_blocking(blocking, read);
+    if (!rec) {
+      spdlog::error("delivery: message {}: {}", e.seq, rec.error().to_string());
+      co_return true;  // archive damage: leave the entry for an administrator (verify)
     }
-    if (raw.empty()) co_return true;  // archive damage: leave the entry for an administrator (verify)
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
     std::string mail = "MAIL FROM:<" + rec->envelope.mail_from + ">";
     if (client.has_extension("SIZE")) mail += " SIZE=" + std::to_string(raw.size());
@@ -267,11 +290,12 @@ struct DeliveryAgent::Impl {
     if (needs_utf8 && !client.has_extension("SMTPUTF8")) {
       for (const auto& a : wanted)
         outcome[a] = smtp::ClientReply{553, "5.6.7 " + relay + " does not support SMTPUTF8, which this message needs"};
-      record(e, dest, outcome, smtp::ClientReply{}, relay);
+      record(e, outcome, relay);
       co_return true;
     }
     if (needs_utf8) mail += " SMTPUTF8";
     smtp::ClientReply m = co_await client.command(mail);
+    bool broken = m.code == 0;
     if (!m.ok()) {
       for (const auto& a : wanted) outcome[a] = m;
     } else {
@@ -280,67 +304,77 @@ struct DeliveryAgent::Impl {
         smtp::ClientReply r = co_await client.command("RCPT TO:<" + a + ">");
         if (r.ok()) accepted.push_back(a);
         else outcome[a] = r;
-        if (r.code == 0) break;
+        if (r.code == 0) {
+          broken = true;
+          break;
+        }
       }
-      if (accepted.empty()) {
+      if (broken) {
+        for (const auto& a : wanted)
+          if (!outcome.count(a)) outcome[a] = smtp::ClientReply{0, "connection lost during RCPT"};
+      } else if (accepted.empty()) {
         co_await client.command("RSET");
       } else {
         smtp::ClientReply d = co_await client.command("DATA");
         smtp::ClientReply final_reply = d;
         if (d.code == 354) final_reply = co_await client.send_data(raw);
         for (const auto& a : accepted) outcome[a] = final_reply;
+        broken |= final_reply.code == 0;
       }
     }
-    record(e, dest, outcome, m.code == 0 ? m : smtp::ClientReply{}, relay);
-    bool broken = m.code == 0;
-    for (const auto& [a, r] : outcome) broken |= r.code == 0;
+    record(e, outcome, relay);
     co_return !broken;
   }
 
-  // Writes attempt results back to the queue. `all` (when it has a code or text) applies to every
-  // recipient that has no entry in `outcome` (a failed connection).
-  void record(const QueueEntry& attempted, const std::string& dest,
-              const std::map<std::string, smtp::ClientReply>& outcome, const smtp::ClientReply& all,
+  // Turns attempt replies into results (deltas) for the recipients attempted.
+  void record(const QueueEntry& attempted, const std::map<std::string, smtp::ClientReply>& outcome,
               const std::string& relay) {
-    QueueEntry e;
-    if (auto pending = unflushed.find(attempted.seq); pending != unflushed.end()) {
-      e = pending->second;
-    } else {
-      auto current = archive.queue_entry(attempted.seq);  // an administrator may have held or deleted it
-      if (!current) return;
-      e = std::move(current).value();
-    }
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
-    std::vector<std::pair<std::string, std::string>> bounced;
-    for (auto& r : e.recipients) {
-      if (!covers(e, r, dest, now)) continue;
+    const bool inbound = attempted.route == Route::kPrimary;
+    for (const auto& r : attempted.recipients) {
       auto it = outcome.find(r.address);
-      smtp::ClientReply reply = it != outcome.end() ? it->second : all;
-      if (it == outcome.end() && reply.text.empty() && reply.code == 0) continue;  // not attempted
-      r.last_response = reply.to_string();
-      r.attempts++;
+      if (it == outcome.end() || r.state != RecipientState::kPending) continue;
+      const smtp::ClientReply& reply = it->second;
+      const unsigned attempts = r.attempts + 1;
+      DeliveryResult res;
+      res.seq = attempted.seq;
+      res.address = r.address;
+      res.last_response = reply.to_string();
+      const bool expired = now - attempted.created_at >= static_cast<std::int64_t>(config.delivery.queue_lifetime);
       if (reply.ok()) {
-        r.state = RecipientState::kDelivered;
-        spdlog::info("{}: delivered to=<{}> relay={} attempts={} reply=\"{}\"", e.seq, r.address, relay, r.attempts,
-                     reply.to_string());
-      } else if (!reply.temporary() || now - e.created_at >= static_cast<std::int64_t>(config.delivery.queue_lifetime)) {
-        r.state = RecipientState::kBounced;
-        std::string why = reply.temporary() ? "delivery time expired; last error: " + reply.to_string() : reply.to_string();
-        r.last_response = why;
-        bounced.emplace_back(r.address, why);
-        spdlog::info("{}: bounced to=<{}> relay={} attempts={} reply=\"{}\"", e.seq, r.address, relay, r.attempts, why);
+        res.state = RecipientState::kDelivered;
+        spdlog::info("{}: delivered to=<{}> relay={} attempts={} reply=\"{}\"", attempted.seq, r.address, relay,
+                     attempts, reply.to_string());
+      } else if (!reply.temporary() || expired) {
+        std::string why =
+            reply.temporary() ? "delivery time expired; last error: " + reply.to_string() : reply.to_string();
+        res.last_response = why;
+        if (inbound) {
+          // Never a DSN to an outside sender: the message stays queued for the administrator.
+          res.state = RecipientState::kKept;
+          spdlog::warn("{}: kept for the administrator to=<{}> relay={} attempts={} reply=\"{}\" "
+                       "(no bounce to an outside sender; `mailark queue retry|delete {}`)",
+                       attempted.seq, r.address, relay, attempts, why, attempted.seq);
+        } else {
+          res.state = RecipientState::kFailed;  // a DSN follows once this result is committed
+          spdlog::info("{}: bounced to=<{}> relay={} attempts={} reply=\"{}\"", attempted.seq, r.address, relay,
+                       attempts, why);
+        }
       } else {
         const auto& sched = config.delivery.retry_schedule;
-        unsigned delay = sched[std::min<std::size_t>(r.attempts - 1, sched.size() - 1)];
-        r.next_attempt_at = now + delay;
-        spdlog::info("{}: deferred to=<{}> relay={} attempts={} retry_in={}s reply=\"{}\"", e.seq, r.address, relay,
-                     r.attempts, delay, reply.to_string());
+        unsigned delay = sched[std::min<std::size_t>(attempts - 1, sched.size() - 1)];
+        res.state = RecipientState::kPending;
+        res.next_attempt_at = now + delay;
+        spdlog::info("{}: deferred to=<{}> relay={} attempts={} retry_in={}s reply=\"{}\"", attempted.seq, r.address,
+                     relay, attempts, delay, reply.to_string());
       }
+      unflushed.push_back(std::move(res));
     }
-    if (!bounced.empty()) send_dsn(e, bounced);
-    unflushed[e.seq] = std::move(e);
-    if (unflushed.size() >= kMaxUnflushed) flush();
-    else schedule_flush();
+    if (unflushed.size() >= kMaxUnflushed) {
+      asio::co_spawn(io, flush_now(), asio::detached);
+    } else {
+      schedule_flush();
+    }
   }
 
   void schedule_flush() {
@@ -349,30 +383,64 @@ struct DeliveryAgent::Impl {
     flush_timer.expires_after(std::chrono::milliseconds(5));
     flush_timer.async_wait([this](const asio::error_code&) {
       flush_scheduled = false;
-      flush();
+      asio::co_spawn(io, flush_now(), asio::detached);
     });
   }
 
-  void flush() {
-    if (unflushed.empty()) return;
-    std::vector<QueueEntry> updates;
-    std::vector<std::uint64_t> removals;
-    for (auto& [seq, e] : unflushed) {
-      if (e.finished()) removals.push_back(seq);
-      else updates.push_back(std::move(e));
+  // Commits the results gathered so far on the pool, one group commit at a time; returns when every
+  // result recorded before the call is committed.
+  awaitable<void> flush_now() {
+    while (flushing) {
+      co_await flushed.async_wait(as_tuple(use_awaitable));
     }
+    if (unflushed.empty()) co_return;
+    flushing = true;
+    std::vector<DeliveryResult> results = std::move(unflushed);
     unflushed.clear();
-    if (Status s = archive.queue_apply(updates, removals); !s) {
-      spdlog::error("delivery: writing {} queue results: {}", updates.size() + removals.size(), s.error().to_string());
+    Result<std::vector<QueueEntry>> written = std::vector<QueueEntry>{};
+    auto write = [&] { written = archive.queue_apply(results); };
+    co_await run_blocking(blocking, write);
+    flushing = false;
+    flushed.cancel();
+    if (!written) {
+      spdlog::error("delivery: writing {} queue results: {}", results.size(), written.error().to_string());
+      co_return;
+    }
+    for (const auto& e : *written) send_dsn_if_needed(e);
+  }
+
+  awaitable<void> mark_reported(std::uint64_t seq) {
+    Result<QueueEntry> written = make_error(ErrorCode::kInternal, "not written");
+    auto write = [&] {
+      written = archive.queue_modify(seq, [](QueueEntry& q) {
+        for (auto& r : q.recipients)
+          if (r.state == RecipientState::kFailed) r.state = RecipientState::kBounced;
+        return ok_status();
+      });
+    };
+    co_await run_blocking(blocking, write);
+    dsn_in_flight.erase(seq);
+    if (written || written.error().code == ErrorCode::kNotFound) {
+      spdlog::info("{}: no notification: the null sender never gets one", seq);
+    } else {
+      spdlog::error("{}: {}", seq, written.error().to_string());
     }
   }
 
-  void send_dsn(const QueueEntry& e, const std::vector<std::pair<std::string, std::string>>& bounced) {
+  // An entry with recipients in kFailed needs its DSN: built here, archived and queued by the
+  // pipeline in the same transaction that marks them bounced (PendingAppend::dsn_for).
+  void send_dsn_if_needed(const QueueEntry& e) {
+    std::vector<std::pair<std::string, std::string>> failed;
+    for (const auto& r : e.recipients)
+      if (r.state == RecipientState::kFailed) failed.emplace_back(r.address, r.last_response);
+    if (failed.empty() || dsn_in_flight.count(e.seq)) return;
     auto rec = archive.record(e.seq);
     if (!rec) return;
     const std::string& sender = rec->envelope.mail_from;
     if (sender.empty()) {
-      spdlog::info("{}: no notification: the null sender never gets one", e.seq);
+      // The null sender (a DSN itself, an auto-reply) never gets a notification: that would loop.
+      dsn_in_flight.insert(e.seq);
+      asio::co_spawn(io, mark_reported(e.seq), asio::detached);
       return;
     }
     std::string headers;
@@ -382,7 +450,7 @@ struct DeliveryAgent::Impl {
       headers = raw->substr(0, std::min<std::size_t>(end == std::string::npos ? raw->size() : end, 64 * 1024));
     }
     IngestItem item;
-    item.raw = make_dsn(config.hostname, sender, bounced, headers, rec->envelope.received_at);
+    item.raw = make_dsn(config.hostname, sender, failed, headers, rec->envelope.received_at);
     item.origin = "dsn-" + std::to_string(e.seq);
     item.skip_if_archived = false;
     bool internal = false;
@@ -398,14 +466,31 @@ struct DeliveryAgent::Impl {
     q.route = internal ? Route::kPrimary : Route::kInternet;
     q.recipients = {{sender}};
     item.queue = std::move(q);
-    spdlog::info("{}: sender non-delivery notification to=<{}>", e.seq, sender);
-    inject(std::move(item));
+    item.on_unscannable = ScanAction::kDeliver;  // our own report; its quoted headers are no attack
+    DsnNotice notice;
+    notice.seq = e.seq;
+    for (const auto& f : failed) notice.recipients.push_back(f.first);
+    item.dsn_for = std::move(notice);
+    const std::uint64_t seq = e.seq;
+    item.on_done = [this, seq](const IngestResult& r) {
+      asio::post(io, [this, seq, outcome = r.outcome, reason = r.reason] {
+        dsn_in_flight.erase(seq);
+        if (outcome == IngestOutcome::kArchived) {
+          wakeup.cancel();
+        } else if (outcome != IngestOutcome::kDuplicate) {
+          spdlog::error("{}: the DSN was not archived ({}); it is made again on the next queue scan", seq, reason);
+        }
+      });
+    };
+    if (!inject(item)) return;  // the pipeline is full: the next scan tries again
+    dsn_in_flight.insert(seq);
+    spdlog::info("{}: sender non-delivery notification to=<{}>", seq, sender);
   }
 };
 
-DeliveryAgent::DeliveryAgent(asio::io_context& io, Archive& archive, const ServeConfig& config,
-                             std::function<void(IngestItem)> inject)
-    : impl_(std::make_unique<Impl>(io, archive, config, std::move(inject))) {}
+DeliveryAgent::DeliveryAgent(asio::io_context& io, asio::thread_pool& blocking, Archive& archive,
+                             const ServeConfig& config, std::function<bool(IngestItem&)> inject)
+    : impl_(std::make_unique<Impl>(io, blocking, archive, config, std::move(inject))) {}
 
 DeliveryAgent::~DeliveryAgent() = default;
 
@@ -435,7 +520,7 @@ void DeliveryAgent::wake() {
 void DeliveryAgent::stop() {
   impl_->stopping = true;
   impl_->wakeup.cancel();
-  impl_->flush();
+  asio::co_spawn(impl_->io, impl_->flush_now(), asio::detached);
   for (auto* c : impl_->clients) c->abort();
 }
 

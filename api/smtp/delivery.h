@@ -1,12 +1,18 @@
 // The delivery agent: delivers queued messages (engine/queue.h) onward, inside `mailark serve`.
 //
-// Inbound mail goes to the primary server's hosts, tried in order; outbound mail to the smarthost
-// (MX lookup arrives with the DNS resolver). Per recipient: a 2xx delivers, a 5xx bounces (a DSN,
-// RFC 3464, goes to the envelope sender, never to the null sender), a 4xx or a connection failure
-// defers with backoff until the queue lifetime ends, then bounces. Connections are reused for the
-// messages to one destination, with a limit of concurrent connections per destination. Held entries
-// are left alone. Each result is written back to the queue entry; finished entries are removed (the
-// archive keeps the message).
+// Inbound mail goes to the primary server's hosts, tried in order; outbound mail to the smarthost or
+// to the recipient domains' mail exchangers. Per recipient: a 2xx delivers; a 4xx or a connection
+// failure defers with backoff. A 5xx, or the end of the queue lifetime:
+// - outbound: the recipient fails, and a DSN (RFC 3464) goes to the (internal) sender, never to the
+//   null sender. The DSN is archived and queued in the same transaction that marks the recipient
+//   bounced, so it is sent exactly once, even across a crash (tests: Archive.DsnIsArchivedOnce,
+//   e2e test_delivery).
+// - inbound: no DSN ever goes to an outside sender (no backscatter). The recipient is kept in the
+//   queue for the administrator (`mailark queue` shows it; retry or delete).
+// Connections are reused for the messages to one destination, with a limit of concurrent connections
+// per destination. Held entries are left alone. Results are written as deltas (Archive::queue_apply)
+// in group commits on a pool thread, never on the event loop, so an administrator's hold made
+// meanwhile stands.
 //
 // Thread safety: runs on the server's io_context thread; wake() may be called from any thread.
 #pragma once
@@ -25,9 +31,10 @@ namespace mailark::api {
 
 class DeliveryAgent {
  public:
-  // inject: submits a generated message (a DSN) to the pipeline.
-  DeliveryAgent(asio::io_context& io, Archive& archive, const ServeConfig& config,
-                std::function<void(IngestItem)> inject);
+  // inject: offers a generated message (a DSN) to the pipeline; false when it is full (the DSN is
+  // made again on a later scan). blocking: the pool that runs archive reads and writes.
+  DeliveryAgent(asio::io_context& io, asio::thread_pool& blocking, Archive& archive, const ServeConfig& config,
+                std::function<bool(IngestItem&)> inject);
   ~DeliveryAgent();
 
   asio::awaitable<void> run();  // until stop()

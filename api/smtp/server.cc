@@ -1,5 +1,6 @@
 #include "api/smtp/server.h"
 
+#include <arpa/inet.h>
 #include <spdlog/spdlog.h>
 
 #include <asio.hpp>
@@ -15,8 +16,10 @@
 #include <random>
 #include <set>
 
+#include "api/blocking.h"
 #include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
+#include "api/smtp/verifier.h"
 #include "api/tls.h"
 #include "common/dates.h"
 #include "engine/ingest.h"
@@ -43,12 +46,31 @@ std::string new_txn_id() {
   return buf;
 }
 
+// The key per-client session limits count by: the address itself for IPv4, its /64 for IPv6 (one
+// subscriber usually holds a whole /64, so counting single addresses would limit nothing).
+// Test: Server.SessionLimitGroupsIpv6ByItsSlash64 (tests/server_test.cc).
+std::string client_group(const std::string& ip) {
+  std::uint8_t a[16];
+  if (::inet_pton(AF_INET6, ip.c_str(), a) != 1) return ip;
+  char buf[INET6_ADDRSTRLEN];
+  std::fill(a + 8, a + 16, 0);
+  ::inet_ntop(AF_INET6, a, buf, sizeof buf);
+  return std::string(buf) + "/64";
+}
+
+ScanAction scan_action(const std::string& policy) {
+  if (policy == "quarantine") return ScanAction::kQuarantine;
+  if (policy == "deliver") return ScanAction::kDeliver;
+  return ScanAction::kReject;
+}
+
 // The rules that SIGHUP may change, shared by all sessions.
 struct PolicyData {
   std::set<std::string> domains;
   std::set<std::string> recipients;
   std::vector<Network> networks;
-  std::string infected;
+  ServeConfig::ScanPolicy inbound_scan, outbound_scan;
+  bool verify_with_primary = false;
 };
 
 std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
@@ -56,31 +78,38 @@ std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
   for (const auto& d : c.inbound_domains) p->domains.insert(lower(d));
   for (const auto& r : c.inbound_recipients) p->recipients.insert(lower(r));
   p->networks = c.outbound_networks;
-  p->infected = c.infected;
+  p->inbound_scan = c.inbound_scan;
+  p->outbound_scan = c.outbound_scan;
+  const std::string& v = c.verify_recipients;
+  p->verify_with_primary =
+      !c.delivery.primary.empty() && (v == "primary" || (v == "auto" && c.inbound_recipients.empty()));
+  if (v == "none") p->recipients.clear();
   return p;
 }
 
 // Inbound: only the configured domains (and addresses), never a relay, and no sender-specified
 // routing (tests: SmtpProtocol.RoutingInTheLocalPartIsFound, e2e test_serve
-// RoutingTricksAreRefusedOnTheInboundListener). Outbound: anyone may be a recipient; who may connect
+// RoutingTricksAreRefusedOnTheInboundListener); unknown recipients refused at RCPT time through the
+// primary or the list (e2e test_backscatter). Outbound: anyone may be a recipient; who may connect
 // at all was checked at connection time.
 class ListenerPolicy : public smtp::Policy {
  public:
   // `data` returns the rules in force now, so sessions open across a SIGHUP follow the new rules.
   // `where` names the listener and client in log lines ("mx: [192.0.2.1]").
-  ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data, std::string where)
-      : inbound_(inbound), data_(std::move(data)), where_(std::move(where)) {}
+  ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data, RecipientVerifier& verifier,
+                 std::string where)
+      : inbound_(inbound), data_(std::move(data)), verifier_(verifier), where_(std::move(where)) {}
   std::optional<smtp::Reply> check_sender(const smtp::Path& sender) override {
     sender_ = sender.address;
     return std::nullopt;
   }
   smtp::RecipientDecision check_recipient(const smtp::Path& rcpt) override {
     auto verdict = decide(rcpt);
-    if (verdict.kind == smtp::RecipientDecision::Kind::kReject) {
-      spdlog::info("NOQUEUE: rejected {} from=<{}> to=<{}>: {} {}", where_, sender_, rcpt.address, verdict.reply.code,
-                   verdict.reply.text);
-    }
+    if (verdict.kind == smtp::RecipientDecision::Kind::kReject) log_rejection(rcpt.address, verdict.reply);
     return verdict;
+  }
+  void log_rejection(const std::string& rcpt, const smtp::Reply& r) const {
+    spdlog::info("NOQUEUE: rejected {} from=<{}> to=<{}>: {} {}", where_, sender_, rcpt, r.code, r.text);
   }
 
  private:
@@ -100,12 +129,23 @@ class ListenerPolicy : public smtp::Policy {
     if (!rules->recipients.empty() && !rules->recipients.count(addr)) {
       return RecipientDecision::reject({550, "5.1.1 <" + rcpt.address + ">: Recipient address rejected: user unknown"});
     }
+    if (rules->verify_with_primary) {
+      smtp::Reply refusal;
+      switch (verifier_.lookup(rcpt.address, &refusal)) {
+        case RecipientVerifier::Known::kAccepted:
+          return RecipientDecision::accept();
+        case RecipientVerifier::Known::kRefused:
+          return RecipientDecision::reject(refusal);
+        case RecipientVerifier::Known::kUnknown:
+          return RecipientDecision::verify();
+      }
+    }
     return RecipientDecision::accept();
   }
 
- private:
   bool inbound_;
   std::function<std::shared_ptr<const PolicyData>()> data_;
+  RecipientVerifier& verifier_;
   std::string where_;
   std::string sender_;
 };
@@ -127,6 +167,9 @@ struct SmtpServer::Impl {
   ServeConfig config;
   std::string config_path;
   asio::io_context io{1};
+  // Blocking work (signature reloads, archive reads and writes of the delivery agent, cache writes)
+  // runs here, never on the io_context's one thread.
+  asio::thread_pool blocking{2};
   asio::ssl::context ssl{asio::ssl::context::tls_server};
   struct Listener {
     ListenerConfig cfg;
@@ -135,13 +178,14 @@ struct SmtpServer::Impl {
   std::vector<Listener> listeners;
   std::unique_ptr<Ingest> ingest;
   std::unique_ptr<DeliveryAgent> delivery;
+  std::unique_ptr<RecipientVerifier> verifier;
 
   std::mutex policy_mu;
   std::shared_ptr<const PolicyData> policy;
 
   // Touched only on the io_context thread.
   unsigned sessions = 0;
-  std::map<std::string, unsigned> sessions_per_ip;
+  std::map<std::string, unsigned> sessions_per_client;
   std::set<tcp::socket*> open_sockets;
   bool stopping = false;
   asio::signal_set stop_signals{io, SIGTERM, SIGINT};
@@ -195,16 +239,17 @@ struct SmtpServer::Impl {
     IngestOptions opts;
     opts.linger_ms = config.group_commit_linger_ms;
     opts.index_commit_interval_ms = config.index_commit_interval_ms;
-    opts.train_after = 0;  // a server trains dictionaries offline (mailark train-dictionary)
+    opts.train_after = 0;          // a server trains dictionaries offline (mailark train-dictionary)
+    opts.preserve_order = false;   // a slow scan holds up only its own session's reply
+    opts.queue_depth = std::max(16u, config.max_sessions);
+    opts.on_warning = [](const std::string& w) { spdlog::warn("{}", w); };
     Limits limits = config.limits;
-    limits.max_message_bytes += 64 * 1024;  // room for the Received header this hop adds
+    limits.max_message_bytes += Limits::kTraceHeaderBytes;  // room for the Received header this hop adds
     ingest = std::make_unique<Ingest>(engine.archive(), **writer, *scanner, limits, opts, nullptr);
-    delivery = std::make_unique<DeliveryAgent>(io, engine.archive(), config, [this](IngestItem item) {
-      item.on_done = [this](const IngestResult& r) {
-        if (r.queued) delivery->wake();
-      };
-      ingest->submit(std::move(item));
-    });
+    verifier = std::make_unique<RecipientVerifier>(io, blocking, engine.archive(), config);
+    delivery = std::make_unique<DeliveryAgent>(io, blocking, engine.archive(), config,
+                                               [this](IngestItem& item) { return ingest->try_submit(item); });
+    if (policy->verify_with_primary) spdlog::info("recipients are verified with the primary server at RCPT time");
     return ok_status();
   }
 
@@ -222,8 +267,8 @@ struct SmtpServer::Impl {
 
   // Reads with a deadline; returns 0 bytes and sets timed_out when the deadline passed.
   template <typename Stream>
-  awaitable<std::size_t> read_some(Stream& s, asio::mutable_buffer buf, std::chrono::seconds limit, bool& timed_out,
-                                   asio::error_code& ec) {
+  awaitable<std::size_t> read_some(Stream& s, asio::mutable_buffer buf, std::chrono::steady_clock::duration limit,
+                                   bool& timed_out, asio::error_code& ec) {
     asio::steady_timer timer(io);
     timer.expires_after(limit);
     auto r = co_await (s.async_read_some(buf, asio::experimental::as_tuple(use_awaitable)) ||
@@ -243,27 +288,44 @@ struct SmtpServer::Impl {
     std::string ip = ec ? "unknown" : remote.address().to_string();
     if (ip.rfind("::ffff:", 0) == 0) ip = ip.substr(7);
     const bool inbound = lc.role == "inbound";
+    const std::string group = client_group(ip);
 
-    // Session limits, in total and per client address.
-    if (sessions >= config.max_sessions || sessions_per_ip[ip] >= config.max_sessions_per_ip) {
+    // Session limits, in total and per client (an IPv6 client by its /64).
+    if (sessions >= config.max_sessions || sessions_per_client[group] >= config.max_sessions_per_ip) {
       std::string busy = "421 4.7.0 " + config.hostname + " Too many connections, try again later\r\n";
       co_await asio::async_write(sock, asio::buffer(busy), asio::experimental::as_tuple(use_awaitable));
       spdlog::info("{}: connection from [{}] refused: too many sessions", lc.name, ip);
       co_return;
     }
+    // The outbound listener relays for the company's own servers only: who may talk is decided from
+    // the address alone, before a TLS handshake costs anything.
+    if (!inbound) {
+      auto pol = current_policy();
+      bool allowed = std::any_of(pol->networks.begin(), pol->networks.end(), [&](const Network& n) { return n.contains(ip); });
+      if (!allowed) {
+        if (lc.tls != "implicit") {
+          std::string refused = "554 5.7.1 " + config.hostname + " Client [" + ip + "] may not relay through this server\r\n";
+          co_await asio::async_write(sock, asio::buffer(refused), asio::experimental::as_tuple(use_awaitable));
+        }
+        spdlog::info("{}: connection from [{}] refused: not in outbound.networks", lc.name, ip);
+        co_return;
+      }
+    }
     ++sessions;
-    ++sessions_per_ip[ip];
+    ++sessions_per_client[group];
     open_sockets.insert(&sock);
     struct Release {
       Impl* self;
-      std::string ip;
+      std::string group;
       tcp::socket* s;
       ~Release() {
         --self->sessions;
-        if (--self->sessions_per_ip[ip] == 0) self->sessions_per_ip.erase(ip);
+        if (--self->sessions_per_client[group] == 0) self->sessions_per_client.erase(group);
         self->open_sockets.erase(s);
       }
-    } release{this, ip, &sock};
+    } release{this, group, &sock};
+    const auto session_deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(config.limits.smtp_session_timeout_s);
 
     asio::ssl::stream<tcp::socket&> tls_stream(sock, ssl);
     bool tls = false;
@@ -292,17 +354,7 @@ struct SmtpServer::Impl {
       if (!secured) co_return;
     }
 
-    if (!inbound) {
-      auto pol = current_policy();
-      bool allowed = std::any_of(pol->networks.begin(), pol->networks.end(), [&](const Network& n) { return n.contains(ip); });
-      if (!allowed) {
-        co_await write("554 5.7.1 " + config.hostname + " Client [" + ip + "] may not relay through this server\r\n");
-        spdlog::info("{}: connection from [{}] refused: not in outbound.networks", lc.name, ip);
-        co_return;
-      }
-    }
-
-    ListenerPolicy policy(inbound, [this] { return current_policy(); }, lc.name + ": [" + ip + "]");
+    ListenerPolicy policy(inbound, [this] { return current_policy(); }, *verifier, lc.name + ": [" + ip + "]");
     smtp::ProtocolConfig pc;
     pc.hostname = config.hostname;
     const Limits& lim = config.limits;
@@ -311,9 +363,9 @@ struct SmtpServer::Impl {
     pc.max_command_bytes = lim.smtp_command_bytes;
     pc.max_line_bytes = lim.smtp_line_bytes;
     pc.max_errors = lim.smtp_errors;
+    pc.bare_newline = lc.bare_newline == "normalize" ? smtp::BareNewline::kNormalize : smtp::BareNewline::kReject;
     pc.tls_available = lc.tls == "starttls";
     pc.tls_active = tls;
-    pc.bare_newline = lc.bare_newline == "normalize" ? smtp::BareNewline::kNormalize : smtp::BareNewline::kReject;
     smtp::Session session(pc, policy);
     // (Every co_await stands alone in its statement: GCC 12 miscompiles it inside conditions.)
     bool greeted = co_await write(session.greeting());
@@ -325,13 +377,18 @@ struct SmtpServer::Impl {
     bool was_in_data = false;
     while (true) {
       smtp::Session::Output out;
+      const auto now = std::chrono::steady_clock::now();
       if (stopping) {
         out = session.shutting_down();
+      } else if (now >= session_deadline) {
+        out = session.timed_out();
+        spdlog::info("{}: [{}] session time limit of {} s reached", lc.name, ip, config.limits.smtp_session_timeout_s);
       } else {
         bool timed_out = false;
         asio::error_code rec;
-        auto limit = std::chrono::seconds(session.in_data() ? config.limits.smtp_data_timeout_s
-                                                            : config.limits.smtp_command_timeout_s);
+        std::chrono::steady_clock::duration limit = std::chrono::seconds(
+            session.in_data() ? config.limits.smtp_data_timeout_s : config.limits.smtp_command_timeout_s);
+        limit = std::min(limit, session_deadline - now);
         std::size_t n = 0;
         if (tls) n = co_await read_some(tls_stream, asio::buffer(buf), limit, timed_out, rec);
         else n = co_await read_some(sock, asio::buffer(buf), limit, timed_out, rec);
@@ -370,6 +427,13 @@ struct SmtpServer::Impl {
           bool secured = co_await handshake();
           if (!secured) co_return;
           out = session.tls_started();
+          continue;
+        }
+        if (out.verify) {
+          std::string rcpt = *out.verify;
+          std::optional<smtp::Reply> rejection = co_await verifier->verify(rcpt);
+          if (rejection) policy.log_rejection(rcpt, *rejection);
+          out = session.recipient_verified(rejection);
           continue;
         }
         if (out.message) {
@@ -413,7 +477,10 @@ struct SmtpServer::Impl {
       item.queue = std::move(q);
     }
     auto pol = current_policy();
-    item.queue_if_infected = false;
+    const ServeConfig::ScanPolicy& scan = inbound ? pol->inbound_scan : pol->outbound_scan;
+    item.on_infected = scan_action(scan.infected);
+    item.on_unscannable = scan_action(scan.unscannable);
+    item.defer_on_scan_error = true;
 
     asio::steady_timer done(io);
     done.expires_at(asio::steady_timer::time_point::max());
@@ -427,26 +494,42 @@ struct SmtpServer::Impl {
       });
     };
     const std::size_t size = item.raw.size();
-    ingest->submit(std::move(item));
-    co_await done.async_wait(asio::experimental::as_tuple(use_awaitable));
-
     std::string rcpts;
     for (const auto& r : msg.rcpt_to) rcpts += (rcpts.empty() ? "<" : ",<") + r + ">";
+    // A full pipeline is a temporary condition: say so rather than stall every session's event loop.
+    if (!ingest->try_submit(item)) {
+      spdlog::warn("{}: deferred from=<{}> to={} client=[{}]: the pipeline is full", txn, msg.mail_from, rcpts, ip);
+      co_return session.message_rejected({451, "4.3.2 System busy, try again later"});
+    }
+    co_await done.async_wait(asio::experimental::as_tuple(use_awaitable));
+
     const IngestResult& r = *result;
+    using scanner::VerdictKind;
     switch (r.outcome) {
       case IngestOutcome::kArchived: {
-        if (r.verdict == scanner::VerdictKind::kInfected) {
-          std::string sig = r.signatures.empty() ? "unknown" : r.signatures[0];
-          spdlog::info("{}: quarantined id={} from=<{}> to={} size={} client=[{}] virus={} action={}", txn, r.seq,
-                       msg.mail_from, rcpts, size, ip, sig, pol->infected);
-          if (pol->infected == "reject") co_return session.message_rejected({554, "5.7.1 Message rejected: virus found (" + sig + ")"});
+        if (r.verdict == VerdictKind::kInfected || (r.verdict == VerdictKind::kUnscannable && r.quarantined)) {
+          const bool infected = r.verdict == VerdictKind::kInfected;
+          const std::string& action = infected ? scan.infected : scan.unscannable;
+          std::string what = infected ? "virus=" + (r.signatures.empty() ? std::string("unknown") : r.signatures[0])
+                                      : "unscannable=\"" + r.scan_reason + "\"";
+          spdlog::info("{}: quarantined id={} from=<{}> to={} size={} client=[{}] {} action={}", txn, r.seq,
+                       msg.mail_from, rcpts, size, ip, what, action);
+          if (action == "reject") {
+            std::string why = infected ? "virus found (" + (r.signatures.empty() ? std::string("unknown") : r.signatures[0]) + ")"
+                                       : "it cannot be scanned (" + r.scan_reason + ")";
+            co_return session.message_rejected({554, "5.7.1 Message rejected: " + why});
+          }
           co_return session.message_stored(txn);
         }
-        spdlog::info("{}: received id={} from=<{}> to={} size={} client=[{}] helo={} tls={} connector={} verdict={}{}",
+        spdlog::info("{}: received id={} from=<{}> to={} size={} client=[{}] helo={} tls={} connector={} verdict={}{}{}",
                      txn, r.seq, msg.mail_from, rcpts, size, ip, msg.helo, tls_info.empty() ? "none" : tls_info,
-                     lc.name, scanner::verdict_name(r.verdict), r.queued ? " queued" : "");
+                     lc.name, scanner::verdict_name(r.verdict),
+                     r.scan_reason.empty() ? "" : " (" + r.scan_reason + ")", r.queued ? " queued" : "");
         co_return session.message_stored(txn);
       }
+      case IngestOutcome::kDeferred:
+        spdlog::warn("{}: deferred from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);
+        co_return session.message_rejected({451, "4.7.1 Message could not be scanned now, try again later"});
       case IngestOutcome::kRefused:
         spdlog::info("{}: rejected from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);
         co_return session.message_rejected({554, "5.6.0 Message refused: " + r.reason});
@@ -469,7 +552,12 @@ struct SmtpServer::Impl {
         spdlog::info("reload: configuration re-read from {} (listeners change on restart)",
                      config_path.empty() ? "defaults" : config_path);
       }
-      if (auto s = engine.reload_scanner(); !s) spdlog::error("reload: signatures: {}", s.error().to_string());
+      // Compiling signatures takes seconds with a full database: on the pool, while sessions go on
+      // with the engine in use (tests: e2e test_serve ReloadDuringSessionsDropsNothing).
+      Status reloaded;
+      auto reload = [&] { reloaded = engine.reload_scanner(); };
+      co_await run_blocking(blocking, reload);
+      if (!reloaded) spdlog::error("reload: signatures: {}", reloaded.error().to_string());
       else spdlog::info("reload: virus signatures reloaded");
     }
   }
@@ -523,6 +611,7 @@ Status SmtpServer::run() {
   asio::co_spawn(m.io, m.watch_hup(), log_exception);
   asio::co_spawn(m.io, m.delivery->run(), log_exception);
   m.io.run();
+  m.blocking.join();
   Status flushed = m.ingest->finish();
   spdlog::info("stopped");
   return flushed;

@@ -1,6 +1,8 @@
 """Delivery to the primary server, end to end: `mailark serve` delivers to Postfix's smtp-sink (a real
 Postfix test server) started by the tests on loopback; stopping the sink makes mail wait, starting it
-again delivers everything; a permanent refusal bounces the recipient with a DSN to the sender.
+again delivers everything. A permanent refusal of outbound mail bounces with one DSN to the (internal)
+sender; inbound mail is never bounced to its outside sender: unknown recipients are refused at RCPT
+time, and what the primary still refuses later is kept in the queue for the administrator.
 """
 import json
 import os
@@ -67,7 +69,7 @@ class Sink:
 
 @unittest.skipUnless(os.path.exists(SINK), "Postfix's smtp-sink is not installed (bash scripts/setup.sh)")
 class DeliveryTest(unittest.TestCase):
-    def start_server(self, primary_port, smarthost_port=None, extra=""):
+    def start_server(self, primary_port, smarthost_port=None, extra="", verify="none"):
         self.tmp = tempfile.mkdtemp(prefix="mailark-delivery-")
         self.data = os.path.join(self.tmp, "data")
         self.mx, self.submission = free_port(), free_port()
@@ -86,6 +88,7 @@ port = {self.submission}
 tls = "none"
 [inbound]
 domains = ["example.com"]
+verify_recipients = "{verify}"
 [delivery]
 primary = ["127.0.0.1:{primary_port}"]
 smarthost = ["127.0.0.1:{smarthost_port or free_port()}"]  # without one: a dead port, so mail waits
@@ -116,8 +119,8 @@ index_commit_interval_ms = 200
         self.assertEqual(p.returncode, 0, p.stderr)
         return json.loads(p.stdout)
 
-    def send(self, message_id, sender="alice@sender.example", rcpts=("bob@example.com",)):
-        s = smtplib.SMTP("127.0.0.1", self.mx, timeout=10)
+    def send(self, message_id, sender="alice@sender.example", rcpts=("bob@example.com",), outbound=False):
+        s = smtplib.SMTP("127.0.0.1", self.submission if outbound else self.mx, timeout=10)
         s.sendmail(sender, list(rcpts),
                    f"Subject: {message_id}\r\nMessage-ID: <{message_id}>\r\n\r\n.a line starting with a dot\r\nbody\r\n")
         s.quit()
@@ -156,7 +159,7 @@ index_commit_interval_ms = 200
         dump = [m for m in self.sinks[0].messages() if b"<out@example.com>" in m][0]
         self.assertEqual(dump.count(b"<out@example.com>"), 1, "one transaction for both recipients")
 
-    def test_internationalised_address_bounces_where_the_next_hop_lacks_smtputf8(self):
+    def test_internationalised_address_is_kept_where_the_primary_lacks_smtputf8(self):
         port = free_port()
         self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]  # no SMTPUTF8
         self.start_server(port)
@@ -167,22 +170,32 @@ index_commit_interval_ms = 200
                    mail_options=["SMTPUTF8"])
         s.quit()
         self.until(lambda: self.cli("queue")["total"] == 1 and
-                   self.cli("queue")["entries"][0]["recipients"][0]["address"] == "josé@sender.example",
-                   "the bounce notification to the sender")
+                   self.cli("queue")["entries"][0]["recipients"][0]["state"] == "kept",
+                   "the message kept for the administrator")
+        entry = self.cli("queue")["entries"][0]
+        self.assertIn("5.6.7", entry["recipients"][0]["last_response"])
         self.assertEqual(self.sinks[0].messages(), [], "nothing was relayed without SMTPUTF8")
-        with open(self.log_path, encoding="utf-8") as f:
-            self.assertIn("5.6.7", f.read())
+        self.assertEqual(self.cli("search", 'subject:"Undelivered Mail"')["total"], 0, "no DSN to an outside sender")
 
-    def test_recipient_bounces_when_the_queue_lifetime_ends(self):
-        self.start_server(free_port(), extra="queue_lifetime = 3")  # the primary never answers
-        self.send("expires@sender.example", sender="alice@sender.example")
+    def test_outbound_recipient_bounces_when_the_queue_lifetime_ends(self):
+        self.start_server(free_port(), extra="queue_lifetime = 3")  # the smarthost never answers
+        self.send("expires@example.com", sender="alice@example.com", rcpts=("partner@remote.example",), outbound=True)
         self.until(lambda: self.cli("search", 'subject:"Undelivered Mail Returned to Sender"')["total"] == 1,
                    "a DSN after the queue lifetime", seconds=60)
         with open(self.log_path) as f:
             log = f.read()
-        self.assertIn("deferred to=<bob@example.com>", log)
-        self.assertIn("bounced to=<bob@example.com>", log)
+        self.assertIn("deferred to=<partner@remote.example>", log)
+        self.assertIn("bounced to=<partner@remote.example>", log)
         self.assertIn("delivery time expired", log)
+
+    def test_inbound_recipient_is_kept_not_bounced_when_the_queue_lifetime_ends(self):
+        self.start_server(free_port(), extra="queue_lifetime = 3")  # the primary never answers
+        self.send("kept@sender.example", sender="alice@sender.example")
+        self.until(lambda: self.cli("queue")["entries"][0]["recipients"][0]["state"] == "kept",
+                   "the message kept after the queue lifetime", seconds=60)
+        time.sleep(1.5)
+        self.assertEqual(self.cli("search", 'subject:"Undelivered Mail"')["total"], 0, "no backscatter")
+        self.assertEqual(self.cli("queue")["total"], 1)
 
     def test_required_tls_defers_when_the_primary_offers_none(self):
         port = free_port()
@@ -215,16 +228,16 @@ index_commit_interval_ms = 200
         for i in range(5):
             self.assertEqual(got.count(f"<waiting-{i}@sender.example>".encode()), 1, "each message exactly once")
 
-    def test_permanent_refusal_bounces_with_a_dsn_to_the_sender(self):
-        port = free_port()
-        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"), reject="RCPT")]
-        self.start_server(port)
-        self.send("refused@sender.example", sender="alice@sender.example")
-        self.send("refused-null@sender.example", sender="")
+    def test_outbound_permanent_refusal_bounces_with_one_dsn_to_the_sender(self):
+        primary, smarthost = free_port(), free_port()
+        self.sinks = [Sink(smarthost, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"), reject="RCPT")]
+        self.start_server(primary, smarthost_port=smarthost)
+        self.send("refused@example.com", sender="alice@example.com", rcpts=("bob@remote.example",), outbound=True)
+        self.send("refused-null@example.com", sender="", rcpts=("bob@remote.example",), outbound=True)
 
         def dsn_queued():
             entries = self.cli("queue")["entries"]
-            return any(e["recipients"][0]["address"] == "alice@sender.example" for e in entries)
+            return any(e["recipients"][0]["address"] == "alice@example.com" for e in entries)
 
         self.until(dsn_queued, "a DSN for the sender")
         query = 'subject:"Undelivered Mail Returned to Sender"'
@@ -234,20 +247,40 @@ index_commit_interval_ms = 200
         self.assertEqual(res["total"], 1, "one DSN: the null sender never gets one")
         dsn = self.cli("show", str(res["results"][0]["id"]))
         self.assertEqual(dsn["envelope"]["mail_from"], "")
-        self.assertEqual(dsn["envelope"]["rcpt_to"], ["alice@sender.example"])
+        self.assertEqual(dsn["envelope"]["rcpt_to"], ["alice@example.com"])
         types = [p["content_type"] for p in dsn["parts"]]
         self.assertIn("message/delivery-status", types)
         raw = subprocess.run([BIN, "--data", self.data, "show", str(dsn["id"]), "--raw"], capture_output=True).stdout
-        self.assertIn(b"Final-Recipient: rfc822; bob@example.com", raw)
+        self.assertIn(b"Final-Recipient: rfc822; bob@remote.example", raw)
         self.assertIn(b"Action: failed", raw)
         self.assertIn(b"Status: 5.", raw)
-        # The bounced originals left the queue; only the DSN waits (outbound, no route configured yet).
+        # The bounced originals left the queue; only the DSN waits (for the primary, which is down).
         entries = self.cli("queue")["entries"]
-        self.assertEqual([e["recipients"][0]["address"] for e in entries], ["alice@sender.example"])
+        self.assertEqual([e["recipients"][0]["address"] for e in entries], ["alice@example.com"])
+        self.assertEqual(entries[0]["route"], "primary", "the DSN goes to the internal sender through the primary")
         with open(self.log_path) as f:
             log = f.read()
-        self.assertIn("bounced to=<bob@example.com>", log)
+        self.assertIn("bounced to=<bob@remote.example>", log)
         self.assertIn("no notification: the null sender never gets one", log)
+
+    def test_inbound_refusal_by_the_primary_after_250_is_kept_for_the_administrator(self):
+        port = free_port()
+        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"), reject="RCPT")]
+        self.start_server(port)  # verify_recipients = "none": mailark cannot know before
+        self.send("kept-refused@sender.example", sender="alice@sender.example")
+        self.until(lambda: self.cli("queue")["total"] == 1 and
+                   self.cli("queue")["entries"][0]["recipients"][0]["state"] == "kept", "the refusal kept")
+        time.sleep(1.5)
+        self.assertEqual(self.cli("search", 'subject:"Undelivered Mail"')["total"], 0, "no DSN to the outside")
+        self.assertEqual(self.cli("queue")["total"], 1, "nothing else was queued")
+        with open(self.log_path) as f:
+            self.assertIn("kept for the administrator to=<bob@example.com>", f.read())
+        # The administrator fixes the primary and retries: the sink now accepts.
+        self.sinks[0].stop()
+        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]
+        self.assertEqual(self.cli("queue", "retry", "1")["failed"], 0)
+        self.until(lambda: self.cli("queue")["total"] == 0, "delivery after the retry")
+        self.assertTrue(any(b"<kept-refused@sender.example>" in m for m in self.sinks[0].messages()))
 
 
 if __name__ == "__main__":

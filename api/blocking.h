@@ -1,0 +1,35 @@
+// Blocking work (LMDB commits with their fsync, decompressing a large message, compiling virus
+// signatures) run from a coroutine without stalling the io_context: the work runs on a pool thread and
+// the coroutine resumes on its own executor when it is done.
+//
+//   auto work = [&] { result = archive.queue_apply(results); };
+//   co_await run_blocking(pool, work);
+//
+// `work` is a named local that outlives the co_await: GCC 12 destroys a by-value coroutine argument
+// that is a temporary twice (seen as a double free), so callables are passed by reference.
+//
+// Thread safety: `work` runs on a pool thread; it must not touch state owned by the io_context thread.
+#pragma once
+
+#include <asio.hpp>
+#include <utility>
+
+namespace mailark::api {
+
+template <typename Fn>
+asio::awaitable<void> run_blocking(asio::thread_pool& pool, Fn& work) {
+  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+      [&pool, &work](auto handler) {
+        // The guard keeps the caller's io_context running until the coroutine has resumed.
+        auto guard = asio::make_work_guard(asio::get_associated_executor(handler));
+        asio::post(pool, [&work, handler = std::move(handler), guard = std::move(guard)]() mutable {
+          work();
+          auto ex = guard.get_executor();
+          asio::post(ex, std::move(handler));
+          guard.reset();
+        });
+      },
+      asio::use_awaitable);
+}
+
+}  // namespace mailark::api

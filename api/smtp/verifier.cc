@@ -1,0 +1,165 @@
+#include "api/smtp/verifier.h"
+
+#include <spdlog/spdlog.h>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <ctime>
+
+#include "api/blocking.h"
+#include "api/smtp/client.h"
+
+namespace mailark::api {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+}  // namespace
+
+struct RecipientVerifier::Impl {
+  asio::io_context& io;
+  asio::thread_pool& blocking;
+  Archive& archive;
+  ServeConfig config;
+  asio::ssl::context tls{asio::ssl::context::tls_client};
+  std::map<std::string, CachedRecipient> cache;
+  struct Pending {
+    explicit Pending(asio::io_context& io) : done(io) { done.expires_at(asio::steady_timer::time_point::max()); }
+    asio::steady_timer done;
+    std::optional<smtp::Reply> answer;
+  };
+  std::map<std::string, std::shared_ptr<Pending>> pending;
+  unsigned running = 0;
+  asio::steady_timer slot_freed{io};
+
+  Impl(asio::io_context& i, asio::thread_pool& b, Archive& a, const ServeConfig& c)
+      : io(i), blocking(b), archive(a), config(c) {
+    tls.set_verify_mode(asio::ssl::verify_none);
+    slot_freed.expires_at(asio::steady_timer::time_point::max());
+    if (auto loaded = archive.recipient_cache()) {
+      for (auto& e : *loaded) cache[e.address] = std::move(e);
+    } else {
+      spdlog::warn("recipient verification: cache not loaded: {}", loaded.error().to_string());
+    }
+  }
+
+  bool fresh(const CachedRecipient& c) const {
+    const std::int64_t ttl = c.exists ? config.verify_positive_ttl : config.verify_negative_ttl;
+    return now_s() - c.checked_at < ttl;
+  }
+
+  static smtp::Reply refusal(const std::string& address, const std::string& primary_reply) {
+    return {550, "5.1.1 <" + address + ">: Recipient address rejected: " +
+                     (primary_reply.empty() ? std::string("user unknown") : primary_reply.substr(0, 200))};
+  }
+
+  // One probe: 2xx accepted, 5xx refused, anything else (no answer, 4xx) unknown.
+  awaitable<smtp::ClientReply> probe(const std::string& address) {
+    smtp::ClientReply last{0, "no primary server configured"};
+    for (const auto& hp : config.delivery.primary) {
+      smtp::SmtpClient client(io, tls, config.hostname, std::chrono::seconds(std::min(10u, config.delivery.connect_timeout)),
+                              std::chrono::seconds(std::min(30u, config.delivery.reply_timeout)));
+      smtp::ClientReply opened = co_await client.open(hp.host, hp.port, smtp::SmtpClient::Tls::kNone);
+      if (!opened.ok()) {
+        last = smtp::ClientReply{0, opened.to_string()};
+        continue;
+      }
+      smtp::ClientReply mail = co_await client.command("MAIL FROM:<>");
+      if (!mail.ok()) {
+        last = smtp::ClientReply{mail.code >= 500 ? 0 : mail.code, "MAIL FROM:<> refused: " + mail.to_string()};
+        co_await client.quit();
+        continue;
+      }
+      smtp::ClientReply rcpt = co_await client.command("RCPT TO:<" + address + ">");
+      co_await client.quit();
+      co_return rcpt;
+    }
+    co_return last;
+  }
+
+  awaitable<std::optional<smtp::Reply>> run_probe(const std::string& address) {
+    const std::string key = lower(address);
+    while (running >= kMaxProbes) {
+      co_await slot_freed.async_wait(as_tuple(use_awaitable));
+    }
+    ++running;
+    smtp::ClientReply r = co_await probe(address);
+    --running;
+    slot_freed.cancel();
+    slot_freed.expires_at(asio::steady_timer::time_point::max());
+
+    std::optional<smtp::Reply> answer;
+    if (r.ok() || (r.code >= 500 && r.code < 600)) {
+      CachedRecipient c;
+      c.address = key;
+      c.exists = r.ok();
+      c.checked_at = now_s();
+      c.reply = r.to_string();
+      cache[key] = c;
+      auto store = [this, &c] {
+        if (auto s = archive.store_recipients({c}); !s)
+          spdlog::warn("recipient verification: caching <{}>: {}", c.address, s.error().to_string());
+      };
+      co_await run_blocking(blocking, store);
+      spdlog::info("verify: <{}> {} by the primary: {}", address, c.exists ? "accepted" : "refused", c.reply);
+      if (!c.exists) answer = refusal(address, c.reply);
+    } else {
+      auto known = cache.find(key);
+      if (known != cache.end() && known->second.exists) {
+        spdlog::info("verify: <{}>: the primary cannot be asked ({}); accepted as it was before", address, r.to_string());
+      } else if (config.verify_unreachable == "accept") {
+        spdlog::info("verify: <{}>: the primary cannot be asked ({}); accepted (verify_unreachable = accept)", address,
+                     r.to_string());
+      } else {
+        spdlog::info("verify: <{}>: the primary cannot be asked ({}); deferred", address, r.to_string());
+        answer = smtp::Reply{451, "4.4.3 <" + address + ">: Recipient address verification is not possible now, try again later"};
+      }
+    }
+    co_return answer;
+  }
+};
+
+RecipientVerifier::RecipientVerifier(asio::io_context& io, asio::thread_pool& blocking, Archive& archive,
+                                     const ServeConfig& config)
+    : impl_(std::make_unique<Impl>(io, blocking, archive, config)) {}
+
+RecipientVerifier::~RecipientVerifier() = default;
+
+RecipientVerifier::Known RecipientVerifier::lookup(const std::string& address, smtp::Reply* refusal) const {
+  auto it = impl_->cache.find(lower(address));
+  if (it == impl_->cache.end() || !impl_->fresh(it->second)) return Known::kUnknown;
+  if (it->second.exists) return Known::kAccepted;
+  if (refusal) *refusal = Impl::refusal(address, it->second.reply);
+  return Known::kRefused;
+}
+
+awaitable<std::optional<smtp::Reply>> RecipientVerifier::verify(const std::string& address_in) {
+  const std::string address = address_in;  // the caller's string may not outlive the first suspension
+  Impl& m = *impl_;
+  const std::string key = lower(address);
+  auto shared = m.pending.find(key);
+  if (shared != m.pending.end()) {
+    // A probe for this address is running: wait for its answer.
+    std::shared_ptr<Impl::Pending> p = shared->second;
+    co_await p->done.async_wait(as_tuple(use_awaitable));
+    co_return p->answer;
+  }
+  auto p = std::make_shared<Impl::Pending>(m.io);
+  m.pending[key] = p;
+  std::optional<smtp::Reply> answer = co_await m.run_probe(address);
+  p->answer = answer;
+  m.pending.erase(key);
+  p->done.cancel();
+  co_return answer;
+}
+
+}  // namespace mailark::api
