@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -31,6 +33,20 @@ bool Network::contains(const std::string& ip) const {
     bits -= take;
   }
   return true;
+}
+
+std::string client_group(const std::string& ip) {
+  std::uint8_t a[16];
+  if (::inet_pton(AF_INET6, ip.c_str(), a) != 1) return ip;
+  if (std::all_of(a, a + 10, [](std::uint8_t b) { return b == 0; }) && a[10] == 0xFF && a[11] == 0xFF) {
+    char v4[INET_ADDRSTRLEN];
+    ::inet_ntop(AF_INET, a + 12, v4, sizeof v4);  // an IPv4 client on a dual-stack socket
+    return v4;
+  }
+  char buf[INET6_ADDRSTRLEN];
+  std::fill(a + 8, a + 16, 0);
+  ::inet_ntop(AF_INET6, a, buf, sizeof buf);
+  return std::string(buf) + "/64";
 }
 
 Result<Network> parse_network(const std::string& cidr) {

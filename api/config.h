@@ -30,6 +30,11 @@ struct Network {
 };
 Result<Network> parse_network(const std::string& cidr);
 
+// The key per-client session limits count by: the address itself for IPv4, its /64 for IPv6 (one
+// subscriber usually holds a whole /64, so counting single addresses would limit nothing).
+// Test: Config.SessionLimitGroupsIpv6ByItsSlash64.
+std::string client_group(const std::string& ip);
+
 struct HostPort {
   std::string host;
   std::uint16_t port = 25;

@@ -59,7 +59,12 @@ Status swap_in(const std::string& data_dir, const std::string& fresh) {
 Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = std::move(options);
-  if (!e->options_.read_only) recover_index_swap(e->options_.data_dir);
+  if (!e->options_.read_only && !e->options_.writer.empty()) {
+    auto lock = DataLock::acquire(e->options_.data_dir, e->options_.writer);
+    if (!lock) return lock.error();
+    e->lock_ = std::move(lock).value();
+    recover_index_swap(e->options_.data_dir);
+  }
   if (e->options_.signature_dirs.empty()) e->options_.signature_dirs = default_signature_dirs();
   auto archive = Archive::open(e->archive_dir(), e->options_.limits, e->options_.read_only);
   if (!archive) return archive.error();
@@ -287,9 +292,11 @@ class ArchiveFieldSource : public indexer::FieldSource {
 Result<indexer::SearchResults> Engine::search(const std::string& query,
                                               const indexer::SearchOptions& options) {
   if (index_watermark() < archive_->head().seq && !index_writer_) {
-    // A lagging index (a crash between the two commits): catch up, unless another process holds the
-    // index's write lock (a running server or import, which catches up itself).
-    if (auto w = indexer::IndexWriter::open(index_dir())) (void)catch_up_into(**w, nullptr);
+    // A lagging index (a crash between the two commits): catch up, unless a writer holds the data
+    // folder (a running server or import catches up itself).
+    if (auto lock = DataLock::acquire(options_.data_dir, "search (catching the index up)")) {
+      if (auto w = indexer::IndexWriter::open(index_dir())) (void)catch_up_into(**w, nullptr);
+    }
   }
   auto reader = indexer::IndexReader::open(index_dir());
   if (!reader) return reader.error();
@@ -301,6 +308,12 @@ std::uint64_t Engine::index_watermark() {
   if (index_writer_) return index_writer_->watermark();
   auto reader = indexer::IndexReader::open(index_dir());
   return reader ? (*reader)->watermark() : 0;
+}
+
+Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> Engine::unindexed(std::size_t limit) {
+  auto reader = indexer::IndexReader::open(index_dir());
+  if (!reader) return reader.error();
+  return (*reader)->unindexed(limit);
 }
 
 std::uint64_t Engine::index_bytes() const {

@@ -1,9 +1,10 @@
 // The engine: one data folder (archive + index + scanner), as the CLI and the servers use it.
 //
 // Data folder layout (docs/FORMAT.md): DATA/archive (LMDB), DATA/index (Xapian glass).
-// Opening for writing catches the index up with the archive, so a crash between an archive commit and
-// the matching index commit loses nothing. Opening read-only never writes; search() on a lagging index
-// catches up first when no other process holds the index's write lock.
+// Opening for writing takes the data folder's writer lock (one writer at a time) and catches the index
+// up with the archive, so a crash between an archive commit and the matching index commit loses
+// nothing. Opening read-only never writes; search() on a lagging index catches up first when no
+// writer holds the data folder.
 //
 // Thread safety: an Engine is used by one thread, except archive(), which is thread safe.
 #pragma once
@@ -16,6 +17,7 @@
 #include "common/limits.h"
 #include "common/result.h"
 #include "engine/archive.h"
+#include "engine/data_lock.h"
 #include "engine/message.h"
 #include "indexer/index.h"
 #include "scanner/scanner.h"
@@ -26,6 +28,9 @@ struct EngineOptions {
   std::string data_dir = "./mailark-data";
   Limits limits;
   bool read_only = false;
+  // A read-write engine takes the data folder's writer lock (data_lock.h) as `writer`, unless it is
+  // empty: the queue and quarantine commands write only what LMDB serialises, beside a server.
+  std::string writer = "a writer";
   // Read-write engines catch the index up on open; reindex turns that off (it rebuilds anyway, and a
   // damaged index must not stop it).
   bool catch_up_on_open = true;
@@ -75,6 +80,8 @@ class Engine {
 
   std::uint64_t index_watermark();
   std::uint64_t index_bytes() const;
+  // Records indexed as placeholders (is:unindexed): how many, and up to `limit` of them with why.
+  Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed(std::size_t limit);
 
  private:
   Engine() = default;
@@ -84,6 +91,7 @@ class Engine {
   std::unique_ptr<Archive> archive_;
   std::unique_ptr<indexer::IndexWriter> index_writer_;
   std::unique_ptr<scanner::Scanner> scanner_;
+  std::unique_ptr<DataLock> lock_;
 };
 
 }  // namespace mailark

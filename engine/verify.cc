@@ -4,8 +4,11 @@
 
 namespace mailark {
 
-Result<VerifyReport> verify_archive(const Archive& archive,
+Result<VerifyReport> verify_archive(const Archive& live,
                                     const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  // One read view for the whole walk: a server appending meanwhile changes nothing of what is checked.
+  MAILARK_ASSIGN_OR_RETURN(auto snapshot, live.snapshot());
+  const ArchiveSnapshot& archive = *snapshot;
   VerifyReport rep;
   const ChainHead stored_head = archive.head();
   std::uint64_t expected = 1;

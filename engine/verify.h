@@ -1,6 +1,7 @@
 // Archive verification: walks the hash chain from the first record, recomputes every record hash,
 // decompresses every message and checks its SHA-256, and compares the end of the chain with the head
-// stored in meta. Reports the first bad record and what is wrong with it.
+// stored in meta. Reports the first bad record and what is wrong with it. It reads one snapshot, so it
+// works on a live archive (tests: Verify.LiveArchiveVerifiesAsOfItsSnapshot).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,9 @@
 #include "engine/archive.h"
 
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
 #include <lmdb.h>
 
 #include "engine/verify.h"
@@ -430,6 +433,27 @@ TEST(Queue, VersionOneEntriesStillDecode) {
   std::string bad_state = v1;
   bad_state[5 + 1 + 15] = 3;  // state 3 did not exist in v1
   EXPECT_FALSE(decode_queue_entry(3, bad_state).ok());
+}
+
+TEST(Verify, LiveArchiveVerifiesAsOfItsSnapshot) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  append_all(*a, sample_messages(20));
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    int n = 0;
+    while (!stop) append_all(*a, {test::make_message("live " + std::to_string(n++), "body")});
+  });
+  // Verify over and over while the writer appends, until it has appended a good number meanwhile.
+  int rounds = 0;
+  for (; rounds < 5000 && (rounds < 20 || a->head().seq < 40); ++rounds) {
+    auto rep = verify_archive(*a, nullptr);
+    ASSERT_TRUE(rep.ok());
+    ASSERT_TRUE(rep->intact) << rep->problem;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(a->head().seq, 20u) << "the writer did append meanwhile";
 }
 
 TEST(Archive, SnapshotIsOneMomentWhileAppendsGoOn) {

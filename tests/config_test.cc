@@ -22,6 +22,15 @@ TEST(Config, NetworksMatchTheirAddressesOnly) {
   for (const char* bad : {"10.0.0.0/33", "not-an-ip/8", "10.0.0.0/", "::/129"}) EXPECT_FALSE(parse_network(bad).ok()) << bad;
 }
 
+TEST(Config, SessionLimitGroupsIpv6ByItsSlash64) {
+  EXPECT_EQ(client_group("192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(client_group("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+  EXPECT_EQ(client_group("2001:db8:1:2:ffff:ffff:ffff:ffff"), client_group("2001:db8:1:2::9"))
+      << "every address of one /64 counts as one client";
+  EXPECT_NE(client_group("2001:db8:1:3::1"), client_group("2001:db8:1:2::1"));
+  EXPECT_EQ(client_group("::ffff:192.0.2.7"), "192.0.2.7");
+}
+
 TEST(Config, HostAndPort) {
   EXPECT_EQ(parse_host_port("mx.example.com", 25)->port, 25);
   EXPECT_EQ(parse_host_port("mx.example.com:2525", 25)->port, 2525);

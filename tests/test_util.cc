@@ -1,5 +1,10 @@
 #include "tests/test_util.h"
 
+#include <sys/statvfs.h>
+
+#include <cstdio>
+#include <cstdlib>
+
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -25,6 +30,39 @@ ScratchDir::ScratchDir() {
 ScratchDir::~ScratchDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+SmallTmpfs::SmallTmpfs(const std::string& dir, std::size_t bytes) : dir_(dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::string cmd = "mount -t tmpfs -o size=" + std::to_string(bytes) + " tmpfs '" + dir + "' 2>/dev/null";
+  mounted_ = std::system(cmd.c_str()) == 0;
+}
+
+SmallTmpfs::~SmallTmpfs() {
+  if (mounted_) (void)std::system(("umount -l '" + dir_ + "' 2>/dev/null").c_str());
+}
+
+void SmallTmpfs::fill(std::size_t leave) {
+  struct statvfs st {};
+  if (::statvfs(dir_.c_str(), &st) != 0) return;
+  std::uint64_t room = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+  if (room <= leave) return;
+  FILE* f = std::fopen((dir_ + "/filler").c_str(), "ab");
+  if (!f) return;
+  std::string chunk(64 * 1024, 'f');
+  std::uint64_t want = room - leave;
+  while (want > 0) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(want, chunk.size()));
+    if (std::fwrite(chunk.data(), 1, n, f) != n) break;
+    want -= n;
+  }
+  std::fclose(f);
+}
+
+void SmallTmpfs::free() {
+  std::error_code ec;
+  std::filesystem::remove(dir_ + "/filler", ec);
 }
 
 std::string read_file(const std::string& path) {

@@ -31,6 +31,27 @@ class ScratchDir {
   std::string path_;
 };
 
+// A small tmpfs mounted on `dir` (created if needed) for disk-full tests: filling it is a real ENOSPC
+// for whatever writes there. Needs root; mounted() is false otherwise (skip the test, saying why).
+class SmallTmpfs {
+ public:
+  SmallTmpfs(const std::string& dir, std::size_t bytes);
+  ~SmallTmpfs();
+  bool mounted() const { return mounted_; }
+  // Fills what is free (leaving `leave` bytes), or frees it again.
+  void fill(std::size_t leave = 0);
+  void free();
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+
+#define REQUIRE_TMPFS(t) \
+  do {                   \
+    if (!(t).mounted()) GTEST_SKIP() << "mounting a small tmpfs for a disk-full test needs root"; \
+  } while (0)
+
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
 std::string signature_dir();  // the project's own signatures/

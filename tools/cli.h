@@ -35,7 +35,10 @@ int report(const Error& e);
 
 // catch_up: a read-write open first brings the index up to date (it needs the index write lock, which
 // a running server holds; commands that only touch the archive pass false).
-Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up = true);
+// writer: the command's name for the data folder's writer lock; empty for commands that may write
+// beside a running server (queue, quarantine).
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up = true,
+                                            const std::string& writer = "a writer");
 // The same with every option given (serve passes its configuration's limits and scanner folder).
 Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOptions options);
 
@@ -67,5 +70,6 @@ void register_reindex(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_train_dictionary(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_serve(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_queue(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_quarantine(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

@@ -38,10 +38,12 @@ int report(const Error& e) {
   return exit_status(e.code);
 }
 
-Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up) {
+Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_only, bool catch_up,
+                                            const std::string& writer) {
   EngineOptions o;
   o.read_only = read_only;
   o.catch_up_on_open = catch_up;
+  o.writer = writer;
   return open_engine(g, std::move(o));
 }
 

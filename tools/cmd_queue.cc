@@ -31,7 +31,7 @@ nlohmann::json to_json(const QueueEntry& e) {
 
 int run_queue(const GlobalOptions& g, const QueueArgs& args) {
   const bool writes = args.action != "list";
-  auto engine = open_engine(g, /*read_only=*/!writes, /*catch_up=*/false);
+  auto engine = open_engine(g, /*read_only=*/!writes, /*catch_up=*/false, /*writer=*/"");
   if (!engine) return report(engine.error());
   Archive& archive = (*engine)->archive();
   if (args.action == "list") {

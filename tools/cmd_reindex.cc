@@ -15,6 +15,7 @@ int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
   EngineOptions o;
   o.data_dir = g.data_dir;
   o.catch_up_on_open = false;
+  o.writer = "reindex";
   auto engine = Engine::open(o);
   if (!engine) return report(engine.error());
   Progress progress("reindexing");

@@ -25,6 +25,15 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
   opts.offset = args.offset;
   auto res = (*engine)->search(query, opts);
   if (!res) return report(res.error());
+  // A lagging index misses the newest mail: say so, rather than let an incomplete answer pass for a
+  // complete one.
+  const std::uint64_t head = (*engine)->archive().head().seq;
+  const std::uint64_t watermark = (*engine)->index_watermark();
+  const std::uint64_t lag = head > watermark ? head - watermark : 0;
+  if (lag > 0) {
+    std::cerr << "mailark: note: the index is " << lag << " message" << (lag == 1 ? "" : "s")
+              << " behind the archive; the newest mail may be missing from these results\n";
+  }
   if (args.json) {
     nlohmann::json results = nlohmann::json::array();
     for (const auto& h : res->hits) {
@@ -37,7 +46,7 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
                          {"size", h.size}});
     }
     nlohmann::json j = {
-        {"query", query}, {"total", res->total}, {"offset", args.offset}, {"results", results}};
+        {"query", query}, {"total", res->total}, {"offset", args.offset}, {"results", results}, {"index_lag", lag}};
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return kExitOk;
   }

@@ -24,6 +24,7 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   options.limits = config->limits;
   options.limits.max_message_bytes += Limits::kTraceHeaderBytes;
   options.scanner_temp_dir = config->scanner_temp_dir;
+  options.writer = "serve";
   auto engine = open_engine(g, std::move(options));
   if (!engine) return report(engine.error());
   auto server = api::SmtpServer::create(**engine, *config, args.config);

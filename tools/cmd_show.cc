@@ -35,6 +35,7 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
   }
   const ArchiveRecord& r = *rec;
   const ParsedMessage& m = *msg;
+  auto held = e.archive().quarantine_entry(r.seq);  // the administrator's decision, if it was held
   nlohmann::json parts = nlohmann::json::array();
   for (const auto& p : m.parts) {
     nlohmann::json jp = {{"depth", p.depth},
@@ -78,6 +79,13 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
                       {"archived_at", iso8601(r.archived_at)},
                       {"record_hash", to_hex(r.hash)},
                       {"parts", parts}};
+  if (held) {
+    j["quarantine"] = {{"status", quarantine_status_name(held->status)},
+                       {"reason", held->reason},
+                       {"refused_at_smtp", held->refused},
+                       {"decided_by", held->decided_by},
+                       {"decided_at", held->decided_at ? iso8601(held->decided_at) : std::string()}};
+  }
   if (args.json) {
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return kExitOk;
@@ -95,7 +103,15 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
   for (const auto& s : r.verdict.signatures) std::cout << " " << s;
   if (!r.verdict.reason.empty()) std::cout << " (" << r.verdict.reason << ")";
   std::cout << "\n";
-  if (r.flags & kFlagQuarantined) std::cout << "Quarantined: yes\n";
+  if (held) {
+    std::cout << "Quarantine:  " << quarantine_status_name(held->status);
+    if (held->status != QuarantineStatus::kHeld)
+      std::cout << " by " << held->decided_by << " at " << iso8601(held->decided_at);
+    if (held->refused) std::cout << " (the sender was refused at SMTP time)";
+    std::cout << "\n";
+  } else if (r.flags & kFlagQuarantined) {
+    std::cout << "Quarantined: yes (kept out of mailbox views)\n";
+  }
   if (r.flags & kFlagMalformed) {
     std::cout << "Malformed:   yes\n";
     for (const auto& p : m.problems) std::cout << "  - " << p << "\n";

@@ -21,6 +21,10 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
   std::uint64_t archive_bytes = e.archive().file_bytes();
   std::uint64_t index_bytes = e.index_bytes();
   std::uint64_t watermark = e.index_watermark();
+  auto unindexed = e.unindexed(0);
+  const std::uint64_t unindexed_count = unindexed ? unindexed->first : 0;
+  auto quarantine = e.archive().quarantine_entries(false);
+  const std::uint64_t held = quarantine ? quarantine->size() : 0;
   double compression =
       c.stored_bytes ? static_cast<double>(c.unique_raw_bytes) / static_cast<double>(c.stored_bytes) : 0;
   double dedup =
@@ -41,6 +45,9 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
                         {"clean", c.clean},
                         {"infected", c.infected},
                         {"unscanned", c.unscanned},
+                        {"unscannable", c.unscannable},
+                        {"quarantine_held", held},
+                        {"unindexed", unindexed_count},
                         {"malformed", c.malformed},
                         {"dictionary", e.archive().codec()->active_dictionary()},
                         {"archive_head", head.seq},
@@ -59,10 +66,12 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
             << e.archive().codec()->active_dictionary() << ")\n"
             << "deduplication    " << dedup << "x\n"
             << "disk / raw       " << on_disk << "\n"
-            << "verdicts         clean " << c.clean << ", infected " << c.infected << ", unscanned "
-            << c.unscanned << "\n"
+            << "verdicts         clean " << c.clean << ", infected " << c.infected << ", unscannable "
+            << c.unscannable << ", unscanned " << c.unscanned << "\n"
+            << "quarantine       " << held << " held (mailark quarantine list)\n"
             << "malformed        " << c.malformed << "\n"
-            << "index watermark  " << watermark << " of " << head.seq << "\n";
+            << "index watermark  " << watermark << " of " << head.seq << "\n"
+            << "not indexed      " << unindexed_count << (unindexed_count ? " (search is:unindexed; mailark verify lists them)" : "") << "\n";
   return kExitOk;
 }
 

@@ -14,7 +14,7 @@ struct TrainArgs {
 };
 
 int run_train(const GlobalOptions& g, const TrainArgs& args) {
-  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/false);
+  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/false, "train-dictionary");
   if (!engine) return report(engine.error());
   Engine& e = **engine;
   std::uint32_t before = e.archive().codec()->active_dictionary();

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   register_train_dictionary(app, g, run);
   register_serve(app, g, run);
   register_queue(app, g, run);
+  register_quarantine(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

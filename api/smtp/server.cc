@@ -46,18 +46,6 @@ std::string new_txn_id() {
   return buf;
 }
 
-// The key per-client session limits count by: the address itself for IPv4, its /64 for IPv6 (one
-// subscriber usually holds a whole /64, so counting single addresses would limit nothing).
-// Test: Server.SessionLimitGroupsIpv6ByItsSlash64 (tests/server_test.cc).
-std::string client_group(const std::string& ip) {
-  std::uint8_t a[16];
-  if (::inet_pton(AF_INET6, ip.c_str(), a) != 1) return ip;
-  char buf[INET6_ADDRSTRLEN];
-  std::fill(a + 8, a + 16, 0);
-  ::inet_ntop(AF_INET6, a, buf, sizeof buf);
-  return std::string(buf) + "/64";
-}
-
 ScanAction scan_action(const std::string& policy) {
   if (policy == "quarantine") return ScanAction::kQuarantine;
   if (policy == "deliver") return ScanAction::kDeliver;

@@ -1,0 +1,348 @@
+// The ingest pipeline under failure: a full disk under the archive or the index, a slow scan, a full
+// queue, an index left with documents past its watermark. Disk-full cases use a real small tmpfs
+// (root only; skipped with the reason otherwise).
+#include "engine/ingest.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "engine/bounded_queue.h"
+#include "engine/engine.h"
+#include "engine/index_fields.h"
+#include "tests/test_util.h"
+
+namespace mailark {
+namespace {
+
+std::unique_ptr<Engine> open_engine(const std::string& dir) {
+  EngineOptions o;
+  o.data_dir = dir;
+  o.signature_dirs = {test::signature_dir()};
+  auto e = Engine::open(o);
+  EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
+  return std::move(e).value();
+}
+
+struct Outcomes {
+  std::mutex mu;
+  std::vector<IngestResult> results;
+  std::vector<std::string> warnings;
+  int count(IngestOutcome o) {
+    std::lock_guard lock(mu);
+    int n = 0;
+    for (const auto& r : results) n += r.outcome == o;
+    return n;
+  }
+};
+
+IngestOptions server_options(Outcomes& out) {
+  IngestOptions o;
+  o.train_after = 0;
+  o.preserve_order = false;
+  o.linger_ms = 1;
+  o.index_commit_interval_ms = 50;
+  o.index_commit_every = 2;
+  o.index_retry_ms = 50;
+  o.on_warning = [&out](const std::string& w) {
+    std::lock_guard lock(out.mu);
+    out.warnings.push_back(w);
+  };
+  return o;
+}
+
+IngestItem item(const std::string& subject, Outcomes& out) {
+  IngestItem it;
+  it.origin = subject;
+  it.raw = test::make_message(subject, "body of " + subject);
+  it.skip_if_archived = false;
+  it.envelope.direction = Direction::kInbound;
+  it.envelope.received_at = 1000000000;
+  it.on_done = [&out](const IngestResult& r) {
+    std::lock_guard lock(out.mu);
+    out.results.push_back(r);
+  };
+  return it;
+}
+
+template <typename Pred>
+void wait_until(Pred pred) {
+  for (int i = 0; i < 2000 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+TEST(Ingest, FailedCommitFailsThatBatchOnly) {
+  test::ScratchDir dir;
+  test::SmallTmpfs disk(dir / "archive", 2u << 20);
+  REQUIRE_TMPFS(disk);
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, server_options(out), nullptr);
+  in.submit(item("before the disk filled", out));
+  wait_until([&] { return out.count(IngestOutcome::kArchived) == 1; });
+  disk.fill();
+  in.submit(item("while the disk is full", out));
+  wait_until([&] { return out.count(IngestOutcome::kFailed) == 1; });
+  EXPECT_EQ(out.count(IngestOutcome::kFailed), 1) << "the commit failed, after its retries";
+  disk.free();
+  for (int i = 0; i < 5; ++i) in.submit(item("after space came back " + std::to_string(i), out));
+  Status finished = in.finish();
+  EXPECT_FALSE(finished.ok()) << "finish() reports the write failure that happened";
+  EXPECT_EQ(out.count(IngestOutcome::kArchived), 6) << "the failure did not latch: later messages are archived";
+  EXPECT_EQ(e->archive().head().seq, 6u);
+  auto res = e->search("subject:after", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 5u);
+}
+
+TEST(Ingest, IndexFailureNeverFailsAMessage) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  (void)e->search("anything", {});  // the index exists before its disk fills
+  e.reset();
+  // The index gets a disk of its own, which then fills up.
+  std::filesystem::rename(dir / "index", dir / "index.real");
+  test::SmallTmpfs disk(dir / "index", 8u << 20);
+  REQUIRE_TMPFS(disk);
+  std::filesystem::copy(dir / "index.real", dir / "index", std::filesystem::copy_options::recursive);
+  e = open_engine(dir.path());
+  Outcomes out;
+  {
+    Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, server_options(out), nullptr);
+    disk.fill();
+    for (int i = 0; i < 40; ++i) in.submit(item("indexless " + std::to_string(i), out));
+    wait_until([&] { return out.count(IngestOutcome::kArchived) == 40; });
+    EXPECT_EQ(out.count(IngestOutcome::kArchived), 40) << "every message archived while the index cannot write";
+    wait_until([&] {
+      std::lock_guard lock(out.mu);
+      return !out.warnings.empty();
+    });
+    {
+      std::lock_guard lock(out.mu);
+      ASSERT_FALSE(out.warnings.empty()) << "the index failure was reported";
+      EXPECT_NE(out.warnings[0].find("catches up from the archive"), std::string::npos) << out.warnings[0];
+    }
+    disk.free();  // the shard reopens and catches up from the archive
+    wait_until([&] {
+      std::lock_guard lock(out.mu);
+      return out.warnings.size() >= 2 && out.warnings.back().find("recovered") != std::string::npos;
+    });
+    EXPECT_TRUE(in.finish().ok());
+  }
+  EXPECT_EQ(e->index_watermark(), 40u);
+  auto res = e->search("subject:indexless", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 40u) << "nothing lost: the index caught up from the archive";
+}
+
+TEST(Ingest, CompletionOrderLetsASmallMessagePassASlowOne) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  IngestOptions o = server_options(out);
+  o.workers = 2;
+  Ingest in(e->archive(), *e->index_writer().value(), e->scanner().value(), e->options().limits, o, nullptr);
+  // A message whose scan takes a while (a large attachment) ahead of a small one.
+  IngestItem slow = item("slow", out);
+  slow.raw = test::make_message("slow", "big attachment", "big.bin", std::string(24u << 20, 'q'));
+  in.submit(std::move(slow));
+  in.submit(item("quick", out));
+  ASSERT_TRUE(in.finish().ok());
+  ASSERT_EQ(out.results.size(), 2u);
+  EXPECT_EQ(out.results[0].origin, "quick") << "the quick message's reply did not wait for the slow scan";
+  EXPECT_EQ(out.results[0].seq, 1u) << "and got the first id";
+}
+
+TEST(Ingest, TemporaryScannerErrorDefersForServersAndArchivesForImports) {
+  test::ScratchDir dir;
+  test::SmallTmpfs scratch(dir / "scantmp", 4u << 20);
+  REQUIRE_TMPFS(scratch);
+  EngineOptions opts;
+  opts.data_dir = dir / "data";
+  opts.signature_dirs = {test::signature_dir()};
+  opts.scanner_temp_dir = dir / "scantmp";
+  auto e = Engine::open(opts).value();
+  scratch.fill();
+  Outcomes out;
+  {
+    Ingest in(e->archive(), *e->index_writer().value(), e->scanner().value(), e->options().limits, server_options(out),
+              nullptr);
+    IngestItem smtp = item("from a client", out);
+    smtp.defer_on_scan_error = true;
+    in.submit(std::move(smtp));
+    in.submit(item("from an import", out));
+    ASSERT_TRUE(in.finish().ok());
+  }
+  ASSERT_EQ(out.results.size(), 2u);
+  for (const auto& r : out.results) {
+    if (r.origin == "from a client") {
+      EXPECT_EQ(r.outcome, IngestOutcome::kDeferred);
+      EXPECT_NE(r.reason.find("temporary folder"), std::string::npos) << r.reason;
+    } else {
+      EXPECT_EQ(r.outcome, IngestOutcome::kArchived);
+      EXPECT_EQ(r.verdict, scanner::VerdictKind::kUnscanned) << "never clean";
+      EXPECT_NE(r.scan_reason.find("temporary folder"), std::string::npos) << r.scan_reason;
+    }
+  }
+  EXPECT_EQ(e->archive().head().seq, 1u) << "only the import was archived";
+}
+
+TEST(Ingest, UnscannableMessagesFollowTheirPolicy) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  // An encrypted zip, flagged so by hand: unscannable.
+  std::string zip;
+  {
+    test::ScratchDir tmp;
+    test::write_file(tmp / "a.txt", "secret\n");
+    ASSERT_EQ(std::system(("cd " + tmp.path() + " && zip -q -P pw enc.zip a.txt").c_str()), 0) << "needs zip";
+    zip = test::read_file(tmp / "enc.zip");
+  }
+  Outcomes out;
+  {
+    Ingest in(e->archive(), *e->index_writer().value(), e->scanner().value(), e->options().limits, server_options(out),
+              nullptr);
+    for (auto action : {ScanAction::kReject, ScanAction::kQuarantine, ScanAction::kDeliver}) {
+      IngestItem it = item("policy " + std::to_string(static_cast<int>(action)), out);
+      it.raw = test::make_message(it.origin, "locked", "enc.zip", zip);
+      QueueEntry q;
+      q.route = Route::kPrimary;
+      q.recipients = {{"ana@example.com"}};
+      it.queue = q;
+      it.on_unscannable = action;
+      in.submit(std::move(it));
+    }
+    ASSERT_TRUE(in.finish().ok());
+  }
+  ASSERT_EQ(out.results.size(), 3u);
+  std::map<std::string, IngestResult> by;
+  for (const auto& r : out.results) by[r.origin] = r;
+  for (const auto& [origin, r] : by) {
+    EXPECT_EQ(r.outcome, IngestOutcome::kArchived) << origin;
+    EXPECT_EQ(r.verdict, scanner::VerdictKind::kUnscannable) << origin;
+    EXPECT_EQ(r.scan_reason.rfind("encrypted: ", 0), 0u) << r.scan_reason;
+  }
+  EXPECT_TRUE(by["policy 0"].quarantined && !by["policy 0"].queued) << "reject: archived and held";
+  EXPECT_TRUE(by["policy 1"].quarantined && !by["policy 1"].queued) << "quarantine: archived and held";
+  EXPECT_TRUE(!by["policy 2"].quarantined && by["policy 2"].queued) << "deliver: queued";
+  auto held = e->archive().quarantine_entries(false).value();
+  ASSERT_EQ(held.size(), 2u);
+  EXPECT_TRUE(held[0].refused) << "reject: the client was refused";
+  EXPECT_FALSE(held[1].refused);
+  auto res = e->search("verdict:unscannable", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 3u);
+  EXPECT_EQ(e->archive().counters().unscannable, 3u);
+}
+
+TEST(Ingest, FullQueueRefusesInsteadOfBlocking) {
+  BoundedQueue<int> q(2);
+  int a = 1, b = 2, c = 3;
+  EXPECT_TRUE(q.try_push(a));
+  EXPECT_TRUE(q.try_push(b));
+  EXPECT_FALSE(q.try_push(c));
+  EXPECT_EQ(c, 3) << "a refused item is left as it was";
+  int got = 0;
+  ASSERT_TRUE(q.pop(got));
+  EXPECT_TRUE(q.try_push(c));
+}
+
+// Xapian commits by itself every so many documents, so a crash can leave documents past a shard's
+// watermark. The next open must succeed, and the index must hold each message once.
+TEST(Index, DocumentsCommittedPastTheWatermarkAreKept) {
+  test::ScratchDir dir;
+  std::vector<std::string> raws;
+  for (int i = 0; i < 12; ++i) raws.push_back(test::make_message("orphan " + std::to_string(i), "body"));
+  {
+    auto e = open_engine(dir.path());
+    Outcomes out;
+    Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, server_options(out), nullptr);
+    for (int i = 0; i < 6; ++i) {
+      IngestItem it = item("x", out);
+      it.raw = raws[i];
+      in.submit(std::move(it));
+    }
+    ASSERT_TRUE(in.finish().ok());
+  }
+  {
+    // Records 7..12 reach the archive, and their documents reach the shards (committed), but the
+    // watermark stays at 6: what an autoflush before a crash leaves.
+    auto archive = Archive::open(dir / "archive", Limits{}, false).value();
+    std::vector<PendingAppend> batch;
+    for (int i = 6; i < 12; ++i) {
+      PendingAppend p;
+      p.content_sha256 = sha256(raws[i]);
+      p.raw_size = raws[i].size();
+      p.frame = archive->codec()->compress(raws[i]).value();
+      p.verdict.kind = scanner::VerdictKind::kClean;
+      batch.push_back(std::move(p));
+    }
+    ASSERT_TRUE(archive->append(batch).ok());
+    auto snap = archive->snapshot().value();
+    for (std::uint64_t seq = 7; seq <= 12; ++seq) {
+      unsigned shard = static_cast<unsigned>((seq - 1) % 2);
+      Xapian::WritableDatabase db(dir / ("index/shard" + std::to_string(shard)),
+                                  Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+      db.add_document(document_for_record(*snap, snap->record(seq).value(), Limits{}));
+      db.commit();
+    }
+  }
+  auto e = open_engine(dir.path());  // catches up: must not fail on the documents already there
+  EXPECT_EQ(e->index_watermark(), 12u);
+  auto res = e->search("subject:orphan", {0, 100});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 12u) << "each message once";
+}
+
+TEST(Index, UnreadableRecordGetsAPlaceholderNotASkip) {
+  test::ScratchDir dir;
+  {
+    auto archive = Archive::open(dir / "archive", Limits{}, false).value();
+    std::vector<PendingAppend> batch;
+    for (int i = 0; i < 3; ++i) {
+      std::string raw = test::make_message("kept " + std::to_string(i), "body");
+      PendingAppend p;
+      p.content_sha256 = sha256(raw);
+      p.raw_size = raw.size();
+      p.frame = archive->codec()->compress(raw).value();
+      p.verdict.kind = scanner::VerdictKind::kClean;
+      if (i == 1) p.frame = "not a zstd frame";  // stored damaged
+      batch.push_back(std::move(p));
+    }
+    ASSERT_TRUE(archive->append(batch).ok());
+  }
+  auto e = open_engine(dir.path());
+  EXPECT_EQ(e->index_watermark(), 3u);
+  auto un = e->unindexed(10);
+  ASSERT_TRUE(un.ok());
+  ASSERT_EQ(un->first, 1u);
+  EXPECT_EQ(un->second[0].first, 2u);
+  EXPECT_FALSE(un->second[0].second.empty()) << "with the reason";
+  auto res = e->search("subject:kept", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 2u);
+  EXPECT_EQ(e->search("is:unindexed", {}).value().total, 1u);
+}
+
+TEST(DataLock, SecondWriterIsRefusedNamingTheHolder) {
+  test::ScratchDir dir;
+  auto first = DataLock::acquire(dir.path(), "serve");
+  ASSERT_TRUE(first.ok());
+  auto second = DataLock::acquire(dir.path(), "import");
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().context.find("`mailark serve` (pid " + std::to_string(::getpid())), std::string::npos)
+      << second.error().context;
+  EngineOptions o;
+  o.data_dir = dir.path();
+  auto writer = Engine::open(o);
+  EXPECT_FALSE(writer.ok()) << "a writing engine needs the lock";
+  o.writer = "";  // the queue and quarantine commands
+  EXPECT_TRUE(Engine::open(o).ok());
+  first->reset();
+  EXPECT_TRUE(DataLock::acquire(dir.path(), "import").ok()) << "released with its holder";
+}
+
+}  // namespace
+}  // namespace mailark
