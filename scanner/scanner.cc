@@ -309,6 +309,16 @@ ScanVerdict ScanEngine::scan(std::string_view bytes) const {
   return from_error(rc);
 }
 
+std::string ScanEngine::temp_space_warning(std::uint64_t max_message_bytes, unsigned concurrent) const {
+  auto room = free_bytes(tmp_dir_);
+  const std::uint64_t per_scan = 2 * max_message_bytes + max_scan_bytes_;
+  const std::uint64_t need = per_scan * std::max(1u, concurrent) + kTempFloorBytes;
+  if (room && *room >= need) return {};
+  return "the scanner's temporary folder " + tmp_dir_ + " has " + (room ? std::to_string(*room >> 20) : std::string("?")) +
+         " MiB free; " + std::to_string(concurrent) + " scans at once may need " + std::to_string(need >> 20) +
+         " MiB, and a scan without room answers 451 4.7.1 (enlarge it, set scanner.temp_dir, or lower limits.scan_bytes)";
+}
+
 Result<std::unique_ptr<Scanner>> Scanner::open(ScannerConfig config) {
   std::unique_ptr<Scanner> s(new Scanner(std::move(config)));
   MAILARK_TRY(s->reload());

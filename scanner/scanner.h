@@ -78,6 +78,9 @@ class ScanEngine {
   ScanVerdict scan(std::string_view bytes) const;
 
   const std::string& description() const { return description_; }
+  // Empty when the temporary folder has room for `concurrent` scans of messages up to
+  // `max_message_bytes` at once; otherwise a warning saying how much is missing.
+  std::string temp_space_warning(std::uint64_t max_message_bytes, unsigned concurrent) const;
 
  private:
   ScanEngine() = default;

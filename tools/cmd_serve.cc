@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <iostream>
+#include <thread>
 
 #include "api/config.h"
 #include "api/smtp/server.h"
@@ -31,6 +32,11 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   if (!server) return report(server.error());
   spdlog::info("data folder {}, archive head {}, signatures: {}", g.data_dir, (*engine)->archive().head().seq,
                (*engine)->scanner().ok() ? (*(*engine)->scanner())->engine()->description() : "none");
+  if (auto sc = (*engine)->scanner()) {
+    std::string warning = (*sc)->engine()->temp_space_warning((*engine)->options().limits.max_message_bytes,
+                                                              std::max(1u, std::thread::hardware_concurrency()));
+    if (!warning.empty()) spdlog::warn("{}", warning);
+  }
   Status s = (*server)->run();
   if (!s) return report(s.error());
   return kExitOk;

@@ -3,7 +3,10 @@
 1. Postfix as the company's primary server: inbound mail that mailark accepts reaches Postfix's
    mailboxes; with Postfix stopped the mail waits in mailark's queue; started again, it all arrives,
    once.
-2. Postfix as the primary sending outbound mail through mailark: Postfix relays to mailark's outbound
+2. Postfix as a primary that knows its users: mailark asks it at RCPT time (a cached probe), refuses
+   unknown recipients with Postfix's own answer, never bounces to an outside sender, and keeps
+   accepting mail for known users while Postfix is down, across a restart of mailark.
+3. Postfix as the primary sending outbound mail through mailark: Postfix relays to mailark's outbound
    listener, mailark finds the recipient domain's MX through a DNS server (dnsmasq) and delivers to
    Postfix's smtp-sink playing the remote MX.
 """
@@ -132,6 +135,85 @@ retry_schedule = [1]
         got = b"".join(delivered())
         for i in range(10):
             self.assertEqual(got.count(f"<while-down-{i}@outside.example>".encode()), 1)
+        self.assertIn("status=sent", postfix.read_log())
+
+    def test_unknown_recipients_are_refused_at_rcpt_time_by_asking_postfix(self):
+        uid, gid = nobody_ids()
+        mailboxes = os.path.join(self.tmp, "mailboxes")
+        os.makedirs(mailboxes)
+        shutil.chown(mailboxes, uid, gid)
+        users = os.path.join(self.tmp, "vmailbox")
+        with open(users, "w") as f:
+            f.write("ana@example.com ana/\nben@example.com ben/\n")
+        primary_port, mx_port = free_port(), free_port()
+        postfix = Postfix(os.path.join(self.tmp, "postfix"), primary_port, f"""
+mydestination =
+virtual_mailbox_domains = example.com
+virtual_mailbox_base = {mailboxes}
+virtual_mailbox_maps = texthash:{users}
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+""")
+        postfix.start()
+        self.cleanups.append(postfix.stop)
+        config = f"""
+[[listener]]
+role = "inbound"
+port = {mx_port}
+tls = "none"
+[inbound]
+domains = ["example.com"]
+verify_recipients = "primary"
+[delivery]
+primary = ["127.0.0.1:{primary_port}"]
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 200
+"""
+        mailark = self.start_mailark(config)
+        wait_port(mx_port, mailark, "mailark serve")
+
+        def rcpt(address):
+            s = smtplib.SMTP("127.0.0.1", mx_port, timeout=30)
+            s.ehlo("outside.example")
+            s.mail("someone@outside.example")
+            code, text = s.rcpt(address)
+            if code == 250:
+                s.data(f"Subject: to {address}\r\nMessage-ID: <{address}.{time.time()}@outside.example>\r\n\r\nhi\r\n")
+            s.quit()
+            return code, text.decode()
+
+        code, _ = rcpt("ana@example.com")
+        self.assertEqual(code, 250)
+        code, text = rcpt("nobody@example.com")
+        self.assertEqual(code, 550, text)
+        self.assertIn("5.1.1 <nobody@example.com>: Recipient address rejected", text)
+        self.assertIn("User unknown", text, "Postfix's own reason is passed on")
+        code, _ = rcpt("nobody@example.com")
+        self.assertEqual(code, 550, "refused again, from the cache")
+        with open(self.mailark_log) as f:
+            log = f.read()
+        self.assertEqual(log.count("verify: <nobody@example.com> refused by the primary"), 1, "one probe, then the cache")
+        self.until(lambda: self.cli("queue")["total"] == 0, "delivery to ana")
+
+        postfix.stop()  # the primary goes down
+        code, _ = rcpt("ana@example.com")
+        self.assertEqual(code, 250, "a user the primary knew keeps receiving mail through the outage")
+        code, text = rcpt("ben@example.com")
+        self.assertEqual(code, 451, "never asked before, and the primary cannot be asked now")
+        self.assertIn("4.4.3", text)
+        # The answers are durable: a restarted mailark still knows ana while Postfix is down.
+        mailark.send_signal(signal.SIGTERM)
+        self.assertEqual(mailark.wait(timeout=30), 0)
+        mailark = self.start_mailark(config)
+        wait_port(mx_port, mailark, "mailark serve")
+        code, _ = rcpt("ana@example.com")
+        self.assertEqual(code, 250)
+        self.assertEqual(self.cli("queue")["total"], 2)
+
+        postfix.start()
+        self.until(lambda: self.cli("queue")["total"] == 0, "the queue draining into Postfix")
+        self.assertEqual(self.cli("search", 'subject:"Undelivered Mail"')["total"], 0, "no DSN was ever made")
         self.assertIn("status=sent", postfix.read_log())
 
     @unittest.skipUnless(os.path.exists(SINK) and os.path.exists(DNSMASQ), "needs smtp-sink and dnsmasq")

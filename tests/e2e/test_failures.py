@@ -1,0 +1,357 @@
+"""The SMTP door under failure and at its limits, against the real server:
+
+- the archive's disk fills: 451 for that message, 250 again once there is room (nothing latches);
+- the index's disk fills: every message still gets its 250; search says it lags, then catches up;
+- the scanner's temporary folder fills: 451 4.7.1, never a message passed as scanned;
+- a message of exactly the configured maximum is accepted and reads back byte for byte;
+- unscannable mail under each policy (reject, quarantine, deliver), and an administrator's release;
+- the outbound listener refuses a foreign client before any TLS handshake;
+- a session's overall deadline; one writer per data folder; a reload under load drops nothing.
+
+Disk-full cases mount small tmpfs file systems (root only; skipped with the reason otherwise).
+"""
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import zipfile
+
+from harness import BIN, Server, free_port, insecure_tls, read_replies
+from test_delivery import SINK, Sink
+
+
+class Tmpfs:
+    def __init__(self, path, size):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                                      capture_output=True).returncode == 0
+
+    def fill(self):
+        st = os.statvfs(self.path)
+        room = st.f_bavail * st.f_frsize
+        with open(os.path.join(self.path, "filler"), "ab") as f:
+            chunk = b"f" * 65536
+            try:
+                while room > 0:
+                    f.write(chunk[:min(room, len(chunk))])
+                    room -= len(chunk)
+                f.flush()
+            except OSError:
+                pass
+
+    def free(self):
+        try:
+            os.remove(os.path.join(self.path, "filler"))
+        except FileNotFoundError:
+            pass
+
+    def unmount(self):
+        if self.mounted:
+            subprocess.run(["umount", "-l", self.path], capture_output=True)
+
+
+def config(inbound_port, extra_inbound="", extra="", primary=None):
+    return f"""
+[server]
+hostname = "mx.test.example"
+[[listener]]
+name = "mx"
+role = "inbound"
+port = {inbound_port}
+tls = "none"
+[inbound]
+domains = ["example.com"]
+verify_recipients = "none"
+{extra_inbound}
+[delivery]
+primary = [{f'"127.0.0.1:{primary}"' if primary else ''}]
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 100
+{extra}
+"""
+
+
+def send(port, subject, body="hello\r\n", rcpt="ana@example.com", attachment=None):
+    """Sends one message; returns (code, text) of the final reply."""
+    msg = f"From: someone@outside.example\r\nTo: {rcpt}\r\nSubject: {subject}\r\nMessage-ID: <{subject.replace(' ', '.')}@x>\r\n"
+    if attachment:
+        name, data = attachment
+        import base64
+        b64 = base64.encodebytes(data).decode().replace("\n", "\r\n")
+        msg += ("MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+                f"{body}\r\n--B\r\nContent-Type: application/zip; name={name}\r\nContent-Transfer-Encoding: base64\r\n"
+                f"Content-Disposition: attachment; filename={name}\r\n\r\n{b64}--B--\r\n")
+    else:
+        msg += "\r\n" + body
+    s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    try:
+        s.sendmail("someone@outside.example", [rcpt], msg.encode())
+        return 250, ""
+    except smtplib.SMTPDataError as e:
+        return e.smtp_code, e.smtp_error.decode()
+    finally:
+        try:
+            s.quit()
+        except smtplib.SMTPException:
+            pass
+
+
+def encrypted_zip():
+    folder = tempfile.mkdtemp(prefix="mailark-zip-")
+    with open(os.path.join(folder, "secret.txt"), "w") as f:
+        f.write("the numbers for the quarter\n")
+    subprocess.run(["zip", "-q", "-P", "password", "enc.zip", "secret.txt"], cwd=folder, check=True)
+    with open(os.path.join(folder, "enc.zip"), "rb") as f:
+        return f.read()
+
+
+class FailuresTest(unittest.TestCase):
+    def setUp(self):
+        self.servers, self.mounts, self.sinks = [], [], []
+
+    def tearDown(self):
+        for s in self.servers:
+            rc = s.stop()
+            self.assertEqual(rc, 0, s.server_log()[-3000:])
+        for sink in self.sinks:
+            sink.stop()
+        for m in reversed(self.mounts):
+            m.unmount()
+        for s in self.servers:
+            s.cleanup()
+
+    def server(self, text, data=None, env=None):
+        s = Server(text, data=data, env=env)
+        self.servers.append(s)
+        return s
+
+    def tmpfs(self, path, size):
+        t = Tmpfs(path, size)
+        if not t.mounted:
+            self.skipTest("mounting a small tmpfs for a disk-full test needs root")
+        self.mounts.append(t)
+        return t
+
+    def until(self, cond, what, server, seconds=30):
+        deadline = time.time() + seconds
+        while not cond():
+            if time.time() > deadline:
+                self.fail(f"{what} did not happen; server log:\n{server.server_log()[-3000:]}")
+            time.sleep(0.1)
+
+    def test_archive_disk_full_defers_that_message_and_recovers(self):
+        port = free_port()
+        data = tempfile.mkdtemp(prefix="mailark-data-")
+        disk = self.tmpfs(os.path.join(data, "archive"), "4m")
+        srv = self.server(config(port), data=data).start()
+        self.assertEqual(send(port, "before full")[0], 250)
+        disk.fill()
+        code, text = send(port, "while full")
+        self.assertEqual(code, 451, text)
+        self.assertIn("4.3.0", text)
+        disk.free()
+        for i in range(3):
+            self.assertEqual(send(port, f"after full {i}")[0], 250, "nothing latched")
+        self.assertEqual(srv.wait_for("subject:full", 4)["total"], 4)
+        self.assertEqual(srv.search("subject:while")["total"], 0, "the refused message was never half stored")
+        self.assertIn("No space left on device", srv.server_log())
+        self.assertTrue(srv.cli("verify")["intact"])
+
+    def test_index_disk_full_never_refuses_mail(self):
+        port = free_port()
+        data = tempfile.mkdtemp(prefix="mailark-data-")
+        disk = self.tmpfs(os.path.join(data, "index"), "8m")
+        srv = self.server(config(port), data=data).start()
+        self.assertEqual(send(port, "indexed first")[0], 250)
+        srv.wait_for("subject:indexed")
+        disk.fill()
+        for i in range(10):
+            self.assertEqual(send(port, f"unindexed mail {i}")[0], 250, "the archive is the truth")
+        self.until(lambda: "index shard" in srv.server_log(), "the index failure being logged", srv)
+        p = srv.run("search", "subject:unindexed")
+        self.assertEqual(p.returncode, 0)
+        disk.free()
+        self.assertEqual(srv.wait_for("subject:unindexed", 10)["total"], 10, "caught up from the archive")
+        self.until(lambda: "recovered" in srv.server_log(), "the recovery being logged", srv)
+
+    def test_full_scanner_folder_answers_451_never_clean(self):
+        port = free_port()
+        scratch = tempfile.mkdtemp(prefix="mailark-scan-")
+        folder = self.tmpfs(os.path.join(scratch, "tmp"), "64m")
+        srv = self.server(config(port, extra=f'[scanner]\ntemp_dir = "{folder.path}"\n[limits]\nscan_bytes = 8388608\n')).start()
+        self.assertEqual(send(port, "scanned before")[0], 250)
+        folder.fill()
+        code, text = send(port, "while the scanner cannot work")
+        self.assertEqual(code, 451, text)
+        self.assertIn("4.7.1", text)
+        folder.free()
+        self.assertEqual(send(port, "scanned after")[0], 250)
+        res = srv.wait_for("subject:scanned", 2)
+        self.assertEqual({r["verdict"] for r in res["results"]}, {"clean"})
+        self.assertEqual(srv.search("subject:cannot")["total"], 0)
+
+    def test_message_at_the_configured_maximum_reads_back(self):
+        # Above the 80 MiB the archive reader once allowed, whatever was configured.
+        limit = 90 * 1024 * 1024
+        port = free_port()
+        srv = self.server(config(port, extra=f"[limits]\nmessage_bytes = {limit}\nline_bytes = 2000\n")).start()
+        head = b"From: big@outside.example\r\nTo: ana@example.com\r\nSubject: at the limit\r\n\r\n"
+        line = b"x" * 998 + b"\r\n"
+        body = line * ((limit - len(head)) // len(line))
+        msg = head + body + b"y" * (limit - len(head) - len(body) - 2) + b"\r\n"
+        self.assertEqual(len(msg), limit)
+        s = smtplib.SMTP("127.0.0.1", port, timeout=300)
+        s.sendmail("big@outside.example", ["ana@example.com"], msg)
+        with self.assertRaises((smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) as too_big:
+            s.sendmail("big@outside.example", ["ana@example.com"], msg + b"z\r\n")
+        self.assertEqual(too_big.exception.smtp_code, 552, "one byte more is refused (at MAIL, by its SIZE)")
+        s.quit()
+        ident = srv.wait_for('subject:"at the limit"')["results"][0]["id"]
+        raw = srv.run("show", str(ident), "--raw", timeout=300)
+        self.assertEqual(raw.returncode, 0, raw.stderr)
+        self.assertTrue(raw.stdout.endswith(msg), "the stored bytes are the message, after the Received header")
+        self.assertEqual(srv.cli("show", str(ident))["verdict"], "clean", "scanned whole: the scan limits follow")
+
+    @unittest.skipUnless(os.path.exists(SINK), "needs Postfix's smtp-sink")
+    def test_unscannable_mail_follows_its_policy_and_is_released_by_an_administrator(self):
+        port, primary = free_port(), free_port()
+        sink_dir = os.path.join(tempfile.mkdtemp(prefix="sink-"), "d")
+        self.sinks.append(Sink(primary, sink_dir))
+        srv = self.server(config(port, primary=primary)).start()
+        locked = ("locked.zip", encrypted_zip())
+        code, text = send(port, "policy reject", attachment=locked)
+        self.assertEqual(code, 554, text)
+        self.assertIn("5.7.1 Message rejected: it cannot be scanned (encrypted:", text)
+
+        def reload(policy):
+            with open(srv.config) as f:
+                text = f.read()
+            with open(srv.config, "w") as f:
+                f.write(text.replace('verify_recipients = "none"', f'verify_recipients = "none"\nunscannable = "{policy}"', 1)
+                        if "unscannable" not in text else
+                        text.replace(text[text.index('unscannable = "'):text.index('"', text.index('unscannable = "') + 15) + 1],
+                                     f'unscannable = "{policy}"'))
+            srv.proc.send_signal(signal.SIGHUP)
+            self.until(lambda: srv.server_log().count("reload: virus signatures reloaded") >= reload.count + 1,
+                       "the reload", srv)
+            reload.count += 1
+
+        reload.count = 0
+        reload("quarantine")
+        self.assertEqual(send(port, "policy quarantine", attachment=locked)[0], 250)
+        held = srv.cli("quarantine")["entries"]
+        self.assertEqual(len(held), 2)
+        self.assertEqual([e["refused_at_smtp"] for e in held], [True, False])
+        self.assertTrue(all(e["reason"].startswith("encrypted: ") for e in held))
+        time.sleep(1.5)
+        self.assertEqual(Sink.messages(self.sinks[0]), [], "nothing held was delivered")
+        released = srv.cli("quarantine", "release", str(held[1]["id"]), "--by", "tester")
+        self.assertEqual(released["failed"], 0)
+        self.until(lambda: any(b"policy.quarantine" in m for m in self.sinks[0].messages()), "delivery of the release", srv)
+        decided = {e["id"]: e for e in srv.cli("quarantine", "list", "--all")["entries"]}
+        self.assertEqual(decided[held[1]["id"]]["status"], "released")
+        self.assertEqual(decided[held[1]["id"]]["decided_by"], "tester")
+        self.assertEqual(srv.cli("quarantine")["total"], 1)
+        shown = srv.cli("show", str(held[1]["id"]))
+        self.assertEqual(shown["verdict"], "unscannable")
+        self.assertEqual(shown["quarantine"]["status"], "released")
+        again = srv.run("quarantine", "release", str(held[1]["id"]))
+        self.assertNotEqual(again.returncode, 0, "a decision is made once")
+
+        reload("deliver")
+        self.assertEqual(send(port, "policy deliver", attachment=locked)[0], 250)
+        self.until(lambda: any(b"policy.deliver" in m for m in self.sinks[0].messages()), "delivery", srv)
+        self.assertEqual(srv.wait_for("verdict:unscannable", 3)["total"], 3)
+        self.assertEqual(srv.cli("stats")["unscannable"], 3)
+
+    def test_outbound_listener_refuses_a_foreign_client_before_tls(self):
+        port = free_port()
+        srv = self.server(f"""
+[[listener]]
+name = "from-primary"
+role = "outbound"
+port = {port}
+tls = "implicit"
+[outbound]
+networks = ["10.99.0.0/16"]
+""").start()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.settimeout(10)
+            # The server closes without a word: no TLS handshake for a client that may not relay.
+            self.assertEqual(raw.recv(100), b"")
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            with insecure_tls().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10)) as tls:
+                tls.recv(100)
+        self.assertIn("refused: not in outbound.networks", srv.server_log())
+
+    def test_session_has_an_overall_deadline(self):
+        port = free_port()
+        srv = self.server(config(port, extra="[limits]\nsession_timeout = 2\ncommand_timeout = 60\n")).start()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            read_replies(sock, 1)
+            codes = []
+            started = time.time()
+            while time.time() - started < 10 and "421" not in codes:
+                try:
+                    sock.sendall(b"NOOP\r\n")
+                except OSError:
+                    break
+                got, _ = read_replies(sock, 1, timeout=2)
+                codes += got
+                time.sleep(0.3)
+        self.assertIn("421", codes, "a busy session still ends at its deadline")
+        self.assertIn("session time limit", srv.server_log())
+
+    def test_one_writer_per_data_folder(self):
+        port = free_port()
+        srv = self.server(config(port)).start()
+        self.assertEqual(send(port, "beside the server")[0], 250)
+        srv.wait_for("subject:beside")
+        p = srv.run("import", os.path.dirname(os.path.abspath(__file__)))
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn(b"is in use by `mailark serve` (pid", p.stderr)
+        for args in (["search", "subject:beside"], ["show", "1"], ["verify"], ["stats"], ["queue"], ["quarantine"]):
+            q = srv.run(*args, "--json")
+            self.assertEqual(q.returncode, 0, (args, q.stderr))
+
+    def test_reload_under_load_drops_nothing(self):
+        port = free_port()
+        srv = self.server(config(port, extra="[limits]\nsessions_per_ip = 64\n")).start()
+        codes = []
+        lock = threading.Lock()
+
+        def client(n):
+            s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+            for i in range(15):
+                try:
+                    s.sendmail("someone@outside.example", ["ana@example.com"],
+                               f"Subject: load {n} {i}\r\n\r\nx\r\n")
+                    code = 250
+                except smtplib.SMTPException as e:
+                    code = getattr(e, "smtp_code", 0)
+                with lock:
+                    codes.append(code)
+            s.quit()
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for _ in range(5):
+            srv.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.2)
+        for t in threads:
+            t.join()
+        self.assertEqual(codes, [250] * 120)
+        self.assertEqual(srv.wait_for("subject:load", 120)["total"], 120)
+
+
+if __name__ == "__main__":
+    unittest.main()
