@@ -51,6 +51,7 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
                         {"malformed", c.malformed},
                         {"dictionary", e.archive().codec()->active_dictionary()},
                         {"archive_head", head.seq},
+                        {"archive_format", e.archive().format()},
                         {"head_hash", to_hex(head.hash)},
                         {"index_watermark", watermark}};
     std::cout << j.dump() << "\n";

@@ -1,0 +1,88 @@
+"""A data folder written by the first release (tests/fixtures/format1-data.tar.gz: archive format 1,
+queue entries v1) opens with this release: read as it is by read-only commands, migrated in place by
+the first writing command, and what it had queued is delivered.
+"""
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import unittest
+
+from harness import BIN, Server, free_port
+from test_delivery import SINK, Sink
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "format1-data.tar.gz")
+
+
+class UpgradeTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-upgrade-")
+        with tarfile.open(FIXTURE) as t:
+            t.extractall(self.tmp)
+        self.data = os.path.join(self.tmp, "data")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @unittest.skipUnless(os.path.exists(SINK), "needs Postfix's smtp-sink")
+    def test_format_one_data_folder_opens_migrates_and_delivers(self):
+        primary = free_port()
+        port = free_port()
+        srv = Server(f"""
+[[listener]]
+role = "inbound"
+port = {port}
+tls = "none"
+[inbound]
+domains = ["northwind.example"]
+verify_recipients = "none"
+[delivery]
+primary = ["127.0.0.1:{primary}"]
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 100
+""", data=self.data)
+        # Read-only commands read it as it is.
+        stats = srv.cli("stats")
+        self.assertEqual(stats["archive_format"], 1, "a read-only open changes nothing")
+        self.assertEqual(stats["messages"], 12)
+        self.assertEqual(stats["infected"], 1)
+        self.assertEqual(srv.search("rotterdam")["total"], 3)
+        self.assertEqual(srv.search("verdict:infected")["total"], 1)
+        self.assertTrue(srv.cli("verify")["intact"])
+        queued = srv.cli("queue")["entries"]
+        self.assertEqual([e["id"] for e in queued], [11, 12])
+        self.assertEqual(queued[0]["recipients"][0]["state"], "pending")
+        self.assertEqual(srv.cli("show", "11")["envelope"]["mail_from"], "old1@partner.example")
+
+        # The first writing command migrates it in place; everything stays readable and intact.
+        self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
+        self.assertEqual(srv.cli("stats")["archive_format"], 2, "the first writing open migrates it")
+        sink = Sink(primary, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))
+        try:
+            srv.start()
+            self.assertEqual(srv.cli("stats")["archive_format"], 2)
+            deadline = time.time() + 30
+            while srv.cli("queue")["total"] and time.time() < deadline:
+                time.sleep(0.2)
+            self.assertEqual(srv.cli("queue")["total"], 0, srv.server_log()[-2000:])
+            got = b"".join(sink.messages())
+            for i in (1, 2):
+                self.assertEqual(got.count(f"<old-release-{i}@partner.example>".encode()), 1)
+            import smtplib
+            s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+            s.sendmail("new@partner.example", ["ana.ortega@northwind.example"],
+                       "Subject: after the upgrade\r\nMessage-ID: <new-release@partner.example>\r\n\r\nhello\r\n")
+            s.quit()
+            self.assertEqual(srv.wait_for("id:new-release@partner.example")["total"], 1)
+            report = srv.cli("verify")
+            self.assertTrue(report["intact"])
+            self.assertEqual(report["records_checked"], 13, "the chain runs on across the upgrade")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            sink.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
