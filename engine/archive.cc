@@ -719,7 +719,9 @@ Result<std::vector<QueueEntry>> Archive::queue_apply(const std::vector<DeliveryR
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  for (const auto& [seq, list] : by_seq) {
+  for (const auto& group : by_seq) {
+    const std::uint64_t seq = group.first;
+    const auto& list = group.second;  // (not a structured binding: clang 14 cannot capture those)
     Error bad;
     QueueEntry e;
     rc = update_queue_entry(

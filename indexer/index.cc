@@ -411,10 +411,22 @@ std::optional<double> parse_size(std::string text) {
   return std::stod(text) * mult;
 }
 
+// Where field processors report a value they cannot read. They never throw through Xapian's query
+// parser (it leaks its parse state when a field processor throws; found by fuzz/query_fuzz.cc,
+// regression: fuzz/regressions/query/): they record the first error and match nothing, and search()
+// reports the error once parsing is done.
+struct QueryErrors {
+  std::string first;
+  Xapian::Query fail(std::string why) {
+    if (first.empty()) first = std::move(why);
+    return Xapian::Query::MatchNothing;
+  }
+};
+
 // "A..B", "A..", "..B" or "A" for a value slot, with a parser for the endpoints.
 template <typename ParseLo, typename ParseHi>
-Xapian::Query value_range(Xapian::valueno slot, const std::string& text, const char* field, ParseLo lo_of,
-                          ParseHi hi_of) {
+Xapian::Query value_range(QueryErrors& errors, Xapian::valueno slot, const std::string& text, const char* field,
+                          ParseLo lo_of, ParseHi hi_of) {
   std::string a = text, b = text;
   std::size_t dots = text.find("..");
   if (dots != std::string::npos) {
@@ -424,11 +436,11 @@ Xapian::Query value_range(Xapian::valueno slot, const std::string& text, const c
   std::optional<double> lo, hi;
   if (!a.empty()) {
     lo = lo_of(a);
-    if (!lo) throw Xapian::QueryParserError(std::string("invalid ") + field + " '" + a + "'");
+    if (!lo) return errors.fail(std::string("invalid ") + field + " '" + a + "'");
   }
   if (!b.empty()) {
     hi = hi_of(b);
-    if (!hi) throw Xapian::QueryParserError(std::string("invalid ") + field + " '" + b + "'");
+    if (!hi) return errors.fail(std::string("invalid ") + field + " '" + b + "'");
   }
   if (lo && hi) {
     return Xapian::Query(Xapian::Query::OP_VALUE_RANGE, slot, Xapian::sortable_serialise(*lo),
@@ -436,14 +448,15 @@ Xapian::Query value_range(Xapian::valueno slot, const std::string& text, const c
   }
   if (lo) return Xapian::Query(Xapian::Query::OP_VALUE_GE, slot, Xapian::sortable_serialise(*lo));
   if (hi) return Xapian::Query(Xapian::Query::OP_VALUE_LE, slot, Xapian::sortable_serialise(*hi));
-  throw Xapian::QueryParserError(std::string("empty ") + field + " range");
+  return errors.fail(std::string("empty ") + field + " range");
 }
 
 class DateField : public Xapian::FieldProcessor {
  public:
+  explicit DateField(std::shared_ptr<QueryErrors> errors) : errors_(std::move(errors)) {}
   Xapian::Query operator()(const std::string& text) override {
     return value_range(
-        schema::kSlotDate, text, "date",
+        *errors_, schema::kSlotDate, text, "date",
         [](const std::string& s) -> std::optional<double> {
           auto p = parse_date_period(s);
           if (!p) return std::nullopt;
@@ -455,13 +468,20 @@ class DateField : public Xapian::FieldProcessor {
           return static_cast<double>(p->second);
         });
   }
+
+ private:
+  std::shared_ptr<QueryErrors> errors_;
 };
 
 class SizeField : public Xapian::FieldProcessor {
  public:
+  explicit SizeField(std::shared_ptr<QueryErrors> errors) : errors_(std::move(errors)) {}
   Xapian::Query operator()(const std::string& text) override {
-    return value_range(schema::kSlotSize, text, "size", parse_size, parse_size);
+    return value_range(*errors_, schema::kSlotSize, text, "size", parse_size, parse_size);
   }
+
+ private:
+  std::shared_ptr<QueryErrors> errors_;
 };
 
 // from:, to:, cc:, bcc:, rcpt:. Something that looks like an address, a local part or a domain
@@ -698,7 +718,9 @@ class PhraseResolver {
     }
     std::sort(verified.begin(), verified.end());
     auto ids = std::make_shared<const std::vector<Xapian::docid>>(std::move(verified));
-    return Xapian::Query(new DocIdSet(std::move(ids), shards_));
+    // Handed over with release(): Xapian owns the source (without it every phrase query leaked it;
+    // found by fuzz/query_fuzz.cc, regression: fuzz/regressions/query/).
+    return Xapian::Query((new DocIdSet(std::move(ids), shards_))->release());
   }
 
   const std::optional<IndexFields>& load(Xapian::docid id) {
@@ -759,32 +781,39 @@ Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
                                           FieldSource* fields) {
   try {
+    // Field processors are handed over with release(): Xapian then owns and frees them (without it,
+    // every search leaked them; found by fuzz/query_fuzz.cc, regression: fuzz/regressions/query/).
     Xapian::QueryParser qp;
     qp.set_database(*db_);
     qp.set_default_op(Xapian::Query::OP_AND);
     qp.set_stemming_strategy(Xapian::QueryParser::STEM_NONE);
-    qp.add_boolean_prefix("from", new AddressField(schema::kPrefixFrom, schema::kPrefixFromAddr));
-    qp.add_boolean_prefix("to", new AddressField(schema::kPrefixTo, schema::kPrefixToAddr));
-    qp.add_boolean_prefix("cc", new AddressField(schema::kPrefixCc, schema::kPrefixCcAddr));
-    qp.add_boolean_prefix("bcc", new AddressField(schema::kPrefixBcc, schema::kPrefixBccAddr));
-    qp.add_boolean_prefix("rcpt", new AddressField(schema::kPrefixRcpt, schema::kPrefixRcptAddr));
+    qp.add_boolean_prefix("from", (new AddressField(schema::kPrefixFrom, schema::kPrefixFromAddr))->release());
+    qp.add_boolean_prefix("to", (new AddressField(schema::kPrefixTo, schema::kPrefixToAddr))->release());
+    qp.add_boolean_prefix("cc", (new AddressField(schema::kPrefixCc, schema::kPrefixCcAddr))->release());
+    qp.add_boolean_prefix("bcc", (new AddressField(schema::kPrefixBcc, schema::kPrefixBccAddr))->release());
+    qp.add_boolean_prefix("rcpt", (new AddressField(schema::kPrefixRcpt, schema::kPrefixRcptAddr))->release());
     qp.add_prefix("subject", schema::kPrefixSubject);
     qp.add_prefix("attachment", schema::kPrefixAttachment);
     qp.add_prefix("extracted", schema::kPrefixExtracted);
-    qp.add_boolean_prefix("id", new MessageIdField());
-    qp.add_boolean_prefix("date", new DateField());
-    qp.add_boolean_prefix("size", new SizeField());
-    qp.add_boolean_prefix("has", new LowerBooleanField(schema::kPrefixFlag));
-    qp.add_boolean_prefix("is", new LowerBooleanField(schema::kPrefixFlag));
-    qp.add_boolean_prefix("verdict", new LowerBooleanField(schema::kPrefixVerdict));
-    qp.add_boolean_prefix("direction", new LowerBooleanField(schema::kPrefixDirection));
-    qp.add_boolean_prefix("type", new LowerBooleanField(schema::kPrefixMimeType));
-    qp.add_boolean_prefix("signature", new LowerBooleanField(schema::kPrefixSignature));
+    qp.add_boolean_prefix("id", (new MessageIdField())->release());
+    auto errors = std::make_shared<QueryErrors>();
+    qp.add_boolean_prefix("date", (new DateField(errors))->release());
+    qp.add_boolean_prefix("size", (new SizeField(errors))->release());
+    qp.add_boolean_prefix("has", (new LowerBooleanField(schema::kPrefixFlag))->release());
+    qp.add_boolean_prefix("is", (new LowerBooleanField(schema::kPrefixFlag))->release());
+    qp.add_boolean_prefix("verdict", (new LowerBooleanField(schema::kPrefixVerdict))->release());
+    qp.add_boolean_prefix("direction", (new LowerBooleanField(schema::kPrefixDirection))->release());
+    qp.add_boolean_prefix("type", (new LowerBooleanField(schema::kPrefixMimeType))->release());
+    qp.add_boolean_prefix("signature", (new LowerBooleanField(schema::kPrefixSignature))->release());
     unsigned flags = Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_PHRASE |
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
     Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos ? Xapian::Query::MatchAll
                                                                                : qp.parse_query(query, flags);
+    if (!errors->first.empty()) {
+      return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + errors->first,
+                        "see `mailark search --help` for the syntax");
+    }
     auto shards = std::make_shared<ShardMap>();
     std::vector<std::string> paths = shard_paths(dir_);
     shards->count = static_cast<unsigned>(paths.size());

@@ -11,6 +11,8 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libasio-dev libtomlplusplus-dev libunbound-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
+  # fuzzing (libFuzzer) and the sanitizer build
+  clang libclang-rt-14-dev
   # peers the benchmark compares against
   notmuch maildir-utils
 )

@@ -12,25 +12,6 @@ using asio::experimental::as_tuple;
 using tcp = asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 
-std::string dot_stuff(const std::string& message) {
-  std::string out;
-  out.reserve(message.size() + message.size() / 50 + 8);
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    // A line ends at CRLF, a bare LF or a bare CR (an imported message may hold any of them); each
-    // becomes CRLF, so the next hop sees no line end that it could read differently from us.
-    std::size_t end = message.find_first_of("\r\n", pos);
-    if (end == std::string::npos) end = message.size();
-    if (message[pos] == '.') out.push_back('.');
-    out.append(message, pos, end - pos);
-    out.append("\r\n");
-    if (end < message.size() && message[end] == '\r' && end + 1 < message.size() && message[end + 1] == '\n') ++end;
-    pos = end + 1;
-  }
-  out.append(".\r\n");
-  return out;
-}
-
 SmtpClient::SmtpClient(asio::io_context& io, asio::ssl::context& tls, std::string helo_name,
                        std::chrono::seconds connect_timeout, std::chrono::seconds reply_timeout)
     : io_(io),

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "api/smtp/protocol.h"  // dot_stuff
+
 namespace mailark::smtp {
 
 struct ClientReply {
@@ -63,8 +65,5 @@ class SmtpClient {
   std::vector<std::string> last_lines_;
 };
 
-// Dot-stuffs a message for DATA and makes every line end in CRLF (RFC 5321 4.5.2); adds the final
-// "." line.
-std::string dot_stuff(const std::string& message);
 
 }  // namespace mailark::smtp

@@ -148,6 +148,25 @@ std::string routing_in_path(const Path& path) {
   return {};
 }
 
+std::string dot_stuff(const std::string& message) {
+  std::string out;
+  out.reserve(message.size() + message.size() / 50 + 8);
+  std::size_t pos = 0;
+  while (pos < message.size()) {
+    // A line ends at CRLF, a bare LF or a bare CR (an imported message may hold any of them); each
+    // becomes CRLF, so the next hop sees no line end that it could read differently from us.
+    std::size_t end = message.find_first_of("\r\n", pos);
+    if (end == std::string::npos) end = message.size();
+    if (message[pos] == '.') out.push_back('.');
+    out.append(message, pos, end - pos);
+    out.append("\r\n");
+    if (end < message.size() && message[end] == '\r' && end + 1 < message.size() && message[end + 1] == '\n') ++end;
+    pos = end + 1;
+  }
+  out.append(".\r\n");
+  return out;
+}
+
 Session::Session(ProtocolConfig config, Policy& policy)
     : config_(std::move(config)), policy_(policy), tls_(config_.tls_active) {}
 

@@ -74,6 +74,10 @@ std::optional<Path> parse_path(std::string_view text, bool allow_null);
 // or an empty string.
 std::string routing_in_path(const Path& path);
 
+// Dot-stuffs a message for DATA (RFC 5321 4.5.2) and makes every line end in CRLF, a bare CR or bare
+// LF included, so the next hop sees no line end it could read differently; adds the final "." line.
+std::string dot_stuff(const std::string& message);
+
 // How a listener answers one recipient: accept, reject, or ask the I/O layer to verify it first
 // (a probe of the primary server; the session waits for recipient_verified()).
 struct RecipientDecision {

@@ -1,0 +1,27 @@
+// Fuzzes message parsing (GMime, engine/message.cc) with index-field extraction and document building:
+// what every archived message goes through, whatever its bytes.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "engine/index_fields.h"
+#include "engine/message.h"
+#include "indexer/index.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static const mailark::Limits limits = [] {
+    mailark::Limits l;
+    l.max_mime_parts = 200;
+    l.max_mime_depth = 20;
+    return l;
+  }();
+  std::string_view raw(reinterpret_cast<const char*>(data), size);
+  (void)mailark::not_mail_reason(raw);
+  mailark::ParsedMessage m = mailark::parse_message_or_flag(raw, limits);
+  mailark::ArchiveRecord r;
+  r.seq = 1;
+  r.raw_size = size;
+  Xapian::Document doc = mailark::indexer::build_document(mailark::index_fields(m, r));
+  (void)doc.termlist_count();
+  return 0;
+}

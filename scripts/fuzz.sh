@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer target (clang; ASan + UBSan; fuzz/) in ./build-fuzz and runs each for SECONDS,
+# seeded from fuzz/seeds, fuzz/regressions and, where it fits, ../shared/corpus (or $MAILARK_CORPUS),
+# read in place. Exits non-zero on any crash, leak, timeout or out-of-memory; the input that caused it is
+# left in build-fuzz/artifacts/<target>/ (add it to fuzz/regressions/<target>/ once fixed).
+#
+#   bash scripts/fuzz.sh SECONDS [TARGET...]        e.g. bash scripts/fuzz.sh 30
+#   MAILARK_FUZZ_RUNS=5000000 bash scripts/fuzz.sh 7200   stop each target after that many executions
+#
+# What each target reached is printed at the end (executions, coverage), as docs/BENCHMARKS.md quotes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+shift || true
+targets=("$@")
+if ((${#targets[@]} == 0)); then targets=(smtp_session message query record config); fi
+corpus="${MAILARK_CORPUS:-$PWD/../shared/corpus}"
+
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILARK_FUZZ=ON \
+  -DBUILD_TESTING=OFF >/dev/null
+cmake --build build-fuzz
+
+failed=0
+summary=()
+for stem in "${targets[@]}"; do
+  bin="build-fuzz/fuzz/${stem}_fuzz"
+  work="build-fuzz/corpus/$stem"          # kept between runs on one machine: fuzzing resumes
+  artifacts="build-fuzz/artifacts/$stem/"
+  mkdir -p "$work" "$artifacts"
+  seeds=()
+  for d in "fuzz/seeds/$stem" "fuzz/regressions/$stem"; do [ -d "$d" ] && seeds+=("$d"); done
+  extra=(-max_len=65536)
+  case "$stem" in
+    smtp_session) extra+=(-dict=fuzz/dict/smtp.dict) ;;
+    query) extra=(-max_len=4096 -dict=fuzz/dict/query.dict) ;;
+    config) extra+=(-dict=fuzz/dict/toml.dict) ;;
+    message)
+      extra=(-max_len=262144 -dict=fuzz/dict/mime.dict)
+      for d in "$corpus/mime-edge" "$corpus/spamassassin/spam"; do [ -d "$d" ] && seeds+=("$d"); done ;;
+  esac
+  runs=()
+  if [ -n "${MAILARK_FUZZ_RUNS:-}" ]; then runs=(-runs="$MAILARK_FUZZ_RUNS"); fi
+  log="build-fuzz/$stem.log"
+  echo "== $stem: ${seconds}s"
+  set +e
+  "$bin" "$work" "${seeds[@]}" -max_total_time="$seconds" "${runs[@]}" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$artifacts" "${extra[@]}" >"$log" 2>&1
+  rc=$?
+  set -e
+  execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
+  if [ "$rc" -ne 0 ]; then
+    failed=1
+    echo "FAILED: $stem (exit $rc); see $log and $artifacts"
+    grep -E 'ERROR|SUMMARY' "$log" | head -5 || true
+  fi
+  summary+=("$(printf '%-14s %12s executions  %s  %s' "$stem" "${execs:-?}" "${cov:-}" "$([ "$rc" -eq 0 ] && echo ok || echo FAILED)")")
+done
+echo
+printf '%s\n' "${summary[@]}"
+exit "$failed"
