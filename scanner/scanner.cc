@@ -6,11 +6,19 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <unordered_set>
 #include <mutex>
 #include <optional>
 #include <type_traits>
+
+#include "scanner/logical_split.h"
 
 namespace mailark::scanner {
 namespace {
@@ -29,6 +37,9 @@ struct ClamApi {
   decltype(&::cl_fmap_open_memory) fmap_open_memory = nullptr;
   decltype(&::cl_fmap_close) fmap_close = nullptr;
   decltype(&::cl_scanmap_callback) scanmap_callback = nullptr;
+  decltype(&::cl_engine_set_clcb_sigload) set_clcb_sigload = nullptr;
+  decltype(&::cl_engine_set_clcb_virus_found) set_clcb_virus_found = nullptr;
+  decltype(&::cl_cvdunpack) cvdunpack = nullptr;
   std::string load_error;
 };
 
@@ -61,6 +72,9 @@ const ClamApi& clam() {
     sym(a.fmap_open_memory, "cl_fmap_open_memory");
     sym(a.fmap_close, "cl_fmap_close");
     sym(a.scanmap_callback, "cl_scanmap_callback");
+    sym(a.set_clcb_sigload, "cl_engine_set_clcb_sigload");
+    sym(a.set_clcb_virus_found, "cl_engine_set_clcb_virus_found");
+    sym(a.cvdunpack, "cl_cvdunpack");
     if (!ok) a.init = nullptr;
     return a;
   }();
@@ -206,57 +220,221 @@ ScanVerdict from_error(cl_error_t rc) {
 
 }  // namespace
 
-Result<std::shared_ptr<const ScanEngine>> ScanEngine::load(const ScannerConfig& config) {
-  MAILARK_TRY(init_once());
-  std::shared_ptr<ScanEngine> self(new ScanEngine());
-  self->engine_ = clam().engine_new();
-  if (!self->engine_) return make_error(ErrorCode::kInternal, "cl_engine_new failed");
+namespace {
 
-  cl_engine* e = self->engine_;
+constexpr const char* kPrefilterPrefix = "Mailark.Prefilter";
+
+// Every name a scan reports (all of them with CL_SCAN_GENERAL_ALLMATCHES), collected per scan through
+// the engine's virus-found callback and the scan's context.
+struct Found {
+  std::vector<std::string> names;
+};
+
+void on_found(int, const char* virname, void* context) {
+  if (context && virname) static_cast<Found*>(context)->names.push_back(virname);
+}
+
+bool is_prefilter(const std::string& name) { return name.rfind(kPrefilterPrefix, 0) == 0; }
+
+bool is_heuristic(const std::string& name) {
+  return starts_with(name, "Heuristics.Limits.Exceeded") || starts_with(name, "Heuristics.Encrypted") ||
+         starts_with(name, "Heuristics.Zip.OverlappingFiles");
+}
+
+
+// What the signature-load callbacks decide from: the logical signatures gated behind the prefilter.
+struct GatedNames {
+  std::unordered_set<std::string> names;
+  bool logic_engine = false;  // false: the main engine (skip the gated ones); true: load only them
+};
+
+int sigload_filter(const char* type, const char* name, unsigned int, void* context) {
+  const auto* g = static_cast<const GatedNames*>(context);
+  const bool gated = std::strcmp(type, "ldb") == 0 && g->names.count(name) > 0;
+  return g->logic_engine ? !gated : gated;  // non-zero skips the signature
+}
+
+// Every .ldb line of the signature folders, those inside .cvd/.cld containers included (unpacked,
+// with their signatures checked, into `scratch`).
+Status read_logical_signatures(const std::vector<std::string>& dirs, const std::string& scratch,
+                               std::vector<std::string>& lines) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int unpacked = 0;
+  auto read_ldb = [&](const fs::path& p) {
+    std::ifstream in(p);
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(std::move(line));
+  };
+  for (const auto& dir : dirs) {
+    if (!is_dir(dir)) continue;
+    std::vector<fs::path> files;
+    for (auto& e : fs::directory_iterator(dir, ec)) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+      const std::string ext = f.extension().string();
+      if (ext == ".ldb") {
+        read_ldb(f);
+      } else if (ext == ".cvd" || ext == ".cld") {
+        const std::string into = scratch + "/unpacked-" + std::to_string(unpacked++);
+        fs::create_directories(into, ec);
+        cl_error_t rc = clam().cvdunpack(f.c_str(), into.c_str(), /*dont_verify=*/false);
+        if (rc != CL_SUCCESS) return clam_error("unpacking " + f.string(), rc);
+        for (auto& inner : fs::directory_iterator(into, ec))
+          if (inner.path().extension() == ".ldb") read_ldb(inner.path());
+      }
+    }
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+Result<cl_engine*> ScanEngine::new_engine(const ScannerConfig& config) {
+  cl_engine* e = clam().engine_new();
+  if (!e) return make_error(ErrorCode::kInternal, "cl_engine_new failed");
   auto set_num = [&](cl_engine_field f, long long v) -> Status {
     cl_error_t rc = clam().engine_set_num(e, f, v);
     if (rc != CL_SUCCESS) return clam_error("cl_engine_set_num", rc);
     return ok_status();
   };
-  self->max_file_bytes_ = config.max_file_bytes;
-  MAILARK_TRY(set_num(CL_ENGINE_MAX_SCANSIZE, static_cast<long long>(config.max_scan_bytes)));
-  MAILARK_TRY(set_num(CL_ENGINE_MAX_FILESIZE, static_cast<long long>(config.max_file_bytes)));
-  MAILARK_TRY(set_num(CL_ENGINE_MAX_RECURSION, config.max_recursion));
-  MAILARK_TRY(set_num(CL_ENGINE_MAX_FILES, config.max_files));
-  MAILARK_TRY(set_num(CL_ENGINE_MAX_SCANTIME, config.max_scan_ms));
+  Status s = set_num(CL_ENGINE_MAX_SCANSIZE, static_cast<long long>(config.max_scan_bytes));
+  if (s) s = set_num(CL_ENGINE_MAX_FILESIZE, static_cast<long long>(config.max_file_bytes));
+  if (s) s = set_num(CL_ENGINE_MAX_RECURSION, config.max_recursion);
+  if (s) s = set_num(CL_ENGINE_MAX_FILES, config.max_files);
+  if (s) s = set_num(CL_ENGINE_MAX_SCANTIME, config.max_scan_ms);
+  if (s) {
+    cl_error_t rc = clam().engine_set_str(e, CL_ENGINE_TMPDIR, config.tmp_dir.c_str());
+    if (rc != CL_SUCCESS) s = clam_error("setting the temporary directory", rc);
+  }
+  if (!s) {
+    clam().engine_free(e);
+    return s.error();
+  }
+  clam().set_clcb_virus_found(e, on_found);
+  return e;
+}
+
+Result<std::shared_ptr<const ScanEngine>> ScanEngine::load(const ScannerConfig& config) {
+  MAILARK_TRY(init_once());
   if (config.tmp_dir.empty() || !is_dir(config.tmp_dir) || ::access(config.tmp_dir.c_str(), W_OK) != 0) {
     return make_error(ErrorCode::kIo, "the scanner's temporary folder " + config.tmp_dir + " is missing or not writable",
                       "create it, or set scanner.temp_dir");
   }
+  std::shared_ptr<ScanEngine> self(new ScanEngine());
+  self->max_file_bytes_ = config.max_file_bytes;
   self->tmp_dir_ = config.tmp_dir;
   self->max_scan_bytes_ = config.max_scan_bytes;
-  {
-    cl_error_t rc = clam().engine_set_str(e, CL_ENGINE_TMPDIR, config.tmp_dir.c_str());
-    if (rc != CL_SUCCESS) return clam_error("setting the temporary directory", rc);
-  }
 
+  // The logical signatures that can wait behind a prefilter (logical_split.h), and the prefilter's
+  // body signatures, written to a scratch folder that is removed once the engines are built.
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string scratch = (fs::temp_directory_path(ec) / ("mailark-signatures-" + std::to_string(std::random_device{}()))).string();
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code e;
+      fs::remove_all(dir, e);
+    }
+  } cleanup{scratch};
+  fs::create_directories(scratch + "/prefilter", ec);
+  auto gated = std::make_unique<GatedNames>();
+  std::size_t inline_lsigs = 0, prefilter_sigs = 0;
+  if (config.split_logical) {
+    std::vector<std::string> ldb;
+    MAILARK_TRY(read_logical_signatures(config.signature_dirs, scratch, ldb));
+    std::ofstream pre(scratch + "/prefilter/mailark-prefilter.ndb");
+    for (const auto& line : ldb) {
+      auto sig = parse_logical_signature(line);
+      if (!sig) continue;
+      auto lines = prefilter_lines(line, std::string(kPrefilterPrefix) + "." + std::to_string(gated->names.size()));
+      if (!lines) {
+        ++inline_lsigs;
+        continue;
+      }
+      gated->names.insert(sig->name);
+      for (const auto& l : *lines) pre << l << "\n";
+      prefilter_sigs += lines->size();
+    }
+    pre.close();
+    if (!pre) return make_error(ErrorCode::kIo, "writing the prefilter signatures in " + scratch);
+  }
+  const bool split = !gated->names.empty();
+
+  // The main engine: every signature, but the gated logical ones, plus the prefilter.
+  MAILARK_ASSIGN_OR_RETURN(self->engine_, new_engine(config));
+  if (split) clam().set_clcb_sigload(self->engine_, sigload_filter, gated.get());
   for (const auto& dir : config.signature_dirs) {
     if (!is_dir(dir)) continue;
     unsigned sigs = 0;
-    cl_error_t rc = clam().load(dir.c_str(), e, &sigs, CL_DB_STDOPT);
+    cl_error_t rc = clam().load(dir.c_str(), self->engine_, &sigs, CL_DB_STDOPT);
     if (rc != CL_SUCCESS) return clam_error("loading signatures from " + dir, rc);
     if (sigs == 0) continue;
     self->signatures_ += sigs;
     if (!self->description_.empty()) self->description_ += ", ";
     self->description_ += dir + " (" + std::to_string(sigs) + ")";
   }
-  if (self->signatures_ == 0) {
+  if (self->signatures_ == 0 && gated->names.empty()) {
     return make_error(ErrorCode::kNotFound, "no virus signatures found in the configured directories",
                       "install clamav-freshclam for /var/lib/clamav, or point the scanner at signatures/");
   }
-  cl_error_t rc = clam().engine_compile(e);
+  if (split) {
+    unsigned sigs = 0;
+    cl_error_t rc = clam().load((scratch + "/prefilter").c_str(), self->engine_, &sigs, CL_DB_STDOPT);
+    if (rc != CL_SUCCESS) return clam_error("loading the prefilter of the logical signatures", rc);
+  }
+  cl_error_t rc = clam().engine_compile(self->engine_);
   if (rc != CL_SUCCESS) return clam_error("compiling the signature engine", rc);
+
+  // The logic engine: only the gated logical signatures (and whatever the folders ignore).
+  if (split) {
+    gated->logic_engine = true;
+    MAILARK_ASSIGN_OR_RETURN(self->logic_, new_engine(config));
+    clam().set_clcb_sigload(self->logic_, sigload_filter, gated.get());
+    unsigned total = 0;
+    for (const auto& dir : config.signature_dirs) {
+      if (!is_dir(dir)) continue;
+      unsigned sigs = 0;
+      rc = clam().load(dir.c_str(), self->logic_, &sigs, CL_DB_STDOPT);
+      if (rc != CL_SUCCESS) return clam_error("loading logical signatures from " + dir, rc);
+      total += sigs;
+    }
+    rc = clam().engine_compile(self->logic_);
+    if (rc != CL_SUCCESS) return clam_error("compiling the logical signatures", rc);
+    self->signatures_ += total;
+    self->description_ += "; " + std::to_string(total) + " logical signatures behind " +
+                          std::to_string(prefilter_sigs) + " prefilter patterns, " + std::to_string(inline_lsigs) +
+                          " inline";
+  }
   return std::shared_ptr<const ScanEngine>(std::move(self));
 }
 
 ScanEngine::~ScanEngine() {
   if (engine_) clam().engine_free(engine_);
+  if (logic_) clam().engine_free(logic_);
 }
+
+namespace {
+
+cl_error_t run(cl_engine* engine, std::string_view bytes, bool all_matches, Found& found, const char** virname) {
+  cl_fmap_t* map = clam().fmap_open_memory(bytes.data(), bytes.size());
+  if (!map) return CL_EMAP;
+  cl_scan_options opts{};
+  opts.general = CL_SCAN_GENERAL_HEURISTICS | (all_matches ? CL_SCAN_GENERAL_ALLMATCHES : 0u);
+  opts.parse = CL_SCAN_PARSE_ARCHIVE | CL_SCAN_PARSE_MAIL | CL_SCAN_PARSE_OLE2 | CL_SCAN_PARSE_PDF |
+               CL_SCAN_PARSE_HTML | CL_SCAN_PARSE_PE | CL_SCAN_PARSE_ELF | CL_SCAN_PARSE_XMLDOCS |
+               CL_SCAN_PARSE_HWP3 | CL_SCAN_PARSE_ONENOTE;
+  // Limits, encrypted archives and encrypted documents raise heuristic alerts, which from_detection
+  // turns into "unscannable": content the scanner could not look into is never clean.
+  opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE | CL_SCAN_HEURISTIC_ENCRYPTED_DOC;
+  unsigned long scanned = 0;
+  cl_error_t rc = clam().scanmap_callback(map, "message.eml", virname, &scanned, engine, &opts, &found);
+  clam().fmap_close(map);
+  return rc;
+}
+
+}  // namespace
 
 ScanVerdict ScanEngine::scan(std::string_view bytes) const {
   if (bytes.size() > max_file_bytes_) {
@@ -273,40 +451,55 @@ ScanVerdict ScanEngine::scan(std::string_view bytes) const {
                            " MiB free, " + std::to_string((taken + need) >> 20) + " MiB needed by the scans in flight)");
   }
   TempReservation reservation(need);
-  cl_fmap_t* map = clam().fmap_open_memory(bytes.data(), bytes.size());
-  if (!map) return temporary_error("libclamav could not map the message");
-  cl_scan_options opts{};
-  opts.general = CL_SCAN_GENERAL_HEURISTICS;
-  opts.parse = CL_SCAN_PARSE_ARCHIVE | CL_SCAN_PARSE_MAIL | CL_SCAN_PARSE_OLE2 | CL_SCAN_PARSE_PDF |
-               CL_SCAN_PARSE_HTML | CL_SCAN_PARSE_PE | CL_SCAN_PARSE_ELF | CL_SCAN_PARSE_XMLDOCS |
-               CL_SCAN_PARSE_HWP3 | CL_SCAN_PARSE_ONENOTE;
-  // Limits, encrypted archives and encrypted documents raise heuristic alerts, which from_detection
-  // turns into "unscannable": content the scanner could not look into is never clean.
-  opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE | CL_SCAN_HEURISTIC_ENCRYPTED_DOC;
-  const char* virname = nullptr;
-  unsigned long scanned = 0;
-  cl_error_t rc = clam().scanmap_callback(map, "message.eml", &virname, &scanned, engine_, &opts, nullptr);
-  clam().fmap_close(map);
-  if (rc != CL_VIRUS) {
-    // Something outside mailark filled the folder during the scan: libclamav may have scanned
-    // truncated files. A detection stands; anything else is not to be trusted.
+  auto folder_ran_full = [&] {
     auto after = free_bytes(tmp_dir_);
-    if (!after || *after < kTempFloorBytes) {
-      return temporary_error("the temporary folder " + tmp_dir_ + " ran full during the scan");
-    }
-  }
+    return !after || *after < kTempFloorBytes;
+  };
 
+  Found found;
+  const char* virname = nullptr;
+  cl_error_t rc = run(engine_, bytes, /*all_matches=*/logic_ != nullptr, found, &virname);
+  if (rc == CL_EMAP) return temporary_error("libclamav could not map the message");
+  // Something outside mailark filled the folder during the scan: libclamav may have scanned truncated
+  // files. A detection stands; anything else is not to be trusted.
+  if (rc != CL_VIRUS && folder_ran_full()) return temporary_error("the temporary folder " + tmp_dir_ + " ran full during the scan");
   if (rc == CL_CLEAN) {
     ScanVerdict v;
     v.kind = VerdictKind::kClean;
     return v;
   }
-  if (rc == CL_VIRUS && !virname) {
+  if (rc != CL_VIRUS) return from_error(rc);
+  if (found.names.empty() && virname) found.names.push_back(virname);
+  if (found.names.empty()) {
     // libclamav 1.4 reports some limit hits (MaxFileSize) as a detection without a name.
     return unscannable(Unscannable::kLimit, "libclamav stopped without a signature name (a scan limit was reached)");
   }
-  if (rc == CL_VIRUS) return from_detection(virname);
-  return from_error(rc);
+  // A real detection wins; a prefilter match sends the message to the logical signatures; heuristic
+  // alerts (limits, encryption) make it unscannable only when nothing was found.
+  std::optional<std::string> heuristic;
+  bool prefiltered = false;
+  for (const auto& name : found.names) {
+    if (is_prefilter(name)) {
+      prefiltered = true;
+    } else if (is_heuristic(name)) {
+      if (!heuristic) heuristic = name;
+    } else {
+      return from_detection(name);
+    }
+  }
+  if (prefiltered && logic_) {
+    Found logic_found;
+    const char* logic_name = nullptr;
+    cl_error_t lrc = run(logic_, bytes, /*all_matches=*/false, logic_found, &logic_name);
+    if (lrc == CL_VIRUS && logic_name && !is_heuristic(logic_name)) return from_detection(logic_name);
+    if (lrc != CL_CLEAN && lrc != CL_VIRUS) return from_error(lrc);
+    if (lrc != CL_VIRUS && folder_ran_full()) return temporary_error("the temporary folder " + tmp_dir_ + " ran full during the scan");
+    if (lrc == CL_VIRUS && logic_name && !heuristic) heuristic = logic_name;
+  }
+  if (heuristic) return from_detection(*heuristic);
+  ScanVerdict v;
+  v.kind = VerdictKind::kClean;
+  return v;
 }
 
 std::string ScanEngine::temp_space_warning(std::uint64_t max_message_bytes, unsigned concurrent) const {

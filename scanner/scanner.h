@@ -62,6 +62,10 @@ struct ScannerConfig {
   std::uint32_t max_recursion = 17;
   std::uint32_t max_files = 10000;
   std::uint32_t max_scan_ms = 120000;
+  // Gate the logical signatures that can wait behind a prefilter of plain body signatures in a second
+  // engine (logical_split.h): the same verdicts, without evaluating every logical signature on every
+  // layer of every message. Off only for tests that compare both ways.
+  bool split_logical = true;
 };
 
 class ScanEngine {
@@ -84,7 +88,9 @@ class ScanEngine {
 
  private:
   ScanEngine() = default;
-  cl_engine* engine_ = nullptr;
+  static Result<cl_engine*> new_engine(const ScannerConfig& config);
+  cl_engine* engine_ = nullptr;  // every signature, but the gated logical ones, plus their prefilter
+  cl_engine* logic_ = nullptr;   // the gated logical signatures; null when none are gated
   unsigned signatures_ = 0;
   std::uint64_t max_file_bytes_ = 0;
   std::uint64_t max_scan_bytes_ = 0;

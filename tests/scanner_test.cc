@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <random>
 
+#include "scanner/logical_split.h"
 #include "tests/test_util.h"
 
 namespace mailark::scanner {
@@ -316,6 +318,107 @@ TEST(Scanner, ReloadSwapsEnginesWhileOldOneStaysUsable) {
   EXPECT_NE(before.get(), after.get());
   // A scan that held the old engine still completes on it.
   EXPECT_EQ(before->scan(test::make_message("e", "x", "e.com", test::kEicar)).kind, VerdictKind::kInfected);
+}
+
+TEST(LogicalSplit, ExpressionsThatNeedAMatchAreRecognised) {
+  for (const char* needs : {"0", "0&1", "0|1", "(0|1)&2", "0>2", "0&1=0", "(0&1)|(2&3)", "0=1", "(0|1)>1,2", "0=2,1"})
+    EXPECT_EQ(false_when_nothing_matched(needs), true) << needs;
+  for (const char* free : {"0=0", "0<2", "0=0|1", "(0|1)=0", "(0<1)&(1<1)"})
+    EXPECT_EQ(false_when_nothing_matched(free), false) << free << ": matches with nothing matched, so it stays inline";
+  for (const char* bad : {"", "0&1|2", "(0&1", "0&", "a", "0>>1", "0=", "((((0))))x"})
+    EXPECT_FALSE(false_when_nothing_matched(bad).has_value()) << bad;
+}
+
+TEST(LogicalSplit, OnlyPlainPatternsGoBehindThePrefilter) {
+  auto lines = prefilter_lines("Win.Test-1;Engine:51-255,Target:1;0&1;0:4d5a9000;6a6b??6c{2-4}6d", "P.1");
+  ASSERT_TRUE(lines.has_value());
+  EXPECT_EQ(*lines, (std::vector<std::string>{"P.1.0:1:0:4d5a9000", "P.1.1:1:*:6a6b??6c{2-4}6d"}));
+  EXPECT_TRUE(prefilter_lines("T;Engine:81-255,Target:0,FileSize:10-100;0|1;616263646566;EP+10:676869", "P"));
+  for (const char* stays : {"T;Engine:81-255,Target:0;0&1;616263646566::i;676869",             // modifier
+                            "T;Engine:81-255,Target:0;0&1;616263646566;0/ab[c-d]/",            // PCRE
+                            "T;Engine:81-255,Target:0;0;${6-7}0$",                             // macro
+                            "T;Engine:81-255,Target:0;0&1;616263646566;0(>>26#hb2#=0)",        // byte compare
+                            "T;Engine:81-255,Target:0,HandlerType:CL_TYPE_ZIP;0;504b0304",     // retypes files
+                            "T;Engine:81-255,Target:1,IconGroup1:X;0;4d5a9000",                // icon match
+                            "T;Engine:81-255;0;61626364",                                      // no target
+                            "T;Engine:81-255,Target:0;0=0;61626364",                           // matches anything
+                            "T;Engine:81-255,Target:0;0&1|2;61626364;65666768;696a6b6c"})      // ambiguous
+    EXPECT_FALSE(prefilter_lines(stays, "P").has_value()) << stays;
+}
+
+// The split engine answers exactly as one engine with the same signatures: random logical signatures of
+// every shape (and, or, counts, negations, offsets, inline ones with modifiers), over many messages
+// holding random subsets of their subsignatures, as text, as HTML and inside a base64 attachment.
+TEST(LogicalSplit, SameVerdictsAsOneEngine) {
+  test::ScratchDir dir;
+  std::mt19937 rng(20261129);
+  auto hex = [](const std::string& s) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : s) out += {digits[c >> 4], digits[c & 15]};
+    return out;
+  };
+  std::vector<std::string> atoms;
+  for (int i = 0; i < 24; ++i) atoms.push_back("atom" + std::to_string(i) + "-marker-" + std::to_string(rng() % 100000));
+  const char* targets[] = {"0", "0", "0", "3", "4", "7", "1"};
+  std::string ldb;
+  for (int i = 0; i < 60; ++i) {
+    int n = 1 + static_cast<int>(rng() % 3);
+    std::vector<std::string> subs;
+    for (int k = 0; k < n; ++k) subs.push_back(hex(atoms[rng() % atoms.size()]));
+    std::string expr;
+    switch (rng() % 6) {
+      case 0: for (int k = 0; k < n; ++k) expr += (k ? "&" : "") + std::to_string(k); break;
+      case 1: for (int k = 0; k < n; ++k) expr += (k ? "|" : "") + std::to_string(k); break;
+      case 2: expr = "0>1"; subs.resize(1); break;
+      case 3: expr = n > 1 ? "0&1=0" : "0"; if (n > 2) subs.resize(2); break;
+      case 4: expr = n > 2 ? "(0|1)&2" : "0"; if (n <= 2) subs.resize(1); break;
+      default: expr = "0"; subs[0] = hex(atoms[rng() % atoms.size()]) + "::i"; subs.resize(1); break;
+    }
+    ldb += "Mailark.Split.Test" + std::to_string(i) + ";Engine:51-255,Target:" + targets[rng() % 7] + ";" + expr;
+    for (const auto& sub : subs) ldb += ";" + sub;
+    ldb += "\n";
+  }
+  test::write_file(dir / "sigs/split.ldb", ldb);
+  test::write_file(dir / "sigs/eicar.ndb", test::read_file(test::signature_dir() + "/mailark-test.ndb"));
+  auto load = [&](bool split) {
+    ScannerConfig cfg;
+    cfg.signature_dirs = {dir / "sigs"};
+    cfg.split_logical = split;
+    auto e = ScanEngine::load(cfg);
+    EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
+    return std::move(e).value();
+  };
+  auto one = load(false), split = load(true);
+  EXPECT_NE(split->description().find("logical signatures behind"), std::string::npos) << split->description();
+  int infected = 0, compared = 0;
+  for (int m = 0; m < 400; ++m) {
+    std::string text;
+    int pieces = static_cast<int>(rng() % 4);
+    for (int k = 0; k < pieces; ++k) {
+      std::string a = atoms[rng() % atoms.size()];
+      if (rng() % 4 == 0) for (char& c : a) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      text += "some words " + a + " more words\r\n";
+      if (rng() % 3 == 0) text += a + "\r\n";  // a second occurrence, for the counts
+    }
+    if (rng() % 10 == 0) text += test::kEicar + std::string("\r\n");
+    std::string msg;
+    switch (m % 3) {
+      case 0: msg = test::make_message("text " + std::to_string(m), text); break;
+      case 1: msg = test::make_message("attached " + std::to_string(m), "see attached", "notes.txt", text); break;
+      default:
+        msg = "From: a@example.com\r\nSubject: html\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n<html><body><p>" +
+              text + "</p></body></html>\r\n";
+    }
+    auto a = one->scan(msg), b = split->scan(msg);
+    ++compared;
+    EXPECT_EQ(a.kind, b.kind) << "message " << m << ": one engine says " << verdict_name(a.kind)
+                              << (a.signatures.empty() ? "" : " " + a.signatures[0]) << ", split says "
+                              << verdict_name(b.kind) << (b.signatures.empty() ? "" : " " + b.signatures[0]);
+    infected += a.kind == VerdictKind::kInfected;
+  }
+  EXPECT_GT(infected, 60) << "the messages do exercise the signatures";
+  EXPECT_LT(infected, compared - 60) << "and not all of them match";
 }
 
 }  // namespace
