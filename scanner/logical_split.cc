@@ -1,5 +1,6 @@
 #include "scanner/logical_split.h"
 
+#include <algorithm>
 #include <cctype>
 
 namespace mailark::scanner {
@@ -17,22 +18,30 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
   return out;
 }
 
-// The expression, evaluated with every subsignature matched zero times. Grammar (ClamAV's logical
-// expressions): term := index | '(' expr ')' , each optionally followed by a count condition
-// ('=' | '>' | '<') N [',' M]; expr := term (op term)* with one operator kind per level (mixing & and
-// | without parentheses is refused: its reading would be a guess).
+// The expression, evaluated with every subsignature matched zero times, and a set of subsignatures
+// one of which must match for the expression to be true (for A&B the smaller of A's and B's sets;
+// for A|B both; for a counted group every subsignature in it). Grammar (ClamAV's logical expressions):
+// term := index | '(' expr ')' , each optionally followed by a count condition ('=' | '>' | '<') N
+// [',' M]; expr := term (op term)* with one operator kind per level (mixing & and | without
+// parentheses is refused: its reading would be a guess).
+struct Node {
+  bool truth = false;            // the value with every count zero
+  std::vector<unsigned> needed;  // one of these must match (meaningful only when truth is false)
+  std::vector<unsigned> all;     // every subsignature index inside
+};
+
 class ZeroEvaluator {
  public:
   explicit ZeroEvaluator(std::string_view s) : s_(s) {}
 
-  std::optional<bool> run() {
+  std::optional<Node> run() {
     auto v = expr(0);
     if (!v || pos_ != s_.size()) return std::nullopt;
     return v;
   }
 
  private:
-  std::optional<bool> expr(int depth) {
+  std::optional<Node> expr(int depth) {
     if (depth > 64) return std::nullopt;
     auto v = term(depth);
     if (!v) return std::nullopt;
@@ -42,25 +51,41 @@ class ZeroEvaluator {
       op = s_[pos_++];
       auto rhs = term(depth);
       if (!rhs) return std::nullopt;
-      v = op == '&' ? (*v && *rhs) : (*v || *rhs);
+      Node n;
+      n.all = v->all;
+      n.all.insert(n.all.end(), rhs->all.begin(), rhs->all.end());
+      if (op == '&') {
+        n.truth = v->truth && rhs->truth;
+        // Either side's set is necessary for the conjunction: keep the smaller one that is sound.
+        if (!v->truth && (rhs->truth || v->needed.size() <= rhs->needed.size())) n.needed = v->needed;
+        else n.needed = rhs->needed;
+      } else {
+        n.truth = v->truth || rhs->truth;
+        n.needed = v->needed;
+        n.needed.insert(n.needed.end(), rhs->needed.begin(), rhs->needed.end());
+      }
+      v = std::move(n);
     }
     return v;
   }
 
-  std::optional<bool> term(int depth) {
-    bool truth = false;
+  std::optional<Node> term(int depth) {
+    Node node;
     if (pos_ < s_.size() && s_[pos_] == '(') {
       ++pos_;
       auto inner = expr(depth + 1);
       if (!inner || pos_ >= s_.size() || s_[pos_] != ')') return std::nullopt;
       ++pos_;
-      truth = *inner;
+      node = std::move(*inner);
     } else if (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) {
-      number();
-      truth = false;  // a subsignature that matched zero times
+      auto i = number();
+      if (!i || *i > 63) return std::nullopt;
+      node.truth = false;  // a subsignature that matched zero times
+      node.needed = node.all = {static_cast<unsigned>(*i)};
     } else {
       return std::nullopt;
     }
+    bool truth = node.truth;
     if (pos_ < s_.size() && (s_[pos_] == '=' || s_[pos_] == '>' || s_[pos_] == '<')) {
       char cmp = s_[pos_++];
       auto n = number();
@@ -74,8 +99,10 @@ class ZeroEvaluator {
       // The count of matches (and of distinct subsignatures matched) is zero.
       truth = cmp == '=' ? *n == 0 : cmp == '>' ? false : *n > 0;
       if (m && *m > 0) truth = false;
+      node.needed = node.all;  // a count over the group: any of its subsignatures may make it
     }
-    return truth;
+    node.truth = truth;
+    return node;
   }
 
   std::optional<std::uint64_t> number() {
@@ -140,7 +167,16 @@ std::optional<LogicalSignature> parse_logical_signature(std::string_view line) {
 std::optional<bool> false_when_nothing_matched(std::string_view expression) {
   auto v = ZeroEvaluator(expression).run();
   if (!v) return std::nullopt;
-  return !*v;
+  return !v->truth;
+}
+
+std::optional<std::vector<unsigned>> necessary_subsignatures(std::string_view expression) {
+  auto v = ZeroEvaluator(expression).run();
+  if (!v || v->truth || v->needed.empty()) return std::nullopt;
+  std::vector<unsigned> out = v->needed;
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 std::optional<std::vector<std::string>> prefilter_lines(std::string_view ldb_line, const std::string& prefix) {
@@ -150,8 +186,10 @@ std::optional<std::vector<std::string>> prefilter_lines(std::string_view ldb_lin
   for (auto kv : split(fields[1], ',')) {
     if (kv.substr(0, 12) == "HandlerType:" || kv.substr(0, 9) == "IconGroup") return std::nullopt;
   }
-  auto sound = false_when_nothing_matched(fields[2]);
-  if (!sound || !*sound) return std::nullopt;
+  auto needed = necessary_subsignatures(fields[2]);
+  if (!needed) return std::nullopt;
+  // Every subsignature must be plain (the logic engine evaluates them all), but only the necessary ones
+  // become prefilter patterns.
   std::vector<std::string> lines;
   for (std::size_t i = 0; i < sig->subsigs.size(); ++i) {
     std::string_view sub = sig->subsigs[i];
@@ -163,6 +201,7 @@ std::optional<std::vector<std::string>> prefilter_lines(std::string_view ldb_lin
       if (!plain_offset(offset)) return std::nullopt;
     }
     if (!plain_pattern(hex)) return std::nullopt;
+    if (!std::binary_search(needed->begin(), needed->end(), static_cast<unsigned>(i))) continue;
     lines.push_back(prefix + "." + std::to_string(i) + ":" + std::to_string(sig->target) + ":" + std::string(offset) +
                     ":" + std::string(hex));
   }

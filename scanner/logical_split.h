@@ -40,8 +40,13 @@ std::optional<LogicalSignature> parse_logical_signature(std::string_view line);
 // when it does not parse.
 std::optional<bool> false_when_nothing_matched(std::string_view expression);
 
-// The prefilter body signatures (.ndb lines) for a logical signature, or nothing when it must stay
-// inline. `prefix` starts every prefilter signature's name.
+// Subsignatures one of which must match for the expression to be true (sorted), chosen small: for
+// A&B the smaller of A's and B's sets, for A|B both, for a counted group all of it. Nothing when there
+// is no such set (the expression can be true with nothing matched) or it does not parse.
+std::optional<std::vector<unsigned>> necessary_subsignatures(std::string_view expression);
+
+// The prefilter body signatures (.ndb lines) for a logical signature, one per necessary subsignature,
+// or nothing when it must stay inline. `prefix` starts every prefilter signature's name.
 std::optional<std::vector<std::string>> prefilter_lines(std::string_view ldb_line, const std::string& prefix);
 
 }  // namespace mailark::scanner

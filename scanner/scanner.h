@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "common/result.h"
@@ -91,6 +92,7 @@ class ScanEngine {
   static Result<cl_engine*> new_engine(const ScannerConfig& config);
   cl_engine* engine_ = nullptr;  // every signature, but the gated logical ones, plus their prefilter
   cl_engine* logic_ = nullptr;   // the gated logical signatures; null when none are gated
+  std::unordered_set<std::string> official_gated_;  // gated names from signed containers
   unsigned signatures_ = 0;
   std::uint64_t max_file_bytes_ = 0;
   std::uint64_t max_scan_bytes_ = 0;

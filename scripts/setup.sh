@@ -14,7 +14,7 @@ PACKAGES=(
   # fuzzing (libFuzzer) and the sanitizer build
   clang libclang-rt-14-dev
   # peers the benchmark compares against
-  notmuch maildir-utils
+  notmuch maildir-utils clamav-daemon clamav-milter
 )
 
 missing=()

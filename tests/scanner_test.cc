@@ -307,6 +307,23 @@ TEST(Scanner, NoSignaturesIsAnErrorNotACleanScanner) {
   EXPECT_EQ(e.error().code, ErrorCode::kNotFound);
 }
 
+// Debian's clamav packages leave /var/lib/clamav empty until freshclam first runs: an empty folder
+// (or one with other files) is passed over, and nothing but such folders is still an error.
+TEST(Scanner, FolderWithoutDatabasesIsPassedOver) {
+  test::ScratchDir dir;
+  std::filesystem::create_directories(dir / "empty");
+  test::write_file(dir / "other/README", "not a database\n");
+  ScannerConfig cfg;
+  cfg.signature_dirs = {dir / "empty", dir / "other"};
+  auto none = ScanEngine::load(cfg);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ErrorCode::kNotFound) << none.error().to_string();
+  cfg.signature_dirs = {dir / "empty", test::signature_dir(), dir / "other"};
+  auto e = ScanEngine::load(cfg);
+  ASSERT_TRUE(e.ok()) << e.error().to_string();
+  EXPECT_EQ((*e)->scan(test::make_message("eicar", test::kEicar)).kind, VerdictKind::kInfected);
+}
+
 TEST(Scanner, ReloadSwapsEnginesWhileOldOneStaysUsable) {
   ScannerConfig cfg;
   cfg.signature_dirs = {test::signature_dir()};
@@ -329,10 +346,26 @@ TEST(LogicalSplit, ExpressionsThatNeedAMatchAreRecognised) {
     EXPECT_FALSE(false_when_nothing_matched(bad).has_value()) << bad;
 }
 
+TEST(LogicalSplit, NecessarySubsignaturesAreSmallAndSound) {
+  using V = std::vector<unsigned>;
+  EXPECT_EQ(necessary_subsignatures("0"), V{0});
+  EXPECT_EQ(necessary_subsignatures("0&1&2"), V{0});
+  EXPECT_EQ(necessary_subsignatures("0|1"), (V{0, 1}));
+  EXPECT_EQ(necessary_subsignatures("(0|1)&2"), V{2});
+  EXPECT_EQ(necessary_subsignatures("(0|1)&(2|3|4)"), (V{0, 1}));
+  EXPECT_EQ(necessary_subsignatures("0=0&1"), V{1}) << "subsignature 0 must be absent, 1 present";
+  EXPECT_EQ(necessary_subsignatures("(0|1|2)>2"), (V{0, 1, 2}));
+  EXPECT_EQ(necessary_subsignatures("(0&1)|(2&3)"), (V{0, 2}));
+  EXPECT_FALSE(necessary_subsignatures("0=0|1").has_value());
+}
+
 TEST(LogicalSplit, OnlyPlainPatternsGoBehindThePrefilter) {
-  auto lines = prefilter_lines("Win.Test-1;Engine:51-255,Target:1;0&1;0:4d5a9000;6a6b??6c{2-4}6d", "P.1");
+  auto lines = prefilter_lines("Win.Test-1;Engine:51-255,Target:1;0|1;0:4d5a9000;6a6b??6c{2-4}6d", "P.1");
   ASSERT_TRUE(lines.has_value());
   EXPECT_EQ(*lines, (std::vector<std::string>{"P.1.0:1:0:4d5a9000", "P.1.1:1:*:6a6b??6c{2-4}6d"}));
+  auto one = prefilter_lines("Win.Test-2;Engine:51-255,Target:1;0&1;0:4d5a9000;6a6b??6c{2-4}6d", "P.2");
+  ASSERT_TRUE(one.has_value());
+  EXPECT_EQ(one->size(), 1u) << "one subsignature of a conjunction is necessary";
   EXPECT_TRUE(prefilter_lines("T;Engine:81-255,Target:0,FileSize:10-100;0|1;616263646566;EP+10:676869", "P"));
   for (const char* stays : {"T;Engine:81-255,Target:0;0&1;616263646566::i;676869",             // modifier
                             "T;Engine:81-255,Target:0;0&1;616263646566;0/ab[c-d]/",            // PCRE
@@ -419,6 +452,30 @@ TEST(LogicalSplit, SameVerdictsAsOneEngine) {
   }
   EXPECT_GT(infected, 60) << "the messages do exercise the signatures";
   EXPECT_LT(infected, compared - 60) << "and not all of them match";
+}
+
+// The ignore list applies to the signatures behind the prefilter as to every other, and a detection
+// carries the signature's own name (the logic engine reads them from a scratch file of its own).
+TEST(LogicalSplit, IgnoreListsAndNamesSurviveTheSplit) {
+  test::ScratchDir dir;
+  test::write_file(dir / "sigs/split.ldb",
+                   "Mailark.Split.Kept;Engine:51-255,Target:0;0&1;6b6570742d6d61726b6572;7365636f6e642d6d61726b6572\n"
+                   "Mailark.Split.Ignored;Engine:51-255,Target:0;0;69676e6f7265642d6d61726b6572\n");
+  test::write_file(dir / "sigs/local.ign2", "Mailark.Split.Ignored\n");
+  test::write_file(dir / "sigs/eicar.ndb", test::read_file(test::signature_dir() + "/mailark-test.ndb"));
+  ScannerConfig cfg;
+  cfg.signature_dirs = {dir / "sigs"};
+  auto e = ScanEngine::load(cfg);
+  ASSERT_TRUE(e.ok()) << e.error().to_string();
+  ASSERT_NE((*e)->description().find("1 logical signatures behind"), std::string::npos) << (*e)->description();
+  auto kept = (*e)->scan(test::make_message("kept", "a kept-marker and a second-marker\r\n"));
+  ASSERT_EQ(kept.kind, VerdictKind::kInfected);
+  ASSERT_EQ(kept.signatures.size(), 1u);
+  EXPECT_EQ(kept.signatures[0], "Mailark.Split.Kept.UNOFFICIAL");
+  EXPECT_EQ((*e)->scan(test::make_message("half", "only the kept-marker\r\n")).kind, VerdictKind::kClean);
+  auto ignored = (*e)->scan(test::make_message("ignored", "an ignored-marker\r\n"));
+  EXPECT_EQ(ignored.kind, VerdictKind::kClean)
+      << "local.ign2 names it (the logic engine does not even load it), yet: " << (ignored.signatures.empty() ? "" : ignored.signatures[0]);
 }
 
 }  // namespace

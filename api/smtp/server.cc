@@ -204,6 +204,10 @@ struct SmtpServer::Impl {
     ssl.use_private_key_file(key, asio::ssl::context::pem, ec);
     if (ec) return make_error(ErrorCode::kIo, "loading the TLS key " + key + ": " + ec.message());
 
+    // The signatures first (seconds with a full database): a listener bound before them would accept
+    // connections that then wait.
+    auto scanner = engine.scanner();
+    if (!scanner) return scanner.error();
     for (const auto& l : config.listeners) {
       Listener lst{l, std::make_unique<tcp::acceptor>(io)};
       auto addr = asio::ip::make_address(l.address, ec);
@@ -220,8 +224,6 @@ struct SmtpServer::Impl {
       listeners.push_back(std::move(lst));
     }
 
-    auto scanner = engine.scanner();
-    if (!scanner) return scanner.error();
     auto writer = engine.index_writer();
     if (!writer) return writer.error();
     IngestOptions opts;
