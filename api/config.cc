@@ -3,13 +3,14 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
-
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <set>
 #include <toml++/toml.h>
+
+#include "common/numbers.h"
 
 namespace mailark::api {
 
@@ -64,11 +65,9 @@ Result<Network> parse_network(const std::string& cidr) {
   n.prefix = static_cast<unsigned>(n.bytes.size() * 8);
   if (slash != std::string::npos) {
     std::string p = cidr.substr(slash + 1);
-    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoul(p) > n.prefix) {
-      return make_error(ErrorCode::kInvalidArgument, "bad prefix length in " + cidr);
-    }
-    n.prefix = static_cast<unsigned>(std::stoul(p));
+    auto prefix = parse_decimal(p, n.prefix);
+    if (!prefix) return make_error(ErrorCode::kInvalidArgument, "bad prefix length in " + cidr);
+    n.prefix = static_cast<unsigned>(*prefix);
   }
   return n;
 }
@@ -83,15 +82,14 @@ Result<HostPort> parse_host_port(const std::string& text, std::uint16_t default_
     std::string rest = host.substr(close + 1);
     host = host.substr(1, close - 1);
     if (!rest.empty()) {
-      if (rest[0] != ':') return make_error(ErrorCode::kInvalidArgument, "bad address " + text);
-      hp.port = static_cast<std::uint16_t>(std::stoul(rest.substr(1)));
+      auto port = rest[0] == ':' ? parse_decimal(rest.substr(1), 65535) : std::nullopt;
+      if (!port) return make_error(ErrorCode::kInvalidArgument, "bad port in " + text);
+      hp.port = static_cast<std::uint16_t>(*port);
     }
   } else if (std::size_t colon = host.rfind(':'); colon != std::string::npos && host.find(':') == colon) {
-    std::string port = host.substr(colon + 1);
-    if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
-      return make_error(ErrorCode::kInvalidArgument, "bad port in " + text);
-    }
-    hp.port = static_cast<std::uint16_t>(std::stoul(port));
+    auto port = parse_decimal(host.substr(colon + 1), 65535);
+    if (!port) return make_error(ErrorCode::kInvalidArgument, "bad port in " + text);
+    hp.port = static_cast<std::uint16_t>(*port);
     host = host.substr(0, colon);
   }
   if (host.empty()) return make_error(ErrorCode::kInvalidArgument, "no host in " + text);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/numbers.h"
 #include "common/env.h"
 #include "engine/message.h"
 
@@ -37,7 +38,7 @@ std::int64_t maildir_time(const std::string& name) {
   std::size_t i = 0;
   while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) ++i;
   if (i < 9 || i > 11 || i >= name.size() || name[i] != '.') return 0;
-  return std::stoll(name.substr(0, i));
+  return static_cast<std::int64_t>(parse_decimal(std::string_view(name).substr(0, i)).value_or(0));
 }
 
 // "From sender@example.com Thu Jan  1 00:00:00 2001" -> sender and time.

@@ -11,6 +11,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "common/numbers.h"
 #include "common/sha256.h"
 #include "indexer/schema.h"
 
@@ -406,9 +407,9 @@ std::optional<double> parse_size(std::string text) {
   else if (last == 'g')
     mult = 1024.0 * 1024 * 1024;
   if (mult != 1 || last == 'b') text.pop_back();
-  if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); }))
-    return std::nullopt;
-  return std::stod(text) * mult;
+  auto n = parse_decimal(text);  // digits only; more than 2^64 is no size anyone has
+  if (!n) return std::nullopt;
+  return static_cast<double>(*n) * mult;
 }
 
 // Where field processors report a value they cannot read. They never throw through Xapian's query

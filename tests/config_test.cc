@@ -38,6 +38,17 @@ TEST(Config, HostAndPort) {
   EXPECT_EQ(parse_host_port("[2001:db8::1]:587", 25)->port, 587);
   EXPECT_FALSE(parse_host_port("mx:99999", 25).ok());
   EXPECT_FALSE(parse_host_port(":25", 25).ok());
+  // Numbers from outside text never throw (fuzz/regressions/config/ holds the file that once did).
+  for (const char* bad : {"mx:99999999999999999999999", "[2001:db8::1]:99999999999999999999999", "[2001:db8::1]:x",
+                          "[2001:db8::1]:", "[2001:db8::1]:+25", "mx:-1", "mx: 25"}) {
+    EXPECT_FALSE(parse_host_port(bad, 25).ok()) << bad;
+  }
+  EXPECT_FALSE(parse_network("10.0.0.0/99999999999999999999999").ok());
+  EXPECT_FALSE(parse_network("10.0.0.0/+8").ok());
+  EXPECT_EQ(parse_network("10.0.0.0/8")->prefix, 8u);
+  auto c = parse_serve_config("[delivery]\nprimary = [\"mx:184467440737095516160\"]\n", "test.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().to_string().find("bad port"), std::string::npos) << c.error().to_string();
 }
 
 TEST(Config, DefaultsAreTheEmbeddedDefault) {

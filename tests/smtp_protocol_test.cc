@@ -172,6 +172,13 @@ TEST(SmtpProtocol, DeclaredSizeOverTheLimitIsRefusedAtMail) {
   Driver d(cfg);
   d.feed("EHLO x\r\nMAIL FROM:<a@x.org> SIZE=5000\r\n");
   EXPECT_EQ(d.codes().back(), "552");
+  // More than 2^64 is too big, not malformed, and never an exception.
+  d.feed("MAIL FROM:<a@x.org> SIZE=99999999999999999999999999999999\r\n");
+  EXPECT_EQ(d.codes().back(), "552");
+  d.feed("MAIL FROM:<a@x.org> SIZE=12x\r\n");
+  EXPECT_EQ(d.codes().back(), "501");
+  d.feed("MAIL FROM:<a@x.org> SIZE=-1\r\n");
+  EXPECT_EQ(d.codes().back(), "501");
 }
 
 TEST(SmtpProtocol, OversizedDataIsRefusedAfterTheDotAndMemoryStaysBounded) {

@@ -4,6 +4,8 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ssl/host_name_verification.hpp>
 
+#include "common/numbers.h"
+
 namespace mailark::smtp {
 
 using asio::awaitable;
@@ -58,13 +60,14 @@ awaitable<ClientReply> SmtpClient::read_reply() {
     if (nl != std::string::npos) {
       std::string line = buffer_.substr(0, nl);
       buffer_.erase(0, nl + 2);
-      if (line.size() < 3 || !std::isdigit(static_cast<unsigned char>(line[0]))) {
+      auto code = line.size() >= 3 ? parse_decimal(std::string_view(line).substr(0, 3)) : std::nullopt;
+      if (!code || line[0] < '2' || line[0] > '5' || (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
         reply.text = "malformed reply: " + line.substr(0, 100);
         co_return reply;
       }
       lines.push_back(line.size() > 4 ? line.substr(4) : "");
       if (line.size() == 3 || line[3] == ' ') {
-        reply.code = std::stoi(line.substr(0, 3));
+        reply.code = static_cast<int>(*code);
         for (std::size_t i = 0; i < lines.size(); ++i) reply.text += (i ? "; " : "") + lines[i];
         last_lines_ = std::move(lines);
         co_return reply;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/numbers.h"
+
 namespace mailark::smtp {
 namespace {
 
@@ -415,10 +417,11 @@ void Session::mail(std::string_view arg, Output& out) {
     params = end == std::string_view::npos ? std::string_view() : trim(params.substr(end));
     if (p.rfind("SIZE=", 0) == 0) {
       std::string digits = p.substr(5);
-      if (digits.empty() || digits.size() > 15 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
+      if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
         return error(out, 501, "5.5.4 Bad SIZE parameter");
       }
-      if (std::stoull(digits) > config_.max_message_bytes) {
+      // More digits than 2^64 holds is still a size (RFC 1870): too big, not malformed.
+      if (parse_decimal(digits).value_or(UINT64_MAX) > config_.max_message_bytes) {
         return error(out, 552, "5.3.4 Message size exceeds the limit of " + std::to_string(config_.max_message_bytes) + " bytes");
       }
     } else if (p == "BODY=8BITMIME") {
