@@ -291,15 +291,17 @@ class ArchiveFieldSource : public indexer::FieldSource {
 
 Result<indexer::SearchResults> Engine::search(const std::string& query,
                                               const indexer::SearchOptions& options) {
-  if (index_watermark() < archive_->head().seq && !index_writer_) {
+  auto reader = indexer::IndexReader::open(index_dir());
+  if (!reader) return reader.error();
+  if ((*reader)->watermark() < archive_->head().seq && !index_writer_) {
     // A lagging index (a crash between the two commits): catch up, unless a writer holds the data
     // folder (a running server or import catches up itself).
     if (auto lock = DataLock::acquire(options_.data_dir, "search (catching the index up)")) {
       if (auto w = indexer::IndexWriter::open(index_dir())) (void)catch_up_into(**w, nullptr);
+      reader = indexer::IndexReader::open(index_dir());
+      if (!reader) return reader.error();
     }
   }
-  auto reader = indexer::IndexReader::open(index_dir());
-  if (!reader) return reader.error();
   ArchiveFieldSource source(*this);
   return (*reader)->search(query, options, &source);
 }

@@ -742,7 +742,16 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
   std::unique_ptr<IndexReader> r(new IndexReader());
   r->dir_ = dir;
   try {
-    r->db_ = std::make_unique<Xapian::Database>(dir);
+    // The shards in the stub's order, as Xapian::Database(dir) would add them (same docids).
+    r->db_ = std::make_unique<Xapian::Database>();
+    std::uint64_t w = UINT64_MAX;
+    for (const auto& path : shard_paths(dir)) {
+      Xapian::Database shard(path, Xapian::DB_BACKEND_GLASS);
+      w = std::min(w, read_watermark(shard));
+      r->shard_uuids_.push_back(shard.get_uuid());
+      r->db_->add_database(shard);
+    }
+    r->watermark_ = w == UINT64_MAX ? 0 : w;
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
@@ -750,18 +759,6 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
 }
 
 IndexReader::~IndexReader() = default;
-
-std::uint64_t IndexReader::watermark() const {
-  try {
-    std::uint64_t w = UINT64_MAX;
-    for (const auto& path : shard_paths(dir_)) {
-      w = std::min(w, read_watermark(Xapian::Database(path, Xapian::DB_BACKEND_GLASS)));
-    }
-    return w == UINT64_MAX ? 0 : w;
-  } catch (const Xapian::Error&) {
-    return 0;
-  }
-}
 
 Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> IndexReader::unindexed(
     std::size_t limit) const {
@@ -816,11 +813,8 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
                         "see `mailark search --help` for the syntax");
     }
     auto shards = std::make_shared<ShardMap>();
-    std::vector<std::string> paths = shard_paths(dir_);
-    shards->count = static_cast<unsigned>(paths.size());
-    for (unsigned i = 0; i < paths.size(); ++i) {
-      shards->by_uuid[Xapian::Database(paths[i], Xapian::DB_BACKEND_GLASS).get_uuid()] = i;
-    }
+    shards->count = static_cast<unsigned>(shard_uuids_.size());
+    for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
     PhraseResolver resolver(*db_, fields, shards);
     Xapian::Query q = resolver.resolve(parsed);
 
@@ -832,6 +826,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
                                      static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
     SearchResults out;
+    out.watermark = watermark_;
     out.total = mset.get_matches_estimated();
     for (auto it = mset.begin(); it != mset.end(); ++it) {
       Summary s = decode_summary(it.get_document().get_data());

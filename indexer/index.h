@@ -95,17 +95,20 @@ struct SearchOptions {
 struct SearchResults {
   std::uint64_t total = 0;    // exact number of matching messages
   std::vector<Summary> hits;  // newest first
+  std::uint64_t watermark = 0;  // the index covered archive records 1..watermark when searched
 };
 
 class IndexReader {
  public:
+  // Opens every shard once (a search command used to open each shard three times over).
   // Errors: kNotFound when there is no index yet.
   static Result<std::unique_ptr<IndexReader>> open(const std::string& dir);
   ~IndexReader();
 
   // Errors: kInvalidArgument for a query that does not parse (with Xapian's message).
   Result<SearchResults> search(const std::string& query, const SearchOptions& options, FieldSource* fields);
-  std::uint64_t watermark() const;
+  // The last archive record every shard holds, as of open().
+  std::uint64_t watermark() const { return watermark_; }
   // Records indexed as placeholders (is:unindexed): id and reason, at most `limit`, and their number.
   Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed(std::size_t limit) const;
 
@@ -113,6 +116,8 @@ class IndexReader {
   IndexReader() = default;
   std::string dir_;
   std::unique_ptr<Xapian::Database> db_;
+  std::vector<std::string> shard_uuids_;  // in docid interleaving order
+  std::uint64_t watermark_ = 0;
 };
 
 // Parses a date as the query syntax does: YYYY, YYYY-MM, YYYY-MM-DD or YYYYMMDD (UTC). Returns the first

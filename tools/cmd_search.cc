@@ -28,7 +28,7 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
   // A lagging index misses the newest mail: say so, rather than let an incomplete answer pass for a
   // complete one.
   const std::uint64_t head = (*engine)->archive().head().seq;
-  const std::uint64_t watermark = (*engine)->index_watermark();
+  const std::uint64_t watermark = res->watermark;
   const std::uint64_t lag = head > watermark ? head - watermark : 0;
   if (lag > 0) {
     std::cerr << "mailark: note: the index is " << lag << " message" << (lag == 1 ? "" : "s")
