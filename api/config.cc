@@ -185,20 +185,22 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
       if (auto e = check(*tab)) return *e;
     }
   }
-  // Typed reads: a key of the wrong type is an error, not its default.
+  // Typed reads: a key of the wrong type is an error, not its default. The type is checked before the
+  // value is read: toml++ converts a float to an integer without a range check (undefined behaviour for
+  // 1e76; found by fuzz/config_fuzz.cc, regression in fuzz/regressions/config/).
   std::optional<Error> type_error;
   auto str = [&](toml::node_view<toml::node> node, const std::string& key, std::string& out) {
     if (!node) return;
-    if (auto v = node.value<std::string>()) out = *v;
+    if (node.is_string()) out = node.as_string()->get();
     else if (!type_error) type_error = bad(key, "must be a string");
   };
   auto num = [&](toml::node_view<toml::node> node, const std::string& key, auto& out, std::int64_t lo, std::int64_t hi) {
     if (!node) return;
-    auto v = node.value<std::int64_t>();
-    if (!v || !node.is_integer()) {
+    if (!node.is_integer()) {
       if (!type_error) type_error = bad(key, "must be a whole number");
       return;
     }
+    const std::optional<std::int64_t> v = node.as_integer()->get();
     if (*v < lo || *v > hi) {
       if (!type_error) type_error = bad(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
       return;
@@ -207,7 +209,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   };
   auto boolean = [&](toml::node_view<toml::node> node, const std::string& key, bool& out) {
     if (!node) return;
-    if (auto v = node.value<bool>(); v && node.is_boolean()) out = *v;
+    if (node.is_boolean()) out = node.as_boolean()->get();
     else if (!type_error) type_error = bad(key, "must be true or false");
   };
   auto strings = [&](toml::node_view<toml::node> node, const std::string& key, std::vector<std::string>& out) {
@@ -217,12 +219,11 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     bool ok = arr != nullptr;
     if (arr) {
       for (auto& v : *arr) {
-        auto s = v.value<std::string>();
-        if (!s || !v.is_string()) {
+        if (!v.is_string()) {
           ok = false;
           break;
         }
-        list.push_back(*s);
+        list.push_back(v.as_string()->get());
       }
     }
     if (!ok) {
@@ -320,9 +321,9 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     if (!arr || arr->empty()) return bad("delivery.retry_schedule", "must be a list of positive seconds");
     c.delivery.retry_schedule.clear();
     for (auto& v : *arr) {
-      auto n = v.value<std::int64_t>();
-      if (!n || !v.is_integer() || *n <= 0 || *n > 30 * 86400) return bad("delivery.retry_schedule", "must be a list of positive seconds");
-      c.delivery.retry_schedule.push_back(static_cast<unsigned>(*n));
+      const std::int64_t n = v.is_integer() ? v.as_integer()->get() : 0;
+      if (n <= 0 || n > 30 * 86400) return bad("delivery.retry_schedule", "must be a list of positive seconds");
+      c.delivery.retry_schedule.push_back(static_cast<unsigned>(n));
     }
   }
   num(D["queue_lifetime"], "delivery.queue_lifetime", c.delivery.queue_lifetime, 1, 365 * 86400);

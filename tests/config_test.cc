@@ -121,6 +121,14 @@ TEST(Config, UnknownKeysAndWrongTypesAreErrorsNamingTheKey) {
   EXPECT_NE(err("[[listener]]\nrole = \"inbound\"\nport = 25\nbare_newline = \"allow\"\n").find("listener.bare_newline"),
             std::string::npos);
   EXPECT_NE(err("listener = 5\n").find("listener"), std::string::npos);
+  // A float is no whole number, however large (toml++ would convert it with undefined behaviour).
+  for (const char* f : {"1048e76", "1e3", "2.5", "inf", "nan", "-1e300"}) {
+    EXPECT_NE(err(std::string("[limits]\nscan_bytes = ") + f + "\n").find("limits.scan_bytes: must be a whole number"),
+              std::string::npos) << f;
+  }
+  EXPECT_NE(err("[delivery]\nretry_schedule = [60, 1e99]\n").find("delivery.retry_schedule"), std::string::npos);
+  EXPECT_NE(err("[inbound]\ndomains = [\"a.example\", 5]\n").find("must be a list of strings"), std::string::npos);
+  EXPECT_NE(err("[delivery]\nverify_certificates = 1\n").find("must be true or false"), std::string::npos);
 }
 
 TEST(Config, ScanLimitsFollowTheMessageLimitUnlessSet) {
