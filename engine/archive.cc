@@ -557,7 +557,7 @@ Result<std::string> ArchiveSnapshot::raw(const ArchiveRecord& record) const {
   if (!h) return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + ": " + h.error().context);
   // A stored message decompresses to exactly the size its (hash-chained) record states, whatever the
   // limits in force now: what was accepted can always be read back. Only a size no configuration can
-  // produce is taken for damage (tests: Engine.MessageAtTheConfiguredMaximumReadsBack).
+  // produce is taken for damage (tests/e2e/test_failures.py test_message_at_the_configured_maximum_reads_back).
   if (record.raw_size > Limits::kMaxStoredMessageBytes) {
     return make_error(ErrorCode::kCorrupt, "record " + std::to_string(record.seq) + " claims " +
                                                std::to_string(record.raw_size) + " bytes, more than any message can have");

@@ -19,7 +19,7 @@
 // Format 2 (this release) adds the quarantine and rcpt_cache tables, queue entries v2 and the verdict
 // "unscannable". A format 1 archive opened read-write is migrated in place (tables created, marker
 // rewritten; nothing else changes); opened read-only it is read as it is
-// (tests: Upgrade.FormatOneDataFolderOpensAndIsMigrated).
+// (tests/e2e/test_upgrade.py test_format_one_data_folder_opens_migrates_and_delivers).
 //
 // Thread safety: all const methods may run concurrently with each other and with one writer at a time
 // (LMDB readers never block the writer). A Snapshot is one consistent read view, used by one thread at a

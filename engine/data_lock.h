@@ -3,7 +3,8 @@
 // readers (`search`, `show`, `verify`, `stats`) and the queue and quarantine commands, whose changes
 // LMDB serialises, never take it, so they work beside a running server. The lock goes with the
 // process (the kernel drops a flock when its holder dies), so a crash never leaves a stale lock.
-// Tests: DataLock.SecondWriterIsRefusedNamingTheHolder, e2e test_cli OneWriterPerDataFolder.
+// Tests: DataLock.SecondWriterIsRefusedNamingTheHolder, tests/e2e/test_failures.py
+// test_one_writer_per_data_folder.
 #pragma once
 
 #include <memory>

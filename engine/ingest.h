@@ -12,10 +12,12 @@
 // Failures stay with what they hit:
 // - A failed archive commit is retried (three attempts over about a second); if it still fails, that
 //   batch's messages are reported kFailed and the next batch is tried afresh: nothing latches
-//   (tests: Ingest.FailedCommitFailsThatBatchOnly, e2e test_failures).
+//   (tests: Ingest.FailedCommitFailsThatBatchOnly, tests/e2e/test_failures.py
+//   test_archive_disk_full_defers_that_message_and_recovers).
 // - An index failure never fails a message: the archive is the truth. The shard stops taking
 //   documents, and every few seconds reopens and catches up from the archive (tests:
-//   Ingest.IndexFailureNeverFailsAMessage, e2e test_failures). Meanwhile search lags, it never lies.
+//   Ingest.IndexFailureNeverFailsAMessage, tests/e2e/test_failures.py
+//   test_index_disk_full_never_refuses_mail). Meanwhile search lags, it never lies.
 // - A message that cannot be indexed (its document is refused) is indexed as a placeholder under
 //   is:unindexed, which `stats` counts and `verify` lists.
 //

@@ -129,7 +129,7 @@ bool starts_with(std::string_view s, std::string_view p) {
 // folder: each scan reserves its worst case (the message twice, decoded, plus max_scan_bytes of
 // extracted content) against the folder's free space, minus what scans in flight have reserved, and
 // does not start without it. A scan that ends with the folder nearly full (something else filled it)
-// is a temporary error. Tests: Scanner.FullTemporaryFolderIsATemporaryError, e2e test_failures.
+// is a temporary error. Tests: Scanner.FullTemporaryFolderIsATemporaryErrorNeverClean, tests/e2e/test_failures.py test_full_scanner_folder_answers_451_never_clean.
 std::atomic<std::uint64_t> g_reserved_temp_bytes{0};
 constexpr std::uint64_t kTempFloorBytes = 1u << 20;
 

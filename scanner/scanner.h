@@ -9,7 +9,7 @@
 // encrypted archive or document, a scan limit exceeded, content libclamav could not parse) or a
 // temporary error (the scanner itself could not work: temporary folder full, out of memory). Anything
 // that stops a complete scan is never kClean (tests/scanner_test.cc: Scanner.*NeverClean*,
-// Scanner.EncryptedZipIsUnscannable, Scanner.FullTemporaryFolderIsATemporaryError).
+// Scanner.EncryptedZipIsUnscannable, Scanner.FullTemporaryFolderIsATemporaryErrorNeverClean).
 //
 // This module knows nothing about the archive: it takes bytes and returns a verdict.
 #pragma once

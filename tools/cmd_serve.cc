@@ -21,7 +21,7 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   auto config = api::load_serve_config(args.config);
   if (!config) return report(config.error());
   // One set of limits: the configuration's bound the SMTP parser, the message parser, the scanner
-  // and the archive alike (tests: e2e test_failures MessageAtTheConfiguredMaximumReadsBack).
+  // and the archive alike (tests/e2e/test_failures.py test_message_at_the_configured_maximum_reads_back).
   EngineOptions options;
   options.limits = config->limits;
   options.limits.max_message_bytes += Limits::kTraceHeaderBytes;

@@ -6,9 +6,10 @@
 // - outbound: the recipient fails, and a DSN (RFC 3464) goes to the (internal) sender, never to the
 //   null sender. The DSN is archived and queued in the same transaction that marks the recipient
 //   bounced, so it is sent exactly once, even across a crash (tests: Archive.DsnIsArchivedOnce,
-//   e2e test_delivery).
+//   tests/e2e/test_delivery.py test_outbound_permanent_refusal_bounces_with_one_dsn_to_the_sender).
 // - inbound: no DSN ever goes to an outside sender (no backscatter). The recipient is kept in the
-//   queue for the administrator (`mailark queue` shows it; retry or delete).
+//   queue for the administrator (`mailark queue` shows it; retry or delete; tests/e2e/test_delivery.py
+//   test_inbound_refusal_by_the_primary_after_250_is_kept_for_the_administrator).
 // Connections are reused for the messages to one destination, with a limit of concurrent connections
 // per destination. Held entries are left alone. Results are written as deltas (Archive::queue_apply)
 // in group commits on a pool thread, never on the event loop, so an administrator's hold made

@@ -76,9 +76,11 @@ std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
 }
 
 // Inbound: only the configured domains (and addresses), never a relay, and no sender-specified
-// routing (tests: SmtpProtocol.RoutingInTheLocalPartIsFound, e2e test_serve
-// RoutingTricksAreRefusedOnTheInboundListener); unknown recipients refused at RCPT time through the
-// primary or the list (e2e test_backscatter). Outbound: anyone may be a recipient; who may connect
+// routing (tests: SmtpProtocol.RoutingInTheLocalPartIsFound, tests/e2e/test_serve.py
+// test_routing_tricks_are_refused_on_the_inbound_listener); unknown recipients refused at RCPT time
+// through the primary or the list (tests/e2e/test_postfix.py
+// test_unknown_recipients_are_refused_at_rcpt_time_by_asking_postfix, tests/e2e/test_serve.py
+// test_recipient_list_accepts_only_listed_addresses). Outbound: anyone may be a recipient; who may connect
 // at all was checked at connection time.
 class ListenerPolicy : public smtp::Policy {
  public:
@@ -547,7 +549,7 @@ struct SmtpServer::Impl {
                      config_path.empty() ? "defaults" : config_path);
       }
       // Compiling signatures takes seconds with a full database: on the pool, while sessions go on
-      // with the engine in use (tests: e2e test_serve ReloadDuringSessionsDropsNothing).
+      // with the engine in use (tests/e2e/test_failures.py test_reload_under_load_drops_nothing).
       Status reloaded;
       auto reload = [&] { reloaded = engine.reload_scanner(); };
       co_await run_blocking(blocking, reload);

@@ -6,7 +6,8 @@
 // primary cannot be asked (down, 4xx), an address it accepted before, however long ago, is accepted,
 // so known users keep receiving mail through an outage; others are deferred (451 4.4.3) or accepted
 // per inbound.verify_unreachable. Probes for one address are shared, and at most kMaxProbes run at
-// once. Tests: e2e test_backscatter.
+// once. Tests: tests/e2e/test_postfix.py test_unknown_recipients_are_refused_at_rcpt_time_by_asking_postfix
+// (refused, cached, durable, accepted through an outage).
 //
 // Thread safety: used on the server's io_context thread only.
 #pragma once
