@@ -201,6 +201,11 @@ struct SmtpServer::Impl {
     ssl.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1,
                     ec);
+    // No renegotiation (a client could make the server repeat the handshake's public-key work at will)
+    // and no TLS compression, whatever the OpenSSL build's defaults: test_serve.py
+    // test_client_initiated_renegotiation_is_refused.
+    SSL_CTX_set_options(ssl.native_handle(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_clear_options(ssl.native_handle(), SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
     ssl.use_certificate_chain_file(cert, ec);
     if (ec) return make_error(ErrorCode::kIo, "loading the TLS certificate " + cert + ": " + ec.message());
     ssl.use_private_key_file(key, asio::ssl::context::pem, ec);

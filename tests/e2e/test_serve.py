@@ -182,6 +182,30 @@ index_commit_interval_ms = 200
         env = self.cli("show", str(res["results"][0]["id"]))["envelope"]
         self.assertTrue(env["tls"].startswith("TLSv1."), env["tls"])
 
+    def test_client_initiated_renegotiation_is_refused(self):
+        # A renegotiation makes the server redo a handshake's public-key work, as often as a client
+        # asks. TLS 1.2 (1.3 has none); openssl s_client renegotiates on the line "R".
+        p = subprocess.Popen(["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{self.inbound}",
+                              "-tls1_2", "-crlf"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        try:
+            time.sleep(2)
+            p.stdin.write(b"R\n")
+            p.stdin.flush()
+            time.sleep(2)
+            p.stdin.write(b"EHLO client.test.example\n")
+            p.stdin.flush()
+            time.sleep(1)
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        out = p.communicate(timeout=30)[0].decode(errors="replace")
+        self.assertIn("Protocol  : TLSv1.2", out, "the first handshake succeeded")
+        self.assertIn("RENEGOTIATING", out)
+        after = out.split("RENEGOTIATING", 1)[1]
+        self.assertIn("no renegotiation", after, "the server refused with a no_renegotiation alert")
+        self.assertNotIn("250-", after, "no command was answered after the refused renegotiation")
+
     def test_implicit_tls_listener(self):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
