@@ -206,6 +206,21 @@ index_commit_interval_ms = 200
         self.assertIn("no renegotiation", after, "the server refused with a no_renegotiation alert")
         self.assertNotIn("250-", after, "no command was answered after the refused renegotiation")
 
+    def test_tls_older_than_1_2_is_refused(self):
+        def handshake(version):
+            # SECLEVEL=0: this client would offer the old versions; whether they work is the server's call.
+            p = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{self.inbound}",
+                                version, "-cipher", "DEFAULT@SECLEVEL=0"], input=b"", capture_output=True,
+                               timeout=30)
+            return p.returncode, (p.stdout + p.stderr).decode(errors="replace")
+        rc, out = handshake("-tls1_2")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("Protocol  : TLSv1.2", out)
+        for old in ("-tls1", "-tls1_1"):
+            rc, out = handshake(old)
+            self.assertNotEqual(rc, 0, old + ": " + out)
+            self.assertIn("alert protocol version", out, old)
+
     def test_implicit_tls_listener(self):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
