@@ -201,9 +201,9 @@ struct SmtpServer::Impl {
     ssl.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1,
                     ec);
-    // No renegotiation (a client could make the server repeat the handshake's public-key work at will)
-    // and no TLS compression, whatever the OpenSSL build's defaults: test_serve.py
-    // test_client_initiated_renegotiation_is_refused.
+    // No renegotiation, whatever the OpenSSL build's defaults: a client could make the server repeat the
+    // handshake's public-key work at will (test_serve.py test_client_initiated_renegotiation_is_refused).
+    // No TLS compression either (CRIME); OpenSSL 3 as Debian builds it has none to offer.
     SSL_CTX_set_options(ssl.native_handle(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_clear_options(ssl.native_handle(), SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
     ssl.use_certificate_chain_file(cert, ec);
