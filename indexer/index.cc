@@ -736,6 +736,76 @@ class PhraseResolver {
   std::unordered_map<Xapian::docid, std::optional<IndexFields>> fields_cache_;
 };
 
+// NEAR and ADJ are words in mailark's syntax, never operators: the index has no positions, and
+// Xapian 1.4's parser leaks a term (96 bytes a query) when a syntax error unwinds past one of them
+// (found by fuzz/query_fuzz.cc; regression fuzz/regressions/query/leak-near-operator; test
+// IndexNear.NearAndAdjAreWords). Xapian reads one as an operator when it is a whole word of the
+// letters near or adj in any case, whatever surrounds it, and skips zero-width characters inside it.
+// Each such word outside any quotes and field value becomes a one-word phrase ("near"), which Xapian
+// reads as the term. When one stands where that cannot be done safely (the query has quotes, or the
+// word is in a field's value), the query is parsed without boolean operators instead: the word is
+// then a word, and AND (the default) still holds, with +word and -word.
+struct Neutralised {
+  std::string query;
+  bool without_operators = false;
+};
+
+Neutralised neutralise_proximity_operators(const std::string& q) {
+  auto word_byte = [](unsigned char c) { return std::isalnum(c) || c == '_'; };
+  // Xapian ignores these inside a word: U+200B..U+200D, U+2060, U+FEFF (UTF-8).
+  auto ignorable_at = [&](std::size_t i) -> std::size_t {
+    auto at = [&](std::size_t k) { return k < q.size() ? static_cast<unsigned char>(q[k]) : 0u; };
+    if (at(i) == 0xE2 && at(i + 1) == 0x80 && at(i + 2) >= 0x8B && at(i + 2) <= 0x8D) return 3;
+    if (at(i) == 0xE2 && at(i + 1) == 0x81 && at(i + 2) == 0xA0) return 3;
+    if (at(i) == 0xEF && at(i + 1) == 0xBB && at(i + 2) == 0xBF) return 3;
+    return 0;
+  };
+  // The end of the word `letters` (any case, ignorables allowed inside) starting at i, or npos.
+  auto match = [&](std::size_t i, std::string_view letters) -> std::size_t {
+    for (std::size_t n = 0; n < letters.size(); ++n) {
+      while (n > 0 && ignorable_at(i)) i += ignorable_at(i);
+      if (i >= q.size() || std::tolower(static_cast<unsigned char>(q[i])) != letters[n]) return std::string::npos;
+      ++i;
+    }
+    if (i < q.size() && word_byte(static_cast<unsigned char>(q[i]))) return std::string::npos;
+    return i;
+  };
+  const bool has_quotes = q.find('"') != std::string::npos || q.find("\xE2\x80\x9C") != std::string::npos ||
+                          q.find("\xE2\x80\x9D") != std::string::npos;
+  Neutralised out;
+  std::size_t token_start = 0;  // where the current whitespace-delimited token began
+  for (std::size_t i = 0; i < q.size();) {
+    const unsigned char c = static_cast<unsigned char>(q[i]);
+    if (std::isspace(c)) token_start = i + 1;
+    const bool boundary = i == 0 || !word_byte(static_cast<unsigned char>(q[i - 1]));
+    std::size_t end = std::string::npos;
+    std::string_view word;
+    if (boundary) {
+      if ((end = match(i, "near")) != std::string::npos) word = "near";
+      else if ((end = match(i, "adj")) != std::string::npos) word = "adj";
+    }
+    if (end == std::string::npos) {
+      out.query += q[i++];
+      continue;
+    }
+    const bool in_field_value = q.find(':', token_start) < i;
+    if (has_quotes || in_field_value) {
+      out.without_operators = true;
+      out.query = q;
+      return out;
+    }
+    out.query += '"';
+    out.query += word;
+    out.query += '"';
+    // NEAR/3's distance means nothing without positions.
+    if (end + 1 < q.size() && q[end] == '/' && std::isdigit(static_cast<unsigned char>(q[end + 1]))) {
+      for (++end; end < q.size() && std::isdigit(static_cast<unsigned char>(q[end]));) ++end;
+    }
+    i = end;
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
@@ -806,8 +876,12 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     unsigned flags = Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_PHRASE |
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
+    const Neutralised safe = neutralise_proximity_operators(query);
+    if (safe.without_operators) {
+      flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
+    }
     Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos ? Xapian::Query::MatchAll
-                                                                               : qp.parse_query(query, flags);
+                                                                               : qp.parse_query(safe.query, flags);
     if (!errors->first.empty()) {
       return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + errors->first,
                         "see `mailark search --help` for the syntax");
