@@ -83,7 +83,9 @@ void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
       "from:example.com); repeating one of them means either;\n"
       "id:<message-id> has:attachment is:malformed is:quarantined verdict:clean|infected|unscanned\n"
       "direction:import|inbound|outbound type:application/pdf date:2001-01-01..2001-06-30 (also\n"
-      "date:2001, date:2001-05, open ranges) size:10k..1m; AND, OR, NOT, parentheses, +word, -word.");
+      "date:2001, date:2001-05, open ranges) size:10k..1m; AND, OR, NOT, parentheses, +word, -word\n"
+      "(near and adj are words to find, not operators; a query with both quotes and one of them is read\n"
+      "without AND, OR and NOT).");
   cmd->add_option("query", args->words, "the query")->required();
   cmd->add_option("--limit", args->limit, "results to show (default 20)");
   cmd->add_option("--offset", args->offset, "results to skip");
