@@ -37,26 +37,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from common import free_port, pct, stop_all, wait_port  # noqa: E402
 from postfix_instance import Postfix  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc=None, seconds=300):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"process for port {port} exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 def load_messages(corpus, count, seed=7):
@@ -176,10 +158,6 @@ def drive(port, msgs, sessions, during=None):
     if dropped:
         print(f"{dropped} sessions dropped", flush=True)
     return secs, lat, refused + dropped
-
-
-def pct(v, p):
-    return v[min(len(v) - 1, int(p * (len(v) - 1)))] if v else float("nan")
 
 
 def peak_rss_mb(pid):
@@ -325,13 +303,7 @@ def main():
     finally:
         for pf in postfixes:
             pf.stop()
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -14,9 +14,7 @@ script sets up in a scratch folder and stops again). Run as root.
 import argparse
 import os
 import shutil
-import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,24 +24,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from common import free_port, pct, stop_all, wait_port  # noqa: E402
 from postfix_instance import Postfix  # noqa: E402  (the tests' private-instance helper)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 def probe(port, stop, latencies):
@@ -76,10 +58,6 @@ def drive(port, messages, sessions, size):
     t.join()
     latencies.sort()
     return secs, latencies
-
-
-def pct(values, p):
-    return values[min(len(values) - 1, int(p * (len(values) - 1)))] if values else float("nan")
 
 
 def main():
@@ -131,13 +109,7 @@ default_process_limit = 100
     finally:
         if "postfix" in locals():
             postfix.stop()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs, timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 
