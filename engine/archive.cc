@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <algorithm>
 #include <map>
 
 #include "common/encoding.h"
@@ -15,8 +16,10 @@ namespace mailark {
 namespace {
 
 // Archive format (meta "format"): 1 = the first release; 2 = quarantine and rcpt_cache tables, queue
-// entries v2, verdict "unscannable". This build reads 1 and 2 and migrates 1 to 2 on a writable open.
-constexpr std::uint32_t kFormatVersion = 2;
+// entries v2, verdict "unscannable"; 3 = queue_due, continuity and delivered tables, queue entries v3,
+// direction "probe". This build reads 1 to 3 and migrates older ones to 3 on a writable open (the due
+// index is built from the queue in the migrating transaction).
+constexpr std::uint32_t kFormatVersion = 3;
 constexpr std::uint32_t kOldestFormat = 1;
 // Address space reserved for the map. LMDB grows the file only as pages are used; the reservation is
 // virtual. Raising it later is allowed (mdb_env_set_mapsize on open).
@@ -148,6 +151,19 @@ std::string encode_head(const ChainHead& h) {
   return be64(h.seq) + std::string(reinterpret_cast<const char*>(h.hash.data()), 32);
 }
 
+std::string ascii_lower(std::string_view in) {
+  std::string s(in);
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
+
+// Key of the delivered table: SHA-256 over the Message-ID and the recipient, both in lower case.
+std::string delivered_key(std::string_view message_id, std::string_view rcpt) {
+  Digest d = sha256("mailark-delivered-v1\n" + ascii_lower(message_id) + "\n" + ascii_lower(rcpt));
+  return std::string(reinterpret_cast<const char*>(d.data()), d.size());
+}
+
 }  // namespace
 
 
@@ -191,7 +207,10 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
                           {"dicts", &a->dicts_dbi_, nullptr},             {"meta", &a->meta_dbi_, nullptr},
                           {"blob_index", &a->blob_index_dbi_, nullptr},   {"queue", &a->queue_dbi_, &a->has_queue_},
                           {"quarantine", &a->quarantine_dbi_, &a->has_quarantine_},
-                          {"rcpt_cache", &a->rcpt_cache_dbi_, &a->has_rcpt_cache_}};
+                          {"rcpt_cache", &a->rcpt_cache_dbi_, &a->has_rcpt_cache_},
+                          {"queue_due", &a->queue_due_dbi_, &a->has_queue_due_},
+                          {"continuity", &a->continuity_dbi_, &a->has_continuity_},
+                          {"delivered", &a->delivered_dbi_, &a->has_delivered_}};
   for (const auto& table : tables) {
     MDB_dbi dbi = 0;
     rc = mdb_dbi_open(t.txn, table.name, create, &dbi);
@@ -219,7 +238,31 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   }
   if (!read_only && (rc == MDB_NOTFOUND || format < kFormatVersion)) {
     // A new archive, or the in-place migration of an older one: the new tables were created above;
-    // nothing stored changes meaning, so only the marker is rewritten.
+    // nothing stored changes meaning, so only the marker is rewritten, and (from format 2) the due
+    // index is built from the queue.
+    if (format < 3) {
+      MDB_cursor* cur = nullptr;
+      if ((rc = mdb_cursor_open(t.txn, a->queue_dbi_, &cur))) return lmdb_error("mdb_cursor_open", rc);
+      MDB_val qk, qv;
+      int walk;
+      for (walk = mdb_cursor_get(cur, &qk, &qv, MDB_FIRST); walk == 0; walk = mdb_cursor_get(cur, &qk, &qv, MDB_NEXT)) {
+        if (qk.mv_size != 8) continue;
+        auto e = decode_queue_entry(from_be64(view(qk)), view(qv));
+        if (!e) {
+          mdb_cursor_close(cur);
+          return e.error();
+        }
+        for (const auto& dk : due_keys(*e)) {
+          MDB_val dkv = val(dk), empty{0, nullptr};
+          if ((rc = mdb_put(t.txn, a->queue_due_dbi_, &dkv, &empty, 0))) {
+            mdb_cursor_close(cur);
+            return lmdb_error("building the queue's due index", rc);
+          }
+        }
+      }
+      mdb_cursor_close(cur);
+      if (walk != MDB_NOTFOUND) return lmdb_error("walking the queue", walk);
+    }
     std::string fmt = be32(kFormatVersion);
     MDB_val fv = val(fmt);
     rc = mdb_put(t.txn, a->meta_dbi_, &k, &fv, 0);
@@ -300,8 +343,30 @@ namespace {
 
 // Reads, changes and writes one queue entry inside a write transaction. Returns MDB_NOTFOUND when
 // there is no entry; fn returns false to leave it unchanged.
-int update_queue_entry(MDB_txn* txn, unsigned dbi, std::uint64_t seq, const std::function<bool(QueueEntry&)>& fn,
-                       QueueEntry* written, Error* decode_error) {
+// Replaces an entry's due-index keys (old: as stored before, or nullptr for a new entry; now: as
+// stored after, or nullptr when it was removed). Every queue write goes through here, so the index
+// never disagrees with the queue (tests: Archive.DueIndexFollowsEveryQueueChange).
+int reindex_due(MDB_txn* txn, unsigned due_dbi, const QueueEntry* old, const QueueEntry* now) {
+  std::vector<std::string> before = old ? due_keys(*old) : std::vector<std::string>{};
+  std::vector<std::string> after = now ? due_keys(*now) : std::vector<std::string>{};
+  for (const auto& k : before) {
+    if (std::find(after.begin(), after.end(), k) != after.end()) continue;
+    MDB_val kv = val(k);
+    int rc = mdb_del(txn, due_dbi, &kv, nullptr);
+    if (rc && rc != MDB_NOTFOUND) return rc;
+  }
+  for (const auto& k : after) {
+    if (std::find(before.begin(), before.end(), k) != before.end()) continue;
+    MDB_val kv = val(k), empty{0, nullptr};
+    int rc = mdb_put(txn, due_dbi, &kv, &empty, 0);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+// Reads, changes and writes one queue entry (and its due-index keys) inside a write transaction.
+int update_queue_entry(MDB_txn* txn, unsigned dbi, unsigned due_dbi, std::uint64_t seq,
+                       const std::function<bool(QueueEntry&)>& fn, QueueEntry* written, Error* decode_error) {
   std::string key = be64(seq);
   MDB_val k = val(key), v;
   int rc = mdb_get(txn, dbi, &k, &v);
@@ -311,16 +376,19 @@ int update_queue_entry(MDB_txn* txn, unsigned dbi, std::uint64_t seq, const std:
     *decode_error = e.error();
     return MDB_CORRUPTED;
   }
+  const QueueEntry old = *e;
   if (!fn(*e)) {
     if (written) *written = std::move(*e);
     return 0;
   }
   if (e->finished()) {
     rc = mdb_del(txn, dbi, &k, nullptr);
+    if (!rc) rc = reindex_due(txn, due_dbi, &old, nullptr);
   } else {
     std::string value = encode_queue_entry(*e);
     MDB_val nv = val(value);
     rc = mdb_put(txn, dbi, &k, &nv, 0);
+    if (!rc) rc = reindex_due(txn, due_dbi, &old, &*e);
   }
   if (written) *written = std::move(*e);
   return rc;
@@ -427,6 +495,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
       std::string qv = encode_queue_entry(q);
       MDB_val qk = val(key), qval = val(qv);
       rc = mdb_put(t.txn, queue_dbi_, &qk, &qval, MDB_NOOVERWRITE);
+      if (!rc) rc = reindex_due(t.txn, queue_due_dbi_, nullptr, &q);
       if (rc) return lmdb_error("queueing record " + std::to_string(r.seq), rc);
     }
     if (item.quarantine) {
@@ -441,7 +510,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     if (item.dsn_for) {
       Error bad;
       rc = update_queue_entry(
-          t.txn, queue_dbi_, item.dsn_for->seq,
+          t.txn, queue_dbi_, queue_due_dbi_, item.dsn_for->seq,
           [&](QueueEntry& e) {
             bool changed = false;
             for (auto& qr : e.recipients) {
@@ -681,7 +750,7 @@ Result<QueueEntry> Archive::queue_modify(std::uint64_t seq, const std::function<
   Error bad;
   QueueEntry written;
   rc = update_queue_entry(
-      t.txn, queue_dbi_, seq,
+      t.txn, queue_dbi_, queue_due_dbi_, seq,
       [&](QueueEntry& e) {
         fn_status = fn(e);
         return fn_status.ok();
@@ -701,9 +770,14 @@ Status Archive::queue_remove(std::uint64_t seq) {
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
   std::string key = be64(seq);
-  MDB_val k = val(key);
-  rc = mdb_del(t.txn, queue_dbi_, &k, nullptr);
+  MDB_val k = val(key), v;
+  rc = mdb_get(t.txn, queue_dbi_, &k, &v);
   if (rc == MDB_NOTFOUND) return make_error(ErrorCode::kNotFound, "no queue entry for message " + std::to_string(seq));
+  if (rc) return lmdb_error("reading queue entry " + std::to_string(seq), rc);
+  auto old = decode_queue_entry(seq, view(v));
+  rc = mdb_del(t.txn, queue_dbi_, &k, nullptr);
+  // A damaged entry has no keys we could compute; its stale keys are skipped by the readers.
+  if (!rc && old) rc = reindex_due(t.txn, queue_due_dbi_, &*old, nullptr);
   if (rc) return lmdb_error("removing queue entry", rc);
   if ((rc = t.commit())) return lmdb_error("committing a queue removal", rc);
   return ok_status();
@@ -719,22 +793,38 @@ Result<std::vector<QueueEntry>> Archive::queue_apply(const std::vector<DeliveryR
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
+  const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
   for (const auto& group : by_seq) {
     const std::uint64_t seq = group.first;
     const auto& list = group.second;  // (not a structured binding: clang 14 cannot capture those)
     Error bad;
     QueueEntry e;
+    std::vector<std::string> delivered;
     rc = update_queue_entry(
-        t.txn, queue_dbi_, seq,
+        t.txn, queue_dbi_, queue_due_dbi_, seq,
         [&](QueueEntry& entry) {
           bool changed = false;
-          for (const auto* r : list) changed |= apply_result(entry, *r);
+          for (const auto* r : list) {
+            bool applied = apply_result(entry, *r);
+            if (applied && r->state == RecipientState::kDelivered) delivered.push_back(r->address);
+            changed |= applied;
+          }
           return changed;
         },
         &e, &bad);
     if (rc == MDB_NOTFOUND) continue;  // an administrator deleted it meanwhile
     if (rc == MDB_CORRUPTED && !bad.context.empty()) return bad;
     if (rc) return lmdb_error("writing delivery results", rc);
+    // What reached the primary, by Message-ID and recipient: the continuity drain does not send it
+    // again (delivered_lookup).
+    if (e.route == Route::kPrimary && !e.message_id.empty() && has_delivered_) {
+      for (const auto& a : delivered) {
+        std::string key = delivered_key(e.message_id, a);
+        std::string value = be64(static_cast<std::uint64_t>(now)) + be64(seq);
+        MDB_val dk = val(key), dv = val(value);
+        if ((rc = mdb_put(t.txn, delivered_dbi_, &dk, &dv, 0))) return lmdb_error("recording a delivery", rc);
+      }
+    }
     written.push_back(std::move(e));
   }
   if ((rc = t.commit())) return lmdb_error("committing queue changes", rc);
@@ -813,6 +903,7 @@ Result<QuarantineEntry> Archive::quarantine_decide(std::uint64_t seq, Quarantine
     MDB_val qval = val(qv);
     rc = mdb_put(t.txn, queue_dbi_, &k, &qval, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST) return make_error(ErrorCode::kInvalidArgument, "message " + std::to_string(seq) + " is already queued");
+    if (!rc) rc = reindex_due(t.txn, queue_due_dbi_, nullptr, &q);
     if (rc) return lmdb_error("queueing the released message", rc);
   }
   if ((rc = t.commit())) return lmdb_error("committing the decision", rc);
@@ -852,6 +943,270 @@ Status Archive::store_recipients(const std::vector<CachedRecipient>& entries) {
     if ((rc = mdb_put(t.txn, rcpt_cache_dbi_, &k, &v, 0))) return lmdb_error("caching a recipient", rc);
   }
   if ((rc = t.commit())) return lmdb_error("committing the recipient cache", rc);
+  return ok_status();
+}
+
+// ---- the due index ----
+
+Result<std::vector<QueueEntry>> Archive::queue_due(std::uint8_t lane, std::int64_t until, std::size_t limit,
+                                                   const std::function<bool(std::uint64_t)>& skip) const {
+  std::vector<QueueEntry> out;
+  if (!has_queue_) return out;
+  if (!has_queue_due_) {
+    // A read-only open of an archive older than format 3: the whole queue, filtered.
+    auto all = queue_entries();
+    if (!all) return all.error();
+    for (auto& e : *all) {
+      if (out.size() >= limit) break;
+      if (skip && skip(e.seq)) continue;
+      for (const auto& k : due_keys(e)) {
+        std::uint8_t l;
+        std::int64_t due;
+        std::uint64_t seq;
+        if (parse_due_key(k, l, due, seq) && l == lane && due <= until) {
+          out.push_back(e);
+          break;
+        }
+      }
+    }
+    return out;
+  }
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  auto take = [&](std::uint64_t seq) -> Status {
+    std::string key = be64(seq);
+    MDB_val k = val(key), v;
+    int grc = mdb_get(t.txn, queue_dbi_, &k, &v);
+    if (grc == MDB_NOTFOUND) return ok_status();  // a stale key (a damaged entry was removed)
+    if (grc) return lmdb_error("reading queue entry " + std::to_string(seq), grc);
+    auto e = decode_queue_entry(seq, view(v));
+    if (!e) return e.error();
+    out.push_back(std::move(e).value());
+    return ok_status();
+  };
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(t.txn, queue_due_dbi_, &cur))) return lmdb_error("mdb_cursor_open", rc);
+  std::string start = due_key_prefix(lane);
+  MDB_val k = val(start), v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && out.size() < limit;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    std::uint8_t l;
+    std::int64_t due;
+    std::uint64_t seq;
+    if (!parse_due_key(view(k), l, due, seq) || l != lane || due > until) break;
+    if (skip && skip(seq)) continue;
+    if (Status st = take(seq); !st) {
+      mdb_cursor_close(cur);
+      return st.error();
+    }
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("walking the due index", rc);
+  return out;
+}
+
+Result<std::uint64_t> Archive::queue_retry_now(Route route, std::uint64_t from_seq, std::uint64_t to_seq) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  // The keys first (a cursor over a table being changed is not to be trusted), then each entry.
+  std::vector<std::uint64_t> seqs;
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(t.txn, queue_due_dbi_, &cur))) return lmdb_error("mdb_cursor_open", rc);
+  std::string start = due_key_prefix(lane_of(route)) + be64(1);  // due time > 0: waiting for a retry
+  MDB_val k = val(start), v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    std::uint8_t l;
+    std::int64_t due;
+    std::uint64_t seq;
+    if (!parse_due_key(view(k), l, due, seq) || l != lane_of(route)) break;
+    if (seq >= from_seq && seq <= to_seq) seqs.push_back(seq);
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("walking the due index", rc);
+  std::uint64_t changed = 0;
+  for (std::uint64_t seq : seqs) {
+    Error bad;
+    rc = update_queue_entry(
+        t.txn, queue_dbi_, queue_due_dbi_, seq,
+        [&](QueueEntry& e) {
+          bool any = false;
+          for (auto& r : e.recipients) {
+            if (r.state == RecipientState::kPending && r.next_attempt_at != 0) {
+              r.next_attempt_at = 0;
+              any = true;
+            }
+          }
+          return any;
+        },
+        nullptr, &bad);
+    if (rc == MDB_NOTFOUND) continue;
+    if (rc == MDB_CORRUPTED && !bad.context.empty()) return bad;
+    if (rc) return lmdb_error("rescheduling queue entry " + std::to_string(seq), rc);
+    ++changed;
+  }
+  if ((rc = t.commit())) return lmdb_error("committing the reschedule", rc);
+  return changed;
+}
+
+Result<QueueRangeFigures> Archive::queue_range(Route route, std::uint64_t from_seq, std::uint64_t to_seq,
+                                               bool stop_at_first_pending) const {
+  QueueRangeFigures f;
+  if (!has_queue_ || from_seq > to_seq) return f;
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(t.txn, queue_dbi_, &cur))) return lmdb_error("mdb_cursor_open", rc);
+  std::string start = be64(from_seq);
+  MDB_val k = val(start), v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) continue;
+    std::uint64_t seq = from_be64(view(k));
+    if (seq > to_seq) break;
+    auto e = decode_queue_entry(seq, view(v));
+    if (!e || e->route != route) continue;
+    bool pending_here = false;
+    for (const auto& r : e->recipients) {
+      if (r.state == RecipientState::kPending) {
+        ++f.pending_recipients;
+        pending_here = true;
+      } else if (r.state == RecipientState::kKept) {
+        ++f.kept_recipients;
+      }
+    }
+    if (pending_here) {
+      ++f.pending_messages;
+      if (e->held) ++f.held_by_admin;
+      if (stop_at_first_pending) break;
+    }
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("walking the queue", rc);
+  return f;
+}
+
+// ---- delivered log ----
+
+Result<std::optional<DeliveredAt>> Archive::delivered_lookup(std::string_view message_id, std::string_view rcpt) const {
+  if (!has_delivered_ || message_id.empty()) return std::optional<DeliveredAt>{};
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string key = delivered_key(message_id, rcpt);
+  MDB_val k = val(key), v;
+  rc = mdb_get(t.txn, delivered_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<DeliveredAt>{};
+  if (rc) return lmdb_error("reading the delivered log", rc);
+  if (v.mv_size != 16) return std::optional<DeliveredAt>{};
+  DeliveredAt d;
+  d.at = static_cast<std::int64_t>(from_be64(view(v)));
+  d.seq = from_be64(view(v).substr(8));
+  return std::optional<DeliveredAt>(d);
+}
+
+Result<std::uint64_t> Archive::delivered_prune(std::int64_t older_than) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  if (!has_delivered_) return std::uint64_t{0};
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(t.txn, delivered_dbi_, &cur))) return lmdb_error("mdb_cursor_open", rc);
+  std::uint64_t removed = 0;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (v.mv_size == 16 && static_cast<std::int64_t>(from_be64(view(v))) >= older_than) continue;
+    if ((rc = mdb_cursor_del(cur, 0))) break;
+    ++removed;
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("pruning the delivered log", rc);
+  if ((rc = t.commit())) return lmdb_error("committing the delivered log", rc);
+  return removed;
+}
+
+// ---- continuity state ----
+
+namespace {
+
+class LmdbStateView : public StateWriter {
+ public:
+  LmdbStateView(MDB_txn* txn, unsigned dbi, bool present) : txn_(txn), dbi_(dbi), present_(present) {}
+  std::optional<std::string> get(std::string_view key) const override {
+    if (!present_) return std::nullopt;
+    MDB_val k = val(key), v;
+    if (mdb_get(txn_, dbi_, &k, &v) != 0) return std::nullopt;
+    return std::string(view(v));
+  }
+  void scan(std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn,
+            bool reverse) const override {
+    if (!present_) return;
+    MDB_cursor* cur = nullptr;
+    if (mdb_cursor_open(txn_, dbi_, &cur)) return;
+    MDB_val k, v;
+    int rc;
+    if (!reverse) {
+      k = val(prefix);
+      rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else {
+      // The last key with the prefix: position after the prefix's range, then step back.
+      std::string after(prefix);
+      after.push_back('\xff');
+      k = val(after);
+      rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+      rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV) : mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, reverse ? MDB_PREV : MDB_NEXT)) {
+      std::string_view key = view(k);
+      if (key.substr(0, prefix.size()) != prefix) {
+        if (reverse && key > prefix) continue;
+        break;
+      }
+      if (!fn(key, view(v))) break;
+    }
+    mdb_cursor_close(cur);
+  }
+  Status put(std::string_view key, std::string_view value) override {
+    if (key.empty() || key.size() > 400) return make_error(ErrorCode::kInvalidArgument, "bad state key");
+    MDB_val k = val(key), v = val(value);
+    int rc = mdb_put(txn_, dbi_, &k, &v, 0);
+    if (rc) return lmdb_error("writing continuity state", rc);
+    return ok_status();
+  }
+  Status del(std::string_view key) override {
+    MDB_val k = val(key);
+    int rc = mdb_del(txn_, dbi_, &k, nullptr);
+    if (rc && rc != MDB_NOTFOUND) return lmdb_error("removing continuity state", rc);
+    return ok_status();
+  }
+
+ private:
+  MDB_txn* txn_;
+  unsigned dbi_;
+  bool present_;
+};
+
+}  // namespace
+
+Status Archive::state_read(const std::function<Status(const StateView&)>& fn) const {
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  LmdbStateView sv(t.txn, continuity_dbi_, has_continuity_);
+  return fn(sv);
+}
+
+Status Archive::state_write(const std::function<Status(StateWriter&)>& fn) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  LmdbStateView sv(t.txn, continuity_dbi_, true);
+  MAILARK_TRY(fn(sv));
+  if ((rc = t.commit())) return lmdb_error("committing continuity state", rc);
   return ok_status();
 }
 

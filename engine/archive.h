@@ -10,16 +10,21 @@
 //   queue       seq (u64 BE) -> queue entry (queue.h) for messages still to be delivered
 //   quarantine  seq (u64 BE) -> quarantine entry (quarantine.h) for messages held back from delivery
 //   rcpt_cache  lower-case address -> the primary's last answer about it (recipient verification)
+//   queue_due   lane, due time, seq -> empty: the queue's entries with work to do, by route and due time
+//   continuity  the continuity monitor's and events' state (engine/continuity.h): short keys -> JSON
+//   delivered   SHA-256(Message-ID, recipient) -> time, seq: what reached the primary (drain dedupe)
 //   dicts       dictionary id (u32 big-endian) -> zstd dictionary
 //   meta        "format", "head" (last seq + hash), "active_dict", "counters"
 // Invariants kept by append(): records are only ever added at head+1; a blob exists for every record;
 // head and counters change in the same transaction as the records they describe; a record's queue or
 // quarantine entry is written in the same transaction as the record.
 //
-// Format 2 (this release) adds the quarantine and rcpt_cache tables, queue entries v2 and the verdict
-// "unscannable". A format 1 archive opened read-write is migrated in place (tables created, marker
-// rewritten; nothing else changes); opened read-only it is read as it is
-// (tests/e2e/test_upgrade.py test_format_one_data_folder_opens_migrates_and_delivers).
+// Format 2 added the quarantine and rcpt_cache tables, queue entries v2 and the verdict "unscannable";
+// format 3 (this release) the queue_due, continuity and delivered tables, queue entries v3 and the
+// direction "probe". An older archive opened read-write is migrated in place (tables created, the due
+// index built from the queue, marker rewritten; nothing else changes); opened read-only it is read as
+// it is (tests/e2e/test_upgrade.py test_format_one_data_folder_opens_migrates_and_delivers,
+// test_format_two_data_folder_opens_migrates_and_delivers).
 //
 // Thread safety: all const methods may run concurrently with each other and with one writer at a time
 // (LMDB readers never block the writer). A Snapshot is one consistent read view, used by one thread at a
@@ -33,6 +38,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/limits.h"
@@ -102,6 +108,32 @@ struct CachedRecipient {
   bool exists = false;  // the primary accepted RCPT TO (2xx); false: it refused (5xx)
   std::int64_t checked_at = 0;
   std::string reply;    // the primary's reply, for the rejection text
+};
+
+// When a message (by Message-ID) reached a recipient at the primary.
+struct DeliveredAt {
+  std::int64_t at = 0;
+  std::uint64_t seq = 0;
+};
+
+// What is left in the queue for one route over a range of messages (a continuity event's).
+struct QueueRangeFigures {
+  std::uint64_t pending_messages = 0, pending_recipients = 0, kept_recipients = 0, held_by_admin = 0;
+};
+
+// Key-value access to the continuity table inside one transaction (Archive::state_read/state_write).
+class StateView {
+ public:
+  virtual ~StateView() = default;
+  virtual std::optional<std::string> get(std::string_view key) const = 0;
+  // Keys starting with prefix in order (reverse: from the last); fn returns false to stop.
+  virtual void scan(std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn,
+                    bool reverse = false) const = 0;
+};
+class StateWriter : public StateView {
+ public:
+  virtual Status put(std::string_view key, std::string_view value) = 0;
+  virtual Status del(std::string_view key) = 0;
 };
 
 class Archive;
@@ -175,6 +207,30 @@ class Archive {
   // written (finished ones included), for the DSNs they need.
   Result<std::vector<QueueEntry>> queue_apply(const std::vector<DeliveryResult>& results);
 
+  // The due index: entries of one lane (lane_of(route), or kDsnLane) due at or before `until`, in
+  // order of due time and then seq (arrival order), at most `limit`; entries for which skip(seq) is
+  // true (being delivered now) are passed over without being read.
+  Result<std::vector<QueueEntry>> queue_due(std::uint8_t lane, std::int64_t until, std::size_t limit,
+                                            const std::function<bool(std::uint64_t)>& skip = nullptr) const;
+  // Makes every pending recipient of `route` with seq in [from_seq, to_seq] that waits for a retry due
+  // now (a continuity drain starts in arrival order). Returns the entries changed.
+  Result<std::uint64_t> queue_retry_now(Route route, std::uint64_t from_seq, std::uint64_t to_seq);
+  // What is left for `route` among entries with seq in [from_seq, to_seq]; stop_at_first_pending
+  // stops at the first entry with a pending recipient (enough to know a drain is not over).
+  Result<QueueRangeFigures> queue_range(Route route, std::uint64_t from_seq, std::uint64_t to_seq,
+                                        bool stop_at_first_pending) const;
+
+  // The delivered log (table `delivered`): written by queue_apply for recipients the primary
+  // accepted (route primary, entries with a Message-ID). Lookup by Message-ID and recipient (case
+  // insensitive); prune drops entries older than a time. Returns the entries removed.
+  Result<std::optional<DeliveredAt>> delivered_lookup(std::string_view message_id, std::string_view rcpt) const;
+  Result<std::uint64_t> delivered_prune(std::int64_t older_than);
+
+  // The continuity table, in one read or one write transaction (engine/continuity.h gives it
+  // meaning). fn's error aborts the write.
+  Status state_read(const std::function<Status(const StateView&)>& fn) const;
+  Status state_write(const std::function<Status(StateWriter&)>& fn);
+
   // Quarantine (table `quarantine`). include_decided: released and deleted entries too.
   Result<std::vector<QuarantineEntry>> quarantine_entries(bool include_decided) const;
   Result<QuarantineEntry> quarantine_entry(std::uint64_t seq) const;
@@ -198,10 +254,11 @@ class Archive {
   Limits limits_;
   MDB_env* env_ = nullptr;
   unsigned records_dbi_ = 0, blobs_dbi_ = 0, dicts_dbi_ = 0, meta_dbi_ = 0, blob_index_dbi_ = 0, queue_dbi_ = 0,
-           quarantine_dbi_ = 0, rcpt_cache_dbi_ = 0;
+           quarantine_dbi_ = 0, rcpt_cache_dbi_ = 0, queue_due_dbi_ = 0, continuity_dbi_ = 0, delivered_dbi_ = 0;
   bool read_only_ = false;
   // Tables a read-only open of an older archive may lack: they read as empty.
-  bool has_queue_ = true, has_quarantine_ = true, has_rcpt_cache_ = true;
+  bool has_queue_ = true, has_quarantine_ = true, has_rcpt_cache_ = true, has_queue_due_ = true,
+       has_continuity_ = true, has_delivered_ = true;
   std::uint32_t format_ = 0;
   mutable std::mutex codec_mu_;
   std::shared_ptr<const Codec> codec_;

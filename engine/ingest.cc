@@ -173,6 +173,7 @@ struct Ingest::Impl {
         a.quarantine = std::move(q);
       } else {
         a.queue = std::move(item.queue);
+        if (a.queue->message_id.empty()) a.queue->message_id = msg.message_id.substr(0, 400);
       }
     }
 

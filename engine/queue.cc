@@ -7,7 +7,7 @@
 namespace mailark {
 namespace {
 
-constexpr std::uint8_t kQueueVersion = 2;
+constexpr std::uint8_t kQueueVersion = 3;
 constexpr std::uint8_t kMaxState = 4;
 
 }  // namespace
@@ -50,6 +50,50 @@ bool apply_result(QueueEntry& entry, const DeliveryResult& result) {
   return false;
 }
 
+namespace {
+std::string be64(std::uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) s[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xFF);
+  return s;
+}
+std::uint64_t from_be64(std::string_view s) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(s[static_cast<std::size_t>(i)]);
+  return v;
+}
+}  // namespace
+
+std::uint8_t lane_of(Route r) { return static_cast<std::uint8_t>(r); }
+
+std::string due_key_prefix(std::uint8_t lane) { return std::string(1, static_cast<char>(lane)); }
+
+std::vector<std::string> due_keys(const QueueEntry& e) {
+  std::vector<std::string> keys;
+  if (e.held) return keys;
+  bool failed = false, pending = false;
+  std::int64_t due = 0;
+  for (const auto& r : e.recipients) {
+    if (r.state == RecipientState::kFailed) failed = true;
+    if (r.state != RecipientState::kPending) continue;
+    due = pending ? std::min(due, r.next_attempt_at) : r.next_attempt_at;
+    pending = true;
+  }
+  auto key = [&](std::uint8_t lane, std::int64_t when) {
+    return due_key_prefix(lane) + be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, when))) + be64(e.seq);
+  };
+  if (pending && e.route != Route::kNone) keys.push_back(key(lane_of(e.route), due));
+  if (failed) keys.push_back(key(kDsnLane, 0));
+  return keys;
+}
+
+bool parse_due_key(std::string_view key, std::uint8_t& lane, std::int64_t& due, std::uint64_t& seq) {
+  if (key.size() != 17) return false;
+  lane = static_cast<std::uint8_t>(key[0]);
+  due = static_cast<std::int64_t>(from_be64(key.substr(1, 8)));
+  seq = from_be64(key.substr(9, 8));
+  return true;
+}
+
 std::string encode_queue_entry(const QueueEntry& e) {
   Writer w;
   w.u8(kQueueVersion);
@@ -64,6 +108,7 @@ std::string encode_queue_entry(const QueueEntry& e) {
     w.svarint(r.next_attempt_at);
     w.str(r.last_response);
   }
+  w.str(e.message_id);
   return std::move(w.out());
 }
 
@@ -77,7 +122,7 @@ Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value)
   e.seq = seq;
   std::uint64_t n;
   if (!in.u8(version)) return corrupt("empty");
-  if (version != 1 && version != kQueueVersion) {
+  if (version < 1 || version > kQueueVersion) {
     return make_error(ErrorCode::kUnsupported, "queue entry " + std::to_string(seq) + " has format version " +
                                                    std::to_string(version));
   }
@@ -99,6 +144,7 @@ Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value)
     r.attempts = static_cast<std::uint32_t>(attempts);
     e.recipients.push_back(std::move(r));
   }
+  if (version >= 3 && !in.str(e.message_id)) return corrupt("bad message id");
   if (in.pos() != value.size()) return corrupt("trailing bytes");
   return e;
 }

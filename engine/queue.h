@@ -2,10 +2,14 @@
 // LMDB environment (table `queue`) and are written in the same transaction as the archive record, so
 // a 250 reply covers both. Deleting a queue entry never touches the archive.
 //
-// Format v2 (docs/FORMAT.md, "queue"): key = archive seq (u64 BE); value = version byte 0x02, route
+// Format v3 (docs/FORMAT.md, "queue"): key = archive seq (u64 BE); value = version byte 0x03, route
 // byte, held byte, zigzag created_at, varint recipient count, then per recipient: string address, byte
-// state, varint attempts, zigzag next_attempt_at, string last_response. v1 is the same with states
-// 0..2 only; both are read.
+// state, varint attempts, zigzag next_attempt_at, string last_response; then string message_id. v2 is
+// the same without the message id; v1 also has states 0..2 only; all three are read.
+//
+// The due index (table `queue_due`, archive format 3) names every entry that has work to do, ordered
+// by lane, due time and seq (due_keys below), so the delivery agent reads only what is due now, in
+// arrival order, however long the queue (tests: Archive.DueIndexFollowsEveryQueueChange).
 //
 // Changes to an entry are read-modify-write in one transaction (Archive::queue_modify and
 // Archive::queue_apply): a delivery result only changes the recipient it is about, so an
@@ -53,6 +57,7 @@ struct QueueEntry {
   bool held = false;      // held by an administrator (or a continuity event): not delivered
   std::int64_t created_at = 0;
   std::vector<QueueRecipient> recipients;
+  std::string message_id;  // of the message (without <>), for the continuity drain's dedupe; may be empty
 
   bool finished() const;  // every recipient delivered or bounced: the entry can go
 };
@@ -69,6 +74,18 @@ struct DeliveryResult {
 
 // Applies one result to an entry. Returns false when no pending recipient has that address.
 bool apply_result(QueueEntry& entry, const DeliveryResult& result);
+
+// Lanes of the due index: the route for recipients to deliver, kDsnLane for entries with failures
+// whose DSN is still to be made.
+inline constexpr std::uint8_t kDsnLane = 0x10;
+std::uint8_t lane_of(Route r);
+// The due-index keys of an entry: lane (1 byte), due time (u64 BE, Unix seconds, 0 = now), seq (u64
+// BE). None for a held entry or one with nothing left to do; two when it has both pending recipients
+// and failures awaiting their DSN.
+std::vector<std::string> due_keys(const QueueEntry& e);
+// Decodes a due-index key. False for a key that is not one.
+bool parse_due_key(std::string_view key, std::uint8_t& lane, std::int64_t& due, std::uint64_t& seq);
+std::string due_key_prefix(std::uint8_t lane);
 
 std::string encode_queue_entry(const QueueEntry& e);
 Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value);

@@ -21,6 +21,8 @@ const char* direction_name(Direction d) {
       return "inbound";
     case Direction::kOutbound:
       return "outbound";
+    case Direction::kProbe:
+      return "probe";
   }
   return "import";
 }
@@ -92,7 +94,7 @@ Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value) {
   ok = rd.str(r.envelope.client) && rd.str(r.envelope.helo) && rd.str(r.envelope.tls) &&
        rd.str(r.envelope.connector) && rd.str(r.envelope.source) && rd.svarint(r.envelope.received_at) &&
        rd.u8(kind) && rd.varint(n) && n <= value.size();
-  if (!ok || dir > 2 || kind > 3) return corrupt("bad envelope or verdict");  // 4 (a temporary error) is never stored
+  if (!ok || dir > 3 || kind > 3) return corrupt("bad envelope or verdict");  // 4 (a temporary error) is never stored
   r.envelope.direction = static_cast<Direction>(dir);
   r.verdict.kind = static_cast<scanner::VerdictKind>(kind);
   for (std::uint64_t i = 0; i < n; ++i) {

@@ -19,8 +19,10 @@
 
 namespace mailark {
 
-enum class Direction : std::uint8_t { kImport = 0, kInbound = 1, kOutbound = 2 };
-const char* direction_name(Direction d);  // "import", "inbound", "outbound"
+// kProbe (archive format 3): the continuity monitor's own probe, come back through the outbound
+// listener; archived for the record, never delivered, never shown as user mail.
+enum class Direction : std::uint8_t { kImport = 0, kInbound = 1, kOutbound = 2, kProbe = 3 };
+const char* direction_name(Direction d);  // "import", "inbound", "outbound", "probe"
 
 struct Envelope {
   Direction direction = Direction::kImport;

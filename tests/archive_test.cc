@@ -471,3 +471,219 @@ TEST(Archive, SnapshotIsOneMomentWhileAppendsGoOn) {
 
 }  // namespace
 }  // namespace mailark
+
+namespace mailark {
+namespace {
+
+std::vector<std::uint64_t> seqs_of(const Result<std::vector<QueueEntry>>& r) {
+  std::vector<std::uint64_t> out;
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
+  if (r.ok())
+    for (const auto& e : *r) out.push_back(e.seq);
+  return out;
+}
+
+void append_queued(Archive& a, const std::string& subject, Route route, std::vector<std::string> rcpts,
+                   const std::string& message_id = "") {
+  std::vector<PendingAppend> batch{pending(a, test::make_message(subject, "body of " + subject))};
+  QueueEntry q;
+  q.route = route;
+  q.message_id = message_id;
+  for (auto& r : rcpts) q.recipients.push_back({r});
+  batch[0].queue = q;
+  ASSERT_TRUE(a.append(batch).ok());
+}
+
+TEST(Archive, DueIndexFollowsEveryQueueChange) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  const std::uint8_t primary = lane_of(Route::kPrimary), internet = lane_of(Route::kInternet);
+  append_queued(*a, "one", Route::kPrimary, {"a@example.com"});
+  append_queued(*a, "two", Route::kInternet, {"b@partner.example"});
+  append_queued(*a, "three", Route::kNone, {"c@example.com"});
+  append_queued(*a, "four", Route::kPrimary, {"d@example.com", "e@example.com"});
+  const std::int64_t now = 2000000000;
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100)), (std::vector<std::uint64_t>{1, 4})) << "arrival order";
+  EXPECT_EQ(seqs_of(a->queue_due(internet, now, 100)), (std::vector<std::uint64_t>{2}));
+  EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kNone), now, 100)), (std::vector<std::uint64_t>{}))
+      << "route none is never delivered";
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 1)), (std::vector<std::uint64_t>{1})) << "limit";
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100, [](std::uint64_t s) { return s == 1; })),
+            (std::vector<std::uint64_t>{4}))
+      << "skip";
+
+  // A deferral moves the entry to its retry time, behind entries due earlier.
+  ASSERT_TRUE(a->queue_apply({{1, "a@example.com", RecipientState::kPending, now + 100, "451 4.3.0 later"}}).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100)), (std::vector<std::uint64_t>{4}));
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now + 100, 100)), (std::vector<std::uint64_t>{4, 1}));
+
+  // One recipient of two delivered: still due for the other; both: gone from the index.
+  ASSERT_TRUE(a->queue_apply({{4, "d@example.com", RecipientState::kDelivered, 0, "250 ok"}}).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100)), (std::vector<std::uint64_t>{4}));
+  ASSERT_TRUE(a->queue_apply({{4, "e@example.com", RecipientState::kDelivered, 0, "250 ok"}}).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100)), (std::vector<std::uint64_t>{}));
+
+  // A hold takes the entry out of the index; releasing the hold puts it back.
+  auto hold = [&](bool h) {
+    return a->queue_modify(2, [h](QueueEntry& e) {
+      e.held = h;
+      return ok_status();
+    });
+  };
+  ASSERT_TRUE(hold(true).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(internet, now, 100)), (std::vector<std::uint64_t>{}));
+  ASSERT_TRUE(hold(false).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(internet, now, 100)), (std::vector<std::uint64_t>{2}));
+
+  // A permanent failure waits in the DSN lane until its DSN is archived.
+  ASSERT_TRUE(a->queue_apply({{2, "b@partner.example", RecipientState::kFailed, 0, "550 no"}}).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(internet, now, 100)), (std::vector<std::uint64_t>{}));
+  EXPECT_EQ(seqs_of(a->queue_due(kDsnLane, now, 100)), (std::vector<std::uint64_t>{2}));
+  ASSERT_TRUE(a->queue_modify(2, [](QueueEntry& e) {
+                 e.recipients[0].state = RecipientState::kBounced;
+                 return ok_status();
+               }).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(kDsnLane, now, 100)), (std::vector<std::uint64_t>{}));
+
+  // Removal by the administrator.
+  ASSERT_TRUE(a->queue_remove(1).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now + 100, 100)), (std::vector<std::uint64_t>{}));
+
+  // Reopened, the index is what was written.
+  append_queued(*a, "five", Route::kPrimary, {"f@example.com"});
+  a.reset();
+  a = open_archive(dir.path());
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100)), (std::vector<std::uint64_t>{5}));
+}
+
+TEST(Archive, QueueRetryNowPutsWaitingEntriesBackInArrivalOrder) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  const std::uint8_t primary = lane_of(Route::kPrimary);
+  for (int i = 1; i <= 4; ++i) append_queued(*a, "m" + std::to_string(i), Route::kPrimary, {"a@example.com"});
+  const std::int64_t now = 2000000000;
+  // 1 and 3 were tried and wait for a retry; 2 and 4 were never tried.
+  ASSERT_TRUE(a->queue_apply({{1, "a@example.com", RecipientState::kPending, now + 600, "451"},
+                              {3, "a@example.com", RecipientState::kPending, now + 300, "451"}})
+                  .ok());
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now + 1000, 100)), (std::vector<std::uint64_t>{2, 4, 3, 1}));
+  auto changed = a->queue_retry_now(Route::kPrimary, 1, 2);
+  ASSERT_TRUE(changed.ok());
+  EXPECT_EQ(*changed, 1u) << "only entries in the range";
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100)), (std::vector<std::uint64_t>{1, 2, 4}));
+  ASSERT_TRUE(a->queue_retry_now(Route::kPrimary, 1, 100).ok());
+  EXPECT_EQ(seqs_of(a->queue_due(primary, now, 100)), (std::vector<std::uint64_t>{1, 2, 3, 4}));
+
+  auto figures = a->queue_range(Route::kPrimary, 2, 3, false);
+  ASSERT_TRUE(figures.ok());
+  EXPECT_EQ(figures->pending_messages, 2u);
+  ASSERT_TRUE(a->queue_apply({{2, "a@example.com", RecipientState::kDelivered, 0, "250"},
+                              {3, "a@example.com", RecipientState::kKept, 0, "550 no such user"}})
+                  .ok());
+  figures = a->queue_range(Route::kPrimary, 2, 3, false);
+  EXPECT_EQ(figures->pending_messages, 0u);
+  EXPECT_EQ(figures->kept_recipients, 1u);
+  figures = a->queue_range(Route::kPrimary, 1, 4, true);
+  EXPECT_EQ(figures->pending_messages, 1u) << "stops at the first pending entry";
+}
+
+TEST(Archive, DeliveredLogRecordsWhatReachedThePrimary) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  append_queued(*a, "to the primary", Route::kPrimary, {"Ana@Example.com", "bo@example.com"}, "abc@sender.example");
+  append_queued(*a, "to the internet", Route::kInternet, {"x@partner.example"}, "def@example.com");
+  append_queued(*a, "no message id", Route::kPrimary, {"ana@example.com"});
+  ASSERT_TRUE(a->queue_apply({{1, "Ana@Example.com", RecipientState::kDelivered, 0, "250"},
+                              {1, "bo@example.com", RecipientState::kPending, 99, "451"},
+                              {2, "x@partner.example", RecipientState::kDelivered, 0, "250"},
+                              {3, "ana@example.com", RecipientState::kDelivered, 0, "250"}})
+                  .ok());
+  auto hit = a->delivered_lookup("ABC@sender.example", "ana@example.COM");
+  ASSERT_TRUE(hit.ok());
+  ASSERT_TRUE(hit->has_value()) << "Message-ID and address compare without case";
+  EXPECT_EQ((*hit)->seq, 1u);
+  EXPECT_GT((*hit)->at, 0);
+  EXPECT_FALSE(a->delivered_lookup("abc@sender.example", "bo@example.com")->has_value()) << "deferred is not delivered";
+  EXPECT_FALSE(a->delivered_lookup("def@example.com", "x@partner.example")->has_value()) << "only the primary route";
+  EXPECT_FALSE(a->delivered_lookup("", "ana@example.com")->has_value());
+
+  auto pruned = a->delivered_prune((*hit)->at);
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_EQ(*pruned, 0u) << "entries as old as the bound stay";
+  pruned = a->delivered_prune((*hit)->at + 1);
+  EXPECT_EQ(*pruned, 1u);
+  EXPECT_FALSE(a->delivered_lookup("abc@sender.example", "ana@example.com")->has_value());
+}
+
+TEST(Archive, ContinuityStateWritesAllOrNothing) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  ASSERT_TRUE(a->state_write([](StateWriter& w) -> Status {
+                 MAILARK_TRY(w.put("event/0001", "one"));
+                 MAILARK_TRY(w.put("event/0002", "two"));
+                 MAILARK_TRY(w.put("event/0003", "three"));
+                 return w.put("state", "normal");
+               }).ok());
+  Status failed = a->state_write([](StateWriter& w) -> Status {
+    MAILARK_TRY(w.put("state", "active"));
+    return make_error(ErrorCode::kInvalidArgument, "changed my mind");
+  });
+  EXPECT_FALSE(failed.ok());
+  std::vector<std::string> forward, backward;
+  std::optional<std::string> state;
+  ASSERT_TRUE(a->state_read([&](const StateView& v) {
+                 state = v.get("state");
+                 v.scan("event/", [&](std::string_view, std::string_view value) {
+                   forward.emplace_back(value);
+                   return true;
+                 });
+                 v.scan("event/", [&](std::string_view, std::string_view value) {
+                   backward.emplace_back(value);
+                   return backward.size() < 2;
+                 }, true);
+                 return ok_status();
+               }).ok());
+  EXPECT_EQ(state, "normal") << "the failed write left nothing";
+  EXPECT_EQ(forward, (std::vector<std::string>{"one", "two", "three"}));
+  EXPECT_EQ(backward, (std::vector<std::string>{"three", "two"}));
+}
+
+TEST(Archive, FormatTwoArchiveGetsItsDueIndexOnOpen) {
+  test::ScratchDir dir;
+  {
+    auto a = open_archive(dir.path());
+    append_queued(*a, "old one", Route::kPrimary, {"a@example.com"});
+    append_queued(*a, "old two", Route::kInternet, {"b@partner.example"});
+  }
+  // Make it what the previous release left: format 2, no due index.
+  MDB_env* env;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  mdb_env_set_mapsize(env, std::size_t{1} << 30);
+  ASSERT_EQ(mdb_env_open(env, dir.path().c_str(), 0, 0640), 0);
+  MDB_txn* txn;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  MDB_dbi due, meta;
+  ASSERT_EQ(mdb_dbi_open(txn, "queue_due", 0, &due), 0);
+  ASSERT_EQ(mdb_drop(txn, due, 1), 0);
+  ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  std::string two("\0\0\0\2", 4);
+  MDB_val k{6, const_cast<char*>("format")}, v{4, two.data()};
+  ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+
+  auto ro = Archive::open(dir.path(), Limits{}, true);
+  ASSERT_TRUE(ro.ok());
+  EXPECT_EQ((*ro)->format(), 2u);
+  EXPECT_EQ(seqs_of((*ro)->queue_due(lane_of(Route::kPrimary), 2000000000, 10)), (std::vector<std::uint64_t>{1}))
+      << "read-only: the queue is read whole";
+  ro->reset();
+  auto a = open_archive(dir.path());
+  EXPECT_EQ(a->format(), 3u);
+  EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kPrimary), 2000000000, 10)), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kInternet), 2000000000, 10)), (std::vector<std::uint64_t>{2}));
+}
+
+}  // namespace
+}  // namespace mailark
