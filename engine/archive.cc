@@ -1077,9 +1077,10 @@ Result<QueueRangeFigures> Archive::queue_range(Route route, std::uint64_t from_s
         ++f.kept_recipients;
       }
     }
-    if (pending_here) {
+    if (pending_here && e->held) {
+      ++f.held_by_admin;  // waits for the administrator, not for the drain
+    } else if (pending_here) {
       ++f.pending_messages;
-      if (e->held) ++f.held_by_admin;
       if (stop_at_first_pending) break;
     }
   }

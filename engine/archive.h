@@ -117,6 +117,8 @@ struct DeliveredAt {
 };
 
 // What is left in the queue for one route over a range of messages (a continuity event's).
+// pending_messages: entries with a recipient still to deliver, not held by an administrator
+// (held_by_admin counts those); recipients are counted over all entries.
 struct QueueRangeFigures {
   std::uint64_t pending_messages = 0, pending_recipients = 0, kept_recipients = 0, held_by_admin = 0;
 };
