@@ -540,6 +540,41 @@ Status Continuity::mark_sent_copy(std::uint64_t event_id, std::uint64_t seq, boo
 }
 
 std::string event_to_json(const ContinuityEvent& e) { return event_json(e).dump(); }
+
+std::string status_to_json(const ContinuityStatus& s, const std::optional<QueueRangeFigures>& remaining) {
+  json j{{"state", continuity_state_name(s.state)}};
+  if (s.event) {
+    json e = event_json(*s.event);
+    e.erase("v");
+    if (remaining) {
+      e["remaining"] = {{"messages", remaining->pending_messages},
+                        {"recipients", remaining->pending_recipients},
+                        {"kept_recipients", remaining->kept_recipients},
+                        {"held_by_admin", remaining->held_by_admin}};
+    }
+    j["event"] = e;
+  } else {
+    j["event"] = nullptr;
+  }
+  json m = monitor_json(s.monitor);
+  m.erase("v");
+  j["monitor"] = m;
+  json windows = json::array();
+  for (const auto& w : s.windows) {
+    json x = window_json(w);
+    x.erase("v");
+    windows.push_back(x);
+  }
+  j["windows"] = windows;
+  json events = json::array();
+  for (const auto& e : s.events) {
+    json x = event_json(e);
+    x.erase("v");
+    events.push_back(x);
+  }
+  j["events"] = events;
+  return j.dump();
+}
 std::string window_to_json(const MonitorWindow& w) { return window_json(w).dump(); }
 
 }  // namespace mailark

@@ -160,5 +160,9 @@ class Continuity {
 
 std::string event_to_json(const ContinuityEvent& e);     // one JSON object (as stored)
 std::string window_to_json(const MonitorWindow& w);
+// The status as one JSON object (`mailark continuity status --json`, GET /api/continuity): state,
+// event (with "remaining": what is still to drain, when draining), monitor, windows, events.
+// remaining: the queue figures of the current event's range, if known.
+std::string status_to_json(const ContinuityStatus& s, const std::optional<QueueRangeFigures>& remaining);
 
 }  // namespace mailark

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   register_serve(app, g, run);
   register_queue(app, g, run);
   register_quarantine(app, g, run);
+  register_continuity(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
