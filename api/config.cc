@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <toml++/toml.h>
 
 #include "common/numbers.h"
@@ -109,6 +110,17 @@ ServeConfig defaults() {
   return c;
 }
 
+std::string domain_of(const std::string& address) {
+  std::size_t at = address.rfind('@');
+  std::string d = at == std::string::npos ? std::string() : address.substr(at + 1);
+  for (char& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return d;
+}
+
+bool local_address(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "0.0.0.0" || host == "::";
+}
+
 }  // namespace
 
 namespace {
@@ -131,6 +143,12 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                     "connections_per_destination", "connect_timeout", "reply_timeout", "mx_port"}},
       {"dns", {"servers"}},
       {"listener", {"name", "role", "address", "port", "tls", "bare_newline"}},
+      {"continuity", {"window", "alert_after", "alert_repeat", "auto_start", "auto_stop", "drain_rate", "dedupe_window",
+                      "history_days", "token_ttl", "probe_to", "probe_from", "probe_host", "probe_interval",
+                      "probe_timeout", "imap_check", "imap_user", "imap_password", "imap_tls", "sent_copy_imap",
+                      "sent_copy_user", "sent_copy_password", "sent_copy_folder", "sent_copy_tls"}},
+      {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
+      {"admin", {"listen", "token_file", "public_url", "tls"}},
   };
   return keys;
 }
@@ -138,7 +156,11 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
 }  // namespace
 
 Result<ServeConfig> load_serve_config(const std::string& path) {
-  if (path.empty()) return defaults();
+  if (path.empty()) {
+    ServeConfig c = defaults();
+    c.admin.listen = "127.0.0.1:8025";  // the embedded default: the admin listener on loopback
+    return c;
+  }
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no configuration file " + path);
   std::ifstream in(path, std::ios::binary);
@@ -356,7 +378,126 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   }
   if (type_error) return *type_error;
   if (c.listeners.empty()) return bad("listener", "at least one listener is needed");
+
+  // [continuity]
+  auto C = t["continuity"];
+  ContinuityConfig& cc = c.continuity;
+  num(C["window"], "continuity.window", cc.window, 5, 86400);
+  num(C["alert_after"], "continuity.alert_after", cc.alert_after, 1, 10000);
+  num(C["alert_repeat"], "continuity.alert_repeat", cc.alert_repeat, 60, 7 * 86400);
+  num(C["auto_start"], "continuity.auto_start", cc.auto_start, 0, 10000);
+  num(C["auto_stop"], "continuity.auto_stop", cc.auto_stop, 0, 10000);
+  num(C["drain_rate"], "continuity.drain_rate", cc.drain_rate, 0, 1000000);
+  num(C["dedupe_window"], "continuity.dedupe_window", cc.dedupe_window, 0, 365 * 86400);
+  num(C["history_days"], "continuity.history_days", cc.history_days, 1, 3650);
+  num(C["token_ttl"], "continuity.token_ttl", cc.token_ttl, 60, 30 * 86400);
+  str(C["probe_to"], "continuity.probe_to", cc.probe_to);
+  str(C["probe_from"], "continuity.probe_from", cc.probe_from);
+  num(C["probe_interval"], "continuity.probe_interval", cc.probe_interval, 5, 86400);
+  num(C["probe_timeout"], "continuity.probe_timeout", cc.probe_timeout, 5, 86400);
+  str(C["imap_user"], "continuity.imap_user", cc.imap_user);
+  str(C["imap_password"], "continuity.imap_password", cc.imap_password);
+  str(C["imap_tls"], "continuity.imap_tls", cc.imap_tls);
+  one_of("continuity.imap_tls", cc.imap_tls, {"none", "starttls", "implicit"});
+  str(C["sent_copy_user"], "continuity.sent_copy_user", cc.sent_copy_user);
+  str(C["sent_copy_password"], "continuity.sent_copy_password", cc.sent_copy_password);
+  str(C["sent_copy_folder"], "continuity.sent_copy_folder", cc.sent_copy_folder);
+  str(C["sent_copy_tls"], "continuity.sent_copy_tls", cc.sent_copy_tls);
+  one_of("continuity.sent_copy_tls", cc.sent_copy_tls, {"none", "starttls", "implicit"});
+  for (auto [key, list, port] : {std::tuple<const char*, std::vector<HostPort>*, std::uint16_t>{"probe_host", &cc.probe_host, 25},
+                                 {"imap_check", &cc.imap_check, 143},
+                                 {"sent_copy_imap", &cc.sent_copy_imap, 143}}) {
+    std::vector<std::string> hosts;
+    strings(C[key], std::string("continuity.") + key, hosts);
+    for (const auto& h : hosts) {
+      auto hp = parse_host_port(h, port);
+      if (!hp) return bad(std::string("continuity.") + key, hp.error().context);
+      list->push_back(*hp);
+    }
+  }
+  // [alerts]
+  auto A = t["alerts"];
+  strings(A["webhooks"], "alerts.webhooks", c.alerts.webhooks);
+  strings(A["webhook_headers"], "alerts.webhook_headers", c.alerts.webhook_headers);
+  strings(A["email"], "alerts.email", c.alerts.email);
+  str(A["command"], "alerts.command", c.alerts.command);
+  str(A["from"], "alerts.from", c.alerts.from);
+  num(A["timeout"], "alerts.timeout", c.alerts.timeout, 1, 600);
+  if (A["retry"]) {
+    auto* arr = A["retry"].as_array();
+    if (!arr) return bad("alerts.retry", "must be a list of seconds");
+    c.alerts.retry.clear();
+    for (auto& v : *arr) {
+      const std::int64_t n = v.is_integer() ? v.as_integer()->get() : -1;
+      if (n < 0 || n > 86400) return bad("alerts.retry", "must be a list of seconds (0 to 86400)");
+      c.alerts.retry.push_back(static_cast<unsigned>(n));
+    }
+  }
+  // [admin]: a file without the table has no admin listener; the embedded default has one.
+  str(t["admin"]["listen"], "admin.listen", c.admin.listen);
+  str(t["admin"]["token_file"], "admin.token_file", c.admin.token_file);
+  str(t["admin"]["public_url"], "admin.public_url", c.admin.public_url);
+  str(t["admin"]["tls"], "admin.tls", c.admin.tls);
+  one_of("admin.tls", c.admin.tls, {"none", "implicit"});
+  if (type_error) return *type_error;
+  if (!c.admin.listen.empty()) {
+    auto hp = parse_host_port(c.admin.listen, 8025);
+    if (!hp) return bad("admin.listen", hp.error().context);
+  }
+  for (const auto& url : c.alerts.webhooks) {
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return bad("alerts.webhooks", url + " is not an http:// or https:// URL");
+  }
+  for (const auto& h : c.alerts.webhook_headers) {
+    if (h.find(':') == std::string::npos || h.find_first_of("\r\n") != std::string::npos)
+      return bad("alerts.webhook_headers", "\"" + h + "\" is not a \"Name: value\" header");
+  }
+  MAILARK_TRY(check_continuity(c, path));
   return c;
+}
+
+Status check_continuity(const ServeConfig& c, const std::string& path) {
+  auto bad = [&](const std::string& key, const std::string& why) {
+    return make_error(ErrorCode::kInvalidArgument, path + ": " + key + ": " + why);
+  };
+  const ContinuityConfig& cc = c.continuity;
+  std::set<std::string> domains;
+  for (const auto& d : c.inbound_domains) domains.insert(domain_of("@" + d));
+  // Alerts about the primary must not depend on it: an alternate address in one of the company's
+  // own domains would be delivered through the primary.
+  for (const auto& a : c.alerts.email) {
+    if (domain_of(a).empty()) return bad("alerts.email", "\"" + a + "\" is not an address");
+    if (domains.count(domain_of(a)))
+      return bad("alerts.email", a + " is in inbound.domains: it would be delivered through the primary server, "
+                                     "which is what the alert is about; give an address outside the company's domains");
+  }
+  if (!cc.probe_to.empty()) {
+    const std::string d = domain_of(cc.probe_to);
+    if (d.empty()) return bad("continuity.probe_to", "\"" + cc.probe_to + "\" is not an address");
+    // The probe must leave the primary through the outbound listener. To one of the company's own
+    // domains it would come back in through the MX and go to the primary again: a loop.
+    if (domains.count(d))
+      return bad("continuity.probe_to", cc.probe_to + " is in inbound.domains: the primary would deliver the probe "
+                                        "locally or send it back to the MX (a routing loop); use an address outside "
+                                        "the company's domains that the primary relays through mailark's outbound listener");
+    const auto& hosts = cc.probe_host.empty() ? c.delivery.primary : cc.probe_host;
+    if (hosts.empty()) return bad("continuity.probe_to", "a probe needs continuity.probe_host or delivery.primary");
+    // Sent to one of mailark's own listeners, the probe would loop through mailark itself.
+    for (const auto& h : hosts) {
+      for (const auto& l : c.listeners) {
+        if (h.port == l.port && (h.host == l.address || (local_address(h.host) && local_address(l.address))))
+          return bad("continuity.probe_host", h.host + ":" + std::to_string(h.port) + " is mailark's own " + l.role +
+                                                  " listener: the probe would loop through mailark; name the primary server");
+      }
+    }
+  }
+  if (cc.auto_stop > 0 && cc.probe_to.empty() && cc.imap_check.empty())
+    return bad("continuity.auto_stop", "needs a check that can see the primary work during an event "
+                                       "(continuity.probe_to or continuity.imap_check): nothing is delivered to it then");
+  if (!cc.imap_check.empty() && (cc.imap_user.empty() || cc.imap_password.empty()))
+    return bad("continuity.imap_check", "needs continuity.imap_user and continuity.imap_password");
+  if (!cc.sent_copy_imap.empty() && (cc.sent_copy_user.empty() || cc.sent_copy_password.empty()))
+    return bad("continuity.sent_copy_imap", "needs continuity.sent_copy_user and continuity.sent_copy_password");
+  return ok_status();
 }
 
 }  // namespace mailark::api

@@ -60,6 +60,57 @@ struct DeliveryConfig {
   std::vector<std::string> dns_servers;
 };
 
+// The continuity monitor and events (docs/CONFIG.md, [continuity]).
+struct ContinuityConfig {
+  unsigned window = 120;          // seconds per monitor window
+  unsigned alert_after = 2;       // failure counter value that raises an alert
+  unsigned alert_repeat = 1800;   // seconds between repeated alerts while the problem stands
+  unsigned auto_start = 0;        // counter value that starts an event by itself (0: manual only)
+  unsigned auto_stop = 0;         // good windows in a row that stop an event (0: manual only)
+  unsigned drain_rate = 0;        // messages per second to the primary while draining (0: unlimited)
+  unsigned dedupe_window = 172800;  // seconds the delivered log remembers (Message-ID, recipient)
+  unsigned history_days = 30;     // monitor windows kept
+  unsigned token_ttl = 86400;     // seconds a panic-button link is valid
+  // Synthetic check: a probe sent into the primary every probe_interval seconds, addressed to
+  // probe_to (outside every inbound domain) so that the primary relays it back out through the
+  // outbound listener. Off while probe_to is empty.
+  std::string probe_to;
+  std::string probe_from;          // default mailark-probe@<hostname>
+  std::vector<HostPort> probe_host;  // default: delivery.primary
+  unsigned probe_interval = 300;
+  unsigned probe_timeout = 300;    // a probe not back after this long is lost (a failure)
+  // Optional IMAP login check of the primary, once per window.
+  std::vector<HostPort> imap_check;
+  std::string imap_user, imap_password;
+  std::string imap_tls = "none";   // "none", "starttls", "implicit"
+  // Users' mail sent during an event, appended to their Sent folder on the primary (IMAP) when the
+  // event stops. Off while sent_copy_imap is empty. Logs in with SASL PLAIN as sent_copy_user
+  // (a master user) on behalf of each sender (authorisation identity).
+  std::vector<HostPort> sent_copy_imap;
+  std::string sent_copy_user, sent_copy_password;
+  std::string sent_copy_folder = "Sent";
+  std::string sent_copy_tls = "none";
+};
+
+// Where alerts go (docs/CONFIG.md, [alerts]).
+struct AlertConfig {
+  std::vector<std::string> webhooks;  // URLs that get a JSON POST
+  std::vector<std::string> webhook_headers;  // extra "Name: value" headers (an SMS gateway's key)
+  std::vector<std::string> email;     // alternate addresses, delivered by mailark itself, never via the primary
+  std::string command;                // run with the alert as JSON on stdin (and MAILARK_ALERT_* variables)
+  std::string from;                   // default mailark@<hostname>
+  unsigned timeout = 10;              // seconds per webhook or command attempt
+  std::vector<unsigned> retry = {10, 60, 300};  // seconds between attempts of a failing target
+};
+
+// The HTTP admin listener (docs/CONFIG.md, [admin]): continuity status, start, stop, the panic button.
+struct AdminConfig {
+  std::string listen;      // "127.0.0.1:8025"; empty: off (the embedded default turns it on)
+  std::string token_file;  // default DATA/admin-token (made on first start, mode 0600)
+  std::string public_url;  // the base of links in alerts; default http://<listen>
+  std::string tls = "none";  // "none" or "implicit" (the server's certificate)
+};
+
 struct ServeConfig {
   std::string hostname = "localhost";  // greeting, EHLO reply, Received headers
   std::string tls_cert;                // PEM; empty: a self-signed certificate in DATA/tls, made on first start
@@ -100,6 +151,9 @@ struct ServeConfig {
   unsigned index_commit_interval_ms = 1000;
 
   DeliveryConfig delivery;
+  ContinuityConfig continuity;
+  AlertConfig alerts;
+  AdminConfig admin;
 };
 
 // Reads the file; an empty path gives the defaults. Errors: kNotFound (no such file), kInvalidArgument
@@ -107,5 +161,10 @@ struct ServeConfig {
 Result<ServeConfig> load_serve_config(const std::string& path);
 // The same from text (`source` names it in errors). Fuzzed (fuzz/config_fuzz.cc).
 Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& source);
+// The continuity rules that span sections (called by parse_serve_config): probes that would loop
+// (to an inbound domain, or to mailark's own listener), alert addresses that would go through the
+// primary, auto_stop without a check that can see the primary work. Errors name the key and why.
+// Tests: Config.ProbeRoutingLoopsAreRefused, Config.AlertAddressInTheCompanysDomainIsRefused.
+Status check_continuity(const ServeConfig& c, const std::string& source);
 
 }  // namespace mailark::api

@@ -143,3 +143,87 @@ TEST(Config, ScanLimitsFollowTheMessageLimitUnlessSet) {
 
 }  // namespace
 }  // namespace mailark::api
+
+namespace mailark::api {
+namespace {
+
+const char* kBase = R"(
+[[listener]]
+role = "inbound"
+port = 2525
+[[listener]]
+role = "outbound"
+port = 2587
+[inbound]
+domains = ["northwind.example"]
+[delivery]
+primary = ["127.0.0.1:10025"]
+)";
+
+Result<ServeConfig> with(const std::string& extra) { return parse_serve_config(std::string(kBase) + extra, "t.toml"); }
+
+TEST(Config, ContinuityKeysAndDefaults) {
+  auto c = with(R"(
+[continuity]
+window = 20
+auto_start = 2
+auto_stop = 3
+drain_rate = 500
+probe_to = "probe@continuity.invalid"
+probe_interval = 10
+[alerts]
+webhooks = ["http://127.0.0.1:9/hook"]
+email = ["oncall@elsewhere.example"]
+[admin]
+listen = "127.0.0.1:8080"
+)");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->continuity.window, 20u);
+  EXPECT_EQ(c->continuity.auto_start, 2u);
+  EXPECT_EQ(c->continuity.drain_rate, 500u);
+  EXPECT_EQ(c->continuity.probe_to, "probe@continuity.invalid");
+  EXPECT_EQ(c->alerts.email.size(), 1u);
+  EXPECT_EQ(c->admin.listen, "127.0.0.1:8080");
+  auto plain = with("");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->continuity.window, 120u) << "two-minute windows by default";
+  EXPECT_EQ(plain->continuity.auto_start, 0u) << "manual by default";
+  EXPECT_TRUE(plain->admin.listen.empty()) << "a file without [admin] has no admin listener";
+  EXPECT_EQ(load_serve_config("")->admin.listen, "127.0.0.1:8025") << "the embedded default has one on loopback";
+}
+
+TEST(Config, ProbeRoutingLoopsAreRefused) {
+  auto loop = with("[continuity]\nprobe_to = \"probe@northwind.example\"\n");
+  ASSERT_FALSE(loop.ok());
+  EXPECT_NE(loop.error().to_string().find("routing loop"), std::string::npos) << loop.error().to_string();
+  auto self = with("[continuity]\nprobe_to = \"probe@continuity.invalid\"\nprobe_host = [\"localhost:2525\"]\n");
+  ASSERT_FALSE(self.ok());
+  EXPECT_NE(self.error().to_string().find("own inbound listener"), std::string::npos) << self.error().to_string();
+  auto self_out = with("[continuity]\nprobe_to = \"probe@continuity.invalid\"\nprobe_host = [\"127.0.0.1:2587\"]\n");
+  ASSERT_FALSE(self_out.ok());
+  auto nowhere = parse_serve_config(R"(
+[[listener]]
+role = "inbound"
+port = 2525
+[continuity]
+probe_to = "probe@continuity.invalid"
+)", "t.toml");
+  ASSERT_FALSE(nowhere.ok());
+  EXPECT_NE(nowhere.error().to_string().find("probe_host or delivery.primary"), std::string::npos);
+  auto auto_stop = with("[continuity]\nauto_stop = 2\n");
+  ASSERT_FALSE(auto_stop.ok()) << "auto_stop with nothing that sees the primary work during an event";
+  EXPECT_TRUE(with("[continuity]\nprobe_to = \"probe@continuity.invalid\"\nprobe_host = [\"127.0.0.1:10025\"]\n").ok());
+}
+
+TEST(Config, AlertAddressInTheCompanysDomainIsRefused) {
+  auto c = with("[alerts]\nemail = [\"admin@NorthWind.example\"]\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().to_string().find("through the primary"), std::string::npos) << c.error().to_string();
+  EXPECT_FALSE(with("[alerts]\nwebhooks = [\"ftp://x\"]\n").ok());
+  EXPECT_FALSE(with("[alerts]\nwebhook_headers = [\"no colon\"]\n").ok());
+  EXPECT_FALSE(with("[continuity]\nunknown_key = 1\n").ok());
+  EXPECT_FALSE(with("[admin]\ntls = \"starttls\"\n").ok());
+}
+
+}  // namespace
+}  // namespace mailark::api
