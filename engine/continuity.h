@@ -113,6 +113,15 @@ struct ContinuityStatus {
   std::vector<ContinuityEvent> events;   // newest first
 };
 
+// The state as the running server acts on it: refreshed from the archive every second, so a change
+// made by the CLI takes effect within a second.
+struct ContinuitySnapshot {
+  ContinuityState state = ContinuityState::kNormal;
+  std::optional<ContinuityEvent> event;  // the active or draining event
+  bool holding() const { return state == ContinuityState::kActive; }
+  bool draining() const { return state == ContinuityState::kDraining && event.has_value(); }
+};
+
 enum class TokenCheck { kValid, kUnknown, kExpired, kUsed };
 const char* token_check_name(TokenCheck c);
 

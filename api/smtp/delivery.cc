@@ -87,6 +87,18 @@ struct DeliveryAgent::Impl {
   Archive& archive;
   ServeConfig config;
   std::function<bool(IngestItem&)> inject;
+  DeliveryHooks hooks;
+  Continuity continuity{archive};
+  // Entries being delivered (by seq, with how many destinations): the scan passes over them.
+  std::map<std::uint64_t, unsigned> in_flight_seqs;
+  // Entries read per lane and scan: a long queue is read in slices, never whole.
+  static constexpr std::size_t kScanLimit = 2000;
+  // The drain's rate limit (continuity.drain_rate): a token bucket of messages.
+  double drain_tokens = 0;
+  std::chrono::steady_clock::time_point drain_refilled = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point drain_checked{};
+  std::uint64_t deduplicated_unreported = 0;  // figures for the event, written with the next check
+  std::uint64_t deduplicated_event = 0;
   asio::ssl::context tls{asio::ssl::context::tls_client};
   asio::steady_timer wakeup{io};
   bool stopping = false;
@@ -105,8 +117,9 @@ struct DeliveryAgent::Impl {
   bool flushing = false;  // one group commit at a time, on the pool
   asio::steady_timer flushed{io};  // cancelled whenever a group commit ends
 
-  Impl(asio::io_context& i, asio::thread_pool& b, Archive& a, const ServeConfig& c, std::function<bool(IngestItem&)> inj)
-      : io(i), blocking(b), archive(a), config(c), inject(std::move(inj)) {
+  Impl(asio::io_context& i, asio::thread_pool& b, Archive& a, const ServeConfig& c, std::function<bool(IngestItem&)> inj,
+       DeliveryHooks h)
+      : io(i), blocking(b), archive(a), config(c), inject(std::move(inj)), hooks(std::move(h)) {
     auto r = Resolver::create(io, config.delivery.dns_servers);
     if (r) resolver = std::move(r).value();
     else spdlog::error("delivery: DNS: {}; mail to the internet needs delivery.smarthost", r.error().to_string());
@@ -143,26 +156,63 @@ struct DeliveryAgent::Impl {
     return smtp::SmtpClient::Tls::kOpportunistic;
   }
 
+  std::shared_ptr<const ContinuitySnapshot> continuity_now() const {
+    if (hooks.continuity) return hooks.continuity();
+    return std::make_shared<const ContinuitySnapshot>();
+  }
+
+  // The range of messages whose delivery to the primary is deduplicated against the delivered log:
+  // those of the event now draining.
+  struct DedupeRange {
+    std::uint64_t event = 0, from = 1, to = 0;
+    bool covers(std::uint64_t seq) const { return event != 0 && seq >= from && seq <= to; }
+  };
+
   void schedule() {
-    auto entries = archive.queue_entries();
-    if (!entries) {
-      spdlog::error("delivery: reading the queue: {}", entries.error().to_string());
-      return;
-    }
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    auto cont = continuity_now();
+    // Failures whose DSN was never archived (a crash in between, or a full pipeline): made now.
+    if (auto failed = archive.queue_due(kDsnLane, now, 100)) {
+      for (const auto& e : *failed) send_dsn_if_needed(e);
+    } else {
+      spdlog::error("delivery: reading the queue: {}", failed.error().to_string());
+    }
+    auto skip = [this](std::uint64_t seq) { return in_flight_seqs.count(seq) > 0; };
     std::map<std::string, std::vector<QueueEntry>> due;
-    for (auto& e : *entries) {
-      // A failure whose DSN was never archived (a crash in between, or a full pipeline): make it now.
-      send_dsn_if_needed(e);
-      if (e.held) continue;
-      std::set<std::string> dests;
-      for (const auto& r : e.recipients) {
-        std::string d = destination(e, r.address);
-        if (!d.empty() && r.state == RecipientState::kPending && r.next_attempt_at <= now && !in_flight.count(key(e.seq, d))) {
-          dests.insert(d);
+    DedupeRange dedupe;
+    for (Route route : {Route::kInternet, Route::kPrimary}) {
+      std::size_t limit = kScanLimit;
+      if (route == Route::kPrimary) {
+        // During an event nothing is offered to the primary: the mail is held in the archive.
+        if (cont->holding()) continue;
+        if (cont->draining()) {
+          dedupe = {cont->event->id, cont->event->drain_from_seq, cont->event->last_seq};
+          if (config.continuity.drain_rate > 0) {
+            const auto t = std::chrono::steady_clock::now();
+            const double rate = config.continuity.drain_rate;
+            drain_tokens = std::min(rate, drain_tokens + rate * std::chrono::duration<double>(t - drain_refilled).count());
+            drain_refilled = t;
+            limit = static_cast<std::size_t>(drain_tokens);
+            if (limit == 0) continue;
+          }
         }
       }
-      for (const auto& d : dests) due[d].push_back(e);
+      auto entries = archive.queue_due(lane_of(route), now, limit, skip);
+      if (!entries) {
+        spdlog::error("delivery: reading the queue: {}", entries.error().to_string());
+        continue;
+      }
+      if (route == Route::kPrimary && cont->draining() && config.continuity.drain_rate > 0)
+        drain_tokens -= static_cast<double>(entries->size());
+      for (auto& e : *entries) {
+        std::set<std::string> dests;
+        for (const auto& r : e.recipients) {
+          std::string d = destination(e, r.address);
+          if (!d.empty() && r.state == RecipientState::kPending && r.next_attempt_at <= now && !in_flight.count(key(e.seq, d)))
+            dests.insert(d);
+        }
+        for (const auto& d : dests) due[d].push_back(e);
+      }
     }
     for (auto& [dest, list] : due) {
       unsigned limit = std::max(1u, config.delivery.connections_per_destination);
@@ -173,18 +223,50 @@ struct DeliveryAgent::Impl {
       for (std::size_t start = 0; start < list.size() && connections[dest] < limit; start += per) {
         std::vector<QueueEntry> batch(list.begin() + static_cast<std::ptrdiff_t>(start),
                                       list.begin() + static_cast<std::ptrdiff_t>(std::min(list.size(), start + per)));
-        for (const auto& e : batch) in_flight.insert(key(e.seq, dest));
+        for (const auto& e : batch) {
+          in_flight.insert(key(e.seq, dest));
+          in_flight_seqs[e.seq]++;
+        }
         connections[dest]++;
-        asio::co_spawn(io, deliver_batch(dest, std::move(batch)), [](std::exception_ptr e) {
-          if (!e) return;
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& x) {
-            spdlog::error("delivery: internal error: {}", x.what());
-          }
-        });
+        asio::co_spawn(io, deliver_batch(dest, std::move(batch), dest == "primary" ? dedupe : DedupeRange{}),
+                       [](std::exception_ptr e) {
+                         if (!e) return;
+                         try {
+                           std::rethrow_exception(e);
+                         } catch (const std::exception& x) {
+                           spdlog::error("delivery: internal error: {}", x.what());
+                         }
+                       });
       }
     }
+  }
+
+  // While an event's mail drains: is anything of it left? When not, the event is over.
+  void check_drain() {
+    auto cont = continuity_now();
+    if (!cont->draining()) return;
+    const auto t = std::chrono::steady_clock::now();
+    if (t - drain_checked < std::chrono::seconds(1)) return;
+    drain_checked = t;
+    const ContinuityEvent& ev = *cont->event;
+    if (deduplicated_unreported > 0) {
+      if (continuity.count(ev.id, deduplicated_unreported, 0, 0)) deduplicated_unreported = 0;
+    }
+    if (connections["primary"] > 0) return;
+    auto left = archive.queue_range(Route::kPrimary, ev.drain_from_seq, ev.last_seq, true);
+    if (!left || left->pending_messages > 0) return;
+    auto all = archive.queue_range(Route::kPrimary, ev.drain_from_seq, ev.last_seq, false);
+    const std::uint64_t kept = all ? all->kept_recipients : 0;
+    if (Status s = continuity.finish_drain(ev.id, kept); !s) {
+      spdlog::error("continuity: recording the end of event {}'s drain: {}", ev.id, s.error().to_string());
+      return;
+    }
+    spdlog::info("continuity: event {} drained: every held message was offered to the primary "
+                 "(not sent again: {}; refused by the primary and kept: {}{})",
+                 ev.id, ev.deduplicated + deduplicated_event, kept,
+                 all && all->held_by_admin ? "; held by an administrator: " + std::to_string(all->held_by_admin) : "");
+    deduplicated_event = 0;
+    if (hooks.on_continuity_change) hooks.on_continuity_change();
   }
 
   struct Target {
@@ -193,7 +275,19 @@ struct DeliveryAgent::Impl {
     std::string name;     // for SNI, certificate checks and logs
   };
 
-  awaitable<void> deliver_batch(std::string dest, std::vector<QueueEntry> batch) {
+  void observe(const std::string& dest, PrimaryAttempt a, std::chrono::steady_clock::time_point started) {
+    if (dest != "primary" || !hooks.on_primary_attempt) return;
+    hooks.on_primary_attempt(a, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started));
+  }
+
+  static PrimaryAttempt classify(const smtp::ClientReply& r) {
+    if (r.code == 0) return PrimaryAttempt::kUnreachable;
+    if (r.ok()) return PrimaryAttempt::kDelivered;
+    return r.temporary() ? PrimaryAttempt::kDeferred : PrimaryAttempt::kRefused;
+  }
+
+  awaitable<void> deliver_batch(std::string dest, std::vector<QueueEntry> batch, DedupeRange dedupe) {
+    const auto opening = std::chrono::steady_clock::now();
     std::vector<Target> targets;
     smtp::ClientReply opened{0, "no host to deliver to"};
     if (dest == "primary" || dest == "smarthost") {
@@ -231,6 +325,7 @@ struct DeliveryAgent::Impl {
       spdlog::info("delivery: {} ({}): {}", relay, dest, opened.to_string());
     }
     bool usable = opened.ok();
+    if (!usable) observe(dest, classify(opened), opening);
     if (client) clients.insert(client.get());
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
     for (auto& e : batch) {
@@ -242,7 +337,7 @@ struct DeliveryAgent::Impl {
         record(e, outcome, relay);
         continue;
       }
-      bool still_usable = co_await deliver_one(*client, e, dest, relay);
+      bool still_usable = co_await deliver_one(*client, e, dest, relay, dedupe);
       usable = still_usable;
     }
     if (usable && !stopping) co_await client->quit();
@@ -250,18 +345,40 @@ struct DeliveryAgent::Impl {
     // The results are committed before the entries leave in_flight, so the scheduler never sees
     // stale entries and delivers twice.
     co_await flush_now();
-    for (const auto& e : batch) in_flight.erase(key(e.seq, dest));
+    for (const auto& e : batch) {
+      in_flight.erase(key(e.seq, dest));
+      if (--in_flight_seqs[e.seq] == 0) in_flight_seqs.erase(e.seq);
+    }
     connections[dest]--;
+    wakeup.cancel();  // a connection is free: more may be due
   }
 
   // Delivers one queued message over an open connection. Returns false when the connection broke.
   awaitable<bool> deliver_one(smtp::SmtpClient& client, QueueEntry& e, const std::string& dest,
-                              const std::string& relay) {
+                              const std::string& relay, const DedupeRange& dedupe) {
+    const auto started = std::chrono::steady_clock::now();
+    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    std::vector<std::string> wanted;
+    for (const auto& r : e.recipients)
+      if (covers(e, r, dest, now)) wanted.push_back(r.address);
     Result<ArchiveRecord> rec = make_error(ErrorCode::kInternal, "not read");
     std::string raw;
+    // What the primary has already (the continuity drain): recipient -> why it is not sent again.
+    std::map<std::string, std::string> already;
     // Reading and decompressing a large message takes milliseconds: not on the event loop.
     const std::uint64_t seq = e.seq;
+    const bool check_delivered = dedupe.covers(seq) && !e.message_id.empty();
     auto read = [&] {
+      if (check_delivered) {
+        for (const auto& a : wanted) {
+          auto hit = archive.delivered_lookup(e.message_id, a);
+          if (hit && hit->has_value() && (*hit)->seq != seq) {
+            already[a] = "not sent again: the primary accepted this message (Message-ID <" + e.message_id +
+                         ">) for this recipient as message " + std::to_string((*hit)->seq) + " at " +
+                         rfc5322_date((*hit)->at);
+          }
+        }
+      }
       rec = archive.record(seq);
       if (!rec) return;
       auto r = archive.raw(*rec);
@@ -273,14 +390,23 @@ struct DeliveryAgent::Impl {
       spdlog::error("delivery: message {}: {}", e.seq, rec.error().to_string());
       co_return true;  // archive damage: leave the entry for an administrator (verify)
     }
-    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    std::map<std::string, smtp::ClientReply> outcome;
+    if (!already.empty()) {
+      for (const auto& [a, why] : already) {
+        outcome[a] = smtp::ClientReply{250, why};
+        spdlog::info("{}: to=<{}> {}", seq, a, why);
+      }
+      deduplicated_unreported += already.size();
+      deduplicated_event += already.size();
+      std::erase_if(wanted, [&](const std::string& a) { return already.count(a) > 0; });
+      if (wanted.empty()) {
+        record(e, outcome, relay);
+        co_return true;
+      }
+    }
     std::string mail = "MAIL FROM:<" + rec->envelope.mail_from + ">";
     if (client.has_extension("SIZE")) mail += " SIZE=" + std::to_string(raw.size());
     if (client.has_extension("8BITMIME")) mail += " BODY=8BITMIME";
-    std::map<std::string, smtp::ClientReply> outcome;
-    std::vector<std::string> wanted;
-    for (const auto& r : e.recipients)
-      if (covers(e, r, dest, now)) wanted.push_back(r.address);
     // Internationalised addresses need SMTPUTF8 on this hop too (RFC 6531): without it the message
     // cannot be relayed as it is, which is a permanent failure.
     auto non_ascii = [](const std::string& a) {
@@ -322,6 +448,17 @@ struct DeliveryAgent::Impl {
         broken |= final_reply.code == 0;
       }
     }
+    // The organic check: one attempt per message, classified by its best outcome.
+    PrimaryAttempt attempt = PrimaryAttempt::kUnreachable;
+    bool first = true;
+    for (const auto& a : wanted) {
+      auto it = outcome.find(a);
+      if (it == outcome.end()) continue;
+      PrimaryAttempt k = classify(it->second);
+      if (first || static_cast<int>(k) < static_cast<int>(attempt)) attempt = k;
+      first = false;
+    }
+    if (!first) observe(dest, attempt, started);
     record(e, outcome, relay);
     co_return !broken;
   }
@@ -489,8 +626,8 @@ struct DeliveryAgent::Impl {
 };
 
 DeliveryAgent::DeliveryAgent(asio::io_context& io, asio::thread_pool& blocking, Archive& archive,
-                             const ServeConfig& config, std::function<bool(IngestItem&)> inject)
-    : impl_(std::make_unique<Impl>(io, blocking, archive, config, std::move(inject))) {}
+                             const ServeConfig& config, std::function<bool(IngestItem&)> inject, DeliveryHooks hooks)
+    : impl_(std::make_unique<Impl>(io, blocking, archive, config, std::move(inject), std::move(hooks))) {}
 
 DeliveryAgent::~DeliveryAgent() = default;
 
@@ -502,6 +639,7 @@ awaitable<void> DeliveryAgent::run() {
   while (!m.stopping) {
     auto scanned = std::chrono::steady_clock::now();
     m.schedule();
+    m.check_drain();
     m.wakeup.expires_after(std::chrono::seconds(1));
     co_await m.wakeup.async_wait(as_tuple(use_awaitable));
     auto since = std::chrono::steady_clock::now() - scanned;

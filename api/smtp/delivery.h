@@ -11,7 +11,15 @@
 //   queue for the administrator (`mailark queue` shows it; retry or delete; tests/e2e/test_delivery.py
 //   test_inbound_refusal_by_the_primary_after_250_is_kept_for_the_administrator).
 // Connections are reused for the messages to one destination, with a limit of concurrent connections
-// per destination. Held entries are left alone. Results are written as deltas (Archive::queue_apply)
+// per destination. Held entries are left alone. The agent reads only what is due, from the queue's due
+// index (engine/queue.h), a bounded number of entries per scan, in arrival order.
+//
+// Continuity (engine/continuity.h): while an event is active nothing is offered to the primary; while
+// its mail drains, at most continuity.drain_rate messages per second go to the primary, in arrival
+// order, and a recipient whose copy of the message (same Message-ID) the primary already accepted is
+// not sent again (the delivered log; tests/e2e/test_continuity.py). A crash loses at most the
+// results not yet committed (kMaxUnflushed, 5 ms) plus one message per open connection: those are
+// delivered again, the bound on duplicates. Results are written as deltas (Archive::queue_apply)
 // in group commits on a pool thread, never on the event loop, so an administrator's hold made
 // meanwhile stands.
 //
@@ -26,16 +34,29 @@
 
 #include "api/config.h"
 #include "engine/archive.h"
+#include "engine/continuity.h"
 #include "engine/ingest.h"
 
 namespace mailark::api {
+
+// How one delivery attempt to the primary went, for the continuity monitor's organic check.
+enum class PrimaryAttempt { kDelivered, kRefused, kDeferred, kUnreachable };
+
+struct DeliveryHooks {
+  // The continuity state now (null: always normal). Called on the io thread at every scan.
+  std::function<std::shared_ptr<const ContinuitySnapshot>()> continuity;
+  // Each attempt to deliver a message to the primary, with its time. Called on the io thread.
+  std::function<void(PrimaryAttempt, std::chrono::milliseconds)> on_primary_attempt;
+  // The continuity state changed here (a drain ended). Called on the io thread.
+  std::function<void()> on_continuity_change;
+};
 
 class DeliveryAgent {
  public:
   // inject: offers a generated message (a DSN) to the pipeline; false when it is full (the DSN is
   // made again on a later scan). blocking: the pool that runs archive reads and writes.
   DeliveryAgent(asio::io_context& io, asio::thread_pool& blocking, Archive& archive, const ServeConfig& config,
-                std::function<bool(IngestItem&)> inject);
+                std::function<bool(IngestItem&)> inject, DeliveryHooks hooks = {});
   ~DeliveryAgent();
 
   asio::awaitable<void> run();  // until stop()

@@ -11,12 +11,16 @@
 #include <chrono>
 #include <ctime>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
 #include <set>
 
 #include "api/blocking.h"
+#include "api/continuity/alerts.h"
+#include "api/continuity/monitor.h"
+#include "api/http/admin.h"
 #include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
 #include "api/smtp/verifier.h"
@@ -86,9 +90,11 @@ class ListenerPolicy : public smtp::Policy {
  public:
   // `data` returns the rules in force now, so sessions open across a SIGHUP follow the new rules.
   // `where` names the listener and client in log lines ("mx: [192.0.2.1]").
+  // holding: a continuity event is active (the primary is not asked about recipients then).
   ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data, RecipientVerifier& verifier,
-                 std::string where)
-      : inbound_(inbound), data_(std::move(data)), verifier_(verifier), where_(std::move(where)) {}
+                 std::string where, std::function<bool()> holding, std::string verify_unreachable)
+      : inbound_(inbound), data_(std::move(data)), verifier_(verifier), where_(std::move(where)),
+        holding_(std::move(holding)), verify_unreachable_(std::move(verify_unreachable)) {}
   std::optional<smtp::Reply> check_sender(const smtp::Path& sender) override {
     sender_ = sender.address;
     return std::nullopt;
@@ -119,6 +125,22 @@ class ListenerPolicy : public smtp::Policy {
     if (!rules->recipients.empty() && !rules->recipients.count(addr)) {
       return RecipientDecision::reject({550, "5.1.1 <" + rcpt.address + ">: Recipient address rejected: user unknown"});
     }
+    if (rules->verify_with_primary && holding_()) {
+      // A continuity event: the primary is down (or must not be touched). An address it accepted
+      // before is accepted; one it refused stays refused; others as inbound.verify_unreachable says
+      // (tests/e2e/test_continuity.py).
+      smtp::Reply refusal;
+      switch (verifier_.lookup(rcpt.address, &refusal, /*any_age=*/true)) {
+        case RecipientVerifier::Known::kAccepted:
+          return RecipientDecision::accept();
+        case RecipientVerifier::Known::kRefused:
+          return RecipientDecision::reject(refusal);
+        case RecipientVerifier::Known::kUnknown:
+          if (verify_unreachable_ == "accept") return RecipientDecision::accept();
+          return RecipientDecision::reject(
+              {451, "4.4.3 <" + rcpt.address + ">: Recipient address verification is not possible now, try again later"});
+      }
+    }
     if (rules->verify_with_primary) {
       smtp::Reply refusal;
       switch (verifier_.lookup(rcpt.address, &refusal)) {
@@ -137,8 +159,40 @@ class ListenerPolicy : public smtp::Policy {
   std::function<std::shared_ptr<const PolicyData>()> data_;
   RecipientVerifier& verifier_;
   std::string where_;
+  std::function<bool()> holding_;
+  std::string verify_unreachable_;
   std::string sender_;
 };
+
+// The value of the first header field `name` (case-insensitive) of a message's header section, or
+// nothing. Folded lines are joined.
+std::optional<std::string> header_value(std::string_view msg, std::string_view name) {
+  std::size_t pos = 0;
+  while (pos < msg.size()) {
+    std::size_t eol = msg.find('\n', pos);
+    std::string_view line = msg.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) return std::nullopt;  // end of the header section
+    if (line.size() > name.size() && line[name.size()] == ':' &&
+        std::equal(name.begin(), name.end(), line.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+        })) {
+      std::string value(line.substr(name.size() + 1));
+      std::size_t next = eol == std::string_view::npos ? msg.size() : eol + 1;
+      while (next < msg.size() && (msg[next] == ' ' || msg[next] == '\t')) {
+        std::size_t e2 = msg.find('\n', next);
+        std::string_view cont = msg.substr(next, e2 == std::string_view::npos ? std::string_view::npos : e2 - next);
+        if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
+        value += cont;
+        next = e2 == std::string_view::npos ? msg.size() : e2 + 1;
+      }
+      return value;
+    }
+    if (eol == std::string_view::npos) break;
+    pos = eol + 1;
+  }
+  return std::nullopt;
+}
 
 // Completion of a detached coroutine: an escaped exception is a bug, logged rather than lost.
 void log_exception(std::exception_ptr e) {
@@ -169,6 +223,9 @@ struct SmtpServer::Impl {
   std::unique_ptr<Ingest> ingest;
   std::unique_ptr<DeliveryAgent> delivery;
   std::unique_ptr<RecipientVerifier> verifier;
+  std::unique_ptr<Alerter> alerter;
+  std::unique_ptr<ContinuityMonitor> monitor;
+  std::unique_ptr<AdminServer> admin;
 
   std::mutex policy_mu;
   std::shared_ptr<const PolicyData> policy;
@@ -244,10 +301,54 @@ struct SmtpServer::Impl {
     limits.max_message_bytes += Limits::kTraceHeaderBytes;  // room for the Received header this hop adds
     ingest = std::make_unique<Ingest>(engine.archive(), **writer, *scanner, limits, opts, nullptr);
     verifier = std::make_unique<RecipientVerifier>(io, blocking, engine.archive(), config);
+    // Alert e-mail goes through the pipeline (archived, scanned) and the queue's internet route:
+    // mailark delivers it itself, never through the primary.
+    alerter = std::make_unique<Alerter>(config, [this](const std::string& message, const std::vector<std::string>& to) {
+      auto taken = std::make_shared<std::promise<bool>>();
+      auto answer = taken->get_future();
+      asio::post(io, [this, message, to, taken] { taken->set_value(submit_generated(message, to, "alerts")); });
+      return answer.wait_for(std::chrono::seconds(10)) == std::future_status::ready && answer.get();
+    });
+    monitor = std::make_unique<ContinuityMonitor>(io, blocking, engine.archive(), config, engine.options().data_dir, *alerter);
+    MAILARK_TRY(monitor->setup());
+    DeliveryHooks hooks;
+    hooks.continuity = [this] { return monitor->snapshot(); };
+    hooks.on_primary_attempt = [this](PrimaryAttempt a, std::chrono::milliseconds ms) { monitor->observe(a, ms); };
+    hooks.on_continuity_change = [this] { monitor->refresh(); };
     delivery = std::make_unique<DeliveryAgent>(io, blocking, engine.archive(), config,
-                                               [this](IngestItem& item) { return ingest->try_submit(item); });
+                                               [this](IngestItem& item) { return ingest->try_submit(item); }, hooks);
+    if (!config.admin.listen.empty()) {
+      admin = std::make_unique<AdminServer>(io, blocking, engine.archive(), *monitor, config, engine.options().data_dir, ssl);
+      MAILARK_TRY(admin->setup());
+    }
     if (policy->verify_with_primary) spdlog::info("recipients are verified with the primary server at RCPT time");
     return ok_status();
+  }
+
+  // A message mailark writes itself (an alert) for outside addresses: archived as outbound and queued
+  // for the internet route. On the io thread. False when the pipeline is full.
+  bool submit_generated(const std::string& message, const std::vector<std::string>& to, const std::string& connector) {
+    IngestItem item;
+    item.raw = message;
+    item.origin = connector;
+    item.skip_if_archived = false;
+    item.envelope.direction = Direction::kOutbound;
+    item.envelope.mail_from = "";
+    item.envelope.rcpt_to = to;
+    item.envelope.client = "local";
+    item.envelope.connector = connector;
+    item.envelope.source = connector;
+    item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
+    QueueEntry q;
+    q.route = Route::kInternet;
+    for (const auto& r : to) q.recipients.push_back({r});
+    item.queue = std::move(q);
+    item.on_unscannable = ScanAction::kDeliver;
+    item.on_done = [this](const IngestResult& r) {
+      if (r.queued) delivery->wake();
+      if (r.outcome != IngestOutcome::kArchived) spdlog::error("alert e-mail not archived: {}", r.reason);
+    };
+    return ingest->try_submit(item);
   }
 
   awaitable<void> accept_loop(Listener& l) {
@@ -351,7 +452,8 @@ struct SmtpServer::Impl {
       if (!secured) co_return;
     }
 
-    ListenerPolicy policy(inbound, [this] { return current_policy(); }, *verifier, lc.name + ": [" + ip + "]");
+    ListenerPolicy policy(inbound, [this] { return current_policy(); }, *verifier, lc.name + ": [" + ip + "]",
+                          [this] { return monitor->snapshot()->holding(); }, config.verify_unreachable);
     smtp::ProtocolConfig pc;
     pc.hostname = config.hostname;
     const Limits& lim = config.limits;
@@ -469,9 +571,19 @@ struct SmtpServer::Impl {
     item.envelope.connector = lc.name;
     item.envelope.source = txn;
     item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
-    // Outbound mail is queued for the internet; inbound mail for the primary server when one is
-    // configured (without one it is kept for the mailbox views only).
-    if (!inbound || !config.delivery.primary.empty()) {
+    // The continuity monitor's probe, come back from the primary: archived as a probe, never relayed.
+    bool probe = false;
+    if (!inbound) {
+      if (auto token = header_value(msg.data, "X-Mailark-Probe")) {
+        probe = monitor->probe_arrived(*token);
+        if (!probe) spdlog::warn("{}: X-Mailark-Probe header with a token this server did not make: treated as ordinary mail", txn);
+      }
+    }
+    if (probe) {
+      item.envelope.direction = Direction::kProbe;
+    } else if (!inbound || !config.delivery.primary.empty()) {
+      // Outbound mail is queued for the internet; inbound mail for the primary server when one is
+      // configured (without one it is kept for the mailbox views only).
       QueueEntry q;
       q.route = inbound ? Route::kPrimary : Route::kInternet;
       for (const auto& r : msg.rcpt_to) q.recipients.push_back({r});
@@ -573,6 +685,8 @@ struct SmtpServer::Impl {
     hup_signals.cancel(ec);
     stop_signals.cancel(ec);
     delivery->stop();
+    monitor->stop();
+    if (admin) admin->stop();
   }
 };
 
@@ -611,6 +725,12 @@ Status SmtpServer::run() {
   });
   asio::co_spawn(m.io, m.watch_hup(), log_exception);
   asio::co_spawn(m.io, m.delivery->run(), log_exception);
+  asio::co_spawn(m.io, m.monitor->run(), log_exception);
+  if (m.admin) {
+    asio::co_spawn(m.io, m.admin->run(), log_exception);
+    spdlog::info("listening: admin (http) on {} port {} (token in {})", m.config.admin.listen, m.admin->port(),
+                 m.config.admin.token_file.empty() ? m.engine.options().data_dir + "/admin-token" : m.config.admin.token_file);
+  }
   m.io.run();
   m.blocking.join();
   // A write failure met while serving was answered then (451 for the messages it hit) and did not

@@ -134,9 +134,11 @@ RecipientVerifier::RecipientVerifier(asio::io_context& io, asio::thread_pool& bl
 
 RecipientVerifier::~RecipientVerifier() = default;
 
-RecipientVerifier::Known RecipientVerifier::lookup(const std::string& address, smtp::Reply* refusal) const {
+RecipientVerifier::Known RecipientVerifier::lookup(const std::string& address, smtp::Reply* refusal, bool any_age) const {
   auto it = impl_->cache.find(lower(address));
-  if (it == impl_->cache.end() || !impl_->fresh(it->second)) return Known::kUnknown;
+  if (it == impl_->cache.end()) return Known::kUnknown;
+  if (any_age && it->second.exists) return Known::kAccepted;
+  if (!impl_->fresh(it->second)) return Known::kUnknown;
   if (it->second.exists) return Known::kAccepted;
   if (refusal) *refusal = Impl::refusal(address, it->second.reply);
   return Known::kRefused;

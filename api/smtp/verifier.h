@@ -33,8 +33,9 @@ class RecipientVerifier {
   ~RecipientVerifier();
 
   enum class Known { kUnknown, kAccepted, kRefused };
-  // A fresh cached answer, if there is one (refusal: the reply to send).
-  Known lookup(const std::string& address, smtp::Reply* refusal) const;
+  // A fresh cached answer, if there is one (refusal: the reply to send). any_age: an address the
+  // primary accepted at any time counts (during a continuity event, when it cannot be asked).
+  Known lookup(const std::string& address, smtp::Reply* refusal, bool any_age = false) const;
   // Probes the primary (or waits for a probe already running). Nothing: accept; else the reply.
   asio::awaitable<std::optional<smtp::Reply>> verify(const std::string& address);
 

@@ -1,0 +1,329 @@
+#include "api/http/admin.h"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <fstream>
+#include <map>
+#include <set>
+#include <nlohmann/json.hpp>
+
+#include "api/blocking.h"
+#include "api/http/request.h"
+#include "common/sha256.h"
+
+namespace mailark::api {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+using tcp = asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+using json = nlohmann::json;
+
+namespace {
+
+Result<std::string> load_or_make_token(const std::string& path) {
+  std::ifstream in(path);
+  std::string token;
+  if (in && std::getline(in, token)) {
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    if (token.size() < 16) return make_error(ErrorCode::kInvalidArgument, path + ": the admin token is shorter than 16 characters");
+    return token;
+  }
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) return make_error(ErrorCode::kInternal, "no random bytes for the admin token");
+  token = to_hex(std::span<const std::uint8_t>(bytes, sizeof bytes));
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::kIo, "creating " + path + ": " + std::strerror(errno));
+  std::string line = token + "\n";
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) return make_error(ErrorCode::kIo, "writing " + path);
+  return token;
+}
+
+std::string page(const std::string& title, const std::string& body) {
+  return "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+         "content=\"width=device-width, initial-scale=1\"><title>" +
+         http::html_escape(title) +
+         "</title><style>body{font-family:sans-serif;max-width:36em;margin:2em auto;padding:0 1em}"
+         "button{font-size:1.2em;padding:.6em 1.2em;background:#b00;color:#fff;border:0;border-radius:4px}"
+         "input{width:100%;padding:.4em;margin:.5em 0 1em}</style></head><body><h1>" +
+         http::html_escape(title) + "</h1>" + body + "</body></html>";
+}
+
+}  // namespace
+
+struct AdminServer::Impl {
+  asio::io_context& io;
+  asio::thread_pool& blocking;
+  Archive& archive;
+  ContinuityMonitor& monitor;
+  ServeConfig config;
+  std::string data_dir;
+  asio::ssl::context& server_tls;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::string token;
+  bool stopping = false;
+  std::set<tcp::socket*> sockets;
+  // Refusals per client address in the current minute.
+  std::map<std::string, std::pair<std::chrono::steady_clock::time_point, unsigned>> refusals;
+  static constexpr unsigned kMaxRefusalsPerMinute = 20;
+
+  Impl(asio::io_context& i, asio::thread_pool& b, Archive& a, ContinuityMonitor& m, const ServeConfig& c, std::string d,
+       asio::ssl::context& t)
+      : io(i), blocking(b), archive(a), monitor(m), config(c), data_dir(std::move(d)), server_tls(t) {}
+
+  bool throttled(const std::string& ip) {
+    auto it = refusals.find(ip);
+    if (it == refusals.end()) return false;
+    if (std::chrono::steady_clock::now() - it->second.first > std::chrono::minutes(1)) {
+      refusals.erase(it);
+      return false;
+    }
+    return it->second.second >= kMaxRefusalsPerMinute;
+  }
+  void refused(const std::string& ip) {
+    auto now = std::chrono::steady_clock::now();
+    auto& r = refusals[ip];
+    if (now - r.first > std::chrono::minutes(1)) r = {now, 0};
+    r.second++;
+    if (refusals.size() > 10000) refusals.clear();  // bounded, whatever the number of clients
+  }
+
+  bool authorised(const http::Request& req) const {
+    std::string auth = req.header("authorization");
+    const std::string prefix = "Bearer ";
+    if (auth.size() <= prefix.size() || auth.compare(0, prefix.size(), prefix) != 0) return false;
+    std::string given = auth.substr(prefix.size());
+    // Compared in constant time (over digests, so the length does not leak either).
+    Digest a = sha256(given), b = sha256(token);
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+  }
+
+  static std::string json_response(int status, const json& j) { return http::response(status, "application/json", j.dump() + "\n"); }
+
+  awaitable<std::string> handle(const http::Request& req, const std::string& ip) {
+    const std::string& path = req.path;
+    if (throttled(ip)) {
+      co_return http::response(429, "text/plain", "too many refused requests from this address; try again in a minute\n");
+    }
+    if (path == "/health" && req.method == "GET") {
+      co_return json_response(200, {{"status", "ok"}, {"continuity", continuity_state_name(monitor.snapshot()->state)}});
+    }
+    if (path == "/continuity/panic") co_return co_await panic(req, ip);
+    if (path.rfind("/api/", 0) == 0) {
+      if (!authorised(req)) {
+        refused(ip);
+        spdlog::warn("admin: [{}] {} {}: refused: no valid bearer token", ip, req.method, path);
+        co_return http::response(401, "application/json", "{\"error\":\"a valid bearer token is needed (DATA/admin-token)\"}\n",
+                                 {{"WWW-Authenticate", "Bearer realm=\"mailark\""}});
+      }
+      if (path == "/api/continuity" && req.method == "GET") {
+        std::string body;
+        auto read = [&] {
+          Continuity c(archive);
+          auto st = c.status(50, 20);
+          if (!st) {
+            body = json{{"error", st.error().to_string()}}.dump();
+            return;
+          }
+          std::optional<QueueRangeFigures> remaining;
+          if (st->event && st->state == ContinuityState::kDraining) {
+            auto r = archive.queue_range(Route::kPrimary, st->event->drain_from_seq, st->event->last_seq, false);
+            if (r) remaining = *r;
+          }
+          body = status_to_json(*st, remaining);
+        };
+        co_await run_blocking(blocking, read);
+        co_return http::response(200, "application/json", body + "\n");
+      }
+      if ((path == "/api/continuity/start" || path == "/api/continuity/stop") && req.method == "POST") {
+        std::string reason;
+        if (!req.body.empty()) {
+          json j = json::parse(req.body, nullptr, false);
+          if (j.is_discarded() || !j.is_object()) co_return json_response(400, {{"error", "the body must be a JSON object"}});
+          if (j.contains("reason")) {
+            if (!j["reason"].is_string()) co_return json_response(400, {{"error", "reason must be a string"}});
+            reason = j["reason"].get<std::string>().substr(0, 1000);
+          }
+        }
+        const bool start = path.ends_with("/start");
+        bool already = false;
+        Result<ContinuityEvent> ev = make_error(ErrorCode::kInternal, "not run");
+        const std::string by = "http:admin-token [" + ip + "]";
+        auto go = [&] { ev = start ? monitor.start(by, reason, false, &already) : monitor.stop(by, &already); };
+        co_await run_blocking(blocking, go);
+        if (!ev) co_return json_response(500, {{"error", ev.error().to_string()}});
+        co_return json_response(200, {{"changed", !already}, {"event", ev->id ? json::parse(event_to_json(*ev)) : json(nullptr)}});
+      }
+      if (path == "/api/continuity/panic-link" && req.method == "POST") {
+        Result<std::string> url = make_error(ErrorCode::kInternal, "not run");
+        auto go = [&] { url = monitor.panic_url(); };
+        co_await run_blocking(blocking, go);
+        if (!url) co_return json_response(500, {{"error", url.error().to_string()}});
+        co_return json_response(200, {{"url", *url}});
+      }
+      co_return json_response(404, {{"error", "no such endpoint: " + req.method + " " + path}});
+    }
+    co_return http::response(404, "text/plain", "not found\n");
+  }
+
+  awaitable<std::string> panic(const http::Request& req, const std::string& ip) {
+    const bool post = req.method == "POST";
+    if (!post && req.method != "GET") co_return http::response(405, "text/plain", "GET or POST\n", {{"Allow", "GET, POST"}});
+    auto params = http::parse_params(post ? std::string_view(req.body) : std::string_view(req.query));
+    const std::string token = params.count("token") ? params["token"] : "";
+    const std::string reason = params.count("reason") ? params["reason"].substr(0, 1000) : "";
+    Result<TokenCheck> check = make_error(ErrorCode::kInternal, "not run");
+    Result<ContinuityEvent> ev = make_error(ErrorCode::kInternal, "not run");
+    bool already = false;
+    auto go = [&] {
+      Continuity c(archive);
+      check = post ? c.consume_token(token, "panic-button [" + ip + "]") : c.check_token(token);
+      if (post && check && *check == TokenCheck::kValid)
+        ev = monitor.start("panic-button [" + ip + "]", reason.empty() ? "panic button" : reason, false, &already);
+    };
+    co_await run_blocking(blocking, go);
+    if (!check) co_return http::response(500, "text/plain", check.error().to_string() + "\n");
+    if (*check != TokenCheck::kValid) {
+      refused(ip);
+      spdlog::warn("admin: [{}] panic button refused: token {}", ip, token_check_name(*check));
+      co_return http::response(403, "text/html; charset=utf-8",
+                               page("Link not valid", "<p>This panic-button link is " + http::html_escape(token_check_name(*check)) +
+                                                          ". Each link works once, for a limited time. Use a link from a newer alert, "
+                                                          "or <code>mailark continuity start</code>.</p>"),
+                               {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}});
+    }
+    if (!post) {
+      co_return http::response(
+          200, "text/html; charset=utf-8",
+          page("Start a continuity event?",
+               "<p>Inbound mail will be held in mailark instead of being offered to the primary server; users read "
+               "it from the archive, and their outgoing mail goes straight out. When the primary works again, stop "
+               "the event and the held mail is delivered to it.</p><form method=\"post\" action=\"/continuity/panic\">"
+               "<input type=\"hidden\" name=\"token\" value=\"" + http::html_escape(token) +
+               "\"><label>Reason (optional)<input name=\"reason\" maxlength=\"200\"></label>"
+               "<button type=\"submit\">Start the continuity event</button></form>"),
+          {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}});
+    }
+    if (!ev) co_return http::response(500, "text/plain", ev.error().to_string() + "\n");
+    co_return http::response(200, "text/html; charset=utf-8",
+                             page(already ? "A continuity event is already running" : "Continuity event started",
+                                  "<p>Event " + std::to_string(ev->id) +
+                                      (already ? " was already running; nothing changed." : " started: inbound mail is now held in mailark.") +
+                                      "</p><p>Stop it with <code>mailark continuity stop</code> when the primary works again.</p>"),
+                             {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"}});
+  }
+
+  template <typename Stream>
+  awaitable<void> converse(Stream& stream, const std::string& ip) {
+    http::RequestReader reader;
+    std::vector<char> buf(8192);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!stopping) {
+      asio::steady_timer timer(io);
+      timer.expires_at(deadline);
+      auto r = co_await (stream.async_read_some(asio::buffer(buf), as_tuple(use_awaitable)) ||
+                         timer.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1) co_return;  // too slow: closed without an answer
+      auto [ec, n] = std::get<0>(r);
+      if (ec) co_return;
+      auto state = reader.feed(std::string_view(buf.data(), n));
+      if (state == http::RequestReader::State::kNeedMore) continue;
+      std::string out;
+      if (state == http::RequestReader::State::kError) {
+        spdlog::info("admin: [{}] bad request: {}", ip, reader.error_text());
+        out = http::response(reader.error_status(), "text/plain", reader.error_text() + "\n");
+      } else {
+        out = co_await handle(reader.request(), ip);
+        spdlog::info("admin: [{}] {} {} -> {}", ip, reader.request().method, reader.request().path, out.substr(9, 3));
+      }
+      co_await asio::async_write(stream, asio::buffer(out), as_tuple(use_awaitable));
+      co_return;  // one request per connection (Connection: close)
+    }
+  }
+
+  awaitable<void> serve(tcp::socket sock) {
+    asio::error_code ec;
+    auto remote = sock.remote_endpoint(ec);
+    std::string ip = ec ? "unknown" : remote.address().to_string();
+    sockets.insert(&sock);
+    struct Release {
+      Impl* self;
+      tcp::socket* s;
+      ~Release() { self->sockets.erase(s); }
+    } release{this, &sock};
+    if (config.admin.tls == "implicit") {
+      asio::ssl::stream<tcp::socket&> tls(sock, server_tls);
+      asio::steady_timer timer(io);
+      timer.expires_after(std::chrono::seconds(30));
+      auto r = co_await (tls.async_handshake(asio::ssl::stream_base::server, as_tuple(use_awaitable)) ||
+                         timer.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1 || std::get<0>(std::get<0>(r))) co_return;
+      co_await converse(tls, ip);
+      co_await tls.async_shutdown(as_tuple(use_awaitable));
+    } else {
+      co_await converse(sock, ip);
+    }
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+  }
+};
+
+AdminServer::AdminServer(asio::io_context& io, asio::thread_pool& blocking, Archive& archive, ContinuityMonitor& monitor,
+                         const ServeConfig& config, std::string data_dir, asio::ssl::context& server_tls)
+    : impl_(std::make_unique<Impl>(io, blocking, archive, monitor, config, std::move(data_dir), server_tls)) {}
+
+AdminServer::~AdminServer() = default;
+
+Status AdminServer::setup() {
+  Impl& m = *impl_;
+  auto token = load_or_make_token(m.config.admin.token_file.empty() ? m.data_dir + "/admin-token" : m.config.admin.token_file);
+  if (!token) return token.error();
+  m.token = *token;
+  auto hp = parse_host_port(m.config.admin.listen, 8025);
+  if (!hp) return hp.error();
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(hp->host == "localhost" ? "127.0.0.1" : hp->host, ec);
+  if (ec) return make_error(ErrorCode::kInvalidArgument, "admin.listen: bad address " + hp->host);
+  tcp::endpoint ep(addr, hp->port);
+  m.acceptor = std::make_unique<tcp::acceptor>(m.io);
+  m.acceptor->open(ep.protocol(), ec);
+  if (!ec) m.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) m.acceptor->bind(ep, ec);
+  if (!ec) m.acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(ErrorCode::kIo, "admin listener on " + m.config.admin.listen + ": " + ec.message());
+  return ok_status();
+}
+
+std::uint16_t AdminServer::port() const {
+  asio::error_code ec;
+  return impl_->acceptor->local_endpoint(ec).port();
+}
+
+awaitable<void> AdminServer::run() {
+  Impl& m = *impl_;
+  while (!m.stopping) {
+    auto [ec, sock] = co_await m.acceptor->async_accept(as_tuple(use_awaitable));
+    if (ec) {
+      if (m.stopping || ec == asio::error::operation_aborted) co_return;
+      continue;
+    }
+    asio::co_spawn(m.io, m.serve(std::move(sock)), asio::detached);
+  }
+}
+
+void AdminServer::stop() {
+  impl_->stopping = true;
+  asio::error_code ec;
+  if (impl_->acceptor) impl_->acceptor->close(ec);
+  for (auto* s : impl_->sockets) s->cancel(ec);
+}
+
+}  // namespace mailark::api

@@ -1,0 +1,156 @@
+#include "api/http/request.h"
+
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+#include <sstream>
+
+namespace mailark::api::http {
+
+namespace bhttp = boost::beast::http;
+
+struct RequestReader::Impl {
+  std::size_t max_header, max_body;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser;
+  std::string buffer;  // received, not yet consumed by the parser
+
+  void fresh() {
+    parser.emplace();
+    parser->header_limit(static_cast<std::uint32_t>(max_header));
+    parser->body_limit(max_body);
+    parser->eager(true);
+  }
+};
+
+RequestReader::RequestReader(std::size_t max_header_bytes, std::size_t max_body_bytes) : impl_(std::make_unique<Impl>()) {
+  impl_->max_header = max_header_bytes;
+  impl_->max_body = max_body_bytes;
+  impl_->fresh();
+}
+
+RequestReader::~RequestReader() = default;
+
+void RequestReader::reset() {
+  impl_->fresh();
+  request_ = Request{};
+  error_status_ = 0;
+  error_text_.clear();
+}
+
+std::string Request::header(std::string_view name) const {
+  for (const auto& [n, v] : headers)
+    if (n == name) return v;
+  return "";
+}
+
+RequestReader::State RequestReader::feed(std::string_view bytes) {
+  if (error_status_) return State::kError;
+  Impl& m = *impl_;
+  // Nothing grows without bound: what the parser has not consumed is at most a header's worth.
+  if (m.buffer.size() + bytes.size() > m.max_header + m.max_body + 4096) {
+    error_status_ = 413;
+    error_text_ = "request too large";
+    return State::kError;
+  }
+  m.buffer.append(bytes);
+  while (!m.parser->is_done()) {
+    boost::beast::error_code ec;
+    std::size_t used = m.parser->put(boost::asio::const_buffer(m.buffer.data(), m.buffer.size()), ec);
+    m.buffer.erase(0, used);
+    if (ec == bhttp::error::need_more) return State::kNeedMore;
+    if (ec) {
+      if (ec == bhttp::error::header_limit) error_status_ = 431;
+      else if (ec == bhttp::error::body_limit) error_status_ = 413;
+      else if (ec == bhttp::error::bad_version) error_status_ = 505;
+      else error_status_ = 400;
+      error_text_ = ec.message();
+      return State::kError;
+    }
+    if (used == 0 && !m.parser->is_done()) return State::kNeedMore;
+  }
+  const auto& msg = m.parser->get();
+  request_.method = std::string(msg.method_string());
+  request_.target = std::string(msg.target());
+  std::size_t q = request_.target.find('?');
+  request_.path = url_decode(std::string_view(request_.target).substr(0, q), false);
+  request_.query = q == std::string::npos ? "" : request_.target.substr(q + 1);
+  for (const auto& f : msg) {
+    std::string name(f.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    request_.headers.emplace_back(std::move(name), std::string(f.value()));
+  }
+  request_.body = msg.body();
+  request_.keep_alive = msg.keep_alive();
+  return State::kComplete;
+}
+
+std::string response(int status, std::string_view content_type, std::string_view body,
+                     const std::vector<std::pair<std::string, std::string>>& headers, bool keep_alive) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+  res.set(bhttp::field::server, "mailark");
+  res.set(bhttp::field::content_type, std::string(content_type));
+  res.set(bhttp::field::cache_control, "no-store");
+  res.set("X-Content-Type-Options", "nosniff");
+  for (const auto& [n, v] : headers) res.set(n, v);
+  res.keep_alive(keep_alive);
+  res.body() = std::string(body);
+  res.prepare_payload();
+  std::ostringstream out;
+  out << res;
+  return out.str();
+}
+
+std::string url_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else if (s[i] == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_params(std::string_view s) {
+  std::map<std::string, std::string> out;
+  while (!s.empty()) {
+    std::size_t amp = s.find('&');
+    std::string_view pair = s.substr(0, amp);
+    s = amp == std::string_view::npos ? std::string_view() : s.substr(amp + 1);
+    if (pair.empty()) continue;
+    std::size_t eq = pair.find('=');
+    std::string name = url_decode(pair.substr(0, eq), true);
+    std::string value = eq == std::string_view::npos ? "" : url_decode(pair.substr(eq + 1), true);
+    out.emplace(std::move(name), std::move(value));
+  }
+  return out;
+}
+
+std::string html_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out.push_back(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace mailark::api::http
