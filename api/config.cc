@@ -393,8 +393,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(C["token_ttl"], "continuity.token_ttl", cc.token_ttl, 60, 30 * 86400);
   str(C["probe_to"], "continuity.probe_to", cc.probe_to);
   str(C["probe_from"], "continuity.probe_from", cc.probe_from);
-  num(C["probe_interval"], "continuity.probe_interval", cc.probe_interval, 5, 86400);
-  num(C["probe_timeout"], "continuity.probe_timeout", cc.probe_timeout, 5, 86400);
+  num(C["probe_interval"], "continuity.probe_interval", cc.probe_interval, 1, 86400);
+  num(C["probe_timeout"], "continuity.probe_timeout", cc.probe_timeout, 1, 86400);
   str(C["imap_user"], "continuity.imap_user", cc.imap_user);
   str(C["imap_password"], "continuity.imap_password", cc.imap_password);
   str(C["imap_tls"], "continuity.imap_tls", cc.imap_tls);

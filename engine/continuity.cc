@@ -52,6 +52,7 @@ json event_json(const ContinuityEvent& e) {
               {"outbound", e.outbound},
               {"sent_copies", e.sent_copies},
               {"sent_copy_failures", e.sent_copy_failures},
+              {"sent_copies_done_at", e.sent_copies_done_at},
               {"automatic", e.automatic}};
 }
 
@@ -94,6 +95,7 @@ ContinuityEvent event_from(const json& j) {
   e.outbound = field<std::uint64_t>(j, "outbound", 0);
   e.sent_copies = field<std::uint64_t>(j, "sent_copies", 0);
   e.sent_copy_failures = field<std::uint64_t>(j, "sent_copy_failures", 0);
+  e.sent_copies_done_at = field<std::int64_t>(j, "sent_copies_done_at", 0);
   e.automatic = field<bool>(j, "automatic", false);
   return e;
 }
@@ -345,7 +347,10 @@ Result<ContinuityEvent> Continuity::stop(const std::string& by, bool* already) {
         [&](const ArchiveRecord& r, std::string_view) {
           if (r.seq > out.last_seq) return false;
           if (r.envelope.direction == Direction::kInbound) ++inbound;
-          if (r.envelope.direction == Direction::kOutbound) ++outbound;
+          // Users' mail: not what mailark wrote itself (alerts, DSNs).
+          if (r.envelope.direction == Direction::kOutbound && r.envelope.connector != "alerts" &&
+              r.envelope.connector != "dsn")
+            ++outbound;
           return true;
         },
         [](std::uint64_t, const Error&) { return true; }));
@@ -535,6 +540,15 @@ Status Continuity::mark_sent_copy(std::uint64_t event_id, std::uint64_t seq, boo
     if (!e) return ok_status();
     if (ok) ++e->sent_copies;
     else ++e->sent_copy_failures;
+    return write_event(w, *e);
+  });
+}
+
+Status Continuity::finish_sent_copies(std::uint64_t event_id) {
+  return archive_.state_write([&](StateWriter& w) -> Status {
+    auto e = read_event(w, event_id);
+    if (!e || e->sent_copies_done_at) return ok_status();
+    e->sent_copies_done_at = now_s();
     return write_event(w, *e);
   });
 }

@@ -48,6 +48,7 @@ struct ContinuityEvent {
   std::uint64_t held_messages = 0, held_recipients = 0, kept_recipients = 0, deduplicated = 0;
   std::uint64_t inbound = 0, outbound = 0;  // messages archived during the event, by direction
   std::uint64_t sent_copies = 0, sent_copy_failures = 0;  // users' sent mail appended on the primary
+  std::int64_t sent_copies_done_at = 0;  // every sent copy of the event was made (or failed for good)
   bool automatic = false;  // started by the monitor (continuity.auto_start)
 };
 
@@ -162,6 +163,7 @@ class Continuity {
   // figure). Returns false if it was already done.
   Result<bool> sent_copy_done(std::uint64_t seq) const;
   Status mark_sent_copy(std::uint64_t event_id, std::uint64_t seq, bool ok, const std::string& detail);
+  Status finish_sent_copies(std::uint64_t event_id);
 
  private:
   Archive& archive_;

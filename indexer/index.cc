@@ -891,6 +891,11 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
     PhraseResolver resolver(*db_, fields, shards);
     Xapian::Query q = resolver.resolve(parsed);
+    // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
+    // when it names a direction (direction:probe).
+    if (lower(query).find("direction:") == std::string::npos) {
+      q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
+    }
 
     Xapian::Enquire enq(*db_);
     enq.set_query(q);

@@ -42,7 +42,7 @@ inline constexpr const char* kPrefixMessageId = "XMID";  // XMID<message-id>, or
 inline constexpr const char* kPrefixFlag = "K";  // Kattachment, Kmalformed, Kquarantined, Kunindexed (a
                                                  // placeholder for a record that could not be indexed)
 inline constexpr const char* kPrefixVerdict = "XV";  // XVclean, XVinfected, XVunscanned, XVunscannable
-inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound
+inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound, XDprobe
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment
 inline constexpr const char* kPrefixSignature = "XS";    // XS<signature name, lower case>
 

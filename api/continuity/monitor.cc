@@ -17,6 +17,7 @@
 #include <set>
 
 #include "api/blocking.h"
+#include "api/imap/client.h"
 #include "api/smtp/client.h"
 #include "common/dates.h"
 #include "common/sha256.h"
@@ -105,6 +106,10 @@ struct ContinuityMonitor::Impl {
   std::chrono::steady_clock::time_point next_probe{};
   std::uint64_t probe_counter = 0;
   std::set<smtp::SmtpClient*> clients;
+  std::set<imap::Client*> imap_clients;
+  bool copying = false;  // a round of Sent copies is running
+  std::chrono::steady_clock::time_point next_copy_round{};
+  std::set<std::string> own_domains;
 
   Impl(asio::io_context& i, asio::thread_pool& b, Archive& a, const ServeConfig& c, std::string d, Alerter& al)
       : io(i), blocking(b), archive(a), config(c), data_dir(std::move(d)), alerter(al) {
@@ -116,6 +121,124 @@ struct ContinuityMonitor::Impl {
   }
 
   bool probing() const { return !config.continuity.probe_to.empty(); }
+
+  static imap::Client::Tls imap_tls(const std::string& mode) {
+    if (mode == "implicit") return imap::Client::Tls::kImplicit;
+    if (mode == "starttls") return imap::Client::Tls::kStartTls;
+    return imap::Client::Tls::kNone;
+  }
+
+  // The optional IMAP login check: one login per window; its result counts in the window it ends in.
+  awaitable<void> imap_check() {
+    imap::Outcome result{false, true, "no host"};
+    for (const auto& h : config.continuity.imap_check) {
+      imap::Client client(io, tls, std::chrono::seconds(std::min(60u, config.delivery.connect_timeout)));
+      imap_clients.insert(&client);
+      result = co_await client.connect(h.host, h.port, imap_tls(config.continuity.imap_tls));
+      if (result.ok) result = co_await client.login(config.continuity.imap_user, config.continuity.imap_password);
+      if (result.ok) co_await client.logout();
+      imap_clients.erase(&client);
+      if (result.ok || stopping) break;
+    }
+    if (stopping) co_return;
+    figures.imap = result.ok ? 1 : 0;
+    if (!result.ok) spdlog::warn("continuity: IMAP login check failed: {}", result.text);
+  }
+
+  static std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  }
+
+  // Users' mail sent during a stopped event goes into their Sent folder on the primary: APPEND as
+  // the master user on behalf of each sender, once per message (the marker is written after the
+  // server's OK: a crash between the two makes at most one duplicate per connection).
+  awaitable<void> copy_sent_round() {
+    struct Copy {
+      std::uint64_t seq;
+      std::string user;
+    };
+    std::optional<ContinuityEvent> event;
+    std::vector<Copy> todo;
+    Status read_status;
+    auto find = [&] {
+      auto st = continuity.status(0, 20);
+      if (!st) {
+        read_status = st.error();
+        return;
+      }
+      for (auto it = st->events.rbegin(); it != st->events.rend(); ++it) {
+        if (it->stopped_at && !it->sent_copies_done_at) {
+          event = *it;
+          break;
+        }
+      }
+      if (!event || event->last_seq < event->first_seq) return;
+      auto snap = archive.snapshot();
+      if (!snap) {
+        read_status = snap.error();
+        return;
+      }
+      read_status = (*snap)->scan(
+          event->first_seq,
+          [&](const ArchiveRecord& r, std::string_view) {
+            if (r.seq > event->last_seq || todo.size() >= 200) return false;
+            const std::string from = lower(r.envelope.mail_from);
+            std::size_t at = from.rfind('@');
+            if (r.envelope.direction != Direction::kOutbound || at == std::string::npos ||
+                !own_domains.count(from.substr(at + 1)) || (r.flags & kFlagQuarantined))
+              return true;
+            auto done = continuity.sent_copy_done(r.seq);
+            if (done && !*done) todo.push_back({r.seq, from});
+            return true;
+          },
+          [](std::uint64_t, const Error&) { return true; });
+    };
+    co_await run_blocking(blocking, find);
+    if (!read_status) {
+      spdlog::error("continuity: finding sent mail to copy: {}", read_status.error().to_string());
+      co_return;
+    }
+    if (!event) co_return;
+    if (todo.empty()) {
+      Status s;
+      auto finish = [&] { s = continuity.finish_sent_copies(event->id); };
+      co_await run_blocking(blocking, finish);
+      if (s) spdlog::info("continuity: event {}: sent copies done", event->id);
+      co_return;
+    }
+    const HostPort& host = config.continuity.sent_copy_imap.front();
+    for (const Copy& c : todo) {
+      if (stopping) co_return;
+      Result<std::string> raw = make_error(ErrorCode::kInternal, "not read");
+      auto read = [&] {
+        auto rec = archive.record(c.seq);
+        raw = rec ? archive.raw(*rec) : Result<std::string>(rec.error());
+      };
+      co_await run_blocking(blocking, read);
+      if (!raw) {
+        spdlog::error("continuity: sent copy of message {}: {}", c.seq, raw.error().to_string());
+        continue;
+      }
+      imap::Client client(io, tls, std::chrono::seconds(60));
+      imap_clients.insert(&client);
+      imap::Outcome r = co_await client.connect(host.host, host.port, imap_tls(config.continuity.sent_copy_tls));
+      if (r.ok) r = co_await client.authenticate_plain(c.user, config.continuity.sent_copy_user, config.continuity.sent_copy_password);
+      if (r.ok) r = co_await client.append(config.continuity.sent_copy_folder, "\\Seen", *raw);
+      if (!r.connection) co_await client.logout();
+      imap_clients.erase(&client);
+      if (r.connection) {
+        spdlog::warn("continuity: sent copies: the primary's IMAP server cannot be reached ({}); trying again in 30 s", r.text);
+        co_return;
+      }
+      Status marked;
+      auto mark = [&] { marked = continuity.mark_sent_copy(event->id, c.seq, r.ok, r.text); };
+      co_await run_blocking(blocking, mark);
+      if (r.ok) spdlog::info("continuity: message {} appended to {}'s {} folder on the primary", c.seq, c.user, config.continuity.sent_copy_folder);
+      else spdlog::warn("continuity: message {}: the primary refused the sent copy for {}: {}", c.seq, c.user, r.text);
+    }
+    next_copy_round = std::chrono::steady_clock::now();  // more may be left: go on at once
+  }
 
   void set_snapshot(std::shared_ptr<const ContinuitySnapshot> s) {
     std::lock_guard lock(snap_mu);
@@ -346,6 +469,7 @@ Status ContinuityMonitor::setup() {
   if (!key) return key.error();
   m.probe_key = *key;
   m.window_start = now_s();
+  for (const auto& d : m.config.inbound_domains) m.own_domains.insert(Impl::lower(d));
   if (m.probing()) {
     m.next_probe = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     spdlog::info("continuity: probes to <{}> every {} s (lost after {} s)", m.config.continuity.probe_to,
@@ -375,6 +499,14 @@ awaitable<void> ContinuityMonitor::run() {
     }
     if (now_s() - m.window_start >= static_cast<std::int64_t>(m.config.continuity.window)) {
       co_await m.close_current_window();
+      if (!m.config.continuity.imap_check.empty()) asio::co_spawn(m.io, m.imap_check(), asio::detached);
+    }
+    // Sent copies for stopped events, while the primary's IMAP server takes them.
+    if (!m.config.continuity.sent_copy_imap.empty() && !m.copying && std::chrono::steady_clock::now() >= m.next_copy_round &&
+        !m.snapshot_copy()->holding()) {
+      m.copying = true;
+      m.next_copy_round = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      asio::co_spawn(m.io, m.copy_sent_round(), [&m](std::exception_ptr) { m.copying = false; });
     }
   }
 }
@@ -383,6 +515,7 @@ void ContinuityMonitor::stop() {
   impl_->stopping = true;
   impl_->tick.cancel();
   for (auto* c : impl_->clients) c->abort();
+  for (auto* c : impl_->imap_clients) c->abort();
 }
 
 std::shared_ptr<const ContinuitySnapshot> ContinuityMonitor::snapshot() const { return impl_->snapshot_copy(); }

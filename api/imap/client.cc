@@ -1,0 +1,192 @@
+#include "api/imap/client.h"
+
+#include <openssl/evp.h>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+
+namespace mailark::api::imap {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+std::string base64(const std::string& in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+Outcome lost(const std::string& why) { return Outcome{false, true, why}; }
+}  // namespace
+
+Client::Client(asio::io_context& io, asio::ssl::context& tls, std::chrono::seconds timeout)
+    : io_(io), tls_ctx_(tls), timeout_(timeout), socket_(io) {}
+
+Client::~Client() = default;
+
+void Client::abort() {
+  asio::error_code ec;
+  socket_.close(ec);
+}
+
+awaitable<bool> Client::write(const std::string& bytes) {
+  asio::steady_timer timer(io_);
+  timer.expires_after(timeout_);
+  if (tls_active_) {
+    auto r = co_await (asio::async_write(*tls_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
+                       timer.async_wait(as_tuple(use_awaitable)));
+    co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
+  }
+  auto r = co_await (asio::async_write(socket_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
+                     timer.async_wait(as_tuple(use_awaitable)));
+  co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
+}
+
+awaitable<std::optional<Response>> Client::read_response() {
+  std::vector<char> buf(16384);
+  while (true) {
+    if (auto r = reader_.next()) co_return r;
+    if (!reader_.error().empty()) co_return std::nullopt;
+    asio::steady_timer timer(io_);
+    timer.expires_after(timeout_);
+    std::size_t n = 0;
+    asio::error_code ec;
+    if (tls_active_) {
+      auto r = co_await (tls_->async_read_some(asio::buffer(buf), as_tuple(use_awaitable)) ||
+                         timer.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1) co_return std::nullopt;
+      std::tie(ec, n) = std::get<0>(r);
+    } else {
+      auto r = co_await (socket_.async_read_some(asio::buffer(buf), as_tuple(use_awaitable)) ||
+                         timer.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1) co_return std::nullopt;
+      std::tie(ec, n) = std::get<0>(r);
+    }
+    if (ec) co_return std::nullopt;
+    reader_.feed(std::string_view(buf.data(), n));
+  }
+}
+
+awaitable<Outcome> Client::command(const std::string& line) {
+  const std::string tag = "m" + std::to_string(++tag_);
+  bool sent = co_await write(tag + " " + line + "\r\n");
+  if (!sent) co_return lost("connection lost");
+  while (true) {
+    auto r = co_await read_response();
+    if (!r) co_return lost(reader_.error().empty() ? "no answer" : reader_.error());
+    if (r->kind == Response::Kind::kTagged && r->tag == tag)
+      co_return Outcome{r->status == "OK", false, r->status + " " + r->text};
+    if (r->kind == Response::Kind::kUntagged && r->status == "BYE") co_return lost("BYE " + r->text);
+  }
+}
+
+awaitable<Outcome> Client::connect(const std::string& host, std::uint16_t port, Tls tls) {
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+  asio::ip::tcp::endpoint ep;
+  if (!ec) {
+    ep = asio::ip::tcp::endpoint(addr, port);
+  } else {
+    asio::ip::tcp::resolver resolver(io_);
+    auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), as_tuple(use_awaitable));
+    if (rec || results.empty()) co_return lost("cannot resolve " + host);
+    ep = *results.begin();
+  }
+  asio::steady_timer timer(io_);
+  timer.expires_after(timeout_);
+  auto c = co_await (socket_.async_connect(ep, as_tuple(use_awaitable)) || timer.async_wait(as_tuple(use_awaitable)));
+  if (c.index() == 1) co_return lost("connection to " + host + ":" + std::to_string(port) + " timed out");
+  if (auto [e] = std::get<0>(c); e) co_return lost("connecting to " + host + ":" + std::to_string(port) + ": " + e.message());
+  auto handshake = [&]() -> awaitable<bool> {
+    tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(socket_, tls_ctx_);
+    SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());
+    asio::steady_timer t(io_);
+    t.expires_after(timeout_);
+    auto h = co_await (tls_->async_handshake(asio::ssl::stream_base::client, as_tuple(use_awaitable)) ||
+                       t.async_wait(as_tuple(use_awaitable)));
+    if (h.index() == 1 || std::get<0>(std::get<0>(h))) co_return false;
+    tls_active_ = true;
+    co_return true;
+  };
+  if (tls == Tls::kImplicit) {
+    bool ok = co_await handshake();
+    if (!ok) co_return lost("TLS handshake with " + host + " failed");
+  }
+  auto greeting = co_await read_response();
+  if (!greeting) co_return lost("no greeting from " + host);
+  if (greeting->kind != Response::Kind::kUntagged || (greeting->status != "OK" && greeting->status != "PREAUTH"))
+    co_return lost("greeting: " + greeting->status + " " + greeting->text);
+  if (tls == Tls::kStartTls) {
+    Outcome st = co_await command("STARTTLS");
+    if (!st.ok) co_return Outcome{false, true, "STARTTLS refused: " + st.text};
+    bool ok = co_await handshake();
+    if (!ok) co_return lost("TLS handshake with " + host + " failed");
+  }
+  co_return Outcome{true, false, "connected"};
+}
+
+awaitable<Outcome> Client::login(const std::string& user, const std::string& password) {
+  co_return co_await command("LOGIN " + quote(user) + " " + quote(password));
+}
+
+awaitable<Outcome> Client::authenticate_plain(const std::string& authzid, const std::string& authcid,
+                                              const std::string& password) {
+  const std::string tag = "m" + std::to_string(++tag_);
+  bool sent = co_await write(tag + " AUTHENTICATE PLAIN\r\n");
+  if (!sent) co_return lost("connection lost");
+  while (true) {
+    auto r = co_await read_response();
+    if (!r) co_return lost("no answer to AUTHENTICATE");
+    if (r->kind == Response::Kind::kContinuation) break;
+    if (r->kind == Response::Kind::kTagged && r->tag == tag) co_return Outcome{false, false, r->status + " " + r->text};
+  }
+  std::string creds = authzid;
+  creds.push_back('\0');
+  creds += authcid;
+  creds.push_back('\0');
+  creds += password;
+  sent = co_await write(base64(creds) + "\r\n");
+  if (!sent) co_return lost("connection lost");
+  while (true) {
+    auto r = co_await read_response();
+    if (!r) co_return lost("no answer to AUTHENTICATE");
+    if (r->kind == Response::Kind::kTagged && r->tag == tag) co_return Outcome{r->status == "OK", false, r->status + " " + r->text};
+  }
+}
+
+awaitable<Outcome> Client::append(const std::string& folder, const std::string& flags, const std::string& message) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const std::string tag = "m" + std::to_string(++tag_);
+    bool sent = co_await write(tag + " APPEND " + quote(folder) + " (" + flags + ") {" + std::to_string(message.size()) + "}\r\n");
+    if (!sent) co_return lost("connection lost");
+    Outcome answer;
+    bool done = false;
+    while (!done) {
+      auto r = co_await read_response();
+      if (!r) co_return lost("no answer to APPEND");
+      if (r->kind == Response::Kind::kContinuation) {
+        sent = co_await write(message + "\r\n");
+        if (!sent) co_return lost("connection lost during APPEND");
+      } else if (r->kind == Response::Kind::kTagged && r->tag == tag) {
+        answer = Outcome{r->status == "OK", false, r->status + " " + r->text};
+        done = true;
+      }
+    }
+    if (answer.ok || answer.text.find("[TRYCREATE]") == std::string::npos || attempt == 1) co_return answer;
+    Outcome created = co_await command("CREATE " + quote(folder));
+    if (!created.ok && created.connection) co_return created;
+  }
+  co_return Outcome{false, false, "not reached"};
+}
+
+awaitable<void> Client::logout() {
+  (void)co_await command("LOGOUT");
+  asio::error_code ec;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+}
+
+}  // namespace mailark::api::imap

@@ -1,0 +1,368 @@
+"""Continuity, end to end, with every peer real and started by the test on loopback:
+
+- the primary: a private Postfix (virtual mailboxes) + Dovecot (IMAP over the same Maildirs); Postfix
+  relays mail for outside domains through mailark's outbound listener, which is how the monitor's
+  probes come back;
+- the internet: a DNS server (dnsmasq) with MX records, Postfix's smtp-sink as the exchangers of
+  elsewhere.example (the admins' alternate address) and partner.example (users' correspondents);
+- a webhook listener (an HTTP server in the test) for the alerts.
+
+The primary is stopped: the monitor sees it, the webhook and the alternate address get the alert, the
+panic-button link starts an event; mail sent during the event is held and searchable at once, users'
+outgoing mail goes out; the primary comes back, the event stops, and Dovecot holds every held message
+exactly once (counted by Message-ID) and the users' sent mail once in their Sent folders.
+"""
+import http.server
+import imaplib
+import json
+import os
+import re
+import shutil
+import signal
+import smtplib
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import dovecot_instance
+import postfix_instance
+from dovecot_instance import Dovecot
+from harness import BIN, Server, free_port
+from postfix_instance import Postfix, nobody_ids
+from test_delivery import SINK, Sink
+
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+USERS = {"ana@northwind.example": "ana-pw", "bo@northwind.example": "bo-pw"}
+MASTER = ("sentcopy", "master-secret")
+
+
+class Webhook:
+    """An HTTP server that records the JSON bodies POSTed to it; it can answer 500 to the first
+    `fail_first` requests, or hang for `hang` seconds, to play a failing alert target."""
+
+    def __init__(self, port, fail_first=0, hang=0):
+        self.bodies, self.attempts = [], 0
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.attempts += 1
+                if hang:
+                    time.sleep(hang)
+                if hook.attempts <= fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                hook.bodies.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def kinds(self):
+        return [b["kind"] for b in self.bodies]
+
+
+def message(subject, message_id, sender="someone@partner.example", to="ana@northwind.example", body="hello\r\n"):
+    return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"
+            f"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\n\r\n{body}").encode()
+
+
+def message_ids(imap_port, user, folder="INBOX"):
+    """Message-IDs in a user's folder on the primary (IMAP, as Dovecot's master user), with counts."""
+    m = imaplib.IMAP4("127.0.0.1", imap_port)
+    try:
+        m.authenticate("PLAIN", lambda _: f"{user}\0{MASTER[0]}\0{MASTER[1]}".encode())
+        typ, data = m.select(folder, readonly=True)
+        if typ != "OK" or int(data[0]) == 0:
+            return {}
+        typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        counts = {}
+        for item in data:
+            if isinstance(item, tuple):
+                found = re.search(rb"<([^>]+)>", item[1])
+                key = found.group(1).decode() if found else None
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+    finally:
+        m.logout()
+
+
+@unittest.skipUnless(postfix_instance.available() and dovecot_instance.available() and os.path.exists(SINK)
+                     and os.path.exists(DNSMASQ),
+                     "needs root, Postfix, Dovecot and dnsmasq (bash scripts/setup.sh)")
+class ContinuityTest(unittest.TestCase):
+    WINDOW = 5
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-continuity-")
+        os.chmod(self.tmp, 0o755)
+        self.cleanups = []
+        self.imap_port, self.primary_port = free_port(), free_port()
+        self.inbound, self.outbound, self.admin = free_port(), free_port(), free_port()
+        self.mx_port, self.dns_port, self.hook_port = free_port(), free_port(), free_port()
+        # The internet: DNS and two exchangers.
+        cmd = [DNSMASQ, "-k", "--port", str(self.dns_port), "--listen-address=127.0.0.1", "--bind-interfaces",
+               "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
+               "--local=/elsewhere.example/", "--local=/partner.example/",
+               "--mx-host=elsewhere.example,mx.elsewhere.example,10", "--host-record=mx.elsewhere.example,127.0.0.2",
+               "--mx-host=partner.example,mx.partner.example,10", "--host-record=mx.partner.example,127.0.0.3"]
+        if os.geteuid() == 0:
+            cmd.insert(2, "--user=root")
+        dns = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cleanups.append(lambda: (dns.terminate(), dns.wait(timeout=10)))
+        self.alerts_mx = Sink(self.mx_port, os.path.join(self.tmp, "alerts-mx"), address="127.0.0.2")
+        self.cleanups.append(self.alerts_mx.stop)
+        self.partner_mx = Sink(self.mx_port, os.path.join(self.tmp, "partner-mx"), address="127.0.0.3")
+        self.cleanups.append(self.partner_mx.stop)
+        # The primary.
+        self.dovecot = Dovecot(os.path.join(self.tmp, "dovecot"), self.imap_port, USERS, MASTER)
+        self.dovecot.start()
+        self.cleanups.append(self.dovecot.stop)
+        uid, gid = nobody_ids()
+        with open(os.path.join(self.tmp, "vmailbox"), "w") as f:
+            f.write(self.dovecot.vmailbox_map(USERS))
+        self.postfix = Postfix(os.path.join(self.tmp, "postfix"), self.primary_port, f"""
+mydestination =
+virtual_mailbox_domains = northwind.example
+virtual_mailbox_base = {self.dovecot.mail}
+virtual_mailbox_maps = texthash:{self.tmp}/vmailbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+relayhost = [127.0.0.1]:{self.outbound}
+""")
+        self.postfix.start()
+        self.cleanups.append(self.postfix.stop)
+        self.server = None
+
+    def tearDown(self):
+        if self.server:
+            self.server.cleanup()
+        for c in reversed(self.cleanups):
+            try:
+                c()
+            except Exception:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def config(self, continuity="", alerts=None):
+        alerts = alerts if alerts is not None else f"""
+webhooks = ["http://127.0.0.1:{self.hook_port}/hook"]
+email = ["oncall@elsewhere.example"]
+retry = [1, 1, 1]
+"""
+        return f"""
+[server]
+hostname = "mailark.test.example"
+[[listener]]
+role = "inbound"
+port = {self.inbound}
+tls = "none"
+[[listener]]
+role = "outbound"
+port = {self.outbound}
+tls = "none"
+[inbound]
+domains = ["northwind.example"]
+recipients = {json.dumps(list(USERS))}
+[delivery]
+primary = ["127.0.0.1:{self.primary_port}"]
+retry_schedule = [1]
+mx_port = {self.mx_port}
+connect_timeout = 2
+[dns]
+servers = ["127.0.0.1@{self.dns_port}"]
+[archive]
+index_commit_interval_ms = 200
+[continuity]
+window = {self.WINDOW}
+alert_after = 2
+probe_to = "probe@continuity.invalid"
+probe_interval = 2
+probe_timeout = 4
+sent_copy_imap = ["127.0.0.1:{self.imap_port}"]
+sent_copy_user = "{MASTER[0]}"
+sent_copy_password = "{MASTER[1]}"
+{continuity}
+[alerts]
+{alerts}
+[admin]
+listen = "127.0.0.1:{self.admin}"
+"""
+
+    def start(self, continuity="", alerts=None, data=None):
+        self.server = Server(self.config(continuity, alerts), data=data)
+        self.server.start()
+        return self.server
+
+    def status(self):
+        return self.server.cli("continuity", "status", "--windows", "100")
+
+    def until(self, cond, what, seconds=60):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            value = cond()
+            if value:
+                return value
+            time.sleep(0.2)
+        self.fail(f"timed out waiting for {what}\n--- serve log ---\n{self.server.server_log()[-6000:]}")
+
+    def send(self, port, sender, rcpts, data):
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+            refused = s.sendmail(sender, rcpts, data)
+            self.assertEqual(refused, {})
+
+    def api(self, method, path, body=None, token=None):
+        if token is None:
+            with open(os.path.join(self.server.data, "admin-token")) as f:
+                token = f.read().strip()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def stop_primary(self):
+        self.postfix.stop()
+        self.dovecot.stop()
+
+    def start_primary(self):
+        self.dovecot.start()
+        self.postfix.start()
+
+    # ---- the outage, start to finish ----
+
+    def test_outage_alert_panic_button_hold_and_drain_exactly_once(self):
+        hook = Webhook(self.hook_port)
+        self.cleanups.append(hook.stop)
+        self.start(continuity="drain_rate = 300")
+        # Normal operation: mail reaches the primary; probes go round (primary -> outbound listener).
+        self.send(self.inbound, "someone@partner.example", ["ana@northwind.example"],
+                  message("before the outage", "edge@partner.example"))
+        self.until(lambda: message_ids(self.imap_port, "ana@northwind.example").get("edge@partner.example"),
+                   "the first message in Dovecot")
+        self.until(lambda: any(w["probes_returned"] > 0 for w in self.status()["windows"]),
+                   "a window with a probe that came back")
+        self.assertEqual(self.server.search("direction:probe")["total"] > 0, True, "probes are archived as probes")
+        self.assertEqual(self.server.search("continuity")["total"], 0, "a probe never shows as user mail")
+
+        # The primary dies.
+        stopped_at = time.time()
+        self.stop_primary()
+        self.send(self.inbound, "someone@partner.example", ["bo@northwind.example"],
+                  message("during the outage, before the event", "pre-event@partner.example"))
+        alert = self.until(lambda: next((b for b in hook.bodies if b["kind"] == "primary_failing"), None),
+                           "the webhook alert", seconds=6 * self.WINDOW)
+        # The monitor sees it within two windows: the alert comes at the close of the second failed
+        # window after the outage (the window the outage began in may be part good).
+        windows = sorted(self.status()["windows"], key=lambda w: w["start"])
+        after = [w for w in windows if w["end"] > stopped_at]
+        self.assertTrue(after[0]["failed"] or after[1]["failed"], after[:3])
+        alert_window = next(w for w in after if w["end"] >= alert["at"])
+        self.assertLessEqual(after.index(alert_window), 2, f"alert in window {after.index(alert_window)}: {after[:4]}")
+        self.assertEqual(alert["counter"], 2)
+        link = alert["panic_url"]
+        self.assertTrue(link.startswith(f"http://127.0.0.1:{self.admin}/continuity/panic?token="), link)
+        # The alternate address gets it too, by MX, from mailark itself.
+        mail = self.until(lambda: [m for m in self.alerts_mx.messages() if b"primary mail server is failing" in m],
+                          "the alert e-mail at the alternate address")
+        self.assertIn(b"/continuity/panic?token=", mail[0])
+
+        # The panic button: the link shows a confirmation page (a mail scanner fetching it starts nothing).
+        with urllib.request.urlopen(link, timeout=30) as r:
+            page = r.read().decode()
+        self.assertIn("<form method=\"post\"", page)
+        self.assertEqual(self.status()["state"], "normal", "a GET starts nothing")
+        token = urllib.parse.parse_qs(urllib.parse.urlparse(link).query)["token"][0]
+        post = urllib.parse.urlencode({"token": token, "reason": "primary down"}).encode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/continuity/panic", data=post, timeout=30) as r:
+            self.assertIn("Continuity event started", r.read().decode())
+        st = self.status()
+        self.assertEqual(st["state"], "active")
+        self.assertEqual(st["event"]["reason"], "primary down")
+        self.assertTrue(st["event"]["started_by"].startswith("panic-button"))
+        # Bad input: the used token again, a forged one: refused and logged; starting twice is harmless.
+        for bad in (token, "0" * 48, "not-a-token"):
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/continuity/panic",
+                                       data=urllib.parse.urlencode({"token": bad}).encode(), timeout=30)
+            self.assertEqual(e.exception.code, 403)
+        self.assertIn("panic button refused: token already used", self.server.server_log())
+        self.assertIn("panic button refused: token unknown", self.server.server_log())
+        code, again = self.api("POST", "/api/continuity/start", {"reason": "again"})
+        self.assertEqual((code, again["changed"]), (200, False))
+        self.assertEqual(self.server.cli("continuity", "start")["changed"], False)
+        code, _ = self.api("GET", "/api/continuity", token="wrong-token")
+        self.assertEqual(code, 401)
+
+        # During the event: 1,000 inbound messages, held and searchable at once.
+        def deliver(i):
+            rcpt = list(USERS)[i % 2]
+            self.send(self.inbound, f"sender{i}@partner.example", [rcpt],
+                      message(f"held message {i}", f"held-{i}@partner.example", to=rcpt))
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(deliver, range(1000)))
+        # The sender of the edge message retries it (its 250 was lost, say): same Message-ID.
+        self.send(self.inbound, "someone@partner.example", ["ana@northwind.example"],
+                  message("before the outage", "edge@partner.example"))
+        self.assertEqual(self.server.wait_for("subject:held", 1000)["total"], 1000)
+        # Users' outgoing mail goes straight out during the event.
+        for i in range(50):
+            sender = list(USERS)[i % 2]
+            self.send(self.outbound, sender, [f"friend{i}@partner.example"],
+                      message(f"sent during the event {i}", f"sent-{i}@northwind.example", sender=sender,
+                              to=f"friend{i}@partner.example"))
+        self.until(lambda: len([m for m in self.partner_mx.messages() if b"sent during the event" in m]) == 50,
+                   "the 50 outgoing messages at the partner's exchanger")
+
+        # The primary comes back; while the event runs nothing is offered to it.
+        self.start_primary()
+        time.sleep(2 * self.WINDOW)
+        held = message_ids(self.imap_port, "ana@northwind.example")
+        self.assertFalse(any(k.startswith("held-") for k in held), "nothing offered to the primary during the event")
+        self.assertEqual(self.status()["state"], "active")
+
+        # Stop: the held mail drains, each recipient once.
+        code, stopped = self.api("POST", "/api/continuity/stop")
+        self.assertEqual((code, stopped["changed"]), (200, True))
+        self.until(lambda: self.status()["state"] == "normal", "the end of the drain", seconds=180)
+        code, again = self.api("POST", "/api/continuity/stop")
+        self.assertEqual((code, again["changed"]), (200, False), "stopping twice is harmless")
+        ana = message_ids(self.imap_port, "ana@northwind.example")
+        bo = message_ids(self.imap_port, "bo@northwind.example")
+        for i in range(1000):
+            box = ana if i % 2 == 0 else bo
+            self.assertEqual(box.get(f"held-{i}@partner.example"), 1, f"held-{i}")
+        self.assertEqual(ana.get("edge@partner.example"), 1, "the edge message reached the primary once")
+        self.assertEqual(bo.get("pre-event@partner.example"), 1)
+        # The users' sent mail, once each, in their Sent folders on the primary.
+        self.until(lambda: self.status()["events"][0].get("sent_copies_done_at"), "the sent copies")
+        sent = {**message_ids(self.imap_port, "ana@northwind.example", "Sent"),
+                **message_ids(self.imap_port, "bo@northwind.example", "Sent")}
+        self.assertEqual(sorted(sent), sorted(f"sent-{i}@northwind.example" for i in range(50)))
+        self.assertTrue(all(n == 1 for n in sent.values()), sent)
+        event = self.status()["events"][0]
+        self.assertEqual(event["inbound"], 1001)
+        self.assertEqual(event["outbound"], 50)
+        self.assertEqual(event["deduplicated"], 1, "the retried edge message was not sent again")
+        self.assertEqual(event["sent_copies"], 50)
+        self.assertGreater(event["drained_at"], 0)
