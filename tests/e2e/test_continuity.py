@@ -366,3 +366,128 @@ listen = "127.0.0.1:{self.admin}"
         self.assertEqual(event["deduplicated"], 1, "the retried edge message was not sent again")
         self.assertEqual(event["sent_copies"], 50)
         self.assertGreater(event["drained_at"], 0)
+
+    # ---- automatic start and stop ----
+
+    def test_auto_start_and_auto_stop(self):
+        hook = Webhook(self.hook_port)
+        self.cleanups.append(hook.stop)
+        # Windows of 10 s and auto_start at 2 failed windows: in continuity within about 20-30 s of the
+        # primary dying, well inside a minute (the measured time is printed; docs/BENCHMARKS.md).
+        self.WINDOW = 10
+        self.start(continuity="auto_start = 2\nauto_stop = 2")
+        self.until(lambda: any(w["probes_returned"] > 0 for w in self.status()["windows"]), "a returned probe")
+        died = time.time()
+        self.stop_primary()
+        self.until(lambda: self.status()["state"] == "active", "the automatic start", seconds=8 * self.WINDOW)
+        took = time.time() - died
+        print(f"\n  in continuity {took:.1f} s after the primary died (window {self.WINDOW} s, auto_start 2)")
+        event = self.status()["event"]
+        self.assertTrue(event["automatic"])
+        self.assertEqual(event["started_by"], "monitor")
+        self.until(lambda: "event_started" in hook.kinds(), "the notice of the automatic start")
+        # Mail arriving now is held.
+        for i in range(20):
+            self.send(self.inbound, "someone@partner.example", ["bo@northwind.example"],
+                      message(f"auto held {i}", f"auto-{i}@partner.example", to="bo@northwind.example"))
+        self.assertEqual(self.server.wait_for("subject:auto", 20)["total"], 20)
+        # The primary returns: two good windows (probes back) stop the event, and the mail drains.
+        self.start_primary()
+        self.until(lambda: self.status()["state"] == "normal", "the automatic stop and the drain",
+                   seconds=10 * self.WINDOW)
+        last = self.status()["events"][0]
+        self.assertEqual(last["stopped_by"], "monitor")
+        bo = message_ids(self.imap_port, "bo@northwind.example")
+        self.assertTrue(all(bo.get(f"auto-{i}@partner.example") == 1 for i in range(20)), bo)
+        self.until(lambda: "event_stopped" in hook.kinds(), "the notice of the automatic stop")
+
+    # ---- a crash in the middle of the drain ----
+
+    def test_sigkill_in_the_middle_of_the_drain_loses_nothing(self):
+        # A slow drain (50 messages a second) so that the kill lands in the middle of it.
+        self.start(continuity="drain_rate = 50", alerts="")
+        self.assertTrue(self.server.cli("continuity", "start", "--reason", "test")["changed"])
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: self.send(self.inbound, f"s{i}@partner.example", ["ana@northwind.example"],
+                                              message(f"drain {i}", f"drain-{i}@partner.example")), range(600)))
+        self.assertTrue(self.server.cli("continuity", "stop")["changed"])
+        self.until(lambda: 100 < sum(1 for k in message_ids(self.imap_port, "ana@northwind.example")
+                                     if k.startswith("drain-")) < 500, "a drain half done")
+        self.server.stop(signal.SIGKILL)
+        killed = self.server
+        self.cleanups.append(killed.cleanup)  # its folder holds the data folder: removed last
+        self.server = Server(self.config("drain_rate = 50", ""), data=killed.data)
+        self.server.start()
+        self.until(lambda: self.status()["state"] == "normal", "the end of the drain after the restart", seconds=120)
+        got = message_ids(self.imap_port, "ana@northwind.example")
+        missing = [i for i in range(600) if not got.get(f"drain-{i}@partner.example")]
+        self.assertEqual(missing, [], "nothing lost")
+        duplicates = sum(n - 1 for k, n in got.items() if k.startswith("drain-"))
+        print(f"\n  duplicates after SIGKILL mid-drain: {duplicates}")
+        # The documented bound (api/smtp/delivery.h): results not yet committed, at most
+        # 2 x 32 + 2 x connections_per_destination (4).
+        self.assertLessEqual(duplicates, 72)
+
+    # ---- alert targets that fail ----
+
+    def test_failing_alert_targets_are_retried_and_never_slow_mail(self):
+        # The webhook answers 500 twice, then works; the command fails every time.
+        hook = Webhook(self.hook_port, fail_first=2)
+        self.cleanups.append(hook.stop)
+        marker = os.path.join(self.tmp, "command-ran")
+        self.start(alerts=f"""
+webhooks = ["http://127.0.0.1:{self.hook_port}/hook", "http://127.0.0.1:{free_port()}/nobody-listens"]
+command = "cat > {marker}.$$; exit 3"
+retry = [1, 1, 1]
+""")
+        self.until(lambda: any(w["probes_returned"] > 0 for w in self.status()["windows"]), "a returned probe")
+        self.stop_primary()
+        self.until(lambda: "primary_failing" in hook.kinds(), "the alert after two failures", seconds=8 * self.WINDOW)
+        self.assertEqual(hook.attempts, 3, "two failed attempts, then the one that worked")
+        log = self.server.server_log()
+        self.assertIn("failed (attempt 1): HTTP status 500; trying again in 1 s", log)
+        self.until(lambda: "nobody-listens failed (attempt 4)" in self.server.server_log(), "the unreachable webhook given up")
+        self.until(lambda: "command failed (attempt 4): exited with status 3; giving up" in self.server.server_log(),
+                   "the failing command given up")
+        ran = [f for f in os.listdir(self.tmp) if f.startswith("command-ran.")]
+        self.assertEqual(len(ran), 4, "the command ran once per attempt")
+        with open(os.path.join(self.tmp, ran[0])) as f:
+            self.assertEqual(json.load(f)["kind"], "primary_failing", "the alert as JSON on stdin")
+        # Meanwhile mail is taken as always: alerts run on their own thread.
+        for i in range(10):
+            self.send(self.inbound, "someone@partner.example", ["ana@northwind.example"],
+                      message(f"while alerting {i}", f"alerting-{i}@partner.example"))
+        self.assertEqual(self.server.wait_for("subject:alerting", 10)["total"], 10)
+
+    def test_hanging_webhook_never_holds_up_mail(self):
+        hook = Webhook(self.hook_port, hang=30)
+        self.cleanups.append(hook.stop)
+        self.start()
+        self.until(lambda: any(w["probes_returned"] > 0 for w in self.status()["windows"]), "a returned probe")
+        self.stop_primary()
+        self.until(lambda: hook.attempts > 0, "the alert reaching the hanging webhook", seconds=8 * self.WINDOW)
+        for i in range(10):
+            self.send(self.inbound, "someone@partner.example", ["bo@northwind.example"],
+                      message(f"hanging hook {i}", f"hang-{i}@partner.example", to="bo@northwind.example"))
+        self.assertEqual(self.server.wait_for("subject:hanging", 10)["total"], 10)
+        self.assertEqual(hook.bodies, [], "the webhook is still hanging: mail did not wait for it")
+
+    # ---- configurations refused at start ----
+
+    def test_probe_routing_loop_is_refused_at_start(self):
+        for extra, words in ((f'probe_host = ["127.0.0.1:{self.outbound}"]', "own outbound listener"),):
+            srv = Server(self.config(extra))
+            try:
+                with self.assertRaises(RuntimeError) as e:
+                    srv.start()
+                self.assertIn(words, str(e.exception))
+                self.assertIn("loop", str(e.exception))
+            finally:
+                srv.cleanup()
+        srv = Server(self.config().replace('probe_to = "probe@continuity.invalid"', 'probe_to = "probe@northwind.example"'))
+        try:
+            with self.assertRaises(RuntimeError) as e:
+                srv.start()
+            self.assertIn("routing loop", str(e.exception))
+        finally:
+            srv.cleanup()
