@@ -1108,7 +1108,7 @@ Result<std::optional<DeliveredAt>> Archive::delivered_lookup(std::string_view me
   return std::optional<DeliveredAt>(d);
 }
 
-Result<std::uint64_t> Archive::delivered_prune(std::int64_t older_than) {
+Result<std::uint64_t> Archive::delivered_prune(std::int64_t older_than, std::uint64_t max_removed) {
   if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
   if (!has_delivered_) return std::uint64_t{0};
   Txn t;
@@ -1120,6 +1120,7 @@ Result<std::uint64_t> Archive::delivered_prune(std::int64_t older_than) {
   MDB_val k, v;
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     if (v.mv_size == 16 && static_cast<std::int64_t>(from_be64(view(v))) >= older_than) continue;
+    if (removed >= max_removed) break;
     if ((rc = mdb_cursor_del(cur, 0))) break;
     ++removed;
   }

@@ -224,9 +224,10 @@ class Archive {
 
   // The delivered log (table `delivered`): written by queue_apply for recipients the primary
   // accepted (route primary, entries with a Message-ID). Lookup by Message-ID and recipient (case
-  // insensitive); prune drops entries older than a time. Returns the entries removed.
+  // insensitive); prune drops entries older than a time, at most max_removed in one transaction (so
+  // it never holds up appends for long). Returns the entries removed.
   Result<std::optional<DeliveredAt>> delivered_lookup(std::string_view message_id, std::string_view rcpt) const;
-  Result<std::uint64_t> delivered_prune(std::int64_t older_than);
+  Result<std::uint64_t> delivered_prune(std::int64_t older_than, std::uint64_t max_removed = 20000);
 
   // The continuity table, in one read or one write transaction (engine/continuity.h gives it
   // meaning). fn's error aborts the write.

@@ -108,6 +108,7 @@ struct ContinuityMonitor::Impl {
   std::set<smtp::SmtpClient*> clients;
   std::set<imap::Client*> imap_clients;
   bool copying = false;  // a round of Sent copies is running
+  std::chrono::steady_clock::time_point next_prune{};  // the delivered log's pruning, hourly
   std::chrono::steady_clock::time_point next_copy_round{};
   std::set<std::string> own_domains;
 
@@ -500,6 +501,17 @@ awaitable<void> ContinuityMonitor::run() {
     if (now_s() - m.window_start >= static_cast<std::int64_t>(m.config.continuity.window)) {
       co_await m.close_current_window();
       if (!m.config.continuity.imap_check.empty()) asio::co_spawn(m.io, m.imap_check(), asio::detached);
+    }
+    // The delivered log keeps continuity.dedupe_window seconds.
+    if (std::chrono::steady_clock::now() >= m.next_prune) {
+      m.next_prune = std::chrono::steady_clock::now() + std::chrono::hours(1);
+      Result<std::uint64_t> pruned = std::uint64_t{0};
+      auto prune = [&] { pruned = m.archive.delivered_prune(now_s() - static_cast<std::int64_t>(m.config.continuity.dedupe_window)); };
+      co_await run_blocking(m.blocking, prune);
+      // More left than one transaction takes: go on in a minute.
+      if (pruned && *pruned >= 20000) m.next_prune = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+      if (!pruned) spdlog::error("continuity: pruning the delivered log: {}", pruned.error().to_string());
+      else if (*pruned) spdlog::info("continuity: {} entries older than {} s dropped from the delivered log", *pruned, m.config.continuity.dedupe_window);
     }
     // Sent copies for stopped events, while the primary's IMAP server takes them.
     if (!m.config.continuity.sent_copy_imap.empty() && !m.copying && std::chrono::steady_clock::now() >= m.next_copy_round &&

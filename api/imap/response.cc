@@ -68,7 +68,9 @@ Response parse_response(std::string_view whole) {
     r.text = std::string(s);
     return r;
   }
-  r.kind = first == "*" ? Response::Kind::kUntagged : Response::Kind::kTagged;
+  // A line without a first word (an empty line, a leading space) is no tagged answer: it is kept as an
+  // untagged response, which the client passes over.
+  r.kind = first == "*" || first.empty() ? Response::Kind::kUntagged : Response::Kind::kTagged;
   if (r.kind == Response::Kind::kTagged) r.tag = first;
   r.status = word(s);
   for (char& c : r.status) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));

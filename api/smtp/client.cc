@@ -185,6 +185,24 @@ awaitable<ClientReply> SmtpClient::command(const std::string& line) {
   co_return r;
 }
 
+awaitable<std::vector<ClientReply>> SmtpClient::pipeline(const std::vector<std::string>& lines) {
+  std::string all;
+  for (const auto& l : lines) all += l + "\r\n";
+  std::vector<ClientReply> out;
+  bool sent = co_await write(all);
+  if (!sent) {
+    out.assign(lines.size(), ClientReply{0, "cannot send to " + peer_});
+    co_return out;
+  }
+  while (out.size() < lines.size()) {
+    ClientReply r = co_await read_reply();
+    out.push_back(r);
+    if (r.code == 0) break;
+  }
+  while (out.size() < lines.size()) out.push_back(ClientReply{0, out.back().text});
+  co_return out;
+}
+
 awaitable<ClientReply> SmtpClient::send_data(const std::string& message) {
   bool sent = co_await write(dot_stuff(message));
   if (!sent) co_return ClientReply{0, "cannot send to " + peer_};

@@ -37,6 +37,9 @@ class SmtpClient {
   asio::awaitable<ClientReply> open(const std::string& host, std::uint16_t port, Tls tls,
                                     const std::string& tls_name = {});
   asio::awaitable<ClientReply> command(const std::string& line);
+  // Sends the lines in one write and reads one reply per line (RFC 2920 PIPELINING; use only when
+  // has_extension("PIPELINING")). A lost connection gives code 0 for the replies not read.
+  asio::awaitable<std::vector<ClientReply>> pipeline(const std::vector<std::string>& lines);
   // Sends a message after a 354: dot-stuffed, every line ending in CRLF, then the final dot.
   asio::awaitable<ClientReply> send_data(const std::string& message);
   asio::awaitable<void> quit();

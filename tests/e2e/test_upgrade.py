@@ -1,6 +1,9 @@
-"""A data folder written by the first release (tests/fixtures/format1-data.tar.gz: archive format 1,
-queue entries v1) opens with this release: read as it is by read-only commands, migrated in place by
-the first writing command, and what it had queued is delivered.
+"""Data folders written by earlier releases open with this release: read as they are by read-only
+commands, migrated in place by the first writing command, and what they had queued is delivered.
+
+- tests/fixtures/format1-data.tar.gz: the first release (archive format 1, queue entries v1);
+- tests/fixtures/format2-data.tar.gz: the edge-hardening release (archive format 2, queue entries v2,
+  two messages deferred for an hour; no due index, no continuity tables).
 """
 import os
 import shutil
@@ -12,7 +15,8 @@ import unittest
 from harness import BIN, Server, free_port
 from test_delivery import SINK, Sink
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "format1-data.tar.gz")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+FIXTURE = os.path.join(FIXTURES, "format1-data.tar.gz")
 
 
 class UpgradeTest(unittest.TestCase):
@@ -58,11 +62,11 @@ index_commit_interval_ms = 100
 
         # The first writing command migrates it in place; everything stays readable and intact.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 2, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], 3, "the first writing open migrates it")
         sink = Sink(primary, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))
         try:
             srv.start()
-            self.assertEqual(srv.cli("stats")["archive_format"], 2)
+            self.assertEqual(srv.cli("stats")["archive_format"], 3)
             deadline = time.time() + 30
             while srv.cli("queue")["total"] and time.time() < deadline:
                 time.sleep(0.2)
@@ -79,6 +83,58 @@ index_commit_interval_ms = 100
             report = srv.cli("verify")
             self.assertTrue(report["intact"])
             self.assertEqual(report["records_checked"], 13, "the chain runs on across the upgrade")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            sink.stop()
+
+    @unittest.skipUnless(os.path.exists(SINK), "needs Postfix's smtp-sink")
+    def test_format_two_data_folder_opens_migrates_and_delivers(self):
+        tmp = tempfile.mkdtemp(prefix="mailark-upgrade2-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        with tarfile.open(os.path.join(FIXTURES, "format2-data.tar.gz")) as t:
+            t.extractall(tmp)
+        data = os.path.join(tmp, "data")
+        primary, port = free_port(), free_port()
+        srv = Server(f"""
+[[listener]]
+role = "inbound"
+port = {port}
+tls = "none"
+[inbound]
+domains = ["northwind.example"]
+verify_recipients = "none"
+[delivery]
+primary = ["127.0.0.1:{primary}"]
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 100
+""", data=data)
+        stats = srv.cli("stats")
+        self.assertEqual(stats["archive_format"], 2, "a read-only open changes nothing")
+        self.assertEqual(stats["messages"], 12)
+        queued = srv.cli("queue")["entries"]
+        self.assertEqual([e["id"] for e in queued], [11, 12])
+        self.assertEqual(queued[0]["recipients"][0]["attempts"], 1, "deferred once by the old release")
+        self.assertEqual(srv.cli("continuity", "status")["state"], "normal", "no continuity table reads as normal")
+        sink = Sink(primary, os.path.join(tmp, "sink"))
+        try:
+            srv.start()  # the first writing open: migrated, the due index built from the queue
+            self.assertEqual(srv.cli("stats")["archive_format"], 3)
+            # Deferred for an hour by the old release: found through the new index once made due.
+            self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
+            deadline = time.time() + 30
+            while srv.cli("queue")["total"] and time.time() < deadline:
+                time.sleep(0.2)
+            self.assertEqual(srv.cli("queue")["total"], 0, srv.server_log()[-2000:])
+            got = b"".join(sink.messages())
+            for i in (1, 2):
+                self.assertEqual(got.count(f"<format2-release-{i}@partner.example>".encode()), 1)
+            # A continuity event works on the migrated folder.
+            self.assertTrue(srv.cli("continuity", "start")["changed"])
+            self.assertTrue(srv.cli("continuity", "stop")["changed"])
+            report = srv.cli("verify")
+            self.assertTrue(report["intact"])
+            self.assertEqual(report["records_checked"], 12)
         finally:
             self.assertEqual(srv.stop(), 0)
             sink.stop()
