@@ -1,3 +1,4 @@
+#include "common/ascii.h"
 #include "api/config.h"
 
 #include <arpa/inet.h>
@@ -110,12 +111,6 @@ ServeConfig defaults() {
   return c;
 }
 
-std::string domain_of(const std::string& address) {
-  std::size_t at = address.rfind('@');
-  std::string d = at == std::string::npos ? std::string() : address.substr(at + 1);
-  for (char& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return d;
-}
 
 bool local_address(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "0.0.0.0" || host == "::";

@@ -1,4 +1,5 @@
 // LMDB translation point: every mdb_* call and error code stays in this file.
+#include "common/ascii.h"
 #include "engine/archive.h"
 
 #include <lmdb.h>
@@ -151,12 +152,6 @@ std::string encode_head(const ChainHead& h) {
   return be64(h.seq) + std::string(reinterpret_cast<const char*>(h.hash.data()), 32);
 }
 
-std::string ascii_lower(std::string_view in) {
-  std::string s(in);
-  for (char& c : s)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return s;
-}
 
 // Key of the delivered table: SHA-256 over the Message-ID and the recipient, both in lower case.
 std::string delivered_key(std::string_view message_id, std::string_view rcpt) {

@@ -1,4 +1,5 @@
 // GMime 3 translation point. Everything that touches GMime or GLib types stays in this file.
+#include "common/ascii.h"
 #include "engine/message.h"
 
 #include <gmime/gmime.h>
@@ -42,11 +43,6 @@ std::string valid_utf8(const char* s) {
   return s ? valid_utf8(s, std::strlen(s)) : std::string();
 }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 struct ParseState {
   const Limits* limits;
@@ -228,11 +224,11 @@ void walk(GMimeObject* obj, unsigned depth, bool in_attachment, ParseState& st) 
   info.depth = depth;
   GMimeContentType* ct = g_mime_object_get_content_type(obj);
   char* mime = ct ? g_mime_content_type_get_mime_type(ct) : nullptr;
-  info.content_type = lower(mime ? mime : "text/plain");
+  info.content_type = ascii_lower(mime ? mime : "text/plain");
   g_free(mime);
-  if (const char* disp = g_mime_object_get_disposition(obj)) info.disposition = lower(valid_utf8(disp));
+  if (const char* disp = g_mime_object_get_disposition(obj)) info.disposition = ascii_lower(valid_utf8(disp));
   if (const char* cte = g_mime_object_get_header(obj, "Content-Transfer-Encoding")) {
-    info.transfer_encoding = lower(valid_utf8(cte));
+    info.transfer_encoding = ascii_lower(valid_utf8(cte));
     info.transfer_encoding.erase(0, info.transfer_encoding.find_first_not_of(" \t"));
     info.transfer_encoding.erase(info.transfer_encoding.find_last_not_of(" \t\r\n") + 1);
   }

@@ -1,3 +1,4 @@
+#include "common/ascii.h"
 #include "indexer/index.h"
 
 #include <algorithm>
@@ -36,11 +37,6 @@ Error xapian_error(const Xapian::Error& e, const std::string& what) {
   return make_error(ErrorCode::kIo, what + ": " + e.get_description());
 }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 std::string boolean_term(const char* prefix, const std::string& value) {
   std::string term = std::string(prefix) + value;
@@ -110,7 +106,7 @@ void for_each_text(const IndexFields& f, const std::function<void(const std::str
 // Exact terms for an address: whole, local part, domain and parent domains of two or more labels.
 void add_address_terms(Xapian::Document& doc, const std::vector<IndexedAddress>& list, const char* prefix) {
   for (const auto& a : list) {
-    std::string addr = lower(a.addr);
+    std::string addr = ascii_lower(a.addr);
     if (addr.empty()) continue;
     doc.add_boolean_term(boolean_term(prefix, addr));
     std::size_t at = addr.rfind('@');
@@ -143,7 +139,7 @@ Xapian::Document build_document(const IndexFields& f) {
   for (const auto& r : f.envelope_rcpts) rcpts.push_back({"", r});
   add_address_terms(doc, rcpts, schema::kPrefixRcptAddr);
   for (const auto& a : f.attachments) {
-    if (!a.mime_type.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixMimeType, lower(a.mime_type)));
+    if (!a.mime_type.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixMimeType, ascii_lower(a.mime_type)));
   }
   if (!f.message_id.empty()) doc.add_boolean_term(message_id_term(f.message_id));
   if (!f.attachments.empty()) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "attachment");
@@ -152,7 +148,7 @@ Xapian::Document build_document(const IndexFields& f) {
   doc.add_boolean_term(std::string(schema::kPrefixVerdict) + f.verdict);
   doc.add_boolean_term(std::string(schema::kPrefixDirection) + f.direction);
   for (const auto& sig : f.signatures)
-    doc.add_boolean_term(boolean_term(schema::kPrefixSignature, lower(sig)));
+    doc.add_boolean_term(boolean_term(schema::kPrefixSignature, ascii_lower(sig)));
   doc.add_value(schema::kSlotDate, Xapian::sortable_serialise(static_cast<double>(f.date)));
   doc.add_value(schema::kSlotSize, Xapian::sortable_serialise(static_cast<double>(f.size)));
   doc.add_value(schema::kSlotReceived, Xapian::sortable_serialise(static_cast<double>(f.received)));
@@ -396,7 +392,7 @@ std::optional<std::pair<std::int64_t, std::int64_t>> parse_date_period(const std
 namespace {
 
 std::optional<double> parse_size(std::string text) {
-  text = lower(text);
+  text = ascii_lower(text);
   if (text.empty()) return std::nullopt;
   double mult = 1;
   char last = text.back();
@@ -492,7 +488,7 @@ class AddressField : public Xapian::FieldProcessor {
   AddressField(std::string text_prefix, std::string addr_prefix)
       : text_prefix_(std::move(text_prefix)), addr_prefix_(std::move(addr_prefix)) {}
   Xapian::Query operator()(const std::string& raw) override {
-    std::string text = lower(raw);
+    std::string text = ascii_lower(raw);
     if (text.size() >= 2 && text.front() == '<' && text.back() == '>') text = text.substr(1, text.size() - 2);
     if (!text.empty() && text.front() == '@') text.erase(0, 1);
     bool has_space = text.find_first_of(" \t") != std::string::npos;
@@ -523,7 +519,7 @@ class LowerBooleanField : public Xapian::FieldProcessor {
  public:
   explicit LowerBooleanField(std::string prefix) : prefix_(std::move(prefix)) {}
   Xapian::Query operator()(const std::string& text) override {
-    return Xapian::Query(boolean_term(prefix_.c_str(), lower(text)));
+    return Xapian::Query(boolean_term(prefix_.c_str(), ascii_lower(text)));
   }
 
  private:
@@ -893,7 +889,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     Xapian::Query q = resolver.resolve(parsed);
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).
-    if (lower(query).find("direction:") == std::string::npos) {
+    if (ascii_lower(query).find("direction:") == std::string::npos) {
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
     }
 

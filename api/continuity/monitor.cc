@@ -1,3 +1,4 @@
+#include "common/ascii.h"
 #include "api/continuity/monitor.h"
 
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 #include "api/imap/client.h"
 #include "api/smtp/client.h"
 #include "common/dates.h"
+#include "common/secret_file.h"
 #include "common/sha256.h"
 
 namespace mailark::api {
@@ -61,22 +63,6 @@ namespace {
 
 std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
-// The probe key: 32 random bytes, hex, in a file only the server's user reads.
-Result<std::string> load_or_make_key(const std::string& path) {
-  std::ifstream in(path);
-  std::string hex;
-  if (in && std::getline(in, hex) && hex.size() == 64) return hex;
-  unsigned char bytes[32];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) return make_error(ErrorCode::kInternal, "no random bytes for the probe key");
-  hex = to_hex(std::span<const std::uint8_t>(bytes, sizeof bytes));
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error(ErrorCode::kIo, "creating " + path + ": " + std::strerror(errno));
-  std::string line = hex + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok) return make_error(ErrorCode::kIo, "writing " + path);
-  return hex;
-}
 
 }  // namespace
 
@@ -146,10 +132,6 @@ struct ContinuityMonitor::Impl {
     if (!result.ok) spdlog::warn("continuity: IMAP login check failed: {}", result.text);
   }
 
-  static std::string lower(std::string s) {
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-  }
 
   // Users' mail sent during a stopped event goes into their Sent folder on the primary: APPEND as
   // the master user on behalf of each sender, once per message (the marker is written after the
@@ -184,7 +166,7 @@ struct ContinuityMonitor::Impl {
           event->first_seq,
           [&](const ArchiveRecord& r, std::string_view) {
             if (r.seq > event->last_seq || todo.size() >= 200) return false;
-            const std::string from = lower(r.envelope.mail_from);
+            const std::string from = ascii_lower(r.envelope.mail_from);
             std::size_t at = from.rfind('@');
             if (r.envelope.direction != Direction::kOutbound || at == std::string::npos ||
                 !own_domains.count(from.substr(at + 1)) || (r.flags & kFlagQuarantined))
@@ -466,11 +448,11 @@ Status ContinuityMonitor::setup() {
   MAILARK_TRY(m.read_state());
   auto st = m.continuity.monitor_state();
   if (st) m.state = *st;
-  auto key = load_or_make_key(m.data_dir + "/continuity-probe.key");
+  auto key = read_or_create_secret(m.data_dir + "/continuity-probe.key", 32, 64);
   if (!key) return key.error();
   m.probe_key = *key;
   m.window_start = now_s();
-  for (const auto& d : m.config.inbound_domains) m.own_domains.insert(Impl::lower(d));
+  for (const auto& d : m.config.inbound_domains) m.own_domains.insert(ascii_lower(d));
   if (m.probing()) {
     m.next_probe = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     spdlog::info("continuity: probes to <{}> every {} s (lost after {} s)", m.config.continuity.probe_to,

@@ -15,6 +15,7 @@
 
 #include "api/blocking.h"
 #include "api/http/request.h"
+#include "common/secret_file.h"
 #include "common/sha256.h"
 
 namespace mailark::api {
@@ -28,25 +29,6 @@ using json = nlohmann::json;
 
 namespace {
 
-Result<std::string> load_or_make_token(const std::string& path) {
-  std::ifstream in(path);
-  std::string token;
-  if (in && std::getline(in, token)) {
-    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
-    if (token.size() < 16) return make_error(ErrorCode::kInvalidArgument, path + ": the admin token is shorter than 16 characters");
-    return token;
-  }
-  unsigned char bytes[32];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) return make_error(ErrorCode::kInternal, "no random bytes for the admin token");
-  token = to_hex(std::span<const std::uint8_t>(bytes, sizeof bytes));
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error(ErrorCode::kIo, "creating " + path + ": " + std::strerror(errno));
-  std::string line = token + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok) return make_error(ErrorCode::kIo, "writing " + path);
-  return token;
-}
 
 std::string page(const std::string& title, const std::string& body) {
   return "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
@@ -284,7 +266,8 @@ AdminServer::~AdminServer() = default;
 
 Status AdminServer::setup() {
   Impl& m = *impl_;
-  auto token = load_or_make_token(m.config.admin.token_file.empty() ? m.data_dir + "/admin-token" : m.config.admin.token_file);
+  auto token = read_or_create_secret(m.config.admin.token_file.empty() ? m.data_dir + "/admin-token" : m.config.admin.token_file,
+                                     32, 16);
   if (!token) return token.error();
   m.token = *token;
   auto hp = parse_host_port(m.config.admin.listen, 8025);

@@ -1,3 +1,4 @@
+#include "common/ascii.h"
 #include "api/smtp/delivery.h"
 
 #include <spdlog/spdlog.h>
@@ -22,15 +23,7 @@ using asio::experimental::as_tuple;
 
 namespace {
 
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
-std::string domain_of(const std::string& addr) {
-  std::size_t at = addr.rfind('@');
-  return at == std::string::npos ? std::string() : lower(addr.substr(at + 1));
-}
 
 // "550 5.1.1 <x>: user unknown" -> "5.1.1"; a default by class otherwise.
 std::string status_of(const std::string& diagnostic, bool permanent) {
@@ -665,7 +658,7 @@ struct DeliveryAgent::Impl {
     item.origin = "dsn-" + std::to_string(e.seq);
     item.skip_if_archived = false;
     bool internal = false;
-    for (const auto& d : config.inbound_domains) internal |= lower(d) == domain_of(sender);
+    for (const auto& d : config.inbound_domains) internal |= ascii_lower(d) == domain_of(sender);
     item.envelope.direction = internal ? Direction::kInbound : Direction::kOutbound;
     item.envelope.mail_from = "";
     item.envelope.rcpt_to = {sender};

@@ -1,3 +1,4 @@
+#include "common/ascii.h"
 #include "api/smtp/server.h"
 
 #include <arpa/inet.h>
@@ -38,10 +39,6 @@ using tcp = asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 using namespace std::chrono_literals;
 
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::string new_txn_id() {
   thread_local std::mt19937_64 rng(std::random_device{}());
@@ -67,8 +64,8 @@ struct PolicyData {
 
 std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
   auto p = std::make_shared<PolicyData>();
-  for (const auto& d : c.inbound_domains) p->domains.insert(lower(d));
-  for (const auto& r : c.inbound_recipients) p->recipients.insert(lower(r));
+  for (const auto& d : c.inbound_domains) p->domains.insert(ascii_lower(d));
+  for (const auto& r : c.inbound_recipients) p->recipients.insert(ascii_lower(r));
   p->networks = c.outbound_networks;
   p->inbound_scan = c.inbound_scan;
   p->outbound_scan = c.outbound_scan;
@@ -116,10 +113,10 @@ class ListenerPolicy : public smtp::Policy {
       return RecipientDecision::reject(
           {554, "5.7.1 <" + rcpt.address + ">: Relay access denied (sender-specified routing: " + routing + ")"});
     }
-    std::string addr = lower(rcpt.address);
+    std::string addr = ascii_lower(rcpt.address);
     if (rcpt.domain.empty()) return RecipientDecision::accept();  // <Postmaster>
     auto rules = data_();
-    if (!rules->domains.count(lower(rcpt.domain))) {
+    if (!rules->domains.count(ascii_lower(rcpt.domain))) {
       return RecipientDecision::reject({554, "5.7.1 <" + rcpt.address + ">: Relay access denied"});
     }
     if (!rules->recipients.empty() && !rules->recipients.count(addr)) {
@@ -173,10 +170,7 @@ std::optional<std::string> header_value(std::string_view msg, std::string_view n
     std::string_view line = msg.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) return std::nullopt;  // end of the header section
-    if (line.size() > name.size() && line[name.size()] == ':' &&
-        std::equal(name.begin(), name.end(), line.begin(), [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-        })) {
+    if (line.size() > name.size() && line[name.size()] == ':' && ascii_iequals(line.substr(0, name.size()), name)) {
       std::string value(line.substr(name.size() + 1));
       std::size_t next = eol == std::string_view::npos ? msg.size() : eol + 1;
       while (next < msg.size() && (msg[next] == ' ' || msg[next] == '\t')) {

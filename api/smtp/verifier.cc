@@ -1,3 +1,4 @@
+#include "common/ascii.h"
 #include "api/smtp/verifier.h"
 
 #include <spdlog/spdlog.h>
@@ -16,10 +17,6 @@ using asio::experimental::as_tuple;
 
 namespace {
 
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
@@ -87,7 +84,7 @@ struct RecipientVerifier::Impl {
   }
 
   awaitable<std::optional<smtp::Reply>> run_probe(const std::string& address) {
-    const std::string key = lower(address);
+    const std::string key = ascii_lower(address);
     while (running >= kMaxProbes) {
       co_await slot_freed.async_wait(as_tuple(use_awaitable));
     }
@@ -135,7 +132,7 @@ RecipientVerifier::RecipientVerifier(asio::io_context& io, asio::thread_pool& bl
 RecipientVerifier::~RecipientVerifier() = default;
 
 RecipientVerifier::Known RecipientVerifier::lookup(const std::string& address, smtp::Reply* refusal, bool any_age) const {
-  auto it = impl_->cache.find(lower(address));
+  auto it = impl_->cache.find(ascii_lower(address));
   if (it == impl_->cache.end()) return Known::kUnknown;
   if (any_age && it->second.exists) return Known::kAccepted;
   if (!impl_->fresh(it->second)) return Known::kUnknown;
@@ -147,7 +144,7 @@ RecipientVerifier::Known RecipientVerifier::lookup(const std::string& address, s
 awaitable<std::optional<smtp::Reply>> RecipientVerifier::verify(const std::string& address_in) {
   const std::string address = address_in;  // the caller's string may not outlive the first suspension
   Impl& m = *impl_;
-  const std::string key = lower(address);
+  const std::string key = ascii_lower(address);
   auto shared = m.pending.find(key);
   if (shared != m.pending.end()) {
     // A probe for this address is running: wait for its answer.

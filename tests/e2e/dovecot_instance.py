@@ -6,11 +6,9 @@ delivers into as virtual mailboxes. Needs root and the Debian package dovecot-im
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 
-from postfix_instance import nobody_ids
+from postfix_instance import nobody_ids, wait_closed, wait_listening
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -95,15 +93,7 @@ namespace inbox {{
     def start(self):
         self.err = open(self.log_path + ".stderr", "ab")
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf], stdout=subprocess.DEVNULL, stderr=self.err)
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("Dovecot did not start: " + self.read_log()[-3000:])
-                time.sleep(0.1)
+        wait_listening(self.port, self.proc, "Dovecot", self.read_log)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -116,13 +106,7 @@ namespace inbox {{
         if self.proc:
             self.err.close()
         self.proc = None
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                time.sleep(0.1)
-            except OSError:
-                return
+        wait_closed(self.port)
 
     def read_log(self):
         out = ""

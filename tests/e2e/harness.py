@@ -11,6 +11,19 @@ import tempfile
 import time
 
 BIN = os.environ.get("MAILARK_BIN", "mailark")
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+def dnsmasq(port, *records):
+    """A DNS server on 127.0.0.1:port answering only from `records` (dnsmasq options such as
+    "--mx-host=example.com,mx.example.com,10"); nothing is forwarded. Returns the process."""
+    cmd = [DNSMASQ, "-k", "--port", str(port), "--listen-address=127.0.0.1", "--bind-interfaces",
+           "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=", *records]
+    if os.geteuid() == 0:
+        cmd.insert(2, "--user=root")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return proc
 EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 

@@ -16,6 +16,31 @@ def available():
     return os.path.exists(MASTER) and os.geteuid() == 0
 
 
+def wait_listening(port, proc, what, read_log, seconds=30):
+    """Until something accepts on 127.0.0.1:port; raises with the end of the log when `proc` exits or
+    time runs out. (Shared by the private Postfix and Dovecot.)"""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start: " + read_log()[-3000:])
+            time.sleep(0.1)
+
+
+def wait_closed(port, seconds=10):
+    """Until nothing accepts on 127.0.0.1:port any more (children leave after their master)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            time.sleep(0.1)
+        except OSError:
+            return
+
+
 class Postfix:
     def __init__(self, folder, port, main_cf):
         """main_cf: extra main.cf lines (relay rules, transports, mailboxes)."""
@@ -53,15 +78,7 @@ smtp_tls_security_level = none
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([MASTER, "-c", self.conf, "-d"], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("Postfix did not start: " + self.read_log()[-2000:])
-                time.sleep(0.1)
+        wait_listening(self.port, self.proc, "Postfix", self.read_log)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -70,14 +87,7 @@ smtp_tls_security_level = none
         if self.proc:
             self.log.close()
         self.proc = None
-        # master's children leave with it; wait until the port is free again
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                time.sleep(0.1)
-            except OSError:
-                return
+        wait_closed(self.port)
 
     def read_log(self):
         with open(self.log_path, "rb") as f:

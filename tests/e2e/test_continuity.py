@@ -33,11 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 import dovecot_instance
 import postfix_instance
 from dovecot_instance import Dovecot
-from harness import BIN, Server, free_port
+from harness import DNSMASQ, Server, dnsmasq, free_port
 from postfix_instance import Postfix, nobody_ids
 from test_delivery import SINK, Sink
 
-DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 USERS = {"ana@northwind.example": "ana-pw", "bo@northwind.example": "bo-pw"}
 MASTER = ("sentcopy", "master-secret")
 
@@ -118,14 +117,9 @@ class ContinuityTest(unittest.TestCase):
         self.inbound, self.outbound, self.admin = free_port(), free_port(), free_port()
         self.mx_port, self.dns_port, self.hook_port = free_port(), free_port(), free_port()
         # The internet: DNS and two exchangers.
-        cmd = [DNSMASQ, "-k", "--port", str(self.dns_port), "--listen-address=127.0.0.1", "--bind-interfaces",
-               "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
-               "--local=/elsewhere.example/", "--local=/partner.example/",
-               "--mx-host=elsewhere.example,mx.elsewhere.example,10", "--host-record=mx.elsewhere.example,127.0.0.2",
-               "--mx-host=partner.example,mx.partner.example,10", "--host-record=mx.partner.example,127.0.0.3"]
-        if os.geteuid() == 0:
-            cmd.insert(2, "--user=root")
-        dns = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        dns = dnsmasq(self.dns_port, "--local=/elsewhere.example/", "--local=/partner.example/",
+                      "--mx-host=elsewhere.example,mx.elsewhere.example,10", "--host-record=mx.elsewhere.example,127.0.0.2",
+                      "--mx-host=partner.example,mx.partner.example,10", "--host-record=mx.partner.example,127.0.0.3")
         self.cleanups.append(lambda: (dns.terminate(), dns.wait(timeout=10)))
         self.alerts_mx = Sink(self.mx_port, os.path.join(self.tmp, "alerts-mx"), address="127.0.0.2")
         self.cleanups.append(self.alerts_mx.stop)
@@ -196,6 +190,9 @@ alert_after = 2
 probe_to = "probe@continuity.invalid"
 probe_interval = 2
 probe_timeout = 4
+imap_check = ["127.0.0.1:{self.imap_port}"]
+imap_user = "ana@northwind.example"
+imap_password = "{USERS['ana@northwind.example']}"
 sent_copy_imap = ["127.0.0.1:{self.imap_port}"]
 sent_copy_user = "{MASTER[0]}"
 sent_copy_password = "{MASTER[1]}"
@@ -262,6 +259,7 @@ listen = "127.0.0.1:{self.admin}"
                    "the first message in Dovecot")
         self.until(lambda: any(w["probes_returned"] > 0 for w in self.status()["windows"]),
                    "a window with a probe that came back")
+        self.until(lambda: any(w["imap"] == 1 for w in self.status()["windows"]), "a window with a good IMAP login")
         self.assertEqual(self.server.search("direction:probe")["total"] > 0, True, "probes are archived as probes")
         self.assertEqual(self.server.search("continuity")["total"], 0, "a probe never shows as user mail")
 
@@ -279,6 +277,7 @@ listen = "127.0.0.1:{self.admin}"
         self.assertTrue(after[0]["failed"] or after[1]["failed"], after[:3])
         alert_window = next(w for w in after if w["end"] >= alert["at"])
         self.assertLessEqual(after.index(alert_window), 2, f"alert in window {after.index(alert_window)}: {after[:4]}")
+        self.assertTrue(any(w["imap"] == 0 for w in after), "the IMAP login check failed too")
         self.assertEqual(alert["counter"], 2)
         link = alert["panic_url"]
         self.assertTrue(link.startswith(f"http://127.0.0.1:{self.admin}/continuity/panic?token="), link)
@@ -400,6 +399,9 @@ listen = "127.0.0.1:{self.admin}"
         bo = message_ids(self.imap_port, "bo@northwind.example")
         self.assertTrue(all(bo.get(f"auto-{i}@partner.example") == 1 for i in range(20)), bo)
         self.until(lambda: "event_stopped" in hook.kinds(), "the notice of the automatic stop")
+        # Good windows bring the counter back to 0: the recovery notice.
+        self.until(lambda: "primary_recovered" in hook.kinds(), "the recovery notice", seconds=12 * self.WINDOW)
+        self.assertEqual(self.status()["monitor"]["counter"], 0)
 
     # ---- a crash in the middle of the drain ----
 

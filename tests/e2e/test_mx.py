@@ -13,9 +13,8 @@ import tempfile
 import time
 import unittest
 
+from harness import DNSMASQ, dnsmasq
 from test_delivery import BIN, SINK, Sink, free_port, wait_port
-
-DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
 
 @unittest.skipUnless(os.path.exists(SINK) and os.path.exists(DNSMASQ),
@@ -27,15 +26,10 @@ class MxDeliveryTest(unittest.TestCase):
         self.procs = []
         self.dns_port = free_port()
         self.smtp_port = free_port()  # the exchangers' port (25 on the internet)
-        cmd = [DNSMASQ, "-k", "--port", str(self.dns_port), "--listen-address=127.0.0.1", "--bind-interfaces",
-               "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
-               "--local=/remote.example/", "--local=/plain.example/",
-               "--mx-host=remote.example,mx1.remote.example,10", "--host-record=mx1.remote.example,127.0.0.2",
-               "--host-record=plain.example,127.0.0.3", "--address=/nonexistent.example/"]
-        if os.geteuid() == 0:
-            cmd.insert(2, "--user=root")
-        self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.3)
+        self.procs.append(dnsmasq(self.dns_port, "--local=/remote.example/", "--local=/plain.example/",
+                                  "--mx-host=remote.example,mx1.remote.example,10",
+                                  "--host-record=mx1.remote.example,127.0.0.2", "--host-record=plain.example,127.0.0.3",
+                                  "--address=/nonexistent.example/"))
         self.mx1 = Sink(self.smtp_port, os.path.join(self.tmp, "mx1"), address="127.0.0.2")
         self.mx2 = Sink(self.smtp_port, os.path.join(self.tmp, "mx2"), address="127.0.0.3")
         self.outbound = free_port()

@@ -19,6 +19,24 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtu
 FIXTURE = os.path.join(FIXTURES, "format1-data.tar.gz")
 
 
+def config(port, primary):
+    """An inbound listener on `port`, delivering to a primary on `primary` (an smtp-sink)."""
+    return f"""
+[[listener]]
+role = "inbound"
+port = {port}
+tls = "none"
+[inbound]
+domains = ["northwind.example"]
+verify_recipients = "none"
+[delivery]
+primary = ["127.0.0.1:{primary}"]
+retry_schedule = [1]
+[archive]
+index_commit_interval_ms = 100
+"""
+
+
 class UpgradeTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="mailark-upgrade-")
@@ -33,20 +51,7 @@ class UpgradeTest(unittest.TestCase):
     def test_format_one_data_folder_opens_migrates_and_delivers(self):
         primary = free_port()
         port = free_port()
-        srv = Server(f"""
-[[listener]]
-role = "inbound"
-port = {port}
-tls = "none"
-[inbound]
-domains = ["northwind.example"]
-verify_recipients = "none"
-[delivery]
-primary = ["127.0.0.1:{primary}"]
-retry_schedule = [1]
-[archive]
-index_commit_interval_ms = 100
-""", data=self.data)
+        srv = Server(config(port, primary), data=self.data)
         # Read-only commands read it as it is.
         stats = srv.cli("stats")
         self.assertEqual(stats["archive_format"], 1, "a read-only open changes nothing")
@@ -95,20 +100,7 @@ index_commit_interval_ms = 100
             t.extractall(tmp)
         data = os.path.join(tmp, "data")
         primary, port = free_port(), free_port()
-        srv = Server(f"""
-[[listener]]
-role = "inbound"
-port = {port}
-tls = "none"
-[inbound]
-domains = ["northwind.example"]
-verify_recipients = "none"
-[delivery]
-primary = ["127.0.0.1:{primary}"]
-retry_schedule = [1]
-[archive]
-index_commit_interval_ms = 100
-""", data=data)
+        srv = Server(config(port, primary), data=data)
         stats = srv.cli("stats")
         self.assertEqual(stats["archive_format"], 2, "a read-only open changes nothing")
         self.assertEqual(stats["messages"], 12)
