@@ -48,6 +48,7 @@ json event_json(const ContinuityEvent& e) {
               {"held_recipients", e.held_recipients},
               {"kept_recipients", e.kept_recipients},
               {"deduplicated", e.deduplicated},
+              {"drained_recipients", e.drained_recipients},
               {"inbound", e.inbound},
               {"outbound", e.outbound},
               {"sent_copies", e.sent_copies},
@@ -91,6 +92,7 @@ ContinuityEvent event_from(const json& j) {
   e.held_recipients = field<std::uint64_t>(j, "held_recipients", 0);
   e.kept_recipients = field<std::uint64_t>(j, "kept_recipients", 0);
   e.deduplicated = field<std::uint64_t>(j, "deduplicated", 0);
+  e.drained_recipients = field<std::uint64_t>(j, "drained_recipients", 0);
   e.inbound = field<std::uint64_t>(j, "inbound", 0);
   e.outbound = field<std::uint64_t>(j, "outbound", 0);
   e.sent_copies = field<std::uint64_t>(j, "sent_copies", 0);
@@ -323,6 +325,12 @@ Result<ContinuityEvent> Continuity::stop(const std::string& by, bool* already) {
     e->stopped_at = now_s();
     e->stopped_by = by;
     e->last_seq = archive_.head().seq;
+    // What is held, counted inside this transaction: no delivery result can be committed before the
+    // state says draining (a large event holds the writer for the walk: appends wait that long).
+    auto held = archive_.queue_range(Route::kPrimary, e->drain_from_seq, e->last_seq, false);
+    if (!held) return held.error();
+    e->held_messages = held->pending_messages + held->held_by_admin;
+    e->held_recipients = held->pending_recipients;
     MAILARK_TRY(write_event(w, *e));
     st.state = ContinuityState::kDraining;
     MAILARK_TRY(write_state(w, st));
@@ -334,10 +342,8 @@ Result<ContinuityEvent> Continuity::stop(const std::string& by, bool* already) {
   // The primary is back: everything queued for it is due now, so the drain goes in arrival order
   // (messages deferred before the event included).
   MAILARK_TRY(archive_.queue_retry_now(Route::kPrimary, 0, out.last_seq));
-  // The figures, read outside the write transaction that stopped the event (walking a large event's
-  // records must not hold up appends).
-  auto held = archive_.queue_range(Route::kPrimary, out.drain_from_seq, out.last_seq, false);
-  if (!held) return held.error();
+  // The figures by direction, read outside the write transaction that stopped the event (walking a
+  // large event's records must not hold up appends; records never change).
   std::uint64_t inbound = 0, outbound = 0;
   if (out.last_seq >= out.first_seq) {
     auto snap = archive_.snapshot();
@@ -358,8 +364,6 @@ Result<ContinuityEvent> Continuity::stop(const std::string& by, bool* already) {
   MAILARK_TRY(archive_.state_write([&](StateWriter& w) -> Status {
     auto e = read_event(w, out.id);
     if (!e) return ok_status();
-    e->held_messages = held->pending_messages + held->held_by_admin;
-    e->held_recipients = held->pending_recipients;
     e->inbound = inbound;
     e->outbound = outbound;
     MAILARK_TRY(write_event(w, *e));
@@ -377,6 +381,7 @@ Status Continuity::finish_drain(std::uint64_t event_id, std::uint64_t kept_recip
     if (e) {
       e->drained_at = now_s();
       e->kept_recipients = kept_recipients;
+      e->drained_recipients = e->held_recipients > kept_recipients ? e->held_recipients - kept_recipients : 0;
       MAILARK_TRY(write_event(w, *e));
     }
     st.state = ContinuityState::kNormal;

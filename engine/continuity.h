@@ -46,6 +46,7 @@ struct ContinuityEvent {
   // refused for good (kept for the administrator) and what the drain did not send again because the
   // primary had it already (same Message-ID and recipient).
   std::uint64_t held_messages = 0, held_recipients = 0, kept_recipients = 0, deduplicated = 0;
+  std::uint64_t drained_recipients = 0;  // at the end of the drain: held recipients the primary now has
   std::uint64_t inbound = 0, outbound = 0;  // messages archived during the event, by direction
   std::uint64_t sent_copies = 0, sent_copy_failures = 0;  // users' sent mail appended on the primary
   std::int64_t sent_copies_done_at = 0;  // every sent copy of the event was made (or failed for good)

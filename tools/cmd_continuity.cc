@@ -43,8 +43,9 @@ void print_event(const ContinuityEvent& e, const std::optional<QueueRangeFigures
     std::cout << "\n";
   }
   if (e.drained_at) {
-    std::cout << "  drained " << iso8601(e.drained_at) << "; not sent again (the primary had them): " << e.deduplicated
-              << "; refused by the primary: " << e.kept_recipients << "\n";
+    std::cout << "  drained " << iso8601(e.drained_at) << ": " << e.drained_recipients
+              << " recipients reached the primary (not sent again, the primary had them: " << e.deduplicated
+              << "); refused by the primary: " << e.kept_recipients << "\n";
   }
   if (e.sent_copies || e.sent_copy_failures)
     std::cout << "  sent copies appended on the primary: " << e.sent_copies << " (failed: " << e.sent_copy_failures << ")\n";

@@ -363,6 +363,8 @@ listen = "127.0.0.1:{self.admin}"
         self.assertEqual(event["inbound"], 1001)
         self.assertEqual(event["outbound"], 50)
         self.assertEqual(event["deduplicated"], 1, "the retried edge message was not sent again")
+        self.assertEqual(event["held_messages"], 1001)
+        self.assertEqual(event["drained_recipients"], 1001)
         self.assertEqual(event["sent_copies"], 50)
         self.assertGreater(event["drained_at"], 0)
 
