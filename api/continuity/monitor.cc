@@ -233,6 +233,12 @@ struct ContinuityMonitor::Impl {
     auto st = continuity.state(&s->event);
     if (!st) return st.error();
     s->state = *st;
+    auto before = snapshot_copy();
+    if (before->state != s->state || (before->event ? before->event->id : 0) != (s->event ? s->event->id : 0)) {
+      // Whoever changed it (this process, the CLI, another admin), the log says when the server follows.
+      spdlog::info("continuity: the state is now {}{}", continuity_state_name(s->state),
+                   s->event ? " (event " + std::to_string(s->event->id) + ")" : "");
+    }
     set_snapshot(std::move(s));
     return ok_status();
   }

@@ -155,7 +155,7 @@ relayhost = [127.0.0.1]:{self.outbound}
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def config(self, continuity="", alerts=None):
+    def config(self, continuity="", alerts=None, recipients=True):
         alerts = alerts if alerts is not None else f"""
 webhooks = ["http://127.0.0.1:{self.hook_port}/hook"]
 email = ["oncall@elsewhere.example"]
@@ -174,7 +174,7 @@ port = {self.outbound}
 tls = "none"
 [inbound]
 domains = ["northwind.example"]
-recipients = {json.dumps(list(USERS))}
+{"recipients = " + json.dumps(list(USERS)) if recipients else 'verify_recipients = "primary"'}
 [delivery]
 primary = ["127.0.0.1:{self.primary_port}"]
 retry_schedule = [1]
@@ -203,8 +203,8 @@ sent_copy_password = "{MASTER[1]}"
 listen = "127.0.0.1:{self.admin}"
 """
 
-    def start(self, continuity="", alerts=None, data=None):
-        self.server = Server(self.config(continuity, alerts), data=data)
+    def start(self, continuity="", alerts=None, data=None, recipients=True):
+        self.server = Server(self.config(continuity, alerts, recipients), data=data)
         self.server.start()
         return self.server
 
@@ -404,6 +404,32 @@ listen = "127.0.0.1:{self.admin}"
         # Good windows bring the counter back to 0: the recovery notice.
         self.until(lambda: "primary_recovered" in hook.kinds(), "the recovery notice", seconds=12 * self.WINDOW)
         self.assertEqual(self.status()["monitor"]["counter"], 0)
+
+    # ---- recipients during an event, verifying with the primary ----
+
+    def test_during_an_event_recipients_are_not_checked_with_the_primary(self):
+        self.start(recipients=False, alerts="")
+        # Before: the primary is asked (and its answers cached).
+        self.send(self.inbound, "someone@partner.example", ["ana@northwind.example"], message("known", "known@partner.example"))
+        with smtplib.SMTP("127.0.0.1", self.inbound, timeout=60) as s:
+            s.ehlo("partner.example")
+            self.assertEqual(s.mail("someone@partner.example")[0], 250)
+            code, text = s.rcpt("nobody@northwind.example")
+            self.assertEqual(code, 550, text)  # Postfix's own answer
+        self.stop_primary()
+        self.assertTrue(self.server.cli("continuity", "start")["changed"])
+        self.until(lambda: "continuity: the state is now active" in self.server.server_log(),
+                   "the server following the CLI's start")
+        verified_before = self.server.server_log().count("verify: <")
+        with smtplib.SMTP("127.0.0.1", self.inbound, timeout=60) as s:
+            s.ehlo("partner.example")
+            self.assertEqual(s.mail("someone@partner.example")[0], 250)
+            self.assertEqual(s.rcpt("ana@northwind.example")[0], 250, "accepted before: accepted")
+            self.assertEqual(s.rcpt("nobody@northwind.example")[0], 550, "refused before: refused")
+            code, text = s.rcpt("bo@northwind.example")
+            self.assertEqual(code, 451, "never asked: deferred (verify_unreachable = defer), not asked now")
+            self.assertIn(b"4.4.3", text)
+        self.assertEqual(self.server.server_log().count("verify: <"), verified_before, "the primary was not asked")
 
     # ---- a crash in the middle of the drain ----
 
