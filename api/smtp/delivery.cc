@@ -252,30 +252,43 @@ struct DeliveryAgent::Impl {
     }
   }
 
-  // While an event's mail drains: is anything of it left? When not, the event is over.
-  void check_drain() {
+  // While an event's mail drains: is anything of it left? When not, the event is over. The reads and
+  // writes go to the pool.
+  awaitable<void> check_drain() {
     auto cont = continuity_now();
-    if (!cont->draining()) return;
+    if (!cont->draining()) co_return;
     const auto t = std::chrono::steady_clock::now();
-    if (t - drain_checked < std::chrono::seconds(1)) return;
+    if (t - drain_checked < std::chrono::seconds(1)) co_return;
     drain_checked = t;
-    const ContinuityEvent& ev = *cont->event;
-    if (deduplicated_unreported > 0) {
-      if (continuity.count(ev.id, deduplicated_unreported, 0, 0)) deduplicated_unreported = 0;
+    const ContinuityEvent ev = *cont->event;
+    const std::uint64_t dedupes = deduplicated_unreported;
+    deduplicated_unreported = 0;
+    const bool busy = connections["primary"] > 0;
+    bool finished = false;
+    std::uint64_t kept = 0, held_by_admin = 0;
+    Status status;
+    auto work = [&] {
+      if (dedupes > 0) status = continuity.count(ev.id, dedupes, 0, 0);
+      if (!status || busy) return;
+      auto left = archive.queue_range(Route::kPrimary, ev.drain_from_seq, ev.last_seq, true);
+      if (!left || left->pending_messages > 0) return;
+      auto all = archive.queue_range(Route::kPrimary, ev.drain_from_seq, ev.last_seq, false);
+      kept = all ? all->kept_recipients : 0;
+      held_by_admin = all ? all->held_by_admin : 0;
+      status = continuity.finish_drain(ev.id, kept);
+      finished = status.ok();
+    };
+    co_await run_blocking(blocking, work);
+    if (!status) {
+      deduplicated_unreported += dedupes;
+      spdlog::error("continuity: event {}: {}", ev.id, status.error().to_string());
+      co_return;
     }
-    if (connections["primary"] > 0) return;
-    auto left = archive.queue_range(Route::kPrimary, ev.drain_from_seq, ev.last_seq, true);
-    if (!left || left->pending_messages > 0) return;
-    auto all = archive.queue_range(Route::kPrimary, ev.drain_from_seq, ev.last_seq, false);
-    const std::uint64_t kept = all ? all->kept_recipients : 0;
-    if (Status s = continuity.finish_drain(ev.id, kept); !s) {
-      spdlog::error("continuity: recording the end of event {}'s drain: {}", ev.id, s.error().to_string());
-      return;
-    }
+    if (!finished) co_return;
     spdlog::info("continuity: event {} drained: every held message was offered to the primary "
                  "(not sent again: {}; refused by the primary and kept: {}{})",
                  ev.id, ev.deduplicated + deduplicated_event, kept,
-                 all && all->held_by_admin ? "; held by an administrator: " + std::to_string(all->held_by_admin) : "");
+                 held_by_admin ? "; held by an administrator: " + std::to_string(held_by_admin) : "");
     deduplicated_event = 0;
     if (hooks.on_continuity_change) hooks.on_continuity_change();
   }
@@ -706,7 +719,7 @@ awaitable<void> DeliveryAgent::run() {
   while (!m.stopping) {
     auto scanned = std::chrono::steady_clock::now();
     m.schedule();
-    m.check_drain();
+    co_await m.check_drain();
     m.wakeup.expires_after(std::chrono::seconds(1));
     co_await m.wakeup.async_wait(as_tuple(use_awaitable));
     auto since = std::chrono::steady_clock::now() - scanned;

@@ -277,7 +277,8 @@ listen = "127.0.0.1:{self.admin}"
         self.assertTrue(after[0]["failed"] or after[1]["failed"], after[:3])
         alert_window = next(w for w in after if w["end"] >= alert["at"])
         self.assertLessEqual(after.index(alert_window), 2, f"alert in window {after.index(alert_window)}: {after[:4]}")
-        self.assertTrue(any(w["imap"] == 0 for w in after), "the IMAP login check failed too")
+        self.until(lambda: any(w["imap"] == 0 for w in self.status()["windows"] if w["end"] > stopped_at),
+                   "a window whose IMAP login check failed")
         self.assertEqual(alert["counter"], 2)
         link = alert["panic_url"]
         self.assertTrue(link.startswith(f"http://127.0.0.1:{self.admin}/continuity/panic?token="), link)
