@@ -20,6 +20,8 @@ import re
 import shutil
 import signal
 import smtplib
+import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -521,3 +523,89 @@ retry = [1, 1, 1]
             self.assertIn("routing loop", str(e.exception))
         finally:
             srv.cleanup()
+
+
+class AdminListenerTest(unittest.TestCase):
+    """The admin listener alone (no primary): HTTPS, tokens, bad requests, throttling."""
+
+    def setUp(self):
+        self.admin, self.port = free_port(), free_port()
+        self.server = Server(f"""
+[[listener]]
+role = "inbound"
+port = {self.port}
+tls = "none"
+[admin]
+listen = "127.0.0.1:{self.admin}"
+tls = "implicit"
+""")
+        self.server.start()
+        with open(os.path.join(self.server.data, "admin-token")) as f:
+            self.token = f.read().strip()
+        self.ctx = ssl.create_default_context()
+        self.ctx.check_hostname = False
+        self.ctx.verify_mode = ssl.CERT_NONE
+
+    def tearDown(self):
+        self.server.cleanup()
+
+    def request(self, method, path, token=None, body=None, data=None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if body is not None:
+            data = json.dumps(body).encode()
+        req = urllib.request.Request(f"https://127.0.0.1:{self.admin}{path}", method=method, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=self.ctx) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def raw(self, data):
+        with socket.create_connection(("127.0.0.1", self.admin), timeout=30) as s:
+            with self.ctx.wrap_socket(s) as t:
+                t.sendall(data)
+                out = b""
+                while True:
+                    chunk = t.recv(65536)
+                    if not chunk:
+                        return out
+                    out += chunk
+
+    def test_https_tokens_and_bad_requests(self):
+        self.assertEqual(self.request("GET", "/health"), (200, '{"continuity":"normal","status":"ok"}\n'))
+        self.assertEqual(self.request("GET", "/api/continuity")[0], 401, "no token")
+        self.assertEqual(self.request("GET", "/api/continuity", token="x" * 64)[0], 401, "a wrong token")
+        code, body = self.request("GET", "/api/continuity", token=self.token)
+        self.assertEqual(code, 200)
+        self.assertEqual(json.loads(body)["state"], "normal")
+        self.assertEqual(self.request("POST", "/api/continuity/start", token=self.token, data=b"not json")[0], 400)
+        self.assertEqual(self.request("POST", "/api/continuity/start", token=self.token, body={"reason": 5})[0], 400)
+        code, body = self.request("POST", "/api/continuity/start", token=self.token, body={"reason": "drill"})
+        self.assertEqual((code, json.loads(body)["changed"]), (200, True))
+        self.assertEqual(self.server.cli("continuity", "status")["event"]["reason"], "drill")
+        # Without a primary the event changes nothing but the record; stopping drains nothing.
+        code, body = self.request("POST", "/api/continuity/stop", token=self.token)
+        self.assertEqual((code, json.loads(body)["changed"]), (200, True))
+        self.assertEqual(self.request("GET", "/api/nothing-here", token=self.token)[0], 404)
+        # Framing errors, from Beast's parser with mailark's limits.
+        self.assertTrue(self.raw(b"HELO example.com\r\n\r\n").startswith(b"HTTP/1.1 400"))
+        self.assertTrue(self.raw(b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431"))
+        self.assertTrue(self.raw(b"POST /api/continuity/start HTTP/1.1\r\nContent-Length: 999999\r\n\r\n")
+                        .startswith(b"HTTP/1.1 413"))
+
+    def test_panic_link_once_and_refusals_are_throttled(self):
+        code, body = self.request("POST", "/api/continuity/panic-link", token=self.token)
+        self.assertEqual(code, 200)
+        link = json.loads(body)["url"]
+        self.assertTrue(link.startswith(f"https://127.0.0.1:{self.admin}/continuity/panic?token="), link)
+        token = urllib.parse.parse_qs(urllib.parse.urlparse(link).query)["token"][0]
+        form = urllib.parse.urlencode({"token": token}).encode()
+        self.assertEqual(self.request("POST", "/continuity/panic", data=form)[0], 200)
+        self.assertEqual(self.server.cli("continuity", "status")["state"], "active")
+        self.assertEqual(self.request("POST", "/continuity/panic", data=form)[0], 403, "used once")
+        # A client that keeps guessing is slowed to 429 after 20 refusals a minute.
+        codes = [self.request("POST", "/continuity/panic", data=urllib.parse.urlencode({"token": f"{i:048x}"}).encode())[0]
+                 for i in range(25)]
+        self.assertIn(429, codes)
+        self.assertEqual(codes[:19], [403] * 19)
+        self.assertIn("panic button refused: token unknown", self.server.server_log())
