@@ -36,5 +36,12 @@ From another terminal, send it a message and find it:
   $mailark search 'subject:crane'
   $mailark show 1
 
+A continuity drill (the demo has no primary server: events only change the record):
+
+  $mailark continuity start --reason drill
+  $mailark continuity
+  curl -H "Authorization: Bearer \$(cat $MAILARK_DATA/admin-token)" http://127.0.0.1:8025/api/continuity
+  $mailark continuity stop
+
 TXT
 exec $mailark serve
