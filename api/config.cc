@@ -139,7 +139,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"dns", {"servers"}},
       {"listener", {"name", "role", "address", "port", "tls", "bare_newline"}},
       {"continuity", {"window", "alert_after", "alert_repeat", "auto_start", "auto_stop", "drain_rate", "dedupe_window",
-                      "history_days", "token_ttl", "probe_to", "probe_from", "probe_host", "probe_interval",
+                      "history_days", "token_ttl", "probe_to", "probe_from", "probe_host", "probe_user", "probe_password", "probe_interval",
                       "probe_timeout", "imap_check", "imap_user", "imap_password", "imap_tls", "sent_copy_imap",
                       "sent_copy_user", "sent_copy_password", "sent_copy_folder", "sent_copy_tls"}},
       {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
@@ -388,6 +388,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(C["token_ttl"], "continuity.token_ttl", cc.token_ttl, 60, 30 * 86400);
   str(C["probe_to"], "continuity.probe_to", cc.probe_to);
   str(C["probe_from"], "continuity.probe_from", cc.probe_from);
+  str(C["probe_user"], "continuity.probe_user", cc.probe_user);
+  str(C["probe_password"], "continuity.probe_password", cc.probe_password);
   num(C["probe_interval"], "continuity.probe_interval", cc.probe_interval, 1, 86400);
   num(C["probe_timeout"], "continuity.probe_timeout", cc.probe_timeout, 1, 86400);
   str(C["imap_user"], "continuity.imap_user", cc.imap_user);
@@ -488,6 +490,8 @@ Status check_continuity(const ServeConfig& c, const std::string& path) {
   if (cc.auto_stop > 0 && cc.probe_to.empty() && cc.imap_check.empty())
     return bad("continuity.auto_stop", "needs a check that can see the primary work during an event "
                                        "(continuity.probe_to or continuity.imap_check): nothing is delivered to it then");
+  if (cc.probe_user.empty() != cc.probe_password.empty())
+    return bad("continuity.probe_user", "probe_user and probe_password go together");
   if (!cc.imap_check.empty() && (cc.imap_user.empty() || cc.imap_password.empty()))
     return bad("continuity.imap_check", "needs continuity.imap_user and continuity.imap_password");
   if (!cc.sent_copy_imap.empty() && (cc.sent_copy_user.empty() || cc.sent_copy_password.empty()))

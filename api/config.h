@@ -77,6 +77,7 @@ struct ContinuityConfig {
   std::string probe_to;
   std::string probe_from;          // default mailark-probe@<hostname>
   std::vector<HostPort> probe_host;  // default: delivery.primary
+  std::string probe_user, probe_password;  // SMTP AUTH PLAIN on the probe's connection (optional)
   unsigned probe_interval = 300;
   unsigned probe_timeout = 300;    // a probe not back after this long is lost (a failure)
   // Optional IMAP login check of the primary, once per window.

@@ -223,6 +223,7 @@ TEST(Config, AlertAddressInTheCompanysDomainIsRefused) {
   EXPECT_FALSE(with("[alerts]\nwebhook_headers = [\"no colon\"]\n").ok());
   EXPECT_FALSE(with("[continuity]\nunknown_key = 1\n").ok());
   EXPECT_FALSE(with("[admin]\ntls = \"starttls\"\n").ok());
+  EXPECT_FALSE(with("[continuity]\nprobe_user = \"x\"\n").ok()) << "a probe account needs its password";
 }
 
 }  // namespace

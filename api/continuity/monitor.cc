@@ -409,6 +409,8 @@ struct ContinuityMonitor::Impl {
                                                        std::chrono::seconds(std::min(60u, config.delivery.reply_timeout)));
       clients.insert(client.get());
       result = co_await client->open(h.host, h.port, smtp::SmtpClient::Tls::kOpportunistic, h.host);
+      if (result.ok() && !config.continuity.probe_user.empty())
+        result = co_await client->auth_plain(config.continuity.probe_user, config.continuity.probe_password);
       if (result.ok()) result = co_await client->command("MAIL FROM:<" + from + ">");
       if (result.ok()) result = co_await client->command("RCPT TO:<" + config.continuity.probe_to + ">");
       if (result.ok()) result = co_await client->command("DATA");

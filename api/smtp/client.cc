@@ -4,6 +4,8 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ssl/host_name_verification.hpp>
 
+#include <openssl/evp.h>
+
 #include "common/numbers.h"
 
 namespace mailark::smtp {
@@ -207,6 +209,29 @@ awaitable<ClientReply> SmtpClient::send_data(const std::string& message) {
   bool sent = co_await write(dot_stuff(message));
   if (!sent) co_return ClientReply{0, "cannot send to " + peer_};
   ClientReply r = co_await read_reply();
+  co_return r;
+}
+
+awaitable<ClientReply> SmtpClient::auth_plain(const std::string& user, const std::string& password) {
+  bool plain = false;
+  for (const auto& e : extensions_) {
+    if (e.rfind("AUTH ", 0) == 0 && (" " + e + " ").find(" PLAIN ") != std::string::npos) plain = true;
+  }
+  if (!plain) co_return ClientReply{530, peer_ + " offers no AUTH PLAIN"};
+  asio::error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  if (!tls_active_ && (ec || !remote.address().is_loopback()))
+    co_return ClientReply{530, "not sending a password to " + peer_ + " without TLS"};
+  std::string creds;
+  creds.push_back('\0');
+  creds += user;
+  creds.push_back('\0');
+  creds += password;
+  std::string b64(4 * ((creds.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()), reinterpret_cast<const unsigned char*>(creds.data()),
+                          static_cast<int>(creds.size()));
+  b64.resize(static_cast<std::size_t>(n));
+  ClientReply r = co_await command("AUTH PLAIN " + b64);
   co_return r;
 }
 

@@ -42,6 +42,10 @@ class SmtpClient {
   asio::awaitable<std::vector<ClientReply>> pipeline(const std::vector<std::string>& lines);
   // Sends a message after a 354: dot-stuffed, every line ending in CRLF, then the final dot.
   asio::awaitable<ClientReply> send_data(const std::string& message);
+  // SMTP AUTH PLAIN (RFC 4954) after open(). Refused here, without sending anything, when the server
+  // offers no AUTH PLAIN, or when the connection is neither TLS nor to a loopback address (a password
+  // never crosses a network in clear). A refusal is a reply with code 530 and the reason.
+  asio::awaitable<ClientReply> auth_plain(const std::string& user, const std::string& password);
   asio::awaitable<void> quit();
   // Closes the connection now (server shutdown): pending operations fail with code 0.
   void abort();

@@ -1,7 +1,7 @@
 """A private Dovecot for tests: its own configuration, run folder and mail folders under a scratch
 folder, IMAP on a loopback port, in the foreground, logging to a file. Users from a passwd-file (full
 addresses as user names), one master user (for the Sent copies: SASL PLAIN with an authorisation
-identity). Mail lives in Maildirs at <folder>/mail/<domain>/<user>/Maildir, which a private Postfix
+identity), and a SASL socket a private Postfix authenticates its clients with. Mail lives in Maildirs at <folder>/mail/<domain>/<user>/Maildir, which a private Postfix
 delivers into as virtual mailboxes. Needs root and the Debian package dovecot-imapd."""
 import os
 import shutil
@@ -33,6 +33,7 @@ class Dovecot:
                 f.write(f"{addr}:{{PLAIN}}{pw}\n")
         with open(os.path.join(folder, "masters"), "w") as f:
             f.write(f"{master[0]}:{{PLAIN}}{master[1]}\n")
+        self.auth_socket = os.path.join(self.run_dir, "auth-postfix")  # SASL for a private Postfix
         self.conf = os.path.join(folder, "dovecot.conf")
         self.log_path = os.path.join(folder, "dovecot.log")
         with open(self.conf, "w") as f:
@@ -62,6 +63,11 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+}}
+service auth {{
+  unix_listener auth-postfix {{
+    mode = 0666
+  }}
 }}
 service imap-login {{
   chroot =

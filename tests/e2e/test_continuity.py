@@ -142,6 +142,11 @@ virtual_mailbox_maps = texthash:{self.tmp}/vmailbox
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
 relayhost = [127.0.0.1]:{self.outbound}
+mynetworks = 127.0.0.2/32
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {self.dovecot.auth_socket}
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 """)
         self.postfix.start()
         self.cleanups.append(self.postfix.stop)
@@ -190,6 +195,8 @@ index_commit_interval_ms = 200
 window = {self.WINDOW}
 alert_after = 2
 probe_to = "probe@continuity.invalid"
+probe_user = "ana@northwind.example"
+probe_password = "{USERS['ana@northwind.example']}"
 probe_interval = 2
 probe_timeout = 4
 imap_check = ["127.0.0.1:{self.imap_port}"]
@@ -262,6 +269,11 @@ listen = "127.0.0.1:{self.admin}"
         self.until(lambda: any(w["probes_returned"] > 0 for w in self.status()["windows"]),
                    "a window with a probe that came back")
         self.until(lambda: any(w["imap"] == 1 for w in self.status()["windows"]), "a window with a good IMAP login")
+        # The primary relays to outside domains for authenticated clients only: the probes log in.
+        with smtplib.SMTP("127.0.0.1", self.primary_port, timeout=30) as s:
+            s.ehlo("stranger.example")
+            s.mail("someone@partner.example")
+            self.assertEqual(s.rcpt("probe@continuity.invalid")[0], 554, "no relay without the account")
         self.assertEqual(self.server.search("direction:probe")["total"] > 0, True, "probes are archived as probes")
         self.assertEqual(self.server.search("continuity")["total"], 0, "a probe never shows as user mail")
 
