@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/continuity.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -40,8 +41,22 @@ int run_queue(const GlobalOptions& g, const QueueArgs& args) {
     if (args.json) {
       nlohmann::json list = nlohmann::json::array();
       for (const auto& e : *entries) list.push_back(to_json(e));
-      std::cout << nlohmann::json({{"entries", list}, {"total", entries->size()}}).dump() << "\n";
+      std::optional<ContinuityEvent> event;
+      auto state = Continuity(archive).state(&event);
+      std::cout << nlohmann::json({{"entries", list},
+                                   {"total", entries->size()},
+                                   {"continuity", state ? continuity_state_name(*state) : "unknown"}})
+                       .dump()
+                << "\n";
       return kExitOk;
+    }
+    std::optional<ContinuityEvent> event;
+    auto state = Continuity(archive).state(&event);
+    if (state && *state == ContinuityState::kActive && event) {
+      std::cout << "continuity event " << event->id << " is active: mail for the primary is held until it stops "
+                << "(mailark continuity)\n";
+    } else if (state && *state == ContinuityState::kDraining && event) {
+      std::cout << "continuity event " << event->id << " is draining: held mail goes to the primary in arrival order\n";
     }
     for (const auto& e : *entries) {
       auto rec = archive.record(e.seq);

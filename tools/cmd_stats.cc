@@ -3,6 +3,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "engine/continuity.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -25,6 +26,9 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
   const std::uint64_t unindexed_count = unindexed ? unindexed->first : 0;
   auto quarantine = e.archive().quarantine_entries(false);
   const std::uint64_t held = quarantine ? quarantine->size() : 0;
+  std::optional<ContinuityEvent> event;
+  auto cstate = Continuity(e.archive()).state(&event);
+  const std::string continuity = cstate ? continuity_state_name(*cstate) : "unknown";
   double compression =
       c.stored_bytes ? static_cast<double>(c.unique_raw_bytes) / static_cast<double>(c.stored_bytes) : 0;
   double dedup =
@@ -53,7 +57,8 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
                         {"archive_head", head.seq},
                         {"archive_format", e.archive().format()},
                         {"head_hash", to_hex(head.hash)},
-                        {"index_watermark", watermark}};
+                        {"index_watermark", watermark},
+                        {"continuity", continuity}};
     std::cout << j.dump() << "\n";
     return kExitOk;
   }
@@ -72,7 +77,8 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
             << "quarantine       " << held << " held (mailark quarantine list)\n"
             << "malformed        " << c.malformed << "\n"
             << "index watermark  " << watermark << " of " << head.seq << "\n"
-            << "not indexed      " << unindexed_count << (unindexed_count ? " (search is:unindexed; mailark verify lists them)" : "") << "\n";
+            << "not indexed      " << unindexed_count << (unindexed_count ? " (search is:unindexed; mailark verify lists them)" : "") << "\n"
+            << "continuity       " << continuity << (event ? " (event " + std::to_string(event->id) + "; mailark continuity)" : "") << "\n";
   return kExitOk;
 }
 

@@ -314,6 +314,8 @@ listen = "127.0.0.1:{self.admin}"
         self.assertEqual(st["state"], "active")
         self.assertEqual(st["event"]["reason"], "primary down")
         self.assertTrue(st["event"]["started_by"].startswith("panic-button"))
+        self.assertEqual(self.server.cli("queue")["continuity"], "active")
+        self.assertEqual(self.server.cli("stats")["continuity"], "active")
         # Bad input: the used token again, a forged one: refused and logged; starting twice is harmless.
         for bad in (token, "0" * 48, "not-a-token"):
             with self.assertRaises(urllib.error.HTTPError) as e:
