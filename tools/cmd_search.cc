@@ -82,10 +82,11 @@ void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
       "name word, a whole address, a local part or a domain (from:ana, from:ana@example.com,\n"
       "from:example.com); repeating one of them means either;\n"
       "id:<message-id> has:attachment is:malformed is:quarantined verdict:clean|infected|unscanned\n"
-      "direction:import|inbound|outbound type:application/pdf date:2001-01-01..2001-06-30 (also\n"
+      "direction:import|inbound|outbound|probe type:application/pdf date:2001-01-01..2001-06-30 (also\n"
       "date:2001, date:2001-05, open ranges) size:10k..1m; AND, OR, NOT, parentheses, +word, -word\n"
       "(near and adj are words to find, not operators; a query with both quotes and one of them is read\n"
-      "without AND, OR and NOT).");
+      "without AND, OR and NOT). The continuity monitor's probes are found only by a query that names\n"
+      "a direction (direction:probe).");
   cmd->add_option("query", args->words, "the query")->required();
   cmd->add_option("--limit", args->limit, "results to show (default 20)");
   cmd->add_option("--offset", args->offset, "results to skip");
