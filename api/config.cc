@@ -1,4 +1,3 @@
-#include "common/ascii.h"
 #include "api/config.h"
 
 #include <arpa/inet.h>
@@ -12,6 +11,7 @@
 #include <tuple>
 #include <toml++/toml.h>
 
+#include "common/ascii.h"
 #include "common/numbers.h"
 
 namespace mailark::api {

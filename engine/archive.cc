@@ -1,5 +1,4 @@
 // LMDB translation point: every mdb_* call and error code stays in this file.
-#include "common/ascii.h"
 #include "engine/archive.h"
 
 #include <lmdb.h>
@@ -11,6 +10,7 @@
 #include <algorithm>
 #include <map>
 
+#include "common/ascii.h"
 #include "common/encoding.h"
 
 namespace mailark {

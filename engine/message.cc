@@ -1,5 +1,4 @@
 // GMime 3 translation point. Everything that touches GMime or GLib types stays in this file.
-#include "common/ascii.h"
 #include "engine/message.h"
 
 #include <gmime/gmime.h>
@@ -8,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "common/ascii.h"
 #include "engine/html_text.h"
 
 namespace mailark {
@@ -326,6 +326,31 @@ bool ParsedMessage::is_plain_single_part() const {
   return p.content_type == "text/plain" && !p.is_attachment &&
          (p.transfer_encoding.empty() || p.transfer_encoding == "7bit" || p.transfer_encoding == "8bit" ||
           p.transfer_encoding == "binary");
+}
+
+std::optional<std::string> header_field(std::string_view msg, std::string_view name) {
+  std::size_t pos = 0;
+  while (pos < msg.size()) {
+    std::size_t eol = msg.find('\n', pos);
+    std::string_view line = msg.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) return std::nullopt;  // end of the header section
+    if (line.size() > name.size() && line[name.size()] == ':' && ascii_iequals(line.substr(0, name.size()), name)) {
+      std::string value(line.substr(name.size() + 1));
+      std::size_t next = eol == std::string_view::npos ? msg.size() : eol + 1;
+      while (next < msg.size() && (msg[next] == ' ' || msg[next] == '\t')) {
+        std::size_t e2 = msg.find('\n', next);
+        std::string_view cont = msg.substr(next, e2 == std::string_view::npos ? std::string_view::npos : e2 - next);
+        if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
+        value += cont;
+        next = e2 == std::string_view::npos ? msg.size() : e2 + 1;
+      }
+      return value;
+    }
+    if (eol == std::string_view::npos) break;
+    pos = eol + 1;
+  }
+  return std::nullopt;
 }
 
 std::string not_mail_reason(std::string_view raw) {

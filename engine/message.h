@@ -72,4 +72,10 @@ std::string not_mail_reason(std::string_view raw);
 
 std::string join_addresses(const std::vector<Address>& list);
 
+// The raw value of the first header field `name` (case-insensitive) of the message's header section,
+// folded lines joined, without decoding; nothing when the section has none. A cheap scan that stops
+// at the first blank line, for a server deciding before the full parse (the continuity probe's
+// token). Fuzzed with the message target (fuzz/message_fuzz.cc).
+std::optional<std::string> header_field(std::string_view raw, std::string_view name);
+
 }  // namespace mailark

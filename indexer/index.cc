@@ -1,4 +1,3 @@
-#include "common/ascii.h"
 #include "indexer/index.h"
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "common/ascii.h"
 #include "common/numbers.h"
 #include "common/sha256.h"
 #include "indexer/schema.h"

@@ -154,3 +154,19 @@ TEST(MessageModelCorpus, EveryMimeEdgeCaseParsesOrIsRefusedWithAReason) {
 
 }  // namespace
 }  // namespace mailark
+
+namespace mailark {
+namespace {
+
+TEST(MessageModel, HeaderFieldIsFoundInTheHeaderSectionOnly) {
+  const std::string m = "Received: x\r\nx-MAILARK-probe: abc.1.\r\n\tdef\r\nSubject: s\r\n\r\nX-Mailark-Probe: body\r\n";
+  EXPECT_EQ(header_field(m, "X-Mailark-Probe"), " abc.1.\tdef") << "case-insensitive, folded lines joined";
+  EXPECT_EQ(header_field(m, "Subject"), " s");
+  EXPECT_FALSE(header_field("Subject: s\r\n\r\nX-Mailark-Probe: in the body\r\n", "X-Mailark-Probe").has_value());
+  EXPECT_FALSE(header_field("X-Mailark-Probex: no\r\n\r\n", "X-Mailark-Probe").has_value()) << "a longer name";
+  EXPECT_EQ(header_field("X-Mailark-Probe:last", "X-Mailark-Probe"), "last") << "no line end";
+  EXPECT_FALSE(header_field("", "X-Mailark-Probe").has_value());
+}
+
+}  // namespace
+}  // namespace mailark

@@ -1,4 +1,3 @@
-#include "common/ascii.h"
 #include "api/continuity/monitor.h"
 
 #include <fcntl.h>
@@ -20,6 +19,7 @@
 #include "api/blocking.h"
 #include "api/imap/client.h"
 #include "api/smtp/client.h"
+#include "common/ascii.h"
 #include "common/dates.h"
 #include "common/secret_file.h"
 #include "common/sha256.h"
@@ -404,6 +404,8 @@ struct ContinuityMonitor::Impl {
     msg += "This message checks that the primary mail server accepts mail and relays it back out through\r\n";
     msg += "mailark. mailark recognises it on the way back and keeps it out of every mailbox.\r\n";
     smtp::ClientReply result{0, "no probe host"};
+    // In flight from before the first byte: the primary may relay it back before our QUIT is answered.
+    probes[id] = std::chrono::steady_clock::now();
     for (const auto& h : hosts) {
       auto client = std::make_unique<smtp::SmtpClient>(io, tls, config.hostname, std::chrono::seconds(config.delivery.connect_timeout),
                                                        std::chrono::seconds(std::min(60u, config.delivery.reply_timeout)));
@@ -422,9 +424,9 @@ struct ContinuityMonitor::Impl {
     if (stopping) co_return;
     if (result.ok()) {
       figures.probes_sent++;
-      probes[id] = std::chrono::steady_clock::now();
       spdlog::info("continuity: probe {} sent to the primary", id);
     } else {
+      probes.erase(id);
       figures.probes_refused++;
       spdlog::warn("continuity: probe {} not accepted by the primary: {}", id, result.to_string());
     }

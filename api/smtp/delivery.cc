@@ -1,4 +1,3 @@
-#include "common/ascii.h"
 #include "api/smtp/delivery.h"
 
 #include <spdlog/spdlog.h>
@@ -13,6 +12,7 @@
 #include "api/blocking.h"
 #include "api/dns.h"
 #include "api/smtp/client.h"
+#include "common/ascii.h"
 #include "common/dates.h"
 
 namespace mailark::api {
@@ -94,7 +94,6 @@ struct DeliveryAgent::Impl {
   std::chrono::steady_clock::time_point drain_refilled = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point drain_checked{};
   std::uint64_t deduplicated_unreported = 0;  // figures for the event, written with the next check
-  std::uint64_t deduplicated_event = 0;
   asio::ssl::context tls{asio::ssl::context::tls_client};
   asio::steady_timer wakeup{io};
   bool stopping = false;
@@ -152,9 +151,14 @@ struct DeliveryAgent::Impl {
     return smtp::SmtpClient::Tls::kOpportunistic;
   }
 
-  std::shared_ptr<const ContinuitySnapshot> continuity_now() const {
-    if (hooks.continuity) return hooks.continuity();
-    return std::make_shared<const ContinuitySnapshot>();
+  // The continuity state as committed now (one LMDB read of a few microseconds): never a cached copy,
+  // so a start made by another process holds mail from its commit on.
+  ContinuitySnapshot continuity_now() const {
+    ContinuitySnapshot s;
+    auto st = continuity.state(&s.event);
+    if (st) s.state = *st;
+    else spdlog::error("delivery: reading the continuity state: {}", st.error().to_string());
+    return s;
   }
 
   // The range of messages whose delivery to the primary is deduplicated against the delivered log:
@@ -166,9 +170,11 @@ struct DeliveryAgent::Impl {
 
   // Entries of a route due now, at most `limit`, not being delivered: none for the primary while an
   // event holds its mail, at most the drain rate's allowance while it drains (dedupe is set then).
-  std::vector<QueueEntry> take_due(Route route, std::size_t limit, const ContinuitySnapshot& cont, DedupeRange* dedupe) {
+  std::vector<QueueEntry> take_due(Route route, std::size_t limit, DedupeRange* dedupe) {
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    ContinuitySnapshot cont;
     if (route == Route::kPrimary) {
+      cont = continuity_now();
       if (cont.holding()) return {};  // an event: the mail is held in the archive
       if (cont.draining()) {
         *dedupe = {cont.event->id, cont.event->drain_from_seq, cont.event->last_seq};
@@ -188,6 +194,11 @@ struct DeliveryAgent::Impl {
       spdlog::error("delivery: reading the queue: {}", entries.error().to_string());
       return {};
     }
+    // An event started between the two reads holds what was just read: the state is read again after
+    // the queue, so nothing queued after a start (CLI, admin listener, monitor) is ever offered to the
+    // primary (tests/e2e/test_continuity.py test_sigkill_in_the_middle_of_the_drain_loses_nothing
+    // sends right after `mailark continuity start`).
+    if (route == Route::kPrimary && continuity_now().holding()) return {};
     if (route == Route::kPrimary && cont.draining() && config.continuity.drain_rate > 0)
       drain_tokens -= static_cast<double>(entries->size());
     return std::move(entries).value();
@@ -202,7 +213,6 @@ struct DeliveryAgent::Impl {
 
   void schedule() {
     const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
-    auto cont = continuity_now();
     // Failures whose DSN was never archived (a crash in between, or a full pipeline): made now.
     if (auto failed = archive.queue_due(kDsnLane, now, 100)) {
       for (const auto& e : *failed) send_dsn_if_needed(e);
@@ -213,7 +223,7 @@ struct DeliveryAgent::Impl {
     DedupeRange dedupe;
     for (Route route : {Route::kInternet, Route::kPrimary}) {
       DedupeRange range;
-      auto entries = take_due(route, kScanLimit, *cont, &range);
+      auto entries = take_due(route, kScanLimit, &range);
       if (route == Route::kPrimary) dedupe = range;
       for (auto& e : entries) {
         std::set<std::string> dests;
@@ -255,17 +265,17 @@ struct DeliveryAgent::Impl {
   // While an event's mail drains: is anything of it left? When not, the event is over. The reads and
   // writes go to the pool.
   awaitable<void> check_drain() {
-    auto cont = continuity_now();
-    if (!cont->draining()) co_return;
+    const ContinuitySnapshot cont = continuity_now();
+    if (!cont.draining()) co_return;
     const auto t = std::chrono::steady_clock::now();
     if (t - drain_checked < std::chrono::seconds(1)) co_return;
     drain_checked = t;
-    const ContinuityEvent ev = *cont->event;
+    const ContinuityEvent ev = *cont.event;
     const std::uint64_t dedupes = deduplicated_unreported;
     deduplicated_unreported = 0;
     const bool busy = connections["primary"] > 0;
     bool finished = false;
-    std::uint64_t kept = 0, held_by_admin = 0;
+    std::uint64_t kept = 0, held_by_admin = 0, deduplicated = 0;
     Status status;
     auto work = [&] {
       if (dedupes > 0) status = continuity.count(ev.id, dedupes, 0, 0);
@@ -277,6 +287,8 @@ struct DeliveryAgent::Impl {
       held_by_admin = all ? all->held_by_admin : 0;
       status = continuity.finish_drain(ev.id, kept);
       finished = status.ok();
+      if (auto st = continuity.status(0, 1); finished && st && !st->events.empty() && st->events[0].id == ev.id)
+        deduplicated = st->events[0].deduplicated;  // the figure as written
     };
     co_await run_blocking(blocking, work);
     if (!status) {
@@ -287,9 +299,8 @@ struct DeliveryAgent::Impl {
     if (!finished) co_return;
     spdlog::info("continuity: event {} drained: every held message was offered to the primary "
                  "(not sent again: {}; refused by the primary and kept: {}{})",
-                 ev.id, ev.deduplicated + deduplicated_event, kept,
+                 ev.id, deduplicated, kept,
                  held_by_admin ? "; held by an administrator: " + std::to_string(held_by_admin) : "");
-    deduplicated_event = 0;
     if (hooks.on_continuity_change) hooks.on_continuity_change();
   }
 
@@ -379,9 +390,8 @@ struct DeliveryAgent::Impl {
       release(batch, dest);
       batch.clear();
       if (!usable || stopping || !one_destination || round + 1 >= kBatchesPerConnection) break;
-      auto cont = continuity_now();
       DedupeRange range;
-      for (auto& e : take_due(route, kBatch, *cont, &range)) {
+      for (auto& e : take_due(route, kBatch, &range)) {
         bool wanted = false;
         for (const auto& r : e.recipients) wanted |= covers(e, r, dest, now) && !in_flight.count(key(e.seq, dest));
         if (!wanted) continue;
@@ -410,31 +420,28 @@ struct DeliveryAgent::Impl {
     std::string raw;
     // What the primary has already (the continuity drain): recipient -> why it is not sent again.
     std::map<std::string, std::string> already;
-    // Reading and decompressing a large message takes milliseconds: not on the event loop.
     const std::uint64_t seq = e.seq;
     const bool check_delivered = dedupe.covers(seq) && !e.message_id.empty();
-    auto read = [&] {
-      if (check_delivered) {
-        for (const auto& a : wanted) {
-          auto hit = archive.delivered_lookup(e.message_id, a);
-          if (hit && hit->has_value() && (*hit)->seq != seq) {
-            already[a] = "not sent again: the primary accepted this message (Message-ID <" + e.message_id +
-                         ">) for this recipient as message " + std::to_string((*hit)->seq) + " at " +
-                         rfc5322_date((*hit)->at);
-          }
+    // The record (an LMDB lookup of a few microseconds) and the dedupe lookups are read here; the
+    // message bytes too when small, and on the pool when large (decompressing takes milliseconds).
+    if (check_delivered) {
+      for (const auto& a : wanted) {
+        auto hit = archive.delivered_lookup(e.message_id, a);
+        if (hit && hit->has_value() && (*hit)->seq != seq) {
+          already[a] = "not sent again: the primary accepted this message (Message-ID <" + e.message_id +
+                       ">) for this recipient as message " + std::to_string((*hit)->seq) + " at " +
+                       rfc5322_date((*hit)->at);
         }
       }
-      rec = archive.record(seq);
-      if (!rec) return;
+    }
+    rec = archive.record(seq);
+    auto read_raw = [&] {
       auto r = archive.raw(*rec);
       if (r) raw = std::move(r).value();
       else rec = r.error();
     };
-    // Most messages are small: read (an LMDB lookup, a few microseconds of zstd) on the event loop
-    // rather than paying two thread hops; a large one is read on the pool.
-    auto small = archive.record(seq);
-    if (small && small->raw_size <= kInlineReadBytes) read();
-    else co_await run_blocking(blocking, read);
+    if (rec && rec->raw_size <= kInlineReadBytes) read_raw();
+    else if (rec) co_await run_blocking(blocking, read_raw);
     if (!rec) {
       spdlog::error("delivery: message {}: {}", e.seq, rec.error().to_string());
       co_return true;  // archive damage: leave the entry for an administrator (verify)
@@ -446,7 +453,6 @@ struct DeliveryAgent::Impl {
         spdlog::info("{}: to=<{}> {}", seq, a, why);
       }
       deduplicated_unreported += already.size();
-      deduplicated_event += already.size();
       std::erase_if(wanted, [&](const std::string& a) { return already.count(a) > 0; });
       if (wanted.empty()) {
         record(e, outcome, relay);

@@ -48,8 +48,6 @@ namespace mailark::api {
 enum class PrimaryAttempt { kDelivered, kRefused, kDeferred, kUnreachable };
 
 struct DeliveryHooks {
-  // The continuity state now (null: always normal). Called on the io thread at every scan.
-  std::function<std::shared_ptr<const ContinuitySnapshot>()> continuity;
   // Each attempt to deliver a message to the primary, with its time. Called on the io thread.
   std::function<void(PrimaryAttempt, std::chrono::milliseconds)> on_primary_attempt;
   // The continuity state changed here (a drain ended). Called on the io thread.

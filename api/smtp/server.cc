@@ -1,4 +1,3 @@
-#include "common/ascii.h"
 #include "api/smtp/server.h"
 
 #include <arpa/inet.h>
@@ -26,8 +25,10 @@
 #include "api/smtp/protocol.h"
 #include "api/smtp/verifier.h"
 #include "api/tls.h"
+#include "common/ascii.h"
 #include "common/dates.h"
 #include "engine/ingest.h"
+#include "engine/message.h"
 
 namespace mailark::api {
 
@@ -89,9 +90,9 @@ class ListenerPolicy : public smtp::Policy {
   // `where` names the listener and client in log lines ("mx: [192.0.2.1]").
   // holding: a continuity event is active (the primary is not asked about recipients then).
   ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data, RecipientVerifier& verifier,
-                 std::string where, std::function<bool()> holding, std::string verify_unreachable)
+                 std::string where, std::function<bool()> holding)
       : inbound_(inbound), data_(std::move(data)), verifier_(verifier), where_(std::move(where)),
-        holding_(std::move(holding)), verify_unreachable_(std::move(verify_unreachable)) {}
+        holding_(std::move(holding)) {}
   std::optional<smtp::Reply> check_sender(const smtp::Path& sender) override {
     sender_ = sender.address;
     return std::nullopt;
@@ -123,20 +124,10 @@ class ListenerPolicy : public smtp::Policy {
       return RecipientDecision::reject({550, "5.1.1 <" + rcpt.address + ">: Recipient address rejected: user unknown"});
     }
     if (rules->verify_with_primary && holding_()) {
-      // A continuity event: the primary is down (or must not be touched). An address it accepted
-      // before is accepted; one it refused stays refused; others as inbound.verify_unreachable says
-      // (tests/e2e/test_continuity.py).
-      smtp::Reply refusal;
-      switch (verifier_.lookup(rcpt.address, &refusal, /*any_age=*/true)) {
-        case RecipientVerifier::Known::kAccepted:
-          return RecipientDecision::accept();
-        case RecipientVerifier::Known::kRefused:
-          return RecipientDecision::reject(refusal);
-        case RecipientVerifier::Known::kUnknown:
-          if (verify_unreachable_ == "accept") return RecipientDecision::accept();
-          return RecipientDecision::reject(
-              {451, "4.4.3 <" + rcpt.address + ">: Recipient address verification is not possible now, try again later"});
-      }
+      // A continuity event: the primary is not asked; its earlier answers and inbound.verify_unreachable
+      // decide (tests/e2e/test_continuity.py test_during_an_event_recipients_are_not_checked_with_the_primary).
+      if (auto refused = verifier_.answer_without_primary(rcpt.address)) return RecipientDecision::reject(*refused);
+      return RecipientDecision::accept();
     }
     if (rules->verify_with_primary) {
       smtp::Reply refusal;
@@ -157,36 +148,9 @@ class ListenerPolicy : public smtp::Policy {
   RecipientVerifier& verifier_;
   std::string where_;
   std::function<bool()> holding_;
-  std::string verify_unreachable_;
   std::string sender_;
 };
 
-// The value of the first header field `name` (case-insensitive) of a message's header section, or
-// nothing. Folded lines are joined.
-std::optional<std::string> header_value(std::string_view msg, std::string_view name) {
-  std::size_t pos = 0;
-  while (pos < msg.size()) {
-    std::size_t eol = msg.find('\n', pos);
-    std::string_view line = msg.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) return std::nullopt;  // end of the header section
-    if (line.size() > name.size() && line[name.size()] == ':' && ascii_iequals(line.substr(0, name.size()), name)) {
-      std::string value(line.substr(name.size() + 1));
-      std::size_t next = eol == std::string_view::npos ? msg.size() : eol + 1;
-      while (next < msg.size() && (msg[next] == ' ' || msg[next] == '\t')) {
-        std::size_t e2 = msg.find('\n', next);
-        std::string_view cont = msg.substr(next, e2 == std::string_view::npos ? std::string_view::npos : e2 - next);
-        if (!cont.empty() && cont.back() == '\r') cont.remove_suffix(1);
-        value += cont;
-        next = e2 == std::string_view::npos ? msg.size() : e2 + 1;
-      }
-      return value;
-    }
-    if (eol == std::string_view::npos) break;
-    pos = eol + 1;
-  }
-  return std::nullopt;
-}
 
 // Completion of a detached coroutine: an escaped exception is a bug, logged rather than lost.
 void log_exception(std::exception_ptr e) {
@@ -306,7 +270,6 @@ struct SmtpServer::Impl {
     monitor = std::make_unique<ContinuityMonitor>(io, blocking, engine.archive(), config, engine.options().data_dir, *alerter);
     MAILARK_TRY(monitor->setup());
     DeliveryHooks hooks;
-    hooks.continuity = [this] { return monitor->snapshot(); };
     hooks.on_primary_attempt = [this](PrimaryAttempt a, std::chrono::milliseconds ms) { monitor->observe(a, ms); };
     hooks.on_continuity_change = [this] { monitor->refresh(); };
     delivery = std::make_unique<DeliveryAgent>(io, blocking, engine.archive(), config,
@@ -447,7 +410,7 @@ struct SmtpServer::Impl {
     }
 
     ListenerPolicy policy(inbound, [this] { return current_policy(); }, *verifier, lc.name + ": [" + ip + "]",
-                          [this] { return monitor->snapshot()->holding(); }, config.verify_unreachable);
+                          [this] { return monitor->snapshot()->holding(); });
     smtp::ProtocolConfig pc;
     pc.hostname = config.hostname;
     const Limits& lim = config.limits;
@@ -568,7 +531,7 @@ struct SmtpServer::Impl {
     // The continuity monitor's probe, come back from the primary: archived as a probe, never relayed.
     bool probe = false;
     if (!inbound) {
-      if (auto token = header_value(msg.data, "X-Mailark-Probe")) {
+      if (auto token = header_field(msg.data, "X-Mailark-Probe")) {
         probe = monitor->probe_arrived(*token);
         if (!probe) spdlog::warn("{}: X-Mailark-Probe header with a token this server did not make: treated as ordinary mail", txn);
       }

@@ -1,4 +1,3 @@
-#include "common/ascii.h"
 #include "api/smtp/verifier.h"
 
 #include <spdlog/spdlog.h>
@@ -8,6 +7,7 @@
 
 #include "api/blocking.h"
 #include "api/smtp/client.h"
+#include "common/ascii.h"
 
 namespace mailark::api {
 
@@ -52,6 +52,14 @@ struct RecipientVerifier::Impl {
   bool fresh(const CachedRecipient& c) const {
     const std::int64_t ttl = c.exists ? config.verify_positive_ttl : config.verify_negative_ttl;
     return now_s() - c.checked_at < ttl;
+  }
+
+  std::optional<smtp::Reply> without_primary(const std::string& address) const {
+    auto known = cache.find(ascii_lower(address));
+    if (known != cache.end() && known->second.exists) return std::nullopt;  // accepted before, however long ago
+    if (known != cache.end() && fresh(known->second)) return refusal(address, known->second.reply);
+    if (config.verify_unreachable == "accept") return std::nullopt;
+    return smtp::Reply{451, "4.4.3 <" + address + ">: Recipient address verification is not possible now, try again later"};
   }
 
   static smtp::Reply refusal(const std::string& address, const std::string& primary_reply) {
@@ -110,16 +118,9 @@ struct RecipientVerifier::Impl {
       spdlog::info("verify: <{}> {} by the primary: {}", address, c.exists ? "accepted" : "refused", c.reply);
       if (!c.exists) answer = refusal(address, c.reply);
     } else {
-      auto known = cache.find(key);
-      if (known != cache.end() && known->second.exists) {
-        spdlog::info("verify: <{}>: the primary cannot be asked ({}); accepted as it was before", address, r.to_string());
-      } else if (config.verify_unreachable == "accept") {
-        spdlog::info("verify: <{}>: the primary cannot be asked ({}); accepted (verify_unreachable = accept)", address,
-                     r.to_string());
-      } else {
-        spdlog::info("verify: <{}>: the primary cannot be asked ({}); deferred", address, r.to_string());
-        answer = smtp::Reply{451, "4.4.3 <" + address + ">: Recipient address verification is not possible now, try again later"};
-      }
+      answer = without_primary(address);
+      spdlog::info("verify: <{}>: the primary cannot be asked ({}); {}", address, r.to_string(),
+                   answer ? answer->text : "accepted (as it was before, or verify_unreachable = accept)");
     }
     co_return answer;
   }
@@ -131,11 +132,13 @@ RecipientVerifier::RecipientVerifier(asio::io_context& io, asio::thread_pool& bl
 
 RecipientVerifier::~RecipientVerifier() = default;
 
-RecipientVerifier::Known RecipientVerifier::lookup(const std::string& address, smtp::Reply* refusal, bool any_age) const {
+std::optional<smtp::Reply> RecipientVerifier::answer_without_primary(const std::string& address) const {
+  return impl_->without_primary(address);
+}
+
+RecipientVerifier::Known RecipientVerifier::lookup(const std::string& address, smtp::Reply* refusal) const {
   auto it = impl_->cache.find(ascii_lower(address));
-  if (it == impl_->cache.end()) return Known::kUnknown;
-  if (any_age && it->second.exists) return Known::kAccepted;
-  if (!impl_->fresh(it->second)) return Known::kUnknown;
+  if (it == impl_->cache.end() || !impl_->fresh(it->second)) return Known::kUnknown;
   if (it->second.exists) return Known::kAccepted;
   if (refusal) *refusal = Impl::refusal(address, it->second.reply);
   return Known::kRefused;

@@ -33,9 +33,13 @@ class RecipientVerifier {
   ~RecipientVerifier();
 
   enum class Known { kUnknown, kAccepted, kRefused };
-  // A fresh cached answer, if there is one (refusal: the reply to send). any_age: an address the
-  // primary accepted at any time counts (during a continuity event, when it cannot be asked).
-  Known lookup(const std::string& address, smtp::Reply* refusal, bool any_age = false) const;
+  // A fresh cached answer, if there is one (refusal: the reply to send).
+  Known lookup(const std::string& address, smtp::Reply* refusal) const;
+  // The answer when the primary cannot be asked (it is down or answers 4xx, or a continuity event
+  // holds its mail): an address it accepted at any time is accepted (nothing), a fresh refusal
+  // stands, others are accepted or deferred (451 4.4.3) as inbound.verify_unreachable says. Asks
+  // nobody.
+  std::optional<smtp::Reply> answer_without_primary(const std::string& address) const;
   // Probes the primary (or waits for a probe already running). Nothing: accept; else the reply.
   asio::awaitable<std::optional<smtp::Reply>> verify(const std::string& address);
 

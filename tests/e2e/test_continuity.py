@@ -457,7 +457,9 @@ listen = "127.0.0.1:{self.admin}"
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: self.send(self.inbound, f"s{i}@partner.example", ["ana@northwind.example"],
                                               message(f"drain {i}", f"drain-{i}@partner.example")), range(600)))
-        self.assertTrue(self.server.cli("continuity", "stop")["changed"])
+        stopped = self.server.cli("continuity", "stop")
+        self.assertTrue(stopped["changed"])
+        self.assertEqual(stopped["event"]["held_messages"], 600, "sent right after the CLI's start: all held")
         self.until(lambda: 100 < sum(1 for k in message_ids(self.imap_port, "ana@northwind.example")
                                      if k.startswith("drain-")) < 500, "a drain half done")
         self.server.stop(signal.SIGKILL)
