@@ -66,14 +66,16 @@ struct Ingest::Impl {
        std::function<void(const IngestResult&)> cb)
       : archive(a), index(i), scanner(s), limits(l), options(std::move(o)), on_result(std::move(cb)),
         work(std::max<std::size_t>(1, options.queue_depth)) {
+    training_done = options.train_after == 0 || archive.codec()->active_dictionary() != 0;
+    // Every structure the threads share is built before the first thread starts: an index thread
+    // reads to_index while a later push_back could still move the vector (ASan caught that once in
+    // Ingest.FailedCommitFailsThatBatchOnly).
+    for (unsigned k = 0; k < index.shard_count(); ++k)
+      to_index.push_back(std::make_unique<BoundedQueue<ToIndex>>(1024));
     unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
     appender = std::thread([this] { append_loop(); });
-    for (unsigned k = 0; k < index.shard_count(); ++k) {
-      to_index.push_back(std::make_unique<BoundedQueue<ToIndex>>(1024));
-      indexers.emplace_back([this, k] { index_loop(k); });
-    }
-    training_done = options.train_after == 0 || archive.codec()->active_dictionary() != 0;
+    for (unsigned k = 0; k < index.shard_count(); ++k) indexers.emplace_back([this, k] { index_loop(k); });
   }
 
   void warn(const std::string& what) {
