@@ -59,7 +59,8 @@ class [[nodiscard]] Result {
     assert(ok());
     return std::get<0>(v_);
   }
-  T&& value() && {
+  // By value, not T&&: `for (auto& x : f().value())` would otherwise iterate a destroyed temporary.
+  T value() && {
     assert(ok());
     return std::get<0>(std::move(v_));
   }

@@ -1,4 +1,5 @@
-// LMDB translation point: every mdb_* call and error code stays in this file.
+// LMDB translation point of the archive: every mdb_* call on DATA/archive stays in this file
+// (engine/mailbox.cc is the other, for DATA/mailbox; engine/lmdb_util.h holds what they share).
 #include "engine/archive.h"
 
 #include <lmdb.h>
@@ -12,6 +13,7 @@
 
 #include "common/ascii.h"
 #include "common/encoding.h"
+#include "engine/lmdb_util.h"
 
 namespace mailark {
 namespace {
@@ -57,45 +59,13 @@ Error lmdb_error(const std::string& what, int rc) {
   return make_error(code, what + ": " + mdb_strerror(rc), hint);
 }
 
-struct Txn {
-  MDB_txn* txn = nullptr;
-  ~Txn() {
-    if (txn) mdb_txn_abort(txn);
-  }
-  int commit() {
-    int rc = mdb_txn_commit(txn);
-    txn = nullptr;
-    return rc;
-  }
-};
-
-MDB_val val(std::string_view s) {
-  return MDB_val{s.size(), const_cast<char*>(s.data())};
-}
-std::string_view view(const MDB_val& v) {
-  return {static_cast<const char*>(v.mv_data), v.mv_size};
-}
-
-std::string be64(std::uint64_t v) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(v >> (56 - 8 * i));
-  return s;
-}
-std::uint64_t from_be64(std::string_view s) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = v << 8 | static_cast<std::uint8_t>(s[i]);
-  return v;
-}
-std::string be32(std::uint32_t v) {
-  std::string s(4, '\0');
-  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
-  return s;
-}
-std::uint32_t from_be32(std::string_view s) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = v << 8 | static_cast<std::uint8_t>(s[i]);
-  return v;
-}
+using lmdb::Txn;
+using lmdb::val;
+using lmdb::view;
+using lmdb::be64;
+using lmdb::from_be64;
+using lmdb::be32;
+using lmdb::from_be32;
 
 constexpr std::string_view kMetaFormat = "format";
 constexpr std::string_view kMetaHead = "head";

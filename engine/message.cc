@@ -301,6 +301,21 @@ bool is_header_line(std::string_view line) {
 
 }  // namespace
 
+std::vector<Address> parse_address_list(std::string_view value, unsigned max) {
+  init_gmime();
+  std::string text(value);
+  std::vector<Address> out;
+  GMimeParserOptions* opts = g_mime_parser_options_new();
+  g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  if (InternetAddressList* list = internet_address_list_parse(opts, text.c_str())) {
+    read_addresses(list, out, max);
+    g_object_unref(list);
+  }
+  g_mime_parser_options_free(opts);
+  if (out.empty() && text.find('@') != std::string::npos) out = split_addresses_loosely(text, max);
+  return out;
+}
+
 std::string Address::to_string() const {
   if (name.empty()) return addr;
   if (addr.empty()) return name;

@@ -72,6 +72,11 @@ std::string not_mail_reason(std::string_view raw);
 
 std::string join_addresses(const std::vector<Address>& list);
 
+// The addresses of one header field's raw value (an RFC 5322 address-list; groups flattened, RFC 2047
+// names decoded), at most `max`. What GMime cannot parse is split loosely on commas, so no address is
+// lost (the mailbox store places imported mail by these). Fuzzed with the message target.
+std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000);
+
 // The raw value of the first header field `name` (case-insensitive) of the message's header section,
 // folded lines joined, without decoding; nothing when the section has none. A cheap scan that stops
 // at the first blank line, for a server deciding before the full parse (the continuity probe's

@@ -72,5 +72,6 @@ void register_serve(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_queue(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_quarantine(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_continuity(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_user(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/ingest.h"
+#include "engine/mailbox.h"
+#include "engine/users.h"
 #include "engine/sources.h"
 #include "tools/cli.h"
 
@@ -16,6 +18,7 @@ struct ImportArgs {
   std::vector<std::string> paths;
   bool json = false;
   bool no_scan = false;
+  std::string owner;  // --owner: the user whose mailbox this is
 };
 
 struct Summary {
@@ -43,6 +46,12 @@ std::uint64_t count_files(const std::vector<std::string>& paths) {
 }
 
 int run_import(const GlobalOptions& g, const ImportArgs& args) {
+  std::string owner;
+  if (!args.owner.empty()) {
+    auto o = normalize_address(args.owner);
+    if (!o) return report(o.error());
+    owner = *o;
+  }
   auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/true, "import");
   if (!engine) return report(engine.error());
   Engine& e = **engine;
@@ -110,6 +119,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
       item.envelope.connector = "import";
       item.envelope.source = item.origin;
       item.envelope.received_at = m.received_at;
+      if (!owner.empty()) item.envelope.rcpt_to = {owner};  // the mailbox store places it for the owner
       // Imports archive everything: an unscannable message of an old mailbox stays visible (its
       // verdict says why), an infected one is quarantined; nothing is delivered.
       item.on_unscannable = ScanAction::kDeliver;
@@ -139,6 +149,24 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     if (auto c = e.compact_index(); !c) report(c.error());
   }
 
+  // Users' folders follow the archive (mailbox.h): place what was imported now, when there are users.
+  std::uint64_t placed = 0;
+  if (std::filesystem::exists(g.data_dir + "/mailbox/data.mdb")) {
+    if (auto store = MailboxStore::open(g.data_dir + "/mailbox", false)) {
+      while (true) {
+        auto f = (*store)->follow(e.archive(), 20000);
+        if (!f) {
+          report(f.error());
+          break;
+        }
+        placed += f->placed;
+        if (f->followed >= e.archive().head().seq) break;
+      }
+    } else {
+      report(store.error());
+    }
+  }
+
   if (args.json) {
     nlohmann::json j = {{"messages", sum.messages},       {"imported", sum.imported},
                         {"duplicates", sum.duplicates},   {"infected", sum.infected},
@@ -146,7 +174,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
                         {"malformed", sum.malformed},
                         {"errors", sum.errors},           {"skipped", sum.skipped},
                         {"error_files", sum.error_files}, {"archive_head", e.archive().head().seq},
-                        {"signature_load_seconds", signature_load_seconds}};
+                        {"signature_load_seconds", signature_load_seconds},
+                        {"placed_in_folders", placed}};
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::cout << "messages   " << sum.messages << "\n"
@@ -157,6 +186,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
               << "unscanned  " << sum.unscanned << "\n"
               << "malformed  " << sum.malformed << "\n"
               << "errors     " << sum.errors << "\n";
+    if (placed) std::cout << "placed     " << placed << " in users' folders\n";
     if (sum.skipped) std::cout << "skipped    " << sum.skipped << " (mail store metadata files)\n";
     for (const auto& ef : sum.error_files) {
       std::cout << "  error: " << ef["path"].get<std::string>() << ": " << ef["reason"].get<std::string>()
@@ -175,6 +205,9 @@ void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
   cmd->add_option("paths", args->paths, "what to import")->required();
   cmd->add_flag("--json", args->json, "print one JSON object");
   cmd->add_flag("--no-scan", args->no_scan, "skip virus scanning (messages are recorded as unscanned)");
+  cmd->add_option("--owner", args->owner,
+                  "the user whose mailbox this is: messages go to their INBOX (or Sent, when they wrote them);\n"
+                  "without it, imported mail is placed by its From, To and Cc header fields");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_import(g, *args); }; });
 }
 

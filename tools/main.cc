@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   register_queue(app, g, run);
   register_quarantine(app, g, run);
   register_continuity(app, g, run);
+  register_user(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,195 @@
+#include "engine/users.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/ascii.h"
+#include "common/numbers.h"
+
+namespace mailark {
+namespace {
+
+constexpr std::size_t kSaltBytes = 16;
+constexpr std::size_t kKeyBytes = 32;
+
+std::string b64(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::optional<std::string> unb64(std::string_view text) {
+  if (text.empty() || text.size() % 4 != 0 || text.size() > 1024) return std::nullopt;
+  std::string out(text.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  std::size_t len = static_cast<std::size_t>(n);
+  for (std::size_t i = text.size(); i > 0 && text[i - 1] == '='; --i) --len;  // EVP_DecodeBlock keeps padding
+  out.resize(len);
+  return out;
+}
+
+std::optional<std::string> scrypt(std::string_view password, std::string_view salt, unsigned log_n, unsigned r,
+                                  unsigned p) {
+  if (log_n < 10 || log_n > 20 || r < 1 || r > 32 || p < 1 || p > 4) return std::nullopt;
+  const std::uint64_t n = std::uint64_t{1} << log_n;
+  const std::uint64_t maxmem = 128 * n * r * p + (std::uint64_t{1} << 20) * 2;
+  std::string key(kKeyBytes, '\0');
+  if (EVP_PBE_scrypt(password.data(), password.size(), reinterpret_cast<const unsigned char*>(salt.data()),
+                     salt.size(), n, r, p, maxmem, reinterpret_cast<unsigned char*>(key.data()), key.size()) != 1)
+    return std::nullopt;
+  return key;
+}
+
+}  // namespace
+
+const char* role_name(Role r) {
+  switch (r) {
+    case Role::kUser: return "user";
+    case Role::kAuditor: return "auditor";
+    case Role::kAdmin: return "admin";
+  }
+  return "user";
+}
+
+std::optional<Role> parse_role(std::string_view name) {
+  for (Role r : {Role::kUser, Role::kAuditor, Role::kAdmin})
+    if (ascii_iequals(name, role_name(r))) return r;
+  return std::nullopt;
+}
+
+std::vector<std::string> User::addresses() const {
+  std::vector<std::string> all{name};
+  all.insert(all.end(), aliases.begin(), aliases.end());
+  return all;
+}
+
+bool User::has_address(std::string_view address) const {
+  if (ascii_iequals(address, name)) return true;
+  for (const auto& a : aliases)
+    if (ascii_iequals(address, a)) return true;
+  return false;
+}
+
+std::string encode_user(const User& u) {
+  nlohmann::json apps = nlohmann::json::array();
+  for (const auto& a : u.app_passwords) apps.push_back({{"label", a.label}, {"hash", a.hash}, {"created_at", a.created_at}});
+  nlohmann::json j = {{"v", 1},
+                      {"id", u.id},
+                      {"name", u.name},
+                      {"aliases", u.aliases},
+                      {"display_name", u.display_name},
+                      {"role", role_name(u.role)},
+                      {"password", u.password_hash},
+                      {"app_passwords", apps},
+                      {"disabled", u.disabled},
+                      {"created_at", u.created_at}};
+  return j.dump();
+}
+
+Result<User> decode_user(std::string_view value) {
+  try {
+    auto j = nlohmann::json::parse(value);
+    if (j.value("v", 0) != 1) return make_error(ErrorCode::kUnsupported, "a user record of an unknown version");
+    User u;
+    u.id = j.at("id").get<std::uint32_t>();
+    u.name = j.at("name").get<std::string>();
+    u.aliases = j.value("aliases", std::vector<std::string>{});
+    u.display_name = j.value("display_name", std::string());
+    auto role = parse_role(j.value("role", std::string("user")));
+    if (!role) return make_error(ErrorCode::kCorrupt, "user " + u.name + " has an unknown role");
+    u.role = *role;
+    u.password_hash = j.value("password", std::string());
+    for (const auto& a : j.value("app_passwords", nlohmann::json::array()))
+      u.app_passwords.push_back({a.at("label").get<std::string>(), a.at("hash").get<std::string>(),
+                                 a.value("created_at", std::int64_t{0})});
+    u.disabled = j.value("disabled", false);
+    u.created_at = j.value("created_at", std::int64_t{0});
+    return u;
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::kCorrupt, std::string("a user record does not decode: ") + e.what());
+  }
+}
+
+Result<std::string> hash_password(std::string_view password, unsigned log_n) {
+  if (password.empty()) return make_error(ErrorCode::kInvalidArgument, "an empty password");
+  if (password.size() > 1024) return make_error(ErrorCode::kLimit, "a password longer than 1024 bytes");
+  std::string salt(kSaltBytes, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(salt.data()), static_cast<int>(salt.size())) != 1)
+    return make_error(ErrorCode::kInternal, "the random number generator failed");
+  auto key = scrypt(password, salt, log_n, 8, 1);
+  if (!key) return make_error(ErrorCode::kInternal, "scrypt failed (not enough memory?)");
+  return "$scrypt$ln=" + std::to_string(log_n) + ",r=8,p=1$" + b64(salt) + "$" + b64(*key);
+}
+
+bool verify_password(std::string_view password, std::string_view hash) {
+  // $scrypt$ln=15,r=8,p=1$salt$key
+  constexpr std::string_view kPrefix = "$scrypt$";
+  if (password.size() > 1024 || hash.substr(0, kPrefix.size()) != kPrefix) return false;
+  std::string_view rest = hash.substr(kPrefix.size());
+  auto d1 = rest.find('$');
+  if (d1 == std::string_view::npos) return false;
+  std::string_view params = rest.substr(0, d1);
+  rest = rest.substr(d1 + 1);
+  auto d2 = rest.find('$');
+  if (d2 == std::string_view::npos) return false;
+  auto salt = unb64(rest.substr(0, d2));
+  auto expected = unb64(rest.substr(d2 + 1));
+  if (!salt || !expected || expected->size() != kKeyBytes) return false;
+  unsigned ln = 0, r = 0, p = 0;
+  while (!params.empty()) {
+    auto comma = params.find(',');
+    std::string_view kv = params.substr(0, comma);
+    params = comma == std::string_view::npos ? std::string_view() : params.substr(comma + 1);
+    auto eq = kv.find('=');
+    if (eq == std::string_view::npos) return false;
+    auto v = parse_decimal(kv.substr(eq + 1), 64);
+    if (!v) return false;
+    std::string_view k = kv.substr(0, eq);
+    if (k == "ln") ln = static_cast<unsigned>(*v);
+    else if (k == "r") r = static_cast<unsigned>(*v);
+    else if (k == "p") p = static_cast<unsigned>(*v);
+    else return false;
+  }
+  auto key = scrypt(password, *salt, ln, r, p);
+  return key && CRYPTO_memcmp(key->data(), expected->data(), kKeyBytes) == 0;
+}
+
+std::string generate_app_password() {
+  static constexpr char kAlphabet[] = "abcdefghijkmnpqrstuvwxyz23456789";  // no l, o, 0, 1
+  unsigned char bytes[16];
+  RAND_bytes(bytes, sizeof bytes);
+  std::string out;
+  for (int i = 0; i < 16; ++i) {
+    if (i && i % 4 == 0) out += '-';
+    out += kAlphabet[bytes[i] % 32];
+  }
+  return out;
+}
+
+Result<std::string> normalize_address(std::string_view address) {
+  while (!address.empty() && (address.front() == ' ' || address.front() == '\t')) address.remove_prefix(1);
+  while (!address.empty() && (address.back() == ' ' || address.back() == '\t')) address.remove_suffix(1);
+  if (address.size() >= 2 && address.front() == '<' && address.back() == '>') address = address.substr(1, address.size() - 2);
+  if (address.empty() || address.size() > 254)
+    return make_error(ErrorCode::kInvalidArgument, "an address must have 1 to 254 bytes");
+  auto at = address.rfind('@');
+  if (at == std::string_view::npos || at == 0 || at + 1 == address.size() || address.find('@') != at)
+    return make_error(ErrorCode::kInvalidArgument, "\"" + std::string(address) + "\" is not an address (local@domain)");
+  for (char c : address) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f || c == '<' || c == '>' || c == '"' || c == '\\' || c == ',' || c == ';' || c == ':' ||
+        c == '(' || c == ')' || c == '[' || c == ']')
+      return make_error(ErrorCode::kInvalidArgument,
+                        "\"" + std::string(address) + "\" holds a character the directory does not take in an address");
+  }
+  return ascii_lower(address);
+}
+
+}  // namespace mailark

@@ -1,0 +1,359 @@
+// The user directory and the mailbox store (engine/users.h, engine/mailbox.h): passwords, users,
+// membership rules, folders, flags, expunge, copy/move, isolation.
+#include <gtest/gtest.h>
+
+#include "engine/archive.h"
+#include "engine/mailbox.h"
+#include "engine/users.h"
+#include "test_util.h"
+
+namespace mailark {
+namespace {
+
+struct Fixture {
+  test::ScratchDir dir;
+  std::unique_ptr<Archive> archive;
+  std::unique_ptr<MailboxStore> store;
+  Fixture() {
+    archive = std::move(Archive::open(dir / "archive", Limits{}, false)).value();
+    store = std::move(MailboxStore::open(dir / "mailbox", false)).value();
+  }
+  std::uint64_t append(Direction d, const std::string& from, std::vector<std::string> rcpts, const std::string& raw,
+                       std::uint32_t flags = 0, scanner::VerdictKind verdict = scanner::VerdictKind::kClean,
+                       const std::string& connector = "mx", const std::string& source = "") {
+    std::vector<PendingAppend> batch(1);
+    PendingAppend& p = batch[0];
+    p.envelope.direction = d;
+    p.envelope.mail_from = from;
+    p.envelope.rcpt_to = std::move(rcpts);
+    p.envelope.connector = connector;
+    p.envelope.source = source;
+    p.envelope.received_at = 1700000000;
+    p.verdict.kind = verdict;
+    p.flags = flags;
+    p.content_sha256 = sha256(raw);
+    p.raw_size = raw.size();
+    auto codec = archive->codec();
+    p.dict_id = codec->active_dictionary();
+    p.frame = codec->compress(raw).value();
+    auto out = archive->append(batch);
+    EXPECT_TRUE(out.ok());
+    return (*out)[0].record.seq;
+  }
+  User add(const std::string& name, std::vector<std::string> aliases = {}) {
+    User u;
+    u.name = name;
+    u.aliases = std::move(aliases);
+    auto added = store->add_user(u);
+    EXPECT_TRUE(added.ok()) << (added.ok() ? "" : added.error().to_string());
+    return *added;
+  }
+  std::vector<std::uint64_t> seqs(const User& u, const std::string& folder) {
+    auto f = store->folder(u.id, folder);
+    EXPECT_TRUE(f.ok()) << folder;
+    std::vector<std::uint64_t> out;
+    for (const auto& e : store->entries(u.id, f->id).value()) out.push_back(e.seq);
+    return out;
+  }
+  void follow() {
+    auto f = store->follow(*archive);
+    ASSERT_TRUE(f.ok()) << f.error().to_string();
+  }
+};
+
+std::string msg(const std::string& from, const std::string& to, const std::string& subject) {
+  return "From: " + from + "\r\nTo: " + to + "\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject +
+         "@test>\r\n\r\nbody of " + subject + "\r\n";
+}
+
+TEST(Users, PasswordHashesVerifyOnlyTheirPassword) {
+  auto h = hash_password("correct horse", 12);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->rfind("$scrypt$ln=12,r=8,p=1$", 0), 0u) << *h;
+  EXPECT_TRUE(verify_password("correct horse", *h));
+  EXPECT_FALSE(verify_password("correct horsf", *h));
+  EXPECT_FALSE(verify_password("", *h));
+  auto h2 = hash_password("correct horse", 12);
+  EXPECT_NE(*h, *h2);  // a fresh salt every time
+  // Malformed or hostile hashes never match and never throw.
+  for (const char* bad : {"", "$scrypt$", "$scrypt$ln=99,r=8,p=1$AAAA$AAAA", "$scrypt$ln=12,r=8,p=1$!!!!$AAAA",
+                          "$scrypt$ln=12$AAAA$AAAA", "plain", "$scrypt$ln=12,r=8,p=1,x=1$AAAA$AAAA"})
+    EXPECT_FALSE(verify_password("x", bad)) << bad;
+  EXPECT_FALSE(hash_password("").ok());
+}
+
+TEST(Users, AddressesAreNormalisedAndCheckedAndNeverShared) {
+  Fixture f;
+  User a = f.add("Alice@Example.COM", {"Sales@example.com", "alice@example.com"});
+  EXPECT_EQ(a.name, "alice@example.com");
+  EXPECT_EQ(a.aliases, std::vector<std::string>{"sales@example.com"});
+  EXPECT_EQ(f.store->find_user("SALES@example.com")->id, a.id);
+  User dup;
+  dup.name = "bob@example.com";
+  dup.aliases = {"sales@example.com"};
+  auto r = f.store->add_user(dup);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().context.find("already belongs to alice@example.com"), std::string::npos);
+  EXPECT_FALSE(f.store->find_user("bob@example.com").ok());  // nothing of the refused user stayed
+  for (const char* bad : {"", "nobody", "a@", "@b", "a b@c", "a@b@c", "<x@y", "x\n@y"}) {
+    User u;
+    u.name = bad;
+    EXPECT_FALSE(f.store->add_user(u).ok()) << bad;
+  }
+  // Aliases move with update_user; the freed one can be taken by someone else.
+  auto changed = f.store->update_user("alice@example.com", [](User& u) {
+    u.aliases.clear();
+    return ok_status();
+  });
+  ASSERT_TRUE(changed.ok());
+  EXPECT_FALSE(f.store->find_user("sales@example.com").ok());
+  EXPECT_TRUE(f.store->add_user(dup).ok());
+  auto refused = f.store->update_user("alice@example.com", [](User& u) {
+    u.aliases.push_back("sales@example.com");
+    return ok_status();
+  });
+  EXPECT_FALSE(refused.ok());
+}
+
+TEST(Mailbox, NewUsersGetTheDefaultFoldersWithSpecialUse) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  auto folders = f.store->folders(a.id).value();
+  std::map<std::string, std::string> by_name;
+  for (const auto& x : folders) by_name[x.name] = x.special_use;
+  EXPECT_EQ(by_name.size(), 5u);
+  EXPECT_EQ(by_name["INBOX"], "");
+  EXPECT_EQ(by_name["Sent"], "\\Sent");
+  EXPECT_EQ(by_name["Trash"], "\\Trash");
+  // UIDVALIDITY differs between folders and never repeats.
+  std::set<std::uint32_t> uvs;
+  for (const auto& x : folders) uvs.insert(x.uidvalidity);
+  EXPECT_EQ(uvs.size(), folders.size());
+}
+
+TEST(Mailbox, MembershipFollowsTheEnvelopeAndSkipsQuarantinedAndProbes) {
+  Fixture f;
+  User a = f.add("alice@example.com", {"sales@example.com"});
+  User b = f.add("bob@example.com");
+  // Inbound to alice's alias and Bcc to bob (envelope only): both get it.
+  auto s1 = f.append(Direction::kInbound, "x@internet.example", {"sales@example.com", "bob@example.com"},
+                     msg("x@internet.example", "sales@example.com", "hello"));
+  // Outbound from alice: her Sent, not bob's anything.
+  auto s2 = f.append(Direction::kOutbound, "alice@example.com", {"y@internet.example"},
+                     msg("alice@example.com", "y@internet.example", "reply"));
+  // Infected, quarantined, probe: nobody.
+  f.append(Direction::kInbound, "v@internet.example", {"alice@example.com"}, msg("v@i", "alice@example.com", "virus"),
+           kFlagQuarantined, scanner::VerdictKind::kInfected);
+  f.append(Direction::kInbound, "v@internet.example", {"alice@example.com"}, msg("v@i", "alice@example.com", "zip"),
+           kFlagQuarantined, scanner::VerdictKind::kUnscannable);
+  f.append(Direction::kProbe, "probe@example.com", {"alice@example.com"}, msg("p@e", "alice@example.com", "probe"));
+  // Someone not a user: nobody.
+  f.append(Direction::kInbound, "x@internet.example", {"carol@example.com"}, msg("x@i", "carol@example.com", "c"));
+  f.follow();
+  EXPECT_EQ(f.seqs(a, "INBOX"), std::vector<std::uint64_t>{s1});
+  EXPECT_EQ(f.seqs(a, "Sent"), std::vector<std::uint64_t>{s2});
+  EXPECT_EQ(f.seqs(b, "INBOX"), std::vector<std::uint64_t>{s1});
+  EXPECT_TRUE(f.seqs(b, "Sent").empty());
+  // Sent copies are \Seen, inbox mail is not.
+  auto sent = f.store->entries(a.id, f.store->folder(a.id, "Sent")->id).value();
+  EXPECT_EQ(sent[0].flags & kMsgSeen, kMsgSeen);
+  auto inbox = f.store->entries(a.id, f.store->folder(a.id, "INBOX")->id).value();
+  EXPECT_EQ(inbox[0].flags, 0u);
+  EXPECT_EQ(inbox[0].uid, 1u);
+  // Following again places nothing twice.
+  f.follow();
+  EXPECT_EQ(f.seqs(a, "INBOX").size(), 1u);
+  EXPECT_EQ(f.store->followed(), f.archive->head().seq);
+}
+
+TEST(Mailbox, ImportsArePlacedByOwnerOrByHeaders) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  User b = f.add("bob@example.com");
+  // By headers: From alice -> her Sent; To bob, Cc alice -> bob's INBOX and alice's INBOX.
+  auto s1 = f.append(Direction::kImport, "", {},
+                     "From: Alice <alice@example.com>\r\nTo: \"Bob B\" <BOB@example.com>\r\nCc: alice@example.com\r\n"
+                     "Subject: s1\r\n\r\nx\r\n",
+                     0, scanner::VerdictKind::kClean, "import");
+  // --owner bob: From someone else -> bob's INBOX, whatever its headers say.
+  auto s2 = f.append(Direction::kImport, "", {"bob@example.com"}, msg("z@internet.example", "list@lists.example", "s2"), 0,
+                     scanner::VerdictKind::kClean, "import");
+  // --owner bob, written by bob -> bob's Sent.
+  auto s3 = f.append(Direction::kImport, "", {"bob@example.com"}, msg("bob@example.com", "z@internet.example", "s3"), 0,
+                     scanner::VerdictKind::kClean, "import");
+  f.follow();
+  EXPECT_EQ(f.seqs(a, "Sent"), std::vector<std::uint64_t>{s1});
+  EXPECT_EQ(f.seqs(a, "INBOX"), std::vector<std::uint64_t>{s1});
+  EXPECT_EQ(f.seqs(b, "INBOX"), (std::vector<std::uint64_t>{s1, s2}));
+  EXPECT_EQ(f.seqs(b, "Sent"), std::vector<std::uint64_t>{s3});
+}
+
+TEST(Mailbox, AUserAddedLaterGetsTheirArchivedMailOnce) {
+  Fixture f;
+  f.add("alice@example.com");
+  auto s1 = f.append(Direction::kInbound, "x@i.example", {"dave@example.com"}, msg("x@i.example", "dave@example.com", "early"));
+  f.follow();
+  User d = f.add("dave@example.com");
+  EXPECT_TRUE(f.seqs(d, "INBOX").empty());
+  auto placed = f.store->backfill(*f.archive, d.id);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_EQ(*placed, 1u);
+  EXPECT_EQ(f.seqs(d, "INBOX"), std::vector<std::uint64_t>{s1});
+  EXPECT_EQ(*f.store->backfill(*f.archive, d.id), 0u);
+  // An expunged message stays expunged: neither following nor a backfill brings it back.
+  auto inbox = f.store->folder(d.id, "INBOX").value();
+  ASSERT_TRUE(f.store->change_flags(d.id, inbox.id, {1}, {FlagMode::kAdd, kMsgDeleted, {}, {}}).ok());
+  EXPECT_EQ(f.store->expunge(d.id, inbox.id, std::nullopt)->uids, std::vector<std::uint32_t>{1});
+  EXPECT_EQ(*f.store->backfill(*f.archive, d.id), 0u);
+  f.follow();
+  EXPECT_TRUE(f.seqs(d, "INBOX").empty());
+  EXPECT_EQ(f.archive->head().seq, s1);  // the archive keeps it
+}
+
+TEST(Mailbox, FlagsModseqAndConditionalStore) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  for (int i = 0; i < 3; ++i)
+    f.append(Direction::kInbound, "x@i.example", {"alice@example.com"}, msg("x@i.example", "alice@example.com", "m" + std::to_string(i)));
+  f.follow();
+  auto inbox = f.store->folder(a.id, "INBOX").value();
+  const std::uint64_t before = inbox.highest_modseq;
+  auto r = f.store->change_flags(a.id, inbox.id, {1, 2}, {FlagMode::kAdd, kMsgSeen | kMsgFlagged, {"$Label1", "Work"}, {}});
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->changed.size(), 2u);
+  EXPECT_GT(r->changed[0].modseq, before);
+  EXPECT_EQ(r->changed[1].keywords, (std::vector<std::string>{"$Label1", "Work"}));
+  // Keywords are unique case-insensitively; removing works case-insensitively.
+  r = f.store->change_flags(a.id, inbox.id, {1}, {FlagMode::kAdd, 0, {"work"}, {}});
+  EXPECT_EQ(r->changed[0].keywords.size(), 2u);
+  r = f.store->change_flags(a.id, inbox.id, {1}, {FlagMode::kRemove, kMsgFlagged, {"WORK"}, {}});
+  EXPECT_EQ(r->changed[0].keywords, std::vector<std::string>{"$Label1"});
+  EXPECT_EQ(r->changed[0].flags, kMsgSeen);
+  // UNCHANGEDSINCE: message 1 changed after `before`, message 3 did not.
+  r = f.store->change_flags(a.id, inbox.id, {1, 3}, {FlagMode::kReplace, kMsgAnswered, {}, before});
+  EXPECT_EQ(r->failed_modified, std::vector<std::uint32_t>{1});
+  ASSERT_EQ(r->changed.size(), 1u);
+  EXPECT_EQ(r->changed[0].uid, 3u);
+  EXPECT_EQ(f.store->folder(a.id, "INBOX")->highest_modseq, r->highest_modseq);
+}
+
+TEST(Mailbox, CopyMoveExpungeAndFoldersKeepUidsStable) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  for (int i = 0; i < 4; ++i)
+    f.append(Direction::kInbound, "x@i.example", {"alice@example.com"}, msg("x@i.example", "alice@example.com", "m" + std::to_string(i)));
+  f.follow();
+  auto inbox = f.store->folder(a.id, "INBOX").value();
+  auto work = f.store->create_folder(a.id, "Projects/Work");
+  ASSERT_TRUE(work.ok());
+  EXPECT_FALSE(f.store->create_folder(a.id, "projects/../INBOX").ok());
+  EXPECT_FALSE(f.store->create_folder(a.id, "Projects/Work").ok());
+  auto c = f.store->copy(a.id, inbox.id, {2, 3}, work->id, false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->uids, (std::vector<std::pair<std::uint32_t, std::uint32_t>>{{2, 1}, {3, 2}}));
+  EXPECT_EQ(c->uidvalidity, work->uidvalidity);
+  auto m = f.store->copy(a.id, inbox.id, {4}, work->id, true);
+  EXPECT_EQ(m->uids, (std::vector<std::pair<std::uint32_t, std::uint32_t>>{{4, 3}}));
+  EXPECT_EQ(f.seqs(a, "INBOX").size(), 3u);
+  EXPECT_EQ(f.seqs(a, "Projects/Work").size(), 3u);
+  // Expunge takes only \Deleted ones, and with UID EXPUNGE only those named.
+  ASSERT_TRUE(f.store->change_flags(a.id, inbox.id, {1, 2}, {FlagMode::kAdd, kMsgDeleted, {}, {}}).ok());
+  EXPECT_EQ(f.store->expunge(a.id, inbox.id, std::vector<std::uint32_t>{2, 3})->uids, std::vector<std::uint32_t>{2});
+  EXPECT_EQ(f.store->expunge(a.id, inbox.id, std::nullopt)->uids, std::vector<std::uint32_t>{1});
+  // A new message after expunges gets a fresh UID, never a reused one.
+  f.append(Direction::kInbound, "x@i.example", {"alice@example.com"}, msg("x@i.example", "alice@example.com", "late"));
+  f.follow();
+  auto entries = f.store->entries(a.id, inbox.id).value();
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].uid, 3u);
+  EXPECT_EQ(entries[1].uid, 5u);
+  // Renaming a parent renames its children; ids and UIDVALIDITY stay.
+  ASSERT_TRUE(f.store->rename_folder(a.id, "Projects", "Old").ok() == false);  // "Projects" itself does not exist
+  ASSERT_TRUE(f.store->create_folder(a.id, "Projects").ok());
+  ASSERT_TRUE(f.store->rename_folder(a.id, "Projects", "Old").ok());
+  auto renamed = f.store->folder(a.id, "Old/Work");
+  ASSERT_TRUE(renamed.ok());
+  EXPECT_EQ(renamed->id, work->id);
+  EXPECT_EQ(renamed->uidvalidity, work->uidvalidity);
+  EXPECT_EQ(f.seqs(a, "Old/Work").size(), 3u);
+  EXPECT_FALSE(f.store->rename_folder(a.id, "Old", "Old/Sub").ok());
+  // Renaming INBOX moves its messages and leaves it empty.
+  ASSERT_TRUE(f.store->rename_folder(a.id, "inbox", "Saved").ok());
+  EXPECT_TRUE(f.seqs(a, "INBOX").empty());
+  EXPECT_EQ(f.seqs(a, "Saved").size(), 2u);
+  EXPECT_FALSE(f.store->delete_folder(a.id, "INBOX").ok());
+  ASSERT_TRUE(f.store->delete_folder(a.id, "Saved").ok());
+  EXPECT_FALSE(f.store->folder(a.id, "Saved").ok());
+}
+
+TEST(Mailbox, AnotherUsersFolderIsNeverReached) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  User b = f.add("bob@example.com");
+  f.append(Direction::kInbound, "x@i.example", {"bob@example.com"}, msg("x@i.example", "bob@example.com", "secret"));
+  f.follow();
+  auto bob_inbox = f.store->folder(b.id, "INBOX").value();
+  auto alice_inbox = f.store->folder(a.id, "INBOX").value();
+  // Alice names Bob's folder id in every message operation: each is refused as if it did not exist.
+  EXPECT_EQ(f.store->entries(a.id, bob_inbox.id).error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(f.store->counts(a.id, bob_inbox.id).ok());
+  EXPECT_FALSE(f.store->folder_by_id(a.id, bob_inbox.id).ok());
+  EXPECT_FALSE(f.store->change_flags(a.id, bob_inbox.id, {1}, {FlagMode::kAdd, kMsgDeleted, {}, {}}).ok());
+  EXPECT_FALSE(f.store->expunge(a.id, bob_inbox.id, std::nullopt).ok());
+  EXPECT_FALSE(f.store->copy(a.id, bob_inbox.id, {1}, alice_inbox.id, false).ok());
+  EXPECT_FALSE(f.store->copy(a.id, alice_inbox.id, {1}, bob_inbox.id, false).ok());
+  EXPECT_FALSE(f.store->find_seq(a.id, bob_inbox.id, 1).ok());
+  EXPECT_EQ(f.seqs(b, "INBOX").size(), 1u);
+  EXPECT_EQ(f.store->entries(b.id, bob_inbox.id)->front().flags, 0u);  // untouched
+  EXPECT_TRUE(f.seqs(a, "INBOX").empty());
+}
+
+TEST(Mailbox, FolderNamesAreCheckedForPathTricks) {
+  for (const char* bad : {"", "/", "a/", "/a", "a//b", "..", "a/../b", ".", "a/./b", "a*", "b%", "x\ty", "x\ry"})
+    EXPECT_FALSE(normalize_folder_name(bad).ok()) << bad;
+  EXPECT_EQ(*normalize_folder_name("inbox"), "INBOX");
+  EXPECT_EQ(*normalize_folder_name("Inbox/Sub"), "INBOX/Sub");
+  EXPECT_EQ(*normalize_folder_name("Projects/2026"), "Projects/2026");
+  std::string deep;
+  for (int i = 0; i < 17; ++i) deep += (i ? "/" : "") + std::string("d");
+  EXPECT_FALSE(normalize_folder_name(deep).ok());
+  EXPECT_FALSE(normalize_folder_name(std::string(256, 'a')).ok());
+}
+
+TEST(Mailbox, FolderLimits) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  for (std::size_t i = 5; i < kMaxFoldersPerUser; ++i) ASSERT_TRUE(f.store->create_folder(a.id, "f" + std::to_string(i)).ok());
+  auto r = f.store->create_folder(a.id, "one-too-many");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().context.find("at most"), std::string::npos);
+  auto inbox = f.store->folder(a.id, "INBOX").value();
+  std::vector<std::string> many(kMaxKeywordsPerMessage + 1);
+  for (std::size_t i = 0; i < many.size(); ++i) many[i] = "k" + std::to_string(i);
+  f.append(Direction::kInbound, "x@i.example", {"alice@example.com"}, msg("x@i.example", "alice@example.com", "k"));
+  f.follow();
+  EXPECT_FALSE(f.store->change_flags(a.id, inbox.id, {1}, {FlagMode::kAdd, 0, many, {}}).ok());
+}
+
+TEST(Mailbox, ReopensWithEverythingKept) {
+  test::ScratchDir dir;
+  std::uint32_t id = 0;
+  {
+    auto s = std::move(MailboxStore::open(dir / "m", false)).value();
+    User u;
+    u.name = "a@example.com";
+    u.password_hash = *hash_password("pw", 10);
+    id = s->add_user(u)->id;
+  }
+  auto s = MailboxStore::open(dir / "m", true);
+  ASSERT_TRUE(s.ok());
+  auto u = (*s)->find_user("a@example.com");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->id, id);
+  EXPECT_TRUE(verify_password("pw", u->password_hash));
+  EXPECT_EQ((*s)->folders(id)->size(), 5u);
+  EXPECT_EQ(MailboxStore::open(dir / "none", true).error().code, ErrorCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace mailark
