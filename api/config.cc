@@ -104,7 +104,8 @@ namespace {
 ServeConfig defaults() {
   ServeConfig c;
   c.listeners = {{"inbound", "inbound", "127.0.0.1", 2525, "starttls"},
-                 {"outbound", "outbound", "127.0.0.1", 2587, "starttls"}};
+                 {"outbound", "outbound", "127.0.0.1", 2587, "starttls"},
+                 {"imap", "imap", "127.0.0.1", 1143, "starttls"}};
   // The demo company of demo/mailbox.mbox, and local mail.
   c.inbound_domains = {"northwind.example", "localhost"};
   for (const char* n : {"127.0.0.0/8", "::1/128"}) c.outbound_networks.push_back(parse_network(n).value());
@@ -144,6 +145,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                       "sent_copy_user", "sent_copy_password", "sent_copy_folder", "sent_copy_tls"}},
       {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
       {"admin", {"listen", "token_file", "public_url", "tls"}},
+      {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
   };
   return keys;
 }
@@ -363,7 +365,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
       str(L2["tls"], "listener.tls", l.tls);
       str(L2["bare_newline"], "listener.bare_newline", l.bare_newline);
       if (type_error) return *type_error;
-      if (l.role != "inbound" && l.role != "outbound") return bad("listener.role", "must be \"inbound\" or \"outbound\"");
+      if (l.role != "inbound" && l.role != "outbound" && l.role != "imap")
+        return bad("listener.role", "must be \"inbound\", \"outbound\" or \"imap\"");
       if (!(*lt)["port"]) return bad("listener.port", "is required");
       one_of("listener.tls", l.tls, {"none", "starttls", "implicit"});
       one_of("listener.bare_newline", l.bare_newline, {"reject", "normalize"});
@@ -373,6 +376,9 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   }
   if (type_error) return *type_error;
   if (c.listeners.empty()) return bad("listener", "at least one listener is needed");
+  num(t["imap"]["sessions"], "imap.sessions", c.imap_max_sessions, 1, 1000000);
+  num(t["imap"]["sessions_per_ip"], "imap.sessions_per_ip", c.imap_max_sessions_per_ip, 1, 1000000);
+  num(t["imap"]["idle_timeout"], "imap.idle_timeout", c.imap_idle_timeout_s, 60, 86400);
 
   // [continuity]
   auto C = t["continuity"];

@@ -13,7 +13,7 @@ namespace mailark::api {
 
 struct ListenerConfig {
   std::string name;                  // appears in logs and in each record's envelope (connector)
-  std::string role;                  // "inbound" (the MX) or "outbound" (from the primary server)
+  std::string role;                  // "inbound" (the MX), "outbound" (from the primary server), "imap"
   std::string address = "127.0.0.1";
   std::uint16_t port = 0;
   std::string tls = "starttls";      // "none", "starttls" or "implicit"
@@ -148,6 +148,10 @@ struct ServeConfig {
   Limits limits;
   unsigned max_sessions = 200;
   unsigned max_sessions_per_ip = 20;
+  // IMAP ([imap]): sessions in all and per client, and how long an idle (or IDLE) session lives.
+  unsigned imap_max_sessions = 2000;
+  unsigned imap_max_sessions_per_ip = 600;
+  unsigned imap_idle_timeout_s = 1800;  // RFC 9051 5.4: at least 30 minutes
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
 

@@ -316,6 +316,83 @@ std::vector<Address> parse_address_list(std::string_view value, unsigned max) {
   return out;
 }
 
+namespace {
+std::vector<std::pair<std::string, std::string>> read_params(GMimeParamList* list) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!list) return out;
+  int n = g_mime_param_list_length(list);
+  for (int i = 0; i < n && i < 100; ++i) {
+    GMimeParam* p = g_mime_param_list_get_parameter_at(list, i);
+    const char* name = g_mime_param_get_name(p);
+    const char* value = g_mime_param_get_value(p);
+    if (name) out.emplace_back(valid_utf8(name), value ? valid_utf8(value) : std::string());
+  }
+  return out;
+}
+}  // namespace
+
+std::optional<MediaType> parse_content_type(std::string_view value) {
+  init_gmime();
+  std::string text(value);
+  GMimeParserOptions* opts = g_mime_parser_options_new();
+  g_mime_parser_options_set_parameter_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  GMimeContentType* ct = g_mime_content_type_parse(opts, text.c_str());
+  g_mime_parser_options_free(opts);
+  if (!ct) return std::nullopt;
+  std::optional<MediaType> out;
+  const char* type = g_mime_content_type_get_media_type(ct);
+  const char* sub = g_mime_content_type_get_media_subtype(ct);
+  // GMime answers text/plain for a value it cannot read: only a value that names its type counts.
+  if (type && sub && text.find('/') != std::string::npos) {
+    out.emplace();
+    out->type = ascii_lower(valid_utf8(type));
+    out->subtype = ascii_lower(valid_utf8(sub));
+    out->params = read_params(g_mime_content_type_get_parameters(ct));
+  }
+  g_object_unref(ct);
+  return out;
+}
+
+std::optional<Disposition> parse_content_disposition(std::string_view value) {
+  init_gmime();
+  std::string text(value);
+  GMimeParserOptions* opts = g_mime_parser_options_new();
+  g_mime_parser_options_set_parameter_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  GMimeContentDisposition* cd = g_mime_content_disposition_parse(opts, text.c_str());
+  g_mime_parser_options_free(opts);
+  if (!cd) return std::nullopt;
+  std::optional<Disposition> out;
+  if (const char* d = g_mime_content_disposition_get_disposition(cd); d && *d) {
+    out.emplace();
+    out->disposition = ascii_lower(valid_utf8(d));
+    out->params = read_params(g_mime_content_disposition_get_parameters(cd));
+  }
+  g_object_unref(cd);
+  return out;
+}
+
+std::optional<std::int64_t> parse_date_value(std::string_view value) {
+  init_gmime();
+  std::string text(value.substr(0, 200));
+  GDateTime* dt = g_mime_utils_header_decode_date(text.c_str());
+  if (!dt) return std::nullopt;
+  std::int64_t t = g_date_time_to_unix(dt);
+  g_date_time_unref(dt);
+  return t;
+}
+
+std::string encode_phrase(std::string_view utf8) {
+  bool plain = true;
+  for (char c : utf8) plain = plain && static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+  if (plain) return std::string(utf8);
+  init_gmime();
+  std::string text(utf8);
+  char* enc = g_mime_utils_header_encode_phrase(nullptr, text.c_str(), "utf-8");
+  std::string out = enc ? enc : text;
+  g_free(enc);
+  return out;
+}
+
 std::string Address::to_string() const {
   if (name.empty()) return addr;
   if (addr.empty()) return name;

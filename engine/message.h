@@ -1,5 +1,6 @@
 // The message model: what mailark reads out of one RFC 5322 message, via GMime 3 (the one translation
-// point to GMime is message.cc).
+// point to GMime is message.cc; engine/mime_tree.cc finds part boundaries on the bytes and asks
+// message.cc for the header fields that need GMime).
 //
 // parse_message never rejects a message that looks like mail: whatever GMime cannot fully parse is
 // flagged `malformed` with the problems found, and everything that could be read is returned. It refuses
@@ -76,6 +77,24 @@ std::string join_addresses(const std::vector<Address>& list);
 // names decoded), at most `max`. What GMime cannot parse is split loosely on commas, so no address is
 // lost (the mailbox store places imported mail by these). Fuzzed with the message target.
 std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000);
+
+// A Content-Type or Content-Disposition field value, parsed by GMime (RFC 2045; RFC 2231 parameter
+// continuations and charsets decoded). Type, subtype and disposition lower case. Nothing when the
+// value has no type/subtype (engine/mime_tree.cc uses the defaults then). Fuzzed with mime_tree.
+struct MediaType {
+  std::string type, subtype;
+  std::vector<std::pair<std::string, std::string>> params;
+};
+std::optional<MediaType> parse_content_type(std::string_view value);
+struct Disposition {
+  std::string disposition;
+  std::vector<std::pair<std::string, std::string>> params;
+};
+std::optional<Disposition> parse_content_disposition(std::string_view value);
+// A Date header field's value (RFC 5322 date-time, GMime's lenient reading) as Unix seconds.
+std::optional<std::int64_t> parse_date_value(std::string_view value);
+// An RFC 2047 encoded phrase for a display name (as-is when it is printable ASCII).
+std::string encode_phrase(std::string_view utf8);
 
 // The raw value of the first header field `name` (case-insensitive) of the message's header section,
 // folded lines joined, without decoding; nothing when the section has none. A cheap scan that stops

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/ascii.h"
+#include "common/base64.h"
 #include "common/numbers.h"
 
 namespace mailark {
@@ -15,25 +16,8 @@ namespace {
 constexpr std::size_t kSaltBytes = 16;
 constexpr std::size_t kKeyBytes = 32;
 
-std::string b64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-std::optional<std::string> unb64(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0 || text.size() > 1024) return std::nullopt;
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  std::size_t len = static_cast<std::size_t>(n);
-  for (std::size_t i = text.size(); i > 0 && text[i - 1] == '='; --i) --len;  // EVP_DecodeBlock keeps padding
-  out.resize(len);
-  return out;
-}
+std::string b64(std::string_view bytes) { return base64_encode(bytes); }
+std::optional<std::string> unb64(std::string_view text) { return base64_decode(text, 1024); }
 
 std::optional<std::string> scrypt(std::string_view password, std::string_view salt, unsigned log_n, unsigned r,
                                   unsigned p) {

@@ -842,6 +842,63 @@ Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string
   }
 }
 
+Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, const std::string& text) {
+  namespace sc = schema;
+  std::vector<std::string> prefixes;
+  std::vector<std::string> exact;  // address terms
+  switch (field) {
+    case TextField::kBody: prefixes = {""}; break;
+    case TextField::kText:
+      prefixes = {"", sc::kPrefixFrom, sc::kPrefixTo, sc::kPrefixCc, sc::kPrefixSubject};
+      exact = {sc::kPrefixFromAddr, sc::kPrefixToAddr, sc::kPrefixCcAddr};
+      break;
+    case TextField::kSubject: prefixes = {sc::kPrefixSubject}; break;
+    case TextField::kFrom: prefixes = {sc::kPrefixFrom}; exact = {sc::kPrefixFromAddr}; break;
+    case TextField::kTo: prefixes = {sc::kPrefixTo}; exact = {sc::kPrefixToAddr}; break;
+    case TextField::kCc: prefixes = {sc::kPrefixCc}; exact = {sc::kPrefixCcAddr}; break;
+    case TextField::kBcc: prefixes = {sc::kPrefixBcc}; exact = {sc::kPrefixBccAddr}; break;
+  }
+  try {
+    // The words as the index cut them (same TermGenerator settings).
+    Xapian::Document words_doc;
+    Xapian::TermGenerator tg;
+    tg.set_document(words_doc);
+    tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
+    tg.set_max_word_length(64);
+    tg.index_text_without_positions(text.substr(0, 4096));
+    std::vector<Xapian::Query> per_word;
+    for (auto t = words_doc.termlist_begin(); t != words_doc.termlist_end() && per_word.size() < 32; ++t) {
+      std::vector<Xapian::Query> alternatives;
+      for (const auto& p : prefixes)
+        alternatives.emplace_back(Xapian::Query::OP_WILDCARD, p + *t, 200, Xapian::Query::WILDCARD_LIMIT_MOST_FREQUENT);
+      per_word.emplace_back(Xapian::Query::OP_OR, alternatives.begin(), alternatives.end());
+    }
+    Xapian::Query q = per_word.empty() ? Xapian::Query::MatchAll
+                                       : Xapian::Query(Xapian::Query::OP_AND, per_word.begin(), per_word.end());
+    std::string lowered;
+    for (char c : text) lowered += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    while (!lowered.empty() && lowered.back() == ' ') lowered.pop_back();
+    if (!exact.empty() && !lowered.empty() && lowered.size() < 200 && lowered.find(' ') == std::string::npos &&
+        (lowered.find('@') != std::string::npos || lowered.find('.') != std::string::npos)) {
+      std::vector<Xapian::Query> ex;
+      for (const auto& p : exact) ex.emplace_back(p + lowered);
+      ex.push_back(q);
+      q = Xapian::Query(Xapian::Query::OP_OR, ex.begin(), ex.end());
+    }
+    Xapian::Enquire enq(*db_);
+    enq.set_query(q);
+    enq.set_weighting_scheme(Xapian::BoolWeight());
+    enq.set_docid_order(Xapian::Enquire::ASCENDING);
+    Xapian::MSet mset = enq.get_mset(0, db_->get_doccount());
+    std::vector<std::uint64_t> out;
+    out.reserve(mset.size());
+    for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(*it);
+    return out;
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "searching");
+  }
+}
+
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
                                           FieldSource* fields) {
   try {

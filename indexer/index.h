@@ -98,6 +98,9 @@ struct SearchResults {
   std::uint64_t watermark = 0;  // the index covered archive records 1..watermark when searched
 };
 
+// The fields IMAP SEARCH asks about (RFC 9051 6.4.4: BODY, TEXT, SUBJECT, FROM, TO, CC, BCC).
+enum class TextField { kBody, kText, kSubject, kFrom, kTo, kCc, kBcc };
+
 class IndexReader {
  public:
   // Opens every shard once (a search command used to open each shard three times over).
@@ -107,6 +110,11 @@ class IndexReader {
 
   // Errors: kInvalidArgument for a query that does not parse (with Xapian's message).
   Result<SearchResults> search(const std::string& query, const SearchOptions& options, FieldSource* fields);
+  // Archive ids of the messages whose field holds every word of `text`, each word matched as the
+  // start of an indexed word ("invo" finds "invoice"; IMAP asks for substrings, and an index of words
+  // answers for word starts, as Dovecot's full-text search does). For address fields a whole address
+  // or domain also matches exactly. Ascending. Text without words matches every message.
+  Result<std::vector<std::uint64_t>> match_words(TextField field, const std::string& text);
   // The last archive record every shard holds, as of open().
   std::uint64_t watermark() const { return watermark_; }
   // Records indexed as placeholders (is:unindexed): id and reason, at most `limit`, and their number.

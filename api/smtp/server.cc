@@ -20,7 +20,9 @@
 #include "api/blocking.h"
 #include "api/continuity/alerts.h"
 #include "api/continuity/monitor.h"
+#include "api/auth.h"
 #include "api/http/admin.h"
+#include "api/imap/server.h"
 #include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
 #include "api/smtp/verifier.h"
@@ -28,6 +30,7 @@
 #include "common/ascii.h"
 #include "common/dates.h"
 #include "engine/ingest.h"
+#include "engine/mailbox.h"
 #include "engine/message.h"
 
 namespace mailark::api {
@@ -184,6 +187,12 @@ struct SmtpServer::Impl {
   std::unique_ptr<Alerter> alerter;
   std::unique_ptr<ContinuityMonitor> monitor;
   std::unique_ptr<AdminServer> admin;
+  // Mailbox access (IMAP): the store, logins, and the server; declared in this order so the IMAP
+  // server (and its threads) go before what they use.
+  std::unique_ptr<MailboxStore> mailboxes;
+  std::unique_ptr<Authenticator> auth;
+  std::unique_ptr<imap::ImapContext> imap_ctx;
+  std::unique_ptr<ImapServer> imap;
 
   std::mutex policy_mu;
   std::shared_ptr<const PolicyData> policy;
@@ -231,6 +240,7 @@ struct SmtpServer::Impl {
     auto scanner = engine.scanner();
     if (!scanner) return scanner.error();
     for (const auto& l : config.listeners) {
+      if (l.role == "imap") continue;  // ImapServer binds those
       Listener lst{l, std::make_unique<tcp::acceptor>(io)};
       auto addr = asio::ip::make_address(l.address, ec);
       if (ec) return make_error(ErrorCode::kInvalidArgument, "listener " + l.name + ": bad address " + l.address);
@@ -278,8 +288,71 @@ struct SmtpServer::Impl {
       admin = std::make_unique<AdminServer>(io, blocking, engine.archive(), *monitor, config, engine.options().data_dir, ssl);
       MAILARK_TRY(admin->setup());
     }
+    if (std::any_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
+      MAILARK_TRY(setup_imap(limits));
     if (policy->verify_with_primary) spdlog::info("recipients are verified with the primary server at RCPT time");
     return ok_status();
+  }
+
+  Status setup_imap(const Limits& limits) {
+    auto store = MailboxStore::open(engine.options().data_dir + "/mailbox", false);
+    if (!store) return store.error();
+    mailboxes = std::move(*store);
+    auth = std::make_unique<Authenticator>(*mailboxes);
+    imap_ctx = std::make_unique<imap::ImapContext>(imap::ImapContext{*mailboxes, engine.archive(), engine.index_dir(), *auth});
+    imap_ctx->hostname = config.hostname;
+    imap_ctx->max_message_bytes = limits.max_message_bytes;
+    imap_ctx->append = [this](const User& u, const std::string& folder, std::string raw, std::int64_t date) {
+      return append_for_imap(u, folder, std::move(raw), date);
+    };
+    imap = std::make_unique<ImapServer>(io, ssl, *imap_ctx, config);
+    MAILARK_TRY(imap->setup());
+    mailboxes->set_observer([this](const std::vector<std::uint32_t>& users) { imap->notify(users); });
+    return ok_status();
+  }
+
+  // IMAP APPEND (on an IMAP pool thread): the message goes through the pipeline like any other
+  // (scanned, archived; archive format: direction import, connector "imap", source "imap:<folder>",
+  // the user in rcpt_to, so the mailbox store's follower places it in that folder).
+  Result<std::uint64_t> append_for_imap(const User& u, const std::string& folder, std::string raw, std::int64_t date) {
+    auto done = std::make_shared<std::promise<IngestResult>>();
+    auto answer = done->get_future();
+    auto item = std::make_shared<IngestItem>();
+    item->raw = std::move(raw);
+    item->origin = "imap append by " + u.name;
+    item->skip_if_archived = false;
+    item->envelope.direction = Direction::kImport;
+    item->envelope.mail_from = u.name;
+    item->envelope.rcpt_to = {u.name};
+    item->envelope.client = "imap";
+    item->envelope.connector = "imap";
+    item->envelope.source = "imap:" + folder;
+    item->envelope.received_at = date;
+    item->defer_on_scan_error = true;
+    item->on_infected = ScanAction::kReject;
+    item->on_unscannable = scan_action(current_policy()->inbound_scan.unscannable);
+    item->on_done = [done](const IngestResult& r) { done->set_value(r); };
+    asio::post(io, [this, item, done] {
+      if (!ingest->try_submit(*item)) {
+        IngestResult r;
+        r.outcome = IngestOutcome::kDeferred;
+        r.reason = "the server is busy; try again";
+        done->set_value(r);
+      }
+    });
+    if (answer.wait_for(std::chrono::minutes(5)) != std::future_status::ready)
+      return make_error(ErrorCode::kIo, "the archive did not answer in time");
+    IngestResult r = answer.get();
+    if (r.outcome != IngestOutcome::kArchived)
+      return make_error(ErrorCode::kInvalidArgument, r.reason.empty() ? "the message was not archived" : r.reason);
+    if (r.verdict == scanner::VerdictKind::kInfected) {
+      std::string sig = r.signatures.empty() ? std::string("a virus") : r.signatures.front();
+      return make_error(ErrorCode::kInvalidArgument, "the message is infected (" + sig + "); it was quarantined");
+    }
+    if (r.verdict == scanner::VerdictKind::kUnscannable && item->on_unscannable != ScanAction::kDeliver)
+      return make_error(ErrorCode::kInvalidArgument, "the message cannot be scanned (" + r.scan_reason + "); it was quarantined");
+    spdlog::info("imap: {} appended message {} to {}", u.name, r.seq, folder);
+    return r.seq;
   }
 
   // A message mailark writes itself (an alert) for outside addresses: archived as outbound and queued
@@ -644,6 +717,7 @@ struct SmtpServer::Impl {
     delivery->stop();
     monitor->stop();
     if (admin) admin->stop();
+    if (imap) imap->stop();
   }
 };
 
@@ -688,6 +762,7 @@ Status SmtpServer::run() {
     spdlog::info("listening: admin (http) on {} port {} (token in {})", m.config.admin.listen, m.admin->port(),
                  m.config.admin.token_file.empty() ? m.engine.options().data_dir + "/admin-token" : m.config.admin.token_file);
   }
+  if (m.imap) asio::co_spawn(m.io, m.imap->run(), log_exception);
   m.io.run();
   m.blocking.join();
   // A write failure met while serving was answered then (451 for the messages it hit) and did not

@@ -1,0 +1,53 @@
+// Logins against the user directory (engine/mailbox.h), shared by IMAP, submission and the web:
+// password or app password checked against scrypt hashes, disabled accounts refused, and login
+// floods throttled per user and per client (an IPv6 client by its /64): after kMaxFailuresPerUser
+// failed logins for one user, or kMaxFailuresPerClient from one client, within kFailureWindow, every
+// further attempt is refused at once, right password or not, until the window has passed
+// (tests: Auth.* in tests/imap_core_test.cc). A successful check is remembered for kCacheSeconds
+// (keyed by a hash of name, password and stored hash), so a phone reconnecting every minute does not
+// pay scrypt each time; a password change invalidates it.
+//
+// Thread safety: all methods may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "common/result.h"
+#include "engine/mailbox.h"
+
+namespace mailark::api {
+
+class Authenticator {
+ public:
+  static constexpr unsigned kMaxFailuresPerUser = 10;
+  static constexpr unsigned kMaxFailuresPerClient = 30;
+  static constexpr std::chrono::seconds kFailureWindow{900};
+  static constexpr std::chrono::seconds kCacheSeconds{600};
+
+  explicit Authenticator(MailboxStore& store) : store_(store) {}
+
+  enum class Outcome { kOk, kBadCredentials, kThrottled, kDisabled };
+  struct Answer {
+    Outcome outcome = Outcome::kBadCredentials;
+    User user;  // kOk
+  };
+  // name: any address of the user. Blocking (scrypt): call it from a pool thread.
+  Answer login(const std::string& name, const std::string& password, const std::string& client_ip);
+
+ private:
+  bool throttled(const std::string& key, unsigned max, std::chrono::steady_clock::time_point now);
+  void failed(const std::string& key, std::chrono::steady_clock::time_point now);
+
+  MailboxStore& store_;
+  std::mutex mu_;
+  std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> failures_;  // "u:name", "c:group"
+  std::map<std::string, std::chrono::steady_clock::time_point> cache_;  // hash -> expiry
+};
+
+}  // namespace mailark::api

@@ -1,0 +1,150 @@
+#include "api/imap/fetch.h"
+
+#include "common/ascii.h"
+#include "engine/message.h"
+
+namespace mailark::api::imap {
+namespace {
+
+std::string nstring_opt(const std::optional<std::string>& v) {
+  return v ? imap_string(*v) : std::string("NIL");
+}
+
+std::string address_list(const std::optional<std::string>& value) {
+  if (!value) return "NIL";
+  auto addrs = parse_address_list(*value, 1000);
+  if (addrs.empty()) return "NIL";
+  std::string out = "(";
+  for (const auto& a : addrs) {
+    std::string mailbox = a.addr, host;
+    auto at = a.addr.rfind('@');
+    if (at != std::string::npos) {
+      mailbox = a.addr.substr(0, at);
+      host = a.addr.substr(at + 1);
+    }
+    out += "(";
+    out += a.name.empty() ? std::string("NIL") : imap_string(encode_phrase(a.name));
+    out += " NIL ";
+    out += imap_string(mailbox);
+    out += " ";
+    out += at == std::string::npos ? std::string("NIL") : imap_string(host);
+    out += ")";
+  }
+  return out + ")";
+}
+
+std::string params_list(const MimeParams& params) {
+  if (params.empty()) return "NIL";
+  std::string out = "(";
+  for (const auto& [k, v] : params) {
+    if (out.size() > 1) out += ' ';
+    out += imap_string(k) + " " + imap_string(v);
+  }
+  return out + ")";
+}
+
+std::string extension(const MimeNode& n) {
+  std::string out;
+  if (n.disposition)
+    out += "(" + imap_string(*n.disposition) + " " + params_list(n.disposition_params) + ")";
+  else
+    out += "NIL";
+  out += " " + nstring_opt(n.language) + " " + nstring_opt(n.location);
+  return out;
+}
+
+const MimeNode* into_message(const MimeNode& msg, unsigned n) {
+  if (msg.is_multipart()) return n >= 1 && n <= msg.children.size() ? &msg.children[n - 1] : nullptr;
+  return n == 1 ? &msg : nullptr;
+}
+
+std::string_view span(std::string_view raw, std::size_t a, std::size_t b) {
+  return raw.substr(a, b - a);
+}
+
+}  // namespace
+
+std::string envelope(std::string_view raw, const MimeNode& m) {
+  std::string_view h = span(raw, m.header_begin, m.header_end);
+  auto from = mime_header(h, "From");
+  auto sender = mime_header(h, "Sender");
+  auto reply_to = mime_header(h, "Reply-To");
+  std::string from_list = address_list(from);
+  std::string out = "(";
+  out += nstring_opt(mime_header(h, "Date")) + " ";
+  out += nstring_opt(mime_header(h, "Subject")) + " ";
+  out += from_list + " ";
+  out += (sender ? address_list(sender) : from_list) + " ";
+  out += (reply_to ? address_list(reply_to) : from_list) + " ";
+  out += address_list(mime_header(h, "To")) + " ";
+  out += address_list(mime_header(h, "Cc")) + " ";
+  out += address_list(mime_header(h, "Bcc")) + " ";
+  out += nstring_opt(mime_header(h, "In-Reply-To")) + " ";
+  out += nstring_opt(mime_header(h, "Message-ID"));
+  return out + ")";
+}
+
+std::string body_structure(std::string_view raw, const MimeNode& n, bool ext) {
+  if (n.is_multipart()) {
+    std::string out = "(";
+    if (n.children.empty()) {
+      // RFC 9051 requires at least one part: describe an empty text part.
+      out += "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)";
+    }
+    for (const auto& c : n.children) out += body_structure(raw, c, ext);
+    out += " " + imap_string(n.subtype);
+    if (ext) out += " " + params_list(n.params) + " " + extension(n);
+    return out + ")";
+  }
+  std::string out = "(" + imap_string(n.type) + " " + imap_string(n.subtype) + " " + params_list(n.params) + " " +
+                    nstring_opt(n.id) + " " + nstring_opt(n.description) + " " + imap_string(n.encoding) + " " +
+                    std::to_string(n.body_end - n.body_begin);
+  if (n.is_message() && !n.children.empty()) {
+    const MimeNode& inner = n.children[0];
+    out += " " + envelope(raw, inner) + " " + body_structure(raw, inner, ext) + " " + std::to_string(n.lines);
+  } else if (n.type == "text") {
+    out += " " + std::to_string(n.lines);
+  }
+  if (ext) out += " " + nstring_opt(n.md5) + " " + extension(n);
+  return out + ")";
+}
+
+std::optional<std::string> section_bytes(std::string_view raw, const MimeNode& top, const Section& s) {
+  using T = Section::Text;
+  const MimeNode* cur = &top;
+  if (!s.part.empty()) {
+    cur = into_message(top, s.part[0]);
+    for (std::size_t i = 1; cur && i < s.part.size(); ++i) {
+      if (cur->is_multipart())
+        cur = s.part[i] <= cur->children.size() ? &cur->children[s.part[i] - 1] : nullptr;
+      else if (cur->is_message() && !cur->children.empty())
+        cur = into_message(cur->children[0], s.part[i]);
+      else
+        cur = nullptr;
+    }
+    if (!cur) return std::nullopt;
+  }
+  // The message whose HEADER/TEXT is asked: the top one, or an encapsulated one.
+  const MimeNode* msg = &top;
+  if (!s.part.empty() && s.text != T::kAll && s.text != T::kMime) {
+    if (!cur->is_message() || cur->children.empty()) return std::nullopt;
+    msg = &cur->children[0];
+  }
+  switch (s.text) {
+    case T::kAll:
+      if (s.part.empty()) return std::string(raw);
+      return std::string(span(raw, cur->body_begin, cur->body_end));
+    case T::kMime:
+      return std::string(span(raw, cur->header_begin, cur->header_end));
+    case T::kHeader:
+      return std::string(span(raw, msg->header_begin, msg->header_end));
+    case T::kText:
+      return std::string(span(raw, msg->body_begin, msg->body_end));
+    case T::kHeaderFields:
+    case T::kHeaderFieldsNot:
+      return mime_header_fields(span(raw, msg->header_begin, msg->header_end), s.fields, s.text == T::kHeaderFieldsNot);
+  }
+  return std::nullopt;
+}
+
+}  // namespace mailark::api::imap

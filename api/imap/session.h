@@ -1,0 +1,148 @@
+// One IMAP connection's meaning: states, commands, the selected folder's view. No sockets: the
+// server (api/imap/server.cc) feeds it whole commands (api/imap/command.h) and writes what it answers;
+// every call may block on LMDB, the archive's decompression or Xapian, so the server runs them on a
+// pool thread, one call at a time per session.
+//
+// IMAP4rev2 (RFC 9051) and IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, IDLE, UIDPLUS, MOVE,
+// NAMESPACE, ID, ENABLE, SPECIAL-USE, ESEARCH, CONDSTORE, UNSELECT, CHILDREN, LIST-EXTENDED's
+// RETURN (SPECIAL-USE, SUBSCRIBED, CHILDREN, STATUS). Logins (LOGIN, AUTHENTICATE PLAIN and LOGIN)
+// only over TLS, or from a loopback address (as Dovecot, which counts those as secure).
+//
+// Isolation: every folder is looked up by name among the logged-in user's folders, and every
+// message operation goes through MailboxStore with that user's id, which checks ownership again
+// (tests: tests/e2e/test_imap.py test_users_never_reach_each_others_mail).
+//
+// Sequence numbers: the session keeps the view the client knows (UIDs in order). Other sessions'
+// changes reach it in sync(): new messages as EXISTS, flag changes as FETCH, expunges as EXPUNGE
+// (only where RFC 9051 7.5.1 allows them: not during FETCH, STORE or SEARCH).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/auth.h"
+#include "api/imap/command.h"
+#include "common/limits.h"
+#include "engine/archive.h"
+#include "engine/mailbox.h"
+
+namespace mailark::api::imap {
+
+struct ImapContext {
+  MailboxStore& store;
+  const Archive& archive;
+  std::string index_dir;
+  Authenticator& auth;
+  std::string hostname = "localhost";
+  std::size_t max_message_bytes = 64u << 20;
+  // APPEND: archives `raw` for `user` into `folder` through the pipeline (scanned, archived) and
+  // returns its archive seq once it is durable; an error (refused, infected, full queue) otherwise.
+  // Blocking.
+  std::function<Result<std::uint64_t>(const User& user, const std::string& folder, std::string raw,
+                                      std::int64_t internal_date)>
+      append;
+};
+
+class ImapSession {
+ public:
+  enum class Then {
+    kNone,
+    kStartTls,  // start TLS now; bytes the client sent after STARTTLS are dropped
+    kClose,
+    kIdle,      // wait for DONE (expect_line), calling idle_poll() on changes
+    kMore,      // write out, then call more()
+    kAuthLine,  // expect_line(), then auth_line()
+  };
+  struct Reply {
+    std::string out;
+    Then then = Then::kNone;
+  };
+
+  ImapSession(ImapContext& ctx, std::string client_ip, bool tls_active, bool starttls_available, bool loopback);
+
+  std::string greeting() const;
+  Reply execute(const Command& cmd);
+  Reply more();
+  Reply auth_line(const std::string& line);
+  std::string idle_poll();
+  Reply idle_done(const std::string& line);
+  void tls_started() { tls_ = true; }
+  std::string shutdown_notice() const { return "* BYE mailark is shutting down\r\n"; }
+  std::string bad(const std::string& tag, const std::string& why);  // counts errors
+
+  bool logged_in() const { return user_.id != 0; }
+  std::uint32_t user_id() const { return user_.id; }
+  bool too_many_errors() const { return errors_ >= kMaxErrors; }
+
+  static constexpr unsigned kMaxErrors = 30;
+  static constexpr std::size_t kFetchChunkBytes = 1u << 20;
+
+ private:
+  enum class State { kNotAuthenticated, kAuthenticated, kSelected, kLogout };
+  struct Selected {
+    Folder folder;
+    bool read_only = false;
+    std::vector<MailEntry> view;  // what the client knows, in UID order; index + 1 = sequence number
+    bool gone = false;            // the folder was deleted or renamed away
+  };
+  struct PendingFetch {
+    std::string tag;
+    std::vector<std::size_t> indexes;  // into view
+    std::vector<FetchAttr> attrs;
+    bool uid = false;
+    bool mark_seen = false;
+    bool want_modseq = false;
+    std::size_t next = 0;
+    std::string name;
+  };
+  struct PendingAuth {
+    std::string tag, mechanism, login_user;
+    int step = 0;
+  };
+
+  Reply login(const std::string& tag, const std::string& user, const std::string& password);
+  Reply capability(const std::string& tag);
+  Reply select(const Command& c, bool read_only);
+  Reply list(const Command& c, bool lsub);
+  Reply status(const Command& c);
+  Reply fetch(const Command& c, bool uid);
+  Reply store_flags(const Command& c, bool uid);
+  Reply search(const Command& c, bool uid);
+  Reply copy_move(const Command& c, bool uid, bool move);
+  Reply expunge(const Command& c, bool uid);
+  Reply append(const Command& c);
+  Reply create_delete_rename(const Command& c);
+  Reply subscribe(const Command& c, bool on);
+
+  std::string capabilities() const;
+  std::string sync(bool allow_expunge);
+  std::string status_items(const Folder& f, const std::vector<std::string>& items);
+  // Resolves a sequence set (UIDs or sequence numbers) to view indexes, ascending.
+  std::vector<std::size_t> resolve(const SequenceSet& set, bool uid) const;
+  std::optional<std::string> folder_name(const Value& v) const;  // the client's name, as stored (UTF-8)
+  std::string client_name(const std::string& stored) const;      // as the client reads it
+  std::string fetch_one(std::size_t index, const PendingFetch& f, const ArchiveSnapshot& snap);
+  Reply fail(const std::string& tag, const std::string& code_and_text);
+  Reply ok(const std::string& tag, const std::string& text, Then then = Then::kNone);
+
+  ImapContext& ctx_;
+  std::string client_ip_;
+  bool tls_;
+  bool starttls_available_;
+  bool loopback_;
+  State state_ = State::kNotAuthenticated;
+  User user_;
+  bool rev2_ = false;
+  bool condstore_ = false;
+  std::optional<Selected> sel_;
+  std::optional<PendingFetch> fetch_;
+  std::optional<PendingAuth> auth_;
+  std::string idle_tag_;
+  std::vector<std::uint32_t> saved_uids_;  // SEARCH RETURN (SAVE): "$"
+  unsigned errors_ = 0;
+};
+
+}  // namespace mailark::api::imap

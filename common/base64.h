@@ -1,0 +1,16 @@
+// Base64 (RFC 4648 section 4) through OpenSSL's EVP_EncodeBlock / EVP_DecodeBlock: strict decoding
+// (only the alphabet, padding at the end, length a multiple of 4). Used for SASL (RFC 4616) and the
+// scrypt hashes of engine/users.cc.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace mailark {
+
+std::string base64_encode(std::string_view bytes);
+// Nothing for anything that is not canonical base64 (or longer than max_input bytes).
+std::optional<std::string> base64_decode(std::string_view text, std::size_t max_input = 1u << 20);
+
+}  // namespace mailark

@@ -1,0 +1,53 @@
+// The MIME structure of a message as byte ranges of its original bytes (RFC 2045/2046), for the
+// mailbox views: IMAP's BODY[section] must return parts exactly as stored, and its BODYSTRUCTURE
+// must describe the same bytes. GMime parses the header fields that carry structure (Content-Type
+// and Content-Disposition with RFC 2231 parameters, in mime_tree.cc); the boundaries are found here,
+// on the stored bytes, because GMime re-serialises what it parses and keeps no offsets.
+//
+// Never fails: a missing boundary makes a leaf, an unclosed multipart ends at its parent's end, a
+// part without a blank line is all header. Bounded (kMaxMimeDepth, kMaxMimeParts) and fuzzed
+// (fuzz/mime_tree_fuzz.cc); tests: MimeTree.* in tests/imap_core_test.cc.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace mailark {
+
+inline constexpr unsigned kMaxMimeDepth = 40;
+inline constexpr std::size_t kMaxMimeParts = 5000;
+
+using MimeParams = std::vector<std::pair<std::string, std::string>>;
+
+struct MimeNode {
+  std::size_t header_begin = 0, header_end = 0;  // the header section, with the blank line ending it
+  std::size_t body_begin = 0, body_end = 0;
+  std::string type = "text", subtype = "plain";  // lower case
+  MimeParams params;                              // Content-Type parameters (values decoded, RFC 2231)
+  std::optional<std::string> id, description, md5, language, location;
+  std::string encoding = "7bit";  // Content-Transfer-Encoding, lower case
+  std::optional<std::string> disposition;  // lower case
+  MimeParams disposition_params;
+  std::size_t lines = 0;  // body lines (text/* and message/rfc822)
+  // multipart: the parts; message/rfc822: one child, the encapsulated message (its header and body).
+  std::vector<MimeNode> children;
+
+  bool is_multipart() const { return type == "multipart"; }
+  bool is_message() const { return type == "message" && (subtype == "rfc822" || subtype == "global"); }
+};
+
+// The top-level message: header_begin = 0, body_end = raw.size().
+MimeNode parse_mime_tree(std::string_view raw);
+
+// The first header field `name` of a header section (case-insensitive), unfolded (CRLF + WSP -> WSP),
+// leading blanks removed. Nothing when absent.
+std::optional<std::string> mime_header(std::string_view header_section, std::string_view name);
+// The header fields named (or, with exclude, all others) exactly as they stand, followed by the
+// blank line (IMAP's HEADER.FIELDS and HEADER.FIELDS.NOT).
+std::string mime_header_fields(std::string_view header_section, const std::vector<std::string>& names, bool exclude);
+
+}  // namespace mailark
