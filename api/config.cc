@@ -109,6 +109,7 @@ ServeConfig defaults() {
   // The demo company of demo/mailbox.mbox, and local mail.
   c.inbound_domains = {"northwind.example", "localhost"};
   for (const char* n : {"127.0.0.0/8", "::1/128"}) c.outbound_networks.push_back(parse_network(n).value());
+  c.imap_plaintext_networks = c.outbound_networks;
   return c;
 }
 
@@ -145,7 +146,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                       "sent_copy_user", "sent_copy_password", "sent_copy_folder", "sent_copy_tls"}},
       {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
       {"admin", {"listen", "token_file", "public_url", "tls"}},
-      {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
+      {"imap", {"sessions", "sessions_per_ip", "idle_timeout", "plaintext_login_networks"}},
   };
   return keys;
 }
@@ -379,6 +380,16 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(t["imap"]["sessions"], "imap.sessions", c.imap_max_sessions, 1, 1000000);
   num(t["imap"]["sessions_per_ip"], "imap.sessions_per_ip", c.imap_max_sessions_per_ip, 1, 1000000);
   num(t["imap"]["idle_timeout"], "imap.idle_timeout", c.imap_idle_timeout_s, 60, 86400);
+  if (t["imap"]["plaintext_login_networks"]) {
+    std::vector<std::string> nets;
+    strings(t["imap"]["plaintext_login_networks"], "imap.plaintext_login_networks", nets);
+    c.imap_plaintext_networks.clear();
+    for (const auto& n : nets) {
+      auto net = parse_network(n);
+      if (!net) return bad("imap.plaintext_login_networks", net.error().context);
+      c.imap_plaintext_networks.push_back(*net);
+    }
+  }
 
   // [continuity]
   auto C = t["continuity"];

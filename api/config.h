@@ -152,6 +152,8 @@ struct ServeConfig {
   unsigned imap_max_sessions = 2000;
   unsigned imap_max_sessions_per_ip = 600;
   unsigned imap_idle_timeout_s = 1800;  // RFC 9051 5.4: at least 30 minutes
+  // Clients in these networks may log in without TLS (as Dovecot counts loopback as secure).
+  std::vector<Network> imap_plaintext_networks;  // default 127.0.0.0/8 and ::1
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
 

@@ -219,7 +219,8 @@ std::optional<Command> parse_command(std::string_view whole, const CommandLimits
   }
   while (!p.at_end()) {
     if (!p.space()) {
-      *error = p.error().empty() ? std::string("a missing space before '") + Parser::printable(p.peek()) + "'" : p.error();
+      *error = p.error().empty() ? std::string("an unexpected character '") + Parser::printable(p.peek()) + "' (a space was expected)"
+                                 : p.error();
       return std::nullopt;
     }
     if (p.at_end()) break;  // trailing spaces: lenient

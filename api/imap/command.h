@@ -101,7 +101,7 @@ std::optional<Command> parse_command(std::string_view whole, const CommandLimits
 // ---- sequence sets (RFC 9051 9: sequence-set) ----
 
 struct SequenceSet {
-  static constexpr std::uint32_t kStar = 0xffffffffu;
+  static constexpr std::uint32_t kStar = 0;  // "*" (0 is never a valid number)
   std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges;  // as written; kStar for "*"
   bool saved = false;  // "$" (the last SEARCH result, RFC 5182)
   // The numbers it names among 1..largest ("*" is largest), ascending, each once. An empty folder:

@@ -26,9 +26,6 @@ void log_exception(std::exception_ptr e) {
   }
 }
 
-bool is_loopback(const std::string& ip) {
-  return ip.rfind("127.", 0) == 0 || ip == "::1";
-}
 }  // namespace
 
 struct ImapServer::Impl {
@@ -151,7 +148,9 @@ struct ImapServer::Impl {
       bool ok = co_await handshake();
       if (!ok) co_return;
     }
-    imap::ImapSession session(ctx, ip, secure, lc.tls == "starttls", is_loopback(ip));
+    const bool trusted = std::any_of(config.imap_plaintext_networks.begin(), config.imap_plaintext_networks.end(),
+                                     [&](const Network& n) { return n.contains(ip); });
+    imap::ImapSession session(ctx, ip, secure, lc.tls == "starttls", trusted);
     imap::CommandLimits limits;
     limits.max_append_bytes = ctx.max_message_bytes;
     auto reader = std::make_unique<imap::CommandReader>(limits);

@@ -1,0 +1,402 @@
+"""IMAP straight from the archive, with real clients: Python's imaplib, curl, mbsync (isync), and raw
+sockets for what a client library hides (IDLE, hostile input). A real `mailark serve` with an
+inbound SMTP listener, an IMAP listener with STARTTLS and one with implicit TLS; users added with the
+`mailark user` CLI; mail sent through SMTP; logins only over TLS (plaintext_login_networks = [])."""
+import imaplib
+import os
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import BIN, EICAR, Server, free_port, insecure_tls
+
+
+def message(subject, to="alice@example.com", body="hello from the internet\r\n", frm="sender@internet.example"):
+    return (f"From: Sender <{frm}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@internet.example>\r\n"
+            f"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\n\r\n{body}").encode()
+
+
+class ImapTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.mx, cls.imap_port, cls.imaps_port = free_port(), free_port(), free_port()
+        cls.server = Server(f"""
+[server]
+hostname = "mx.test.example"
+[inbound]
+domains = ["example.com"]
+verify_recipients = "none"
+[imap]
+plaintext_login_networks = []
+[[listener]]
+name = "mx"
+role = "inbound"
+port = {cls.mx}
+tls = "starttls"
+[[listener]]
+name = "imap"
+role = "imap"
+port = {cls.imap_port}
+tls = "starttls"
+[[listener]]
+name = "imaps"
+role = "imap"
+port = {cls.imaps_port}
+tls = "implicit"
+""", wait_port=cls.imaps_port)
+        cls.data = cls.server.data
+        for user, pw in (("alice@example.com", "alice-pw"), ("bob@example.com", "bob-pw"),
+                         ("carol@example.com", "carol-pw")):
+            p = subprocess.run([BIN, "--data", cls.data, "user", "add", user, "--password-stdin"],
+                               input=pw.encode() + b"\n", capture_output=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.cleanup()
+
+    # ---- helpers ----
+
+    def send(self, rcpts, data):
+        with smtplib.SMTP("127.0.0.1", self.mx, timeout=30) as s:
+            s.ehlo("client.test.example")
+            s.sendmail("sender@internet.example", rcpts, data)
+
+    def login(self, user="alice@example.com", pw="alice-pw", implicit=True):
+        if implicit:
+            m = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=insecure_tls(), timeout=30)
+        else:
+            m = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=30)
+            m.starttls(ssl_context=insecure_tls())
+        m.login(user, pw)
+        return m
+
+    def wait_count(self, m, folder, n, timeout=15):
+        deadline = time.time() + timeout
+        while True:
+            typ, data = m.select(folder)
+            self.assertEqual(typ, "OK", data)
+            if int(data[0]) >= n or time.time() > deadline:
+                return int(data[0])
+            time.sleep(0.2)
+
+    def archive_bytes(self, query):
+        res = self.server.wait_for(query)
+        self.assertEqual(res["total"], 1, query)
+        ident = res["results"][0]["id"]
+        return subprocess.run([BIN, "--data", self.data, "show", str(ident), "--raw"], capture_output=True,
+                              timeout=60).stdout
+
+    def uid_of(self, m, subject, timeout=15):
+        """The UID of the one message with this subject in the selected folder; waits (bounded) for
+        the follower to place mail that SMTP just accepted."""
+        deadline = time.time() + timeout
+        while True:
+            m.noop()
+            typ, data = m.uid("SEARCH", None, "SUBJECT", f'"{subject}"')
+            self.assertEqual(typ, "OK")
+            uids = data[0].split()
+            if uids or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(len(uids), 1, (subject, data))
+        return uids[0].decode()
+
+    # ---- tests ----
+
+    def test_mail_arrives_in_every_recipients_inbox_byte_identical(self):
+        # alice in To:, bob only in the envelope (Bcc): both get it; carol does not.
+        self.send(["alice@example.com", "bob@example.com"], message("arrival check"))
+        raw = self.archive_bytes("subject:arrival")
+        for user, pw in (("alice@example.com", "alice-pw"), ("bob@example.com", "bob-pw")):
+            m = self.login(user, pw)
+            self.assertGreaterEqual(self.wait_count(m, "INBOX", 1), 1)
+            uid = self.uid_of(m, "arrival check")
+            typ, data = m.uid("FETCH", uid, "(BODY.PEEK[] RFC822.SIZE FLAGS)")
+            self.assertEqual(typ, "OK")
+            self.assertEqual(data[0][1], raw)
+            rest = data[0][0] + b"".join(x for x in data[1:] if isinstance(x, bytes))
+            self.assertIn(f"RFC822.SIZE {len(raw)}".encode(), rest)
+            self.assertIn(b"FLAGS ()", rest)  # PEEK leaves it unseen
+            m.logout()
+        c = self.login("carol@example.com", "carol-pw")
+        self.assertEqual(c.select("INBOX")[0], "OK")
+        typ, data = c.uid("SEARCH", None, "SUBJECT", '"arrival check"')
+        self.assertEqual(data, [b""])
+        c.logout()
+
+    def test_users_never_reach_each_others_mail(self):
+        self.send(["bob@example.com"], message("for bob only", to="bob@example.com"))
+        b = self.login("bob@example.com", "bob-pw")
+        self.wait_count(b, "INBOX", 1)
+        self.uid_of(b, "for bob only")
+        b.logout()
+        a = self.login()
+        typ, data = a.select("INBOX")
+        # By UID and sequence ranges: only alice's own messages, never bob's.
+        typ, data = a.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (Subject)])")
+        self.assertNotIn(b"for bob only", b"".join(x[1] if isinstance(x, tuple) else x for x in data if x))
+        typ, data = a.uid("SEARCH", None, "SUBJECT", '"for bob only"')
+        self.assertEqual(data, [b""])
+        typ, data = a.uid("SEARCH", None, "TEXT", "bob")
+        for uid in data[0].split():
+            typ, d = a.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (To)])")
+            self.assertNotIn(b"bob@example.com", d[0][1])
+        # Path tricks and other users' names are folders alice does not have.
+        for name in ('"../bob@example.com/INBOX"', '"bob@example.com/INBOX"', '"INBOX/../../bob"', '"/INBOX"',
+                     '"INBOX/."', '"*"', '"%"'):
+            typ, data = a.select(name)
+            self.assertEqual(typ, "NO", name)
+            typ, data = a.status(name, "(MESSAGES)")
+            self.assertEqual(typ, "NO", name)
+        typ, data = a.list()
+        self.assertFalse([x for x in data if b"bob" in x], data)
+        a.select("INBOX")
+        typ, data = a.copy("1:*", '"../bob@example.com/INBOX"')
+        self.assertEqual(typ, "NO")
+        # A sequence number past the end is refused, not mapped to anybody's message.
+        n = int(a.select("INBOX")[1][0])
+        typ, data = a._simple_command("FETCH", str(n + 5), "(FLAGS)") if False else ("BAD", None)
+        self.assertEqual(typ, "BAD")
+        a.logout()
+
+    def test_idle_sees_new_mail_at_once(self):
+        sock = insecure_tls().wrap_socket(socket.create_connection(("127.0.0.1", self.imaps_port), timeout=20))
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"a LOGIN carol@example.com carol-pw\r\n")
+        while not f.readline().startswith(b"a "):
+            pass
+        sock.sendall(b"b SELECT INBOX\r\n")
+        while not f.readline().startswith(b"b "):
+            pass
+        sock.sendall(b"c IDLE\r\n")
+        self.assertTrue(f.readline().startswith(b"+"))
+        sent = time.time()
+        self.send(["carol@example.com"], message("idle wake up", to="carol@example.com"))
+        line = f.readline()
+        self.assertRegex(line, rb"^\* \d+ EXISTS\r\n$")
+        self.assertLess(time.time() - sent, 10)
+        sock.sendall(b"DONE\r\n")
+        while True:
+            line = f.readline()
+            if line.startswith(b"c "):
+                break
+        self.assertTrue(line.startswith(b"c OK"), line)
+        sock.sendall(b"d LOGOUT\r\n")
+        sock.close()
+
+    def test_append_goes_through_the_pipeline(self):
+        a = self.login()
+        msg = message("appended draft", to="someone@internet.example", frm="alice@example.com")
+        typ, data = a.append("Drafts", "(\\Draft \\Seen)", imaplib.Time2Internaldate(1767225600), msg)
+        self.assertEqual(typ, "OK", data)
+        self.assertIn(b"APPENDUID", data[0])
+        a.select("Drafts")
+        uid = data[0].split()[2].rstrip(b"]").decode()
+        typ, data = a.uid("FETCH", uid, "(FLAGS INTERNALDATE BODY.PEEK[])")
+        self.assertIn(b"\\Draft", data[0][0])
+        self.assertIn(b"1-Jan-2026", data[0][0])
+        self.assertEqual(data[0][1], msg)
+        # Archived and indexed like any other message.
+        self.assertEqual(self.server.wait_for("subject:appended")["total"], 1)
+        # A virus is refused (and kept, quarantined, in the archive).
+        bad = message("appended virus", body=EICAR + "\r\n", frm="alice@example.com")
+        typ, data = a.append("INBOX", None, None, bad)
+        self.assertEqual(typ, "NO")
+        self.assertIn(b"infected", data[0])
+        # No such folder: TRYCREATE.
+        typ, data = a.append("Nowhere", None, None, msg)
+        self.assertEqual(typ, "NO")
+        self.assertIn(b"TRYCREATE", data[0])
+        a.logout()
+
+    def test_flags_moves_and_expunge_are_views_and_the_archive_keeps_everything(self):
+        self.send(["alice@example.com"], message("keep me archived"))
+        raw = self.archive_bytes("subject:\"keep me archived\"")
+        a = self.login()
+        self.wait_count(a, "INBOX", 1)
+        uid = self.uid_of(a, "keep me archived")
+        self.assertEqual(a.uid("STORE", uid, "+FLAGS", "(\\Flagged $Work)")[0], "OK")
+        a.logout()
+        a = self.login(implicit=False)  # STARTTLS this time
+        a.select("INBOX")
+        typ, data = a.uid("FETCH", uid, "(FLAGS)")
+        self.assertIn(b"\\Flagged", data[0])
+        self.assertIn(b"$Work", data[0])
+        self.assertEqual(a.create("Projects/Keep")[0], "OK")
+        typ, data = a.uid("MOVE", uid, "Projects/Keep")
+        self.assertEqual(typ, "OK", data)
+        self.assertEqual(a.uid("SEARCH", None, "SUBJECT", '"keep me archived"')[1], [b""])
+        a.select("Projects/Keep")
+        typ, data = a.uid("SEARCH", None, "ALL")
+        moved = data[0].split()[-1].decode()
+        typ, data = a.uid("FETCH", moved, "(FLAGS BODY[])")  # not PEEK: sets \Seen
+        self.assertEqual(data[0][1], raw)
+        self.assertIn(b"\\Seen", data[0][0])
+        self.assertIn(b"$Work", data[0][0])  # flags moved along
+        a.uid("STORE", moved, "+FLAGS", "(\\Deleted)")
+        self.assertEqual(a.expunge()[0], "OK")
+        self.assertEqual(a.uid("SEARCH", None, "ALL")[1], [b""])
+        a.logout()
+        # The archive still has it, byte for byte.
+        self.assertEqual(self.archive_bytes("subject:\"keep me archived\""), raw)
+
+    def test_logins_need_tls_outside_the_trusted_networks(self):
+        m = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=30)
+        self.assertIn("LOGINDISABLED", m.capabilities)
+        self.assertNotIn("AUTH=PLAIN", m.capabilities)
+        with self.assertRaises(imaplib.IMAP4.error) as e:
+            m.login("alice@example.com", "alice-pw")
+        self.assertIn("PRIVACYREQUIRED", str(e.exception))
+        m.starttls(ssl_context=insecure_tls())
+        self.assertIn("AUTH=PLAIN", m.capabilities)
+        m.authenticate("PLAIN", lambda _: b"\0alice@example.com\0alice-pw")
+        m.logout()
+        # Logging in as someone else through the authorisation identity is refused.
+        m = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=insecure_tls(), timeout=30)
+        with self.assertRaises(imaplib.IMAP4.error):
+            m.authenticate("PLAIN", lambda _: b"bob@example.com\0alice@example.com\0alice-pw")
+        m.logout()
+
+    def test_login_floods_are_throttled(self):
+        # A user name nobody else uses in these tests, so the throttle touches only this test.
+        p = subprocess.run([BIN, "--data", self.data, "user", "add", "dave@example.com", "--password-stdin"],
+                           input=b"dave-pw\n", capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        answers = []
+        for i in range(12):
+            m = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=insecure_tls(), timeout=30)
+            try:
+                m.login("dave@example.com", "wrong-%d" % i)
+            except imaplib.IMAP4.error as e:
+                answers.append(str(e))
+            m.shutdown()
+        self.assertIn("AUTHENTICATIONFAILED", answers[0])
+        self.assertIn("UNAVAILABLE", answers[-1])
+        m = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=insecure_tls(), timeout=30)
+        with self.assertRaises(imaplib.IMAP4.error) as e:
+            m.login("dave@example.com", "dave-pw")  # even the right password, while throttled
+        self.assertIn("UNAVAILABLE", str(e.exception))
+        m.shutdown()
+
+    def test_hostile_input_gets_clear_answers_and_loses_nothing(self):
+        self.send(["alice@example.com"], message("still here after the storm"))
+        a = self.login()
+        self.wait_count(a, "INBOX", 1)
+        self.uid_of(a, "still here after the storm")
+        a.logout()
+        sock = insecure_tls().wrap_socket(socket.create_connection(("127.0.0.1", self.imaps_port), timeout=20))
+        f = sock.makefile("rb")
+        f.readline()
+
+        def cmd(line):
+            sock.sendall(line)
+            tag = line.split(b" ", 1)[0]
+            out = []
+            while True:
+                l = f.readline()
+                self.assertTrue(l, b"connection closed after " + line[:60])
+                out.append(l)
+                if l.startswith(tag + b" ") or l.startswith(b"+ "):
+                    return out
+
+        self.assertTrue(cmd(b"a LOGIN alice@example.com alice-pw\r\n")[-1].startswith(b"a OK"))
+        self.assertTrue(cmd(b"b SELECT INBOX\r\n")[-1].startswith(b"b OK"))
+        r = cmd(b"c APPEND INBOX {999999999999}\r\n")[-1]
+        self.assertTrue(r.startswith(b"c NO [TOOBIG]"), r)
+        r = cmd(b"d FETCH 1 (FLAGS\r\n")[-1]
+        self.assertTrue(r.startswith(b"d BAD"), r)
+        r = cmd(b"e UID FETCH 1:4294967295 (UID)\r\n")[-1]
+        self.assertTrue(r.startswith(b"e OK"), r)
+        r = cmd(b"f UID FETCH " + b",".join(str(i).encode() for i in range(1, 10003)) + b" (UID)\r\n")[-1]
+        self.assertTrue(r.startswith(b"f BAD"), r)
+        r = cmd(b"g CREATE \"a//b\"\r\n")[-1]
+        self.assertTrue(r.startswith(b"g NO"), r)
+        r = cmd(b"h SEARCH " + b"NOT " * 500 + b"SEEN\r\n")[-1]
+        self.assertTrue(r.startswith(b"h BAD"), r)
+        r = cmd(b"i FETCH 1 (BODY[1.2.3.4.5.6.7.8.9])\r\n")[-1]
+        self.assertTrue(r.startswith(b"i OK"), r)
+        r = cmd(b"j NOOP\r\n")[-1]
+        self.assertTrue(r.startswith(b"j OK"), r)
+        sock.sendall(b"k LOGOUT\r\n")
+        sock.close()
+        a = self.login()
+        a.select("INBOX")
+        self.uid_of(a, "still here after the storm")
+        a.logout()
+
+    def test_curl_and_mbsync_pull_the_mailbox(self):
+        self.send(["bob@example.com"], message("pulled by real clients", to="bob@example.com"))
+        raw = self.archive_bytes("subject:\"pulled by real clients\"")
+        b = self.login("bob@example.com", "bob-pw")
+        self.wait_count(b, "INBOX", 1)
+        uid = self.uid_of(b, "pulled by real clients")
+        b.logout()
+        curl = subprocess.run(["curl", "-s", "-k", "--max-time", "30", "-u", "bob@example.com:bob-pw",
+                               f"imaps://127.0.0.1:{self.imaps_port}/INBOX;UID={uid}"], capture_output=True, timeout=60)
+        self.assertEqual(curl.returncode, 0, curl.stderr)
+        self.assertEqual(curl.stdout, raw)
+        if not shutil.which("mbsync"):
+            self.skipTest("mbsync (Debian's isync) is not installed; scripts/setup.sh installs it")
+        tmp = tempfile.mkdtemp(prefix="mailark-mbsync-")
+        os.makedirs(os.path.join(tmp, "mail"))
+        try:
+            cert = os.path.join(self.data, "tls", "cert.pem")
+            rc = os.path.join(tmp, "mbsyncrc")
+            with open(rc, "w") as fh:
+                fh.write(f"""IMAPAccount bob
+Host 127.0.0.1
+Port {self.imaps_port}
+User bob@example.com
+Pass bob-pw
+SSLType IMAPS
+CertificateFile {cert}
+
+IMAPStore remote
+Account bob
+
+MaildirStore local
+Path {tmp}/mail/
+Inbox {tmp}/mail/INBOX
+SubFolders Verbatim
+
+Channel pull
+Far :remote:
+Near :local:
+Patterns *
+Create Near
+Sync Pull
+SyncState *
+""")
+            p = subprocess.run(["mbsync", "-c", rc, "-a"], capture_output=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            got = []
+            for d in ("new", "cur"):
+                folder = os.path.join(tmp, "mail", "INBOX", d)
+                for name in os.listdir(folder):
+                    with open(os.path.join(folder, name), "rb") as fh:
+                        got.append(fh.read())
+            # mbsync writes Maildir files with Unix line ends and adds its own X-TUID tracking field;
+            # every other byte is the archive's.
+            def mbsync_form(b):
+                return b"".join(l for l in b.replace(b"\r\n", b"\n").splitlines(keepends=True)
+                                if not l.startswith(b"X-TUID: "))
+            self.assertIn(mbsync_form(raw), [mbsync_form(g) for g in got])
+            typ_count = len(got)
+            b = self.login("bob@example.com", "bob-pw")
+            self.assertEqual(typ_count, int(b.select("INBOX")[1][0]))
+            b.logout()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,378 @@
+// The IMAP server's I/O-free core: the command reader (framing, literals, limits), the grammar
+// (sequence sets, FETCH attributes, SEARCH keys, flags, dates, mUTF-7), the MIME byte-range tree and
+// what FETCH cuts from it, and login throttling.
+#include <gtest/gtest.h>
+
+#include "api/auth.h"
+#include "api/imap/command.h"
+#include "api/imap/fetch.h"
+#include "engine/mime_tree.h"
+#include "test_util.h"
+
+namespace mailark::api::imap {
+namespace {
+
+using Event = CommandReader::Event;
+
+std::vector<Command> feed_all(CommandReader& r, std::string_view bytes, std::vector<Event>* events = nullptr,
+                              bool byte_by_byte = false) {
+  std::vector<Command> out;
+  auto drain = [&] {
+    while (true) {
+      Event e = r.next();
+      if (e == Event::kNone) break;
+      if (events) events->push_back(e);
+      if (e == Event::kCommand) out.push_back(r.command());
+      if (e == Event::kClose) break;
+    }
+  };
+  if (byte_by_byte) {
+    for (char c : bytes) {
+      r.feed(std::string_view(&c, 1));
+      drain();
+    }
+  } else {
+    r.feed(bytes);
+    drain();
+  }
+  return out;
+}
+
+TEST(ImapCommand, CommandsAreTheSameWholeAndByteByByte) {
+  const std::string input =
+      "a1 LOGIN \"ali\\\"ce\" {6}\r\nse cr\n\r\n"
+      "a2 UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From Subject)]<0.100>)\r\n"
+      "a3 APPEND INBOX (\\Seen) {5+}\r\nhello\r\n"
+      "a4 NOOP\n";
+  for (bool bytewise : {false, true}) {
+    CommandReader r;
+    std::vector<Event> events;
+    auto cmds = feed_all(r, input, &events, bytewise);
+    ASSERT_EQ(cmds.size(), 4u) << bytewise;
+    EXPECT_EQ(cmds[0].name, "LOGIN");
+    ASSERT_EQ(cmds[0].args.size(), 2u);
+    EXPECT_EQ(cmds[0].args[0].text, "ali\"ce");
+    EXPECT_EQ(cmds[0].args[1].text, "se cr\n");  // a literal holds any byte
+    EXPECT_TRUE(cmds[0].args[1].literal);
+    EXPECT_EQ(cmds[1].name, "UID FETCH");
+    ASSERT_EQ(cmds[1].args.size(), 2u);
+    ASSERT_TRUE(cmds[1].args[1].is_list());
+    EXPECT_EQ(cmds[1].args[1].list[1].text, "BODY.PEEK[HEADER.FIELDS (From Subject)]<0.100>");
+    EXPECT_EQ(cmds[2].args.back().text, "hello");
+    EXPECT_EQ(cmds[3].name, "NOOP");
+    // One continuation, for the synchronising literal only (not for {5+}).
+    EXPECT_EQ(std::count(events.begin(), events.end(), Event::kContinue), bytewise ? 1 : 0);
+  }
+}
+
+TEST(ImapCommand, SynchronisingLiteralWaitsForTheGoAhead) {
+  CommandReader r;
+  r.feed("a LOGIN {5}\r\n");
+  EXPECT_EQ(r.next(), Event::kContinue);
+  EXPECT_EQ(r.next(), Event::kNone);  // asked once
+  r.feed("alice secret\r\n");
+  ASSERT_EQ(r.next(), Event::kCommand);
+  EXPECT_EQ(r.command().args[0].text, "alice");
+  EXPECT_EQ(r.command().args[1].text, "secret");
+}
+
+TEST(ImapCommand, BadInputGetsAClearAnswerAndTheConnectionGoesOn) {
+  struct Case {
+    std::string line;
+    std::string tag;
+    std::string error_part;
+  } cases[] = {
+      {"a1 FETCH 1 (FLAGS\r\n", "a1", "')'"},
+      {"a2 FETCH 1 FLAGS)\r\n", "a2", "')'"},
+      {"a3 LOGIN \"unterminated\r\n", "a3", "quoted"},
+      {"a4 LOGIN \"bad\\escape\" x\r\n", "a4", "escapes"},
+      {"\r\n", "*", "empty"},
+      {"+bad NOOP\r\n", "*", "tag"},
+      {"a5 SELECT INBOX\x01\r\n", "a5", "character"},
+  };
+  for (const auto& c : cases) {
+    CommandReader r;
+    r.feed(c.line + "z NOOP\r\n");
+    ASSERT_EQ(r.next(), Event::kBad) << c.line;
+    EXPECT_EQ(r.error_tag(), c.tag) << c.line;
+    EXPECT_NE(r.error().find(c.error_part), std::string::npos) << c.line << " -> " << r.error();
+    ASSERT_EQ(r.next(), Event::kCommand) << c.line;  // the next command is read as usual
+    EXPECT_EQ(r.command().tag, "z");
+  }
+  // Deep nesting is refused, not recursed into.
+  CommandReader r;
+  r.feed("a FETCH 1 " + std::string(1000, '(') + std::string(1000, ')') + "\r\n");
+  EXPECT_EQ(r.next(), Event::kBad);
+  EXPECT_NE(r.error().find("nested"), std::string::npos);
+}
+
+TEST(ImapCommand, HugeLiteralsAreRefusedWithoutReadingThem) {
+  CommandLimits limits;
+  limits.max_append_bytes = 1000;
+  // Synchronising: NO [TOOBIG], and the client sends nothing more for that command.
+  CommandReader r(limits);
+  r.feed("a1 APPEND INBOX {999999999999}\r\na2 NOOP\r\n");
+  EXPECT_EQ(r.next(), Event::kTooBig);
+  EXPECT_EQ(r.error_tag(), "a1");
+  ASSERT_EQ(r.next(), Event::kCommand);
+  EXPECT_EQ(r.command().tag, "a2");
+  // Non-synchronising and small enough to skip: skipped, then the next command.
+  CommandReader r2(limits);
+  r2.feed("b1 APPEND INBOX {2000+}\r\n" + std::string(2000, 'x') + "\r\nb2 NOOP\r\n");
+  EXPECT_EQ(r2.next(), Event::kTooBig);
+  ASSERT_EQ(r2.next(), Event::kCommand);
+  EXPECT_EQ(r2.command().tag, "b2");
+  // Non-synchronising and too large to skip: the connection closes.
+  CommandReader r3(limits);
+  r3.feed("c1 APPEND INBOX {99999999+}\r\n");
+  EXPECT_EQ(r3.next(), Event::kClose);
+  EXPECT_NE(r3.error().find("over the limit"), std::string::npos);
+  // A literal outside APPEND has the small limit.
+  CommandReader r4;
+  r4.feed("d1 LOGIN {100000}\r\n");
+  EXPECT_EQ(r4.next(), Event::kTooBig);
+  // An endless line closes.
+  CommandReader r5;
+  r5.feed("e1 NOOP " + std::string(70000, 'x'));
+  EXPECT_EQ(r5.next(), Event::kClose);
+}
+
+TEST(ImapCommand, SequenceSets) {
+  auto s = parse_sequence_set("1:3,7,5:4,*");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->resolve(10), (std::vector<std::uint32_t>{1, 2, 3, 4, 5, 7, 10}));
+  EXPECT_EQ(s->resolve(2), (std::vector<std::uint32_t>{1, 2}));
+  EXPECT_TRUE(s->resolve(0).empty());
+  EXPECT_TRUE(parse_sequence_set("4294967295")->contains(4294967295u, 5));
+  // An enormous set over a small folder costs only the folder's size.
+  EXPECT_EQ(parse_sequence_set("1:4294967295")->resolve(3).size(), 3u);
+  for (const char* bad : {"", "0", "1:0", "a", "1,", ",1", "1::2", "4294967296", "1:2:3", "-1"})
+    EXPECT_FALSE(parse_sequence_set(bad)) << bad;
+  std::string many;
+  for (int i = 1; i <= 10001; ++i) many += (i > 1 ? "," : "") + std::to_string(i);
+  EXPECT_FALSE(parse_sequence_set(many));
+  EXPECT_TRUE(parse_sequence_set("$")->saved);
+}
+
+TEST(ImapCommand, FetchAttributes) {
+  std::string error;
+  CommandReader r;
+  r.feed("a FETCH 1 (UID BODY[1.2.MIME] BODY.PEEK[TEXT]<10.20> BODY[HEADER.FIELDS.NOT (Received)] BODYSTRUCTURE)\r\n");
+  ASSERT_EQ(r.next(), Event::kCommand);
+  auto attrs = parse_fetch_attrs(r.command().args[1], &error);
+  ASSERT_TRUE(attrs) << error;
+  ASSERT_EQ(attrs->size(), 5u);
+  EXPECT_EQ((*attrs)[1].section.part, (std::vector<unsigned>{1, 2}));
+  EXPECT_EQ((*attrs)[1].section.text, Section::Text::kMime);
+  EXPECT_EQ((*attrs)[1].name, "BODY[1.2.MIME]");
+  EXPECT_TRUE((*attrs)[2].peek);
+  EXPECT_EQ((*attrs)[2].name, "BODY[TEXT]<10>");
+  EXPECT_EQ((*attrs)[2].partial->second, 20u);
+  EXPECT_EQ((*attrs)[3].section.fields, std::vector<std::string>{"Received"});
+  for (const char* bad : {"BODY[0]", "BODY[1.]", "BODY[MIME]", "BODY[HEADER.FIELDS]", "BODY[FOO]", "BODY[]<1>",
+                          "BODY[]<1.0>", "NOPE", "BODY[1"}) {
+    Value v;
+    v.text = bad;
+    EXPECT_FALSE(parse_fetch_attrs(v, &error)) << bad;
+  }
+  Value all;
+  all.text = "ALL";
+  EXPECT_EQ(parse_fetch_attrs(all, &error)->size(), 4u);
+}
+
+TEST(ImapCommand, SearchKeys) {
+  CommandReader r;
+  r.feed("a SEARCH RETURN (MIN COUNT) CHARSET UTF-8 OR FROM alice (SINCE 1-Feb-2026 NOT SEEN) UID 1:5 LARGER 100\r\n");
+  ASSERT_EQ(r.next(), Event::kCommand);
+  std::string error;
+  auto req = parse_search(r.command().args, 0, &error);
+  ASSERT_TRUE(req) << error;
+  EXPECT_EQ(*req->esearch, (std::vector<std::string>{"MIN", "COUNT"}));
+  ASSERT_EQ(req->key.children.size(), 3u);
+  EXPECT_EQ(req->key.children[0].kind, SearchKey::Kind::kOr);
+  EXPECT_EQ(req->key.children[0].children[1].children[0].kind, SearchKey::Kind::kSince);
+  EXPECT_EQ(req->key.children[0].children[1].children[0].number, 20485);  // days from 1970-01-01 to 2026-02-01
+  EXPECT_EQ(req->key.children[2].number, 100);
+  // Unknown keys and missing arguments are refused; deep NOT chains too.
+  for (const char* bad : {"a SEARCH FOO\r\n", "a SEARCH FROM\r\n", "a SEARCH SINCE 32-Jan-2026\r\n",
+                          "a SEARCH LARGER x\r\n", "a SEARCH OR SEEN\r\n"}) {
+    CommandReader r2;
+    r2.feed(bad);
+    ASSERT_EQ(r2.next(), Event::kCommand);
+    error.clear();
+    EXPECT_FALSE(parse_search(r2.command().args, 0, &error)) << bad;
+    EXPECT_FALSE(error.empty());
+  }
+  std::string deep = "a SEARCH";
+  for (int i = 0; i < 200; ++i) deep += " NOT";
+  deep += " SEEN\r\n";
+  CommandReader r3;
+  r3.feed(deep);
+  ASSERT_EQ(r3.next(), Event::kCommand);
+  error.clear();
+  EXPECT_FALSE(parse_search(r3.command().args, 0, &error));
+}
+
+TEST(ImapCommand, FlagsDatesAndNames) {
+  Value v;
+  v.kind = Value::Kind::kList;
+  for (const char* f : {"\\Seen", "\\flagged", "$Work", "$work"}) v.list.push_back(Value{Value::Kind::kAtom, f, {}, false});
+  std::uint32_t flags = 0;
+  std::vector<std::string> kw;
+  std::string error;
+  ASSERT_TRUE(parse_flag_list(v, &flags, &kw, &error));
+  EXPECT_EQ(flags, 1u | 4u);
+  EXPECT_EQ(kw, std::vector<std::string>{"$Work"});
+  EXPECT_EQ(flags_text(flags, kw), "(\\Seen \\Flagged $Work)");
+  Value recent{Value::Kind::kAtom, "\\Recent", {}, false};
+  EXPECT_FALSE(parse_flag_list(recent, &flags, &kw, &error));
+  EXPECT_EQ(imap_date_time(0), "\" 1-Jan-1970 00:00:00 +0000\"");
+  EXPECT_EQ(*parse_imap_date_time("17-Jul-1996 02:44:25 -0700"), 837596665);
+  EXPECT_FALSE(parse_imap_date_time("17-Jul-1996 02:44:25"));
+  EXPECT_EQ(imap_string("plain"), "\"plain\"");
+  EXPECT_EQ(imap_string("a\"b"), "\"a\\\"b\"");
+  EXPECT_EQ(imap_string("two\r\nlines"), "{10}\r\ntwo\r\nlines");
+  // Modified UTF-7 both ways (RFC 3501 5.1.3's example).
+  EXPECT_EQ(*mutf7_decode("~peter/mail/&U,BTFw-/&ZeVnLIqe-"), "~peter/mail/\xe5\x8f\xb0\xe5\x8c\x97/\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e");
+  EXPECT_EQ(mutf7_encode("~peter/mail/\xe5\x8f\xb0\xe5\x8c\x97/\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"), "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
+  EXPECT_EQ(mutf7_encode("R&D"), "R&-D");
+  EXPECT_EQ(*mutf7_decode("R&-D"), "R&D");
+  for (const char* bad : {"&", "&Jjo", "&AGE-", "&!!-"}) EXPECT_FALSE(mutf7_decode(bad)) << bad;
+}
+
+const char kNested[] =
+    "From: A <a@example.com>\r\n"
+    "To: B <b@example.com>, c@example.com\r\n"
+    "Subject: nested\r\n"
+    "Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+    "\r\n"
+    "preamble\r\n"
+    "--outer\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "\r\n"
+    "first part\r\n"
+    "--outer\r\n"
+    "Content-Type: message/rfc822\r\n"
+    "\r\n"
+    "Subject: inner\r\n"
+    "Content-Type: multipart/alternative; boundary=in\r\n"
+    "\r\n"
+    "--in\r\n"
+    "\r\n"
+    "inner text\r\n"
+    "--in\r\n"
+    "Content-Type: text/html\r\n"
+    "\r\n"
+    "<p>inner</p>\r\n"
+    "--in--\r\n"
+    "--outer\r\n"
+    "Content-Type: application/pdf; name=\"a.pdf\"\r\n"
+    "Content-Disposition: attachment; filename*=UTF-8''%E2%82%AC.pdf\r\n"
+    "Content-Transfer-Encoding: base64\r\n"
+    "\r\n"
+    "JVBERi0=\r\n"
+    "--outer--\r\n"
+    "epilogue\r\n";
+
+TEST(MimeTree, SectionsAreCutFromTheStoredBytes) {
+  std::string_view raw = kNested;
+  MimeNode top = parse_mime_tree(raw);
+  ASSERT_EQ(top.children.size(), 3u);
+  auto sec = [&](std::vector<unsigned> part, Section::Text t = Section::Text::kAll) {
+    Section s;
+    s.part = std::move(part);
+    s.text = t;
+    return section_bytes(raw, top, s);
+  };
+  EXPECT_EQ(*sec({1}), "first part");
+  EXPECT_EQ(*sec({1}, Section::Text::kMime), "Content-Type: text/plain; charset=utf-8\r\n\r\n");
+  EXPECT_EQ(*sec({2, 1}), "inner text");
+  EXPECT_EQ(*sec({2, 2}), "<p>inner</p>");
+  EXPECT_EQ(*sec({2}, Section::Text::kHeader), "Subject: inner\r\nContent-Type: multipart/alternative; boundary=in\r\n\r\n");
+  EXPECT_EQ(*sec({3}), "JVBERi0=");
+  EXPECT_FALSE(sec({4}));
+  EXPECT_FALSE(sec({1, 1}));
+  EXPECT_FALSE(sec({1}, Section::Text::kHeader));  // not a message/rfc822 part
+  EXPECT_EQ(*sec({}, Section::Text::kHeader), std::string(raw.substr(0, raw.find("\r\n\r\n") + 4)));
+  EXPECT_EQ(*sec({}), std::string(raw));
+  Section fields;
+  fields.text = Section::Text::kHeaderFields;
+  fields.fields = {"subject", "TO"};
+  EXPECT_EQ(*section_bytes(raw, top, fields), "To: B <b@example.com>, c@example.com\r\nSubject: nested\r\n\r\n");
+  // BODYSTRUCTURE names the sizes of exactly those bytes, and decodes RFC 2231 parameters.
+  std::string bs = body_structure(raw, top, true);
+  EXPECT_NE(bs.find("(\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)"), std::string::npos) << bs;
+  EXPECT_NE(bs.find("\"application\" \"pdf\" (\"name\" \"a.pdf\") NIL NIL \"base64\" 8 NIL (\"attachment\" (\"filename\" {7}\r\n\xe2\x82\xac.pdf))"), std::string::npos) << bs;
+  EXPECT_NE(bs.find("\"alternative\""), std::string::npos);
+  EXPECT_NE(bs.find(" \"mixed\" (\"boundary\" \"outer\")"), std::string::npos) << bs;
+  std::string env = envelope(raw, top);
+  EXPECT_EQ(env, "(NIL \"nested\" ((\"A\" NIL \"a\" \"example.com\")) ((\"A\" NIL \"a\" \"example.com\")) ((\"A\" NIL \"a\" \"example.com\")) "
+                 "((\"B\" NIL \"b\" \"example.com\")(NIL NIL \"c\" \"example.com\")) NIL NIL NIL NIL)");
+}
+
+TEST(MimeTree, BrokenStructureNeverFails) {
+  for (std::string raw : {std::string(""), std::string("no header at all"), std::string("Subject: x\r\n"),
+                          std::string("Content-Type: multipart/mixed\r\n\r\nno boundary"),
+                          std::string("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nunclosed part"),
+                          std::string("Content-Type: message/rfc822\r\n\r\n")}) {
+    MimeNode top = parse_mime_tree(raw);
+    EXPECT_LE(top.body_end, raw.size());
+    (void)body_structure(raw, top, true);
+    (void)envelope(raw, top);
+  }
+  // Nesting is bounded.
+  std::string deep;
+  for (int i = 0; i < 200; ++i) deep += "Content-Type: message/rfc822\r\n\r\n";
+  deep += "body";
+  MimeNode top = parse_mime_tree(deep);
+  unsigned depth = 0;
+  for (const MimeNode* n = &top; !n->children.empty(); n = &n->children[0]) ++depth;
+  EXPECT_LE(depth, kMaxMimeDepth);
+  // An unclosed part runs to the end.
+  std::string unclosed = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nlast";
+  MimeNode u = parse_mime_tree(unclosed);
+  ASSERT_EQ(u.children.size(), 1u);
+  Section s;
+  s.part = {1};
+  EXPECT_EQ(*section_bytes(unclosed, u, s), "last");
+}
+
+TEST(Auth, FloodsAreThrottledPerUserAndPerClient) {
+  test::ScratchDir dir;
+  auto store = std::move(MailboxStore::open(dir / "m", false)).value();
+  User u;
+  u.name = "alice@example.com";
+  u.password_hash = *hash_password("right", 10);
+  ASSERT_TRUE(store->add_user(u).ok());
+  Authenticator auth(*store);
+  EXPECT_EQ(auth.login("ALICE@example.com", "right", "192.0.2.1").outcome, Authenticator::Outcome::kOk);
+  for (unsigned i = 0; i < Authenticator::kMaxFailuresPerUser; ++i)
+    EXPECT_EQ(auth.login("alice@example.com", "wrong", "192.0.2." + std::to_string(10 + i)).outcome,
+              Authenticator::Outcome::kBadCredentials);
+  // Now the right password is refused too, from anywhere, until the window passes.
+  EXPECT_EQ(auth.login("alice@example.com", "right", "198.51.100.1").outcome, Authenticator::Outcome::kThrottled);
+  // One client guessing many names is stopped as well.
+  for (unsigned i = 0; i < Authenticator::kMaxFailuresPerClient; ++i)
+    (void)auth.login("user" + std::to_string(i) + "@example.com", "x", "203.0.113.7");
+  User b;
+  b.name = "bob@example.com";
+  b.password_hash = *hash_password("pw", 10);
+  ASSERT_TRUE(store->add_user(b).ok());
+  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.7").outcome, Authenticator::Outcome::kThrottled);
+  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.8").outcome, Authenticator::Outcome::kOk);
+  // App passwords work; disabled users do not get in.
+  auto app = generate_app_password();
+  ASSERT_TRUE(store->update_user("bob@example.com", [&](User& x) {
+    x.app_passwords.push_back({"phone", *hash_password(app, 10), 0});
+    return ok_status();
+  }).ok());
+  EXPECT_EQ(auth.login("bob@example.com", app, "203.0.113.9").outcome, Authenticator::Outcome::kOk);
+  ASSERT_TRUE(store->update_user("bob@example.com", [](User& x) {
+    x.disabled = true;
+    return ok_status();
+  }).ok());
+  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.9").outcome, Authenticator::Outcome::kDisabled);
+}
+
+}  // namespace
+}  // namespace mailark::api::imap
