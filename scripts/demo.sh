@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mailark needs (Debian 12), builds it, imports the demo mailbox into ./mailark-data
 # (or $MAILARK_DATA), shows what the archive holds, then runs `mailark serve` on the embedded default
-# (SMTP on 127.0.0.1:2525 inbound and 127.0.0.1:2587 outbound) until Ctrl-C.
+# (SMTP on 127.0.0.1:2525 inbound and 127.0.0.1:2587 outbound, IMAP on 127.0.0.1:1143) until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -26,6 +26,11 @@ $mailark search verdict:infected
 echo
 echo "== mailark verify"
 $mailark verify
+echo
+echo "== mailark user add ana.ortega@northwind.example   (password: demo; her archived mail lands in her folders)"
+if ! $mailark user list | grep -q '^ana.ortega@northwind.example '; then
+  echo demo | $mailark user add ana.ortega@northwind.example --name "Ana Ortega" --password-stdin
+fi
 cat <<TXT
 
 Data folder: $MAILARK_DATA. Starting the SMTP gateway on the embedded default (Ctrl-C stops it).
@@ -35,6 +40,11 @@ From another terminal, send it a message and find it:
         --header "Subject: Crane schedule" --body "Berth 5 is free on Monday."
   $mailark search 'subject:crane'
   $mailark show 1
+
+Read Ana's mailbox over IMAP (STARTTLS on 1143; any IMAP client works, e.g. Thunderbird with
+user ana.ortega@northwind.example, password demo, accepting the self-signed certificate):
+
+  curl -k --ssl-reqd -u ana.ortega@northwind.example:demo imap://127.0.0.1:1143/INBOX -X 'FETCH 1:* (FLAGS ENVELOPE)'
 
 A continuity drill (the demo has no primary server: events only change the record):
 
