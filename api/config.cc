@@ -109,7 +109,7 @@ ServeConfig defaults() {
   // The demo company of demo/mailbox.mbox, and local mail.
   c.inbound_domains = {"northwind.example", "localhost"};
   for (const char* n : {"127.0.0.0/8", "::1/128"}) c.outbound_networks.push_back(parse_network(n).value());
-  c.imap_plaintext_networks = c.outbound_networks;
+  c.plaintext_login_networks = c.outbound_networks;
   return c;
 }
 
@@ -146,7 +146,8 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                       "sent_copy_user", "sent_copy_password", "sent_copy_folder", "sent_copy_tls"}},
       {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
       {"admin", {"listen", "token_file", "public_url", "tls"}},
-      {"imap", {"sessions", "sessions_per_ip", "idle_timeout", "plaintext_login_networks"}},
+      {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
+      {"auth", {"plaintext_login_networks"}},
   };
   return keys;
 }
@@ -366,8 +367,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
       str(L2["tls"], "listener.tls", l.tls);
       str(L2["bare_newline"], "listener.bare_newline", l.bare_newline);
       if (type_error) return *type_error;
-      if (l.role != "inbound" && l.role != "outbound" && l.role != "imap")
-        return bad("listener.role", "must be \"inbound\", \"outbound\" or \"imap\"");
+      if (l.role != "inbound" && l.role != "outbound" && l.role != "submission" && l.role != "imap")
+        return bad("listener.role", "must be \"inbound\", \"outbound\", \"submission\" or \"imap\"");
       if (!(*lt)["port"]) return bad("listener.port", "is required");
       one_of("listener.tls", l.tls, {"none", "starttls", "implicit"});
       one_of("listener.bare_newline", l.bare_newline, {"reject", "normalize"});
@@ -380,14 +381,14 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(t["imap"]["sessions"], "imap.sessions", c.imap_max_sessions, 1, 1000000);
   num(t["imap"]["sessions_per_ip"], "imap.sessions_per_ip", c.imap_max_sessions_per_ip, 1, 1000000);
   num(t["imap"]["idle_timeout"], "imap.idle_timeout", c.imap_idle_timeout_s, 60, 86400);
-  if (t["imap"]["plaintext_login_networks"]) {
+  if (t["auth"]["plaintext_login_networks"]) {
     std::vector<std::string> nets;
-    strings(t["imap"]["plaintext_login_networks"], "imap.plaintext_login_networks", nets);
-    c.imap_plaintext_networks.clear();
+    strings(t["auth"]["plaintext_login_networks"], "auth.plaintext_login_networks", nets);
+    c.plaintext_login_networks.clear();
     for (const auto& n : nets) {
       auto net = parse_network(n);
-      if (!net) return bad("imap.plaintext_login_networks", net.error().context);
-      c.imap_plaintext_networks.push_back(*net);
+      if (!net) return bad("auth.plaintext_login_networks", net.error().context);
+      c.plaintext_login_networks.push_back(*net);
     }
   }
 

@@ -13,7 +13,8 @@ namespace mailark::api {
 
 struct ListenerConfig {
   std::string name;                  // appears in logs and in each record's envelope (connector)
-  std::string role;                  // "inbound" (the MX), "outbound" (from the primary server), "imap"
+  std::string role;                  // "inbound" (the MX), "outbound" (from the primary server),
+                                     // "submission" (users, with AUTH), "imap"
   std::string address = "127.0.0.1";
   std::uint16_t port = 0;
   std::string tls = "starttls";      // "none", "starttls" or "implicit"
@@ -152,8 +153,9 @@ struct ServeConfig {
   unsigned imap_max_sessions = 2000;
   unsigned imap_max_sessions_per_ip = 600;
   unsigned imap_idle_timeout_s = 1800;  // RFC 9051 5.4: at least 30 minutes
-  // Clients in these networks may log in without TLS (as Dovecot counts loopback as secure).
-  std::vector<Network> imap_plaintext_networks;  // default 127.0.0.0/8 and ::1
+  // Clients in these networks may log in (IMAP, submission) without TLS, as Dovecot counts loopback
+  // as secure ([auth] plaintext_login_networks).
+  std::vector<Network> plaintext_login_networks;  // default 127.0.0.0/8 and ::1
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
 

@@ -856,7 +856,9 @@ std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser
       for (const auto& rcpt : env.rcpt_to) add(user_of(rcpt), Target::kInbox);
       return out;
     case Direction::kOutbound:
-      add(user_of(env.mail_from), Target::kSent);
+      // A submission split in two (api/smtp/server.cc submit): the "+internal" half is not a
+      // second Sent copy.
+      if (!is_internal_copy(env)) add(user_of(env.mail_from), Target::kSent);
       for (const auto& rcpt : env.rcpt_to) add(user_of(rcpt), Target::kInbox);
       return out;
     case Direction::kImport:

@@ -36,6 +36,15 @@ struct Envelope {
   std::int64_t received_at = 0;  // Unix seconds
 };
 
+// A submission with internal and external recipients is archived as two records of the same bytes
+// (api/smtp/server.cc submit): the one for the internal recipients has the connector
+// "<listener>+internal". It is not the sender's copy: no Sent folder, no continuity Sent copy.
+inline bool is_internal_copy(const Envelope& e) {
+  constexpr std::string_view kSuffix = "+internal";
+  return e.connector.size() > kSuffix.size() &&
+         std::string_view(e.connector).substr(e.connector.size() - kSuffix.size()) == kSuffix;
+}
+
 struct StoredVerdict {
   scanner::VerdictKind kind = scanner::VerdictKind::kUnscanned;
   std::vector<std::string> signatures;

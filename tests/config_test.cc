@@ -58,9 +58,9 @@ TEST(Config, DefaultsAreTheEmbeddedDefault) {
   for (const auto& l : c->listeners) EXPECT_EQ(l.address, "127.0.0.1") << l.name;
   EXPECT_EQ(c->listeners[2].role, "imap");
   EXPECT_EQ(c->listeners[2].tls, "starttls");
-  ASSERT_EQ(c->imap_plaintext_networks.size(), 2u);  // loopback only
-  EXPECT_TRUE(c->imap_plaintext_networks[0].contains("127.0.0.1"));
-  EXPECT_FALSE(c->imap_plaintext_networks[0].contains("192.0.2.1"));
+  ASSERT_EQ(c->plaintext_login_networks.size(), 2u);  // loopback only
+  EXPECT_TRUE(c->plaintext_login_networks[0].contains("127.0.0.1"));
+  EXPECT_FALSE(c->plaintext_login_networks[0].contains("192.0.2.1"));
   EXPECT_TRUE(c->delivery.primary.empty()) << "no primary: mail is kept for the mailbox";
   EXPECT_EQ(c->inbound_scan.infected, "reject");
   EXPECT_EQ(c->inbound_scan.unscannable, "reject");
@@ -70,19 +70,19 @@ TEST(Config, DefaultsAreTheEmbeddedDefault) {
 
 TEST(Config, ImapSettings) {
   auto c = parse_serve_config(
-      "[imap]\nsessions = 10\nsessions_per_ip = 5\nidle_timeout = 3600\nplaintext_login_networks = []\n"
+      "[imap]\nsessions = 10\nsessions_per_ip = 5\nidle_timeout = 3600\n[auth]\nplaintext_login_networks = []\n"
       "[[listener]]\nrole = \"imap\"\nport = 993\ntls = \"implicit\"\n",
       "t.toml");
   ASSERT_TRUE(c.ok()) << c.error().to_string();
   EXPECT_EQ(c->imap_max_sessions, 10u);
   EXPECT_EQ(c->imap_max_sessions_per_ip, 5u);
   EXPECT_EQ(c->imap_idle_timeout_s, 3600u);
-  EXPECT_TRUE(c->imap_plaintext_networks.empty());
+  EXPECT_TRUE(c->plaintext_login_networks.empty());
   EXPECT_EQ(c->listeners[0].name, "imap");
   auto bad = parse_serve_config("[imap]\nidle_timeout = 10\n", "t.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().context.find("imap.idle_timeout"), std::string::npos);
-  bad = parse_serve_config("[imap]\nplaintext_login_networks = [\"nonsense\"]\n", "t.toml");
+  bad = parse_serve_config("[auth]\nplaintext_login_networks = [\"nonsense\"]\n", "t.toml");
   ASSERT_FALSE(bad.ok());
   bad = parse_serve_config("[[listener]]\nrole = \"pop3\"\nport = 110\n", "t.toml");
   ASSERT_FALSE(bad.ok());

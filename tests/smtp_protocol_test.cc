@@ -27,6 +27,7 @@ struct Driver {
   bool closed = false;
   bool tls_requested = false;
   std::vector<std::string> verified;  // recipients the session asked to verify (all accepted)
+  std::vector<Credentials> credentials;  // AUTH attempts; "good" is the only good password
 
   explicit Driver(ProtocolConfig cfg = {}) : session(cfg, policy) { sent = session.greeting(); }
 
@@ -38,6 +39,12 @@ struct Driver {
       if (out.verify) {
         verified.push_back(*out.verify);
         out = session.recipient_verified(std::nullopt);
+        continue;
+      }
+      if (out.authenticate) {
+        credentials.push_back(*out.authenticate);
+        bool ok = out.authenticate->password == "good";
+        out = session.authenticated(ok ? std::nullopt : std::optional<Reply>(Reply{535, "5.7.8 Authentication credentials invalid"}));
         continue;
       }
       if (!out.message) return;
@@ -416,6 +423,65 @@ TEST(SmtpProtocol, SmugglingDeliveryDotStuffsEveryKindOfLineEnd) {
   EXPECT_EQ(dot_stuff("a\rb\n.c\r\n.\r\nd"), "a\r\nb\r\n..c\r\n..\r\nd\r\n.\r\n");
   EXPECT_EQ(dot_stuff("x\r.\r"), "x\r\n..\r\n.\r\n") << "a bare CR before a dot is a line end, and the dot stuffed";
   EXPECT_EQ(dot_stuff(""), ".\r\n");
+}
+
+
+ProtocolConfig submission_config(bool tls) {
+  ProtocolConfig c;
+  c.auth_offered = c.auth_required = true;
+  c.tls_available = !tls;
+  c.tls_active = tls;
+  return c;
+}
+
+TEST(SmtpProtocol, SubmissionNeedsAuthAfterTls) {
+  Driver d(submission_config(false));
+  d.feed("EHLO c\r\n");
+  EXPECT_EQ(d.sent.find("AUTH"), std::string::npos) << "no AUTH offered in clear";
+  d.feed("AUTH PLAIN AGFsaWNlAGdvb2Q=\r\nMAIL FROM:<alice@example.com>\r\n");
+  EXPECT_NE(d.sent.find("538 5.7.11"), std::string::npos) << d.sent;
+  EXPECT_NE(d.sent.find("530 5.7.0 Authentication required"), std::string::npos) << d.sent;
+  EXPECT_TRUE(d.credentials.empty());  // never even looked at in clear
+}
+
+TEST(SmtpProtocol, AuthPlainAndLoginWholeAndByteByByte) {
+  for (bool bytewise : {false, true}) {
+    Driver d(submission_config(true));
+    std::string input =
+        "EHLO c\r\n"
+        "AUTH PLAIN AGFsaWNlAGJhZA==\r\n"  // \0alice\0bad
+        "AUTH LOGIN\r\n"
+        "YWxpY2U=\r\n"                      // alice
+        "Z29vZA==\r\n"                      // good
+        "AUTH PLAIN\r\n"
+        "MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n";
+    if (bytewise) d.feed_bytewise(input); else d.feed(input);
+    EXPECT_NE(d.sent.find("AUTH PLAIN LOGIN\r\n"), std::string::npos) << d.sent;
+    EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "535", "334", "334", "235", "503", "250", "250", "354", "250", "221"})) << d.sent;
+    ASSERT_EQ(d.credentials.size(), 2u);
+    EXPECT_EQ(d.credentials[0].user, "alice");
+    EXPECT_EQ(d.credentials[1].password, "good");
+    EXPECT_EQ(d.session.auth_user(), "alice");
+    EXPECT_EQ(d.stored.size(), 1u);
+  }
+}
+
+TEST(SmtpProtocol, AuthRefusesWhatItCannotRead) {
+  Driver d(submission_config(true));
+  d.feed("EHLO c\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!!!\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN Ym9iAGFsaWNlAGdvb2Q=\r\n"
+         "AUTH PLAIN AGFsaWNl\r\n");
+  // unknown mechanism 504, bad base64 501, cancelled 501, another user's authorisation identity
+  // 535, a PLAIN answer without two NULs 501
+  EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "504", "501", "334", "501", "535", "501"})) << d.sent;
+  EXPECT_TRUE(d.credentials.empty());
+  EXPECT_TRUE(d.session.auth_user().empty());
+  // After STARTTLS on a plain listener the session starts over unauthenticated.
+  Driver t(submission_config(false));
+  t.feed("EHLO c\r\nSTARTTLS\r\n");
+  t.handle(t.session.tls_started());
+  t.feed("EHLO c\r\nMAIL FROM:<a@example.com>\r\n");
+  EXPECT_NE(t.sent.find("AUTH PLAIN LOGIN\r\n"), std::string::npos);
+  EXPECT_NE(t.sent.find("530 5.7.0"), std::string::npos);
 }
 
 }  // namespace

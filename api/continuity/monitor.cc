@@ -169,7 +169,7 @@ struct ContinuityMonitor::Impl {
             const std::string from = ascii_lower(r.envelope.mail_from);
             std::size_t at = from.rfind('@');
             if (r.envelope.direction != Direction::kOutbound || at == std::string::npos ||
-                !own_domains.count(from.substr(at + 1)) || (r.flags & kFlagQuarantined))
+                !own_domains.count(from.substr(at + 1)) || (r.flags & kFlagQuarantined) || is_internal_copy(r.envelope))
               return true;
             auto done = continuity.sent_copy_done(r.seq);
             if (done && !*done) todo.push_back({r.seq, from});

@@ -148,7 +148,7 @@ struct ImapServer::Impl {
       bool ok = co_await handshake();
       if (!ok) co_return;
     }
-    const bool trusted = std::any_of(config.imap_plaintext_networks.begin(), config.imap_plaintext_networks.end(),
+    const bool trusted = std::any_of(config.plaintext_login_networks.begin(), config.plaintext_login_networks.end(),
                                      [&](const Network& n) { return n.contains(ip); });
     imap::ImapSession session(ctx, ip, secure, lc.tls == "starttls", trusted);
     imap::CommandLimits limits;

@@ -6,7 +6,7 @@
 // IMAP4rev2 (RFC 9051) and IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, IDLE, UIDPLUS, MOVE,
 // NAMESPACE, ID, ENABLE, SPECIAL-USE, ESEARCH, CONDSTORE, UNSELECT, CHILDREN, LIST-EXTENDED's
 // RETURN (SPECIAL-USE, SUBSCRIBED, CHILDREN, STATUS). Logins (LOGIN, AUTHENTICATE PLAIN and LOGIN)
-// only over TLS, or from imap.plaintext_login_networks (loopback by default, as Dovecot counts it
+// only over TLS, or from auth.plaintext_login_networks (loopback by default, as Dovecot counts it
 // secure); elsewhere LOGINDISABLED and NO [PRIVACYREQUIRED] (tests/e2e/test_imap.py
 // test_logins_need_tls_outside_the_trusted_networks).
 //

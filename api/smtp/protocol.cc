@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "common/ascii.h"
+#include "common/base64.h"
 #include "common/numbers.h"
 
 namespace mailark::smtp {
@@ -212,6 +214,9 @@ void Session::process(Output& out) {
       case State::kData:
         progressed = data_step(out);
         break;
+      case State::kAuthLine:
+        progressed = auth_step(out);
+        break;
       default:
         return;  // waiting for verification, storage or TLS, or closed
     }
@@ -357,12 +362,14 @@ void Session::command(std::string_view line, Output& out) {
     std::vector<std::string> lines = {config_.hostname, "PIPELINING", "SIZE " + std::to_string(config_.max_message_bytes),
                                       "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"};
     if (config_.tls_available && !tls_) lines.push_back("STARTTLS");
+    if (config_.auth_offered && (tls_ || config_.auth_in_clear) && auth_user_.empty()) lines.push_back("AUTH PLAIN LOGIN");
     for (std::size_t i = 0; i < lines.size(); ++i) {
       out.to_send += "250" + std::string(i + 1 < lines.size() ? "-" : " ") + lines[i] + "\r\n";
     }
     return;
   }
   if (verb == "MAIL") return mail(arg, out);
+  if (verb == "AUTH") return auth(arg, out);
   if (verb == "RCPT") return rcpt(arg, out);
   if (verb == "DATA") {
     if (!arg.empty()) return error(out, 501, "5.5.4 DATA takes no argument");
@@ -402,8 +409,89 @@ void Session::command(std::string_view line, Output& out) {
   error(out, 500, "5.5.2 Command not recognized");
 }
 
+void Session::auth(std::string_view arg, Output& out) {
+  if (!config_.auth_offered) return error(out, 502, "5.5.1 AUTH not available here");
+  if (!have_helo_ || !esmtp_) return error(out, 503, "5.5.1 Send EHLO first");
+  if (!auth_user_.empty()) return error(out, 503, "5.5.1 Already authenticated");
+  if (state_ == State::kMail) return error(out, 503, "5.5.1 AUTH not allowed during a mail transaction");
+  if (!tls_ && !config_.auth_in_clear) return error(out, 538, "5.7.11 Encryption required for requested authentication mechanism");
+  std::size_t sp = arg.find(' ');
+  std::string mech = upper(arg.substr(0, sp));
+  std::string_view initial = sp == std::string_view::npos ? std::string_view() : trim(arg.substr(sp + 1));
+  if (mech != "PLAIN" && mech != "LOGIN") return error(out, 504, "5.5.4 Unrecognized authentication type");
+  auth_mechanism_ = mech;
+  auth_login_user_.clear();
+  if (!initial.empty()) return sasl_answer(initial == "=" ? std::string_view() : initial, out);
+  state_ = State::kAuthLine;
+  reply(out, 334, mech == "PLAIN" ? "" : "VXNlcm5hbWU6");
+}
+
+bool Session::auth_step(Output& out) {
+  std::size_t end = buffer_.find("\r\n");
+  if (end == std::string::npos) {
+    if (buffer_.size() > config_.max_command_bytes) {
+      buffer_.clear();
+      state_ = State::kReady;
+      error(out, 500, "5.5.2 Line too long");
+      return true;
+    }
+    return false;
+  }
+  std::string line = buffer_.substr(0, end);
+  buffer_.erase(0, end + 2);
+  state_ = State::kReady;
+  sasl_answer(line, out);
+  return true;
+}
+
+void Session::sasl_answer(std::string_view line, Output& out) {
+  state_ = State::kReady;
+  if (line == "*") return error(out, 501, "5.7.0 Authentication cancelled");
+  auto decoded = base64_decode(line, 4096);
+  if (!decoded) return error(out, 501, "5.5.2 Cannot decode the response");
+  if (auth_mechanism_ == "LOGIN" && auth_login_user_.empty()) {
+    if (decoded->empty()) return error(out, 501, "5.5.2 An empty user name");
+    auth_login_user_ = *decoded;
+    state_ = State::kAuthLine;
+    return reply(out, 334, "UGFzc3dvcmQ6");
+  }
+  Credentials c;
+  if (auth_mechanism_ == "PLAIN") {
+    // authzid NUL authcid NUL passwd (RFC 4616); an authorisation identity must be the user itself.
+    auto z1 = decoded->find('\0');
+    auto z2 = z1 == std::string::npos ? std::string::npos : decoded->find('\0', z1 + 1);
+    if (z2 == std::string::npos) return error(out, 501, "5.5.2 A malformed PLAIN response");
+    std::string authz = decoded->substr(0, z1);
+    c.user = decoded->substr(z1 + 1, z2 - z1 - 1);
+    c.password = decoded->substr(z2 + 1);
+    if (!authz.empty() && !ascii_iequals(authz, c.user)) return error(out, 535, "5.7.8 Authentication credentials invalid");
+  } else {
+    c.user = auth_login_user_;
+    c.password = *decoded;
+  }
+  auth_pending_user_ = c.user;
+  state_ = State::kAuthenticating;
+  out.authenticate = std::move(c);
+}
+
+Session::Output Session::authenticated(const std::optional<Reply>& failure) {
+  Output out;
+  if (state_ != State::kAuthenticating) return out;
+  state_ = State::kReady;
+  if (failure) {
+    error(out, failure->code, failure->text);
+  } else {
+    auth_user_ = auth_pending_user_;
+    reply(out, 235, "2.7.0 Authentication successful");
+  }
+  auth_pending_user_.clear();
+  process(out);
+  return out;
+}
+
 void Session::mail(std::string_view arg, Output& out) {
   if (!have_helo_) return error(out, 503, "5.5.1 Send EHLO or HELO first");
+  if (config_.auth_required && auth_user_.empty()) return error(out, 530, "5.7.0 Authentication required");
   if (state_ == State::kMail) return error(out, 503, "5.5.1 Nested MAIL command");
   if (!iequals_prefix(arg, "FROM:")) return error(out, 501, "5.5.4 Syntax: MAIL FROM:<address>");
   auto path = parse_path(arg.substr(5), /*allow_null=*/true);
@@ -507,6 +595,7 @@ Session::Output Session::message_rejected(const Reply& r) {
 Session::Output Session::tls_started() {
   Output out;
   tls_ = true;
+  auth_user_.clear();
   have_helo_ = false;
   esmtp_ = false;
   buffer_.clear();

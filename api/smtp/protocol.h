@@ -53,6 +53,17 @@ struct ProtocolConfig {
   BareNewline bare_newline = BareNewline::kReject;
   bool tls_available = false;            // advertise STARTTLS
   bool tls_active = false;               // the session already runs over TLS (implicit TLS, port 465)
+  // Submission (RFC 6409, RFC 4954): AUTH PLAIN and LOGIN offered (only over TLS unless
+  // auth_in_clear), and MAIL refused until the client authenticated (auth_required).
+  bool auth_offered = false;
+  bool auth_required = false;
+  bool auth_in_clear = false;
+};
+
+// Credentials a client sent with AUTH, for the I/O layer to check (then Session::authenticated()).
+struct Credentials {
+  std::string user;
+  std::string password;
 };
 
 // A reverse-path or forward-path, parsed (RFC 5321 4.1.2).
@@ -118,6 +129,7 @@ class Session {
     bool close = false;                     // after writing to_send: close the connection
     std::optional<std::string> verify;      // verify this recipient, then call recipient_verified()
     std::optional<ReceivedMessage> message; // store it, then call message_stored()/message_rejected()
+    std::optional<Credentials> authenticate; // check them, then call authenticated()
   };
 
   Session(ProtocolConfig config, Policy& policy);
@@ -130,6 +142,10 @@ class Session {
   // or the rejection to send instead (451 for a temporary failure, 554 for an infected message...).
   Output message_stored(const std::string& queue_id);
   Output message_rejected(const Reply& reply);
+  // The outcome of checking the credentials handed out last: nothing when they are good (235), or
+  // the failure to send (535 5.7.8, or 454 4.7.0 while logins are throttled).
+  Output authenticated(const std::optional<Reply>& failure);
+  const std::string& auth_user() const { return auth_user_; }  // empty until AUTH succeeded
   // The TLS handshake after STARTTLS succeeded: the session starts over (RFC 3207), and anything the
   // client sent before the handshake has been discarded.
   Output tls_started();
@@ -143,13 +159,16 @@ class Session {
   bool tls_active() const { return tls_; }
 
  private:
-  enum class State { kGreeted, kReady, kMail, kData, kVerifying, kStoring, kStartTls, kClosed };
+  enum class State { kGreeted, kReady, kMail, kData, kVerifying, kStoring, kStartTls, kAuthLine, kAuthenticating, kClosed };
 
   void process(Output& out);
   bool command_step(Output& out);  // false: needs more input
   bool data_step(Output& out);
   void command(std::string_view line, Output& out);
   void mail(std::string_view arg, Output& out);
+  void auth(std::string_view arg, Output& out);
+  bool auth_step(Output& out);  // kAuthLine: one SASL answer line
+  void sasl_answer(std::string_view line, Output& out);
   void rcpt(std::string_view arg, Output& out);
   void end_of_data(Output& out);
   void append_content(std::string_view content);
@@ -174,6 +193,10 @@ class Session {
   const char* bare_newline_ = nullptr;  // kReject: "LF" or "CR", the first bare line end in this DATA
   bool prev_line_crlf_ = true;  // in DATA: the previous content line ended in CRLF
   bool discarding_line_ = false;  // inside an over-long line: skip to its end
+  std::string auth_mechanism_;    // kAuthLine: "PLAIN" or "LOGIN"
+  std::string auth_login_user_;   // LOGIN: the user name, before the password
+  std::string auth_pending_user_; // kAuthenticating: the user being checked
+  std::string auth_user_;         // who the client authenticated as
 };
 
 }  // namespace mailark::smtp

@@ -98,8 +98,14 @@ class ListenerPolicy : public smtp::Policy {
         holding_(std::move(holding)) {}
   std::optional<smtp::Reply> check_sender(const smtp::Path& sender) override {
     sender_ = sender.address;
+    // Submission: the envelope sender must be one of the authenticated user's addresses.
+    if (submitter_ && !submitter_->has_address(sender.address))
+      return smtp::Reply{553, "5.7.1 <" + sender.address + ">: Sender address rejected: not owned by user " + submitter_->name};
     return std::nullopt;
   }
+  // Submission: who authenticated (set once AUTH succeeded).
+  void set_submitter(std::optional<User> u) { submitter_ = std::move(u); }
+  const std::optional<User>& submitter() const { return submitter_; }
   smtp::RecipientDecision check_recipient(const smtp::Path& rcpt) override {
     auto verdict = decide(rcpt);
     if (verdict.kind == smtp::RecipientDecision::Kind::kReject) log_rejection(rcpt.address, verdict.reply);
@@ -152,6 +158,7 @@ class ListenerPolicy : public smtp::Policy {
   std::string where_;
   std::function<bool()> holding_;
   std::string sender_;
+  std::optional<User> submitter_;
 };
 
 
@@ -288,17 +295,21 @@ struct SmtpServer::Impl {
       admin = std::make_unique<AdminServer>(io, blocking, engine.archive(), *monitor, config, engine.options().data_dir, ssl);
       MAILARK_TRY(admin->setup());
     }
-    if (std::any_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
-      MAILARK_TRY(setup_imap(limits));
+    if (std::any_of(config.listeners.begin(), config.listeners.end(),
+                    [](const ListenerConfig& l) { return l.role == "imap" || l.role == "submission"; }))
+      MAILARK_TRY(setup_mailboxes(limits));
     if (policy->verify_with_primary) spdlog::info("recipients are verified with the primary server at RCPT time");
     return ok_status();
   }
 
-  Status setup_imap(const Limits& limits) {
+  // The user directory and mailbox views: for IMAP and for submission's logins.
+  Status setup_mailboxes(const Limits& limits) {
     auto store = MailboxStore::open(engine.options().data_dir + "/mailbox", false);
     if (!store) return store.error();
     mailboxes = std::move(*store);
     auth = std::make_unique<Authenticator>(*mailboxes);
+    if (std::none_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
+      return ok_status();
     imap_ctx = std::make_unique<imap::ImapContext>(imap::ImapContext{*mailboxes, engine.archive(), engine.index_dir(), *auth});
     imap_ctx->hostname = config.hostname;
     imap_ctx->max_message_bytes = limits.max_message_bytes;
@@ -416,6 +427,7 @@ struct SmtpServer::Impl {
     std::string ip = ec ? "unknown" : remote.address().to_string();
     if (ip.rfind("::ffff:", 0) == 0) ip = ip.substr(7);
     const bool inbound = lc.role == "inbound";
+    const bool submission = lc.role == "submission";
     const std::string group = client_group(ip);
 
     // Session limits, in total and per client (an IPv6 client by its /64).
@@ -427,7 +439,7 @@ struct SmtpServer::Impl {
     }
     // The outbound listener relays for the company's own servers only: who may talk is decided from
     // the address alone, before a TLS handshake costs anything.
-    if (!inbound) {
+    if (lc.role == "outbound") {
       auto pol = current_policy();
       bool allowed = std::any_of(pol->networks.begin(), pol->networks.end(), [&](const Network& n) { return n.contains(ip); });
       if (!allowed) {
@@ -495,6 +507,9 @@ struct SmtpServer::Impl {
     pc.bare_newline = lc.bare_newline == "normalize" ? smtp::BareNewline::kNormalize : smtp::BareNewline::kReject;
     pc.tls_available = lc.tls == "starttls";
     pc.tls_active = tls;
+    pc.auth_offered = pc.auth_required = submission;
+    pc.auth_in_clear = std::any_of(config.plaintext_login_networks.begin(), config.plaintext_login_networks.end(),
+                                   [&](const Network& n) { return n.contains(ip); });
     smtp::Session session(pc, policy);
     // (Every co_await stands alone in its statement: GCC 12 miscompiles it inside conditions.)
     bool greeted = co_await write(session.greeting());
@@ -569,7 +584,35 @@ struct SmtpServer::Impl {
           out = session.recipient_verified(rejection);
           continue;
         }
+        if (out.authenticate) {
+          smtp::Credentials cred = std::move(*out.authenticate);
+          Authenticator::Answer answer;
+          auto check = [&] { answer = auth->login(cred.user, cred.password, ip); };
+          co_await run_blocking(blocking, check);
+          std::optional<smtp::Reply> failure;
+          switch (answer.outcome) {
+            case Authenticator::Outcome::kOk:
+              policy.set_submitter(answer.user);
+              spdlog::info("{}: [{}] authenticated as {}", lc.name, ip, answer.user.name);
+              break;
+            case Authenticator::Outcome::kThrottled:
+              failure = smtp::Reply{454, "4.7.0 Temporary authentication failure: too many failed logins, try later"};
+              break;
+            case Authenticator::Outcome::kDisabled:
+            case Authenticator::Outcome::kBadCredentials:
+              failure = smtp::Reply{535, "5.7.8 Authentication credentials invalid"};
+              spdlog::info("{}: [{}] authentication failed for {}", lc.name, ip, cred.user.substr(0, 100));
+              break;
+          }
+          out = session.authenticated(failure);
+          continue;
+        }
         if (out.message) {
+          if (submission) {
+            out = co_await submit(std::move(*out.message), session, lc, ip, tls_info, policy.submitter());
+            was_in_data = false;
+            continue;
+          }
           out = co_await store(std::move(*out.message), session, lc, ip, tls_info);
           was_in_data = false;
           continue;
@@ -579,8 +622,49 @@ struct SmtpServer::Impl {
     }
   }
 
+  // Submission (RFC 6409): the From: header must name the authenticated user too; then the
+  // message is archived as outbound (connector = the listener's name, so the mailbox store puts it
+  // in the sender's Sent folder) and queued: external recipients to the internet, internal ones to
+  // the primary when there is one (a continuity event holds them; the recipients read them in
+  // mailark meanwhile). A message with both goes in as two records of the same bytes (stored once):
+  // the internal one's connector is "<listener>+internal", which the mailbox store never puts in
+  // Sent, so the sender sees one copy.
+  awaitable<smtp::Session::Output> submit(smtp::ReceivedMessage msg, smtp::Session& session, const ListenerConfig& lc,
+                                          const std::string& ip, const std::string& tls_info,
+                                          const std::optional<User>& user) {
+    if (!user) co_return session.message_rejected({530, "5.7.0 Authentication required"});
+    {
+      auto from = header_field(msg.data, "From");
+      std::vector<Address> addrs = from ? parse_address_list(*from, 50) : std::vector<Address>{};
+      bool own = !addrs.empty();
+      for (const auto& a : addrs) own = own && user->has_address(a.addr);
+      if (!own)
+        co_return session.message_rejected(
+            {550, "5.7.1 The From: header must name one of your addresses (" + user->name + ")"});
+    }
+    auto pol = current_policy();
+    std::vector<std::string> internal, external;
+    for (const auto& r : msg.rcpt_to) {
+      auto at = r.rfind('@');
+      bool ours = at != std::string::npos && pol->domains.count(ascii_lower(r.substr(at + 1)));
+      (ours ? internal : external).push_back(r);
+    }
+    if (internal.empty() || external.empty()) co_return co_await store(std::move(msg), session, lc, ip, tls_info, internal.empty() ? Route::kInternet : Route::kPrimary);
+    smtp::ReceivedMessage inside = msg;
+    inside.rcpt_to = internal;
+    msg.rcpt_to = external;
+    ListenerConfig inner = lc;
+    inner.name = lc.name + "+internal";  // engine/record.h is_internal_copy
+    smtp::Session::Output first = co_await store(std::move(inside), session, inner, ip, tls_info, Route::kPrimary, /*reply=*/false);
+    if (!first.to_send.empty()) co_return first;  // refused: the second part is not tried
+    co_return co_await store(std::move(msg), session, lc, ip, tls_info, Route::kInternet);
+  }
+
+  // route: for submission, where the queue entry goes; reply=false: report nothing on success (the
+  // first half of a split submission), only a refusal.
   awaitable<smtp::Session::Output> store(smtp::ReceivedMessage msg, smtp::Session& session, const ListenerConfig& lc,
-                                         const std::string& ip, const std::string& tls_info) {
+                                         const std::string& ip, const std::string& tls_info,
+                                         std::optional<Route> submission_route = std::nullopt, bool reply = true) {
     const bool inbound = lc.role == "inbound";
     const std::string txn = new_txn_id();
     IngestItem item;
@@ -611,6 +695,14 @@ struct SmtpServer::Impl {
     }
     if (probe) {
       item.envelope.direction = Direction::kProbe;
+    } else if (submission_route) {
+      // Internal recipients without a primary: kept for the mailbox views only.
+      if (*submission_route == Route::kInternet || !config.delivery.primary.empty()) {
+        QueueEntry q;
+        q.route = *submission_route;
+        for (const auto& r : msg.rcpt_to) q.recipients.push_back({r});
+        item.queue = std::move(q);
+      }
     } else if (!inbound || !config.delivery.primary.empty()) {
       // Outbound mail is queued for the internet; inbound mail for the primary server when one is
       // configured (without one it is kept for the mailbox views only).
@@ -662,13 +754,13 @@ struct SmtpServer::Impl {
                                        : "it cannot be scanned (" + r.scan_reason + ")";
             co_return session.message_rejected({554, "5.7.1 Message rejected: " + why});
           }
-          co_return session.message_stored(txn);
+          co_return reply ? session.message_stored(txn) : smtp::Session::Output{};
         }
         spdlog::info("{}: received id={} from=<{}> to={} size={} client=[{}] helo={} tls={} connector={} verdict={}{}{}",
                      txn, r.seq, msg.mail_from, rcpts, size, ip, msg.helo, tls_info.empty() ? "none" : tls_info,
                      lc.name, scanner::verdict_name(r.verdict),
                      r.scan_reason.empty() ? "" : " (" + r.scan_reason + ")", r.queued ? " queued" : "");
-        co_return session.message_stored(txn);
+        co_return reply ? session.message_stored(txn) : smtp::Session::Output{};
       }
       case IngestOutcome::kDeferred:
         spdlog::warn("{}: deferred from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);

@@ -26,14 +26,18 @@ class ImapTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.mx, cls.imap_port, cls.imaps_port = free_port(), free_port(), free_port()
+        cls.sub_port, cls.subs_port = free_port(), free_port()
         cls.server = Server(f"""
 [server]
 hostname = "mx.test.example"
 [inbound]
 domains = ["example.com"]
 verify_recipients = "none"
-[imap]
+[auth]
 plaintext_login_networks = []
+[delivery]
+# Nothing listens there: mail for the internet waits in the queue, where the tests look at it.
+smarthost = ["127.0.0.1:{free_port()}"]
 [[listener]]
 name = "mx"
 role = "inbound"
@@ -48,6 +52,16 @@ tls = "starttls"
 name = "imaps"
 role = "imap"
 port = {cls.imaps_port}
+tls = "implicit"
+[[listener]]
+name = "submission"
+role = "submission"
+port = {cls.sub_port}
+tls = "starttls"
+[[listener]]
+name = "submissions"
+role = "submission"
+port = {cls.subs_port}
 tls = "implicit"
 """, wait_port=cls.imaps_port)
         cls.data = cls.server.data
@@ -396,6 +410,98 @@ SyncState *
             b.logout()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class SubmissionTest(ImapTest):
+    """Submission (RFC 6409) on the same server: only the class's own tests run here."""
+
+    def submit(self, user, pw, mail_from, rcpts, data, implicit=False):
+        if implicit:
+            s = smtplib.SMTP_SSL("127.0.0.1", self.subs_port, context=insecure_tls(), timeout=30)
+        else:
+            s = smtplib.SMTP("127.0.0.1", self.sub_port, timeout=30)
+            s.ehlo("laptop.example.com")
+            s.starttls(context=insecure_tls())
+        s.ehlo("laptop.example.com")
+        s.login(user, pw)
+        try:
+            return s.sendmail(mail_from, rcpts, data)
+        finally:
+            s.quit()
+
+    def test_submission_sends_queues_and_files_one_sent_copy(self):
+        msg = message("submitted mixed", to="friend@internet.example, bob@example.com", frm="alice@example.com")
+        self.assertEqual(self.submit("alice@example.com", "alice-pw", "alice@example.com",
+                                     ["friend@internet.example", "bob@example.com"], msg), {})
+        # The outside recipient is queued for the internet; bob reads it in mailark.
+        res = self.server.wait_for("subject:\"submitted mixed\"", expected=2)
+        self.assertEqual(res["total"], 2)  # one record per route, the bytes stored once
+        queued = [e for e in self.server.cli("queue")["entries"] if e["route"] == "internet"]
+        self.assertTrue(any(r["address"] == "friend@internet.example" for e in queued for r in e["recipients"]), queued)
+        self.assertFalse(any(r["address"] == "bob@example.com" for e in queued for r in e["recipients"]), queued)
+        b = self.login("bob@example.com", "bob-pw")
+        b.select("INBOX")
+        self.uid_of(b, "submitted mixed")
+        b.logout()
+        a = self.login()
+        a.select("Sent")
+        self.uid_of(a, "submitted mixed")  # exactly one Sent copy
+        a.logout()
+        # Implicit TLS (port 465 style) works the same; an internal-only message needs no queue.
+        msg2 = message("submitted inside", to="bob@example.com", frm="alice@example.com")
+        self.assertEqual(self.submit("alice@example.com", "alice-pw", "alice@example.com", ["bob@example.com"], msg2,
+                                     implicit=True), {})
+        b = self.login("bob@example.com", "bob-pw")
+        b.select("INBOX")
+        uid = self.uid_of(b, "submitted inside")
+        typ, data = b.uid("FETCH", uid, "(BODY.PEEK[TEXT])")
+        self.assertEqual(data[0][1], b"hello from the internet\r\n")
+        b.logout()
+
+    def test_submission_refuses_what_is_not_the_users(self):
+        ok = message("not mine", to="friend@internet.example", frm="alice@example.com")
+        # Another user's envelope sender: 553.
+        with self.assertRaises(smtplib.SMTPSenderRefused) as e:
+            self.submit("alice@example.com", "alice-pw", "bob@example.com", ["friend@internet.example"], ok)
+        self.assertEqual(e.exception.smtp_code, 553)
+        # Another user's From: header: 550 after DATA, nothing archived.
+        forged = message("forged from", to="friend@internet.example", frm="bob@example.com")
+        with self.assertRaises(smtplib.SMTPDataError) as e:
+            self.submit("alice@example.com", "alice-pw", "alice@example.com", ["friend@internet.example"], forged)
+        self.assertEqual(e.exception.smtp_code, 550)
+        self.assertEqual(self.server.search("subject:forged")["total"], 0)
+        # Wrong password: 535. No AUTH at all: 530. AUTH before STARTTLS: 538 (TLS needed here).
+        with self.assertRaises(smtplib.SMTPAuthenticationError) as e:
+            self.submit("alice@example.com", "nope", "alice@example.com", ["friend@internet.example"], ok)
+        self.assertEqual(e.exception.smtp_code, 535)
+        with smtplib.SMTP("127.0.0.1", self.sub_port, timeout=30) as s:
+            s.ehlo("laptop.example.com")
+            self.assertNotIn("auth", s.esmtp_features)
+            code, _ = s.docmd("AUTH", "PLAIN AGFsaWNlQGV4YW1wbGUuY29tAGFsaWNlLXB3")
+            self.assertEqual(code, 538)
+            code, _ = s.docmd("MAIL", "FROM:<alice@example.com>")
+            self.assertEqual(code, 530)
+        # curl as a real SMTP client, AUTH over implicit TLS.
+        with tempfile.NamedTemporaryFile("wb", suffix=".eml", delete=False) as fh:
+            fh.write(message("sent with curl", to="friend@internet.example", frm="alice@example.com"))
+        try:
+            p = subprocess.run(["curl", "-s", "-k", "--max-time", "30", f"smtps://127.0.0.1:{self.subs_port}",
+                                "-u", "alice@example.com:alice-pw", "--mail-from", "alice@example.com",
+                                "--mail-rcpt", "friend@internet.example", "-T", fh.name], capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        finally:
+            os.unlink(fh.name)
+        self.assertEqual(self.server.wait_for("subject:\"sent with curl\"")["total"], 1)
+
+
+def load_tests(loader, tests, pattern):
+    # SubmissionTest inherits ImapTest's server set-up, not its tests.
+    suite = unittest.TestSuite()
+    suite.addTests(loader.loadTestsFromTestCase(ImapTest))
+    for name in loader.getTestCaseNames(SubmissionTest):
+        if name.startswith("test_submission"):
+            suite.addTest(SubmissionTest(name))
+    return suite
 
 
 if __name__ == "__main__":
