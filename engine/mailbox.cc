@@ -60,6 +60,7 @@ std::string encode_folder(const Folder& f) {
   w.varint(f.highest_modseq);
   w.str(f.special_use);
   w.u8(f.subscribed ? 1 : 0);
+  w.varint(f.first_recent_uid);
   return std::move(w.out());
 }
 
@@ -77,6 +78,8 @@ Result<Folder> decode_folder(std::uint32_t user_id, std::string_view name, std::
   f.uidvalidity = static_cast<std::uint32_t>(uv);
   f.uidnext = static_cast<std::uint32_t>(next);
   f.subscribed = sub != 0;
+  std::uint64_t recent = 1;
+  if (r.varint(recent)) f.first_recent_uid = static_cast<std::uint32_t>(recent);
   return f;
 }
 
@@ -677,6 +680,18 @@ Result<std::vector<MailEntry>> MailboxStore::entries(std::uint32_t user_id, std:
   return out;
 }
 
+Result<std::pair<std::uint32_t, std::uint32_t>> MailboxStore::claim_recent(std::uint32_t user_id, std::uint32_t folder_id) {
+  std::pair<std::uint32_t, std::uint32_t> out;
+  MAILARK_TRY(write([&](Tx& tx) -> Status {
+    MAILARK_ASSIGN_OR_RETURN(Folder folder, tx.owned_folder(user_id, folder_id));
+    out = {folder.first_recent_uid, folder.uidnext};
+    if (folder.first_recent_uid == folder.uidnext) return ok_status();
+    folder.first_recent_uid = folder.uidnext;
+    return tx.put(folders_, folder_key(user_id, folder.name), encode_folder(folder));
+  }));
+  return out;
+}
+
 Result<std::optional<MailEntry>> MailboxStore::find_seq(std::uint32_t user_id, std::uint32_t folder_id,
                                                         std::uint64_t seq) const {
   std::optional<MailEntry> found;
@@ -801,7 +816,8 @@ Result<CopyOutcome> MailboxStore::copy(std::uint32_t user_id, std::uint32_t from
       MAILARK_ASSIGN_OR_RETURN(auto value, tx.get(messages_, message_key(from_folder, uid)));
       if (!value) continue;
       MAILARK_ASSIGN_OR_RETURN(MailEntry e, decode_entry(uid, *value));
-      if (from_folder == to_folder && move) continue;  // moving a message onto itself changes nothing
+      // Moving within one folder gives the message a new UID (RFC 6851 allows it; clients see it
+      // expunged and appended).
       MAILARK_ASSIGN_OR_RETURN(MailEntry placed, tx.place(dst, e.seq, e.flags, e.keywords));
       out.uids.emplace_back(uid, placed.uid);
       if (move) {

@@ -66,6 +66,9 @@ struct Folder {
   std::uint64_t highest_modseq = 1;
   std::string special_use;  // "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive" or empty
   bool subscribed = true;
+  // IMAP4rev1's \Recent: messages from this UID on have not been seen by any session that selected
+  // the folder read-write (claim_recent).
+  std::uint32_t first_recent_uid = 1;
 };
 
 struct FolderCounts {
@@ -177,6 +180,9 @@ class MailboxStore {
   // of the same user, new UIDs in the source's order; flags and keywords go along.
   Result<CopyOutcome> copy(std::uint32_t user_id, std::uint32_t from_folder, const std::vector<std::uint32_t>& uids,
                            std::uint32_t to_folder, bool move);
+  // \Recent (RFC 3501): returns the UIDs from which messages are recent for the caller, [first, uidnext),
+  // and moves the folder's mark to uidnext, so no other session sees them as recent.
+  Result<std::pair<std::uint32_t, std::uint32_t>> claim_recent(std::uint32_t user_id, std::uint32_t folder_id);
   // The entry for archive record `seq` in a folder, newest first (APPEND's UID after following).
   Result<std::optional<MailEntry>> find_seq(std::uint32_t user_id, std::uint32_t folder_id, std::uint64_t seq) const;
 

@@ -301,14 +301,42 @@ bool is_header_line(std::string_view line) {
 
 }  // namespace
 
-std::vector<Address> parse_address_list(std::string_view value, unsigned max) {
+namespace {
+void read_addresses_grouped(InternetAddressList* list, std::vector<Address>& out, unsigned max) {
+  if (!list) return;
+  int n = internet_address_list_length(list);
+  for (int i = 0; i < n && out.size() < max; ++i) {
+    InternetAddress* ia = internet_address_list_get_address(list, i);
+    if (INTERNET_ADDRESS_IS_GROUP(ia)) {
+      Address start;
+      start.name = valid_utf8(internet_address_get_name(ia));
+      start.group = Address::Group::kStart;
+      out.push_back(std::move(start));
+      read_addresses(internet_address_group_get_members(INTERNET_ADDRESS_GROUP(ia)), out, max);
+      Address end;
+      end.group = Address::Group::kEnd;
+      out.push_back(std::move(end));
+    } else if (INTERNET_ADDRESS_IS_MAILBOX(ia)) {
+      Address a;
+      a.name = valid_utf8(internet_address_get_name(ia));
+      a.addr = valid_utf8(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(ia)));
+      out.push_back(std::move(a));
+    }
+  }
+}
+}  // namespace
+
+std::vector<Address> parse_address_list(std::string_view value, unsigned max, bool keep_groups) {
   init_gmime();
   std::string text(value);
   std::vector<Address> out;
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
   if (InternetAddressList* list = internet_address_list_parse(opts, text.c_str())) {
-    read_addresses(list, out, max);
+    if (keep_groups)
+      read_addresses_grouped(list, out, max);
+    else
+      read_addresses(list, out, max);
     g_object_unref(list);
   }
   g_mime_parser_options_free(opts);
@@ -379,6 +407,33 @@ std::optional<std::int64_t> parse_date_value(std::string_view value) {
   std::int64_t t = g_date_time_to_unix(dt);
   g_date_time_unref(dt);
   return t;
+}
+
+std::optional<std::int64_t> date_value_day(std::string_view value) {
+  init_gmime();
+  std::string text(value.substr(0, 200));
+  GDateTime* dt = g_mime_utils_header_decode_date(text.c_str());
+  if (!dt) return std::nullopt;
+  int y = 0, m = 0, d = 0;
+  g_date_time_get_ymd(dt, &y, &m, &d);
+  g_date_time_unref(dt);
+  GDateTime* day = g_date_time_new_utc(y, m, d, 0, 0, 0);
+  if (!day) return std::nullopt;
+  std::int64_t t = g_date_time_to_unix(day);
+  g_date_time_unref(day);
+  return t >= 0 ? t / 86400 : (t - 86399) / 86400;
+}
+
+std::string decode_header_text(std::string_view value) {
+  init_gmime();
+  std::string text(value.substr(0, 1 << 20));
+  GMimeParserOptions* opts = g_mime_parser_options_new();
+  g_mime_parser_options_set_rfc2047_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  char* decoded = g_mime_utils_header_decode_text(opts, text.c_str());
+  g_mime_parser_options_free(opts);
+  std::string out = decoded ? valid_utf8(decoded) : valid_utf8(text.c_str());
+  g_free(decoded);
+  return out;
 }
 
 std::string encode_phrase(std::string_view utf8) {

@@ -24,6 +24,9 @@ namespace mailark {
 struct Address {
   std::string name;  // display name, may be empty
   std::string addr;  // addr-spec as written (local@domain), may be empty for a bare group
+  // parse_address_list(..., keep_groups): the start of a group (name = the group's name, no
+  // address) and its end; the group's members stand between them.
+  enum class Group : std::uint8_t { kNone, kStart, kEnd } group = Group::kNone;
   std::string to_string() const;
 };
 
@@ -76,7 +79,7 @@ std::string join_addresses(const std::vector<Address>& list);
 // The addresses of one header field's raw value (an RFC 5322 address-list; groups flattened, RFC 2047
 // names decoded), at most `max`. What GMime cannot parse is split loosely on commas, so no address is
 // lost (the mailbox store places imported mail by these). Fuzzed with the message target.
-std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000);
+std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000, bool keep_groups = false);
 
 // A Content-Type or Content-Disposition field value, parsed by GMime (RFC 2045; RFC 2231 parameter
 // continuations and charsets decoded). Type, subtype and disposition lower case. Nothing when the
@@ -93,6 +96,11 @@ struct Disposition {
 std::optional<Disposition> parse_content_disposition(std::string_view value);
 // A Date header field's value (RFC 5322 date-time, GMime's lenient reading) as Unix seconds.
 std::optional<std::int64_t> parse_date_value(std::string_view value);
+// The calendar day the Date value names in its own time zone, as days since 1970-01-01 (IMAP's
+// SENTON, SENTBEFORE, SENTSINCE disregard time and zone).
+std::optional<std::int64_t> date_value_day(std::string_view value);
+// A header field value with its RFC 2047 encoded words decoded (UTF-8; invalid bytes replaced).
+std::string decode_header_text(std::string_view value);
 // An RFC 2047 encoded phrase for a display name (as-is when it is printable ASCII).
 std::string encode_phrase(std::string_view utf8);
 

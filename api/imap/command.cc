@@ -52,6 +52,18 @@ bool literal_marker(std::string_view line, std::uint64_t* n, bool* sync) {
   return true;
 }
 
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  return out;
+}
+
+bool section_prefix(std::string_view atom) {
+  std::string u = upper(atom);
+  return u == "BODY" || u == "BODY.PEEK" || u == "BINARY" || u == "BINARY.PEEK" || u == "BINARY.SIZE";
+}
+
 class Parser {
  public:
   Parser(std::string_view s, const CommandLimits& limits) : s_(s), limits_(limits) {}
@@ -79,7 +91,9 @@ class Parser {
         continue;
       }
       if (tag ? !is_tag_char(c) : !is_atom_char(c)) break;
-      if (c == '[') ++bracket;
+      // Only FETCH's section attributes hold spaces and parentheses inside brackets
+      // (BODY[HEADER.FIELDS (A B)]); elsewhere '[' is an ordinary atom character.
+      if (c == '[' && !tag && section_prefix(s_.substr(start, pos_ - start))) ++bracket;
       ++pos_;
     }
     if (bracket > 0) return fail("an unclosed '['");
@@ -173,13 +187,6 @@ class Parser {
   std::size_t values_ = 0;
   std::string error_;
 };
-
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  return out;
-}
 
 }  // namespace
 

@@ -12,10 +12,19 @@ std::string nstring_opt(const std::optional<std::string>& v) {
 
 std::string address_list(const std::optional<std::string>& value) {
   if (!value) return "NIL";
-  auto addrs = parse_address_list(*value, 1000);
+  auto addrs = parse_address_list(*value, 1000, /*keep_groups=*/true);
   if (addrs.empty()) return "NIL";
   std::string out = "(";
   for (const auto& a : addrs) {
+    // RFC 9051 7.5.2: a group is (NIL NIL "name" NIL), its members, then (NIL NIL NIL NIL).
+    if (a.group == Address::Group::kStart) {
+      out += "(NIL NIL " + imap_string(a.name) + " NIL)";
+      continue;
+    }
+    if (a.group == Address::Group::kEnd) {
+      out += "(NIL NIL NIL NIL)";
+      continue;
+    }
     std::string mailbox = a.addr, host;
     auto at = a.addr.rfind('@');
     if (at != std::string::npos) {

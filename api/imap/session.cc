@@ -83,7 +83,77 @@ bool contains_ci(std::string_view hay, std::string_view needle) {
   return false;
 }
 
+// Every value of a header field (all occurrences), unfolded, RFC 2047 decoded, one per line.
+std::string header_values(std::string_view header, const std::string& name, bool decode = true) {
+  std::string fields = mime_header_fields(header, {name}, false);
+  std::string out;
+  std::size_t pos = 0;
+  while (pos < fields.size()) {
+    std::size_t nl = fields.find('\n', pos);
+    std::string_view line(fields.data() + pos, (nl == std::string::npos ? fields.size() : nl) - pos);
+    pos = nl == std::string::npos ? fields.size() : nl + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) continue;
+    if (line[0] == ' ' || line[0] == '\t') {
+      out += std::string(line);
+      continue;
+    }
+    auto colon = line.find(':');
+    if (!out.empty()) out += '\n';
+    out += std::string(colon == std::string_view::npos ? line : line.substr(colon + 1));
+  }
+  return decode ? decode_header_text(out) : out;
+}
+
+// An address field: its decoded text, or any of its addresses as parsed (comments and routes
+// removed: "<user (c)@ (c) domain.org>" is user@domain.org).
+bool address_field_has(std::string_view header, const std::string& name, const std::string& text) {
+  if (contains_ci(header_values(header, name), text)) return true;
+  std::string raw = header_values(header, name, false);
+  for (auto& line : {raw}) {
+    std::string joined = line;
+    std::replace(joined.begin(), joined.end(), '\n', ',');
+    for (const auto& a : parse_address_list(joined, 1000))
+      if (contains_ci(a.addr, text) || contains_ci(a.name, text) || contains_ci(a.name + " <" + a.addr + ">", text)) return true;
+  }
+  return false;
+}
+
+bool has_modseq_key(const SearchKey& k) {
+  if (k.kind == SearchKey::Kind::kModseq) return true;
+  for (const auto& c : k.children)
+    if (has_modseq_key(c)) return true;
+  return false;
+}
+
 }  // namespace
+
+bool ImapSession::text_matches(const SearchKey& k, const std::string& raw) {
+  using K = SearchKey::Kind;
+  MimeNode top = parse_mime_tree(raw);
+  std::string_view header(raw.data() + top.header_begin, top.header_end - top.header_begin);
+  std::string_view body(raw.data() + top.body_begin, top.body_end - top.body_begin);
+  auto body_has = [&] {
+    if (contains_ci(body, k.text)) return true;
+    Limits limits;
+    ParsedMessage m = parse_message_or_flag(raw, limits);  // decoded text of every part
+    return contains_ci(m.body_text, k.text) || contains_ci(m.attachment_text, k.text);
+  };
+  switch (k.kind) {
+    case K::kSubject: return contains_ci(header_values(header, "Subject"), k.text);
+    case K::kFrom: return address_field_has(header, "From", k.text);
+    case K::kTo: return address_field_has(header, "To", k.text);
+    case K::kCc: return address_field_has(header, "Cc", k.text);
+    case K::kBcc: return address_field_has(header, "Bcc", k.text);
+    case K::kHeader: {
+      if (!mime_header(header, k.keyword)) return false;
+      return contains_ci(header_values(header, k.keyword), k.text);
+    }
+    case K::kBody: return body_has();
+    case K::kText: return contains_ci(header, k.text) || contains_ci(decode_header_text(header), k.text) || body_has();
+    default: return false;
+  }
+}
 
 ImapSession::ImapSession(ImapContext& ctx, std::string client_ip, bool tls_active, bool starttls_available, bool loopback)
     : ctx_(ctx), client_ip_(std::move(client_ip)), tls_(tls_active), starttls_available_(starttls_available), loopback_(loopback) {}
@@ -99,6 +169,40 @@ std::string ImapSession::capabilities() const {
       c += " LOGINDISABLED";
   }
   return c;
+}
+
+std::string ImapSession::flags_lines() const {
+  std::string kw;
+  if (sel_)
+    for (const auto& k : sel_->keywords) kw += " " + k;
+  return "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft" + kw + ")\r\n" +
+         "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft" + kw + " \\*)] flags are kept\r\n";
+}
+
+std::string ImapSession::flags_of(const MailEntry& e) const {
+  std::string f = flags_text(e.flags, e.keywords);
+  if (!rev2_ && sel_ && sel_->recent.count(e.uid)) f.insert(1, f.size() > 2 ? "\\Recent " : "\\Recent");
+  return f;
+}
+
+std::string ImapSession::announce(const std::vector<std::string>& keywords) {
+  if (!sel_) return {};
+  bool fresh = false;
+  for (const auto& k : keywords) {
+    if (sel_->keywords.size() >= 1000) break;
+    if (sel_->keywords_lower.insert(ascii_lower(k)).second) {
+      sel_->keywords.push_back(k);
+      fresh = true;
+    }
+  }
+  return fresh ? flags_lines() : std::string();
+}
+
+std::string ImapSession::enable_condstore() {
+  if (condstore_) return {};
+  condstore_ = true;
+  if (!sel_) return {};
+  return "* OK [HIGHESTMODSEQ " + std::to_string(sel_->folder.highest_modseq) + "] CONDSTORE enabled\r\n";
 }
 
 std::string ImapSession::greeting() const {
@@ -194,8 +298,9 @@ std::string ImapSession::sync(bool allow_expunge) {
     const MailEntry& e = *it->second;
     if (e.modseq != view[i].modseq) {
       if (e.flags != view[i].flags || e.keywords != view[i].keywords) {
+        out += announce(e.keywords);
         out += "* " + std::to_string(i + 1) + " FETCH (UID " + std::to_string(e.uid) + " FLAGS " +
-               flags_text(e.flags, e.keywords);
+               flags_of(e);
         if (condstore_) out += " MODSEQ (" + std::to_string(e.modseq) + ")";
         out += ")\r\n";
       }
@@ -207,9 +312,18 @@ std::string ImapSession::sync(bool allow_expunge) {
   for (const auto& e : *entries)
     if (e.uid > last) {
       view.push_back(e);
+      out += announce(e.keywords);
       grew = true;
     }
-  if (grew) out += "* " + std::to_string(view.size()) + " EXISTS\r\n";
+  if (grew) {
+    out += "* " + std::to_string(view.size()) + " EXISTS\r\n";
+    if (!sel_->read_only) {
+      if (auto r = ctx_.store.claim_recent(user_.id, sel_->folder.id); r)
+        for (const auto& e : view)
+          if (e.uid >= r->first && e.uid < r->second) sel_->recent.insert(e.uid);
+    }
+    if (!rev2_) out += "* " + std::to_string(sel_->recent.size()) + " RECENT\r\n";
+  }
   if (auto f = ctx_.store.folder_by_id(user_.id, sel_->folder.id)) sel_->folder = *f;
   return out;
 }
@@ -385,29 +499,31 @@ ImapSession::Reply ImapSession::select(const Command& c, bool read_only) {
   s.folder = *f;
   s.read_only = read_only;
   s.view = std::move(*entries);
-  std::set<std::string> keywords;
   std::size_t first_unseen = 0;
   for (std::size_t i = 0; i < s.view.size(); ++i) {
     for (const auto& k : s.view[i].keywords)
-      if (keywords.size() < 200) keywords.insert(k);
+      if (s.keywords.size() < 1000 && s.keywords_lower.insert(ascii_lower(k)).second) s.keywords.push_back(k);
     if (!first_unseen && !(s.view[i].flags & kMsgSeen)) first_unseen = i + 1;
   }
-  std::string kw;
-  for (const auto& k : keywords) kw += " " + k;
-  std::string out = "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft" + kw + ")\r\n";
-  out += "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft" + kw + " \\*)] flags are kept\r\n";
-  out += "* " + std::to_string(s.view.size()) + " EXISTS\r\n";
+  // \Recent: a read-write SELECT takes the folder's recent messages for itself; EXAMINE only looks.
+  std::pair<std::uint32_t, std::uint32_t> recent{s.folder.first_recent_uid, s.folder.uidnext};
+  if (!read_only)
+    if (auto r = ctx_.store.claim_recent(user_.id, s.folder.id); r) recent = *r;
+  for (const auto& e : s.view)
+    if (e.uid >= recent.first && e.uid < recent.second) s.recent.insert(e.uid);
+  sel_ = std::move(s);
+  std::string out = flags_lines();
+  out += "* " + std::to_string(sel_->view.size()) + " EXISTS\r\n";
   if (!rev2_) {
-    out += "* 0 RECENT\r\n";
+    out += "* " + std::to_string(sel_->recent.size()) + " RECENT\r\n";
     if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] first unseen\r\n";
   }
-  out += "* OK [UIDVALIDITY " + std::to_string(s.folder.uidvalidity) + "] UIDs valid\r\n";
-  out += "* OK [UIDNEXT " + std::to_string(s.folder.uidnext) + "] predicted next UID\r\n";
-  out += "* OK [HIGHESTMODSEQ " + std::to_string(s.folder.highest_modseq) + "] highest\r\n";
+  out += "* OK [UIDVALIDITY " + std::to_string(sel_->folder.uidvalidity) + "] UIDs valid\r\n";
+  out += "* OK [UIDNEXT " + std::to_string(sel_->folder.uidnext) + "] predicted next UID\r\n";
+  out += "* OK [HIGHESTMODSEQ " + std::to_string(sel_->folder.highest_modseq) + "] highest\r\n";
   if (rev2_) {
-    out += "* LIST () \"/\" " + client_name(s.folder.name) + "\r\n";
+    out += "* LIST () \"/\" " + client_name(sel_->folder.name) + "\r\n";
   }
-  sel_ = std::move(s);
   state_ = State::kSelected;
   out += tag + (read_only ? " OK [READ-ONLY] EXAMINE completed\r\n" : " OK [READ-WRITE] SELECT completed\r\n");
   return {out, Then::kNone};
@@ -416,6 +532,10 @@ ImapSession::Reply ImapSession::select(const Command& c, bool read_only) {
 std::string ImapSession::status_items(const Folder& f, const std::vector<std::string>& items) {
   auto counts = ctx_.store.counts(user_.id, f.id);
   FolderCounts cn = counts ? *counts : FolderCounts{};
+  std::uint32_t recent_count = 0;
+  if (std::find(items.begin(), items.end(), "RECENT") != items.end())
+    if (auto entries = ctx_.store.entries(user_.id, f.id); entries)
+      for (const auto& e : *entries) recent_count += e.uid >= f.first_recent_uid;
   std::uint64_t size = 0;
   bool want_size = std::find(items.begin(), items.end(), "SIZE") != items.end();
   if (want_size) {
@@ -431,7 +551,7 @@ std::string ImapSession::status_items(const Folder& f, const std::vector<std::st
     else if (it == "UIDVALIDITY") out += "UIDVALIDITY " + std::to_string(f.uidvalidity);
     else if (it == "UNSEEN") out += "UNSEEN " + std::to_string(cn.unseen);
     else if (it == "DELETED") out += "DELETED " + std::to_string(cn.deleted);
-    else if (it == "RECENT") out += "RECENT 0";
+    else if (it == "RECENT") out += "RECENT " + std::to_string(recent_count);
     else if (it == "SIZE") out += "SIZE " + std::to_string(size);
     else if (it == "HIGHESTMODSEQ") out += "HIGHESTMODSEQ " + std::to_string(f.highest_modseq);
   }
@@ -460,15 +580,19 @@ ImapSession::Reply ImapSession::status(const Command& c) {
 ImapSession::Reply ImapSession::list(const Command& c, bool lsub) {
   const std::string& tag = c.tag;
   std::size_t i = 0;
-  bool sel_subscribed = lsub, sel_special = false, ret_subscribed = false, ret_special = true, ret_children = true;
+  bool sel_subscribed = lsub, sel_special = false, ret_subscribed = false, ret_special = true, ret_children = true,
+       recursive = false;
   std::vector<std::string> ret_status;
   if (!lsub && i < c.args.size() && c.args[i].is_list()) {
     for (const auto& o : c.args[i].list) {
       std::string u = upper(o.text);
       if (u == "SUBSCRIBED") sel_subscribed = ret_subscribed = true;
       else if (u == "SPECIAL-USE") sel_special = true;
-      else if (u != "REMOTE" && u != "RECURSIVEMATCH") return {bad(tag, "unknown LIST selection option " + o.text.substr(0, 30)), Then::kNone};
+      else if (u == "RECURSIVEMATCH") recursive = true;
+      else if (u != "REMOTE") return {bad(tag, "unknown LIST selection option " + o.text.substr(0, 30)), Then::kNone};
     }
+    // RFC 5258: RECURSIVEMATCH only modifies another selection option.
+    if (recursive && !sel_subscribed && !sel_special) return {bad(tag, "RECURSIVEMATCH needs another selection option"), Then::kNone};
     ++i;
   }
   if (c.args.size() < i + 2 || !c.args[i].is_astring()) return {bad(tag, "LIST needs a reference and a pattern"), Then::kNone};
@@ -551,7 +675,11 @@ ImapSession::Reply ImapSession::create_delete_rename(const Command& c) {
   const bool rename = c.name == "RENAME";
   if (c.args.size() != (rename ? 2u : 1u) && !(c.name == "CREATE" && c.args.size() == 2))
     return {bad(tag, c.name + " needs " + (rename ? "two folder names" : "a folder name")), Then::kNone};
-  auto name = folder_name(c.args[0]);
+  Value first = c.args[0];
+  // "CREATE a/b/": the folder is "a/b" (RFC 9051 6.3.4: a trailing separator only says more may
+  // be created below it).
+  if (c.name == "CREATE" && first.text.size() > 1 && first.text.back() == '/') first.text.pop_back();
+  auto name = folder_name(first);
   if (!name) return fail(tag, "[CANNOT] invalid folder name");
   Status s = ok_status();
   if (c.name == "CREATE") {
@@ -655,9 +783,11 @@ ImapSession::Reply ImapSession::fetch(const Command& c, bool uid) {
     } catch (...) {
       return {bad(tag, "a bad CHANGEDSINCE"), Then::kNone};
     }
-    condstore_ = true;
   }
-  std::string pre = sync(false);
+  std::string pre;
+  if (changed_since || std::any_of(attrs->begin(), attrs->end(), [](const FetchAttr& a) { return a.kind == FetchAttr::Kind::kModseq; }))
+    pre += enable_condstore();
+  pre += sync(false);
   PendingFetch f;
   f.tag = tag;
   f.uid = uid;
@@ -742,7 +872,7 @@ std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, con
         has_uid = true;
         break;
       case K::kFlags:
-        if (!has_flags) add("FLAGS " + flags_text(e.flags, e.keywords));
+        if (!has_flags) add("FLAGS " + flags_of(e));
         has_flags = true;
         break;
       case K::kModseq:
@@ -796,9 +926,10 @@ std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, con
     }
   }
   if (f.uid && !has_uid) items = "UID " + std::to_string(e.uid) + (items.empty() ? "" : " ") + items;
-  if (set_seen && !has_flags) add("FLAGS " + flags_text(e.flags, e.keywords));
+  if (set_seen && !has_flags) add("FLAGS " + flags_of(e));
   if (f.want_modseq && !has_modseq) add("MODSEQ (" + std::to_string(e.modseq) + ")");
-  return "* " + std::to_string(index + 1) + " FETCH (" + items + ")\r\n";
+  std::string pre = (has_flags || set_seen) ? announce(e.keywords) : std::string();
+  return pre + "* " + std::to_string(index + 1) + " FETCH (" + items + ")\r\n";
 }
 
 ImapSession::Reply ImapSession::more() {
@@ -836,7 +967,6 @@ ImapSession::Reply ImapSession::store_flags(const Command& c, bool uid) {
     } catch (...) {
       return {bad(tag, "a bad UNCHANGEDSINCE"), Then::kNone};
     }
-    condstore_ = true;
   }
   if (i + 2 > c.args.size() || !c.args[i].is_atom()) return {bad(tag, "STORE needs an action and flags"), Then::kNone};
   std::string action = upper(c.args[i++].text);
@@ -861,7 +991,8 @@ ImapSession::Reply ImapSession::store_flags(const Command& c, bool uid) {
   if (!parse_flag_list(flags_value, &change.flags, &change.keywords, &error)) return {bad(tag, error), Then::kNone};
   change.unchanged_since = unchanged_since;
   if (sel_->read_only) return fail(tag, "[READ-ONLY] the folder is open read-only");
-  std::string pre = sync(false);
+  std::string pre = unchanged_since ? enable_condstore() : std::string();
+  pre += sync(false);
   auto indexes = resolve(*set, uid);
   std::vector<std::uint32_t> uids;
   for (auto ix : indexes) uids.push_back(sel_->view[ix].uid);
@@ -874,11 +1005,12 @@ ImapSession::Reply ImapSession::store_flags(const Command& c, bool uid) {
     auto it = pos.find(e.uid);
     if (it == pos.end()) continue;
     sel_->view[it->second] = e;
+    out += announce(e.keywords);
     if (!silent || condstore_) {
       out += "* " + std::to_string(it->second + 1) + " FETCH (";
       std::string items;
       if (uid) items += "UID " + std::to_string(e.uid);
-      if (!silent) items += std::string(items.empty() ? "" : " ") + "FLAGS " + flags_text(e.flags, e.keywords);
+      if (!silent) items += std::string(items.empty() ? "" : " ") + "FLAGS " + flags_of(e);
       if (condstore_) items += std::string(items.empty() ? "" : " ") + "MODSEQ (" + std::to_string(e.modseq) + ")";
       out += items + ")\r\n";
     }
@@ -927,14 +1059,17 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
   if (!req) return {bad(tag, error), Then::kNone};
   if (!req->charset.empty() && req->charset != "UTF-8" && req->charset != "US-ASCII")
     return fail(tag, "[BADCHARSET (UTF-8 US-ASCII)] unsupported charset");
-  std::string pre = sync(false);
+  std::string pre = has_modseq_key(req->key) ? enable_condstore() : std::string();
+  pre += sync(false);
   auto& view = sel_->view;
-  // Text keys through the index, once each.
+  // Text keys through the index, once each, in large folders; small ones are read message by
+  // message (exact substrings).
   std::vector<const SearchKey*> text_keys;
   collect_text_keys(req->key, text_keys);
   SearchData data;
   std::unique_ptr<indexer::IndexReader> reader;
-  if (!text_keys.empty()) {
+  const bool exact = view.size() <= kExactSearchMessages;
+  if (!text_keys.empty() && !exact) {
     auto r = indexer::IndexReader::open(ctx_.index_dir);
     if (r) {
       reader = std::move(*r);
@@ -962,6 +1097,7 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
   if (!snap) return fail(tag, "[SERVERBUG] " + snap.error().to_string());
   const std::uint32_t largest_uid = view.empty() ? 0 : view.back().uid;
   std::vector<std::uint32_t> matched_seqnums, matched_uids;
+  std::vector<std::uint64_t> matched_modseqs;
   std::uint64_t max_modseq = 0;
   bool uses_modseq = false;
   for (std::size_t i = 0; i < view.size(); ++i) {
@@ -1006,9 +1142,9 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
           if (!k.keyword.empty())
             return !std::any_of(e.keywords.begin(), e.keywords.end(), [&](const std::string& x) { return ascii_iequals(x, k.keyword); });
           return (e.flags & k.flag) == 0;
-        case K::kNew: return false;  // no \Recent
-        case K::kRecent: return false;
-        case K::kOld: return true;
+        case K::kNew: return sel_->recent.count(e.uid) && !(e.flags & kMsgSeen);
+        case K::kRecent: return sel_->recent.count(e.uid) > 0;
+        case K::kOld: return !sel_->recent.count(e.uid);
         case K::kModseq:
           uses_modseq = true;
           return e.modseq >= static_cast<std::uint64_t>(k.number);
@@ -1021,31 +1157,26 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
           return k.kind == K::kBefore ? day < k.number : k.kind == K::kOn ? day == k.number : day >= k.number;
         }
         case K::kSentBefore: case K::kSentOn: case K::kSentSince: {
-          const std::string& b = bytes();
-          auto tree_end = b.find("\r\n\r\n");
-          auto h = mime_header(std::string_view(b).substr(0, tree_end == std::string::npos ? b.size() : tree_end), "Date");
-          if (!h) return false;
-          auto t = parse_date_value(*h);
-          if (!t) return false;
-          std::int64_t day = *t >= 0 ? *t / 86400 : (*t - 86399) / 86400;
-          return k.kind == K::kSentBefore ? day < k.number : k.kind == K::kSentOn ? day == k.number : day >= k.number;
-        }
-        case K::kHeader: {
           MimeNode t = parse_mime_tree(bytes());
-          auto v = mime_header(std::string_view(bytes()).substr(t.header_begin, t.header_end - t.header_begin), k.keyword);
-          return v && contains_ci(*v, k.text);
+          auto h = mime_header(std::string_view(bytes()).substr(t.header_begin, t.header_end - t.header_begin), "Date");
+          if (!h) return false;
+          auto day = date_value_day(*h);  // the date as written, in its own zone
+          if (!day) return false;
+          return k.kind == K::kSentBefore ? *day < k.number : k.kind == K::kSentOn ? *day == k.number : *day >= k.number;
         }
         default: {
-          // Text keys: the index answers for what it holds; newer records are read.
+          // Text keys: in a large folder the index answers for what it holds; everything else
+          // (small folders, records newer than the index, HEADER) is read.
           auto it = data.text_hits.find(&k);
           if (it != data.text_hits.end() && e.seq <= data.indexed_upto) return it->second.count(e.seq) > 0;
-          return contains_ci(bytes(), k.text);
+          return text_matches(k, bytes());
         }
       }
     };
     if (eval(req->key)) {
       matched_seqnums.push_back(static_cast<std::uint32_t>(i + 1));
       matched_uids.push_back(e.uid);
+      matched_modseqs.push_back(e.modseq);
       max_modseq = std::max(max_modseq, e.modseq);
     }
   }
@@ -1063,7 +1194,20 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
       if (o == "COUNT") out += " COUNT " + std::to_string(ids.size());
       if (o == "ALL" && !ids.empty()) out += " ALL " + join_uids(ids);
     }
-    if (uses_modseq && !ids.empty()) out += " MODSEQ " + std::to_string(max_modseq);
+    if (uses_modseq && !ids.empty()) {
+      // RFC 7162 3.1.5: the highest mod-sequence of the messages returned (only MIN's and MAX's
+      // when nothing else is asked for).
+      bool only_min_max = std::none_of(opts.begin(), opts.end(), [](const std::string& o) { return o == "ALL" || o == "COUNT"; });
+      std::uint64_t m = max_modseq;
+      if (only_min_max) {
+        m = 0;
+        for (const auto& o : opts) {
+          if (o == "MIN") m = std::max(m, matched_modseqs.front());
+          if (o == "MAX") m = std::max(m, matched_modseqs.back());
+        }
+      }
+      if (m) out += " MODSEQ " + std::to_string(m);
+    }
     out += "\r\n";
   } else {
     out += "* SEARCH";

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,9 @@ class ImapSession {
 
   static constexpr unsigned kMaxErrors = 30;
   static constexpr std::size_t kFetchChunkBytes = 1u << 20;
+  // Folders up to this size are searched message by message (exact substrings, every header);
+  // larger ones through the index (word starts in the indexed fields), to stay fast.
+  static constexpr std::size_t kExactSearchMessages = 1000;
 
  private:
   enum class State { kNotAuthenticated, kAuthenticated, kSelected, kLogout };
@@ -89,6 +93,9 @@ class ImapSession {
     bool read_only = false;
     std::vector<MailEntry> view;  // what the client knows, in UID order; index + 1 = sequence number
     bool gone = false;            // the folder was deleted or renamed away
+    std::vector<std::string> keywords;    // announced in FLAGS, as first seen
+    std::set<std::string> keywords_lower;
+    std::set<std::uint32_t> recent;       // UIDs that are \Recent in this session (rev1)
   };
   struct PendingFetch {
     std::string tag;
@@ -120,6 +127,17 @@ class ImapSession {
   Reply subscribe(const Command& c, bool on);
 
   std::string capabilities() const;
+  // "* FLAGS" and "* OK [PERMANENTFLAGS]" when a keyword appears that the client was not told of
+  // (RFC 9051 7.3.5), else nothing.
+  std::string announce(const std::vector<std::string>& keywords);
+  std::string flags_lines() const;
+  // FLAGS of an entry as this session shows them (\Recent added for rev1 clients).
+  std::string flags_of(const MailEntry& e) const;
+  // A CONDSTORE-enabling command (RFC 7162 3.1): the first one with a folder selected reports its
+  // HIGHESTMODSEQ.
+  std::string enable_condstore();
+  // IMAP's substring search (RFC 9051 6.4.4) on the message's bytes, for one text key.
+  static bool text_matches(const SearchKey& k, const std::string& raw);
   std::string sync(bool allow_expunge);
   std::string status_items(const Folder& f, const std::vector<std::string>& items);
   // Resolves a sequence set (UIDs or sequence numbers) to view indexes, ascending.
