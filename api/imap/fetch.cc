@@ -1,5 +1,7 @@
 #include "api/imap/fetch.h"
 
+#include <map>
+
 #include "common/ascii.h"
 #include "engine/message.h"
 
@@ -10,10 +12,23 @@ std::string nstring_opt(const std::optional<std::string>& v) {
   return v ? imap_string(*v) : std::string("NIL");
 }
 
+// Obsolete source routes ("<@relay:user@domain>", RFC 5322 4.4), which GMime drops: the route by
+// the address it leads to, for ENVELOPE's adl field.
+std::map<std::string, std::string> source_routes(const std::string& value) {
+  std::map<std::string, std::string> out;
+  for (std::size_t lt = value.find("<@"); lt != std::string::npos && out.size() < 100; lt = value.find("<@", lt + 2)) {
+    std::size_t colon = value.find(':', lt), gt = value.find('>', lt);
+    if (colon == std::string::npos || gt == std::string::npos || colon > gt) continue;
+    out[ascii_lower(value.substr(colon + 1, gt - colon - 1))] = value.substr(lt + 1, colon - lt - 1);
+  }
+  return out;
+}
+
 std::string address_list(const std::optional<std::string>& value) {
   if (!value) return "NIL";
   auto addrs = parse_address_list(*value, 1000, /*keep_groups=*/true);
   if (addrs.empty()) return "NIL";
+  const auto routes = source_routes(*value);
   std::string out = "(";
   for (const auto& a : addrs) {
     // RFC 9051 7.5.2: a group is (NIL NIL "name" NIL), its members, then (NIL NIL NIL NIL).
@@ -33,7 +48,8 @@ std::string address_list(const std::optional<std::string>& value) {
     }
     out += "(";
     out += a.name.empty() ? std::string("NIL") : imap_string(encode_phrase(a.name));
-    out += " NIL ";
+    auto route = routes.find(ascii_lower(a.addr));
+    out += route == routes.end() ? std::string(" NIL ") : " " + imap_string(route->second) + " ";
     out += imap_string(mailbox);
     out += " ";
     out += at == std::string::npos ? std::string("NIL") : imap_string(host);
@@ -78,6 +94,9 @@ std::string envelope(std::string_view raw, const MimeNode& m) {
   auto from = mime_header(h, "From");
   auto sender = mime_header(h, "Sender");
   auto reply_to = mime_header(h, "Reply-To");
+  // An empty Sender or Reply-To is as good as none: they default to From (RFC 9051 7.5.2).
+  if (sender && sender->empty()) sender.reset();
+  if (reply_to && reply_to->empty()) reply_to.reset();
   std::string from_list = address_list(from);
   std::string out = "(";
   out += nstring_opt(mime_header(h, "Date")) + " ";
