@@ -12,7 +12,7 @@ PACKAGES=(
   libboost-dev libcurl4-openssl-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
-  dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync
+  dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync neomutt tmux
   # fuzzing (libFuzzer) and the sanitizer build
   clang libclang-rt-14-dev
   # peers the benchmark compares against

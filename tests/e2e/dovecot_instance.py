@@ -18,8 +18,8 @@ def available():
 
 
 class Dovecot:
-    def __init__(self, folder, port, users, master=("sentcopy", "master-secret")):
-        """users: {address: password}."""
+    def __init__(self, folder, port, users, master=("sentcopy", "master-secret"), extra=""):
+        """users: {address: password}; extra: more configuration (a benchmark's process limits)."""
         self.folder, self.port = folder, port
         self.mail = os.path.join(folder, "mail")
         self.run_dir = os.path.join(folder, "run")
@@ -93,6 +93,7 @@ namespace inbox {{
     auto = create
   }}
 }}
+{extra}
 """)
         self.proc = None
 

@@ -494,13 +494,95 @@ class SubmissionTest(ImapTest):
         self.assertEqual(self.server.wait_for("subject:\"sent with curl\"")["total"], 1)
 
 
+class NeomuttTest(SubmissionTest):
+    """A terminal mail client, as a user runs it: neomutt in tmux reads bob's INBOX over IMAPS and
+    replies through submission (SMTPS), driven by keystrokes."""
+
+    def tmux(self, *args):
+        return subprocess.run(["tmux", "-L", self.socket_name, *args], capture_output=True, timeout=30)
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-t", "nm").stdout.decode(errors="replace")
+
+    def wait_screen(self, text, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            shown = self.screen()
+            if text in shown:
+                return shown
+            time.sleep(0.3)
+        self.fail(f"neomutt never showed {text!r}; the screen:\n" + self.screen())
+
+    def test_neomutt_reads_and_replies(self):
+        if not shutil.which("neomutt") or not shutil.which("tmux"):
+            self.skipTest("neomutt or tmux is not installed; scripts/setup.sh installs them")
+        self.send(["bob@example.com"], message("neomutt reads this", to="bob@example.com"))
+        b = self.login("bob@example.com", "bob-pw")
+        b.select("INBOX")
+        self.uid_of(b, "neomutt reads this")
+        b.logout()
+        home = tempfile.mkdtemp(prefix="mailark-neomutt-")
+        self.socket_name = "mailark-" + os.path.basename(home)
+        try:
+            cert = os.path.join(self.data, "tls", "cert.pem")
+            rc = os.path.join(home, "muttrc")
+            with open(rc, "w") as f:
+                f.write(f"""set folder = "imaps://bob%40example.com@127.0.0.1:{self.imaps_port}/"
+set spoolfile = "+INBOX"
+set imap_pass = "bob-pw"
+set smtp_url = "smtps://bob%40example.com@127.0.0.1:{self.subs_port}/"
+set smtp_pass = "bob-pw"
+set certificate_file = "{cert}"
+set ssl_verify_host = no
+set from = "bob@example.com"
+set real_name = "Bob"
+set use_from = yes
+set editor = "true"
+set fast_reply = yes
+set include = yes
+set edit_headers = no
+set record = ""
+set copy = no
+set postpone = no
+set sort = date
+set header_cache = ""
+set message_cachedir = ""
+set wait_key = no
+set confirm_append = no
+set abort_unmodified = no
+""")
+            env = dict(os.environ, HOME=home, TERM="xterm")
+            subprocess.run(["tmux", "-L", self.socket_name, "new-session", "-d", "-s", "nm", "-x", "200", "-y", "50",
+                            f"neomutt -n -F {rc}"], check=True, env=env, timeout=30)
+            self.wait_screen("neomutt reads this")
+            # Find it, open it, reply (the editor keeps the quoted text), send.
+            self.tmux("send-keys", "-t", "nm", "/", "neomutt reads this", "Enter")
+            time.sleep(0.5)
+            self.tmux("send-keys", "-t", "nm", "Enter")
+            self.wait_screen("hello from the internet")
+            self.tmux("send-keys", "-t", "nm", "r")
+            self.wait_screen("Re: neomutt reads this")
+            self.tmux("send-keys", "-t", "nm", "y")
+            res = self.server.wait_for('subject:"Re: neomutt reads this"', timeout=30)
+            self.assertEqual(res["total"], 1, self.screen())
+            b = self.login("bob@example.com", "bob-pw")
+            b.select("Sent")
+            self.uid_of(b, "Re: neomutt reads this")
+            b.logout()
+            self.tmux("send-keys", "-t", "nm", "q")
+        finally:
+            self.tmux("kill-server")
+            shutil.rmtree(home, ignore_errors=True)
+
+
 def load_tests(loader, tests, pattern):
-    # SubmissionTest inherits ImapTest's server set-up, not its tests.
+    # SubmissionTest and NeomuttTest inherit ImapTest's server set-up, not its tests.
     suite = unittest.TestSuite()
     suite.addTests(loader.loadTestsFromTestCase(ImapTest))
-    for name in loader.getTestCaseNames(SubmissionTest):
-        if name.startswith("test_submission"):
-            suite.addTest(SubmissionTest(name))
+    for cls, prefix in ((SubmissionTest, "test_submission"), (NeomuttTest, "test_neomutt")):
+        for name in loader.getTestCaseNames(cls):
+            if name.startswith(prefix):
+                suite.addTest(cls(name))
     return suite
 
 
