@@ -272,6 +272,15 @@ std::vector<std::size_t> ImapSession::resolve(const SequenceSet& set, bool uid) 
 
 std::string ImapSession::sync(bool allow_expunge) {
   if (!sel_ || sel_->gone) return {};
+  // Every change to a folder (new message, flags, expunge) moves its HIGHESTMODSEQ or UIDNEXT: when
+  // neither moved, nothing changed, and the folder's entries are not read (one LMDB lookup per
+  // command instead of the whole folder: a client fetching 20,000 messages one by one).
+  // The folder record is read before the entries: a change between the two reads makes the next
+  // sync read the entries again, never miss them.
+  auto folder_now = ctx_.store.folder_by_id(user_.id, sel_->folder.id);
+  if (folder_now && folder_now->highest_modseq == sel_->folder.highest_modseq &&
+      folder_now->uidnext == sel_->folder.uidnext && !(allow_expunge && sel_->expunge_pending))
+    return {};
   auto entries = ctx_.store.entries(user_.id, sel_->folder.id);
   std::string out;
   if (!entries) {
@@ -291,6 +300,10 @@ std::string ImapSession::sync(bool allow_expunge) {
         view.erase(view.begin() + static_cast<std::ptrdiff_t>(i));
       }
     }
+    sel_->expunge_pending = false;
+  } else {
+    // Expunges another session made wait for a command that may report them.
+    sel_->expunge_pending = std::any_of(view.begin(), view.end(), [&](const MailEntry& e) { return !now.count(e.uid); });
   }
   for (std::size_t i = 0; i < view.size(); ++i) {
     auto it = now.find(view[i].uid);
@@ -324,7 +337,7 @@ std::string ImapSession::sync(bool allow_expunge) {
     }
     if (!rev2_) out += "* " + std::to_string(sel_->recent.size()) + " RECENT\r\n";
   }
-  if (auto f = ctx_.store.folder_by_id(user_.id, sel_->folder.id)) sel_->folder = *f;
+  if (folder_now) sel_->folder = *folder_now;
   return out;
 }
 

@@ -96,6 +96,7 @@ class ImapSession {
     std::vector<std::string> keywords;    // announced in FLAGS, as first seen
     std::set<std::string> keywords_lower;
     std::set<std::uint32_t> recent;       // UIDs that are \Recent in this session (rev1)
+    bool expunge_pending = false;         // sync() saw expunges it could not report yet
   };
   struct PendingFetch {
     std::string tag;
