@@ -1,5 +1,7 @@
 #include "api/auth.h"
 
+#include <spdlog/spdlog.h>
+
 #include "api/config.h"
 #include "common/ascii.h"
 #include "common/sha256.h"
@@ -40,7 +42,18 @@ Authenticator::Answer Authenticator::login(const std::string& name, const std::s
   }
   auto user = store_.find_user(name);
   bool ok = false;
-  if (user && !password.empty() && password.size() <= 1024) {
+  if (user && user->password_hash.empty() && !ldap_.url.empty() && !password.empty()) {
+    // The company directory decides for users without a local password (app passwords stay local).
+    std::string why;
+    LdapAnswer answer = ldap_check_password(ldap_, user->name, password, &why);
+    if (answer == LdapAnswer::kUnavailable) {
+      spdlog::warn("login of {}: the directory at {} is unavailable: {}", user->name, ldap_.url, why);
+      a.outcome = Outcome::kUnavailable;
+      return a;
+    }
+    ok = answer == LdapAnswer::kOk;
+  }
+  if (!ok && user && !password.empty() && password.size() <= 1024) {
     std::vector<const std::string*> hashes;
     if (!user->password_hash.empty()) hashes.push_back(&user->password_hash);
     for (const auto& app : user->app_passwords) hashes.push_back(&app.hash);

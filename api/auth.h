@@ -5,7 +5,9 @@
 // further attempt is refused at once, right password or not, until the window has passed
 // (tests: Auth.* in tests/imap_core_test.cc). A successful check is remembered for kCacheSeconds
 // (keyed by a hash of name, password and stored hash), so a phone reconnecting every minute does not
-// pay scrypt each time; a password change invalidates it.
+// pay scrypt each time; a password change invalidates it. A user without a local password is
+// checked against the company directory when one is configured (api/ldap.h); an unreachable
+// directory is a temporary failure (kUnavailable), never a wrong password that feeds the throttle.
 //
 // Thread safety: all methods may be called from any thread.
 #pragma once
@@ -18,6 +20,7 @@
 #include <set>
 #include <string>
 
+#include "api/ldap.h"
 #include "common/result.h"
 #include "engine/mailbox.h"
 
@@ -30,9 +33,9 @@ class Authenticator {
   static constexpr std::chrono::seconds kFailureWindow{900};
   static constexpr std::chrono::seconds kCacheSeconds{600};
 
-  explicit Authenticator(MailboxStore& store) : store_(store) {}
+  explicit Authenticator(MailboxStore& store, LdapConfig ldap = {}) : store_(store), ldap_(std::move(ldap)) {}
 
-  enum class Outcome { kOk, kBadCredentials, kThrottled, kDisabled };
+  enum class Outcome { kOk, kBadCredentials, kThrottled, kDisabled, kUnavailable };
   struct Answer {
     Outcome outcome = Outcome::kBadCredentials;
     User user;  // kOk
@@ -45,6 +48,7 @@ class Authenticator {
   void failed(const std::string& key, std::chrono::steady_clock::time_point now);
 
   MailboxStore& store_;
+  LdapConfig ldap_;
   std::mutex mu_;
   std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> failures_;  // "u:name", "c:group"
   std::map<std::string, std::chrono::steady_clock::time_point> cache_;  // hash -> expiry

@@ -148,6 +148,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"admin", {"listen", "token_file", "public_url", "tls"}},
       {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
       {"auth", {"plaintext_login_networks"}},
+      {"ldap", {"url", "starttls", "verify_certificates", "base_dn", "filter", "search_dn", "search_password", "timeout"}},
   };
   return keys;
 }
@@ -381,6 +382,27 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(t["imap"]["sessions"], "imap.sessions", c.imap_max_sessions, 1, 1000000);
   num(t["imap"]["sessions_per_ip"], "imap.sessions_per_ip", c.imap_max_sessions_per_ip, 1, 1000000);
   num(t["imap"]["idle_timeout"], "imap.idle_timeout", c.imap_idle_timeout_s, 60, 86400);
+  {
+    auto LD = t["ldap"];
+    LdapConfig& l = c.ldap;
+    str(LD["url"], "ldap.url", l.url);
+    boolean(LD["starttls"], "ldap.starttls", l.starttls);
+    boolean(LD["verify_certificates"], "ldap.verify_certificates", l.verify_certificates);
+    str(LD["base_dn"], "ldap.base_dn", l.base_dn);
+    str(LD["filter"], "ldap.filter", l.filter);
+    str(LD["search_dn"], "ldap.search_dn", l.search_dn);
+    str(LD["search_password"], "ldap.search_password", l.search_password);
+    num(LD["timeout"], "ldap.timeout", l.timeout, 1, 300);
+    if (!l.url.empty()) {
+      if (l.url.rfind("ldap://", 0) != 0 && l.url.rfind("ldaps://", 0) != 0)
+        return bad("ldap.url", "must start with ldap:// or ldaps://");
+      if (l.base_dn.empty()) return bad("ldap.base_dn", "is required with ldap.url");
+      if (l.filter.find("%u") == std::string::npos && l.filter.find("%l") == std::string::npos)
+        return bad("ldap.filter", "must name the user (%u or %l)");
+      if (l.filter.empty() || l.filter.front() != '(' || l.filter.back() != ')')
+        return bad("ldap.filter", "must be an LDAP filter in parentheses, such as (mail=%u)");
+    }
+  }
   if (t["auth"]["plaintext_login_networks"]) {
     std::vector<std::string> nets;
     strings(t["auth"]["plaintext_login_networks"], "auth.plaintext_login_networks", nets);

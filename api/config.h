@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/limits.h"
+#include "api/ldap.h"
 #include "common/result.h"
 
 namespace mailark::api {
@@ -156,6 +157,8 @@ struct ServeConfig {
   // Clients in these networks may log in (IMAP, submission) without TLS, as Dovecot counts loopback
   // as secure ([auth] plaintext_login_networks).
   std::vector<Network> plaintext_login_networks;  // default 127.0.0.0/8 and ::1
+  // A company directory for users without a local password ([ldap]; api/ldap.h).
+  LdapConfig ldap;
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
 

@@ -88,6 +88,23 @@ TEST(Config, ImapSettings) {
   ASSERT_FALSE(bad.ok());
 }
 
+TEST(Config, LdapSettingsAreChecked) {
+  auto c = parse_serve_config("[ldap]\nurl = \"ldaps://dc.example.com\"\nbase_dn = \"ou=people,dc=example,dc=com\"\n"
+                              "filter = \"(&(objectClass=person)(mail=%u))\"\ntimeout = 5\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->ldap.url, "ldaps://dc.example.com");
+  EXPECT_EQ(c->ldap.timeout, 5u);
+  for (const char* bad : {"[ldap]\nurl = \"http://x\"\nbase_dn = \"dc=x\"\n",        // not LDAP
+                          "[ldap]\nurl = \"ldap://x\"\n",                               // no base
+                          "[ldap]\nurl = \"ldap://x\"\nbase_dn = \"dc=x\"\nfilter = \"(mail=a)\"\n",  // no user
+                          "[ldap]\nurl = \"ldap://x\"\nbase_dn = \"dc=x\"\nfilter = \"mail=%u\"\n",   // no parentheses
+                          "[ldap]\nbind = 1\n"}) {                                        // unknown key
+    auto r = parse_serve_config(bad, "t.toml");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().context.find("ldap"), std::string::npos) << r.error().context;
+  }
+}
+
 TEST(Config, FileOverridesAndErrorsNameTheKey) {
   test::ScratchDir dir;
   test::write_file(dir / "ok.toml",

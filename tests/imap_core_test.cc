@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "api/auth.h"
+#include "api/ldap.h"
 #include "api/imap/command.h"
 #include "api/imap/fetch.h"
 #include "engine/mime_tree.h"
@@ -372,6 +373,15 @@ TEST(Auth, FloodsAreThrottledPerUserAndPerClient) {
     return ok_status();
   }).ok());
   EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.9").outcome, Authenticator::Outcome::kDisabled);
+}
+
+TEST(Ldap, FilterValuesAreEscaped) {
+  EXPECT_EQ(ldap_filter_for("(mail=%u)", "erin@example.com"), "(mail=erin@example.com)");
+  EXPECT_EQ(ldap_filter_for("(&(uid=%l)(dc=%d))", "erin@example.com"), "(&(uid=erin)(dc=example.com))");
+  // RFC 4515: a name cannot close the filter or add wildcards.
+  EXPECT_EQ(ldap_filter_for("(mail=%u)", "*)(mail=*"), "(mail=\\2a\\29\\28mail=\\2a)");
+  EXPECT_EQ(ldap_escape_filter_value(std::string("a\\b\0c\xc3\xa9", 7)), "a\\5cb\\00c\\c3\\a9");
+  EXPECT_EQ(ldap_filter_for("(mail=%u)%%", "x"), "(mail=x)%");
 }
 
 }  // namespace

@@ -352,6 +352,8 @@ ImapSession::Reply ImapSession::login(const std::string& tag, const std::string&
       break;
     case Authenticator::Outcome::kThrottled:
       return fail(tag, "[UNAVAILABLE] too many failed logins; try again later");
+    case Authenticator::Outcome::kUnavailable:
+      return fail(tag, "[UNAVAILABLE] the company directory cannot be reached; try again later");
     case Authenticator::Outcome::kDisabled:
       return fail(tag, "[AUTHORIZATIONFAILED] this account is disabled");
     case Authenticator::Outcome::kBadCredentials:

@@ -307,7 +307,7 @@ struct SmtpServer::Impl {
     auto store = MailboxStore::open(engine.options().data_dir + "/mailbox", false);
     if (!store) return store.error();
     mailboxes = std::move(*store);
-    auth = std::make_unique<Authenticator>(*mailboxes);
+    auth = std::make_unique<Authenticator>(*mailboxes, config.ldap);
     if (std::none_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
       return ok_status();
     imap_ctx = std::make_unique<imap::ImapContext>(imap::ImapContext{*mailboxes, engine.archive(), engine.index_dir(), *auth});
@@ -597,6 +597,9 @@ struct SmtpServer::Impl {
               break;
             case Authenticator::Outcome::kThrottled:
               failure = smtp::Reply{454, "4.7.0 Temporary authentication failure: too many failed logins, try later"};
+              break;
+            case Authenticator::Outcome::kUnavailable:
+              failure = smtp::Reply{454, "4.7.0 Temporary authentication failure: the directory cannot be reached"};
               break;
             case Authenticator::Outcome::kDisabled:
             case Authenticator::Outcome::kBadCredentials:
