@@ -36,8 +36,10 @@ verify_recipients = "none"
 [auth]
 plaintext_login_networks = []
 [delivery]
-# Nothing listens there: mail for the internet waits in the queue, where the tests look at it.
+# Nothing listens at either: mail waits in the queue, where the tests look at it.
 smarthost = ["127.0.0.1:{free_port()}"]
+primary = ["127.0.0.1:{free_port()}"]
+retry_schedule = [1]
 [[listener]]
 name = "mx"
 role = "inbound"
@@ -457,6 +459,34 @@ class SubmissionTest(ImapTest):
         typ, data = b.uid("FETCH", uid, "(BODY.PEEK[TEXT])")
         self.assertEqual(data[0][1], b"hello from the internet\r\n")
         b.logout()
+
+    def test_submission_during_a_continuity_event_holds_internal_mail_and_sends_the_rest(self):
+        # The same path during an outage: internal recipients wait for the primary (held, never
+        # tried while the event runs) and read the message in mailark at once; outside ones go out.
+        p = subprocess.run([BIN, "--data", self.data, "continuity", "start", "--reason", "test"], capture_output=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        try:
+            time.sleep(1.5)  # the server reads the state every second
+            msg = message("sent in an outage", to="friend@internet.example, bob@example.com", frm="alice@example.com")
+            self.submit("alice@example.com", "alice-pw", "alice@example.com",
+                        ["friend@internet.example", "bob@example.com"], msg)
+            self.server.wait_for('subject:"sent in an outage"', expected=2)
+            b = self.login("bob@example.com", "bob-pw")
+            b.select("INBOX")
+            self.uid_of(b, "sent in an outage")
+            b.logout()
+            time.sleep(3)  # the internet entry has been tried (and deferred) by now; the primary one not
+            entries = self.server.cli("queue")["entries"]
+            mine = {e["route"]: e for e in entries
+                    if any(r["address"] in ("friend@internet.example", "bob@example.com") for r in e["recipients"])
+                    and e["id"] in {h["id"] for h in self.server.search('subject:"sent in an outage"')["results"]}}
+            self.assertEqual(set(mine), {"internet", "primary"}, entries)
+            self.assertEqual([r["address"] for r in mine["primary"]["recipients"]], ["bob@example.com"])
+            self.assertEqual(mine["primary"]["recipients"][0]["attempts"], 0, mine["primary"])
+            self.assertGreaterEqual(mine["internet"]["recipients"][0]["attempts"], 1, mine["internet"])
+        finally:
+            subprocess.run([BIN, "--data", self.data, "continuity", "stop"], capture_output=True, timeout=60)
 
     def test_submission_refuses_what_is_not_the_users(self):
         ok = message("not mine", to="friend@internet.example", frm="alice@example.com")
