@@ -59,7 +59,6 @@ std::string encode_folder(const Folder& f) {
   w.varint(f.uidnext);
   w.varint(f.highest_modseq);
   w.str(f.special_use);
-  w.u8(f.subscribed ? 1 : 0);
   w.varint(f.first_recent_uid);
   return std::move(w.out());
 }
@@ -69,17 +68,15 @@ Result<Folder> decode_folder(std::uint32_t user_id, std::string_view name, std::
   Folder f;
   f.user_id = user_id;
   f.name = std::string(name);
-  std::uint8_t version = 0, sub = 0;
-  std::uint64_t id = 0, uv = 0, next = 0;
+  std::uint8_t version = 0;
+  std::uint64_t id = 0, uv = 0, next = 0, recent = 1;
   if (!r.u8(version) || version != 1 || !r.varint(id) || !r.varint(uv) || !r.varint(next) ||
-      !r.varint(f.highest_modseq) || !r.str(f.special_use) || !r.u8(sub))
+      !r.varint(f.highest_modseq) || !r.str(f.special_use) || !r.varint(recent))
     return make_error(ErrorCode::kCorrupt, "mailbox store: folder " + f.name + " does not decode");
   f.id = static_cast<std::uint32_t>(id);
   f.uidvalidity = static_cast<std::uint32_t>(uv);
   f.uidnext = static_cast<std::uint32_t>(next);
-  f.subscribed = sub != 0;
-  std::uint64_t recent = 1;
-  if (r.varint(recent)) f.first_recent_uid = static_cast<std::uint32_t>(recent);
+  f.first_recent_uid = static_cast<std::uint32_t>(recent);
   return f;
 }
 
@@ -383,7 +380,7 @@ Result<std::unique_ptr<MailboxStore>> MailboxStore::open(const std::string& dir,
     unsigned* dbi;
   } tables[] = {{"meta", &s->meta_},           {"users", &s->users_},       {"addresses", &s->addresses_},
                 {"folders", &s->folders_},     {"folder_ids", &s->folder_ids_}, {"messages", &s->messages_},
-                {"member", &s->member_}};
+                {"member", &s->member_},       {"subscriptions", &s->subscriptions_}};
   for (auto& table : tables) {
     MDB_dbi dbi = 0;
     rc = mdb_dbi_open(t.txn, table.name, read_only ? 0 : MDB_CREATE, &dbi);
@@ -434,7 +431,10 @@ Result<User> MailboxStore::add_user(User user) {
     MAILARK_TRY(tx.put(meta_, "next_user", be32(user.id + 1)));
     MAILARK_TRY(tx.put(users_, user.name, encode_user(user)));
     for (const auto& a : user.addresses()) MAILARK_TRY(tx.put(addresses_, a, user.name));
-    for (const auto& d : kDefaultFolders) MAILARK_TRY(tx.create_folder(user.id, d.name, d.special_use));
+    for (const auto& d : kDefaultFolders) {
+      MAILARK_TRY(tx.create_folder(user.id, d.name, d.special_use));
+      MAILARK_TRY(tx.put(subscriptions_, folder_key(user.id, d.name), ""));
+    }
     return ok_status();
   });
   if (!s) return s.error();
@@ -641,6 +641,11 @@ Status MailboxStore::rename_folder(std::uint32_t user_id, std::string_view from,
       if (clash) return make_error(ErrorCode::kInvalidArgument, "folder " + new_name + " already exists");
       MAILARK_ASSIGN_OR_RETURN(Folder moved, decode_folder(user_id, key.substr(4), value));
       MAILARK_TRY(tx.del(folders_, key));
+      MAILARK_ASSIGN_OR_RETURN(auto sub, tx.get(subscriptions_, key));
+      if (sub) {
+        MAILARK_TRY(tx.del(subscriptions_, key));
+        MAILARK_TRY(tx.put(subscriptions_, folder_key(user_id, new_name), ""));
+      }
       moved.name = new_name;
       MAILARK_TRY(tx.put(folder_ids_, be32(moved.id), be32(user_id) + new_name));
       MAILARK_TRY(tx.save_folder(moved));
@@ -652,11 +657,25 @@ Status MailboxStore::rename_folder(std::uint32_t user_id, std::string_view from,
 Status MailboxStore::set_subscribed(std::uint32_t user_id, std::string_view name, bool subscribed) {
   MAILARK_ASSIGN_OR_RETURN(std::string canonical, normalize_folder_name(name));
   return write([&](Tx& tx) -> Status {
+    if (!subscribed) return tx.del(subscriptions_, folder_key(user_id, canonical));
     MAILARK_ASSIGN_OR_RETURN(auto f, tx.folder(user_id, canonical));
     if (!f) return make_error(ErrorCode::kNotFound, "no folder " + canonical);
-    f->subscribed = subscribed;
-    return tx.save_folder(*f);
+    std::size_t count = 0;
+    MAILARK_TRY(tx.scan(subscriptions_, be32(user_id), [&](std::string_view, std::string_view) { return ++count <= 10 * kMaxFoldersPerUser; }));
+    if (count >= 10 * kMaxFoldersPerUser) return make_error(ErrorCode::kInvalidArgument, "too many subscriptions");
+    return tx.put(subscriptions_, folder_key(user_id, canonical), "");
   });
+}
+
+Result<std::vector<std::string>> MailboxStore::subscriptions(std::uint32_t user_id) const {
+  std::vector<std::string> out;
+  MAILARK_TRY(read([&](Tx& tx) {
+    return tx.scan(subscriptions_, be32(user_id), [&](std::string_view key, std::string_view) {
+      out.emplace_back(key.substr(4));
+      return true;
+    });
+  }));
+  return out;
 }
 
 // ---- messages ----

@@ -12,6 +12,7 @@
 //   folders     user id (u32 BE) || folder name -> folder record (binary v1)
 //   folder_ids  folder id (u32 BE) -> user id (u32 BE) || folder name
 //   messages    folder id (u32 BE) || UID (u32 BE) -> message entry (binary v1: seq, modseq, flags, keywords)
+//   subscriptions user id (u32 BE) || folder name -> empty
 //   member      user id (u32 BE) || archive seq (u64 BE) || kind (0 INBOX or named folder, 1 Sent) ->
 //               empty: the message was placed for this user once (so following the archive again, or a
 //               backfill, never places it twice, and an expunged message stays expunged)
@@ -65,7 +66,6 @@ struct Folder {
   std::uint32_t uidnext = 1;
   std::uint64_t highest_modseq = 1;
   std::string special_use;  // "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive" or empty
-  bool subscribed = true;
   // IMAP4rev1's \Recent: messages from this UID on have not been seen by any session that selected
   // the folder read-write (claim_recent).
   std::uint32_t first_recent_uid = 1;
@@ -164,7 +164,10 @@ class MailboxStore {
   // Renames a folder and its children; renaming INBOX moves its messages to the new folder and
   // leaves INBOX empty (RFC 9051 6.3.6).
   Status rename_folder(std::uint32_t user_id, std::string_view from, std::string_view to);
+  // Subscriptions (table `subscriptions`) are names, not folders: a subscription outlives its folder
+  // (RFC 9051 6.3.7), and moves with a renamed folder. Subscribing needs the folder to exist.
   Status set_subscribed(std::uint32_t user_id, std::string_view name, bool subscribed);
+  Result<std::vector<std::string>> subscriptions(std::uint32_t user_id) const;
 
   // ---- messages ----
   // The entries of a folder in UID order. kNotFound when the folder is not the user's.
@@ -216,7 +219,8 @@ class MailboxStore {
   std::string dir_;
   bool read_only_ = false;
   MDB_env* env_ = nullptr;
-  unsigned meta_ = 0, users_ = 0, addresses_ = 0, folders_ = 0, folder_ids_ = 0, messages_ = 0, member_ = 0;
+  unsigned meta_ = 0, users_ = 0, addresses_ = 0, folders_ = 0, folder_ids_ = 0, messages_ = 0, member_ = 0,
+           subscriptions_ = 0;
   std::function<void(const std::vector<std::uint32_t>&)> observer_;
   std::mutex follow_mu_;  // one follower at a time in this process
 };

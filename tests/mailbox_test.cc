@@ -2,6 +2,8 @@
 // membership rules, folders, flags, expunge, copy/move, isolation.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "engine/archive.h"
 #include "engine/mailbox.h"
 #include "engine/users.h"
@@ -333,6 +335,33 @@ TEST(Mailbox, FolderLimits) {
   f.append(Direction::kInbound, "x@i.example", {"alice@example.com"}, msg("x@i.example", "alice@example.com", "k"));
   f.follow();
   EXPECT_FALSE(f.store->change_flags(a.id, inbox.id, {1}, {FlagMode::kAdd, 0, many, {}}).ok());
+}
+
+TEST(Mailbox, SubscriptionsOutliveTheirFolderAndFollowRenames) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  auto subs = [&] {
+    auto v = f.store->subscriptions(a.id).value();
+    return std::set<std::string>(v.begin(), v.end());
+  };
+  EXPECT_EQ(subs(), (std::set<std::string>{"INBOX", "Sent", "Drafts", "Trash", "Junk"}));
+  ASSERT_TRUE(f.store->create_folder(a.id, "Old").ok());
+  ASSERT_TRUE(f.store->set_subscribed(a.id, "Old", true).ok());
+  ASSERT_TRUE(f.store->delete_folder(a.id, "Old").ok());
+  EXPECT_TRUE(subs().count("Old"));  // RFC 9051 6.3.7: the server does not drop it
+  EXPECT_EQ(f.store->set_subscribed(a.id, "Never", true).error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(f.store->create_folder(a.id, "B/C").ok());
+  ASSERT_TRUE(f.store->set_subscribed(a.id, "B/C", true).ok());
+  ASSERT_TRUE(f.store->create_folder(a.id, "B").ok());
+  ASSERT_TRUE(f.store->rename_folder(a.id, "B", "D").ok());
+  EXPECT_TRUE(subs().count("D/C"));
+  EXPECT_FALSE(subs().count("B/C"));
+  ASSERT_TRUE(f.store->set_subscribed(a.id, "Old", false).ok());
+  EXPECT_FALSE(subs().count("Old"));
+  User b = f.add("bob@example.com");
+  auto bobs = f.store->subscriptions(b.id).value();  // another user's subscriptions are their own
+  EXPECT_EQ(bobs.size(), 5u);
+  EXPECT_EQ(std::count(bobs.begin(), bobs.end(), "D/C"), 0);
 }
 
 TEST(Mailbox, ReopensWithEverythingKept) {

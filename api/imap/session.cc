@@ -644,45 +644,78 @@ ImapSession::Reply ImapSession::list(const Command& c, bool lsub) {
   }
   auto folders = ctx_.store.folders(user_.id);
   if (!folders) return fail(tag, "[SERVERBUG] " + folders.error().to_string());
+  auto subscribed_list = ctx_.store.subscriptions(user_.id);
+  if (!subscribed_list) return fail(tag, "[SERVERBUG] " + subscribed_list.error().to_string());
+  const std::set<std::string> subs(subscribed_list->begin(), subscribed_list->end());
   std::map<std::string, const Folder*> by_name;
   for (const auto& f : *folders) by_name[f.name] = &f;
-  // Names with their implied parents.
+  // Names with their implied parents; subscribed names too (they may have lost their folder).
   std::set<std::string> names;
-  for (const auto& f : *folders) {
-    names.insert(f.name);
-    for (std::size_t s = f.name.find('/'); s != std::string::npos; s = f.name.find('/', s + 1)) names.insert(f.name.substr(0, s));
-  }
+  auto with_parents = [&](const std::string& n) {
+    names.insert(n);
+    for (std::size_t s = n.find('/'); s != std::string::npos; s = n.find('/', s + 1)) names.insert(n.substr(0, s));
+  };
+  for (const auto& f : *folders) with_parents(f.name);
+  if (sel_subscribed) for (const auto& n : subs) with_parents(n);
   auto has_children = [&](const std::string& name) {
-    auto it = names.upper_bound(name);
-    return it != names.end() && it->size() > name.size() && it->compare(0, name.size() + 1, name + "/") == 0;
+    for (const auto& f : *folders)
+      if (f.name.size() > name.size() && f.name.compare(0, name.size() + 1, name + "/") == 0) return true;
+    return false;
+  };
+  std::vector<std::string> full_patterns;
+  for (const auto& p : patterns) {
+    std::string full = reference + p;
+    if (!rev2_) {
+      auto d = mutf7_decode(full);
+      if (d) full = *d;
+    }
+    full_patterns.push_back(full);
+  }
+  auto matches = [&](const std::string& name) {
+    for (const auto& p : full_patterns)
+      if (list_match_name(p, name)) return true;
+    return false;
   };
   std::string out;
+  const char* verb = lsub ? "LSUB" : "LIST";
   for (const auto& name : names) {
-    bool matched = false;
-    for (const auto& p : patterns) {
-      std::string full = reference + p;
-      if (!rev2_) {
-        auto d = mutf7_decode(full);
-        if (d) full = *d;
-      }
-      matched = matched || list_match_name(full, name);
-    }
-    if (!matched) continue;
+    if (!matches(name)) continue;
     auto it = by_name.find(name);
     const Folder* f = it == by_name.end() ? nullptr : it->second;
-    if (sel_subscribed && (!f || !f->subscribed)) continue;
+    const bool is_subscribed = subs.count(name) > 0;
+    std::string extended;
+    if (sel_subscribed) {
+      // A subscribed descendant that the patterns do not name itself: LSUB lists the name as
+      // \Noselect (RFC 3501 6.3.9), RECURSIVEMATCH with CHILDINFO (RFC 5258 3.5).
+      bool child_subscribed = false;
+      for (const auto& n : subs)
+        if (n.size() > name.size() && n.compare(0, name.size() + 1, name + "/") == 0 && !matches(n)) child_subscribed = true;
+      if (!is_subscribed) {
+        if (lsub && child_subscribed) {
+          out += std::string("* LSUB (\\Noselect) \"/\" ") + client_name(name) + "\r\n";
+        } else if (recursive && child_subscribed) {
+          std::vector<std::string> attrs;
+          if (!f) attrs.push_back(rev2_ ? "\\NonExistent" : "\\Noselect");
+          if (ret_children) attrs.push_back(has_children(name) ? "\\HasChildren" : "\\HasNoChildren");
+          std::string a;
+          for (const auto& x : attrs) a += (a.empty() ? "" : " ") + x;
+          out += "* LIST (" + a + ") \"/\" " + client_name(name) + " (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n";
+        }
+        continue;
+      }
+    }
     if (sel_special && (!f || f->special_use.empty())) continue;
     std::vector<std::string> attrs;
-    if (!f) attrs.push_back(rev2_ ? "\\NonExistent" : "\\Noselect");
-    if (ret_children) attrs.push_back(has_children(name) ? "\\HasChildren" : "\\HasNoChildren");
-    if (ret_special && f && !f->special_use.empty()) attrs.push_back(f->special_use);
-    if ((ret_subscribed || lsub) && f && f->subscribed && !lsub) attrs.push_back("\\Subscribed");
+    if (!f) attrs.push_back(lsub ? "\\Noselect" : (rev2_ || sel_subscribed) ? "\\NonExistent" : "\\Noselect");
+    if (ret_children && !lsub) attrs.push_back(has_children(name) ? "\\HasChildren" : "\\HasNoChildren");
+    if (ret_special && f && !f->special_use.empty() && !lsub) attrs.push_back(f->special_use);
+    if (ret_subscribed && is_subscribed && !lsub) attrs.push_back("\\Subscribed");
     std::string a;
     for (const auto& x : attrs) a += (a.empty() ? "" : " ") + x;
-    out += std::string("* ") + (lsub ? "LSUB" : "LIST") + " (" + a + ") \"/\" " + client_name(name) + "\r\n";
+    out += std::string("* ") + verb + " (" + a + ") \"/\" " + client_name(name) + "\r\n";
     if (f && !ret_status.empty()) out += status_items(*f, ret_status);
   }
-  return {out + tag + " OK " + (lsub ? "LSUB" : "LIST") + " completed\r\n", Then::kNone};
+  return {out + tag + " OK " + verb + " completed\r\n", Then::kNone};
 }
 
 ImapSession::Reply ImapSession::create_delete_rename(const Command& c) {
