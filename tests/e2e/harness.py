@@ -27,10 +27,27 @@ def dnsmasq(port, *records):
 EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a test's listener, below the kernel's ephemeral range (32768 and up on Debian):
+    a port from bind(0) could be taken by some client socket's ephemeral end (imaptest alone opens
+    thousands) before the server under test binds it. Random in 20000-32767, checked bindable, never
+    handed out twice by one process."""
+    import random
+    for _ in range(1000):
+        port = random.randint(20000, 32767)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 def insecure_tls():

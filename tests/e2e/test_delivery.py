@@ -19,10 +19,7 @@ BIN = os.environ.get("MAILARK_BIN", "mailark")
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness import free_port  # noqa: E402  (below the ephemeral port range)
 
 
 def wait_port(port, proc, what, address="127.0.0.1"):

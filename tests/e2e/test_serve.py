@@ -19,10 +19,7 @@ BIN = os.environ.get("MAILARK_BIN", "mailark")
 EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness import free_port  # noqa: E402  (below the ephemeral port range)
 
 
 def read_replies(sock, count, timeout=10):
