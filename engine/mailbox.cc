@@ -223,6 +223,23 @@ struct MailboxStore::Tx {
     if (rc && rc != MDB_NOTFOUND) return store_error("scan", rc);
     return ok_status();
   }
+  // The entries of a folder in UID order (reverse: from the last), decoded; fn returns false to
+  // stop. An entry that does not decode stops the walk with its error.
+  Status scan_entries(std::uint32_t folder_id, const std::function<bool(MailEntry&)>& fn, bool reverse = false) const {
+    Status bad = ok_status();
+    MAILARK_TRY(scan(
+        s.messages_, be32(folder_id),
+        [&](std::string_view key, std::string_view value) {
+          auto e = decode_entry(from_be32(key.substr(4)), value);
+          if (!e) {
+            bad = e.error();
+            return false;
+          }
+          return fn(*e);
+        },
+        reverse));
+    return bad;
+  }
   Result<std::uint64_t> meta_u64(std::string_view key) const {
     MAILARK_ASSIGN_OR_RETURN(auto v, get(s.meta_, key));
     if (!v) return std::uint64_t{0};
@@ -542,22 +559,15 @@ Result<Folder> MailboxStore::folder_by_id(std::uint32_t user_id, std::uint32_t f
 
 Result<FolderCounts> MailboxStore::counts(std::uint32_t user_id, std::uint32_t folder_id) const {
   FolderCounts c;
-  Status bad = ok_status();
   MAILARK_TRY(read([&](Tx& tx) -> Status {
     MAILARK_TRY(tx.owned_folder(user_id, folder_id));
-    return tx.scan(messages_, be32(folder_id), [&](std::string_view key, std::string_view value) {
-      auto e = decode_entry(from_be32(key.substr(4)), value);
-      if (!e) {
-        bad = e.error();
-        return false;
-      }
+    return tx.scan_entries(folder_id, [&](MailEntry& e) {
       ++c.messages;
-      if (!(e->flags & kMsgSeen)) ++c.unseen;
-      if (e->flags & kMsgDeleted) ++c.deleted;
+      if (!(e.flags & kMsgSeen)) ++c.unseen;
+      if (e.flags & kMsgDeleted) ++c.deleted;
       return true;
     });
   }));
-  if (!bad) return bad.error();
   return c;
 }
 
@@ -606,17 +616,10 @@ Status MailboxStore::rename_folder(std::uint32_t user_id, std::string_view from,
       MAILARK_ASSIGN_OR_RETURN(Folder nf, tx.create_folder(user_id, dst, ""));
       Folder& target = tx.cached(nf);
       std::vector<MailEntry> moved;
-      Status bad = ok_status();
-      MAILARK_TRY(tx.scan(messages_, be32(f->id), [&](std::string_view key, std::string_view value) {
-        auto e = decode_entry(from_be32(key.substr(4)), value);
-        if (!e) {
-          bad = e.error();
-          return false;
-        }
-        moved.push_back(std::move(*e));
+      MAILARK_TRY(tx.scan_entries(f->id, [&](MailEntry& e) {
+        moved.push_back(std::move(e));
         return true;
       }));
-      if (!bad) return bad.error();
       for (auto& e : moved) {
         MAILARK_TRY(tx.del(messages_, message_key(f->id, e.uid)));
         MAILARK_TRY(tx.place(target, e.seq, e.flags, e.keywords));
@@ -682,20 +685,13 @@ Result<std::vector<std::string>> MailboxStore::subscriptions(std::uint32_t user_
 
 Result<std::vector<MailEntry>> MailboxStore::entries(std::uint32_t user_id, std::uint32_t folder_id) const {
   std::vector<MailEntry> out;
-  Status bad = ok_status();
   MAILARK_TRY(read([&](Tx& tx) -> Status {
     MAILARK_TRY(tx.owned_folder(user_id, folder_id));
-    return tx.scan(messages_, be32(folder_id), [&](std::string_view key, std::string_view value) {
-      auto e = decode_entry(from_be32(key.substr(4)), value);
-      if (!e) {
-        bad = e.error();
-        return false;
-      }
-      out.push_back(std::move(*e));
+    return tx.scan_entries(folder_id, [&](MailEntry& e) {
+      out.push_back(std::move(e));
       return true;
     });
   }));
-  if (!bad) return bad.error();
   return out;
 }
 
@@ -716,15 +712,12 @@ Result<std::optional<MailEntry>> MailboxStore::find_seq(std::uint32_t user_id, s
   std::optional<MailEntry> found;
   MAILARK_TRY(read([&](Tx& tx) -> Status {
     MAILARK_TRY(tx.owned_folder(user_id, folder_id));
-    return tx.scan(
-        messages_, be32(folder_id),
-        [&](std::string_view key, std::string_view value) {
-          auto e = decode_entry(from_be32(key.substr(4)), value);
-          if (e && e->seq == seq) {
-            found = std::move(*e);
-            return false;
-          }
-          return true;
+    return tx.scan_entries(
+        folder_id,
+        [&](MailEntry& e) {
+          if (e.seq != seq) return true;
+          found = std::move(e);
+          return false;
         },
         /*reverse=*/true);
   }));
@@ -800,10 +793,8 @@ Result<ExpungeOutcome> MailboxStore::expunge(std::uint32_t user_id, std::uint32_
     std::set<std::uint32_t> allowed;
     if (only) allowed.insert(only->begin(), only->end());
     std::vector<std::uint32_t> doomed;
-    MAILARK_TRY(tx.scan(messages_, be32(folder_id), [&](std::string_view key, std::string_view value) {
-      std::uint32_t uid = from_be32(key.substr(4));
-      auto e = decode_entry(uid, value);
-      if (e && (e->flags & kMsgDeleted) && (!only || allowed.count(uid))) doomed.push_back(uid);
+    MAILARK_TRY(tx.scan_entries(folder_id, [&](MailEntry& e) {
+      if ((e.flags & kMsgDeleted) && (!only || allowed.count(e.uid))) doomed.push_back(e.uid);
       return true;
     }));
     for (std::uint32_t uid : doomed) MAILARK_TRY(tx.del(messages_, message_key(folder_id, uid)));
@@ -872,8 +863,8 @@ namespace {
 // Which users' folders an archived message goes to (the membership rules of mailbox.h).
 using Target = MailboxStore::Target;
 
-template <typename LookupUser, typename LoadRaw>
-std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser&& user_of, LoadRaw&& raw_of) {
+template <typename LookupUser>
+std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser&& user_of, const ArchiveSnapshot& snap) {
   std::vector<Target> out;
   if (r.flags & kFlagQuarantined) return out;
   if (r.verdict.kind == scanner::VerdictKind::kInfected) return out;
@@ -906,7 +897,9 @@ std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser
     add(user_of(env.rcpt_to.front()), Target::kNamed, folder);
     return out;
   }
-  std::optional<std::string> raw = raw_of(r);
+  // Imports only: their users come from the header fields, read from the stored bytes.
+  std::optional<std::string> raw;
+  if (auto bytes = snap.raw(r)) raw = std::move(*bytes);
   std::vector<std::string> from;
   if (raw)
     if (auto v = header_field(*raw, "From"))
@@ -984,16 +977,11 @@ Result<FollowStats> MailboxStore::follow(const Archive& archive, std::size_t max
         user_cache.emplace(key, id);
         return id;
       };
-      auto raw_of = [&](const ArchiveRecord& r) -> std::optional<std::string> {
-        auto raw = snap->raw(r);
-        if (!raw) return std::nullopt;
-        return std::move(*raw);
-      };
       for (std::uint64_t seq = from + 1; seq <= to; ++seq) {
         auto rec = snap->record(seq);
         if (!rec) continue;  // an unreadable record has no place in anyone's folders (verify reports it)
         ++stats.records;
-        for (const Target& t : targets_for(*rec, user_of, raw_of)) {
+        for (const Target& t : targets_for(*rec, user_of, *snap)) {
           MAILARK_ASSIGN_OR_RETURN(bool added, place_target(tx, seq, t));
           if (added) ++stats.placed;
         }
@@ -1031,11 +1019,6 @@ Result<std::uint64_t> MailboxStore::backfill(const Archive& archive, std::uint32
       if (ascii_iequals(a, address)) return user_id;
     return std::nullopt;
   };
-  auto raw_of = [&](const ArchiveRecord& r) -> std::optional<std::string> {
-    auto raw = snap->raw(r);
-    if (!raw) return std::nullopt;
-    return std::move(*raw);
-  };
   constexpr std::uint64_t kBatch = 2000;
   for (std::uint64_t from = 1; from <= upto; from += kBatch) {
     const std::uint64_t to = std::min(upto, from + kBatch - 1);
@@ -1043,7 +1026,7 @@ Result<std::uint64_t> MailboxStore::backfill(const Archive& archive, std::uint32
     for (std::uint64_t seq = from; seq <= to; ++seq) {
       auto rec = snap->record(seq);
       if (!rec) continue;
-      for (auto& t : targets_for(*rec, user_of, raw_of)) found.emplace_back(seq, std::move(t));
+      for (auto& t : targets_for(*rec, user_of, *snap)) found.emplace_back(seq, std::move(t));
     }
     if (!found.empty()) {
       MAILARK_TRY(write([&](Tx& tx) -> Status {

@@ -16,9 +16,6 @@ namespace {
 constexpr std::size_t kSaltBytes = 16;
 constexpr std::size_t kKeyBytes = 32;
 
-std::string b64(std::string_view bytes) { return base64_encode(bytes); }
-std::optional<std::string> unb64(std::string_view text) { return base64_decode(text, 1024); }
-
 std::optional<std::string> scrypt(std::string_view password, std::string_view salt, unsigned log_n, unsigned r,
                                   unsigned p) {
   if (log_n < 10 || log_n > 20 || r < 1 || r > 32 || p < 1 || p > 4) return std::nullopt;
@@ -109,7 +106,7 @@ Result<std::string> hash_password(std::string_view password, unsigned log_n) {
     return make_error(ErrorCode::kInternal, "the random number generator failed");
   auto key = scrypt(password, salt, log_n, 8, 1);
   if (!key) return make_error(ErrorCode::kInternal, "scrypt failed (not enough memory?)");
-  return "$scrypt$ln=" + std::to_string(log_n) + ",r=8,p=1$" + b64(salt) + "$" + b64(*key);
+  return "$scrypt$ln=" + std::to_string(log_n) + ",r=8,p=1$" + base64_encode(salt) + "$" + base64_encode(*key);
 }
 
 bool verify_password(std::string_view password, std::string_view hash) {
@@ -123,8 +120,8 @@ bool verify_password(std::string_view password, std::string_view hash) {
   rest = rest.substr(d1 + 1);
   auto d2 = rest.find('$');
   if (d2 == std::string_view::npos) return false;
-  auto salt = unb64(rest.substr(0, d2));
-  auto expected = unb64(rest.substr(d2 + 1));
+  auto salt = base64_decode(rest.substr(0, d2), 1024);
+  auto expected = base64_decode(rest.substr(d2 + 1), 1024);
   if (!salt || !expected || expected->size() != kKeyBytes) return false;
   unsigned ln = 0, r = 0, p = 0;
   while (!params.empty()) {

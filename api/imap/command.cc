@@ -52,15 +52,8 @@ bool literal_marker(std::string_view line, std::uint64_t* n, bool* sync) {
   return true;
 }
 
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  return out;
-}
-
 bool section_prefix(std::string_view atom) {
-  std::string u = upper(atom);
+  std::string u = ascii_upper(atom);
   return u == "BODY" || u == "BODY.PEEK" || u == "BINARY" || u == "BINARY.PEEK" || u == "BINARY.SIZE";
 }
 
@@ -215,14 +208,14 @@ std::optional<Command> parse_command(std::string_view whole, const CommandLimits
     *error = "a missing command name";
     return std::nullopt;
   }
-  cmd.name = upper(name);
+  cmd.name = ascii_upper(name);
   if (cmd.name == "UID") {
     std::string sub;
     if (!p.space() || !p.atom(sub, false)) {
       *error = "UID needs a command (FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE)";
       return std::nullopt;
     }
-    cmd.name += " " + upper(sub);
+    cmd.name += " " + ascii_upper(sub);
   }
   while (!p.at_end()) {
     if (!p.space()) {
@@ -471,7 +464,7 @@ bool parse_section(std::string_view spec, Section& s, std::string* error) {
   }
   std::string_view rest = spec.substr(i);
   if (rest.empty()) return true;
-  std::string word = upper(rest.substr(0, rest.find(' ')));
+  std::string word = ascii_upper(rest.substr(0, rest.find(' ')));
   if (word == "HEADER" && rest.size() == 6) {
     s.text = Section::Text::kHeader;
     return true;
@@ -532,7 +525,7 @@ bool parse_one_fetch(const Value& v, std::vector<FetchAttr>& out, std::string* e
     *error = "a FETCH attribute must be an atom";
     return false;
   }
-  std::string name = upper(v.text);
+  std::string name = ascii_upper(v.text);
   using K = FetchAttr::Kind;
   auto simple = [&](K k) {
     FetchAttr a;
@@ -612,7 +605,7 @@ bool parse_one_fetch(const Value& v, std::vector<FetchAttr>& out, std::string* e
     partial_name = "<" + std::to_string(*off) + ">";
   }
   // The response names the section as asked, upper-cased, without PEEK and without the count.
-  std::string section_text = upper(std::string_view(raw).substr(open, close - open + 1));
+  std::string section_text = ascii_upper(std::string_view(raw).substr(open, close - open + 1));
   a.name = prefix + section_text + partial_name;
   out.push_back(std::move(a));
   return true;
@@ -734,7 +727,7 @@ class SearchParser {
       return true;
     }
     if (!v.is_atom()) return fail("a search key must be an atom");
-    std::string name = upper(v.text);
+    std::string name = ascii_upper(v.text);
     struct Simple {
       const char* name;
       K kind;
@@ -866,7 +859,7 @@ std::optional<SearchRequest> parse_search(const std::vector<Value>& args, std::s
     }
     std::vector<std::string> opts;
     for (const auto& o : args[i + 1].list) {
-      std::string u = upper(o.text);
+      std::string u = ascii_upper(o.text);
       if (!o.is_atom() || (u != "MIN" && u != "MAX" && u != "ALL" && u != "COUNT" && u != "SAVE")) {
         *error = "an unknown RETURN option";
         return std::nullopt;
@@ -881,7 +874,7 @@ std::optional<SearchRequest> parse_search(const std::vector<Value>& args, std::s
       *error = "CHARSET needs a name";
       return std::nullopt;
     }
-    req.charset = upper(args[i + 1].text);
+    req.charset = ascii_upper(args[i + 1].text);
     i += 2;
   }
   req.key.kind = SearchKey::Kind::kAnd;

@@ -15,13 +15,6 @@
 namespace mailark::api::imap {
 namespace {
 
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  return out;
-}
-
 std::int64_t now_seconds() {
   return static_cast<std::int64_t>(std::time(nullptr));
 }
@@ -437,7 +430,7 @@ ImapSession::Reply ImapSession::execute(const Command& c) {
       }
       if (c.args.empty() || c.args.size() > 2 || !c.args[0].is_atom())
         return {bad(tag, "AUTHENTICATE needs a mechanism"), Then::kNone};
-      std::string mech = upper(c.args[0].text);
+      std::string mech = ascii_upper(c.args[0].text);
       if (mech != "PLAIN" && mech != "LOGIN") return fail(tag, "[CANNOT] mechanisms: PLAIN, LOGIN");
       auth_ = PendingAuth{tag, mech, "", 0};
       if (c.args.size() == 2) {
@@ -454,7 +447,7 @@ ImapSession::Reply ImapSession::execute(const Command& c) {
   if (n == "ENABLE") {
     std::string enabled;
     for (const auto& v : c.args) {
-      std::string cap = upper(v.text);
+      std::string cap = ascii_upper(v.text);
       if (cap == "CONDSTORE" && !condstore_) {
         condstore_ = true;
         enabled += " CONDSTORE";
@@ -579,7 +572,7 @@ ImapSession::Reply ImapSession::status(const Command& c) {
     return {bad(tag, "STATUS needs a folder and a list of items"), Then::kNone};
   std::vector<std::string> items;
   for (const auto& v : c.args[1].list) {
-    std::string it = upper(v.text);
+    std::string it = ascii_upper(v.text);
     static const std::set<std::string> known = {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
                                                 "DELETED",  "RECENT",  "SIZE",        "HIGHESTMODSEQ"};
     if (!v.is_atom() || !known.count(it)) return {bad(tag, "unknown STATUS item " + v.text.substr(0, 30)), Then::kNone};
@@ -600,7 +593,7 @@ ImapSession::Reply ImapSession::list(const Command& c, bool lsub) {
   std::vector<std::string> ret_status;
   if (!lsub && i < c.args.size() && c.args[i].is_list()) {
     for (const auto& o : c.args[i].list) {
-      std::string u = upper(o.text);
+      std::string u = ascii_upper(o.text);
       if (u == "SUBSCRIBED") sel_subscribed = ret_subscribed = true;
       else if (u == "SPECIAL-USE") sel_special = true;
       else if (u == "RECURSIVEMATCH") recursive = true;
@@ -626,12 +619,12 @@ ImapSession::Reply ImapSession::list(const Command& c, bool lsub) {
       return {bad(tag, "bad LIST arguments"), Then::kNone};
     for (std::size_t k = 0; k < c.args[i + 1].list.size(); ++k) {
       const Value& o = c.args[i + 1].list[k];
-      std::string u = upper(o.text);
+      std::string u = ascii_upper(o.text);
       if (u == "SUBSCRIBED") ret_subscribed = true;
       else if (u == "SPECIAL-USE") ret_special = true;
       else if (u == "CHILDREN") ret_children = true;
       else if (u == "STATUS" && k + 1 < c.args[i + 1].list.size() && c.args[i + 1].list[k + 1].is_list()) {
-        for (const auto& s : c.args[i + 1].list[++k].list) ret_status.push_back(upper(s.text));
+        for (const auto& s : c.args[i + 1].list[++k].list) ret_status.push_back(ascii_upper(s.text));
       } else {
         return {bad(tag, "unknown LIST RETURN option " + o.text.substr(0, 30)), Then::kNone};
       }
@@ -1017,7 +1010,7 @@ ImapSession::Reply ImapSession::store_flags(const Command& c, bool uid) {
     }
   }
   if (i + 2 > c.args.size() || !c.args[i].is_atom()) return {bad(tag, "STORE needs an action and flags"), Then::kNone};
-  std::string action = upper(c.args[i++].text);
+  std::string action = ascii_upper(c.args[i++].text);
   bool silent = false;
   if (action.size() > 7 && action.substr(action.size() - 7) == ".SILENT") {
     silent = true;

@@ -23,12 +23,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return out;
-}
-
 bool is_utf8_byte(unsigned char c) { return c >= 0x80; }  // SMTPUTF8 is checked by the caller
 
 // atext (RFC 5322 3.2.3), and UTF-8 for SMTPUTF8 addresses (RFC 6531).
@@ -132,7 +126,7 @@ std::optional<Path> parse_path(std::string_view text, bool allow_null) {
     if (!valid_domain(domain)) return std::nullopt;
     p.domain = std::string(domain);
     rest = rest.substr(close);
-  } else if (allow_null || quoted || upper(p.local_part) != "POSTMASTER" || !p.source_route.empty()) {
+  } else if (allow_null || quoted || ascii_upper(p.local_part) != "POSTMASTER" || !p.source_route.empty()) {
     return std::nullopt;  // only RCPT TO:<Postmaster> may omit the domain (RFC 5321 4.1.1.3)
   }
   if (rest.empty() || rest.front() != '>') return std::nullopt;
@@ -347,7 +341,7 @@ void Session::command(std::string_view line, Output& out) {
     if ((u < 32 && u != '\t') || u == 127) return error(out, 500, "5.5.2 Command contains invalid characters");
   }
   std::size_t sp = line.find(' ');
-  std::string verb = upper(line.substr(0, std::min(sp, std::size_t{16})));
+  std::string verb = ascii_upper(line.substr(0, std::min(sp, std::size_t{16})));
   if (sp != std::string_view::npos && sp > 16) verb = "?";
   std::string_view arg = sp == std::string_view::npos ? std::string_view() : trim(line.substr(sp + 1));
 
@@ -416,7 +410,7 @@ void Session::auth(std::string_view arg, Output& out) {
   if (state_ == State::kMail) return error(out, 503, "5.5.1 AUTH not allowed during a mail transaction");
   if (!tls_ && !config_.auth_in_clear) return error(out, 538, "5.7.11 Encryption required for requested authentication mechanism");
   std::size_t sp = arg.find(' ');
-  std::string mech = upper(arg.substr(0, sp));
+  std::string mech = ascii_upper(arg.substr(0, sp));
   std::string_view initial = sp == std::string_view::npos ? std::string_view() : trim(arg.substr(sp + 1));
   if (mech != "PLAIN" && mech != "LOGIN") return error(out, 504, "5.5.4 Unrecognized authentication type");
   auth_mechanism_ = mech;
@@ -501,7 +495,7 @@ void Session::mail(std::string_view arg, Output& out) {
   std::string_view params = path->params;
   while (!params.empty()) {
     std::size_t end = params.find(' ');
-    std::string p = upper(params.substr(0, end));
+    std::string p = ascii_upper(params.substr(0, end));
     params = end == std::string_view::npos ? std::string_view() : trim(params.substr(end));
     if (p.rfind("SIZE=", 0) == 0) {
       std::string digits = p.substr(5);

@@ -648,8 +648,7 @@ struct SmtpServer::Impl {
     auto pol = current_policy();
     std::vector<std::string> internal, external;
     for (const auto& r : msg.rcpt_to) {
-      auto at = r.rfind('@');
-      bool ours = at != std::string::npos && pol->domains.count(ascii_lower(r.substr(at + 1)));
+      bool ours = pol->domains.count(domain_of(r)) > 0;
       (ours ? internal : external).push_back(r);
     }
     if (internal.empty() || external.empty()) co_return co_await store(std::move(msg), session, lc, ip, tls_info, internal.empty() ? Route::kInternet : Route::kPrimary);

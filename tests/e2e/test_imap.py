@@ -179,8 +179,9 @@ tls = "implicit"
         self.assertEqual(typ, "NO")
         # A sequence number past the end is refused, not mapped to anybody's message.
         n = int(a.select("INBOX")[1][0])
-        typ, data = a._simple_command("FETCH", str(n + 5), "(FLAGS)") if False else ("BAD", None)
-        self.assertEqual(typ, "BAD")
+        with self.assertRaises(imaplib.IMAP4.error) as e:  # imaplib raises on a BAD answer
+            a.fetch(str(n + 5), "(FLAGS)")
+        self.assertIn("beyond the last message", str(e.exception))
         a.logout()
 
     def test_idle_sees_new_mail_at_once(self):
