@@ -1,5 +1,7 @@
 #include "engine/ingest.h"
 
+#include "engine/metrics.h"
+
 #include <xapian.h>
 
 #include <atomic>
@@ -124,7 +126,11 @@ struct Ingest::Impl {
 
     StoredVerdict verdict;
     if (scanner) {
+      const auto scan_start = std::chrono::steady_clock::now();
       scanner::ScanVerdict v = scanner->scan(item.raw);
+      static auto& scan_time = metrics::histogram("mailark_scan_seconds", "Time to scan one message (libclamav)");
+      scan_time.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - scan_start).count());
+      metrics::counter("mailark_scan_verdicts_total", "Scan verdicts", {{"verdict", scanner::verdict_name(v.kind)}}).inc();
       if (v.kind == VerdictKind::kTemporaryError) {
         if (item.defer_on_scan_error) {
           r.outcome = IngestOutcome::kDeferred;
@@ -232,7 +238,11 @@ struct Ingest::Impl {
     for (auto& p : batch) appends.push_back(std::move(p.append));
     // A failed commit leaves the archive as it was, so the same batch can be tried again; a lasting
     // failure (disk full) fails this batch only, and the next batch tries afresh.
+    const auto commit_start = std::chrono::steady_clock::now();
     Result<std::vector<AppendOutcome>> outcomes = archive.append(appends);
+    static auto& commit_time =
+        metrics::histogram("mailark_archive_commit_seconds", "Time to commit one batch to the archive (with its fsync)");
+    commit_time.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_start).count());
     for (int attempt = 1; !outcomes && attempt < 3; ++attempt) {
       std::this_thread::sleep_for(std::chrono::milliseconds(attempt == 1 ? 100 : 700));
       outcomes = archive.append(appends);

@@ -463,6 +463,140 @@ std::string join_addresses(const std::vector<Address>& list) {
   return s;
 }
 
+std::string decode_part(std::string_view part, bool as_text, std::size_t max_bytes, bool* truncated) {
+  init_gmime();
+  bool cut = false;
+  std::string out;
+  GMimeParserOptions* opts = g_mime_parser_options_new();
+  static const char* kFallback[] = {"utf-8", "windows-1252", nullptr};
+  g_mime_parser_options_set_fallback_charsets(opts, kFallback);
+  GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(part.data(), part.size()));
+  GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
+  g_mime_parser_set_format(parser.p, GMIME_FORMAT_MESSAGE);
+  GRef<GMimeObject> obj(g_mime_parser_construct_part(parser.p, opts));
+  g_mime_parser_options_free(opts);
+  if (obj.p && GMIME_IS_TEXT_PART(obj.p) && as_text) {
+    out = text_of(GMIME_TEXT_PART(obj.p));
+    if (out.size() > max_bytes) {
+      out.resize(max_bytes);
+      cut = true;
+    }
+  } else if (obj.p && GMIME_IS_PART(obj.p)) {
+    out = decoded_content(GMIME_PART(obj.p), max_bytes, &cut);
+    if (as_text) out = valid_utf8(out.data(), out.size());
+  }
+  if (truncated) *truncated = cut;
+  return out;
+}
+
+namespace {
+
+GMimeTextPart* text_part(const char* subtype, const std::string& body) {
+  GMimeTextPart* part = g_mime_text_part_new_with_subtype(subtype);
+  std::string valid = valid_utf8(body.data(), body.size());
+  g_mime_text_part_set_text(part, valid.c_str());  // chooses the charset and the encoding
+  return part;
+}
+
+InternetAddressList* address_list(const std::vector<Address>& list) {
+  InternetAddressList* out = internet_address_list_new();
+  for (const auto& a : list) {
+    InternetAddress* ia = internet_address_mailbox_new(a.name.c_str(), a.addr.c_str());
+    internet_address_list_add(out, ia);
+    g_object_unref(ia);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string compose_message(const Draft& d) {
+  init_gmime();
+  GRef<GMimeMessage> msg(g_mime_message_new(TRUE));
+  auto add_addresses = [&](GMimeAddressType type, const std::vector<Address>& list) {
+    InternetAddressList* target = g_mime_message_get_addresses(msg.p, type);
+    GRef<InternetAddressList> l(address_list(list));
+    internet_address_list_append(target, l.p);
+  };
+  add_addresses(GMIME_ADDRESS_TYPE_FROM, {d.from});
+  add_addresses(GMIME_ADDRESS_TYPE_TO, d.to);
+  if (!d.cc.empty()) add_addresses(GMIME_ADDRESS_TYPE_CC, d.cc);
+  std::string subject = valid_utf8(d.subject.data(), d.subject.size());
+  g_mime_message_set_subject(msg.p, subject.c_str(), "utf-8");
+  GDateTime* now = g_date_time_new_now_local();
+  g_mime_message_set_date(msg.p, now);
+  g_date_time_unref(now);
+  char* id = g_mime_utils_generate_message_id(d.hostname.c_str());
+  g_mime_message_set_message_id(msg.p, id);
+  g_free(id);
+  auto clean_id = [](const std::string& s) {
+    std::string out;
+    for (char c : s)
+      if (static_cast<unsigned char>(c) > 0x20 && c != 0x7f) out.push_back(c);
+    return out;
+  };
+  if (!d.in_reply_to.empty())
+    g_mime_object_set_header(GMIME_OBJECT(msg.p), "In-Reply-To", clean_id(d.in_reply_to).c_str(), nullptr);
+  if (!d.references.empty()) {
+    std::string refs;
+    for (const auto& r : d.references) refs += (refs.empty() ? "" : " ") + clean_id(r);
+    g_mime_object_set_header(GMIME_OBJECT(msg.p), "References", refs.c_str(), nullptr);
+  }
+
+  GMimeObject* body = GMIME_OBJECT(text_part("plain", d.text));
+  if (!d.html.empty()) {
+    GMimeMultipart* alt = g_mime_multipart_new_with_subtype("alternative");
+    g_mime_multipart_add(alt, body);
+    g_object_unref(body);
+    GMimeTextPart* h = text_part("html", d.html);
+    g_mime_multipart_add(alt, GMIME_OBJECT(h));
+    g_object_unref(h);
+    body = GMIME_OBJECT(alt);
+  }
+  if (!d.attachments.empty() || !d.forward_raw.empty()) {
+    GMimeMultipart* mixed = g_mime_multipart_new_with_subtype("mixed");
+    g_mime_multipart_add(mixed, body);
+    g_object_unref(body);
+    for (const auto& a : d.attachments) {
+      std::string type = a.content_type;
+      if (type.find('/') == std::string::npos || type.find_first_of(" \t\r\n;\"") != std::string::npos)
+        type = "application/octet-stream";
+      std::string major = type.substr(0, type.find('/')), minor = type.substr(type.find('/') + 1);
+      GMimePart* part = g_mime_part_new_with_type(major.c_str(), minor.c_str());
+      std::string name = valid_utf8(a.filename.data(), a.filename.size());
+      if (!name.empty()) g_mime_part_set_filename(part, name.c_str());
+      g_mime_object_set_disposition(GMIME_OBJECT(part), "attachment");
+      GRef<GMimeStream> data(g_mime_stream_mem_new_with_buffer(a.data.data(), a.data.size()));
+      GRef<GMimeDataWrapper> wrapper(g_mime_data_wrapper_new_with_stream(data.p, GMIME_CONTENT_ENCODING_DEFAULT));
+      g_mime_part_set_content(part, wrapper.p);
+      g_mime_part_set_content_encoding(part, GMIME_CONTENT_ENCODING_BASE64);
+      g_mime_multipart_add(mixed, GMIME_OBJECT(part));
+      g_object_unref(part);
+    }
+    if (!d.forward_raw.empty()) {
+      GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(d.forward_raw.data(), d.forward_raw.size()));
+      GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
+      GRef<GMimeMessage> fwd(g_mime_parser_construct_message(parser.p, nullptr));
+      if (fwd.p) {
+        GMimeMessagePart* mp = g_mime_message_part_new_with_message("rfc822", fwd.p);
+        g_mime_object_set_disposition(GMIME_OBJECT(mp), "attachment");
+        g_mime_multipart_add(mixed, GMIME_OBJECT(mp));
+        g_object_unref(mp);
+      }
+    }
+    body = GMIME_OBJECT(mixed);
+  }
+  g_mime_message_set_mime_part(msg.p, body);
+  g_object_unref(body);
+  GMimeFormatOptions* fo = g_mime_format_options_clone(nullptr);
+  g_mime_format_options_set_newline_format(fo, GMIME_NEWLINE_FORMAT_DOS);
+  GRef<GMimeStream> out(g_mime_stream_mem_new());
+  g_mime_object_write_to_stream(GMIME_OBJECT(msg.p), fo, out.p);
+  g_mime_format_options_free(fo);
+  GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out.p));
+  return bytes ? std::string(reinterpret_cast<const char*>(bytes->data), bytes->len) : std::string();
+}
+
 bool ParsedMessage::has_attachment() const {
   return std::any_of(parts.begin(), parts.end(), [](const MimePart& p) { return p.is_attachment; });
 }

@@ -76,6 +76,34 @@ std::string not_mail_reason(std::string_view raw);
 
 std::string join_addresses(const std::vector<Address>& list);
 
+// The content of one leaf part (its header section and body as they stand in the message, e.g. the
+// byte ranges of engine/mime_tree.h), decoded by GMime: the transfer encoding undone and, with
+// as_text, the charset converted to UTF-8 (invalid bytes replaced). At most max_bytes (truncated
+// tells). The web portal's message view and attachment downloads.
+std::string decode_part(std::string_view part, bool as_text, std::size_t max_bytes, bool* truncated = nullptr);
+
+// A new message, written by GMime (the web portal's compose): multipart/alternative when there is
+// HTML beside the text, multipart/mixed with the attachments (base64) and a forwarded message
+// (message/rfc822, whole). Header fields RFC 2047-encoded where needed; Bcc is never written.
+struct ComposeAttachment {
+  std::string filename;
+  std::string content_type;  // "application/octet-stream" when empty or not type/subtype
+  std::string data;
+};
+struct Draft {
+  Address from;
+  std::vector<Address> to, cc;
+  std::string subject;
+  std::string text;  // the body, UTF-8
+  std::string html;  // optional
+  std::string in_reply_to;               // "<id>", optional
+  std::vector<std::string> references;  // "<id>" each
+  std::vector<ComposeAttachment> attachments;
+  std::string forward_raw;  // a message attached whole, optional
+  std::string hostname = "localhost";  // the Message-ID's right side
+};
+std::string compose_message(const Draft& draft);
+
 // The addresses of one header field's raw value (an RFC 5322 address-list; groups flattened, RFC 2047
 // names decoded), at most `max`. What GMime cannot parse is split loosely on commas, so no address is
 // lost (the mailbox store places imported mail by these). Fuzzed with the message target.

@@ -1,5 +1,10 @@
 #include "engine/quarantine.h"
 
+#include <nlohmann/json.hpp>
+
+#include "common/dates.h"
+#include "engine/record.h"
+
 #include "common/encoding.h"
 
 namespace mailark {
@@ -62,6 +67,26 @@ Result<QuarantineEntry> decode_quarantine_entry(std::uint64_t seq, std::string_v
   }
   if (in.pos() != value.size()) return corrupt("trailing bytes");
   return e;
+}
+
+std::string quarantine_entry_to_json(const QuarantineEntry& q, const ArchiveRecord* rec) {
+  nlohmann::json j = {{"id", q.seq},
+                      {"status", quarantine_status_name(q.status)},
+                      {"reason", q.reason},
+                      {"refused_at_smtp", q.refused},
+                      {"held_at", iso8601_date(q.created_at)},
+                      {"route", route_name(q.route)},
+                      {"recipients", q.recipients}};
+  if (q.status != QuarantineStatus::kHeld) {
+    j["decided_by"] = q.decided_by;
+    j["decided_at"] = iso8601_date(q.decided_at);
+  }
+  if (rec) {
+    j["mail_from"] = rec->envelope.mail_from;
+    j["direction"] = direction_name(rec->envelope.direction);
+    j["verdict"] = scanner::verdict_name(rec->verdict.kind);
+  }
+  return j.dump();
 }
 
 }  // namespace mailark

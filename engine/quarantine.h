@@ -39,4 +39,9 @@ struct QuarantineEntry {
 std::string encode_quarantine_entry(const QuarantineEntry& e);
 Result<QuarantineEntry> decode_quarantine_entry(std::uint64_t seq, std::string_view value);
 
+// One entry as a JSON object (`mailark quarantine list --json`, the web API's /admin/quarantine);
+// mail_from, direction and verdict come from the archive record when given.
+struct ArchiveRecord;
+std::string quarantine_entry_to_json(const QuarantineEntry& q, const ArchiveRecord* record);
+
 }  // namespace mailark

@@ -1,5 +1,9 @@
 #include "engine/queue.h"
 
+#include <nlohmann/json.hpp>
+
+#include "common/dates.h"
+
 #include <algorithm>
 
 #include "common/encoding.h"
@@ -147,6 +151,20 @@ Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value)
   if (version >= 3 && !in.str(e.message_id)) return corrupt("bad message id");
   if (in.pos() != value.size()) return corrupt("trailing bytes");
   return e;
+}
+
+std::string queue_entry_to_json(const QueueEntry& e) {
+  nlohmann::json rcpts = nlohmann::json::array();
+  for (const auto& r : e.recipients) {
+    rcpts.push_back({{"address", r.address},
+                     {"state", recipient_state_name(r.state)},
+                     {"attempts", r.attempts},
+                     {"next_attempt", r.next_attempt_at ? iso8601_date(r.next_attempt_at) : std::string()},
+                     {"last_response", r.last_response}});
+  }
+  return nlohmann::json({{"id", e.seq}, {"route", route_name(e.route)}, {"held", e.held},
+                         {"created", iso8601_date(e.created_at)}, {"recipients", rcpts}})
+      .dump();
 }
 
 }  // namespace mailark

@@ -90,4 +90,9 @@ std::string due_key_prefix(std::uint8_t lane);
 std::string encode_queue_entry(const QueueEntry& e);
 Result<QueueEntry> decode_queue_entry(std::uint64_t seq, std::string_view value);
 
+// One entry as a JSON object (`mailark queue list --json`, the web API's /admin/queue):
+// {"id", "route", "held", "created", "recipients": [{"address", "state", "attempts", "next_attempt",
+// "last_response"}]}.
+std::string queue_entry_to_json(const QueueEntry& e);
+
 }  // namespace mailark

@@ -31,23 +31,7 @@ std::string who(const QuarantineArgs& args) {
 }
 
 nlohmann::json to_json(const QuarantineEntry& q, const Result<ArchiveRecord>& rec) {
-  nlohmann::json j = {{"id", q.seq},
-                      {"status", quarantine_status_name(q.status)},
-                      {"reason", q.reason},
-                      {"refused_at_smtp", q.refused},
-                      {"held_at", iso8601(q.created_at)},
-                      {"route", route_name(q.route)},
-                      {"recipients", q.recipients}};
-  if (q.status != QuarantineStatus::kHeld) {
-    j["decided_by"] = q.decided_by;
-    j["decided_at"] = iso8601(q.decided_at);
-  }
-  if (rec) {
-    j["mail_from"] = rec->envelope.mail_from;
-    j["direction"] = direction_name(rec->envelope.direction);
-    j["verdict"] = scanner::verdict_name(rec->verdict.kind);
-  }
-  return j;
+  return nlohmann::json::parse(quarantine_entry_to_json(q, rec ? &*rec : nullptr));
 }
 
 int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {

@@ -17,18 +17,7 @@ struct QueueArgs {
   bool json = false;
 };
 
-nlohmann::json to_json(const QueueEntry& e) {
-  nlohmann::json rcpts = nlohmann::json::array();
-  for (const auto& r : e.recipients) {
-    rcpts.push_back({{"address", r.address},
-                     {"state", recipient_state_name(r.state)},
-                     {"attempts", r.attempts},
-                     {"next_attempt", r.next_attempt_at ? iso8601(r.next_attempt_at) : std::string()},
-                     {"last_response", r.last_response}});
-  }
-  return {{"id", e.seq}, {"route", route_name(e.route)}, {"held", e.held}, {"created", iso8601(e.created_at)},
-          {"recipients", rcpts}};
-}
+nlohmann::json to_json(const QueueEntry& e) { return nlohmann::json::parse(queue_entry_to_json(e)); }
 
 int run_queue(const GlobalOptions& g, const QueueArgs& args) {
   const bool writes = args.action != "list";

@@ -15,6 +15,7 @@
 
 #include "api/blocking.h"
 #include "api/http/request.h"
+#include "api/http/server.h"
 #include "common/secret_file.h"
 #include "common/sha256.h"
 
@@ -50,10 +51,8 @@ struct AdminServer::Impl {
   ServeConfig config;
   std::string data_dir;
   asio::ssl::context& server_tls;
-  std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<http::Server> server;
   std::string token;
-  bool stopping = false;
-  std::set<tcp::socket*> sockets;
   // Refusals per client address in the current minute.
   std::map<std::string, std::pair<std::chrono::steady_clock::time_point, unsigned>> refusals;
   static constexpr unsigned kMaxRefusalsPerMinute = 20;
@@ -89,12 +88,12 @@ struct AdminServer::Impl {
     return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
   }
 
-  static std::string json_response(int status, const json& j) { return http::response(status, "application/json", j.dump() + "\n"); }
+  static http::Response json_response(int status, const json& j) { return http::json_response(status, j.dump()); }
 
-  awaitable<std::string> handle(const http::Request& req, const std::string& ip) {
+  awaitable<http::Response> handle(const http::Request& req, const std::string& ip) {
     const std::string& path = req.path;
     if (throttled(ip)) {
-      co_return http::response(429, "text/plain", "too many refused requests from this address; try again in a minute\n");
+      co_return http::Response{429, "text/plain", "too many refused requests from this address; try again in a minute\n"};
     }
     if (path == "/health" && req.method == "GET") {
       co_return json_response(200, {{"status", "ok"}, {"continuity", continuity_state_name(monitor.snapshot()->state)}});
@@ -104,8 +103,8 @@ struct AdminServer::Impl {
       if (!authorised(req)) {
         refused(ip);
         spdlog::warn("admin: [{}] {} {}: refused: no valid bearer token", ip, req.method, path);
-        co_return http::response(401, "application/json", "{\"error\":\"a valid bearer token is needed (DATA/admin-token)\"}\n",
-                                 {{"WWW-Authenticate", "Bearer realm=\"mailark\""}});
+        co_return http::Response{401, "application/json", "{\"error\":\"a valid bearer token is needed (DATA/admin-token)\"}\n",
+                                 {{"WWW-Authenticate", "Bearer realm=\"mailark\""}}};
       }
       if (path == "/api/continuity" && req.method == "GET") {
         std::string body;
@@ -124,7 +123,7 @@ struct AdminServer::Impl {
           body = status_to_json(*st, remaining);
         };
         co_await run_blocking(blocking, read);
-        co_return http::response(200, "application/json", body + "\n");
+        co_return http::json_response(200, body);
       }
       if ((path == "/api/continuity/start" || path == "/api/continuity/stop") && req.method == "POST") {
         std::string reason;
@@ -154,12 +153,12 @@ struct AdminServer::Impl {
       }
       co_return json_response(404, {{"error", "no such endpoint: " + req.method + " " + path}});
     }
-    co_return http::response(404, "text/plain", "not found\n");
+    co_return http::Response{404, "text/plain", "not found\n"};
   }
 
-  awaitable<std::string> panic(const http::Request& req, const std::string& ip) {
+  awaitable<http::Response> panic(const http::Request& req, const std::string& ip) {
     const bool post = req.method == "POST";
-    if (!post && req.method != "GET") co_return http::response(405, "text/plain", "GET or POST\n", {{"Allow", "GET, POST"}});
+    if (!post && req.method != "GET") co_return http::Response{405, "text/plain", "GET or POST\n", {{"Allow", "GET, POST"}}};
     auto params = http::parse_params(post ? std::string_view(req.body) : std::string_view(req.query));
     const std::string token = params.count("token") ? params["token"] : "";
     const std::string reason = params.count("reason") ? params["reason"].substr(0, 1000) : "";
@@ -173,18 +172,18 @@ struct AdminServer::Impl {
         ev = monitor.start("panic-button [" + ip + "]", reason.empty() ? "panic button" : reason, false, &already);
     };
     co_await run_blocking(blocking, go);
-    if (!check) co_return http::response(500, "text/plain", check.error().to_string() + "\n");
+    if (!check) co_return http::Response{500, "text/plain", check.error().to_string() + "\n"};
     if (*check != TokenCheck::kValid) {
       refused(ip);
       spdlog::warn("admin: [{}] panic button refused: token {}", ip, token_check_name(*check));
-      co_return http::response(403, "text/html; charset=utf-8",
+      co_return http::Response{403, "text/html; charset=utf-8",
                                page("Link not valid", "<p>This panic-button link is " + http::html_escape(token_check_name(*check)) +
                                                           ". Each link works once, for a limited time. Use a link from a newer alert, "
                                                           "or <code>mailark continuity start</code>.</p>"),
-                               {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}});
+                               {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}}};
     }
     if (!post) {
-      co_return http::response(
+      co_return http::Response{
           200, "text/html; charset=utf-8",
           page("Start a continuity event?",
                "<p>Inbound mail will be held in mailark instead of being offered to the primary server; users read "
@@ -193,69 +192,17 @@ struct AdminServer::Impl {
                "<input type=\"hidden\" name=\"token\" value=\"" + http::html_escape(token) +
                "\"><label>Reason (optional)<input name=\"reason\" maxlength=\"200\"></label>"
                "<button type=\"submit\">Start the continuity event</button></form>"),
-          {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}});
+          {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"}}};
     }
-    if (!ev) co_return http::response(500, "text/plain", ev.error().to_string() + "\n");
-    co_return http::response(200, "text/html; charset=utf-8",
+    if (!ev) co_return http::Response{500, "text/plain", ev.error().to_string() + "\n"};
+    co_return http::Response{200, "text/html; charset=utf-8",
                              page(already ? "A continuity event is already running" : "Continuity event started",
                                   "<p>Event " + std::to_string(ev->id) +
                                       (already ? " was already running; nothing changed." : " started: inbound mail is now held in mailark.") +
                                       "</p><p>Stop it with <code>mailark continuity stop</code> when the primary works again.</p>"),
-                             {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"}});
+                             {{"Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"}}};
   }
 
-  template <typename Stream>
-  awaitable<void> converse(Stream& stream, const std::string& ip) {
-    http::RequestReader reader;
-    std::vector<char> buf(8192);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (!stopping) {
-      asio::steady_timer timer(io);
-      timer.expires_at(deadline);
-      auto r = co_await (stream.async_read_some(asio::buffer(buf), as_tuple(use_awaitable)) ||
-                         timer.async_wait(as_tuple(use_awaitable)));
-      if (r.index() == 1) co_return;  // too slow: closed without an answer
-      auto [ec, n] = std::get<0>(r);
-      if (ec) co_return;
-      auto state = reader.feed(std::string_view(buf.data(), n));
-      if (state == http::RequestReader::State::kNeedMore) continue;
-      std::string out;
-      if (state == http::RequestReader::State::kError) {
-        spdlog::info("admin: [{}] bad request: {}", ip, reader.error_text());
-        out = http::response(reader.error_status(), "text/plain", reader.error_text() + "\n");
-      } else {
-        out = co_await handle(reader.request(), ip);
-        spdlog::info("admin: [{}] {} {} -> {}", ip, reader.request().method, reader.request().path, out.substr(9, 3));
-      }
-      co_await asio::async_write(stream, asio::buffer(out), as_tuple(use_awaitable));
-      co_return;  // one request per connection (Connection: close)
-    }
-  }
-
-  awaitable<void> serve(tcp::socket sock) {
-    asio::error_code ec;
-    auto remote = sock.remote_endpoint(ec);
-    std::string ip = ec ? "unknown" : remote.address().to_string();
-    sockets.insert(&sock);
-    struct Release {
-      Impl* self;
-      tcp::socket* s;
-      ~Release() { self->sockets.erase(s); }
-    } release{this, &sock};
-    if (config.admin.tls == "implicit") {
-      asio::ssl::stream<tcp::socket&> tls(sock, server_tls);
-      asio::steady_timer timer(io);
-      timer.expires_after(std::chrono::seconds(30));
-      auto r = co_await (tls.async_handshake(asio::ssl::stream_base::server, as_tuple(use_awaitable)) ||
-                         timer.async_wait(as_tuple(use_awaitable)));
-      if (r.index() == 1 || std::get<0>(std::get<0>(r))) co_return;
-      co_await converse(tls, ip);
-      co_await tls.async_shutdown(as_tuple(use_awaitable));
-    } else {
-      co_await converse(sock, ip);
-    }
-    sock.shutdown(tcp::socket::shutdown_both, ec);
-  }
 };
 
 AdminServer::AdminServer(asio::io_context& io, asio::thread_pool& blocking, Archive& archive, ContinuityMonitor& monitor,
@@ -270,43 +217,27 @@ Status AdminServer::setup() {
                                      32, 16);
   if (!token) return token.error();
   m.token = *token;
-  auto hp = parse_host_port(m.config.admin.listen, 8025);
-  if (!hp) return hp.error();
-  asio::error_code ec;
-  auto addr = asio::ip::make_address(hp->host == "localhost" ? "127.0.0.1" : hp->host, ec);
-  if (ec) return make_error(ErrorCode::kInvalidArgument, "admin.listen: bad address " + hp->host);
-  tcp::endpoint ep(addr, hp->port);
-  m.acceptor = std::make_unique<tcp::acceptor>(m.io);
-  m.acceptor->open(ep.protocol(), ec);
-  if (!ec) m.acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) m.acceptor->bind(ep, ec);
-  if (!ec) m.acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return make_error(ErrorCode::kIo, "admin listener on " + m.config.admin.listen + ": " + ec.message());
-  return ok_status();
+  http::ServerOptions o;
+  o.name = "admin";
+  o.listen = m.config.admin.listen;
+  o.default_port = 8025;
+  o.tls = m.config.admin.tls;
+  o.max_connections = 100;
+  o.max_per_client = 20;
+  o.max_requests = 1;  // one request per connection, as before
+  Impl* impl = &m;
+  m.server = std::make_unique<http::Server>(m.io, m.server_tls, o, [impl](const http::Request& req, const http::Client& c) {
+    return impl->handle(req, c.ip);
+  });
+  return m.server->setup();
 }
 
-std::uint16_t AdminServer::port() const {
-  asio::error_code ec;
-  return impl_->acceptor->local_endpoint(ec).port();
-}
+std::uint16_t AdminServer::port() const { return impl_->server->port(); }
 
-awaitable<void> AdminServer::run() {
-  Impl& m = *impl_;
-  while (!m.stopping) {
-    auto [ec, sock] = co_await m.acceptor->async_accept(as_tuple(use_awaitable));
-    if (ec) {
-      if (m.stopping || ec == asio::error::operation_aborted) co_return;
-      continue;
-    }
-    asio::co_spawn(m.io, m.serve(std::move(sock)), asio::detached);
-  }
-}
+awaitable<void> AdminServer::run() { co_await impl_->server->run(); }
 
 void AdminServer::stop() {
-  impl_->stopping = true;
-  asio::error_code ec;
-  if (impl_->acceptor) impl_->acceptor->close(ec);
-  for (auto* s : impl_->sockets) s->cancel(ec);
+  if (impl_->server) impl_->server->stop();
 }
 
 }  // namespace mailark::api

@@ -3,6 +3,7 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <optional>
 #include <sstream>
 
@@ -19,7 +20,7 @@ struct RequestReader::Impl {
     parser.emplace();
     parser->header_limit(static_cast<std::uint32_t>(max_header));
     parser->body_limit(max_body);
-    parser->eager(true);
+    parser->eager(false);  // stop after the header, so the body limit can be chosen for it
   }
 };
 
@@ -34,6 +35,7 @@ RequestReader::~RequestReader() = default;
 void RequestReader::reset() {
   impl_->fresh();
   request_ = Request{};
+  head_seen_ = false;
   error_status_ = 0;
   error_text_.clear();
 }
@@ -42,6 +44,21 @@ std::string Request::header(std::string_view name) const {
   for (const auto& [n, v] : headers)
     if (n == name) return v;
   return "";
+}
+
+void RequestReader::take_head() {
+  const auto& msg = impl_->parser->get();
+  request_.method = std::string(msg.method_string());
+  request_.target = std::string(msg.target());
+  std::size_t q = request_.target.find('?');
+  request_.path = url_decode(std::string_view(request_.target).substr(0, q), false);
+  request_.query = q == std::string::npos ? "" : request_.target.substr(q + 1);
+  request_.headers.clear();
+  for (const auto& f : msg) {
+    std::string name(f.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    request_.headers.emplace_back(std::move(name), std::string(f.value()));
+  }
 }
 
 RequestReader::State RequestReader::feed(std::string_view bytes) {
@@ -67,19 +84,25 @@ RequestReader::State RequestReader::feed(std::string_view bytes) {
       error_text_ = ec.message();
       return State::kError;
     }
+    if (m.parser->is_header_done() && !head_seen_) {
+      head_seen_ = true;
+      take_head();
+      std::size_t limit = m.max_body;
+      if (body_limit_fn_) limit = std::min(limit, body_limit_fn_(request_));
+      auto length = m.parser->content_length();
+      if (length && *length > limit) {
+        error_status_ = 413;
+        error_text_ = "body too large (at most " + std::to_string(limit) + " bytes here)";
+        return State::kError;
+      }
+      m.parser->body_limit(limit);
+      m.parser->eager(true);
+      continue;
+    }
     if (used == 0 && !m.parser->is_done()) return State::kNeedMore;
   }
+  if (!head_seen_) take_head();
   const auto& msg = m.parser->get();
-  request_.method = std::string(msg.method_string());
-  request_.target = std::string(msg.target());
-  std::size_t q = request_.target.find('?');
-  request_.path = url_decode(std::string_view(request_.target).substr(0, q), false);
-  request_.query = q == std::string::npos ? "" : request_.target.substr(q + 1);
-  for (const auto& f : msg) {
-    std::string name(f.name_string());
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    request_.headers.emplace_back(std::move(name), std::string(f.value()));
-  }
   request_.body = msg.body();
   request_.keep_alive = msg.keep_alive();
   return State::kComplete;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -39,11 +40,19 @@ class RequestReader {
   const std::string& error_text() const { return error_text_; }
   // Ready for the next request on the same connection (keeps bytes already received after it).
   void reset();
+  // Called once the header is complete (request() holds method, target, path, query and headers; no
+  // body yet): returns the body limit for this request, at most max_body_bytes. A larger
+  // Content-Length, or a chunked body that grows past it, is refused with 413 before the body is read.
+  // So a server lets a logged-in upload be large and everything else small.
+  void set_body_limit(std::function<std::size_t(const Request& head)> fn) { body_limit_fn_ = std::move(fn); }
 
  private:
   struct Impl;
+  void take_head();
   std::unique_ptr<Impl> impl_;
   Request request_;
+  std::function<std::size_t(const Request&)> body_limit_fn_;
+  bool head_seen_ = false;
   int error_status_ = 0;
   std::string error_text_;
 };

@@ -1,5 +1,7 @@
 #include "api/smtp/delivery.h"
 
+#include "engine/metrics.h"
+
 #include <spdlog/spdlog.h>
 
 #include <asio/experimental/as_tuple.hpp>
@@ -564,7 +566,13 @@ struct DeliveryAgent::Impl {
       res.address = r.address;
       res.last_response = reply.to_string();
       const bool expired = now - attempted.created_at >= static_cast<std::int64_t>(config.delivery.queue_lifetime);
+      auto count = [&](const char* outcome_name) {
+        metrics::counter("mailark_delivery_outcomes_total", "Delivery attempts per recipient, by route and outcome",
+                         {{"route", inbound ? "primary" : "internet"}, {"outcome", outcome_name}})
+            .inc();
+      };
       if (reply.ok()) {
+        count("delivered");
         res.state = RecipientState::kDelivered;
         spdlog::info("{}: delivered to=<{}> relay={} attempts={} reply=\"{}\"", attempted.seq, r.address, relay,
                      attempts, reply.to_string());
@@ -575,11 +583,13 @@ struct DeliveryAgent::Impl {
         if (inbound) {
           // Never a DSN to an outside sender: the message stays queued for the administrator.
           res.state = RecipientState::kKept;
+          count("kept");
           spdlog::warn("{}: kept for the administrator to=<{}> relay={} attempts={} reply=\"{}\" "
                        "(no bounce to an outside sender; `mailark queue retry|delete {}`)",
                        attempted.seq, r.address, relay, attempts, why, attempted.seq);
         } else {
           res.state = RecipientState::kFailed;  // a DSN follows once this result is committed
+          count("bounced");
           spdlog::info("{}: bounced to=<{}> relay={} attempts={} reply=\"{}\"", attempted.seq, r.address, relay,
                        attempts, why);
         }
@@ -588,6 +598,7 @@ struct DeliveryAgent::Impl {
         unsigned delay = sched[std::min<std::size_t>(attempts - 1, sched.size() - 1)];
         res.state = RecipientState::kPending;
         res.next_attempt_at = now + delay;
+        count("deferred");
         spdlog::info("{}: deferred to=<{}> relay={} attempts={} retry_in={}s reply=\"{}\"", attempted.seq, r.address,
                      relay, attempts, delay, reply.to_string());
       }

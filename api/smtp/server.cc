@@ -23,6 +23,7 @@
 #include "api/auth.h"
 #include "api/http/admin.h"
 #include "api/imap/server.h"
+#include "engine/metrics.h"
 #include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
 #include "api/smtp/verifier.h"
@@ -113,6 +114,9 @@ class ListenerPolicy : public smtp::Policy {
   }
   void log_rejection(const std::string& rcpt, const smtp::Reply& r) const {
     spdlog::info("NOQUEUE: rejected {} from=<{}> to=<{}>: {} {}", where_, sender_, rcpt, r.code, r.text);
+    metrics::counter("mailark_smtp_recipients_refused_total", "Recipients refused at RCPT time, by reply code",
+                     {{"code", std::to_string(r.code)}})
+        .inc();
   }
 
  private:
@@ -611,12 +615,12 @@ struct SmtpServer::Impl {
           continue;
         }
         if (out.message) {
-          if (submission) {
-            out = co_await submit(std::move(*out.message), session, lc, ip, tls_info, policy.submitter());
-            was_in_data = false;
-            continue;
-          }
-          out = co_await store(std::move(*out.message), session, lc, ip, tls_info);
+          Stored stored;
+          if (submission)
+            stored = co_await submit(std::move(*out.message), session.tls_active(), lc, ip, tls_info, policy.submitter());
+          else
+            stored = co_await store(std::move(*out.message), session.tls_active(), lc, ip, tls_info);
+          out = stored.refusal ? session.message_rejected(*stored.refusal) : session.message_stored(stored.txn);
           was_in_data = false;
           continue;
         }
@@ -625,6 +629,13 @@ struct SmtpServer::Impl {
     }
   }
 
+  // What became of one message: stored (the 250: txn and archive id) or refused (the reply).
+  struct Stored {
+    std::optional<smtp::Reply> refusal;
+    std::string txn;
+    std::uint64_t seq = 0;
+  };
+
   // Submission (RFC 6409): the From: header must name the authenticated user too; then the
   // message is archived as outbound (connector = the listener's name, so the mailbox store puts it
   // in the sender's Sent folder) and queued: external recipients to the internet, internal ones to
@@ -632,18 +643,16 @@ struct SmtpServer::Impl {
   // mailark meanwhile). A message with both goes in as two records of the same bytes (stored once):
   // the internal one's connector is "<listener>+internal", which the mailbox store never puts in
   // Sent, so the sender sees one copy.
-  awaitable<smtp::Session::Output> submit(smtp::ReceivedMessage msg, smtp::Session& session, const ListenerConfig& lc,
-                                          const std::string& ip, const std::string& tls_info,
-                                          const std::optional<User>& user) {
-    if (!user) co_return session.message_rejected({530, "5.7.0 Authentication required"});
+  awaitable<Stored> submit(smtp::ReceivedMessage msg, bool tls_active, const ListenerConfig& lc, const std::string& ip,
+                           const std::string& tls_info, const std::optional<User>& user) {
+    if (!user) co_return Stored{smtp::Reply{530, "5.7.0 Authentication required"}};
     {
       auto from = header_field(msg.data, "From");
       std::vector<Address> addrs = from ? parse_address_list(*from, 50) : std::vector<Address>{};
       bool own = !addrs.empty();
       for (const auto& a : addrs) own = own && user->has_address(a.addr);
       if (!own)
-        co_return session.message_rejected(
-            {550, "5.7.1 The From: header must name one of your addresses (" + user->name + ")"});
+        co_return Stored{smtp::Reply{550, "5.7.1 The From: header must name one of your addresses (" + user->name + ")"}};
     }
     auto pol = current_policy();
     std::vector<std::string> internal, external;
@@ -651,28 +660,32 @@ struct SmtpServer::Impl {
       bool ours = pol->domains.count(domain_of(r)) > 0;
       (ours ? internal : external).push_back(r);
     }
-    if (internal.empty() || external.empty()) co_return co_await store(std::move(msg), session, lc, ip, tls_info, internal.empty() ? Route::kInternet : Route::kPrimary);
+    if (internal.empty() || external.empty())
+      co_return co_await store(std::move(msg), tls_active, lc, ip, tls_info, internal.empty() ? Route::kInternet : Route::kPrimary);
     smtp::ReceivedMessage inside = msg;
     inside.rcpt_to = internal;
     msg.rcpt_to = external;
     ListenerConfig inner = lc;
     inner.name = lc.name + "+internal";  // engine/record.h is_internal_copy
-    smtp::Session::Output first = co_await store(std::move(inside), session, inner, ip, tls_info, Route::kPrimary, /*reply=*/false);
-    if (!first.to_send.empty()) co_return first;  // refused: the second part is not tried
-    co_return co_await store(std::move(msg), session, lc, ip, tls_info, Route::kInternet);
+    Stored first = co_await store(std::move(inside), tls_active, inner, ip, tls_info, Route::kPrimary);
+    if (first.refusal) co_return first;  // refused: the second part is not tried
+    co_return co_await store(std::move(msg), tls_active, lc, ip, tls_info, Route::kInternet);
   }
 
-  // route: for submission, where the queue entry goes; reply=false: report nothing on success (the
-  // first half of a split submission), only a refusal.
-  awaitable<smtp::Session::Output> store(smtp::ReceivedMessage msg, smtp::Session& session, const ListenerConfig& lc,
-                                         const std::string& ip, const std::string& tls_info,
-                                         std::optional<Route> submission_route = std::nullopt, bool reply = true) {
+  // route: for submission, where the queue entry goes.
+  awaitable<Stored> store(smtp::ReceivedMessage msg, bool tls_active, const ListenerConfig& lc, const std::string& ip,
+                          const std::string& tls_info, std::optional<Route> submission_route = std::nullopt) {
     const bool inbound = lc.role == "inbound";
     const std::string txn = new_txn_id();
+    auto count = [&lc](const char* result, const char* reason) {
+      metrics::counter("mailark_smtp_messages_total", "Messages at the end of DATA, by listener, result and reason",
+                       {{"listener", lc.role}, {"result", result}, {"reason", reason}})
+          .inc();
+    };
     IngestItem item;
     item.origin = txn;
     // The trace header this hop adds (RFC 5321 4.4).
-    std::string with = std::string(session.tls_active() ? "ESMTPS" : "ESMTP");
+    std::string with = std::string(tls_active ? "ESMTPS" : "ESMTP");
     item.raw = "Received: from " + msg.helo + " ([" + ip + "])\r\n\tby " + config.hostname + " (mailark) with " + with +
                " id " + txn + (msg.rcpt_to.size() == 1 ? "\r\n\tfor <" + msg.rcpt_to[0] + ">" : "") + ";\r\n\t" +
                rfc5322_date(static_cast<std::int64_t>(std::time(nullptr))) + "\r\n";
@@ -736,7 +749,8 @@ struct SmtpServer::Impl {
     // A full pipeline is a temporary condition: say so rather than stall every session's event loop.
     if (!ingest->try_submit(item)) {
       spdlog::warn("{}: deferred from=<{}> to={} client=[{}]: the pipeline is full", txn, msg.mail_from, rcpts, ip);
-      co_return session.message_rejected({451, "4.3.2 System busy, try again later"});
+      count("deferred", "busy");
+      co_return Stored{smtp::Reply{451, "4.3.2 System busy, try again later"}, txn};
     }
     co_await done.async_wait(asio::experimental::as_tuple(use_awaitable));
 
@@ -754,25 +768,31 @@ struct SmtpServer::Impl {
           if (action == "reject") {
             std::string why = infected ? "virus found (" + (r.signatures.empty() ? std::string("unknown") : r.signatures[0]) + ")"
                                        : "it cannot be scanned (" + r.scan_reason + ")";
-            co_return session.message_rejected({554, "5.7.1 Message rejected: " + why});
+            count("refused", infected ? "virus" : "unscannable");
+            co_return Stored{smtp::Reply{554, "5.7.1 Message rejected: " + why}, txn, r.seq};
           }
-          co_return reply ? session.message_stored(txn) : smtp::Session::Output{};
+          count("accepted", "quarantined");
+          co_return Stored{std::nullopt, txn, r.seq};
         }
         spdlog::info("{}: received id={} from=<{}> to={} size={} client=[{}] helo={} tls={} connector={} verdict={}{}{}",
                      txn, r.seq, msg.mail_from, rcpts, size, ip, msg.helo, tls_info.empty() ? "none" : tls_info,
                      lc.name, scanner::verdict_name(r.verdict),
                      r.scan_reason.empty() ? "" : " (" + r.scan_reason + ")", r.queued ? " queued" : "");
-        co_return reply ? session.message_stored(txn) : smtp::Session::Output{};
+        count("accepted", "clean");
+        co_return Stored{std::nullopt, txn, r.seq};
       }
       case IngestOutcome::kDeferred:
         spdlog::warn("{}: deferred from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);
-        co_return session.message_rejected({451, "4.7.1 Message could not be scanned now, try again later"});
+        count("deferred", "scanner");
+        co_return Stored{smtp::Reply{451, "4.7.1 Message could not be scanned now, try again later"}, txn};
       case IngestOutcome::kRefused:
         spdlog::info("{}: rejected from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);
-        co_return session.message_rejected({554, "5.6.0 Message refused: " + r.reason});
+        count("refused", "not-mail");
+        co_return Stored{smtp::Reply{554, "5.6.0 Message refused: " + r.reason}, txn};
       default:
         spdlog::error("{}: deferred from=<{}> to={} client=[{}]: {}", txn, msg.mail_from, rcpts, ip, r.reason);
-        co_return session.message_rejected({451, "4.3.0 Message not stored, try again later"});
+        count("deferred", "storage");
+        co_return Stored{smtp::Reply{451, "4.3.0 Message not stored, try again later"}, txn};
     }
   }
 

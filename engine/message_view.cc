@@ -1,0 +1,188 @@
+#include "engine/message_view.h"
+
+#include "common/ascii.h"
+#include "common/base64.h"
+#include "engine/html_sanitize.h"
+#include "engine/html_text.h"
+#include "engine/mime_tree.h"
+
+namespace mailark {
+
+namespace {
+
+constexpr std::size_t kMaxInlineImages = 10u << 20;
+
+std::string param(const MimeParams& ps, std::string_view name) {
+  for (const auto& [k, v] : ps)
+    if (ascii_iequals(k, name)) return v;
+  return "";
+}
+
+std::string filename_of(const MimeNode& n) {
+  std::string f = param(n.disposition_params, "filename");
+  if (f.empty()) f = param(n.params, "name");
+  return f;
+}
+
+bool is_attachment_like(const MimeNode& n) {
+  return (n.disposition && *n.disposition == "attachment") || !filename_of(n).empty();
+}
+
+std::string_view part_bytes(std::string_view raw, const MimeNode& n) {
+  return raw.substr(n.header_begin, n.body_end - n.header_begin);
+}
+
+struct Walk {
+  std::string_view raw;
+  const MimeNode* text = nullptr;
+  const MimeNode* html = nullptr;
+  std::vector<std::pair<std::string, const MimeNode*>> leaves;  // section, node (not the body parts)
+
+  void visit(const MimeNode& n, const std::string& section, unsigned depth) {
+    if (depth > kMaxMimeDepth) return;
+    if (n.is_multipart()) {
+      for (std::size_t i = 0; i < n.children.size(); ++i)
+        visit(n.children[i], section.empty() ? std::to_string(i + 1) : section + "." + std::to_string(i + 1), depth + 1);
+      return;
+    }
+    const std::string sec = section.empty() ? "1" : section;
+    if (!n.is_message() && n.type == "text" && !is_attachment_like(n)) {
+      if (n.subtype == "plain" && !text) {
+        text = &n;
+        return;
+      }
+      if (n.subtype == "html" && !html) {
+        html = &n;
+        return;
+      }
+    }
+    leaves.emplace_back(sec, &n);
+  }
+};
+
+const MimeNode* find_section(const MimeNode& root, std::string_view section) {
+  const MimeNode* n = &root;
+  bool top = true;
+  while (!section.empty()) {
+    std::size_t dot = section.find('.');
+    std::string_view num = section.substr(0, dot);
+    section = dot == std::string_view::npos ? std::string_view() : section.substr(dot + 1);
+    unsigned k = 0;
+    if (num.empty() || num.size() > 5) return nullptr;
+    for (char c : num) {
+      if (c < '0' || c > '9') return nullptr;
+      k = k * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (k == 0) return nullptr;
+    // An attached message's parts are numbered within it.
+    if (!top && n->is_message() && !n->children.empty()) n = &n->children[0];
+    if (n->is_multipart()) {
+      if (k > n->children.size()) return nullptr;
+      n = &n->children[k - 1];
+    } else if (k != 1) {
+      return nullptr;
+    }
+    top = false;
+  }
+  return n;
+}
+
+}  // namespace
+
+MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
+  MessageView v;
+  MimeNode root = parse_mime_tree(raw);
+  std::string_view header = raw.substr(0, root.header_end);
+  auto field = [&](std::string_view name) { return mime_header(header, name); };
+  if (auto s = field("Subject")) v.subject = decode_header_text(*s);
+  if (auto s = field("Message-ID")) v.message_id = *s;
+  if (auto s = field("In-Reply-To")) v.in_reply_to = *s;
+  if (auto s = field("References")) {
+    std::string_view r = *s;
+    std::size_t pos = 0;
+    while ((pos = r.find('<', pos)) != std::string_view::npos && v.references.size() < 100) {
+      std::size_t end = r.find('>', pos);
+      if (end == std::string_view::npos) break;
+      v.references.emplace_back(r.substr(pos, end - pos + 1));
+      pos = end + 1;
+    }
+  }
+  if (auto s = field("Date")) v.date = parse_date_value(*s);
+  if (auto s = field("From")) v.from = parse_address_list(*s, 100);
+  if (auto s = field("To")) v.to = parse_address_list(*s, 1000);
+  if (auto s = field("Cc")) v.cc = parse_address_list(*s, 1000);
+  if (auto s = field("Reply-To")) v.reply_to = parse_address_list(*s, 100);
+
+  Walk w{raw};
+  w.visit(root, "", 0);
+  if (w.text) v.text = decode_part(part_bytes(raw, *w.text), true, max_text_bytes);
+  if (w.html) {
+    v.has_html = true;
+    if (!w.text) v.text = html_to_text(decode_part(part_bytes(raw, *w.html), true, max_text_bytes));
+  }
+  for (const auto& [section, n] : w.leaves) {
+    ViewPart p;
+    p.section = section;
+    p.content_type = n->type + "/" + n->subtype;
+    p.filename = filename_of(*n);
+    if (n->id) {
+      std::string id = *n->id;
+      if (id.size() >= 2 && id.front() == '<' && id.back() == '>') id = id.substr(1, id.size() - 2);
+      p.content_id = id;
+    }
+    p.size = n->body_end - n->body_begin;
+    p.inline_image = n->type == "image" && !p.content_id.empty() && w.html;
+    v.attachments.push_back(std::move(p));
+  }
+  return v;
+}
+
+std::string view_html(std::string_view raw, bool allow_remote_images, unsigned* remote_blocked) {
+  MimeNode root = parse_mime_tree(raw);
+  Walk w{raw};
+  w.visit(root, "", 0);
+  if (remote_blocked) *remote_blocked = 0;
+  if (!w.html) {
+    std::string text = w.text ? decode_part(part_bytes(raw, *w.text), true, 8u << 20) : std::string();
+    return "<div style=\"white-space: pre-wrap\">" + text_to_html(text) + "</div>";
+  }
+  std::string html = decode_part(part_bytes(raw, *w.html), true, 16u << 20);
+  std::size_t inlined = 0;
+  SanitizeOptions opts;
+  opts.allow_remote_images = allow_remote_images;
+  opts.cid_url = [&](std::string_view cid) -> std::optional<std::string> {
+    for (const auto& [section, n] : w.leaves) {
+      if (n->type != "image" || !n->id) continue;
+      std::string id = *n->id;
+      if (id.size() >= 2 && id.front() == '<' && id.back() == '>') id = id.substr(1, id.size() - 2);
+      if (id != cid) continue;
+      std::string sub = ascii_lower(n->subtype);
+      if (sub != "png" && sub != "gif" && sub != "jpeg" && sub != "jpg" && sub != "webp") return std::nullopt;
+      std::string bytes = decode_part(part_bytes(raw, *n), false, kMaxInlineImages);
+      if (inlined + bytes.size() > kMaxInlineImages) return std::nullopt;
+      inlined += bytes.size();
+      return "data:image/" + sub + ";base64," + base64_encode(bytes);
+    }
+    return std::nullopt;
+  };
+  SanitizedHtml s = sanitize_html(html, opts);
+  if (remote_blocked) *remote_blocked = s.remote_images_blocked;
+  return s.html;
+}
+
+std::optional<PartContent> part_content(std::string_view raw, std::string_view section, std::size_t max_bytes) {
+  MimeNode root = parse_mime_tree(raw);
+  const MimeNode* n = find_section(root, section);
+  if (!n || n->is_multipart()) return std::nullopt;
+  PartContent c;
+  c.content_type = n->type + "/" + n->subtype;
+  c.filename = filename_of(*n);
+  if (n->is_message()) {
+    c.bytes = std::string(raw.substr(n->body_begin, std::min(max_bytes, n->body_end - n->body_begin)));
+  } else {
+    c.bytes = decode_part(part_bytes(raw, *n), false, max_bytes);
+  }
+  return c;
+}
+
+}  // namespace mailark
