@@ -147,6 +147,8 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
       {"admin", {"listen", "token_file", "public_url", "tls"}},
       {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
+      {"web", {"listen", "tls", "session_idle_minutes", "session_max_hours", "connections", "connections_per_ip",
+               "requests_per_second"}},
       {"auth", {"plaintext_login_networks"}},
       {"ldap", {"url", "starttls", "verify_certificates", "base_dn", "filter", "search_dn", "search_password", "timeout"}},
   };
@@ -159,6 +161,7 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
   if (path.empty()) {
     ServeConfig c = defaults();
     c.admin.listen = "127.0.0.1:8025";  // the embedded default: the admin listener on loopback
+    c.web.listen = "127.0.0.1:8080";    // and the web portal
     return c;
   }
   std::error_code ec;
@@ -382,6 +385,14 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(t["imap"]["sessions"], "imap.sessions", c.imap_max_sessions, 1, 1000000);
   num(t["imap"]["sessions_per_ip"], "imap.sessions_per_ip", c.imap_max_sessions_per_ip, 1, 1000000);
   num(t["imap"]["idle_timeout"], "imap.idle_timeout", c.imap_idle_timeout_s, 60, 86400);
+  // [web]: a file without the table has no web portal; the embedded default has one.
+  str(t["web"]["listen"], "web.listen", c.web.listen);
+  str(t["web"]["tls"], "web.tls", c.web.tls);
+  num(t["web"]["session_idle_minutes"], "web.session_idle_minutes", c.web.session_idle_minutes, 1, 43200);
+  num(t["web"]["session_max_hours"], "web.session_max_hours", c.web.session_max_hours, 1, 8760);
+  num(t["web"]["connections"], "web.connections", c.web.connections, 1, 1000000);
+  num(t["web"]["connections_per_ip"], "web.connections_per_ip", c.web.connections_per_ip, 1, 1000000);
+  num(t["web"]["requests_per_second"], "web.requests_per_second", c.web.requests_per_second, 1, 100000);
   {
     auto LD = t["ldap"];
     LdapConfig& l = c.ldap;
@@ -480,6 +491,12 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   if (!c.admin.listen.empty()) {
     auto hp = parse_host_port(c.admin.listen, 8025);
     if (!hp) return bad("admin.listen", hp.error().context);
+  }
+  one_of("web.tls", c.web.tls, {"none", "implicit"});
+  if (type_error) return *type_error;
+  if (!c.web.listen.empty()) {
+    auto hp = parse_host_port(c.web.listen, 8080);
+    if (!hp) return bad("web.listen", hp.error().context);
   }
   for (const auto& url : c.alerts.webhooks) {
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return bad("alerts.webhooks", url + " is not an http:// or https:// URL");

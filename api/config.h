@@ -114,6 +114,16 @@ struct AdminConfig {
   std::string tls = "none";  // "none" or "implicit" (the server's certificate)
 };
 
+// The web portal and REST API ([web], docs/CONFIG.md; api/web/portal.h).
+struct WebConfig {
+  std::string listen;        // "127.0.0.1:8080"; empty: off (the embedded default turns it on)
+  std::string tls = "none";  // "none" or "implicit" (the server's certificate); cookies are Secure with TLS
+  unsigned session_idle_minutes = 60;  // a session unused this long ends
+  unsigned session_max_hours = 12;     // and every session ends after this long
+  unsigned connections = 1000, connections_per_ip = 100;
+  unsigned requests_per_second = 20;   // per client (IPv6 by /64), with bursts of 10x
+};
+
 struct ServeConfig {
   std::string hostname = "localhost";  // greeting, EHLO reply, Received headers
   std::string tls_cert;                // PEM; empty: a self-signed certificate in DATA/tls, made on first start
@@ -166,6 +176,7 @@ struct ServeConfig {
   ContinuityConfig continuity;
   AlertConfig alerts;
   AdminConfig admin;
+  WebConfig web;
 };
 
 // Reads the file; an empty path gives the defaults. Errors: kNotFound (no such file), kInvalidArgument

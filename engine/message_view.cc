@@ -120,6 +120,12 @@ MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
     v.has_html = true;
     if (!w.text) v.text = html_to_text(decode_part(part_bytes(raw, *w.html), true, max_text_bytes));
   }
+  // Lines end in LF for readers (the stored bytes keep their CRLF).
+  std::string lf;
+  lf.reserve(v.text.size());
+  for (std::size_t i = 0; i < v.text.size(); ++i)
+    if (!(v.text[i] == '\r' && i + 1 < v.text.size() && v.text[i + 1] == '\n')) lf.push_back(v.text[i]);
+  v.text = std::move(lf);
   for (const auto& [section, n] : w.leaves) {
     ViewPart p;
     p.section = section;

@@ -9,6 +9,7 @@
 #include "common/ascii.h"
 #include "common/base64.h"
 #include "common/numbers.h"
+#include "common/sha256.h"
 
 namespace mailark {
 namespace {
@@ -61,6 +62,8 @@ bool User::has_address(std::string_view address) const {
 std::string encode_user(const User& u) {
   nlohmann::json apps = nlohmann::json::array();
   for (const auto& a : u.app_passwords) apps.push_back({{"label", a.label}, {"hash", a.hash}, {"created_at", a.created_at}});
+  nlohmann::json tokens = nlohmann::json::array();
+  for (const auto& t : u.api_tokens) tokens.push_back({{"label", t.label}, {"hash", t.hash}, {"created_at", t.created_at}});
   nlohmann::json j = {{"v", 1},
                       {"id", u.id},
                       {"name", u.name},
@@ -69,6 +72,7 @@ std::string encode_user(const User& u) {
                       {"role", role_name(u.role)},
                       {"password", u.password_hash},
                       {"app_passwords", apps},
+                      {"api_tokens", tokens},
                       {"disabled", u.disabled},
                       {"created_at", u.created_at}};
   return j.dump();
@@ -90,6 +94,9 @@ Result<User> decode_user(std::string_view value) {
     for (const auto& a : j.value("app_passwords", nlohmann::json::array()))
       u.app_passwords.push_back({a.at("label").get<std::string>(), a.at("hash").get<std::string>(),
                                  a.value("created_at", std::int64_t{0})});
+    for (const auto& t : j.value("api_tokens", nlohmann::json::array()))
+      u.api_tokens.push_back({t.at("label").get<std::string>(), t.at("hash").get<std::string>(),
+                              t.value("created_at", std::int64_t{0})});
     u.disabled = j.value("disabled", false);
     u.created_at = j.value("created_at", std::int64_t{0});
     return u;
@@ -153,6 +160,20 @@ std::string generate_app_password() {
   }
   return out;
 }
+
+std::string generate_api_token() {
+  unsigned char bytes[32];
+  RAND_bytes(bytes, sizeof bytes);
+  std::string b64 = base64_encode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
+  std::string out = "mkt_";
+  for (char c : b64) {
+    if (c == '=') continue;
+    out += c == '+' ? '-' : c == '/' ? '_' : c;  // base64url
+  }
+  return out;
+}
+
+std::string api_token_hash(std::string_view token) { return to_hex(sha256(token)); }
 
 Result<std::string> normalize_address(std::string_view address) {
   while (!address.empty() && (address.front() == ' ' || address.front() == '\t')) address.remove_prefix(1);

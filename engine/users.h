@@ -29,6 +29,14 @@ struct AppPassword {
   std::int64_t created_at = 0;
 };
 
+// An API token: a bearer credential for scripts (the web API's `Authorization: Bearer mkt_...`). High
+// entropy (256 bits), so a SHA-256 of it is stored (no slow hash needed) and looked up directly.
+struct ApiToken {
+  std::string label;
+  std::string hash;  // SHA-256 of the token, hex
+  std::int64_t created_at = 0;
+};
+
 struct User {
   std::uint32_t id = 0;             // assigned by the store, never reused
   std::string name;                 // the login name: the user's primary address, lower case
@@ -37,6 +45,7 @@ struct User {
   Role role = Role::kUser;
   std::string password_hash;         // empty: no local password (LDAP, or none set yet)
   std::vector<AppPassword> app_passwords;
+  std::vector<ApiToken> api_tokens;
   bool disabled = false;
   std::int64_t created_at = 0;
 
@@ -56,6 +65,9 @@ Result<std::string> hash_password(std::string_view password, unsigned log_n = kS
 bool verify_password(std::string_view password, std::string_view hash);
 // A random application password: 4 groups of 4 lower-case letters and digits ("abcd-efgh-...").
 std::string generate_app_password();
+// A new API token: "mkt_" and 43 base64url characters (32 random bytes).
+std::string generate_api_token();
+std::string api_token_hash(std::string_view token);  // SHA-256, hex
 
 // An address as the directory keeps it: trimmed, lower case, one '@' with text on both sides, no
 // spaces or control characters, at most 254 bytes. Errors: kInvalidArgument naming the problem.

@@ -51,6 +51,7 @@ struct Summary {
   std::string subject;
   std::string verdict;
   std::uint64_t size = 0;
+  bool attachment = false;  // set by IndexReader::summaries and search (not stored in the data)
 };
 
 }  // namespace mailark::indexer

@@ -899,6 +899,55 @@ Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, con
   }
 }
 
+namespace {
+// Which of these documents (ascending) carry a term: one walk of the term's posting list (the shards
+// keep no term lists).
+std::vector<bool> have_term(const Xapian::Database& db, const std::vector<std::uint64_t>& ascending, const std::string& term) {
+  std::vector<bool> out(ascending.size(), false);
+  Xapian::PostingIterator p = db.postlist_begin(term), end = db.postlist_end(term);
+  for (std::size_t i = 0; i < ascending.size() && p != end; ++i) {
+    p.skip_to(static_cast<Xapian::docid>(ascending[i]));
+    if (p != end && *p == ascending[i]) out[i] = true;
+  }
+  return out;
+}
+
+void mark_attachments(const Xapian::Database& db, std::vector<Summary*> items) {
+  std::sort(items.begin(), items.end(), [](const Summary* a, const Summary* b) { return a->id < b->id; });
+  std::vector<std::uint64_t> ids;
+  for (const auto* s : items) ids.push_back(s->id);
+  auto has = have_term(db, ids, std::string(schema::kPrefixFlag) + "attachment");
+  for (std::size_t i = 0; i < items.size(); ++i) items[i]->attachment = has[i];
+}
+}  // namespace
+
+std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std::uint64_t>& ids) const {
+  std::vector<std::optional<Summary>> out;
+  out.reserve(ids.size());
+  for (std::uint64_t id : ids) {
+    try {
+      if (id == 0 || id > db_->get_lastdocid()) {
+        out.emplace_back();
+        continue;
+      }
+      Xapian::Document doc = db_->get_document(static_cast<Xapian::docid>(id));
+      Summary s = decode_summary(doc.get_data());
+      s.id = id;
+      out.emplace_back(std::move(s));
+    } catch (const Xapian::Error&) {
+      out.emplace_back();  // not there (yet)
+    }
+  }
+  try {
+    std::vector<Summary*> found;
+    for (auto& s : out)
+      if (s) found.push_back(&*s);
+    mark_attachments(*db_, found);
+  } catch (const Xapian::Error&) {
+  }
+  return out;
+}
+
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
                                           FieldSource* fields) {
   try {
@@ -950,13 +999,19 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
     }
 
+    struct Accept : Xapian::MatchDecider {
+      const std::function<bool(std::uint64_t)>* fn;
+      bool operator()(const Xapian::Document& doc) const override { return (*fn)(doc.get_docid()); }
+    } accept;
+    accept.fn = &options.accept;
     Xapian::Enquire enq(*db_);
     enq.set_query(q);
     enq.set_weighting_scheme(Xapian::BoolWeight());
     enq.set_sort_by_value(schema::kSlotDate, /*reverse=*/true);
     enq.set_docid_order(Xapian::Enquire::DESCENDING);
     Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
-                                     static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
+                                     static_cast<Xapian::doccount>(options.limit), db_->get_doccount(), nullptr,
+                                     options.accept ? &accept : nullptr);
     SearchResults out;
     out.watermark = watermark_;
     out.total = mset.get_matches_estimated();
@@ -965,6 +1020,9 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       s.id = *it;
       out.hits.push_back(std::move(s));
     }
+    std::vector<Summary*> hits;
+    for (auto& h : out.hits) hits.push_back(&h);
+    mark_attachments(*db_, hits);
     return out;
   } catch (const Xapian::QueryParserError& e) {
     return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + e.get_msg(),

@@ -14,6 +14,7 @@
 #include <xapian.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -90,6 +91,9 @@ class FieldSource {
 struct SearchOptions {
   std::size_t offset = 0;
   std::size_t limit = 20;
+  // Only documents (archive ids) it accepts count and are returned: a user's search in the web
+  // portal sees that user's messages only. Decided inside Xapian's match, so total stays exact.
+  std::function<bool(std::uint64_t id)> accept;
 };
 
 struct SearchResults {
@@ -115,6 +119,9 @@ class IndexReader {
   // answers for word starts, as Dovecot's full-text search does). For address fields a whole address
   // or domain also matches exactly. Ascending. Text without words matches every message.
   Result<std::vector<std::uint64_t>> match_words(TextField field, const std::string& text);
+  // The stored summaries of these archive ids, in order; nothing for an id the index does not hold
+  // (yet). attachment is set from the has:attachment term.
+  std::vector<std::optional<Summary>> summaries(const std::vector<std::uint64_t>& ids) const;
   // The last archive record every shard holds, as of open().
   std::uint64_t watermark() const { return watermark_; }
   // Records indexed as placeholders (is:unindexed): id and reason, at most `limit`, and their number.

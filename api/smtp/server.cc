@@ -23,6 +23,7 @@
 #include "api/auth.h"
 #include "api/http/admin.h"
 #include "api/imap/server.h"
+#include "api/web/portal.h"
 #include "engine/metrics.h"
 #include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
@@ -203,7 +204,9 @@ struct SmtpServer::Impl {
   std::unique_ptr<MailboxStore> mailboxes;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<imap::ImapContext> imap_ctx;
-  std::unique_ptr<ImapServer> imap;
+  std::unique_ptr<ImapServer> imap;  // with no IMAP listener, it only follows the archive (for the web)
+  std::unique_ptr<WebContext> web_ctx;
+  std::unique_ptr<WebPortal> web;
 
   std::mutex policy_mu;
   std::shared_ptr<const PolicyData> policy;
@@ -299,7 +302,8 @@ struct SmtpServer::Impl {
       admin = std::make_unique<AdminServer>(io, blocking, engine.archive(), *monitor, config, engine.options().data_dir, ssl);
       MAILARK_TRY(admin->setup());
     }
-    if (std::any_of(config.listeners.begin(), config.listeners.end(),
+    if (!config.web.listen.empty() ||
+        std::any_of(config.listeners.begin(), config.listeners.end(),
                     [](const ListenerConfig& l) { return l.role == "imap" || l.role == "submission"; }))
       MAILARK_TRY(setup_mailboxes(limits));
     if (policy->verify_with_primary) spdlog::info("recipients are verified with the primary server at RCPT time");
@@ -312,7 +316,8 @@ struct SmtpServer::Impl {
     if (!store) return store.error();
     mailboxes = std::move(*store);
     auth = std::make_unique<Authenticator>(*mailboxes, config.ldap);
-    if (std::none_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
+    if (config.web.listen.empty() &&
+        std::none_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
       return ok_status();
     imap_ctx = std::make_unique<imap::ImapContext>(imap::ImapContext{*mailboxes, engine.archive(), engine.index_dir(), *auth});
     imap_ctx->hostname = config.hostname;
@@ -323,7 +328,40 @@ struct SmtpServer::Impl {
     imap = std::make_unique<ImapServer>(io, ssl, *imap_ctx, config);
     MAILARK_TRY(imap->setup());
     mailboxes->set_observer([this](const std::vector<std::uint32_t>& users) { imap->notify(users); });
+    if (!config.web.listen.empty()) {
+      web_ctx = std::make_unique<WebContext>(WebContext{*mailboxes, engine.archive(), engine.index_dir(), *auth, monitor.get(), blocking});
+      web_ctx->hostname = config.hostname;
+      web_ctx->max_message_bytes = limits.max_message_bytes;
+      web_ctx->submit = [this](const User& u, std::string mail_from, std::vector<std::string> rcpts, std::string raw,
+                               std::string ip) { return submit_from_web(u, std::move(mail_from), std::move(rcpts), std::move(raw), std::move(ip)); };
+      web_ctx->wake_follower = [this] { imap->wake_follower(); };
+      web = std::make_unique<WebPortal>(io, ssl, *web_ctx, config);
+      MAILARK_TRY(web->setup());
+    }
     return ok_status();
+  }
+
+  // The web portal's send: submission without SMTP (the same checks, records and routes).
+  awaitable<WebContext::Sent> submit_from_web(User u, std::string mail_from, std::vector<std::string> rcpts, std::string raw,
+                                              std::string ip) {
+    smtp::ReceivedMessage msg;
+    msg.helo = "web";
+    msg.mail_from = std::move(mail_from);
+    msg.rcpt_to = std::move(rcpts);
+    msg.data = std::move(raw);
+    ListenerConfig lc;
+    lc.name = "web";
+    lc.role = "submission";
+    Stored stored = co_await submit(std::move(msg), config.web.tls == "implicit", lc, ip,
+                                    config.web.tls == "implicit" ? "https" : "", std::optional<User>(std::move(u)));
+    WebContext::Sent out;
+    out.ok = !stored.refusal;
+    out.seq = stored.seq;
+    if (stored.refusal) {
+      out.code = stored.refusal->code;
+      out.text = stored.refusal->text;
+    }
+    co_return out;
   }
 
   // IMAP APPEND (on an IMAP pool thread): the message goes through the pipeline like any other
@@ -832,6 +870,7 @@ struct SmtpServer::Impl {
     monitor->stop();
     if (admin) admin->stop();
     if (imap) imap->stop();
+    if (web) web->stop();
   }
 };
 
@@ -877,6 +916,10 @@ Status SmtpServer::run() {
                  m.config.admin.token_file.empty() ? m.engine.options().data_dir + "/admin-token" : m.config.admin.token_file);
   }
   if (m.imap) asio::co_spawn(m.io, m.imap->run(), log_exception);
+  if (m.web) {
+    asio::co_spawn(m.io, m.web->run(), log_exception);
+    spdlog::info("listening: web portal on {} port {} (tls {})", m.config.web.listen, m.web->port(), m.config.web.tls);
+  }
   m.io.run();
   m.blocking.join();
   // A write failure met while serving was answered then (451 for the messages it hit) and did not

@@ -1,0 +1,1136 @@
+#include "api/web/portal.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <unordered_map>
+#include <variant>
+
+#include "api/blocking.h"
+#include "api/http/request.h"
+#include "api/http/server.h"
+#include "api/web/assets.h"
+#include "common/ascii.h"
+#include "common/base64.h"
+#include "common/dates.h"
+#include "common/sha256.h"
+#include "engine/continuity.h"
+#include "engine/message_view.h"
+#include "engine/metrics.h"
+#include "engine/quarantine.h"
+#include "indexer/index.h"
+
+namespace mailark::api {
+
+using asio::awaitable;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The portal's pages: scripts and styles from this server only, no inline code, message HTML only in
+// frames from this server, never framed by another site.
+constexpr const char* kUiCsp =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+constexpr const char* kApiCsp = "default-src 'none'; frame-ancestors 'none'; sandbox";
+constexpr std::size_t kMaxPage = 200;
+
+std::string random_secret() {
+  unsigned char bytes[32];
+  RAND_bytes(bytes, sizeof bytes);
+  std::string b64 = base64_encode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
+  std::string out;
+  for (char c : b64) {
+    if (c == '=') continue;
+    out += c == '+' ? '-' : c == '/' ? '_' : c;
+  }
+  return out;
+}
+
+bool same_secret(std::string_view a, std::string_view b) {
+  Digest x = sha256(a), y = sha256(b);
+  return CRYPTO_memcmp(x.data(), y.data(), x.size()) == 0;
+}
+
+http::Response error(int status, const std::string& message) {
+  http::Response r = http::json_response(status, json{{"error", message}}.dump());
+  r.headers.emplace_back("Content-Security-Policy", kApiCsp);
+  return r;
+}
+
+http::Response ok_json(const json& j, int status = 200) {
+  http::Response r = http::json_response(status, j.dump());
+  r.headers.emplace_back("Content-Security-Policy", kApiCsp);
+  return r;
+}
+
+json address_json(const std::vector<Address>& list) {
+  json out = json::array();
+  for (const auto& a : list) out.push_back({{"name", a.name}, {"address", a.addr}});
+  return out;
+}
+
+json flags_json(const MailEntry& e) {
+  json f = json::array();
+  if (e.flags & kMsgSeen) f.push_back("seen");
+  if (e.flags & kMsgAnswered) f.push_back("answered");
+  if (e.flags & kMsgFlagged) f.push_back("flagged");
+  if (e.flags & kMsgDeleted) f.push_back("deleted");
+  if (e.flags & kMsgDraft) f.push_back("draft");
+  for (const auto& k : e.keywords) f.push_back(k);
+  return f;
+}
+
+// "seen" -> kMsgSeen; other names are keywords (IMAP atoms: no specials, at most 100 bytes).
+Status parse_flags(const json& list, std::uint32_t& flags, std::vector<std::string>& keywords) {
+  if (!list.is_array()) return make_error(ErrorCode::kInvalidArgument, "flags must be a list of names");
+  for (const auto& v : list) {
+    if (!v.is_string()) return make_error(ErrorCode::kInvalidArgument, "flags must be a list of names");
+    std::string name = v.get<std::string>();
+    std::string lower = ascii_lower(name);
+    if (lower == "seen" || lower == "\\seen") flags |= kMsgSeen;
+    else if (lower == "answered" || lower == "\\answered") flags |= kMsgAnswered;
+    else if (lower == "flagged" || lower == "\\flagged") flags |= kMsgFlagged;
+    else if (lower == "deleted" || lower == "\\deleted") flags |= kMsgDeleted;
+    else if (lower == "draft" || lower == "\\draft") flags |= kMsgDraft;
+    else {
+      if (name.empty() || name.size() > kMaxKeywordBytes || name.find_first_of("(){ %*\"\\]") != std::string::npos ||
+          std::any_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; }))
+        return make_error(ErrorCode::kInvalidArgument, "not a flag name: " + name.substr(0, 100));
+      keywords.push_back(name);
+    }
+  }
+  return ok_status();
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  std::size_t pos = 1;
+  while (pos <= path.size()) {
+    std::size_t slash = path.find('/', pos);
+    out.emplace_back(path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos));
+    if (slash == std::string_view::npos) break;
+    pos = slash + 1;
+  }
+  return out;
+}
+
+std::optional<std::uint64_t> number(std::string_view s, std::uint64_t max = UINT32_MAX) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  if (v > max) return std::nullopt;
+  return v;
+}
+
+std::string cookie_value(const http::Request& req, std::string_view name) {
+  std::string all = req.header("cookie");
+  std::string_view s = all;
+  while (!s.empty()) {
+    std::size_t semi = s.find(';');
+    std::string_view part = s.substr(0, semi);
+    s = semi == std::string_view::npos ? std::string_view() : s.substr(semi + 1);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=')
+      return std::string(part.substr(name.size() + 1));
+  }
+  return "";
+}
+
+std::string content_disposition(const std::string& filename) {
+  // RFC 6266: an ASCII fallback and the UTF-8 name percent-encoded.
+  std::string ascii, encoded;
+  for (unsigned char c : filename) {
+    ascii += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/' ) ? static_cast<char>(c) : '_';
+    if (std::isalnum(c) || c == '.' || c == '-' || c == '_') {
+      encoded += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      encoded += buf;
+    }
+  }
+  if (ascii.empty()) ascii = "attachment";
+  return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + (encoded.empty() ? "attachment" : encoded);
+}
+
+}  // namespace
+
+struct WebPortal::Impl {
+  asio::io_context& io;
+  asio::ssl::context& tls;
+  WebContext& ctx;
+  ServeConfig config;
+  std::unique_ptr<http::Server> server;
+
+  // Sessions, API tokens and rate buckets are touched on the io thread only.
+  struct WebSession {
+    std::string user;  // login name
+    std::string csrf;
+    Clock::time_point created, used;
+  };
+  std::unordered_map<std::string, WebSession> sessions;  // by SHA-256 of the cookie value
+  std::unordered_map<std::string, std::string> token_users;  // token hash -> login name
+  Clock::time_point tokens_loaded{};
+  struct Bucket {
+    double tokens = 0;
+    Clock::time_point at;
+  };
+  std::unordered_map<std::string, Bucket> buckets;
+
+  // Xapian readers, one per pool thread at a time, reopened when a second old (new mail shows).
+  std::mutex readers_mu;
+  std::vector<std::pair<Clock::time_point, std::unique_ptr<indexer::IndexReader>>> readers;
+
+  struct Caller {
+    User user;
+    WebSession* session = nullptr;  // null for an API token
+  };
+
+  Impl(asio::io_context& i, asio::ssl::context& t, WebContext& c, const ServeConfig& conf)
+      : io(i), tls(t), ctx(c), config(conf) {}
+
+  // ---- credentials ----
+
+  bool rate_ok(const std::string& key) {
+    const double rate = config.web.requests_per_second, burst = rate * 10;
+    auto now = Clock::now();
+    if (buckets.size() > 100000) buckets.clear();  // bounded, whatever the number of clients
+    auto [it, fresh] = buckets.try_emplace(key, Bucket{burst, now});
+    Bucket& b = it->second;
+    b.tokens = std::min(burst, b.tokens + rate * std::chrono::duration<double>(now - b.at).count());
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  WebSession* find_session(const http::Request& req, std::string* hash_out = nullptr) {
+    std::string cookie = cookie_value(req, "mailark_session");
+    if (cookie.empty() || cookie.size() > 100) return nullptr;
+    std::string hash = to_hex(sha256(cookie));
+    auto it = sessions.find(hash);
+    if (it == sessions.end()) return nullptr;
+    auto now = Clock::now();
+    if (now - it->second.used > std::chrono::minutes(config.web.session_idle_minutes) ||
+        now - it->second.created > std::chrono::hours(config.web.session_max_hours)) {
+      sessions.erase(it);
+      return nullptr;
+    }
+    if (hash_out) *hash_out = hash;
+    return &it->second;
+  }
+
+  std::optional<std::string> token_user(const std::string& token) {
+    if (token.size() < 10 || token.size() > 200 || token.rfind("mkt_", 0) != 0) return std::nullopt;
+    std::string hash = api_token_hash(token);
+    auto it = token_users.find(hash);
+    if (it != token_users.end()) return it->second;
+    // Not known: a token made since (by the CLI, in another process) shows after a reload, at most
+    // every 2 seconds, so a flood of wrong tokens costs one scan of the users every 2 seconds.
+    if (Clock::now() - tokens_loaded < std::chrono::seconds(2)) return std::nullopt;
+    tokens_loaded = Clock::now();
+    token_users.clear();
+    auto users = ctx.store.users();
+    if (users) {
+      for (const auto& u : *users)
+        for (const auto& t : u.api_tokens) token_users[t.hash] = u.name;
+    }
+    it = token_users.find(hash);
+    if (it != token_users.end()) return it->second;
+    return std::nullopt;
+  }
+
+  // The caller, or the response that refuses them.
+  std::variant<Caller, http::Response> authenticate(const http::Request& req, const http::Client& client) {
+    std::string auth = req.header("authorization");
+    std::string name;
+    WebSession* session = nullptr;
+    if (auth.rfind("Bearer ", 0) == 0) {
+      auto u = token_user(auth.substr(7));
+      if (!u) {
+        spdlog::info("web: [{}] {} {}: refused: unknown API token", client.ip, req.method, req.path);
+        return error(401, "this API token is not valid");
+      }
+      name = *u;
+    } else {
+      std::string hash;
+      session = find_session(req, &hash);
+      if (!session) return error(401, "log in first (POST /api/v1/login), or send an API token");
+      name = session->user;
+      // CSRF: unsafe methods with a cookie carry the session's token, and come from this origin.
+      if (req.method != "GET" && req.method != "HEAD") {
+        if (!same_secret(req.header("x-csrf-token"), session->csrf)) {
+          spdlog::warn("web: [{}] {} {}: refused: no valid CSRF token", client.ip, req.method, req.path);
+          return error(403, "missing or wrong X-CSRF-Token");
+        }
+        if (!origin_ok(req)) return error(403, "cross-origin request refused");
+      }
+      session->used = Clock::now();
+    }
+    auto user = ctx.store.find_user(name);
+    if (!user || user->disabled) {
+      if (session) sessions.erase(to_hex(sha256(cookie_value(req, "mailark_session"))));
+      return error(401, "this account cannot log in");
+    }
+    // A token whose user no longer lists it (revoked) is refused.
+    if (!session) {
+      std::string hash = api_token_hash(auth.substr(7));
+      bool listed = std::any_of(user->api_tokens.begin(), user->api_tokens.end(), [&](const ApiToken& t) { return t.hash == hash; });
+      if (!listed) {
+        token_users.erase(hash);
+        return error(401, "this API token is not valid");
+      }
+    }
+    return Caller{std::move(*user), session};
+  }
+
+  static bool origin_ok(const http::Request& req) {
+    std::string origin = req.header("origin");
+    if (origin.empty()) return true;
+    std::string host = req.header("host");
+    std::size_t scheme = origin.find("://");
+    return scheme != std::string::npos && !host.empty() && ascii_iequals(origin.substr(scheme + 3), host);
+  }
+
+  // ---- the request ----
+
+  awaitable<http::Response> handle(const http::Request& req, const http::Client& client) {
+    http::Response r = co_await route(req, client);
+    static auto& requests_ok = metrics::counter("mailark_http_requests_total", "Web requests by status class", {{"class", "2xx"}});
+    static auto& requests_4xx = metrics::counter("mailark_http_requests_total", "Web requests by status class", {{"class", "4xx"}});
+    static auto& requests_5xx = metrics::counter("mailark_http_requests_total", "Web requests by status class", {{"class", "5xx"}});
+    (r.status >= 500 ? requests_5xx : r.status >= 400 ? requests_4xx : requests_ok).inc();
+    r.headers.emplace_back("Referrer-Policy", "no-referrer");
+    if (client.tls) r.headers.emplace_back("Strict-Transport-Security", "max-age=31536000");
+    co_return r;
+  }
+
+  awaitable<http::Response> route(const http::Request& req, const http::Client& client) {
+    if (!rate_ok(client.key)) {
+      http::Response r = error(429, "too many requests; slow down");
+      r.headers.emplace_back("Retry-After", "1");
+      co_return r;
+    }
+    const std::string& path = req.path;
+    if (path == "/health") co_return ok_json({{"status", "ok"}});
+    if (req.method == "GET" && path.rfind("/api/", 0) != 0 && path != "/metrics") co_return static_file(path);
+    if (path == "/api/v1/login") co_return co_await login(req, client);
+
+    auto who = authenticate(req, client);
+    if (auto* refusal = std::get_if<http::Response>(&who)) co_return *refusal;
+    Caller caller = std::get<Caller>(std::move(who));
+
+    if (path == "/api/v1/logout" && req.method == "POST") {
+      if (caller.session) sessions.erase(to_hex(sha256(cookie_value(req, "mailark_session"))));
+      http::Response r = ok_json({{"ok", true}});
+      r.headers.emplace_back("Set-Cookie", cookie_header("", 0, client.tls));
+      co_return r;
+    }
+    if (path == "/api/v1/session" && req.method == "GET") co_return ok_json(session_json(caller));
+    if (path == "/api/v1/openapi.json" && req.method == "GET") {
+      http::Response r{200, "application/json", std::string(web_asset("openapi.json")->data), {}};
+      r.headers.emplace_back("Content-Security-Policy", kApiCsp);
+      co_return r;
+    }
+    if (path == "/api/v1/send" && req.method == "POST") co_return co_await send(caller, req, client);
+    if (path == "/metrics" || path.rfind("/api/v1/admin/", 0) == 0) {
+      if (caller.user.role != Role::kAdmin) co_return error(403, "this needs the admin role");
+      co_return co_await admin(caller, req, client);
+    }
+    // Everything else reads or writes the mailbox store, Xapian or the archive: on the pool.
+    http::Response out;
+    auto work = [&] { out = mailbox_request(caller, req); };
+    co_await run_blocking(ctx.blocking, work);
+    co_return out;
+  }
+
+  std::string cookie_header(const std::string& value, long max_age, bool secure) const {
+    return "mailark_session=" + value + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" + std::to_string(max_age) +
+           (secure ? "; Secure" : "");
+  }
+
+  json session_json(const Caller& c) const {
+    json j = {{"user", c.user.name},
+              {"display_name", c.user.display_name},
+              {"role", role_name(c.user.role)},
+              {"addresses", c.user.addresses()}};
+    if (c.session) j["csrf"] = c.session->csrf;
+    if (ctx.monitor) j["continuity"] = continuity_state_name(ctx.monitor->snapshot()->state);
+    return j;
+  }
+
+  http::Response static_file(const std::string& path) {
+    std::string name = path == "/" ? "index.html" : path.substr(1);
+    const WebAsset* a = web_asset(name);
+    if (!a || name == "openapi.json") {
+      // The UI routes in the browser (/#/...) never reach here; anything else is unknown.
+      return http::Response{404, "text/plain", "not found\n", {{"Content-Security-Policy", kApiCsp}}};
+    }
+    http::Response r{200, a->content_type, std::string(a->data, a->size), {}};
+    r.headers.emplace_back("Content-Security-Policy", kUiCsp);
+    r.headers.emplace_back("X-Frame-Options", "DENY");
+    return r;
+  }
+
+  awaitable<http::Response> login(const http::Request& req, const http::Client& client) {
+    if (req.method != "POST") co_return error(405, "POST {\"user\": ..., \"password\": ...}");
+    if (ascii_lower(req.header("content-type")).rfind("application/json", 0) != 0)
+      co_return error(415, "send the credentials as JSON");
+    if (!origin_ok(req)) co_return error(403, "cross-origin request refused");
+    json j = json::parse(req.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("user") || !j.contains("password") || !j["user"].is_string() ||
+        !j["password"].is_string())
+      co_return error(400, "send {\"user\": ..., \"password\": ...}");
+    std::string name = j["user"].get<std::string>(), password = j["password"].get<std::string>();
+    if (name.size() > 320 || password.size() > 1024) co_return error(400, "credentials too long");
+    Authenticator::Answer answer;
+    auto check = [&] { answer = ctx.auth.login(name, password, client.ip); };
+    co_await run_blocking(ctx.blocking, check);
+    switch (answer.outcome) {
+      case Authenticator::Outcome::kOk: break;
+      case Authenticator::Outcome::kThrottled: {
+        http::Response r = error(429, "too many failed logins; try again later");
+        r.headers.emplace_back("Retry-After", "60");
+        co_return r;
+      }
+      case Authenticator::Outcome::kUnavailable:
+        co_return error(503, "the directory cannot be reached; try again later");
+      default:
+        spdlog::info("web: [{}] login failed for {}", client.ip, name.substr(0, 100));
+        co_return error(401, "wrong user name or password");
+    }
+    if (sessions.size() > 100000) expire_sessions();
+    std::string secret = random_secret();
+    WebSession s{answer.user.name, random_secret(), Clock::now(), Clock::now()};
+    sessions[to_hex(sha256(secret))] = s;
+    spdlog::info("web: [{}] {} logged in", client.ip, answer.user.name);
+    Caller c{answer.user, &sessions[to_hex(sha256(secret))]};
+    http::Response r = ok_json(session_json(c));
+    r.headers.emplace_back("Set-Cookie", cookie_header(secret, static_cast<long>(config.web.session_max_hours) * 3600, client.tls));
+    co_return r;
+  }
+
+  void expire_sessions() {
+    auto now = Clock::now();
+    for (auto it = sessions.begin(); it != sessions.end();) {
+      if (now - it->second.used > std::chrono::minutes(config.web.session_idle_minutes) ||
+          now - it->second.created > std::chrono::hours(config.web.session_max_hours))
+        it = sessions.erase(it);
+      else
+        ++it;
+    }
+  }
+
+  // ---- mailbox (pool thread) ----
+
+  std::unique_ptr<indexer::IndexReader> take_reader() {
+    {
+      std::lock_guard lock(readers_mu);
+      while (!readers.empty()) {
+        auto [at, r] = std::move(readers.back());
+        readers.pop_back();
+        if (Clock::now() - at < std::chrono::seconds(1)) return std::move(r);
+      }
+    }
+    auto r = indexer::IndexReader::open(ctx.index_dir);
+    if (!r) return nullptr;
+    return std::move(*r);
+  }
+  void give_reader(std::unique_ptr<indexer::IndexReader> r, Clock::time_point opened) {
+    std::lock_guard lock(readers_mu);
+    if (readers.size() < 8) readers.emplace_back(opened, std::move(r));
+  }
+
+  // Where each of the user's messages is: archive id -> (folder, entry).
+  struct Located {
+    std::uint32_t folder;
+    MailEntry entry;
+  };
+  Result<std::unordered_multimap<std::uint64_t, Located>> locate_all(const User& u, std::optional<std::uint32_t> only) {
+    std::unordered_multimap<std::uint64_t, Located> out;
+    auto folders = ctx.store.folders(u.id);
+    if (!folders) return folders.error();
+    for (const auto& f : *folders) {
+      if (only && f.id != *only) continue;
+      auto entries = ctx.store.entries(u.id, f.id);
+      if (!entries) return entries.error();
+      out.reserve(out.size() + entries->size());
+      for (auto& e : *entries) out.emplace(e.seq, Located{f.id, std::move(e)});
+    }
+    return out;
+  }
+
+  json summary_json(std::uint32_t folder, const MailEntry& e, const std::optional<indexer::Summary>& s) {
+    json j = {{"folder", folder}, {"uid", e.uid}, {"id", e.seq}, {"flags", flags_json(e)}};
+    if (s) {
+      j["from"] = s->from;
+      j["subject"] = s->subject;
+      j["date"] = s->date ? iso8601_date(s->date) : "";
+      j["size"] = s->size;
+      j["attachment"] = s->attachment;
+    } else {
+      // Not indexed yet (seconds after arrival): read from the archive.
+      auto rec = ctx.archive.record(e.seq);
+      auto raw = rec ? ctx.archive.raw(*rec) : Result<std::string>(rec.error());
+      if (raw) {
+        MessageView v = view_message(*raw, 1024);
+        j["from"] = v.from.empty() ? "" : v.from[0].to_string();
+        j["subject"] = v.subject;
+        j["date"] = v.date ? iso8601_date(*v.date) : "";
+        j["size"] = raw->size();
+        j["attachment"] = !v.attachments.empty();
+      }
+    }
+    return j;
+  }
+
+  http::Response mailbox_request(const Caller& c, const http::Request& req) {
+    const auto parts = split_path(req.path);  // "api", "v1", ...
+    if (parts.size() < 3 || parts[0] != "api" || parts[1] != "v1") return error(404, "no such endpoint");
+    const std::string& what = parts[2];
+    const auto params = http::parse_params(req.query);
+    auto param = [&](const char* name) -> std::string {
+      auto it = params.find(name);
+      return it == params.end() ? "" : it->second;
+    };
+    const User& u = c.user;
+
+    if (what == "folders" && parts.size() == 3) {
+      if (req.method == "GET") {
+        auto folders = ctx.store.folders(u.id);
+        if (!folders) return error(500, folders.error().to_string());
+        json list = json::array();
+        for (const auto& f : *folders) {
+          auto counts = ctx.store.counts(u.id, f.id);
+          list.push_back({{"id", f.id}, {"name", f.name}, {"special_use", f.special_use},
+                          {"messages", counts ? counts->messages : 0}, {"unseen", counts ? counts->unseen : 0}});
+        }
+        return ok_json({{"folders", list}});
+      }
+      if (req.method == "POST") {
+        json j = json::parse(req.body, nullptr, false);
+        if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return error(400, "send {\"name\": ...}");
+        auto f = ctx.store.create_folder(u.id, j["name"].get<std::string>());
+        if (!f) return error(400, f.error().to_string());
+        return ok_json({{"id", f->id}, {"name", f->name}}, 201);
+      }
+      return error(405, "GET or POST");
+    }
+    if (what == "folders" && parts.size() >= 4) {
+      auto fid = number(parts[3]);
+      if (!fid) return error(404, "no such folder");
+      auto folder = ctx.store.folder_by_id(u.id, static_cast<std::uint32_t>(*fid));
+      if (!folder) return error(404, "no such folder");
+      if (parts.size() == 4 && req.method == "DELETE") {
+        if (folder->name == "INBOX") return error(400, "INBOX cannot be deleted");
+        auto s = ctx.store.delete_folder(u.id, folder->name);
+        if (!s) return error(400, s.error().to_string());
+        return ok_json({{"deleted", folder->id}});
+      }
+      if (parts.size() == 4 && req.method == "PATCH") {
+        json j = json::parse(req.body, nullptr, false);
+        if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return error(400, "send {\"name\": ...}");
+        auto s = ctx.store.rename_folder(u.id, folder->name, j["name"].get<std::string>());
+        if (!s) return error(400, s.error().to_string());
+        return ok_json({{"renamed", folder->id}});
+      }
+      if (parts.size() == 5 && parts[4] == "messages" && req.method == "GET") {
+        auto entries = ctx.store.entries(u.id, folder->id);
+        if (!entries) return error(500, entries.error().to_string());
+        std::size_t offset = number(param("offset"), 1u << 30).value_or(0);
+        std::size_t limit = std::min<std::size_t>(number(param("limit"), kMaxPage).value_or(50), kMaxPage);
+        std::vector<const MailEntry*> page;
+        const std::size_t n = entries->size();
+        for (std::size_t i = offset; i < n && page.size() < limit; ++i) page.push_back(&(*entries)[n - 1 - i]);
+        std::vector<std::uint64_t> ids;
+        for (const auto* e : page) ids.push_back(e->seq);
+        std::vector<std::optional<indexer::Summary>> sums(ids.size());
+        auto opened = Clock::now();
+        if (auto reader = take_reader()) {
+          sums = reader->summaries(ids);
+          give_reader(std::move(reader), opened);
+        }
+        json list = json::array();
+        for (std::size_t i = 0; i < page.size(); ++i) list.push_back(summary_json(folder->id, *page[i], sums[i]));
+        auto counts = ctx.store.counts(u.id, folder->id);
+        return ok_json({{"folder", folder->id}, {"name", folder->name}, {"total", n},
+                        {"unseen", counts ? counts->unseen : 0}, {"offset", offset}, {"messages", list}});
+      }
+      return error(404, "no such endpoint");
+    }
+    if (what == "messages" && parts.size() >= 5) return message_request(c, req, parts, params);
+    if (what == "search" && req.method == "GET") return search(c, param("q"), param("folder"), param("offset"), param("limit"));
+    if (what == "tokens") return tokens(c, req, parts);
+    return error(404, "no such endpoint: " + req.method + " " + req.path);
+  }
+
+  http::Response message_request(const Caller& c, const http::Request& req, const std::vector<std::string>& parts,
+                                 const std::map<std::string, std::string>& params) {
+    const User& u = c.user;
+    auto fid = number(parts[3]);
+    auto uid = number(parts[4]);
+    if (!fid || !uid) return error(404, "no such message");
+    const auto folder_id = static_cast<std::uint32_t>(*fid);
+    // The store checks the folder is this user's (Mailbox.AnotherUsersFolderIsNeverReached).
+    auto entries = ctx.store.entries(u.id, folder_id);
+    if (!entries) return error(404, "no such message");
+    auto it = std::lower_bound(entries->begin(), entries->end(), static_cast<std::uint32_t>(*uid),
+                               [](const MailEntry& e, std::uint32_t v) { return e.uid < v; });
+    if (it == entries->end() || it->uid != *uid) return error(404, "no such message");
+    MailEntry entry = *it;
+    const std::string sub = parts.size() > 5 ? parts[5] : "";
+
+    if (sub == "flags" && req.method == "POST") {
+      json j = json::parse(req.body, nullptr, false);
+      if (!j.is_object()) return error(400, "send {\"add\": [...], \"remove\": [...]}");
+      for (const char* key : {"add", "remove"}) {
+        if (!j.contains(key)) continue;
+        FlagChange ch;
+        ch.mode = std::string(key) == "add" ? FlagMode::kAdd : FlagMode::kRemove;
+        if (auto s = parse_flags(j[key], ch.flags, ch.keywords); !s) return error(400, s.error().context);
+        auto out = ctx.store.change_flags(u.id, folder_id, {entry.uid}, ch);
+        if (!out) return error(400, out.error().to_string());
+        if (!out->changed.empty()) entry = out->changed.front();
+      }
+      return ok_json({{"folder", folder_id}, {"uid", entry.uid}, {"flags", flags_json(entry)}});
+    }
+    if (sub == "move" && req.method == "POST") {
+      json j = json::parse(req.body, nullptr, false);
+      if (!j.is_object() || !j.contains("to") || !j["to"].is_number_unsigned()) return error(400, "send {\"to\": folder id}");
+      auto to = ctx.store.folder_by_id(u.id, j["to"].get<std::uint32_t>());
+      if (!to) return error(404, "no such folder");
+      auto out = ctx.store.copy(u.id, folder_id, {entry.uid}, to->id, /*move=*/true);
+      if (!out) return error(400, out.error().to_string());
+      return ok_json({{"folder", to->id}, {"uid", out->uids.empty() ? 0 : out->uids[0].second}});
+    }
+    if (sub.empty() && req.method == "DELETE") {
+      // To Trash; from Trash, for good (the archive keeps it either way).
+      auto folders = ctx.store.folders(u.id);
+      std::optional<Folder> trash;
+      if (folders)
+        for (const auto& f : *folders)
+          if (f.special_use == "\\Trash") trash = f;
+      if (trash && trash->id != folder_id) {
+        auto out = ctx.store.copy(u.id, folder_id, {entry.uid}, trash->id, true);
+        if (!out) return error(400, out.error().to_string());
+        return ok_json({{"moved_to", trash->id}});
+      }
+      FlagChange ch;
+      ch.flags = kMsgDeleted;
+      if (auto s = ctx.store.change_flags(u.id, folder_id, {entry.uid}, ch); !s) return error(400, s.error().to_string());
+      auto out = ctx.store.expunge(u.id, folder_id, std::vector<std::uint32_t>{entry.uid});
+      if (!out) return error(400, out.error().to_string());
+      return ok_json({{"expunged", entry.uid}});
+    }
+    if (req.method != "GET") return error(405, "no such endpoint");
+
+    auto rec = ctx.archive.record(entry.seq);
+    if (!rec) return error(500, rec.error().to_string());
+    auto raw = ctx.archive.raw(*rec);
+    if (!raw) return error(500, raw.error().to_string());
+
+    if (sub.empty()) {
+      MessageView v = view_message(*raw);
+      json atts = json::array();
+      for (const auto& a : v.attachments)
+        atts.push_back({{"section", a.section}, {"content_type", a.content_type}, {"filename", a.filename},
+                        {"size", a.size}, {"inline", a.inline_image}});
+      auto p = params.find("peek");
+      if ((p == params.end() || p->second != "1") && !(entry.flags & kMsgSeen)) {
+        FlagChange ch;
+        ch.flags = kMsgSeen;
+        auto out = ctx.store.change_flags(u.id, folder_id, {entry.uid}, ch);
+        if (out && !out->changed.empty()) entry = out->changed.front();
+      }
+      json j = {{"folder", folder_id},
+                {"uid", entry.uid},
+                {"id", entry.seq},
+                {"flags", flags_json(entry)},
+                {"subject", v.subject},
+                {"message_id", v.message_id},
+                {"in_reply_to", v.in_reply_to},
+                {"date", v.date ? iso8601_date(*v.date) : ""},
+                {"from", address_json(v.from)},
+                {"to", address_json(v.to)},
+                {"cc", address_json(v.cc)},
+                {"reply_to", address_json(v.reply_to)},
+                {"text", v.text},
+                {"has_html", v.has_html},
+                {"attachments", atts},
+                {"size", raw->size()},
+                {"verdict", scanner::verdict_name(rec->verdict.kind)},
+                {"received_at", iso8601_date(rec->envelope.received_at)}};
+      return ok_json(j);
+    }
+    if (sub == "html") {
+      auto p = params.find("images");
+      const bool images = p != params.end() && p->second == "1";
+      unsigned blocked = 0;
+      std::string body = view_html(*raw, images, &blocked);
+      std::string doc =
+          "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">"
+          "<style>body{font-family:system-ui,sans-serif;font-size:15px;margin:8px;overflow-wrap:anywhere;color:#111}"
+          "img{max-width:100%;height:auto}table{max-width:100%}pre{white-space:pre-wrap}</style></head><body>" +
+          body + "</body></html>";
+      // Defence in depth behind the sanitiser: nothing runs, nothing loads but inline styles and the
+      // images allowed, and the document is sandboxed even when opened on its own.
+      std::string csp = std::string("default-src 'none'; style-src 'unsafe-inline'; img-src data:") +
+                        (images ? " https: http:" : "") +
+                        "; form-action 'none'; base-uri 'none'; frame-ancestors 'self'; "
+                        "sandbox allow-popups allow-popups-to-escape-sandbox";
+      http::Response r{200, "text/html; charset=utf-8", std::move(doc), {}};
+      r.headers.emplace_back("Content-Security-Policy", csp);
+      r.headers.emplace_back("X-Frame-Options", "SAMEORIGIN");
+      r.headers.emplace_back("X-Remote-Images-Blocked", std::to_string(blocked));
+      return r;
+    }
+    if (sub == "raw") {
+      http::Response r{200, "message/rfc822", std::move(*raw), {}};
+      r.headers.emplace_back("Content-Disposition", content_disposition("message-" + std::to_string(entry.seq) + ".eml"));
+      r.headers.emplace_back("Content-Security-Policy", kApiCsp);
+      return r;
+    }
+    if (sub == "parts" && parts.size() == 7) {
+      auto part = part_content(*raw, parts[6], ctx.max_message_bytes);
+      if (!part) return error(404, "no such part");
+      // Always a download, never rendered in the portal's origin; HTML and SVG as plain bytes.
+      std::string type = part->content_type;
+      if (type == "text/html" || type.find("svg") != std::string::npos || type.find("xml") != std::string::npos ||
+          type.find("javascript") != std::string::npos || type.find_first_of(" ;\"\r\n") != std::string::npos)
+        type = "application/octet-stream";
+      std::string name = part->filename.empty() ? "part-" + parts[6] : part->filename;
+      http::Response r{200, type, std::move(part->bytes), {}};
+      r.headers.emplace_back("Content-Disposition", content_disposition(name));
+      r.headers.emplace_back("Content-Security-Policy", kApiCsp);
+      return r;
+    }
+    return error(404, "no such endpoint");
+  }
+
+  http::Response search(const Caller& c, const std::string& q, const std::string& folder_param,
+                        const std::string& offset_param, const std::string& limit_param) {
+    if (q.size() > 2000) return error(400, "query too long");
+    std::optional<std::uint32_t> only;
+    if (!folder_param.empty()) {
+      auto f = number(folder_param);
+      if (!f) return error(400, "folder must be a folder id");
+      only = static_cast<std::uint32_t>(*f);
+    }
+    auto located = locate_all(c.user, only);
+    if (!located) return error(500, located.error().to_string());
+    auto opened = Clock::now();
+    auto reader = take_reader();
+    if (!reader) return ok_json({{"total", 0}, {"messages", json::array()}});
+    indexer::SearchOptions opts;
+    opts.offset = number(offset_param, 1u << 30).value_or(0);
+    opts.limit = std::min<std::size_t>(number(limit_param, kMaxPage).value_or(50), kMaxPage);
+    const auto& where = *located;
+    opts.accept = [&where](std::uint64_t id) { return where.count(id) > 0; };
+    auto found = reader->search(q, opts, nullptr);
+    give_reader(std::move(reader), opened);
+    if (!found) return error(found.error().code == ErrorCode::kInvalidArgument ? 400 : 500, found.error().to_string());
+    json list = json::array();
+    for (const auto& hit : found->hits) {
+      auto range = where.equal_range(hit.id);
+      for (auto it = range.first; it != range.second; ++it) {
+        json j = summary_json(it->second.folder, it->second.entry, hit);
+        list.push_back(std::move(j));
+        break;  // one row per message, in its first folder
+      }
+    }
+    return ok_json({{"total", found->total}, {"offset", opts.offset}, {"messages", list}});
+  }
+
+  http::Response tokens(const Caller& c, const http::Request& req, const std::vector<std::string>& parts) {
+    if (req.method == "GET" && parts.size() == 3) {
+      json list = json::array();
+      for (std::size_t i = 0; i < c.user.api_tokens.size(); ++i)
+        list.push_back({{"index", i}, {"label", c.user.api_tokens[i].label}, {"created", iso8601_date(c.user.api_tokens[i].created_at)}});
+      return ok_json({{"tokens", list}});
+    }
+    if (req.method == "POST" && parts.size() == 3) {
+      json j = json::parse(req.body, nullptr, false);
+      std::string label = j.is_object() && j.contains("label") && j["label"].is_string() ? j["label"].get<std::string>() : "";
+      if (label.empty() || label.size() > 100) return error(400, "send {\"label\": \"what the token is for\"}");
+      std::string token = generate_api_token();
+      auto done = ctx.store.update_user(c.user.name, [&](User& u) -> Status {
+        if (u.api_tokens.size() >= 20) return make_error(ErrorCode::kInvalidArgument, "at most 20 API tokens per user");
+        u.api_tokens.push_back({label, api_token_hash(token), static_cast<std::int64_t>(std::time(nullptr))});
+        return ok_status();
+      });
+      if (!done) return error(400, done.error().to_string());
+      return ok_json({{"token", token}, {"label", label}, {"note", "shown once; keep it safe"}}, 201);
+    }
+    if (req.method == "DELETE" && parts.size() == 4) {
+      auto index = number(parts[3], 100);
+      if (!index) return error(404, "no such token");
+      auto done = ctx.store.update_user(c.user.name, [&](User& u) -> Status {
+        if (*index >= u.api_tokens.size()) return make_error(ErrorCode::kNotFound, "no such token");
+        u.api_tokens.erase(u.api_tokens.begin() + static_cast<std::ptrdiff_t>(*index));
+        return ok_status();
+      });
+      if (!done) return error(404, done.error().to_string());
+      return ok_json({{"revoked", *index}});
+    }
+    return error(405, "no such endpoint");
+  }
+
+  // ---- sending ----
+
+  awaitable<http::Response> send(const Caller& c, const http::Request& req, const http::Client& client) {
+    json j = json::parse(req.body, nullptr, false);
+    if (!j.is_object()) co_return error(400, "the body must be a JSON object");
+    Draft d;
+    d.hostname = ctx.hostname;
+    std::vector<std::string> rcpts;
+    std::string problem;
+    auto read_list = [&](const char* key, std::vector<Address>* header) {
+      if (!j.contains(key)) return;
+      if (!j[key].is_array()) {
+        problem = std::string(key) + " must be a list of addresses";
+        return;
+      }
+      for (const auto& v : j[key]) {
+        if (!v.is_string()) {
+          problem = std::string(key) + " must be a list of addresses";
+          return;
+        }
+        for (const auto& a : parse_address_list(v.get<std::string>(), 100)) {
+          auto n = normalize_address(a.addr);
+          if (!n) {
+            problem = "not an address: " + v.get<std::string>().substr(0, 200);
+            return;
+          }
+          if (header) header->push_back({a.name, *n});
+          if (std::find(rcpts.begin(), rcpts.end(), *n) == rcpts.end()) rcpts.push_back(*n);
+        }
+      }
+    };
+    read_list("to", &d.to);
+    read_list("cc", &d.cc);
+    read_list("bcc", nullptr);
+    if (!problem.empty()) co_return error(400, problem);
+    if (rcpts.empty()) co_return error(400, "name at least one recipient (to, cc or bcc)");
+    if (rcpts.size() > config.limits.smtp_recipients) co_return error(400, "too many recipients");
+    auto str = [&](const char* key) { return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string(); };
+    d.subject = str("subject").substr(0, 1000);
+    d.text = str("text");
+    d.html = str("html");
+    std::string from = str("from").empty() ? c.user.name : ascii_lower(str("from"));
+    if (!c.user.has_address(from)) co_return error(400, "from must be one of your addresses");
+    d.from = {c.user.display_name, from};
+    if (j.contains("attachments")) {
+      if (!j["attachments"].is_array()) co_return error(400, "attachments must be a list");
+      for (const auto& a : j["attachments"]) {
+        if (!a.is_object() || !a.contains("data") || !a["data"].is_string()) co_return error(400, "an attachment needs data (base64)");
+        auto data = base64_decode(a["data"].get<std::string>());
+        if (!data) co_return error(400, "an attachment's data is not base64");
+        d.attachments.push_back({a.value("filename", std::string("attachment")).substr(0, 255),
+                                 a.value("content_type", std::string("application/octet-stream")).substr(0, 100), std::move(*data)});
+      }
+    }
+    // Reply and forward name a message of the caller's, as (folder, uid).
+    std::optional<std::pair<std::uint32_t, std::uint32_t>> answered;
+    for (const char* key : {"reply_to_message", "forward_message"}) {
+      if (!j.contains(key)) continue;
+      const json& ref = j[key];
+      if (!ref.is_object() || !ref.contains("folder") || !ref.contains("uid") || !ref["folder"].is_number_unsigned() ||
+          !ref["uid"].is_number_unsigned())
+        co_return error(400, std::string(key) + " must be {\"folder\": id, \"uid\": uid}");
+      const auto fid = ref["folder"].get<std::uint32_t>(), uid = ref["uid"].get<std::uint32_t>();
+      Result<std::string> raw = make_error(ErrorCode::kNotFound, "no such message");
+      auto load = [&] {
+        auto entries = ctx.store.entries(c.user.id, fid);
+        if (!entries) return;
+        for (const auto& e : *entries)
+          if (e.uid == uid) {
+            auto rec = ctx.archive.record(e.seq);
+            if (rec) raw = ctx.archive.raw(*rec);
+          }
+      };
+      co_await run_blocking(ctx.blocking, load);
+      if (!raw) co_return error(404, std::string(key) + ": no such message");
+      if (std::string(key) == "reply_to_message") {
+        MessageView v = view_message(*raw, 1);
+        d.in_reply_to = v.message_id;
+        d.references = v.references;
+        if (!v.message_id.empty()) d.references.push_back(v.message_id);
+        answered = std::make_pair(fid, uid);
+      } else {
+        d.forward_raw = std::move(*raw);
+      }
+    }
+    std::string raw = compose_message(d);
+    if (raw.size() > ctx.max_message_bytes)
+      co_return error(413, "the message is larger than " + std::to_string(ctx.max_message_bytes) + " bytes");
+    if (!ctx.submit) co_return error(503, "sending is not available");
+    WebContext::Sent sent = co_await ctx.submit(c.user, from, rcpts, std::move(raw), client.ip);
+    if (!sent.ok) co_return error(sent.code >= 500 ? 422 : 503, std::to_string(sent.code) + " " + sent.text);
+    if (answered) {
+      auto mark = [&] {
+        FlagChange ch;
+        ch.flags = kMsgAnswered;
+        (void)ctx.store.change_flags(c.user.id, answered->first, {answered->second}, ch);
+      };
+      co_await run_blocking(ctx.blocking, mark);
+    }
+    if (ctx.wake_follower) ctx.wake_follower();
+    spdlog::info("web: [{}] {} sent message {} to {} recipient(s)", client.ip, c.user.name, sent.seq, rcpts.size());
+    co_return ok_json({{"id", sent.seq}, {"recipients", rcpts}}, 201);
+  }
+
+  // ---- admin ----
+
+  awaitable<http::Response> admin(const Caller& c, const http::Request& req, const http::Client& client) {
+    const std::string& path = req.path;
+    http::Response out;
+    const std::string by = "web:" + c.user.name + " [" + client.ip + "]";
+    if (path == "/metrics" && req.method == "GET") {
+      auto work = [&] { out = http::Response{200, "text/plain; version=0.0.4", metrics_text(), {}}; };
+      co_await run_blocking(ctx.blocking, work);
+      co_return out;
+    }
+    if (path == "/api/v1/admin/continuity" && req.method == "GET") {
+      auto work = [&] {
+        Continuity cont(ctx.archive);
+        auto st = cont.status(200, 50);
+        if (!st) {
+          out = error(500, st.error().to_string());
+          return;
+        }
+        std::optional<QueueRangeFigures> remaining;
+        if (st->event && st->state == ContinuityState::kDraining) {
+          auto r = ctx.archive.queue_range(Route::kPrimary, st->event->drain_from_seq, st->event->last_seq, false);
+          if (r) remaining = *r;
+        }
+        out = ok_json(json::parse(status_to_json(*st, remaining)));
+      };
+      co_await run_blocking(ctx.blocking, work);
+      co_return out;
+    }
+    if ((path == "/api/v1/admin/continuity/start" || path == "/api/v1/admin/continuity/stop") && req.method == "POST") {
+      if (!ctx.monitor) co_return error(503, "the continuity monitor is not running");
+      std::string reason;
+      if (!req.body.empty()) {
+        json j = json::parse(req.body, nullptr, false);
+        if (!j.is_object()) co_return error(400, "the body must be a JSON object");
+        if (j.contains("reason") && j["reason"].is_string()) reason = j["reason"].get<std::string>().substr(0, 1000);
+      }
+      const bool start = path.ends_with("/start");
+      bool already = false;
+      Result<ContinuityEvent> ev = make_error(ErrorCode::kInternal, "not run");
+      auto work = [&] { ev = start ? ctx.monitor->start(by, reason.empty() ? "web portal" : reason, false, &already) : ctx.monitor->stop(by, &already); };
+      co_await run_blocking(ctx.blocking, work);
+      if (!ev) co_return error(500, ev.error().to_string());
+      co_return ok_json({{"changed", !already}, {"event", ev->id ? json::parse(event_to_json(*ev)) : json(nullptr)}});
+    }
+    if (path == "/api/v1/admin/queue" && req.method == "GET") {
+      auto work = [&] {
+        auto entries = ctx.archive.queue_entries();
+        if (!entries) {
+          out = error(500, entries.error().to_string());
+          return;
+        }
+        json list = json::array();
+        std::map<std::string, std::uint64_t> by_route;
+        for (const auto& e : *entries) {
+          by_route[route_name(e.route)]++;
+          if (list.size() < 1000) {
+            json j = json::parse(queue_entry_to_json(e));
+            if (auto rec = ctx.archive.record(e.seq)) j["mail_from"] = rec->envelope.mail_from;
+            list.push_back(std::move(j));
+          }
+        }
+        out = ok_json({{"total", entries->size()}, {"by_route", by_route}, {"entries", list}});
+      };
+      co_await run_blocking(ctx.blocking, work);
+      co_return out;
+    }
+    if (path == "/api/v1/admin/quarantine" && req.method == "GET") {
+      auto work = [&] {
+        auto entries = ctx.archive.quarantine_entries(false);
+        if (!entries) {
+          out = error(500, entries.error().to_string());
+          return;
+        }
+        json list = json::array();
+        for (const auto& q : *entries) {
+          auto rec = ctx.archive.record(q.seq);
+          list.push_back(json::parse(quarantine_entry_to_json(q, rec ? &*rec : nullptr)));
+          if (list.size() >= 1000) break;
+        }
+        out = ok_json({{"total", entries->size()}, {"entries", list}});
+      };
+      co_await run_blocking(ctx.blocking, work);
+      co_return out;
+    }
+    if (path.rfind("/api/v1/admin/quarantine/", 0) == 0 && req.method == "POST") {
+      auto parts = split_path(path);  // api v1 admin quarantine ID release|delete
+      if (parts.size() != 6 || (parts[5] != "release" && parts[5] != "delete")) co_return error(404, "no such endpoint");
+      auto id = number(parts[4], UINT64_MAX / 2);
+      if (!id) co_return error(404, "no such message");
+      json j = json::parse(req.body.empty() ? std::string("{}") : req.body, nullptr, false);
+      const bool force = j.is_object() && j.value("force", false);
+      auto work = [&] {
+        if (parts[5] == "release" && !force) {
+          auto rec = ctx.archive.record(*id);
+          if (rec && rec->verdict.kind == scanner::VerdictKind::kInfected) {
+            out = error(409, "message " + std::to_string(*id) + " is infected; release it with {\"force\": true} if you are sure");
+            return;
+          }
+        }
+        auto decided = ctx.archive.quarantine_decide(
+            *id, parts[5] == "release" ? QuarantineStatus::kReleased : QuarantineStatus::kDeleted, by);
+        if (!decided) {
+          out = error(decided.error().code == ErrorCode::kNotFound ? 404 : 400, decided.error().to_string());
+          return;
+        }
+        spdlog::info("web: {} {} quarantined message {}", by, parts[5] == "release" ? "released" : "deleted", *id);
+        out = ok_json(json::parse(quarantine_entry_to_json(*decided, nullptr)));
+      };
+      co_await run_blocking(ctx.blocking, work);
+      co_return out;
+    }
+    if (path == "/api/v1/admin/users" && req.method == "GET") {
+      auto work = [&] {
+        auto users = ctx.store.users();
+        if (!users) {
+          out = error(500, users.error().to_string());
+          return;
+        }
+        json list = json::array();
+        for (const auto& u : *users)
+          list.push_back({{"name", u.name}, {"aliases", u.aliases}, {"display_name", u.display_name},
+                          {"role", role_name(u.role)}, {"disabled", u.disabled},
+                          {"password", u.password_hash.empty() ? "directory" : "local"},
+                          {"app_passwords", u.app_passwords.size()}, {"api_tokens", u.api_tokens.size()},
+                          {"created", iso8601_date(u.created_at)}});
+        out = ok_json({{"users", list}});
+      };
+      co_await run_blocking(ctx.blocking, work);
+      co_return out;
+    }
+    if (path == "/api/v1/admin/stats" && req.method == "GET") {
+      auto work = [&] { out = ok_json(stats_json()); };
+      co_await run_blocking(ctx.blocking, work);
+      co_return out;
+    }
+    co_return error(404, "no such endpoint: " + req.method + " " + path);
+  }
+
+  json stats_json() {
+    ArchiveCounters cnt = ctx.archive.counters();
+    ChainHead head = ctx.archive.head();
+    std::uint64_t watermark = 0;
+    auto opened = Clock::now();
+    if (auto reader = take_reader()) {
+      watermark = reader->watermark();
+      give_reader(std::move(reader), opened);
+    }
+    auto held = ctx.archive.quarantine_entries(false);
+    return {{"messages", cnt.records},
+            {"unique_messages", cnt.blobs},
+            {"raw_bytes", cnt.raw_bytes},
+            {"compressed_bytes", cnt.stored_bytes},
+            {"archive_bytes", ctx.archive.file_bytes()},
+            {"clean", cnt.clean},
+            {"infected", cnt.infected},
+            {"unscanned", cnt.unscanned},
+            {"unscannable", cnt.unscannable},
+            {"malformed", cnt.malformed},
+            {"quarantine_held", held ? held->size() : 0},
+            {"archive_head", head.seq},
+            {"index_watermark", watermark},
+            {"continuity", ctx.monitor ? continuity_state_name(ctx.monitor->snapshot()->state) : "unknown"}};
+  }
+
+  // Gauges read at scrape time, then every family.
+  std::string metrics_text() {
+    std::map<std::string, std::uint64_t> depth;
+    std::uint64_t held_by_admin = 0;
+    if (auto entries = ctx.archive.queue_entries()) {
+      for (const auto& e : *entries) {
+        depth[route_name(e.route)]++;
+        if (e.held) held_by_admin++;
+      }
+    }
+    json stats = stats_json();
+    std::string extra;
+    extra += "# HELP mailark_queue_depth Messages in the delivery queue, by route\n# TYPE mailark_queue_depth gauge\n";
+    for (const char* r : {"primary", "internet"})
+      extra += std::string("mailark_queue_depth{route=\"") + r + "\"} " + std::to_string(depth[r]) + "\n";
+    extra += "# HELP mailark_queue_held_by_admin Queue entries an administrator holds\n# TYPE mailark_queue_held_by_admin gauge\n";
+    extra += "mailark_queue_held_by_admin " + std::to_string(held_by_admin) + "\n";
+    const std::uint64_t head = stats["archive_head"].get<std::uint64_t>(), wm = stats["index_watermark"].get<std::uint64_t>();
+    extra += "# HELP mailark_archive_messages Archive records\n# TYPE mailark_archive_messages gauge\n";
+    extra += "mailark_archive_messages " + std::to_string(stats["messages"].get<std::uint64_t>()) + "\n";
+    extra += "# HELP mailark_index_lag_messages Archive records not yet searchable\n# TYPE mailark_index_lag_messages gauge\n";
+    extra += "mailark_index_lag_messages " + std::to_string(head > wm ? head - wm : 0) + "\n";
+    extra += "# HELP mailark_quarantine_held Messages held in quarantine\n# TYPE mailark_quarantine_held gauge\n";
+    extra += "mailark_quarantine_held " + std::to_string(stats["quarantine_held"].get<std::uint64_t>()) + "\n";
+    if (ctx.monitor) {
+      auto snap = ctx.monitor->snapshot();
+      extra += "# HELP mailark_continuity_state 1 for the continuity state mailark is in\n# TYPE mailark_continuity_state gauge\n";
+      for (auto s : {ContinuityState::kNormal, ContinuityState::kActive, ContinuityState::kDraining})
+        extra += std::string("mailark_continuity_state{state=\"") + continuity_state_name(s) + "\"} " +
+                 (snap->state == s ? "1" : "0") + "\n";
+    }
+    extra += "# HELP mailark_web_sessions Web portal sessions\n# TYPE mailark_web_sessions gauge\n";
+    extra += "mailark_web_sessions " + std::to_string(session_count.load()) + "\n";
+    return metrics::render() + extra;
+  }
+  std::atomic<std::size_t> session_count{0};
+};
+
+WebPortal::WebPortal(asio::io_context& io, asio::ssl::context& tls, WebContext& ctx, const ServeConfig& config)
+    : impl_(std::make_unique<Impl>(io, tls, ctx, config)) {}
+
+WebPortal::~WebPortal() = default;
+
+Status WebPortal::setup() {
+  Impl& m = *impl_;
+  http::ServerOptions o;
+  o.name = "web";
+  o.listen = m.config.web.listen;
+  o.default_port = 8080;
+  o.tls = m.config.web.tls;
+  o.max_connections = m.config.web.connections;
+  o.max_per_client = m.config.web.connections_per_ip;
+  // A send carries the message and its attachments as base64 in JSON: 4/3 of the message limit.
+  o.max_body_bytes = m.ctx.max_message_bytes / 3 * 4 + (1u << 20);
+  Impl* impl = &m;
+  o.body_limit = [impl](const http::Request& head, const http::Client&) -> std::size_t {
+    const std::string auth = head.header("authorization");
+    if (head.path == "/api/v1/send" &&
+        (impl->find_session(head) || (auth.rfind("Bearer ", 0) == 0 && impl->token_user(auth.substr(7)))))
+      return impl->ctx.max_message_bytes / 3 * 4 + (1u << 20);
+    return 64 * 1024;
+  };
+  m.server = std::make_unique<http::Server>(m.io, m.tls, o, [impl](const http::Request& req, const http::Client& c) {
+    impl->session_count = impl->sessions.size();
+    return impl->handle(req, c);
+  });
+  return m.server->setup();
+}
+
+std::uint16_t WebPortal::port() const { return impl_->server->port(); }
+
+awaitable<void> WebPortal::run() { co_await impl_->server->run(); }
+
+void WebPortal::stop() {
+  if (impl_->server) impl_->server->stop();
+}
+
+}  // namespace mailark::api
