@@ -248,6 +248,43 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
     }
     return report(make_error(ErrorCode::kInvalidArgument, "app-password: add, remove or list"));
   }
+  if (args.action == "token") {
+    // API tokens for scripts (the web API's Authorization: Bearer). Same shape as app-password.
+    if (args.rest.empty() || (args.rest[0] != "list" && args.rest.size() != 2))
+      return report(make_error(ErrorCode::kInvalidArgument, "usage: user token ADDRESS add|remove LABEL, or list"));
+    if (args.rest[0] == "list") {
+      auto u = s.find_user(args.user);
+      if (!u) return report(u.error());
+      for (const auto& t : u->api_tokens) std::cout << t.label << "  since " << iso8601(t.created_at) << "\n";
+      return kExitOk;
+    }
+    const std::string& label = args.rest[1];
+    if (args.rest[0] == "add") {
+      std::string token = generate_api_token();
+      auto u = s.update_user(args.user, [&](User& u) -> Status {
+        for (const auto& t : u.api_tokens)
+          if (t.label == label) return make_error(ErrorCode::kInvalidArgument, "an API token \"" + label + "\" exists");
+        if (u.api_tokens.size() >= 20) return make_error(ErrorCode::kLimit, "a user has at most 20 API tokens");
+        u.api_tokens.push_back({label, api_token_hash(token), static_cast<std::int64_t>(std::time(nullptr))});
+        return ok_status();
+      });
+      if (!u) return report(u.error());
+      std::cout << token << "\n";
+      std::cerr << "API token \"" << label << "\" for " << u->name << ": shown once (Authorization: Bearer TOKEN)\n";
+      return kExitOk;
+    }
+    if (args.rest[0] == "remove") {
+      return modify(
+          [&](User& u) -> Status {
+            auto before = u.api_tokens.size();
+            std::erase_if(u.api_tokens, [&](const ApiToken& t) { return t.label == label; });
+            if (u.api_tokens.size() == before) return make_error(ErrorCode::kNotFound, "no API token \"" + label + "\"");
+            return ok_status();
+          },
+          "API token \"" + label + "\" removed");
+    }
+    return report(make_error(ErrorCode::kInvalidArgument, "token: add, remove or list"));
+  }
   return report(make_error(ErrorCode::kInvalidArgument, "unknown action " + args.action));
 }
 
@@ -255,12 +292,12 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
 
 void register_user(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<UserArgs>();
-  auto* cmd = app.add_subcommand("user", "the user directory: add, list, passwd, alias, role, disable, enable, app-password");
-  cmd->add_option("action", args->action, "add, list, passwd, alias, role, disable, enable, app-password")
+  auto* cmd = app.add_subcommand("user", "the user directory: add, list, passwd, alias, role, disable, enable, app-password, token");
+  cmd->add_option("action", args->action, "add, list, passwd, alias, role, disable, enable, app-password, token")
       ->required()
-      ->check(CLI::IsMember({"add", "list", "passwd", "alias", "role", "disable", "enable", "app-password"}));
+      ->check(CLI::IsMember({"add", "list", "passwd", "alias", "role", "disable", "enable", "app-password", "token"}));
   cmd->add_option("user", args->user, "the user's login name (primary address) or any of their addresses");
-  cmd->add_option("rest", args->rest, "alias: add|remove ADDRESS; role: ROLE; app-password: add|remove LABEL or list");
+  cmd->add_option("rest", args->rest, "alias: add|remove ADDRESS; role: ROLE; app-password, token: add|remove LABEL or list");
   cmd->add_option("--alias", args->aliases, "add: a further address of the user (repeatable)");
   cmd->add_option("--role", args->role, "add: user (default), auditor or admin");
   cmd->add_option("--name", args->display_name, "add: the display name");
@@ -273,7 +310,8 @@ void register_user(CLI::App& app, GlobalOptions& g, Runner& run) {
       "Examples:\n"
       "  mailark user add alice@example.com --alias sales@example.com --password-stdin <<< 'secret'\n"
       "  mailark user role alice@example.com auditor\n"
-      "  mailark user app-password alice@example.com add phone");
+      "  mailark user app-password alice@example.com add phone\n"
+      "  mailark user token alice@example.com add backup-script   (a bearer token for the web API)");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_user(g, *args); }; });
 }
 

@@ -643,6 +643,8 @@ struct WebPortal::Impl {
 
     if (sub.empty()) {
       MessageView v = view_message(*raw);
+      unsigned remote_images = 0;
+      if (v.has_html) (void)view_html(*raw, false, &remote_images);
       json atts = json::array();
       for (const auto& a : v.attachments)
         atts.push_back({{"section", a.section}, {"content_type", a.content_type}, {"filename", a.filename},
@@ -668,6 +670,7 @@ struct WebPortal::Impl {
                 {"reply_to", address_json(v.reply_to)},
                 {"text", v.text},
                 {"has_html", v.has_html},
+                {"remote_images", remote_images},
                 {"attachments", atts},
                 {"size", raw->size()},
                 {"verdict", scanner::verdict_name(rec->verdict.kind)},
