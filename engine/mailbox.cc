@@ -397,10 +397,16 @@ Result<std::unique_ptr<MailboxStore>> MailboxStore::open(const std::string& dir,
     unsigned* dbi;
   } tables[] = {{"meta", &s->meta_},           {"users", &s->users_},       {"addresses", &s->addresses_},
                 {"folders", &s->folders_},     {"folder_ids", &s->folder_ids_}, {"messages", &s->messages_},
-                {"member", &s->member_},       {"subscriptions", &s->subscriptions_}};
+                {"member", &s->member_},       {"subscriptions", &s->subscriptions_}, {"tokens", &s->tokens_}};
   for (auto& table : tables) {
     MDB_dbi dbi = 0;
     rc = mdb_dbi_open(t.txn, table.name, read_only ? 0 : MDB_CREATE, &dbi);
+    // `tokens` came later in format 1: a store written before it has none (and no tokens), and a
+    // read-only open leaves it absent; a read-write open creates it.
+    if (rc == MDB_NOTFOUND && read_only && std::string_view(table.name) == "tokens") {
+      s->has_tokens_ = false;
+      continue;
+    }
     if (rc) return store_error(std::string("opening table ") + table.name, rc);
     *table.dbi = dbi;
   }
@@ -468,6 +474,19 @@ Result<User> MailboxStore::find_user(std::string_view name_or_address) const {
   return *found;
 }
 
+Result<User> MailboxStore::find_user_by_token(std::string_view token_hash) const {
+  std::optional<User> found;
+  if (!has_tokens_) return make_error(ErrorCode::kNotFound, "no such API token");
+  MAILARK_TRY(read([&](Tx& tx) -> Status {
+    MAILARK_ASSIGN_OR_RETURN(auto name, tx.get(tokens_, token_hash));
+    if (!name) return ok_status();
+    MAILARK_ASSIGN_OR_RETURN(found, tx.user_by_address(*name));
+    return ok_status();
+  }));
+  if (!found) return make_error(ErrorCode::kNotFound, "no such API token");
+  return *found;
+}
+
 Result<std::vector<User>> MailboxStore::users() const {
   std::vector<User> out;
   Status bad = ok_status();
@@ -504,6 +523,10 @@ Result<User> MailboxStore::update_user(std::string_view name_or_address, const s
     u.aliases = aliases;
     for (const auto& a : before)
       if (!u.has_address(a)) MAILARK_TRY(tx.del(addresses_, a));
+    for (const auto& t : found->api_tokens)
+      if (std::none_of(u.api_tokens.begin(), u.api_tokens.end(), [&](const ApiToken& x) { return x.hash == t.hash; }))
+        MAILARK_TRY(tx.del(tokens_, t.hash));
+    for (const auto& t : u.api_tokens) MAILARK_TRY(tx.put(tokens_, t.hash, u.name));
     for (const auto& a : u.addresses()) {
       MAILARK_ASSIGN_OR_RETURN(auto owner, tx.get(addresses_, a));
       if (owner && *owner != u.name)

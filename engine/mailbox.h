@@ -13,6 +13,7 @@
 //   folder_ids  folder id (u32 BE) -> user id (u32 BE) || folder name
 //   messages    folder id (u32 BE) || UID (u32 BE) -> message entry (binary v1: seq, modseq, flags, keywords)
 //   subscriptions user id (u32 BE) || folder name -> empty
+//   tokens      SHA-256 of an API token (hex) -> login name (added within format 1; created on open)
 //   member      user id (u32 BE) || archive seq (u64 BE) || kind (0 INBOX or named folder, 1 Sent) ->
 //               empty: the message was placed for this user once (so following the archive again, or a
 //               backfill, never places it twice, and an expunged message stays expunged)
@@ -149,6 +150,9 @@ class MailboxStore {
   // By login name or any address, case-insensitive. kNotFound.
   Result<User> find_user(std::string_view name_or_address) const;
   Result<std::vector<User>> users() const;
+  // The user holding the API token with this hash (api_token_hash), by the `tokens` table, which
+  // update_user keeps in step with the users' records. kNotFound.
+  Result<User> find_user_by_token(std::string_view token_hash) const;
   // Reads, changes and writes a user in one transaction, keeping the address table in step (new
   // aliases must be free; the id and name cannot change).
   Result<User> update_user(std::string_view name_or_address, const std::function<Status(User&)>& fn);
@@ -220,7 +224,8 @@ class MailboxStore {
   bool read_only_ = false;
   MDB_env* env_ = nullptr;
   unsigned meta_ = 0, users_ = 0, addresses_ = 0, folders_ = 0, folder_ids_ = 0, messages_ = 0, member_ = 0,
-           subscriptions_ = 0;
+           subscriptions_ = 0, tokens_ = 0;
+  bool has_tokens_ = true;
   std::function<void(const std::vector<std::uint32_t>&)> observer_;
   std::mutex follow_mu_;  // one follower at a time in this process
 };

@@ -61,8 +61,10 @@ struct Walk {
 };
 
 const MimeNode* find_section(const MimeNode& root, std::string_view section) {
+  // IMAP part numbers (RFC 9051 6.4.5): a number picks a part of a multipart, or (1) the body of a
+  // message that is not multipart; an attached message's parts are numbered within it.
   const MimeNode* n = &root;
-  bool top = true;
+  bool first = true;
   while (!section.empty()) {
     std::size_t dot = section.find('.');
     std::string_view num = section.substr(0, dot);
@@ -74,15 +76,19 @@ const MimeNode* find_section(const MimeNode& root, std::string_view section) {
       k = k * 10 + static_cast<unsigned>(c - '0');
     }
     if (k == 0) return nullptr;
-    // An attached message's parts are numbered within it.
-    if (!top && n->is_message() && !n->children.empty()) n = &n->children[0];
-    if (n->is_multipart()) {
-      if (k > n->children.size()) return nullptr;
-      n = &n->children[k - 1];
-    } else if (k != 1) {
-      return nullptr;
+    const MimeNode* container = n;
+    if (!first) {
+      if (n->is_message() && !n->children.empty()) container = &n->children[0];
+      else if (!n->is_multipart()) return nullptr;  // a leaf has no parts
     }
-    top = false;
+    if (container->is_multipart()) {
+      if (k > container->children.size()) return nullptr;
+      n = &container->children[k - 1];
+    } else {
+      if (k != 1) return nullptr;
+      n = container;
+    }
+    first = false;
   }
   return n;
 }

@@ -999,19 +999,17 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
     }
 
-    struct Accept : Xapian::MatchDecider {
-      const std::function<bool(std::uint64_t)>* fn;
-      bool operator()(const Xapian::Document& doc) const override { return (*fn)(doc.get_docid()); }
-    } accept;
-    accept.fn = &options.accept;
+    if (options.only_ids) {
+      q = Xapian::Query(Xapian::Query::OP_FILTER, q,
+                        Xapian::Query((new DocIdSet(options.only_ids, shards))->release()));
+    }
     Xapian::Enquire enq(*db_);
     enq.set_query(q);
     enq.set_weighting_scheme(Xapian::BoolWeight());
     enq.set_sort_by_value(schema::kSlotDate, /*reverse=*/true);
     enq.set_docid_order(Xapian::Enquire::DESCENDING);
     Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
-                                     static_cast<Xapian::doccount>(options.limit), db_->get_doccount(), nullptr,
-                                     options.accept ? &accept : nullptr);
+                                     static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
     SearchResults out;
     out.watermark = watermark_;
     out.total = mset.get_matches_estimated();

@@ -91,9 +91,9 @@ class FieldSource {
 struct SearchOptions {
   std::size_t offset = 0;
   std::size_t limit = 20;
-  // Only documents (archive ids) it accepts count and are returned: a user's search in the web
-  // portal sees that user's messages only. Decided inside Xapian's match, so total stays exact.
-  std::function<bool(std::uint64_t id)> accept;
+  // When set, only these archive ids (ascending) can match: a user's search in the web portal sees
+  // that user's messages only. A filter inside Xapian's match, so total stays exact.
+  std::shared_ptr<const std::vector<std::uint32_t>> only_ids;
 };
 
 struct SearchResults {

@@ -181,8 +181,6 @@ struct WebPortal::Impl {
     Clock::time_point created, used;
   };
   std::unordered_map<std::string, WebSession> sessions;  // by SHA-256 of the cookie value
-  std::unordered_map<std::string, std::string> token_users;  // token hash -> login name
-  Clock::time_point tokens_loaded{};
   struct Bucket {
     double tokens = 0;
     Clock::time_point at;
@@ -232,24 +230,13 @@ struct WebPortal::Impl {
     return &it->second;
   }
 
-  std::optional<std::string> token_user(const std::string& token) {
+  // The user of an API token (the mailbox store's tokens table: a token made a moment ago by the
+  // CLI in another process works at once, a revoked one stops at once).
+  std::optional<User> token_user(const std::string& token) const {
     if (token.size() < 10 || token.size() > 200 || token.rfind("mkt_", 0) != 0) return std::nullopt;
-    std::string hash = api_token_hash(token);
-    auto it = token_users.find(hash);
-    if (it != token_users.end()) return it->second;
-    // Not known: a token made since (by the CLI, in another process) shows after a reload, at most
-    // every 2 seconds, so a flood of wrong tokens costs one scan of the users every 2 seconds.
-    if (Clock::now() - tokens_loaded < std::chrono::seconds(2)) return std::nullopt;
-    tokens_loaded = Clock::now();
-    token_users.clear();
-    auto users = ctx.store.users();
-    if (users) {
-      for (const auto& u : *users)
-        for (const auto& t : u.api_tokens) token_users[t.hash] = u.name;
-    }
-    it = token_users.find(hash);
-    if (it != token_users.end()) return it->second;
-    return std::nullopt;
+    auto u = ctx.store.find_user_by_token(api_token_hash(token));
+    if (!u) return std::nullopt;
+    return *u;
   }
 
   // The caller, or the response that refuses them.
@@ -263,7 +250,8 @@ struct WebPortal::Impl {
         spdlog::info("web: [{}] {} {}: refused: unknown API token", client.ip, req.method, req.path);
         return error(401, "this API token is not valid");
       }
-      name = *u;
+      if (u->disabled) return error(401, "this account cannot log in");
+      return Caller{std::move(*u), nullptr};
     } else {
       std::string hash;
       session = find_session(req, &hash);
@@ -283,15 +271,6 @@ struct WebPortal::Impl {
     if (!user || user->disabled) {
       if (session) sessions.erase(to_hex(sha256(cookie_value(req, "mailark_session"))));
       return error(401, "this account cannot log in");
-    }
-    // A token whose user no longer lists it (revoked) is refused.
-    if (!session) {
-      std::string hash = api_token_hash(auth.substr(7));
-      bool listed = std::any_of(user->api_tokens.begin(), user->api_tokens.end(), [&](const ApiToken& t) { return t.hash == hash; });
-      if (!listed) {
-        token_users.erase(hash);
-        return error(401, "this API token is not valid");
-      }
     }
     return Caller{std::move(*user), session};
   }
@@ -435,22 +414,31 @@ struct WebPortal::Impl {
 
   // ---- mailbox (pool thread) ----
 
-  std::unique_ptr<indexer::IndexReader> take_reader() {
+  // A reader and when it was opened; give it back when done. Readers older than a second are
+  // dropped, so new mail is searchable within about a second of being indexed.
+  struct Reader {
+    Clock::time_point opened;
+    std::unique_ptr<indexer::IndexReader> r;
+    explicit operator bool() const { return r != nullptr; }
+    indexer::IndexReader* operator->() const { return r.get(); }
+  };
+  Reader take_reader() {
     {
       std::lock_guard lock(readers_mu);
       while (!readers.empty()) {
         auto [at, r] = std::move(readers.back());
         readers.pop_back();
-        if (Clock::now() - at < std::chrono::seconds(1)) return std::move(r);
+        if (Clock::now() - at < std::chrono::seconds(1)) return Reader{at, std::move(r)};
       }
     }
+    auto opened = Clock::now();
     auto r = indexer::IndexReader::open(ctx.index_dir);
-    if (!r) return nullptr;
-    return std::move(*r);
+    if (!r) return Reader{opened, nullptr};
+    return Reader{opened, std::move(*r)};
   }
-  void give_reader(std::unique_ptr<indexer::IndexReader> r, Clock::time_point opened) {
+  void give_reader(Reader r) {
     std::lock_guard lock(readers_mu);
-    if (readers.size() < 8) readers.emplace_back(opened, std::move(r));
+    if (readers.size() < 8 && r.r) readers.emplace_back(r.opened, std::move(r.r));
   }
 
   // Where each of the user's messages is: archive id -> (folder, entry).
@@ -557,10 +545,9 @@ struct WebPortal::Impl {
         std::vector<std::uint64_t> ids;
         for (const auto* e : page) ids.push_back(e->seq);
         std::vector<std::optional<indexer::Summary>> sums(ids.size());
-        auto opened = Clock::now();
         if (auto reader = take_reader()) {
           sums = reader->summaries(ids);
-          give_reader(std::move(reader), opened);
+          give_reader(std::move(reader));
         }
         json list = json::array();
         for (std::size_t i = 0; i < page.size(); ++i) list.push_back(summary_json(folder->id, *page[i], sums[i]));
@@ -733,16 +720,21 @@ struct WebPortal::Impl {
     }
     auto located = locate_all(c.user, only);
     if (!located) return error(500, located.error().to_string());
-    auto opened = Clock::now();
     auto reader = take_reader();
     if (!reader) return ok_json({{"total", 0}, {"messages", json::array()}});
     indexer::SearchOptions opts;
     opts.offset = number(offset_param, 1u << 30).value_or(0);
     opts.limit = std::min<std::size_t>(number(limit_param, kMaxPage).value_or(50), kMaxPage);
     const auto& where = *located;
-    opts.accept = [&where](std::uint64_t id) { return where.count(id) > 0; };
+    auto ids = std::make_shared<std::vector<std::uint32_t>>();
+    ids->reserve(where.size());
+    for (const auto& [seq, loc] : where)
+      if (seq <= UINT32_MAX) ids->push_back(static_cast<std::uint32_t>(seq));
+    std::sort(ids->begin(), ids->end());
+    ids->erase(std::unique(ids->begin(), ids->end()), ids->end());
+    opts.only_ids = ids;
     auto found = reader->search(q, opts, nullptr);
-    give_reader(std::move(reader), opened);
+    give_reader(std::move(reader));
     if (!found) return error(found.error().code == ErrorCode::kInvalidArgument ? 400 : 500, found.error().to_string());
     json list = json::array();
     for (const auto& hit : found->hits) {
@@ -1037,10 +1029,9 @@ struct WebPortal::Impl {
     ArchiveCounters cnt = ctx.archive.counters();
     ChainHead head = ctx.archive.head();
     std::uint64_t watermark = 0;
-    auto opened = Clock::now();
     if (auto reader = take_reader()) {
       watermark = reader->watermark();
-      give_reader(std::move(reader), opened);
+      give_reader(std::move(reader));
     }
     auto held = ctx.archive.quarantine_entries(false);
     return {{"messages", cnt.records},
@@ -1117,7 +1108,7 @@ Status WebPortal::setup() {
   o.body_limit = [impl](const http::Request& head, const http::Client&) -> std::size_t {
     const std::string auth = head.header("authorization");
     if (head.path == "/api/v1/send" &&
-        (impl->find_session(head) || (auth.rfind("Bearer ", 0) == 0 && impl->token_user(auth.substr(7)))))
+        (impl->find_session(head) || (auth.rfind("Bearer ", 0) == 0 && impl->token_user(auth.substr(7)).has_value())))
       return impl->ctx.max_message_bytes / 3 * 4 + (1u << 20);
     return 64 * 1024;
   };

@@ -1,0 +1,554 @@
+"""The web portal's REST API with real HTTP clients: Python's http.client and curl, against a real
+`mailark serve` (inbound SMTP listener, web listener, users made with the CLI, mail sent by SMTP).
+
+What it shows: only /health, the login and the login page's static files answer without a session or
+token (every path of the OpenAPI document is tried); CSRF and origin checks; API tokens (made by the
+CLI and by the API; revoked ones refused); user A cannot reach B's messages by folder/UID, by
+attachment URL, by raw or HTML URL, by flag or move, or by search; reading, attachments, sending with
+attachments, reply and forward; folders and flags shared with IMAP; admin endpoints only for admins;
+the panic button over the API; quarantine release; Prometheus metrics after real traffic; and the
+listener's limits (rate, body size, connections per client)."""
+import base64
+import email
+import http.client
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+from harness import BIN, EICAR, Server, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OPENAPI = os.path.join(ROOT, "api", "web", "ui", "openapi.json")
+
+
+class Client:
+    """A browser-like client: keeps the session cookie and sends the CSRF token."""
+
+    def __init__(self, port, token=None):
+        self.port = port
+        self.cookie = None
+        self.csrf = None
+        self.token = token
+
+    def request(self, method, path, body=None, headers=None, raw=False):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        h = dict(headers or {})
+        if self.cookie:
+            h.setdefault("Cookie", self.cookie)
+        if self.csrf and method not in ("GET", "HEAD"):
+            h.setdefault("X-CSRF-Token", self.csrf)
+        if self.token:
+            h.setdefault("Authorization", "Bearer " + self.token)
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=data, headers=h)
+        res = conn.getresponse()
+        payload = res.read()
+        conn.close()
+        if raw:
+            return res.status, res, payload
+        try:
+            return res.status, json.loads(payload) if payload else None
+        except ValueError:
+            return res.status, payload
+
+    def login(self, user, password):
+        status, res, payload = self.request("POST", "/api/v1/login", {"user": user, "password": password}, raw=True)
+        if status != 200:
+            return status, json.loads(payload)
+        cookie = res.getheader("Set-Cookie")
+        self.set_cookie = cookie
+        self.cookie = cookie.split(";")[0]
+        body = json.loads(payload)
+        self.csrf = body["csrf"]
+        return status, body
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def post(self, path, body=None):
+        return self.request("POST", path, body if body is not None else {})
+
+
+def message(subject, to, frm="sender@internet.example", body="hello\r\n", extra=""):
+    return (f"From: Sender <{frm}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}.{time.time_ns()}@internet.example>\r\n"
+            f"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\n{extra}\r\n{body}").encode()
+
+
+ATTACHMENT = bytes(range(256)) * 40
+
+
+def with_attachment(subject, to):
+    b64 = base64.encodebytes(ATTACHMENT).decode().replace("\n", "\r\n")
+    return message(subject, to, extra="MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n",
+                   body=("--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nthe report is attached\r\n"
+                         "--XX\r\nContent-Type: application/octet-stream; name=\"report.bin\"\r\n"
+                         "Content-Disposition: attachment; filename=\"report.bin\"\r\n"
+                         f"Content-Transfer-Encoding: base64\r\n\r\n{b64}--XX--\r\n"))
+
+
+class WebApiTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.mx, cls.web = free_port(), free_port()
+        cls.server = Server(f"""
+[server]
+hostname = "mx.test.example"
+[inbound]
+domains = ["example.com"]
+verify_recipients = "none"
+unscannable = "quarantine"
+infected = "quarantine"
+[delivery]
+smarthost = ["127.0.0.1:{free_port()}"]
+primary = ["127.0.0.1:{free_port()}"]
+retry_schedule = [60]
+[web]
+listen = "127.0.0.1:{cls.web}"
+requests_per_second = 1000
+[[listener]]
+name = "mx"
+role = "inbound"
+port = {cls.mx}
+tls = "none"
+""", wait_port=cls.web)
+        cls.data = cls.server.data
+        for user, pw, role in (("alice@example.com", "alice-pw-123", "admin"), ("bob@example.com", "bob-pw-123", "user")):
+            p = subprocess.run([BIN, "--data", cls.data, "user", "add", user, "--password-stdin", "--role", role,
+                                "--name", user.split("@")[0].title()],
+                               input=pw.encode() + b"\n", capture_output=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+        cls.server.start()
+        with smtplib.SMTP("127.0.0.1", cls.mx, timeout=30) as s:
+            s.sendmail("sender@internet.example", ["alice@example.com"], message("alice private plans", "alice@example.com",
+                                                                                 body="the zanzibar merger\r\n"))
+            s.sendmail("sender@internet.example", ["alice@example.com"], with_attachment("alice report", "alice@example.com"))
+            s.sendmail("sender@internet.example", ["bob@example.com"], message("bob lunch", "bob@example.com",
+                                                                               body="noodles at noon\r\n"))
+        cls.alice = Client(cls.web)
+        assert cls.alice.login("alice@example.com", "alice-pw-123")[0] == 200
+        cls.bob = Client(cls.web)
+        assert cls.bob.login("bob@example.com", "bob-pw-123")[0] == 200
+        # Wait until the follower placed the mail and the index has it.
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if cls.alice.get("/api/v1/search?q=zanzibar")[1].get("total") == 1 and \
+                    cls.bob.get("/api/v1/search?q=noodles")[1].get("total") == 1:
+                break
+            time.sleep(0.2)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.cleanup()
+
+    def folder(self, client, name):
+        for f in client.get("/api/v1/folders")[1]["folders"]:
+            if f["name"] == name:
+                return f
+        raise AssertionError("no folder " + name)
+
+    def find(self, client, subject, folder="INBOX", timeout=20):
+        fid = self.folder(client, folder)["id"]
+        deadline = time.time() + timeout
+        while True:
+            msgs = client.get(f"/api/v1/folders/{fid}/messages")[1]["messages"]
+            for m in msgs:
+                if m["subject"] == subject:
+                    return m
+            if time.time() > deadline:
+                raise AssertionError(f"{subject!r} not in {folder}: {[m['subject'] for m in msgs]}")
+            time.sleep(0.2)
+
+    # ---- who may ask ----
+
+    def test_nothing_answers_without_credentials(self):
+        anon = Client(self.web)
+        with open(OPENAPI) as f:
+            doc = json.load(f)
+        m = self.find(self.alice, "alice report")
+        tried = 0
+        for path, ops in doc["paths"].items():
+            concrete = (path.replace("{folder}", str(m["folder"])).replace("{uid}", str(m["uid"]))
+                        .replace("{section}", "2").replace("{id}", str(m["id"])).replace("{index}", "0"))
+            for method in ops:
+                status, body = anon.request(method.upper(), concrete, {} if method != "get" else None)
+                tried += 1
+                if path in ("/health", "/api/v1/login"):
+                    self.assertNotEqual(status, 401, path)
+                else:
+                    self.assertEqual(status, 401, f"{method} {concrete} answered {status} without credentials")
+        self.assertGreater(tried, 25)
+        # A forged cookie and a made-up token are no better.
+        forged = Client(self.web)
+        forged.cookie = "mailark_session=" + "A" * 43
+        self.assertEqual(forged.get("/api/v1/folders")[0], 401)
+        self.assertEqual(Client(self.web, token="mkt_" + "B" * 43).get("/api/v1/folders")[0], 401)
+        # The login page itself is public (no data in it).
+        status, res, page = anon.request("GET", "/", raw=True)
+        self.assertEqual(status, 200)
+        self.assertIn(b"app.js", page)
+        self.assertIn("script-src 'self'", res.getheader("Content-Security-Policy"))
+        self.assertEqual(res.getheader("X-Frame-Options"), "DENY")
+
+    def test_login(self):
+        c = Client(self.web)
+        status, body = c.login("alice@example.com", "wrong")
+        self.assertEqual(status, 401)
+        status, body = c.login("ALICE@example.com", "alice-pw-123")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["role"], "admin")
+        cookie = c.set_cookie
+        self.assertIn("HttpOnly", cookie)
+        self.assertIn("SameSite=Strict", cookie)
+        self.assertNotIn("Secure", cookie)  # plain HTTP here; Secure under TLS
+        self.assertEqual(c.get("/api/v1/session")[1]["user"], "alice@example.com")
+        self.assertEqual(c.post("/api/v1/logout")[0], 200)
+        self.assertEqual(c.get("/api/v1/session")[0], 401)
+        # Credentials only as JSON: a cross-site form cannot log anyone in.
+        anon = Client(self.web)
+        status, _ = anon.request("POST", "/api/v1/login", b"user=alice%40example.com&password=alice-pw-123",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(status, 415)
+
+    def test_csrf(self):
+        c = Client(self.web)
+        c.login("bob@example.com", "bob-pw-123")
+        token = c.csrf
+        c.csrf = None
+        self.assertEqual(c.post("/api/v1/folders", {"name": "NoToken"})[0], 403)
+        c.csrf = "x" * len(token)
+        self.assertEqual(c.post("/api/v1/folders", {"name": "WrongToken"})[0], 403)
+        c.csrf = token
+        status, _ = c.request("POST", "/api/v1/folders", {"name": "OtherOrigin"}, headers={"Origin": "https://evil.example"})
+        self.assertEqual(status, 403)
+        status, body = c.post("/api/v1/folders", {"name": "WithToken"})
+        self.assertEqual(status, 201, body)
+        names = [f["name"] for f in c.get("/api/v1/folders")[1]["folders"]]
+        self.assertIn("WithToken", names)
+        self.assertNotIn("NoToken", names)
+        self.assertNotIn("OtherOrigin", names)
+
+    def test_api_tokens(self):
+        p = subprocess.run([BIN, "--data", self.data, "user", "token", "bob@example.com", "add", "backup"],
+                           capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        token = p.stdout.decode().strip()
+        self.assertTrue(token.startswith("mkt_"))
+        # curl, as a script would: no cookie, no CSRF token.
+        out = subprocess.run(["curl", "-sf", "-H", "Authorization: Bearer " + token,
+                              f"http://127.0.0.1:{self.web}/api/v1/search?q=noodles"], capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout)["total"], 1)
+        scripted = Client(self.web, token=token)
+        self.assertEqual(scripted.post("/api/v1/folders", {"name": "ByScript"})[0], 201)
+        # A token made through the API works too, and a revoked one stops at once.
+        status, made = self.bob.post("/api/v1/tokens", {"label": "phone"})
+        self.assertEqual(status, 201, made)
+        second = Client(self.web, token=made["token"])
+        self.assertEqual(second.get("/api/v1/folders")[0], 200)
+        p = subprocess.run([BIN, "--data", self.data, "user", "token", "bob@example.com", "remove", "backup"],
+                           capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(scripted.get("/api/v1/folders")[0], 401)
+        self.assertEqual(second.get("/api/v1/folders")[0], 200)
+        # A user's token reaches that user's mail only.
+        self.assertEqual(second.get("/api/v1/search?q=zanzibar")[1]["total"], 0)
+
+    # ---- isolation ----
+
+    def test_isolation(self):
+        m = self.find(self.alice, "alice report")
+        base = f"/api/v1/messages/{m['folder']}/{m['uid']}"
+        self.assertEqual(self.alice.get(base)[0], 200)
+        for path in (base, base + "/html", base + "/raw", base + "/parts/2", base + "/parts/1"):
+            status, _ = self.bob.get(path)
+            self.assertEqual(status, 404, path)
+        self.assertEqual(self.bob.post(base + "/flags", {"add": ["flagged"]})[0], 404)
+        bob_inbox = self.folder(self.bob, "INBOX")["id"]
+        self.assertEqual(self.bob.post(base + "/move", {"to": bob_inbox})[0], 404)
+        self.assertEqual(self.bob.request("DELETE", base)[0], 404)
+        self.assertEqual(self.bob.get(f"/api/v1/folders/{m['folder']}/messages")[0], 404)
+        self.assertEqual(self.bob.request("DELETE", f"/api/v1/folders/{m['folder']}")[0], 404)
+        # Search: the index holds everyone's mail; bob's results hold only his.
+        self.assertEqual(self.bob.get("/api/v1/search?q=zanzibar")[1]["total"], 0)
+        self.assertEqual(self.bob.get("/api/v1/search?q=subject:alice")[1]["total"], 0)
+        everything = self.bob.get("/api/v1/search?q=")[1]
+        self.assertTrue(all(x["folder"] != m["folder"] for x in everything["messages"]))
+        self.assertEqual(self.alice.get("/api/v1/search?q=noodles")[1]["total"], 0)
+        # Alice's message is untouched by bob's attempts.
+        self.assertNotIn("flagged", self.alice.get(base + "?peek=1")[1]["flags"])
+        # And bob is no admin.
+        for path in ("/api/v1/admin/continuity", "/api/v1/admin/queue", "/api/v1/admin/users", "/metrics"):
+            self.assertEqual(self.bob.get(path)[0], 403, path)
+        self.assertEqual(self.bob.post("/api/v1/admin/continuity/start", {"reason": "bob"})[0], 403)
+
+    # ---- reading ----
+
+    def test_read_message_and_attachment(self):
+        m = self.find(self.alice, "alice report")
+        self.assertTrue(m["attachment"])
+        base = f"/api/v1/messages/{m['folder']}/{m['uid']}"
+        status, v = self.alice.get(base)
+        self.assertEqual(status, 200, v)
+        self.assertEqual(v["subject"], "alice report")
+        self.assertEqual(v["text"].strip(), "the report is attached")
+        self.assertEqual(v["from"][0]["address"], "sender@internet.example")
+        self.assertIn("seen", v["flags"])
+        (att,) = v["attachments"]
+        self.assertEqual(att["filename"], "report.bin")
+        status, res, data = self.alice.request("GET", base + "/parts/" + att["section"], raw=True)
+        self.assertEqual(status, 200)
+        self.assertEqual(data, ATTACHMENT)
+        self.assertTrue(res.getheader("Content-Disposition").startswith("attachment;"))
+        # curl downloads the same bytes with the session cookie.
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "file")
+            p = subprocess.run(["curl", "-sf", "-o", out, "-b", self.alice.cookie,
+                                f"http://127.0.0.1:{self.web}{base}/parts/{att['section']}"], capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), ATTACHMENT)
+        # The original, as archived (mailark show prints the same bytes).
+        status, _, raw = self.alice.request("GET", base + "/raw", raw=True)
+        self.assertEqual(status, 200)
+        shown = self.server.run("show", str(m["id"]), "--raw")
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertEqual(raw, shown.stdout)
+        self.assertEqual(self.alice.get(base + "/parts/9")[0], 404)
+        self.assertEqual(self.alice.get(base + "/parts/1.1.1.1")[0], 404)
+
+    def test_folders_and_flags(self):
+        with smtplib.SMTP("127.0.0.1", self.mx, timeout=30) as s:
+            s.sendmail("sender@internet.example", ["alice@example.com"],
+                       message("alice filing", "alice@example.com", body="the kilimanjaro file\r\n"))
+        m = self.find(self.alice, "alice filing")
+        base = f"/api/v1/messages/{m['folder']}/{m['uid']}"
+        status, out = self.alice.post(base + "/flags", {"add": ["flagged", "$Important"], "remove": ["seen"]})
+        self.assertEqual(status, 200, out)
+        self.assertIn("flagged", out["flags"])
+        self.assertIn("$Important", out["flags"])
+        self.assertNotIn("seen", out["flags"])
+        self.assertEqual(self.alice.post(base + "/flags", {"add": ["bad flag"]})[0], 400)
+        status, made = self.alice.post("/api/v1/folders", {"name": "Projects/Zanzibar"})
+        self.assertEqual(status, 201, made)
+        status, moved = self.alice.post(base + "/move", {"to": made["id"]})
+        self.assertEqual(status, 200, moved)
+        msgs = self.alice.get(f"/api/v1/folders/{made['id']}/messages")[1]["messages"]
+        self.assertEqual([x["subject"] for x in msgs], ["alice filing"])
+        self.assertIn("$Important", msgs[0]["flags"])
+        # Delete: to Trash, and from Trash for good; the archive keeps it (search by id still finds it).
+        moved_base = f"/api/v1/messages/{made['id']}/{moved['uid']}"
+        status, out = self.alice.request("DELETE", moved_base)
+        self.assertEqual(status, 200, out)
+        trash = self.folder(self.alice, "Trash")["id"]
+        self.assertEqual(out["moved_to"], trash)
+        t = self.alice.get(f"/api/v1/folders/{trash}/messages")[1]["messages"][0]
+        self.assertEqual(self.alice.request("DELETE", f"/api/v1/messages/{trash}/{t['uid']}")[1]["expunged"], t["uid"])
+        self.assertEqual(self.alice.get(f"/api/v1/folders/{trash}/messages")[1]["total"], 0)
+        self.assertEqual(self.server.wait_for("kilimanjaro")["total"], 1)
+        self.assertEqual(self.alice.request("DELETE", f"/api/v1/folders/{self.folder(self.alice, 'INBOX')['id']}")[0], 400)
+
+    def test_search_syntax_and_paging(self):
+        status, r = self.alice.get("/api/v1/search?q=" + "subject:alice")
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["total"], 2)
+        r = self.alice.get("/api/v1/search?q=subject:alice&limit=1")[1]
+        self.assertEqual((r["total"], len(r["messages"])), (2, 1))
+        r2 = self.alice.get("/api/v1/search?q=subject:alice&limit=1&offset=1")[1]
+        self.assertNotEqual(r["messages"][0]["uid"], r2["messages"][0]["uid"])
+        self.assertEqual(self.alice.get("/api/v1/search?q=has:attachment")[1]["total"], 1)
+        self.assertEqual(self.alice.get("/api/v1/search?q=" + urllib.parse.quote("date:2026-11-29..2026-11-29 subject:alice"))[1]["total"], 2)
+        status, err = self.alice.get("/api/v1/search?q=" + "date:banana")
+        self.assertEqual(status, 400)
+        self.assertIn("error", err)
+
+    # ---- sending ----
+
+    def test_send_reply_forward(self):
+        data = b"%PDF-1.4 not really a pdf \x00\x01\x02" * 100
+        status, sent = self.alice.post("/api/v1/send", {
+            "to": ["Bob <bob@example.com>"], "subject": "Quarterly numbers ✓", "text": "Bob,\nnumbers attached.\n",
+            "attachments": [{"filename": "numbers.pdf", "content_type": "application/pdf",
+                             "data": base64.b64encode(data).decode()}]})
+        self.assertEqual(status, 201, sent)
+        got = self.find(self.bob, "Quarterly numbers ✓")
+        v = self.bob.get(f"/api/v1/messages/{got['folder']}/{got['uid']}")[1]
+        self.assertEqual(v["text"], "Bob,\nnumbers attached.\n")
+        self.assertEqual(v["from"][0]["address"], "alice@example.com")
+        self.assertEqual(v["from"][0]["name"], "Alice")
+        (att,) = v["attachments"]
+        status, _, back = self.bob.request("GET", f"/api/v1/messages/{got['folder']}/{got['uid']}/parts/{att['section']}", raw=True)
+        self.assertEqual(back, data)
+        self.find(self.alice, "Quarterly numbers ✓", folder="Sent")
+        # Reply: In-Reply-To and References name the original, which is marked answered.
+        status, sent = self.bob.post("/api/v1/send", {"to": ["alice@example.com"], "subject": "Re: Quarterly numbers ✓",
+                                                      "text": "thanks", "reply_to_message": {"folder": got["folder"], "uid": got["uid"]}})
+        self.assertEqual(status, 201, sent)
+        self.assertIn("answered", self.bob.get(f"/api/v1/messages/{got['folder']}/{got['uid']}?peek=1")[1]["flags"])
+        reply = self.find(self.alice, "Re: Quarterly numbers ✓")
+        raw = self.alice.request("GET", f"/api/v1/messages/{reply['folder']}/{reply['uid']}/raw", raw=True)[2]
+        parsed = email.message_from_bytes(raw)
+        self.assertEqual(parsed["In-Reply-To"], v["message_id"])
+        self.assertIn(v["message_id"], parsed["References"])
+        # Forward: the original goes along whole.
+        status, sent = self.bob.post("/api/v1/send", {"to": ["alice@example.com"], "subject": "Fwd: lunch",
+                                                      "text": "see below", "forward_message": {"folder": got["folder"], "uid": got["uid"]}})
+        self.assertEqual(status, 201, sent)
+        fwd = self.find(self.alice, "Fwd: lunch")
+        fv = self.alice.get(f"/api/v1/messages/{fwd['folder']}/{fwd['uid']}")[1]
+        self.assertEqual([a["content_type"] for a in fv["attachments"]], ["message/rfc822"])
+        # Bob cannot send as alice, nor reply to a message of hers.
+        self.assertEqual(self.bob.post("/api/v1/send", {"from": "alice@example.com", "to": ["x@example.com"], "text": "x"})[0], 400)
+        a = self.find(self.alice, "alice report")
+        self.assertEqual(self.bob.post("/api/v1/send", {"to": ["bob@example.com"], "text": "x",
+                                                        "forward_message": {"folder": a["folder"], "uid": a["uid"]}})[0], 404)
+        self.assertEqual(self.bob.post("/api/v1/send", {"to": ["not an address"], "text": "x"})[0], 400)
+        self.assertEqual(self.bob.post("/api/v1/send", {"subject": "nobody"})[0], 400)
+
+    def test_infected_send_is_refused(self):
+        status, out = self.bob.post("/api/v1/send", {"to": ["someone@elsewhere.example"], "subject": "eicar",
+                                                     "text": "x", "attachments": [{"filename": "e.com", "data": base64.b64encode(EICAR.encode()).decode()}]})
+        self.assertEqual(status, 422, out)
+        self.assertIn("554", out["error"])
+
+    # ---- admin ----
+
+    def test_admin_panic_button_queue_quarantine_users_stats(self):
+        status, c = self.alice.get("/api/v1/admin/continuity")
+        self.assertEqual(status, 200, c)
+        self.assertIn(c["state"], ("normal", "active"))
+        status, out = self.alice.post("/api/v1/admin/continuity/start", {"reason": "primary on fire"})
+        self.assertEqual(status, 200, out)
+        self.assertEqual(self.alice.get("/api/v1/admin/continuity")[1]["state"], "active")
+        self.assertEqual(self.alice.get("/api/v1/session")[1]["continuity"], "active")
+        status, out = self.alice.post("/api/v1/admin/continuity/stop")
+        self.assertEqual(status, 200, out)
+        self.assertIn(out["event"]["stopped_by"], ("web:alice@example.com [127.0.0.1]",))
+        history = self.server.cli("continuity", "status")
+        self.assertEqual(history["events"][0]["reason"], "primary on fire")
+
+        # An infected message is quarantined (policy "quarantine"); the admin releases it over the API.
+        with smtplib.SMTP("127.0.0.1", self.mx, timeout=30) as s:
+            s.sendmail("sender@internet.example", ["bob@example.com"],
+                       message("infected one", "bob@example.com", body=EICAR + "\r\n"))
+        deadline = time.time() + 20
+        held = []
+        while time.time() < deadline and not held:
+            held = [q for q in self.alice.get("/api/v1/admin/quarantine")[1]["entries"] if q["verdict"] == "infected"]
+            time.sleep(0.2)
+        self.assertTrue(held)
+        qid = held[0]["id"]
+        self.assertEqual(self.alice.post(f"/api/v1/admin/quarantine/{qid}/release")[0], 409)
+        status, out = self.alice.post(f"/api/v1/admin/quarantine/{qid}/release", {"force": True})
+        self.assertEqual(status, 200, out)
+        self.assertEqual(out["status"], "released")
+        self.assertIn("alice@example.com", out["decided_by"])
+        self.assertEqual(self.alice.post(f"/api/v1/admin/quarantine/{qid}/release", {"force": True})[0], 400)
+        queue = self.alice.get("/api/v1/admin/queue")[1]
+        self.assertIn(qid, [e["id"] for e in queue["entries"]])
+        users = self.alice.get("/api/v1/admin/users")[1]["users"]
+        self.assertEqual(sorted(u["name"] for u in users), ["alice@example.com", "bob@example.com"])
+        self.assertNotIn("scrypt", json.dumps(users))
+        stats = self.alice.get("/api/v1/admin/stats")[1]
+        self.assertGreaterEqual(stats["messages"], 4)
+        self.assertGreaterEqual(stats["infected"], 1)
+
+    def test_metrics(self):
+        status, _, text = self.alice.request("GET", "/metrics", raw=True)
+        self.assertEqual(status, 200)
+        text = text.decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        accepted = sum(v for k, v in values.items() if k.startswith("mailark_smtp_messages_total{") and 'result="accepted"' in k)
+        self.assertGreaterEqual(accepted, 3)
+        self.assertGreaterEqual(values.get('mailark_scan_verdicts_total{verdict="clean"}', 0), 3)
+        self.assertGreaterEqual(values.get("mailark_archive_commit_seconds_count", 0), 1)
+        self.assertIn('mailark_queue_depth{route="primary"}', values)
+        self.assertIn('mailark_continuity_state{state="normal"}', values)
+        self.assertIn("mailark_index_lag_messages", values)
+        self.assertIn("# TYPE mailark_scan_seconds histogram", text)
+
+
+class WebLimitsTest(unittest.TestCase):
+    """The listener's limits, on a server of their own (rate limits would disturb the other tests)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.web = free_port()
+        cls.server = Server(f"""
+[web]
+listen = "127.0.0.1:{cls.web}"
+requests_per_second = 5
+connections_per_ip = 4
+[[listener]]
+name = "mx"
+role = "inbound"
+port = {free_port()}
+tls = "none"
+""", wait_port=cls.web)
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.cleanup()
+
+    def test_limits(self):
+        # A body larger than 64 KiB on anything but a logged-in send: 413 before the body is read.
+        s = socket.create_connection(("127.0.0.1", self.web), timeout=10)
+        s.sendall(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 900000000\r\n\r\n")
+        self.assertIn(b" 413 ", s.recv(4096))
+        s.close()
+        s = socket.create_connection(("127.0.0.1", self.web), timeout=10)
+        s.sendall(b"POST /api/v1/send HTTP/1.1\r\nHost: x\r\nContent-Length: 900000000\r\n\r\n")
+        self.assertIn(b" 413 ", s.recv(4096))
+        s.close()
+        # A header past 16 KiB: 431.
+        s = socket.create_connection(("127.0.0.1", self.web), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        self.assertIn(b" 431 ", s.recv(4096))
+        s.close()
+        # Connections per client: the fifth is answered 503 and closed.
+        held = [socket.create_connection(("127.0.0.1", self.web), timeout=10) for _ in range(4)]
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", self.web), timeout=10)
+        self.assertIn(b" 503 ", extra.recv(4096))
+        extra.close()
+        for h in held:
+            h.close()
+        time.sleep(0.3)
+        # Requests per second: a burst of 50 (ten times the rate) passes, then 429 with Retry-After.
+        statuses = []
+        c = http.client.HTTPConnection("127.0.0.1", self.web, timeout=10)
+        for _ in range(80):
+            c.request("GET", "/health")
+            r = c.getresponse()
+            r.read()
+            statuses.append(r.status)
+            if r.status == 429:
+                self.assertEqual(r.getheader("Retry-After"), "1")
+        c.close()
+        self.assertIn(429, statuses)
+        self.assertGreaterEqual(statuses.count(200), 45)
+        time.sleep(2)
+        c = http.client.HTTPConnection("127.0.0.1", self.web, timeout=10)
+        c.request("GET", "/health")
+        self.assertEqual(c.getresponse().status, 200)  # the bucket refills
+        c.close()
+        self.assertIsNone(self.server.proc.poll())
+
+
+if __name__ == "__main__":
+    unittest.main()
