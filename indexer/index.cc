@@ -318,9 +318,18 @@ Status IndexWriter::commit(std::uint64_t watermark) {
   return ok_status();
 }
 
+std::uint64_t shard_coverage(std::uint64_t watermark, unsigned shard, unsigned shards) {
+  // Every id of the shard up to its watermark is in it; the ids after it that belong to other shards
+  // are theirs to vouch for. So the shard covers everything before its next own id.
+  std::uint64_t next = watermark + 1;
+  while ((next - 1) % shards != shard) ++next;
+  return next - 1;
+}
+
 std::uint64_t IndexWriter::watermark() const {
   std::uint64_t w = UINT64_MAX;
-  for (const auto& sh : shards_) w = std::min(w, sh.watermark);
+  for (unsigned i = 0; i < shards_.size(); ++i)
+    w = std::min(w, shard_coverage(shards_[i].watermark, i, static_cast<unsigned>(shards_.size())));
   return shards_.empty() ? 0 : w;
 }
 
@@ -811,9 +820,10 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
     // The shards in the stub's order, as Xapian::Database(dir) would add them (same docids).
     r->db_ = std::make_unique<Xapian::Database>();
     std::uint64_t w = UINT64_MAX;
-    for (const auto& path : shard_paths(dir)) {
-      Xapian::Database shard(path, Xapian::DB_BACKEND_GLASS);
-      w = std::min(w, read_watermark(shard));
+    const auto paths = shard_paths(dir);
+    for (unsigned i = 0; i < paths.size(); ++i) {
+      Xapian::Database shard(paths[i], Xapian::DB_BACKEND_GLASS);
+      w = std::min(w, shard_coverage(read_watermark(shard), i, static_cast<unsigned>(paths.size())));
       r->shard_uuids_.push_back(shard.get_uuid());
       r->db_->add_database(shard);
     }

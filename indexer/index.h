@@ -64,7 +64,7 @@ class IndexWriter {
   Status commit_shard(unsigned shard, std::uint64_t watermark);
   // Makes every shard durable and records that every archive record up to `watermark` is indexed.
   Status commit(std::uint64_t watermark);
-  // Every archive record up to this id is indexed (the lowest shard watermark).
+  // Every archive record up to this id is indexed: the lowest shard coverage (shard_coverage).
   std::uint64_t watermark() const;
 
  private:
@@ -76,6 +76,10 @@ class IndexWriter {
   IndexWriter() = default;
   std::vector<Shard> shards_;
 };
+
+// What a shard's watermark vouches for: every id up to the one before the shard's next own id (ids
+// in between belong to other shards). Test: Index.WatermarkCoversOtherShardsIds.
+std::uint64_t shard_coverage(std::uint64_t watermark, unsigned shard, unsigned shards);
 
 // Rewrites the index in dir into out_dir in compact form (full blocks; typically 40% smaller after a
 // bulk import). Shards and document ids are kept. The caller swaps the directories.

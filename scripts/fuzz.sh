@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-if ((${#targets[@]} == 0)); then targets=(smtp_session message query record config http_request imap_response imap_command mime_tree); fi
+if ((${#targets[@]} == 0)); then targets=(smtp_session message query record config http_request imap_response imap_command mime_tree html message_view); fi
 corpus="${MAILARK_CORPUS:-$PWD/../shared/corpus}"
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILARK_FUZZ=ON \
@@ -41,6 +41,11 @@ for stem in "${targets[@]}"; do
     smtp_session) extra+=(-dict=fuzz/dict/smtp.dict) ;;
     query) extra=(-max_len=4096 -dict=fuzz/dict/query.dict) ;;
     config) extra+=(-dict=fuzz/dict/toml.dict) ;;
+    html) extra+=(-dict=fuzz/dict/html.dict) ;;
+    message_view)
+      extra=(-max_len=65536 -dict=fuzz/dict/mime.dict)
+      seeds+=(fuzz/seeds/mime_tree)
+      [ -d "$corpus/mime-edge" ] && seeds+=("$corpus/mime-edge") ;;
     message)
       extra=(-max_len=65536 -dict=fuzz/dict/mime.dict)
       for d in "$corpus/mime-edge" "$corpus/spamassassin/spam"; do [ -d "$d" ] && seeds+=("$d"); done ;;

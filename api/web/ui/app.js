@@ -57,6 +57,13 @@ function bytes(n) {
   return (n / 1048576).toFixed(1) + ' MiB';
 }
 
+// "Ana Lima <ana@example.com>" -> "Ana Lima"; a bare address stays.
+function senderName(from) {
+  if (!from) return '(no sender)';
+  const m = from.match(/^\s*"?([^"<]*?)"?\s*<[^>]*>\s*$/);
+  return m && m[1] ? m[1] : from;
+}
+
 function addressText(list) {
   return (list || []).map(a => (a.name ? a.name + ' <' + a.address + '>' : a.address)).join(', ');
 }
@@ -154,10 +161,10 @@ async function logout() {
 }
 
 function messageRows(messages) {
-  if (!messages.length) return h('p', { class: 'muted' }, 'No messages.');
+  if (!messages.length) return h('p', { class: 'muted', id: 'messages' }, 'No messages.');
   return h('ul', { class: 'list', id: 'messages' }, messages.map(m =>
     h('li', {}, h('a', { class: 'row' + (m.flags.includes('seen') ? '' : ' unseen'), href: '#/message/' + m.folder + '/' + m.uid },
-      h('span', { class: 'from' }, m.from || '(no sender)'),
+      h('span', { class: 'from', title: m.from }, senderName(m.from)),
       h('span', { class: 'subject' }, (m.flags.includes('flagged') ? '★ ' : '') + (m.attachment ? '📎 ' : '') + (m.subject || '(no subject)')),
       h('span', { class: 'date' }, when(m.date))))));
 }
@@ -333,6 +340,7 @@ function chart(windows) {
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('viewBox', '0 0 ' + w + ' ' + hgt);
+  svg.setAttribute('preserveAspectRatio', 'none');
   svg.setAttribute('class', 'chart');
   svg.setAttribute('id', 'monitor-chart');
   svg.setAttribute('role', 'img');
@@ -340,7 +348,7 @@ function chart(windows) {
   const list = windows.slice().reverse();
   const max = Math.max(1, ...list.map(x => x.delivered + x.refused + x.deferred + x.unreachable + x.probes_lost));
   const maxCounter = Math.max(1, ...list.map(x => x.counter));
-  const step = list.length ? (w - 2 * pad) / list.length : 0;
+  const step = (w - 2 * pad) / Math.max(list.length, 30);  // at least 30 slots: a few windows stay narrow
   const add = (tag, attrs) => {
     const el = document.createElementNS(ns, tag);
     for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
@@ -358,9 +366,10 @@ function chart(windows) {
   });
   if (points) add('polyline', { points, fill: 'none', stroke: '#1f4e79', 'stroke-width': 2 });
   add('line', { x1: pad, y1: hgt - pad, x2: w - pad, y2: hgt - pad, stroke: '#999' });
-  const label = add('text', { x: pad, y: 14, 'font-size': 12, fill: '#5c6670' });
-  label.textContent = list.length ? list.length + ' windows · bars: deliveries (green) and failures · line: failure counter' : 'no monitor windows yet';
-  return svg;
+  const label = h('p', { class: 'muted', id: 'chart-legend' }, list.length
+    ? list.length + ' monitor windows, oldest left · bars: deliveries to the primary (green), failures (red in a failed window) · line: failure counter'
+    : 'No monitor windows yet.');
+  return h('figure', { class: 'chart' }, svg, label);
 }
 
 async function adminView() {
@@ -415,7 +424,7 @@ async function adminView() {
     h('section', { class: 'card', id: 'users' }, h('h2', {}, 'Users (' + users.users.length + ')'),
       h('table', {}, h('tr', {}, h('th', {}, 'Address'), h('th', {}, 'Role'), h('th', {}, 'Password'), h('th', {}, '')),
         users.users.map(u => h('tr', {}, h('td', {}, u.name + (u.aliases.length ? ' (' + u.aliases.join(', ') + ')' : '')), h('td', {}, u.role),
-          h('td', {}, u.password), h('td', {}, u.disabled ? 'disabled' : '')))))));
+          h('td', {}, u.password), h('td', {}, u.disabled ? 'disabled' : ''))))));
 }
 
 // ---- routing ----
