@@ -274,9 +274,9 @@ Status Engine::compact_index() {
 
 namespace {
 
-class ArchiveFieldSource : public indexer::FieldSource {
+class EngineFieldSource : public indexer::FieldSource {
  public:
-  explicit ArchiveFieldSource(Engine& e) : engine_(e) {}
+  explicit EngineFieldSource(Engine& e) : engine_(e) {}
   std::optional<indexer::IndexFields> load(std::uint64_t id) override {
     auto f = engine_.fields(id);
     if (!f) return std::nullopt;
@@ -302,7 +302,7 @@ Result<indexer::SearchResults> Engine::search(const std::string& query,
       if (!reader) return reader.error();
     }
   }
-  ArchiveFieldSource source(*this);
+  EngineFieldSource source(*this);
   return (*reader)->search(query, options, &source);
 }
 

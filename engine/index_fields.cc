@@ -45,4 +45,12 @@ Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const Arch
   return indexer::build_document(index_fields(msg, record));
 }
 
+std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) {
+  auto rec = archive_.record(id);
+  if (!rec) return std::nullopt;
+  auto raw = archive_.raw(*rec);
+  if (!raw) return std::nullopt;
+  return index_fields(parse_message_or_flag(*raw, limits_), *rec);
+}
+
 }  // namespace mailark

@@ -8,6 +8,7 @@
 #include "engine/message.h"
 #include "engine/record.h"
 #include "indexer/fields.h"
+#include "indexer/index.h"
 
 namespace mailark {
 
@@ -19,5 +20,17 @@ indexer::IndexFields index_fields(const ParsedMessage& message, const ArchiveRec
 // is:unindexed: never skipped silently.
 Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const ArchiveRecord& record,
                                      const Limits& limits);
+
+// Phrase checks for a search outside the Engine (the web portal, on its pool threads): a message's
+// fields read from the archive, as the index built them. Thread safe as the Archive is.
+class ArchiveFieldSource : public indexer::FieldSource {
+ public:
+  ArchiveFieldSource(const Archive& archive, Limits limits) : archive_(archive), limits_(limits) {}
+  std::optional<indexer::IndexFields> load(std::uint64_t id) override;
+
+ private:
+  const Archive& archive_;
+  Limits limits_;
+};
 
 }  // namespace mailark

@@ -332,6 +332,7 @@ struct SmtpServer::Impl {
       web_ctx = std::make_unique<WebContext>(WebContext{*mailboxes, engine.archive(), engine.index_dir(), *auth, monitor.get(), blocking});
       web_ctx->hostname = config.hostname;
       web_ctx->max_message_bytes = limits.max_message_bytes;
+      web_ctx->limits = limits;
       web_ctx->submit = [this](const User& u, std::string mail_from, std::vector<std::string> rcpts, std::string raw,
                                std::string ip) { return submit_from_web(u, std::move(mail_from), std::move(rcpts), std::move(raw), std::move(ip)); };
       web_ctx->wake_follower = [this] { imap->wake_follower(); };

@@ -22,6 +22,7 @@
 #include "common/dates.h"
 #include "common/sha256.h"
 #include "engine/continuity.h"
+#include "engine/index_fields.h"
 #include "engine/message_view.h"
 #include "engine/metrics.h"
 #include "engine/quarantine.h"
@@ -733,7 +734,8 @@ struct WebPortal::Impl {
     std::sort(ids->begin(), ids->end());
     ids->erase(std::unique(ids->begin(), ids->end()), ids->end());
     opts.only_ids = ids;
-    auto found = reader->search(q, opts, nullptr);
+    ArchiveFieldSource phrases(ctx.archive, ctx.limits);  // phrases are checked against the messages
+    auto found = reader->search(q, opts, &phrases);
     give_reader(std::move(reader));
     if (!found) return error(found.error().code == ErrorCode::kInvalidArgument ? 400 : 500, found.error().to_string());
     json list = json::array();

@@ -52,6 +52,7 @@ struct WebContext {
   asio::thread_pool& blocking;
   std::string hostname = "localhost";
   std::size_t max_message_bytes = 64u << 20;
+  Limits limits;  // the server's, for reading messages back (phrase checks)
   // Sending (as SMTP submission: scanned, archived, queued). On the io thread; the outcome says
   // refused (an SMTP-like code and text) or stored (the archive id).
   struct Sent {

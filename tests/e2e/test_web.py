@@ -366,6 +366,10 @@ tls = "none"
         r2 = self.alice.get("/api/v1/search?q=subject:alice&limit=1&offset=1")[1]
         self.assertNotEqual(r["messages"][0]["uid"], r2["messages"][0]["uid"])
         self.assertEqual(self.alice.get("/api/v1/search?q=has:attachment")[1]["total"], 1)
+        # Phrases are checked against the messages, not guessed from their words.
+        q = urllib.parse.quote
+        self.assertEqual(self.alice.get("/api/v1/search?q=" + q('"zanzibar merger"'))[1]["total"], 1)
+        self.assertEqual(self.alice.get("/api/v1/search?q=" + q('"merger zanzibar"'))[1]["total"], 0)
         self.assertEqual(self.alice.get("/api/v1/search?q=" + urllib.parse.quote("date:2026-11-29..2026-11-29 subject:alice"))[1]["total"], 2)
         status, err = self.alice.get("/api/v1/search?q=" + "date:banana")
         self.assertEqual(status, 400)

@@ -181,6 +181,8 @@ async function folderView(id, offset) {
   const data = await api('GET', '/api/v1/folders/' + id + '/messages?offset=' + offset + '&limit=' + limit);
   await frame(id, h('h2', {}, data.name), messageRows(data.messages),
     pager(data.total, offset, limit, o => { location.hash = '#/folder/' + id + '/' + o; }));
+  // User Timing: when a folder's list is on screen (bench/web measures the first inbox render).
+  if (window.performance && performance.mark) performance.mark('mailark:folder-rendered');
 }
 
 async function searchView(params) {
