@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mailark needs (Debian 12), builds it, imports the demo mailbox into ./mailark-data
 # (or $MAILARK_DATA), shows what the archive holds, then runs `mailark serve` on the embedded default
-# (SMTP on 127.0.0.1:2525 inbound and 127.0.0.1:2587 outbound, IMAP on 127.0.0.1:1143) until Ctrl-C.
+# (SMTP on 127.0.0.1:2525 inbound and 127.0.0.1:2587 outbound, IMAP on 127.0.0.1:1143, the web
+# portal on http://127.0.0.1:8080) until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -27,9 +28,9 @@ echo
 echo "== mailark verify"
 $mailark verify
 echo
-echo "== mailark user add ana.ortega@northwind.example   (password: demo; her archived mail lands in her folders)"
+echo "== mailark user add ana.ortega@northwind.example   (password: demo, an admin; her archived mail lands in her folders)"
 if ! $mailark user list | grep -q '^ana.ortega@northwind.example '; then
-  echo demo | $mailark user add ana.ortega@northwind.example --name "Ana Ortega" --password-stdin
+  echo demo | $mailark user add ana.ortega@northwind.example --name "Ana Ortega" --role admin --password-stdin
 fi
 cat <<TXT
 
@@ -40,6 +41,13 @@ From another terminal, send it a message and find it:
         --header "Subject: Crane schedule" --body "Berth 5 is free on Monday."
   $mailark search 'subject:crane'
   $mailark show 1
+
+Open the web portal at http://127.0.0.1:8080 and log in as ana.ortega@northwind.example with the
+password demo: her inbox, search, writing mail, and (she is an admin) the dashboard with the panic
+button. Scripts use the REST API (docs/API.md) with a token:
+
+  TOKEN=\$($mailark user token ana.ortega@northwind.example add demo-script)
+  curl -H "Authorization: Bearer \$TOKEN" 'http://127.0.0.1:8080/api/v1/search?q=rotterdam'
 
 Read Ana's mailbox over IMAP (STARTTLS on 1143; any IMAP client works, e.g. Thunderbird with
 user ana.ortega@northwind.example, password demo, accepting the self-signed certificate):

@@ -2,6 +2,8 @@
 // membership rules, folders, flags, expunge, copy/move, isolation.
 #include <gtest/gtest.h>
 
+#include <lmdb.h>
+
 #include <set>
 
 #include "engine/archive.h"
@@ -382,6 +384,72 @@ TEST(Mailbox, ReopensWithEverythingKept) {
   EXPECT_TRUE(verify_password("pw", u->password_hash));
   EXPECT_EQ((*s)->folders(id)->size(), 5u);
   EXPECT_EQ(MailboxStore::open(dir / "none", true).error().code, ErrorCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace mailark
+
+namespace mailark {
+namespace {
+
+TEST(Mailbox, ApiTokensAreFoundByHashAndRevokedAtOnce) {
+  Fixture f;
+  User ana = f.add("ana@example.com");
+  f.add("bob@example.com");
+  std::string token = generate_api_token();
+  ASSERT_EQ(token.rfind("mkt_", 0), 0u);
+  ASSERT_EQ(token.size(), 4u + 43u);
+  EXPECT_NE(generate_api_token(), token);
+  ASSERT_TRUE(f.store->update_user("ana@example.com", [&](User& u) -> Status {
+    u.api_tokens.push_back({"script", api_token_hash(token), 1});
+    return ok_status();
+  }).ok());
+  auto found = f.store->find_user_by_token(api_token_hash(token));
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->id, ana.id);
+  EXPECT_FALSE(f.store->find_user_by_token(api_token_hash(token + "x")).ok());
+  ASSERT_TRUE(f.store->update_user("ana@example.com", [&](User& u) -> Status {
+    u.api_tokens.clear();
+    return ok_status();
+  }).ok());
+  EXPECT_EQ(f.store->find_user_by_token(api_token_hash(token)).error().code, ErrorCode::kNotFound);
+}
+
+TEST(Mailbox, StoreWithoutTokensTableOpens) {
+  // A store written before the tokens table existed (format 1 without it): made here by dropping it.
+  test::ScratchDir dir;
+  {
+    auto store = MailboxStore::open(dir / "mailbox", false).value();
+    User u;
+    u.name = "ana@example.com";
+    ASSERT_TRUE(store->add_user(u).ok());
+  }
+  {
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, (dir / "mailbox").c_str(), 0, 0640), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_dbi_open(txn, "tokens", 0, &dbi), 0);
+    ASSERT_EQ(mdb_drop(txn, dbi, 1), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  auto ro = MailboxStore::open(dir / "mailbox", true);
+  ASSERT_TRUE(ro.ok()) << ro.error().to_string();
+  EXPECT_TRUE((*ro)->find_user("ana@example.com").ok());
+  EXPECT_EQ((*ro)->find_user_by_token(api_token_hash("mkt_x")).error().code, ErrorCode::kNotFound);
+  ro->reset();
+  auto rw = MailboxStore::open(dir / "mailbox", false);
+  ASSERT_TRUE(rw.ok()) << rw.error().to_string();
+  std::string token = generate_api_token();
+  ASSERT_TRUE((*rw)->update_user("ana@example.com", [&](User& u) -> Status {
+    u.api_tokens.push_back({"late", api_token_hash(token), 1});
+    return ok_status();
+  }).ok());
+  EXPECT_EQ((*rw)->find_user_by_token(api_token_hash(token))->name, "ana@example.com");
 }
 
 }  // namespace

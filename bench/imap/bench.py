@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
-from common import free_port, stop_all, wait_port  # noqa: E402
+from common import enron_files, free_port, stop_all, wait_port  # noqa: E402
 from dovecot_instance import Dovecot, nobody_ids  # noqa: E402
 
 USER, PASSWORD = "bench@example.com", "bench-pw"
@@ -36,19 +36,7 @@ WORDS = ["enron", "pipeline", "california", "meeting", "tomorrow"]
 
 
 def corpus_files(corpus):
-    """Every message file of the Enron maildirs, each content once (mailark's import keeps one copy
-    of identical bytes; Dovecot gets the same set)."""
-    seen, out = set(), []
-    root = os.path.join(corpus, "enron", "maildir")
-    for dirpath, _dirs, files in os.walk(root):
-        for name in sorted(files):
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).digest()
-            if digest not in seen:
-                seen.add(digest)
-                out.append(path)
-    return sorted(out)
+    return enron_files(corpus)
 
 
 def rss_kb(pids):

@@ -1,5 +1,8 @@
-"""Pieces both SMTP benchmarks use (run.py: synthetic mail against Postfix; mail.py: real mail with
-the real-size signature set): ports, waiting for a listener, percentiles, stopping what they started."""
+"""Pieces the benchmarks share (smtp/run.py: synthetic mail against Postfix; smtp/mail.py: real mail
+with the real-size signature set; imap/bench.py; web/bench.py): ports, waiting for a listener,
+percentiles, stopping what they started, the corpus's distinct Enron messages."""
+import hashlib
+import os
 import signal
 import socket
 import subprocess
@@ -40,3 +43,19 @@ def stop_all(procs, timeout=60):
                 p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def enron_files(corpus):
+    """Every message file of the Enron maildirs of the corpus, each content once (mailark's import
+    keeps one copy of identical bytes), sorted."""
+    seen, out = set(), []
+    root = os.path.join(corpus, "enron", "maildir")
+    for dirpath, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).digest()
+            if digest not in seen:
+                seen.add(digest)
+                out.append(path)
+    return sorted(out)

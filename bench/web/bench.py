@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
-from common import free_port, wait_port  # noqa: E402
+from common import enron_files, free_port, wait_port  # noqa: E402
 
 USER, PASSWORD = "bench@example.com", "bench-pw-123"
 QUERIES = ["enron", "pipeline", "california power", "\"natural gas\"", "\"power crisis\"", "from:pete.davis@enron.com",
@@ -45,17 +45,7 @@ QUERIES = ["enron", "pipeline", "california power", "\"natural gas\"", "\"power 
 
 
 def corpus_files(corpus):
-    seen, out = set(), []
-    root = os.path.join(corpus, "enron", "maildir")
-    for dirpath, _dirs, files in os.walk(root):
-        for name in sorted(files):
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).digest()
-            if digest not in seen:
-                seen.add(digest)
-                out.append(path)
-    return sorted(out)
+    return enron_files(corpus)
 
 
 MSGID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]*)>", re.I | re.M)

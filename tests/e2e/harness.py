@@ -134,6 +134,15 @@ class Server:
         except FileNotFoundError:
             return ""
 
+    def add_user(self, name, password, role="user", display_name=None):
+        """`mailark user add` (before or beside the running server)."""
+        args = ["user", "add", name, "--password-stdin", "--role", role]
+        if display_name:
+            args += ["--name", display_name]
+        p = subprocess.run([BIN, "--data", self.data, *args], input=password.encode() + b"\n", capture_output=True,
+                           timeout=60, env=self.env)
+        assert p.returncode == 0, p.stderr
+
     def run(self, *args, timeout=120):
         return subprocess.run([BIN, "--data", self.data, *args], capture_output=True, timeout=timeout,
                               env=self.env)

@@ -122,11 +122,8 @@ port = {cls.mx}
 tls = "none"
 """, wait_port=cls.web)
         cls.data = cls.server.data
-        for user, pw, role in (("alice@example.com", "alice-pw-123", "admin"), ("bob@example.com", "bob-pw-123", "user")):
-            p = subprocess.run([BIN, "--data", cls.data, "user", "add", user, "--password-stdin", "--role", role,
-                                "--name", user.split("@")[0].title()],
-                               input=pw.encode() + b"\n", capture_output=True, timeout=60)
-            assert p.returncode == 0, p.stderr
+        cls.server.add_user("alice@example.com", "alice-pw-123", "admin", "Alice")
+        cls.server.add_user("bob@example.com", "bob-pw-123", "user", "Bob")
         cls.server.start()
         with smtplib.SMTP("127.0.0.1", cls.mx, timeout=30) as s:
             s.sendmail("sender@internet.example", ["alice@example.com"], message("alice private plans", "alice@example.com",

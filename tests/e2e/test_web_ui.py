@@ -15,13 +15,12 @@ import http.server
 import os
 import shutil
 import smtplib
-import subprocess
 import tempfile
 import threading
 import time
 import unittest
 
-from harness import BIN, Server, free_port
+from harness import Server, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.path.join(os.environ.get("MAILARK_ARTIFACTS", os.path.join(ROOT, "build", "test-artifacts")), "web-ui")
@@ -153,10 +152,8 @@ role = "inbound"
 port = {cls.mx}
 tls = "none"
 """, wait_port=cls.web)
-        for user, pw, role in (("alice@example.com", "alice-pw-123", "admin"), ("bob@example.com", "bob-pw-123", "user")):
-            p = subprocess.run([BIN, "--data", cls.server.data, "user", "add", user, "--password-stdin", "--role", role,
-                                "--name", user.split("@")[0].title()], input=pw.encode() + b"\n", capture_output=True, timeout=60)
-            assert p.returncode == 0, p.stderr
+        cls.server.add_user("alice@example.com", "alice-pw-123", "admin", "Alice")
+        cls.server.add_user("bob@example.com", "bob-pw-123", "user", "Bob")
         cls.server.start()
         with smtplib.SMTP("127.0.0.1", cls.mx, timeout=30) as s:
             for i in range(12):
