@@ -718,6 +718,28 @@ Result<std::vector<MailEntry>> MailboxStore::entries(std::uint32_t user_id, std:
   return out;
 }
 
+Result<std::vector<MailEntry>> MailboxStore::entries_page(std::uint32_t user_id, std::uint32_t folder_id,
+                                                          std::size_t offset, std::size_t limit) const {
+  std::vector<MailEntry> out;
+  std::size_t skipped = 0;
+  MAILARK_TRY(read([&](Tx& tx) -> Status {
+    MAILARK_TRY(tx.owned_folder(user_id, folder_id));
+    if (limit == 0) return ok_status();
+    return tx.scan_entries(
+        folder_id,
+        [&](MailEntry& e) {
+          if (skipped < offset) {
+            ++skipped;
+            return true;
+          }
+          out.push_back(std::move(e));
+          return out.size() < limit;
+        },
+        /*reverse=*/true);
+  }));
+  return out;
+}
+
 Result<std::pair<std::uint32_t, std::uint32_t>> MailboxStore::claim_recent(std::uint32_t user_id, std::uint32_t folder_id) {
   std::pair<std::uint32_t, std::uint32_t> out;
   MAILARK_TRY(write([&](Tx& tx) -> Status {

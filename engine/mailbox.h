@@ -176,6 +176,10 @@ class MailboxStore {
   // ---- messages ----
   // The entries of a folder in UID order. kNotFound when the folder is not the user's.
   Result<std::vector<MailEntry>> entries(std::uint32_t user_id, std::uint32_t folder_id) const;
+  // One page of a folder's entries, newest (highest UID) first: `limit` entries after skipping
+  // `offset`. Reads only what it returns and skips (a reverse cursor). kNotFound as entries().
+  Result<std::vector<MailEntry>> entries_page(std::uint32_t user_id, std::uint32_t folder_id, std::size_t offset,
+                                              std::size_t limit) const;
   // The folder record as of now (for a session's poll: uidnext and highest_modseq tell what changed).
   Result<Folder> folder_by_id(std::uint32_t user_id, std::uint32_t folder_id) const;
   Result<FlagOutcome> change_flags(std::uint32_t user_id, std::uint32_t folder_id, const std::vector<std::uint32_t>& uids,

@@ -442,23 +442,83 @@ struct WebPortal::Impl {
     if (readers.size() < 8 && r.r) readers.emplace_back(r.opened, std::move(r.r));
   }
 
-  // Where each of the user's messages is: archive id -> (folder, entry).
+  // Where each of a user's messages is (archive id -> folder and entry) and the sorted ids a search
+  // is filtered to, overall and per folder. Built from every entry of the user's folders, and kept
+  // while no folder of the user changed (each folder's UIDNEXT and HIGHESTMODSEQ: a new message, a
+  // flag, an expunge or a move changes one), for the last few users who searched.
   struct Located {
     std::uint32_t folder;
     MailEntry entry;
   };
-  Result<std::unordered_multimap<std::uint64_t, Located>> locate_all(const User& u, std::optional<std::uint32_t> only) {
-    std::unordered_multimap<std::uint64_t, Located> out;
+  struct UserIndex {
+    std::vector<std::uint64_t> key;  // folder id, uidnext, highest_modseq of each folder
+    std::unordered_map<std::uint64_t, Located> where;  // a message in several folders: its first
+    std::shared_ptr<std::vector<std::uint32_t>> all;
+    std::map<std::uint32_t, std::shared_ptr<std::vector<std::uint32_t>>> by_folder;
+  };
+  std::mutex user_index_mu;
+  std::map<std::uint32_t, std::pair<Clock::time_point, std::shared_ptr<const UserIndex>>> user_indexes;
+  static constexpr std::size_t kUserIndexes = 8;
+
+  Result<std::shared_ptr<const UserIndex>> user_index(const User& u) {
     auto folders = ctx.store.folders(u.id);
     if (!folders) return folders.error();
+    std::vector<std::uint64_t> key;
+    for (const auto& f : *folders) key.insert(key.end(), {f.id, f.uidnext, f.highest_modseq});
+    {
+      std::lock_guard lock(user_index_mu);
+      auto it = user_indexes.find(u.id);
+      if (it != user_indexes.end() && it->second.second->key == key) {
+        it->second.first = Clock::now();
+        return it->second.second;
+      }
+    }
+    auto idx = std::make_shared<UserIndex>();
+    idx->key = key;
+    idx->all = std::make_shared<std::vector<std::uint32_t>>();
     for (const auto& f : *folders) {
-      if (only && f.id != *only) continue;
       auto entries = ctx.store.entries(u.id, f.id);
       if (!entries) return entries.error();
-      out.reserve(out.size() + entries->size());
-      for (auto& e : *entries) out.emplace(e.seq, Located{f.id, std::move(e)});
+      auto ids = std::make_shared<std::vector<std::uint32_t>>();
+      ids->reserve(entries->size());
+      for (auto& e : *entries) {
+        if (e.seq > UINT32_MAX) continue;  // Xapian's document ids are 32 bits
+        ids->push_back(static_cast<std::uint32_t>(e.seq));
+        idx->where.emplace(e.seq, Located{f.id, std::move(e)});
+      }
+      std::sort(ids->begin(), ids->end());
+      idx->all->insert(idx->all->end(), ids->begin(), ids->end());
+      idx->by_folder[f.id] = std::move(ids);
     }
-    return out;
+    std::sort(idx->all->begin(), idx->all->end());
+    idx->all->erase(std::unique(idx->all->begin(), idx->all->end()), idx->all->end());
+    std::lock_guard lock(user_index_mu);
+    if (user_indexes.size() >= kUserIndexes && !user_indexes.count(u.id)) {
+      auto oldest = std::min_element(user_indexes.begin(), user_indexes.end(),
+                                     [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
+      user_indexes.erase(oldest);
+    }
+    user_indexes[u.id] = {Clock::now(), idx};
+    return std::shared_ptr<const UserIndex>(idx);
+  }
+
+  // A folder's counts, kept while the folder is unchanged (counting reads every entry).
+  std::mutex counts_mu;
+  std::map<std::uint32_t, std::pair<std::pair<std::uint32_t, std::uint64_t>, FolderCounts>> folder_counts;
+
+  Result<FolderCounts> counts(const User& u, const Folder& f) {
+    const auto key = std::make_pair(f.uidnext, f.highest_modseq);
+    {
+      std::lock_guard lock(counts_mu);
+      auto it = folder_counts.find(f.id);
+      if (it != folder_counts.end() && it->second.first == key) return it->second.second;
+    }
+    auto c = ctx.store.counts(u.id, f.id);
+    if (!c) return c.error();
+    std::lock_guard lock(counts_mu);
+    if (folder_counts.size() > 100000) folder_counts.clear();
+    folder_counts[f.id] = {key, *c};
+    return *c;
   }
 
   json summary_json(std::uint32_t folder, const MailEntry& e, const std::optional<indexer::Summary>& s) {
@@ -502,9 +562,9 @@ struct WebPortal::Impl {
         if (!folders) return error(500, folders.error().to_string());
         json list = json::array();
         for (const auto& f : *folders) {
-          auto counts = ctx.store.counts(u.id, f.id);
+          auto c = counts(u, f);
           list.push_back({{"id", f.id}, {"name", f.name}, {"special_use", f.special_use},
-                          {"messages", counts ? counts->messages : 0}, {"unseen", counts ? counts->unseen : 0}});
+                          {"messages", c ? c->messages : 0}, {"unseen", c ? c->unseen : 0}});
         }
         return ok_json({{"folders", list}});
       }
@@ -536,25 +596,22 @@ struct WebPortal::Impl {
         return ok_json({{"renamed", folder->id}});
       }
       if (parts.size() == 5 && parts[4] == "messages" && req.method == "GET") {
-        auto entries = ctx.store.entries(u.id, folder->id);
-        if (!entries) return error(500, entries.error().to_string());
         std::size_t offset = number(param("offset"), 1u << 30).value_or(0);
         std::size_t limit = std::min<std::size_t>(number(param("limit"), kMaxPage).value_or(50), kMaxPage);
-        std::vector<const MailEntry*> page;
-        const std::size_t n = entries->size();
-        for (std::size_t i = offset; i < n && page.size() < limit; ++i) page.push_back(&(*entries)[n - 1 - i]);
+        auto page = ctx.store.entries_page(u.id, folder->id, offset, limit);
+        if (!page) return error(500, page.error().to_string());
         std::vector<std::uint64_t> ids;
-        for (const auto* e : page) ids.push_back(e->seq);
+        for (const auto& e : *page) ids.push_back(e.seq);
         std::vector<std::optional<indexer::Summary>> sums(ids.size());
         if (auto reader = take_reader()) {
           sums = reader->summaries(ids);
           give_reader(std::move(reader));
         }
         json list = json::array();
-        for (std::size_t i = 0; i < page.size(); ++i) list.push_back(summary_json(folder->id, *page[i], sums[i]));
-        auto counts = ctx.store.counts(u.id, folder->id);
-        return ok_json({{"folder", folder->id}, {"name", folder->name}, {"total", n},
-                        {"unseen", counts ? counts->unseen : 0}, {"offset", offset}, {"messages", list}});
+        for (std::size_t i = 0; i < page->size(); ++i) list.push_back(summary_json(folder->id, (*page)[i], sums[i]));
+        auto c = counts(u, *folder);
+        return ok_json({{"folder", folder->id}, {"name", folder->name}, {"total", c ? c->messages : 0},
+                        {"unseen", c ? c->unseen : 0}, {"offset", offset}, {"messages", list}});
       }
       return error(404, "no such endpoint");
     }
@@ -719,33 +776,29 @@ struct WebPortal::Impl {
       if (!f) return error(400, "folder must be a folder id");
       only = static_cast<std::uint32_t>(*f);
     }
-    auto located = locate_all(c.user, only);
-    if (!located) return error(500, located.error().to_string());
+    auto idx = user_index(c.user);
+    if (!idx) return error(500, idx.error().to_string());
     auto reader = take_reader();
     if (!reader) return ok_json({{"total", 0}, {"messages", json::array()}});
     indexer::SearchOptions opts;
     opts.offset = number(offset_param, 1u << 30).value_or(0);
     opts.limit = std::min<std::size_t>(number(limit_param, kMaxPage).value_or(50), kMaxPage);
-    const auto& where = *located;
-    auto ids = std::make_shared<std::vector<std::uint32_t>>();
-    ids->reserve(where.size());
-    for (const auto& [seq, loc] : where)
-      if (seq <= UINT32_MAX) ids->push_back(static_cast<std::uint32_t>(seq));
-    std::sort(ids->begin(), ids->end());
-    ids->erase(std::unique(ids->begin(), ids->end()), ids->end());
-    opts.only_ids = ids;
+    if (only) {
+      auto f = (*idx)->by_folder.find(*only);
+      if (f == (*idx)->by_folder.end()) return error(404, "no such folder");
+      opts.only_ids = f->second;
+    } else {
+      opts.only_ids = (*idx)->all;
+    }
     ArchiveFieldSource phrases(ctx.archive, ctx.limits);  // phrases are checked against the messages
     auto found = reader->search(q, opts, &phrases);
     give_reader(std::move(reader));
     if (!found) return error(found.error().code == ErrorCode::kInvalidArgument ? 400 : 500, found.error().to_string());
+    const auto& where = (*idx)->where;
     json list = json::array();
     for (const auto& hit : found->hits) {
-      auto range = where.equal_range(hit.id);
-      for (auto it = range.first; it != range.second; ++it) {
-        json j = summary_json(it->second.folder, it->second.entry, hit);
-        list.push_back(std::move(j));
-        break;  // one row per message, in its first folder
-      }
+      auto it = where.find(hit.id);
+      if (it != where.end()) list.push_back(summary_json(it->second.folder, it->second.entry, hit));
     }
     return ok_json({{"total", found->total}, {"offset", opts.offset}, {"messages", list}});
   }

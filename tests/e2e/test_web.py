@@ -11,6 +11,7 @@ listener's limits (rate, body size, connections per client)."""
 import base64
 import email
 import http.client
+import imaplib
 import json
 import os
 import smtplib
@@ -99,7 +100,7 @@ def with_attachment(subject, to):
 class WebApiTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.mx, cls.web = free_port(), free_port()
+        cls.mx, cls.web, cls.imap = free_port(), free_port(), free_port()
         cls.server = Server(f"""
 [server]
 hostname = "mx.test.example"
@@ -119,6 +120,11 @@ requests_per_second = 1000
 name = "mx"
 role = "inbound"
 port = {cls.mx}
+tls = "none"
+[[listener]]
+name = "imap"
+role = "imap"
+port = {cls.imap}
 tls = "none"
 """, wait_port=cls.web)
         cls.data = cls.server.data
@@ -335,6 +341,18 @@ tls = "none"
         self.assertIn("$Important", out["flags"])
         self.assertNotIn("seen", out["flags"])
         self.assertEqual(self.alice.post(base + "/flags", {"add": ["bad flag"]})[0], 400)
+        # The same side table as IMAP: what the web set, IMAP sees, and back.
+        im = imaplib.IMAP4("127.0.0.1", self.imap)
+        im.login("alice@example.com", "alice-pw-123")
+        im.select("INBOX")
+        typ, data = im.uid("FETCH", str(m["uid"]), "(FLAGS)")
+        flags = data[0].decode()
+        self.assertIn("\\Flagged", flags)
+        self.assertIn("$Important", flags)
+        self.assertNotIn("\\Seen", flags)
+        im.uid("STORE", str(m["uid"]), "+FLAGS", "(\\Answered)")
+        im.logout()
+        self.assertIn("answered", self.alice.get(base + "?peek=1")[1]["flags"])
         status, made = self.alice.post("/api/v1/folders", {"name": "Projects/Zanzibar"})
         self.assertEqual(status, 201, made)
         status, moved = self.alice.post(base + "/move", {"to": made["id"]})
@@ -480,6 +498,46 @@ tls = "none"
         self.assertIn('mailark_continuity_state{state="normal"}', values)
         self.assertIn("mailark_index_lag_messages", values)
         self.assertIn("# TYPE mailark_scan_seconds histogram", text)
+
+
+class WebTlsTest(unittest.TestCase):
+    """web.tls = "implicit": HTTPS with the server's certificate, Secure cookies, HSTS; curl logs in."""
+
+    def test_https(self):
+        web = free_port()
+        server = Server(f"""
+[web]
+listen = "127.0.0.1:{web}"
+tls = "implicit"
+[[listener]]
+name = "mx"
+role = "inbound"
+port = {free_port()}
+tls = "none"
+""", wait_port=web)
+        try:
+            server.add_user("carol@example.com", "carol-pw-123")
+            server.start()
+            with tempfile.TemporaryDirectory() as d:
+                jar = os.path.join(d, "jar")
+                p = subprocess.run(["curl", "-sk", "-D", "-", "-c", jar, "-H", "Content-Type: application/json",
+                                    "-d", json.dumps({"user": "carol@example.com", "password": "carol-pw-123"}),
+                                    f"https://127.0.0.1:{web}/api/v1/login"], capture_output=True, timeout=30)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                head = p.stdout.decode()
+                self.assertIn(" 200 ", head.splitlines()[0])
+                cookie = next(l for l in head.splitlines() if l.lower().startswith("set-cookie:"))
+                self.assertIn("Secure", cookie)
+                self.assertIn("Strict-Transport-Security", head)
+                p = subprocess.run(["curl", "-sfk", "-b", jar, f"https://127.0.0.1:{web}/api/v1/folders"],
+                                   capture_output=True, timeout=30)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn("INBOX", [f["name"] for f in json.loads(p.stdout)["folders"]])
+            # Plain HTTP to the TLS port gets nothing.
+            p = subprocess.run(["curl", "-s", "-m", "10", f"http://127.0.0.1:{web}/health"], capture_output=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+        finally:
+            server.cleanup()
 
 
 class WebLimitsTest(unittest.TestCase):
