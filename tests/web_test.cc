@@ -286,6 +286,21 @@ TEST(HttpRequest, BodyLimitIsChosenFromTheHeader) {
   EXPECT_EQ(chunked.error_status(), 413);
 }
 
+TEST(HttpRequest, CookiesPathsAndDownloadNames) {
+  api::http::Request r;
+  r.headers = {{"cookie", "a=1; mailark_session=abc=def; mailark_session=second; x=y"}};
+  EXPECT_EQ(api::http::cookie(r, "mailark_session"), "abc=def");
+  EXPECT_EQ(api::http::cookie(r, "mailark"), "");
+  EXPECT_EQ(api::http::cookie(r, "x"), "y");
+  EXPECT_EQ(api::http::split_path("/api/v1/messages/3/7"), (std::vector<std::string>{"api", "v1", "messages", "3", "7"}));
+  EXPECT_EQ(api::http::split_path("/a//b/"), (std::vector<std::string>{"a", "", "b", ""}));
+  EXPECT_EQ(api::http::attachment_disposition("résumé \"x\".pdf"),
+            "attachment; filename=\"r__sum__ _x_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22.pdf");
+  std::string evil = api::http::attachment_disposition("a\r\nSet-Cookie: x=1");
+  EXPECT_EQ(evil.find_first_of("\r\n"), std::string::npos) << evil;
+  EXPECT_EQ(api::http::attachment_disposition(""), "attachment; filename=\"attachment\"; filename*=UTF-8''attachment");
+}
+
 // ---- the index watermark counts other shards' ids ----
 
 TEST(Index, WatermarkCoversOtherShardsIds) {

@@ -176,4 +176,49 @@ std::string html_escape(std::string_view s) {
   return out;
 }
 
+std::string cookie(const Request& request, std::string_view name) {
+  std::string all = request.header("cookie");
+  std::string_view s = all;
+  while (!s.empty()) {
+    std::size_t semi = s.find(';');
+    std::string_view part = s.substr(0, semi);
+    s = semi == std::string_view::npos ? std::string_view() : s.substr(semi + 1);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=')
+      return std::string(part.substr(name.size() + 1));
+  }
+  return "";
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  if (path.empty()) return out;
+  std::size_t pos = path.front() == '/' ? 1 : 0;
+  while (pos <= path.size()) {
+    std::size_t slash = path.find('/', pos);
+    out.emplace_back(path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos));
+    if (slash == std::string_view::npos) break;
+    pos = slash + 1;
+  }
+  return out;
+}
+
+std::string attachment_disposition(std::string_view filename) {
+  std::string ascii, encoded;
+  for (unsigned char c : filename) {
+    ascii += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/') ? static_cast<char>(c) : '_';
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '_') {
+      encoded += static_cast<char>(c);
+    } else {
+      static const char* hex = "0123456789ABCDEF";
+      encoded += '%';
+      encoded += hex[c >> 4];
+      encoded += hex[c & 15];
+    }
+  }
+  if (ascii.empty()) ascii = "attachment";
+  if (encoded.empty()) encoded = "attachment";
+  return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + encoded;
+}
+
 }  // namespace mailark::api::http

@@ -68,5 +68,12 @@ std::string url_decode(std::string_view s, bool plus_is_space);
 std::map<std::string, std::string> parse_params(std::string_view s);
 // Escapes text for HTML.
 std::string html_escape(std::string_view s);
+// The value of the cookie `name` in the request's Cookie header, or empty.
+std::string cookie(const Request& request, std::string_view name);
+// "/api/v1/messages/3/7" -> {"api", "v1", "messages", "3", "7"} (empty segments kept).
+std::vector<std::string> split_path(std::string_view path);
+// A Content-Disposition value for a download named `filename` (RFC 6266: an ASCII fallback and the
+// UTF-8 name percent-encoded); never holds a control character, whatever the name.
+std::string attachment_disposition(std::string_view filename);
 
 }  // namespace mailark::api::http

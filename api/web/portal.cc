@@ -112,18 +112,6 @@ Status parse_flags(const json& list, std::uint32_t& flags, std::vector<std::stri
   return ok_status();
 }
 
-std::vector<std::string> split_path(std::string_view path) {
-  std::vector<std::string> out;
-  std::size_t pos = 1;
-  while (pos <= path.size()) {
-    std::size_t slash = path.find('/', pos);
-    out.emplace_back(path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos));
-    if (slash == std::string_view::npos) break;
-    pos = slash + 1;
-  }
-  return out;
-}
-
 std::optional<std::uint64_t> number(std::string_view s, std::uint64_t max = UINT32_MAX) {
   if (s.empty() || s.size() > 19) return std::nullopt;
   std::uint64_t v = 0;
@@ -133,37 +121,6 @@ std::optional<std::uint64_t> number(std::string_view s, std::uint64_t max = UINT
   }
   if (v > max) return std::nullopt;
   return v;
-}
-
-std::string cookie_value(const http::Request& req, std::string_view name) {
-  std::string all = req.header("cookie");
-  std::string_view s = all;
-  while (!s.empty()) {
-    std::size_t semi = s.find(';');
-    std::string_view part = s.substr(0, semi);
-    s = semi == std::string_view::npos ? std::string_view() : s.substr(semi + 1);
-    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
-    if (part.size() > name.size() && part.substr(0, name.size()) == name && part[name.size()] == '=')
-      return std::string(part.substr(name.size() + 1));
-  }
-  return "";
-}
-
-std::string content_disposition(const std::string& filename) {
-  // RFC 6266: an ASCII fallback and the UTF-8 name percent-encoded.
-  std::string ascii, encoded;
-  for (unsigned char c : filename) {
-    ascii += (c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/' ) ? static_cast<char>(c) : '_';
-    if (std::isalnum(c) || c == '.' || c == '-' || c == '_') {
-      encoded += static_cast<char>(c);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      encoded += buf;
-    }
-  }
-  if (ascii.empty()) ascii = "attachment";
-  return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + (encoded.empty() ? "attachment" : encoded);
 }
 
 }  // namespace
@@ -216,7 +173,7 @@ struct WebPortal::Impl {
   }
 
   WebSession* find_session(const http::Request& req, std::string* hash_out = nullptr) {
-    std::string cookie = cookie_value(req, "mailark_session");
+    std::string cookie = http::cookie(req, "mailark_session");
     if (cookie.empty() || cookie.size() > 100) return nullptr;
     std::string hash = to_hex(sha256(cookie));
     auto it = sessions.find(hash);
@@ -270,7 +227,7 @@ struct WebPortal::Impl {
     }
     auto user = ctx.store.find_user(name);
     if (!user || user->disabled) {
-      if (session) sessions.erase(to_hex(sha256(cookie_value(req, "mailark_session"))));
+      if (session) sessions.erase(to_hex(sha256(http::cookie(req, "mailark_session"))));
       return error(401, "this account cannot log in");
     }
     return Caller{std::move(*user), session};
@@ -313,7 +270,7 @@ struct WebPortal::Impl {
     Caller caller = std::get<Caller>(std::move(who));
 
     if (path == "/api/v1/logout" && req.method == "POST") {
-      if (caller.session) sessions.erase(to_hex(sha256(cookie_value(req, "mailark_session"))));
+      if (caller.session) sessions.erase(to_hex(sha256(http::cookie(req, "mailark_session"))));
       http::Response r = ok_json({{"ok", true}});
       r.headers.emplace_back("Set-Cookie", cookie_header("", 0, client.tls));
       co_return r;
@@ -546,7 +503,7 @@ struct WebPortal::Impl {
   }
 
   http::Response mailbox_request(const Caller& c, const http::Request& req) {
-    const auto parts = split_path(req.path);  // "api", "v1", ...
+    const auto parts = http::split_path(req.path);  // "api", "v1", ...
     if (parts.size() < 3 || parts[0] != "api" || parts[1] != "v1") return error(404, "no such endpoint");
     const std::string& what = parts[2];
     const auto params = http::parse_params(req.query);
@@ -746,7 +703,7 @@ struct WebPortal::Impl {
     }
     if (sub == "raw") {
       http::Response r{200, "message/rfc822", std::move(*raw), {}};
-      r.headers.emplace_back("Content-Disposition", content_disposition("message-" + std::to_string(entry.seq) + ".eml"));
+      r.headers.emplace_back("Content-Disposition", http::attachment_disposition("message-" + std::to_string(entry.seq) + ".eml"));
       r.headers.emplace_back("Content-Security-Policy", kApiCsp);
       return r;
     }
@@ -760,7 +717,7 @@ struct WebPortal::Impl {
         type = "application/octet-stream";
       std::string name = part->filename.empty() ? "part-" + parts[6] : part->filename;
       http::Response r{200, type, std::move(part->bytes), {}};
-      r.headers.emplace_back("Content-Disposition", content_disposition(name));
+      r.headers.emplace_back("Content-Disposition", http::attachment_disposition(name));
       r.headers.emplace_back("Content-Security-Policy", kApiCsp);
       return r;
     }
@@ -1027,7 +984,7 @@ struct WebPortal::Impl {
       co_return out;
     }
     if (path.rfind("/api/v1/admin/quarantine/", 0) == 0 && req.method == "POST") {
-      auto parts = split_path(path);  // api v1 admin quarantine ID release|delete
+      auto parts = http::split_path(path);  // api v1 admin quarantine ID release|delete
       if (parts.size() != 6 || (parts[5] != "release" && parts[5] != "delete")) co_return error(404, "no such endpoint");
       auto id = number(parts[4], UINT64_MAX / 2);
       if (!id) co_return error(404, "no such message");
