@@ -118,6 +118,7 @@ MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
   if (auto s = field("To")) v.to = parse_address_list(*s, 1000);
   if (auto s = field("Cc")) v.cc = parse_address_list(*s, 1000);
   if (auto s = field("Reply-To")) v.reply_to = parse_address_list(*s, 100);
+  for (auto& [name, value] : mime_header_list(header, 500)) v.headers.emplace_back(name, decode_header_text(value));
 
   Walk w{raw};
   w.visit(root, "", 0);

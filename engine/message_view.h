@@ -33,6 +33,9 @@ struct MessageView {
   std::vector<std::string> references;
   std::optional<std::int64_t> date;
   std::vector<Address> from, to, cc, reply_to;
+  // Every header field in order (at most 500), values RFC 2047-decoded: Received lines, authentication
+  // results, list headers, for whoever needs to see where a message came from.
+  std::vector<std::pair<std::string, std::string>> headers;
   std::string text;          // the text body in UTF-8 (the HTML reduced to text when there is no text part)
   bool has_html = false;
   std::vector<ViewPart> attachments;

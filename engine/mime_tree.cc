@@ -1,5 +1,7 @@
 #include "engine/mime_tree.h"
 
+#include <algorithm>
+
 #include "common/ascii.h"
 #include "engine/message.h"
 
@@ -186,20 +188,41 @@ MimeNode parse_mime_tree(std::string_view raw) {
   return top;
 }
 
+namespace {
+// A field's value: after the name and the colon, line breaks of the folding removed, blanks trimmed.
+std::string field_value(std::string_view h, std::string_view field_name, std::size_t start, std::size_t end) {
+  std::string_view v = h.substr(start + field_name.size(), end - start - field_name.size());
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  if (!v.empty() && v.front() == ':') v.remove_prefix(1);
+  std::string value;
+  for (char c : v)
+    if (c != '\r' && c != '\n') value += c;
+  std::size_t a = value.find_first_not_of(" \t");
+  std::size_t b = value.find_last_not_of(" \t");
+  return a == std::string::npos ? std::string() : value.substr(a, b - a + 1);
+}
+}  // namespace
+
 std::optional<std::string> mime_header(std::string_view h, std::string_view name) {
   std::optional<std::string> out;
   each_field(h, [&](std::string_view field_name, std::size_t start, std::size_t end) {
     if (!ascii_iequals(field_name, name)) return true;
-    std::string_view v = h.substr(start + field_name.size(), end - start - field_name.size());
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    if (!v.empty() && v.front() == ':') v.remove_prefix(1);
-    std::string value;
-    for (char c : v)
-      if (c != '\r' && c != '\n') value += c;
-    std::size_t a = value.find_first_not_of(" \t");
-    std::size_t b = value.find_last_not_of(" \t");
-    out = a == std::string::npos ? std::string() : value.substr(a, b - a + 1);
+    out = field_value(h, field_name, start, end);
     return false;
+  });
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> mime_header_list(std::string_view h, std::size_t max) {
+  std::vector<std::pair<std::string, std::string>> out;
+  each_field(h, [&](std::string_view field_name, std::size_t start, std::size_t end) {
+    // Only lines that are header fields (RFC 5322 2.2: a name of printable characters but the
+    // colon); an mbox "From " line or a stray line is not one.
+    const bool field = !field_name.empty() && std::all_of(field_name.begin(), field_name.end(), [](char c) {
+      return c > 32 && c < 127 && c != ':';
+    });
+    if (field) out.emplace_back(std::string(field_name), field_value(h, field_name, start, end));
+    return out.size() < max;
   });
   return out;
 }

@@ -46,6 +46,9 @@ MimeNode parse_mime_tree(std::string_view raw);
 // The first header field `name` of a header section (case-insensitive), unfolded (CRLF + WSP -> WSP),
 // leading blanks removed. Nothing when absent.
 std::optional<std::string> mime_header(std::string_view header_section, std::string_view name);
+// Every header field of a header section in order, as (name as written, value unfolded and trimmed;
+// not decoded), at most `max`. Lines that are not fields (no colon, a name with blanks) are left out.
+std::vector<std::pair<std::string, std::string>> mime_header_list(std::string_view header_section, std::size_t max = 1000);
 // The header fields named (or, with exclude, all others) exactly as they stand, followed by the
 // blank line (IMAP's HEADER.FIELDS and HEADER.FIELDS.NOT).
 std::string mime_header_fields(std::string_view header_section, const std::vector<std::string>& names, bool exclude);

@@ -27,6 +27,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view raw(reinterpret_cast<const char*>(data) + 2, size - 2);
   MimeNode top = parse_mime_tree(raw);
   check(top, 0, raw.size(), 0);
+  for (const auto& [name, value] : mime_header_list(raw.substr(0, top.header_end), 50))
+    if (name.empty() || name.size() > top.header_end || name.find_first_of(" \t:\r\n") != std::string::npos ||
+        value.find_first_of("\r\n") != std::string::npos)
+      std::abort();
   (void)api::imap::body_structure(raw, top, true);
   (void)api::imap::envelope(raw, top);
   api::imap::Section s;

@@ -161,6 +161,9 @@ TEST(MessageView, BodyAttachmentsAndSections) {
   ASSERT_EQ(v.to.size(), 2u);
   EXPECT_EQ(v.to[0].name, "Bob");
   EXPECT_EQ(v.cc[0].addr, "dan@example.com");
+  ASSERT_GE(v.headers.size(), 8u);
+  EXPECT_EQ(v.headers[0], (std::pair<std::string, std::string>{"From", "Ana <ana@example.com>"}));
+  EXPECT_EQ(v.headers[3], (std::pair<std::string, std::string>{"Subject", "Café"}));
   EXPECT_EQ(v.text, "Café au lait") << "quoted-printable and Latin-1 decoded (the CRLF before a boundary is the boundary's)";
   EXPECT_TRUE(v.has_html);
   ASSERT_EQ(v.attachments.size(), 3u);

@@ -647,6 +647,8 @@ struct WebPortal::Impl {
       MessageView v = view_message(*raw);
       unsigned remote_images = 0;
       if (v.has_html) (void)view_html(*raw, false, &remote_images);
+      json headers = json::array();
+      for (const auto& [name, value] : v.headers) headers.push_back({name, value});
       json atts = json::array();
       for (const auto& a : v.attachments)
         atts.push_back({{"section", a.section}, {"content_type", a.content_type}, {"filename", a.filename},
@@ -674,6 +676,7 @@ struct WebPortal::Impl {
                 {"has_html", v.has_html},
                 {"remote_images", remote_images},
                 {"attachments", atts},
+                {"headers", headers},
                 {"size", raw->size()},
                 {"verdict", scanner::verdict_name(rec->verdict.kind)},
                 {"received_at", iso8601_date(rec->envelope.received_at)}};

@@ -241,6 +241,8 @@ tls = "none"
         self.open_message("Budget meeting")
         self.assertEqual(d.find_element(By.ID, "subject").text, "Budget meeting")
         self.assertIn("the budget is due friday", d.find_element(By.ID, "body-text").text)
+        d.find_element(By.CSS_SELECTOR, "#all-headers summary").click()
+        self.assertIn("Received", d.find_element(By.ID, "all-headers").text)
         self.shot("03-message")
         # Write to bob with an attachment.
         d.get(self.base + "/#/compose")
@@ -312,6 +314,8 @@ tls = "none"
         self.assertEqual(status["state"], "active")
         d.find_element(By.ID, "stop-event").click()
         self.wait(lambda drv: drv.find_element(By.ID, "continuity-state").text != "active")
+        self.wait(lambda drv: "primary down (browser test)" in drv.find_element(By.ID, "history").text)
+        self.assertIn("web:alice@example.com", d.find_element(By.ID, "history").text)
         # A user has no admin page.
         self.login("bob@example.com", "bob-pw-123")
         self.assertEqual(d.find_elements(By.ID, "admin-link"), [])

@@ -17,7 +17,7 @@ function h(tag, attrs, ...children) {
     else if (k === 'class') el.className = v;
     else el.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -259,6 +259,8 @@ async function messageView(folder, uid, images) {
       atts.length ? h('div', { class: 'attachments', id: 'attachments' }, h('h3', {}, 'Attachments'),
         atts.map(a => h('a', { href: base + '/parts/' + a.section, download: a.filename || 'attachment' },
           (a.filename || a.content_type) + ' (' + bytes(a.size) + ')'))) : null,
+      h('details', { id: 'all-headers' }, h('summary', {}, 'All header fields'),
+        h('dl', { class: 'headers' }, (m.headers || []).map(([n, v]) => [h('dt', {}, n), h('dd', {}, v)]))),
       h('p', { class: 'muted' }, h('a', { href: base + '/raw', download: 'message.eml' }, 'Download original'),
         current ? ' · in ' + current.name : '')));
 }
@@ -404,6 +406,13 @@ async function adminView() {
           ? h('button', { class: 'danger', id: 'panic', onclick: () => act('start') }, 'Start continuity event (panic button)')
           : h('button', { class: 'primary', id: 'stop-event', onclick: () => act('stop') }, 'Stop the event: the primary works again')),
       status),
+    h('section', { class: 'card', id: 'history' }, h('h2', {}, 'Continuity events'),
+      (cont.events || []).length ? h('table', {}, h('tr', {}, h('th', {}, 'Event'), h('th', {}, 'Started'), h('th', {}, 'By'),
+        h('th', {}, 'Reason'), h('th', {}, 'Stopped'), h('th', {}, 'Held'), h('th', {}, 'Drained')),
+        cont.events.map(e => h('tr', {}, h('td', {}, e.id), h('td', {}, new Date(e.started_at * 1000).toLocaleString()),
+          h('td', {}, e.started_by), h('td', {}, e.reason), h('td', {}, e.stopped_at ? new Date(e.stopped_at * 1000).toLocaleString() + ' by ' + e.stopped_by : ''),
+          h('td', {}, e.held_messages), h('td', {}, e.drained_recipients))))
+        : h('p', { class: 'muted' }, 'No continuity event yet.')),
     h('section', { class: 'card', id: 'stats' }, h('h2', {}, 'Archive'),
       h('div', { class: 'figures' }, figure('messages', stats.messages), figure('infected', stats.infected),
         figure('unscannable', stats.unscannable), figure('quarantined', stats.quarantine_held),
