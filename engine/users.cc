@@ -74,6 +74,7 @@ std::string encode_user(const User& u) {
                       {"app_passwords", apps},
                       {"api_tokens", tokens},
                       {"disabled", u.disabled},
+                      {"sessions_after_ms", u.sessions_after_ms},
                       {"created_at", u.created_at}};
   return j.dump();
 }
@@ -98,6 +99,7 @@ Result<User> decode_user(std::string_view value) {
       u.api_tokens.push_back({t.at("label").get<std::string>(), t.at("hash").get<std::string>(),
                               t.value("created_at", std::int64_t{0})});
     u.disabled = j.value("disabled", false);
+    u.sessions_after_ms = j.value("sessions_after_ms", std::int64_t{0});
     u.created_at = j.value("created_at", std::int64_t{0});
     return u;
   } catch (const std::exception& e) {

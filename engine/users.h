@@ -48,6 +48,9 @@ struct User {
   std::vector<ApiToken> api_tokens;
   bool disabled = false;
   std::int64_t created_at = 0;
+  // Web sessions begun before this moment (Unix milliseconds) are over: set by a password change,
+  // so a stolen session does not outlive the password (tests/e2e/test_web.py test_login).
+  std::int64_t sessions_after_ms = 0;
 
   // Every address of the user: name first, then the aliases.
   std::vector<std::string> addresses() const;

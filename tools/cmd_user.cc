@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -174,7 +175,15 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
     if (!pw) return report(pw.error());
     auto hash = hash_password(*pw);
     if (!hash) return report(hash.error());
-    return modify([&](User& u) { u.password_hash = *hash; return ok_status(); }, "password changed");
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+    return modify(
+        [&](User& u) {
+          u.password_hash = *hash;
+          u.sessions_after_ms = now_ms;  // the user's web sessions end with the old password
+          return ok_status();
+        },
+        "password changed (web sessions ended)");
   }
   if (args.action == "disable" || args.action == "enable") {
     const bool off = args.action == "disable";

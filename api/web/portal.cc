@@ -137,6 +137,7 @@ struct WebPortal::Impl {
     std::string user;  // login name
     std::string csrf;
     Clock::time_point created, used;
+    std::int64_t created_ms = 0;  // wall clock, against the user's sessions_after_ms
   };
   std::unordered_map<std::string, WebSession> sessions;  // by SHA-256 of the cookie value
   struct Bucket {
@@ -226,7 +227,7 @@ struct WebPortal::Impl {
       session->used = Clock::now();
     }
     auto user = ctx.store.find_user(name);
-    if (!user || user->disabled) {
+    if (!user || user->disabled || (session && session->created_ms <= user->sessions_after_ms)) {
       if (session) sessions.erase(to_hex(sha256(http::cookie(req, "mailark_session"))));
       return error(401, "this account cannot log in");
     }
@@ -350,7 +351,8 @@ struct WebPortal::Impl {
     }
     if (sessions.size() > 100000) expire_sessions();
     std::string secret = random_secret();
-    WebSession s{answer.user.name, random_secret(), Clock::now(), Clock::now()};
+    WebSession s{answer.user.name, random_secret(), Clock::now(), Clock::now(),
+                 std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()};
     sessions[to_hex(sha256(secret))] = s;
     spdlog::info("web: [{}] {} logged in", client.ip, answer.user.name);
     Caller c{answer.user, &sessions[to_hex(sha256(secret))]};

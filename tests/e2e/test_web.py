@@ -216,6 +216,16 @@ tls = "none"
         self.assertEqual(c.get("/api/v1/session")[1]["user"], "alice@example.com")
         self.assertEqual(c.post("/api/v1/logout")[0], 200)
         self.assertEqual(c.get("/api/v1/session")[0], 401)
+        # A password change ends the user's sessions (a stolen cookie does not outlive the password).
+        self.server.add_user("erin@example.com", "erin-pw-123")
+        d = Client(self.web)
+        self.assertEqual(d.login("erin@example.com", "erin-pw-123")[0], 200)
+        p = subprocess.run([BIN, "--data", self.data, "user", "passwd", "erin@example.com", "--password-stdin"],
+                           input=b"erin-pw-456\n", capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(d.get("/api/v1/session")[0], 401)
+        self.assertEqual(d.login("erin@example.com", "erin-pw-456")[0], 200)
+        self.assertEqual(d.get("/api/v1/session")[0], 200)
         # Credentials only as JSON: a cross-site form cannot log anyone in.
         anon = Client(self.web)
         status, _ = anon.request("POST", "/api/v1/login", b"user=alice%40example.com&password=alice-pw-123",
