@@ -329,7 +329,7 @@ struct SmtpServer::Impl {
     MAILARK_TRY(imap->setup());
     mailboxes->set_observer([this](const std::vector<std::uint32_t>& users) { imap->notify(users); });
     if (!config.web.listen.empty()) {
-      web_ctx = std::make_unique<WebContext>(WebContext{*mailboxes, engine.archive(), engine.index_dir(), *auth, monitor.get(), blocking});
+      web_ctx = std::make_unique<WebContext>(WebContext{*mailboxes, engine.archive(), engine.index_dir(), *auth, monitor.get()});
       web_ctx->hostname = config.hostname;
       web_ctx->max_message_bytes = limits.max_message_bytes;
       web_ctx->limits = limits;

@@ -131,6 +131,7 @@ struct WebPortal::Impl {
   WebContext& ctx;
   ServeConfig config;
   std::unique_ptr<http::Server> server;
+  asio::thread_pool pool{4};  // the portal's blocking work (LMDB, Xapian, the archive, scrypt)
 
   // Sessions, API tokens and rate buckets are touched on the io thread only.
   struct WebSession {
@@ -290,7 +291,7 @@ struct WebPortal::Impl {
     // Everything else reads or writes the mailbox store, Xapian or the archive: on the pool.
     http::Response out;
     auto work = [&] { out = mailbox_request(caller, req); };
-    co_await run_blocking(ctx.blocking, work);
+    co_await run_blocking(pool, work);
     co_return out;
   }
 
@@ -335,7 +336,7 @@ struct WebPortal::Impl {
     if (name.size() > 320 || password.size() > 1024) co_return error(400, "credentials too long");
     Authenticator::Answer answer;
     auto check = [&] { answer = ctx.auth.login(name, password, client.ip); };
-    co_await run_blocking(ctx.blocking, check);
+    co_await run_blocking(pool, check);
     switch (answer.outcome) {
       case Authenticator::Outcome::kOk: break;
       case Authenticator::Outcome::kThrottled: {
@@ -872,7 +873,7 @@ struct WebPortal::Impl {
             if (rec) raw = ctx.archive.raw(*rec);
           }
       };
-      co_await run_blocking(ctx.blocking, load);
+      co_await run_blocking(pool, load);
       if (!raw) co_return error(404, std::string(key) + ": no such message");
       if (std::string(key) == "reply_to_message") {
         MessageView v = view_message(*raw, 1);
@@ -896,7 +897,7 @@ struct WebPortal::Impl {
         ch.flags = kMsgAnswered;
         (void)ctx.store.change_flags(c.user.id, answered->first, {answered->second}, ch);
       };
-      co_await run_blocking(ctx.blocking, mark);
+      co_await run_blocking(pool, mark);
     }
     if (ctx.wake_follower) ctx.wake_follower();
     spdlog::info("web: [{}] {} sent message {} to {} recipient(s)", client.ip, c.user.name, sent.seq, rcpts.size());
@@ -911,7 +912,7 @@ struct WebPortal::Impl {
     const std::string by = "web:" + c.user.name + " [" + client.ip + "]";
     if (path == "/metrics" && req.method == "GET") {
       auto work = [&] { out = http::Response{200, "text/plain; version=0.0.4", metrics_text(), {}}; };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       co_return out;
     }
     if (path == "/api/v1/admin/continuity" && req.method == "GET") {
@@ -929,7 +930,7 @@ struct WebPortal::Impl {
         }
         out = ok_json(json::parse(status_to_json(*st, remaining)));
       };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       co_return out;
     }
     if ((path == "/api/v1/admin/continuity/start" || path == "/api/v1/admin/continuity/stop") && req.method == "POST") {
@@ -944,7 +945,7 @@ struct WebPortal::Impl {
       bool already = false;
       Result<ContinuityEvent> ev = make_error(ErrorCode::kInternal, "not run");
       auto work = [&] { ev = start ? ctx.monitor->start(by, reason.empty() ? "web portal" : reason, false, &already) : ctx.monitor->stop(by, &already); };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       if (!ev) co_return error(500, ev.error().to_string());
       co_return ok_json({{"changed", !already}, {"event", ev->id ? json::parse(event_to_json(*ev)) : json(nullptr)}});
     }
@@ -967,7 +968,7 @@ struct WebPortal::Impl {
         }
         out = ok_json({{"total", entries->size()}, {"by_route", by_route}, {"entries", list}});
       };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       co_return out;
     }
     if (path == "/api/v1/admin/quarantine" && req.method == "GET") {
@@ -985,7 +986,7 @@ struct WebPortal::Impl {
         }
         out = ok_json({{"total", entries->size()}, {"entries", list}});
       };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       co_return out;
     }
     if (path.rfind("/api/v1/admin/quarantine/", 0) == 0 && req.method == "POST") {
@@ -1012,7 +1013,7 @@ struct WebPortal::Impl {
         spdlog::info("web: {} {} quarantined message {}", by, parts[5] == "release" ? "released" : "deleted", *id);
         out = ok_json(json::parse(quarantine_entry_to_json(*decided, nullptr)));
       };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       co_return out;
     }
     if (path == "/api/v1/admin/users" && req.method == "GET") {
@@ -1031,12 +1032,12 @@ struct WebPortal::Impl {
                           {"created", iso8601_date(u.created_at)}});
         out = ok_json({{"users", list}});
       };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       co_return out;
     }
     if (path == "/api/v1/admin/stats" && req.method == "GET") {
       auto work = [&] { out = ok_json(stats_json()); };
-      co_await run_blocking(ctx.blocking, work);
+      co_await run_blocking(pool, work);
       co_return out;
     }
     co_return error(404, "no such endpoint: " + req.method + " " + path);
@@ -1108,7 +1109,6 @@ struct WebPortal::Impl {
 WebPortal::WebPortal(asio::io_context& io, asio::ssl::context& tls, WebContext& ctx, const ServeConfig& config)
     : impl_(std::make_unique<Impl>(io, tls, ctx, config)) {}
 
-WebPortal::~WebPortal() = default;
 
 Status WebPortal::setup() {
   Impl& m = *impl_;
@@ -1143,5 +1143,7 @@ awaitable<void> WebPortal::run() { co_await impl_->server->run(); }
 void WebPortal::stop() {
   if (impl_->server) impl_->server->stop();
 }
+
+WebPortal::~WebPortal() { impl_->pool.join(); }
 
 }  // namespace mailark::api

@@ -20,6 +20,10 @@
 //   inside Xapian's match (`test_isolation`). Admin endpoints (/api/v1/admin/..., /metrics) need
 //   the admin role.
 //
+// Threads: what is in memory (sessions, rate buckets, routing) runs on the io_context thread; what
+// reads LMDB, Xapian or the archive runs on the portal's own pool of four threads, so a slow search
+// (a phrase over many messages) never holds up SMTP's pool and its 250 replies.
+//
 // HTML mail: /api/v1/messages/F/U/html serves the sanitised HTML (engine/html_sanitize.h) as its own
 // document under `Content-Security-Policy: default-src 'none'; sandbox ...`, shown by the UI in an
 // <iframe sandbox> without scripts and without the portal's origin; remote images are left out until
@@ -49,7 +53,6 @@ struct WebContext {
   std::string index_dir;
   Authenticator& auth;
   ContinuityMonitor* monitor = nullptr;  // admin endpoints answer 503 without one
-  asio::thread_pool& blocking;
   std::string hostname = "localhost";
   std::size_t max_message_bytes = 64u << 20;
   Limits limits;  // the server's, for reading messages back (phrase checks)

@@ -473,3 +473,17 @@ async function route() {
 
 window.addEventListener('hashchange', route);
 route();
+
+// Every 30 seconds, while the page is visible and shows a message list: new mail, and the
+// continuity banner (an event started or stopped by an admin elsewhere).
+setInterval(async () => {
+  if (!state.session || document.hidden) return;
+  const hash = location.hash || '#/';
+  if (!(hash === '#/' || /^#\/folder\/\d+$/.test(hash))) return;
+  if (document.activeElement && document.activeElement.tagName === 'INPUT') return;  // someone is typing
+  try {
+    const s = await api('GET', '/api/v1/session');
+    state.session.continuity = s.continuity;
+    await route();
+  } catch (e) { /* shown on the next navigation */ }
+}, 30000);
