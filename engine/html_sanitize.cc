@@ -113,22 +113,31 @@ bool allowed_property(std::string_view p) {
 }
 
 bool allowed_value(std::string_view v) {
-  // Letters, digits, spaces, # % . , - ! and quotes for font names; parentheses only in rgb()/rgba()
-  // and nothing after them that opens another. No backslash (CSS escapes), no url(), no expression().
+  // Letters, digits, spaces, # % . , - ! / _ and quotes for font names; parentheses only as rgb()/
+  // rgba() and balanced. No backslash (CSS escapes), and none of the words that name active CSS
+  // (url, expression, javascript, behavior, binding) anywhere, even where they could do
+  // nothing: cheaper to refuse than to reason about.
   std::string lower = ascii_lower(v);
-  std::size_t open = 0;
-  while ((open = lower.find('(', open)) != std::string::npos) {
-    std::size_t start = open;
-    while (start > 0 && lower[start - 1] >= 'a' && lower[start - 1] <= 'z') --start;
-    std::string_view fn = std::string_view(lower).substr(start, open - start);
-    if (fn != "rgb" && fn != "rgba") return false;
-    ++open;
+  for (const char* word : {"url", "expression", "javascript", "behavior", "binding"})
+    if (lower.find(word) != std::string::npos) return false;
+  int depth = 0;
+  for (std::size_t i = 0; i < lower.size(); ++i) {
+    if (lower[i] == '(') {
+      std::size_t start = i;
+      while (start > 0 && lower[start - 1] >= 'a' && lower[start - 1] <= 'z') --start;
+      std::string_view fn = std::string_view(lower).substr(start, i - start);
+      if ((fn != "rgb" && fn != "rgba") || depth > 0) return false;
+      ++depth;
+    } else if (lower[i] == ')') {
+      if (--depth < 0) return false;
+    }
   }
+  if (depth != 0) return false;
   for (char c : v) {
     auto u = static_cast<unsigned char>(c);
     if (u >= 0x80) continue;  // font names in other scripts
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) continue;
-    if (std::strchr(" #%.,-!'\"()/_", c) && c != '\0') continue;
+    if (c != '\0' && std::strchr(" #%.,-!'\"()/_", c)) continue;
     return false;
   }
   return true;

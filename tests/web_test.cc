@@ -66,6 +66,10 @@ TEST(HtmlSanitize, StylesKeepOnlySafeProperties) {
   EXPECT_NE(out.find("margin: 0 auto"), std::string::npos);
   EXPECT_NE(out.find("background-color: rgb(1,2,3)"), std::string::npos);
   EXPECT_NE(out.find("font-family: &#39;Times New Roman&#39;, serif"), std::string::npos) << out;
+  EXPECT_EQ(clean("<p style=\"width: expression\xC3\xA9jav))\">x</p>"), "<p>x</p>") << "found by fuzz/html_fuzz.cc";
+  EXPECT_EQ(clean("<p style=\"color: rgb(1,2,3))\">x</p>"), "<p>x</p>");
+  EXPECT_EQ(clean("<p style=\"color: rgb(rgb(1))\">x</p>"), "<p>x</p>");
+  EXPECT_EQ(clean("<p style=\"color: red !important\">x</p>"), "<p style=\"color: red !important\">x</p>");
   for (const char* bad : {"url", "fixed", "expression", "behavior", "\\", "binding", "z-index", "<style", "top"})
     EXPECT_EQ(out.find(bad), std::string::npos) << bad << " in " << out;
   EXPECT_NE(out.find("<div>y</div>"), std::string::npos);
