@@ -40,6 +40,8 @@ class RequestReader {
   const std::string& error_text() const { return error_text_; }
   // Ready for the next request on the same connection (keeps bytes already received after it).
   void reset();
+  // The header of the request being read is complete (request() has it, without the body).
+  bool head_complete() const { return head_seen_; }
   // Called once the header is complete (request() holds method, target, path, query and headers; no
   // body yet): returns the body limit for this request, at most max_body_bytes. A larger
   // Content-Length, or a chunked body that grows past it, is refused with 413 before the body is read.

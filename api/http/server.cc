@@ -8,6 +8,7 @@
 #include <set>
 
 #include "api/config.h"
+#include "common/ascii.h"
 
 namespace mailark::api::http {
 
@@ -52,7 +53,18 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     while (!stopping && served < options.max_requests) {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.request_timeout_s);
       RequestReader::State state = pending ? reader.feed({}) : RequestReader::State::kNeedMore;
+      bool continued = false;
       while (state == RequestReader::State::kNeedMore) {
+        // A client that asks before sending its body (curl does above 1 KiB) hears that it may:
+        // the header passed, and so did its Content-Length (RFC 9110 10.1.1).
+        if (!continued && reader.head_complete() &&
+            ascii_lower(reader.request().header("expect")) == "100-continue") {
+          continued = true;
+          static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+          auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(kContinue, sizeof kContinue - 1),
+                                                      as_tuple(use_awaitable));
+          if (cec) co_return;
+        }
         asio::steady_timer timer(io);
         timer.expires_at(deadline);
         auto r = co_await (stream.async_read_some(asio::buffer(buf), as_tuple(use_awaitable)) ||

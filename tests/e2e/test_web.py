@@ -435,6 +435,22 @@ tls = "none"
         fwd = self.find(self.alice, "Fwd: lunch")
         fv = self.alice.get(f"/api/v1/messages/{fwd['folder']}/{fwd['uid']}")[1]
         self.assertEqual([a["content_type"] for a in fv["attachments"]], ["message/rfc822"])
+        # A client that asks before sending its body (Expect: 100-continue, as curl does above 1 KiB)
+        # is told to go on once the header passed, and its message goes through.
+        body = json.dumps({"to": ["alice@example.com"], "subject": "curl send", "text": "x" * 5000}).encode()
+        s = socket.create_connection(("127.0.0.1", self.web), timeout=30)
+        s.sendall(b"POST /api/v1/send HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + self.bob.cookie.encode() +
+                  b"\r\nX-CSRF-Token: " + self.bob.csrf.encode() + b"\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        self.assertEqual(s.recv(4096), b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        self.assertIn(b" 201 ", s.recv(4096))
+        s.close()
+        self.find(self.alice, "curl send")
+        p = subprocess.run(["curl", "-sf", "-b", self.bob.cookie, "-H", "X-CSRF-Token: " + self.bob.csrf,
+                            "-H", "Content-Type: application/json", "--data-binary", body,
+                            f"http://127.0.0.1:{self.web}/api/v1/send"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
         # Bob cannot send as alice, nor reply to a message of hers.
         self.assertEqual(self.bob.post("/api/v1/send", {"from": "alice@example.com", "to": ["x@example.com"], "text": "x"})[0], 400)
         a = self.find(self.alice, "alice report")
