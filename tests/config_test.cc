@@ -88,6 +88,27 @@ TEST(Config, ImapSettings) {
   ASSERT_FALSE(bad.ok());
 }
 
+TEST(Config, WebSettings) {
+  auto c = parse_serve_config("[web]\nlisten = \"0.0.0.0:443\"\ntls = \"implicit\"\nsession_idle_minutes = 30\n"
+                              "session_max_hours = 8\nconnections = 50\nconnections_per_ip = 5\nrequests_per_second = 7\n",
+                              "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->web.listen, "0.0.0.0:443");
+  EXPECT_EQ(c->web.tls, "implicit");
+  EXPECT_EQ(c->web.session_idle_minutes, 30u);
+  EXPECT_EQ(c->web.session_max_hours, 8u);
+  EXPECT_EQ(c->web.connections_per_ip, 5u);
+  EXPECT_EQ(c->web.requests_per_second, 7u);
+  EXPECT_TRUE(parse_serve_config("", "t.toml")->web.listen.empty()) << "a file without [web] has no portal";
+  EXPECT_EQ(load_serve_config("")->web.listen, "127.0.0.1:8080") << "the embedded default has one";
+  for (const char* bad : {"[web]\ntls = \"starttls\"\n", "[web]\nlisten = \"nowhere:port\"\n",
+                          "[web]\nrequests_per_second = 0\n", "[web]\nsession_max_hours = 0\n", "[web]\ncookie = 1\n"}) {
+    auto r = parse_serve_config(bad, "t.toml");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().context.find("web"), std::string::npos) << r.error().to_string();
+  }
+}
+
 TEST(Config, LdapSettingsAreChecked) {
   auto c = parse_serve_config("[ldap]\nurl = \"ldaps://dc.example.com\"\nbase_dn = \"ou=people,dc=example,dc=com\"\n"
                               "filter = \"(&(objectClass=person)(mail=%u))\"\ntimeout = 5\n", "t.toml");
