@@ -1,0 +1,47 @@
+// mailark serve, in the `mailark` binary: hands over to `mailark-server` beside it (execv, same
+// process id, same arguments), which links the servers' libraries (OpenSSL's TLS, libcurl, libldap,
+// libunbound, Asio). The commands that do not serve start without loading them: their start-up is
+// about half of what it was (docs/BENCHMARKS.md, "Start-up").
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct ServeArgs {
+  std::string config;
+};
+
+int exec_server(const GlobalOptions& g, const ServeArgs& args) {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::filesystem::path server = (ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server";
+  std::vector<std::string> argv_s = {server.string(), "--data", g.data_dir, "serve"};
+  if (!args.config.empty()) argv_s.insert(argv_s.end(), {"--config", args.config});
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(server.c_str(), argv.data());
+  return report(make_error(ErrorCode::kNotFound,
+                           "cannot start " + server.string() + ": " + std::strerror(errno),
+                           "mailark-server is built beside mailark (the `mailark` build target builds both)"));
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand("serve", "run the SMTP listeners (see docs/CONFIG.md)");
+  cmd->add_option("--config", args->config, "configuration file (TOML); without it, the embedded default");
+  cmd->callback([&g, &run, args] { run = [&g, args] { return exec_server(g, *args); }; });
+}
+
+}  // namespace mailark::cli
