@@ -1,5 +1,9 @@
 #include "common/base64.h"
 
+#include <openssl/rand.h>
+
+#include <vector>
+
 #include <openssl/evp.h>
 
 namespace mailark {
@@ -31,6 +35,17 @@ std::optional<std::string> base64_decode(std::string_view text, std::size_t max_
                           reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
   if (n < 0) return std::nullopt;
   out.resize(static_cast<std::size_t>(n) - pad);  // EVP_DecodeBlock counts the padding as zero bytes
+  return out;
+}
+
+std::string random_token(std::size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  RAND_bytes(raw.data(), static_cast<int>(raw.size()));
+  std::string out;
+  for (char c : base64_encode(std::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()))) {
+    if (c == '=') continue;
+    out += c == '+' ? '-' : c == '/' ? '_' : c;
+  }
   return out;
 }
 

@@ -10,6 +10,8 @@
 namespace mailark {
 
 std::string base64_encode(std::string_view bytes);
+// `bytes` random bytes (OpenSSL's RAND_bytes) as unpadded base64url: session ids, API tokens.
+std::string random_token(std::size_t bytes = 32);
 // Nothing for anything that is not canonical base64 (or longer than max_input bytes).
 std::optional<std::string> base64_decode(std::string_view text, std::size_t max_input = 1u << 20);
 

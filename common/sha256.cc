@@ -1,5 +1,7 @@
 #include "common/sha256.h"
 
+#include <openssl/crypto.h>
+
 #include <openssl/evp.h>
 
 #include <cstdlib>
@@ -64,6 +66,11 @@ bool from_hex(std::string_view hex, Digest& out) {
     out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
   }
   return true;
+}
+
+bool same_secret(std::string_view a, std::string_view b) {
+  Digest x = sha256(a), y = sha256(b);
+  return CRYPTO_memcmp(x.data(), y.data(), x.size()) == 0;
 }
 
 }  // namespace mailark

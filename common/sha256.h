@@ -27,6 +27,9 @@ class Sha256 {
 
 Digest sha256(std::string_view bytes);
 std::string to_hex(std::span<const std::uint8_t> bytes);
+// Compares two secrets in constant time, over their digests, so neither the contents nor the length
+// leak through timing (bearer tokens, CSRF tokens).
+bool same_secret(std::string_view a, std::string_view b);
 // Parses 64 hex digits; returns false on anything else.
 bool from_hex(std::string_view hex, Digest& out);
 

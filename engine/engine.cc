@@ -123,14 +123,6 @@ Result<ParsedMessage> Engine::parse(const ArchiveRecord& record, std::string* ra
   return msg;
 }
 
-Result<indexer::IndexFields> Engine::fields(std::uint64_t seq) {
-  auto rec = archive_->record(seq);
-  if (!rec) return rec.error();
-  auto msg = parse(*rec);
-  if (!msg) return msg.error();
-  return index_fields(*msg, *rec);
-}
-
 Result<std::uint64_t> Engine::catch_up_index(
     const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   auto w = index_writer();
@@ -272,23 +264,6 @@ Status Engine::compact_index() {
   return swap_in(options_.data_dir, compacted);
 }
 
-namespace {
-
-class EngineFieldSource : public indexer::FieldSource {
- public:
-  explicit EngineFieldSource(Engine& e) : engine_(e) {}
-  std::optional<indexer::IndexFields> load(std::uint64_t id) override {
-    auto f = engine_.fields(id);
-    if (!f) return std::nullopt;
-    return std::move(f).value();
-  }
-
- private:
-  Engine& engine_;
-};
-
-}  // namespace
-
 Result<indexer::SearchResults> Engine::search(const std::string& query,
                                               const indexer::SearchOptions& options) {
   auto reader = indexer::IndexReader::open(index_dir());
@@ -302,7 +277,7 @@ Result<indexer::SearchResults> Engine::search(const std::string& query,
       if (!reader) return reader.error();
     }
   }
-  EngineFieldSource source(*this);
+  ArchiveFieldSource source(*archive_, options_.limits);
   return (*reader)->search(query, options, &source);
 }
 

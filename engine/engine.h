@@ -75,8 +75,6 @@ class Engine {
   Result<indexer::SearchResults> search(const std::string& query, const indexer::SearchOptions& options);
   // The message model of an archived message, parsed from its stored bytes.
   Result<ParsedMessage> parse(const ArchiveRecord& record, std::string* raw_out = nullptr);
-  // Index fields of an archived message (for phrase verification and reindexing).
-  Result<indexer::IndexFields> fields(std::uint64_t seq);
 
   std::uint64_t index_watermark();
   std::uint64_t index_bytes() const;

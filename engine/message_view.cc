@@ -125,7 +125,9 @@ MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
   if (w.text) v.text = decode_part(part_bytes(raw, *w.text), true, max_text_bytes);
   if (w.html) {
     v.has_html = true;
-    if (!w.text) v.text = html_to_text(decode_part(part_bytes(raw, *w.html), true, max_text_bytes));
+    const std::string html = decode_part(part_bytes(raw, *w.html), true, max_text_bytes);
+    v.remote_images = sanitize_html(html).remote_images_blocked;
+    if (!w.text) v.text = html_to_text(html);
   }
   // Lines end in LF for readers (the stored bytes keep their CRLF).
   std::string lf;

@@ -38,6 +38,7 @@ struct MessageView {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string text;          // the text body in UTF-8 (the HTML reduced to text when there is no text part)
   bool has_html = false;
+  unsigned remote_images = 0;  // remote images the sanitised HTML leaves out (view_html shows them on request)
   std::vector<ViewPart> attachments;
 };
 

@@ -15,7 +15,6 @@ struct Family {
   std::string type;  // counter, histogram, gauge
   std::map<std::string, std::unique_ptr<Counter>> counters;      // by rendered labels
   std::map<std::string, std::unique_ptr<Histogram>> histograms;  // by rendered labels
-  std::function<std::vector<std::pair<Labels, double>>()> collect;
 };
 
 struct Registry {
@@ -39,10 +38,9 @@ std::string escape_label(std::string_view v) {
   return out;
 }
 
-std::string render_labels(const Labels& labels, std::string_view extra_name = {}, std::string_view extra_value = {}) {
+std::string render_labels(const Labels& labels) {
   std::string out;
   for (const auto& [k, v] : labels) out += (out.empty() ? "" : ",") + k + "=\"" + escape_label(v) + "\"";
-  if (!extra_name.empty()) out += (out.empty() ? "" : ",") + std::string(extra_name) + "=\"" + std::string(extra_value) + "\"";
   return out.empty() ? "" : "{" + out + "}";
 }
 
@@ -103,30 +101,12 @@ Histogram& histogram(std::string_view name, std::string_view help, const Labels&
   return *slot;
 }
 
-void collector(std::string_view name, std::string_view help, std::string_view type,
-               std::function<std::vector<std::pair<Labels, double>>()> fn) {
-  Registry& r = registry();
-  std::lock_guard lock(r.mu);
-  Family& f = r.families[std::string(name)];
-  f.help = std::string(help);
-  f.type = std::string(type);
-  f.collect = std::move(fn);
-}
-
-void clear_collectors() {
-  Registry& r = registry();
-  std::lock_guard lock(r.mu);
-  for (auto& [name, f] : r.families) f.collect = nullptr;
-}
-
 std::string render() {
   Registry& r = registry();
   std::lock_guard lock(r.mu);
   std::string out;
   for (const auto& [name, f] : r.families) {
-    std::vector<std::pair<Labels, double>> collected;
-    if (f.collect) collected = f.collect();
-    if (f.counters.empty() && f.histograms.empty() && !f.collect) continue;
+    if (f.counters.empty() && f.histograms.empty()) continue;
     out += "# HELP " + name + " " + f.help + "\n# TYPE " + name + " " + f.type + "\n";
     for (const auto& [labels, c] : f.counters) out += name + labels + " " + std::to_string(c->value()) + "\n";
     for (const auto& [labels, h] : f.histograms) {
@@ -140,7 +120,6 @@ std::string render() {
       out += name + "_sum" + labels + " " + number(h->sum()) + "\n";
       out += name + "_count" + labels + " " + std::to_string(h->count()) + "\n";
     }
-    for (const auto& [labels, v] : collected) out += name + render_labels(labels) + " " + number(v) + "\n";
   }
   return out;
 }

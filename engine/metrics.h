@@ -1,7 +1,8 @@
 // Process-wide counters and histograms for Prometheus (text exposition format 0.0.4), served at the
 // web listener's /metrics (api/web/portal.cc). Counting is a relaxed atomic add on a reference the
-// caller keeps (look a series up once, not per event); gauges that mirror state elsewhere (queue
-// depth, index lag, continuity state) are read when scraped, through collectors.
+// caller keeps (look a series up once, not per event). Gauges that mirror state elsewhere (queue
+// depth, index lag, continuity state) are read by the server that serves /metrics when scraped
+// (api/web/portal.cc) and written after render()'s families.
 //
 //   static auto& refused = metrics::counter("mailark_smtp_messages_total", "...", {{"result", "refused"}});
 //   refused.inc();
@@ -12,7 +13,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -53,12 +53,6 @@ class Histogram {
 Counter& counter(std::string_view name, std::string_view help, const Labels& labels = {});
 // Latency histograms in seconds; default buckets from 0.5 ms to 10 s.
 Histogram& histogram(std::string_view name, std::string_view help, const Labels& labels = {});
-
-// A gauge family read when scraped: fn returns (labels, value) pairs.
-void collector(std::string_view name, std::string_view help, std::string_view type,
-               std::function<std::vector<std::pair<Labels, double>>()> fn);
-// Drops the collectors (a server that stops takes its state away).
-void clear_collectors();
 
 // Every family in the text exposition format, sorted by name.
 std::string render();

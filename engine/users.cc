@@ -163,17 +163,7 @@ std::string generate_app_password() {
   return out;
 }
 
-std::string generate_api_token() {
-  unsigned char bytes[32];
-  RAND_bytes(bytes, sizeof bytes);
-  std::string b64 = base64_encode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
-  std::string out = "mkt_";
-  for (char c : b64) {
-    if (c == '=') continue;
-    out += c == '+' ? '-' : c == '/' ? '_' : c;  // base64url
-  }
-  return out;
-}
+std::string generate_api_token() { return "mkt_" + random_token(32); }
 
 std::string api_token_hash(std::string_view token) { return to_hex(sha256(token)); }
 

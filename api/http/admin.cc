@@ -1,16 +1,8 @@
 #include "api/http/admin.h"
 
-#include <fcntl.h>
-#include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
-#include <fstream>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
 
 #include "api/blocking.h"
@@ -22,10 +14,6 @@
 namespace mailark::api {
 
 using asio::awaitable;
-using asio::use_awaitable;
-using asio::experimental::as_tuple;
-using tcp = asio::ip::tcp;
-using namespace asio::experimental::awaitable_operators;
 using json = nlohmann::json;
 
 namespace {
@@ -83,9 +71,7 @@ struct AdminServer::Impl {
     const std::string prefix = "Bearer ";
     if (auth.size() <= prefix.size() || auth.compare(0, prefix.size(), prefix) != 0) return false;
     std::string given = auth.substr(prefix.size());
-    // Compared in constant time (over digests, so the length does not leak either).
-    Digest a = sha256(given), b = sha256(token);
-    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+    return same_secret(given, token);
   }
 
   static http::Response json_response(int status, const json& j) { return http::json_response(status, j.dump()); }

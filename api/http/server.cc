@@ -174,8 +174,6 @@ std::uint16_t Server::port() const {
   return impl_->acceptor->local_endpoint(ec).port();
 }
 
-std::size_t Server::connections() const { return impl_->sockets.size(); }
-
 awaitable<void> Server::run() {
   auto m = impl_;
   while (!m->stopping) {

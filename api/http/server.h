@@ -65,8 +65,6 @@ class Server {
   std::uint16_t port() const;
   asio::awaitable<void> run();  // accepts until stop()
   void stop();
-  // Connections open now (the /metrics gauge).
-  std::size_t connections() const;
 
  private:
   struct Impl;

@@ -1,7 +1,5 @@
 #include "api/web/portal.h"
 
-#include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -43,23 +41,6 @@ constexpr const char* kUiCsp =
     "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 constexpr const char* kApiCsp = "default-src 'none'; frame-ancestors 'none'; sandbox";
 constexpr std::size_t kMaxPage = 200;
-
-std::string random_secret() {
-  unsigned char bytes[32];
-  RAND_bytes(bytes, sizeof bytes);
-  std::string b64 = base64_encode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
-  std::string out;
-  for (char c : b64) {
-    if (c == '=') continue;
-    out += c == '+' ? '-' : c == '/' ? '_' : c;
-  }
-  return out;
-}
-
-bool same_secret(std::string_view a, std::string_view b) {
-  Digest x = sha256(a), y = sha256(b);
-  return CRYPTO_memcmp(x.data(), y.data(), x.size()) == 0;
-}
 
 http::Response error(int status, const std::string& message) {
   http::Response r = http::json_response(status, json{{"error", message}}.dump());
@@ -135,11 +116,20 @@ struct WebPortal::Impl {
 
   // Sessions, API tokens and rate buckets are touched on the io thread only.
   struct WebSession {
+    std::string key;   // its key in `sessions`: the SHA-256 of the cookie value
     std::string user;  // login name
     std::string csrf;
-    Clock::time_point created, used;
-    std::int64_t created_ms = 0;  // wall clock, against the user's sessions_after_ms
+    std::int64_t created_ms = 0;  // wall clock: the age limit, and the user's sessions_after_ms
+    Clock::time_point used;
   };
+  static std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  bool expired(const WebSession& s) const {
+    return Clock::now() - s.used > std::chrono::minutes(config.web.session_idle_minutes) ||
+           now_ms() - s.created_ms > std::int64_t{config.web.session_max_hours} * 3600 * 1000;
+  }
   std::unordered_map<std::string, WebSession> sessions;  // by SHA-256 of the cookie value
   struct Bucket {
     double tokens = 0;
@@ -174,19 +164,15 @@ struct WebPortal::Impl {
     return true;
   }
 
-  WebSession* find_session(const http::Request& req, std::string* hash_out = nullptr) {
+  WebSession* find_session(const http::Request& req) {
     std::string cookie = http::cookie(req, "mailark_session");
     if (cookie.empty() || cookie.size() > 100) return nullptr;
-    std::string hash = to_hex(sha256(cookie));
-    auto it = sessions.find(hash);
+    auto it = sessions.find(to_hex(sha256(cookie)));
     if (it == sessions.end()) return nullptr;
-    auto now = Clock::now();
-    if (now - it->second.used > std::chrono::minutes(config.web.session_idle_minutes) ||
-        now - it->second.created > std::chrono::hours(config.web.session_max_hours)) {
+    if (expired(it->second)) {
       sessions.erase(it);
       return nullptr;
     }
-    if (hash_out) *hash_out = hash;
     return &it->second;
   }
 
@@ -213,8 +199,7 @@ struct WebPortal::Impl {
       if (u->disabled) return error(401, "this account cannot log in");
       return Caller{std::move(*u), nullptr};
     } else {
-      std::string hash;
-      session = find_session(req, &hash);
+      session = find_session(req);
       if (!session) return error(401, "log in first (POST /api/v1/login), or send an API token");
       name = session->user;
       // CSRF: unsafe methods with a cookie carry the session's token, and come from this origin.
@@ -229,7 +214,7 @@ struct WebPortal::Impl {
     }
     auto user = ctx.store.find_user(name);
     if (!user || user->disabled || (session && session->created_ms <= user->sessions_after_ms)) {
-      if (session) sessions.erase(to_hex(sha256(http::cookie(req, "mailark_session"))));
+      if (session) sessions.erase(session->key);
       return error(401, "this account cannot log in");
     }
     return Caller{std::move(*user), session};
@@ -272,7 +257,7 @@ struct WebPortal::Impl {
     Caller caller = std::get<Caller>(std::move(who));
 
     if (path == "/api/v1/logout" && req.method == "POST") {
-      if (caller.session) sessions.erase(to_hex(sha256(http::cookie(req, "mailark_session"))));
+      if (caller.session) sessions.erase(caller.session->key);
       http::Response r = ok_json({{"ok", true}});
       r.headers.emplace_back("Set-Cookie", cookie_header("", 0, client.tls));
       co_return r;
@@ -351,27 +336,17 @@ struct WebPortal::Impl {
         co_return error(401, "wrong user name or password");
     }
     if (sessions.size() > 100000) expire_sessions();
-    std::string secret = random_secret();
-    WebSession s{answer.user.name, random_secret(), Clock::now(), Clock::now(),
-                 std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()};
-    sessions[to_hex(sha256(secret))] = s;
+    std::string secret = random_token();
+    const std::string key = to_hex(sha256(secret));
+    WebSession& s = sessions[key] = WebSession{key, answer.user.name, random_token(), now_ms(), Clock::now()};
     spdlog::info("web: [{}] {} logged in", client.ip, answer.user.name);
-    Caller c{answer.user, &sessions[to_hex(sha256(secret))]};
+    Caller c{answer.user, &s};
     http::Response r = ok_json(session_json(c));
     r.headers.emplace_back("Set-Cookie", cookie_header(secret, static_cast<long>(config.web.session_max_hours) * 3600, client.tls));
     co_return r;
   }
 
-  void expire_sessions() {
-    auto now = Clock::now();
-    for (auto it = sessions.begin(); it != sessions.end();) {
-      if (now - it->second.used > std::chrono::minutes(config.web.session_idle_minutes) ||
-          now - it->second.created > std::chrono::hours(config.web.session_max_hours))
-        it = sessions.erase(it);
-      else
-        ++it;
-    }
-  }
+  void expire_sessions() { std::erase_if(sessions, [this](const auto& kv) { return expired(kv.second); }); }
 
   // ---- mailbox (pool thread) ----
 
@@ -648,8 +623,6 @@ struct WebPortal::Impl {
 
     if (sub.empty()) {
       MessageView v = view_message(*raw);
-      unsigned remote_images = 0;
-      if (v.has_html) (void)view_html(*raw, false, &remote_images);
       json headers = json::array();
       for (const auto& [name, value] : v.headers) headers.push_back({name, value});
       json atts = json::array();
@@ -677,7 +650,7 @@ struct WebPortal::Impl {
                 {"reply_to", address_json(v.reply_to)},
                 {"text", v.text},
                 {"has_html", v.has_html},
-                {"remote_images", remote_images},
+                {"remote_images", v.remote_images},
                 {"attachments", atts},
                 {"headers", headers},
                 {"size", raw->size()},
@@ -911,7 +884,8 @@ struct WebPortal::Impl {
     http::Response out;
     const std::string by = "web:" + c.user.name + " [" + client.ip + "]";
     if (path == "/metrics" && req.method == "GET") {
-      auto work = [&] { out = http::Response{200, "text/plain; version=0.0.4", metrics_text(), {}}; };
+      const std::size_t live = sessions.size();  // read here, on the io thread that owns the sessions
+      auto work = [&] { out = http::Response{200, "text/plain; version=0.0.4", metrics_text(live), {}}; };
       co_await run_blocking(pool, work);
       co_return out;
     }
@@ -1069,7 +1043,7 @@ struct WebPortal::Impl {
   }
 
   // Gauges read at scrape time, then every family.
-  std::string metrics_text() {
+  std::string metrics_text(std::size_t live_sessions) {
     std::map<std::string, std::uint64_t> depth;
     std::uint64_t held_by_admin = 0;
     if (auto entries = ctx.archive.queue_entries()) {
@@ -1100,10 +1074,9 @@ struct WebPortal::Impl {
                  (snap->state == s ? "1" : "0") + "\n";
     }
     extra += "# HELP mailark_web_sessions Web portal sessions\n# TYPE mailark_web_sessions gauge\n";
-    extra += "mailark_web_sessions " + std::to_string(session_count.load()) + "\n";
+    extra += "mailark_web_sessions " + std::to_string(live_sessions) + "\n";
     return metrics::render() + extra;
   }
-  std::atomic<std::size_t> session_count{0};
 };
 
 WebPortal::WebPortal(asio::io_context& io, asio::ssl::context& tls, WebContext& ctx, const ServeConfig& config)
@@ -1130,7 +1103,6 @@ Status WebPortal::setup() {
     return 64 * 1024;
   };
   m.server = std::make_unique<http::Server>(m.io, m.tls, o, [impl](const http::Request& req, const http::Client& c) {
-    impl->session_count = impl->sessions.size();
     return impl->handle(req, c);
   });
   return m.server->setup();

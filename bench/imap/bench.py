@@ -35,10 +35,6 @@ USER, PASSWORD = "bench@example.com", "bench-pw"
 WORDS = ["enron", "pipeline", "california", "meeting", "tomorrow"]
 
 
-def corpus_files(corpus):
-    return enron_files(corpus)
-
-
 def rss_kb(pids):
     total = 0
     for pid in pids:
@@ -196,7 +192,7 @@ def main():
     os.chmod(work, 0o755)
     procs, dovecot = [], None
     try:
-        files = corpus_files(args.corpus)
+        files = enron_files(args.corpus)
         print(f"{len(files)} distinct messages from {args.corpus}/enron/maildir")
 
         # ---- mailark: import for the user, serve IMAP ----

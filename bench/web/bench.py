@@ -44,10 +44,6 @@ QUERIES = ["enron", "pipeline", "california power", "\"natural gas\"", "\"power 
            "gas NOT power"]
 
 
-def corpus_files(corpus):
-    return enron_files(corpus)
-
-
 MSGID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]*)>", re.I | re.M)
 FROM_LINE = re.compile(rb"^(>*From )", re.M)
 
@@ -227,7 +223,7 @@ def main():
     ap.add_argument("--renders", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the data folders")
     args = ap.parse_args()
-    files = corpus_files(args.corpus)
+    files = enron_files(args.corpus)
     print(f"{len(files)} distinct messages from {args.corpus}/enron/maildir")
     work = tempfile.mkdtemp(prefix="mailark-bench-web-")
     results = {}
