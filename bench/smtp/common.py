@@ -1,8 +1,10 @@
 """Pieces the benchmarks share (smtp/run.py: synthetic mail against Postfix; smtp/mail.py: real mail
 with the real-size signature set; imap/bench.py; web/bench.py): ports, waiting for a listener,
-percentiles, stopping what they started, the corpus's distinct Enron messages."""
+percentiles, stopping what they started, the corpus's distinct Enron messages and their copies
+(web/bench.py, scale/run.py)."""
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -59,3 +61,38 @@ def enron_files(corpus):
                 seen.add(digest)
                 out.append(path)
     return sorted(out)
+
+
+MSGID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]*)>", re.I | re.M)
+FROM_LINE = re.compile(rb"^(>*From )", re.M)
+
+
+def write_copies(files, copies, out_dir, total=None):
+    """Copy k (1..copies-1) of every message, Message-ID made unique, one mbox per copy (mboxrd), as
+    the scale issue generated its 306,642 messages. With `total`, stops once the originals and the
+    copies written make that many messages (the last mbox is then shorter)."""
+    paths = []
+    left = None if total is None else total - len(files)
+    for k in range(1, copies):
+        if left is not None and left <= 0:
+            break
+        path = os.path.join(out_dir, f"copy{k:02d}.mbox")
+        with open(path, "wb") as out:
+            for p in files:
+                if left is not None:
+                    if left <= 0:
+                        break
+                    left -= 1
+                with open(p, "rb") as f:
+                    raw = f.read().replace(b"\r\n", b"\n")
+                if MSGID.search(raw):
+                    raw = MSGID.sub(lambda m: b"Message-ID: <copy" + str(k).encode() + b"." + m.group(1) + b">", raw, count=1)
+                else:
+                    raw = f"Message-ID: <copy{k}.{hashlib.sha1(raw).hexdigest()}@bench>\n".encode() + raw
+                body = FROM_LINE.sub(rb">\1", raw)
+                out.write(b"From bench@example.com Sat Jan  1 00:00:00 2000\n" + body)
+                if not body.endswith(b"\n"):
+                    out.write(b"\n")
+                out.write(b"\n")
+        paths.append(path)
+    return paths

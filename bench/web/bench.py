@@ -19,11 +19,9 @@ figures measured on the same messages.
   python3 bench/web/bench.py [--mailark build/mailark] [--sizes 21903,306642] [--rounds 20] [--renders 10]
 """
 import argparse
-import hashlib
 import http.client
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -36,38 +34,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
-from common import enron_files, free_port, wait_port  # noqa: E402
+from common import enron_files, free_port, wait_port, write_copies  # noqa: E402
 
 USER, PASSWORD = "bench@example.com", "bench-pw-123"
 QUERIES = ["enron", "pipeline", "california power", "\"natural gas\"", "\"power crisis\"", "from:pete.davis@enron.com",
            "to:jeff.skilling@enron.com", "subject:meeting", "date:2001-05..2001-06 gas", "power OR electricity",
            "gas NOT power"]
-
-
-MSGID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]*)>", re.I | re.M)
-FROM_LINE = re.compile(rb"^(>*From )", re.M)
-
-
-def write_copies(files, copies, out_dir):
-    """Copy k (1..copies-1) of every message, Message-ID made unique, one mbox per copy (mboxrd)."""
-    paths = []
-    for k in range(1, copies):
-        path = os.path.join(out_dir, f"copy{k:02d}.mbox")
-        with open(path, "wb") as out:
-            for p in files:
-                with open(p, "rb") as f:
-                    raw = f.read().replace(b"\r\n", b"\n")
-                if MSGID.search(raw):
-                    raw = MSGID.sub(lambda m: b"Message-ID: <copy" + str(k).encode() + b"." + m.group(1) + b">", raw, count=1)
-                else:
-                    raw = f"Message-ID: <copy{k}.{hashlib.sha1(raw).hexdigest()}@bench>\n".encode() + raw
-                body = FROM_LINE.sub(rb">\1", raw)
-                out.write(b"From bench@example.com Sat Jan  1 00:00:00 2000\n" + body)
-                if not body.endswith(b"\n"):
-                    out.write(b"\n")
-                out.write(b"\n")
-        paths.append(path)
-    return paths
 
 
 class Api:

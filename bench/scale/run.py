@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""bench/scale: the archive at a million messages (issue 10).
+
+Generates N messages from the corpus as the issue did for its 306,642 (the distinct Enron messages of
+../shared/corpus, then copies of them with new Message-IDs, one mbox per copy), imports them all in one
+`mailark import`, and reports:
+
+  - the import rate over every window of --window messages (from `mailark stats` sampled once a
+    second beside the import), the first and last full windows and their ratio (target >= 0.80),
+    the overall rate (target >= 2,000 msg/s) and the import's peak RSS (target <= 1 GB);
+  - the data folder against the raw bytes (target <= 1.0);
+  - every query of the set, --rounds times: the search's own time inside the process (`search_ms` of
+    `mailark search --json`: parse, match, phrase checks; target p95 <= 50 ms) and the whole command.
+
+  python3 bench/scale/run.py [--messages 1000000] [--work /tmp/mailark-scale] [--scan]
+                             [--mailark build/mailark] [--corpus ../shared/corpus]
+                             [--window 100000] [--rounds 10] [--reuse]
+
+The generated mboxes are kept in WORK/copies and reused by later runs of the same size; --reuse
+keeps the data folder too and only runs the searches. Without --scan the import runs with
+--no-scan (the issue's 306,642 were imported that way by bench/web); with it, with the project's
+signatures.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
+from common import enron_files, pct, write_copies  # noqa: E402
+
+# (kind, query): every kind the issue names. Words common and rare, fields, dates, phrases of rare
+# and of common words, OR, NOT.
+QUERIES = [
+    ("word", "golf"),
+    ("word", "enron"),
+    ("word", "barbecue"),
+    ("field", "subject:meeting"),
+    ("field", "from:pete.davis@enron.com"),
+    ("field", "to:jeff.skilling@enron.com"),
+    ("field", "from:enron.com subject:gas"),
+    ("date", "date:2001-05..2001-06 gas"),
+    ("date", "meeting date:2001-05-01..2001-05-31"),
+    ("phrase", '"pipeline rupture"'),
+    ("phrase", '"power crisis"'),
+    ("phrase", 'from:"kenneth lay"'),
+    ("phrase, two common words", '"natural gas"'),
+    ("phrase, two common words", '"please let me know"'),
+    ("or", "power OR electricity"),
+    ("or", "golf OR tennis"),
+    ("not", "gas NOT power"),
+    ("not", "enron NOT california"),
+]
+
+
+def generate(args, work):
+    files = enron_files(args.corpus)
+    listing = os.path.join(work, "files")
+    if not os.path.isdir(listing):
+        os.makedirs(listing)
+        for i, path in enumerate(files):
+            os.symlink(path, os.path.join(listing, f"{i:06d}.eml"))
+    sources = [listing]
+    if args.messages > len(files):
+        gen = os.path.join(work, "copies")
+        marker = os.path.join(gen, "messages")
+        if not (os.path.exists(marker) and open(marker).read().strip() == str(args.messages)):
+            shutil.rmtree(gen, ignore_errors=True)
+            os.makedirs(gen)
+            t = time.perf_counter()
+            copies = -(-args.messages // len(files))
+            write_copies(files, copies, gen, total=args.messages)
+            with open(marker, "w") as f:
+                f.write(str(args.messages))
+            print(f"wrote {copies - 1} mbox copies in {time.perf_counter() - t:.0f} s", flush=True)
+        sources += sorted(os.path.join(gen, n) for n in os.listdir(gen) if n.endswith(".mbox"))
+    return sources
+
+
+def stats(args, data):
+    p = subprocess.run([args.mailark, "--data", data, "stats", "--json"], capture_output=True)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def run_import(args, data, sources):
+    cmd = [args.mailark, "--data", data, "import", *([] if args.scan else ["--no-scan"]), *sources]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    samples = [(0.0, 0)]
+    out = {}
+
+    def wait():
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        out["status"], out["rss_mb"], out["seconds"] = status, usage.ru_maxrss / 1024, time.perf_counter() - t0
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    while waiter.is_alive():
+        time.sleep(1)
+        s = stats(args, data)
+        if s is not None:
+            samples.append((time.perf_counter() - t0, s["messages"]))
+    waiter.join()
+    proc.returncode = os.waitstatus_to_exitcode(out["status"])
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        sys.exit(f"import failed ({proc.returncode}): {err[-2000:]}")
+    final = stats(args, data)
+    samples.append((out["seconds"], final["messages"]))
+    return out, samples, final
+
+
+def at_count(samples, n):
+    """The time at which the archive held n messages, interpolated between samples."""
+    for (t0, n0), (t1, n1) in zip(samples, samples[1:]):
+        if n0 <= n <= n1 and n1 > n0:
+            return t0 + (t1 - t0) * (n - n0) / (n1 - n0)
+    return None
+
+
+def windows(samples, total, size):
+    rows = []
+    for start in range(0, total - size + 1, size):
+        a, b = at_count(samples, start), at_count(samples, start + size)
+        if a is not None and b is not None and b > a:
+            rows.append((start, start + size, size / (b - a)))
+    return rows
+
+
+def du(path):
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+    return total
+
+
+def searches(args, data):
+    out = {}
+    for kind, q in QUERIES:
+        inside, whole, total = [], [], None
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            p = subprocess.run([args.mailark, "--data", data, "search", "--json", "--limit", "20", q], capture_output=True)
+            whole.append((time.perf_counter() - t) * 1000)
+            if p.returncode != 0:
+                sys.exit(f"search {q!r} failed: {p.stderr.decode()[-500:]}")
+            j = json.loads(p.stdout)
+            inside.append(j["search_ms"])
+            total = j["total"]
+        out[q] = {"kind": kind, "total": total, "median_ms": statistics.median(inside), "p95_ms": pct(sorted(inside), .95),
+                  "whole_median_ms": statistics.median(whole), "whole_p95_ms": pct(sorted(whole), .95)}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=1_000_000)
+    ap.add_argument("--work", default="/tmp/mailark-scale")
+    ap.add_argument("--mailark", default=os.path.join(ROOT, "build", "mailark"))
+    ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpus"))
+    ap.add_argument("--window", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--scan", action="store_true", help="scan with the project's signatures")
+    ap.add_argument("--reuse", action="store_true", help="keep the data folder; only search")
+    args = ap.parse_args()
+    args.mailark = os.path.abspath(args.mailark)
+    os.makedirs(args.work, exist_ok=True)
+    sources = generate(args, args.work)
+    data = os.path.join(args.work, f"data-{args.messages}")
+    result = {"messages_asked": args.messages, "scan": args.scan}
+    if not args.reuse or not os.path.isdir(data):
+        shutil.rmtree(data, ignore_errors=True)
+        info, samples, final = run_import(args, data, sources)
+        n = final["messages"]
+        rows = windows(samples, n, min(args.window, n))
+        result.update({"messages": n, "seconds": info["seconds"], "rate": n / info["seconds"],
+                       "peak_rss_mb": info["rss_mb"], "windows": rows})
+        print(f"imported {n} messages in {info['seconds']:.0f} s: {n / info['seconds']:.0f} msg/s overall "
+              f"(target >= 2000), peak RSS {info['rss_mb']:.0f} MB (target <= 1024)")
+        for a, b, r in rows:
+            print(f"  messages {a:>9,} .. {b:>9,}: {r:7.0f} msg/s")
+        if rows:
+            print(f"  last window / first window = {rows[-1][2] / rows[0][2]:.2f} (target >= 0.80)")
+    s = stats(args, data)
+    disk = du(data)
+    result.update({"raw_bytes": s.get("raw_bytes"), "data_bytes": disk})
+    if s.get("raw_bytes"):
+        print(f"data folder {disk / 1e6:.0f} MB, raw {s['raw_bytes'] / 1e6:.0f} MB: {disk / s['raw_bytes']:.2f} of raw "
+              "(target <= 1.0)")
+    result["queries"] = searches(args, data)
+    print(f"\nsearch ({args.rounds} rounds, first 20 results): inside the process / whole command, ms")
+    for q, r in result["queries"].items():
+        print(f"  {q:<40} {r['kind']:<26} {r['total']:>8}  median {r['median_ms']:7.1f}  p95 {r['p95_ms']:7.1f}   "
+              f"whole {r['whole_median_ms']:7.1f} / {r['whole_p95_ms']:7.1f}")
+    worst = max(result["queries"].items(), key=lambda kv: kv[1]["p95_ms"])
+    print(f"  worst p95 inside the process: {worst[1]['p95_ms']:.1f} ms ({worst[0]}) (target <= 50)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
