@@ -148,6 +148,7 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
   auto flush = [&]() -> Status {
     std::vector<Xapian::Document> docs(records.size());
     std::vector<std::thread> pool;
+    const auto pairs = writer->pair_words();  // chosen at a commit once the index is big enough
     for (unsigned t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
         auto snap = archive_->snapshot();  // one read view per thread: LMDB transactions are not shared
@@ -158,7 +159,7 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
           else if (!snap)
             docs[i] = indexer::build_unindexed_document(records[i].seq, snap.error().context);
           else
-            docs[i] = document_for_record(**snap, records[i], options_.limits);
+            docs[i] = document_for_record(**snap, records[i], options_.limits, pairs.get());
         }
       });
     }
@@ -169,7 +170,9 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
     std::uint64_t last = records.back().seq;
     records.clear();
     broken.clear();
-    if (done % (chunk * 16) == 0 || last == head) return writer->commit(last);
+    // Until the index has its pair words, every chunk is committed: the index chooses them at a commit
+    // once it is big enough, and the documents built before that get no pair terms.
+    if (done % (chunk * 16) == 0 || last == head || !writer->pair_words()) return writer->commit(last);
     return ok_status();
   };
   auto s = archive_->scan(
@@ -209,6 +212,10 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   // Build beside the old index and swap, so a failed reindex leaves the old one usable.
   std::string fresh = options_.data_dir + "/index.new";
   fs::remove_all(fresh, ec);
+  // The old index's pair words, so that the new one has pair terms from its first document. An old
+  // index that cannot be read (often why one reindexes) gives none, and that is no error: the new one
+  // then chooses its own after 2,000 documents, which only makes phrases over those slower.
+  (void)indexer::seed_pair_words(index_dir(), fresh);
   Result<std::uint64_t> n = std::uint64_t{0};
   {
     auto w = indexer::IndexWriter::open(fresh);

@@ -38,11 +38,11 @@ indexer::IndexFields index_fields(const ParsedMessage& m, const ArchiveRecord& r
 }
 
 Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const ArchiveRecord& record,
-                                     const Limits& limits) {
+                                     const Limits& limits, const indexer::PairWords* pairs) {
   auto raw = snapshot.raw(record);
   if (!raw) return indexer::build_unindexed_document(record.seq, raw.error().context);
   ParsedMessage msg = parse_message_or_flag(*raw, limits);
-  return indexer::build_document(index_fields(msg, record));
+  return indexer::build_document(index_fields(msg, record), pairs);
 }
 
 std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) {

@@ -18,8 +18,9 @@ indexer::IndexFields index_fields(const ParsedMessage& message, const ArchiveRec
 // The index document of an archived record, from its stored bytes. A record whose bytes cannot be
 // read (archive damage, which `verify` names) gets a placeholder document with the reason, found by
 // is:unindexed: never skipped silently.
+// `pairs`: the index's pair words (IndexWriter::pair_words), or null.
 Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const ArchiveRecord& record,
-                                     const Limits& limits);
+                                     const Limits& limits, const indexer::PairWords* pairs);
 
 // Phrase checks for a search outside the Engine (the web portal, on its pool threads): a message's
 // fields read from the archive, as the index built them. Thread safe as the Archive is.

@@ -190,7 +190,7 @@ struct Ingest::Impl {
     draft.verdict = verdict;
     draft.flags = a.flags;
     draft.raw_size = a.raw_size;
-    p.doc = indexer::build_document(index_fields(msg, draft));
+    p.doc = indexer::build_document(index_fields(msg, draft), index.pair_words().get());
 
     r.outcome = IngestOutcome::kArchived;
     r.verdict = verdict.kind;
@@ -289,7 +289,7 @@ struct Ingest::Impl {
       MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
       for (std::uint64_t seq = from; seq <= to; seq += n) {
         auto rec = snap->record(seq);
-        Xapian::Document doc = rec ? document_for_record(*snap, *rec, limits)
+        Xapian::Document doc = rec ? document_for_record(*snap, *rec, limits, index.pair_words().get())
                                    : indexer::build_unindexed_document(seq, rec.error().context);
         MAILARK_TRY(index.add(seq, doc));
       }
@@ -351,7 +351,11 @@ struct Ingest::Impl {
         continue;
       }
       last = item.seq;
-      if (++since_commit >= options.index_commit_every / index.shard_count()) {
+      // Until the index has its pair words, commit often enough for it to choose them from what it
+      // holds once it is big enough (IndexWriter::commit_shard), whatever the commit interval.
+      const std::size_t every = index.pair_words() ? options.index_commit_every / index.shard_count()
+                                                   : indexer::kPairTrainCommitEvery;
+      if (++since_commit >= every) {
         if (auto s = index.commit_shard(shard, last); !s) {
           failed(s.error());
           continue;

@@ -100,7 +100,10 @@ struct IngestOptions {
   // How long the archive writer waits for a batch to fill before committing. Imports trade a little
   // latency for far fewer fsyncs; SMTP sessions waiting for their 250 use a small value.
   unsigned linger_ms = 50;
-  std::size_t index_commit_every = 20000;  // Xapian commit interval (documents)
+  // Xapian commit interval (documents, over all shards). Smaller than Xapian's own 10,000 a shard:
+  // an import of 200,000 messages with pair terms took 87 s and 731 MB at 20,000, 72 s and 447 MB at
+  // 2,500 (docs/BENCHMARKS.md, "Commit interval").
+  std::size_t index_commit_every = 2500;
   // Commit the index at least this often while documents are waiting (0: only by count and at the
   // end). Servers set it so that new mail is searchable within about this time.
   unsigned index_commit_interval_ms = 0;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common/ascii.h"
 #include "common/numbers.h"
@@ -122,15 +123,62 @@ void add_address_terms(Xapian::Document& doc, const std::vector<IndexedAddress>&
 
 }  // namespace
 
-Xapian::Document build_document(const IndexFields& f) {
+namespace {
+
+// Hears every word TermGenerator indexes, in text order: with the STOP_ALL strategy TermGenerator
+// asks the stopper about each word (after its length check) before it indexes it, and this one
+// never stops a word. Consecutive words heard are at consecutive positions in a positional index of
+// the same text, which is what a phrase check (text_has_phrase) looks at.
+class WordSequence : public Xapian::Stopper {
+ public:
+  explicit WordSequence(std::vector<std::string>& words) : words_(words) {}
+  bool operator()(const std::string& word) const override {
+    words_.push_back(word);
+    return false;
+  }
+
+ private:
+  std::vector<std::string>& words_;
+};
+
+// Indexes one piece of unprefixed free text as index_text_without_positions, and adds a pair term for
+// every two adjacent words that are both pair words.
+void index_text_with_pairs(Xapian::TermGenerator& tg, Xapian::Document& doc, const std::string& text,
+                           const PairWords& pairs, std::vector<std::string>& words) {
+  words.clear();
+  tg.index_text_without_positions(text);
+  for (std::size_t i = 0; i + 1 < words.size(); ++i) {
+    if (pairs.has(words[i]) && pairs.has(words[i + 1]))
+      doc.add_term(std::string(schema::kPrefixPair) + words[i] + " " + words[i + 1], 0);
+  }
+}
+
+}  // namespace
+
+Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   Xapian::Document doc;
   Xapian::TermGenerator tg;
   tg.set_document(doc);
   tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
   tg.set_max_word_length(64);
+  // With pair words, a second generator hears the words of the unprefixed text (WordSequence).
+  std::vector<std::string> words;
+  Xapian::TermGenerator heard;
+  if (pairs) {
+    heard.set_document(doc);
+    heard.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
+    heard.set_max_word_length(64);
+    heard.set_stopper((new WordSequence(words))->release());  // Xapian owns and frees it
+    heard.set_stopper_strategy(Xapian::TermGenerator::STOP_ALL);
+  }
   for_each_text(f, [&](const std::string& value, const char* prefix) {
-    if (!value.empty()) tg.index_text_without_positions(value, 1, prefix);
+    if (value.empty()) return;
+    if (pairs && *prefix == '\0')
+      index_text_with_pairs(heard, doc, value, *pairs, words);
+    else
+      tg.index_text_without_positions(value, 1, prefix);
   });
+  if (pairs) doc.add_boolean_term(schema::kTermHasPairs);
   add_address_terms(doc, f.from, schema::kPrefixFromAddr);
   add_address_terms(doc, f.to, schema::kPrefixToAddr);
   add_address_terms(doc, f.cc, schema::kPrefixCcAddr);
@@ -195,6 +243,36 @@ std::vector<std::string> shard_paths(const std::string& dir) {
   return out;
 }
 
+// index/pair-words: the header line, then one word a line. Absent: the index has no pair terms.
+Result<std::shared_ptr<const PairWords>> read_pair_words(const std::string& dir) {
+  std::ifstream in(dir + "/" + schema::kPairWordsFile);
+  if (!in) return std::shared_ptr<const PairWords>();
+  std::string line;
+  if (!std::getline(in, line) || line != schema::kPairWordsHeader) {
+    return make_error(ErrorCode::kUnsupported, "the index's pair words (" + dir + "/" + schema::kPairWordsFile +
+                                                   ") are of an unknown version",
+                      "run `mailark reindex`");
+  }
+  auto pairs = std::make_shared<PairWords>();
+  while (std::getline(in, line))
+    if (!line.empty()) pairs->words.insert(line);
+  return std::shared_ptr<const PairWords>(std::move(pairs));
+}
+
+Status write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) return make_error(ErrorCode::kIo, "writing " + tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return make_error(ErrorCode::kIo, "renaming " + tmp + ": " + ec.message());
+  return ok_status();
+}
+
 std::uint64_t read_watermark(const Xapian::Database& db) {
   std::string wm = db.get_metadata(schema::kMetaWatermark);
   return wm.empty() ? 0 : std::stoull(wm);
@@ -204,6 +282,7 @@ std::uint64_t read_watermark(const Xapian::Database& db) {
 
 Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, unsigned shards_if_new) {
   std::unique_ptr<IndexWriter> w(new IndexWriter());
+  w->dir_ = dir;
   try {
     std::error_code ec;
     bool fresh = !std::filesystem::exists(dir + "/" + kStubFile, ec) &&
@@ -241,6 +320,8 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
+  MAILARK_ASSIGN_OR_RETURN(w->pairs_, read_pair_words(dir));
+  if (!w->pairs_) MAILARK_TRY(w->train_pair_words());  // an index from before pair words
   return w;
 }
 
@@ -310,12 +391,88 @@ Status IndexWriter::commit_shard(unsigned shard, std::uint64_t watermark) {
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "committing the index");
   }
+  if (!pair_words()) return train_pair_words();
   return ok_status();
 }
 
 Status IndexWriter::commit(std::uint64_t watermark) {
   for (unsigned i = 0; i < shards_.size(); ++i) MAILARK_TRY(commit_shard(i, watermark));
   return ok_status();
+}
+
+std::shared_ptr<const PairWords> IndexWriter::pair_words() const {
+  std::lock_guard<std::mutex> lock(pairs_mu_);
+  return pairs_;
+}
+
+namespace {
+
+// The pair words of an index: its kPairWords most frequent unprefixed terms in at least
+// kPairMinPerMille of its documents; null when it has fewer than kPairTrainDocs documents.
+std::shared_ptr<const PairWords> choose_pair_words(const Xapian::Database& db) {
+  const std::uint64_t docs = db.get_doccount();
+  if (docs < schema::kPairTrainDocs) return nullptr;
+  const std::uint64_t min_docs = std::max<std::uint64_t>(2, docs * schema::kPairMinPerMille / 1000);
+  std::vector<std::pair<Xapian::doccount, std::string>> freq;
+  // Unprefixed terms are the words of the free text; every prefix starts with an upper-case letter.
+  for (auto t = db.allterms_begin(); t != db.allterms_end(); ++t) {
+    const std::string term = *t;
+    if (term.empty() || (term[0] >= 'A' && term[0] <= 'Z')) continue;
+    if (t.get_termfreq() >= min_docs) freq.emplace_back(t.get_termfreq(), term);
+  }
+  std::sort(freq.begin(), freq.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  if (freq.size() > schema::kPairWords) freq.resize(schema::kPairWords);
+  auto pairs = std::make_shared<PairWords>();
+  for (const auto& [n, word] : freq) pairs->words.insert(word);
+  return pairs;
+}
+
+Status write_pair_words(const std::string& dir, const PairWords& pairs) {
+  std::vector<std::string> sorted(pairs.words.begin(), pairs.words.end());
+  std::sort(sorted.begin(), sorted.end());
+  std::string text = std::string(schema::kPairWordsHeader) + "\n";
+  for (const auto& w : sorted) text += w + "\n";
+  return write_file_atomically(dir + "/" + schema::kPairWordsFile, text);
+}
+
+}  // namespace
+
+Status IndexWriter::train_pair_words() {
+  std::lock_guard<std::mutex> lock(pairs_mu_);
+  if (pairs_) return ok_status();
+  try {
+    // The committed index, read beside the writers (Xapian readers see the last commit).
+    Xapian::Database db;
+    for (const auto& sh : shards_) db.add_database(Xapian::Database(sh.path, Xapian::DB_BACKEND_GLASS));
+    auto pairs = choose_pair_words(db);
+    if (!pairs) return ok_status();
+    MAILARK_TRY(write_pair_words(dir_, *pairs));
+    pairs_ = std::move(pairs);
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "choosing the index's pair words");
+  }
+  return ok_status();
+}
+
+Status seed_pair_words(const std::string& from_dir, const std::string& to_dir) {
+  MAILARK_ASSIGN_OR_RETURN(auto pairs, read_pair_words(from_dir));
+  try {
+    if (!pairs) {
+      std::error_code ec;
+      if (!std::filesystem::exists(from_dir + "/" + kStubFile, ec)) return ok_status();
+      Xapian::Database db;
+      for (const auto& path : shard_paths(from_dir)) db.add_database(Xapian::Database(path, Xapian::DB_BACKEND_GLASS));
+      pairs = choose_pair_words(db);
+      if (!pairs) return ok_status();
+    }
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "reading the pair words of the index in " + from_dir);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(to_dir, ec);
+  return write_pair_words(to_dir, *pairs);
 }
 
 std::uint64_t shard_coverage(std::uint64_t watermark, unsigned shard, unsigned shards) {
@@ -347,6 +504,12 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
     }
     stub.close();
     if (!stub) return make_error(ErrorCode::kIo, "writing " + out_dir + "/" + kStubFile);
+    const std::string pairs = dir + "/" + schema::kPairWordsFile;
+    if (std::filesystem::exists(pairs, ec)) {
+      std::filesystem::copy_file(pairs, out_dir + "/" + schema::kPairWordsFile,
+                                 std::filesystem::copy_options::overwrite_existing, ec);
+      if (ec) return make_error(ErrorCode::kIo, "copying " + pairs + ": " + ec.message());
+    }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "compacting the index");
   }
@@ -660,19 +823,52 @@ bool fields_have_phrase(const IndexFields& fields, const std::vector<std::string
   return found;
 }
 
-// Rewrites every phrase in `q` into the set of documents that really hold it.
+// A phrase whose check is left to the search's walk through its results (PhraseResolver, lazy).
+struct DeferredPhrase {
+  std::vector<std::string> terms;
+};
+
+// Rewrites every phrase in `q` into the set of documents that really hold it. A phrase with more
+// candidates to check than kEagerChecks, standing where every result must hold it (under AND and
+// FILTER, or the left of AND NOT, from the top), is instead left as its candidates and listed in
+// deferred(): the search then checks its results in order, only as far as the page it returns.
 class PhraseResolver {
  public:
-  PhraseResolver(Xapian::Database& db, FieldSource* fields, std::shared_ptr<const ShardMap> shards)
-      : db_(db), fields_(fields), shards_(std::move(shards)) {}
+  static constexpr Xapian::doccount kEagerChecks = 1000;
+  static constexpr Xapian::doccount kEagerChecksWithoutPairs = 2 * schema::kPairTrainDocs;
+  // Candidates checked, spread evenly over all, to estimate the total of a deferred phrase.
+  static constexpr std::size_t kEstimateSample = 100;
 
-  Xapian::Query resolve(const Xapian::Query& q) {
+  PhraseResolver(Xapian::Database& db, FieldSource* fields, std::shared_ptr<const ShardMap> shards,
+                 const PairWords* pairs, bool may_defer)
+      : db_(db), fields_(fields), shards_(std::move(shards)), pairs_(pairs), may_defer_(may_defer) {}
+
+  Xapian::Query resolve(const Xapian::Query& q) { return resolve(q, /*required=*/true); }
+
+  const std::vector<DeferredPhrase>& deferred() const { return deferred_; }
+
+  // Does the message hold every deferred phrase (read from the archive)?
+  bool holds_deferred(Xapian::docid id) {
+    const std::optional<IndexFields>& f = load(id);
+    if (!f) return false;
+    for (const auto& p : deferred_)
+      if (!fields_have_phrase(*f, p.terms)) return false;
+    return true;
+  }
+
+ private:
+  Xapian::Query resolve(const Xapian::Query& q, bool required) {
     auto op = q.get_type();
     std::size_t n = q.get_num_subqueries();
-    if (op == Xapian::Query::OP_PHRASE || op == Xapian::Query::OP_NEAR) return resolve_phrase(q);
+    if (op == Xapian::Query::OP_PHRASE || op == Xapian::Query::OP_NEAR) return resolve_phrase(q, required);
     if (n == 0 || !contains_phrase(q)) return q;
     std::vector<Xapian::Query> subs;
-    for (std::size_t i = 0; i < n; ++i) subs.push_back(resolve(q.get_subquery(i)));
+    for (std::size_t i = 0; i < n; ++i) {
+      // Every result holds every subquery of AND and FILTER, and the left one of AND NOT.
+      const bool sub_required = required && (op == Xapian::Query::OP_AND || op == Xapian::Query::OP_FILTER ||
+                                             (op == Xapian::Query::OP_AND_NOT && i == 0));
+      subs.push_back(resolve(q.get_subquery(i), sub_required));
+    }
     switch (op) {
       case Xapian::Query::OP_AND:
       case Xapian::Query::OP_OR:
@@ -688,7 +884,6 @@ class PhraseResolver {
     }
   }
 
- private:
   static bool contains_phrase(const Xapian::Query& q) {
     auto op = q.get_type();
     if (op == Xapian::Query::OP_PHRASE || op == Xapian::Query::OP_NEAR) return true;
@@ -697,7 +892,7 @@ class PhraseResolver {
     return false;
   }
 
-  Xapian::Query resolve_phrase(const Xapian::Query& q) {
+  Xapian::Query resolve_phrase(const Xapian::Query& q, bool required) {
     std::vector<std::string> terms;
     std::vector<Xapian::Query> subs;
     for (std::size_t i = 0; i < q.get_num_subqueries(); ++i) {
@@ -712,13 +907,63 @@ class PhraseResolver {
     }
     Xapian::Query all(Xapian::Query::OP_AND, subs.begin(), subs.end());
     if (terms.empty() || !fields_ || q.get_type() == Xapian::Query::OP_NEAR) return all;
+    if (pairs_ && terms.size() >= 2 && prefix_of(terms[0]).empty()) {
+      // Pair terms (index.h): the documents built with them hold XP<a> <b> wherever a and b are
+      // adjacent pair words; the others (without Kpairs) are checked as before.
+      std::vector<Xapian::Query> pair_terms;
+      std::vector<bool> covered(terms.size(), false);  // words a pair term already implies
+      for (std::size_t i = 0; i + 1 < terms.size(); ++i) {
+        if (pairs_->has(terms[i]) && pairs_->has(terms[i + 1])) {
+          pair_terms.emplace_back(std::string(schema::kPrefixPair) + terms[i] + " " + terms[i + 1]);
+          covered[i] = covered[i + 1] = true;
+        }
+      }
+      if (!pair_terms.empty()) {
+        Xapian::Query without_pairs(Xapian::Query::OP_AND_NOT, all, Xapian::Query(schema::kTermHasPairs));
+        if (terms.size() == 2) {
+          // The pair term is the phrase: exact from the index wherever it was built.
+          // The documents without pair terms are those indexed before the words were chosen: a
+          // bounded few in an index built with them, checked in full unless there are many more (an
+          // index from before pair words, until `mailark reindex`).
+          return Xapian::Query(Xapian::Query::OP_OR, pair_terms[0],
+                               checked(without_pairs, terms, required, kEagerChecksWithoutPairs));
+        }
+        for (std::size_t i = 0; i < terms.size(); ++i)
+          if (!covered[i]) pair_terms.push_back(subs[i]);
+        Xapian::Query with_pairs(Xapian::Query::OP_AND, pair_terms.begin(), pair_terms.end());
+        return checked(Xapian::Query(Xapian::Query::OP_OR, with_pairs, without_pairs), terms, required);
+      }
+    }
+    return checked(all, terms, required);
+  }
+
+  // checked(), or the candidates themselves with the phrase deferred to the search's walk when there
+  // are many and every result must hold the phrase.
+  Xapian::Query checked(const Xapian::Query& candidates, const std::vector<std::string>& terms, bool required,
+                        Xapian::doccount eager = kEagerChecks) {
+    if (required && fields_ && may_defer_) {
+      Xapian::Enquire enq(db_);
+      enq.set_query(candidates);
+      enq.set_weighting_scheme(Xapian::BoolWeight());
+      Xapian::MSet count = enq.get_mset(0, 0, eager + 1);
+      if (count.get_matches_lower_bound() > eager) {
+        deferred_.push_back({terms});
+        return candidates;
+      }
+    }
+    return checked(candidates, terms);
+  }
+
+  // The documents matching `candidates` that hold the phrase `terms`, each read from the archive and
+  // checked.
+  Xapian::Query checked(const Xapian::Query& candidates, const std::vector<std::string>& terms) {
     Xapian::Enquire enq(db_);
-    enq.set_query(all);
+    enq.set_query(candidates);
     enq.set_weighting_scheme(Xapian::BoolWeight());
     enq.set_docid_order(Xapian::Enquire::ASCENDING);
-    Xapian::MSet candidates = enq.get_mset(0, db_.get_doccount());
+    Xapian::MSet mset = enq.get_mset(0, db_.get_doccount());
     std::vector<Xapian::docid> verified;
-    for (auto it = candidates.begin(); it != candidates.end(); ++it) {
+    for (auto it = mset.begin(); it != mset.end(); ++it) {
       const std::optional<IndexFields>& f = load(*it);
       if (f && fields_have_phrase(*f, terms)) verified.push_back(*it);
     }
@@ -738,6 +983,9 @@ class PhraseResolver {
   Xapian::Database& db_;
   FieldSource* fields_;
   std::shared_ptr<const ShardMap> shards_;
+  const PairWords* pairs_;
+  bool may_defer_;
+  std::vector<DeferredPhrase> deferred_;
   std::unordered_map<Xapian::docid, std::optional<IndexFields>> fields_cache_;
 };
 
@@ -831,6 +1079,7 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
+  MAILARK_ASSIGN_OR_RETURN(r->pairs_, read_pair_words(dir));
   return r;
 }
 
@@ -1001,7 +1250,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     auto shards = std::make_shared<ShardMap>();
     shards->count = static_cast<unsigned>(shard_uuids_.size());
     for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
-    PhraseResolver resolver(*db_, fields, shards);
+    PhraseResolver resolver(*db_, fields, shards, pairs_.get(), !options.exact_total);
     Xapian::Query q = resolver.resolve(parsed);
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).
@@ -1018,15 +1267,64 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     enq.set_weighting_scheme(Xapian::BoolWeight());
     enq.set_sort_by_value(schema::kSlotDate, /*reverse=*/true);
     enq.set_docid_order(Xapian::Enquire::DESCENDING);
-    Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
-                                     static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
     SearchResults out;
     out.watermark = watermark_;
-    out.total = mset.get_matches_estimated();
-    for (auto it = mset.begin(); it != mset.end(); ++it) {
+    auto add_hit = [&](const Xapian::MSetIterator& it) {
       Summary s = decode_summary(it.get_document().get_data());
       s.id = *it;
       out.hits.push_back(std::move(s));
+    };
+    if (resolver.deferred().empty()) {
+      Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
+                                       static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
+      out.total = mset.get_matches_estimated();
+      for (auto it = mset.begin(); it != mset.end(); ++it) add_hit(it);
+    } else {
+      // Deferred phrases: walk the candidates in the results' order, checking each, until the page is
+      // full. The page is exact (the same order, only real matches); the total is exact only when
+      // the walk reached the end, else estimated from the share of the checked candidates that held.
+      const std::size_t want = options.offset + options.limit;
+      std::size_t checked = 0, held = 0;
+      Xapian::doccount candidates = 0, from = 0;
+      bool complete = false;  // every candidate was checked
+      while (true) {
+        const auto chunk = static_cast<Xapian::doccount>(std::max<std::size_t>(64, 2 * (want - held)));
+        Xapian::MSet mset = enq.get_mset(from, chunk, db_->get_doccount());
+        candidates = mset.get_matches_estimated();  // exact: every match is counted
+        for (auto it = mset.begin(); it != mset.end() && held < want; ++it) {
+          ++checked;
+          if (!resolver.holds_deferred(*it)) continue;
+          if (held >= options.offset) add_hit(it);
+          ++held;
+        }
+        from += mset.size();
+        if (checked >= candidates || mset.size() == 0) {
+          complete = true;
+          break;
+        }
+        if (held >= want) break;
+      }
+      if (complete) {
+        out.total = held;
+      } else {
+        // The share that holds among candidates spread evenly over all of them (in archive order):
+        // the head of the results (the newest, copies of one message, one thread) says little
+        // about the rest.
+        out.total_exact = false;
+        Xapian::Enquire all(*db_);
+        all.set_query(q);
+        all.set_weighting_scheme(Xapian::BoolWeight());
+        all.set_docid_order(Xapian::Enquire::ASCENDING);
+        Xapian::MSet every = all.get_mset(0, candidates);
+        const std::size_t n = std::min<std::size_t>(PhraseResolver::kEstimateSample, every.size());
+        std::size_t sampled_held = 0;
+        for (std::size_t k = 0; k < n; ++k) {
+          const auto at = static_cast<Xapian::doccount>((k * every.size()) / n);
+          if (resolver.holds_deferred(*every[at])) ++sampled_held;
+        }
+        const double share = n ? static_cast<double>(sampled_held) / static_cast<double>(n) : 0.0;
+        out.total = std::max<std::uint64_t>(held, static_cast<std::uint64_t>(share * every.size() + 0.5));
+      }
     }
     std::vector<Summary*> hits;
     for (auto& h : out.hits) hits.push_back(&h);

@@ -1,11 +1,19 @@
 // The full-text index: a Xapian database derived from the archive. The one translation point to
 // Xapian's exceptions is index.cc (xapian_error).
 //
-// Phrases without positions: the index stores no term positions (they would double its size). A phrase
-// in a query ("quarterly results", or from:jeff.skilling@enron.com, which Xapian splits into a phrase) is
-// answered in two steps: the documents holding all of the phrase's terms are candidates, and each
-// candidate is checked by re-indexing its fields with positions in memory (FieldSource supplies them
-// from the archive). The result is exact; the cost is paid only by phrase queries.
+// Phrases without positions: the index stores no term positions (they would make the data folder
+// 1.6 times the raw mail; docs/BENCHMARKS.md "Phrases"). A phrase in a query ("quarterly results", or
+// from:jeff.skilling@enron.com, which Xapian splits into a phrase) is answered in two steps: the
+// documents holding all of the phrase's terms are candidates, and each candidate is checked by
+// re-indexing its fields with positions in memory (FieldSource supplies them from the archive). The
+// result is exact; the cost is paid only by phrase queries, in proportion to their candidates.
+//
+// Pair terms make the costly phrases cheap: once the index holds kPairTrainDocs documents, the
+// kPairWords most frequent words become its pair words (the file index/pair-words), and every later
+// document also gets a term for each adjacent pair of pair words in its free text (XP<a> <b>) and the
+// term Kpairs. A phrase of two pair words ("natural gas") is then answered from the index for those
+// documents, and only the documents indexed before the list (without Kpairs) are checked; a longer
+// phrase takes its covered pairs as a narrower candidate set. Tests: IndexPairs.*.
 //
 // Thread safety: build_document is reentrant. An IndexWriter is used by one thread. An IndexReader is
 // used by one thread; open one per thread.
@@ -16,8 +24,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "common/result.h"
@@ -25,8 +35,18 @@
 
 namespace mailark::indexer {
 
-// Builds the document for one message.
-Xapian::Document build_document(const IndexFields& fields);
+// The index's pair words (see above); loaded from and written to index/pair-words.
+struct PairWords {
+  std::unordered_set<std::string> words;
+  bool has(const std::string& w) const { return words.count(w) > 0; }
+};
+
+// Documents a shard takes between commits while the index has no pair words yet (callers commit that
+// often so that the words are chosen soon after kPairTrainDocs documents).
+inline constexpr std::size_t kPairTrainCommitEvery = 1000;
+
+// Builds the document for one message; with `pairs`, also its pair terms and Kpairs.
+Xapian::Document build_document(const IndexFields& fields, const PairWords* pairs = nullptr);
 // The document for a record that could not be indexed (its bytes unreadable, its document refused):
 // it keeps the document ids dense and is found by is:unindexed, with the reason in its summary.
 Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& reason);
@@ -66,20 +86,33 @@ class IndexWriter {
   Status commit(std::uint64_t watermark);
   // Every archive record up to this id is indexed: the lowest shard coverage (shard_coverage).
   std::uint64_t watermark() const;
+  // The pair words documents are built with from now on; null until the index has trained them (at
+  // a commit that leaves kPairTrainDocs documents or more). Safe to call from any thread.
+  std::shared_ptr<const PairWords> pair_words() const;
 
  private:
+  // Trains the pair words from the committed index's document frequencies, once it is big enough.
+  Status train_pair_words();
   struct Shard {
     std::string path;
     std::unique_ptr<Xapian::WritableDatabase> db;
     std::uint64_t watermark = 0;
   };
   IndexWriter() = default;
+  std::string dir_;
   std::vector<Shard> shards_;
+  mutable std::mutex pairs_mu_;  // guards pairs_ (shards commit on their own threads)
+  std::shared_ptr<const PairWords> pairs_;
 };
 
 // What a shard's watermark vouches for: every id up to the one before the shard's next own id (ids
 // in between belong to other shards). Test: Index.WatermarkCoversOtherShardsIds.
 std::uint64_t shard_coverage(std::uint64_t watermark, unsigned shard, unsigned shards);
+
+// Gives the index about to be built in to_dir the pair words of the index in from_dir (its file, or
+// chosen from its document frequencies when it has none), so that every document of the new index
+// gets pair terms. Nothing when from_dir has no index or too few documents.
+Status seed_pair_words(const std::string& from_dir, const std::string& to_dir);
 
 // Rewrites the index in dir into out_dir in compact form (full blocks; typically 40% smaller after a
 // bulk import). Shards and document ids are kept. The caller swaps the directories.
@@ -98,10 +131,17 @@ struct SearchOptions {
   // When set, only these archive ids (ascending) can match: a user's search in the web portal sees
   // that user's messages only. A filter inside Xapian's match, so total stays exact.
   std::shared_ptr<const std::vector<std::uint32_t>> only_ids;
+  // Check every candidate of every phrase, so that the total is exact whatever it costs (counts for
+  // eDiscovery, `mailark search --exact`).
+  bool exact_total = false;
 };
 
 struct SearchResults {
-  std::uint64_t total = 0;    // exact number of matching messages
+  // The number of matching messages: exact, unless total_exact is false (a phrase with many candidates
+  // is checked only as far as the page asked for; the total is then estimated from the share of the
+  // checked candidates that held it). The page itself is always exact.
+  std::uint64_t total = 0;
+  bool total_exact = true;
   std::vector<Summary> hits;  // newest first
   std::uint64_t watermark = 0;  // the index covered archive records 1..watermark when searched
 };
@@ -137,6 +177,7 @@ class IndexReader {
   std::unique_ptr<Xapian::Database> db_;
   std::vector<std::string> shard_uuids_;  // in docid interleaving order
   std::uint64_t watermark_ = 0;
+  std::shared_ptr<const PairWords> pairs_;  // null: the index has no pair terms
 };
 
 // Parses a date as the query syntax does: YYYY, YYYY-MM, YYYY-MM-DD or YYYYMMDD (UTC). Returns the first

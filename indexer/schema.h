@@ -4,6 +4,9 @@
 
 #include <xapian.h>
 
+#include <cstddef>
+#include <cstdint>
+
 namespace mailark::indexer::schema {
 
 inline constexpr const char* kSchemaVersion = "1";
@@ -37,10 +40,21 @@ inline constexpr const char* kPrefixCcAddr = "XAC";
 inline constexpr const char* kPrefixBccAddr = "XAB";
 inline constexpr const char* kPrefixRcptAddr = "XAR";
 
+// Pair terms: XP<word> <word> for each adjacent pair of pair words in the unprefixed free text
+// (index.h). A document built with pair terms also has the term Kpairs.
+inline constexpr const char* kPrefixPair = "XP";
+inline constexpr const char* kTermHasPairs = "Kpairs";
+inline constexpr const char* kPairWordsFile = "pair-words";  // in the index folder
+inline constexpr const char* kPairWordsHeader = "mailark-pair-words 1";
+inline constexpr std::uint64_t kPairTrainDocs = 2000;  // documents before the pair words are chosen
+inline constexpr std::size_t kPairWords = 1000;        // at most this many, the most frequent words
+inline constexpr std::uint64_t kPairMinPerMille = 5;   // each in at least 0.5% of the documents
+
 // Boolean prefixes (exact terms, no tokenisation).
 inline constexpr const char* kPrefixMessageId = "XMID";  // XMID<message-id>, or XMID#<sha256 hex> if long
 inline constexpr const char* kPrefixFlag = "K";  // Kattachment, Kmalformed, Kquarantined, Kunindexed (a
-                                                 // placeholder for a record that could not be indexed)
+                                                 // placeholder for a record that could not be indexed),
+                                                 // Kpairs (built with pair terms)
 inline constexpr const char* kPrefixVerdict = "XV";  // XVclean, XVinfected, XVunscanned, XVunscannable
 inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound, XDprobe
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment

@@ -1,4 +1,5 @@
 #include "indexer/index.h"
+#include "indexer/schema.h"
 
 #include <gtest/gtest.h>
 
@@ -254,6 +255,124 @@ TEST(IndexNear, NearAndAdjAreWords) {
     auto res = (*r)->search(q, SearchOptions{0, 10}, &source);
     if (!res.ok()) EXPECT_EQ(res.error().code, ErrorCode::kInvalidArgument) << q;
   }
+}
+
+}  // namespace
+}  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// Pair terms (indexer/index.h): once the index holds kPairTrainDocs documents it chooses its pair
+// words at a commit; later documents carry XP<a> <b> terms, and a phrase of two pair words is answered
+// from them, checking only the documents indexed before (without Kpairs). The answers stay exact.
+TEST(IndexPairs, PhrasesOfPairWordsAreExactAndOnlyOlderDocumentsAreChecked) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::vector<std::string> bodies = {"natural gas prices rise today", "gas natural", "natural world and gas",
+                                           "we buy natural gas"};
+  const std::uint64_t total = schema::kPairTrainDocs + 400;
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= total; ++id) {
+      IndexFields f = fields(id, "note", bodies[id % 4], 978307200 + static_cast<std::int64_t>(id));
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
+      if (id % kPairTrainCommitEvery == 0) {
+        ASSERT_TRUE((*w)->commit(id).ok());
+      }
+      // The words are chosen at the first commit that leaves kPairTrainDocs documents, not before.
+      EXPECT_EQ((*w)->pair_words() != nullptr, id >= schema::kPairTrainDocs) << id;
+    }
+    ASSERT_TRUE((*w)->commit(total).ok());
+    ASSERT_TRUE((*w)->pair_words()->has("natural"));
+    ASSERT_TRUE((*w)->pair_words()->has("gas"));
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  auto count = [&](const std::string& q) -> std::uint64_t {
+    auto res = (*r)->search(q, SearchOptions{0, 5}, &source);
+    EXPECT_TRUE(res.ok()) << q;
+    return res.ok() ? res->total : 0;
+  };
+  const int loads_before = source.loads;
+  EXPECT_EQ(count("\"natural gas\""), total / 2);  // bodies 0 and 3
+  // Only the documents built before the pair words were read from the archive and checked.
+  EXPECT_EQ(source.loads - loads_before, static_cast<int>(schema::kPairTrainDocs));
+  EXPECT_EQ(count("\"gas natural\""), total / 4);
+  EXPECT_EQ(count("\"natural gas prices\""), total / 4);  // longer: covered pairs narrow, the check decides
+  EXPECT_EQ(count("\"natural world\""), total / 4);
+  EXPECT_EQ(count("gas NOT \"natural gas\""), total / 2);
+  EXPECT_EQ(count("\"natural gas\" OR \"natural world\""), total / 4 * 3);
+}
+
+}  // namespace
+}  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// A phrase with more than kEagerChecks candidates that every result must hold is checked only as far
+// as the page asked for (index.cc, PhraseResolver, deferred): the page is exact, the total estimated
+// until the walk reaches the end. Under OR or NOT every candidate is still checked.
+TEST(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::uint64_t docs = 1500;  // fewer than kPairTrainDocs: no pair words, every phrase is checked
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= docs; ++id) {
+      IndexFields f = fields(id, "note", id % 2 ? "beta alpha gamma" : "alpha beta gamma",
+                             978307200 + static_cast<std::int64_t>(id));
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+    }
+    ASSERT_TRUE((*w)->commit(docs).ok());
+    ASSERT_EQ((*w)->pair_words(), nullptr);
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  auto search = [&](const std::string& q, std::size_t offset, std::size_t limit) {
+    auto res = (*r)->search(q, SearchOptions{offset, limit}, &source);
+    EXPECT_TRUE(res.ok()) << q;
+    return std::move(res).value();
+  };
+  auto ids = [](const SearchResults& res) {
+    std::vector<std::uint64_t> out;
+    for (const auto& h : res.hits) out.push_back(h.id);
+    return out;
+  };
+  int loads = source.loads;
+  SearchResults first = search("\"alpha beta\"", 0, 5);
+  EXPECT_EQ(ids(first), (std::vector<std::uint64_t>{1500, 1498, 1496, 1494, 1492}));
+  EXPECT_FALSE(first.total_exact);
+  EXPECT_GE(first.total, 700u);  // 750 really; estimated from 100 candidates spread over all
+  EXPECT_LE(first.total, 800u);
+  EXPECT_LT(source.loads - loads, 200);  // the head of the 1,500 candidates and the sample were read
+
+  SearchOptions exact{0, 5};
+  exact.exact_total = true;  // every candidate checked
+  auto counted = (*r)->search("\"alpha beta\"", exact, &source);
+  ASSERT_TRUE(counted.ok());
+  EXPECT_TRUE(counted->total_exact);
+  EXPECT_EQ(counted->total, 750u);
+  EXPECT_EQ(ids(*counted), ids(first));
+
+  SearchResults last = search("\"alpha beta\"", 745, 10);  // past the end: the walk reaches it
+  EXPECT_EQ(ids(last), (std::vector<std::uint64_t>{10, 8, 6, 4, 2}));
+  EXPECT_TRUE(last.total_exact);
+  EXPECT_EQ(last.total, 750u);
+
+  SearchResults either = search("\"alpha beta\" OR nothinglikethis", 0, 3);
+  EXPECT_TRUE(either.total_exact);
+  EXPECT_EQ(either.total, 750u);
+  EXPECT_EQ(ids(either), (std::vector<std::uint64_t>{1500, 1498, 1496}));
+  SearchResults but = search("gamma NOT \"alpha beta\"", 0, 3);
+  EXPECT_TRUE(but.total_exact);
+  EXPECT_EQ(but.total, 750u);
+  EXPECT_EQ(ids(but), (std::vector<std::uint64_t>{1499, 1497, 1495}));
 }
 
 }  // namespace

@@ -284,7 +284,7 @@ TEST(Index, DocumentsCommittedPastTheWatermarkAreKept) {
       unsigned shard = static_cast<unsigned>((seq - 1) % 2);
       Xapian::WritableDatabase db(dir / ("index/shard" + std::to_string(shard)),
                                   Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-      db.add_document(document_for_record(*snap, snap->record(seq).value(), Limits{}));
+      db.add_document(document_for_record(*snap, snap->record(seq).value(), Limits{}, nullptr));
       db.commit();
     }
   }

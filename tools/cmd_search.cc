@@ -14,6 +14,7 @@ struct SearchArgs {
   std::size_t limit = 20;
   std::size_t offset = 0;
   bool json = false;
+  bool exact = false;
 };
 
 int run_search(const GlobalOptions& g, const SearchArgs& args) {
@@ -24,6 +25,7 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
   indexer::SearchOptions opts;
   opts.limit = args.limit;
   opts.offset = args.offset;
+  opts.exact_total = args.exact;
   const auto started = std::chrono::steady_clock::now();
   auto res = (*engine)->search(query, opts);
   if (!res) return report(res.error());
@@ -51,7 +53,7 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
                          {"size", h.size}});
     }
     nlohmann::json j = {
-        {"query", query}, {"total", res->total}, {"offset", args.offset}, {"results", results}, {"index_lag", lag},
+        {"query", query}, {"total", res->total}, {"total_exact", res->total_exact}, {"offset", args.offset}, {"results", results}, {"index_lag", lag},
         {"search_ms", search_ms}};
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return kExitOk;
@@ -71,7 +73,7 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
     std::cout << "\n";
   }
   std::size_t shown_to = args.offset + res->hits.size();
-  std::cout << res->total << " message" << (res->total == 1 ? "" : "s");
+  std::cout << (res->total_exact ? "" : "about ") << res->total << " message" << (res->total == 1 ? "" : "s");
   if (res->total > 0)
     std::cout << " (showing " << (res->hits.empty() ? 0 : args.offset + 1) << "-" << shown_to << ")";
   std::cout << "\n";
@@ -97,6 +99,9 @@ void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
   cmd->add_option("--limit", args->limit, "results to show (default 20)");
   cmd->add_option("--offset", args->offset, "results to skip");
   cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->add_flag("--exact", args->exact,
+                "count exactly: check every candidate of a phrase (by default a phrase with many candidates is "
+                "checked only as far as the page shown, and the total is estimated)");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_search(g, *args); }; });
 }
 

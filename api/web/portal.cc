@@ -736,7 +736,8 @@ struct WebPortal::Impl {
       auto it = where.find(hit.id);
       if (it != where.end()) list.push_back(summary_json(it->second.folder, it->second.entry, hit));
     }
-    return ok_json({{"total", found->total}, {"offset", opts.offset}, {"messages", list}});
+    return ok_json(
+        {{"total", found->total}, {"total_exact", found->total_exact}, {"offset", opts.offset}, {"messages", list}});
   }
 
   http::Response tokens(const Caller& c, const http::Request& req, const std::vector<std::string>& parts) {

@@ -214,7 +214,7 @@ async function searchView(params) {
   try {
     const folder = params.get('folder') ? '&folder=' + encodeURIComponent(params.get('folder')) : '';
     const data = await api('GET', '/api/v1/search?q=' + encodeURIComponent(query) + folder + '&offset=' + offset + '&limit=' + limit);
-    results = [h('p', { class: 'muted', id: 'result-count' }, data.total + ' message' + (data.total === 1 ? '' : 's')), messageRows(data.messages),
+    results = [h('p', { class: 'muted', id: 'result-count' }, (data.total_exact === false ? 'about ' : '') + data.total + ' message' + (data.total === 1 ? '' : 's')), messageRows(data.messages),
       pager(data.total, offset, limit, o => { params.set('offset', o); location.hash = '#/search?' + params.toString(); })];
   } catch (e) {
     results = [failure(e)];
