@@ -34,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
-from common import enron_files, pct, write_copies  # noqa: E402
+from common import enron_files, link_originals, pct, write_copies  # noqa: E402
 
 # (kind, query): every kind the issue names. Words common and rare, fields, dates, phrases of rare
 # and of common words, OR, NOT.
@@ -62,12 +62,7 @@ QUERIES = [
 
 def generate(args, work):
     files = enron_files(args.corpus)
-    listing = os.path.join(work, "files")
-    if not os.path.isdir(listing):
-        os.makedirs(listing)
-        for i, path in enumerate(files):
-            os.symlink(path, os.path.join(listing, f"{i:06d}.eml"))
-    sources = [listing]
+    sources = [link_originals(files, work)]
     if args.messages > len(files):
         gen = os.path.join(work, "copies")
         marker = os.path.join(gen, "messages")

@@ -67,6 +67,16 @@ MSGID = re.compile(rb"^Message-ID:[ \t]*<([^>\r\n]*)>", re.I | re.M)
 FROM_LINE = re.compile(rb"^(>*From )", re.M)
 
 
+def link_originals(files, work):
+    """WORK/files: one symlink a message (000000.eml, ...), the originals in import order."""
+    listing = os.path.join(work, "files")
+    if not os.path.isdir(listing):
+        os.makedirs(listing)
+        for i, path in enumerate(files):
+            os.symlink(path, os.path.join(listing, f"{i:06d}.eml"))
+    return listing
+
+
 def write_copies(files, copies, out_dir, total=None):
     """Copy k (1..copies-1) of every message, Message-ID made unique, one mbox per copy (mboxrd), as
     the scale issue generated its 306,642 messages. With `total`, stops once the originals and the

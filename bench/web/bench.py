@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
-from common import enron_files, free_port, wait_port, write_copies  # noqa: E402
+from common import enron_files, free_port, link_originals, wait_port, write_copies  # noqa: E402
 
 USER, PASSWORD = "bench@example.com", "bench-pw-123"
 QUERIES = ["enron", "pipeline", "california power", "\"natural gas\"", "\"power crisis\"", "from:pete.davis@enron.com",
@@ -108,12 +108,7 @@ def bench_size(args, files, size, work):
     data = os.path.join(work, f"data-{size}")
     run = lambda *a, **kw: subprocess.run([args.mailark, "--data", data, *a], check=True, capture_output=True, **kw)
     run("user", "add", USER, "--password-stdin", input=PASSWORD.encode() + b"\n")
-    listing = os.path.join(work, "files")
-    if not os.path.isdir(listing):
-        os.makedirs(listing)
-        for i, path in enumerate(files):
-            os.symlink(path, os.path.join(listing, f"{i:06d}.eml"))
-    sources = [listing]
+    sources = [link_originals(files, work)]
     copies = max(1, round(size / len(files)))
     if copies > 1:
         gen = os.path.join(work, "copies")
