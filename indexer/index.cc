@@ -125,6 +125,16 @@ void add_address_terms(Xapian::Document& doc, const std::vector<IndexedAddress>&
 
 namespace {
 
+// The short fields (names and local parts of addresses, subjects, attachment names) get a pair term
+// for every two adjacent words; the long ones (the free text, extracted text) only for two pair words.
+bool every_pair_indexed(const std::string& prefix) {
+  namespace sc = schema;
+  for (const char* p : {sc::kPrefixFrom, sc::kPrefixTo, sc::kPrefixCc, sc::kPrefixBcc, sc::kPrefixRcpt,
+                        sc::kPrefixSubject, sc::kPrefixAttachment})
+    if (prefix == p) return true;
+  return false;
+}
+
 // Hears every word TermGenerator indexes, in text order: with the STOP_ALL strategy TermGenerator
 // asks the stopper about each word (after its length check) before it indexes it, and this one
 // never stops a word. Consecutive words heard are at consecutive positions in a positional index of
@@ -141,15 +151,16 @@ class WordSequence : public Xapian::Stopper {
   std::vector<std::string>& words_;
 };
 
-// Indexes one piece of unprefixed free text as index_text_without_positions, and adds a pair term for
-// every two adjacent words that are both pair words.
+// Indexes one piece of text under its prefix as index_text_without_positions, and adds a pair term
+// for every two adjacent words that are pair_indexed.
 void index_text_with_pairs(Xapian::TermGenerator& tg, Xapian::Document& doc, const std::string& text,
-                           const PairWords& pairs, std::vector<std::string>& words) {
+                           const std::string& prefix, const PairWords& pairs, std::vector<std::string>& words) {
   words.clear();
-  tg.index_text_without_positions(text);
+  tg.index_text_without_positions(text, 1, prefix);
+  const bool every = every_pair_indexed(prefix);
   for (std::size_t i = 0; i + 1 < words.size(); ++i) {
-    if (pairs.has(words[i]) && pairs.has(words[i + 1]))
-      doc.add_term(std::string(schema::kPrefixPair) + words[i] + " " + words[i + 1], 0);
+    if (every || (pairs.has(words[i]) && pairs.has(words[i + 1])))
+      doc.add_term(std::string(schema::kPrefixPair) + prefix + words[i] + " " + words[i + 1], 0);
   }
 }
 
@@ -161,7 +172,7 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   tg.set_document(doc);
   tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
   tg.set_max_word_length(64);
-  // With pair words, a second generator hears the words of the unprefixed text (WordSequence).
+  // With pair words, a second generator indexes the text and hears its words (WordSequence).
   std::vector<std::string> words;
   Xapian::TermGenerator heard;
   if (pairs) {
@@ -173,8 +184,8 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   }
   for_each_text(f, [&](const std::string& value, const char* prefix) {
     if (value.empty()) return;
-    if (pairs && *prefix == '\0')
-      index_text_with_pairs(heard, doc, value, *pairs, words);
+    if (pairs)
+      index_text_with_pairs(heard, doc, value, prefix, *pairs, words);
     else
       tg.index_text_without_positions(value, 1, prefix);
   });
@@ -907,14 +918,20 @@ class PhraseResolver {
     }
     Xapian::Query all(Xapian::Query::OP_AND, subs.begin(), subs.end());
     if (terms.empty() || !fields_ || q.get_type() == Xapian::Query::OP_NEAR) return all;
-    if (pairs_ && terms.size() >= 2 && prefix_of(terms[0]).empty()) {
-      // Pair terms (index.h): the documents built with them hold XP<a> <b> wherever a and b are
-      // adjacent pair words; the others (without Kpairs) are checked as before.
+    const std::string prefix = prefix_of(terms[0]);
+    const bool one_prefix = std::all_of(terms.begin(), terms.end(), [&](const std::string& t) {
+      return prefix_of(t) == prefix && t.size() > prefix.size();
+    });
+    if (pairs_ && terms.size() >= 2 && one_prefix) {
+      // Pair terms (index.h): the documents built with them hold XP<prefix><a> <b> wherever a and b
+      // are adjacent and pair-indexed; the others (without Kpairs) are checked as before.
+      const bool every = every_pair_indexed(prefix);
       std::vector<Xapian::Query> pair_terms;
       std::vector<bool> covered(terms.size(), false);  // words a pair term already implies
       for (std::size_t i = 0; i + 1 < terms.size(); ++i) {
-        if (pairs_->has(terms[i]) && pairs_->has(terms[i + 1])) {
-          pair_terms.emplace_back(std::string(schema::kPrefixPair) + terms[i] + " " + terms[i + 1]);
+        const std::string a = terms[i].substr(prefix.size()), b = terms[i + 1].substr(prefix.size());
+        if (every || (pairs_->has(a) && pairs_->has(b))) {
+          pair_terms.emplace_back(std::string(schema::kPrefixPair) + prefix + a + " " + b);
           covered[i] = covered[i + 1] = true;
         }
       }
@@ -1319,7 +1336,14 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
         const std::size_t n = std::min<std::size_t>(PhraseResolver::kEstimateSample, every.size());
         std::size_t sampled_held = 0;
         for (std::size_t k = 0; k < n; ++k) {
-          const auto at = static_cast<Xapian::doccount>((k * every.size()) / n);
+          // One candidate from each of n equal stretches, at a pseudo-random place inside it: a fixed
+          // stride would alias with any periodic pattern in archive order.
+          const std::size_t begin = (k * every.size()) / n, end = ((k + 1) * every.size()) / n;
+          std::uint64_t mix = (k + 1) * 0x9E3779B97F4A7C15ULL;  // splitmix64's finaliser
+          mix = (mix ^ (mix >> 30)) * 0xBF58476D1CE4E5B9ULL;
+          mix = (mix ^ (mix >> 27)) * 0x94D049BB133111EBULL;
+          mix ^= mix >> 31;
+          const auto at = static_cast<Xapian::doccount>(begin + (end > begin ? mix % (end - begin) : 0));
           if (resolver.holds_deferred(*every[at])) ++sampled_held;
         }
         const double share = n ? static_cast<double>(sampled_held) / static_cast<double>(n) : 0.0;

@@ -10,10 +10,12 @@
 //
 // Pair terms make the costly phrases cheap: once the index holds kPairTrainDocs documents, the
 // kPairWords most frequent words become its pair words (the file index/pair-words), and every later
-// document also gets a term for each adjacent pair of pair words in its free text (XP<a> <b>) and the
-// term Kpairs. A phrase of two pair words ("natural gas") is then answered from the index for those
-// documents, and only the documents indexed before the list (without Kpairs) are checked; a longer
-// phrase takes its covered pairs as a narrower candidate set. Tests: IndexPairs.*.
+// document also gets a term for each adjacent pair of pair words in its free text (XP<a> <b>), for
+// each adjacent pair of words at all in its short fields (names, subjects, attachment names:
+// XP<prefix><a> <b>), and the term Kpairs. A phrase of two such words ("natural gas",
+// from:"kenneth lay") is then answered from the index for those documents, and only the documents
+// indexed before the list (without Kpairs) are checked; a longer phrase takes its covered pairs as a
+// narrower candidate set. Tests: IndexPairs.*.
 //
 // Thread safety: build_document is reentrant. An IndexWriter is used by one thread. An IndexReader is
 // used by one thread; open one per thread.

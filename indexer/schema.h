@@ -40,8 +40,9 @@ inline constexpr const char* kPrefixCcAddr = "XAC";
 inline constexpr const char* kPrefixBccAddr = "XAB";
 inline constexpr const char* kPrefixRcptAddr = "XAR";
 
-// Pair terms: XP<word> <word> for each adjacent pair of pair words in the unprefixed free text
-// (index.h). A document built with pair terms also has the term Kpairs.
+// Pair terms: XP<word> <word> for each adjacent pair of pair words in the unprefixed free text and the
+// extracted text (XPXE...), and XP<prefix><word> <word> for each adjacent pair of words in the short
+// fields F, T, C, B, XR, S, XA (index.h). A document built with pair terms also has the term Kpairs.
 inline constexpr const char* kPrefixPair = "XP";
 inline constexpr const char* kTermHasPairs = "Kpairs";
 inline constexpr const char* kPairWordsFile = "pair-words";  // in the index folder
