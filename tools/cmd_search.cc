@@ -94,7 +94,8 @@ void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
       "date:2001, date:2001-05, open ranges) size:10k..1m; AND, OR, NOT, parentheses, +word, -word\n"
       "(near and adj are words to find, not operators; a query with both quotes and one of them is read\n"
       "without AND, OR and NOT). The continuity monitor's probes are found only by a query that names\n"
-      "a direction (direction:probe).");
+      "a direction (direction:probe). Every page is exact; the total of a phrase with many candidates\n"
+      "is estimated (\"about N\"; --exact counts them all).");
   cmd->add_option("query", args->words, "the query")->required();
   cmd->add_option("--limit", args->limit, "results to show (default 20)");
   cmd->add_option("--offset", args->offset, "results to skip");
