@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 
 #include "tests/test_util.h"
@@ -384,6 +385,50 @@ TEST(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   EXPECT_TRUE(but.total_exact);
   EXPECT_EQ(but.total, 750u);
   EXPECT_EQ(ids(but), (std::vector<std::uint64_t>{1499, 1497, 1495}));
+}
+
+}  // namespace
+}  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// An index whose pair-words file was lost never chooses another list (its documents' pair terms would
+// not match it): phrases are checked against the messages and stay right.
+TEST(IndexPairs, LostPairWordsAreNeverReplaced) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::uint64_t total = schema::kPairTrainDocs + 200;
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= total; ++id) {
+      IndexFields f = fields(id, "note", id % 2 ? "natural gas" : "gas natural", 978307200 + static_cast<std::int64_t>(id));
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
+      if (id % kPairTrainCommitEvery == 0) {
+        ASSERT_TRUE((*w)->commit(id).ok());
+      }
+    }
+    ASSERT_TRUE((*w)->commit(total).ok());
+    ASSERT_NE((*w)->pair_words(), nullptr);
+  }
+  std::filesystem::remove((dir / "index") + "/" + schema::kPairWordsFile);
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ((*w)->pair_words(), nullptr);
+    ASSERT_TRUE((*w)->commit(total).ok());
+    EXPECT_EQ((*w)->pair_words(), nullptr);
+    EXPECT_FALSE(std::filesystem::exists((dir / "index") + "/" + schema::kPairWordsFile));
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  SearchOptions all{0, 5};
+  all.exact_total = true;
+  auto res = (*r)->search("\"natural gas\"", all, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, total / 2);
 }
 
 }  // namespace
