@@ -300,13 +300,9 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
                  !std::filesystem::exists(dir + "/iamglass", ec);
     if (fresh) {
       std::filesystem::create_directories(dir, ec);
-      std::string tmp = dir + "/" + kStubFile + ".tmp";
-      std::ofstream stub(tmp);
-      for (unsigned i = 0; i < std::max(1u, shards_if_new); ++i) stub << "glass shard" << i << "\n";
-      stub.close();
-      std::filesystem::rename(tmp, dir + "/" + kStubFile, ec);
-      if (!stub || ec)
-        return make_error(ErrorCode::kIo, "creating the index in " + dir + ": " + ec.message());
+      std::string stub;
+      for (unsigned i = 0; i < std::max(1u, shards_if_new); ++i) stub += "glass shard" + std::to_string(i) + "\n";
+      MAILARK_TRY(write_file_atomically(dir + "/" + kStubFile, stub));
     }
     for (const auto& path : shard_paths(dir)) {
       Shard sh;
