@@ -20,9 +20,10 @@ namespace {
 
 // Archive format (meta "format"): 1 = the first release; 2 = quarantine and rcpt_cache tables, queue
 // entries v2, verdict "unscannable"; 3 = queue_due, continuity and delivered tables, queue entries v3,
-// direction "probe". This build reads 1 to 3 and migrates older ones to 3 on a writable open (the due
-// index is built from the queue in the migrating transaction).
-constexpr std::uint32_t kFormatVersion = 3;
+// direction "probe"; 4 = time segments (meta "segments", written when a second segment begins). This
+// build reads 1 to 4 and migrates older ones to 4 on a writable open (from 2, the due index is built
+// from the queue in the migrating transaction; from 3, only the marker changes).
+constexpr std::uint32_t kFormatVersion = 4;
 constexpr std::uint32_t kOldestFormat = 1;
 // Address space reserved for the map. LMDB grows the file only as pages are used; the reservation is
 // virtual. Raising it later is allowed (mdb_env_set_mapsize on open).
@@ -71,6 +72,70 @@ constexpr std::string_view kMetaFormat = "format";
 constexpr std::string_view kMetaHead = "head";
 constexpr std::string_view kMetaActiveDict = "active_dict";
 constexpr std::string_view kMetaCounters = "counters";
+constexpr std::string_view kMetaSegments = "segments";
+constexpr std::string_view kMetaSegmentPolicy = "segment_policy";
+
+// meta "segment_policy": version 1, period (u8), max_records (varint).
+std::string encode_policy(const SegmentPolicy& p) {
+  Writer w;
+  w.u8(1);
+  w.u8(static_cast<std::uint8_t>(p.period));
+  w.varint(p.max_records);
+  return std::move(w.out());
+}
+SegmentPolicy decode_policy(std::optional<std::string_view> stored) {
+  SegmentPolicy p;
+  if (!stored) return p;
+  Reader in(*stored);
+  std::uint8_t version = 0, period = 0;
+  std::uint64_t max = 0;
+  if (in.u8(version) && version == 1 && in.u8(period) && period <= 3 && in.varint(max)) {
+    p.period = static_cast<SegmentPeriod>(period);
+    p.max_records = max;
+  }
+  return p;
+}
+
+// meta "segments": version 1, then per segment its first seq (varint), opened_at (svarint) and period
+// label (str). `last` is not stored: it is the next segment's first - 1, or the head for the live one.
+std::string encode_segments(const std::vector<SegmentInfo>& segs) {
+  Writer w;
+  w.u8(1);
+  w.varint(segs.size());
+  for (const auto& s : segs) {
+    w.varint(s.first);
+    w.svarint(s.opened_at);
+    w.str(s.period);
+  }
+  return std::move(w.out());
+}
+
+// The table as stored (without `last`); one segment from 1 when there is none (an archive that never
+// cut one, or of format 3 and older).
+std::vector<SegmentInfo> decode_segments(std::optional<std::string_view> stored) {
+  std::vector<SegmentInfo> out;
+  if (stored) {
+    Reader in(*stored);
+    std::uint8_t version = 0;
+    std::uint64_t n = 0;
+    if (in.u8(version) && version == 1 && in.varint(n)) {
+      for (std::uint64_t i = 0; i < n && i < 1000000; ++i) {
+        SegmentInfo s;
+        if (!in.varint(s.first) || !in.svarint(s.opened_at) || !in.str(s.period)) break;
+        if (!out.empty() && s.first <= out.back().first) break;  // never: firsts only grow
+        out.push_back(std::move(s));
+      }
+    }
+  }
+  if (out.empty()) out.push_back(SegmentInfo{});
+  return out;
+}
+
+// Fills in `last` from the next segment's first and the head.
+void finish_segments(std::vector<SegmentInfo>& segs, std::uint64_t head) {
+  for (std::size_t i = 0; i < segs.size(); ++i)
+    segs[i].last = i + 1 < segs.size() ? segs[i + 1].first - 1 : (head >= segs[i].first ? head : 0);
+}
 
 std::string encode_counters(const ArchiveCounters& c) {
   std::string s;
@@ -378,6 +443,21 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   outcomes.reserve(batch.size());
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
 
+  k = val(kMetaSegmentPolicy);
+  const SegmentPolicy policy =
+      decode_policy(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
+  k = val(kMetaSegments);
+  std::vector<SegmentInfo> segments =
+      decode_segments(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
+  bool segments_changed = false;
+  const std::string period_now = segment_period_label(policy.period, now);
+  if (segments.size() == 1 && segments[0].opened_at == 0 && head.seq == 0) {
+    // An empty archive: its first segment opens with its first record.
+    segments[0].opened_at = now;
+    segments[0].period = period_now;
+    segments_changed = true;
+  }
+
   // New blobs of this batch are packed together: one LMDB value of up to kPackBytes holding many
   // compressed messages wastes at most one page tail, where one value per message would waste the
   // tail of a page (or half a leaf page) per message.
@@ -441,6 +521,24 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     }
     ArchiveRecord& r = out.record;
     r.seq = head.seq + 1;
+    {
+      // A new segment begins with the first record of a later period, or when the live one is full.
+      // The first segment of an archive from before segments has no period: it closes at the first
+      // append under a policy with periods, so the period of every later segment is its own.
+      SegmentInfo& live = segments.back();
+      const bool live_has_records = head.seq >= live.first;
+      const bool later_period = live.period != period_now;
+      const bool full = policy.max_records > 0 && head.seq + 1 - live.first >= policy.max_records;
+      if (live_has_records && (later_period || full)) {
+        segments.push_back(SegmentInfo{r.seq, 0, period_now, now});
+        segments_changed = true;
+        out.starts_segment = true;
+      } else if (!live_has_records && later_period) {
+        live.period = period_now;
+        live.opened_at = now;
+        segments_changed = true;
+      }
+    }
     r.envelope = item.envelope;
     r.verdict = item.verdict;
     r.flags = item.flags;
@@ -523,6 +621,12 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   k = val(kMetaCounters);
   v = val(cv);
   if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("updating counters", rc);
+  if (segments_changed) {
+    std::string sv = encode_segments(segments);
+    k = val(kMetaSegments);
+    v = val(sv);
+    if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("updating the time segments", rc);
+  }
   rc = t.commit();  // durable: LMDB fsyncs the data file before returning
   if (rc) return lmdb_error("committing the batch", rc);
   return outcomes;
@@ -546,6 +650,65 @@ ChainHead ArchiveSnapshot::head() const {
   MDB_val k = val(kMetaHead), v;
   if (mdb_get(txn_, archive_.meta_dbi_, &k, &v) == 0) h = decode_head(view(v));
   return h;
+}
+
+std::vector<SegmentInfo> ArchiveSnapshot::segments() const {
+  MDB_val k = val(kMetaSegments), v;
+  auto segs = decode_segments(mdb_get(txn_, archive_.meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v))
+                                                                            : std::nullopt);
+  finish_segments(segs, head().seq);
+  return segs;
+}
+
+std::vector<SegmentInfo> Archive::segments() const {
+  auto snap = snapshot();
+  if (!snap) {
+    std::vector<SegmentInfo> one(1);
+    finish_segments(one, 0);
+    return one;
+  }
+  return (*snap)->segments();
+}
+
+SegmentPolicy Archive::segment_policy() const {
+  Txn t;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return SegmentPolicy{};
+  MDB_val k = val(kMetaSegmentPolicy), v;
+  return decode_policy(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
+}
+
+Status Archive::set_segment_policy(const SegmentPolicy& policy) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  std::string pv = encode_policy(policy);
+  MDB_val k = val(kMetaSegmentPolicy), v = val(pv);
+  if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("storing the segment policy", rc);
+  if ((rc = t.commit())) return lmdb_error("storing the segment policy", rc);
+  return ok_status();
+}
+
+std::string segment_period_label(SegmentPeriod period, std::int64_t unix_time) {
+  if (period == SegmentPeriod::kNone) return "";
+  std::time_t t = static_cast<std::time_t>(unix_time);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[16];
+  switch (period) {
+    case SegmentPeriod::kMonth: std::snprintf(buf, sizeof buf, "%04d-%02d", tm.tm_year + 1900, tm.tm_mon + 1); break;
+    case SegmentPeriod::kQuarter: std::snprintf(buf, sizeof buf, "%04d-Q%d", tm.tm_year + 1900, tm.tm_mon / 3 + 1); break;
+    default: std::snprintf(buf, sizeof buf, "%04d", tm.tm_year + 1900); break;
+  }
+  return buf;
+}
+
+std::optional<SegmentPeriod> parse_segment_period(std::string_view name) {
+  if (name == "month") return SegmentPeriod::kMonth;
+  if (name == "quarter") return SegmentPeriod::kQuarter;
+  if (name == "year") return SegmentPeriod::kYear;
+  if (name == "none") return SegmentPeriod::kNone;
+  return std::nullopt;
 }
 
 ArchiveCounters ArchiveSnapshot::counters() const {

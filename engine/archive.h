@@ -14,16 +14,18 @@
 //   continuity  the continuity monitor's and events' state (engine/continuity.h): short keys -> JSON
 //   delivered   SHA-256(Message-ID, recipient) -> time, seq: what reached the primary (drain dedupe)
 //   dicts       dictionary id (u32 big-endian) -> zstd dictionary
-//   meta        "format", "head" (last seq + hash), "active_dict", "counters"
+//   meta        "format", "head" (last seq + hash), "active_dict", "counters", "segments" (the time
+//               segments' table; absent: one segment from 1), "segment_policy" (absent: the default)
 // Invariants kept by append(): records are only ever added at head+1; a blob exists for every record;
 // head and counters change in the same transaction as the records they describe; a record's queue or
 // quarantine entry is written in the same transaction as the record.
 //
 // Format 2 added the quarantine and rcpt_cache tables, queue entries v2 and the verdict "unscannable";
-// format 3 (this release) the queue_due, continuity and delivered tables, queue entries v3 and the
-// direction "probe". An older archive opened read-write is migrated in place (tables created, the due
-// index built from the queue, marker rewritten; nothing else changes); opened read-only it is read as
-// it is (tests/e2e/test_upgrade.py test_format_one_data_folder_opens_migrates_and_delivers,
+// format 3 the queue_due, continuity and delivered tables, queue entries v3 and the direction "probe";
+// format 4 (this release) time segments (meta "segments"; an archive without it is one segment). An
+// older archive opened read-write is migrated in place (tables created, the due index built from the
+// queue, marker rewritten; nothing else changes); opened read-only it is read as it is
+// (tests/e2e/test_upgrade.py test_format_one_data_folder_opens_migrates_and_delivers,
 // test_format_two_data_folder_opens_migrates_and_delivers).
 //
 // Thread safety: all const methods may run concurrently with each other and with one writer at a time
@@ -70,6 +72,28 @@ struct ArchiveCounters {
   std::uint64_t unscannable = 0;  // added in archive format 2; 0 in counters written before
 };
 
+// Time segments: the archive's records are cut into consecutive runs of seqs, each belonging to one
+// period (month, quarter or year of archiving) and at most max_records long. A new segment begins with
+// the first record archived in a later period than the live segment's, or when the live one is full.
+// Each segment gets its own index shards (indexer/index.h), so the index being written stays small
+// whatever the archive's size, and a closed segment is sealed (compacted, never written again).
+// Test: Segments.* in tests/archive_test.cc.
+enum class SegmentPeriod : std::uint8_t { kNone, kMonth, kQuarter, kYear };
+struct SegmentPolicy {
+  SegmentPeriod period = SegmentPeriod::kMonth;
+  std::uint64_t max_records = 250000;  // 0: no limit (docs/BENCHMARKS.md "Time segments")
+};
+// The period label of a time (UTC): "2026-11", "2026-Q4", "2026", or "" for kNone.
+std::string segment_period_label(SegmentPeriod period, std::int64_t unix_time);
+std::optional<SegmentPeriod> parse_segment_period(std::string_view name);
+
+struct SegmentInfo {
+  std::uint64_t first = 1;     // its first record's seq
+  std::uint64_t last = 0;      // its last record's seq (0 while the live segment is empty)
+  std::string period;          // the period label it was opened in
+  std::int64_t opened_at = 0;  // when its first record was archived (0: unknown, an older archive)
+};
+
 // A DSN that was archived: the recipients of entry `seq` it reports flip from kFailed to kBounced in
 // the same transaction as the DSN's record, so a crash can neither lose nor repeat it.
 struct DsnNotice {
@@ -99,6 +123,7 @@ struct PendingAppend {
 struct AppendOutcome {
   bool duplicate = false;  // no record was added: skip_if_archived and the blob existed, or a DSN whose
                            // failures were already reported by another
+  bool starts_segment = false;  // this record is the first of a new time segment
   ArchiveRecord record;    // the appended record (seq, hash, ...) unless duplicate
 };
 
@@ -151,6 +176,7 @@ class ArchiveSnapshot {
 
   ChainHead head() const;
   ArchiveCounters counters() const;
+  std::vector<SegmentInfo> segments() const;
   Result<ArchiveRecord> record(std::uint64_t seq) const;
   // The exact original bytes, decompressed and checked against the record's SHA-256.
   Result<std::string> raw(const ArchiveRecord& record) const;
@@ -184,6 +210,12 @@ class Archive {
   // Shorthands that each read their own snapshot.
   ChainHead head() const;
   ArchiveCounters counters() const;
+  // The time segments, oldest first; the last is the live one. Never empty.
+  std::vector<SegmentInfo> segments() const;
+  // How appends cut segments: stored in the archive (meta "segment_policy"), so that every writer
+  // (serve, import, reindex) follows the same; SegmentPolicy{} until set.
+  SegmentPolicy segment_policy() const;
+  Status set_segment_policy(const SegmentPolicy& policy);
   Result<ArchiveRecord> record(std::uint64_t seq) const;
   bool has_blob(const Digest& sha) const;
   Result<std::string> raw(const ArchiveRecord& record) const;

@@ -84,6 +84,7 @@ Result<indexer::IndexWriter*> Engine::index_writer() {
     auto w = indexer::IndexWriter::open(index_dir());
     if (!w) return w.error();
     index_writer_ = std::move(w).value();
+    for (const auto& seg : archive_->segments()) index_writer_->add_segment(seg.first);
   }
   return index_writer_.get();
 }
@@ -133,6 +134,7 @@ Result<std::uint64_t> Engine::catch_up_index(
 Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
                                             const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   indexer::IndexWriter* writer = &index;
+  for (const auto& seg : archive_->segments()) writer->add_segment(seg.first);
   std::uint64_t from = writer->watermark() + 1;
   std::uint64_t head = archive_->head().seq;
   if (from > head) return std::uint64_t{0};

@@ -264,6 +264,8 @@ struct Ingest::Impl {
         r.seq = out.record.seq;
         r.queued = appends[i].queue.has_value();
         r.quarantined = appends[i].quarantine.has_value();
+        // A new time segment: every shard learns of it before any of its documents reaches one.
+        if (out.starts_segment) index.add_segment(r.seq);
         to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc)});
         last_appended = r.seq;
       }

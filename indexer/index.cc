@@ -242,6 +242,95 @@ std::string display_addresses(const std::vector<IndexedAddress>& list) {
 namespace {
 
 constexpr const char* kStubFile = "XAPIANDB";
+constexpr const char* kSegmentDirPrefix = "segment-";
+// In a segment's directory: the segment is closed and compacted, and never written again.
+constexpr const char* kSealedFile = "sealed";
+
+// Where the shards of the segment beginning at archive id `first` live: the first at the top of the
+// index directory (where an index from before segments has its one), every later one in
+// DATA/index/segment-FIRST.
+std::string segment_dir(const std::string& dir, std::uint64_t first) {
+  return first == 1 ? dir : dir + "/" + kSegmentDirPrefix + std::to_string(first);
+}
+
+// A segment's stub lists its shards in the order that makes Xapian's interleaved document ids over
+// them run first, first + 1, ...: archive id n lives in shard (n - 1) % shards (the same shard, and so
+// the same writer thread, whatever the segment), as document (n - first) / shards + 1.
+std::string segment_stub(std::uint64_t first, unsigned shards) {
+  std::string stub;
+  for (unsigned j = 0; j < shards; ++j) stub += "glass shard" + std::to_string((first - 1 + j) % shards) + "\n";
+  return stub;
+}
+
+// The segments an index holds, by first archive id, ascending: 1, then every segment-N directory
+// with a stub.
+std::vector<std::uint64_t> segment_firsts(const std::string& dir) {
+  std::vector<std::uint64_t> out{1};
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(kSegmentDirPrefix, 0) != 0) continue;
+    const std::string digits = name.substr(std::string_view(kSegmentDirPrefix).size());
+    if (digits.empty() || digits.size() > 19 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+    const std::uint64_t first = std::stoull(digits);
+    if (first > 1 && std::filesystem::exists(e.path() / kStubFile, ec)) out.push_back(first);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// One segment of an index on disk: its shards in stub order (see segment_stub).
+struct SegmentLayout {
+  std::uint64_t first = 1;
+  std::vector<std::string> paths;
+  bool sealed = false;
+};
+
+std::vector<std::string> shard_paths(const std::string& dir);
+
+std::vector<SegmentLayout> index_layout(const std::string& dir) {
+  std::vector<SegmentLayout> out;
+  for (std::uint64_t first : segment_firsts(dir)) {
+    SegmentLayout seg;
+    seg.first = first;
+    const std::string sdir = segment_dir(dir, first);
+    seg.paths = shard_paths(sdir);
+    std::error_code ec;
+    seg.sealed = std::filesystem::exists(sdir + "/" + kSealedFile, ec);
+    out.push_back(std::move(seg));
+  }
+  return out;
+}
+
+std::uint64_t read_watermark(const Xapian::Database& db);
+
+// Which shard (by archive id, (n - 1) % shards) the j-th shard of a segment's stub is.
+unsigned shard_index(std::uint64_t first, std::size_t j, std::size_t shards) {
+  return static_cast<unsigned>((first - 1 + j) % shards);
+}
+
+// Every archive record up to this id is in the index: per shard, the highest watermark over the
+// segments, and the lowest coverage over the shards. Segments must have as many shards as the first.
+Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout) {
+  if (layout.empty()) return std::uint64_t{0};
+  const std::size_t shards = layout[0].paths.size();
+  std::vector<std::uint64_t> w(shards, 0);
+  for (const auto& seg : layout) {
+    if (seg.paths.size() != shards) {
+      return make_error(ErrorCode::kCorrupt, "index segment " + std::to_string(seg.first) + " has " +
+                                                 std::to_string(seg.paths.size()) + " shards where the first has " +
+                                                 std::to_string(shards),
+                        "run `mailark reindex`");
+    }
+    for (std::size_t j = 0; j < shards; ++j) {
+      const unsigned i = shard_index(seg.first, j, shards);
+      w[i] = std::max(w[i], read_watermark(Xapian::Database(seg.paths[j], Xapian::DB_BACKEND_GLASS)));
+    }
+  }
+  std::uint64_t out = UINT64_MAX;
+  for (unsigned i = 0; i < shards; ++i) out = std::min(out, shard_coverage(w[i], i, static_cast<unsigned>(shards)));
+  return out;
+}
 
 // The shard directories of an index: the lines of its stub file, or the directory itself for an
 // index of one plain glass database.
@@ -300,30 +389,23 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
                  !std::filesystem::exists(dir + "/iamglass", ec);
     if (fresh) {
       std::filesystem::create_directories(dir, ec);
-      std::string stub;
-      for (unsigned i = 0; i < std::max(1u, shards_if_new); ++i) stub += "glass shard" + std::to_string(i) + "\n";
-      MAILARK_TRY(write_file_atomically(dir + "/" + kStubFile, stub));
+      MAILARK_TRY(write_file_atomically(dir + "/" + kStubFile, segment_stub(1, std::max(1u, shards_if_new))));
     }
-    for (const auto& path : shard_paths(dir)) {
+    w->segments_ = segment_firsts(dir);
+    const std::vector<std::string> first_paths = shard_paths(dir);
+    const auto shards = static_cast<unsigned>(first_paths.size());
+    for (unsigned i = 0; i < shards; ++i) {
       Shard sh;
-      sh.path = path;
-      // No termlist table: the archive is append-only, so documents are only ever added, and the
-      // table would be half of the index (and of its write cost). Removing documents later
-      // (retention) means rebuilding the affected index segment from the archive.
-      sh.db = std::make_unique<Xapian::WritableDatabase>(
-          path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-      std::string schema = sh.db->get_metadata(schema::kMetaSchema);
-      if (schema.empty()) {
-        sh.db->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
-        sh.db->commit();
-      } else if (schema != schema::kSchemaVersion) {
-        return make_error(
-            ErrorCode::kUnsupported, "the index in " + dir + " has schema " + schema,
-            "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
+      sh.index = i;
+      // What this shard holds in earlier segments (closed: nothing is added to them any more).
+      for (std::size_t k = 0; k + 1 < w->segments_.size(); ++k) {
+        const std::string path = w->shard_path(w->segments_[k], i, shards);
+        if (std::filesystem::exists(path, ec))
+          sh.elsewhere = std::max(sh.elsewhere, read_watermark(Xapian::Database(path, Xapian::DB_BACKEND_GLASS)));
       }
-      sh.watermark = read_watermark(*sh.db);
       w->shards_.push_back(std::move(sh));
     }
+    for (auto& sh : w->shards_) MAILARK_TRY(w->open_shard(sh, w->segments_.back()));
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
@@ -337,16 +419,100 @@ IndexWriter::~IndexWriter() {
   // re-supplies the rest on the next open.
   for (auto& sh : shards_) {
     try {
-      sh.db->close();
+      if (sh.db) sh.db->close();
     } catch (const Xapian::Error&) {
     }
   }
 }
 
+std::string IndexWriter::shard_path(std::uint64_t segment, unsigned shard, unsigned shards) const {
+  // The first segment's shards are named by the stub at the top of the index (an index of one plain
+  // glass database, from the first release, is its own shard).
+  if (segment == 1) return shard_paths(dir_)[shard];
+  (void)shards;
+  return segment_dir(dir_, segment) + "/shard" + std::to_string(shard);
+}
+
+void IndexWriter::add_segment(std::uint64_t first) {
+  if (first <= 1) return;
+  std::lock_guard<std::mutex> lock(segments_mu_);
+  auto it = std::lower_bound(segments_.begin(), segments_.end(), first);
+  if (it == segments_.end() || *it != first) segments_.insert(it, first);
+}
+
+std::uint64_t IndexWriter::segment_of(std::uint64_t id) const {
+  std::lock_guard<std::mutex> lock(segments_mu_);
+  auto it = std::upper_bound(segments_.begin(), segments_.end(), id);
+  return it == segments_.begin() ? 1 : *(it - 1);
+}
+
+std::vector<std::uint64_t> IndexWriter::segments() const {
+  std::lock_guard<std::mutex> lock(segments_mu_);
+  return segments_;
+}
+
+Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
+  const auto shards = static_cast<unsigned>(shards_.size());
+  try {
+    if (sh.db) {
+      // Leaving a segment: what it holds is made durable first, and counted as held elsewhere.
+      sh.db->set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
+      sh.db->commit();
+      sh.db->close();
+      sh.db.reset();
+      sh.elsewhere = std::max(sh.elsewhere, sh.watermark);
+    }
+    const std::string seg_dir = segment_dir(dir_, segment);
+    std::error_code ec;
+    if (std::filesystem::exists(seg_dir + "/" + kSealedFile, ec)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "index segment " + std::to_string(segment) + " is sealed and takes no more documents",
+                        "run `mailark reindex`");
+    }
+    if (segment != 1) {
+      std::lock_guard<std::mutex> lock(segments_mu_);  // shards create a new segment's directory once
+      if (!std::filesystem::exists(seg_dir + "/" + kStubFile, ec)) {
+        // Every shard first, then the stub: a segment is listed (segment_firsts) only once whole.
+        std::filesystem::create_directories(seg_dir, ec);
+        if (ec) return make_error(ErrorCode::kIo, "creating " + seg_dir + ": " + ec.message());
+        for (unsigned i = 0; i < shards; ++i) {
+          Xapian::WritableDatabase db(shard_path(segment, i, shards),
+                                      Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+          db.set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+          db.commit();
+          db.close();
+        }
+        MAILARK_TRY(write_file_atomically(seg_dir + "/" + kStubFile, segment_stub(segment, shards)));
+      }
+    }
+    sh.segment = segment;
+    sh.path = shard_path(segment, sh.index, shards);
+    // No termlist table: the archive is append-only, so documents are only ever added, and the
+    // table would be half of the index (and of its write cost). Removing documents later
+    // (retention) means dropping or rebuilding whole segments.
+    sh.db = std::make_unique<Xapian::WritableDatabase>(
+        sh.path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+    std::string schema = sh.db->get_metadata(schema::kMetaSchema);
+    if (schema.empty()) {
+      sh.db->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+      sh.db->commit();
+    } else if (schema != schema::kSchemaVersion) {
+      return make_error(ErrorCode::kUnsupported, "the index in " + dir_ + " has schema " + schema,
+                        "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
+    }
+    sh.watermark = std::max(sh.elsewhere, read_watermark(*sh.db));
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "opening the index in " + sh.path);
+  }
+  return ok_status();
+}
+
 Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   Shard& sh = shards_[shard_of(id)];
   if (id <= sh.watermark) return ok_status();
-  auto local = static_cast<Xapian::docid>((id - 1) / shards_.size() + 1);
+  const std::uint64_t segment = segment_of(id);
+  if (segment != sh.segment) MAILARK_TRY(open_shard(sh, segment));
+  auto local = static_cast<Xapian::docid>((id - segment) / shards_.size() + 1);
   try {
     const Xapian::docid last = sh.db->get_lastdocid();
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
@@ -372,20 +538,14 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
 
 Status IndexWriter::reopen_shard(unsigned shard) {
   Shard& sh = shards_[shard];
-  try {
-    if (sh.db) {
-      try {
-        sh.db->close();  // uncommitted changes are dropped; the archive re-supplies them
-      } catch (const Xapian::Error&) {
-      }
+  if (sh.db) {
+    try {
+      sh.db->close();  // uncommitted changes are dropped; the archive re-supplies them
+    } catch (const Xapian::Error&) {
     }
-    sh.db = std::make_unique<Xapian::WritableDatabase>(
-        sh.path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-    sh.watermark = read_watermark(*sh.db);
-  } catch (const Xapian::Error& e) {
-    return xapian_error(e, "reopening the index in " + sh.path);
+    sh.db.reset();
   }
-  return ok_status();
+  return open_shard(sh, sh.segment);
 }
 
 Status IndexWriter::commit_shard(unsigned shard, std::uint64_t watermark) {
@@ -504,29 +664,73 @@ std::uint64_t IndexWriter::watermark() const {
 }
 
 Status compact_index(const std::string& dir, const std::string& out_dir) {
+  namespace fs = std::filesystem;
   try {
     std::error_code ec;
-    std::filesystem::create_directories(out_dir, ec);
-    std::vector<std::string> shards = shard_paths(dir);
-    std::ofstream stub(out_dir + "/" + kStubFile);
-    for (std::size_t i = 0; i < shards.size(); ++i) {
-      std::string name = "shard" + std::to_string(i);
-      Xapian::Database db(shards[i], Xapian::DB_BACKEND_GLASS);
-      db.compact(out_dir + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
-      stub << "glass " << name << "\n";
+    fs::create_directories(out_dir, ec);
+    const std::vector<SegmentLayout> layout = index_layout(dir);
+    MAILARK_ASSIGN_OR_RETURN(const std::uint64_t covered, layout_watermark(layout));
+    for (std::size_t k = 0; k < layout.size(); ++k) {
+      const SegmentLayout& seg = layout[k];
+      const std::string src = segment_dir(dir, seg.first), dst = segment_dir(out_dir, seg.first);
+      fs::create_directories(dst, ec);
+      if (ec) return make_error(ErrorCode::kIo, "creating " + dst + ": " + ec.message());
+      if (seg.sealed) {
+        // Never written again: its files are shared with the new index, not rewritten.
+        for (const auto& path : seg.paths) {
+          const std::string to = dst + "/" + fs::path(path).filename().string();
+          fs::create_directories(to, ec);
+          for (const auto& f : fs::directory_iterator(path, ec)) {
+            fs::create_hard_link(f.path(), to + "/" + f.path().filename().string(), ec);
+            if (ec) return make_error(ErrorCode::kIo, "linking " + f.path().string() + ": " + ec.message());
+          }
+        }
+        fs::copy_file(src + "/" + kSealedFile, dst + "/" + kSealedFile, ec);
+      } else {
+        for (const auto& path : seg.paths) {
+          Xapian::Database db(path, Xapian::DB_BACKEND_GLASS);
+          db.compact(dst + "/" + fs::path(path).filename().string(),
+                     Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+        }
+        // A closed segment whose every document is in: sealed from now on.
+        if (k + 1 < layout.size() && covered + 1 >= layout[k + 1].first)
+          MAILARK_TRY(write_file_atomically(dst + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
+      }
+      std::string stub;
+      for (const auto& path : seg.paths) stub += "glass " + fs::path(path).filename().string() + "\n";
+      MAILARK_TRY(write_file_atomically(dst + "/" + kStubFile, stub));
     }
-    stub.close();
-    if (!stub) return make_error(ErrorCode::kIo, "writing " + out_dir + "/" + kStubFile);
     const std::string pairs = dir + "/" + schema::kPairWordsFile;
-    if (std::filesystem::exists(pairs, ec)) {
-      std::filesystem::copy_file(pairs, out_dir + "/" + schema::kPairWordsFile,
-                                 std::filesystem::copy_options::overwrite_existing, ec);
+    if (fs::exists(pairs, ec)) {
+      fs::copy_file(pairs, out_dir + "/" + schema::kPairWordsFile, fs::copy_options::overwrite_existing, ec);
       if (ec) return make_error(ErrorCode::kIo, "copying " + pairs + ": " + ec.message());
     }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "compacting the index");
   }
   return ok_status();
+}
+
+Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
+  std::vector<IndexSegment> out;
+  try {
+    for (const auto& seg : index_layout(dir)) {
+      IndexSegment s;
+      s.first = seg.first;
+      s.sealed = seg.sealed;
+      s.shards = static_cast<unsigned>(seg.paths.size());
+      for (const auto& path : seg.paths) {
+        std::error_code ec;
+        Xapian::Database db(path, Xapian::DB_BACKEND_GLASS);
+        s.documents += db.get_doccount();
+        for (const auto& f : std::filesystem::directory_iterator(path, ec)) s.bytes += f.file_size(ec);
+      }
+      out.push_back(s);
+    }
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "reading the index in " + dir);
+  }
+  return out;
 }
 
 // ---- query parsing ----
@@ -711,6 +915,42 @@ class LowerBooleanField : public Xapian::FieldProcessor {
   std::string prefix_;
 };
 
+}  // namespace
+
+// Segments and shards as one database: Xapian numbers the documents of N sub-databases by
+// interleaving, document d being document (d - 1) / N + 1 of sub-database (d - 1) % N. Sub-database
+// J holds, as its local document l, the archive id first + (l - 1) * stride + phase (a shard of a
+// segment: stride = the segment's shards, phase = its place in the segment's stub). With one segment
+// the two numbers are equal. Test: IndexSegments.*.
+struct DocMap {
+  struct Sub {
+    std::uint64_t first;
+    unsigned stride, phase;
+  };
+  std::vector<Sub> subs;                  // in the order the databases were added
+  std::vector<std::uint64_t> seg_first;   // per segment, ascending
+  std::vector<unsigned> seg_sub, seg_stride;  // per segment: its first sub-database, its shards
+
+  std::uint64_t to_archive(Xapian::docid d) const {
+    if (d == 0 || subs.empty()) return 0;
+    const std::size_t n = subs.size();
+    const Sub& s = subs[(d - 1) % n];
+    return s.first + ((d - 1) / n) * s.stride + s.phase;
+  }
+  // 0 when the id is before every segment or beyond Xapian's 32-bit document ids.
+  Xapian::docid to_xapian(std::uint64_t id) const {
+    if (id == 0 || seg_first.empty() || id < seg_first[0]) return 0;
+    const std::size_t k =
+        static_cast<std::size_t>(std::upper_bound(seg_first.begin(), seg_first.end(), id) - seg_first.begin()) - 1;
+    const std::uint64_t off = id - seg_first[k];
+    const std::uint64_t j = seg_sub[k] + off % seg_stride[k], local = off / seg_stride[k];
+    const std::uint64_t d = local * subs.size() + j + 1;
+    return d > UINT32_MAX ? 0 : static_cast<Xapian::docid>(d);
+  }
+};
+
+namespace {
+
 // Which shard a sub-database is, by its UUID: Xapian hands a PostingSource each shard separately,
 // with shard-local document ids.
 struct ShardMap {
@@ -726,11 +966,12 @@ class DocIdSet : public Xapian::PostingSource {
       : all_(std::move(ids)), shards_(std::move(shards)) {}
   DocIdSet* clone() const override { return new DocIdSet(all_, shards_); }
   void init(const Xapian::Database& db) override {
-    unsigned shard = 0;
-    auto it = shards_->by_uuid.find(db.get_uuid());
-    if (it != shards_->by_uuid.end()) shard = it->second;
-    const unsigned n = shards_->count;
     ids_.clear();
+    pos_ = kBefore;
+    auto it = shards_->by_uuid.find(db.get_uuid());
+    if (it == shards_->by_uuid.end()) return;  // not one of the index's shards: nothing of it matches
+    const unsigned shard = it->second;
+    const unsigned n = shards_->count;
     for (Xapian::docid id : *all_)
       if ((id - 1) % n == shard) ids_.push_back((id - 1) / n + 1);
     pos_ = kBefore;
@@ -852,9 +1093,9 @@ class PhraseResolver {
   // Candidates checked, spread evenly over all, to estimate the total of a deferred phrase.
   static constexpr std::size_t kEstimateSample = 100;
 
-  PhraseResolver(Xapian::Database& db, FieldSource* fields, std::shared_ptr<const ShardMap> shards,
+  PhraseResolver(Xapian::Database& db, const DocMap& map, FieldSource* fields, std::shared_ptr<const ShardMap> shards,
                  const PairWords* pairs, bool may_defer)
-      : db_(db), fields_(fields), shards_(std::move(shards)), pairs_(pairs), may_defer_(may_defer) {}
+      : db_(db), map_(map), fields_(fields), shards_(std::move(shards)), pairs_(pairs), may_defer_(may_defer) {}
 
   Xapian::Query resolve(const Xapian::Query& q) { return resolve(q, /*required=*/true); }
 
@@ -995,11 +1236,12 @@ class PhraseResolver {
 
   const std::optional<IndexFields>& load(Xapian::docid id) {
     auto f = fields_cache_.find(id);
-    if (f == fields_cache_.end()) f = fields_cache_.emplace(id, fields_->load(id)).first;
+    if (f == fields_cache_.end()) f = fields_cache_.emplace(id, fields_->load(map_.to_archive(id))).first;
     return f->second;
   }
 
   Xapian::Database& db_;
+  const DocMap& map_;
   FieldSource* fields_;
   std::shared_ptr<const ShardMap> shards_;
   const PairWords* pairs_;
@@ -1083,21 +1325,27 @@ Neutralised neutralise_proximity_operators(const std::string& q) {
 Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
   std::unique_ptr<IndexReader> r(new IndexReader());
   r->dir_ = dir;
+  auto map = std::make_shared<DocMap>();
   try {
-    // The shards in the stub's order, as Xapian::Database(dir) would add them (same docids).
+    // Every segment's shards, each in its stub's order, as one database (DocMap translates ids).
     r->db_ = std::make_unique<Xapian::Database>();
-    std::uint64_t w = UINT64_MAX;
-    const auto paths = shard_paths(dir);
-    for (unsigned i = 0; i < paths.size(); ++i) {
-      Xapian::Database shard(paths[i], Xapian::DB_BACKEND_GLASS);
-      w = std::min(w, shard_coverage(read_watermark(shard), i, static_cast<unsigned>(paths.size())));
-      r->shard_uuids_.push_back(shard.get_uuid());
-      r->db_->add_database(shard);
+    const auto layout = index_layout(dir);
+    MAILARK_ASSIGN_OR_RETURN(r->watermark_, layout_watermark(layout));
+    for (const auto& seg : layout) {
+      map->seg_first.push_back(seg.first);
+      map->seg_sub.push_back(static_cast<unsigned>(map->subs.size()));
+      map->seg_stride.push_back(static_cast<unsigned>(seg.paths.size()));
+      for (std::size_t j = 0; j < seg.paths.size(); ++j) {
+        Xapian::Database shard(seg.paths[j], Xapian::DB_BACKEND_GLASS);
+        r->shard_uuids_.push_back(shard.get_uuid());
+        map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j)});
+        r->db_->add_database(shard);
+      }
     }
-    r->watermark_ = w == UINT64_MAX ? 0 : w;
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
+  r->map_ = std::move(map);
   MAILARK_ASSIGN_OR_RETURN(r->pairs_, read_pair_words(dir));
   return r;
 }
@@ -1112,7 +1360,7 @@ Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string
     std::uint64_t total = db_->get_termfreq(term);
     for (auto it = db_->postlist_begin(term); it != db_->postlist_end(term) && list.size() < limit; ++it) {
       auto j = nlohmann::json::parse(db_->get_document(*it).get_data(), nullptr, false);
-      list.emplace_back(*it, j.is_discarded() ? std::string() : j.value("u", ""));
+      list.emplace_back(map_->to_archive(*it), j.is_discarded() ? std::string() : j.value("u", ""));
     }
     return std::make_pair(total, std::move(list));
   } catch (const Xapian::Error& e) {
@@ -1170,7 +1418,8 @@ Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, con
     Xapian::MSet mset = enq.get_mset(0, db_->get_doccount());
     std::vector<std::uint64_t> out;
     out.reserve(mset.size());
-    for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(*it);
+    for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(map_->to_archive(*it));
+    std::sort(out.begin(), out.end());  // segments interleave in Xapian's order
     return out;
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "searching");
@@ -1190,10 +1439,11 @@ std::vector<bool> have_term(const Xapian::Database& db, const std::vector<std::u
   return out;
 }
 
-void mark_attachments(const Xapian::Database& db, std::vector<Summary*> items) {
-  std::sort(items.begin(), items.end(), [](const Summary* a, const Summary* b) { return a->id < b->id; });
+void mark_attachments(const Xapian::Database& db, const DocMap& map, std::vector<Summary*> items) {
+  std::sort(items.begin(), items.end(),
+            [&](const Summary* a, const Summary* b) { return map.to_xapian(a->id) < map.to_xapian(b->id); });
   std::vector<std::uint64_t> ids;
-  for (const auto* s : items) ids.push_back(s->id);
+  for (const auto* s : items) ids.push_back(map.to_xapian(s->id));
   auto has = have_term(db, ids, std::string(schema::kPrefixFlag) + "attachment");
   for (std::size_t i = 0; i < items.size(); ++i) items[i]->attachment = has[i];
 }
@@ -1204,11 +1454,12 @@ std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std
   out.reserve(ids.size());
   for (std::uint64_t id : ids) {
     try {
-      if (id == 0 || id > db_->get_lastdocid()) {
+      const Xapian::docid d = map_->to_xapian(id);
+      if (d == 0 || d > db_->get_lastdocid()) {
         out.emplace_back();
         continue;
       }
-      Xapian::Document doc = db_->get_document(static_cast<Xapian::docid>(id));
+      Xapian::Document doc = db_->get_document(d);
       Summary s = decode_summary(doc.get_data());
       s.id = id;
       out.emplace_back(std::move(s));
@@ -1220,7 +1471,7 @@ std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std
     std::vector<Summary*> found;
     for (auto& s : out)
       if (s) found.push_back(&*s);
-    mark_attachments(*db_, found);
+    mark_attachments(*db_, *map_, found);
   } catch (const Xapian::Error&) {
   }
   return out;
@@ -1269,7 +1520,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     auto shards = std::make_shared<ShardMap>();
     shards->count = static_cast<unsigned>(shard_uuids_.size());
     for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
-    PhraseResolver resolver(*db_, fields, shards, pairs_.get(), !options.exact_total);
+    PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total);
     Xapian::Query q = resolver.resolve(parsed);
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).
@@ -1278,8 +1529,13 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     }
 
     if (options.only_ids) {
+      auto docids = std::make_shared<std::vector<Xapian::docid>>();
+      docids->reserve(options.only_ids->size());
+      for (std::uint32_t id : *options.only_ids)
+        if (Xapian::docid d = map_->to_xapian(id)) docids->push_back(d);
+      std::sort(docids->begin(), docids->end());
       q = Xapian::Query(Xapian::Query::OP_FILTER, q,
-                        Xapian::Query((new DocIdSet(options.only_ids, shards))->release()));
+                        Xapian::Query((new DocIdSet(std::move(docids), shards))->release()));
     }
     Xapian::Enquire enq(*db_);
     enq.set_query(q);
@@ -1290,7 +1546,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     out.watermark = watermark_;
     auto add_hit = [&](const Xapian::MSetIterator& it) {
       Summary s = decode_summary(it.get_document().get_data());
-      s.id = *it;
+      s.id = map_->to_archive(*it);
       out.hits.push_back(std::move(s));
     };
     if (resolver.deferred().empty()) {
@@ -1354,7 +1610,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     }
     std::vector<Summary*> hits;
     for (auto& h : out.hits) hits.push_back(&h);
-    mark_attachments(*db_, hits);
+    mark_attachments(*db_, *map_, hits);
     return out;
   } catch (const Xapian::QueryParserError& e) {
     return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + e.get_msg(),

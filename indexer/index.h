@@ -68,6 +68,13 @@ class IndexWriter {
   ~IndexWriter();
 
   unsigned shard_count() const { return static_cast<unsigned>(shards_.size()); }
+  // Registers a time segment that begins at archive id `first` (idempotent; safe from any thread):
+  // ids from `first` on go to that segment's shards, created on first use, until a later segment
+  // begins. Call it before adding the segment's first id. The engine registers the archive's segments
+  // at open, and the ingest pipeline each new one as the archive begins it.
+  void add_segment(std::uint64_t first);
+  // The segments known (first ids, ascending; the first is 1).
+  std::vector<std::uint64_t> segments() const;
   unsigned shard_of(std::uint64_t id) const { return static_cast<unsigned>((id - 1) % shards_.size()); }
 
   // Adds message `id` to its shard. An id its shard already holds is skipped: at or below the shard's
@@ -96,13 +103,22 @@ class IndexWriter {
   // Trains the pair words from the committed index's document frequencies, once it is big enough.
   Status train_pair_words();
   struct Shard {
+    unsigned index = 0;
+    std::uint64_t segment = 1;  // first id of the segment whose shard is open
     std::string path;
     std::unique_ptr<Xapian::WritableDatabase> db;
-    std::uint64_t watermark = 0;
+    std::uint64_t watermark = 0;  // every id of this shard up to it is in the index (any segment)
+    std::uint64_t elsewhere = 0;  // the highest watermark of this shard in other segments
   };
   IndexWriter() = default;
+  // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
+  Status open_shard(Shard& sh, std::uint64_t segment);
+  std::string shard_path(std::uint64_t segment, unsigned shard, unsigned shards) const;
+  std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;
   std::vector<Shard> shards_;
+  mutable std::mutex segments_mu_;
+  std::vector<std::uint64_t> segments_;  // first ids, ascending
   mutable std::mutex pairs_mu_;  // guards pairs_ (shards commit on their own threads)
   std::shared_ptr<const PairWords> pairs_;
 };
@@ -117,8 +133,20 @@ std::uint64_t shard_coverage(std::uint64_t watermark, unsigned shard, unsigned s
 Status seed_pair_words(const std::string& from_dir, const std::string& to_dir);
 
 // Rewrites the index in dir into out_dir in compact form (full blocks; typically 40% smaller after a
-// bulk import). Shards and document ids are kept. The caller swaps the directories.
+// bulk import). Segments, shards and document ids are kept. Sealed segments are linked, not rewritten;
+// a closed segment (not the last) whose every document is in is sealed. The caller swaps the
+// directories.
 Status compact_index(const std::string& dir, const std::string& out_dir);
+
+// One time segment of the index (`mailark segments`).
+struct IndexSegment {
+  std::uint64_t first = 1;  // its first archive id
+  unsigned shards = 0;
+  std::uint64_t documents = 0;
+  std::uint64_t bytes = 0;
+  bool sealed = false;  // closed, compacted, never written again
+};
+Result<std::vector<IndexSegment>> index_segments(const std::string& dir);
 
 // Supplies a message's fields for phrase verification.
 class FieldSource {
@@ -151,6 +179,9 @@ struct SearchResults {
 // The fields IMAP SEARCH asks about (RFC 9051 6.4.4: BODY, TEXT, SUBJECT, FROM, TO, CC, BCC).
 enum class TextField { kBody, kText, kSubject, kFrom, kTo, kCc, kBcc };
 
+// How the document ids of the index opened as one (every segment's shards) map to archive ids.
+struct DocMap;
+
 class IndexReader {
  public:
   // Opens every shard once (a search command used to open each shard three times over).
@@ -178,6 +209,7 @@ class IndexReader {
   std::string dir_;
   std::unique_ptr<Xapian::Database> db_;
   std::vector<std::string> shard_uuids_;  // in docid interleaving order
+  std::shared_ptr<const DocMap> map_;
   std::uint64_t watermark_ = 0;
   std::shared_ptr<const PairWords> pairs_;  // null: the index has no pair terms
 };

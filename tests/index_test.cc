@@ -433,3 +433,134 @@ TEST(IndexPairs, LostPairWordsAreNeverReplaced) {
 
 }  // namespace
 }  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// An index of three time segments (beginning at archive ids 1, 38 and 101: the second starts on the
+// second shard) reads as one: ids, order, summaries, filters, phrases and placeholders are the
+// archive's, whatever segment holds them; compaction seals the closed segments and keeps the ids.
+TEST(IndexSegments, SegmentsReadAsOneIndex) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::uint64_t docs = 150;
+  const std::string index = dir / "index";
+  {
+    auto w = IndexWriter::open(index);
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= docs; ++id) {
+      if (id == 38 || id == 101) (*w)->add_segment(id);
+      IndexFields f = fields(id, "note " + std::to_string(id), id % 3 ? "beta alpha gamma" : "alpha beta gamma",
+                             978307200 + static_cast<std::int64_t>(id) * 60);
+      source.docs[id] = f;
+      if (id == 120) {
+        ASSERT_TRUE((*w)->add(id, build_unindexed_document(id, "test placeholder")).ok());
+      } else {
+        ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+      }
+      if (id % 40 == 0) {
+        ASSERT_TRUE((*w)->commit(id).ok());
+      }
+    }
+    ASSERT_TRUE((*w)->commit(docs).ok());
+    EXPECT_EQ((*w)->watermark(), docs);
+    EXPECT_EQ((*w)->segments(), (std::vector<std::uint64_t>{1, 38, 101}));
+  }
+  auto check = [&](const std::string& where) {
+    SCOPED_TRACE(where);
+    auto r = IndexReader::open(where);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ((*r)->watermark(), docs);
+    auto all = (*r)->search("gamma", SearchOptions{0, 200}, &source);
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(all->total, docs - 1);  // 120 is a placeholder
+    ASSERT_EQ(all->hits.size(), docs - 1);
+    std::uint64_t expect = docs;
+    for (const auto& h : all->hits) {
+      if (expect == 120) --expect;
+      EXPECT_EQ(h.id, expect);
+      EXPECT_EQ(h.subject, "note " + std::to_string(expect));
+      --expect;
+    }
+    // A page that straddles segments.
+    auto page = (*r)->search("gamma", SearchOptions{110, 5}, &source);
+    ASSERT_TRUE(page.ok());
+    std::vector<std::uint64_t> got;
+    for (const auto& h : page->hits) got.push_back(h.id);
+    EXPECT_EQ(got, (std::vector<std::uint64_t>{39, 38, 37, 36, 35}));
+    // Phrases checked against the messages, by archive id.
+    auto phrase = (*r)->search("\"alpha beta\"", SearchOptions{0, 3}, &source);
+    ASSERT_TRUE(phrase.ok());
+    EXPECT_EQ(phrase->total, 49u);  // the multiples of 3 but 120, a placeholder
+    got.clear();
+    for (const auto& h : phrase->hits) got.push_back(h.id);
+    EXPECT_EQ(got, (std::vector<std::uint64_t>{150, 147, 144}));
+    // A user's own messages only, from every segment.
+    SearchOptions mine{0, 10};
+    mine.only_ids = std::make_shared<std::vector<std::uint32_t>>(std::vector<std::uint32_t>{2, 37, 38, 39, 100, 101, 149});
+    auto own = (*r)->search("gamma", mine, &source);
+    ASSERT_TRUE(own.ok());
+    got.clear();
+    for (const auto& h : own->hits) got.push_back(h.id);
+    EXPECT_EQ(got, (std::vector<std::uint64_t>{149, 101, 100, 39, 38, 37, 2}));
+    auto sums = (*r)->summaries({1, 37, 38, 100, 101, 150, 151});
+    ASSERT_EQ(sums.size(), 7u);
+    const std::uint64_t want[] = {1, 37, 38, 100, 101, 150};
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_TRUE(sums[i].has_value()) << want[i];
+      EXPECT_EQ(sums[i]->id, want[i]);
+      EXPECT_EQ(sums[i]->subject, "note " + std::to_string(want[i]));
+    }
+    EXPECT_FALSE(sums[6].has_value()) << "not indexed yet";
+    auto words = (*r)->match_words(TextField::kSubject, "note");
+    ASSERT_TRUE(words.ok());
+    EXPECT_EQ(words->size(), docs - 1);
+    EXPECT_TRUE(std::is_sorted(words->begin(), words->end()));
+    EXPECT_EQ(words->front(), 1u);
+    EXPECT_EQ(words->back(), docs);
+    auto un = (*r)->unindexed(10);
+    ASSERT_TRUE(un.ok());
+    EXPECT_EQ(un->first, 1u);
+    ASSERT_EQ(un->second.size(), 1u);
+    EXPECT_EQ(un->second[0].first, 120u);
+  };
+  check(index);
+
+  const std::string compacted = dir / "compacted";
+  ASSERT_TRUE(compact_index(index, compacted).ok());
+  check(compacted);
+  auto segs = index_segments(compacted);
+  ASSERT_TRUE(segs.ok());
+  ASSERT_EQ(segs->size(), 3u);
+  EXPECT_TRUE((*segs)[0].sealed);
+  EXPECT_TRUE((*segs)[1].sealed);
+  EXPECT_FALSE((*segs)[2].sealed) << "the live segment is never sealed";
+  EXPECT_EQ((*segs)[0].documents + (*segs)[1].documents + (*segs)[2].documents, docs);
+  EXPECT_EQ((*segs)[1].documents, 101u - 38u);
+
+  // Writing goes on in the live segment of the compacted index; compacting again keeps the seals.
+  {
+    auto w = IndexWriter::open(compacted);
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ((*w)->watermark(), docs);
+    IndexFields f = fields(docs + 1, "note 151", "alpha beta gamma", 978307200 + 151 * 60);
+    source.docs[docs + 1] = f;
+    ASSERT_TRUE((*w)->add(docs + 1, build_document(f)).ok());
+    ASSERT_TRUE((*w)->commit(docs + 1).ok());
+  }
+  const std::string again = dir / "again";
+  ASSERT_TRUE(compact_index(compacted, again).ok());
+  auto r = IndexReader::open(again);
+  ASSERT_TRUE(r.ok());
+  auto res = (*r)->search("gamma", SearchOptions{0, 1}, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, docs);
+  EXPECT_EQ(res->hits.at(0).id, docs + 1);
+  auto segs2 = index_segments(again);
+  ASSERT_TRUE(segs2.ok());
+  EXPECT_TRUE((*segs2)[0].sealed);
+  EXPECT_EQ((*segs2)[2].documents, docs + 1 - 100);
+}
+
+}  // namespace
+}  // namespace mailark::indexer

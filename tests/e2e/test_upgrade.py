@@ -67,11 +67,11 @@ class UpgradeTest(unittest.TestCase):
 
         # The first writing command migrates it in place; everything stays readable and intact.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 3, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], 4, "the first writing open migrates it")
         sink = Sink(primary, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))
         try:
             srv.start()
-            self.assertEqual(srv.cli("stats")["archive_format"], 3)
+            self.assertEqual(srv.cli("stats")["archive_format"], 4)
             deadline = time.time() + 30
             while srv.cli("queue")["total"] and time.time() < deadline:
                 time.sleep(0.2)
@@ -111,7 +111,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it (the due index built from the queue); deferred for an
         # hour by the old release, the entries are made due now, whatever the clock says.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 3)
+        self.assertEqual(srv.cli("stats")["archive_format"], 4)
         sink = Sink(primary, os.path.join(tmp, "sink"))
         try:
             srv.start()
