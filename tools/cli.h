@@ -73,5 +73,6 @@ void register_queue(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_quarantine(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_continuity(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_user(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_segments(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   register_quarantine(app, g, run);
   register_continuity(app, g, run);
   register_user(app, g, run);
+  register_segments(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,8 @@ commands, migrated in place by the first writing command, and what they had queu
 - tests/fixtures/format1-data.tar.gz: the first release (archive format 1, queue entries v1);
 - tests/fixtures/format2-data.tar.gz: the edge-hardening release (archive format 2, queue entries v2,
   two messages deferred for an hour; no due index, no continuity tables).
+- tests/fixtures/format3-data.tar.gz: the continuity release (archive format 3: no time segments, the
+  index one segment at the top of DATA/index).
 """
 import os
 import shutil
@@ -131,6 +133,60 @@ class UpgradeTest(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0)
             sink.stop()
+
+
+    def test_format_three_data_folder_opens_and_grows_a_second_segment(self):
+        tmp = tempfile.mkdtemp(prefix="mailark-upgrade3-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        with tarfile.open(os.path.join(FIXTURES, "format3-data.tar.gz")) as t:
+            t.extractall(tmp)
+        srv = Server(config(free_port(), free_port()), data=os.path.join(tmp, "data"))
+        stats = srv.cli("stats")
+        self.assertEqual(stats["archive_format"], 3, "a read-only open changes nothing")
+        self.assertEqual(srv.search("rotterdam")["total"], 3)
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([(s["first"], s["last"], s["live"]) for s in segs], [(1, 10, True)])
+
+        def import_mbox(name, n, start):
+            path = os.path.join(tmp, name)
+            with open(path, "w") as f:
+                for i in range(start, start + n):
+                    f.write(f"From sender@partner.example Mon Mar  2 10:00:00 2026\n"
+                            f"From: sender@partner.example\nTo: ana.ortega@northwind.example\n"
+                            f"Subject: rotterdam shipment {i}\nMessage-ID: <after-{i}@partner.example>\n"
+                            f"Date: Mon, 2 Mar 2026 10:{i:02d}:00 +0000\n\nThe rotterdam crane moved {i}.\n\n")
+            p = srv.run("import", path)
+            self.assertEqual(p.returncode, 0, p.stderr)
+
+        # The first writing command migrates it; the old records, with no period, are the first segment
+        # and the new ones begin the second, with shards of their own.
+        import_mbox("one.mbox", 5, 1)
+        self.assertEqual(srv.cli("stats")["archive_format"], 4)
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([(s["first"], s["last"]) for s in segs], [(1, 10), (11, 15)])
+        self.assertEqual([s["index_documents"] for s in segs], [10, 5])
+        self.assertTrue(segs[0]["sealed"], "the closed first segment was sealed by the import's compaction")
+        # Smaller segments from now on: the policy is the archive's.
+        self.assertEqual(srv.cli("segments", "policy", "--max-records", "2")["max_records"], 2)
+        import_mbox("two.mbox", 3, 6)
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([(s["first"], s["last"]) for s in segs], [(1, 10), (11, 15), (16, 17), (18, 18)])
+        # Search, show and verify span every segment.
+        res = srv.search("rotterdam")
+        self.assertEqual(res["total"], 3 + 8)
+        self.assertEqual(srv.search("subject:shipment")["total"], 8)
+        self.assertEqual(srv.search('"rotterdam crane"')["total"], 8)
+        self.assertEqual(srv.cli("show", "17")["envelope"]["mail_from"], "sender@partner.example")
+        report = srv.cli("verify")
+        self.assertTrue(report["intact"])
+        self.assertEqual(report["records_checked"], 18, "the chain runs on across segments")
+        # The index is derived: rebuilt, it is cut the same way and answers the same.
+        p = srv.run("reindex")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([s["index_documents"] for s in segs], [10, 5, 2, 1])
+        self.assertEqual(srv.search("rotterdam")["total"], 11)
+        self.assertEqual(srv.search('"rotterdam crane"')["total"], 8)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+// mailark segments: the archive's time segments with their figures; `segments policy` sets how the
+// archive cuts them (engine/archive.h, "Time segments").
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct SegmentsArgs {
+  bool json = false;
+  std::string period;
+  std::int64_t max_records = -1;
+};
+
+const char* period_name(SegmentPeriod p) {
+  switch (p) {
+    case SegmentPeriod::kNone: return "none";
+    case SegmentPeriod::kMonth: return "month";
+    case SegmentPeriod::kQuarter: return "quarter";
+    case SegmentPeriod::kYear: return "year";
+  }
+  return "none";
+}
+
+int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
+  auto engine = open_engine(g, /*read_only=*/true);
+  if (!engine) return report(engine.error());
+  Engine& e = **engine;
+  const auto segments = e.archive().segments();
+  const SegmentPolicy policy = e.archive().segment_policy();
+  std::map<std::uint64_t, indexer::IndexSegment> index;
+  if (auto is = indexer::index_segments(e.index_dir()))
+    for (const auto& s : *is) index[s.first] = s;
+  nlohmann::json list = nlohmann::json::array();
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    const SegmentInfo& s = segments[i];
+    const auto ix = index.find(s.first);
+    nlohmann::json j = {{"first", s.first},
+                        {"last", s.last},
+                        {"records", s.last >= s.first ? s.last - s.first + 1 : 0},
+                        {"period", s.period},
+                        {"opened_at", s.opened_at ? iso8601(s.opened_at) : ""},
+                        {"live", i + 1 == segments.size()},
+                        {"index_documents", ix == index.end() ? 0 : ix->second.documents},
+                        {"index_bytes", ix == index.end() ? 0 : ix->second.bytes},
+                        {"sealed", ix != index.end() && ix->second.sealed}};
+    list.push_back(std::move(j));
+  }
+  if (args.json) {
+    nlohmann::json out = {{"segments", list},
+                          {"policy", {{"period", period_name(policy.period)}, {"max_records", policy.max_records}}}};
+    std::cout << out.dump() << "\n";
+    return kExitOk;
+  }
+  std::cout << "policy: a new segment every " << period_name(policy.period);
+  if (policy.max_records) std::cout << " or every " << policy.max_records << " messages";
+  std::cout << "\n";
+  std::cout << std::left << std::setw(12) << "FIRST" << std::setw(12) << "LAST" << std::setw(10) << "RECORDS"
+            << std::setw(10) << "PERIOD" << std::setw(12) << "INDEXED" << std::setw(12) << "INDEX" << "STATE\n";
+  for (const auto& j : list) {
+    std::cout << std::setw(12) << j["first"].get<std::uint64_t>() << std::setw(12) << j["last"].get<std::uint64_t>()
+              << std::setw(10) << j["records"].get<std::uint64_t>()
+              << std::setw(10) << (j["period"].get<std::string>().empty() ? "-" : j["period"].get<std::string>())
+              << std::setw(12) << j["index_documents"].get<std::uint64_t>() << std::setw(12)
+              << human_bytes(j["index_bytes"].get<std::uint64_t>())
+              << (j["live"].get<bool>() ? "live" : j["sealed"].get<bool>() ? "sealed" : "closed") << "\n";
+  }
+  return kExitOk;
+}
+
+int run_policy(const GlobalOptions& g, const SegmentsArgs& args) {
+  // The policy is a value in the archive's meta table: LMDB serialises it with a running server's
+  // appends, which read it at every batch.
+  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/false, /*writer=*/"");
+  if (!engine) return report(engine.error());
+  SegmentPolicy policy = (*engine)->archive().segment_policy();
+  if (!args.period.empty()) {
+    auto p = parse_segment_period(args.period);
+    if (!p) return report(make_error(ErrorCode::kInvalidArgument, "unknown period " + args.period,
+                                     "one of month, quarter, year, none"));
+    policy.period = *p;
+  }
+  if (args.max_records >= 0) policy.max_records = static_cast<std::uint64_t>(args.max_records);
+  if (auto s = (*engine)->archive().set_segment_policy(policy); !s) return report(s.error());
+  nlohmann::json out = {{"period", period_name(policy.period)}, {"max_records", policy.max_records}};
+  std::cout << (args.json ? out.dump() : "segment policy: " + out.dump()) << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_segments(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto args = std::make_shared<SegmentsArgs>();
+  auto* cmd = app.add_subcommand("segments", "the archive's time segments, with their figures");
+  cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->callback([&g, &run, args, cmd] {
+    if (cmd->get_subcommands().empty()) run = [&g, args] { return run_list(g, *args); };
+  });
+  auto* policy = cmd->add_subcommand("policy", "set how new segments are cut (stored in the archive)");
+  policy->add_option("--period", args->period, "a new segment for every month, quarter, year, or none");
+  policy->add_option("--max-records", args->max_records, "and whenever the live one holds this many (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
+  policy->add_flag("--json", args->json, "print one JSON object");
+  policy->callback([&g, &run, args] { run = [&g, args] { return run_policy(g, *args); }; });
+}
+
+}  // namespace mailark::cli
