@@ -34,6 +34,7 @@
 // records (DATA/lock, engine/data_lock.h), while queue and quarantine changes may come from the CLI.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -280,6 +281,12 @@ class Archive {
 
   const std::string& dir() const { return dir_; }
 
+  // Drops the archive's pages from this process's page tables (they stay in the page cache). append()
+  // calls it at most every few seconds, so that what a long import has read through LMDB's map does
+  // not pile up in its resident set. Returns the bytes of the map covered (0 if nothing was done).
+  // Test: Archive.MappedPagesAreReleased.
+  std::uint64_t release_mapped_pages();
+
  private:
   friend class ArchiveSnapshot;
   Archive() = default;
@@ -295,6 +302,8 @@ class Archive {
   bool has_queue_ = true, has_quarantine_ = true, has_rcpt_cache_ = true, has_queue_due_ = true,
        has_continuity_ = true, has_delivered_ = true;
   std::uint32_t format_ = 0;
+  static constexpr std::chrono::seconds kReleaseMappedEvery{5};
+  std::chrono::steady_clock::time_point last_release_{};  // append()'s thread only
   mutable std::mutex codec_mu_;
   std::shared_ptr<const Codec> codec_;
 };

@@ -53,10 +53,12 @@ Xapian::Document build_document(const IndexFields& fields, const PairWords* pair
 // it keeps the document ids dense and is found by is:unindexed, with the reason in its summary.
 Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& reason);
 
-// The index is split into shards so that documents can be added by several threads: message id n
-// lives in shard (n - 1) % shards as document (n - 1) / shards + 1, which makes Xapian's interleaved
-// document ids over the shards (opened as one through the stub file DATA/index/XAPIANDB) equal to the
-// archive ids. Each shard records its own watermark.
+// The index is split into time segments (the archive's: engine/archive.h) and each segment into shards
+// so that documents can be added by several threads: message id n of the segment beginning at F lives
+// in shard (n - 1) % shards as document (n - F) / shards + 1. The first segment is at the top of the
+// index directory (its stub DATA/index/XAPIANDB), each later one in DATA/index/segment-F; readers open
+// them all as one database and translate its document ids to archive ids (docs/FORMAT.md, "Index").
+// Each shard records its own watermark in every segment; a shard's highest one counts.
 class IndexWriter {
  public:
   static constexpr unsigned kDefaultShards = 2;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <ctime>
+#include <fstream>
 #include <thread>
 #include <lmdb.h>
 
@@ -768,6 +769,53 @@ TEST(Segments, PeriodLabels) {
   EXPECT_EQ(segment_period_label(SegmentPeriod::kQuarter, 1727740799), "2024-Q3");
   EXPECT_EQ(parse_segment_period("quarter"), SegmentPeriod::kQuarter);
   EXPECT_FALSE(parse_segment_period("week").has_value());
+}
+
+}  // namespace
+}  // namespace mailark
+
+namespace mailark {
+namespace {
+
+// Resident kilobytes of this process's mapping of `file` (/proc/self/smaps).
+std::uint64_t mapped_rss_kb(const std::string& file) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  std::uint64_t kb = 0;
+  while (std::getline(smaps, line)) {
+    const bool header = line.find(" r") != std::string::npos && line.find('-') < line.find(' ');
+    if (header) in = line.size() >= file.size() && line.compare(line.size() - file.size(), file.size(), file) == 0;
+    else if (in && line.rfind("Rss:", 0) == 0) kb += std::stoull(line.substr(4));
+  }
+  return kb;
+}
+
+TEST(Archive, MappedPagesAreReleased) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  // Enough distinct messages that their blob_index and packs span many pages, then read back through
+  // the map.
+  std::vector<std::string> raws;
+  for (int i = 0; i < 3000; ++i)
+    raws.push_back(test::make_message("mapped " + std::to_string(i), std::string(2000, 'a' + i % 26) + std::to_string(i)));
+  for (int b = 0; b < 6; ++b) append_all(*a, std::vector<std::string>(raws.begin() + b * 500, raws.begin() + (b + 1) * 500));
+  for (std::uint64_t seq = 1; seq <= 3000; ++seq) {
+    auto r = a->record(seq);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE(a->raw(*r).ok());
+  }
+  const std::string file = dir.path() + "/data.mdb";
+  const std::uint64_t before = mapped_rss_kb(file);
+  EXPECT_GT(before, 1000u) << "the reads went through the map";
+  EXPECT_GT(a->release_mapped_pages(), 0u);
+  EXPECT_LT(mapped_rss_kb(file), before / 10);
+  // Everything still reads back (from the page cache).
+  auto r = a->record(1234);
+  ASSERT_TRUE(r.ok());
+  auto raw = a->raw(*r);
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(*raw, raws[1233]);
 }
 
 }  // namespace
