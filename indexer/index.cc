@@ -1608,6 +1608,11 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
         out.total = std::max<std::uint64_t>(held, static_cast<std::uint64_t>(share * every.size() + 0.5));
       }
     }
+    // Messages of the same second are in Xapian's document order, which interleaves segments: within
+    // the page, the later archived comes first, as in an index of one segment.
+    std::stable_sort(out.hits.begin(), out.hits.end(), [](const Summary& a, const Summary& b) {
+      return a.date != b.date ? a.date > b.date : a.id > b.id;
+    });
     std::vector<Summary*> hits;
     for (auto& h : out.hits) hits.push_back(&h);
     mark_attachments(*db_, *map_, hits);

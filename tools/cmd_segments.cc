@@ -91,6 +91,19 @@ int run_policy(const GlobalOptions& g, const SegmentsArgs& args) {
   return kExitOk;
 }
 
+int run_seal(const GlobalOptions& g, const SegmentsArgs& args) {
+  // The index writer lock and the data folder's: not beside a running server or import.
+  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/true, /*writer=*/"segments seal");
+  if (!engine) return report(engine.error());
+  if (auto s = (*engine)->compact_index(); !s) return report(s.error());
+  std::uint64_t sealed = 0;
+  if (auto is = indexer::index_segments((*engine)->index_dir()))
+    for (const auto& s : *is) sealed += s.sealed ? 1 : 0;
+  nlohmann::json out = {{"sealed", sealed}};
+  std::cout << (args.json ? out.dump() : std::to_string(sealed) + " sealed segments") << "\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void register_segments(CLI::App& app, GlobalOptions& g, Runner& run) {
@@ -106,6 +119,9 @@ void register_segments(CLI::App& app, GlobalOptions& g, Runner& run) {
       ->check(CLI::NonNegativeNumber);
   policy->add_flag("--json", args->json, "print one JSON object");
   policy->callback([&g, &run, args] { run = [&g, args] { return run_policy(g, *args); }; });
+  auto* seal = cmd->add_subcommand("seal", "compact the index and seal every closed segment (not beside a server)");
+  seal->add_flag("--json", args->json, "print one JSON object");
+  seal->callback([&g, &run, args] { run = [&g, args] { return run_seal(g, *args); }; });
 }
 
 }  // namespace mailark::cli
