@@ -288,6 +288,23 @@ struct SegmentLayout {
 
 std::vector<std::string> shard_paths(const std::string& dir);
 
+// A shard served by xapian-tcpsrv on another machine: its stub line is "remote HOST:PORT" (Xapian's
+// own stub syntax), its entry in shard_paths "tcp://HOST:PORT".
+constexpr std::string_view kRemoteScheme = "tcp://";
+bool is_remote(const std::string& entry) { return entry.rfind(kRemoteScheme, 0) == 0; }
+
+// Opens one shard for reading, local or remote. Remote: 10 s for a query, 2 s to connect.
+Xapian::Database open_shard_db(const std::string& entry) {
+  if (!is_remote(entry)) return Xapian::Database(entry, Xapian::DB_BACKEND_GLASS);
+  const std::string endpoint = entry.substr(kRemoteScheme.size());
+  const auto colon = endpoint.rfind(':');
+  std::string host = colon == std::string::npos ? endpoint : endpoint.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const unsigned port = colon == std::string::npos ? 0 : static_cast<unsigned>(std::atoi(endpoint.c_str() + colon + 1));
+  if (port == 0 || port > 65535) throw Xapian::DatabaseOpeningError("no port in remote shard " + endpoint);
+  return Xapian::Remote::open(host, port, 10000, 2000);
+}
+
 std::vector<SegmentLayout> index_layout(const std::string& dir) {
   std::vector<SegmentLayout> out;
   for (std::uint64_t first : segment_firsts(dir)) {
@@ -324,7 +341,7 @@ Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout)
     }
     for (std::size_t j = 0; j < shards; ++j) {
       const unsigned i = shard_index(seg.first, j, shards);
-      w[i] = std::max(w[i], read_watermark(Xapian::Database(seg.paths[j], Xapian::DB_BACKEND_GLASS)));
+      w[i] = std::max(w[i], read_watermark(open_shard_db(seg.paths[j])));
     }
   }
   std::uint64_t out = UINT64_MAX;
@@ -338,9 +355,18 @@ std::vector<std::string> shard_paths(const std::string& dir) {
   std::vector<std::string> out;
   std::ifstream stub(dir + "/" + kStubFile);
   std::string backend, path;
-  while (stub >> backend >> path) out.push_back(dir + "/" + path);
+  while (stub >> backend >> path) out.push_back(backend == "remote" ? std::string(kRemoteScheme) + path : dir + "/" + path);
   if (out.empty()) out.push_back(dir);
   return out;
+}
+
+// A stub for these shard entries (shard_paths' form), in their order.
+std::string stub_of(const std::vector<std::string>& entries) {
+  std::string stub;
+  for (const auto& e : entries)
+    stub += is_remote(e) ? "remote " + e.substr(kRemoteScheme.size()) + "\n"
+                         : "glass " + std::filesystem::path(e).filename().string() + "\n";
+  return stub;
 }
 
 // index/pair-words: the header line, then one word a line. Absent: the index has no pair terms.
@@ -397,13 +423,17 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
     for (unsigned i = 0; i < shards; ++i) {
       Shard sh;
       sh.index = i;
-      // What this shard holds in earlier segments (closed: nothing is added to them any more).
-      for (std::size_t k = 0; k + 1 < w->segments_.size(); ++k) {
-        const std::string path = w->shard_path(w->segments_[k], i, shards);
-        if (std::filesystem::exists(path, ec))
-          sh.elsewhere = std::max(sh.elsewhere, read_watermark(Xapian::Database(path, Xapian::DB_BACKEND_GLASS)));
-      }
       w->shards_.push_back(std::move(sh));
+    }
+    // What each shard holds in earlier segments (closed: nothing is added to them any more; sealed
+    // ones may be served from other machines).
+    const auto layout = index_layout(dir);
+    for (std::size_t k = 0; k + 1 < layout.size(); ++k) {
+      if (layout[k].paths.size() != shards) continue;  // layout_watermark reports it to readers
+      for (std::size_t j = 0; j < shards; ++j) {
+        Shard& sh = w->shards_[shard_index(layout[k].first, j, shards)];
+        sh.elsewhere = std::max(sh.elsewhere, read_watermark(open_shard_db(layout[k].paths[j])));
+      }
     }
     for (auto& sh : w->shards_) MAILARK_TRY(w->open_shard(sh, w->segments_.back()));
   } catch (const Xapian::Error& e) {
@@ -636,7 +666,7 @@ Status seed_pair_words(const std::string& from_dir, const std::string& to_dir) {
       std::error_code ec;
       if (!std::filesystem::exists(from_dir + "/" + kStubFile, ec)) return ok_status();
       Xapian::Database db;
-      for (const auto& path : shard_paths(from_dir)) db.add_database(Xapian::Database(path, Xapian::DB_BACKEND_GLASS));
+      for (const auto& path : shard_paths(from_dir)) db.add_database(open_shard_db(path));
       pairs = choose_pair_words(db);
       if (!pairs) return ok_status();
     }
@@ -678,6 +708,7 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
       if (seg.sealed) {
         // Never written again: its files are shared with the new index, not rewritten.
         for (const auto& path : seg.paths) {
+          if (is_remote(path)) continue;  // served elsewhere: only its stub line comes along
           const std::string to = dst + "/" + fs::path(path).filename().string();
           fs::create_directories(to, ec);
           for (const auto& f : fs::directory_iterator(path, ec)) {
@@ -696,9 +727,7 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
         if (k + 1 < layout.size() && covered + 1 >= layout[k + 1].first)
           MAILARK_TRY(write_file_atomically(dst + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
       }
-      std::string stub;
-      for (const auto& path : seg.paths) stub += "glass " + fs::path(path).filename().string() + "\n";
-      MAILARK_TRY(write_file_atomically(dst + "/" + kStubFile, stub));
+      MAILARK_TRY(write_file_atomically(dst + "/" + kStubFile, stub_of(seg.paths)));
     }
     const std::string pairs = dir + "/" + schema::kPairWordsFile;
     if (fs::exists(pairs, ec)) {
@@ -721,8 +750,12 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
       s.shards = static_cast<unsigned>(seg.paths.size());
       for (const auto& path : seg.paths) {
         std::error_code ec;
-        Xapian::Database db(path, Xapian::DB_BACKEND_GLASS);
+        Xapian::Database db = open_shard_db(path);
         s.documents += db.get_doccount();
+        if (is_remote(path)) {
+          s.remote.push_back(path.substr(kRemoteScheme.size()));
+          continue;
+        }
         for (const auto& f : std::filesystem::directory_iterator(path, ec)) s.bytes += f.file_size(ec);
       }
       out.push_back(s);
@@ -731,6 +764,64 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
     return xapian_error(e, "reading the index in " + dir);
   }
   return out;
+}
+
+Status set_segment_remote(const std::string& dir, std::uint64_t first, const std::vector<std::string>& endpoints) {
+  namespace fs = std::filesystem;
+  const std::string sdir = segment_dir(dir, first);
+  std::error_code ec;
+  if (!fs::exists(sdir + "/" + kStubFile, ec)) {
+    return make_error(ErrorCode::kNotFound, "the index has no segment beginning at " + std::to_string(first),
+                      "`mailark segments` lists them");
+  }
+  if (!fs::exists(sdir + "/" + kSealedFile, ec)) {
+    return make_error(ErrorCode::kInvalidArgument, "segment " + std::to_string(first) + " is not sealed",
+                      "only sealed segments (never written again) can be served from elsewhere; "
+                      "`mailark segments seal` seals the closed ones");
+  }
+  const std::vector<std::string> current = shard_paths(sdir);
+  // The shards the stub would name if the segment were local: every line's own directory.
+  std::vector<std::string> local;
+  for (std::size_t j = 0; j < current.size(); ++j)
+    local.push_back(sdir + "/shard" + std::to_string(shard_index(first, j, current.size())));
+  std::vector<std::string> next;
+  if (endpoints.empty()) {
+    for (const auto& path : local) {
+      if (!fs::exists(path, ec)) {
+        return make_error(ErrorCode::kNotFound, "segment " + std::to_string(first) + " has no local copy of " + path,
+                          "copy the segment's shards back first");
+      }
+    }
+    next = local;
+  } else {
+    if (endpoints.size() != current.size()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "segment " + std::to_string(first) + " has " + std::to_string(current.size()) +
+                            " shards: give one HOST:PORT for each, in the order of its stub",
+                        "`cat " + sdir + "/" + kStubFile + "`");
+    }
+    for (std::size_t j = 0; j < endpoints.size(); ++j) next.push_back(std::string(kRemoteScheme) + endpoints[j]);
+  }
+  // Every shard answers, and is the same database as the one it stands for (its UUID, or without a
+  // local copy its document count and watermark as the index knows them).
+  try {
+    for (std::size_t j = 0; j < next.size(); ++j) {
+      Xapian::Database to = open_shard_db(next[j]);
+      Xapian::Database was = open_shard_db(fs::exists(local[j], ec) ? local[j] : current[j]);
+      const bool same = was.get_uuid() == to.get_uuid() ||
+                        (was.get_doccount() == to.get_doccount() && read_watermark(was) == read_watermark(to) &&
+                         was.get_lastdocid() == to.get_lastdocid());
+      if (!same) {
+        return make_error(ErrorCode::kInvalidArgument,
+                          next[j] + " is not shard " + std::to_string(j) + " of segment " + std::to_string(first) +
+                              " (" + std::to_string(to.get_doccount()) + " documents, uuid " + to.get_uuid() + ")",
+                          "serve that segment's shards in the order of its stub");
+      }
+    }
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "checking segment " + std::to_string(first) + "'s shards");
+  }
+  return write_file_atomically(sdir + "/" + kStubFile, stub_of(next));
 }
 
 // ---- query parsing ----
@@ -926,10 +1017,15 @@ struct DocMap {
   struct Sub {
     std::uint64_t first;
     unsigned stride, phase;
+    bool remote = false;  // served by xapian-tcpsrv
   };
   std::vector<Sub> subs;                  // in the order the databases were added
   std::vector<std::uint64_t> seg_first;   // per segment, ascending
   std::vector<unsigned> seg_sub, seg_stride;  // per segment: its first sub-database, its shards
+
+  // Documents of remote shards cannot be fetched: xapian-tcpsrv sends a document's values with its
+  // data, and a shard without a termlist table cannot list them.
+  bool remote(Xapian::docid d) const { return d != 0 && !subs.empty() && subs[(d - 1) % subs.size()].remote; }
 
   std::uint64_t to_archive(Xapian::docid d) const {
     if (d == 0 || subs.empty()) return 0;
@@ -1094,8 +1190,12 @@ class PhraseResolver {
   static constexpr std::size_t kEstimateSample = 100;
 
   PhraseResolver(Xapian::Database& db, const DocMap& map, FieldSource* fields, std::shared_ptr<const ShardMap> shards,
-                 const PairWords* pairs, bool may_defer)
-      : db_(db), map_(map), fields_(fields), shards_(std::move(shards)), pairs_(pairs), may_defer_(may_defer) {}
+                 const PairWords* pairs, bool may_defer, bool remote = false)
+      : db_(db), map_(map), fields_(fields), shards_(std::move(shards)), pairs_(pairs), may_defer_(may_defer),
+        remote_(remote) {}
+
+  // Set when the query cannot be answered exactly (a phrase under OR or NOT with remote shards).
+  const std::string& error() const { return error_; }
 
   Xapian::Query resolve(const Xapian::Query& q) { return resolve(q, /*required=*/true); }
 
@@ -1201,6 +1301,17 @@ class PhraseResolver {
   // are many and every result must hold the phrase.
   Xapian::Query checked(const Xapian::Query& candidates, const std::vector<std::string>& terms, bool required,
                         Xapian::doccount eager = kEagerChecks) {
+    if (remote_ && fields_) {
+      // Remote shards run only Xapian's own query parts: the checked set of a phrase cannot be
+      // handed to them, so every phrase is checked in the results' order (exact pages; exact totals
+      // with exact_total), which needs a phrase that every result holds.
+      if (required) {
+        deferred_.push_back({terms});
+      } else if (error_.empty()) {
+        error_ = "a phrase under OR or NOT cannot be checked while some segments are served remotely";
+      }
+      return candidates;
+    }
     if (required && fields_ && may_defer_) {
       Xapian::Enquire enq(db_);
       enq.set_query(candidates);
@@ -1246,6 +1357,8 @@ class PhraseResolver {
   std::shared_ptr<const ShardMap> shards_;
   const PairWords* pairs_;
   bool may_defer_;
+  bool remote_;
+  std::string error_;
   std::vector<DeferredPhrase> deferred_;
   std::unordered_map<Xapian::docid, std::optional<IndexFields>> fields_cache_;
 };
@@ -1336,9 +1449,11 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
       map->seg_sub.push_back(static_cast<unsigned>(map->subs.size()));
       map->seg_stride.push_back(static_cast<unsigned>(seg.paths.size()));
       for (std::size_t j = 0; j < seg.paths.size(); ++j) {
-        Xapian::Database shard(seg.paths[j], Xapian::DB_BACKEND_GLASS);
+        Xapian::Database shard = open_shard_db(seg.paths[j]);
+        r->remote_ = r->remote_ || is_remote(seg.paths[j]);
         r->shard_uuids_.push_back(shard.get_uuid());
-        map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j)});
+        map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),
+                             is_remote(seg.paths[j])});
         r->db_->add_database(shard);
       }
     }
@@ -1359,6 +1474,10 @@ Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string
     std::vector<std::pair<std::uint64_t, std::string>> list;
     std::uint64_t total = db_->get_termfreq(term);
     for (auto it = db_->postlist_begin(term); it != db_->postlist_end(term) && list.size() < limit; ++it) {
+      if (map_->remote(*it)) {
+        list.emplace_back(map_->to_archive(*it), "(in a remote segment)");
+        continue;
+      }
       auto j = nlohmann::json::parse(db_->get_document(*it).get_data(), nullptr, false);
       list.emplace_back(map_->to_archive(*it), j.is_discarded() ? std::string() : j.value("u", ""));
     }
@@ -1455,7 +1574,7 @@ std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std
   for (std::uint64_t id : ids) {
     try {
       const Xapian::docid d = map_->to_xapian(id);
-      if (d == 0 || d > db_->get_lastdocid()) {
+      if (d == 0 || d > db_->get_lastdocid() || map_->remote(d)) {  // remote: the caller reads the archive
         out.emplace_back();
         continue;
       }
@@ -1520,15 +1639,21 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     auto shards = std::make_shared<ShardMap>();
     shards->count = static_cast<unsigned>(shard_uuids_.size());
     for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
-    PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total);
+    PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total, remote_);
     Xapian::Query q = resolver.resolve(parsed);
+    if (!resolver.error().empty()) {
+      return make_error(ErrorCode::kInvalidArgument, resolver.error(),
+                        "make the phrase required (AND), or bring the segments back (`mailark segments local`)");
+    }
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).
     if (ascii_lower(query).find("direction:") == std::string::npos) {
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
     }
 
-    if (options.only_ids) {
+    // With remote shards a user's own messages are picked out while walking the results instead.
+    const bool filter_ids = options.only_ids && remote_;
+    if (options.only_ids && !remote_) {
       auto docids = std::make_shared<std::vector<Xapian::docid>>();
       docids->reserve(options.only_ids->size());
       for (std::uint32_t id : *options.only_ids)
@@ -1545,11 +1670,25 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     SearchResults out;
     out.watermark = watermark_;
     auto add_hit = [&](const Xapian::MSetIterator& it) {
-      Summary s = decode_summary(it.get_document().get_data());
+      Summary s;
+      if (!map_->remote(*it)) {
+        s = decode_summary(it.get_document().get_data());
+      } else if (fields) {
+        // A remote shard's document cannot be fetched (DocMap::remote): the summary comes from the
+        // archive, as the index built it.
+        if (auto f = fields->load(map_->to_archive(*it))) s = decode_summary(encode_summary(*f));
+      }
       s.id = map_->to_archive(*it);
       out.hits.push_back(std::move(s));
     };
-    if (resolver.deferred().empty()) {
+    // The results that survive what Xapian could not do: deferred phrases, a user's own messages.
+    auto holds = [&](Xapian::docid d) {
+      if (filter_ids && !std::binary_search(options.only_ids->begin(), options.only_ids->end(),
+                                            static_cast<std::uint32_t>(map_->to_archive(d))))
+        return false;
+      return resolver.deferred().empty() || resolver.holds_deferred(d);
+    };
+    if (resolver.deferred().empty() && !filter_ids) {
       Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
                                        static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
       out.total = mset.get_matches_estimated();
@@ -1563,13 +1702,15 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       Xapian::doccount candidates = 0, from = 0;
       bool complete = false;  // every candidate was checked
       while (true) {
-        const auto chunk = static_cast<Xapian::doccount>(std::max<std::size_t>(64, 2 * (want - held)));
+        const auto chunk = static_cast<Xapian::doccount>(held < want ? std::max<std::size_t>(64, 2 * (want - held)) : 1024);
         Xapian::MSet mset = enq.get_mset(from, chunk, db_->get_doccount());
         candidates = mset.get_matches_estimated();  // exact: every match is counted
-        for (auto it = mset.begin(); it != mset.end() && held < want; ++it) {
+        // exact_total (possible only with remote shards: else nothing is deferred) walks to the end.
+        const bool exhaust = options.exact_total;
+        for (auto it = mset.begin(); it != mset.end() && (held < want || exhaust); ++it) {
           ++checked;
-          if (!resolver.holds_deferred(*it)) continue;
-          if (held >= options.offset) add_hit(it);
+          if (!holds(*it)) continue;
+          if (held >= options.offset && held < want) add_hit(it);
           ++held;
         }
         from += mset.size();
@@ -1577,7 +1718,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
           complete = true;
           break;
         }
-        if (held >= want) break;
+        if (held >= want && !exhaust) break;
       }
       if (complete) {
         out.total = held;
@@ -1602,7 +1743,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
           mix = (mix ^ (mix >> 27)) * 0x94D049BB133111EBULL;
           mix ^= mix >> 31;
           const auto at = static_cast<Xapian::doccount>(begin + (end > begin ? mix % (end - begin) : 0));
-          if (resolver.holds_deferred(*every[at])) ++sampled_held;
+          if (holds(*every[at])) ++sampled_held;
         }
         const double share = n ? static_cast<double>(sampled_held) / static_cast<double>(n) : 0.0;
         out.total = std::max<std::uint64_t>(held, static_cast<std::uint64_t>(share * every.size() + 0.5));

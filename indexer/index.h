@@ -147,8 +147,19 @@ struct IndexSegment {
   std::uint64_t documents = 0;
   std::uint64_t bytes = 0;
   bool sealed = false;  // closed, compacted, never written again
+  std::vector<std::string> remote;  // HOST:PORT of each shard served by xapian-tcpsrv; empty: local
 };
 Result<std::vector<IndexSegment>> index_segments(const std::string& dir);
+
+// Search across machines: a sealed segment's shards may be served by Xapian's own remote backend
+// (xapian-tcpsrv, one per shard, over copies of the segment's shard directories). With endpoints
+// (HOST:PORT, one per shard in the order of the segment's stub), the segment's stub names them
+// ("remote HOST:PORT", Xapian's stub syntax) once each answers as the same database; without, it
+// names the local shards again. Readers then open remote and local shards as one database; the
+// writer never writes a sealed segment. Errors: kNotFound (no such segment, or no local copy to go
+// back to), kInvalidArgument (not sealed, wrong number of endpoints, another database), kIo.
+// Test: tests/e2e/test_segments.py test_sealed_segments_served_by_xapian_tcpsrv.
+Status set_segment_remote(const std::string& dir, std::uint64_t first, const std::vector<std::string>& endpoints);
 
 // Supplies a message's fields for phrase verification.
 class FieldSource {
@@ -199,7 +210,8 @@ class IndexReader {
   // or domain also matches exactly. Ascending. Text without words matches every message.
   Result<std::vector<std::uint64_t>> match_words(TextField field, const std::string& text);
   // The stored summaries of these archive ids, in order; nothing for an id the index does not hold
-  // (yet). attachment is set from the has:attachment term.
+  // (yet) or holds in a remote segment (callers read those from the archive). attachment is set from
+  // the has:attachment term.
   std::vector<std::optional<Summary>> summaries(const std::vector<std::uint64_t>& ids) const;
   // The last archive record every shard holds, as of open().
   std::uint64_t watermark() const { return watermark_; }
@@ -212,6 +224,7 @@ class IndexReader {
   std::unique_ptr<Xapian::Database> db_;
   std::vector<std::string> shard_uuids_;  // in docid interleaving order
   std::shared_ptr<const DocMap> map_;
+  bool remote_ = false;  // some shard is served by xapian-tcpsrv (no PostingSource of ours runs there)
   std::uint64_t watermark_ = 0;
   std::shared_ptr<const PairWords> pairs_;  // null: the index has no pair terms
 };

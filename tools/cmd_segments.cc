@@ -12,6 +12,8 @@ namespace {
 
 struct SegmentsArgs {
   bool json = false;
+  std::uint64_t first = 0;
+  std::vector<std::string> endpoints;
   std::string period;
   std::int64_t max_records = -1;
 };
@@ -47,7 +49,8 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
                         {"live", i + 1 == segments.size()},
                         {"index_documents", ix == index.end() ? 0 : ix->second.documents},
                         {"index_bytes", ix == index.end() ? 0 : ix->second.bytes},
-                        {"sealed", ix != index.end() && ix->second.sealed}};
+                        {"sealed", ix != index.end() && ix->second.sealed},
+                        {"remote", ix == index.end() ? std::vector<std::string>() : ix->second.remote}};
     list.push_back(std::move(j));
   }
   if (args.json) {
@@ -67,7 +70,9 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
               << std::setw(10) << (j["period"].get<std::string>().empty() ? "-" : j["period"].get<std::string>())
               << std::setw(12) << j["index_documents"].get<std::uint64_t>() << std::setw(12)
               << human_bytes(j["index_bytes"].get<std::uint64_t>())
-              << (j["live"].get<bool>() ? "live" : j["sealed"].get<bool>() ? "sealed" : "closed") << "\n";
+              << (j["live"].get<bool>() ? "live" : j["sealed"].get<bool>() ? "sealed" : "closed");
+    for (const auto& r : j["remote"]) std::cout << " " << r.get<std::string>();
+    std::cout << "\n";
   }
   return kExitOk;
 }
@@ -104,6 +109,21 @@ int run_seal(const GlobalOptions& g, const SegmentsArgs& args) {
   return kExitOk;
 }
 
+int run_remote(const GlobalOptions& g, const SegmentsArgs& args) {
+  // Only the segment's stub changes (one small file, replaced atomically); a running server's
+  // readers see it at their next open.
+  auto engine = open_engine(g, /*read_only=*/true);
+  if (!engine) return report(engine.error());
+  if (auto s = indexer::set_segment_remote((*engine)->index_dir(), args.first, args.endpoints); !s)
+    return report(s.error());
+  nlohmann::json out = {{"first", args.first}, {"remote", args.endpoints}};
+  std::cout << (args.json ? out.dump()
+                          : "segment " + std::to_string(args.first) +
+                                (args.endpoints.empty() ? " is searched locally" : " is searched remotely"))
+            << "\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void register_segments(CLI::App& app, GlobalOptions& g, Runner& run) {
@@ -122,6 +142,19 @@ void register_segments(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto* seal = cmd->add_subcommand("seal", "compact the index and seal every closed segment (not beside a server)");
   seal->add_flag("--json", args->json, "print one JSON object");
   seal->callback([&g, &run, args] { run = [&g, args] { return run_seal(g, *args); }; });
+  auto* remote = cmd->add_subcommand(
+      "remote", "serve a sealed segment's shards from xapian-tcpsrv (one HOST:PORT per shard, in stub order)");
+  remote->add_option("first", args->first, "the segment's first message id")->required();
+  remote->add_option("endpoints", args->endpoints, "HOST:PORT of each shard")->required();
+  remote->add_flag("--json", args->json, "print one JSON object");
+  remote->callback([&g, &run, args] { run = [&g, args] { return run_remote(g, *args); }; });
+  auto* local = cmd->add_subcommand("local", "search a remote segment from its local shards again");
+  local->add_option("first", args->first, "the segment's first message id")->required();
+  local->add_flag("--json", args->json, "print one JSON object");
+  local->callback([&g, &run, args] {
+    args->endpoints.clear();
+    run = [&g, args] { return run_remote(g, *args); };
+  });
 }
 
 }  // namespace mailark::cli

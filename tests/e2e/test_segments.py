@@ -4,10 +4,15 @@ closed ones once it has stopped (engine/archive.h "Time segments", docs/FORMAT.m
 import os
 import shutil
 import smtplib
+import socket
+import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import Server, free_port
+
+TCPSRV = shutil.which("xapian-tcpsrv")
 
 
 class SegmentsTest(unittest.TestCase):
@@ -61,6 +66,100 @@ index_commit_interval_ms = 100
         self.assertEqual([s["sealed"] for s in segs], [True, True, False])
         self.assertEqual([s["index_documents"] for s in segs], [3, 3, 2])
         self.assertEqual(srv.search("subject:crane")["total"], 8)
+
+
+    @unittest.skipUnless(TCPSRV, "needs xapian-tcpsrv (Debian's xapian-tools, installed by scripts/setup.sh)")
+    def test_sealed_segments_served_by_xapian_tcpsrv(self):
+        tmp = tempfile.mkdtemp(prefix="mailark-remote-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        srv = Server("", data=os.path.join(tmp, "data"))
+        self.assertEqual(srv.cli("segments", "policy", "--max-records", "5")["max_records"], 5)
+        mbox = os.path.join(tmp, "in.mbox")
+        words = ["rotterdam", "hamburg", "antwerp"]
+        with open(mbox, "w") as f:
+            for i in range(1, 13):
+                f.write(f"From x@partner.example Mon Mar  2 10:00:00 2026\n"
+                        f"From: Partner {i} <p{i}@partner.example>\nTo: ana.ortega@northwind.example\n"
+                        f"Subject: berth plan {i}\nMessage-ID: <remote-{i}@partner.example>\n"
+                        f"Date: Mon, 2 Mar 2026 10:{i:02d}:00 +0000\n\n"
+                        f"The {words[i % 3]} berth plan for crane {i}. Quay crane schedule attached.\n\n")
+        p = srv.run("import", mbox)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([(s["first"], s["last"], s["sealed"]) for s in segs],
+                         [(1, 5, True), (6, 10, True), (11, 12, False)])
+        queries = ["berth", "rotterdam", "subject:plan", "from:p7@partner.example", '"quay crane schedule"',
+                   '"berth plan" crane', "berth NOT hamburg", "hamburg OR antwerp", "date:2026-03"]
+
+        def answers():
+            out = {}
+            for q in queries:
+                r = srv.search(q)
+                out[q] = (r["total"], [(h["id"], h["subject"], h["from"]) for h in r["results"]])
+            page = srv.run("search", "berth", "--offset", "3", "--limit", "4", "--json")
+            self.assertEqual(page.returncode, 0, page.stderr)
+            import json
+            out["page"] = [h["id"] for h in json.loads(page.stdout)["results"]]
+            return out
+
+        local = answers()
+        self.assertEqual(local["berth"][0], 12)
+        self.assertEqual(local['"quay crane schedule"'][0], 12)
+        self.assertEqual(local["page"], [9, 8, 7, 6])
+
+        # The first segment's two shards go to "another machine": copies of their directories, each
+        # served by its own xapian-tcpsrv on loopback.
+        index = os.path.join(tmp, "data", "index")
+        with open(os.path.join(index, "XAPIANDB")) as f:
+            stub = f.read().split()
+        names = stub[1::2]  # "glass shard0 glass shard1"
+        procs, endpoints = [], []
+        for name in names:
+            copy = os.path.join(tmp, "elsewhere", name)
+            shutil.copytree(os.path.join(index, name), copy)
+            port = free_port()
+            procs.append(subprocess.Popen([TCPSRV, "--interface", "127.0.0.1", "--port", str(port), "--quiet", copy],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            endpoints.append(f"127.0.0.1:{port}")
+        for pr in procs:
+            self.addCleanup(pr.wait)
+            self.addCleanup(pr.kill)
+        for e in endpoints:
+            deadline = time.time() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", int(e.split(":")[1])), timeout=1).close()
+                    break
+                except OSError:
+                    self.assertLess(time.time(), deadline, "xapian-tcpsrv did not start")
+                    time.sleep(0.05)
+        # Shards given in the wrong order are refused: they are not the databases they stand for.
+        p = srv.run("segments", "remote", "1", endpoints[1], endpoints[0])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"is not shard 0", p.stderr)
+        # A closed segment that is not sealed never goes remote; neither does the live one.
+        p = srv.run("segments", "remote", "11", endpoints[0], endpoints[1])
+        self.assertIn(b"not sealed", p.stderr)
+        self.assertEqual(srv.cli("segments", "remote", "1", *endpoints)["remote"], endpoints)
+        self.assertEqual(srv.cli("segments")["segments"][0]["remote"], endpoints)
+        # The same answers, in the same order, from local and remote shards together.
+        self.assertEqual(answers(), local)
+        # Phrases every result must hold are checked while walking the results, so pages and (with
+        # --exact) totals stay exact; one under OR or NOT is refused rather than answered wrong.
+        p = srv.run("search", '"quay crane schedule"', "--exact", "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = srv.run("search", 'hamburg OR "quay crane"')
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"remote", p.stderr)
+        # A remote shard that is down is an error that says so, never a shorter answer.
+        procs[0].kill()
+        procs[0].wait()
+        p = srv.run("search", "berth")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(endpoints[0].encode(), p.stderr)
+        # Back to the local shards.
+        self.assertEqual(srv.cli("segments", "local", "1")["remote"], [])
+        self.assertEqual(answers(), local)
 
 
 if __name__ == "__main__":
