@@ -1218,9 +1218,12 @@ class PhraseResolver {
     if (n == 0 || !contains_phrase(q)) return q;
     std::vector<Xapian::Query> subs;
     for (std::size_t i = 0; i < n; ++i) {
-      // Every result holds every subquery of AND and FILTER, and the left one of AND NOT.
+      // Every result holds every subquery of AND and FILTER, the left one of AND NOT, and what a
+      // weight-only wrapper holds (the query parser wraps boolean fields, from:"kenneth lay", in
+      // OP_SCALE_WEIGHT).
       const bool sub_required = required && (op == Xapian::Query::OP_AND || op == Xapian::Query::OP_FILTER ||
-                                             (op == Xapian::Query::OP_AND_NOT && i == 0));
+                                             (op == Xapian::Query::OP_AND_NOT && i == 0) ||
+                                             (op == Xapian::Query::OP_SCALE_WEIGHT && n == 1));
       subs.push_back(resolve(q.get_subquery(i), sub_required));
     }
     switch (op) {
@@ -1301,7 +1304,14 @@ class PhraseResolver {
   // are many and every result must hold the phrase.
   Xapian::Query checked(const Xapian::Query& candidates, const std::vector<std::string>& terms, bool required,
                         Xapian::doccount eager = kEagerChecks) {
-    if (remote_ && fields_) {
+    if (!fields_) return checked(candidates, terms);
+    Xapian::Enquire enq(db_);
+    enq.set_query(candidates);
+    enq.set_weighting_scheme(Xapian::BoolWeight());
+    const Xapian::doccount count = enq.get_mset(0, 0, eager + 1).get_matches_lower_bound();
+    // No candidate (the documents without pair terms, in an index built with them): nothing to check.
+    if (count == 0) return Xapian::Query::MatchNothing;
+    if (remote_) {
       // Remote shards run only Xapian's own query parts: the checked set of a phrase cannot be
       // handed to them, so every phrase is checked in the results' order (exact pages; exact totals
       // with exact_total), which needs a phrase that every result holds.
@@ -1312,15 +1322,9 @@ class PhraseResolver {
       }
       return candidates;
     }
-    if (required && fields_ && may_defer_) {
-      Xapian::Enquire enq(db_);
-      enq.set_query(candidates);
-      enq.set_weighting_scheme(Xapian::BoolWeight());
-      Xapian::MSet count = enq.get_mset(0, 0, eager + 1);
-      if (count.get_matches_lower_bound() > eager) {
-        deferred_.push_back({terms});
-        return candidates;
-      }
+    if (required && may_defer_ && count > eager) {
+      deferred_.push_back({terms});
+      return candidates;
     }
     return checked(candidates, terms);
   }
