@@ -730,7 +730,7 @@ std::string segment_period_label(SegmentPeriod period, std::int64_t unix_time) {
   std::time_t t = static_cast<std::time_t>(unix_time);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[16];
+  char buf[32];  // a year of up to 11 characters, as the compiler counts an int
   switch (period) {
     case SegmentPeriod::kMonth: std::snprintf(buf, sizeof buf, "%04d-%02d", tm.tm_year + 1900, tm.tm_mon + 1); break;
     case SegmentPeriod::kQuarter: std::snprintf(buf, sizeof buf, "%04d-Q%d", tm.tm_year + 1900, tm.tm_mon / 3 + 1); break;

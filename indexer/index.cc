@@ -326,13 +326,22 @@ unsigned shard_index(std::uint64_t first, std::size_t j, std::size_t shards) {
   return static_cast<unsigned>((first - 1 + j) % shards);
 }
 
+// What shard j of segment k vouches for. A sealed segment (never the last) holds every id before the
+// next segment's first: that is its shards' watermark, without asking them, so that a remote shard
+// that is down never stops a writer, an import's compaction or a reader's watermark.
+std::uint64_t segment_shard_watermark(const std::vector<SegmentLayout>& layout, std::size_t k, std::size_t j) {
+  if (layout[k].sealed && k + 1 < layout.size()) return layout[k + 1].first - 1;
+  return read_watermark(open_shard_db(layout[k].paths[j]));
+}
+
 // Every archive record up to this id is in the index: per shard, the highest watermark over the
 // segments, and the lowest coverage over the shards. Segments must have as many shards as the first.
 Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout) {
   if (layout.empty()) return std::uint64_t{0};
   const std::size_t shards = layout[0].paths.size();
   std::vector<std::uint64_t> w(shards, 0);
-  for (const auto& seg : layout) {
+  for (std::size_t k = 0; k < layout.size(); ++k) {
+    const SegmentLayout& seg = layout[k];
     if (seg.paths.size() != shards) {
       return make_error(ErrorCode::kCorrupt, "index segment " + std::to_string(seg.first) + " has " +
                                                  std::to_string(seg.paths.size()) + " shards where the first has " +
@@ -341,7 +350,7 @@ Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout)
     }
     for (std::size_t j = 0; j < shards; ++j) {
       const unsigned i = shard_index(seg.first, j, shards);
-      w[i] = std::max(w[i], read_watermark(open_shard_db(seg.paths[j])));
+      w[i] = std::max(w[i], segment_shard_watermark(layout, k, j));
     }
   }
   std::uint64_t out = UINT64_MAX;
@@ -432,7 +441,7 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
       if (layout[k].paths.size() != shards) continue;  // layout_watermark reports it to readers
       for (std::size_t j = 0; j < shards; ++j) {
         Shard& sh = w->shards_[shard_index(layout[k].first, j, shards)];
-        sh.elsewhere = std::max(sh.elsewhere, read_watermark(open_shard_db(layout[k].paths[j])));
+        sh.elsewhere = std::max(sh.elsewhere, segment_shard_watermark(layout, k, j));
       }
     }
     for (auto& sh : w->shards_) MAILARK_TRY(w->open_shard(sh, w->segments_.back()));
@@ -701,14 +710,18 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
     const std::vector<SegmentLayout> layout = index_layout(dir);
     MAILARK_ASSIGN_OR_RETURN(const std::uint64_t covered, layout_watermark(layout));
     for (std::size_t k = 0; k < layout.size(); ++k) {
-      const SegmentLayout& seg = layout[k];
+      SegmentLayout seg = layout[k];
       const std::string src = segment_dir(dir, seg.first), dst = segment_dir(out_dir, seg.first);
       fs::create_directories(dst, ec);
       if (ec) return make_error(ErrorCode::kIo, "creating " + dst + ": " + ec.message());
       if (seg.sealed) {
-        // Never written again: its files are shared with the new index, not rewritten.
-        for (const auto& path : seg.paths) {
-          if (is_remote(path)) continue;  // served elsewhere: only its stub line comes along
+        // Never written again: its files are shared with the new index, not rewritten. Every shard
+        // directory it has comes along, also those its stub does not name while it is searched
+        // remotely (the local copy `mailark segments local` goes back to).
+        std::vector<std::string> dirs;
+        for (const auto& e : fs::directory_iterator(src, ec))
+          if (e.is_directory(ec) && e.path().filename().string().rfind("shard", 0) == 0) dirs.push_back(e.path().string());
+        for (const auto& path : dirs) {
           const std::string to = dst + "/" + fs::path(path).filename().string();
           fs::create_directories(to, ec);
           for (const auto& f : fs::directory_iterator(path, ec)) {
@@ -718,10 +731,12 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
         }
         fs::copy_file(src + "/" + kSealedFile, dst + "/" + kSealedFile, ec);
       } else {
-        for (const auto& path : seg.paths) {
+        for (auto& path : seg.paths) {
           Xapian::Database db(path, Xapian::DB_BACKEND_GLASS);
-          db.compact(dst + "/" + fs::path(path).filename().string(),
-                     Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+          // An index of one plain glass database (the first release's) becomes shard0.
+          const std::string name = path == src ? "shard0" : fs::path(path).filename().string();
+          db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+          path = dst + "/" + name;  // for the new stub
         }
         // A closed segment whose every document is in: sealed from now on.
         if (k + 1 < layout.size() && covered + 1 >= layout[k + 1].first)
@@ -750,12 +765,18 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
       s.shards = static_cast<unsigned>(seg.paths.size());
       for (const auto& path : seg.paths) {
         std::error_code ec;
-        Xapian::Database db = open_shard_db(path);
-        s.documents += db.get_doccount();
         if (is_remote(path)) {
+          // A search machine that is down is reported, not an error of the whole listing.
           s.remote.push_back(path.substr(kRemoteScheme.size()));
+          try {
+            s.documents += open_shard_db(path).get_doccount();
+          } catch (const Xapian::Error& e) {
+            s.remote.back() += " (unreachable: " + e.get_msg() + ")";
+          }
           continue;
         }
+        Xapian::Database db = open_shard_db(path);
+        s.documents += db.get_doccount();
         for (const auto& f : std::filesystem::directory_iterator(path, ec)) s.bytes += f.file_size(ec);
       }
       out.push_back(s);

@@ -157,9 +157,21 @@ index_commit_interval_ms = 100
         p = srv.run("search", "berth")
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(endpoints[0].encode(), p.stderr)
+        # Nor does it stop the gateway: a writer never asks a sealed segment's shards anything (its
+        # documents are all in), so an import goes on, and `segments` says which shard is down.
+        more = os.path.join(tmp, "more.mbox")
+        with open(more, "w") as f:
+            f.write("From x@partner.example Mon Mar  2 10:00:00 2026\nFrom: late@partner.example\n"
+                    "Subject: late berth plan\nMessage-ID: <remote-late@partner.example>\n\nA late plan.\n\n")
+        p = srv.run("import", more)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        listed = srv.cli("segments")["segments"]
+        self.assertIn("unreachable", listed[0]["remote"][0])
+        self.assertEqual(listed[-1]["last"], 13)
         # Back to the local shards.
         self.assertEqual(srv.cli("segments", "local", "1")["remote"], [])
-        self.assertEqual(answers(), local)
+        self.assertEqual(srv.search("berth")["total"], 13)
+        self.assertEqual(srv.search("subject:late")["results"][0]["id"], 13)
 
 
 if __name__ == "__main__":
