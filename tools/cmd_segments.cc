@@ -143,7 +143,7 @@ void register_segments(CLI::App& app, GlobalOptions& g, Runner& run) {
   seal->add_flag("--json", args->json, "print one JSON object");
   seal->callback([&g, &run, args] { run = [&g, args] { return run_seal(g, *args); }; });
   auto* remote = cmd->add_subcommand(
-      "remote", "serve a sealed segment's shards from xapian-tcpsrv (one HOST:PORT per shard, in stub order)");
+      "remote", "search a sealed segment through xapian-tcpsrv (one HOST:PORT per shard, in its stub's order)");
   remote->add_option("first", args->first, "the segment's first message id")->required();
   remote->add_option("endpoints", args->endpoints, "HOST:PORT of each shard")->required();
   remote->add_flag("--json", args->json, "print one JSON object");
