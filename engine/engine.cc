@@ -78,13 +78,20 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
 
 Engine::~Engine() = default;
 
+Result<std::unique_ptr<indexer::IndexWriter>> Engine::open_writer(const std::string& dir) {
+  auto w = indexer::IndexWriter::open(dir);
+  if (!w) return w.error();
+  // The archive's segments, so that every record goes to its own segment's shards.
+  for (const auto& seg : archive_->segments()) (*w)->add_segment(seg.first);
+  return w;
+}
+
 Result<indexer::IndexWriter*> Engine::index_writer() {
   if (options_.read_only) return make_error(ErrorCode::kInvalidArgument, "engine opened read-only");
   if (!index_writer_) {
-    auto w = indexer::IndexWriter::open(index_dir());
+    auto w = open_writer(index_dir());
     if (!w) return w.error();
     index_writer_ = std::move(w).value();
-    for (const auto& seg : archive_->segments()) index_writer_->add_segment(seg.first);
   }
   return index_writer_.get();
 }
@@ -134,7 +141,6 @@ Result<std::uint64_t> Engine::catch_up_index(
 Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
                                             const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   indexer::IndexWriter* writer = &index;
-  for (const auto& seg : archive_->segments()) writer->add_segment(seg.first);
   std::uint64_t from = writer->watermark() + 1;
   std::uint64_t head = archive_->head().seq;
   if (from > head) return std::uint64_t{0};
@@ -220,7 +226,7 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   (void)indexer::seed_pair_words(index_dir(), fresh);
   Result<std::uint64_t> n = std::uint64_t{0};
   {
-    auto w = indexer::IndexWriter::open(fresh);
+    auto w = open_writer(fresh);
     if (!w) return w.error();
     n = catch_up_into(**w, progress);
   }
@@ -281,7 +287,7 @@ Result<indexer::SearchResults> Engine::search(const std::string& query,
     // A lagging index (a crash between the two commits): catch up, unless a writer holds the data
     // folder (a running server or import catches up itself).
     if (auto lock = DataLock::acquire(options_.data_dir, "search (catching the index up)")) {
-      if (auto w = indexer::IndexWriter::open(index_dir())) (void)catch_up_into(**w, nullptr);
+      if (auto w = open_writer(index_dir())) (void)catch_up_into(**w, nullptr);
       reader = indexer::IndexReader::open(index_dir());
       if (!reader) return reader.error();
     }

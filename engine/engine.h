@@ -83,6 +83,8 @@ class Engine {
 
  private:
   Engine() = default;
+  // Opens an index writer in dir that knows the archive's time segments.
+  Result<std::unique_ptr<indexer::IndexWriter>> open_writer(const std::string& dir);
   Result<std::uint64_t> catch_up_into(indexer::IndexWriter& writer,
                                       const std::function<void(std::uint64_t, std::uint64_t)>& progress);
   EngineOptions options_;

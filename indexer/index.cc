@@ -256,9 +256,14 @@ std::string segment_dir(const std::string& dir, std::uint64_t first) {
 // A segment's stub lists its shards in the order that makes Xapian's interleaved document ids over
 // them run first, first + 1, ...: archive id n lives in shard (n - 1) % shards (the same shard, and so
 // the same writer thread, whatever the segment), as document (n - first) / shards + 1.
+// Which shard (by archive id, (n - 1) % shards) the j-th shard of a segment's stub is.
+unsigned shard_index(std::uint64_t first, std::size_t j, std::size_t shards) {
+  return static_cast<unsigned>((first - 1 + j) % shards);
+}
+
 std::string segment_stub(std::uint64_t first, unsigned shards) {
   std::string stub;
-  for (unsigned j = 0; j < shards; ++j) stub += "glass shard" + std::to_string((first - 1 + j) % shards) + "\n";
+  for (unsigned j = 0; j < shards; ++j) stub += "glass shard" + std::to_string(shard_index(first, j, shards)) + "\n";
   return stub;
 }
 
@@ -321,22 +326,20 @@ std::vector<SegmentLayout> index_layout(const std::string& dir) {
 
 std::uint64_t read_watermark(const Xapian::Database& db);
 
-// Which shard (by archive id, (n - 1) % shards) the j-th shard of a segment's stub is.
-unsigned shard_index(std::uint64_t first, std::size_t j, std::size_t shards) {
-  return static_cast<unsigned>((first - 1 + j) % shards);
-}
-
 // What shard j of segment k vouches for. A sealed segment (never the last) holds every id before the
 // next segment's first: that is its shards' watermark, without asking them, so that a remote shard
 // that is down never stops a writer, an import's compaction or a reader's watermark.
-std::uint64_t segment_shard_watermark(const std::vector<SegmentLayout>& layout, std::size_t k, std::size_t j) {
+// `opened`, when given, holds every shard already open (opened[k][j]), so that none is opened twice.
+std::uint64_t segment_shard_watermark(const std::vector<SegmentLayout>& layout, std::size_t k, std::size_t j,
+                                      const std::vector<std::vector<Xapian::Database>>* opened = nullptr) {
   if (layout[k].sealed && k + 1 < layout.size()) return layout[k + 1].first - 1;
-  return read_watermark(open_shard_db(layout[k].paths[j]));
+  return read_watermark(opened ? (*opened)[k][j] : open_shard_db(layout[k].paths[j]));
 }
 
 // Every archive record up to this id is in the index: per shard, the highest watermark over the
 // segments, and the lowest coverage over the shards. Segments must have as many shards as the first.
-Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout) {
+Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout,
+                                       const std::vector<std::vector<Xapian::Database>>* opened = nullptr) {
   if (layout.empty()) return std::uint64_t{0};
   const std::size_t shards = layout[0].paths.size();
   std::vector<std::uint64_t> w(shards, 0);
@@ -350,7 +353,7 @@ Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout)
     }
     for (std::size_t j = 0; j < shards; ++j) {
       const unsigned i = shard_index(seg.first, j, shards);
-      w[i] = std::max(w[i], segment_shard_watermark(layout, k, j));
+      w[i] = std::max(w[i], segment_shard_watermark(layout, k, j, opened));
     }
   }
   std::uint64_t out = UINT64_MAX;
@@ -464,11 +467,10 @@ IndexWriter::~IndexWriter() {
   }
 }
 
-std::string IndexWriter::shard_path(std::uint64_t segment, unsigned shard, unsigned shards) const {
+std::string IndexWriter::shard_path(std::uint64_t segment, unsigned shard) const {
   // The first segment's shards are named by the stub at the top of the index (an index of one plain
   // glass database, from the first release, is its own shard).
   if (segment == 1) return shard_paths(dir_)[shard];
-  (void)shards;
   return segment_dir(dir_, segment) + "/shard" + std::to_string(shard);
 }
 
@@ -515,7 +517,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
         std::filesystem::create_directories(seg_dir, ec);
         if (ec) return make_error(ErrorCode::kIo, "creating " + seg_dir + ": " + ec.message());
         for (unsigned i = 0; i < shards; ++i) {
-          Xapian::WritableDatabase db(shard_path(segment, i, shards),
+          Xapian::WritableDatabase db(shard_path(segment, i),
                                       Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
           db.set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
           db.commit();
@@ -525,7 +527,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       }
     }
     sh.segment = segment;
-    sh.path = shard_path(segment, sh.index, shards);
+    sh.path = shard_path(segment, sh.index);
     // No termlist table: the archive is append-only, so documents are only ever added, and the
     // table would be half of the index (and of its write cost). Removing documents later
     // (retention) means dropping or rebuilding whole segments.
@@ -1468,13 +1470,19 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
     // Every segment's shards, each in its stub's order, as one database (DocMap translates ids).
     r->db_ = std::make_unique<Xapian::Database>();
     const auto layout = index_layout(dir);
-    MAILARK_ASSIGN_OR_RETURN(r->watermark_, layout_watermark(layout));
+    std::vector<std::vector<Xapian::Database>> opened;  // each shard opened once, for both uses
     for (const auto& seg : layout) {
+      opened.emplace_back();
+      for (const auto& path : seg.paths) opened.back().push_back(open_shard_db(path));
+    }
+    MAILARK_ASSIGN_OR_RETURN(r->watermark_, layout_watermark(layout, &opened));
+    for (std::size_t k = 0; k < layout.size(); ++k) {
+      const SegmentLayout& seg = layout[k];
       map->seg_first.push_back(seg.first);
       map->seg_sub.push_back(static_cast<unsigned>(map->subs.size()));
       map->seg_stride.push_back(static_cast<unsigned>(seg.paths.size()));
       for (std::size_t j = 0; j < seg.paths.size(); ++j) {
-        Xapian::Database shard = open_shard_db(seg.paths[j]);
+        const Xapian::Database& shard = opened[k][j];
         r->remote_ = r->remote_ || is_remote(seg.paths[j]);
         r->shard_uuids_.push_back(shard.get_uuid());
         map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),

@@ -115,7 +115,7 @@ class IndexWriter {
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
   Status open_shard(Shard& sh, std::uint64_t segment);
-  std::string shard_path(std::uint64_t segment, unsigned shard, unsigned shards) const;
+  std::string shard_path(std::uint64_t segment, unsigned shard) const;
   std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;
   std::vector<Shard> shards_;

@@ -11,6 +11,7 @@ import time
 import unittest
 
 from harness import Server, free_port
+from test_upgrade import config
 
 TCPSRV = shutil.which("xapian-tcpsrv")
 
@@ -20,19 +21,8 @@ class SegmentsTest(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="mailark-segments-")
         self.addCleanup(shutil.rmtree, tmp, True)
         port = free_port()
-        srv = Server(f"""
-[[listener]]
-role = "inbound"
-port = {port}
-tls = "none"
-[inbound]
-domains = ["northwind.example"]
-verify_recipients = "none"
-[delivery]
-primary = ["127.0.0.1:{free_port()}"]
-[archive]
-index_commit_interval_ms = 100
-""", data=os.path.join(tmp, "data"))
+        # An inbound listener whose primary is a port nobody listens on: mail stays queued.
+        srv = Server(config(port, free_port()), data=os.path.join(tmp, "data"))
         self.assertEqual(srv.cli("segments", "policy", "--max-records", "3")["max_records"], 3)
         srv.start()
         try:
