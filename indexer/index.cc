@@ -152,43 +152,99 @@ class WordSequence : public Xapian::Stopper {
 };
 
 // Indexes one piece of text under its prefix as index_text_without_positions, and adds a pair term
-// for every two adjacent words that are pair_indexed.
+// for every two adjacent words that are pair-indexed (with pair words), or else their key to the
+// pair filter.
 void index_text_with_pairs(Xapian::TermGenerator& tg, Xapian::Document& doc, const std::string& text,
-                           const std::string& prefix, const PairWords& pairs, std::vector<std::string>& words) {
+                           const std::string& prefix, const PairWords* pairs, std::vector<std::string>& words,
+                           std::vector<std::uint64_t>& filter) {
   words.clear();
   tg.index_text_without_positions(text, 1, prefix);
   const bool every = every_pair_indexed(prefix);
   for (std::size_t i = 0; i + 1 < words.size(); ++i) {
-    if (every || (pairs.has(words[i]) && pairs.has(words[i + 1])))
+    if (pairs && (every || (pairs->has(words[i]) && pairs->has(words[i + 1]))))
       doc.add_term(std::string(schema::kPrefixPair) + prefix + words[i] + " " + words[i + 1], 0);
+    else
+      filter.push_back(pair_filter_key(prefix, words[i], words[i + 1]));
   }
+}
+
+// FNV-1a over the bytes, then splitmix64's finaliser (FNV alone mixes its high bits poorly). Fixed
+// forever: filters on disk depend on it (docs/FORMAT.md, "Pair filter").
+std::uint64_t hash_bytes(std::uint64_t h, std::string_view bytes) {
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001B3ULL;
+  }
+  return h;
 }
 
 }  // namespace
 
+std::uint64_t pair_filter_key(std::string_view prefix, std::string_view a, std::string_view b) {
+  std::uint64_t h = 0xCBF29CE484222325ULL;
+  h = hash_bytes(h, prefix);
+  h = hash_bytes(h, a);
+  h = hash_bytes(h, " ");
+  h = hash_bytes(h, b);
+  h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
+  return h ^ (h >> 31);
+}
+
+namespace {
+
+// Probe i of a key in a filter of `bits` bits (double hashing).
+std::uint64_t pair_filter_probe(std::uint64_t key, unsigned i, std::uint64_t bits) {
+  const std::uint64_t h1 = key & 0xFFFFFFFFULL, h2 = (key >> 32) | 1;
+  return (h1 + i * h2) % bits;
+}
+
+}  // namespace
+
+std::string encode_pair_filter(std::vector<std::uint64_t> keys) {
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  std::string out(1, static_cast<char>(schema::kPairFilterVersion));
+  if (keys.empty()) return out;  // no pair beyond the pair terms: every test says no
+  const std::size_t bytes =
+      std::clamp<std::size_t>((keys.size() * schema::kPairFilterBitsPerPair + 7) / 8, 8, schema::kPairFilterMaxBytes);
+  out.resize(1 + bytes, '\0');
+  const std::uint64_t bits = bytes * 8;
+  for (std::uint64_t key : keys) {
+    for (unsigned i = 0; i < schema::kPairFilterProbes; ++i) {
+      const std::uint64_t bit = pair_filter_probe(key, i, bits);
+      out[1 + bit / 8] = static_cast<char>(static_cast<unsigned char>(out[1 + bit / 8]) | (1u << (bit % 8)));
+    }
+  }
+  return out;
+}
+
+bool pair_filter_may_hold(std::string_view filter, std::uint64_t key) {
+  if (filter.empty() || static_cast<unsigned char>(filter[0]) != schema::kPairFilterVersion) return true;
+  const std::uint64_t bits = (filter.size() - 1) * 8;
+  if (bits == 0) return false;
+  for (unsigned i = 0; i < schema::kPairFilterProbes; ++i) {
+    const std::uint64_t bit = pair_filter_probe(key, i, bits);
+    if (!(static_cast<unsigned char>(filter[1 + bit / 8]) & (1u << (bit % 8)))) return false;
+  }
+  return true;
+}
+
 Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   Xapian::Document doc;
-  Xapian::TermGenerator tg;
-  tg.set_document(doc);
-  tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
-  tg.set_max_word_length(64);
-  // With pair words, a second generator indexes the text and hears its words (WordSequence).
+  // The generator hears the words it indexes (WordSequence) for the pair terms and the pair filter.
   std::vector<std::string> words;
+  std::vector<std::uint64_t> filter;
   Xapian::TermGenerator heard;
-  if (pairs) {
-    heard.set_document(doc);
-    heard.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
-    heard.set_max_word_length(64);
-    heard.set_stopper((new WordSequence(words))->release());  // Xapian owns and frees it
-    heard.set_stopper_strategy(Xapian::TermGenerator::STOP_ALL);
-  }
+  heard.set_document(doc);
+  heard.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
+  heard.set_max_word_length(64);
+  heard.set_stopper((new WordSequence(words))->release());  // Xapian owns and frees it
+  heard.set_stopper_strategy(Xapian::TermGenerator::STOP_ALL);
   for_each_text(f, [&](const std::string& value, const char* prefix) {
-    if (value.empty()) return;
-    if (pairs)
-      index_text_with_pairs(heard, doc, value, prefix, *pairs, words);
-    else
-      tg.index_text_without_positions(value, 1, prefix);
+    if (!value.empty()) index_text_with_pairs(heard, doc, value, prefix, pairs, words, filter);
   });
+  doc.add_value(schema::kSlotPairFilter, encode_pair_filter(std::move(filter)));
   if (pairs) doc.add_boolean_term(schema::kTermHasPairs);
   add_address_terms(doc, f.from, schema::kPrefixFromAddr);
   add_address_terms(doc, f.to, schema::kPrefixToAddr);
@@ -1199,17 +1255,25 @@ bool fields_have_phrase(const IndexFields& fields, const std::vector<std::string
 // A phrase whose check is left to the search's walk through its results (PhraseResolver, lazy).
 struct DeferredPhrase {
   std::vector<std::string> terms;
+  // Set: only these documents (ascending) need the check; the phrase's other results hold it already
+  // (its pair term, exact wherever it was built).
+  std::shared_ptr<const std::vector<Xapian::docid>> only;
+  bool applies_to(Xapian::docid id) const { return !only || std::binary_search(only->begin(), only->end(), id); }
 };
 
-// Rewrites every phrase in `q` into the set of documents that really hold it. A phrase with more
-// candidates to check than kEagerChecks, standing where every result must hold it (under AND and
-// FILTER, or the left of AND NOT, from the top), is instead left as its candidates and listed in
-// deferred(): the search then checks its results in order, only as far as the page it returns.
+// Rewrites every phrase in `q` into the set of documents that really hold it. Its candidates (the
+// documents holding its words, narrowed by its pair terms) are first tested against their pair
+// filters (index.h), and those left are read from the archive and checked. A phrase with more such
+// candidates than kEagerChecks, standing where every result must hold it (under AND and FILTER, or
+// the left of AND NOT, from the top), is instead left as its candidates and listed in deferred(): the
+// search then checks its results in order, only as far as the page it returns.
 class PhraseResolver {
  public:
-  static constexpr Xapian::doccount kEagerChecks = 1000;
-  static constexpr Xapian::doccount kEagerChecksWithoutPairs = 2 * schema::kPairTrainDocs;
-  // Candidates checked, spread evenly over all, to estimate the total of a deferred phrase.
+  // A check reads and parses the message (0.1-1.5 ms); past this many candidates left by the
+  // filters, a page's walk (about as many checks as the page has results) is cheaper than all.
+  static constexpr Xapian::doccount kEagerChecks = 50;
+  // Candidates checked, spread evenly over all, to estimate the total of a deferred phrase when the
+  // pair filter could not narrow them (remote shards, documents indexed before the filter).
   static constexpr std::size_t kEstimateSample = 100;
 
   PhraseResolver(Xapian::Database& db, const DocMap& map, FieldSource* fields, std::shared_ptr<const ShardMap> shards,
@@ -1224,16 +1288,30 @@ class PhraseResolver {
 
   const std::vector<DeferredPhrase>& deferred() const { return deferred_; }
 
-  // Does the message hold every deferred phrase (read from the archive)?
+  // The deferred phrases' candidates were not all narrowed by pair filters: the share of them that
+  // holds is best estimated from a sample spread over all of them rather than from the walk's head.
+  bool estimate_by_sample() const { return remote_ || unfiltered_ > 0 || unnarrowed_; }
+
+  // Does the message hold every deferred phrase that applies to it (read from the archive)?
   bool holds_deferred(Xapian::docid id) {
+    if (std::none_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) { return p.applies_to(id); }))
+      return true;
     const std::optional<IndexFields>& f = load(id);
     if (!f) return false;
     for (const auto& p : deferred_)
-      if (!fields_have_phrase(*f, p.terms)) return false;
+      if (p.applies_to(id) && !fields_have_phrase(*f, p.terms)) return false;
     return true;
   }
 
  private:
+  // Some of a phrase's candidates, and the pair filter keys each must hold (none: not filtered, and
+  // then `narrowed` says whether pair terms narrowed them).
+  struct Part {
+    Xapian::Query query;
+    std::vector<std::uint64_t> keys;
+    bool narrowed = false;
+  };
+
   Xapian::Query resolve(const Xapian::Query& q, bool required) {
     auto op = q.get_type();
     std::size_t n = q.get_num_subqueries();
@@ -1291,70 +1369,149 @@ class PhraseResolver {
     const bool one_prefix = std::all_of(terms.begin(), terms.end(), [&](const std::string& t) {
       return prefix_of(t) == prefix && t.size() > prefix.size();
     });
-    if (pairs_ && terms.size() >= 2 && one_prefix) {
+    if (terms.size() < 2 || !one_prefix) return checked({{all, {}, false}}, terms, required);
+    // The pair filter's key of each two adjacent words (a document without pair terms has them all).
+    std::vector<std::uint64_t> keys;
+    for (std::size_t i = 0; i + 1 < terms.size(); ++i)
+      keys.push_back(pair_filter_key(prefix, std::string_view(terms[i]).substr(prefix.size()),
+                                     std::string_view(terms[i + 1]).substr(prefix.size())));
+    if (pairs_) {
       // Pair terms (index.h): the documents built with them hold XP<prefix><a> <b> wherever a and b
-      // are adjacent and pair-indexed; the others (without Kpairs) are checked as before.
+      // are adjacent and pair-indexed, and the other pairs in their filter; the documents without
+      // them (no Kpairs) hold every pair in their filter.
       const bool every = every_pair_indexed(prefix);
       std::vector<Xapian::Query> pair_terms;
+      std::vector<std::uint64_t> uncovered_keys;  // pairs without a pair term: in the filter
       std::vector<bool> covered(terms.size(), false);  // words a pair term already implies
       for (std::size_t i = 0; i + 1 < terms.size(); ++i) {
         const std::string a = terms[i].substr(prefix.size()), b = terms[i + 1].substr(prefix.size());
         if (every || (pairs_->has(a) && pairs_->has(b))) {
           pair_terms.emplace_back(std::string(schema::kPrefixPair) + prefix + a + " " + b);
           covered[i] = covered[i + 1] = true;
+        } else {
+          uncovered_keys.push_back(keys[i]);
         }
       }
       if (!pair_terms.empty()) {
         Xapian::Query without_pairs(Xapian::Query::OP_AND_NOT, all, Xapian::Query(schema::kTermHasPairs));
         if (terms.size() == 2) {
-          // The pair term is the phrase: exact from the index wherever it was built.
-          // The documents without pair terms are those indexed before the words were chosen: a
-          // bounded few in an index built with them, checked in full unless there are many more (an
-          // index from before pair words, until `mailark reindex`).
+          // The pair term is the phrase: exact from the index wherever it was built. The documents
+          // without pair terms are those indexed before the words were chosen: a bounded few in an
+          // index built with them (many in an index from before pair words, until `mailark
+          // reindex`); those their filters leave are checked, at once when few, else as the walk
+          // meets them.
           return Xapian::Query(Xapian::Query::OP_OR, pair_terms[0],
-                               checked(without_pairs, terms, required, kEagerChecksWithoutPairs));
+                               checked({{without_pairs, keys}}, terms, required, kEagerChecks, /*only=*/true));
         }
         for (std::size_t i = 0; i < terms.size(); ++i)
           if (!covered[i]) pair_terms.push_back(subs[i]);
         Xapian::Query with_pairs(Xapian::Query::OP_AND, pair_terms.begin(), pair_terms.end());
-        return checked(Xapian::Query(Xapian::Query::OP_OR, with_pairs, without_pairs), terms, required);
+        return checked({{with_pairs, uncovered_keys, true}, {without_pairs, keys}}, terms, required);
       }
+      return checked({{all, keys}}, terms, required);  // no pair term: every pair is in every filter
     }
-    return checked(all, terms, required);
+    // No pair words (none yet, or their file was lost): documents built with pair terms hold some pairs
+    // as terms only, and which is not known; they are checked unfiltered.
+    return checked({{Xapian::Query(Xapian::Query::OP_AND_NOT, all, Xapian::Query(schema::kTermHasPairs)), keys},
+                    {Xapian::Query(Xapian::Query::OP_FILTER, all, Xapian::Query(schema::kTermHasPairs)), {}}},
+                   terms, required);
   }
 
-  // checked(), or the candidates themselves with the phrase deferred to the search's walk when there
-  // are many and every result must hold the phrase.
-  Xapian::Query checked(const Xapian::Query& candidates, const std::vector<std::string>& terms, bool required,
-                        Xapian::doccount eager = kEagerChecks) {
-    if (!fields_) return checked(candidates, terms);
-    Xapian::Enquire enq(db_);
-    enq.set_query(candidates);
-    enq.set_weighting_scheme(Xapian::BoolWeight());
-    const Xapian::doccount count = enq.get_mset(0, 0, eager + 1).get_matches_lower_bound();
-    // No candidate (the documents without pair terms, in an index built with them): nothing to check.
-    if (count == 0) return Xapian::Query::MatchNothing;
+  // The documents of `parts` that hold the phrase `terms`: those their pair filters leave, checked
+  // against the archive now, or, when there are more than `eager` and every result must hold the
+  // phrase, left as candidates with the phrase deferred to the search's walk. With `only`, the walk
+  // checks these candidates only (the caller adds the results that need no check).
+  Xapian::Query checked(const std::vector<Part>& parts, const std::vector<std::string>& terms, bool required,
+                        Xapian::doccount eager = kEagerChecks, bool only = false) {
+    std::vector<Xapian::Query> queries;
+    for (const Part& p : parts) queries.push_back(p.query);
+    const Xapian::Query candidates =
+        queries.size() == 1 ? queries[0] : Xapian::Query(Xapian::Query::OP_OR, queries.begin(), queries.end());
     if (remote_) {
-      // Remote shards run only Xapian's own query parts: the checked set of a phrase cannot be
-      // handed to them, so every phrase is checked in the results' order (exact pages; exact totals
-      // with exact_total), which needs a phrase that every result holds.
+      // Remote shards run only Xapian's own query parts (no filter, no checked set): every phrase is
+      // checked in the results' order (exact pages; exact totals with exact_total), which needs a
+      // phrase that every result holds.
+      if (count_of(candidates, 1) == 0) return Xapian::Query::MatchNothing;
       if (required) {
-        deferred_.push_back({terms});
+        deferred_.push_back({terms, nullptr});
       } else if (error_.empty()) {
         error_ = "a phrase under OR or NOT cannot be checked while some segments are served remotely";
       }
       return candidates;
     }
-    if (required && may_defer_ && count > eager) {
-      deferred_.push_back({terms});
-      return candidates;
+    // The pair filters first: what they leave (positives), and the parts without keys as they are.
+    auto positives = std::make_shared<std::vector<Xapian::docid>>();
+    std::vector<Xapian::Query> unfiltered;
+    bool unnarrowed = false;
+    for (const Part& p : parts) {
+      if (p.keys.empty() && !only) {
+        unfiltered.push_back(p.query);
+        unnarrowed = unnarrowed || !p.narrowed;
+      } else
+        filter(p.query, p.keys, *positives);
     }
-    return checked(candidates, terms);
+    std::sort(positives->begin(), positives->end());
+    positives->erase(std::unique(positives->begin(), positives->end()), positives->end());
+    Xapian::doccount count = static_cast<Xapian::doccount>(positives->size());
+    std::vector<Xapian::Query> narrowed_parts = unfiltered;
+    if (!positives->empty()) narrowed_parts.emplace_back((new DocIdSet(positives, shards_))->release());
+    if (!unfiltered.empty()) {
+      const Xapian::doccount n =
+          count_of(Xapian::Query(Xapian::Query::OP_OR, unfiltered.begin(), unfiltered.end()), eager + 1);
+      count += n;
+      if (n > 0 && unnarrowed) unnarrowed_ = true;
+    }
+    if (count == 0) return Xapian::Query::MatchNothing;
+    const Xapian::Query narrowed = narrowed_parts.size() == 1
+                                       ? narrowed_parts[0]
+                                       : Xapian::Query(Xapian::Query::OP_OR, narrowed_parts.begin(), narrowed_parts.end());
+    if (required && may_defer_ && count > eager) {
+      deferred_.push_back({terms, only ? std::shared_ptr<const std::vector<Xapian::docid>>(positives) : nullptr});
+      return narrowed;
+    }
+    return verified(narrowed, terms);
+  }
+
+  // How many documents match (exact up to `at_least`).
+  Xapian::doccount count_of(const Xapian::Query& q, Xapian::doccount at_least) {
+    Xapian::Enquire enq(db_);
+    enq.set_query(q);
+    enq.set_weighting_scheme(Xapian::BoolWeight());
+    return enq.get_mset(0, 0, at_least).get_matches_lower_bound();
+  }
+
+  // Appends the documents of `q` whose pair filters may hold every key (all of them without keys);
+  // a document without a filter (indexed before filters) is kept and counted in unfiltered_.
+  void filter(const Xapian::Query& q, const std::vector<std::uint64_t>& keys, std::vector<Xapian::docid>& out) {
+    Xapian::Enquire enq(db_);
+    enq.set_query(q);
+    enq.set_weighting_scheme(Xapian::BoolWeight());
+    enq.set_docid_order(Xapian::Enquire::ASCENDING);
+    Xapian::MSet mset = enq.get_mset(0, db_.get_doccount());
+    if (keys.empty()) {
+      for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(*it);
+      return;
+    }
+    // The values are read in document order, one pass of the slot's stream.
+    Xapian::ValueIterator value = db_.valuestream_begin(schema::kSlotPairFilter);
+    const Xapian::ValueIterator end = db_.valuestream_end(schema::kSlotPairFilter);
+    for (auto it = mset.begin(); it != mset.end(); ++it) {
+      const Xapian::docid d = *it;
+      if (value != end && value.get_docid() < d) value.skip_to(d);
+      if (value == end || value.get_docid() != d) {
+        ++unfiltered_;
+        out.push_back(d);
+        continue;
+      }
+      const std::string bits = *value;
+      if (std::all_of(keys.begin(), keys.end(), [&](std::uint64_t k) { return pair_filter_may_hold(bits, k); }))
+        out.push_back(d);
+    }
   }
 
   // The documents matching `candidates` that hold the phrase `terms`, each read from the archive and
   // checked.
-  Xapian::Query checked(const Xapian::Query& candidates, const std::vector<std::string>& terms) {
+  Xapian::Query verified(const Xapian::Query& candidates, const std::vector<std::string>& terms) {
     Xapian::Enquire enq(db_);
     enq.set_query(candidates);
     enq.set_weighting_scheme(Xapian::BoolWeight());
@@ -1387,6 +1544,8 @@ class PhraseResolver {
   bool remote_;
   std::string error_;
   std::vector<DeferredPhrase> deferred_;
+  Xapian::doccount unfiltered_ = 0;  // candidates without a pair filter (filter())
+  bool unnarrowed_ = false;          // candidates neither filtered nor narrowed by pair terms
   std::unordered_map<Xapian::docid, std::optional<IndexFields>> fields_cache_;
 };
 
@@ -1629,6 +1788,13 @@ std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std
   return out;
 }
 
+namespace {
+// A walk through a deferred phrase's results that checked at least this many estimates its total from
+// their share (candidates narrowed by pair filters); a shorter one (a page of a few, a count alone)
+// checks a sample spread over all.
+constexpr std::size_t kWalkEstimateChecks = 20;
+}  // namespace
+
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
                                           FieldSource* fields) {
   try {
@@ -1755,6 +1921,15 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       }
       if (complete) {
         out.total = held;
+      } else if (!resolver.estimate_by_sample() && checked >= kWalkEstimateChecks) {
+        // Candidates narrowed by their pair filters all but hold the phrase (a filter's false
+        // positives, a longer phrase's pairs found apart): the share that held on the walk is the
+        // estimate's, at no further read.
+        out.total_exact = false;
+        out.total = std::max<std::uint64_t>(
+            held, static_cast<std::uint64_t>(static_cast<double>(candidates) * static_cast<double>(held) /
+                                                 static_cast<double>(checked) +
+                                             0.5));
       } else {
         // The share that holds among candidates spread evenly over all of them (in archive order):
         // the head of the results (the newest, copies of one message, one thread) says little

@@ -65,6 +65,15 @@ inline constexpr const char* kPrefixSignature = "XS";    // XS<signature name, l
 inline constexpr Xapian::valueno kSlotDate = 0;      // sortable_serialise(Unix seconds of Date, or received)
 inline constexpr Xapian::valueno kSlotSize = 1;      // sortable_serialise(raw bytes)
 inline constexpr Xapian::valueno kSlotReceived = 2;  // sortable_serialise(Unix seconds received/imported)
+// The pair filter (index.h): a Bloom filter of every two adjacent words of the document's texts that
+// have no pair term. Byte 0 is the filter's version (kPairFilterVersion), the rest its bits (bit j is
+// byte 1 + j / 8, mask 1 << j % 8). Added after schema 1 was first released: documents built before
+// have no value here and are checked as before.
+inline constexpr Xapian::valueno kSlotPairFilter = 3;
+inline constexpr unsigned char kPairFilterVersion = 1;
+inline constexpr std::size_t kPairFilterBitsPerPair = 10;  // about 0.8% false positives with 7 probes
+inline constexpr unsigned kPairFilterProbes = 7;
+inline constexpr std::size_t kPairFilterMaxBytes = 32768;  // past ~26,000 distinct pairs the rate rises
 
 // Terms longer than this are hashed (Xapian's limit is 245 bytes including the prefix).
 inline constexpr std::size_t kMaxBooleanTermBytes = 200;

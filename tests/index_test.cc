@@ -93,7 +93,9 @@ TEST_F(IndexTest, PhraseMatchesOnlyAdjacentWordsInOrder) {
 TEST_F(IndexTest, PhraseVerificationOnlyLoadsCandidates) {
   source_.loads = 0;
   ids("\"quarterly results\"");
-  EXPECT_EQ(source_.loads, 2) << "only documents holding both words are checked";
+  // Documents 1 and 2 hold both words; the pair filter of 2 ("results for the quarterly review")
+  // says it never has them side by side, so only 1 is read from the archive and checked.
+  EXPECT_EQ(source_.loads, 1) << "only documents that may hold the two words side by side are checked";
 }
 
 TEST_F(IndexTest, FieldPrefixes) {
@@ -294,21 +296,35 @@ TEST(IndexPairs, PhrasesOfPairWordsAreExactAndOnlyOlderDocumentsAreChecked) {
   }
   auto r = IndexReader::open(dir / "index");
   ASSERT_TRUE(r.ok());
+  // Exact totals: every candidate left by the filters checked.
   auto count = [&](const std::string& q) -> std::uint64_t {
-    auto res = (*r)->search(q, SearchOptions{0, 5}, &source);
+    SearchOptions exact{0, 5};
+    exact.exact_total = true;
+    auto res = (*r)->search(q, exact, &source);
     EXPECT_TRUE(res.ok()) << q;
+    EXPECT_TRUE(res.ok() && res->total_exact) << q;
     return res.ok() ? res->total : 0;
   };
-  const int loads_before = source.loads;
+  int loads_before = source.loads;
   EXPECT_EQ(count("\"natural gas\""), total / 2);  // bodies 0 and 3
-  // Only the documents built before the pair words were read from the archive and checked.
-  EXPECT_EQ(source.loads - loads_before, static_cast<int>(schema::kPairTrainDocs));
+  // Only documents built before the pair words were read from the archive and checked, and of those
+  // only the 1,000 whose pair filters hold "natural gas" (and a filter's few false positives): the
+  // other 1,000 hold the two words apart.
+  EXPECT_GE(source.loads - loads_before, 1000);
+  EXPECT_LT(source.loads - loads_before, 1050);
+  // A page: the pair term answers for the documents built with it, and the older ones are checked
+  // only as the walk meets them; the total is then estimated (the filters' false positives).
+  loads_before = source.loads;
+  auto page = (*r)->search("\"natural gas\"", SearchOptions{0, 5}, &source);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->hits.size(), 5u);
+  EXPECT_FALSE(page->total_exact);
+  EXPECT_GE(page->total, total / 2);
+  EXPECT_LT(page->total, total / 2 + 50);
+  EXPECT_LT(source.loads - loads_before, 150);
   EXPECT_EQ(count("\"gas natural\""), total / 4);
-  // Longer: the covered pairs narrow the candidates, the check decides. Over 1,000 candidates (the
-  // subjects hold "gas prices" too), so the total is estimated from a sample.
-  const std::uint64_t longer = count("\"natural gas prices\"");
-  EXPECT_GE(longer, total / 4 - total / 10);  // 600 really, +-240: over two standard deviations
-  EXPECT_LE(longer, total / 4 + total / 10);
+  // Longer: the covered pairs narrow the candidates, the check decides.
+  EXPECT_EQ(count("\"natural gas prices\""), total / 4);
   EXPECT_EQ(count("\"natural world\""), total / 4);
   EXPECT_EQ(count("gas NOT \"natural gas\""), total / 2);
   EXPECT_EQ(count("\"natural gas\" OR \"natural world\""), total / 4 * 3);
@@ -336,7 +352,9 @@ TEST(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
     auto w = IndexWriter::open(dir / "index");
     ASSERT_TRUE(w.ok());
     for (std::uint64_t id = 1; id <= docs; ++id) {
-      IndexFields f = fields(id, "note", id % 2 ? "beta alpha gamma" : "alpha beta gamma",
+      // Every document holds both pairs of the phrase "alpha beta gamma" (its pair filter cannot tell
+      // them apart); only the even ones hold the phrase.
+      IndexFields f = fields(id, "note", id % 2 ? "alpha beta and beta gamma" : "alpha beta gamma",
                              978307200 + static_cast<std::int64_t>(id));
       source.docs[id] = f;
       ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
@@ -357,31 +375,41 @@ TEST(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
     return out;
   };
   int loads = source.loads;
-  SearchResults first = search("\"alpha beta\"", 0, 5);
+  SearchResults first = search("\"alpha beta gamma\"", 0, 5);
   EXPECT_EQ(ids(first), (std::vector<std::uint64_t>{1500, 1498, 1496, 1494, 1492}));
   EXPECT_FALSE(first.total_exact);
-  EXPECT_GE(first.total, 600u);  // 750 really; estimated from 100 candidates spread over all (two
-  EXPECT_LE(first.total, 900u);  // standard deviations of such a sample: +-150)
+  EXPECT_GE(first.total, 600u);  // 750 really; a page this short checks too few to estimate from, so
+  EXPECT_LE(first.total, 900u);  // 100 candidates spread over all are (two standard deviations: +-150)
   EXPECT_LT(source.loads - loads, 200);  // the head of the 1,500 candidates and the sample were read
+
+  // A page of 25 checks 49 candidates: the estimate is the share that held on the walk, with no
+  // sample read.
+  loads = source.loads;
+  SearchResults longer = search("\"alpha beta gamma\"", 0, 25);
+  EXPECT_EQ(longer.hits.size(), 25u);
+  EXPECT_FALSE(longer.total_exact);
+  EXPECT_GE(longer.total, 700u);
+  EXPECT_LE(longer.total, 800u);
+  EXPECT_LE(source.loads - loads, 49);
 
   SearchOptions exact{0, 5};
   exact.exact_total = true;  // every candidate checked
-  auto counted = (*r)->search("\"alpha beta\"", exact, &source);
+  auto counted = (*r)->search("\"alpha beta gamma\"", exact, &source);
   ASSERT_TRUE(counted.ok());
   EXPECT_TRUE(counted->total_exact);
   EXPECT_EQ(counted->total, 750u);
   EXPECT_EQ(ids(*counted), ids(first));
 
-  SearchResults last = search("\"alpha beta\"", 745, 10);  // past the end: the walk reaches it
+  SearchResults last = search("\"alpha beta gamma\"", 745, 10);  // past the end: the walk reaches it
   EXPECT_EQ(ids(last), (std::vector<std::uint64_t>{10, 8, 6, 4, 2}));
   EXPECT_TRUE(last.total_exact);
   EXPECT_EQ(last.total, 750u);
 
-  SearchResults either = search("\"alpha beta\" OR nothinglikethis", 0, 3);
+  SearchResults either = search("\"alpha beta gamma\" OR nothinglikethis", 0, 3);
   EXPECT_TRUE(either.total_exact);
   EXPECT_EQ(either.total, 750u);
   EXPECT_EQ(ids(either), (std::vector<std::uint64_t>{1500, 1498, 1496}));
-  SearchResults but = search("gamma NOT \"alpha beta\"", 0, 3);
+  SearchResults but = search("gamma NOT \"alpha beta gamma\"", 0, 3);
   EXPECT_TRUE(but.total_exact);
   EXPECT_EQ(but.total, 750u);
   EXPECT_EQ(ids(but), (std::vector<std::uint64_t>{1499, 1497, 1495}));
@@ -560,6 +588,78 @@ TEST(IndexSegments, SegmentsReadAsOneIndex) {
   ASSERT_TRUE(segs2.ok());
   EXPECT_TRUE((*segs2)[0].sealed);
   EXPECT_EQ((*segs2)[2].documents, docs + 1 - 100);
+}
+
+}  // namespace
+}  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// The pair filter (index.h): never says no to a pair it holds, says yes to about 0.8% of the others,
+// and is bounded in size whatever the text.
+TEST(PairFilter, HoldsEveryPairAndFewOthers) {
+  std::vector<std::uint64_t> keys;
+  for (int i = 0; i < 500; ++i) keys.push_back(pair_filter_key("", "w" + std::to_string(i), "w" + std::to_string(i + 1)));
+  const std::string filter = encode_pair_filter(keys);
+  EXPECT_EQ(static_cast<unsigned char>(filter[0]), schema::kPairFilterVersion);
+  EXPECT_EQ(filter.size(), 1 + 500 * schema::kPairFilterBitsPerPair / 8);
+  for (std::uint64_t k : keys) EXPECT_TRUE(pair_filter_may_hold(filter, k));
+  int yes = 0;
+  const int probes = 100000;
+  for (int i = 0; i < probes; ++i)
+    yes += pair_filter_may_hold(filter, pair_filter_key("", "x" + std::to_string(i), "y" + std::to_string(i)));
+  EXPECT_LT(yes, probes * 2 / 100) << "false positives";
+  EXPECT_GT(yes, 0) << "a Bloom filter of this size has some";
+  // The prefix and the order are part of the pair.
+  EXPECT_NE(pair_filter_key("", "a", "b"), pair_filter_key("", "b", "a"));
+  EXPECT_NE(pair_filter_key("", "a", "b"), pair_filter_key("XE", "a", "b"));
+  EXPECT_NE(pair_filter_key("", "ab", "c"), pair_filter_key("", "a", "bc"));
+  // No pair at all: every test says no. Another version, or no filter: every test says yes.
+  EXPECT_FALSE(pair_filter_may_hold(encode_pair_filter({}), keys[0]));
+  EXPECT_TRUE(pair_filter_may_hold("", keys[0]));
+  EXPECT_TRUE(pair_filter_may_hold(std::string(1, '\x7f') + std::string(64, '\0'), keys[0]));
+  // Bounded: a hostile text of a million distinct pairs gets the largest filter, still without a
+  // false negative.
+  std::vector<std::uint64_t> many;
+  for (std::uint64_t i = 0; i < 1000000; ++i) many.push_back(i * 0x9E3779B97F4A7C15ULL);
+  const std::string big = encode_pair_filter(many);
+  EXPECT_EQ(big.size(), 1 + schema::kPairFilterMaxBytes);
+  for (std::size_t i = 0; i < many.size(); i += 997) EXPECT_TRUE(pair_filter_may_hold(big, many[i]));
+}
+
+// Documents indexed before pair filters existed have no filter value: they are candidates the filter
+// cannot drop, read and checked as before, and the answers are the same.
+TEST(PairFilter, DocumentsWithoutAFilterAreCheckedAsBefore) {
+  test::ScratchDir dir;
+  MapSource source;
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= 40; ++id) {
+      IndexFields f = fields(id, "note", id % 2 ? "power of the crisis" : "the power crisis",
+                             978307200 + static_cast<std::int64_t>(id));
+      source.docs[id] = f;
+      Xapian::Document doc = build_document(f);
+      if (id <= 20) doc.remove_value(schema::kSlotPairFilter);  // as an older release built them
+      ASSERT_TRUE((*w)->add(id, doc).ok());
+    }
+    ASSERT_TRUE((*w)->commit(40).ok());
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  source.loads = 0;
+  auto res = (*r)->search("\"power crisis\"", SearchOptions{0, 100}, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_TRUE(res->total_exact);
+  EXPECT_EQ(res->total, 20u);
+  std::vector<std::uint64_t> got;
+  for (const auto& h : res->hits) got.push_back(h.id);
+  std::vector<std::uint64_t> want;
+  for (std::uint64_t id = 40; id >= 2; id -= 2) want.push_back(id);
+  EXPECT_EQ(got, want);
+  // The 20 without a filter, and the 10 of the others that hold the phrase.
+  EXPECT_EQ(source.loads, 30);
 }
 
 }  // namespace
