@@ -467,6 +467,20 @@ Status write_file_atomically(const std::string& path, const std::string& text) {
   return ok_status();
 }
 
+std::optional<Xapian::docid> read_unpaired_to(const Xapian::Database& db) {
+  const std::string v = db.get_metadata(schema::kMetaUnpairedTo);
+  if (v.empty()) return std::nullopt;
+  const auto n = parse_decimal(v, UINT32_MAX);
+  if (!n) return std::nullopt;
+  return static_cast<Xapian::docid>(*n);
+}
+
+bool has_pair_terms(const Xapian::Document& doc) {
+  Xapian::TermIterator t = doc.termlist_begin();
+  t.skip_to(schema::kTermHasPairs);
+  return t != doc.termlist_end() && *t == schema::kTermHasPairs;
+}
+
 std::uint64_t read_watermark(const Xapian::Database& db) {
   std::string wm = db.get_metadata(schema::kMetaWatermark);
   return wm.empty() ? 0 : std::stoull(wm);
@@ -576,6 +590,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
           Xapian::WritableDatabase db(shard_path(segment, i),
                                       Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
           db.set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+          db.set_metadata(schema::kMetaUnpairedTo, "0");
           db.commit();
           db.close();
         }
@@ -592,12 +607,28 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     std::string schema = sh.db->get_metadata(schema::kMetaSchema);
     if (schema.empty()) {
       sh.db->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+      if (sh.db->get_lastdocid() == 0) sh.db->set_metadata(schema::kMetaUnpairedTo, "0");
       sh.db->commit();
     } else if (schema != schema::kSchemaVersion) {
       return make_error(ErrorCode::kUnsupported, "the index in " + dir_ + " has schema " + schema,
                         "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
     }
     sh.watermark = std::max(sh.elsewhere, read_watermark(*sh.db));
+    sh.unpaired_to = read_unpaired_to(*sh.db);
+    if (!sh.unpaired_to) {
+      // A shard from before the record: found once, from Kpairs' posting list (one pass).
+      const Xapian::docid last = sh.db->get_lastdocid();
+      Xapian::docid expect = 1, unpaired = 0;
+      for (auto it = sh.db->postlist_begin(schema::kTermHasPairs); it != sh.db->postlist_end(schema::kTermHasPairs);
+           ++it) {
+        if (*it > expect) unpaired = *it - 1;  // expect .. *it - 1 lack Kpairs
+        expect = *it + 1;
+      }
+      if (expect <= last) unpaired = last;
+      sh.unpaired_to = unpaired;
+      sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(unpaired));
+      sh.db->commit();
+    }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + sh.path);
   }
@@ -613,6 +644,12 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   try {
     const Xapian::docid last = sh.db->get_lastdocid();
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
+    // A document without pair terms: recorded before it is added, so that no commit holds it
+    // without the record (readers look for such documents only up to it).
+    if (sh.unpaired_to && local > *sh.unpaired_to && !has_pair_terms(doc)) {
+      sh.unpaired_to = local;
+      sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
+    }
     // Appending in order is the common case and avoids a lookup of the document id.
     try {
       if (last + 1 == local)
@@ -1131,6 +1168,37 @@ namespace {
 struct ShardMap {
   std::map<std::string, unsigned> by_uuid;
   unsigned count = 1;
+  // Per shard (by_uuid's numbers): the highest document id without Kpairs (kMetaUnpairedTo; absent:
+  // any document may lack it).
+  std::vector<std::optional<Xapian::docid>> unpaired_to;
+};
+
+// Matches the documents of each shard up to its unpaired_to (all of a shard that does not say): the
+// only ones that can lack Kpairs. Beside `AND NOT Kpairs` it lets Xapian skip straight to the few
+// documents built before the pair words instead of walking a phrase's whole candidate set.
+class UnpairedRange : public Xapian::PostingSource {
+ public:
+  explicit UnpairedRange(std::shared_ptr<const ShardMap> shards) : shards_(std::move(shards)) {}
+  UnpairedRange* clone() const override { return new UnpairedRange(shards_); }
+  void init(const Xapian::Database& db) override {
+    last_ = db.get_lastdocid();
+    auto it = shards_->by_uuid.find(db.get_uuid());
+    if (it != shards_->by_uuid.end() && it->second < shards_->unpaired_to.size() && shards_->unpaired_to[it->second])
+      last_ = std::min(last_, *shards_->unpaired_to[it->second]);
+    did_ = 0;
+  }
+  Xapian::doccount get_termfreq_min() const override { return 0; }
+  Xapian::doccount get_termfreq_est() const override { return last_; }
+  Xapian::doccount get_termfreq_max() const override { return last_; }
+  void next(double) override { ++did_; }
+  void skip_to(Xapian::docid did, double) override { did_ = std::max(did_, did); }
+  bool at_end() const override { return did_ > last_; }
+  Xapian::docid get_docid() const override { return did_; }
+  std::string get_description() const override { return "UnpairedRange"; }
+
+ private:
+  std::shared_ptr<const ShardMap> shards_;
+  Xapian::docid last_ = 0, did_ = 0;
 };
 
 // Matches a fixed, sorted set of archive ids (the verified candidates of one phrase), translated into
@@ -1255,9 +1323,12 @@ bool fields_have_phrase(const IndexFields& fields, const std::vector<std::string
 // A phrase whose check is left to the search's walk through its results (PhraseResolver, lazy).
 struct DeferredPhrase {
   std::vector<std::string> terms;
-  // Set: only these documents (ascending) need the check; the phrase's other results hold it already
-  // (its pair term, exact wherever it was built).
+  // Set: only these documents (ascending; through their filters already) need the check; the
+  // phrase's other results hold it already (its pair term, exact wherever it was built).
   std::shared_ptr<const std::vector<Xapian::docid>> only;
+  // Pair filter keys a result's filter must hold before it is read from the archive (pairs without a
+  // pair term in any document, so none of a phrase's results lacks them).
+  std::vector<std::uint64_t> keys;
   bool applies_to(Xapian::docid id) const { return !only || std::binary_search(only->begin(), only->end(), id); }
 };
 
@@ -1292,10 +1363,37 @@ class PhraseResolver {
   // holds is best estimated from a sample spread over all of them rather than from the walk's head.
   bool estimate_by_sample() const { return remote_ || unfiltered_ > 0 || unnarrowed_; }
 
-  // Does the message hold every deferred phrase that applies to it (read from the archive)?
+  // Could the document hold every deferred phrase, by its pair filter (no archive read)?
+  bool passes_filters(Xapian::docid id) {
+    std::optional<std::string> bits;
+    for (const auto& p : deferred_) {
+      if (p.keys.empty() || !p.applies_to(id)) continue;
+      if (!bits) {
+        bits = filter_value(id);
+        if (bits->empty()) ++unfiltered_;  // indexed before filters: cannot be ruled out
+      }
+      for (std::uint64_t k : p.keys)
+        if (!pair_filter_may_hold(*bits, k)) return false;
+    }
+    return true;
+  }
+
+  // How many of the documents the walk met passed their filters (holds_deferred).
+  std::size_t passed_filters() const { return passed_filters_; }
+  // Does any deferred phrase test filters (passes_filters can say no)?
+  bool filters_anything() const {
+    return std::any_of(deferred_.begin(), deferred_.end(), [](const DeferredPhrase& p) { return !p.keys.empty(); });
+  }
+
+  // Does the message hold every deferred phrase that applies to it (its filter first, then read from
+  // the archive)?
   bool holds_deferred(Xapian::docid id) {
-    if (std::none_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) { return p.applies_to(id); }))
+    if (std::none_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) { return p.applies_to(id); })) {
+      ++passed_filters_;
       return true;
+    }
+    if (!passes_filters(id)) return false;
+    ++passed_filters_;
     const std::optional<IndexFields>& f = load(id);
     if (!f) return false;
     for (const auto& p : deferred_)
@@ -1393,7 +1491,7 @@ class PhraseResolver {
         }
       }
       if (!pair_terms.empty()) {
-        Xapian::Query without_pairs(Xapian::Query::OP_AND_NOT, all, Xapian::Query(schema::kTermHasPairs));
+        const Xapian::Query without_pairs = unpaired(all);
         if (terms.size() == 2) {
           // The pair term is the phrase: exact from the index wherever it was built. The documents
           // without pair terms are those indexed before the words were chosen: a bounded few in an
@@ -1412,7 +1510,7 @@ class PhraseResolver {
     }
     // No pair words (none yet, or their file was lost): documents built with pair terms hold some pairs
     // as terms only, and which is not known; they are checked unfiltered.
-    return checked({{Xapian::Query(Xapian::Query::OP_AND_NOT, all, Xapian::Query(schema::kTermHasPairs)), keys},
+    return checked({{unpaired(all), keys},
                     {Xapian::Query(Xapian::Query::OP_FILTER, all, Xapian::Query(schema::kTermHasPairs)), {}}},
                    terms, required);
   }
@@ -1439,6 +1537,26 @@ class PhraseResolver {
       }
       return candidates;
     }
+    if (required && may_defer_ && !only) {
+      // Many candidates: left to the walk, which tests each result's filter for the pairs no
+      // document has as a term (uncovered_keys: sound for every part) before reading it.
+      const Xapian::doccount count = count_of(candidates, eager + 1);
+      if (count == 0) return Xapian::Query::MatchNothing;
+      if (count > eager) {
+        // The parts' keys are nested (a part with pair terms has fewer): the fewest of the parts
+        // that have candidates hold for every result.
+        DeferredPhrase d{terms, nullptr, {}};
+        bool first = true;
+        for (const Part& p : parts) {
+          if (parts.size() > 1 && count_of(p.query, 1) == 0) continue;
+          if (first || p.keys.size() < d.keys.size()) d.keys = p.keys;
+          first = false;
+          if (p.keys.empty() && !p.narrowed) unnarrowed_ = true;
+        }
+        deferred_.push_back(std::move(d));
+        return candidates;
+      }
+    }
     // The pair filters first: what they leave (positives), and the parts without keys as they are.
     auto positives = std::make_shared<std::vector<Xapian::docid>>();
     std::vector<Xapian::Query> unfiltered;
@@ -1447,8 +1565,9 @@ class PhraseResolver {
       if (p.keys.empty() && !only) {
         unfiltered.push_back(p.query);
         unnarrowed = unnarrowed || !p.narrowed;
-      } else
+      } else {
         filter(p.query, p.keys, *positives);
+      }
     }
     std::sort(positives->begin(), positives->end());
     positives->erase(std::unique(positives->begin(), positives->end()), positives->end());
@@ -1466,10 +1585,29 @@ class PhraseResolver {
                                        ? narrowed_parts[0]
                                        : Xapian::Query(Xapian::Query::OP_OR, narrowed_parts.begin(), narrowed_parts.end());
     if (required && may_defer_ && count > eager) {
-      deferred_.push_back({terms, only ? std::shared_ptr<const std::vector<Xapian::docid>>(positives) : nullptr});
+      // Only with `only`: the documents without pair terms beside a pair term's answer.
+      deferred_.push_back({terms, std::shared_ptr<const std::vector<Xapian::docid>>(positives), {}});
       return narrowed;
     }
     return verified(narrowed, terms);
+  }
+
+  // The documents of `q` without Kpairs (built before the pair words, or without them), looked for
+  // only where they can be (UnpairedRange) when the query runs here.
+  Xapian::Query unpaired(const Xapian::Query& q) const {
+    const Xapian::Query kpairs(schema::kTermHasPairs);
+    if (remote_) return Xapian::Query(Xapian::Query::OP_AND_NOT, q, kpairs);
+    const Xapian::Query range((new UnpairedRange(shards_))->release());
+    return Xapian::Query(Xapian::Query::OP_AND_NOT, Xapian::Query(Xapian::Query::OP_FILTER, q, range), kpairs);
+  }
+
+  // The document's pair filter ("" when it has none).
+  std::string filter_value(Xapian::docid id) {
+    try {
+      return db_.get_document(id, Xapian::DOC_ASSUME_VALID).get_value(schema::kSlotPairFilter);
+    } catch (const Xapian::DocNotFoundError&) {
+      return {};
+    }
   }
 
   // How many documents match (exact up to `at_least`).
@@ -1546,6 +1684,7 @@ class PhraseResolver {
   std::vector<DeferredPhrase> deferred_;
   Xapian::doccount unfiltered_ = 0;  // candidates without a pair filter (filter())
   bool unnarrowed_ = false;          // candidates neither filtered nor narrowed by pair terms
+  std::size_t passed_filters_ = 0;   // walked results that passed their filters
   std::unordered_map<Xapian::docid, std::optional<IndexFields>> fields_cache_;
 };
 
@@ -1644,6 +1783,7 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
         const Xapian::Database& shard = opened[k][j];
         r->remote_ = r->remote_ || is_remote(seg.paths[j]);
         r->shard_uuids_.push_back(shard.get_uuid());
+        r->unpaired_to_.push_back(is_remote(seg.paths[j]) ? std::nullopt : read_unpaired_to(shard));
         map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),
                              is_remote(seg.paths[j])});
         r->db_->add_database(shard);
@@ -1793,6 +1933,8 @@ namespace {
 // their share (candidates narrowed by pair filters); a shorter one (a page of a few, a count alone)
 // checks a sample spread over all.
 constexpr std::size_t kWalkEstimateChecks = 20;
+// Candidates whose pair filters are tested (no archive read) to estimate how many would pass.
+constexpr std::size_t kFilterEstimateSample = 256;
 }  // namespace
 
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
@@ -1838,6 +1980,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     auto shards = std::make_shared<ShardMap>();
     shards->count = static_cast<unsigned>(shard_uuids_.size());
     for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
+    shards->unpaired_to = unpaired_to_;
     PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total, remote_);
     Xapian::Query q = resolver.resolve(parsed);
     if (!resolver.error().empty()) {
@@ -1900,8 +2043,12 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       std::size_t checked = 0, held = 0;
       Xapian::doccount candidates = 0, from = 0;
       bool complete = false;  // every candidate was checked
+      // Each chunk runs the match again: chunks grow fourfold, so a walk that meets many candidates
+      // that do not hold ("power" and "crisis" apart) runs it a few times, not once per 64.
+      std::size_t next_chunk = std::max<std::size_t>(64, 2 * want);
       while (true) {
-        const auto chunk = static_cast<Xapian::doccount>(held < want ? std::max<std::size_t>(64, 2 * (want - held)) : 1024);
+        const auto chunk = static_cast<Xapian::doccount>(std::min<std::size_t>(next_chunk, UINT32_MAX / 2));
+        next_chunk *= 4;
         Xapian::MSet mset = enq.get_mset(from, chunk, db_->get_doccount());
         candidates = mset.get_matches_estimated();  // exact: every match is counted
         // exact_total (possible only with remote shards: else nothing is deferred) walks to the end.
@@ -1921,40 +2068,53 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       }
       if (complete) {
         out.total = held;
-      } else if (!resolver.estimate_by_sample() && checked >= kWalkEstimateChecks) {
-        // Candidates narrowed by their pair filters all but hold the phrase (a filter's false
-        // positives, a longer phrase's pairs found apart): the share that held on the walk is the
-        // estimate's, at no further read.
-        out.total_exact = false;
-        out.total = std::max<std::uint64_t>(
-            held, static_cast<std::uint64_t>(static_cast<double>(candidates) * static_cast<double>(held) /
-                                                 static_cast<double>(checked) +
-                                             0.5));
       } else {
-        // The share that holds among candidates spread evenly over all of them (in archive order):
-        // the head of the results (the newest, copies of one message, one thread) says little
-        // about the rest.
+        // Estimated: the candidates that would pass their filters, times the share of those that
+        // held on the walk, when the walk met enough of them and the filters narrowed every
+        // candidate; else the share that holds among candidates checked across all of them. Either
+        // way the sample is spread evenly over all candidates (in archive order): the head of the
+        // results (the newest, copies of one message, one thread) says little about the rest.
         out.total_exact = false;
         Xapian::Enquire all(*db_);
         all.set_query(q);
         all.set_weighting_scheme(Xapian::BoolWeight());
         all.set_docid_order(Xapian::Enquire::ASCENDING);
-        Xapian::MSet every = all.get_mset(0, candidates);
-        const std::size_t n = std::min<std::size_t>(PhraseResolver::kEstimateSample, every.size());
-        std::size_t sampled_held = 0;
-        for (std::size_t k = 0; k < n; ++k) {
-          // One candidate from each of n equal stretches, at a pseudo-random place inside it: a fixed
-          // stride would alias with any periodic pattern in archive order.
-          const std::size_t begin = (k * every.size()) / n, end = ((k + 1) * every.size()) / n;
-          std::uint64_t mix = (k + 1) * 0x9E3779B97F4A7C15ULL;  // splitmix64's finaliser
-          mix = (mix ^ (mix >> 30)) * 0xBF58476D1CE4E5B9ULL;
-          mix = (mix ^ (mix >> 27)) * 0x94D049BB133111EBULL;
-          mix ^= mix >> 31;
-          const auto at = static_cast<Xapian::doccount>(begin + (end > begin ? mix % (end - begin) : 0));
-          if (holds(*every[at])) ++sampled_held;
+        const bool by_walk = !resolver.estimate_by_sample() && resolver.passed_filters() >= kWalkEstimateChecks;
+        const bool sample_filters = by_walk && resolver.filters_anything();
+        Xapian::MSet every;
+        if (!by_walk || sample_filters) every = all.get_mset(0, candidates);
+        // One candidate from each of n equal stretches, at a pseudo-random place inside it: a fixed
+        // stride would alias with any periodic pattern in archive order.
+        auto sample = [&](std::size_t n, const std::function<bool(Xapian::docid)>& test) {
+          std::size_t yes = 0;
+          for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t begin = (k * every.size()) / n, end = ((k + 1) * every.size()) / n;
+            std::uint64_t mix = (k + 1) * 0x9E3779B97F4A7C15ULL;  // splitmix64's finaliser
+            mix = (mix ^ (mix >> 30)) * 0xBF58476D1CE4E5B9ULL;
+            mix = (mix ^ (mix >> 27)) * 0x94D049BB133111EBULL;
+            mix ^= mix >> 31;
+            const auto at = static_cast<Xapian::doccount>(begin + (end > begin ? mix % (end - begin) : 0));
+            if (test(*every[at])) ++yes;
+          }
+          return n ? static_cast<double>(yes) / static_cast<double>(n) : 0.0;
+        };
+        double share = 0;
+        if (by_walk) {
+          const double precision = static_cast<double>(held) / static_cast<double>(resolver.passed_filters());
+          const double passing =
+              sample_filters ? sample(std::min<std::size_t>(kFilterEstimateSample, every.size()),
+                                      [&](Xapian::docid d) { return resolver.passes_filters(d); })
+                             : 1.0;
+          share = passing * precision;
+        } else if (every.size() <= 2 * PhraseResolver::kEstimateSample) {
+          // Few: checking them all costs about what a sample would, and the total is exact.
+          share = sample(every.size(), holds);
+          out.total_exact = true;
+        } else {
+          share = sample(PhraseResolver::kEstimateSample, holds);
         }
-        const double share = n ? static_cast<double>(sampled_held) / static_cast<double>(n) : 0.0;
-        out.total = std::max<std::uint64_t>(held, static_cast<std::uint64_t>(share * every.size() + 0.5));
+        out.total = out.total_exact ? static_cast<std::uint64_t>(share * static_cast<double>(every.size()) + 0.5)
+                                    : std::max<std::uint64_t>(held, static_cast<std::uint64_t>(share * candidates + 0.5));
       }
     }
     // Messages of the same second are in Xapian's document order, which interleaves segments: within

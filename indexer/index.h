@@ -126,6 +126,9 @@ class IndexWriter {
     std::unique_ptr<Xapian::WritableDatabase> db;
     std::uint64_t watermark = 0;  // every id of this shard up to it is in the index (any segment)
     std::uint64_t elsewhere = 0;  // the highest watermark of this shard in other segments
+    // The highest document id of the open shard without Kpairs (schema::kMetaUnpairedTo); not known
+    // in a shard created before it was recorded.
+    std::optional<Xapian::docid> unpaired_to;
   };
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
@@ -238,6 +241,7 @@ class IndexReader {
   std::string dir_;
   std::unique_ptr<Xapian::Database> db_;
   std::vector<std::string> shard_uuids_;  // in docid interleaving order
+  std::vector<std::optional<Xapian::docid>> unpaired_to_;  // per shard, as shard_uuids_ (schema::kMetaUnpairedTo)
   std::shared_ptr<const DocMap> map_;
   bool remote_ = false;  // some shard is served by xapian-tcpsrv (no PostingSource of ours runs there)
   std::uint64_t watermark_ = 0;

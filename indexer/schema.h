@@ -14,6 +14,9 @@ inline constexpr const char* kSchemaVersion = "1";
 // Metadata keys.
 inline constexpr const char* kMetaSchema = "mailark:schema";
 inline constexpr const char* kMetaWatermark = "mailark:watermark";  // highest archive seq indexed (decimal)
+// The highest shard document id without Kpairs (decimal; "0": none). Absent in a shard created before
+// it: any of its documents may lack Kpairs.
+inline constexpr const char* kMetaUnpairedTo = "mailark:unpaired-to";
 
 // Document ids: the archive sequence number (docid == seq, so seq must stay below 2^32 per archive
 // segment; time-segmented archives keep each segment far below that).

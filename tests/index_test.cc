@@ -664,3 +664,63 @@ TEST(PairFilter, DocumentsWithoutAFilterAreCheckedAsBefore) {
 
 }  // namespace
 }  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// Each shard records the highest document without pair terms (schema::kMetaUnpairedTo), so that a
+// phrase looks for such documents only there; a shard from before the record gets it, found from its
+// documents, at the next read-write open; and the answers are the same either way.
+TEST(IndexPairs, UnpairedDocumentsAreRecordedAndFoundInOlderShards) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::uint64_t total = schema::kPairTrainDocs + 300;
+  const std::string index = dir / "index";
+  auto counts = [&]() {
+    auto r = IndexReader::open(index);
+    EXPECT_TRUE(r.ok());
+    SearchOptions exact{0, 5};
+    exact.exact_total = true;
+    std::vector<std::uint64_t> out;
+    for (const char* q : {"\"natural gas\"", "\"gas natural\"", "\"natural gas prices\""}) {
+      auto res = (*r)->search(q, exact, &source);
+      EXPECT_TRUE(res.ok()) << q;
+      out.push_back(res.ok() ? res->total : 0);
+    }
+    return out;
+  };
+  std::vector<std::string> recorded;
+  {
+    auto w = IndexWriter::open(index);
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= total; ++id) {
+      IndexFields f = fields(id, "gas prices", id % 2 ? "natural gas prices" : "gas natural",
+                             978307200 + static_cast<std::int64_t>(id));
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
+      if (id % kPairTrainCommitEvery == 0) ASSERT_TRUE((*w)->commit(id).ok());
+    }
+    ASSERT_TRUE((*w)->commit(total).ok());
+  }
+  const std::vector<std::uint64_t> want = {total / 2, total / 2, total / 2};
+  EXPECT_EQ(counts(), want);
+  for (unsigned shard = 0; shard < 2; ++shard) {
+    Xapian::WritableDatabase db(index + "/shard" + std::to_string(shard), Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+    const std::string v = db.get_metadata(schema::kMetaUnpairedTo);
+    // The documents built before the words were chosen (2,000 of them, 1,000 a shard) and no later.
+    EXPECT_EQ(v, "1000") << shard;
+    recorded.push_back(v);
+    db.set_metadata(schema::kMetaUnpairedTo, "");  // as a shard from before the record
+    db.commit();
+  }
+  EXPECT_EQ(counts(), want) << "without the record every document is looked at";
+  { ASSERT_TRUE(IndexWriter::open(index).ok()); }
+  for (unsigned shard = 0; shard < 2; ++shard) {
+    Xapian::Database db(index + "/shard" + std::to_string(shard));
+    EXPECT_EQ(db.get_metadata(schema::kMetaUnpairedTo), recorded[shard]) << shard;
+  }
+  EXPECT_EQ(counts(), want);
+}
+
+}  // namespace
+}  // namespace mailark::indexer
