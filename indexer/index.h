@@ -17,6 +17,13 @@
 // indexed before the list (without Kpairs) are checked; a longer phrase takes its covered pairs as a
 // narrower candidate set. Tests: IndexPairs.*.
 //
+// The pair filter (below) covers the pairs pair terms do not: a candidate whose filter says it never
+// has the phrase's words side by side is dropped without reading the message. A phrase with few
+// candidates left is checked at once (exact total); with more, and standing where every result must
+// hold it, its check is deferred to the search's walk through the results in their order, which
+// tests each one's filter and then checks it, only as far as the page; the total is then estimated
+// (total_exact false). Tests: IndexDeferredPhrase.*, PairFilter.*.
+//
 // Thread safety: build_document is reentrant. An IndexWriter is used by one thread. An IndexReader is
 // used by one thread; open one per thread.
 #pragma once
