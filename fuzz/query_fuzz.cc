@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "indexer/index.h"
+#include "indexer/schema.h"
 
 namespace {
 
@@ -23,7 +24,11 @@ IndexFields sample(std::uint64_t id) {
   f.from = {{"Ana Ortega", "ana.ortega@northwind.example"}};
   f.to = {{"Ben", "ben@example.com"}};
   f.subject = id % 2 ? "Quarterly shipping forecast" : "power crisis in the west";
-  f.body = "the pipeline rupture near Rotterdam; power crisis talks; customs paperwork " + std::to_string(id);
+  // Some hold the phrases, some their words apart: enough of each that phrases are deferred to the
+  // walk, filtered and estimated (more than 50 candidates), beside pair terms and without them.
+  f.body = (id % 3 ? "the pipeline rupture near Rotterdam; power crisis talks; customs paperwork "
+                   : "the rupture of a pipeline; the crisis of power; paperwork for customs ") +
+           std::to_string(id);
   f.attachments = {{"report.pdf", "application/pdf", 1234}};
   f.direction = "inbound";
   f.verdict = id == 3 ? "infected" : "clean";
@@ -42,10 +47,16 @@ const std::string& index_dir() {
     std::filesystem::remove_all(d);
     auto w = IndexWriter::open(d);
     if (!w) std::abort();
-    for (std::uint64_t id = 1; id <= 8; ++id) {
-      if (!(*w)->add(id, build_document(sample(id)))) std::abort();
+    // Past kPairTrainDocs, so that the later documents have pair terms and the first ones do not;
+    // every seventh without a pair filter, as an index from before filters.
+    const std::uint64_t docs = mailark::indexer::schema::kPairTrainDocs + 200;
+    for (std::uint64_t id = 1; id <= docs; ++id) {
+      Xapian::Document doc = build_document(sample(id), (*w)->pair_words().get());
+      if (id % 7 == 0) doc.remove_value(mailark::indexer::schema::kSlotPairFilter);
+      if (!(*w)->add(id, doc)) std::abort();
+      if (id % kPairTrainCommitEvery == 0 && !(*w)->commit(id)) std::abort();
     }
-    if (!(*w)->commit(8)) std::abort();
+    if (!(*w)->commit(docs)) std::abort();
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(index_dir(), ec);
