@@ -475,10 +475,16 @@ std::optional<Xapian::docid> read_unpaired_to(const Xapian::Database& db) {
   return static_cast<Xapian::docid>(*n);
 }
 
-bool has_pair_terms(const Xapian::Document& doc) {
+bool has_term(const Xapian::Document& doc, const std::string& term) {
   Xapian::TermIterator t = doc.termlist_begin();
-  t.skip_to(schema::kTermHasPairs);
-  return t != doc.termlist_end() && *t == schema::kTermHasPairs;
+  t.skip_to(term);
+  return t != doc.termlist_end() && *t == term;
+}
+
+// Could a phrase's candidates include this document without its pair terms? (A placeholder holds no
+// words.)
+bool unpaired_candidate(const Xapian::Document& doc) {
+  return !has_term(doc, schema::kTermHasPairs) && !has_term(doc, std::string(schema::kPrefixFlag) + "unindexed");
 }
 
 std::uint64_t read_watermark(const Xapian::Database& db) {
@@ -646,7 +652,7 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
     // A document without pair terms: recorded before it is added, so that no commit holds it
     // without the record (readers look for such documents only up to it).
-    if (sh.unpaired_to && local > *sh.unpaired_to && !has_pair_terms(doc)) {
+    if (sh.unpaired_to && local > *sh.unpaired_to && unpaired_candidate(doc)) {
       sh.unpaired_to = local;
       sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
     }
