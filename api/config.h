@@ -171,6 +171,7 @@ struct ServeConfig {
   LdapConfig ldap;
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
+  unsigned seal_interval_ms = 60000;  // [archive] seal closed index segments this often (0: never)
 
   DeliveryConfig delivery;
   ContinuityConfig continuity;

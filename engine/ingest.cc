@@ -4,7 +4,11 @@
 
 #include <xapian.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <optional>
 #include <thread>
@@ -52,7 +56,10 @@ struct Ingest::Impl {
   // serial step, and shards let it use every core.
   std::vector<std::unique_ptr<BoundedQueue<ToIndex>>> to_index;
   std::vector<std::thread> workers, indexers;
-  std::thread appender;
+  std::thread appender, sealer;
+  std::mutex seal_mu;
+  std::condition_variable seal_cv;
+  bool seal_stop = false;
   std::atomic<std::uint64_t> last_appended{0};  // the highest seq handed to the index queues
   std::atomic<unsigned> broken_shards{0};        // index shards waiting to recover
   std::mutex error_mu;
@@ -78,6 +85,24 @@ struct Ingest::Impl {
     for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
     appender = std::thread([this] { append_loop(); });
     for (unsigned k = 0; k < index.shard_count(); ++k) indexers.emplace_back([this, k] { index_loop(k); });
+    if (options.seal_interval_ms) sealer = std::thread([this] { seal_loop(); });
+  }
+
+  // Seals closed segments in place while the server runs. Compaction is CPU work that must not take
+  // cores from mail: the thread runs at the lowest priority (Linux threads have their own nice value).
+  void seal_loop() {
+    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    std::unique_lock lock(seal_mu);
+    while (!seal_cv.wait_for(lock, std::chrono::milliseconds(options.seal_interval_ms), [this] { return seal_stop; })) {
+      lock.unlock();
+      auto sealed = indexer::seal_closed_segments(index.dir());
+      if (!sealed)
+        warn("sealing closed index segments: " + sealed.error().to_string() + "; tried again later");
+      else if (*sealed && options.on_info)
+        options.on_info("sealed " + std::to_string(*sealed) + " closed index segment" + (*sealed == 1 ? "" : "s") +
+                        " in place");
+      lock.lock();
+    }
   }
 
   void warn(const std::string& what) {
@@ -428,6 +453,14 @@ struct Ingest::Impl {
         train_from_held();
       else
         release_held();
+    }
+    if (sealer.joinable()) {
+      {
+        std::lock_guard lock(seal_mu);
+        seal_stop = true;
+      }
+      seal_cv.notify_all();
+      sealer.join();
     }
     work.close();
     for (auto& t : workers) t.join();

@@ -113,9 +113,16 @@ struct IngestOptions {
   std::size_t dictionary_bytes = 64 * 1024;
   // How long an index shard waits after a failure before it reopens and catches up.
   unsigned index_retry_ms = 5000;
+  // How often a low-priority thread seals the index's closed segments in place
+  // (indexer::seal_closed_segments), so that a running server keeps them compacted and read-only
+  // (0: never; imports seal at their compaction instead).
+  unsigned seal_interval_ms = 0;
   // Warnings worth a log line (index failures and recoveries). May be null. Called from pipeline
   // threads.
   std::function<void(const std::string&)> on_warning;
+  // Events worth an informational log line (segments sealed). May be null. Called from pipeline
+  // threads.
+  std::function<void(const std::string&)> on_info;
 };
 
 class Ingest {

@@ -1,6 +1,11 @@
 #include "indexer/index.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cctype>
 #include <ctime>
 #include <filesystem>
@@ -854,6 +859,46 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
     return xapian_error(e, "compacting the index");
   }
   return ok_status();
+}
+
+Result<unsigned> seal_closed_segments(const std::string& dir) {
+  namespace fs = std::filesystem;
+  unsigned sealed = 0;
+  try {
+    const std::vector<SegmentLayout> layout = index_layout(dir);
+    MAILARK_ASSIGN_OR_RETURN(const std::uint64_t covered, layout_watermark(layout));
+    for (std::size_t k = 0; k + 1 < layout.size(); ++k) {
+      const SegmentLayout& seg = layout[k];
+      if (seg.sealed) continue;
+      // Every shard has committed a document of the next segment, so no writer holds this one open.
+      const std::uint64_t moved_on = layout[k + 1].first + layout[k + 1].paths.size() - 1;
+      if (covered < moved_on) continue;
+      const std::string sdir = segment_dir(dir, seg.first);
+      bool own_shards = !seg.paths.empty();
+      for (const auto& path : seg.paths)
+        own_shards = own_shards && !is_remote(path) && fs::path(path).parent_path() == fs::path(sdir) &&
+                     fs::path(path).filename().string().rfind("shard", 0) == 0;
+      if (!own_shards) continue;  // a first-release index: compact_index seals it
+      for (const auto& path : seg.paths) {
+        const std::string fresh = path + ".sealing";
+        std::error_code ec;
+        fs::remove_all(fresh, ec);
+        Xapian::Database(path, Xapian::DB_BACKEND_GLASS)
+            .compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+        if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
+          const int err = errno;
+          fs::remove_all(fresh, ec);
+          return make_error(ErrorCode::kIo, "swapping in the compacted " + path + ": " + std::strerror(err));
+        }
+        fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
+      }
+      MAILARK_TRY(write_file_atomically(sdir + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
+      ++sealed;
+    }
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "sealing the index's closed segments");
+  }
+  return sealed;
 }
 
 Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {

@@ -92,6 +92,7 @@ class IndexWriter {
   ~IndexWriter();
 
   unsigned shard_count() const { return static_cast<unsigned>(shards_.size()); }
+  const std::string& dir() const { return dir_; }
   // Registers a time segment that begins at archive id `first` (idempotent; safe from any thread):
   // ids from `first` on go to that segment's shards, created on first use, until a later segment
   // begins. Call it before adding the segment's first id. The engine registers the archive's segments
@@ -164,6 +165,17 @@ Status seed_pair_words(const std::string& from_dir, const std::string& to_dir);
 // a closed segment (not the last) whose every document is in is sealed. The caller swaps the
 // directories.
 Status compact_index(const std::string& dir, const std::string& out_dir);
+
+// Seals, in place, every closed segment whose documents are all committed and that every shard has
+// left (each has committed a document of a later segment), beside readers and the writer of the live
+// segment (a running server): each shard is compacted beside itself and swapped with it in one
+// atomic rename (renameat2 RENAME_EXCHANGE), then the segment's `sealed` file is written. A reader
+// that has the old shard open keeps reading it (the same documents); readers opened later get the
+// compacted one. A crash in between leaves a closed segment whose shards are whole databases, sealed
+// at the next call. Returns how many it sealed. A first-release index (one plain glass database) is
+// left to compact_index. Test: IndexSegments.ClosedSegmentsAreSealedInPlaceBesideReaders,
+// tests/e2e/test_segments.py test_smtp_mail_cuts_segments_that_search_spans.
+Result<unsigned> seal_closed_segments(const std::string& dir);
 
 // One time segment of the index (`mailark segments`).
 struct IndexSegment {

@@ -724,3 +724,88 @@ TEST(IndexPairs, UnpairedDocumentsAreRecordedAndFoundInOlderShards) {
 
 }  // namespace
 }  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// A running server seals closed segments in place (seal_closed_segments): only once every shard has
+// moved on to a later segment, beside a reader that keeps answering from the shards it opened and a
+// writer that goes on with the live segment; readers opened after see the same answers.
+TEST(IndexSegments, ClosedSegmentsAreSealedInPlaceBesideReaders) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  auto w = IndexWriter::open(index);
+  ASSERT_TRUE(w.ok());
+  auto add = [&](std::uint64_t id) {
+    IndexFields f = fields(id, "note " + std::to_string(id), id % 3 ? "beta alpha gamma" : "alpha beta gamma",
+                           978307200 + static_cast<std::int64_t>(id) * 60);
+    source.docs[id] = f;
+    ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+  };
+  for (std::uint64_t id = 1; id <= 100; ++id) {
+    if (id == 38) (*w)->add_segment(id);
+    add(id);
+  }
+  ASSERT_TRUE((*w)->commit(100).ok());
+  auto answers = [&](IndexReader& r) {
+    std::vector<std::uint64_t> out;
+    for (const char* q : {"gamma", "\"alpha beta\"", "subject:note"}) {
+      auto res = r.search(q, SearchOptions{0, 200}, &source);
+      EXPECT_TRUE(res.ok()) << q;
+      if (!res.ok()) continue;
+      out.push_back(res->total);
+      for (const auto& h : res->hits) out.push_back(h.id);
+    }
+    return out;
+  };
+  auto sealed_flags = [&] {
+    std::vector<bool> out;
+    auto segs = index_segments(index);
+    EXPECT_TRUE(segs.ok());
+    if (segs.ok())
+      for (const auto& s : *segs) out.push_back(s.sealed);
+    return out;
+  };
+  // The first segment is closed and both shards hold documents of the second (the live one).
+  auto first = seal_closed_segments(index);
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  EXPECT_EQ(*first, 1u);
+  EXPECT_EQ(sealed_flags(), (std::vector<bool>{true, false}));
+
+  (*w)->add_segment(101);
+  add(101);  // shard 0 moves on; shard 1 still has the second segment open
+  ASSERT_TRUE((*w)->commit(101).ok());
+  auto before = IndexReader::open(index);
+  ASSERT_TRUE(before.ok());
+  const auto want = answers(**before);
+  auto not_yet = seal_closed_segments(index);
+  ASSERT_TRUE(not_yet.ok());
+  EXPECT_EQ(*not_yet, 0u) << "a shard still holds the second segment open";
+  add(102);
+  ASSERT_TRUE((*w)->commit(102).ok());
+  auto sealed = seal_closed_segments(index);
+  ASSERT_TRUE(sealed.ok()) << sealed.error().to_string();
+  EXPECT_EQ(*sealed, 1u);
+  EXPECT_EQ(sealed_flags(), (std::vector<bool>{true, true, false}));
+  EXPECT_FALSE(std::filesystem::exists(index + "/segment-38/shard0.sealing"));
+  // The reader opened before keeps its shards; one opened now reads the compacted ones; the same
+  // answers from both (the two new documents aside, which the old reader's view predates).
+  EXPECT_EQ(answers(**before), want);
+  for (std::uint64_t id = 103; id <= 110; ++id) add(id);
+  ASSERT_TRUE((*w)->commit(110).ok());
+  auto after = IndexReader::open(index);
+  ASSERT_TRUE(after.ok());
+  auto res = (*after)->search("gamma", SearchOptions{0, 200}, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 110u);
+  std::uint64_t expect = 110;
+  for (const auto& h : res->hits) EXPECT_EQ(h.id, expect--);
+  auto phrase = (*after)->search("\"alpha beta\"", SearchOptions{0, 200}, &source);
+  ASSERT_TRUE(phrase.ok());
+  EXPECT_EQ(phrase->total, 36u);  // the multiples of 3 up to 110
+  EXPECT_EQ(*seal_closed_segments(index), 0u);
+}
+
+}  // namespace
+}  // namespace mailark::indexer

@@ -275,10 +275,12 @@ struct SmtpServer::Impl {
     IngestOptions opts;
     opts.linger_ms = config.group_commit_linger_ms;
     opts.index_commit_interval_ms = config.index_commit_interval_ms;
+    opts.seal_interval_ms = config.seal_interval_ms;
     opts.train_after = 0;          // a server trains dictionaries offline (mailark train-dictionary)
     opts.preserve_order = false;   // a slow scan holds up only its own session's reply
     opts.queue_depth = std::max(16u, config.max_sessions);
     opts.on_warning = [](const std::string& w) { spdlog::warn("{}", w); };
+    opts.on_info = [](const std::string& w) { spdlog::info("{}", w); };
     Limits limits = config.limits;
     limits.max_message_bytes += Limits::kTraceHeaderBytes;  // room for the Received header this hop adds
     ingest = std::make_unique<Ingest>(engine.archive(), **writer, *scanner, limits, opts, nullptr);

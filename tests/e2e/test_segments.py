@@ -1,6 +1,7 @@
 """Time segments under a running server: mail arriving by SMTP cuts segments as the archive's policy
-says, search, show and verify span them while the server runs, and `mailark segments seal` seals the
-closed ones once it has stopped (engine/archive.h "Time segments", docs/FORMAT.md)."""
+says, search, show and verify span them while the server runs, the server seals the closed ones in
+place as it runs (archive.seal_interval_ms), and `mailark segments seal` does it with the server
+stopped (engine/archive.h "Time segments", docs/FORMAT.md)."""
 import os
 import shutil
 import smtplib
@@ -22,7 +23,9 @@ class SegmentsTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, True)
         port = free_port()
         # An inbound listener whose primary is a port nobody listens on: mail stays queued.
-        srv = Server(config(port, free_port()), data=os.path.join(tmp, "data"))
+        conf = config(port, free_port()).replace("index_commit_interval_ms = 100",
+                                                 "index_commit_interval_ms = 100\nseal_interval_ms = 200")
+        srv = Server(conf, data=os.path.join(tmp, "data"))
         self.assertEqual(srv.cli("segments", "policy", "--max-records", "3")["max_records"], 3)
         srv.start()
         try:
@@ -45,13 +48,24 @@ class SegmentsTest(unittest.TestCase):
             report = srv.cli("verify")
             self.assertTrue(report["intact"])
             self.assertEqual(report["records_checked"], 8)
+            # The server seals the two closed segments itself, in place, while it runs; search
+            # answers the same before and after.
+            deadline = time.time() + 30
+            while [s["sealed"] for s in srv.cli("segments")["segments"]] != [True, True, False]:
+                self.assertLess(time.time(), deadline, srv.server_log()[-2000:])
+                time.sleep(0.1)
+            self.assertIn("closed index segment", srv.server_log())
+            res = srv.search("subject:crane")
+            self.assertEqual([h["id"] for h in res["results"]], list(range(8, 0, -1)))
+            self.assertEqual(srv.search('"confirm the crane order"')["total"], 8)
+            self.assertEqual(os.listdir(os.path.join(tmp, "data", "index", "segment-4")).count("shard0.sealing"), 0)
             # The writer lock: sealing waits for the server to stop.
             p = srv.run("segments", "seal")
             self.assertNotEqual(p.returncode, 0)
             self.assertIn(b"serve", p.stderr)
         finally:
             self.assertEqual(srv.stop(), 0)
-        self.assertEqual(srv.cli("segments", "seal")["sealed"], 2)
+        self.assertEqual(srv.cli("segments", "seal")["sealed"], 2)  # sealed already: nothing left to do
         segs = srv.cli("segments")["segments"]
         self.assertEqual([s["sealed"] for s in segs], [True, True, False])
         self.assertEqual([s["index_documents"] for s in segs], [3, 3, 2])
