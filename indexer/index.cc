@@ -2088,8 +2088,8 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       for (auto it = mset.begin(); it != mset.end(); ++it) add_hit(it);
     } else {
       // Deferred phrases: walk the candidates in the results' order, checking each, until the page is
-      // full. The page is exact (the same order, only real matches); the total is exact only when
-      // the walk reached the end, else estimated from the share of the checked candidates that held.
+      // full. The page is exact (the same order, only real matches); the total is exact when the walk
+      // reached the end or the candidates are few enough to check them all, else estimated (below).
       const std::size_t want = options.offset + options.limit;
       std::size_t checked = 0, held = 0;
       Xapian::doccount candidates = 0, from = 0;
