@@ -183,6 +183,15 @@ std::uint64_t hash_bytes(std::uint64_t h, std::string_view bytes) {
   return h;
 }
 
+
+// splitmix64's finaliser: the filter's keys (fixed forever, docs/FORMAT.md) and the estimate's
+// sample places.
+std::uint64_t mix64(std::uint64_t h) {
+  h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
+  return h ^ (h >> 31);
+}
+
 }  // namespace
 
 std::uint64_t pair_filter_key(std::string_view prefix, std::string_view a, std::string_view b) {
@@ -191,9 +200,7 @@ std::uint64_t pair_filter_key(std::string_view prefix, std::string_view a, std::
   h = hash_bytes(h, a);
   h = hash_bytes(h, " ");
   h = hash_bytes(h, b);
-  h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
-  return h ^ (h >> 31);
+  return mix64(h);
 }
 
 namespace {
@@ -1640,7 +1647,7 @@ class PhraseResolver {
       deferred_.push_back({terms, std::shared_ptr<const std::vector<Xapian::docid>>(positives), {}});
       return narrowed;
     }
-    return verified(narrowed, terms);
+    return verified(*positives, unfiltered, terms);
   }
 
   // The documents of `q` without Kpairs (built before the pair words, or without them), looked for
@@ -1698,20 +1705,26 @@ class PhraseResolver {
     }
   }
 
-  // The documents matching `candidates` that hold the phrase `terms`, each read from the archive and
-  // checked.
-  Xapian::Query verified(const Xapian::Query& candidates, const std::vector<std::string>& terms) {
-    Xapian::Enquire enq(db_);
-    enq.set_query(candidates);
-    enq.set_weighting_scheme(Xapian::BoolWeight());
-    enq.set_docid_order(Xapian::Enquire::ASCENDING);
-    Xapian::MSet mset = enq.get_mset(0, db_.get_doccount());
+  // The documents that hold the phrase `terms`, each read from the archive and checked: the positives
+  // the filters left, and the documents of the unfiltered parts.
+  Xapian::Query verified(const std::vector<Xapian::docid>& positives, const std::vector<Xapian::Query>& unfiltered,
+                         const std::vector<std::string>& terms) {
+    std::vector<Xapian::docid> candidates = positives;
+    if (!unfiltered.empty()) {
+      Xapian::Enquire enq(db_);
+      enq.set_query(Xapian::Query(Xapian::Query::OP_OR, unfiltered.begin(), unfiltered.end()));
+      enq.set_weighting_scheme(Xapian::BoolWeight());
+      enq.set_docid_order(Xapian::Enquire::ASCENDING);
+      Xapian::MSet mset = enq.get_mset(0, db_.get_doccount());
+      for (auto it = mset.begin(); it != mset.end(); ++it) candidates.push_back(*it);
+    }
     std::vector<Xapian::docid> verified;
-    for (auto it = mset.begin(); it != mset.end(); ++it) {
-      const std::optional<IndexFields>& f = load(*it);
-      if (f && fields_have_phrase(*f, terms)) verified.push_back(*it);
+    for (Xapian::docid d : candidates) {
+      const std::optional<IndexFields>& f = load(d);
+      if (f && fields_have_phrase(*f, terms)) verified.push_back(d);
     }
     std::sort(verified.begin(), verified.end());
+    verified.erase(std::unique(verified.begin(), verified.end()), verified.end());
     auto ids = std::make_shared<const std::vector<Xapian::docid>>(std::move(verified));
     // Handed over with release(): Xapian owns the source (without it every phrase query leaked it;
     // found by fuzz/query_fuzz.cc, regression: fuzz/regressions/query/).
@@ -2140,10 +2153,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
           std::size_t yes = 0;
           for (std::size_t k = 0; k < n; ++k) {
             const std::size_t begin = (k * every.size()) / n, end = ((k + 1) * every.size()) / n;
-            std::uint64_t mix = (k + 1) * 0x9E3779B97F4A7C15ULL;  // splitmix64's finaliser
-            mix = (mix ^ (mix >> 30)) * 0xBF58476D1CE4E5B9ULL;
-            mix = (mix ^ (mix >> 27)) * 0x94D049BB133111EBULL;
-            mix ^= mix >> 31;
+            const std::uint64_t mix = mix64((k + 1) * 0x9E3779B97F4A7C15ULL);
             const auto at = static_cast<Xapian::doccount>(begin + (end > begin ? mix % (end - begin) : 0));
             if (test(*every[at])) ++yes;
           }
