@@ -1,11 +1,14 @@
 // The archive: an append-only, tamper-evident LMDB store of every message mailark accepted. It is the
 // source of truth; the Xapian index is derived from it.
 //
-// One LMDB environment (directory DATA/archive) with named databases (docs/FORMAT.md):
+// The main LMDB environment (directory DATA/archive) with named databases (docs/FORMAT.md), and one
+// store per time segment (DATA/archive/segment-FIRST.mdb, an LMDB environment in one file) holding
+// that segment's records and packs (format 5; the segments of an older archive keep theirs in the main
+// environment, which has the same two tables):
 //   records     seq (u64 big-endian) -> encoded ArchiveRecord (record.h), seq = 1, 2, 3, ... without gaps
 //   blobs       pack id (u64 big-endian, 1, 2, 3, ...) -> a pack: encoded blobs (dictionary id, raw size,
 //               zstd frame; record.h) back to back, up to about 1 MiB; each raw message is stored once
-//               however many records point at it
+//               however many records point at it; a pack belongs to the segment that wrote it
 //   blob_index  SHA-256 of raw bytes -> pack id (u64 BE), offset (u32 BE), length (u32 BE)
 //   queue       seq (u64 BE) -> queue entry (queue.h) for messages still to be delivered
 //   quarantine  seq (u64 BE) -> quarantine entry (quarantine.h) for messages held back from delivery
@@ -18,11 +21,16 @@
 //               segments' table; absent: one segment from 1), "segment_policy" (absent: the default)
 // Invariants kept by append(): records are only ever added at head+1; a blob exists for every record;
 // head and counters change in the same transaction as the records they describe; a record's queue or
-// quarantine entry is written in the same transaction as the record.
+// quarantine entry is written in the same transaction as the record. With segment stores, a batch
+// commits its records and packs to the stores first and then the main environment, whose head is the
+// commit point: whatever a store holds past the head (a crash between the two commits) was never
+// answered 250, is never read, and is overwritten by the next append
+// (Segments.AStoreTailPastTheHeadIsNeverReadAndIsOverwritten).
 //
 // Format 2 added the quarantine and rcpt_cache tables, queue entries v2 and the verdict "unscannable";
 // format 3 the queue_due, continuity and delivered tables, queue entries v3 and the direction "probe";
-// format 4 (this release) time segments (meta "segments"; an archive without it is one segment). An
+// format 4 time segments (meta "segments"; an archive without it is one segment); format 5 (this
+// release) a store file per segment for the segments begun after it (the table's version 2). An
 // older archive opened read-write is migrated in place (tables created, the due index built from the
 // queue, marker rewritten; nothing else changes); opened read-only it is read as it is
 // (tests/e2e/test_upgrade.py test_format_one_data_folder_opens_migrates_and_delivers,
@@ -37,6 +45,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -93,6 +102,11 @@ struct SegmentInfo {
   std::uint64_t last = 0;      // its last record's seq (0 while the live segment is empty)
   std::string period;          // the period label it was opened in
   std::int64_t opened_at = 0;  // when its first record was archived (0: unknown, an older archive)
+  // Where its records and packs are: its own store file (every segment begun by format 5; always a
+  // suffix of the table), or the main environment (the segments of an older archive).
+  bool own_store = false;
+  std::uint64_t first_pack = 0;  // own store: the id of the first pack it wrote (its packs run to the
+                                 // next segment's first_pack)
 };
 
 // A DSN that was archived: the recipients of entry `seq` it reports flip from kFailed to kBounced in
@@ -190,8 +204,24 @@ class ArchiveSnapshot {
  private:
   friend class Archive;
   ArchiveSnapshot(const Archive& a, MDB_txn* txn) : archive_(a), txn_(txn) {}
+  // Where a record or a pack is: a transaction and the table to read (the main environment's, or a
+  // read transaction on a segment's store, begun when first needed and kept for the snapshot).
+  struct Place {
+    MDB_txn* txn = nullptr;
+    unsigned dbi = 0;
+  };
+  struct StoreRead {
+    MDB_txn* txn = nullptr;
+    unsigned records_dbi = 0, blobs_dbi = 0;
+  };
+  Result<Place> record_place(std::uint64_t seq) const;
+  Result<Place> pack_place(std::uint64_t pack) const;
+  Result<StoreRead> store_read(std::size_t segment) const;
+  const std::vector<SegmentInfo>& table() const;
   const Archive& archive_;
   MDB_txn* txn_;
+  mutable std::optional<std::vector<SegmentInfo>> segments_;  // as this snapshot sees them
+  mutable std::map<std::uint64_t, StoreRead> store_reads_;
 };
 
 class Archive {
@@ -225,7 +255,10 @@ class Archive {
   std::shared_ptr<const Codec> codec() const;
   // Stores a new dictionary and makes it the one new blobs are compressed with. Returns its id.
   Result<std::uint32_t> add_dictionary(const std::string& dictionary);
-  std::uint64_t file_bytes() const;  // size of the LMDB data file
+  std::uint64_t file_bytes() const;  // bytes on disk: the main environment and every segment store
+  // A segment's store file (own_store segments), and its bytes on disk (0 when it has none).
+  std::string store_path(std::uint64_t first) const;
+  std::uint64_t store_bytes(std::uint64_t first) const;
   std::uint32_t format() const { return format_; }
 
   // The delivery queue (table `queue`, same environment). Entries are created by append().
@@ -287,10 +320,26 @@ class Archive {
   // Test: Archive.MappedPagesAreReleased.
   std::uint64_t release_mapped_pages();
 
+  // Tests only: makes the next append fail after its stores committed and before the main
+  // environment commits (a crash between the two commits).
+  void fail_next_main_commit_for_test() { fail_main_commit_ = true; }
+
  private:
   friend class ArchiveSnapshot;
   Archive() = default;
   Status load_codec();
+
+  // A segment's store: its own LMDB environment with the tables records, blobs and meta.
+  struct Store {
+    MDB_env* env = nullptr;
+    unsigned records_dbi = 0, blobs_dbi = 0, meta_dbi = 0;
+    bool writable = false;
+    ~Store();
+  };
+  // Opens (once per process) the store of the segment beginning at `first`. The live segment's (not
+  // closed) in a writable archive is created if missing and opened for writing; every other is
+  // opened read-only, a closed one with a map as large as its file and no lock (it never changes).
+  Result<Store*> store(std::uint64_t first, bool closed) const;
 
   std::string dir_;
   Limits limits_;
@@ -306,6 +355,9 @@ class Archive {
   std::chrono::steady_clock::time_point last_release_{};  // append()'s thread only
   mutable std::mutex codec_mu_;
   std::shared_ptr<const Codec> codec_;
+  mutable std::mutex stores_mu_;
+  mutable std::map<std::uint64_t, std::unique_ptr<Store>> stores_;
+  bool fail_main_commit_ = false;
 };
 
 }  // namespace mailark

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 #include <lmdb.h>
@@ -52,11 +53,15 @@ void append_all(Archive& a, const std::vector<std::string>& raws) {
 // Rewrites one stored value through LMDB itself, as an attacker with write access to the file would.
 void tamper(const std::string& dir, const char* table, const std::string& key,
             const std::function<void(std::string&)>& change, bool remove = false) {
+  // Records and packs are in the first segment's store (a single-segment archive), the rest in the
+  // main environment.
+  const bool in_store = std::string_view(table) == "records" || std::string_view(table) == "blobs";
+  const std::string path = in_store ? dir + "/segment-1.mdb" : dir;
   MDB_env* env;
   ASSERT_EQ(mdb_env_create(&env), 0);
   mdb_env_set_maxdbs(env, 8);
   mdb_env_set_mapsize(env, std::size_t{1} << 30);
-  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0640), 0);
+  ASSERT_EQ(mdb_env_open(env, path.c_str(), in_store ? MDB_NOSUBDIR : 0, 0640), 0);
   MDB_txn* txn;
   ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
   MDB_dbi dbi;
@@ -682,7 +687,7 @@ TEST(Archive, FormatTwoArchiveGetsItsDueIndexOnOpen) {
       << "read-only: the queue is read whole";
   ro->reset();
   auto a = open_archive(dir.path());
-  EXPECT_EQ(a->format(), 4u);
+  EXPECT_EQ(a->format(), 5u);
   EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kPrimary), 2000000000, 10)), (std::vector<std::uint64_t>{1}));
   EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kInternet), 2000000000, 10)), (std::vector<std::uint64_t>{2}));
 }
@@ -758,6 +763,134 @@ TEST(Segments, AFirstSegmentWithoutAPeriodClosesWhenPeriodsBegin) {
   EXPECT_EQ(segs[1].period, segment_period_label(SegmentPeriod::kYear, std::time(nullptr)));
 }
 
+TEST(Segments, EachSegmentHasAStoreOfItsOwn) {
+  test::ScratchDir dir;
+  auto raws = sample_messages(8);
+  {
+    auto a = open_archive(dir.path());
+    ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 3}).ok());
+    append_all(*a, {raws[0], raws[1], raws[2], raws[3], raws[4]});
+    // Record 8 is message 0 again: its bytes stay in the first segment's pack, read from there.
+    append_all(*a, {raws[5], raws[6], raws[0]});
+    auto segs = a->segments();
+    ASSERT_EQ(segs.size(), 3u);
+    for (const auto& s : segs) {
+      EXPECT_TRUE(s.own_store);
+      EXPECT_GT(a->store_bytes(s.first), 0u) << a->store_path(s.first);
+    }
+    EXPECT_EQ(segs[0].first_pack, 1u);
+    EXPECT_LT(segs[0].first_pack, segs[1].first_pack) << "a pack belongs to one segment";
+    EXPECT_LT(segs[1].first_pack, segs[2].first_pack);
+    EXPECT_GE(a->file_bytes(), a->store_bytes(1) + a->store_bytes(4) + a->store_bytes(7));
+  }
+  // Read back from a read-only open (as `search` and `show` beside the server): every record from its
+  // segment's store, the chain unbroken, the shared blob from the earlier store.
+  auto ro = Archive::open(dir.path(), Limits{}, true);
+  ASSERT_TRUE(ro.ok()) << ro.error().to_string();
+  Archive& a = **ro;
+  EXPECT_EQ(a.format(), 5u);
+  const std::vector<int> message_of = {0, 1, 2, 3, 4, 5, 6, 0};
+  for (std::uint64_t seq = 1; seq <= 8; ++seq) {
+    auto r = a.record(seq);
+    ASSERT_TRUE(r.ok()) << seq << ": " << r.error().to_string();
+    auto raw = a.raw(*r);
+    ASSERT_TRUE(raw.ok()) << seq << ": " << raw.error().to_string();
+    EXPECT_EQ(*raw, raws[message_of[seq - 1]]) << seq;
+  }
+  EXPECT_EQ(a.record(9).error().code, ErrorCode::kNotFound);
+  std::vector<std::uint64_t> seen;
+  ASSERT_TRUE(a.scan(2, [&](const ArchiveRecord& r, std::string_view) { seen.push_back(r.seq); return true; },
+                     [](std::uint64_t, const Error&) { return true; }).ok());
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{2, 3, 4, 5, 6, 7, 8}));
+  auto report = verify_archive(a, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->intact) << report->problem;
+  EXPECT_EQ(report->records_checked, 8u);
+  EXPECT_EQ(report->messages_checked, 7u);
+}
+
+TEST(Segments, AStoreTailPastTheHeadIsNeverReadAndIsOverwritten) {
+  test::ScratchDir dir;
+  auto raws = sample_messages(9);
+  auto a = open_archive(dir.path());
+  ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 3}).ok());
+  append_all(*a, {raws[0], raws[1]});
+  // A crash between the stores' commit and the main one: records 3 and 4 (a cut at 4, so a new
+  // store file too) are in the stores, but the head still says 2, and the batch answers an error.
+  std::vector<PendingAppend> batch;
+  for (int i : {2, 3}) batch.push_back(pending(*a, raws[i]));
+  a->fail_next_main_commit_for_test();
+  ASSERT_FALSE(a->append(batch).ok());
+  EXPECT_TRUE(std::filesystem::exists(a->store_path(4))) << "the failed batch wrote its new store";
+  EXPECT_EQ(a->head().seq, 2u);
+  EXPECT_EQ(a->record(3).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(a->segments().size(), 1u);
+  {
+    auto ro = Archive::open(dir.path(), Limits{}, true);
+    ASSERT_TRUE(ro.ok());
+    EXPECT_EQ((*ro)->record(3).error().code, ErrorCode::kNotFound);
+    auto report = verify_archive(**ro, nullptr);
+    ASSERT_TRUE(report.ok());
+    EXPECT_TRUE(report->intact) << report->problem;
+    EXPECT_EQ(report->records_checked, 2u);
+  }
+  // The next batch (other messages) appends at 3 as if nothing had been there, and cuts at 4 again.
+  append_all(*a, {raws[5], raws[6], raws[7], raws[8]});
+  a.reset();
+  a = open_archive(dir.path());
+  ASSERT_EQ(a->segments().size(), 2u);
+  EXPECT_EQ(a->segments()[1].first, 4u);
+  const std::vector<int> message_of = {0, 1, 5, 6, 7, 8};
+  for (std::uint64_t seq = 1; seq <= 6; ++seq) {
+    auto r = a->record(seq);
+    ASSERT_TRUE(r.ok()) << seq;
+    auto raw = a->raw(*r);
+    ASSERT_TRUE(raw.ok()) << seq << ": " << raw.error().to_string();
+    EXPECT_EQ(*raw, raws[message_of[seq - 1]]) << seq;
+  }
+  auto report = verify_archive(*a, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->intact) << report->problem;
+  EXPECT_EQ(report->records_checked, 6u);
+  // Messages 2 and 3 were never archived: importing them now adds them as new.
+  std::vector<PendingAppend> again;
+  for (int i : {2, 3}) again.push_back(pending(*a, raws[i], /*skip_if_archived=*/true));
+  auto out = a->append(again);
+  ASSERT_TRUE(out.ok());
+  EXPECT_FALSE((*out)[0].duplicate);
+  EXPECT_FALSE((*out)[1].duplicate);
+  EXPECT_EQ(*a->raw(*a->record(8)), raws[3]);
+}
+
+TEST(Segments, AMissingStoreIsNamedByVerify) {
+  test::ScratchDir dir;
+  {
+    auto a = open_archive(dir.path());
+    ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
+    append_all(*a, sample_messages(5));
+  }
+  ASSERT_TRUE(std::filesystem::remove(dir.path() + "/segment-3.mdb"));
+  auto ro = Archive::open(dir.path(), Limits{}, true);
+  ASSERT_TRUE(ro.ok());
+  auto r = (*ro)->record(3);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().context.find("segment-3.mdb"), std::string::npos) << r.error().context;
+  auto report = verify_archive(**ro, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_FALSE(report->intact);
+  EXPECT_EQ(report->first_bad, 3u);
+  EXPECT_NE(report->problem.find("missing"), std::string::npos) << report->problem;
+  EXPECT_TRUE((*ro)->raw(*(*ro)->record(2)).ok()) << "the other segments still read";
+  ro->reset();
+  // Another segment's store put in its place is refused, not read as this one.
+  std::filesystem::copy_file(dir.path() + "/segment-1.mdb", dir.path() + "/segment-3.mdb");
+  ro = Archive::open(dir.path(), Limits{}, true);
+  ASSERT_TRUE(ro.ok());
+  r = (*ro)->record(3);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().context.find("another segment"), std::string::npos) << r.error().context;
+}
+
 TEST(Segments, PeriodLabels) {
   const std::int64_t t = 1732924800;  // 2024-11-30T00:00:00Z
   EXPECT_EQ(segment_period_label(SegmentPeriod::kMonth, t), "2024-11");
@@ -805,7 +938,7 @@ TEST(Archive, MappedPagesAreReleased) {
     ASSERT_TRUE(r.ok());
     ASSERT_TRUE(a->raw(*r).ok());
   }
-  const std::string file = dir.path() + "/data.mdb";
+  const std::string file = dir.path() + "/segment-1.mdb";  // the records and packs read
   const std::uint64_t before = mapped_rss_kb(file);
   EXPECT_GT(before, 1000u) << "the reads went through the map";
   EXPECT_GT(a->release_mapped_pages(), 0u);

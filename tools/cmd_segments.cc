@@ -47,6 +47,10 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
                         {"period", s.period},
                         {"opened_at", s.opened_at ? iso8601(s.opened_at) : ""},
                         {"live", i + 1 == segments.size()},
+                        // Where its records and messages are: a store file of its own, or (a segment of
+                        // an archive from before format 5) the main archive environment.
+                        {"store", s.own_store ? e.archive().store_path(s.first) : ""},
+                        {"store_bytes", s.own_store ? e.archive().store_bytes(s.first) : 0},
                         {"index_documents", ix == index.end() ? 0 : ix->second.documents},
                         {"index_bytes", ix == index.end() ? 0 : ix->second.bytes},
                         {"sealed", ix != index.end() && ix->second.sealed},
@@ -63,11 +67,15 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
   if (policy.max_records) std::cout << " or every " << policy.max_records << " messages";
   std::cout << "\n";
   std::cout << std::left << std::setw(12) << "FIRST" << std::setw(12) << "LAST" << std::setw(10) << "RECORDS"
-            << std::setw(10) << "PERIOD" << std::setw(12) << "INDEXED" << std::setw(12) << "INDEX" << "STATE\n";
+            << std::setw(10) << "PERIOD" << std::setw(12) << "STORE" << std::setw(12) << "INDEXED" << std::setw(12)
+            << "INDEX" << "STATE\n";
   for (const auto& j : list) {
     std::cout << std::setw(12) << j["first"].get<std::uint64_t>() << std::setw(12) << j["last"].get<std::uint64_t>()
               << std::setw(10) << j["records"].get<std::uint64_t>()
               << std::setw(10) << (j["period"].get<std::string>().empty() ? "-" : j["period"].get<std::string>())
+              << std::setw(12)
+              << (j["store"].get<std::string>().empty() ? std::string("(main)")
+                                                       : human_bytes(j["store_bytes"].get<std::uint64_t>()))
               << std::setw(12) << j["index_documents"].get<std::uint64_t>() << std::setw(12)
               << human_bytes(j["index_bytes"].get<std::uint64_t>())
               << (j["live"].get<bool>() ? "live" : j["sealed"].get<bool>() ? "sealed" : "closed");

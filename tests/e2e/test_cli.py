@@ -135,7 +135,8 @@ class CliTest(unittest.TestCase):
     def test_verify_reports_a_byte_changed_on_disk_with_its_record(self):
         self.run_cli("import", DEMO)
         self.assertTrue(self.json_cli("verify")["intact"])
-        db = os.path.join(self.data, "archive", "data.mdb")
+        # The records are in the (first and only) segment's store.
+        db = os.path.join(self.data, "archive", "segment-1.mdb")
         with open(db, "r+b") as f:
             data = f.read()
             marker = b"mailbox.mbox#7"

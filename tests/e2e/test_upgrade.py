@@ -6,6 +6,8 @@ commands, migrated in place by the first writing command, and what they had queu
   two messages deferred for an hour; no due index, no continuity tables).
 - tests/fixtures/format3-data.tar.gz: the continuity release (archive format 3: no time segments, the
   index one segment at the top of DATA/index).
+- tests/fixtures/format4-data.tar.gz: the release with time segments (archive format 4: three segments,
+  their records in the main archive environment, each with its own index shards).
 """
 import os
 import shutil
@@ -69,11 +71,11 @@ class UpgradeTest(unittest.TestCase):
 
         # The first writing command migrates it in place; everything stays readable and intact.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 4, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], 5, "the first writing open migrates it")
         sink = Sink(primary, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))
         try:
             srv.start()
-            self.assertEqual(srv.cli("stats")["archive_format"], 4)
+            self.assertEqual(srv.cli("stats")["archive_format"], 5)
             deadline = time.time() + 30
             while srv.cli("queue")["total"] and time.time() < deadline:
                 time.sleep(0.2)
@@ -113,7 +115,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it (the due index built from the queue); deferred for an
         # hour by the old release, the entries are made due now, whatever the clock says.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 4)
+        self.assertEqual(srv.cli("stats")["archive_format"], 5)
         sink = Sink(primary, os.path.join(tmp, "sink"))
         try:
             srv.start()
@@ -161,7 +163,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it; the old records, with no period, are the first segment
         # and the new ones begin the second, with shards of their own.
         import_mbox("one.mbox", 5, 1)
-        self.assertEqual(srv.cli("stats")["archive_format"], 4)
+        self.assertEqual(srv.cli("stats")["archive_format"], 5)
         segs = srv.cli("segments")["segments"]
         self.assertEqual([(s["first"], s["last"]) for s in segs], [(1, 10), (11, 15)])
         self.assertEqual([s["index_documents"] for s in segs], [10, 5])
@@ -187,6 +189,47 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual([s["index_documents"] for s in segs], [10, 5, 2, 1])
         self.assertEqual(srv.search("rotterdam")["total"], 11)
         self.assertEqual(srv.search('"rotterdam crane"')["total"], 8)
+
+    def test_format_four_segments_stay_in_place_and_the_next_one_gets_a_store(self):
+        tmp = tempfile.mkdtemp(prefix="mailark-upgrade4-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        with tarfile.open(os.path.join(FIXTURES, "format4-data.tar.gz")) as t:
+            t.extractall(tmp)
+        data = os.path.join(tmp, "data")
+        srv = Server(config(free_port(), free_port()), data=data)
+        self.assertEqual(srv.cli("stats")["archive_format"], 4, "a read-only open changes nothing")
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([(s["first"], s["last"], s["store"]) for s in segs], [(1, 4, ""), (5, 8, ""), (9, 10, "")])
+        self.assertEqual(srv.search("rotterdam")["total"], 3)
+        self.assertTrue(srv.cli("verify")["intact"])
+
+        path = os.path.join(tmp, "more.mbox")
+        with open(path, "w") as f:
+            for i in range(5):
+                f.write(f"From sender@partner.example Mon Mar  2 10:00:00 2026\n"
+                        f"From: sender@partner.example\nTo: ana.ortega@northwind.example\n"
+                        f"Subject: rotterdam barge {i}\nMessage-ID: <four-{i}@partner.example>\n"
+                        f"Date: Mon, 2 Mar 2026 10:{i:02d}:00 +0000\n\nThe rotterdam barge left {i}.\n\n")
+        p = srv.run("import", path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(srv.cli("stats")["archive_format"], 5, "the first writing open migrates it")
+        # The live segment of the old release goes on in the main environment until it is full; the
+        # next one is the first with a store file of its own.
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([(s["first"], s["last"]) for s in segs], [(1, 4), (5, 8), (9, 12), (13, 15)])
+        self.assertEqual([bool(s["store"]) for s in segs], [False, False, False, True])
+        self.assertTrue(os.path.exists(segs[3]["store"]), segs[3]["store"])
+        self.assertGreater(segs[3]["store_bytes"], 0)
+        self.assertEqual(srv.search("rotterdam")["total"], 3 + 5)
+        self.assertEqual(srv.search('"rotterdam barge"')["total"], 5)
+        self.assertEqual(srv.cli("show", "11")["subject"], "rotterdam barge 0")
+        self.assertEqual(srv.cli("show", "14")["subject"], "rotterdam barge 3")
+        report = srv.cli("verify")
+        self.assertTrue(report["intact"], report)
+        self.assertEqual(report["records_checked"], 15, "the chain runs on from the main environment into the store")
+        p = srv.run("reindex")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(srv.search('"rotterdam barge"')["total"], 5)
 
 
 if __name__ == "__main__":
