@@ -5,6 +5,8 @@
 #include <zdict.h>
 #include <zstd.h>
 
+#include <mutex>
+
 namespace mailark {
 namespace {
 
@@ -26,12 +28,27 @@ ZSTD_DCtx* thread_dctx() {
 
 }  // namespace
 
+// A dictionary's zstd tables are built when first used, not when the archive opens: building the
+// compression tables of a 110 KB dictionary costs about a millisecond, which every short command
+// (search, show) would otherwise pay without compressing anything (docs/BENCHMARKS.md "Start-up").
 struct Codec::Dict {
-  ZSTD_CDict* cdict = nullptr;
+  std::string bytes;
+  bool active = false;
+  int level = 3;
+  std::once_flag dflag, cflag;
   ZSTD_DDict* ddict = nullptr;
+  ZSTD_CDict* cdict = nullptr;
   ~Dict() {
     ZSTD_freeCDict(cdict);
     ZSTD_freeDDict(ddict);
+  }
+  const ZSTD_DDict* decompression() {
+    std::call_once(dflag, [&] { ddict = ZSTD_createDDict(bytes.data(), bytes.size()); });
+    return ddict;
+  }
+  const ZSTD_CDict* compression() {
+    std::call_once(cflag, [&] { cdict = ZSTD_createCDict(bytes.data(), bytes.size(), level); });
+    return cdict;
   }
 };
 
@@ -42,11 +59,14 @@ Result<std::shared_ptr<const Codec>> Codec::create(const std::map<std::uint32_t,
   c->active_ = active;
   for (const auto& [id, bytes] : dictionaries) {
     auto d = std::make_unique<Dict>();
-    d->ddict = ZSTD_createDDict(bytes.data(), bytes.size());
-    if (id == active) d->cdict = ZSTD_createCDict(bytes.data(), bytes.size(), level);
-    if (!d->ddict || (id == active && !d->cdict)) {
+    // What zstd needs of a dictionary to use it at all is checked now (its header and entropy
+    // tables); the tables are built on first use.
+    if (ZDICT_isError(ZDICT_getDictHeaderSize(bytes.data(), bytes.size()))) {
       return make_error(ErrorCode::kCorrupt, "zstd dictionary " + std::to_string(id) + " cannot be loaded");
     }
+    d->bytes = bytes;
+    d->active = id == active;
+    d->level = level;
     c->dicts_.emplace(id, std::move(d));
   }
   if (active != 0 && !c->dicts_.count(active)) {
@@ -64,8 +84,9 @@ Result<std::string> Codec::compress(std::string_view raw) const {
   ZSTD_CCtx* ctx = thread_cctx();
   std::size_t n;
   if (active_ != 0) {
-    n = ZSTD_compress_usingCDict(ctx, out.data(), out.size(), raw.data(), raw.size(),
-                                 dicts_.at(active_)->cdict);
+    const ZSTD_CDict* cdict = dicts_.at(active_)->compression();
+    if (!cdict) return make_error(ErrorCode::kCorrupt, "zstd dictionary " + std::to_string(active_) + " cannot be loaded");
+    n = ZSTD_compress_usingCDict(ctx, out.data(), out.size(), raw.data(), raw.size(), cdict);
   } else {
     n = ZSTD_compressCCtx(ctx, out.data(), out.size(), raw.data(), raw.size(), level_);
   }
@@ -95,7 +116,8 @@ Result<std::string> Codec::decompress(std::uint32_t dict_id, std::string_view fr
       return make_error(ErrorCode::kNotFound,
                         "zstd dictionary " + std::to_string(dict_id) + " is not in the archive");
     }
-    ddict = it->second->ddict;
+    ddict = it->second->decompression();
+    if (!ddict) return make_error(ErrorCode::kCorrupt, "zstd dictionary " + std::to_string(dict_id) + " cannot be loaded");
   }
   std::string out;
   out.resize(declared);

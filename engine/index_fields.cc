@@ -53,4 +53,12 @@ std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) {
   return index_fields(parse_message_or_flag(*raw, limits_), *rec);
 }
 
+std::optional<indexer::IndexFields> ArchiveFieldSource::load_headers(std::uint64_t id) {
+  auto rec = archive_.record(id);
+  if (!rec) return std::nullopt;
+  auto raw = archive_.raw(*rec);
+  if (!raw) return std::nullopt;
+  return index_fields(parse_message_or_flag(*raw, limits_, /*headers_only=*/true), *rec);
+}
+
 }  // namespace mailark

@@ -28,6 +28,7 @@ class ArchiveFieldSource : public indexer::FieldSource {
  public:
   ArchiveFieldSource(const Archive& archive, Limits limits) : archive_(archive), limits_(limits) {}
   std::optional<indexer::IndexFields> load(std::uint64_t id) override;
+  std::optional<indexer::IndexFields> load_headers(std::uint64_t id) override;
 
  private:
   const Archive& archive_;

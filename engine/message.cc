@@ -648,7 +648,7 @@ std::string not_mail_reason(std::string_view raw) {
   return {};
 }
 
-Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits) {
+Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only) {
   if (std::string reason = not_mail_reason(raw); !reason.empty()) {
     return make_error(ErrorCode::kBadInput, reason);
   }
@@ -683,6 +683,8 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits) 
   g_mime_parser_options_set_fallback_charsets(opts, kFallback);
   g_mime_parser_options_set_warning_callback(opts, on_parser_warning, &st);
 
+  // Headers only: the header block and the blank line that ends it, so the body is never parsed.
+  if (headers_only && header_end < body.size()) body = body.substr(0, header_end + (body[header_end] == '\r' ? 4 : 2));
   GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(body.data(), body.size()));
   GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
   g_mime_parser_set_format(parser.p, GMIME_FORMAT_MESSAGE);
@@ -747,13 +749,13 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits) 
   read_refs("In-Reply-To", true);
   read_refs("References", false);
 
-  walk_message_body(msg.p, 0, false, st);
+  if (!headers_only) walk_message_body(msg.p, 0, false, st);
   g_mime_parser_options_free(opts);
   return out;
 }
 
-ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits) {
-  auto parsed = parse_message(raw, limits);
+ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only) {
+  auto parsed = parse_message(raw, limits, headers_only);
   if (parsed) return std::move(parsed).value();
   ParsedMessage msg;
   msg.malformed = true;

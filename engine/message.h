@@ -64,11 +64,14 @@ struct ParsedMessage {
 };
 
 // Parses raw message bytes. Errors: kBadInput for input that is not an email message.
-Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits);
+// headers_only: only the top-level header block is parsed (identifiers, subject, date, addresses;
+// no body text or parts), for phrase checks on header fields: GMime never sees the body
+// (tests/corpus_test.cc CorpusTest.HeaderOnlyParseGivesTheSameHeaderFields).
+Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only = false);
 
 // parse_message for the pipeline: a message that does not parse at all (not mail) still yields a
 // model, flagged malformed with the reason, so whatever archived it can still index it.
-ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits);
+ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only = false);
 
 // Cheap check used before archiving: empty input, or a first line that is not a header field (nor an
 // mbox "From " line) means the input is not mail. Returns the reason, or empty when it looks like mail.

@@ -1369,6 +1369,14 @@ bool text_has_phrase(const std::string& text, const std::string& prefix,
   return false;
 }
 
+// Is a phrase with this prefix checked against header fields only (FieldSource::load_headers)?
+bool header_prefix(const std::string& prefix) {
+  for (const char* p : {schema::kPrefixFrom, schema::kPrefixTo, schema::kPrefixCc, schema::kPrefixBcc, schema::kPrefixRcpt,
+                        schema::kPrefixSubject})
+    if (prefix == p) return true;
+  return false;
+}
+
 bool fields_have_phrase(const IndexFields& fields, const std::vector<std::string>& terms) {
   const std::string prefix = prefix_of(terms[0]);
   bool found = false;
@@ -1452,7 +1460,10 @@ class PhraseResolver {
     }
     if (!passes_filters(id)) return false;
     ++passed_filters_;
-    const std::optional<IndexFields>& f = load(id);
+    const bool whole = std::any_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) {
+      return p.applies_to(id) && !header_prefix(prefix_of(p.terms[0]));
+    });
+    const std::optional<IndexFields>& f = load(id, whole);
     if (!f) return false;
     for (const auto& p : deferred_)
       if (p.applies_to(id) && !fields_have_phrase(*f, p.terms)) return false;
@@ -1719,8 +1730,9 @@ class PhraseResolver {
       for (auto it = mset.begin(); it != mset.end(); ++it) candidates.push_back(*it);
     }
     std::vector<Xapian::docid> verified;
+    const bool whole = !header_prefix(prefix_of(terms[0]));
     for (Xapian::docid d : candidates) {
-      const std::optional<IndexFields>& f = load(d);
+      const std::optional<IndexFields>& f = load(d, whole);
       if (f && fields_have_phrase(*f, terms)) verified.push_back(d);
     }
     std::sort(verified.begin(), verified.end());
@@ -1731,10 +1743,15 @@ class PhraseResolver {
     return Xapian::Query((new DocIdSet(std::move(ids), shards_))->release());
   }
 
-  const std::optional<IndexFields>& load(Xapian::docid id) {
+  // A message's fields, read once (whole: everything; otherwise its header fields may be all).
+  const std::optional<IndexFields>& load(Xapian::docid id, bool whole) {
     auto f = fields_cache_.find(id);
-    if (f == fields_cache_.end()) f = fields_cache_.emplace(id, fields_->load(map_.to_archive(id))).first;
-    return f->second;
+    if (f != fields_cache_.end() && (f->second.whole || !whole)) return f->second.fields;
+    const std::uint64_t archive_id = map_.to_archive(id);
+    Loaded l{whole ? fields_->load(archive_id) : fields_->load_headers(archive_id), whole};
+    if (f == fields_cache_.end()) f = fields_cache_.emplace(id, std::move(l)).first;
+    else f->second = std::move(l);
+    return f->second.fields;
   }
 
   Xapian::Database& db_;
@@ -1749,7 +1766,11 @@ class PhraseResolver {
   Xapian::doccount unfiltered_ = 0;  // candidates without a pair filter (filter())
   bool unnarrowed_ = false;          // candidates neither filtered nor narrowed by pair terms
   std::size_t passed_filters_ = 0;   // walked results that passed their filters
-  std::unordered_map<Xapian::docid, std::optional<IndexFields>> fields_cache_;
+  struct Loaded {
+    std::optional<IndexFields> fields;
+    bool whole = false;
+  };
+  std::unordered_map<Xapian::docid, Loaded> fields_cache_;
 };
 
 // NEAR and ADJ are words in mailark's syntax, never operators: the index has no positions, and

@@ -172,6 +172,36 @@ TEST(Archive, DictionaryTrainedLaterKeepsOldRecordsReadable) {
   EXPECT_TRUE(rep->intact) << rep->problem;
 }
 
+TEST(Archive, DictionariesAreCheckedOnOpenAndBuiltOnFirstUse) {
+  std::vector<std::string> samples;
+  for (int i = 0; i < 400; ++i)
+    samples.push_back(test::make_message("sample " + std::to_string(i), std::string(200, 'a' + i % 26)));
+  auto dict = train_dictionary(samples, 8 * 1024);
+  ASSERT_TRUE(dict.ok());
+  // Its tables are built lazily, from several threads at once: each gets the same, and round trips.
+  auto codec = Codec::create({{1, *dict}}, 1);
+  ASSERT_TRUE(codec.ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string raw = test::make_message("thread " + std::to_string(t), std::string(300, 'q'));
+      auto frame = (*codec)->compress(raw);
+      if (!frame.ok()) return;
+      auto back = (*codec)->decompress(1, *frame, raw.size(), raw.size());
+      if (back.ok() && *back == raw) good++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(good.load(), 4);
+  // A damaged dictionary is still refused when the archive opens, not at the first message.
+  std::string bad = *dict;
+  bad[0] ^= 0x55;  // its magic number
+  auto broken = Codec::create({{1, *dict}, {2, bad}}, 1);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.error().context.find("dictionary 2"), std::string::npos) << broken.error().context;
+}
+
 TEST(Verify, IntactArchiveVerifies) {
   test::ScratchDir dir;
   auto a = open_archive(dir.path());

@@ -8,6 +8,7 @@
 
 #include "engine/engine.h"
 #include "engine/ingest.h"
+#include "engine/message.h"
 #include "engine/sources.h"
 #include "engine/verify.h"
 #include "tests/test_util.h"
@@ -218,6 +219,40 @@ TEST_F(CorpusTest, ReimportingTheCorpusAddsNothing) {
   EXPECT_EQ(engine_->archive().head().seq, before);
   EXPECT_GT(report_->duplicates, 1500);
   *report_ = saved;
+}
+
+TEST_F(CorpusTest, HeaderOnlyParseGivesTheSameHeaderFields) {
+  // Every archived message of the corpus (Enron, SpamAssassin, the MIME edge cases): what a phrase
+  // check on a header field reads (parse_message headers_only) is what the index was built from.
+  const Archive& a = engine_->archive();
+  const Limits limits = engine_->options().limits;
+  std::size_t checked = 0;
+  auto names = [](const std::vector<Address>& v) {
+    std::vector<std::string> out;
+    for (const auto& x : v) out.push_back(x.name + "<" + x.addr + ">");
+    return out;
+  };
+  ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) {
+                 auto raw = a.raw(r);
+                 EXPECT_TRUE(raw.ok());
+                 if (!raw) return true;
+                 ParsedMessage whole = parse_message_or_flag(*raw, limits);
+                 ParsedMessage head = parse_message_or_flag(*raw, limits, /*headers_only=*/true);
+                 const std::string at = "record " + std::to_string(r.seq) + " " + r.envelope.source;
+                 EXPECT_EQ(head.message_id, whole.message_id) << at;
+                 EXPECT_EQ(head.subject, whole.subject) << at;
+                 EXPECT_EQ(head.date, whole.date) << at;
+                 EXPECT_EQ(names(head.from), names(whole.from)) << at;
+                 EXPECT_EQ(names(head.to), names(whole.to)) << at;
+                 EXPECT_EQ(names(head.cc), names(whole.cc)) << at;
+                 EXPECT_EQ(names(head.bcc), names(whole.bcc)) << at;
+                 EXPECT_TRUE(head.body_text.empty()) << at;
+                 ++checked;
+                 return !HasFailure();
+               },
+               [](std::uint64_t, const Error&) { return true; })
+                  .ok());
+  EXPECT_GT(checked, 20000u);
 }
 
 TEST_F(CorpusTest, ArchiveVerifiesAfterTheImport) {

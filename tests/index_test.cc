@@ -31,12 +31,23 @@ IndexFields fields(std::uint64_t id, std::string subject, std::string body, std:
 class MapSource : public FieldSource {
  public:
   std::map<std::uint64_t, IndexFields> docs;
-  int loads = 0;
+  int loads = 0, header_loads = 0;
   std::optional<IndexFields> load(std::uint64_t id) override {
     ++loads;
     auto it = docs.find(id);
     if (it == docs.end()) return std::nullopt;
     return it->second;
+  }
+  // As ArchiveFieldSource: the header fields only, so a body phrase checked with it would not match.
+  std::optional<IndexFields> load_headers(std::uint64_t id) override {
+    ++header_loads;
+    auto it = docs.find(id);
+    if (it == docs.end()) return std::nullopt;
+    IndexFields f = it->second;
+    f.body.clear();
+    f.attachment_text.clear();
+    f.attachments.clear();
+    return f;
   }
 };
 
@@ -96,6 +107,18 @@ TEST_F(IndexTest, PhraseVerificationOnlyLoadsCandidates) {
   // Documents 1 and 2 hold both words; the pair filter of 2 ("results for the quarterly review")
   // says it never has them side by side, so only 1 is read from the archive and checked.
   EXPECT_EQ(source_.loads, 1) << "only documents that may hold the two words side by side are checked";
+}
+
+TEST_F(IndexTest, HeaderPhrasesReadOnlyTheHeaders) {
+  source_.loads = source_.header_loads = 0;
+  EXPECT_EQ(ids("from:\"jeff skilling\""), (V{3}));
+  EXPECT_EQ(ids("subject:\"quarterly results\""), (V{1}));
+  EXPECT_EQ(source_.loads, 0) << "a phrase in a header field never needs the body";
+  EXPECT_EQ(source_.header_loads, 2);
+  // A phrase of the body reads the whole message, also where a header phrase read its headers first.
+  EXPECT_EQ(ids("subject:\"quarterly results\" \"quarterly results are\""), (V{1}));
+  EXPECT_EQ(source_.loads, 1);
+  EXPECT_EQ(ids("\"results are in\""), (V{1}));
 }
 
 TEST_F(IndexTest, FieldPrefixes) {
