@@ -347,6 +347,24 @@ std::uint64_t Archive::store_bytes(std::uint64_t first) const {
   return static_cast<std::uint64_t>(st.st_blocks) * 512;
 }
 
+Result<std::uint64_t> Archive::seal_stores() {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  const auto segs = segments();
+  std::uint64_t sealed = 0;
+  for (std::size_t i = 0; i + 1 < segs.size(); ++i) {
+    if (!segs[i].own_store || store_sealed(segs[i].first)) continue;
+    const std::string path = store_path(segs[i].first);
+    if (::chmod(path.c_str(), 0440) != 0) return make_error(ErrorCode::kIo, "sealing " + path + ": " + std::strerror(errno));
+    ++sealed;
+  }
+  return sealed;
+}
+
+bool Archive::store_sealed(std::uint64_t first) const {
+  struct stat st {};
+  return ::stat(store_path(first).c_str(), &st) == 0 && (st.st_mode & 0222) == 0;
+}
+
 Result<Archive::Store*> Archive::store(std::uint64_t first, bool closed) const {
   std::lock_guard lock(stores_mu_);
   if (auto it = stores_.find(first); it != stores_.end()) return it->second.get();

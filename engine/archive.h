@@ -259,6 +259,12 @@ class Archive {
   // A segment's store file (own_store segments), and its bytes on disk (0 when it has none).
   std::string store_path(std::uint64_t first) const;
   std::uint64_t store_bytes(std::uint64_t first) const;
+  // Seals the stores of closed segments: made read-only on disk (mode 0440), as nothing writes them
+  // again. They need no compaction: records and packs are appended in key order (MDB_APPEND), which
+  // fills every page (a closed 250,000-message store had 14 free pages of 82,539). Returns how many
+  // it sealed now. Test: Segments.ClosedStoresAreSealedReadOnly.
+  Result<std::uint64_t> seal_stores();
+  bool store_sealed(std::uint64_t first) const;
   std::uint32_t format() const { return format_; }
 
   // The delivery queue (table `queue`, same environment). Entries are created by append().

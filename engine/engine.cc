@@ -271,6 +271,9 @@ Result<std::uint32_t> Engine::train_dictionary(std::size_t samples, std::size_t 
 }
 
 Status Engine::compact_index() {
+  if (!options_.read_only) {
+    if (auto sealed = archive_->seal_stores(); !sealed) return sealed.error();
+  }
   index_writer_.reset();
   std::error_code ec;
   std::string compacted = options_.data_dir + "/index.compact";

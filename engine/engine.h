@@ -69,7 +69,8 @@ class Engine {
   // one new messages are compressed with; older messages keep theirs. Returns the new dictionary id.
   Result<std::uint32_t> train_dictionary(std::size_t samples, std::size_t dictionary_bytes);
 
-  // Rewrites the index compactly (after bulk imports) and swaps it in. Closes the index writer.
+  // Rewrites the index compactly (after bulk imports) and swaps it in. Closes the index writer. Seals
+  // the archive's closed segment stores first (Archive::seal_stores).
   Status compact_index();
 
   Result<indexer::SearchResults> search(const std::string& query, const indexer::SearchOptions& options);

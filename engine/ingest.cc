@@ -95,6 +95,8 @@ struct Ingest::Impl {
     std::unique_lock lock(seal_mu);
     while (!seal_cv.wait_for(lock, std::chrono::milliseconds(options.seal_interval_ms), [this] { return seal_stop; })) {
       lock.unlock();
+      if (auto stores = archive.seal_stores(); !stores)
+        warn("sealing closed segment stores: " + stores.error().to_string() + "; tried again later");
       auto sealed = indexer::seal_closed_segments(index.dir());
       if (!sealed)
         warn("sealing closed index segments: " + sealed.error().to_string() + "; tried again later");

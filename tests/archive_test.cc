@@ -892,6 +892,36 @@ TEST(Segments, AStoreTailPastTheHeadIsNeverReadAndIsOverwritten) {
   EXPECT_EQ(*a->raw(*a->record(8)), raws[3]);
 }
 
+TEST(Segments, ClosedStoresAreSealedReadOnly) {
+  test::ScratchDir dir;
+  auto raws = sample_messages(5);
+  {
+    auto a = open_archive(dir.path());
+    ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
+    append_all(*a, raws);
+    EXPECT_EQ(*a->seal_stores(), 2u) << "segments 1-2 and 3-4; 5 is live";
+    EXPECT_TRUE(a->store_sealed(1));
+    EXPECT_TRUE(a->store_sealed(3));
+    EXPECT_FALSE(a->store_sealed(5));
+    EXPECT_EQ(std::filesystem::status(a->store_path(1)).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::group_read);
+    EXPECT_EQ(*a->seal_stores(), 0u) << "once";
+    append_all(*a, {test::make_message("six", "six")});  // the live segment goes on: 5-6
+  }
+  // A writing process opens sealed stores read-only and goes on: every record reads back.
+  auto a = open_archive(dir.path());
+  append_all(*a, {test::make_message("after the seal", "seven")});
+  for (std::uint64_t seq = 1; seq <= 7; ++seq) {
+    auto r = a->record(seq);
+    ASSERT_TRUE(r.ok()) << seq;
+    ASSERT_TRUE(a->raw(*r).ok()) << seq;
+  }
+  EXPECT_EQ(*a->seal_stores(), 1u) << "segment 5-6 closed at 7";
+  auto report = verify_archive(*a, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->intact) << report->problem;
+}
+
 TEST(Segments, AMissingStoreIsNamedByVerify) {
   test::ScratchDir dir;
   {

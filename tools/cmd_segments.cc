@@ -51,6 +51,7 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
                         // an archive from before format 5) the main archive environment.
                         {"store", s.own_store ? e.archive().store_path(s.first) : ""},
                         {"store_bytes", s.own_store ? e.archive().store_bytes(s.first) : 0},
+                        {"store_sealed", s.own_store && e.archive().store_sealed(s.first)},
                         {"index_documents", ix == index.end() ? 0 : ix->second.documents},
                         {"index_bytes", ix == index.end() ? 0 : ix->second.bytes},
                         {"sealed", ix != index.end() && ix->second.sealed},

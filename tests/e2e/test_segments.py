@@ -55,6 +55,13 @@ class SegmentsTest(unittest.TestCase):
                 self.assertLess(time.time(), deadline, srv.server_log()[-2000:])
                 time.sleep(0.1)
             self.assertIn("closed index segment", srv.server_log())
+            # Each segment's messages are in a store file of its own; the closed ones are sealed
+            # (read-only on disk) by the same pass, before their index.
+            segs = srv.cli("segments")["segments"]
+            self.assertEqual([s["store_sealed"] for s in segs], [True, True, False])
+            self.assertEqual([os.path.basename(s["store"]) for s in segs],
+                             ["segment-1.mdb", "segment-4.mdb", "segment-7.mdb"])
+            self.assertEqual([oct(os.stat(s["store"]).st_mode & 0o777) for s in segs[:2]], ["0o440", "0o440"])
             res = srv.search("subject:crane")
             self.assertEqual([h["id"] for h in res["results"]], list(range(8, 0, -1)))
             self.assertEqual(srv.search('"confirm the crane order"')["total"], 8)
