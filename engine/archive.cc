@@ -35,10 +35,14 @@ constexpr std::uint32_t kOldestFormat = 1;
 constexpr std::size_t kMapSize = std::size_t{1} << 38;  // 256 GiB
 // Target size of one pack of compressed messages (a larger message gets a pack of its own).
 constexpr std::size_t kPackBytes = 1u << 20;
-// Map reserved for a segment store that may still grow (the live segment's): with a month's or
-// 250,000 messages a segment holds a few GB; 64 GiB leaves room for a year without a record limit,
-// and 2,000 such maps fit in a 47-bit address space. A closed store is mapped at its file's size.
+// Map reserved for a segment store that may still grow (the live segment's): 250,000 Enron messages
+// take 323 MB (docs/BENCHMARKS.md "Segment stores"), so 64 GiB holds about 50 million such messages.
+// A process keeps at most the live store and those snapshots still read mapped this large
+// (Segments.StoresLeftBehindByACutAreClosedWhenUnused); a closed store is mapped at its file's size.
 constexpr std::size_t kStoreMapSize = std::size_t{1} << 36;
+// A live store this large is full: the next record begins a new segment, whatever the policy, so a
+// store never reaches its map (at most one message, up to Limits::kMaxStoredMessageBytes, past it).
+constexpr std::uint64_t kStoreFullBytes = kStoreMapSize - (std::uint64_t{8} << 30);
 constexpr const char* kStorePrefix = "segment-";
 constexpr const char* kStoreSuffix = ".mdb";
 
@@ -325,6 +329,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   // Committing (even a read-only transaction) is what makes the table handles usable afterwards.
   rc = t.commit();
   if (rc) return lmdb_error("mdb_txn_commit", rc);
+  a->live_first_.store(a->segments().back().first);
   MAILARK_TRY(a->load_codec());
   return a;
 }
@@ -365,9 +370,40 @@ bool Archive::store_sealed(std::uint64_t first) const {
   return ::stat(store_path(first).c_str(), &st) == 0 && (st.st_mode & 0222) == 0;
 }
 
+void Archive::release_store(std::uint64_t first) const {
+  std::lock_guard lock(stores_mu_);
+  auto it = stores_.find(first);
+  if (it == stores_.end()) return;
+  Store& st = *it->second;
+  if (--st.users == 0 && st.writable && first < live_first_.load()) stores_.erase(it);
+}
+
+void Archive::retire_writable_stores() const {
+  std::lock_guard lock(stores_mu_);
+  for (auto it = stores_.begin(); it != stores_.end();) {
+    if (it->second->writable && it->second->users == 0 && it->first < live_first_.load()) it = stores_.erase(it);
+    else ++it;
+  }
+}
+
+std::uint64_t Archive::store_map_bytes_for_test() const {
+  std::lock_guard lock(stores_mu_);
+  std::uint64_t total = 0;
+  for (const auto& [first, st] : stores_) {
+    MDB_envinfo info{};
+    if (mdb_env_info(st->env, &info) == 0) total += info.me_mapsize;
+  }
+  return total;
+}
+
 Result<Archive::Store*> Archive::store(std::uint64_t first, bool closed) const {
   std::lock_guard lock(stores_mu_);
-  if (auto it = stores_.find(first); it != stores_.end()) return it->second.get();
+  if (auto it = stores_.find(first); it != stores_.end()) {
+    it->second->users++;
+    return it->second.get();
+  }
+  // A snapshot older than the last cut may still call it live: it is not, and is opened as closed.
+  closed = closed || first < live_first_.load();
   const bool writable = !read_only_ && !closed;
   const std::string path = store_path(first);
   struct stat st {};
@@ -422,6 +458,7 @@ Result<Archive::Store*> Archive::store(std::uint64_t first, bool closed) const {
     ::close(dfd);
   }
   Store* out = store.get();
+  out->users = 1;
   stores_.emplace(first, std::move(store));
   return out;
 }
@@ -566,6 +603,9 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
       decode_segments(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
   bool segments_changed = false;
   const std::string period_now = segment_period_label(policy.period, now);
+  // Bytes in the live segment's store, as the file says and as this batch adds to it.
+  std::uint64_t live_store_bytes = segments.back().own_store ? store_bytes(segments.back().first) : 0;
+  const std::uint64_t store_full_bytes = store_full_bytes_for_test_ ? store_full_bytes_for_test_ : kStoreFullBytes;
   if (segments.size() == 1 && segments[0].opened_at == 0 && head.seq == 0) {
     // An empty archive: its first segment opens with its first record, in a store of its own.
     segments[0].opened_at = now;
@@ -581,21 +621,33 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     MDB_txn* txn = nullptr;
     unsigned records = 0, blobs = 0;
   };
+  // The stores this batch writes, released after their transactions end (declared first: destroyed
+  // last).
+  struct Held {
+    const Archive* archive;
+    std::vector<std::uint64_t> firsts;
+    ~Held() {
+      for (std::uint64_t f : firsts) archive->release_store(f);
+    }
+  } held{this, {}};
   std::map<std::uint64_t, Txn> store_txns;
   std::vector<std::uint64_t> store_order;  // commit order: oldest segment first
+  std::map<std::uint64_t, const Store*> stores_by_first;
   auto target = [&]() -> Result<Target> {
     const SegmentInfo& live = segments.back();
     if (!live.own_store) return Target{t.txn, records_dbi_, blobs_dbi_};
-    MAILARK_ASSIGN_OR_RETURN(Store * st, store(live.first, false));
     Txn& st_txn = store_txns[live.first];
     if (!st_txn.txn) {
-      int src = mdb_txn_begin(st->env, nullptr, 0, &st_txn.txn);
+      MAILARK_ASSIGN_OR_RETURN(Store * opened, store(live.first, false));
+      held.firsts.push_back(live.first);
+      stores_by_first[live.first] = opened;
+      int src = mdb_txn_begin(opened->env, nullptr, 0, &st_txn.txn);
       if (src) return lmdb_error("beginning a write to " + store_path(live.first), src);
       store_order.push_back(live.first);
       // What the store holds past the main head (records) or past the packs the main environment
       // counts is a batch that never committed (a crash between the two commits): dropped here, so
       // that this batch appends where the head says (Segments.AStoreTailPastTheHeadIsNeverReadAndIsOverwritten).
-      for (auto [dbi, keep] : {std::pair{st->records_dbi, head.seq}, std::pair{st->blobs_dbi, counters.packs}}) {
+      for (auto [dbi, keep] : {std::pair{opened->records_dbi, head.seq}, std::pair{opened->blobs_dbi, counters.packs}}) {
         MDB_cursor* cur = nullptr;
         if ((src = mdb_cursor_open(st_txn.txn, dbi, &cur))) return lmdb_error("mdb_cursor_open", src);
         MDB_val ck, cv;
@@ -606,6 +658,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
         if (src && src != MDB_NOTFOUND) return lmdb_error("dropping an uncommitted tail of " + store_path(live.first), src);
       }
     }
+    const Store* st = stores_by_first[live.first];
     return Target{st_txn.txn, st->records_dbi, st->blobs_dbi};
   };
 
@@ -664,7 +717,8 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
       SegmentInfo& live = segments.back();
       const bool live_has_records = head.seq >= live.first;
       const bool later_period = live.period != period_now;
-      const bool full = policy.max_records > 0 && head.seq + 1 - live.first >= policy.max_records;
+      const bool full = (policy.max_records > 0 && head.seq + 1 - live.first >= policy.max_records) ||
+                        (live.own_store && live_store_bytes >= store_full_bytes);
       if (live_has_records && (later_period || full)) {
         MAILARK_TRY(write_pack());  // the old segment's last pack
         SegmentInfo next{r.seq, 0, period_now, now};
@@ -673,6 +727,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
         segments.push_back(std::move(next));
         segments_changed = true;
         out.starts_segment = true;
+        live_store_bytes = 0;
       } else if (!live_has_records && later_period) {
         live.period = period_now;
         live.opened_at = now;
@@ -685,6 +740,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
       std::string loc = be64(counters.packs + 1) + be32(static_cast<std::uint32_t>(pack.size())) +
                         be32(static_cast<std::uint32_t>(blob.size()));
       pack += blob;
+      live_store_bytes += blob.size();
       iv = val(loc);
       rc = mdb_put(t.txn, blob_index_dbi_, &ik, &iv, MDB_NOOVERWRITE);
       if (rc) return lmdb_error("indexing a stored message", rc);
@@ -704,6 +760,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     MDB_val rk = val(key), rv = val(value);
     MAILARK_ASSIGN_OR_RETURN(Target to, target());
     rc = mdb_put(to.txn, to.records, &rk, &rv, MDB_APPEND);
+    live_store_bytes += key.size() + value.size();
     if (rc) return lmdb_error("appending record " + std::to_string(r.seq), rc);
     if (item.queue) {
       QueueEntry q = *item.queue;
@@ -792,6 +849,10 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   }
   rc = t.commit();
   if (rc) return lmdb_error("committing the batch", rc);
+  if (segments.back().first > live_first_.load()) {
+    live_first_.store(segments.back().first);
+    retire_writable_stores();  // and those this batch wrote, once it releases them
+  }
   const auto now_steady = std::chrono::steady_clock::now();
   if (now_steady - last_release_ >= kReleaseMappedEvery) {
     last_release_ = now_steady;
@@ -853,7 +914,10 @@ Result<std::unique_ptr<ArchiveSnapshot>> Archive::snapshot() const {
 }
 
 ArchiveSnapshot::~ArchiveSnapshot() {
-  for (auto& [first, read] : store_reads_) mdb_txn_abort(read.txn);
+  for (auto& [first, read] : store_reads_) {
+    mdb_txn_abort(read.txn);
+    archive_.release_store(first);
+  }
   if (txn_) mdb_txn_abort(txn_);
 }
 
@@ -870,6 +934,7 @@ Result<ArchiveSnapshot::StoreRead> ArchiveSnapshot::store_read(std::size_t i) co
   MAILARK_ASSIGN_OR_RETURN(Archive::Store * st, archive_.store(seg.first, i + 1 < table().size()));
   StoreRead read{nullptr, st->records_dbi, st->blobs_dbi};
   if (int rc = mdb_txn_begin(st->env, nullptr, MDB_RDONLY, &read.txn)) {
+    archive_.release_store(seg.first);
     return lmdb_error("reading " + archive_.store_path(seg.first), rc);
   }
   store_reads_.emplace(seg.first, read);

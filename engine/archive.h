@@ -42,6 +42,7 @@
 // records (DATA/lock, engine/data_lock.h), while queue and quarantine changes may come from the CLI.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -329,6 +330,8 @@ class Archive {
   // Tests only: makes the next append fail after its stores committed and before the main
   // environment commits (a crash between the two commits).
   void fail_next_main_commit_for_test() { fail_main_commit_ = true; }
+  // Tests only: a live store this large is full (a new segment begins), instead of 56 GiB.
+  void set_store_full_bytes_for_test(std::uint64_t bytes) { store_full_bytes_for_test_ = bytes; }
 
  private:
   friend class ArchiveSnapshot;
@@ -340,12 +343,25 @@ class Archive {
     MDB_env* env = nullptr;
     unsigned records_dbi = 0, blobs_dbi = 0, meta_dbi = 0;
     bool writable = false;
+    int users = 0;  // snapshots and appends using it now (under stores_mu_)
     ~Store();
   };
-  // Opens (once per process) the store of the segment beginning at `first`. The live segment's (not
-  // closed) in a writable archive is created if missing and opened for writing; every other is
-  // opened read-only, a closed one with a map as large as its file and no lock (it never changes).
+  // Opens (once per process, while in use) the store of the segment beginning at `first`, and counts
+  // the caller as a user until release_store(first). The live segment's in a writable archive is
+  // created if missing and opened for writing, with a 64 GiB map; every other is opened read-only, a
+  // closed one (any before the live one, whatever the caller's snapshot says) with a map as large as
+  // its file and no lock (it never changes).
   Result<Store*> store(std::uint64_t first, bool closed) const;
+  void release_store(std::uint64_t first) const;
+  // After a cut: the stores opened for writing before the live one are closed once no snapshot uses
+  // them (the next use opens them read-only, mapped at their size), so that a server cutting a segment
+  // every few minutes never piles up 64 GiB maps (Segments.StoresLeftBehindByACutAreClosedWhenUnused).
+  void retire_writable_stores() const;
+  // Test only: the address space the open stores' maps reserve.
+ public:
+  std::uint64_t store_map_bytes_for_test() const;
+
+ private:
 
   std::string dir_;
   Limits limits_;
@@ -363,7 +379,11 @@ class Archive {
   std::shared_ptr<const Codec> codec_;
   mutable std::mutex stores_mu_;
   mutable std::map<std::uint64_t, std::unique_ptr<Store>> stores_;
+  // The live segment's first record as this process last wrote or opened it: every store before it is
+  // closed. Only grows.
+  mutable std::atomic<std::uint64_t> live_first_{0};
   bool fail_main_commit_ = false;
+  std::uint64_t store_full_bytes_for_test_ = 0;
 };
 
 }  // namespace mailark

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 #include <lmdb.h>
 
@@ -920,6 +921,57 @@ TEST(Segments, ClosedStoresAreSealedReadOnly) {
   auto report = verify_archive(*a, nullptr);
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->intact) << report->problem;
+}
+
+TEST(Segments, StoresLeftBehindByACutAreClosedWhenUnused) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
+  auto raws = sample_messages(21);
+  append_all(*a, {raws[0], raws[1]});
+  // A snapshot that read the first segment while it was live keeps its store open past the cut.
+  auto snap = a->snapshot();
+  ASSERT_TRUE(snap.ok());
+  ASSERT_TRUE((*snap)->raw(*(*snap)->record(1)).ok());
+  for (int i = 2; i < 21; ++i) append_all(*a, {raws[i]});  // a cut every second message
+  EXPECT_EQ(a->segments().size(), 11u);
+  const std::uint64_t live_map = std::uint64_t{1} << 36;
+  EXPECT_EQ(a->store_map_bytes_for_test(), 2 * live_map) << "the live store, and the one the snapshot holds";
+  EXPECT_EQ(*(*snap)->raw(*(*snap)->record(2)), raws[1]) << "the old snapshot still reads through it";
+  snap->reset();
+  EXPECT_EQ(a->store_map_bytes_for_test(), live_map) << "ten cuts leave one writable map";
+  // Every record reads back; the closed stores open again read-only, mapped at their size.
+  for (std::uint64_t seq = 1; seq <= 21; ++seq) {
+    auto r = a->record(seq);
+    ASSERT_TRUE(r.ok()) << seq;
+    EXPECT_EQ(*a->raw(*r), raws[seq - 1]) << seq;
+  }
+  EXPECT_LT(a->store_map_bytes_for_test(), live_map + (std::uint64_t{64} << 20));
+  auto report = verify_archive(*a, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->intact) << report->problem;
+}
+
+TEST(Segments, AFullStoreBeginsANewSegmentWhateverThePolicy) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kYear, 0}).ok());  // no record limit
+  a->set_store_full_bytes_for_test(64 * 1024);
+  std::vector<std::string> raws;
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 12; ++i) {
+    std::string body;  // incompressible: about 20 KB stored each
+    for (int w = 0; w < 2000; ++w) body += std::to_string(rng() % 1000000000) + (w % 12 == 11 ? "\n" : " ");
+    raws.push_back(test::make_message("big " + std::to_string(i), body));
+  }
+  for (int i = 0; i < 12; i += 3) append_all(*a, {raws[i], raws[i + 1], raws[i + 2]});
+  auto segs = a->segments();
+  ASSERT_GT(segs.size(), 2u) << "the store filled up: new segments were cut";
+  for (std::size_t i = 0; i + 1 < segs.size(); ++i) {
+    EXPECT_LT(a->store_bytes(segs[i].first), 64 * 1024 + 128 * 1024) << segs[i].first;
+    EXPECT_EQ(segs[i].period, segs[i + 1].period) << "same year: cut for size";
+  }
+  for (std::uint64_t seq = 1; seq <= 12; ++seq) EXPECT_EQ(*a->raw(*a->record(seq)), raws[seq - 1]) << seq;
 }
 
 TEST(Segments, AMissingStoreIsNamedByVerify) {
