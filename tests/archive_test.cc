@@ -81,6 +81,26 @@ void tamper(const std::string& dir, const char* table, const std::string& key,
   mdb_env_close(env);
 }
 
+// verify_archive must find the chain intact, with `records` records.
+void expect_intact(const Archive& a, std::uint64_t records) {
+  auto report = verify_archive(a, nullptr);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->intact) << report->problem;
+  EXPECT_EQ(report->records_checked, records);
+}
+
+// Record i + 1 reads back as raws[message_of[i]] (message_of empty: raws[i]).
+void expect_reads_back(const Archive& a, const std::vector<std::string>& raws, const std::vector<int>& message_of = {}) {
+  const std::size_t n = message_of.empty() ? raws.size() : message_of.size();
+  for (std::uint64_t seq = 1; seq <= n; ++seq) {
+    auto r = a.record(seq);
+    ASSERT_TRUE(r.ok()) << seq << ": " << r.error().to_string();
+    auto raw = a.raw(*r);
+    ASSERT_TRUE(raw.ok()) << seq << ": " << raw.error().to_string();
+    EXPECT_EQ(*raw, raws[message_of.empty() ? seq - 1 : message_of[seq - 1]]) << seq;
+  }
+}
+
 std::string seq_key(std::uint64_t seq) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(seq >> (56 - 8 * i));
@@ -820,24 +840,14 @@ TEST(Segments, EachSegmentHasAStoreOfItsOwn) {
   ASSERT_TRUE(ro.ok()) << ro.error().to_string();
   Archive& a = **ro;
   EXPECT_EQ(a.format(), 5u);
-  const std::vector<int> message_of = {0, 1, 2, 3, 4, 5, 6, 0};
-  for (std::uint64_t seq = 1; seq <= 8; ++seq) {
-    auto r = a.record(seq);
-    ASSERT_TRUE(r.ok()) << seq << ": " << r.error().to_string();
-    auto raw = a.raw(*r);
-    ASSERT_TRUE(raw.ok()) << seq << ": " << raw.error().to_string();
-    EXPECT_EQ(*raw, raws[message_of[seq - 1]]) << seq;
-  }
+  expect_reads_back(a, raws, {0, 1, 2, 3, 4, 5, 6, 0});
   EXPECT_EQ(a.record(9).error().code, ErrorCode::kNotFound);
   std::vector<std::uint64_t> seen;
   ASSERT_TRUE(a.scan(2, [&](const ArchiveRecord& r, std::string_view) { seen.push_back(r.seq); return true; },
                      [](std::uint64_t, const Error&) { return true; }).ok());
   EXPECT_EQ(seen, (std::vector<std::uint64_t>{2, 3, 4, 5, 6, 7, 8}));
-  auto report = verify_archive(a, nullptr);
-  ASSERT_TRUE(report.ok());
-  EXPECT_TRUE(report->intact) << report->problem;
-  EXPECT_EQ(report->records_checked, 8u);
-  EXPECT_EQ(report->messages_checked, 7u);
+  expect_intact(a, 8);
+  EXPECT_EQ(verify_archive(a, nullptr)->messages_checked, 7u) << "the shared message once";
 }
 
 TEST(Segments, AStoreTailPastTheHeadIsNeverReadAndIsOverwritten) {
@@ -860,10 +870,7 @@ TEST(Segments, AStoreTailPastTheHeadIsNeverReadAndIsOverwritten) {
     auto ro = Archive::open(dir.path(), Limits{}, true);
     ASSERT_TRUE(ro.ok());
     EXPECT_EQ((*ro)->record(3).error().code, ErrorCode::kNotFound);
-    auto report = verify_archive(**ro, nullptr);
-    ASSERT_TRUE(report.ok());
-    EXPECT_TRUE(report->intact) << report->problem;
-    EXPECT_EQ(report->records_checked, 2u);
+    expect_intact(**ro, 2);
   }
   // The next batch (other messages) appends at 3 as if nothing had been there, and cuts at 4 again.
   append_all(*a, {raws[5], raws[6], raws[7], raws[8]});
@@ -871,18 +878,8 @@ TEST(Segments, AStoreTailPastTheHeadIsNeverReadAndIsOverwritten) {
   a = open_archive(dir.path());
   ASSERT_EQ(a->segments().size(), 2u);
   EXPECT_EQ(a->segments()[1].first, 4u);
-  const std::vector<int> message_of = {0, 1, 5, 6, 7, 8};
-  for (std::uint64_t seq = 1; seq <= 6; ++seq) {
-    auto r = a->record(seq);
-    ASSERT_TRUE(r.ok()) << seq;
-    auto raw = a->raw(*r);
-    ASSERT_TRUE(raw.ok()) << seq << ": " << raw.error().to_string();
-    EXPECT_EQ(*raw, raws[message_of[seq - 1]]) << seq;
-  }
-  auto report = verify_archive(*a, nullptr);
-  ASSERT_TRUE(report.ok());
-  EXPECT_TRUE(report->intact) << report->problem;
-  EXPECT_EQ(report->records_checked, 6u);
+  expect_reads_back(*a, raws, {0, 1, 5, 6, 7, 8});
+  expect_intact(*a, 6);
   // Messages 2 and 3 were never archived: importing them now adds them as new.
   std::vector<PendingAppend> again;
   for (int i : {2, 3}) again.push_back(pending(*a, raws[i], /*skip_if_archived=*/true));
@@ -896,10 +893,12 @@ TEST(Segments, AStoreTailPastTheHeadIsNeverReadAndIsOverwritten) {
 TEST(Segments, ClosedStoresAreSealedReadOnly) {
   test::ScratchDir dir;
   auto raws = sample_messages(5);
+  raws.push_back(test::make_message("six", "six"));
+  raws.push_back(test::make_message("after the seal", "seven"));
   {
     auto a = open_archive(dir.path());
     ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
-    append_all(*a, raws);
+    append_all(*a, {raws.begin(), raws.begin() + 5});
     EXPECT_EQ(*a->seal_stores(), 2u) << "segments 1-2 and 3-4; 5 is live";
     EXPECT_TRUE(a->store_sealed(1));
     EXPECT_TRUE(a->store_sealed(3));
@@ -907,20 +906,14 @@ TEST(Segments, ClosedStoresAreSealedReadOnly) {
     EXPECT_EQ(std::filesystem::status(a->store_path(1)).permissions() & std::filesystem::perms::all,
               std::filesystem::perms::owner_read | std::filesystem::perms::group_read);
     EXPECT_EQ(*a->seal_stores(), 0u) << "once";
-    append_all(*a, {test::make_message("six", "six")});  // the live segment goes on: 5-6
+    append_all(*a, {raws[5]});  // the live segment goes on: 5-6
   }
   // A writing process opens sealed stores read-only and goes on: every record reads back.
   auto a = open_archive(dir.path());
-  append_all(*a, {test::make_message("after the seal", "seven")});
-  for (std::uint64_t seq = 1; seq <= 7; ++seq) {
-    auto r = a->record(seq);
-    ASSERT_TRUE(r.ok()) << seq;
-    ASSERT_TRUE(a->raw(*r).ok()) << seq;
-  }
+  append_all(*a, {raws[6]});
+  expect_reads_back(*a, raws);
   EXPECT_EQ(*a->seal_stores(), 1u) << "segment 5-6 closed at 7";
-  auto report = verify_archive(*a, nullptr);
-  ASSERT_TRUE(report.ok());
-  EXPECT_TRUE(report->intact) << report->problem;
+  expect_intact(*a, 7);
 }
 
 TEST(Segments, StoresLeftBehindByACutAreClosedWhenUnused) {
@@ -941,15 +934,9 @@ TEST(Segments, StoresLeftBehindByACutAreClosedWhenUnused) {
   snap->reset();
   EXPECT_EQ(a->store_map_bytes_for_test(), live_map) << "ten cuts leave one writable map";
   // Every record reads back; the closed stores open again read-only, mapped at their size.
-  for (std::uint64_t seq = 1; seq <= 21; ++seq) {
-    auto r = a->record(seq);
-    ASSERT_TRUE(r.ok()) << seq;
-    EXPECT_EQ(*a->raw(*r), raws[seq - 1]) << seq;
-  }
+  expect_reads_back(*a, raws);
   EXPECT_LT(a->store_map_bytes_for_test(), live_map + (std::uint64_t{64} << 20));
-  auto report = verify_archive(*a, nullptr);
-  ASSERT_TRUE(report.ok());
-  EXPECT_TRUE(report->intact) << report->problem;
+  expect_intact(*a, 21);
 }
 
 TEST(Segments, AFullStoreBeginsANewSegmentWhateverThePolicy) {
@@ -971,7 +958,7 @@ TEST(Segments, AFullStoreBeginsANewSegmentWhateverThePolicy) {
     EXPECT_LT(a->store_bytes(segs[i].first), 64 * 1024 + 128 * 1024) << segs[i].first;
     EXPECT_EQ(segs[i].period, segs[i + 1].period) << "same year: cut for size";
   }
-  for (std::uint64_t seq = 1; seq <= 12; ++seq) EXPECT_EQ(*a->raw(*a->record(seq)), raws[seq - 1]) << seq;
+  expect_reads_back(*a, raws);
 }
 
 TEST(Segments, AMissingStoreIsNamedByVerify) {

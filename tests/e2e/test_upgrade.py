@@ -41,6 +41,28 @@ index_commit_interval_ms = 100
 """
 
 
+def unpack(test, fixture):
+    """Extracts tests/fixtures/FIXTURE into a fresh folder (removed after the test); returns its data folder."""
+    tmp = tempfile.mkdtemp(prefix="mailark-upgrade-")
+    test.addCleanup(shutil.rmtree, tmp, True)
+    with tarfile.open(os.path.join(FIXTURES, fixture)) as t:
+        t.extractall(tmp)
+    return os.path.join(tmp, "data")
+
+
+def import_partner_mail(test, srv, path, numbers, subject, body, tag):
+    """Imports an mbox of messages from sender@partner.example, one per number (SUBJECT and BODY
+    formatted with it, Message-ID <TAG-number@partner.example>)."""
+    with open(path, "w") as f:
+        for i in numbers:
+            f.write(f"From sender@partner.example Mon Mar  2 10:00:00 2026\n"
+                    f"From: sender@partner.example\nTo: ana.ortega@northwind.example\n"
+                    f"Subject: {subject.format(i)}\nMessage-ID: <{tag}-{i}@partner.example>\n"
+                    f"Date: Mon, 2 Mar 2026 10:{i:02d}:00 +0000\n\n{body.format(i)}\n\n")
+    p = srv.run("import", path)
+    test.assertEqual(p.returncode, 0, p.stderr)
+
+
 class UpgradeTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="mailark-upgrade-")
@@ -98,11 +120,8 @@ class UpgradeTest(unittest.TestCase):
 
     @unittest.skipUnless(os.path.exists(SINK), "needs Postfix's smtp-sink")
     def test_format_two_data_folder_opens_migrates_and_delivers(self):
-        tmp = tempfile.mkdtemp(prefix="mailark-upgrade2-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        with tarfile.open(os.path.join(FIXTURES, "format2-data.tar.gz")) as t:
-            t.extractall(tmp)
-        data = os.path.join(tmp, "data")
+        data = unpack(self, "format2-data.tar.gz")
+        tmp = os.path.dirname(data)
         primary, port = free_port(), free_port()
         srv = Server(config(port, primary), data=data)
         stats = srv.cli("stats")
@@ -138,11 +157,9 @@ class UpgradeTest(unittest.TestCase):
 
 
     def test_format_three_data_folder_opens_and_grows_a_second_segment(self):
-        tmp = tempfile.mkdtemp(prefix="mailark-upgrade3-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        with tarfile.open(os.path.join(FIXTURES, "format3-data.tar.gz")) as t:
-            t.extractall(tmp)
-        srv = Server(config(free_port(), free_port()), data=os.path.join(tmp, "data"))
+        data = unpack(self, "format3-data.tar.gz")
+        tmp = os.path.dirname(data)
+        srv = Server(config(free_port(), free_port()), data=data)
         stats = srv.cli("stats")
         self.assertEqual(stats["archive_format"], 3, "a read-only open changes nothing")
         self.assertEqual(srv.search("rotterdam")["total"], 3)
@@ -150,15 +167,8 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual([(s["first"], s["last"], s["live"]) for s in segs], [(1, 10, True)])
 
         def import_mbox(name, n, start):
-            path = os.path.join(tmp, name)
-            with open(path, "w") as f:
-                for i in range(start, start + n):
-                    f.write(f"From sender@partner.example Mon Mar  2 10:00:00 2026\n"
-                            f"From: sender@partner.example\nTo: ana.ortega@northwind.example\n"
-                            f"Subject: rotterdam shipment {i}\nMessage-ID: <after-{i}@partner.example>\n"
-                            f"Date: Mon, 2 Mar 2026 10:{i:02d}:00 +0000\n\nThe rotterdam crane moved {i}.\n\n")
-            p = srv.run("import", path)
-            self.assertEqual(p.returncode, 0, p.stderr)
+            import_partner_mail(self, srv, os.path.join(tmp, name), range(start, start + n),
+                                "rotterdam shipment {}", "The rotterdam crane moved {}.", "after")
 
         # The first writing command migrates it; the old records, with no period, are the first segment
         # and the new ones begin the second, with shards of their own.
@@ -191,11 +201,8 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual(srv.search('"rotterdam crane"')["total"], 8)
 
     def test_format_four_segments_stay_in_place_and_the_next_one_gets_a_store(self):
-        tmp = tempfile.mkdtemp(prefix="mailark-upgrade4-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        with tarfile.open(os.path.join(FIXTURES, "format4-data.tar.gz")) as t:
-            t.extractall(tmp)
-        data = os.path.join(tmp, "data")
+        data = unpack(self, "format4-data.tar.gz")
+        tmp = os.path.dirname(data)
         srv = Server(config(free_port(), free_port()), data=data)
         self.assertEqual(srv.cli("stats")["archive_format"], 4, "a read-only open changes nothing")
         segs = srv.cli("segments")["segments"]
@@ -203,15 +210,8 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual(srv.search("rotterdam")["total"], 3)
         self.assertTrue(srv.cli("verify")["intact"])
 
-        path = os.path.join(tmp, "more.mbox")
-        with open(path, "w") as f:
-            for i in range(5):
-                f.write(f"From sender@partner.example Mon Mar  2 10:00:00 2026\n"
-                        f"From: sender@partner.example\nTo: ana.ortega@northwind.example\n"
-                        f"Subject: rotterdam barge {i}\nMessage-ID: <four-{i}@partner.example>\n"
-                        f"Date: Mon, 2 Mar 2026 10:{i:02d}:00 +0000\n\nThe rotterdam barge left {i}.\n\n")
-        p = srv.run("import", path)
-        self.assertEqual(p.returncode, 0, p.stderr)
+        import_partner_mail(self, srv, os.path.join(tmp, "more.mbox"), range(5), "rotterdam barge {}",
+                            "The rotterdam barge left {}.", "four")
         self.assertEqual(srv.cli("stats")["archive_format"], 5, "the first writing open migrates it")
         # The live segment of the old release goes on in the main environment until it is full; the
         # next one is the first with a store file of its own.
