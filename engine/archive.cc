@@ -12,7 +12,9 @@
 #include <ctime>
 #include <filesystem>
 #include <algorithm>
+#include <list>
 #include <map>
+#include <utility>
 
 #include "common/ascii.h"
 #include "common/encoding.h"
@@ -73,6 +75,12 @@ Error lmdb_error(const std::string& what, int rc) {
       break;
   }
   return make_error(code, what + ": " + mdb_strerror(rc), hint);
+}
+
+// Bytes a file takes on disk (0 when it is missing).
+std::uint64_t disk_bytes(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
 }
 
 using lmdb::Txn;
@@ -346,11 +354,7 @@ std::string Archive::store_path(std::uint64_t first) const {
   return dir_ + "/" + kStorePrefix + std::to_string(first) + kStoreSuffix;
 }
 
-std::uint64_t Archive::store_bytes(std::uint64_t first) const {
-  struct stat st {};
-  if (::stat(store_path(first).c_str(), &st) != 0) return 0;
-  return static_cast<std::uint64_t>(st.st_blocks) * 512;
-}
+std::uint64_t Archive::store_bytes(std::uint64_t first) const { return disk_bytes(store_path(first)); }
 
 Result<std::uint64_t> Archive::seal_stores() {
   if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
@@ -621,29 +625,31 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     MDB_txn* txn = nullptr;
     unsigned records = 0, blobs = 0;
   };
-  // The stores this batch writes, released after their transactions end (declared first: destroyed
-  // last).
-  struct Held {
+  // The stores this batch writes, oldest first (their commit order; a batch only moves on to later
+  // segments). Each is released once its transaction has ended.
+  struct StoreWrite {
+    StoreWrite(const Archive* a, std::uint64_t f, const Store* s) : archive(a), first(f), store(s) {}
+    StoreWrite(const StoreWrite&) = delete;
+    StoreWrite& operator=(const StoreWrite&) = delete;
     const Archive* archive;
-    std::vector<std::uint64_t> firsts;
-    ~Held() {
-      for (std::uint64_t f : firsts) archive->release_store(f);
+    std::uint64_t first;
+    const Store* store;
+    Txn txn;
+    ~StoreWrite() {
+      if (txn.txn) mdb_txn_abort(std::exchange(txn.txn, nullptr));
+      archive->release_store(first);
     }
-  } held{this, {}};
-  std::map<std::uint64_t, Txn> store_txns;
-  std::vector<std::uint64_t> store_order;  // commit order: oldest segment first
-  std::map<std::uint64_t, const Store*> stores_by_first;
+  };
+  std::list<StoreWrite> writes;  // a list: its elements never move (they own a transaction)
   auto target = [&]() -> Result<Target> {
     const SegmentInfo& live = segments.back();
     if (!live.own_store) return Target{t.txn, records_dbi_, blobs_dbi_};
-    Txn& st_txn = store_txns[live.first];
-    if (!st_txn.txn) {
+    if (writes.empty() || writes.back().first != live.first) {
       MAILARK_ASSIGN_OR_RETURN(Store * opened, store(live.first, false));
-      held.firsts.push_back(live.first);
-      stores_by_first[live.first] = opened;
+      StoreWrite& w = writes.emplace_back(this, live.first, opened);
+      Txn& st_txn = w.txn;
       int src = mdb_txn_begin(opened->env, nullptr, 0, &st_txn.txn);
       if (src) return lmdb_error("beginning a write to " + store_path(live.first), src);
-      store_order.push_back(live.first);
       // What the store holds past the main head (records) or past the packs the main environment
       // counts is a batch that never committed (a crash between the two commits): dropped here, so
       // that this batch appends where the head says (Segments.AStoreTailPastTheHeadIsNeverReadAndIsOverwritten).
@@ -658,8 +664,8 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
         if (src && src != MDB_NOTFOUND) return lmdb_error("dropping an uncommitted tail of " + store_path(live.first), src);
       }
     }
-    const Store* st = stores_by_first[live.first];
-    return Target{st_txn.txn, st->records_dbi, st->blobs_dbi};
+    const StoreWrite& w = writes.back();
+    return Target{w.txn.txn, w.store->records_dbi, w.store->blobs_dbi};
   };
 
   // New blobs of this batch are packed together: one LMDB value of up to kPackBytes holding many
@@ -840,8 +846,8 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   }
   // The stores first, then the main environment, whose head makes the batch part of the archive
   // (each commit is durable: LMDB fsyncs before returning).
-  for (std::uint64_t first : store_order) {
-    if ((rc = store_txns[first].commit())) return lmdb_error("committing the batch to " + store_path(first), rc);
+  for (StoreWrite& w : writes) {
+    if ((rc = w.txn.commit())) return lmdb_error("committing the batch to " + store_path(w.first), rc);
   }
   if (fail_main_commit_) {
     fail_main_commit_ = false;
@@ -1098,67 +1104,69 @@ Result<std::string> ArchiveSnapshot::raw(const ArchiveRecord& record) const {
   return raw;
 }
 
+namespace {
+
+// Walks the records of one table from `lo` to `hi` in order. Returns false when fn or on_bad asked to
+// stop (or on an LMDB error, in *error).
+bool walk_records(MDB_txn* txn, unsigned dbi, std::uint64_t lo, std::uint64_t hi, const ArchiveSnapshot::RecordFn& fn,
+                  const ArchiveSnapshot::BadRecordFn& on_bad, std::optional<Error>* error) {
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(txn, dbi, &cur)) {
+    *error = lmdb_error("mdb_cursor_open", rc);
+    return false;
+  }
+  std::string start = be64(lo);
+  MDB_val k = val(start), v;
+  bool go_on = true;
+  int rc;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && go_on; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) {
+      go_on = on_bad(0, make_error(ErrorCode::kCorrupt, "a record key is not 8 bytes"));
+      continue;
+    }
+    const std::uint64_t seq = from_be64(view(k));
+    if (seq > hi) break;
+    auto r = decode_record(seq, view(v));
+    go_on = r ? fn(*r, view(v)) : on_bad(seq, r.error());
+  }
+  mdb_cursor_close(cur);
+  if (go_on && rc != 0 && rc != MDB_NOTFOUND) {
+    *error = lmdb_error("walking records", rc);
+    return false;
+  }
+  return go_on;
+}
+
+}  // namespace
+
 Status ArchiveSnapshot::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& on_bad) const {
   // Segment by segment: those in the main environment are walked there as one run (to its end, so
   // that a record added past the head by hand is seen), each store up to its segment's last record
   // (what a store holds past the head never committed).
   const auto& segs = table();
-  std::size_t i = 0;
-  while (i < segs.size()) {
-    std::uint64_t lo = std::max(from, segs[i].first), hi = UINT64_MAX;
-    Place at{txn_, archive_.records_dbi_};
-    std::size_t next = i + 1;
+  std::optional<Error> error;
+  for (std::size_t i = 0; i < segs.size();) {
+    const std::uint64_t lo = std::max(from, segs[i].first);
     if (!segs[i].own_store) {
+      std::size_t next = i + 1;
       while (next < segs.size() && !segs[next].own_store) ++next;
-      if (next < segs.size()) hi = segs[next].first - 1;
-    } else {
-      hi = segs[i].last;
-      if (hi < segs[i].first || lo > hi) {
-        i = next;
-        continue;
-      }
+      const std::uint64_t hi = next < segs.size() ? segs[next].first - 1 : UINT64_MAX;
+      if (lo <= hi && !walk_records(txn_, archive_.records_dbi_, lo, hi, fn, on_bad, &error)) break;
+      i = next;
+      continue;
+    }
+    const std::uint64_t hi = segs[i].last;  // 0 for an empty live segment
+    if (hi >= segs[i].first && lo <= hi) {
       auto read = store_read(i);
       if (!read) {
         on_bad(lo, read.error());
-        return ok_status();
-      }
-      at = Place{read->txn, read->records_dbi};
-    }
-    i = next;
-    if (lo > hi) continue;
-    MDB_cursor* cur = nullptr;
-    int rc = mdb_cursor_open(at.txn, at.dbi, &cur);
-    if (rc) return lmdb_error("mdb_cursor_open", rc);
-    std::string start = be64(lo);
-    MDB_val k = val(start), v;
-    bool stop = false;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-      if (k.mv_size != 8) {
-        if (!on_bad(0, make_error(ErrorCode::kCorrupt, "a record key is not 8 bytes"))) {
-          stop = true;
-          break;
-        }
-        continue;
-      }
-      std::uint64_t seq = from_be64(view(k));
-      if (seq > hi) break;
-      auto r = decode_record(seq, view(v));
-      if (!r) {
-        if (!on_bad(seq, r.error())) {
-          stop = true;
-          break;
-        }
-        continue;
-      }
-      if (!fn(*r, view(v))) {
-        stop = true;
         break;
       }
+      if (!walk_records(read->txn, read->records_dbi, lo, hi, fn, on_bad, &error)) break;
     }
-    mdb_cursor_close(cur);
-    if (!stop && rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("walking records", rc);
-    if (stop) break;
+    ++i;
   }
+  if (error) return *error;
   return ok_status();
 }
 
@@ -1706,9 +1714,7 @@ Status Archive::state_write(const std::function<Status(StateWriter&)>& fn) {
 }
 
 std::uint64_t Archive::file_bytes() const {
-  std::uint64_t total = 0;
-  struct stat st {};
-  if (::stat((dir_ + "/data.mdb").c_str(), &st) == 0) total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+  std::uint64_t total = disk_bytes(dir_ + "/data.mdb");
   for (const auto& seg : segments())
     if (seg.own_store) total += store_bytes(seg.first);
   return total;

@@ -30,11 +30,10 @@ ZSTD_DCtx* thread_dctx() {
 
 // A dictionary's zstd tables are built when first used, not when the archive opens: building the
 // compression tables of a 110 KB dictionary costs about a millisecond, which every short command
-// (search, show) would otherwise pay without compressing anything (docs/BENCHMARKS.md "Start-up").
+// (search, show) would otherwise pay without compressing anything (docs/BENCHMARKS.md "Segment
+// stores (archive format 5), lazy dictionaries, header-only phrase checks").
 struct Codec::Dict {
   std::string bytes;
-  bool active = false;
-  int level = 3;
   std::once_flag dflag, cflag;
   ZSTD_DDict* ddict = nullptr;
   ZSTD_CDict* cdict = nullptr;
@@ -46,7 +45,7 @@ struct Codec::Dict {
     std::call_once(dflag, [&] { ddict = ZSTD_createDDict(bytes.data(), bytes.size()); });
     return ddict;
   }
-  const ZSTD_CDict* compression() {
+  const ZSTD_CDict* compression(int level) {
     std::call_once(cflag, [&] { cdict = ZSTD_createCDict(bytes.data(), bytes.size(), level); });
     return cdict;
   }
@@ -65,8 +64,6 @@ Result<std::shared_ptr<const Codec>> Codec::create(const std::map<std::uint32_t,
       return make_error(ErrorCode::kCorrupt, "zstd dictionary " + std::to_string(id) + " cannot be loaded");
     }
     d->bytes = bytes;
-    d->active = id == active;
-    d->level = level;
     c->dicts_.emplace(id, std::move(d));
   }
   if (active != 0 && !c->dicts_.count(active)) {
@@ -84,7 +81,7 @@ Result<std::string> Codec::compress(std::string_view raw) const {
   ZSTD_CCtx* ctx = thread_cctx();
   std::size_t n;
   if (active_ != 0) {
-    const ZSTD_CDict* cdict = dicts_.at(active_)->compression();
+    const ZSTD_CDict* cdict = dicts_.at(active_)->compression(level_);
     if (!cdict) return make_error(ErrorCode::kCorrupt, "zstd dictionary " + std::to_string(active_) + " cannot be loaded");
     n = ZSTD_compress_usingCDict(ctx, out.data(), out.size(), raw.data(), raw.size(), cdict);
   } else {

@@ -45,20 +45,16 @@ Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const Arch
   return indexer::build_document(index_fields(msg, record), pairs);
 }
 
-std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) {
+std::optional<indexer::IndexFields> ArchiveFieldSource::read(std::uint64_t id, bool headers_only) {
   auto rec = archive_.record(id);
   if (!rec) return std::nullopt;
   auto raw = archive_.raw(*rec);
   if (!raw) return std::nullopt;
-  return index_fields(parse_message_or_flag(*raw, limits_), *rec);
+  return index_fields(parse_message_or_flag(*raw, limits_, headers_only), *rec);
 }
 
-std::optional<indexer::IndexFields> ArchiveFieldSource::load_headers(std::uint64_t id) {
-  auto rec = archive_.record(id);
-  if (!rec) return std::nullopt;
-  auto raw = archive_.raw(*rec);
-  if (!raw) return std::nullopt;
-  return index_fields(parse_message_or_flag(*raw, limits_, /*headers_only=*/true), *rec);
-}
+std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) { return read(id, false); }
+
+std::optional<indexer::IndexFields> ArchiveFieldSource::load_headers(std::uint64_t id) { return read(id, true); }
 
 }  // namespace mailark

@@ -31,6 +31,7 @@ class ArchiveFieldSource : public indexer::FieldSource {
   std::optional<indexer::IndexFields> load_headers(std::uint64_t id) override;
 
  private:
+  std::optional<indexer::IndexFields> read(std::uint64_t id, bool headers_only);
   const Archive& archive_;
   Limits limits_;
 };

@@ -20,6 +20,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # peers the benchmark compares against
   notmuch maildir-utils clamav-daemon clamav-milter
+  # mdb_stat, for the free pages of a segment store (docs/BENCHMARKS.md "Segment stores")
+  lmdb-utils
 )
 
 missing=()
