@@ -1,44 +1,47 @@
 #include "common/sha256.h"
 
+// OpenSSL's SHA-256 itself (SHA256_Init/Update/Final: its assembly, with the CPU's SHA extensions
+// where present), not the EVP interface. OpenSSL 3 marks these deprecated in favour of EVP, but EVP's
+// first digest in a process loads the configuration and activates the default provider: 0.6-2 ms,
+// paid by every short command that reads one message (`show`, a search whose phrase reads a few),
+// where the digest of a 9 KB message takes 0.01 ms. Same code, same speed on long input
+// (docs/BENCHMARKS.md, "First read of a command"). Everything else (TLS, scrypt, random) stays on EVP.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/crypto.h>
-
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include <cstdlib>
 
 namespace mailark {
 
-// OpenSSL can only fail here on allocation failure or a broken build; both are fatal for a process
-// whose every acknowledgement depends on digests, so they abort rather than return.
+// OpenSSL's SHA-256 fails only on a null context, which these never pass; a failure would be a
+// broken build, fatal for a process whose every acknowledgement depends on digests.
 static void check(int rc) {
   if (rc != 1) std::abort();
 }
 
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  if (!ctx_) std::abort();
-  check(EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr));
+Sha256::Sha256() : ctx_(new SHA256_CTX) {
+  check(SHA256_Init(static_cast<SHA256_CTX*>(ctx_)));
 }
 
 Sha256::~Sha256() {
-  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+  delete static_cast<SHA256_CTX*>(ctx_);
 }
 
 void Sha256::update(std::string_view bytes) {
-  check(EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), bytes.data(), bytes.size()));
+  check(SHA256_Update(static_cast<SHA256_CTX*>(ctx_), bytes.data(), bytes.size()));
 }
 
 Digest Sha256::finish() {
   Digest d{};
-  unsigned len = 0;
-  check(EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), d.data(), &len));
+  check(SHA256_Final(d.data(), static_cast<SHA256_CTX*>(ctx_)));
   return d;
 }
 
 Digest sha256(std::string_view bytes) {
-  Digest d{};
-  unsigned len = 0;
-  check(EVP_Digest(bytes.data(), bytes.size(), d.data(), &len, EVP_sha256(), nullptr));
-  return d;
+  Sha256 h;
+  h.update(bytes);
+  return h.finish();
 }
 
 std::string to_hex(std::span<const std::uint8_t> bytes) {

@@ -1,4 +1,4 @@
-// SHA-256, the one translation point to OpenSSL's digest API.
+// SHA-256, the one translation point to OpenSSL's SHA-256.
 // Thread safety: Sha256 objects are not shared; the free function is reentrant.
 #pragma once
 
@@ -22,7 +22,7 @@ class Sha256 {
   Digest finish();
 
  private:
-  void* ctx_;  // EVP_MD_CTX
+  void* ctx_;  // SHA256_CTX
 };
 
 Digest sha256(std::string_view bytes);

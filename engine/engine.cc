@@ -180,7 +180,12 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
     broken.clear();
     // Until the index has its pair words, every chunk is committed: the index chooses them at a commit
     // once it is big enough, and the documents built before that get no pair terms.
-    if (done % (chunk * 16) == 0 || last == head || !writer->pair_words()) return writer->commit(last);
+    if (done % (chunk * 16) == 0 || last == head || !writer->pair_words()) {
+      MAILARK_TRY(writer->commit(last));
+      // After the commit that chose the pair words, the documents built before them get their terms.
+      for (unsigned s = 0; s < writer->shard_count(); ++s)
+        MAILARK_TRY(pair_unpaired_documents(*archive_, *writer, s, options_.limits));
+    }
     return ok_status();
   };
   auto s = archive_->scan(

@@ -45,6 +45,21 @@ Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const Arch
   return indexer::build_document(index_fields(msg, record), pairs);
 }
 
+Status pair_unpaired_documents(const Archive& archive, indexer::IndexWriter& index, unsigned shard,
+                               const Limits& limits) {
+  const auto pairs = index.pair_words();
+  if (!pairs || !index.has_unpaired(shard)) return ok_status();
+  MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
+  auto replaced = index.pair_unpaired(shard, [&](std::uint64_t id) {
+    auto rec = snap->record(id);
+    // As when it was first indexed: a record that does not decode keeps a placeholder.
+    if (!rec) return indexer::build_unindexed_document(id, rec.error().context);
+    return document_for_record(*snap, *rec, limits, pairs.get());
+  });
+  if (!replaced) return replaced.error();
+  return ok_status();
+}
+
 std::optional<indexer::IndexFields> ArchiveFieldSource::read(std::uint64_t id, bool headers_only) {
   auto rec = archive_.record(id);
   if (!rec) return std::nullopt;

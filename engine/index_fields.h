@@ -22,6 +22,14 @@ indexer::IndexFields index_fields(const ParsedMessage& message, const ArchiveRec
 Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const ArchiveRecord& record,
                                      const Limits& limits, const indexer::PairWords* pairs);
 
+// Gives the documents of one shard that were built before the index chose its pair words their pair
+// terms, each built again from the archive (IndexWriter::pair_unpaired): once per index, after the
+// commit that chose the words, so that a phrase of two pair words never reads the archive. Nothing
+// to do costs nothing. On the shard's thread, with nothing uncommitted. Errors: the index's (the
+// shard should then be reopened, as after a failed commit).
+Status pair_unpaired_documents(const Archive& archive, indexer::IndexWriter& index, unsigned shard,
+                               const Limits& limits);
+
 // Phrase checks for a search outside the Engine (the web portal, on its pool threads): a message's
 // fields read from the archive, as the index built them. Thread safe as the Archive is.
 class ArchiveFieldSource : public indexer::FieldSource {
@@ -29,6 +37,7 @@ class ArchiveFieldSource : public indexer::FieldSource {
   ArchiveFieldSource(const Archive& archive, Limits limits) : archive_(archive), limits_(limits) {}
   std::optional<indexer::IndexFields> load(std::uint64_t id) override;
   std::optional<indexer::IndexFields> load_headers(std::uint64_t id) override;
+  bool concurrent() const override { return true; }
 
  private:
   std::optional<indexer::IndexFields> read(std::uint64_t id, bool headers_only);

@@ -326,6 +326,22 @@ struct Ingest::Impl {
     return index.commit_shard(shard, to);
   }
 
+  // The document of an appended record, built again from the archive with the index's pair words.
+  Xapian::Document rebuild(std::uint64_t seq) {
+    auto snap = archive.snapshot();
+    if (!snap) return indexer::build_unindexed_document(seq, snap.error().context);
+    auto rec = (*snap)->record(seq);
+    if (!rec) return indexer::build_unindexed_document(seq, rec.error().context);
+    return document_for_record(**snap, *rec, limits, index.pair_words().get());
+  }
+
+  // Commits the shard; after the commit that chose the index's pair words, its documents built
+  // before them get their pair terms (pair_unpaired_documents; once, then nothing to do).
+  Status commit_shard(unsigned shard, std::uint64_t last) {
+    MAILARK_TRY(index.commit_shard(shard, last));
+    return pair_unpaired_documents(archive, index, shard, limits);
+  }
+
   void index_loop(unsigned shard) {
     ToIndex item;
     std::size_t since_commit = 0;
@@ -366,15 +382,22 @@ struct Ingest::Impl {
         if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
       } else if (got == BoundedQueue<ToIndex>::PopResult::kTimeout || now - last_commit >= interval) {
         if (since_commit > 0) {
-          if (auto s = index.commit_shard(shard, last); !s) {
+          if (auto s = commit_shard(shard, last); !s) {
             failed(s.error());
             continue;
           }
           since_commit = 0;
+        } else if (auto s = pair_unpaired_documents(archive, index, shard, limits); !s) {
+          // Another shard's commit chose the words after this one's last commit.
+          failed(s.error());
+          continue;
         }
         last_commit = now;
         if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
       }
+      // A document prepared before the index chose its pair words and added after: built again with
+      // them, so the shard, once written again with them (commit_shard), never takes one without.
+      if (index.pair_words() && indexer::lacks_pair_terms(item.doc)) item.doc = rebuild(item.seq);
       if (auto s = index.add(item.seq, item.doc); !s) {
         failed(s.error());
         continue;
@@ -385,7 +408,7 @@ struct Ingest::Impl {
       const std::size_t every = index.pair_words() ? options.index_commit_every / index.shard_count()
                                                    : indexer::kPairTrainCommitEvery;
       if (++since_commit >= every) {
-        if (auto s = index.commit_shard(shard, last); !s) {
+        if (auto s = commit_shard(shard, last); !s) {
           failed(s.error());
           continue;
         }
@@ -398,7 +421,9 @@ struct Ingest::Impl {
         broken_shards--;
       }
     } else if (since_commit > 0) {
-      if (auto s = index.commit_shard(shard, last); !s) failed(s.error());
+      if (auto s = commit_shard(shard, last); !s) failed(s.error());
+    } else if (auto s = pair_unpaired_documents(archive, index, shard, limits); !s) {
+      failed(s.error());
     }
   }
 
@@ -473,6 +498,11 @@ struct Ingest::Impl {
     // still broken; the next open catches it up).
     if (broken_shards == 0 && last_appended > index.watermark()) {
       if (auto s = index.commit(last_appended); !s) warn("index: " + s.error().to_string());
+    }
+    // A shard whose thread ended before another shard's last commit chose the pair words.
+    if (broken_shards == 0) {
+      for (unsigned s = 0; s < index.shard_count(); ++s)
+        if (auto st = pair_unpaired_documents(archive, index, s, limits); !st) warn("index: " + st.error().to_string());
     }
     std::lock_guard lock(error_mu);
     if (archive_error) return *archive_error;

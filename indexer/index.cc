@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <cctype>
@@ -14,7 +15,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <span>
 #include <unordered_map>
+#include <thread>
 #include <unordered_set>
 
 #include "common/ascii.h"
@@ -493,18 +496,17 @@ bool has_term(const Xapian::Document& doc, const std::string& term) {
   return t != doc.termlist_end() && *t == term;
 }
 
-// Could a phrase's candidates include this document without its pair terms? (A placeholder holds no
-// words.)
-bool unpaired_candidate(const Xapian::Document& doc) {
-  return !has_term(doc, schema::kTermHasPairs) && !has_term(doc, std::string(schema::kPrefixFlag) + "unindexed");
-}
-
 std::uint64_t read_watermark(const Xapian::Database& db) {
   std::string wm = db.get_metadata(schema::kMetaWatermark);
   return wm.empty() ? 0 : std::stoull(wm);
 }
 
 }  // namespace
+
+// A placeholder holds no words, so no phrase can match it.
+bool lacks_pair_terms(const Xapian::Document& doc) {
+  return !has_term(doc, schema::kTermHasPairs) && !has_term(doc, std::string(schema::kPrefixFlag) + "unindexed");
+}
 
 Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, unsigned shards_if_new) {
   std::unique_ptr<IndexWriter> w(new IndexWriter());
@@ -593,6 +595,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     }
     const std::string seg_dir = segment_dir(dir_, segment);
     std::error_code ec;
+    std::filesystem::remove_all(shard_path(segment, sh.index) + ".pairing", ec);  // left by a crash (pair_unpaired)
     if (std::filesystem::exists(seg_dir + "/" + kSealedFile, ec)) {
       return make_error(ErrorCode::kInvalidArgument,
                         "index segment " + std::to_string(segment) + " is sealed and takes no more documents",
@@ -664,28 +667,93 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
     // A document without pair terms: recorded before it is added, so that no commit holds it
     // without the record (readers look for such documents only up to it).
-    if (sh.unpaired_to && local > *sh.unpaired_to && unpaired_candidate(doc)) {
+    if (sh.unpaired_to && local > *sh.unpaired_to && lacks_pair_terms(doc)) {
       sh.unpaired_to = local;
       sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
     }
-    // Appending in order is the common case and avoids a lookup of the document id.
-    try {
-      if (last + 1 == local)
-        sh.db->add_document(doc);
-      else
-        sh.db->replace_document(local, doc);
-    } catch (const Xapian::InvalidArgumentError& e) {
-      // This document, not the database: keep the id with a placeholder that says why.
-      Xapian::Document placeholder = build_unindexed_document(id, "the index refused it: " + e.get_msg());
-      if (last + 1 == local)
-        sh.db->add_document(placeholder);
-      else
-        sh.db->replace_document(local, placeholder);
-    }
+    put(sh, local, id, doc);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
   }
   return ok_status();
+}
+
+void IndexWriter::put(Shard& sh, Xapian::docid local, std::uint64_t id, const Xapian::Document& doc) {
+  // Appending in order is the common case and avoids a lookup of the document id.
+  const bool next = sh.db->get_lastdocid() + 1 == local;
+  try {
+    if (next)
+      sh.db->add_document(doc);
+    else
+      sh.db->replace_document(local, doc);
+  } catch (const Xapian::InvalidArgumentError& e) {
+    // This document, not the database: keep the id with a placeholder that says why.
+    Xapian::Document placeholder = build_unindexed_document(id, "the index refused it: " + e.get_msg());
+    if (next)
+      sh.db->add_document(placeholder);
+    else
+      sh.db->replace_document(local, placeholder);
+  }
+}
+
+Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
+                                               const std::function<Xapian::Document(std::uint64_t id)>& rebuild) {
+  namespace fs = std::filesystem;
+  Shard& sh = shards_[shard];
+  if (!has_unpaired(shard) || !pair_words()) return std::size_t{0};
+  try {
+    if (sh.db->get_doccount() > kPairRebuildMaxDocs) return std::size_t{0};
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "counting the documents of " + sh.path);
+  }
+  const auto n = static_cast<std::uint64_t>(shards_.size());
+  // The shard's first id in its segment is its document 1; each next document is n ids on.
+  std::uint64_t first = sh.segment;
+  while (shard_of(first) != shard) ++first;
+  // A document of a database without a termlist cannot be replaced (Xapian must know its old terms),
+  // so the shard is written again beside itself, every document built again, and swapped in with one
+  // atomic rename, as sealing does: a reader that has the old one open keeps reading it, a crash
+  // before the swap leaves the old one in place (and a stray copy, removed by the next try), after
+  // it the new one. The shard is small then: the words are chosen at kPairTrainDocs documents.
+  const std::string fresh = sh.path + ".pairing";
+  std::error_code ec;
+  fs::remove_all(fresh, ec);
+  std::size_t rebuilt = 0;
+  try {
+    {
+      Xapian::WritableDatabase db(fresh, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+      for (auto k = sh.db->metadata_keys_begin(); k != sh.db->metadata_keys_end(); ++k)
+        db.set_metadata(*k, sh.db->get_metadata(*k));
+      db.set_metadata(schema::kMetaUnpairedTo, "0");
+      // Every document the shard holds (the empty term's posting list), at the same document id.
+      for (auto it = sh.db->postlist_begin(""); it != sh.db->postlist_end(""); ++it) {
+        const Xapian::docid local = *it;
+        const std::uint64_t id = first + (local - 1) * n;
+        try {
+          db.replace_document(local, rebuild(id));
+        } catch (const Xapian::InvalidArgumentError& e) {
+          db.replace_document(local, build_unindexed_document(id, "the index refused it: " + e.get_msg()));
+        }
+        ++rebuilt;
+      }
+      db.commit();
+      db.close();
+    }
+    sh.db->close();
+    sh.db.reset();
+    if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, sh.path.c_str(), RENAME_EXCHANGE) != 0) {
+      const int err = errno;
+      fs::remove_all(fresh, ec);
+      MAILARK_TRY(open_shard(sh, sh.segment));
+      return make_error(ErrorCode::kIo, "swapping in " + fresh + ": " + std::strerror(err));
+    }
+    fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
+  } catch (const Xapian::Error& e) {
+    fs::remove_all(fresh, ec);
+    return xapian_error(e, "giving the index's older documents their pair terms");
+  }
+  MAILARK_TRY(open_shard(sh, sh.segment));
+  return rebuilt;
 }
 
 Status IndexWriter::reopen_shard(unsigned shard) {
@@ -1431,6 +1499,33 @@ class PhraseResolver {
 
   // Could the document hold every deferred phrase, by its pair filter (no archive read)?
   bool passes_filters(Xapian::docid id) {
+    if (auto v = filter_verdicts_.find(id); v != filter_verdicts_.end()) return v->second;
+    const bool pass = test_filters(id);
+    filter_verdicts_.emplace(id, pass);
+    return pass;
+  }
+
+  // Reads, side by side, the messages the walk's next checks need (holds_deferred then finds them
+  // read): from the results `ids` (in the walk's order), the first `most` that a deferred phrase
+  // applies to and whose filters pass. Returns how many of `ids` it went through: the walk checks
+  // each of them anyway before it reaches the last one read.
+  std::size_t prefetch_deferred(std::span<const Xapian::docid> ids, std::size_t most) {
+    if (!fields_->concurrent()) return ids.size();
+    std::vector<std::pair<Xapian::docid, bool>> wanted;
+    std::size_t used = 0;
+    for (; used < ids.size() && wanted.size() < most; ++used) {
+      const Xapian::docid id = ids[used];
+      if (std::none_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) { return p.applies_to(id); }))
+        continue;
+      if (!passes_filters(id)) continue;
+      wanted.emplace_back(id, needs_whole(id));
+    }
+    read_side_by_side(wanted);
+    return used;
+  }
+
+ private:
+  bool test_filters(Xapian::docid id) {
     std::optional<std::string> bits;
     for (const auto& p : deferred_) {
       if (p.keys.empty() || !p.applies_to(id)) continue;
@@ -1444,6 +1539,40 @@ class PhraseResolver {
     return true;
   }
 
+  // Does a check of the document need the whole message (a deferred phrase outside the headers)?
+  bool needs_whole(Xapian::docid id) const {
+    return std::any_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) {
+      return p.applies_to(id) && !header_prefix(prefix_of(p.terms[0]));
+    });
+  }
+
+  // Loads the messages not read yet on one thread a core (with a source that allows it), into the
+  // cache load() reads. Each message is read and parsed on its own (0.1-1.5 ms): this is what a
+  // phrase over a rare word costs beyond the index.
+  void read_side_by_side(const std::vector<std::pair<Xapian::docid, bool>>& all) {
+    std::vector<std::pair<Xapian::docid, bool>> todo;
+    for (const auto& [id, whole] : all) {
+      auto f = fields_cache_.find(id);
+      if (f == fields_cache_.end() || (whole && !f->second.whole)) todo.emplace_back(id, whole);
+    }
+    const std::size_t threads = std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), todo.size());
+    if (threads < 2 || !fields_->concurrent()) return;  // read one by one, as the checks meet them
+    std::vector<Loaded> loaded(todo.size());
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+      for (std::size_t i; (i = next.fetch_add(1)) < todo.size();) {
+        const std::uint64_t archive_id = map_.to_archive(todo[i].first);
+        loaded[i] = {todo[i].second ? fields_->load(archive_id) : fields_->load_headers(archive_id), todo[i].second};
+      }
+    };
+    std::vector<std::thread> pool;
+    for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    for (std::size_t i = 0; i < todo.size(); ++i) fields_cache_[todo[i].first] = std::move(loaded[i]);
+  }
+
+ public:
   // How many of the documents the walk met passed their filters (holds_deferred).
   std::size_t passed_filters() const { return passed_filters_; }
   // Does any deferred phrase test filters (passes_filters can say no)?
@@ -1460,10 +1589,7 @@ class PhraseResolver {
     }
     if (!passes_filters(id)) return false;
     ++passed_filters_;
-    const bool whole = std::any_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) {
-      return p.applies_to(id) && !header_prefix(prefix_of(p.terms[0]));
-    });
-    const std::optional<IndexFields>& f = load(id, whole);
+    const std::optional<IndexFields>& f = load(id, needs_whole(id));
     if (!f) return false;
     for (const auto& p : deferred_)
       if (p.applies_to(id) && !fields_have_phrase(*f, p.terms)) return false;
@@ -1731,6 +1857,9 @@ class PhraseResolver {
     }
     std::vector<Xapian::docid> verified;
     const bool whole = !header_prefix(prefix_of(terms[0]));
+    std::vector<std::pair<Xapian::docid, bool>> reads;
+    for (Xapian::docid d : candidates) reads.emplace_back(d, whole);
+    read_side_by_side(reads);
     for (Xapian::docid d : candidates) {
       const std::optional<IndexFields>& f = load(d, whole);
       if (f && fields_have_phrase(*f, terms)) verified.push_back(d);
@@ -1771,6 +1900,7 @@ class PhraseResolver {
     bool whole = false;
   };
   std::unordered_map<Xapian::docid, Loaded> fields_cache_;
+  std::unordered_map<Xapian::docid, bool> filter_verdicts_;  // passes_filters, once a document
 };
 
 // NEAR and ADJ are words in mailark's syntax, never operators: the index has no positions, and
@@ -2020,6 +2150,9 @@ namespace {
 constexpr std::size_t kWalkEstimateChecks = 20;
 // Candidates whose pair filters are tested (no archive read) to estimate how many would pass.
 constexpr std::size_t kFilterEstimateSample = 256;
+// A deferred walk's second chunk takes every remaining candidate when there are at most this many
+// (see the walk in IndexReader::search).
+constexpr std::size_t kWalkAtOnce = 16384;
 }  // namespace
 
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
@@ -2128,17 +2261,35 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       std::size_t checked = 0, held = 0;
       Xapian::doccount candidates = 0, from = 0;
       bool complete = false;  // every candidate was checked
-      // Each chunk runs the match again: chunks grow fourfold, so a walk that meets many candidates
-      // that do not hold ("power" and "crisis" apart) runs it a few times, not once per 64.
+      // Each chunk runs the whole match again (sorting by date reads every candidate's date). The
+      // first counts the candidates; the next takes all the rest when they are few enough
+      // (kWalkAtOnce), so a walk that meets many candidates that do not hold ("power" and "crisis"
+      // apart) runs it twice, and the estimate below needs no third run; past that, chunks grow
+      // fourfold. `fetched` keeps the candidates met, in the results' order.
       std::size_t next_chunk = std::max<std::size_t>(64, 2 * want);
+      std::vector<Xapian::docid> fetched;
       while (true) {
         const auto chunk = static_cast<Xapian::doccount>(std::min<std::size_t>(next_chunk, UINT32_MAX / 2));
-        next_chunk *= 4;
         Xapian::MSet mset = enq.get_mset(from, chunk, db_->get_doccount());
         candidates = mset.get_matches_estimated();  // exact: every match is counted
+        next_chunk = candidates - std::min<std::size_t>(candidates, from + mset.size()) <= kWalkAtOnce
+                         ? kWalkAtOnce
+                         : next_chunk * 4;
         // exact_total (possible only with remote shards: else nothing is deferred) walks to the end.
         const bool exhaust = options.exact_total;
-        for (auto it = mset.begin(); it != mset.end() && (held < want || exhaust); ++it) {
+        const std::size_t chunk_begin = fetched.size();
+        for (auto it = mset.begin(); it != mset.end(); ++it) fetched.push_back(*it);
+        std::size_t prefetched = 0;  // index in mset up to which the reads ahead were chosen
+        for (Xapian::doccount i = 0; i < mset.size() && (held < want || exhaust); ++i) {
+          if (i >= prefetched && !resolver.deferred().empty()) {
+            // The next results' messages, read side by side (as many as the page still needs, up to
+            // two a core; filters decide which need a read).
+            const std::size_t most = std::min<std::size_t>(exhaust ? SIZE_MAX : want - held,
+                                                           2 * std::max(1u, std::thread::hardware_concurrency()));
+            prefetched = i + resolver.prefetch_deferred(
+                                 std::span<const Xapian::docid>(fetched).subspan(chunk_begin + i, mset.size() - i), most);
+          }
+          const Xapian::MSetIterator it = mset[i];
           ++checked;
           if (!holds(*it)) continue;
           if (held >= options.offset && held < want) add_hit(it);
@@ -2166,18 +2317,29 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
         all.set_docid_order(Xapian::Enquire::ASCENDING);
         const bool by_walk = !resolver.estimate_by_sample() && resolver.passed_filters() >= kWalkEstimateChecks;
         const bool sample_filters = by_walk && resolver.filters_anything();
-        Xapian::MSet every;
-        if (!by_walk || sample_filters) every = all.get_mset(0, candidates);
+        // Every candidate, in archive order: from the walk's chunks when they met them all.
+        std::vector<Xapian::docid> every;
+        if (!by_walk || sample_filters) {
+          if (fetched.size() == candidates) {
+            every = std::move(fetched);
+            std::sort(every.begin(), every.end());
+          } else {
+            Xapian::MSet all_set = all.get_mset(0, candidates);
+            for (auto it = all_set.begin(); it != all_set.end(); ++it) every.push_back(*it);
+          }
+        }
         // One candidate from each of n equal stretches, at a pseudo-random place inside it: a fixed
         // stride would alias with any periodic pattern in archive order.
-        auto sample = [&](std::size_t n, const std::function<bool(Xapian::docid)>& test) {
-          std::size_t yes = 0;
+        // With `reads`, the test reads messages: the picked ones are read side by side first.
+        auto sample = [&](std::size_t n, const std::function<bool(Xapian::docid)>& test, bool reads) {
+          std::vector<Xapian::docid> picks;
           for (std::size_t k = 0; k < n; ++k) {
             const std::size_t begin = (k * every.size()) / n, end = ((k + 1) * every.size()) / n;
             const std::uint64_t mix = mix64((k + 1) * 0x9E3779B97F4A7C15ULL);
-            const auto at = static_cast<Xapian::doccount>(begin + (end > begin ? mix % (end - begin) : 0));
-            if (test(*every[at])) ++yes;
+            picks.push_back(every[begin + (end > begin ? mix % (end - begin) : 0)]);
           }
+          if (reads) resolver.prefetch_deferred(picks, picks.size());
+          const auto yes = std::count_if(picks.begin(), picks.end(), test);
           return n ? static_cast<double>(yes) / static_cast<double>(n) : 0.0;
         };
         double share = 0;
@@ -2185,15 +2347,15 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
           const double precision = static_cast<double>(held) / static_cast<double>(resolver.passed_filters());
           const double passing =
               sample_filters ? sample(std::min<std::size_t>(kFilterEstimateSample, every.size()),
-                                      [&](Xapian::docid d) { return resolver.passes_filters(d); })
+                                      [&](Xapian::docid d) { return resolver.passes_filters(d); }, false)
                              : 1.0;
           share = passing * precision;
         } else if (every.size() <= 2 * PhraseResolver::kEstimateSample) {
           // Few: checking them all costs about what a sample would, and the total is exact.
-          share = sample(every.size(), holds);
+          share = sample(every.size(), holds, true);
           out.total_exact = true;
         } else {
-          share = sample(PhraseResolver::kEstimateSample, holds);
+          share = sample(PhraseResolver::kEstimateSample, holds, true);
         }
         out.total = out.total_exact ? static_cast<std::uint64_t>(share * static_cast<double>(every.size()) + 0.5)
                                     : std::max<std::uint64_t>(held, static_cast<std::uint64_t>(share * candidates + 0.5));

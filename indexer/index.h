@@ -55,6 +55,17 @@ struct PairWords {
 // often so that the words are chosen soon after kPairTrainDocs documents).
 inline constexpr std::size_t kPairTrainCommitEvery = 1000;
 
+// A shard written before its index chose pair words is written again with them
+// (IndexWriter::pair_unpaired) only while it holds at most this many documents: right after the
+// words are chosen it holds about kPairTrainDocs / shards. An index from before pair terms keeps its
+// older documents as they are (a phrase checks them) until `mailark reindex`, rather than stalling
+// its indexing for a rewrite of a large shard.
+inline constexpr std::size_t kPairRebuildMaxDocs = 10000;
+
+// Was the document built without pair terms, though it holds words (not a placeholder)? The index
+// records such documents (kMetaUnpairedTo), and a phrase checks them against the archive.
+bool lacks_pair_terms(const Xapian::Document& doc);
+
 // The pair filter (value slot schema::kSlotPairFilter) makes the phrases pair terms do not cover
 // cheap: a Bloom filter of every two adjacent words of the document's texts that have no pair term
 // (with pair words: the pairs with a word outside them in the long texts; without: every pair). A
@@ -123,6 +134,22 @@ class IndexWriter {
   // The pair words documents are built with from now on; null until the index has trained them (at
   // a commit that leaves kPairTrainDocs documents or more). Safe to call from any thread.
   std::shared_ptr<const PairWords> pair_words() const;
+  // Gives the documents of the shard's open segment that lack pair terms (built before the pair
+  // words were chosen) their pair terms: a database without a termlist cannot replace a document, so
+  // the shard is written again beside itself, each of its documents built again by `rebuild` (its
+  // archive id in, a document built with pair_words() out), with a record that none is left
+  // (schema::kMetaUnpairedTo), and swapped in atomically; a phrase of two pair words is then answered
+  // from the index alone. Returns how many documents it built: none without pair words, when none
+  // lacks them, or in a sealed segment (never written again; a phrase checks its older documents).
+  // Call on the shard's thread with nothing uncommitted (after commit_shard), right after the commit
+  // that chose the words, while the shard is small; after that it costs nothing.
+  // Test: IndexPairs.DocumentsBuiltBeforeThePairWordsGetThemLater.
+  Result<std::size_t> pair_unpaired(unsigned shard, const std::function<Xapian::Document(std::uint64_t id)>& rebuild);
+  // Does the shard's open segment hold documents without pair terms (pair_unpaired has work)?
+  bool has_unpaired(unsigned shard) const {
+    const Shard& sh = shards_[shard];
+    return sh.db && sh.unpaired_to && *sh.unpaired_to > 0;
+  }
 
  private:
   // Trains the pair words from the committed index's document frequencies, once it is big enough.
@@ -141,6 +168,9 @@ class IndexWriter {
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
   Status open_shard(Shard& sh, std::uint64_t segment);
+  // Puts `doc` at the shard's document `local` (added when it is next, else replaced); a document
+  // Xapian refuses becomes a placeholder that says why.
+  void put(Shard& sh, Xapian::docid local, std::uint64_t id, const Xapian::Document& doc);
   std::string shard_path(std::uint64_t segment, unsigned shard) const;
   std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;
@@ -207,6 +237,9 @@ class FieldSource {
   // attachments and extracted text may be left empty, which makes a check of from:"kenneth lay" on a
   // long message far cheaper.
   virtual std::optional<IndexFields> load_headers(std::uint64_t id) { return load(id); }
+  // May load and load_headers run on several threads at once? Then a search reads the messages its
+  // phrase checks need side by side (one thread a core).
+  virtual bool concurrent() const { return false; }
 };
 
 struct SearchOptions {

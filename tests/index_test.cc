@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include "tests/test_util.h"
 
@@ -31,7 +33,9 @@ IndexFields fields(std::uint64_t id, std::string subject, std::string body, std:
 class MapSource : public FieldSource {
  public:
   std::map<std::uint64_t, IndexFields> docs;
-  int loads = 0, header_loads = 0;
+  std::atomic<int> loads = 0, header_loads = 0;
+  bool parallel = false;  // let searches read side by side (as ArchiveFieldSource does)
+  bool concurrent() const override { return parallel; }
   std::optional<IndexFields> load(std::uint64_t id) override {
     ++loads;
     auto it = docs.find(id);
@@ -364,12 +368,90 @@ TEST(IndexPairs, PhrasesOfPairWordsAreExactAndOnlyOlderDocumentsAreChecked) {
 namespace mailark::indexer {
 namespace {
 
+// The documents built before the pair words were chosen get their pair terms afterwards
+// (IndexWriter::pair_unpaired, which the engine calls after each commit): a phrase of two pair words,
+// or two words of a short field, then reads nothing from the archive, with the same answers; the
+// shards record it, so a later writer has nothing left to do.
+TEST(IndexPairs, DocumentsBuiltBeforeThePairWordsGetThemLater) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::vector<std::string> bodies = {"natural gas prices rise today", "gas natural", "natural world and gas",
+                                           "we buy natural gas"};
+  const std::uint64_t total = schema::kPairTrainDocs + 400;
+  {
+    auto w = IndexWriter::open(dir / "index", 2);
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= total; ++id) {
+      IndexFields f = fields(id, "gas prices today", bodies[id % 4], 978307200 + static_cast<std::int64_t>(id),
+                             {id % 3 ? "Kenneth Lay" : "Lay Kenneth", "someone@example.com"});
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
+      if (id % kPairTrainCommitEvery == 0) {
+        ASSERT_TRUE((*w)->commit(id).ok());
+      }
+    }
+    ASSERT_TRUE((*w)->commit(total).ok());
+    const auto pairs = (*w)->pair_words();
+    ASSERT_TRUE(pairs && pairs->has("natural") && pairs->has("gas"));
+    std::size_t replaced = 0;
+    for (unsigned s = 0; s < (*w)->shard_count(); ++s) {
+      EXPECT_TRUE((*w)->has_unpaired(s));
+      auto n = (*w)->pair_unpaired(s, [&](std::uint64_t id) {
+        EXPECT_EQ((*w)->shard_of(id), s);
+        EXPECT_LE(id, total);
+        return build_document(source.docs.at(id), pairs.get());
+      });
+      ASSERT_TRUE(n.ok()) << n.error().to_string();
+      replaced += *n;
+      EXPECT_FALSE((*w)->has_unpaired(s));
+      auto again = (*w)->pair_unpaired(s, [](std::uint64_t) -> Xapian::Document {
+        ADD_FAILURE() << "nothing is left to rebuild";
+        return {};
+      });
+      ASSERT_TRUE(again.ok());
+      EXPECT_EQ(*again, 0u);
+    }
+    EXPECT_EQ(replaced, total) << "the shards are written again, every document rebuilt";
+  }
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    for (unsigned s = 0; s < (*w)->shard_count(); ++s) EXPECT_FALSE((*w)->has_unpaired(s)) << s;
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  auto count = [&](const std::string& q) -> std::uint64_t {
+    SearchOptions exact{0, 5};
+    exact.exact_total = true;
+    auto res = (*r)->search(q, exact, &source);
+    EXPECT_TRUE(res.ok()) << q;
+    EXPECT_TRUE(res.ok() && res->total_exact) << q;
+    return res.ok() ? res->total : 0;
+  };
+  const int loads_before = source.loads;
+  EXPECT_EQ(count("\"natural gas\""), total / 2);
+  EXPECT_EQ(count("\"gas natural\""), total / 4);
+  EXPECT_EQ(count("from:\"kenneth lay\""), total - total / 3);
+  EXPECT_EQ(count("subject:\"gas prices\""), total);
+  EXPECT_EQ(source.loads, loads_before) << "answered from the pair terms alone";
+  // A phrase of three words still checks what its pair terms leave, and stays exact.
+  EXPECT_EQ(count("\"natural gas prices\""), total / 4);
+}
+
+
 // A phrase with more than kEagerChecks candidates that every result must hold is checked only as far
 // as the page asked for (index.cc, PhraseResolver, deferred): the page is exact, the total estimated
 // until the walk reaches the end. Under OR or NOT every candidate is still checked.
-TEST(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
+// Read one by one, and side by side (a source that allows it: the next checks' messages are read
+// ahead on every core, no more than the page still needs): the same pages and totals.
+class IndexDeferredPhrase : public ::testing::TestWithParam<bool> {};
+
+TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   test::ScratchDir dir;
   MapSource source;
+  source.parallel = GetParam();
+  // Reads ahead of the walk: at most one window (two a core) more than a walk one by one.
+  const int ahead = GetParam() ? 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : 0;
   const std::uint64_t docs = 1500;  // fewer than kPairTrainDocs: no pair words, every phrase is checked
   {
     auto w = IndexWriter::open(dir / "index");
@@ -413,7 +495,7 @@ TEST(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   EXPECT_FALSE(longer.total_exact);
   EXPECT_GE(longer.total, 700u);
   EXPECT_LE(longer.total, 800u);
-  EXPECT_LE(source.loads - loads, 49);
+  EXPECT_LE(source.loads - loads, 49 + ahead);
 
   SearchOptions exact{0, 5};
   exact.exact_total = true;  // every candidate checked
@@ -437,6 +519,9 @@ TEST(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   EXPECT_EQ(but.total, 750u);
   EXPECT_EQ(ids(but), (std::vector<std::uint64_t>{1499, 1497, 1495}));
 }
+
+INSTANTIATE_TEST_SUITE_P(OneByOneAndSideBySide, IndexDeferredPhrase, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "SideBySide" : "OneByOne"; });
 
 }  // namespace
 }  // namespace mailark::indexer

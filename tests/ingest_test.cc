@@ -13,6 +13,7 @@
 #include "engine/bounded_queue.h"
 #include "engine/engine.h"
 #include "engine/index_fields.h"
+#include "indexer/schema.h"
 #include "tests/test_util.h"
 
 namespace mailark {
@@ -250,6 +251,58 @@ TEST(Ingest, FullQueueRefusesInsteadOfBlocking) {
 
 // Xapian commits by itself every so many documents, so a crash can leave documents past a shard's
 // watermark. The next open must succeed, and the index must hold each message once.
+// The documents indexed before the index chose its pair words are built again with them right after
+// the commit that chose them (Ingest's commit_shard, pair_unpaired_documents), so a phrase of two pair
+// words, or of two words in a header, is answered from the index without reading the archive.
+TEST(Ingest, DocumentsIndexedBeforeThePairWordsGetTheirPairTerms) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  const int total = static_cast<int>(indexer::schema::kPairTrainDocs) + 300;
+  {
+    IngestOptions o = server_options(out);
+    o.index_commit_every = 256;
+    Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+    for (int i = 0; i < total; ++i) {
+      IngestItem it = item("gas report " + std::to_string(i), out);
+      it.raw = test::make_message("gas report " + std::to_string(i), i % 2 ? "natural gas prices" : "gas natural world");
+      in.submit(std::move(it));
+    }
+    wait_until([&] { return out.count(IngestOutcome::kArchived) == total; });
+    ASSERT_EQ(out.count(IngestOutcome::kArchived), total);
+    ASSERT_TRUE(in.finish().ok());
+  }
+  auto& writer = *e->index_writer().value();
+  ASSERT_TRUE(writer.pair_words() && writer.pair_words()->has("natural") && writer.pair_words()->has("gas"));
+  for (unsigned s = 0; s < writer.shard_count(); ++s) EXPECT_FALSE(writer.has_unpaired(s)) << "shard " << s;
+  // Every check the search would make is counted.
+  struct Counting : indexer::FieldSource {
+    explicit Counting(const Archive& a) : inner(a, Limits{}) {}
+    std::optional<indexer::IndexFields> load(std::uint64_t id) override {
+      ++loads;
+      return inner.load(id);
+    }
+    std::optional<indexer::IndexFields> load_headers(std::uint64_t id) override {
+      ++loads;
+      return inner.load_headers(id);
+    }
+    ArchiveFieldSource inner;
+    int loads = 0;
+  } source(e->archive());
+  auto reader = indexer::IndexReader::open(dir / "index");
+  ASSERT_TRUE(reader.ok());
+  indexer::SearchOptions exact{0, 5};
+  exact.exact_total = true;
+  for (const auto& [q, want] : std::vector<std::pair<std::string, int>>{
+           {"\"natural gas\"", total / 2}, {"\"gas natural\"", total / 2}, {"subject:\"gas report\"", total}}) {
+    auto res = (*reader)->search(q, exact, &source);
+    ASSERT_TRUE(res.ok()) << q;
+    EXPECT_EQ(res->total, static_cast<std::uint64_t>(want)) << q;
+    EXPECT_TRUE(res->total_exact) << q;
+  }
+  EXPECT_EQ(source.loads, 0) << "answered from pair terms alone, the oldest documents included";
+}
+
 TEST(Index, DocumentsCommittedPastTheWatermarkAreKept) {
   test::ScratchDir dir;
   std::vector<std::string> raws;

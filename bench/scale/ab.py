@@ -6,8 +6,15 @@
   startup: whole-command medians of short commands on each build's own folder (made by `import`
            first), with `notmuch --version` beside them.
 
+  search:  every query of bench/scale/run.py's set, whole command, on one data folder given with --data
+           (a folder both builds read), one run of each build (and of `notmuch search --limit=20`
+           with --notmuch-config) in turn per round, so that the machine's noise falls on all alike;
+           the medians and the ratios.
+
   python3 bench/scale/ab.py --old /tmp/old/build/mailark --new build/mailark import --messages 306642 --rounds 2
   python3 bench/scale/ab.py --old /tmp/old/build/mailark --new build/mailark startup
+  python3 bench/scale/ab.py --old /tmp/old/build/mailark --new build/mailark search \
+      --data /tmp/mailark-scale-306k/data-306642 --notmuch-config /tmp/mailark-scale-306k/notmuch-306642.config
 
 --messages 0 (the default) imports the 21,903 Enron messages of ../shared/corpus as they are; more are
 generated from them as bench/scale/run.py does (with new Message-IDs)."""
@@ -71,9 +78,44 @@ def startup(args, bins):
             print(f"notmuch --version={whole_ms(['notmuch', '--version'], args.runs):.2f}", flush=True)
 
 
+def one_ms(cmd, env=None):
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, env=env)
+    if p.returncode != 0:
+        sys.exit(f"{cmd}: {p.stderr.decode(errors='replace')[-500:]}")
+    return (time.perf_counter() - t) * 1000
+
+
+def searches(args, bins):
+    if not args.data:
+        sys.exit("search: --data FOLDER is required")
+    cmds = {}
+    for _kind, q, nq in run.QUERIES:
+        for name, binary in bins.items():
+            cmds[(name, q)] = ([binary, "--data", args.data, "search", "--json", "--limit", "20", q], None)
+        if args.notmuch_config:
+            cmds[("notmuch", q)] = (["notmuch", "search", "--limit=20", nq],
+                                    dict(os.environ, NOTMUCH_CONFIG=args.notmuch_config))
+    names = list(bins) + (["notmuch"] if args.notmuch_config else [])
+    times = {k: [] for k in cmds}
+    for r in range(args.runs):
+        for _kind, q, _nq in run.QUERIES:
+            for name in (names if r % 2 == 0 else list(reversed(names))):
+                cmd, env = cmds[(name, q)]
+                times[(name, q)].append(one_ms(cmd, env))
+    print("whole command, median ms over", args.runs, "runs each, in alternation")
+    print(f"{'query':34}" + "".join(f"{n:>10}" for n in names) + "   new/old" + ("  new/notmuch" if args.notmuch_config else ""))
+    for _kind, q, _nq in run.QUERIES:
+        med = {n: statistics.median(times[(n, q)]) for n in names}
+        line = f"{q:34}" + "".join(f"{med[n]:10.2f}" for n in names) + f"{med['new'] / med['old']:10.2f}"
+        if args.notmuch_config:
+            line += f"{med['new'] / med['notmuch']:13.2f}"
+        print(line, flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["import", "startup"])
+    ap.add_argument("mode", choices=["import", "startup", "search"])
     ap.add_argument("--old", required=True, help="the build to compare against")
     ap.add_argument("--new", default=os.path.join(ROOT, "build", "mailark"))
     ap.add_argument("--messages", type=int, default=0)
@@ -81,10 +123,12 @@ def main():
     ap.add_argument("--runs", type=int, default=40, help="startup: runs of each command for its median")
     ap.add_argument("--work", default="/tmp/mailark-ab")
     ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpus"))
+    ap.add_argument("--data", help="search: the data folder both builds search")
+    ap.add_argument("--notmuch-config", help="search: also run notmuch on its database of the same messages")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     bins = {"old": args.old, "new": args.new}
-    (imports if args.mode == "import" else startup)(args, bins)
+    {"import": imports, "startup": startup, "search": searches}[args.mode](args, bins)
 
 
 if __name__ == "__main__":
