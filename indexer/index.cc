@@ -2262,7 +2262,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       Xapian::doccount candidates = 0, from = 0;
       bool complete = false;  // every candidate was checked
       // Each chunk runs the whole match again (sorting by date reads every candidate's date). The
-      // first counts the candidates; the next takes all the rest when they are few enough
+      // first counts the candidates; the next, if needed, takes all the rest when they are few enough
       // (kWalkAtOnce), so a walk that meets many candidates that do not hold ("power" and "crisis"
       // apart) runs it twice, and the estimate below needs no third run; past that, chunks grow
       // fourfold. `fetched` keeps the candidates met, in the results' order.

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/sha256.h"
+
 namespace mailark {
 namespace {
 
@@ -24,6 +26,22 @@ ArchiveRecord sample() {
   r.archived_at = 1700000001;
   r.prev_hash = sha256("previous");
   return r;
+}
+
+// SHA-256 (common/sha256.cc, OpenSSL's own implementation without its EVP start-up): the FIPS 180-2
+// examples, and the same digest whether fed at once or in pieces of every size.
+TEST(Sha256, KnownAnswersAndPiecesGiveTheSameDigest) {
+  EXPECT_EQ(to_hex(sha256("")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(to_hex(sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(to_hex(sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  const std::string million(1000000, 'a');
+  EXPECT_EQ(to_hex(sha256(million)), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  for (std::size_t piece : {1u, 63u, 64u, 65u, 4096u, 999999u}) {
+    Sha256 h;
+    for (std::size_t at = 0; at < million.size(); at += piece) h.update(std::string_view(million).substr(at, piece));
+    EXPECT_EQ(h.finish(), sha256(million)) << piece;
+  }
 }
 
 TEST(RecordFormat, EncodedRecordDecodesToTheSameFields) {
