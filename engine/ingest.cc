@@ -445,6 +445,19 @@ struct Ingest::Impl {
       auto added = archive.add_dictionary(*dict);
       (void)added;
     }
+    // The index's pair words from the same messages (their bodies, past the header block), before
+    // any document is built: then none is built without them, and none has to be built again
+    // (pair_unpaired_documents). A failure only leaves the index to choose them later itself.
+    if (!index.pair_words()) {
+      std::vector<std::string_view> texts;
+      for (const auto& s : samples) {
+        std::size_t body = s.find("\n\n");
+        if (std::size_t crlf = s.find("\r\n\r\n"); crlf < body) body = crlf;
+        texts.push_back(body == std::string::npos ? std::string_view() : std::string_view(s).substr(body));
+      }
+      if (auto adopted = index.adopt_pair_words(indexer::choose_pair_words(texts)); !adopted)
+        warn("index: " + adopted.error().to_string());
+    }
     release_held();
   }
 

@@ -729,10 +729,18 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
       for (auto it = sh.db->postlist_begin(""); it != sh.db->postlist_end(""); ++it) {
         const Xapian::docid local = *it;
         const std::uint64_t id = first + (local - 1) * n;
+        // Added in order (ids are dense: the common case, and cheaper than a replace).
+        const bool next = db.get_lastdocid() + 1 == local;
+        auto put_doc = [&](const Xapian::Document& d) {
+          if (next)
+            db.add_document(d);
+          else
+            db.replace_document(local, d);
+        };
         try {
-          db.replace_document(local, rebuild(id));
+          put_doc(rebuild(id));
         } catch (const Xapian::InvalidArgumentError& e) {
-          db.replace_document(local, build_unindexed_document(id, "the index refused it: " + e.get_msg()));
+          put_doc(build_unindexed_document(id, "the index refused it: " + e.get_msg()));
         }
         ++rebuilt;
       }
@@ -827,6 +835,66 @@ Status write_pair_words(const std::string& dir, const PairWords& pairs) {
 }
 
 }  // namespace
+
+std::shared_ptr<const PairWords> choose_pair_words(const std::vector<std::string_view>& texts) {
+  if (texts.size() < schema::kPairTrainDocs / 2) return nullptr;
+  std::unordered_map<std::string, std::uint32_t> df;
+  std::unordered_set<std::string> seen;
+  for (std::string_view text : texts) {
+    seen.clear();
+    std::size_t i = 0;
+    while (i < text.size()) {
+      auto word_byte = [&](std::size_t k) {
+        const auto c = static_cast<unsigned char>(text[k]);
+        return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+      };
+      if (!word_byte(i)) {
+        ++i;
+        continue;
+      }
+      // As TermGenerator: one apostrophe or ampersand between word characters joins them (don't).
+      std::size_t end = i;
+      while (end < text.size() &&
+             (word_byte(end) || ((text[end] == '\'' || text[end] == '&') && end + 1 < text.size() && word_byte(end + 1))))
+        ++end;
+      if (end - i <= 64) {
+        std::string w(text.substr(i, end - i));
+        for (char& c : w)
+          if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+        if (seen.insert(w).second) ++df[w];
+      }
+      i = end;
+    }
+  }
+  const std::uint64_t min_docs = std::max<std::uint64_t>(2, texts.size() * schema::kPairMinPerMille / 1000);
+  std::vector<std::pair<std::uint32_t, std::string>> freq;
+  for (auto& [w, n] : df)
+    if (n >= min_docs) freq.emplace_back(n, w);
+  std::sort(freq.begin(), freq.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  if (freq.size() > schema::kPairWords) freq.resize(schema::kPairWords);
+  auto pairs = std::make_shared<PairWords>();
+  for (const auto& [n, word] : freq) pairs->words.insert(word);
+  return pairs;
+}
+
+Result<bool> IndexWriter::adopt_pair_words(std::shared_ptr<const PairWords> pairs) {
+  if (!pairs) return false;
+  std::lock_guard<std::mutex> lock(pairs_mu_);
+  if (pairs_) return false;
+  try {
+    // Documents built with a list whose file is gone: as in train_pair_words, never another list.
+    Xapian::Database db;
+    for (const auto& sh : shards_) db.add_database(Xapian::Database(sh.path, Xapian::DB_BACKEND_GLASS));
+    if (db.get_termfreq(schema::kTermHasPairs) > 0) return false;
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "reading the index before choosing its pair words");
+  }
+  MAILARK_TRY(write_pair_words(dir_, *pairs));
+  pairs_ = std::move(pairs);
+  return true;
+}
 
 Status IndexWriter::train_pair_words() {
   std::lock_guard<std::mutex> lock(pairs_mu_);

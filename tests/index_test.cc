@@ -368,6 +368,60 @@ TEST(IndexPairs, PhrasesOfPairWordsAreExactAndOnlyOlderDocumentsAreChecked) {
 namespace mailark::indexer {
 namespace {
 
+// Pair words chosen from texts before any document is built (an import's first messages, held to
+// train the zstd dictionary): the words in at least 0.5% of the texts, most frequent first; adopted
+// by an index without any (never over a list it has); every document is then built with them from
+// the first, so none lacks pair terms and none is built again.
+TEST(IndexPairs, WordsChosenFromTextsBeforeAnyDocument) {
+  EXPECT_EQ(choose_pair_words(std::vector<std::string_view>(10, "natural gas")), nullptr) << "too few texts";
+  std::vector<std::string> texts;
+  for (std::uint64_t i = 0; i < schema::kPairTrainDocs; ++i)
+    texts.push_back("Natural gas, natural GAS! Don't stop" + std::string(i % 300 == 0 ? " rarely" : "") + " w" +
+                    std::to_string(i));
+  const std::vector<std::string_view> views(texts.begin(), texts.end());
+  const auto pairs = choose_pair_words(views);
+  ASSERT_TRUE(pairs);
+  for (const char* w : {"natural", "gas", "don't", "stop"}) EXPECT_TRUE(pairs->has(w)) << w;
+  EXPECT_FALSE(pairs->has("rarely")) << "in 7 of 2,000 texts: under 0.5%";
+  EXPECT_FALSE(pairs->has("w5"));
+  EXPECT_EQ(pairs->words.size(), 4u);
+
+  test::ScratchDir dir;
+  MapSource source;
+  const std::uint64_t total = 300;
+  {
+    auto w = IndexWriter::open(dir / "index", 2);
+    ASSERT_TRUE(w.ok());
+    auto adopted = (*w)->adopt_pair_words(pairs);
+    ASSERT_TRUE(adopted.ok());
+    EXPECT_TRUE(*adopted);
+    auto again = (*w)->adopt_pair_words(std::make_shared<PairWords>(PairWords{{"other"}}));
+    ASSERT_TRUE(again.ok());
+    EXPECT_FALSE(*again) << "an index keeps the list it has";
+    for (std::uint64_t id = 1; id <= total; ++id) {
+      IndexFields f = fields(id, "note", id % 2 ? "natural gas here" : "gas natural there", 978307200 + static_cast<std::int64_t>(id));
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
+    }
+    ASSERT_TRUE((*w)->commit(total).ok());
+    for (unsigned s = 0; s < (*w)->shard_count(); ++s) EXPECT_FALSE((*w)->has_unpaired(s)) << s;
+  }
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->pair_words() && (*w)->pair_words()->has("natural")) << "kept in index/pair-words";
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  SearchOptions exact{0, 5};
+  exact.exact_total = true;
+  auto res = (*r)->search("\"natural gas\"", exact, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, total / 2);
+  EXPECT_TRUE(res->total_exact);
+  EXPECT_EQ(source.loads, 0) << "answered from pair terms alone, the first documents included";
+}
+
 // The documents built before the pair words were chosen get their pair terms afterwards
 // (IndexWriter::pair_unpaired, which the engine calls after each commit): a phrase of two pair words,
 // or two words of a short field, then reads nothing from the archive, with the same answers; the

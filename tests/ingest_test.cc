@@ -303,6 +303,48 @@ TEST(Ingest, DocumentsIndexedBeforeThePairWordsGetTheirPairTerms) {
   EXPECT_EQ(source.loads, 0) << "answered from pair terms alone, the oldest documents included";
 }
 
+// An import chooses the index's pair words from the messages it holds back to train the zstd
+// dictionary, before any of them is indexed: no document is built without them, so no shard is
+// written again (the shards are the ones created at the start), and phrases of two pair words read
+// nothing from the archive.
+TEST(Ingest, AnImportChoosesPairWordsBeforeItIndexes) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  auto& writer = *e->index_writer().value();
+  std::vector<std::string> uuids;
+  for (unsigned s = 0; s < writer.shard_count(); ++s)
+    uuids.push_back(Xapian::Database(dir / ("index/shard" + std::to_string(s))).get_uuid());
+  Outcomes out;
+  const int total = static_cast<int>(indexer::schema::kPairTrainDocs) + 300;
+  {
+    IngestOptions o = server_options(out);
+    o.train_after = indexer::schema::kPairTrainDocs;  // as an import: the first messages held back
+    Ingest in(e->archive(), writer, nullptr, e->options().limits, o, nullptr);
+    for (int i = 0; i < total; ++i) {
+      IngestItem it = item("gas report " + std::to_string(i), out);
+      it.raw = test::make_message("gas report " + std::to_string(i), i % 2 ? "natural gas prices" : "gas natural world");
+      in.submit(std::move(it));
+    }
+    ASSERT_TRUE(in.finish().ok());
+  }
+  ASSERT_EQ(out.count(IngestOutcome::kArchived), total);
+  ASSERT_TRUE(writer.pair_words() && writer.pair_words()->has("natural") && writer.pair_words()->has("gas"));
+  for (unsigned s = 0; s < writer.shard_count(); ++s) {
+    EXPECT_FALSE(writer.has_unpaired(s)) << "shard " << s;
+    EXPECT_EQ(Xapian::Database(dir / ("index/shard" + std::to_string(s))).get_uuid(), uuids[s])
+        << "shard " << s << " was never written again";
+  }
+  ArchiveFieldSource source(e->archive(), Limits{});
+  auto reader = indexer::IndexReader::open(dir / "index");
+  ASSERT_TRUE(reader.ok());
+  indexer::SearchOptions exact{0, 5};
+  exact.exact_total = true;
+  auto res = (*reader)->search("\"natural gas\"", exact, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, static_cast<std::uint64_t>(total / 2));
+  EXPECT_TRUE(res->total_exact);
+}
+
 TEST(Index, DocumentsCommittedPastTheWatermarkAreKept) {
   test::ScratchDir dir;
   std::vector<std::string> raws;
