@@ -696,16 +696,21 @@ void IndexWriter::put(Shard& sh, Xapian::docid local, std::uint64_t id, const Xa
   }
 }
 
+bool IndexWriter::has_unpaired(unsigned shard) const {
+  const Shard& sh = shards_[shard];
+  if (!sh.db || !sh.unpaired_to || *sh.unpaired_to == 0) return false;
+  try {
+    return sh.db->get_doccount() <= kPairRebuildMaxDocs;
+  } catch (const Xapian::Error&) {
+    return false;  // the next commit reports what is wrong with the shard
+  }
+}
+
 Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
                                                const std::function<Xapian::Document(std::uint64_t id)>& rebuild) {
   namespace fs = std::filesystem;
   Shard& sh = shards_[shard];
   if (!has_unpaired(shard) || !pair_words()) return std::size_t{0};
-  try {
-    if (sh.db->get_doccount() > kPairRebuildMaxDocs) return std::size_t{0};
-  } catch (const Xapian::Error& e) {
-    return xapian_error(e, "counting the documents of " + sh.path);
-  }
   const auto n = static_cast<std::uint64_t>(shards_.size());
   // The shard's first id in its segment is its document 1; each next document is n ids on.
   std::uint64_t first = sh.segment;

@@ -160,11 +160,9 @@ class IndexWriter {
   // document built with another list; documents are then built with them from the first (none to
   // build again). Returns whether it did. Errors: writing the file.
   Result<bool> adopt_pair_words(std::shared_ptr<const PairWords> pairs);
-  // Does the shard's open segment hold documents without pair terms (pair_unpaired has work)?
-  bool has_unpaired(unsigned shard) const {
-    const Shard& sh = shards_[shard];
-    return sh.db && sh.unpaired_to && *sh.unpaired_to > 0;
-  }
+  // Does the shard's open segment hold documents without pair terms that pair_unpaired would build
+  // again (at most kPairRebuildMaxDocs documents in the shard)?
+  bool has_unpaired(unsigned shard) const;
 
  private:
   // Trains the pair words from the committed index's document frequencies, once it is big enough.
