@@ -40,9 +40,13 @@ Digest Sha256::finish() {
 }
 
 Digest sha256(std::string_view bytes) {
-  Sha256 h;
-  h.update(bytes);
-  return h.finish();
+  // On the stack: every archived and every read message is hashed once.
+  SHA256_CTX ctx;
+  Digest d{};
+  check(SHA256_Init(&ctx));
+  check(SHA256_Update(&ctx, bytes.data(), bytes.size()));
+  check(SHA256_Final(d.data(), &ctx));
+  return d;
 }
 
 std::string to_hex(std::span<const std::uint8_t> bytes) {

@@ -45,17 +45,20 @@ Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const Arch
   return indexer::build_document(index_fields(msg, record), pairs);
 }
 
+Xapian::Document document_for_id(const ArchiveSnapshot& snapshot, std::uint64_t id, const Limits& limits,
+                                 const indexer::PairWords* pairs) {
+  auto rec = snapshot.record(id);
+  if (!rec) return indexer::build_unindexed_document(id, rec.error().context);
+  return document_for_record(snapshot, *rec, limits, pairs);
+}
+
 Status pair_unpaired_documents(const Archive& archive, indexer::IndexWriter& index, unsigned shard,
                                const Limits& limits) {
   const auto pairs = index.pair_words();
   if (!pairs || !index.has_unpaired(shard)) return ok_status();
   MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
-  auto replaced = index.pair_unpaired(shard, [&](std::uint64_t id) {
-    auto rec = snap->record(id);
-    // As when it was first indexed: a record that does not decode keeps a placeholder.
-    if (!rec) return indexer::build_unindexed_document(id, rec.error().context);
-    return document_for_record(*snap, *rec, limits, pairs.get());
-  });
+  auto replaced = index.pair_unpaired(
+      shard, [&](std::uint64_t id) { return document_for_id(*snap, id, limits, pairs.get()); });
   if (!replaced) return replaced.error();
   return ok_status();
 }

@@ -22,6 +22,11 @@ indexer::IndexFields index_fields(const ParsedMessage& message, const ArchiveRec
 Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const ArchiveRecord& record,
                                      const Limits& limits, const indexer::PairWords* pairs);
 
+// The index document of archive record `id`, read in `snapshot`: document_for_record, or a
+// placeholder saying why when the record does not decode.
+Xapian::Document document_for_id(const ArchiveSnapshot& snapshot, std::uint64_t id, const Limits& limits,
+                                 const indexer::PairWords* pairs);
+
 // Gives the documents of one shard that were built before the index chose its pair words their pair
 // terms, each built again from the archive (IndexWriter::pair_unpaired): once per index, after the
 // commit that chose the words, so that a phrase of two pair words never reads the archive. Nothing

@@ -316,12 +316,8 @@ struct Ingest::Impl {
     while (from <= to && index.shard_of(from) != shard) ++from;
     if (from <= to) {
       MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
-      for (std::uint64_t seq = from; seq <= to; seq += n) {
-        auto rec = snap->record(seq);
-        Xapian::Document doc = rec ? document_for_record(*snap, *rec, limits, index.pair_words().get())
-                                   : indexer::build_unindexed_document(seq, rec.error().context);
-        MAILARK_TRY(index.add(seq, doc));
-      }
+      for (std::uint64_t seq = from; seq <= to; seq += n)
+        MAILARK_TRY(index.add(seq, document_for_id(*snap, seq, limits, index.pair_words().get())));
     }
     return index.commit_shard(shard, to);
   }
@@ -330,9 +326,7 @@ struct Ingest::Impl {
   Xapian::Document rebuild(std::uint64_t seq) {
     auto snap = archive.snapshot();
     if (!snap) return indexer::build_unindexed_document(seq, snap.error().context);
-    auto rec = (*snap)->record(seq);
-    if (!rec) return indexer::build_unindexed_document(seq, rec.error().context);
-    return document_for_record(**snap, *rec, limits, index.pair_words().get());
+    return document_for_id(**snap, seq, limits, index.pair_words().get());
   }
 
   // Commits the shard; after the commit that chose the index's pair words, its documents built

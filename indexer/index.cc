@@ -671,28 +671,28 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
       sh.unpaired_to = local;
       sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
     }
-    put(sh, local, id, doc);
+    put(*sh.db, local, id, doc);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
   }
   return ok_status();
 }
 
-void IndexWriter::put(Shard& sh, Xapian::docid local, std::uint64_t id, const Xapian::Document& doc) {
+void IndexWriter::put(Xapian::WritableDatabase& db, Xapian::docid local, std::uint64_t id,
+                      const Xapian::Document& doc) {
   // Appending in order is the common case and avoids a lookup of the document id.
-  const bool next = sh.db->get_lastdocid() + 1 == local;
-  try {
+  const bool next = db.get_lastdocid() + 1 == local;
+  auto write = [&](const Xapian::Document& d) {
     if (next)
-      sh.db->add_document(doc);
+      db.add_document(d);
     else
-      sh.db->replace_document(local, doc);
+      db.replace_document(local, d);
+  };
+  try {
+    write(doc);
   } catch (const Xapian::InvalidArgumentError& e) {
     // This document, not the database: keep the id with a placeholder that says why.
-    Xapian::Document placeholder = build_unindexed_document(id, "the index refused it: " + e.get_msg());
-    if (next)
-      sh.db->add_document(placeholder);
-    else
-      sh.db->replace_document(local, placeholder);
+    write(build_unindexed_document(id, "the index refused it: " + e.get_msg()));
   }
 }
 
@@ -734,19 +734,7 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
       for (auto it = sh.db->postlist_begin(""); it != sh.db->postlist_end(""); ++it) {
         const Xapian::docid local = *it;
         const std::uint64_t id = first + (local - 1) * n;
-        // Added in order (ids are dense: the common case, and cheaper than a replace).
-        const bool next = db.get_lastdocid() + 1 == local;
-        auto put_doc = [&](const Xapian::Document& d) {
-          if (next)
-            db.add_document(d);
-          else
-            db.replace_document(local, d);
-        };
-        try {
-          put_doc(rebuild(id));
-        } catch (const Xapian::InvalidArgumentError& e) {
-          put_doc(build_unindexed_document(id, "the index refused it: " + e.get_msg()));
-        }
+        put(db, local, id, rebuild(id));
         ++rebuilt;
       }
       db.commit();
@@ -809,19 +797,8 @@ std::shared_ptr<const PairWords> IndexWriter::pair_words() const {
 
 namespace {
 
-// The pair words of an index: its kPairWords most frequent unprefixed terms in at least
-// kPairMinPerMille of its documents; null when it has fewer than kPairTrainDocs documents.
-std::shared_ptr<const PairWords> choose_pair_words(const Xapian::Database& db) {
-  const std::uint64_t docs = db.get_doccount();
-  if (docs < schema::kPairTrainDocs) return nullptr;
-  const std::uint64_t min_docs = std::max<std::uint64_t>(2, docs * schema::kPairMinPerMille / 1000);
-  std::vector<std::pair<Xapian::doccount, std::string>> freq;
-  // Unprefixed terms are the words of the free text; every prefix starts with an upper-case letter.
-  for (auto t = db.allterms_begin(); t != db.allterms_end(); ++t) {
-    const std::string term = *t;
-    if (term.empty() || (term[0] >= 'A' && term[0] <= 'Z')) continue;
-    if (t.get_termfreq() >= min_docs) freq.emplace_back(t.get_termfreq(), term);
-  }
+// The pair words out of (document frequency, word) counts: the kPairWords most frequent, ties by word.
+std::shared_ptr<const PairWords> most_frequent(std::vector<std::pair<std::uint64_t, std::string>> freq) {
   std::sort(freq.begin(), freq.end(), [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   });
@@ -829,6 +806,22 @@ std::shared_ptr<const PairWords> choose_pair_words(const Xapian::Database& db) {
   auto pairs = std::make_shared<PairWords>();
   for (const auto& [n, word] : freq) pairs->words.insert(word);
   return pairs;
+}
+
+// The pair words of an index: its kPairWords most frequent unprefixed terms in at least
+// kPairMinPerMille of its documents; null when it has fewer than kPairTrainDocs documents.
+std::shared_ptr<const PairWords> choose_pair_words(const Xapian::Database& db) {
+  const std::uint64_t docs = db.get_doccount();
+  if (docs < schema::kPairTrainDocs) return nullptr;
+  const std::uint64_t min_docs = std::max<std::uint64_t>(2, docs * schema::kPairMinPerMille / 1000);
+  std::vector<std::pair<std::uint64_t, std::string>> freq;
+  // Unprefixed terms are the words of the free text; every prefix starts with an upper-case letter.
+  for (auto t = db.allterms_begin(); t != db.allterms_end(); ++t) {
+    const std::string term = *t;
+    if (term.empty() || (term[0] >= 'A' && term[0] <= 'Z')) continue;
+    if (t.get_termfreq() >= min_docs) freq.emplace_back(t.get_termfreq(), term);
+  }
+  return most_frequent(std::move(freq));
 }
 
 Status write_pair_words(const std::string& dir, const PairWords& pairs) {
@@ -872,16 +865,10 @@ std::shared_ptr<const PairWords> choose_pair_words(const std::vector<std::string
     }
   }
   const std::uint64_t min_docs = std::max<std::uint64_t>(2, texts.size() * schema::kPairMinPerMille / 1000);
-  std::vector<std::pair<std::uint32_t, std::string>> freq;
+  std::vector<std::pair<std::uint64_t, std::string>> freq;
   for (auto& [w, n] : df)
     if (n >= min_docs) freq.emplace_back(n, w);
-  std::sort(freq.begin(), freq.end(), [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  });
-  if (freq.size() > schema::kPairWords) freq.resize(schema::kPairWords);
-  auto pairs = std::make_shared<PairWords>();
-  for (const auto& [n, word] : freq) pairs->words.insert(word);
-  return pairs;
+  return most_frequent(std::move(freq));
 }
 
 Result<bool> IndexWriter::adopt_pair_words(std::shared_ptr<const PairWords> pairs) {

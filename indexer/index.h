@@ -181,9 +181,9 @@ class IndexWriter {
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
   Status open_shard(Shard& sh, std::uint64_t segment);
-  // Puts `doc` at the shard's document `local` (added when it is next, else replaced); a document
-  // Xapian refuses becomes a placeholder that says why.
-  void put(Shard& sh, Xapian::docid local, std::uint64_t id, const Xapian::Document& doc);
+  // Puts `doc` (archive id `id`) at document `local` of `db` (added when it is next, else replaced);
+  // a document Xapian refuses becomes a placeholder that says why.
+  static void put(Xapian::WritableDatabase& db, Xapian::docid local, std::uint64_t id, const Xapian::Document& doc);
   std::string shard_path(std::uint64_t segment, unsigned shard) const;
   std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -54,6 +55,32 @@ class MapSource : public FieldSource {
     return f;
   }
 };
+
+// Adds documents 1..total (their fields from `make`, kept in `source` for phrase checks) as an
+// import does: each built with the index's pair words as they stand, a commit every
+// kPairTrainCommitEvery (where the index chooses them) and at the end.
+void add_committing(IndexWriter& w, MapSource& source, std::uint64_t total,
+                    const std::function<IndexFields(std::uint64_t)>& make) {
+  for (std::uint64_t id = 1; id <= total; ++id) {
+    IndexFields f = make(id);
+    source.docs[id] = f;
+    ASSERT_TRUE(w.add(id, build_document(f, w.pair_words().get())).ok());
+    if (id % kPairTrainCommitEvery == 0) {
+      ASSERT_TRUE(w.commit(id).ok());
+    }
+  }
+  ASSERT_TRUE(w.commit(total).ok());
+}
+
+// The exact total of `q` (every candidate left by the filters checked).
+std::uint64_t exact_total(IndexReader& r, MapSource& source, const std::string& q) {
+  SearchOptions exact{0, 5};
+  exact.exact_total = true;
+  auto res = r.search(q, exact, &source);
+  EXPECT_TRUE(res.ok()) << q;
+  EXPECT_TRUE(res.ok() && res->total_exact) << q;
+  return res.ok() ? res->total : 0;
+}
 
 class IndexTest : public ::testing::Test {
  protected:
@@ -323,15 +350,7 @@ TEST(IndexPairs, PhrasesOfPairWordsAreExactAndOnlyOlderDocumentsAreChecked) {
   }
   auto r = IndexReader::open(dir / "index");
   ASSERT_TRUE(r.ok());
-  // Exact totals: every candidate left by the filters checked.
-  auto count = [&](const std::string& q) -> std::uint64_t {
-    SearchOptions exact{0, 5};
-    exact.exact_total = true;
-    auto res = (*r)->search(q, exact, &source);
-    EXPECT_TRUE(res.ok()) << q;
-    EXPECT_TRUE(res.ok() && res->total_exact) << q;
-    return res.ok() ? res->total : 0;
-  };
+  auto count = [&](const std::string& q) { return exact_total(**r, source, q); };
   int loads_before = source.loads;
   EXPECT_EQ(count("\"natural gas\""), total / 2);  // bodies 0 and 3
   // Only documents built before the pair words were read from the archive and checked, and of those
@@ -413,12 +432,7 @@ TEST(IndexPairs, WordsChosenFromTextsBeforeAnyDocument) {
   }
   auto r = IndexReader::open(dir / "index");
   ASSERT_TRUE(r.ok());
-  SearchOptions exact{0, 5};
-  exact.exact_total = true;
-  auto res = (*r)->search("\"natural gas\"", exact, &source);
-  ASSERT_TRUE(res.ok());
-  EXPECT_EQ(res->total, total / 2);
-  EXPECT_TRUE(res->total_exact);
+  EXPECT_EQ(exact_total(**r, source, "\"natural gas\""), total / 2);
   EXPECT_EQ(source.loads, 0) << "answered from pair terms alone, the first documents included";
 }
 
@@ -435,16 +449,10 @@ TEST(IndexPairs, DocumentsBuiltBeforeThePairWordsGetThemLater) {
   {
     auto w = IndexWriter::open(dir / "index", 2);
     ASSERT_TRUE(w.ok());
-    for (std::uint64_t id = 1; id <= total; ++id) {
-      IndexFields f = fields(id, "gas prices today", bodies[id % 4], 978307200 + static_cast<std::int64_t>(id),
-                             {id % 3 ? "Kenneth Lay" : "Lay Kenneth", "someone@example.com"});
-      source.docs[id] = f;
-      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
-      if (id % kPairTrainCommitEvery == 0) {
-        ASSERT_TRUE((*w)->commit(id).ok());
-      }
-    }
-    ASSERT_TRUE((*w)->commit(total).ok());
+    ASSERT_NO_FATAL_FAILURE(add_committing(**w, source, total, [&](std::uint64_t id) {
+      return fields(id, "gas prices today", bodies[id % 4], 978307200 + static_cast<std::int64_t>(id),
+                    {id % 3 ? "Kenneth Lay" : "Lay Kenneth", "someone@example.com"});
+    }));
     const auto pairs = (*w)->pair_words();
     ASSERT_TRUE(pairs && pairs->has("natural") && pairs->has("gas"));
     std::size_t replaced = 0;
@@ -474,14 +482,7 @@ TEST(IndexPairs, DocumentsBuiltBeforeThePairWordsGetThemLater) {
   }
   auto r = IndexReader::open(dir / "index");
   ASSERT_TRUE(r.ok());
-  auto count = [&](const std::string& q) -> std::uint64_t {
-    SearchOptions exact{0, 5};
-    exact.exact_total = true;
-    auto res = (*r)->search(q, exact, &source);
-    EXPECT_TRUE(res.ok()) << q;
-    EXPECT_TRUE(res.ok() && res->total_exact) << q;
-    return res.ok() ? res->total : 0;
-  };
+  auto count = [&](const std::string& q) { return exact_total(**r, source, q); };
   const int loads_before = source.loads;
   EXPECT_EQ(count("\"natural gas\""), total / 2);
   EXPECT_EQ(count("\"gas natural\""), total / 4);
@@ -592,15 +593,9 @@ TEST(IndexPairs, LostPairWordsAreNeverReplaced) {
   {
     auto w = IndexWriter::open(dir / "index");
     ASSERT_TRUE(w.ok());
-    for (std::uint64_t id = 1; id <= total; ++id) {
-      IndexFields f = fields(id, "note", id % 2 ? "natural gas" : "gas natural", 978307200 + static_cast<std::int64_t>(id));
-      source.docs[id] = f;
-      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
-      if (id % kPairTrainCommitEvery == 0) {
-        ASSERT_TRUE((*w)->commit(id).ok());
-      }
-    }
-    ASSERT_TRUE((*w)->commit(total).ok());
+    ASSERT_NO_FATAL_FAILURE(add_committing(**w, source, total, [](std::uint64_t id) {
+      return fields(id, "note", id % 2 ? "natural gas" : "gas natural", 978307200 + static_cast<std::int64_t>(id));
+    }));
     ASSERT_NE((*w)->pair_words(), nullptr);
   }
   std::filesystem::remove((dir / "index") + "/" + schema::kPairWordsFile);
@@ -855,14 +850,10 @@ TEST(IndexPairs, UnpairedDocumentsAreRecordedAndFoundInOlderShards) {
   {
     auto w = IndexWriter::open(index);
     ASSERT_TRUE(w.ok());
-    for (std::uint64_t id = 1; id <= total; ++id) {
-      IndexFields f = fields(id, "gas prices", id % 2 ? "natural gas prices" : "gas natural",
-                             978307200 + static_cast<std::int64_t>(id));
-      source.docs[id] = f;
-      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
-      if (id % kPairTrainCommitEvery == 0) ASSERT_TRUE((*w)->commit(id).ok());
-    }
-    ASSERT_TRUE((*w)->commit(total).ok());
+    ASSERT_NO_FATAL_FAILURE(add_committing(**w, source, total, [](std::uint64_t id) {
+      return fields(id, "gas prices", id % 2 ? "natural gas prices" : "gas natural",
+                    978307200 + static_cast<std::int64_t>(id));
+    }));
   }
   const std::vector<std::uint64_t> want = {total / 2, total / 2, total / 2};
   EXPECT_EQ(counts(), want);
