@@ -145,6 +145,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                       "probe_timeout", "imap_check", "imap_user", "imap_password", "imap_tls", "sent_copy_imap",
                       "sent_copy_user", "sent_copy_password", "sent_copy_folder", "sent_copy_tls"}},
       {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
+      {"checkpoints", {"publish", "every", "timeout"}},
       {"admin", {"listen", "token_file", "public_url", "tls"}},
       {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
       {"web", {"listen", "tls", "session_idle_minutes", "session_max_hours", "connections", "connections_per_ip",
@@ -482,6 +483,17 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
       c.alerts.retry.push_back(static_cast<unsigned>(n));
     }
   }
+  // [checkpoints]
+  auto K = t["checkpoints"];
+  strings(K["publish"], "checkpoints.publish", c.checkpoints.publish);
+  for (const auto& target : c.checkpoints.publish) {
+    const bool file = target.rfind("file:/", 0) == 0, command = target.rfind("command:", 0) == 0 && target.size() > 8,
+               web = target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0;
+    if (!file && !command && !web)
+      return bad("checkpoints.publish", "\"" + target + "\" is not file:/ABSOLUTE/DIR, command:CMD or an http(s) URL");
+  }
+  num(K["every"], "checkpoints.every", c.checkpoints.every, 1, 7 * 86400);
+  num(K["timeout"], "checkpoints.timeout", c.checkpoints.timeout, 1, 600);
   // [admin]: a file without the table has no admin listener; the embedded default has one.
   str(t["admin"]["listen"], "admin.listen", c.admin.listen);
   str(t["admin"]["token_file"], "admin.token_file", c.admin.token_file);

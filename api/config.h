@@ -106,6 +106,15 @@ struct AlertConfig {
   std::vector<unsigned> retry = {10, 60, 300};  // seconds between attempts of a failing target
 };
 
+// Where signed checkpoints of the archive go (docs/CONFIG.md, [checkpoints]; api/checkpoints.h).
+struct CheckpointsConfig {
+  // "file:/dir" (a file per checkpoint), "command:CMD" (the checkpoint on its stdin), "http(s)://..."
+  // (a POST of the checkpoint as text/plain). Empty: none published (`mailark checkpoint` still signs).
+  std::vector<std::string> publish;
+  unsigned every = 3600;  // seconds between checkpoints while the archive grows
+  unsigned timeout = 10;  // seconds per target and attempt
+};
+
 // The HTTP admin listener (docs/CONFIG.md, [admin]): continuity status, start, stop, the panic button.
 struct AdminConfig {
   std::string listen;      // "127.0.0.1:8025"; empty: off (the embedded default turns it on)
@@ -176,6 +185,7 @@ struct ServeConfig {
   DeliveryConfig delivery;
   ContinuityConfig continuity;
   AlertConfig alerts;
+  CheckpointsConfig checkpoints;
   AdminConfig admin;
   WebConfig web;
 };

@@ -3,6 +3,7 @@
 #include "engine/archive.h"
 
 #include <lmdb.h>
+#include <openssl/rand.h>
 #include <sys/mman.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -28,9 +29,11 @@ namespace {
 // direction "probe"; 4 = time segments (meta "segments", written when a second segment begins); 5 = a
 // store file per segment (segments table version 2; the segments an older archive has keep their
 // records in the main environment, and the next segment it begins gets a store). This build reads 1
-// to 5 and migrates older ones to 5 on a writable open (from 2, the due index is built from the queue
-// in the migrating transaction; from 3 and 4, only the marker changes).
-constexpr std::uint32_t kFormatVersion = 5;
+// to 6 and migrates older ones to 6 on a writable open (from 2, the due index is built from the queue
+// in the migrating transaction; from 3 and 4, only the marker changes); 6 = the Merkle tree over the
+// records (table `merkle`) and the archive's id (meta "archive_id"): the migration makes the id in
+// the migrating transaction and builds the tree from the records right after (Archive::grow_tree).
+constexpr std::uint32_t kFormatVersion = 6;
 constexpr std::uint32_t kOldestFormat = 1;
 // Address space reserved for the map. LMDB grows the file only as pages are used; the reservation is
 // virtual. Raising it later is allowed (mdb_env_set_mapsize on open).
@@ -97,6 +100,9 @@ constexpr std::string_view kMetaActiveDict = "active_dict";
 constexpr std::string_view kMetaCounters = "counters";
 constexpr std::string_view kMetaSegments = "segments";
 constexpr std::string_view kMetaSegmentPolicy = "segment_policy";
+constexpr std::string_view kMetaArchiveId = "archive_id";
+// Records the tree grows by in one transaction when an older archive's tree is built.
+constexpr std::uint64_t kTreeBuildChunk = 65536;
 
 // meta "segment_policy": version 1, period (u8), max_records (varint).
 std::string encode_policy(const SegmentPolicy& p) {
@@ -223,6 +229,44 @@ std::string encode_head(const ChainHead& h) {
 
 
 // Key of the delivered table: SHA-256 over the Message-ID and the recipient, both in lower case.
+// The Merkle tree's table: record seq (u64 BE) -> the hashes of the subtrees that record completes,
+// level 0 (its leaf hash) first (docs/FORMAT.md "The Merkle tree"). The subtree of 2^level leaves
+// with index i ends at leaf (i + 1) << level, i.e. record seq (i + 1) << level.
+std::uint64_t tree_size_in(MDB_txn* txn, unsigned dbi) {
+  MDB_cursor* cur = nullptr;
+  if (mdb_cursor_open(txn, dbi, &cur)) return 0;
+  MDB_val k, v;
+  std::uint64_t size = 0;
+  if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) size = from_be64(view(k));
+  mdb_cursor_close(cur);
+  return size;
+}
+
+Result<Digest> tree_node_in(MDB_txn* txn, unsigned dbi, unsigned level, std::uint64_t index) {
+  if (level >= 64 || index >= (std::uint64_t{1} << (63 - level)))
+    return make_error(ErrorCode::kInvalidArgument, "no such subtree");
+  std::string key = be64((index + 1) << level);
+  MDB_val k = val(key), v;
+  int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return make_error(ErrorCode::kNotFound, "the Merkle tree has no subtree " + std::to_string(level) + "/" +
+                                                std::to_string(index));
+  if (rc) return lmdb_error("reading the Merkle tree", rc);
+  if (v.mv_size < (level + 1) * 32u || v.mv_size % 32 != 0)
+    return make_error(ErrorCode::kCorrupt, "the Merkle tree's entry for record " + std::to_string((index + 1) << level) +
+                                               " is damaged");
+  Digest d;
+  std::memcpy(d.data(), static_cast<const char*>(v.mv_data) + level * 32, 32);
+  return d;
+}
+
+std::string join_digests(const std::vector<Digest>& ds) {
+  std::string out;
+  out.reserve(ds.size() * 32);
+  for (const auto& d : ds) out.append(reinterpret_cast<const char*>(d.data()), d.size());
+  return out;
+}
+
 std::string delivered_key(std::string_view message_id, std::string_view rcpt) {
   Digest d = sha256("mailark-delivered-v1\n" + ascii_lower(message_id) + "\n" + ascii_lower(rcpt));
   return std::string(reinterpret_cast<const char*>(d.data()), d.size());
@@ -274,7 +318,8 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
                           {"rcpt_cache", &a->rcpt_cache_dbi_, &a->has_rcpt_cache_},
                           {"queue_due", &a->queue_due_dbi_, &a->has_queue_due_},
                           {"continuity", &a->continuity_dbi_, &a->has_continuity_},
-                          {"delivered", &a->delivered_dbi_, &a->has_delivered_}};
+                          {"delivered", &a->delivered_dbi_, &a->has_delivered_},
+                          {"merkle", &a->merkle_dbi_, &a->has_merkle_}};
   for (const auto& table : tables) {
     MDB_dbi dbi = 0;
     rc = mdb_dbi_open(t.txn, table.name, create, &dbi);
@@ -327,6 +372,14 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
       mdb_cursor_close(cur);
       if (walk != MDB_NOTFOUND) return lmdb_error("walking the queue", walk);
     }
+    if (format < 6 || rc == MDB_NOTFOUND) {
+      // The archive's id, made once (format 6): its checkpoints name it.
+      unsigned char id[16];
+      if (RAND_bytes(id, sizeof id) != 1) return make_error(ErrorCode::kInternal, "no random bytes for the archive id");
+      MDB_val ik = val(kMetaArchiveId), iv{sizeof id, id};
+      if (int irc = mdb_put(t.txn, a->meta_dbi_, &ik, &iv, MDB_NOOVERWRITE); irc && irc != MDB_KEYEXIST)
+        return lmdb_error("writing the archive id", irc);
+    }
     std::string fmt = be32(kFormatVersion);
     MDB_val fv = val(fmt);
     rc = mdb_put(t.txn, a->meta_dbi_, &k, &fv, 0);
@@ -339,6 +392,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   if (rc) return lmdb_error("mdb_txn_commit", rc);
   a->live_first_.store(a->segments().back().first);
   MAILARK_TRY(a->load_codec());
+  if (!read_only) MAILARK_TRY(a->grow_tree());
   return a;
 }
 
@@ -599,6 +653,20 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   outcomes.reserve(batch.size());
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
 
+  // The Merkle tree grows with the records, in the same transaction (grow_tree built it to the head
+  // when this archive was opened).
+  const std::uint64_t tree_size = tree_size_in(t.txn, merkle_dbi_);
+  if (tree_size != head.seq)
+    return make_error(ErrorCode::kCorrupt,
+                      "the archive's Merkle tree covers " + std::to_string(tree_size) + " records but the chain has " +
+                          std::to_string(head.seq),
+                      "run `mailark verify`; reopening the archive for writing rebuilds a tree that is behind");
+  MAILARK_ASSIGN_OR_RETURN(merkle::Frontier frontier,
+                           merkle::Frontier::of(tree_size, [&](unsigned level, std::uint64_t index) {
+                             return tree_node_in(t.txn, merkle_dbi_, level, index);
+                           }));
+  std::vector<Digest> completed;
+
   k = val(kMetaSegmentPolicy);
   const SegmentPolicy policy =
       decode_policy(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
@@ -768,6 +836,11 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     rc = mdb_put(to.txn, to.records, &rk, &rv, MDB_APPEND);
     live_store_bytes += key.size() + value.size();
     if (rc) return lmdb_error("appending record " + std::to_string(r.seq), rc);
+    frontier.push(merkle::leaf_hash(value), &completed);
+    std::string nodes = join_digests(completed);
+    MDB_val nv = val(nodes);
+    if ((rc = mdb_put(t.txn, merkle_dbi_, &rk, &nv, MDB_APPEND)))
+      return lmdb_error("adding record " + std::to_string(r.seq) + " to the Merkle tree", rc);
     if (item.queue) {
       QueueEntry q = *item.queue;
       q.seq = r.seq;
@@ -1168,6 +1241,81 @@ Status ArchiveSnapshot::scan(std::uint64_t from, const RecordFn& fn, const BadRe
   }
   if (error) return *error;
   return ok_status();
+}
+
+Result<std::string> ArchiveSnapshot::record_value(std::uint64_t seq) const {
+  if (seq == 0 || seq > head().seq) return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(seq));
+  MAILARK_ASSIGN_OR_RETURN(Place place, record_place(seq));
+  std::string key = be64(seq);
+  MDB_val k = val(key), v;
+  int rc = mdb_get(place.txn, place.dbi, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return make_error(ErrorCode::kCorrupt, "record " + std::to_string(seq) + " is missing from the archive",
+                      "run `mailark verify`");
+  if (rc) return lmdb_error("reading record " + std::to_string(seq), rc);
+  return std::string(view(v));
+}
+
+bool ArchiveSnapshot::has_tree() const { return archive_.has_merkle_; }
+
+std::uint64_t ArchiveSnapshot::tree_size() const {
+  return archive_.has_merkle_ ? tree_size_in(txn_, archive_.merkle_dbi_) : 0;
+}
+
+Result<Digest> ArchiveSnapshot::tree_node(unsigned level, std::uint64_t index) const {
+  if (!archive_.has_merkle_)
+    return make_error(ErrorCode::kUnsupported, "this archive has no Merkle tree yet (archive format " +
+                                                   std::to_string(archive_.format_) + ")",
+                      "any writing command (`mailark import`, `serve`) builds it");
+  return tree_node_in(txn_, archive_.merkle_dbi_, level, index);
+}
+
+merkle::NodeFn ArchiveSnapshot::tree_nodes() const {
+  return [this](unsigned level, std::uint64_t index) { return tree_node(level, index); };
+}
+
+std::string ArchiveSnapshot::archive_id() const {
+  MDB_val k = val(kMetaArchiveId), v;
+  if (mdb_get(txn_, archive_.meta_dbi_, &k, &v) != 0) return {};
+  return to_hex(std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(v.mv_data), v.mv_size));
+}
+
+std::string Archive::archive_id() const {
+  auto s = snapshot();
+  return s ? (*s)->archive_id() : std::string();
+}
+
+Status Archive::grow_tree() {
+  for (;;) {
+    std::uint64_t size = 0;
+    std::vector<std::pair<std::string, std::string>> rows;  // key, nodes
+    {
+      MAILARK_ASSIGN_OR_RETURN(auto snap, snapshot());
+      const std::uint64_t head = snap->head().seq;
+      size = snap->tree_size();
+      if (size > head)
+        return make_error(ErrorCode::kCorrupt, "the archive's Merkle tree covers " + std::to_string(size) +
+                                                   " records but the chain has only " + std::to_string(head),
+                          "run `mailark verify`");
+      if (size == head) return ok_status();
+      MAILARK_ASSIGN_OR_RETURN(merkle::Frontier frontier, merkle::Frontier::of(size, snap->tree_nodes()));
+      std::vector<Digest> completed;
+      const std::uint64_t end = std::min(head, size + kTreeBuildChunk);
+      for (std::uint64_t seq = size + 1; seq <= end; ++seq) {
+        MAILARK_ASSIGN_OR_RETURN(std::string value, snap->record_value(seq));
+        frontier.push(merkle::leaf_hash(value), &completed);
+        rows.emplace_back(be64(seq), join_digests(completed));
+      }
+    }
+    Txn t;
+    if (int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn)) return lmdb_error("mdb_txn_begin", rc);
+    if (tree_size_in(t.txn, merkle_dbi_) != size) continue;  // another process grew it meanwhile
+    for (auto& [key, nodes] : rows) {
+      MDB_val k = val(key), v = val(nodes);
+      if (int rc = mdb_put(t.txn, merkle_dbi_, &k, &v, MDB_APPEND)) return lmdb_error("building the Merkle tree", rc);
+    }
+    if (int rc = t.commit()) return lmdb_error("committing the Merkle tree", rc);
+  }
 }
 
 ChainHead Archive::head() const {

@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "common/limits.h"
+#include "common/merkle.h"
 #include "common/result.h"
 #include "engine/codec.h"
 #include "engine/quarantine.h"
@@ -201,6 +202,19 @@ class ArchiveSnapshot {
   using RecordFn = std::function<bool(const ArchiveRecord&, std::string_view value)>;
   using BadRecordFn = std::function<bool(std::uint64_t key, const Error&)>;
   Status scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& on_bad) const;
+  // A record's stored value, exactly as stored (not decoded): kNotFound past the head.
+  Result<std::string> record_value(std::uint64_t seq) const;
+
+  // The Merkle tree over the records (common/merkle.h; leaf i is record i + 1's stored value;
+  // docs/FORMAT.md "The Merkle tree"). tree_size() is how many records it covers: the head once a
+  // writable open has built it, 0 for an archive older than format 6 opened read-only (no tree).
+  std::uint64_t tree_size() const;
+  bool has_tree() const;
+  Result<Digest> tree_node(unsigned level, std::uint64_t index) const;
+  merkle::NodeFn tree_nodes() const;  // tree_node, bound to this snapshot (which must outlive it)
+  // The archive's identity (16 random bytes made with the tree, as 32 hex digits): the origin line
+  // of its checkpoints. Empty for an archive older than format 6 opened read-only.
+  std::string archive_id() const;
 
  private:
   friend class Archive;
@@ -267,6 +281,7 @@ class Archive {
   Result<std::uint64_t> seal_stores();
   bool store_sealed(std::uint64_t first) const;
   std::uint32_t format() const { return format_; }
+  std::string archive_id() const;
 
   // The delivery queue (table `queue`, same environment). Entries are created by append().
   Result<std::vector<QueueEntry>> queue_entries() const;
@@ -337,6 +352,10 @@ class Archive {
   friend class ArchiveSnapshot;
   Archive() = default;
   Status load_codec();
+  // Brings the Merkle tree up to the head: a writable open of an archive older than format 6 builds
+  // it from every record, 65,536 records a transaction (an interrupted build goes on at the next
+  // open). Errors: a record missing below the head (kCorrupt).
+  Status grow_tree();
 
   // A segment's store: its own LMDB environment with the tables records, blobs and meta.
   struct Store {
@@ -367,11 +386,12 @@ class Archive {
   Limits limits_;
   MDB_env* env_ = nullptr;
   unsigned records_dbi_ = 0, blobs_dbi_ = 0, dicts_dbi_ = 0, meta_dbi_ = 0, blob_index_dbi_ = 0, queue_dbi_ = 0,
-           quarantine_dbi_ = 0, rcpt_cache_dbi_ = 0, queue_due_dbi_ = 0, continuity_dbi_ = 0, delivered_dbi_ = 0;
+           quarantine_dbi_ = 0, rcpt_cache_dbi_ = 0, queue_due_dbi_ = 0, continuity_dbi_ = 0, delivered_dbi_ = 0,
+           merkle_dbi_ = 0;
   bool read_only_ = false;
   // Tables a read-only open of an older archive may lack: they read as empty.
   bool has_queue_ = true, has_quarantine_ = true, has_rcpt_cache_ = true, has_queue_due_ = true,
-       has_continuity_ = true, has_delivered_ = true;
+       has_continuity_ = true, has_delivered_ = true, has_merkle_ = true;
   std::uint32_t format_ = 0;
   static constexpr std::chrono::seconds kReleaseMappedEvery{5};
   std::chrono::steady_clock::time_point last_release_{};  // append()'s thread only

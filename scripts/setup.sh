@@ -13,7 +13,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
   dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync neomutt tmux slapd ldap-utils
-  chromium chromium-driver python3-selenium
+  chromium chromium-driver python3-selenium python3-cryptography
   # remote index segments (xapian-tcpsrv; tests/e2e/test_segments.py)
   xapian-tools
   # fuzzing (libFuzzer) and the sanitizer build

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,8 @@
 #include <thread>
 #include <lmdb.h>
 
+#include "engine/checkpoint.h"
+#include "engine/record.h"
 #include "engine/verify.h"
 #include "tests/test_util.h"
 
@@ -314,6 +317,205 @@ TEST(Verify, SwappedRecordsAreReported) {
   ASSERT_TRUE(rep.ok());
   EXPECT_FALSE(rep->intact);
   EXPECT_EQ(rep->first_bad, 3u) << rep->problem;
+}
+
+// The tree rebuilt from the records' stored values, as an outside verifier would.
+Digest root_from_records(const ArchiveSnapshot& s, std::uint64_t size) {
+  merkle::Frontier f;
+  for (std::uint64_t seq = 1; seq <= size; ++seq) {
+    auto v = s.record_value(seq);
+    EXPECT_TRUE(v) << seq;
+    if (!v) return {};
+    f.push(merkle::leaf_hash(*v));
+  }
+  return f.root();
+}
+
+TEST(Tree, TheMerkleTreeGrowsWithEveryAppendAndProvesEveryRecord) {
+  test::ScratchDir dir;
+  std::uint64_t total = 0;
+  int n = 0;
+  for (int batch : {1, 2, 5, 17, 1, 31}) {
+    auto a = open_archive(dir.path());  // reopened between batches: the tree goes on from the stored one
+    std::vector<std::string> raws;
+    for (int i = 0; i < batch; ++i) raws.push_back(test::make_message("tree " + std::to_string(n++), "body"));
+    append_all(*a, raws);
+    total += batch;
+    auto snap = a->snapshot();
+    ASSERT_TRUE(snap);
+    const ArchiveSnapshot& s = **snap;
+    ASSERT_EQ(s.tree_size(), total);
+    ASSERT_EQ(s.head().seq, total);
+    auto root = merkle::root(total, s.tree_nodes());
+    ASSERT_TRUE(root) << root.error().context;
+    EXPECT_EQ(*root, root_from_records(s, total)) << total;
+    for (std::uint64_t seq = 1; seq <= total; ++seq) {
+      auto proof = merkle::inclusion_proof(seq - 1, total, s.tree_nodes());
+      ASSERT_TRUE(proof);
+      EXPECT_TRUE(merkle::verify_inclusion(seq - 1, total, merkle::leaf_hash(*s.record_value(seq)), *proof, *root));
+    }
+    EXPECT_EQ(s.archive_id().size(), 32u);
+  }
+}
+
+TEST(Tree, AnArchiveWithoutATreeGetsOneWhenOpenedForWriting) {
+  test::ScratchDir dir;
+  Digest root;
+  std::string id;
+  {
+    auto a = open_archive(dir.path());
+    append_all(*a, sample_messages(23));
+    auto s = a->snapshot();
+    root = *merkle::root(23, (*s)->tree_nodes());
+    id = (*s)->archive_id();
+  }
+  // As a format 5 archive: no tree (its rows dropped), the marker 5.
+  {
+    MDB_env* env;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, dir.path().c_str(), 0, 0640), 0);
+    MDB_txn* txn;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi merkle_dbi, meta;
+    ASSERT_EQ(mdb_dbi_open(txn, "merkle", 0, &merkle_dbi), 0);
+    ASSERT_EQ(mdb_drop(txn, merkle_dbi, 1), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    std::string fk = "format", fv("\0\0\0\x05", 4);
+    MDB_val k{fk.size(), fk.data()}, v{fv.size(), fv.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  {
+    auto ro = Archive::open(dir.path(), Limits{}, /*read_only=*/true);
+    ASSERT_TRUE(ro);
+    EXPECT_EQ((*ro)->format(), 5u);
+    auto s = (*ro)->snapshot();
+    EXPECT_FALSE((*s)->has_tree());
+    EXPECT_EQ((*s)->tree_size(), 0u);
+    EXPECT_FALSE((*s)->tree_node(0, 0));
+  }
+  auto a = open_archive(dir.path());
+  EXPECT_EQ(a->format(), 6u);
+  auto s = a->snapshot();
+  EXPECT_EQ((*s)->tree_size(), 23u);
+  EXPECT_EQ(*merkle::root(23, (*s)->tree_nodes()), root) << "the same records make the same tree";
+  EXPECT_EQ((*s)->archive_id(), id) << "an id once made is kept";
+  auto rep = verify_archive(*a, nullptr);
+  ASSERT_TRUE(rep);
+  EXPECT_TRUE(rep->intact) << rep->problem;
+  EXPECT_EQ(rep->tree_root, root);
+}
+
+// Rewrites the archive from record `from` on as an attacker with write access to the files would
+// after changing a record: every later record re-linked and re-hashed, the head and the stored tree
+// made to match. The chain alone then verifies.
+void rewrite_chain(const std::string& dir, std::uint64_t from, std::uint64_t last,
+                   const std::function<void(std::string& body)>& change) {
+  Digest prev{};
+  if (from > 1) tamper(dir, "records", seq_key(from - 1), [&](std::string& v) { std::memcpy(prev.data(), v.data() + v.size() - 32, 32); });
+  for (std::uint64_t seq = from; seq <= last; ++seq) {
+    tamper(dir, "records", seq_key(seq), [&](std::string& v) {
+      std::string body = v.substr(0, v.size() - 32);
+      if (seq == from) change(body);
+      std::memcpy(body.data() + body.size() - 32, prev.data(), 32);  // prev_hash ends the body
+      prev = record_hash(prev, seq, body);
+      v = body + std::string(reinterpret_cast<const char*>(prev.data()), 32);
+    });
+  }
+  tamper(dir, "meta", "head", [&](std::string& v) { v = seq_key(last) + std::string(reinterpret_cast<const char*>(prev.data()), 32); });
+  // The stored tree, rebuilt over the rewritten records.
+  merkle::Frontier f;
+  std::vector<Digest> completed;
+  for (std::uint64_t seq = 1; seq <= last; ++seq) {
+    std::string value;
+    tamper(dir, "records", seq_key(seq), [&](std::string& v) { value = v; });
+    f.push(merkle::leaf_hash(value), &completed);
+    std::string row;
+    for (const auto& d : completed) row.append(reinterpret_cast<const char*>(d.data()), 32);
+    tamper(dir, "merkle", seq_key(seq), [&](std::string& v) { v = row; });
+  }
+}
+
+TEST(Verify, ACheckpointCatchesARewrittenChainThatVerifiesAlone) {
+  test::ScratchDir dir;
+  auto key = SigningKey::from_seed(std::string(32, 'k'));
+  ASSERT_TRUE(key);
+  Checkpoint signed10;
+  {
+    auto a = open_archive(dir.path());
+    append_all(*a, sample_messages(10));
+    auto s = a->snapshot();
+    auto cp = sign_checkpoint(**s, *key, 1764500000);
+    ASSERT_TRUE(cp) << cp.error().context;
+    auto opened = open_checkpoint(cp->note, archive_verifier((*s)->archive_id(), *key), (*s)->archive_id());
+    ASSERT_TRUE(opened) << opened.error().context;
+    signed10 = *opened;
+    EXPECT_EQ(signed10.size, 10u);
+    VerifyOptions options{{signed10}};
+    auto rep = verify_archive(*a, nullptr, options);
+    ASSERT_TRUE(rep);
+    EXPECT_TRUE(rep->intact) << rep->problem;
+    ASSERT_EQ(rep->checkpoints.size(), 1u);
+    EXPECT_TRUE(rep->checkpoints[0].holds);
+  }
+  // Record 4's sender changed (byte 4 is the first of mail_from), the chain after it rewritten.
+  rewrite_chain(dir.path(), 4, 10, [](std::string& body) { body[4] ^= 0x20; });
+  auto a = open_archive(dir.path());
+  auto alone = verify_archive(*a, nullptr);
+  ASSERT_TRUE(alone);
+  EXPECT_TRUE(alone->intact) << "the chain and the stored tree were rewritten to match: " << alone->problem;
+  auto rep = verify_archive(*a, nullptr, VerifyOptions{{signed10}});
+  ASSERT_TRUE(rep);
+  EXPECT_FALSE(rep->intact);
+  ASSERT_EQ(rep->checkpoints.size(), 1u);
+  EXPECT_FALSE(rep->checkpoints[0].holds);
+  EXPECT_NE(rep->checkpoints[0].problem.find("rewritten"), std::string::npos) << rep->checkpoints[0].problem;
+
+  // A stored tree left as it was (only the chain rewritten) is caught without any checkpoint.
+  rewrite_chain(dir.path(), 2, 10, [](std::string& body) { body[4] ^= 0x20; });
+  tamper(dir.path(), "merkle", seq_key(2), [](std::string& v) { v[0] ^= 1; });
+  auto tree_bad = verify_archive(*a, nullptr);
+  ASSERT_TRUE(tree_bad);
+  EXPECT_FALSE(tree_bad->intact);
+  EXPECT_EQ(tree_bad->first_bad, 2u) << tree_bad->problem;
+}
+
+TEST(Verify, ACheckpointCatchesRecordsCutFromTheEnd) {
+  test::ScratchDir dir;
+  auto key = SigningKey::from_seed(std::string(32, 'k'));
+  Checkpoint signed10, signed7;
+  {
+    auto a = open_archive(dir.path());
+    append_all(*a, sample_messages(7));
+    auto s7 = a->snapshot();
+    signed7 = sign_checkpoint(**s7, *key, 1).value().checkpoint;
+    s7->reset();
+    append_all(*a, sample_messages(3));
+    auto s = a->snapshot();
+    signed10 = sign_checkpoint(**s, *key, 2).value().checkpoint;
+  }
+  // Records 9 and 10 cut, with their tree rows, and the head set back to record 8: what restoring
+  // an older copy of the files looks like.
+  std::string head8;
+  tamper(dir.path(), "records", seq_key(8), [&](std::string& v) { head8 = seq_key(8) + v.substr(v.size() - 32); });
+  for (std::uint64_t seq : {9, 10}) {
+    tamper(dir.path(), "records", seq_key(seq), nullptr, /*remove=*/true);
+    tamper(dir.path(), "merkle", seq_key(seq), nullptr, /*remove=*/true);
+  }
+  tamper(dir.path(), "meta", "head", [&](std::string& v) { v = head8; });
+  auto a = open_archive(dir.path());
+  auto alone = verify_archive(*a, nullptr);
+  ASSERT_TRUE(alone);
+  EXPECT_TRUE(alone->intact) << alone->problem;
+  auto rep = verify_archive(*a, nullptr, VerifyOptions{{signed7, signed10}});
+  ASSERT_TRUE(rep);
+  EXPECT_FALSE(rep->intact);
+  ASSERT_EQ(rep->checkpoints.size(), 2u);
+  EXPECT_TRUE(rep->checkpoints[0].holds) << "the first 7 records are those signed: " << rep->checkpoints[0].problem;
+  EXPECT_FALSE(rep->checkpoints[1].holds);
+  EXPECT_NE(rep->checkpoints[1].problem.find("removed from the end"), std::string::npos) << rep->checkpoints[1].problem;
 }
 
 }  // namespace
@@ -738,7 +940,7 @@ TEST(Archive, FormatTwoArchiveGetsItsDueIndexOnOpen) {
       << "read-only: the queue is read whole";
   ro->reset();
   auto a = open_archive(dir.path());
-  EXPECT_EQ(a->format(), 5u);
+  EXPECT_EQ(a->format(), 6u);
   EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kPrimary), 2000000000, 10)), (std::vector<std::uint64_t>{1}));
   EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kInternet), 2000000000, 10)), (std::vector<std::uint64_t>{2}));
 }
@@ -839,7 +1041,7 @@ TEST(Segments, EachSegmentHasAStoreOfItsOwn) {
   auto ro = Archive::open(dir.path(), Limits{}, true);
   ASSERT_TRUE(ro.ok()) << ro.error().to_string();
   Archive& a = **ro;
-  EXPECT_EQ(a.format(), 5u);
+  EXPECT_EQ(a.format(), 6u);
   expect_reads_back(a, raws, {0, 1, 2, 3, 4, 5, 6, 0});
   EXPECT_EQ(a.record(9).error().code, ErrorCode::kNotFound);
   std::vector<std::uint64_t> seen;

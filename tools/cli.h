@@ -74,5 +74,6 @@ void register_quarantine(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_continuity(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_user(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_segments(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_checkpoint(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

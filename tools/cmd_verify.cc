@@ -1,7 +1,10 @@
 // mailark verify: walk the hash chain and check every stored message.
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/checkpoint.h"
 #include "engine/verify.h"
 #include "tools/cli.h"
 
@@ -10,7 +13,46 @@ namespace {
 
 struct VerifyArgs {
   bool json = false;
+  std::vector<std::string> checkpoints;  // files of signed checkpoints kept outside the archive
+  std::string key;                       // a verifier key, or a file holding one; default: the archive's own
 };
+
+Result<std::string> read_small_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return make_error(ErrorCode::kNotFound, "cannot read " + path);
+  std::string text(kMaxNoteBytes + 1, '\0');
+  f.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(f.gcount()));
+  return text;
+}
+
+// The checkpoints, each opened (signature, origin) with the key given or the archive's own.
+Result<std::vector<Checkpoint>> open_checkpoints(const GlobalOptions& g, const Archive& archive, const VerifyArgs& args) {
+  std::vector<Checkpoint> out;
+  if (args.checkpoints.empty()) return out;
+  const std::string id = archive.archive_id();
+  if (id.empty())
+    return make_error(ErrorCode::kUnsupported, "this archive has no Merkle tree yet (an older format)",
+                      "any writing command (`mailark import`, `serve`) builds it");
+  NoteVerifier verifier;
+  if (!args.key.empty()) {
+    std::string text = args.key;
+    if (text.find('+') == std::string::npos) {
+      MAILARK_ASSIGN_OR_RETURN(text, read_small_file(args.key));
+    }
+    MAILARK_ASSIGN_OR_RETURN(verifier, parse_verifier_key(text));
+  } else {
+    MAILARK_ASSIGN_OR_RETURN(SigningKey key, archive_signing_key(g.data_dir, /*create=*/false));
+    verifier = archive_verifier(id, key);
+  }
+  for (const auto& path : args.checkpoints) {
+    MAILARK_ASSIGN_OR_RETURN(std::string note, read_small_file(path));
+    auto c = open_checkpoint(note, verifier, id);
+    if (!c) return make_error(c.error().code, path + ": " + c.error().context, c.error().hint);
+    out.push_back(*c);
+  }
+  return out;
+}
 
 void print_index_status(std::uint64_t watermark, std::uint64_t lag,
                         const Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>>& unindexed) {
@@ -26,9 +68,15 @@ void print_index_status(std::uint64_t watermark, std::uint64_t lag,
 int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
   auto engine = open_engine(g, /*read_only=*/true);
   if (!engine) return report(engine.error());
+  VerifyOptions options;
+  if (auto cps = open_checkpoints(g, (*engine)->archive(), args); !cps) {
+    return report(cps.error());
+  } else {
+    options.checkpoints = std::move(*cps);
+  }
   Progress progress("verifying");
-  auto rep =
-      verify_archive((*engine)->archive(), [&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); });
+  auto rep = verify_archive(
+      (*engine)->archive(), [&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); }, options);
   progress.finish();
   if (!rep) return report(rep.error());
   // The index is derived: it may lag (the server catches it up) and it lists records it could not
@@ -50,6 +98,18 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
       j["unindexed_total"] = unindexed->first;
     }
     j["unindexed"] = list;
+    j["tree_root"] = to_hex(rep->tree_root);
+    j["tree_stored"] = rep->tree_stored;
+    nlohmann::json cps = nlohmann::json::array();
+    for (std::size_t i = 0; i < rep->checkpoints.size(); ++i) {
+      const auto& c = rep->checkpoints[i];
+      cps.push_back({{"file", args.checkpoints[i]},
+                     {"size", c.checkpoint.size},
+                     {"time", c.checkpoint.time},
+                     {"holds", c.holds},
+                     {"problem", c.problem}});
+    }
+    j["checkpoints"] = cps;
     if (!rep->intact) {
       j["first_bad_record"] = rep->first_bad;
       j["problem"] = rep->problem;
@@ -57,13 +117,24 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
     std::cout << j.dump() << "\n";
   } else if (rep->intact) {
     print_index_status(watermark, lag, unindexed);
+    for (std::size_t i = 0; i < rep->checkpoints.size(); ++i)
+      std::cout << "checkpoint " << args.checkpoints[i] << ": holds (" << rep->checkpoints[i].checkpoint.size
+                << " records, signed " << iso8601(rep->checkpoints[i].checkpoint.time) << ")\n";
     std::cout << "archive intact: " << rep->records_checked << " records, " << rep->messages_checked
               << " stored messages checked\nchain head: record " << rep->head.seq << " "
               << to_hex(rep->head.hash) << "\n";
   } else {
     print_index_status(watermark, lag, unindexed);
-    std::cout << "ARCHIVE DAMAGED at record " << rep->first_bad << ": " << rep->problem << "\n"
-              << "(" << rep->records_checked << " records before it are intact)\n";
+    for (std::size_t i = 0; i < rep->checkpoints.size(); ++i) {
+      const auto& c = rep->checkpoints[i];
+      std::cout << "checkpoint " << args.checkpoints[i] << ": " << (c.holds ? "holds" : "FAILS: " + c.problem) << "\n";
+    }
+    if (rep->first_bad) {
+      std::cout << "ARCHIVE DAMAGED at record " << rep->first_bad << ": " << rep->problem << "\n"
+                << "(" << rep->records_checked << " records before it are intact)\n";
+    } else {
+      std::cout << "ARCHIVE DAMAGED: " << rep->problem << "\n";
+    }
   }
   return rep->intact ? kExitOk : kExitFailure;
 }
@@ -74,6 +145,11 @@ void register_verify(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<VerifyArgs>();
   auto* cmd = app.add_subcommand("verify", "check the archive's hash chain and every stored message");
   cmd->add_flag("--json", args->json, "print one JSON object");
+  cmd->add_option("--checkpoint", args->checkpoints,
+                  "a signed checkpoint kept outside the archive (`mailark checkpoint`); repeatable");
+  cmd->add_option("--key", args->key,
+                  "the verifier key the checkpoints must be signed with, or a file holding it (`mailark checkpoint "
+                  "key`); default: the archive's own key");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_verify(g, *args); }; });
 }
 

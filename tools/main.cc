@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   register_continuity(app, g, run);
   register_user(app, g, run);
   register_segments(app, g, run);
+  register_checkpoint(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

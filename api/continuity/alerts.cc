@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "api/outcall.h"
 #include "common/dates.h"
 
 extern char** environ;
@@ -62,84 +63,6 @@ std::string alert_message(const Alert& a, const std::string& hostname, const std
   }
   return m;
 }
-
-namespace {
-
-std::size_t discard(char*, std::size_t size, std::size_t n, void*) { return size * n; }
-
-// One POST; returns an empty string on success (2xx), else what went wrong.
-std::string post_webhook(const std::string& url, const std::string& body, const std::vector<std::string>& headers,
-                         unsigned timeout) {
-  CURL* curl = curl_easy_init();
-  if (!curl) return "curl_easy_init failed";
-  struct curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
-  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, static_cast<long>(timeout));
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, static_cast<long>(timeout));
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "mailark-alerts");
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard);
-  CURLcode rc = curl_easy_perform(curl);
-  long status = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(list);
-  curl_easy_cleanup(curl);
-  if (rc != CURLE_OK) return curl_easy_strerror(rc);
-  if (status < 200 || status > 299) return "HTTP status " + std::to_string(status);
-  return "";
-}
-
-// Runs the command with the JSON on stdin and MAILARK_ALERT_* in the environment; kills it after
-// `timeout` seconds. Returns an empty string when it exited 0.
-std::string run_command(const std::string& command, const std::string& json, const Alert& a, unsigned timeout) {
-  int in[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return std::string("pipe: ") + std::strerror(errno);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  std::vector<std::string> env_store;
-  for (char** e = environ; *e; ++e) env_store.emplace_back(*e);
-  env_store.push_back("MAILARK_ALERT_KIND=" + a.kind);
-  env_store.push_back("MAILARK_ALERT_SUMMARY=" + a.summary);
-  env_store.push_back("MAILARK_ALERT_PANIC_URL=" + a.panic_url);
-  std::vector<char*> envp;
-  for (auto& e : env_store) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, "/bin/sh", &fa, nullptr, const_cast<char* const*>(argv), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  close(in[0]);
-  if (rc != 0) {
-    close(in[1]);
-    return std::string("cannot run: ") + std::strerror(rc);
-  }
-  signal(SIGPIPE, SIG_IGN);
-  (void)!write(in[1], json.data(), json.size());
-  close(in[1]);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
-  int status = 0;
-  while (true) {
-    pid_t done = waitpid(pid, &status, WNOHANG);
-    if (done == pid) break;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return "timed out after " + std::to_string(timeout) + " s";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  return "killed by signal " + std::to_string(WTERMSIG(status));
-}
-
-}  // namespace
 
 struct Alerter::Impl {
   ServeConfig config;
@@ -196,8 +119,13 @@ struct Alerter::Impl {
   std::string attempt(const Job& job) {
     const std::string json = alert_json(job.alert, config.hostname);
     if (job.target.rfind("webhook ", 0) == 0)
-      return post_webhook(job.target.substr(8), json, config.alerts.webhook_headers, config.alerts.timeout);
-    if (job.target == "command") return run_command(config.alerts.command, json, job.alert, config.alerts.timeout);
+      return post(job.target.substr(8), json, "application/json", config.alerts.webhook_headers, config.alerts.timeout,
+                  "mailark-alerts");
+    if (job.target == "command")
+      return run_command(config.alerts.command, json,
+                         {"MAILARK_ALERT_KIND=" + job.alert.kind, "MAILARK_ALERT_SUMMARY=" + job.alert.summary,
+                          "MAILARK_ALERT_PANIC_URL=" + job.alert.panic_url},
+                         config.alerts.timeout);
     if (job.target == "email") {
       std::string from = config.alerts.from.empty() ? "mailark@" + config.hostname : config.alerts.from;
       if (!email(alert_message(job.alert, config.hostname, from, config.alerts.email), config.alerts.email))

@@ -18,6 +18,7 @@
 #include <set>
 
 #include "api/blocking.h"
+#include "api/checkpoints.h"
 #include "api/continuity/alerts.h"
 #include "api/continuity/monitor.h"
 #include "api/auth.h"
@@ -197,6 +198,7 @@ struct SmtpServer::Impl {
   std::unique_ptr<DeliveryAgent> delivery;
   std::unique_ptr<RecipientVerifier> verifier;
   std::unique_ptr<Alerter> alerter;
+  std::unique_ptr<CheckpointPublisher> checkpoints;
   std::unique_ptr<ContinuityMonitor> monitor;
   std::unique_ptr<AdminServer> admin;
   // Mailbox access (IMAP): the store, logins, and the server; declared in this order so the IMAP
@@ -293,6 +295,7 @@ struct SmtpServer::Impl {
       asio::post(io, [this, message, to, taken] { taken->set_value(submit_generated(message, to, "alerts")); });
       return answer.wait_for(std::chrono::seconds(10)) == std::future_status::ready && answer.get();
     });
+    checkpoints = std::make_unique<CheckpointPublisher>(engine.archive(), engine.options().data_dir, config.checkpoints);
     monitor = std::make_unique<ContinuityMonitor>(io, blocking, engine.archive(), config, engine.options().data_dir, *alerter);
     MAILARK_TRY(monitor->setup());
     DeliveryHooks hooks;

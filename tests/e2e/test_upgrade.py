@@ -93,11 +93,11 @@ class UpgradeTest(unittest.TestCase):
 
         # The first writing command migrates it in place; everything stays readable and intact.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 5, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], 6, "the first writing open migrates it")
         sink = Sink(primary, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))
         try:
             srv.start()
-            self.assertEqual(srv.cli("stats")["archive_format"], 5)
+            self.assertEqual(srv.cli("stats")["archive_format"], 6)
             deadline = time.time() + 30
             while srv.cli("queue")["total"] and time.time() < deadline:
                 time.sleep(0.2)
@@ -134,7 +134,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it (the due index built from the queue); deferred for an
         # hour by the old release, the entries are made due now, whatever the clock says.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 5)
+        self.assertEqual(srv.cli("stats")["archive_format"], 6)
         sink = Sink(primary, os.path.join(tmp, "sink"))
         try:
             srv.start()
@@ -173,7 +173,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it; the old records, with no period, are the first segment
         # and the new ones begin the second, with shards of their own.
         import_mbox("one.mbox", 5, 1)
-        self.assertEqual(srv.cli("stats")["archive_format"], 5)
+        self.assertEqual(srv.cli("stats")["archive_format"], 6)
         segs = srv.cli("segments")["segments"]
         self.assertEqual([(s["first"], s["last"]) for s in segs], [(1, 10), (11, 15)])
         self.assertEqual([s["index_documents"] for s in segs], [10, 5])
@@ -212,7 +212,7 @@ class UpgradeTest(unittest.TestCase):
 
         import_partner_mail(self, srv, os.path.join(tmp, "more.mbox"), range(5), "rotterdam barge {}",
                             "The rotterdam barge left {}.", "four")
-        self.assertEqual(srv.cli("stats")["archive_format"], 5, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], 6, "the first writing open migrates it")
         # The live segment of the old release goes on in the main environment until it is full; the
         # next one is the first with a store file of its own.
         segs = srv.cli("segments")["segments"]

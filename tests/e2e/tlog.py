@@ -1,0 +1,171 @@
+"""An independent verifier of mailark's checkpoints and proofs, written from the published formats
+(not from mailark's code): RFC 9162 section 2.1 (Merkle tree hashing, inclusion and consistency
+proofs), C2SP tlog-checkpoint and signed-note (Ed25519, Python's `cryptography`), and the archive
+record v1 of docs/FORMAT.md. What a court's expert could write to check an export without mailark.
+"""
+import base64
+import hashlib
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+def sha256(b):
+    return hashlib.sha256(b).digest()
+
+
+def leaf_hash(entry):
+    return sha256(b"\x00" + entry)
+
+
+def node_hash(left, right):
+    return sha256(b"\x01" + left + right)
+
+
+def verify_inclusion(index, size, leaf, proof, root):
+    """RFC 9162 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(first, second, first_root, second_root, proof):
+    """RFC 9162 2.1.4.2."""
+    if first == 0 or first > second:
+        return False
+    if first == second:
+        return not proof and first_root == second_root
+    if not proof:
+        return False
+    path = list(proof)
+    if first & (first - 1) == 0:
+        path.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == first_root and sr == second_root and sn == 0
+
+
+def parse_verifier_key(text):
+    """NAME+KEYID+base64(0x01 || Ed25519 public key) -> (name, public key bytes)."""
+    name, key_id, key = text.strip().split("+", 2)
+    raw = base64.b64decode(key, validate=True)
+    if len(raw) != 33 or raw[0] != 1:
+        raise ValueError("not an Ed25519 verifier key")
+    expect = sha256(name.encode() + b"\n" + raw)[:4]
+    if bytes.fromhex(key_id) != expect:
+        raise ValueError("the verifier key's id does not match")
+    return name, raw[1:]
+
+
+def open_checkpoint(note, verifier_key):
+    """Checks a signed checkpoint note (bytes) with the verifier key; returns (origin, size, root,
+    extension lines). Raises ValueError when it does not check."""
+    name, pub = parse_verifier_key(verifier_key)
+    key_id = sha256(name.encode() + b"\n" + b"\x01" + pub)[:4]
+    text, sep, sigs = note.rpartition(b"\n\n")
+    if not sep:
+        raise ValueError("no signature block")
+    text += b"\n"
+    ok = False
+    for line in sigs.decode().splitlines():
+        if not line.startswith("\u2014 "):
+            raise ValueError("bad signature line")
+        signer, sig = line[2:].rsplit(" ", 1)
+        raw = base64.b64decode(sig, validate=True)
+        if signer == name and raw[:4] == key_id:
+            try:
+                Ed25519PublicKey.from_public_bytes(pub).verify(raw[4:], text)
+                ok = True
+            except InvalidSignature:
+                pass
+    if not ok:
+        raise ValueError("no signature checks with " + name)
+    lines = text.decode().split("\n")[:-1]
+    return lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True), lines[3:]
+
+
+def _varint(b, i):
+    v = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return v, i
+
+
+def _string(b, i):
+    n, i = _varint(b, i)
+    return b[i:i + n].decode("utf-8", "replace"), i + n
+
+
+def _zigzag(b, i):
+    v, i = _varint(b, i)
+    return (v >> 1) ^ -(v & 1), i
+
+
+def parse_record(value):
+    """An archive record v1 (docs/FORMAT.md): checks its own hash and returns its fields."""
+    body, stored_hash = value[:-32], value[-32:]
+    if body[0] != 1:
+        raise ValueError("not a record v1")
+    r = {}
+    r["seq"], i = _varint(body, 1)
+    r["direction"] = body[i]
+    r["mail_from"], i = _string(body, i + 1)
+    n, i = _varint(body, i)
+    r["rcpt_to"] = []
+    for _ in range(n):
+        s, i = _string(body, i)
+        r["rcpt_to"].append(s)
+    for f in ("client", "helo", "tls", "connector", "source"):
+        r[f], i = _string(body, i)
+    r["received_at"], i = _zigzag(body, i)
+    r["verdict"] = body[i]
+    n, i = _varint(body, i + 1)
+    r["signatures"] = []
+    for _ in range(n):
+        s, i = _string(body, i)
+        r["signatures"].append(s)
+    r["verdict_reason"], i = _string(body, i)
+    r["flags"], i = _varint(body, i)
+    r["content_sha256"] = body[i:i + 32]
+    r["raw_size"], i = _varint(body, i + 32)
+    r["archived_at"], i = _zigzag(body, i)
+    r["prev_hash"] = body[i:i + 32]
+    if i + 32 != len(body):
+        raise ValueError("the record has bytes after its last field")
+    seq_be = r["seq"].to_bytes(8, "big")
+    if sha256(b"mailark-record-v1" + r["prev_hash"] + seq_be + body) != stored_hash:
+        raise ValueError("the record's hash does not match its body")
+    return r
