@@ -34,6 +34,18 @@ Result<std::vector<Checkpoint>> open_checkpoints(const GlobalOptions& g, const A
   if (id.empty())
     return make_error(ErrorCode::kUnsupported, "this archive has no Merkle tree yet (an older format)",
                       "any writing command (`mailark import`, `serve`) builds it");
+  // Each checkpoint's origin first: a checkpoint of another archive is named as such, whatever key.
+  std::vector<std::string> notes;
+  for (const auto& path : args.checkpoints) {
+    MAILARK_ASSIGN_OR_RETURN(std::string note, read_small_file(path));
+    auto parsed = parse_note(note);
+    auto text = parsed ? parse_checkpoint_text(parsed->text) : Result<Checkpoint>(parsed.error());
+    if (!text) return make_error(text.error().code, path + ": " + text.error().context, text.error().hint);
+    if (text->origin != checkpoint_origin(id))
+      return make_error(ErrorCode::kInvalidArgument, path + ": the checkpoint is of another archive (" + text->origin +
+                                                         "; this one is " + checkpoint_origin(id) + ")");
+    notes.push_back(std::move(note));
+  }
   NoteVerifier verifier;
   if (!args.key.empty()) {
     std::string text = args.key;
@@ -45,9 +57,9 @@ Result<std::vector<Checkpoint>> open_checkpoints(const GlobalOptions& g, const A
     MAILARK_ASSIGN_OR_RETURN(SigningKey key, archive_signing_key(g.data_dir, /*create=*/false));
     verifier = archive_verifier(id, key);
   }
-  for (const auto& path : args.checkpoints) {
-    MAILARK_ASSIGN_OR_RETURN(std::string note, read_small_file(path));
-    auto c = open_checkpoint(note, verifier, id);
+  for (std::size_t i = 0; i < notes.size(); ++i) {
+    const std::string& path = args.checkpoints[i];
+    auto c = open_checkpoint(notes[i], verifier, id);
     if (!c) return make_error(c.error().code, path + ": " + c.error().context, c.error().hint);
     out.push_back(*c);
   }

@@ -8,7 +8,10 @@ commands, migrated in place by the first writing command, and what they had queu
   index one segment at the top of DATA/index).
 - tests/fixtures/format4-data.tar.gz: the release with time segments (archive format 4: three segments,
   their records in the main archive environment, each with its own index shards).
+- tests/fixtures/format5-data.tar.gz: the release with segment stores (archive format 5: three segments,
+  each in a store file of its own; no Merkle tree).
 """
+import json
 import os
 import shutil
 import tarfile
@@ -16,6 +19,7 @@ import tempfile
 import time
 import unittest
 
+import tlog
 from harness import BIN, Server, free_port
 from test_delivery import SINK, Sink
 
@@ -230,6 +234,39 @@ class UpgradeTest(unittest.TestCase):
         p = srv.run("reindex")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(srv.search('"rotterdam barge"')["total"], 5)
+
+    def test_format_five_gets_its_merkle_tree_from_the_records_it_has(self):
+        data = unpack(self, "format5-data.tar.gz")
+        tmp = os.path.dirname(data)
+        srv = Server(config(free_port(), free_port()), data=data)
+        self.assertEqual(srv.cli("stats")["archive_format"], 5, "a read-only open changes nothing")
+        p = srv.run("checkpoint")
+        self.assertEqual(p.returncode, 6, p.stderr)
+        self.assertIn(b"no Merkle tree yet", p.stderr)
+        before = srv.cli("verify")
+        self.assertTrue(before["intact"], before)
+        self.assertFalse(before["tree_stored"])
+        self.assertEqual(before["head_hash"], "b2e5f28597cef08711b68676ce843b2663c4cc1b7a88fb22a125927babe71c15")
+
+        import_partner_mail(self, srv, os.path.join(tmp, "more.mbox"), range(4), "merkle {}", "Body {}.", "five")
+        self.assertEqual(srv.cli("stats")["archive_format"], 6, "the first writing open migrates it")
+        after = srv.cli("verify")
+        self.assertTrue(after["intact"], after)
+        self.assertTrue(after["tree_stored"])
+        self.assertEqual(after["records_checked"], 14)
+        # The tree built in place over the old records is the one verify computed from them before,
+        # and the old records are as they were (record 10's hash is the old head's).
+        cons = json.loads(srv.run("checkpoint", "consistency", "10").stdout)
+        self.assertEqual(cons["old_root"], before["tree_root"])
+        self.assertEqual(cons["new_root"], after["tree_root"])
+        proof = json.loads(srv.run("checkpoint", "prove", "10").stdout)
+        record = tlog.base64.b64decode(proof["record"])
+        self.assertEqual(record[-32:].hex(), before["head_hash"])
+        self.assertTrue(tlog.verify_inclusion(9, 14, tlog.leaf_hash(record), [bytes.fromhex(h) for h in proof["proof"]],
+                                              bytes.fromhex(after["tree_root"])))
+        cp = os.path.join(tmp, "cp")
+        self.assertEqual(srv.run("checkpoint", "--out", cp).returncode, 0)
+        self.assertTrue(srv.cli("verify", "--checkpoint", cp)["checkpoints"][0]["holds"])
 
 
 if __name__ == "__main__":
