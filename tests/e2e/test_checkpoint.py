@@ -4,6 +4,8 @@ against the attacks it exists for: records cut from the end, an older copy put b
 archive's history in its place. The server publishes checkpoints to a folder and a command."""
 import glob
 import hashlib
+import http.server
+import threading
 import os
 import shutil
 import smtplib
@@ -153,6 +155,21 @@ class CheckpointTest(unittest.TestCase):
         self.assertIn(b"another archive", p.stderr)
 
     def test_the_server_publishes_checkpoints(self):
+        received = []
+
+        class Sink(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.headers["Content-Type"], body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        hook = http.server.HTTPServer(("127.0.0.1", 0), Sink)
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
+        self.addCleanup(hook.shutdown)
         port = free_port()
         folder = os.path.join(self.tmp, "published")
         piped = os.path.join(self.tmp, "piped")
@@ -167,8 +184,10 @@ verify_recipients = "none"
 [delivery]
 primary = ["127.0.0.1:{free_port()}"]
 [checkpoints]
-publish = ["file:{folder}", "command:cat > {piped}.$MAILARK_CHECKPOINT_SIZE"]
+publish = ["file:{folder}", "command:cat > {piped}.$MAILARK_CHECKPOINT_SIZE",
+           "http://127.0.0.1:{hook.server_address[1]}/checkpoints", "command:exit 3", "command:sleep 30"]
 every = 1
+timeout = 1
 """, data=self.data)
         self.addCleanup(srv.cleanup)
         srv.start()
@@ -191,6 +210,17 @@ every = 1
             time.sleep(0.2)
         with open(piped + ".3", "rb") as f:
             self.assertEqual(tlog.open_checkpoint(f.read(), vkey)[2], root)
+        deadline = time.time() + 30
+        while not any(tlog.open_checkpoint(b, vkey)[1] == 3 for _, b in received) and time.time() < deadline:
+            time.sleep(0.2)
+        posted = [b for _, b in received if tlog.open_checkpoint(b, vkey)[1] == 3]
+        self.assertTrue(posted, received)
+        self.assertEqual(tlog.open_checkpoint(posted[0], vkey)[2], root)
+        self.assertTrue(received[0][0].startswith("text/plain"), received[0][0])
+        # A failing and a hanging target are logged and tried again; mail went on meanwhile (the
+        # three messages above were each answered 250 while they failed).
+        self.assertIn("not published to command:exit 3: exited with status 3", srv.server_log())
+        self.assertIn("not published to command:sleep 30: timed out after 1 s", srv.server_log())
         self.assertEqual(srv.stop(), 0)
         p = self.run_cli("verify", "--checkpoint", files[0])
         self.assertIn(b"holds (3 records", p.stdout)
