@@ -9,7 +9,7 @@ PACKAGES=(
   # the engine's libraries
   libxapian-dev liblmdb-dev libclamav-dev libzstd-dev libssl-dev libgmime-3.0-dev libglib2.0-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libasio-dev libtomlplusplus-dev libunbound-dev
-  libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev
+  libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
   dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync neomutt tmux slapd ldap-utils

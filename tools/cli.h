@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "engine/engine.h"
@@ -15,6 +16,7 @@ namespace mailark::cli {
 
 struct GlobalOptions {
   std::string data_dir;
+  std::vector<std::string> argv;  // the command line as given (commands handed over to mailark-server)
 };
 
 // Exit statuses, stable for scripts.
@@ -75,5 +77,7 @@ void register_continuity(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_user(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_segments(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_checkpoint(CLI::App& app, GlobalOptions& g, Runner& run);
+// export and verify-export: in mailark-server (tools/cmd_export.cc); `mailark` hands them over to it.
+void register_export(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

@@ -1,7 +1,8 @@
-// mailark serve, in the `mailark` binary: hands over to `mailark-server` beside it (execv, same
-// process id, same arguments), which links the servers' libraries (OpenSSL's TLS, libcurl, libldap,
-// libunbound, Asio). The commands that do not serve start without loading them: their start-up is
-// about half of what it was (docs/BENCHMARKS.md, "Start-up").
+// mailark serve, export and verify-export, in the `mailark` binary: hand over to `mailark-server`
+// beside it (execv, same process id, same arguments), which links the servers' libraries (OpenSSL's
+// TLS, libcurl, libldap, libunbound, Asio) and libarchive (with libxml2 and ICU). The commands that do
+// not need them start without loading them: their start-up is about half of what it was
+// (docs/BENCHMARKS.md, "Start-up").
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,7 +36,34 @@ int exec_server(const GlobalOptions& g, const ServeArgs& args) {
                            "mailark-server is built beside mailark (the `mailark` build target builds both)"));
 }
 
+// The command line as given, to mailark-server.
+int exec_as_given(const GlobalOptions& g) {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::filesystem::path server = (ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server";
+  std::vector<std::string> argv_s = g.argv;
+  if (argv_s.empty()) return kExitUsage;
+  argv_s[0] = server.string();
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(server.c_str(), argv.data());
+  return report(make_error(ErrorCode::kNotFound, "cannot start " + server.string() + ": " + std::strerror(errno),
+                           "mailark-server is built beside mailark (the `mailark` build target builds both)"));
+}
+
 }  // namespace
+
+void register_export(CLI::App& app, GlobalOptions& g, Runner& run) {
+  for (const char* name : {"export", "verify-export"}) {
+    auto* cmd = app.add_subcommand(name, std::string_view(name) == "export"
+                                             ? "export what a query finds, with a manifest and proofs anyone can check"
+                                             : "check an export without the archive");
+    cmd->allow_extras();
+    cmd->set_help_flag();  // --help too is mailark-server's
+    cmd->callback([&g, &run] { run = [&g] { return exec_as_given(g); }; });
+  }
+}
 
 void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<ServeArgs>();

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   const char* env = std::getenv("MAILARK_DATA");
   g.data_dir = env && *env ? env : "./mailark-data";
   app.add_option("--data", g.data_dir, "data folder (default ./mailark-data, or $MAILARK_DATA)");
+  g.argv.assign(argv, argv + argc);
   Runner run;
   register_import(app, g, run);
   register_search(app, g, run);
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   register_user(app, g, run);
   register_segments(app, g, run);
   register_checkpoint(app, g, run);
+  register_export(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,522 @@
+// libarchive translation point: every archive_* call of mailark is in this file.
+#include "engine/export.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "common/base64.h"
+#include "common/merkle.h"
+#include "engine/checkpoint.h"
+#include "engine/record.h"
+
+namespace mailark {
+namespace {
+
+constexpr const char* kFormat = "mailark-export-v1";
+constexpr const char* kSigContext = "mailark.export/v1";
+constexpr std::size_t kChunk = 1 << 16;
+constexpr std::size_t kMaxManifestLine = std::size_t{64} << 20;
+
+std::string iso8601(std::int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string entry_name(std::uint64_t id) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "messages/%010llu.eml", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+// The manifest's account of a record, derived from the record alone: the exporter writes it and the
+// verifier rebuilds it from the proven record, so no field can say something the record does not.
+nlohmann::json record_fields(const ArchiveRecord& r) {
+  return {{"id", r.seq},
+          {"sha256", to_hex(r.content_sha256)},
+          {"size", r.raw_size},
+          {"envelope",
+           {{"direction", direction_name(r.envelope.direction)},
+            {"mail_from", r.envelope.mail_from},
+            {"rcpt_to", r.envelope.rcpt_to},
+            {"client", r.envelope.client},
+            {"helo", r.envelope.helo},
+            {"tls", r.envelope.tls},
+            {"connector", r.envelope.connector},
+            {"source", r.envelope.source},
+            {"received_at", iso8601(r.envelope.received_at)}}},
+          {"archived_at", iso8601(r.archived_at)},
+          {"verdict",
+           {{"kind", scanner::verdict_name(r.verdict.kind)},
+            {"signatures", r.verdict.signatures},
+            {"reason", r.verdict.reason}}},
+          {"malformed", (r.flags & kFlagMalformed) != 0},
+          {"quarantined", (r.flags & kFlagQuarantined) != 0},
+          // Who held the message: for now the source it was archived from (a mailbox file, a listener).
+          {"custodians", std::vector<std::string>{r.envelope.source.empty() ? r.envelope.connector : r.envelope.source}}};
+}
+
+// mboxrd: a line beginning with zero or more '>' and "From " gets one more '>'.
+bool from_line(std::string_view s, std::size_t i) {
+  while (i < s.size() && s[i] == '>') ++i;
+  return s.substr(i, 5) == "From ";
+}
+std::string mboxrd_quote(std::string_view raw) {
+  std::string out;
+  out.reserve(raw.size() + 16);
+  for (std::size_t i = 0; i < raw.size();) {
+    if (from_line(raw, i)) out += '>';
+    const auto nl = raw.find('\n', i);
+    const std::size_t end = nl == std::string_view::npos ? raw.size() : nl + 1;
+    out.append(raw.substr(i, end - i));
+    i = end;
+  }
+  return out;
+}
+std::string mboxrd_unquote(std::string_view quoted) {
+  std::string out;
+  out.reserve(quoted.size());
+  for (std::size_t i = 0; i < quoted.size();) {
+    const auto nl = quoted.find('\n', i);
+    const std::size_t end = nl == std::string_view::npos ? quoted.size() : nl + 1;
+    if (quoted[i] == '>' && from_line(quoted, i)) ++i;
+    out.append(quoted.substr(i, end - i));
+    i = end;
+  }
+  return out;
+}
+std::string from_separator(const ArchiveRecord& r) {
+  std::string sender = r.envelope.mail_from.empty() ? "MAILER-DAEMON" : r.envelope.mail_from;
+  for (char& c : sender)
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') c = '_';
+  std::time_t tt = static_cast<std::time_t>(r.envelope.received_at);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char date[64];
+  std::strftime(date, sizeof date, "%a %b %e %H:%M:%S %Y", &tm);
+  return "From " + sender + " " + date + "\n";
+}
+
+std::string sig_text(const std::string& origin, const std::string& manifest_hex) {
+  return std::string(kSigContext) + "\n" + origin + "\n" + manifest_hex + "\n";
+}
+
+struct ArchiveWriteFree {
+  void operator()(struct archive* a) const { archive_write_free(a); }
+};
+struct ArchiveReadFree {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+struct EntryFree {
+  void operator()(archive_entry* e) const { archive_entry_free(e); }
+};
+
+// A zip written entry by entry, stored (never compressed): each message keeps its exact bytes.
+class ZipWriter {
+ public:
+  Status open(const std::string& path) {
+    path_ = path;
+    a_.reset(archive_write_new());
+    if (!a_ || archive_write_set_format_zip(a_.get()) != ARCHIVE_OK ||
+        archive_write_zip_set_compression_store(a_.get()) != ARCHIVE_OK ||
+        archive_write_open_filename(a_.get(), path.c_str()) != ARCHIVE_OK)
+      return fail("opening");
+    return ok_status();
+  }
+  Status begin(const std::string& name, std::uint64_t size, std::int64_t mtime) {
+    std::unique_ptr<archive_entry, EntryFree> e(archive_entry_new());
+    archive_entry_set_pathname(e.get(), name.c_str());
+    archive_entry_set_size(e.get(), static_cast<la_int64_t>(size));
+    archive_entry_set_filetype(e.get(), AE_IFREG);
+    archive_entry_set_perm(e.get(), 0644);
+    archive_entry_set_mtime(e.get(), mtime, 0);
+    if (archive_write_header(a_.get(), e.get()) != ARCHIVE_OK) return fail("writing " + name + " to");
+    return ok_status();
+  }
+  Status data(std::string_view bytes) {
+    while (!bytes.empty()) {
+      const la_ssize_t n = archive_write_data(a_.get(), bytes.data(), bytes.size());
+      if (n <= 0) return fail("writing to");
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return ok_status();
+  }
+  Status add(const std::string& name, std::string_view bytes, std::int64_t mtime) {
+    MAILARK_TRY(begin(name, bytes.size(), mtime));
+    return data(bytes);
+  }
+  Status close() {
+    if (archive_write_close(a_.get()) != ARCHIVE_OK) return fail("finishing");
+    return ok_status();
+  }
+
+ private:
+  Error fail(const std::string& what) {
+    return make_error(ErrorCode::kIo, what + " " + path_ + ": " +
+                                          (a_ && archive_error_string(a_.get()) ? archive_error_string(a_.get()) : "libarchive failed"));
+  }
+  std::string path_;
+  std::unique_ptr<struct archive, ArchiveWriteFree> a_;
+};
+
+// Reads a zip's entries in order, streaming.
+class ZipReader {
+ public:
+  Status open(const std::string& path) {
+    path_ = path;
+    a_.reset(archive_read_new());
+    if (!a_ || archive_read_support_format_zip(a_.get()) != ARCHIVE_OK ||
+        archive_read_open_filename(a_.get(), path.c_str(), kChunk) != ARCHIVE_OK)
+      return make_error(ErrorCode::kIo, "cannot read " + path + " as a zip: " + err());
+    return ok_status();
+  }
+  // The next entry's name and size; nullopt at the end. Errors: a damaged zip.
+  Result<std::optional<std::pair<std::string, std::int64_t>>> next() {
+    archive_entry* e = nullptr;
+    const int rc = archive_read_next_header(a_.get(), &e);
+    if (rc == ARCHIVE_EOF) return std::optional<std::pair<std::string, std::int64_t>>();
+    if (rc != ARCHIVE_OK) return make_error(ErrorCode::kCorrupt, path_ + ": " + err());
+    const char* name = archive_entry_pathname(e);
+    return std::optional<std::pair<std::string, std::int64_t>>(
+        std::pair<std::string, std::int64_t>(name ? name : "", archive_entry_size_is_set(e) ? archive_entry_size(e) : -1));
+  }
+  // Up to n bytes of the current entry (fewer only at its end).
+  Result<std::string> read(std::size_t n) {
+    std::string out(n, '\0');
+    std::size_t got = 0;
+    while (got < n) {
+      const la_ssize_t r = archive_read_data(a_.get(), out.data() + got, n - got);
+      if (r < 0) return make_error(ErrorCode::kCorrupt, path_ + ": " + err());
+      if (r == 0) break;
+      got += static_cast<std::size_t>(r);
+    }
+    out.resize(got);
+    return out;
+  }
+  // One line of the current entry, its newline dropped; nullopt at the entry's end.
+  Result<std::optional<std::string>> line() {
+    std::string out;
+    for (;;) {
+      if (pos_ == buf_.size()) {
+        MAILARK_ASSIGN_OR_RETURN(buf_, read(kChunk));
+        pos_ = 0;
+        if (buf_.empty()) return out.empty() ? std::optional<std::string>() : std::optional<std::string>(out);
+      }
+      const auto nl = buf_.find('\n', pos_);
+      if (nl == std::string::npos) {
+        out.append(buf_, pos_, std::string::npos);
+        pos_ = buf_.size();
+      } else {
+        out.append(buf_, pos_, nl - pos_);
+        pos_ = nl + 1;
+        return std::optional<std::string>(std::move(out));
+      }
+      if (out.size() > kMaxManifestLine) return make_error(ErrorCode::kCorrupt, "a manifest line is too long");
+    }
+  }
+
+ private:
+  std::string err() { return a_ && archive_error_string(a_.get()) ? archive_error_string(a_.get()) : "not a zip"; }
+  std::string path_;
+  std::unique_ptr<struct archive, ArchiveReadFree> a_;
+  std::string buf_;
+  std::size_t pos_ = 0;
+};
+
+}  // namespace
+
+Result<ExportReport> write_export(const Archive& archive, const SigningKey& key, const ExportRequest& request) {
+  MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
+  const ArchiveSnapshot& s = *snap;
+  MAILARK_ASSIGN_OR_RETURN(SignedCheckpoint cp, sign_checkpoint(s, key, static_cast<std::int64_t>(std::time(nullptr))));
+  const std::string id = s.archive_id();
+  const NoteVerifier verifier = archive_verifier(id, key);
+  const std::int64_t now = cp.checkpoint.time;
+  const bool mbox = request.container == ExportContainer::kMbox;
+  const merkle::NodeFn nodes = s.tree_nodes();
+
+  // Pass 1: the manifest, to a file beside the export (flat memory however many messages), and its hash.
+  const std::string manifest_path = request.path + ".manifest.tmp", zip_tmp = request.path + ".tmp";
+  struct Cleanup {
+    std::string a, b;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove(a, ec);
+      std::filesystem::remove(b, ec);
+    }
+  } cleanup{manifest_path, zip_tmp};
+  Sha256 manifest_hash;
+  std::uint64_t manifest_bytes = 0, mbox_bytes = 0, message_bytes = 0;
+  {
+    std::ofstream m(manifest_path, std::ios::binary | std::ios::trunc);
+    if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
+    auto put = [&](const nlohmann::json& j) {
+      const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+      manifest_hash.update(line);
+      manifest_bytes += line.size();
+      m << line;
+    };
+    put({{"format", kFormat},
+         {"container", mbox ? "mbox" : "eml"},
+         {"origin", cp.checkpoint.origin},
+         {"verifier_key", verifier.text()},
+         {"tree_size", cp.checkpoint.size},
+         {"tree_root", to_hex(cp.checkpoint.root)},
+         {"query", request.query},
+         {"case", request.case_name},
+         {"created_at", iso8601(now)},
+         {"created_by", request.created_by},
+         {"count", request.items.size()}});
+    std::uint64_t done = 0;
+    for (const ExportItem& item : request.items) {
+      if (item.id == 0 || item.id > cp.checkpoint.size)
+        return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(item.id) + " in the archive");
+      MAILARK_ASSIGN_OR_RETURN(std::string value, s.record_value(item.id));
+      MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, decode_record(item.id, value));
+      MAILARK_ASSIGN_OR_RETURN(std::vector<Digest> proof, merkle::inclusion_proof(item.id - 1, cp.checkpoint.size, nodes));
+      nlohmann::json j = record_fields(r);
+      j["message_id"] = item.message_id;
+      if (mbox) {
+        MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
+        const std::string quoted = mboxrd_quote(raw);
+        mbox_bytes += from_separator(r).size();
+        j["mbox_offset"] = mbox_bytes;
+        j["mbox_length"] = quoted.size();
+        mbox_bytes += quoted.size() + (quoted.empty() || quoted.back() != '\n' ? 1 : 0) + 1;
+      } else {
+        j["file"] = entry_name(item.id);
+      }
+      j["record"] = base64_encode(value);
+      nlohmann::json hashes = nlohmann::json::array();
+      for (const auto& d : proof) hashes.push_back(to_hex(d));
+      j["proof"] = std::move(hashes);
+      put(j);
+      message_bytes += r.raw_size;
+      if (request.progress && ++done % 256 == 0) request.progress(done, 2 * request.items.size());
+    }
+    m.flush();
+    if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
+  }
+  const std::string manifest_hex = to_hex(manifest_hash.finish());
+
+  // Pass 2: the zip.
+  ZipWriter zip;
+  MAILARK_TRY(zip.open(zip_tmp));
+  MAILARK_TRY(zip.add("checkpoint", cp.note, now));
+  {
+    MAILARK_TRY(zip.begin("manifest.jsonl", manifest_bytes, now));
+    std::ifstream m(manifest_path, std::ios::binary);
+    std::string buf(kChunk, '\0');
+    while (m) {
+      m.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      if (m.gcount() > 0) MAILARK_TRY(zip.data(std::string_view(buf.data(), static_cast<std::size_t>(m.gcount()))));
+    }
+  }
+  MAILARK_TRY(zip.add("manifest.sig", sign_note(sig_text(cp.checkpoint.origin, manifest_hex), cp.checkpoint.origin, key), now));
+  if (mbox) MAILARK_TRY(zip.begin("messages.mbox", mbox_bytes, now));
+  std::uint64_t done = 0;
+  for (const ExportItem& item : request.items) {
+    MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, s.record(item.id));
+    MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
+    if (mbox) {
+      std::string quoted = mboxrd_quote(raw);
+      MAILARK_TRY(zip.data(from_separator(r)));
+      if (quoted.empty() || quoted.back() != '\n') quoted += '\n';
+      quoted += '\n';
+      MAILARK_TRY(zip.data(quoted));
+    } else {
+      MAILARK_TRY(zip.add(entry_name(item.id), raw, r.archived_at));
+    }
+    if (request.progress && ++done % 256 == 0) request.progress(request.items.size() + done, 2 * request.items.size());
+  }
+  MAILARK_TRY(zip.close());
+  if (std::rename(zip_tmp.c_str(), request.path.c_str()) != 0)
+    return make_error(ErrorCode::kIo, "cannot write " + request.path + ": " + std::strerror(errno));
+  if (request.progress) request.progress(2 * request.items.size(), 2 * request.items.size());
+  ExportReport rep;
+  rep.messages = request.items.size();
+  rep.bytes = message_bytes;
+  rep.checkpoint = cp.checkpoint;
+  rep.manifest_sha256 = manifest_hex;
+  return rep;
+}
+
+Result<ExportCheck> verify_export(const std::string& path, const std::string& verifier_key,
+                                  const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no export at " + path);
+  ExportCheck out;
+  auto problem = [&](std::string why) -> ExportCheck {
+    out.ok = false;
+    out.problem = std::move(why);
+    return out;
+  };
+
+  // The head of the zip: the checkpoint, the manifest (hashed whole; its first line kept), its signature.
+  std::string cp_note, sig_note, header_line, manifest_hex;
+  {
+    ZipReader z;
+    MAILARK_TRY(z.open(path));
+    const char* expected[] = {"checkpoint", "manifest.jsonl", "manifest.sig"};
+    for (const char* name : expected) {
+      MAILARK_ASSIGN_OR_RETURN(auto entry, z.next());
+      if (!entry || entry->first != name)
+        return problem(std::string("the export's entries do not begin with ") + "checkpoint, manifest.jsonl, manifest.sig" +
+                       (entry ? " (found " + entry->first + ")" : ""));
+      if (std::string_view(name) == "manifest.jsonl") {
+        Sha256 h;
+        bool first = true;
+        for (;;) {
+          MAILARK_ASSIGN_OR_RETURN(std::string chunk, z.read(kChunk));
+          if (chunk.empty()) break;
+          h.update(chunk);
+          if (first) {
+            header_line += chunk.substr(0, chunk.find('\n'));
+            if (chunk.find('\n') != std::string::npos) first = false;
+            if (header_line.size() > kMaxManifestLine) return problem("the manifest's first line is too long");
+          }
+        }
+        manifest_hex = to_hex(h.finish());
+      } else {
+        MAILARK_ASSIGN_OR_RETURN(std::string note, z.read(kMaxNoteBytes + 1));
+        (std::string_view(name) == "checkpoint" ? cp_note : sig_note) = std::move(note);
+      }
+    }
+  }
+  nlohmann::json header = nlohmann::json::parse(header_line, nullptr, false);
+  if (!header.is_object() || header.value("format", "") != kFormat)
+    return problem("the manifest's first line is not a mailark-export-v1 header");
+  out.origin = header.value("origin", "");
+  out.query = header.value("query", "");
+  out.case_name = header.value("case", "");
+  out.created_at = header.value("created_at", "");
+  const bool mbox = header.value("container", "") == "mbox";
+  if (!mbox && header.value("container", "") != "eml") return problem("the manifest names an unknown container");
+  const std::uint64_t count = header.value("count", std::uint64_t{0});
+
+  std::string key_text = verifier_key;
+  if (key_text.empty()) {
+    key_text = header.value("verifier_key", "");
+    out.key_from_export = true;
+  }
+  auto verifier = parse_verifier_key(key_text);
+  if (!verifier) return problem("the verifier key: " + verifier.error().context);
+  auto note = parse_note(cp_note);
+  if (!note) return problem("the checkpoint: " + note.error().context);
+  if (!note_signed_by(*note, *verifier)) return problem("the checkpoint's signature does not check with " + verifier->text());
+  auto cp = parse_checkpoint_text(note->text);
+  if (!cp) return problem("the checkpoint: " + cp.error().context);
+  out.checkpoint = *cp;
+  if (cp->origin != out.origin) return problem("the checkpoint is of " + cp->origin + ", the manifest of " + out.origin);
+  if (header.value("tree_size", std::uint64_t{0}) != cp->size || header.value("tree_root", "") != to_hex(cp->root))
+    return problem("the manifest's tree size or root is not the checkpoint's");
+  auto sig = parse_note(sig_note);
+  if (!sig || !note_signed_by(*sig, *verifier)) return problem("the manifest's signature does not check with " + verifier->text());
+  if (sig->text != sig_text(out.origin, manifest_hex))
+    return problem("the manifest was changed: its SHA-256 is not the one signed");
+
+  // The messages, in step with the manifest's lines (a second reader on the same file).
+  ZipReader lines, messages;
+  MAILARK_TRY(lines.open(path));
+  MAILARK_TRY(messages.open(path));
+  for (int i = 0; i < 2; ++i) {
+    auto skip = lines.next();
+    if (!skip) return skip.error();
+  }
+  if (auto header_again = lines.line(); !header_again) return header_again.error();
+  for (int i = 0; i < 3; ++i) {
+    auto skip = messages.next();
+    if (!skip) return skip.error();
+  }
+  std::uint64_t mbox_pos = 0;
+  std::int64_t mbox_size = -1;
+  std::string trailer;  // what the previous message's end must be followed by (mbox)
+  if (mbox) {
+    MAILARK_ASSIGN_OR_RETURN(auto entry, messages.next());
+    if (!entry || entry->first != "messages.mbox") return problem("the export has no messages.mbox");
+    mbox_size = entry->second;
+  }
+  for (std::uint64_t n = 0;; ++n) {
+    MAILARK_ASSIGN_OR_RETURN(auto line, lines.line());
+    if (!line) {
+      if (n != count) return problem("the manifest lists " + std::to_string(n) + " messages, its header " + std::to_string(count));
+      break;
+    }
+    nlohmann::json j = nlohmann::json::parse(*line, nullptr, false);
+    if (!j.is_object() || !j.contains("record") || !j["record"].is_string() || !j.contains("proof") ||
+        !j["proof"].is_array())
+      return problem("manifest line " + std::to_string(n + 2) + " is not a message entry");
+    const std::uint64_t id = j.value("id", std::uint64_t{0});
+    const std::string what = "message " + std::to_string(id) + " (manifest line " + std::to_string(n + 2) + ")";
+    auto value = base64_decode(j["record"].get<std::string>(), kMaxManifestLine);
+    if (!value) return problem(what + ": its record is not base64");
+    auto record = decode_record(id, *value);
+    if (!record) return problem(what + ": its record does not decode: " + record.error().context);
+    if (record_hash(record->prev_hash, id, std::string_view(*value).substr(0, value->size() - 32)) != record->hash)
+      return problem(what + ": its record's hash does not match the record");
+    nlohmann::json fields = record_fields(*record);
+    for (auto& [k, v] : fields.items())
+      if (!j.contains(k) || j[k] != v) return problem(what + ": the manifest's \"" + k + "\" is not what its record says");
+    std::vector<Digest> proof;
+    for (const auto& h : j["proof"]) {
+      Digest d;
+      if (!h.is_string() || !from_hex(h.get<std::string>(), d)) return problem(what + ": its proof is not hex hashes");
+      proof.push_back(d);
+    }
+    if (!merkle::verify_inclusion(id - 1, cp->size, merkle::leaf_hash(*value), proof, cp->root))
+      return problem(what + ": its record is not in the signed tree (the inclusion proof fails)");
+    std::string bytes;
+    if (mbox) {
+      const std::uint64_t offset = j.value("mbox_offset", std::uint64_t{0}), length = j.value("mbox_length", std::uint64_t{0});
+      if (offset < mbox_pos || offset + length > static_cast<std::uint64_t>(mbox_size))
+        return problem(what + ": its place in messages.mbox is out of order or past the end");
+      MAILARK_ASSIGN_OR_RETURN(std::string gap, messages.read(offset - mbox_pos));
+      if (gap != trailer + from_separator(*record))
+        return problem(what + ": the mbox lines before it are not its separator (\"From <sender> <date>\")");
+      MAILARK_ASSIGN_OR_RETURN(std::string quoted, messages.read(length));
+      if (quoted.size() != length) return problem(what + ": messages.mbox ends inside it");
+      mbox_pos = offset + length;
+      trailer = std::string(quoted.empty() || quoted.back() != '\n' ? "\n" : "") + "\n";
+      bytes = mboxrd_unquote(quoted);
+    } else {
+      MAILARK_ASSIGN_OR_RETURN(auto entry, messages.next());
+      if (!entry || entry->first != j.value("file", "") || entry->first != entry_name(id))
+        return problem(what + ": the next file in the export is " + (entry ? entry->first : "none") + ", not " + entry_name(id));
+      if (entry->second != static_cast<std::int64_t>(record->raw_size))
+        return problem(what + ": its file is " + std::to_string(entry->second) + " bytes, the record says " +
+                       std::to_string(record->raw_size));
+      MAILARK_ASSIGN_OR_RETURN(bytes, messages.read(record->raw_size + 1));
+    }
+    if (bytes.size() != record->raw_size || sha256(bytes) != record->content_sha256)
+      return problem(what + ": its bytes are not those archived (SHA-256 or size differs)");
+    out.messages++;
+    out.bytes += bytes.size();
+    if (progress && out.messages % 256 == 0) progress(out.messages, count);
+  }
+  if (!mbox) {
+    MAILARK_ASSIGN_OR_RETURN(auto extra, messages.next());
+    if (extra) return problem("the export has a file the manifest does not list: " + extra->first);
+  } else {
+    MAILARK_ASSIGN_OR_RETURN(std::string rest, messages.read(kChunk));
+    if (rest != trailer) return problem("messages.mbox does not end where the manifest's last message ends");
+    MAILARK_ASSIGN_OR_RETURN(auto extra, messages.next());
+    if (extra) return problem("the export has a file the manifest does not list: " + extra->first);
+  }
+  if (progress) progress(out.messages, count);
+  out.ok = true;
+  return out;
+}
+
+}  // namespace mailark

@@ -1,0 +1,80 @@
+// eDiscovery exports that anyone can check without the archive and without trusting mailark.
+//
+// An export is one zip file (libarchive; entries stored, not compressed, so every message is its exact
+// archived bytes), with its entries in this order:
+//   checkpoint      the signed checkpoint of the archive's Merkle tree the export proves against
+//   manifest.jsonl  line 1: the export's header (JSON: format "mailark-export-v1", container, origin,
+//                   verifier key, tree size and root, query, case, when, how many); then one line per
+//                   message, in the order of the messages below: archive id, the file (or the offset
+//                   and length inside messages.mbox), SHA-256, size, Message-ID, envelope, verdict,
+//                   custodians, the archive record exactly as stored (base64) and its RFC 9162
+//                   inclusion proof (hex) in the checkpoint's tree
+//   manifest.sig    a signed note (the archive's Ed25519 key) over "mailark.export/v1", the origin and
+//                   the SHA-256 of manifest.jsonl: no byte of the manifest changes unseen
+//   messages/<id>.eml  each message (container "eml"), or messages.mbox (container "mbox": mboxrd,
+//                   every line matching ^>*From  quoted with one more '>', undone by the verifier)
+// verify_export checks all of it in one pass over the messages with flat memory (the manifest is read
+// in step with them, from a second reader); tests/e2e/tlog.py checks it again in Python from the
+// published definitions (tests/e2e/test_export.py). Any changed byte is detected (same test).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/result.h"
+#include "engine/archive.h"
+
+namespace mailark {
+
+enum class ExportContainer { kEml, kMbox };
+
+struct ExportItem {
+  std::uint64_t id = 0;
+  std::string message_id;  // from the index (empty when it has none)
+};
+
+struct ExportRequest {
+  std::vector<ExportItem> items;  // written in this order
+  ExportContainer container = ExportContainer::kEml;
+  std::string path;               // the zip to write (replaced atomically when done)
+  std::string query;              // what found them, recorded in the header
+  std::string case_name;          // the eDiscovery case, when there is one
+  std::string created_by;         // who asked (the user, or the operating-system account)
+  std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+};
+
+struct ExportReport {
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;  // of the messages
+  Checkpoint checkpoint;
+  std::string manifest_sha256;  // hex
+};
+
+// Writes the export from one snapshot of the archive (a server appending meanwhile changes nothing of
+// it). Errors: kNotFound (an id not in the archive), kUnsupported (no Merkle tree: an older archive
+// opened read-only), kIo.
+Result<ExportReport> write_export(const Archive& archive, const SigningKey& key, const ExportRequest& request);
+
+struct ExportCheck {
+  bool ok = false;
+  std::string problem;           // the first thing wrong, naming the message or entry
+  std::uint64_t messages = 0;    // checked
+  std::uint64_t bytes = 0;
+  std::string origin;
+  Checkpoint checkpoint;
+  std::string query, case_name, created_at;
+  bool key_from_export = false;  // no key was given: checked with the verifier key the export names
+};
+
+// Checks an export without the archive: the checkpoint's and the manifest's signatures (with
+// `verifier_key` when given, else the one the export names, said in the result), every message's
+// SHA-256 and size, every record's own hash and fields against the manifest, every inclusion proof
+// against the signed root, and that nothing is missing, added or out of order. Errors only when the
+// file cannot be read at all (kNotFound, kIo); everything else is a problem in the ExportCheck.
+Result<ExportCheck> verify_export(const std::string& path, const std::string& verifier_key,
+                                  const std::function<void(std::uint64_t done, std::uint64_t total)>& progress);
+
+}  // namespace mailark
