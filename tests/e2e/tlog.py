@@ -169,3 +169,81 @@ def parse_record(value):
     if sha256(b"mailark-record-v1" + r["prev_hash"] + seq_be + body) != stored_hash:
         raise ValueError("the record's hash does not match its body")
     return r
+
+
+def _mboxrd_unquote(quoted):
+    out = []
+    for line in quoted.splitlines(keepends=True):
+        stripped = line.lstrip(b">")
+        if line.startswith(b">") and stripped.startswith(b"From "):
+            line = line[1:]
+        out.append(line)
+    return b"".join(out)
+
+
+def verify_export(path, verifier_key):
+    """Checks a mailark export (a zip: checkpoint, manifest.jsonl, manifest.sig, the messages) with the
+    archive's verifier key, from the published formats alone; returns the number of messages checked.
+    Raises ValueError naming the first thing wrong."""
+    import json
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        if names[:3] != ["checkpoint", "manifest.jsonl", "manifest.sig"]:
+            raise ValueError("unexpected entries " + repr(names[:3]))
+        origin, size, root, _ = open_checkpoint(z.read("checkpoint"), verifier_key)
+        manifest = z.read("manifest.jsonl")
+        sig_text = open_signed_note(z.read("manifest.sig"), verifier_key)
+        if sig_text != f"mailark.export/v1\n{origin}\n{sha256(manifest).hex()}\n".encode():
+            raise ValueError("the manifest's signed hash does not match")
+        lines = manifest.decode().splitlines()
+        header = json.loads(lines[0])
+        if header["origin"] != origin or header["tree_size"] != size or bytes.fromhex(header["tree_root"]) != root:
+            raise ValueError("the header does not match the checkpoint")
+        entries = lines[1:]
+        if len(entries) != header["count"]:
+            raise ValueError("the count does not match")
+        mbox = z.read("messages.mbox") if header["container"] == "mbox" else None
+        files = [n for n in names[3:]]
+        if mbox is None and files != [json.loads(e)["file"] for e in entries]:
+            raise ValueError("the message files are not those the manifest lists, in its order")
+        for line in entries:
+            m = json.loads(line)
+            record = base64.b64decode(m["record"], validate=True)
+            fields = parse_record(record)
+            if fields["seq"] != m["id"]:
+                raise ValueError(f"record {m['id']}: another record's")
+            proof = [bytes.fromhex(h) for h in m["proof"]]
+            if not verify_inclusion(m["id"] - 1, size, leaf_hash(record), proof, root):
+                raise ValueError(f"record {m['id']}: not in the signed tree")
+            if m["sha256"] != fields["content_sha256"].hex() or m["size"] != fields["raw_size"]:
+                raise ValueError(f"record {m['id']}: the manifest's hash or size is not the record's")
+            if m["envelope"]["mail_from"] != fields["mail_from"] or m["envelope"]["rcpt_to"] != fields["rcpt_to"]:
+                raise ValueError(f"record {m['id']}: the manifest's envelope is not the record's")
+            if mbox is None:
+                body = z.read(m["file"])
+            else:
+                body = _mboxrd_unquote(mbox[m["mbox_offset"]:m["mbox_offset"] + m["mbox_length"]])
+            if sha256(body) != fields["content_sha256"] or len(body) != fields["raw_size"]:
+                raise ValueError(f"message {m['id']}: its bytes are not those archived")
+        return len(entries)
+
+
+def open_signed_note(note, verifier_key):
+    """A signed note's text, once its signature checks with the verifier key."""
+    name, pub = parse_verifier_key(verifier_key)
+    key_id = sha256(name.encode() + b"\n" + b"\x01" + pub)[:4]
+    text, sep, sigs = note.rpartition(b"\n\n")
+    if not sep:
+        raise ValueError("no signature block")
+    text += b"\n"
+    for line in sigs.decode().splitlines():
+        signer, sig = line[2:].rsplit(" ", 1)
+        raw = base64.b64decode(sig, validate=True)
+        if signer == name and raw[:4] == key_id:
+            try:
+                Ed25519PublicKey.from_public_bytes(pub).verify(raw[4:], text)
+                return text
+            except InvalidSignature:
+                pass
+    raise ValueError("no signature checks with " + name)

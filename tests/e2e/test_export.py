@@ -1,0 +1,149 @@
+"""eDiscovery exports: `mailark export` writes what a query finds with a manifest, proofs and a signed
+checkpoint; `mailark verify-export` and an independent verifier in Python (tlog.verify_export: RFC
+9162, C2SP signed notes, zipfile, python3-cryptography) check them without the archive, and a changed
+byte anywhere in an entry's name or contents is caught."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+import zipfile
+
+import tlog
+from harness import BIN
+
+SOURCE = os.environ.get("MAILARK_SOURCE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+DEMO = os.path.join(SOURCE, "demo", "mailbox.mbox")
+
+# Messages whose bodies have lines an mbox must quote, and one that does not end with a newline.
+TRICKY = [
+    b"From: ana@partner.example\r\nTo: ben@northwind.example\r\nSubject: quoting one\r\n"
+    b"Message-ID: <quote-1@partner.example>\r\n\r\nFrom the start of a line.\r\n>From quoted once.\r\n"
+    b">>From quoted twice.\r\nNot From here.\r\n",
+    b"From: ana@partner.example\nTo: ben@northwind.example\nSubject: quoting two\n"
+    b"Message-ID: <quote-2@partner.example>\n\nFrom here to there\n>From\nFrom",
+]
+
+
+class ExportTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-export-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.data = os.path.join(self.tmp, "data")
+        self.run_cli("import", DEMO)
+        for i, raw in enumerate(TRICKY):
+            path = os.path.join(self.tmp, f"tricky{i}.eml")
+            with open(path, "wb") as f:
+                f.write(raw)
+            self.run_cli("import", path)
+        self.vkey = self.run_cli("checkpoint", "key").stdout.decode().strip()
+
+    def run_cli(self, *args, ok=True):
+        p = subprocess.run([BIN, "--data", self.data, *args], capture_output=True, timeout=120)
+        if ok:
+            self.assertEqual(p.returncode, 0, f"mailark {' '.join(args)}: {p.stderr.decode()}")
+        return p
+
+    def export(self, query, name, fmt="eml"):
+        path = os.path.join(self.tmp, name)
+        out = json.loads(self.run_cli("export", query, "--out", path, "--format", fmt, "--case", "Acme v. Northwind",
+                                      "--json").stdout)
+        return path, out
+
+    def verify(self, path, key=None):
+        p = self.run_cli("verify-export", path, "--key", key or self.vkey, "--json", ok=False)
+        return p.returncode, json.loads(p.stdout) if p.stdout else {"problem": p.stderr.decode()}
+
+    def test_eml_and_mbox_exports_check_with_both_verifiers(self):
+        for fmt in ("eml", "mbox"):
+            path, out = self.export("", f"all.{fmt}.zip", fmt)
+            self.assertEqual(out["messages"], 12)
+            rc, rep = self.verify(path)
+            self.assertEqual(rc, 0, rep)
+            self.assertTrue(rep["ok"])
+            self.assertEqual(rep["messages"], 12)
+            self.assertEqual(rep["case"], "Acme v. Northwind")
+            self.assertFalse(rep["key_from_export"])
+            self.assertEqual(tlog.verify_export(path, self.vkey), 12)
+            with zipfile.ZipFile(path) as z:
+                lines = [json.loads(x) for x in z.read("manifest.jsonl").decode().splitlines()]
+                if fmt == "eml":
+                    # Every message file is the archive's exact bytes.
+                    for m in lines[1:]:
+                        raw = self.run_cli("show", str(m["id"]), "--raw").stdout
+                        self.assertEqual(z.read(m["file"]), raw, m["id"])
+                else:
+                    mbox = z.read("messages.mbox")
+                    self.assertIn(b"\n>From the start of a line.", mbox)
+                    self.assertIn(b"\n>>From quoted once.", mbox)
+                    self.assertIn(b"\n>>>From quoted twice.", mbox)
+            header, entries = lines[0], lines[1:]
+            self.assertEqual(header["query"], "")
+            self.assertEqual([m["id"] for m in entries], list(range(1, 13)))
+            by_subject = {m["message_id"]: m for m in entries}
+            self.assertIn("quote-2@partner.example", by_subject)
+            infected = [m for m in entries if m["verdict"]["kind"] == "infected"]
+            self.assertEqual(len(infected), 1, "the demo mailbox has one EICAR message")
+            self.assertTrue(all(m["custodians"] for m in entries))
+
+    def test_a_query_exports_what_it_finds_and_nothing_else(self):
+        found = json.loads(self.run_cli("search", '"quoted once"', "--exact", "--json").stdout)
+        path, out = self.export('"quoted once"', "phrase.zip")
+        self.assertEqual(out["messages"], found["total"])
+        self.assertEqual(out["messages"], 1)
+        self.assertEqual(tlog.verify_export(path, self.vkey), 1)
+        path, out = self.export("nothingmatchesthis", "none.zip")
+        self.assertEqual(out["messages"], 0)
+        rc, rep = self.verify(path)
+        self.assertEqual(rc, 0, rep)
+        self.assertEqual(tlog.verify_export(path, self.vkey), 0)
+
+    def test_another_key_is_refused(self):
+        path, _ = self.export("", "all.zip")
+        other = os.path.join(self.tmp, "other")
+        subprocess.run([BIN, "--data", other, "import", DEMO], capture_output=True, check=True, timeout=120)
+        other_key = subprocess.run([BIN, "--data", other, "checkpoint", "key"], capture_output=True, check=True,
+                                   timeout=60).stdout.decode().strip()
+        rc, rep = self.verify(path, other_key)
+        self.assertEqual(rc, 1)
+        self.assertIn("signature does not check", rep["problem"])
+        with self.assertRaises(ValueError):
+            tlog.verify_export(path, other_key)
+
+    def test_a_changed_byte_in_any_entry_is_caught(self):
+        for fmt in ("eml", "mbox"):
+            path, _ = self.export("", f"bytes.{fmt}.zip", fmt)
+            with open(path, "rb") as f:
+                original = f.read()
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+            # Where each entry's name and data are in the file (stored entries: the data follows the
+            # local header, 30 bytes, the name and the extra field).
+            regions = []
+            for info in infos:
+                name_at = info.header_offset + 30
+                extra_len = int.from_bytes(original[info.header_offset + 28:info.header_offset + 30], "little")
+                data_at = name_at + len(info.filename) + extra_len
+                regions.append((info.filename, name_at, len(info.filename)))
+                regions.append((info.filename, data_at, info.compress_size))
+            positions = set()
+            for name, start, length in regions:
+                if length == 0:
+                    continue
+                positions.update({start, start + length - 1, start + length // 2})
+                positions.update(range(start, start + length, max(1, length // 6)))
+            bent_path = os.path.join(self.tmp, "bent.zip")
+            for pos in sorted(positions):
+                bent = bytearray(original)
+                bent[pos] ^= 0x01
+                with open(bent_path, "wb") as f:
+                    f.write(bent)
+                rc, rep = self.verify(bent_path)
+                self.assertGreater(rc, 0, f"{fmt}: the byte at {pos} changed and verify-export said {rep}")
+                with self.assertRaises(Exception, msg=f"{fmt}: byte {pos}"):
+                    tlog.verify_export(bent_path, self.vkey)
+
+
+if __name__ == "__main__":
+    unittest.main()
