@@ -969,7 +969,7 @@ std::uint64_t release_env_pages(MDB_env* env, MDB_dbi dbi, std::string_view key)
 
 }  // namespace
 
-std::uint64_t Archive::release_mapped_pages() {
+std::uint64_t Archive::release_mapped_pages() const {
   // LMDB reads every page through its read-only shared map. Appends copy the B-tree pages they
   // change (blob_index's leaves at random places) to new pages, which the next transaction reads
   // through the map again, so over a long import the map comes to hold most of the file, and the

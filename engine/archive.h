@@ -337,10 +337,10 @@ class Archive {
   const std::string& dir() const { return dir_; }
 
   // Drops the archive's pages from this process's page tables (they stay in the page cache). append()
-  // calls it at most every few seconds, so that what a long import has read through LMDB's map does
+  // calls it at most every few seconds, and an export every few thousand messages, so that what a long import has read through LMDB's map does
   // not pile up in its resident set. Returns the bytes of the map covered (0 if nothing was done).
   // Test: Archive.MappedPagesAreReleased.
-  std::uint64_t release_mapped_pages();
+  std::uint64_t release_mapped_pages() const;
 
   // Tests only: makes the next append fail after its stores committed and before the main
   // environment commits (a crash between the two commits).

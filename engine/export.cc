@@ -25,6 +25,8 @@ constexpr const char* kFormat = "mailark-export-v1";
 constexpr const char* kSigContext = "mailark.export/v1";
 constexpr std::size_t kChunk = 1 << 16;
 constexpr std::size_t kMaxManifestLine = std::size_t{64} << 20;
+// Messages between two releases of the archive's mapped pages (Archive::release_mapped_pages).
+constexpr std::uint64_t kReleaseEvery = 4096;
 
 std::string iso8601(std::int64_t t) {
   std::time_t tt = static_cast<std::time_t>(t);
@@ -177,7 +179,9 @@ class ZipReader {
   Status open(const std::string& path) {
     path_ = path;
     a_.reset(archive_read_new());
-    if (!a_ || archive_read_support_format_zip(a_.get()) != ARCHIVE_OK ||
+    // The streaming reader: entries in file order, no central directory held in memory (the seekable
+    // one reads it whole: 92 MB for 306,642 messages).
+    if (!a_ || archive_read_support_format_zip_streamable(a_.get()) != ARCHIVE_OK ||
         archive_read_open_filename(a_.get(), path.c_str(), kChunk) != ARCHIVE_OK)
       return make_error(ErrorCode::kIo, "cannot read " + path + " as a zip: " + err());
     return ok_status();
@@ -304,7 +308,9 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       j["proof"] = std::move(hashes);
       put(j);
       message_bytes += r.raw_size;
-      if (request.progress && ++done % 256 == 0) request.progress(done, 2 * request.items.size());
+      ++done;
+      if (done % kReleaseEvery == 0) archive.release_mapped_pages();  // flat memory: what was read leaves the RSS
+      if (request.progress && done % 256 == 0) request.progress(done, 2 * request.items.size());
     }
     m.flush();
     if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
@@ -339,7 +345,9 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
     } else {
       MAILARK_TRY(zip.add(entry_name(item.id), raw, r.archived_at));
     }
-    if (request.progress && ++done % 256 == 0) request.progress(request.items.size() + done, 2 * request.items.size());
+    ++done;
+    if (done % kReleaseEvery == 0) archive.release_mapped_pages();
+    if (request.progress && done % 256 == 0) request.progress(request.items.size() + done, 2 * request.items.size());
   }
   MAILARK_TRY(zip.close());
   if (std::rename(zip_tmp.c_str(), request.path.c_str()) != 0)
