@@ -17,6 +17,7 @@
 #include "common/merkle.h"
 #include "engine/checkpoint.h"
 #include "engine/record.h"
+#include "engine/record_json.h"
 
 namespace mailark {
 namespace {
@@ -27,15 +28,6 @@ constexpr std::size_t kChunk = 1 << 16;
 constexpr std::size_t kMaxManifestLine = std::size_t{64} << 20;
 // Messages between two releases of the archive's mapped pages (Archive::release_mapped_pages).
 constexpr std::uint64_t kReleaseEvery = 4096;
-
-std::string iso8601(std::int64_t t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string entry_name(std::uint64_t id) {
   char buf[48];
@@ -49,17 +41,8 @@ nlohmann::json record_fields(const ArchiveRecord& r) {
   return {{"id", r.seq},
           {"sha256", to_hex(r.content_sha256)},
           {"size", r.raw_size},
-          {"envelope",
-           {{"direction", direction_name(r.envelope.direction)},
-            {"mail_from", r.envelope.mail_from},
-            {"rcpt_to", r.envelope.rcpt_to},
-            {"client", r.envelope.client},
-            {"helo", r.envelope.helo},
-            {"tls", r.envelope.tls},
-            {"connector", r.envelope.connector},
-            {"source", r.envelope.source},
-            {"received_at", iso8601(r.envelope.received_at)}}},
-          {"archived_at", iso8601(r.archived_at)},
+          {"envelope", envelope_json(r.envelope)},
+          {"archived_at", iso8601_date(r.archived_at)},
           {"verdict",
            {{"kind", scanner::verdict_name(r.verdict.kind)},
             {"signatures", r.verdict.signatures},
@@ -280,7 +263,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
          {"tree_root", to_hex(cp.checkpoint.root)},
          {"query", request.query},
          {"case", request.case_name},
-         {"created_at", iso8601(now)},
+         {"created_at", iso8601_date(now)},
          {"created_by", request.created_by},
          {"count", request.items.size()}});
     std::uint64_t done = 0;

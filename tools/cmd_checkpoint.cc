@@ -84,56 +84,46 @@ int run_key(const GlobalOptions& g) {
   return kExitOk;
 }
 
-int run_prove(const GlobalOptions& g, const CheckpointArgs& args) {
-  auto engine = open_with_tree(g);
-  if (!engine) return report(engine.error());
-  auto snap = (*engine)->archive().snapshot();
-  if (!snap) return report(snap.error());
-  const ArchiveSnapshot& s = **snap;
-  auto size = tree_size_for(s, args.size);
-  if (!size) return report(size.error());
-  if (args.id == 0 || args.id > *size)
-    return report(make_error(ErrorCode::kNotFound, "no record " + std::to_string(args.id) + " in a tree of " +
-                                                       std::to_string(*size)));
-  auto value = s.record_value(args.id);
-  if (!value) return report(value.error());
-  auto proof = merkle::inclusion_proof(args.id - 1, *size, s.tree_nodes());
-  if (!proof) return report(proof.error());
-  auto root = merkle::root(*size, s.tree_nodes());
-  if (!root) return report(root.error());
-  nlohmann::json j = {{"origin", checkpoint_origin(s.archive_id())},
-                      {"id", args.id},
-                      {"leaf_index", args.id - 1},
-                      {"tree_size", *size},
-                      {"record", base64_encode(*value)},
-                      {"leaf_hash", to_hex(merkle::leaf_hash(*value))},
-                      {"proof", hexes(*proof)},
-                      {"root", to_hex(*root)}};
-  std::cout << j.dump() << "\n";
-  return kExitOk;
+Result<nlohmann::json> prove_json(const ArchiveSnapshot& s, const CheckpointArgs& args) {
+  MAILARK_ASSIGN_OR_RETURN(std::uint64_t size, tree_size_for(s, args.size));
+  if (args.id == 0 || args.id > size)
+    return make_error(ErrorCode::kNotFound, "no record " + std::to_string(args.id) + " in a tree of " + std::to_string(size));
+  MAILARK_ASSIGN_OR_RETURN(std::string value, s.record_value(args.id));
+  MAILARK_ASSIGN_OR_RETURN(std::vector<Digest> proof, merkle::inclusion_proof(args.id - 1, size, s.tree_nodes()));
+  MAILARK_ASSIGN_OR_RETURN(Digest root, merkle::root(size, s.tree_nodes()));
+  return nlohmann::json{{"origin", checkpoint_origin(s.archive_id())},
+                        {"id", args.id},
+                        {"leaf_index", args.id - 1},
+                        {"tree_size", size},
+                        {"record", base64_encode(value)},
+                        {"leaf_hash", to_hex(merkle::leaf_hash(value))},
+                        {"proof", hexes(proof)},
+                        {"root", to_hex(root)}};
 }
 
-int run_consistency(const GlobalOptions& g, const CheckpointArgs& args) {
+Result<nlohmann::json> consistency_json(const ArchiveSnapshot& s, const CheckpointArgs& args) {
+  MAILARK_ASSIGN_OR_RETURN(std::uint64_t size, tree_size_for(s, args.size));
+  MAILARK_ASSIGN_OR_RETURN(std::vector<Digest> proof, merkle::consistency_proof(args.old_size, size, s.tree_nodes()));
+  MAILARK_ASSIGN_OR_RETURN(Digest old_root, merkle::root(args.old_size, s.tree_nodes()));
+  MAILARK_ASSIGN_OR_RETURN(Digest new_root, merkle::root(size, s.tree_nodes()));
+  return nlohmann::json{{"origin", checkpoint_origin(s.archive_id())},
+                        {"old_size", args.old_size},
+                        {"old_root", to_hex(old_root)},
+                        {"new_size", size},
+                        {"new_root", to_hex(new_root)},
+                        {"proof", hexes(proof)}};
+}
+
+// Runs one of the proofs above on a snapshot of the archive and prints its JSON.
+int run_proof(const GlobalOptions& g, const CheckpointArgs& args,
+              Result<nlohmann::json> (*make)(const ArchiveSnapshot&, const CheckpointArgs&)) {
   auto engine = open_with_tree(g);
   if (!engine) return report(engine.error());
   auto snap = (*engine)->archive().snapshot();
   if (!snap) return report(snap.error());
-  const ArchiveSnapshot& s = **snap;
-  auto size = tree_size_for(s, args.size);
-  if (!size) return report(size.error());
-  auto proof = merkle::consistency_proof(args.old_size, *size, s.tree_nodes());
-  if (!proof) return report(proof.error());
-  auto old_root = merkle::root(args.old_size, s.tree_nodes());
-  auto new_root = merkle::root(*size, s.tree_nodes());
-  if (!old_root) return report(old_root.error());
-  if (!new_root) return report(new_root.error());
-  nlohmann::json j = {{"origin", checkpoint_origin(s.archive_id())},
-                      {"old_size", args.old_size},
-                      {"old_root", to_hex(*old_root)},
-                      {"new_size", *size},
-                      {"new_root", to_hex(*new_root)},
-                      {"proof", hexes(*proof)}};
-  std::cout << j.dump() << "\n";
+  auto j = make(**snap, args);
+  if (!j) return report(j.error());
+  std::cout << j->dump() << "\n";
   return kExitOk;
 }
 
@@ -151,11 +141,11 @@ void register_checkpoint(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto* prove = cmd->add_subcommand("prove", "a record's inclusion proof (JSON)");
   prove->add_option("id", args->id, "the record's id")->required();
   prove->add_option("--size", args->size, "the tree size (a checkpoint's); default: the whole tree");
-  prove->callback([&g, &run, args] { run = [&g, args] { return run_prove(g, *args); }; });
+  prove->callback([&g, &run, args] { run = [&g, args] { return run_proof(g, *args, prove_json); }; });
   auto* cons = cmd->add_subcommand("consistency", "proof that the tree extends an earlier one unchanged (JSON)");
   cons->add_option("old_size", args->old_size, "the earlier tree's size (an older checkpoint's)")->required();
   cons->add_option("--size", args->size, "the later tree's size; default: the whole tree");
-  cons->callback([&g, &run, args] { run = [&g, args] { return run_consistency(g, *args); }; });
+  cons->callback([&g, &run, args] { run = [&g, args] { return run_proof(g, *args, consistency_json); }; });
 }
 
 }  // namespace mailark::cli

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "engine/record_json.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -66,16 +67,7 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
                       {"malformed", (r.flags & kFlagMalformed) != 0},
                       {"quarantined", (r.flags & kFlagQuarantined) != 0},
                       {"problems", m.problems},
-                      {"envelope",
-                       {{"direction", direction_name(r.envelope.direction)},
-                        {"mail_from", r.envelope.mail_from},
-                        {"rcpt_to", r.envelope.rcpt_to},
-                        {"client", r.envelope.client},
-                        {"helo", r.envelope.helo},
-                        {"tls", r.envelope.tls},
-                        {"connector", r.envelope.connector},
-                        {"source", r.envelope.source},
-                        {"received_at", iso8601(r.envelope.received_at)}}},
+                      {"envelope", envelope_json(r.envelope)},
                       {"archived_at", iso8601(r.archived_at)},
                       {"record_hash", to_hex(r.hash)},
                       {"parts", parts}};

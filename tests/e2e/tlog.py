@@ -89,27 +89,7 @@ def parse_verifier_key(text):
 def open_checkpoint(note, verifier_key):
     """Checks a signed checkpoint note (bytes) with the verifier key; returns (origin, size, root,
     extension lines). Raises ValueError when it does not check."""
-    name, pub = parse_verifier_key(verifier_key)
-    key_id = sha256(name.encode() + b"\n" + b"\x01" + pub)[:4]
-    text, sep, sigs = note.rpartition(b"\n\n")
-    if not sep:
-        raise ValueError("no signature block")
-    text += b"\n"
-    ok = False
-    for line in sigs.decode().splitlines():
-        if not line.startswith("\u2014 "):
-            raise ValueError("bad signature line")
-        signer, sig = line[2:].rsplit(" ", 1)
-        raw = base64.b64decode(sig, validate=True)
-        if signer == name and raw[:4] == key_id:
-            try:
-                Ed25519PublicKey.from_public_bytes(pub).verify(raw[4:], text)
-                ok = True
-            except InvalidSignature:
-                pass
-    if not ok:
-        raise ValueError("no signature checks with " + name)
-    lines = text.decode().split("\n")[:-1]
+    lines = open_signed_note(note, verifier_key).decode().split("\n")[:-1]
     return lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True), lines[3:]
 
 
@@ -238,6 +218,8 @@ def open_signed_note(note, verifier_key):
         raise ValueError("no signature block")
     text += b"\n"
     for line in sigs.decode().splitlines():
+        if not line.startswith("\u2014 "):
+            raise ValueError("bad signature line")
         signer, sig = line[2:].rsplit(" ", 1)
         raw = base64.b64decode(sig, validate=True)
         if signer == name and raw[:4] == key_id:
