@@ -24,6 +24,7 @@ namespace {
 
 constexpr const char* kFormat = "mailark-export-v1";
 constexpr const char* kSigContext = "mailark.export/v1";
+constexpr const char* kSealContext = "mailark.export-zip/v1";
 constexpr std::size_t kChunk = 1 << 16;
 constexpr std::size_t kMaxManifestLine = std::size_t{64} << 20;
 // Messages between two releases of the archive's mapped pages (Archive::release_mapped_pages).
@@ -163,7 +164,8 @@ class ZipReader {
     path_ = path;
     a_.reset(archive_read_new());
     // The streaming reader: entries in file order, no central directory held in memory (the seekable
-    // one reads it whole: 92 MB for 306,642 messages).
+    // one reads it whole: 92 MB for 306,642 messages). What it does not read (the directory that zip
+    // tools go by) is covered by the seal over the whole file (seal_zip, check_seal).
     if (!a_ || archive_read_support_format_zip_streamable(a_.get()) != ARCHIVE_OK ||
         archive_read_open_filename(a_.get(), path.c_str(), kChunk) != ARCHIVE_OK)
       return make_error(ErrorCode::kIo, "cannot read " + path + " as a zip: " + err());
@@ -221,6 +223,83 @@ class ZipReader {
   std::string buf_;
   std::size_t pos_ = 0;
 };
+
+std::string seal_text(const std::string& origin, const std::string& hex) {
+  return std::string(kSealContext) + "\n" + origin + "\n" + hex + "\n";
+}
+
+// The zip's end record (APPNOTE.TXT 4.3.16) ends with the archive comment's length and the comment.
+// The seal is a signed note over the SHA-256 of every byte of the file before the comment (the
+// comment's length included), put in the comment: no byte of the export changes unseen, the
+// directory zip tools go by included.
+Status seal_zip(const std::string& path, const std::string& origin, const SigningKey& key) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  if (!f) return make_error(ErrorCode::kIo, "cannot seal " + path);
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  unsigned char eocd[22];
+  f.seekg(size - 22);
+  if (size < 22 || !f.read(reinterpret_cast<char*>(eocd), 22) || eocd[0] != 0x50 || eocd[1] != 0x4b ||
+      eocd[2] != 0x05 || eocd[3] != 0x06 || eocd[20] != 0 || eocd[21] != 0)
+    return make_error(ErrorCode::kInternal, path + ": libarchive wrote no plain end record");
+  // The note's length does not depend on the hash: sign a stand-in to learn it.
+  const std::size_t length = sign_note(seal_text(origin, std::string(64, '0')), origin, key).size();
+  if (length > 0xFFFF) return make_error(ErrorCode::kInternal, "the seal is longer than a zip comment");
+  const char len_bytes[2] = {static_cast<char>(length & 0xFF), static_cast<char>(length >> 8)};
+  f.seekp(size - 2);
+  f.write(len_bytes, 2);
+  f.flush();
+  f.seekg(0);
+  Sha256 h;
+  std::string buf(kChunk, '\0');
+  for (std::streamoff left = size; left > 0;) {
+    const auto n = static_cast<std::streamsize>(std::min<std::streamoff>(left, kChunk));
+    if (!f.read(buf.data(), n)) return make_error(ErrorCode::kIo, "cannot read " + path);
+    h.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    left -= n;
+  }
+  const std::string note = sign_note(seal_text(origin, to_hex(h.finish())), origin, key);
+  f.seekp(size);
+  f.write(note.data(), static_cast<std::streamsize>(note.size()));
+  f.flush();
+  if (!f || note.size() != length) return make_error(ErrorCode::kIo, "cannot seal " + path);
+  return ok_status();
+}
+
+// Checks the seal: "" when it holds, else why not.
+std::string check_seal(const std::string& path, const std::string& origin, const NoteVerifier& verifier) {
+  std::ifstream f(path, std::ios::binary);
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  // The end record is the last 22 bytes before a comment of at most 64 KiB: find the one whose
+  // comment runs exactly to the end of the file.
+  const std::streamoff tail = std::min<std::streamoff>(size, 22 + 0xFFFF);
+  std::string t(static_cast<std::size_t>(tail), '\0');
+  f.seekg(size - tail);
+  if (!f.read(t.data(), tail)) return "the export cannot be read";
+  for (std::streamoff i = tail - 22; i >= 0; --i) {
+    const auto* e = reinterpret_cast<const unsigned char*>(t.data() + i);
+    if (e[0] != 0x50 || e[1] != 0x4b || e[2] != 0x05 || e[3] != 0x06) continue;
+    const std::streamoff comment = e[20] | (e[21] << 8);
+    if (i + 22 + comment != tail) continue;
+    auto note = parse_note(std::string_view(t).substr(static_cast<std::size_t>(i + 22)));
+    if (!note || !note_signed_by(*note, verifier)) return "the export's seal (its zip comment) does not check with " + verifier.text();
+    Sha256 h;
+    f.clear();
+    f.seekg(0);
+    std::string buf(kChunk, '\0');
+    for (std::streamoff left = size - comment; left > 0;) {
+      const auto n = static_cast<std::streamsize>(std::min<std::streamoff>(left, kChunk));
+      if (!f.read(buf.data(), n)) return "the export cannot be read";
+      h.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+      left -= n;
+    }
+    if (note->text != seal_text(origin, to_hex(h.finish())))
+      return "the export's bytes are not those sealed: the zip was changed";
+    return "";
+  }
+  return "the export has no seal (a signed zip comment)";
+}
 
 }  // namespace
 
@@ -333,6 +412,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
     if (request.progress && done % 256 == 0) request.progress(request.items.size() + done, 2 * request.items.size());
   }
   MAILARK_TRY(zip.close());
+  MAILARK_TRY(seal_zip(zip_tmp, cp.checkpoint.origin, key));
   if (std::rename(zip_tmp.c_str(), request.path.c_str()) != 0)
     return make_error(ErrorCode::kIo, "cannot write " + request.path + ": " + std::strerror(errno));
   if (request.progress) request.progress(2 * request.items.size(), 2 * request.items.size());
@@ -344,10 +424,10 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   return rep;
 }
 
-Result<ExportCheck> verify_export(const std::string& path, const std::string& verifier_key,
-                                  const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no export at " + path);
+namespace {
+
+Result<ExportCheck> check_export(const std::string& path, const std::string& verifier_key,
+                                 const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   ExportCheck out;
   auto problem = [&](std::string why) -> ExportCheck {
     out.ok = false;
@@ -417,6 +497,7 @@ Result<ExportCheck> verify_export(const std::string& path, const std::string& ve
   if (!sig || !note_signed_by(*sig, *verifier)) return problem("the manifest's signature does not check with " + verifier->text());
   if (sig->text != sig_text(out.origin, manifest_hex))
     return problem("the manifest was changed: its SHA-256 is not the one signed");
+  if (std::string why = check_seal(path, out.origin, *verifier); !why.empty()) return problem(why);
 
   // The messages, in step with the manifest's lines (a second reader on the same file).
   ZipReader lines, messages;
@@ -507,6 +588,21 @@ Result<ExportCheck> verify_export(const std::string& path, const std::string& ve
   }
   if (progress) progress(out.messages, count);
   out.ok = true;
+  return out;
+}
+
+}  // namespace
+
+Result<ExportCheck> verify_export(const std::string& path, const std::string& verifier_key,
+                                  const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no export at " + path);
+  auto checked = check_export(path, verifier_key, progress);
+  if (checked || checked.error().code == ErrorCode::kNotFound) return checked;
+  // A zip that cannot be read (truncated, damaged, not a zip at all) does not check: said as such,
+  // not as an error of the machine.
+  ExportCheck out;
+  out.problem = "the export is not a readable zip: " + checked.error().context;
   return out;
 }
 

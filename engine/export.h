@@ -13,9 +13,12 @@
 //                   the SHA-256 of manifest.jsonl: no byte of the manifest changes unseen
 //   messages/<id>.eml  each message (container "eml"), or messages.mbox (container "mbox": mboxrd,
 //                   every line matching ^>*From  quoted with one more '>', undone by the verifier)
-// verify_export checks all of it in one pass over the messages with flat memory (the manifest is read
-// in step with them, from a second reader); tests/e2e/tlog.py checks it again in Python from the
-// published definitions (tests/e2e/test_export.py). Any changed byte is detected (same test).
+// and the zip's comment is the seal: a signed note over the SHA-256 of every byte before it, so that
+// not one byte of the file changes unseen, the zip's own directory included.
+// verify_export checks all of it in one pass over the messages, the manifest read in step with them
+// from a second reader, both through the zip's central directory (what unzip extracts); tests/e2e/tlog.py checks it again in Python from the
+// published definitions (tests/e2e/test_export.py). Any changed byte is detected (same test; every
+// byte of a 10-message export flipped in turn: docs/BENCHMARKS.md).
 #pragma once
 
 #include <cstdint>
@@ -72,8 +75,9 @@ struct ExportCheck {
 // Checks an export without the archive: the checkpoint's and the manifest's signatures (with
 // `verifier_key` when given, else the one the export names, said in the result), every message's
 // SHA-256 and size, every record's own hash and fields against the manifest, every inclusion proof
-// against the signed root, and that nothing is missing, added or out of order. Errors only when the
-// file cannot be read at all (kNotFound, kIo); everything else is a problem in the ExportCheck.
+// against the signed root, and that nothing is missing, added or out of order. Errors only when there
+// is no such file (kNotFound); everything else, an unreadable zip included, is a problem in the
+// ExportCheck.
 Result<ExportCheck> verify_export(const std::string& path, const std::string& verifier_key,
                                   const std::function<void(std::uint64_t done, std::uint64_t total)>& progress);
 

@@ -118,6 +118,7 @@ class ExportTest(unittest.TestCase):
                 original = f.read()
             with zipfile.ZipFile(path) as z:
                 infos = z.infolist()
+                comment = len(z.comment)
             # Where each entry's name and data are in the file (stored entries: the data follows the
             # local header, 30 bytes, the name and the extra field).
             regions = []
@@ -127,6 +128,8 @@ class ExportTest(unittest.TestCase):
                 data_at = name_at + len(info.filename) + extra_len
                 regions.append((info.filename, name_at, len(info.filename)))
                 regions.append((info.filename, data_at, info.compress_size))
+            # And the seal itself (the zip comment, the file's last bytes).
+            regions.append(("comment", len(original) - comment, comment))
             positions = set()
             for name, start, length in regions:
                 if length == 0:
@@ -143,6 +146,31 @@ class ExportTest(unittest.TestCase):
                 self.assertGreater(rc, 0, f"{fmt}: the byte at {pos} changed and verify-export said {rep}")
                 with self.assertRaises(Exception, msg=f"{fmt}: byte {pos}"):
                     tlog.verify_export(bent_path, self.vkey)
+
+    def test_a_changed_byte_in_the_zips_own_records_or_a_damaged_zip_is_caught(self):
+        path, _ = self.export("", "cd.zip")
+        with open(path, "rb") as f:
+            original = f.read()
+        with zipfile.ZipFile(path) as z:
+            start = z.start_dir  # the central directory: what unzip reads names and places from
+        bent_path = os.path.join(self.tmp, "bent.zip")
+        for pos in range(start, len(original), max(1, (len(original) - start) // 40)):
+            bent = bytearray(original)
+            bent[pos] ^= 0x01
+            with open(bent_path, "wb") as f:
+                f.write(bent)
+            rc, rep = self.verify(bent_path)
+            # Even a byte no zip reader uses (a time, an attribute) is sealed.
+            self.assertEqual(rc, 1, f"the byte at {pos} (central directory at {start}) changed: {rep}")
+            with self.assertRaises(Exception, msg=f"byte {pos}"):
+                tlog.verify_export(bent_path, self.vkey)
+        for name, data in (("truncated.zip", original[:len(original) // 2]), ("garbage.zip", b"not a zip at all\n")):
+            bad = os.path.join(self.tmp, name)
+            with open(bad, "wb") as f:
+                f.write(data)
+            rc, rep = self.verify(bad)
+            self.assertEqual(rc, 1, rep)
+            self.assertIn("not a readable zip", rep["problem"])
 
 
 if __name__ == "__main__":

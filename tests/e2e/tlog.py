@@ -77,7 +77,7 @@ def verify_consistency(first, second, first_root, second_root, proof):
 def parse_verifier_key(text):
     """NAME+KEYID+base64(0x01 || Ed25519 public key) -> (name, public key bytes)."""
     name, key_id, key = text.strip().split("+", 2)
-    raw = base64.b64decode(key, validate=True)
+    raw = b64(key)
     if len(raw) != 33 or raw[0] != 1:
         raise ValueError("not an Ed25519 verifier key")
     expect = sha256(name.encode() + b"\n" + raw)[:4]
@@ -90,7 +90,15 @@ def open_checkpoint(note, verifier_key):
     """Checks a signed checkpoint note (bytes) with the verifier key; returns (origin, size, root,
     extension lines). Raises ValueError when it does not check."""
     lines = open_signed_note(note, verifier_key).decode().split("\n")[:-1]
-    return lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True), lines[3:]
+    return lines[0], int(lines[1]), b64(lines[2]), lines[3:]
+
+
+def b64(text):
+    """Strict base64: the alphabet, padding, and the one canonical spelling of the bytes."""
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode() != text:
+        raise ValueError("not canonical base64")
+    return raw
 
 
 def _varint(b, i):
@@ -167,7 +175,15 @@ def verify_export(path, verifier_key):
     Raises ValueError naming the first thing wrong."""
     import json
     import zipfile
+    with open(path, "rb") as f:
+        whole = f.read()
     with zipfile.ZipFile(path) as z:
+        # The seal: the zip comment is a signed note over the SHA-256 of every byte before it.
+        origin = open_checkpoint(z.read("checkpoint"), verifier_key)[0]
+        sealed = whole[:len(whole) - len(z.comment)]
+        if not z.comment or open_signed_note(z.comment, verifier_key) != \
+                f"mailark.export-zip/v1\n{origin}\n{sha256(sealed).hex()}\n".encode():
+            raise ValueError("the seal does not check: the zip was changed")
         names = z.namelist()
         if names[:3] != ["checkpoint", "manifest.jsonl", "manifest.sig"]:
             raise ValueError("unexpected entries " + repr(names[:3]))
@@ -214,14 +230,14 @@ def open_signed_note(note, verifier_key):
     name, pub = parse_verifier_key(verifier_key)
     key_id = sha256(name.encode() + b"\n" + b"\x01" + pub)[:4]
     text, sep, sigs = note.rpartition(b"\n\n")
-    if not sep:
+    if not sep or not note.endswith(b"\n"):
         raise ValueError("no signature block")
     text += b"\n"
-    for line in sigs.decode().splitlines():
+    for line in sigs.decode().split("\n")[:-1]:  # lines end at "\n" only (signed-note)
         if not line.startswith("\u2014 "):
             raise ValueError("bad signature line")
         signer, sig = line[2:].rsplit(" ", 1)
-        raw = base64.b64decode(sig, validate=True)
+        raw = b64(sig)
         if signer == name and raw[:4] == key_id:
             try:
                 Ed25519PublicKey.from_public_bytes(pub).verify(raw[4:], text)
