@@ -18,8 +18,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!f) return 0;
   std::fwrite(data, 1, size, f);
   std::fclose(f);
-  auto rep = mailark::verify_export(path, "", nullptr);
-  if (rep && rep->ok && rep->messages > 0 && rep->origin.empty()) std::abort();
+  // Every other input once with the signatures required (what users run), once without (so that the
+  // manifest's lines, records, proofs and messages of hostile exports reach their parsers).
+  auto rep = (size & 1) ? mailark::verify_export(path, "", nullptr) : mailark::verify_export_for_fuzzing(path);
+  if (rep && rep->ok && (size & 1) && rep->messages > 0 && rep->origin.empty()) std::abort();
   std::remove(path.c_str());
   return 0;
 }
