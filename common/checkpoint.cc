@@ -57,6 +57,14 @@ Error bad(const std::string& what) {
   return make_error(ErrorCode::kInvalidArgument, what);
 }
 
+// Base64 in its one canonical spelling (RFC 4648 3.5: the unused bits of the last character zero), so
+// that no two texts of a note carry the same bytes: a changed character is always a changed note.
+std::optional<std::string> canonical_base64(std::string_view text, std::size_t max_input) {
+  auto raw = base64_decode(text, max_input);
+  if (!raw || base64_encode(*raw) != text) return std::nullopt;
+  return raw;
+}
+
 }  // namespace
 
 Result<SigningKey> SigningKey::from_seed(std::string_view seed) {
@@ -119,7 +127,7 @@ Result<NoteVerifier> parse_verifier_key(std::string_view text) {
   if (hex.size() != 8) return bad("the verifier key's id is not 8 hex digits");
   auto [p, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), id, 16);
   if (ec != std::errc() || p != hex.data() + hex.size()) return bad("the verifier key's id is not 8 hex digits");
-  auto raw = base64_decode(text.substr(p2 + 1), 1024);
+  auto raw = canonical_base64(text.substr(p2 + 1), 1024);
   if (!raw || raw->size() != 33 || static_cast<std::uint8_t>((*raw)[0]) != kAlgEd25519)
     return bad("the verifier key is not an Ed25519 key (base64 of 0x01 and 32 bytes)");
   std::memcpy(v.key.data(), raw->data() + 1, 32);
@@ -160,7 +168,7 @@ Result<Note> parse_note(std::string_view bytes) {
     NoteSignature s;
     s.name = std::string(line.substr(0, sp));
     if (!good_name(s.name)) return bad("a signature line's key name is empty or has a space or '+'");
-    auto raw = base64_decode(line.substr(sp + 1), 4096);
+    auto raw = canonical_base64(line.substr(sp + 1), 4096);
     if (!raw || raw->size() < 5) return bad("a signature is not base64 of a key id and a signature");
     s.id = (std::uint32_t{static_cast<std::uint8_t>((*raw)[0])} << 24) |
            (std::uint32_t{static_cast<std::uint8_t>((*raw)[1])} << 16) |
@@ -203,7 +211,7 @@ Result<Checkpoint> parse_checkpoint_text(std::string_view text) {
   auto size = parse_u64(lines[1]);
   if (!size) return bad("the checkpoint's second line is not a tree size");
   c.size = *size;
-  auto root = base64_decode(lines[2], 256);
+  auto root = canonical_base64(lines[2], 256);
   if (!root || root->size() != 32) return bad("the checkpoint's third line is not a base64 SHA-256 root hash");
   std::memcpy(c.root.data(), root->data(), 32);
   for (std::size_t i = 3; i < lines.size(); ++i) {

@@ -166,6 +166,20 @@ TEST(Checkpoint, Ed25519MatchesRfc8032AndSignedNotesCheck) {
   ASSERT_TRUE(other);
   EXPECT_FALSE(note_signed_by(*n, NoteVerifier{c.origin, other->public_key()}));
 
+  // The signature's base64 in another spelling of the same bytes (an unused low bit of its last
+  // character set) is a changed note, refused.
+  {
+    const auto dash = note.rfind(' ');
+    std::string other_spelling = note;
+    std::size_t last = other_spelling.find('=', dash);
+    ASSERT_NE(last, std::string::npos);
+    other_spelling[last - 1] = static_cast<char>(other_spelling[last - 1] ^ 1);
+    auto raw_a = base64_decode(note.substr(dash + 1, note.size() - dash - 2));
+    auto raw_b = base64_decode(other_spelling.substr(dash + 1, other_spelling.size() - dash - 2));
+    if (raw_a && raw_b && *raw_a == *raw_b) {
+      EXPECT_FALSE(parse_note(other_spelling)) << "the same signature spelled another way";
+    }
+  }
   EXPECT_FALSE(parse_note("no newline"));
   EXPECT_FALSE(parse_note("text\n\nnot a signature\n"));
   EXPECT_FALSE(parse_checkpoint_text("origin\n012\nAAAA\n"));
