@@ -11,7 +11,8 @@
 // Ed25519 is OpenSSL's; this file is its one translation point.
 //
 // parse_* read bytes from outside (a checkpoint file handed to `verify --checkpoint`, an export's
-// head): bounded (kMaxNoteBytes), strict, never throwing; fuzzed by fuzz/checkpoint.cc.
+// head): bounded (a note over kMaxNoteBytes is refused unread: Checkpoint.Ed25519MatchesRfc8032AndSignedNotesCheck),
+// strict (canonical base64, lines at LF), never throwing; fuzzed by fuzz/checkpoint.cc.
 #pragma once
 
 #include <array>

@@ -180,6 +180,13 @@ TEST(Checkpoint, Ed25519MatchesRfc8032AndSignedNotesCheck) {
       EXPECT_FALSE(parse_note(other_spelling)) << "the same signature spelled another way";
     }
   }
+  // Bounded: a well-formed, well-signed note is refused once it is longer than kMaxNoteBytes.
+  {
+    const std::string small = sign_note(text + std::string(1000, 'x') + "\n", c.origin, *key);
+    const std::string large = sign_note(text + std::string(kMaxNoteBytes, 'x') + "\n", c.origin, *key);
+    EXPECT_TRUE(parse_note(small));
+    EXPECT_FALSE(parse_note(large)) << "a note past kMaxNoteBytes";
+  }
   EXPECT_FALSE(parse_note("no newline"));
   EXPECT_FALSE(parse_note("text\n\nnot a signature\n"));
   EXPECT_FALSE(parse_checkpoint_text("origin\n012\nAAAA\n"));
