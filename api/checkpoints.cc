@@ -1,44 +1,26 @@
 #include "api/checkpoints.h"
 
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <ctime>
 #include <filesystem>
 
 #include "api/outcall.h"
+#include "common/file_util.h"
 
 namespace mailark::api {
-namespace {
-
-// Writes `text` to DIR/NAME durably and atomically (a temporary file, fsync, rename, fsync of DIR).
-std::string write_file_in(const std::string& dir, const std::string& name, const std::string& text) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return "cannot create " + dir + ": " + ec.message();
-  const std::string path = dir + "/" + name, tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return "cannot write " + tmp + ": " + std::strerror(errno);
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) return "cannot write " + path + ": " + std::strerror(errno);
-  if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return "";
-}
-
-}  // namespace
 
 std::string publish_checkpoint(const std::string& target, const SignedCheckpoint& cp, const std::string& archive_id,
                                unsigned timeout_s) {
   const std::string size = std::to_string(cp.checkpoint.size);
-  if (target.rfind("file:", 0) == 0)
-    return write_file_in(target.substr(5), "mailark-" + archive_id + "-" + size + ".checkpoint", cp.note);
+  if (target.rfind("file:", 0) == 0) {
+    const std::string dir = target.substr(5);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return "cannot create " + dir + ": " + ec.message();
+    auto written = write_file_atomically(dir + "/mailark-" + archive_id + "-" + size + ".checkpoint", cp.note);
+    return written ? "" : written.error().context;
+  }
   if (target.rfind("command:", 0) == 0)
     return run_command(target.substr(8), cp.note,
                        {"MAILARK_CHECKPOINT_ORIGIN=" + cp.checkpoint.origin, "MAILARK_CHECKPOINT_SIZE=" + size},
@@ -73,10 +55,13 @@ void CheckpointPublisher::loop() {
 }
 
 void CheckpointPublisher::turn() {
-  auto key = archive_signing_key(data_dir_, /*create=*/true);
-  if (!key) {
-    spdlog::error("checkpoints: {}", key.error().context);
-    return;
+  if (!key_) {  // read (or made) once
+    auto key = archive_signing_key(data_dir_, /*create=*/true);
+    if (!key) {
+      spdlog::error("checkpoints: {}", key.error().context);
+      return;
+    }
+    key_ = std::move(*key);
   }
   auto snap = archive_.snapshot();
   if (!snap) {
@@ -90,7 +75,7 @@ void CheckpointPublisher::turn() {
     due |= it == published_.end() || it->second != size;
   }
   if (!due) return;
-  auto cp = sign_checkpoint(**snap, *key, static_cast<std::int64_t>(std::time(nullptr)));
+  auto cp = sign_checkpoint(**snap, *key_, static_cast<std::int64_t>(std::time(nullptr)));
   const std::string id = (*snap)->archive_id();
   snap->reset();  // the publication may take a while: no read transaction held meanwhile
   if (!cp) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -37,6 +38,7 @@ class CheckpointPublisher {
   const Archive& archive_;
   const std::string data_dir_;
   const CheckpointsConfig config_;
+  std::optional<SigningKey> key_;                   // the publisher thread's only
   std::map<std::string, std::uint64_t> published_;  // target -> tree size last handed to it
   std::mutex mu_;
   std::condition_variable cv_;

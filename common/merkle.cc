@@ -58,6 +58,14 @@ Status subproof(std::uint64_t m, std::uint64_t begin, std::uint64_t end, bool b,
   return ok_status();
 }
 
+// RFC 9162's "right-shift both fn and sn equally until either LSB(fn) is set or fn is 0".
+void shift_to_set_bit(std::uint64_t& fn, std::uint64_t& sn) {
+  while (!(fn & 1) && fn != 0) {
+    fn >>= 1;
+    sn >>= 1;
+  }
+}
+
 }  // namespace
 
 Digest leaf_hash(std::string_view entry) {
@@ -110,12 +118,7 @@ bool verify_inclusion(std::uint64_t index, std::uint64_t size, const Digest& lea
     if (sn == 0) return false;
     if ((fn & 1) || fn == sn) {
       r = node_hash(p, r);
-      if (!(fn & 1)) {
-        while (!(fn & 1) && fn != 0) {
-          fn >>= 1;
-          sn >>= 1;
-        }
-      }
+      shift_to_set_bit(fn, sn);
     } else {
       r = node_hash(r, p);
     }
@@ -145,10 +148,7 @@ bool verify_consistency(std::uint64_t old_size, std::uint64_t new_size, const Di
     if ((fn & 1) || fn == sn) {
       fr = node_hash(c, fr);
       sr = node_hash(c, sr);
-      while (!(fn & 1) && fn != 0) {
-        fn >>= 1;
-        sn >>= 1;
-      }
+      shift_to_set_bit(fn, sn);
     } else {
       sr = node_hash(sr, c);
     }

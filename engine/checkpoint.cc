@@ -39,18 +39,29 @@ Result<SignedCheckpoint> sign_checkpoint(const ArchiveSnapshot& snapshot, const 
   return out;
 }
 
-Result<Checkpoint> open_checkpoint(std::string_view note, const NoteVerifier& verifier, const std::string& archive_id) {
-  MAILARK_ASSIGN_OR_RETURN(Note n, parse_note(note));
-  MAILARK_ASSIGN_OR_RETURN(Checkpoint c, parse_checkpoint_text(n.text));
-  if (!archive_id.empty() && c.origin != checkpoint_origin(archive_id))
+Result<ReadCheckpoint> read_checkpoint(std::string_view note, const std::string& archive_id) {
+  ReadCheckpoint out;
+  MAILARK_ASSIGN_OR_RETURN(out.note, parse_note(note));
+  MAILARK_ASSIGN_OR_RETURN(out.checkpoint, parse_checkpoint_text(out.note.text));
+  if (!archive_id.empty() && out.checkpoint.origin != checkpoint_origin(archive_id))
     return make_error(ErrorCode::kInvalidArgument,
-                      "the checkpoint is of another archive (" + c.origin + "; this one is " +
+                      "the checkpoint is of another archive (" + out.checkpoint.origin + "; this one is " +
                           checkpoint_origin(archive_id) + ")");
-  if (!note_signed_by(n, verifier))
+  return out;
+}
+
+Status check_signature(const ReadCheckpoint& read, const NoteVerifier& verifier) {
+  if (!note_signed_by(read.note, verifier))
     return make_error(ErrorCode::kInvalidArgument,
                       "the checkpoint's signature does not check with the key " + verifier.text(),
                       "the checkpoint was changed, or signed by another key");
-  return c;
+  return ok_status();
+}
+
+Result<Checkpoint> open_checkpoint(std::string_view note, const NoteVerifier& verifier, const std::string& archive_id) {
+  MAILARK_ASSIGN_OR_RETURN(ReadCheckpoint read, read_checkpoint(note, archive_id));
+  MAILARK_TRY(check_signature(read, verifier));
+  return read.checkpoint;
 }
 
 }  // namespace mailark

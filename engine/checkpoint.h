@@ -37,8 +37,16 @@ struct SignedCheckpoint {
 };
 Result<SignedCheckpoint> sign_checkpoint(const ArchiveSnapshot& snapshot, const SigningKey& key, std::int64_t now);
 
-// Reads a signed checkpoint handed from outside: parses it, checks the signature with `verifier` and
-// that its origin is `archive_id` (when not empty). Errors say which (kInvalidArgument).
+// A signed checkpoint handed from outside, in two steps (so that a checkpoint of another archive is
+// named as such before any key is looked for): read_checkpoint parses it and checks that its origin
+// is `archive_id` (when not empty); check_signature checks it is signed by `verifier`.
+// open_checkpoint does both. Errors say which (kInvalidArgument).
+struct ReadCheckpoint {
+  Note note;
+  Checkpoint checkpoint;
+};
+Result<ReadCheckpoint> read_checkpoint(std::string_view note, const std::string& archive_id);
+Status check_signature(const ReadCheckpoint& read, const NoteVerifier& verifier);
 Result<Checkpoint> open_checkpoint(std::string_view note, const NoteVerifier& verifier, const std::string& archive_id);
 
 }  // namespace mailark

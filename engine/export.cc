@@ -224,6 +224,20 @@ class ZipReader {
   std::size_t pos_ = 0;
 };
 
+// SHA-256 of the first `bytes` bytes of the file; false when they cannot be read.
+bool hash_prefix(std::istream& f, std::streamoff bytes, Sha256& h) {
+  f.clear();
+  f.seekg(0);
+  std::string buf(kChunk, '\0');
+  for (std::streamoff left = bytes; left > 0;) {
+    const auto n = static_cast<std::streamsize>(std::min<std::streamoff>(left, kChunk));
+    if (!f.read(buf.data(), n)) return false;
+    h.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    left -= n;
+  }
+  return true;
+}
+
 std::string seal_text(const std::string& origin, const std::string& hex) {
   return std::string(kSealContext) + "\n" + origin + "\n" + hex + "\n";
 }
@@ -249,15 +263,8 @@ Status seal_zip(const std::string& path, const std::string& origin, const Signin
   f.seekp(size - 2);
   f.write(len_bytes, 2);
   f.flush();
-  f.seekg(0);
   Sha256 h;
-  std::string buf(kChunk, '\0');
-  for (std::streamoff left = size; left > 0;) {
-    const auto n = static_cast<std::streamsize>(std::min<std::streamoff>(left, kChunk));
-    if (!f.read(buf.data(), n)) return make_error(ErrorCode::kIo, "cannot read " + path);
-    h.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
-    left -= n;
-  }
+  if (!hash_prefix(f, size, h)) return make_error(ErrorCode::kIo, "cannot read " + path);
   const std::string note = sign_note(seal_text(origin, to_hex(h.finish())), origin, key);
   f.seekp(size);
   f.write(note.data(), static_cast<std::streamsize>(note.size()));
@@ -285,15 +292,7 @@ std::string check_seal(const std::string& path, const std::string& origin, const
     auto note = parse_note(std::string_view(t).substr(static_cast<std::size_t>(i + 22)));
     if (!note || !note_signed_by(*note, verifier)) return "the export's seal (its zip comment) does not check with " + verifier.text();
     Sha256 h;
-    f.clear();
-    f.seekg(0);
-    std::string buf(kChunk, '\0');
-    for (std::streamoff left = size - comment; left > 0;) {
-      const auto n = static_cast<std::streamsize>(std::min<std::streamoff>(left, kChunk));
-      if (!f.read(buf.data(), n)) return "the export cannot be read";
-      h.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
-      left -= n;
-    }
+    if (!hash_prefix(f, size - comment, h)) return "the export cannot be read";
     if (note->text != seal_text(origin, to_hex(h.finish())))
       return "the export's bytes are not those sealed: the zip was changed";
     return "";

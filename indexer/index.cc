@@ -20,6 +20,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "common/file_util.h"
 #include "common/ascii.h"
 #include "common/numbers.h"
 #include "common/sha256.h"
@@ -466,20 +467,6 @@ Result<std::shared_ptr<const PairWords>> read_pair_words(const std::string& dir)
   while (std::getline(in, line))
     if (!line.empty()) pairs->words.insert(line);
   return std::shared_ptr<const PairWords>(std::move(pairs));
-}
-
-Status write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return make_error(ErrorCode::kIo, "writing " + tmp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return make_error(ErrorCode::kIo, "renaming " + tmp + ": " + ec.message());
-  return ok_status();
 }
 
 std::optional<Xapian::docid> read_unpaired_to(const Xapian::Database& db) {

@@ -369,7 +369,7 @@ TEST(Tree, AnArchiveWithoutATreeGetsOneWhenOpenedForWriting) {
     root = *merkle::root(23, (*s)->tree_nodes());
     id = (*s)->archive_id();
   }
-  // As a format 5 archive: no tree (its rows dropped), the marker 5.
+  // As a format 5 archive: no tree (the table dropped whole, which tamper() cannot), the marker 5.
   {
     MDB_env* env;
     ASSERT_EQ(mdb_env_create(&env), 0);

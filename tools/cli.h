@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/checkpoint.h"
 #include "engine/engine.h"
 
 namespace mailark::cli {
@@ -45,6 +46,10 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_on
 Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOptions options);
 
 std::string iso8601(std::int64_t unix_seconds);
+// At most max_bytes (and one more, so that a longer file shows) of a small file: a checkpoint, a key.
+Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes);
+// A --key argument: a verifier key ("NAME+ID+KEY"), or a file holding one.
+Result<NoteVerifier> verifier_key_arg(const std::string& arg);
 // "512 B", "3.4 KiB", "70.5 MiB", "1.2 GiB".
 std::string human_bytes(std::uint64_t bytes);
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <ctime>
 #include <iostream>
 
@@ -53,6 +54,21 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOption
 }
 
 std::string iso8601(std::int64_t t) { return iso8601_date(t); }
+
+Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return make_error(ErrorCode::kNotFound, "cannot read " + path);
+  std::string text(max_bytes + 1, '\0');
+  f.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(f.gcount()));
+  return text;
+}
+
+Result<NoteVerifier> verifier_key_arg(const std::string& arg) {
+  if (arg.find('+') != std::string::npos) return parse_verifier_key(arg);
+  MAILARK_ASSIGN_OR_RETURN(std::string text, read_small_file(arg, 4096));
+  return parse_verifier_key(text);
+}
 
 std::string human_bytes(std::uint64_t bytes) {
   static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

@@ -7,11 +7,11 @@
 // Proofs are JSON with hex hashes; the record's stored value is given (base64) so that a verifier can
 // hash the leaf itself (tests/e2e/test_checkpoint.py checks them in Python, without mailark).
 #include <ctime>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "common/base64.h"
+#include "common/file_util.h"
 #include "engine/checkpoint.h"
 #include "tools/cli.h"
 
@@ -63,14 +63,7 @@ int run_sign(const GlobalOptions& g, const CheckpointArgs& args) {
     std::cout << cp->note;
     return kExitOk;
   }
-  const std::string tmp = args.out + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << cp->note;
-    f.flush();
-    if (!f) return report(make_error(ErrorCode::kIo, "cannot write " + tmp));
-  }
-  if (std::rename(tmp.c_str(), args.out.c_str()) != 0) return report(make_error(ErrorCode::kIo, "cannot write " + args.out));
+  if (auto written = write_file_atomically(args.out, cp->note); !written) return report(written.error());
   std::cerr << "checkpoint of " << cp->checkpoint.size << " records written to " << args.out << "\n";
   return kExitOk;
 }

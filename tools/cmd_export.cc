@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -80,11 +79,11 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
 }
 
 int run_verify_export(const ExportArgs& args) {
-  std::string key = args.key;
-  if (!key.empty() && key.find('+') == std::string::npos) {
-    std::ifstream f(key);
-    if (!f) return report(make_error(ErrorCode::kNotFound, "cannot read the key file " + key));
-    std::getline(f, key);
+  std::string key;  // empty: verify_export takes the one the export names, and says so
+  if (!args.key.empty()) {
+    auto verifier = verifier_key_arg(args.key);
+    if (!verifier) return report(verifier.error());
+    key = verifier->text();
   }
   Progress progress("verifying");
   auto rep = verify_export(args.file, key, [&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); });

@@ -1,7 +1,5 @@
 // mailark verify: walk the hash chain and check every stored message.
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/checkpoint.h"
@@ -17,15 +15,6 @@ struct VerifyArgs {
   std::string key;                       // a verifier key, or a file holding one; default: the archive's own
 };
 
-Result<std::string> read_small_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error(ErrorCode::kNotFound, "cannot read " + path);
-  std::string text(kMaxNoteBytes + 1, '\0');
-  f.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(f.gcount()));
-  return text;
-}
-
 // The checkpoints, each opened (signature, origin) with the key given or the archive's own.
 Result<std::vector<Checkpoint>> open_checkpoints(const GlobalOptions& g, const Archive& archive, const VerifyArgs& args) {
   std::vector<Checkpoint> out;
@@ -34,34 +23,25 @@ Result<std::vector<Checkpoint>> open_checkpoints(const GlobalOptions& g, const A
   if (id.empty())
     return make_error(ErrorCode::kUnsupported, "this archive has no Merkle tree yet (an older format)",
                       "any writing command (`mailark import`, `serve`) builds it");
-  // Each checkpoint's origin first: a checkpoint of another archive is named as such, whatever key.
-  std::vector<std::string> notes;
+  // Each checkpoint read first: one of another archive is named as such, whatever the key.
+  std::vector<ReadCheckpoint> read;
+  auto named = [](const std::string& path, const Error& e) { return make_error(e.code, path + ": " + e.context, e.hint); };
   for (const auto& path : args.checkpoints) {
-    MAILARK_ASSIGN_OR_RETURN(std::string note, read_small_file(path));
-    auto parsed = parse_note(note);
-    auto text = parsed ? parse_checkpoint_text(parsed->text) : Result<Checkpoint>(parsed.error());
-    if (!text) return make_error(text.error().code, path + ": " + text.error().context, text.error().hint);
-    if (text->origin != checkpoint_origin(id))
-      return make_error(ErrorCode::kInvalidArgument, path + ": the checkpoint is of another archive (" + text->origin +
-                                                         "; this one is " + checkpoint_origin(id) + ")");
-    notes.push_back(std::move(note));
+    MAILARK_ASSIGN_OR_RETURN(std::string note, read_small_file(path, kMaxNoteBytes));
+    auto r = read_checkpoint(note, id);
+    if (!r) return named(path, r.error());
+    read.push_back(std::move(*r));
   }
   NoteVerifier verifier;
   if (!args.key.empty()) {
-    std::string text = args.key;
-    if (text.find('+') == std::string::npos) {
-      MAILARK_ASSIGN_OR_RETURN(text, read_small_file(args.key));
-    }
-    MAILARK_ASSIGN_OR_RETURN(verifier, parse_verifier_key(text));
+    MAILARK_ASSIGN_OR_RETURN(verifier, verifier_key_arg(args.key));
   } else {
     MAILARK_ASSIGN_OR_RETURN(SigningKey key, archive_signing_key(g.data_dir, /*create=*/false));
     verifier = archive_verifier(id, key);
   }
-  for (std::size_t i = 0; i < notes.size(); ++i) {
-    const std::string& path = args.checkpoints[i];
-    auto c = open_checkpoint(notes[i], verifier, id);
-    if (!c) return make_error(c.error().code, path + ": " + c.error().context, c.error().hint);
-    out.push_back(*c);
+  for (std::size_t i = 0; i < read.size(); ++i) {
+    if (auto s = check_signature(read[i], verifier); !s) return named(args.checkpoints[i], s.error());
+    out.push_back(read[i].checkpoint);
   }
   return out;
 }
