@@ -7,6 +7,7 @@ artefacts in $MAILARK_ARTIFACTS/web-ui (default build/test-artifacts/web-ui).
 - search with filters;
 - the admin dashboard: the monitor chart, the queue, and the panic button (start and stop);
 - a phone-sized window: no sideways scrolling;
+- each view is drawn once (the login form is not replaced under the user's typing);
 - a hostile HTML message (scripts, event handlers, javascript: links, CSS tricks, remote images,
   forms, frames, SVG and MathML mutation tricks) runs nothing and loads nothing in the browser:
   asserted in the browser (the frame's DOM, the top page's state) and on the wire (a beacon server
@@ -321,6 +322,39 @@ tls = "none"
         self.assertEqual(d.find_elements(By.ID, "admin-link"), [])
         d.get(self.base + "/#/admin")
         self.wait(lambda drv: "admin role" in drv.find_element(By.CSS_SELECTOR, ".error").text)
+
+    def test_each_view_is_drawn_once(self):
+        # Before: the start-up session probe's 401 drew the login form, then moved to #/login, whose
+        # hash change drew it again (a user's typing, or a test's element, went with the first form);
+        # logging in drew the inbox twice. Every form and list added to the page is counted from the
+        # document's start.
+        d = self.driver
+        counter = """window.__drawn = {login: 0, messages: 0};
+            new MutationObserver(ms => { for (const m of ms) for (const n of m.addedNodes) {
+              if (n.id === 'login') window.__drawn.login++;
+              if (n.querySelector && n.querySelector('#messages')) window.__drawn.messages++;
+            } }).observe(document, {childList: true, subtree: true});"""
+        script = d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": counter})
+        try:
+            d.get(self.base + "/health")
+            d.delete_all_cookies()
+            d.get(self.base + "/")
+            self.css("#login")
+            # Both session probes (start-up's and #/login's) have answered, and what they drew is drawn.
+            self.wait(lambda drv: drv.execute_script(
+                "return performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/v1/session')).length") >= 2)
+            time.sleep(0.5)
+            self.assertEqual(d.execute_script("return window.__drawn"), {"login": 1, "messages": 0})
+            d.find_element(By.ID, "user").send_keys("alice@example.com")
+            d.find_element(By.ID, "password").send_keys("alice-pw-123")
+            d.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+            self.css("#messages")
+            self.wait(lambda drv: drv.execute_script(
+                "return performance.getEntriesByType('resource').filter(e => e.name.includes('/messages?')).length") >= 1)
+            time.sleep(0.5)
+            self.assertEqual(d.execute_script("return window.__drawn"), {"login": 1, "messages": 1})
+        finally:
+            d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
 
     def test_phone_screen(self):
         d = self.driver

@@ -128,7 +128,14 @@ function currentQuery() {
 
 // ---- views ----
 
+// Shown once: several paths reach it together (the start-up session probe, a 401 from any call,
+// the hash change to #/login), and a second form would replace the one the user is typing into.
 function loginView(message) {
+  const shown = document.getElementById('login');
+  if (shown) {
+    if (message) shown.querySelector('.error').textContent = message;
+    return;
+  }
   const user = h('input', { type: 'email', name: 'user', id: 'user', autocomplete: 'username', required: true });
   const pass = h('input', { type: 'password', name: 'password', id: 'password', autocomplete: 'current-password', required: true });
   const out = h('p', { class: 'error', role: 'alert' }, message || '');
@@ -139,8 +146,7 @@ function loginView(message) {
       const s = await api('POST', '/api/v1/login', { user: user.value, password: pass.value });
       state.session = s;
       state.csrf = s.csrf;
-      location.hash = '#/';
-      route();
+      go('#/');
     } catch (err) {
       out.textContent = err.message;
     }
@@ -157,7 +163,14 @@ async function logout() {
   try { await api('POST', '/api/v1/logout'); } catch (e) { /* gone already */ }
   state.session = null;
   state.csrf = '';
-  location.hash = '#/login';
+  go('#/login');
+}
+
+// Navigate to a hash and render it once: setting a different hash fires hashchange, which routes;
+// setting the same one fires nothing, so route here.
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
 }
 
 function messageRows(messages) {
