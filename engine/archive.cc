@@ -32,8 +32,11 @@ namespace {
 // to 6 and migrates older ones to 6 on a writable open (from 2, the due index is built from the queue
 // in the migrating transaction; from 3 and 4, only the marker changes); 6 = the Merkle tree over the
 // records (table `merkle`) and the archive's id (meta "archive_id"): the migration makes the id in
-// the migrating transaction and builds the tree from the records right after (Archive::grow_tree).
-constexpr std::uint32_t kFormatVersion = 6;
+// the migrating transaction and builds the tree from the records right after (Archive::grow_tree);
+// 7 = custody: the `holdings` table (which records hold each content, one import record per
+// content and custodian) and meta "holdings" (the records it covers), built from the records after
+// the migration (Archive::grow_holdings); records v2 (custodian, folder).
+constexpr std::uint32_t kFormatVersion = kArchiveFormat;
 constexpr std::uint32_t kOldestFormat = 1;
 // Address space reserved for the map. LMDB grows the file only as pages are used; the reservation is
 // virtual. Raising it later is allowed (mdb_env_set_mapsize on open).
@@ -101,8 +104,33 @@ constexpr std::string_view kMetaCounters = "counters";
 constexpr std::string_view kMetaSegments = "segments";
 constexpr std::string_view kMetaSegmentPolicy = "segment_policy";
 constexpr std::string_view kMetaArchiveId = "archive_id";
+constexpr std::string_view kMetaHoldings = "holdings";
 // Records the tree grows by in one transaction when an older archive's tree is built.
 constexpr std::uint64_t kTreeBuildChunk = 65536;
+
+// The `holdings` key of a record (format 7): its content's SHA-256, then 16 bytes that say whose copy
+// it is: a mailbox import's custodian (case folded; an import without one has the empty custodian),
+// so that one custodian's copy of a message is recorded once; for anything else the record itself
+// (every SMTP delivery and IMAP APPEND is its own event).
+std::string holding_key(const Digest& content, const Envelope& e, std::uint64_t seq) {
+  Sha256 h;
+  if (is_mailbox_import(e)) {
+    h.update("mailark-custody-v1\nimport\n");
+    h.update(ascii_lower(e.custodian));
+  } else {
+    h.update("mailark-custody-v1\nrecord\n");
+    h.update(std::to_string(seq));
+  }
+  const Digest tag = h.finish();
+  std::string key(reinterpret_cast<const char*>(content.data()), 32);
+  key.append(reinterpret_cast<const char*>(tag.data()), 16);
+  return key;
+}
+
+std::uint64_t holdings_built_in(MDB_txn* txn, unsigned meta_dbi) {
+  MDB_val k = val(kMetaHoldings), v;
+  return mdb_get(txn, meta_dbi, &k, &v) == 0 && v.mv_size == 8 ? from_be64(view(v)) : 0;
+}
 
 // meta "segment_policy": version 1, period (u8), max_records (varint).
 std::string encode_policy(const SegmentPolicy& p) {
@@ -319,7 +347,8 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
                           {"queue_due", &a->queue_due_dbi_, &a->has_queue_due_},
                           {"continuity", &a->continuity_dbi_, &a->has_continuity_},
                           {"delivered", &a->delivered_dbi_, &a->has_delivered_},
-                          {"merkle", &a->merkle_dbi_, &a->has_merkle_}};
+                          {"merkle", &a->merkle_dbi_, &a->has_merkle_},
+                          {"holdings", &a->holdings_dbi_, &a->has_holdings_}};
   for (const auto& table : tables) {
     MDB_dbi dbi = 0;
     rc = mdb_dbi_open(t.txn, table.name, create, &dbi);
@@ -392,7 +421,10 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   if (rc) return lmdb_error("mdb_txn_commit", rc);
   a->live_first_.store(a->segments().back().first);
   MAILARK_TRY(a->load_codec());
-  if (!read_only) MAILARK_TRY(a->grow_tree());
+  if (!read_only) {
+    MAILARK_TRY(a->grow_tree());
+    MAILARK_TRY(a->grow_holdings());
+  }
   return a;
 }
 
@@ -666,6 +698,12 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
                              return tree_node_in(t.txn, merkle_dbi_, level, index);
                            }));
   std::vector<Digest> completed;
+  // So does the holdings table (grow_holdings built it to the head when this archive was opened).
+  if (const std::uint64_t held = holdings_built_in(t.txn, meta_dbi_); held != head.seq)
+    return make_error(ErrorCode::kCorrupt,
+                      "the archive's holdings cover " + std::to_string(held) + " records but the chain has " +
+                          std::to_string(head.seq),
+                      "reopening the archive for writing rebuilds holdings that are behind");
 
   k = val(kMetaSegmentPolicy);
   const SegmentPolicy policy =
@@ -777,10 +815,17 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     rc = mdb_get(t.txn, blob_index_dbi_, &ik, &iv);
     if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("looking up a blob", rc);
     bool exists = rc == 0;
+    const std::string hkey = holding_key(item.content_sha256, item.envelope, head.seq + 1);
+    MDB_val hk = val(hkey), hv;
     if (exists && item.skip_if_archived) {
-      out.duplicate = true;
-      outcomes.push_back(std::move(out));
-      continue;
+      // An import adds no record for a message this custodian's copy of is already recorded.
+      rc = mdb_get(t.txn, holdings_dbi_, &hk, &hv);
+      if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("looking up who holds a message", rc);
+      if (rc == 0) {
+        out.duplicate = true;
+        outcomes.push_back(std::move(out));
+        continue;
+      }
     }
     ArchiveRecord& r = out.record;
     r.seq = head.seq + 1;
@@ -841,6 +886,9 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     MDB_val nv = val(nodes);
     if ((rc = mdb_put(t.txn, merkle_dbi_, &rk, &nv, MDB_APPEND)))
       return lmdb_error("adding record " + std::to_string(r.seq) + " to the Merkle tree", rc);
+    hv = val(key);
+    if ((rc = mdb_put(t.txn, holdings_dbi_, &hk, &hv, MDB_NOOVERWRITE)))
+      return lmdb_error("recording who holds record " + std::to_string(r.seq), rc);
     if (item.queue) {
       QueueEntry q = *item.queue;
       q.seq = r.seq;
@@ -911,6 +959,10 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   k = val(kMetaCounters);
   v = val(cv);
   if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("updating counters", rc);
+  std::string held = be64(head.seq);
+  k = val(kMetaHoldings);
+  v = val(held);
+  if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("updating the holdings' extent", rc);
   if (segments_changed) {
     std::string sv = encode_segments(segments);
     k = val(kMetaSegments);
@@ -1280,6 +1332,31 @@ std::string ArchiveSnapshot::archive_id() const {
   return to_hex(std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(v.mv_data), v.mv_size));
 }
 
+Result<std::vector<std::uint64_t>> ArchiveSnapshot::copies(const Digest& content) const {
+  std::vector<std::uint64_t> out;
+  if (!archive_.has_holdings_) return out;
+  const std::uint64_t built = holdings_built_in(txn_, archive_.meta_dbi_);
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(txn_, archive_.holdings_dbi_, &cur)) return lmdb_error("mdb_cursor_open", rc);
+  const std::string_view prefix(reinterpret_cast<const char*>(content.data()), 32);
+  MDB_val k = val(prefix), v;
+  int rc;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size < 32 || view(k).substr(0, 32) != prefix) break;
+    if (v.mv_size != 8) continue;
+    const std::uint64_t seq = from_be64(view(v));
+    if (seq <= built) out.push_back(seq);
+  }
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("reading who holds a message", rc);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool ArchiveSnapshot::has_copies_index() const {
+  return archive_.has_holdings_ && holdings_built_in(txn_, archive_.meta_dbi_) == head().seq;
+}
+
 std::string Archive::archive_id() const {
   auto s = snapshot();
   return s ? (*s)->archive_id() : std::string();
@@ -1316,6 +1393,73 @@ Status Archive::grow_tree() {
     }
     if (int rc = t.commit()) return lmdb_error("committing the Merkle tree", rc);
   }
+}
+
+Status Archive::grow_holdings() {
+  for (;;) {
+    std::uint64_t built = 0;
+    std::vector<std::pair<std::string, std::string>> rows;  // key, seq
+    {
+      MAILARK_ASSIGN_OR_RETURN(auto snap, snapshot());
+      const std::uint64_t head = snap->head().seq;
+      built = holdings_built_in(snap->txn_, meta_dbi_);
+      if (built >= head) return ok_status();
+      const std::uint64_t end = std::min(head, built + kTreeBuildChunk);
+      std::optional<Error> bad;
+      MAILARK_TRY(snap->scan(
+          built + 1,
+          [&](const ArchiveRecord& r, std::string_view) {
+            rows.emplace_back(holding_key(r.content_sha256, r.envelope, r.seq), be64(r.seq));
+            return r.seq < end;
+          },
+          [&](std::uint64_t, const Error& e) {
+            bad = e;
+            return false;
+          }));
+      if (bad) return Error{bad->code, bad->context, "run `mailark verify`"};
+      if (rows.size() != end - built)
+        return make_error(ErrorCode::kCorrupt, "records are missing below the head", "run `mailark verify`");
+    }
+    Txn t;
+    if (int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn)) return lmdb_error("mdb_txn_begin", rc);
+    if (holdings_built_in(t.txn, meta_dbi_) != built) continue;  // another process built them meanwhile
+    for (auto& [key, seq] : rows) {
+      MDB_val k = val(key), v = val(seq);
+      // A key met twice: the same custodian's second import record of one content (an import of
+      // an older release, deduplicated by content alone, never made one): the first keeps it.
+      int rc = mdb_put(t.txn, holdings_dbi_, &k, &v, MDB_NOOVERWRITE);
+      if (rc && rc != MDB_KEYEXIST) return lmdb_error("building the holdings", rc);
+    }
+    std::string end = be64(built + rows.size());
+    MDB_val k = val(kMetaHoldings), v = val(end);
+    if (int rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0)) return lmdb_error("building the holdings", rc);
+    if (int rc = t.commit()) return lmdb_error("committing the holdings", rc);
+  }
+}
+
+bool Archive::has_copy(const Digest& content, const Envelope& envelope) const {
+  Txn t;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return false;
+  const std::string key = holding_key(content, envelope, 0);
+  MDB_val k = val(key), v;
+  return has_holdings_ && mdb_get(t.txn, holdings_dbi_, &k, &v) == 0;
+}
+
+Result<std::vector<ArchiveRecord>> Archive::copies_of(const ArchiveRecord& record) const {
+  MAILARK_ASSIGN_OR_RETURN(auto snap, snapshot());
+  MAILARK_ASSIGN_OR_RETURN(std::vector<std::uint64_t> ids, snap->copies(record.content_sha256));
+  if (!std::binary_search(ids.begin(), ids.end(), record.seq)) ids.insert(std::lower_bound(ids.begin(), ids.end(), record.seq), record.seq);
+  std::vector<ArchiveRecord> out;
+  out.reserve(ids.size());
+  for (std::uint64_t id : ids) {
+    if (id == record.seq) {
+      out.push_back(record);
+      continue;
+    }
+    MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, snap->record(id));
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 ChainHead Archive::head() const {

@@ -67,6 +67,10 @@ typedef struct MDB_txn MDB_txn;
 
 namespace mailark {
 
+// The archive format this release writes (docs/FORMAT.md); it reads every one from 1 and migrates
+// older ones in place on a writable open.
+inline constexpr std::uint32_t kArchiveFormat = 7;
+
 struct ChainHead {
   std::uint64_t seq = 0;  // 0 for an empty archive
   Digest hash{};          // zero for an empty archive
@@ -127,7 +131,7 @@ struct PendingAppend {
   std::uint64_t raw_size = 0;
   std::uint32_t dict_id = 0;
   std::string frame;              // zstd frame of the raw bytes, written only if the blob is new
-  bool skip_if_archived = false;  // imports: an identical message already archived adds no record
+  bool skip_if_archived = false;  // imports: the custodian's copy already recorded adds no record
   // When set, a queue entry for the new record is written in the same transaction (its seq is filled
   // in): the record and its delivery obligation become durable together.
   std::optional<QueueEntry> queue;
@@ -138,7 +142,7 @@ struct PendingAppend {
 };
 
 struct AppendOutcome {
-  bool duplicate = false;  // no record was added: skip_if_archived and the blob existed, or a DSN whose
+  bool duplicate = false;  // no record was added: skip_if_archived and the custodian's copy existed, or a DSN whose
                            // failures were already reported by another
   bool starts_segment = false;  // this record is the first of a new time segment
   ArchiveRecord record;    // the appended record (seq, hash, ...) unless duplicate
@@ -212,6 +216,11 @@ class ArchiveSnapshot {
   bool has_tree() const;
   Result<Digest> tree_node(unsigned level, std::uint64_t index) const;
   merkle::NodeFn tree_nodes() const;  // tree_node, bound to this snapshot (which must outlive it)
+  // Every record that holds this content (ascending ids): the custodians' copies of one message,
+  // and each SMTP delivery of the same bytes (table `holdings`, format 7). An archive older than
+  // format 7 opened read-only has no such table: empty (has_copies_index() says so).
+  Result<std::vector<std::uint64_t>> copies(const Digest& content) const;
+  bool has_copies_index() const;
   // The archive's identity (16 random bytes made with the tree, as 32 hex digits): the origin line
   // of its checkpoints. Empty for an archive older than format 6 opened read-only.
   std::string archive_id() const;
@@ -264,6 +273,11 @@ class Archive {
   Status set_segment_policy(const SegmentPolicy& policy);
   Result<ArchiveRecord> record(std::uint64_t seq) const;
   bool has_blob(const Digest& sha) const;
+  // An import with this envelope would be a duplicate: its custodian's copy of this content is
+  // already recorded (append checks again inside its transaction).
+  bool has_copy(const Digest& content, const Envelope& envelope) const;
+  // Every record holding this record's content (it included), oldest first: who held the message.
+  Result<std::vector<ArchiveRecord>> copies_of(const ArchiveRecord& record) const;
   Result<std::string> raw(const ArchiveRecord& record) const;
   Status scan(std::uint64_t from, const ArchiveSnapshot::RecordFn& fn, const ArchiveSnapshot::BadRecordFn& on_bad) const;
 
@@ -356,6 +370,8 @@ class Archive {
   // it from every record, 65,536 records a transaction (an interrupted build goes on at the next
   // open). Errors: a record missing below the head (kCorrupt).
   Status grow_tree();
+  // Brings the holdings table (format 7) up to the head the same way, from the records' envelopes.
+  Status grow_holdings();
 
   // A segment's store: its own LMDB environment with the tables records, blobs and meta.
   struct Store {
@@ -387,11 +403,12 @@ class Archive {
   MDB_env* env_ = nullptr;
   unsigned records_dbi_ = 0, blobs_dbi_ = 0, dicts_dbi_ = 0, meta_dbi_ = 0, blob_index_dbi_ = 0, queue_dbi_ = 0,
            quarantine_dbi_ = 0, rcpt_cache_dbi_ = 0, queue_due_dbi_ = 0, continuity_dbi_ = 0, delivered_dbi_ = 0,
-           merkle_dbi_ = 0;
+           merkle_dbi_ = 0, holdings_dbi_ = 0;
   bool read_only_ = false;
   // Tables a read-only open of an older archive may lack: they read as empty.
   bool has_queue_ = true, has_quarantine_ = true, has_rcpt_cache_ = true, has_queue_due_ = true,
-       has_continuity_ = true, has_delivered_ = true, has_merkle_ = true;
+       has_continuity_ = true, has_delivered_ = true, has_merkle_ = true,
+       has_holdings_ = true;
   std::uint32_t format_ = 0;
   static constexpr std::chrono::seconds kReleaseMappedEvery{5};
   std::chrono::steady_clock::time_point last_release_{};  // append()'s thread only

@@ -301,7 +301,10 @@ Result<indexer::SearchResults> Engine::search(const std::string& query,
     }
   }
   ArchiveFieldSource source(*archive_, options_.limits);
-  return (*reader)->search(query, options, &source);
+  indexer::SearchOptions opts = options;
+  const ArchiveCounters counts = archive_->counters();
+  opts.one_per_message = counts.records > counts.blobs;  // some message has more than one record
+  return (*reader)->search(query, opts, &source);
 }
 
 std::uint64_t Engine::index_watermark() {

@@ -5,6 +5,7 @@
 #include <archive_entry.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -22,7 +23,10 @@
 namespace mailark {
 namespace {
 
-constexpr const char* kFormat = "mailark-export-v1";
+// v2 (this release): every record holding a message's bytes (custodians' copies) with its proof.
+// v1 exports (the release before) still verify.
+constexpr const char* kFormat = "mailark-export-v2";
+constexpr const char* kFormatV1 = "mailark-export-v1";
 constexpr const char* kSigContext = "mailark.export/v1";
 constexpr const char* kSealContext = "mailark.export-zip/v1";
 constexpr std::size_t kChunk = 1 << 16;
@@ -38,20 +42,43 @@ std::string entry_name(std::uint64_t id) {
 
 // The manifest's account of a record, derived from the record alone: the exporter writes it and the
 // verifier rebuilds it from the proven record, so no field can say something the record does not.
-nlohmann::json record_fields(const ArchiveRecord& r) {
+// v2 names custodians over all of a message's records (message_custodians), v1 named the record's
+// source (or listener) alone.
+nlohmann::json record_fields(const ArchiveRecord& r, int version) {
+  nlohmann::json j = {{"id", r.seq},
+                      {"sha256", to_hex(r.content_sha256)},
+                      {"size", r.raw_size},
+                      {"envelope", envelope_json(r.envelope)},
+                      {"archived_at", iso8601_date(r.archived_at)},
+                      {"verdict",
+                       {{"kind", scanner::verdict_name(r.verdict.kind)},
+                        {"signatures", r.verdict.signatures},
+                        {"reason", r.verdict.reason}}},
+                      {"malformed", (r.flags & kFlagMalformed) != 0},
+                      {"quarantined", (r.flags & kFlagQuarantined) != 0}};
+  if (version == 1)
+    j["custodians"] = std::vector<std::string>{r.envelope.source.empty() ? r.envelope.connector : r.envelope.source};
+  return j;
+}
+
+// A copy of the message (another record of the same bytes), as a v2 manifest line lists it.
+nlohmann::json copy_fields(const ArchiveRecord& r) {
   return {{"id", r.seq},
-          {"sha256", to_hex(r.content_sha256)},
-          {"size", r.raw_size},
           {"envelope", envelope_json(r.envelope)},
           {"archived_at", iso8601_date(r.archived_at)},
-          {"verdict",
-           {{"kind", scanner::verdict_name(r.verdict.kind)},
-            {"signatures", r.verdict.signatures},
-            {"reason", r.verdict.reason}}},
-          {"malformed", (r.flags & kFlagMalformed) != 0},
-          {"quarantined", (r.flags & kFlagQuarantined) != 0},
-          // Who held the message: for now the source it was archived from (a mailbox file, a listener).
-          {"custodians", std::vector<std::string>{r.envelope.source.empty() ? r.envelope.connector : r.envelope.source}}};
+          {"custodians", custodians_of(r)}};
+}
+
+// v2's "custodians": every custodian of the message's records, in the order of their ids, each once.
+void add_custodians(const ArchiveRecord& r, std::vector<std::string>& out) {
+  for (auto& c : custodians_of(r))
+    if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(std::move(c));
+}
+
+nlohmann::json hex_proof(const std::vector<Digest>& proof) {
+  nlohmann::json hashes = nlohmann::json::array();
+  for (const auto& d : proof) hashes.push_back(to_hex(d));
+  return hashes;
 }
 
 // mboxrd: a line beginning with zero or more '>' and "From " gets one more '>'.
@@ -312,6 +339,33 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   const bool mbox = request.container == ExportContainer::kMbox;
   const merkle::NodeFn nodes = s.tree_nodes();
 
+  // Each message once: an item whose bytes an item of a lower id also holds is that one's copy, listed
+  // with it, not again (search shows one record a message, but an index from before archive format 7
+  // has no content key to collapse by; a caller may name ids). Only an archive holding some message
+  // twice has copies to look for.
+  std::vector<bool> listed(request.items.size(), true);
+  std::uint64_t count = request.items.size();
+  if (const ArchiveCounters counts = s.counters(); counts.records > counts.blobs) {
+    std::vector<std::uint64_t> ids;
+    ids.reserve(request.items.size());
+    for (const ExportItem& item : request.items) ids.push_back(item.id);
+    std::sort(ids.begin(), ids.end());
+    for (std::size_t i = 0; i < request.items.size(); ++i) {
+      const std::uint64_t id = request.items[i].id;
+      if (id == 0 || id > cp.checkpoint.size) continue;  // refused below
+      MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, s.record(id));
+      MAILARK_ASSIGN_OR_RETURN(std::vector<std::uint64_t> holders, s.copies(r.content_sha256));
+      for (std::uint64_t h : holders) {
+        if (h >= id) break;
+        if (std::binary_search(ids.begin(), ids.end(), h)) {
+          listed[i] = false;
+          --count;
+          break;
+        }
+      }
+    }
+  }
+
   // Pass 1: the manifest, to a file beside the export (flat memory however many messages), and its hash.
   const std::string manifest_path = request.path + ".manifest.tmp", zip_tmp = request.path + ".tmp";
   struct Cleanup {
@@ -343,16 +397,41 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
          {"case", request.case_name},
          {"created_at", iso8601_date(now)},
          {"created_by", request.created_by},
-         {"count", request.items.size()}});
+         {"count", count}});
     std::uint64_t done = 0;
-    for (const ExportItem& item : request.items) {
+    for (std::size_t i = 0; i < request.items.size(); ++i) {
+      if (!listed[i]) continue;
+      const ExportItem& item = request.items[i];
       if (item.id == 0 || item.id > cp.checkpoint.size)
         return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(item.id) + " in the archive");
       MAILARK_ASSIGN_OR_RETURN(std::string value, s.record_value(item.id));
       MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, decode_record(item.id, value));
       MAILARK_ASSIGN_OR_RETURN(std::vector<Digest> proof, merkle::inclusion_proof(item.id - 1, cp.checkpoint.size, nodes));
-      nlohmann::json j = record_fields(r);
+      nlohmann::json j = record_fields(r, 2);
       j["message_id"] = item.message_id;
+      // Everyone who held the message: every other record of its bytes, proved in the same tree.
+      MAILARK_ASSIGN_OR_RETURN(std::vector<std::uint64_t> holders, s.copies(r.content_sha256));
+      if (std::find(holders.begin(), holders.end(), item.id) == holders.end())
+        holders.insert(std::lower_bound(holders.begin(), holders.end(), item.id), item.id);
+      std::vector<std::string> custodians;
+      nlohmann::json copies = nlohmann::json::array();
+      for (std::uint64_t other : holders) {
+        if (other == item.id) {
+          add_custodians(r, custodians);
+          continue;
+        }
+        if (other > cp.checkpoint.size) continue;
+        MAILARK_ASSIGN_OR_RETURN(std::string other_value, s.record_value(other));
+        MAILARK_ASSIGN_OR_RETURN(ArchiveRecord o, decode_record(other, other_value));
+        MAILARK_ASSIGN_OR_RETURN(std::vector<Digest> other_proof, merkle::inclusion_proof(other - 1, cp.checkpoint.size, nodes));
+        add_custodians(o, custodians);
+        nlohmann::json c = copy_fields(o);
+        c["record"] = base64_encode(other_value);
+        c["proof"] = hex_proof(other_proof);
+        copies.push_back(std::move(c));
+      }
+      j["custodians"] = custodians;
+      j["copies"] = std::move(copies);
       if (mbox) {
         MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
         const std::string quoted = mboxrd_quote(raw);
@@ -364,14 +443,12 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
         j["file"] = entry_name(item.id);
       }
       j["record"] = base64_encode(value);
-      nlohmann::json hashes = nlohmann::json::array();
-      for (const auto& d : proof) hashes.push_back(to_hex(d));
-      j["proof"] = std::move(hashes);
+      j["proof"] = hex_proof(proof);
       put(j);
       message_bytes += r.raw_size;
       ++done;
       if (done % kReleaseEvery == 0) archive.release_mapped_pages();  // flat memory: what was read leaves the RSS
-      if (request.progress && done % 256 == 0) request.progress(done, 2 * request.items.size());
+      if (request.progress && done % 256 == 0) request.progress(done, 2 * count);
     }
     m.flush();
     if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
@@ -394,7 +471,9 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   MAILARK_TRY(zip.add("manifest.sig", sign_note(sig_text(cp.checkpoint.origin, manifest_hex), cp.checkpoint.origin, key), now));
   if (mbox) MAILARK_TRY(zip.begin("messages.mbox", mbox_bytes, now));
   std::uint64_t done = 0;
-  for (const ExportItem& item : request.items) {
+  for (std::size_t i = 0; i < request.items.size(); ++i) {
+    if (!listed[i]) continue;
+    const ExportItem& item = request.items[i];
     MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, s.record(item.id));
     MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
     if (mbox) {
@@ -408,15 +487,15 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
     }
     ++done;
     if (done % kReleaseEvery == 0) archive.release_mapped_pages();
-    if (request.progress && done % 256 == 0) request.progress(request.items.size() + done, 2 * request.items.size());
+    if (request.progress && done % 256 == 0) request.progress(count + done, 2 * count);
   }
   MAILARK_TRY(zip.close());
   MAILARK_TRY(seal_zip(zip_tmp, cp.checkpoint.origin, key));
   if (std::rename(zip_tmp.c_str(), request.path.c_str()) != 0)
     return make_error(ErrorCode::kIo, "cannot write " + request.path + ": " + std::strerror(errno));
-  if (request.progress) request.progress(2 * request.items.size(), 2 * request.items.size());
+  if (request.progress) request.progress(2 * count, 2 * count);
   ExportReport rep;
-  rep.messages = request.items.size();
+  rep.messages = count;
   rep.bytes = message_bytes;
   rep.checkpoint = cp.checkpoint;
   rep.manifest_sha256 = manifest_hex;
@@ -468,8 +547,10 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
     }
   }
   nlohmann::json header = nlohmann::json::parse(header_line, nullptr, false);
-  if (!header.is_object() || header.value("format", "") != kFormat)
-    return problem("the manifest's first line is not a mailark-export-v1 header");
+  const std::string format = header.is_object() ? header.value("format", "") : "";
+  if (format != kFormat && format != kFormatV1)
+    return problem("the manifest's first line is not a mailark-export-v1 or -v2 header");
+  const int version = format == kFormatV1 ? 1 : 2;
   out.origin = header.value("origin", "");
   out.query = header.value("query", "");
   out.case_name = header.value("case", "");
@@ -530,28 +611,66 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
       break;
     }
     nlohmann::json j = nlohmann::json::parse(*line, nullptr, false);
-    if (!j.is_object() || !j.contains("record") || !j["record"].is_string() || !j.contains("proof") ||
-        !j["proof"].is_array())
-      return problem("manifest line " + std::to_string(n + 2) + " is not a message entry");
+    if (!j.is_object()) return problem("manifest line " + std::to_string(n + 2) + " is not a message entry");
     const std::uint64_t id = j.value("id", std::uint64_t{0});
     const std::string what = "message " + std::to_string(id) + " (manifest line " + std::to_string(n + 2) + ")";
-    auto value = base64_decode(j["record"].get<std::string>(), kMaxManifestLine);
-    if (!value) return problem(what + ": its record is not base64");
-    auto record = decode_record(id, *value);
-    if (!record) return problem(what + ": its record does not decode: " + record.error().context);
-    if (record_hash(record->prev_hash, id, std::string_view(*value).substr(0, value->size() - 32)) != record->hash)
-      return problem(what + ": its record's hash does not match the record");
-    nlohmann::json fields = record_fields(*record);
+    // A record of the manifest: base64, decodes as record `id`, its own hash holds, and it is in the
+    // signed tree at its place. "" when all hold, else why not.
+    auto proven = [&](const nlohmann::json& entry, std::uint64_t rid, std::string* value_out,
+                      ArchiveRecord* record_out) -> std::string {
+      if (!entry.contains("record") || !entry["record"].is_string() || !entry.contains("proof") || !entry["proof"].is_array())
+        return "it has no record and proof";
+      auto value = base64_decode(entry["record"].get<std::string>(), kMaxManifestLine);
+      if (!value) return "its record is not base64";
+      auto record = decode_record(rid, *value);
+      if (!record) return "its record does not decode: " + record.error().context;
+      if (record->seq != rid) return "its record is another id's";
+      if (record_hash(record->prev_hash, rid, std::string_view(*value).substr(0, value->size() - 32)) != record->hash)
+        return "its record's hash does not match the record";
+      std::vector<Digest> proof;
+      for (const auto& h : entry["proof"]) {
+        Digest d;
+        if (!h.is_string() || !from_hex(h.get<std::string>(), d)) return "its proof is not hex hashes";
+        proof.push_back(d);
+      }
+      if (rid == 0 || (!merkle::verify_inclusion(rid - 1, cp->size, merkle::leaf_hash(*value), proof, cp->root) && crypto))
+        return "its record is not in the signed tree (the inclusion proof fails)";
+      *value_out = std::move(*value);
+      *record_out = std::move(*record);
+      return "";
+    };
+    std::string value;
+    ArchiveRecord main_record;
+    if (std::string why = proven(j, id, &value, &main_record); !why.empty()) return problem(what + ": " + why);
+    const ArchiveRecord* record = &main_record;
+    nlohmann::json fields = record_fields(*record, version);
     for (auto& [k, v] : fields.items())
       if (!j.contains(k) || j[k] != v) return problem(what + ": the manifest's \"" + k + "\" is not what its record says");
-    std::vector<Digest> proof;
-    for (const auto& h : j["proof"]) {
-      Digest d;
-      if (!h.is_string() || !from_hex(h.get<std::string>(), d)) return problem(what + ": its proof is not hex hashes");
-      proof.push_back(d);
+    if (version == 2) {
+      // Every other record of these bytes, proved; and the custodians of them all.
+      if (!j.contains("copies") || !j["copies"].is_array()) return problem(what + ": it lists no copies");
+      std::vector<std::pair<std::uint64_t, ArchiveRecord>> all{{id, main_record}};
+      std::uint64_t last = 0;
+      for (const auto& c : j["copies"]) {
+        const std::uint64_t cid = c.is_object() ? c.value("id", std::uint64_t{0}) : 0;
+        const std::string cwhat = what + ", its copy " + std::to_string(cid);
+        if (cid <= last || cid == id) return problem(cwhat + ": copies are not in ascending order of id, each once");
+        last = cid;
+        std::string cvalue;
+        ArchiveRecord crecord;
+        if (std::string why = proven(c, cid, &cvalue, &crecord); !why.empty()) return problem(cwhat + ": " + why);
+        if (crecord.content_sha256 != main_record.content_sha256) return problem(cwhat + ": it is a record of other bytes");
+        const nlohmann::json cfields = copy_fields(crecord);
+        for (auto& [k, v] : cfields.items())
+          if (!c.contains(k) || c[k] != v) return problem(cwhat + ": the manifest's \"" + k + "\" is not what its record says");
+        all.emplace_back(cid, std::move(crecord));
+      }
+      std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      std::vector<std::string> custodians;
+      for (const auto& [rid, rec] : all) add_custodians(rec, custodians);
+      if (!j.contains("custodians") || j["custodians"] != nlohmann::json(custodians))
+        return problem(what + ": the manifest's \"custodians\" are not those its records name");
     }
-    if (!merkle::verify_inclusion(id - 1, cp->size, merkle::leaf_hash(*value), proof, cp->root) && crypto)
-      return problem(what + ": its record is not in the signed tree (the inclusion proof fails)");
     std::string bytes;
     if (mbox) {
       const std::uint64_t offset = j.value("mbox_offset", std::uint64_t{0}), length = j.value("mbox_length", std::uint64_t{0});

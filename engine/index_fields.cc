@@ -34,6 +34,8 @@ indexer::IndexFields index_fields(const ParsedMessage& m, const ArchiveRecord& r
   f.signatures = r.verdict.signatures;
   f.malformed = (r.flags & kFlagMalformed) != 0;
   f.quarantined = (r.flags & kFlagQuarantined) != 0;
+  f.custodians = custodians_of(r);
+  f.content_key.assign(reinterpret_cast<const char*>(r.content_sha256.data()), r.content_sha256.size());
   return f;
 }
 

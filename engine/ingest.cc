@@ -145,7 +145,7 @@ struct Ingest::Impl {
       return p;
     }
     Digest sha = sha256(item.raw);
-    if (item.skip_if_archived && archive.has_blob(sha)) {
+    if (item.skip_if_archived && archive.has_copy(sha, item.envelope)) {
       r.outcome = IngestOutcome::kDuplicate;  // checked again inside the write transaction
       return p;
     }
@@ -216,6 +216,7 @@ struct Ingest::Impl {
     draft.envelope = a.envelope;
     draft.verdict = verdict;
     draft.flags = a.flags;
+    draft.content_sha256 = a.content_sha256;
     draft.raw_size = a.raw_size;
     p.doc = indexer::build_document(index_fields(msg, draft), index.pair_words().get());
 

@@ -1,13 +1,16 @@
 #include "engine/record.h"
 
+#include "common/ascii.h"
 #include "common/encoding.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace mailark {
 namespace {
 
-constexpr std::uint8_t kRecordVersion = 1;
+constexpr std::uint8_t kRecordV1 = 1;
+constexpr std::uint8_t kRecordV2 = 2;  // with custodian and folder
 constexpr std::uint8_t kBlobVersion = 1;
 constexpr std::string_view kHashDomain = "mailark-record-v1";
 
@@ -40,7 +43,8 @@ Digest record_hash(const Digest& prev_hash, std::uint64_t seq, std::string_view 
 
 std::string encode_record(ArchiveRecord& r) {
   Writer w;
-  w.u8(kRecordVersion);
+  const bool v2 = !r.envelope.custodian.empty() || !r.envelope.folder.empty();
+  w.u8(v2 ? kRecordV2 : kRecordV1);
   w.varint(r.seq);
   w.u8(static_cast<std::uint8_t>(r.envelope.direction));
   w.str(r.envelope.mail_from);
@@ -51,6 +55,10 @@ std::string encode_record(ArchiveRecord& r) {
   w.str(r.envelope.tls);
   w.str(r.envelope.connector);
   w.str(r.envelope.source);
+  if (v2) {
+    w.str(r.envelope.custodian);
+    w.str(r.envelope.folder);
+  }
   w.svarint(r.envelope.received_at);
   w.u8(static_cast<std::uint8_t>(r.verdict.kind));
   w.varint(r.verdict.signatures.size());
@@ -72,11 +80,11 @@ Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value) {
     return make_error(ErrorCode::kCorrupt, "record " + std::to_string(seq) + ": " + what);
   };
   if (value.empty()) return corrupt("empty value");
-  if (static_cast<std::uint8_t>(value[0]) != kRecordVersion) {
+  const auto version_byte = static_cast<std::uint8_t>(value[0]);
+  if (version_byte != kRecordV1 && version_byte != kRecordV2) {
     return make_error(ErrorCode::kUnsupported,
-                      "record " + std::to_string(seq) + " has format version " +
-                          std::to_string(static_cast<std::uint8_t>(value[0])),
-                      "this mailark reads record format 1; upgrade mailark");
+                      "record " + std::to_string(seq) + " has format version " + std::to_string(version_byte),
+                      "this mailark reads record formats 1 and 2; upgrade mailark");
   }
   if (value.size() < 1 + 32) return corrupt("too short");
   Reader rd(value.substr(0, value.size() - 32));
@@ -92,7 +100,9 @@ Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value) {
     r.envelope.rcpt_to.push_back(std::move(rcpt));
   }
   ok = rd.str(r.envelope.client) && rd.str(r.envelope.helo) && rd.str(r.envelope.tls) &&
-       rd.str(r.envelope.connector) && rd.str(r.envelope.source) && rd.svarint(r.envelope.received_at) &&
+       rd.str(r.envelope.connector) && rd.str(r.envelope.source) &&
+       (version_byte == kRecordV1 || (rd.str(r.envelope.custodian) && rd.str(r.envelope.folder))) &&
+       rd.svarint(r.envelope.received_at) &&
        rd.u8(kind) && rd.varint(n) && n <= value.size();
   if (!ok || dir > 3 || kind > 3) return corrupt("bad envelope or verdict");  // 4 (a temporary error) is never stored
   r.envelope.direction = static_cast<Direction>(dir);
@@ -109,6 +119,31 @@ Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value) {
   r.flags = static_cast<std::uint32_t>(flags);
   std::memcpy(r.hash.data(), value.data() + value.size() - 32, 32);
   return r;
+}
+
+std::vector<std::string> custodians_of(const ArchiveRecord& r) {
+  const Envelope& e = r.envelope;
+  if (!e.custodian.empty()) return {e.custodian};
+  std::vector<std::string> out;
+  auto add = [&](const std::string& a) {
+    if (a.empty()) return;
+    std::string low = ascii_lower(a);
+    if (std::find(out.begin(), out.end(), low) == out.end()) out.push_back(std::move(low));
+  };
+  switch (e.direction) {
+    case Direction::kInbound:
+      for (const auto& a : e.rcpt_to) add(a);
+      break;
+    case Direction::kOutbound:
+      add(e.mail_from);
+      if (is_internal_copy(e))
+        for (const auto& a : e.rcpt_to) add(a);
+      break;
+    case Direction::kImport:
+    case Direction::kProbe:
+      break;
+  }
+  return out;
 }
 
 std::string encode_blob(std::uint32_t dict_id, std::uint64_t raw_size, std::string_view frame) {

@@ -4,6 +4,9 @@
 // then the fields of ArchiveRecord in declaration order (varints are LEB128, signed ones zigzag, strings
 // are varint length + bytes, digests 32 raw bytes), and
 //   hash = SHA-256("mailark-record-v1" || prev_hash || seq as 8 bytes big-endian || body)
+// Format v2 (archive format 7) is v1 with the version byte 0x02 and two more strings after `source`:
+// the custodian and the folder. A record is written as v2 only when it has either, so SMTP records
+// stay v1; the chain's hash is the same for both (the version byte is part of the body).
 // prev_hash is the previous record's hash (32 zero bytes for seq 1). The chain makes any changed,
 // removed or reordered record detectable by `mailark verify`.
 #pragma once
@@ -33,8 +36,17 @@ struct Envelope {
   std::string tls;               // "TLSv1.3 TLS_AES_256_GCM_SHA384", or empty
   std::string connector;         // listener name; "import" for imports
   std::string source;            // for imports: the file (and "#n" for the n-th message of an mbox)
+  // Record v2 (archive format 7): whose mailbox this copy came from (`import --custodian`, or the
+  // owner of `import --owner`), and the folder inside it (a PST's folder path). Empty for SMTP.
+  std::string custodian;
+  std::string folder;
   std::int64_t received_at = 0;  // Unix seconds
 };
+
+// A message imported by `mailark import` (direction import, connector "import"): a copy held in a
+// custodian's mailbox, recorded once per custodian (archive.h, table `holdings`). IMAP APPENDs and
+// every SMTP delivery are events of their own.
+inline bool is_mailbox_import(const Envelope& e) { return e.direction == Direction::kImport && e.connector == "import"; }
 
 // A submission with internal and external recipients is archived as two records of the same bytes
 // (api/smtp/server.cc submit): the one for the internal recipients has the connector
@@ -71,9 +83,15 @@ struct ArchiveRecord {
 
 // Encodes the record's body and computes its hash into record.hash. Returns the stored value.
 std::string encode_record(ArchiveRecord& record);
-// Decodes a stored value for key `seq`. Does not check the chain (verify does). Errors: kCorrupt,
-// kUnsupported for an unknown version byte.
+// Decodes a stored value (v1 or v2) for key `seq`. Does not check the chain (verify does). Errors:
+// kCorrupt, kUnsupported for an unknown version byte.
 Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value);
+// Whose mail a record is, for eDiscovery: its custodian when it has one (imports), else the people
+// it was delivered for: the envelope recipients of inbound mail, the sender of outbound mail (and the
+// recipients of an internal copy). Lower-case addresses; the custodian as given. Empty for probes and
+// imports without a custodian.
+std::vector<std::string> custodians_of(const ArchiveRecord& record);
+
 // Recomputes the hash of a stored value for `seq` with the given predecessor hash.
 Digest record_hash(const Digest& prev_hash, std::uint64_t seq, std::string_view body);
 

@@ -8,8 +8,10 @@
 
 namespace mailark {
 
+// `custodian` and `folder` (record v2) appear only when set, so a v1 record's envelope reads as it
+// always did (export manifests compare it with the record).
 inline nlohmann::json envelope_json(const Envelope& e) {
-  return {{"direction", direction_name(e.direction)},
+  nlohmann::json j = {{"direction", direction_name(e.direction)},
           {"mail_from", e.mail_from},
           {"rcpt_to", e.rcpt_to},
           {"client", e.client},
@@ -18,6 +20,9 @@ inline nlohmann::json envelope_json(const Envelope& e) {
           {"connector", e.connector},
           {"source", e.source},
           {"received_at", iso8601_date(e.received_at)}};
+  if (!e.custodian.empty()) j["custodian"] = e.custodian;
+  if (!e.folder.empty()) j["folder"] = e.folder;
+  return j;
 }
 
 }  // namespace mailark

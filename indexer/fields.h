@@ -40,6 +40,10 @@ struct IndexFields {
   bool malformed = false;
   bool quarantined = false;
   std::string extracted_text;  // reserved for eDiscovery text extraction
+  // Whose mail this record is (eDiscovery custodians: as given, or lower-case addresses).
+  std::vector<std::string> custodians;
+  // What copies of one message share (the SHA-256 of its bytes, 32 raw bytes; empty: never collapsed).
+  std::string content_key;
 };
 
 // What a search result shows, stored in the document data so result lists need no archive reads.

@@ -280,6 +280,9 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   doc.add_boolean_term(std::string(schema::kPrefixDirection) + f.direction);
   for (const auto& sig : f.signatures)
     doc.add_boolean_term(boolean_term(schema::kPrefixSignature, ascii_lower(sig)));
+  for (const auto& c : f.custodians)
+    if (!c.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixCustodian, ascii_lower(c)));
+  if (!f.content_key.empty()) doc.add_value(schema::kSlotContent, f.content_key.substr(0, 16));
   doc.add_value(schema::kSlotDate, Xapian::sortable_serialise(static_cast<double>(f.date)));
   doc.add_value(schema::kSlotSize, Xapian::sortable_serialise(static_cast<double>(f.size)));
   doc.add_value(schema::kSlotReceived, Xapian::sortable_serialise(static_cast<double>(f.received)));
@@ -2229,6 +2232,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     qp.add_boolean_prefix("direction", (new LowerBooleanField(schema::kPrefixDirection))->release());
     qp.add_boolean_prefix("type", (new LowerBooleanField(schema::kPrefixMimeType))->release());
     qp.add_boolean_prefix("signature", (new LowerBooleanField(schema::kPrefixSignature))->release());
+    qp.add_boolean_prefix("custodian", (new LowerBooleanField(schema::kPrefixCustodian))->release());
     unsigned flags = Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_PHRASE |
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
@@ -2274,6 +2278,9 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
     enq.set_weighting_scheme(Xapian::BoolWeight());
     enq.set_sort_by_value(schema::kSlotDate, /*reverse=*/true);
     enq.set_docid_order(Xapian::Enquire::DESCENDING);
+    // One hit per message: the copies of its bytes collapse into the newest (a user's own search,
+    // filtered while walking remote shards, keeps every record: its copy may be the one left out).
+    if (options.one_per_message && !filter_ids) enq.set_collapse_key(schema::kSlotContent);
     SearchResults out;
     out.watermark = watermark_;
     auto add_hit = [&](const Xapian::MSetIterator& it) {

@@ -264,6 +264,10 @@ struct SearchOptions {
   // Check every candidate of every phrase, so that the total is exact whatever it costs (counts for
   // eDiscovery, `mailark search --exact`).
   bool exact_total = false;
+  // One hit for the records of the same message (custodians' copies, repeated deliveries of the same
+  // bytes): the newest stands for them; the total counts messages. Engine::search sets it when the
+  // archive holds any message twice.
+  bool one_per_message = false;
 };
 
 struct SearchResults {

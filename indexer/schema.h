@@ -63,6 +63,7 @@ inline constexpr const char* kPrefixVerdict = "XV";  // XVclean, XVinfected, XVu
 inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound, XDprobe
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment
 inline constexpr const char* kPrefixSignature = "XS";    // XS<signature name, lower case>
+inline constexpr const char* kPrefixCustodian = "XCU";   // XCU<custodian, lower case> (added in schema 1)
 
 // Value slots.
 inline constexpr Xapian::valueno kSlotDate = 0;      // sortable_serialise(Unix seconds of Date, or received)
@@ -73,6 +74,10 @@ inline constexpr Xapian::valueno kSlotReceived = 2;  // sortable_serialise(Unix 
 // byte 1 + j / 8, mask 1 << j % 8). Added after schema 1 was first released: documents built before
 // have no value here and are checked as before.
 inline constexpr Xapian::valueno kSlotPairFilter = 3;
+// The first 16 bytes of the message's SHA-256: records of the same bytes (custodians' copies) share it,
+// and an archive-wide search shows one of them (SearchOptions::one_per_message). Added after schema 1
+// was first released: documents built before have none and are never collapsed.
+inline constexpr Xapian::valueno kSlotContent = 4;
 inline constexpr unsigned char kPairFilterVersion = 1;
 inline constexpr std::size_t kPairFilterBitsPerPair = 10;  // about 0.8% false positives with 7 probes
 inline constexpr unsigned kPairFilterProbes = 7;

@@ -156,11 +156,135 @@ TEST(Archive, ImportOfAnArchivedMessageAddsNoRecord) {
   auto a = open_archive(dir.path());
   std::string raw = test::make_message("once", "body");
   std::vector<PendingAppend> batch{pending(*a, raw, true), pending(*a, raw, true)};
+  for (auto& p : batch) {
+    p.envelope.direction = Direction::kImport;
+    p.envelope.connector = "import";
+  }
   auto out = a->append(batch);
   ASSERT_TRUE(out.ok());
   EXPECT_FALSE((*out)[0].duplicate);
   EXPECT_TRUE((*out)[1].duplicate) << "a duplicate within the same batch is found too";
   EXPECT_EQ(a->head().seq, 1u);
+}
+
+PendingAppend imported(const Archive& a, const std::string& raw, const std::string& custodian) {
+  PendingAppend p = pending(a, raw, /*skip_if_archived=*/true);
+  p.envelope.direction = Direction::kImport;
+  p.envelope.connector = "import";
+  p.envelope.custodian = custodian;
+  p.envelope.folder = custodian.empty() ? "" : "Inbox/Projects";
+  return p;
+}
+
+std::vector<std::uint64_t> copies(const Archive& a, const std::string& raw) {
+  auto s = a.snapshot();
+  auto c = (*s)->copies(sha256(raw));
+  EXPECT_TRUE(c) << c.error().to_string();
+  return c ? *c : std::vector<std::uint64_t>{};
+}
+
+TEST(Custody, EachCustodiansCopyIsARecordOverOneStoredMessage) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  const std::string raw = test::make_message("held twice", "body"), other = test::make_message("other", "body");
+  std::vector<PendingAppend> batch{imported(*a, raw, "alice"), imported(*a, raw, "Bob Example"),
+                                   imported(*a, raw, "ALICE"), imported(*a, raw, ""), imported(*a, other, "alice"),
+                                   imported(*a, raw, "bob example")};
+  auto out = a->append(batch);
+  ASSERT_TRUE(out) << out.error().to_string();
+  std::vector<bool> dup;
+  for (const auto& o : *out) dup.push_back(o.duplicate);
+  EXPECT_EQ(dup, (std::vector<bool>{false, false, true, false, false, true}))
+      << "a custodian holds a message once (names compared without case), within one batch too";
+  EXPECT_EQ(a->counters().records, 4u);
+  EXPECT_EQ(a->counters().blobs, 2u) << "the bytes are stored once";
+  EXPECT_EQ(copies(*a, raw), (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(copies(*a, other), (std::vector<std::uint64_t>{4}));
+  EXPECT_TRUE(a->has_copy(sha256(raw), imported(*a, raw, "Alice").envelope));
+  EXPECT_FALSE(a->has_copy(sha256(raw), imported(*a, raw, "carol").envelope));
+  EXPECT_FALSE(a->has_copy(sha256(other), imported(*a, other, "").envelope));
+  // Each record says whose copy it is (record v2), read back after a reopen.
+  a.reset();
+  a = open_archive(dir.path());
+  auto r2 = a->record(2);
+  ASSERT_TRUE(r2);
+  EXPECT_EQ(r2->envelope.custodian, "Bob Example");
+  EXPECT_EQ(r2->envelope.folder, "Inbox/Projects");
+  EXPECT_EQ(custodians_of(*r2), (std::vector<std::string>{"Bob Example"}));
+  auto held = a->copies_of(*r2);
+  ASSERT_TRUE(held);
+  ASSERT_EQ(held->size(), 3u);
+  EXPECT_EQ((*held)[0].envelope.custodian, "alice");
+  EXPECT_EQ((*held)[2].envelope.custodian, "");
+  auto rep = verify_archive(*a, nullptr);
+  ASSERT_TRUE(rep);
+  EXPECT_TRUE(rep->intact) << rep->problem;
+}
+
+TEST(Custody, EveryDeliveryOfTheSameBytesIsARecordAndACopy) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  const std::string raw = test::make_message("delivered twice", "body");
+  append_all(*a, {raw, raw});
+  std::vector<PendingAppend> batch{imported(*a, raw, "")};
+  ASSERT_TRUE(a->append(batch));
+  EXPECT_EQ(copies(*a, raw), (std::vector<std::uint64_t>{1, 2, 3}))
+      << "SMTP deliveries are events of their own; an import is the mailbox's copy";
+  auto r1 = a->record(1);
+  EXPECT_EQ(custodians_of(*r1), (std::vector<std::string>{"bob@example.com"})) << "inbound: the recipients";
+}
+
+TEST(Custody, AnArchiveWithoutHoldingsGetsThemWhenOpenedForWriting) {
+  test::ScratchDir dir;
+  const std::string raw = test::make_message("old", "body");
+  {
+    auto a = open_archive(dir.path());
+    append_all(*a, {raw, raw});
+    std::vector<PendingAppend> batch{imported(*a, raw, ""), imported(*a, raw, "alice")};
+    ASSERT_TRUE(a->append(batch));
+    for (int i = 0; i < 40; ++i) append_all(*a, {test::make_message("more " + std::to_string(i), "b")});
+  }
+  // As a format 6 archive: no holdings table, no meta "holdings", the marker 6.
+  {
+    MDB_env* env;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, dir.path().c_str(), 0, 0640), 0);
+    MDB_txn* txn;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi holdings, meta;
+    ASSERT_EQ(mdb_dbi_open(txn, "holdings", 0, &holdings), 0);
+    ASSERT_EQ(mdb_drop(txn, holdings, 1), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    std::string hk = "holdings", fk = "format", fv("\0\0\0\x06", 4);
+    MDB_val k{hk.size(), hk.data()};
+    ASSERT_EQ(mdb_del(txn, meta, &k, nullptr), 0);
+    MDB_val fkv{fk.size(), fk.data()}, v{fv.size(), fv.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &fkv, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  {
+    auto ro = Archive::open(dir.path(), Limits{}, /*read_only=*/true);
+    ASSERT_TRUE(ro);
+    EXPECT_EQ((*ro)->format(), 6u);
+    EXPECT_EQ(copies(**ro, raw), std::vector<std::uint64_t>{}) << "read-only: no holdings to read";
+    EXPECT_FALSE((*(*ro)->snapshot())->has_copies_index());
+    auto rec = (*ro)->record(2);
+    auto held = (*ro)->copies_of(*rec);
+    ASSERT_TRUE(held);
+    ASSERT_EQ(held->size(), 1u) << "a record is always its own copy";
+  }
+  auto a = open_archive(dir.path());
+  EXPECT_EQ(a->format(), kArchiveFormat);
+  EXPECT_TRUE((*a->snapshot())->has_copies_index());
+  EXPECT_EQ(copies(*a, raw), (std::vector<std::uint64_t>{1, 2, 3, 4}));
+  std::vector<PendingAppend> again{imported(*a, raw, "Alice"), imported(*a, raw, "bob")};
+  auto out = a->append(again);
+  ASSERT_TRUE(out);
+  EXPECT_TRUE((*out)[0].duplicate) << "the rebuilt holdings know alice's copy";
+  EXPECT_FALSE((*out)[1].duplicate);
+  EXPECT_EQ(copies(*a, raw), (std::vector<std::uint64_t>{1, 2, 3, 4, 45}));
 }
 
 TEST(Archive, TwoDifferentMessagesWithTheSameMessageIdAreTwoRecords) {
@@ -397,7 +521,7 @@ TEST(Tree, AnArchiveWithoutATreeGetsOneWhenOpenedForWriting) {
     EXPECT_FALSE((*s)->tree_node(0, 0));
   }
   auto a = open_archive(dir.path());
-  EXPECT_EQ(a->format(), 6u);
+  EXPECT_EQ(a->format(), kArchiveFormat);
   auto s = a->snapshot();
   EXPECT_EQ((*s)->tree_size(), 23u);
   EXPECT_EQ(*merkle::root(23, (*s)->tree_nodes()), root) << "the same records make the same tree";
@@ -940,7 +1064,7 @@ TEST(Archive, FormatTwoArchiveGetsItsDueIndexOnOpen) {
       << "read-only: the queue is read whole";
   ro->reset();
   auto a = open_archive(dir.path());
-  EXPECT_EQ(a->format(), 6u);
+  EXPECT_EQ(a->format(), kArchiveFormat);
   EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kPrimary), 2000000000, 10)), (std::vector<std::uint64_t>{1}));
   EXPECT_EQ(seqs_of(a->queue_due(lane_of(Route::kInternet), 2000000000, 10)), (std::vector<std::uint64_t>{2}));
 }
@@ -1041,7 +1165,7 @@ TEST(Segments, EachSegmentHasAStoreOfItsOwn) {
   auto ro = Archive::open(dir.path(), Limits{}, true);
   ASSERT_TRUE(ro.ok()) << ro.error().to_string();
   Archive& a = **ro;
-  EXPECT_EQ(a.format(), 6u);
+  EXPECT_EQ(a.format(), kArchiveFormat);
   expect_reads_back(a, raws, {0, 1, 2, 3, 4, 5, 6, 0});
   EXPECT_EQ(a.record(9).error().code, ErrorCode::kNotFound);
   std::vector<std::uint64_t> seen;

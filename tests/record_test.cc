@@ -73,6 +73,26 @@ TEST(RecordFormat, HashCoversEveryByteOfTheBody) {
   EXPECT_NE(record_hash(sha256("other"), 42, body), r.hash) << "the predecessor is part of the hash";
 }
 
+TEST(RecordFormat, ACustodiansRecordIsVersionTwoAndOthersStayVersionOne) {
+  ArchiveRecord r = sample();
+  std::string v1 = encode_record(r);
+  EXPECT_EQ(v1[0], 1) << "no custodian, no folder: v1, as every earlier release wrote";
+  r.envelope.custodian = "Jeff Skilling";
+  r.envelope.folder = "Top of Personal Folders/Inbox";
+  std::string v2 = encode_record(r);
+  EXPECT_EQ(v2[0], 2);
+  EXPECT_EQ(v2.size(), v1.size() + 2 + r.envelope.custodian.size() + r.envelope.folder.size());
+  auto back = decode_record(42, v2);
+  ASSERT_TRUE(back.ok()) << back.error().to_string();
+  EXPECT_EQ(back->envelope.custodian, "Jeff Skilling");
+  EXPECT_EQ(back->envelope.folder, "Top of Personal Folders/Inbox");
+  EXPECT_EQ(back->envelope.source, r.envelope.source);
+  EXPECT_EQ(back->archived_at, r.archived_at);
+  EXPECT_EQ(back->hash, record_hash(r.prev_hash, 42, std::string_view(v2).substr(0, v2.size() - 32)));
+  // Every truncation of a v2 record is refused.
+  for (std::size_t n = 0; n < v2.size(); ++n) EXPECT_FALSE(decode_record(42, v2.substr(0, n)).ok()) << n;
+}
+
 TEST(RecordFormat, UnknownVersionIsUnsupportedNotCorrupt) {
   ArchiveRecord r = sample();
   std::string value = encode_record(r);

@@ -18,8 +18,23 @@ struct ImportArgs {
   std::vector<std::string> paths;
   bool json = false;
   bool no_scan = false;
-  std::string owner;  // --owner: the user whose mailbox this is
+  std::string owner;      // --owner: the user whose mailbox this is
+  std::string custodian;  // --custodian: whose mail this is, for eDiscovery (default: the owner)
 };
+
+// A custodian is a name an officer types and reads back in exports: printable, one line, bounded.
+Result<std::string> check_custodian(std::string c) {
+  while (!c.empty() && (c.back() == ' ' || c.back() == '\t')) c.pop_back();
+  std::size_t lead = c.find_first_not_of(" \t");
+  c.erase(0, lead == std::string::npos ? c.size() : lead);
+  if (c.empty()) return make_error(ErrorCode::kInvalidArgument, "--custodian is empty");
+  if (c.size() > 200)
+    return make_error(ErrorCode::kInvalidArgument, "--custodian is longer than 200 bytes", "use a shorter name or an address");
+  for (unsigned char ch : c)
+    if (ch < 0x20 || ch == 0x7f)
+      return make_error(ErrorCode::kInvalidArgument, "--custodian holds a control character");
+  return c;
+}
 
 struct Summary {
   std::uint64_t messages = 0, imported = 0, duplicates = 0, infected = 0, unscannable = 0, unscanned = 0, malformed = 0,
@@ -51,6 +66,12 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     auto o = normalize_address(args.owner);
     if (!o) return report(o.error());
     owner = *o;
+  }
+  std::string custodian = owner;
+  if (!args.custodian.empty()) {
+    auto c = check_custodian(args.custodian);
+    if (!c) return report(c.error());
+    custodian = *c;
   }
   auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/true, "import");
   if (!engine) return report(engine.error());
@@ -118,6 +139,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
       item.envelope.client = "import";
       item.envelope.connector = "import";
       item.envelope.source = item.origin;
+      item.envelope.custodian = custodian;
       item.envelope.received_at = m.received_at;
       if (!owner.empty()) item.envelope.rcpt_to = {owner};  // the mailbox store places it for the owner
       // Imports archive everything: an unscannable message of an old mailbox stays visible (its
@@ -208,6 +230,10 @@ void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
   cmd->add_option("--owner", args->owner,
                   "the user whose mailbox this is: messages go to their INBOX (or Sent, when they wrote them);\n"
                   "without it, imported mail is placed by its From, To and Cc header fields");
+  cmd->add_option("--custodian", args->custodian,
+                  "whose mailbox this is, for eDiscovery (a name or an address; default: --owner): each\n"
+                  "custodian's copy of a message is its own record (the bytes are stored once), so searches,\n"
+                  "`show` and exports name everyone who held it; a message this custodian already has is a duplicate");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_import(g, *args); }; });
 }
 

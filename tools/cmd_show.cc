@@ -37,6 +37,18 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
   const ArchiveRecord& r = *rec;
   const ParsedMessage& m = *msg;
   auto held = e.archive().quarantine_entry(r.seq);  // the administrator's decision, if it was held
+  auto copies = e.archive().copies_of(r);             // everyone who held this message
+  if (!copies) return report(copies.error());
+  nlohmann::json jcopies = nlohmann::json::array();
+  for (const auto& c : *copies) {
+    nlohmann::json jc = {{"id", c.seq},
+                         {"direction", direction_name(c.envelope.direction)},
+                         {"custodians", custodians_of(c)},
+                         {"received_at", iso8601(c.envelope.received_at)}};
+    if (!c.envelope.source.empty()) jc["source"] = c.envelope.source;
+    if (!c.envelope.folder.empty()) jc["folder"] = c.envelope.folder;
+    jcopies.push_back(std::move(jc));
+  }
   nlohmann::json parts = nlohmann::json::array();
   for (const auto& p : m.parts) {
     nlohmann::json jp = {{"depth", p.depth},
@@ -70,6 +82,7 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
                       {"envelope", envelope_json(r.envelope)},
                       {"archived_at", iso8601(r.archived_at)},
                       {"record_hash", to_hex(r.hash)},
+                      {"copies", jcopies},
                       {"parts", parts}};
   if (held) {
     j["quarantine"] = {{"status", quarantine_status_name(held->status)},
@@ -112,6 +125,20 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
             << ">";
   if (!r.envelope.source.empty()) std::cout << " source " << r.envelope.source;
   std::cout << ", received " << iso8601(r.envelope.received_at) << "\n";
+  if (!r.envelope.custodian.empty()) std::cout << "Custodian:   " << r.envelope.custodian << "\n";
+  if (!r.envelope.folder.empty()) std::cout << "Folder:      " << r.envelope.folder << "\n";
+  if (copies->size() > 1) {
+    std::cout << "Held by:     " << copies->size() << " records of these bytes\n";
+    for (const auto& c : *copies) {
+      const auto who = custodians_of(c);
+      std::string names;
+      for (const auto& n : who) names += (names.empty() ? "" : ", ") + n;
+      std::cout << "  " << (c.seq == r.seq ? "* " : "  ") << c.seq << " " << direction_name(c.envelope.direction) << " "
+                << (names.empty() ? "(no custodian)" : names);
+      if (!c.envelope.folder.empty()) std::cout << " in " << c.envelope.folder;
+      std::cout << ", " << iso8601(c.envelope.received_at) << "\n";
+    }
+  }
   std::cout << "Structure:\n";
   for (const auto& p : m.parts) {
     std::cout << "  " << std::string(p.depth * 2, ' ') << p.content_type;

@@ -386,6 +386,7 @@ struct SmtpServer::Impl {
     item->envelope.client = "imap";
     item->envelope.connector = "imap";
     item->envelope.source = "imap:" + folder;
+    item->envelope.custodian = u.name;  // whose mailbox: the user appending (record v2)
     item->envelope.received_at = date;
     item->defer_on_scan_error = true;
     item->on_infected = ScanAction::kReject;

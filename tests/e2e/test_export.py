@@ -31,12 +31,12 @@ class ExportTest(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="mailark-export-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.data = os.path.join(self.tmp, "data")
-        self.run_cli("import", DEMO)
+        self.run_cli("import", DEMO, "--custodian", "Ana Ortega")
         for i, raw in enumerate(TRICKY):
             path = os.path.join(self.tmp, f"tricky{i}.eml")
             with open(path, "wb") as f:
                 f.write(raw)
-            self.run_cli("import", path)
+            self.run_cli("import", path, "--custodian", "ben@northwind.example")
         self.vkey = self.run_cli("checkpoint", "key").stdout.decode().strip()
 
     def run_cli(self, *args, ok=True):
@@ -99,7 +99,42 @@ class ExportTest(unittest.TestCase):
             self.assertIn("quote-2@partner.example", by_subject)
             infected = [m for m in entries if m["verdict"]["kind"] == "infected"]
             self.assertEqual(len(infected), 1, "the demo mailbox has one EICAR message")
-            self.assertTrue(all(m["custodians"] for m in entries))
+            self.assertEqual([m["custodians"] for m in entries], [["Ana Ortega"]] * 10 + [["ben@northwind.example"]] * 2)
+            self.assertTrue(all(m["copies"] == [] for m in entries))
+
+    def test_every_custodians_copy_is_listed_and_proved(self):
+        # A second mailbox holds the demo's ten messages too: ten more records over the same bytes.
+        out = json.loads(self.run_cli("import", DEMO, "--custodian", "Legal Copy", "--json").stdout)
+        self.assertEqual((out["imported"], out["duplicates"]), (10, 0))
+        found = json.loads(self.run_cli("search", "", "--json").stdout)
+        self.assertEqual(found["total"], 12, "one hit a message, however many hold it")
+        mine = json.loads(self.run_cli("search", 'custodian:"legal copy"', "--json", "--limit", "50").stdout)
+        self.assertEqual(sorted(r["id"] for r in mine["results"]), list(range(13, 23)))
+        show = json.loads(self.run_cli("show", "1", "--json").stdout)
+        self.assertEqual([(c["id"], c["custodians"]) for c in show["copies"]], [(1, ["Ana Ortega"]), (13, ["Legal Copy"])])
+        for fmt in ("eml", "mbox"):
+            path, out = self.export("", f"copies.{fmt}.zip", fmt)
+            self.assertEqual(out["messages"], 12)
+            self.assertEqual(self.verify(path)[0], 0)
+            self.assertEqual(tlog.verify_export(path, self.vkey), 12)
+            with zipfile.ZipFile(path) as z:
+                entries = [json.loads(x) for x in z.read("manifest.jsonl").decode().splitlines()[1:]]
+            demo = [m for m in entries if m["custodians"] != ["ben@northwind.example"]]
+            self.assertEqual(len(demo), 10)
+            for m in demo:
+                self.assertEqual(m["custodians"], ["Ana Ortega", "Legal Copy"], m["id"])
+                self.assertEqual([c["custodians"] for c in m["copies"]], [["Legal Copy"] if m["id"] <= 10 else ["Ana Ortega"]])
+                self.assertEqual(m["copies"][0]["envelope"]["custodian"], m["copies"][0]["custodians"][0])
+        # The copies are proved like the records they stand beside: a changed byte in one is caught.
+        with open(path, "rb") as f:
+            original = f.read()
+        at = original.index(b'"custodian":"Legal Copy"')
+        record_at = original.index(b'"record":"', at) + 12
+        self.assert_flips_caught(original, [at + 14, record_at, record_at + 40], "a copy")
+        # Asked for one custodian's copies, the export still names everyone who held each message.
+        path, out = self.export('custodian:"legal copy"', "legal.zip")
+        self.assertEqual(out["messages"], 10)
+        self.assertEqual(tlog.verify_export(path, self.vkey), 10)
 
     def test_a_query_exports_what_it_finds_and_nothing_else(self):
         found = json.loads(self.run_cli("search", '"quoted once"', "--exact", "--json").stdout)

@@ -10,6 +10,10 @@ commands, migrated in place by the first writing command, and what they had queu
   their records in the main archive environment, each with its own index shards).
 - tests/fixtures/format5-data.tar.gz: the release with segment stores (archive format 5: three segments,
   each in a store file of its own; no Merkle tree).
+- tests/fixtures/format6-data.tar.gz: the release with the Merkle tree (archive format 6: three
+  segments; no holdings table, imports deduplicated by content alone).
+- tests/fixtures/export-v1.zip (and export-v1.key, its archive's verifier key): an export written by
+  that release (mailark-export-v1), which this release's verifiers still check.
 """
 import json
 import os
@@ -25,6 +29,7 @@ from test_delivery import SINK, Sink
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 FIXTURE = os.path.join(FIXTURES, "format1-data.tar.gz")
+CURRENT_FORMAT = 7  # what this release writes: every older folder is migrated to it
 
 
 def config(port, primary):
@@ -97,11 +102,11 @@ class UpgradeTest(unittest.TestCase):
 
         # The first writing command migrates it in place; everything stays readable and intact.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 6, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT, "the first writing open migrates it")
         sink = Sink(primary, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))
         try:
             srv.start()
-            self.assertEqual(srv.cli("stats")["archive_format"], 6)
+            self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT)
             deadline = time.time() + 30
             while srv.cli("queue")["total"] and time.time() < deadline:
                 time.sleep(0.2)
@@ -138,7 +143,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it (the due index built from the queue); deferred for an
         # hour by the old release, the entries are made due now, whatever the clock says.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
-        self.assertEqual(srv.cli("stats")["archive_format"], 6)
+        self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT)
         sink = Sink(primary, os.path.join(tmp, "sink"))
         try:
             srv.start()
@@ -177,7 +182,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it; the old records, with no period, are the first segment
         # and the new ones begin the second, with shards of their own.
         import_mbox("one.mbox", 5, 1)
-        self.assertEqual(srv.cli("stats")["archive_format"], 6)
+        self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT)
         segs = srv.cli("segments")["segments"]
         self.assertEqual([(s["first"], s["last"]) for s in segs], [(1, 10), (11, 15)])
         self.assertEqual([s["index_documents"] for s in segs], [10, 5])
@@ -216,7 +221,7 @@ class UpgradeTest(unittest.TestCase):
 
         import_partner_mail(self, srv, os.path.join(tmp, "more.mbox"), range(5), "rotterdam barge {}",
                             "The rotterdam barge left {}.", "four")
-        self.assertEqual(srv.cli("stats")["archive_format"], 6, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT, "the first writing open migrates it")
         # The live segment of the old release goes on in the main environment until it is full; the
         # next one is the first with a store file of its own.
         segs = srv.cli("segments")["segments"]
@@ -249,7 +254,7 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual(before["head_hash"], "b2e5f28597cef08711b68676ce843b2663c4cc1b7a88fb22a125927babe71c15")
 
         import_partner_mail(self, srv, os.path.join(tmp, "more.mbox"), range(4), "merkle {}", "Body {}.", "five")
-        self.assertEqual(srv.cli("stats")["archive_format"], 6, "the first writing open migrates it")
+        self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT, "the first writing open migrates it")
         after = srv.cli("verify")
         self.assertTrue(after["intact"], after)
         self.assertTrue(after["tree_stored"])
@@ -267,6 +272,79 @@ class UpgradeTest(unittest.TestCase):
         cp = os.path.join(tmp, "cp")
         self.assertEqual(srv.run("checkpoint", "--out", cp).returncode, 0)
         self.assertTrue(srv.cli("verify", "--checkpoint", cp)["checkpoints"][0]["holds"])
+
+    def test_format_six_gets_its_holdings_and_custodians_copies(self):
+        data = unpack(self, "format6-data.tar.gz")
+        tmp = os.path.dirname(data)
+        demo = os.path.join(os.path.dirname(FIXTURES), "..", "demo", "mailbox.mbox")
+        srv = Server(config(free_port(), free_port()), data=data)
+        self.assertEqual(srv.cli("stats")["archive_format"], 6, "a read-only open changes nothing")
+        self.assertEqual([c["id"] for c in srv.cli("show", "1")["copies"]], [1], "no holdings yet: itself")
+        before = srv.cli("verify")
+        self.assertTrue(before["intact"], before)
+
+        # The first writing open builds the holdings from the records: the old imports (no custodian)
+        # hold the demo's messages, so importing them again without one adds nothing...
+        again = srv.cli("import", demo)
+        self.assertEqual((again["imported"], again["duplicates"]), (0, 10), again)
+        self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT, "the first writing open migrates it")
+        # ...and a custodian's copy of each is a record of its own, over the same stored bytes.
+        stats = srv.cli("stats")
+        bob = srv.cli("import", demo, "--custodian", "Bob Example")
+        self.assertEqual((bob["imported"], bob["duplicates"]), (10, 0), bob)
+        after = srv.cli("stats")
+        self.assertEqual(after["messages"], 20)
+        self.assertEqual(after["unique_messages"], stats["unique_messages"], "the bytes are stored once")
+        self.assertEqual(srv.cli("import", demo, "--custodian", "bob example")["duplicates"], 10,
+                         "a custodian holds a message once (names compare without case)")
+        copies = srv.cli("show", "1")["copies"]
+        self.assertEqual([(c["id"], c["custodians"]) for c in copies], [(1, []), (11, ["Bob Example"])])
+        self.assertEqual(srv.cli("show", "11")["envelope"]["custodian"], "Bob Example")
+        # An export names both holders of every message, each record proved, each message once (before the
+        # index is rebuilt too); both verifiers agree.
+        out = os.path.join(tmp, "both.zip")
+        p = srv.run("export", "", "--out", out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        key = srv.run("checkpoint", "key").stdout.decode().strip()
+        self.assertEqual(tlog.verify_export(out, key), 10)
+        p = srv.run("verify-export", out, "--key", key)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        import zipfile
+        with zipfile.ZipFile(out) as z:
+            lines = [json.loads(x) for x in z.read("manifest.jsonl").decode().splitlines()[1:]]
+        for m in lines:
+            self.assertEqual(m["custodians"], ["Bob Example"], m["id"])
+            self.assertEqual(len(m["copies"]), 1, m["id"])
+            self.assertEqual({m["id"], m["copies"][0]["id"]}, {m["id"] % 10 or 10, (m["id"] % 10 or 10) + 10})
+
+        # One hit per message archive-wide (the documents the older release indexed have no content
+        # key, docs/FORMAT.md: an export lists each message once whatever the index; search collapses
+        # them once rebuilt); the custodian's copies by name.
+        p = srv.run("reindex")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(srv.search("")["total"], 10)
+        self.assertEqual(sorted(r["id"] for r in srv.search('custodian:"bob example"')["results"]), list(range(11, 21)))
+        self.assertTrue(srv.cli("verify")["intact"])
+
+    def test_an_export_of_the_release_before_still_verifies(self):
+        zip_path = os.path.join(FIXTURES, "export-v1.zip")
+        with open(os.path.join(FIXTURES, "export-v1.key")) as f:
+            key = f.read().strip()
+        self.assertEqual(tlog.verify_export(zip_path, key), 4)
+        srv = Server(config(free_port(), free_port()))
+        p = srv.run("verify-export", zip_path, "--key", key)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn(b"export intact: 4 messages", p.stdout)
+        # and a changed byte in it is still caught
+        tmp = tempfile.mkdtemp(prefix="mailark-upgrade-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        with open(zip_path, "rb") as f:
+            raw = bytearray(f.read())
+        raw[len(raw) // 2] ^= 1
+        bad = os.path.join(tmp, "bad.zip")
+        with open(bad, "wb") as f:
+            f.write(raw)
+        self.assertEqual(srv.run("verify-export", bad, "--key", key).returncode, 1)
 
 
 if __name__ == "__main__":

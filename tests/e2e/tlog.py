@@ -123,10 +123,10 @@ def _zigzag(b, i):
 
 
 def parse_record(value):
-    """An archive record v1 (docs/FORMAT.md): checks its own hash and returns its fields."""
+    """An archive record v1 or v2 (docs/FORMAT.md): checks its own hash and returns its fields."""
     body, stored_hash = value[:-32], value[-32:]
-    if body[0] != 1:
-        raise ValueError("not a record v1")
+    if body[0] not in (1, 2):
+        raise ValueError("not a record v1 or v2")
     r = {}
     r["seq"], i = _varint(body, 1)
     r["direction"] = body[i]
@@ -136,7 +136,7 @@ def parse_record(value):
     for _ in range(n):
         s, i = _string(body, i)
         r["rcpt_to"].append(s)
-    for f in ("client", "helo", "tls", "connector", "source"):
+    for f in ("client", "helo", "tls", "connector", "source") + (("custodian", "folder") if body[0] == 2 else ()):
         r[f], i = _string(body, i)
     r["received_at"], i = _zigzag(body, i)
     r["verdict"] = body[i]
@@ -157,6 +157,27 @@ def parse_record(value):
     if sha256(b"mailark-record-v1" + r["prev_hash"] + seq_be + body) != stored_hash:
         raise ValueError("the record's hash does not match its body")
     return r
+
+
+def custodians_of(r):
+    """Whose mail a record is (docs/FORMAT.md, exports): its custodian; else the recipients of inbound
+    mail, the sender of outbound mail (and the recipients of an internal copy), lower case, each once."""
+    if r.get("custodian"):
+        return [r["custodian"]]
+    out = []
+    def add(a):
+        a = a.lower()
+        if a and a not in out:
+            out.append(a)
+    if r["direction"] == 1:
+        for a in r["rcpt_to"]:
+            add(a)
+    elif r["direction"] == 2:
+        add(r["mail_from"])
+        if r["connector"].endswith("+internal") and len(r["connector"]) > len("+internal"):
+            for a in r["rcpt_to"]:
+                add(a)
+    return out
 
 
 def _mboxrd_unquote(quoted):
@@ -203,19 +224,46 @@ def verify_export(path, verifier_key):
         files = [n for n in names[3:]]
         if mbox is None and files != [json.loads(e)["file"] for e in entries]:
             raise ValueError("the message files are not those the manifest lists, in its order")
+        v2 = header["format"] == "mailark-export-v2"
+        if not v2 and header["format"] != "mailark-export-v1":
+            raise ValueError("unknown export format " + header["format"])
+
+        def proven(entry):
+            record = base64.b64decode(entry["record"], validate=True)
+            fields = parse_record(record)
+            if fields["seq"] != entry["id"]:
+                raise ValueError(f"record {entry['id']}: another record's")
+            proof = [bytes.fromhex(h) for h in entry["proof"]]
+            if not verify_inclusion(entry["id"] - 1, size, leaf_hash(record), proof, root):
+                raise ValueError(f"record {entry['id']}: not in the signed tree")
+            if entry["envelope"]["mail_from"] != fields["mail_from"] or entry["envelope"]["rcpt_to"] != fields["rcpt_to"] \
+                    or entry["envelope"].get("custodian", "") != fields.get("custodian", ""):
+                raise ValueError(f"record {entry['id']}: the manifest's envelope is not the record's")
+            return fields
+
         for line in entries:
             m = json.loads(line)
-            record = base64.b64decode(m["record"], validate=True)
-            fields = parse_record(record)
-            if fields["seq"] != m["id"]:
-                raise ValueError(f"record {m['id']}: another record's")
-            proof = [bytes.fromhex(h) for h in m["proof"]]
-            if not verify_inclusion(m["id"] - 1, size, leaf_hash(record), proof, root):
-                raise ValueError(f"record {m['id']}: not in the signed tree")
+            fields = proven(m)
             if m["sha256"] != fields["content_sha256"].hex() or m["size"] != fields["raw_size"]:
                 raise ValueError(f"record {m['id']}: the manifest's hash or size is not the record's")
-            if m["envelope"]["mail_from"] != fields["mail_from"] or m["envelope"]["rcpt_to"] != fields["rcpt_to"]:
-                raise ValueError(f"record {m['id']}: the manifest's envelope is not the record's")
+            if v2:
+                # Every copy (another record of the same bytes) proved too; the custodians of them all.
+                records = {m["id"]: fields}
+                ids = [c["id"] for c in m["copies"]]
+                if ids != sorted(set(ids)) or m["id"] in ids:
+                    raise ValueError(f"record {m['id']}: its copies are not each once in ascending order")
+                for c in m["copies"]:
+                    cf = proven(c)
+                    if cf["content_sha256"] != fields["content_sha256"]:
+                        raise ValueError(f"record {c['id']}: a copy of other bytes")
+                    if c["custodians"] != custodians_of(cf):
+                        raise ValueError(f"record {c['id']}: the manifest's custodians are not the record's")
+                    records[c["id"]] = cf
+                custodians = []
+                for rid in sorted(records):
+                    custodians += [x for x in custodians_of(records[rid]) if x not in custodians]
+                if m["custodians"] != custodians:
+                    raise ValueError(f"record {m['id']}: the manifest's custodians are not its records'")
             if mbox is None:
                 body = z.read(m["file"])
             else:
