@@ -817,8 +817,8 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
     bool exists = rc == 0;
     const std::string hkey = holding_key(item.content_sha256, item.envelope, head.seq + 1);
     MDB_val hk = val(hkey), hv;
-    if (exists && item.skip_if_archived) {
-      // An import adds no record for a message this custodian's copy of is already recorded.
+    if (exists && is_mailbox_import(item.envelope)) {
+      // A mailbox import adds no record for a message its custodian already holds.
       rc = mdb_get(t.txn, holdings_dbi_, &hk, &hv);
       if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("looking up who holds a message", rc);
       if (rc == 0) {

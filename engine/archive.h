@@ -131,7 +131,6 @@ struct PendingAppend {
   std::uint64_t raw_size = 0;
   std::uint32_t dict_id = 0;
   std::string frame;              // zstd frame of the raw bytes, written only if the blob is new
-  bool skip_if_archived = false;  // imports: the custodian's copy already recorded adds no record
   // When set, a queue entry for the new record is written in the same transaction (its seq is filled
   // in): the record and its delivery obligation become durable together.
   std::optional<QueueEntry> queue;
@@ -142,7 +141,7 @@ struct PendingAppend {
 };
 
 struct AppendOutcome {
-  bool duplicate = false;  // no record was added: skip_if_archived and the custodian's copy existed, or a DSN whose
+  bool duplicate = false;  // no record was added: a mailbox import its custodian holds, or a DSN whose
                            // failures were already reported by another
   bool starts_segment = false;  // this record is the first of a new time segment
   ArchiveRecord record;    // the appended record (seq, hash, ...) unless duplicate

@@ -145,7 +145,7 @@ struct Ingest::Impl {
       return p;
     }
     Digest sha = sha256(item.raw);
-    if (item.skip_if_archived && archive.has_copy(sha, item.envelope)) {
+    if (is_mailbox_import(item.envelope) && archive.has_copy(sha, item.envelope)) {
       r.outcome = IngestOutcome::kDuplicate;  // checked again inside the write transaction
       return p;
     }
@@ -195,7 +195,6 @@ struct Ingest::Impl {
     a.raw_size = item.raw.size();
     a.dict_id = codec->active_dictionary();
     a.frame = std::move(frame).value();
-    a.skip_if_archived = item.skip_if_archived;
     a.dsn_for = std::move(item.dsn_for);
     if (item.queue) {
       if (quarantined) {

@@ -59,7 +59,6 @@ struct IngestItem {
   std::string origin;  // for reports: file path, mbox position, or SMTP session and transaction
   std::string raw;
   Envelope envelope;
-  bool skip_if_archived = true;  // imports: the custodian's copy of this message already archived is a duplicate
   // Delivery: when set, this queue entry is committed in the same transaction as the record.
   std::optional<QueueEntry> queue;
   ScanAction on_infected = ScanAction::kReject;

@@ -892,6 +892,10 @@ struct MailboxStore::Target {
   std::uint32_t user_id = 0;
   enum Kind { kInbox, kSent, kNamed } kind = kInbox;
   std::string folder;  // kNamed
+  // A mailbox import (another custodian's copy, or the owner's own import of mail that came through
+  // mailark): the earlier records of the same bytes. A user who has one of them in a folder is not
+  // given this one too (Mailbox.AnImportOfMailAUserAlreadyHasIsNotPlacedTwice).
+  std::shared_ptr<const std::vector<std::uint64_t>> earlier_copies;
 };
 
 std::uint64_t MailboxStore::followed() const {
@@ -907,6 +911,9 @@ namespace {
 
 // Which users' folders an archived message goes to (the membership rules of mailbox.h).
 using Target = MailboxStore::Target;
+
+template <typename LookupUser>
+std::vector<MailboxStore::Target> targets_for_import(const ArchiveRecord& r, LookupUser&& user_of, const ArchiveSnapshot& snap);
 
 template <typename LookupUser>
 std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser&& user_of, const ArchiveSnapshot& snap) {
@@ -942,7 +949,33 @@ std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser
     add(user_of(env.rcpt_to.front()), Target::kNamed, folder);
     return out;
   }
-  // Imports only: their users come from the header fields, read from the stored bytes.
+  // Mailbox imports: whoever has an earlier copy of the same bytes keeps that one.
+  if (is_mailbox_import(env)) {
+    if (auto ids = snap.copies(r.content_sha256); ids && ids->size() > 1) {
+      auto earlier = std::make_shared<std::vector<std::uint64_t>>();
+      for (std::uint64_t id : *ids)
+        if (id < r.seq) earlier->push_back(id);
+      if (!earlier->empty()) {
+        out = targets_for_import(r, user_of, snap);
+        for (auto& t : out) t.earlier_copies = earlier;
+        return out;
+      }
+    }
+  }
+  return targets_for_import(r, user_of, snap);
+}
+
+// An import's users: the owner (import --owner), else the header fields, read from the stored bytes.
+template <typename LookupUser>
+std::vector<MailboxStore::Target> targets_for_import(const ArchiveRecord& r, LookupUser&& user_of, const ArchiveSnapshot& snap) {
+  std::vector<Target> out;
+  const Envelope& env = r.envelope;
+  auto add = [&](std::optional<std::uint32_t> user, Target::Kind kind, std::string folder = {}) {
+    if (!user) return;
+    for (const auto& t : out)
+      if (t.user_id == *user && t.kind == kind && t.folder == folder) return;
+    out.push_back({*user, kind, std::move(folder), nullptr});
+  };
   std::optional<std::string> raw;
   if (auto bytes = snap.raw(r)) raw = std::move(*bytes);
   std::vector<std::string> from;
@@ -976,6 +1009,14 @@ std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser
 Result<bool> MailboxStore::place_target(Tx& tx, std::uint64_t seq, const Target& t) {
   MAILARK_ASSIGN_OR_RETURN(auto member, tx.get(member_, member_key(t.user_id, seq, t.kind == Target::kSent)));
   if (member) return false;
+  if (t.earlier_copies) {
+    for (std::uint64_t other : *t.earlier_copies) {
+      for (bool sent : {false, true}) {
+        MAILARK_ASSIGN_OR_RETURN(auto has, tx.get(member_, member_key(t.user_id, other, sent)));
+        if (has) return false;
+      }
+    }
+  }
   std::optional<Folder> folder;
   std::uint32_t flags = 0;
   if (t.kind == Target::kSent) {

@@ -34,7 +34,7 @@ struct Envelope {
   std::string client;                // client IP, or "import"
   std::string helo;
   std::string tls;               // "TLSv1.3 TLS_AES_256_GCM_SHA384", or empty
-  std::string connector;         // listener name; "import" for imports
+  std::string connector = "import";  // listener name; "import" for imports (the default, as direction)
   std::string source;            // for imports: the file (and "#n" for the n-th message of an mbox)
   // Record v2 (archive format 7): whose mailbox this copy came from (`import --custodian`, or the
   // owner of `import --owner`), and the folder inside it (a PST's folder path). Empty for SMTP.

@@ -19,7 +19,7 @@
 namespace mailark {
 namespace {
 
-PendingAppend pending(const Archive& a, const std::string& raw, bool skip_if_archived = false) {
+PendingAppend pending(const Archive& a, const std::string& raw) {
   PendingAppend p;
   p.envelope.direction = Direction::kInbound;
   p.envelope.mail_from = "alice@example.com";
@@ -31,7 +31,15 @@ PendingAppend pending(const Archive& a, const std::string& raw, bool skip_if_arc
   auto codec = a.codec();
   p.dict_id = codec->active_dictionary();
   p.frame = codec->compress(raw).value();
-  p.skip_if_archived = skip_if_archived;
+  return p;
+}
+
+// A message as `mailark import` archives it (a custodian's mailbox copy).
+PendingAppend imported(const Archive& a, const std::string& raw, const std::string& custodian) {
+  PendingAppend p = pending(a, raw);
+  p.envelope.direction = Direction::kImport;
+  p.envelope.custodian = custodian;
+  p.envelope.folder = custodian.empty() ? "" : "Inbox/Projects";
   return p;
 }
 
@@ -155,11 +163,7 @@ TEST(Archive, ImportOfAnArchivedMessageAddsNoRecord) {
   test::ScratchDir dir;
   auto a = open_archive(dir.path());
   std::string raw = test::make_message("once", "body");
-  std::vector<PendingAppend> batch{pending(*a, raw, true), pending(*a, raw, true)};
-  for (auto& p : batch) {
-    p.envelope.direction = Direction::kImport;
-    p.envelope.connector = "import";
-  }
+  std::vector<PendingAppend> batch{imported(*a, raw, ""), imported(*a, raw, "")};
   auto out = a->append(batch);
   ASSERT_TRUE(out.ok());
   EXPECT_FALSE((*out)[0].duplicate);
@@ -167,14 +171,6 @@ TEST(Archive, ImportOfAnArchivedMessageAddsNoRecord) {
   EXPECT_EQ(a->head().seq, 1u);
 }
 
-PendingAppend imported(const Archive& a, const std::string& raw, const std::string& custodian) {
-  PendingAppend p = pending(a, raw, /*skip_if_archived=*/true);
-  p.envelope.direction = Direction::kImport;
-  p.envelope.connector = "import";
-  p.envelope.custodian = custodian;
-  p.envelope.folder = custodian.empty() ? "" : "Inbox/Projects";
-  return p;
-}
 
 std::vector<std::uint64_t> copies(const Archive& a, const std::string& raw) {
   auto s = a.snapshot();
@@ -290,8 +286,8 @@ TEST(Custody, AnArchiveWithoutHoldingsGetsThemWhenOpenedForWriting) {
 TEST(Archive, TwoDifferentMessagesWithTheSameMessageIdAreTwoRecords) {
   test::ScratchDir dir;
   auto a = open_archive(dir.path());
-  std::vector<PendingAppend> batch{pending(*a, test::make_message("one", "first", {}, {}, "same@id"), true),
-                                   pending(*a, test::make_message("two", "second", {}, {}, "same@id"), true)};
+  std::vector<PendingAppend> batch{imported(*a, test::make_message("one", "first", {}, {}, "same@id"), ""),
+                                   imported(*a, test::make_message("two", "second", {}, {}, "same@id"), "")};
   auto out = a->append(batch);
   ASSERT_TRUE(out.ok());
   EXPECT_FALSE((*out)[1].duplicate);
@@ -1208,7 +1204,7 @@ TEST(Segments, AStoreTailPastTheHeadIsNeverReadAndIsOverwritten) {
   expect_intact(*a, 6);
   // Messages 2 and 3 were never archived: importing them now adds them as new.
   std::vector<PendingAppend> again;
-  for (int i : {2, 3}) again.push_back(pending(*a, raws[i], /*skip_if_archived=*/true));
+  for (int i : {2, 3}) again.push_back(imported(*a, raws[i], ""));
   auto out = a->append(again);
   ASSERT_TRUE(out.ok());
   EXPECT_FALSE((*out)[0].duplicate);

@@ -233,7 +233,6 @@ TEST(Engine, DeliveriesAreQueuedWithTheirRecordAndInfectedOnesAreNot) {
                                    test::make_message("bad", "x", "e.com", test::kEicar)}) {
       IngestItem item;
       item.raw = raw;
-      item.skip_if_archived = false;  // each SMTP delivery is its own record
       item.envelope.direction = Direction::kInbound;
       item.envelope.rcpt_to = {"bob@example.com"};
       QueueEntry q;

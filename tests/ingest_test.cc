@@ -59,7 +59,6 @@ IngestItem item(const std::string& subject, Outcomes& out) {
   IngestItem it;
   it.origin = subject;
   it.raw = test::make_message(subject, "body of " + subject);
-  it.skip_if_archived = false;
   it.envelope.direction = Direction::kInbound;
   it.envelope.received_at = 1000000000;
   it.on_done = [&out](const IngestResult& r) {

@@ -24,9 +24,11 @@ struct Fixture {
   }
   std::uint64_t append(Direction d, const std::string& from, std::vector<std::string> rcpts, const std::string& raw,
                        std::uint32_t flags = 0, scanner::VerdictKind verdict = scanner::VerdictKind::kClean,
-                       const std::string& connector = "mx", const std::string& source = "") {
+                       const std::string& connector = "mx", const std::string& source = "",
+                       const std::string& custodian = "") {
     std::vector<PendingAppend> batch(1);
     PendingAppend& p = batch[0];
+    p.envelope.custodian = custodian;
     p.envelope.direction = d;
     p.envelope.mail_from = from;
     p.envelope.rcpt_to = std::move(rcpts);
@@ -190,6 +192,36 @@ TEST(Mailbox, ImportsArePlacedByOwnerOrByHeaders) {
   EXPECT_EQ(f.seqs(a, "INBOX"), std::vector<std::uint64_t>{s1});
   EXPECT_EQ(f.seqs(b, "INBOX"), (std::vector<std::uint64_t>{s1, s2}));
   EXPECT_EQ(f.seqs(b, "Sent"), std::vector<std::uint64_t>{s3});
+}
+
+TEST(Mailbox, AnImportOfMailAUserAlreadyHasIsNotPlacedTwice) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  User b = f.add("bob@example.com");
+  const std::string raw = msg("x@internet.example", "bob@example.com", "came-through");
+  // Delivered to bob through the MX, then bob's old mailbox is imported with it (import --owner bob:
+  // a record of bob's copy, over the same bytes), then alice's (import --owner alice).
+  auto s1 = f.append(Direction::kInbound, "x@internet.example", {"bob@example.com"}, raw);
+  auto s2 = f.append(Direction::kImport, "", {"bob@example.com"}, raw, 0, scanner::VerdictKind::kClean, "import", "old.mbox#1",
+                     "bob@example.com");
+  auto s3 = f.append(Direction::kImport, "", {"alice@example.com"}, raw, 0, scanner::VerdictKind::kClean, "import",
+                     "alice.mbox#1", "alice@example.com");
+  ASSERT_EQ(f.archive->head().seq, 3u) << "each custodian's copy is a record";
+  f.follow();
+  EXPECT_EQ(f.seqs(b, "INBOX"), std::vector<std::uint64_t>{s1}) << "bob has it once";
+  EXPECT_EQ(f.seqs(a, "INBOX"), std::vector<std::uint64_t>{s3}) << "alice had no copy: hers is placed";
+  (void)s2;
+  // A user added later gets one copy too (the backfill places in order, and sees its own placements).
+  const std::string later = msg("x@internet.example", "dave@example.com", "for-dave");
+  auto d1 = f.append(Direction::kInbound, "x@internet.example", {"dave@example.com"}, later);
+  f.append(Direction::kImport, "", {"dave@example.com"}, later, 0, scanner::VerdictKind::kClean, "import", "dave.mbox#1",
+           "dave@example.com");
+  f.follow();
+  User d = f.add("dave@example.com");
+  auto placed = f.store->backfill(*f.archive, d.id);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_EQ(*placed, 1u);
+  EXPECT_EQ(f.seqs(d, "INBOX"), std::vector<std::uint64_t>{d1});
 }
 
 TEST(Mailbox, AUserAddedLaterGetsTheirArchivedMailOnce) {

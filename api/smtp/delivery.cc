@@ -686,7 +686,6 @@ struct DeliveryAgent::Impl {
     IngestItem item;
     item.raw = make_dsn(config.hostname, sender, failed, headers, rec->envelope.received_at);
     item.origin = "dsn-" + std::to_string(e.seq);
-    item.skip_if_archived = false;
     bool internal = false;
     for (const auto& d : config.inbound_domains) internal |= ascii_lower(d) == domain_of(sender);
     item.envelope.direction = internal ? Direction::kInbound : Direction::kOutbound;

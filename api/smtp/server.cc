@@ -379,7 +379,6 @@ struct SmtpServer::Impl {
     auto item = std::make_shared<IngestItem>();
     item->raw = std::move(raw);
     item->origin = "imap append by " + u.name;
-    item->skip_if_archived = false;
     item->envelope.direction = Direction::kImport;
     item->envelope.mail_from = u.name;
     item->envelope.rcpt_to = {u.name};
@@ -421,7 +420,6 @@ struct SmtpServer::Impl {
     IngestItem item;
     item.raw = message;
     item.origin = connector;
-    item.skip_if_archived = false;
     item.envelope.direction = Direction::kOutbound;
     item.envelope.mail_from = "";
     item.envelope.rcpt_to = to;
@@ -735,7 +733,6 @@ struct SmtpServer::Impl {
                " id " + txn + (msg.rcpt_to.size() == 1 ? "\r\n\tfor <" + msg.rcpt_to[0] + ">" : "") + ";\r\n\t" +
                rfc5322_date(static_cast<std::int64_t>(std::time(nullptr))) + "\r\n";
     item.raw += msg.data;
-    item.skip_if_archived = false;
     item.envelope.direction = inbound ? Direction::kInbound : Direction::kOutbound;
     item.envelope.mail_from = msg.mail_from;
     item.envelope.rcpt_to = msg.rcpt_to;
