@@ -107,6 +107,10 @@ constexpr std::string_view kMetaArchiveId = "archive_id";
 constexpr std::string_view kMetaHoldings = "holdings";
 // Records the tree grows by in one transaction when an older archive's tree is built.
 constexpr std::uint64_t kTreeBuildChunk = 65536;
+// Records an older archive's holdings are built from in one transaction: their keys fall all over the
+// table, so each transaction copies most of its pages; one for a million records (~60 MB of rows,
+// sorted) leaves the file little more than the table (docs/BENCHMARKS.md "Custodians").
+constexpr std::uint64_t kHoldingsBuildChunk = std::uint64_t{1} << 20;
 
 // The `holdings` key of a record (format 7): its content's SHA-256, then 16 bytes that say whose copy
 // it is: a mailbox import's custodian (case folded; an import without one has the empty custodian),
@@ -1404,7 +1408,7 @@ Status Archive::grow_holdings() {
       const std::uint64_t head = snap->head().seq;
       built = holdings_built_in(snap->txn_, meta_dbi_);
       if (built >= head) return ok_status();
-      const std::uint64_t end = std::min(head, built + kTreeBuildChunk);
+      const std::uint64_t end = std::min(head, built + kHoldingsBuildChunk);
       std::optional<Error> bad;
       MAILARK_TRY(snap->scan(
           built + 1,
@@ -1419,6 +1423,8 @@ Status Archive::grow_holdings() {
       if (bad) return Error{bad->code, bad->context, "run `mailark verify`"};
       if (rows.size() != end - built)
         return make_error(ErrorCode::kCorrupt, "records are missing below the head", "run `mailark verify`");
+      // In key order, and the same key's records in id order (the first keeps it, as below).
+      std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     }
     Txn t;
     if (int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn)) return lmdb_error("mdb_txn_begin", rc);
