@@ -831,6 +831,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
         continue;
       }
     }
+    out.copy = exists;
     ArchiveRecord& r = out.record;
     r.seq = head.seq + 1;
     {

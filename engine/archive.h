@@ -144,6 +144,7 @@ struct AppendOutcome {
   bool duplicate = false;  // no record was added: a mailbox import its custodian holds, or a DSN whose
                            // failures were already reported by another
   bool starts_segment = false;  // this record is the first of a new time segment
+  bool copy = false;            // an earlier record holds the same bytes (they were stored already)
   ArchiveRecord record;    // the appended record (seq, hash, ...) unless duplicate
 };
 

@@ -44,7 +44,10 @@ Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const Arch
   auto raw = snapshot.raw(record);
   if (!raw) return indexer::build_unindexed_document(record.seq, raw.error().context);
   ParsedMessage msg = parse_message_or_flag(*raw, limits);
-  return indexer::build_document(index_fields(msg, record), pairs);
+  indexer::IndexFields f = index_fields(msg, record);
+  // A copy: an earlier record holds these bytes (what the append said when it wrote this one).
+  if (auto ids = snapshot.copies(record.content_sha256); ids && !ids->empty() && ids->front() < record.seq) f.copy = true;
+  return indexer::build_document(f, pairs);
 }
 
 Xapian::Document document_for_id(const ArchiveSnapshot& snapshot, std::uint64_t id, const Limits& limits,

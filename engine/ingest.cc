@@ -293,6 +293,7 @@ struct Ingest::Impl {
         r.quarantined = appends[i].quarantine.has_value();
         // A new time segment: every shard learns of it before any of its documents reaches one.
         if (out.starts_segment) index.add_segment(r.seq);
+        if (out.copy) indexer::mark_copy(*batch[i].doc);  // as document_for_record finds it
         to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc)});
         last_appended = r.seq;
       }

@@ -44,6 +44,9 @@ struct IndexFields {
   std::vector<std::string> custodians;
   // What copies of one message share (the SHA-256 of its bytes, 32 raw bytes; empty: never collapsed).
   std::string content_key;
+  // An earlier record holds the same bytes (another custodian's copy, another delivery): an
+  // archive-wide search of the message's content shows the earliest record only (Kcopy).
+  bool copy = false;
 };
 
 // What a search result shows, stored in the document data so result lists need no archive reads.

@@ -276,6 +276,7 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   if (!f.attachments.empty()) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "attachment");
   if (f.malformed) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "malformed");
   if (f.quarantined) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "quarantined");
+  if (f.copy) doc.add_boolean_term(std::string(schema::kPrefixFlag) + "copy");
   doc.add_boolean_term(std::string(schema::kPrefixVerdict) + f.verdict);
   doc.add_boolean_term(std::string(schema::kPrefixDirection) + f.direction);
   for (const auto& sig : f.signatures)
@@ -289,6 +290,8 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   doc.set_data(encode_summary(f));
   return doc;
 }
+
+void mark_copy(Xapian::Document& doc) { doc.add_boolean_term(std::string(schema::kPrefixFlag) + "copy"); }
 
 Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& reason) {
   Xapian::Document doc;
@@ -2205,6 +2208,17 @@ constexpr std::size_t kFilterEstimateSample = 256;
 constexpr std::size_t kWalkAtOnce = 16384;
 }  // namespace
 
+namespace {
+// Whether a query names something that differs between the records of one message (index.h
+// SearchOptions::one_per_message): their custodians, envelopes, verdicts or flags.
+bool names_record_fields(const std::string& query) {
+  const std::string q = ascii_lower(query);
+  for (const char* field : {"custodian:", "rcpt:", "direction:", "verdict:", "signature:", "is:"})
+    if (q.find(field) != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
 Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
                                           FieldSource* fields) {
   try {
@@ -2273,14 +2287,21 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       q = Xapian::Query(Xapian::Query::OP_FILTER, q,
                         Xapian::Query((new DocIdSet(std::move(docids), shards))->release()));
     }
+    // One hit per message (a user's own search, filtered while walking remote shards, keeps every
+    // record: its copy may be the one left out). A query of the message's content alone matches all
+    // of its records or none: the earliest stands for them, the others (Kcopy) are left out, which
+    // costs a short posting list. A query naming what differs between records (custodian, envelope,
+    // verdict, flags) may match some: those collapse on the content key into the newest that matches,
+    // which costs a value read per match.
+    const bool collapse = options.one_per_message && !filter_ids && names_record_fields(query);
+    if (options.one_per_message && !filter_ids && !collapse)
+      q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixFlag) + "copy"));
     Xapian::Enquire enq(*db_);
     enq.set_query(q);
     enq.set_weighting_scheme(Xapian::BoolWeight());
     enq.set_sort_by_value(schema::kSlotDate, /*reverse=*/true);
+    if (collapse) enq.set_collapse_key(schema::kSlotContent);
     enq.set_docid_order(Xapian::Enquire::DESCENDING);
-    // One hit per message: the copies of its bytes collapse into the newest (a user's own search,
-    // filtered while walking remote shards, keeps every record: its copy may be the one left out).
-    if (options.one_per_message && !filter_ids) enq.set_collapse_key(schema::kSlotContent);
     SearchResults out;
     out.watermark = watermark_;
     auto add_hit = [&](const Xapian::MSetIterator& it) {

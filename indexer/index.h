@@ -76,6 +76,8 @@ inline constexpr std::size_t kPairRebuildMaxDocs = 10000;
 // Was the document built without pair terms, though it holds words (not a placeholder)? The index
 // records such documents (kMetaUnpairedTo), and a phrase checks them against the archive.
 bool lacks_pair_terms(const Xapian::Document& doc);
+// Marks a document as a copy (IndexFields::copy), once its record is appended and known to be one.
+void mark_copy(Xapian::Document& doc);
 
 // The pair filter (value slot schema::kSlotPairFilter) makes the phrases pair terms do not cover
 // cheap: a Bloom filter of every two adjacent words of the document's texts that have no pair term
@@ -265,8 +267,10 @@ struct SearchOptions {
   // eDiscovery, `mailark search --exact`).
   bool exact_total = false;
   // One hit for the records of the same message (custodians' copies, repeated deliveries of the same
-  // bytes): the newest stands for them; the total counts messages. Engine::search sets it when the
-  // archive holds any message twice.
+  // bytes); the total counts messages. A query of content alone shows the earliest record (the others
+  // carry Kcopy); one naming custodian:, rcpt:, direction:, verdict:, signature: or is: shows the
+  // newest record that matches (Xapian's collapse on the content key). Engine::search sets it when
+  // the archive holds any message twice.
   bool one_per_message = false;
 };
 

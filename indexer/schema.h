@@ -58,7 +58,8 @@ inline constexpr std::uint64_t kPairMinPerMille = 5;   // each in at least 0.5% 
 inline constexpr const char* kPrefixMessageId = "XMID";  // XMID<message-id>, or XMID#<sha256 hex> if long
 inline constexpr const char* kPrefixFlag = "K";  // Kattachment, Kmalformed, Kquarantined, Kunindexed (a
                                                  // placeholder for a record that could not be indexed),
-                                                 // Kpairs (built with pair terms)
+                                                 // Kpairs (built with pair terms), Kcopy (an earlier
+                                                 // record holds the same bytes)
 inline constexpr const char* kPrefixVerdict = "XV";  // XVclean, XVinfected, XVunscanned, XVunscannable
 inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound, XDprobe
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment
