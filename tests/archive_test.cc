@@ -179,6 +179,31 @@ std::vector<std::uint64_t> copies(const Archive& a, const std::string& raw) {
   return c ? *c : std::vector<std::uint64_t>{};
 }
 
+// Makes the archive in `dir` look as an older release left it: `table` dropped whole (which tamper()
+// cannot), the meta keys `gone` removed, the format marker `format`.
+void as_older_format(const std::string& dir, std::uint32_t format, const char* table, std::vector<std::string> gone = {}) {
+  MDB_env* env;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0640), 0);
+  MDB_txn* txn;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  MDB_dbi dropped, meta;
+  ASSERT_EQ(mdb_dbi_open(txn, table, 0, &dropped), 0);
+  ASSERT_EQ(mdb_drop(txn, dropped, 1), 0);
+  ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  for (auto& key : gone) {
+    MDB_val k{key.size(), key.data()};
+    ASSERT_EQ(mdb_del(txn, meta, &k, nullptr), 0);
+  }
+  std::string fk = "format", fv(4, '\0');
+  fv[3] = static_cast<char>(format);
+  MDB_val k{fk.size(), fk.data()}, v{fv.size(), fv.data()};
+  ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
 TEST(Custody, EachCustodiansCopyIsARecordOverOneStoredMessage) {
   test::ScratchDir dir;
   auto a = open_archive(dir.path());
@@ -241,25 +266,7 @@ TEST(Custody, AnArchiveWithoutHoldingsGetsThemWhenOpenedForWriting) {
     for (int i = 0; i < 40; ++i) append_all(*a, {test::make_message("more " + std::to_string(i), "b")});
   }
   // As a format 6 archive: no holdings table, no meta "holdings", the marker 6.
-  {
-    MDB_env* env;
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    ASSERT_EQ(mdb_env_open(env, dir.path().c_str(), 0, 0640), 0);
-    MDB_txn* txn;
-    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-    MDB_dbi holdings, meta;
-    ASSERT_EQ(mdb_dbi_open(txn, "holdings", 0, &holdings), 0);
-    ASSERT_EQ(mdb_drop(txn, holdings, 1), 0);
-    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-    std::string hk = "holdings", fk = "format", fv("\0\0\0\x06", 4);
-    MDB_val k{hk.size(), hk.data()};
-    ASSERT_EQ(mdb_del(txn, meta, &k, nullptr), 0);
-    MDB_val fkv{fk.size(), fk.data()}, v{fv.size(), fv.data()};
-    ASSERT_EQ(mdb_put(txn, meta, &fkv, &v, 0), 0);
-    ASSERT_EQ(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-  }
+  as_older_format(dir.path(), 6, "holdings", {"holdings"});
   {
     auto ro = Archive::open(dir.path(), Limits{}, /*read_only=*/true);
     ASSERT_TRUE(ro);
@@ -489,24 +496,8 @@ TEST(Tree, AnArchiveWithoutATreeGetsOneWhenOpenedForWriting) {
     root = *merkle::root(23, (*s)->tree_nodes());
     id = (*s)->archive_id();
   }
-  // As a format 5 archive: no tree (the table dropped whole, which tamper() cannot), the marker 5.
-  {
-    MDB_env* env;
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    ASSERT_EQ(mdb_env_open(env, dir.path().c_str(), 0, 0640), 0);
-    MDB_txn* txn;
-    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-    MDB_dbi merkle_dbi, meta;
-    ASSERT_EQ(mdb_dbi_open(txn, "merkle", 0, &merkle_dbi), 0);
-    ASSERT_EQ(mdb_drop(txn, merkle_dbi, 1), 0);
-    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-    std::string fk = "format", fv("\0\0\0\x05", 4);
-    MDB_val k{fk.size(), fk.data()}, v{fv.size(), fv.data()};
-    ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
-    ASSERT_EQ(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-  }
+  // As a format 5 archive: no tree, the marker 5.
+  as_older_format(dir.path(), 5, "merkle");
   {
     auto ro = Archive::open(dir.path(), Limits{}, /*read_only=*/true);
     ASSERT_TRUE(ro);
