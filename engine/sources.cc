@@ -87,7 +87,7 @@ void read_mbox(const std::string& path, const Limits& limits, const SourceCallba
     } else {
       // The blank line before the next "From " belongs to the mbox framing, not to the message.
       if (current.size() >= 2 && current.compare(current.size() - 2, 2, "\n\n") == 0) current.pop_back();
-      SourceMessage m{origin, std::move(current), when ? when : file_mtime(path), sender};
+      SourceMessage m{origin, std::move(current), when ? when : file_mtime(path), sender, path};
       if (std::string why = not_mail_reason(m.raw); !why.empty())
         cb.on_error(origin, why);
       else
@@ -145,7 +145,7 @@ void read_single(const std::string& path, const Limits& limits, const SourceCall
   }
   std::string name = fs::path(path).filename().string();
   std::int64_t when = maildir_time(name);
-  SourceMessage m{path, std::move(raw).value(), when ? when : file_mtime(path), {}};
+  SourceMessage m{path, std::move(raw).value(), when ? when : file_mtime(path), {}, path};
   cb.on_message(std::move(m));
 }
 

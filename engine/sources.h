@@ -20,6 +20,7 @@ struct SourceMessage {
   std::string raw;               // the message bytes (an mbox "From " line is not included)
   std::int64_t received_at = 0;  // what the file says: mbox From_ date, Maildir file name, or mtime
   std::string mail_from;         // envelope sender from an mbox From_ line, if any
+  std::string file;              // the file it came from (origin without "#n")
 };
 
 struct SourceCallbacks {

@@ -20,7 +20,27 @@ struct ImportArgs {
   bool no_scan = false;
   std::string owner;      // --owner: the user whose mailbox this is
   std::string custodian;  // --custodian: whose mail this is, for eDiscovery (default: the owner)
+  bool custodian_per_folder = false;  // --custodian-per-folder: each folder inside a PATH is one
 };
+
+// --custodian-per-folder: the custodian of a file below one of `roots` is the name of the folder
+// directly inside that root, and the record's folder is the path between it and the file (a
+// Maildir's cur/new dropped): enron/maildir/allen-p/inbox/1. -> "allen-p", "inbox".
+std::pair<std::string, std::string> custodian_from_path(const std::vector<std::string>& roots, const std::string& file) {
+  namespace fs = std::filesystem;
+  for (const auto& root : roots) {
+    const fs::path rel = fs::path(file).lexically_relative(root);
+    if (rel.empty() || *rel.begin() == ".." || *rel.begin() == ".") continue;
+    auto it = rel.begin();
+    const std::string who = it->string();
+    if (std::next(it) == rel.end()) return {};  // a file directly inside the root: nobody's folder
+    fs::path folder;
+    for (++it; std::next(it) != rel.end(); ++it) folder /= *it;
+    if (folder.filename() == "cur" || folder.filename() == "new") folder = folder.parent_path();
+    return {who, folder.generic_string()};
+  }
+  return {};
+}
 
 // A custodian is a name an officer types and reads back in exports: printable, one line, bounded.
 Result<std::string> check_custodian(std::string c) {
@@ -68,6 +88,17 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     owner = *o;
   }
   std::string custodian = owner;
+  if (args.custodian_per_folder && !args.custodian.empty())
+    return report(make_error(ErrorCode::kInvalidArgument, "--custodian and --custodian-per-folder exclude each other"));
+  std::vector<std::string> roots;  // --custodian-per-folder: the directories given
+  if (args.custodian_per_folder) {
+    std::error_code ec;
+    for (const auto& p : args.paths)
+      if (std::filesystem::is_directory(p, ec)) roots.push_back(p);
+    if (roots.empty())
+      return report(make_error(ErrorCode::kInvalidArgument, "--custodian-per-folder needs a directory of mailboxes",
+                               "give the folder that holds one folder per custodian"));
+  }
   if (!args.custodian.empty()) {
     auto c = check_custodian(args.custodian);
     if (!c) return report(c.error());
@@ -140,6 +171,11 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
       item.envelope.connector = "import";
       item.envelope.source = item.origin;
       item.envelope.custodian = custodian;
+      if (!roots.empty()) {
+        auto [who, folder] = custodian_from_path(roots, m.file);
+        if (auto c = check_custodian(who); c) item.envelope.custodian = *c;
+        item.envelope.folder = folder.size() <= 1000 ? folder : std::string();
+      }
       item.envelope.received_at = m.received_at;
       if (!owner.empty()) item.envelope.rcpt_to = {owner};  // the mailbox store places it for the owner
       // Imports archive everything: an unscannable message of an old mailbox stays visible (its
@@ -234,6 +270,9 @@ void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
                   "whose mailbox this is, for eDiscovery (a name or an address; default: --owner): each\n"
                   "custodian's copy of a message is its own record (the bytes are stored once), so searches,\n"
                   "`show` and exports name everyone who held it; a message this custodian already has is a duplicate");
+  cmd->add_flag("--custodian-per-folder", args->custodian_per_folder,
+                "each folder directly inside a PATH is one custodian's mailbox, named by the folder\n"
+                "(maildir/allen-p/inbox/1. -> custodian allen-p, folder inbox)");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_import(g, *args); }; });
 }
 

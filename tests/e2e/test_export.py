@@ -136,6 +136,33 @@ class ExportTest(unittest.TestCase):
         self.assertEqual(out["messages"], 10)
         self.assertEqual(tlog.verify_export(path, self.vkey), 10)
 
+    def test_custodian_per_folder_loads_many_mailboxes_at_once(self):
+        # One folder per custodian (as the Enron corpus is laid out): the same message in alice's
+        # Maildir inbox and twice in bob's folders is two records, alice's and bob's, each with the
+        # folder it was found in; a file directly inside the root belongs to nobody.
+        root = os.path.join(self.tmp, "mailboxes")
+        raw = (b"From: ana@partner.example\r\nTo: alice@northwind.example, bob@northwind.example\r\n"
+               b"Subject: shared plan\r\nMessage-ID: <shared-plan@partner.example>\r\n\r\nthe shared plan\r\n")
+        for rel in ("alice/inbox/cur/1.eml", "bob/projects/acme/2.eml", "bob/sent/1.eml"):
+            os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+            with open(os.path.join(root, rel), "wb") as f:
+                f.write(raw)
+        with open(os.path.join(root, "loose.eml"), "wb") as f:
+            f.write(b"From: x@partner.example\r\nSubject: loose\r\nMessage-ID: <loose@partner.example>\r\n\r\nloose\r\n")
+        out = json.loads(self.run_cli("import", "--custodian-per-folder", root, "--json").stdout)
+        self.assertEqual((out["imported"], out["duplicates"]), (3, 1), out)
+        hits = json.loads(self.run_cli("search", "id:shared-plan@partner.example", "--json").stdout)
+        self.assertEqual(hits["total"], 1)
+        show = json.loads(self.run_cli("show", str(hits["results"][0]["id"]), "--json").stdout)
+        copies = {c["custodians"][0]: c["folder"] for c in show["copies"]}
+        self.assertEqual(set(copies), {"alice", "bob"})
+        self.assertEqual(copies["alice"], "inbox", "a Maildir's cur/new is not part of the folder")
+        self.assertIn(copies["bob"], ("projects/acme", "sent"), "bob's first copy found")
+        loose = json.loads(self.run_cli("search", "id:loose@partner.example", "--json").stdout)["results"][0]
+        self.assertNotIn("custodian", json.loads(self.run_cli("show", str(loose["id"]), "--json").stdout)["envelope"])
+        p = self.run_cli("import", "--custodian", "x", "--custodian-per-folder", root, ok=False)
+        self.assertEqual(p.returncode, 2, "the two ways of naming custodians exclude each other")
+
     def test_a_query_exports_what_it_finds_and_nothing_else(self):
         found = json.loads(self.run_cli("search", '"quoted once"', "--exact", "--json").stdout)
         path, out = self.export('"quoted once"', "phrase.zip")
