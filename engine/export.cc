@@ -24,7 +24,8 @@ namespace mailark {
 namespace {
 
 // v2 (this release): every record holding a message's bytes (custodians' copies) with its proof.
-// v1 exports (the release before) still verify.
+// v1 exports (the release before) still verify (test_upgrade.py
+// test_an_export_of_the_release_before_still_verifies).
 constexpr const char* kFormat = "mailark-export-v2";
 constexpr const char* kFormatV1 = "mailark-export-v1";
 constexpr const char* kSigContext = "mailark.export/v1";
@@ -42,7 +43,7 @@ std::string entry_name(std::uint64_t id) {
 
 // The manifest's account of a record, derived from the record alone: the exporter writes it and the
 // verifier rebuilds it from the proven record, so no field can say something the record does not.
-// v2 names custodians over all of a message's records (message_custodians), v1 named the record's
+// v2 names custodians over all of a message's records (add_custodians), v1 named the record's
 // source (or listener) alone.
 nlohmann::json record_fields(const ArchiveRecord& r, int version) {
   nlohmann::json j = {{"id", r.seq},
@@ -340,9 +341,9 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   const merkle::NodeFn nodes = s.tree_nodes();
 
   // Each message once: an item whose bytes an item of a lower id also holds is that one's copy, listed
-  // with it, not again (search shows one record a message, but an index from before archive format 7
-  // has no content key to collapse by; a caller may name ids). Only an archive holding some message
-  // twice has copies to look for.
+  // with it, not again (search shows one record a message, but a query naming per-record fields
+  // counts the copies of documents indexed before archive format 7 apart, and a caller may name ids).
+  // Only an archive holding some message twice has copies to look for.
   std::vector<bool> listed(request.items.size(), true);
   std::uint64_t count = request.items.size();
   if (const ArchiveCounters counts = s.counters(); counts.records > counts.blobs) {

@@ -42,7 +42,8 @@ std::pair<std::string, std::string> custodian_from_path(const std::vector<std::s
   return {};
 }
 
-// A custodian is a name an officer types and reads back in exports: printable, one line, bounded.
+// A custodian is a name an officer types and reads back in exports: printable, one line, at most 200
+// bytes (test_export.py test_custodian_per_folder_loads_many_mailboxes_at_once).
 Result<std::string> check_custodian(std::string c) {
   while (!c.empty() && (c.back() == ' ' || c.back() == '\t')) c.pop_back();
   std::size_t lead = c.find_first_not_of(" \t");

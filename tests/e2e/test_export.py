@@ -162,6 +162,10 @@ class ExportTest(unittest.TestCase):
         self.assertNotIn("custodian", json.loads(self.run_cli("show", str(loose["id"]), "--json").stdout)["envelope"])
         p = self.run_cli("import", "--custodian", "x", "--custodian-per-folder", root, ok=False)
         self.assertEqual(p.returncode, 2, "the two ways of naming custodians exclude each other")
+        for bad in ("x" * 201, "two\nlines", "tab\there", "   "):
+            p = self.run_cli("import", "--custodian", bad, root, ok=False)
+            self.assertEqual(p.returncode, 2, repr(bad))
+            self.assertIn(b"--custodian", p.stderr)
 
     def test_a_query_exports_what_it_finds_and_nothing_else(self):
         found = json.loads(self.run_cli("search", '"quoted once"', "--exact", "--json").stdout)
