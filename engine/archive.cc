@@ -1495,13 +1495,6 @@ Status Archive::scan(std::uint64_t from, const ArchiveSnapshot::RecordFn& fn,
   return s->scan(from, fn, on_bad);
 }
 
-bool Archive::has_blob(const Digest& sha) const {
-  Txn t;
-  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return false;
-  MDB_val k = val(std::string_view(reinterpret_cast<const char*>(sha.data()), 32)), v;
-  return mdb_get(t.txn, blob_index_dbi_, &k, &v) == 0;
-}
-
 // ---- the queue ----
 
 Result<std::vector<QueueEntry>> Archive::queue_entries() const {

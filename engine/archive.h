@@ -272,7 +272,6 @@ class Archive {
   SegmentPolicy segment_policy() const;
   Status set_segment_policy(const SegmentPolicy& policy);
   Result<ArchiveRecord> record(std::uint64_t seq) const;
-  bool has_blob(const Digest& sha) const;
   // An import with this envelope would be a duplicate: its custodian's copy of this content is
   // already recorded (append checks again inside its transaction).
   bool has_copy(const Digest& content, const Envelope& envelope) const;
