@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "common/ascii.h"
+#include "common/sha256.h"
 #include "engine/html_text.h"
 
 namespace mailark {
@@ -498,17 +499,190 @@ GMimeTextPart* text_part(const char* subtype, const std::string& body) {
   return part;
 }
 
+// A name without an address (Outlook's display lists) is written as an empty group, "Name:;" (RFC
+// 5322 groups; RFC 6854 allows them in From), so the name stays and no address is made up.
 InternetAddressList* address_list(const std::vector<Address>& list) {
   InternetAddressList* out = internet_address_list_new();
   for (const auto& a : list) {
-    InternetAddress* ia = internet_address_mailbox_new(a.name.c_str(), a.addr.c_str());
+    InternetAddress* ia = a.addr.empty() && !a.name.empty() ? internet_address_group_new(a.name.c_str())
+                                                           : internet_address_mailbox_new(a.name.c_str(), a.addr.c_str());
     internet_address_list_add(out, ia);
     g_object_unref(ia);
   }
   return out;
 }
 
+// A base64 attachment part; a content type that is not type/subtype becomes application/octet-stream.
+GMimePart* attachment_part(const std::string& filename, const std::string& content_type, const std::string& bytes) {
+  std::string type = content_type;
+  if (type.find('/') == std::string::npos || type.find_first_of(" \t\r\n;\"") != std::string::npos)
+    type = "application/octet-stream";
+  std::string major = type.substr(0, type.find('/')), minor = type.substr(type.find('/') + 1);
+  GMimePart* part = g_mime_part_new_with_type(major.c_str(), minor.c_str());
+  std::string name = valid_utf8(filename.data(), filename.size());
+  if (!name.empty()) g_mime_part_set_filename(part, name.c_str());
+  g_mime_object_set_disposition(GMIME_OBJECT(part), "attachment");
+  GRef<GMimeStream> data(g_mime_stream_mem_new_with_buffer(bytes.data(), bytes.size()));
+  GRef<GMimeDataWrapper> wrapper(g_mime_data_wrapper_new_with_stream(data.p, GMIME_CONTENT_ENCODING_DEFAULT));
+  g_mime_part_set_content(part, wrapper.p);
+  g_mime_part_set_content_encoding(part, GMIME_CONTENT_ENCODING_BASE64);
+  return part;
+}
+
+// Text, HTML beside it (multipart/alternative); HTML alone when there is no text and always_text is
+// false; an empty text part when there is neither.
+GMimeObject* body_part(const std::string& text, const std::string& html, bool always_text) {
+  if (html.empty() || !text.empty() || always_text) {
+    GMimeObject* plain = GMIME_OBJECT(text_part("plain", text));
+    if (html.empty()) return plain;
+    GMimeMultipart* alt = g_mime_multipart_new_with_subtype("alternative");
+    g_mime_multipart_add(alt, plain);
+    g_object_unref(plain);
+    GMimeTextPart* h = text_part("html", html);
+    g_mime_multipart_add(alt, GMIME_OBJECT(h));
+    g_object_unref(h);
+    return GMIME_OBJECT(alt);
+  }
+  return GMIME_OBJECT(text_part("html", html));
+}
+
+std::string printable_id(const std::string& s) {
+  std::string out;
+  for (char c : s)
+    if (static_cast<unsigned char>(c) > 0x20 && c != 0x7f) out.push_back(c);
+  if (!out.empty() && out.front() != '<') out = "<" + out + ">";
+  return out;
+}
+
+std::string write_object(GMimeObject* obj) {
+  GMimeFormatOptions* fo = g_mime_format_options_clone(nullptr);
+  g_mime_format_options_set_newline_format(fo, GMIME_NEWLINE_FORMAT_DOS);
+  GRef<GMimeStream> out(g_mime_stream_mem_new());
+  g_mime_object_write_to_stream(obj, fo, out.p);
+  g_mime_format_options_free(fo);
+  GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out.p));
+  return bytes ? std::string(reinterpret_cast<const char*>(bytes->data), bytes->len) : std::string();
+}
+
+// A multipart boundary that is a hash of what the message holds (its header section, bodies and
+// attachments) and of where the multipart stands: the same message is written the same way twice,
+// and no content holds its own hash.
+std::string content_boundary(const ConvertedMessage& m, unsigned depth, const char* which) {
+  Sha256 h;
+  auto field = [&](std::string_view v) {
+    h.update(std::to_string(v.size()) + ":");
+    h.update(v);
+  };
+  field(which);
+  field(std::to_string(depth));
+  field(m.transport_headers);
+  field(m.subject);
+  field(m.message_id);
+  field(m.text);
+  field(m.html);
+  for (const auto& a : m.attachments) {
+    field(a.filename);
+    field(a.data);
+  }
+  field(std::to_string(m.embedded.size()));
+  Digest d = h.finish();
+  return "=_mailark_" + to_hex(std::span<const std::uint8_t>(d.data(), 12));
+}
+
+// The GMime message for a ConvertedMessage; `depth` bounds embedded messages (each level's own are
+// dropped past 16: a store's nesting is bounded by its reader, this is the writer's own guard).
+GMimeMessage* converted_message(const ConvertedMessage& m, unsigned depth) {
+  GMimeMessage* msg = nullptr;
+  if (!m.transport_headers.empty()) {
+    std::string block = m.transport_headers;
+    while (!block.empty() && (block.back() == '\n' || block.back() == '\r')) block.pop_back();
+    block += "\r\n\r\n";
+    GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(block.data(), block.size()));
+    GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
+    msg = g_mime_parser_construct_message(parser.p, nullptr);
+    if (msg) {
+      GMimeHeaderList* list = g_mime_object_get_header_list(GMIME_OBJECT(msg));
+      for (int i = g_mime_header_list_get_count(list) - 1; i >= 0; --i) {
+        const char* name = g_mime_header_get_name(g_mime_header_list_get_header_at(list, i));
+        static const char* kBodyFields[] = {"MIME-Version",        "Content-Type",        "Content-Transfer-Encoding",
+                                            "Content-Disposition", "Content-ID",          "Content-MD5",
+                                            "Content-Description", "Content-Location",    "Content-Base"};
+        bool body_field = !name;
+        for (const char* f : kBodyFields) body_field = body_field || ascii_iequals(name, f);
+        if (body_field) g_mime_header_list_remove_at(list, i);
+      }
+    }
+  }
+  if (!msg) msg = g_mime_message_new(TRUE);
+  GMimeObject* obj = GMIME_OBJECT(msg);
+  auto lacks = [&](const char* name) { return g_mime_object_get_header(obj, name) == nullptr; };
+  auto add_addresses = [&](GMimeAddressType type, const std::vector<Address>& list) {
+    InternetAddressList* target = g_mime_message_get_addresses(msg, type);
+    GRef<InternetAddressList> l(address_list(list));
+    internet_address_list_append(target, l.p);
+  };
+  if (lacks("From") && (!m.from.addr.empty() || !m.from.name.empty())) add_addresses(GMIME_ADDRESS_TYPE_FROM, {m.from});
+  if (lacks("To") && !m.to.empty()) add_addresses(GMIME_ADDRESS_TYPE_TO, m.to);
+  if (lacks("Cc") && !m.cc.empty()) add_addresses(GMIME_ADDRESS_TYPE_CC, m.cc);
+  if (lacks("Bcc") && !m.bcc.empty()) add_addresses(GMIME_ADDRESS_TYPE_BCC, m.bcc);
+  if (lacks("Subject") && !m.subject.empty()) {
+    std::string subject = valid_utf8(m.subject.data(), m.subject.size());
+    g_mime_message_set_subject(msg, subject.c_str(), "utf-8");
+  }
+  if (lacks("Date") && m.date != 0) {
+    GDateTime* when = g_date_time_new_from_unix_utc(m.date);
+    if (when) {
+      g_mime_message_set_date(msg, when);
+      g_date_time_unref(when);
+    }
+  }
+  if (lacks("Message-ID") && !printable_id(m.message_id).empty())
+    g_mime_object_set_header(obj, "Message-ID", printable_id(m.message_id).c_str(), nullptr);
+  if (lacks("In-Reply-To") && !printable_id(m.in_reply_to).empty())
+    g_mime_object_set_header(obj, "In-Reply-To", printable_id(m.in_reply_to).c_str(), nullptr);
+  for (const auto& [name, value] : m.extra_headers) {
+    std::string v = valid_utf8(value.data(), value.size());
+    g_mime_object_append_header(obj, name.c_str(), v.c_str(), "utf-8");
+  }
+
+  GMimeObject* body = body_part(m.text, m.html, /*always_text=*/false);
+  if (GMIME_IS_MULTIPART(body))
+    g_mime_multipart_set_boundary(GMIME_MULTIPART(body), content_boundary(m, depth, "alternative").c_str());
+  bool nested = depth < 16 && !m.embedded.empty();
+  if (!m.attachments.empty() || nested) {
+    GMimeMultipart* mixed = g_mime_multipart_new_with_subtype("mixed");
+    g_mime_multipart_set_boundary(mixed, content_boundary(m, depth, "mixed").c_str());
+    g_mime_multipart_add(mixed, body);
+    g_object_unref(body);
+    for (const auto& a : m.attachments) {
+      GMimePart* part = attachment_part(a.filename, a.content_type, a.data);
+      std::string cid = printable_id(a.content_id);
+      if (cid.size() > 2) g_mime_object_set_content_id(GMIME_OBJECT(part), cid.substr(1, cid.size() - 2).c_str());
+      g_mime_multipart_add(mixed, GMIME_OBJECT(part));
+      g_object_unref(part);
+    }
+    if (nested)
+      for (const auto& e : m.embedded) {
+        GRef<GMimeMessage> inner(converted_message(e, depth + 1));
+        GMimeMessagePart* mp = g_mime_message_part_new_with_message("rfc822", inner.p);
+        g_mime_object_set_disposition(GMIME_OBJECT(mp), "attachment");
+        g_mime_multipart_add(mixed, GMIME_OBJECT(mp));
+        g_object_unref(mp);
+      }
+    body = GMIME_OBJECT(mixed);
+  }
+  g_mime_message_set_mime_part(msg, body);
+  g_object_unref(body);
+  return msg;
+}
+
 }  // namespace
+
+std::string write_converted_message(const ConvertedMessage& m) {
+  init_gmime();
+  GRef<GMimeMessage> msg(converted_message(m, 0));
+  return write_object(GMIME_OBJECT(msg.p));
+}
 
 std::string compose_message(const Draft& d) {
   init_gmime();
@@ -543,33 +717,13 @@ std::string compose_message(const Draft& d) {
     g_mime_object_set_header(GMIME_OBJECT(msg.p), "References", refs.c_str(), nullptr);
   }
 
-  GMimeObject* body = GMIME_OBJECT(text_part("plain", d.text));
-  if (!d.html.empty()) {
-    GMimeMultipart* alt = g_mime_multipart_new_with_subtype("alternative");
-    g_mime_multipart_add(alt, body);
-    g_object_unref(body);
-    GMimeTextPart* h = text_part("html", d.html);
-    g_mime_multipart_add(alt, GMIME_OBJECT(h));
-    g_object_unref(h);
-    body = GMIME_OBJECT(alt);
-  }
+  GMimeObject* body = body_part(d.text, d.html, /*always_text=*/true);
   if (!d.attachments.empty() || !d.forward_raw.empty()) {
     GMimeMultipart* mixed = g_mime_multipart_new_with_subtype("mixed");
     g_mime_multipart_add(mixed, body);
     g_object_unref(body);
     for (const auto& a : d.attachments) {
-      std::string type = a.content_type;
-      if (type.find('/') == std::string::npos || type.find_first_of(" \t\r\n;\"") != std::string::npos)
-        type = "application/octet-stream";
-      std::string major = type.substr(0, type.find('/')), minor = type.substr(type.find('/') + 1);
-      GMimePart* part = g_mime_part_new_with_type(major.c_str(), minor.c_str());
-      std::string name = valid_utf8(a.filename.data(), a.filename.size());
-      if (!name.empty()) g_mime_part_set_filename(part, name.c_str());
-      g_mime_object_set_disposition(GMIME_OBJECT(part), "attachment");
-      GRef<GMimeStream> data(g_mime_stream_mem_new_with_buffer(a.data.data(), a.data.size()));
-      GRef<GMimeDataWrapper> wrapper(g_mime_data_wrapper_new_with_stream(data.p, GMIME_CONTENT_ENCODING_DEFAULT));
-      g_mime_part_set_content(part, wrapper.p);
-      g_mime_part_set_content_encoding(part, GMIME_CONTENT_ENCODING_BASE64);
+      GMimePart* part = attachment_part(a.filename, a.content_type, a.data);
       g_mime_multipart_add(mixed, GMIME_OBJECT(part));
       g_object_unref(part);
     }
@@ -588,13 +742,7 @@ std::string compose_message(const Draft& d) {
   }
   g_mime_message_set_mime_part(msg.p, body);
   g_object_unref(body);
-  GMimeFormatOptions* fo = g_mime_format_options_clone(nullptr);
-  g_mime_format_options_set_newline_format(fo, GMIME_NEWLINE_FORMAT_DOS);
-  GRef<GMimeStream> out(g_mime_stream_mem_new());
-  g_mime_object_write_to_stream(GMIME_OBJECT(msg.p), fo, out.p);
-  g_mime_format_options_free(fo);
-  GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out.p));
-  return bytes ? std::string(reinterpret_cast<const char*>(bytes->data), bytes->len) : std::string();
+  return write_object(GMIME_OBJECT(msg.p));
 }
 
 bool ParsedMessage::has_attachment() const {

@@ -107,6 +107,35 @@ struct Draft {
 };
 std::string compose_message(const Draft& draft);
 
+// A message rebuilt from a mail store that keeps properties instead of RFC 5322 bytes (Outlook's PST
+// files, engine/pst.h), written by GMime with CRLF line ends. The header section is the original
+// internet one when the store kept it (transport_headers; the fields that describe the body, MIME-Version
+// and Content-Type, -Transfer-Encoding, -Disposition, -ID, -MD5, -Description, -Location, -Base, dropped,
+// as the body is rebuilt), with the fields below added only where it lacks them; without
+// it, the fields below. The body as compose_message writes it (text, html beside it), then the
+// attachments (base64, filename, content id: an inline image keeps its cid), then embedded messages
+// (message/rfc822, rebuilt the same way). The same input gives the same bytes (each multipart's
+// boundary is a hash of what the message holds), so importing a store twice finds its duplicates.
+// Tests: Pst.* in tests/pst_test.cc.
+struct ConvertedAttachment {
+  std::string filename;
+  std::string content_type;  // "application/octet-stream" when empty or not type/subtype
+  std::string content_id;    // without angle brackets
+  std::string data;
+};
+struct ConvertedMessage {
+  std::string transport_headers;
+  Address from;
+  std::vector<Address> to, cc, bcc;               // bcc: a sent item's own copy names them
+  std::string subject, message_id, in_reply_to;  // ids with or without angle brackets
+  std::int64_t date = 0;                          // Unix seconds; 0: none known
+  std::vector<std::pair<std::string, std::string>> extra_headers;  // written as given (ASCII names)
+  std::string text, html;                                          // UTF-8
+  std::vector<ConvertedAttachment> attachments;
+  std::vector<ConvertedMessage> embedded;
+};
+std::string write_converted_message(const ConvertedMessage& m);
+
 // The addresses of one header field's raw value (an RFC 5322 address-list; groups flattened, RFC 2047
 // names decoded), at most `max`. What GMime cannot parse is split loosely on commas, so no address is
 // lost (the mailbox store places imported mail by these). Fuzzed with the message target.

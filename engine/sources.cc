@@ -11,6 +11,7 @@
 #include "common/numbers.h"
 #include "common/env.h"
 #include "engine/message.h"
+#include "engine/pst.h"
 
 namespace fs = std::filesystem;
 
@@ -150,10 +151,16 @@ void read_single(const std::string& path, const Limits& limits, const SourceCall
 }
 
 void read_file(const std::string& path, const Limits& limits, const SourceCallbacks& cb) {
-  if (starts_with_from_line(path))
+  if (is_pst_file(path)) {
+    if (cb.pst_helper.empty())
+      read_pst(path, limits, cb);
+    else
+      read_pst_in_child(cb.pst_helper, path, limits, cb);
+  } else if (starts_with_from_line(path)) {
     read_mbox(path, limits, cb);
-  else
+  } else {
     read_single(path, limits, cb);
+  }
 }
 
 }  // namespace
@@ -191,7 +198,7 @@ Status walk_sources(const std::vector<std::string>& paths, const Limits& limits,
       }
       if (!entry.is_regular_file(ec)) continue;
       if (is_mail_store_metadata(name)) {
-        if (cb.on_skipped) cb.on_skipped(entry.path().string());
+        if (cb.on_skipped) cb.on_skipped(entry.path().string(), "mail store metadata");
         continue;
       }
       files.push_back(entry.path().string());

@@ -1,4 +1,5 @@
-// Import sources: Maildir folders, mbox files, single messages, and directories of them.
+// Import sources: Maildir folders, mbox files, Outlook PST files (engine/pst.h), single messages, and
+// directories of them.
 //
 // walk_sources streams messages one at a time (an mbox is never read whole), so memory stays bounded
 // by Limits::max_message_bytes whatever the input. Every input file ends up in exactly one callback:
@@ -21,13 +22,18 @@ struct SourceMessage {
   std::int64_t received_at = 0;  // what the file says: mbox From_ date, Maildir file name, or mtime
   std::string mail_from;         // envelope sender from an mbox From_ line, if any
   std::string file;              // the file it came from (origin without "#n")
+  std::string folder;            // the folder inside the file, for stores that have them (PST)
 };
 
 struct SourceCallbacks {
   std::function<void(SourceMessage&&)> on_message;
   std::function<void(const std::string& origin, const std::string& reason)> on_error;
-  // Files that are part of a mail store but hold no message (Maildir metadata): counted, not errors.
-  std::function<void(const std::string& path)> on_skipped;
+  // What is part of a mail store but is no message (Maildir metadata files, a PST's contacts and
+  // appointments): counted and said, not errors.
+  std::function<void(const std::string& origin, const std::string& what)> on_skipped;
+  // A command that reads PST files in a child process (engine/pst.h read_pst_in_child); empty: read
+  // in this process.
+  std::vector<std::string> pst_helper;
 };
 
 // Errors only for a PATH that does not exist at all (then nothing was walked); per-file problems go to

@@ -9,7 +9,7 @@ PACKAGES=(
   # the engine's libraries
   libxapian-dev liblmdb-dev libclamav-dev libzstd-dev libssl-dev libgmime-3.0-dev libglib2.0-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libasio-dev libtomlplusplus-dev libunbound-dev
-  libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev
+  libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev libpst-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
   dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync neomutt tmux slapd ldap-utils
@@ -20,6 +20,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # peers the benchmark compares against
   notmuch maildir-utils clamav-daemon clamav-milter
+  # readpst, the PST peer of tests/e2e/test_pst.py (libpst's own converter)
+  pst-utils
   # mdb_stat, for the free pages of a segment store (docs/BENCHMARKS.md "Segment stores")
   lmdb-utils
 )

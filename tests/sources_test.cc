@@ -20,7 +20,7 @@ Walk walk(const std::vector<std::string>& paths, const Limits& limits = Limits{}
   SourceCallbacks cb;
   cb.on_message = [&](SourceMessage&& m) { w.messages.push_back(std::move(m)); };
   cb.on_error = [&](const std::string& origin, const std::string& reason) { w.errors[origin] = reason; };
-  cb.on_skipped = [&](const std::string& path) { w.skipped.push_back(path); };
+  cb.on_skipped = [&](const std::string& path, const std::string&) { w.skipped.push_back(path); };
   EXPECT_TRUE(walk_sources(paths, limits, cb).ok());
   return w;
 }

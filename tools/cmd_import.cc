@@ -1,12 +1,17 @@
-// mailark import PATH...: Maildir folders, mbox files, single messages, directories (recursive).
+// mailark import PATH...: Maildir folders, mbox files, Outlook PST files, single messages, directories
+// (recursive). `mailark pst-read` is the child process that reads a PST for it (engine/pst.h).
+#include <sys/resource.h>
+
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "engine/ingest.h"
 #include "engine/mailbox.h"
+#include "engine/pst.h"
 #include "engine/users.h"
 #include "engine/sources.h"
 #include "tools/cli.h"
@@ -61,6 +66,7 @@ struct Summary {
   std::uint64_t messages = 0, imported = 0, duplicates = 0, infected = 0, unscannable = 0, unscanned = 0, malformed = 0,
                 errors = 0, skipped = 0, failed = 0;
   nlohmann::json error_files = nlohmann::json::array();
+  std::map<std::string, std::uint64_t> skipped_kinds;  // what was skipped ("mail store metadata", "a contact, not mail")
 };
 
 std::uint64_t count_files(const std::vector<std::string>& paths) {
@@ -177,6 +183,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
         if (auto c = check_custodian(who); c) item.envelope.custodian = *c;
         item.envelope.folder = folder.size() <= 1000 ? folder : std::string();
       }
+      if (!m.folder.empty()) item.envelope.folder = m.folder.size() <= 1000 ? m.folder : std::string();
       item.envelope.received_at = m.received_at;
       if (!owner.empty()) item.envelope.rcpt_to = {owner};  // the mailbox store places it for the owner
       // Imports archive everything: an unscannable message of an old mailbox stays visible (its
@@ -190,10 +197,15 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
       sum.errors++;
       sum.error_files.push_back({{"path", origin}, {"reason", reason}});
     };
-    cb.on_skipped = [&](const std::string&) {
+    cb.on_skipped = [&](const std::string&, const std::string& what) {
       std::lock_guard lock(mu);
       sum.skipped++;
+      sum.skipped_kinds[what]++;
     };
+    // libpst trusts the file it reads: a PST is read by a child process, so one that crashes libpst
+    // ends that file, not this import (engine/pst.h).
+    cb.pst_helper = {"/proc/self/exe", "pst-read", "--max-message-bytes",
+                     std::to_string(e.options().limits.max_message_bytes)};
     Status walked = walk_sources(args.paths, e.options().limits, cb);
     fatal = ingest.finish();
     if (!walked) {
@@ -232,6 +244,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
                         {"unscannable", sum.unscannable}, {"unscanned", sum.unscanned},
                         {"malformed", sum.malformed},
                         {"errors", sum.errors},           {"skipped", sum.skipped},
+                        {"skipped_kinds", sum.skipped_kinds},
                         {"error_files", sum.error_files}, {"archive_head", e.archive().head().seq},
                         {"signature_load_seconds", signature_load_seconds},
                         {"placed_in_folders", placed}};
@@ -246,7 +259,11 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
               << "malformed  " << sum.malformed << "\n"
               << "errors     " << sum.errors << "\n";
     if (placed) std::cout << "placed     " << placed << " in users' folders\n";
-    if (sum.skipped) std::cout << "skipped    " << sum.skipped << " (mail store metadata files)\n";
+    if (sum.skipped) {
+      std::string kinds;
+      for (const auto& [what, n] : sum.skipped_kinds) kinds += (kinds.empty() ? "" : "; ") + std::to_string(n) + " " + what;
+      std::cout << "skipped    " << sum.skipped << " (" << kinds << ")\n";
+    }
     for (const auto& ef : sum.error_files) {
       std::cout << "  error: " << ef["path"].get<std::string>() << ": " << ef["reason"].get<std::string>()
                 << "\n";
@@ -260,7 +277,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
 
 void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<ImportArgs>();
-  auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, .eml files and directories");
+  auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, Outlook PST files, .eml files and directories");
   cmd->add_option("paths", args->paths, "what to import")->required();
   cmd->add_flag("--json", args->json, "print one JSON object");
   cmd->add_flag("--no-scan", args->no_scan, "skip virus scanning (messages are recorded as unscanned)");
@@ -275,6 +292,22 @@ void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
                 "each folder directly inside a PATH is one custodian's mailbox, named by the folder\n"
                 "(maildir/allen-p/inbox/1. -> custodian allen-p, folder inbox)");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_import(g, *args); }; });
+
+  // The child process an import reads a PST through (engine/pst.h): frames on standard output.
+  auto pst = std::make_shared<std::pair<std::string, std::size_t>>("", Limits{}.max_message_bytes);
+  auto* child = app.add_subcommand("pst-read", "read a PST file for `import` (frames on standard output)");
+  child->group("");  // not listed in --help: import runs it
+  child->add_option("path", pst->first)->required();
+  child->add_option("--max-message-bytes", pst->second);
+  child->callback([&run, pst] {
+    run = [pst] {
+      struct rlimit no_core {0, 0};
+      ::setrlimit(RLIMIT_CORE, &no_core);  // a file that crashes libpst leaves no core dump behind
+      Limits limits;
+      limits.max_message_bytes = pst->second;
+      return write_pst_frames(pst->first, limits, 1) == 0 ? kExitOk : kExitFailure;
+    };
+  });
 }
 
 }  // namespace mailark::cli

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
     if (!limit || messages.size() < limit) messages.push_back(std::move(m.raw));
   };
   cb.on_error = [](const std::string&, const std::string&) {};
-  cb.on_skipped = [](const std::string&) {};
+  cb.on_skipped = [](const std::string&, const std::string&) {};
   if (auto s = mailark::walk_sources(paths, limits, cb); !s) {
     std::fprintf(stderr, "%s\n", s.error().to_string().c_str());
     return 1;
