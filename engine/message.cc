@@ -607,9 +607,13 @@ GMimeMessage* converted_message(const ConvertedMessage& m, unsigned depth) {
         static const char* kBodyFields[] = {"MIME-Version",        "Content-Type",        "Content-Transfer-Encoding",
                                             "Content-Disposition", "Content-ID",          "Content-MD5",
                                             "Content-Description", "Content-Location",    "Content-Base"};
-        bool body_field = !name;
-        for (const char* f : kBodyFields) body_field = body_field || ascii_iequals(name, f);
-        if (body_field) g_mime_header_list_remove_at(list, i);
+        // A field whose name is not RFC 5322's (printable ASCII but ':') is damage, not a header:
+        // dropped, so what is written is mail (fuzz/pst_fuzz.cc).
+        bool drop = !name || !*name;
+        for (const char* c = name; !drop && *c; ++c)
+          drop = static_cast<unsigned char>(*c) <= 0x20 || static_cast<unsigned char>(*c) >= 0x7f || *c == ':';
+        for (const char* f : kBodyFields) drop = drop || ascii_iequals(name, f);
+        if (drop) g_mime_header_list_remove_at(list, i);
       }
     }
   }

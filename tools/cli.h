@@ -46,6 +46,14 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_on
 Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOptions options);
 
 std::string iso8601(std::int64_t unix_seconds);
+
+// The operating-system account that runs the command (SUDO_USER first, then USER, else "uid N").
+std::string os_account();
+// Appends an entry to the data folder's audit log (DATA/cases, engine/cases.h) as "cli:<account>".
+// Fail closed: a command whose audit entry cannot be written says so and shows nothing
+// (tests/e2e/test_cases.py test_every_search_view_and_export_is_in_the_audit_log).
+Status audit(const GlobalOptions& g, const std::string& action, const std::string& target,
+             const std::string& detail_json = "{}");
 // At most max_bytes (and one more, so that a longer file shows) of a small file: a checkpoint, a key.
 Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes);
 // A --key argument: a verifier key ("NAME+ID+KEY"), or a file holding one.
@@ -84,5 +92,6 @@ void register_segments(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_checkpoint(CLI::App& app, GlobalOptions& g, Runner& run);
 // export and verify-export: in mailark-server (tools/cmd_export.cc); `mailark` hands them over to it.
 void register_export(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_case(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

@@ -1,3 +1,4 @@
+#include <pwd.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -7,6 +8,7 @@
 #include <iostream>
 
 #include "common/dates.h"
+#include "engine/cases.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -54,6 +56,22 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOption
 }
 
 std::string iso8601(std::int64_t t) { return iso8601_date(t); }
+
+std::string os_account() {
+  if (const char* u = std::getenv("SUDO_USER"); u && *u) return u;
+  if (const char* u = std::getenv("USER"); u && *u) return u;
+  if (const passwd* pw = ::getpwuid(::getuid()); pw && pw->pw_name) return pw->pw_name;
+  return "uid " + std::to_string(::getuid());
+}
+
+Status audit(const GlobalOptions& g, const std::string& action, const std::string& target,
+             const std::string& detail_json) {
+  auto store = CaseStore::open(g.data_dir + "/cases", /*read_only=*/false);
+  if (!store) return Error{store.error().code, "cannot write the audit log: " + store.error().context, store.error().hint};
+  auto e = (*store)->audit("cli:" + os_account(), action, target, detail_json);
+  if (!e) return Error{e.error().code, "cannot write the audit log: " + e.error().context, e.error().hint};
+  return ok_status();
+}
 
 Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes) {
   std::ifstream f(path, std::ios::binary);

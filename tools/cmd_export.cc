@@ -26,12 +26,6 @@ struct ExportArgs {
   bool json = false;
 };
 
-std::string who() {
-  if (const char* u = std::getenv("SUDO_USER"); u && *u) return u;
-  if (const char* u = std::getenv("USER"); u && *u) return u;
-  return "uid " + std::to_string(::getuid());
-}
-
 int run_export(const GlobalOptions& g, const ExportArgs& args) {
   auto engine = open_engine(g, /*read_only=*/true);
   if (!engine) return report(engine.error());
@@ -42,7 +36,7 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
   req.path = args.out;
   req.query = args.query;
   req.case_name = args.case_name;
-  req.created_by = who();
+  req.created_by = os_account();
   // Every match, counted exactly (phrases checked to the end), a page at a time.
   indexer::SearchOptions opts;
   opts.exact_total = true;
@@ -60,6 +54,17 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
   auto rep = write_export((*engine)->archive(), *key, req);
   progress.finish();
   if (!rep) return report(rep.error());
+  // The export is in the audit log; an export whose entry cannot be written is removed (fail closed).
+  if (Status a = audit(g, "export", args.query,
+                       nlohmann::json{{"case", args.case_name},
+                                      {"file", args.out},
+                                      {"messages", rep->messages},
+                                      {"manifest_sha256", rep->manifest_sha256}}
+                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      !a) {
+    std::remove(args.out.c_str());
+    return report(a.error());
+  }
   if (args.json) {
     std::cout << nlohmann::json{{"file", args.out},
                                 {"messages", rep->messages},

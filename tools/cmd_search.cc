@@ -34,6 +34,11 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   // A lagging index misses the newest mail: say so, rather than let an incomplete answer pass for a
   // complete one.
+  // Every search is in the audit log, before anything is shown (fail closed: cli.h audit).
+  if (Status a = audit(g, "search", query,
+                       nlohmann::json{{"total", res->total}, {"shown", res->hits.size()}, {"offset", args.offset}}.dump());
+      !a)
+    return report(a.error());
   const std::uint64_t head = (*engine)->archive().head().seq;
   const std::uint64_t watermark = res->watermark;
   const std::uint64_t lag = head > watermark ? head - watermark : 0;

@@ -30,6 +30,12 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
   std::string raw;
   auto msg = e.parse(*rec, &raw);
   if (!msg) return report(msg.error());
+  // Every view is in the audit log, before anything is shown (fail closed: cli.h audit).
+  if (Status a = audit(g, args.raw ? "show.raw" : "show", std::to_string(args.id),
+                       nlohmann::json{{"subject", msg->subject}, {"message_id", msg->message_id}}.dump(
+                           -1, ' ', false, nlohmann::json::error_handler_t::replace));
+      !a)
+    return report(a.error());
   if (args.raw) {
     std::fwrite(raw.data(), 1, raw.size(), stdout);
     return std::fflush(stdout) == 0 ? kExitOk : kExitIo;

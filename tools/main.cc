@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   register_segments(app, g, run);
   register_checkpoint(app, g, run);
   register_export(app, g, run);
+  register_case(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

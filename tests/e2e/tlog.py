@@ -3,6 +3,7 @@
 proofs), C2SP tlog-checkpoint and signed-note (Ed25519, Python's `cryptography`), and the archive
 record v1 of docs/FORMAT.md. What a court's expert could write to check an export without mailark.
 """
+import json
 import base64
 import hashlib
 
@@ -293,3 +294,39 @@ def open_signed_note(note, verifier_key):
             except InvalidSignature:
                 pass
     raise ValueError("no signature checks with " + name)
+
+
+def verify_audit_export(path, verifier_key):
+    """Checks a `mailark audit export` file from its bytes alone: every entry's hash chains from the one
+    before (SHA-256 over "mailark-audit-v1\\n", the previous hash, 32 zero bytes before the first, and
+    the entry's exact bytes), each entry names its own place, the last hash is the head, and the head
+    is signed by the archive's key (a C2SP signed note: origin ".../audit", entry count, base64 head).
+    Returns the entries (parsed); raises ValueError on anything else."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines[-1] != b"":
+        raise ValueError("the file does not end with a newline")
+    header = json.loads(lines[0])
+    if header.get("format") != "mailark-audit-v1":
+        raise ValueError("not a mailark-audit-v1 export")
+    text = open_signed_note(header["signed_head"].encode(), verifier_key).decode().split("\n")[:-1]
+    name, _ = parse_verifier_key(verifier_key)
+    if text[0] != name + "/audit":
+        raise ValueError("the signed head is not this archive's audit log")
+    count, head = int(text[1]), b64(text[2])
+    previous = bytes(32)
+    entries = []
+    for n, line in enumerate(lines[1:-1], start=1):
+        row = json.loads(line)
+        body = row["entry"].encode()
+        h = sha256(b"mailark-audit-v1\n" + previous + body)
+        if row["seq"] != n or h.hex() != row["hash"]:
+            raise ValueError(f"audit entry {n} does not chain")
+        entry = json.loads(body)
+        if entry["seq"] != n:
+            raise ValueError(f"audit entry {n} names another place")
+        entries.append(entry)
+        previous = h
+    if len(entries) != count or previous != head or header["entries"] != count:
+        raise ValueError("the entries do not end at the signed head")
+    return entries
