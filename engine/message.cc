@@ -601,19 +601,30 @@ GMimeMessage* converted_message(const ConvertedMessage& m, unsigned depth) {
     GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
     msg = g_mime_parser_construct_message(parser.p, nullptr);
     if (msg) {
+      // Each kept field is written again under its name as GMime read it (a name the store wrote
+      // with space before its colon comes out "Name:"), its raw value unchanged; a field whose name
+      // is not RFC 5322's (printable ASCII but ':') is damage, not a header, and is dropped, so what
+      // is written is mail (fuzz/pst_fuzz.cc, fuzz/regressions/pst).
       GMimeHeaderList* list = g_mime_object_get_header_list(GMIME_OBJECT(msg));
-      for (int i = g_mime_header_list_get_count(list) - 1; i >= 0; --i) {
-        const char* name = g_mime_header_get_name(g_mime_header_list_get_header_at(list, i));
+      std::vector<std::pair<std::string, std::string>> kept;
+      for (int i = 0; i < g_mime_header_list_get_count(list); ++i) {
+        GMimeHeader* h = g_mime_header_list_get_header_at(list, i);
+        const char* name = g_mime_header_get_name(h);
+        const char* raw = g_mime_header_get_raw_value(h);
         static const char* kBodyFields[] = {"MIME-Version",        "Content-Type",        "Content-Transfer-Encoding",
                                             "Content-Disposition", "Content-ID",          "Content-MD5",
                                             "Content-Description", "Content-Location",    "Content-Base"};
-        // A field whose name is not RFC 5322's (printable ASCII but ':') is damage, not a header:
-        // dropped, so what is written is mail (fuzz/pst_fuzz.cc).
-        bool drop = !name || !*name;
+        bool drop = !name || !*name || !raw;
         for (const char* c = name; !drop && *c; ++c)
           drop = static_cast<unsigned char>(*c) <= 0x20 || static_cast<unsigned char>(*c) >= 0x7f || *c == ':';
         for (const char* f : kBodyFields) drop = drop || ascii_iequals(name, f);
-        if (drop) g_mime_header_list_remove_at(list, i);
+        if (!drop) kept.emplace_back(name, raw);
+      }
+      g_mime_header_list_clear(list);
+      for (const auto& [name, raw] : kept) {
+        g_mime_header_list_append(list, name.c_str(), "", nullptr);
+        g_mime_header_set_raw_value(g_mime_header_list_get_header_at(list, g_mime_header_list_get_count(list) - 1),
+                                    raw.c_str());
       }
     }
   }

@@ -72,6 +72,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The same properties give the same bytes (re-importing a store finds its duplicates).
   if (mailark::write_converted_message(m) != raw) std::abort();
   auto parsed = mailark::parse_message(raw, mailark::Limits{});
-  if (!parsed) std::abort();  // what the writer wrote is mail
+  if (!parsed) {  // what the writer wrote is mail
+    std::fprintf(stderr, "not mail: %s\n---\n%s\n---\n", parsed.error().to_string().c_str(), raw.substr(0, 2000).c_str());
+    std::abort();
+  }
   return 0;
 }
