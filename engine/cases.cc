@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/ascii.h"
+#include "common/dates.h"
 #include "engine/lmdb_util.h"
 
 namespace mailark {
@@ -116,6 +117,31 @@ std::string custodian_part(const Case& c) {
 }
 
 }  // namespace
+
+nlohmann::json case_to_json(const Case& c) {
+  nlohmann::json searches = nlohmann::json::array(), notes = nlohmann::json::array();
+  for (const auto& s : c.searches)
+    searches.push_back({{"query", s.query}, {"from", s.from}, {"to", s.to}, {"runs", case_query(c, s)},
+                        {"saved_at", iso8601_date(s.saved_at)}, {"saved_by", s.saved_by}});
+  for (const auto& n : c.notes) notes.push_back({{"at", iso8601_date(n.at)}, {"by", n.by}, {"text", n.text}});
+  return {{"id", c.id},
+          {"name", c.name},
+          {"description", c.description},
+          {"custodians", c.custodians},
+          {"searches", searches},
+          {"notes", notes},
+          {"hold", c.hold},
+          {"status", c.closed ? "closed" : "open"},
+          {"created_at", iso8601_date(c.created_at)},
+          {"created_by", c.created_by},
+          {"closed_at", c.closed ? iso8601_date(c.closed_at) : ""}};
+}
+
+nlohmann::json audit_to_json(const AuditEntry& e) {
+  return {{"seq", e.seq},       {"at", iso8601_date(e.at)}, {"actor", e.actor},
+          {"action", e.action}, {"target", e.target},      {"detail", nlohmann::json::parse(e.detail, nullptr, false)},
+          {"hash", to_hex(e.hash)}};
+}
 
 Digest audit_hash(const Digest& previous, std::string_view bytes) {
   Sha256 h;

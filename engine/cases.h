@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/result.h"
 #include "common/sha256.h"
 
@@ -56,6 +58,10 @@ std::string case_query(const Case& c, const SavedSearch& s);
 // when the case has no saved search.
 std::string case_all_query(const Case& c);
 
+// A case as the CLI's --json and the REST API show it: dates as ISO 8601, each saved search with the
+// query it runs (`runs`), status "open" or "closed".
+nlohmann::json case_to_json(const Case& c);
+
 struct AuditEntry {
   std::uint64_t seq = 0;  // 1, 2, ...
   std::int64_t at = 0;    // Unix seconds
@@ -66,6 +72,9 @@ struct AuditEntry {
   std::string bytes;      // the entry as stored and hashed (a JSON object's text)
   Digest hash{};          // chained: SHA-256("mailark-audit-v1\n" || previous hash || bytes)
 };
+
+// An audit entry as `audit list --json` and GET /api/v1/audit show it.
+nlohmann::json audit_to_json(const AuditEntry& e);
 
 struct AuditCheck {
   bool ok = true;

@@ -36,19 +36,6 @@ Result<std::unique_ptr<CaseStore>> store(const GlobalOptions& g, bool write) {
   return s;
 }
 
-nlohmann::json case_json(const Case& c) {
-  nlohmann::json searches = nlohmann::json::array(), notes = nlohmann::json::array();
-  for (const auto& s : c.searches)
-    searches.push_back({{"query", s.query}, {"from", s.from}, {"to", s.to}, {"runs", case_query(c, s)},
-                        {"saved_at", iso8601(s.saved_at)}, {"saved_by", s.saved_by}});
-  for (const auto& n : c.notes) notes.push_back({{"at", iso8601(n.at)}, {"by", n.by}, {"text", n.text}});
-  return {{"id", c.id},           {"name", c.name},       {"description", c.description},
-          {"custodians", c.custodians}, {"searches", searches}, {"notes", notes},
-          {"hold", c.hold},       {"status", c.closed ? "closed" : "open"},
-          {"created_at", iso8601(c.created_at)}, {"created_by", c.created_by},
-          {"closed_at", c.closed ? iso8601(c.closed_at) : ""}};
-}
-
 void print_json(const nlohmann::json& j) {
   std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
@@ -69,7 +56,7 @@ int run_create(const GlobalOptions& g, const CaseArgs& a) {
   auto c = (*s)->create(a.name, a.description, a.custodians, actor());
   if (!c) return report(c.error());
   if (a.json)
-    print_json(case_json(*c));
+    print_json(case_to_json(*c));
   else
     std::cout << "case " << c->id << " \"" << c->name << "\" created\n";
   return kExitOk;
@@ -87,7 +74,7 @@ int run_list(const GlobalOptions& g, const CaseArgs& a) {
   }
   if (a.json) {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& c : cases) out.push_back(case_json(c));
+    for (const auto& c : cases) out.push_back(case_to_json(c));
     print_json(out);
     return kExitOk;
   }
@@ -106,7 +93,7 @@ int run_show(const GlobalOptions& g, const CaseArgs& a) {
   if (!c) return report(c.error());
   auto engine = open_engine(g, /*read_only=*/true);
   if (!engine) return report(engine.error());
-  nlohmann::json j = case_json(*c);
+  nlohmann::json j = case_to_json(*c);
   for (std::size_t i = 0; i < c->searches.size(); ++i) {
     auto n = count(**engine, case_query(*c, c->searches[i]));
     if (!n) return report(n.error());
@@ -191,7 +178,7 @@ int run_change(const GlobalOptions& g, const CaseArgs& a, const std::string& wha
                                           : (*s)->close(c->id, actor());
   if (!done) return report(done.error());
   if (a.json) {
-    print_json(case_json(*done));
+    print_json(case_to_json(*done));
   } else if (what == "hold") {
     std::cout << "legal hold placed on case \"" << done->name << "\": "
               << (done->searches.empty() ? "every message of its custodians" : "every message its saved searches find")
@@ -237,10 +224,7 @@ int run_audit_list(const GlobalOptions& g, const CaseArgs& a) {
   if (!entries) return report(entries.error());
   if (a.json) {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& e : *entries)
-      out.push_back({{"seq", e.seq}, {"at", iso8601(e.at)}, {"actor", e.actor}, {"action", e.action},
-                     {"target", e.target}, {"detail", nlohmann::json::parse(e.detail, nullptr, false)},
-                     {"hash", to_hex(e.hash)}});
+    for (const auto& e : *entries) out.push_back(audit_to_json(e));
     print_json(out);
     return kExitOk;
   }

@@ -207,6 +207,7 @@ struct SmtpServer::Impl {
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<imap::ImapContext> imap_ctx;
   std::unique_ptr<ImapServer> imap;  // with no IMAP listener, it only follows the archive (for the web)
+  std::unique_ptr<CaseStore> cases;
   std::unique_ptr<WebContext> web_ctx;
   std::unique_ptr<WebPortal> web;
 
@@ -341,6 +342,11 @@ struct SmtpServer::Impl {
       web_ctx->submit = [this](const User& u, std::string mail_from, std::vector<std::string> rcpts, std::string raw,
                                std::string ip) { return submit_from_web(u, std::move(mail_from), std::move(rcpts), std::move(raw), std::move(ip)); };
       web_ctx->wake_follower = [this] { imap->wake_follower(); };
+      // The portal's logins, searches and case changes go to the audit log: no portal without it.
+      auto case_store = CaseStore::open(engine.options().data_dir + "/cases", false);
+      if (!case_store) return case_store.error();
+      cases = std::move(*case_store);
+      web_ctx->cases = cases.get();
       web = std::make_unique<WebPortal>(io, ssl, *web_ctx, config);
       MAILARK_TRY(web->setup());
     }

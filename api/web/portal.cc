@@ -269,6 +269,15 @@ struct WebPortal::Impl {
       co_return r;
     }
     if (path == "/api/v1/send" && req.method == "POST") co_return co_await send(caller, req, client);
+    if (path.rfind("/api/v1/cases", 0) == 0 || path.rfind("/api/v1/audit", 0) == 0) {
+      if (caller.user.role != Role::kAuditor && caller.user.role != Role::kAdmin)
+        co_return error(403, "this needs the auditor role");
+      if (!ctx.cases) co_return error(503, "no case store");
+      http::Response out;
+      auto work = [&] { out = cases_request(caller, req); };
+      co_await run_blocking(pool, work);
+      co_return out;
+    }
     if (path == "/metrics" || path.rfind("/api/v1/admin/", 0) == 0) {
       if (caller.user.role != Role::kAdmin) co_return error(403, "this needs the admin role");
       co_return co_await admin(caller, req, client);
@@ -320,8 +329,19 @@ struct WebPortal::Impl {
     std::string name = j["user"].get<std::string>(), password = j["password"].get<std::string>();
     if (name.size() > 320 || password.size() > 1024) co_return error(400, "credentials too long");
     Authenticator::Answer answer;
-    auto check = [&] { answer = ctx.auth.login(name, password, client.ip); };
+    bool audited = true;
+    auto check = [&] {
+      answer = ctx.auth.login(name, password, client.ip);
+      // Every login and every refused one is in the audit log; a login whose entry cannot be
+      // written is refused (tests/e2e/test_web.py test_cases_over_rest_and_the_audit_log).
+      if (ctx.cases && answer.outcome != Authenticator::Outcome::kUnavailable)
+        audited = ctx.cases
+                      ->audit("web:" + name.substr(0, 320), answer.outcome == Authenticator::Outcome::kOk ? "login" : "login.failed",
+                              name.substr(0, 320), json{{"ip", client.ip}}.dump(-1, ' ', false, json::error_handler_t::replace))
+                      .ok();
+    };
     co_await run_blocking(pool, check);
+    if (!audited) co_return error(503, "cannot write the audit log; try again later");
     switch (answer.outcome) {
       case Authenticator::Outcome::kOk: break;
       case Authenticator::Outcome::kThrottled: {
@@ -703,6 +723,137 @@ struct WebPortal::Impl {
     return error(404, "no such endpoint");
   }
 
+  // An audit entry for what the caller did (pool thread). Fail closed: callers refuse on error.
+  Status audit(const Caller& c, const std::string& action, const std::string& target, const json& detail) {
+    if (!ctx.cases) return ok_status();
+    auto e = ctx.cases->audit("web:" + c.user.name, action, target,
+                              detail.dump(-1, ' ', false, json::error_handler_t::replace));
+    if (!e) return Error{e.error().code, "cannot write the audit log: " + e.error().context, ""};
+    return ok_status();
+  }
+
+  // /api/v1/cases and /api/v1/audit, for the auditor and admin roles (pool thread): the same cases
+  // and log as `mailark case` and `mailark audit`.
+  http::Response cases_request(const Caller& c, const http::Request& req) {
+    const auto parts = http::split_path(req.path);  // "api", "v1", "cases", ID, ...
+    const std::string actor = "web:" + c.user.name;
+    auto answer = [](const Result<Case>& r) {
+      if (!r) return error(r.error().code == ErrorCode::kNotFound ? 404 : 400, r.error().to_string());
+      return ok_json(case_to_json(*r));
+    };
+    json body = req.body.empty() ? json::object() : json::parse(req.body, nullptr, false);
+    auto text = [&](const char* name) {
+      return body.is_object() && body.contains(name) && body[name].is_string() ? body[name].get<std::string>()
+                                                                                : std::string();
+    };
+    if (parts.size() == 3 && parts[2] == "audit" && req.method == "GET") {
+      const auto params = http::parse_params(req.query);
+      auto since = params.count("since") ? number(params.at("since")) : std::optional<std::uint64_t>(1);
+      auto limit = params.count("limit") ? number(params.at("limit"), 10000) : std::optional<std::uint64_t>(100);
+      if (!since || !limit) return error(400, "since and limit are numbers (limit at most 10000)");
+      auto entries = ctx.cases->audit_entries(*since, *limit);
+      if (!entries) return error(500, entries.error().to_string());
+      json list = json::array();
+      for (const auto& e : *entries) list.push_back(audit_to_json(e));
+      return ok_json({{"entries", list}});
+    }
+    if (parts.size() < 3 || parts[2] != "cases") return error(404, "no such endpoint");
+    if (req.method != "GET" && !body.is_object()) return error(400, "send a JSON object");
+    if (parts.size() == 3) {
+      if (req.method == "GET") {
+        auto list = ctx.cases->list();
+        if (!list) return error(500, list.error().to_string());
+        json out = json::array();
+        for (const auto& k : *list) out.push_back(case_to_json(k));
+        return ok_json({{"cases", out}});
+      }
+      if (req.method == "POST") {
+        std::vector<std::string> custodians;
+        if (body.contains("custodians")) {
+          if (!body["custodians"].is_array()) return error(400, "custodians is a list of names");
+          for (const auto& x : body["custodians"]) {
+            if (!x.is_string()) return error(400, "custodians is a list of names");
+            custodians.push_back(x.get<std::string>());
+          }
+        }
+        auto made = ctx.cases->create(text("name"), text("description"), custodians, actor);
+        if (!made) return error(400, made.error().to_string());
+        return ok_json(case_to_json(*made), 201);
+      }
+      return error(405, "GET or POST");
+    }
+    auto found = ctx.cases->find(parts[3]);
+    if (!found) return answer(found);
+    const std::uint32_t id = found->id;
+    if (parts.size() == 4 && req.method == "GET") {
+      json j = case_to_json(*found);
+      for (std::size_t i = 0; i < found->searches.size(); ++i) {
+        auto n = count(case_query(*found, found->searches[i]));
+        if (!n) return error(400, n.error().to_string());
+        j["searches"][i]["messages"] = *n;
+      }
+      if (Status a = audit(c, "case.show", found->name, json::object()); !a) return error(503, a.error().to_string());
+      return ok_json(j);
+    }
+    if (parts.size() != 5 || req.method != "POST") return error(404, "no such endpoint");
+    const std::string& what = parts[4];
+    if (what == "searches") {
+      SavedSearch s{text("query"), text("from"), text("to"), 0, ""};
+      std::string query = case_query(*found, s);
+      auto reader = take_reader();
+      if (!reader) return error(503, "the index cannot be opened");
+      indexer::SearchOptions opts;
+      opts.exact_total = true;
+      opts.limit = 100;
+      opts.one_per_message = archive_has_copies();  // as the CLI's archive-wide search (engine.cc)
+      ArchiveFieldSource phrases(ctx.archive, ctx.limits);
+      auto res = reader->search(query, opts, &phrases);
+      give_reader(std::move(reader));
+      if (!res) return error(res.error().code == ErrorCode::kInvalidArgument ? 400 : 500, res.error().to_string());
+      bool save = body.value("save", false);
+      if (save) {
+        auto saved = ctx.cases->add_search(id, s, actor);
+        if (!saved) return error(400, saved.error().to_string());
+      }
+      if (Status a = audit(c, "case.search", found->name, {{"query", query}, {"total", res->total}}); !a)
+        return error(503, a.error().to_string());
+      json hits = json::array();
+      for (const auto& h : res->hits)
+        hits.push_back({{"id", h.id}, {"date", iso8601_date(h.date)}, {"from", h.from}, {"subject", h.subject}});
+      return ok_json({{"query", query}, {"total", res->total}, {"saved", save}, {"messages", hits}});
+    }
+    if (what == "hold") {
+      if (!body.contains("hold") || !body["hold"].is_boolean()) return error(400, "send {\"hold\": true|false, \"reason\": ...}");
+      bool hold = body["hold"].get<bool>();
+      if (!hold && text("reason").empty()) return error(400, "a hold is lifted with a reason");
+      return answer(ctx.cases->set_hold(id, hold, text("reason"), actor));
+    }
+    if (what == "notes") return answer(ctx.cases->add_note(id, text("text"), actor));
+    if (what == "close") return answer(ctx.cases->close(id, actor));
+    return error(404, "no such endpoint");
+  }
+
+  // Some message has more than one record (custodians' copies): archive-wide searches show each once.
+  bool archive_has_copies() const {
+    const ArchiveCounters counts = ctx.archive.counters();
+    return counts.records > counts.blobs;
+  }
+
+  // Every match of an archive-wide query, counted exactly (pool thread).
+  Result<std::uint64_t> count(const std::string& query) {
+    auto reader = take_reader();
+    if (!reader) return make_error(ErrorCode::kIo, "the index cannot be opened");
+    indexer::SearchOptions opts;
+    opts.exact_total = true;
+    opts.limit = 0;
+    opts.one_per_message = archive_has_copies();
+    ArchiveFieldSource phrases(ctx.archive, ctx.limits);
+    auto res = reader->search(query, opts, &phrases);
+    give_reader(std::move(reader));
+    if (!res) return res.error();
+    return res->total;
+  }
+
   http::Response search(const Caller& c, const std::string& q, const std::string& folder_param,
                         const std::string& offset_param, const std::string& limit_param) {
     if (q.size() > 2000) return error(400, "query too long");
@@ -730,6 +881,8 @@ struct WebPortal::Impl {
     auto found = reader->search(q, opts, &phrases);
     give_reader(std::move(reader));
     if (!found) return error(found.error().code == ErrorCode::kInvalidArgument ? 400 : 500, found.error().to_string());
+    if (Status a = audit(c, "search", q, {{"total", found->total}, {"folder", folder_param}}); !a)
+      return error(503, a.error().to_string());
     const auto& where = (*idx)->where;
     json list = json::array();
     for (const auto& hit : found->hits) {

@@ -43,6 +43,7 @@
 #include "api/config.h"
 #include "api/continuity/monitor.h"
 #include "engine/archive.h"
+#include "engine/cases.h"
 #include "engine/mailbox.h"
 
 namespace mailark::api {
@@ -68,6 +69,9 @@ struct WebContext {
                                        std::string raw, std::string client_ip)>
       submit;
   std::function<void()> wake_follower;  // so a sent message is in Sent at once
+  // eDiscovery cases and the audit log (DATA/cases): logins, searches and case changes are entries
+  // ("web:<user>"); the case endpoints answer 503 without it.
+  CaseStore* cases = nullptr;
 };
 
 class WebPortal {

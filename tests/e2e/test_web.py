@@ -130,6 +130,7 @@ tls = "none"
         cls.data = cls.server.data
         cls.server.add_user("alice@example.com", "alice-pw-123", "admin", "Alice")
         cls.server.add_user("bob@example.com", "bob-pw-123", "user", "Bob")
+        cls.server.add_user("carol@example.com", "carol-pw-123", "auditor", "Carol")
         cls.server.start()
         with smtplib.SMTP("127.0.0.1", cls.mx, timeout=30) as s:
             s.sendmail("sender@internet.example", ["alice@example.com"], message("alice private plans", "alice@example.com",
@@ -501,11 +502,46 @@ tls = "none"
         queue = self.alice.get("/api/v1/admin/queue")[1]
         self.assertIn(qid, [e["id"] for e in queue["entries"]])
         users = self.alice.get("/api/v1/admin/users")[1]["users"]
-        self.assertEqual(sorted(u["name"] for u in users), ["alice@example.com", "bob@example.com"])
+        self.assertEqual(sorted(u["name"] for u in users), ["alice@example.com", "bob@example.com", "carol@example.com"])
         self.assertNotIn("scrypt", json.dumps(users))
         stats = self.alice.get("/api/v1/admin/stats")[1]
         self.assertGreaterEqual(stats["messages"], 4)
         self.assertGreaterEqual(stats["infected"], 1)
+
+    def test_cases_over_rest_and_the_audit_log(self):
+        carol = Client(self.web)
+        self.assertEqual(carol.login("carol@example.com", "wrong password")[0], 401)
+        self.assertEqual(carol.login("carol@example.com", "carol-pw-123")[0], 200)
+        self.assertEqual(self.bob.get("/api/v1/cases")[0], 403)  # cases need the auditor (or admin) role
+        self.assertEqual(self.bob.get("/api/v1/audit")[0], 403)
+        status, made = carol.post("/api/v1/cases", {"name": "Zanzibar", "custodians": ["alice@example.com"]})
+        self.assertEqual(status, 201, made)
+        self.assertEqual(carol.post("/api/v1/cases", {"name": "zanzibar"})[0], 400)  # names are unique
+        status, found = carol.post("/api/v1/cases/zanz/searches", {"query": "zanzibar", "save": True})
+        self.assertEqual(status, 200, found)
+        self.assertEqual(found["total"], 1)
+        self.assertEqual([m["subject"] for m in found["messages"]], ["alice private plans"])
+        # Bob's mail is outside the case's custodians even when the words match.
+        self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/searches", {"query": "noodles"})[1]["total"], 0)
+        status, held = carol.post(f"/api/v1/cases/{made['id']}/hold", {"hold": True, "reason": "notice"})
+        self.assertEqual((status, held["hold"]), (200, True), held)
+        self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/close")[0], 400)  # under hold
+        self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/hold", {"hold": False})[0], 400)  # no reason
+        status, shown = carol.get(f"/api/v1/cases/{made['id']}")
+        self.assertEqual(shown["searches"][0]["messages"], 1)
+        # The same store as the CLI's, beside the running server.
+        cli = self.server.cli("case", "show", "Zanzibar")
+        self.assertTrue(cli["hold"])
+        entries = carol.get("/api/v1/audit?limit=10000")[1]["entries"]
+        seen = [(e["actor"], e["action"], e["target"]) for e in entries]
+        for want in [("web:carol@example.com", "login.failed", "carol@example.com"),
+                     ("web:carol@example.com", "login", "carol@example.com"),
+                     ("web:carol@example.com", "case.create", "Zanzibar"),
+                     ("web:carol@example.com", "case.search.save", "Zanzibar"),
+                     ("web:carol@example.com", "case.hold", "Zanzibar"),
+                     ("web:alice@example.com", "search", "zanzibar")]:
+            self.assertIn(want, seen)
+        self.assertTrue(self.server.cli("audit", "verify")["ok"])
 
     def test_metrics(self):
         status, _, text = self.alice.request("GET", "/metrics", raw=True)
