@@ -1,5 +1,7 @@
 #include "api/auth.h"
 
+#include <nlohmann/json.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include "api/config.h"
@@ -28,6 +30,27 @@ void Authenticator::failed(const std::string& key, std::chrono::steady_clock::ti
 }
 
 Authenticator::Answer Authenticator::login(const std::string& name, const std::string& password,
+                                           const std::string& client_ip, const std::string& via) {
+  Answer a = check(name, password, client_ip);
+  // Into the audit log: every web login and refused one, every login of an auditor or admin, and
+  // every refused login on any door (a throttled one was refused unread, and an unreachable
+  // directory decided nothing). A login whose entry cannot be written does not happen.
+  if (!audit_ || a.outcome == Outcome::kThrottled || a.outcome == Outcome::kUnavailable) return a;
+  const bool privileged = a.outcome == Outcome::kOk && a.user.role != Role::kUser;
+  if (a.outcome == Outcome::kOk && via != "web" && !privileged) return a;
+  const std::string who = name.substr(0, 320);
+  nlohmann::json detail = {{"ip", client_ip}, {"via", via}};
+  if (a.outcome != Outcome::kOk) detail["refused"] = a.outcome == Outcome::kDisabled ? "disabled" : "bad credentials";
+  auto e = audit_->audit(via + ":" + who, a.outcome == Outcome::kOk ? "login" : "login.failed", who,
+                         detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  if (!e) {
+    spdlog::error("login of {} via {}: {}; refused", who, via, e.error().to_string());
+    if (a.outcome == Outcome::kOk) return Answer{Outcome::kUnavailable, {}};
+  }
+  return a;
+}
+
+Authenticator::Answer Authenticator::check(const std::string& name, const std::string& password,
                                            const std::string& client_ip) {
   Answer a;
   const auto now = std::chrono::steady_clock::now();

@@ -22,6 +22,7 @@
 
 #include "api/ldap.h"
 #include "common/result.h"
+#include "engine/cases.h"
 #include "engine/mailbox.h"
 
 namespace mailark::api {
@@ -40,15 +41,26 @@ class Authenticator {
     Outcome outcome = Outcome::kBadCredentials;
     User user;  // kOk
   };
-  // name: any address of the user. Blocking (scrypt): call it from a pool thread.
-  Answer login(const std::string& name, const std::string& password, const std::string& client_ip);
+  // name: any address of the user; via: the door ("web", "imap", "smtp"), for the audit log.
+  // Blocking (scrypt): call it from a pool thread.
+  Answer login(const std::string& name, const std::string& password, const std::string& client_ip,
+               const std::string& via);
+
+  // Logins go to this audit log (engine/cases.h): every web login and refused login on any door,
+  // and every login of an auditor or admin (an end user's IMAP and submission logins stay in the
+  // server's log: a phone reconnects every few minutes). Not set: nothing is audited (tests).
+  // A successful login whose entry cannot be written is answered kUnavailable (tests:
+  // Auth.LoginsGoToTheAuditLog, test_web.py test_cases_over_rest_and_the_audit_log).
+  void set_audit(CaseStore* cases) { audit_ = cases; }
 
  private:
+  Answer check(const std::string& name, const std::string& password, const std::string& client_ip);
   bool throttled(const std::string& key, unsigned max, std::chrono::steady_clock::time_point now);
   void failed(const std::string& key, std::chrono::steady_clock::time_point now);
 
   MailboxStore& store_;
   LdapConfig ldap_;
+  CaseStore* audit_ = nullptr;
   std::mutex mu_;
   std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> failures_;  // "u:name", "c:group"
   std::map<std::string, std::chrono::steady_clock::time_point> cache_;  // hash -> expiry

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "api/auth.h"
+#include "engine/cases.h"
 #include "api/ldap.h"
 #include "api/imap/command.h"
 #include "api/imap/fetch.h"
@@ -346,33 +347,62 @@ TEST(Auth, FloodsAreThrottledPerUserAndPerClient) {
   u.password_hash = *hash_password("right", 10);
   ASSERT_TRUE(store->add_user(u).ok());
   Authenticator auth(*store);
-  EXPECT_EQ(auth.login("ALICE@example.com", "right", "192.0.2.1").outcome, Authenticator::Outcome::kOk);
+  EXPECT_EQ(auth.login("ALICE@example.com", "right", "192.0.2.1", "imap").outcome, Authenticator::Outcome::kOk);
   for (unsigned i = 0; i < Authenticator::kMaxFailuresPerUser; ++i)
-    EXPECT_EQ(auth.login("alice@example.com", "wrong", "192.0.2." + std::to_string(10 + i)).outcome,
+    EXPECT_EQ(auth.login("alice@example.com", "wrong", "192.0.2." + std::to_string(10 + i), "imap").outcome,
               Authenticator::Outcome::kBadCredentials);
   // Now the right password is refused too, from anywhere, until the window passes.
-  EXPECT_EQ(auth.login("alice@example.com", "right", "198.51.100.1").outcome, Authenticator::Outcome::kThrottled);
+  EXPECT_EQ(auth.login("alice@example.com", "right", "198.51.100.1", "imap").outcome, Authenticator::Outcome::kThrottled);
   // One client guessing many names is stopped as well.
   for (unsigned i = 0; i < Authenticator::kMaxFailuresPerClient; ++i)
-    (void)auth.login("user" + std::to_string(i) + "@example.com", "x", "203.0.113.7");
+    (void)auth.login("user" + std::to_string(i) + "@example.com", "x", "203.0.113.7", "imap");
   User b;
   b.name = "bob@example.com";
   b.password_hash = *hash_password("pw", 10);
   ASSERT_TRUE(store->add_user(b).ok());
-  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.7").outcome, Authenticator::Outcome::kThrottled);
-  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.8").outcome, Authenticator::Outcome::kOk);
+  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.7", "imap").outcome, Authenticator::Outcome::kThrottled);
+  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.8", "imap").outcome, Authenticator::Outcome::kOk);
   // App passwords work; disabled users do not get in.
   auto app = generate_app_password();
   ASSERT_TRUE(store->update_user("bob@example.com", [&](User& x) {
     x.app_passwords.push_back({"phone", *hash_password(app, 10), 0});
     return ok_status();
   }).ok());
-  EXPECT_EQ(auth.login("bob@example.com", app, "203.0.113.9").outcome, Authenticator::Outcome::kOk);
+  EXPECT_EQ(auth.login("bob@example.com", app, "203.0.113.9", "imap").outcome, Authenticator::Outcome::kOk);
   ASSERT_TRUE(store->update_user("bob@example.com", [](User& x) {
     x.disabled = true;
     return ok_status();
   }).ok());
-  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.9").outcome, Authenticator::Outcome::kDisabled);
+  EXPECT_EQ(auth.login("bob@example.com", "pw", "203.0.113.9", "imap").outcome, Authenticator::Outcome::kDisabled);
+}
+
+TEST(Auth, LoginsGoToTheAuditLog) {
+  test::ScratchDir dir;
+  auto store = std::move(MailboxStore::open(dir / "m", false)).value();
+  for (auto [name, role] : {std::pair{"ann@example.com", Role::kUser}, std::pair{"oli@example.com", Role::kAuditor}}) {
+    User u;
+    u.name = name;
+    u.role = role;
+    u.password_hash = *hash_password("pw", 10);
+    ASSERT_TRUE(store->add_user(u).ok());
+  }
+  auto cases = std::move(CaseStore::open(dir / "cases", false)).value();
+  Authenticator auth(*store);
+  auth.set_audit(cases.get());
+  using O = Authenticator::Outcome;
+  EXPECT_EQ(auth.login("ann@example.com", "pw", "192.0.2.1", "imap").outcome, O::kOk);    // an end user's IMAP: not
+  EXPECT_EQ(auth.login("ann@example.com", "pw", "192.0.2.1", "web").outcome, O::kOk);     // the portal: yes
+  EXPECT_EQ(auth.login("oli@example.com", "pw", "192.0.2.2", "imap").outcome, O::kOk);    // an auditor anywhere: yes
+  EXPECT_EQ(auth.login("ann@example.com", "no", "192.0.2.3", "smtp").outcome, O::kBadCredentials);  // refused: yes
+  std::vector<std::string> got;
+  for (const auto& e : cases->audit_entries(1, 100).value()) got.push_back(e.actor + " " + e.action);
+  EXPECT_EQ(got, (std::vector<std::string>{"web:ann@example.com login", "imap:oli@example.com login",
+                                           "smtp:ann@example.com login.failed"}));
+  // A login whose entry cannot be written does not happen.
+  auto locked = std::move(CaseStore::open(dir / "cases", true)).value();
+  auth.set_audit(locked.get());
+  EXPECT_EQ(auth.login("oli@example.com", "pw", "192.0.2.2", "imap").outcome, O::kUnavailable);
+  EXPECT_EQ(auth.login("ann@example.com", "pw", "192.0.2.1", "imap").outcome, O::kOk);  // not audited: unaffected
 }
 
 TEST(Ldap, FilterValuesAreEscaped) {

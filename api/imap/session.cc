@@ -339,7 +339,7 @@ ImapSession::Reply ImapSession::capability(const std::string& tag) {
 }
 
 ImapSession::Reply ImapSession::login(const std::string& tag, const std::string& name, const std::string& password) {
-  auto a = ctx_.auth.login(name, password, client_ip_);
+  auto a = ctx_.auth.login(name, password, client_ip_, "imap");
   switch (a.outcome) {
     case Authenticator::Outcome::kOk:
       break;

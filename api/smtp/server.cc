@@ -204,10 +204,10 @@ struct SmtpServer::Impl {
   // Mailbox access (IMAP): the store, logins, and the server; declared in this order so the IMAP
   // server (and its threads) go before what they use.
   std::unique_ptr<MailboxStore> mailboxes;
+  std::unique_ptr<CaseStore> cases;  // before auth, which writes to it
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<imap::ImapContext> imap_ctx;
   std::unique_ptr<ImapServer> imap;  // with no IMAP listener, it only follows the archive (for the web)
-  std::unique_ptr<CaseStore> cases;
   std::unique_ptr<WebContext> web_ctx;
   std::unique_ptr<WebPortal> web;
 
@@ -322,6 +322,11 @@ struct SmtpServer::Impl {
     if (!store) return store.error();
     mailboxes = std::move(*store);
     auth = std::make_unique<Authenticator>(*mailboxes, config.ldap);
+    // Logins, the portal's searches and case changes go to the audit log: no login without it.
+    auto case_store = CaseStore::open(engine.options().data_dir + "/cases", false);
+    if (!case_store) return case_store.error();
+    cases = std::move(*case_store);
+    auth->set_audit(cases.get());
     if (config.web.listen.empty() &&
         std::none_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
       return ok_status();
@@ -342,10 +347,6 @@ struct SmtpServer::Impl {
       web_ctx->submit = [this](const User& u, std::string mail_from, std::vector<std::string> rcpts, std::string raw,
                                std::string ip) { return submit_from_web(u, std::move(mail_from), std::move(rcpts), std::move(raw), std::move(ip)); };
       web_ctx->wake_follower = [this] { imap->wake_follower(); };
-      // The portal's logins, searches and case changes go to the audit log: no portal without it.
-      auto case_store = CaseStore::open(engine.options().data_dir + "/cases", false);
-      if (!case_store) return case_store.error();
-      cases = std::move(*case_store);
       web_ctx->cases = cases.get();
       web = std::make_unique<WebPortal>(io, ssl, *web_ctx, config);
       MAILARK_TRY(web->setup());
@@ -640,7 +641,7 @@ struct SmtpServer::Impl {
         if (out.authenticate) {
           smtp::Credentials cred = std::move(*out.authenticate);
           Authenticator::Answer answer;
-          auto check = [&] { answer = auth->login(cred.user, cred.password, ip); };
+          auto check = [&] { answer = auth->login(cred.user, cred.password, ip, "smtp"); };
           co_await run_blocking(blocking, check);
           std::optional<smtp::Reply> failure;
           switch (answer.outcome) {
