@@ -297,6 +297,23 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
   return report(make_error(ErrorCode::kInvalidArgument, "unknown action " + args.action));
 }
 
+// A change to the user directory (a configuration change) is an audit entry, written once the change
+// is made (no secret is in it: passwords come from the terminal or stdin, tokens are shown once).
+int run_user_audited(const GlobalOptions& g, const UserArgs& args) {
+  int rc = run_user(g, args);
+  const bool lists = args.action == "list" || (!args.rest.empty() && args.rest[0] == "list");
+  if (rc != kExitOk || lists) return rc;
+  nlohmann::json detail = {{"args", args.rest}};
+  if (args.action == "add") detail = {{"role", args.role}, {"aliases", args.aliases}};
+  if (Status a = audit(g, "user." + args.action, args.user,
+                       detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      !a) {
+    std::cerr << "mailark: the change to " << args.user << " was made, but its audit entry was not written\n";
+    return report(a.error());
+  }
+  return rc;
+}
+
 }  // namespace
 
 void register_user(CLI::App& app, GlobalOptions& g, Runner& run) {
@@ -321,7 +338,7 @@ void register_user(CLI::App& app, GlobalOptions& g, Runner& run) {
       "  mailark user role alice@example.com auditor\n"
       "  mailark user app-password alice@example.com add phone\n"
       "  mailark user token alice@example.com add backup-script   (a bearer token for the web API)");
-  cmd->callback([&g, &run, args] { run = [&g, args] { return run_user(g, *args); }; });
+  cmd->callback([&g, &run, args] { run = [&g, args] { return run_user_audited(g, *args); }; });
 }
 
 }  // namespace mailark::cli

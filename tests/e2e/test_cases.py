@@ -125,6 +125,17 @@ class CasesTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             tlog.verify_audit_export(log, self.vkey)
 
+    def test_changes_to_the_user_directory_are_in_the_audit_log(self):
+        p = subprocess.run([BIN, "--data", self.data, "user", "add", "oli@example.com", "--password-stdin"],
+                           input=b"a-long-password-1\n", capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.cli("user", "role", "oli@example.com", "auditor")
+        self.cli("user", "list")  # reading is not a change
+        entries = [(e["action"], e["target"], e["detail"]) for e in self.audit()]
+        self.assertEqual(entries, [("user.add", "oli@example.com", {"aliases": [], "role": "user"}),
+                                   ("user.role", "oli@example.com", {"args": ["auditor"]})])
+        self.assertNotIn("a-long-password-1", json.dumps(self.audit()))
+
     def test_a_search_whose_audit_entry_cannot_be_written_shows_nothing(self):
         self.cli("search", "customs")
         shutil.rmtree(os.path.join(self.data, "cases"))
