@@ -629,6 +629,14 @@ struct WebPortal::Impl {
     if (!rec) return error(500, rec.error().to_string());
     auto raw = ctx.archive.raw(*rec);
     if (!raw) return error(500, raw.error().to_string());
+    // A view (the message, or its raw bytes) is an audit entry, as `mailark show` is; refused
+    // when the entry cannot be written.
+    if (req.method == "GET" && (sub.empty() || sub == "raw")) {
+      if (Status a = audit(c, sub.empty() ? "show" : "show.raw", std::to_string(entry.seq),
+                           {{"folder", folder_id}, {"uid", entry.uid}});
+          !a)
+        return error(503, a.error().to_string());
+    }
 
     if (sub.empty()) {
       MessageView v = view_message(*raw);

@@ -532,6 +532,8 @@ tls = "none"
         # The same store as the CLI's, beside the running server.
         cli = self.server.cli("case", "show", "Zanzibar")
         self.assertTrue(cli["hold"])
+        viewed = self.find(self.alice, "alice private plans")
+        self.assertEqual(self.alice.get(f"/api/v1/messages/{viewed['folder']}/{viewed['uid']}")[0], 200)
         entries = carol.get("/api/v1/audit?limit=10000")[1]["entries"]
         seen = [(e["actor"], e["action"], e["target"]) for e in entries]
         for want in [("web:carol@example.com", "login.failed", "carol@example.com"),
@@ -539,7 +541,8 @@ tls = "none"
                      ("web:carol@example.com", "case.create", "Zanzibar"),
                      ("web:carol@example.com", "case.search.save", "Zanzibar"),
                      ("web:carol@example.com", "case.hold", "Zanzibar"),
-                     ("web:alice@example.com", "search", "zanzibar")]:
+                     ("web:alice@example.com", "search", "zanzibar"),
+                     ("web:alice@example.com", "show", str(viewed["id"]))]:
             self.assertIn(want, seen)
         self.assertTrue(self.server.cli("audit", "verify")["ok"])
 
