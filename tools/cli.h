@@ -11,6 +11,7 @@
 
 #include "common/result.h"
 #include "common/checkpoint.h"
+#include "engine/cases.h"
 #include "engine/engine.h"
 
 namespace mailark::cli {
@@ -49,6 +50,8 @@ std::string iso8601(std::int64_t unix_seconds);
 
 // The operating-system account that runs the command (SUDO_USER first, then USER, else "uid N").
 std::string os_account();
+// The data folder's case store (DATA/cases), opened once per process for reading and writing.
+Result<CaseStore*> case_store(const GlobalOptions& g);
 // Appends an entry to the data folder's audit log (DATA/cases, engine/cases.h) as "cli:<account>".
 // Fail closed: a command whose audit entry cannot be written says so and shows nothing
 // (tests/e2e/test_cases.py test_every_search_view_and_export_is_in_the_audit_log).

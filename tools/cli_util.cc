@@ -64,9 +64,21 @@ std::string os_account() {
   return "uid " + std::to_string(::getuid());
 }
 
+Result<CaseStore*> case_store(const GlobalOptions& g) {
+  // One environment handle per process: LMDB forbids opening the same environment twice in one
+  // process (closing one handle drops the process's locks for both).
+  static std::unique_ptr<CaseStore> store;
+  if (!store) {
+    auto s = CaseStore::open(g.data_dir + "/cases", /*read_only=*/false);
+    if (!s) return s.error();
+    store = std::move(*s);
+  }
+  return store.get();
+}
+
 Status audit(const GlobalOptions& g, const std::string& action, const std::string& target,
              const std::string& detail_json) {
-  auto store = CaseStore::open(g.data_dir + "/cases", /*read_only=*/false);
+  auto store = case_store(g);
   if (!store) return Error{store.error().code, "cannot write the audit log: " + store.error().context, store.error().hint};
   auto e = (*store)->audit("cli:" + os_account(), action, target, detail_json);
   if (!e) return Error{e.error().code, "cannot write the audit log: " + e.error().context, e.error().hint};

@@ -29,13 +29,6 @@ struct CaseArgs {
 
 std::string actor() { return "cli:" + os_account(); }
 
-Result<std::unique_ptr<CaseStore>> store(const GlobalOptions& g, bool write) {
-  auto s = CaseStore::open(g.data_dir + "/cases", !write);
-  if (!s && !write && s.error().code == ErrorCode::kNotFound)
-    return make_error(ErrorCode::kNotFound, "no cases in " + g.data_dir, "`mailark case create NAME`");
-  return s;
-}
-
 void print_json(const nlohmann::json& j) {
   std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
@@ -51,7 +44,7 @@ Result<std::uint64_t> count(Engine& e, const std::string& query) {
 }
 
 int run_create(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, true);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   auto c = (*s)->create(a.name, a.description, a.custodians, actor());
   if (!c) return report(c.error());
@@ -63,7 +56,7 @@ int run_create(const GlobalOptions& g, const CaseArgs& a) {
 }
 
 int run_list(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, false);
+  auto s = case_store(g);
   std::vector<Case> cases;
   if (s) {
     auto l = (*s)->list();
@@ -87,7 +80,7 @@ int run_list(const GlobalOptions& g, const CaseArgs& a) {
 }
 
 int run_show(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, false);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   auto c = (*s)->find(a.which);
   if (!c) return report(c.error());
@@ -131,7 +124,7 @@ int run_show(const GlobalOptions& g, const CaseArgs& a) {
 }
 
 int run_search(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, a.save);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   auto c = (*s)->find(a.which);
   if (!c) return report(c.error());
@@ -168,7 +161,7 @@ int run_search(const GlobalOptions& g, const CaseArgs& a) {
 }
 
 int run_change(const GlobalOptions& g, const CaseArgs& a, const std::string& what) {
-  auto s = store(g, true);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   auto c = (*s)->find(a.which);
   if (!c) return report(c.error());
@@ -195,7 +188,7 @@ int run_change(const GlobalOptions& g, const CaseArgs& a, const std::string& wha
 
 // The case's searches, exported by `mailark export` (in mailark-server, which links libarchive).
 int run_export(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, false);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   auto c = (*s)->find(a.which);
   if (!c) return report(c.error());
@@ -218,7 +211,7 @@ int run_export(const GlobalOptions& g, const CaseArgs& a) {
 }
 
 int run_audit_list(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, false);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   auto entries = (*s)->audit_entries(a.since, a.limit);
   if (!entries) return report(entries.error());
@@ -235,7 +228,7 @@ int run_audit_list(const GlobalOptions& g, const CaseArgs& a) {
 }
 
 int run_audit_verify(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, false);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   AuditCheck check = (*s)->verify_audit();
   if (a.json)
@@ -252,7 +245,7 @@ int run_audit_verify(const GlobalOptions& g, const CaseArgs& a) {
 // that anyone holding the verifier key can check it without mailark (tests/e2e/tlog.py
 // verify_audit_export).
 int run_audit_export(const GlobalOptions& g, const CaseArgs& a) {
-  auto s = store(g, false);
+  auto s = case_store(g);
   if (!s) return report(s.error());
   AuditCheck check = (*s)->verify_audit();
   if (!check.ok) return report(make_error(ErrorCode::kCorrupt, "the audit log does not check: " + check.problem));
