@@ -603,8 +603,9 @@ GMimeMessage* converted_message(const ConvertedMessage& m, unsigned depth) {
     if (msg) {
       // Each kept field is written again under its name as GMime read it (a name the store wrote
       // with space before its colon comes out "Name:"), its raw value unchanged; a field whose name
-      // is not RFC 5322's (printable ASCII but ':') is damage, not a header, and is dropped, so what
-      // is written is mail (fuzz/pst_fuzz.cc, fuzz/regressions/pst).
+      // mailark would not read as a header field (printable ASCII but ':', at most 200 bytes) is
+      // damage, not a header, and is dropped, so what is written is mail (fuzz/pst_fuzz.cc,
+      // fuzz/regressions/pst).
       GMimeHeaderList* list = g_mime_object_get_header_list(GMIME_OBJECT(msg));
       std::vector<std::pair<std::string, std::string>> kept;
       for (int i = 0; i < g_mime_header_list_get_count(list); ++i) {
@@ -614,9 +615,8 @@ GMimeMessage* converted_message(const ConvertedMessage& m, unsigned depth) {
         static const char* kBodyFields[] = {"MIME-Version",        "Content-Type",        "Content-Transfer-Encoding",
                                             "Content-Disposition", "Content-ID",          "Content-MD5",
                                             "Content-Description", "Content-Location",    "Content-Base"};
-        bool drop = !name || !*name || !raw;
-        for (const char* c = name; !drop && *c; ++c)
-          drop = static_cast<unsigned char>(*c) <= 0x20 || static_cast<unsigned char>(*c) >= 0x7f || *c == ':';
+        // The same test as not_mail_reason's, so what is kept reads back as a header field.
+        bool drop = !name || !raw || std::strchr(name, ':') || !is_header_line(std::string(name) + ":");
         for (const char* f : kBodyFields) drop = drop || ascii_iequals(name, f);
         if (!drop) kept.emplace_back(name, raw);
       }
