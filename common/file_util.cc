@@ -1,5 +1,7 @@
 #include "common/file_util.h"
 
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -33,6 +35,11 @@ Status write_file_atomically(const std::string& path, const std::string& text) {
     ::close(dfd);
   }
   return ok_status();
+}
+
+std::int64_t file_mtime(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::int64_t>(st.st_mtime) : 0;
 }
 
 }  // namespace mailark

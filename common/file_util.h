@@ -1,6 +1,7 @@
 // Small files mailark writes whole (index stubs, the pair words, checkpoints): atomically and durably.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "common/result.h"
@@ -11,5 +12,9 @@ namespace mailark {
 // old file or the new one, never a part, and after a crash the new one if this returned ok.
 // Errors: kIo naming the file.
 Status write_file_atomically(const std::string& path, const std::string& text);
+
+// A file's modification time in Unix seconds; 0 when it cannot be read (an import's last guess at
+// when a message arrived).
+std::int64_t file_mtime(const std::string& path);
 
 }  // namespace mailark

@@ -86,6 +86,8 @@ struct ArchiveCounters {
   std::uint64_t clean = 0, infected = 0, unscanned = 0, malformed = 0;
   std::uint64_t packs = 0;
   std::uint64_t unscannable = 0;  // added in archive format 2; 0 in counters written before
+  // Some message has more than one record (custodians' copies): archive-wide searches show each once.
+  bool has_copies() const { return records > blobs; }
 };
 
 // Time segments: the archive's records are cut into consecutive runs of seqs, each belonging to one

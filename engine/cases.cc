@@ -12,6 +12,7 @@
 #include "common/ascii.h"
 #include "common/dates.h"
 #include "engine/lmdb_util.h"
+#include "engine/record.h"
 
 namespace mailark {
 
@@ -36,8 +37,6 @@ std::int64_t now() {
 Error store_error(const std::string& what, int rc) {
   return Error{ErrorCode::kIo, "case store: " + what + ": " + mdb_strerror(rc), ""};
 }
-
-std::string lower(const std::string& s) { return ascii_lower(s); }
 
 nlohmann::json to_json(const Case& c) {
   nlohmann::json searches = nlohmann::json::array(), notes = nlohmann::json::array();
@@ -318,14 +317,16 @@ Result<Case> CaseStore::create(const std::string& name, const std::string& descr
   if (trimmed.find_first_not_of("0123456789") == std::string::npos)
     return make_error(ErrorCode::kInvalidArgument, "a case's name cannot be a number (numbers are case ids)");
   if (Status s = check_text("the description", description, false); !s) return s.error();
+  std::vector<std::string> checked;
   for (const auto& who : custodians) {
-    if (who.empty() || who.size() > 200) return make_error(ErrorCode::kInvalidArgument, "a custodian is empty or longer than 200 bytes");
-    if (Status s = check_text("a custodian", who, true); !s) return s.error();
+    auto c = check_custodian(who);  // the same rule as import --custodian
+    if (!c) return c.error();
+    checked.push_back(std::move(*c));
   }
   Txn t;
   int rc = mdb_txn_begin(m.env, nullptr, 0, &t.txn);
   if (rc) return store_error("begin", rc);
-  std::string lname = lower(trimmed);
+  std::string lname = ascii_lower(trimmed);
   MDB_val nk = val(lname), nv;
   rc = mdb_get(t.txn, m.names, &nk, &nv);
   if (rc == 0) return make_error(ErrorCode::kInvalidArgument, "a case named \"" + trimmed + "\" exists (id " +
@@ -345,12 +346,12 @@ Result<Case> CaseStore::create(const std::string& name, const std::string& descr
   c.id = id;
   c.name = trimmed;
   c.description = description;
-  c.custodians = custodians;
+  c.custodians = checked;
   c.created_at = now();
   c.created_by = actor;
   if (Status s = m.put_case(t.txn, c); !s) return s.error();
   auto e = m.append(t.txn, actor, "case.create", c.name,
-                    nlohmann::json{{"id", id}, {"description", description}, {"custodians", custodians}}.dump(
+                    nlohmann::json{{"id", id}, {"description", description}, {"custodians", checked}}.dump(
                         -1, ' ', false, nlohmann::json::error_handler_t::replace));
   if (!e) return e.error();
   if ((rc = t.commit())) return store_error("commit", rc);
@@ -370,7 +371,7 @@ Result<Case> CaseStore::find(const std::string& id_or_name) const {
   Txn t;
   int rc = mdb_txn_begin(impl_->env, nullptr, MDB_RDONLY, &t.txn);
   if (rc) return store_error("begin", rc);
-  std::string lname = lower(id_or_name);
+  std::string lname = ascii_lower(id_or_name);
   MDB_val k = val(lname), v;
   rc = mdb_get(t.txn, impl_->names, &k, &v);
   if (rc == 0) return impl_->load(t.txn, from_be32(view(v)));

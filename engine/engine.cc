@@ -302,8 +302,7 @@ Result<indexer::SearchResults> Engine::search(const std::string& query,
   }
   ArchiveFieldSource source(*archive_, options_.limits);
   indexer::SearchOptions opts = options;
-  const ArchiveCounters counts = archive_->counters();
-  opts.one_per_message = counts.records > counts.blobs;  // some message has more than one record
+  opts.one_per_message = archive_->counters().has_copies();
   return (*reader)->search(query, opts, &source);
 }
 

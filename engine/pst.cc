@@ -18,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/file_util.h"
 #include "common/numbers.h"
 #include "engine/message.h"
 
@@ -34,11 +35,6 @@ namespace {
 constexpr unsigned kMaxFolderDepth = 64;
 constexpr unsigned kMaxEmbeddedDepth = 8;
 constexpr int kIdleSeconds = 300;  // a PST reader that sends nothing this long is stopped
-
-std::int64_t file_mtime(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::int64_t>(st.st_mtime) : 0;
-}
 
 std::string hex_id(std::uint64_t id) {
   char buf[32];

@@ -121,6 +121,18 @@ Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value) {
   return r;
 }
 
+Result<std::string> check_custodian(std::string c) {
+  while (!c.empty() && (c.back() == ' ' || c.back() == '\t')) c.pop_back();
+  std::size_t lead = c.find_first_not_of(" \t");
+  c.erase(0, lead == std::string::npos ? c.size() : lead);
+  if (c.empty()) return make_error(ErrorCode::kInvalidArgument, "a custodian is empty");
+  if (c.size() > 200)
+    return make_error(ErrorCode::kInvalidArgument, "a custodian is longer than 200 bytes", "use a shorter name or an address");
+  for (unsigned char ch : c)
+    if (ch < 0x20 || ch == 0x7f) return make_error(ErrorCode::kInvalidArgument, "a custodian holds a control character");
+  return c;
+}
+
 std::vector<std::string> custodians_of(const ArchiveRecord& r) {
   const Envelope& e = r.envelope;
   if (!e.custodian.empty()) return {e.custodian};

@@ -92,6 +92,12 @@ Result<ArchiveRecord> decode_record(std::uint64_t seq, std::string_view value);
 // imports without a custodian.
 std::vector<std::string> custodians_of(const ArchiveRecord& record);
 
+// A custodian's name as an officer types it (`import --custodian`, a case's custodians): spaces and
+// tabs around it trimmed; refused when blank, longer than 200 bytes, or holding a control character
+// (it is read back in exports and queries). Tests: test_export.py
+// test_custodian_per_folder_loads_many_mailboxes_at_once, Cases.NamesAreUniqueAndFoundByIdNameOrTheirStart.
+Result<std::string> check_custodian(std::string name);
+
 // Recomputes the hash of a stored value for `seq` with the given predecessor hash.
 Digest record_hash(const Digest& prev_hash, std::uint64_t seq, std::string_view body);
 

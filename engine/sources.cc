@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/file_util.h"
 #include "common/numbers.h"
 #include "common/env.h"
 #include "engine/message.h"
@@ -27,11 +28,6 @@ bool is_mail_store_metadata(const std::string& name) {
     if (name == n) return true;
   return name.rfind("dovecot.", 0) == 0 || name.rfind("dovecot-uidvalidity.", 0) == 0 ||
          name.rfind("courierimap", 0) == 0;
-}
-
-std::int64_t file_mtime(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::int64_t>(st.st_mtime) : 0;
 }
 
 // Maildir names start with the delivery time: "1234567890.M1P2.host:2,S".

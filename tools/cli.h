@@ -48,6 +48,10 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOption
 
 std::string iso8601(std::int64_t unix_seconds);
 
+// mailark-server, beside the running binary (or this binary when it is mailark-server): the commands
+// that need the servers' libraries or libarchive hand over to it with execv.
+std::string server_binary();
+
 // The operating-system account that runs the command (SUDO_USER first, then USER, else "uid N").
 std::string os_account();
 // The data folder's case store (DATA/cases), opened once per process for reading and writing.

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <ctime>
 #include <iostream>
@@ -56,6 +57,13 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOption
 }
 
 std::string iso8601(std::int64_t t) { return iso8601_date(t); }
+
+std::string server_binary() {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec && self.filename() == "mailark-server") return self.string();
+  return ((ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server").string();
+}
 
 std::string os_account() {
   if (const char* u = std::getenv("SUDO_USER"); u && *u) return u;

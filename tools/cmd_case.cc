@@ -196,18 +196,15 @@ int run_export(const GlobalOptions& g, const CaseArgs& a) {
   if (c->searches.empty())
     return report(make_error(ErrorCode::kInvalidArgument, "case \"" + c->name + "\" has no saved search",
                              "save one: `mailark case search CASE QUERY --save`"));
-  std::error_code ec;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  std::filesystem::path server = (ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server";
-  if (self.filename() == "mailark-server") server = self;
-  std::vector<std::string> argv_s = {server.string(), "--data", g.data_dir, "export", query, "--out", a.out,
+  const std::string server = server_binary();
+  std::vector<std::string> argv_s = {server, "--data", g.data_dir, "export", query, "--out", a.out,
                                      "--format", a.format, "--case", c->name};
   if (a.json) argv_s.push_back("--json");
   std::vector<char*> argv;
   for (auto& x : argv_s) argv.push_back(x.data());
   argv.push_back(nullptr);
   ::execv(server.c_str(), argv.data());
-  return report(make_error(ErrorCode::kNotFound, "cannot start " + server.string() + ": " + std::strerror(errno)));
+  return report(make_error(ErrorCode::kNotFound, "cannot start " + server + ": " + std::strerror(errno)));
 }
 
 int run_audit_list(const GlobalOptions& g, const CaseArgs& a) {

@@ -47,20 +47,6 @@ std::pair<std::string, std::string> custodian_from_path(const std::vector<std::s
   return {};
 }
 
-// A custodian is a name an officer types and reads back in exports: printable, one line, at most 200
-// bytes (test_export.py test_custodian_per_folder_loads_many_mailboxes_at_once).
-Result<std::string> check_custodian(std::string c) {
-  while (!c.empty() && (c.back() == ' ' || c.back() == '\t')) c.pop_back();
-  std::size_t lead = c.find_first_not_of(" \t");
-  c.erase(0, lead == std::string::npos ? c.size() : lead);
-  if (c.empty()) return make_error(ErrorCode::kInvalidArgument, "--custodian is empty");
-  if (c.size() > 200)
-    return make_error(ErrorCode::kInvalidArgument, "--custodian is longer than 200 bytes", "use a shorter name or an address");
-  for (unsigned char ch : c)
-    if (ch < 0x20 || ch == 0x7f)
-      return make_error(ErrorCode::kInvalidArgument, "--custodian holds a control character");
-  return c;
-}
 
 struct Summary {
   std::uint64_t messages = 0, imported = 0, duplicates = 0, infected = 0, unscannable = 0, unscanned = 0, malformed = 0,
@@ -108,7 +94,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   }
   if (!args.custodian.empty()) {
     auto c = check_custodian(args.custodian);
-    if (!c) return report(c.error());
+    if (!c) return report(Error{c.error().code, "--custodian: " + c.error().context, c.error().hint});
     custodian = *c;
   }
   auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/true, "import");

@@ -22,33 +22,29 @@ struct ServeArgs {
 };
 
 int exec_server(const GlobalOptions& g, const ServeArgs& args) {
-  std::error_code ec;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  std::filesystem::path server = (ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server";
-  std::vector<std::string> argv_s = {server.string(), "--data", g.data_dir, "serve"};
+  const std::string server = server_binary();
+  std::vector<std::string> argv_s = {server, "--data", g.data_dir, "serve"};
   if (!args.config.empty()) argv_s.insert(argv_s.end(), {"--config", args.config});
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
   ::execv(server.c_str(), argv.data());
   return report(make_error(ErrorCode::kNotFound,
-                           "cannot start " + server.string() + ": " + std::strerror(errno),
+                           "cannot start " + server + ": " + std::strerror(errno),
                            "mailark-server is built beside mailark (the `mailark` build target builds both)"));
 }
 
 // The command line as given, to mailark-server.
 int exec_as_given(const GlobalOptions& g) {
-  std::error_code ec;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  std::filesystem::path server = (ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server";
+  const std::string server = server_binary();
   std::vector<std::string> argv_s = g.argv;
   if (argv_s.empty()) return kExitUsage;
-  argv_s[0] = server.string();
+  argv_s[0] = server;
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
   ::execv(server.c_str(), argv.data());
-  return report(make_error(ErrorCode::kNotFound, "cannot start " + server.string() + ": " + std::strerror(errno),
+  return report(make_error(ErrorCode::kNotFound, "cannot start " + server + ": " + std::strerror(errno),
                            "mailark-server is built beside mailark (the `mailark` build target builds both)"));
 }
 

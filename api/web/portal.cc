@@ -802,7 +802,7 @@ struct WebPortal::Impl {
       indexer::SearchOptions opts;
       opts.exact_total = true;
       opts.limit = 100;
-      opts.one_per_message = archive_has_copies();  // as the CLI's archive-wide search (engine.cc)
+      opts.one_per_message = ctx.archive.counters().has_copies();  // as the CLI's archive-wide search
       ArchiveFieldSource phrases(ctx.archive, ctx.limits);
       auto res = reader->search(query, opts, &phrases);
       give_reader(std::move(reader));
@@ -830,12 +830,6 @@ struct WebPortal::Impl {
     return error(404, "no such endpoint");
   }
 
-  // Some message has more than one record (custodians' copies): archive-wide searches show each once.
-  bool archive_has_copies() const {
-    const ArchiveCounters counts = ctx.archive.counters();
-    return counts.records > counts.blobs;
-  }
-
   // Every match of an archive-wide query, counted exactly (pool thread).
   Result<std::uint64_t> count(const std::string& query) {
     auto reader = take_reader();
@@ -843,7 +837,7 @@ struct WebPortal::Impl {
     indexer::SearchOptions opts;
     opts.exact_total = true;
     opts.limit = 0;
-    opts.one_per_message = archive_has_copies();
+    opts.one_per_message = ctx.archive.counters().has_copies();
     ArchiveFieldSource phrases(ctx.archive, ctx.limits);
     auto res = reader->search(query, opts, &phrases);
     give_reader(std::move(reader));
