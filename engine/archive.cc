@@ -21,6 +21,8 @@
 #include "common/encoding.h"
 #include "engine/lmdb_util.h"
 
+#include <nlohmann/json.hpp>
+
 namespace mailark {
 namespace {
 
@@ -352,7 +354,9 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
                           {"continuity", &a->continuity_dbi_, &a->has_continuity_},
                           {"delivered", &a->delivered_dbi_, &a->has_delivered_},
                           {"merkle", &a->merkle_dbi_, &a->has_merkle_},
-                          {"holdings", &a->holdings_dbi_, &a->has_holdings_}};
+                          {"holdings", &a->holdings_dbi_, &a->has_holdings_},
+                          {"expired", &a->expired_dbi_, &a->has_expired_},
+                          {"tombstones", &a->tombstones_dbi_, &a->has_expired_}};
   for (const auto& table : tables) {
     MDB_dbi dbi = 0;
     rc = mdb_dbi_open(t.txn, table.name, create, &dbi);
@@ -428,6 +432,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
   if (!read_only) {
     MAILARK_TRY(a->grow_tree());
     MAILARK_TRY(a->grow_holdings());
+    MAILARK_TRY(a->finish_expiries());
   }
   return a;
 }
@@ -453,6 +458,7 @@ Result<std::uint64_t> Archive::seal_stores() {
   for (std::size_t i = 0; i + 1 < segs.size(); ++i) {
     if (!segs[i].own_store || store_sealed(segs[i].first)) continue;
     const std::string path = store_path(segs[i].first);
+    if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) continue;  // removed by an expiry (or missing: verify says)
     if (::chmod(path.c_str(), 0440) != 0) return make_error(ErrorCode::kIo, "sealing " + path + ": " + std::strerror(errno));
     ++sealed;
   }
@@ -1172,7 +1178,19 @@ ArchiveCounters ArchiveSnapshot::counters() const {
   return c;
 }
 
+namespace {
+
+Error expired_error(std::uint64_t seq, const ExpiredRun& run) {
+  return make_error(ErrorCode::kNotFound, "message " + std::to_string(seq) + " was removed by retention (tombstone " +
+                                              std::to_string(run.tombstone) + ")",
+                    "`mailark retention tombstones` shows what each expiry removed");
+}
+
+}  // namespace
+
 Result<ArchiveRecord> ArchiveSnapshot::record(std::uint64_t seq) const {
+  MAILARK_ASSIGN_OR_RETURN(auto run, expired_run(seq));
+  if (run) return expired_error(seq, *run);
   MAILARK_ASSIGN_OR_RETURN(Place at, record_place(seq));
   std::string key = be64(seq);
   MDB_val k = val(key), v;
@@ -1267,6 +1285,18 @@ bool walk_records(MDB_txn* txn, unsigned dbi, std::uint64_t lo, std::uint64_t hi
   return go_on;
 }
 
+// Every seq from lo to hi lies in one of the runs (ascending, not overlapping).
+bool all_expired(const std::vector<ExpiredRun>& runs, std::uint64_t lo, std::uint64_t hi) {
+  std::uint64_t next = lo;
+  for (const auto& r : runs) {
+    if (r.last < next) continue;
+    if (r.first > next) return false;
+    next = r.last + 1;
+    if (next > hi) return true;
+  }
+  return next > hi;
+}
+
 }  // namespace
 
 Status ArchiveSnapshot::scan(std::uint64_t from, const RecordFn& fn, const BadRecordFn& on_bad) const {
@@ -1275,24 +1305,34 @@ Status ArchiveSnapshot::scan(std::uint64_t from, const RecordFn& fn, const BadRe
   // (what a store holds past the head never committed).
   const auto& segs = table();
   std::optional<Error> error;
+  // Expired records are passed over (a store whose swap an expiry did not reach still has them), and
+  // a segment whose every record expired has no store to read.
+  MAILARK_ASSIGN_OR_RETURN(const std::vector<ExpiredRun> runs, expired_runs());
+  std::size_t ri = 0;
+  const RecordFn live_only = [&](const ArchiveRecord& r, std::string_view value) {
+    while (ri < runs.size() && runs[ri].last < r.seq) ++ri;
+    if (ri < runs.size() && runs[ri].first <= r.seq) return true;
+    return fn(r, value);
+  };
+  const RecordFn& walk_fn = runs.empty() ? fn : live_only;
   for (std::size_t i = 0; i < segs.size();) {
     const std::uint64_t lo = std::max(from, segs[i].first);
     if (!segs[i].own_store) {
       std::size_t next = i + 1;
       while (next < segs.size() && !segs[next].own_store) ++next;
       const std::uint64_t hi = next < segs.size() ? segs[next].first - 1 : UINT64_MAX;
-      if (lo <= hi && !walk_records(txn_, archive_.records_dbi_, lo, hi, fn, on_bad, &error)) break;
+      if (lo <= hi && !walk_records(txn_, archive_.records_dbi_, lo, hi, walk_fn, on_bad, &error)) break;
       i = next;
       continue;
     }
     const std::uint64_t hi = segs[i].last;  // 0 for an empty live segment
-    if (hi >= segs[i].first && lo <= hi) {
+    if (hi >= segs[i].first && lo <= hi && !all_expired(runs, lo, hi)) {
       auto read = store_read(i);
       if (!read) {
         on_bad(lo, read.error());
         break;
       }
-      if (!walk_records(read->txn, read->records_dbi, lo, hi, fn, on_bad, &error)) break;
+      if (!walk_records(read->txn, read->records_dbi, lo, hi, walk_fn, on_bad, &error)) break;
     }
     ++i;
   }
@@ -1302,6 +1342,8 @@ Status ArchiveSnapshot::scan(std::uint64_t from, const RecordFn& fn, const BadRe
 
 Result<std::string> ArchiveSnapshot::record_value(std::uint64_t seq) const {
   if (seq == 0 || seq > head().seq) return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(seq));
+  MAILARK_ASSIGN_OR_RETURN(auto run, expired_run(seq));
+  if (run) return expired_error(seq, *run);
   MAILARK_ASSIGN_OR_RETURN(Place place, record_place(seq));
   std::string key = be64(seq);
   MDB_val k = val(key), v;
@@ -2010,6 +2052,575 @@ std::uint64_t Archive::file_bytes() const {
   for (const auto& seg : segments())
     if (seg.own_store) total += store_bytes(seg.first);
   return total;
+}
+
+// ---- retention: expiry and tombstones (format 8) ----
+
+Digest tombstone_hash(std::string_view body) {
+  Sha256 h;
+  h.update("mailark-tombstone-v1\n");
+  h.update(body);
+  return h.finish();
+}
+
+namespace {
+
+bool decode_run(const MDB_val& k, const MDB_val& v, ExpiredRun& out) {
+  if (k.mv_size != 8 || v.mv_size != 16) return false;
+  out.last = from_be64(view(k));
+  out.first = from_be64(view(v).substr(0, 8));
+  out.tombstone = from_be64(view(v).substr(8, 8));
+  return out.first <= out.last;
+}
+
+Result<std::vector<ExpiredRun>> runs_in(MDB_txn* txn, unsigned dbi) {
+  std::vector<ExpiredRun> out;
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(txn, dbi, &cur)) return lmdb_error("mdb_cursor_open", rc);
+  MDB_val k, v;
+  int rc;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    ExpiredRun run;
+    if (!decode_run(k, v, run)) {
+      mdb_cursor_close(cur);
+      return make_error(ErrorCode::kCorrupt, "a damaged entry in the archive's table of expired records");
+    }
+    out.push_back(run);
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return lmdb_error("reading the expired records", rc);
+  return out;
+}
+
+Result<std::optional<ExpiredRun>> run_holding(MDB_txn* txn, unsigned dbi, std::uint64_t seq) {
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(txn, dbi, &cur)) return lmdb_error("mdb_cursor_open", rc);
+  std::string key = be64(seq);
+  MDB_val k = val(key), v;
+  const int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  std::optional<ExpiredRun> out;
+  ExpiredRun run;
+  if (rc == 0 && decode_run(k, v, run) && run.first <= seq) out = run;
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("reading the expired records", rc);
+  return out;
+}
+
+Result<std::vector<Tombstone>> tombstones_in(MDB_txn* txn, unsigned dbi) {
+  std::vector<Tombstone> out;
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(txn, dbi, &cur)) return lmdb_error("mdb_cursor_open", rc);
+  MDB_val k, v;
+  int rc;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8 || v.mv_size < 64) {
+      mdb_cursor_close(cur);
+      return make_error(ErrorCode::kCorrupt, "a damaged tombstone in the archive");
+    }
+    Tombstone t;
+    t.id = from_be64(view(k));
+    t.signature = std::string(view(v).substr(0, 64));
+    t.body = std::string(view(v).substr(64));
+    out.push_back(std::move(t));
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return lmdb_error("reading the tombstones", rc);
+  return out;
+}
+
+std::string hex_of(const Digest& d) { return to_hex(d); }
+
+}  // namespace
+
+Result<std::optional<ExpiredRun>> ArchiveSnapshot::expired_run(std::uint64_t seq) const {
+  if (!archive_.has_expired_) return std::optional<ExpiredRun>{};
+  return run_holding(txn_, archive_.expired_dbi_, seq);
+}
+
+Result<std::vector<ExpiredRun>> ArchiveSnapshot::expired_runs() const {
+  if (!archive_.has_expired_) return std::vector<ExpiredRun>{};
+  return runs_in(txn_, archive_.expired_dbi_);
+}
+
+Result<std::vector<Tombstone>> ArchiveSnapshot::tombstones() const {
+  if (!archive_.has_expired_) return std::vector<Tombstone>{};
+  return tombstones_in(txn_, archive_.tombstones_dbi_);
+}
+
+Result<std::optional<std::string>> Archive::setting(std::string_view key) const {
+  Txn t;
+  if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn)) return lmdb_error("mdb_txn_begin", rc);
+  const std::string mkey = "setting:" + std::string(key);
+  MDB_val k = val(mkey), v;
+  const int rc = mdb_get(t.txn, meta_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<std::string>{};
+  if (rc) return lmdb_error("reading the setting " + std::string(key), rc);
+  return std::optional<std::string>(std::string(view(v)));
+}
+
+Status Archive::update_setting(std::string_view key, const std::function<Status(std::optional<std::string>&)>& fn) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  Txn t;
+  if (int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn)) return lmdb_error("mdb_txn_begin", rc);
+  const std::string mkey = "setting:" + std::string(key);
+  MDB_val k = val(mkey), v;
+  int rc = mdb_get(t.txn, meta_dbi_, &k, &v);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_error("reading the setting " + std::string(key), rc);
+  std::optional<std::string> value;
+  if (rc == 0) value = std::string(view(v));
+  MAILARK_TRY(fn(value));
+  if (value) {
+    v = val(*value);
+    rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0);
+  } else {
+    rc = mdb_del(t.txn, meta_dbi_, &k, nullptr);
+    if (rc == MDB_NOTFOUND) rc = 0;
+  }
+  if (rc) return lmdb_error("writing the setting " + std::string(key), rc);
+  if ((rc = t.commit())) return lmdb_error("committing the setting " + std::string(key), rc);
+  return ok_status();
+}
+
+Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  if (!req.sign) return make_error(ErrorCode::kInvalidArgument, "an expiry needs the archive's signing key");
+  if (req.seqs.empty()) return make_error(ErrorCode::kInvalidArgument, "nothing to expire");
+  Txn t;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
+  if (rc) return lmdb_error("mdb_txn_begin", rc);
+  ChainHead head;
+  ArchiveCounters counters;
+  MDB_val k = val(kMetaHead), v;
+  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) head = decode_head(view(v));
+  k = val(kMetaCounters);
+  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) counters = decode_counters(view(v));
+  k = val(kMetaSegments);
+  std::vector<SegmentInfo> segments =
+      decode_segments(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
+  finish_segments(segments, head.seq);
+  std::size_t si = 0;
+  while (si < segments.size() && segments[si].first != req.segment) ++si;
+  if (si == segments.size())
+    return make_error(ErrorCode::kInvalidArgument, "no time segment begins at record " + std::to_string(req.segment));
+  if (si + 1 == segments.size())
+    return make_error(ErrorCode::kInvalidArgument, "the live segment cannot expire: only closed segments do");
+  const SegmentInfo seg = segments[si];
+  const SegmentInfo& live = segments.back();
+  if (!seg.own_store)
+    return make_error(ErrorCode::kUnsupported,
+                      "the segment from record " + std::to_string(seg.first) +
+                          " was written before archive format 5 and keeps its records in the main environment; "
+                          "retention expires segments that have a store of their own");
+  for (std::size_t i = 0; i < req.seqs.size(); ++i) {
+    const std::uint64_t s = req.seqs[i];
+    if (s < seg.first || s > seg.last || (i > 0 && s <= req.seqs[i - 1]))
+      return make_error(ErrorCode::kInvalidArgument,
+                        "record " + std::to_string(s) + " is not one of segment " + std::to_string(seg.first) + "'s (" +
+                            std::to_string(seg.first) + " to " + std::to_string(seg.last) + "), or is named twice");
+    MAILARK_ASSIGN_OR_RETURN(auto run, run_holding(t.txn, expired_dbi_, s));
+    if (run) return make_error(ErrorCode::kInvalidArgument, "record " + std::to_string(s) + " has already expired");
+    std::string key = be64(s);
+    MDB_val qk = val(key), qv;
+    if (mdb_get(t.txn, queue_dbi_, &qk, &qv) == 0)
+      return make_error(ErrorCode::kInvalidArgument, "record " + std::to_string(s) + " still has mail to deliver");
+    if (mdb_get(t.txn, quarantine_dbi_, &qk, &qv) == 0) {
+      auto q = decode_quarantine_entry(s, view(qv));
+      if (q && q->status == QuarantineStatus::kHeld)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "record " + std::to_string(s) + " is held in quarantine, undecided");
+      if ((rc = mdb_del(t.txn, quarantine_dbi_, &qk, nullptr))) return lmdb_error("removing a quarantine entry", rc);
+    }
+  }
+
+  // The segment's records, as its store holds them (a read transaction on it).
+  MAILARK_ASSIGN_OR_RETURN(Store * seg_store, store(seg.first, true));
+  struct Released {
+    const Archive* a;
+    std::uint64_t first;
+    bool held = true;
+    ~Released() {
+      if (held) a->release_store(first);
+    }
+  } released{this, seg.first};
+  Txn sr;
+  if ((rc = mdb_txn_begin(seg_store->env, nullptr, MDB_RDONLY, &sr.txn))) return lmdb_error("reading " + store_path(seg.first), rc);
+  MAILARK_ASSIGN_OR_RETURN(const std::vector<ExpiredRun> old_runs, runs_in(t.txn, expired_dbi_));
+  std::map<std::uint64_t, ArchiveRecord> records;  // the segment's records not expired before
+  std::map<std::uint64_t, Digest> leaves;          // of those expiring now
+  {
+    std::optional<Error> error;
+    std::size_t ri = 0;
+    Error bad;
+    const bool walked = walk_records(
+        sr.txn, seg_store->records_dbi, seg.first, seg.last,
+        [&](const ArchiveRecord& r, std::string_view value) {
+          while (ri < old_runs.size() && old_runs[ri].last < r.seq) ++ri;
+          if (ri < old_runs.size() && old_runs[ri].first <= r.seq) return true;
+          if (std::binary_search(req.seqs.begin(), req.seqs.end(), r.seq)) leaves[r.seq] = merkle::leaf_hash(value);
+          records.emplace(r.seq, r);
+          return true;
+        },
+        [&](std::uint64_t seq, const Error& e) {
+          bad = e;
+          bad.context = "record " + std::to_string(seq) + ": " + e.context;
+          return false;
+        },
+        &error);
+    if (error) return *error;
+    if (!walked) return bad;
+  }
+  for (std::uint64_t s : req.seqs)
+    if (!leaves.count(s))
+      return make_error(ErrorCode::kCorrupt, "record " + std::to_string(s) + " is missing from its segment's store",
+                        "run `mailark verify`");
+
+  // Runs of consecutive seqs, each with the hash it links from, its last record's hash and a digest
+  // of its Merkle leaves (checked against the tree the archive stores).
+  nlohmann::json runs = nlohmann::json::array();
+  std::vector<ExpiredRun> new_runs;
+  for (std::size_t i = 0; i < req.seqs.size();) {
+    std::size_t j = i;
+    while (j + 1 < req.seqs.size() && req.seqs[j + 1] == req.seqs[j] + 1) ++j;
+    const std::uint64_t first = req.seqs[i], last = req.seqs[j];
+    Sha256 digest;
+    for (std::uint64_t s = first; s <= last; ++s) {
+      MAILARK_ASSIGN_OR_RETURN(Digest stored, tree_node_in(t.txn, merkle_dbi_, 0, s - 1));
+      if (stored != leaves[s])
+        return make_error(ErrorCode::kCorrupt, "record " + std::to_string(s) + " does not match the archive's Merkle tree",
+                          "run `mailark verify` before any expiry");
+      digest.update(std::string_view(reinterpret_cast<const char*>(stored.data()), 32));
+    }
+    runs.push_back({{"first", first},
+                    {"last", last},
+                    {"prev_hash", hex_of(records[first].prev_hash)},
+                    {"last_hash", hex_of(records[last].hash)},
+                    {"leaves", hex_of(digest.finish())}});
+    new_runs.push_back({first, last, 0});
+    i = j + 1;
+  }
+
+  ExpiryOutcome out;
+  out.expired = req.seqs.size();
+  out.kept = records.size() - req.seqs.size();
+  // Holdings: the expired records hold nothing any more.
+  std::map<std::string, std::uint64_t> contents;  // every content of the segment's records -> a raw size
+  for (const auto& [seq, r] : records) {
+    const std::string c(reinterpret_cast<const char*>(r.content_sha256.data()), 32);
+    contents.emplace(c, r.raw_size);
+    if (!std::binary_search(req.seqs.begin(), req.seqs.end(), seq)) continue;
+    // The counters describe what the archive holds: the record goes from them.
+    auto down = [](std::uint64_t& c, std::uint64_t by = 1) { c = c >= by ? c - by : 0; };
+    down(counters.records);
+    down(counters.raw_bytes, r.raw_size);
+    switch (r.verdict.kind) {
+      case scanner::VerdictKind::kClean: down(counters.clean); break;
+      case scanner::VerdictKind::kInfected: down(counters.infected); break;
+      case scanner::VerdictKind::kUnscannable: down(counters.unscannable); break;
+      default: down(counters.unscanned); break;
+    }
+    if (r.flags & kFlagMalformed) down(counters.malformed);
+    const std::string hkey = holding_key(r.content_sha256, r.envelope, seq);
+    MDB_val hk = val(hkey), hv;
+    // The row is this record's (an import's row names the first record of its custodian's copy).
+    if (mdb_get(t.txn, holdings_dbi_, &hk, &hv) == 0 && hv.mv_size == 8 && from_be64(view(hv)) == seq) {
+      if ((rc = mdb_del(t.txn, holdings_dbi_, &hk, nullptr))) return lmdb_error("removing who held a message", rc);
+    }
+  }
+
+  // The live segment's store, where messages still held are carried forward.
+  const std::uint64_t pack_end = segments[si + 1].first_pack;  // this segment's packs: [first_pack, pack_end)
+  Store* live_store = nullptr;
+  Txn lw;
+  struct LiveReleased {
+    const Archive* a;
+    std::uint64_t first;
+    bool held = false;
+    ~LiveReleased() {
+      if (held) a->release_store(first);
+    }
+  } live_released{this, live.first};
+  auto live_target = [&]() -> Result<std::pair<MDB_txn*, unsigned>> {
+    if (!live.own_store) return std::pair<MDB_txn*, unsigned>{t.txn, blobs_dbi_};
+    if (!live_store) {
+      MAILARK_ASSIGN_OR_RETURN(live_store, store(live.first, false));
+      live_released.held = true;
+      if (int lrc = mdb_txn_begin(live_store->env, nullptr, 0, &lw.txn))
+        return lmdb_error("beginning a write to " + store_path(live.first), lrc);
+      // A tail of packs past what the main environment counts never committed (as in append).
+      MDB_cursor* cur = nullptr;
+      if (int lrc = mdb_cursor_open(lw.txn, live_store->blobs_dbi, &cur)) return lmdb_error("mdb_cursor_open", lrc);
+      MDB_val ck, cv;
+      int lrc;
+      while ((lrc = mdb_cursor_get(cur, &ck, &cv, MDB_LAST)) == 0 && ck.mv_size == 8 && from_be64(view(ck)) > counters.packs)
+        if ((lrc = mdb_cursor_del(cur, 0))) break;
+      mdb_cursor_close(cur);
+      if (lrc && lrc != MDB_NOTFOUND) return lmdb_error("dropping an uncommitted tail of " + store_path(live.first), lrc);
+    }
+    return std::pair<MDB_txn*, unsigned>{lw.txn, live_store->blobs_dbi};
+  };
+  std::string pack;
+  auto write_pack = [&]() -> Status {
+    if (pack.empty()) return ok_status();
+    MAILARK_ASSIGN_OR_RETURN(auto to, live_target());
+    std::string key = be64(counters.packs + 1);
+    MDB_val pk = val(key), pv = val(pack);
+    if (int prc = mdb_put(to.first, to.second, &pk, &pv, MDB_APPEND)) return lmdb_error("carrying messages forward", prc);
+    counters.packs++;
+    pack.clear();
+    return ok_status();
+  };
+  for (const auto& [c, raw_size] : contents) {
+    MDB_val ik = val(c), iv;
+    rc = mdb_get(t.txn, blob_index_dbi_, &ik, &iv);
+    if (rc == MDB_NOTFOUND) continue;
+    if (rc) return lmdb_error("looking up a blob", rc);
+    if (iv.mv_size != 16) return make_error(ErrorCode::kCorrupt, "a bad blob location in the archive");
+    const std::string loc(view(iv));
+    const std::uint64_t pack_id = from_be64(std::string_view(loc).substr(0, 8));
+    const std::uint32_t offset = from_be32(std::string_view(loc).substr(8, 4)),
+                        length = from_be32(std::string_view(loc).substr(12, 4));
+    // Who still holds it (the rows of this expiry are gone).
+    bool held = false;
+    {
+      MDB_cursor* cur = nullptr;
+      if ((rc = mdb_cursor_open(t.txn, holdings_dbi_, &cur))) return lmdb_error("mdb_cursor_open", rc);
+      MDB_val hk = val(c), hv;
+      rc = mdb_cursor_get(cur, &hk, &hv, MDB_SET_RANGE);
+      held = rc == 0 && hk.mv_size >= 32 && view(hk).substr(0, 32) == c;
+      mdb_cursor_close(cur);
+      if (rc && rc != MDB_NOTFOUND) return lmdb_error("reading who holds a message", rc);
+    }
+    const bool here = pack_id >= seg.first_pack && pack_id < pack_end;
+    if (!held) {
+      // Nobody holds it: it leaves the index of blobs (its bytes go with its segment's store).
+      std::uint64_t frame_size = 0;
+      if (here) {
+        std::string pkey = be64(pack_id);
+        MDB_val pk = val(pkey), pv;
+        if (mdb_get(sr.txn, seg_store->blobs_dbi, &pk, &pv) == 0 && std::uint64_t{offset} + length <= pv.mv_size) {
+          if (auto h = decode_blob(view(pv).substr(offset, length))) frame_size = h->frame.size();
+        }
+      }
+      if ((rc = mdb_del(t.txn, blob_index_dbi_, &ik, nullptr))) return lmdb_error("removing a blob", rc);
+      counters.blobs = counters.blobs > 0 ? counters.blobs - 1 : 0;
+      counters.unique_raw_bytes = counters.unique_raw_bytes >= raw_size ? counters.unique_raw_bytes - raw_size : 0;
+      counters.stored_bytes = counters.stored_bytes >= frame_size ? counters.stored_bytes - frame_size : 0;
+      out.blobs_removed++;
+      continue;
+    }
+    if (!here) continue;  // held, and stored in a later segment's pack (or an earlier one's, carried before)
+    std::string pkey = be64(pack_id);
+    MDB_val pk = val(pkey), pv;
+    if ((rc = mdb_get(sr.txn, seg_store->blobs_dbi, &pk, &pv)))
+      return lmdb_error("reading pack " + std::to_string(pack_id) + " of " + store_path(seg.first), rc);
+    if (std::uint64_t{offset} + length > pv.mv_size)
+      return make_error(ErrorCode::kCorrupt, "a blob lies outside its pack in " + store_path(seg.first));
+    const std::string blob(view(pv).substr(offset, length));
+    if (!pack.empty() && pack.size() + blob.size() > kPackBytes) MAILARK_TRY(write_pack());
+    std::string nloc = be64(counters.packs + 1) + be32(static_cast<std::uint32_t>(pack.size())) +
+                       be32(static_cast<std::uint32_t>(blob.size()));
+    pack += blob;
+    MDB_val nv = val(nloc);
+    if ((rc = mdb_put(t.txn, blob_index_dbi_, &ik, &nv, 0))) return lmdb_error("moving a blob", rc);
+    out.blobs_carried++;
+    out.bytes_carried += blob.size();
+  }
+  MAILARK_TRY(write_pack());
+
+  // The tombstone, chained to the one before, signed, and the runs that stand under it.
+  MAILARK_ASSIGN_OR_RETURN(std::vector<Tombstone> earlier, tombstones_in(t.txn, tombstones_dbi_));
+  Tombstone tomb;
+  tomb.id = earlier.empty() ? 1 : earlier.back().id + 1;
+  const Digest prev = earlier.empty() ? Digest{} : tombstone_hash(earlier.back().body);
+  MDB_val ak = val(kMetaArchiveId), av;
+  std::string archive;
+  if (mdb_get(t.txn, meta_dbi_, &ak, &av) == 0)
+    archive = to_hex(std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(av.mv_data), av.mv_size));
+  nlohmann::json body = {{"v", 1},
+                         {"format", "mailark-tombstone-v1"},
+                         {"archive", archive},
+                         {"id", tomb.id},
+                         {"prev", hex_of(prev)},
+                         {"at", req.now},
+                         {"by", req.by},
+                         {"reason", req.reason},
+                         {"segment", {{"first", seg.first}, {"last", seg.last}, {"period", seg.period}}},
+                         {"expired", out.expired},
+                         {"kept", out.kept},
+                         {"runs", runs},
+                         {"tree_size", head.seq}};
+  tomb.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  tomb.signature = req.sign(tomb.body);
+  if (tomb.signature.size() != 64) return make_error(ErrorCode::kInternal, "the signature of a tombstone is not 64 bytes");
+  {
+    std::string key = be64(tomb.id), value = tomb.signature + tomb.body;
+    MDB_val tk = val(key), tv = val(value);
+    if ((rc = mdb_put(t.txn, tombstones_dbi_, &tk, &tv, MDB_NOOVERWRITE))) return lmdb_error("writing a tombstone", rc);
+  }
+  for (ExpiredRun& run : new_runs) {
+    run.tombstone = tomb.id;
+    std::string key = be64(run.last), value = be64(run.first) + be64(run.tombstone);
+    MDB_val rk = val(key), rv = val(value);
+    if ((rc = mdb_put(t.txn, expired_dbi_, &rk, &rv, MDB_NOOVERWRITE))) return lmdb_error("recording expired records", rc);
+  }
+  std::string cv = encode_counters(counters);
+  k = val(kMetaCounters);
+  v = val(cv);
+  if ((rc = mdb_put(t.txn, meta_dbi_, &k, &v, 0))) return lmdb_error("updating counters", rc);
+  mdb_txn_abort(std::exchange(sr.txn, nullptr));
+  if (lw.txn && (rc = lw.commit())) return lmdb_error("committing carried messages to " + store_path(live.first), rc);
+  if ((rc = t.commit())) return lmdb_error("committing the expiry", rc);
+  out.tombstone = std::move(tomb);
+  // The store without what expired (a crash before this leaves it to the next writable open).
+  released.held = false;
+  release_store(seg.first);
+  MAILARK_ASSIGN_OR_RETURN(bool removed, rewrite_expired_store(seg.first));
+  out.store_removed = removed;
+  return out;
+}
+
+Result<bool> Archive::rewrite_expired_store(std::uint64_t first) {
+  namespace fs = std::filesystem;
+  MAILARK_ASSIGN_OR_RETURN(auto snap, snapshot());
+  const auto segs = snap->segments();
+  std::size_t si = 0;
+  while (si < segs.size() && segs[si].first != first) ++si;
+  if (si + 1 >= segs.size() || !segs[si].own_store) return false;
+  const SegmentInfo& seg = segs[si];
+  MAILARK_ASSIGN_OR_RETURN(const std::vector<ExpiredRun> runs, snap->expired_runs());
+  const std::string path = store_path(first);
+  std::error_code ec;
+  // This process's handle on the old file goes first (nothing may read through it afterwards).
+  {
+    std::lock_guard lock(stores_mu_);
+    if (auto it = stores_.find(first); it != stores_.end()) {
+      if (it->second->users > 0)
+        return make_error(ErrorCode::kIo, "the store " + path + " is being read; its expired records are removed at the next open");
+      stores_.erase(it);
+    }
+  }
+  if (all_expired(runs, seg.first, seg.last)) {
+    if (fs::exists(path, ec)) {
+      fs::remove(path, ec);
+      if (ec) return make_error(ErrorCode::kIo, "removing " + path + ": " + ec.message());
+      fs::remove(path + "-lock", ec);
+    }
+    return true;
+  }
+  // The kept records, read from the old file, go to a new one beside it, swapped in by rename.
+  const std::string fresh = path + ".expiring";
+  fs::remove(fresh, ec);
+  fs::remove(fresh + "-lock", ec);
+  {
+    MAILARK_ASSIGN_OR_RETURN(Store * old, store(first, true));
+    struct Released {
+      const Archive* a;
+      std::uint64_t first;
+      ~Released() { a->release_store(first); }
+    } released{this, first};
+    MDB_env* env = nullptr;
+    int rc = mdb_env_create(&env);
+    if (rc) return lmdb_error("mdb_env_create", rc);
+    struct EnvClose {
+      MDB_env* env;
+      ~EnvClose() { mdb_env_close(env); }
+    } closer{env};
+    mdb_env_set_maxdbs(env, 4);
+    mdb_env_set_mapsize(env, kStoreMapSize);
+    if ((rc = mdb_env_open(env, fresh.c_str(), MDB_NOSUBDIR | MDB_NOTLS, 0640))) return lmdb_error("creating " + fresh, rc);
+    Txn w, r;
+    if ((rc = mdb_txn_begin(env, nullptr, 0, &w.txn))) return lmdb_error("mdb_txn_begin", rc);
+    if ((rc = mdb_txn_begin(old->env, nullptr, MDB_RDONLY, &r.txn))) return lmdb_error("reading " + path, rc);
+    MDB_dbi records = 0, blobs = 0, meta = 0;
+    for (auto [name, dbi] : {std::pair{"records", &records}, std::pair{"blobs", &blobs}, std::pair{"meta", &meta}})
+      if ((rc = mdb_dbi_open(w.txn, name, MDB_CREATE, dbi))) return lmdb_error(std::string("creating ") + name + " in " + fresh, rc);
+    std::string fv = be64(first);
+    MDB_val mk = val("segment"), mv = val(fv);
+    if ((rc = mdb_put(w.txn, meta, &mk, &mv, 0))) return lmdb_error("writing " + fresh, rc);
+    std::optional<Error> error;
+    std::size_t ri = 0;
+    int put_rc = 0;
+    walk_records(
+        r.txn, old->records_dbi, seg.first, seg.last,
+        [&](const ArchiveRecord& rec, std::string_view value) {
+          while (ri < runs.size() && runs[ri].last < rec.seq) ++ri;
+          if (ri < runs.size() && runs[ri].first <= rec.seq) return true;
+          std::string key = be64(rec.seq);
+          MDB_val k = val(key), v = val(value);
+          put_rc = mdb_put(w.txn, records, &k, &v, MDB_APPEND);
+          return put_rc == 0;
+        },
+        [&](std::uint64_t, const Error&) { return true; }, &error);
+    if (error) return *error;
+    if (put_rc) return lmdb_error("writing " + fresh, put_rc);
+    if ((rc = w.commit())) return lmdb_error("committing " + fresh, rc);
+    if ((rc = mdb_env_sync(env, 1))) return lmdb_error("syncing " + fresh, rc);
+  }
+  const bool sealed = store_sealed(first);
+  if (sealed) ::chmod(fresh.c_str(), 0440);
+  if (::rename(fresh.c_str(), path.c_str()) != 0)
+    return make_error(ErrorCode::kIo, "swapping in " + fresh + ": " + std::strerror(errno));
+  fs::remove(fresh + "-lock", ec);
+  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd < 0 || ::fsync(dfd) != 0) {
+    if (dfd >= 0) ::close(dfd);
+    return make_error(ErrorCode::kIo, "syncing " + dir_ + ": " + std::strerror(errno));
+  }
+  ::close(dfd);
+  {
+    std::lock_guard lock(stores_mu_);
+    if (auto it = stores_.find(first); it != stores_.end() && it->second->users == 0) stores_.erase(it);
+  }
+  return false;
+}
+
+Result<std::uint64_t> Archive::finish_expiries() {
+  if (read_only_ || !has_expired_) return std::uint64_t{0};
+  MAILARK_ASSIGN_OR_RETURN(auto snap, snapshot());
+  MAILARK_ASSIGN_OR_RETURN(const std::vector<ExpiredRun> runs, snap->expired_runs());
+  if (runs.empty()) return std::uint64_t{0};
+  const auto segs = snap->segments();
+  snap.reset();
+  std::uint64_t rewritten = 0;
+  for (std::size_t i = 0; i + 1 < segs.size(); ++i) {
+    const SegmentInfo& seg = segs[i];
+    if (!seg.own_store) continue;
+    bool touched = false;
+    for (const auto& r : runs) touched = touched || (r.last >= seg.first && r.first <= seg.last);
+    if (!touched) continue;
+    const std::string path = store_path(seg.first);
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) continue;
+    // Does the store still hold an expired record, or any pack (all were carried forward)?
+    bool stale = all_expired(runs, seg.first, seg.last);
+    if (!stale) {
+      MAILARK_ASSIGN_OR_RETURN(Store * st, store(seg.first, true));
+      Txn r;
+      int rc = mdb_txn_begin(st->env, nullptr, MDB_RDONLY, &r.txn);
+      if (rc == 0) {
+        MDB_stat bs{};
+        if (mdb_stat(r.txn, st->blobs_dbi, &bs) == 0 && bs.ms_entries > 0) stale = true;
+        for (const auto& run : runs) {
+          if (stale || run.last < seg.first || run.first > seg.last) continue;
+          std::string key = be64(run.first);
+          MDB_val k = val(key), v;
+          MDB_cursor* cur = nullptr;
+          if (mdb_cursor_open(r.txn, st->records_dbi, &cur) == 0) {
+            if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) == 0 && k.mv_size == 8 && from_be64(view(k)) <= run.last)
+              stale = true;
+            mdb_cursor_close(cur);
+          }
+        }
+      }
+      if (r.txn) mdb_txn_abort(std::exchange(r.txn, nullptr));
+      release_store(seg.first);
+      if (rc) return lmdb_error("reading " + path, rc);
+    }
+    if (!stale) continue;
+    MAILARK_TRY(rewrite_expired_store(seg.first));
+    ++rewritten;
+  }
+  return rewritten;
 }
 
 }  // namespace mailark

@@ -29,8 +29,9 @@
 //
 // Format 2 added the quarantine and rcpt_cache tables, queue entries v2 and the verdict "unscannable";
 // format 3 the queue_due, continuity and delivered tables, queue entries v3 and the direction "probe";
-// format 4 time segments (meta "segments"; an archive without it is one segment); format 5 (this
-// release) a store file per segment for the segments begun after it (the table's version 2). An
+// format 4 time segments (meta "segments"; an archive without it is one segment); format 5
+// a store file per segment for the segments begun after it (the table's version 2); format 6
+// the Merkle tree; format 7 holdings; format 8 retention's `expired` runs and signed `tombstones`. An
 // older archive opened read-write is migrated in place (tables created, the due index built from the
 // queue, marker rewritten; nothing else changes); opened read-only it is read as it is
 // (tests/e2e/test_upgrade.py test_format_one_data_folder_opens_migrates_and_delivers,
@@ -69,7 +70,7 @@ namespace mailark {
 
 // The archive format this release writes (docs/FORMAT.md); it reads every one from 1 and migrates
 // older ones in place on a writable open.
-inline constexpr std::uint32_t kArchiveFormat = 7;
+inline constexpr std::uint32_t kArchiveFormat = 8;
 
 struct ChainHead {
   std::uint64_t seq = 0;  // 0 for an empty archive
@@ -115,6 +116,40 @@ struct SegmentInfo {
   bool own_store = false;
   std::uint64_t first_pack = 0;  // own store: the id of the first pack it wrote (its packs run to the
                                  // next segment's first_pack)
+};
+
+// Retention (format 8): records removed by expiry, in runs of consecutive seqs, each standing under
+// the signed tombstone that removed it (docs/FORMAT.md "Expiry and tombstones").
+struct ExpiredRun {
+  std::uint64_t first = 0, last = 0;  // the run's seqs
+  std::uint64_t tombstone = 0;        // the tombstone that expired them
+};
+struct Tombstone {
+  std::uint64_t id = 0;   // 1, 2, ... in the order written
+  std::string body;       // JSON, exactly as signed
+  std::string signature;  // 64-byte Ed25519 signature of body by the archive's key (checkpoint.key)
+};
+// SHA-256("mailark-tombstone-v1\n" || body): what the next tombstone names as its `prev`.
+Digest tombstone_hash(std::string_view body);
+
+// An expiry: records of one closed segment that retention removes. Test: Retention.* in
+// tests/retention_test.cc.
+struct ExpiryRequest {
+  std::uint64_t segment = 0;         // the segment's first seq
+  std::vector<std::uint64_t> seqs;   // ascending, all in that segment, none expired yet
+  std::string by;                    // who ran it (an audit actor)
+  std::string reason;                // the policy that decided it, in words
+  std::int64_t now = 0;
+  std::function<std::string(std::string_view body)> sign;  // 64-byte Ed25519 signature
+};
+struct ExpiryOutcome {
+  std::uint64_t expired = 0;        // records removed
+  std::uint64_t kept = 0;           // records of the segment left (held, or not due)
+  std::uint64_t blobs_removed = 0;  // messages no record holds any more (their bytes are gone)
+  std::uint64_t blobs_carried = 0;  // messages still held, carried forward into the live segment
+  std::uint64_t bytes_carried = 0;
+  bool store_removed = false;       // the segment's store file was deleted (nothing kept)
+  Tombstone tombstone;
 };
 
 // A DSN that was archived: the recipients of entry `seq` it reports flip from kFailed to kBounced in
@@ -227,6 +262,12 @@ class ArchiveSnapshot {
   // of its checkpoints. Empty for an archive older than format 6 opened read-only.
   std::string archive_id() const;
 
+  // Retention (format 8; none in an older archive): the run holding seq, if it was expired; every
+  // run, ascending; every tombstone, in order.
+  Result<std::optional<ExpiredRun>> expired_run(std::uint64_t seq) const;
+  Result<std::vector<ExpiredRun>> expired_runs() const;
+  Result<std::vector<Tombstone>> tombstones() const;
+
  private:
   friend class Archive;
   ArchiveSnapshot(const Archive& a, MDB_txn* txn) : archive_(a), txn_(txn) {}
@@ -296,6 +337,29 @@ class Archive {
   Result<std::uint64_t> seal_stores();
   bool store_sealed(std::uint64_t first) const;
   std::uint32_t format() const { return format_; }
+
+  // Removes records of a closed segment (retention), in one transaction of the main environment:
+  // the records' holdings rows go; a message no record holds any more leaves blob_index (its bytes
+  // are no longer reachable); one still held by a record of this segment or a later one, whose bytes
+  // are in this segment's packs, is carried forward into a pack of the live segment; the runs are
+  // recorded and a signed tombstone (hash-chained to the previous one) is written, naming for each
+  // run the hash it links from, the hash of its last record and a digest of its Merkle leaves, so
+  // that verify walks the chain and rebuilds the tree across the gap. The Merkle tree's rows are never
+  // removed. Then the segment's store is written again without the expired records and packs (or
+  // deleted when nothing is left), swapped in by rename; a crash before the swap leaves the old file,
+  // whose expired records are never read and which the next writable open rewrites
+  // (finish_expiries). Segments in the main environment (archives from before format 5) are refused
+  // (kUnsupported). Errors: kInvalidArgument for a seq outside the closed segment, already expired,
+  // with mail still queued or undecided in quarantine.
+  Result<ExpiryOutcome> expire(const ExpiryRequest& request);
+  // Rewrites the stores that still hold expired records (an expiry interrupted before its swap).
+  // Returns how many it rewrote. Called by a writable open.
+  Result<std::uint64_t> finish_expiries();
+  // A small setting kept in meta (the retention policy: key "retention"): read, or changed in one
+  // transaction by fn (which sees the stored value, or nullopt, and sets the new one; its error
+  // leaves it as it was).
+  Result<std::optional<std::string>> setting(std::string_view key) const;
+  Status update_setting(std::string_view key, const std::function<Status(std::optional<std::string>&)>& fn);
   std::string archive_id() const;
 
   // The delivery queue (table `queue`, same environment). Entries are created by append().
@@ -373,6 +437,9 @@ class Archive {
   Status grow_tree();
   // Brings the holdings table (format 7) up to the head the same way, from the records' envelopes.
   Status grow_holdings();
+  // Writes segment `first`'s store again holding only its records that are not expired (and no
+  // packs: every blob still held was carried forward), or deletes it when none is left.
+  Result<bool> rewrite_expired_store(std::uint64_t first);
 
   // A segment's store: its own LMDB environment with the tables records, blobs and meta.
   struct Store {
@@ -404,12 +471,12 @@ class Archive {
   MDB_env* env_ = nullptr;
   unsigned records_dbi_ = 0, blobs_dbi_ = 0, dicts_dbi_ = 0, meta_dbi_ = 0, blob_index_dbi_ = 0, queue_dbi_ = 0,
            quarantine_dbi_ = 0, rcpt_cache_dbi_ = 0, queue_due_dbi_ = 0, continuity_dbi_ = 0, delivered_dbi_ = 0,
-           merkle_dbi_ = 0, holdings_dbi_ = 0;
+           merkle_dbi_ = 0, holdings_dbi_ = 0, expired_dbi_ = 0, tombstones_dbi_ = 0;
   bool read_only_ = false;
   // Tables a read-only open of an older archive may lack: they read as empty.
   bool has_queue_ = true, has_quarantine_ = true, has_rcpt_cache_ = true, has_queue_due_ = true,
        has_continuity_ = true, has_delivered_ = true, has_merkle_ = true,
-       has_holdings_ = true;
+       has_holdings_ = true, has_expired_ = true;
   std::uint32_t format_ = 0;
   static constexpr std::chrono::seconds kReleaseMappedEvery{5};
   std::chrono::steady_clock::time_point last_release_{};  // append()'s thread only

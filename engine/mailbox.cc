@@ -854,6 +854,41 @@ Result<ExpungeOutcome> MailboxStore::expunge(std::uint32_t user_id, std::uint32_
   return out;
 }
 
+Result<std::uint64_t> MailboxStore::forget_expired(const std::function<bool(std::uint64_t seq)>& expired) {
+  std::uint64_t removed = 0;
+  MAILARK_TRY(write([&](Tx& tx) -> Status {
+    // The keys first (a cursor over a table being changed is not to be trusted), then each removal.
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> doomed;  // folder id, uid
+    Status bad = ok_status();
+    MAILARK_TRY(tx.scan(messages_, {}, [&](std::string_view key, std::string_view value) {
+      if (key.size() != 8) return true;
+      auto e = decode_entry(from_be32(key.substr(4)), value);
+      if (!e) {
+        bad = e.error();
+        return false;
+      }
+      if (expired(e->seq)) doomed.emplace_back(from_be32(key.substr(0, 4)), e->uid);
+      return true;
+    }));
+    MAILARK_TRY(bad);
+    std::set<std::uint32_t> folders;
+    for (const auto& [folder_id, uid] : doomed) {
+      MAILARK_TRY(tx.del(messages_, message_key(folder_id, uid)));
+      folders.insert(folder_id);
+    }
+    for (std::uint32_t folder_id : folders) {
+      MAILARK_ASSIGN_OR_RETURN(auto owner, tx.get(folder_ids_, be32(folder_id)));
+      if (!owner || owner->size() < 4) continue;
+      MAILARK_ASSIGN_OR_RETURN(Folder f, tx.owned_folder(from_be32(*owner), folder_id));
+      ++tx.cached(f).highest_modseq;  // sessions see the expunges at their next poll
+      tx.changed.insert(f.user_id);
+    }
+    removed = doomed.size();
+    return ok_status();
+  }));
+  return removed;
+}
+
 Result<CopyOutcome> MailboxStore::copy(std::uint32_t user_id, std::uint32_t from_folder,
                                        const std::vector<std::uint32_t>& uids, std::uint32_t to_folder, bool move) {
   CopyOutcome out;

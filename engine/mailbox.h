@@ -187,6 +187,9 @@ class MailboxStore {
   // Removes entries flagged \Deleted (all of them, or those among `only`).
   Result<ExpungeOutcome> expunge(std::uint32_t user_id, std::uint32_t folder_id,
                                  const std::optional<std::vector<std::uint32_t>>& only);
+  // Retention: removes every entry whose archive record expired, in one transaction (each folder's
+  // HIGHESTMODSEQ moves on, so IMAP sessions see them expunged). Returns the entries removed.
+  Result<std::uint64_t> forget_expired(const std::function<bool(std::uint64_t seq)>& expired);
   // Copies (or moves: the source entries removed in the same transaction) entries to another folder
   // of the same user, new UIDs in the source's order; flags and keywords go along.
   Result<CopyOutcome> copy(std::uint32_t user_id, std::uint32_t from_folder, const std::vector<std::uint32_t>& uids,

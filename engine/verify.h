@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "common/checkpoint.h"
@@ -24,6 +25,8 @@ namespace mailark {
 struct VerifyReport {
   bool intact = true;
   std::uint64_t records_checked = 0;
+  std::uint64_t records_expired = 0;  // removed by retention, proved by their tombstones and the tree
+  std::uint64_t tombstones = 0;
   std::uint64_t messages_checked = 0;  // distinct blobs decompressed and hashed
   std::uint64_t first_bad = 0;         // seq of the first bad record (0 if intact, or if the head is bad)
   std::string problem;                 // what is wrong, for the first bad record
@@ -41,6 +44,9 @@ struct VerifyReport {
 // Checkpoints to check, already opened (signature and origin checked: open_checkpoint).
 struct VerifyOptions {
   std::vector<Checkpoint> checkpoints;
+  // The archive's public key, that tombstones are checked against (retention). Without it, an archive
+  // with tombstones does not verify.
+  std::optional<Ed25519Public> tombstone_key;
 };
 
 // Errors only when the archive cannot be read at all; damage is reported in the VerifyReport.

@@ -1029,6 +1029,61 @@ Result<unsigned> seal_closed_segments(const std::string& dir) {
   return sealed;
 }
 
+Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint64_t first,
+                                               const std::vector<std::uint64_t>& keep,
+                                               const std::function<Xapian::Document(std::uint64_t id)>& rebuild) {
+  namespace fs = std::filesystem;
+  std::uint64_t built = 0;
+  try {
+    const std::vector<SegmentLayout> layout = index_layout(dir);
+    std::size_t k = 0;
+    while (k < layout.size() && layout[k].first != first) ++k;
+    if (k == layout.size()) return make_error(ErrorCode::kNotFound, "the index has no segment from record " + std::to_string(first));
+    const SegmentLayout& seg = layout[k];
+    if (k + 1 == layout.size()) return make_error(ErrorCode::kInvalidArgument, "the live segment of the index cannot expire");
+    if (!seg.sealed)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "the index segment from record " + std::to_string(first) + " is not sealed yet",
+                        "it is sealed once every record in it is indexed (`mailark segments seal`)");
+    for (const auto& path : seg.paths)
+      if (is_remote(path))
+        return make_error(ErrorCode::kUnsupported,
+                          "the index segment from record " + std::to_string(first) + " is served from another machine",
+                          "bring it back first (`mailark segments local`), expire, then serve the new copy");
+    const auto n = static_cast<std::uint64_t>(seg.paths.size());
+    for (std::uint64_t j = 0; j < n; ++j) {
+      const std::string& path = seg.paths[j];
+      const std::string fresh = path + ".expiring";
+      std::error_code ec;
+      fs::remove_all(fresh, ec);
+      {
+        Xapian::Database old(path, Xapian::DB_BACKEND_GLASS);
+        Xapian::WritableDatabase db(fresh, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+        for (auto key = old.metadata_keys_begin(); key != old.metadata_keys_end(); ++key)
+          db.set_metadata(*key, old.get_metadata(*key));
+        // Line j of the segment's stub holds ids F + j, F + j + n, ... as documents 1, 2, ...
+        for (std::uint64_t id : keep) {
+          if (id < first || (id - first) % n != j) continue;
+          const auto local = static_cast<Xapian::docid>((id - first) / n + 1);
+          db.replace_document(local, rebuild(id));
+          ++built;
+        }
+        db.commit();
+        db.close();
+      }
+      if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
+        const int err = errno;
+        fs::remove_all(fresh, ec);
+        return make_error(ErrorCode::kIo, "swapping in " + fresh + ": " + std::strerror(err));
+      }
+      fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
+    }
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "removing expired messages from the index");
+  }
+  return built;
+}
+
 Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
   std::vector<IndexSegment> out;
   try {

@@ -222,6 +222,17 @@ Status compact_index(const std::string& dir, const std::string& out_dir);
 // tests/e2e/test_segments.py test_smtp_mail_cuts_segments_that_search_spans.
 Result<unsigned> seal_closed_segments(const std::string& dir);
 
+// Retention: writes the shards of the sealed segment beginning at archive id `first` again, holding
+// only the documents of `keep` (its archive ids that did not expire), each built again by `rebuild`
+// (a database without a termlist cannot delete a document), at the same document ids; each shard is
+// swapped in with one atomic rename as sealing does (a crash before leaves the old one: the search
+// of an expired id finds no record, and the next retention run writes it again). Returns the
+// documents built. Errors: kInvalidArgument (the live segment, or one not sealed), kUnsupported (served
+// remotely). Test: Retention.ExpiredMessagesLeaveTheIndex (tests/retention_test.cc).
+Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint64_t first,
+                                               const std::vector<std::uint64_t>& keep,
+                                               const std::function<Xapian::Document(std::uint64_t id)>& rebuild);
+
 // One time segment of the index (`mailark segments`).
 struct IndexSegment {
   std::uint64_t first = 1;  // its first archive id

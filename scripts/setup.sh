@@ -22,6 +22,8 @@ PACKAGES=(
   notmuch maildir-utils clamav-daemon clamav-milter
   # readpst, the PST peer of tests/e2e/test_pst.py (libpst's own converter)
   pst-utils
+  # faketime: retention runs as if days had passed (tests/e2e/test_retention.py)
+  faketime
   # mdb_stat, for the free pages of a segment store (docs/BENCHMARKS.md "Segment stores")
   lmdb-utils
 )

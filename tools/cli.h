@@ -100,5 +100,6 @@ void register_checkpoint(CLI::App& app, GlobalOptions& g, Runner& run);
 // export and verify-export: in mailark-server (tools/cmd_export.cc); `mailark` hands them over to it.
 void register_export(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_case(CLI::App& app, GlobalOptions& g, Runner& run);
+void register_retention(CLI::App& app, GlobalOptions& g, Runner& run);
 
 }  // namespace mailark::cli

@@ -24,6 +24,10 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
   std::uint64_t watermark = e.index_watermark();
   auto unindexed = e.unindexed(0);
   const std::uint64_t unindexed_count = unindexed ? unindexed->first : 0;
+  std::uint64_t expired = 0;
+  if (auto snap = e.archive().snapshot())
+    if (auto runs = (*snap)->expired_runs())
+      for (const auto& r : *runs) expired += r.last - r.first + 1;
   auto quarantine = e.archive().quarantine_entries(false);
   const std::uint64_t held = quarantine ? quarantine->size() : 0;
   std::optional<ContinuityEvent> event;
@@ -38,6 +42,7 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
   if (args.json) {
     nlohmann::json j = {{"messages", c.records},
                         {"unique_messages", c.blobs},
+                        {"expired", expired},
                         {"raw_bytes", c.raw_bytes},
                         {"unique_raw_bytes", c.unique_raw_bytes},
                         {"compressed_bytes", c.stored_bytes},
@@ -63,7 +68,8 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
     return kExitOk;
   }
   std::cout << std::fixed << std::setprecision(1);
-  std::cout << "messages         " << c.records << " (" << c.blobs << " unique)\n"
+  std::cout << "messages         " << c.records << " (" << c.blobs << " unique)"
+            << (expired ? " and " + std::to_string(expired) + " removed by retention" : std::string()) << "\n"
             << "raw mail         " << human_bytes(c.raw_bytes) << "\n"
             << "archive on disk  " << human_bytes(archive_bytes) << " (compressed messages "
             << human_bytes(c.stored_bytes) << ")\n"

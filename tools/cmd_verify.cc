@@ -66,6 +66,14 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
   } else {
     options.checkpoints = std::move(*cps);
   }
+  // Tombstones (retention) are checked against the key given, or the archive's own.
+  if (!args.key.empty()) {
+    auto v = verifier_key_arg(args.key);
+    if (!v) return report(v.error());
+    options.tombstone_key = v->key;
+  } else if (auto key = archive_signing_key(g.data_dir, /*create=*/false)) {
+    options.tombstone_key = key->public_key();
+  }
   Progress progress("verifying");
   auto rep = verify_archive(
       (*engine)->archive(), [&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); }, options);
@@ -79,6 +87,8 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
   if (args.json) {
     nlohmann::json j = {{"intact", rep->intact},
                         {"records_checked", rep->records_checked},
+                        {"records_expired", rep->records_expired},
+                        {"tombstones", rep->tombstones},
                         {"messages_checked", rep->messages_checked},
                         {"head_seq", rep->head.seq},
                         {"head_hash", to_hex(rep->head.hash)},
@@ -113,7 +123,11 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
       std::cout << "checkpoint " << args.checkpoints[i] << ": holds (" << rep->checkpoints[i].checkpoint.size
                 << " records, signed " << iso8601(rep->checkpoints[i].checkpoint.time) << ")\n";
     std::cout << "archive intact: " << rep->records_checked << " records, " << rep->messages_checked
-              << " stored messages checked\nchain head: record " << rep->head.seq << " "
+              << " stored messages checked\n";
+    if (rep->tombstones)
+      std::cout << "expired by retention: " << rep->records_expired << " records under " << rep->tombstones
+                << " signed tombstone" << (rep->tombstones == 1 ? "" : "s") << " (chain and Merkle tree proved across them)\n";
+    std::cout << "chain head: record " << rep->head.seq << " "
               << to_hex(rep->head.hash) << "\n";
   } else {
     print_index_status(watermark, lag, unindexed);

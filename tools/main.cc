@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   register_checkpoint(app, g, run);
   register_export(app, g, run);
   register_case(app, g, run);
+  register_retention(app, g, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

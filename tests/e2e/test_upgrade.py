@@ -12,12 +12,15 @@ commands, migrated in place by the first writing command, and what they had queu
   each in a store file of its own; no Merkle tree).
 - tests/fixtures/format6-data.tar.gz: the release with the Merkle tree (archive format 6: three
   segments; no holdings table, imports deduplicated by content alone).
+- tests/fixtures/format7-data.tar.gz: the release with custodians and cases (archive format 7: three
+  segments of segment stores, imported with a custodian, one case; no retention tables).
 - tests/fixtures/export-v1.zip (and export-v1.key, its archive's verifier key): an export written by
   that release (mailark-export-v1), which this release's verifiers still check.
 """
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -29,7 +32,7 @@ from test_delivery import SINK, Sink
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 FIXTURE = os.path.join(FIXTURES, "format1-data.tar.gz")
-CURRENT_FORMAT = 7  # what this release writes: every older folder is migrated to it
+CURRENT_FORMAT = 8  # what this release writes: every older folder is migrated to it
 
 
 def config(port, primary):
@@ -356,6 +359,29 @@ class UpgradeTest(unittest.TestCase):
         with open(bad, "wb") as f:
             f.write(raw)
         self.assertEqual(srv.run("verify-export", bad, "--key", key).returncode, 1)
+
+
+    @unittest.skipUnless(shutil.which("faketime"), "faketime (Debian's faketime package) is not installed")
+    def test_format_seven_migrates_and_its_segments_expire(self):
+        data = unpack(self, "format7-data.tar.gz")
+        tmp = os.path.dirname(data)
+        srv = Server(config(free_port(), free_port()), data=data)
+        self.assertEqual(srv.cli("stats")["archive_format"], 7, "a read-only open changes nothing")
+        cp = os.path.join(tmp, "cp")
+        self.assertEqual(srv.run("checkpoint", "--out", cp).returncode, 0)
+        p = srv.run("retention", "set", "--default", "30")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT, "the first writing open migrates it")
+        # The folder was written in 2026-12; a year later its two closed segments are past 30 days.
+        p = subprocess.run(["faketime", "-f", "+400d", BIN, "--data", data, "retention", "run", "--json"],
+                           capture_output=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["expired"], 8)
+        self.assertEqual(sorted(h["id"] for h in srv.cli("search", "")["results"]), [9, 10])
+        v = srv.cli("verify", "--checkpoint", cp)
+        self.assertTrue(v["intact"], v)
+        self.assertEqual((v["records_checked"], v["records_expired"]), (2, 8))
+        self.assertTrue(v["checkpoints"][0]["holds"], v)
 
 
 if __name__ == "__main__":

@@ -330,3 +330,29 @@ def verify_audit_export(path, verifier_key):
     if len(entries) != count or previous != head or header["entries"] != count:
         raise ValueError("the entries do not end at the signed head")
     return entries
+
+
+def verify_tombstones(lines, verifier_key):
+    """Checks `mailark retention tombstones --json` output (one JSON object a line: id, body,
+    signature in hex) from docs/FORMAT.md "Expiry and tombstones": each body is signed by the
+    archive's key, and names the hash of the one before (SHA-256 of "mailark-tombstone-v1\\n" and
+    its body; zeros for the first). Returns the bodies, parsed. Raises ValueError."""
+    _, public = parse_verifier_key(verifier_key)
+    key = Ed25519PublicKey.from_public_bytes(public)
+    prev = bytes(32)
+    out = []
+    for n, line in enumerate(lines, 1):
+        t = json.loads(line)
+        body = t["body"].encode()
+        try:
+            key.verify(bytes.fromhex(t["signature"]), body)
+        except InvalidSignature:
+            raise ValueError(f"tombstone {t['id']}: the signature does not hold")
+        b = json.loads(body)
+        if t["id"] != n or b["id"] != n:
+            raise ValueError(f"tombstone {n} is missing or out of order")
+        if bytes.fromhex(b["prev"]) != prev:
+            raise ValueError(f"tombstone {n} does not name the one before it")
+        prev = sha256(b"mailark-tombstone-v1\n" + body)
+        out.append(b)
+    return out

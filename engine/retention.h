@@ -1,0 +1,105 @@
+// Retention: how long archived mail is kept, and the expiry that removes what is past it.
+//
+// A policy (kept in the archive, meta "setting:retention", docs/FORMAT.md "Retention policy") gives a
+// number of days by direction and domain, a default, and a minimum that can only ever grow: no rule
+// nor default may be shorter than it, and no later policy may lower it (set_retention_policy checks
+// both in the transaction that writes it; test Retention.TheMinimumIsNeverShortened).
+//
+// Expiry works by time segment (engine/archive.h): a closed segment's records fall due together, when
+// the segment is older than their rule (measured from the segment's end, the moment the next one
+// opened). A record due is removed unless a legal hold keeps it (CaseStore::held_queries, evaluated
+// now over the index, every copy of a matching message included), it still has mail to deliver, or it
+// waits in quarantine. Archive::expire writes the signed tombstone that stands for what it removed;
+// the index segment is written again without the expired documents, and the mailbox views forget
+// them. Tests: Retention.* in tests/retention_test.cc, tests/e2e/test_cases.py test_retention_*.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/result.h"
+#include "engine/archive.h"
+
+namespace mailark {
+
+class Engine;
+class MailboxStore;
+
+struct RetentionRule {
+  std::string direction;  // "inbound", "outbound", "import", or empty: any
+  std::string domain;     // lower case; matches an envelope address of that domain or a subdomain; empty: any
+  std::int64_t days = 0;  // > 0
+};
+
+struct RetentionPolicy {
+  std::int64_t minimum_days = 0;  // 0: none yet; once set, never lowered
+  std::int64_t default_days = 0;  // records no rule matches; 0: kept forever
+  std::vector<RetentionRule> rules;
+  std::int64_t set_at = 0;
+  std::string set_by;
+  bool empty() const { return default_days == 0 && rules.empty(); }
+};
+
+// "DIRECTION:DAYS", "domain=DOMAIN:DAYS", "DIRECTION,domain=DOMAIN:DAYS"; days may end in d or y
+// (365 days). Errors: kInvalidArgument naming what is wrong.
+Result<RetentionRule> parse_retention_rule(std::string_view spec);
+// "7y" = 2555, "90d" = 90, "90" = 90.
+Result<std::int64_t> parse_retention_days(std::string_view text);
+std::string retention_rule_text(const RetentionRule& rule);
+
+Result<RetentionPolicy> parse_retention_policy(std::string_view json);
+std::string retention_policy_json(const RetentionPolicy& policy);
+// Every rule and the default (unless 0, forever) at least the minimum; days within 1..36500.
+Status check_retention_policy(const RetentionPolicy& policy);
+
+// The archive's policy (an empty one when none was set).
+Result<RetentionPolicy> retention_policy(const Archive& archive);
+// Replaces the policy, in one transaction with the check that its minimum is not below the stored
+// one. Returns the policy it replaced.
+Result<RetentionPolicy> set_retention_policy(Archive& archive, const RetentionPolicy& next);
+
+// The days this record is kept (the longest of the rules it matches, else the default; 0: forever).
+std::int64_t retention_days(const RetentionPolicy& policy, const ArchiveRecord& record);
+
+struct RetentionOptions {
+  std::int64_t now = 0;
+  bool dry_run = false;   // decide and report, remove nothing
+  std::string by;         // the audit actor
+  // Legal holds: saved searches of held cases (an empty query holds everything).
+  std::vector<std::string> held_queries;
+  const SigningKey* key = nullptr;  // the archive's (checkpoint.key): signs the tombstones
+  MailboxStore* mailboxes = nullptr;  // when the data folder has one: its views forget expired mail
+  std::function<void(const std::string&)> progress;  // a line per segment
+};
+
+struct RetentionSegment {
+  std::uint64_t first = 0, last = 0;
+  std::string period;
+  std::int64_t closed_at = 0;
+  std::uint64_t records = 0;   // not expired before this run
+  std::uint64_t due = 0;       // past their retention
+  std::uint64_t held = 0;      // due, kept by a legal hold
+  std::uint64_t pending = 0;   // due, kept: queued for delivery or undecided in quarantine
+  std::uint64_t expired = 0;   // removed now (0 in a dry run)
+  std::string skipped;         // why the segment was not expired, when it was not
+  std::optional<ExpiryOutcome> outcome;
+};
+
+struct RetentionReport {
+  bool dry_run = false;
+  std::vector<RetentionSegment> segments;  // closed segments with something due
+  std::uint64_t expired = 0, held = 0, pending = 0, due = 0;
+  std::uint64_t mailbox_entries_removed = 0;
+  std::uint64_t index_documents_rebuilt = 0;
+};
+
+// Runs the policy over every closed segment. The engine must be open read-write (it holds the data
+// folder's writer lock) with its index caught up: holds are searched in it.
+Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& policy, const RetentionOptions& options);
+
+}  // namespace mailark

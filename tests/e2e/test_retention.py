@@ -1,0 +1,126 @@
+"""Retention (engine/retention.h) from the command line: a policy whose minimum can never be shortened,
+a run that expires whole closed segments as if forty days had passed (faketime, Debian's libfaketime,
+moves the clock of the one `mailark` process), legal holds that keep their mail, verify proving the
+history across the gaps, a checkpoint signed before the expiry that still holds, and the signed
+tombstones checked by tests/e2e/tlog.py without mailark. Every change is in the audit log."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import tlog
+from harness import BIN
+
+SOURCE = os.environ.get("MAILARK_SOURCE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+DEMO = os.path.join(SOURCE, "demo", "mailbox.mbox")
+FAKETIME = shutil.which("faketime")
+
+
+class RetentionTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailark-retention-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.data = os.path.join(self.tmp, "data")
+        # Segments of four messages: 1-4 and 5-8 closed, 9-10 live.
+        self.cli("segments", "policy", "--max-records", "4")
+        self.cli("import", DEMO, "--custodian", "Ana Ortega")
+        self.vkey = self.cli("checkpoint", "key").stdout.decode().strip()
+
+    def cli(self, *args, ok=True, days_later=0):
+        cmd = [BIN, "--data", self.data, *args]
+        if days_later:
+            cmd = [FAKETIME, "-f", f"+{days_later}d", *cmd]
+        p = subprocess.run(cmd, capture_output=True, timeout=120)
+        if ok:
+            self.assertEqual(p.returncode, 0, f"mailark {' '.join(args)}: {p.stderr.decode()}")
+        return p
+
+    def js(self, *args, days_later=0):
+        return json.loads(self.cli(*args, "--json", days_later=days_later).stdout)
+
+    def ids(self, query):
+        return sorted(h["id"] for h in self.js("search", query, "--limit", "100")["results"])
+
+    def test_the_minimum_retention_can_never_be_shortened(self):
+        self.assertIn(b"kept forever", self.cli("retention", "show").stdout)
+        self.cli("retention", "set", "--minimum", "1y", "--default", "7y", "--rule", "outbound:2y")
+        shown = self.js("retention", "show")["policy"]
+        self.assertEqual((shown["minimum_days"], shown["default_days"]), (365, 2555))
+        p = self.cli("retention", "set", "--minimum", "300", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"can never be shortened", p.stderr)
+        p = self.cli("retention", "set", "--rule", "inbound:30", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"shorter than the minimum", p.stderr)
+        p = self.cli("retention", "set", "--default", "90", ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(self.js("retention", "show")["policy"]["minimum_days"], 365, "nothing refused was written")
+        # Forecasts only: --as-of cannot make a real run expire early.
+        p = self.cli("retention", "run", "--as-of", "2040-01-01", ok=False)
+        self.assertEqual(p.returncode, 2)
+        changes = [e for e in self.js("audit", "list", "--limit", "100") if e["action"] == "retention.set"]
+        self.assertEqual(len(changes), 1, "one change was made, and it is in the audit log")
+        self.assertEqual(changes[0]["detail"]["after"]["minimum_days"], 365)
+        self.assertEqual(changes[0]["detail"]["before"]["minimum_days"], 0)
+
+    @unittest.skipUnless(FAKETIME, "faketime (Debian's faketime package, scripts/setup.sh) is not installed")
+    def test_an_expiry_keeps_held_mail_and_verify_proves_the_history(self):
+        held = [i for i in self.ids("berth") if i <= 8]
+        self.assertTrue(held, "the demo mailbox talks of berths before its last two messages")
+        self.cli("case", "create", "Harbour dispute", "--custodian", "Ana Ortega")
+        self.cli("case", "search", "Harbour dispute", "berth", "--save")
+        self.cli("case", "hold", "Harbour dispute", "--reason", "litigation notice")
+        self.cli("retention", "set", "--default", "30")
+        cp = os.path.join(self.tmp, "before.cp")
+        self.cli("checkpoint", "--out", cp)
+
+        self.assertEqual(self.js("retention", "run")["expired"], 0, "nothing is 30 days old yet")
+        forecast = self.js("retention", "run", "--dry-run", "--as-of", "2099-01-01")
+        self.assertEqual(forecast["due"], 8)
+        self.assertEqual(forecast["held"], len(held))
+        self.assertEqual(self.ids(""), list(range(1, 11)), "a dry run removes nothing")
+
+        ran = self.js("retention", "run", days_later=40)
+        self.assertEqual(ran["expired"], 8 - len(held))
+        self.assertEqual(ran["held"], len(held))
+        left = self.ids("")
+        self.assertEqual(left, held + [9, 10])
+        self.assertEqual([i for i in self.ids("berth") if i <= 8], held, "held mail is still found")
+        gone = min(set(range(1, 9)) - set(held))
+        p = self.cli("show", str(gone), ok=False)
+        self.assertEqual(p.returncode, 3)
+        self.assertIn(b"removed by retention", p.stderr)
+        self.assertEqual(self.js("show", str(held[0]))["id"], held[0])
+
+        # The history is proved across the gaps, against a checkpoint signed before the expiry.
+        v = self.js("verify", "--checkpoint", cp)
+        self.assertTrue(v["intact"], v)
+        self.assertEqual((v["records_checked"], v["records_expired"]), (len(left), 8 - len(held)))
+        self.assertTrue(v["checkpoints"][0]["holds"], v)
+        lines = self.cli("retention", "tombstones", "--json").stdout.decode().splitlines()
+        bodies = tlog.verify_tombstones(lines, self.vkey)
+        expired = sorted(s for b in bodies for r in b["runs"] for s in range(r["first"], r["last"] + 1))
+        self.assertEqual(expired, sorted(set(range(1, 9)) - set(held)))
+        # One changed byte in a tombstone is caught by the independent verifier.
+        bad = json.loads(lines[0])
+        bad["body"] = bad["body"].replace('"by":"cli:', '"by":"cLi:', 1)
+        with self.assertRaises(ValueError):
+            tlog.verify_tombstones([json.dumps(bad)] + lines[1:], self.vkey)
+
+        # Releasing the hold lets the held mail go at the next run; the live segment never expires.
+        self.cli("case", "release", "Harbour dispute", "--reason", "settled")
+        again = self.js("retention", "run", days_later=40)
+        self.assertEqual(again["expired"], len(held))
+        self.assertEqual(self.ids(""), [9, 10])
+        v = self.js("verify", "--checkpoint", cp)
+        self.assertTrue(v["intact"], v)
+        self.assertEqual(v["records_expired"], 8)
+        actions = [e["action"] for e in self.js("audit", "list", "--limit", "1000")]
+        self.assertEqual(actions.count("retention.run"), 3, "every real run is in the audit log")
+        self.assertIn("retention.set", actions)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,354 @@
+// Retention (engine/retention.h): the policy and its minimum, expiry of whole closed segments with
+// legal holds kept, signed tombstones, and verify across them (engine/archive.h Archive::expire).
+#include "engine/retention.h"
+
+#include <gtest/gtest.h>
+#include <lmdb.h>
+
+#include <filesystem>
+#include <set>
+
+#include "engine/checkpoint.h"
+#include "engine/engine.h"
+#include "engine/ingest.h"
+#include "engine/verify.h"
+#include "tests/test_util.h"
+
+namespace mailark {
+namespace {
+
+std::unique_ptr<Engine> open_engine(const std::string& dir) {
+  EngineOptions o;
+  o.data_dir = dir;
+  o.signature_dirs = {test::signature_dir()};
+  auto e = Engine::open(o);
+  EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
+  return std::move(e).value();
+}
+
+// Archives each message as inbound SMTP mail (every delivery its own record, even of the same bytes).
+void deliver(Engine& e, const std::vector<std::string>& raws) {
+  IngestOptions opts;
+  opts.train_after = 0;
+  Ingest in(e.archive(), *e.index_writer().value(), nullptr, e.options().limits, opts, [](const IngestResult& r) {
+    EXPECT_EQ(r.outcome, IngestOutcome::kArchived) << r.reason;
+  });
+  int n = 0;
+  for (const auto& raw : raws) {
+    IngestItem item;
+    item.origin = "smtp#" + std::to_string(++n);
+    item.raw = raw;
+    item.envelope.direction = Direction::kInbound;
+    item.envelope.connector = "mx";
+    item.envelope.mail_from = "sender@example.net";
+    item.envelope.rcpt_to = {n % 2 ? "ana@corp.example" : "bo@sales.corp.example"};
+    item.envelope.received_at = 1000000000;
+    in.submit(std::move(item));
+  }
+  ASSERT_TRUE(in.finish().ok());
+}
+
+std::uint64_t count(Engine& e, const std::string& query) {
+  indexer::SearchOptions o;
+  o.exact_total = true;
+  auto r = e.search(query, o);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().to_string());
+  return r.ok() ? r->total : 0;
+}
+
+TEST(Retention, RulesParseAndTheLongestMatchingRuleWins) {
+  EXPECT_EQ(parse_retention_days("7y").value(), 2555);
+  EXPECT_EQ(parse_retention_days("90d").value(), 90);
+  EXPECT_FALSE(parse_retention_days("-1").ok());
+  EXPECT_FALSE(parse_retention_days("1000y").ok());
+  EXPECT_FALSE(parse_retention_days("").ok());
+  auto r = parse_retention_rule("inbound,domain=Corp.Example:1y").value();
+  EXPECT_EQ(r.direction, "inbound");
+  EXPECT_EQ(r.domain, "corp.example");
+  EXPECT_EQ(r.days, 365);
+  EXPECT_FALSE(parse_retention_rule("30").ok());
+  EXPECT_FALSE(parse_retention_rule("sideways:30").ok());
+  EXPECT_FALSE(parse_retention_rule("inbound:0").ok());
+  EXPECT_FALSE(parse_retention_rule(":30").ok());
+  EXPECT_FALSE(parse_retention_rule("domain=a@b:30").ok());
+
+  RetentionPolicy p;
+  p.default_days = 3650;
+  p.rules = {parse_retention_rule("inbound:400").value(), parse_retention_rule("domain=sales.corp.example:2000").value()};
+  ArchiveRecord rec;
+  rec.envelope.direction = Direction::kInbound;
+  rec.envelope.rcpt_to = {"ana@corp.example"};
+  EXPECT_EQ(retention_days(p, rec), 400);
+  rec.envelope.rcpt_to = {"bo@SALES.corp.example"};
+  EXPECT_EQ(retention_days(p, rec), 2000) << "the longest of the matching rules";
+  rec.envelope.rcpt_to = {"x@notsales.corp.example"};
+  EXPECT_EQ(retention_days(p, rec), 400) << "a domain matches itself and its subdomains only";
+  rec.envelope.direction = Direction::kOutbound;
+  EXPECT_EQ(retention_days(p, rec), 3650);
+  p.default_days = 0;
+  EXPECT_EQ(retention_days(p, rec), 0) << "0: forever";
+}
+
+TEST(Retention, TheMinimumIsNeverShortened) {
+  test::ScratchDir dir;
+  auto a = Archive::open(dir / "archive", Limits{}, false).value();
+  EXPECT_TRUE(retention_policy(*a).value().empty());
+  RetentionPolicy p;
+  p.minimum_days = 365;
+  p.default_days = 2555;
+  ASSERT_TRUE(set_retention_policy(*a, p).ok());
+  RetentionPolicy shorter = p;
+  shorter.minimum_days = 300;
+  auto refused = set_retention_policy(*a, shorter);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().context.find("can never be shortened"), std::string::npos) << refused.error().context;
+  RetentionPolicy short_rule = p;
+  short_rule.rules = {parse_retention_rule("outbound:30").value()};
+  EXPECT_FALSE(set_retention_policy(*a, short_rule).ok()) << "a rule below the minimum";
+  RetentionPolicy short_default = p;
+  short_default.default_days = 100;
+  EXPECT_FALSE(set_retention_policy(*a, short_default).ok()) << "a default below the minimum";
+  RetentionPolicy longer = p;
+  longer.minimum_days = 400;
+  ASSERT_TRUE(set_retention_policy(*a, longer).ok());
+  a.reset();
+  a = Archive::open(dir / "archive", Limits{}, true).value();
+  EXPECT_EQ(retention_policy(*a).value().minimum_days, 400) << "kept in the archive";
+}
+
+// Ten deliveries in segments of four: [1-4] [5-8] [9-10 live]. Record 2 is held (it holds "zebra");
+// record 3's bytes are delivered again as record 10, in the live segment.
+struct Fixture {
+  test::ScratchDir dir;
+  std::unique_ptr<Engine> engine;
+  SigningKey key = archive_signing_key(dir.path(), true).value();
+  std::vector<std::string> raws;
+  std::string checkpoint_note;
+  Checkpoint checkpoint;
+
+  Fixture() {
+    engine = open_engine(dir.path());
+    EXPECT_TRUE(engine->archive().set_segment_policy({SegmentPeriod::kNone, 4}).ok());
+    for (int i = 1; i <= 9; ++i)
+      raws.push_back(test::make_message("report " + std::to_string(i), i == 2 ? "the zebra file" : "quarterly figures " + std::to_string(i), {}, {},
+                                        "<m" + std::to_string(i) + "@example.net>"));
+    raws.push_back(raws[2]);
+    deliver(*engine, raws);
+    auto snap = engine->archive().snapshot().value();
+    auto signed_cp = sign_checkpoint(*snap, key, 1700000000).value();
+    checkpoint = signed_cp.checkpoint;
+  }
+
+  Result<RetentionReport> run(std::vector<std::string> held, bool dry_run = false) {
+    RetentionPolicy p;
+    p.default_days = 30;
+    RetentionOptions o;
+    o.now = std::time(nullptr) + 31 * 86400;
+    o.dry_run = dry_run;
+    o.by = "test";
+    o.held_queries = std::move(held);
+    o.key = &key;
+    return run_retention(*engine, p, o);
+  }
+
+  VerifyReport verify(bool with_key = true) {
+    VerifyOptions o;
+    o.checkpoints = {checkpoint};
+    if (with_key) o.tombstone_key = key.public_key();
+    auto rep = verify_archive(engine->archive(), nullptr, o);
+    EXPECT_TRUE(rep.ok());
+    return rep.ok() ? *rep : VerifyReport{};
+  }
+};
+
+TEST(Retention, ExpiryRemovesWhatIsDueKeepsWhatIsHeldAndVerifies) {
+  Fixture f;
+  ASSERT_EQ(f.engine->archive().segments().size(), 3u);
+  // Not yet due: nothing happens.
+  {
+    RetentionOptions o;
+    o.now = std::time(nullptr);
+    o.key = &f.key;
+    auto early = run_retention(*f.engine, RetentionPolicy{0, 30, {}}, o).value();
+    EXPECT_EQ(early.due, 0u);
+  }
+  auto dry = f.run({"zebra"}, /*dry_run=*/true).value();
+  EXPECT_EQ(dry.due, 8u);
+  EXPECT_EQ(dry.held, 1u);
+  EXPECT_EQ(dry.expired, 0u);
+  EXPECT_TRUE(f.engine->archive().record(1).ok()) << "a dry run removes nothing";
+
+  auto rep = f.run({"zebra"}).value();
+  EXPECT_EQ(rep.expired, 7u);
+  EXPECT_EQ(rep.held, 1u);
+  ASSERT_EQ(rep.segments.size(), 2u);
+  ASSERT_TRUE(rep.segments[0].outcome.has_value());
+  EXPECT_EQ(rep.segments[0].outcome->blobs_carried, 2u) << "record 2 (held) and record 3's bytes (held by record 10)";
+  EXPECT_FALSE(rep.segments[0].outcome->store_removed);
+  EXPECT_TRUE(rep.segments[1].outcome->store_removed) << "nothing of segment 5-8 is left";
+  EXPECT_FALSE(std::filesystem::exists(f.engine->archive().store_path(5)));
+
+  Archive& a = f.engine->archive();
+  for (std::uint64_t s : {1, 3, 4, 5, 6, 7, 8}) {
+    auto r = a.record(s);
+    ASSERT_FALSE(r.ok()) << s;
+    EXPECT_EQ(r.error().code, ErrorCode::kNotFound);
+    EXPECT_NE(r.error().context.find("removed by retention"), std::string::npos) << r.error().context;
+  }
+  for (std::uint64_t s : {2, 9, 10}) {
+    auto r = a.record(s);
+    ASSERT_TRUE(r.ok()) << s;
+    auto raw = a.raw(*r);
+    ASSERT_TRUE(raw.ok()) << raw.error().to_string();
+    EXPECT_EQ(*raw, f.raws[s - 1]);
+  }
+  std::vector<std::uint64_t> scanned;
+  ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) { scanned.push_back(r.seq); return true; },
+                     [](std::uint64_t, const Error&) { return false; })
+                  .ok());
+  EXPECT_EQ(scanned, (std::vector<std::uint64_t>{2, 9, 10}));
+
+  // The chain and the tree are proved across the gaps, and a checkpoint signed before still holds.
+  VerifyReport v = f.verify();
+  EXPECT_TRUE(v.intact) << v.problem;
+  EXPECT_EQ(v.records_checked, 3u);
+  EXPECT_EQ(v.records_expired, 7u);
+  EXPECT_EQ(v.tombstones, 2u);
+  ASSERT_EQ(v.checkpoints.size(), 1u);
+  EXPECT_TRUE(v.checkpoints[0].holds) << v.checkpoints[0].problem;
+  EXPECT_FALSE(f.verify(/*with_key=*/false).intact) << "tombstones need the key to be believed";
+
+  // A second run finds nothing more to do; a later one, with the hold released, removes record 2.
+  EXPECT_EQ(f.run({"zebra"}).value().expired, 0u);
+  EXPECT_EQ(f.run({}).value().expired, 1u);
+  EXPECT_FALSE(a.record(2).ok());
+  EXPECT_TRUE(a.raw(a.record(10).value()).ok()) << "record 3's bytes, carried forward, are still held by record 10";
+  v = f.verify();
+  EXPECT_TRUE(v.intact) << v.problem;
+  EXPECT_EQ(v.tombstones, 3u);
+
+  // After a reopen, as before.
+  f.engine.reset();
+  f.engine = open_engine(f.dir.path());
+  v = f.verify();
+  EXPECT_TRUE(v.intact) << v.problem;
+  EXPECT_EQ(v.records_expired, 8u);
+}
+
+TEST(Retention, ExpiredMessagesLeaveTheIndex) {
+  Fixture f;
+  EXPECT_EQ(count(*f.engine, "quarterly"), 8u);
+  ASSERT_TRUE(f.run({"zebra"}).ok());
+  EXPECT_EQ(count(*f.engine, "quarterly"), 2u) << "records 9 and 10";
+  EXPECT_EQ(count(*f.engine, "zebra"), 1u) << "the held message is still found";
+  EXPECT_EQ(count(*f.engine, "report"), 3u);
+}
+
+TEST(Retention, AHoldOfEverythingKeepsEverything) {
+  Fixture f;
+  auto rep = f.run({""}).value();
+  EXPECT_EQ(rep.due, 8u);
+  EXPECT_EQ(rep.held, 8u);
+  EXPECT_EQ(rep.expired, 0u);
+  EXPECT_TRUE(f.engine->archive().record(1).ok());
+}
+
+TEST(Retention, AChangedTombstoneOrExpiredMarkIsFound) {
+  Fixture f;
+  ASSERT_TRUE(f.run({"zebra"}).ok());
+  const std::string archive_dir = f.engine->archive_dir();
+  f.engine.reset();
+  auto with_main = [&](auto&& fn) {
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, std::size_t{1} << 30);
+    ASSERT_EQ(mdb_env_open(env, archive_dir.c_str(), 0, 0640), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    fn(txn);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  };
+  // One byte of the first tombstone's body changed (its reason): the signature no longer holds.
+  with_main([](MDB_txn* txn) {
+    MDB_dbi dbi = 0;
+    ASSERT_EQ(mdb_dbi_open(txn, "tombstones", 0, &dbi), 0);
+    std::string key(8, '\0');
+    key[7] = 1;
+    MDB_val k{key.size(), key.data()}, v;
+    ASSERT_EQ(mdb_get(txn, dbi, &k, &v), 0);
+    std::string value(static_cast<const char*>(v.mv_data), v.mv_size);
+    const auto at = value.find("retention policy");
+    ASSERT_NE(at, std::string::npos);
+    value[at] = 'R';
+    MDB_val nv{value.size(), value.data()};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &nv, 0), 0);
+  });
+  f.engine = open_engine(f.dir.path());
+  VerifyReport v = f.verify();
+  EXPECT_FALSE(v.intact);
+  EXPECT_NE(v.problem.find("tombstone 1"), std::string::npos) << v.problem;
+  f.engine.reset();
+
+  // A record marked expired that no tombstone names (someone hiding a message): found.
+  Fixture g;
+  ASSERT_TRUE(g.run({"zebra"}).ok());
+  const std::string gdir = g.engine->archive_dir();
+  g.engine.reset();
+  {
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, std::size_t{1} << 30);
+    ASSERT_EQ(mdb_env_open(env, gdir.c_str(), 0, 0640), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi dbi = 0;
+    ASSERT_EQ(mdb_dbi_open(txn, "expired", 0, &dbi), 0);
+    std::string key(8, '\0'), value(16, '\0');
+    key[7] = 9;    // record 9, in the live segment
+    value[7] = 9;
+    value[15] = 1;
+    MDB_val k{key.size(), key.data()}, v{value.size(), value.data()};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  g.engine = open_engine(g.dir.path());
+  v = g.verify();
+  EXPECT_FALSE(v.intact);
+  EXPECT_NE(v.problem.find("no tombstone says so"), std::string::npos) << v.problem;
+}
+
+TEST(Retention, AnInterruptedExpiryIsFinishedAtTheNextOpen) {
+  Fixture f;
+  const std::string store = f.engine->archive().store_path(1);
+  const std::string saved = f.dir / "segment-1.before";
+  std::filesystem::copy_file(store, saved);
+  ASSERT_TRUE(f.run({"zebra"}).ok());
+  f.engine.reset();
+  // A crash before the swap: the old store, with every record, is still in place.
+  std::filesystem::permissions(store, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+  std::filesystem::copy_file(saved, store, std::filesystem::copy_options::overwrite_existing);
+  {
+    auto ro = Archive::open(f.dir / "archive", Limits{}, true).value();
+    EXPECT_FALSE(ro->record(1).ok()) << "an expired record is never read, whatever its store still holds";
+    std::vector<std::uint64_t> scanned;
+    ASSERT_TRUE(ro->scan(1, [&](const ArchiveRecord& r, std::string_view) { scanned.push_back(r.seq); return true; },
+                         [](std::uint64_t, const Error&) { return false; })
+                    .ok());
+    EXPECT_EQ(scanned, (std::vector<std::uint64_t>{2, 9, 10}));
+  }
+  const auto before = std::filesystem::file_size(store);
+  {
+    auto rw = Archive::open(f.dir / "archive", Limits{}, false).value();  // finish_expiries
+  }
+  EXPECT_LT(std::filesystem::file_size(store), before) << "rewritten without the expired records";
+  f.engine = open_engine(f.dir.path());
+  VerifyReport v = f.verify();
+  EXPECT_TRUE(v.intact) << v.problem;
+}
+
+}  // namespace
+}  // namespace mailark

@@ -1,0 +1,271 @@
+// mailark retention: the retention policy (how long mail is kept, and the minimum that can never be
+// shortened), its run (expiry of what is past it, legal holds kept), and the signed tombstones that
+// stand for what was removed (engine/retention.h).
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "engine/checkpoint.h"
+#include "engine/mailbox.h"
+#include "engine/retention.h"
+#include "indexer/index.h"
+#include "tools/cli.h"
+
+namespace mailark::cli {
+namespace {
+
+struct RetentionArgs {
+  bool json = false;
+  std::string minimum, default_days;
+  std::vector<std::string> rules;
+  bool clear_rules = false;
+  bool dry_run = false;
+  std::string as_of;
+};
+
+nlohmann::json policy_json(const RetentionPolicy& p) {
+  nlohmann::json rules = nlohmann::json::array();
+  for (const auto& r : p.rules)
+    rules.push_back({{"direction", r.direction}, {"domain", r.domain}, {"days", r.days}, {"text", retention_rule_text(r)}});
+  return {{"minimum_days", p.minimum_days},
+          {"default_days", p.default_days},
+          {"rules", rules},
+          {"set_at", p.set_at ? iso8601(p.set_at) : ""},
+          {"set_by", p.set_by}};
+}
+
+std::string days_text(std::int64_t days) {
+  if (days == 0) return "forever";
+  if (days % 365 == 0) return std::to_string(days / 365) + (days == 365 ? " year" : " years");
+  return std::to_string(days) + (days == 1 ? " day" : " days");
+}
+
+void print_policy(const RetentionPolicy& p) {
+  if (p.empty() && p.minimum_days == 0) {
+    std::cout << "no retention policy: every message is kept forever\n";
+    return;
+  }
+  std::cout << "minimum retention: " << (p.minimum_days ? days_text(p.minimum_days) : std::string("none"))
+            << (p.minimum_days ? " (can never be shortened)" : "") << "\n";
+  std::cout << "default: " << days_text(p.default_days) << "\n";
+  for (const auto& r : p.rules) std::cout << "rule: " << retention_rule_text(r) << " (" << days_text(r.days) << ")\n";
+  if (p.set_at) std::cout << "set " << iso8601(p.set_at) << " by " << p.set_by << "\n";
+}
+
+int run_show(const GlobalOptions& g, const RetentionArgs& args) {
+  auto engine = open_engine(g, /*read_only=*/true);
+  if (!engine) return report(engine.error());
+  auto policy = retention_policy((*engine)->archive());
+  if (!policy) return report(policy.error());
+  auto snap = (*engine)->archive().snapshot();
+  if (!snap) return report(snap.error());
+  auto tombs = (*snap)->tombstones();
+  if (!tombs) return report(tombs.error());
+  if (args.json) {
+    std::cout << nlohmann::json{{"policy", policy_json(*policy)}, {"tombstones", tombs->size()}}.dump() << "\n";
+    return kExitOk;
+  }
+  print_policy(*policy);
+  std::cout << "tombstones: " << tombs->size() << "\n";
+  return kExitOk;
+}
+
+int run_set(const GlobalOptions& g, const RetentionArgs& args) {
+  // Beside a running server: the policy is one value in the archive's meta table, written in one
+  // LMDB transaction (no writer lock needed).
+  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/false, /*writer=*/"");
+  if (!engine) return report(engine.error());
+  auto current = retention_policy((*engine)->archive());
+  if (!current) return report(current.error());
+  RetentionPolicy next = *current;
+  if (!args.minimum.empty()) {
+    auto d = parse_retention_days(args.minimum);
+    if (!d) return report(d.error());
+    next.minimum_days = *d;
+  }
+  if (!args.default_days.empty()) {
+    auto d = args.default_days == "forever" ? Result<std::int64_t>(std::int64_t{0}) : parse_retention_days(args.default_days);
+    if (!d) return report(d.error());
+    next.default_days = *d;
+  }
+  if (args.clear_rules) next.rules.clear();
+  for (const auto& spec : args.rules) {
+    auto r = parse_retention_rule(spec);
+    if (!r) return report(r.error());
+    // A rule for the same direction and domain replaces the one there was.
+    std::erase_if(next.rules, [&](const RetentionRule& x) { return x.direction == r->direction && x.domain == r->domain; });
+    next.rules.push_back(*r);
+  }
+  next.set_at = static_cast<std::int64_t>(std::time(nullptr));
+  next.set_by = "cli:" + os_account();
+  auto before = set_retention_policy((*engine)->archive(), next);
+  if (!before) return report(before.error());
+  // A configuration change: in the audit log with what it replaced.
+  if (Status a = audit(g, "retention.set", "policy",
+                       nlohmann::json{{"before", policy_json(*before)}, {"after", policy_json(next)}}.dump());
+      !a)
+    return report(a.error());
+  if (args.json) {
+    std::cout << nlohmann::json{{"policy", policy_json(next)}}.dump() << "\n";
+  } else {
+    print_policy(next);
+  }
+  return kExitOk;
+}
+
+int run_run(const GlobalOptions& g, const RetentionArgs& args) {
+  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  if (!args.as_of.empty()) {
+    if (!args.dry_run)
+      return report(make_error(ErrorCode::kInvalidArgument, "--as-of only forecasts: use it with --dry-run"));
+    auto day = indexer::parse_date_period(args.as_of);
+    if (!day) return report(make_error(ErrorCode::kInvalidArgument, "--as-of takes a date (YYYY-MM-DD)"));
+    now = day->second;
+  }
+  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/true, "retention run");
+  if (!engine) return report(engine.error());
+  Engine& e = **engine;
+  auto policy = retention_policy(e.archive());
+  if (!policy) return report(policy.error());
+  // Legal holds come from the case store; without it nothing can be known to be free of a hold.
+  auto cases = case_store(g);
+  if (!cases) return report(cases.error());
+  auto held = (*cases)->held_queries();
+  if (!held) return report(held.error());
+  RetentionOptions o;
+  o.now = now;
+  o.dry_run = args.dry_run;
+  o.by = "cli:" + os_account();
+  o.held_queries = *held;
+  std::optional<SigningKey> key;
+  if (!args.dry_run) {
+    auto k = archive_signing_key(g.data_dir, /*create=*/true);
+    if (!k) return report(k.error());
+    key = std::move(*k);
+    o.key = &*key;
+  }
+  std::unique_ptr<MailboxStore> mailboxes;
+  if (!args.dry_run && std::filesystem::exists(g.data_dir + "/mailbox/data.mdb")) {
+    auto m = MailboxStore::open(g.data_dir + "/mailbox", false);
+    if (!m) return report(m.error());
+    mailboxes = std::move(*m);
+    o.mailboxes = mailboxes.get();
+  }
+  if (!args.json) o.progress = [](const std::string& line) { std::cerr << line << "\n"; };
+  auto rep = run_retention(e, *policy, o);
+  if (!rep) return report(rep.error());
+  nlohmann::json segs = nlohmann::json::array();
+  nlohmann::json tombstones = nlohmann::json::array();
+  for (const auto& s : rep->segments) {
+    nlohmann::json j = {{"first", s.first},   {"last", s.last},       {"period", s.period},
+                        {"closed_at", s.closed_at ? iso8601(s.closed_at) : ""},
+                        {"records", s.records}, {"due", s.due},       {"held", s.held},
+                        {"pending", s.pending}, {"expired", s.expired}, {"skipped", s.skipped}};
+    if (s.outcome) {
+      j["tombstone"] = s.outcome->tombstone.id;
+      j["messages_removed"] = s.outcome->blobs_removed;
+      j["messages_carried_forward"] = s.outcome->blobs_carried;
+      j["store_removed"] = s.outcome->store_removed;
+      tombstones.push_back(s.outcome->tombstone.id);
+    }
+    segs.push_back(std::move(j));
+  }
+  if (!args.dry_run) {
+    if (Status a = audit(g, "retention.run", "policy",
+                         nlohmann::json{{"expired", rep->expired},
+                                        {"held", rep->held},
+                                        {"pending", rep->pending},
+                                        {"tombstones", tombstones},
+                                        {"policy", policy_json(*policy)}}
+                             .dump());
+        !a)
+      return report(a.error());
+  }
+  if (args.json) {
+    std::cout << nlohmann::json{{"dry_run", rep->dry_run},
+                                {"due", rep->due},
+                                {"expired", rep->expired},
+                                {"held", rep->held},
+                                {"pending", rep->pending},
+                                {"mailbox_entries_removed", rep->mailbox_entries_removed},
+                                {"segments", segs}}
+                     .dump()
+              << "\n";
+    return kExitOk;
+  }
+  if (policy->empty()) std::cout << "no retention policy: every message is kept forever\n";
+  for (const auto& s : rep->segments) {
+    std::cout << "segment " << s.first << "-" << s.last << " (" << (s.period.empty() ? "-" : s.period) << "): "
+              << s.due << " due, " << s.held << " held, " << s.pending << " waiting for delivery or quarantine";
+    if (args.dry_run) {
+      std::cout << ", " << (s.due - s.held - s.pending) << " would expire";
+    } else {
+      std::cout << ", " << s.expired << " expired";
+      if (s.outcome) std::cout << " (tombstone " << s.outcome->tombstone.id << ")";
+    }
+    if (!s.skipped.empty()) std::cout << "; not expired: " << s.skipped;
+    std::cout << "\n";
+  }
+  std::cout << (args.dry_run ? "would expire " : "expired ") << (args.dry_run ? rep->due - rep->held - rep->pending : rep->expired)
+            << " message" << (rep->expired == 1 ? "" : "s") << "; " << rep->held << " kept by legal holds\n";
+  return kExitOk;
+}
+
+int run_tombstones(const GlobalOptions& g, const RetentionArgs& args) {
+  auto engine = open_engine(g, /*read_only=*/true);
+  if (!engine) return report(engine.error());
+  auto snap = (*engine)->archive().snapshot();
+  if (!snap) return report(snap.error());
+  auto tombs = (*snap)->tombstones();
+  if (!tombs) return report(tombs.error());
+  for (const auto& t : *tombs) {
+    auto body = nlohmann::json::parse(t.body, nullptr, false);
+    if (args.json) {
+      std::cout << nlohmann::json{{"id", t.id}, {"body", t.body}, {"signature", to_hex(std::span<const std::uint8_t>(
+                                                                                   reinterpret_cast<const std::uint8_t*>(t.signature.data()),
+                                                                                   t.signature.size()))}}
+                       .dump()
+                << "\n";
+      continue;
+    }
+    if (!body.is_object()) {
+      std::cout << t.id << ": (does not read)\n";
+      continue;
+    }
+    std::cout << t.id << ": " << iso8601(body.value("at", std::int64_t{0})) << " by " << body.value("by", "") << ": "
+              << body.value("expired", std::uint64_t{0}) << " records of segment "
+              << body["segment"].value("first", std::uint64_t{0}) << "-" << body["segment"].value("last", std::uint64_t{0})
+              << " expired, " << body.value("kept", std::uint64_t{0}) << " kept\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_retention(CLI::App& app, GlobalOptions& g, Runner& run) {
+  auto a = std::make_shared<RetentionArgs>();
+  auto* cmd = app.add_subcommand("retention", "how long mail is kept; expiry of what is past it (legal holds kept)");
+  cmd->require_subcommand(1);
+  auto bind = [&g, &run, a](CLI::App* sub, std::function<int(const GlobalOptions&, const RetentionArgs&)> f) {
+    sub->add_flag("--json", a->json, "print JSON");
+    sub->callback([&g, &run, a, f] { run = [&g, a, f] { return f(g, *a); }; });
+  };
+  bind(cmd->add_subcommand("show", "the policy and how many tombstones the archive has"), run_show);
+  auto* set = cmd->add_subcommand("set", "change the policy (recorded in the audit log)");
+  set->add_option("--minimum", a->minimum,
+                  "the minimum retention (days, or years: 7y): no rule may be shorter, and it can never be lowered");
+  set->add_option("--default", a->default_days, "how long mail no rule matches is kept (days, 7y, or forever)");
+  set->add_option("--rule", a->rules,
+                  "DIRECTION:DAYS, domain=DOMAIN:DAYS or DIRECTION,domain=DOMAIN:DAYS (repeat; the longest matching "
+                  "rule wins; one for the same direction and domain replaces it)");
+  set->add_flag("--clear-rules", a->clear_rules, "drop the rules set before (then add those given)");
+  bind(set, run_set);
+  auto* r = cmd->add_subcommand("run", "expire what is past its retention, whole closed segments at a time");
+  r->add_flag("--dry-run", a->dry_run, "say what would expire, remove nothing");
+  r->add_option("--as-of", a->as_of, "with --dry-run: what would expire on that day (YYYY-MM-DD)");
+  bind(r, run_run);
+  bind(cmd->add_subcommand("tombstones", "the signed tombstones of every expiry, oldest first"), run_tombstones);
+}
+
+}  // namespace mailark::cli
