@@ -146,6 +146,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                       "sent_copy_user", "sent_copy_password", "sent_copy_folder", "sent_copy_tls"}},
       {"alerts", {"webhooks", "webhook_headers", "email", "command", "from", "timeout", "retry"}},
       {"checkpoints", {"publish", "every", "timeout"}},
+      {"retention", {"every"}},
       {"admin", {"listen", "token_file", "public_url", "tls"}},
       {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
       {"web", {"listen", "tls", "session_idle_minutes", "session_max_hours", "connections", "connections_per_ip",
@@ -494,6 +495,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   }
   num(K["every"], "checkpoints.every", c.checkpoints.every, 1, 7 * 86400);
   num(K["timeout"], "checkpoints.timeout", c.checkpoints.timeout, 1, 600);
+  // [retention]
+  num(t["retention"]["every"], "retention.every", c.retention.every, 0, 30 * 86400);
   // [admin]: a file without the table has no admin listener; the embedded default has one.
   str(t["admin"]["listen"], "admin.listen", c.admin.listen);
   str(t["admin"]["token_file"], "admin.token_file", c.admin.token_file);

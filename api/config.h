@@ -115,6 +115,12 @@ struct CheckpointsConfig {
   unsigned timeout = 10;  // seconds per target and attempt
 };
 
+// The server's retention pass (docs/CONFIG.md, [retention]; the policy itself is in the archive:
+// `mailark retention set`).
+struct RetentionConfig {
+  unsigned every = 86400;  // seconds between passes; 0: none (then `mailark retention run` with the server stopped)
+};
+
 // The HTTP admin listener (docs/CONFIG.md, [admin]): continuity status, start, stop, the panic button.
 struct AdminConfig {
   std::string listen;      // "127.0.0.1:8025"; empty: off (the embedded default turns it on)
@@ -186,6 +192,7 @@ struct ServeConfig {
   ContinuityConfig continuity;
   AlertConfig alerts;
   CheckpointsConfig checkpoints;
+  RetentionConfig retention;
   AdminConfig admin;
   WebConfig web;
 };

@@ -2474,12 +2474,13 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
   // The store without what expired (a crash before this leaves it to the next writable open).
   released.held = false;
   release_store(seg.first);
-  MAILARK_ASSIGN_OR_RETURN(bool removed, rewrite_expired_store(seg.first));
-  out.store_removed = removed;
+  // The expiry stands from here: a store still being read (a server's sessions) is written again by
+  // the next pass (finish_expiries); until then its expired records are never read.
+  MAILARK_ASSIGN_OR_RETURN(out.store_removed, rewrite_expired_store(seg.first, &out.store_deferred));
   return out;
 }
 
-Result<bool> Archive::rewrite_expired_store(std::uint64_t first) {
+Result<bool> Archive::rewrite_expired_store(std::uint64_t first, bool* busy) {
   namespace fs = std::filesystem;
   MAILARK_ASSIGN_OR_RETURN(auto snap, snapshot());
   const auto segs = snap->segments();
@@ -2494,8 +2495,11 @@ Result<bool> Archive::rewrite_expired_store(std::uint64_t first) {
   {
     std::lock_guard lock(stores_mu_);
     if (auto it = stores_.find(first); it != stores_.end()) {
-      if (it->second->users > 0)
-        return make_error(ErrorCode::kIo, "the store " + path + " is being read; its expired records are removed at the next open");
+      if (it->second->users > 0) {
+        // Being read (a server's sessions): its expired records leave it at the next pass or open.
+        if (busy) *busy = true;
+        return false;
+      }
       stores_.erase(it);
     }
   }
@@ -2617,8 +2621,9 @@ Result<std::uint64_t> Archive::finish_expiries() {
       if (rc) return lmdb_error("reading " + path, rc);
     }
     if (!stale) continue;
-    MAILARK_TRY(rewrite_expired_store(seg.first));
-    ++rewritten;
+    bool busy = false;
+    MAILARK_TRY(rewrite_expired_store(seg.first, &busy));
+    if (!busy) ++rewritten;  // else being read: the next pass
   }
   return rewritten;
 }

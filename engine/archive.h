@@ -149,6 +149,7 @@ struct ExpiryOutcome {
   std::uint64_t blobs_carried = 0;  // messages still held, carried forward into the live segment
   std::uint64_t bytes_carried = 0;
   bool store_removed = false;       // the segment's store file was deleted (nothing kept)
+  bool store_deferred = false;      // the store was being read: written again at the next pass or open
   Tombstone tombstone;
 };
 
@@ -438,8 +439,9 @@ class Archive {
   // Brings the holdings table (format 7) up to the head the same way, from the records' envelopes.
   Status grow_holdings();
   // Writes segment `first`'s store again holding only its records that are not expired (and no
-  // packs: every blob still held was carried forward), or deletes it when none is left.
-  Result<bool> rewrite_expired_store(std::uint64_t first);
+  // packs: every blob still held was carried forward), or deletes it when none is left (true). A
+  // store this process is reading is left for later (*busy set).
+  Result<bool> rewrite_expired_store(std::uint64_t first, bool* busy = nullptr);
 
   // A segment's store: its own LMDB environment with the tables records, blobs and meta.
   struct Store {

@@ -166,7 +166,8 @@ namespace {
 
 // Every archive id a legal hold keeps: the matches of each held query, and every copy of a matching
 // message (the same bytes held by another custodian, or delivered again).
-Result<std::set<std::uint64_t>> held_ids(Engine& engine, const std::vector<std::string>& queries, bool& everything) {
+Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std::vector<std::string>& queries,
+                                         bool& everything) {
   std::set<std::uint64_t> held;
   everything = false;
   for (const auto& q : queries) {
@@ -178,12 +179,12 @@ Result<std::set<std::uint64_t>> held_ids(Engine& engine, const std::vector<std::
     o.exact_total = true;
     o.limit = 10000;
     for (o.offset = 0;; o.offset += o.limit) {
-      MAILARK_ASSIGN_OR_RETURN(auto res, engine.search(q, o));
+      MAILARK_ASSIGN_OR_RETURN(auto res, ctx.search(q, o));
       for (const auto& h : res.hits) held.insert(h.id);
       if (res.hits.size() < o.limit) break;
     }
   }
-  MAILARK_ASSIGN_OR_RETURN(auto snap, engine.archive().snapshot());
+  MAILARK_ASSIGN_OR_RETURN(auto snap, ctx.archive->snapshot());
   std::set<std::uint64_t> copies;
   for (std::uint64_t id : held) {
     auto r = snap->record(id);
@@ -197,23 +198,32 @@ Result<std::set<std::uint64_t>> held_ids(Engine& engine, const std::vector<std::
 }  // namespace
 
 Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& policy, const RetentionOptions& options) {
-  RetentionReport rep;
-  rep.dry_run = options.dry_run;
-  Archive& archive = engine.archive();
-  if (!options.dry_run && !options.key) return bad("retention needs the archive's signing key for its tombstones");
-  // The index answers the holds: it must hold every record, and closed segments must be sealed.
   MAILARK_ASSIGN_OR_RETURN(indexer::IndexWriter * writer, engine.index_writer());
   MAILARK_TRY(engine.catch_up_index(nullptr));
   if (!options.dry_run) MAILARK_TRY(indexer::seal_closed_segments(engine.index_dir()));
-  if (writer->watermark() < archive.head().seq)
-    return make_error(ErrorCode::kIo, "the index does not hold every record yet; retention runs once it does",
-                      "run `mailark reindex` if it cannot catch up");
+  RetentionContext ctx;
+  ctx.archive = &engine.archive();
+  ctx.index_dir = engine.index_dir();
+  ctx.limits = engine.options().limits;
+  ctx.search = [&engine](const std::string& q, const indexer::SearchOptions& o) { return engine.search(q, o); };
+  ctx.pairs = writer->pair_words();
+  ctx.index_watermark = writer->watermark();
+  return run_retention(ctx, policy, options);
+}
+
+Result<RetentionReport> run_retention(const RetentionContext& ctx, const RetentionPolicy& policy,
+                                      const RetentionOptions& options) {
+  RetentionReport rep;
+  rep.dry_run = options.dry_run;
+  Archive& archive = *ctx.archive;
+  if (!options.dry_run && !options.key) return bad("retention needs the archive's signing key for its tombstones");
+  if (!options.dry_run) MAILARK_TRY(archive.finish_expiries());
   bool hold_everything = false;
-  MAILARK_ASSIGN_OR_RETURN(const std::set<std::uint64_t> held, held_ids(engine, options.held_queries, hold_everything));
+  MAILARK_ASSIGN_OR_RETURN(const std::set<std::uint64_t> held, held_ids(ctx, options.held_queries, hold_everything));
 
   const std::vector<SegmentInfo> segments = archive.segments();
   std::map<std::uint64_t, indexer::IndexSegment> index;
-  MAILARK_ASSIGN_OR_RETURN(auto index_segs, indexer::index_segments(engine.index_dir()));
+  MAILARK_ASSIGN_OR_RETURN(auto index_segs, indexer::index_segments(ctx.index_dir));
   for (const auto& s : index_segs) index[s.first] = s;
   for (std::size_t i = 0; i + 1 < segments.size(); ++i) {
     const SegmentInfo& seg = segments[i];
@@ -265,6 +275,9 @@ Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& pol
     const auto ix = index.find(seg.first);
     const bool index_stale = ix != index.end() && ix->second.documents > out.records;
     if (out.due == 0 && !index_stale) continue;
+    // Holds are answered by the index: a segment it does not hold whole is left for a later run.
+    if (out.skipped.empty() && ctx.index_watermark < seg.last)
+      out.skipped = "the index does not hold all of it yet (a later run expires it)";
     if (out.skipped.empty() && !seg.own_store && !due.empty())
       out.skipped = "written before archive format 5: its records are in the main environment";
     if (out.skipped.empty() && ix != index.end() && !ix->second.remote.empty())
@@ -293,11 +306,9 @@ Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& pol
         std::set_difference(remaining.begin(), remaining.end(), due.begin(), due.end(), std::back_inserter(kept));
       }
       MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
-      auto pairs = writer->pair_words();
-      const Limits limits = engine.options().limits;
       MAILARK_ASSIGN_OR_RETURN(std::uint64_t built,
-                               indexer::expire_segment_documents(engine.index_dir(), seg.first, kept, [&](std::uint64_t id) {
-                                 return document_for_id(*snap, id, limits, pairs.get());
+                               indexer::expire_segment_documents(ctx.index_dir, seg.first, kept, [&](std::uint64_t id) {
+                                 return document_for_id(*snap, id, ctx.limits, ctx.pairs.get());
                                }));
       rep.index_documents_rebuilt += built;
     }

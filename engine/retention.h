@@ -24,6 +24,7 @@
 #include "common/checkpoint.h"
 #include "common/result.h"
 #include "engine/archive.h"
+#include "indexer/index.h"
 
 namespace mailark {
 
@@ -98,8 +99,27 @@ struct RetentionReport {
   std::uint64_t index_documents_rebuilt = 0;
 };
 
-// Runs the policy over every closed segment. The engine must be open read-write (it holds the data
-// folder's writer lock) with its index caught up: holds are searched in it.
+// What a retention run works with: the archive, its index (holds are searched in it; a segment is
+// expired only when the index holds every record of it, and once its index segment is sealed), and
+// how documents are built again.
+struct RetentionContext {
+  Archive* archive = nullptr;
+  std::string index_dir;
+  Limits limits;
+  // Searches the index (the archive's one-hit-per-message rules need not apply: every copy of a
+  // match is held anyway).
+  std::function<Result<indexer::SearchResults>(const std::string& query, const indexer::SearchOptions&)> search;
+  std::shared_ptr<const indexer::PairWords> pairs;  // the index's pair words (null: none yet)
+  std::uint64_t index_watermark = 0;                // every record up to it is indexed
+};
+
+// Runs the policy over every closed segment. Safe beside a running server's appends, index writer
+// and readers (a server's retention pass: api/retention.h): it writes only closed segments, and a
+// store still being read is swapped at the next pass (Archive::finish_expiries).
+Result<RetentionReport> run_retention(const RetentionContext& context, const RetentionPolicy& policy,
+                                      const RetentionOptions& options);
+// The same for an engine open read-write (the CLI's, holding the data folder's writer lock): the index
+// is caught up and its closed segments sealed first.
 Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& policy, const RetentionOptions& options);
 
 }  // namespace mailark

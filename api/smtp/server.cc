@@ -19,6 +19,7 @@
 
 #include "api/blocking.h"
 #include "api/checkpoints.h"
+#include "api/retention_pass.h"
 #include "api/continuity/alerts.h"
 #include "api/continuity/monitor.h"
 #include "api/auth.h"
@@ -210,6 +211,7 @@ struct SmtpServer::Impl {
   std::unique_ptr<ImapServer> imap;  // with no IMAP listener, it only follows the archive (for the web)
   std::unique_ptr<WebContext> web_ctx;
   std::unique_ptr<WebPortal> web;
+  std::unique_ptr<RetentionPass> retention;  // last: it uses the archive, the case and mailbox stores
 
   std::mutex policy_mu;
   std::shared_ptr<const PolicyData> policy;
@@ -312,6 +314,16 @@ struct SmtpServer::Impl {
         std::any_of(config.listeners.begin(), config.listeners.end(),
                     [](const ListenerConfig& l) { return l.role == "imap" || l.role == "submission"; }))
       MAILARK_TRY(setup_mailboxes(limits));
+    if (config.retention.every > 0) {
+      // Retention needs the legal holds: the case store (opened with the mailboxes, or here).
+      if (!cases) {
+        auto case_store = CaseStore::open(engine.options().data_dir + "/cases", false);
+        if (!case_store) return case_store.error();
+        cases = std::move(*case_store);
+      }
+      retention = std::make_unique<RetentionPass>(engine.archive(), **writer, engine.options().data_dir, limits, *cases,
+                                                  mailboxes.get(), config.retention);
+    }
     if (policy->verify_with_primary) spdlog::info("recipients are verified with the primary server at RCPT time");
     return ok_status();
   }

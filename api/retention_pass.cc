@@ -1,0 +1,105 @@
+#include "api/retention_pass.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "engine/checkpoint.h"
+#include "engine/index_fields.h"
+#include "engine/retention.h"
+
+namespace mailark::api {
+
+RetentionPass::RetentionPass(Archive& archive, const indexer::IndexWriter& writer, std::string data_dir, Limits limits,
+                             CaseStore& cases, MailboxStore* mailboxes, RetentionConfig config)
+    : archive_(archive),
+      writer_(writer),
+      data_dir_(std::move(data_dir)),
+      limits_(limits),
+      cases_(cases),
+      mailboxes_(mailboxes),
+      config_(config) {
+  if (config_.every > 0) thread_ = std::thread([this] { loop(); });
+}
+
+RetentionPass::~RetentionPass() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void RetentionPass::loop() {
+  std::unique_lock lock(mu_);
+  // The first pass a minute after the start (sooner when passes are more frequent), then every
+  // `every` seconds.
+  auto wait = std::chrono::seconds(std::min(60u, config_.every));
+  while (!cv_.wait_for(lock, wait, [this] { return stop_; })) {
+    lock.unlock();
+    turn();
+    lock.lock();
+    wait = std::chrono::seconds(config_.every);
+  }
+}
+
+void RetentionPass::turn() {
+  auto policy = retention_policy(archive_);
+  if (!policy) {
+    spdlog::error("retention: {}", policy.error().context);
+    return;
+  }
+  if (policy->empty()) return;  // nothing expires
+  auto held = cases_.held_queries();
+  if (!held) {
+    spdlog::error("retention: the legal holds cannot be read, nothing expires: {}", held.error().context);
+    return;
+  }
+  auto key = archive_signing_key(data_dir_, /*create=*/true);
+  if (!key) {
+    spdlog::error("retention: {}", key.error().context);
+    return;
+  }
+  auto reader = indexer::IndexReader::open(data_dir_ + "/index");
+  if (!reader) {
+    spdlog::error("retention: {}", reader.error().context);
+    return;
+  }
+  ArchiveFieldSource source(archive_, limits_);
+  RetentionContext ctx;
+  ctx.archive = &archive_;
+  ctx.index_dir = data_dir_ + "/index";
+  ctx.limits = limits_;
+  ctx.search = [&](const std::string& q, const indexer::SearchOptions& o) { return (*reader)->search(q, o, &source); };
+  ctx.pairs = writer_.pair_words();
+  ctx.index_watermark = (*reader)->watermark();  // what the index had committed when it was opened
+  RetentionOptions o;
+  o.now = static_cast<std::int64_t>(std::time(nullptr));
+  o.by = "server";
+  o.held_queries = *held;
+  o.key = &*key;
+  o.mailboxes = mailboxes_;
+  auto rep = run_retention(ctx, *policy, o);
+  if (!rep) {
+    spdlog::error("retention: {}", rep.error().context);
+    return;
+  }
+  if (rep->expired == 0 && rep->mailbox_entries_removed == 0) return;
+  nlohmann::json tombstones = nlohmann::json::array();
+  for (const auto& s : rep->segments)
+    if (s.outcome) tombstones.push_back(s.outcome->tombstone.id);
+  spdlog::info("retention: expired {} messages of {} segments, {} kept by legal holds, {} waiting for delivery",
+               rep->expired, tombstones.size(), rep->held, rep->pending);
+  auto entry = cases_.audit("server", "retention.run", "policy",
+                            nlohmann::json{{"expired", rep->expired},
+                                           {"held", rep->held},
+                                           {"pending", rep->pending},
+                                           {"tombstones", tombstones}}
+                                .dump());
+  if (!entry) spdlog::error("retention: the audit entry of this pass could not be written: {}", entry.error().context);
+}
+
+}  // namespace mailark::api
