@@ -2327,8 +2327,25 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
     }
   }
 
-  // The live segment's store, where messages still held are carried forward.
+  // Every message stored in this segment's packs, whoever holds it: besides its own records' (stored
+  // by them, or held by them from earlier segments), those carried into it by an earlier expiry, whose
+  // holders are in other segments (Retention.CarriedMessagesAreCarriedAgain). One pass over blob_index.
   const std::uint64_t pack_end = segments[si + 1].first_pack;  // this segment's packs: [first_pack, pack_end)
+  {
+    MDB_cursor* cur = nullptr;
+    if ((rc = mdb_cursor_open(t.txn, blob_index_dbi_, &cur))) return lmdb_error("mdb_cursor_open", rc);
+    MDB_val bk, bv;
+    int brc;
+    for (brc = mdb_cursor_get(cur, &bk, &bv, MDB_FIRST); brc == 0; brc = mdb_cursor_get(cur, &bk, &bv, MDB_NEXT)) {
+      if (bv.mv_size != 16 || bk.mv_size != 32) continue;
+      const std::uint64_t pack_id = from_be64(view(bv).substr(0, 8));
+      if (pack_id >= seg.first_pack && pack_id < pack_end) contents.emplace(std::string(view(bk)), 0);
+    }
+    mdb_cursor_close(cur);
+    if (brc != MDB_NOTFOUND) return lmdb_error("walking the blob index", brc);
+  }
+
+  // The live segment's store, where messages still held are carried forward.
   Store* live_store = nullptr;
   Txn lw;
   struct LiveReleased {
@@ -2369,7 +2386,7 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
     pack.clear();
     return ok_status();
   };
-  for (const auto& [c, raw_size] : contents) {
+  for (auto [c, raw_size] : contents) {
     MDB_val ik = val(c), iv;
     rc = mdb_get(t.txn, blob_index_dbi_, &ik, &iv);
     if (rc == MDB_NOTFOUND) continue;
@@ -2398,7 +2415,10 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
         std::string pkey = be64(pack_id);
         MDB_val pk = val(pkey), pv;
         if (mdb_get(sr.txn, seg_store->blobs_dbi, &pk, &pv) == 0 && std::uint64_t{offset} + length <= pv.mv_size) {
-          if (auto h = decode_blob(view(pv).substr(offset, length))) frame_size = h->frame.size();
+          if (auto h = decode_blob(view(pv).substr(offset, length))) {
+            frame_size = h->frame.size();
+            raw_size = h->raw_size;
+          }
         }
       }
       if ((rc = mdb_del(t.txn, blob_index_dbi_, &ik, nullptr))) return lmdb_error("removing a blob", rc);

@@ -350,5 +350,32 @@ TEST(Retention, AnInterruptedExpiryIsFinishedAtTheNextOpen) {
   EXPECT_TRUE(v.intact) << v.problem;
 }
 
+
+// Record 2 stays held while the segment its bytes were carried into (9-12) expires in turn: they are
+// carried again, into the next live segment, and still read.
+TEST(Retention, CarriedMessagesAreCarriedAgain) {
+  Fixture f;
+  ASSERT_EQ(f.run({"zebra"}).value().expired, 7u);  // record 2's bytes go into segment 9's pack
+  std::vector<std::string> more;
+  for (int i = 11; i <= 14; ++i)
+    more.push_back(test::make_message("report " + std::to_string(i), "quarterly figures " + std::to_string(i), {}, {},
+                                      "<m" + std::to_string(i) + "@example.net>"));
+  deliver(*f.engine, more);  // 9-12 closes, 13-14 is live
+  ASSERT_EQ(f.engine->archive().segments().size(), 4u);
+  auto rep = f.run({"zebra"}).value();
+  EXPECT_EQ(rep.expired, 4u) << "9 to 12";
+  Archive& a = f.engine->archive();
+  auto r2 = a.record(2);
+  ASSERT_TRUE(r2.ok());
+  auto raw = a.raw(*r2);
+  ASSERT_TRUE(raw.ok()) << raw.error().to_string();
+  EXPECT_EQ(*raw, f.raws[1]);
+  EXPECT_FALSE(std::filesystem::exists(a.store_path(9))) << "nothing of 9-12 is left";
+  VerifyReport v = f.verify();
+  EXPECT_TRUE(v.intact) << v.problem;
+  EXPECT_EQ(v.records_expired, 11u);
+  EXPECT_EQ(count(*f.engine, "zebra"), 1u);
+}
+
 }  // namespace
 }  // namespace mailark
