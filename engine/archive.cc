@@ -678,6 +678,34 @@ int update_queue_entry(MDB_txn* txn, unsigned dbi, unsigned due_dbi, std::uint64
 
 }  // namespace
 
+namespace {
+
+// Drops what a store's table holds past key `keep`: a batch that committed to the store and never to
+// the main environment (a crash between the two commits). Returns an LMDB code (0: done).
+int drop_uncommitted_tail(MDB_txn* txn, unsigned dbi, std::uint64_t keep) {
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc) return rc;
+  MDB_val k, v;
+  while ((rc = mdb_cursor_get(cur, &k, &v, MDB_LAST)) == 0 && k.mv_size == 8 && from_be64(view(k)) > keep)
+    if ((rc = mdb_cursor_del(cur, 0))) break;
+  mdb_cursor_close(cur);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+// Writes `pack` (when not empty) as the next pack, counts it and empties it.
+Status put_pack(MDB_txn* txn, unsigned dbi, ArchiveCounters& counters, std::string& pack, const char* what) {
+  if (pack.empty()) return ok_status();
+  std::string key = be64(counters.packs + 1);
+  MDB_val pk = val(key), pv = val(pack);
+  if (int rc = mdb_put(txn, dbi, &pk, &pv, MDB_APPEND)) return lmdb_error(what, rc);
+  counters.packs++;
+  pack.clear();
+  return ok_status();
+}
+
+}  // namespace
+
 Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& batch) {
   if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
   Txn t;
@@ -770,14 +798,8 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
       // counts is a batch that never committed (a crash between the two commits): dropped here, so
       // that this batch appends where the head says (Segments.AStoreTailPastTheHeadIsNeverReadAndIsOverwritten).
       for (auto [dbi, keep] : {std::pair{opened->records_dbi, head.seq}, std::pair{opened->blobs_dbi, counters.packs}}) {
-        MDB_cursor* cur = nullptr;
-        if ((src = mdb_cursor_open(st_txn.txn, dbi, &cur))) return lmdb_error("mdb_cursor_open", src);
-        MDB_val ck, cv;
-        while ((src = mdb_cursor_get(cur, &ck, &cv, MDB_LAST)) == 0 && ck.mv_size == 8 && from_be64(view(ck)) > keep) {
-          if ((src = mdb_cursor_del(cur, 0))) break;
-        }
-        mdb_cursor_close(cur);
-        if (src && src != MDB_NOTFOUND) return lmdb_error("dropping an uncommitted tail of " + store_path(live.first), src);
+        if ((src = drop_uncommitted_tail(st_txn.txn, dbi, keep)))
+          return lmdb_error("dropping an uncommitted tail of " + store_path(live.first), src);
       }
     }
     const StoreWrite& w = writes.back();
@@ -792,12 +814,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   auto write_pack = [&]() -> Status {
     if (pack.empty()) return ok_status();
     MAILARK_ASSIGN_OR_RETURN(Target to, target());
-    std::string key = be64(counters.packs + 1);
-    MDB_val pk = val(key), pv = val(pack);
-    if (int prc = mdb_put(to.txn, to.blobs, &pk, &pv, MDB_APPEND)) return lmdb_error("storing messages", prc);
-    counters.packs++;
-    pack.clear();
-    return ok_status();
+    return put_pack(to.txn, to.blobs, counters, pack, "storing messages");
   };
 
   for (auto& item : batch) {
@@ -2364,14 +2381,8 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
       if (int lrc = mdb_txn_begin(live_store->env, nullptr, 0, &lw.txn))
         return lmdb_error("beginning a write to " + store_path(live.first), lrc);
       // A tail of packs past what the main environment counts never committed (as in append).
-      MDB_cursor* cur = nullptr;
-      if (int lrc = mdb_cursor_open(lw.txn, live_store->blobs_dbi, &cur)) return lmdb_error("mdb_cursor_open", lrc);
-      MDB_val ck, cv;
-      int lrc;
-      while ((lrc = mdb_cursor_get(cur, &ck, &cv, MDB_LAST)) == 0 && ck.mv_size == 8 && from_be64(view(ck)) > counters.packs)
-        if ((lrc = mdb_cursor_del(cur, 0))) break;
-      mdb_cursor_close(cur);
-      if (lrc && lrc != MDB_NOTFOUND) return lmdb_error("dropping an uncommitted tail of " + store_path(live.first), lrc);
+      if (int lrc = drop_uncommitted_tail(lw.txn, live_store->blobs_dbi, counters.packs))
+        return lmdb_error("dropping an uncommitted tail of " + store_path(live.first), lrc);
     }
     return std::pair<MDB_txn*, unsigned>{lw.txn, live_store->blobs_dbi};
   };
@@ -2379,12 +2390,7 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
   auto write_pack = [&]() -> Status {
     if (pack.empty()) return ok_status();
     MAILARK_ASSIGN_OR_RETURN(auto to, live_target());
-    std::string key = be64(counters.packs + 1);
-    MDB_val pk = val(key), pv = val(pack);
-    if (int prc = mdb_put(to.first, to.second, &pk, &pv, MDB_APPEND)) return lmdb_error("carrying messages forward", prc);
-    counters.packs++;
-    pack.clear();
-    return ok_status();
+    return put_pack(to.first, to.second, counters, pack, "carrying messages forward");
   };
   for (auto [c, raw_size] : contents) {
     MDB_val ik = val(c), iv;
