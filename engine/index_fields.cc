@@ -25,6 +25,7 @@ indexer::IndexFields index_fields(const ParsedMessage& m, const ArchiveRecord& r
   f.subject = m.subject;
   f.body = m.body_text;
   f.attachment_text = m.attachment_text;
+  f.extracted_text = m.extracted_text;
   for (const auto& p : m.parts) {
     if (!p.is_attachment) continue;
     f.attachments.push_back({p.filename, p.content_type, p.size});
@@ -43,7 +44,7 @@ Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const Arch
                                      const Limits& limits, const indexer::PairWords* pairs) {
   auto raw = snapshot.raw(record);
   if (!raw) return indexer::build_unindexed_document(record.seq, raw.error().context);
-  ParsedMessage msg = parse_message_or_flag(*raw, limits);
+  ParsedMessage msg = parse_message_or_flag(*raw, limits, /*headers_only=*/false, /*extract_documents=*/true);
   indexer::IndexFields f = index_fields(msg, record);
   // A copy: an earlier record holds these bytes (what the append said when it wrote this one).
   if (auto ids = snapshot.copies(record.content_sha256); ids && !ids->empty() && ids->front() < record.seq) f.copy = true;
@@ -73,7 +74,8 @@ std::optional<indexer::IndexFields> ArchiveFieldSource::read(std::uint64_t id, b
   if (!rec) return std::nullopt;
   auto raw = archive_.raw(*rec);
   if (!raw) return std::nullopt;
-  return index_fields(parse_message_or_flag(*raw, limits_, headers_only), *rec);
+  // The fields as the index built them: the attachments' text too (a phrase may be in a PDF).
+  return index_fields(parse_message_or_flag(*raw, limits_, headers_only, /*extract_documents=*/!headers_only), *rec);
 }
 
 std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) { return read(id, false); }

@@ -149,7 +149,7 @@ struct Ingest::Impl {
       r.outcome = IngestOutcome::kDuplicate;  // checked again inside the write transaction
       return p;
     }
-    ParsedMessage msg = parse_message_or_flag(item.raw, limits);
+    ParsedMessage msg = parse_message_or_flag(item.raw, limits, /*headers_only=*/false, /*extract_documents=*/true);
 
     StoredVerdict verdict;
     if (scanner) {

@@ -1,6 +1,8 @@
 // GMime 3 translation point. Everything that touches GMime or GLib types stays in this file.
 #include "engine/message.h"
 
+#include "engine/extract.h"
+
 #include <gmime/gmime.h>
 
 #include <algorithm>
@@ -48,6 +50,7 @@ std::string valid_utf8(const char* s) {
 struct ParseState {
   const Limits* limits;
   ParsedMessage* out;
+  TextExtractor* extractor = nullptr;  // attachment text (extract_documents): null, none
   unsigned parts_seen = 0;
   bool parts_capped = false;
   std::vector<std::string> warnings;
@@ -270,6 +273,24 @@ void walk(GMimeObject* obj, unsigned depth, bool in_attachment, ParseState& st) 
     }
     info.size = content.size();
     if (info.is_attachment) info.sha256 = sha256(content);
+    // A PDF, Office or OpenDocument attachment, known by its bytes whatever type the sender declared
+    // (a PDF sent as text/x-vcard is a PDF): its words, from the extractor's worker process.
+    DocKind doc_kind = info.is_attachment && !truncated ? document_kind(content) : DocKind::kNone;
+    // Declared text: a document only when it starts as one (a text about PDFs stays text).
+    if (is_text && doc_kind == DocKind::kPdf && content.rfind("%PDF-", 0) != 0) doc_kind = DocKind::kNone;
+    if (doc_kind != DocKind::kNone) is_text = false;  // never indexed as if it were text
+    if (st.extractor && doc_kind != DocKind::kNone) {
+      if (const DocKind kind = doc_kind; kind != DocKind::kNone) {
+        auto text = st.extractor->extract(kind, content);
+        if (text) {
+          append_bounded(out.extracted_text, valid_utf8(text->data(), text->size()), st.limits->max_index_text_bytes);
+        } else if (kind == DocKind::kPdf || text.error().code != ErrorCode::kUnsupported ||
+                   text.error().context.find("neither") == std::string::npos) {
+          out.problems.push_back("no text from attachment " + (info.filename.empty() ? info.content_type : info.filename) +
+                                 ": " + text.error().context);
+        }
+      }
+    }
     if (is_text &&
         (info.content_type == "text/plain" || info.content_type == "text/html" || info.is_attachment)) {
       std::string text = GMIME_IS_TEXT_PART(obj) ? text_of(GMIME_TEXT_PART(obj))
@@ -811,13 +832,16 @@ std::string not_mail_reason(std::string_view raw) {
   return {};
 }
 
-Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only) {
+Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only,
+                                    bool extract_documents) {
   if (std::string reason = not_mail_reason(raw); !reason.empty()) {
     return make_error(ErrorCode::kBadInput, reason);
   }
   init_gmime();
   ParsedMessage out;
   ParseState st{&limits, &out};
+  std::shared_ptr<TextExtractor> extractor = extract_documents && !headers_only ? text_extractor() : nullptr;
+  st.extractor = extractor.get();
 
   // An mbox "From " separator is not part of the message GMime should see.
   std::string_view body = raw;
@@ -917,8 +941,9 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
   return out;
 }
 
-ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only) {
-  auto parsed = parse_message(raw, limits, headers_only);
+ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only,
+                                    bool extract_documents) {
+  auto parsed = parse_message(raw, limits, headers_only, extract_documents);
   if (parsed) return std::move(parsed).value();
   ParsedMessage msg;
   msg.malformed = true;

@@ -56,6 +56,7 @@ struct ParsedMessage {
 
   std::string body_text;        // text/plain parts, and text/html reduced to text, of the main message
   std::string attachment_text;  // text of text attachments and of forwarded messages
+  std::string extracted_text;   // words of PDF, Office and OpenDocument attachments (extract_documents)
   std::vector<MimePart> parts;  // the whole tree
   bool has_attachment() const;
   // True when the message is one text/plain part with no transfer encoding: every byte a MIME decoder
@@ -67,11 +68,15 @@ struct ParsedMessage {
 // headers_only: only the top-level header block is parsed (identifiers, subject, date, addresses;
 // no body text or parts), for phrase checks on header fields: GMime never sees the body
 // (tests/corpus_test.cc CorpusTest.HeaderOnlyParseGivesTheSameHeaderFields).
-Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only = false);
+// extract_documents: PDF, Office and OpenDocument attachments give their words (extracted_text),
+// through the text extractor (engine/extract.h; none set: no text); for indexing only.
+Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only = false,
+                                    bool extract_documents = false);
 
 // parse_message for the pipeline: a message that does not parse at all (not mail) still yields a
 // model, flagged malformed with the reason, so whatever archived it can still index it.
-ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only = false);
+ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only = false,
+                                    bool extract_documents = false);
 
 // Cheap check used before archiving: empty input, or a first line that is not a header field (nor an
 // mbox "From " line) means the input is not mail. Returns the reason, or empty when it looks like mail.

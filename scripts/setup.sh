@@ -10,6 +10,8 @@ PACKAGES=(
   libxapian-dev liblmdb-dev libclamav-dev libzstd-dev libssl-dev libgmime-3.0-dev libglib2.0-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libasio-dev libtomlplusplus-dev libunbound-dev
   libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev libpst-dev
+  # attachment text (the mailark-extract worker): PDF, Office Open XML, OpenDocument
+  libpoppler-cpp-dev libzip-dev libxml2-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
   dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync neomutt tmux slapd ldap-utils
@@ -22,6 +24,8 @@ PACKAGES=(
   notmuch maildir-utils clamav-daemon clamav-milter
   # readpst, the PST peer of tests/e2e/test_pst.py (libpst's own converter)
   pst-utils
+  # pdftotext, the PDF peer of tests/e2e/test_extract.py (poppler's own converter)
+  poppler-utils
   # faketime: retention runs as if days had passed (tests/e2e/test_retention.py)
   faketime
   # mdb_stat, for the free pages of a segment store (docs/BENCHMARKS.md "Segment stores")

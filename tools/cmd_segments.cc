@@ -92,6 +92,7 @@ int run_policy(const GlobalOptions& g, const SegmentsArgs& args) {
   auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/false, /*writer=*/"");
   if (!engine) return report(engine.error());
   SegmentPolicy policy = (*engine)->archive().segment_policy();
+  const nlohmann::json before = {{"period", period_name(policy.period)}, {"max_records", policy.max_records}};
   if (!args.period.empty()) {
     auto p = parse_segment_period(args.period);
     if (!p) return report(make_error(ErrorCode::kInvalidArgument, "unknown period " + args.period,
@@ -101,6 +102,9 @@ int run_policy(const GlobalOptions& g, const SegmentsArgs& args) {
   if (args.max_records >= 0) policy.max_records = static_cast<std::uint64_t>(args.max_records);
   if (auto s = (*engine)->archive().set_segment_policy(policy); !s) return report(s.error());
   nlohmann::json out = {{"period", period_name(policy.period)}, {"max_records", policy.max_records}};
+  // A configuration change (segments are what retention expires): in the audit log.
+  if (Status a = audit(g, "segments.policy", "policy", nlohmann::json{{"before", before}, {"after", out}}.dump()); !a)
+    return report(a.error());
   std::cout << (args.json ? out.dump() : "segment policy: " + out.dump()) << "\n";
   return kExitOk;
 }

@@ -1,0 +1,197 @@
+#include "engine/extract.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+extern char** environ;
+
+namespace mailark {
+namespace {
+
+std::mutex g_mu;
+std::shared_ptr<TextExtractor> g_extractor;
+
+std::string be32(std::uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
+  return s;
+}
+
+using Clock = std::chrono::steady_clock;
+
+int remaining_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left > 0 ? static_cast<int>(left) : 0;
+}
+
+// Writes all of data before the deadline (the worker may have died: MSG_NOSIGNAL, no SIGPIPE).
+bool send_all(int fd, std::string_view data, Clock::time_point deadline) {
+  while (!data.empty()) {
+    pollfd p{fd, POLLOUT, 0};
+    const int r = ::poll(&p, 1, remaining_ms(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// Reads exactly n bytes before the deadline.
+bool recv_all(int fd, std::string& out, std::size_t n, Clock::time_point deadline) {
+  out.resize(n);
+  std::size_t got = 0;
+  while (got < n) {
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, remaining_ms(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    const ssize_t k = ::recv(fd, out.data() + got, n - got, 0);
+    if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (k <= 0) return false;
+    got += static_cast<std::size_t>(k);
+  }
+  return true;
+}
+
+}  // namespace
+
+DocKind document_kind(std::string_view bytes) {
+  if (bytes.size() >= 4 && bytes.substr(0, 4) == std::string_view("PK\x03\x04", 4)) return DocKind::kZip;
+  if (bytes.substr(0, 1024).find("%PDF-") != std::string_view::npos) return DocKind::kPdf;
+  return DocKind::kNone;
+}
+
+Result<ResponseHeader> parse_response_header(std::string_view header, std::size_t max_text) {
+  if (header.size() != 5 || (header[0] != 't' && header[0] != 'e'))
+    return make_error(ErrorCode::kIo, "the text extractor answered out of turn");
+  ResponseHeader h;
+  h.ok = header[0] == 't';
+  for (int i = 1; i < 5; ++i) h.length = h.length << 8 | static_cast<std::uint8_t>(header[i]);
+  if (h.length > max_text + 1024) return make_error(ErrorCode::kIo, "the text extractor's answer is too long");
+  return h;
+}
+
+TextExtractor::TextExtractor(Options options) : options_(std::move(options)) {}
+
+TextExtractor::~TextExtractor() {
+  std::lock_guard lock(mu_);
+  for (Worker& w : idle_) discard(w);
+  idle_.clear();
+}
+
+std::uint64_t TextExtractor::workers_started() const {
+  std::lock_guard lock(mu_);
+  return started_;
+}
+
+Result<TextExtractor::Worker> TextExtractor::spawn() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return make_error(ErrorCode::kIo, std::string("cannot start the text extractor: ") + std::strerror(errno));
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+  std::string path = options_.helper;
+  char* argv[] = {path.data(), nullptr};
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, path.c_str(), &fa, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(sv[1]);
+  if (rc != 0) {
+    ::close(sv[0]);
+    return make_error(ErrorCode::kIo, "cannot start the text extractor " + path + ": " + std::strerror(rc));
+  }
+  std::lock_guard lock(mu_);
+  ++started_;
+  return Worker{pid, sv[0]};
+}
+
+void TextExtractor::discard(Worker& w) {
+  if (w.pid > 0) {
+    ::kill(w.pid, SIGKILL);
+    while (::waitpid(w.pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  if (w.fd >= 0) ::close(w.fd);
+  w = Worker{};
+}
+
+Result<std::string> TextExtractor::extract(DocKind kind, std::string_view bytes) {
+  if (kind == DocKind::kNone) return make_error(ErrorCode::kUnsupported, "not a document mailark reads text from");
+  if (bytes.size() > options_.max_input)
+    return make_error(ErrorCode::kLimit, "larger than " + std::to_string(options_.max_input >> 20) + " MiB");
+  Worker w;
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !idle_.empty() || live_ < options_.max_workers; });
+    if (!idle_.empty()) {
+      w = idle_.back();
+      idle_.pop_back();
+    } else {
+      ++live_;
+    }
+  }
+  if (w.pid < 0) {
+    auto spawned = spawn();
+    if (!spawned) {
+      std::lock_guard lock(mu_);
+      --live_;
+      cv_.notify_one();
+      return spawned.error();
+    }
+    w = *spawned;
+  }
+  const auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
+  std::string request(1, static_cast<char>(kind));
+  request += be32(static_cast<std::uint32_t>(bytes.size()));
+  std::string header, body;
+  Result<std::string> out = make_error(ErrorCode::kIo, "the text extractor stopped (it died, or answered nothing in " +
+                                                           std::to_string(options_.timeout_ms / 1000) + " s)");
+  bool healthy = false;
+  if (send_all(w.fd, request, deadline) && send_all(w.fd, bytes, deadline) && recv_all(w.fd, header, 5, deadline)) {
+    auto h = parse_response_header(header, options_.max_text);
+    if (!h) {
+      out = h.error();
+    } else if (recv_all(w.fd, body, h->length, deadline)) {
+      healthy = true;
+      if (h->ok) {
+        out = std::move(body);
+      } else {
+        out = make_error(ErrorCode::kUnsupported, body);
+      }
+    }
+  }
+  std::lock_guard lock(mu_);
+  if (healthy) {
+    idle_.push_back(w);
+  } else {
+    discard(w);
+    --live_;
+  }
+  cv_.notify_one();
+  return out;
+}
+
+void set_text_extractor(std::shared_ptr<TextExtractor> extractor) {
+  std::lock_guard lock(g_mu);
+  g_extractor = std::move(extractor);
+}
+
+std::shared_ptr<TextExtractor> text_extractor() {
+  std::lock_guard lock(g_mu);
+  return g_extractor;
+}
+
+}  // namespace mailark

@@ -1,0 +1,156 @@
+// Attachment text (engine/extract.h): the mailark-extract worker reads PDFs; a worker that dies, hangs
+// or speaks out of turn costs only that attachment its text; an indexed message is found by a word
+// that is only inside its attached PDF.
+#include "engine/extract.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+
+#include "engine/engine.h"
+#include "engine/ingest.h"
+#include "engine/message.h"
+#include "tests/test_util.h"
+
+namespace mailark {
+namespace {
+
+// A one-page PDF whose page shows `text` (Helvetica), with a correct cross-reference table.
+std::string make_pdf(const std::string& text) {
+  const std::string stream = "BT /F1 18 Tf 72 700 Td (" + text + ") Tj ET";
+  const std::vector<std::string> objects = {
+      "<< /Type /Catalog /Pages 2 0 R >>",
+      "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+      "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+      "<< /Length " + std::to_string(stream.size()) + " >>\nstream\n" + stream + "\nendstream",
+      "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"};
+  std::string pdf = "%PDF-1.4\n";
+  std::vector<std::size_t> offsets;
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    offsets.push_back(pdf.size());
+    pdf += std::to_string(i + 1) + " 0 obj\n" + objects[i] + "\nendobj\n";
+  }
+  const std::size_t xref = pdf.size();
+  pdf += "xref\n0 " + std::to_string(objects.size() + 1) + "\n0000000000 65535 f \n";
+  for (std::size_t off : offsets) {
+    char line[32];
+    std::snprintf(line, sizeof line, "%010zu 00000 n \n", off);
+    pdf += line;
+  }
+  pdf += "trailer\n<< /Size " + std::to_string(objects.size() + 1) + " /Root 1 0 R >>\nstartxref\n" +
+         std::to_string(xref) + "\n%%EOF\n";
+  return pdf;
+}
+
+std::shared_ptr<TextExtractor> worker(const std::string& helper = MAILARK_EXTRACT_BIN, unsigned timeout_ms = 20000) {
+  TextExtractor::Options o;
+  o.helper = helper;
+  o.timeout_ms = timeout_ms;
+  return std::make_shared<TextExtractor>(o);
+}
+
+std::string script(const test::ScratchDir& dir, const std::string& name, const std::string& body) {
+  const std::string path = dir / name;
+  test::write_file(path, "#!/bin/sh\n" + body + "\n");
+  ::chmod(path.c_str(), 0755);
+  return path;
+}
+
+TEST(Extract, DocumentKindsAreSniffedFromTheBytes) {
+  EXPECT_EQ(document_kind(make_pdf("x")), DocKind::kPdf);
+  EXPECT_EQ(document_kind(std::string("PK\x03\x04rest", 8)), DocKind::kZip);
+  EXPECT_EQ(document_kind("just text, with a %PDF- far" + std::string(2000, ' ')), DocKind::kPdf)
+      << "a PDF header within the first 1,024 bytes";
+  EXPECT_EQ(document_kind(std::string(2000, ' ') + "%PDF-"), DocKind::kNone);
+  EXPECT_EQ(document_kind("GIF89a"), DocKind::kNone);
+  EXPECT_FALSE(parse_response_header("x\0\0\0\0", 100).ok());
+  EXPECT_FALSE(parse_response_header(std::string("t\x7f\0\0\0", 5), 100).ok()) << "longer than any answer";
+  EXPECT_FALSE(parse_response_header("t\0\0", 100).ok());
+  auto h = parse_response_header(std::string("t\0\0\0\x05", 5), 100);
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->ok);
+  EXPECT_EQ(h->length, 5u);
+}
+
+TEST(Extract, TextComesFromTheWorker) {
+  auto x = worker();
+  auto text = x->extract(DocKind::kPdf, make_pdf("Quarterly zebrafinch figures"));
+  ASSERT_TRUE(text.ok()) << text.error().to_string();
+  EXPECT_NE(text->find("Quarterly zebrafinch figures"), std::string::npos) << *text;
+  // Not a PDF poppler reads: a clear reason, and the same worker goes on.
+  auto bad = x->extract(DocKind::kPdf, "%PDF-1.4\nnothing else");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ErrorCode::kUnsupported);
+  auto plain_zip = x->extract(DocKind::kZip, std::string("PK\x03\x04", 4) + std::string(100, '\0'));
+  EXPECT_FALSE(plain_zip.ok());
+  EXPECT_TRUE(x->extract(DocKind::kPdf, make_pdf("again")).ok());
+  EXPECT_EQ(x->workers_started(), 1u) << "one worker served every request";
+}
+
+TEST(Extract, AWorkerThatDiesOrHangsCostsOnlyThatAttachment) {
+  test::ScratchDir dir;
+  const std::string pdf = make_pdf("zebrafinch");
+  // Dies on its first request (as a parser crash would).
+  auto dies = worker(script(dir, "dies", "head -c 5 >/dev/null; kill -SEGV $$"));
+  auto r = dies->extract(DocKind::kPdf, pdf);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kIo);
+  EXPECT_FALSE(dies->extract(DocKind::kPdf, pdf).ok());
+  EXPECT_EQ(dies->workers_started(), 2u) << "a dead worker is replaced, never reused";
+  // Answers nothing: stopped at the timeout.
+  auto hangs = worker(script(dir, "hangs", "exec sleep 60"), /*timeout_ms=*/300);
+  r = hangs->extract(DocKind::kPdf, pdf);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().context.find("answered nothing"), std::string::npos) << r.error().context;
+  // Speaks out of turn.
+  auto babbles = worker(script(dir, "babbles", "head -c 5 >/dev/null; printf 'Xgarbage'; sleep 5"));
+  r = babbles->extract(DocKind::kPdf, pdf);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().context.find("out of turn"), std::string::npos) << r.error().context;
+  // A missing worker: no text, a reason.
+  auto missing = worker(dir / "no-such-worker");
+  EXPECT_FALSE(missing->extract(DocKind::kPdf, pdf).ok());
+
+  // In a message: the attachment gets no text, the message parses, and says why.
+  set_text_extractor(dies);
+  auto m = parse_message(test::make_message("report", "see attached", "report.pdf", pdf), Limits{}, false, true);
+  set_text_extractor(nullptr);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(m->extracted_text.empty());
+  EXPECT_FALSE(m->malformed);
+  ASSERT_FALSE(m->problems.empty());
+  EXPECT_NE(m->problems.back().find("no text from attachment report.pdf"), std::string::npos) << m->problems.back();
+}
+
+TEST(Extract, AMessageIsFoundByAWordOnlyInItsPdf) {
+  test::ScratchDir dir;
+  set_text_extractor(worker());
+  {
+    EngineOptions o;
+    o.data_dir = dir.path();
+    o.signature_dirs = {test::signature_dir()};
+    auto e = Engine::open(o).value();
+    IngestOptions opts;
+    opts.train_after = 0;
+    Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, opts, nullptr);
+    IngestItem a, b;
+    a.raw = test::make_message("report", "see attached", "q3.pdf", make_pdf("Harbour zebrafinch tariffs"));
+    b.raw = test::make_message("other", "nothing attached here");
+    in.submit(std::move(a));
+    in.submit(std::move(b));
+    ASSERT_TRUE(in.finish().ok());
+    indexer::SearchOptions so;
+    so.exact_total = true;
+    EXPECT_EQ(e->search("zebrafinch", so).value().total, 1u);
+    EXPECT_EQ(e->search("\"zebrafinch tariffs\"", so).value().total, 1u) << "a phrase inside the PDF";
+    EXPECT_EQ(e->search("\"tariffs zebrafinch\"", so).value().total, 0u);
+    // The same after a rebuild of the index from the archive.
+    ASSERT_TRUE(e->reindex(nullptr).ok());
+    EXPECT_EQ(e->search("zebrafinch", so).value().total, 1u);
+  }
+  set_text_extractor(nullptr);
+}
+
+}  // namespace
+}  // namespace mailark
