@@ -39,7 +39,7 @@ struct IndexFields {
   std::vector<std::string> signatures;
   bool malformed = false;
   bool quarantined = false;
-  std::string extracted_text;  // reserved for eDiscovery text extraction
+  std::string extracted_text;  // words of PDF, Office and OpenDocument attachments (engine/extract.h)
   // Whose mail this record is (eDiscovery custodians: as given, or lower-case addresses).
   std::vector<std::string> custodians;
   // What copies of one message share (the SHA-256 of its bytes, 32 raw bytes; empty: never collapsed).

@@ -32,7 +32,7 @@ inline constexpr const char* kPrefixBcc = "B";
 inline constexpr const char* kPrefixRcpt = "XR";  // envelope recipients (RCPT TO)
 inline constexpr const char* kPrefixSubject = "S";
 inline constexpr const char* kPrefixAttachment = "XA";  // attachment file names
-inline constexpr const char* kPrefixExtracted = "XE";   // reserved: text extracted from PDF/Office files
+inline constexpr const char* kPrefixExtracted = "XE";   // text extracted from PDF, Office and OpenDocument attachments (engine/extract.h)
 
 // Exact address terms, lower case: the whole address, its local part, its domain and each parent
 // domain of two or more labels (jeff.skilling@mail.enron.com -> jeff.skilling@mail.enron.com,
