@@ -103,6 +103,9 @@ Result<TextExtractor::Worker> TextExtractor::spawn() {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
   posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+  // Nothing else of this process reaches the worker: LMDB opens the archive without O_CLOEXEC, and a
+  // parser that a document took over must not find the archive's file open.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   std::string path = options_.helper;
   char* argv[] = {path.data(), nullptr};
   pid_t pid = 0;

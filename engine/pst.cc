@@ -481,6 +481,7 @@ void read_pst_in_child(const std::vector<std::string>& helper, const std::string
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // the archive's files stay out of libpst's reach
   pid_t pid = 0;
   int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);

@@ -4,7 +4,9 @@
 #include "engine/extract.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 
@@ -121,6 +123,27 @@ TEST(Extract, AWorkerThatDiesOrHangsCostsOnlyThatAttachment) {
   EXPECT_FALSE(m->malformed);
   ASSERT_FALSE(m->problems.empty());
   EXPECT_NE(m->problems.back().find("no text from attachment report.pdf"), std::string::npos) << m->problems.back();
+}
+
+// The worker gets its socket and nothing else: not the archive's files (LMDB opens them without
+// O_CLOEXEC), nor any other descriptor of the process that started it.
+TEST(Extract, TheWorkerHoldsNoDescriptorOfItsParent) {
+  test::ScratchDir dir;
+  const int leaked = ::open((dir / "archive-file").c_str(), O_CREAT | O_RDWR, 0600);  // no O_CLOEXEC
+  ASSERT_GE(leaked, 3);
+  // A worker that answers with the descriptors it has open above 2.
+  auto x = worker(script(dir, "fds",
+                         "exec python3 -c '\n"
+                         "import os, sys\n"
+                         "h = sys.stdin.buffer.read(5); sys.stdin.buffer.read(int.from_bytes(h[1:], \"big\"))\n"
+                         "fds = [str(f) for f in range(3, 1024) if os.path.exists(f\"/proc/self/fd/{f}\")]\n"
+                         "t = \" \".join(fds).encode()\n"
+                         "sys.stdout.buffer.write(b\"t\" + len(t).to_bytes(4, \"big\") + t); sys.stdout.buffer.flush()\n"
+                         "'"));
+  auto r = x->extract(DocKind::kPdf, make_pdf("x"));
+  ::close(leaked);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(*r, "") << "open in the worker: " << *r;
 }
 
 TEST(Extract, AMessageIsFoundByAWordOnlyInItsPdf) {
