@@ -124,6 +124,21 @@ std::string response(int status, std::string_view content_type, std::string_view
   return out.str();
 }
 
+std::string response_head(int status, std::string_view content_type, std::uint64_t content_length,
+                          const std::vector<std::pair<std::string, std::string>>& headers, bool keep_alive) {
+  bhttp::response<bhttp::empty_body> res{static_cast<bhttp::status>(status), 11};
+  res.set(bhttp::field::server, "mailark");
+  res.set(bhttp::field::content_type, std::string(content_type));
+  res.set(bhttp::field::cache_control, "no-store");
+  res.set("X-Content-Type-Options", "nosniff");
+  for (const auto& [n, v] : headers) res.set(n, v);
+  res.keep_alive(keep_alive);
+  res.content_length(content_length);
+  std::ostringstream out;
+  out << res.base();  // the status line and the fields, through the blank line that ends them
+  return out.str();
+}
+
 std::string url_decode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());

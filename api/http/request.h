@@ -62,6 +62,9 @@ class RequestReader {
 // A complete HTTP/1.1 response (Content-Length set; Connection: close unless keep_alive).
 std::string response(int status, std::string_view content_type, std::string_view body,
                      const std::vector<std::pair<std::string, std::string>>& headers = {}, bool keep_alive = false);
+// The head of a response whose body (content_length bytes) is sent after it, from a file.
+std::string response_head(int status, std::string_view content_type, std::uint64_t content_length,
+                          const std::vector<std::pair<std::string, std::string>>& headers, bool keep_alive);
 
 // Percent-decoding (and '+' as space in forms). Invalid escapes are kept as they are.
 std::string url_decode(std::string_view s, bool plus_is_space);

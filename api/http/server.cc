@@ -1,5 +1,9 @@
 #include "api/http/server.h"
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
 #include <spdlog/spdlog.h>
 
 #include <asio/experimental/as_tuple.hpp>
@@ -91,7 +95,42 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         ++served;
         keep = req.keep_alive && served < options.max_requests && !stopping;
         spdlog::debug("{}: [{}] {} {} -> {}", options.name, client.ip, req.method, req.path, res.status);
-        out = response(res.status, res.content_type, res.body, res.headers, keep);
+        if (!res.file.empty()) {
+          // A body from a file (an export), a chunk at a time after its head; the file is removed
+          // once sent, or when the client goes away.
+          struct Remove {
+            std::string path;
+            ~Remove() {
+              if (!path.empty()) std::remove(path.c_str());
+            }
+          } remove{res.remove_file ? res.file : std::string()};
+          std::ifstream in(res.file, std::ios::binary);
+          std::error_code fec;
+          const auto size = std::filesystem::file_size(res.file, fec);
+          if (!in || fec) {
+            out = response(500, "application/json", "{\"error\":\"the response's file is gone\"}", {}, keep);
+          } else {
+            out = response_head(res.status, res.content_type, size, res.headers, keep);
+            auto [hec, hn] = co_await asio::async_write(stream, asio::buffer(out), as_tuple(use_awaitable));
+            if (hec) co_return;
+            std::vector<char> chunk(256 * 1024);
+            std::uint64_t left = size;
+            while (left > 0) {
+              in.read(chunk.data(), static_cast<std::streamsize>(std::min<std::uint64_t>(chunk.size(), left)));
+              const auto got = static_cast<std::size_t>(in.gcount());
+              if (got == 0) co_return;  // shorter than it said: the connection cannot be framed on
+              auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(chunk.data(), got), as_tuple(use_awaitable));
+              if (cec) co_return;
+              left -= got;
+            }
+            if (!keep) co_return;
+            reader.reset();
+            pending = true;
+            continue;
+          }
+        } else {
+          out = response(res.status, res.content_type, res.body, res.headers, keep);
+        }
       }
       auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(out), as_tuple(use_awaitable));
       if (wec || !keep) co_return;

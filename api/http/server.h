@@ -32,6 +32,10 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // A body too large to hold in memory (an export): this file's bytes, sent a chunk at a time, and
+  // removed once sent (or the connection lost) when remove_file. body is then not sent.
+  std::string file;
+  bool remove_file = false;
 };
 
 struct Client {

@@ -19,6 +19,8 @@
 
 #include "api/blocking.h"
 #include "api/checkpoints.h"
+
+#include <filesystem>
 #include "api/retention_pass.h"
 #include "api/continuity/alerts.h"
 #include "api/continuity/monitor.h"
@@ -353,6 +355,13 @@ struct SmtpServer::Impl {
     mailboxes->set_observer([this](const std::vector<std::uint32_t>& users) { imap->notify(users); });
     if (!config.web.listen.empty()) {
       web_ctx = std::make_unique<WebContext>(WebContext{*mailboxes, engine.archive(), engine.index_dir(), *auth, monitor.get()});
+      web_ctx->data_dir = engine.options().data_dir;
+      {
+        // An export the portal was sending when the server stopped is of no use to anyone.
+        std::error_code ec;
+        for (const auto& f : std::filesystem::directory_iterator(web_ctx->data_dir + "/tmp", ec))
+          if (f.path().filename().string().rfind("export-", 0) == 0) std::filesystem::remove(f.path(), ec);
+      }
       web_ctx->hostname = config.hostname;
       web_ctx->max_message_bytes = limits.max_message_bytes;
       web_ctx->limits = limits;

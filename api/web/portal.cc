@@ -1,4 +1,7 @@
 #include "api/web/portal.h"
+#include <filesystem>
+#include "engine/checkpoint.h"
+#include "engine/export.h"
 
 #include <spdlog/spdlog.h>
 
@@ -825,9 +828,72 @@ struct WebPortal::Impl {
       if (!hold && text("reason").empty()) return error(400, "a hold is lifted with a reason");
       return answer(ctx.cases->set_hold(id, hold, text("reason"), actor));
     }
+    if (what == "export") return export_case(c, *found, text("format"));
     if (what == "notes") return answer(ctx.cases->add_note(id, text("text"), actor));
     if (what == "close") return answer(ctx.cases->close(id, actor));
     return error(404, "no such endpoint");
+  }
+
+  // POST /api/v1/cases/{id}/export: every message of the case's saved searches, as `mailark case
+  // export` writes them (manifest, proofs, signed checkpoint), written to DATA/tmp and sent from there
+  // a chunk at a time (http::Response::file), then removed. An audit entry, or no export (pool thread).
+  http::Response export_case(const Caller& c, const Case& found, std::string format) {
+    if (format.empty()) format = "eml";
+    if (format != "eml" && format != "mbox") return error(400, "format is eml or mbox");
+    if (found.searches.empty()) return error(400, "the case has no saved search: save one first");
+    if (ctx.data_dir.empty()) return error(503, "exports are not set up");
+    const std::string query = case_all_query(found);
+    auto key = archive_signing_key(ctx.data_dir, /*create=*/true);
+    if (!key) return error(503, key.error().to_string());
+    ExportRequest req;
+    req.container = format == "mbox" ? ExportContainer::kMbox : ExportContainer::kEml;
+    req.query = query;
+    req.case_name = found.name;
+    req.created_by = "web:" + c.user.name;
+    {
+      auto reader = take_reader();
+      if (!reader) return error(503, "the index cannot be opened");
+      indexer::SearchOptions opts;
+      opts.exact_total = true;
+      opts.limit = 10000;
+      opts.one_per_message = ctx.archive.counters().has_copies();
+      ArchiveFieldSource phrases(ctx.archive, ctx.limits);
+      for (;;) {
+        auto res = reader->search(query, opts, &phrases);
+        if (!res) {
+          give_reader(std::move(reader));
+          return error(res.error().code == ErrorCode::kInvalidArgument ? 400 : 500, res.error().to_string());
+        }
+        for (const auto& h : res->hits) req.items.push_back(ExportItem{h.id, h.message_id});
+        if (res->hits.size() < opts.limit) break;
+        opts.offset += res->hits.size();
+      }
+      give_reader(std::move(reader));
+    }
+    std::sort(req.items.begin(), req.items.end(), [](const ExportItem& a, const ExportItem& b) { return a.id < b.id; });
+    std::error_code ec;
+    std::filesystem::create_directories(ctx.data_dir + "/tmp", ec);
+    req.path = ctx.data_dir + "/tmp/export-" + random_token(12) + ".zip";
+    auto rep = write_export(ctx.archive, *key, req);
+    if (!rep) {
+      std::remove(req.path.c_str());
+      return error(500, rep.error().to_string());
+    }
+    if (Status a = audit(c, "export", query,
+                         {{"case", found.name}, {"via", "rest"}, {"messages", rep->messages},
+                          {"manifest_sha256", rep->manifest_sha256}});
+        !a) {
+      std::remove(req.path.c_str());
+      return error(503, a.error().to_string());
+    }
+    http::Response r{200, "application/zip", "", {}};
+    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"case-" + std::to_string(found.id) + "." +
+                                                      (format == "mbox" ? "mbox" : "eml") + ".zip\"");
+    r.headers.emplace_back("X-Mailark-Messages", std::to_string(rep->messages));
+    r.headers.emplace_back("X-Mailark-Manifest-SHA256", rep->manifest_sha256);
+    r.file = req.path;
+    r.remove_file = true;
+    return r;
   }
 
   // Every match of an archive-wide query, counted exactly (pool thread).

@@ -72,6 +72,8 @@ struct WebContext {
   // eDiscovery cases and the audit log (DATA/cases): logins, searches and case changes are entries
   // ("web:<user>"); the case endpoints answer 503 without it.
   CaseStore* cases = nullptr;
+  // The data folder: the archive's signing key (exports) and DATA/tmp (an export before it is sent).
+  std::string data_dir;
 };
 
 class WebPortal {

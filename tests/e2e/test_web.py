@@ -22,6 +22,7 @@ import time
 import unittest
 import urllib.parse
 
+import tlog
 from harness import BIN, EICAR, Server, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -529,6 +530,25 @@ tls = "none"
         self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/hold", {"hold": False})[0], 400)  # no reason
         status, shown = carol.get(f"/api/v1/cases/{made['id']}")
         self.assertEqual(shown["searches"][0]["messages"], 1)
+        # The case's export over REST: the zip `mailark case export` writes, sent from a file, checked
+        # by both verifiers; nothing is left behind in DATA/tmp.
+        self.assertEqual(self.bob.post(f"/api/v1/cases/{made['id']}/export")[0], 403)
+        self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/export", {"format": "pdf"})[0], 400)
+        status, res, payload = carol.request("POST", f"/api/v1/cases/{made['id']}/export", {"format": "eml"}, raw=True)
+        self.assertEqual(status, 200, payload[:300])
+        self.assertEqual(res.getheader("Content-Type"), "application/zip")
+        self.assertEqual(int(res.getheader("Content-Length")), len(payload))
+        self.assertEqual(res.getheader("X-Mailark-Messages"), "1")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "case.zip")
+            with open(path, "wb") as f:
+                f.write(payload)
+            key = self.server.run("checkpoint", "key").stdout.decode().strip()
+            self.assertEqual(tlog.verify_export(path, key), 1)
+            p = self.server.run("verify-export", path, "--key", key, "--json")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertEqual(json.loads(p.stdout)["case"], "Zanzibar")
+        self.assertEqual([f for f in os.listdir(os.path.join(self.server.data, "tmp")) if f.startswith("export-")], [])
         # The same store as the CLI's, beside the running server.
         cli = self.server.cli("case", "show", "Zanzibar")
         self.assertTrue(cli["hold"])
@@ -544,6 +564,9 @@ tls = "none"
                      ("web:alice@example.com", "search", "zanzibar"),
                      ("web:alice@example.com", "show", str(viewed["id"]))]:
             self.assertIn(want, seen)
+        exports = [e for e in entries if e["action"] == "export"]
+        self.assertEqual([(e["actor"], e["detail"]["case"], e["detail"]["via"]) for e in exports],
+                         [("web:carol@example.com", "Zanzibar", "rest")])
         self.assertTrue(self.server.cli("audit", "verify")["ok"])
 
     def test_metrics(self):
