@@ -95,6 +95,13 @@ std::uint64_t TextExtractor::workers_started() const {
   return started_;
 }
 
+std::vector<pid_t> TextExtractor::idle_pids_for_test() const {
+  std::lock_guard lock(mu_);
+  std::vector<pid_t> out;
+  for (const Worker& w : idle_) out.push_back(w.pid);
+  return out;
+}
+
 Result<TextExtractor::Worker> TextExtractor::spawn() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
@@ -135,56 +142,70 @@ Result<std::string> TextExtractor::extract(DocKind kind, std::string_view bytes)
   if (kind == DocKind::kNone) return make_error(ErrorCode::kUnsupported, "not a document mailark reads text from");
   if (bytes.size() > options_.max_input)
     return make_error(ErrorCode::kLimit, "larger than " + std::to_string(options_.max_input >> 20) + " MiB");
-  Worker w;
-  {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return !idle_.empty() || live_ < options_.max_workers; });
-    if (!idle_.empty()) {
-      w = idle_.back();
-      idle_.pop_back();
-    } else {
-      ++live_;
-    }
-  }
-  if (w.pid < 0) {
-    auto spawned = spawn();
-    if (!spawned) {
-      std::lock_guard lock(mu_);
-      --live_;
-      cv_.notify_one();
-      return spawned.error();
-    }
-    w = *spawned;
-  }
-  const auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
-  std::string request(1, static_cast<char>(kind));
-  request += be32(static_cast<std::uint32_t>(bytes.size()));
-  std::string header, body;
-  Result<std::string> out = make_error(ErrorCode::kIo, "the text extractor stopped (it died, or answered nothing in " +
-                                                           std::to_string(options_.timeout_ms / 1000) + " s)");
-  bool healthy = false;
-  if (send_all(w.fd, request, deadline) && send_all(w.fd, bytes, deadline) && recv_all(w.fd, header, 5, deadline)) {
-    auto h = parse_response_header(header, options_.max_text);
-    if (!h) {
-      out = h.error();
-    } else if (recv_all(w.fd, body, h->length, deadline)) {
-      healthy = true;
-      if (h->ok) {
-        out = std::move(body);
+  // A worker kept idle may have died meanwhile (killed, out of memory): a request it never answered
+  // is sent once more, to a new worker. One a new worker fails on is the document's doing.
+  for (int attempt = 0;; ++attempt) {
+    Worker w;
+    bool fresh = false;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return !idle_.empty() || live_ < options_.max_workers; });
+      if (!idle_.empty() && attempt == 0) {
+        w = idle_.back();
+        idle_.pop_back();
+      } else if (live_ < options_.max_workers) {
+        ++live_;
+        fresh = true;
       } else {
-        out = make_error(ErrorCode::kUnsupported, body);
+        discard(idle_.back());  // a retry goes to a new worker: an idle one gives it its place
+        idle_.pop_back();
+        fresh = true;
       }
     }
+    if (fresh) {
+      auto spawned = spawn();
+      if (!spawned) {
+        std::lock_guard lock(mu_);
+        --live_;
+        cv_.notify_one();
+        return spawned.error();
+      }
+      w = *spawned;
+    }
+    const auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
+    std::string request(1, static_cast<char>(kind));
+    request += be32(static_cast<std::uint32_t>(bytes.size()));
+    std::string header, body;
+    Result<std::string> out = make_error(ErrorCode::kIo, "the text extractor stopped (it died, or answered nothing in " +
+                                                             std::to_string(options_.timeout_ms / 1000) + " s)");
+    bool healthy = false, answered = false;
+    if (send_all(w.fd, request, deadline) && send_all(w.fd, bytes, deadline) && recv_all(w.fd, header, 5, deadline)) {
+      answered = true;
+      auto h = parse_response_header(header, options_.max_text);
+      if (!h) {
+        out = h.error();
+      } else if (recv_all(w.fd, body, h->length, deadline)) {
+        healthy = true;
+        if (h->ok) {
+          out = std::move(body);
+        } else {
+          out = make_error(ErrorCode::kUnsupported, body);
+        }
+      }
+    }
+    const bool timed_out = !answered && Clock::now() >= deadline;
+    {
+      std::lock_guard lock(mu_);
+      if (healthy) {
+        idle_.push_back(w);
+      } else {
+        discard(w);
+        --live_;
+      }
+      cv_.notify_one();
+    }
+    if (healthy || answered || timed_out || fresh) return out;
   }
-  std::lock_guard lock(mu_);
-  if (healthy) {
-    idle_.push_back(w);
-  } else {
-    discard(w);
-    --live_;
-  }
-  cv_.notify_one();
-  return out;
 }
 
 void set_text_extractor(std::shared_ptr<TextExtractor> extractor) {

@@ -65,6 +65,8 @@ class TextExtractor {
 
   // Workers started so far (tests: a dead one is replaced, not reused).
   std::uint64_t workers_started() const;
+  // Tests only: the idle workers' process ids.
+  std::vector<pid_t> idle_pids_for_test() const;
 
  private:
   struct Worker {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,6 +89,16 @@ TEST(Extract, TextComesFromTheWorker) {
   EXPECT_FALSE(plain_zip.ok());
   EXPECT_TRUE(x->extract(DocKind::kPdf, make_pdf("again")).ok());
   EXPECT_EQ(x->workers_started(), 1u) << "one worker served every request";
+  // An idle worker that died meanwhile (killed, out of memory) costs nothing: the request goes again
+  // to a new one.
+  const auto idle = x->idle_pids_for_test();
+  ASSERT_EQ(idle.size(), 1u);
+  ::kill(idle[0], SIGKILL);
+  ::usleep(100 * 1000);
+  auto after = x->extract(DocKind::kPdf, make_pdf("after the kill"));
+  ASSERT_TRUE(after.ok()) << after.error().to_string();
+  EXPECT_NE(after->find("after the kill"), std::string::npos);
+  EXPECT_EQ(x->workers_started(), 2u);
 }
 
 TEST(Extract, AWorkerThatDiesOrHangsCostsOnlyThatAttachment) {
