@@ -218,22 +218,8 @@ TEST(Scanner, EncryptedPdfIsUnscannable) {
       "<< /Filter /Standard /V 1 /R 2 /Length 40 /P -3904 "
       "/O <1d3b5a2f8e6c4d7a9b0c1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b> "
       "/U <9f8e7d6c5b4a39281706f5e4d3c2b1a0ffeeddccbbaa99887766554433221100> >>"};
-  std::string pdf = "%PDF-1.4\n";
-  std::vector<std::size_t> offsets;
-  for (std::size_t i = 0; i < objects.size(); ++i) {
-    offsets.push_back(pdf.size());
-    pdf += std::to_string(i + 1) + " 0 obj\n" + objects[i] + "\nendobj\n";
-  }
-  const std::size_t xref = pdf.size();
-  pdf += "xref\n0 " + std::to_string(objects.size() + 1) + "\n0000000000 65535 f \n";
-  for (std::size_t o : offsets) {
-    char line[32];
-    std::snprintf(line, sizeof line, "%010zu 00000 n \n", o);
-    pdf += line;
-  }
-  pdf += "trailer\n<< /Size " + std::to_string(objects.size() + 1) +
-         " /Root 1 0 R /Encrypt 5 0 R /ID [<0123456789abcdef0123456789abcdef> <0123456789abcdef0123456789abcdef>] >>\n"
-         "startxref\n" + std::to_string(xref) + "\n%%EOF\n";
+  const std::string pdf = test::pdf_from_objects(
+      objects, "/Encrypt 5 0 R /ID [<0123456789abcdef0123456789abcdef> <0123456789abcdef0123456789abcdef>]");
   expect_unscannable(engine().scan(test::make_message("pdf", "see attached", "locked.pdf", pdf)), Unscannable::kEncrypted);
 }
 

@@ -64,4 +64,8 @@ std::string make_message(const std::string& subject, const std::string& body,
                          const std::string& message_id = {});
 std::string base64(const std::string& bytes);
 
+// A PDF of these objects (numbered from 1; object 1 the catalog) with a correct cross-reference
+// table; trailer_extra goes into the trailer dictionary after /Root.
+std::string pdf_from_objects(const std::vector<std::string>& objects, const std::string& trailer_extra = {});
+
 }  // namespace mailark::test

@@ -108,15 +108,26 @@ RequestReader::State RequestReader::feed(std::string_view bytes) {
   return State::kComplete;
 }
 
-std::string response(int status, std::string_view content_type, std::string_view body,
-                     const std::vector<std::pair<std::string, std::string>>& headers, bool keep_alive) {
-  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+namespace {
+
+// The fields every answer carries, and the handler's own.
+template <typename Message>
+void set_fields(Message& res, std::string_view content_type,
+                const std::vector<std::pair<std::string, std::string>>& headers, bool keep_alive) {
   res.set(bhttp::field::server, "mailark");
   res.set(bhttp::field::content_type, std::string(content_type));
   res.set(bhttp::field::cache_control, "no-store");
   res.set("X-Content-Type-Options", "nosniff");
   for (const auto& [n, v] : headers) res.set(n, v);
   res.keep_alive(keep_alive);
+}
+
+}  // namespace
+
+std::string response(int status, std::string_view content_type, std::string_view body,
+                     const std::vector<std::pair<std::string, std::string>>& headers, bool keep_alive) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+  set_fields(res, content_type, headers, keep_alive);
   res.body() = std::string(body);
   res.prepare_payload();
   std::ostringstream out;
@@ -127,12 +138,7 @@ std::string response(int status, std::string_view content_type, std::string_view
 std::string response_head(int status, std::string_view content_type, std::uint64_t content_length,
                           const std::vector<std::pair<std::string, std::string>>& headers, bool keep_alive) {
   bhttp::response<bhttp::empty_body> res{static_cast<bhttp::status>(status), 11};
-  res.set(bhttp::field::server, "mailark");
-  res.set(bhttp::field::content_type, std::string(content_type));
-  res.set(bhttp::field::cache_control, "no-store");
-  res.set("X-Content-Type-Options", "nosniff");
-  for (const auto& [n, v] : headers) res.set(n, v);
-  res.keep_alive(keep_alive);
+  set_fields(res, content_type, headers, keep_alive);
   res.content_length(content_length);
   std::ostringstream out;
   out << res.base();  // the status line and the fields, through the blank line that ends them
