@@ -32,20 +32,22 @@ void Authenticator::failed(const std::string& key, std::chrono::steady_clock::ti
 Authenticator::Answer Authenticator::login(const std::string& name, const std::string& password,
                                            const std::string& client_ip, const std::string& via) {
   Answer a = check(name, password, client_ip);
-  // Into the audit log: every web login and refused one, every login of an auditor or admin, and
-  // every refused login on any door (a throttled one was refused unread, and an unreachable
-  // directory decided nothing). A login whose entry cannot be written does not happen.
+  // Into the audit log: every login and every refused one, on every door (a throttled one was
+  // refused unread, and an unreachable directory decided nothing). A web login, or an auditor's or
+  // admin's anywhere, whose entry cannot be written does not happen; an end user's IMAP or
+  // submission login still does (mail keeps running through a continuity event whatever the audit
+  // store's state), and the failure is in the server's log.
   if (!audit_ || a.outcome == Outcome::kThrottled || a.outcome == Outcome::kUnavailable) return a;
   const bool privileged = a.outcome == Outcome::kOk && a.user.role != Role::kUser;
-  if (a.outcome == Outcome::kOk && via != "web" && !privileged) return a;
+  const bool fail_closed = via == "web" || privileged;
   const std::string who = name.substr(0, 320);
   nlohmann::json detail = {{"ip", client_ip}, {"via", via}};
   if (a.outcome != Outcome::kOk) detail["refused"] = a.outcome == Outcome::kDisabled ? "disabled" : "bad credentials";
   auto e = audit_->audit(via + ":" + who, a.outcome == Outcome::kOk ? "login" : "login.failed", who,
                          detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   if (!e) {
-    spdlog::error("login of {} via {}: {}; refused", who, via, e.error().to_string());
-    if (a.outcome == Outcome::kOk) return Answer{Outcome::kUnavailable, {}};
+    spdlog::error("login of {} via {}: {}{}", who, via, e.error().to_string(), fail_closed ? "; refused" : "");
+    if (a.outcome == Outcome::kOk && fail_closed) return Answer{Outcome::kUnavailable, {}};
   }
   return a;
 }

@@ -46,9 +46,9 @@ class Authenticator {
   Answer login(const std::string& name, const std::string& password, const std::string& client_ip,
                const std::string& via);
 
-  // Logins go to this audit log (engine/cases.h): every web login and refused login on any door,
-  // and every login of an auditor or admin (an end user's IMAP and submission logins stay in the
-  // server's log: a phone reconnects every few minutes). Not set: nothing is audited (tests).
+  // Logins go to this audit log (engine/cases.h): every login and refused login on every door; a
+  // web login or an auditor's or admin's is refused when its entry cannot be written, an end user's
+  // IMAP or submission login is not (continuity first). Not set: nothing is audited (tests).
   // A successful login whose entry cannot be written is answered kUnavailable (tests:
   // Auth.LoginsGoToTheAuditLog, test_web.py test_cases_over_rest_and_the_audit_log).
   void set_audit(CaseStore* cases) { audit_ = cases; }

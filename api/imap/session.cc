@@ -1,5 +1,9 @@
 #include "api/imap/session.h"
 
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <ctime>
 #include <map>
@@ -146,6 +150,30 @@ bool ImapSession::text_matches(const SearchKey& k, const std::string& raw) {
     case K::kText: return contains_ci(header, k.text) || contains_ci(decode_header_text(header), k.text) || body_has();
     default: return false;
   }
+}
+
+ImapSession::~ImapSession() { write_views(); }
+
+// One audit entry for what the session read: the count and the ids as ranges ("3-7,12"), at most
+// about 4,000 characters of them (the count is always whole).
+void ImapSession::write_views() {
+  if (!ctx_.audit || viewed_.empty()) return;
+  std::string ranges;
+  bool cut = false;
+  for (auto it = viewed_.begin(); it != viewed_.end();) {
+    auto first = *it, last = *it;
+    for (++it; it != viewed_.end() && *it == last + 1; ++it) last = *it;
+    if (ranges.size() > 4000) {
+      cut = true;
+      break;
+    }
+    ranges += (ranges.empty() ? "" : ",") + std::to_string(first) + (last > first ? "-" + std::to_string(last) : "");
+  }
+  nlohmann::json detail = {{"messages", viewed_.size()}, {"ids", ranges}, {"ip", client_ip_}};
+  if (cut) detail["ids_truncated"] = true;
+  auto e = ctx_.audit->audit("imap:" + user_.name, "imap.views", user_.name, detail.dump());
+  if (!e) spdlog::error("imap: the views of {}'s session are not in the audit log: {}", user_.name, e.error().to_string());
+  viewed_.clear();
 }
 
 ImapSession::ImapSession(ImapContext& ctx, std::string client_ip, bool tls_active, bool starttls_available, bool loopback)
@@ -407,6 +435,7 @@ ImapSession::Reply ImapSession::execute(const Command& c) {
     return {sync(true) + tag + " OK " + n + " completed\r\n", Then::kNone};
   }
   if (n == "LOGOUT") {
+    write_views();
     state_ = State::kLogout;
     return {"* BYE logging out\r\n" + tag + " OK LOGOUT completed\r\n", Then::kClose};
   }
@@ -892,6 +921,7 @@ std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, con
   if (need_raw && rec) {
     auto r = snap.raw(*rec);
     if (r) raw = std::move(*r);
+    if (viewed_.size() < 1000000) viewed_.insert(e.seq);
   }
   MimeNode tree;
   if (need_tree) tree = parse_mime_tree(raw);

@@ -30,6 +30,7 @@
 #include "api/imap/command.h"
 #include "common/limits.h"
 #include "engine/archive.h"
+#include "engine/cases.h"
 #include "engine/mailbox.h"
 
 namespace mailark::api::imap {
@@ -47,6 +48,10 @@ struct ImapContext {
   std::function<Result<std::uint64_t>(const User& user, const std::string& folder, std::string raw,
                                       std::int64_t internal_date)>
       append;
+  // The audit log (engine/cases.h): the messages a session read are one entry when it ends
+  // ("imap.views": how many and which archive ids; tests/e2e/test_web.py
+  // test_cases_over_rest_and_the_audit_log). Null: nothing is audited (tests).
+  CaseStore* audit = nullptr;
 };
 
 class ImapSession {
@@ -65,6 +70,7 @@ class ImapSession {
   };
 
   ImapSession(ImapContext& ctx, std::string client_ip, bool tls_active, bool starttls_available, bool loopback);
+  ~ImapSession();  // writes the session's views to the audit log
 
   std::string greeting() const;
   Reply execute(const Command& cmd);
@@ -156,6 +162,9 @@ class ImapSession {
   bool loopback_;
   State state_ = State::kNotAuthenticated;
   User user_;
+  // Archive ids whose bytes this session sent (BODY[], RFC822, BINARY...), for the audit log.
+  std::set<std::uint64_t> viewed_;
+  void write_views();
   bool rev2_ = false;
   bool condstore_ = false;
   std::optional<Selected> sel_;

@@ -19,6 +19,10 @@
 
 #include "api/blocking.h"
 #include "api/checkpoints.h"
+#include <nlohmann/json.hpp>
+#include "common/sha256.h"
+#include "common/file_util.h"
+#include <fstream>
 
 #include <filesystem>
 #include "api/retention_pass.h"
@@ -316,18 +320,50 @@ struct SmtpServer::Impl {
         std::any_of(config.listeners.begin(), config.listeners.end(),
                     [](const ListenerConfig& l) { return l.role == "imap" || l.role == "submission"; }))
       MAILARK_TRY(setup_mailboxes(limits));
+    // The audit log: configuration changes, and retention's legal holds.
+    MAILARK_TRY(open_cases());
+    audit_configuration("start");
     if (config.retention.every > 0) {
-      // Retention needs the legal holds: the case store (opened with the mailboxes, or here).
-      if (!cases) {
-        auto case_store = CaseStore::open(engine.options().data_dir + "/cases", false);
-        if (!case_store) return case_store.error();
-        cases = std::move(*case_store);
-      }
       retention = std::make_unique<RetentionPass>(engine.archive(), **writer, engine.options().data_dir, limits, *cases,
                                                   mailboxes.get(), config.retention);
     }
     if (policy->verify_with_primary) spdlog::info("recipients are verified with the primary server at RCPT time");
     return ok_status();
+  }
+
+  // DATA/cases: the audit log and the legal holds (one handle per process: LMDB allows no more).
+  Status open_cases() {
+    if (cases) return ok_status();
+    auto case_store = CaseStore::open(engine.options().data_dir + "/cases", false);
+    if (!case_store) return case_store.error();
+    cases = std::move(*case_store);
+    return ok_status();
+  }
+
+  // A configuration change is an audit entry: when the server starts (or reloads) with a file whose
+  // SHA-256 is not the one it last ran with (DATA/config.sha256), "config.change" names the file and
+  // both hashes (tests/e2e/test_retention.py test_the_server_expires_while_it_serves).
+  void audit_configuration(const char* when) {
+    std::string text;
+    if (!config_path.empty()) {
+      std::ifstream in(config_path, std::ios::binary);
+      text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::string now = to_hex(sha256(config_path.empty() ? std::string("(built-in defaults)") : text));
+    const std::string state = engine.options().data_dir + "/config.sha256";
+    std::string before;
+    {
+      std::ifstream in(state);
+      std::getline(in, before);
+    }
+    if (before == now || !cases) return;
+    auto e = cases->audit("server", "config.change", config_path.empty() ? "(built-in defaults)" : config_path,
+                          nlohmann::json{{"sha256", now}, {"before", before}, {"when", when}}.dump());
+    if (!e) {
+      spdlog::error("the configuration change is not in the audit log: {}", e.error().to_string());
+      return;
+    }
+    if (auto w = write_file_atomically(state, now + "\n"); !w) spdlog::error("{}", w.error().to_string());
   }
 
   // The user directory and mailbox views: for IMAP and for submission's logins.
@@ -337,14 +373,13 @@ struct SmtpServer::Impl {
     mailboxes = std::move(*store);
     auth = std::make_unique<Authenticator>(*mailboxes, config.ldap);
     // Logins, the portal's searches and case changes go to the audit log: no login without it.
-    auto case_store = CaseStore::open(engine.options().data_dir + "/cases", false);
-    if (!case_store) return case_store.error();
-    cases = std::move(*case_store);
+    MAILARK_TRY(open_cases());
     auth->set_audit(cases.get());
     if (config.web.listen.empty() &&
         std::none_of(config.listeners.begin(), config.listeners.end(), [](const ListenerConfig& l) { return l.role == "imap"; }))
       return ok_status();
     imap_ctx = std::make_unique<imap::ImapContext>(imap::ImapContext{*mailboxes, engine.archive(), engine.index_dir(), *auth});
+    imap_ctx->audit = cases.get();
     imap_ctx->hostname = config.hostname;
     imap_ctx->max_message_bytes = limits.max_message_bytes;
     imap_ctx->append = [this](const User& u, const std::string& folder, std::string raw, std::int64_t date) {
@@ -878,6 +913,7 @@ struct SmtpServer::Impl {
         policy = policy_data(*fresh);
         spdlog::info("reload: configuration re-read from {} (listeners change on restart)",
                      config_path.empty() ? "defaults" : config_path);
+        audit_configuration("reload");
       }
       // Compiling signatures takes seconds with a full database: on the pool, while sessions go on
       // with the engine in use (tests/e2e/test_failures.py test_reload_under_load_drops_nothing).

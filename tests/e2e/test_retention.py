@@ -140,7 +140,7 @@ class RetentionTest(unittest.TestCase):
         self.cli("case", "hold", "Harbour dispute", "--reason", "litigation notice")
         self.cli("retention", "set", "--default", "30")
         port = free_port()
-        srv = Server(f"""
+        config = f"""
 [[listener]]
 role = "inbound"
 port = {port}
@@ -152,7 +152,8 @@ verify_recipients = "none"
 primary = ["127.0.0.1:{free_port()}"]
 [retention]
 every = 1
-""", data=self.data, env=faked_env(40))
+"""
+        srv = Server(config, data=self.data, env=faked_env(40))
         self.addCleanup(srv.cleanup)
         srv.start()
         # Mail keeps arriving while the pass runs (its clock, too, is forty days on: a new segment).
@@ -173,6 +174,15 @@ every = 1
         runs = [e for e in self.js("audit", "list", "--limit", "1000") if e["action"] == "retention.run"]
         self.assertEqual([e["actor"] for e in runs], ["server"])
         self.assertEqual(runs[0]["detail"]["expired"], 8 - len(held))
+        # The server's configuration is in the log once: a restart with the same file adds nothing.
+        changes = [e for e in self.js("audit", "list", "--limit", "1000") if e["action"] == "config.change"]
+        self.assertEqual([(e["actor"], e["detail"]["before"]) for e in changes], [("server", "")])
+        again = Server(config, data=self.data)
+        self.addCleanup(again.cleanup)
+        again.start()
+        self.assertEqual(again.stop(), 0)
+        changes = [e for e in self.js("audit", "list", "--limit", "1000") if e["action"] == "config.change"]
+        self.assertEqual(len(changes), 1)
 
 
 if __name__ == "__main__":

@@ -554,8 +554,21 @@ tls = "none"
         self.assertTrue(cli["hold"])
         viewed = self.find(self.alice, "alice private plans")
         self.assertEqual(self.alice.get(f"/api/v1/messages/{viewed['folder']}/{viewed['uid']}")[0], 200)
+        # An end user's IMAP login and what the session read are in the log too (one entry a session).
+        im = imaplib.IMAP4("127.0.0.1", self.imap)
+        im.login("bob@example.com", "bob-pw-123")
+        im.select("INBOX")
+        typ, data = im.fetch("1:*", "(BODY.PEEK[])")
+        self.assertEqual(typ, "OK")
+        read = len([d for d in data if isinstance(d, tuple)])
+        self.assertGreater(read, 0)
+        im.logout()
         entries = carol.get("/api/v1/audit?limit=10000")[1]["entries"]
         seen = [(e["actor"], e["action"], e["target"]) for e in entries]
+        self.assertIn(("imap:bob@example.com", "login", "bob@example.com"), seen)
+        views = [e["detail"] for e in entries if e["action"] == "imap.views" and e["actor"] == "imap:bob@example.com"]
+        self.assertEqual(len(views), 1, views)
+        self.assertEqual(views[0]["messages"], read)
         for want in [("web:carol@example.com", "login.failed", "carol@example.com"),
                      ("web:carol@example.com", "login", "carol@example.com"),
                      ("web:carol@example.com", "case.create", "Zanzibar"),
