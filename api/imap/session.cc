@@ -157,7 +157,7 @@ ImapSession::~ImapSession() { write_views(); }
 // One audit entry for what the session read: the count and the ids as ranges ("3-7,12"), at most
 // about 4,000 characters of them (the count is always whole).
 void ImapSession::write_views() {
-  if (!ctx_.audit || viewed_.empty()) return;
+  if (!ctx_.audit || (viewed_.empty() && searches_ == 0)) return;
   std::string ranges;
   bool cut = false;
   for (auto it = viewed_.begin(); it != viewed_.end();) {
@@ -171,9 +171,15 @@ void ImapSession::write_views() {
   }
   nlohmann::json detail = {{"messages", viewed_.size()}, {"ids", ranges}, {"ip", client_ip_}};
   if (cut) detail["ids_truncated"] = true;
+  if (searches_) {
+    detail["searches"] = searches_;  // how many SEARCH commands, and the first 50 of them
+    detail["search_criteria"] = searched_;
+  }
   auto e = ctx_.audit->audit("imap:" + user_.name, "imap.views", user_.name, detail.dump());
   if (!e) spdlog::error("imap: the views of {}'s session are not in the audit log: {}", user_.name, e.error().to_string());
   viewed_.clear();
+  searched_.clear();
+  searches_ = 0;
 }
 
 ImapSession::ImapSession(ImapContext& ctx, std::string client_ip, bool tls_active, bool starttls_available, bool loopback)
@@ -1123,11 +1129,39 @@ void collect_text_keys(const SearchKey& k, std::vector<const SearchKey*>& out) {
 
 }  // namespace
 
+namespace {
+
+// A command's arguments as text, for the audit log (strings quoted, lists in parentheses, at most
+// about 500 bytes).
+void args_text(const std::vector<Value>& args, std::string& out) {
+  for (const Value& v : args) {
+    if (out.size() > 500) return;
+    if (!out.empty() && out.back() != '(') out += ' ';
+    if (v.is_list()) {
+      out += '(';
+      args_text(v.list, out);
+      out += ')';
+    } else if (v.is_string()) {
+      out += '"' + v.text.substr(0, 200) + '"';
+    } else {
+      out += v.text.substr(0, 200);
+    }
+  }
+}
+
+}  // namespace
+
 ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
   const std::string& tag = c.tag;
   std::string error;
   auto req = parse_search(c.args, 0, &error);
   if (!req) return {bad(tag, error), Then::kNone};
+  ++searches_;
+  if (searched_.size() < 50) {
+    std::string text;
+    args_text(c.args, text);
+    searched_.push_back(std::move(text));
+  }
   if (!req->charset.empty() && req->charset != "UTF-8" && req->charset != "US-ASCII")
     return fail(tag, "[BADCHARSET (UTF-8 US-ASCII)] unsupported charset");
   std::string pre = has_modseq_key(req->key) ? enable_condstore() : std::string();

@@ -48,8 +48,8 @@ struct ImapContext {
   std::function<Result<std::uint64_t>(const User& user, const std::string& folder, std::string raw,
                                       std::int64_t internal_date)>
       append;
-  // The audit log (engine/cases.h): the messages a session read are one entry when it ends
-  // ("imap.views": how many and which archive ids; tests/e2e/test_web.py
+  // The audit log (engine/cases.h): the messages a session read and the searches it made are one
+  // entry when it ends ("imap.views": how many and which archive ids; tests/e2e/test_web.py
   // test_cases_over_rest_and_the_audit_log). Null: nothing is audited (tests).
   CaseStore* audit = nullptr;
 };
@@ -164,6 +164,8 @@ class ImapSession {
   User user_;
   // Archive ids whose bytes this session sent (BODY[], RFC822, BINARY...), for the audit log.
   std::set<std::uint64_t> viewed_;
+  std::uint64_t searches_ = 0;          // SEARCH commands, for the same entry
+  std::vector<std::string> searched_;   // the first 50, as text
   void write_views();
   bool rev2_ = false;
   bool condstore_ = false;

@@ -558,6 +558,7 @@ tls = "none"
         im = imaplib.IMAP4("127.0.0.1", self.imap)
         im.login("bob@example.com", "bob-pw-123")
         im.select("INBOX")
+        self.assertEqual(im.search(None, "TEXT", '"noodles"')[0], "OK")
         typ, data = im.fetch("1:*", "(BODY.PEEK[])")
         self.assertEqual(typ, "OK")
         read = len([d for d in data if isinstance(d, tuple)])
@@ -569,6 +570,8 @@ tls = "none"
         views = [e["detail"] for e in entries if e["action"] == "imap.views" and e["actor"] == "imap:bob@example.com"]
         self.assertEqual(len(views), 1, views)
         self.assertEqual(views[0]["messages"], read)
+        self.assertEqual(views[0]["searches"], 1)
+        self.assertEqual(views[0]["search_criteria"], ['TEXT "noodles"'])
         for want in [("web:carol@example.com", "login.failed", "carol@example.com"),
                      ("web:carol@example.com", "login", "carol@example.com"),
                      ("web:carol@example.com", "case.create", "Zanzibar"),
