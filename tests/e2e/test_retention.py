@@ -165,7 +165,11 @@ every = 1
         while time.time() < deadline and "retention: expired" not in srv.server_log():
             time.sleep(0.2)
         self.assertIn(f"retention: expired {8 - len(held)} messages", srv.server_log())
-        # Read beside the running server: what is left, and the new message.
+        # Read beside the running server: what is left, and the new message (the server commits its
+        # index every so often: polled, bounded).
+        deadline = time.time() + 30
+        while time.time() < deadline and self.ids("") != held + [9, 10, 11]:
+            time.sleep(0.2)
         self.assertEqual(self.ids(""), held + [9, 10, 11])
         self.assertEqual(srv.stop(), 0)
         v = self.js("verify")
