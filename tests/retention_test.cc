@@ -253,25 +253,29 @@ TEST(Retention, AHoldOfEverythingKeepsEverything) {
   EXPECT_TRUE(f.engine->archive().record(1).ok());
 }
 
+// A write transaction straight on an archive's main environment (as someone with the file could),
+// the archive closed.
+template <typename F>
+void in_main_environment(const std::string& archive_dir, F&& fn) {
+  MDB_env* env = nullptr;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  mdb_env_set_mapsize(env, std::size_t{1} << 30);
+  ASSERT_EQ(mdb_env_open(env, archive_dir.c_str(), 0, 0640), 0);
+  MDB_txn* txn = nullptr;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  fn(txn);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
 TEST(Retention, AChangedTombstoneOrExpiredMarkIsFound) {
   Fixture f;
   ASSERT_TRUE(f.run({"zebra"}).ok());
   const std::string archive_dir = f.engine->archive_dir();
   f.engine.reset();
-  auto with_main = [&](auto&& fn) {
-    MDB_env* env = nullptr;
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    mdb_env_set_mapsize(env, std::size_t{1} << 30);
-    ASSERT_EQ(mdb_env_open(env, archive_dir.c_str(), 0, 0640), 0);
-    MDB_txn* txn = nullptr;
-    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-    fn(txn);
-    ASSERT_EQ(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-  };
   // One byte of the first tombstone's body changed (its reason): the signature no longer holds.
-  with_main([](MDB_txn* txn) {
+  in_main_environment(archive_dir, [](MDB_txn* txn) {
     MDB_dbi dbi = 0;
     ASSERT_EQ(mdb_dbi_open(txn, "tombstones", 0, &dbi), 0);
     std::string key(8, '\0');
@@ -296,14 +300,7 @@ TEST(Retention, AChangedTombstoneOrExpiredMarkIsFound) {
   ASSERT_TRUE(g.run({"zebra"}).ok());
   const std::string gdir = g.engine->archive_dir();
   g.engine.reset();
-  {
-    MDB_env* env = nullptr;
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    mdb_env_set_mapsize(env, std::size_t{1} << 30);
-    ASSERT_EQ(mdb_env_open(env, gdir.c_str(), 0, 0640), 0);
-    MDB_txn* txn = nullptr;
-    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  in_main_environment(gdir, [](MDB_txn* txn) {
     MDB_dbi dbi = 0;
     ASSERT_EQ(mdb_dbi_open(txn, "expired", 0, &dbi), 0);
     std::string key(8, '\0'), value(16, '\0');
@@ -312,9 +309,7 @@ TEST(Retention, AChangedTombstoneOrExpiredMarkIsFound) {
     value[15] = 1;
     MDB_val k{key.size(), key.data()}, v{value.size(), value.data()};
     ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
-    ASSERT_EQ(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-  }
+  });
   g.engine = open_engine(g.dir.path());
   v = g.verify();
   EXPECT_FALSE(v.intact);
