@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/base64.h"
+#include "common/encoding.h"
 
 namespace mailark {
 namespace {
@@ -19,12 +20,6 @@ struct PkeyFree {
 struct MdCtxFree {
   void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
 };
-
-std::string be32(std::uint32_t v) {
-  std::string s(4, '\0');
-  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
-  return s;
-}
 
 std::uint32_t key_id(const std::string& name, const Ed25519Public& key) {
   Sha256 h;

@@ -10,6 +10,13 @@
 
 namespace mailark {
 
+// A 32-bit number in 4 big-endian bytes (LMDB keys that sort as numbers, key ids, frame lengths).
+inline std::string be32(std::uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
+  return s;
+}
+
 class Writer {
  public:
   void u8(std::uint8_t v) { s_.push_back(static_cast<char>(v)); }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "common/result.h"
 
@@ -12,6 +13,10 @@ namespace mailark {
 // old file or the new one, never a part, and after a crash the new one if this returned ok.
 // Errors: kIo naming the file.
 Status write_file_atomically(const std::string& path, const std::string& text);
+
+// Writes every byte to `fd`, again after EINTR and short writes. False on an error (errno says which)
+// or a write of nothing.
+bool write_all(int fd, std::string_view bytes);
 
 // A file's modification time in Unix seconds; 0 when it cannot be read (an import's last guess at
 // when a message arrived).

@@ -261,6 +261,21 @@ std::string encode_head(const ChainHead& h) {
   return be64(h.seq) + std::string(reinterpret_cast<const char*>(h.hash.data()), 32);
 }
 
+// The chain's head, the counters and the segment table (as stored: finish_segments completes it) as
+// a transaction sees them: what appends, expiries and snapshots read first. An empty archive has none.
+ChainHead read_head(MDB_txn* txn, MDB_dbi meta) {
+  MDB_val k = val(kMetaHead), v;
+  return mdb_get(txn, meta, &k, &v) == 0 ? decode_head(view(v)) : ChainHead{};
+}
+ArchiveCounters read_counters(MDB_txn* txn, MDB_dbi meta) {
+  MDB_val k = val(kMetaCounters), v;
+  return mdb_get(txn, meta, &k, &v) == 0 ? decode_counters(view(v)) : ArchiveCounters{};
+}
+std::vector<SegmentInfo> read_segments(MDB_txn* txn, MDB_dbi meta) {
+  MDB_val k = val(kMetaSegments), v;
+  return decode_segments(mdb_get(txn, meta, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
+}
+
 
 // Key of the delivered table: SHA-256 over the Message-ID and the recipient, both in lower case.
 // The Merkle tree's table: record seq (u64 BE) -> the hashes of the subtrees that record completes,
@@ -712,12 +727,9 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
 
-  ChainHead head;
-  ArchiveCounters counters;
-  MDB_val k = val(kMetaHead), v;
-  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) head = decode_head(view(v));
-  k = val(kMetaCounters);
-  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) counters = decode_counters(view(v));
+  ChainHead head = read_head(t.txn, meta_dbi_);
+  ArchiveCounters counters = read_counters(t.txn, meta_dbi_);
+  MDB_val k, v;
 
   std::vector<AppendOutcome> outcomes;
   outcomes.reserve(batch.size());
@@ -746,9 +758,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   k = val(kMetaSegmentPolicy);
   const SegmentPolicy policy =
       decode_policy(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
-  k = val(kMetaSegments);
-  std::vector<SegmentInfo> segments =
-      decode_segments(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
+  std::vector<SegmentInfo> segments = read_segments(t.txn, meta_dbi_);
   bool segments_changed = false;
   const std::string period_now = segment_period_label(policy.period, now);
   // Bytes in the live segment's store, as the file says and as this batch adds to it.
@@ -1122,17 +1132,10 @@ Result<ArchiveSnapshot::Place> ArchiveSnapshot::pack_place(std::uint64_t pack) c
   return Place{read.txn, read.blobs_dbi};
 }
 
-ChainHead ArchiveSnapshot::head() const {
-  ChainHead h;
-  MDB_val k = val(kMetaHead), v;
-  if (mdb_get(txn_, archive_.meta_dbi_, &k, &v) == 0) h = decode_head(view(v));
-  return h;
-}
+ChainHead ArchiveSnapshot::head() const { return read_head(txn_, archive_.meta_dbi_); }
 
 std::vector<SegmentInfo> ArchiveSnapshot::segments() const {
-  MDB_val k = val(kMetaSegments), v;
-  auto segs = decode_segments(mdb_get(txn_, archive_.meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v))
-                                                                            : std::nullopt);
+  auto segs = read_segments(txn_, archive_.meta_dbi_);
   finish_segments(segs, head().seq);
   return segs;
 }
@@ -1188,12 +1191,7 @@ std::optional<SegmentPeriod> parse_segment_period(std::string_view name) {
   return std::nullopt;
 }
 
-ArchiveCounters ArchiveSnapshot::counters() const {
-  ArchiveCounters c;
-  MDB_val k = val(kMetaCounters), v;
-  if (mdb_get(txn_, archive_.meta_dbi_, &k, &v) == 0) c = decode_counters(view(v));
-  return c;
-}
+ArchiveCounters ArchiveSnapshot::counters() const { return read_counters(txn_, archive_.meta_dbi_); }
 
 namespace {
 
@@ -2090,7 +2088,15 @@ bool decode_run(const MDB_val& k, const MDB_val& v, ExpiredRun& out) {
   return out.first <= out.last;
 }
 
+// Whether a table has no rows: what every record read asks of `expired` first (no cursor for an
+// archive nothing expired from yet).
+bool table_empty(MDB_txn* txn, unsigned dbi) {
+  MDB_stat st;
+  return mdb_stat(txn, dbi, &st) == 0 && st.ms_entries == 0;
+}
+
 Result<std::vector<ExpiredRun>> runs_in(MDB_txn* txn, unsigned dbi) {
+  if (table_empty(txn, dbi)) return std::vector<ExpiredRun>{};
   std::vector<ExpiredRun> out;
   MDB_cursor* cur = nullptr;
   if (int rc = mdb_cursor_open(txn, dbi, &cur)) return lmdb_error("mdb_cursor_open", rc);
@@ -2110,6 +2116,7 @@ Result<std::vector<ExpiredRun>> runs_in(MDB_txn* txn, unsigned dbi) {
 }
 
 Result<std::optional<ExpiredRun>> run_holding(MDB_txn* txn, unsigned dbi, std::uint64_t seq) {
+  if (table_empty(txn, dbi)) return std::optional<ExpiredRun>{};
   MDB_cursor* cur = nullptr;
   if (int rc = mdb_cursor_open(txn, dbi, &cur)) return lmdb_error("mdb_cursor_open", rc);
   std::string key = be64(seq);
@@ -2205,15 +2212,10 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  ChainHead head;
-  ArchiveCounters counters;
-  MDB_val k = val(kMetaHead), v;
-  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) head = decode_head(view(v));
-  k = val(kMetaCounters);
-  if (mdb_get(t.txn, meta_dbi_, &k, &v) == 0) counters = decode_counters(view(v));
-  k = val(kMetaSegments);
-  std::vector<SegmentInfo> segments =
-      decode_segments(mdb_get(t.txn, meta_dbi_, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
+  const ChainHead head = read_head(t.txn, meta_dbi_);
+  ArchiveCounters counters = read_counters(t.txn, meta_dbi_);
+  std::vector<SegmentInfo> segments = read_segments(t.txn, meta_dbi_);
+  MDB_val k, v;
   finish_segments(segments, head.seq);
   std::size_t si = 0;
   while (si < segments.size() && segments[si].first != req.segment) ++si;

@@ -287,8 +287,7 @@ Status Engine::compact_index() {
   return swap_in(options_.data_dir, compacted);
 }
 
-Result<indexer::SearchResults> Engine::search(const std::string& query,
-                                              const indexer::SearchOptions& options) {
+Result<std::unique_ptr<indexer::IndexReader>> Engine::open_reader() {
   auto reader = indexer::IndexReader::open(index_dir());
   if (!reader) return reader.error();
   if ((*reader)->watermark() < archive_->head().seq && !index_writer_) {
@@ -297,13 +296,18 @@ Result<indexer::SearchResults> Engine::search(const std::string& query,
     if (auto lock = DataLock::acquire(options_.data_dir, "search (catching the index up)")) {
       if (auto w = open_writer(index_dir())) (void)catch_up_into(**w, nullptr);
       reader = indexer::IndexReader::open(index_dir());
-      if (!reader) return reader.error();
     }
   }
+  return reader;
+}
+
+Result<indexer::SearchResults> Engine::search(const std::string& query,
+                                              const indexer::SearchOptions& options) {
+  MAILARK_ASSIGN_OR_RETURN(auto reader, open_reader());
   ArchiveFieldSource source(*archive_, options_.limits);
   indexer::SearchOptions opts = options;
   opts.one_per_message = archive_->counters().has_copies();
-  return (*reader)->search(query, opts, &source);
+  return reader->search(query, opts, &source);
 }
 
 std::uint64_t Engine::index_watermark() {

@@ -74,6 +74,8 @@ class Engine {
   Status compact_index();
 
   Result<indexer::SearchResults> search(const std::string& query, const indexer::SearchOptions& options);
+  // The index as search() reads it (a lagging one caught up first, when no writer holds the folder).
+  Result<std::unique_ptr<indexer::IndexReader>> open_reader();
   // The message model of an archived message, parsed from its stored bytes.
   Result<ParsedMessage> parse(const ArchiveRecord& record, std::string* raw_out = nullptr);
 

@@ -3,14 +3,17 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -19,6 +22,7 @@
 #include "engine/checkpoint.h"
 #include "engine/record.h"
 #include "engine/record_json.h"
+#include "indexer/index.h"
 
 namespace mailark {
 namespace {
@@ -32,8 +36,59 @@ constexpr const char* kSigContext = "mailark.export/v1";
 constexpr const char* kSealContext = "mailark.export-zip/v1";
 constexpr std::size_t kChunk = 1 << 16;
 constexpr std::size_t kMaxManifestLine = std::size_t{64} << 20;
-// Messages between two releases of the archive's mapped pages (Archive::release_mapped_pages).
-constexpr std::uint64_t kReleaseEvery = 4096;
+// The archive's pages an export may hold mapped beyond what the process held when it began, and how
+// often (in messages) that is looked at (MappedPages).
+constexpr std::uint64_t kMappedBudget = std::uint64_t{16} << 20;
+constexpr std::uint64_t kMappedCheckEvery = 32;
+// The index is searched this many documents at a time for an export's messages (export_matches).
+constexpr std::uint64_t kDocumentsAPart = 32768;
+// Message-IDs asked of the index at a time.
+constexpr std::size_t kMessageIdBatch = 1024;
+
+// Every message read faults the pages it touches into the process through LMDB's map, and the
+// kernel maps up to 64 KiB of cached pages around each fault: the blob index and the holdings are
+// looked up at random places, so an export of a million messages would come to hold the whole main
+// environment (1.3 GB) in its RSS. They are clean page-cache pages: released (madvise, through
+// Archive::release_mapped_pages) whenever the process's file-backed resident pages pass the budget,
+// so the RSS stays flat whatever the archive's or the export's size (docs/BENCHMARKS.md "Exports").
+class MappedPages {
+ public:
+  explicit MappedPages(const Archive& archive) : archive_(archive), fd_(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)) {
+    base_ = file_resident();
+  }
+  ~MappedPages() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MappedPages(const MappedPages&) = delete;
+  MappedPages& operator=(const MappedPages&) = delete;
+  // After each message.
+  void tick() {
+    if (++n_ % kMappedCheckEvery != 0) return;
+    // Without /proc, every few hundred messages.
+    if (fd_ < 0 ? n_ % (8 * kMappedCheckEvery) == 0 : file_resident() > base_ + kMappedBudget)
+      archive_.release_mapped_pages();
+  }
+
+ private:
+  // Resident pages backed by files (statm's third field), in bytes.
+  std::uint64_t file_resident() const {
+    char buf[128];
+    const ssize_t n = fd_ < 0 ? -1 : ::pread(fd_, buf, sizeof buf - 1, 0);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    unsigned long long size = 0, resident = 0, shared = 0;
+    if (std::sscanf(buf, "%llu %llu %llu", &size, &resident, &shared) != 3) return 0;
+    return shared * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  }
+  const Archive& archive_;
+  int fd_;
+  std::uint64_t base_ = 0, n_ = 0;
+};
+
+struct ExportItem {
+  std::uint64_t id = 0;
+  std::string message_id;  // from the index ("" when it has none)
+};
 
 std::string entry_name(std::uint64_t id) {
   char buf[48];
@@ -330,6 +385,66 @@ std::string check_seal(const std::string& path, const std::string& origin, const
 
 }  // namespace
 
+void ExportIds::add(std::uint64_t id) {
+  const std::size_t w = static_cast<std::size_t>(id / 64);
+  if (w >= words_.size()) words_.resize(w + 1, 0);
+  const std::uint64_t bit = std::uint64_t{1} << (id % 64);
+  if (!(words_[w] & bit)) {
+    words_[w] |= bit;
+    ++count_;
+  }
+}
+
+void ExportIds::remove(std::uint64_t id) {
+  const std::size_t w = static_cast<std::size_t>(id / 64);
+  const std::uint64_t bit = std::uint64_t{1} << (id % 64);
+  if (w < words_.size() && (words_[w] & bit)) {
+    words_[w] &= ~bit;
+    --count_;
+  }
+}
+
+bool ExportIds::contains(std::uint64_t id) const {
+  const std::size_t w = static_cast<std::size_t>(id / 64);
+  return w < words_.size() && (words_[w] >> (id % 64) & 1) != 0;
+}
+
+std::uint64_t ExportIds::next(std::uint64_t after) const {
+  std::uint64_t id = after + 1;
+  if (id == 0) return 0;
+  std::size_t w = static_cast<std::size_t>(id / 64);
+  if (w >= words_.size()) return 0;
+  std::uint64_t bits = words_[w] & (~std::uint64_t{0} << (id % 64));
+  while (bits == 0) {
+    if (++w == words_.size()) return 0;
+    bits = words_[w];
+  }
+  return std::uint64_t{w} * 64 + static_cast<std::uint64_t>(std::countr_zero(bits));
+}
+
+std::uint64_t ExportIds::largest() const {
+  for (std::size_t w = words_.size(); w-- > 0;)
+    if (words_[w] != 0) return std::uint64_t{w} * 64 + 63 - static_cast<std::uint64_t>(std::countl_zero(words_[w]));
+  return 0;
+}
+
+Result<ExportIds> export_matches(indexer::IndexReader& reader, const std::string& query, bool one_per_message,
+                                 indexer::FieldSource* fields) {
+  // A part of the index at a time, every match of it at once (no paging: a page deep in the results
+  // costs Xapian every result before it, in time and memory).
+  indexer::SearchOptions opts;
+  opts.exact_total = true;
+  opts.one_per_message = one_per_message;
+  opts.parts = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, reader.documents() / kDocumentsAPart));
+  opts.limit = std::numeric_limits<std::uint32_t>::max();
+  ExportIds ids;
+  for (opts.part = 0; opts.part < opts.parts; ++opts.part) {
+    MAILARK_ASSIGN_OR_RETURN(indexer::SearchResults res, reader.search(query, opts, fields));
+    for (const auto& h : res.hits) ids.add(h.id);
+  }
+  return ids;
+}
+
 Result<ExportReport> write_export(const Archive& archive, const SigningKey& key, const ExportRequest& request) {
   MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
   const ArchiveSnapshot& s = *snap;
@@ -339,33 +454,30 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   const std::int64_t now = cp.checkpoint.time;
   const bool mbox = request.container == ExportContainer::kMbox;
   const merkle::NodeFn nodes = s.tree_nodes();
+  MappedPages mapped(archive);
 
-  // Each message once: an item whose bytes an item of a lower id also holds is that one's copy, listed
-  // with it, not again (search shows one record a message, but a query naming per-record fields
+  // Each message once: an id whose bytes an id below it in the export also holds is that one's copy,
+  // listed with it, not again (search shows one record a message, but a query naming per-record fields
   // counts the copies of documents indexed before archive format 7 apart, and a caller may name ids).
-  // Only an archive holding some message twice has copies to look for.
-  std::vector<bool> listed(request.items.size(), true);
-  std::uint64_t count = request.items.size();
+  // Only an archive holding some message twice has copies to look for. Ascending, so the lowest
+  // record of each message stays.
+  ExportIds ids = request.ids;
+  if (ids.largest() > cp.checkpoint.size)
+    return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(ids.largest()) + " in the archive");
   if (const ArchiveCounters counts = s.counters(); counts.records > counts.blobs) {
-    std::vector<std::uint64_t> ids;
-    ids.reserve(request.items.size());
-    for (const ExportItem& item : request.items) ids.push_back(item.id);
-    std::sort(ids.begin(), ids.end());
-    for (std::size_t i = 0; i < request.items.size(); ++i) {
-      const std::uint64_t id = request.items[i].id;
-      if (id == 0 || id > cp.checkpoint.size) continue;  // refused below
+    for (std::uint64_t id = ids.next(0); id != 0; id = ids.next(id)) {
       MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, s.record(id));
       MAILARK_ASSIGN_OR_RETURN(std::vector<std::uint64_t> holders, s.copies(r.content_sha256));
       for (std::uint64_t h : holders) {
         if (h >= id) break;
-        if (std::binary_search(ids.begin(), ids.end(), h)) {
-          listed[i] = false;
-          --count;
+        if (ids.contains(h)) {
+          ids.remove(id);
           break;
         }
       }
     }
   }
+  const std::uint64_t count = ids.count();
 
   // Pass 1: the manifest, to a file beside the export (flat memory however many messages), and its hash.
   const std::string manifest_path = request.path + ".manifest.tmp", zip_tmp = request.path + ".tmp";
@@ -400,11 +512,18 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
          {"created_by", request.created_by},
          {"count", count}});
     std::uint64_t done = 0;
-    for (std::size_t i = 0; i < request.items.size(); ++i) {
-      if (!listed[i]) continue;
-      const ExportItem& item = request.items[i];
-      if (item.id == 0 || item.id > cp.checkpoint.size)
-        return make_error(ErrorCode::kNotFound, "no message with id " + std::to_string(item.id) + " in the archive");
+    std::vector<std::uint64_t> batch;  // the next ids, with their Message-IDs
+    std::vector<std::string> batch_message_ids;
+    std::size_t in_batch = 0;
+    for (std::uint64_t id = ids.next(0); id != 0; id = ids.next(id)) {
+      if (in_batch == batch.size()) {
+        batch.clear();
+        for (std::uint64_t b = id; b != 0 && batch.size() < kMessageIdBatch; b = ids.next(b)) batch.push_back(b);
+        batch_message_ids = request.message_ids ? request.message_ids(batch) : std::vector<std::string>{};
+        batch_message_ids.resize(batch.size());
+        in_batch = 0;
+      }
+      const ExportItem item{id, std::move(batch_message_ids[in_batch++])};
       MAILARK_ASSIGN_OR_RETURN(std::string value, s.record_value(item.id));
       MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, decode_record(item.id, value));
       MAILARK_ASSIGN_OR_RETURN(std::vector<Digest> proof, merkle::inclusion_proof(item.id - 1, cp.checkpoint.size, nodes));
@@ -448,7 +567,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       put(j);
       message_bytes += r.raw_size;
       ++done;
-      if (done % kReleaseEvery == 0) archive.release_mapped_pages();  // flat memory: what was read leaves the RSS
+      mapped.tick();
       if (request.progress && done % 256 == 0) request.progress(done, 2 * count);
     }
     m.flush();
@@ -472,9 +591,8 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   MAILARK_TRY(zip.add("manifest.sig", sign_note(sig_text(cp.checkpoint.origin, manifest_hex), cp.checkpoint.origin, key), now));
   if (mbox) MAILARK_TRY(zip.begin("messages.mbox", mbox_bytes, now));
   std::uint64_t done = 0;
-  for (std::size_t i = 0; i < request.items.size(); ++i) {
-    if (!listed[i]) continue;
-    const ExportItem& item = request.items[i];
+  for (std::uint64_t id = ids.next(0); id != 0; id = ids.next(id)) {
+    const ExportItem item{id, {}};
     MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, s.record(item.id));
     MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
     if (mbox) {
@@ -487,7 +605,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       MAILARK_TRY(zip.add(entry_name(item.id), raw, r.archived_at));
     }
     ++done;
-    if (done % kReleaseEvery == 0) archive.release_mapped_pages();
+    mapped.tick();
     if (request.progress && done % 256 == 0) request.progress(count + done, 2 * count);
   }
   MAILARK_TRY(zip.close());

@@ -31,16 +31,36 @@
 #include "engine/archive.h"
 
 namespace mailark {
+namespace indexer {
+class IndexReader;
+class FieldSource;
+}  // namespace indexer
 
 enum class ExportContainer { kEml, kMbox };
 
-struct ExportItem {
-  std::uint64_t id = 0;
-  std::string message_id;  // from the index (empty when it has none)
+// The archive ids an export holds: one bit for each record of the archive (125 KiB at a million
+// records), so that an export's memory does not grow with how many messages it holds (BENCHMARKS
+// "Exports": the same peak at 21,903 and 1,000,000 messages, mbox). Read in ascending order.
+class ExportIds {
+ public:
+  void add(std::uint64_t id);
+  void remove(std::uint64_t id);
+  bool contains(std::uint64_t id) const;
+  // The smallest id > after, or 0 when there is none.
+  std::uint64_t next(std::uint64_t after) const;
+  std::uint64_t count() const { return count_; }
+  std::uint64_t largest() const;  // 0 when empty
+
+ private:
+  std::vector<std::uint64_t> words_;
+  std::uint64_t count_ = 0;
 };
 
 struct ExportRequest {
-  std::vector<ExportItem> items;  // written in this order
+  ExportIds ids;  // written in ascending order
+  // The Message-IDs of these ids (in order; "" for none), asked for a batch at a time as the manifest
+  // is written (from the index: IndexReader::message_ids). Null: no Message-IDs in the manifest.
+  std::function<std::vector<std::string>(const std::vector<std::uint64_t>& ids)> message_ids;
   ExportContainer container = ExportContainer::kEml;
   std::string path;               // the zip to write (replaced atomically when done)
   std::string query;              // what found them, recorded in the header
@@ -55,6 +75,12 @@ struct ExportReport {
   Checkpoint checkpoint;
   std::string manifest_sha256;  // hex
 };
+
+// Every message `query` finds, a page of the search at a time (every candidate of a phrase checked,
+// so none is missed; one record a message when `one_per_message`): what an export of a query or a
+// case holds. `fields` checks phrases (an ArchiveFieldSource). Errors: the search's.
+Result<ExportIds> export_matches(indexer::IndexReader& reader, const std::string& query, bool one_per_message,
+                                 indexer::FieldSource* fields);
 
 // Writes the export from one snapshot of the archive (a server appending meanwhile changes nothing of
 // it). Errors: kNotFound (an id not in the archive), kUnsupported (no Merkle tree: an older archive

@@ -10,6 +10,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <utility>
+
+#include "common/encoding.h"
 
 extern char** environ;
 
@@ -18,12 +21,7 @@ namespace {
 
 std::mutex g_mu;
 std::shared_ptr<TextExtractor> g_extractor;
-
-std::string be32(std::uint32_t v) {
-  std::string s(4, '\0');
-  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
-  return s;
-}
+std::function<std::shared_ptr<TextExtractor>()> g_make_extractor;
 
 using Clock = std::chrono::steady_clock;
 
@@ -213,8 +211,14 @@ void set_text_extractor(std::shared_ptr<TextExtractor> extractor) {
   g_extractor = std::move(extractor);
 }
 
+void set_text_extractor_factory(std::function<std::shared_ptr<TextExtractor>()> make) {
+  std::lock_guard lock(g_mu);
+  g_make_extractor = std::move(make);
+}
+
 std::shared_ptr<TextExtractor> text_extractor() {
   std::lock_guard lock(g_mu);
+  if (!g_extractor && g_make_extractor) g_extractor = std::exchange(g_make_extractor, nullptr)();
   return g_extractor;
 }
 

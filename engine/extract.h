@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -84,8 +85,11 @@ class TextExtractor {
 };
 
 // The extractor message parsing uses when asked to (parse_message's extract_documents); null: none
-// (attachments get no text). Set once, at start-up, by the programs that index (tools/main.cc).
+// (attachments get no text). Set once, at start-up, by the programs that index, or made on first use
+// by the factory they set (tools/main.cc: commands that never parse a message never look for the
+// worker).
 void set_text_extractor(std::shared_ptr<TextExtractor> extractor);
+void set_text_extractor_factory(std::function<std::shared_ptr<TextExtractor>()> make);
 std::shared_ptr<TextExtractor> text_extractor();
 
 }  // namespace mailark

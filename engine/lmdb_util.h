@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/encoding.h"
+
 namespace mailark::lmdb {
 
 struct Txn {
@@ -40,11 +42,7 @@ inline std::uint64_t from_be64(std::string_view s) {
   for (int i = 0; i < 8; ++i) v = v << 8 | static_cast<std::uint8_t>(s[i]);
   return v;
 }
-inline std::string be32(std::uint32_t v) {
-  std::string s(4, '\0');
-  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
-  return s;
-}
+using mailark::be32;
 inline std::uint32_t from_be32(std::string_view s) {
   std::uint32_t v = 0;
   for (int i = 0; i < 4; ++i) v = v << 8 | static_cast<std::uint8_t>(s[i]);

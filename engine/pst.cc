@@ -343,27 +343,16 @@ class Reader {
 
 // Frames between the helper and the importer: a kind byte ('m' message, 'e' error, 's' skipped,
 // 'x' end), a field count byte, then each field as an 8-byte little-endian length and its bytes.
-bool write_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
 bool write_frame(int fd, char kind, std::initializer_list<std::string_view> fields) {
   std::string head;
   head.push_back(kind);
   head.push_back(static_cast<char>(fields.size()));
-  if (!write_all(fd, head.data(), head.size())) return false;
+  if (!write_all(fd, head)) return false;
   for (std::string_view f : fields) {
     char len[8];
     std::uint64_t n = f.size();
     for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-    if (!write_all(fd, len, 8) || !write_all(fd, f.data(), f.size())) return false;
+    if (!write_all(fd, std::string_view(len, 8)) || !write_all(fd, f)) return false;
   }
   return true;
 }

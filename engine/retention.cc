@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -175,13 +176,14 @@ Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std:
       everything = true;
       return held;
     }
+    // Every match, a part of the index at a time (as an export collects them: export_matches).
     indexer::SearchOptions o;
     o.exact_total = true;
-    o.limit = 10000;
-    for (o.offset = 0;; o.offset += o.limit) {
+    o.parts = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, ctx.archive->head().seq / 32768));
+    o.limit = std::numeric_limits<std::uint32_t>::max();
+    for (o.part = 0; o.part < o.parts; ++o.part) {
       MAILARK_ASSIGN_OR_RETURN(auto res, ctx.search(q, o));
       for (const auto& h : res.hits) held.insert(h.id);
-      if (res.hits.size() < o.limit) break;
     }
   }
   MAILARK_ASSIGN_OR_RETURN(auto snap, ctx.archive->snapshot());
@@ -200,7 +202,7 @@ Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std:
 Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& policy, const RetentionOptions& options) {
   MAILARK_ASSIGN_OR_RETURN(indexer::IndexWriter * writer, engine.index_writer());
   MAILARK_TRY(engine.catch_up_index(nullptr));
-  if (!options.dry_run) MAILARK_TRY(indexer::seal_closed_segments(engine.index_dir()));
+  MAILARK_TRY(indexer::seal_closed_segments(engine.index_dir()));
   RetentionContext ctx;
   ctx.archive = &engine.archive();
   ctx.index_dir = engine.index_dir();
@@ -284,6 +286,7 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
       out.skipped = "its index is served from another machine (`mailark segments local` first)";
     if (out.skipped.empty() && (ix == index.end() || !ix->second.sealed))
       out.skipped = "its index segment is not sealed yet (it is once every shard has indexed mail of the next segment)";
+    if (out.skipped.empty()) out.expirable = due.size();
     if (options.progress)
       options.progress("segment " + std::to_string(seg.first) + "-" + std::to_string(seg.last) + " (" + seg.period +
                        "): " + std::to_string(due.size()) + " to expire, " + std::to_string(out.held) + " held");
@@ -316,6 +319,7 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
     rep.held += out.held;
     rep.pending += out.pending;
     rep.expired += out.expired;
+    rep.expirable += out.expirable;
     rep.segments.push_back(std::move(out));
   }
   if (!options.dry_run && options.mailboxes) {

@@ -87,6 +87,8 @@ struct RetentionSegment {
   std::uint64_t held = 0;      // due, kept by a legal hold
   std::uint64_t pending = 0;   // due, kept: queued for delivery or undecided in quarantine
   std::uint64_t expired = 0;   // removed now (0 in a dry run)
+  std::uint64_t expirable = 0; // due, neither held nor pending, in a segment not skipped: what a run
+                               // removes (= expired) or a dry run would
   std::string skipped;         // why the segment was not expired, when it was not
   std::optional<ExpiryOutcome> outcome;
 };
@@ -94,7 +96,7 @@ struct RetentionSegment {
 struct RetentionReport {
   bool dry_run = false;
   std::vector<RetentionSegment> segments;  // closed segments with something due
-  std::uint64_t expired = 0, held = 0, pending = 0, due = 0;
+  std::uint64_t expired = 0, held = 0, pending = 0, due = 0, expirable = 0;
   std::uint64_t mailbox_entries_removed = 0;
   std::uint64_t index_documents_rebuilt = 0;
 };
@@ -119,7 +121,8 @@ struct RetentionContext {
 Result<RetentionReport> run_retention(const RetentionContext& context, const RetentionPolicy& policy,
                                       const RetentionOptions& options);
 // The same for an engine open read-write (the CLI's, holding the data folder's writer lock): the index
-// is caught up and its closed segments sealed first.
+// is caught up and its closed segments sealed first (in a dry run too, so that it says what a run
+// would do; neither removes anything).
 Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& policy, const RetentionOptions& options);
 
 }  // namespace mailark

@@ -1435,6 +1435,33 @@ class UnpairedRange : public Xapian::PostingSource {
   Xapian::docid last_ = 0, did_ = 0;
 };
 
+// Matches the `part`-th of `parts` runs of each shard's document ids (SearchOptions::part).
+class DocIdPart : public Xapian::PostingSource {
+ public:
+  DocIdPart(std::uint32_t part, std::uint32_t parts) : part_(part), parts_(parts) {}
+  DocIdPart* clone() const override { return new DocIdPart(part_, parts_); }
+  void init(const Xapian::Database& db) override {
+    const std::uint64_t last = db.get_lastdocid();
+    first_ = static_cast<Xapian::docid>(last * part_ / parts_ + 1);
+    last_ = static_cast<Xapian::docid>(last * (part_ + 1) / parts_);
+    did_ = first_ - 1;
+  }
+  Xapian::doccount get_termfreq_min() const override { return 0; }
+  Xapian::doccount get_termfreq_est() const override { return last_ >= first_ ? last_ - first_ + 1 : 0; }
+  Xapian::doccount get_termfreq_max() const override { return get_termfreq_est(); }
+  void next(double) override { ++did_; }
+  void skip_to(Xapian::docid did, double) override { did_ = std::max(did_, did); }
+  bool at_end() const override { return did_ > last_; }
+  Xapian::docid get_docid() const override { return did_; }
+  std::string get_description() const override {
+    return "DocIdPart(" + std::to_string(part_) + "/" + std::to_string(parts_) + ")";
+  }
+
+ private:
+  std::uint32_t part_, parts_;
+  Xapian::docid first_ = 1, last_ = 0, did_ = 0;
+};
+
 // Matches a fixed, sorted set of archive ids (the verified candidates of one phrase), translated into
 // the document ids of whichever shard it is run on.
 class DocIdSet : public Xapian::PostingSource {
@@ -2251,6 +2278,27 @@ std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std
   return out;
 }
 
+std::uint64_t IndexReader::documents() const {
+  try {
+    return db_->get_doccount();
+  } catch (const Xapian::Error&) {
+    return 0;
+  }
+}
+
+std::vector<std::string> IndexReader::message_ids(const std::vector<std::uint64_t>& ids) const {
+  std::vector<std::string> out(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    try {
+      const Xapian::docid d = map_->to_xapian(ids[i]);
+      if (d != 0 && d <= db_->get_lastdocid()) out[i] = decode_summary(db_->get_document(d).get_data()).message_id;
+    } catch (const Xapian::Error&) {
+      // not there (yet): no Message-ID
+    }
+  }
+  return out;
+}
+
 namespace {
 // A walk through a deferred phrase's results that checked at least this many estimates its total from
 // their share (candidates narrowed by pair filters); a shorter one (a page of a few, a count alone)
@@ -2274,8 +2322,7 @@ bool names_record_fields(const std::string& query) {
 }
 }  // namespace
 
-Result<SearchResults> IndexReader::search(const std::string& query, const SearchOptions& options,
-                                          FieldSource* fields) {
+Result<SearchResults> IndexReader::search(const std::string& query, SearchOptions options, FieldSource* fields) {
   try {
     // Field processors are handed over with release(): Xapian then owns and frees them (without it,
     // every search leaked them; found by fuzz/query_fuzz.cc, regression: fuzz/regressions/query/).
@@ -2331,6 +2378,19 @@ Result<SearchResults> IndexReader::search(const std::string& query, const Search
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
     }
 
+    if (options.parts > 1 && options.part >= options.parts)
+      return make_error(ErrorCode::kInvalidArgument, "no part " + std::to_string(options.part) + " of " +
+                                                         std::to_string(options.parts));
+    if (options.parts > 1 && !remote_) {
+      q = Xapian::Query(Xapian::Query::OP_FILTER, q,
+                        Xapian::Query((new DocIdPart(options.part, options.parts))->release()));
+      // A part holds at most this many documents (each shard's run of ids, rounded up): a page asked
+      // as "all of it" stays the size of a part (Xapian sizes its result set by the page).
+      const std::size_t n = shard_uuids_.size();
+      options.limit = std::min<std::size_t>(options.limit, (db_->get_lastdocid() + n) / options.parts + n + 1);
+    } else if (options.parts > 1 && options.part > 0) {
+      return SearchResults{0, true, {}, watermark_};  // remote shards: part 0 held every match
+    }
     // With remote shards a user's own messages are picked out while walking the results instead.
     const bool filter_ids = options.only_ids && remote_;
     if (options.only_ids && !remote_) {

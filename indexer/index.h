@@ -283,6 +283,11 @@ struct SearchOptions {
   // newest record that matches (Xapian's collapse on the content key). Engine::search sets it when
   // the archive holds any message twice.
   bool one_per_message = false;
+  // Only the `part`-th (from 0) of `parts` parts of the index: each shard's documents cut into `parts`
+  // runs of its own document ids. A caller that wants every match (an export: engine/export.h
+  // export_matches) walks the parts, so it never holds more than one part's hits. An index with a
+  // remote shard is one part: part 0 holds every match, the others none.
+  std::uint32_t part = 0, parts = 1;
 };
 
 struct SearchResults {
@@ -309,7 +314,7 @@ class IndexReader {
   ~IndexReader();
 
   // Errors: kInvalidArgument for a query that does not parse (with Xapian's message).
-  Result<SearchResults> search(const std::string& query, const SearchOptions& options, FieldSource* fields);
+  Result<SearchResults> search(const std::string& query, SearchOptions options, FieldSource* fields);
   // Archive ids of the messages whose field holds every word of `text`, each word matched as the
   // start of an indexed word ("invo" finds "invoice"; IMAP asks for substrings, and an index of words
   // answers for word starts, as Dovecot's full-text search does). For address fields a whole address
@@ -319,6 +324,11 @@ class IndexReader {
   // (yet) or holds in a remote segment (callers read those from the archive). attachment is set from
   // the has:attachment term.
   std::vector<std::optional<Summary>> summaries(const std::vector<std::uint64_t>& ids) const;
+  // The Message-IDs of these archive ids, in order ("" for an id the index does not hold, or whose
+  // message has none): what an export's manifest names (engine/export.h). Remote shards are asked too.
+  std::vector<std::string> message_ids(const std::vector<std::uint64_t>& ids) const;
+  // Documents in the index (every shard), as of open().
+  std::uint64_t documents() const;
   // The last archive record every shard holds, as of open().
   std::uint64_t watermark() const { return watermark_; }
   // Records indexed as placeholders (is:unindexed): id and reason, at most `limit`, and their number.

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/export.h"
 #include "tests/test_util.h"
 
 namespace mailark {
@@ -185,6 +186,31 @@ TEST(Cases, AStoreOfANewerReleaseIsRefused) {
   auto s = CaseStore::open(dir / "cases", true);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().context.find("newer release"), std::string::npos);
+}
+
+// An export's messages are one bit a record, read back in ascending order whatever order they came in.
+TEST(Export, IdsAreReadBackInAscendingOrderEachOnce) {
+  ExportIds ids;
+  EXPECT_EQ(ids.next(0), 0u);
+  EXPECT_EQ(ids.largest(), 0u);
+  const std::vector<std::uint64_t> in = {1000003, 64, 63, 1, 65, 128, 127, 64, 5000, 1};
+  for (std::uint64_t id : in) ids.add(id);
+  std::vector<std::uint64_t> out;
+  for (std::uint64_t id = ids.next(0); id != 0; id = ids.next(id)) out.push_back(id);
+  EXPECT_EQ(out, (std::vector<std::uint64_t>{1, 63, 64, 65, 127, 128, 5000, 1000003}));
+  EXPECT_EQ(ids.count(), 8u);
+  EXPECT_EQ(ids.largest(), 1000003u);
+  EXPECT_TRUE(ids.contains(128));
+  EXPECT_FALSE(ids.contains(129));
+  EXPECT_FALSE(ids.contains(99999999));
+  ids.remove(64);
+  ids.remove(64);
+  ids.remove(99999999);
+  EXPECT_EQ(ids.count(), 7u);
+  EXPECT_EQ(ids.next(63), 65u);
+  ids.remove(1000003);
+  EXPECT_EQ(ids.largest(), 5000u);
+  EXPECT_EQ(ids.next(5000), 0u);
 }
 
 }  // namespace

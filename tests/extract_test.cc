@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -140,6 +141,25 @@ TEST(Extract, TheWorkerHoldsNoDescriptorOfItsParent) {
   ::close(leaked);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   EXPECT_EQ(*r, "") << "open in the worker: " << *r;
+}
+
+// The worker's seccomp filter (tools/mailark_extract.cc install_sandbox): the worker itself tries,
+// under the filter it runs with, what the filter refuses; and still reads a PDF under it (the tests
+// above all run the filtered worker).
+TEST(Extract, TheWorkerCannotReachTheNetworkStartProgramsOrWriteFiles) {
+  std::FILE* p = ::popen((std::string(MAILARK_EXTRACT_BIN) + " --check-sandbox 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[256];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  const int status = ::pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  for (const char* what : {"socket: refused", "socketpair: refused", "execve: refused", "open for writing: refused",
+                           "openat O_RDWR: refused", "unlink: refused", "open for reading: allowed"})
+    EXPECT_NE(out.find(what), std::string::npos) << what << " in:\n" << out;
+  auto r = worker()->extract(DocKind::kPdf, make_pdf("sandboxed words"));
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_NE(r->find("sandboxed words"), std::string::npos) << *r;
 }
 
 TEST(Extract, AMessageIsFoundByAWordOnlyInItsPdf) {

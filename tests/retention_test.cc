@@ -176,6 +176,7 @@ TEST(Retention, ExpiryRemovesWhatIsDueKeepsWhatIsHeldAndVerifies) {
   EXPECT_EQ(dry.due, 8u);
   EXPECT_EQ(dry.held, 1u);
   EXPECT_EQ(dry.expired, 0u);
+  EXPECT_EQ(dry.expirable, 7u) << "what the run below removes";
   EXPECT_TRUE(f.engine->archive().record(1).ok()) << "a dry run removes nothing";
 
   auto rep = f.run({"zebra"}).value();

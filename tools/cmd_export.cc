@@ -11,6 +11,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/export.h"
+#include "engine/index_fields.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -37,18 +38,14 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
   req.query = args.query;
   req.case_name = args.case_name;
   req.created_by = os_account();
-  // Every match, counted exactly (phrases checked to the end), a page at a time.
-  indexer::SearchOptions opts;
-  opts.exact_total = true;
-  opts.limit = 10000;
-  for (;;) {
-    auto res = (*engine)->search(args.query, opts);
-    if (!res) return report(res.error());
-    for (const auto& h : res->hits) req.items.push_back(ExportItem{h.id, h.message_id});
-    if (res->hits.size() < opts.limit) break;
-    opts.offset += res->hits.size();
-  }
-  std::sort(req.items.begin(), req.items.end(), [](const ExportItem& a, const ExportItem& b) { return a.id < b.id; });
+  // Every match (phrases checked to the end), one bit a record: memory flat in the export's size.
+  auto reader = (*engine)->open_reader();
+  if (!reader) return report(reader.error());
+  ArchiveFieldSource phrases((*engine)->archive(), (*engine)->options().limits);
+  auto ids = export_matches(**reader, args.query, (*engine)->archive().counters().has_copies(), &phrases);
+  if (!ids) return report(ids.error());
+  req.ids = std::move(*ids);
+  req.message_ids = [&](const std::vector<std::uint64_t>& batch) { return (*reader)->message_ids(batch); };
   Progress progress("exporting");
   req.progress = [&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); };
   auto rep = write_export((*engine)->archive(), *key, req);

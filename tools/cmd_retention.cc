@@ -161,7 +161,8 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
     nlohmann::json j = {{"first", s.first},   {"last", s.last},       {"period", s.period},
                         {"closed_at", s.closed_at ? iso8601(s.closed_at) : ""},
                         {"records", s.records}, {"due", s.due},       {"held", s.held},
-                        {"pending", s.pending}, {"expired", s.expired}, {"skipped", s.skipped}};
+                        {"pending", s.pending}, {"expired", s.expired}, {"expirable", s.expirable},
+                        {"skipped", s.skipped}};
     if (s.outcome) {
       j["tombstone"] = s.outcome->tombstone.id;
       j["messages_removed"] = s.outcome->blobs_removed;
@@ -186,9 +187,11 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
     std::cout << nlohmann::json{{"dry_run", rep->dry_run},
                                 {"due", rep->due},
                                 {"expired", rep->expired},
+                                {"expirable", rep->expirable},
                                 {"held", rep->held},
                                 {"pending", rep->pending},
                                 {"mailbox_entries_removed", rep->mailbox_entries_removed},
+                                {"index_documents_rebuilt", rep->index_documents_rebuilt},
                                 {"segments", segs}}
                      .dump()
               << "\n";
@@ -199,7 +202,7 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
     std::cout << "segment " << s.first << "-" << s.last << " (" << (s.period.empty() ? "-" : s.period) << "): "
               << s.due << " due, " << s.held << " held, " << s.pending << " waiting for delivery or quarantine";
     if (args.dry_run) {
-      std::cout << ", " << (s.due - s.held - s.pending) << " would expire";
+      std::cout << ", " << s.expirable << " would expire";
     } else {
       std::cout << ", " << s.expired << " expired";
       if (s.outcome) std::cout << " (tombstone " << s.outcome->tombstone.id << ")";
@@ -207,8 +210,11 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
     if (!s.skipped.empty()) std::cout << "; not expired: " << s.skipped;
     std::cout << "\n";
   }
-  std::cout << (args.dry_run ? "would expire " : "expired ") << (args.dry_run ? rep->due - rep->held - rep->pending : rep->expired)
-            << " message" << (rep->expired == 1 ? "" : "s") << "; " << rep->held << " kept by legal holds\n";
+  const std::uint64_t n = args.dry_run ? rep->expirable : rep->expired;
+  std::cout << (args.dry_run ? "would expire " : "expired ") << n << " message" << (n == 1 ? "" : "s") << "; "
+            << rep->held << " kept by legal holds";
+  if (rep->index_documents_rebuilt) std::cout << "; " << rep->index_documents_rebuilt << " index documents written again";
+  std::cout << "\n";
   return kExitOk;
 }
 

@@ -17,14 +17,16 @@ int main(int argc, char** argv) {
   g.data_dir = env && *env ? env : "./mailark-data";
   app.add_option("--data", g.data_dir, "data folder (default ./mailark-data, or $MAILARK_DATA)");
   g.argv.assign(argv, argv + argc);
-  // Attachment text (engine/extract.h): the worker beside this binary, started on first use.
-  std::error_code ec;
-  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec && std::filesystem::exists(self.parent_path() / "mailark-extract", ec)) {
+  // Attachment text (engine/extract.h): the worker beside this binary, looked for when a message is
+  // first parsed and started on first use.
+  mailark::set_text_extractor_factory([]() -> std::shared_ptr<mailark::TextExtractor> {
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec || !std::filesystem::exists(self.parent_path() / "mailark-extract", ec)) return nullptr;
     mailark::TextExtractor::Options o;
     o.helper = (self.parent_path() / "mailark-extract").string();
-    mailark::set_text_extractor(std::make_shared<mailark::TextExtractor>(o));
-  }
+    return std::make_shared<mailark::TextExtractor>(o);
+  });
   Runner run;
   register_import(app, g, run);
   register_search(app, g, run);

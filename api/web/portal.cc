@@ -850,27 +850,20 @@ struct WebPortal::Impl {
     req.query = query;
     req.case_name = found.name;
     req.created_by = "web:" + c.user.name;
+    auto reader = take_reader();
+    if (!reader) return error(503, "the index cannot be opened");
+    struct GiveBack {
+      Impl& p;
+      Reader& r;
+      ~GiveBack() { p.give_reader(std::move(r)); }
+    } give_back{*this, reader};
     {
-      auto reader = take_reader();
-      if (!reader) return error(503, "the index cannot be opened");
-      indexer::SearchOptions opts;
-      opts.exact_total = true;
-      opts.limit = 10000;
-      opts.one_per_message = ctx.archive.counters().has_copies();
       ArchiveFieldSource phrases(ctx.archive, ctx.limits);
-      for (;;) {
-        auto res = reader->search(query, opts, &phrases);
-        if (!res) {
-          give_reader(std::move(reader));
-          return error(res.error().code == ErrorCode::kInvalidArgument ? 400 : 500, res.error().to_string());
-        }
-        for (const auto& h : res->hits) req.items.push_back(ExportItem{h.id, h.message_id});
-        if (res->hits.size() < opts.limit) break;
-        opts.offset += res->hits.size();
-      }
-      give_reader(std::move(reader));
+      auto ids = export_matches(*reader.r, query, ctx.archive.counters().has_copies(), &phrases);
+      if (!ids) return error(ids.error().code == ErrorCode::kInvalidArgument ? 400 : 500, ids.error().to_string());
+      req.ids = std::move(*ids);
     }
-    std::sort(req.items.begin(), req.items.end(), [](const ExportItem& a, const ExportItem& b) { return a.id < b.id; });
+    req.message_ids = [&](const std::vector<std::uint64_t>& batch) { return reader->message_ids(batch); };
     std::error_code ec;
     std::filesystem::create_directories(ctx.data_dir + "/tmp", ec);
     req.path = ctx.data_dir + "/tmp/export-" + random_token(12) + ".zip";

@@ -11,10 +11,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "scale"))
+from run import du  # noqa: E402  (bench/scale's: blocks on disk, as du counts them)
 CORPUS = os.environ.get("MAILARK_CORPUS", os.path.join(HERE, "..", "..", "..", "shared", "corpus"))
 
 ap = argparse.ArgumentParser()
@@ -27,14 +30,6 @@ if not os.path.isdir(maildir):
     raise SystemExit("no Enron maildir under " + CORPUS)
 if not shutil.which("faketime"):
     raise SystemExit("faketime is needed (Debian's faketime package)")
-
-
-def du(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            total += os.stat(os.path.join(root, f)).st_blocks * 512
-    return total
 
 
 with tempfile.TemporaryDirectory(prefix="mailark-retention-bench-") as tmp:

@@ -97,6 +97,9 @@ class ExportTest(unittest.TestCase):
             self.assertEqual([m["id"] for m in entries], list(range(1, 13)))
             by_subject = {m["message_id"]: m for m in entries}
             self.assertIn("quote-2@partner.example", by_subject)
+            # Each line names its own message's Message-ID (asked of the index a batch at a time).
+            found = json.loads(self.run_cli("search", "", "--json", "--limit", "50").stdout)["results"]
+            self.assertEqual({m["id"]: m["message_id"] for m in entries}, {r["id"]: r["message_id"] for r in found})
             infected = [m for m in entries if m["verdict"]["kind"] == "infected"]
             self.assertEqual(len(infected), 1, "the demo mailbox has one EICAR message")
             self.assertEqual([m["custodians"] for m in entries], [["Ana Ortega"]] * 10 + [["ben@northwind.example"]] * 2)

@@ -91,10 +91,12 @@ class RetentionTest(unittest.TestCase):
         forecast = self.js("retention", "run", "--dry-run", "--as-of", "2099-01-01")
         self.assertEqual(forecast["due"], 8)
         self.assertEqual(forecast["held"], len(held))
+        self.assertEqual(forecast["expirable"], 8 - len(held), "what the run below removes")
         self.assertEqual(self.ids(""), list(range(1, 11)), "a dry run removes nothing")
 
         ran = self.js("retention", "run", days_later=40)
         self.assertEqual(ran["expired"], 8 - len(held))
+        self.assertEqual(ran["expirable"], ran["expired"])
         self.assertEqual(ran["held"], len(held))
         left = self.ids("")
         self.assertEqual(left, held + [9, 10])
