@@ -1450,7 +1450,8 @@ class DocIdPart : public Xapian::PostingSource {
   Xapian::doccount get_termfreq_est() const override { return last_ >= first_ ? last_ - first_ + 1 : 0; }
   Xapian::doccount get_termfreq_max() const override { return get_termfreq_est(); }
   void next(double) override { ++did_; }
-  void skip_to(Xapian::docid did, double) override { did_ = std::max(did_, did); }
+  // Never before the part's first id, even when asked before the first next().
+  void skip_to(Xapian::docid did, double) override { did_ = std::max({did_, did, first_}); }
   bool at_end() const override { return did_ > last_; }
   Xapian::docid get_docid() const override { return did_; }
   std::string get_description() const override {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -577,6 +579,59 @@ TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
 
 INSTANTIATE_TEST_SUITE_P(OneByOneAndSideBySide, IndexDeferredPhrase, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "SideBySide" : "OneByOne"; });
+
+// An export collects every match a part of the index at a time (SearchOptions::part): the parts
+// together hold every match once, phrases checked, whatever the number of parts.
+TEST(IndexParts, EveryMatchIsInExactlyOnePart) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::uint64_t docs = 1500;
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= docs; ++id) {
+      IndexFields f = fields(id, id % 3 ? "note" : "memo", id % 2 ? "alpha beta and beta gamma" : "alpha beta gamma",
+                             978307200 + static_cast<std::int64_t>(id));
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+    }
+    ASSERT_TRUE((*w)->commit(docs).ok());
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->documents(), docs);
+  for (const std::string q : {"", "\"alpha beta gamma\"", "gamma NOT \"alpha beta gamma\"", "subject:memo", "memo OR gamma"}) {
+    SearchOptions all{0, docs};
+    all.exact_total = true;
+    auto whole = (*r)->search(q, all, &source);
+    ASSERT_TRUE(whole.ok()) << q;
+    std::vector<std::uint64_t> expected;
+    for (const auto& h : whole->hits) expected.push_back(h.id);
+    std::sort(expected.begin(), expected.end());
+    ASSERT_FALSE(expected.empty()) << q;
+    for (std::uint32_t parts : {2u, 3u, 7u}) {
+      std::vector<std::uint64_t> got;
+      for (std::uint32_t part = 0; part < parts; ++part) {
+        SearchOptions o{0, std::numeric_limits<std::uint32_t>::max()};
+        o.exact_total = true;
+        o.part = part;
+        o.parts = parts;
+        auto res = (*r)->search(q, o, &source);
+        ASSERT_TRUE(res.ok()) << q;
+        EXPECT_TRUE(res->total_exact) << q;
+        EXPECT_EQ(res->total, res->hits.size()) << q << " part " << part << " of " << parts;
+        EXPECT_LE(res->hits.size(), docs / parts + 4) << "a part holds its share, not more";
+        for (const auto& h : res->hits) got.push_back(h.id);
+      }
+      std::sort(got.begin(), got.end());
+      EXPECT_EQ(got, expected) << q << " in " << parts << " parts";
+    }
+  }
+  SearchOptions bad{0, 10};
+  bad.part = 3;
+  bad.parts = 3;
+  EXPECT_FALSE((*r)->search("", bad, &source).ok());
+}
 
 }  // namespace
 }  // namespace mailark::indexer
