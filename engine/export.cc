@@ -386,6 +386,7 @@ std::string check_seal(const std::string& path, const std::string& origin, const
 }  // namespace
 
 void ExportIds::add(std::uint64_t id) {
+  if (id == 0) return;  // archive ids start at 1
   const std::size_t w = static_cast<std::size_t>(id / 64);
   if (w >= words_.size()) words_.resize(w + 1, 0);
   const std::uint64_t bit = std::uint64_t{1} << (id % 64);
@@ -475,6 +476,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
           break;
         }
       }
+      mapped.tick();
     }
   }
   const std::uint64_t count = ids.count();
@@ -592,8 +594,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   if (mbox) MAILARK_TRY(zip.begin("messages.mbox", mbox_bytes, now));
   std::uint64_t done = 0;
   for (std::uint64_t id = ids.next(0); id != 0; id = ids.next(id)) {
-    const ExportItem item{id, {}};
-    MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, s.record(item.id));
+    MAILARK_ASSIGN_OR_RETURN(ArchiveRecord r, s.record(id));
     MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
     if (mbox) {
       std::string quoted = mboxrd_quote(raw);
@@ -602,7 +603,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       quoted += '\n';
       MAILARK_TRY(zip.data(quoted));
     } else {
-      MAILARK_TRY(zip.add(entry_name(item.id), raw, r.archived_at));
+      MAILARK_TRY(zip.add(entry_name(id), raw, r.archived_at));
     }
     ++done;
     mapped.tick();

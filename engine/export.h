@@ -38,7 +38,7 @@ class FieldSource;
 
 enum class ExportContainer { kEml, kMbox };
 
-// The archive ids an export holds: one bit for each record of the archive (125 KiB at a million
+// The archive ids (from 1) an export holds: one bit for each record of the archive (125 KiB at a million
 // records), so that an export's memory does not grow with how many messages it holds (BENCHMARKS
 // "Exports": the same peak at 21,903 and 1,000,000 messages, mbox). Read in ascending order.
 class ExportIds {

@@ -192,6 +192,8 @@ TEST(Cases, AStoreOfANewerReleaseIsRefused) {
 TEST(Export, IdsAreReadBackInAscendingOrderEachOnce) {
   ExportIds ids;
   EXPECT_EQ(ids.next(0), 0u);
+  ids.add(0);  // not an archive id
+  EXPECT_EQ(ids.count(), 0u);
   EXPECT_EQ(ids.largest(), 0u);
   const std::vector<std::uint64_t> in = {1000003, 64, 63, 1, 65, 128, 127, 64, 5000, 1};
   for (std::uint64_t id : in) ids.add(id);
