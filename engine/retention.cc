@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/ascii.h"
+#include "common/dates.h"
 #include "engine/engine.h"
 #include "engine/index_fields.h"
 #include "engine/mailbox.h"
@@ -132,6 +133,37 @@ Status check_retention_policy(const RetentionPolicy& p) {
                  std::to_string(p.minimum_days) + " days)");
   }
   return ok_status();
+}
+
+Result<RetentionPolicy> apply_retention_change(RetentionPolicy p, const RetentionChange& change) {
+  if (change.minimum) {
+    MAILARK_ASSIGN_OR_RETURN(p.minimum_days, parse_retention_days(*change.minimum));
+  }
+  if (change.default_days) {
+    if (*change.default_days == "forever") {
+      p.default_days = 0;
+    } else {
+      MAILARK_ASSIGN_OR_RETURN(p.default_days, parse_retention_days(*change.default_days));
+    }
+  }
+  if (change.clear_rules) p.rules.clear();
+  for (const auto& spec : change.rules) {
+    MAILARK_ASSIGN_OR_RETURN(RetentionRule r, parse_retention_rule(spec));
+    std::erase_if(p.rules, [&](const RetentionRule& x) { return x.direction == r.direction && x.domain == r.domain; });
+    p.rules.push_back(std::move(r));
+  }
+  return p;
+}
+
+nlohmann::json retention_policy_view(const RetentionPolicy& p) {
+  nlohmann::json rules = nlohmann::json::array();
+  for (const auto& r : p.rules)
+    rules.push_back({{"direction", r.direction}, {"domain", r.domain}, {"days", r.days}, {"text", retention_rule_text(r)}});
+  return {{"minimum_days", p.minimum_days},
+          {"default_days", p.default_days},
+          {"rules", rules},
+          {"set_at", p.set_at ? iso8601_date(p.set_at) : ""},
+          {"set_by", p.set_by}};
 }
 
 Result<RetentionPolicy> retention_policy(const Archive& archive) {

@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "common/checkpoint.h"
 #include "common/result.h"
 #include "engine/archive.h"
@@ -57,6 +59,21 @@ Result<RetentionPolicy> parse_retention_policy(std::string_view json);
 std::string retention_policy_json(const RetentionPolicy& policy);
 // Every rule and the default (unless 0, forever) at least the minimum; days within 1..36500.
 Status check_retention_policy(const RetentionPolicy& policy);
+
+// A change to a policy as an administrator asks for it (`mailark retention set`, PUT
+// /api/v1/admin/retention): what is absent stays as it was. `rules` are specs as parse_retention_rule
+// reads them; each replaces the rule of the same direction and domain, after every rule is dropped
+// when `clear_rules`. Errors: kInvalidArgument naming what does not read (the result's checks against
+// the minimum are set_retention_policy's).
+struct RetentionChange {
+  std::optional<std::string> minimum;       // "1y", "90d", "90"
+  std::optional<std::string> default_days;  // the same, or "forever"
+  bool clear_rules = false;
+  std::vector<std::string> rules;
+};
+Result<RetentionPolicy> apply_retention_change(RetentionPolicy policy, const RetentionChange& change);
+// The policy as the CLI's --json and the REST API show it: days, each rule with its spec, when and by whom.
+nlohmann::json retention_policy_view(const RetentionPolicy& policy);
 
 // The archive's policy (an empty one when none was set).
 Result<RetentionPolicy> retention_policy(const Archive& archive);

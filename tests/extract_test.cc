@@ -155,7 +155,7 @@ TEST(Extract, TheWorkerCannotReachTheNetworkStartProgramsOrWriteFiles) {
   const int status = ::pclose(p);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   for (const char* what : {"socket: refused", "socketpair: refused", "execve: refused", "open for writing: refused",
-                           "openat O_RDWR: refused", "unlink: refused", "open for reading: allowed"})
+                           "openat O_RDWR: refused", "unlink: refused", "io_uring: refused", "open for reading: allowed"})
     EXPECT_NE(out.find(what), std::string::npos) << what << " in:\n" << out;
   auto r = worker()->extract(DocKind::kPdf, make_pdf("sandboxed words"));
   ASSERT_TRUE(r.ok()) << r.error().to_string();

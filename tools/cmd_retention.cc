@@ -24,16 +24,7 @@ struct RetentionArgs {
   std::string as_of;
 };
 
-nlohmann::json policy_json(const RetentionPolicy& p) {
-  nlohmann::json rules = nlohmann::json::array();
-  for (const auto& r : p.rules)
-    rules.push_back({{"direction", r.direction}, {"domain", r.domain}, {"days", r.days}, {"text", retention_rule_text(r)}});
-  return {{"minimum_days", p.minimum_days},
-          {"default_days", p.default_days},
-          {"rules", rules},
-          {"set_at", p.set_at ? iso8601(p.set_at) : ""},
-          {"set_by", p.set_by}};
-}
+nlohmann::json policy_json(const RetentionPolicy& p) { return retention_policy_view(p); }
 
 std::string days_text(std::int64_t days) {
   if (days == 0) return "forever";
@@ -78,25 +69,14 @@ int run_set(const GlobalOptions& g, const RetentionArgs& args) {
   if (!engine) return report(engine.error());
   auto current = retention_policy((*engine)->archive());
   if (!current) return report(current.error());
-  RetentionPolicy next = *current;
-  if (!args.minimum.empty()) {
-    auto d = parse_retention_days(args.minimum);
-    if (!d) return report(d.error());
-    next.minimum_days = *d;
-  }
-  if (!args.default_days.empty()) {
-    auto d = args.default_days == "forever" ? Result<std::int64_t>(std::int64_t{0}) : parse_retention_days(args.default_days);
-    if (!d) return report(d.error());
-    next.default_days = *d;
-  }
-  if (args.clear_rules) next.rules.clear();
-  for (const auto& spec : args.rules) {
-    auto r = parse_retention_rule(spec);
-    if (!r) return report(r.error());
-    // A rule for the same direction and domain replaces the one there was.
-    std::erase_if(next.rules, [&](const RetentionRule& x) { return x.direction == r->direction && x.domain == r->domain; });
-    next.rules.push_back(*r);
-  }
+  RetentionChange change;
+  if (!args.minimum.empty()) change.minimum = args.minimum;
+  if (!args.default_days.empty()) change.default_days = args.default_days;
+  change.clear_rules = args.clear_rules;
+  change.rules = args.rules;  // each replaces the rule for the same direction and domain
+  auto changed = apply_retention_change(*current, change);
+  if (!changed) return report(changed.error());
+  RetentionPolicy next = std::move(*changed);
   next.set_at = static_cast<std::int64_t>(std::time(nullptr));
   next.set_by = "cli:" + os_account();
   auto before = set_retention_policy((*engine)->archive(), next);

@@ -27,6 +27,7 @@
 #include "engine/message_view.h"
 #include "engine/metrics.h"
 #include "engine/quarantine.h"
+#include "engine/retention.h"
 #include "indexer/index.h"
 
 namespace mailark::api {
@@ -1213,12 +1214,74 @@ struct WebPortal::Impl {
       co_await run_blocking(pool, work);
       co_return out;
     }
+    if (path == "/api/v1/admin/retention" && (req.method == "GET" || req.method == "PUT")) {
+      auto work = [&] { out = retention_request(c, req); };
+      co_await run_blocking(pool, work);
+      co_return out;
+    }
     if (path == "/api/v1/admin/stats" && req.method == "GET") {
       auto work = [&] { out = ok_json(stats_json()); };
       co_await run_blocking(pool, work);
       co_return out;
     }
     co_return error(404, "no such endpoint: " + req.method + " " + path);
+  }
+
+  // GET: the retention policy and how many tombstones stand for what expired. PUT: a change, as
+  // `mailark retention set` makes one ({"minimum": "1y", "default": "7y" | "forever", "rules":
+  // ["inbound:90", "domain=example.com:5y"]}; what is absent stays; "rules" replaces every rule):
+  // the minimum can never be lowered (set_retention_policy, in the transaction that writes it). The
+  // policy is written, then its audit entry (`retention.set`, before and after): an entry that cannot
+  // be written is a 503 saying so, as the CLI exits with an error (pool thread).
+  http::Response retention_request(const Caller& c, const http::Request& req) {
+    auto current = retention_policy(ctx.archive);
+    if (!current) return error(500, current.error().to_string());
+    if (req.method == "GET") {
+      auto snap = ctx.archive.snapshot();
+      if (!snap) return error(500, snap.error().to_string());
+      auto tombs = (*snap)->tombstones();
+      if (!tombs) return error(500, tombs.error().to_string());
+      return ok_json({{"policy", retention_policy_view(*current)}, {"tombstones", tombs->size()}});
+    }
+    const json body = json::parse(req.body, nullptr, false);
+    if (!body.is_object()) return error(400, "the body is a JSON object: minimum, default, rules");
+    RetentionChange change;
+    auto days = [&](const char* key, std::optional<std::string>& into) -> std::string {
+      if (!body.contains(key)) return "";
+      const json& v = body[key];
+      if (v.is_string()) {
+        into = v.get<std::string>();
+      } else if (v.is_number_unsigned()) {
+        into = std::to_string(v.get<std::uint64_t>());
+      } else {
+        return std::string(key) + " is days (a number) or a string such as \"7y\" or \"90d\"";
+      }
+      return "";
+    };
+    if (std::string why = days("minimum", change.minimum); !why.empty()) return error(400, why);
+    if (std::string why = days("default", change.default_days); !why.empty()) return error(400, why);
+    if (body.contains("rules")) {
+      if (!body["rules"].is_array()) return error(400, "rules is a list of rules such as \"inbound:90\"");
+      change.clear_rules = true;
+      for (const auto& r : body["rules"]) {
+        if (!r.is_string()) return error(400, "each rule is a string such as \"domain=example.com:5y\"");
+        change.rules.push_back(r.get<std::string>());
+      }
+    }
+    for (const auto& [key, _] : body.items())
+      if (key != "minimum" && key != "default" && key != "rules") return error(400, "unknown field: " + key);
+    auto next = apply_retention_change(*current, change);
+    if (!next) return error(400, next.error().to_string());
+    next->set_at = static_cast<std::int64_t>(std::time(nullptr));
+    next->set_by = "web:" + c.user.name;
+    auto before = set_retention_policy(ctx.archive, *next);
+    if (!before) return error(before.error().code == ErrorCode::kInvalidArgument ? 400 : 500, before.error().to_string());
+    spdlog::info("web: {} set the retention policy", c.user.name);
+    if (Status a = audit(c, "retention.set", "policy",
+                         {{"before", retention_policy_view(*before)}, {"after", retention_policy_view(*next)}});
+        !a)
+      return error(503, "the policy was set, but " + a.error().to_string());
+    return ok_json({{"policy", retention_policy_view(*next)}});
   }
 
   json stats_json() {

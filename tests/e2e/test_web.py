@@ -585,6 +585,45 @@ tls = "none"
                          [("web:carol@example.com", "Zanzibar", "rest")])
         self.assertTrue(self.server.cli("audit", "verify")["ok"])
 
+    def test_retention_policy_over_rest(self):
+        # The admin sets policy; an auditor runs cases but does not.
+        carol = Client(self.web)
+        self.assertEqual(carol.login("carol@example.com", "carol-pw-123")[0], 200)
+        self.assertEqual(carol.get("/api/v1/admin/retention")[0], 403)
+        self.assertEqual(self.bob.request("PUT", "/api/v1/admin/retention", {"default": "1d"})[0], 403)
+        status, shown = self.alice.get("/api/v1/admin/retention")
+        self.assertEqual(status, 200, shown)
+        self.assertEqual(shown["tombstones"], 0)
+        status, out = self.alice.request("PUT", "/api/v1/admin/retention",
+                                         {"minimum": "1y", "default": "7y",
+                                          "rules": ["inbound:2y", "domain=partner.example:10y"]})
+        self.assertEqual(status, 200, out)
+        self.assertEqual((out["policy"]["minimum_days"], out["policy"]["default_days"]), (365, 2555))
+        self.assertEqual(sorted(r["text"] for r in out["policy"]["rules"]), ["domain=partner.example:3650", "inbound:730"])
+        self.assertEqual(out["policy"]["set_by"], "web:alice@example.com")
+        # The archive's one policy: the CLI beside the server reads what the API wrote.
+        cli = self.server.cli("retention", "show")["policy"]
+        self.assertEqual((cli["minimum_days"], cli["default_days"], len(cli["rules"])), (365, 2555, 2))
+        # The minimum is never lowered, and nothing may be shorter than it.
+        status, why = self.alice.request("PUT", "/api/v1/admin/retention", {"minimum": 30})
+        self.assertEqual(status, 400, why)
+        self.assertIn("minimum", json.dumps(why))
+        self.assertEqual(self.alice.request("PUT", "/api/v1/admin/retention", {"rules": ["outbound:30"]})[0], 400)
+        for bad in ({"minimum": [1]}, {"default": -5}, {"rules": "inbound:2y"}, {"rules": [7]},
+                    {"surprise": 1}, {"rules": ["sideways:2y"]}, [], b"{not json", b"\xff\xfe"):
+            status, why = self.alice.request("PUT", "/api/v1/admin/retention", bad)
+            self.assertEqual(status, 400, (bad, why))
+        self.assertEqual(self.server.cli("retention", "show")["policy"]["minimum_days"], 365, "nothing refused was written")
+        # What is absent stays: the default alone changes.
+        status, out = self.alice.request("PUT", "/api/v1/admin/retention", {"default": "forever"})
+        self.assertEqual(status, 200, out)
+        self.assertEqual((out["policy"]["default_days"], len(out["policy"]["rules"])), (0, 2))
+        entries = self.alice.get("/api/v1/audit?limit=10000")[1]["entries"]
+        sets = [e for e in entries if e["action"] == "retention.set" and e["actor"] == "web:alice@example.com"]
+        self.assertEqual(len(sets), 2, sets)
+        self.assertEqual((sets[0]["detail"]["before"]["minimum_days"], sets[0]["detail"]["after"]["minimum_days"]), (0, 365))
+        self.assertEqual((sets[1]["detail"]["before"]["default_days"], sets[1]["detail"]["after"]["default_days"]), (2555, 0))
+
     def test_metrics(self):
         status, _, text = self.alice.request("GET", "/metrics", raw=True)
         self.assertEqual(status, 200)
