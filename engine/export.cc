@@ -570,7 +570,10 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       message_bytes += r.raw_size;
       ++done;
       mapped.tick();
-      if (request.progress && done % 256 == 0) request.progress(done, 2 * count);
+      if (done % 256 == 0) {
+        if (request.progress) request.progress(done, 2 * count);
+        if (request.cancelled && request.cancelled()) return make_error(ErrorCode::kInternal, "the export was cancelled");
+      }
     }
     m.flush();
     if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
@@ -607,7 +610,10 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
     }
     ++done;
     mapped.tick();
-    if (request.progress && done % 256 == 0) request.progress(count + done, 2 * count);
+    if (done % 256 == 0) {
+      if (request.progress) request.progress(count + done, 2 * count);
+      if (request.cancelled && request.cancelled()) return make_error(ErrorCode::kInternal, "the export was cancelled");
+    }
   }
   MAILARK_TRY(zip.close());
   MAILARK_TRY(seal_zip(zip_tmp, cp.checkpoint.origin, key));

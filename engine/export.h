@@ -67,6 +67,8 @@ struct ExportRequest {
   std::string case_name;          // the eDiscovery case, when there is one
   std::string created_by;         // who asked (the user, or the operating-system account)
   std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+  // Asked as often as progress: true stops the export (nothing is left behind; kInternal "cancelled").
+  std::function<bool()> cancelled;
 };
 
 struct ExportReport {

@@ -273,12 +273,13 @@ struct WebPortal::Impl {
       co_return r;
     }
     if (path == "/api/v1/send" && req.method == "POST") co_return co_await send(caller, req, client);
-    if (path.rfind("/api/v1/cases", 0) == 0 || path.rfind("/api/v1/audit", 0) == 0) {
+    if (path.rfind("/api/v1/cases", 0) == 0 || path.rfind("/api/v1/audit", 0) == 0 ||
+        path.rfind("/api/v1/exports", 0) == 0) {
       if (caller.user.role != Role::kAuditor && caller.user.role != Role::kAdmin)
         co_return error(403, "this needs the auditor role");
       if (!ctx.cases) co_return error(503, "no case store");
       http::Response out;
-      auto work = [&] { out = cases_request(caller, req); };
+      auto work = [&] { out = path.rfind("/api/v1/exports", 0) == 0 ? exports_request(caller, req) : cases_request(caller, req); };
       co_await run_blocking(pool, work);
       co_return out;
     }
@@ -726,9 +727,11 @@ struct WebPortal::Impl {
 
   // An audit entry for what the caller did (pool thread). Fail closed: callers refuse on error.
   Status audit(const Caller& c, const std::string& action, const std::string& target, const json& detail) {
+    return audit_as(c.user.name, action, target, detail);
+  }
+  Status audit_as(const std::string& user, const std::string& action, const std::string& target, const json& detail) {
     if (!ctx.cases) return ok_status();
-    auto e = ctx.cases->audit("web:" + c.user.name, action, target,
-                              detail.dump(-1, ' ', false, json::error_handler_t::replace));
+    auto e = ctx.cases->audit("web:" + user, action, target, detail.dump(-1, ' ', false, json::error_handler_t::replace));
     if (!e) return Error{e.error().code, "cannot write the audit log: " + e.error().context, ""};
     return ok_status();
   }
@@ -829,7 +832,10 @@ struct WebPortal::Impl {
       if (!hold && text("reason").empty()) return error(400, "a hold is lifted with a reason");
       return answer(ctx.cases->set_hold(id, hold, text("reason"), actor));
     }
-    if (what == "export") return export_case(c, *found, text("format"));
+    if (what == "export") {
+      if (body.is_object() && body.contains("async") && !body["async"].is_boolean()) return error(400, "async is true or false");
+      return export_case(c, *found, text("format"), body.is_object() && body.value("async", false));
+    }
     if (what == "notes") return answer(ctx.cases->add_note(id, text("text"), actor));
     if (what == "close") return answer(ctx.cases->close(id, actor));
     return error(404, "no such endpoint");
@@ -838,21 +844,47 @@ struct WebPortal::Impl {
   // POST /api/v1/cases/{id}/export: every message of the case's saved searches, as `mailark case
   // export` writes them (manifest, proofs, signed checkpoint), written to DATA/tmp and sent from there
   // a chunk at a time (http::Response::file), then removed. An audit entry, or no export (pool thread).
-  http::Response export_case(const Caller& c, const Case& found, std::string format) {
+  // With "async": true, a job instead (below): 202 at once, the zip fetched when it is written.
+  http::Response export_case(const Caller& c, const Case& found, std::string format, bool async) {
     if (format.empty()) format = "eml";
     if (format != "eml" && format != "mbox") return error(400, "format is eml or mbox");
     if (found.searches.empty()) return error(400, "the case has no saved search: save one first");
     if (ctx.data_dir.empty()) return error(503, "exports are not set up");
+    if (async) return start_export_job(c, found, format);
+    int status = 500;
+    auto made = write_case_export(c.user.name, found, format, nullptr, nullptr, status);
+    if (!made) return error(status, made.error().to_string());
+    http::Response r{200, "application/zip", "", {}};
+    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"case-" + std::to_string(found.id) + "." +
+                                                      (format == "mbox" ? "mbox" : "eml") + ".zip\"");
+    r.headers.emplace_back("X-Mailark-Messages", std::to_string(made->report.messages));
+    r.headers.emplace_back("X-Mailark-Manifest-SHA256", made->report.manifest_sha256);
+    r.file = made->path;
+    r.remove_file = true;
+    return r;
+  }
+
+  struct CaseExport {
+    std::string path;  // DATA/tmp/export-*.zip: the caller's to send and remove
+    ExportReport report;
+  };
+  // Writes a case's export with its audit entry (any thread but the io thread); on an error, nothing
+  // is left behind and `status` is the HTTP status that says it.
+  Result<CaseExport> write_case_export(const std::string& user, const Case& found, const std::string& format,
+                                       std::function<void(std::uint64_t, std::uint64_t)> progress,
+                                       std::function<bool()> cancelled, int& status) {
     const std::string query = case_all_query(found);
-    auto key = archive_signing_key(ctx.data_dir, /*create=*/true);
-    if (!key) return error(503, key.error().to_string());
+    status = 503;
+    MAILARK_ASSIGN_OR_RETURN(SigningKey key, archive_signing_key(ctx.data_dir, /*create=*/true));
     ExportRequest req;
     req.container = format == "mbox" ? ExportContainer::kMbox : ExportContainer::kEml;
     req.query = query;
     req.case_name = found.name;
-    req.created_by = "web:" + c.user.name;
+    req.created_by = "web:" + user;
+    req.progress = std::move(progress);
+    req.cancelled = std::move(cancelled);
     auto reader = take_reader();
-    if (!reader) return error(503, "the index cannot be opened");
+    if (!reader) return make_error(ErrorCode::kIo, "the index cannot be opened");
     struct GiveBack {
       Impl& p;
       Reader& r;
@@ -861,33 +893,174 @@ struct WebPortal::Impl {
     {
       ArchiveFieldSource phrases(ctx.archive, ctx.limits);
       auto ids = export_matches(*reader.r, query, ctx.archive.counters().has_copies(), &phrases);
-      if (!ids) return error(ids.error().code == ErrorCode::kInvalidArgument ? 400 : 500, ids.error().to_string());
+      if (!ids) {
+        status = ids.error().code == ErrorCode::kInvalidArgument ? 400 : 500;
+        return ids.error();
+      }
       req.ids = std::move(*ids);
     }
     req.message_ids = [&](const std::vector<std::uint64_t>& batch) { return reader->message_ids(batch); };
     std::error_code ec;
     std::filesystem::create_directories(ctx.data_dir + "/tmp", ec);
     req.path = ctx.data_dir + "/tmp/export-" + random_token(12) + ".zip";
-    auto rep = write_export(ctx.archive, *key, req);
+    auto rep = write_export(ctx.archive, key, req);
     if (!rep) {
       std::remove(req.path.c_str());
-      return error(500, rep.error().to_string());
+      status = 500;
+      return rep.error();
     }
-    if (Status a = audit(c, "export", query,
-                         {{"case", found.name}, {"via", "rest"}, {"messages", rep->messages},
-                          {"manifest_sha256", rep->manifest_sha256}});
+    if (Status a = audit_as(user, "export", query,
+                            {{"case", found.name}, {"via", "rest"}, {"messages", rep->messages},
+                             {"manifest_sha256", rep->manifest_sha256}});
         !a) {
       std::remove(req.path.c_str());
-      return error(503, a.error().to_string());
+      status = 503;
+      return a.error();
     }
-    http::Response r{200, "application/zip", "", {}};
-    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"case-" + std::to_string(found.id) + "." +
-                                                      (format == "mbox" ? "mbox" : "eml") + ".zip\"");
-    r.headers.emplace_back("X-Mailark-Messages", std::to_string(rep->messages));
-    r.headers.emplace_back("X-Mailark-Manifest-SHA256", rep->manifest_sha256);
-    r.file = req.path;
-    r.remove_file = true;
+    return CaseExport{req.path, *rep};
+  }
+
+  // ---- export jobs ----
+  // A large case's export takes minutes (a million messages: about two): a browser or a proxy should
+  // not hold a request open that long. A job runs on the portal's export thread, one at a time (the
+  // others wait their turn), says how far it got, and keeps its zip in DATA/tmp until its owner
+  // deletes it, or an hour after it finished (and at the next start: leftovers are removed). Only
+  // its owner (or an admin) sees it. Test: test_web.py test_case_export_as_a_job.
+  struct ExportJob {
+    std::string id, owner, format, case_name;
+    std::uint64_t case_id = 0;
+    std::atomic<std::uint64_t> done{0}, total{0};
+    std::atomic<bool> cancelled{false};
+    std::mutex mu;  // guards the rest
+    std::string state = "queued";  // queued, running, done, failed
+    std::string error;
+    CaseExport result;
+    Clock::time_point finished{};
+  };
+  static constexpr std::size_t kMaxExportJobs = 16;  // kept at once, finished ones included
+  std::mutex jobs_mu;
+  std::map<std::string, std::shared_ptr<ExportJob>> jobs;
+  std::atomic<bool> stopping{false};
+  asio::thread_pool exporter{1};
+
+  json job_json(ExportJob& j) {
+    std::lock_guard lock(j.mu);
+    json out = {{"job", j.id},       {"state", j.state},         {"case", j.case_name}, {"case_id", j.case_id},
+                {"format", j.format}, {"done", j.done.load()}, {"total", j.total.load()}};
+    if (j.state == "failed") out["error"] = j.error;
+    if (j.state == "done") {
+      out["messages"] = j.result.report.messages;
+      out["manifest_sha256"] = j.result.report.manifest_sha256;
+      out["file"] = "/api/v1/exports/" + j.id + "/file";
+    }
+    return out;
+  }
+
+  // Forgets finished jobs older than an hour, their files with them (jobs_mu held).
+  void expire_jobs() {
+    const auto now = Clock::now();
+    std::erase_if(jobs, [&](const auto& kv) {
+      ExportJob& j = *kv.second;
+      std::lock_guard lock(j.mu);
+      if ((j.state != "done" && j.state != "failed") || now - j.finished < std::chrono::hours(1)) return false;
+      if (!j.result.path.empty()) std::remove(j.result.path.c_str());
+      return true;
+    });
+  }
+
+  http::Response start_export_job(const Caller& c, const Case& found, const std::string& format) {
+    auto job = std::make_shared<ExportJob>();
+    job->id = random_token(16);
+    job->owner = c.user.name;
+    job->format = format;
+    job->case_name = found.name;
+    job->case_id = found.id;
+    {
+      std::lock_guard lock(jobs_mu);
+      expire_jobs();
+      if (jobs.size() >= kMaxExportJobs) return error(429, "too many exports kept: delete finished ones first");
+      jobs[job->id] = job;
+    }
+    asio::post(exporter, [this, job, found] {
+      {
+        std::lock_guard lock(job->mu);
+        if (job->cancelled || stopping) {
+          job->state = "failed";
+          job->error = "cancelled";
+          job->finished = Clock::now();
+          return;
+        }
+        job->state = "running";
+      }
+      int status = 500;
+      auto made = write_case_export(
+          job->owner, found, job->format,
+          [job](std::uint64_t d, std::uint64_t t) {
+            job->done = d;
+            job->total = t;
+          },
+          [this, job] { return stopping.load() || job->cancelled.load(); }, status);
+      std::lock_guard lock(job->mu);
+      job->finished = Clock::now();
+      if (!made) {
+        job->state = "failed";
+        job->error = made.error().to_string();
+        spdlog::warn("web: the export of case {} for {} failed: {}", job->case_name, job->owner, job->error);
+        return;
+      }
+      if (job->cancelled) {  // deleted while it was written
+        std::remove(made->path.c_str());
+        job->state = "failed";
+        job->error = "cancelled";
+        return;
+      }
+      job->state = "done";
+      job->result = std::move(*made);
+    });
+    http::Response r = ok_json(job_json(*job), 202);
+    r.headers.emplace_back("Location", "/api/v1/exports/" + job->id);
     return r;
+  }
+
+  // /api/v1/exports[/{job}[/file]] (pool thread): the caller's jobs (an admin's: everyone's), one
+  // job, its zip once written; DELETE cancels it or removes its zip.
+  http::Response exports_request(const Caller& c, const http::Request& req) {
+    const auto parts = http::split_path(req.path);  // "api", "v1", "exports", JOB, "file"
+    std::lock_guard lock(jobs_mu);
+    expire_jobs();
+    auto mine = [&](const ExportJob& j) { return j.owner == c.user.name || c.user.role == Role::kAdmin; };
+    if (parts.size() == 3 && req.method == "GET") {
+      json list = json::array();
+      for (auto& [id, j] : jobs)
+        if (mine(*j)) list.push_back(job_json(*j));
+      return ok_json({{"exports", list}});
+    }
+    if (parts.size() < 4 || parts.size() > 5) return error(404, "no such endpoint");
+    auto it = jobs.find(parts[3]);
+    if (it == jobs.end() || !mine(*it->second)) return error(404, "no such export");
+    ExportJob& j = *it->second;
+    if (parts.size() == 4 && req.method == "GET") return ok_json(job_json(j));
+    if (parts.size() == 4 && req.method == "DELETE") {
+      j.cancelled = true;
+      {
+        std::lock_guard job_lock(j.mu);
+        if (!j.result.path.empty()) std::remove(j.result.path.c_str());
+      }
+      jobs.erase(it);
+      return ok_json({{"deleted", parts[3]}});
+    }
+    if (parts.size() == 5 && parts[4] == "file" && req.method == "GET") {
+      std::lock_guard job_lock(j.mu);
+      if (j.state != "done") return error(409, "the export is " + j.state + (j.error.empty() ? "" : ": " + j.error));
+      http::Response r{200, "application/zip", "", {}};
+      r.headers.emplace_back("Content-Disposition", "attachment; filename=\"case-" + std::to_string(j.case_id) + "." +
+                                                        j.format + ".zip\"");
+      r.headers.emplace_back("X-Mailark-Messages", std::to_string(j.result.report.messages));
+      r.headers.emplace_back("X-Mailark-Manifest-SHA256", j.result.report.manifest_sha256);
+      r.file = j.result.path;  // kept: fetched again until deleted or expired
+      return r;
+    }
+    return error(404, "no such endpoint");
   }
 
   // Every match of an archive-wide query, counted exactly (pool thread).
@@ -1383,6 +1556,12 @@ void WebPortal::stop() {
   if (impl_->server) impl_->server->stop();
 }
 
-WebPortal::~WebPortal() { impl_->pool.join(); }
+WebPortal::~WebPortal() {
+  // A running export job stops at its next 256 messages (ExportRequest::cancelled); queued ones do
+  // not start.
+  impl_->stopping = true;
+  impl_->exporter.join();
+  impl_->pool.join();
+}
 
 }  // namespace mailark::api

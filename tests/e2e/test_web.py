@@ -509,6 +509,47 @@ tls = "none"
         self.assertGreaterEqual(stats["messages"], 4)
         self.assertGreaterEqual(stats["infected"], 1)
 
+    def test_case_export_as_a_job(self):
+        # A large case's export need not hold a request open: a job, polled, fetched, deleted.
+        carol = Client(self.web)
+        self.assertEqual(carol.login("carol@example.com", "carol-pw-123")[0], 200)
+        status, made = carol.post("/api/v1/cases", {"name": "Quokka", "custodians": ["alice@example.com"]})
+        self.assertEqual(status, 201, made)
+        self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/searches", {"query": "zanzibar", "save": True})[0], 200)
+        self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/export", {"async": "yes"})[0], 400)
+        status, res, payload = carol.request("POST", f"/api/v1/cases/{made['id']}/export",
+                                             {"format": "mbox", "async": True}, raw=True)
+        self.assertEqual(status, 202, payload)
+        job = json.loads(payload)
+        self.assertEqual(res.getheader("Location"), "/api/v1/exports/" + job["job"])
+        self.assertIn(job["state"], ("queued", "running", "done"))
+        self.assertEqual(self.bob.get("/api/v1/exports")[0], 403)  # exports need the auditor (or admin) role
+        deadline = time.time() + 60
+        while job["state"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.1)
+            status, job = carol.get("/api/v1/exports/" + job["job"])
+            self.assertEqual(status, 200, job)
+        self.assertEqual(job["state"], "done", job)
+        self.assertEqual((job["messages"], job["done"], job["total"]), (1, job["total"], job["total"]))
+        self.assertIn(job["job"], [j["job"] for j in self.alice.get("/api/v1/exports")[1]["exports"]])  # an admin sees it
+        for _ in range(2):  # kept until deleted: fetched again
+            status, res, zipped = carol.request("GET", job["file"], raw=True)
+            self.assertEqual(status, 200, zipped[:300])
+            self.assertEqual(res.getheader("X-Mailark-Manifest-SHA256"), job["manifest_sha256"])
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "case.zip")
+                with open(path, "wb") as f:
+                    f.write(zipped)
+                key = self.server.run("checkpoint", "key").stdout.decode().strip()
+                self.assertEqual(tlog.verify_export(path, key), 1)
+        self.assertEqual(carol.request("DELETE", "/api/v1/exports/" + job["job"])[0], 200)
+        self.assertEqual(carol.get("/api/v1/exports/" + job["job"])[0], 404)
+        self.assertEqual(carol.get(job["file"])[0], 404)
+        self.assertEqual([f for f in os.listdir(os.path.join(self.server.data, "tmp")) if f.startswith("export-")], [])
+        entries = carol.get("/api/v1/audit?limit=10000")[1]["entries"]
+        self.assertEqual([(e["actor"], e["detail"]["via"]) for e in entries
+                          if e["action"] == "export" and e["detail"]["case"] == "Quokka"], [("web:carol@example.com", "rest")])
+
     def test_cases_over_rest_and_the_audit_log(self):
         carol = Client(self.web)
         self.assertEqual(carol.login("carol@example.com", "wrong password")[0], 401)
@@ -580,7 +621,7 @@ tls = "none"
                      ("web:alice@example.com", "search", "zanzibar"),
                      ("web:alice@example.com", "show", str(viewed["id"]))]:
             self.assertIn(want, seen)
-        exports = [e for e in entries if e["action"] == "export"]
+        exports = [e for e in entries if e["action"] == "export" and e["detail"]["case"] == "Zanzibar"]
         self.assertEqual([(e["actor"], e["detail"]["case"], e["detail"]["via"]) for e in exports],
                          [("web:carol@example.com", "Zanzibar", "rest")])
         self.assertTrue(self.server.cli("audit", "verify")["ok"])
