@@ -509,6 +509,19 @@ tls = "none"
         self.assertGreaterEqual(stats["messages"], 4)
         self.assertGreaterEqual(stats["infected"], 1)
 
+    def check_export(self, zipped):
+        """A downloaded export, checked by the Python verifier (one message) and by `mailark
+        verify-export`; returns the latter's report."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "case.zip")
+            with open(path, "wb") as f:
+                f.write(zipped)
+            key = self.server.run("checkpoint", "key").stdout.decode().strip()
+            self.assertEqual(tlog.verify_export(path, key), 1)
+            p = self.server.run("verify-export", path, "--key", key, "--json")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            return json.loads(p.stdout)
+
     def test_case_export_as_a_job(self):
         # A large case's export need not hold a request open: a job, polled, fetched, deleted.
         carol = Client(self.web)
@@ -530,18 +543,15 @@ tls = "none"
             status, job = carol.get("/api/v1/exports/" + job["job"])
             self.assertEqual(status, 200, job)
         self.assertEqual(job["state"], "done", job)
-        self.assertEqual((job["messages"], job["done"], job["total"]), (1, job["total"], job["total"]))
+        self.assertEqual(job["messages"], 1)
+        self.assertGreater(job["total"], 0)
+        self.assertEqual(job["done"], job["total"])
         self.assertIn(job["job"], [j["job"] for j in self.alice.get("/api/v1/exports")[1]["exports"]])  # an admin sees it
         for _ in range(2):  # kept until deleted: fetched again
             status, res, zipped = carol.request("GET", job["file"], raw=True)
             self.assertEqual(status, 200, zipped[:300])
             self.assertEqual(res.getheader("X-Mailark-Manifest-SHA256"), job["manifest_sha256"])
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "case.zip")
-                with open(path, "wb") as f:
-                    f.write(zipped)
-                key = self.server.run("checkpoint", "key").stdout.decode().strip()
-                self.assertEqual(tlog.verify_export(path, key), 1)
+            self.assertEqual(self.check_export(zipped)["messages"], 1)
         self.assertEqual(carol.request("DELETE", "/api/v1/exports/" + job["job"])[0], 200)
         self.assertEqual(carol.get("/api/v1/exports/" + job["job"])[0], 404)
         self.assertEqual(carol.get(job["file"])[0], 404)
@@ -580,15 +590,7 @@ tls = "none"
         self.assertEqual(res.getheader("Content-Type"), "application/zip")
         self.assertEqual(int(res.getheader("Content-Length")), len(payload))
         self.assertEqual(res.getheader("X-Mailark-Messages"), "1")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "case.zip")
-            with open(path, "wb") as f:
-                f.write(payload)
-            key = self.server.run("checkpoint", "key").stdout.decode().strip()
-            self.assertEqual(tlog.verify_export(path, key), 1)
-            p = self.server.run("verify-export", path, "--key", key, "--json")
-            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-            self.assertEqual(json.loads(p.stdout)["case"], "Zanzibar")
+        self.assertEqual(self.check_export(payload)["case"], "Zanzibar")
         self.assertEqual([f for f in os.listdir(os.path.join(self.server.data, "tmp")) if f.startswith("export-")], [])
         # The same store as the CLI's, beside the running server.
         cli = self.server.cli("case", "show", "Zanzibar")
