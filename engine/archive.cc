@@ -178,31 +178,77 @@ std::string encode_segments(const std::vector<SegmentInfo>& segs) {
 }
 
 // The table as stored (without `last`); one segment from 1 when there is none (an archive that never
-// cut one, or of format 3 and older).
-std::vector<SegmentInfo> decode_segments(std::optional<std::string_view> stored) {
+// cut one, or of format 3 and older). A table that does not decode whole is kept up to its first bad
+// entry, and `damage` (when given) says where: Archive::open refuses such an archive rather than
+// reading records from the wrong stores (test: ArchiveSegments.ADamagedSegmentTableIsRefusedAtOpen).
+std::vector<SegmentInfo> decode_segments(std::optional<std::string_view> stored, std::string* damage = nullptr) {
   std::vector<SegmentInfo> out;
+  auto bad = [&](std::string what) {
+    if (damage && damage->empty()) *damage = std::move(what);
+  };
   if (stored) {
     Reader in(*stored);
     std::uint8_t version = 0;
     std::uint64_t n = 0;
-    if (in.u8(version) && (version == 1 || version == 2) && in.varint(n)) {
-      for (std::uint64_t i = 0; i < n && i < 1000000; ++i) {
+    if (!in.u8(version) || (version != 1 && version != 2)) {
+      bad("unknown version " + std::to_string(version));
+    } else if (!in.varint(n) || n > 1000000) {
+      bad("no count of entries");
+    } else {
+      for (std::uint64_t i = 0; i < n; ++i) {
         SegmentInfo s;
-        if (!in.varint(s.first) || !in.svarint(s.opened_at) || !in.str(s.period)) break;
-        if (version == 2) {
+        const std::string entry = "entry " + std::to_string(i + 1) + " of " + std::to_string(n);
+        bool whole = in.varint(s.first) && in.svarint(s.opened_at) && in.str(s.period);
+        if (whole && version == 2) {
           std::uint8_t flags = 0;
-          if (!in.u8(flags) || !in.varint(s.first_pack)) break;
+          whole = in.u8(flags) && in.varint(s.first_pack);
           s.own_store = flags & 1;
         }
-        if (!out.empty() && s.first <= out.back().first) break;  // never: firsts only grow
+        if (!whole) {
+          bad(entry + " is cut short");
+          break;
+        }
+        if (!out.empty() && s.first <= out.back().first) {  // never: firsts only grow
+          bad(entry + " starts at record " + std::to_string(s.first) + ", not after " + std::to_string(out.back().first));
+          break;
+        }
         // Never: stores are a suffix of the table and their packs only grow.
-        if (!out.empty() && out.back().own_store && (!s.own_store || s.first_pack < out.back().first_pack)) break;
+        if (!out.empty() && out.back().own_store && (!s.own_store || s.first_pack < out.back().first_pack)) {
+          bad(entry + " has no store of its own after one that has");
+          break;
+        }
         out.push_back(std::move(s));
       }
+      if (out.size() == n && in.pos() != stored->size())
+        bad(std::to_string(stored->size() - in.pos()) + " bytes after the last entry");
     }
   }
   if (out.empty()) out.push_back(SegmentInfo{});
   return out;
+}
+
+// Removes the store files of segments that never were: a cut whose store was written but whose batch
+// failed to commit in the main environment leaves segment-N.mdb (and its lock file) with N past the
+// head; a later batch that does not cut at the same record never uses it. Stores the table names, and
+// any file at or below the head, are left alone (test: Segments.AStoreOfACutThatNeverCommittedIsRemovedAtOpen).
+void remove_stray_stores(const std::string& dir, const std::vector<SegmentInfo>& segments, std::uint64_t head) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const std::string_view prefix = kStorePrefix, suffix = kStoreSuffix;
+    if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    if (digits.empty() || digits.size() > 19 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    const std::uint64_t first = std::stoull(digits);
+    if (first <= head || std::any_of(segments.begin(), segments.end(), [&](const SegmentInfo& s) { return s.first == first; }))
+      continue;
+    fs::remove(e.path(), ec);
+    fs::remove(e.path().string() + "-lock", ec);
+  }
 }
 
 // Fills in `last` from the next segment's first and the head.
@@ -438,6 +484,15 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
     if (rc) return lmdb_error("writing the format marker", rc);
     format = kFormatVersion;
   }
+  {
+    k = val(kMetaSegments);
+    std::string damage;
+    if (mdb_get(t.txn, a->meta_dbi_, &k, &v) == 0) decode_segments(view(v), &damage);
+    if (!damage.empty()) {
+      return make_error(ErrorCode::kCorrupt, "the archive in " + dir + " has a damaged segment table (" + damage + ")",
+                        "restore the data folder from a backup; nothing was changed");
+    }
+  }
   a->format_ = format;
   // Committing (even a read-only transaction) is what makes the table handles usable afterwards.
   rc = t.commit();
@@ -448,6 +503,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
     MAILARK_TRY(a->grow_tree());
     MAILARK_TRY(a->grow_holdings());
     MAILARK_TRY(a->finish_expiries());
+    remove_stray_stores(dir, a->segments(), a->head().seq);
   }
   return a;
 }

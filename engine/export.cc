@@ -40,8 +40,6 @@ constexpr std::size_t kMaxManifestLine = std::size_t{64} << 20;
 // often (in messages) that is looked at (MappedPages).
 constexpr std::uint64_t kMappedBudget = std::uint64_t{16} << 20;
 constexpr std::uint64_t kMappedCheckEvery = 32;
-// The index is searched this many documents at a time for an export's messages (export_matches).
-constexpr std::uint64_t kDocumentsAPart = 32768;
 // Message-IDs asked of the index at a time.
 constexpr std::size_t kMessageIdBatch = 1024;
 
@@ -436,7 +434,7 @@ Result<ExportIds> export_matches(indexer::IndexReader& reader, const std::string
   indexer::SearchOptions opts;
   opts.exact_total = true;
   opts.one_per_message = one_per_message;
-  opts.parts = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, reader.documents() / kDocumentsAPart));
+  opts.parts = indexer::parts_for(reader.documents());
   opts.limit = std::numeric_limits<std::uint32_t>::max();
   ExportIds ids;
   for (opts.part = 0; opts.part < opts.parts; ++opts.part) {

@@ -211,7 +211,7 @@ Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std:
     // Every match, a part of the index at a time (as an export collects them: export_matches).
     indexer::SearchOptions o;
     o.exact_total = true;
-    o.parts = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, ctx.archive->head().seq / 32768));
+    o.parts = indexer::parts_for(ctx.archive->head().seq);
     o.limit = std::numeric_limits<std::uint32_t>::max();
     for (o.part = 0; o.part < o.parts; ++o.part) {
       MAILARK_ASSIGN_OR_RETURN(auto res, ctx.search(q, o));

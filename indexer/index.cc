@@ -54,6 +54,8 @@ std::string boolean_term(const char* prefix, const std::string& value) {
   return std::string(prefix) + "#" + to_hex(sha256(value));
 }
 
+std::string id_term(std::uint64_t id) { return schema::kPrefixId + std::to_string(id); }
+
 std::string message_id_term(std::string id) {
   if (id.size() >= 2 && id.front() == '<' && id.back() == '>') id = id.substr(1, id.size() - 2);
   return boolean_term(schema::kPrefixMessageId, id);
@@ -675,7 +677,8 @@ void IndexWriter::put(Xapian::WritableDatabase& db, Xapian::docid local, std::ui
                       const Xapian::Document& doc) {
   // Appending in order is the common case and avoids a lookup of the document id.
   const bool next = db.get_lastdocid() + 1 == local;
-  auto write = [&](const Xapian::Document& d) {
+  auto write = [&](Xapian::Document d) {
+    d.add_boolean_term(id_term(id));  // every document's own term, given here where its id is known
     if (next)
       db.add_document(d);
     else
@@ -1857,16 +1860,14 @@ class PhraseResolver {
     const Xapian::Query candidates =
         queries.size() == 1 ? queries[0] : Xapian::Query(Xapian::Query::OP_OR, queries.begin(), queries.end());
     if (remote_) {
-      // Remote shards run only Xapian's own query parts (no filter, no checked set): every phrase is
-      // checked in the results' order (exact pages; exact totals with exact_total), which needs a
-      // phrase that every result holds.
+      // Remote shards run only Xapian's own query parts (no posting source of ours): a phrase every
+      // result holds is checked in the results' order (exact pages; exact totals with exact_total);
+      // one under OR or NOT is checked now, below, and its documents travel as their id terms.
       if (count_of(candidates, 1) == 0) return Xapian::Query::MatchNothing;
       if (required) {
         deferred_.push_back({terms, nullptr});
-      } else if (error_.empty()) {
-        error_ = "a phrase under OR or NOT cannot be checked while some segments are served remotely";
+        return candidates;
       }
-      return candidates;
     }
     if (required && may_defer_ && !only) {
       // Many candidates: left to the walk, which tests each result's filter for the pairs no
@@ -1961,6 +1962,16 @@ class PhraseResolver {
       for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(*it);
       return;
     }
+    if (remote_) {
+      // A remote shard sends no values on their own, and no document of a shard without a termlist
+      // (docs/SCALE.md): every candidate is checked.
+      for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(*it);
+      unfiltered_ += mset.size();
+      return;
+    }
+    auto holds_keys = [&](const std::string& bits) {
+      return std::all_of(keys.begin(), keys.end(), [&](std::uint64_t k) { return pair_filter_may_hold(bits, k); });
+    };
     // The values are read in document order, one pass of the slot's stream.
     Xapian::ValueIterator value = db_.valuestream_begin(schema::kSlotPairFilter);
     const Xapian::ValueIterator end = db_.valuestream_end(schema::kSlotPairFilter);
@@ -1972,9 +1983,7 @@ class PhraseResolver {
         out.push_back(d);
         continue;
       }
-      const std::string bits = *value;
-      if (std::all_of(keys.begin(), keys.end(), [&](std::uint64_t k) { return pair_filter_may_hold(bits, k); }))
-        out.push_back(d);
+      if (holds_keys(*value)) out.push_back(d);
     }
   }
 
@@ -2002,10 +2011,27 @@ class PhraseResolver {
     }
     std::sort(verified.begin(), verified.end());
     verified.erase(std::unique(verified.begin(), verified.end()), verified.end());
+    if (remote_) return by_id_terms(verified);
     auto ids = std::make_shared<const std::vector<Xapian::docid>>(std::move(verified));
     // Handed over with release(): Xapian owns the source (without it every phrase query leaked it;
     // found by fuzz/query_fuzz.cc, regression: fuzz/regressions/query/).
     return Xapian::Query((new DocIdSet(std::move(ids), shards_))->release());
+  }
+
+  // The documents `ids` as a query any shard runs, remote ones too: the OR of their id terms. A
+  // document indexed before id terms has none, and the query would leave it out: that is an error
+  // (found by counting what the query matches), never a shorter answer.
+  Xapian::Query by_id_terms(const std::vector<Xapian::docid>& ids) {
+    if (ids.empty()) return Xapian::Query::MatchNothing;
+    std::vector<Xapian::Query> terms;
+    terms.reserve(ids.size());
+    for (Xapian::docid d : ids) terms.emplace_back(id_term(map_.to_archive(d)));
+    Xapian::Query q(Xapian::Query::OP_OR, terms.begin(), terms.end());
+    if (count_of(q, static_cast<Xapian::doccount>(ids.size()) + 1) != ids.size() && error_.empty()) {
+      error_ = "a phrase under OR or NOT cannot be checked over remote segments indexed before documents had "
+               "id terms: run `mailark reindex`, then serve the new shards";
+    }
+    return q;
   }
 
   // A message's fields, read once (whole: everything; otherwise its header fields may be all).
@@ -2371,7 +2397,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     Xapian::Query q = resolver.resolve(parsed);
     if (!resolver.error().empty()) {
       return make_error(ErrorCode::kInvalidArgument, resolver.error(),
-                        "make the phrase required (AND), or bring the segments back (`mailark segments local`)");
+                        "or make the phrase required (AND), or bring the segments back (`mailark segments local`)");
     }
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).

@@ -290,6 +290,14 @@ struct SearchOptions {
   std::uint32_t part = 0, parts = 1;
 };
 
+// The parts a walk over every match of `documents` documents is cut into: about 32,768 documents a
+// part, so what one part's search holds stays small whatever the archive's size (an export's memory:
+// docs/BENCHMARKS.md "Flat to a million").
+inline std::uint32_t parts_for(std::uint64_t documents) {
+  constexpr std::uint64_t kDocumentsAPart = 32768;
+  return static_cast<std::uint32_t>(documents / kDocumentsAPart > 0 ? documents / kDocumentsAPart : 1);
+}
+
 struct SearchResults {
   // The number of matching messages: exact, unless total_exact is false (a phrase with many candidates
   // is checked only as far as the page asked for; the total is then estimated from the share of the

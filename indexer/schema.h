@@ -65,6 +65,10 @@ inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound,
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment
 inline constexpr const char* kPrefixSignature = "XS";    // XS<signature name, lower case>
 inline constexpr const char* kPrefixCustodian = "XCU";   // XCU<custodian, lower case> (added in schema 1)
+// Q<archive id, decimal>: every document's own term, so a set of documents can be named in a query that
+// Xapian's remote backend runs (a phrase under OR or NOT over remote segments). Added after schema 1
+// was first released: documents built before lack it (docs/FORMAT.md).
+inline constexpr const char* kPrefixId = "Q";
 
 // Value slots.
 inline constexpr Xapian::valueno kSlotDate = 0;      // sortable_serialise(Unix seconds of Date, or received)

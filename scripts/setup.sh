@@ -16,8 +16,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
   dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync neomutt tmux slapd ldap-utils
   chromium chromium-driver python3-selenium python3-cryptography
-  # remote index segments (xapian-tcpsrv; tests/e2e/test_segments.py)
-  xapian-tools
+  # remote index segments (xapian-tcpsrv; tests/e2e/test_segments.py, which also uses Xapian's
+  # Python bindings to make shards as an older release wrote them)
+  xapian-tools python3-xapian
   # fuzzing (libFuzzer) and the sanitizer build
   clang libclang-rt-14-dev
   # peers the benchmark compares against

@@ -11,6 +11,7 @@
 #include <thread>
 #include <lmdb.h>
 
+#include "common/encoding.h"
 #include "engine/checkpoint.h"
 #include "engine/record.h"
 #include "engine/verify.h"
@@ -1301,6 +1302,92 @@ TEST(Segments, AMissingStoreIsNamedByVerify) {
   r = (*ro)->record(3);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().context.find("another segment"), std::string::npos) << r.error().context;
+}
+
+// A segment table that does not decode whole (a byte flipped, cut short, entries out of order) is
+// refused at open, read-only or not, with what is wrong; before, it was kept up to its first bad
+// entry and the later segments' records were looked for in the wrong stores.
+TEST(Segments, ADamagedSegmentTableIsRefusedAtOpen) {
+  test::ScratchDir dir;
+  {
+    auto a = open_archive(dir.path());
+    ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
+    append_all(*a, sample_messages(5));
+    ASSERT_EQ(a->segments().size(), 3u);
+  }
+  std::string intact;
+  tamper(dir.path(), "meta", "segments", [&](std::string& v) { intact = v; });
+  const std::vector<std::pair<std::string, std::function<void(std::string&)>>> damages = {
+      {"cut short", [](std::string& v) { v.resize(v.size() - 3); }},
+      {"bytes after the last entry", [](std::string& v) { v += "xy"; }},
+      {"unknown version", [](std::string& v) { v[0] = 9; }},
+      // The second entry's first record made 1: not after the first entry's.
+      {"not after",
+       [](std::string& v) {
+         Reader in(v);
+         std::uint8_t version = 0, flags = 0;
+         std::uint64_t n = 0, first = 0, first_pack = 0;
+         std::int64_t opened = 0;
+         std::string period;
+         ASSERT_TRUE(in.u8(version) && version == 2 && in.varint(n) && in.varint(first) && in.svarint(opened) &&
+                     in.str(period) && in.u8(flags) && in.varint(first_pack));
+         ASSERT_EQ(v[in.pos()], 3) << "the second segment starts at record 3";
+         v[in.pos()] = 1;
+       }},
+  };
+  for (const auto& [what, damage] : damages) {
+    tamper(dir.path(), "meta", "segments", [&](std::string& v) {
+      v = intact;
+      damage(v);
+    });
+    for (bool read_only : {true, false}) {
+      auto a = Archive::open(dir.path(), Limits{}, read_only);
+      ASSERT_FALSE(a.ok()) << what;
+      EXPECT_EQ(a.error().code, ErrorCode::kCorrupt) << what;
+      EXPECT_NE(a.error().context.find("damaged segment table"), std::string::npos) << a.error().context;
+      EXPECT_NE(a.error().context.find(what), std::string::npos) << what << ": " << a.error().context;
+    }
+  }
+  tamper(dir.path(), "meta", "segments", [&](std::string& v) { v = intact; });
+  auto a = open_archive(dir.path());
+  EXPECT_EQ(a->segments().size(), 3u) << "the table put back opens as before";
+  EXPECT_TRUE(a->raw(*a->record(5)).ok());
+}
+
+// The store of a cut whose batch never committed (segment-N.mdb past the head, not in the table) is
+// removed when the archive is next opened for writing; a reader leaves it, and the stores the table
+// names stay.
+TEST(Segments, AStoreOfACutThatNeverCommittedIsRemovedAtOpen) {
+  test::ScratchDir dir;
+  auto raws = sample_messages(5);
+  {
+    auto a = open_archive(dir.path());
+    ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
+    append_all(*a, raws);
+  }
+  const std::string stray = dir.path() + "/segment-6.mdb", later = dir.path() + "/segment-40.mdb";
+  std::filesystem::copy_file(dir.path() + "/segment-5.mdb", stray);
+  std::filesystem::copy_file(dir.path() + "/segment-5.mdb", later);
+  { std::ofstream(stray + "-lock") << "lock"; }
+  {
+    auto ro = Archive::open(dir.path(), Limits{}, true);
+    ASSERT_TRUE(ro.ok());
+    EXPECT_TRUE(std::filesystem::exists(stray)) << "a reader changes nothing";
+  }
+  auto a = open_archive(dir.path());
+  EXPECT_FALSE(std::filesystem::exists(stray));
+  EXPECT_FALSE(std::filesystem::exists(stray + "-lock"));
+  EXPECT_FALSE(std::filesystem::exists(later));
+  for (const char* kept : {"/segment-1.mdb", "/segment-3.mdb", "/segment-5.mdb"})
+    EXPECT_TRUE(std::filesystem::exists(dir.path() + kept)) << kept;
+  expect_reads_back(*a, raws);
+  // The next cuts make their own stores.
+  append_all(*a, sample_messages(7));
+  std::vector<std::uint64_t> firsts;
+  for (const auto& s : a->segments()) firsts.push_back(s.first);
+  EXPECT_EQ(firsts, (std::vector<std::uint64_t>{1, 3, 5, 7, 9, 11}));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/segment-7.mdb"));
+  expect_intact(*a, 12);
 }
 
 TEST(Segments, PeriodLabels) {
