@@ -73,6 +73,11 @@ struct ParsedMessage {
 Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only = false,
                                     bool extract_documents = false);
 
+// Tests only: text parts read as GMime's g_mime_text_part_get_text reads them (their content decoded a
+// second time) instead of from the content decoded once; both give the same text
+// (CorpusTest.TextPartsDecodedOnceGiveTheSameText compares them over the whole corpus).
+void set_text_by_second_decode_for_test(bool on);
+
 // parse_message for the pipeline: a message that does not parse at all (not mail) still yields a
 // model, flagged malformed with the reason, so whatever archived it can still index it.
 ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only = false,

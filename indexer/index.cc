@@ -1718,6 +1718,15 @@ class PhraseResolver {
   bool filters_anything() const {
     return std::any_of(deferred_.begin(), deferred_.end(), [](const DeferredPhrase& p) { return !p.keys.empty(); });
   }
+  // Do the filters alone say which candidates hold every deferred phrase, but for their false
+  // positives (about 0.8% a pair: FORMAT.md "Pair filter")? Yes when each is two words whose one pair
+  // every candidate's filter was built with: a filter holds a pair exactly when its two words are
+  // adjacent in one of the texts the phrase check reads. Longer phrases can have every pair apart.
+  bool filters_decide() const {
+    return !estimate_by_sample() && !deferred_.empty() &&
+           std::all_of(deferred_.begin(), deferred_.end(),
+                       [](const DeferredPhrase& p) { return p.terms.size() == 2 && p.keys.size() == 1; });
+  }
 
   // Does the message hold every deferred phrase that applies to it (its filter first, then read from
   // the archive)?
@@ -2532,7 +2541,10 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
         all.set_query(q);
         all.set_weighting_scheme(Xapian::BoolWeight());
         all.set_docid_order(Xapian::Enquire::ASCENDING);
-        const bool by_walk = !resolver.estimate_by_sample() && resolver.passed_filters() >= kWalkEstimateChecks;
+        // A walk too short to measure the filters' precision (a small page) takes it as 1 when the
+        // filters decide alone (two-word phrases): the estimate then reads no message.
+        const bool by_walk = !resolver.estimate_by_sample() &&
+                             (resolver.passed_filters() >= kWalkEstimateChecks || resolver.filters_decide());
         const bool sample_filters = by_walk && resolver.filters_anything();
         // Every candidate, in archive order: from the walk's chunks when they met them all.
         std::vector<Xapian::docid> every;
@@ -2561,7 +2573,9 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
         };
         double share = 0;
         if (by_walk) {
-          const double precision = static_cast<double>(held) / static_cast<double>(resolver.passed_filters());
+          const double precision = resolver.passed_filters() >= kWalkEstimateChecks
+                                       ? static_cast<double>(held) / static_cast<double>(resolver.passed_filters())
+                                       : 1.0;
           const double passing =
               sample_filters ? sample(std::min<std::size_t>(kFilterEstimateSample, every.size()),
                                       [&](Xapian::docid d) { return resolver.passes_filters(d); }, false)

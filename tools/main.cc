@@ -4,11 +4,13 @@
 #include <iostream>
 #include <memory>
 
+#include "common/malloc_tuning.h"
 #include "engine/extract.h"
 
 #include "tools/cli.h"
 
 int main(int argc, char** argv) {
+  mailark::tune_malloc();
   using namespace mailark::cli;
   CLI::App app{"mailark: mail continuity and archive gateway"};
   app.require_subcommand(1);

@@ -2,9 +2,10 @@
 // each archive id given, times the record lookup, the stored bytes (Archive::raw: decompression and
 // its SHA-256) and the parse, in milliseconds. With --digests it first times one call of OpenSSL's
 // EVP digest and one of its SHA256_Init/Update/Final (each process starts cold: run it once per
-// figure).
+// figure). With --tuned first, malloc is set up as mailark's programs set it (common/malloc_tuning.h);
+// the last line sums each column.
 //
-//   build/bench/first_read DATA/archive 285725 263822 ...
+//   build/bench/first_read [--tuned] DATA/archive 285725 263822 ...
 //   build/bench/first_read --digests
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/evp.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/malloc_tuning.h"
 #include "engine/archive.h"
 #include "engine/index_fields.h"
 #include "engine/message.h"
@@ -49,8 +51,13 @@ int main(int argc, char** argv) {
     std::printf("first SHA256_Init/Update/Final %.3f ms\n", ms_since(t));
     return 0;
   }
+  if (argc >= 2 && std::strcmp(argv[1], "--tuned") == 0) {
+    mailark::tune_malloc();
+    --argc;
+    ++argv;
+  }
   if (argc < 3) {
-    std::fprintf(stderr, "usage: first_read ARCHIVE_DIR ID... | --digests | --sha-first\n");
+    std::fprintf(stderr, "usage: first_read [--tuned] ARCHIVE_DIR ID... | --digests | --sha-first\n");
     return 2;
   }
   mailark::Limits limits;
@@ -61,6 +68,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("open %.3f ms\n", ms_since(t));
+  double sums[3] = {0, 0, 0};
   for (int i = 2; i < argc; ++i) {
     const std::uint64_t id = std::stoull(argv[i]);
     t = Clock::now();
@@ -79,8 +87,13 @@ int main(int argc, char** argv) {
     }
     t = Clock::now();
     auto fields = mailark::index_fields(mailark::parse_message_or_flag(*raw, limits), *rec);
+    const double parse_ms = ms_since(t);
     std::printf("%8llu record %.3f raw %.3f parse %.3f ms (%zu bytes)\n", static_cast<unsigned long long>(id), record_ms,
-                raw_ms, ms_since(t), raw->size());
+                raw_ms, parse_ms, raw->size());
+    sums[0] += record_ms;
+    sums[1] += raw_ms;
+    sums[2] += parse_ms;
   }
+  std::printf("all %d record %.3f raw %.3f parse %.3f ms\n", argc - 2, sums[0], sums[1], sums[2]);
   return 0;
 }

@@ -1,0 +1,18 @@
+// How mailark's processes ask glibc's malloc to keep memory it has freed.
+#pragma once
+
+namespace mailark {
+
+// By default glibc gives the top of its heap back to the kernel as soon as 128 KiB of it is free, and
+// maps any block of 128 KiB or more on its own; the next allocation then takes fresh pages, each a page
+// fault. A process that parses message after message (every message a phrase check reads is decoded
+// into buffers of its own size: 20 to 110 KB for Enron's long ones) spent more time in those faults
+// than in the parse. Keeping up to 8 MiB free at the top of each heap (growing it 1 MiB at a time) and
+// serving blocks below 512 KiB from the heap made the parse of the 20 messages "power crisis" reads
+// about three times faster (docs/BENCHMARKS.md "Page faults in the parse"; bench/phrase/first_read
+// --tuned against without). Larger blocks stay mapped on their own: calloc of a heap block must clear
+// it, where fresh mapped pages are zero already (LMDB's 1-2 MiB page lists of a write transaction,
+// each command's audit entry). Called first thing by main().
+void tune_malloc();
+
+}  // namespace mailark
