@@ -12,7 +12,8 @@ namespace mailark {
 // about three times faster (docs/BENCHMARKS.md "Page faults in the parse"; bench/phrase/first_read
 // --tuned against without). Larger blocks stay mapped on their own: calloc of a heap block must clear
 // it, where fresh mapped pages are zero already (LMDB's 1-2 MiB page lists of a write transaction,
-// each command's audit entry). Called first thing by main().
+// each command's audit entry). The price: up to 8 MiB more kept free in each heap (glibc makes one for
+// each thread that allocates at once, at most 8 a core). Called first thing by main().
 void tune_malloc();
 
 }  // namespace mailark

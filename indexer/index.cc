@@ -2406,7 +2406,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     Xapian::Query q = resolver.resolve(parsed);
     if (!resolver.error().empty()) {
       return make_error(ErrorCode::kInvalidArgument, resolver.error(),
-                        "or make the phrase required (AND), or bring the segments back (`mailark segments local`)");
+                        "otherwise, make the phrase required (AND), or bring the segments back (`mailark segments local`)");
     }
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).
