@@ -503,27 +503,34 @@ TEST(IndexPairs, DocumentsBuiltBeforeThePairWordsGetThemLater) {
 // ahead on every core, no more than the page still needs): the same pages and totals.
 class IndexDeferredPhrase : public ::testing::TestWithParam<bool> {};
 
+// Reads ahead of the walk: at most one window (two a core) more than a walk one by one.
+int reads_ahead(bool side_by_side) {
+  return side_by_side ? 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : 0;
+}
+
+// 1,500 documents (fewer than kPairTrainDocs: no pair words, every phrase is checked), the odd ones
+// with the body `odd`, the even ones `even`, a second apart.
+void write_alternating(const std::string& dir, MapSource& source, const char* odd, const char* even) {
+  constexpr std::uint64_t kDocs = 1500;
+  auto w = IndexWriter::open(dir);
+  ASSERT_TRUE(w.ok());
+  for (std::uint64_t id = 1; id <= kDocs; ++id) {
+    IndexFields f = fields(id, "note", id % 2 ? odd : even, 978307200 + static_cast<std::int64_t>(id));
+    source.docs[id] = f;
+    ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+  }
+  ASSERT_TRUE((*w)->commit(kDocs).ok());
+  ASSERT_EQ((*w)->pair_words(), nullptr);
+}
+
 TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   test::ScratchDir dir;
   MapSource source;
   source.parallel = GetParam();
-  // Reads ahead of the walk: at most one window (two a core) more than a walk one by one.
-  const int ahead = GetParam() ? 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : 0;
-  const std::uint64_t docs = 1500;  // fewer than kPairTrainDocs: no pair words, every phrase is checked
-  {
-    auto w = IndexWriter::open(dir / "index");
-    ASSERT_TRUE(w.ok());
-    for (std::uint64_t id = 1; id <= docs; ++id) {
-      // Every document holds both pairs of the phrase "alpha beta gamma" (its pair filter cannot tell
-      // them apart); only the even ones hold the phrase.
-      IndexFields f = fields(id, "note", id % 2 ? "alpha beta and beta gamma" : "alpha beta gamma",
-                             978307200 + static_cast<std::int64_t>(id));
-      source.docs[id] = f;
-      ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
-    }
-    ASSERT_TRUE((*w)->commit(docs).ok());
-    ASSERT_EQ((*w)->pair_words(), nullptr);
-  }
+  const int ahead = reads_ahead(GetParam());
+  // Every document holds both pairs of the phrase "alpha beta gamma" (its pair filter cannot tell
+  // them apart); only the even ones hold the phrase.
+  ASSERT_NO_FATAL_FAILURE(write_alternating(dir / "index", source, "alpha beta and beta gamma", "alpha beta gamma"));
   auto r = IndexReader::open(dir / "index");
   ASSERT_TRUE(r.ok());
   auto search = [&](const std::string& q, std::size_t offset, std::size_t limit) {
@@ -584,20 +591,9 @@ TEST_P(IndexDeferredPhrase, TwoWordTotalsAreEstimatedFromTheFiltersWithoutReads)
   test::ScratchDir dir;
   MapSource source;
   source.parallel = GetParam();
-  const int ahead = GetParam() ? 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : 0;
-  const std::uint64_t docs = 1500;
-  {
-    auto w = IndexWriter::open(dir / "index");
-    ASSERT_TRUE(w.ok());
-    for (std::uint64_t id = 1; id <= docs; ++id) {
-      // Every document holds both words; only the even ones hold them side by side.
-      IndexFields f = fields(id, "note", id % 2 ? "alpha beta gamma" : "alpha gamma beta",
-                             978307200 + static_cast<std::int64_t>(id));
-      source.docs[id] = f;
-      ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
-    }
-    ASSERT_TRUE((*w)->commit(docs).ok());
-  }
+  const int ahead = reads_ahead(GetParam());
+  // Every document holds both words; only the even ones hold them side by side.
+  ASSERT_NO_FATAL_FAILURE(write_alternating(dir / "index", source, "alpha beta gamma", "alpha gamma beta"));
   auto r = IndexReader::open(dir / "index");
   ASSERT_TRUE(r.ok());
   const int loads = source.loads;
