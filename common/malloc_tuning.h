@@ -8,9 +8,10 @@ namespace mailark {
 // fault. A process that parses message after message (every message a phrase check reads is decoded
 // into buffers of its own size: 20 to 110 KB for Enron's long ones) spent more time in those faults
 // than in the parse. Keeping up to 8 MiB free at the top of each heap (growing it 1 MiB at a time) and
-// serving blocks below 512 KiB from the heap made the parse of the 20 messages "power crisis" reads
-// about three times faster (docs/BENCHMARKS.md "Page faults in the parse"; bench/phrase/first_read
-// --tuned against without). Larger blocks stay mapped on their own: calloc of a heap block must clear
+// serving blocks below 512 KiB from the heap halved the parse time of a process that reads message
+// after message (bench/phrase/first_read --tuned against without: 100 reads, 42-74 ms against 20-22;
+// docs/BENCHMARKS.md "Page faults in the parse"). A search command's 20 reads in a fresh process
+// gained nothing measurable (its pages are touched for the first time either way). Larger blocks stay mapped on their own: calloc of a heap block must clear
 // it, where fresh mapped pages are zero already (LMDB's 1-2 MiB page lists of a write transaction,
 // each command's audit entry). The price: up to 8 MiB more kept free in each heap (glibc makes one for
 // each thread that allocates at once, at most 8 a core). Called first thing by main().
