@@ -180,7 +180,7 @@ std::string encode_segments(const std::vector<SegmentInfo>& segs) {
 // The table as stored (without `last`); one segment from 1 when there is none (an archive that never
 // cut one, or of format 3 and older). A table that does not decode whole is kept up to its first bad
 // entry, and `damage` (when given) says where: Archive::open refuses such an archive rather than
-// reading records from the wrong stores (test: ArchiveSegments.ADamagedSegmentTableIsRefusedAtOpen).
+// reading records from the wrong stores (test: Segments.ADamagedSegmentTableIsRefusedAtOpen).
 std::vector<SegmentInfo> decode_segments(std::optional<std::string_view> stored, std::string* damage = nullptr) {
   std::vector<SegmentInfo> out;
   auto bad = [&](std::string what) {
@@ -225,30 +225,6 @@ std::vector<SegmentInfo> decode_segments(std::optional<std::string_view> stored,
   }
   if (out.empty()) out.push_back(SegmentInfo{});
   return out;
-}
-
-// Removes the store files of segments that never were: a cut whose store was written but whose batch
-// failed to commit in the main environment leaves segment-N.mdb (and its lock file) with N past the
-// head; a later batch that does not cut at the same record never uses it. Stores the table names, and
-// any file at or below the head, are left alone (test: Segments.AStoreOfACutThatNeverCommittedIsRemovedAtOpen).
-void remove_stray_stores(const std::string& dir, const std::vector<SegmentInfo>& segments, std::uint64_t head) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    const std::string_view prefix = kStorePrefix, suffix = kStoreSuffix;
-    if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-    if (digits.empty() || digits.size() > 19 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      continue;
-    const std::uint64_t first = std::stoull(digits);
-    if (first <= head || std::any_of(segments.begin(), segments.end(), [&](const SegmentInfo& s) { return s.first == first; }))
-      continue;
-    fs::remove(e.path(), ec);
-    fs::remove(e.path().string() + "-lock", ec);
-  }
 }
 
 // Fills in `last` from the next segment's first and the head.
@@ -503,7 +479,6 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
     MAILARK_TRY(a->grow_tree());
     MAILARK_TRY(a->grow_holdings());
     MAILARK_TRY(a->finish_expiries());
-    remove_stray_stores(dir, a->segments(), a->head().seq);
   }
   return a;
 }

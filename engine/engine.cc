@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -56,6 +57,40 @@ Status swap_in(const std::string& data_dir, const std::string& fresh) {
 
 }  // namespace
 
+namespace {
+
+// Removes the store files of segments that never were: a cut whose store was written but whose batch
+// failed to commit in the main environment leaves segment-N.mdb (and its lock file) with N past the
+// head, which a later batch that does not cut at that record never uses. Only a process holding the
+// data lock does this: a writer beside a running server (`segments policy`, `retention set`) could
+// otherwise remove the store of a cut the server is making. Stores the table names, files at or
+// below the head, and any name store_path would not give are left alone
+// (test: Engine.AStoreOfACutThatNeverCommittedIsRemovedByTheNextLockedWriter).
+void remove_stray_stores(const Archive& archive, const std::string& dir) {
+  const std::uint64_t head = archive.head().seq;
+  const auto segments = archive.segments();
+  constexpr std::string_view kPrefix = "segment-", kSuffix = ".mdb";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= kPrefix.size() + kSuffix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0 ||
+        name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+      continue;
+    const std::string digits = name.substr(kPrefix.size(), name.size() - kPrefix.size() - kSuffix.size());
+    if (digits.empty() || digits.size() > 19 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    const std::uint64_t first = std::stoull(digits);
+    if (first <= head || fs::path(archive.store_path(first)) != e.path() ||
+        std::any_of(segments.begin(), segments.end(), [&](const SegmentInfo& s) { return s.first == first; }))
+      continue;
+    fs::remove(e.path(), ec);
+    fs::remove(e.path().string() + "-lock", ec);
+  }
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = std::move(options);
@@ -68,6 +103,7 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
   if (e->options_.signature_dirs.empty()) e->options_.signature_dirs = default_signature_dirs();
   auto archive = Archive::open(e->archive_dir(), e->options_.limits, e->options_.read_only);
   if (!archive) return archive.error();
+  if (e->lock_) remove_stray_stores(**archive, e->archive_dir());
   e->archive_ = std::move(archive).value();
   if (!e->options_.read_only && e->options_.catch_up_on_open) {
     auto caught = e->catch_up_index(nullptr);

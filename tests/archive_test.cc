@@ -1354,42 +1354,6 @@ TEST(Segments, ADamagedSegmentTableIsRefusedAtOpen) {
   EXPECT_TRUE(a->raw(*a->record(5)).ok());
 }
 
-// The store of a cut whose batch never committed (segment-N.mdb past the head, not in the table) is
-// removed when the archive is next opened for writing; a reader leaves it, and the stores the table
-// names stay.
-TEST(Segments, AStoreOfACutThatNeverCommittedIsRemovedAtOpen) {
-  test::ScratchDir dir;
-  auto raws = sample_messages(5);
-  {
-    auto a = open_archive(dir.path());
-    ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
-    append_all(*a, raws);
-  }
-  const std::string stray = dir.path() + "/segment-6.mdb", later = dir.path() + "/segment-40.mdb";
-  std::filesystem::copy_file(dir.path() + "/segment-5.mdb", stray);
-  std::filesystem::copy_file(dir.path() + "/segment-5.mdb", later);
-  { std::ofstream(stray + "-lock") << "lock"; }
-  {
-    auto ro = Archive::open(dir.path(), Limits{}, true);
-    ASSERT_TRUE(ro.ok());
-    EXPECT_TRUE(std::filesystem::exists(stray)) << "a reader changes nothing";
-  }
-  auto a = open_archive(dir.path());
-  EXPECT_FALSE(std::filesystem::exists(stray));
-  EXPECT_FALSE(std::filesystem::exists(stray + "-lock"));
-  EXPECT_FALSE(std::filesystem::exists(later));
-  for (const char* kept : {"/segment-1.mdb", "/segment-3.mdb", "/segment-5.mdb"})
-    EXPECT_TRUE(std::filesystem::exists(dir.path() + kept)) << kept;
-  expect_reads_back(*a, raws);
-  // The next cuts make their own stores.
-  append_all(*a, sample_messages(7));
-  std::vector<std::uint64_t> firsts;
-  for (const auto& s : a->segments()) firsts.push_back(s.first);
-  EXPECT_EQ(firsts, (std::vector<std::uint64_t>{1, 3, 5, 7, 9, 11}));
-  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/segment-7.mdb"));
-  expect_intact(*a, 12);
-}
-
 TEST(Segments, PeriodLabels) {
   const std::int64_t t = 1732924800;  // 2024-11-30T00:00:00Z
   EXPECT_EQ(segment_period_label(SegmentPeriod::kMonth, t), "2024-11");

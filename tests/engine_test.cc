@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -85,6 +87,47 @@ std::vector<std::string> messages(int n, const std::string& word) {
   for (int i = 0; i < n; ++i)
     v.push_back(test::make_message(word + " " + std::to_string(i), "body of " + word));
   return v;
+}
+
+// The store of a cut whose batch never committed (segment-N.mdb past the head, not in the table) is
+// removed by the next writer that holds the data lock; a writer beside a running server (no lock:
+// `segments policy`) and a reader leave it, and the stores the table names stay.
+TEST(Engine, AStoreOfACutThatNeverCommittedIsRemovedByTheNextLockedWriter) {
+  test::ScratchDir dir;
+  const auto raws = messages(5, "berth");
+  {
+    auto a = Archive::open(dir.path() + "/archive", Limits{}, false);
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE((*a)->set_segment_policy({SegmentPeriod::kMonth, 2}).ok());
+  }
+  append_without_index(dir.path(), raws);  // records 1-5: segments from 1, 3 and 5
+  const std::string archive = dir.path() + "/archive";
+  const std::string stray = archive + "/segment-6.mdb", later = archive + "/segment-40.mdb";
+  std::filesystem::copy_file(archive + "/segment-5.mdb", stray);
+  std::filesystem::copy_file(archive + "/segment-5.mdb", later);
+  { std::ofstream(stray + "-lock") << "lock"; }
+  {
+    EngineOptions beside;
+    beside.data_dir = dir.path();
+    beside.writer = "";  // as `segments policy` beside a server
+    beside.signature_dirs = {test::signature_dir()};
+    auto e = Engine::open(beside);
+    ASSERT_TRUE(e.ok()) << e.error().to_string();
+  }
+  { auto ro = open(dir.path(), /*read_only=*/true); }
+  EXPECT_TRUE(std::filesystem::exists(stray)) << "neither a writer without the lock nor a reader removes it";
+  EXPECT_TRUE(std::filesystem::exists(later));
+  auto e = open(dir.path());
+  EXPECT_FALSE(std::filesystem::exists(stray));
+  EXPECT_FALSE(std::filesystem::exists(stray + "-lock"));
+  EXPECT_FALSE(std::filesystem::exists(later));
+  for (const char* kept : {"/segment-1.mdb", "/segment-3.mdb", "/segment-5.mdb"})
+    EXPECT_TRUE(std::filesystem::exists(archive + kept)) << kept;
+  for (std::uint64_t id = 1; id <= 5; ++id) {
+    auto rec = e->archive().record(id);
+    ASSERT_TRUE(rec.ok());
+    EXPECT_EQ(*e->archive().raw(*rec), raws[id - 1]);
+  }
 }
 
 TEST(Engine, ImportedMessagesAreArchivedIndexedAndSearchable) {
