@@ -1967,15 +1967,10 @@ class PhraseResolver {
     enq.set_weighting_scheme(Xapian::BoolWeight());
     enq.set_docid_order(Xapian::Enquire::ASCENDING);
     Xapian::MSet mset = enq.get_mset(0, db_.get_doccount());
-    if (keys.empty()) {
+    // No keys, or remote shards (which send no values on their own, and no document of a shard
+    // without a termlist: docs/SCALE.md): every candidate is checked.
+    if (keys.empty() || remote_) {
       for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(*it);
-      return;
-    }
-    if (remote_) {
-      // A remote shard sends no values on their own, and no document of a shard without a termlist
-      // (docs/SCALE.md): every candidate is checked.
-      for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(*it);
-      unfiltered_ += mset.size();
       return;
     }
     auto holds_keys = [&](const std::string& bits) {

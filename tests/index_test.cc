@@ -501,40 +501,43 @@ TEST(IndexPairs, DocumentsBuiltBeforeThePairWordsGetThemLater) {
 // until the walk reaches the end. Under OR or NOT every candidate is still checked.
 // Read one by one, and side by side (a source that allows it: the next checks' messages are read
 // ahead on every core, no more than the page still needs): the same pages and totals.
-class IndexDeferredPhrase : public ::testing::TestWithParam<bool> {};
+class IndexDeferredPhrase : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { source.parallel = GetParam(); }
 
-// Reads ahead of the walk: at most one window (two a core) more than a walk one by one.
-int reads_ahead(bool side_by_side) {
-  return side_by_side ? 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : 0;
-}
-
-// 1,500 documents (fewer than kPairTrainDocs: no pair words, every phrase is checked), the odd ones
-// with the body `odd`, the even ones `even`, a second apart.
-void write_alternating(const std::string& dir, MapSource& source, const char* odd, const char* even) {
-  constexpr std::uint64_t kDocs = 1500;
-  auto w = IndexWriter::open(dir);
-  ASSERT_TRUE(w.ok());
-  for (std::uint64_t id = 1; id <= kDocs; ++id) {
-    IndexFields f = fields(id, "note", id % 2 ? odd : even, 978307200 + static_cast<std::int64_t>(id));
-    source.docs[id] = f;
-    ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+  // 1,500 documents (fewer than kPairTrainDocs: no pair words, every phrase is checked), the odd
+  // ones with the body `odd`, the even ones `even`, a second apart; then the reader.
+  void write_alternating(const char* odd, const char* even) {
+    constexpr std::uint64_t kDocs = 1500;
+    {
+      auto w = IndexWriter::open(dir / "index");
+      ASSERT_TRUE(w.ok());
+      for (std::uint64_t id = 1; id <= kDocs; ++id) {
+        IndexFields f = fields(id, "note", id % 2 ? odd : even, 978307200 + static_cast<std::int64_t>(id));
+        source.docs[id] = f;
+        ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+      }
+      ASSERT_TRUE((*w)->commit(kDocs).ok());
+      ASSERT_EQ((*w)->pair_words(), nullptr);
+    }
+    auto r = IndexReader::open(dir / "index");
+    ASSERT_TRUE(r.ok());
+    reader = std::move(r).value();
   }
-  ASSERT_TRUE((*w)->commit(kDocs).ok());
-  ASSERT_EQ((*w)->pair_words(), nullptr);
-}
 
-TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   test::ScratchDir dir;
   MapSource source;
-  source.parallel = GetParam();
-  const int ahead = reads_ahead(GetParam());
+  std::unique_ptr<IndexReader> reader;
+  // Reads ahead of the walk: at most one window (two a core) more than a walk one by one.
+  const int ahead = GetParam() ? 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) : 0;
+};
+
+TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   // Every document holds both pairs of the phrase "alpha beta gamma" (its pair filter cannot tell
   // them apart); only the even ones hold the phrase.
-  ASSERT_NO_FATAL_FAILURE(write_alternating(dir / "index", source, "alpha beta and beta gamma", "alpha beta gamma"));
-  auto r = IndexReader::open(dir / "index");
-  ASSERT_TRUE(r.ok());
+  ASSERT_NO_FATAL_FAILURE(write_alternating("alpha beta and beta gamma", "alpha beta gamma"));
   auto search = [&](const std::string& q, std::size_t offset, std::size_t limit) {
-    auto res = (*r)->search(q, SearchOptions{offset, limit}, &source);
+    auto res = reader->search(q, SearchOptions{offset, limit}, &source);
     EXPECT_TRUE(res.ok()) << q;
     return std::move(res).value();
   };
@@ -563,7 +566,7 @@ TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
 
   SearchOptions exact{0, 5};
   exact.exact_total = true;  // every candidate checked
-  auto counted = (*r)->search("\"alpha beta gamma\"", exact, &source);
+  auto counted = reader->search("\"alpha beta gamma\"", exact, &source);
   ASSERT_TRUE(counted.ok());
   EXPECT_TRUE(counted->total_exact);
   EXPECT_EQ(counted->total, 750u);
@@ -588,16 +591,10 @@ TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
 // (about 0.8%): a page too short to measure the filters' precision on the walk no longer reads a
 // sample of 100 candidates to estimate the total; it samples what passes the filters (no reads).
 TEST_P(IndexDeferredPhrase, TwoWordTotalsAreEstimatedFromTheFiltersWithoutReads) {
-  test::ScratchDir dir;
-  MapSource source;
-  source.parallel = GetParam();
-  const int ahead = reads_ahead(GetParam());
   // Every document holds both words; only the even ones hold them side by side.
-  ASSERT_NO_FATAL_FAILURE(write_alternating(dir / "index", source, "alpha beta gamma", "alpha gamma beta"));
-  auto r = IndexReader::open(dir / "index");
-  ASSERT_TRUE(r.ok());
+  ASSERT_NO_FATAL_FAILURE(write_alternating("alpha beta gamma", "alpha gamma beta"));
   const int loads = source.loads;
-  auto res = (*r)->search("\"alpha gamma\"", SearchOptions{0, 5}, &source);
+  auto res = reader->search("\"alpha gamma\"", SearchOptions{0, 5}, &source);
   ASSERT_TRUE(res.ok());
   std::vector<std::uint64_t> page;
   for (const auto& h : res->hits) page.push_back(h.id);
