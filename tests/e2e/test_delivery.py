@@ -22,16 +22,29 @@ SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 from harness import free_port  # noqa: E402  (below the ephemeral port range)
 
 
-def wait_port(port, proc, what, address="127.0.0.1"):
+def wait_port(port, proc, what, address="127.0.0.1", log_path=None):
+    """Waits until every port in `port` (one port or several) accepts connections while `proc` runs.
+    A server binds its listeners one after another and exits if a later one fails, so waiting on the
+    first alone could return just before it exits (seen once in CI: the submission port refused)."""
+    ports = port if isinstance(port, (list, tuple)) else [port]
     deadline = time.time() + 30
-    while True:
+    pending = list(ports)
+    while pending:
         try:
-            socket.create_connection((address, port), timeout=1).close()
-            return
+            socket.create_connection((address, pending[0]), timeout=1).close()
+            pending.pop(0)
+            continue
         except OSError:
-            if time.time() > deadline or (proc and proc.poll() is not None):
-                raise RuntimeError(f"{what} did not start on port {port}")
-            time.sleep(0.1)
+            pass
+        if time.time() > deadline or (proc and proc.poll() is not None):
+            log = ""
+            if log_path:
+                with open(log_path, "rb") as f:
+                    log = "; its log:\n" + f.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{what} did not start on port {pending[0]}{log}")
+        time.sleep(0.1)
+    if proc and proc.poll() is not None:
+        raise RuntimeError(f"{what} exited after binding {ports}")
 
 
 class Sink:
@@ -98,7 +111,7 @@ index_commit_interval_ms = 200
         self.log = open(self.log_path, "wb")
         self.server = subprocess.Popen([BIN, "--data", self.data, "serve", "--config", cfg], stdout=self.log,
                                        stderr=subprocess.STDOUT)
-        wait_port(self.mx, self.server, "mailark serve")
+        wait_port((self.mx, self.submission), self.server, "mailark serve", log_path=self.log_path)
 
     def tearDown(self):
         if getattr(self, "server", None) and self.server.poll() is None:
