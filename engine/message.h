@@ -7,6 +7,11 @@
 // (kBadInput) only input that is not mail at all: empty, or not starting with a header field.
 // All strings are valid UTF-8 (RFC 2047/2231 decoded, charsets converted, invalid bytes replaced).
 // Thread safety: reentrant; GMime is initialised once per process on first use.
+// Linking: message_common.cc holds what needs no GMime; message.cc the rest. The `mailark` CLI links
+// engine/message_loader.cc instead of message.cc, which loads message.cc (built as the module
+// mailark-mime.so beside the binary, engine/mime_api.h) on the first call that needs GMime: commands
+// that parse no mail start without GMime, GLib, GIO and gpgme (tests/e2e/test_cli.py
+// test_commands_that_parse_no_mail_do_not_load_gmime).
 #pragma once
 
 #include <cstdint>
@@ -86,6 +91,9 @@ ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, 
 // Cheap check used before archiving: empty input, or a first line that is not a header field (nor an
 // mbox "From " line) means the input is not mail. Returns the reason, or empty when it looks like mail.
 std::string not_mail_reason(std::string_view raw);
+// True when `line` begins with a header field name (1 to 200 printable ASCII characters, no space)
+// and a colon.
+bool is_header_field_line(std::string_view line);
 
 std::string join_addresses(const std::vector<Address>& list);
 

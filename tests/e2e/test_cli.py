@@ -128,6 +128,51 @@ class CliTest(unittest.TestCase):
         self.assertEqual(shown["verdict"], "clean")
         self.assertEqual(shown["envelope"]["source"], path)
 
+    def loaded_libraries(self, *args, binary=None):
+        """The shared objects the dynamic loader opened while `mailark ARGS` ran (LD_DEBUG=files)."""
+        env = dict(os.environ, LD_DEBUG="files")
+        p = subprocess.run([binary or BIN, "--data", self.data, *args], capture_output=True, timeout=600, env=env)
+        opened = set(re.findall(r"file=(\S+) \[0\];  needed by|file=(\S+) \[0\];  dynamically loaded",
+                                p.stderr.decode(errors="replace")))
+        return p, {os.path.basename(a or b) for a, b in opened}
+
+    def test_commands_that_parse_no_mail_do_not_load_gmime(self):
+        # GMime brings GLib, GIO, gpgme and more (engine/message_loader.cc): a search of words, fields
+        # or dates, stats and verify's record checks start without them; a command that parses mail
+        # loads mailark-mime.so, and GMime with it, and gives the same answers.
+        self.run_cli("import", DEMO)
+        for args in (["search", "rotterdam"], ["search", "from:ana AND date:2026-03-01..2026-03-31"],
+                     ["search", "rotterdam", "--json"], ["stats"], ["segments"]):
+            p, libs = self.loaded_libraries(*args)
+            self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+            self.assertIn("libxapian.so.30", libs, "LD_DEBUG output not understood")
+            self.assertFalse({lib for lib in libs if "gmime" in lib or "glib" in lib or lib == "mailark-mime.so"},
+                             " ".join(args))
+        first = self.json_cli("search", "rotterdam")["results"][0]["id"]
+        for args in (["show", str(first)], ["search", '"shipping forecast"']):
+            p, libs = self.loaded_libraries(*args)
+            self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+            self.assertIn("mailark-mime.so", libs, " ".join(args))
+            self.assertIn("libgmime-3.0.so.0", libs, " ".join(args))
+        shown = self.run_cli("show", str(first)).stdout.decode()
+        self.assertIn("Subject:", shown)
+        self.assertIn("Structure:", shown)
+
+    def test_a_missing_mime_module_is_a_clear_error_and_other_commands_still_work(self):
+        self.run_cli("import", DEMO)
+        alone = os.path.join(self.tmp, "bin")
+        os.makedirs(alone)
+        shutil.copy(BIN, os.path.join(alone, "mailark"))
+        lone = os.path.join(alone, "mailark")
+        p = subprocess.run([lone, "--data", self.data, "search", "rotterdam", "--json"], capture_output=True,
+                           timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["total"], 3)
+        p = subprocess.run([lone, "--data", self.data, "show", "1"], capture_output=True, timeout=120)
+        self.assertEqual(p.returncode, 70, p.stderr)
+        self.assertIn(b"cannot load", p.stderr)
+        self.assertIn(b"mailark-mime.so", p.stderr)
+
     def test_show_unknown_id_is_not_found(self):
         self.run_cli("import", DEMO)
         self.run_cli("show", "999", expect=3)
