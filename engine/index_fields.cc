@@ -82,4 +82,13 @@ std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) {
 
 std::optional<indexer::IndexFields> ArchiveFieldSource::load_headers(std::uint64_t id) { return read(id, true); }
 
+std::optional<indexer::IndexFields> ArchiveFieldSource::load_text(std::uint64_t id) {
+  auto rec = archive_.record(id);
+  if (!rec) return std::nullopt;
+  auto raw = archive_.raw(*rec);
+  if (!raw) return std::nullopt;
+  if (auto plain = parse_plain_text(*raw, limits_)) return index_fields(*plain, *rec);
+  return index_fields(parse_message_or_flag(*raw, limits_, /*headers_only=*/false, /*extract_documents=*/true), *rec);
+}
+
 }  // namespace mailark

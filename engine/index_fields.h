@@ -42,6 +42,9 @@ class ArchiveFieldSource : public indexer::FieldSource {
   ArchiveFieldSource(const Archive& archive, Limits limits) : archive_(archive), limits_(limits) {}
   std::optional<indexer::IndexFields> load(std::uint64_t id) override;
   std::optional<indexer::IndexFields> load_headers(std::uint64_t id) override;
+  // A plain text message (parse_plain_text) gives its subject and body without GMime; any other is
+  // parsed whole.
+  std::optional<indexer::IndexFields> load_text(std::uint64_t id) override;
   bool concurrent() const override { return true; }
 
  private:

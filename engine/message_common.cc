@@ -3,6 +3,7 @@
 // server, the tests and the fuzzers, and loaded on first use by the `mailark` CLI
 // (engine/message_loader.cc), whose commands that parse no mail so start without GMime and GLib.
 #include <algorithm>
+#include <optional>
 
 #include "common/ascii.h"
 #include "engine/message.h"
@@ -101,6 +102,135 @@ ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, 
   msg.malformed = true;
   msg.problems.push_back(parsed.error().context);
   return msg;
+}
+
+}  // namespace mailark
+
+namespace mailark {
+namespace {
+
+// Charsets whose ASCII bytes mean ASCII (their conversion of an ASCII text is that text). Lower case.
+bool ascii_compatible_charset(std::string_view c) {
+  static constexpr std::string_view kSame[] = {"us-ascii", "ascii", "ansi_x3.4-1968", "utf-8", "utf8",
+                                                "windows-1250", "windows-1251", "windows-1252", "windows-1253",
+                                                "windows-1254", "windows-1255", "windows-1256", "windows-1257",
+                                                "windows-1258", "cp1252", "koi8-r", "koi8-u"};
+  for (std::string_view s : kSame)
+    if (c == s) return true;
+  // iso-8859-1 ... iso-8859-16
+  if (c.substr(0, 9) == "iso-8859-" && c.size() <= 11 && c.size() > 9) {
+    for (char d : c.substr(9))
+      if (d < '0' || d > '9') return false;
+    return true;
+  }
+  return false;
+}
+
+// A Content-Type value (one line or folded, ASCII) that is text/plain with only harmless parameters.
+bool plain_text_type(std::string_view value) {
+  std::string v;
+  for (char c : value)
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') v.push_back(ascii_lower(c));
+  if (v.find('(') != std::string::npos || v.find('\\') != std::string::npos) return false;  // comments, escapes
+  std::string_view rest = v;
+  if (rest.substr(0, 10) != "text/plain") return false;
+  rest.remove_prefix(10);
+  while (!rest.empty()) {
+    if (rest[0] != ';') return false;
+    rest.remove_prefix(1);
+    if (rest.empty()) break;  // a trailing ';'
+    std::size_t end = rest.find(';');
+    std::string_view param = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+    std::size_t eq = param.find('=');
+    if (eq == std::string_view::npos) return false;
+    std::string_view name = param.substr(0, eq), val = param.substr(eq + 1);
+    if (val.size() >= 2 && val.front() == '"' && val.back() == '"') val = val.substr(1, val.size() - 2);
+    if (val.find('"') != std::string_view::npos) return false;
+    if (name == "charset") {
+      if (!ascii_compatible_charset(val)) return false;
+    } else if (name != "format" && name != "delsp" && name != "reply-type") {
+      return false;  // name= makes it an attachment; RFC 2231 continuations; anything else: GMime decides
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<ParsedMessage> parse_plain_text(std::string_view raw, const Limits& limits) {
+  if (!not_mail_reason(raw).empty() || raw.substr(0, 5) == "From ") return std::nullopt;
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(raw[i]);
+    if (c == '\r') {
+      if (i + 1 == raw.size() || raw[i + 1] != '\n') return std::nullopt;
+    } else if ((c < 0x20 && c != '\t' && c != '\n') || c > 0x7e) {
+      return std::nullopt;
+    }
+  }
+  std::size_t header_end = std::min(raw.find("\n\n"), raw.find("\r\n\r\n"));
+  if (header_end == std::string_view::npos || header_end > limits.max_header_bytes) return std::nullopt;
+  const std::size_t body_start = header_end + (raw[header_end] == '\r' ? 4 : 2);
+  std::string_view headers = raw.substr(0, body_start);
+  if (headers.find("=?") != std::string_view::npos) return std::nullopt;
+
+  // The header section, field by field (a field and its continuation lines).
+  struct Field {
+    std::string_view name, value;  // value: after the colon, continuation lines and line ends included
+  };
+  std::vector<Field> fields;
+  std::size_t pos = 0;
+  while (pos < header_end) {
+    std::size_t eol = raw.find('\n', pos);
+    std::string_view line = raw.substr(pos, eol - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) break;
+    if (line[0] == ' ' || line[0] == '\t') {
+      if (fields.empty()) return std::nullopt;
+      Field& f = fields.back();
+      f.value = std::string_view(f.value.data(), line.data() + line.size() - f.value.data());
+    } else {
+      if (!is_header_field_line(line)) return std::nullopt;
+      std::size_t colon = line.find(':');
+      fields.push_back({line.substr(0, colon), line.substr(colon + 1)});
+    }
+    pos = eol + 1;
+  }
+  const Field* subject = nullptr;
+  unsigned types = 0, encodings = 0, subjects = 0;
+  for (const Field& f : fields) {
+    if (ascii_iequals(f.name, "Subject")) {
+      ++subjects;
+      subject = &f;
+    } else if (ascii_iequals(f.name, "Content-Type")) {
+      if (++types > 1 || !plain_text_type(f.value)) return std::nullopt;
+    } else if (ascii_iequals(f.name, "Content-Transfer-Encoding")) {
+      std::string v = ascii_lower(f.value);
+      v.erase(0, v.find_first_not_of(" \t\r\n"));
+      v.erase(v.find_last_not_of(" \t\r\n") + 1);
+      if (++encodings > 1 || (v != "7bit" && v != "8bit" && v != "binary")) return std::nullopt;
+    } else if (ascii_iequals(f.name, "Content-Disposition")) {
+      return std::nullopt;
+    }
+  }
+  if (subjects > 1) return std::nullopt;
+  std::string_view body = raw.substr(body_start);
+  if (body.size() > limits.max_part_bytes) return std::nullopt;
+
+  ParsedMessage out;
+  if (subject) {
+    std::string_view v = subject->value;
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    // Unfolded as GMime unfolds (the line ends dropped, the whitespace after them kept), tabs made
+    // spaces as parse_message makes them.
+    for (char c : v) {
+      if (c == '\r' || c == '\n') continue;
+      out.subject.push_back(c == '\t' ? ' ' : c);
+    }
+    while (!out.subject.empty() && out.subject.back() == ' ') out.subject.pop_back();  // as GMime trims
+  }
+  out.body_text.assign(body.substr(0, limits.max_index_text_bytes));
+  return out;
 }
 
 }  // namespace mailark

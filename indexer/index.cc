@@ -1650,14 +1650,14 @@ class PhraseResolver {
   // each of them anyway before it reaches the last one read.
   std::size_t prefetch_deferred(std::span<const Xapian::docid> ids, std::size_t most) {
     if (!fields_->concurrent()) return ids.size();
-    std::vector<std::pair<Xapian::docid, bool>> wanted;
+    std::vector<std::pair<Xapian::docid, unsigned>> wanted;
     std::size_t used = 0;
     for (; used < ids.size() && wanted.size() < most; ++used) {
       const Xapian::docid id = ids[used];
       if (std::none_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) { return p.applies_to(id); }))
         continue;
       if (!passes_filters(id)) continue;
-      wanted.emplace_back(id, needs_whole(id));
+      wanted.emplace_back(id, needs(id));
     }
     read_side_by_side(wanted);
     return used;
@@ -1678,21 +1678,28 @@ class PhraseResolver {
     return true;
   }
 
-  // Does a check of the document need the whole message (a deferred phrase outside the headers)?
-  bool needs_whole(Xapian::docid id) const {
-    return std::any_of(deferred_.begin(), deferred_.end(), [&](const DeferredPhrase& p) {
-      return p.applies_to(id) && !header_prefix(prefix_of(p.terms[0]));
-    });
+  // What a check of the document reads: the header fields (kHeaders), the texts an unprefixed phrase
+  // is checked against (kText), or both.
+  static constexpr unsigned kHeaders = 1, kText = 2;
+  static unsigned need_of(const std::vector<std::string>& terms) {
+    return header_prefix(prefix_of(terms[0])) ? kHeaders : kText;
+  }
+  unsigned needs(Xapian::docid id) const {
+    unsigned need = 0;
+    for (const DeferredPhrase& p : deferred_)
+      if (p.applies_to(id)) need |= need_of(p.terms);
+    return need ? need : kHeaders;
   }
 
   // Loads the messages not read yet on one thread a core (with a source that allows it), into the
   // cache load() reads. Each message is read and parsed on its own (0.1-1.5 ms): this is what a
   // phrase over a rare word costs beyond the index.
-  void read_side_by_side(const std::vector<std::pair<Xapian::docid, bool>>& all) {
-    std::vector<std::pair<Xapian::docid, bool>> todo;
-    for (const auto& [id, whole] : all) {
+  void read_side_by_side(const std::vector<std::pair<Xapian::docid, unsigned>>& all) {
+    std::vector<std::pair<Xapian::docid, unsigned>> todo;
+    for (const auto& [id, need] : all) {
       auto f = fields_cache_.find(id);
-      if (f == fields_cache_.end() || (whole && !f->second.whole)) todo.emplace_back(id, whole);
+      if (f == fields_cache_.end()) todo.emplace_back(id, need);
+      else if ((f->second.has & need) != need) todo.emplace_back(id, need | f->second.has);
     }
     const std::size_t threads = std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), todo.size());
     if (threads < 2 || !fields_->concurrent()) return;  // read one by one, as the checks meet them
@@ -1701,7 +1708,7 @@ class PhraseResolver {
     auto work = [&] {
       for (std::size_t i; (i = next.fetch_add(1)) < todo.size();) {
         const std::uint64_t archive_id = map_.to_archive(todo[i].first);
-        loaded[i] = {todo[i].second ? fields_->load(archive_id) : fields_->load_headers(archive_id), todo[i].second};
+        loaded[i] = {fetch(archive_id, todo[i].second), todo[i].second};
       }
     };
     std::vector<std::thread> pool;
@@ -1737,7 +1744,7 @@ class PhraseResolver {
     }
     if (!passes_filters(id)) return false;
     ++passed_filters_;
-    const std::optional<IndexFields>& f = load(id, needs_whole(id));
+    const std::optional<IndexFields>& f = load(id, needs(id));
     if (!f) return false;
     for (const auto& p : deferred_)
       if (p.applies_to(id) && !fields_have_phrase(*f, p.terms)) return false;
@@ -2005,12 +2012,12 @@ class PhraseResolver {
       for (auto it = mset.begin(); it != mset.end(); ++it) candidates.push_back(*it);
     }
     std::vector<Xapian::docid> verified;
-    const bool whole = !header_prefix(prefix_of(terms[0]));
-    std::vector<std::pair<Xapian::docid, bool>> reads;
-    for (Xapian::docid d : candidates) reads.emplace_back(d, whole);
+    const unsigned need = need_of(terms);
+    std::vector<std::pair<Xapian::docid, unsigned>> reads;
+    for (Xapian::docid d : candidates) reads.emplace_back(d, need);
     read_side_by_side(reads);
     for (Xapian::docid d : candidates) {
-      const std::optional<IndexFields>& f = load(d, whole);
+      const std::optional<IndexFields>& f = load(d, need);
       if (f && fields_have_phrase(*f, terms)) verified.push_back(d);
     }
     std::sort(verified.begin(), verified.end());
@@ -2038,12 +2045,20 @@ class PhraseResolver {
     return q;
   }
 
-  // A message's fields, read once (whole: everything; otherwise its header fields may be all).
-  const std::optional<IndexFields>& load(Xapian::docid id, bool whole) {
+  // The fields `need` names (kHeaders, kText or both) of a message, from the source.
+  std::optional<IndexFields> fetch(std::uint64_t archive_id, unsigned need) {
+    if (need == kHeaders) return fields_->load_headers(archive_id);
+    if (need == kText) return fields_->load_text(archive_id);
+    return fields_->load(archive_id);
+  }
+
+  // A message's fields, read once (a second read only when a check needs fields the first left out).
+  const std::optional<IndexFields>& load(Xapian::docid id, unsigned need) {
     auto f = fields_cache_.find(id);
-    if (f != fields_cache_.end() && (f->second.whole || !whole)) return f->second.fields;
+    if (f != fields_cache_.end() && (f->second.has & need) == need) return f->second.fields;
+    if (f != fields_cache_.end()) need |= f->second.has;
     const std::uint64_t archive_id = map_.to_archive(id);
-    Loaded l{whole ? fields_->load(archive_id) : fields_->load_headers(archive_id), whole};
+    Loaded l{fetch(archive_id, need), need};
     if (f == fields_cache_.end()) f = fields_cache_.emplace(id, std::move(l)).first;
     else f->second = std::move(l);
     return f->second.fields;
@@ -2063,7 +2078,7 @@ class PhraseResolver {
   std::size_t passed_filters_ = 0;   // walked results that passed their filters
   struct Loaded {
     std::optional<IndexFields> fields;
-    bool whole = false;
+    unsigned has = 0;  // kHeaders, kText or both
   };
   std::unordered_map<Xapian::docid, Loaded> fields_cache_;
   std::unordered_map<Xapian::docid, bool> filter_verdicts_;  // passes_filters, once a document

@@ -263,7 +263,12 @@ class FieldSource {
   // attachments and extracted text may be left empty, which makes a check of from:"kenneth lay" on a
   // long message far cheaper.
   virtual std::optional<IndexFields> load_headers(std::uint64_t id) { return load(id); }
-  // May load and load_headers run on several threads at once? Then a search reads the messages its
+  // Enough for phrases outside the header fields: subject, body, attachment and extracted text and
+  // attachment names (for_each_text's unprefixed, extracted: and attachment: texts); addresses may be
+  // left empty, which lets a plain text message be read without a MIME parser
+  // (ArchiveFieldSource::load_text).
+  virtual std::optional<IndexFields> load_text(std::uint64_t id) { return load(id); }
+  // May load, load_headers and load_text run on several threads at once? Then a search reads the messages its
   // phrase checks need side by side (one thread a core).
   virtual bool concurrent() const { return false; }
 };

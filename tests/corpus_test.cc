@@ -295,6 +295,38 @@ TEST_F(CorpusTest, TextPartsDecodedOnceGiveTheSameText) {
   EXPECT_GT(with_charset, 1000u) << "parts that name a charset other than us-ascii were compared";
 }
 
+TEST_F(CorpusTest, PlainTextMessagesReadWithoutGMimeGiveTheSameText) {
+  // Every archived message of the corpus that parse_plain_text takes gives parse_message's subject and
+  // body text, and nothing else a phrase could be checked against (no attachment, no attachment or
+  // extracted text): a phrase check reads such a message without GMime (ArchiveFieldSource::load_text).
+  const Archive& a = engine_->archive();
+  const Limits limits = engine_->options().limits;
+  std::size_t plain = 0, other = 0;
+  ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) {
+                 auto raw = a.raw(r);
+                 EXPECT_TRUE(raw.ok());
+                 if (!raw) return true;
+                 auto fast = parse_plain_text(*raw, limits);
+                 if (!fast) {
+                   ++other;
+                   return true;
+                 }
+                 ++plain;
+                 ParsedMessage full = parse_message_or_flag(*raw, limits, false, /*extract_documents=*/true);
+                 const std::string at = "record " + std::to_string(r.seq) + " " + r.envelope.source;
+                 EXPECT_EQ(fast->subject, full.subject) << at;
+                 EXPECT_EQ(fast->body_text, full.body_text) << at;
+                 EXPECT_EQ(full.attachment_text, "") << at;
+                 EXPECT_EQ(full.extracted_text, "") << at;
+                 EXPECT_FALSE(full.has_attachment()) << at;
+                 return true;
+               },
+               [](std::uint64_t, const Error&) { return true; })
+                  .ok());
+  EXPECT_GT(plain, 15000u) << "most Enron messages are plain text";
+  EXPECT_GT(other, 1000u) << "SpamAssassin's and the MIME edge cases' messages were left to GMime";
+}
+
 TEST_F(CorpusTest, ArchiveVerifiesAfterTheImport) {
   EngineOptions o;
   o.data_dir = dir_->path();

@@ -170,3 +170,72 @@ TEST(MessageModel, HeaderFieldIsFoundInTheHeaderSectionOnly) {
 
 }  // namespace
 }  // namespace mailark
+
+namespace mailark {
+namespace {
+
+// parse_plain_text (message.h): the messages it takes give parse_message's subject and body text; every
+// kind of message whose text needs MIME decoding, or could, is left to GMime.
+TEST(PlainText, SimpleMessagesGiveParseMessagesSubjectAndBody) {
+  Limits limits;  // changed below
+  const std::string cases[] = {
+      "Subject: power crisis\r\nFrom: a@b.example\r\n\r\nThe power crisis\r\ndeepens.\r\n",
+      "From: a@b.example\nSubject:   folded\n\tsubject line\n  again\nContent-Type: text/plain; charset=\"iso-8859-1\"; "
+      "format=flowed\nContent-Transfer-Encoding: 7bit\n\nbody\n",
+      "Content-Type: TEXT/PLAIN;\r\n charset=us-ascii\r\nsubject:lower case name\r\n\r\n",
+      "X-Empty-Subject: yes\r\nSubject:\r\n\r\nno subject\r\n",
+      "To: x@y.example\r\n\r\n\r\nblank lines first\r\n\r\n",
+  };
+  for (const auto& raw : cases) {
+    auto plain = parse_plain_text(raw, limits);
+    ASSERT_TRUE(plain.has_value()) << raw;
+    auto full = parse_message(raw, limits);
+    ASSERT_TRUE(full.ok()) << raw;
+    EXPECT_EQ(plain->subject, full->subject) << raw;
+    EXPECT_EQ(plain->body_text, full->body_text) << raw;
+    EXPECT_TRUE(full->attachment_text.empty() && !full->has_attachment()) << raw;
+  }
+  limits.max_index_text_bytes = 10;
+  auto cut = parse_plain_text("Subject: s\r\n\r\n0123456789abcdef\r\n", limits);
+  ASSERT_TRUE(cut.has_value());
+  EXPECT_EQ(cut->body_text, "0123456789");
+  EXPECT_EQ(cut->body_text, parse_message("Subject: s\r\n\r\n0123456789abcdef\r\n", limits)->body_text);
+}
+
+TEST(PlainText, AnythingThatNeedsDecodingIsLeftToGMime) {
+  const Limits limits;
+  const std::string head = "From: a@b.example\r\nSubject: s\r\n";
+  const std::string cases[] = {
+      "Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nbody\r\n",                        // an encoded word
+      head + "Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n",          // base64
+      head + "Content-Transfer-Encoding: quoted-printable\r\n\r\na=3Db\r\n",   // quoted-printable
+      head + "Content-Type: text/plain; name=notes.txt\r\n\r\nbody\r\n",        // an attachment
+      head + "Content-Type: text/plain; charset=utf-7\r\n\r\n+AGE-\r\n",        // not ASCII-compatible
+      head + "Content-Type: text/plain; charset*=us-ascii''x\r\n\r\nbody\r\n",  // RFC 2231
+      head + "Content-Type: text/plain (comment)\r\n\r\nbody\r\n",
+      head + "Content-Type: text/html\r\n\r\n<p>body</p>\r\n",
+      head + "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+      head + "Content-Disposition: attachment\r\n\r\nbody\r\n",
+      head + "Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\nbody\r\n",  // twice
+      head + "Subject: two\r\n\r\nbody\r\n",                                          // two subjects
+      head + "\r\nbody with a bare\rCR\r\n",
+      head + "\r\nan escape \x1b$B iso-2022\r\n",
+      head + "\r\n8-bit caf\xc3\xa9\r\n",
+      head + std::string("\r\na NUL \0 inside\r\n", 18),
+      "From a@b.example Mon Mar  2 09:00:00 2026\r\n" + head + "\r\nmbox line\r\n",
+      " continuation first\r\n" + head + "\r\nbody\r\n",
+      head + "Bad Name: x\r\n\r\nbody\r\n",
+      head + "only headers, no blank line\r\n",
+      "not mail at all",
+  };
+  for (const auto& raw : cases) EXPECT_FALSE(parse_plain_text(raw, limits).has_value()) << raw;
+  Limits small;
+  small.max_part_bytes = 4;
+  EXPECT_FALSE(parse_plain_text(head + "\r\nlonger than four\r\n", small).has_value());
+  small = Limits{};
+  small.max_header_bytes = 10;
+  EXPECT_FALSE(parse_plain_text(head + "\r\nbody\r\n", small).has_value());
+}
+
+}  // namespace
+}  // namespace mailark
