@@ -85,8 +85,9 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
 // transfer encoding but 7bit, 8bit or binary), each of Subject, Content-Type and
 // Content-Transfer-Encoding at most once. Where it gives them, subject and body_text are what
 // parse_message gives (tests/corpus_test.cc CorpusTest.PlainTextMessagesReadWithoutGMimeGiveTheSameText,
-// every corpus message); the other fields stay empty. For phrase checks (ArchiveFieldSource::load_text):
-// 96% of the Enron messages, so a phrase search over such mail never loads GMime.
+// every corpus message; fuzz/message_fuzz.cc traps on any input where they differ); the other fields
+// stay empty. For phrase checks (ArchiveFieldSource::load_text):
+// most Enron messages (docs/BENCHMARKS.md), so a phrase search over such mail never loads GMime.
 std::optional<ParsedMessage> parse_plain_text(std::string_view raw, const Limits& limits);
 
 // Tests only: text parts read as GMime's g_mime_text_part_get_text reads them (their content decoded a

@@ -1,5 +1,5 @@
 // Fuzzes message parsing (GMime, engine/message.cc) with index-field extraction and document building:
-// what every archived message goes through, whatever its bytes.
+// what every archived message goes through, whatever its bytes; and parse_plain_text against it.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -31,6 +31,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (h.subject != m.subject || h.message_id != m.message_id || !same(h.from, m.from) || !same(h.to, m.to) ||
       !same(h.cc, m.cc) || !same(h.bcc, m.bcc) || !h.body_text.empty())
     __builtin_trap();
+  // A message phrase checks read without GMime gives what GMime gives (the subject and body a phrase
+  // is checked against), and nothing a phrase could be checked against elsewhere.
+  if (auto plain = mailark::parse_plain_text(raw, limits)) {
+    if (plain->subject != m.subject || plain->body_text != m.body_text || !m.attachment_text.empty() ||
+        m.has_attachment())
+      __builtin_trap();
+  }
   mailark::ArchiveRecord r;
   r.seq = 1;
   r.raw_size = size;
