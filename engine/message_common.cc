@@ -168,23 +168,23 @@ std::optional<ParsedMessage> parse_plain_text(std::string_view raw, const Limits
       return std::nullopt;
     }
   }
-  std::size_t header_end = std::min(raw.find("\n\n"), raw.find("\r\n\r\n"));
-  if (header_end == std::string_view::npos || header_end > limits.max_header_bytes) return std::nullopt;
-  const std::size_t body_start = header_end + (raw[header_end] == '\r' ? 4 : 2);
-  std::string_view headers = raw.substr(0, body_start);
-  if (headers.find("=?") != std::string_view::npos) return std::nullopt;
-
-  // The header section, field by field (a field and its continuation lines).
+  // The header section, field by field (a field and its continuation lines), up to the first empty
+  // line whatever ends the lines around it (a header line ending in LF, then CRLF: GMime's end too).
   struct Field {
     std::string_view name, value;  // value: after the colon, continuation lines and line ends included
   };
   std::vector<Field> fields;
-  std::size_t pos = 0;
-  while (pos < header_end) {
+  std::size_t pos = 0, body_start = std::string_view::npos;
+  while (pos < raw.size()) {
     std::size_t eol = raw.find('\n', pos);
+    if (eol == std::string_view::npos) return std::nullopt;  // no body: nothing to gain
     std::string_view line = raw.substr(pos, eol - pos);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty()) break;
+    if (line.empty()) {
+      body_start = eol + 1;
+      break;
+    }
+    if (eol > limits.max_header_bytes) return std::nullopt;
     if (line[0] == ' ' || line[0] == '\t') {
       if (fields.empty()) return std::nullopt;
       Field& f = fields.back();
@@ -196,6 +196,8 @@ std::optional<ParsedMessage> parse_plain_text(std::string_view raw, const Limits
     }
     pos = eol + 1;
   }
+  if (body_start == std::string_view::npos || fields.empty()) return std::nullopt;
+  if (raw.substr(0, body_start).find("=?") != std::string_view::npos) return std::nullopt;  // encoded words
   const Field* subject = nullptr;
   unsigned types = 0, encodings = 0, subjects = 0;
   for (const Field& f : fields) {

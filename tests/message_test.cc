@@ -185,6 +185,10 @@ TEST(PlainText, SimpleMessagesGiveParseMessagesSubjectAndBody) {
       "Content-Type: TEXT/PLAIN;\r\n charset=us-ascii\r\nsubject:lower case name\r\n\r\n",
       "X-Empty-Subject: yes\r\nSubject:\r\n\r\nno subject\r\n",
       "To: x@y.example\r\n\r\n\r\nblank lines first\r\n\r\n",
+      // A header line ending in LF, then an empty line ending in CRLF: the body starts there
+      // (fuzz/regressions/message/plain-text-mixed-line-ends, found by the message target).
+      "To: x@y.example\r\nSubject: mixed\n\r\nfirst paragraph\r\n\r\nsecond\r\n",
+      "Subject: lf then crlf\n\r\nbody\n\nmore\r\n",
   };
   for (const auto& raw : cases) {
     auto plain = parse_plain_text(raw, limits);
@@ -227,6 +231,7 @@ TEST(PlainText, AnythingThatNeedsDecodingIsLeftToGMime) {
       head + "Bad Name: x\r\n\r\nbody\r\n",
       head + "only headers, no blank line\r\n",
       "not mail at all",
+      "\r\nno header fields\r\n",
   };
   for (const auto& raw : cases) EXPECT_FALSE(parse_plain_text(raw, limits).has_value()) << raw;
   Limits small;
