@@ -1,8 +1,9 @@
 // The GMime half of engine/message.h for the `mailark` CLI: each function forwards to mailark-mime.so
 // (message.cc built as a module, engine/mime_api.h), loaded beside the binary on the first call. GMime
 // brings GLib, GObject, GIO, gpgme and eight more libraries whose loading and constructors cost a
-// command that parses no mail (a search of terms, fields or dates, `segments`, `queue`...) about a
-// third of its start-up (docs/BENCHMARKS.md "Start-up"); those commands never load them
+// command that parses no mail (a search of terms, fields or dates, `segments`, `queue`...) 157 of its
+// 524 start-up page faults and a fifth of its whole time at 306,642 messages (docs/BENCHMARKS.md
+// "GMime loaded on first parse; plain messages checked without it"); those commands never load them
 // (tests/e2e/test_cli.py test_commands_that_parse_no_mail_do_not_load_gmime). The server, the tests
 // and the fuzzers link message.cc itself.
 #include <dlfcn.h>
