@@ -69,26 +69,25 @@ Status pair_unpaired_documents(const Archive& archive, indexer::IndexWriter& ind
   return ok_status();
 }
 
-std::optional<indexer::IndexFields> ArchiveFieldSource::read(std::uint64_t id, bool headers_only) {
+std::optional<indexer::IndexFields> ArchiveFieldSource::read(std::uint64_t id, Part part) {
   auto rec = archive_.record(id);
   if (!rec) return std::nullopt;
   auto raw = archive_.raw(*rec);
   if (!raw) return std::nullopt;
+  if (part == Part::kText) {
+    if (auto plain = parse_plain_text(*raw, limits_)) return index_fields(*plain, *rec);
+  }
   // The fields as the index built them: the attachments' text too (a phrase may be in a PDF).
+  const bool headers_only = part == Part::kHeaders;
   return index_fields(parse_message_or_flag(*raw, limits_, headers_only, /*extract_documents=*/!headers_only), *rec);
 }
 
-std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) { return read(id, false); }
+std::optional<indexer::IndexFields> ArchiveFieldSource::load(std::uint64_t id) { return read(id, Part::kWhole); }
 
-std::optional<indexer::IndexFields> ArchiveFieldSource::load_headers(std::uint64_t id) { return read(id, true); }
-
-std::optional<indexer::IndexFields> ArchiveFieldSource::load_text(std::uint64_t id) {
-  auto rec = archive_.record(id);
-  if (!rec) return std::nullopt;
-  auto raw = archive_.raw(*rec);
-  if (!raw) return std::nullopt;
-  if (auto plain = parse_plain_text(*raw, limits_)) return index_fields(*plain, *rec);
-  return index_fields(parse_message_or_flag(*raw, limits_, /*headers_only=*/false, /*extract_documents=*/true), *rec);
+std::optional<indexer::IndexFields> ArchiveFieldSource::load_headers(std::uint64_t id) {
+  return read(id, Part::kHeaders);
 }
+
+std::optional<indexer::IndexFields> ArchiveFieldSource::load_text(std::uint64_t id) { return read(id, Part::kText); }
 
 }  // namespace mailark

@@ -48,7 +48,8 @@ class ArchiveFieldSource : public indexer::FieldSource {
   bool concurrent() const override { return true; }
 
  private:
-  std::optional<indexer::IndexFields> read(std::uint64_t id, bool headers_only);
+  enum class Part { kWhole, kHeaders, kText };
+  std::optional<indexer::IndexFields> read(std::uint64_t id, Part part);
   const Archive& archive_;
   Limits limits_;
 };

@@ -104,9 +104,6 @@ ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, 
   return msg;
 }
 
-}  // namespace mailark
-
-namespace mailark {
 namespace {
 
 // Charsets whose ASCII bytes mean ASCII (their conversion of an ASCII text is that text). Lower case.

@@ -2,6 +2,8 @@
 // facts looked up in the corpus by hand (grep and Python's email module) return exactly those messages.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <filesystem>
 #include <map>
 #include <set>
@@ -42,6 +44,21 @@ class CorpusTest : public ::testing::Test {
     delete report_;
     delete dir_;
     engine_ = nullptr;
+  }
+
+  // Every archived record with its stored bytes, in order, with "record N SOURCE" to name it; `fn`
+  // returns false to stop. A record whose bytes do not read fails the test.
+  static void for_each_message(
+      const std::function<bool(const std::string& raw, const std::string& at)>& fn) {
+    const Archive& a = engine_->archive();
+    ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) {
+                   auto raw = a.raw(r);
+                   EXPECT_TRUE(raw.ok());
+                   if (!raw) return true;
+                   return fn(*raw, "record " + std::to_string(r.seq) + " " + r.envelope.source);
+                 },
+                 [](std::uint64_t, const Error&) { return true; })
+                    .ok());
   }
 
   // The file an origin names: "PATH#n" (mbox, PST), "PATH#item 0x2044 (Inbox)" (PST), or the path.
@@ -233,7 +250,6 @@ TEST_F(CorpusTest, ReimportingTheCorpusAddsNothing) {
 TEST_F(CorpusTest, HeaderOnlyParseGivesTheSameHeaderFields) {
   // Every archived message of the corpus (Enron, SpamAssassin, the MIME edge cases): what a phrase
   // check on a header field reads (parse_message headers_only) is what the index was built from.
-  const Archive& a = engine_->archive();
   const Limits limits = engine_->options().limits;
   std::size_t checked = 0;
   auto names = [](const std::vector<Address>& v) {
@@ -241,26 +257,20 @@ TEST_F(CorpusTest, HeaderOnlyParseGivesTheSameHeaderFields) {
     for (const auto& x : v) out.push_back(x.name + "<" + x.addr + ">");
     return out;
   };
-  ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) {
-                 auto raw = a.raw(r);
-                 EXPECT_TRUE(raw.ok());
-                 if (!raw) return true;
-                 ParsedMessage whole = parse_message_or_flag(*raw, limits);
-                 ParsedMessage head = parse_message_or_flag(*raw, limits, /*headers_only=*/true);
-                 const std::string at = "record " + std::to_string(r.seq) + " " + r.envelope.source;
-                 EXPECT_EQ(head.message_id, whole.message_id) << at;
-                 EXPECT_EQ(head.subject, whole.subject) << at;
-                 EXPECT_EQ(head.date, whole.date) << at;
-                 EXPECT_EQ(names(head.from), names(whole.from)) << at;
-                 EXPECT_EQ(names(head.to), names(whole.to)) << at;
-                 EXPECT_EQ(names(head.cc), names(whole.cc)) << at;
-                 EXPECT_EQ(names(head.bcc), names(whole.bcc)) << at;
-                 EXPECT_TRUE(head.body_text.empty()) << at;
-                 ++checked;
-                 return !HasFailure();
-               },
-               [](std::uint64_t, const Error&) { return true; })
-                  .ok());
+  for_each_message([&](const std::string& raw, const std::string& at) {
+    ParsedMessage whole = parse_message_or_flag(raw, limits);
+    ParsedMessage head = parse_message_or_flag(raw, limits, /*headers_only=*/true);
+    EXPECT_EQ(head.message_id, whole.message_id) << at;
+    EXPECT_EQ(head.subject, whole.subject) << at;
+    EXPECT_EQ(head.date, whole.date) << at;
+    EXPECT_EQ(names(head.from), names(whole.from)) << at;
+    EXPECT_EQ(names(head.to), names(whole.to)) << at;
+    EXPECT_EQ(names(head.cc), names(whole.cc)) << at;
+    EXPECT_EQ(names(head.bcc), names(whole.bcc)) << at;
+    EXPECT_TRUE(head.body_text.empty()) << at;
+    ++checked;
+    return !HasFailure();
+  });
   EXPECT_GT(checked, 20000u);
 }
 
@@ -269,28 +279,21 @@ TEST_F(CorpusTest, TextPartsDecodedOnceGiveTheSameText) {
   // iso-8859-x and windows-125x parts, the MIME edge cases' broken and unknown ones): the text a part
   // gives from its content decoded once is the text GMime's get_text gives by decoding it again, which
   // is what every index so far was built from.
-  const Archive& a = engine_->archive();
   const Limits limits = engine_->options().limits;
   std::size_t checked = 0, with_charset = 0;
-  ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) {
-                 auto raw = a.raw(r);
-                 EXPECT_TRUE(raw.ok());
-                 if (!raw) return true;
-                 ParsedMessage once = parse_message_or_flag(*raw, limits);
-                 set_text_by_second_decode_for_test(true);
-                 ParsedMessage twice = parse_message_or_flag(*raw, limits);
-                 set_text_by_second_decode_for_test(false);
-                 const std::string at = "record " + std::to_string(r.seq) + " " + r.envelope.source;
-                 EXPECT_EQ(once.body_text, twice.body_text) << at;
-                 EXPECT_EQ(once.attachment_text, twice.attachment_text) << at;
-                 EXPECT_EQ(once.malformed, twice.malformed) << at;
-                 if (raw->find("charset=") != std::string::npos && raw->find("charset=\"us-ascii\"") == std::string::npos)
-                   ++with_charset;
-                 ++checked;
-                 return !HasFailure();
-               },
-               [](std::uint64_t, const Error&) { return true; })
-                  .ok());
+  for_each_message([&](const std::string& raw, const std::string& at) {
+    ParsedMessage once = parse_message_or_flag(raw, limits);
+    set_text_by_second_decode_for_test(true);
+    ParsedMessage twice = parse_message_or_flag(raw, limits);
+    set_text_by_second_decode_for_test(false);
+    EXPECT_EQ(once.body_text, twice.body_text) << at;
+    EXPECT_EQ(once.attachment_text, twice.attachment_text) << at;
+    EXPECT_EQ(once.malformed, twice.malformed) << at;
+    if (raw.find("charset=") != std::string::npos && raw.find("charset=\"us-ascii\"") == std::string::npos)
+      ++with_charset;
+    ++checked;
+    return !HasFailure();
+  });
   EXPECT_GT(checked, 20000u);
   EXPECT_GT(with_charset, 1000u) << "parts that name a charset other than us-ascii were compared";
 }
@@ -299,30 +302,23 @@ TEST_F(CorpusTest, PlainTextMessagesReadWithoutGMimeGiveTheSameText) {
   // Every archived message of the corpus that parse_plain_text takes gives parse_message's subject and
   // body text, and nothing else a phrase could be checked against (no attachment, no attachment or
   // extracted text): a phrase check reads such a message without GMime (ArchiveFieldSource::load_text).
-  const Archive& a = engine_->archive();
   const Limits limits = engine_->options().limits;
   std::size_t plain = 0, other = 0;
-  ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) {
-                 auto raw = a.raw(r);
-                 EXPECT_TRUE(raw.ok());
-                 if (!raw) return true;
-                 auto fast = parse_plain_text(*raw, limits);
-                 if (!fast) {
-                   ++other;
-                   return true;
-                 }
-                 ++plain;
-                 ParsedMessage full = parse_message_or_flag(*raw, limits, false, /*extract_documents=*/true);
-                 const std::string at = "record " + std::to_string(r.seq) + " " + r.envelope.source;
-                 EXPECT_EQ(fast->subject, full.subject) << at;
-                 EXPECT_EQ(fast->body_text, full.body_text) << at;
-                 EXPECT_EQ(full.attachment_text, "") << at;
-                 EXPECT_EQ(full.extracted_text, "") << at;
-                 EXPECT_FALSE(full.has_attachment()) << at;
-                 return true;
-               },
-               [](std::uint64_t, const Error&) { return true; })
-                  .ok());
+  for_each_message([&](const std::string& raw, const std::string& at) {
+    auto fast = parse_plain_text(raw, limits);
+    if (!fast) {
+      ++other;
+      return true;
+    }
+    ++plain;
+    ParsedMessage full = parse_message_or_flag(raw, limits, false, /*extract_documents=*/true);
+    EXPECT_EQ(fast->subject, full.subject) << at;
+    EXPECT_EQ(fast->body_text, full.body_text) << at;
+    EXPECT_EQ(full.attachment_text, "") << at;
+    EXPECT_EQ(full.extracted_text, "") << at;
+    EXPECT_FALSE(full.has_attachment()) << at;
+    return true;
+  });
   EXPECT_GT(plain, 15000u) << "most Enron messages are plain text";
   EXPECT_GT(other, 1000u) << "SpamAssassin's and the MIME edge cases' messages were left to GMime";
 }

@@ -41,6 +41,9 @@ class MapSource : public FieldSource {
   bool concurrent() const override { return parallel; }
   std::optional<IndexFields> load(std::uint64_t id) override {
     ++loads;
+    return find(id);
+  }
+  std::optional<IndexFields> find(std::uint64_t id) const {
     auto it = docs.find(id);
     if (it == docs.end()) return std::nullopt;
     return it->second;
@@ -48,9 +51,9 @@ class MapSource : public FieldSource {
   // As ArchiveFieldSource: the header fields only, so a body phrase checked with it would not match.
   std::optional<IndexFields> load_headers(std::uint64_t id) override {
     ++header_loads;
-    auto it = docs.find(id);
-    if (it == docs.end()) return std::nullopt;
-    IndexFields f = it->second;
+    auto found = find(id);
+    if (!found) return std::nullopt;
+    IndexFields f = *found;
     f.body.clear();
     f.attachment_text.clear();
     f.attachments.clear();
@@ -61,9 +64,9 @@ class MapSource : public FieldSource {
   std::optional<IndexFields> load_text(std::uint64_t id) override {
     ++loads;
     ++text_loads;
-    auto it = docs.find(id);
-    if (it == docs.end()) return std::nullopt;
-    IndexFields f = it->second;
+    auto found = find(id);
+    if (!found) return std::nullopt;
+    IndexFields f = *found;
     f.from.clear();
     f.to.clear();
     f.cc.clear();
