@@ -40,12 +40,19 @@ indexer::IndexFields index_fields(const ParsedMessage& m, const ArchiveRecord& r
   return f;
 }
 
+indexer::IndexFields document_fields(const ParsedMessage& message, const ArchiveRecord& record, std::string_view raw,
+                                     const Limits& limits) {
+  indexer::IndexFields f = index_fields(message, record);
+  f.keep_texts = !parse_plain_text(raw, limits).has_value();
+  return f;
+}
+
 Xapian::Document document_for_record(const ArchiveSnapshot& snapshot, const ArchiveRecord& record,
                                      const Limits& limits, const indexer::PairWords* pairs) {
   auto raw = snapshot.raw(record);
   if (!raw) return indexer::build_unindexed_document(record.seq, raw.error().context);
   ParsedMessage msg = parse_message_or_flag(*raw, limits, /*headers_only=*/false, /*extract_documents=*/true);
-  indexer::IndexFields f = index_fields(msg, record);
+  indexer::IndexFields f = document_fields(msg, record, *raw, limits);
   // A copy: an earlier record holds these bytes (what the append said when it wrote this one).
   if (auto ids = snapshot.copies(record.content_sha256); ids && !ids->empty() && ids->front() < record.seq) f.copy = true;
   return indexer::build_document(f, pairs);

@@ -15,6 +15,13 @@ namespace mailark {
 // record.seq may be 0 when the record is not yet appended (the id is the Xapian docid).
 indexer::IndexFields index_fields(const ParsedMessage& message, const ArchiveRecord& record);
 
+// index_fields for the record's document, from its bytes `raw` too: the index keeps the texts of a
+// message that only a MIME parser can read (parse_plain_text gives nothing), so that a phrase check
+// of it needs neither the archive nor GMime (indexer::IndexFields::keep_texts). Test:
+// IndexFieldsTest.TextsAreKeptForMessagesThatNeedAMimeParser.
+indexer::IndexFields document_fields(const ParsedMessage& message, const ArchiveRecord& record, std::string_view raw,
+                                     const Limits& limits);
+
 // The index document of an archived record, from its stored bytes. A record whose bytes cannot be
 // read (archive damage, which `verify` names) gets a placeholder document with the reason, found by
 // is:unindexed: never skipped silently.

@@ -217,7 +217,7 @@ struct Ingest::Impl {
     draft.flags = a.flags;
     draft.content_sha256 = a.content_sha256;
     draft.raw_size = a.raw_size;
-    p.doc = indexer::build_document(index_fields(msg, draft), index.pair_words().get());
+    p.doc = indexer::build_document(document_fields(msg, draft, item.raw, limits), index.pair_words().get());
 
     r.outcome = IngestOutcome::kArchived;
     r.verdict = verdict.kind;

@@ -1,5 +1,5 @@
-// Fuzzes the decoders of every stored value: archive records, blobs, queue entries and quarantine
-// entries. A damaged or hostile value must be refused with an error, never read out of bounds; what
+// Fuzzes the decoders of every stored value: archive records, blobs, queue entries, quarantine
+// entries and the texts an index document keeps (indexer::decode_kept_texts). A damaged or hostile value must be refused with an error, never read out of bounds; what
 // decodes, encoded again, must decode to the same thing.
 #include <cstddef>
 #include <cstdint>
@@ -10,11 +10,12 @@
 #include "engine/quarantine.h"
 #include "engine/queue.h"
 #include "engine/record.h"
+#include "indexer/index.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
   std::string_view v(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0: {
       auto r = mailark::decode_record(7, v);
       if (r) {
@@ -47,6 +48,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::string once = mailark::encode_quarantine_entry(*q);
         auto back = mailark::decode_quarantine_entry(7, once);
         if (!back || mailark::encode_quarantine_entry(*back) != once) std::abort();
+      }
+      break;
+    }
+    case 4: {
+      auto t = mailark::indexer::decode_kept_texts(v, 1u << 20);
+      if (t) {
+        std::string once = mailark::indexer::encode_kept_texts(*t);
+        if (once.empty()) break;  // past the cap: never kept
+        auto back = mailark::indexer::decode_kept_texts(once, 1u << 20);
+        if (!back || back->subject != t->subject || back->body != t->body || back->extracted_text != t->extracted_text ||
+            back->attachment_text != t->attachment_text || back->attachments.size() != t->attachments.size())
+          std::abort();
       }
       break;
     }

@@ -47,6 +47,11 @@ struct IndexFields {
   // An earlier record holds the same bytes (another custodian's copy, another delivery): an
   // archive-wide search of the message's content shows the earliest record only (Kcopy).
   bool copy = false;
+  // Keep the texts a phrase check reads (subject, body, attachment and extracted text, attachment
+  // names) in the document (schema::kSlotTexts), so that the check needs neither the archive nor a
+  // MIME parser. engine/ sets it for a message whose texts a MIME parser must decode
+  // (quoted-printable, base64, HTML, attachments): a plain message is read from the archive as cheaply.
+  bool keep_texts = false;
 };
 
 // What a search result shows, stored in the document data so result lists need no archive reads.

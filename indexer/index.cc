@@ -20,6 +20,9 @@
 #include <thread>
 #include <unordered_set>
 
+#include <zstd.h>
+
+#include "common/encoding.h"
 #include "common/file_util.h"
 #include "common/ascii.h"
 #include "common/numbers.h"
@@ -248,6 +251,47 @@ bool pair_filter_may_hold(std::string_view filter, std::uint64_t key) {
   return true;
 }
 
+std::string encode_kept_texts(const IndexFields& f) {
+  Writer w;
+  w.str(f.subject);
+  w.str(f.body);
+  w.str(f.attachment_text);
+  w.str(f.extracted_text);
+  w.varint(f.attachments.size());
+  for (const auto& a : f.attachments) w.str(a.name);
+  const std::string& plain = w.out();
+  // Texts that cannot fit are not compressed at all: zstd keeps mail text to a third or less, so a
+  // bound of three times the cap is generous.
+  if (plain.size() / 3 > schema::kKeptTextsMaxBytes) return {};
+  std::string out(1 + ZSTD_compressBound(plain.size()), '\0');
+  out[0] = static_cast<char>(schema::kKeptTextsVersion);
+  const std::size_t n = ZSTD_compress(out.data() + 1, out.size() - 1, plain.data(), plain.size(), 3);
+  if (ZSTD_isError(n) || n > schema::kKeptTextsMaxBytes) return {};
+  out.resize(1 + n);
+  return out;
+}
+
+std::optional<IndexFields> decode_kept_texts(std::string_view value, std::size_t max_bytes) {
+  if (value.size() < 2 || static_cast<unsigned char>(value[0]) != schema::kKeptTextsVersion) return std::nullopt;
+  const std::string_view frame = value.substr(1);
+  const unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_bytes) return std::nullopt;
+  std::string plain(static_cast<std::size_t>(size), '\0');
+  const std::size_t n = ZSTD_decompress(plain.data(), plain.size(), frame.data(), frame.size());
+  if (ZSTD_isError(n) || n != plain.size()) return std::nullopt;
+  Reader r(plain);
+  IndexFields f;
+  std::uint64_t names = 0;
+  if (!r.str(f.subject) || !r.str(f.body) || !r.str(f.attachment_text) || !r.str(f.extracted_text) ||
+      !r.varint(names) || names > plain.size() - r.pos())
+    return std::nullopt;
+  f.attachments.resize(static_cast<std::size_t>(names));
+  for (auto& a : f.attachments)
+    if (!r.str(a.name)) return std::nullopt;
+  if (r.pos() != plain.size()) return std::nullopt;
+  return f;
+}
+
 Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   Xapian::Document doc;
   // The generator hears the words it indexes (WordSequence) for the pair terms and the pair filter.
@@ -286,6 +330,9 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   for (const auto& c : f.custodians)
     if (!c.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixCustodian, ascii_lower(c)));
   if (!f.content_key.empty()) doc.add_value(schema::kSlotContent, f.content_key.substr(0, 16));
+  if (f.keep_texts) {
+    if (std::string texts = encode_kept_texts(f); !texts.empty()) doc.add_value(schema::kSlotTexts, texts);
+  }
   doc.add_value(schema::kSlotDate, Xapian::sortable_serialise(static_cast<double>(f.date)));
   doc.add_value(schema::kSlotSize, Xapian::sortable_serialise(static_cast<double>(f.size)));
   doc.add_value(schema::kSlotReceived, Xapian::sortable_serialise(static_cast<double>(f.received)));
@@ -1698,8 +1745,11 @@ class PhraseResolver {
     std::vector<std::pair<Xapian::docid, unsigned>> todo;
     for (const auto& [id, need] : all) {
       auto f = fields_cache_.find(id);
-      if (f == fields_cache_.end()) todo.emplace_back(id, need);
-      else if ((f->second.has & need) != need) todo.emplace_back(id, need | f->second.has);
+      if (f == fields_cache_.end()) {
+        if (!take_kept_texts(id, need)) todo.emplace_back(id, need);
+      } else if ((f->second.has & need) != need) {
+        todo.emplace_back(id, need | f->second.has);
+      }
     }
     const std::size_t threads = std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), todo.size());
     if (threads < 2 || !fields_->concurrent()) return;  // read one by one, as the checks meet them
@@ -2052,10 +2102,25 @@ class PhraseResolver {
     return fields_->load(archive_id);
   }
 
+  // The texts kept in the document (schema::kSlotTexts) stand for a read of the message when a check
+  // needs its texts alone: into the cache, and true, when the document has them. Read on the calling
+  // thread (a Xapian database is not shared between threads). A remote shard's document cannot be
+  // fetched (DocMap::remote): its checks read the archive.
+  bool take_kept_texts(Xapian::docid id, unsigned need) {
+    if (need != kText || map_.remote(id)) return false;
+    const std::string value = db_.get_document(id, Xapian::DOC_ASSUME_VALID).get_value(schema::kSlotTexts);
+    if (value.empty()) return false;
+    std::optional<IndexFields> texts = decode_kept_texts(value);
+    if (!texts) return false;  // damaged or of another version: the archive holds the truth
+    fields_cache_[id] = Loaded{std::move(texts), kText};
+    return true;
+  }
+
   // A message's fields, read once (a second read only when a check needs fields the first left out).
   const std::optional<IndexFields>& load(Xapian::docid id, unsigned need) {
     auto f = fields_cache_.find(id);
     if (f != fields_cache_.end() && (f->second.has & need) == need) return f->second.fields;
+    if (f == fields_cache_.end() && take_kept_texts(id, need)) return fields_cache_[id].fields;
     if (f != fields_cache_.end()) need |= f->second.has;
     const std::uint64_t archive_id = map_.to_archive(id);
     Loaded l{fetch(archive_id, need), need};

@@ -92,6 +92,13 @@ std::string encode_pair_filter(std::vector<std::uint64_t> keys);
 // False only when a document with this filter cannot hold the pair. A filter of another version: true.
 bool pair_filter_may_hold(std::string_view filter, std::uint64_t key);
 
+// The value of schema::kSlotTexts for these fields, or empty when it would pass kKeptTextsMaxBytes.
+std::string encode_kept_texts(const IndexFields& fields);
+// The texts of such a value (subject, body, attachment_text, extracted_text and the attachments' names;
+// the other fields empty), or nothing for a value that is not one (another version, damaged, or
+// decoding past `max_bytes`). Test: KeptTexts.*; fuzz/record_fuzz.cc feeds it arbitrary bytes.
+std::optional<IndexFields> decode_kept_texts(std::string_view value, std::size_t max_bytes = 64u << 20);
+
 // Builds the document for one message (with its pair filter); with `pairs`, also its pair terms and
 // Kpairs.
 Xapian::Document build_document(const IndexFields& fields, const PairWords* pairs = nullptr);

@@ -83,6 +83,15 @@ inline constexpr Xapian::valueno kSlotPairFilter = 3;
 // and an archive-wide search shows one of them (SearchOptions::one_per_message). Added after schema 1
 // was first released: documents built before have none and are never collapsed.
 inline constexpr Xapian::valueno kSlotContent = 4;
+// The texts a phrase check reads, kept for a message that needs a MIME parser to give them
+// (IndexFields::keep_texts): byte 0 the version (kKeptTextsVersion), then one zstd frame of the subject,
+// body, attachment text, extracted text, then the number of attachment names and each name, every
+// string a LEB128 length and its bytes. Left out past kKeptTextsMaxBytes (the check then reads the
+// archive). Added after schema 1 was first released: documents without it are checked against the
+// archive as before (docs/FORMAT.md "Kept texts").
+inline constexpr Xapian::valueno kSlotTexts = 5;
+inline constexpr unsigned char kKeptTextsVersion = 1;
+inline constexpr std::size_t kKeptTextsMaxBytes = 256 * 1024;
 inline constexpr unsigned char kPairFilterVersion = 1;
 inline constexpr std::size_t kPairFilterBitsPerPair = 10;  // about 0.8% false positives with 7 probes
 inline constexpr unsigned kPairFilterProbes = 7;

@@ -9,10 +9,13 @@
 #include <set>
 
 #include "engine/engine.h"
+#include "engine/index_fields.h"
 #include "engine/ingest.h"
 #include "engine/message.h"
 #include "engine/sources.h"
 #include "engine/verify.h"
+#include "indexer/index.h"
+#include "indexer/schema.h"
 #include "tests/test_util.h"
 
 namespace mailark {
@@ -321,6 +324,53 @@ TEST_F(CorpusTest, PlainTextMessagesReadWithoutGMimeGiveTheSameText) {
   });
   EXPECT_GT(plain, 15000u) << "most Enron messages are plain text";
   EXPECT_GT(other, 1000u) << "SpamAssassin's and the MIME edge cases' messages were left to GMime";
+}
+
+TEST_F(CorpusTest, KeptTextsAreWhatTheArchiveGives) {
+  // Every corpus message whose index document keeps its texts (slot kSlotTexts) keeps exactly what a
+  // phrase check would read from the archive (ArchiveFieldSource, GMime, attachment text extracted);
+  // every one that keeps none is a plain message (read without GMime) or one whose texts pass the cap.
+  const Limits limits = engine_->options().limits;
+  ArchiveFieldSource archive_source(engine_->archive(), limits);
+  Xapian::Database db(engine_->index_dir());
+  std::size_t kept = 0, plain = 0, too_big = 0;
+  const Archive& a = engine_->archive();
+  ASSERT_TRUE(a.scan(1, [&](const ArchiveRecord& r, std::string_view) {
+                 const std::string at = "record " + std::to_string(r.seq) + " " + r.envelope.source;
+                 const std::string id_term = std::string(indexer::schema::kPrefixId) + std::to_string(r.seq);
+                 Xapian::PostingIterator p = db.postlist_begin(id_term);
+                 EXPECT_NE(p, db.postlist_end(id_term)) << at;
+                 if (p == db.postlist_end(id_term)) return true;
+                 const std::string value = db.get_document(*p).get_value(indexer::schema::kSlotTexts);
+                 auto from_archive = archive_source.load(r.seq);
+                 EXPECT_TRUE(from_archive) << at;
+                 if (!from_archive) return true;
+                 if (value.empty()) {
+                   auto raw = a.raw(r);
+                   EXPECT_TRUE(raw.ok()) << at;
+                   if (raw.ok() && parse_plain_text(*raw, limits)) ++plain;
+                   else if (indexer::encode_kept_texts(*from_archive).empty()) ++too_big;
+                   else ADD_FAILURE() << at << ": needs GMime, small enough, yet nothing kept";
+                   return true;
+                 }
+                 ++kept;
+                 auto texts = indexer::decode_kept_texts(value);
+                 EXPECT_TRUE(texts) << at;
+                 if (!texts) return true;
+                 EXPECT_EQ(texts->subject, from_archive->subject) << at;
+                 EXPECT_EQ(texts->body, from_archive->body) << at;
+                 EXPECT_EQ(texts->attachment_text, from_archive->attachment_text) << at;
+                 EXPECT_EQ(texts->extracted_text, from_archive->extracted_text) << at;
+                 EXPECT_EQ(texts->attachments.size(), from_archive->attachments.size()) << at;
+                 for (std::size_t i = 0; i < std::min(texts->attachments.size(), from_archive->attachments.size()); ++i)
+                   EXPECT_EQ(texts->attachments[i].name, from_archive->attachments[i].name) << at;
+                 return true;
+               },
+               [](std::uint64_t, const Error&) { return true; })
+                  .ok());
+  EXPECT_GT(plain, 15000u) << "most Enron messages are plain: nothing kept";
+  EXPECT_GT(kept, 1000u) << "SpamAssassin's and the MIME edge cases' messages keep their texts";
+  std::printf("kept texts: %zu messages keep them, %zu plain, %zu past the cap\n", kept, plain, too_big);
 }
 
 TEST_F(CorpusTest, ArchiveVerifiesAfterTheImport) {

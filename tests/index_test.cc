@@ -936,6 +936,97 @@ TEST(PairFilter, DocumentsWithoutAFilterAreCheckedAsBefore) {
   EXPECT_EQ(source.loads, 30);
 }
 
+// The texts kept in a document (schema::kSlotTexts) give back what was indexed, and a value that is
+// not such texts (another version, cut short, altered, too large once decoded) gives nothing rather
+// than other texts: the check then reads the archive.
+TEST(KeptTexts, GiveBackTheTextsAndNothingForADamagedValue) {
+  IndexFields f = fields(7, "Weekly news: Power crisis", "The power crisis deepens =E2=80=94 or not.\r\n", 0);
+  f.attachment_text = "text of an attached note";
+  f.extracted_text = "words of a PDF";
+  f.attachments = {{"forecast q3.pdf", "application/pdf", 100}, {"", "image/png", 5}};
+  const std::string v = encode_kept_texts(f);
+  ASSERT_GT(v.size(), 1u);
+  EXPECT_EQ(static_cast<unsigned char>(v[0]), schema::kKeptTextsVersion);
+  auto back = decode_kept_texts(v);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->subject, f.subject);
+  EXPECT_EQ(back->body, f.body);
+  EXPECT_EQ(back->attachment_text, f.attachment_text);
+  EXPECT_EQ(back->extracted_text, f.extracted_text);
+  ASSERT_EQ(back->attachments.size(), 2u);
+  EXPECT_EQ(back->attachments[0].name, "forecast q3.pdf");
+  EXPECT_EQ(back->attachments[1].name, "");
+  EXPECT_TRUE(back->from.empty()) << "addresses are not kept: header phrases read the archive";
+  for (std::size_t n = 0; n < v.size(); ++n) EXPECT_FALSE(decode_kept_texts(v.substr(0, n))) << n;
+  std::string other = v;
+  other[0] = static_cast<char>(schema::kKeptTextsVersion + 1);
+  EXPECT_FALSE(decode_kept_texts(other));
+  EXPECT_FALSE(decode_kept_texts(v + "x")) << "bytes after the frame";
+  EXPECT_FALSE(decode_kept_texts(v, 10)) << "more than the caller allows once decoded";
+  // Texts that do not compress under the cap are not kept.
+  IndexFields big;
+  std::uint64_t x = 88172645463325252ULL;
+  for (std::size_t i = 0; i < 2 * schema::kKeptTextsMaxBytes; ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    big.body += static_cast<char>('!' + x % 90);
+  }
+  EXPECT_EQ(encode_kept_texts(big), "");
+  big.keep_texts = true;
+  EXPECT_EQ(build_document(big).get_value(schema::kSlotTexts), "");
+}
+
+// A phrase check of a document with kept texts reads them, not the FieldSource (the archive); one
+// without (a plain message, a document of an older release, texts too large), or with a damaged
+// value, is read from the source as before; header phrases always read the source's headers.
+TEST(KeptTexts, PhraseChecksReadThemInsteadOfTheArchive) {
+  test::ScratchDir dir;
+  MapSource source;
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    auto add = [&](IndexFields f, bool keep, bool damage = false) {
+      f.keep_texts = keep;
+      source.docs[f.id] = f;
+      Xapian::Document doc = build_document(f);
+      if (damage) doc.add_value(schema::kSlotTexts, std::string(1, static_cast<char>(schema::kKeptTextsVersion)) + "junk");
+      ASSERT_TRUE((*w)->add(f.id, doc).ok());
+    };
+    add(fields(1, "news", "the power crisis deepens", 978307201, {"Kenneth Lay", "klay@enron.com"}), true);
+    add(fields(2, "news", "crisis of power", 978307202), true);
+    add(fields(3, "note", "power crisis again", 978307203), false);
+    add(fields(4, "note", "a power crisis, damaged", 978307204), true, /*damage=*/true);
+    IndexFields att = fields(5, "report", "see attached", 978307205);
+    att.extracted_text = "the power crisis of 2001";
+    att.attachments = {{"power crisis.pdf", "application/pdf", 10}};
+    add(att, true);
+    ASSERT_TRUE((*w)->commit(5).ok());
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  auto ids = [&](const std::string& q) {
+    auto res = (*r)->search(q, SearchOptions{0, 100}, &source);
+    EXPECT_TRUE(res.ok()) << q;
+    std::vector<std::uint64_t> out;
+    if (res.ok())
+      for (const auto& h : res->hits) out.push_back(h.id);
+    return out;
+  };
+  source.loads = source.header_loads = 0;
+  EXPECT_EQ(ids("\"power crisis\""), (std::vector<std::uint64_t>{5, 4, 3, 1}));
+  EXPECT_EQ(source.loads, 2) << "only 3 (no kept texts) and 4 (damaged) are read from the source";
+  EXPECT_EQ(ids("extracted:\"power crisis\""), (std::vector<std::uint64_t>{5}));
+  EXPECT_EQ(ids("attachment:\"crisis pdf\""), (std::vector<std::uint64_t>{5}));
+  // The kept texts are what the check reads: with the source's copy of 1 gone, 1 still holds it.
+  source.docs.erase(1);
+  source.loads = 0;
+  EXPECT_EQ(ids("\"power crisis deepens\""), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(source.loads, 0);
+  // A header phrase needs the addresses, which are not kept.
+  source.docs[1] = fields(1, "news", "the power crisis deepens", 978307201, {"Kenneth Lay", "klay@enron.com"});
+  EXPECT_EQ(ids("from:\"kenneth lay\""), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(source.header_loads, 1);
+}
+
 }  // namespace
 }  // namespace mailark::indexer
 
