@@ -18,7 +18,7 @@ indexer::IndexFields index_fields(const ParsedMessage& message, const ArchiveRec
 // index_fields for the record's document, from its bytes `raw` too: the index keeps the texts of a
 // message that only a MIME parser can read (parse_plain_text gives nothing), so that a phrase check
 // of it needs neither the archive nor GMime (indexer::IndexFields::keep_texts). Test:
-// IndexFieldsTest.TextsAreKeptForMessagesThatNeedAMimeParser.
+// Engine.TextsOfMessagesThatNeedAMimeParserAreKeptInTheIndex, CorpusTest.KeptTextsAreWhatTheArchiveGives.
 indexer::IndexFields document_fields(const ParsedMessage& message, const ArchiveRecord& record, std::string_view raw,
                                      const Limits& limits);
 

@@ -252,6 +252,12 @@ bool pair_filter_may_hold(std::string_view filter, std::uint64_t key) {
 }
 
 std::string encode_kept_texts(const IndexFields& f) {
+  // Texts of more than three times the cap are not compressed at all, so that what one message costs
+  // an import stays bounded (mail text rarely compresses past a third); such a message is read from
+  // the archive.
+  std::size_t total = f.subject.size() + f.body.size() + f.attachment_text.size() + f.extracted_text.size();
+  for (const auto& a : f.attachments) total += a.name.size();
+  if (total / 3 > schema::kKeptTextsMaxBytes) return {};
   Writer w;
   w.str(f.subject);
   w.str(f.body);
@@ -260,9 +266,6 @@ std::string encode_kept_texts(const IndexFields& f) {
   w.varint(f.attachments.size());
   for (const auto& a : f.attachments) w.str(a.name);
   const std::string& plain = w.out();
-  // Texts that cannot fit are not compressed at all: zstd keeps mail text to a third or less, so a
-  // bound of three times the cap is generous.
-  if (plain.size() / 3 > schema::kKeptTextsMaxBytes) return {};
   std::string out(1 + ZSTD_compressBound(plain.size()), '\0');
   out[0] = static_cast<char>(schema::kKeptTextsVersion);
   const std::size_t n = ZSTD_compress(out.data() + 1, out.size() - 1, plain.data(), plain.size(), 3);

@@ -86,7 +86,8 @@ inline constexpr Xapian::valueno kSlotContent = 4;
 // The texts a phrase check reads, kept for a message that needs a MIME parser to give them
 // (IndexFields::keep_texts): byte 0 the version (kKeptTextsVersion), then one zstd frame of the subject,
 // body, attachment text, extracted text, then the number of attachment names and each name, every
-// string a LEB128 length and its bytes. Left out past kKeptTextsMaxBytes (the check then reads the
+// string a LEB128 length and its bytes. Left out past kKeptTextsMaxBytes, or texts of more than three
+// times that before compression (the check then reads the
 // archive). Added after schema 1 was first released: documents without it are checked against the
 // archive as before (docs/FORMAT.md "Kept texts").
 inline constexpr Xapian::valueno kSlotTexts = 5;

@@ -971,6 +971,13 @@ TEST(KeptTexts, GiveBackTheTextsAndNothingForADamagedValue) {
     big.body += static_cast<char>('!' + x % 90);
   }
   EXPECT_EQ(encode_kept_texts(big), "");
+  // Nor are texts of more than three times the cap, however well they would compress: what one
+  // message costs an import stays bounded.
+  IndexFields huge;
+  huge.extracted_text.assign(3 * schema::kKeptTextsMaxBytes + 3, 'a');
+  EXPECT_EQ(encode_kept_texts(huge), "");
+  huge.extracted_text.resize(3 * schema::kKeptTextsMaxBytes);
+  EXPECT_NE(encode_kept_texts(huge), "") << "at the bound, and compressible: kept";
   big.keep_texts = true;
   EXPECT_EQ(build_document(big).get_value(schema::kSlotTexts), "");
 }
