@@ -77,9 +77,12 @@ Status pair_unpaired_documents(const Archive& archive, indexer::IndexWriter& ind
 }
 
 std::optional<indexer::IndexFields> ArchiveFieldSource::read(std::uint64_t id, Part part) {
-  auto rec = archive_.record(id);
+  // One snapshot for both reads: one read transaction and one look at the segments table.
+  auto snap = archive_.snapshot();
+  if (!snap) return std::nullopt;
+  auto rec = (*snap)->record(id);
   if (!rec) return std::nullopt;
-  auto raw = archive_.raw(*rec);
+  auto raw = (*snap)->raw(*rec);
   if (!raw) return std::nullopt;
   if (part == Part::kText) {
     if (auto plain = parse_plain_text(*raw, limits_)) return index_fields(*plain, *rec);
