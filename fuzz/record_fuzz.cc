@@ -1,6 +1,7 @@
 // Fuzzes the decoders of every stored value: archive records, blobs, queue entries, quarantine
-// entries and the texts an index document keeps (indexer::decode_kept_texts). A damaged or hostile value must be refused with an error, never read out of bounds; what
-// decodes, encoded again, must decode to the same thing.
+// entries and the texts an index document keeps (indexer::decode_kept_texts). A damaged or hostile
+// value must be refused with an error, never read out of bounds; what decodes, encoded again, must
+// decode to the same thing.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -60,6 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (!back || back->subject != t->subject || back->body != t->body || back->extracted_text != t->extracted_text ||
             back->attachment_text != t->attachment_text || back->attachments.size() != t->attachments.size())
           std::abort();
+        for (std::size_t i = 0; i < t->attachments.size(); ++i)
+          if (back->attachments[i].name != t->attachments[i].name) std::abort();
       }
       break;
     }
