@@ -1,7 +1,15 @@
 // A bounded multi-producer, multi-consumer queue for the pipeline's stages.
 // push() blocks while full; pop() blocks while empty and returns false once closed and drained.
+//
+// Wake-ups are what such a queue costs: each one is a futex call and, on a busy machine, a context
+// switch. So a thread is woken only when it can go on: a consumer waiting for one item at the first
+// item, a consumer lingering for a batch (pop_batch) once the batch is full, and producers blocked on
+// a full queue once it has drained to half its capacity, so that they refill it in one go rather
+// than item by item (docs/BENCHMARKS.md "Wake-ups in the import pipeline";
+// tests/ingest_test.cc Ingest.QueueWakesBlockedThreadsOnlyWhenTheyCanGoOn).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -14,13 +22,17 @@ namespace mailark {
 template <typename T>
 class BoundedQueue {
  public:
-  explicit BoundedQueue(std::size_t capacity) : capacity_(capacity) {}
+  explicit BoundedQueue(std::size_t capacity) : capacity_(std::max<std::size_t>(1, capacity)) {}
 
   void push(T item) {
     std::unique_lock lock(mu_);
-    not_full_.wait(lock, [&] { return items_.size() < capacity_ || closed_; });
+    if (items_.size() >= capacity_ && !closed_) {
+      ++producers_waiting_;
+      not_full_.wait(lock, [&] { return items_.size() < capacity_ || closed_; });
+      --producers_waiting_;
+    }
     items_.push_back(std::move(item));
-    not_empty_.notify_one();
+    wake_consumers();
   }
 
   // Never blocks: false when the queue is full or closed, and `item` is left as it was.
@@ -28,17 +40,17 @@ class BoundedQueue {
     std::lock_guard lock(mu_);
     if (items_.size() >= capacity_ || closed_) return false;
     items_.push_back(std::move(item));
-    not_empty_.notify_one();
+    wake_consumers();
     return true;
   }
 
   bool pop(T& out) {
     std::unique_lock lock(mu_);
-    not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
+    wait_for_item(lock, nullptr);
     if (items_.empty()) return false;
     out = std::move(items_.front());
     items_.pop_front();
-    not_full_.notify_one();
+    wake_producers();
     return true;
   }
 
@@ -46,11 +58,12 @@ class BoundedQueue {
   enum class PopResult { kItem, kTimeout, kClosed };
   PopResult pop_for(T& out, std::chrono::milliseconds timeout) {
     std::unique_lock lock(mu_);
-    if (!not_empty_.wait_for(lock, timeout, [&] { return !items_.empty() || closed_; })) return PopResult::kTimeout;
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    if (!wait_for_item(lock, &until)) return PopResult::kTimeout;
     if (items_.empty()) return PopResult::kClosed;
     out = std::move(items_.front());
     items_.pop_front();
-    not_full_.notify_one();
+    wake_producers();
     return PopResult::kItem;
   }
 
@@ -59,33 +72,89 @@ class BoundedQueue {
   // arrives within the linger time (zero for latency-bound callers).
   bool pop_batch(std::vector<T>& out, std::size_t max, std::chrono::milliseconds linger = {}) {
     std::unique_lock lock(mu_);
-    not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
+    wait_for_item(lock, nullptr);
     if (items_.empty()) return false;
-    if (linger.count() > 0 && items_.size() < max && !closed_) {
-      auto until = std::chrono::steady_clock::now() + linger;
-      not_empty_.wait_until(lock, until,
-                            [&] { return items_.size() >= std::min(max, capacity_) || closed_; });
+    const std::size_t want = std::min(max, capacity_);
+    if (linger.count() > 0 && items_.size() < want && !closed_) {
+      const auto until = std::chrono::steady_clock::now() + linger;
+      ++lingering_;
+      batch_want_ = lingering_ == 1 ? want : std::min(batch_want_, want);
+      batch_full_.wait_until(lock, until, [&] { return items_.size() >= want || closed_; });
+      --lingering_;
     }
     while (!items_.empty() && out.size() < max) {
       out.push_back(std::move(items_.front()));
       items_.pop_front();
     }
-    not_full_.notify_all();
+    wake_producers();
     return true;
+  }
+
+  // For tests: the threads waiting now, and the notifications sent to waiting threads so far.
+  struct Waiting {
+    std::size_t consumers = 0, lingering = 0, producers = 0;
+  };
+  Waiting waiting() {
+    std::lock_guard lock(mu_);
+    return {consumers_waiting_, lingering_, producers_waiting_};
+  }
+  std::size_t wakeups() {
+    std::lock_guard lock(mu_);
+    return wakeups_;
   }
 
   void close() {
     std::lock_guard lock(mu_);
     closed_ = true;
     not_empty_.notify_all();
+    batch_full_.notify_all();
     not_full_.notify_all();
   }
 
  private:
+  // Waits until there is an item or the queue is closed; with `until`, at most until then (false on
+  // a timeout).
+  bool wait_for_item(std::unique_lock<std::mutex>& lock, const std::chrono::steady_clock::time_point* until) {
+    if (!items_.empty() || closed_) return true;
+    ++consumers_waiting_;
+    auto ready = [&] { return !items_.empty() || closed_; };
+    bool got = true;
+    if (until)
+      got = not_empty_.wait_until(lock, *until, ready);
+    else
+      not_empty_.wait(lock, ready);
+    --consumers_waiting_;
+    return got;
+  }
+
+  // Called with the lock held, after an item was added.
+  void wake_consumers() {
+    if (consumers_waiting_ > 0) {
+      ++wakeups_;
+      not_empty_.notify_one();
+    }
+    if (lingering_ > 0 && items_.size() >= batch_want_) {
+      ++wakeups_;
+      batch_full_.notify_all();
+    }
+  }
+
+  // Called with the lock held, after items were taken: producers waiting on a full queue go on once
+  // it is down to half (every one of them: each may fill it again), never for each slot freed.
+  void wake_producers() {
+    if (producers_waiting_ > 0 && items_.size() <= capacity_ / 2) {
+      ++wakeups_;
+      not_full_.notify_all();
+    }
+  }
+
   std::mutex mu_;
-  std::condition_variable not_empty_, not_full_;
+  std::condition_variable not_empty_, batch_full_, not_full_;
   std::deque<T> items_;
   std::size_t capacity_;
+  std::size_t consumers_waiting_ = 0, producers_waiting_ = 0, lingering_ = 0;
+  std::size_t batch_want_ = 0;  // the smallest batch a lingering consumer waits for
+  std::size_t wakeups_ = 0;
   bool closed_ = false;
 };
 

@@ -248,6 +248,87 @@ TEST(Ingest, FullQueueRefusesInsteadOfBlocking) {
   EXPECT_TRUE(q.try_push(c));
 }
 
+// A blocked thread is woken only when it can go on (engine/bounded_queue.h): a consumer lingering for
+// a batch once the batch is full, not at every item; producers blocked on a full queue once it is
+// down to half, not at every slot freed. Without this the import woke about two threads a message.
+TEST(Ingest, QueueWakesBlockedThreadsOnlyWhenTheyCanGoOn) {
+  {
+    BoundedQueue<int> q(64);
+    std::vector<int> batch;
+    std::thread consumer([&] { q.pop_batch(batch, 16, std::chrono::minutes(10)); });
+    wait_until([&] { return q.waiting().consumers == 1; });
+    ASSERT_EQ(q.waiting().consumers, 1u);
+    q.push(0);  // wakes the consumer, which then lingers for the rest of its batch
+    wait_until([&] { return q.waiting().lingering == 1; });
+    ASSERT_EQ(q.waiting().lingering, 1u);
+    const std::size_t woken = q.wakeups();
+    EXPECT_EQ(woken, 1u);
+    for (int i = 1; i < 15; ++i) q.push(i);
+    EXPECT_EQ(q.wakeups(), woken) << "no wake-up before the batch is full";
+    EXPECT_EQ(q.waiting().lingering, 1u);
+    q.push(15);
+    consumer.join();  // within the linger of ten minutes only because the full batch woke it
+    EXPECT_EQ(batch.size(), 16u);
+    EXPECT_EQ(q.wakeups(), woken + 1);
+  }
+  {
+    BoundedQueue<int> q(8);
+    for (int i = 0; i < 8; ++i) q.push(i);
+    std::atomic<bool> pushed{false};
+    std::thread producer([&] {
+      q.push(8);
+      pushed = true;
+    });
+    wait_until([&] { return q.waiting().producers == 1; });
+    ASSERT_EQ(q.waiting().producers, 1u);
+    int got = -1;
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(q.pop(got));  // 5 left: more than half
+    EXPECT_EQ(q.wakeups(), 0u);
+    EXPECT_EQ(q.waiting().producers, 1u) << "still blocked with the queue more than half full";
+    EXPECT_FALSE(pushed);
+    ASSERT_TRUE(q.pop(got));  // 4 left: half
+    producer.join();
+    EXPECT_TRUE(pushed);
+    EXPECT_EQ(q.wakeups(), 1u);
+    std::vector<int> rest;
+    ASSERT_TRUE(q.pop_batch(rest, 100));
+    EXPECT_EQ(rest, (std::vector<int>{4, 5, 6, 7, 8})) << "order kept";
+  }
+  {
+    // Closing wakes every waiter, whatever it waits for: a consumer waiting for an item, a consumer
+    // lingering for a batch, a producer waiting for room.
+    BoundedQueue<int> q(2);
+    bool got_any = true;
+    std::thread waiting_for_item([&] {
+      std::vector<int> none;
+      got_any = q.pop_batch(none, 4, std::chrono::minutes(10));
+    });
+    wait_until([&] { return q.waiting().consumers == 1; });
+    ASSERT_EQ(q.waiting().consumers, 1u);
+    q.close();
+    waiting_for_item.join();
+    EXPECT_FALSE(got_any);
+
+    BoundedQueue<int> r(8);
+    std::vector<int> batch;
+    std::thread lingering([&] { r.pop_batch(batch, 4, std::chrono::minutes(10)); });
+    r.push(1);
+    wait_until([&] { return r.waiting().lingering == 1; });
+    ASSERT_EQ(r.waiting().lingering, 1u);
+    r.close();
+    lingering.join();
+    EXPECT_EQ(batch, std::vector<int>{1});
+
+    BoundedQueue<int> s(1);
+    s.push(1);
+    std::thread producer([&] { s.push(2); });
+    wait_until([&] { return s.waiting().producers == 1; });
+    ASSERT_EQ(s.waiting().producers, 1u);
+    s.close();
+    producer.join();
+  }
+}
+
 // Xapian commits by itself every so many documents, so a crash can leave documents past a shard's
 // watermark. The next open must succeed, and the index must hold each message once.
 // The documents indexed before the index chose its pair words are built again with them right after
