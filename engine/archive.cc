@@ -479,6 +479,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
     MAILARK_TRY(a->grow_tree());
     MAILARK_TRY(a->grow_holdings());
     MAILARK_TRY(a->finish_expiries());
+    MAILARK_TRY(a->drop_moved_leftovers());
   }
   return a;
 }
@@ -2685,6 +2686,237 @@ Result<std::uint64_t> Archive::finish_expiries() {
     if (!busy) ++rewritten;  // else being read: the next pass
   }
   return rewritten;
+}
+
+
+namespace {
+
+// Deletes the keys from `lo` on (u64 BE) below `end` of one table, at most `limit` of them. Returns
+// an LMDB code (0: done) and adds to *removed.
+int delete_key_range(MDB_txn* txn, unsigned dbi, std::uint64_t lo, std::uint64_t end, std::uint64_t limit,
+                     std::uint64_t* removed) {
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc) return rc;
+  std::string start = be64(lo);
+  MDB_val k = val(start), v;
+  std::uint64_t n = 0;
+  // After mdb_cursor_del the cursor stands on the next key, which MDB_NEXT then returns.
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < limit;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8 || from_be64(view(k)) >= end) break;
+    if ((rc = mdb_cursor_del(cur, 0))) break;
+    ++n;
+  }
+  mdb_cursor_close(cur);
+  *removed += n;
+  return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+}
+
+}  // namespace
+
+Result<std::uint64_t> Archive::drop_moved_leftovers() {
+  if (read_only_) return std::uint64_t{0};
+  // What a store holds is never read from the main environment: the records from the first segment
+  // with a store on, and the packs from its first_pack on (segments with stores are a suffix of the
+  // table, and packs of a segment in the main environment all come before them).
+  std::uint64_t removed = 0;
+  for (;;) {
+    Txn t;
+    if (int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn)) return lmdb_error("mdb_txn_begin", rc);
+    const std::vector<SegmentInfo> segs = read_segments(t.txn, meta_dbi_);
+    std::size_t k = 0;
+    while (k < segs.size() && !segs[k].own_store) ++k;
+    if (k == segs.size()) return removed;
+    // 16,384 deletions a transaction: a large move's leftovers never make one huge transaction.
+    constexpr std::uint64_t kBatch = 16384;
+    std::uint64_t n = 0;
+    if (int rc = delete_key_range(t.txn, records_dbi_, segs[k].first, UINT64_MAX, kBatch, &n))
+      return lmdb_error("removing moved records from the main environment", rc);
+    if (n < kBatch) {
+      if (int rc = delete_key_range(t.txn, blobs_dbi_, segs[k].first_pack, UINT64_MAX, kBatch - n, &n))
+        return lmdb_error("removing moved packs from the main environment", rc);
+    }
+    if (n == 0) return removed;
+    if (int rc = t.commit()) return lmdb_error("removing moved records from the main environment", rc);
+    removed += n;
+  }
+}
+
+Result<std::vector<SegmentMove>> Archive::move_segments_to_stores(std::uint64_t down_to,
+                                                                   const std::function<void(const SegmentMove&)>& progress) {
+  namespace fs = std::filesystem;
+  if (read_only_) return make_error(ErrorCode::kInvalidArgument, "archive opened read-only");
+  MAILARK_TRY(drop_moved_leftovers());
+  const std::vector<SegmentInfo> segs = segments();
+  std::size_t k = 0;  // the first segment with a store
+  while (k < segs.size() && !segs[k].own_store) ++k;
+  std::size_t target = 0;
+  if (down_to != 0) {
+    while (target < segs.size() && segs[target].first != down_to) ++target;
+    if (target == segs.size())
+      return make_error(ErrorCode::kInvalidArgument, "no time segment begins at record " + std::to_string(down_to));
+  }
+  std::vector<SegmentMove> moved;
+  if (k == 0 || target >= k) return moved;  // it has a store already
+  if (k == segs.size())
+    return make_error(ErrorCode::kUnsupported,
+                      "every segment, the live one too, keeps its records in the main environment (written before "
+                      "archive format 5)",
+                      "they move into stores of their own once the live segment has closed and the next one, "
+                      "begun by this release, has a store");
+
+  // Each segment's first pack: one past the last pack any record before it points at (packs are
+  // numbered in the order they were written, and a record only points at a pack written by then).
+  std::vector<std::uint64_t> first_pack(k + 1, 1);
+  first_pack[k] = segs[k].first_pack;
+  {
+    Txn r;
+    if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn)) return lmdb_error("mdb_txn_begin", rc);
+    std::uint64_t max_pack = 0;
+    std::size_t next = 1;
+    std::optional<Error> error;
+    Error bad;
+    const bool walked = walk_records(
+        r.txn, records_dbi_, 1, segs[k].first - 1,
+        [&](const ArchiveRecord& rec, std::string_view) {
+          while (next < k && rec.seq >= segs[next].first) first_pack[next++] = max_pack + 1;
+          MDB_val bk = val(std::string_view(reinterpret_cast<const char*>(rec.content_sha256.data()), 32)), bv;
+          if (mdb_get(r.txn, blob_index_dbi_, &bk, &bv) == 0 && bv.mv_size == 16)
+            max_pack = std::max(max_pack, from_be64(view(bv).substr(0, 8)));
+          return true;
+        },
+        [&](std::uint64_t seq, const Error& e) {
+          bad = e;
+          bad.context = "record " + std::to_string(seq) + ": " + e.context;
+          return false;
+        },
+        &error);
+    if (error) return *error;
+    if (!walked) return bad;
+    while (next < k) first_pack[next++] = max_pack + 1;
+    for (std::size_t i = 0; i < k; ++i) first_pack[i] = std::min(first_pack[i], first_pack[k]);
+  }
+
+  for (std::size_t i = k; i-- > target;) {
+    const SegmentInfo& seg = segs[i];
+    SegmentMove mv;
+    mv.first = seg.first;
+    mv.last = seg.last;
+    mv.first_pack = first_pack[i];
+    const std::uint64_t pack_end = first_pack[i + 1];
+    const std::string path = store_path(seg.first), fresh = path + ".moving";
+    std::error_code ec;
+    fs::remove(fresh, ec);
+    fs::remove(fresh + "-lock", ec);
+    {
+      MDB_env* env = nullptr;
+      int rc = mdb_env_create(&env);
+      if (rc) return lmdb_error("mdb_env_create", rc);
+      struct EnvClose {
+        MDB_env* env;
+        ~EnvClose() { mdb_env_close(env); }
+      } closer{env};
+      mdb_env_set_maxdbs(env, 4);
+      mdb_env_set_mapsize(env, kStoreMapSize);
+      if ((rc = mdb_env_open(env, fresh.c_str(), MDB_NOSUBDIR | MDB_NOTLS, 0640))) return lmdb_error("creating " + fresh, rc);
+      Txn w, r;
+      if ((rc = mdb_txn_begin(env, nullptr, 0, &w.txn))) return lmdb_error("mdb_txn_begin", rc);
+      if ((rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn))) return lmdb_error("mdb_txn_begin", rc);
+      MDB_dbi records = 0, blobs = 0, meta = 0;
+      for (auto [name, dbi] : {std::pair{"records", &records}, std::pair{"blobs", &blobs}, std::pair{"meta", &meta}})
+        if ((rc = mdb_dbi_open(w.txn, name, MDB_CREATE, dbi))) return lmdb_error(std::string("creating ") + name + " in " + fresh, rc);
+      std::string fv = be64(seg.first);
+      MDB_val mk = val("segment"), mv_val = val(fv);
+      if ((rc = mdb_put(w.txn, meta, &mk, &mv_val, 0))) return lmdb_error("writing " + fresh, rc);
+      // Committed every 64 MiB: a segment of gigabytes never holds that much in dirty pages.
+      std::uint64_t pending = 0;
+      auto put = [&](unsigned dbi, const MDB_val& key, const MDB_val& value) -> int {
+        MDB_val kk = key, vv = value;
+        if (int prc = mdb_put(w.txn, dbi, &kk, &vv, MDB_APPEND)) return prc;
+        pending += key.mv_size + value.mv_size;
+        if (pending < (std::uint64_t{64} << 20)) return 0;
+        pending = 0;
+        if (int crc = w.commit()) return crc;
+        return mdb_txn_begin(env, nullptr, 0, &w.txn);
+      };
+      // The records first..last, every one of them.
+      for (const auto& [dbi, lo, end, count] :
+           {std::tuple{records_dbi_, seg.first, seg.last + 1, &mv.records}, std::tuple{blobs_dbi_, mv.first_pack, pack_end, &mv.packs}}) {
+        MDB_cursor* cur = nullptr;
+        if ((rc = mdb_cursor_open(r.txn, dbi, &cur))) return lmdb_error("mdb_cursor_open", rc);
+        std::string start = be64(lo);
+        MDB_val ck = val(start), cv;
+        int crc;
+        std::uint64_t expect = lo;
+        for (crc = mdb_cursor_get(cur, &ck, &cv, MDB_SET_RANGE); crc == 0; crc = mdb_cursor_get(cur, &ck, &cv, MDB_NEXT)) {
+          if (ck.mv_size != 8 || from_be64(view(ck)) >= end) break;
+          if (dbi == records_dbi_ && from_be64(view(ck)) != expect) break;  // a gap: refused below
+          ++expect;
+          if ((rc = put(dbi == records_dbi_ ? records : blobs, ck, cv))) {
+            mdb_cursor_close(cur);
+            return lmdb_error("writing " + fresh, rc);
+          }
+          ++*count;
+        }
+        mdb_cursor_close(cur);
+        if (crc != 0 && crc != MDB_NOTFOUND) return lmdb_error("reading the main environment", crc);
+      }
+      if (mv.records != seg.last - seg.first + 1)
+        return make_error(ErrorCode::kCorrupt,
+                          "record " + std::to_string(seg.first + mv.records) + " is missing from the main environment",
+                          "run `mailark verify`; nothing was moved");
+      if ((rc = w.commit())) return lmdb_error("committing " + fresh, rc);
+      if ((rc = mdb_env_sync(env, 1))) return lmdb_error("syncing " + fresh, rc);
+    }
+    // Closed: sealed as every closed store is, then swapped in under its name (a store of an earlier
+    // move that never committed is replaced).
+    if (::chmod(fresh.c_str(), 0440) != 0) return make_error(ErrorCode::kIo, "sealing " + fresh + ": " + std::strerror(errno));
+    {
+      std::lock_guard lock(stores_mu_);
+      if (auto it = stores_.find(seg.first); it != stores_.end() && it->second->users == 0) stores_.erase(it);
+    }
+    if (::rename(fresh.c_str(), path.c_str()) != 0)
+      return make_error(ErrorCode::kIo, "moving " + fresh + " into place: " + std::strerror(errno));
+    fs::remove(fresh + "-lock", ec);
+    fs::remove(path + "-lock", ec);
+    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+    if (dfd < 0 || ::fsync(dfd) != 0) {
+      if (dfd >= 0) ::close(dfd);
+      return make_error(ErrorCode::kIo, "syncing " + dir_ + ": " + std::strerror(errno));
+    }
+    ::close(dfd);
+    mv.store_bytes = store_bytes(seg.first);
+    if (stop_move_stage_ == 1) {
+      stop_move_stage_ = 0;
+      return make_error(ErrorCode::kIo, "stopped before the commit (test)");
+    }
+    // The commit point: the table names the store (the table is read again here: a server's appends
+    // may have cut segments since).
+    {
+      Txn t;
+      if (int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn)) return lmdb_error("mdb_txn_begin", rc);
+      std::vector<SegmentInfo> table = read_segments(t.txn, meta_dbi_);
+      std::size_t j = 0;
+      while (j < table.size() && table[j].first != seg.first) ++j;
+      if (j + 1 >= table.size() || table[j].own_store || !table[j + 1].own_store || table[j + 1].first != segs[i + 1].first)
+        return make_error(ErrorCode::kInternal, "the segment table changed during the move of segment " + std::to_string(seg.first));
+      table[j].own_store = true;
+      table[j].first_pack = mv.first_pack;
+      std::string value = encode_segments(table);
+      MDB_val tk = val(kMetaSegments), tv = val(value);
+      if (int rc = mdb_put(t.txn, meta_dbi_, &tk, &tv, 0)) return lmdb_error("writing the segment table", rc);
+      if (int rc = t.commit()) return lmdb_error("committing the segment table", rc);
+    }
+    if (stop_move_stage_ == 2) {
+      stop_move_stage_ = 0;
+      return make_error(ErrorCode::kIo, "stopped after the commit (test)");
+    }
+    MAILARK_TRY(drop_moved_leftovers());
+    if (progress) progress(mv);
+    moved.push_back(mv);
+  }
+  return moved;
 }
 
 }  // namespace mailark

@@ -142,6 +142,15 @@ struct ExpiryRequest {
   std::int64_t now = 0;
   std::function<std::string(std::string_view body)> sign;  // 64-byte Ed25519 signature
 };
+// One segment moved out of the main environment into a store of its own (Archive::move_segments_to_stores).
+struct SegmentMove {
+  std::uint64_t first = 0, last = 0;
+  std::uint64_t records = 0;     // records copied into the store
+  std::uint64_t packs = 0;       // packs copied (the first_pack..next first_pack - 1 the main environment had)
+  std::uint64_t first_pack = 0;  // the store's first pack id, now in the segment table
+  std::uint64_t store_bytes = 0; // the store file's size
+};
+
 struct ExpiryOutcome {
   std::uint64_t expired = 0;        // records removed
   std::uint64_t kept = 0;           // records of the segment left (held, or not due)
@@ -350,9 +359,34 @@ class Archive {
   // deleted when nothing is left), swapped in by rename; a crash before the swap leaves the old file,
   // whose expired records are never read and which the next writable open rewrites
   // (finish_expiries). Segments in the main environment (archives from before format 5) are refused
-  // (kUnsupported). Errors: kInvalidArgument for a seq outside the closed segment, already expired,
+  // (kUnsupported): retention moves them into stores first (move_segments_to_stores). Errors: kInvalidArgument for a seq outside the closed segment, already expired,
   // with mail still queued or undecided in quarantine.
   Result<ExpiryOutcome> expire(const ExpiryRequest& request);
+  // Moves closed segments of an archive from before format 5 (their records and packs in the main
+  // environment) into stores of their own, so that retention can expire them like any other: from the
+  // last such segment down to the one beginning at record `down_to` (0: every one), as segments with
+  // stores must stay a suffix of the table. Each store is written beside (segment-N.mdb.moving),
+  // synced, sealed and renamed into place; then one transaction of the main environment gives the
+  // segment its store in the table (the commit point: a crash before it leaves the records where
+  // they were, and the next move writes the store again); then the moved records and packs leave
+  // the main environment (drop_moved_leftovers, also run by every writable open, finishes it after a
+  // crash). A segment's packs are those past every pack its earlier segments' records point at, up
+  // to the next segment's first: a pack an older release filled across a cut stays with the earlier
+  // segment, and a message of this segment stored in it is carried forward when that one expires.
+  // Errors: kUnsupported while the live segment is itself in the main environment (nothing can move
+  // until a segment with a store follows); kInvalidArgument when `down_to` begins no segment.
+  // Tests: Segments.MainEnvironmentSegmentsMoveIntoStoresOfTheirOwn,
+  // Segments.AnInterruptedMoveIsDoneAgainOrFinished; tests/e2e/test_upgrade.py
+  // test_format_four_segments_move_into_stores_and_expire.
+  Result<std::vector<SegmentMove>> move_segments_to_stores(
+      std::uint64_t down_to, const std::function<void(const SegmentMove&)>& progress = {});
+  // Removes from the main environment the records and packs that a move gave to stores (the table
+  // reads them from there): what a move interrupted after its commit left. Returns how many
+  // entries it removed.
+  Result<std::uint64_t> drop_moved_leftovers();
+  // Tests only: the next move stops after writing its store, before the main environment's commit
+  // (stage 1), or after that commit, before the leftovers go (stage 2), as a crash would.
+  void stop_next_move_for_test(int stage) { stop_move_stage_ = stage; }
   // Rewrites the stores that still hold expired records (an expiry interrupted before its swap).
   // Returns how many it rewrote. Called by a writable open.
   Result<std::uint64_t> finish_expiries();
@@ -490,6 +524,7 @@ class Archive {
   // closed. Only grows.
   mutable std::atomic<std::uint64_t> live_first_{0};
   bool fail_main_commit_ = false;
+  int stop_move_stage_ = 0;
   std::uint64_t store_full_bytes_for_test_ = 0;
 };
 

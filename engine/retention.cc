@@ -255,7 +255,7 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
   bool hold_everything = false;
   MAILARK_ASSIGN_OR_RETURN(const std::set<std::uint64_t> held, held_ids(ctx, options.held_queries, hold_everything));
 
-  const std::vector<SegmentInfo> segments = archive.segments();
+  std::vector<SegmentInfo> segments = archive.segments();
   std::map<std::uint64_t, indexer::IndexSegment> index;
   MAILARK_ASSIGN_OR_RETURN(auto index_segs, indexer::index_segments(ctx.index_dir));
   for (const auto& s : index_segs) index[s.first] = s;
@@ -312,12 +312,30 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
     // Holds are answered by the index: a segment it does not hold whole is left for a later run.
     if (out.skipped.empty() && ctx.index_watermark < seg.last)
       out.skipped = "the index does not hold all of it yet (a later run expires it)";
-    if (out.skipped.empty() && !seg.own_store && !due.empty())
-      out.skipped = "written before archive format 5: its records are in the main environment";
     if (out.skipped.empty() && ix != index.end() && !ix->second.remote.empty())
       out.skipped = "its index is served from another machine (`mailark segments local` first)";
     if (out.skipped.empty() && (ix == index.end() || !ix->second.sealed))
       out.skipped = "its index segment is not sealed yet (it is once every shard has indexed mail of the next segment)";
+    // A segment an older release kept in the main environment moves into a store of its own first
+    // (with every such segment after it), and then expires like any other
+    // (tests/e2e/test_upgrade.py test_format_four_segments_move_into_stores_and_expire).
+    if (out.skipped.empty() && !seg.own_store && !due.empty()) {
+      out.moves_to_store = true;
+      if (!options.dry_run) {
+        auto moved = archive.move_segments_to_stores(seg.first);
+        if (!moved && moved.error().code != ErrorCode::kUnsupported) return moved.error();
+        if (!moved) {
+          out.moves_to_store = false;
+          out.skipped = moved.error().context + "; " + moved.error().hint;
+        } else {
+          for (const SegmentMove& m : *moved) {
+            for (auto& s : segments)
+              if (s.first == m.first) s.own_store = true;
+            rep.moved.push_back(m);
+          }
+        }
+      }
+    }
     if (out.skipped.empty()) out.expirable = due.size();
     if (options.progress)
       options.progress("segment " + std::to_string(seg.first) + "-" + std::to_string(seg.last) + " (" + seg.period +

@@ -106,6 +106,8 @@ struct RetentionSegment {
   std::uint64_t expired = 0;   // removed now (0 in a dry run)
   std::uint64_t expirable = 0; // due, neither held nor pending, in a segment not skipped: what a run
                                // removes (= expired) or a dry run would
+  bool moves_to_store = false; // kept in the main environment by an older release: moved into a store
+                               // of its own first (a dry run says it would be)
   std::string skipped;         // why the segment was not expired, when it was not
   std::optional<ExpiryOutcome> outcome;
 };
@@ -116,6 +118,7 @@ struct RetentionReport {
   std::uint64_t expired = 0, held = 0, pending = 0, due = 0, expirable = 0;
   std::uint64_t mailbox_entries_removed = 0;
   std::uint64_t index_documents_rebuilt = 0;
+  std::vector<SegmentMove> moved;  // segments moved out of the main environment into stores by this run
 };
 
 // What a retention run works with: the archive, its index (holds are searched in it; a segment is

@@ -11,6 +11,8 @@
 #include <thread>
 #include <lmdb.h>
 
+#include <cstdlib>
+
 #include "common/encoding.h"
 #include "engine/checkpoint.h"
 #include "engine/record.h"
@@ -1352,6 +1354,172 @@ TEST(Segments, ADamagedSegmentTableIsRefusedAtOpen) {
   auto a = open_archive(dir.path());
   EXPECT_EQ(a->segments().size(), 3u) << "the table put back opens as before";
   EXPECT_TRUE(a->raw(*a->record(5)).ok());
+}
+
+// The data folder of the format 4 release (tests/fixtures/format4-data.tar.gz: segments 1-4, 5-8 and
+// 9-10 of the demo mailbox, every record in the main environment), unpacked into `dir`; returns its
+// archive folder.
+std::string unpack_format4(const test::ScratchDir& dir) {
+  const std::string cmd = "tar -xzf '" + std::string(MAILARK_SOURCE_DIR) + "/tests/fixtures/format4-data.tar.gz' -C '" +
+                          dir.path() + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return dir / "data/archive";
+}
+
+// How many entries a table of the main environment holds (the archive closed).
+std::size_t main_entries(const std::string& dir, const char* table) {
+  MDB_env* env = nullptr;
+  EXPECT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 32);
+  EXPECT_EQ(mdb_env_open(env, dir.c_str(), MDB_RDONLY, 0640), 0);
+  MDB_txn* txn = nullptr;
+  EXPECT_EQ(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), 0);
+  MDB_dbi dbi;
+  MDB_stat st{};
+  EXPECT_EQ(mdb_dbi_open(txn, table, 0, &dbi), 0);
+  EXPECT_EQ(mdb_stat(txn, dbi, &st), 0);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return st.ms_entries;
+}
+
+// Every record's bytes, read through the archive.
+std::vector<std::string> all_raws(const Archive& a) {
+  std::vector<std::string> out;
+  for (std::uint64_t seq = 1; seq <= a.head().seq; ++seq) {
+    auto r = a.record(seq);
+    EXPECT_TRUE(r.ok()) << seq;
+    if (!r.ok()) return out;
+    auto raw = a.raw(*r);
+    EXPECT_TRUE(raw.ok()) << seq << ": " << raw.error().to_string();
+    out.push_back(raw.ok() ? *raw : "");
+  }
+  return out;
+}
+
+TEST(Segments, MainEnvironmentSegmentsMoveIntoStoresOfTheirOwn) {
+  test::ScratchDir dir;
+  const std::string path = unpack_format4(dir);
+  auto a = open_archive(path);
+  std::vector<SegmentInfo> segs = a->segments();
+  ASSERT_EQ(segs.size(), 3u);
+  for (const auto& s : segs) EXPECT_FALSE(s.own_store);
+  // The live segment is in the main environment too: nothing can move before a segment with a store.
+  EXPECT_EQ(a->move_segments_to_stores(0).error().code, ErrorCode::kUnsupported);
+  // Three more records (the fixture's policy: 4 a segment) begin the first segment with a store,
+  // whatever month this runs in.
+  append_all(*a, sample_messages(3));
+  segs = a->segments();
+  ASSERT_GE(segs.size(), 4u);
+  ASSERT_TRUE(segs.back().own_store);
+  ASSERT_FALSE(segs[segs.size() - 2].own_store);
+  const std::size_t old_segments = segs.size() - 1;
+  const std::vector<std::string> before = all_raws(*a);
+  ASSERT_EQ(before.size(), 13u);
+  auto beside = a->snapshot();  // a reader that began before the move (a search beside it)
+  ASSERT_TRUE(beside.ok());
+
+  EXPECT_EQ(a->move_segments_to_stores(99).error().code, ErrorCode::kInvalidArgument);
+  // Down to the second segment: the last one in the main environment moves first, the first stays.
+  std::vector<std::uint64_t> order;
+  auto moved = a->move_segments_to_stores(segs[1].first, [&](const SegmentMove& m) { order.push_back(m.first); });
+  ASSERT_TRUE(moved.ok()) << moved.error().to_string();
+  ASSERT_EQ(moved->size(), old_segments - 1);
+  for (std::size_t i = 0; i < moved->size(); ++i) {
+    EXPECT_EQ((*moved)[i].first, segs[old_segments - 1 - i].first);
+    EXPECT_EQ((*moved)[i].records, segs[old_segments - 1 - i].last - segs[old_segments - 1 - i].first + 1);
+    EXPECT_EQ(order[i], (*moved)[i].first);
+    EXPECT_TRUE(a->store_sealed((*moved)[i].first));
+  }
+  EXPECT_FALSE(a->segments()[0].own_store);
+  EXPECT_TRUE(a->segments()[1].own_store);
+  EXPECT_EQ(all_raws(*a), before) << "records read from the new stores, packs from where they are";
+  moved = a->move_segments_to_stores(0);
+  ASSERT_TRUE(moved.ok()) << moved.error().to_string();
+  ASSERT_EQ(moved->size(), 1u);
+  EXPECT_EQ((*moved)[0].first, 1u);
+  EXPECT_EQ((*moved)[0].first_pack, 1u);
+  EXPECT_GE((*moved)[0].packs, 1u) << "the demo mailbox's pack goes with the segment that began it";
+  EXPECT_TRUE(a->move_segments_to_stores(0)->empty()) << "nothing is left to move";
+  segs = a->segments();
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    EXPECT_TRUE(segs[i].own_store) << i;
+    if (i > 0) EXPECT_LE(segs[i - 1].first_pack, segs[i].first_pack);
+  }
+  EXPECT_EQ(all_raws(*a), before);
+  expect_intact(*a, 13);
+  // The reader that began before still reads every record from where it was then.
+  for (std::uint64_t seq = 1; seq <= 13; ++seq) {
+    auto r = (*beside)->record(seq);
+    ASSERT_TRUE(r.ok()) << seq;
+    auto raw = (*beside)->raw(*r);
+    ASSERT_TRUE(raw.ok()) << seq << ": " << raw.error().to_string();
+    EXPECT_EQ(*raw, before[seq - 1]) << seq;
+  }
+  beside->reset();
+  // Appends go on; a read-only open (a search beside a server) reads every record from its store.
+  append_all(*a, {test::make_message("after the move", "after")});
+  a.reset();
+  EXPECT_EQ(main_entries(path, "records"), 0u) << "the main environment keeps no record";
+  EXPECT_EQ(main_entries(path, "blobs"), 0u) << "nor any pack";
+  auto ro = Archive::open(path, Limits{}, true);
+  ASSERT_TRUE(ro.ok()) << ro.error().to_string();
+  std::vector<std::string> now = all_raws(**ro);
+  ASSERT_EQ(now.size(), 14u);
+  now.pop_back();
+  EXPECT_EQ(now, before);
+  expect_intact(**ro, 14);
+}
+
+TEST(Segments, AnInterruptedMoveIsDoneAgainOrFinished) {
+  test::ScratchDir dir;
+  const std::string path = unpack_format4(dir);
+  std::vector<std::string> before;
+  std::uint64_t last_old = 0;
+  {
+    auto a = open_archive(path);
+    append_all(*a, sample_messages(3));
+    before = all_raws(*a);
+    const auto segs = a->segments();
+    last_old = segs[segs.size() - 2].first;
+    // A crash after the store is written and before the main environment's commit: the table does
+    // not name the store, every record is still read from the main environment.
+    a->stop_next_move_for_test(1);
+    ASSERT_FALSE(a->move_segments_to_stores(0).ok());
+    EXPECT_TRUE(std::filesystem::exists(a->store_path(last_old)));
+    EXPECT_FALSE(a->segments()[segs.size() - 2].own_store);
+    EXPECT_EQ(all_raws(*a), before);
+  }
+  {
+    // The next move writes that store again, and goes on; this one stops after its commit.
+    auto a = open_archive(path);
+    EXPECT_EQ(all_raws(*a), before);
+    a->stop_next_move_for_test(2);
+    ASSERT_FALSE(a->move_segments_to_stores(0).ok());
+    EXPECT_TRUE(a->segments()[a->segments().size() - 2].own_store);
+    EXPECT_EQ(all_raws(*a), before);
+  }
+  EXPECT_GT(main_entries(path, "records"), 0u) << "the moved records were not removed yet";
+  std::uint64_t still_main = 0;
+  {
+    // A writable open removes what the committed move left in the main environment.
+    auto a = open_archive(path);
+    for (const auto& s : a->segments())
+      if (!s.own_store) still_main += s.last - s.first + 1;
+  }
+  EXPECT_EQ(main_entries(path, "records"), still_main);
+  {
+    auto a = open_archive(path);
+    EXPECT_EQ(all_raws(*a), before);
+    auto moved = a->move_segments_to_stores(0);
+    ASSERT_TRUE(moved.ok()) << moved.error().to_string();
+    EXPECT_FALSE(moved->empty()) << "the segments before the interrupted one";
+    for (const auto& s : a->segments()) EXPECT_TRUE(s.own_store);
+    EXPECT_EQ(all_raws(*a), before);
+    expect_intact(*a, before.size());
+  }
+  EXPECT_EQ(main_entries(path, "records"), 0u);
+  EXPECT_EQ(main_entries(path, "blobs"), 0u);
 }
 
 TEST(Segments, PeriodLabels) {

@@ -142,7 +142,7 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
                         {"closed_at", s.closed_at ? iso8601(s.closed_at) : ""},
                         {"records", s.records}, {"due", s.due},       {"held", s.held},
                         {"pending", s.pending}, {"expired", s.expired}, {"expirable", s.expirable},
-                        {"skipped", s.skipped}};
+                        {"skipped", s.skipped}, {"moves_to_store", s.moves_to_store}};
     if (s.outcome) {
       j["tombstone"] = s.outcome->tombstone.id;
       j["messages_removed"] = s.outcome->blobs_removed;
@@ -163,6 +163,9 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
         !a)
       return report(a.error());
   }
+  nlohmann::json moved = nlohmann::json::array();
+  for (const auto& m : rep->moved)
+    moved.push_back({{"first", m.first}, {"last", m.last}, {"records", m.records}, {"store_bytes", m.store_bytes}});
   if (args.json) {
     std::cout << nlohmann::json{{"dry_run", rep->dry_run},
                                 {"due", rep->due},
@@ -172,6 +175,7 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
                                 {"pending", rep->pending},
                                 {"mailbox_entries_removed", rep->mailbox_entries_removed},
                                 {"index_documents_rebuilt", rep->index_documents_rebuilt},
+                                {"segments_moved_to_stores", moved},
                                 {"segments", segs}}
                      .dump()
               << "\n";
@@ -188,8 +192,13 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
       if (s.outcome) std::cout << " (tombstone " << s.outcome->tombstone.id << ")";
     }
     if (!s.skipped.empty()) std::cout << "; not expired: " << s.skipped;
+    else if (s.moves_to_store && args.dry_run)
+      std::cout << "; kept in the main environment by an older release, it moves into a store of its own first";
     std::cout << "\n";
   }
+  for (const auto& m : rep->moved)
+    std::cout << "segment " << m.first << "-" << m.last << " moved out of the main environment into a store of its own ("
+              << m.records << " records, " << human_bytes(m.store_bytes) << ")\n";
   const std::uint64_t n = args.dry_run ? rep->expirable : rep->expired;
   std::cout << (args.dry_run ? "would expire " : "expired ") << n << " message" << (n == 1 ? "" : "s") << "; "
             << rep->held << " kept by legal holds";

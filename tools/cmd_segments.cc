@@ -122,6 +122,32 @@ int run_seal(const GlobalOptions& g, const SegmentsArgs& args) {
   return kExitOk;
 }
 
+int run_move(const GlobalOptions& g, const SegmentsArgs& args) {
+  // The data folder's lock: not beside a running server or import (a server's retention pass moves
+  // what it is about to expire itself).
+  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/false, /*writer=*/"segments move");
+  if (!engine) return report(engine.error());
+  auto moved = (*engine)->archive().move_segments_to_stores(args.first, [&](const SegmentMove& m) {
+    if (!args.json)
+      std::cout << "segment " << m.first << "-" << m.last << ": " << m.records << " records and " << m.packs
+                << " packs moved to " << (*engine)->archive().store_path(m.first) << " (" << human_bytes(m.store_bytes)
+                << ")" << std::endl;
+  });
+  if (!moved) return report(moved.error());
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& m : *moved)
+    list.push_back({{"first", m.first},
+                    {"last", m.last},
+                    {"records", m.records},
+                    {"packs", m.packs},
+                    {"first_pack", m.first_pack},
+                    {"store", (*engine)->archive().store_path(m.first)},
+                    {"store_bytes", m.store_bytes}});
+  if (args.json) std::cout << nlohmann::json{{"moved", list}}.dump() << "\n";
+  else if (moved->empty()) std::cout << "every closed segment has a store of its own\n";
+  return kExitOk;
+}
+
 int run_remote(const GlobalOptions& g, const SegmentsArgs& args) {
   // Only the segment's stub changes (one small file, replaced atomically); a running server's
   // readers see it at their next open.
@@ -155,6 +181,12 @@ void register_segments(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto* seal = cmd->add_subcommand("seal", "compact the index and seal every closed segment (not beside a server)");
   seal->add_flag("--json", args->json, "print one JSON object");
   seal->callback([&g, &run, args] { run = [&g, args] { return run_seal(g, *args); }; });
+  auto* move = cmd->add_subcommand(
+      "move", "move the segments an older release kept in the main environment into stores of their own "
+              "(what retention expires; not beside a server)");
+  move->add_option("first", args->first, "only down to the segment beginning at this message id (default: all)");
+  move->add_flag("--json", args->json, "print one JSON object");
+  move->callback([&g, &run, args] { run = [&g, args] { return run_move(g, *args); }; });
   auto* remote = cmd->add_subcommand(
       "remote", "search a sealed segment through xapian-tcpsrv (one HOST:PORT per shard, in its stub's order)");
   remote->add_option("first", args->first, "the segment's first message id")->required();

@@ -363,6 +363,74 @@ class UpgradeTest(unittest.TestCase):
 
     @unittest.skipUnless(os.path.exists("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"),
                          "faketime (Debian's faketime package) is not installed")
+    def test_format_four_segments_move_into_stores_and_expire(self):
+        """Segments the format 4 release kept in the main environment: retention moves them into stores
+        of their own and expires them (Archive::move_segments_to_stores), and `segments move` does the
+        same ahead of it; the chain, the Merkle tree and every message read back all along."""
+        from test_retention import faked_env
+        for how in ("retention", "segments move"):
+            with self.subTest(how=how):
+                data = unpack(self, "format4-data.tar.gz")
+                tmp = os.path.dirname(data)
+                srv = Server(config(free_port(), free_port()), data=data)
+                p = srv.run("segments", "move")
+                self.assertNotEqual(p.returncode, 0, "the live segment is in the main environment too")
+                self.assertIn(b"live segment", p.stderr)
+                # Five more messages: the first segment with a store of its own follows the old ones.
+                import_partner_mail(self, srv, os.path.join(tmp, "more.mbox"), range(5), "rotterdam barge {}",
+                                    "The rotterdam barge left {}.", "four")
+                segs = srv.cli("segments")["segments"]
+                old = [s for s in segs if not s["store"]]
+                self.assertGreaterEqual(len(old), 3, segs)
+                self.assertFalse(old[-1]["live"])
+                closed = [s for s in segs if not s["live"]]
+                bodies = {i: srv.run("show", "--raw", str(i)).stdout for i in range(1, 16)}
+                self.assertTrue(all(bodies.values()))
+                cp = os.path.join(tmp, "cp")
+                self.assertEqual(srv.run("checkpoint", "--out", cp).returncode, 0)
+                if how == "segments move":
+                    moved = srv.cli("segments", "move")["moved"]
+                    self.assertEqual([m["first"] for m in moved], [s["first"] for s in reversed(old)])
+                    self.assertEqual(sum(m["records"] for m in moved), sum(s["records"] for s in old))
+                    after = srv.cli("segments")["segments"]
+                    self.assertTrue(all(s["store"] and s["store_bytes"] > 0 for s in after), after)
+                    self.assertTrue(all(s["store_sealed"] for s in after if not s["live"]), after)
+                    for i in range(1, 16):
+                        self.assertEqual(srv.run("show", "--raw", str(i)).stdout, bodies[i], i)
+                    self.assertEqual(srv.search("rotterdam")["total"], 3 + 5)
+                    v = srv.cli("verify", "--checkpoint", cp)
+                    self.assertTrue(v["intact"], v)
+                    self.assertEqual(v["records_checked"], 15)
+                    self.assertEqual(srv.cli("segments", "move")["moved"], [], "nothing is left to move")
+                p = srv.run("retention", "set", "--default", "30")
+                self.assertEqual(p.returncode, 0, p.stderr)
+                dry = subprocess.run([BIN, "--data", data, "retention", "run", "--dry-run", "--json"],
+                                     capture_output=True, timeout=120, env=faked_env(400))
+                self.assertEqual(dry.returncode, 0, dry.stderr)
+                report = json.loads(dry.stdout)
+                due = sum(s["records"] for s in closed)
+                self.assertEqual(report["expirable"], due, report)
+                self.assertEqual([s["moves_to_store"] for s in report["segments"]],
+                                 [how == "retention" and not s["store"] for s in closed])
+                self.assertTrue(all(not s["skipped"] for s in report["segments"]), report)
+                # A year later, every closed segment is past 30 days: the old ones move, then all expire.
+                p = subprocess.run([BIN, "--data", data, "retention", "run", "--json"], capture_output=True,
+                                   timeout=120, env=faked_env(400))
+                self.assertEqual(p.returncode, 0, p.stderr)
+                report = json.loads(p.stdout)
+                self.assertEqual(report["expired"], due, report)
+                self.assertEqual([m["first"] for m in report["segments_moved_to_stores"]],
+                                 [s["first"] for s in reversed(old)] if how == "retention" else [])
+                live = [s for s in segs if s["live"]][0]
+                self.assertEqual(sorted(h["id"] for h in srv.cli("search", "")["results"]),
+                                 list(range(live["first"], 16)))
+                for i in range(live["first"], 16):
+                    self.assertEqual(srv.run("show", "--raw", str(i)).stdout, bodies[i], i)
+                v = srv.cli("verify", "--checkpoint", cp)
+                self.assertTrue(v["intact"], v)
+                self.assertEqual((v["records_checked"], v["records_expired"]), (16 - live["first"], due))
+                self.assertTrue(v["checkpoints"][0]["holds"], v)
+
     def test_format_seven_migrates_and_its_segments_expire(self):
         data = unpack(self, "format7-data.tar.gz")
         tmp = os.path.dirname(data)
