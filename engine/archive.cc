@@ -1332,6 +1332,23 @@ bool walk_records(MDB_txn* txn, unsigned dbi, std::uint64_t lo, std::uint64_t hi
   return go_on;
 }
 
+// walk_records, stopping at a record that does not decode: that one is the error.
+Status walk_records_strict(MDB_txn* txn, unsigned dbi, std::uint64_t lo, std::uint64_t hi,
+                           const ArchiveSnapshot::RecordFn& fn) {
+  std::optional<Error> error, bad;
+  walk_records(
+      txn, dbi, lo, hi, fn,
+      [&](std::uint64_t seq, const Error& e) {
+        bad = e;
+        bad->context = "record " + std::to_string(seq) + ": " + e.context;
+        return false;
+      },
+      &error);
+  if (error) return *error;
+  if (bad) return *bad;
+  return ok_status();
+}
+
 // Every seq from lo to hi lies in one of the runs (ascending, not overlapping).
 bool all_expired(const std::vector<ExpiredRun>& runs, std::uint64_t lo, std::uint64_t hi) {
   std::uint64_t next = lo;
@@ -2299,26 +2316,16 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
   std::map<std::uint64_t, ArchiveRecord> records;  // the segment's records not expired before
   std::map<std::uint64_t, Digest> leaves;          // of those expiring now
   {
-    std::optional<Error> error;
     std::size_t ri = 0;
-    Error bad;
-    const bool walked = walk_records(
-        sr.txn, seg_store->records_dbi, seg.first, seg.last,
-        [&](const ArchiveRecord& r, std::string_view value) {
-          while (ri < old_runs.size() && old_runs[ri].last < r.seq) ++ri;
-          if (ri < old_runs.size() && old_runs[ri].first <= r.seq) return true;
-          if (std::binary_search(req.seqs.begin(), req.seqs.end(), r.seq)) leaves[r.seq] = merkle::leaf_hash(value);
-          records.emplace(r.seq, r);
-          return true;
-        },
-        [&](std::uint64_t seq, const Error& e) {
-          bad = e;
-          bad.context = "record " + std::to_string(seq) + ": " + e.context;
-          return false;
-        },
-        &error);
-    if (error) return *error;
-    if (!walked) return bad;
+    MAILARK_TRY(walk_records_strict(sr.txn, seg_store->records_dbi, seg.first, seg.last,
+                                    [&](const ArchiveRecord& r, std::string_view value) {
+                                      while (ri < old_runs.size() && old_runs[ri].last < r.seq) ++ri;
+                                      if (ri < old_runs.size() && old_runs[ri].first <= r.seq) return true;
+                                      if (std::binary_search(req.seqs.begin(), req.seqs.end(), r.seq))
+                                        leaves[r.seq] = merkle::leaf_hash(value);
+                                      records.emplace(r.seq, r);
+                                      return true;
+                                    }));
   }
   for (std::uint64_t s : req.seqs)
     if (!leaves.count(s))
@@ -2540,6 +2547,38 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
   return out;
 }
 
+namespace {
+
+// A new store file at `path` with a store's tables (records, blobs, and meta naming segment `first`),
+// its first write transaction begun: what an expiry's rewrite and a move write a store into.
+struct FreshStore {
+  struct Env {
+    MDB_env* env = nullptr;
+    ~Env() {
+      if (env) mdb_env_close(env);
+    }
+  } env;
+  Txn w;  // after env: ended before it is closed
+  MDB_dbi records = 0, blobs = 0, meta = 0;
+};
+
+Status open_fresh_store(const std::string& path, std::uint64_t first, std::size_t map_size, FreshStore& out) {
+  int rc = mdb_env_create(&out.env.env);
+  if (rc) return lmdb_error("mdb_env_create", rc);
+  mdb_env_set_maxdbs(out.env.env, 4);
+  mdb_env_set_mapsize(out.env.env, map_size);
+  if ((rc = mdb_env_open(out.env.env, path.c_str(), MDB_NOSUBDIR | MDB_NOTLS, 0640))) return lmdb_error("creating " + path, rc);
+  if ((rc = mdb_txn_begin(out.env.env, nullptr, 0, &out.w.txn))) return lmdb_error("mdb_txn_begin", rc);
+  for (auto [name, dbi] : {std::pair{"records", &out.records}, std::pair{"blobs", &out.blobs}, std::pair{"meta", &out.meta}})
+    if ((rc = mdb_dbi_open(out.w.txn, name, MDB_CREATE, dbi))) return lmdb_error(std::string("creating ") + name + " in " + path, rc);
+  std::string fv = be64(first);
+  MDB_val mk = val("segment"), mv = val(fv);
+  if ((rc = mdb_put(out.w.txn, out.meta, &mk, &mv, 0))) return lmdb_error("writing " + path, rc);
+  return ok_status();
+}
+
+}  // namespace
+
 Result<bool> Archive::rewrite_expired_store(std::uint64_t first, bool* busy) {
   namespace fs = std::filesystem;
   MAILARK_ASSIGN_OR_RETURN(auto snap, snapshot());
@@ -2582,25 +2621,12 @@ Result<bool> Archive::rewrite_expired_store(std::uint64_t first, bool* busy) {
       std::uint64_t first;
       ~Released() { a->release_store(first); }
     } released{this, first};
-    MDB_env* env = nullptr;
-    int rc = mdb_env_create(&env);
-    if (rc) return lmdb_error("mdb_env_create", rc);
-    struct EnvClose {
-      MDB_env* env;
-      ~EnvClose() { mdb_env_close(env); }
-    } closer{env};
-    mdb_env_set_maxdbs(env, 4);
-    mdb_env_set_mapsize(env, kStoreMapSize);
-    if ((rc = mdb_env_open(env, fresh.c_str(), MDB_NOSUBDIR | MDB_NOTLS, 0640))) return lmdb_error("creating " + fresh, rc);
-    Txn w, r;
-    if ((rc = mdb_txn_begin(env, nullptr, 0, &w.txn))) return lmdb_error("mdb_txn_begin", rc);
-    if ((rc = mdb_txn_begin(old->env, nullptr, MDB_RDONLY, &r.txn))) return lmdb_error("reading " + path, rc);
-    MDB_dbi records = 0, blobs = 0, meta = 0;
-    for (auto [name, dbi] : {std::pair{"records", &records}, std::pair{"blobs", &blobs}, std::pair{"meta", &meta}})
-      if ((rc = mdb_dbi_open(w.txn, name, MDB_CREATE, dbi))) return lmdb_error(std::string("creating ") + name + " in " + fresh, rc);
-    std::string fv = be64(first);
-    MDB_val mk = val("segment"), mv = val(fv);
-    if ((rc = mdb_put(w.txn, meta, &mk, &mv, 0))) return lmdb_error("writing " + fresh, rc);
+    FreshStore out;
+    MAILARK_TRY(open_fresh_store(fresh, first, kStoreMapSize, out));
+    Txn& w = out.w;
+    Txn r;
+    int rc = mdb_txn_begin(old->env, nullptr, MDB_RDONLY, &r.txn);
+    if (rc) return lmdb_error("reading " + path, rc);
     std::optional<Error> error;
     std::size_t ri = 0;
     int put_rc = 0;
@@ -2611,14 +2637,14 @@ Result<bool> Archive::rewrite_expired_store(std::uint64_t first, bool* busy) {
           if (ri < runs.size() && runs[ri].first <= rec.seq) return true;
           std::string key = be64(rec.seq);
           MDB_val k = val(key), v = val(value);
-          put_rc = mdb_put(w.txn, records, &k, &v, MDB_APPEND);
+          put_rc = mdb_put(w.txn, out.records, &k, &v, MDB_APPEND);
           return put_rc == 0;
         },
         [&](std::uint64_t, const Error&) { return true; }, &error);
     if (error) return *error;
     if (put_rc) return lmdb_error("writing " + fresh, put_rc);
     if ((rc = w.commit())) return lmdb_error("committing " + fresh, rc);
-    if ((rc = mdb_env_sync(env, 1))) return lmdb_error("syncing " + fresh, rc);
+    if ((rc = mdb_env_sync(out.env.env, 1))) return lmdb_error("syncing " + fresh, rc);
   }
   const bool sealed = store_sealed(first);
   if (sealed) ::chmod(fresh.c_str(), 0440);
@@ -2775,25 +2801,13 @@ Result<std::vector<SegmentMove>> Archive::move_segments_to_stores(std::uint64_t 
     if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn)) return lmdb_error("mdb_txn_begin", rc);
     std::uint64_t max_pack = 0;
     std::size_t next = 1;
-    std::optional<Error> error;
-    Error bad;
-    const bool walked = walk_records(
-        r.txn, records_dbi_, 1, segs[k].first - 1,
-        [&](const ArchiveRecord& rec, std::string_view) {
-          while (next < k && rec.seq >= segs[next].first) first_pack[next++] = max_pack + 1;
-          MDB_val bk = val(std::string_view(reinterpret_cast<const char*>(rec.content_sha256.data()), 32)), bv;
-          if (mdb_get(r.txn, blob_index_dbi_, &bk, &bv) == 0 && bv.mv_size == 16)
-            max_pack = std::max(max_pack, from_be64(view(bv).substr(0, 8)));
-          return true;
-        },
-        [&](std::uint64_t seq, const Error& e) {
-          bad = e;
-          bad.context = "record " + std::to_string(seq) + ": " + e.context;
-          return false;
-        },
-        &error);
-    if (error) return *error;
-    if (!walked) return bad;
+    MAILARK_TRY(walk_records_strict(r.txn, records_dbi_, 1, segs[k].first - 1, [&](const ArchiveRecord& rec, std::string_view) {
+      while (next < k && rec.seq >= segs[next].first) first_pack[next++] = max_pack + 1;
+      MDB_val bk = val(std::string_view(reinterpret_cast<const char*>(rec.content_sha256.data()), 32)), bv;
+      if (mdb_get(r.txn, blob_index_dbi_, &bk, &bv) == 0 && bv.mv_size == 16)
+        max_pack = std::max(max_pack, from_be64(view(bv).substr(0, 8)));
+      return true;
+    }));
     while (next < k) first_pack[next++] = max_pack + 1;
     for (std::size_t i = 0; i < k; ++i) first_pack[i] = std::min(first_pack[i], first_pack[k]);
   }
@@ -2810,25 +2824,14 @@ Result<std::vector<SegmentMove>> Archive::move_segments_to_stores(std::uint64_t 
     fs::remove(fresh, ec);
     fs::remove(fresh + "-lock", ec);
     {
-      MDB_env* env = nullptr;
-      int rc = mdb_env_create(&env);
-      if (rc) return lmdb_error("mdb_env_create", rc);
-      struct EnvClose {
-        MDB_env* env;
-        ~EnvClose() { mdb_env_close(env); }
-      } closer{env};
-      mdb_env_set_maxdbs(env, 4);
-      mdb_env_set_mapsize(env, kStoreMapSize);
-      if ((rc = mdb_env_open(env, fresh.c_str(), MDB_NOSUBDIR | MDB_NOTLS, 0640))) return lmdb_error("creating " + fresh, rc);
-      Txn w, r;
-      if ((rc = mdb_txn_begin(env, nullptr, 0, &w.txn))) return lmdb_error("mdb_txn_begin", rc);
-      if ((rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn))) return lmdb_error("mdb_txn_begin", rc);
-      MDB_dbi records = 0, blobs = 0, meta = 0;
-      for (auto [name, dbi] : {std::pair{"records", &records}, std::pair{"blobs", &blobs}, std::pair{"meta", &meta}})
-        if ((rc = mdb_dbi_open(w.txn, name, MDB_CREATE, dbi))) return lmdb_error(std::string("creating ") + name + " in " + fresh, rc);
-      std::string fv = be64(seg.first);
-      MDB_val mk = val("segment"), mv_val = val(fv);
-      if ((rc = mdb_put(w.txn, meta, &mk, &mv_val, 0))) return lmdb_error("writing " + fresh, rc);
+      FreshStore out;
+      MAILARK_TRY(open_fresh_store(fresh, seg.first, kStoreMapSize, out));
+      MDB_env* env = out.env.env;
+      Txn& w = out.w;
+      const MDB_dbi records = out.records, blobs = out.blobs;
+      Txn r;
+      int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &r.txn);
+      if (rc) return lmdb_error("mdb_txn_begin", rc);
       // Committed every 64 MiB: a segment of gigabytes never holds that much in dirty pages.
       std::uint64_t pending = 0;
       auto put = [&](unsigned dbi, const MDB_val& key, const MDB_val& value) -> int {
