@@ -2922,4 +2922,116 @@ Result<std::vector<SegmentMove>> Archive::move_segments_to_stores(std::uint64_t 
   return moved;
 }
 
+
+namespace {
+
+// The first byte of LMDB's lock file, as mdb_env_open locks it: shared by every process that has the
+// environment open, exclusive for the first while it sets the lock table up.
+bool lock_first_byte(int fd, short type) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 1;
+  return ::fcntl(fd, F_SETLK, &fl) == 0;
+}
+
+struct EnvHandle {
+  MDB_env* env = nullptr;
+  ~EnvHandle() {
+    if (env) mdb_env_close(env);
+  }
+};
+
+}  // namespace
+
+Result<Archive::MainCompaction> Archive::compact_main_environment(const std::string& dir, std::uint64_t min_free_bytes) {
+  namespace fs = std::filesystem;
+  MainCompaction out;
+  const std::string data = dir + "/data.mdb", lock = dir + "/lock.mdb", fresh = dir + "/data.mdb.compact";
+  std::error_code ec;
+  if (!fs::exists(data, ec) || !fs::exists(lock, ec)) return out;
+  fs::remove(fresh, ec);  // what an interrupted compaction left
+  // Held exclusively from here to the end, but for the moment the open below shares it (LMDB then
+  // downgrades this process's lock) and it is taken back. Closing this descriptor lets every lock of
+  // this process on the file go, which is why it is closed last.
+  struct Fd {
+    int fd = -1;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } lfd;
+  lfd.fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
+  if (lfd.fd < 0) return make_error(ErrorCode::kIo, "opening " + lock + ": " + std::strerror(errno));
+  if (!lock_first_byte(lfd.fd, F_WRLCK)) {
+    out.busy = true;
+    return out;
+  }
+  auto open_env = [&](EnvHandle& h, unsigned flags) -> Status {
+    int rc = mdb_env_create(&h.env);
+    if (rc) return lmdb_error("mdb_env_create", rc);
+    mdb_env_set_maxdbs(h.env, 16);
+    mdb_env_set_mapsize(h.env, kMapSize);
+    if ((rc = mdb_env_open(h.env, dir.c_str(), MDB_NOTLS | flags, 0640))) return lmdb_error("opening the archive in " + dir, rc);
+    return ok_status();
+  };
+  EnvHandle old_env;
+  MAILARK_TRY(open_env(old_env, MDB_RDONLY));
+  if (!lock_first_byte(lfd.fd, F_WRLCK)) {  // another process opened it in between
+    out.busy = true;
+    return out;
+  }
+  {
+    MDB_envinfo info{};
+    MDB_stat st{};
+    mdb_env_info(old_env.env, &info);
+    mdb_env_stat(old_env.env, &st);
+    out.file_bytes = fs::file_size(data, ec);
+    // The free pages: LMDB's own free list (what mdb_stat -f counts).
+    Txn r;
+    if (int rc = mdb_txn_begin(old_env.env, nullptr, MDB_RDONLY, &r.txn)) return lmdb_error("mdb_txn_begin", rc);
+    MDB_cursor* cur = nullptr;
+    if (int rc = mdb_cursor_open(r.txn, 0, &cur)) return lmdb_error("reading the free list", rc);
+    MDB_val k, v;
+    std::uint64_t pages = 0;
+    while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0)
+      if (v.mv_size >= sizeof(std::size_t)) pages += *static_cast<const std::size_t*>(v.mv_data);
+    mdb_cursor_close(cur);
+    // Pages past the last one used are free too (a file grown by a transaction that was aborted).
+    const std::uint64_t used_end = (std::uint64_t{info.me_last_pgno} + 1) * st.ms_psize;
+    out.free_bytes = pages * st.ms_psize + (out.file_bytes > used_end ? out.file_bytes - used_end : 0);
+  }
+  if (out.free_bytes < min_free_bytes || out.free_bytes * 2 < out.file_bytes) return out;
+  if (compaction_hook_for_test) compaction_hook_for_test();
+  {
+    Fd ffd;
+    ffd.fd = ::open(fresh.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (ffd.fd < 0) return make_error(ErrorCode::kIo, "creating " + fresh + ": " + std::strerror(errno));
+    if (int rc = mdb_env_copyfd2(old_env.env, ffd.fd, MDB_CP_COMPACT)) {
+      fs::remove(fresh, ec);
+      return lmdb_error("copying the archive's main environment", rc);
+    }
+    if (::fsync(ffd.fd) != 0) {
+      fs::remove(fresh, ec);
+      return make_error(ErrorCode::kIo, "syncing " + fresh + ": " + std::strerror(errno));
+    }
+  }
+  if (::rename(fresh.c_str(), data.c_str()) != 0)
+    return make_error(ErrorCode::kIo, "moving " + fresh + " into place: " + std::strerror(errno));
+  if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  // The lock table still describes the old file (its last transaction id, which picks the meta
+  // page a reader starts from). An environment opened now, while this process holds the byte
+  // exclusively, is taken by LMDB for the first one and sets the table up from the new file; it then
+  // shares the byte, and a process waiting to open the folder goes on with the new file.
+  {
+    EnvHandle fresh_env;
+    MAILARK_TRY(open_env(fresh_env, MDB_RDONLY));
+  }
+  out.after_bytes = fs::file_size(data, ec);
+  return out;
+}
+
 }  // namespace mailark

@@ -384,6 +384,28 @@ class Archive {
   // reads them from there): what a move interrupted after its commit left. Returns how many
   // entries it removed.
   Result<std::uint64_t> drop_moved_leftovers();
+  // Gives the pages LMDB holds free in the main environment back to the file system, when there are
+  // at least `min_free_bytes` of them and they are at least half the file (a move out of an older
+  // archive leaves the main environment's file at its size): a compacting copy (mdb_env_copyfd2,
+  // MDB_CP_COMPACT) renamed over data.mdb. Only when no other process has the environment open: the
+  // first byte of LMDB's lock file, which every process with it open holds shared, is held
+  // exclusively throughout, so a process opening it meanwhile waits. Before it is let go, a second
+  // environment on the new file makes LMDB set its lock table up again from that file (a compacted
+  // copy begins its transaction ids again, and a writable open, which locks before it opens the data
+  // file, would otherwise start from the wrong meta page). A read-only open that had already opened
+  // the old file when it began to wait goes on reading that file, which nothing writes again: a
+  // state of the archive from before the compaction. Call it with no Archive open on `dir` in this
+  // process; Engine::open does (64 MiB free at least), holding the data lock, and `segments move`.
+  // Tests: Segments.TheMainEnvironmentIsCompactedOnlyWhenNobodyElseHasItOpen.
+  struct MainCompaction {
+    std::uint64_t file_bytes = 0;   // data.mdb before
+    std::uint64_t free_bytes = 0;   // in pages LMDB holds free
+    bool busy = false;              // another process had it open: nothing done
+    std::uint64_t after_bytes = 0;  // data.mdb after (0: not compacted)
+  };
+  static Result<MainCompaction> compact_main_environment(const std::string& dir, std::uint64_t min_free_bytes);
+  // Tests only: called by a compaction once it holds the lock file's first byte, before it copies.
+  static inline std::function<void()> compaction_hook_for_test;
   // Tests only: the next move stops after writing its store, before the main environment's commit
   // (stage 1), or after that commit, before the leftovers go (stage 2), as a crash would.
   void stop_next_move_for_test(int stage) { stop_move_stage_ = stage; }

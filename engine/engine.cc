@@ -66,6 +66,10 @@ namespace {
 // otherwise remove the store of a cut the server is making. Stores the table names, files at or
 // below the head, and any name store_path would not give are left alone
 // (test: Engine.AStoreOfACutThatNeverCommittedIsRemovedByTheNextLockedWriter).
+// Free pages in the main environment worth a compacting copy at a writer's open (and at least half
+// the file): what a move of an older archive's segments into stores leaves.
+constexpr std::uint64_t kCompactMainAtFreeBytes = std::uint64_t{64} << 20;
+
 void remove_stray_stores(const Archive& archive, const std::string& dir) {
   const std::uint64_t head = archive.head().seq;
   const auto segments = archive.segments();
@@ -99,6 +103,16 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
     if (!lock) return lock.error();
     e->lock_ = std::move(lock).value();
     recover_index_swap(e->options_.data_dir);
+    // Free pages of the main environment (a move of an older archive's segments into stores leaves
+    // them) go back to the file system before the archive opens, when nothing else has it open. An
+    // error leaves the file as it was: the open goes on.
+    auto c = Archive::compact_main_environment(e->archive_dir(), kCompactMainAtFreeBytes);
+    if (!c) {
+      e->compaction_note_ = "the archive's main environment was not compacted: " + c.error().to_string();
+    } else if (c->after_bytes) {
+      e->compaction_note_ = "the archive's main environment was compacted: " + std::to_string(c->file_bytes) +
+                            " bytes -> " + std::to_string(c->after_bytes);
+    }  // busy (another process reads the folder): the next writer's open tries again
   }
   if (e->options_.signature_dirs.empty()) e->options_.signature_dirs = default_signature_dirs();
   auto archive = Archive::open(e->archive_dir(), e->options_.limits, e->options_.read_only);

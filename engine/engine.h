@@ -49,6 +49,9 @@ class Engine {
   ~Engine();
 
   Archive& archive() { return *archive_; }
+  // What the open did to the archive's main environment, for the log: its free pages given back
+  // (Archive::compact_main_environment), or why not; empty when there was nothing to give back.
+  const std::string& compaction_note() const { return compaction_note_; }
   const EngineOptions& options() const { return options_; }
   std::string archive_dir() const { return options_.data_dir + "/archive"; }
   std::string index_dir() const { return options_.data_dir + "/index"; }
@@ -95,6 +98,7 @@ class Engine {
   std::unique_ptr<indexer::IndexWriter> index_writer_;
   std::unique_ptr<scanner::Scanner> scanner_;
   std::unique_ptr<DataLock> lock_;
+  std::string compaction_note_;
 };
 
 }  // namespace mailark

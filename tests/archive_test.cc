@@ -11,6 +11,9 @@
 #include <thread>
 #include <lmdb.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "common/encoding.h"
@@ -1520,6 +1523,127 @@ TEST(Segments, AnInterruptedMoveIsDoneAgainOrFinished) {
   }
   EXPECT_EQ(main_entries(path, "records"), 0u);
   EXPECT_EQ(main_entries(path, "blobs"), 0u);
+}
+
+TEST(Segments, TheMainEnvironmentIsCompactedOnlyWhenNobodyElseHasItOpen) {
+  test::ScratchDir dir;
+  const std::string path = unpack_format4(dir);
+  std::vector<std::string> before;
+  {
+    auto a = open_archive(path);
+    append_all(*a, sample_messages(3));
+    ASSERT_TRUE(a->move_segments_to_stores(0).ok());
+    before = all_raws(*a);
+  }
+  const auto file_size = [&] { return std::filesystem::file_size(path + "/data.mdb"); };
+  const auto size_after_move = file_size();
+  // Another process with the environment open (a search beside): nothing is done.
+  int ready[2], done[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    MDB_env* env = nullptr;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    const int rc = mdb_env_open(env, path.c_str(), MDB_RDONLY | MDB_NOTLS, 0640);
+    char c = rc == 0 ? 'y' : 'n';
+    (void)!::write(ready[1], &c, 1);
+    (void)!::read(done[0], &c, 1);
+    mdb_env_close(env);
+    ::_exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, 'y');
+  auto busy = Archive::compact_main_environment(path, 0);
+  ASSERT_TRUE(busy.ok()) << busy.error().to_string();
+  EXPECT_TRUE(busy->busy);
+  EXPECT_EQ(busy->after_bytes, 0u);
+  EXPECT_EQ(file_size(), size_after_move);
+  ASSERT_EQ(::write(done[1], "x", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  for (int fd : {ready[0], ready[1], done[0], done[1]}) ::close(fd);
+  // Alone: a threshold above what is free leaves it; none at all compacts it.
+  auto kept = Archive::compact_main_environment(path, std::uint64_t{1} << 40);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_FALSE(kept->busy);
+  EXPECT_GT(kept->free_bytes, 0u) << "the moved records' pages";
+  EXPECT_EQ(kept->after_bytes, 0u);
+  // A process that begins to open the folder for writing while the compaction runs waits for it,
+  // then reads the new file: LMDB's lock table was set up again from it. (The last transaction id
+  // made even first: with the old table the new file's empty meta page 0 would be the one it reads;
+  // this fails without the second environment of compact_main_environment, checked.)
+  for (int i = 0;; ++i) {
+    ASSERT_LT(i, 4);
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_open(env, path.c_str(), MDB_RDONLY, 0640), 0);
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    mdb_env_close(env);
+    if (info.me_last_txnid % 2 == 0) break;
+    auto a = open_archive(path);
+    ASSERT_TRUE(a->update_setting("test", [&](std::optional<std::string>& v) {
+                   v = std::to_string(i);
+                   return ok_status();
+                 }).ok());
+  }
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const pid_t waiter = ::fork();
+  ASSERT_GE(waiter, 0);
+  if (waiter == 0) {
+    char go = 0;
+    (void)!::read(done[0], &go, 1);
+    MDB_env* env = nullptr;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 16);
+    char result = 'n';
+    // A writable open (a server starting, `segments policy`) takes the lock before it opens the
+    // data file; a read-only one opens the file first, and goes on reading the file it opened.
+    if (mdb_env_open(env, path.c_str(), MDB_NOTLS, 0640) == 0) {
+      MDB_txn* txn = nullptr;
+      MDB_dbi meta;
+      MDB_val k{8, const_cast<char*>("segments")}, v;
+      if (mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0 && mdb_dbi_open(txn, "meta", 0, &meta) == 0 &&
+          mdb_get(txn, meta, &k, &v) == 0)
+        result = 'y';
+      if (txn) mdb_txn_abort(txn);
+    }
+    (void)!::write(ready[1], &result, 1);
+    mdb_env_close(env);
+    ::_exit(0);
+  }
+  Archive::compaction_hook_for_test = [&] {
+    (void)!::write(done[1], "x", 1);  // the waiter opens now, and waits for the lock
+    ::usleep(300 * 1000);
+  };
+  auto done_ = Archive::compact_main_environment(path, 0);
+  Archive::compaction_hook_for_test = nullptr;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  EXPECT_EQ(c, 'y') << "the process that waited reads the compacted file";
+  ASSERT_EQ(::waitpid(waiter, &status, 0), waiter);
+  for (int fd : {ready[0], ready[1], done[0], done[1]}) ::close(fd);
+  ASSERT_TRUE(done_.ok()) << done_.error().to_string();
+  ASSERT_GT(done_->after_bytes, 0u) << "free " << done_->free_bytes << " of " << done_->file_bytes;
+  EXPECT_LT(done_->after_bytes, done_->file_bytes);
+  EXPECT_EQ(file_size(), done_->after_bytes);
+  EXPECT_FALSE(std::filesystem::exists(path + "/data.mdb.compact"));
+  // The compacted environment (its transaction ids begin again) reads and takes appends as before.
+  {
+    auto a = open_archive(path);
+    EXPECT_EQ(all_raws(*a), before);
+    expect_intact(*a, before.size());
+    append_all(*a, {test::make_message("after compaction", "after")});
+    before.push_back(test::make_message("after compaction", "after"));
+  }
+  auto ro = Archive::open(path, Limits{}, true);
+  ASSERT_TRUE(ro.ok()) << ro.error().to_string();
+  EXPECT_EQ(all_raws(**ro), before);
+  expect_intact(**ro, before.size());
 }
 
 TEST(Segments, PeriodLabels) {

@@ -143,8 +143,24 @@ int run_move(const GlobalOptions& g, const SegmentsArgs& args) {
                     {"first_pack", m.first_pack},
                     {"store", (*engine)->archive().store_path(m.first)},
                     {"store_bytes", m.store_bytes}});
-  if (args.json) std::cout << nlohmann::json{{"moved", list}}.dump() << "\n";
-  else if (moved->empty()) std::cout << "every closed segment has a store of its own\n";
+  // The pages the moved records and packs took in the main environment go back to the file system
+  // (once this process has closed it, and when no other has it open).
+  const std::string dir = (*engine)->archive_dir();
+  engine->reset();
+  auto c = Archive::compact_main_environment(dir, 0);
+  if (!c) return report(c.error());
+  nlohmann::json main = {{"bytes_before", c->file_bytes}, {"free_bytes", c->free_bytes},
+                         {"compacted", c->after_bytes != 0}, {"bytes_after", c->after_bytes}, {"busy", c->busy}};
+  if (args.json) {
+    std::cout << nlohmann::json{{"moved", list}, {"main_environment", main}}.dump() << "\n";
+    return kExitOk;
+  }
+  if (moved->empty()) std::cout << "every closed segment has a store of its own\n";
+  if (c->after_bytes)
+    std::cout << "main environment compacted: " << human_bytes(c->file_bytes) << " -> " << human_bytes(c->after_bytes) << "\n";
+  else if (c->busy)
+    std::cout << "main environment not compacted: another process has the data folder open (the next start of "
+                 "`mailark serve` or `import` does it)\n";
   return kExitOk;
 }
 
