@@ -2976,7 +2976,7 @@ Result<Archive::MainCompaction> Archive::compact_main_environment(const std::str
     return ok_status();
   };
   EnvHandle old_env;
-  MAILARK_TRY(open_env(old_env, MDB_RDONLY));
+  MAILARK_TRY(open_env(old_env, 0));
   if (!lock_first_byte(lfd.fd, F_WRLCK)) {  // another process opened it in between
     out.busy = true;
     return out;
@@ -3002,6 +3002,27 @@ Result<Archive::MainCompaction> Archive::compact_main_environment(const std::str
     out.free_bytes = pages * st.ms_psize + (out.file_bytes > used_end ? out.file_bytes - used_end : 0);
   }
   if (out.free_bytes < min_free_bytes || out.free_bytes * 2 < out.file_bytes) return out;
+  {
+    // The copy's data is in its meta page 1 (page 0 describes an empty database), and a process that
+    // goes on with the old lock table reads the meta page its last transaction id's parity names:
+    // made odd here, that is page 1, should this process die before the table is set up again below.
+    MDB_envinfo info{};
+    mdb_env_info(old_env.env, &info);
+    if (info.me_last_txnid % 2 == 0) {
+      Txn w;
+      MDB_dbi meta = 0;
+      MDB_val k = val(kMetaFormat), v;
+      int rc = mdb_txn_begin(old_env.env, nullptr, 0, &w.txn);
+      if (!rc) rc = mdb_dbi_open(w.txn, "meta", 0, &meta);
+      if (!rc) rc = mdb_get(w.txn, meta, &k, &v);
+      std::string same;
+      if (!rc) same.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+      MDB_val sv = val(same);
+      if (!rc) rc = mdb_put(w.txn, meta, &k, &sv, 0);  // the marker written again as it is
+      if (!rc) rc = w.commit();
+      if (rc) return lmdb_error("preparing the archive's main environment for its compaction", rc);
+    }
+  }
   if (compaction_hook_for_test) compaction_hook_for_test();
   {
     Fd ffd;
@@ -3022,6 +3043,7 @@ Result<Archive::MainCompaction> Archive::compact_main_environment(const std::str
     ::fsync(dfd);
     ::close(dfd);
   }
+  if (compaction_renamed_hook_for_test) compaction_renamed_hook_for_test();
   // The lock table still describes the old file (its last transaction id, which picks the meta
   // page a reader starts from). An environment opened now, while this process holds the byte
   // exclusively, is taken by LMDB for the first one and sets the table up from the new file; it then

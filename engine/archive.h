@@ -392,7 +392,9 @@ class Archive {
   // exclusively throughout, so a process opening it meanwhile waits. Before it is let go, a second
   // environment on the new file makes LMDB set its lock table up again from that file (a compacted
   // copy begins its transaction ids again, and a writable open, which locks before it opens the data
-  // file, would otherwise start from the wrong meta page). A read-only open that had already opened
+  // file, would otherwise start from the wrong meta page); should this process die before that, the
+  // old table still leads to the copy's data, as the old file's last transaction id was made odd
+  // first. A read-only open that had already opened
   // the old file when it began to wait goes on reading that file, which nothing writes again: a
   // state of the archive from before the compaction. Call it with no Archive open on `dir` in this
   // process; Engine::open does (64 MiB free at least), holding the data lock, and `segments move`.
@@ -406,6 +408,8 @@ class Archive {
   static Result<MainCompaction> compact_main_environment(const std::string& dir, std::uint64_t min_free_bytes);
   // Tests only: called by a compaction once it holds the lock file's first byte, before it copies.
   static inline std::function<void()> compaction_hook_for_test;
+  // Tests only: called once the copy is in place, before the lock table is set up again.
+  static inline std::function<void()> compaction_renamed_hook_for_test;
   // Tests only: the next move stops after writing its store, before the main environment's commit
   // (stage 1), or after that commit, before the leftovers go (stage 2), as a crash would.
   void stop_next_move_for_test(int stage) { stop_move_stage_ = stage; }

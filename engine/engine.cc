@@ -59,6 +59,10 @@ Status swap_in(const std::string& data_dir, const std::string& fresh) {
 
 namespace {
 
+// Free pages in the main environment worth a compacting copy at a writer's open (and at least half
+// the file): what a move of an older archive's segments into stores leaves.
+constexpr std::uint64_t kCompactMainAtFreeBytes = std::uint64_t{64} << 20;
+
 // Removes the store files of segments that never were: a cut whose store was written but whose batch
 // failed to commit in the main environment leaves segment-N.mdb (and its lock file) with N past the
 // head, which a later batch that does not cut at that record never uses. Only a process holding the
@@ -66,10 +70,6 @@ namespace {
 // otherwise remove the store of a cut the server is making. Stores the table names, files at or
 // below the head, and any name store_path would not give are left alone
 // (test: Engine.AStoreOfACutThatNeverCommittedIsRemovedByTheNextLockedWriter).
-// Free pages in the main environment worth a compacting copy at a writer's open (and at least half
-// the file): what a move of an older archive's segments into stores leaves.
-constexpr std::uint64_t kCompactMainAtFreeBytes = std::uint64_t{64} << 20;
-
 void remove_stray_stores(const Archive& archive, const std::string& dir) {
   const std::uint64_t head = archive.head().seq;
   const auto segments = archive.segments();

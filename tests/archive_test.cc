@@ -1400,6 +1400,27 @@ std::vector<std::string> all_raws(const Archive& a) {
   return out;
 }
 
+// Commits to the main environment until its last transaction id is even: what a compaction must
+// make odd before it renames its copy (with an even one, a process holding the old lock table would
+// read the copy's empty meta page 0).
+void make_last_txnid_even(const std::string& path) {
+  for (int i = 0;; ++i) {
+    ASSERT_LT(i, 4);
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_open(env, path.c_str(), MDB_RDONLY, 0640), 0);
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    mdb_env_close(env);
+    if (info.me_last_txnid % 2 == 0) return;
+    auto a = open_archive(path);
+    ASSERT_TRUE(a->update_setting("test", [&](std::optional<std::string>& v) {
+                   v = std::to_string(i);
+                   return ok_status();
+                 }).ok());
+  }
+}
+
 TEST(Segments, MainEnvironmentSegmentsMoveIntoStoresOfTheirOwn) {
   test::ScratchDir dir;
   const std::string path = unpack_format4(dir);
@@ -1574,23 +1595,10 @@ TEST(Segments, TheMainEnvironmentIsCompactedOnlyWhenNobodyElseHasItOpen) {
   EXPECT_EQ(kept->after_bytes, 0u);
   // A process that begins to open the folder for writing while the compaction runs waits for it,
   // then reads the new file: LMDB's lock table was set up again from it. (The last transaction id
-  // made even first: with the old table the new file's empty meta page 0 would be the one it reads;
-  // this fails without the second environment of compact_main_environment, checked.)
-  for (int i = 0;; ++i) {
-    ASSERT_LT(i, 4);
-    MDB_env* env = nullptr;
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    ASSERT_EQ(mdb_env_open(env, path.c_str(), MDB_RDONLY, 0640), 0);
-    MDB_envinfo info{};
-    mdb_env_info(env, &info);
-    mdb_env_close(env);
-    if (info.me_last_txnid % 2 == 0) break;
-    auto a = open_archive(path);
-    ASSERT_TRUE(a->update_setting("test", [&](std::optional<std::string>& v) {
-                   v = std::to_string(i);
-                   return ok_status();
-                 }).ok());
-  }
+  // made even first: with the old table as it was, the new file's empty meta page 0 would be the one
+  // it reads. Both the table set up again and the id made odd before the copy prevent that; the
+  // test below checks the second alone.)
+  make_last_txnid_even(path);
   ASSERT_EQ(::pipe(ready), 0);
   ASSERT_EQ(::pipe(done), 0);
   const pid_t waiter = ::fork();
@@ -1644,6 +1652,70 @@ TEST(Segments, TheMainEnvironmentIsCompactedOnlyWhenNobodyElseHasItOpen) {
   ASSERT_TRUE(ro.ok()) << ro.error().to_string();
   EXPECT_EQ(all_raws(**ro), before);
   expect_intact(**ro, before.size());
+}
+
+TEST(Segments, ACompactionThatDiesAfterItsRenameLeavesWhoWaitsOnTheCopy) {
+  test::ScratchDir dir;
+  const std::string path = unpack_format4(dir);
+  std::vector<std::string> before;
+  {
+    auto a = open_archive(path);
+    append_all(*a, sample_messages(3));
+    ASSERT_TRUE(a->move_segments_to_stores(0).ok());
+    before = all_raws(*a);
+  }
+  make_last_txnid_even(path);
+  int go[2], result[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(result), 0);
+  // A process about to open the folder for writing (a server starting): it waits on the lock.
+  const pid_t waiter = ::fork();
+  ASSERT_GE(waiter, 0);
+  if (waiter == 0) {
+    char c = 0;
+    (void)!::read(go[0], &c, 1);
+    MDB_env* env = nullptr;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 32);
+    mdb_env_set_mapsize(env, std::size_t{1} << 30);
+    char out = 'n';
+    if (mdb_env_open(env, path.c_str(), MDB_NOTLS, 0640) == 0) {
+      MDB_txn* txn = nullptr;
+      MDB_dbi meta, mine;
+      MDB_val k{8, const_cast<char*>("segments")}, v, wk{1, const_cast<char*>("k")}, wv{1, const_cast<char*>("v")};
+      if (mdb_txn_begin(env, nullptr, 0, &txn) == 0 && mdb_dbi_open(txn, "meta", 0, &meta) == 0 &&
+          mdb_get(txn, meta, &k, &v) == 0 && mdb_dbi_open(txn, "test_waiter", MDB_CREATE, &mine) == 0 &&
+          mdb_put(txn, mine, &wk, &wv, 0) == 0 && mdb_txn_commit(txn) == 0)
+        out = 'y';
+    }
+    (void)!::write(result[1], &out, 1);
+    mdb_env_close(env);
+    ::_exit(0);
+  }
+  // The compaction, in a process that dies right after its rename.
+  const pid_t compactor = ::fork();
+  ASSERT_GE(compactor, 0);
+  if (compactor == 0) {
+    Archive::compaction_hook_for_test = [&] {
+      (void)!::write(go[1], "x", 1);
+      ::usleep(300 * 1000);
+    };
+    Archive::compaction_renamed_hook_for_test = [] { ::_exit(0); };
+    (void)Archive::compact_main_environment(path, 0);
+    ::_exit(1);  // never reached
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(compactor, &status, 0), compactor);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "it died after the rename";
+  char c = 0;
+  ASSERT_EQ(::read(result[0], &c, 1), 1);
+  EXPECT_EQ(c, 'y') << "the waiting writer reads and writes the compacted file";
+  ASSERT_EQ(::waitpid(waiter, &status, 0), waiter);
+  for (int fd : {go[0], go[1], result[0], result[1]}) ::close(fd);
+  EXPECT_FALSE(std::filesystem::exists(path + "/data.mdb.compact"));
+  auto a = open_archive(path);
+  EXPECT_EQ(all_raws(*a), before);
+  expect_intact(*a, before.size());
 }
 
 TEST(Segments, PeriodLabels) {
