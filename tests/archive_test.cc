@@ -1421,6 +1421,35 @@ void make_last_txnid_even(const std::string& path) {
   }
 }
 
+// A process that, once it reads a byte on `go`, opens the archive's main environment for writing
+// (a server starting: LMDB takes the lock before it opens the data file, so it waits for a
+// compaction), reads the segment table and (with `commit`) commits a write, then writes 'y' (or 'n')
+// on `result`.
+pid_t fork_waiting_writer(const std::string& path, int go, int result, bool commit) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  char c = 0;
+  (void)!::read(go, &c, 1);
+  MDB_env* env = nullptr;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 32);
+  mdb_env_set_mapsize(env, std::size_t{1} << 30);
+  char out = 'n';
+  if (mdb_env_open(env, path.c_str(), MDB_NOTLS, 0640) == 0) {
+    MDB_txn* txn = nullptr;
+    MDB_dbi meta, mine;
+    MDB_val k{8, const_cast<char*>("segments")}, v, wk{1, const_cast<char*>("k")}, wv{1, const_cast<char*>("v")};
+    if (mdb_txn_begin(env, nullptr, 0, &txn) == 0 && mdb_dbi_open(txn, "meta", 0, &meta) == 0 &&
+        mdb_get(txn, meta, &k, &v) == 0 &&
+        (!commit || (mdb_dbi_open(txn, "test_waiter", MDB_CREATE, &mine) == 0 && mdb_put(txn, mine, &wk, &wv, 0) == 0)))
+      out = 'y';
+    if (txn && (commit ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), 0)) != 0) out = 'n';
+  }
+  (void)!::write(result, &out, 1);
+  mdb_env_close(env);
+  ::_exit(0);
+}
+
 TEST(Segments, MainEnvironmentSegmentsMoveIntoStoresOfTheirOwn) {
   test::ScratchDir dir;
   const std::string path = unpack_format4(dir);
@@ -1601,30 +1630,8 @@ TEST(Segments, TheMainEnvironmentIsCompactedOnlyWhenNobodyElseHasItOpen) {
   make_last_txnid_even(path);
   ASSERT_EQ(::pipe(ready), 0);
   ASSERT_EQ(::pipe(done), 0);
-  const pid_t waiter = ::fork();
+  const pid_t waiter = fork_waiting_writer(path, done[0], ready[1], /*commit=*/false);
   ASSERT_GE(waiter, 0);
-  if (waiter == 0) {
-    char go = 0;
-    (void)!::read(done[0], &go, 1);
-    MDB_env* env = nullptr;
-    mdb_env_create(&env);
-    mdb_env_set_maxdbs(env, 16);
-    char result = 'n';
-    // A writable open (a server starting, `segments policy`) takes the lock before it opens the
-    // data file; a read-only one opens the file first, and goes on reading the file it opened.
-    if (mdb_env_open(env, path.c_str(), MDB_NOTLS, 0640) == 0) {
-      MDB_txn* txn = nullptr;
-      MDB_dbi meta;
-      MDB_val k{8, const_cast<char*>("segments")}, v;
-      if (mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0 && mdb_dbi_open(txn, "meta", 0, &meta) == 0 &&
-          mdb_get(txn, meta, &k, &v) == 0)
-        result = 'y';
-      if (txn) mdb_txn_abort(txn);
-    }
-    (void)!::write(ready[1], &result, 1);
-    mdb_env_close(env);
-    ::_exit(0);
-  }
   Archive::compaction_hook_for_test = [&] {
     (void)!::write(done[1], "x", 1);  // the waiter opens now, and waits for the lock
     ::usleep(300 * 1000);
@@ -1669,29 +1676,8 @@ TEST(Segments, ACompactionThatDiesAfterItsRenameLeavesWhoWaitsOnTheCopy) {
   ASSERT_EQ(::pipe(go), 0);
   ASSERT_EQ(::pipe(result), 0);
   // A process about to open the folder for writing (a server starting): it waits on the lock.
-  const pid_t waiter = ::fork();
+  const pid_t waiter = fork_waiting_writer(path, go[0], result[1], /*commit=*/true);
   ASSERT_GE(waiter, 0);
-  if (waiter == 0) {
-    char c = 0;
-    (void)!::read(go[0], &c, 1);
-    MDB_env* env = nullptr;
-    mdb_env_create(&env);
-    mdb_env_set_maxdbs(env, 32);
-    mdb_env_set_mapsize(env, std::size_t{1} << 30);
-    char out = 'n';
-    if (mdb_env_open(env, path.c_str(), MDB_NOTLS, 0640) == 0) {
-      MDB_txn* txn = nullptr;
-      MDB_dbi meta, mine;
-      MDB_val k{8, const_cast<char*>("segments")}, v, wk{1, const_cast<char*>("k")}, wv{1, const_cast<char*>("v")};
-      if (mdb_txn_begin(env, nullptr, 0, &txn) == 0 && mdb_dbi_open(txn, "meta", 0, &meta) == 0 &&
-          mdb_get(txn, meta, &k, &v) == 0 && mdb_dbi_open(txn, "test_waiter", MDB_CREATE, &mine) == 0 &&
-          mdb_put(txn, mine, &wk, &wv, 0) == 0 && mdb_txn_commit(txn) == 0)
-        out = 'y';
-    }
-    (void)!::write(result[1], &out, 1);
-    mdb_env_close(env);
-    ::_exit(0);
-  }
   // The compaction, in a process that dies right after its rename.
   const pid_t compactor = ::fork();
   ASSERT_GE(compactor, 0);
