@@ -1575,16 +1575,20 @@ TEST(Segments, AnInterruptedMoveIsDoneAgainOrFinished) {
   EXPECT_EQ(main_entries(path, "blobs"), 0u);
 }
 
+// The format 4 fixture with a segment of this release after its old ones, every old one moved into
+// a store (the main environment left with their free pages); `before` gets every message.
+void move_all_of_format4(const std::string& path, std::vector<std::string>& before) {
+  auto a = open_archive(path);
+  append_all(*a, sample_messages(3));
+  ASSERT_TRUE(a->move_segments_to_stores(0).ok());
+  before = all_raws(*a);
+}
+
 TEST(Segments, TheMainEnvironmentIsCompactedOnlyWhenNobodyElseHasItOpen) {
   test::ScratchDir dir;
   const std::string path = unpack_format4(dir);
   std::vector<std::string> before;
-  {
-    auto a = open_archive(path);
-    append_all(*a, sample_messages(3));
-    ASSERT_TRUE(a->move_segments_to_stores(0).ok());
-    before = all_raws(*a);
-  }
+  ASSERT_NO_FATAL_FAILURE(move_all_of_format4(path, before));
   const auto file_size = [&] { return std::filesystem::file_size(path + "/data.mdb"); };
   const auto size_after_move = file_size();
   // Another process with the environment open (a search beside): nothing is done.
@@ -1665,12 +1669,7 @@ TEST(Segments, ACompactionThatDiesAfterItsRenameLeavesWhoWaitsOnTheCopy) {
   test::ScratchDir dir;
   const std::string path = unpack_format4(dir);
   std::vector<std::string> before;
-  {
-    auto a = open_archive(path);
-    append_all(*a, sample_messages(3));
-    ASSERT_TRUE(a->move_segments_to_stores(0).ok());
-    before = all_raws(*a);
-  }
+  ASSERT_NO_FATAL_FAILURE(move_all_of_format4(path, before));
   make_last_txnid_even(path);
   int go[2], result[2];
   ASSERT_EQ(::pipe(go), 0);
