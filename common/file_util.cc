@@ -32,11 +32,15 @@ Status write_file_atomically(const std::string& path, const std::string& text) {
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return make_error(ErrorCode::kIo, "renaming " + tmp + ": " + std::strerror(errno));
   std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  return sync_dir(dir.empty() ? "." : dir);
+}
+
+Status sync_dir(const std::string& dir) {
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool ok = dfd >= 0 && ::fsync(dfd) == 0;
+  const int err = errno;
+  if (dfd >= 0) ::close(dfd);
+  if (!ok) return make_error(ErrorCode::kIo, "syncing " + dir + ": " + std::strerror(err));
   return ok_status();
 }
 

@@ -14,6 +14,9 @@ namespace mailark {
 // Errors: kIo naming the file.
 Status write_file_atomically(const std::string& path, const std::string& text);
 
+// Syncs a folder, so that the renames and new files in it survive a crash. Errors: kIo naming it.
+Status sync_dir(const std::string& dir);
+
 // Writes every byte to `fd`, again after EINTR and short writes. False on an error (errno says which)
 // or a write of nothing.
 bool write_all(int fd, std::string_view bytes);

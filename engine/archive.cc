@@ -19,6 +19,7 @@
 
 #include "common/ascii.h"
 #include "common/encoding.h"
+#include "common/file_util.h"
 #include "engine/lmdb_util.h"
 
 #include <nlohmann/json.hpp>
@@ -597,12 +598,7 @@ Result<Archive::Store*> Archive::store(std::uint64_t first, bool closed) const {
   if ((rc = t.commit())) return lmdb_error("opening " + path, rc);
   if (!existed) {
     // The new file's directory entry is durable before any record in it is answered for.
-    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
-    if (dfd < 0 || ::fsync(dfd) != 0) {
-      if (dfd >= 0) ::close(dfd);
-      return make_error(ErrorCode::kIo, "syncing " + dir_ + ": " + std::strerror(errno));
-    }
-    ::close(dfd);
+    MAILARK_TRY(sync_dir(dir_));
   }
   Store* out = store.get();
   out->users = 1;
@@ -2651,12 +2647,7 @@ Result<bool> Archive::rewrite_expired_store(std::uint64_t first, bool* busy) {
   if (::rename(fresh.c_str(), path.c_str()) != 0)
     return make_error(ErrorCode::kIo, "swapping in " + fresh + ": " + std::strerror(errno));
   fs::remove(fresh + "-lock", ec);
-  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd < 0 || ::fsync(dfd) != 0) {
-    if (dfd >= 0) ::close(dfd);
-    return make_error(ErrorCode::kIo, "syncing " + dir_ + ": " + std::strerror(errno));
-  }
-  ::close(dfd);
+  MAILARK_TRY(sync_dir(dir_));
   {
     std::lock_guard lock(stores_mu_);
     if (auto it = stores_.find(first); it != stores_.end() && it->second->users == 0) stores_.erase(it);
@@ -2883,12 +2874,7 @@ Result<std::vector<SegmentMove>> Archive::move_segments_to_stores(std::uint64_t 
       return make_error(ErrorCode::kIo, "moving " + fresh + " into place: " + std::strerror(errno));
     fs::remove(fresh + "-lock", ec);
     fs::remove(path + "-lock", ec);
-    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
-    if (dfd < 0 || ::fsync(dfd) != 0) {
-      if (dfd >= 0) ::close(dfd);
-      return make_error(ErrorCode::kIo, "syncing " + dir_ + ": " + std::strerror(errno));
-    }
-    ::close(dfd);
+    MAILARK_TRY(sync_dir(dir_));
     mv.store_bytes = store_bytes(seg.first);
     if (stop_move_stage_ == 1) {
       stop_move_stage_ = 0;
@@ -3039,10 +3025,8 @@ Result<Archive::MainCompaction> Archive::compact_main_environment(const std::str
   }
   if (::rename(fresh.c_str(), data.c_str()) != 0)
     return make_error(ErrorCode::kIo, "moving " + fresh + " into place: " + std::strerror(errno));
-  if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  // Not synced, the rename may be undone by a crash: the old file, which holds the same archive.
+  (void)sync_dir(dir);
   if (compaction_renamed_hook_for_test) compaction_renamed_hook_for_test();
   // The lock table still describes the old file (its last transaction id, which picks the meta
   // page a reader starts from). An environment opened now, while this process holds the byte
