@@ -259,7 +259,11 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
   std::map<std::uint64_t, indexer::IndexSegment> index;
   MAILARK_ASSIGN_OR_RETURN(auto index_segs, indexer::index_segments(ctx.index_dir));
   for (const auto& s : index_segs) index[s.first] = s;
-  for (std::size_t i = 0; i + 1 < segments.size(); ++i) {
+  // Newest first: a message a later segment holds in an earlier one's pack (a duplicate, a
+  // custodian's copy, a pack an older release filled across a cut) is carried forward into the live
+  // segment only when its holder outlives this run, never for a holder that expires after it
+  // (Retention.ExpiryNewestFirstCarriesOnlyWhatOutlivesTheRun).
+  for (std::size_t i = segments.empty() ? 0 : segments.size() - 1; i-- > 0;) {
     const SegmentInfo& seg = segments[i];
     if (seg.last < seg.first) continue;
     RetentionSegment out;
@@ -372,6 +376,7 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
     rep.expirable += out.expirable;
     rep.segments.push_back(std::move(out));
   }
+  std::reverse(rep.segments.begin(), rep.segments.end());  // reported oldest first, as listed
   if (!options.dry_run && options.mailboxes) {
     MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
     MAILARK_ASSIGN_OR_RETURN(const std::vector<ExpiredRun> runs, snap->expired_runs());

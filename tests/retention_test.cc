@@ -236,6 +236,46 @@ TEST(Retention, ExpiryRemovesWhatIsDueKeepsWhatIsHeldAndVerifies) {
   EXPECT_EQ(v.records_expired, 8u);
 }
 
+// Record 7 (segment 5-8) is a second delivery of record 3's bytes (stored in segment 1-4's pack).
+// Both segments expire in one run: the newer first, so record 3's bytes have no holder left when
+// segment 1-4 expires and are not carried into the live segment (oldest first carried them there,
+// to be dropped from the blob index right after while their bytes stayed in the live store).
+TEST(Retention, ExpiryNewestFirstCarriesOnlyWhatOutlivesTheRun) {
+  test::ScratchDir dir;
+  auto engine = open_engine(dir.path());
+  SigningKey key = archive_signing_key(dir.path(), true).value();
+  ASSERT_TRUE(engine->archive().set_segment_policy({SegmentPeriod::kNone, 4}).ok());
+  std::vector<std::string> raws;
+  for (int i = 1; i <= 10; ++i)
+    raws.push_back(test::make_message("report " + std::to_string(i), "quarterly figures " + std::to_string(i), {}, {},
+                                      "<n" + std::to_string(i) + "@example.net>"));
+  raws[6] = raws[2];
+  deliver(*engine, raws);
+  Archive& a = engine->archive();
+  ASSERT_EQ(a.segments().size(), 3u);
+  RetentionOptions o;
+  o.now = std::time(nullptr) + 31 * 86400;
+  o.by = "test";
+  o.key = &key;
+  auto rep = run_retention(*engine, RetentionPolicy{0, 30, {}}, o).value();
+  EXPECT_EQ(rep.expired, 8u);
+  ASSERT_EQ(rep.segments.size(), 2u);
+  EXPECT_EQ(rep.segments[0].first, 1u) << "reported oldest first";
+  ASSERT_TRUE(rep.segments[0].outcome && rep.segments[1].outcome);
+  EXPECT_EQ(rep.segments[0].outcome->blobs_carried + rep.segments[1].outcome->blobs_carried, 0u)
+      << "nothing was carried into the live segment";
+  EXPECT_TRUE(rep.segments[0].outcome->store_removed);
+  EXPECT_TRUE(rep.segments[1].outcome->store_removed);
+  EXPECT_EQ(a.counters().blobs, 2u) << "records 9 and 10";
+  for (std::uint64_t s : {9, 10}) EXPECT_EQ(a.raw(a.record(s).value()).value(), raws[s - 1]);
+  VerifyOptions vo;
+  vo.tombstone_key = key.public_key();
+  auto v = verify_archive(a, nullptr, vo);
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->intact) << v->problem;
+  EXPECT_EQ(v->records_expired, 8u);
+}
+
 TEST(Retention, ExpiredMessagesLeaveTheIndex) {
   Fixture f;
   EXPECT_EQ(count(*f.engine, "quarterly"), 8u);
