@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,8 @@ std::string iso8601(std::int64_t unix_seconds);
 // mailark-server, beside the running binary (or this binary when it is mailark-server): the commands
 // that need the servers' libraries or libarchive hand over to it with execv.
 std::string server_binary();
+// The `mailark` binary beside this one (itself, in `mailark`); /proc/self/exe when there is none.
+std::string cli_binary();
 
 // The operating-system account that runs the command (SUDO_USER first, then USER, else "uid N").
 std::string os_account();
@@ -99,6 +102,14 @@ void register_segments(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_checkpoint(CLI::App& app, GlobalOptions& g, Runner& run);
 // export and verify-export: in mailark-server (tools/cmd_export.cc); `mailark` hands them over to it.
 void register_export(CLI::App& app, GlobalOptions& g, Runner& run);
+// import and reindex, the commands that run the ingest pipeline for minutes or hours, run in
+// mailark-server, which is linked with TCMalloc: with it an import takes about a quarter less time
+// than with glibc's allocator (docs/BENCHMARKS.md, "TCMalloc for the pipeline"); the short commands
+// keep glibc's, with which they fault in fewer pages at start-up. In `mailark`
+// this hands the command line over to mailark-server (execv; returns only when that fails, with the
+// exit status to report), in mailark-server it returns nothing and the command runs there.
+// Test: tests/e2e/test_cli.py test_import_and_reindex_run_in_the_server_binary.
+std::optional<int> run_in_server(const GlobalOptions& g);
 void register_case(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_retention(CLI::App& app, GlobalOptions& g, Runner& run);
 

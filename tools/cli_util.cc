@@ -53,7 +53,11 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, bool read_on
 
 Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOptions o) {
   o.data_dir = g.data_dir;
-  return Engine::open(std::move(o));
+  auto engine = Engine::open(std::move(o));
+  // A writer's open may have given the main environment's free pages back (Engine::open): the
+  // command says so on stderr, `serve` in its log (its stderr).
+  if (engine && !(*engine)->compaction_note().empty()) std::cerr << "mailark: " << (*engine)->compaction_note() << "\n";
+  return engine;
 }
 
 std::string iso8601(std::int64_t t) { return iso8601_date(t); }
@@ -63,6 +67,14 @@ std::string server_binary() {
   std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec && self.filename() == "mailark-server") return self.string();
   return ((ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server").string();
+}
+
+std::string cli_binary() {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "/proc/self/exe";
+  const std::filesystem::path cli = self.parent_path() / "mailark";
+  return std::filesystem::exists(cli, ec) ? cli.string() : "/proc/self/exe";
 }
 
 std::string os_account() {

@@ -189,8 +189,11 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
       sum.skipped_kinds[what]++;
     };
     // libpst trusts the file it reads: a PST is read by a child process, so one that crashes libpst
-    // ends that file, not this import (engine/pst.h).
-    cb.pst_helper = {"/proc/self/exe", "pst-read", "--max-message-bytes",
+    // ends that file, not this import (engine/pst.h). The child is the `mailark` binary, whose start
+    // loads fewer libraries than mailark-server's (where an import runs) and whose allocator is
+    // glibc's, as in the test that crashes it (tests/e2e/test_pst.py
+    // test_a_damaged_pst_ends_that_file_not_the_import).
+    cb.pst_helper = {cli_binary(), "pst-read", "--max-message-bytes",
                      std::to_string(e.options().limits.max_message_bytes)};
     Status walked = walk_sources(args.paths, e.options().limits, cb);
     fatal = ingest.finish();
@@ -277,7 +280,12 @@ void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
   cmd->add_flag("--custodian-per-folder", args->custodian_per_folder,
                 "each folder directly inside a PATH is one custodian's mailbox, named by the folder\n"
                 "(maildir/allen-p/inbox/1. -> custodian allen-p, folder inbox)");
-  cmd->callback([&g, &run, args] { run = [&g, args] { return run_import(g, *args); }; });
+  cmd->callback([&g, &run, args] {
+    run = [&g, args] {
+      if (auto handed = run_in_server(g)) return *handed;
+      return run_import(g, *args);
+    };
+  });
 
   // The child process an import reads a PST through (engine/pst.h): frames on standard output.
   auto pst = std::make_shared<std::pair<std::string, std::size_t>>("", Limits{}.max_message_bytes);

@@ -37,7 +37,12 @@ void register_reindex(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<ReindexArgs>();
   auto* cmd = app.add_subcommand("reindex", "rebuild the search index from the archive");
   cmd->add_flag("--json", args->json, "print one JSON object");
-  cmd->callback([&g, &run, args] { run = [&g, args] { return run_reindex(g, *args); }; });
+  cmd->callback([&g, &run, args] {
+    run = [&g, args] {
+      if (auto handed = run_in_server(g)) return *handed;
+      return run_reindex(g, *args);
+    };
+  });
 }
 
 }  // namespace mailark::cli

@@ -29,7 +29,6 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   options.writer = "serve";
   auto engine = open_engine(g, std::move(options));
   if (!engine) return report(engine.error());
-  if (!(*engine)->compaction_note().empty()) spdlog::info("{}", (*engine)->compaction_note());
   // The signatures before anything starts a thread: libclamav reads plain signature files a character
   // at a time and glibc locks each read once a second thread exists (loading bench/sigs' database
   // takes 9 s single-threaded, 21 s after). Listeners bind only after this too (server.cc).
@@ -52,6 +51,8 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
 }
 
 }  // namespace
+
+std::optional<int> run_in_server(const GlobalOptions&) { return std::nullopt; }  // this is the server
 
 void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<ServeArgs>();

@@ -1,4 +1,5 @@
-// mailark serve, export and verify-export, in the `mailark` binary: hand over to `mailark-server`
+// mailark serve, export and verify-export (and import and reindex: run_in_server in tools/cli.h), in
+// the `mailark` binary: hand over to `mailark-server`
 // beside it (execv, same process id, same arguments), which links the servers' libraries (OpenSSL's
 // TLS, libcurl, libldap, libunbound, Asio) and libarchive (with libxml2 and ICU). The commands that do
 // not need them start without loading them: their start-up is about half of what it was
@@ -49,6 +50,8 @@ int exec_as_given(const GlobalOptions& g) {
 }
 
 }  // namespace
+
+std::optional<int> run_in_server(const GlobalOptions& g) { return exec_as_given(g); }
 
 void register_export(CLI::App& app, GlobalOptions& g, Runner& run) {
   for (const char* name : {"export", "verify-export"}) {

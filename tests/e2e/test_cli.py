@@ -173,6 +173,27 @@ class CliTest(unittest.TestCase):
         self.assertIn("Subject:", shown)
         self.assertIn("Structure:", shown)
 
+    def test_import_and_reindex_run_in_the_server_binary(self):
+        # The pipeline commands hand over to mailark-server, linked with TCMalloc (tools/cli.h,
+        # run_in_server); the short ones stay in `mailark` with glibc's allocator.
+        sanitized = b"libasan" in subprocess.run(["readelf", "-d", shutil.which(BIN) or BIN],
+                                                 capture_output=True).stdout
+        for args in (["import", DEMO, "--json"], ["reindex", "--json"]):
+            p, libs = self.loaded_libraries(*args)
+            self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+            self.assertIn(b"needed by " + os.path.abspath(os.path.join(os.path.dirname(shutil.which(BIN) or BIN),
+                                                                         "mailark-server")).encode(), p.stderr)
+            if not sanitized:  # the sanitizers bring their own allocator (CMakeLists.txt)
+                self.assertIn("libtcmalloc_minimal.so.4", libs, " ".join(args))
+            out = json.loads(p.stdout)
+            self.assertEqual(out["imported"] if args[0] == "import" else out["indexed"], 10, p.stdout)
+        for args in (["search", "rotterdam", "--json"], ["stats"]):
+            p, libs = self.loaded_libraries(*args)
+            self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+            self.assertNotIn(b"mailark-server", p.stderr, " ".join(args))
+            self.assertNotIn("libtcmalloc_minimal.so.4", libs, " ".join(args))
+        self.assertEqual(self.json_cli("search", "rotterdam")["total"], 3)
+
     def test_a_missing_mime_module_is_a_clear_error_and_other_commands_still_work(self):
         self.skip_unless_gmime_is_a_module()
         self.run_cli("import", DEMO)
