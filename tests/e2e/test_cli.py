@@ -181,8 +181,7 @@ class CliTest(unittest.TestCase):
         for args in (["import", DEMO, "--json"], ["reindex", "--json"]):
             p, libs = self.loaded_libraries(*args)
             self.assertEqual(p.returncode, 0, p.stderr[-2000:])
-            self.assertIn(b"needed by " + os.path.abspath(os.path.join(os.path.dirname(shutil.which(BIN) or BIN),
-                                                                         "mailark-server")).encode(), p.stderr)
+            self.assertRegex(p.stderr, rb"needed by \S*/mailark-server \[0\]", " ".join(args))
             if not sanitized:  # the sanitizers bring their own allocator (CMakeLists.txt)
                 self.assertIn("libtcmalloc_minimal.so.4", libs, " ".join(args))
             out = json.loads(p.stdout)
