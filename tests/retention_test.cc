@@ -6,6 +6,7 @@
 #include <lmdb.h>
 
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include "engine/checkpoint.h"
@@ -126,13 +127,15 @@ struct Fixture {
   std::string checkpoint_note;
   Checkpoint checkpoint;
 
-  Fixture() {
+  // `shape` may change the ten messages before they are delivered.
+  explicit Fixture(const std::function<void(std::vector<std::string>&)>& shape = {}) {
     engine = open_engine(dir.path());
     EXPECT_TRUE(engine->archive().set_segment_policy({SegmentPeriod::kNone, 4}).ok());
     for (int i = 1; i <= 9; ++i)
       raws.push_back(test::make_message("report " + std::to_string(i), i == 2 ? "the zebra file" : "quarterly figures " + std::to_string(i), {}, {},
                                         "<m" + std::to_string(i) + "@example.net>"));
     raws.push_back(raws[2]);
+    if (shape) shape(raws);
     deliver(*engine, raws);
     auto snap = engine->archive().snapshot().value();
     auto signed_cp = sign_checkpoint(*snap, key, 1700000000).value();
@@ -236,28 +239,19 @@ TEST(Retention, ExpiryRemovesWhatIsDueKeepsWhatIsHeldAndVerifies) {
   EXPECT_EQ(v.records_expired, 8u);
 }
 
-// Record 7 (segment 5-8) is a second delivery of record 3's bytes (stored in segment 1-4's pack).
-// Both segments expire in one run: the newer first, so record 3's bytes have no holder left when
-// segment 1-4 expires and are not carried into the live segment (oldest first carried them there,
-// to be dropped from the blob index right after while their bytes stayed in the live store).
+// The fixture with record 7 (segment 5-8) a second delivery of record 3's bytes (stored in segment
+// 1-4's pack) and record 10 a message of its own. Both segments expire in one run: the newer first, so
+// record 3's bytes have no holder left when segment 1-4 expires and are not carried into the live
+// segment (oldest first carried them there, to be dropped from the blob index right after while
+// their bytes stayed in the live store).
 TEST(Retention, ExpiryNewestFirstCarriesOnlyWhatOutlivesTheRun) {
-  test::ScratchDir dir;
-  auto engine = open_engine(dir.path());
-  SigningKey key = archive_signing_key(dir.path(), true).value();
-  ASSERT_TRUE(engine->archive().set_segment_policy({SegmentPeriod::kNone, 4}).ok());
-  std::vector<std::string> raws;
-  for (int i = 1; i <= 10; ++i)
-    raws.push_back(test::make_message("report " + std::to_string(i), "quarterly figures " + std::to_string(i), {}, {},
-                                      "<n" + std::to_string(i) + "@example.net>"));
-  raws[6] = raws[2];
-  deliver(*engine, raws);
-  Archive& a = engine->archive();
+  Fixture f([](std::vector<std::string>& raws) {
+    raws[6] = raws[2];
+    raws[9] = test::make_message("report 10", "quarterly figures 10", {}, {}, "<m10@example.net>");
+  });
+  Archive& a = f.engine->archive();
   ASSERT_EQ(a.segments().size(), 3u);
-  RetentionOptions o;
-  o.now = std::time(nullptr) + 31 * 86400;
-  o.by = "test";
-  o.key = &key;
-  auto rep = run_retention(*engine, RetentionPolicy{0, 30, {}}, o).value();
+  auto rep = f.run({}).value();
   EXPECT_EQ(rep.expired, 8u);
   ASSERT_EQ(rep.segments.size(), 2u);
   EXPECT_EQ(rep.segments[0].first, 1u) << "reported oldest first";
@@ -267,13 +261,10 @@ TEST(Retention, ExpiryNewestFirstCarriesOnlyWhatOutlivesTheRun) {
   EXPECT_TRUE(rep.segments[0].outcome->store_removed);
   EXPECT_TRUE(rep.segments[1].outcome->store_removed);
   EXPECT_EQ(a.counters().blobs, 2u) << "records 9 and 10";
-  for (std::uint64_t s : {9, 10}) EXPECT_EQ(a.raw(a.record(s).value()).value(), raws[s - 1]);
-  VerifyOptions vo;
-  vo.tombstone_key = key.public_key();
-  auto v = verify_archive(a, nullptr, vo);
-  ASSERT_TRUE(v.ok());
-  EXPECT_TRUE(v->intact) << v->problem;
-  EXPECT_EQ(v->records_expired, 8u);
+  for (std::uint64_t s : {9, 10}) EXPECT_EQ(a.raw(a.record(s).value()).value(), f.raws[s - 1]);
+  VerifyReport v = f.verify();
+  EXPECT_TRUE(v.intact) << v.problem;
+  EXPECT_EQ(v.records_expired, 8u);
 }
 
 TEST(Retention, ExpiredMessagesLeaveTheIndex) {

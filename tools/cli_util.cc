@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <utility>
 #include <fstream>
 #include <ctime>
 #include <iostream>
@@ -62,19 +63,29 @@ Result<std::unique_ptr<Engine>> open_engine(const GlobalOptions& g, EngineOption
 
 std::string iso8601(std::int64_t t) { return iso8601_date(t); }
 
-std::string server_binary() {
+namespace {
+
+// This binary, and the folder it is in (".", when /proc/self/exe cannot be read).
+std::pair<std::filesystem::path, std::filesystem::path> self_and_folder() {
   std::error_code ec;
   std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec && self.filename() == "mailark-server") return self.string();
-  return ((ec ? std::filesystem::path(".") : self.parent_path()) / "mailark-server").string();
+  if (ec) return {"/proc/self/exe", "."};
+  return {self, self.parent_path()};
+}
+
+}  // namespace
+
+std::string server_binary() {
+  const auto [self, folder] = self_and_folder();
+  if (self.filename() == "mailark-server") return self.string();
+  return (folder / "mailark-server").string();
 }
 
 std::string cli_binary() {
+  const auto [self, folder] = self_and_folder();
   std::error_code ec;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "/proc/self/exe";
-  const std::filesystem::path cli = self.parent_path() / "mailark";
-  return std::filesystem::exists(cli, ec) ? cli.string() : "/proc/self/exe";
+  const std::filesystem::path cli = folder / "mailark";
+  return std::filesystem::exists(cli, ec) ? cli.string() : self.string();
 }
 
 std::string os_account() {

@@ -136,10 +136,13 @@ class CliTest(unittest.TestCase):
                                 p.stderr.decode(errors="replace")))
         return p, {os.path.basename(a or b) for a, b in opened}
 
+    @staticmethod
+    def sanitizer_build():
+        return b"libasan" in subprocess.run(["readelf", "-d", shutil.which(BIN) or BIN], capture_output=True).stdout
+
     def skip_unless_gmime_is_a_module(self):
         # Sanitizer builds link GMime into mailark (CMakeLists.txt); any other build that does fails.
-        needed = subprocess.run(["readelf", "-d", shutil.which(BIN) or BIN], capture_output=True).stdout
-        if b"libasan" in needed:
+        if self.sanitizer_build():
             self.skipTest("a sanitizer build: GMime is linked into mailark there (CMakeLists.txt)")
 
     def test_commands_that_parse_no_mail_do_not_load_gmime(self):
@@ -176,8 +179,7 @@ class CliTest(unittest.TestCase):
     def test_import_and_reindex_run_in_the_server_binary(self):
         # The pipeline commands hand over to mailark-server, linked with TCMalloc (tools/cli.h,
         # run_in_server); the short ones stay in `mailark` with glibc's allocator.
-        sanitized = b"libasan" in subprocess.run(["readelf", "-d", shutil.which(BIN) or BIN],
-                                                 capture_output=True).stdout
+        sanitized = self.sanitizer_build()
         for args in (["import", DEMO, "--json"], ["reindex", "--json"]):
             p, libs = self.loaded_libraries(*args)
             self.assertEqual(p.returncode, 0, p.stderr[-2000:])
