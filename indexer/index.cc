@@ -1922,8 +1922,12 @@ class PhraseResolver {
   // against the archive now, or, when there are more than `eager` and every result must hold the
   // phrase, left as candidates with the phrase deferred to the search's walk. With `only`, the walk
   // checks these candidates only (the caller adds the results that need no check).
-  Xapian::Query checked(const std::vector<Part>& parts, const std::vector<std::string>& terms, bool required,
+  Xapian::Query checked(std::vector<Part> parts, const std::vector<std::string>& terms, bool required,
                         Xapian::doccount eager = kEagerChecks, bool only = false) {
+    // A part that can match nothing (the documents without pair terms, in an index that has none)
+    // costs no count and no walk of its own.
+    std::erase_if(parts, [](const Part& p) { return p.query.empty(); });
+    if (parts.empty()) return Xapian::Query::MatchNothing;
     std::vector<Xapian::Query> queries;
     for (const Part& p : parts) queries.push_back(p.query);
     const Xapian::Query candidates =
@@ -1996,6 +2000,14 @@ class PhraseResolver {
   // The documents of `q` without Kpairs (built before the pair words, or without them), looked for
   // only where they can be (UnpairedRange) when the query runs here.
   Xapian::Query unpaired(const Xapian::Query& q) const {
+    // Every local shard says it has none (the usual index: the documents indexed before the pair
+    // words were chosen get them once the words are, IndexWriter::pair_unpaired): nothing to open.
+    // Else Xapian would open the phrase's word postings in every shard for each count and walk,
+    // only for UnpairedRange to end them.
+    if (!remote_ && shards_->unpaired_to.size() >= shards_->count &&
+        std::all_of(shards_->unpaired_to.begin(), shards_->unpaired_to.end(),
+                    [](const std::optional<Xapian::docid>& u) { return u && *u == 0; }))
+      return Xapian::Query::MatchNothing;
     const Xapian::Query kpairs(schema::kTermHasPairs);
     if (remote_) return Xapian::Query(Xapian::Query::OP_AND_NOT, q, kpairs);
     const Xapian::Query range((new UnpairedRange(shards_))->release());
