@@ -1658,13 +1658,15 @@ struct DeferredPhrase {
 // Rewrites every phrase in `q` into the set of documents that really hold it. Its candidates (the
 // documents holding its words, narrowed by its pair terms) are first tested against their pair
 // filters (index.h), and those left are read from the archive and checked. A phrase with more such
-// candidates than kEagerChecks, standing where every result must hold it (under AND and FILTER, or
-// the left of AND NOT, from the top), is instead left as its candidates and listed in deferred(): the
-// search then checks its results in order, only as far as the page it returns.
+// A phrase standing where every result must hold it (under AND and FILTER, or the left of AND NOT,
+// from the top) is instead left as its candidates and listed in deferred(): the search then checks
+// its results in order, only as far as the page it returns (all of them when they are at most
+// kEagerChecks, for an exact total).
 class PhraseResolver {
  public:
-  // A check reads and parses the message (0.1-1.5 ms); past this many candidates left by the
-  // filters, a page's walk (about as many checks as the page has results) is cheaper than all.
+  // A check reads and parses the message (0.1-1.5 ms); past this many candidates, a page's walk
+  // (about as many checks as the page has results) is cheaper than checking all, and up to it the
+  // walk checks all (an exact total).
   static constexpr Xapian::doccount kEagerChecks = 50;
   // Candidates checked, spread evenly over all, to estimate the total of a deferred phrase when the
   // pair filter could not narrow them (remote shards, documents indexed before the filter).
@@ -1943,24 +1945,23 @@ class PhraseResolver {
       }
     }
     if (required && may_defer_ && !only) {
-      // Many candidates: left to the walk, which tests each result's filter for the pairs no
-      // document has as a term (uncovered_keys: sound for every part) before reading it.
-      const Xapian::doccount count = count_of(candidates, eager + 1);
-      if (count == 0) return Xapian::Query::MatchNothing;
-      if (count > eager) {
-        // The parts' keys are nested (a part with pair terms has fewer): the fewest of the parts
-        // that have candidates hold for every result.
-        DeferredPhrase d{terms, nullptr, {}};
-        bool first = true;
-        for (const Part& p : parts) {
-          if (parts.size() > 1 && count_of(p.query, 1) == 0) continue;
-          if (first || p.keys.size() < d.keys.size()) d.keys = p.keys;
-          first = false;
-          if (p.keys.empty() && !p.narrowed) unnarrowed_ = true;
-        }
-        deferred_.push_back(std::move(d));
-        return candidates;
+      // Left to the walk, which tests each result's filter for the pairs no document has as a term
+      // (uncovered_keys: sound for every part) before reading it, and checks every candidate when
+      // they are few (kEagerChecks): no count of the candidates first, which would open every
+      // shard's postings once more (IndexReader::search).
+      // The parts' keys are nested (a part with pair terms has fewer): the fewest of the parts that
+      // have candidates hold for every result.
+      DeferredPhrase d{terms, nullptr, {}};
+      bool first = true;
+      for (const Part& p : parts) {
+        if (parts.size() > 1 && count_of(p.query, 1) == 0) continue;
+        if (first || p.keys.size() < d.keys.size()) d.keys = p.keys;
+        first = false;
+        if (p.keys.empty() && !p.narrowed) unnarrowed_ = true;
       }
+      if (first) return Xapian::Query::MatchNothing;  // no part has a candidate
+      deferred_.push_back(std::move(d));
+      return candidates;
     }
     // The pair filters first: what they leave (positives), and the parts without keys as they are.
     auto positives = std::make_shared<std::vector<Xapian::docid>>();
@@ -2591,8 +2592,9 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
         next_chunk = candidates - std::min<std::size_t>(candidates, from + mset.size()) <= kWalkAtOnce
                          ? kWalkAtOnce
                          : next_chunk * 4;
-        // exact_total (possible only with remote shards: else nothing is deferred) walks to the end.
-        const bool exhaust = options.exact_total;
+        // exact_total (possible only with remote shards: else nothing is deferred) walks to the end,
+        // and so does a walk of few candidates (an exact total for what an eager check would cost).
+        const bool exhaust = options.exact_total || candidates <= PhraseResolver::kEagerChecks;
         const std::size_t chunk_begin = fetched.size();
         for (auto it = mset.begin(); it != mset.end(); ++it) fetched.push_back(*it);
         std::size_t prefetched = 0;  // index in mset up to which the reads ahead were chosen
