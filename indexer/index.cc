@@ -1667,7 +1667,7 @@ class PhraseResolver {
   // A check reads and parses the message (0.1-1.5 ms); past this many candidates, a page's walk
   // (about as many checks as the page has results) is cheaper than checking all, and up to it the
   // walk checks all (an exact total).
-  static constexpr Xapian::doccount kEagerChecks = 50;
+  static constexpr Xapian::doccount kEagerChecks = kEagerPhraseChecks;
   // Candidates checked, spread evenly over all, to estimate the total of a deferred phrase when the
   // pair filter could not narrow them (remote shards, documents indexed before the filter).
   static constexpr std::size_t kEstimateSample = 100;

@@ -280,6 +280,11 @@ class FieldSource {
   virtual bool concurrent() const { return false; }
 };
 
+// A phrase every result must hold is checked as the search walks its results, as far as the page
+// asked for; when it has at most this many candidates the walk checks them all, for an exact total
+// (test IndexDeferredPhrase.FewCandidatesGiveAnExactTotalOnAShortPage).
+inline constexpr std::uint32_t kEagerPhraseChecks = 50;
+
 struct SearchOptions {
   std::size_t offset = 0;
   std::size_t limit = 20;

@@ -539,8 +539,7 @@ class IndexDeferredPhrase : public ::testing::TestWithParam<bool> {
 
   // 1,500 documents (fewer than kPairTrainDocs: no pair words, every phrase is checked), the odd
   // ones with the body `odd`, the even ones `even`, a second apart; then the reader.
-  void write_alternating(const char* odd, const char* even) {
-    constexpr std::uint64_t kDocs = 1500;
+  void write_alternating(const char* odd, const char* even, std::uint64_t kDocs = 1500) {
     {
       auto w = IndexWriter::open(dir / "index");
       ASSERT_TRUE(w.ok());
@@ -617,6 +616,30 @@ TEST_P(IndexDeferredPhrase, PagesAreExactAndTotalsEstimatedUntilTheEnd) {
   EXPECT_TRUE(but.total_exact);
   EXPECT_EQ(but.total, 750u);
   EXPECT_EQ(ids(but), (std::vector<std::uint64_t>{1499, 1497, 1495}));
+}
+
+// A phrase with at most kEagerPhraseChecks candidates is checked through the walk like any other
+// (no count of its candidates first), and the walk then checks them all: a short page, an exact
+// total, also where the pair filters alone would have estimated it (two words).
+TEST_P(IndexDeferredPhrase, FewCandidatesGiveAnExactTotalOnAShortPage) {
+  static_assert(kEagerPhraseChecks >= 40);
+  ASSERT_NO_FATAL_FAILURE(write_alternating("beta and alpha gamma", "alpha beta gamma", 40));
+  for (const std::string q : {"\"alpha beta\"", "\"alpha beta gamma\""}) {
+    const int loads = source.loads;
+    auto res = reader->search(q, SearchOptions{0, 3}, &source);
+    ASSERT_TRUE(res.ok()) << q;
+    ASSERT_EQ(res->hits.size(), 3u) << q;
+    EXPECT_EQ(res->hits[0].id, 40u) << q;
+    EXPECT_EQ(res->hits[2].id, 36u) << q;
+    EXPECT_TRUE(res->total_exact) << q;
+    EXPECT_EQ(res->total, 20u) << q;
+    EXPECT_LE(source.loads - loads, 40) << q;  // each candidate read once at most
+  }
+  auto none = reader->search("\"gamma alpha beta\"", SearchOptions{0, 3}, &source);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->hits.empty());
+  EXPECT_TRUE(none->total_exact);
+  EXPECT_EQ(none->total, 0u);
 }
 
 // A two-word phrase's pair filters say which candidates hold it, but for their false positives
