@@ -623,7 +623,7 @@ Status Archive::load_codec() {
   std::uint32_t active = 0;
   MDB_val ak = val(kMetaActiveDict), av;
   if (mdb_get(t.txn, meta_dbi_, &ak, &av) == 0 && av.mv_size == 4) active = from_be32(view(av));
-  auto codec = Codec::create(dicts, active);
+  auto codec = Codec::create(std::move(dicts), active);
   if (!codec) return codec.error();
   std::lock_guard lock(codec_mu_);
   codec_ = std::move(codec).value();

@@ -42,7 +42,11 @@ struct Codec::Dict {
     ZSTD_freeDDict(ddict);
   }
   const ZSTD_DDict* decompression() {
-    std::call_once(dflag, [&] { ddict = ZSTD_createDDict(bytes.data(), bytes.size()); });
+    // By reference: `bytes` lives as long as the table, and a copy of 110 KB is 27 page faults
+    // more for the search that first reads a message.
+    std::call_once(dflag, [&] {
+      ddict = ZSTD_createDDict_byReference(bytes.data(), bytes.size());
+    });
     return ddict;
   }
   const ZSTD_CDict* compression(int level) {
@@ -51,19 +55,19 @@ struct Codec::Dict {
   }
 };
 
-Result<std::shared_ptr<const Codec>> Codec::create(const std::map<std::uint32_t, std::string>& dictionaries,
+Result<std::shared_ptr<const Codec>> Codec::create(std::map<std::uint32_t, std::string> dictionaries,
                                                    std::uint32_t active, int level) {
   std::shared_ptr<Codec> c(new Codec());
   c->level_ = level;
   c->active_ = active;
-  for (const auto& [id, bytes] : dictionaries) {
+  for (auto& [id, bytes] : dictionaries) {
     auto d = std::make_unique<Dict>();
     // What zstd needs of a dictionary to use it at all is checked now (its header and entropy
     // tables); the tables are built on first use.
     if (ZDICT_isError(ZDICT_getDictHeaderSize(bytes.data(), bytes.size()))) {
       return make_error(ErrorCode::kCorrupt, "zstd dictionary " + std::to_string(id) + " cannot be loaded");
     }
-    d->bytes = bytes;
+    d->bytes = std::move(bytes);  // taken, not copied: each page of a copy is a page fault more
     c->dicts_.emplace(id, std::move(d));
   }
   if (active != 0 && !c->dicts_.count(active)) {

@@ -21,7 +21,7 @@ namespace mailark {
 class Codec {
  public:
   // dictionaries: id -> dictionary bytes. active: the id new blobs are compressed with (0 = none).
-  static Result<std::shared_ptr<const Codec>> create(const std::map<std::uint32_t, std::string>& dictionaries,
+  static Result<std::shared_ptr<const Codec>> create(std::map<std::uint32_t, std::string> dictionaries,
                                                      std::uint32_t active, int level = 3);
   ~Codec();
 
