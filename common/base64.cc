@@ -1,24 +1,24 @@
 #include "common/base64.h"
 
-#include <openssl/rand.h>
+#include <nettle/base64.h>
 
+#include <cstdlib>
 #include <vector>
 
-#include <openssl/evp.h>
+#include "common/random.h"
 
 namespace mailark {
 
 std::string base64_encode(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
+  std::string out(BASE64_ENCODE_RAW_LENGTH(bytes.size()), '\0');
+  base64_encode_raw(out.data(), bytes.size(), reinterpret_cast<const std::uint8_t*>(bytes.data()));
   return out;
 }
 
 std::optional<std::string> base64_decode(std::string_view text, std::size_t max_input) {
   if (text.empty()) return std::string();
   if (text.size() % 4 != 0 || text.size() > max_input) return std::nullopt;
+  // Strict before Nettle sees it (Nettle skips white space): the alphabet, padding only at the end.
   std::size_t pad = 0;
   for (std::size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
@@ -30,17 +30,30 @@ std::optional<std::string> base64_decode(std::string_view text, std::size_t max_
       return std::nullopt;
     }
   }
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  out.resize(static_cast<std::size_t>(n) - pad);  // EVP_DecodeBlock counts the padding as zero bytes
+  // The bits the last character before the padding does not use are ignored, as every decoder but
+  // Nettle's does (a client's odd encoder is no reason to refuse it); canonical_base64 in
+  // common/checkpoint.cc refuses such spellings where they matter.
+  std::string in(text);
+  if (pad > 0) {
+    static constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char& last = in[in.size() - pad - 1];
+    last = kAlphabet[kAlphabet.find(last) & (pad == 1 ? 0x3C : 0x30)];
+  }
+  std::string out(BASE64_DECODE_LENGTH(in.size()), '\0');
+  base64_decode_ctx ctx;
+  base64_decode_init(&ctx);
+  std::size_t n = out.size();
+  if (!base64_decode_update(&ctx, &n, reinterpret_cast<std::uint8_t*>(out.data()), in.size(), in.data()) ||
+      !base64_decode_final(&ctx))
+    return std::nullopt;
+  out.resize(n);
   return out;
 }
 
 std::string random_token(std::size_t bytes) {
   std::vector<unsigned char> raw(bytes);
-  RAND_bytes(raw.data(), static_cast<int>(raw.size()));
+  // A token is a credential: without random bytes there is none (never a predictable one).
+  if (!random_bytes(raw.data(), raw.size())) std::abort();
   std::string out;
   for (char c : base64_encode(std::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()))) {
     if (c == '=') continue;

@@ -1,7 +1,6 @@
 #include "common/secret_file.h"
 
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +8,7 @@
 #include <fstream>
 #include <vector>
 
+#include "common/random.h"
 #include "common/sha256.h"
 
 namespace mailark {
@@ -24,7 +24,7 @@ Result<std::string> read_or_create_secret(const std::string& path, std::size_t b
       return line;
     }
     std::vector<unsigned char> raw(bytes);
-    if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1)
+    if (!random_bytes(raw.data(), raw.size()))
       return make_error(ErrorCode::kInternal, "no random bytes for " + path);
     std::string secret = to_hex(std::span<const std::uint8_t>(raw.data(), raw.size()));
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

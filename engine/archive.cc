@@ -3,7 +3,6 @@
 #include "engine/archive.h"
 
 #include <lmdb.h>
-#include <openssl/rand.h>
 #include <sys/mman.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -20,6 +19,7 @@
 #include "common/ascii.h"
 #include "common/encoding.h"
 #include "common/file_util.h"
+#include "common/random.h"
 #include "engine/lmdb_util.h"
 
 #include <nlohmann/json.hpp>
@@ -450,7 +450,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const std::string& dir, const Lim
     if (format < 6 || rc == MDB_NOTFOUND) {
       // The archive's id, made once (format 6): its checkpoints name it.
       unsigned char id[16];
-      if (RAND_bytes(id, sizeof id) != 1) return make_error(ErrorCode::kInternal, "no random bytes for the archive id");
+      if (!random_bytes(id, sizeof id)) return make_error(ErrorCode::kInternal, "no random bytes for the archive id");
       MDB_val ik = val(kMetaArchiveId), iv{sizeof id, id};
       if (int irc = mdb_put(t.txn, a->meta_dbi_, &ik, &iv, MDB_NOOVERWRITE); irc && irc != MDB_KEYEXIST)
         return lmdb_error("writing the archive id", irc);

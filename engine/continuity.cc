@@ -1,11 +1,11 @@
 #include "engine/continuity.h"
 
 #include <nlohmann/json.hpp>
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <ctime>
 
+#include "common/random.h"
 #include "common/sha256.h"
 
 namespace mailark {
@@ -467,7 +467,7 @@ Result<MonitorState> Continuity::monitor_state() const {
 
 Result<std::string> Continuity::issue_token(std::int64_t ttl_seconds, const std::string& purpose) {
   unsigned char bytes[24];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) return make_error(ErrorCode::kInternal, "no random bytes for a token");
+  if (!random_bytes(bytes, sizeof bytes)) return make_error(ErrorCode::kInternal, "no random bytes for a token");
   std::string token = to_hex(std::span<const std::uint8_t>(bytes, sizeof bytes));
   const std::int64_t now = now_s();
   json j{{"v", 1}, {"purpose", purpose}, {"created_at", now}, {"expires_at", now + ttl_seconds}, {"used_at", 0}, {"used_by", ""}};

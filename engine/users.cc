@@ -1,14 +1,17 @@
 #include "engine/users.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
+#include <dlfcn.h>
+#include <nettle/memops.h>
+
+#include <cstdlib>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
 #include "common/ascii.h"
 #include "common/base64.h"
 #include "common/numbers.h"
+#include "common/random.h"
 #include "common/sha256.h"
 
 namespace mailark {
@@ -17,14 +20,30 @@ namespace {
 constexpr std::size_t kSaltBytes = 16;
 constexpr std::size_t kKeyBytes = 32;
 
+// OpenSSL's scrypt (EVP_PBE_scrypt: Nettle has none), from libcrypto loaded when a password is first
+// hashed or checked, not linked: every short command would otherwise pay libcrypto's loading
+// (common/sha256.cc). In mailark-server, libssl has it loaded already. Null when it cannot be loaded.
+using ScryptFn = int (*)(const char* pass, std::size_t passlen, const unsigned char* salt, std::size_t saltlen,
+                         std::uint64_t n, std::uint64_t r, std::uint64_t p, std::uint64_t maxmem, unsigned char* key,
+                         std::size_t keylen);
+ScryptFn openssl_scrypt() {
+  static ScryptFn fn = [] {
+    void* lib = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    return lib ? reinterpret_cast<ScryptFn>(::dlsym(lib, "EVP_PBE_scrypt")) : nullptr;
+  }();
+  return fn;
+}
+
 std::optional<std::string> scrypt(std::string_view password, std::string_view salt, unsigned log_n, unsigned r,
                                   unsigned p) {
   if (log_n < 10 || log_n > 20 || r < 1 || r > 32 || p < 1 || p > 4) return std::nullopt;
   const std::uint64_t n = std::uint64_t{1} << log_n;
   const std::uint64_t maxmem = 128 * n * r * p + (std::uint64_t{1} << 20) * 2;
+  const ScryptFn fn = openssl_scrypt();
+  if (!fn) return std::nullopt;
   std::string key(kKeyBytes, '\0');
-  if (EVP_PBE_scrypt(password.data(), password.size(), reinterpret_cast<const unsigned char*>(salt.data()),
-                     salt.size(), n, r, p, maxmem, reinterpret_cast<unsigned char*>(key.data()), key.size()) != 1)
+  if (fn(password.data(), password.size(), reinterpret_cast<const unsigned char*>(salt.data()), salt.size(), n, r, p,
+         maxmem, reinterpret_cast<unsigned char*>(key.data()), key.size()) != 1)
     return std::nullopt;
   return key;
 }
@@ -111,10 +130,10 @@ Result<std::string> hash_password(std::string_view password, unsigned log_n) {
   if (password.empty()) return make_error(ErrorCode::kInvalidArgument, "an empty password");
   if (password.size() > 1024) return make_error(ErrorCode::kLimit, "a password longer than 1024 bytes");
   std::string salt(kSaltBytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(salt.data()), static_cast<int>(salt.size())) != 1)
+  if (!random_bytes(salt.data(), salt.size()))
     return make_error(ErrorCode::kInternal, "the random number generator failed");
   auto key = scrypt(password, salt, log_n, 8, 1);
-  if (!key) return make_error(ErrorCode::kInternal, "scrypt failed (not enough memory?)");
+  if (!key) return make_error(ErrorCode::kInternal, "scrypt failed (not enough memory, or no libcrypto.so.3?)");
   return "$scrypt$ln=" + std::to_string(log_n) + ",r=8,p=1$" + base64_encode(salt) + "$" + base64_encode(*key);
 }
 
@@ -148,13 +167,13 @@ bool verify_password(std::string_view password, std::string_view hash) {
     else return false;
   }
   auto key = scrypt(password, *salt, ln, r, p);
-  return key && CRYPTO_memcmp(key->data(), expected->data(), kKeyBytes) == 0;
+  return key && memeql_sec(key->data(), expected->data(), kKeyBytes) != 0;
 }
 
 std::string generate_app_password() {
   static constexpr char kAlphabet[] = "abcdefghijkmnpqrstuvwxyz23456789";  // no l, o, 0, 1
   unsigned char bytes[16];
-  RAND_bytes(bytes, sizeof bytes);
+  if (!random_bytes(bytes, sizeof bytes)) std::abort();  // never a predictable password
   std::string out;
   for (int i = 0; i < 16; ++i) {
     if (i && i % 4 == 0) out += '-';

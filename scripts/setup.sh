@@ -7,7 +7,7 @@ PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config ccache git
   # the engine's libraries
-  libxapian-dev liblmdb-dev libclamav-dev libzstd-dev libssl-dev libgmime-3.0-dev libglib2.0-dev
+  libxapian-dev liblmdb-dev libclamav-dev libzstd-dev libssl-dev nettle-dev libgmime-3.0-dev libglib2.0-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libasio-dev libtomlplusplus-dev libunbound-dev
   libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev libpst-dev libgoogle-perftools-dev
   # attachment text (the mailark-extract worker): PDF, Office Open XML, OpenDocument

@@ -195,6 +195,21 @@ class CliTest(unittest.TestCase):
             self.assertNotIn("libtcmalloc_minimal.so.4", libs, " ".join(args))
         self.assertEqual(self.json_cli("search", "rotterdam")["total"], 3)
 
+    def test_short_commands_do_not_load_libcrypto(self):
+        # SHA-256, Ed25519 and base64 come from Nettle (common/sha256.cc): loading libcrypto cost
+        # every command about 130 page faults. A phrase search and `show` read messages (SHA-256 of
+        # each), `verify` checks the chain, `checkpoint` signs (Ed25519); only a password (scrypt)
+        # loads libcrypto, when it is hashed.
+        self.run_cli("import", DEMO)
+        for args in (["search", '"rotterdam"', "--json"], ["show", "1"], ["stats"], ["verify", "--json"],
+                     ["checkpoint"]):
+            p, libs = self.loaded_libraries(*args)
+            self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+            self.assertNotIn("libcrypto.so.3", libs, " ".join(args))
+            self.assertIn("libnettle.so.8", libs, " ".join(args))
+        self.assertEqual(self.json_cli("search", '"rotterdam"')["total"], 3)
+        self.assertTrue(self.json_cli("verify")["intact"])
+
     def test_a_missing_mime_module_is_a_clear_error_and_other_commands_still_work(self):
         self.skip_unless_gmime_is_a_module()
         self.run_cli("import", DEMO)
