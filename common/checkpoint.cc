@@ -57,7 +57,9 @@ std::optional<std::string> canonical_base64(std::string_view text, std::size_t m
 
 // Ed25519 (RFC 8032) by Nettle, as the SHA-256 (common/sha256.cc: libcrypto stays out of the short
 // commands). A key is its 32-byte seed, a signature 64 bytes, as before with OpenSSL: checkpoints
-// signed by either verify with the other (test Checkpoint.Ed25519MatchesRfc8032).
+// signed by either verify with the other (test Checkpoint.Ed25519MatchesRfc8032AndSignedNotesCheck;
+// tests/e2e/test_checkpoint.py checks the notes with its own verifier). Like OpenSSL, Nettle refuses
+// a signature whose S is not below the group order (malleability).
 Result<SigningKey> SigningKey::from_seed(std::string_view seed) {
   if (seed.size() != 32) return bad("an Ed25519 seed is 32 bytes");
   SigningKey k;

@@ -128,6 +128,24 @@ TEST(Checkpoint, Ed25519MatchesRfc8032AndSignedNotesCheck) {
   EXPECT_EQ(to_hex(key->public_key()), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
   EXPECT_EQ(to_hex(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(key->sign("").data()), 64)),
             "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b");
+  // The same signature with the group order L added to S (the same point equation, another string) is
+  // refused: signatures are not malleable.
+  {
+    const std::string sig = key->sign("");
+    EXPECT_TRUE(ed25519_verify(key->public_key(), "", sig));
+    static const std::uint8_t kOrder[32] = {0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7,
+                                            0xa2, 0xde, 0xf9, 0xde, 0x14, 0,    0,    0,    0,    0,    0,
+                                            0,    0,    0,    0,    0,    0,    0,    0,    0,    0x10};
+    std::string bent = sig;
+    unsigned carry = 0;
+    for (int i = 0; i < 32; ++i) {
+      const unsigned v = static_cast<std::uint8_t>(bent[32 + i]) + kOrder[i] + carry;
+      bent[32 + i] = static_cast<char>(v & 0xFF);
+      carry = v >> 8;
+    }
+    ASSERT_EQ(carry, 0u);
+    EXPECT_FALSE(ed25519_verify(key->public_key(), "", bent));
+  }
 
   Checkpoint c;
   c.origin = "mailark.archive/00112233445566778899aabbccddeeff";
