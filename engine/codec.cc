@@ -42,8 +42,8 @@ struct Codec::Dict {
     ZSTD_freeDDict(ddict);
   }
   const ZSTD_DDict* decompression() {
-    // By reference: `bytes` lives as long as the table, and a copy of 110 KB is 27 page faults
-    // more for the search that first reads a message.
+    // By reference: `bytes` lives as long as the table, and a copy of a 110 KB dictionary is about
+    // 27 more pages to touch for the search that first reads a message.
     std::call_once(dflag, [&] {
       ddict = ZSTD_createDDict_byReference(bytes.data(), bytes.size());
     });

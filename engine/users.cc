@@ -4,7 +4,6 @@
 #include <nettle/memops.h>
 
 #include <cstdlib>
-#include <mutex>
 
 #include <nlohmann/json.hpp>
 

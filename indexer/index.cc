@@ -1657,11 +1657,10 @@ struct DeferredPhrase {
 
 // Rewrites every phrase in `q` into the set of documents that really hold it. Its candidates (the
 // documents holding its words, narrowed by its pair terms) are first tested against their pair
-// filters (index.h), and those left are read from the archive and checked. A phrase with more such
-// A phrase standing where every result must hold it (under AND and FILTER, or the left of AND NOT,
-// from the top) is instead left as its candidates and listed in deferred(): the search then checks
-// its results in order, only as far as the page it returns (all of them when they are at most
-// kEagerChecks, for an exact total).
+// filters (index.h), and those left are read from the archive and checked. A phrase standing where
+// every result must hold it (under AND and FILTER, or the left of AND NOT, from the top) is instead
+// left as its candidates and listed in deferred(): the search then checks its results in order, only
+// as far as the page it returns (all of them when they are at most kEagerChecks, for an exact total).
 class PhraseResolver {
  public:
   // A check reads and parses the message (0.1-1.5 ms); past this many candidates, a page's walk
