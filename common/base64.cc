@@ -32,20 +32,27 @@ std::optional<std::string> base64_decode(std::string_view text, std::size_t max_
   }
   // The bits the last character before the padding does not use are ignored, as every decoder but
   // Nettle's does (a client's odd encoder is no reason to refuse it); canonical_base64 in
-  // common/checkpoint.cc refuses such spellings where they matter.
-  std::string in(text);
+  // common/checkpoint.cc refuses such spellings where they matter. Only the last group is copied to
+  // clear them: Nettle decodes the rest in place.
+  const std::string_view head = text.substr(0, text.size() - 4);
+  char tail[4];
+  text.copy(tail, 4, text.size() - 4);
   if (pad > 0) {
     static constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char& last = in[in.size() - pad - 1];
+    char& last = tail[3 - pad];
     last = kAlphabet[kAlphabet.find(last) & (pad == 1 ? 0x3C : 0x30)];
   }
-  std::string out(BASE64_DECODE_LENGTH(in.size()), '\0');
+  std::string out(BASE64_DECODE_LENGTH(text.size()), '\0');
   base64_decode_ctx ctx;
   base64_decode_init(&ctx);
-  std::size_t n = out.size();
-  if (!base64_decode_update(&ctx, &n, reinterpret_cast<std::uint8_t*>(out.data()), in.size(), in.data()) ||
+  std::size_t n = out.size(), m = 0;
+  if (!base64_decode_update(&ctx, &n, reinterpret_cast<std::uint8_t*>(out.data()), head.size(), head.data()))
+    return std::nullopt;
+  m = out.size() - n;
+  if (!base64_decode_update(&ctx, &m, reinterpret_cast<std::uint8_t*>(out.data()) + n, 4, tail) ||
       !base64_decode_final(&ctx))
     return std::nullopt;
+  n += m;
   out.resize(n);
   return out;
 }

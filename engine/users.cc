@@ -27,7 +27,7 @@ using ScryptFn = int (*)(const char* pass, std::size_t passlen, const unsigned c
                          std::size_t keylen);
 ScryptFn openssl_scrypt() {
   static ScryptFn fn = [] {
-    void* lib = ::dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    void* lib = ::dlopen(MAILARK_LIBCRYPTO_SONAME, RTLD_NOW | RTLD_LOCAL);
     return lib ? reinterpret_cast<ScryptFn>(::dlsym(lib, "EVP_PBE_scrypt")) : nullptr;
   }();
   return fn;
@@ -132,7 +132,7 @@ Result<std::string> hash_password(std::string_view password, unsigned log_n) {
   if (!random_bytes(salt.data(), salt.size()))
     return make_error(ErrorCode::kInternal, "the random number generator failed");
   auto key = scrypt(password, salt, log_n, 8, 1);
-  if (!key) return make_error(ErrorCode::kInternal, "scrypt failed (not enough memory, or no libcrypto.so.3?)");
+  if (!key) return make_error(ErrorCode::kInternal, std::string("scrypt failed (not enough memory, or no ") + MAILARK_LIBCRYPTO_SONAME + "?)");
   return "$scrypt$ln=" + std::to_string(log_n) + ",r=8,p=1$" + base64_encode(salt) + "$" + base64_encode(*key);
 }
 

@@ -216,5 +216,35 @@ TEST(Checkpoint, Ed25519MatchesRfc8032AndSignedNotesCheck) {
   EXPECT_FALSE(parse_verifier_key("name+00000000+AQ=="));
 }
 
+// base64 as the checkpoints, exports, SMTP AUTH and IMAP AUTHENTICATE read it (common/base64.cc):
+// every length round-trips; RFC 4648's vectors; the unused bits of the last character are ignored (a
+// client's odd encoder); anything but the alphabet with padding at the end is refused.
+TEST(Base64, RoundTripsVectorsAndRefusesWhatIsNotBase64) {
+  std::string bytes;
+  for (int n = 0; n <= 70; ++n) {
+    const std::string text = base64_encode(bytes);
+    auto back = base64_decode(text);
+    ASSERT_TRUE(back) << n;
+    EXPECT_EQ(*back, bytes) << n;
+    bytes.push_back(static_cast<char>((n * 37 + 11) & 0xFF));
+  }
+  const std::pair<const char*, const char*> rfc4648[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},  {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, text] : rfc4648) {
+    EXPECT_EQ(base64_encode(plain), text);
+    EXPECT_EQ(base64_decode(text).value_or("(refused)"), plain);
+  }
+  // "Zh==", "Zm9vZ/==" and "Zm9=" set bits that "Zg==", "Zm9vZw==" and "Zm8=" leave clear: the same bytes.
+  EXPECT_EQ(base64_decode("Zh==").value_or("(refused)"), "f");
+  EXPECT_EQ(base64_decode("Zm9vZ/==").value_or("(refused)"), "foog");
+  EXPECT_EQ(base64_decode("Zm9=").value_or("(refused)"), "fo");
+  EXPECT_EQ(base64_decode("Zm9vYmF/").value_or("(refused)"), std::string("fooba\x7F"));
+  for (const char* bad : {"Zg=", "Zg", "Z===", "Zg==Zg==", "Zm=v", "Zm9v\r\n", "Zm 9", "Zm9-", "Zm9_", "====", "Zg=a"})
+    EXPECT_FALSE(base64_decode(bad)) << bad;
+  EXPECT_FALSE(base64_decode("Zm9vYmFy", 4));  // longer than the caller allows
+  EXPECT_TRUE(base64_decode("Zm9vYmFy", 8));
+}
+
 }  // namespace
 }  // namespace mailark
