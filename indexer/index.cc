@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -295,6 +296,47 @@ std::optional<IndexFields> decode_kept_texts(std::string_view value, std::size_t
   return f;
 }
 
+namespace {
+
+// Days since 1970-01-01 of a proleptic Gregorian date, and the year and month of Unix seconds (Howard
+// Hinnant's algorithms): arithmetic alone, the same on every libc, for the years date terms name.
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+std::pair<std::int64_t, unsigned> year_month_of(std::int64_t seconds) {
+  std::int64_t z = (seconds >= 0 ? seconds : seconds - 86399) / 86400 + 719468;
+  const std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  return {static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2), m};
+}
+
+constexpr std::int64_t kFirstDatedYear = 1000, kLastDatedYear = 9999;
+
+std::int64_t month_start(std::int64_t year, unsigned month) { return days_from_civil(year, month, 1) * 86400; }
+
+}  // namespace
+
+std::vector<std::string> date_terms(std::int64_t seconds) {
+  const std::string p = schema::kPrefixDate;
+  // Past these the year is not four digits; clamped first so that no arithmetic overflows.
+  if (seconds < month_start(kFirstDatedYear, 1)) return {p + "-"};
+  if (seconds >= month_start(kLastDatedYear + 1, 1)) return {p + "+"};
+  const auto [y, m] = year_month_of(seconds);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04d%02u", static_cast<int>(y), m);
+  return {p + std::string(buf, 4), p + buf};
+}
+
 Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   Xapian::Document doc;
   // The generator hears the words it indexes (WordSequence) for the pair terms and the pair filter.
@@ -337,6 +379,7 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
     if (std::string texts = encode_kept_texts(f); !texts.empty()) doc.add_value(schema::kSlotTexts, texts);
   }
   doc.add_value(schema::kSlotDate, Xapian::sortable_serialise(static_cast<double>(f.date)));
+  for (const std::string& t : date_terms(f.date)) doc.add_boolean_term(t);
   doc.add_value(schema::kSlotSize, Xapian::sortable_serialise(static_cast<double>(f.size)));
   doc.add_value(schema::kSlotReceived, Xapian::sortable_serialise(static_cast<double>(f.received)));
   doc.set_data(encode_summary(f));
@@ -527,8 +570,10 @@ Result<std::shared_ptr<const PairWords>> read_pair_words(const std::string& dir)
   return std::shared_ptr<const PairWords>(std::move(pairs));
 }
 
-std::optional<Xapian::docid> read_unpaired_to(const Xapian::Database& db) {
-  const std::string v = db.get_metadata(schema::kMetaUnpairedTo);
+// A shard's highest document id that may lack something (kMetaUnpairedTo, kMetaUndatedTo), or
+// nothing when the shard does not say (any of its documents may).
+std::optional<Xapian::docid> read_docid_meta(const Xapian::Database& db, const char* key) {
+  const std::string v = db.get_metadata(key);
   if (v.empty()) return std::nullopt;
   const auto n = parse_decimal(v, UINT32_MAX);
   if (!n) return std::nullopt;
@@ -657,6 +702,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
                                       Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
           db.set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
           db.set_metadata(schema::kMetaUnpairedTo, "0");
+          db.set_metadata(schema::kMetaUndatedTo, "0");
           db.commit();
           db.close();
         }
@@ -673,14 +719,17 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     std::string schema = sh.db->get_metadata(schema::kMetaSchema);
     if (schema.empty()) {
       sh.db->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
-      if (sh.db->get_lastdocid() == 0) sh.db->set_metadata(schema::kMetaUnpairedTo, "0");
+      if (sh.db->get_lastdocid() == 0) {
+        sh.db->set_metadata(schema::kMetaUnpairedTo, "0");
+        sh.db->set_metadata(schema::kMetaUndatedTo, "0");
+      }
       sh.db->commit();
     } else if (schema != schema::kSchemaVersion) {
       return make_error(ErrorCode::kUnsupported, "the index in " + dir_ + " has schema " + schema,
                         "run `mailark reindex` to rebuild it with schema " + std::string(schema::kSchemaVersion));
     }
     sh.watermark = std::max(sh.elsewhere, read_watermark(*sh.db));
-    sh.unpaired_to = read_unpaired_to(*sh.db);
+    sh.unpaired_to = read_docid_meta(*sh.db, schema::kMetaUnpairedTo);
     if (!sh.unpaired_to) {
       // A shard from before the record: found once, from Kpairs' posting list (one pass).
       const Xapian::docid last = sh.db->get_lastdocid();
@@ -693,6 +742,12 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       if (expect <= last) unpaired = last;
       sh.unpaired_to = unpaired;
       sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(unpaired));
+      sh.db->commit();
+    }
+    if (sh.db->get_metadata(schema::kMetaUndatedTo).empty()) {
+      // A shard from before date terms: every document it holds lacks them; every one added from now
+      // on has them (build_document).
+      sh.db->set_metadata(schema::kMetaUndatedTo, std::to_string(sh.db->get_lastdocid()));
       sh.db->commit();
     }
   } catch (const Xapian::Error& e) {
@@ -776,6 +831,7 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
       for (auto k = sh.db->metadata_keys_begin(); k != sh.db->metadata_keys_end(); ++k)
         db.set_metadata(*k, sh.db->get_metadata(*k));
       db.set_metadata(schema::kMetaUnpairedTo, "0");
+      db.set_metadata(schema::kMetaUndatedTo, "0");  // rebuilt: every document has its date terms
       // Every document the shard holds (the empty term's posting list), at the same document id.
       for (auto it = sh.db->postlist_begin(""); it != sh.db->postlist_end(""); ++it) {
         const Xapian::docid local = *it;
@@ -1304,9 +1360,12 @@ struct QueryErrors {
 };
 
 // "A..B", "A..", "..B" or "A" for a value slot, with a parser for the endpoints.
+// With `narrow`, what it makes of the range (the slot's check, lo, hi) is the query.
+using RangeNarrower =
+    std::function<Xapian::Query(const Xapian::Query& check, std::optional<double> lo, std::optional<double> hi)>;
 template <typename ParseLo, typename ParseHi>
 Xapian::Query value_range(QueryErrors& errors, Xapian::valueno slot, const std::string& text, const char* field,
-                          ParseLo lo_of, ParseHi hi_of) {
+                          ParseLo lo_of, ParseHi hi_of, const RangeNarrower& narrow = {}) {
   std::string a = text, b = text;
   std::size_t dots = text.find("..");
   if (dots != std::string::npos) {
@@ -1322,18 +1381,19 @@ Xapian::Query value_range(QueryErrors& errors, Xapian::valueno slot, const std::
     hi = hi_of(b);
     if (!hi) return errors.fail(std::string("invalid ") + field + " '" + b + "'");
   }
-  if (lo && hi) {
-    return Xapian::Query(Xapian::Query::OP_VALUE_RANGE, slot, Xapian::sortable_serialise(*lo),
-                         Xapian::sortable_serialise(*hi));
-  }
-  if (lo) return Xapian::Query(Xapian::Query::OP_VALUE_GE, slot, Xapian::sortable_serialise(*lo));
-  if (hi) return Xapian::Query(Xapian::Query::OP_VALUE_LE, slot, Xapian::sortable_serialise(*hi));
-  return errors.fail(std::string("empty ") + field + " range");
+  if (!lo && !hi) return errors.fail(std::string("empty ") + field + " range");
+  const Xapian::Query check =
+      lo && hi ? Xapian::Query(Xapian::Query::OP_VALUE_RANGE, slot, Xapian::sortable_serialise(*lo),
+                               Xapian::sortable_serialise(*hi))
+      : lo     ? Xapian::Query(Xapian::Query::OP_VALUE_GE, slot, Xapian::sortable_serialise(*lo))
+               : Xapian::Query(Xapian::Query::OP_VALUE_LE, slot, Xapian::sortable_serialise(*hi));
+  return narrow ? narrow(check, lo, hi) : check;
 }
 
 class DateField : public Xapian::FieldProcessor {
  public:
-  explicit DateField(std::shared_ptr<QueryErrors> errors) : errors_(std::move(errors)) {}
+  DateField(std::shared_ptr<QueryErrors> errors, RangeNarrower narrow)
+      : errors_(std::move(errors)), narrow_(std::move(narrow)) {}
   Xapian::Query operator()(const std::string& text) override {
     return value_range(
         *errors_, schema::kSlotDate, text, "date",
@@ -1346,11 +1406,13 @@ class DateField : public Xapian::FieldProcessor {
           auto p = parse_date_period(s);
           if (!p) return std::nullopt;
           return static_cast<double>(p->second);
-        });
+        },
+        narrow_);
   }
 
  private:
   std::shared_ptr<QueryErrors> errors_;
+  RangeNarrower narrow_;
 };
 
 class SizeField : public Xapian::FieldProcessor {
@@ -1458,20 +1520,32 @@ struct ShardMap {
   // Per shard (by_uuid's numbers): the highest document id without Kpairs (kMetaUnpairedTo; absent:
   // any document may lack it).
   std::vector<std::optional<Xapian::docid>> unpaired_to;
+  // Per shard: the highest document id without date terms (kMetaUndatedTo; absent: any may lack them).
+  std::vector<std::optional<Xapian::docid>> undated_to;
+  using Heads = std::vector<std::optional<Xapian::docid>> ShardMap::*;
+  // Does every shard say that none of its documents lacks what `heads` counts?
+  bool none_lack(Heads heads) const {
+    const auto& v = this->*heads;
+    return v.size() >= count &&
+           std::all_of(v.begin(), v.end(), [](const std::optional<Xapian::docid>& u) { return u && *u == 0; });
+  }
 };
 
-// Matches the documents of each shard up to its unpaired_to (all of a shard that does not say): the
-// only ones that can lack Kpairs. Beside `AND NOT Kpairs` it lets Xapian skip straight to the few
-// documents built before the pair words instead of walking a phrase's whole candidate set.
-class UnpairedRange : public Xapian::PostingSource {
+// Matches the documents of each shard up to its entry in `heads` (all of a shard that does not say):
+// with unpaired_to, the only ones that can lack Kpairs (beside `AND NOT Kpairs` it lets Xapian skip
+// straight to the few documents built before the pair words instead of walking a phrase's whole
+// candidate set); with undated_to, the only ones that can lack date terms.
+class HeadRange : public Xapian::PostingSource {
  public:
-  explicit UnpairedRange(std::shared_ptr<const ShardMap> shards) : shards_(std::move(shards)) {}
-  UnpairedRange* clone() const override { return new UnpairedRange(shards_); }
+  explicit HeadRange(std::shared_ptr<const ShardMap> shards, ShardMap::Heads heads = &ShardMap::unpaired_to)
+      : shards_(std::move(shards)), heads_(heads) {}
+  HeadRange* clone() const override { return new HeadRange(shards_, heads_); }
   void init(const Xapian::Database& db) override {
     last_ = db.get_lastdocid();
+    const auto& heads = (*shards_).*heads_;
     auto it = shards_->by_uuid.find(db.get_uuid());
-    if (it != shards_->by_uuid.end() && it->second < shards_->unpaired_to.size() && shards_->unpaired_to[it->second])
-      last_ = std::min(last_, *shards_->unpaired_to[it->second]);
+    if (it != shards_->by_uuid.end() && it->second < heads.size() && heads[it->second])
+      last_ = std::min(last_, *heads[it->second]);
     did_ = 0;
   }
   Xapian::doccount get_termfreq_min() const override { return 0; }
@@ -1481,11 +1555,115 @@ class UnpairedRange : public Xapian::PostingSource {
   void skip_to(Xapian::docid did, double) override { did_ = std::max(did_, did); }
   bool at_end() const override { return did_ > last_; }
   Xapian::docid get_docid() const override { return did_; }
-  std::string get_description() const override { return "UnpairedRange"; }
+  std::string get_description() const override { return "HeadRange"; }
 
  private:
   std::shared_ptr<const ShardMap> shards_;
+  ShardMap::Heads heads_;
   Xapian::docid last_ = 0, did_ = 0;
+};
+
+// The date terms the index holds (schema::kPrefixDate), read when a search first needs them: a date
+// range becomes their union, and a newest-first page looks at the newest months first.
+class DateBuckets {
+ public:
+  struct Bucket {
+    std::string term;
+    double lo, hi;  // the seconds it holds, both included (-inf for XY-, +inf for XY+)
+    Xapian::doccount docs;
+  };
+
+  DateBuckets(const Xapian::Database& db, std::shared_ptr<const ShardMap> shards)
+      : db_(db), shards_(std::move(shards)) {}
+
+  // The documents that hold the range [lo, hi] by the value slot's `check`: the years and months
+  // wholly inside it by their terms alone, the months it cuts (at most two) and the documents
+  // without date terms by their terms and the check, which then reads only their values.
+  // Test: IndexDates.RangesMatchWhatTheValueSlotSays.
+  Xapian::Query range(const Xapian::Query& check, std::optional<double> lo, std::optional<double> hi) {
+    load();
+    const double l = lo.value_or(-kInf), h = hi.value_or(kInf);
+    auto inside = [&](const Bucket& b) { return b.lo >= l && b.hi <= h; };
+    auto meets = [&](const Bucket& b) { return b.hi >= l && b.lo <= h; };
+    std::vector<Xapian::Query> parts;
+    auto add = [&](const Bucket& b) {
+      if (inside(b))
+        parts.emplace_back(b.term);
+      else if (meets(b))
+        parts.emplace_back(Xapian::Query::OP_FILTER, Xapian::Query(b.term), check);
+    };
+    for (const Year& y : years_) {
+      if (!meets(y.bucket)) continue;
+      if (inside(y.bucket)) {
+        parts.emplace_back(y.bucket.term);
+        continue;
+      }
+      for (std::size_t i = y.months_begin; i < y.months_end; ++i) add(months_[i]);
+    }
+    for (const Bucket& b : outside_) add(b);
+    if (!shards_->none_lack(&ShardMap::undated_to)) parts.emplace_back(Xapian::Query::OP_FILTER, undated(), check);
+    if (parts.empty()) return Xapian::Query::MatchNothing;
+    return Xapian::Query(Xapian::Query::OP_OR, parts.begin(), parts.end());
+  }
+
+  // Every month term and XY+, oldest first (XY- is left out: it is never a page's newest).
+  const std::vector<Bucket>& months() {
+    load();
+    return newest_last_;
+  }
+
+  // The documents that may lack date terms (all of a shard that does not say).
+  Xapian::Query undated() const {
+    return Xapian::Query((new HeadRange(shards_, &ShardMap::undated_to))->release());
+  }
+  bool any_undated() const { return !shards_->none_lack(&ShardMap::undated_to); }
+
+ private:
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
+  struct Year {
+    Bucket bucket;
+    std::size_t months_begin, months_end;  // in months_
+  };
+
+  void load() {
+    if (loaded_) return;
+    loaded_ = true;
+    const std::string prefix = schema::kPrefixDate;
+    // In term order a year comes right before its months: XY2001, XY200101, ..., XY200112, XY2002.
+    for (auto t = db_.allterms_begin(prefix); t != db_.allterms_end(prefix); ++t) {
+      const std::string term = *t;
+      const std::string_view digits = std::string_view(term).substr(prefix.size());
+      const bool all_digits = std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (digits == "-") {
+        outside_.push_back({term, -kInf, static_cast<double>(month_start(kFirstDatedYear, 1) - 1), t.get_termfreq()});
+      } else if (digits == "+") {
+        outside_.push_back({term, static_cast<double>(month_start(kLastDatedYear + 1, 1)), kInf, t.get_termfreq()});
+      } else if (all_digits && digits.size() == 4) {
+        const std::int64_t y = std::stoll(std::string(digits));
+        years_.push_back({{term, static_cast<double>(month_start(y, 1)), static_cast<double>(month_start(y + 1, 1) - 1),
+                           t.get_termfreq()},
+                          months_.size(), months_.size()});
+      } else if (all_digits && digits.size() == 6 && !years_.empty() &&
+                 digits.substr(0, 4) == std::string_view(years_.back().bucket.term).substr(prefix.size())) {
+        const std::int64_t y = std::stoll(std::string(digits.substr(0, 4)));
+        const auto m = static_cast<unsigned>(std::stoul(std::string(digits.substr(4))));
+        if (m < 1 || m > 12) continue;
+        const std::int64_t next = m == 12 ? month_start(y + 1, 1) : month_start(y, m + 1);
+        months_.push_back(
+            {term, static_cast<double>(month_start(y, m)), static_cast<double>(next - 1), t.get_termfreq()});
+        years_.back().months_end = months_.size();
+      }
+    }
+    newest_last_ = months_;
+    for (const Bucket& b : outside_)
+      if (b.hi == kInf) newest_last_.push_back(b);
+  }
+
+  const Xapian::Database& db_;
+  std::shared_ptr<const ShardMap> shards_;
+  bool loaded_ = false;
+  std::vector<Year> years_;
+  std::vector<Bucket> months_, outside_, newest_last_;
 };
 
 // Matches the `part`-th of `parts` runs of each shard's document ids (SearchOptions::part).
@@ -1998,19 +2176,16 @@ class PhraseResolver {
   }
 
   // The documents of `q` without Kpairs (built before the pair words, or without them), looked for
-  // only where they can be (UnpairedRange) when the query runs here.
+  // only where they can be (HeadRange) when the query runs here.
   Xapian::Query unpaired(const Xapian::Query& q) const {
     // Every local shard says it has none (the usual index: the documents indexed before the pair
     // words were chosen get them once the words are, IndexWriter::pair_unpaired): nothing to open.
     // Else Xapian would open the phrase's word postings in every shard for each count and walk,
-    // only for UnpairedRange to end them.
-    if (!remote_ && shards_->unpaired_to.size() >= shards_->count &&
-        std::all_of(shards_->unpaired_to.begin(), shards_->unpaired_to.end(),
-                    [](const std::optional<Xapian::docid>& u) { return u && *u == 0; }))
-      return Xapian::Query::MatchNothing;
+    // only for HeadRange to end them.
+    if (!remote_ && shards_->none_lack(&ShardMap::unpaired_to)) return Xapian::Query::MatchNothing;
     const Xapian::Query kpairs(schema::kTermHasPairs);
     if (remote_) return Xapian::Query(Xapian::Query::OP_AND_NOT, q, kpairs);
-    const Xapian::Query range((new UnpairedRange(shards_))->release());
+    const Xapian::Query range((new HeadRange(shards_))->release());
     return Xapian::Query(Xapian::Query::OP_AND_NOT, Xapian::Query(Xapian::Query::OP_FILTER, q, range), kpairs);
   }
 
@@ -2259,7 +2434,10 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
         const Xapian::Database& shard = opened[k][j];
         r->remote_ = r->remote_ || is_remote(seg.paths[j]);
         r->shard_uuids_.push_back(shard.get_uuid());
-        r->unpaired_to_.push_back(is_remote(seg.paths[j]) ? std::nullopt : read_unpaired_to(shard));
+        r->unpaired_to_.push_back(is_remote(seg.paths[j]) ? std::nullopt
+                                                           : read_docid_meta(shard, schema::kMetaUnpairedTo));
+        r->undated_to_.push_back(is_remote(seg.paths[j]) ? std::nullopt
+                                                         : read_docid_meta(shard, schema::kMetaUndatedTo));
         map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),
                              is_remote(seg.paths[j])});
         r->db_->add_database(shard);
@@ -2448,6 +2626,61 @@ bool names_record_fields(const std::string& query) {
 }
 }  // namespace
 
+namespace {
+
+// Past this many possible matches a newest-first page looks at the newest months first.
+constexpr Xapian::doccount kSortAllUpTo = 20000;
+
+// The page of `enq` (query q, sorted newest first) from the newest months that hold it, and the total
+// in `total`; nothing when the months cannot be told apart (then the whole sort). The months are
+// taken newest first until they should hold four times the page (by the share of the archive the
+// query matches), then eight times as many, twice at most. A page from them is the whole sort's page
+// when its last result is in the oldest month taken or later: every document left out is older.
+std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, Xapian::Enquire& enq, const Xapian::Query& q,
+                                               const SearchOptions& options, DateBuckets& dates,
+                                               std::uint64_t& total) {
+  const Xapian::MSet bounds = enq.get_mset(0, 0);  // no match run: the bounds from the terms' statistics
+  if (bounds.get_matches_upper_bound() <= kSortAllUpTo) return std::nullopt;
+  const std::vector<DateBuckets::Bucket>& months = dates.months();
+  const double want = static_cast<double>(options.offset + options.limit);
+  const double share = std::max<double>(1, bounds.get_matches_estimated()) / std::max<double>(1, db.get_doccount());
+  double expected = 0, target = std::max(4 * want, 64.0);
+  std::size_t from = months.size();  // months[from..] are taken
+  std::optional<Xapian::MSet> page;
+  for (int round = 0; round < 2 && !page; ++round, target *= 8) {
+    while (from > 0 && expected < target) expected += share * months[--from].docs;
+    if (from == 0) return std::nullopt;  // every month: the whole sort
+    std::vector<Xapian::Query> taken;
+    for (std::size_t i = from; i < months.size(); ++i) taken.emplace_back(months[i].term);
+    if (dates.any_undated()) taken.push_back(dates.undated());
+    Xapian::Enquire part(db);
+    part.set_query(Xapian::Query(Xapian::Query::OP_FILTER, q,
+                                 Xapian::Query(Xapian::Query::OP_OR, taken.begin(), taken.end())));
+    part.set_weighting_scheme(Xapian::BoolWeight());
+    part.set_sort_by_value(schema::kSlotDate, /*reverse=*/true);
+    part.set_docid_order(Xapian::Enquire::DESCENDING);
+    Xapian::MSet mset = part.get_mset(static_cast<Xapian::doccount>(options.offset),
+                                      static_cast<Xapian::doccount>(options.limit));
+    if (mset.size() == options.limit &&
+        mset[mset.size() - 1].get_sort_key() >= Xapian::sortable_serialise(months[from].lo))
+      page = std::move(mset);
+  }
+  if (!page) return std::nullopt;
+  if (bounds.get_matches_lower_bound() == bounds.get_matches_upper_bound()) {
+    total = bounds.get_matches_upper_bound();
+  } else {
+    // Counted without the sort: every match once, no date read.
+    Xapian::Enquire count(db);
+    count.set_query(q);
+    count.set_weighting_scheme(Xapian::BoolWeight());
+    count.set_docid_order(Xapian::Enquire::ASCENDING);
+    total = count.get_mset(0, 0, db.get_doccount()).get_matches_estimated();
+  }
+  return page;
+}
+
+}  // namespace
+
 Result<SearchResults> IndexReader::search(const std::string& query, SearchOptions options, FieldSource* fields) {
   try {
     // Field processors are handed over with release(): Xapian then owns and frees them (without it,
@@ -2466,7 +2699,20 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     qp.add_prefix("extracted", schema::kPrefixExtracted);
     qp.add_boolean_prefix("id", (new MessageIdField())->release());
     auto errors = std::make_shared<QueryErrors>();
-    qp.add_boolean_prefix("date", (new DateField(errors))->release());
+    auto shards = std::make_shared<ShardMap>();
+    shards->count = static_cast<unsigned>(shard_uuids_.size());
+    for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
+    shards->unpaired_to = unpaired_to_;
+    shards->undated_to = undated_to_;
+    // Date terms narrow date ranges here; remote shards (which run no posting source of ours) check
+    // every candidate's value, as before date terms.
+    auto dates = std::make_shared<DateBuckets>(*db_, shards);
+    RangeNarrower narrow;
+    if (!remote_)
+      narrow = [dates](const Xapian::Query& check, std::optional<double> lo, std::optional<double> hi) {
+        return dates->range(check, lo, hi);
+      };
+    qp.add_boolean_prefix("date", (new DateField(errors, narrow))->release());
     qp.add_boolean_prefix("size", (new SizeField(errors))->release());
     qp.add_boolean_prefix("has", (new LowerBooleanField(schema::kPrefixFlag))->release());
     qp.add_boolean_prefix("is", (new LowerBooleanField(schema::kPrefixFlag))->release());
@@ -2488,10 +2734,6 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
       return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + errors->first,
                         "see `mailark search --help` for the syntax");
     }
-    auto shards = std::make_shared<ShardMap>();
-    shards->count = static_cast<unsigned>(shard_uuids_.size());
-    for (unsigned i = 0; i < shard_uuids_.size(); ++i) shards->by_uuid[shard_uuids_[i]] = i;
-    shards->unpaired_to = unpaired_to_;
     PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total, remote_);
     Xapian::Query q = resolver.resolve(parsed);
     if (!resolver.error().empty()) {
@@ -2565,10 +2807,20 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
       return resolver.deferred().empty() || resolver.holds_deferred(d);
     };
     if (resolver.deferred().empty() && !filter_ids) {
-      Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
-                                       static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
-      out.total = mset.get_matches_estimated();
-      for (auto it = mset.begin(); it != mset.end(); ++it) add_hit(it);
+      // A page of many results: sorting them all reads every match's date. The newest months that
+      // should hold the page are searched first, and the total counted without the sort (or taken from
+      // Xapian's bounds when they agree). Same page, same total: IndexDates.NewestFirstPagesAreTheWholeSort.
+      std::optional<Xapian::MSet> page;
+      if (!collapse && !remote_ && options.parts <= 1 && options.limit > 0)
+        page = newest_months_page(*db_, enq, q, options, *dates, out.total);
+      if (page) {
+        for (auto it = page->begin(); it != page->end(); ++it) add_hit(it);
+      } else {
+        Xapian::MSet mset = enq.get_mset(static_cast<Xapian::doccount>(options.offset),
+                                         static_cast<Xapian::doccount>(options.limit), db_->get_doccount());
+        out.total = mset.get_matches_estimated();
+        for (auto it = mset.begin(); it != mset.end(); ++it) add_hit(it);
+      }
     } else {
       // Deferred phrases: walk the candidates in the results' order, checking each, until the page is
       // full. The page is exact (the same order, only real matches); the total is exact when the walk

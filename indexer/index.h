@@ -99,8 +99,12 @@ std::string encode_kept_texts(const IndexFields& fields);
 // decoding past `max_bytes`). Test: KeptTexts.*; fuzz/record_fuzz.cc feeds it arbitrary bytes.
 std::optional<IndexFields> decode_kept_texts(std::string_view value, std::size_t max_bytes = 64u << 20);
 
-// Builds the document for one message (with its pair filter); with `pairs`, also its pair terms and
-// Kpairs.
+// The date terms of a document dated `seconds` (schema::kPrefixDate): its year and month in UTC, or
+// XY- / XY+ outside the years 1000-9999. Test: IndexDates.*.
+std::vector<std::string> date_terms(std::int64_t seconds);
+
+// Builds the document for one message (with its pair filter and date terms); with `pairs`, also its
+// pair terms and Kpairs.
 Xapian::Document build_document(const IndexFields& fields, const PairWords* pairs = nullptr);
 // The document for a record that could not be indexed (its bytes unreadable, its document refused):
 // it keeps the document ids dense and is found by is:unindexed, with the reason in its summary.
@@ -365,6 +369,7 @@ class IndexReader {
   std::unique_ptr<Xapian::Database> db_;
   std::vector<std::string> shard_uuids_;  // in docid interleaving order
   std::vector<std::optional<Xapian::docid>> unpaired_to_;  // per shard, as shard_uuids_ (schema::kMetaUnpairedTo)
+  std::vector<std::optional<Xapian::docid>> undated_to_;   // per shard, as shard_uuids_ (schema::kMetaUndatedTo)
   std::shared_ptr<const DocMap> map_;
   bool remote_ = false;  // some shard is served by xapian-tcpsrv (no PostingSource of ours runs there)
   std::uint64_t watermark_ = 0;

@@ -18,6 +18,10 @@ inline constexpr const char* kMetaWatermark = "mailark:watermark";  // highest a
 // it: any of its documents may lack Kpairs.
 inline constexpr const char* kMetaUnpairedTo = "mailark:unpaired-to";
 
+// The highest shard document id without date terms (kPrefixDate; decimal, "0": none). Absent in a
+// shard created before them: any of its documents may lack them.
+inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
+
 // Document ids: the archive sequence number (docid == seq, so seq must stay below 2^32 per archive
 // segment; time-segmented archives keep each segment far below that).
 
@@ -65,6 +69,13 @@ inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound,
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment
 inline constexpr const char* kPrefixSignature = "XS";    // XS<signature name, lower case>
 inline constexpr const char* kPrefixCustodian = "XCU";   // XCU<custodian, lower case> (added in schema 1)
+// Date terms, from the same Unix seconds as kSlotDate, in UTC: XY<yyyy> (the year) and XY<yyyymm>
+// (the month); XY- for a date before the year 1000, XY+ for one after 9999 (no year or month term
+// then). A date range is their union, with the value slot checked only in the months it cuts, and a
+// newest-first page of many results looks at the newest months first (index.cc, DateBuckets). Added
+// after schema 1 was first released: documents built before lack them (kMetaUndatedTo says which),
+// and are matched by the value slot as before.
+inline constexpr const char* kPrefixDate = "XY";
 // Q<archive id, decimal>: every document's own term, so a set of documents can be named in a query that
 // Xapian's remote backend runs (a phrase under OR or NOT over remote segments). Added after schema 1
 // was first released: documents built before lack it (docs/FORMAT.md).

@@ -1200,3 +1200,184 @@ TEST(IndexSegments, ClosedSegmentsAreSealedInPlaceBesideReaders) {
 
 }  // namespace
 }  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// Date terms (schema::kPrefixDate): the year and month in UTC, checked against gmtime_r over the
+// years it reads, and the two ends.
+TEST(IndexDates, TermsAreTheYearAndMonthInUtc) {
+  using S = std::vector<std::string>;
+  EXPECT_EQ(date_terms(0), (S{"XY1970", "XY197001"}));
+  EXPECT_EQ(date_terms(-1), (S{"XY1969", "XY196912"}));
+  EXPECT_EQ(date_terms(978307199), (S{"XY2000", "XY200012"}));
+  EXPECT_EQ(date_terms(978307200), (S{"XY2001", "XY200101"}));
+  EXPECT_EQ(date_terms(951782400), (S{"XY2000", "XY200002"}));  // 2000-02-29
+  EXPECT_EQ(date_terms(253402300799), (S{"XY9999", "XY999912"}));
+  EXPECT_EQ(date_terms(253402300800), (S{"XY+"}));  // 10000-01-01
+  EXPECT_EQ(date_terms(-30610224000), (S{"XY1000", "XY100001"}));
+  EXPECT_EQ(date_terms(-30610224001), (S{"XY-"}));
+  EXPECT_EQ(date_terms(std::numeric_limits<std::int64_t>::max()), (S{"XY+"}));
+  EXPECT_EQ(date_terms(std::numeric_limits<std::int64_t>::min()), (S{"XY-"}));
+  std::uint64_t x = 88172645463325252ULL;
+  for (int i = 0; i < 20000; ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    // Seconds from the year 1000 to 9999, and every second around month ends in 1999-2001.
+    const std::int64_t t = i % 2 ? -30610224000 + static_cast<std::int64_t>(x % 284012524800ULL)
+                                 : 915148800 + static_cast<std::int64_t>(x % (3 * 366 * 86400ULL));
+    const time_t tt = static_cast<time_t>(t);
+    std::tm tm{};
+    ASSERT_TRUE(gmtime_r(&tt, &tm));
+    char want[16];
+    std::snprintf(want, sizeof want, "XY%04d%02d", tm.tm_year + 1900, tm.tm_mon + 1);
+    ASSERT_EQ(date_terms(t), (S{std::string(want, 6), want})) << t;
+  }
+}
+
+// A folder as an upgrade leaves it: documents indexed before date terms (their shards say so once a
+// writer of this release opens them), then documents with them. Dates over three years, a few past
+// both ends of the four-digit years.
+class IndexDatesTest : public ::testing::Test {
+ protected:
+  static constexpr std::uint64_t kOld = 7000, kTotal = 24000;
+  void SetUp() override {
+    const std::string index = dir_ / "index";
+    auto add = [&](IndexWriter& w, std::uint64_t id, bool old) {
+      x_ ^= x_ << 13, x_ ^= x_ >> 7, x_ ^= x_ << 17;
+      std::int64_t date = 946684800 + static_cast<std::int64_t>(x_ % (3 * 365 * 86400ULL));  // 2000-2002
+      if (id % 997 == 0) date = -40000000000;     // before the year 1000: XY-
+      if (id % 1499 == 0) date = 300000000000;    // after 9999: XY+
+      if (id % 1009 == 0) date = -1;              // 1969-12-31
+      std::string body = "common";
+      if (id % 2 == 0) body += " half";
+      if (id % 1000 == 0) body += " rare";
+      if (date < 1033430400) body += " older";  // before 2002-10-01: in none of the newest months
+      IndexFields f = fields(id, "s", body, date);
+      dates_[id] = date;
+      words_[id] = body;
+      Xapian::Document doc = build_document(f);
+      if (old)
+        for (const std::string& t : date_terms(date)) doc.remove_term(t);
+      ASSERT_TRUE(w.add(id, doc).ok());
+    };
+    {
+      auto w = IndexWriter::open(index);
+      ASSERT_TRUE(w.ok());
+      for (std::uint64_t id = 1; id <= kOld; ++id) ASSERT_NO_FATAL_FAILURE(add(**w, id, true));
+      ASSERT_TRUE((*w)->commit(kOld).ok());
+    }
+    for (unsigned shard = 0; shard < 2; ++shard) {
+      Xapian::WritableDatabase db(index + "/shard" + std::to_string(shard), Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+      db.set_metadata(schema::kMetaUndatedTo, "");  // as a shard written before date terms
+      db.commit();
+    }
+    {
+      auto w = IndexWriter::open(index);
+      ASSERT_TRUE(w.ok());
+      for (unsigned shard = 0; shard < 2; ++shard) {
+        Xapian::Database db(index + "/shard" + std::to_string(shard));
+        EXPECT_EQ(db.get_metadata(schema::kMetaUndatedTo), std::to_string(kOld / 2)) << shard;
+      }
+      for (std::uint64_t id = kOld + 1; id <= kTotal; ++id) ASSERT_NO_FATAL_FAILURE(add(**w, id, false));
+      ASSERT_TRUE((*w)->commit(kTotal).ok());
+    }
+    auto r = IndexReader::open(index);
+    ASSERT_TRUE(r.ok());
+    reader_ = std::move(r).value();
+  }
+
+  // Every id whose words hold `word` and whose date is in [lo, hi], newest first (ties: higher id).
+  std::vector<std::uint64_t> expected(const std::string& word, const std::string& without, std::int64_t lo,
+                                      std::int64_t hi) const {
+    std::vector<std::uint64_t> out;
+    for (const auto& [id, date] : dates_) {
+      const std::string& w = words_.at(id);
+      if (w.find(word) == std::string::npos || (!without.empty() && w.find(without) != std::string::npos)) continue;
+      if (date >= lo && date <= hi) out.push_back(id);
+    }
+    std::sort(out.begin(), out.end(), [&](std::uint64_t a, std::uint64_t b) {
+      return dates_.at(a) != dates_.at(b) ? dates_.at(a) > dates_.at(b) : a > b;
+    });
+    return out;
+  }
+
+  void check(const std::string& q, const std::vector<std::uint64_t>& all, std::size_t offset, std::size_t limit) {
+    auto res = reader_->search(q, SearchOptions{offset, limit}, nullptr);
+    ASSERT_TRUE(res.ok()) << q << ": " << res.error().to_string();
+    EXPECT_EQ(res->total, all.size()) << q;
+    EXPECT_TRUE(res->total_exact) << q;
+    std::vector<std::uint64_t> got, want;
+    for (const auto& h : res->hits) got.push_back(h.id);
+    for (std::size_t i = offset; i < std::min(all.size(), offset + limit); ++i) want.push_back(all[i]);
+    EXPECT_EQ(got, want) << q << " offset " << offset << " limit " << limit;
+  }
+
+  test::ScratchDir dir_;
+  std::uint64_t x_ = 88172645463325252ULL;
+  std::map<std::uint64_t, std::int64_t> dates_;
+  std::map<std::uint64_t, std::string> words_;
+  std::unique_ptr<IndexReader> reader_;
+};
+
+// Ranges of every shape (a day, a month, a year, open at either end, cutting months, beyond the
+// four-digit years) give what the value slot alone says, over documents with and without date terms.
+TEST_F(IndexDatesTest, RangesMatchWhatTheValueSlotSays) {
+  const std::int64_t min = std::numeric_limits<std::int64_t>::min(), max = std::numeric_limits<std::int64_t>::max();
+  struct Case {
+    std::string range;
+    std::int64_t lo, hi;
+  };
+  auto day = [](int y, int m, int d) { return *parse_date_period(std::to_string(y * 10000 + m * 100 + d)); };
+  auto month = [](int y, int m) { return *parse_date_period(std::to_string(y * 100 + m)); };
+  auto year = [](int y) { return *parse_date_period(std::to_string(y)); };
+  const std::vector<Case> cases = {
+      {"2001", year(2001).first, year(2001).second},
+      {"2001-05", month(2001, 5).first, month(2001, 5).second},
+      {"2001-05-17", day(2001, 5, 17).first, day(2001, 5, 17).second},
+      {"2000-02-29..2000-03-01", day(2000, 2, 29).first, day(2000, 3, 1).second},
+      {"2000-11-15..2002-02-03", day(2000, 11, 15).first, day(2002, 2, 3).second},
+      {"2000-01..2002-12", month(2000, 1).first, month(2002, 12).second},
+      {"2001-06-30..", day(2001, 6, 30).first, max},
+      {"..2000-01-10", min, day(2000, 1, 10).second},
+      {"..1969", min, year(1969).second},
+      {"1969-12-31", day(1969, 12, 31).first, day(1969, 12, 31).second},
+      {"2002-12-31..", day(2002, 12, 31).first, max},
+      {"1900..9999", year(1900).first, year(9999).second},
+      {"2003..2004", year(2003).first, year(2004).second},
+  };
+  for (const Case& c : cases) {
+    for (const char* word : {"common", "half", "rare"}) {
+      const std::vector<std::uint64_t> all = expected(word, "", c.lo, c.hi);
+      ASSERT_NO_FATAL_FAILURE(check(std::string(word) + " date:" + c.range, all, 0, 30));
+      if (all.size() > 60)
+        ASSERT_NO_FATAL_FAILURE(check(std::string(word) + " date:" + c.range, all, all.size() - 40, 30));
+    }
+  }
+}
+
+// Pages of many results (past kSortAllUpTo, where the newest months are searched first): the same
+// page at every offset as the whole sort, and the same exact total, whether Xapian's bounds give it
+// (one word) or a count does (AND NOT); documents without date terms are in every month's search.
+TEST_F(IndexDatesTest, NewestFirstPagesAreTheWholeSort) {
+  const std::int64_t min = std::numeric_limits<std::int64_t>::min(), max = std::numeric_limits<std::int64_t>::max();
+  const auto common = expected("common", "", min, max), common_not_rare = expected("common", "rare", min, max);
+  ASSERT_EQ(common.size(), kTotal);
+  for (std::size_t offset : {0, 1, 19, 200, 5000, 23990}) {
+    for (std::size_t limit : {1, 20, 100}) {
+      ASSERT_NO_FATAL_FAILURE(check("common", common, offset, limit));
+      ASSERT_NO_FATAL_FAILURE(check("common -rare", common_not_rare, offset, limit));
+    }
+  }
+  // In none of the newest months, and in many documents without date terms: the newest months'
+  // searches find only those (older than the months searched), and the whole sort answers.
+  const auto older = expected("older", "", min, max);
+  ASSERT_GT(older.size(), 20000u);
+  for (std::size_t offset : {0, 1, 19, 200})
+    for (std::size_t limit : {1, 20, 100}) ASSERT_NO_FATAL_FAILURE(check("older", older, offset, limit));
+  // Only old months hold it: the newest months' searches find too few, and the whole sort answers.
+  const std::int64_t june2000 = parse_date_period("200006")->second;
+  ASSERT_NO_FATAL_FAILURE(check("common date:..2000-06", expected("common", "", min, june2000), 0, 20));
+}
+
+}  // namespace
+}  // namespace mailark::indexer
