@@ -1594,8 +1594,8 @@ class DateBuckets {
     };
     for (const Year& y : years_) {
       if (!meets(y.bucket)) continue;
-      if (inside(y.bucket)) {
-        parts.emplace_back(y.bucket.term);
+      if (inside(y.bucket) || y.months_begin == y.months_end) {
+        add(y.bucket);  // (a year without its months, which no build writes, by the check)
         continue;
       }
       for (std::size_t i = y.months_begin; i < y.months_end; ++i) add(months_[i]);

@@ -9,12 +9,17 @@
   search:  every query of bench/scale/run.py's set, whole command, on one data folder given with --data
            (a folder both builds read), one run of each build (and of `notmuch search --limit=20`
            with --notmuch-config) in turn per round, so that the machine's noise falls on all alike;
-           the medians and the ratios.
+           the medians and the ratios. With --old-data the old build reads that folder instead (one
+           it imported itself: for a change of what the index holds), and each build's search_ms
+           (inside the process) is printed beside the whole command, with whether both builds gave
+           the same total and the same page.
 
   python3 bench/scale/ab.py --old /tmp/old/build/mailark --new build/mailark import --messages 306642 --rounds 2
   python3 bench/scale/ab.py --old /tmp/old/build/mailark --new build/mailark startup
   python3 bench/scale/ab.py --old /tmp/old/build/mailark --new build/mailark search \
       --data /tmp/mailark-scale-306k/data-306642 --notmuch-config /tmp/mailark-scale-306k/notmuch-306642.config
+  python3 bench/scale/ab.py --old /tmp/old/build/mailark --new build/mailark search --runs 7 \
+      --data /tmp/mailark-1m-new/data-1000000 --old-data /tmp/mailark-1m/data-1000000
 
 --messages 0 (the default) imports the 21,903 Enron messages of ../shared/corpus as they are; more are
 generated from them as bench/scale/run.py does (with new Message-IDs)."""
@@ -89,6 +94,8 @@ def one_ms(cmd, env=None):
 def searches(args, bins):
     if not args.data:
         sys.exit("search: --data FOLDER is required")
+    if args.old_data:
+        return searches_two_folders(args, bins)
     cmds = {}
     for _kind, q, nq in run.QUERIES:
         for name, binary in bins.items():
@@ -113,6 +120,33 @@ def searches(args, bins):
         print(line, flush=True)
 
 
+def searches_two_folders(args, bins):
+    import json
+    folders = {"old": args.old_data, "new": args.data}
+
+    def once(name, q):
+        t = time.perf_counter()
+        p = subprocess.run([bins[name], "--data", folders[name], "search", "--json", "--limit", "20", q],
+                           capture_output=True, text=True)
+        whole = (time.perf_counter() - t) * 1000
+        if p.returncode != 0:
+            sys.exit(f"{name} {q}: {p.stderr[-500:]}")
+        j = json.loads(p.stdout)
+        return j["search_ms"], whole, (j["total"], [h["id"] for h in j["results"]])
+
+    print(f"median ms over {args.runs} runs each, in alternation: inside the process / whole command")
+    print(f"{'query':40}{'old':>18}{'new':>18}  new/old inside  same page and total")
+    for _kind, q, _nq in run.QUERIES:
+        first = {name: once(name, q)[2] for name in bins}  # untimed: the page cache
+        times = {name: [] for name in bins}
+        for r in range(args.runs):
+            for name in (list(bins) if r % 2 == 0 else list(reversed(list(bins)))):
+                times[name].append(once(name, q)[:2])
+        med = {n: (statistics.median(t[0] for t in times[n]), statistics.median(t[1] for t in times[n])) for n in bins}
+        print(f"{q:40}" + "".join(f"{med[n][0]:8.1f} / {med[n][1]:6.1f}" for n in bins) +
+              f"{med['new'][0] / med['old'][0]:16.2f}  {first['old'] == first['new']}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["import", "startup", "search"])
@@ -125,6 +159,7 @@ def main():
     ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpus"))
     ap.add_argument("--data", help="search: the data folder both builds search")
     ap.add_argument("--notmuch-config", help="search: also run notmuch on its database of the same messages")
+    ap.add_argument("--old-data", help="search: the old build searches this folder (else --data)")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     bins = {"old": args.old, "new": args.new}
