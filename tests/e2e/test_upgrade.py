@@ -75,6 +75,28 @@ def import_partner_mail(test, srv, path, numbers, subject, body, tag):
     test.assertEqual(p.returncode, 0, p.stderr)
 
 
+def assert_date_ranges(test, srv, label):
+    """Every date: range made from the messages' own dates (their day, month and year, open ranges from
+    and to each day, a range over two months) finds exactly the messages whose dates fall in it: over
+    shards written before date terms (matched by their date values) and after (by the terms)."""
+    hits = srv.cli("search", "", "--limit", "1000")["results"]
+    dates = {h["id"]: h["date"] for h in hits}
+    days = sorted({d[:10] for d in dates.values()})
+    ranges = set()
+    for day in days:
+        y, m, _ = day.split("-")
+        ranges |= {day, f"{y}-{m}", y, f"{day}..", f"..{day}", f"{y}-{m}..{int(y) + 1}-01"}
+    for r in sorted(ranges):
+        lo, _, hi = r.partition("..") if ".." in r else (r, "", r)
+
+        def inside(d):
+            day = d[:10]
+            return (not lo or day[:len(lo)] >= lo) and (not hi or day[:len(hi)] <= hi)
+        want = sorted(i for i, d in dates.items() if inside(d))
+        got = sorted(h["id"] for h in srv.cli("search", f"date:{r}", "--limit", "1000")["results"])
+        test.assertEqual(got, want, f"{label}: date:{r}")
+
+
 class UpgradeTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="mailark-upgrade-")
@@ -221,9 +243,11 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual([(s["first"], s["last"], s["store"]) for s in segs], [(1, 4, ""), (5, 8, ""), (9, 10, "")])
         self.assertEqual(srv.search("rotterdam")["total"], 3)
         self.assertTrue(srv.cli("verify")["intact"])
+        assert_date_ranges(self, srv, "as written")
 
         import_partner_mail(self, srv, os.path.join(tmp, "more.mbox"), range(5), "rotterdam barge {}",
                             "The rotterdam barge left {}.", "four")
+        assert_date_ranges(self, srv, "old shards and new")
         self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT, "the first writing open migrates it")
         # The live segment of the old release goes on in the main environment until it is full; the
         # next one is the first with a store file of its own. The fixture's live segment is of the
@@ -247,6 +271,7 @@ class UpgradeTest(unittest.TestCase):
         p = srv.run("reindex")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(srv.search('"rotterdam barge"')["total"], 5)
+        assert_date_ranges(self, srv, "reindexed")
 
     def test_format_five_gets_its_merkle_tree_from_the_records_it_has(self):
         data = unpack(self, "format5-data.tar.gz")
