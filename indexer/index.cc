@@ -1310,12 +1310,9 @@ std::optional<std::pair<std::int64_t, std::int64_t>> parse_date_period(const std
     return std::nullopt;
   }
   if (m < 1 || m > 12 || d < 1 || d > 31 || y < 1900 || y > 9999) return std::nullopt;
+  // Days past a month's end run on into the next (as timegm normalises them): 2001-02-31 is March 3.
   auto to_unix = [](int yy, int mm, int dd) {
-    std::tm tm{};
-    tm.tm_year = yy - 1900;
-    tm.tm_mon = mm - 1;
-    tm.tm_mday = dd;
-    return static_cast<std::int64_t>(timegm(&tm));
+    return days_from_civil(yy, static_cast<unsigned>(mm), static_cast<unsigned>(dd)) * 86400;
   };
   std::int64_t lo = to_unix(y, m, d);
   std::int64_t hi;
@@ -1601,7 +1598,7 @@ class DateBuckets {
       for (std::size_t i = y.months_begin; i < y.months_end; ++i) add(months_[i]);
     }
     for (const Bucket& b : outside_) add(b);
-    if (!shards_->none_lack(&ShardMap::undated_to)) parts.emplace_back(Xapian::Query::OP_FILTER, undated(), check);
+    if (any_undated()) parts.emplace_back(Xapian::Query::OP_FILTER, undated(), check);
     if (parts.empty()) return Xapian::Query::MatchNothing;
     return Xapian::Query(Xapian::Query::OP_OR, parts.begin(), parts.end());
   }
@@ -2631,13 +2628,17 @@ namespace {
 // Past this many possible matches a newest-first page looks at the newest months first.
 constexpr Xapian::doccount kSortAllUpTo = 20000;
 
-// Xapian's bounds on how many documents match q, without a match run (from the terms' statistics).
-std::pair<Xapian::doccount, Xapian::doccount> match_bounds(const Xapian::Database& db, const Xapian::Query& q) {
+// Xapian's bounds on how many documents match q, and its estimate, without a match run (from the
+// terms' statistics).
+struct MatchBounds {
+  Xapian::doccount lo, hi, estimate;
+};
+MatchBounds match_bounds(const Xapian::Database& db, const Xapian::Query& q) {
   Xapian::Enquire enq(db);
   enq.set_query(q);
   enq.set_weighting_scheme(Xapian::BoolWeight());
   const Xapian::MSet m = enq.get_mset(0, 0);
-  return {m.get_matches_lower_bound(), m.get_matches_upper_bound()};
+  return {m.get_matches_lower_bound(), m.get_matches_upper_bound(), m.get_matches_estimated()};
 }
 
 // How many documents match q, exactly, without sorting them: from Xapian's bounds when they agree;
@@ -2645,15 +2646,17 @@ std::pair<Xapian::doccount, Xapian::doccount> match_bounds(const Xapian::Databas
 // match at most a quarter of what A can (the AND then walks B's short list, where A AND NOT B walks
 // all of A's: "enron NOT california" at a million); else by a match run that counts every match.
 // Test: IndexDatesTest.NewestFirstPagesAreTheWholeSort ("common -rare").
-Xapian::doccount count_matches(const Xapian::Database& db, const Xapian::Query& q, int depth = 0) {
-  const auto [lo, hi] = match_bounds(db, q);
-  if (lo == hi) return hi;
+Xapian::doccount count_matches(const Xapian::Database& db, const Xapian::Query& q, const MatchBounds& bounds,
+                               int depth = 0) {
+  if (bounds.lo == bounds.hi) return bounds.hi;
   if (q.get_type() == Xapian::Query::OP_AND_NOT && q.get_num_subqueries() == 2 && depth < 8) {
     const Xapian::Query a = q.get_subquery(0), b = q.get_subquery(1);
-    if (match_bounds(db, b).second <= match_bounds(db, a).second / 4) {
-      const Xapian::doccount all = count_matches(db, a, depth + 1);
-      const Xapian::doccount both = count_matches(db, Xapian::Query(Xapian::Query::OP_AND, a, b), depth + 1);
-      return all - std::min(all, both);
+    const MatchBounds of_a = match_bounds(db, a);
+    if (match_bounds(db, b).hi <= of_a.hi / 4) {
+      const Xapian::doccount all = count_matches(db, a, of_a, depth + 1);
+      const Xapian::Query both(Xapian::Query::OP_AND, a, b);
+      const Xapian::doccount in_both = count_matches(db, both, match_bounds(db, both), depth + 1);
+      return all - std::min(all, in_both);
     }
   }
   Xapian::Enquire count(db);
@@ -2668,14 +2671,14 @@ Xapian::doccount count_matches(const Xapian::Database& db, const Xapian::Query& 
 // taken newest first until they should hold four times the page (by the share of the archive the
 // query matches), then eight times as many, twice at most. A page from them is the whole sort's page
 // when its last result is in the oldest month taken or later: every document left out is older.
-std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, Xapian::Enquire& enq, const Xapian::Query& q,
+std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, const Xapian::Query& q,
                                                const SearchOptions& options, DateBuckets& dates,
                                                std::uint64_t& total) {
-  const Xapian::MSet bounds = enq.get_mset(0, 0);  // no match run: the bounds from the terms' statistics
-  if (bounds.get_matches_upper_bound() <= kSortAllUpTo) return std::nullopt;
+  const MatchBounds bounds = match_bounds(db, q);
+  if (bounds.hi <= kSortAllUpTo) return std::nullopt;
   const std::vector<DateBuckets::Bucket>& months = dates.months();
   const double want = static_cast<double>(options.offset + options.limit);
-  const double share = std::max<double>(1, bounds.get_matches_estimated()) / std::max<double>(1, db.get_doccount());
+  const double share = std::max<double>(1, bounds.estimate) / std::max<double>(1, db.get_doccount());
   double expected = 0, target = std::max(4 * want, 64.0);
   std::size_t from = months.size();  // months[from..] are taken
   std::optional<Xapian::MSet> page;
@@ -2698,7 +2701,7 @@ std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, Xapia
       page = std::move(mset);
   }
   if (!page) return std::nullopt;
-  total = count_matches(db, q);
+  total = count_matches(db, q, bounds);
   return page;
 }
 
@@ -2835,7 +2838,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
       // Xapian's bounds when they agree). Same page, same total: IndexDates.NewestFirstPagesAreTheWholeSort.
       std::optional<Xapian::MSet> page;
       if (!collapse && !remote_ && options.parts <= 1 && options.limit > 0)
-        page = newest_months_page(*db_, enq, q, options, *dates, out.total);
+        page = newest_months_page(*db_, q, options, *dates, out.total);
       if (page) {
         for (auto it = page->begin(); it != page->end(); ++it) add_hit(it);
       } else {
