@@ -44,7 +44,7 @@ void print_policy(const RetentionPolicy& p) {
   if (p.set_at) std::cout << "set " << iso8601(p.set_at) << " by " << p.set_by << "\n";
 }
 
-int run_show(const GlobalOptions& g, const RetentionArgs& args) {
+int run_retention_show(const GlobalOptions& g, const RetentionArgs& args) {
   auto engine = open_engine(g, /*read_only=*/true);
   if (!engine) return report(engine.error());
   auto policy = retention_policy((*engine)->archive());
@@ -246,7 +246,7 @@ void register_retention(CLI::App& app, GlobalOptions& g, Runner& run) {
     sub->add_flag("--json", a->json, "print JSON");
     sub->callback([&g, &run, a, f] { run = [&g, a, f] { return f(g, *a); }; });
   };
-  bind(cmd->add_subcommand("show", "the policy and how many tombstones the archive has"), run_show);
+  bind(cmd->add_subcommand("show", "the policy and how many tombstones the archive has"), run_retention_show);
   auto* set = cmd->add_subcommand("set", "change the policy (recorded in the audit log)");
   set->add_option("--minimum", a->minimum,
                   "the minimum retention (days, or years: 7y): no rule may be shorter, and it can never be lowered");

@@ -17,7 +17,7 @@ using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-void log_exception(std::exception_ptr e) {
+void log_imap_exception(std::exception_ptr e) {
   if (!e) return;
   try {
     std::rethrow_exception(e);
@@ -79,7 +79,7 @@ struct ImapServer::Impl {
         if (stopping || ec == asio::error::operation_aborted) co_return;
         continue;
       }
-      asio::co_spawn(io, serve(std::move(sock), l.cfg), log_exception);
+      asio::co_spawn(io, serve(std::move(sock), l.cfg), log_imap_exception);
     }
   }
 
@@ -321,7 +321,7 @@ awaitable<void> ImapServer::run() {
   for (auto& l : impl_->listeners) {
     asio::error_code ec;
     spdlog::info("imap listener {} on {}:{} (tls {})", l.cfg.name, l.cfg.address, l.acceptor->local_endpoint(ec).port(), l.cfg.tls);
-    asio::co_spawn(impl_->io, impl_->accept_loop(l), log_exception);
+    asio::co_spawn(impl_->io, impl_->accept_loop(l), log_imap_exception);
   }
   co_await impl_->follower();
 }
