@@ -26,8 +26,9 @@ mailark's whole command (the issue asks, at 306,642, for no query slower than no
 With --reference the distinct Enron messages alone (21,903, the issue's small archive) are imported into
 a fresh folder twice, before and after the big import, with the same flags: this machine's rate on an
 empty archive, read in the same run. The issue's machine imported them at 2,495 msg/s and asks 2,000
-at a million, 0.80 of it; machines differ (here process start-up alone is 3-4x slower than where the
-target was set), so the run prints the million's rate as a share of the reference too.
+at a million, 0.80 of it; machines differ (a million imported at 2,230-2,320 msg/s on the machine of
+the earlier runs in docs/BENCHMARKS.md and at 1,279-1,369 on a later, slower one), so the run prints
+the big import's rate as a share of the reference too.
 
 The generated mboxes are kept in WORK/copies and reused by later runs of the same size; --reuse
 keeps the data folder too and only runs the searches. Without --scan the import runs with
@@ -294,7 +295,7 @@ def main():
             result["reference"] = {"messages": refs[0][0], "rates": [r for _n, r in refs]}
             print(f"reference: {refs[0][0]} messages into a fresh folder before and after: "
                   + " and ".join(f"{r:.0f}" for _n, r in refs) + f" msg/s (the issue's machine: {ISSUE_SMALL_RATE})")
-            print(f"  the million's overall rate / the reference = {n / info['seconds'] / small:.2f} "
+            print(f"  this import's overall rate / the reference = {n / info['seconds'] / small:.2f} "
                   f"(the issue's target, 2,000 / {ISSUE_SMALL_RATE:,} = {2000 / ISSUE_SMALL_RATE:.2f}; "
                   f"on this machine that is {2000 / ISSUE_SMALL_RATE * small:.0f} msg/s)")
     s = stats(args, data)
