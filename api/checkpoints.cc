@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "api/outcall.h"
+#include "common/dates.h"
 #include "common/file_util.h"
 
 namespace mailark::api {
@@ -75,7 +76,7 @@ void CheckpointPublisher::turn() {
     due |= it == published_.end() || it->second != size;
   }
   if (!due) return;
-  auto cp = sign_checkpoint(**snap, *key_, static_cast<std::int64_t>(std::time(nullptr)));
+  auto cp = sign_checkpoint(**snap, *key_, unix_now());
   const std::string id = (*snap)->archive_id();
   snap->reset();  // the publication may take a while: no read transaction held meanwhile
   if (!cp) {

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "common/dates.h"
 #include "engine/checkpoint.h"
 #include "engine/index_fields.h"
 #include "engine/retention.h"
@@ -77,7 +78,7 @@ void RetentionPass::turn() {
   ctx.pairs = writer_.pair_words();
   ctx.index_watermark = (*reader)->watermark();  // what the index had committed when it was opened
   RetentionOptions o;
-  o.now = static_cast<std::int64_t>(std::time(nullptr));
+  o.now = unix_now();
   o.by = "server";
   o.held_queries = *held;
   o.key = &*key;

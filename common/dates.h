@@ -7,6 +7,10 @@
 
 namespace mailark {
 
+// The wall clock in Unix seconds: every timestamp mailark stores (received, started, decided...)
+// comes from here. tests/e2e/test_retention.py moves it with libfaketime.
+inline std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
 // "Fri, 27 Nov 2026 06:01:39 +0000"
 inline std::string rfc5322_date(std::int64_t unix_seconds) {
   std::time_t t = static_cast<std::time_t>(unix_seconds);

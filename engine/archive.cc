@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "common/ascii.h"
+#include "common/dates.h"
 #include "common/encoding.h"
 #include "common/file_util.h"
 #include "common/random.h"
@@ -299,7 +300,6 @@ std::vector<SegmentInfo> read_segments(MDB_txn* txn, MDB_dbi meta) {
   return decode_segments(mdb_get(txn, meta, &k, &v) == 0 ? std::optional<std::string_view>(view(v)) : std::nullopt);
 }
 
-
 // Key of the delivered table: SHA-256 over the Message-ID and the recipient, both in lower case.
 // The Merkle tree's table: record seq (u64 BE) -> the hashes of the subtrees that record completes,
 // level 0 (its leaf hash) first (docs/FORMAT.md "The Merkle tree"). The subtree of 2^level leaves
@@ -345,7 +345,6 @@ std::string delivered_key(std::string_view message_id, std::string_view rcpt) {
 }
 
 }  // namespace
-
 
 // ---- opening ----
 
@@ -761,7 +760,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
 
   std::vector<AppendOutcome> outcomes;
   outcomes.reserve(batch.size());
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = unix_now();
 
   // The Merkle tree grows with the records, in the same transaction (grow_tree built it to the head
   // when this archive was opened).
@@ -1688,7 +1687,7 @@ Result<std::vector<QueueEntry>> Archive::queue_apply(const std::vector<DeliveryR
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, 0, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  const std::int64_t now = unix_now();
   for (const auto& group : by_seq) {
     const std::uint64_t seq = group.first;
     const auto& list = group.second;  // (not a structured binding: clang 14 cannot capture those)
@@ -1783,7 +1782,7 @@ Result<QuarantineEntry> Archive::quarantine_decide(std::uint64_t seq, Quarantine
                                                        quarantine_status_name(e->status) + " by " + e->decided_by);
   }
   e->status = decision;
-  e->decided_at = static_cast<std::int64_t>(std::time(nullptr));
+  e->decided_at = unix_now();
   e->decided_by = by;
   std::string value = encode_quarantine_entry(*e);
   MDB_val nv = val(value);
@@ -2705,7 +2704,6 @@ Result<std::uint64_t> Archive::finish_expiries() {
   return rewritten;
 }
 
-
 namespace {
 
 // Deletes the keys from `lo` on (u64 BE) below `end` of one table, at most `limit` of them. Returns
@@ -2907,7 +2905,6 @@ Result<std::vector<SegmentMove>> Archive::move_segments_to_stores(std::uint64_t 
   }
   return moved;
 }
-
 
 namespace {
 

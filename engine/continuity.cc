@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <ctime>
 
+#include "common/dates.h"
 #include "common/random.h"
 #include "common/sha256.h"
 
@@ -27,8 +28,6 @@ std::string be64(std::uint64_t v) {
   for (int i = 7; i >= 0; --i, v >>= 8) s[static_cast<std::size_t>(i)] = static_cast<char>(v & 0xFF);
   return s;
 }
-
-std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
 std::string event_key(std::uint64_t id) { return std::string(kEventPrefix) + be64(id); }
 
@@ -285,7 +284,7 @@ Result<ContinuityEvent> Continuity::start(const std::string& by, const std::stri
     }
     ContinuityEvent e;
     e.id = st.last_event + 1;
-    e.started_at = now_s();
+    e.started_at = unix_now();
     e.started_by = by;
     e.reason = reason;
     e.automatic = automatic;
@@ -322,7 +321,7 @@ Result<ContinuityEvent> Continuity::stop(const std::string& by, bool* already) {
     auto e = read_event(w, st.event);
     if (!e) return make_error(ErrorCode::kCorrupt, "the continuity state names event " + std::to_string(st.event) +
                                                        ", which is not stored");
-    e->stopped_at = now_s();
+    e->stopped_at = unix_now();
     e->stopped_by = by;
     e->last_seq = archive_.head().seq;
     // What is held, counted inside this transaction: no delivery result can be committed before the
@@ -379,7 +378,7 @@ Status Continuity::finish_drain(std::uint64_t event_id, std::uint64_t kept_recip
     if (st.state != ContinuityState::kDraining || st.event != event_id) return ok_status();
     auto e = read_event(w, event_id);
     if (e) {
-      e->drained_at = now_s();
+      e->drained_at = unix_now();
       e->kept_recipients = kept_recipients;
       e->drained_recipients = e->held_recipients > kept_recipients ? e->held_recipients - kept_recipients : 0;
       MAILARK_TRY(write_event(w, *e));
@@ -469,7 +468,7 @@ Result<std::string> Continuity::issue_token(std::int64_t ttl_seconds, const std:
   unsigned char bytes[24];
   if (!random_bytes(bytes, sizeof bytes)) return make_error(ErrorCode::kInternal, "no random bytes for a token");
   std::string token = to_hex(std::span<const std::uint8_t>(bytes, sizeof bytes));
-  const std::int64_t now = now_s();
+  const std::int64_t now = unix_now();
   json j{{"v", 1}, {"purpose", purpose}, {"created_at", now}, {"expires_at", now + ttl_seconds}, {"used_at", 0}, {"used_by", ""}};
   MAILARK_TRY(archive_.state_write([&](StateWriter& w) -> Status {
     MAILARK_TRY(w.put(token_key(token), j.dump()));
@@ -507,7 +506,7 @@ Result<TokenCheck> Continuity::consume_token(const std::string& token, const std
   TokenCheck out = TokenCheck::kUnknown;
   MAILARK_TRY(archive_.state_write([&](StateWriter& w) -> Status {
     json j;
-    const std::int64_t now = now_s();
+    const std::int64_t now = unix_now();
     out = check(w, token, now, &j);
     if (out != TokenCheck::kValid) return ok_status();
     j["used_at"] = now;
@@ -520,7 +519,7 @@ Result<TokenCheck> Continuity::consume_token(const std::string& token, const std
 Result<TokenCheck> Continuity::check_token(const std::string& token) const {
   TokenCheck out = TokenCheck::kUnknown;
   MAILARK_TRY(archive_.state_read([&](const StateView& v) -> Status {
-    out = check(v, token, now_s(), nullptr);
+    out = check(v, token, unix_now(), nullptr);
     return ok_status();
   }));
   return out;
@@ -539,7 +538,7 @@ Status Continuity::mark_sent_copy(std::uint64_t event_id, std::uint64_t seq, boo
   return archive_.state_write([&](StateWriter& w) -> Status {
     const std::string key = std::string(kSentPrefix) + be64(seq);
     if (w.get(key)) return ok_status();
-    json j{{"v", 1}, {"event", event_id}, {"at", now_s()}, {"ok", ok}, {"detail", detail}};
+    json j{{"v", 1}, {"event", event_id}, {"at", unix_now()}, {"ok", ok}, {"detail", detail}};
     MAILARK_TRY(w.put(key, j.dump()));
     auto e = read_event(w, event_id);
     if (!e) return ok_status();
@@ -553,7 +552,7 @@ Status Continuity::finish_sent_copies(std::uint64_t event_id) {
   return archive_.state_write([&](StateWriter& w) -> Status {
     auto e = read_event(w, event_id);
     if (!e || e->sent_copies_done_at) return ok_status();
-    e->sent_copies_done_at = now_s();
+    e->sent_copies_done_at = unix_now();
     return write_event(w, *e);
   });
 }

@@ -34,7 +34,7 @@ Result<std::unique_ptr<DataLock>> DataLock::acquire(const std::string& data_dir,
   std::unique_ptr<DataLock> lock(new DataLock());
   lock->fd_ = fd;
   std::string who = "`mailark " + command + "` (pid " + std::to_string(::getpid()) + ", since " +
-                    iso8601_date(static_cast<std::int64_t>(std::time(nullptr))) + ")\n";
+                    iso8601_date(unix_now()) + ")\n";
   if (::ftruncate(fd, 0) == 0) {
     ssize_t w = ::pwrite(fd, who.data(), who.size(), 0);
     (void)w;  // the holder's description is informative; the flock is the lock

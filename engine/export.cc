@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/base64.h"
+#include "common/dates.h"
 #include "common/merkle.h"
 #include "engine/checkpoint.h"
 #include "engine/record.h"
@@ -447,7 +448,7 @@ Result<ExportIds> export_matches(indexer::IndexReader& reader, const std::string
 Result<ExportReport> write_export(const Archive& archive, const SigningKey& key, const ExportRequest& request) {
   MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
   const ArchiveSnapshot& s = *snap;
-  MAILARK_ASSIGN_OR_RETURN(SignedCheckpoint cp, sign_checkpoint(s, key, static_cast<std::int64_t>(std::time(nullptr))));
+  MAILARK_ASSIGN_OR_RETURN(SignedCheckpoint cp, sign_checkpoint(s, key, unix_now()));
   const std::string id = s.archive_id();
   const NoteVerifier verifier = archive_verifier(id, key);
   const std::int64_t now = cp.checkpoint.time;

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "common/ascii.h"
+#include "common/dates.h"
 #include "common/encoding.h"
 #include "engine/lmdb_util.h"
 #include "engine/message.h"
@@ -123,10 +124,6 @@ std::string member_key(std::uint32_t user_id, std::uint64_t seq, bool sent) {
 
 bool is_inbox(std::string_view name) {
   return ascii_iequals(name, "INBOX");
-}
-
-std::int64_t now_seconds() {
-  return static_cast<std::int64_t>(std::time(nullptr));
 }
 
 }  // namespace
@@ -298,7 +295,7 @@ struct MailboxStore::Tx {
     f.name = name;
     // UIDVALIDITY: the creation time, and never the same twice (a folder deleted and created again
     // in the same second gets a new one, so clients drop their cached UIDs).
-    f.uidvalidity = static_cast<std::uint32_t>(std::max<std::uint64_t>(static_cast<std::uint64_t>(now_seconds()), last_uv + 1));
+    f.uidvalidity = static_cast<std::uint32_t>(std::max<std::uint64_t>(static_cast<std::uint64_t>(unix_now()), last_uv + 1));
     f.special_use = std::string(special_use);
     MAILARK_TRY(put(s.meta_, "next_folder", be32(f.id + 1)));
     MAILARK_TRY(put(s.meta_, "last_uidvalidity", be32(f.uidvalidity)));
@@ -450,7 +447,7 @@ Result<User> MailboxStore::add_user(User user) {
     }
     MAILARK_ASSIGN_OR_RETURN(std::uint64_t next, tx.meta_u64("next_user"));
     user.id = static_cast<std::uint32_t>(std::max<std::uint64_t>(next, 1));
-    if (!user.created_at) user.created_at = now_seconds();
+    if (!user.created_at) user.created_at = unix_now();
     MAILARK_TRY(tx.put(meta_, "next_user", be32(user.id + 1)));
     MAILARK_TRY(tx.put(users_, user.name, encode_user(user)));
     for (const auto& a : user.addresses()) MAILARK_TRY(tx.put(addresses_, a, user.name));

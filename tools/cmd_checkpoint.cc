@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/base64.h"
+#include "common/dates.h"
 #include "common/file_util.h"
 #include "engine/checkpoint.h"
 #include "tools/cli.h"
@@ -57,7 +58,7 @@ int run_sign(const GlobalOptions& g, const CheckpointArgs& args) {
   if (!key) return report(key.error());
   auto snap = (*engine)->archive().snapshot();
   if (!snap) return report(snap.error());
-  auto cp = sign_checkpoint(**snap, *key, static_cast<std::int64_t>(std::time(nullptr)));
+  auto cp = sign_checkpoint(**snap, *key, unix_now());
   if (!cp) return report(cp.error());
   if (args.out.empty()) {
     std::cout << cp->note;

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/dates.h"
 #include "engine/checkpoint.h"
 #include "engine/mailbox.h"
 #include "engine/retention.h"
@@ -77,7 +78,7 @@ int run_set(const GlobalOptions& g, const RetentionArgs& args) {
   auto changed = apply_retention_change(*current, change);
   if (!changed) return report(changed.error());
   RetentionPolicy next = std::move(*changed);
-  next.set_at = static_cast<std::int64_t>(std::time(nullptr));
+  next.set_at = unix_now();
   next.set_by = "cli:" + os_account();
   auto before = set_retention_policy((*engine)->archive(), next);
   if (!before) return report(before.error());
@@ -95,7 +96,7 @@ int run_set(const GlobalOptions& g, const RetentionArgs& args) {
 }
 
 int run_run(const GlobalOptions& g, const RetentionArgs& args) {
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = unix_now();
   if (!args.as_of.empty()) {
     if (!args.dry_run)
       return report(make_error(ErrorCode::kInvalidArgument, "--as-of only forecasts: use it with --dry-run"));

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/dates.h"
 #include "engine/mailbox.h"
 #include "tools/cli.h"
 
@@ -237,7 +238,7 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
         for (const auto& a : u.app_passwords)
           if (a.label == label) return make_error(ErrorCode::kInvalidArgument, "an app password \"" + label + "\" exists");
         if (u.app_passwords.size() >= 20) return make_error(ErrorCode::kLimit, "a user has at most 20 app passwords");
-        u.app_passwords.push_back({label, *hash, static_cast<std::int64_t>(std::time(nullptr))});
+        u.app_passwords.push_back({label, *hash, unix_now()});
         return ok_status();
       });
       if (!u) return report(u.error());
@@ -274,7 +275,7 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
         for (const auto& t : u.api_tokens)
           if (t.label == label) return make_error(ErrorCode::kInvalidArgument, "an API token \"" + label + "\" exists");
         if (u.api_tokens.size() >= 20) return make_error(ErrorCode::kLimit, "a user has at most 20 API tokens");
-        u.api_tokens.push_back({label, api_token_hash(token), static_cast<std::int64_t>(std::time(nullptr))});
+        u.api_tokens.push_back({label, api_token_hash(token), unix_now()});
         return ok_status();
       });
       if (!u) return report(u.error());

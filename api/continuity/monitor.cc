@@ -59,13 +59,6 @@ bool check_probe_token(const std::string& key, std::string_view token, std::stri
   return true;
 }
 
-namespace {
-
-std::int64_t monitor_now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
-
-
-}  // namespace
-
 struct ContinuityMonitor::Impl {
   asio::io_context& io;
   asio::thread_pool& blocking;
@@ -131,7 +124,6 @@ struct ContinuityMonitor::Impl {
     figures.imap = result.ok ? 1 : 0;
     if (!result.ok) spdlog::warn("continuity: IMAP login check failed: {}", result.text);
   }
-
 
   // Users' mail sent during a stopped event goes into their Sent folder on the primary: APPEND as
   // the master user on behalf of each sender, once per message (the marker is written after the
@@ -258,7 +250,7 @@ struct ContinuityMonitor::Impl {
     a.kind = kind;
     a.summary = summary;
     a.details = details;
-    a.at = monitor_now_s();
+    a.at = unix_now();
     a.counter = state.counter;  // (read on the pool while the io thread waits for it: not changing)
     auto s = snapshot_copy();
     a.state = continuity_state_name(s->state);
@@ -289,7 +281,7 @@ struct ContinuityMonitor::Impl {
   // Closes the window: persists it, then acts on the rule's answer. Runs on the io thread; the
   // archive writes go to the pool.
   awaitable<void> close_current_window() {
-    const std::int64_t end = monitor_now_s();
+    const std::int64_t end = unix_now();
     MonitorWindow w;
     w.start = window_start;
     w.end = end;
@@ -388,10 +380,10 @@ struct ContinuityMonitor::Impl {
   awaitable<void> send_probe() {
     const auto& hosts = config.continuity.probe_host.empty() ? config.delivery.primary : config.continuity.probe_host;
     char idbuf[32];
-    std::snprintf(idbuf, sizeof idbuf, "%llx%04llx", static_cast<unsigned long long>(monitor_now_s()),
+    std::snprintf(idbuf, sizeof idbuf, "%llx%04llx", static_cast<unsigned long long>(unix_now()),
                   static_cast<unsigned long long>(++probe_counter & 0xFFFF));
     const std::string id = idbuf;
-    const std::int64_t sent_at = monitor_now_s();
+    const std::int64_t sent_at = unix_now();
     const std::string from = config.continuity.probe_from.empty() ? "mailark-probe@" + config.hostname : config.continuity.probe_from;
     std::string msg;
     msg += "From: mailark continuity probe <" + from + ">\r\n";
@@ -461,7 +453,7 @@ Status ContinuityMonitor::setup() {
   auto key = read_or_create_secret(m.data_dir + "/continuity-probe.key", 32, 64);
   if (!key) return key.error();
   m.probe_key = *key;
-  m.window_start = monitor_now_s();
+  m.window_start = unix_now();
   for (const auto& d : m.config.inbound_domains) m.own_domains.insert(ascii_lower(d));
   if (m.probing()) {
     m.next_probe = std::chrono::steady_clock::now() + std::chrono::seconds(1);
@@ -490,7 +482,7 @@ awaitable<void> ContinuityMonitor::run() {
       m.next_probe = std::chrono::steady_clock::now() + std::chrono::seconds(m.config.continuity.probe_interval);
       asio::co_spawn(m.io, m.send_probe(), asio::detached);
     }
-    if (monitor_now_s() - m.window_start >= static_cast<std::int64_t>(m.config.continuity.window)) {
+    if (unix_now() - m.window_start >= static_cast<std::int64_t>(m.config.continuity.window)) {
       co_await m.close_current_window();
       if (!m.config.continuity.imap_check.empty()) asio::co_spawn(m.io, m.imap_check(), asio::detached);
     }
@@ -498,7 +490,7 @@ awaitable<void> ContinuityMonitor::run() {
     if (std::chrono::steady_clock::now() >= m.next_prune) {
       m.next_prune = std::chrono::steady_clock::now() + std::chrono::hours(1);
       Result<std::uint64_t> pruned = std::uint64_t{0};
-      auto prune = [&] { pruned = m.archive.delivered_prune(monitor_now_s() - static_cast<std::int64_t>(m.config.continuity.dedupe_window)); };
+      auto prune = [&] { pruned = m.archive.delivered_prune(unix_now() - static_cast<std::int64_t>(m.config.continuity.dedupe_window)); };
       co_await run_blocking(m.blocking, prune);
       // More left than one transaction takes: go on in a minute.
       if (pruned && *pruned >= 20000) m.next_prune = std::chrono::steady_clock::now() + std::chrono::minutes(1);

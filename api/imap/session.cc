@@ -12,16 +12,13 @@
 #include "api/imap/fetch.h"
 #include "common/ascii.h"
 #include "common/base64.h"
+#include "common/dates.h"
 #include "engine/message.h"
 #include "engine/mime_tree.h"
 #include "indexer/index.h"
 
 namespace mailark::api::imap {
 namespace {
-
-std::int64_t now_seconds() {
-  return static_cast<std::int64_t>(std::time(nullptr));
-}
 
 // A '*' / '%' pattern (RFC 9051 6.3.9) against a folder name: '*' matches anything, '%' anything but
 // the hierarchy separator. Dynamic programming over (pattern, name) positions: no backtracking blow-up.
@@ -806,7 +803,7 @@ ImapSession::Reply ImapSession::append(const Command& c) {
   if (!f) return fail(tag, "[TRYCREATE] no such folder");
   std::uint32_t flags = 0;
   std::vector<std::string> keywords;
-  std::int64_t date = now_seconds();
+  std::int64_t date = unix_now();
   for (std::size_t i = 1; i + 1 < c.args.size(); ++i) {
     const Value& v = c.args[i];
     std::string error;

@@ -25,8 +25,6 @@ using asio::experimental::as_tuple;
 
 namespace {
 
-
-
 // "550 5.1.1 <x>: user unknown" -> "5.1.1"; a default by class otherwise.
 std::string status_of(const std::string& diagnostic, bool permanent) {
   std::size_t sp = diagnostic.find(' ');
@@ -45,7 +43,7 @@ std::string make_dsn(const std::string& reporting_host, const std::string& origi
   std::mt19937_64 rng(std::random_device{}());
   char boundary[40];
   std::snprintf(boundary, sizeof boundary, "mailark-dsn-%016llx", static_cast<unsigned long long>(rng()));
-  std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  std::int64_t now = unix_now();
   std::string m;
   m += "From: Mail Delivery System <MAILER-DAEMON@" + reporting_host + ">\r\n";
   m += "To: <" + original_sender + ">\r\n";
@@ -173,7 +171,7 @@ struct DeliveryAgent::Impl {
   // Entries of a route due now, at most `limit`, not being delivered: none for the primary while an
   // event holds its mail, at most the drain rate's allowance while it drains (dedupe is set then).
   std::vector<QueueEntry> take_due(Route route, std::size_t limit, DedupeRange* dedupe) {
-    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    const std::int64_t now = unix_now();
     ContinuitySnapshot cont;
     if (route == Route::kPrimary) {
       cont = continuity_now();
@@ -214,7 +212,7 @@ struct DeliveryAgent::Impl {
   }
 
   void schedule() {
-    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    const std::int64_t now = unix_now();
     // Failures whose DSN was never archived (a crash in between, or a full pipeline): made now.
     if (auto failed = archive.queue_due(kDsnLane, now, 100)) {
       for (const auto& e : *failed) send_dsn_if_needed(e);
@@ -370,7 +368,7 @@ struct DeliveryAgent::Impl {
     const bool one_destination = dest == "primary" || dest == "smarthost";
     const Route route = dest == "primary" ? Route::kPrimary : Route::kInternet;
     for (unsigned round = 0;; ++round) {
-      const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+      const std::int64_t now = unix_now();
       for (auto& e : batch) {
         if (stopping) break;
         if (!usable) {
@@ -414,7 +412,7 @@ struct DeliveryAgent::Impl {
   awaitable<bool> deliver_one(smtp::SmtpClient& client, QueueEntry& e, const std::string& dest,
                               const std::string& relay, const DedupeRange& dedupe) {
     const auto started = std::chrono::steady_clock::now();
-    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    const std::int64_t now = unix_now();
     std::vector<std::string> wanted;
     for (const auto& r : e.recipients)
       if (covers(e, r, dest, now)) wanted.push_back(r.address);
@@ -554,7 +552,7 @@ struct DeliveryAgent::Impl {
   // Turns attempt replies into results (deltas) for the recipients attempted.
   void record(const QueueEntry& attempted, const std::map<std::string, smtp::ClientReply>& outcome,
               const std::string& relay) {
-    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    const std::int64_t now = unix_now();
     const bool inbound = attempted.route == Route::kPrimary;
     for (const auto& r : attempted.recipients) {
       auto it = outcome.find(r.address);
@@ -694,7 +692,7 @@ struct DeliveryAgent::Impl {
     item.envelope.client = "local";
     item.envelope.connector = "dsn";
     item.envelope.source = "dsn for " + std::to_string(e.seq);
-    item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
+    item.envelope.received_at = unix_now();
     QueueEntry q;
     q.route = internal ? Route::kPrimary : Route::kInternet;
     q.recipients = {{sender}};

@@ -53,7 +53,6 @@ using tcp = asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 using namespace std::chrono_literals;
 
-
 std::string new_txn_id() {
   thread_local std::mt19937_64 rng(std::random_device{}());
   char buf[17];
@@ -173,7 +172,6 @@ class ListenerPolicy : public smtp::Policy {
   std::string sender_;
   std::optional<User> submitter_;
 };
-
 
 // Completion of a detached coroutine: an escaped exception is a bug, logged rather than lost.
 void log_exception(std::exception_ptr e) {
@@ -489,7 +487,7 @@ struct SmtpServer::Impl {
     item.envelope.client = "local";
     item.envelope.connector = connector;
     item.envelope.source = connector;
-    item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
+    item.envelope.received_at = unix_now();
     QueueEntry q;
     q.route = Route::kInternet;
     for (const auto& r : to) q.recipients.push_back({r});
@@ -794,7 +792,7 @@ struct SmtpServer::Impl {
     std::string with = std::string(tls_active ? "ESMTPS" : "ESMTP");
     item.raw = "Received: from " + msg.helo + " ([" + ip + "])\r\n\tby " + config.hostname + " (mailark) with " + with +
                " id " + txn + (msg.rcpt_to.size() == 1 ? "\r\n\tfor <" + msg.rcpt_to[0] + ">" : "") + ";\r\n\t" +
-               rfc5322_date(static_cast<std::int64_t>(std::time(nullptr))) + "\r\n";
+               rfc5322_date(unix_now()) + "\r\n";
     item.raw += msg.data;
     item.envelope.direction = inbound ? Direction::kInbound : Direction::kOutbound;
     item.envelope.mail_from = msg.mail_from;
@@ -804,7 +802,7 @@ struct SmtpServer::Impl {
     item.envelope.tls = tls_info;
     item.envelope.connector = lc.name;
     item.envelope.source = txn;
-    item.envelope.received_at = static_cast<std::int64_t>(std::time(nullptr));
+    item.envelope.received_at = unix_now();
     // The continuity monitor's probe, come back from the primary: archived as a probe, never relayed.
     bool probe = false;
     if (!inbound) {

@@ -8,19 +8,13 @@
 #include "api/blocking.h"
 #include "api/smtp/client.h"
 #include "common/ascii.h"
+#include "common/dates.h"
 
 namespace mailark::api {
 
 using asio::awaitable;
 using asio::use_awaitable;
 using asio::experimental::as_tuple;
-
-namespace {
-
-
-std::int64_t now_s() { return static_cast<std::int64_t>(std::time(nullptr)); }
-
-}  // namespace
 
 struct RecipientVerifier::Impl {
   asio::io_context& io;
@@ -51,7 +45,7 @@ struct RecipientVerifier::Impl {
 
   bool fresh(const CachedRecipient& c) const {
     const std::int64_t ttl = c.exists ? config.verify_positive_ttl : config.verify_negative_ttl;
-    return now_s() - c.checked_at < ttl;
+    return unix_now() - c.checked_at < ttl;
   }
 
   std::optional<smtp::Reply> without_primary(const std::string& address) const {
@@ -107,7 +101,7 @@ struct RecipientVerifier::Impl {
       CachedRecipient c;
       c.address = key;
       c.exists = r.ok();
-      c.checked_at = now_s();
+      c.checked_at = unix_now();
       c.reply = r.to_string();
       cache[key] = c;
       auto store = [this, &c] {

@@ -1131,7 +1131,7 @@ struct WebPortal::Impl {
       std::string token = generate_api_token();
       auto done = ctx.store.update_user(c.user.name, [&](User& u) -> Status {
         if (u.api_tokens.size() >= 20) return make_error(ErrorCode::kInvalidArgument, "at most 20 API tokens per user");
-        u.api_tokens.push_back({label, api_token_hash(token), static_cast<std::int64_t>(std::time(nullptr))});
+        u.api_tokens.push_back({label, api_token_hash(token), unix_now()});
         return ok_status();
       });
       if (!done) return error(400, done.error().to_string());
@@ -1445,7 +1445,7 @@ struct WebPortal::Impl {
       if (key != "minimum" && key != "default" && key != "rules") return error(400, "unknown field: " + key);
     auto next = apply_retention_change(*current, change);
     if (!next) return error(400, next.error().to_string());
-    next->set_at = static_cast<std::int64_t>(std::time(nullptr));
+    next->set_at = unix_now();
     next->set_by = "web:" + c.user.name;
     auto before = set_retention_policy(ctx.archive, *next);
     if (!before) return error(before.error().code == ErrorCode::kInvalidArgument ? 400 : 500, before.error().to_string());
@@ -1521,7 +1521,6 @@ struct WebPortal::Impl {
 
 WebPortal::WebPortal(asio::io_context& io, asio::ssl::context& tls, WebContext& ctx, const ServeConfig& config)
     : impl_(std::make_unique<Impl>(io, tls, ctx, config)) {}
-
 
 Status WebPortal::setup() {
   Impl& m = *impl_;

@@ -1,5 +1,6 @@
 """Shared pieces of the end-to-end tests: a real `mailark serve` started on loopback ports the test
 picks, with its own data folder and configuration, and the CLI run against the same data folder."""
+import atexit
 import json
 import os
 import shutil
@@ -25,6 +26,14 @@ def dnsmasq(port, *records):
     time.sleep(0.3)
     return proc
 EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def scratch(prefix):
+    """A fresh folder under $TMPDIR, removed when the test process exits (a test that fails or
+    never cleans up leaves nothing behind in /tmp)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 _handed_out = set()
@@ -86,7 +95,7 @@ class Server:
     """`mailark serve` with a configuration file; `config` is the TOML text."""
 
     def __init__(self, config, data=None, env=None, wait_port=None):
-        self.tmp = tempfile.mkdtemp(prefix="mailark-e2e-")
+        self.tmp = scratch("mailark-e2e-")
         self.data = data or os.path.join(self.tmp, "data")
         self.config = os.path.join(self.tmp, "mailark.toml")
         with open(self.config, "w") as f:

@@ -19,7 +19,7 @@ BIN = os.environ.get("MAILARK_BIN", "mailark")
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
-from harness import free_port  # noqa: E402  (below the ephemeral port range)
+from harness import free_port, scratch  # noqa: E402  (below the ephemeral port range)
 
 
 def wait_port(port, proc, what, address="127.0.0.1", log_path=None):
@@ -145,7 +145,7 @@ index_commit_interval_ms = 200
 
     def test_inbound_mail_reaches_the_primary(self):
         port = free_port()
-        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]
+        self.sinks = [Sink(port, os.path.join(scratch("sink-"), "d"))]
         self.start_server(port)
         self.send("first@sender.example")
         self.until(lambda: any(b"first@sender.example" in m for m in self.sinks[0].messages()), "delivery")
@@ -158,7 +158,7 @@ index_commit_interval_ms = 200
 
     def test_outbound_mail_goes_through_the_smarthost(self):
         primary, smarthost = free_port(), free_port()
-        self.sinks = [Sink(smarthost, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]
+        self.sinks = [Sink(smarthost, os.path.join(scratch("sink-"), "d"))]
         self.start_server(primary, smarthost_port=smarthost)
         s = smtplib.SMTP("127.0.0.1", self.submission, timeout=10)
         s.sendmail("ana@example.com", ["partner@remote.example", "other@elsewhere.example"],
@@ -171,7 +171,7 @@ index_commit_interval_ms = 200
 
     def test_internationalised_address_is_kept_where_the_primary_lacks_smtputf8(self):
         port = free_port()
-        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]  # no SMTPUTF8
+        self.sinks = [Sink(port, os.path.join(scratch("sink-"), "d"))]  # no SMTPUTF8
         self.start_server(port)
         s = smtplib.SMTP("127.0.0.1", self.mx, timeout=10)
         s.ehlo("x")
@@ -209,7 +209,7 @@ index_commit_interval_ms = 200
 
     def test_required_tls_defers_when_the_primary_offers_none(self):
         port = free_port()
-        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]  # no STARTTLS
+        self.sinks = [Sink(port, os.path.join(scratch("sink-"), "d"))]  # no STARTTLS
         self.start_server(port, extra='tls = "required"')
         self.send("needs-tls@sender.example")
         self.until(lambda: self.cli("queue")["total"] == 1 and
@@ -219,7 +219,7 @@ index_commit_interval_ms = 200
 
     def test_mail_waits_while_the_primary_is_down_and_arrives_when_it_is_back(self):
         port = free_port()
-        folder = os.path.join(tempfile.mkdtemp(prefix="sink-"), "d")
+        folder = os.path.join(scratch("sink-"), "d")
         self.start_server(port)  # the primary is down
         for i in range(5):
             self.send(f"waiting-{i}@sender.example")
@@ -240,7 +240,7 @@ index_commit_interval_ms = 200
 
     def test_outbound_permanent_refusal_bounces_with_one_dsn_to_the_sender(self):
         primary, smarthost = free_port(), free_port()
-        self.sinks = [Sink(smarthost, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"), reject="RCPT")]
+        self.sinks = [Sink(smarthost, os.path.join(scratch("sink-"), "d"), reject="RCPT")]
         self.start_server(primary, smarthost_port=smarthost)
         self.send("refused@example.com", sender="alice@example.com", rcpts=("bob@remote.example",), outbound=True)
         self.send("refused-null@example.com", sender="", rcpts=("bob@remote.example",), outbound=True)
@@ -275,7 +275,7 @@ index_commit_interval_ms = 200
 
     def test_inbound_refusal_by_the_primary_after_250_is_kept_for_the_administrator(self):
         port = free_port()
-        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"), reject="RCPT")]
+        self.sinks = [Sink(port, os.path.join(scratch("sink-"), "d"), reject="RCPT")]
         self.start_server(port)  # verify_recipients = "none": mailark cannot know before
         self.send("kept-refused@sender.example", sender="alice@sender.example")
         self.until(lambda: self.cli("queue")["total"] == 1 and
@@ -287,7 +287,7 @@ index_commit_interval_ms = 200
             self.assertIn("kept for the administrator to=<bob@example.com>", f.read())
         # The administrator fixes the primary and retries: the sink now accepts.
         self.sinks[0].stop()
-        self.sinks = [Sink(port, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))]
+        self.sinks = [Sink(port, os.path.join(scratch("sink-"), "d"))]
         self.assertEqual(self.cli("queue", "retry", "1")["failed"], 0)
         self.until(lambda: self.cli("queue")["total"] == 0, "delivery after the retry")
         self.assertTrue(any(b"<kept-refused@sender.example>" in m for m in self.sinks[0].messages()))

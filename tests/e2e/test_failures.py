@@ -16,13 +16,12 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 import zipfile
 
-from harness import BIN, Server, free_port, insecure_tls, read_replies
+from harness import BIN, Server, free_port, insecure_tls, read_replies, scratch
 from test_delivery import SINK, Sink
 
 
@@ -105,7 +104,7 @@ def send(port, subject, body="hello\r\n", rcpt="ana@example.com", attachment=Non
 
 
 def encrypted_zip():
-    folder = tempfile.mkdtemp(prefix="mailark-zip-")
+    folder = scratch("mailark-zip-")
     with open(os.path.join(folder, "secret.txt"), "w") as f:
         f.write("the numbers for the quarter\n")
     subprocess.run(["zip", "-q", "-P", "password", "enc.zip", "secret.txt"], cwd=folder, check=True)
@@ -149,7 +148,7 @@ class FailuresTest(unittest.TestCase):
 
     def test_archive_disk_full_defers_that_message_and_recovers(self):
         port = free_port()
-        data = tempfile.mkdtemp(prefix="mailark-data-")
+        data = scratch("mailark-data-")
         disk = self.tmpfs(os.path.join(data, "archive"), "4m")
         srv = self.server(config(port), data=data).start()
         self.assertEqual(send(port, "before full")[0], 250)
@@ -167,7 +166,7 @@ class FailuresTest(unittest.TestCase):
 
     def test_index_disk_full_never_refuses_mail(self):
         port = free_port()
-        data = tempfile.mkdtemp(prefix="mailark-data-")
+        data = scratch("mailark-data-")
         disk = self.tmpfs(os.path.join(data, "index"), "8m")
         srv = self.server(config(port), data=data).start()
         self.assertEqual(send(port, "indexed first")[0], 250)
@@ -184,8 +183,8 @@ class FailuresTest(unittest.TestCase):
 
     def test_full_scanner_folder_answers_451_never_clean(self):
         port = free_port()
-        scratch = tempfile.mkdtemp(prefix="mailark-scan-")
-        folder = self.tmpfs(os.path.join(scratch, "tmp"), "64m")
+        scan_root = scratch("mailark-scan-")
+        folder = self.tmpfs(os.path.join(scan_root, "tmp"), "64m")
         srv = self.server(config(port, extra=f'[scanner]\ntemp_dir = "{folder.path}"\n[limits]\nscan_bytes = 8388608\n')).start()
         self.assertEqual(send(port, "scanned before")[0], 250)
         folder.fill()
@@ -223,7 +222,7 @@ class FailuresTest(unittest.TestCase):
     @unittest.skipUnless(os.path.exists(SINK), "needs Postfix's smtp-sink")
     def test_unscannable_mail_follows_its_policy_and_is_released_by_an_administrator(self):
         port, primary = free_port(), free_port()
-        sink_dir = os.path.join(tempfile.mkdtemp(prefix="sink-"), "d")
+        sink_dir = os.path.join(scratch("sink-"), "d")
         self.sinks.append(Sink(primary, sink_dir))
         srv = self.server(config(port, primary=primary)).start()
         locked = ("locked.zip", encrypted_zip())

@@ -27,7 +27,7 @@ import time
 import unittest
 
 import tlog
-from harness import BIN, Server, free_port
+from harness import BIN, Server, free_port, scratch
 from test_delivery import SINK, Sink
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
@@ -128,7 +128,7 @@ class UpgradeTest(unittest.TestCase):
         # The first writing command migrates it in place; everything stays readable and intact.
         self.assertEqual(srv.cli("queue", "retry", "--all")["failed"], 0)
         self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT, "the first writing open migrates it")
-        sink = Sink(primary, os.path.join(tempfile.mkdtemp(prefix="sink-"), "d"))
+        sink = Sink(primary, os.path.join(scratch("sink-"), "d"))
         try:
             srv.start()
             self.assertEqual(srv.cli("stats")["archive_format"], CURRENT_FORMAT)
