@@ -7,8 +7,9 @@
 
 namespace mailark {
 
-// The wall clock in Unix seconds: every timestamp mailark stores (received, started, decided...)
-// comes from here. tests/e2e/test_retention.py moves it with libfaketime.
+// The wall clock in Unix seconds: every timestamp mailark stores in seconds (received, started,
+// decided, audited...) comes from here; the web sessions' and user records' millisecond stamps read
+// the same clock through std::chrono. tests/e2e/test_retention.py moves it with libfaketime.
 inline std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
 // "Fri, 27 Nov 2026 06:01:39 +0000"

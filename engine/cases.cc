@@ -3,7 +3,6 @@
 
 #include <lmdb.h>
 
-#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -29,10 +28,6 @@ namespace {
 constexpr std::uint32_t kFormat = 1;
 constexpr std::size_t kMapSize = std::size_t{1} << 34;  // 16 GiB of address space; the file grows as used
 constexpr std::size_t kMaxText = 64 * 1024;            // a name, description, note or query
-
-std::int64_t now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 Error store_error(const std::string& what, int rc) {
   return Error{ErrorCode::kIo, "case store: " + what + ": " + mdb_strerror(rc), ""};
@@ -213,7 +208,7 @@ struct CaseStore::Impl {
       return rc ? Error(store_error("reading the audit head", rc))
                 : make_error(ErrorCode::kCorrupt, "case store: the audit head is damaged");
     }
-    e.at = now();
+    e.at = unix_now();
     e.actor = actor;
     e.action = action;
     e.target = target;
@@ -347,7 +342,7 @@ Result<Case> CaseStore::create(const std::string& name, const std::string& descr
   c.name = trimmed;
   c.description = description;
   c.custodians = checked;
-  c.created_at = now();
+  c.created_at = unix_now();
   c.created_by = actor;
   if (Status s = m.put_case(t.txn, c); !s) return s.error();
   auto e = m.append(t.txn, actor, "case.create", c.name,
@@ -421,7 +416,7 @@ Result<Case> CaseStore::add_search(std::uint32_t id, SavedSearch s, const std::s
   if (Status st = check_day("--to", s.to); !st) return st.error();
   if (!s.from.empty() && !s.to.empty() && s.from > s.to)
     return make_error(ErrorCode::kInvalidArgument, "--from " + s.from + " is after --to " + s.to);
-  s.saved_at = now();
+  s.saved_at = unix_now();
   s.saved_by = actor;
   return impl_->change(id, actor, "case.search.save", [&](Case& c, nlohmann::json& d) -> Status {
     if (c.closed) return make_error(ErrorCode::kInvalidArgument, "case \"" + c.name + "\" is closed");
@@ -435,7 +430,7 @@ Result<Case> CaseStore::add_note(std::uint32_t id, const std::string& text, cons
   if (text.empty()) return make_error(ErrorCode::kInvalidArgument, "a note needs text");
   if (Status st = check_text("the note", text, false); !st) return st.error();
   return impl_->change(id, actor, "case.note", [&](Case& c, nlohmann::json& d) -> Status {
-    c.notes.push_back({now(), actor, text});
+    c.notes.push_back({unix_now(), actor, text});
     d = {{"text", text}};
     return ok_status();
   });
@@ -461,7 +456,7 @@ Result<Case> CaseStore::close(std::uint32_t id, const std::string& actor) {
       return make_error(ErrorCode::kInvalidArgument, "case \"" + c.name + "\" is under legal hold",
                         "lift the hold first (`mailark case release`): closing a case never drops a hold");
     c.closed = true;
-    c.closed_at = now();
+    c.closed_at = unix_now();
     return ok_status();
   });
 }
