@@ -2669,8 +2669,13 @@ Xapian::doccount count_matches(const Xapian::Database& db, const Xapian::Query& 
 // The page of `enq` (query q, sorted newest first) from the newest months that hold it, and the total
 // in `total`; nothing when the months cannot be told apart (then the whole sort). The months are
 // taken newest first until they should hold four times the page (by the share of the archive the
-// query matches), then eight times as many, twice at most. A page from them is the whole sort's page
-// when its last result is in the oldest month taken or later: every document left out is older.
+// query matches). When they hold fewer than the page, a second round takes as many more months as
+// the matches found in the first say the page needs (the query is that much sparser in its newest
+// months than in the archive), eight times as many when they held enough but not before the cut; a
+// first round that found none (a query whose matches lie in older months: a sender who left, a
+// project that ended) goes to the whole sort at once, as does a second round that would take every
+// month. A page from the months is the whole sort's page when its last result is in the oldest month
+// taken or later: every document left out is older.
 std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, const Xapian::Query& q,
                                                const SearchOptions& options, DateBuckets& dates,
                                                std::uint64_t& total) {
@@ -2682,7 +2687,7 @@ std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, const
   double expected = 0, target = std::max(4 * want, 64.0);
   std::size_t from = months.size();  // months[from..] are taken
   std::optional<Xapian::MSet> page;
-  for (int round = 0; round < 2 && !page; ++round, target *= 8) {
+  for (int round = 0; round < 2 && !page; ++round) {
     while (from > 0 && expected < target) expected += share * months[--from].docs;
     if (from == 0) return std::nullopt;  // every month: the whole sort
     std::vector<Xapian::Query> taken;
@@ -2697,8 +2702,22 @@ std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, const
     Xapian::MSet mset = part.get_mset(static_cast<Xapian::doccount>(options.offset),
                                       static_cast<Xapian::doccount>(options.limit));
     if (mset.size() == options.limit &&
-        mset[mset.size() - 1].get_sort_key() >= Xapian::sortable_serialise(months[from].lo))
+        mset[mset.size() - 1].get_sort_key() >= Xapian::sortable_serialise(months[from].lo)) {
       page = std::move(mset);
+      break;
+    }
+    if (mset.size() == options.limit) {
+      target *= 8;  // enough matches, but the page reached past the cut (documents without date terms)
+      continue;
+    }
+    // A page left short: the match went through every document of the months taken, and its lower
+    // bound is how many of them match (its estimate is not: a value sort stops counting early).
+    const double found = mset.get_matches_lower_bound();
+    if (found > 0) {
+      target = std::max(expected, 1.0) * 4 * want / found;  // as many months as this density needs for 4x
+    } else {
+      return std::nullopt;
+    }
   }
   if (!page) return std::nullopt;
   total = count_matches(db, q, bounds);

@@ -1239,7 +1239,8 @@ TEST(IndexDates, TermsAreTheYearAndMonthInUtc) {
 // both ends of the four-digit years.
 class IndexDatesTest : public ::testing::Test {
  protected:
-  static constexpr std::uint64_t kOld = 7000, kTotal = 24000;
+  static constexpr std::uint64_t kTotal = 24000;
+  std::uint64_t undated_ = 7000;  // the first documents, built without date terms (IndexDatesAllDatedTest: none)
   void SetUp() override {
     const std::string index = dir_ / "index";
     auto add = [&](IndexWriter& w, std::uint64_t id, bool old) {
@@ -1252,6 +1253,7 @@ class IndexDatesTest : public ::testing::Test {
       if (id % 2 == 0) body += " half";
       if (id % 1000 == 0) body += " rare";
       if (date < 1033430400) body += " older";  // before 2002-10-01: in none of the newest months
+      if (date < 1033430400 || id % 40 == 0) body += " skewed";  // in every older one, 1 in 40 newer
       IndexFields f = fields(id, "s", body, date);
       dates_[id] = date;
       words_[id] = body;
@@ -1263,8 +1265,8 @@ class IndexDatesTest : public ::testing::Test {
     {
       auto w = IndexWriter::open(index);
       ASSERT_TRUE(w.ok());
-      for (std::uint64_t id = 1; id <= kOld; ++id) ASSERT_NO_FATAL_FAILURE(add(**w, id, true));
-      ASSERT_TRUE((*w)->commit(kOld).ok());
+      for (std::uint64_t id = 1; id <= undated_; ++id) ASSERT_NO_FATAL_FAILURE(add(**w, id, true));
+      ASSERT_TRUE((*w)->commit(undated_).ok());
     }
     for (unsigned shard = 0; shard < 2; ++shard) {
       Xapian::WritableDatabase db(index + "/shard" + std::to_string(shard), Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
@@ -1276,9 +1278,9 @@ class IndexDatesTest : public ::testing::Test {
       ASSERT_TRUE(w.ok());
       for (unsigned shard = 0; shard < 2; ++shard) {
         Xapian::Database db(index + "/shard" + std::to_string(shard));
-        EXPECT_EQ(db.get_metadata(schema::kMetaUndatedTo), std::to_string(kOld / 2)) << shard;
+        EXPECT_EQ(db.get_metadata(schema::kMetaUndatedTo), std::to_string(undated_ / 2)) << shard;
       }
-      for (std::uint64_t id = kOld + 1; id <= kTotal; ++id) ASSERT_NO_FATAL_FAILURE(add(**w, id, false));
+      for (std::uint64_t id = undated_ + 1; id <= kTotal; ++id) ASSERT_NO_FATAL_FAILURE(add(**w, id, false));
       ASSERT_TRUE((*w)->commit(kTotal).ok());
     }
     auto r = IndexReader::open(index);
@@ -1377,6 +1379,33 @@ TEST_F(IndexDatesTest, NewestFirstPagesAreTheWholeSort) {
   // Only old months hold it: the newest months' searches find too few, and the whole sort answers.
   const std::int64_t june2000 = parse_date_period("200006")->second;
   ASSERT_NO_FATAL_FAILURE(check("common date:..2000-06", expected("common", "", min, june2000), 0, 20));
+}
+
+// Every document with date terms (no older shards), so the newest months' rounds find only what is
+// in them. "skewed" is 40 times sparser in the newest months than in the archive: its first round
+// finds too few, and the second takes as many months as those say the page needs; "older" is in none
+// of the newest months: its first round finds nothing and the whole sort answers (both paths seen
+// taken when this test was written, with a print in newest_months_page). Same pages and totals as
+// the whole sort.
+class IndexDatesAllDatedTest : public IndexDatesTest {
+ protected:
+  void SetUp() override {
+    undated_ = 0;
+    IndexDatesTest::SetUp();
+  }
+};
+
+TEST_F(IndexDatesAllDatedTest, SparseAndOldQueriesGiveTheWholeSortsPages) {
+  const std::int64_t min = std::numeric_limits<std::int64_t>::min(), max = std::numeric_limits<std::int64_t>::max();
+  const auto skewed = expected("skewed", "", min, max), older = expected("older", "", min, max);
+  ASSERT_GT(skewed.size(), 20000u);  // past kSortAllUpTo: the newest months are searched first
+  ASSERT_GT(older.size(), 20000u);
+  for (std::size_t offset : {0, 1, 19, 40, 500})
+    for (std::size_t limit : {1, 20, 100}) {
+      ASSERT_NO_FATAL_FAILURE(check("skewed", skewed, offset, limit));
+      ASSERT_NO_FATAL_FAILURE(check("older", older, offset, limit));
+    }
+  ASSERT_NO_FATAL_FAILURE(check("common", expected("common", "", min, max), 0, 20));
 }
 
 }  // namespace
