@@ -18,6 +18,7 @@
 #include <set>
 #include <span>
 #include <unordered_map>
+#include <system_error>
 #include <thread>
 #include <unordered_set>
 
@@ -1779,8 +1780,7 @@ bool text_has_phrase(const std::string& text, const std::string& prefix,
     return std::isalnum(c) && c < 0x80;
   });
   if (text.size() < 2048 || !ascii_word) return check(text);
-  std::string lowered = text;
-  for (char& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string lowered = ascii_lower(text);  // `first` is ASCII: where it may start (locale-free)
   auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
   auto is_alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
   std::size_t searched_to = 0;  // windows never overlap: text before this was already checked
@@ -1891,17 +1891,10 @@ class PhraseResolver {
 
  private:
   bool test_filters(Xapian::docid id) {
-    std::optional<std::string> bits;
-    for (const auto& p : deferred_) {
-      if (p.keys.empty() || !p.applies_to(id)) continue;
-      if (!bits) {
-        bits = filter_value(id);
-        if (bits->empty()) ++unfiltered_;  // indexed before filters: cannot be ruled out
-      }
-      for (std::uint64_t k : p.keys)
-        if (!pair_filter_may_hold(*bits, k)) return false;
-    }
-    return true;
+    if (!filtered(id)) return true;
+    const std::string bits = filter_value(id);
+    if (bits.empty()) ++unfiltered_;  // indexed before filters: cannot be ruled out
+    return filter_verdict(id, bits);
   }
 
   // What a check of the document reads: the header fields (kHeaders), the texts an unprefixed phrase
@@ -1948,6 +1941,37 @@ class PhraseResolver {
   }
 
  public:
+  // Does a deferred phrase test the document's filter (test_filters reads it)?
+  bool filtered(Xapian::docid id) const {
+    return std::any_of(deferred_.begin(), deferred_.end(),
+                       [&](const DeferredPhrase& p) { return !p.keys.empty() && p.applies_to(id); });
+  }
+  // Could the document hold every deferred phrase, by its filter `bits` (filter_value)? Reads and
+  // changes nothing: another thread may ask it, with the value read from a database of its own.
+  bool filter_verdict(Xapian::docid id, std::string_view bits) const {
+    for (const auto& p : deferred_) {
+      if (p.keys.empty() || !p.applies_to(id)) continue;
+      for (std::uint64_t k : p.keys)
+        if (!pair_filter_may_hold(bits, k)) return false;
+    }
+    return true;
+  }
+  // A verdict found on another thread (filter_verdict, `unfiltered`: the document had no filter):
+  // kept as passes_filters would have kept it.
+  void take_filter_verdict(Xapian::docid id, bool pass, bool unfiltered) {
+    if (filter_verdicts_.emplace(id, pass).second && unfiltered) ++unfiltered_;
+  }
+
+  // At most how many results the query has, from its deferred phrases (each is required, and a
+  // result holding one holds each of its words): the fewest documents any of their words is in. No
+  // deferred phrase: no bound. Only the walk's first chunk is sized by it.
+  Xapian::doccount deferred_at_most() const {
+    Xapian::doccount most = std::numeric_limits<Xapian::doccount>::max();
+    for (const DeferredPhrase& p : deferred_)
+      for (const std::string& t : p.terms) most = std::min(most, db_.get_termfreq(t));
+    return most;
+  }
+
   // How many of the documents the walk met passed their filters (holds_deferred).
   std::size_t passed_filters() const { return passed_filters_; }
   // Does any deferred phrase test filters (passes_filters can say no)?
@@ -2438,6 +2462,7 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
         map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),
                              is_remote(seg.paths[j])});
         r->db_->add_database(shard);
+        r->paths_.push_back(seg.paths[j]);
       }
     }
   } catch (const Xapian::Error& e) {
@@ -2449,6 +2474,12 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
 }
 
 IndexReader::~IndexReader() = default;
+
+Xapian::Database IndexReader::reopen() const {
+  Xapian::Database db;
+  for (const auto& path : paths_) db.add_database(open_shard_db(path));
+  return db;
+}
 
 Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> IndexReader::unindexed(
     std::size_t limit) const {
@@ -2613,6 +2644,91 @@ constexpr std::size_t kWalkAtOnce = 16384;
 }  // namespace
 
 namespace {
+// n candidates of `every` (ascending), one from each of n equal stretches at a pseudo-random place
+// inside it: a fixed stride would alias with any periodic pattern in archive order.
+std::vector<Xapian::docid> spread_picks(const std::vector<Xapian::docid>& every, std::size_t n) {
+  std::vector<Xapian::docid> picks;
+  picks.reserve(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t begin = (k * every.size()) / n, end = ((k + 1) * every.size()) / n;
+    const std::uint64_t mix = mix64((k + 1) * 0x9E3779B97F4A7C15ULL);
+    picks.push_back(every[begin + (end > begin ? mix % (end - begin) : 0)]);
+  }
+  return picks;
+}
+
+// The pair filters of an estimate's sample (spread_picks), read on a second thread with a database of
+// its own (a Xapian database is not shared between threads) while the search's walk reads its page,
+// with a FieldSource that allows threads (FieldSource::concurrent). A filter is a value read (a B-tree
+// descent and a block copy, ~10 us at 306,642 messages) and the sample is kFilterEstimateSample of
+// them: about what the walk of a phrase with a word outside the pair words costs ("power crisis"
+// tests 251 filters for its page), so the two take about equal time side by side. When the estimate
+// needs the sample, the calling thread tests the picks the thread has not taken, and the thread's
+// verdicts are handed to the resolver (take_filter_verdict); when the walk reached the end, the
+// thread is stopped. Same verdicts, same total: test
+// IndexDeferredPhrase.EstimateSampledOnASecondThreadIsTheSame. (The thread also testing the walk's
+// next candidates ahead of it was tried: no faster, docs/BENCHMARKS.md.)
+class FilterSampler {
+ public:
+  FilterSampler(std::function<Xapian::Database()> open, std::vector<Xapian::docid> picks, const PhraseResolver& resolver)
+      : resolver_(resolver), picks_(std::move(picks)), pass_(picks_.size()), unfiltered_(picks_.size()),
+        done_(picks_.size()) {
+    thread_ = std::thread([this, open = std::move(open)] { run(open); });
+  }
+  ~FilterSampler() { stop(); }
+  FilterSampler(const FilterSampler&) = delete;
+  FilterSampler& operator=(const FilterSampler&) = delete;
+
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Tests the picks the thread has not taken on the calling thread (the resolver's own database),
+  // waits for the thread, then hands the verdicts it found to the resolver: these picks' filters are
+  // then all known to it.
+  void hand_to(PhraseResolver& resolver, const std::vector<Xapian::docid>& picks) {
+    if (picks != picks_) {
+      stop();
+      return;
+    }
+    for (std::size_t i; (i = next_.fetch_add(1)) < picks_.size();) resolver.passes_filters(picks_[i]);
+    if (thread_.joinable()) thread_.join();
+    for (std::size_t i = 0; i < picks_.size(); ++i)
+      if (done_[i]) resolver.take_filter_verdict(picks_[i], pass_[i] != 0, unfiltered_[i] != 0);
+  }
+
+ private:
+  void run(const std::function<Xapian::Database()>& open) {
+    try {
+      Xapian::Database db = open();
+      for (std::size_t i; !stop_.load(std::memory_order_relaxed) && (i = next_.fetch_add(1)) < picks_.size();) {
+        const Xapian::docid id = picks_[i];
+        pass_[i] = true;
+        if (resolver_.filtered(id)) {
+          std::string bits;
+          try {
+            bits = db.get_document(id, Xapian::DOC_ASSUME_VALID).get_value(schema::kSlotPairFilter);
+          } catch (const Xapian::DocNotFoundError&) {
+          }
+          unfiltered_[i] = bits.empty();
+          pass_[i] = resolver_.filter_verdict(id, bits);
+        }
+        done_[i] = 1;
+      }
+    } catch (...) {
+      // the picks the thread did not finish are tested by the resolver when the estimate asks
+    }
+  }
+
+  const PhraseResolver& resolver_;
+  std::vector<Xapian::docid> picks_;
+  std::vector<char> pass_, unfiltered_, done_;  // each pick's, written by the thread, read after join
+  std::atomic<std::size_t> next_{0};            // the next pick not taken by either thread
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 // Whether a query names something that differs between the records of one message (index.h
 // SearchOptions::one_per_message): their custodians, envelopes, verdicts or flags.
 bool names_record_fields(const std::string& query) {
@@ -2880,7 +2996,15 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
       // apart) runs it twice, and the estimate below needs no third run; past that, chunks grow
       // fourfold. `fetched` keeps the candidates met, in the results' order.
       std::size_t next_chunk = std::max<std::size_t>(64, 2 * want);
+      // When the candidates cannot be more than the second chunk would take, the first takes them
+      // all: a first chunk that left the page short would cost a second whole match (every
+      // candidate's date read again), and one that filled it costs no more for its longer list
+      // (the match reads every candidate's date either way). The bound is the phrases' rarest word
+      // (term frequencies: one lookup a shard); a bound too low would only mean more chunks.
+      if (const Xapian::doccount most = resolver.deferred_at_most(); most <= kWalkAtOnce)
+        next_chunk = std::max<std::size_t>(next_chunk, most);
       std::vector<Xapian::docid> fetched;
+      std::optional<FilterSampler> sampler;
       while (true) {
         const auto chunk = static_cast<Xapian::doccount>(std::min<std::size_t>(next_chunk, UINT32_MAX / 2));
         Xapian::MSet mset = enq.get_mset(from, chunk, db_->get_doccount());
@@ -2893,6 +3017,19 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
         const bool exhaust = options.exact_total || candidates <= PhraseResolver::kEagerChecks;
         const std::size_t chunk_begin = fetched.size();
         for (auto it = mset.begin(); it != mset.end(); ++it) fetched.push_back(*it);
+        if (chunk_begin == 0 && fetched.size() == candidates && !exhaust && !remote_ &&
+            fields && fields->concurrent() && resolver.filters_anything() && !resolver.estimate_by_sample() &&
+            std::thread::hardware_concurrency() > 1) {
+          // The estimate below will likely sample the candidates' filters: read them beside the walk.
+          std::vector<Xapian::docid> every = fetched;
+          std::sort(every.begin(), every.end());
+          try {
+            sampler.emplace([this] { return reopen(); },
+                            spread_picks(every, std::min<std::size_t>(kFilterEstimateSample, every.size())), resolver);
+          } catch (const std::system_error&) {
+            sampler.reset();  // no thread to be had: the estimate reads the filters itself
+          }
+        }
         std::size_t prefetched = 0;  // index in mset up to which the reads ahead were chosen
         for (Xapian::doccount i = 0; i < mset.size() && (held < want || exhaust); ++i) {
           if (i >= prefetched && !resolver.deferred().empty()) {
@@ -2912,6 +3049,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
         from += mset.size();
         if (checked >= candidates || mset.size() == 0) {
           complete = true;
+          if (sampler) sampler->stop();
           break;
         }
         if (held >= want && !exhaust) break;
@@ -2945,17 +3083,11 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
             for (auto it = all_set.begin(); it != all_set.end(); ++it) every.push_back(*it);
           }
         }
-        // One candidate from each of n equal stretches, at a pseudo-random place inside it: a fixed
-        // stride would alias with any periodic pattern in archive order.
         // With `reads`, the test reads messages: the picked ones are read side by side first.
         auto sample = [&](std::size_t n, const std::function<bool(Xapian::docid)>& test, bool reads) {
-          std::vector<Xapian::docid> picks;
-          for (std::size_t k = 0; k < n; ++k) {
-            const std::size_t begin = (k * every.size()) / n, end = ((k + 1) * every.size()) / n;
-            const std::uint64_t mix = mix64((k + 1) * 0x9E3779B97F4A7C15ULL);
-            picks.push_back(every[begin + (end > begin ? mix % (end - begin) : 0)]);
-          }
+          const std::vector<Xapian::docid> picks = spread_picks(every, n);
           if (reads) resolver.prefetch_deferred(picks, picks.size());
+          if (!reads && sampler) sampler->hand_to(resolver, picks);
           const auto yes = std::count_if(picks.begin(), picks.end(), test);
           return n ? static_cast<double>(yes) / static_cast<double>(n) : 0.0;
         };

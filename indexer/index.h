@@ -280,7 +280,8 @@ class FieldSource {
   // (ArchiveFieldSource::load_text).
   virtual std::optional<IndexFields> load_text(std::uint64_t id) { return load(id); }
   // May load, load_headers and load_text run on several threads at once? Then a search reads the messages its
-  // phrase checks need side by side (one thread a core).
+  // phrase checks need side by side (one thread a core), and reads its estimate's pair filters on a
+  // second thread beside its walk; otherwise everything runs on the caller's thread.
   virtual bool concurrent() const { return false; }
 };
 
@@ -367,6 +368,9 @@ class IndexReader {
   IndexReader() = default;
   std::string dir_;
   std::unique_ptr<Xapian::Database> db_;
+  std::vector<std::string> paths_;  // every shard's entry, in db_'s order (reopen)
+  // The same shards as db_, opened again: for another thread (a Xapian database is not shared).
+  Xapian::Database reopen() const;
   std::vector<std::string> shard_uuids_;  // in docid interleaving order
   std::vector<std::optional<Xapian::docid>> unpaired_to_;  // per shard, as shard_uuids_ (schema::kMetaUnpairedTo)
   std::vector<std::optional<Xapian::docid>> undated_to_;   // per shard, as shard_uuids_ (schema::kMetaUndatedTo)

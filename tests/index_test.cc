@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "tests/test_util.h"
 
@@ -660,6 +661,43 @@ TEST_P(IndexDeferredPhrase, TwoWordTotalsAreEstimatedFromTheFiltersWithoutReads)
   EXPECT_GE(res->total, 650u);
   EXPECT_LE(res->total, 850u);
   EXPECT_LE(source.loads - loads, 5 + ahead) << "only the page's messages were read";
+}
+
+// The estimate's pair filters, read on a second thread beside the walk (a source that allows
+// threads: index.cc FilterSampler) or on the caller's thread as the estimate meets them, give the same
+// total and page; and an estimate that the walk made needless (the walk reached the end) is the same
+// exact total either way.
+TEST_P(IndexDeferredPhrase, EstimateSampledOnASecondThreadIsTheSame) {
+  ASSERT_NO_FATAL_FAILURE(write_alternating("alpha beta gamma", "alpha gamma beta"));
+  auto both = [&](const std::string& q, std::size_t offset, std::size_t limit) {
+    std::vector<SearchResults> out;
+    for (bool parallel : {false, true, false, true}) {
+      source.parallel = parallel;
+      auto res = reader->search(q, SearchOptions{offset, limit}, &source);
+      EXPECT_TRUE(res.ok()) << q;
+      if (res.ok()) out.push_back(std::move(res).value());
+    }
+    return out;
+  };
+  for (const auto& [q, offset, limit] : std::vector<std::tuple<std::string, std::size_t, std::size_t>>{
+           {"\"alpha gamma\"", 0, 5}, {"\"alpha gamma\"", 0, 40}, {"\"alpha gamma\"", 740, 20}, {"\"beta gamma\"", 0, 5}}) {
+    const std::vector<SearchResults> runs = both(q, offset, limit);
+    ASSERT_EQ(runs.size(), 4u) << q;
+    for (const SearchResults& r : runs) {
+      EXPECT_EQ(r.total, runs[0].total) << q << " " << offset;
+      EXPECT_EQ(r.total_exact, runs[0].total_exact) << q << " " << offset;
+      ASSERT_EQ(r.hits.size(), runs[0].hits.size()) << q << " " << offset;
+      for (std::size_t i = 0; i < r.hits.size(); ++i) EXPECT_EQ(r.hits[i].id, runs[0].hits[i].id) << q;
+    }
+    if (offset == 0) {
+      EXPECT_FALSE(runs[0].total_exact) << q;  // estimated: the sample was taken
+      EXPECT_GE(runs[0].total, 650u) << q;     // 750 really (see above)
+      EXPECT_LE(runs[0].total, 850u) << q;
+    } else {
+      EXPECT_TRUE(runs[0].total_exact) << q;  // the walk reached the end: the sampler was stopped
+      EXPECT_EQ(runs[0].total, 750u) << q;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(OneByOneAndSideBySide, IndexDeferredPhrase, ::testing::Bool(),
