@@ -2660,9 +2660,10 @@ std::vector<Xapian::docid> spread_picks(const std::vector<Xapian::docid>& every,
 // The pair filters of an estimate's sample (spread_picks), read on a second thread with a database of
 // its own (a Xapian database is not shared between threads) while the search's walk reads its page,
 // with a FieldSource that allows threads (FieldSource::concurrent). A filter is a value read (a B-tree
-// descent and a block copy, ~10 us at 306,642 messages) and the sample is kFilterEstimateSample of
-// them: about what the walk of a phrase with a word outside the pair words costs ("power crisis"
-// tests 251 filters for its page), so the two take about equal time side by side. When the estimate
+// descent and a block copy: the 256 of "power crisis"'s sample took 2.2 ms at 306,642 messages) and
+// the sample is kFilterEstimateSample of them: about what the walk of a phrase with a word outside
+// the pair words costs ("power crisis" tests about 250 filters for its page), so the two take about
+// equal time side by side (docs/BENCHMARKS.md "Phrase walks: one match"). When the estimate
 // needs the sample, the calling thread tests the picks the thread has not taken, and the thread's
 // verdicts are handed to the resolver (take_filter_verdict); when the walk reached the end, the
 // thread is stopped. Same verdicts, same total: test
