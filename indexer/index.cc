@@ -3002,7 +3002,8 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
       // candidate's date read again), and one that filled it costs no more for its longer list
       // (the match reads every candidate's date either way). The bound is the phrases' rarest word
       // (term frequencies: one lookup a shard); a bound too low would only mean more chunks.
-      if (const Xapian::doccount most = resolver.deferred_at_most(); most <= kWalkAtOnce)
+      // Not over remote shards: a term frequency there is a round trip each.
+      if (const Xapian::doccount most = remote_ ? kWalkAtOnce + 1 : resolver.deferred_at_most(); most <= kWalkAtOnce)
         next_chunk = std::max<std::size_t>(next_chunk, most);
       std::vector<Xapian::docid> fetched;
       std::optional<FilterSampler> sampler;
