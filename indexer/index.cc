@@ -1818,6 +1818,15 @@ bool fields_have_phrase(const IndexFields& fields, const std::vector<std::string
   return found;
 }
 
+// A document's pair filter in `db` ("" when it has none).
+std::string pair_filter_value(Xapian::Database& db, Xapian::docid id) {
+  try {
+    return db.get_document(id, Xapian::DOC_ASSUME_VALID).get_value(schema::kSlotPairFilter);
+  } catch (const Xapian::DocNotFoundError&) {
+    return {};
+  }
+}
+
 // A phrase whose check is left to the search's walk through its results (PhraseResolver, lazy).
 struct DeferredPhrase {
   std::vector<std::string> terms;
@@ -1891,10 +1900,9 @@ class PhraseResolver {
 
  private:
   bool test_filters(Xapian::docid id) {
-    if (!filtered(id)) return true;
-    const std::string bits = filter_value(id);
-    if (bits.empty()) ++unfiltered_;  // indexed before filters: cannot be ruled out
-    return filter_verdict(id, bits);
+    const FilterTest t = test_filter_in(db_, id);
+    if (t.unfiltered) ++unfiltered_;  // indexed before filters: cannot be ruled out
+    return t.pass;
   }
 
   // What a check of the document reads: the header fields (kHeaders), the texts an unprefixed phrase
@@ -1941,23 +1949,27 @@ class PhraseResolver {
   }
 
  public:
-  // Does a deferred phrase test the document's filter (test_filters reads it)?
-  bool filtered(Xapian::docid id) const {
-    return std::any_of(deferred_.begin(), deferred_.end(),
-                       [&](const DeferredPhrase& p) { return !p.keys.empty() && p.applies_to(id); });
-  }
-  // Could the document hold every deferred phrase, by its filter `bits` (filter_value)? Reads and
-  // changes nothing: another thread may ask it, with the value read from a database of its own.
-  bool filter_verdict(Xapian::docid id, std::string_view bits) const {
+  // Could the document hold every deferred phrase, by its pair filter read from `db` (the
+  // resolver's own database, or another thread's handle on the same shards)? `unfiltered`: a phrase
+  // tests the filter and the document has none. Changes nothing: another thread may ask it.
+  struct FilterTest {
+    bool pass = true, unfiltered = false;
+  };
+  FilterTest test_filter_in(Xapian::Database& db, Xapian::docid id) const {
+    FilterTest t;
+    std::optional<std::string> bits;  // read once, and only when a phrase tests it
     for (const auto& p : deferred_) {
       if (p.keys.empty() || !p.applies_to(id)) continue;
+      if (!bits) {
+        bits = pair_filter_value(db, id);
+        t.unfiltered = bits->empty();
+      }
       for (std::uint64_t k : p.keys)
-        if (!pair_filter_may_hold(bits, k)) return false;
+        if (!pair_filter_may_hold(*bits, k)) return {false, t.unfiltered};
     }
-    return true;
+    return t;
   }
-  // A verdict found on another thread (filter_verdict, `unfiltered`: the document had no filter):
-  // kept as passes_filters would have kept it.
+  // A verdict found on another thread (test_filter_in), kept as passes_filters would have kept it.
   void take_filter_verdict(Xapian::docid id, bool pass, bool unfiltered) {
     if (filter_verdicts_.emplace(id, pass).second && unfiltered) ++unfiltered_;
   }
@@ -2210,14 +2222,6 @@ class PhraseResolver {
     return Xapian::Query(Xapian::Query::OP_AND_NOT, Xapian::Query(Xapian::Query::OP_FILTER, q, range), kpairs);
   }
 
-  // The document's pair filter ("" when it has none).
-  std::string filter_value(Xapian::docid id) {
-    try {
-      return db_.get_document(id, Xapian::DOC_ASSUME_VALID).get_value(schema::kSlotPairFilter);
-    } catch (const Xapian::DocNotFoundError&) {
-      return {};
-    }
-  }
 
   // How many documents match (exact up to `at_least`).
   Xapian::doccount count_of(const Xapian::Query& q, Xapian::doccount at_least) {
@@ -2671,7 +2675,7 @@ std::vector<Xapian::docid> spread_picks(const std::vector<Xapian::docid>& every,
 // next candidates ahead of it was tried: no faster, docs/BENCHMARKS.md.)
 class FilterSampler {
  public:
-  FilterSampler(std::function<Xapian::Database()> open, std::vector<Xapian::docid> picks, const PhraseResolver& resolver)
+  FilterSampler(std::function<Xapian::Database()> open, std::vector<Xapian::docid> picks, PhraseResolver& resolver)
       : resolver_(resolver), picks_(std::move(picks)), pass_(picks_.size()), unfiltered_(picks_.size()),
         done_(picks_.size()) {
     thread_ = std::thread([this, open = std::move(open)] { run(open); });
@@ -2688,15 +2692,15 @@ class FilterSampler {
   // Tests the picks the thread has not taken on the calling thread (the resolver's own database),
   // waits for the thread, then hands the verdicts it found to the resolver: these picks' filters are
   // then all known to it.
-  void hand_to(PhraseResolver& resolver, const std::vector<Xapian::docid>& picks) {
+  void hand_to(const std::vector<Xapian::docid>& picks) {
     if (picks != picks_) {
       stop();
       return;
     }
-    for (std::size_t i; (i = next_.fetch_add(1)) < picks_.size();) resolver.passes_filters(picks_[i]);
+    for (std::size_t i; (i = next_.fetch_add(1)) < picks_.size();) resolver_.passes_filters(picks_[i]);
     if (thread_.joinable()) thread_.join();
     for (std::size_t i = 0; i < picks_.size(); ++i)
-      if (done_[i]) resolver.take_filter_verdict(picks_[i], pass_[i] != 0, unfiltered_[i] != 0);
+      if (done_[i]) resolver_.take_filter_verdict(picks_[i], pass_[i] != 0, unfiltered_[i] != 0);
   }
 
  private:
@@ -2704,17 +2708,9 @@ class FilterSampler {
     try {
       Xapian::Database db = open();
       for (std::size_t i; !stop_.load(std::memory_order_relaxed) && (i = next_.fetch_add(1)) < picks_.size();) {
-        const Xapian::docid id = picks_[i];
-        pass_[i] = true;
-        if (resolver_.filtered(id)) {
-          std::string bits;
-          try {
-            bits = db.get_document(id, Xapian::DOC_ASSUME_VALID).get_value(schema::kSlotPairFilter);
-          } catch (const Xapian::DocNotFoundError&) {
-          }
-          unfiltered_[i] = bits.empty();
-          pass_[i] = resolver_.filter_verdict(id, bits);
-        }
+        const auto t = resolver_.test_filter_in(db, picks_[i]);  // reads only deferred_, fixed by now
+        pass_[i] = t.pass;
+        unfiltered_[i] = t.unfiltered;
         done_[i] = 1;
       }
     } catch (...) {
@@ -2722,7 +2718,7 @@ class FilterSampler {
     }
   }
 
-  const PhraseResolver& resolver_;
+  PhraseResolver& resolver_;  // the thread calls only its const test_filter_in
   std::vector<Xapian::docid> picks_;
   std::vector<char> pass_, unfiltered_, done_;  // each pick's, written by the thread, read after join
   std::atomic<std::size_t> next_{0};            // the next pick not taken by either thread
@@ -3089,7 +3085,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
         auto sample = [&](std::size_t n, const std::function<bool(Xapian::docid)>& test, bool reads) {
           const std::vector<Xapian::docid> picks = spread_picks(every, n);
           if (reads) resolver.prefetch_deferred(picks, picks.size());
-          if (!reads && sampler) sampler->hand_to(resolver, picks);
+          if (!reads && sampler) sampler->hand_to(picks);
           const auto yes = std::count_if(picks.begin(), picks.end(), test);
           return n ? static_cast<double>(yes) / static_cast<double>(n) : 0.0;
         };
