@@ -217,10 +217,10 @@ def notmuch_maildir(args, work, sources):
 
 
 def settle():
-    """Writes back what the import (or `notmuch new`) left dirty before anything is timed. Right after a million-message
-    import the worst p95 was 61 ms, half an hour later 37 ms (docs/BENCHMARKS.md); the writeback of
-    the import's pages is the likely difference (not measured apart), and after a sync none is left
-    to share the machine with."""
+    """Writes back what the import (or `notmuch new`) left dirty before anything is timed. Right after
+    a million-message import the worst p95 was 61 ms, half an hour later 37 ms (docs/BENCHMARKS.md);
+    the writeback of the import's pages is the likely difference (not measured apart), and after a
+    sync none is left to share the machine with."""
     t = time.perf_counter()
     os.sync()
     print(f"sync before timing: {time.perf_counter() - t:.1f} s", flush=True)
