@@ -6,6 +6,7 @@
 
 #include "api/config.h"
 #include "common/ascii.h"
+#include "common/json_text.h"
 #include "common/sha256.h"
 
 namespace mailark::api {
@@ -44,7 +45,7 @@ Authenticator::Answer Authenticator::login(const std::string& name, const std::s
   nlohmann::json detail = {{"ip", client_ip}, {"via", via}};
   if (a.outcome != Outcome::kOk) detail["refused"] = a.outcome == Outcome::kDisabled ? "disabled" : "bad credentials";
   auto e = audit_->audit(via + ":" + who, a.outcome == Outcome::kOk ? "login" : "login.failed", who,
-                         detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+                         json_text(detail));
   if (!e) {
     spdlog::error("login of {} via {}: {}{}", who, via, e.error().to_string(), fail_closed ? "; refused" : "");
     if (a.outcome == Outcome::kOk && fail_closed) return Answer{Outcome::kUnavailable, {}};

@@ -8,28 +8,39 @@
 // `work` is a named local that outlives the co_await: GCC 12 destroys a by-value coroutine argument
 // that is a temporary twice (seen as a double free), so callables are passed by reference.
 //
+// An exception `work` throws is caught on the pool thread and thrown again from the co_await, in the
+// coroutine: asio lets an exception from a handler escape its thread, which ends the whole process
+// (every listener with it), so none may leave the pool (tests/threads_test.cc RunBlocking.*).
+//
 // Thread safety: `work` runs on a pool thread; it must not touch state owned by the io_context thread.
 #pragma once
 
 #include <asio.hpp>
+#include <exception>
 #include <utility>
 
 namespace mailark::api {
 
 template <typename Fn>
 asio::awaitable<void> run_blocking(asio::thread_pool& pool, Fn& work) {
+  std::exception_ptr failed;  // in the coroutine's frame, which outlives the work
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-      [&pool, &work](auto handler) {
+      [&pool, &work, &failed](auto handler) {
         // The guard keeps the caller's io_context running until the coroutine has resumed.
         auto guard = asio::make_work_guard(asio::get_associated_executor(handler));
-        asio::post(pool, [&work, handler = std::move(handler), guard = std::move(guard)]() mutable {
-          work();
+        asio::post(pool, [&work, &failed, handler = std::move(handler), guard = std::move(guard)]() mutable {
+          try {
+            work();
+          } catch (...) {
+            failed = std::current_exception();
+          }
           auto ex = guard.get_executor();
           asio::post(ex, std::move(handler));
           guard.reset();
         });
       },
       asio::use_awaitable);
+  if (failed) std::rethrow_exception(failed);
 }
 
 }  // namespace mailark::api

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "engine/checkpoint.h"
 #include "engine/index_fields.h"
 #include "engine/retention.h"
@@ -95,11 +96,10 @@ void RetentionPass::turn() {
   spdlog::info("retention: expired {} messages of {} segments, {} kept by legal holds, {} waiting for delivery",
                rep->expired, tombstones.size(), rep->held, rep->pending);
   auto entry = cases_.audit("server", "retention.run", "policy",
-                            nlohmann::json{{"expired", rep->expired},
-                                           {"held", rep->held},
-                                           {"pending", rep->pending},
-                                           {"tombstones", tombstones}}
-                                .dump());
+                            json_text(nlohmann::json{{"expired", rep->expired},
+                                                     {"held", rep->held},
+                                                     {"pending", rep->pending},
+                                                     {"tombstones", tombstones}}));
   if (!entry) spdlog::error("retention: the audit entry of this pass could not be written: {}", entry.error().context);
 }
 

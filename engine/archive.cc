@@ -20,6 +20,7 @@
 #include "common/dates.h"
 #include "common/encoding.h"
 #include "common/file_util.h"
+#include "common/json_text.h"
 #include "common/random.h"
 #include "engine/lmdb_util.h"
 
@@ -2511,7 +2512,7 @@ Result<ExpiryOutcome> Archive::expire(const ExpiryRequest& req) {
                          {"kept", out.kept},
                          {"runs", runs},
                          {"tree_size", head.seq}};
-  tomb.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  tomb.body = json_text(body);
   tomb.signature = req.sign(tomb.body);
   if (tomb.signature.size() != 64) return make_error(ErrorCode::kInternal, "the signature of a tombstone is not 64 bytes");
   {

@@ -10,6 +10,7 @@
 
 #include "common/ascii.h"
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "engine/lmdb_util.h"
 #include "engine/record.h"
 
@@ -184,7 +185,7 @@ struct CaseStore::Impl {
   }
 
   Status put_case(MDB_txn* txn, const Case& c) {
-    std::string key = be32(c.id), bytes = to_json(c).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::string key = be32(c.id), bytes = json_text(to_json(c));
     MDB_val k = val(key), v = val(bytes);
     int rc = mdb_put(txn, cases, &k, &v, 0);
     return rc ? Status(store_error("writing a case", rc)) : ok_status();
@@ -212,11 +213,14 @@ struct CaseStore::Impl {
     e.actor = actor;
     e.action = action;
     e.target = target;
-    e.detail = detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    e.bytes = nlohmann::json{{"v", 1},          {"seq", e.seq},       {"at", e.at},
-                             {"actor", actor},  {"action", action},   {"target", target},
-                             {"detail", detail}}
-                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    e.detail = json_text(detail);
+    e.bytes = json_text(nlohmann::json{{"v", 1},
+                                       {"seq", e.seq},
+                                       {"at", e.at},
+                                       {"actor", actor},
+                                       {"action", action},
+                                       {"target", target},
+                                       {"detail", detail}});
     e.hash = audit_hash(previous, e.bytes);
     std::string key = be64(e.seq);
     std::string value(reinterpret_cast<const char*>(e.hash.data()), e.hash.size());
@@ -243,7 +247,7 @@ struct CaseStore::Impl {
     nlohmann::json detail = nlohmann::json::object();
     if (Status s = edit(*c, detail); !s) return s.error();
     if (Status s = put_case(t.txn, *c); !s) return s.error();
-    auto e = append(t.txn, actor, action, c->name, detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    auto e = append(t.txn, actor, action, c->name, json_text(detail));
     if (!e) return e.error();
     rc = t.commit();
     if (rc) return store_error("commit", rc);
@@ -345,9 +349,9 @@ Result<Case> CaseStore::create(const std::string& name, const std::string& descr
   c.created_at = unix_now();
   c.created_by = actor;
   if (Status s = m.put_case(t.txn, c); !s) return s.error();
-  auto e = m.append(t.txn, actor, "case.create", c.name,
-                    nlohmann::json{{"id", id}, {"description", description}, {"custodians", checked}}.dump(
-                        -1, ' ', false, nlohmann::json::error_handler_t::replace));
+  auto e =
+      m.append(t.txn, actor, "case.create", c.name,
+               json_text(nlohmann::json{{"id", id}, {"description", description}, {"custodians", checked}}));
   if (!e) return e.error();
   if ((rc = t.commit())) return store_error("commit", rc);
   return c;
@@ -512,7 +516,7 @@ Result<std::vector<AuditEntry>> CaseStore::audit_entries(std::uint64_t from, std
       e.actor = j.value("actor", "");
       e.action = j.value("action", "");
       e.target = j.value("target", "");
-      e.detail = j.contains("detail") ? j["detail"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : "{}";
+      e.detail = j.contains("detail") ? json_text(j["detail"]) : "{}";
     }
     out.push_back(std::move(e));
   }

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "common/random.h"
 #include "common/sha256.h"
 
@@ -186,7 +187,7 @@ StoredState read_state(const StateView& v) {
 
 Status write_state(StateWriter& w, const StoredState& s) {
   json j{{"v", 1}, {"state", continuity_state_name(s.state)}, {"event", s.event}, {"last_event", s.last_event}};
-  return w.put(kState, j.dump());
+  return w.put(kState, json_text(j));
 }
 
 std::optional<ContinuityEvent> read_event(const StateView& v, std::uint64_t id) {
@@ -198,7 +199,9 @@ std::optional<ContinuityEvent> read_event(const StateView& v, std::uint64_t id) 
   return event_from(*j);
 }
 
-Status write_event(StateWriter& w, const ContinuityEvent& e) { return w.put(event_key(e.id), event_json(e).dump()); }
+Status write_event(StateWriter& w, const ContinuityEvent& e) {
+  return w.put(event_key(e.id), json_text(event_json(e)));
+}
 
 std::string token_key(const std::string& token) {
   Digest d = sha256("mailark-token-v1\n" + token);
@@ -439,8 +442,9 @@ Result<ContinuityStatus> Continuity::status(std::size_t windows, std::size_t eve
 
 Status Continuity::record_window(const MonitorWindow& win, const MonitorState& state, std::int64_t keep_seconds) {
   return archive_.state_write([&](StateWriter& w) -> Status {
-    MAILARK_TRY(w.put(std::string(kWindowPrefix) + be64(static_cast<std::uint64_t>(win.start)), window_json(win).dump()));
-    MAILARK_TRY(w.put(kMonitor, monitor_json(state).dump()));
+    MAILARK_TRY(w.put(std::string(kWindowPrefix) + be64(static_cast<std::uint64_t>(win.start)),
+                      json_text(window_json(win))));
+    MAILARK_TRY(w.put(kMonitor, json_text(monitor_json(state))));
     // The history is kept for charts; older windows go (a few per call, oldest first).
     std::vector<std::string> old;
     const std::string bound = std::string(kWindowPrefix) + be64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, win.start - keep_seconds)));
@@ -471,7 +475,7 @@ Result<std::string> Continuity::issue_token(std::int64_t ttl_seconds, const std:
   const std::int64_t now = unix_now();
   json j{{"v", 1}, {"purpose", purpose}, {"created_at", now}, {"expires_at", now + ttl_seconds}, {"used_at", 0}, {"used_by", ""}};
   MAILARK_TRY(archive_.state_write([&](StateWriter& w) -> Status {
-    MAILARK_TRY(w.put(token_key(token), j.dump()));
+    MAILARK_TRY(w.put(token_key(token), json_text(j)));
     // Expired tokens are dropped as new ones are issued (a few at a time).
     std::vector<std::string> expired;
     w.scan(kTokenPrefix, [&](std::string_view key, std::string_view value) {
@@ -511,7 +515,7 @@ Result<TokenCheck> Continuity::consume_token(const std::string& token, const std
     if (out != TokenCheck::kValid) return ok_status();
     j["used_at"] = now;
     j["used_by"] = by;
-    return w.put(token_key(token), j.dump());
+    return w.put(token_key(token), json_text(j));
   }));
   return out;
 }
@@ -539,7 +543,7 @@ Status Continuity::mark_sent_copy(std::uint64_t event_id, std::uint64_t seq, boo
     const std::string key = std::string(kSentPrefix) + be64(seq);
     if (w.get(key)) return ok_status();
     json j{{"v", 1}, {"event", event_id}, {"at", unix_now()}, {"ok", ok}, {"detail", detail}};
-    MAILARK_TRY(w.put(key, j.dump()));
+    MAILARK_TRY(w.put(key, json_text(j)));
     auto e = read_event(w, event_id);
     if (!e) return ok_status();
     if (ok) ++e->sent_copies;
@@ -557,7 +561,9 @@ Status Continuity::finish_sent_copies(std::uint64_t event_id) {
   });
 }
 
-std::string event_to_json(const ContinuityEvent& e) { return event_json(e).dump(); }
+std::string event_to_json(const ContinuityEvent& e) {
+  return json_text(event_json(e));
+}
 
 std::string status_to_json(const ContinuityStatus& s, const std::optional<QueueRangeFigures>& remaining) {
   json j{{"state", continuity_state_name(s.state)}};
@@ -591,8 +597,10 @@ std::string status_to_json(const ContinuityStatus& s, const std::optional<QueueR
     events.push_back(x);
   }
   j["events"] = events;
-  return j.dump();
+  return json_text(j);
 }
-std::string window_to_json(const MonitorWindow& w) { return window_json(w).dump(); }
+std::string window_to_json(const MonitorWindow& w) {
+  return json_text(window_json(w));
+}
 
 }  // namespace mailark

@@ -3,11 +3,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <thread>
 
+#include "common/threads.h"
 #include "engine/index_fields.h"
 
 namespace fs = std::filesystem;
@@ -205,23 +207,21 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
   Status walk_error;
   auto flush = [&]() -> Status {
     std::vector<Xapian::Document> docs(records.size());
-    std::vector<std::thread> pool;
     const auto pairs = writer->pair_words();  // chosen at a commit once the index is big enough
-    for (unsigned t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        auto snap = archive_->snapshot();  // one read view per thread: LMDB transactions are not shared
-        for (std::size_t i = t; i < records.size(); i += threads) {
-          // A record that cannot be read still gets a document: a placeholder under is:unindexed.
-          if (auto b = broken.find(records[i].seq); b != broken.end())
-            docs[i] = indexer::build_unindexed_document(records[i].seq, "the record does not decode: " + b->second);
-          else if (!snap)
-            docs[i] = indexer::build_unindexed_document(records[i].seq, snap.error().context);
-          else
-            docs[i] = document_for_record(**snap, records[i], options_.limits, pairs.get());
-        }
-      });
-    }
-    for (auto& t : pool) t.join();
+    std::atomic<std::size_t> next{0};
+    run_side_by_side(threads - 1, [&] {  // fewer threads, if they cannot be had
+      auto snap = archive_->snapshot();  // one read view per thread: LMDB transactions are not shared
+      for (std::size_t i; (i = next.fetch_add(1)) < records.size();) {
+        // A record that cannot be read still gets a document: a placeholder under is:unindexed.
+        if (auto b = broken.find(records[i].seq); b != broken.end())
+          docs[i] =
+              indexer::build_unindexed_document(records[i].seq, "the record does not decode: " + b->second);
+        else if (!snap)
+          docs[i] = indexer::build_unindexed_document(records[i].seq, snap.error().context);
+        else
+          docs[i] = document_for_record(**snap, records[i], options_.limits, pairs.get());
+      }
+    });
     for (std::size_t i = 0; i < records.size(); ++i) MAILARK_TRY(writer->add(records[i].seq, docs[i]));
     done += records.size();
     if (progress) progress(done, total);

@@ -19,6 +19,7 @@
 
 #include "common/base64.h"
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "common/merkle.h"
 #include "engine/checkpoint.h"
 #include "engine/record.h"
@@ -496,7 +497,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
     std::ofstream m(manifest_path, std::ios::binary | std::ios::trunc);
     if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
     auto put = [&](const nlohmann::json& j) {
-      const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+      const std::string line = json_text(j) + "\n";
       manifest_hash.update(line);
       manifest_bytes += line.size();
       m << line;

@@ -82,10 +82,36 @@ struct Ingest::Impl {
     for (unsigned k = 0; k < index.shard_count(); ++k)
       to_index.push_back(std::make_unique<BoundedQueue<ToIndex>>(1024));
     unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
-    for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
-    appender = std::thread([this] { append_loop(); });
-    for (unsigned k = 0; k < index.shard_count(); ++k) indexers.emplace_back([this, k] { index_loop(k); });
-    if (options.seal_interval_ms) sealer = std::thread([this] { seal_loop(); });
+    try {
+      for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
+      appender = std::thread([this] { append_loop(); });
+      for (unsigned k = 0; k < index.shard_count(); ++k) indexers.emplace_back([this, k] { index_loop(k); });
+      if (options.seal_interval_ms) sealer = std::thread([this] { seal_loop(); });
+    } catch (...) {
+      // A thread that cannot be started (std::system_error): those that were are stopped and joined
+      // (a joinable std::thread destroyed would end the process), and the caller hears why.
+      stop_threads();
+      throw;
+    }
+  }
+
+  // Ends every thread that runs, in the order the work flows through them (finish(), and a
+  // constructor that could not start them all).
+  void stop_threads() {
+    if (sealer.joinable()) {
+      {
+        std::lock_guard lock(seal_mu);
+        seal_stop = true;
+      }
+      seal_cv.notify_all();
+      sealer.join();
+    }
+    work.close();
+    for (auto& t : workers) t.join();
+    to_append.close();
+    if (appender.joinable()) appender.join();
+    for (auto& q : to_index) q->close();  // the appender closes them; again, in case it never ran
+    for (auto& t : indexers) t.join();
   }
 
   // Seals closed segments in place while the server runs. Compaction is CPU work that must not take
@@ -489,19 +515,7 @@ struct Ingest::Impl {
       else
         release_held();
     }
-    if (sealer.joinable()) {
-      {
-        std::lock_guard lock(seal_mu);
-        seal_stop = true;
-      }
-      seal_cv.notify_all();
-      sealer.join();
-    }
-    work.close();
-    for (auto& t : workers) t.join();
-    to_append.close();
-    appender.join();
-    for (auto& t : indexers) t.join();
+    stop_threads();
     // Every shard has everything up to the last appended record: say so in all of them (unless one is
     // still broken; the next open catches it up).
     if (broken_shards == 0 && last_appended > index.watermark()) {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "engine/record.h"
 
 #include "common/encoding.h"
@@ -86,7 +87,7 @@ std::string quarantine_entry_to_json(const QuarantineEntry& q, const ArchiveReco
     j["direction"] = direction_name(rec->envelope.direction);
     j["verdict"] = scanner::verdict_name(rec->verdict.kind);
   }
-  return j.dump();
+  return json_text(j);
 }
 
 }  // namespace mailark

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/dates.h"
+#include "common/json_text.h"
 
 #include <algorithm>
 
@@ -162,9 +163,11 @@ std::string queue_entry_to_json(const QueueEntry& e) {
                      {"next_attempt", r.next_attempt_at ? iso8601_date(r.next_attempt_at) : std::string()},
                      {"last_response", r.last_response}});
   }
-  return nlohmann::json({{"id", e.seq}, {"route", route_name(e.route)}, {"held", e.held},
-                         {"created", iso8601_date(e.created_at)}, {"recipients", rcpts}})
-      .dump();
+  return json_text(nlohmann::json({{"id", e.seq},
+                                   {"route", route_name(e.route)},
+                                   {"held", e.held},
+                                   {"created", iso8601_date(e.created_at)},
+                                   {"recipients", rcpts}}));
 }
 
 }  // namespace mailark

@@ -10,6 +10,7 @@
 
 #include "common/ascii.h"
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "engine/engine.h"
 #include "engine/index_fields.h"
 #include "engine/mailbox.h"
@@ -93,13 +94,12 @@ std::string retention_rule_text(const RetentionRule& rule) {
 std::string retention_policy_json(const RetentionPolicy& p) {
   nlohmann::json rules = nlohmann::json::array();
   for (const auto& r : p.rules) rules.push_back({{"direction", r.direction}, {"domain", r.domain}, {"days", r.days}});
-  return nlohmann::json{{"v", 1},
-                        {"minimum_days", p.minimum_days},
-                        {"default_days", p.default_days},
-                        {"rules", rules},
-                        {"set_at", p.set_at},
-                        {"set_by", p.set_by}}
-      .dump();
+  return json_text(nlohmann::json{{"v", 1},
+                                  {"minimum_days", p.minimum_days},
+                                  {"default_days", p.default_days},
+                                  {"rules", rules},
+                                  {"set_at", p.set_at},
+                                  {"set_by", p.set_by}});
 }
 
 Result<RetentionPolicy> parse_retention_policy(std::string_view json) {

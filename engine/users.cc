@@ -9,6 +9,7 @@
 
 #include "common/ascii.h"
 #include "common/base64.h"
+#include "common/json_text.h"
 #include "common/numbers.h"
 #include "common/random.h"
 #include "common/sha256.h"
@@ -94,7 +95,7 @@ std::string encode_user(const User& u) {
                       {"disabled", u.disabled},
                       {"sessions_after_ms", u.sessions_after_ms},
                       {"created_at", u.created_at}};
-  return j.dump();
+  return json_text(j);
 }
 
 Result<User> decode_user(std::string_view value) {

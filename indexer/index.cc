@@ -27,6 +27,8 @@
 #include "common/encoding.h"
 #include "common/file_util.h"
 #include "common/ascii.h"
+#include "common/json_text.h"
+#include "common/threads.h"
 #include "common/numbers.h"
 #include "common/sha256.h"
 #include "indexer/schema.h"
@@ -69,7 +71,7 @@ std::string message_id_term(std::string id) {
 std::string encode_summary(const IndexFields& f) {
   nlohmann::json j = {{"i", f.id},      {"m", f.message_id}, {"d", f.date}, {"f", display_addresses(f.from)},
                       {"s", f.subject}, {"v", f.verdict},    {"z", f.size}};
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return json_text(j);
 }
 
 Summary decode_summary(const std::string& data) {
@@ -393,7 +395,7 @@ Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& r
   Xapian::Document doc;
   doc.add_boolean_term(std::string(schema::kPrefixFlag) + "unindexed");
   nlohmann::json j = {{"i", id}, {"s", "(not indexed: " + reason + ")"}, {"v", ""}, {"u", reason}};
-  doc.set_data(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  doc.set_data(json_text(j));
   return doc;
 }
 
@@ -1941,10 +1943,7 @@ class PhraseResolver {
         loaded[i] = {fetch(archive_id, todo[i].second), todo[i].second};
       }
     };
-    std::vector<std::thread> pool;
-    for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
+    run_side_by_side(static_cast<unsigned>(threads - 1), work);  // fewer, if threads cannot be had
     for (std::size_t i = 0; i < todo.size(); ++i) fields_cache_[todo[i].first] = std::move(loaded[i]);
   }
 

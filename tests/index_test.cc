@@ -12,6 +12,7 @@
 #include <thread>
 #include <tuple>
 
+#include "common/threads.h"
 #include "tests/test_util.h"
 
 namespace mailark::indexer {
@@ -697,6 +698,28 @@ TEST_P(IndexDeferredPhrase, EstimateSampledOnASecondThreadIsTheSame) {
       EXPECT_TRUE(runs[0].total_exact) << q;  // the walk reached the end: the sampler was stopped
       EXPECT_EQ(runs[0].total, 750u) << q;
     }
+  }
+}
+
+// Messages read side by side on threads that cannot be started (a server at its thread limit) are
+// read on the searching thread instead: the same pages and totals, and no end of the process.
+TEST_P(IndexDeferredPhrase, ThreadsThatCannotBeStartedChangeNothing) {
+  ASSERT_NO_FATAL_FAILURE(write_alternating("alpha beta gamma", "alpha gamma beta"));
+  source.parallel = true;
+  for (const auto& [q, offset, limit] : std::vector<std::tuple<std::string, std::size_t, std::size_t>>{
+           {"\"alpha gamma\"", 0, 40}, {"\"alpha gamma\"", 740, 20}, {"\"beta gamma\" OR delta", 0, 30}}) {
+    auto normal = reader->search(q, SearchOptions{offset, limit}, &source);
+    fail_thread_starts_for_test(0, 1000000);
+    auto starved = reader->search(q, SearchOptions{offset, limit}, &source);
+    fail_thread_starts_for_test(0, 0);
+    ASSERT_TRUE(normal.ok()) << q;
+    ASSERT_TRUE(starved.ok()) << q;
+    EXPECT_EQ(starved->total, normal->total) << q;
+    EXPECT_EQ(starved->total_exact, normal->total_exact) << q;
+    ASSERT_EQ(starved->hits.size(), normal->hits.size()) << q;
+    ASSERT_FALSE(normal->hits.empty()) << q;
+    for (std::size_t i = 0; i < normal->hits.size(); ++i)
+      EXPECT_EQ(starved->hits[i].id, normal->hits[i].id) << q;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/base64.h"
+#include "common/json_text.h"
 #include "engine/cases.h"
 #include "engine/checkpoint.h"
 #include "tools/cli.h"
@@ -30,7 +31,7 @@ struct CaseArgs {
 std::string actor() { return "cli:" + os_account(); }
 
 void print_json(const nlohmann::json& j) {
-  std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  std::cout << json_text(j) << "\n";
 }
 
 // Every match of `query`, counted exactly.
@@ -142,8 +143,7 @@ int run_search(const GlobalOptions& g, const CaseArgs& a) {
     if (!saved) return report(saved.error());
   }
   if (Status au = audit(g, "case.search", c->name,
-                        nlohmann::json{{"query", query}, {"total", res->total}}.dump(
-                            -1, ' ', false, nlohmann::json::error_handler_t::replace));
+                        json_text(nlohmann::json{{"query", query}, {"total", res->total}}));
       !au)
     return report(au.error());
   if (a.json) {
@@ -258,12 +258,11 @@ int run_audit_export(const GlobalOptions& g, const CaseArgs& a) {
     if (!out) return report(make_error(ErrorCode::kIo, "cannot write " + tmp + ": " + std::strerror(errno)));
     std::string text = origin + "\n" + std::to_string(check.entries) + "\n" +
                        base64_encode(std::string_view(reinterpret_cast<const char*>(check.head.data()), 32)) + "\n";
-    out << nlohmann::json{{"format", "mailark-audit-v1"},
-                          {"entries", check.entries},
-                          {"head", to_hex(check.head)},
-                          {"verifier_key", verifier.text()},
-                          {"signed_head", sign_note(text, verifier.name, *key)}}
-               .dump()
+    out << json_text(nlohmann::json{{"format", "mailark-audit-v1"},
+                                    {"entries", check.entries},
+                                    {"head", to_hex(check.head)},
+                                    {"verifier_key", verifier.text()},
+                                    {"signed_head", sign_note(text, verifier.name, *key)}})
         << "\n";
     for (std::uint64_t from = 1; from <= check.entries;) {
       auto batch = (*s)->audit_entries(from, 4096);
@@ -282,7 +281,7 @@ int run_audit_export(const GlobalOptions& g, const CaseArgs& a) {
   }
   if (std::rename(tmp.c_str(), a.out.c_str()) != 0)
     return report(make_error(ErrorCode::kIo, "cannot rename " + tmp + ": " + std::strerror(errno)));
-  if (Status au = audit(g, "audit.export", a.out, nlohmann::json{{"entries", check.entries}}.dump()); !au)
+  if (Status au = audit(g, "audit.export", a.out, json_text(nlohmann::json{{"entries", check.entries}})); !au)
     return report(au.error());
   std::cout << "exported " << check.entries << " audit entries to " << a.out << " (head signed; verifier key "
             << verifier.text() << ")\n";

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "engine/checkpoint.h"
 #include "engine/export.h"
 #include "engine/index_fields.h"
@@ -53,23 +54,21 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
   if (!rep) return report(rep.error());
   // The export is in the audit log; an export whose entry cannot be written is removed (fail closed).
   if (Status a = audit(g, "export", args.query,
-                       nlohmann::json{{"case", args.case_name},
-                                      {"file", args.out},
-                                      {"messages", rep->messages},
-                                      {"manifest_sha256", rep->manifest_sha256}}
-                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+                       json_text(nlohmann::json{{"case", args.case_name},
+                                                {"file", args.out},
+                                                {"messages", rep->messages},
+                                                {"manifest_sha256", rep->manifest_sha256}}));
       !a) {
     std::remove(args.out.c_str());
     return report(a.error());
   }
   if (args.json) {
-    std::cout << nlohmann::json{{"file", args.out},
-                                {"messages", rep->messages},
-                                {"bytes", rep->bytes},
-                                {"tree_size", rep->checkpoint.size},
-                                {"origin", rep->checkpoint.origin},
-                                {"manifest_sha256", rep->manifest_sha256}}
-                     .dump()
+    std::cout << json_text(nlohmann::json{{"file", args.out},
+                                          {"messages", rep->messages},
+                                          {"bytes", rep->bytes},
+                                          {"tree_size", rep->checkpoint.size},
+                                          {"origin", rep->checkpoint.origin},
+                                          {"manifest_sha256", rep->manifest_sha256}})
               << "\n";
   } else {
     std::cout << "exported " << rep->messages << " messages (" << human_bytes(rep->bytes) << ") to " << args.out
@@ -92,17 +91,16 @@ int run_verify_export(const ExportArgs& args) {
   progress.finish();
   if (!rep) return report(rep.error());
   if (args.json) {
-    std::cout << nlohmann::json{{"ok", rep->ok},
-                                {"problem", rep->problem},
-                                {"messages", rep->messages},
-                                {"bytes", rep->bytes},
-                                {"origin", rep->origin},
-                                {"tree_size", rep->checkpoint.size},
-                                {"query", rep->query},
-                                {"case", rep->case_name},
-                                {"created_at", rep->created_at},
-                                {"key_from_export", rep->key_from_export}}
-                     .dump()
+    std::cout << json_text(nlohmann::json{{"ok", rep->ok},
+                                          {"problem", rep->problem},
+                                          {"messages", rep->messages},
+                                          {"bytes", rep->bytes},
+                                          {"origin", rep->origin},
+                                          {"tree_size", rep->checkpoint.size},
+                                          {"query", rep->query},
+                                          {"case", rep->case_name},
+                                          {"created_at", rep->created_at},
+                                          {"key_from_export", rep->key_from_export}})
               << "\n";
   } else if (rep->ok) {
     std::cout << "export intact: " << rep->messages << " messages (" << human_bytes(rep->bytes)

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "engine/ingest.h"
 #include "engine/mailbox.h"
 #include "engine/pst.h"
@@ -237,7 +238,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
                         {"error_files", sum.error_files}, {"archive_head", e.archive().head().seq},
                         {"signature_load_seconds", signature_load_seconds},
                         {"placed_in_folders", placed}};
-    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << json_text(j) << "\n";
   } else {
     std::cout << "messages   " << sum.messages << "\n"
               << "imported   " << sum.imported << "\n"

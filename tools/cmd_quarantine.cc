@@ -8,6 +8,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -45,7 +46,7 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
     if (args.json) {
       nlohmann::json list = nlohmann::json::array();
       for (const auto& q : *entries) list.push_back(to_json(q, archive.record(q.seq)));
-      std::cout << nlohmann::json({{"entries", list}, {"total", entries->size()}}).dump() << "\n";
+      std::cout << json_text(nlohmann::json({{"entries", list}, {"total", entries->size()}})) << "\n";
       return kExitOk;
     }
     for (const auto& q : *entries) {
@@ -96,7 +97,9 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
     }
   }
   if (args.json) {
-    std::cout << nlohmann::json({{"action", args.action}, {"ids", done}, {"by", by}, {"failed", failures}}).dump() << "\n";
+    std::cout << json_text(nlohmann::json(
+                     {{"action", args.action}, {"ids", done}, {"by", by}, {"failed", failures}}))
+              << "\n";
   }
   return failures ? kExitFailure : kExitOk;
 }

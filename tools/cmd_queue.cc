@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "engine/continuity.h"
 #include "tools/cli.h"
 
@@ -32,10 +33,10 @@ int run_queue(const GlobalOptions& g, const QueueArgs& args) {
       for (const auto& e : *entries) list.push_back(to_json(e));
       std::optional<ContinuityEvent> event;
       auto state = Continuity(archive).state(&event);
-      std::cout << nlohmann::json({{"entries", list},
-                                   {"total", entries->size()},
-                                   {"continuity", state ? continuity_state_name(*state) : "unknown"}})
-                       .dump()
+      std::cout << json_text(
+                       nlohmann::json({{"entries", list},
+                                       {"total", entries->size()},
+                                       {"continuity", state ? continuity_state_name(*state) : "unknown"}}))
                 << "\n";
       return kExitOk;
     }
@@ -95,7 +96,9 @@ int run_queue(const GlobalOptions& g, const QueueArgs& args) {
       std::cout << args.action << " " << id << "\n";
     }
   }
-  if (args.json) std::cout << nlohmann::json({{"action", args.action}, {"ids", ids}, {"failed", failures}}).dump() << "\n";
+  if (args.json)
+    std::cout << json_text(nlohmann::json({{"action", args.action}, {"ids", ids}, {"failed", failures}}))
+              << "\n";
   return failures ? kExitNotFound : kExitOk;
 }
 

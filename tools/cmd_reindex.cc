@@ -2,6 +2,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -23,7 +24,8 @@ int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
   progress.finish();
   if (!n) return report(n.error());
   if (args.json) {
-    std::cout << nlohmann::json({{"indexed", *n}, {"index_watermark", (*engine)->index_watermark()}}).dump()
+    std::cout << json_text(
+                     nlohmann::json({{"indexed", *n}, {"index_watermark", (*engine)->index_watermark()}}))
               << "\n";
   } else {
     std::cout << "reindexed " << *n << " messages\n";

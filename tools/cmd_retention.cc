@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "engine/checkpoint.h"
 #include "engine/mailbox.h"
 #include "engine/retention.h"
@@ -55,7 +56,8 @@ int run_retention_show(const GlobalOptions& g, const RetentionArgs& args) {
   auto tombs = (*snap)->tombstones();
   if (!tombs) return report(tombs.error());
   if (args.json) {
-    std::cout << nlohmann::json{{"policy", policy_json(*policy)}, {"tombstones", tombs->size()}}.dump() << "\n";
+    std::cout << json_text(nlohmann::json{{"policy", policy_json(*policy)}, {"tombstones", tombs->size()}})
+              << "\n";
     return kExitOk;
   }
   print_policy(*policy);
@@ -83,12 +85,13 @@ int run_set(const GlobalOptions& g, const RetentionArgs& args) {
   auto before = set_retention_policy((*engine)->archive(), next);
   if (!before) return report(before.error());
   // A configuration change: in the audit log with what it replaced.
-  if (Status a = audit(g, "retention.set", "policy",
-                       nlohmann::json{{"before", policy_json(*before)}, {"after", policy_json(next)}}.dump());
+  if (Status a =
+          audit(g, "retention.set", "policy",
+                json_text(nlohmann::json{{"before", policy_json(*before)}, {"after", policy_json(next)}}));
       !a)
     return report(a.error());
   if (args.json) {
-    std::cout << nlohmann::json{{"policy", policy_json(next)}}.dump() << "\n";
+    std::cout << json_text(nlohmann::json{{"policy", policy_json(next)}}) << "\n";
   } else {
     print_policy(next);
   }
@@ -155,12 +158,11 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
   }
   if (!args.dry_run) {
     if (Status a = audit(g, "retention.run", "policy",
-                         nlohmann::json{{"expired", rep->expired},
-                                        {"held", rep->held},
-                                        {"pending", rep->pending},
-                                        {"tombstones", tombstones},
-                                        {"policy", policy_json(*policy)}}
-                             .dump());
+                         json_text(nlohmann::json{{"expired", rep->expired},
+                                                  {"held", rep->held},
+                                                  {"pending", rep->pending},
+                                                  {"tombstones", tombstones},
+                                                  {"policy", policy_json(*policy)}}));
         !a)
       return report(a.error());
   }
@@ -168,17 +170,16 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
   for (const auto& m : rep->moved)
     moved.push_back({{"first", m.first}, {"last", m.last}, {"records", m.records}, {"store_bytes", m.store_bytes}});
   if (args.json) {
-    std::cout << nlohmann::json{{"dry_run", rep->dry_run},
-                                {"due", rep->due},
-                                {"expired", rep->expired},
-                                {"expirable", rep->expirable},
-                                {"held", rep->held},
-                                {"pending", rep->pending},
-                                {"mailbox_entries_removed", rep->mailbox_entries_removed},
-                                {"index_documents_rebuilt", rep->index_documents_rebuilt},
-                                {"segments_moved_to_stores", moved},
-                                {"segments", segs}}
-                     .dump()
+    std::cout << json_text(nlohmann::json{{"dry_run", rep->dry_run},
+                                          {"due", rep->due},
+                                          {"expired", rep->expired},
+                                          {"expirable", rep->expirable},
+                                          {"held", rep->held},
+                                          {"pending", rep->pending},
+                                          {"mailbox_entries_removed", rep->mailbox_entries_removed},
+                                          {"index_documents_rebuilt", rep->index_documents_rebuilt},
+                                          {"segments_moved_to_stores", moved},
+                                          {"segments", segs}})
               << "\n";
     return kExitOk;
   }
@@ -218,10 +219,12 @@ int run_tombstones(const GlobalOptions& g, const RetentionArgs& args) {
   for (const auto& t : *tombs) {
     auto body = nlohmann::json::parse(t.body, nullptr, false);
     if (args.json) {
-      std::cout << nlohmann::json{{"id", t.id}, {"body", t.body}, {"signature", to_hex(std::span<const std::uint8_t>(
-                                                                                   reinterpret_cast<const std::uint8_t*>(t.signature.data()),
-                                                                                   t.signature.size()))}}
-                       .dump()
+      std::cout << json_text(nlohmann::json{
+                       {"id", t.id},
+                       {"body", t.body},
+                       {"signature",
+                        to_hex(std::span<const std::uint8_t>(
+                            reinterpret_cast<const std::uint8_t*>(t.signature.data()), t.signature.size()))}})
                 << "\n";
       continue;
     }

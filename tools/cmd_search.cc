@@ -4,6 +4,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -36,7 +37,8 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
   // complete one.
   // Every search is in the audit log, before anything is shown (fail closed: cli.h audit).
   if (Status a = audit(g, "search", query,
-                       nlohmann::json{{"total", res->total}, {"shown", res->hits.size()}, {"offset", args.offset}}.dump());
+                       json_text(nlohmann::json{
+                           {"total", res->total}, {"shown", res->hits.size()}, {"offset", args.offset}}));
       !a)
     return report(a.error());
   const std::uint64_t head = (*engine)->archive().head().seq;
@@ -60,7 +62,7 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
     nlohmann::json j = {
         {"query", query}, {"total", res->total}, {"total_exact", res->total_exact}, {"offset", args.offset}, {"results", results}, {"index_lag", lag},
         {"search_ms", search_ms}};
-    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << json_text(j) << "\n";
     return kExitOk;
   }
   for (const auto& h : res->hits) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -61,7 +62,7 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
   if (args.json) {
     nlohmann::json out = {{"segments", list},
                           {"policy", {{"period", period_name(policy.period)}, {"max_records", policy.max_records}}}};
-    std::cout << out.dump() << "\n";
+    std::cout << json_text(out) << "\n";
     return kExitOk;
   }
   std::cout << "policy: a new segment every " << period_name(policy.period);
@@ -103,9 +104,11 @@ int run_policy(const GlobalOptions& g, const SegmentsArgs& args) {
   if (auto s = (*engine)->archive().set_segment_policy(policy); !s) return report(s.error());
   nlohmann::json out = {{"period", period_name(policy.period)}, {"max_records", policy.max_records}};
   // A configuration change (segments are what retention expires): in the audit log.
-  if (Status a = audit(g, "segments.policy", "policy", nlohmann::json{{"before", before}, {"after", out}}.dump()); !a)
+  if (Status a = audit(g, "segments.policy", "policy",
+                       json_text(nlohmann::json{{"before", before}, {"after", out}}));
+      !a)
     return report(a.error());
-  std::cout << (args.json ? out.dump() : "segment policy: " + out.dump()) << "\n";
+  std::cout << (args.json ? json_text(out) : "segment policy: " + json_text(out)) << "\n";
   return kExitOk;
 }
 
@@ -118,7 +121,7 @@ int run_seal(const GlobalOptions& g, const SegmentsArgs& args) {
   if (auto is = indexer::index_segments((*engine)->index_dir()))
     for (const auto& s : *is) sealed += s.sealed ? 1 : 0;
   nlohmann::json out = {{"sealed", sealed}};
-  std::cout << (args.json ? out.dump() : std::to_string(sealed) + " sealed segments") << "\n";
+  std::cout << (args.json ? json_text(out) : std::to_string(sealed) + " sealed segments") << "\n";
   return kExitOk;
 }
 
@@ -152,7 +155,7 @@ int run_move(const GlobalOptions& g, const SegmentsArgs& args) {
   nlohmann::json main = {{"bytes_before", c->file_bytes}, {"free_bytes", c->free_bytes},
                          {"compacted", c->after_bytes != 0}, {"bytes_after", c->after_bytes}, {"busy", c->busy}};
   if (args.json) {
-    std::cout << nlohmann::json{{"moved", list}, {"main_environment", main}}.dump() << "\n";
+    std::cout << json_text(nlohmann::json{{"moved", list}, {"main_environment", main}}) << "\n";
     return kExitOk;
   }
   if (moved->empty()) std::cout << "every closed segment has a store of its own\n";
@@ -172,7 +175,7 @@ int run_remote(const GlobalOptions& g, const SegmentsArgs& args) {
   if (auto s = indexer::set_segment_remote((*engine)->index_dir(), args.first, args.endpoints); !s)
     return report(s.error());
   nlohmann::json out = {{"first", args.first}, {"remote", args.endpoints}};
-  std::cout << (args.json ? out.dump()
+  std::cout << (args.json ? json_text(out)
                           : "segment " + std::to_string(args.first) +
                                 (args.endpoints.empty() ? " is searched locally" : " is searched remotely"))
             << "\n";

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "engine/record_json.h"
 #include "tools/cli.h"
 
@@ -32,8 +33,7 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
   if (!msg) return report(msg.error());
   // Every view is in the audit log, before anything is shown (fail closed: cli.h audit).
   if (Status a = audit(g, args.raw ? "show.raw" : "show", std::to_string(args.id),
-                       nlohmann::json{{"subject", msg->subject}, {"message_id", msg->message_id}}.dump(
-                           -1, ' ', false, nlohmann::json::error_handler_t::replace));
+                       json_text(nlohmann::json{{"subject", msg->subject}, {"message_id", msg->message_id}}));
       !a)
     return report(a.error());
   if (args.raw) {
@@ -98,7 +98,7 @@ int run_show(const GlobalOptions& g, const ShowArgs& args) {
                        {"decided_at", held->decided_at ? iso8601(held->decided_at) : std::string()}};
   }
   if (args.json) {
-    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << json_text(j) << "\n";
     return kExitOk;
   }
   std::cout << "Id:          " << r.seq << "\n"

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "engine/continuity.h"
 #include "tools/cli.h"
 
@@ -64,7 +65,7 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
                         {"head_hash", to_hex(head.hash)},
                         {"index_watermark", watermark},
                         {"continuity", continuity}};
-    std::cout << j.dump() << "\n";
+    std::cout << json_text(j) << "\n";
     return kExitOk;
   }
   std::cout << std::fixed << std::setprecision(1);

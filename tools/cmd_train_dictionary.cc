@@ -2,6 +2,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -21,7 +22,7 @@ int run_train(const GlobalOptions& g, const TrainArgs& args) {
   auto id = e.train_dictionary(args.samples, args.bytes);
   if (!id) return report(id.error());
   if (args.json) {
-    std::cout << nlohmann::json({{"dictionary", *id}, {"previous", before}}).dump() << "\n";
+    std::cout << json_text(nlohmann::json({{"dictionary", *id}, {"previous", before}})) << "\n";
   } else {
     std::cout << "trained dictionary " << *id << " on the newest " << args.samples
               << " messages; new mail is compressed with it (dictionary " << before

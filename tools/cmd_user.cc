@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "engine/mailbox.h"
 #include "tools/cli.h"
 
@@ -123,7 +124,7 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
     if (args.json) {
       nlohmann::json list = nlohmann::json::array();
       for (const auto& u : *users) list.push_back(user_json(u));
-      std::cout << nlohmann::json({{"users", list}}).dump() << "\n";
+      std::cout << json_text(nlohmann::json({{"users", list}})) << "\n";
       return kExitOk;
     }
     for (const auto& u : *users) {
@@ -165,7 +166,7 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
     auto u = s.update_user(args.user, fn);
     if (!u) return report(u.error());
     if (args.json)
-      std::cout << user_json(*u).dump() << "\n";
+      std::cout << json_text(user_json(*u)) << "\n";
     else
       std::cout << u->name << ": " << done << "\n";
     return static_cast<int>(kExitOk);
@@ -306,9 +307,7 @@ int run_user_audited(const GlobalOptions& g, const UserArgs& args) {
   if (rc != kExitOk || lists) return rc;
   nlohmann::json detail = {{"args", args.rest}};
   if (args.action == "add") detail = {{"role", args.role}, {"aliases", args.aliases}};
-  if (Status a = audit(g, "user." + args.action, args.user,
-                       detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-      !a) {
+  if (Status a = audit(g, "user." + args.action, args.user, json_text(detail)); !a) {
     std::cerr << "mailark: the change to " << args.user << " was made, but its audit entry was not written\n";
     return report(a.error());
   }

@@ -2,6 +2,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.h"
 #include "engine/checkpoint.h"
 #include "engine/verify.h"
 #include "tools/cli.h"
@@ -116,7 +117,7 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
       j["first_bad_record"] = rep->first_bad;
       j["problem"] = rep->problem;
     }
-    std::cout << j.dump() << "\n";
+    std::cout << json_text(j) << "\n";
   } else if (rep->intact) {
     print_index_status(watermark, lag, unindexed);
     for (std::size_t i = 0; i < rep->checkpoints.size(); ++i)

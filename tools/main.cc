@@ -53,5 +53,12 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kExitUsage;
   }
-  return run ? run() : kExitUsage;
+  // Commands answer with Result; an exception that still escapes (memory, threads, a library's own)
+  // is said as such, with its exit code, rather than aborting with a core dump.
+  try {
+    return run ? run() : kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "mailark: internal error: " << e.what() << "\n";
+    return kExitInternal;
+  }
 }

@@ -19,6 +19,7 @@
 
 #include "api/outcall.h"
 #include "common/dates.h"
+#include "common/json_text.h"
 
 extern char** environ;
 
@@ -29,7 +30,7 @@ std::string alert_json(const Alert& a, const std::string& hostname) {
                    {"host", hostname},     {"at", a.at},           {"time", rfc5322_date(a.at)},
                    {"counter", a.counter}, {"state", a.state}};
   j["panic_url"] = a.panic_url.empty() ? nlohmann::json(nullptr) : nlohmann::json(a.panic_url);
-  return j.dump();
+  return json_text(j);
 }
 
 std::string alert_message(const Alert& a, const std::string& hostname, const std::string& from,

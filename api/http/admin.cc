@@ -8,6 +8,7 @@
 #include "api/blocking.h"
 #include "api/http/request.h"
 #include "api/http/server.h"
+#include "common/json_text.h"
 #include "common/secret_file.h"
 #include "common/sha256.h"
 
@@ -74,7 +75,9 @@ struct AdminServer::Impl {
     return same_secret(given, token);
   }
 
-  static http::Response json_response(int status, const json& j) { return http::json_response(status, j.dump()); }
+  static http::Response json_response(int status, const json& j) {
+    return http::json_response(status, json_text(j));
+  }
 
   awaitable<http::Response> handle(const http::Request& req, const std::string& ip) {
     const std::string& path = req.path;
@@ -98,7 +101,7 @@ struct AdminServer::Impl {
           Continuity c(archive);
           auto st = c.status(50, 20);
           if (!st) {
-            body = json{{"error", st.error().to_string()}}.dump();
+            body = json_text(json{{"error", st.error().to_string()}});
             return;
           }
           std::optional<QueueRangeFigures> remaining;

@@ -13,6 +13,7 @@
 #include "common/ascii.h"
 #include "common/base64.h"
 #include "common/dates.h"
+#include "common/json_text.h"
 #include "engine/message.h"
 #include "engine/mime_tree.h"
 #include "indexer/index.h"
@@ -172,7 +173,7 @@ void ImapSession::write_views() {
     detail["searches"] = searches_;  // how many SEARCH commands, and the first 50 of them
     detail["search_criteria"] = searched_;
   }
-  auto e = ctx_.audit->audit("imap:" + user_.name, "imap.views", user_.name, detail.dump());
+  auto e = ctx_.audit->audit("imap:" + user_.name, "imap.views", user_.name, json_text(detail));
   if (!e) spdlog::error("imap: the views of {}'s session are not in the audit log: {}", user_.name, e.error().to_string());
   viewed_.clear();
   searched_.clear();

@@ -19,6 +19,7 @@
 
 #include "api/blocking.h"
 #include "api/checkpoints.h"
+#include "common/json_text.h"
 #include <nlohmann/json.hpp>
 #include "common/sha256.h"
 #include "common/file_util.h"
@@ -355,8 +356,9 @@ struct SmtpServer::Impl {
       std::getline(in, before);
     }
     if (before == now || !cases) return;
-    auto e = cases->audit("server", "config.change", config_path.empty() ? "(built-in defaults)" : config_path,
-                          nlohmann::json{{"sha256", now}, {"before", before}, {"when", when}}.dump());
+    auto e =
+        cases->audit("server", "config.change", config_path.empty() ? "(built-in defaults)" : config_path,
+                     json_text(nlohmann::json{{"sha256", now}, {"before", before}, {"when", when}}));
     if (!e) {
       spdlog::error("the configuration change is not in the audit log: {}", e.error().to_string());
       return;
@@ -986,7 +988,17 @@ Status SmtpServer::run() {
     asio::co_spawn(m.io, m.web->run(), log_exception);
     spdlog::info("listening: web portal on {} port {} (tls {})", m.config.web.listen, m.web->port(), m.config.web.tls);
   }
-  m.io.run();
+  // A handler that throws on the io thread (every listener's) is logged and the loop goes on: asio lets
+  // the exception out of run(), and run() may be called again without a restart() (asio's
+  // io_context::run documentation). Work on the pool threads is caught where it runs (api/blocking.h).
+  for (;;) {
+    try {
+      m.io.run();
+      break;
+    } catch (const std::exception& e) {
+      spdlog::error("unexpected error in the event loop, which goes on: {}", e.what());
+    }
+  }
   m.blocking.join();
   // A write failure met while serving was answered then (451 for the messages it hit) and did not
   // stop the server; it does not make a clean shutdown fail either.

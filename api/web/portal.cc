@@ -1,5 +1,6 @@
 #include "api/web/portal.h"
 #include <filesystem>
+#include "common/json_text.h"
 #include "engine/checkpoint.h"
 #include "engine/export.h"
 
@@ -47,13 +48,13 @@ constexpr const char* kApiCsp = "default-src 'none'; frame-ancestors 'none'; san
 constexpr std::size_t kMaxPage = 200;
 
 http::Response error(int status, const std::string& message) {
-  http::Response r = http::json_response(status, json{{"error", message}}.dump());
+  http::Response r = http::json_response(status, json_text(json{{"error", message}}));
   r.headers.emplace_back("Content-Security-Policy", kApiCsp);
   return r;
 }
 
 http::Response ok_json(const json& j, int status = 200) {
-  http::Response r = http::json_response(status, j.dump());
+  http::Response r = http::json_response(status, json_text(j));
   r.headers.emplace_back("Content-Security-Policy", kApiCsp);
   return r;
 }
@@ -731,7 +732,7 @@ struct WebPortal::Impl {
   }
   Status audit_as(const std::string& user, const std::string& action, const std::string& target, const json& detail) {
     if (!ctx.cases) return ok_status();
-    auto e = ctx.cases->audit("web:" + user, action, target, detail.dump(-1, ' ', false, json::error_handler_t::replace));
+    auto e = ctx.cases->audit("web:" + user, action, target, json_text(detail));
     if (!e) return Error{e.error().code, "cannot write the audit log: " + e.error().context, ""};
     return ok_status();
   }
@@ -993,13 +994,18 @@ struct WebPortal::Impl {
         job->state = "running";
       }
       int status = 500;
-      auto made = write_case_export(
-          job->owner, found, job->format,
-          [job](std::uint64_t d, std::uint64_t t) {
-            job->done = d;
-            job->total = t;
-          },
-          [this, job] { return stopping.load() || job->cancelled.load(); }, status);
+      Result<CaseExport> made = make_error(ErrorCode::kInternal, "the export did not run");
+      try {  // a throw here would leave the exporter's thread, and end the server
+        made = write_case_export(
+            job->owner, found, job->format,
+            [job](std::uint64_t d, std::uint64_t t) {
+              job->done = d;
+              job->total = t;
+            },
+            [this, job] { return stopping.load() || job->cancelled.load(); }, status);
+      } catch (const std::exception& e) {
+        made = make_error(ErrorCode::kInternal, std::string("internal error: ") + e.what());
+      }
       std::lock_guard lock(job->mu);
       job->finished = Clock::now();
       if (!made) {

@@ -402,6 +402,60 @@ tls = "none"
         self.assertEqual(status, 400)
         self.assertIn("error", err)
 
+    # ---- hostile bytes ----
+
+    def test_a_message_of_invalid_utf8_is_shown_and_the_server_stays_up(self):
+        """Mail is bytes: a subject, a Message-ID, an In-Reply-To, another header and a body that are not
+        UTF-8 (raw Latin-1, a cut sequence, an overlong one, a surrogate's bytes) are shown with U+FFFD
+        where a byte cannot be read, the raw message is the bytes received, IMAP serves it, and the
+        server goes on. (JSON text of such bytes once threw on a pool thread, which ended the whole
+        process, the MX with it: common/json_text.h, api/blocking.h.)"""
+        raw = (b"From: Sender <s@internet.example>\r\nTo: carol@example.com\r\n"
+               b"Subject: mojibake caf\xe9 \xff\xfe\r\n"
+               b"Message-ID: <bad\xff\xfeid." + str(time.time_ns()).encode() + b"@internet.example>\r\n"
+               b"In-Reply-To: <x\xc3(@y>\r\nX-Junk: \xc0\xaf\xed\xa0\x80 latin \xe9\r\n"
+               b"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+               b"quetzal body \xff\xfe caf\xe9\r\n")
+        with smtplib.SMTP("127.0.0.1", self.mx, timeout=30) as s:
+            s.sendmail("s@internet.example", ["carol@example.com"], raw)
+        carol = Client(self.web)
+        self.assertEqual(carol.login("carol@example.com", "carol-pw-123")[0], 200)
+        fid = self.folder(carol, "INBOX")["id"]
+        deadline = time.time() + 20
+        while True:
+            status, listed = carol.get(f"/api/v1/folders/{fid}/messages")
+            self.assertEqual(status, 200, listed)
+            found = [m for m in listed["messages"] if m["subject"].startswith("mojibake")]
+            if found or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(len(found), 1, listed)
+        base = f"/api/v1/messages/{fid}/{found[0]['uid']}"
+        for _ in range(3):  # more than once: the server is still there to answer
+            status, v = carol.get(base)
+            self.assertEqual(status, 200, v)
+            self.assertTrue(v["subject"].startswith("mojibake caf"), v["subject"])
+            self.assertIn("\ufffd", v["message_id"])
+            self.assertIn("\ufffd", v["in_reply_to"])
+            self.assertIn("quetzal body", v["text"])
+            self.assertIn("X-Junk", [h[0] for h in v["headers"]])
+        status, _, back = carol.request("GET", base + "/raw", raw=True)
+        self.assertEqual(status, 200)
+        self.assertTrue(back.endswith(raw))  # the bytes received, after the trace header this hop added
+        deadline = time.time() + 20
+        while carol.get("/api/v1/search?q=quetzal")[1].get("total") != 1 and time.time() < deadline:
+            time.sleep(0.2)
+        status, hits = carol.get("/api/v1/search?q=quetzal")
+        self.assertEqual((status, hits["total"]), (200, 1), hits)
+        im = imaplib.IMAP4("127.0.0.1", self.imap)
+        im.login("carol@example.com", "carol-pw-123")
+        im.select("INBOX")
+        typ, data = im.uid("FETCH", str(found[0]["uid"]), "(ENVELOPE BODY.PEEK[])")
+        self.assertEqual(typ, "OK", data)
+        self.assertIn(raw, b"".join(x[1] for x in data if isinstance(x, tuple)))
+        im.logout()
+        self.assertEqual(carol.get("/health"), (200, {"status": "ok"}))
+
     # ---- sending ----
 
     def test_send_reply_forward(self):

@@ -1,0 +1,25 @@
+// Work shared out over threads that may not all be had.
+//
+// Starting a thread can fail (std::system_error: the process's or the system's thread limit, memory
+// for its stack). A vector of std::thread that throws half-way through its starts leaves joinable
+// threads behind, and destroying one of those ends the process: in `serve`, a search at a moment of
+// thread pressure would take every listener down with it. Here a thread that cannot be started is
+// simply not there: the work runs on those that could be started, the calling thread always among
+// them (tests/threads_test.cc).
+#pragma once
+
+#include <functional>
+
+namespace mailark {
+
+// Runs `work` on the calling thread and on up to `extra` more threads at once, and returns when every
+// one of them has returned: how many ran (at least 1). `work` must take its items from something all
+// of them share (an atomic counter), so that whichever threads run take them all. An exception from
+// `work` on any thread is thrown here, after every thread has been joined (the first one caught).
+unsigned run_side_by_side(unsigned extra, const std::function<void()>& work);
+
+// For tests: of run_side_by_side's next thread starts, `after` succeed, then `count` fail as an
+// exhausted system's would.
+void fail_thread_starts_for_test(unsigned after, unsigned count);
+
+}  // namespace mailark

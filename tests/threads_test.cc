@@ -1,0 +1,89 @@
+// Work on threads that may not all be had (common/threads.h) and blocking work that throws
+// (api/blocking.h): neither may end the process.
+#include <gtest/gtest.h>
+
+#include <asio.hpp>
+#include <atomic>
+#include <stdexcept>
+#include <vector>
+
+#include "api/blocking.h"
+#include "common/threads.h"
+
+namespace mailark {
+namespace {
+
+// Items shared out through one counter, as every caller of run_side_by_side does.
+struct Items {
+  explicit Items(std::size_t n) : done(n) {}
+  std::vector<std::atomic<int>> done;
+  std::atomic<std::size_t> next{0};
+  void work() {
+    for (std::size_t i; (i = next.fetch_add(1)) < done.size();) done[i]++;
+  }
+  bool each_once() const {
+    for (const auto& d : done)
+      if (d.load() != 1) return false;
+    return true;
+  }
+};
+
+TEST(RunSideBySide, EveryItemIsDoneOnceOnTheThreadsThatCouldBeStarted) {
+  Items all(10000);
+  EXPECT_EQ(run_side_by_side(3, [&] { all.work(); }), 4u);
+  EXPECT_TRUE(all.each_once());
+
+  // The second of three starts fails (the case where a vector of std::thread would be destroyed
+  // with a joinable thread in it): one extra thread and the caller do it all.
+  fail_thread_starts_for_test(1, 1);
+  Items some(10000);
+  EXPECT_EQ(run_side_by_side(3, [&] { some.work(); }), 2u);
+  EXPECT_TRUE(some.each_once());
+
+  // No thread at all to be had: the caller still does everything.
+  fail_thread_starts_for_test(0, 100);
+  Items none(500);
+  EXPECT_EQ(run_side_by_side(8, [&] { none.work(); }), 1u);
+  EXPECT_TRUE(none.each_once());
+  fail_thread_starts_for_test(0, 0);
+}
+
+TEST(RunSideBySide, AnExceptionOnAnyThreadIsThrownToTheCallerAfterEveryJoin) {
+  std::atomic<int> finished{0};
+  std::atomic<int> calls{0};
+  EXPECT_THROW(run_side_by_side(3,
+                                [&] {
+                                  if (calls.fetch_add(1) == 2) throw std::runtime_error("one thread failed");
+                                  finished++;
+                                }),
+               std::runtime_error);
+  EXPECT_EQ(calls.load(), 4);
+  EXPECT_EQ(finished.load(), 3);  // the others ran to their end before the throw reached the caller
+}
+
+TEST(RunBlocking, AThrowOnThePoolReachesTheCoroutineAndThePoolGoesOn) {
+  asio::io_context io;
+  asio::thread_pool pool{1};
+  std::string caught;
+  int after = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto bad = [] { throw std::runtime_error("invalid UTF-8 byte"); };
+        try {
+          co_await api::run_blocking(pool, bad);
+        } catch (const std::runtime_error& e) {
+          caught = e.what();
+        }
+        auto good = [&] { after = 42; };
+        co_await api::run_blocking(pool, good);
+      },
+      asio::detached);
+  io.run();
+  pool.join();
+  EXPECT_EQ(caught, "invalid UTF-8 byte");
+  EXPECT_EQ(after, 42);
+}
+
+}  // namespace
+}  // namespace mailark
