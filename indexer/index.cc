@@ -1734,20 +1734,25 @@ class DocIdSet : public Xapian::PostingSource {
 };
 
 bool has_phrase(const Xapian::Document& doc, const std::vector<std::string>& terms) {
-  std::vector<std::set<Xapian::termpos>> positions;
+  // Each distinct word's positions, read once however often the phrase repeats it.
+  std::map<std::string_view, std::vector<Xapian::termpos>> by_term;
+  std::vector<const std::vector<Xapian::termpos>*> positions;
+  positions.reserve(terms.size());
   for (const auto& t : terms) {
-    std::set<Xapian::termpos> ps;
-    Xapian::TermIterator ti = doc.termlist_begin();
-    ti.skip_to(t);
-    if (ti == doc.termlist_end() || *ti != t) return false;  // term absent from this text
-    for (auto it = ti.positionlist_begin(); it != ti.positionlist_end(); ++it) ps.insert(*it);
-    if (ps.empty()) return false;
-    positions.push_back(std::move(ps));
+    auto [at, fresh] = by_term.try_emplace(t);
+    if (fresh) {
+      Xapian::TermIterator ti = doc.termlist_begin();
+      ti.skip_to(t);
+      if (ti == doc.termlist_end() || *ti != t) return false;  // term absent from this text
+      for (auto it = ti.positionlist_begin(); it != ti.positionlist_end(); ++it) at->second.push_back(*it);
+      if (at->second.empty()) return false;
+    }
+    positions.push_back(&at->second);  // ascending, as Xapian gives them
   }
-  for (Xapian::termpos p : positions[0]) {
+  for (Xapian::termpos p : *positions[0]) {
     bool all = true;
     for (std::size_t i = 1; i < positions.size() && all; ++i)
-      all = positions[i].count(p + static_cast<Xapian::termpos>(i)) > 0;
+      all = std::binary_search(positions[i]->begin(), positions[i]->end(), p + static_cast<Xapian::termpos>(i));
     if (all) return true;
   }
   return false;
@@ -1862,8 +1867,10 @@ class PhraseResolver {
       : db_(db), map_(map), fields_(fields), shards_(std::move(shards)), pairs_(pairs), may_defer_(may_defer),
         remote_(remote) {}
 
-  // Set when the query cannot be answered exactly (a phrase under OR or NOT with remote shards).
+  // Set when the query cannot be answered exactly (a phrase under OR or NOT with remote shards), or
+  // asks too much (a phrase of more than kMaxPhraseWords words); what to do instead.
   const std::string& error() const { return error_; }
+  const std::string& error_hint() const { return error_hint_; }
 
   Xapian::Query resolve(const Xapian::Query& q) { return resolve(q, /*required=*/true); }
 
@@ -2063,6 +2070,14 @@ class PhraseResolver {
   }
 
   Xapian::Query resolve_phrase(const Xapian::Query& q, bool required) {
+    if (q.get_num_subqueries() > kMaxPhraseWords) {
+      if (error_.empty()) {
+        error_ = "a phrase of " + std::to_string(q.get_num_subqueries()) + " words: at most " +
+                 std::to_string(kMaxPhraseWords) + " are checked";
+        error_hint_ = "quote a shorter part of it, or its rarest words";
+      }
+      return Xapian::Query::MatchNothing;
+    }
     std::vector<std::string> terms;
     std::vector<Xapian::Query> subs;
     for (std::size_t i = 0; i < q.get_num_subqueries(); ++i) {
@@ -2305,6 +2320,7 @@ class PhraseResolver {
     if (count_of(q, static_cast<Xapian::doccount>(ids.size()) + 1) != ids.size() && error_.empty()) {
       error_ = "a phrase under OR or NOT cannot be checked over remote segments indexed before documents had "
                "id terms: run `mailark reindex`, then serve the new shards";
+      error_hint_ = "otherwise, make the phrase required (AND), or bring the segments back (`mailark segments local`)";
     }
     return q;
   }
@@ -2350,7 +2366,7 @@ class PhraseResolver {
   const PairWords* pairs_;
   bool may_defer_;
   bool remote_;
-  std::string error_;
+  std::string error_, error_hint_;
   std::vector<DeferredPhrase> deferred_;
   Xapian::doccount unfiltered_ = 0;  // candidates without a pair filter (filter())
   bool unnarrowed_ = false;          // candidates neither filtered nor narrowed by pair terms
@@ -2885,18 +2901,23 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     if (safe.without_operators) {
       flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
     }
+    qp.set_max_expansion(kMaxWildcardWords, Xapian::Query::WILDCARD_LIMIT_ERROR);  // thrown by the match
     Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos ? Xapian::Query::MatchAll
                                                                                : qp.parse_query(safe.query, flags);
     if (!errors->first.empty()) {
       return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + errors->first,
                         "see `mailark search --help` for the syntax");
     }
+    if (const auto terms = static_cast<std::size_t>(std::distance(parsed.get_terms_begin(), parsed.get_terms_end()));
+        terms > kMaxQueryTerms) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "the query has " + std::to_string(terms) + " words and field terms: at most " +
+                            std::to_string(kMaxQueryTerms) + " are searched at once",
+                        "search in parts, or narrow it with fields and dates");
+    }
     PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total, remote_);
     Xapian::Query q = resolver.resolve(parsed);
-    if (!resolver.error().empty()) {
-      return make_error(ErrorCode::kInvalidArgument, resolver.error(),
-                        "otherwise, make the phrase required (AND), or bring the segments back (`mailark segments local`)");
-    }
+    if (!resolver.error().empty()) return make_error(ErrorCode::kInvalidArgument, resolver.error(), resolver.error_hint());
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).
     if (ascii_lower(query).find("direction:") == std::string::npos) {
@@ -3121,6 +3142,10 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
   } catch (const Xapian::QueryParserError& e) {
     return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + e.get_msg(),
                       "see `mailark search --help` for the syntax");
+  } catch (const Xapian::WildcardError& e) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "a wildcard stands for more than " + std::to_string(kMaxWildcardWords) + " words (" + e.get_msg() + ")",
+                      "give more letters before the *");
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "searching");
   }

@@ -779,6 +779,66 @@ TEST(IndexParts, EveryMatchIsInExactlyOnePart) {
   EXPECT_FALSE((*r)->search("", bad, &source).ok());
 }
 
+// The bounds of one query (index.h kMaxQueryTerms, kMaxPhraseWords, kMaxWildcardWords): a query
+// past one is refused with an error that says which and what to do; one at the bound runs and is right.
+TEST(IndexQueryBounds, QueriesPastTheBoundsAreRefusedAndThoseAtThemRun) {
+  test::ScratchDir dir;
+  MapSource source;
+  std::string the_run;  // the word a long phrase repeats, 200 times in every text
+  for (int i = 0; i < 200; ++i) the_run += "the ";
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    add_committing(**w, source, 60, [&](std::uint64_t id) {
+      std::string body = the_run;
+      for (std::uint64_t k = 0; k < 40; ++k) body += " zq" + std::to_string(id * 40 + k);  // zq40 .. zq2439
+      return fields(id, "bounds", body, 978307200 + static_cast<std::int64_t>(id));
+    });
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  auto phrase_of = [](std::size_t n) {
+    std::string q = "\"";
+    for (std::size_t i = 0; i < n; ++i) q += (i ? " the" : "the");
+    return q + "\"";
+  };
+  auto words_or = [](std::size_t n) {
+    std::string q;
+    for (std::size_t i = 0; i < n; ++i) q += (i ? " OR zq" : "zq") + std::to_string(i);
+    return q;
+  };
+  SearchOptions exact{0, 100};
+  exact.exact_total = true;
+  auto at = (*r)->search(phrase_of(kMaxPhraseWords), exact, &source);
+  ASSERT_TRUE(at.ok()) << at.error().to_string();
+  EXPECT_EQ(at->total, 60u);
+  auto past = (*r)->search(phrase_of(kMaxPhraseWords + 1), exact, &source);
+  ASSERT_FALSE(past.ok());
+  EXPECT_EQ(past.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(past.error().context.find("at most 64"), std::string::npos) << past.error().context;
+  EXPECT_FALSE(past.error().hint.empty());
+
+  auto many = (*r)->search(words_or(kMaxQueryTerms), exact, &source);
+  ASSERT_TRUE(many.ok()) << many.error().to_string();
+  EXPECT_EQ(many->total, 25u);  // of zq0 .. zq1023, the documents 1 .. 25 hold zq40 .. zq1039
+  auto too_many = (*r)->search(words_or(kMaxQueryTerms + 1), exact, &source);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(too_many.error().context.find("at most 1024"), std::string::npos) << too_many.error().context;
+  // Field terms count as words do.
+  std::string fields_or;
+  for (std::size_t i = 0; i <= kMaxQueryTerms; ++i) fields_or += (i ? " OR from:a" : "from:a") + std::to_string(i) + "@x.example";
+  EXPECT_FALSE((*r)->search(fields_or, exact, &source).ok());
+
+  auto wild = (*r)->search("zq2*", exact, &source);  // 540 words: zq200-299 and zq2000-2439
+  ASSERT_TRUE(wild.ok()) << wild.error().to_string();
+  EXPECT_EQ(wild->total, 14u);  // the documents 5-7 and 50-60
+  auto wide = (*r)->search("zq*", exact, &source);  // 2,400 words
+  ASSERT_FALSE(wide.ok());
+  EXPECT_EQ(wide.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(wide.error().context.find("wildcard"), std::string::npos) << wide.error().context;
+}
+
 }  // namespace
 }  // namespace mailark::indexer
 
