@@ -44,15 +44,23 @@ CheckpointPublisher::~CheckpointPublisher() {
 }
 
 void CheckpointPublisher::loop() {
+  // A turn that throws is logged and the next one goes on: this thread must not end the server.
+  auto guarded_turn = [this] {
+    try {
+      turn();
+    } catch (const std::exception& e) {
+      spdlog::error("checkpoints: the turn stopped: {}", e.what());
+    }
+  };
   std::unique_lock lock(mu_);
   while (!stop_) {
     lock.unlock();
-    turn();
+    guarded_turn();
     lock.lock();
     cv_.wait_for(lock, std::chrono::seconds(config_.every), [this] { return stop_; });
   }
   lock.unlock();
-  turn();  // what the server archived since the last turn, signed as it stops
+  guarded_turn();  // what the server archived since the last turn, signed as it stops
 }
 
 void CheckpointPublisher::turn() {

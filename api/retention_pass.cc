@@ -42,7 +42,11 @@ void RetentionPass::loop() {
   auto wait = std::chrono::seconds(std::min(60u, config_.every));
   while (!cv_.wait_for(lock, wait, [this] { return stop_; })) {
     lock.unlock();
-    turn();
+    try {
+      turn();
+    } catch (const std::exception& e) {  // nothing expired that the pass did not finish; the next goes on
+      spdlog::error("retention: the pass stopped: {}", e.what());
+    }
     lock.lock();
     wait = std::chrono::seconds(config_.every);
   }

@@ -147,7 +147,18 @@ struct Ingest::Impl {
     std::pair<std::uint64_t, IngestItem> item;
     while (work.pop(item)) {
       auto on_done = std::move(item.second.on_done);
-      Prepared p = prepare(std::move(item.second));
+      const std::string origin = item.second.origin;
+      Prepared p;
+      try {
+        p = prepare(std::move(item.second));
+      } catch (const std::exception& e) {
+        // Nothing a message holds may end the process (this thread is the MX's too): the message
+        // fails alone, as a failed write would (SMTP answers 451; the sender tries again).
+        p = Prepared{};
+        p.result.origin = origin;
+        p.result.outcome = IngestOutcome::kFailed;
+        p.result.reason = std::string("internal error while preparing the message: ") + e.what();
+      }
       p.ticket = item.first;
       p.on_done = std::move(on_done);
       to_append.push(std::move(p));  // every item, so the appender can restore submission order

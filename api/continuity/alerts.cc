@@ -97,7 +97,12 @@ struct Alerter::Impl {
       Job job = std::move(*it);
       jobs.erase(it);
       lock.unlock();
-      std::string error = attempt(job);
+      std::string error;
+      try {
+        error = attempt(job);
+      } catch (const std::exception& e) {  // this thread must not end the server: a failed attempt
+        error = std::string("internal error: ") + e.what();
+      }
       lock.lock();
       if (error.empty()) {
         spdlog::info("alert {}: sent to {} (attempt {})", job.alert.kind, job.target, job.attempt + 1);
