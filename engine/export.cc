@@ -438,6 +438,7 @@ Result<ExportIds> export_matches(indexer::IndexReader& reader, const std::string
   opts.one_per_message = one_per_message;
   opts.parts = indexer::parts_for(reader.documents());
   opts.limit = std::numeric_limits<std::uint32_t>::max();
+  opts.bounded = false;  // an export's query: a case's searches OR'ed, or an administrator's own
   ExportIds ids;
   for (opts.part = 0; opts.part < opts.parts; ++opts.part) {
     MAILARK_ASSIGN_OR_RETURN(indexer::SearchResults res, reader.search(query, opts, fields));

@@ -211,6 +211,7 @@ Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std:
     // Every match, a part of the index at a time (as an export collects them: export_matches).
     indexer::SearchOptions o;
     o.exact_total = true;
+    o.bounded = false;  // a case's searches OR'ed: each ran within the bounds when saved
     o.parts = indexer::parts_for(ctx.archive->head().seq);
     o.limit = std::numeric_limits<std::uint32_t>::max();
     for (o.part = 0; o.part < o.parts; ++o.part) {

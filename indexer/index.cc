@@ -1871,6 +1871,7 @@ class PhraseResolver {
   // asks too much (a phrase of more than kMaxPhraseWords words); what to do instead.
   const std::string& error() const { return error_; }
   const std::string& error_hint() const { return error_hint_; }
+  void set_bounded(bool bounded) { bounded_ = bounded; }  // SearchOptions::bounded
 
   Xapian::Query resolve(const Xapian::Query& q) { return resolve(q, /*required=*/true); }
 
@@ -2070,7 +2071,7 @@ class PhraseResolver {
   }
 
   Xapian::Query resolve_phrase(const Xapian::Query& q, bool required) {
-    if (q.get_num_subqueries() > kMaxPhraseWords) {
+    if (bounded_ && q.get_num_subqueries() > kMaxPhraseWords) {
       if (error_.empty()) {
         error_ = "a phrase of " + std::to_string(q.get_num_subqueries()) + " words: at most " +
                  std::to_string(kMaxPhraseWords) + " are checked";
@@ -2367,6 +2368,7 @@ class PhraseResolver {
   bool may_defer_;
   bool remote_;
   std::string error_, error_hint_;
+  bool bounded_ = true;
   std::vector<DeferredPhrase> deferred_;
   Xapian::doccount unfiltered_ = 0;  // candidates without a pair filter (filter())
   bool unnarrowed_ = false;          // candidates neither filtered nor narrowed by pair terms
@@ -2901,7 +2903,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     if (safe.without_operators) {
       flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
     }
-    qp.set_max_expansion(kMaxWildcardWords, Xapian::Query::WILDCARD_LIMIT_ERROR);  // thrown by the match
+    if (options.bounded) qp.set_max_expansion(kMaxWildcardWords, Xapian::Query::WILDCARD_LIMIT_ERROR);  // thrown by the match
     Xapian::Query parsed = query.find_first_not_of(" \t") == std::string::npos ? Xapian::Query::MatchAll
                                                                                : qp.parse_query(safe.query, flags);
     if (!errors->first.empty()) {
@@ -2909,13 +2911,14 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
                         "see `mailark search --help` for the syntax");
     }
     if (const auto terms = static_cast<std::size_t>(std::distance(parsed.get_terms_begin(), parsed.get_terms_end()));
-        terms > kMaxQueryTerms) {
+        options.bounded && terms > kMaxQueryTerms) {
       return make_error(ErrorCode::kInvalidArgument,
                         "the query has " + std::to_string(terms) + " words and field terms: at most " +
                             std::to_string(kMaxQueryTerms) + " are searched at once",
                         "search in parts, or narrow it with fields and dates");
     }
     PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total, remote_);
+    resolver.set_bounded(options.bounded);
     Xapian::Query q = resolver.resolve(parsed);
     if (!resolver.error().empty()) return make_error(ErrorCode::kInvalidArgument, resolver.error(), resolver.error_hint());
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only

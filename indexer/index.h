@@ -295,7 +295,7 @@ inline constexpr std::uint32_t kEagerPhraseChecks = 50;
 // at 21,903 messages, 5,000 took 4.6 s), a phrase's check with the square of its words for a word the
 // text repeats, and a wildcard of one letter is thousands of words. A query past a bound is refused
 // with a clear error (kInvalidArgument), never cut short in silence (tests/index_test.cc
-// IndexQueryBounds.*).
+// IndexQueryBounds.*). SearchOptions::bounded says when they apply.
 inline constexpr std::size_t kMaxQueryTerms = 1024;     // every word, field term and phrase word
 inline constexpr std::size_t kMaxPhraseWords = 64;      // in one quoted phrase
 inline constexpr Xapian::termcount kMaxWildcardWords = 1000;  // words one wildcard (`contract*`) stands for
@@ -320,6 +320,12 @@ struct SearchOptions {
   // export_matches) walks the parts, so it never holds more than one part's hits. An index with a
   // remote shard is one part: part 0 holds every match, the others none.
   std::uint32_t part = 0, parts = 1;
+  // The query's bounds (kMaxQueryTerms, kMaxPhraseWords, kMaxWildcardWords) apply: to every search a
+  // person types. Unset only for a whole made of searches each run within them when saved (a case's
+  // searches OR'ed, with its custodians in each), run by an officer's act: a case's export and its
+  // legal holds, which an old case's many searches must not stop (engine/export.cc export_matches,
+  // engine/retention.cc held_ids).
+  bool bounded = true;
 };
 
 // The parts a walk over every match of `documents` documents is cut into: about 32,768 documents a

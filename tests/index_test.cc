@@ -837,6 +837,18 @@ TEST(IndexQueryBounds, QueriesPastTheBoundsAreRefusedAndThoseAtThemRun) {
   ASSERT_FALSE(wide.ok());
   EXPECT_EQ(wide.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(wide.error().context.find("wildcard"), std::string::npos) << wide.error().context;
+
+  // Unbounded (a case's export and holds: its searches OR'ed), the same queries run and are right.
+  exact.bounded = false;
+  auto long_phrase = (*r)->search(phrase_of(kMaxPhraseWords + 1), exact, &source);
+  ASSERT_TRUE(long_phrase.ok()) << long_phrase.error().to_string();
+  EXPECT_EQ(long_phrase->total, 60u);
+  auto all_words = (*r)->search(words_or(kMaxQueryTerms + 1), exact, &source);
+  ASSERT_TRUE(all_words.ok()) << all_words.error().to_string();
+  EXPECT_EQ(all_words->total, 25u);
+  auto every_zq = (*r)->search("zq*", exact, &source);
+  ASSERT_TRUE(every_zq.ok()) << every_zq.error().to_string();
+  EXPECT_EQ(every_zq->total, 60u);
 }
 
 }  // namespace

@@ -164,6 +164,18 @@ struct Fixture {
   }
 };
 
+// A legal hold is a case's searches OR'ed, its custodians in each: past the bounds of one typed
+// query (indexer/index.h kMaxQueryTerms) for a case of many, and still held, not refused.
+TEST(Retention, AHoldPastOneQuerysBoundsStillHolds) {
+  Fixture f;
+  std::string held = "zebra";
+  for (std::size_t i = 0; i < indexer::kMaxQueryTerms + 100; ++i) held += " OR custodian:c" + std::to_string(i) + "@example.com";
+  auto dry = f.run({held}, /*dry_run=*/true);
+  ASSERT_TRUE(dry.ok()) << dry.error().to_string();
+  EXPECT_EQ(dry->held, 1u);
+  EXPECT_EQ(dry->expirable, 7u);
+}
+
 TEST(Retention, ExpiryRemovesWhatIsDueKeepsWhatIsHeldAndVerifies) {
   Fixture f;
   ASSERT_EQ(f.engine->archive().segments().size(), 3u);
