@@ -205,6 +205,23 @@ TEST(ImapCommand, SearchKeys) {
     EXPECT_FALSE(parse_search(r2.command().args, 0, &error)) << bad;
     EXPECT_FALSE(error.empty());
   }
+  // A SEARCH of many keys is refused before it runs (kMaxSearchKeys, kMaxTextSearchKeys).
+  auto parsed = [&](const std::string& line) {
+    CommandReader rk;
+    rk.feed(line);
+    EXPECT_EQ(rk.next(), Event::kCommand) << line.substr(0, 60);
+    error.clear();
+    return parse_search(rk.command().args, 0, &error).has_value();
+  };
+  std::string text_keys = "a SEARCH", flag_keys = "a SEARCH";
+  for (std::size_t i = 0; i < kMaxTextSearchKeys; ++i) text_keys += " BODY w" + std::to_string(i);
+  for (std::size_t i = 0; i < kMaxSearchKeys; ++i) flag_keys += " SEEN";
+  EXPECT_TRUE(parsed(text_keys + "\r\n")) << error;
+  EXPECT_TRUE(parsed(flag_keys + "\r\n")) << error;
+  EXPECT_FALSE(parsed(text_keys + " SUBJECT one-more\r\n"));
+  EXPECT_NE(error.find("too many search keys"), std::string::npos) << error;
+  EXPECT_FALSE(parsed(flag_keys + " SEEN\r\n"));
+  EXPECT_FALSE(parsed("a SEARCH" + std::string(" OR BODY x") + text_keys.substr(8) + " BODY y\r\n"));
   std::string deep = "a SEARCH";
   for (int i = 0; i < 200; ++i) deep += " NOT";
   deep += " SEEN\r\n";

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <functional>
 
 #include "common/ascii.h"
 
@@ -886,6 +887,19 @@ std::optional<SearchRequest> parse_search(const std::vector<Value>& args, std::s
   }
   if (req.key.children.empty()) {
     *error = "SEARCH needs at least one key";
+    return std::nullopt;
+  }
+  std::size_t keys = 0, text_keys = 0;
+  std::function<void(const SearchKey&)> count = [&](const SearchKey& k) {
+    ++keys;
+    using K = SearchKey::Kind;
+    if (k.kind >= K::kText && k.kind <= K::kHeader) ++text_keys;
+    for (const auto& c : k.children) count(c);
+  };
+  count(req.key);
+  if (keys - 1 > kMaxSearchKeys || text_keys > kMaxTextSearchKeys) {  // the AND around them is not one
+    *error = "too many search keys: at most " + std::to_string(kMaxSearchKeys) + ", and " +
+             std::to_string(kMaxTextSearchKeys) + " that search text";
     return std::nullopt;
   }
   return req;

@@ -158,6 +158,11 @@ struct SearchRequest {
   std::string charset;
   SearchKey key;  // kAnd of the keys given
 };
+// One SEARCH's keys, so that no command holds an IMAP thread for long: each text key is a substring
+// search of every message the index does not answer for (up to a thousand in a folder), so a line of
+// thousands of them was hours of work (tests/imap_core_test.cc ImapCommand.SearchKeys).
+inline constexpr std::size_t kMaxSearchKeys = 1000;    // every key, AND/OR/NOT included
+inline constexpr std::size_t kMaxTextSearchKeys = 64;  // TEXT, BODY, SUBJECT, FROM, TO, CC, BCC, HEADER
 std::optional<SearchRequest> parse_search(const std::vector<Value>& args, std::size_t first, std::string* error);
 
 // System flag names <-> bits (engine/mailbox.h MessageFlag). Unknown "\X" names: nothing.
