@@ -123,18 +123,19 @@ bool has_modseq_key(const SearchKey& k) {
 
 }  // namespace
 
-bool ImapSession::text_matches(const SearchKey& k, const std::string& raw, std::optional<ParsedMessage>& decoded) {
+bool ImapSession::text_matches(const SearchKey& k, const std::string& raw, TextCache& cache) {
   using K = SearchKey::Kind;
-  MimeNode top = parse_mime_tree(raw);
+  if (!cache.tree) cache.tree = parse_mime_tree(raw);
+  const MimeNode& top = *cache.tree;
   std::string_view header(raw.data() + top.header_begin, top.header_end - top.header_begin);
   std::string_view body(raw.data() + top.body_begin, top.body_end - top.body_begin);
   auto body_has = [&] {
     if (contains_ci(body, k.text)) return true;
-    if (!decoded) {
+    if (!cache.decoded) {
       Limits limits;
-      decoded = parse_message_or_flag(raw, limits);  // decoded text of every part, once a message
+      cache.decoded = parse_message_or_flag(raw, limits);  // decoded text of every part, once a message
     }
-    return contains_ci(decoded->body_text, k.text) || contains_ci(decoded->attachment_text, k.text);
+    return contains_ci(cache.decoded->body_text, k.text) || contains_ci(cache.decoded->attachment_text, k.text);
   };
   switch (k.kind) {
     case K::kSubject: return contains_ci(header_values(header, "Subject"), k.text);
@@ -1209,7 +1210,7 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
     const MailEntry& e = view[i];
     std::optional<ArchiveRecord> rec;
     std::optional<std::string> raw;
-    std::optional<ParsedMessage> decoded;  // for every text key of this SEARCH: text_matches
+    TextCache text_cache;  // for every text key of this SEARCH: text_matches
     auto record = [&]() -> const ArchiveRecord* {
       if (!rec) {
         auto r = (*snap)->record(e.seq);
@@ -1275,7 +1276,7 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
           // (small folders, records newer than the index, HEADER) is read.
           auto it = data.text_hits.find(&k);
           if (it != data.text_hits.end() && e.seq <= data.indexed_upto) return it->second.count(e.seq) > 0;
-          return text_matches(k, bytes(), decoded);
+          return text_matches(k, bytes(), text_cache);
         }
       }
     };

@@ -33,6 +33,7 @@
 #include "engine/cases.h"
 #include "engine/mailbox.h"
 #include "engine/message.h"
+#include "engine/mime_tree.h"
 
 namespace mailark::api::imap {
 
@@ -144,10 +145,14 @@ class ImapSession {
   // A CONDSTORE-enabling command (RFC 7162 3.1): the first one with a folder selected reports its
   // HIGHESTMODSEQ.
   std::string enable_condstore();
-  // IMAP's substring search (RFC 9051 6.4.4) on the message's bytes, for one text key. `decoded`
-  // holds the message's decoded texts once one key has needed them: every other key of the same
-  // SEARCH reads them from there instead of parsing the message again.
-  static bool text_matches(const SearchKey& k, const std::string& raw, std::optional<ParsedMessage>& decoded);
+  // What text keys read of one message, parsed once for all the text keys of a SEARCH: its MIME
+  // tree, and its decoded texts once a key has needed them.
+  struct TextCache {
+    std::optional<MimeNode> tree;
+    std::optional<ParsedMessage> decoded;
+  };
+  // IMAP's substring search (RFC 9051 6.4.4) on the message's bytes, for one text key.
+  static bool text_matches(const SearchKey& k, const std::string& raw, TextCache& cache);
   std::string sync(bool allow_expunge);
   std::string status_items(const Folder& f, const std::vector<std::string>& items);
   // Resolves a sequence set (UIDs or sequence numbers) to view indexes, ascending.
