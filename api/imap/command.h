@@ -159,8 +159,9 @@ struct SearchRequest {
   SearchKey key;  // kAnd of the keys given
 };
 // One SEARCH's keys, so that no command holds an IMAP thread for long: each text key is a substring
-// search of every message the index does not answer for (up to a thousand in a folder), so a line of
-// thousands of them was hours of work (tests/imap_core_test.cc ImapCommand.SearchKeys).
+// search of every message the index does not answer for (up to a thousand in a folder); a line of
+// thousands of them was about half an hour of work (docs/BENCHMARKS.md "IMAP SEARCH of many keys").
+// Past a bound the command is refused (tests/imap_core_test.cc ImapCommand.SearchKeys).
 inline constexpr std::size_t kMaxSearchKeys = 1000;    // every key, AND/OR/NOT included
 inline constexpr std::size_t kMaxTextSearchKeys = 64;  // TEXT, BODY, SUBJECT, FROM, TO, CC, BCC, HEADER
 std::optional<SearchRequest> parse_search(const std::vector<Value>& args, std::size_t first, std::string* error);
