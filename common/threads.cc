@@ -35,6 +35,11 @@ void fail_thread_starts_for_test(unsigned after, unsigned count) {
   g_injecting = count > 0;
 }
 
+unsigned thread_start_failures_left_for_test() {
+  std::lock_guard lock(g_inject_mu);
+  return g_fail;
+}
+
 unsigned run_side_by_side(unsigned extra, const std::function<void()>& work) {
   std::mutex mu;
   std::exception_ptr first;

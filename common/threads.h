@@ -21,5 +21,7 @@ unsigned run_side_by_side(unsigned extra, const std::function<void()>& work);
 // For tests: of run_side_by_side's next thread starts, `after` succeed, then `count` fail as an
 // exhausted system's would.
 void fail_thread_starts_for_test(unsigned after, unsigned count);
+// For tests: how many of those failures are still to come (fewer: a start was tried and failed).
+unsigned thread_start_failures_left_for_test();
 
 }  // namespace mailark

@@ -2910,8 +2910,10 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
       return make_error(ErrorCode::kInvalidArgument, "query does not parse: " + errors->first,
                         "see `mailark search --help` for the syntax");
     }
-    if (const auto terms = static_cast<std::size_t>(std::distance(parsed.get_terms_begin(), parsed.get_terms_end()));
-        options.bounded && terms > kMaxQueryTerms) {
+    if (const std::size_t terms = options.bounded ? static_cast<std::size_t>(std::distance(
+                                                        parsed.get_terms_begin(), parsed.get_terms_end()))
+                                                  : 0;
+        terms > kMaxQueryTerms) {
       return make_error(ErrorCode::kInvalidArgument,
                         "the query has " + std::to_string(terms) + " words and field terms: at most " +
                             std::to_string(kMaxQueryTerms) + " are searched at once",

@@ -291,9 +291,10 @@ class FieldSource {
 inline constexpr std::uint32_t kEagerPhraseChecks = 50;
 
 // What one query may ask, so that no query (the web portal's and IMAP's users type them) holds a
-// thread for long: Xapian's match of an OR grows with the square of its terms (2,000 words took 0.65 s
-// at 21,903 messages, 5,000 took 4.6 s), a phrase's check with the square of its words for a word the
-// text repeats, and a wildcard of one letter is thousands of words. A query past a bound is refused
+// thread for long: Xapian's match of an OR grows with the square of its terms (2,000 words took 0.32 s
+// at 21,903 messages, 5,000 took 2.06 s: docs/BENCHMARKS.md "The bounds of one query"), a phrase's
+// check with the square of its words for a word the text repeats, and a wildcard of one letter is
+// thousands of words. A query past a bound is refused
 // with a clear error (kInvalidArgument), never cut short in silence (tests/index_test.cc
 // IndexQueryBounds.*). SearchOptions::bounded says when they apply.
 inline constexpr std::size_t kMaxQueryTerms = 1024;     // every word, field term and phrase word

@@ -1210,7 +1210,7 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
     const MailEntry& e = view[i];
     std::optional<ArchiveRecord> rec;
     std::optional<std::string> raw;
-    TextCache text_cache;  // for every text key of this SEARCH: text_matches
+    TextCache text_cache;  // for every key of this SEARCH that reads the message: text_matches, SENT*
     auto record = [&]() -> const ArchiveRecord* {
       if (!rec) {
         auto r = (*snap)->record(e.seq);
@@ -1264,7 +1264,8 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
           return k.kind == K::kBefore ? day < k.number : k.kind == K::kOn ? day == k.number : day >= k.number;
         }
         case K::kSentBefore: case K::kSentOn: case K::kSentSince: {
-          MimeNode t = parse_mime_tree(bytes());
+          if (!text_cache.tree) text_cache.tree = parse_mime_tree(bytes());
+          const MimeNode& t = *text_cache.tree;
           auto h = mime_header(std::string_view(bytes()).substr(t.header_begin, t.header_end - t.header_begin), "Date");
           if (!h) return false;
           auto day = date_value_day(*h);  // the date as written, in its own zone

@@ -145,8 +145,8 @@ class ImapSession {
   // A CONDSTORE-enabling command (RFC 7162 3.1): the first one with a folder selected reports its
   // HIGHESTMODSEQ.
   std::string enable_condstore();
-  // What text keys read of one message, parsed once for all the text keys of a SEARCH: its MIME
-  // tree, and its decoded texts once a key has needed them.
+  // What keys read of one message, parsed once for all the keys of a SEARCH: its MIME tree (text
+  // keys, SENT* dates), and its decoded texts once a text key has needed them.
   struct TextCache {
     std::optional<MimeNode> tree;
     std::optional<ParsedMessage> decoded;

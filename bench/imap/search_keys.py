@@ -20,7 +20,7 @@ os.environ["MAILARK_BIN"] = binary
 import harness  # noqa: E402
 from harness import Server, free_port  # noqa: E402
 harness.BIN = binary
-imap, web = free_port(), free_port()
+imap = free_port()
 srv = Server(f"""
 [server]
 hostname = "mx.test.example"

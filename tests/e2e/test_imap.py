@@ -152,7 +152,15 @@ tls = "implicit"
         self.send(["bob@example.com"], message("for bob only", to="bob@example.com"))
         b = self.login("bob@example.com", "bob-pw")
         self.wait_count(b, "INBOX", 1)
-        self.uid_of(b, "for bob only")
+        uid = self.uid_of(b, "for bob only")
+        # The Date header's day (SENT*), alone and beside a text key that reads the same message.
+        for criteria, found in ((("SENTON", "29-Nov-2026"), True), (("SENTBEFORE", "29-Nov-2026"), False),
+                                (("SENTSINCE", "30-Nov-2026"), False), (("SENTSINCE", "29-Nov-2026"), True),
+                                (("SUBJECT", '"for bob only"', "SENTON", "29-Nov-2026"), True),
+                                (("SUBJECT", '"for bob only"', "SENTBEFORE", "29-Nov-2026"), False)):
+            typ, data = b.uid("SEARCH", None, *criteria)
+            self.assertEqual(typ, "OK", criteria)
+            self.assertEqual(str(uid).encode() in data[0].split(), found, (criteria, data))
         b.logout()
         a = self.login()
         typ, data = a.select("INBOX")
