@@ -146,13 +146,16 @@ Digest audit_hash(const Digest& previous, std::string_view bytes) {
   return h.finish();
 }
 
-std::string case_query(const Case& c, const SavedSearch& s) {
-  std::vector<std::string> parts;
-  if (!s.query.empty()) parts.push_back("(" + s.query + ")");
-  if (!c.custodians.empty()) parts.push_back(custodian_part(c));
-  if (!s.from.empty() || !s.to.empty()) parts.push_back("date:" + s.from + ".." + s.to);
+std::string case_scope(const Case& c, const SavedSearch& s) {
   std::string out;
-  for (const auto& p : parts) out += (out.empty() ? "" : " AND ") + p;
+  if (!c.custodians.empty()) out = custodian_part(c);
+  if (!s.from.empty() || !s.to.empty()) out += (out.empty() ? "" : " AND ") + ("date:" + s.from + ".." + s.to);
+  return out;
+}
+
+std::string case_query(const Case& c, const SavedSearch& s) {
+  std::string out = s.query.empty() ? "" : "(" + s.query + ")";
+  if (std::string scope = case_scope(c, s); !scope.empty()) out += (out.empty() ? "" : " AND ") + scope;
   return out;
 }
 

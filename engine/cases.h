@@ -54,6 +54,12 @@ struct Case {
 // date range; what `case search` and exports run and what a hold keeps. Terms joined with AND, each
 // part in parentheses, custodians quoted.
 std::string case_query(const Case& c, const SavedSearch& s);
+// What the case adds to the search typed in it: the custodians and the date range (case_query's
+// parts after the search), empty when none. A search in a case runs the typed search within the
+// query's bounds and this as indexer::SearchOptions::scope, outside them: a case of thousands of
+// custodians is searched like any other (tests: IndexQueryBounds.AScopeIsOutsideTheBounds,
+// tests/e2e/test_cases.py test_a_case_of_many_custodians_is_searched_counted_held_and_exported).
+std::string case_scope(const Case& c, const SavedSearch& s);
 // Every saved search of the case, ORed: what `case export` exports and what its hold keeps. Empty
 // when the case has no saved search.
 std::string case_all_query(const Case& c);

@@ -78,6 +78,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Fields fields;
   SearchOptions opts;
   opts.limit = 5;
+  // After a unit separator (0x1f): a case's scope (SearchOptions::scope), parsed outside the bounds.
+  if (auto sep = query.find('\x1f'); sep != std::string::npos) {
+    opts.scope = query.substr(sep + 1);
+    query.resize(sep);
+  }
   auto res = (*reader)->search(query, opts, &fields);
   if (!res && res.error().code != mailark::ErrorCode::kInvalidArgument) std::abort();
   (void)parse_date_period(query);

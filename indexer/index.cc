@@ -2899,6 +2899,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     unsigned flags = Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_PHRASE |
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
+    const unsigned all_flags = flags;
     const Neutralised safe = neutralise_proximity_operators(query);
     if (safe.without_operators) {
       flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
@@ -2919,13 +2920,26 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
                             std::to_string(kMaxQueryTerms) + " are searched at once",
                         "search in parts, or narrow it with fields and dates");
     }
+    if (options.scope.find_first_not_of(" \t") != std::string::npos) {
+      qp.set_max_expansion(0);  // no bound: the scope is the officer's, not the typed query's
+      const Neutralised scope = neutralise_proximity_operators(options.scope);
+      const unsigned scope_flags =
+          scope.without_operators
+              ? all_flags & ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE)
+              : all_flags;
+      Xapian::Query within = qp.parse_query(scope.query, scope_flags);
+      if (!errors->first.empty())
+        return make_error(ErrorCode::kInvalidArgument, "the search's scope does not parse: " + errors->first);
+      parsed = Xapian::Query(Xapian::Query::OP_FILTER, parsed, within);
+    }
     PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total, remote_);
     resolver.set_bounded(options.bounded);
     Xapian::Query q = resolver.resolve(parsed);
     if (!resolver.error().empty()) return make_error(ErrorCode::kInvalidArgument, resolver.error(), resolver.error_hint());
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
     // when it names a direction (direction:probe).
-    if (ascii_lower(query).find("direction:") == std::string::npos) {
+    const std::string asked = options.scope.empty() ? query : query + " " + options.scope;
+    if (ascii_lower(asked).find("direction:") == std::string::npos) {
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
     }
 
@@ -2959,7 +2973,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     // costs a short posting list. A query naming what differs between records (custodian, envelope,
     // verdict, flags) may match some: those collapse on the content key into the newest that matches,
     // which costs a value read per match.
-    const bool collapse = options.one_per_message && !filter_ids && names_record_fields(query);
+    const bool collapse = options.one_per_message && !filter_ids && names_record_fields(asked);
     if (options.one_per_message && !filter_ids && !collapse)
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixFlag) + "copy"));
     Xapian::Enquire enq(*db_);

@@ -327,6 +327,11 @@ struct SearchOptions {
   // legal holds, which an old case's many searches must not stop (engine/export.cc export_matches,
   // engine/retention.cc held_ids).
   bool bounded = true;
+  // A query ANDed with the one asked (as a filter: it adds no weight), outside the bounds: the scope
+  // an officer gave a case (its custodians, a search's dates: engine/cases.h case_scope), which a
+  // person's typed search in that case does not pay for (a case of 2,000 custodians is searched
+  // like any other: test IndexQueryBounds.AScopeIsOutsideTheBounds). Empty: none.
+  std::string scope;
 };
 
 // The parts a walk over every match of `documents` documents is cut into: about 32,768 documents a

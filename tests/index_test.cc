@@ -854,6 +854,62 @@ TEST(IndexQueryBounds, QueriesPastTheBoundsAreRefusedAndThoseAtThemRun) {
   EXPECT_EQ(every_zq->total, 60u);
 }
 
+// A case's scope (its custodians, a search's dates) is ANDed with the typed search outside the bounds:
+// 2,000 custodians OR'ed pass kMaxQueryTerms, the typed search beside them is bounded as any other.
+TEST(IndexQueryBounds, AScopeIsOutsideTheBounds) {
+  test::ScratchDir dir;
+  MapSource source;
+  {
+    auto w = IndexWriter::open(dir / "index");
+    ASSERT_TRUE(w.ok());
+    add_committing(**w, source, 40, [&](std::uint64_t id) {
+      IndexFields f = fields(id, "scope", id % 2 ? "contract draft" : "lunch menu", 978307200 + static_cast<std::int64_t>(id) * 86400);
+      f.custodians = {"c" + std::to_string(id * 50) + "@x.example"};  // c50, c100, ... c2000
+      return f;
+    });
+  }
+  auto r = IndexReader::open(dir / "index");
+  ASSERT_TRUE(r.ok());
+  std::string custodians;
+  for (std::size_t i = 1; i <= 2000; ++i) custodians += (i > 1 ? " OR custodian:\"c" : "(custodian:\"c") + std::to_string(i) + "@x.example\"";
+  custodians += ")";
+  SearchOptions exact{0, 100};
+  exact.exact_total = true;
+  // As one typed query it is past the bound.
+  auto typed = (*r)->search("contract AND " + custodians, exact, &source);
+  ASSERT_FALSE(typed.ok());
+  EXPECT_NE(typed.error().context.find("at most 1024"), std::string::npos) << typed.error().context;
+  // As the scope it runs, and is right: the odd documents hold "contract", each its own custodian.
+  SearchOptions scoped = exact;
+  scoped.scope = custodians;
+  auto in_scope = (*r)->search("contract", scoped, &source);
+  ASSERT_TRUE(in_scope.ok()) << in_scope.error().to_string();
+  EXPECT_EQ(in_scope->total, 20u);
+  // Documents 1-20 hold custodians c50 .. c1000 (within c1 .. c2000); with a scope of dates too.
+  scoped.scope = custodians + " AND date:2001-01-05..2001-01-10";  // documents 4 .. 9
+  auto dated = (*r)->search("contract", scoped, &source);
+  ASSERT_TRUE(dated.ok()) << dated.error().to_string();
+  EXPECT_EQ(dated->total, 3u);  // 5, 7, 9
+  for (const auto& h : dated->hits) EXPECT_TRUE(h.id == 5 || h.id == 7 || h.id == 9) << h.id;
+  // An empty typed search is everything in scope; a narrower scope narrows.
+  scoped.scope = "custodian:\"c100@x.example\" OR custodian:\"c150@x.example\"";
+  auto everything = (*r)->search("", scoped, &source);
+  ASSERT_TRUE(everything.ok()) << everything.error().to_string();
+  EXPECT_EQ(everything->total, 2u);
+  // The typed search beside a scope is still bounded, and a scope that does not parse is refused.
+  std::string words;
+  for (std::size_t i = 0; i <= kMaxQueryTerms; ++i) words += (i ? " OR w" : "w") + std::to_string(i);
+  scoped.scope = custodians;
+  auto past = (*r)->search(words, scoped, &source);
+  ASSERT_FALSE(past.ok());
+  EXPECT_NE(past.error().context.find("at most 1024"), std::string::npos) << past.error().context;
+  scoped.scope = "date:yesterday..";
+  auto bad = (*r)->search("contract", scoped, &source);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(bad.error().context.find("scope"), std::string::npos) << bad.error().context;
+}
+
 }  // namespace
 }  // namespace mailark::indexer
 

@@ -34,11 +34,14 @@ void print_json(const nlohmann::json& j) {
   std::cout << json_text(j) << "\n";
 }
 
-// Every match of `query`, counted exactly.
-Result<std::uint64_t> count(Engine& e, const std::string& query) {
+// Every match of a case's saved searches (one, or all of them ORed), counted exactly: outside the
+// query's bounds, as the case's export and hold (indexer::SearchOptions::bounded; each typed search
+// ran within them when it was saved).
+Result<std::uint64_t> count_saved(Engine& e, const std::string& query) {
   indexer::SearchOptions opts;
   opts.exact_total = true;
   opts.limit = 0;
+  opts.bounded = false;
   auto res = e.search(query, opts);
   if (!res) return res.error();
   return res->total;
@@ -89,13 +92,13 @@ int run_show(const GlobalOptions& g, const CaseArgs& a) {
   if (!engine) return report(engine.error());
   nlohmann::json j = case_to_json(*c);
   for (std::size_t i = 0; i < c->searches.size(); ++i) {
-    auto n = count(**engine, case_query(*c, c->searches[i]));
+    auto n = count_saved(**engine, case_query(*c, c->searches[i]));
     if (!n) return report(n.error());
     j["searches"][i]["messages"] = *n;
   }
   std::string all = case_all_query(*c);
   if (!c->searches.empty()) {
-    auto n = count(**engine, all);
+    auto n = count_saved(**engine, all);
     if (!n) return report(n.error());
     j["messages"] = *n;
   }
@@ -136,7 +139,8 @@ int run_search(const GlobalOptions& g, const CaseArgs& a) {
   indexer::SearchOptions opts;
   opts.limit = a.limit;
   opts.exact_total = true;
-  auto res = (*engine)->search(query, opts);
+  opts.scope = case_scope(*c, sv);  // the typed search within the query's bounds, the case's scope outside
+  auto res = (*engine)->search(sv.query, opts);
   if (!res) return report(res.error());
   if (a.save) {
     auto saved = (*s)->add_search(c->id, sv, actor());

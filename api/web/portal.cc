@@ -793,7 +793,7 @@ struct WebPortal::Impl {
     if (parts.size() == 4 && req.method == "GET") {
       json j = case_to_json(*found);
       for (std::size_t i = 0; i < found->searches.size(); ++i) {
-        auto n = count(case_query(*found, found->searches[i]));
+        auto n = count_saved(case_query(*found, found->searches[i]));
         if (!n) return error(400, n.error().to_string());
         j["searches"][i]["messages"] = *n;
       }
@@ -810,9 +810,10 @@ struct WebPortal::Impl {
       indexer::SearchOptions opts;
       opts.exact_total = true;
       opts.limit = 100;
+      opts.scope = case_scope(*found, s);  // the typed search within the bounds, the case's scope outside
       opts.one_per_message = ctx.archive.counters().has_copies();  // as the CLI's archive-wide search
       ArchiveFieldSource phrases(ctx.archive, ctx.limits);
-      auto res = reader->search(query, opts, &phrases);
+      auto res = reader->search(s.query, opts, &phrases);
       give_reader(std::move(reader));
       if (!res) return error(res.error().code == ErrorCode::kInvalidArgument ? 400 : 500, res.error().to_string());
       bool save = body.value("save", false);
@@ -1070,12 +1071,15 @@ struct WebPortal::Impl {
   }
 
   // Every match of an archive-wide query, counted exactly (pool thread).
-  Result<std::uint64_t> count(const std::string& query) {
+  // A case's saved search, counted exactly: outside the query's bounds, as its export and its hold
+  // (indexer::SearchOptions::bounded; the typed part ran within them when it was saved).
+  Result<std::uint64_t> count_saved(const std::string& query) {
     auto reader = take_reader();
     if (!reader) return make_error(ErrorCode::kIo, "the index cannot be opened");
     indexer::SearchOptions opts;
     opts.exact_total = true;
     opts.limit = 0;
+    opts.bounded = false;
     opts.one_per_message = ctx.archive.counters().has_copies();
     ArchiveFieldSource phrases(ctx.archive, ctx.limits);
     auto res = reader->search(query, opts, &phrases);

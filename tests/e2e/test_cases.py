@@ -61,6 +61,31 @@ class CasesTest(unittest.TestCase):
         self.cli("case", "note", "1", "sent to opposing counsel")
         self.assertEqual(self.js("case", "show", "1")["notes"][0]["text"], "sent to opposing counsel")
 
+    def test_a_case_of_many_custodians_is_searched_counted_held_and_exported(self):
+        # A company-wide case: 1,500 custodians are more words than one typed query may hold (1,024);
+        # the case's scope is outside that bound, the typed search is not (engine/cases.h case_scope).
+        people = [f"Custodian {i}" for i in range(1, 1500)] + ["Ana Ortega"]
+        args = []
+        for who in people:
+            args += ["--custodian", who]
+        self.cli("case", "create", CASE, *args)
+        found = self.js("case", "search", CASE, "customs", "--save")
+        self.assertEqual(found["total"], 2)  # as in a case of Ana alone (test_a_case_from_creation_to_export)
+        dated = self.js("case", "search", CASE, "", "--from", "2026-03-02", "--to", "2026-03-02", "--save")
+        self.assertGreater(dated["total"], 2)
+        shown = self.js("case", "show", CASE)
+        self.assertEqual([s["messages"] for s in shown["searches"]], [2, dated["total"]])
+        self.assertEqual(shown["messages"], dated["total"])
+        self.cli("case", "hold", CASE, "--reason", "company-wide notice")
+        self.assertTrue(self.js("case", "show", CASE)["hold"])
+        out = os.path.join(self.tmp, "wide.zip")
+        self.assertEqual(self.js("case", "export", CASE, "--out", out)["messages"], dated["total"])
+        # The typed search itself is still bounded, with an error that says so.
+        words = " OR ".join(f"w{i}" for i in range(1025))
+        p = self.cli("case", "search", CASE, words, ok=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("at most 1024", p.stderr.decode())
+
     def test_a_hold_keeps_what_arrives_later_and_a_close_cannot_drop_it(self):
         self.cli("case", "create", CASE, "--custodian", "Ana Ortega")
         self.cli("case", "search", CASE, "berth", "--save")

@@ -635,6 +635,17 @@ tls = "none"
         self.assertEqual(carol.post(f"/api/v1/cases/{made['id']}/hold", {"hold": False})[0], 400)  # no reason
         status, shown = carol.get(f"/api/v1/cases/{made['id']}")
         self.assertEqual(shown["searches"][0]["messages"], 1)
+        # A case of 1,500 custodians (more words than a typed query may hold) is searched and counted
+        # like any other: its custodians are the case's scope, outside the bound (engine/cases.h).
+        wide = ["alice@example.com"] + [f"person{i}@example.com" for i in range(1499)]
+        status, big = carol.post("/api/v1/cases", {"name": "Company-wide", "custodians": wide})
+        self.assertEqual(status, 201, big)
+        status, found = carol.post(f"/api/v1/cases/{big['id']}/searches", {"query": "zanzibar", "save": True})
+        self.assertEqual((status, found.get("total")), (200, 1), found)
+        self.assertEqual(carol.get(f"/api/v1/cases/{big['id']}")[1]["searches"][0]["messages"], 1)
+        status, refused = carol.post(f"/api/v1/cases/{big['id']}/searches",
+                                     {"query": " OR ".join(f"w{i}" for i in range(1025))})
+        self.assertEqual(status, 400, refused)
         # The case's export over REST: the zip `mailark case export` writes, sent from a file, checked
         # by both verifiers; nothing is left behind in DATA/tmp.
         self.assertEqual(self.bob.post(f"/api/v1/cases/{made['id']}/export")[0], 403)
