@@ -150,10 +150,12 @@ struct Ingest::Impl {
       const std::string origin = item.second.origin;
       Prepared p;
       try {
+        if (Ingest::prepare_hook_for_test) Ingest::prepare_hook_for_test(item.second);
         p = prepare(std::move(item.second));
       } catch (const std::exception& e) {
         // Nothing a message holds may end the process (this thread is the MX's too): the message
-        // fails alone, as a failed write would (SMTP answers 451; the sender tries again).
+        // fails alone, as a failed write would (SMTP answers 451; the sender tries again; test
+        // Ingest.AMessageWhosePreparationThrowsFailsAlone).
         p = Prepared{};
         p.result.origin = origin;
         p.result.outcome = IngestOutcome::kFailed;

@@ -143,6 +143,10 @@ class Ingest {
   // catches the index up).
   Status finish();
 
+  // Tests only: called on a worker thread before each message is prepared; what it throws stands for
+  // a fault in the parse, scan or compression (Ingest.AMessageWhosePreparationThrowsFailsAlone).
+  static inline std::function<void(const IngestItem&)> prepare_hook_for_test;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -97,6 +97,36 @@ TEST(Ingest, FailedCommitFailsThatBatchOnly) {
   EXPECT_EQ(res->total, 5u);
 }
 
+TEST(Ingest, AMessageWhosePreparationThrowsFailsAlone) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  Ingest::prepare_hook_for_test = [](const IngestItem& it) {
+    if (it.origin == "poison") throw std::runtime_error("a bug in the parse");
+  };
+  struct Unhook {
+    ~Unhook() { Ingest::prepare_hook_for_test = nullptr; }
+  } unhook;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, server_options(out), nullptr);
+  in.submit(item("before", out));
+  in.submit(item("poison", out));
+  in.submit(item("after", out));
+  EXPECT_TRUE(in.finish().ok()) << "not a write failure: the server goes on";
+  ASSERT_EQ(out.results.size(), 3u);
+  for (const auto& r : out.results) {
+    if (r.origin == "poison") {
+      EXPECT_EQ(r.outcome, IngestOutcome::kFailed);
+      EXPECT_NE(r.reason.find("a bug in the parse"), std::string::npos) << r.reason;
+    } else {
+      EXPECT_EQ(r.outcome, IngestOutcome::kArchived) << r.origin << ": " << r.reason;
+    }
+  }
+  EXPECT_EQ(e->archive().head().seq, 2u);
+  auto res = e->search("subject:after", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 1u);
+}
+
 TEST(Ingest, IndexFailureNeverFailsAMessage) {
   test::ScratchDir dir;
   auto e = open_engine(dir.path());

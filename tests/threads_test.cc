@@ -85,5 +85,35 @@ TEST(RunBlocking, AThrowOnThePoolReachesTheCoroutineAndThePoolGoesOn) {
   EXPECT_EQ(after, 42);
 }
 
+// A handler that throws on the io thread, or a coroutine whose end rethrows, does not end the loop:
+// the other work (here a coroutine standing for a listener, ticking on a timer) goes on to its end.
+TEST(RunEventLoop, AHandlerThatThrowsIsHandedOverAndTheLoopGoesOn) {
+  asio::io_context io;
+  int ticks = 0, after = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(co_await asio::this_coro::executor);
+        for (int i = 0; i < 5; ++i) {
+          t.expires_after(std::chrono::milliseconds(2));
+          co_await t.async_wait(asio::use_awaitable);
+          ++ticks;
+        }
+      },
+      asio::detached);
+  asio::post(io, [] { throw std::runtime_error("a handler's bug"); });
+  asio::co_spawn(
+      io, []() -> asio::awaitable<void> { throw std::logic_error("a session's bug"); co_return; },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  asio::post(io, [&] { after = 7; });
+  std::vector<std::string> errors;
+  api::run_event_loop(io, [&](const std::exception& e) { errors.push_back(e.what()); });
+  EXPECT_EQ(errors, (std::vector<std::string>{"a handler's bug", "a session's bug"}));
+  EXPECT_EQ(after, 7);
+  EXPECT_EQ(ticks, 5);
+}
+
 }  // namespace
 }  // namespace mailark

@@ -988,17 +988,11 @@ Status SmtpServer::run() {
     asio::co_spawn(m.io, m.web->run(), log_exception);
     spdlog::info("listening: web portal on {} port {} (tls {})", m.config.web.listen, m.web->port(), m.config.web.tls);
   }
-  // A handler that throws on the io thread (every listener's) is logged and the loop goes on: asio lets
-  // the exception out of run(), and run() may be called again without a restart() (asio's
-  // io_context::run documentation). Work on the pool threads is caught where it runs (api/blocking.h).
-  for (;;) {
-    try {
-      m.io.run();
-      break;
-    } catch (const std::exception& e) {
-      spdlog::error("unexpected error in the event loop, which goes on: {}", e.what());
-    }
-  }
+  // A handler that throws on the io thread is logged and the loop goes on (api/blocking.h
+  // run_event_loop); work on the pool threads is caught where it runs (run_blocking).
+  run_event_loop(m.io, [](const std::exception& e) {
+    spdlog::error("unexpected error in the event loop, which goes on: {}", e.what());
+  });
   m.blocking.join();
   // A write failure met while serving was answered then (451 for the messages it hit) and did not
   // stop the server; it does not make a clean shutdown fail either.
