@@ -5,6 +5,7 @@
 #include <iostream>
 #include <thread>
 
+#include "api/accept.h"
 #include "api/config.h"
 #include "api/smtp/server.h"
 #include "tools/cli.h"
@@ -20,6 +21,10 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S%z mailark[%P]: %v");
   auto config = api::load_serve_config(args.config);
   if (!config) return report(config.error());
+  // Every connection is a descriptor: the soft limit up to the hard one (api/accept.h).
+  if (const std::uint64_t files = api::raise_open_file_limit(); files < 4096)
+    spdlog::warn("open files: at most {} (the hard limit): fewer connections than the configured limits "
+                 "may be taken at once; listeners wait while none is left", files);
   // One set of limits: the configuration's bound the SMTP parser, the message parser, the scanner
   // and the archive alike (tests/e2e/test_failures.py test_message_at_the_configured_maximum_reads_back).
   EngineOptions options;

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 
+#include "api/accept.h"
 #include "api/config.h"
 #include "common/ascii.h"
 
@@ -215,12 +216,15 @@ std::uint16_t Server::port() const {
 
 awaitable<void> Server::run() {
   auto m = impl_;
+  AcceptBackoff backoff(m->options.name);  // api/accept.h: out of file descriptors, wait; never spin
   while (!m->stopping) {
     auto [ec, sock] = co_await m->acceptor->async_accept(as_tuple(use_awaitable));
     if (ec) {
       if (m->stopping || ec == asio::error::operation_aborted) co_return;
+      co_await backoff.failed(ec);
       continue;
     }
+    backoff.accepted();
     asio::co_spawn(m->io, m->serve(std::move(sock)), asio::detached);
   }
 }

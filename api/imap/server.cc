@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "api/accept.h"
 #include "api/blocking.h"
 
 namespace mailark::api {
@@ -73,12 +74,15 @@ struct ImapServer::Impl {
   }
 
   awaitable<void> accept_loop(Listener& l) {
+    AcceptBackoff backoff("imap " + l.cfg.name);  // api/accept.h: out of file descriptors, wait; never spin
     while (!stopping) {
       auto [ec, sock] = co_await l.acceptor->async_accept(asio::experimental::as_tuple(use_awaitable));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
+        co_await backoff.failed(ec);
         continue;
       }
+      backoff.accepted();
       asio::co_spawn(io, serve(std::move(sock), l.cfg), log_imap_exception);
     }
   }

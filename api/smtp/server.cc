@@ -17,6 +17,7 @@
 #include <random>
 #include <set>
 
+#include "api/accept.h"
 #include "api/blocking.h"
 #include "api/checkpoints.h"
 #include "common/json_text.h"
@@ -503,13 +504,15 @@ struct SmtpServer::Impl {
   }
 
   awaitable<void> accept_loop(Listener& l) {
+    AcceptBackoff backoff(l.cfg.name);  // api/accept.h: out of file descriptors, wait; never spin
     while (!stopping) {
       auto [ec, sock] = co_await l.acceptor->async_accept(asio::experimental::as_tuple(use_awaitable));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
-        spdlog::warn("{}: accept: {}", l.cfg.name, ec.message());
+        co_await backoff.failed(ec);
         continue;
       }
+      backoff.accepted();
       asio::co_spawn(io, serve(std::move(sock), l.cfg), log_exception);
     }
   }

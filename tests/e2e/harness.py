@@ -3,6 +3,7 @@ picks, with its own data folder and configuration, and the CLI run against the s
 import atexit
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -94,7 +95,7 @@ def read_replies(sock, count, timeout=10):
 class Server:
     """`mailark serve` with a configuration file; `config` is the TOML text."""
 
-    def __init__(self, config, data=None, env=None, wait_port=None):
+    def __init__(self, config, data=None, env=None, wait_port=None, open_files=None):
         self.tmp = scratch("mailark-e2e-")
         self.data = data or os.path.join(self.tmp, "data")
         self.config = os.path.join(self.tmp, "mailark.toml")
@@ -104,11 +105,16 @@ class Server:
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.wait_port = wait_port
+        self.open_files = open_files  # RLIMIT_NOFILE, soft and hard, for the server alone
 
     def start(self):
         self.log = open(self.log_path, "ab")
+        limit = None
+        if self.open_files:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
         self.proc = subprocess.Popen([BIN, "--data", self.data, "serve", "--config", self.config],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=limit)
         deadline = time.time() + 60
         while True:
             if self.proc.poll() is not None:
