@@ -5,9 +5,11 @@
 #include <asio.hpp>
 #include <atomic>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "api/blocking.h"
+#include "api/write.h"
 #include "common/threads.h"
 
 namespace mailark {
@@ -113,6 +115,79 @@ TEST(RunEventLoop, AHandlerThatThrowsIsHandedOverAndTheLoopGoesOn) {
   EXPECT_EQ(errors, (std::vector<std::string>{"a handler's bug", "a session's bug"}));
   EXPECT_EQ(after, 7);
   EXPECT_EQ(ticks, 5);
+}
+
+// write_within against a real peer on loopback, with small socket buffers so that the peer's reading
+// is what lets the bytes go.
+struct Loopback {
+  asio::io_context io;
+  asio::ip::tcp::socket server{io}, client{io};
+  Loopback() {
+    asio::ip::tcp::acceptor acc(io, {asio::ip::make_address("127.0.0.1"), 0});
+    client.open(asio::ip::tcp::v4());
+    client.set_option(asio::socket_base::receive_buffer_size(16 * 1024));
+    client.connect(acc.local_endpoint());
+    acc.accept(server);
+    server.set_option(asio::socket_base::send_buffer_size(16 * 1024));
+  }
+};
+
+bool write(Loopback& l, const std::string& bytes, std::chrono::milliseconds stall,
+           std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max()) {
+  bool ok = false;
+  asio::co_spawn(
+      l.io, [&]() -> asio::awaitable<void> { ok = co_await api::write_within(l.server, asio::buffer(bytes), stall, deadline); },
+      asio::detached);
+  l.io.run();
+  l.io.restart();
+  return ok;
+}
+
+TEST(WriteWithin, APeerThatReadsNothingEndsTheWrite) {
+  Loopback l;
+  const std::string big(32u << 20, 'x');  // far more than both sockets' buffers
+  EXPECT_FALSE(write(l, big, std::chrono::milliseconds(200)));  // without the bound: waits for ever
+}
+
+TEST(WriteWithin, APeerThatReadsSlowlyButSteadilyGetsEveryByte) {
+  Loopback l;
+  const std::string bytes(1u << 20, 'y');
+  std::size_t got = 0;
+  std::thread reader([&] {
+    std::vector<char> buf(16 * 1024);
+    asio::error_code ec;
+    while (got < bytes.size()) {  // 64 reads 40 ms apart: the whole takes longer than the stall
+      std::this_thread::sleep_for(std::chrono::milliseconds(40));
+      const std::size_t n = l.client.read_some(asio::buffer(buf), ec);
+      if (ec) break;
+      got += n;
+    }
+  });
+  EXPECT_TRUE(write(l, bytes, std::chrono::milliseconds(1000)));
+  reader.join();
+  EXPECT_EQ(got, bytes.size());
+}
+
+TEST(WriteWithin, TheDeadlineEndsAWriteThatMakesProgress) {
+  Loopback l;
+  const std::string bytes(8u << 20, 'z');
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    std::vector<char> buf(16 * 1024);
+    asio::error_code ec;
+    while (!stop) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      l.client.read_some(asio::buffer(buf), ec);
+      if (ec) break;
+    }
+  });
+  // 8 MB at 16 KB each 20 ms would take 10 s; the deadline is 300 ms away, the stall bound a minute.
+  EXPECT_FALSE(write(l, bytes, std::chrono::milliseconds(60000),
+                     std::chrono::steady_clock::now() + std::chrono::milliseconds(300)));
+  stop = true;
+  asio::error_code ec;
+  l.server.shutdown(asio::socket_base::shutdown_both, ec);
+  reader.join();
 }
 
 }  // namespace

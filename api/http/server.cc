@@ -13,6 +13,7 @@
 
 #include "api/accept.h"
 #include "api/config.h"
+#include "api/write.h"
 #include "common/ascii.h"
 
 namespace mailark::api::http {
@@ -53,6 +54,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       return options.body_limit ? options.body_limit(head, client) : std::size_t(64 * 1024);
     });
     std::vector<char> buf(16384);
+    // A client that reads nothing of an answer for as long as a request may take ends (api/write.h).
+    const auto stall = std::chrono::seconds(options.request_timeout_s);
     unsigned served = 0;
     bool pending = false;  // bytes of the next request may already be in the reader
     while (!stopping && served < options.max_requests) {
@@ -66,9 +69,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             ascii_lower(reader.request().header("expect")) == "100-continue") {
           continued = true;
           static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-          auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(kContinue, sizeof kContinue - 1),
-                                                      as_tuple(use_awaitable));
-          if (cec) co_return;
+          if (!co_await write_within(stream, asio::buffer(kContinue, sizeof kContinue - 1), stall)) co_return;
         }
         asio::steady_timer timer(io);
         timer.expires_at(deadline);
@@ -112,16 +113,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             out = response(500, "application/json", "{\"error\":\"the response's file is gone\"}", {}, keep);
           } else {
             out = response_head(res.status, res.content_type, size, res.headers, keep);
-            auto [hec, hn] = co_await asio::async_write(stream, asio::buffer(out), as_tuple(use_awaitable));
-            if (hec) co_return;
+            if (!co_await write_within(stream, asio::buffer(out), stall)) co_return;
             std::vector<char> chunk(256 * 1024);
             std::uint64_t left = size;
             while (left > 0) {
               in.read(chunk.data(), static_cast<std::streamsize>(std::min<std::uint64_t>(chunk.size(), left)));
               const auto got = static_cast<std::size_t>(in.gcount());
               if (got == 0) co_return;  // shorter than it said: the connection cannot be framed on
-              auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(chunk.data(), got), as_tuple(use_awaitable));
-              if (cec) co_return;
+              if (!co_await write_within(stream, asio::buffer(chunk.data(), got), stall)) co_return;
               left -= got;
             }
             if (!keep) co_return;
@@ -133,8 +132,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           out = response(res.status, res.content_type, res.body, res.headers, keep);
         }
       }
-      auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(out), as_tuple(use_awaitable));
-      if (wec || !keep) co_return;
+      if (!co_await write_within(stream, asio::buffer(out), stall) || !keep) co_return;
       reader.reset();
       pending = true;
     }

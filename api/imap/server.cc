@@ -9,6 +9,7 @@
 
 #include "api/accept.h"
 #include "api/blocking.h"
+#include "api/write.h"
 
 namespace mailark::api {
 
@@ -132,12 +133,16 @@ struct ImapServer::Impl {
 
     asio::ssl::stream<tcp::socket&> tls_stream(sock, tls);
     bool secure = false;
+    const imap::ImapSession* in_session = nullptr;  // set below: a client that reads nothing has as long
+                                                    // as a silent one (api/write.h)
     auto write = [&](const std::string& bytes) -> awaitable<bool> {
       if (bytes.empty()) co_return true;
-      asio::error_code wec;
-      if (secure) std::tie(wec, std::ignore) = co_await asio::async_write(tls_stream, asio::buffer(bytes), asio::experimental::as_tuple(use_awaitable));
-      else std::tie(wec, std::ignore) = co_await asio::async_write(sock, asio::buffer(bytes), asio::experimental::as_tuple(use_awaitable));
-      co_return !wec;
+      const auto stall = in_session && in_session->logged_in() ? std::chrono::seconds(config.imap_idle_timeout_s)
+                                                               : std::chrono::seconds(60);
+      const bool ok = secure ? co_await write_within(tls_stream, asio::buffer(bytes), stall)
+                             : co_await write_within(sock, asio::buffer(bytes), stall);
+      if (!ok) spdlog::info("imap {}: [{}] the client stopped reading: session ended", lc.name, ip);
+      co_return ok;
     };
     auto handshake = [&]() -> awaitable<bool> {
       asio::steady_timer timer(io);
@@ -155,6 +160,7 @@ struct ImapServer::Impl {
     const bool trusted = std::any_of(config.plaintext_login_networks.begin(), config.plaintext_login_networks.end(),
                                      [&](const Network& n) { return n.contains(ip); });
     imap::ImapSession session(ctx, ip, secure, lc.tls == "starttls", trusted);
+    in_session = &session;
     imap::CommandLimits limits;
     limits.max_append_bytes = ctx.max_message_bytes;
     auto reader = std::make_unique<imap::CommandReader>(limits);

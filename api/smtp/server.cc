@@ -19,6 +19,7 @@
 
 #include "api/accept.h"
 #include "api/blocking.h"
+#include "api/write.h"
 #include "api/checkpoints.h"
 #include "common/json_text.h"
 #include <nlohmann/json.hpp>
@@ -583,12 +584,20 @@ struct SmtpServer::Impl {
     asio::ssl::stream<tcp::socket&> tls_stream(sock, ssl);
     bool tls = false;
     std::string tls_info;
+    // A client that does not read its replies has the command timeout to start again, and the
+    // session's own deadline in all (api/write.h); then the session ends.
     auto write = [&](const std::string& bytes) -> awaitable<bool> {
       if (bytes.empty()) co_return true;
-      asio::error_code wec;
-      if (tls) std::tie(wec, std::ignore) = co_await asio::async_write(tls_stream, asio::buffer(bytes), asio::experimental::as_tuple(use_awaitable));
-      else std::tie(wec, std::ignore) = co_await asio::async_write(sock, asio::buffer(bytes), asio::experimental::as_tuple(use_awaitable));
-      co_return !wec;
+      const auto stall = std::chrono::seconds(config.limits.smtp_command_timeout_s);
+      const bool ok = tls ? co_await write_within(tls_stream, asio::buffer(bytes), stall, session_deadline)
+                          : co_await write_within(sock, asio::buffer(bytes), stall, session_deadline);
+      if (!ok && std::chrono::steady_clock::now() >= session_deadline - std::chrono::milliseconds(10))
+        spdlog::info("{}: [{}] session time limit of {} s reached while writing", lc.name, ip,
+                     config.limits.smtp_session_timeout_s);
+      else if (!ok)
+        spdlog::info("{}: [{}] the client read nothing for {} s: session ended", lc.name, ip,
+                     config.limits.smtp_command_timeout_s);
+      co_return ok;
     };
     auto handshake = [&]() -> awaitable<bool> {
       asio::steady_timer timer(io);

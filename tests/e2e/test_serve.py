@@ -376,6 +376,29 @@ index_commit_interval_ms = 200
             # The configured command timeout is 2 s; say nothing for longer.
             self.assertEqual(read_replies(sock, 1, timeout=10), ["421"])
 
+    def test_a_client_that_never_reads_its_replies_is_disconnected(self):
+        # Commands pipelined without end and no reply read: the server's writes stop; with no bound on
+        # them the session (and its slot) was held for as long as the client stayed (api/write.h).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", self.inbound))
+        sock.setblocking(False)
+        chunk = b"NOOP\r\n" * 10000
+        sent = 0
+        deadline = time.time() + 60
+        try:
+            while time.time() < deadline and "the client read nothing for 2 s" not in self.server_log():
+                try:
+                    sent += sock.send(chunk)
+                except BlockingIOError:
+                    time.sleep(0.1)  # both directions full: the server waits on its write
+                except OSError:
+                    break  # the server ended the session
+            self.assertIn("[127.0.0.1] the client read nothing for 2 s: session ended", self.server_log())
+            self.assertGreater(sent, 1 << 20)
+        finally:
+            sock.close()
+
     def test_sighup_reloads_the_configuration_without_dropping_sessions(self):
         s = self.smtp()  # a session open across the reload
         with open(self.config) as f:

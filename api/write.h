@@ -1,0 +1,62 @@
+// Writes with a bound on how long a peer may leave them waiting. A client that sends requests and
+// never reads the answers (its receive window shut, the server's send buffer full) would hold a
+// write, and with it its session, its slot in the listener's limits and the answer's memory, for as
+// long as it stays connected: every read of the servers has a deadline, and now every write too.
+// write_within writes in chunks of at most kWriteChunk; each must go within `stall` (a peer that
+// reads slowly but steadily is served however long the whole takes) and all before `deadline`.
+// False when the peer stopped reading, the deadline passed or the write failed: the caller then
+// ends the connection (tests/threads_test.cc WriteWithin.*; tests/e2e/test_serve.py
+// test_a_client_that_never_reads_its_replies_is_disconnected).
+#pragma once
+
+#include <algorithm>
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <chrono>
+#include <cerrno>
+#include <cstddef>
+#include <sys/socket.h>
+#include <type_traits>
+
+namespace mailark::api {
+
+inline constexpr std::size_t kWriteChunk = 64 * 1024;
+
+template <typename Stream>
+asio::awaitable<bool> write_within(Stream& stream, asio::const_buffer bytes, std::chrono::steady_clock::duration stall,
+                                   std::chrono::steady_clock::time_point deadline =
+                                       std::chrono::steady_clock::time_point::max()) {
+  using namespace asio::experimental::awaitable_operators;
+  using asio::experimental::as_tuple;
+  const char* p = static_cast<const char*>(bytes.data());
+  std::size_t left = bytes.size();
+  if constexpr (std::is_same_v<Stream, asio::ip::tcp::socket>) {
+    // Most answers fit the socket's buffer: sent at once, without a timer (a timer raced against
+    // each write cost about 5 us more than the write itself: docs/BENCHMARKS.md "Bounded writes").
+    const ssize_t n = ::send(stream.native_handle(), p, left, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      co_return false;
+    }
+    if (left == 0) co_return true;
+  }
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (left > 0) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) co_return false;
+    timer.expires_at(deadline - now < stall ? deadline : now + stall);
+    const std::size_t n = std::min(left, kWriteChunk);
+    auto r = co_await (asio::async_write(stream, asio::buffer(p, n), as_tuple(asio::use_awaitable)) ||
+                       timer.async_wait(as_tuple(asio::use_awaitable)));
+    if (r.index() == 1) co_return false;  // the write was cancelled: the connection is to be ended
+    if (std::get<0>(std::get<0>(r))) co_return false;
+    p += n;
+    left -= n;
+  }
+  co_return true;
+}
+
+}  // namespace mailark::api
