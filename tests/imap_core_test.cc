@@ -108,6 +108,24 @@ TEST(ImapCommand, BadInputGetsAClearAnswerAndTheConnectionGoesOn) {
   EXPECT_NE(r.error().find("nested"), std::string::npos);
 }
 
+TEST(ImapCommand, AppendLiteralsBeforeLoginHaveTheSmallLimit) {
+  CommandReader r;  // the default limits: 64 KiB a literal, 64 MiB an APPEND's
+  r.set_authenticated(false);
+  r.feed("a1 APPEND INBOX {10000000}\r\n");
+  EXPECT_EQ(r.next(), Event::kTooBig);  // not kContinue: the client sends nothing, the server holds nothing
+  EXPECT_NE(r.error().find("over the limit of 65536"), std::string::npos) << r.error();
+  r.feed("a2 APPEND INBOX {5000000+}\r\n");
+  EXPECT_EQ(r.next(), Event::kClose);  // non-synchronising, too large to skip
+  // Logged in (the server says so before each command), a message's worth.
+  CommandReader in;
+  in.set_authenticated(false);
+  in.feed("b1 LOGIN alice secret\r\n");
+  ASSERT_EQ(in.next(), Event::kCommand);
+  in.set_authenticated(true);
+  in.feed("b2 APPEND INBOX {10000000}\r\n");
+  EXPECT_EQ(in.next(), Event::kContinue);
+}
+
 TEST(ImapCommand, HugeLiteralsAreRefusedWithoutReadingThem) {
   CommandLimits limits;
   limits.max_append_bytes = 1000;

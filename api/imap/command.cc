@@ -333,7 +333,7 @@ CommandReader::Event CommandReader::next() {
         append = rest.size() >= 7 && ascii_iequals(rest.substr(0, 6), "APPEND") && rest[6] == ' ';
       }
     }
-    const std::uint64_t limit = append ? limits_.max_append_bytes : limits_.max_literal_bytes;
+    const std::uint64_t limit = append && authenticated_ ? limits_.max_append_bytes : limits_.max_literal_bytes;
     if (n > limit) {
       std::string why = "a literal of " + std::to_string(n) + " bytes is over the limit of " + std::to_string(limit);
       Event e = fail(Event::kTooBig, why, partial);

@@ -68,6 +68,10 @@ class CommandReader {
   Event next();
   // The next line is taken raw (no command grammar), once.
   void expect_line() { raw_mode_ = true; }
+  // Until the client has logged in, an APPEND's literal has the limit of any other literal
+  // (max_literal_bytes), not a message's: a client that has not logged in cannot make the server
+  // hold 64 MiB a connection (test ImapCommand.AppendLiteralsBeforeLoginHaveTheSmallLimit).
+  void set_authenticated(bool yes) { authenticated_ = yes; }
 
   const Command& command() const { return command_; }
   const std::string& raw_line() const { return raw_line_; }
@@ -87,6 +91,7 @@ class CommandReader {
   std::size_t skip_ = 0;      // bytes of a refused literal still to drop
   bool continued_ = false;    // kContinue was given for the literal at scan_
   bool raw_mode_ = false;
+  bool authenticated_ = true;  // the server says, before each command (set_authenticated)
   bool discard_line_ = false; // drop bytes through the next line end (the rest of a refused command)
   Command command_;
   std::string raw_line_;

@@ -190,6 +190,7 @@ struct ImapServer::Impl {
     };
 
     while (!stopping) {
+      reader->set_authenticated(session.logged_in());  // a message's literal only after login
       auto ev = reader->next();
       if (ev == imap::CommandReader::Event::kNone) {
         bool more = co_await read_more(idle_limit());

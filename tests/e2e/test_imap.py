@@ -333,8 +333,13 @@ tls = "implicit"
                 if l.startswith(tag + b" ") or l.startswith(b"+ "):
                     return out
 
+        # Before login an APPEND's literal has the small limit: no "+", nothing held for the client.
+        r = cmd(b"p APPEND INBOX {10000000}\r\n")[-1]
+        self.assertTrue(r.startswith(b"p NO [TOOBIG]"), r)
+        self.assertIn(b"65536", r)
         self.assertTrue(cmd(b"a LOGIN alice@example.com alice-pw\r\n")[-1].startswith(b"a OK"))
         self.assertTrue(cmd(b"b SELECT INBOX\r\n")[-1].startswith(b"b OK"))
+
         r = cmd(b"c APPEND INBOX {999999999999}\r\n")[-1]
         self.assertTrue(r.startswith(b"c NO [TOOBIG]"), r)
         r = cmd(b"d FETCH 1 (FLAGS\r\n")[-1]
