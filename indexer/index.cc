@@ -2743,6 +2743,30 @@ class FilterSampler {
   std::thread thread_;
 };
 
+// How many words the wildcards of `q` stand for in `db`, counted up to `cap` in all (then `cap`):
+// Xapian bounds each wildcard alone (kMaxWildcardWords), so two hundred wildcards of a few hundred
+// words each were an OR of 50,000 words (8.7 s at 21,903 messages: docs/BENCHMARKS.md "The bounds of
+// one query"). Xapian 1.4 has no accessor for a wildcard's pattern: it is read from the leaf's
+// description ("Query(WILDCARD SYNONYM con)"); a leaf it cannot read counts as `cap`.
+std::size_t wildcard_words(const Xapian::Database& db, const Xapian::Query& q, std::size_t cap) {
+  std::size_t words = 0;
+  std::vector<Xapian::Query> todo{q};
+  while (!todo.empty() && words < cap) {
+    Xapian::Query node = std::move(todo.back());
+    todo.pop_back();
+    if (node.get_type() != Xapian::Query::OP_WILDCARD) {
+      for (std::size_t i = 0; i < node.get_num_subqueries(); ++i) todo.push_back(node.get_subquery(i));
+      continue;
+    }
+    const std::string d = node.get_description();  // Query(WILDCARD <combiner> <pattern>)
+    const std::size_t first = d.find(' '), second = first == std::string::npos ? first : d.find(' ', first + 1);
+    if (d.rfind("Query(WILDCARD ", 0) != 0 || second == std::string::npos || d.back() != ')') return cap;
+    const std::string pattern = d.substr(second + 1, d.size() - second - 2);
+    for (auto t = db.allterms_begin(pattern); t != db.allterms_end(pattern) && words < cap; ++t) ++words;
+  }
+  return std::min(words, cap);
+}
+
 // Whether a query names something that differs between the records of one message (index.h
 // SearchOptions::one_per_message): their custodians, envelopes, verdicts or flags.
 bool names_record_fields(const std::string& query) {
@@ -2919,6 +2943,15 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
                         "the query has " + std::to_string(terms) + " words and field terms: at most " +
                             std::to_string(kMaxQueryTerms) + " are searched at once",
                         "search in parts, or narrow it with fields and dates");
+    } else if (options.bounded) {
+      // The words its wildcards stand for count too (each is a word of the OR the match runs).
+      if (const std::size_t wild = wildcard_words(*db_, parsed, kMaxQueryTerms + 1 - terms); terms + wild > kMaxQueryTerms)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "the query's wildcards stand for more than " + std::to_string(kMaxQueryTerms - terms) +
+                              " words" +
+                              (terms ? " beside its " + std::to_string(terms) + " other words and field terms" : "") +
+                              ": at most " + std::to_string(kMaxQueryTerms) + " are searched at once",
+                          "give more letters before each *, or use fewer wildcards");
     }
     if (options.scope.find_first_not_of(" \t") != std::string::npos) {
       qp.set_max_expansion(0);  // no bound: the scope is the officer's, not the typed query's

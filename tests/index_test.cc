@@ -840,6 +840,16 @@ TEST(IndexQueryBounds, QueriesPastTheBoundsAreRefusedAndThoseAtThemRun) {
   ASSERT_FALSE(wide.ok());
   EXPECT_EQ(wide.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(wide.error().context.find("wildcard"), std::string::npos) << wide.error().context;
+  // The words of all the query's wildcards count toward kMaxQueryTerms: 540 + 100 + 3 x 110 = 970
+  // run, 110 more do not (each wildcard alone is within kMaxWildcardWords).
+  auto several = (*r)->search("zq2* OR zq3* OR zq4* OR zq5* OR zq6*", exact, &source);
+  ASSERT_TRUE(several.ok()) << several.error().to_string();
+  EXPECT_EQ(several->total, 25u);  // documents 1 (zq40..79), 5 .. 17 (zq200..719) and 50 .. 60 (zq2000..2439)
+  auto too_many_wild = (*r)->search("zq2* OR zq3* OR zq4* OR zq5* OR zq6* OR zq7*", exact, &source);
+  ASSERT_FALSE(too_many_wild.ok());
+  EXPECT_EQ(too_many_wild.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(too_many_wild.error().context.find("wildcards stand for more than"), std::string::npos)
+      << too_many_wild.error().context;
 
   // Unbounded (a case's export and holds: its searches OR'ed), the same queries run and are right.
   exact.bounded = false;
@@ -852,6 +862,8 @@ TEST(IndexQueryBounds, QueriesPastTheBoundsAreRefusedAndThoseAtThemRun) {
   auto every_zq = (*r)->search("zq*", exact, &source);
   ASSERT_TRUE(every_zq.ok()) << every_zq.error().to_string();
   EXPECT_EQ(every_zq->total, 60u);
+  auto all_wild = (*r)->search("zq2* OR zq3* OR zq4* OR zq5* OR zq6* OR zq7*", exact, &source);
+  ASSERT_TRUE(all_wild.ok()) << all_wild.error().to_string();
 }
 
 // A case's scope (its custodians, a search's dates) is ANDed with the typed search outside the bounds:
