@@ -298,7 +298,7 @@ inline constexpr std::uint32_t kEagerPhraseChecks = 50;
 // with a clear error (kInvalidArgument), never cut short in silence (tests/index_test.cc
 // IndexQueryBounds.*). SearchOptions::bounded says when they apply.
 inline constexpr std::size_t kMaxQueryTerms = 1024;     // every word, field term, phrase word and word a wildcard stands for
-inline constexpr std::size_t kMaxPhraseWords = 64;      // in one quoted phrase
+inline constexpr std::size_t kMaxPhraseWords = 64;      // in the query's quoted phrases, all of them together
 inline constexpr Xapian::termcount kMaxWildcardWords = 1000;  // words one wildcard (`contract*`) stands for
 
 struct SearchOptions {

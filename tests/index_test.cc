@@ -820,6 +820,13 @@ TEST(IndexQueryBounds, QueriesPastTheBoundsAreRefusedAndThoseAtThemRun) {
   EXPECT_EQ(past.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(past.error().context.find("at most 64"), std::string::npos) << past.error().context;
   EXPECT_FALSE(past.error().hint.empty());
+  // The words of all the query's phrases are bounded together: two of 32 run, two of 40 do not.
+  auto two_at = (*r)->search(phrase_of(32) + " OR " + phrase_of(32), exact, &source);
+  ASSERT_TRUE(two_at.ok()) << two_at.error().to_string();
+  EXPECT_EQ(two_at->total, 60u);
+  auto two_past = (*r)->search(phrase_of(40) + " OR " + phrase_of(40), exact, &source);
+  ASSERT_FALSE(two_past.ok());
+  EXPECT_NE(two_past.error().context.find("2 phrases have 80 words"), std::string::npos) << two_past.error().context;
 
   auto many = (*r)->search(words_or(kMaxQueryTerms), exact, &source);
   ASSERT_TRUE(many.ok()) << many.error().to_string();
@@ -864,6 +871,9 @@ TEST(IndexQueryBounds, QueriesPastTheBoundsAreRefusedAndThoseAtThemRun) {
   EXPECT_EQ(every_zq->total, 60u);
   auto all_wild = (*r)->search("zq2* OR zq3* OR zq4* OR zq5* OR zq6* OR zq7*", exact, &source);
   ASSERT_TRUE(all_wild.ok()) << all_wild.error().to_string();
+  auto two_phrases = (*r)->search(phrase_of(40) + " OR " + phrase_of(40), exact, &source);
+  ASSERT_TRUE(two_phrases.ok()) << two_phrases.error().to_string();
+  EXPECT_EQ(two_phrases->total, 60u);
 }
 
 // A case's scope (its custodians, a search's dates) is ANDed with the typed search outside the bounds:

@@ -103,9 +103,9 @@ void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
       "without AND, OR and NOT). The continuity monitor's probes are found only by a query that names\n"
       "a direction (direction:probe). Every page is exact; the total of a phrase with many candidates\n"
       "is estimated (\"about N\"; --exact counts them all). word* finds words that begin so. One query\n"
-      "has at most 1,024 words and field terms (the words its wildcards stand for among them), a\n"
-      "phrase at most 64 words, a wildcard at most 1,000 words: past that it is refused, never cut\n"
-      "short.");
+      "has at most 1,024 words and field terms (the words its wildcards stand for among them), its\n"
+      "phrases at most 64 words together, a wildcard at most 1,000 words: past that it is refused,\n"
+      "never cut short.");
   cmd->add_option("query", args->words, "the query")->required();
   cmd->add_option("--limit", args->limit, "results to show (default 20)");
   cmd->add_option("--offset", args->offset, "results to skip");

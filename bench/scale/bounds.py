@@ -39,7 +39,8 @@ def wildcards(n):
 
 QUERIES = [("1,000 words OR'ed", ors(1000)), ("2,000 words OR'ed", ors(2000)), ("5,000 words OR'ed", ors(5000)),
            ('"the" x20', the(20)), ('"the" x64', the(64)), ('"the" x100', the(100)), ('"the" x300', the(300)),
-           ("a*", "a*"), ("enr*", "enr*"), ("220 wildcards OR'ed", wildcards(220)), ('"please let me know"', '"please let me know"')]
+           ("a*", "a*"), ("enr*", "enr*"), ("220 wildcards OR'ed", wildcards(220)),
+           ('"the" x64, 7 phrases OR\'ed', " OR ".join([the(64)] * 7)), ('"please let me know"', '"please let me know"')]
 
 
 def main():
