@@ -4,7 +4,8 @@
 // long as it stays connected: every read of the servers has a deadline, and now every write too.
 // write_within writes in chunks of at most kWriteChunk; each must go within `stall` (a peer that
 // reads slowly but steadily is served however long the whole takes) and all before `deadline`.
-// False when the peer stopped reading, the deadline passed or the write failed: the caller then
+// An error when the write did not finish: asio::error::timed_out when the peer stopped reading or
+// the deadline passed, the socket's own error otherwise (the peer closed, reset); the caller then
 // ends the connection (tests/threads_test.cc WriteWithin.*; tests/e2e/test_serve.py
 // test_a_client_that_never_reads_its_replies_is_disconnected).
 #pragma once
@@ -24,7 +25,7 @@ namespace mailark::api {
 inline constexpr std::size_t kWriteChunk = 64 * 1024;
 
 template <typename Stream>
-asio::awaitable<bool> write_within(Stream& stream, asio::const_buffer bytes, std::chrono::steady_clock::duration stall,
+asio::awaitable<asio::error_code> write_within(Stream& stream, asio::const_buffer bytes, std::chrono::steady_clock::duration stall,
                                    std::chrono::steady_clock::time_point deadline =
                                        std::chrono::steady_clock::time_point::max()) {
   using namespace asio::experimental::awaitable_operators;
@@ -39,24 +40,24 @@ asio::awaitable<bool> write_within(Stream& stream, asio::const_buffer bytes, std
       p += n;
       left -= static_cast<std::size_t>(n);
     } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      co_return false;
+      co_return asio::error_code(errno, asio::error::get_system_category());
     }
-    if (left == 0) co_return true;
+    if (left == 0) co_return asio::error_code();
   }
   asio::steady_timer timer(co_await asio::this_coro::executor);
   while (left > 0) {
     const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) co_return false;
+    if (now >= deadline) co_return asio::error::timed_out;
     timer.expires_at(deadline - now < stall ? deadline : now + stall);
     const std::size_t n = std::min(left, kWriteChunk);
     auto r = co_await (asio::async_write(stream, asio::buffer(p, n), as_tuple(asio::use_awaitable)) ||
                        timer.async_wait(as_tuple(asio::use_awaitable)));
-    if (r.index() == 1) co_return false;  // the write was cancelled: the connection is to be ended
-    if (std::get<0>(std::get<0>(r))) co_return false;
+    if (r.index() == 1) co_return asio::error::timed_out;  // the write was cancelled: the connection is to end
+    if (auto ec = std::get<0>(std::get<0>(r))) co_return ec;
     p += n;
     left -= n;
   }
-  co_return true;
+  co_return asio::error_code();
 }
 
 }  // namespace mailark::api

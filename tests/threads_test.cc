@@ -132,21 +132,21 @@ struct Loopback {
   }
 };
 
-bool write(Loopback& l, const std::string& bytes, std::chrono::milliseconds stall,
-           std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max()) {
-  bool ok = false;
+asio::error_code write(Loopback& l, const std::string& bytes, std::chrono::milliseconds stall,
+                       std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max()) {
+  asio::error_code ec = asio::error::in_progress;
   asio::co_spawn(
-      l.io, [&]() -> asio::awaitable<void> { ok = co_await api::write_within(l.server, asio::buffer(bytes), stall, deadline); },
+      l.io, [&]() -> asio::awaitable<void> { ec = co_await api::write_within(l.server, asio::buffer(bytes), stall, deadline); },
       asio::detached);
   l.io.run();
   l.io.restart();
-  return ok;
+  return ec;
 }
 
 TEST(WriteWithin, APeerThatReadsNothingEndsTheWrite) {
   Loopback l;
   const std::string big(32u << 20, 'x');  // far more than both sockets' buffers
-  EXPECT_FALSE(write(l, big, std::chrono::milliseconds(200)));  // without the bound: waits for ever
+  EXPECT_EQ(write(l, big, std::chrono::milliseconds(200)), asio::error::timed_out);  // without the bound: waits for ever
 }
 
 TEST(WriteWithin, APeerThatReadsSlowlyButSteadilyGetsEveryByte) {
@@ -163,9 +163,18 @@ TEST(WriteWithin, APeerThatReadsSlowlyButSteadilyGetsEveryByte) {
       got += n;
     }
   });
-  EXPECT_TRUE(write(l, bytes, std::chrono::milliseconds(1000)));
+  EXPECT_EQ(write(l, bytes, std::chrono::milliseconds(1000)), asio::error_code());
   reader.join();
   EXPECT_EQ(got, bytes.size());
+}
+
+TEST(WriteWithin, APeerThatClosedIsItsOwnErrorNotATimeout) {
+  Loopback l;
+  l.client.close();
+  const std::string big(8u << 20, 'c');
+  const asio::error_code ec = write(l, big, std::chrono::milliseconds(60000));
+  EXPECT_TRUE(ec);
+  EXPECT_NE(ec, asio::error::timed_out) << ec.message();
 }
 
 TEST(WriteWithin, TheDeadlineEndsAWriteThatMakesProgress) {
@@ -182,8 +191,8 @@ TEST(WriteWithin, TheDeadlineEndsAWriteThatMakesProgress) {
     }
   });
   // 8 MB at 16 KB each 20 ms would take 10 s; the deadline is 300 ms away, the stall bound a minute.
-  EXPECT_FALSE(write(l, bytes, std::chrono::milliseconds(60000),
-                     std::chrono::steady_clock::now() + std::chrono::milliseconds(300)));
+  EXPECT_EQ(write(l, bytes, std::chrono::milliseconds(60000), std::chrono::steady_clock::now() + std::chrono::milliseconds(300)),
+            asio::error::timed_out);
   stop = true;
   asio::error_code ec;
   l.server.shutdown(asio::socket_base::shutdown_both, ec);

@@ -69,7 +69,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             ascii_lower(reader.request().header("expect")) == "100-continue") {
           continued = true;
           static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-          if (!co_await write_within(stream, asio::buffer(kContinue, sizeof kContinue - 1), stall)) co_return;
+          if (co_await write_within(stream, asio::buffer(kContinue, sizeof kContinue - 1), stall)) co_return;
         }
         asio::steady_timer timer(io);
         timer.expires_at(deadline);
@@ -113,14 +113,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             out = response(500, "application/json", "{\"error\":\"the response's file is gone\"}", {}, keep);
           } else {
             out = response_head(res.status, res.content_type, size, res.headers, keep);
-            if (!co_await write_within(stream, asio::buffer(out), stall)) co_return;
+            if (co_await write_within(stream, asio::buffer(out), stall)) co_return;
             std::vector<char> chunk(256 * 1024);
             std::uint64_t left = size;
             while (left > 0) {
               in.read(chunk.data(), static_cast<std::streamsize>(std::min<std::uint64_t>(chunk.size(), left)));
               const auto got = static_cast<std::size_t>(in.gcount());
               if (got == 0) co_return;  // shorter than it said: the connection cannot be framed on
-              if (!co_await write_within(stream, asio::buffer(chunk.data(), got), stall)) co_return;
+              if (co_await write_within(stream, asio::buffer(chunk.data(), got), stall)) co_return;
               left -= got;
             }
             if (!keep) co_return;
@@ -132,7 +132,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           out = response(res.status, res.content_type, res.body, res.headers, keep);
         }
       }
-      if (!co_await write_within(stream, asio::buffer(out), stall) || !keep) co_return;
+      if (co_await write_within(stream, asio::buffer(out), stall) || !keep) co_return;  // an error, or the end
       reader.reset();
       pending = true;
     }

@@ -139,10 +139,12 @@ struct ImapServer::Impl {
       if (bytes.empty()) co_return true;
       const auto stall = in_session && in_session->logged_in() ? std::chrono::seconds(config.imap_idle_timeout_s)
                                                                : std::chrono::seconds(60);
-      const bool ok = secure ? co_await write_within(tls_stream, asio::buffer(bytes), stall)
-                             : co_await write_within(sock, asio::buffer(bytes), stall);
-      if (!ok) spdlog::info("imap {}: [{}] the client stopped reading: session ended", lc.name, ip);
-      co_return ok;
+      const asio::error_code ec = secure ? co_await write_within(tls_stream, asio::buffer(bytes), stall)
+                                         : co_await write_within(sock, asio::buffer(bytes), stall);
+      if (ec == asio::error::timed_out)
+        spdlog::info("imap {}: [{}] the client read nothing for {} s: session ended", lc.name, ip,
+                     std::chrono::duration_cast<std::chrono::seconds>(stall).count());
+      co_return !ec;
     };
     auto handshake = [&]() -> awaitable<bool> {
       asio::steady_timer timer(io);

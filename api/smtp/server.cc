@@ -589,15 +589,17 @@ struct SmtpServer::Impl {
     auto write = [&](const std::string& bytes) -> awaitable<bool> {
       if (bytes.empty()) co_return true;
       const auto stall = std::chrono::seconds(config.limits.smtp_command_timeout_s);
-      const bool ok = tls ? co_await write_within(tls_stream, asio::buffer(bytes), stall, session_deadline)
-                          : co_await write_within(sock, asio::buffer(bytes), stall, session_deadline);
-      if (!ok && std::chrono::steady_clock::now() >= session_deadline - std::chrono::milliseconds(10))
-        spdlog::info("{}: [{}] session time limit of {} s reached while writing", lc.name, ip,
-                     config.limits.smtp_session_timeout_s);
-      else if (!ok)
-        spdlog::info("{}: [{}] the client read nothing for {} s: session ended", lc.name, ip,
-                     config.limits.smtp_command_timeout_s);
-      co_return ok;
+      const asio::error_code ec = tls ? co_await write_within(tls_stream, asio::buffer(bytes), stall, session_deadline)
+                                      : co_await write_within(sock, asio::buffer(bytes), stall, session_deadline);
+      if (ec == asio::error::timed_out) {
+        if (std::chrono::steady_clock::now() >= session_deadline - std::chrono::milliseconds(10))
+          spdlog::info("{}: [{}] session time limit of {} s reached while writing", lc.name, ip,
+                       config.limits.smtp_session_timeout_s);
+        else
+          spdlog::info("{}: [{}] the client read nothing for {} s: session ended", lc.name, ip,
+                       config.limits.smtp_command_timeout_s);
+      }
+      co_return !ec;
     };
     auto handshake = [&]() -> awaitable<bool> {
       asio::steady_timer timer(io);
