@@ -583,6 +583,11 @@ class OutOfDescriptorsTest(unittest.TestCase):
     def test_a_listener_out_of_file_descriptors_waits_and_takes_its_connections_after(self):
         import select
         from harness import Server
+        if b"libasan" in subprocess.run(["readelf", "-d", shutil.which(BIN) or BIN], capture_output=True).stdout:
+            # The sanitizers' own checks need descriptors: UBSan's vptr check reads memory through a
+            # pipe (sanitizer_common's IsAccessibleMemoryRange), so a sanitized process out of
+            # descriptors reports a false "invalid vptr" and halts. The regular suite runs this test.
+            self.skipTest("a sanitizer build: its checks need the descriptors this test takes away")
         port = free_port()
         server = Server(f"""
 [server]
