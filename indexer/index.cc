@@ -1867,11 +1867,10 @@ class PhraseResolver {
       : db_(db), map_(map), fields_(fields), shards_(std::move(shards)), pairs_(pairs), may_defer_(may_defer),
         remote_(remote) {}
 
-  // Set when the query cannot be answered exactly (a phrase under OR or NOT with remote shards), or
-  // asks too much (a phrase of more than kMaxPhraseWords words); what to do instead.
+  // Set when the query cannot be answered exactly (a phrase under OR or NOT with remote shards); what
+  // to do instead. (The bounds of the query are checked on the parsed query before it is resolved.)
   const std::string& error() const { return error_; }
   const std::string& error_hint() const { return error_hint_; }
-  void set_bounded(bool bounded) { bounded_ = bounded; }  // SearchOptions::bounded
 
   Xapian::Query resolve(const Xapian::Query& q) { return resolve(q, /*required=*/true); }
 
@@ -2071,20 +2070,6 @@ class PhraseResolver {
   }
 
   Xapian::Query resolve_phrase(const Xapian::Query& q, bool required) {
-    // Each phrase is checked on its own: the words of all of them are bounded together (seven
-    // phrases of "the" x64 OR'ed, 1,823 characters, took 1.54 s where one took 0.45).
-    phrase_words_ += q.get_num_subqueries();
-    if (bounded_ && phrase_words_ > kMaxPhraseWords) {
-      if (error_.empty()) {
-        error_ = q.get_num_subqueries() == phrase_words_
-                     ? "a phrase of " + std::to_string(phrase_words_) + " words: at most " +
-                           std::to_string(kMaxPhraseWords) + " are checked"
-                     : "the query's phrases have " + std::to_string(phrase_words_) + " words or more: at most " +
-                           std::to_string(kMaxPhraseWords) + " are checked, in all its phrases together";
-        error_hint_ = "quote a shorter part of it, or its rarest words";
-      }
-      return Xapian::Query::MatchNothing;
-    }
     std::vector<std::string> terms;
     std::vector<Xapian::Query> subs;
     for (std::size_t i = 0; i < q.get_num_subqueries(); ++i) {
@@ -2374,8 +2359,6 @@ class PhraseResolver {
   bool may_defer_;
   bool remote_;
   std::string error_, error_hint_;
-  bool bounded_ = true;
-  std::size_t phrase_words_ = 0;  // of every phrase resolved so far (kMaxPhraseWords bounds them together)
   std::vector<DeferredPhrase> deferred_;
   Xapian::doccount unfiltered_ = 0;  // candidates without a pair filter (filter())
   bool unnarrowed_ = false;          // candidates neither filtered nor narrowed by pair terms
@@ -2750,22 +2733,34 @@ class FilterSampler {
   std::thread thread_;
 };
 
-// The words of the phrases of `q`, all of them together (kMaxPhraseWords bounds them before any is
-// checked; PhraseResolver::resolve_phrase checks as it goes too).
-std::size_t phrase_words(const Xapian::Query& q, std::size_t* phrases) {
-  std::size_t words = 0;
-  *phrases = 0;
+// Calls `leaf(node)` for each node of `q` that `stop_at(node)` picks, without descending into it, and
+// walks through the others (an explicit stack: a query typed on the command line nests deep).
+template <typename StopAt, typename Leaf>
+void walk_query(const Xapian::Query& q, StopAt stop_at, Leaf leaf) {
   std::vector<Xapian::Query> todo{q};
   while (!todo.empty()) {
     Xapian::Query node = std::move(todo.back());
     todo.pop_back();
-    if (node.get_type() == Xapian::Query::OP_PHRASE || node.get_type() == Xapian::Query::OP_NEAR) {
-      words += node.get_num_subqueries();
-      ++*phrases;
+    if (stop_at(node)) {
+      if (!leaf(node)) return;
       continue;
     }
     for (std::size_t i = 0; i < node.get_num_subqueries(); ++i) todo.push_back(node.get_subquery(i));
   }
+}
+
+// The words of the phrases of `q`, all of them together, and how many phrases (kMaxPhraseWords bounds
+// them before any is checked: seven phrases of "the" x64 OR'ed, 1,823 characters, took 1.39 s).
+std::size_t phrase_words(const Xapian::Query& q, std::size_t* phrases) {
+  std::size_t words = 0;
+  *phrases = 0;
+  walk_query(
+      q, [](const Xapian::Query& n) { return n.get_type() == Xapian::Query::OP_PHRASE || n.get_type() == Xapian::Query::OP_NEAR; },
+      [&](const Xapian::Query& n) {
+        words += n.get_num_subqueries();
+        ++*phrases;
+        return true;
+      });
   return words;
 }
 
@@ -2776,20 +2771,19 @@ std::size_t phrase_words(const Xapian::Query& q, std::size_t* phrases) {
 // description ("Query(WILDCARD SYNONYM con)"); a leaf it cannot read counts as `cap`.
 std::size_t wildcard_words(const Xapian::Database& db, const Xapian::Query& q, std::size_t cap) {
   std::size_t words = 0;
-  std::vector<Xapian::Query> todo{q};
-  while (!todo.empty() && words < cap) {
-    Xapian::Query node = std::move(todo.back());
-    todo.pop_back();
-    if (node.get_type() != Xapian::Query::OP_WILDCARD) {
-      for (std::size_t i = 0; i < node.get_num_subqueries(); ++i) todo.push_back(node.get_subquery(i));
-      continue;
-    }
-    const std::string d = node.get_description();  // Query(WILDCARD <combiner> <pattern>)
-    const std::size_t first = d.find(' '), second = first == std::string::npos ? first : d.find(' ', first + 1);
-    if (d.rfind("Query(WILDCARD ", 0) != 0 || second == std::string::npos || d.back() != ')') return cap;
-    const std::string pattern = d.substr(second + 1, d.size() - second - 2);
-    for (auto t = db.allterms_begin(pattern); t != db.allterms_end(pattern) && words < cap; ++t) ++words;
-  }
+  walk_query(
+      q, [](const Xapian::Query& n) { return n.get_type() == Xapian::Query::OP_WILDCARD; },
+      [&](const Xapian::Query& n) {
+        const std::string d = n.get_description();  // Query(WILDCARD <combiner> <pattern>)
+        const std::size_t first = d.find(' '), second = first == std::string::npos ? first : d.find(' ', first + 1);
+        if (d.rfind("Query(WILDCARD ", 0) != 0 || second == std::string::npos || d.back() != ')') {
+          words = cap;
+          return false;
+        }
+        const std::string pattern = d.substr(second + 1, d.size() - second - 2);
+        for (auto t = db.allterms_begin(pattern); t != db.allterms_end(pattern) && words < cap; ++t) ++words;
+        return words < cap;
+      });
   return std::min(words, cap);
 }
 
@@ -3001,7 +2995,6 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
       parsed = Xapian::Query(Xapian::Query::OP_FILTER, parsed, within);
     }
     PhraseResolver resolver(*db_, *map_, fields, shards, pairs_.get(), !options.exact_total, remote_);
-    resolver.set_bounded(options.bounded);
     Xapian::Query q = resolver.resolve(parsed);
     if (!resolver.error().empty()) return make_error(ErrorCode::kInvalidArgument, resolver.error(), resolver.error_hint());
     // The continuity monitor's probes are archived but are nobody's mail: a search sees them only
