@@ -134,7 +134,8 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"scanner", {"temp_dir"}},
       {"limits", {"message_bytes", "recipients", "sessions", "sessions_per_ip", "command_timeout", "data_timeout",
                   "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors",
-                  "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms"}},
+                  "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms",
+                  "spill_bytes", "store_bytes"}},
       {"archive", {"group_commit_linger_ms", "index_commit_interval_ms", "seal_interval_ms"}},
       {"delivery", {"primary", "smarthost", "tls", "verify_certificates", "retry_schedule", "queue_lifetime",
                     "connections_per_destination", "connect_timeout", "reply_timeout", "mx_port"}},
@@ -316,6 +317,12 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(L["command_bytes"], "limits.command_bytes", lim.smtp_command_bytes, 512, 1 << 20);
   num(L["line_bytes"], "limits.line_bytes", lim.smtp_line_bytes, 100, static_cast<std::int64_t>(Limits::kMaxStoredMessageBytes));
   num(L["errors"], "limits.errors", lim.smtp_errors, 1, 100000);
+  num(L["spill_bytes"], "limits.spill_bytes", lim.smtp_spill_bytes, 4096, std::int64_t{1} << 30);
+  if (!L["store_bytes"]) lim.store_bytes = 4 * (lim.max_message_bytes + Limits::kTraceHeaderBytes);
+  num(L["store_bytes"], "limits.store_bytes", lim.store_bytes, 1 << 20, std::int64_t{1} << 40);
+  if (lim.store_bytes < lim.max_message_bytes + Limits::kTraceHeaderBytes && !type_error)
+    type_error = bad("limits.store_bytes", "must hold one message of limits.message_bytes (" +
+                                         std::to_string(lim.max_message_bytes) + ") and its trace header (64 KiB)");
   // The scanner looks at whole messages: unless set, its size limits grow with the message limit, so
   // that a message the server may accept is never unscannable only for its size.
   const std::uint64_t stored = lim.max_message_bytes + Limits::kTraceHeaderBytes;

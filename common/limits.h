@@ -49,6 +49,13 @@ struct Limits {
   std::uint64_t smtp_min_data_rate = 1024;
   unsigned smtp_data_rate_grace_s = 30;
   unsigned smtp_session_timeout_s = 3600;  // a whole session, however busy (421 4.4.2 after it)
+  // Memory for mail in flight (api/smtp/server.cc). A session keeps at most about smtp_spill_bytes
+  // of the message it is receiving in memory, the rest in a file (api/smtp/spool.h). Messages being
+  // archived (read back, scanned, compressed, written) hold at most store_bytes together, one
+  // message at a time whatever its size; the next waits up to 5 minutes for room, then gets 451 4.3.2.
+  // A server's configuration sets store_bytes to four times the message limit unless it is set.
+  std::size_t smtp_spill_bytes = 512u << 10;
+  std::size_t store_bytes = 256u << 20;
 
   // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscannable`.
   // A server's configuration raises the size limits to the message limit unless they are set.

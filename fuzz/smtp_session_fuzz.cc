@@ -1,7 +1,8 @@
 // Fuzzes the SMTP protocol core (api/smtp/protocol.cc): a whole session's bytes, fed in chunks whose
 // sizes come from the input, with recipient verification, storage and STARTTLS answered both ways.
 // Checks what must hold for any input: a stored message has only CRLF line ends, never more than the
-// size limit, and the session never buffers without bound.
+// size limit, and the session never buffers without bound. Content is spilled (ProtocolConfig::
+// spill_bytes) in half the inputs: the spills come in order and the message they make is checked whole.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -52,6 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.tls_available = data[1] & 1;
   cfg.bare_newline = (data[1] & 2) ? BareNewline::kNormalize : BareNewline::kReject;
   const bool accept_all = data[1] & 4;
+  if (data[1] & 8) cfg.spill_bytes = 1 + data[0] % 200;
+  std::string spool;  // what was spilled of the message in DATA, as the server keeps it in a file
   FuzzPolicy policy;
   Session s(cfg, policy);
   std::string_view in(reinterpret_cast<const char*>(data) + 2, size - 2);
@@ -61,6 +64,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     Session::Output out = s.receive(in.substr(pos, chunk));
     pos += chunk;
     for (int guard = 0; guard < 100000; ++guard) {
+      if (!out.spill.empty()) {
+        if (cfg.spill_bytes == 0 || out.spill.size() < cfg.spill_bytes) std::abort();
+        if (out.spill_at == 0) spool.clear();
+        if (out.spill_at != spool.size()) std::abort();
+        spool += out.spill;
+        out.spill.clear();
+      }
       if (out.close) return 0;
       if (out.start_tls) {
         out = s.tls_started();
@@ -71,6 +81,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         continue;
       }
       if (out.message) {
+        if (out.message->spilled != (out.message->spilled ? spool.size() : 0)) std::abort();
+        out.message->data = spool.substr(0, out.message->spilled) + out.message->data;
+        spool.clear();
         check_stored(*out.message, cfg.max_message_bytes);
         out = (accept_all || ++turn % 3) ? s.message_stored("Q") : s.message_rejected({451, "4.3.0 later"});
         continue;

@@ -204,6 +204,22 @@ TEST(Config, ScanLimitsFollowTheMessageLimitUnlessSet) {
   EXPECT_EQ(set->limits.scan_max_file_bytes, 1048576u) << "an explicit setting wins (and bigger mail is unscannable)";
 }
 
+TEST(Config, MemoryForMailInFlightFollowsTheMessageLimit) {
+  auto c = parse_serve_config("[limits]\nmessage_bytes = 10000000\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->limits.store_bytes, 4 * (10000000u + Limits::kTraceHeaderBytes));
+  EXPECT_EQ(c->limits.smtp_spill_bytes, 512u << 10);
+  auto set = parse_serve_config("[limits]\nmessage_bytes = 10000000\nstore_bytes = 20000000\nspill_bytes = 65536\n", "t.toml");
+  ASSERT_TRUE(set.ok()) << set.error().to_string();
+  EXPECT_EQ(set->limits.store_bytes, 20000000u);
+  EXPECT_EQ(set->limits.smtp_spill_bytes, 65536u);
+  auto small = parse_serve_config("[limits]\nmessage_bytes = 10000000\nstore_bytes = 9000000\n", "t.toml");
+  ASSERT_FALSE(small.ok());
+  EXPECT_NE(small.error().context.find("limits.store_bytes: must hold one message"), std::string::npos)
+      << small.error().context;
+  EXPECT_FALSE(parse_serve_config("[limits]\nspill_bytes = 100\n", "t.toml").ok()) << "at least 4096";
+}
+
 }  // namespace
 }  // namespace mailark::api
 

@@ -1,8 +1,15 @@
 // The SMTP protocol core, without sockets: whole inputs, byte-by-byte inputs, and hostile inputs.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <filesystem>
+
 #include "api/smtp/client.h"
 #include "api/smtp/protocol.h"
+#include "api/smtp/spool.h"
+#include "test_util.h"
 
 namespace mailark::smtp {
 namespace {
@@ -28,6 +35,9 @@ struct Driver {
   bool tls_requested = false;
   std::vector<std::string> verified;  // recipients the session asked to verify (all accepted)
   std::vector<Credentials> credentials;  // AUTH attempts; "good" is the only good password
+  std::string spool;                     // what the session spilled of the message in DATA (as a file)
+  std::size_t spills = 0;
+  std::size_t most_held = 0;             // the most content the session kept in one spill or message tail
 
   explicit Driver(ProtocolConfig cfg = {}) : session(cfg, policy) { sent = session.greeting(); }
 
@@ -35,6 +45,13 @@ struct Driver {
     while (true) {
       sent += out.to_send;
       closed = closed || out.close;
+      if (!out.spill.empty()) {
+        if (out.spill_at == 0) spool.clear();  // a new message
+        EXPECT_EQ(out.spill_at, spool.size()) << "spills come in order, none lost";
+        spool += out.spill;
+        most_held = std::max(most_held, out.spill.size());
+        ++spills;
+      }
       tls_requested = tls_requested || out.start_tls;
       if (out.verify) {
         verified.push_back(*out.verify);
@@ -48,6 +65,12 @@ struct Driver {
         continue;
       }
       if (!out.message) return;
+      // As the server does: the spilled part, then the rest.
+      EXPECT_EQ(out.message->spilled, out.message->spilled ? spool.size() : 0u);
+      most_held = std::max(most_held, out.message->data.size());
+      out.message->data = spool.substr(0, out.message->spilled) + out.message->data;
+      out.message->spilled = 0;
+      spool.clear();
       stored.push_back(*out.message);
       out = session.message_stored("Q" + std::to_string(stored.size()));
     }
@@ -199,6 +222,106 @@ TEST(SmtpProtocol, OversizedDataIsRefusedAfterTheDotAndMemoryStaysBounded) {
   auto codes = d.codes();
   EXPECT_EQ(codes[codes.size() - 2], "552");
   EXPECT_EQ(codes.back(), "250") << "the session goes on";
+}
+
+// Content past ProtocolConfig::spill_bytes goes out as it arrives (the server keeps it in a file): the
+// session never holds much more than the threshold, the spills and the tail make the message byte for
+// byte, the size limit counts what was spilled, and the next message starts its spills over.
+TEST(SmtpProtocol, ContentPastTheSpillThresholdGoesOutInOrderAndMakesTheMessage) {
+  std::string body;
+  for (int i = 0; i < 3000; ++i) body += (i % 7 == 0 ? ".dot-stuffed line " : "line ") + std::to_string(i) + "\r\n";
+  std::string expected;
+  for (int i = 0; i < 3000; ++i) expected += (i % 7 == 0 ? "dot-stuffed line " : "line ") + std::to_string(i) + "\r\n";
+  std::string input = "EHLO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n" + body + ".\r\n";
+  ProtocolConfig cfg;
+  cfg.spill_bytes = 1000;
+  Driver whole(cfg), chunked(cfg), bytewise(cfg), unspilled;
+  whole.feed(input + input);
+  for (std::size_t i = 0; i < input.size(); i += 4096) chunked.feed(std::string_view(input).substr(i, 4096));
+  bytewise.feed_bytewise(input);
+  unspilled.feed(input);
+  for (Driver* d : {&whole, &chunked, &bytewise, &unspilled}) {
+    ASSERT_GE(d->stored.size(), 1u);
+    EXPECT_EQ(d->stored[0].data, expected);
+  }
+  ASSERT_EQ(whole.stored.size(), 2u);
+  EXPECT_EQ(whole.stored[1].data, expected) << "the second message's spills started over";
+  EXPECT_EQ(whole.spills, 0u) << "input that ends its message in one go is handed out whole";
+  EXPECT_GT(chunked.spills, 5u);
+  EXPECT_LE(chunked.most_held, 1000u + 4096u);
+  EXPECT_GT(bytewise.spills, 20u);
+  EXPECT_LE(bytewise.most_held, 1000u + 64u);
+  EXPECT_EQ(unspilled.spills, 0u);
+
+  // The size limit counts the spilled bytes: refused after the dot, and the session goes on.
+  cfg.max_message_bytes = 20000;
+  Driver limited(cfg);
+  for (std::size_t i = 0; i < input.size(); i += 512) limited.feed(std::string_view(input).substr(i, 512));
+  limited.feed("NOOP\r\n");
+  EXPECT_TRUE(limited.stored.empty());
+  auto codes = limited.codes();
+  ASSERT_GE(codes.size(), 2u);
+  EXPECT_EQ(codes[codes.size() - 2], "552");
+  EXPECT_EQ(codes.back(), "250");
+  EXPECT_LE(limited.most_held, 1000u + 512u);
+}
+
+// The server's file for what a session spills (api/smtp/spool.h), on a real file system.
+TEST(SmtpSpool, KeepsContentInAnUnnamedFileAndReadsItBackWithTheTail) {
+  test::ScratchDir dir;
+  api::Spool spool(dir.path());
+  std::string a(300000, 'a'), b(200000, 'b');
+  spool.append(0, a);
+  spool.append(a.size(), b);
+  EXPECT_EQ(spool.size(), a.size() + b.size());
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "nothing named: a crash leaves nothing behind";
+  auto whole = spool.read_back(a.size() + b.size(), "tail\r\n");
+  ASSERT_TRUE(whole.ok()) << whole.error().to_string();
+  EXPECT_EQ(*whole, a + b + "tail\r\n");
+  // A new message (offset 0) forgets the last one.
+  spool.append(0, "next");
+  auto next = spool.read_back(4, "");
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(*next, "next");
+  spool.clear();
+  EXPECT_EQ(spool.size(), 0u);
+  // Content out of order, or a message claiming more than was kept, is an error, never a wrong message.
+  spool.append(0, "x");
+  spool.append(5, "y");
+  EXPECT_FALSE(spool.read_back(1, "").ok());
+  spool.append(0, "x");
+  EXPECT_FALSE(spool.read_back(2, "").ok());
+}
+
+TEST(SmtpSpool, AFailedWriteIsReportedAtTheEndAndForgottenByTheNextMessage) {
+  test::ScratchDir dir;
+  api::Spool spool(dir.path());
+  // A file size limit makes the kernel refuse the write (EFBIG), as a full disk would (ENOSPC).
+  struct rlimit old {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  struct rlimit small = old;
+  small.rlim_cur = 100000;
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  spool.append(0, std::string(60000, 'a'));
+  spool.append(60000, std::string(60000, 'b'));
+  spool.append(120000, std::string(10, 'c'));
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, old_handler);
+  auto whole = spool.read_back(120010, "");
+  ASSERT_FALSE(whole.ok()) << "never a message with a hole in it";
+  EXPECT_EQ(whole.error().code, ErrorCode::kIo);
+  EXPECT_NE(whole.error().context.find("writing"), std::string::npos) << whole.error().to_string();
+  spool.append(0, "the next message");
+  auto next = spool.read_back(16, "!");
+  ASSERT_TRUE(next.ok()) << next.error().to_string();
+  EXPECT_EQ(*next, "the next message!");
+
+  api::Spool nowhere(dir.path() + "/missing");
+  nowhere.append(0, "x");
+  auto lost = nowhere.read_back(1, "");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_NE(lost.error().context.find("/missing"), std::string::npos) << lost.error().to_string();
 }
 
 TEST(SmtpProtocol, OverlongCommandLineIsRefused) {

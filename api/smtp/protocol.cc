@@ -186,6 +186,7 @@ void Session::reset_transaction() {
   data_too_big_ = false;
   data_line_too_long_ = false;
   bare_newline_ = nullptr;
+  content_bytes_ = 0;
 }
 
 Session::Output Session::receive(std::string_view bytes) {
@@ -214,7 +215,15 @@ void Session::process(Output& out) {
       default:
         return;  // waiting for verification, storage or TLS, or closed
     }
-    if (!progressed) return;
+    if (!progressed) break;
+  }
+  // A message still arriving hands out what it has past the spill threshold; a message that ended
+  // in this input goes out whole in out.message instead.
+  if (state_ == State::kData && config_.spill_bytes > 0 && txn_.data.size() >= config_.spill_bytes) {
+    out.spill_at = txn_.spilled;
+    txn_.spilled += txn_.data.size();
+    out.spill = std::move(txn_.data);
+    txn_.data = std::string();
   }
 }
 
@@ -304,7 +313,7 @@ bool Session::data_step(Output& out) {
 void Session::append_content(std::string_view content) {
   if (!content.empty() && content.front() == '.') content.remove_prefix(1);
   if (data_too_big_ || bare_newline_) return;  // the message is refused at its end anyway
-  if (txn_.data.size() + content.size() + 2 > config_.max_message_bytes) {
+  if (content_bytes_ + content.size() + 2 > config_.max_message_bytes) {
     data_too_big_ = true;
     txn_.data.clear();
     txn_.data.shrink_to_fit();
@@ -312,6 +321,7 @@ void Session::append_content(std::string_view content) {
   }
   txn_.data.append(content);
   txn_.data.append("\r\n");
+  content_bytes_ += content.size() + 2;
 }
 
 void Session::end_of_data(Output& out) {
@@ -370,6 +380,8 @@ void Session::command(std::string_view line, Output& out) {
     if (state_ != State::kMail) return error(out, 503, "5.5.1 Send MAIL first");
     if (txn_.rcpt_to.empty()) return error(out, 554, "5.5.1 No valid recipients");
     state_ = State::kData;
+    content_bytes_ = 0;
+    txn_.spilled = 0;
     prev_line_crlf_ = true;  // the DATA command ended in CRLF
     discarding_line_ = false;
     return reply(out, 354, "End data with <CR><LF>.<CR><LF>");

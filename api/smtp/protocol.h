@@ -48,6 +48,10 @@ struct ProtocolConfig {
   std::size_t max_command_bytes = 4096;  // one command line, CRLF included (RFC 5321 minimum: 512)
   std::size_t max_line_bytes = 1u << 20; // one line of message content
   std::size_t max_message_bytes = 64u << 20;
+  // Content of a message in DATA past this many bytes is handed out (Output::spill) for the I/O layer
+  // to keep outside memory, so a session holds at most about this much of its message however large
+  // the message (0: never; the whole message stays in memory).
+  std::size_t spill_bytes = 0;
   unsigned max_recipients = 100;
   unsigned max_errors = 20;              // error replies before the session is closed
   BareNewline bare_newline = BareNewline::kReject;
@@ -118,7 +122,10 @@ struct ReceivedMessage {
   bool body_8bitmime = false;
   bool smtputf8 = false;
   bool bare_newline_seen = false;   // kNormalize: some content line had a bare LF or CR (now CRLF)
-  std::string data;                 // dot-unstuffed, every line ending in CRLF, no other CR or LF
+  // The content, dot-unstuffed, every line ending in CRLF, no other CR or LF: the first `spilled`
+  // bytes went out in Output::spill (ProtocolConfig::spill_bytes), `data` is the rest.
+  std::uint64_t spilled = 0;
+  std::string data;
 };
 
 class Session {
@@ -130,6 +137,11 @@ class Session {
     std::optional<std::string> verify;      // verify this recipient, then call recipient_verified()
     std::optional<ReceivedMessage> message; // store it, then call message_stored()/message_rejected()
     std::optional<Credentials> authenticate; // check them, then call authenticated()
+    // Content of the message in DATA to keep outside memory, from byte `spill_at` of it (0: a new
+    // message's first spill: whatever was kept of an earlier one is no longer wanted). The message
+    // handed out at its end says how much of it went out this way (ReceivedMessage::spilled).
+    std::string spill;
+    std::uint64_t spill_at = 0;
   };
 
   Session(ProtocolConfig config, Policy& policy);
@@ -189,6 +201,7 @@ class Session {
   std::string verifying_;    // kVerifying: the recipient asked about
   bool have_helo_ = false;
   bool data_too_big_ = false;
+  std::uint64_t content_bytes_ = 0;  // in DATA: the message's content so far, spilled or not
   bool data_line_too_long_ = false;
   const char* bare_newline_ = nullptr;  // kReject: "LF" or "CR", the first bare line end in this DATA
   bool prev_line_crlf_ = true;  // in DATA: the previous content line ended in CRLF

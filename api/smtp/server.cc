@@ -38,6 +38,7 @@
 #include "engine/metrics.h"
 #include "api/smtp/delivery.h"
 #include "api/smtp/protocol.h"
+#include "api/smtp/spool.h"
 #include "api/smtp/verifier.h"
 #include "api/tls.h"
 #include "common/ascii.h"
@@ -196,6 +197,12 @@ struct SmtpServer::Impl {
   // Blocking work (signature reloads, archive reads and writes of the delivery agent, cache writes)
   // runs here, never on the io_context's one thread.
   asio::thread_pool blocking{2};
+  // Writing and reading back message content past limits.spill_bytes (api/smtp/spool.h): its own
+  // threads, so a slow disk never holds up logins or the queue.
+  asio::thread_pool spooling{2};
+  std::string spool_dir;
+  // Bytes of the messages being archived now (limits.store_bytes); the io thread's only.
+  std::size_t store_in_use = 0;
   asio::ssl::context ssl{asio::ssl::context::tls_server};
   struct Listener {
     ListenerConfig cfg;
@@ -282,6 +289,8 @@ struct SmtpServer::Impl {
       listeners.push_back(std::move(lst));
     }
 
+    spool_dir = engine.options().data_dir + "/spool";
+    MAILARK_TRY(prepare_spool_dir(spool_dir));
     auto writer = engine.index_writer();
     if (!writer) return writer.error();
     IngestOptions opts;
@@ -628,6 +637,7 @@ struct SmtpServer::Impl {
     pc.max_command_bytes = lim.smtp_command_bytes;
     pc.max_line_bytes = lim.smtp_line_bytes;
     pc.max_errors = lim.smtp_errors;
+    pc.spill_bytes = lim.smtp_spill_bytes;
     pc.bare_newline = lc.bare_newline == "normalize" ? smtp::BareNewline::kNormalize : smtp::BareNewline::kReject;
     pc.tls_available = lc.tls == "starttls";
     pc.tls_active = tls;
@@ -635,6 +645,7 @@ struct SmtpServer::Impl {
     pc.auth_in_clear = std::any_of(config.plaintext_login_networks.begin(), config.plaintext_login_networks.end(),
                                    [&](const Network& n) { return n.contains(ip); });
     smtp::Session session(pc, policy);
+    Spool spool(spool_dir);  // the message in DATA past limits.spill_bytes
     // (Every co_await stands alone in its statement: GCC 12 miscompiles it inside conditions.)
     bool greeted = co_await write(session.greeting());
     if (!greeted) co_return;
@@ -692,6 +703,12 @@ struct SmtpServer::Impl {
       }
       // Act on the output until the session wants more input.
       while (true) {
+        if (!out.spill.empty()) {
+          std::string chunk = std::move(out.spill);
+          const std::uint64_t at = out.spill_at;
+          auto keep = [&] { spool.append(at, chunk); };
+          co_await run_blocking(spooling, keep);
+        }
         bool written = co_await write(out.to_send);
         if (!written) co_return;
         if (out.close) co_return;
@@ -735,19 +752,79 @@ struct SmtpServer::Impl {
           continue;
         }
         if (out.message) {
+          smtp::ReceivedMessage msg = std::move(*out.message);
           Stored stored;
-          if (submission)
-            stored = co_await submit(std::move(*out.message), session.tls_active(), lc, ip, tls_info, policy.submitter());
-          else
-            stored = co_await store(std::move(*out.message), session.tls_active(), lc, ip, tls_info);
+          StoreRoom room(*this);
+          if (!room.fits(msg.spilled + msg.data.size()))
+            spdlog::info("{}: [{}] from=<{}> size={} waits for room: {} bytes of mail are being archived "
+                         "(limits.store_bytes)", lc.name, ip, msg.mail_from, msg.spilled + msg.data.size(), store_in_use);
+          const bool roomy = co_await room.take(msg.spilled + msg.data.size());
+          if (!roomy) {
+            spdlog::warn("{}: [{}] deferred from=<{}> size={}: no room among the {} bytes of mail being archived "
+                         "(limits.store_bytes)", lc.name, ip, msg.mail_from, msg.spilled + msg.data.size(), store_in_use);
+            stored.refusal = smtp::Reply{451, "4.3.2 System busy, try again later"};
+          } else if (msg.spilled > 0) {
+            Result<std::string> whole = std::string();
+            auto back = [&] {
+              whole = spool.read_back(msg.spilled, msg.data);
+              spool.clear();
+            };
+            co_await run_blocking(spooling, back);
+            if (!whole) {
+              spdlog::error("{}: [{}] deferred from=<{}>: {}", lc.name, ip, msg.mail_from, whole.error().to_string());
+              stored.refusal = smtp::Reply{452, "4.3.1 Insufficient system storage"};
+            } else {
+              msg.data = std::move(*whole);
+              msg.spilled = 0;
+            }
+          }
+          if (!stored.refusal) {
+            if (submission)
+              stored = co_await submit(std::move(msg), session.tls_active(), lc, ip, tls_info, policy.submitter());
+            else
+              stored = co_await store(std::move(msg), session.tls_active(), lc, ip, tls_info);
+          }
           out = stored.refusal ? session.message_rejected(*stored.refusal) : session.message_stored(stored.txn);
           was_in_data = false;
           continue;
         }
         break;
       }
+      // A message refused at its end (too large, a bare line end...) leaves nothing kept.
+      if (spool.size() > 0 && !session.in_data() && !session.awaiting_storage()) {
+        auto drop = [&] { spool.clear(); };
+        co_await run_blocking(spooling, drop);
+      }
     }
   }
+
+  // Room among the messages being archived now (limits.store_bytes), held until it goes out of scope.
+  struct StoreRoom {
+    Impl& self;
+    std::size_t held = 0;
+    explicit StoreRoom(Impl& s) : self(s) {}
+    ~StoreRoom() { self.store_in_use -= held; }
+    // Takes room for `bytes`: at once, or after waiting while other messages are archived, up to 5
+    // minutes (half of the 10 a client waits for the reply to its final dot, RFC 5321 4.5.3.2.6: a
+    // message sent again costs its whole transfer); one message always has room when none is being
+    // archived, whatever its size. False when there was no room in time or the server is stopping
+    // (the server answers 451 4.3.2).
+    bool fits(std::size_t bytes) const {
+      return self.store_in_use == 0 || self.store_in_use + bytes <= self.config.limits.store_bytes;
+    }
+    awaitable<bool> take(std::size_t bytes) {
+      const auto give_up = std::chrono::steady_clock::now() + 300s;
+      asio::steady_timer wait(self.io);
+      while (!fits(bytes)) {
+        if (self.stopping || std::chrono::steady_clock::now() >= give_up) co_return false;
+        wait.expires_after(50ms);
+        co_await wait.async_wait(asio::experimental::as_tuple(use_awaitable));
+      }
+      self.store_in_use += bytes;
+      held = bytes;
+      co_return true;
+    }
+  };
 
   // What became of one message: stored (the 250: txn and archive id) or refused (the reply).
   struct Stored {
@@ -806,10 +883,20 @@ struct SmtpServer::Impl {
     item.origin = txn;
     // The trace header this hop adds (RFC 5321 4.4).
     std::string with = std::string(tls_active ? "ESMTPS" : "ESMTP");
+    // The continuity monitor's probe, come back from the primary: archived as a probe, never relayed.
+    bool probe = false;
+    if (!inbound) {
+      if (auto token = header_field(msg.data, "X-Mailark-Probe")) {
+        probe = monitor->probe_arrived(*token);
+        if (!probe) spdlog::warn("{}: X-Mailark-Probe header with a token this server did not make: treated as ordinary mail", txn);
+      }
+    }
     item.raw = "Received: from " + msg.helo + " ([" + ip + "])\r\n\tby " + config.hostname + " (mailark) with " + with +
                " id " + txn + (msg.rcpt_to.size() == 1 ? "\r\n\tfor <" + msg.rcpt_to[0] + ">" : "") + ";\r\n\t" +
                rfc5322_date(unix_now()) + "\r\n";
+    item.raw.reserve(item.raw.size() + msg.data.size());
     item.raw += msg.data;
+    msg.data = std::string();  // the pipeline's copy is the one kept while it is archived
     item.envelope.direction = inbound ? Direction::kInbound : Direction::kOutbound;
     item.envelope.mail_from = msg.mail_from;
     item.envelope.rcpt_to = msg.rcpt_to;
@@ -819,14 +906,6 @@ struct SmtpServer::Impl {
     item.envelope.connector = lc.name;
     item.envelope.source = txn;
     item.envelope.received_at = unix_now();
-    // The continuity monitor's probe, come back from the primary: archived as a probe, never relayed.
-    bool probe = false;
-    if (!inbound) {
-      if (auto token = header_field(msg.data, "X-Mailark-Probe")) {
-        probe = monitor->probe_arrived(*token);
-        if (!probe) spdlog::warn("{}: X-Mailark-Probe header with a token this server did not make: treated as ordinary mail", txn);
-      }
-    }
     if (probe) {
       item.envelope.direction = Direction::kProbe;
     } else if (submission_route) {
