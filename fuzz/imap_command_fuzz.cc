@@ -47,6 +47,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   limits.max_append_bytes = 16384;
   limits.max_skip_bytes = 8192;
   CommandReader reader(limits);
+  // The server's upload room: refuses every third large literal.
+  unsigned gate_calls = 0;
+  reader.set_literal_gate([&](std::uint64_t) { return ++gate_calls % 3 != 0; });
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
   std::size_t pos = 0, step = 1 + data[0] % 61;
   while (pos < in.size()) {
@@ -57,8 +60,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     while (!closed) {
       auto e = reader.next();
       if (e == CommandReader::Event::kNone) break;
-      if (e == CommandReader::Event::kCommand) exercise(reader.command());
-      if ((e == CommandReader::Event::kBad || e == CommandReader::Event::kTooBig) && reader.error_tag().empty())
+      if (e == CommandReader::Event::kCommand) {
+        if (pos & 1) exercise(reader.command());
+        else exercise(reader.take_command());
+      }
+      if ((e == CommandReader::Event::kBad || e == CommandReader::Event::kTooBig || e == CommandReader::Event::kBusy) &&
+          reader.error_tag().empty())
         std::abort();
       if (e == CommandReader::Event::kClose) closed = true;
       if (e == CommandReader::Event::kCommand && (pos & 7) == 0) reader.expect_line();

@@ -126,6 +126,51 @@ TEST(ImapCommand, AppendLiteralsBeforeLoginHaveTheSmallLimit) {
   EXPECT_EQ(in.next(), Event::kContinue);
 }
 
+TEST(ImapCommand, TheLiteralGateIsAskedOnceAndCanRefuse) {
+  CommandLimits limits;
+  limits.max_literal_bytes = 100;
+  std::vector<std::uint64_t> asked;
+  bool open = true;
+  CommandReader r(limits);
+  r.set_literal_gate([&](std::uint64_t n) {
+    asked.push_back(n);
+    return open;
+  });
+  // A small literal never asks; a large one asks once, however many reads it takes to arrive.
+  r.feed("a1 LOGIN {5}\r\n");
+  EXPECT_EQ(r.next(), Event::kContinue);
+  r.feed("alice secret\r\n");
+  ASSERT_EQ(r.next(), Event::kCommand);
+  EXPECT_TRUE(asked.empty());
+  r.feed("a2 APPEND INBOX {1000}\r\n");
+  EXPECT_EQ(r.next(), Event::kContinue);
+  for (int i = 0; i < 10; ++i) {
+    r.feed(std::string(100, 'x'));
+    EXPECT_EQ(r.next(), Event::kNone);
+  }
+  r.feed("\r\n");
+  ASSERT_EQ(r.next(), Event::kCommand);
+  EXPECT_EQ(asked, std::vector<std::uint64_t>{1000});
+  Command c = r.take_command();
+  EXPECT_EQ(c.args.back().text, std::string(1000, 'x'));
+  EXPECT_TRUE(r.command().args.empty()) << "moved out, not copied";
+  // Refused: NO [UNAVAILABLE] for that command (the client sends nothing), and the next is read.
+  open = false;
+  r.feed("a3 APPEND INBOX {2000}\r\na4 NOOP\r\n");
+  EXPECT_EQ(r.next(), Event::kBusy);
+  EXPECT_EQ(r.error_tag(), "a3");
+  ASSERT_EQ(r.next(), Event::kCommand);
+  EXPECT_EQ(r.command().tag, "a4");
+  // LITERAL+: the refused bytes are skipped; too many to skip closes the connection.
+  r.feed("a5 APPEND INBOX {300+}\r\n" + std::string(300, 'y') + "\r\na6 NOOP\r\n");
+  EXPECT_EQ(r.next(), Event::kBusy);
+  ASSERT_EQ(r.next(), Event::kCommand);
+  EXPECT_EQ(r.command().tag, "a6");
+  r.feed("a7 APPEND INBOX {5000000+}\r\n");
+  EXPECT_EQ(r.next(), Event::kClose);
+  EXPECT_EQ(asked, (std::vector<std::uint64_t>{1000, 2000, 300, 5000000}));
+}
+
 TEST(ImapCommand, HugeLiteralsAreRefusedWithoutReadingThem) {
   CommandLimits limits;
   limits.max_append_bytes = 1000;

@@ -302,6 +302,7 @@ CommandReader::Event CommandReader::next() {
       if (buffer_.size() - from > limits_.max_line_bytes) {
         pos_ = buffer_.size();
         scan_ = 0;
+        gated_ = false;
         return fail(Event::kClose, "command line too long", partial);
       }
       return Event::kNone;
@@ -312,6 +313,7 @@ CommandReader::Event CommandReader::next() {
     if (line.size() > limits_.max_line_bytes || scan_ > limits_.max_line_bytes + limits_.max_append_bytes) {
       pos_ = lf + 1;
       scan_ = 0;
+      gated_ = false;
       return fail(Event::kBad, "command line too long", partial);
     }
     std::uint64_t n = 0;
@@ -320,6 +322,7 @@ CommandReader::Event CommandReader::next() {
       std::string_view whole(buffer_.data() + pos_, lf + 1 - pos_);
       pos_ = lf + 1;
       scan_ = 0;
+      gated_ = false;
       continued_ = false;
       return finish_command(whole);
     }
@@ -339,12 +342,31 @@ CommandReader::Event CommandReader::next() {
       Event e = fail(Event::kTooBig, why, partial);
       pos_ = lf + 1;
       scan_ = 0;
+      gated_ = false;
       continued_ = false;
       if (!sync) {
         if (n > limits_.max_skip_bytes) return fail(Event::kClose, why, partial);
         skip_ = static_cast<std::size_t>(n);
       }
       return e;
+    }
+    if (gate_ && n > limits_.max_literal_bytes && !gated_) {
+      if (!gate_(n)) {
+        std::string why = "the server is receiving too many messages at once; try again shortly";
+        Event e = fail(Event::kBusy, why, partial);
+        pos_ = lf + 1;
+        scan_ = 0;
+        gated_ = false;
+        continued_ = false;
+        if (!sync) {
+          if (n > limits_.max_skip_bytes) return fail(Event::kClose, why, partial);
+          skip_ = static_cast<std::size_t>(n);
+        }
+        return e;
+      }
+      gated_ = true;
+      // Room for the whole literal at once: no copying as it grows (pages are used as it arrives).
+      buffer_.reserve(lf + 1 + static_cast<std::size_t>(n) + limits_.max_line_bytes);
     }
     const std::size_t literal_start = lf + 1;
     if (buffer_.size() - literal_start < n) {
@@ -355,8 +377,18 @@ CommandReader::Event CommandReader::next() {
       return Event::kNone;
     }
     continued_ = false;
+    gated_ = false;
     scan_ = literal_start + static_cast<std::size_t>(n) - pos_;
   }
+}
+
+Command CommandReader::take_command() {
+  Command c = std::move(command_);
+  command_ = Command{};
+  buffer_.erase(0, pos_);
+  pos_ = 0;
+  if (buffer_.capacity() > (1u << 20) && buffer_.size() < buffer_.capacity() / 4) buffer_.shrink_to_fit();
+  return c;
 }
 
 CommandReader::Event CommandReader::finish_command(std::string_view whole) {

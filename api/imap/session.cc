@@ -426,7 +426,7 @@ ImapSession::Reply ImapSession::auth_line(const std::string& line) {
   return login(a.tag, a.login_user, *decoded);
 }
 
-ImapSession::Reply ImapSession::execute(const Command& c) {
+ImapSession::Reply ImapSession::execute(Command& c) {
   const std::string& tag = c.tag;
   const std::string& n = c.name;
   if (state_ == State::kLogout) return {"", Then::kClose};
@@ -797,7 +797,7 @@ ImapSession::Reply ImapSession::subscribe(const Command& c, bool on) {
   return ok(c.tag, c.name + " completed");
 }
 
-ImapSession::Reply ImapSession::append(const Command& c) {
+ImapSession::Reply ImapSession::append(Command& c) {
   const std::string& tag = c.tag;
   if (c.args.size() < 2 || c.args.size() > 4 || !c.args.back().is_string())
     return {bad(tag, "APPEND needs a folder and a message literal"), Then::kNone};
@@ -821,11 +821,11 @@ ImapSession::Reply ImapSession::append(const Command& c) {
       return {bad(tag, "bad APPEND arguments"), Then::kNone};
     }
   }
-  const std::string& raw = c.args.back().text;
+  std::string raw = std::move(c.args.back().text);
   if (raw.empty()) return fail(tag, "an empty message");
   if (raw.size() > ctx_.max_message_bytes) return fail(tag, "[TOOBIG] the message is over the size limit");
   if (!ctx_.append) return fail(tag, "[CANNOT] APPEND is not available here");
-  auto seq = ctx_.append(user_, f->name, raw, date);
+  auto seq = ctx_.append(user_, f->name, std::move(raw), date);
   if (!seq) return fail(tag, "[CANNOT] " + seq.error().context);
   // The follower places it (engine/mailbox.h, connector "imap"); find the UID it got.
   for (int i = 0; i < 100 && ctx_.store.followed() < *seq; ++i)

@@ -75,7 +75,8 @@ class ImapSession {
   ~ImapSession();  // writes the session's views to the audit log
 
   std::string greeting() const;
-  Reply execute(const Command& cmd);
+  // APPEND moves its message out of `cmd` (a message is not kept twice while it is archived).
+  Reply execute(Command& cmd);
   Reply more();
   Reply auth_line(const std::string& line);
   std::string idle_poll();
@@ -85,6 +86,7 @@ class ImapSession {
   std::string bad(const std::string& tag, const std::string& why);  // counts errors
 
   bool logged_in() const { return user_.id != 0; }
+  const std::string& user_name() const { return user_.name; }
   std::uint32_t user_id() const { return user_.id; }
   bool too_many_errors() const { return errors_ >= kMaxErrors; }
 
@@ -131,7 +133,7 @@ class ImapSession {
   Reply search(const Command& c, bool uid);
   Reply copy_move(const Command& c, bool uid, bool move);
   Reply expunge(const Command& c, bool uid);
-  Reply append(const Command& c);
+  Reply append(Command& c);
   Reply create_delete_rename(const Command& c);
   Reply subscribe(const Command& c, bool on);
 

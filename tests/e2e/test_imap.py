@@ -619,10 +619,93 @@ set abort_unmodified = no
             shutil.rmtree(home, ignore_errors=True)
 
 
+class UploadRoomTest(unittest.TestCase):
+    """api/imap/server.cc: a message's APPEND literal takes room among the messages being uploaded over
+    all connections (limits.store_bytes); past it the APPEND gets NO [UNAVAILABLE] before the client
+    sends anything, and gets room again once others finish. Before, one user's connections each held
+    their whole literal several times over: 20 connections x 20 MiB made the server hold 621 MB
+    and peak at 1,712 MB (bench/imap/held_append.py)."""
+
+    def test_appends_over_many_connections_share_a_bounded_room(self):
+        port = free_port()
+        server = Server(f"""
+[server]
+hostname = "mx.test.example"
+[inbound]
+domains = ["example.com"]
+[[listener]]
+name = "mx"
+role = "inbound"
+address = "127.0.0.1"
+port = {free_port()}
+tls = "none"
+[[listener]]
+name = "imap"
+role = "imap"
+address = "127.0.0.1"
+port = {port}
+tls = "none"
+[limits]
+message_bytes = 4194304
+""", wait_port=port)
+        self.addCleanup(server.cleanup)
+        server.add_user("alice@example.com", "alice-pw")
+        server.start()
+        # Room: four times (4 MiB + 64 KiB) = 17,039,360 bytes; five literals of 3 MiB fit, a sixth not.
+        size = 3 << 20
+        bodies = [f"Subject: upload {i}\r\nMessage-ID: <upload-{i}@x>\r\n\r\n".encode() +
+                  (f"upload {i} ".encode() * 20 + b"\r\n") * (size // 200) for i in range(6)]
+        bodies = [b + b"x" * (size - len(b)) for b in bodies]
+
+        def connect():
+            sk = socket.create_connection(("127.0.0.1", port), timeout=30)
+            f = sk.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"* OK"))
+            sk.sendall(b"a LOGIN alice@example.com alice-pw\r\n")
+            while True:
+                line = f.readline()
+                if line.startswith(b"a "):
+                    self.assertTrue(line.startswith(b"a OK"), line)
+                    return sk, f
+
+        def tagged(f, tag):
+            while True:
+                line = f.readline()
+                if not line or line.startswith(tag + b" "):
+                    return line
+
+        conns = [connect() for _ in range(6)]
+        for i, (sk, f) in enumerate(conns):
+            sk.sendall(b"b APPEND INBOX {" + str(size).encode() + b"}\r\n")
+        for i, (sk, f) in enumerate(conns[:5]):
+            self.assertTrue(f.readline().startswith(b"+"), i)
+        refused = tagged(conns[5][1], b"b")
+        self.assertTrue(refused.startswith(b"b NO [UNAVAILABLE]"), refused)
+        self.assertIn("refused for now", server.server_log())
+        # One finishes: room again for the sixth.
+        conns[0][0].sendall(bodies[0] + b"\r\n")
+        self.assertTrue(tagged(conns[0][1], b"b").startswith(b"b OK [APPENDUID"))
+        conns[5][0].sendall(b"c APPEND INBOX {" + str(size).encode() + b"}\r\n")
+        self.assertTrue(conns[5][1].readline().startswith(b"+"))
+        conns[5][0].sendall(bodies[5] + b"\r\n")
+        self.assertTrue(tagged(conns[5][1], b"c").startswith(b"c OK [APPENDUID"))
+        for i in range(1, 5):
+            conns[i][0].sendall(bodies[i] + b"\r\n")
+            self.assertTrue(tagged(conns[i][1], b"b").startswith(b"b OK [APPENDUID"), i)
+        for sk, f in conns:
+            sk.close()
+        for i in range(6):
+            res = server.wait_for(f"id:upload-{i}@x")
+            self.assertEqual(res["total"], 1, i)
+            raw = server.run("show", str(res["results"][0]["id"]), "--raw").stdout
+            self.assertEqual(raw, bodies[i], i)
+
+
 def load_tests(loader, tests, pattern):
     # SubmissionTest and NeomuttTest inherit ImapTest's server set-up, not its tests.
     suite = unittest.TestSuite()
     suite.addTests(loader.loadTestsFromTestCase(ImapTest))
+    suite.addTests(loader.loadTestsFromTestCase(UploadRoomTest))
     for cls, prefix in ((SubmissionTest, "test_submission"), (NeomuttTest, "test_neomutt")):
         for name in loader.getTestCaseNames(cls):
             if name.startswith(prefix):
