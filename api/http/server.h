@@ -10,7 +10,11 @@
 //   last answer, or the connection is closed (a slow-loris client holds a socket for that long, no
 //   more); a kept-alive connection lives at most max_requests requests;
 // - size: a header at most 16 KiB (431), a body at most what body_limit() allows for that request's
-//   header (413, before the body is read).
+//   header (413, before the body is read);
+// - memory: bodies over 64 KiB take room among the bodies being received over all connections
+//   (body_room_bytes; one always has room); without room the answer is 503 with Retry-After before
+//   the body is read, and the connection closes (tests/e2e/test_web.py
+//   test_large_bodies_over_many_connections_share_a_bounded_room).
 #pragma once
 
 #include <asio.hpp>
@@ -56,6 +60,7 @@ struct ServerOptions {
   std::size_t max_body_bytes = 64 * 1024;
   // The body limit for one request (its header known), at most max_body_bytes; empty: 64 KiB.
   std::function<std::size_t(const Request& head, const Client& client)> body_limit;
+  std::size_t body_room_bytes = 0;  // 0: no bound
 };
 
 using Handler = std::function<asio::awaitable<Response>(const Request& request, const Client& client)>;

@@ -1543,6 +1543,9 @@ Status WebPortal::setup() {
   o.max_per_client = m.config.web.connections_per_ip;
   // A send carries the message and its attachments as base64 in JSON: 4/3 of the message limit.
   o.max_body_bytes = m.ctx.max_message_bytes / 3 * 4 + (1u << 20);
+  // Large bodies (a send) over all connections: room for four of the largest (limits.store_bytes
+  // counts messages; a send's body is 4/3 of its message).
+  o.body_room_bytes = m.config.limits.store_bytes / 3 * 4 + (1u << 20);
   Impl* impl = &m;
   o.body_limit = [impl](const http::Request& head, const http::Client&) -> std::size_t {
     const std::string auth = head.header("authorization");

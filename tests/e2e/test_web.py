@@ -860,5 +860,79 @@ tls = "none"
         self.assertIsNone(self.server.proc.poll())
 
 
+class WebBodyRoomTest(unittest.TestCase):
+    """api/http/server.h: bodies over 64 KiB take room among the bodies being received over all
+    connections (the portal's: limits.store_bytes in sends, 4/3 for base64); without room the answer
+    is 503 with Retry-After before the body is sent. Before, one logged-in user's connections (100
+    per address, 1,000 in all) could each hold a send of 4/3 of the message limit."""
+
+    def test_large_bodies_over_many_connections_share_a_bounded_room(self):
+        web = free_port()
+        server = Server(f"""
+[server]
+hostname = "mx.test.example"
+[inbound]
+domains = ["example.com"]
+[web]
+listen = "127.0.0.1:{web}"
+[limits]
+message_bytes = 2097152
+[[listener]]
+name = "mx"
+role = "inbound"
+port = {free_port()}
+tls = "none"
+""", wait_port=web)
+        self.addCleanup(server.cleanup)
+        server.add_user("alice@example.com", "alice-pw")
+        server.start()
+        alice = Client(web)
+        self.assertEqual(alice.login("alice@example.com", "alice-pw")[0], 200)
+        # Room: (4 x (2 MiB + 64 KiB)) x 4/3 + 1 MiB = 12,582,912 bytes: three bodies of 3.5 MB, not four (each under the body limit, 2 MiB x 4/3 + 1 MiB).
+        size = 3_500_000
+
+        def body(i):
+            text = json.dumps({"to": ["alice@example.com"], "subject": f"roomy {i}", "text": f"send {i}\n"})
+            return (text + " " * (size - len(text))).encode()  # JSON allows the blanks
+
+        def start(expect_continue=True):
+            sk = socket.create_connection(("127.0.0.1", web), timeout=30)
+            sk.sendall(f"POST /api/v1/send HTTP/1.1\r\nHost: x\r\nCookie: {alice.cookie}\r\n"
+                       f"X-CSRF-Token: {alice.csrf}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {size}\r\n{'Expect: 100-continue' + chr(13) + chr(10) if expect_continue else ''}"
+                       f"\r\n".encode())
+            return sk
+
+        def answer(sk):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sk.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+        socks = [start() for _ in range(3)]
+        for sk in socks:  # "100 Continue": the header passed, with room for the body
+            self.assertIn(b" 100 ", answer(sk))
+        refused = start(expect_continue=False)
+        busy = answer(refused)
+        self.assertIn(b" 503 ", busy)
+        self.assertIn(b"Retry-After: 5", busy)
+        refused.close()
+        self.assertIn("refused for now", server.server_log())
+        socks[0].sendall(body(0))
+        self.assertIn(b" 201 ", answer(socks[0]))
+        again = start()  # room again
+        self.assertIn(b" 100 ", answer(again))
+        for i, sk in ((1, socks[1]), (2, socks[2]), (3, again)):
+            sk.sendall(body(i))
+            self.assertIn(b" 201 ", answer(sk), i)
+        for sk in socks + [again]:
+            sk.close()
+        for i in range(4):
+            self.assertEqual(server.wait_for(f'subject:"roomy {i}"')["total"], 1, i)
+
+
 if __name__ == "__main__":
     unittest.main()
