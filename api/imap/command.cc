@@ -336,34 +336,26 @@ CommandReader::Event CommandReader::next() {
         append = rest.size() >= 7 && ascii_iequals(rest.substr(0, 6), "APPEND") && rest[6] == ' ';
       }
     }
-    const std::uint64_t limit = append && authenticated_ ? limits_.max_append_bytes : limits_.max_literal_bytes;
-    if (n > limit) {
-      std::string why = "a literal of " + std::to_string(n) + " bytes is over the limit of " + std::to_string(limit);
-      Event e = fail(Event::kTooBig, why, partial);
+    // A literal refused: the command ends here; a synchronising one was never sent, a
+    // non-synchronising one is skipped (or, too large to skip, the connection closes).
+    auto refuse = [&](Event e, std::string why) {
+      Event ev = fail(e, why, partial);
       pos_ = lf + 1;
       scan_ = 0;
       gated_ = false;
       continued_ = false;
       if (!sync) {
-        if (n > limits_.max_skip_bytes) return fail(Event::kClose, why, partial);
+        if (n > limits_.max_skip_bytes) return fail(Event::kClose, std::move(why), partial);
         skip_ = static_cast<std::size_t>(n);
       }
-      return e;
-    }
+      return ev;
+    };
+    const std::uint64_t limit = append && authenticated_ ? limits_.max_append_bytes : limits_.max_literal_bytes;
+    if (n > limit)
+      return refuse(Event::kTooBig,
+                    "a literal of " + std::to_string(n) + " bytes is over the limit of " + std::to_string(limit));
     if (gate_ && n > limits_.max_literal_bytes && !gated_) {
-      if (!gate_(n)) {
-        std::string why = "the server is receiving too many messages at once; try again shortly";
-        Event e = fail(Event::kBusy, why, partial);
-        pos_ = lf + 1;
-        scan_ = 0;
-        gated_ = false;
-        continued_ = false;
-        if (!sync) {
-          if (n > limits_.max_skip_bytes) return fail(Event::kClose, why, partial);
-          skip_ = static_cast<std::size_t>(n);
-        }
-        return e;
-      }
+      if (!gate_(n)) return refuse(Event::kBusy, "the server is receiving too many messages at once; try again shortly");
       gated_ = true;
       // Room for the whole literal at once: no copying as it grows (pages are used as it arrives).
       buffer_.reserve(lf + 1 + static_cast<std::size_t>(n) + limits_.max_line_bytes);

@@ -660,7 +660,8 @@ class MailInFlightTest(unittest.TestCase):
     room. Before, every session held its whole message: 40 sessions 20 MiB into DATA made the server
     hold 1,108-1,187 MB (bench/smtp/held_data.py)."""
 
-    def test_large_messages_in_flight_are_kept_on_disk_not_in_memory(self):
+    def mx(self, limits):
+        """A server with one inbound listener and these [limits] lines; returns (server, port)."""
         from harness import Server
         port = free_port()
         server = Server(f"""
@@ -678,15 +679,17 @@ tls = "none"
 domains = ["example.com"]
 
 [limits]
-message_bytes = 8388608
-spill_bytes = 65536
-store_bytes = 9000000
+{limits}
 
 [archive]
 index_commit_interval_ms = 200
 """, wait_port=port)
         self.addCleanup(server.cleanup)
         server.start()
+        return server, port
+
+    def test_large_messages_in_flight_are_kept_on_disk_not_in_memory(self):
+        server, port = self.mx("message_bytes = 8388608\nspill_bytes = 65536\nstore_bytes = 9000000")
         sessions, size = 12, 6 << 20
         bodies = []
         for i in range(sessions):
@@ -716,9 +719,8 @@ index_commit_interval_ms = 200
             replies = {}
 
             def finish(i, sk):
-                sk.settimeout(300)
                 sk.sendall(b".\r\n")
-                replies[i] = read_replies(sk, 1)
+                replies[i] = read_replies(sk, 1, timeout=300)  # one at a time: the others wait for room
 
             import threading
             threads = [threading.Thread(target=finish, args=(i, sk)) for i, sk in enumerate(socks)]
@@ -740,27 +742,7 @@ index_commit_interval_ms = 200
             self.assertIn(f"Subject: in flight {i}\r\n".encode(), raw)
 
     def test_a_spool_that_cannot_be_written_refuses_the_message_with_452(self):
-        from harness import Server
-        port = free_port()
-        server = Server(f"""
-[server]
-hostname = "mx.test.example"
-
-[[listener]]
-name = "mx"
-role = "inbound"
-address = "127.0.0.1"
-port = {port}
-tls = "none"
-
-[inbound]
-domains = ["example.com"]
-
-[limits]
-spill_bytes = 65536
-""", wait_port=port)
-        self.addCleanup(server.cleanup)
-        server.start()
+        server, port = self.mx("spill_bytes = 65536")
         spool = os.path.join(server.data, "spool")
         big = b"Subject: spilled\r\nMessage-ID: <spilled@x>\r\n\r\n" + b"0123456789abcdef\r\n" * 20000
         small = b"Subject: small\r\nMessage-ID: <small@x>\r\n\r\nshort\r\n"
