@@ -57,6 +57,20 @@ TEST(HttpRequest, ChunkedBodyAndLimits) {
       << "two different lengths: refused, never guessed";
 }
 
+// What a server takes room for before the body arrives (api/http/server.cc): the declared length, or
+// for a chunked body the most it may grow to.
+TEST(HttpRequest, TheBodyBoundIsKnownWithTheHeader) {
+  RequestReader sized(1024, 100000);
+  EXPECT_EQ(sized.feed("POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n"), RequestReader::State::kNeedMore);
+  ASSERT_TRUE(sized.head_complete());
+  EXPECT_EQ(sized.body_bound(), 70000u);
+  RequestReader chunked(1024, 100000);
+  chunked.set_body_limit([](const http::Request&) { return std::size_t{80000}; });
+  EXPECT_EQ(chunked.feed("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), RequestReader::State::kNeedMore);
+  ASSERT_TRUE(chunked.head_complete());
+  EXPECT_EQ(chunked.body_bound(), 80000u);
+}
+
 TEST(HttpRequest, ResponseIsFramedByTheLibrary) {
   std::string r = http::response(403, "text/html", "<p>no</p>", {{"X-Test", "1"}});
   EXPECT_EQ(r.rfind("HTTP/1.1 403 Forbidden\r\n", 0), 0u) << r;

@@ -95,6 +95,7 @@ RequestReader::State RequestReader::feed(std::string_view bytes) {
         error_text_ = "body too large (at most " + std::to_string(limit) + " bytes here)";
         return State::kError;
       }
+      body_bound_ = length ? static_cast<std::size_t>(*length) : limit;
       m.parser->body_limit(limit);
       m.parser->eager(true);
       continue;

@@ -47,6 +47,9 @@ class RequestReader {
   // Content-Length, or a chunked body that grows past it, is refused with 413 before the body is read.
   // So a server lets a logged-in upload be large and everything else small.
   void set_body_limit(std::function<std::size_t(const Request& head)> fn) { body_limit_fn_ = std::move(fn); }
+  // Once the header is complete: the most bytes the body may take (its Content-Length, or for a
+  // chunked body the limit above).
+  std::size_t body_bound() const { return body_bound_; }
 
  private:
   struct Impl;
@@ -55,6 +58,7 @@ class RequestReader {
   Request request_;
   std::function<std::size_t(const Request&)> body_limit_fn_;
   bool head_seen_ = false;
+  std::size_t body_bound_ = 0;
   int error_status_ = 0;
   std::string error_text_;
 };

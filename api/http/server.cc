@@ -1,6 +1,5 @@
 #include "api/http/server.h"
 
-#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +12,7 @@
 #include <set>
 
 #include "api/accept.h"
+#include "api/room.h"
 #include "api/config.h"
 #include "api/write.h"
 #include "common/ascii.h"
@@ -43,7 +43,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   bool stopping = false;
   std::set<tcp::socket*> sockets;
   std::map<std::string, unsigned> per_client;
-  std::size_t receiving = 0;  // bytes of large bodies being received (options.body_room_bytes)
+  Room receiving{options.body_room_bytes};  // the large bodies being received
 
   Impl(asio::io_context& i, asio::ssl::context& t, ServerOptions o, Handler h)
       : io(i), tls_ctx(t), options(std::move(o)), handler(std::move(h)) {}
@@ -60,16 +60,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     const auto stall = std::chrono::seconds(options.request_timeout_s);
     unsigned served = 0;
     bool pending = false;  // bytes of the next request may already be in the reader
-    // Room taken for this request's body (options.body_room_bytes), given back once it is answered.
-    struct Room {
-      Impl& self;
-      std::size_t held = 0;
-      void release() {
-        self.receiving -= held;
-        held = 0;
-      }
-      ~Room() { release(); }
-    } room{*this};
+    Room::Hold room(receiving);  // this request's body, given back once it is answered
     while (!stopping && served < options.max_requests) {
       room.release();
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.request_timeout_s);
@@ -80,27 +71,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         if (!roomed && reader.head_complete() && options.body_room_bytes > 0) {
           roomed = true;
           const Request& head = reader.request();
-          std::size_t want = 0;
-          if (ascii_lower(head.header("transfer-encoding")).find("chunked") != std::string::npos) {
-            want = options.body_limit ? options.body_limit(head, client) : std::size_t(64 * 1024);
-          } else {
-            std::uint64_t n = 0;
-            const std::string cl = head.header("content-length");
-            auto [p, e] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
-            if (e == std::errc() && p == cl.data() + cl.size()) want = static_cast<std::size_t>(n);
-          }
-          if (want > 64 * 1024) {
-            if (receiving > 0 && receiving + want > options.body_room_bytes) {
-              spdlog::info("{}: [{}] {} {} of {} bytes refused for now: {} bytes of requests are being received",
-                           options.name, client.ip, head.method, head.path, want, receiving);
-              std::string busy = response(503, "application/json",
-                                          "{\"error\":\"the server is receiving too much at once; try again shortly\"}",
-                                          {{"Retry-After", "5"}}, false);
-              (void)co_await write_within(stream, asio::buffer(busy), stall);
-              co_return;
-            }
-            receiving += want;
-            room.held = want;
+          const std::size_t want = reader.body_bound();
+          if (want > 64 * 1024 && !room.take(want)) {
+            spdlog::info("{}: [{}] {} {} of {} bytes refused for now: {} bytes of requests are being received",
+                         options.name, client.ip, head.method, head.path, want, receiving.used());
+            std::string busy = response(503, "application/json",
+                                        "{\"error\":\"the server is receiving too much at once; try again shortly\"}",
+                                        {{"Retry-After", "5"}}, false);
+            (void)co_await write_within(stream, asio::buffer(busy), stall);
+            co_return;
           }
         }
         // A client that asks before sending its body (curl does above 1 KiB) hears that it may:

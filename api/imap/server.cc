@@ -9,6 +9,7 @@
 
 #include "api/accept.h"
 #include "api/blocking.h"
+#include "api/room.h"
 #include "api/write.h"
 
 namespace mailark::api {
@@ -47,8 +48,7 @@ struct ImapServer::Impl {
   unsigned sessions = 0;
   std::map<std::string, unsigned> per_client;
   bool stopping = false;
-  // Bytes of the APPEND literals being received now, over all connections (limits.store_bytes).
-  std::size_t uploading = 0;
+  Room uploads{config.limits.store_bytes};  // the APPEND literals being received now
   asio::steady_timer follower_timer{io};
 
   Impl(asio::io_context& i, asio::ssl::context& t, imap::ImapContext& c, const ServeConfig& cfg)
@@ -172,26 +172,14 @@ struct ImapServer::Impl {
     // [UNAVAILABLE] until there is room again; one user's many connections cannot make the server
     // hold connections x 64 MiB (bench/imap/held_append.py; tests/e2e/test_imap.py
     // test_appends_over_many_connections_share_a_bounded_room).
-    struct Upload {
-      Impl& self;
-      std::size_t held = 0;  // this connection's command in progress
-      void release() {
-        self.uploading -= held;
-        held = 0;
-      }
-      ~Upload() { release(); }
-    } upload{*this};
+    Room::Hold upload(uploads);  // this connection's command in progress
     auto make_reader = [&] {
       auto r = std::make_unique<imap::CommandReader>(limits);
       r->set_literal_gate([this, &upload, &session, &ip](std::uint64_t n) {
-        if (uploading > 0 && uploading + n > config.limits.store_bytes) {
-          spdlog::info("imap: [{}] {}: an APPEND of {} bytes refused for now: {} bytes of messages are being "
-                       "uploaded (limits.store_bytes)", ip, session.user_name(), n, uploading);
-          return false;
-        }
-        uploading += n;
-        upload.held += n;
-        return true;
+        if (upload.take(static_cast<std::size_t>(n))) return true;
+        spdlog::info("imap: [{}] {}: an APPEND of {} bytes refused for now: {} bytes of messages are being "
+                     "uploaded (limits.store_bytes)", ip, session.user_name(), n, uploads.used());
+        return false;
       });
       return r;
     };

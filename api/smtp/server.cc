@@ -19,6 +19,7 @@
 
 #include "api/accept.h"
 #include "api/blocking.h"
+#include "api/room.h"
 #include "api/write.h"
 #include "api/checkpoints.h"
 #include "common/json_text.h"
@@ -201,8 +202,7 @@ struct SmtpServer::Impl {
   // threads, so a slow disk never holds up logins or the queue.
   asio::thread_pool spooling{2};
   std::string spool_dir;
-  // Bytes of the messages being archived now (limits.store_bytes); the io thread's only.
-  std::size_t store_in_use = 0;
+  Room store_room{config.limits.store_bytes};  // the messages being archived now
   asio::ssl::context ssl{asio::ssl::context::tls_server};
   struct Listener {
     ListenerConfig cfg;
@@ -754,14 +754,15 @@ struct SmtpServer::Impl {
         if (out.message) {
           smtp::ReceivedMessage msg = std::move(*out.message);
           Stored stored;
-          StoreRoom room(*this);
-          if (!room.fits(msg.spilled + msg.data.size()))
+          Room::Hold room(store_room);
+          const std::size_t size = msg.spilled + msg.data.size();
+          if (!store_room.fits(size))
             spdlog::info("{}: [{}] from=<{}> size={} waits for room: {} bytes of mail are being archived "
-                         "(limits.store_bytes)", lc.name, ip, msg.mail_from, msg.spilled + msg.data.size(), store_in_use);
-          const bool roomy = co_await room.take(msg.spilled + msg.data.size());
+                         "(limits.store_bytes)", lc.name, ip, msg.mail_from, size, store_room.used());
+          const bool roomy = co_await take_waiting(room, size);
           if (!roomy) {
             spdlog::warn("{}: [{}] deferred from=<{}> size={}: no room among the {} bytes of mail being archived "
-                         "(limits.store_bytes)", lc.name, ip, msg.mail_from, msg.spilled + msg.data.size(), store_in_use);
+                         "(limits.store_bytes)", lc.name, ip, msg.mail_from, size, store_room.used());
             stored.refusal = smtp::Reply{451, "4.3.2 System busy, try again later"};
           } else if (msg.spilled > 0) {
             Result<std::string> whole = std::string();
@@ -798,33 +799,20 @@ struct SmtpServer::Impl {
     }
   }
 
-  // Room among the messages being archived now (limits.store_bytes), held until it goes out of scope.
-  struct StoreRoom {
-    Impl& self;
-    std::size_t held = 0;
-    explicit StoreRoom(Impl& s) : self(s) {}
-    ~StoreRoom() { self.store_in_use -= held; }
-    // Takes room for `bytes`: at once, or after waiting while other messages are archived, up to 5
-    // minutes (half of the 10 a client waits for the reply to its final dot, RFC 5321 4.5.3.2.6: a
-    // message sent again costs its whole transfer); one message always has room when none is being
-    // archived, whatever its size. False when there was no room in time or the server is stopping
-    // (the server answers 451 4.3.2).
-    bool fits(std::size_t bytes) const {
-      return self.store_in_use == 0 || self.store_in_use + bytes <= self.config.limits.store_bytes;
+  // Takes room for `bytes` among the messages being archived (limits.store_bytes): at once, or after
+  // waiting while others are archived, up to 5 minutes (half of the 10 a client waits for the reply
+  // to its final dot, RFC 5321 4.5.3.2.6: a message sent again costs its whole transfer). False when
+  // there was no room in time or the server is stopping (the server answers 451 4.3.2).
+  awaitable<bool> take_waiting(Room::Hold& hold, std::size_t bytes) {
+    const auto give_up = std::chrono::steady_clock::now() + 300s;
+    asio::steady_timer wait(io);
+    while (!hold.take(bytes)) {
+      if (stopping || std::chrono::steady_clock::now() >= give_up) co_return false;
+      wait.expires_after(50ms);
+      co_await wait.async_wait(asio::experimental::as_tuple(use_awaitable));
     }
-    awaitable<bool> take(std::size_t bytes) {
-      const auto give_up = std::chrono::steady_clock::now() + 300s;
-      asio::steady_timer wait(self.io);
-      while (!fits(bytes)) {
-        if (self.stopping || std::chrono::steady_clock::now() >= give_up) co_return false;
-        wait.expires_after(50ms);
-        co_await wait.async_wait(asio::experimental::as_tuple(use_awaitable));
-      }
-      self.store_in_use += bytes;
-      held = bytes;
-      co_return true;
-    }
-  };
+    co_return true;
+  }
 
   // What became of one message: stored (the 250: txn and archive id) or refused (the reply).
   struct Stored {
