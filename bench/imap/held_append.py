@@ -11,17 +11,14 @@ the count of each. Memory is what this measures, never time.
 """
 import argparse
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "smtp"))
-from held_data import free_port, rss_kib as status_kib  # noqa: E402
+from held_data import all_at_once, free_port, rss_kib as status_kib, serving  # noqa: E402
 
 
 def read_until(sock, prefix):
@@ -39,12 +36,8 @@ def read_until(sock, prefix):
 
 
 def run(binary, connections, mib):
-    tmp = tempfile.mkdtemp(prefix="held-append-")
     port = free_port()
-    data = os.path.join(tmp, "data")
-    cfg = os.path.join(tmp, "mailark.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""
+    config = f"""
 [server]
 hostname = "mx.bench.example"
 [inbound]
@@ -57,22 +50,14 @@ port = {port}
 tls = "none"
 [limits]
 message_bytes = {(mib + 2) << 20}
-""")
-    p = subprocess.run([binary, "--data", data, "user", "add", "alice@example.com", "--password-stdin"],
-                       input=b"alice-pw\n", capture_output=True)
-    assert p.returncode == 0, p.stderr
-    log = open(os.path.join(tmp, "serve.log"), "wb")
-    proc = subprocess.Popen([binary, "--data", data, "serve", "--config", cfg], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.1)
+"""
+
+    def add_user(data):
+        p = subprocess.run([binary, "--data", data, "user", "add", "alice@example.com", "--password-stdin"],
+                           input=b"alice-pw\n", capture_output=True)
+        assert p.returncode == 0, p.stderr
+
+    with serving(binary, config, port, prepare=add_user) as proc:
         line = b"All work and no play makes Jack a dull boy; " * 2 + b"\r\n"
         body = b"Subject: held\r\n\r\n" + line * ((mib << 20) // len(line))
         cut = len(body) - 65536
@@ -86,11 +71,7 @@ message_bytes = {(mib + 2) << 20}
             socks.append((s, read_until(s, b"")))  # "+ ..." or a refusal
         idle = status_kib(proc.pid, "VmRSS")
         started = [s for s, first in socks if first.startswith(b"+")]
-        threads = [threading.Thread(target=s.sendall, args=(body[:cut],)) for s in started]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        all_at_once(lambda s: s.sendall(body[:cut]), started)
         time.sleep(2)
         held = status_kib(proc.pid, "VmRSS")
         replies = {}
@@ -109,21 +90,9 @@ message_bytes = {(mib + 2) << 20}
                 replies[key] = replies.get(key, 0) + 1
             s.close()
 
-        threads = [threading.Thread(target=finish, args=(s,)) for s in started]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        all_at_once(finish, started)
         peak = status_kib(proc.pid, "VmHWM")
         return idle, held, peak, replies
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():

@@ -11,6 +11,7 @@ count of each reply code. Memory is what this measures, never time.
   python3 bench/smtp/held_data.py --bin OLD --bin NEW ...      side by side, alternating
 """
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -49,12 +50,52 @@ def read_replies(sock, count):
     return finals
 
 
-def run(binary, sessions, mib, per_ip, extra):
-    tmp = tempfile.mkdtemp(prefix="held-data-")
-    port = free_port()
+@contextlib.contextmanager
+def serving(binary, config, port, prepare=None):
+    """`mailark serve` with `config` (TOML text) on a fresh data folder, once `port` answers; yields
+    the process, then stops it and removes everything. prepare(data) runs before the start."""
+    tmp = tempfile.mkdtemp(prefix="held-")
+    data = os.path.join(tmp, "data")
     cfg = os.path.join(tmp, "mailark.toml")
     with open(cfg, "w") as f:
-        f.write(f"""
+        f.write(config)
+    if prepare:
+        prepare(data)
+    log = open(os.path.join(tmp, "serve.log"), "wb")
+    proc = subprocess.Popen([binary, "--data", data, "serve", "--config", cfg], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("server did not start")
+                time.sleep(0.1)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def all_at_once(fn, items):
+    """fn(item) for every item, each on a thread of its own; returns when all have."""
+    threads = [threading.Thread(target=fn, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def run(binary, sessions, mib, per_ip, extra):
+    port = free_port()
+    config = f"""
 [server]
 hostname = "mx.bench.example"
 [[listener]]
@@ -70,20 +111,8 @@ message_bytes = {(mib + 2) << 20}
 sessions = {sessions + 10}
 sessions_per_ip = {per_ip}
 {extra}
-""")
-    log = open(os.path.join(tmp, "serve.log"), "wb")
-    proc = subprocess.Popen([binary, "--data", os.path.join(tmp, "data"), "serve", "--config", cfg],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.1)
+"""
+    with serving(binary, config, port) as proc:
         idle = rss_kib(proc.pid, "VmRSS")
         line = b"All work and no play makes Jack a dull boy; " * 2 + b"\r\n"
         body = line * ((mib << 20) // len(line))
@@ -97,15 +126,12 @@ sessions_per_ip = {per_ip}
             assert len(got) == 4 and got[-1].startswith(b"354"), got
             socks.append(s)
 
-        def send(s, i):
+        def send(item):
+            i, s = item
             s.sendall(b"From: a@bench.example\r\nTo: u@example.com\r\nSubject: held " + str(i).encode() +
                       b"\r\n\r\n" + body)
 
-        threads = [threading.Thread(target=send, args=(s, i)) for i, s in enumerate(socks)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        all_at_once(send, list(enumerate(socks)))
         time.sleep(2)  # the server reads what the kernel buffered
         held = rss_kib(proc.pid, "VmRSS")
         replies = {}
@@ -121,21 +147,9 @@ sessions_per_ip = {per_ip}
             s.sendall(b"QUIT\r\n")
             s.close()
 
-        threads = [threading.Thread(target=finish, args=(s,)) for s in socks]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        all_at_once(finish, socks)
         peak = rss_kib(proc.pid, "VmHWM")
         return idle, held, peak, replies
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
