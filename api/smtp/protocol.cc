@@ -186,7 +186,6 @@ void Session::reset_transaction() {
   data_too_big_ = false;
   data_line_too_long_ = false;
   bare_newline_ = nullptr;
-  content_bytes_ = 0;
 }
 
 Session::Output Session::receive(std::string_view bytes) {
@@ -313,7 +312,7 @@ bool Session::data_step(Output& out) {
 void Session::append_content(std::string_view content) {
   if (!content.empty() && content.front() == '.') content.remove_prefix(1);
   if (data_too_big_ || bare_newline_) return;  // the message is refused at its end anyway
-  if (content_bytes_ + content.size() + 2 > config_.max_message_bytes) {
+  if (txn_.spilled + txn_.data.size() + content.size() + 2 > config_.max_message_bytes) {  // spilled or not
     data_too_big_ = true;
     txn_.data.clear();
     txn_.data.shrink_to_fit();
@@ -321,7 +320,6 @@ void Session::append_content(std::string_view content) {
   }
   txn_.data.append(content);
   txn_.data.append("\r\n");
-  content_bytes_ += content.size() + 2;
 }
 
 void Session::end_of_data(Output& out) {
@@ -380,7 +378,6 @@ void Session::command(std::string_view line, Output& out) {
     if (state_ != State::kMail) return error(out, 503, "5.5.1 Send MAIL first");
     if (txn_.rcpt_to.empty()) return error(out, 554, "5.5.1 No valid recipients");
     state_ = State::kData;
-    content_bytes_ = 0;
     txn_.spilled = 0;
     prev_line_crlf_ = true;  // the DATA command ended in CRLF
     discarding_line_ = false;

@@ -201,7 +201,6 @@ class Session {
   std::string verifying_;    // kVerifying: the recipient asked about
   bool have_helo_ = false;
   bool data_too_big_ = false;
-  std::uint64_t content_bytes_ = 0;  // in DATA: the message's content so far, spilled or not
   bool data_line_too_long_ = false;
   const char* bare_newline_ = nullptr;  // kReject: "LF" or "CR", the first bare line end in this DATA
   bool prev_line_crlf_ = true;  // in DATA: the previous content line ended in CRLF
