@@ -1,6 +1,7 @@
 #include "common/file_util.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -47,6 +48,12 @@ Status sync_dir(const std::string& dir) {
 std::int64_t file_mtime(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<std::int64_t>(st.st_mtime) : 0;
+}
+
+std::optional<std::uint64_t> free_bytes(const std::string& dir) {
+  struct statvfs st {};
+  if (dir.empty() || ::statvfs(dir.c_str(), &st) != 0) return std::nullopt;
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
 }
 
 }  // namespace mailark

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,5 +25,9 @@ bool write_all(int fd, std::string_view bytes);
 // A file's modification time in Unix seconds; 0 when it cannot be read (an import's last guess at
 // when a message arrived).
 std::int64_t file_mtime(const std::string& path);
+
+// Bytes an unprivileged writer may still write on the file system holding `dir` (statvfs f_bavail);
+// nothing when it cannot be asked.
+std::optional<std::uint64_t> free_bytes(const std::string& dir);
 
 }  // namespace mailark

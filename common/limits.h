@@ -56,6 +56,10 @@ struct Limits {
   // A server's configuration sets store_bytes to four times the message limit unless it is set.
   std::size_t smtp_spill_bytes = 512u << 10;
   std::size_t store_bytes = 256u << 20;
+  // Free space kept on the data folder's file system for what was already taken in (api/disk_reserve.h):
+  // mail from outside is refused while writing it would leave less (0: no reserve). A server's
+  // configuration sets it to store_bytes plus 64 MiB unless it is set.
+  std::uint64_t disk_reserve_bytes = (256ull << 20) + (64ull << 20);
 
   // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscannable`.
   // A server's configuration raises the size limits to the message limit unless they are set.

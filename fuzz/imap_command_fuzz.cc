@@ -49,7 +49,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   CommandReader reader(limits);
   // The server's upload room: refuses every third large literal.
   unsigned gate_calls = 0;
-  reader.set_literal_gate([&](std::uint64_t) { return ++gate_calls % 3 != 0; });
+  reader.set_literal_gate([&](std::uint64_t) -> std::optional<std::string> {
+    if (++gate_calls % 3 != 0) return std::nullopt;
+    return gate_calls % 2 ? "[UNAVAILABLE] busy" : "[OVERQUOTA] Not enough disk space";
+  });
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
   std::size_t pos = 0, step = 1 + data[0] % 61;
   while (pos < in.size()) {

@@ -27,6 +27,11 @@ class FuzzPolicy : public Policy {
     if (p.domain.size() % 3 == 1) return RecipientDecision::reject({550, "5.1.1 unknown"});
     return RecipientDecision::accept();
   }
+  // A disk short of room for some declared sizes (452 at MAIL).
+  std::optional<Reply> check_storage(std::uint64_t declared) override {
+    if (declared % 7 == 3) return Reply{452, "4.3.1 Insufficient system storage"};
+    return std::nullopt;
+  }
 };
 
 void check_stored(const ReceivedMessage& m, std::size_t max_bytes) {

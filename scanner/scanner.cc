@@ -3,7 +3,6 @@
 #include <clamav.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "common/file_util.h"
 #include "scanner/logical_split.h"
 
 namespace mailark::scanner {
@@ -132,12 +132,6 @@ bool starts_with(std::string_view s, std::string_view p) {
 // is a temporary error. Tests: Scanner.FullTemporaryFolderIsATemporaryErrorNeverClean, tests/e2e/test_failures.py test_full_scanner_folder_answers_451_never_clean.
 std::atomic<std::uint64_t> g_reserved_temp_bytes{0};
 constexpr std::uint64_t kTempFloorBytes = 1u << 20;
-
-std::optional<std::uint64_t> free_bytes(const std::string& dir) {
-  struct statvfs st {};
-  if (dir.empty() || ::statvfs(dir.c_str(), &st) != 0) return std::nullopt;
-  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
-}
 
 class TempReservation {
  public:

@@ -220,6 +220,21 @@ TEST(Config, MemoryForMailInFlightFollowsTheMessageLimit) {
   EXPECT_FALSE(parse_serve_config("[limits]\nspill_bytes = 100\n", "t.toml").ok()) << "at least 4096";
 }
 
+TEST(Config, DiskReserveFollowsTheRoomForMailInFlight) {
+  auto c = parse_serve_config("[limits]\nmessage_bytes = 10000000\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->limits.disk_reserve_bytes, c->limits.store_bytes + (64u << 20));
+  auto store = parse_serve_config("[limits]\nstore_bytes = 300000000\n", "t.toml");
+  ASSERT_TRUE(store.ok()) << store.error().to_string();
+  EXPECT_EQ(store->limits.disk_reserve_bytes, 300000000u + (64u << 20));
+  auto set = parse_serve_config("[limits]\ndisk_reserve_bytes = 0\n", "t.toml");
+  ASSERT_TRUE(set.ok()) << set.error().to_string();
+  EXPECT_EQ(set->limits.disk_reserve_bytes, 0u);
+  auto bad = parse_serve_config("[limits]\ndisk_reserve_bytes = -1\n", "t.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().context.find("limits.disk_reserve_bytes"), std::string::npos) << bad.error().context;
+}
+
 }  // namespace
 }  // namespace mailark::api
 

@@ -132,9 +132,10 @@ TEST(ImapCommand, TheLiteralGateIsAskedOnceAndCanRefuse) {
   std::vector<std::uint64_t> asked;
   bool open = true;
   CommandReader r(limits);
-  r.set_literal_gate([&](std::uint64_t n) {
+  r.set_literal_gate([&](std::uint64_t n) -> std::optional<std::string> {
     asked.push_back(n);
-    return open;
+    if (open) return std::nullopt;
+    return "[OVERQUOTA] Not enough disk space";
   });
   // A small literal never asks; a large one asks once, however many reads it takes to arrive.
   r.feed("a1 LOGIN {5}\r\n");
@@ -154,11 +155,12 @@ TEST(ImapCommand, TheLiteralGateIsAskedOnceAndCanRefuse) {
   Command c = r.take_command();
   EXPECT_EQ(c.args.back().text, std::string(1000, 'x'));
   EXPECT_TRUE(r.command().args.empty()) << "moved out, not copied";
-  // Refused: NO [UNAVAILABLE] for that command (the client sends nothing), and the next is read.
+  // Refused: NO with the gate's answer for that command (the client sends nothing), and the next is read.
   open = false;
   r.feed("a3 APPEND INBOX {2000}\r\na4 NOOP\r\n");
   EXPECT_EQ(r.next(), Event::kBusy);
   EXPECT_EQ(r.error_tag(), "a3");
+  EXPECT_EQ(r.error(), "[OVERQUOTA] Not enough disk space") << "the gate's answer, as it gave it";
   ASSERT_EQ(r.next(), Event::kCommand);
   EXPECT_EQ(r.command().tag, "a4");
   // LITERAL+: the refused bytes are skipped; too many to skip closes the connection.

@@ -9,6 +9,7 @@
 #include "api/smtp/client.h"
 #include "api/smtp/protocol.h"
 #include "api/smtp/spool.h"
+#include "common/file_util.h"
 #include "test_util.h"
 
 namespace mailark::smtp {
@@ -22,6 +23,14 @@ class DomainPolicy : public Policy {
     if (rcpt.domain == "example.com") return RecipientDecision::accept();
     if (rcpt.domain == "verify.example") return RecipientDecision::verify();
     return RecipientDecision::reject({554, "5.7.1 Relay access denied"});
+  }
+  // Room on disk for this many more bytes (a server's free space past its reserve).
+  std::uint64_t disk_room = UINT64_MAX;
+  std::vector<std::uint64_t> storage_asked;
+  std::optional<Reply> check_storage(std::uint64_t declared) override {
+    storage_asked.push_back(declared);
+    if (declared > disk_room || disk_room == 0) return Reply{452, "4.3.1 Insufficient system storage"};
+    return std::nullopt;
   }
 };
 
@@ -211,6 +220,31 @@ TEST(SmtpProtocol, DeclaredSizeOverTheLimitIsRefusedAtMail) {
   EXPECT_EQ(d.codes().back(), "501");
 }
 
+TEST(SmtpProtocol, MailAsksForRoomOnDiskWithTheDeclaredSize) {
+  ProtocolConfig cfg;
+  cfg.max_message_bytes = 100000;
+  Driver d(cfg);
+  d.policy.disk_room = 5000;
+  // Too large for the room left: 452 (RFC 1870 6.1: try later), and the session goes on.
+  d.feed("EHLO x\r\nMAIL FROM:<a@x.org> SIZE=6000\r\nRCPT TO:<b@example.com>\r\n");
+  ASSERT_EQ(d.codes().size(), 4u) << d.sent;
+  EXPECT_EQ(d.codes()[2], "452");
+  EXPECT_NE(d.sent.find("452 4.3.1 Insufficient system storage"), std::string::npos) << d.sent;
+  EXPECT_EQ(d.codes()[3], "503") << "no transaction was started";
+  // It fits, and without SIZE the session asks with 0.
+  d.feed("MAIL FROM:<a@x.org> SIZE=4000\r\nRSET\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nhi\r\n.\r\n");
+  EXPECT_EQ(d.policy.storage_asked, (std::vector<std::uint64_t>{6000, 4000, 0}));
+  ASSERT_EQ(d.stored.size(), 1u) << d.sent;
+  // No room at all: even a message without SIZE waits.
+  d.policy.disk_room = 0;
+  d.feed("MAIL FROM:<a@x.org>\r\n");
+  EXPECT_EQ(d.codes().back(), "452");
+  // A SIZE over the message limit is still 552 (permanent), not asked about.
+  d.feed("MAIL FROM:<a@x.org> SIZE=200000\r\n");
+  EXPECT_EQ(d.codes().back(), "552");
+  EXPECT_EQ(d.policy.storage_asked.size(), 4u);
+}
+
 TEST(SmtpProtocol, OversizedDataIsRefusedAfterTheDotAndMemoryStaysBounded) {
   ProtocolConfig cfg;
   cfg.max_message_bytes = 1000;
@@ -322,6 +356,39 @@ TEST(SmtpSpool, AFailedWriteIsReportedAtTheEndAndForgottenByTheNextMessage) {
   auto lost = nowhere.read_back(1, "");
   ASSERT_FALSE(lost.ok());
   EXPECT_NE(lost.error().context.find("/missing"), std::string::npos) << lost.error().to_string();
+}
+
+// A message that would eat into the data folder's reserve while it arrives (api/disk_reserve.h), on a
+// real small file system: refused at its end, and what was kept of it is freed at once.
+TEST(SmtpSpool, ASpillPastTheDiskReserveFailsAndFreesWhatWasKept) {
+  test::ScratchDir dir;
+  test::SmallTmpfs disk(dir.path() + "/spool", 8u << 20);
+  REQUIRE_TMPFS(disk);
+  const std::uint64_t free_at_start = free_bytes(dir.path() + "/spool").value();
+  // The scratch folder's own file system has more room: the least of the two is what counts.
+  api::DiskReserve reserve({dir.path(), dir.path() + "/spool", dir.path() + "/missing"}, free_at_start - (3u << 20));
+  api::Spool spool(dir.path() + "/spool", &reserve);
+  const std::string mib(1u << 20, 'm');
+  spool.append(0, mib);
+  spool.append(1u << 20, mib);
+  EXPECT_EQ(spool.size(), 2u << 20);
+  spool.append(2u << 20, mib + mib);  // would leave 1 MiB less than the reserve
+  spool.append(4u << 20, mib);        // and what follows is not kept either
+  EXPECT_EQ(free_bytes(dir.path() + "/spool").value(), free_at_start) << "the kept part was freed at once";
+  auto whole = spool.read_back(5u << 20, "");
+  ASSERT_FALSE(whole.ok());
+  EXPECT_EQ(whole.error().code, ErrorCode::kIo);
+  EXPECT_NE(whole.error().context.find("limits.disk_reserve_bytes"), std::string::npos) << whole.error().to_string();
+  // The next message that fits is kept again.
+  spool.append(0, mib);
+  auto next = spool.read_back(1u << 20, "end\r\n");
+  ASSERT_TRUE(next.ok()) << next.error().to_string();
+  EXPECT_EQ(*next, mib + "end\r\n");
+  // No reserve at all: only the file system's own end.
+  api::DiskReserve none({dir.path() + "/spool"}, 0);
+  EXPECT_TRUE(none.room_for(6u << 20, "test"));
+  EXPECT_FALSE(reserve.room_for(4u << 20, "test"));
+  EXPECT_TRUE(reserve.room_for(2u << 20, "test"));
 }
 
 TEST(SmtpProtocol, OverlongCommandLineIsRefused) {

@@ -17,7 +17,8 @@
 namespace mailark::api {
 
 struct Alert {
-  std::string kind;     // "primary_failing", "primary_still_failing", "primary_recovered", "event_started", "event_stopped"
+  std::string kind;     // "primary_failing", "primary_still_failing", "primary_recovered", "event_started", "event_stopped",
+                        // "disk_short", "disk_ok" (api/disk_reserve.h)
   std::string summary;  // one line: the subject of the e-mail, the text of an SMS
   std::string details;  // a few lines of figures
   std::string panic_url;  // a one-time link that starts an event (empty when an event runs already)

@@ -355,7 +355,7 @@ CommandReader::Event CommandReader::next() {
       return refuse(Event::kTooBig,
                     "a literal of " + std::to_string(n) + " bytes is over the limit of " + std::to_string(limit));
     if (gate_ && n > limits_.max_literal_bytes && !gated_) {
-      if (!gate_(n)) return refuse(Event::kBusy, "the server is receiving too many messages at once; try again shortly");
+      if (auto refusal = gate_(n)) return refuse(Event::kBusy, std::move(*refusal));
       gated_ = true;
       // Room for the whole literal at once: no copying as it grows (pages are used as it arrives).
       buffer_.reserve(lf + 1 + static_cast<std::size_t>(n) + limits_.max_line_bytes);

@@ -63,7 +63,7 @@ class CommandReader {
     kLine,      // raw_line() holds one line (after expect_line(): AUTHENTICATE's answers, IDLE's DONE)
     kBad,       // write "<tag> BAD <error>" (tag "*" when none was read); the connection goes on
     kTooBig,    // a literal over its limit, refused: write "<tag> NO [TOOBIG] <error>"; goes on
-    kBusy,      // a literal the gate refused for now: write "<tag> NO [UNAVAILABLE] <error>"; goes on
+    kBusy,      // a literal the gate refused for now: write "<tag> NO <error>" (the gate's answer); goes on
     kClose,     // unrecoverable (a non-synchronising literal too big to skip): write BYE and close
   };
   void feed(std::string_view bytes);
@@ -75,10 +75,12 @@ class CommandReader {
   // hold 64 MiB a connection (test ImapCommand.AppendLiteralsBeforeLoginHaveTheSmallLimit).
   void set_authenticated(bool yes) { authenticated_ = yes; }
   // Asked once for each literal over max_literal_bytes (an APPEND's message, after login), before
-  // the client is told to send it ("+") or, for LITERAL+, before its bytes are kept: false refuses
-  // it for now (kBusy). The server bounds the bytes of messages being uploaded across connections with
-  // it (api/imap/server.cc; test ImapCommand.TheLiteralGateIsAskedOnceAndCanRefuse).
-  void set_literal_gate(std::function<bool(std::uint64_t bytes)> gate) { gate_ = std::move(gate); }
+  // the client is told to send it ("+") or, for LITERAL+, before its bytes are kept: an answer
+  // ("[UNAVAILABLE] ...", a response code and text) refuses it for now (kBusy, error() is the answer).
+  // The server bounds the bytes of messages being uploaded across connections with it, and keeps the
+  // data folder's disk reserve (api/imap/server.cc; test ImapCommand.TheLiteralGateIsAskedOnceAndCanRefuse).
+  using LiteralGate = std::function<std::optional<std::string>(std::uint64_t bytes)>;
+  void set_literal_gate(LiteralGate gate) { gate_ = std::move(gate); }
 
   const Command& command() const { return command_; }
   // Moves the command out and gives back the memory of what was read for it (a message's literal
@@ -101,7 +103,7 @@ class CommandReader {
   std::size_t skip_ = 0;      // bytes of a refused literal still to drop
   bool continued_ = false;    // kContinue was given for the literal at scan_
   bool gated_ = false;        // the gate let the literal at scan_ through
-  std::function<bool(std::uint64_t)> gate_;
+  LiteralGate gate_;
   bool raw_mode_ = false;
   bool authenticated_ = true;  // the server says, before each command (set_authenticated)
   bool discard_line_ = false; // drop bytes through the next line end (the rest of a refused command)

@@ -167,19 +167,25 @@ struct ImapServer::Impl {
     in_session = &session;
     imap::CommandLimits limits;
     limits.max_append_bytes = ctx.max_message_bytes;
-    // A message's literal (anything over 64 KiB, after login) takes room among the messages being
-    // uploaded over all connections, limits.store_bytes: one always has room, more get NO
-    // [UNAVAILABLE] until there is room again; one user's many connections cannot make the server
+    // A message's literal (anything over 64 KiB, after login) needs room on disk (NO [OVERQUOTA]
+    // while the data folder's free space is short, api/disk_reserve.h) and takes room among the
+    // messages being uploaded over all connections, limits.store_bytes: one always has room, more get
+    // NO [UNAVAILABLE] until there is room again; one user's many connections cannot make the server
     // hold connections x 64 MiB (bench/imap/held_append.py; tests/e2e/test_imap.py
     // test_appends_over_many_connections_share_a_bounded_room).
     Room::Hold upload(uploads);  // this connection's command in progress
     auto make_reader = [&] {
       auto r = std::make_unique<imap::CommandReader>(limits);
-      r->set_literal_gate([this, &upload, &session, &ip](std::uint64_t n) {
-        if (upload.take(static_cast<std::size_t>(n))) return true;
+      r->set_literal_gate([this, &upload, &session, &ip](std::uint64_t n) -> std::optional<std::string> {
+        if (ctx.disk_room && !ctx.disk_room(n)) {
+          spdlog::info("imap: [{}] {}: an APPEND of {} bytes refused: the data folder's disk is short "
+                       "(limits.disk_reserve_bytes)", ip, session.user_name(), n);
+          return std::string(imap::kNoDiskSpace);
+        }
+        if (upload.take(static_cast<std::size_t>(n))) return std::nullopt;
         spdlog::info("imap: [{}] {}: an APPEND of {} bytes refused for now: {} bytes of messages are being "
                      "uploaded (limits.store_bytes)", ip, session.user_name(), n, uploads.used());
-        return false;
+        return "[UNAVAILABLE] the server is receiving too many messages at once; try again shortly";
       });
       return r;
     };
@@ -231,7 +237,7 @@ struct ImapServer::Impl {
         std::string out;
         if (ev == imap::CommandReader::Event::kBad) out = session.bad(reader->error_tag(), reader->error());
         else if (ev == imap::CommandReader::Event::kTooBig) out = reader->error_tag() + " NO [TOOBIG] " + reader->error() + "\r\n";
-        else if (ev == imap::CommandReader::Event::kBusy) out = reader->error_tag() + " NO [UNAVAILABLE] " + reader->error() + "\r\n";
+        else if (ev == imap::CommandReader::Event::kBusy) out = reader->error_tag() + " NO " + reader->error() + "\r\n";
         else out = "* BYE " + reader->error() + "\r\n";
         bool w = co_await write(out);
         if (!w || ev == imap::CommandReader::Event::kClose || session.too_many_errors()) co_return;

@@ -825,6 +825,7 @@ ImapSession::Reply ImapSession::append(Command& c) {
   if (raw.empty()) return fail(tag, "an empty message");
   if (raw.size() > ctx_.max_message_bytes) return fail(tag, "[TOOBIG] the message is over the size limit");
   if (!ctx_.append) return fail(tag, "[CANNOT] APPEND is not available here");
+  if (ctx_.disk_room && !ctx_.disk_room(raw.size())) return fail(tag, std::string(kNoDiskSpace));
   auto seq = ctx_.append(user_, f->name, std::move(raw), date);
   if (!seq) return fail(tag, "[CANNOT] " + seq.error().context);
   // The follower places it (engine/mailbox.h, connector "imap"); find the UID it got.

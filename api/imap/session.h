@@ -37,6 +37,9 @@
 
 namespace mailark::api::imap {
 
+// The answer to an APPEND while the data folder's disk is short (as Dovecot answers it).
+inline constexpr std::string_view kNoDiskSpace = "[OVERQUOTA] Not enough disk space";
+
 struct ImapContext {
   MailboxStore& store;
   const Archive& archive;
@@ -50,6 +53,9 @@ struct ImapContext {
   std::function<Result<std::uint64_t>(const User& user, const std::string& folder, std::string raw,
                                       std::int64_t internal_date)>
       append;
+  // Room on disk for an APPEND of this many bytes (api/disk_reserve.h): false answers
+  // NO [OVERQUOTA] Not enough disk space. Empty: always room (tests).
+  std::function<bool(std::uint64_t bytes)> disk_room;
   // The audit log (engine/cases.h): the messages a session read and the searches it made are one
   // entry when it ends ("imap.views": how many and which archive ids; tests/e2e/test_web.py
   // test_cases_over_rest_and_the_audit_log). Null: nothing is audited (tests).

@@ -502,6 +502,7 @@ void Session::mail(std::string_view arg, Output& out) {
   ReceivedMessage fresh;
   fresh.helo = txn_.helo;
   std::string_view params = path->params;
+  std::uint64_t declared = 0;
   while (!params.empty()) {
     std::size_t end = params.find(' ');
     std::string p = ascii_upper(params.substr(0, end));
@@ -512,7 +513,8 @@ void Session::mail(std::string_view arg, Output& out) {
         return error(out, 501, "5.5.4 Bad SIZE parameter");
       }
       // More digits than 2^64 holds is still a size (RFC 1870): too big, not malformed.
-      if (parse_decimal(digits).value_or(UINT64_MAX) > config_.max_message_bytes) {
+      declared = parse_decimal(digits).value_or(UINT64_MAX);
+      if (declared > config_.max_message_bytes) {
         return error(out, 552, "5.3.4 Message size exceeds the limit of " + std::to_string(config_.max_message_bytes) + " bytes");
       }
     } else if (p == "BODY=8BITMIME") {
@@ -528,6 +530,7 @@ void Session::mail(std::string_view arg, Output& out) {
     for (char c : path->address)
       if (static_cast<unsigned char>(c) >= 128) return error(out, 553, "5.6.7 Non-ASCII address needs SMTPUTF8");
   }
+  if (auto full = policy_.check_storage(declared)) return error(out, full->code, full->text);
   if (auto rejected = policy_.check_sender(*path)) return error(out, rejected->code, rejected->text);
   fresh.mail_from = path->address;
   txn_ = std::move(fresh);

@@ -112,6 +112,13 @@ class Policy {
   // Return nothing to accept, or the rejection reply.
   virtual std::optional<Reply> check_sender(const Path& reverse_path) = 0;
   virtual RecipientDecision check_recipient(const Path& forward_path) = 0;
+  // Room on disk for a new message of `declared` bytes (MAIL's SIZE parameter; 0 without one), asked
+  // at MAIL before check_sender: nothing to go on, or the refusal (452 4.3.1 when the data folder's
+  // free space is under its reserve, api/disk_reserve.h).
+  virtual std::optional<Reply> check_storage(std::uint64_t declared) {
+    (void)declared;
+    return std::nullopt;
+  }
 };
 
 // A complete message with its envelope, ready to be made durable.

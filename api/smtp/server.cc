@@ -19,6 +19,7 @@
 
 #include "api/accept.h"
 #include "api/blocking.h"
+#include "api/disk_reserve.h"
 #include "api/room.h"
 #include "api/write.h"
 #include "api/checkpoints.h"
@@ -107,9 +108,18 @@ class ListenerPolicy : public smtp::Policy {
   // `where` names the listener and client in log lines ("mx: [192.0.2.1]").
   // holding: a continuity event is active (the primary is not asked about recipients then).
   ListenerPolicy(bool inbound, std::function<std::shared_ptr<const PolicyData>()> data, RecipientVerifier& verifier,
-                 std::string where, std::function<bool()> holding)
+                 std::string where, std::function<bool()> holding, DiskReserve& disk)
       : inbound_(inbound), data_(std::move(data)), verifier_(verifier), where_(std::move(where)),
-        holding_(std::move(holding)) {}
+        holding_(std::move(holding)), disk_(disk) {}
+  // MAIL: no new message while writing it would leave less than the data folder's reserve free
+  // (api/disk_reserve.h; SmtpProtocol.MailAsksForRoomOnDiskWithTheDeclaredSize, tests/e2e/test_failures.py
+  // test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took).
+  std::optional<smtp::Reply> check_storage(std::uint64_t declared) override {
+    if (disk_.room_for(declared, "smtp")) return std::nullopt;
+    smtp::Reply r{452, "4.3.1 Insufficient system storage"};
+    spdlog::info("NOQUEUE: rejected {} size={}: {} {} (limits.disk_reserve_bytes)", where_, declared, r.code, r.text);
+    return r;
+  }
   std::optional<smtp::Reply> check_sender(const smtp::Path& sender) override {
     sender_ = sender.address;
     // Submission: the envelope sender must be one of the authenticated user's addresses.
@@ -174,6 +184,7 @@ class ListenerPolicy : public smtp::Policy {
   RecipientVerifier& verifier_;
   std::string where_;
   std::function<bool()> holding_;
+  DiskReserve& disk_;
   std::string sender_;
   std::optional<User> submitter_;
 };
@@ -203,6 +214,9 @@ struct SmtpServer::Impl {
   asio::thread_pool spooling{2};
   std::string spool_dir;
   Room store_room{config.limits.store_bytes};  // the messages being archived now
+  // Free space kept for what was taken in: new mail from outside waits while it is short.
+  DiskReserve disk_reserve{{engine.options().data_dir, engine.archive_dir(), engine.options().data_dir + "/spool"},
+                           config.limits.disk_reserve_bytes};
   asio::ssl::context ssl{asio::ssl::context::tls_server};
   struct Listener {
     ListenerConfig cfg;
@@ -291,6 +305,9 @@ struct SmtpServer::Impl {
 
     spool_dir = engine.options().data_dir + "/spool";
     MAILARK_TRY(prepare_spool_dir(spool_dir));
+    if (auto free = free_bytes(engine.archive_dir()); free && config.limits.disk_reserve_bytes > 0)
+      spdlog::info("{} MiB free in {}; new mail is refused while less than {} MiB would be (limits.disk_reserve_bytes)",
+                   *free >> 20, engine.archive_dir(), config.limits.disk_reserve_bytes >> 20);
     auto writer = engine.index_writer();
     if (!writer) return writer.error();
     IngestOptions opts;
@@ -315,6 +332,19 @@ struct SmtpServer::Impl {
       return answer.wait_for(std::chrono::seconds(10)) == std::future_status::ready && answer.get();
     });
     checkpoints = std::make_unique<CheckpointPublisher>(engine.archive(), engine.options().data_dir, config.checkpoints);
+    // The admins hear of a disk short of its reserve as of the primary's failure (alerts.*).
+    disk_reserve.on_change([this](bool short_now, std::uint64_t free, const std::string& dir) {
+      Alert a;
+      a.kind = short_now ? "disk_short" : "disk_ok";
+      a.summary = short_now ? "mailark refuses new mail: its disk is nearly full (" + config.hostname + ")"
+                            : "mailark accepts mail again: its disk has room (" + config.hostname + ")";
+      a.details = std::to_string(free >> 20) + " MiB free in " + dir + "; the reserve (limits.disk_reserve_bytes) is " +
+                  std::to_string(config.limits.disk_reserve_bytes >> 20) + " MiB" +
+                  (short_now ? ". Senders get 452 4.3.1 and try again later; nothing accepted is lost." : ".");
+      a.at = unix_now();
+      if (monitor) a.state = continuity_state_name(monitor->snapshot()->state);
+      alerter->send(a);
+    });
     monitor = std::make_unique<ContinuityMonitor>(io, blocking, engine.archive(), config, engine.options().data_dir, *alerter);
     MAILARK_TRY(monitor->setup());
     DeliveryHooks hooks;
@@ -396,6 +426,7 @@ struct SmtpServer::Impl {
     imap_ctx->append = [this](const User& u, const std::string& folder, std::string raw, std::int64_t date) {
       return append_for_imap(u, folder, std::move(raw), date);
     };
+    imap_ctx->disk_room = [this](std::uint64_t bytes) { return disk_reserve.room_for(bytes, "imap"); };
     imap = std::make_unique<ImapServer>(io, ssl, *imap_ctx, config);
     MAILARK_TRY(imap->setup());
     mailboxes->set_observer([this](const std::vector<std::uint32_t>& users) { imap->notify(users); });
@@ -424,6 +455,14 @@ struct SmtpServer::Impl {
   // The web portal's send: submission without SMTP (the same checks, records and routes).
   awaitable<WebContext::Sent> submit_from_web(User u, std::string mail_from, std::vector<std::string> rcpts, std::string raw,
                                               std::string ip) {
+    if (!disk_reserve.room_for(raw.size(), "web")) {
+      spdlog::info("web: [{}] {}: a send of {} bytes refused: the data folder's disk is short (limits.disk_reserve_bytes)",
+                   ip, u.name, raw.size());
+      WebContext::Sent full;
+      full.code = 452;
+      full.text = "4.3.1 Insufficient system storage";
+      co_return full;
+    }
     smtp::ReceivedMessage msg;
     msg.helo = "web";
     msg.mail_from = std::move(mail_from);
@@ -628,7 +667,7 @@ struct SmtpServer::Impl {
     }
 
     ListenerPolicy policy(inbound, [this] { return current_policy(); }, *verifier, lc.name + ": [" + ip + "]",
-                          [this] { return monitor->snapshot()->holding(); });
+                          [this] { return monitor->snapshot()->holding(); }, disk_reserve);
     smtp::ProtocolConfig pc;
     pc.hostname = config.hostname;
     const Limits& lim = config.limits;
@@ -645,7 +684,7 @@ struct SmtpServer::Impl {
     pc.auth_in_clear = std::any_of(config.plaintext_login_networks.begin(), config.plaintext_login_networks.end(),
                                    [&](const Network& n) { return n.contains(ip); });
     smtp::Session session(pc, policy);
-    Spool spool(spool_dir);  // the message in DATA past limits.spill_bytes
+    Spool spool(spool_dir, &disk_reserve);  // the message in DATA past limits.spill_bytes
     // (Every co_await stands alone in its statement: GCC 12 miscompiles it inside conditions.)
     bool greeted = co_await write(session.greeting());
     if (!greeted) co_return;

@@ -51,6 +51,19 @@ void Spool::append(std::uint64_t at, std::string_view bytes) {
       return;
     }
   }
+  if (reserve_ && !reserve_->room_for(bytes.size(), "spool")) {
+    failed_ = make_error(ErrorCode::kIo,
+                         "spool: " + std::to_string(size_ + bytes.size()) + " bytes of the message would leave less than " +
+                             std::to_string(reserve_->reserve()) + " bytes free in " + dir_ + " (limits.disk_reserve_bytes)",
+                         "free space where the data folder is");
+    // What was kept of the message is of no use now: its blocks go back at once.
+    if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    size_ = 0;
+    return;
+  }
   if (!write_all(fd_, bytes)) {
     failed_ = io_error("spool: writing " + std::to_string(bytes.size()) + " bytes in " + dir_, errno);
     return;

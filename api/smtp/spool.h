@@ -10,6 +10,10 @@
 // reports it: the server refuses that message with 452 4.3.1, never 250 (SmtpSpool.* tests;
 // tests/e2e/test_serve.py test_a_spool_that_cannot_be_written_refuses_the_message_with_452).
 //
+// A spill that would leave less than the data folder's reserve free (api/disk_reserve.h) fails the
+// same way, and what was kept of the message is freed at once (SmtpSpool.ASpillPastTheDiskReserveFails
+// AndFreesWhatWasKept; tests/e2e/test_failures.py test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took).
+//
 // Thread safety: one session's. append() and read_back() may run on a pool thread, one at a time.
 #pragma once
 
@@ -18,13 +22,15 @@
 #include <string>
 #include <string_view>
 
+#include "api/disk_reserve.h"
 #include "common/result.h"
 
 namespace mailark::api {
 
 class Spool {
  public:
-  explicit Spool(std::string dir) : dir_(std::move(dir)) {}
+  // reserve: asked before each write (nothing: no reserve).
+  explicit Spool(std::string dir, DiskReserve* reserve = nullptr) : dir_(std::move(dir)), reserve_(reserve) {}
   ~Spool();
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
@@ -41,6 +47,7 @@ class Spool {
 
  private:
   std::string dir_;
+  DiskReserve* reserve_;
   int fd_ = -1;
   std::uint64_t size_ = 0;
   std::optional<Error> failed_;

@@ -10,6 +10,7 @@
 
 Disk-full cases mount small tmpfs file systems (root only; skipped with the reason otherwise).
 """
+import json
 import os
 import signal
 import smtplib
@@ -32,9 +33,10 @@ class Tmpfs:
         self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
                                       capture_output=True).returncode == 0
 
-    def fill(self):
+    def fill(self, leave=0):
+        """Fills what is free, leaving `leave` bytes (the filler grows; call free() to give it back)."""
         st = os.statvfs(self.path)
-        room = st.f_bavail * st.f_frsize
+        room = st.f_bavail * st.f_frsize - leave
         with open(os.path.join(self.path, "filler"), "ab") as f:
             chunk = b"f" * 65536
             try:
@@ -150,7 +152,8 @@ class FailuresTest(unittest.TestCase):
         port = free_port()
         data = scratch("mailark-data-")
         disk = self.tmpfs(os.path.join(data, "archive"), "4m")
-        srv = self.server(config(port), data=data).start()
+        # No reserve: what a disk that fills anyway does (the reserve's own test is below).
+        srv = self.server(config(port, extra="[limits]\ndisk_reserve_bytes = 0"), data=data).start()
         self.assertEqual(send(port, "before full")[0], 250)
         disk.fill()
         code, text = send(port, "while full")
@@ -162,6 +165,153 @@ class FailuresTest(unittest.TestCase):
         self.assertEqual(srv.wait_for("subject:full", 4)["total"], 4)
         self.assertEqual(srv.search("subject:while")["total"], 0, "the refused message was never half stored")
         self.assertIn("No space left on device", srv.server_log())
+        self.assertTrue(srv.cli("verify")["intact"])
+
+    def test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took(self):
+        """api/disk_reserve.h: new mail from outside is refused while writing it would leave less than
+        limits.disk_reserve_bytes free (SMTP 452 4.3.1 at MAIL with its SIZE, or at the end of a
+        message that crosses the reserve while it arrives, its spool freed at once; IMAP APPEND NO
+        [OVERQUOTA] before the literal is sent; a web send 503), and accepted again once there is
+        room. Before, mail was taken until the disk was full and the archive's own commits failed."""
+        from test_web import Client
+        port, imap_port, web_port = free_port(), free_port(), free_port()
+        data = scratch("mailark-data-")
+        disk = self.tmpfs(data, "64m")
+        reserve = 16 << 20
+        alerts = os.path.join(scratch("mailark-alerts-"), "alerts.jsonl")
+        srv = self.server(config(port, extra=f"""
+[alerts]
+command = "cat >> {alerts}; echo >> {alerts}"
+[limits]
+message_bytes = 8388608
+spill_bytes = 65536
+disk_reserve_bytes = {reserve}
+[web]
+listen = "127.0.0.1:{web_port}"
+[[listener]]
+name = "imap"
+role = "imap"
+address = "127.0.0.1"
+port = {imap_port}
+tls = "none"
+"""), data=data)
+        srv.add_user("ana@example.com", "ana-pw")
+        srv.start()
+
+        def free():
+            st = os.statvfs(data)
+            return st.f_bavail * st.f_frsize
+
+        def mail_from(size=None):
+            sk = socket.create_connection(("127.0.0.1", port), timeout=30)
+            try:
+                read_replies(sk, 1)
+                sk.sendall(b"EHLO client.example\r\nMAIL FROM:<a@outside.example>" +
+                           (f" SIZE={size}".encode() if size is not None else b"") + b"\r\nQUIT\r\n")
+                data_ = b""
+                while b"\r\n221" not in data_:
+                    chunk = sk.recv(65536)
+                    if not chunk:
+                        break
+                    data_ += chunk
+                return [l for l in data_.decode().split("\r\n") if l[:3] in ("250", "452", "552") and l[3:4] == " "][-1]
+            finally:
+                sk.close()
+
+        def imap():
+            sk = socket.create_connection(("127.0.0.1", imap_port), timeout=30)
+            f = sk.makefile("rb")
+            f.readline()
+            sk.sendall(b"a LOGIN ana@example.com ana-pw\r\n")
+            self.assertTrue(tagged(f, b"a").startswith(b"a OK"))
+            return sk, f
+
+        def tagged(f, tag):
+            while True:
+                line = f.readline()
+                if not line or line.startswith(tag + b" ") or line.startswith(b"+"):
+                    return line
+
+        def append(size):
+            """(whether the client was asked for the literal, the tagged answer)."""
+            sk, f = imap()
+            try:
+                body = b"Subject: appended\r\n\r\n" + b"x" * size
+                sk.sendall(b"b APPEND INBOX {" + str(len(body)).encode() + b"}\r\n")
+                first = tagged(f, b"b")
+                if not first.startswith(b"+"):
+                    return False, first.decode().strip()  # refused before the literal was sent
+                sk.sendall(body + b"\r\n")
+                return True, tagged(f, b"b").decode().strip()
+            finally:
+                sk.close()
+
+        ana = Client(web_port)
+        self.assertEqual(ana.login("ana@example.com", "ana-pw")[0], 200)
+
+        def web_send(subject):
+            return ana.post("/api/v1/send", {"to": ["ana@example.com"], "subject": subject, "text": "hi\n"})
+
+        # 4 MiB of room: everything goes; a declared size past the room (under the message limit) is
+        # refused at MAIL, a small one is not.
+        disk.fill(leave=reserve + (4 << 20))
+        self.assertEqual(send(port, "before short")[0], 250)
+        room = free() - reserve
+        self.assertTrue(mail_from(room + (1 << 20)).startswith("452 4.3.1"))
+        self.assertTrue(mail_from(1000).startswith("250"))
+        self.assertTrue(append(100)[1].startswith("b OK"), "a small APPEND")
+        self.assertEqual(web_send("sent with room")[0], 201)
+
+        # 2 MiB of room: a 5 MiB message crosses the reserve while it arrives. Refused at its end,
+        # and what the spool kept of it is given back at once.
+        disk.free()
+        disk.fill(leave=reserve + (2 << 20))
+        before = free()
+        sk = socket.create_connection(("127.0.0.1", port), timeout=60)
+        try:
+            read_replies(sk, 1)
+            sk.sendall(b"EHLO client.example\r\nMAIL FROM:<a@outside.example>\r\nRCPT TO:<ana@example.com>\r\nDATA\r\n")
+            self.assertEqual(read_replies(sk, 4)[0][-1], "354")  # no SIZE: the server cannot know yet
+            sk.sendall(b"Subject: crosses the reserve\r\n\r\n" + (b"y" * 998 + b"\r\n") * 5000 + b".\r\n")
+            end = sk.recv(4096).decode()
+        finally:
+            sk.close()
+        self.assertTrue(end.startswith("452 4.3.1"), end)
+        self.assertGreater(free(), before - (1 << 20), "the spilled part was freed")
+
+        # Under the reserve: every door refuses, nothing is half taken.
+        disk.free()
+        disk.fill(leave=reserve - (1 << 20))
+        self.assertTrue(mail_from().startswith("452 4.3.1"))
+        self.assertEqual(append(100), (True, "b NO [OVERQUOTA] Not enough disk space"))
+        self.assertEqual(append(200000), (False, "b NO [OVERQUOTA] Not enough disk space"), "refused before the literal")
+        status, body = web_send("sent while short")
+        self.assertEqual(status, 503, body)
+        self.assertIn("452 4.3.1", json.dumps(body))
+
+        # Room again: accepted again, nothing latched.
+        disk.free()
+        self.assertEqual(send(port, "after short")[0], 250)
+        self.assertTrue(append(200000)[1].startswith("b OK"), "a large APPEND")
+        self.assertEqual(web_send("sent after")[0], 201)
+        log = srv.server_log()
+        self.assertIn("under the reserve", log)
+        self.assertIn("new mail is accepted", log)
+        # The admins were told both times (alerts.command here; webhooks and e-mail get the same).
+        deadline = time.time() + 20
+        kinds = []
+        while time.time() < deadline:
+            if os.path.exists(alerts):
+                with open(alerts) as f:
+                    kinds = [json.loads(l)["kind"] for l in f if l.strip()]
+            if "disk_ok" in kinds:
+                break
+            time.sleep(0.1)
+        self.assertEqual(kinds, ["disk_short", "disk_ok"], srv.server_log()[-2000:])
+        self.assertEqual(srv.wait_for("subject:short", 2)["total"], 2)  # before and after, never while
+        self.assertEqual(srv.search("subject:crosses")["total"], 0)
+        self.assertEqual(srv.search("subject:appended")["total"], 2)
+        self.assertEqual(srv.search("subject:sent")["total"], 2)
         self.assertTrue(srv.cli("verify")["intact"])
 
     def test_index_disk_full_never_refuses_mail(self):
