@@ -342,6 +342,7 @@ struct Ingest::Impl {
 
   void fail(Prepared& p, const std::string& why) {
     p.result.outcome = IngestOutcome::kFailed;
+    p.result.store_failed = true;
     p.result.reason = why;
     report(p);
   }

@@ -87,6 +87,7 @@ struct IngestResult {
   bool queued = false;       // kArchived: a queue entry was committed with the record
   bool quarantined = false;  // kArchived: held in quarantine instead
   std::string reason;        // kRefused, kFailed, kDeferred: why; kArchived + malformed: the problems
+  bool store_failed = false; // kFailed: the archive's commit failed (a full disk, an I/O error), not the message
 };
 
 struct IngestOptions {

@@ -109,6 +109,7 @@ void read_mbox(const std::string& path, const Limits& limits, const SourceCallba
     if (!got) break;
     if (prev_blank && line.rfind("From ", 0) == 0) {
       flush();
+      if (cb.stop && cb.stop()) return;
       in_message = true;
       ++index;
       std::string l = line;
@@ -166,7 +167,9 @@ Status walk_sources(const std::vector<std::string>& paths, const Limits& limits,
     std::error_code ec;
     if (!fs::exists(p, ec)) return make_error(ErrorCode::kNotFound, p + " does not exist");
   }
+  auto stopped = [&] { return cb.stop && cb.stop(); };
   for (const auto& p : paths) {
+    if (stopped()) break;
     std::error_code ec;
     if (!fs::is_directory(p, ec)) {
       read_file(p, limits, cb);
@@ -223,7 +226,10 @@ Status walk_sources(const std::vector<std::string>& paths, const Limits& limits,
       }
       return a.size() - i < b.size() - j;
     });
-    for (const auto& f : files) read_file(f, limits, cb);
+    for (const auto& f : files) {
+      if (stopped()) break;
+      read_file(f, limits, cb);
+    }
   }
   return ok_status();
 }

@@ -34,6 +34,9 @@ struct SourceCallbacks {
   // A command that reads PST files in a child process (engine/pst.h read_pst_in_child); empty: read
   // in this process.
   std::vector<std::string> pst_helper;
+  // Asked before each file and each message of an mbox: true ends the walk there (an import that
+  // cannot go on: its disk is full). Empty: never.
+  std::function<bool()> stop;
 };
 
 // Errors only for a PATH that does not exist at all (then nothing was walked); per-file problems go to

@@ -86,6 +86,11 @@ TEST(Ingest, FailedCommitFailsThatBatchOnly) {
   in.submit(item("while the disk is full", out));
   wait_until([&] { return out.count(IngestOutcome::kFailed) == 1; });
   EXPECT_EQ(out.count(IngestOutcome::kFailed), 1) << "the commit failed, after its retries";
+  {
+    std::lock_guard lock(out.mu);
+    for (const auto& r : out.results)
+      if (r.outcome == IngestOutcome::kFailed) EXPECT_TRUE(r.store_failed) << "the archive's failure, not the message's";
+  }
   disk.free();
   for (int i = 0; i < 5; ++i) in.submit(item("after space came back " + std::to_string(i), out));
   Status finished = in.finish();
@@ -116,6 +121,7 @@ TEST(Ingest, AMessageWhosePreparationThrowsFailsAlone) {
   for (const auto& r : out.results) {
     if (r.origin == "poison") {
       EXPECT_EQ(r.outcome, IngestOutcome::kFailed);
+      EXPECT_FALSE(r.store_failed) << "the message's own failure: an import goes on";
       EXPECT_NE(r.reason.find("a bug in the parse"), std::string::npos) << r.reason;
     } else {
       EXPECT_EQ(r.outcome, IngestOutcome::kArchived) << r.origin << ": " << r.reason;

@@ -2,13 +2,17 @@
 // (recursive). `mailark pst-read` is the child process that reads a PST for it (engine/pst.h).
 #include <sys/resource.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 
+#include "common/file_util.h"
 #include "common/json_text.h"
 #include "engine/ingest.h"
 #include "engine/mailbox.h"
@@ -27,6 +31,7 @@ struct ImportArgs {
   std::string owner;      // --owner: the user whose mailbox this is
   std::string custodian;  // --custodian: whose mail this is, for eDiscovery (default: the owner)
   bool custodian_per_folder = false;  // --custodian-per-folder: each folder inside a PATH is one
+  std::optional<std::uint64_t> disk_reserve;  // --disk-reserve: free bytes left (default: a message + 64 MiB)
 };
 
 // --custodian-per-folder: the custodian of a file below one of `roots` is the name of the folder
@@ -115,6 +120,21 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
 
   Summary sum;
   std::mutex mu;
+  // An import stops, rather than fail every message after it, when the archive's disk is short: before
+  // it would leave less than the reserve free (the server's room to record what it takes in: a message
+  // of the largest size and 64 MiB, unless --disk-reserve says), or at the first commit the archive
+  // refused (a full disk, an I/O error). Running the same import again later goes on where it stopped:
+  // what is archived already counts as duplicates (tests/e2e/test_failures.py
+  // test_an_import_stops_when_its_disk_is_short_and_goes_on_when_run_again).
+  const std::uint64_t reserve =
+      args.disk_reserve.value_or(e.options().limits.max_message_bytes + (std::uint64_t{64} << 20));
+  const std::vector<std::string> disk_dirs = {e.archive_dir(), g.data_dir};
+  std::atomic<bool> stopping{false};
+  std::string stopped_why;  // under mu
+  // Bytes of messages read and not yet committed (the pipeline runs ahead of the disk), by origin;
+  // under mu. The archive keeps them compressed: their raw size is an upper bound.
+  std::map<std::string, std::uint64_t> in_flight;
+  std::uint64_t in_flight_bytes = 0;
   Progress progress("importing");
   const std::uint64_t total_files = count_files(args.paths);
   std::uint64_t processed = 0;
@@ -122,6 +142,10 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   auto on_result = [&](const IngestResult& r) {
     std::lock_guard lock(mu);
     ++processed;
+    if (auto it = in_flight.find(r.origin); it != in_flight.end()) {
+      in_flight_bytes -= it->second;
+      in_flight.erase(it);
+    }
     switch (r.outcome) {
       case IngestOutcome::kArchived:
         sum.imported++;
@@ -139,6 +163,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
         break;
       case IngestOutcome::kFailed:
       case IngestOutcome::kDeferred:  // imports never defer; counted as failed if one ever did
+        if (r.store_failed && !stopping.exchange(true))
+          stopped_why = "the archive could not record a batch (" + r.reason + ")";
         sum.failed++;
         sum.errors++;
         sum.error_files.push_back({{"path", r.origin}, {"reason", r.reason}});
@@ -151,10 +177,36 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   {
     Ingest ingest(e.archive(), **writer, scanner, e.options().limits, IngestOptions{}, on_result);
     SourceCallbacks cb;
+    cb.stop = [&] {
+      if (stopping) return true;
+      if (reserve == 0) return false;
+      std::optional<std::uint64_t> least;
+      std::string where;
+      for (const auto& d : disk_dirs) {
+        auto f = free_bytes(d);
+        if (f && (!least || *f < *least)) {
+          least = f;
+          where = d;
+        }
+      }
+      std::lock_guard lock(mu);
+      if (!least || *least >= reserve + in_flight_bytes) return false;
+      auto mib = [](std::uint64_t b) {
+        char s[32];
+        std::snprintf(s, sizeof s, "%.1f MiB", static_cast<double>(b) / (1 << 20));
+        return std::string(s);
+      };
+      if (!stopping.exchange(true))
+        stopped_why = mib(*least) + " free in " + where + " (" + mib(in_flight_bytes) +
+                      " of messages on their way there), under the " + mib(reserve) + " an import leaves (--disk-reserve)";
+      return true;
+    };
     cb.on_message = [&](SourceMessage&& m) {
+      if (stopping) return;  // a PST's child goes on reading to its end; nothing more is taken
       {
         std::lock_guard lock(mu);
         sum.messages++;
+        if (in_flight.emplace(m.origin, m.raw.size()).second) in_flight_bytes += m.raw.size();
       }
       IngestItem item;
       item.origin = std::move(m.origin);
@@ -228,6 +280,13 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     }
   }
 
+  std::string stopped;
+  if (stopping) {
+    std::lock_guard lock(mu);
+    stopped = "stopped: " + stopped_why +
+              ". Free space where the data folder is and run the same import again: what is archived already "
+              "counts as duplicates.";
+  }
   if (args.json) {
     nlohmann::json j = {{"messages", sum.messages},       {"imported", sum.imported},
                         {"duplicates", sum.duplicates},   {"infected", sum.infected},
@@ -238,6 +297,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
                         {"error_files", sum.error_files}, {"archive_head", e.archive().head().seq},
                         {"signature_load_seconds", signature_load_seconds},
                         {"placed_in_folders", placed}};
+    if (!stopped.empty()) j["stopped"] = stopped;
     std::cout << json_text(j) << "\n";
   } else {
     std::cout << "messages   " << sum.messages << "\n"
@@ -259,8 +319,9 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
                 << "\n";
     }
   }
+  if (!stopped.empty()) std::cerr << "mailark: import " << stopped << "\n";
   if (!fatal) return report(fatal.error());
-  return sum.failed ? kExitFailure : kExitOk;
+  return sum.failed || !stopped.empty() ? kExitFailure : kExitOk;
 }
 
 }  // namespace
@@ -278,6 +339,9 @@ void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
                   "whose mailbox this is, for eDiscovery (a name or an address; default: --owner): each\n"
                   "custodian's copy of a message is its own record (the bytes are stored once), so searches,\n"
                   "`show` and exports name everyone who held it; a message this custodian already has is a duplicate");
+  cmd->add_option("--disk-reserve", args->disk_reserve,
+                  "bytes to leave free where the data folder is: the import stops before it would leave less\n"
+                  "(default: the message size limit and 64 MiB; 0: go on until the disk is full)");
   cmd->add_flag("--custodian-per-folder", args->custodian_per_folder,
                 "each folder directly inside a PATH is one custodian's mailbox, named by the folder\n"
                 "(maildir/allen-p/inbox/1. -> custodian allen-p, folder inbox)");

@@ -314,6 +314,59 @@ tls = "none"
         self.assertEqual(srv.search("subject:sent")["total"], 2)
         self.assertTrue(srv.cli("verify")["intact"])
 
+    def test_an_import_stops_when_its_disk_is_short_and_goes_on_when_run_again(self):
+        """tools/cmd_import.cc: an import stops with a clear error before it would leave less than
+        --disk-reserve free (or at the first batch the archive could not commit, with no reserve),
+        instead of failing every message after it; run again with room, it archives the rest and
+        counts what it had as duplicates, and the archive verifies. Before, an import on a full disk
+        went on through the whole mailbox, each message an I/O error (18,453 of the 21,903 Enron
+        messages on a 6 MiB archive)."""
+        import base64
+        import random
+        rnd = random.Random(7)
+        box = scratch("mailark-box-")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(box, sub))
+        count = 3000
+        for i in range(count):  # about 4 KB each, incompressible: 12 MB in all; the pipeline reads up
+            body = base64.encodebytes(rnd.randbytes(3000)).decode().replace("\n", "\r\n")  # to ~600 ahead
+            with open(os.path.join(box, "cur", f"{1700000000 + i}.{i}.host:2,S"), "w", newline="") as f:
+                f.write(f"From: someone@outside.example\r\nTo: ana@example.com\r\nSubject: import {i}\r\n"
+                        f"Message-ID: <import-{i}@x>\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n\r\n{body}")
+
+        def run(data, *args):
+            p = subprocess.run([BIN, "--data", data, "import", "--no-scan", "--json", *args, box],
+                               capture_output=True, timeout=300)
+            return p.returncode, json.loads(p.stdout or b"{}"), p.stderr.decode()
+
+        for reserve in (1 << 20, 0):
+            data = scratch("mailark-data-")
+            disk = self.tmpfs(os.path.join(data, "archive"), "6m")
+            rc, out, err = run(data, "--disk-reserve", str(reserve))
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("import stopped:", err)
+            self.assertIn("run the same import again", err)
+            self.assertIn("stopped", out)
+            first = out["imported"]
+            self.assertGreater(first, 0)
+            self.assertLess(out["messages"], count, "nothing more was read once it stopped")
+            if reserve:
+                self.assertIn("--disk-reserve", err)
+                self.assertEqual(out["errors"], 0, "stopped before the disk was full: nothing failed")
+                st = os.statvfs(disk.path)
+                self.assertGreaterEqual(st.f_bavail * st.f_frsize, reserve - (1 << 20))
+            else:
+                self.assertIn("could not record a batch", err)
+                self.assertLess(out["errors"], count - first, "only what was on its way failed")
+            subprocess.run(["mount", "-o", "remount,size=256m", disk.path], check=True)  # the default reserve: 128 MiB
+            rc, again, err = run(data)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual((again["imported"], again["duplicates"]), (count - first, first))
+            verified = json.loads(subprocess.run([BIN, "--data", data, "verify", "--json"], capture_output=True,
+                                                 timeout=120).stdout)
+            self.assertTrue(verified["intact"])
+            self.assertEqual(verified["records_checked"], count)
+
     def test_index_disk_full_never_refuses_mail(self):
         port = free_port()
         data = scratch("mailark-data-")
