@@ -10,14 +10,15 @@
 //           a message that crosses the reserve while DATA arrives (its spill, api/smtp/spool.h):
 //           452 4.3.1 at its end, what was kept of it freed at once
 //   IMAP    APPEND, before the client sends its literal:  NO [OVERQUOTA] Not enough disk space
-//   web     a send:  503 naming 452 4.3.1
+//   web     a send:  503 naming 452 4.3.1; a case export written to DATA/tmp:  507 (before it
+//           starts, and every 256 messages)
 //
 // Mail mailark writes itself (alerts, bounces) and the queue's records do not ask: the reserve is
 // there for them. The server sends an alert (alerts.*: kinds disk_short, disk_ok) when the free
 // space falls under the reserve and when it is over it again. Tests: tests/e2e/test_failures.py
 // test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took (a real small file
 // system: MAIL FROM with and without SIZE, a message that fills it while it arrives, IMAP APPEND
-// small and large, a web send; all accepted again once there is room, nothing refused archived),
+// small and large, a web send, a case export; all accepted again once there is room, nothing refused archived),
 // SmtpSpool.ASpillPastTheDiskReserveFailsAndFreesWhatWasKept, SmtpProtocol.MailAsksForRoomOnDiskWith
 // TheDeclaredSize, Config.DiskReserveFollowsTheRoomForMailInFlight.
 //

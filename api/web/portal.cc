@@ -884,7 +884,14 @@ struct WebPortal::Impl {
     req.case_name = found.name;
     req.created_by = "web:" + user;
     req.progress = std::move(progress);
-    req.cancelled = std::move(cancelled);
+    // An export can be as large as the archive: it stops when the disk falls under the reserve kept
+    // for mail (tests/e2e/test_failures.py test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took).
+    bool disk_short = false;
+    req.cancelled = [this, cancelled = std::move(cancelled), &disk_short] {
+      if (cancelled && cancelled()) return true;
+      disk_short = ctx.disk_room && !ctx.disk_room();
+      return disk_short;
+    };
     auto reader = take_reader();
     if (!reader) return make_error(ErrorCode::kIo, "the index cannot be opened");
     struct GiveBack {
@@ -905,10 +912,17 @@ struct WebPortal::Impl {
     std::error_code ec;
     std::filesystem::create_directories(ctx.data_dir + "/tmp", ec);
     req.path = ctx.data_dir + "/tmp/export-" + random_token(12) + ".zip";
-    auto rep = write_export(ctx.archive, key, req);
+    if (ctx.disk_room && !ctx.disk_room()) disk_short = true;
+    auto rep = disk_short ? Result<ExportReport>(make_error(ErrorCode::kIo, "")) : write_export(ctx.archive, key, req);
     if (!rep) {
       std::remove(req.path.c_str());
       status = 500;
+      if (disk_short) {
+        status = 507;
+        return make_error(ErrorCode::kIo,
+                          "the export stopped: the data folder's disk is short of the room kept for mail "
+                          "(limits.disk_reserve_bytes); export a smaller case, or free space");
+      }
       return rep.error();
     }
     if (Status a = audit_as(user, "export", query,

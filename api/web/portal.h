@@ -74,6 +74,9 @@ struct WebContext {
   CaseStore* cases = nullptr;
   // The data folder: the archive's signing key (exports) and DATA/tmp (an export before it is sent).
   std::string data_dir;
+  // Whether the data folder's disk is over its reserve (api/disk_reserve.h): an export written to
+  // DATA/tmp stops, 507, rather than eat the room kept for mail. Empty: always (tests).
+  std::function<bool()> disk_room;
 };
 
 class WebPortal {

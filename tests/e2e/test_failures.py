@@ -171,8 +171,8 @@ class FailuresTest(unittest.TestCase):
         """api/disk_reserve.h: new mail from outside is refused while writing it would leave less than
         limits.disk_reserve_bytes free (SMTP 452 4.3.1 at MAIL with its SIZE, or at the end of a
         message that crosses the reserve while it arrives, its spool freed at once; IMAP APPEND NO
-        [OVERQUOTA] before the literal is sent; a web send 503), and accepted again once there is
-        room. Before, mail was taken until the disk was full and the archive's own commits failed."""
+        [OVERQUOTA] before the literal is sent; a web send 503; a case export written to DATA/tmp
+        507), and accepted again once there is room. Before, mail was taken until the disk was full and the archive's own commits failed."""
         from test_web import Client
         port, imap_port, web_port = free_port(), free_port(), free_port()
         data = scratch("mailark-data-")
@@ -196,6 +196,7 @@ port = {imap_port}
 tls = "none"
 """), data=data)
         srv.add_user("ana@example.com", "ana-pw")
+        srv.add_user("carol@example.com", "carol-pw-123", "auditor")
         srv.start()
 
         def free():
@@ -252,10 +253,21 @@ tls = "none"
         def web_send(subject):
             return ana.post("/api/v1/send", {"to": ["ana@example.com"], "subject": subject, "text": "hi\n"})
 
+        carol = Client(web_port)  # an auditor: a case's export is written to DATA/tmp before it is sent
+        self.assertEqual(carol.login("carol@example.com", "carol-pw-123")[0], 200)
+        status, case = carol.post("/api/v1/cases", {"name": "Short"})
+        self.assertEqual(status, 201, case)
+
+        def export():
+            status, res, payload = carol.request("POST", f"/api/v1/cases/{case['id']}/export", {}, raw=True)
+            return status, payload
+
         # 4 MiB of room: everything goes; a declared size past the room (under the message limit) is
         # refused at MAIL, a small one is not.
         disk.fill(leave=reserve + (4 << 20))
         self.assertEqual(send(port, "before short")[0], 250)
+        srv.wait_for("subject:before")
+        self.assertEqual(carol.post(f"/api/v1/cases/{case['id']}/searches", {"query": "subject:before", "save": True})[0], 200)
         room = free() - reserve
         self.assertTrue(mail_from(room + (1 << 20)).startswith("452 4.3.1"))
         self.assertTrue(mail_from(1000).startswith("250"))
@@ -288,12 +300,20 @@ tls = "none"
         status, body = web_send("sent while short")
         self.assertEqual(status, 503, body)
         self.assertIn("452 4.3.1", json.dumps(body))
+        status, payload = export()
+        self.assertEqual(status, 507, payload)
+        self.assertIn(b"limits.disk_reserve_bytes", payload)
+        self.assertEqual([f for f in os.listdir(os.path.join(data, "tmp")) if f.startswith("export-")], [],
+                         "nothing left behind")
 
         # Room again: accepted again, nothing latched.
         disk.free()
         self.assertEqual(send(port, "after short")[0], 250)
         self.assertTrue(append(200000)[1].startswith("b OK"), "a large APPEND")
         self.assertEqual(web_send("sent after")[0], 201)
+        status, payload = export()
+        self.assertEqual(status, 200, payload[:300])
+        self.assertTrue(payload.startswith(b"PK"), "a zip")
         log = srv.server_log()
         self.assertIn("under the reserve", log)
         self.assertIn("new mail is accepted", log)
