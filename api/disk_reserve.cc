@@ -15,17 +15,23 @@ namespace {
 std::string mib(std::uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 }  // namespace
 
-bool DiskReserve::room_for(std::uint64_t bytes, const char* door) {
-  if (reserve_ == 0) return true;
-  std::optional<std::uint64_t> free;
-  const std::string* dir = nullptr;
+std::optional<std::uint64_t> DiskReserve::least_free(std::string* dir) const {
+  std::optional<std::uint64_t> least;
   for (const auto& d : dirs_) {
     auto f = free_bytes(d);
-    if (f && (!free || *f < *free)) {
-      free = f;
-      dir = &d;
+    if (f && (!least || *f < *least)) {
+      least = f;
+      if (dir) *dir = d;
     }
   }
+  return least;
+}
+
+bool DiskReserve::room_for(std::uint64_t bytes, const char* door) {
+  if (reserve_ == 0) return true;
+  std::string where;
+  const std::optional<std::uint64_t> free = least_free(&where);
+  const std::string* dir = &where;
   if (!free) {
     if (!unknown_.exchange(true))
       spdlog::warn("the free space of {} cannot be read ({}): limits.disk_reserve_bytes is not applied",

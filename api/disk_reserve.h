@@ -28,6 +28,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ class DiskReserve {
   // time with room is logged as a warning, the return of room as a notice.
   bool room_for(std::uint64_t bytes, const char* door);
   std::uint64_t reserve() const { return reserve_; }
+  // The least free space over the folders, and which folder has it (for /metrics); nothing when no
+  // file system could be asked.
+  std::optional<std::uint64_t> least_free(std::string* dir = nullptr) const;
   // Told when the free space falls under the reserve (short = true) and when it is over it again,
   // with the free bytes and the folder that has least; on the thread that asked. Set before use.
   using Change = std::function<void(bool short_now, std::uint64_t free, const std::string& dir)>;

@@ -446,7 +446,7 @@ struct SmtpServer::Impl {
                                std::string ip) { return submit_from_web(u, std::move(mail_from), std::move(rcpts), std::move(raw), std::move(ip)); };
       web_ctx->wake_follower = [this] { imap->wake_follower(); };
       web_ctx->cases = cases.get();
-      web_ctx->disk_room = [this] { return disk_reserve.room_for(0, "export"); };
+      web_ctx->disk = &disk_reserve;
       web = std::make_unique<WebPortal>(io, ssl, *web_ctx, config);
       MAILARK_TRY(web->setup());
     }

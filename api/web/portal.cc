@@ -16,6 +16,7 @@
 #include <variant>
 
 #include "api/blocking.h"
+#include "api/disk_reserve.h"
 #include "api/http/request.h"
 #include "api/http/server.h"
 #include "api/web/assets.h"
@@ -889,7 +890,7 @@ struct WebPortal::Impl {
     bool disk_short = false;
     req.cancelled = [this, cancelled = std::move(cancelled), &disk_short] {
       if (cancelled && cancelled()) return true;
-      disk_short = ctx.disk_room && !ctx.disk_room();
+      disk_short = ctx.disk && !ctx.disk->room_for(0, "export");
       return disk_short;
     };
     auto reader = take_reader();
@@ -912,7 +913,7 @@ struct WebPortal::Impl {
     std::error_code ec;
     std::filesystem::create_directories(ctx.data_dir + "/tmp", ec);
     req.path = ctx.data_dir + "/tmp/export-" + random_token(12) + ".zip";
-    if (ctx.disk_room && !ctx.disk_room()) disk_short = true;
+    if (ctx.disk && !ctx.disk->room_for(0, "export")) disk_short = true;
     auto rep = disk_short ? Result<ExportReport>(make_error(ErrorCode::kIo, "")) : write_export(ctx.archive, key, req);
     if (!rep) {
       std::remove(req.path.c_str());
@@ -1521,6 +1522,14 @@ struct WebPortal::Impl {
     extra += "# HELP mailark_queue_depth Messages in the delivery queue, by route\n# TYPE mailark_queue_depth gauge\n";
     for (const char* r : {"primary", "internet"})
       extra += std::string("mailark_queue_depth{route=\"") + r + "\"} " + std::to_string(depth[r]) + "\n";
+    if (ctx.disk) {
+      if (auto free = ctx.disk->least_free()) {
+        extra += "# HELP mailark_disk_free_bytes Free bytes where the data folder, its archive or its spool is (the least)\n"
+                 "# TYPE mailark_disk_free_bytes gauge\nmailark_disk_free_bytes " + std::to_string(*free) + "\n";
+      }
+      extra += "# HELP mailark_disk_reserve_bytes Free bytes kept for mail already taken in (limits.disk_reserve_bytes)\n"
+               "# TYPE mailark_disk_reserve_bytes gauge\nmailark_disk_reserve_bytes " + std::to_string(ctx.disk->reserve()) + "\n";
+    }
     extra += "# HELP mailark_queue_held_by_admin Queue entries an administrator holds\n# TYPE mailark_queue_held_by_admin gauge\n";
     extra += "mailark_queue_held_by_admin " + std::to_string(held_by_admin) + "\n";
     const std::uint64_t head = stats["archive_head"].get<std::uint64_t>(), wm = stats["index_watermark"].get<std::uint64_t>();

@@ -48,6 +48,8 @@
 
 namespace mailark::api {
 
+class DiskReserve;
+
 struct WebContext {
   MailboxStore& store;
   Archive& archive;
@@ -74,9 +76,9 @@ struct WebContext {
   CaseStore* cases = nullptr;
   // The data folder: the archive's signing key (exports) and DATA/tmp (an export before it is sent).
   std::string data_dir;
-  // Whether the data folder's disk is over its reserve (api/disk_reserve.h): an export written to
-  // DATA/tmp stops, 507, rather than eat the room kept for mail. Empty: always (tests).
-  std::function<bool()> disk_room;
+  // The room kept on the data folder's disk (api/disk_reserve.h): an export written to DATA/tmp
+  // stops, 507, rather than eat into it; /metrics shows it. Null: no reserve (tests).
+  DiskReserve* disk = nullptr;
 };
 
 class WebPortal {

@@ -748,6 +748,8 @@ tls = "none"
         self.assertIn('mailark_queue_depth{route="primary"}', values)
         self.assertIn('mailark_continuity_state{state="normal"}', values)
         self.assertIn("mailark_index_lag_messages", values)
+        self.assertGreater(values.get("mailark_disk_free_bytes", 0), 0)
+        self.assertGreater(values.get("mailark_disk_reserve_bytes", 0), 0)  # store_bytes + 64 MiB by default
         self.assertIn("# TYPE mailark_scan_seconds histogram", text)
 
 
