@@ -31,7 +31,6 @@ bool DiskReserve::room_for(std::uint64_t bytes, const char* door) {
   if (reserve_ == 0) return true;
   std::string where;
   const std::optional<std::uint64_t> free = least_free(&where);
-  const std::string* dir = &where;
   if (!free) {
     if (!unknown_.exchange(true))
       spdlog::warn("the free space of {} cannot be read ({}): limits.disk_reserve_bytes is not applied",
@@ -43,10 +42,10 @@ bool DiskReserve::room_for(std::uint64_t bytes, const char* door) {
   if (below != short_.exchange(below)) {
     if (below)
       spdlog::warn("{} free in {}, under the reserve of {} (limits.disk_reserve_bytes): new mail is refused "
-                   "(SMTP 452 4.3.1, IMAP NO [OVERQUOTA]) until there is room again", mib(*free), *dir, mib(reserve_));
+                   "(SMTP 452 4.3.1, IMAP NO [OVERQUOTA]) until there is room again", mib(*free), where, mib(reserve_));
     else
-      spdlog::info("{} free in {} again, over the reserve of {}: new mail is accepted", mib(*free), *dir, mib(reserve_));
-    if (on_change_) on_change_(below, *free, *dir);
+      spdlog::info("{} free in {} again, over the reserve of {}: new mail is accepted", mib(*free), where, mib(reserve_));
+    if (on_change_) on_change_(below, *free, where);
   }
   if (!below && *free - reserve_ >= bytes) return true;
   metrics::counter("mailark_disk_refusals_total",

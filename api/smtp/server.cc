@@ -305,9 +305,10 @@ struct SmtpServer::Impl {
 
     spool_dir = engine.options().data_dir + "/spool";
     MAILARK_TRY(prepare_spool_dir(spool_dir));
-    if (auto free = free_bytes(engine.archive_dir()); free && config.limits.disk_reserve_bytes > 0)
+    std::string least_at;
+    if (auto free = disk_reserve.least_free(&least_at); free && disk_reserve.reserve() > 0)
       spdlog::info("{} MiB free in {}; new mail is refused while less than {} MiB would be (limits.disk_reserve_bytes)",
-                   *free >> 20, engine.archive_dir(), config.limits.disk_reserve_bytes >> 20);
+                   *free >> 20, least_at, disk_reserve.reserve() >> 20);
     auto writer = engine.index_writer();
     if (!writer) return writer.error();
     IngestOptions opts;

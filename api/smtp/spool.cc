@@ -56,12 +56,7 @@ void Spool::append(std::uint64_t at, std::string_view bytes) {
                          "spool: " + std::to_string(size_ + bytes.size()) + " bytes of the message would leave less than " +
                              std::to_string(reserve_->reserve()) + " bytes free in " + dir_ + " (limits.disk_reserve_bytes)",
                          "free space where the data folder is");
-    // What was kept of the message is of no use now: its blocks go back at once.
-    if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-    size_ = 0;
+    free_blocks();  // what was kept of the message is of no use now
     return;
   }
   if (!write_all(fd_, bytes)) {
@@ -91,11 +86,13 @@ Result<std::string> Spool::read_back(std::uint64_t spilled, std::string_view tai
 
 void Spool::clear() {
   failed_.reset();
-  if (fd_ >= 0 && size_ > 0) {
-    if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0) {
-      ::close(fd_);  // a fresh file next time
-      fd_ = -1;
-    }
+  free_blocks();
+}
+
+void Spool::free_blocks() {
+  if (fd_ >= 0 && size_ > 0 && (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0)) {
+    ::close(fd_);  // a fresh file next time
+    fd_ = -1;
   }
   size_ = 0;
 }

@@ -46,6 +46,8 @@ class Spool {
   std::uint64_t size() const { return size_; }
 
  private:
+  void free_blocks();  // gives the kept bytes back to the file system (failed_ stays)
+
   std::string dir_;
   DiskReserve* reserve_;
   int fd_ = -1;

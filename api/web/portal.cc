@@ -913,8 +913,8 @@ struct WebPortal::Impl {
     std::error_code ec;
     std::filesystem::create_directories(ctx.data_dir + "/tmp", ec);
     req.path = ctx.data_dir + "/tmp/export-" + random_token(12) + ".zip";
-    if (ctx.disk && !ctx.disk->room_for(0, "export")) disk_short = true;
-    auto rep = disk_short ? Result<ExportReport>(make_error(ErrorCode::kIo, "")) : write_export(ctx.archive, key, req);
+    auto rep = req.cancelled() ? Result<ExportReport>(make_error(ErrorCode::kInternal, "the export was cancelled"))
+                               : write_export(ctx.archive, key, req);
     if (!rep) {
       std::remove(req.path.c_str());
       status = 500;

@@ -204,18 +204,14 @@ tls = "none"
             return st.f_bavail * st.f_frsize
 
         def mail_from(size=None):
+            """The reply to MAIL FROM (with SIZE=size when given)."""
             sk = socket.create_connection(("127.0.0.1", port), timeout=30)
             try:
                 read_replies(sk, 1)
-                sk.sendall(b"EHLO client.example\r\nMAIL FROM:<a@outside.example>" +
-                           (f" SIZE={size}".encode() if size is not None else b"") + b"\r\nQUIT\r\n")
-                data_ = b""
-                while b"\r\n221" not in data_:
-                    chunk = sk.recv(65536)
-                    if not chunk:
-                        break
-                    data_ += chunk
-                return [l for l in data_.decode().split("\r\n") if l[:3] in ("250", "452", "552") and l[3:4] == " "][-1]
+                sk.sendall(b"EHLO client.example\r\n")
+                read_replies(sk, 1)
+                sk.sendall(b"MAIL FROM:<a@outside.example>" + (f" SIZE={size}".encode() if size is not None else b"") + b"\r\n")
+                return read_replies(sk, 1)[1].strip()
             finally:
                 sk.close()
 
