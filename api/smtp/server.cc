@@ -214,6 +214,7 @@ struct SmtpServer::Impl {
   asio::thread_pool spooling{2};
   std::string spool_dir;
   Room store_room{config.limits.store_bytes};  // the messages being archived now
+  RoomQueue store_queue{io, store_room};        // those waiting for room, first come first served
   // Free space kept for what was taken in: new mail from outside waits while it is short.
   DiskReserve disk_reserve{{engine.options().data_dir, engine.archive_dir(), engine.options().data_dir + "/spool"},
                            config.limits.disk_reserve_bytes};
@@ -797,7 +798,7 @@ struct SmtpServer::Impl {
           Stored stored;
           Room::Hold room(store_room);
           const std::size_t size = msg.spilled + msg.data.size();
-          if (!store_room.fits(size))
+          if (!store_room.fits(size) || store_queue.waiting() > 0)
             spdlog::info("{}: [{}] from=<{}> size={} waits for room: {} bytes of mail are being archived "
                          "(limits.store_bytes)", lc.name, ip, msg.mail_from, size, store_room.used());
           const bool roomy = co_await take_waiting(room, size);
@@ -841,18 +842,13 @@ struct SmtpServer::Impl {
   }
 
   // Takes room for `bytes` among the messages being archived (limits.store_bytes): at once, or after
-  // waiting while others are archived, up to 5 minutes (half of the 10 a client waits for the reply
-  // to its final dot, RFC 5321 4.5.3.2.6: a message sent again costs its whole transfer). False when
-  // there was no room in time or the server is stopping (the server answers 451 4.3.2).
+  // waiting in arrival order while others are archived (RoomQueue: a large message is not passed over
+  // by smaller ones), up to 5 minutes (half of the 10 a client waits for the reply to its final dot,
+  // RFC 5321 4.5.3.2.6: a message sent again costs its whole transfer). False when there was no room
+  // in time or the server is stopping (the server answers 451 4.3.2).
   awaitable<bool> take_waiting(Room::Hold& hold, std::size_t bytes) {
-    const auto give_up = std::chrono::steady_clock::now() + 300s;
-    asio::steady_timer wait(io);
-    while (!hold.take(bytes)) {
-      if (stopping || std::chrono::steady_clock::now() >= give_up) co_return false;
-      wait.expires_after(50ms);
-      co_await wait.async_wait(asio::experimental::as_tuple(use_awaitable));
-    }
-    co_return true;
+    if (stopping) co_return false;
+    co_return co_await store_queue.take(hold, bytes, std::chrono::steady_clock::now() + 300s);
   }
 
   // What became of one message: stored (the 250: txn and archive id) or refused (the reply).
@@ -1051,6 +1047,7 @@ struct SmtpServer::Impl {
     if (stopping) return;
     stopping = true;
     spdlog::info("shutting down: no new connections, finishing sessions");
+    store_queue.close();  // messages waiting for room get 451 4.3.2 now
     asio::error_code ec;
     for (auto& l : listeners) l.acceptor->close(ec);
     for (auto* s : open_sockets) s->cancel(ec);
