@@ -15,17 +15,7 @@ namespace {
 std::string mib(std::uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 }  // namespace
 
-std::optional<std::uint64_t> DiskReserve::least_free(std::string* dir) const {
-  std::optional<std::uint64_t> least;
-  for (const auto& d : dirs_) {
-    auto f = free_bytes(d);
-    if (f && (!least || *f < *least)) {
-      least = f;
-      if (dir) *dir = d;
-    }
-  }
-  return least;
-}
+std::optional<std::uint64_t> DiskReserve::least_free(std::string* dir) const { return least_free_bytes(dirs_, dir); }
 
 bool DiskReserve::room_for(std::uint64_t bytes, const char* door) {
   if (reserve_ == 0) return true;

@@ -56,4 +56,16 @@ std::optional<std::uint64_t> free_bytes(const std::string& dir) {
   return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
 }
 
+std::optional<std::uint64_t> least_free_bytes(const std::vector<std::string>& dirs, std::string* where) {
+  std::optional<std::uint64_t> least;
+  for (const auto& d : dirs) {
+    auto f = free_bytes(d);
+    if (f && (!least || *f < *least)) {
+      least = f;
+      if (where) *where = d;
+    }
+  }
+  return least;
+}
+
 }  // namespace mailark

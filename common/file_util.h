@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "common/result.h"
@@ -29,5 +30,10 @@ std::int64_t file_mtime(const std::string& path);
 // Bytes an unprivileged writer may still write on the file system holding `dir` (statvfs f_bavail);
 // nothing when it cannot be asked.
 std::optional<std::uint64_t> free_bytes(const std::string& dir);
+
+// The least of free_bytes over `dirs` (folders that may sit on different file systems), and which
+// folder has it in `where`; nothing when no file system could be asked. Used by api/disk_reserve.cc
+// (the server's reserve) and tools/cmd_import.cc (an import's).
+std::optional<std::uint64_t> least_free_bytes(const std::vector<std::string>& dirs, std::string* where = nullptr);
 
 }  // namespace mailark

@@ -180,15 +180,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     cb.stop = [&] {
       if (stopping) return true;
       if (reserve == 0) return false;
-      std::optional<std::uint64_t> least;
       std::string where;
-      for (const auto& d : disk_dirs) {
-        auto f = free_bytes(d);
-        if (f && (!least || *f < *least)) {
-          least = f;
-          where = d;
-        }
-      }
+      const std::optional<std::uint64_t> least = least_free_bytes(disk_dirs, &where);
       std::lock_guard lock(mu);
       if (!least || *least >= reserve + in_flight_bytes) return false;
       auto mib = [](std::uint64_t b) {
