@@ -163,16 +163,23 @@ class Reader {
       return;
     }
     folder(top->child, "", 0);
-    if (mail_ == 0 && items_ == 0) skip(path_, "a PST that holds folders only, no items");
+    if (mail_ == 0 && items_ == 0 && !halted_) skip(path_, "a PST that holds folders only, no items");
   }
 
  private:
+  // SourceCallbacks::stop, asked before each item: once true, nothing more is read.
+  bool halted() {
+    if (!halted_ && cb_.stop && cb_.stop()) halted_ = true;
+    return halted_;
+  }
+
   void skip(const std::string& origin, const std::string& what) {
     if (cb_.on_skipped) cb_.on_skipped(origin, what);
   }
 
   void folder(pst_desc_tree* d, const std::string& folder_path, unsigned depth) {
     for (; d; d = d->next) {
+      if (halted()) return;
       std::string where = "item " + hex_id(d->d_id) + " (" + (folder_path.empty() ? std::string("top") : folder_path) + ")";
       if (!d->desc) {
         ++items_;
@@ -339,6 +346,7 @@ class Reader {
   const SourceCallbacks& cb_;
   pst_file pf_{};
   std::uint64_t mail_ = 0, items_ = 0;
+  bool halted_ = false;  // stop said so
 };
 
 // Frames between the helper and the importer: a kind byte ('m' message, 'e' error, 's' skipped,
@@ -502,15 +510,25 @@ void read_pst_in_child(const std::vector<std::string>& helper, const std::string
     last = std::chrono::steady_clock::now();
   };
   SourceCallbacks relay;
+  // Asked before each message (SourceCallbacks::stop): once true, the child is stopped and nothing it
+  // sent after is taken, rather than the whole file read and dropped.
+  bool halted = false;
   relay.on_message = [&](SourceMessage&& m) {
+    if (!halted && cb.stop && cb.stop()) {
+      halted = true;
+      ::kill(pid, SIGKILL);
+    }
+    if (halted) return;
     cb.on_message(std::move(m));
     touch();
   };
   relay.on_error = [&](const std::string& origin, const std::string& reason) {
+    if (halted) return;
     cb.on_error(origin, reason);
     touch();
   };
   relay.on_skipped = [&](const std::string& origin, const std::string& what) {
+    if (halted) return;
     if (cb.on_skipped) cb.on_skipped(origin, what);
     touch();
   };
@@ -535,7 +553,7 @@ void read_pst_in_child(const std::vector<std::string>& helper, const std::string
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (!ended) {
+  if (!ended && !halted) {
     std::string how = !stalled && WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL ? describe_exit(status)
                       : WIFEXITED(status) && WEXITSTATUS(status) != 0 ? describe_exit(status)
                                                                        : bad;

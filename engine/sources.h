@@ -34,8 +34,9 @@ struct SourceCallbacks {
   // A command that reads PST files in a child process (engine/pst.h read_pst_in_child); empty: read
   // in this process.
   std::vector<std::string> pst_helper;
-  // Asked before each file and each message of an mbox: true ends the walk there (an import that
-  // cannot go on: its disk is full). Empty: never.
+  // Asked before each file, each message of an mbox and each item of a PST (one read by a child is
+  // stopped at once): true ends the walk there (an import that cannot go on: its disk is full).
+  // Empty: never. Tests: Pst.AStopEndsTheReadingThere, Sources.* (mbox).
   std::function<bool()> stop;
 };
 

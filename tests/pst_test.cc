@@ -157,6 +157,40 @@ TEST(Pst, AMessageLargerThanTheLimitIsAnErrorNotATruncation) {
   EXPECT_NE(r.errors.begin()->second.find("larger than 4096 bytes"), std::string::npos);
 }
 
+// An import that stops (its disk is short) stops reading a PST at once, in this process or in the
+// child that reads it (stopped, not read to its end with every later message dropped), and says
+// nothing of the child's end: it was asked to stop.
+TEST(Pst, AStopEndsTheReadingThere) {
+  REQUIRE_CORPUS();
+  const std::string file = pst("pstsdk-via-pst-exp/test_unicode.pst");  // two messages
+  for (bool child : {false, true}) {
+    for (std::size_t after : {0u, 1u}) {
+      Read r;
+      SourceCallbacks cb = callbacks(r);
+      std::size_t asked = 0;
+      cb.stop = [&] {
+        ++asked;
+        return r.messages.size() >= after;
+      };
+      if (child)
+        read_pst_in_child({MAILARK_CLI_BIN, "pst-read"}, file, Limits{}, cb);
+      else
+        read_pst(file, Limits{}, cb);
+      EXPECT_EQ(r.messages.size(), after) << (child ? "child" : "in process");
+      EXPECT_TRUE(r.errors.empty()) << (child ? "child" : "in process") << ": "
+                                    << (r.errors.empty() ? "" : r.errors.begin()->second);
+      EXPECT_GT(asked, 0u);
+    }
+    // Without a stop both are read.
+    Read all;
+    if (child)
+      read_pst_in_child({MAILARK_CLI_BIN, "pst-read"}, file, Limits{}, callbacks(all));
+    else
+      read_pst(file, Limits{}, callbacks(all));
+    EXPECT_EQ(all.messages.size(), 2u);
+  }
+}
+
 TEST(Pst, AFileThatIsNotAPstSaysSo) {
   test::ScratchDir dir;
   test::write_file(dir / "fake.pst", std::string("!BDN") + std::string(600, '\0'));

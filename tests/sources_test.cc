@@ -104,6 +104,27 @@ TEST(Sources, ByteOrderMarkBeforeTheFirstFromLineIsAnMbox) {
   EXPECT_EQ(w.messages[0].raw, "Subject: bom\n\nb\n");
 }
 
+// An import on a disk short of room stops reading (tools/cmd_import.cc): stop is asked before each
+// file and each message of an mbox, and nothing is read once it said so.
+TEST(Sources, AStopEndsTheWalkBeforeTheNextMessageOrFile) {
+  test::ScratchDir dir;
+  std::string box;
+  for (int i = 1; i <= 3; ++i)
+    box += "From a@example.com Thu Jan  4 10:00:00 2001\nSubject: " + std::to_string(i) + "\n\nbody\n\n";
+  test::write_file(dir / "a/box.mbox", box);
+  test::write_file(dir / "a/z-single.eml", "Subject: later\n\nbody\n");
+  for (std::size_t after : {0u, 1u, 2u}) {
+    Walk w;
+    SourceCallbacks cb;
+    cb.on_message = [&](SourceMessage&& m) { w.messages.push_back(std::move(m)); };
+    cb.on_error = [&](const std::string& origin, const std::string& reason) { w.errors[origin] = reason; };
+    cb.stop = [&] { return w.messages.size() >= after; };
+    ASSERT_TRUE(walk_sources({dir / "a"}, Limits{}, cb).ok());
+    EXPECT_EQ(w.messages.size(), after);
+    EXPECT_TRUE(w.errors.empty());
+  }
+}
+
 TEST(Sources, MissingPathIsAnErrorBeforeAnythingIsRead) {
   SourceCallbacks cb;
   int calls = 0;
