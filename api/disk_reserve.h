@@ -19,6 +19,7 @@
 // test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took (a real small file
 // system: MAIL FROM with and without SIZE, a message that fills it while it arrives, IMAP APPEND
 // small and large, a web send, a case export; all accepted again once there is room, nothing refused archived),
+// test_a_case_export_that_crosses_the_reserve_midway_stops_and_leaves_nothing,
 // SmtpSpool.ASpillPastTheDiskReserveFailsAndFreesWhatWasKept, SmtpProtocol.MailAsksForRoomOnDiskWith
 // TheDeclaredSize, Config.DiskReserveFollowsTheRoomForMailInFlight.
 //

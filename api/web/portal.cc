@@ -886,7 +886,9 @@ struct WebPortal::Impl {
     req.created_by = "web:" + user;
     req.progress = std::move(progress);
     // An export can be as large as the archive: it stops when the disk falls under the reserve kept
-    // for mail (tests/e2e/test_failures.py test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took).
+    // for mail, before it starts and every 256 messages (tests/e2e/test_failures.py
+    // test_a_disk_short_of_its_reserve_refuses_new_mail_and_keeps_what_it_took, and
+    // test_a_case_export_that_crosses_the_reserve_midway_stops_and_leaves_nothing).
     bool disk_short = false;
     req.cancelled = [this, cancelled = std::move(cancelled), &disk_short] {
       if (cancelled && cancelled()) return true;

@@ -330,6 +330,73 @@ tls = "none"
         self.assertEqual(srv.search("subject:sent")["total"], 2)
         self.assertTrue(srv.cli("verify")["intact"])
 
+    def test_a_case_export_that_crosses_the_reserve_midway_stops_and_leaves_nothing(self):
+        """api/web/portal.cc write_case_export: an export (written to DATA/tmp before it is sent, as
+        large as the case) that starts with room asks again every 256 messages, and stops with 507
+        once it would have left less than limits.disk_reserve_bytes free, its files removed; with
+        room it completes. The test above shows the refusal before an export starts."""
+        from test_web import Client
+        import base64
+        import random
+        rnd = random.Random(11)
+        box = scratch("mailark-box-")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(box, sub))
+        count = 600
+        for i in range(count):  # about 20 KB each, incompressible: 12 MB, the zip's size
+            body = base64.encodebytes(rnd.randbytes(15000)).decode().replace("\n", "\r\n")
+            with open(os.path.join(box, "cur", f"{1700000000 + i}.{i}.host:2,S"), "w", newline="") as f:
+                f.write(f"From: someone@outside.example\r\nTo: ana@example.com\r\nSubject: bulk {i}\r\n"
+                        f"Message-ID: <bulk-{i}@x>\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n\r\n{body}")
+        port, web_port = free_port(), free_port()
+        data = scratch("mailark-data-")
+        disk = self.tmpfs(data, "64m")
+        p = subprocess.run([BIN, "--data", data, "import", "--no-scan", "--json", "--disk-reserve", "0", box],
+                           capture_output=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(json.loads(p.stdout)["imported"], count)
+        reserve = 16 << 20
+        srv = self.server(config(port, extra=f"""
+[limits]
+disk_reserve_bytes = {reserve}
+[web]
+listen = "127.0.0.1:{web_port}"
+"""), data=data)
+        srv.add_user("carol@example.com", "carol-pw-123", "auditor")
+        srv.start()
+        carol = Client(web_port)
+        self.assertEqual(carol.login("carol@example.com", "carol-pw-123")[0], 200)
+        status, case = carol.post("/api/v1/cases", {"name": "Bulk"})
+        self.assertEqual(status, 201, case)
+        self.assertEqual(carol.post(f"/api/v1/cases/{case['id']}/searches", {"query": "subject:bulk", "save": True})[0], 200)
+
+        def free():
+            st = os.statvfs(data)
+            return st.f_bavail * st.f_frsize
+
+        def export():
+            status, res, payload = carol.request("POST", f"/api/v1/cases/{case['id']}/export", {}, raw=True)
+            return status, payload
+
+        # 6 MiB of room over the reserve: the export starts (it would be refused at once under it),
+        # and its 12 MB would cross the reserve on the way.
+        disk.fill(leave=reserve + (6 << 20))
+        before = free()
+        self.assertGreaterEqual(before, reserve)
+        status, payload = export()
+        self.assertEqual(status, 507, payload[:300])
+        self.assertIn(b"limits.disk_reserve_bytes", payload)
+        self.assertEqual([f for f in os.listdir(os.path.join(data, "tmp")) if f.startswith("export-")], [],
+                         "nothing left behind")
+        self.assertGreater(free(), before - (1 << 20), "what it wrote was removed")
+        self.assertIn("under the reserve", srv.server_log())  # the export's check found it, on the way
+
+        disk.free()
+        status, res, payload = carol.request("POST", f"/api/v1/cases/{case['id']}/export", {}, raw=True)
+        self.assertEqual(status, 200, payload[:300])
+        self.assertTrue(payload.startswith(b"PK"), "a zip")
+        self.assertGreater(len(payload), 12_000_000)
+
     def test_an_import_stops_when_its_disk_is_short_and_goes_on_when_run_again(self):
         """tools/cmd_import.cc: an import stops with a clear error before it would leave less than
         --disk-reserve free (or at the first batch the archive could not commit, with no reserve),
