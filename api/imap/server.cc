@@ -262,7 +262,8 @@ struct ImapServer::Impl {
           bool ok = co_await handshake();
           if (!ok) co_return;
           session.tls_started();
-          // Nothing sent in plaintext after STARTTLS may count as a command (RFC 9051 11.1).
+          // Nothing sent in plaintext after STARTTLS may count as a command (RFC 9051 11.1; test:
+          // test_imap.py test_commands_sent_in_plaintext_behind_starttls_are_discarded).
           reader = make_reader();
           break;
         }

@@ -127,6 +127,43 @@ tls = "implicit"
 
     # ---- tests ----
 
+    def test_commands_sent_in_plaintext_behind_starttls_are_discarded(self):
+        """api/imap/server.cc: nothing a client sent in plaintext after STARTTLS counts as a command
+        once TLS is up (RFC 9051 11.1; the class of CVE-2011-0411): a man in the middle who appends
+        commands to the client's STARTTLS must not have them run inside the client's TLS session."""
+        raw = socket.create_connection(("127.0.0.1", self.imap_port), timeout=30)
+        try:
+            self.assertTrue(raw.recv(4096).startswith(b"* OK"))
+            # One write: STARTTLS, then what an attacker appended in plaintext.
+            raw.sendall(b"a STARTTLS\r\nb LOGIN alice@example.com alice-pw\r\nc SELECT INBOX\r\n")
+            got = b""
+            while b"\r\n" not in got:
+                chunk = raw.recv(1)  # one byte at a time: nothing past the tagged OK is read here
+                self.assertTrue(chunk, got)
+                got += chunk
+            self.assertTrue(got.startswith(b"a OK"), got)
+            tls = insecure_tls().wrap_socket(raw, server_hostname="mx.test.example")
+            tls.sendall(b"d CAPABILITY\r\n")
+            answer = b""
+            while b"d OK" not in answer and b"d BAD" not in answer:
+                chunk = tls.recv(4096)
+                self.assertTrue(chunk, answer)
+                answer += chunk
+            self.assertNotIn(b"b OK", answer)
+            self.assertNotIn(b"c OK", answer)
+            self.assertIn(b"* CAPABILITY", answer)
+            self.assertNotIn(b"STARTTLS", answer, "TLS is up: not offered again")
+            tls.sendall(b"e SELECT INBOX\r\n")
+            answer = b""
+            while b"e " not in answer:
+                chunk = tls.recv(4096)
+                self.assertTrue(chunk, answer)
+                answer += chunk
+            self.assertIn(b"e BAD", answer, "not logged in: the injected LOGIN never ran")
+            tls.close()
+        finally:
+            raw.close()
+
     def test_mail_arrives_in_every_recipients_inbox_byte_identical(self):
         # alice in To:, bob only in the envelope (Bcc): both get it; carol does not.
         self.send(["alice@example.com", "bob@example.com"], message("arrival check"))
