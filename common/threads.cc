@@ -40,6 +40,11 @@ unsigned thread_start_failures_left_for_test() {
   return g_fail;
 }
 
+std::thread start_thread(std::function<void()> f) {
+  if (take_injected_failure()) throw std::system_error(EAGAIN, std::generic_category(), "thread start (test)");
+  return std::thread(std::move(f));
+}
+
 unsigned run_side_by_side(unsigned extra, const std::function<void()>& work) {
   std::mutex mu;
   std::exception_ptr first;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <thread>
 
 namespace mailark {
 
@@ -18,8 +19,13 @@ namespace mailark {
 // `work` on any thread is thrown here, after every thread has been joined (the first one caught).
 unsigned run_side_by_side(unsigned extra, const std::function<void()>& work);
 
-// For tests: of run_side_by_side's next thread starts, `after` succeed, then `count` fail as an
-// exhausted system's would.
+// Starts one thread running `f`, as std::thread does: std::system_error when none can be had (the
+// caller then does the work itself). Counted by fail_thread_starts_for_test as run_side_by_side's
+// starts are. Used by the index's FilterSampler (indexer/index.cc).
+std::thread start_thread(std::function<void()> f);
+
+// For tests: of the next thread starts (run_side_by_side's and start_thread's), `after` succeed,
+// then `count` fail as an exhausted system's would.
 void fail_thread_starts_for_test(unsigned after, unsigned count);
 // For tests: how many of those failures are still to come (fewer: a start was tried and failed).
 unsigned thread_start_failures_left_for_test();

@@ -702,7 +702,9 @@ TEST_P(IndexDeferredPhrase, EstimateSampledOnASecondThreadIsTheSame) {
 }
 
 // Messages read side by side on threads that cannot be started (a server at its thread limit) are
-// read on the searching thread instead: the same pages and totals, and no end of the process.
+// read on the searching thread instead, and so are the estimate's filters when FilterSampler's thread
+// cannot be started (these queries start it, common/threads.h start_thread): the same pages and
+// totals, and no end of the process.
 TEST_P(IndexDeferredPhrase, ThreadsThatCannotBeStartedChangeNothing) {
   ASSERT_NO_FATAL_FAILURE(write_alternating("alpha beta gamma", "alpha gamma beta"));
   source.parallel = true;
