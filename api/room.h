@@ -78,10 +78,10 @@ class RoomQueue {
   RoomQueue& operator=(const RoomQueue&) = delete;
 
   // Takes `bytes` for `hold`: at once when nobody waits and they fit, else in arrival order once
-  // they do. False (nothing taken) at `deadline` or once the queue is closed.
+  // they do. False (nothing taken) at `deadline`, or when it would wait and the queue is closed.
   asio::awaitable<bool> take(Room::Hold& hold, std::size_t bytes, std::chrono::steady_clock::time_point deadline) {
-    if (closed_) co_return false;
     if (waiters_.empty() && hold.take(bytes)) co_return true;
+    if (closed_) co_return false;
     Waiter w{&hold, bytes, asio::steady_timer(io_, deadline)};
     waiters_.push_back(&w);
     Unlink unlink{*this, &w};  // when the coroutine is destroyed while it waits
@@ -93,7 +93,8 @@ class RoomQueue {
     co_return w.granted;
   }
 
-  // Every waiter gives up (false), and every later take fails at once (a server stopping).
+  // Every waiter gives up (false), and a later take that would wait fails at once (a server
+  // stopping: a message that fits is still taken, one that does not is not kept waiting).
   void close() {
     closed_ = true;
     for (Waiter* w : waiters_) w->timer.cancel();

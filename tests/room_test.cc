@@ -94,23 +94,31 @@ TEST(RoomQueue, AWaiterThatGivesUpAtItsDeadlineLetsTheNextInLineHaveItsTurn) {
   EXPECT_EQ(q.waiting(), 0u);
 }
 
-TEST(RoomQueue, ClosingRefusesEveryWaiterAndEveryLaterTaker) {
+// A server stopping: the messages waiting are answered (451) at once, not after their deadline; a
+// later one that fits is still taken (its session is finishing), one that does not is not kept
+// waiting.
+TEST(RoomQueue, ClosingRefusesEveryWaiterAndNobodyWaitsAfter) {
   asio::io_context io;
   Room room(100);
   RoomQueue q(io, room);
   std::vector<std::string> log;
-  Room::Hold archiving(room), a(room), b(room), c(room);
+  Room::Hold archiving(room), a(room), b(room), c(room), d(room);
   ASSERT_TRUE(archiving.take(100));
   start(io, q, a, 10, "a", log);
   start(io, q, b, 10, "b", log);
   settle(io);
   q.close();
-  archiving.release();  // room given back after the close goes to nobody
   settle(io);
-  start(io, q, c, 10, "c", log);
+  EXPECT_EQ(log, (std::vector<std::string>{"a refused", "b refused"}));
+  EXPECT_EQ(q.waiting(), 0u);
+  start(io, q, c, 10, "c", log);  // no room: refused at once
   settle(io);
-  EXPECT_EQ(log, (std::vector<std::string>{"a refused", "b refused", "c refused"}));
-  EXPECT_EQ(room.used(), 0u);
+  EXPECT_EQ(log.back(), "c refused");
+  archiving.release();
+  start(io, q, d, 10, "d", log);  // room: taken
+  settle(io);
+  EXPECT_EQ(log.back(), "d");
+  EXPECT_EQ(room.used(), 10u);
 }
 
 TEST(RoomQueue, AWaiterWhoseCoroutineIsDestroyedLeavesTheQueue) {

@@ -847,7 +847,6 @@ struct SmtpServer::Impl {
   // RFC 5321 4.5.3.2.6: a message sent again costs its whole transfer). False when there was no room
   // in time or the server is stopping (the server answers 451 4.3.2).
   awaitable<bool> take_waiting(Room::Hold& hold, std::size_t bytes) {
-    if (stopping) co_return false;
     co_return co_await store_queue.take(hold, bytes, std::chrono::steady_clock::now() + 300s);
   }
 
@@ -1047,7 +1046,7 @@ struct SmtpServer::Impl {
     if (stopping) return;
     stopping = true;
     spdlog::info("shutting down: no new connections, finishing sessions");
-    store_queue.close();  // messages waiting for room get 451 4.3.2 now
+    store_queue.close();  // messages waiting for room get 451 4.3.2 now; one that fits is still taken
     asio::error_code ec;
     for (auto& l : listeners) l.acceptor->close(ec);
     for (auto* s : open_sockets) s->cancel(ec);
