@@ -845,7 +845,7 @@ struct SmtpServer::Impl {
   // waiting in arrival order while others are archived (RoomQueue: a large message is not passed over
   // by smaller ones), up to 5 minutes (half of the 10 a client waits for the reply to its final dot,
   // RFC 5321 4.5.3.2.6: a message sent again costs its whole transfer). False when there was no room
-  // in time or the server is stopping (the server answers 451 4.3.2).
+  // in time, or none at once while the server is stopping (the server answers 451 4.3.2).
   awaitable<bool> take_waiting(Room::Hold& hold, std::size_t bytes) {
     co_return co_await store_queue.take(hold, bytes, std::chrono::steady_clock::now() + 300s);
   }
