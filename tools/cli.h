@@ -110,6 +110,16 @@ void register_export(CLI::App& app, GlobalOptions& g, Runner& run);
 // exit status to report), in mailark-server it returns nothing and the command runs there.
 // Test: tests/e2e/test_cli.py test_import_and_reindex_run_in_the_server_binary.
 std::optional<int> run_in_server(const GlobalOptions& g);
+// What a server configuration file (`serve --config`) says about taking mail in, for `import
+// --config`: its [limits] (message size, scan limits, disk reserve) and the scanner's temporary
+// folder, so that an import takes, refuses and scans mail as that server would. Defined in
+// mailark-server (tools/cmd_serve.cc, with api/config.h), where import runs (run_in_server); errors
+// as api::load_serve_config. Test: tests/e2e/test_cli.py test_import_takes_the_servers_limits_with_config.
+struct IntakeSettings {
+  Limits limits;
+  std::string scanner_temp_dir;
+};
+Result<IntakeSettings> intake_settings(const std::string& config_path);
 void register_case(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_retention(CLI::App& app, GlobalOptions& g, Runner& run);
 

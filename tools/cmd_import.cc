@@ -32,6 +32,7 @@ struct ImportArgs {
   std::string custodian;  // --custodian: whose mail this is, for eDiscovery (default: the owner)
   bool custodian_per_folder = false;  // --custodian-per-folder: each folder inside a PATH is one
   std::optional<std::uint64_t> disk_reserve;  // --disk-reserve: free bytes left (default: a message + 64 MiB)
+  std::string config;  // --config: a server's configuration file, whose [limits] the import takes
 };
 
 // --custodian-per-folder: the custodian of a file below one of `roots` is the name of the folder
@@ -103,7 +104,19 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     if (!c) return report(Error{c.error().code, "--custodian: " + c.error().context, c.error().hint});
     custodian = *c;
   }
-  auto engine = open_engine(g, /*read_only=*/false, /*catch_up=*/true, "import");
+  EngineOptions options;
+  options.writer = "import";
+  // With --config, the limits a server with that file works by (its message size, scan limits and disk
+  // reserve) and its scanner's temporary folder; else the defaults.
+  std::optional<std::uint64_t> config_reserve;
+  if (!args.config.empty()) {
+    auto settings = intake_settings(args.config);
+    if (!settings) return report(settings.error());
+    options.limits = settings->limits;
+    options.scanner_temp_dir = settings->scanner_temp_dir;
+    config_reserve = settings->limits.disk_reserve_bytes;
+  }
+  auto engine = open_engine(g, std::move(options));
   if (!engine) return report(engine.error());
   Engine& e = **engine;
   const scanner::Scanner* scanner = nullptr;
@@ -121,13 +134,16 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   Summary sum;
   std::mutex mu;
   // An import stops, rather than fail every message after it, when the archive's disk is short: before
-  // it would leave less than the reserve free (the server's room to record what it takes in: a message
-  // of the largest size and 64 MiB, unless --disk-reserve says), or at the first commit the archive
+  // it would leave less than the reserve free (the server's room to record what it takes in: --disk-reserve,
+  // else the configuration's limits.disk_reserve_bytes with --config, else a message of the largest size
+  // and 64 MiB), or at the first commit the archive
   // refused (a full disk, an I/O error). Running the same import again later goes on where it stopped:
   // what is archived already counts as duplicates (tests/e2e/test_failures.py
   // test_an_import_stops_when_its_disk_is_short_and_goes_on_when_run_again).
-  const std::uint64_t reserve =
-      args.disk_reserve.value_or(e.options().limits.max_message_bytes + (std::uint64_t{64} << 20));
+  const std::uint64_t reserve = args.disk_reserve.value_or(
+      config_reserve.value_or(e.options().limits.max_message_bytes + (std::uint64_t{64} << 20)));
+  const std::string reserve_source =
+      args.disk_reserve || !config_reserve ? "--disk-reserve" : "limits.disk_reserve_bytes of " + args.config;
   const std::vector<std::string> disk_dirs = {e.archive_dir(), g.data_dir};
   std::atomic<bool> stopping{false};
   std::string stopped_why;  // under mu
@@ -191,7 +207,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
       };
       if (!stopping.exchange(true))
         stopped_why = mib(*least) + " free in " + where + " (" + mib(in_flight_bytes) +
-                      " of messages on their way there), under the " + mib(reserve) + " an import leaves (--disk-reserve)";
+                      " of messages on their way there), under the " + mib(reserve) + " an import leaves (" + reserve_source + ")";
       return true;
     };
     cb.on_message = [&](SourceMessage&& m) {
@@ -334,7 +350,11 @@ void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
                   "`show` and exports name everyone who held it; a message this custodian already has is a duplicate");
   cmd->add_option("--disk-reserve", args->disk_reserve,
                   "bytes to leave free where the data folder is: the import stops before it would leave less\n"
-                  "(default: the message size limit and 64 MiB; 0: go on until the disk is full)");
+                  "(default: limits.disk_reserve_bytes with --config, else the message size limit and 64 MiB;\n"
+                  "0: go on until the disk is full)");
+  cmd->add_option("--config", args->config,
+                  "the server's configuration file (TOML, as `serve --config`): import by its [limits] (message\n"
+                  "size, scan limits, disk reserve) and [scanner] temp_dir, as that server takes mail in");
   cmd->add_flag("--custodian-per-folder", args->custodian_per_folder,
                 "each folder directly inside a PATH is one custodian's mailbox, named by the folder\n"
                 "(maildir/allen-p/inbox/1. -> custodian allen-p, folder inbox)");

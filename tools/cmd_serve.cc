@@ -59,6 +59,12 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
 
 std::optional<int> run_in_server(const GlobalOptions&) { return std::nullopt; }  // this is the server
 
+Result<IntakeSettings> intake_settings(const std::string& config_path) {
+  auto config = api::load_serve_config(config_path);
+  if (!config) return config.error();
+  return IntakeSettings{config->limits, config->scanner_temp_dir};
+}
+
 void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<ServeArgs>();
   auto* cmd = app.add_subcommand("serve", "run the SMTP listeners (see docs/CONFIG.md)");

@@ -53,6 +53,11 @@ int exec_as_given(const GlobalOptions& g) {
 
 std::optional<int> run_in_server(const GlobalOptions& g) { return exec_as_given(g); }
 
+// Never reached here: import hands over to mailark-server (run_in_server) before it reads its settings.
+Result<IntakeSettings> intake_settings(const std::string&) {
+  return make_error(ErrorCode::kInternal, "configuration files are read by mailark-server");
+}
+
 void register_export(CLI::App& app, GlobalOptions& g, Runner& run) {
   for (const char* name : {"export", "verify-export"}) {
     auto* cmd = app.add_subcommand(name, std::string_view(name) == "export"

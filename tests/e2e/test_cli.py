@@ -176,6 +176,69 @@ class CliTest(unittest.TestCase):
         self.assertIn("Subject:", shown)
         self.assertIn("Structure:", shown)
 
+    def test_import_takes_the_servers_limits_with_config(self):
+        # tools/cmd_import.cc --config: the [limits] of the server's configuration file bound what an
+        # import takes in as they bound the server (message size, scan limits, disk reserve); without
+        # it, the defaults. Before, an import knew only the defaults: a message the server would refuse
+        # was archived, and one its scan limits make unscannable was recorded clean.
+        box = os.path.join(self.tmp, "box")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(box, sub))
+
+        def put(name, msg):
+            with open(os.path.join(box, "cur", name), "wb") as f:
+                f.write(msg.as_bytes())
+
+        small = email.mime.text.MIMEText("a short note\n")
+        small["Subject"], small["Message-ID"] = "small", "<small@x>"
+        put("1.small:2,S", small)
+        big = email.mime.text.MIMEText(("all work and no play " * 16 + "\n") * 1000)  # about 340 KB
+        big["Subject"], big["Message-ID"] = "big", "<big@x>"
+        put("2.big:2,S", big)
+        att = email.mime.multipart.MIMEMultipart()
+        att["Subject"], att["Message-ID"] = "attachment", "<attachment@x>"
+        att.attach(email.mime.text.MIMEText("see the file\n"))
+        part = email.mime.application.MIMEApplication(b"c" * 35000, Name="big.bin")
+        part["Content-Disposition"] = 'attachment; filename="big.bin"'
+        att.attach(part)
+        put("3.attachment:2,S", att)
+
+        def config(text):
+            path = os.path.join(self.tmp, f"config-{len(text)}.toml")
+            with open(path, "w") as f:
+                f.write(text)
+            return path
+
+        def run(data, *args):
+            p = subprocess.run([BIN, "--data", os.path.join(self.tmp, data), "import", "--json", *args, box],
+                               capture_output=True, timeout=300)
+            return p.returncode, json.loads(p.stdout or b"{}"), p.stderr.decode()
+
+        limits = config("[limits]\nmessage_bytes = 200000\nscan_file_bytes = 30000\n")
+        rc, out, err = run("with-config", "--config", limits)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual((out["messages"], out["imported"], out["unscannable"], out["errors"]), (2, 2, 1, 1), out)
+        self.assertIn("over the limit of 200000", out["error_files"][0]["reason"])
+        self.assertTrue(out["error_files"][0]["path"].endswith("2.big:2,S"), out)
+        rc, out, err = run("without")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual((out["imported"], out["unscannable"], out["errors"]), (3, 0, 0), out)
+
+        # The disk reserve: the configuration's (here more than any disk has) unless --disk-reserve says.
+        reserve = config("[limits]\ndisk_reserve_bytes = 1125899906842624\n")
+        rc, out, err = run("reserve", "--no-scan", "--config", reserve)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("limits.disk_reserve_bytes of " + reserve, err)
+        self.assertEqual(out["imported"], 0, out)
+        rc, out, err = run("reserve", "--no-scan", "--config", reserve, "--disk-reserve", "0")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out["imported"], 3, out)
+
+        rc, out, err = run("missing", "--config", os.path.join(self.tmp, "no-such.toml"))
+        self.assertEqual(rc, 3, err)  # kExitNotFound
+        self.assertIn("no-such.toml", err)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "missing", "archive")), "nothing opened")
+
     def test_import_and_reindex_run_in_the_server_binary(self):
         # The pipeline commands hand over to mailark-server, linked with TCMalloc (tools/cli.h,
         # run_in_server); the short ones stay in `mailark` with glibc's allocator.
