@@ -147,9 +147,9 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   const std::vector<std::string> disk_dirs = {e.archive_dir(), g.data_dir};
   std::atomic<bool> stopping{false};
   std::string stopped_why;  // under mu
-  // Bytes of messages read and not yet committed (the pipeline runs ahead of the disk), by origin;
-  // under mu. The archive keeps them compressed: their raw size is an upper bound.
-  std::map<std::string, std::uint64_t> in_flight;
+  // Bytes of messages read and not yet committed (the pipeline runs ahead of the disk); under mu. Each
+  // message's own result gives its bytes back (IngestItem::on_done), so two messages of one origin
+  // (a path given twice) count twice. The archive keeps them compressed: their raw size is an upper bound.
   std::uint64_t in_flight_bytes = 0;
   Progress progress("importing");
   const std::uint64_t total_files = count_files(args.paths);
@@ -158,10 +158,6 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   auto on_result = [&](const IngestResult& r) {
     std::lock_guard lock(mu);
     ++processed;
-    if (auto it = in_flight.find(r.origin); it != in_flight.end()) {
-      in_flight_bytes -= it->second;
-      in_flight.erase(it);
-    }
     switch (r.outcome) {
       case IngestOutcome::kArchived:
         sum.imported++;
@@ -215,9 +211,13 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
       {
         std::lock_guard lock(mu);
         sum.messages++;
-        if (in_flight.emplace(m.origin, m.raw.size()).second) in_flight_bytes += m.raw.size();
+        in_flight_bytes += m.raw.size();
       }
       IngestItem item;
+      item.on_done = [&mu, &in_flight_bytes, bytes = std::uint64_t{m.raw.size()}](const IngestResult&) {
+        std::lock_guard lock(mu);
+        in_flight_bytes -= bytes;
+      };
       item.origin = std::move(m.origin);
       item.raw = std::move(m.raw);
       item.envelope.direction = Direction::kImport;
