@@ -167,13 +167,24 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
     c.web.listen = "127.0.0.1:8080";    // and the web portal
     return c;
   }
+  auto text = read_config_file(path);
+  if (!text) return text.error();
+  return parse_serve_config(*text, path);
+}
+
+Result<std::string> read_config_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no configuration file " + path);
+  if (std::filesystem::is_directory(path, ec))
+    return make_error(ErrorCode::kInvalidArgument, path + " is a directory, not a configuration file");
   std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // One byte past the bound tells a file that is too large; nothing past it is read (/dev/zero ends).
+  std::string text(kMaxConfigBytes + 1, '\0');
+  if (in) in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (!in && !in.eof()) return make_error(ErrorCode::kIo, "cannot read " + path);
-  if (text.size() > (1u << 20)) return make_error(ErrorCode::kInvalidArgument, path + ": larger than 1 MiB");
-  return parse_serve_config(text, path);
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMaxConfigBytes) return make_error(ErrorCode::kInvalidArgument, path + ": larger than 1 MiB");
+  return text;
 }
 
 Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& path) {

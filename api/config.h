@@ -197,9 +197,15 @@ struct ServeConfig {
   WebConfig web;
 };
 
-// Reads the file; an empty path gives the defaults. Errors: kNotFound (no such file), kInvalidArgument
-// (a TOML syntax error, an unknown key, or a bad value, each naming the key or line).
+// Reads the file (read_config_file); an empty path gives the defaults. Errors: those of
+// read_config_file, and kInvalidArgument (a TOML syntax error, an unknown key, or a bad value, each
+// naming the key or line).
 Result<ServeConfig> load_serve_config(const std::string& path);
+// The bytes of a configuration file, at most kMaxConfigBytes read whatever the file (a pipe, a
+// device): kNotFound (nothing there), kInvalidArgument (a directory, or larger than the bound), kIo
+// (unreadable). Test: ConfigFile.* in tests/config_test.cc.
+inline constexpr std::size_t kMaxConfigBytes = 1u << 20;
+Result<std::string> read_config_file(const std::string& path);
 // The same from text (`source` names it in errors). Fuzzed (fuzz/config_fuzz.cc).
 Result<ServeConfig> parse_serve_config(std::string_view text, const std::string& source);
 // The continuity rules that span sections (called by parse_serve_config): probes that would loop

@@ -1,4 +1,7 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <thread>
 
 #include "api/config.h"
 #include "tests/test_util.h"
@@ -162,6 +165,47 @@ TEST(Config, FileOverridesAndErrorsNameTheKey) {
   EXPECT_EQ(lim->limits.smtp_line_bytes, 200u);
   test::write_file(dir / "tiny.toml", "[limits]\ncommand_bytes = 100\n");
   EXPECT_NE(load_serve_config(dir / "tiny.toml").error().context.find("limits.command_bytes"), std::string::npos);
+}
+
+// A configuration file is read only up to kMaxConfigBytes, whatever it is; what is not a file
+// gets an error that says so (a directory was an internal error, "basic_filebuf::underflow", and
+// /dev/zero was read until memory ran out).
+TEST(ConfigFile, ADirectoryIsRefusedAsNotAConfigurationFile) {
+  test::ScratchDir dir;
+  auto c = load_serve_config(dir.path());
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(c.error().context.find("is a directory"), std::string::npos) << c.error().context;
+}
+
+TEST(ConfigFile, AFileWithoutEndIsReadOnlyToTheBound) {
+  auto c = read_config_file("/dev/zero");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(c.error().context.find("larger than 1 MiB"), std::string::npos) << c.error().context;
+}
+
+TEST(ConfigFile, ALargeFileIsRefusedAndOneAtTheBoundRead) {
+  test::ScratchDir dir;
+  test::write_file(dir / "at.toml", "# " + std::string(kMaxConfigBytes - 3, 'x') + "\n");
+  auto at = load_serve_config(dir / "at.toml");
+  EXPECT_TRUE(at.ok()) << at.error().to_string();
+  test::write_file(dir / "past.toml", "# " + std::string(kMaxConfigBytes - 2, 'x') + "\n");
+  auto past = load_serve_config(dir / "past.toml");
+  ASSERT_FALSE(past.ok());
+  EXPECT_NE(past.error().context.find("larger than 1 MiB"), std::string::npos) << past.error().context;
+}
+
+TEST(ConfigFile, APipeIsReadToItsEnd) {
+  // As `serve --config <(generate-config)` gives it: no size to ask, read until the writer closes.
+  test::ScratchDir dir;
+  const std::string fifo = dir / "config.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] { test::write_file(fifo, "[server]\nhostname = \"piped.example\"\n"); });
+  auto c = load_serve_config(fifo);
+  writer.join();
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->hostname, "piped.example");
 }
 
 TEST(Config, UnknownKeysAndWrongTypesAreErrorsNamingTheKey) {

@@ -388,8 +388,12 @@ struct SmtpServer::Impl {
   void audit_configuration(const char* when) {
     std::string text;
     if (!config_path.empty()) {
-      std::ifstream in(config_path, std::ios::binary);
-      text.assign(std::istreambuf_iterator<char>(in), {});
+      auto read = read_config_file(config_path);  // bounded, as the load that came before
+      if (!read) {
+        spdlog::error("the configuration is not in the audit log: {}", read.error().to_string());
+        return;
+      }
+      text = std::move(*read);
     }
     const std::string now = to_hex(sha256(config_path.empty() ? std::string("(built-in defaults)") : text));
     const std::string state = engine.options().data_dir + "/config.sha256";
