@@ -148,8 +148,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   std::atomic<bool> stopping{false};
   std::string stopped_why;  // under mu
   // Bytes of messages read and not yet committed (the pipeline runs ahead of the disk); under mu. Each
-  // message's own result gives its bytes back (IngestItem::on_done), so two messages of one origin
-  // (a path given twice) count twice. The archive keeps them compressed: their raw size is an upper bound.
+  // message's own result gives its bytes back (IngestItem::on_done). The archive keeps them
+  // compressed: their raw size is an upper bound.
   std::uint64_t in_flight_bytes = 0;
   Progress progress("importing");
   const std::uint64_t total_files = count_files(args.paths);
