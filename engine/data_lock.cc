@@ -28,8 +28,9 @@ Result<std::unique_ptr<DataLock>> DataLock::acquire(const std::string& data_dir,
     std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("another process");
     while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\r')) holder.pop_back();
     return make_error(ErrorCode::kIo, "the data folder " + data_dir + " is in use by " + holder,
-                      "one process writes a data folder at a time; search, show, verify, stats, queue and "
-                      "quarantine work beside it");
+                      "one process writes a data folder at a time: run this once it has ended, or stop it first "
+                      "(`mailark serve` stops cleanly on SIGTERM; senders retry while it is down); search, show, "
+                      "verify, stats, queue and quarantine work beside it");
   }
   std::unique_ptr<DataLock> lock(new DataLock());
   lock->fd_ = fd;

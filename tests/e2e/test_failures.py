@@ -603,6 +603,7 @@ networks = ["10.99.0.0/16"]
         p = srv.run("import", os.path.dirname(os.path.abspath(__file__)))
         self.assertEqual(p.returncode, 5, p.stderr)
         self.assertIn(b"is in use by `mailark serve` (pid", p.stderr)
+        self.assertIn(b"stop it first (`mailark serve` stops cleanly on SIGTERM", p.stderr)  # what to do
         for args in (["search", "subject:beside"], ["show", "1"], ["verify"], ["stats"], ["queue"], ["quarantine"]):
             q = srv.run(*args, "--json")
             self.assertEqual(q.returncode, 0, (args, q.stderr))
