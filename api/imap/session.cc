@@ -325,6 +325,8 @@ std::string ImapSession::sync(bool allow_expunge) {
     for (std::size_t i = view.size(); i-- > 0;) {
       if (!now.count(view[i].uid)) {
         out += "* " + std::to_string(i + 1) + " EXPUNGE\r\n";
+        // RECENT never counts more than EXISTS (test_imap.py test_recent_never_counts_a_message_another_session_expunged)
+        sel_->recent.erase(view[i].uid);
         view.erase(view.begin() + static_cast<std::ptrdiff_t>(i));
       }
     }

@@ -280,6 +280,32 @@ tls = "implicit"
         self.assertIn(b"TRYCREATE", data[0])
         a.logout()
 
+    def test_recent_never_counts_a_message_another_session_expunged(self):
+        # api/imap/session.cc: a session's \Recent set loses the messages it reports expunged. Before,
+        # it kept them: after another session expunged a recent message and a new one arrived, the
+        # update said "* 1 EXISTS" then "* 2 RECENT" (imaptest's stress run under ASan: "seq too high
+        # (2 > 1, state=APPEND): * 2 RECENT").
+        a, b = self.login("carol@example.com", "carol-pw"), self.login("carol@example.com", "carol-pw")
+        self.assertEqual(a.create("RecentCheck")[0], "OK")
+        self.assertEqual(b.append("RecentCheck", None, None, message("recent one"))[0], "OK")
+        self.assertEqual(self.wait_count(a, "RecentCheck", 1), 1)  # a's read-write SELECT: 1 is recent
+        a.response("RECENT"), a.response("EXISTS")  # what the SELECT said
+        self.assertEqual(b.select("RecentCheck")[0], "OK")
+        self.assertEqual(b.store("1", "+FLAGS", "\\Deleted")[0], "OK")
+        self.assertEqual(b.close()[0], "OK")  # expunges it, and b has nothing selected
+        self.assertEqual(b.append("RecentCheck", None, None, message("recent two"))[0], "OK")
+        exists, recent = [], []
+        deadline = time.time() + 15
+        while not exists and time.time() < deadline:
+            self.assertEqual(a.noop()[0], "OK")
+            exists += [int(v) for v in a.response("EXISTS")[1] if v is not None]
+            recent += [int(v) for v in a.response("RECENT")[1] if v is not None]
+            time.sleep(0.2)
+        self.assertEqual(exists, [1], "the expunge, then the new message")
+        self.assertEqual(recent, [1], "only the new message is recent")
+        a.logout()
+        b.logout()
+
     def test_flags_moves_and_expunge_are_views_and_the_archive_keeps_everything(self):
         self.send(["alice@example.com"], message("keep me archived"))
         raw = self.archive_bytes("subject:\"keep me archived\"")
