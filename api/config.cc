@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -12,6 +11,8 @@
 #include <toml++/toml.h>
 
 #include "common/ascii.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
 #include "common/numbers.h"
 
 namespace mailark::api {
@@ -169,21 +170,17 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
   }
   auto text = read_config_file(path);
   if (!text) return text.error();
-  return parse_serve_config(*text, path);
+  auto c = parse_serve_config(*text, path);
+  if (c) c->source_sha256 = to_hex(sha256(*text));
+  return c;
 }
 
 Result<std::string> read_config_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return make_error(ErrorCode::kNotFound, "no configuration file " + path);
-  if (std::filesystem::is_directory(path, ec))
-    return make_error(ErrorCode::kInvalidArgument, path + " is a directory, not a configuration file");
-  std::ifstream in(path, std::ios::binary);
-  // One byte past the bound tells a file that is too large; nothing past it is read (/dev/zero ends).
-  std::string text(kMaxConfigBytes + 1, '\0');
-  if (in) in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (!in && !in.eof()) return make_error(ErrorCode::kIo, "cannot read " + path);
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  if (text.size() > kMaxConfigBytes) return make_error(ErrorCode::kInvalidArgument, path + ": larger than 1 MiB");
+  auto text = read_file_head(path, kMaxConfigBytes);  // a directory: kInvalidArgument
+  if (!text) return text.error();
+  if (text->size() > kMaxConfigBytes) return make_error(ErrorCode::kInvalidArgument, path + ": larger than 1 MiB");
   return text;
 }
 

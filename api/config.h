@@ -195,6 +195,9 @@ struct ServeConfig {
   RetentionConfig retention;
   AdminConfig admin;
   WebConfig web;
+  // Hex SHA-256 of the file's bytes as load_serve_config read them; empty without a file (the
+  // built-in defaults). What the audit log's config.change records (api/smtp/server.cc).
+  std::string source_sha256;
 };
 
 // Reads the file (read_config_file); an empty path gives the defaults. Errors: those of

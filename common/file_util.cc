@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 namespace mailark {
 
@@ -34,6 +35,21 @@ Status write_file_atomically(const std::string& path, const std::string& text) {
     return make_error(ErrorCode::kIo, "renaming " + tmp + ": " + std::strerror(errno));
   std::string dir = std::filesystem::path(path).parent_path().string();
   return sync_dir(dir.empty() ? "." : dir);
+}
+
+Result<std::string> read_file_head(const std::string& path, std::size_t max_bytes) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return make_error(ErrorCode::kInvalidArgument, path + " is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    return make_error(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo, "cannot read " + path + ": " + std::strerror(err));
+  }
+  std::string text(max_bytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) return make_error(ErrorCode::kIo, "cannot read " + path);
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return text;
 }
 
 Status sync_dir(const std::string& dir) {

@@ -23,6 +23,13 @@ Status sync_dir(const std::string& dir);
 // or a write of nothing.
 bool write_all(int fd, std::string_view bytes);
 
+// The first max_bytes + 1 bytes of a file, or all of it when it is shorter (one byte past max_bytes
+// tells the caller it is longer), whatever it is: a regular file, a pipe, a device without end
+// (/dev/zero). Errors: kNotFound (nothing there), kInvalidArgument (a directory), kIo (it cannot be
+// opened or read). Used for small files a user names: the server's configuration (api/config.cc), checkpoints
+// and keys (tools/). Test: ConfigFile.* in tests/config_test.cc.
+Result<std::string> read_file_head(const std::string& path, std::size_t max_bytes);
+
 // A file's modification time in Unix seconds; 0 when it cannot be read (an import's last guess at
 // when a message arrived).
 std::int64_t file_mtime(const std::string& path);

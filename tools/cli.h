@@ -64,8 +64,6 @@ Result<CaseStore*> case_store(const GlobalOptions& g);
 // (tests/e2e/test_cases.py test_every_search_view_and_export_is_in_the_audit_log).
 Status audit(const GlobalOptions& g, const std::string& action, const std::string& target,
              const std::string& detail_json = "{}");
-// At most max_bytes (and one more, so that a longer file shows) of a small file: a checkpoint, a key.
-Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes);
 // A --key argument: a verifier key ("NAME+ID+KEY"), or a file holding one.
 Result<NoteVerifier> verifier_key_arg(const std::string& arg);
 // "512 B", "3.4 KiB", "70.5 MiB", "1.2 GiB".

@@ -5,10 +5,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <utility>
-#include <fstream>
 #include <ctime>
 #include <iostream>
 
+#include "common/file_util.h"
 #include "common/dates.h"
 #include "engine/cases.h"
 #include "tools/cli.h"
@@ -116,18 +116,9 @@ Status audit(const GlobalOptions& g, const std::string& action, const std::strin
   return ok_status();
 }
 
-Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error(ErrorCode::kNotFound, "cannot read " + path);
-  std::string text(max_bytes + 1, '\0');
-  f.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(f.gcount()));
-  return text;
-}
-
 Result<NoteVerifier> verifier_key_arg(const std::string& arg) {
   if (arg.find('+') != std::string::npos) return parse_verifier_key(arg);
-  MAILARK_ASSIGN_OR_RETURN(std::string text, read_small_file(arg, 4096));
+  MAILARK_ASSIGN_OR_RETURN(std::string text, read_file_head(arg, 4096));
   return parse_verifier_key(text);
 }
 

@@ -2,6 +2,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/file_util.h"
 #include "common/json_text.h"
 #include "engine/checkpoint.h"
 #include "engine/verify.h"
@@ -28,7 +29,7 @@ Result<std::vector<Checkpoint>> open_checkpoints(const GlobalOptions& g, const A
   std::vector<ReadCheckpoint> read;
   auto named = [](const std::string& path, const Error& e) { return make_error(e.code, path + ": " + e.context, e.hint); };
   for (const auto& path : args.checkpoints) {
-    MAILARK_ASSIGN_OR_RETURN(std::string note, read_small_file(path, kMaxNoteBytes));
+    MAILARK_ASSIGN_OR_RETURN(std::string note, read_file_head(path, kMaxNoteBytes));
     auto r = read_checkpoint(note, id);
     if (!r) return named(path, r.error());
     read.push_back(std::move(*r));

@@ -364,7 +364,7 @@ struct SmtpServer::Impl {
       MAILARK_TRY(setup_mailboxes(limits));
     // The audit log: configuration changes, and retention's legal holds.
     MAILARK_TRY(open_cases());
-    audit_configuration("start");
+    audit_configuration(config, "start");
     if (config.retention.every > 0) {
       retention = std::make_unique<RetentionPass>(engine.archive(), **writer, engine.options().data_dir, limits, *cases,
                                                   mailboxes.get(), config.retention);
@@ -385,17 +385,10 @@ struct SmtpServer::Impl {
   // A configuration change is an audit entry: when the server starts (or reloads) with a file whose
   // SHA-256 is not the one it last ran with (DATA/config.sha256), "config.change" names the file and
   // both hashes (tests/e2e/test_retention.py test_the_server_expires_while_it_serves).
-  void audit_configuration(const char* when) {
-    std::string text;
-    if (!config_path.empty()) {
-      auto read = read_config_file(config_path);  // bounded, as the load that came before
-      if (!read) {
-        spdlog::error("the configuration is not in the audit log: {}", read.error().to_string());
-        return;
-      }
-      text = std::move(*read);
-    }
-    const std::string now = to_hex(sha256(config_path.empty() ? std::string("(built-in defaults)") : text));
+  void audit_configuration(const ServeConfig& loaded, const char* when) {
+    // Of the bytes the load read, not read again.
+    const std::string now = loaded.source_sha256.empty() ? to_hex(sha256(std::string("(built-in defaults)")))
+                                                         : loaded.source_sha256;
     const std::string state = engine.options().data_dir + "/config.sha256";
     std::string before;
     {
@@ -1034,7 +1027,7 @@ struct SmtpServer::Impl {
         policy = policy_data(*fresh);
         spdlog::info("reload: configuration re-read from {} (listeners change on restart)",
                      config_path.empty() ? "defaults" : config_path);
-        audit_configuration("reload");
+        audit_configuration(*fresh, "reload");
       }
       // Compiling signatures takes seconds with a full database: on the pool, while sessions go on
       // with the engine in use (tests/e2e/test_failures.py test_reload_under_load_drops_nothing).

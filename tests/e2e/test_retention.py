@@ -3,6 +3,7 @@ a run that expires whole closed segments as if forty days had passed (faketime, 
 moves the clock of the one `mailark` process), legal holds that keep their mail, verify proving the
 history across the gaps, a checkpoint signed before the expiry that still holds, and the signed
 tombstones checked by tests/e2e/tlog.py without mailark. Every change is in the audit log."""
+import hashlib
 import json
 import os
 import shutil
@@ -183,6 +184,8 @@ every = 1
         # The server's configuration is in the log once: a restart with the same file adds nothing.
         changes = [e for e in self.js("audit", "list", "--limit", "1000") if e["action"] == "config.change"]
         self.assertEqual([(e["actor"], e["detail"]["before"]) for e in changes], [("server", "")])
+        with open(srv.config, "rb") as f:  # the hash of the bytes the server read
+            self.assertEqual(changes[0]["detail"]["sha256"], hashlib.sha256(f.read()).hexdigest())
         again = Server(config, data=self.data)
         self.addCleanup(again.cleanup)
         again.start()
