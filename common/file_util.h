@@ -23,6 +23,10 @@ Status sync_dir(const std::string& dir);
 // or a write of nothing.
 bool write_all(int fd, std::string_view bytes);
 
+// write_all for a socket: send(2) without SIGPIPE, so a peer that has gone is a false return, not a
+// signal.
+bool send_all(int fd, std::string_view bytes);
+
 // The first max_bytes + 1 bytes of a file, or all of it when it is shorter (one byte past max_bytes
 // tells the caller it is longer), whatever it is: a regular file, a pipe, a device without end
 // (/dev/zero). Errors: kNotFound (nothing there), kInvalidArgument (a directory), kIo (it cannot be

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "common/file_util.h"
+#include "common/frames.h"
 #include "common/numbers.h"
 #include "engine/message.h"
 
@@ -349,25 +350,10 @@ class Reader {
   bool halted_ = false;  // stop said so
 };
 
-// Frames between the helper and the importer: a kind byte ('m' message, 'e' error, 's' skipped,
-// 'x' end), a field count byte, then each field as an 8-byte little-endian length and its bytes.
+// Frames between the helper and the importer (common/frames.h): 'm' message (origin, bytes, received
+// at, folder), 'e' error (origin, reason), 's' skipped (origin, what), 'x' end.
 bool write_frame(int fd, char kind, std::initializer_list<std::string_view> fields) {
-  std::string head;
-  head.push_back(kind);
-  head.push_back(static_cast<char>(fields.size()));
-  if (!write_all(fd, head)) return false;
-  for (std::string_view f : fields) {
-    char len[8];
-    std::uint64_t n = f.size();
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-    if (!write_all(fd, std::string_view(len, 8)) || !write_all(fd, f)) return false;
-  }
-  return true;
-}
-
-bool read_exact(std::FILE* in, std::string& out, std::size_t n) {
-  out.resize(n);
-  return n == 0 || std::fread(out.data(), 1, n, in) == n;
+  return write_all(fd, encode_frame(kind, fields));
 }
 
 std::string describe_exit(int status) {
@@ -413,35 +399,25 @@ int write_pst_frames(const std::string& path, const Limits& limits, int fd) {
 PstFrames read_pst_frames(std::FILE* in, const std::string& path, const Limits& limits, const SourceCallbacks& cb) {
   PstFrames out;
   const std::size_t max_field = limits.max_message_bytes + (1u << 20);
-  std::vector<std::string> fields;
+  Frame frame;
   while (!out.ended && out.bad.empty()) {
-    int kind = std::fgetc(in);
-    if (kind == EOF) break;
-    int count = std::fgetc(in);
-    if (count == EOF || count > 4) {
+    const FrameRead got = read_frame(in, max_field, 4, frame);
+    if (got == FrameRead::kEnd) break;
+    if (got == FrameRead::kTruncated) {
+      out.bad = "the PST reader's output ends inside a frame";
+      break;
+    }
+    if (got == FrameRead::kTooLarge) {
+      out.bad = "the PST reader wrote a frame larger than the message limit";
+      break;
+    }
+    if (got == FrameRead::kBad) {
       out.bad = "the PST reader wrote what is not a frame";
       break;
     }
-    fields.assign(static_cast<std::size_t>(count), {});
-    for (auto& f : fields) {
-      unsigned char len[8];
-      if (std::fread(len, 1, 8, in) != 8) {
-        out.bad = "the PST reader's output ends inside a frame";
-        break;
-      }
-      std::uint64_t n = 0;
-      for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-      if (n > max_field) {
-        out.bad = "the PST reader wrote a frame larger than the message limit";
-        break;
-      }
-      if (!read_exact(in, f, static_cast<std::size_t>(n))) {
-        out.bad = "the PST reader's output ends inside a frame";
-        break;
-      }
-    }
-    if (!out.bad.empty()) break;
-    if (kind == 'm' && count == 4) {
+    auto& fields = frame.fields;
+    const std::size_t count = fields.size();
+    if (frame.kind == 'm' && count == 4) {
       SourceMessage m;
       m.origin = std::move(fields[0]);
       m.raw = std::move(fields[1]);
@@ -450,11 +426,11 @@ PstFrames read_pst_frames(std::FILE* in, const std::string& path, const Limits& 
       m.file = path;
       ++out.messages;
       cb.on_message(std::move(m));
-    } else if (kind == 'e' && count == 2) {
+    } else if (frame.kind == 'e' && count == 2) {
       cb.on_error(fields[0], fields[1]);
-    } else if (kind == 's' && count == 2) {
+    } else if (frame.kind == 's' && count == 2) {
       if (cb.on_skipped) cb.on_skipped(fields[0], fields[1]);
-    } else if (kind == 'x' && count == 0) {
+    } else if (frame.kind == 'x' && count == 0) {
       out.ended = true;
     } else {
       out.bad = "the PST reader wrote what is not a frame";

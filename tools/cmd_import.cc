@@ -1,8 +1,13 @@
 // mailark import PATH...: Maildir folders, mbox files, Outlook PST files, single messages, directories
 // (recursive). `mailark pst-read` is the child process that reads a PST for it (engine/pst.h).
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -10,10 +15,12 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
 #include "common/json_text.h"
+#include "engine/handoff.h"
 #include "engine/ingest.h"
 #include "engine/mailbox.h"
 #include "engine/pst.h"
@@ -80,6 +87,228 @@ std::uint64_t count_files(const std::vector<std::string>& paths) {
   return n;
 }
 
+// Counts one message's result; true when it failed.
+bool count_result(Summary& sum, const IngestResult& r) {
+  switch (r.outcome) {
+    case IngestOutcome::kArchived:
+      sum.imported++;
+      if (r.verdict == scanner::VerdictKind::kInfected) sum.infected++;
+      if (r.verdict == scanner::VerdictKind::kUnscannable) sum.unscannable++;
+      if (r.verdict == scanner::VerdictKind::kUnscanned) sum.unscanned++;
+      if (r.malformed) sum.malformed++;
+      return false;
+    case IngestOutcome::kDuplicate:
+      sum.duplicates++;
+      return false;
+    case IngestOutcome::kRefused:
+      sum.errors++;
+      sum.error_files.push_back({{"path", r.origin}, {"reason", r.reason}});
+      return false;
+    case IngestOutcome::kFailed:
+    case IngestOutcome::kDeferred:  // imports never defer; counted as failed if one ever did
+      sum.failed++;
+      sum.errors++;
+      sum.error_files.push_back({{"path", r.origin}, {"reason", r.reason}});
+      return true;
+  }
+  return false;
+}
+
+struct Outcome {
+  std::uint64_t archive_head = 0;
+  double signature_load_seconds = 0;
+  std::uint64_t placed = 0;
+  bool handed = false;  // handed to a running server
+  std::string stopped;  // why the import stopped before its end, with what to do
+};
+
+int print_summary(const ImportArgs& args, const Summary& sum, const Outcome& o) {
+  if (args.json) {
+    nlohmann::json j = {{"messages", sum.messages},       {"imported", sum.imported},
+                        {"duplicates", sum.duplicates},   {"infected", sum.infected},
+                        {"unscannable", sum.unscannable}, {"unscanned", sum.unscanned},
+                        {"malformed", sum.malformed},
+                        {"errors", sum.errors},           {"skipped", sum.skipped},
+                        {"skipped_kinds", sum.skipped_kinds},
+                        {"error_files", sum.error_files}, {"archive_head", o.archive_head},
+                        {"signature_load_seconds", o.signature_load_seconds},
+                        {"placed_in_folders", o.placed},  {"handed_to_server", o.handed}};
+    if (!o.stopped.empty()) j["stopped"] = o.stopped;
+    std::cout << json_text(j) << "\n";
+  } else {
+    if (o.handed) std::cout << "handed to the running server (mailark serve), which scanned and archived it\n";
+    std::cout << "messages   " << sum.messages << "\n"
+              << "imported   " << sum.imported << "\n"
+              << "duplicates " << sum.duplicates << "\n"
+              << "infected   " << sum.infected << "\n"
+              << "unscannable " << sum.unscannable << "\n"
+              << "unscanned  " << sum.unscanned << "\n"
+              << "malformed  " << sum.malformed << "\n"
+              << "errors     " << sum.errors << "\n";
+    if (o.placed) std::cout << "placed     " << o.placed << " in users' folders\n";
+    if (sum.skipped) {
+      std::string kinds;
+      for (const auto& [what, n] : sum.skipped_kinds) kinds += (kinds.empty() ? "" : "; ") + std::to_string(n) + " " + what;
+      std::cout << "skipped    " << sum.skipped << " (" << kinds << ")\n";
+    }
+    for (const auto& ef : sum.error_files) {
+      std::cout << "  error: " << ef["path"].get<std::string>() << ": " << ef["reason"].get<std::string>()
+                << "\n";
+    }
+  }
+  if (!o.stopped.empty()) std::cerr << "mailark: import " << o.stopped << "\n";
+  return sum.failed || !o.stopped.empty() ? kExitFailure : kExitOk;
+}
+
+// The envelope fields an import sets from where a message was found (--custodian-per-folder, a
+// PST's folders), the same whether it archives the message itself or hands it to a server.
+void place_message(const SourceMessage& m, const std::vector<std::string>& roots, std::string& custodian,
+                   std::string& folder) {
+  if (!roots.empty()) {
+    auto [who, in] = custodian_from_path(roots, m.file);
+    if (auto c = check_custodian(who); c) custodian = *c;
+    folder = in.size() <= 1000 ? in : std::string();
+  }
+  if (!m.folder.empty()) folder = m.folder.size() <= 1000 ? m.folder : std::string();
+}
+
+// What an import hands the pipeline for a message it read (engine/handoff.h handoff_item makes the
+// item), the same whether it archives the message itself or hands it to a running server.
+HandoffMessage describe(SourceMessage&& m, const std::vector<std::string>& roots, const std::string& custodian,
+                        const std::string& owner) {
+  HandoffMessage h;
+  h.custodian = custodian;
+  place_message(m, roots, h.custodian, h.folder);
+  h.origin = std::move(m.origin);
+  h.raw = std::move(m.raw);
+  h.received_at = m.received_at;
+  h.mail_from = std::move(m.mail_from);
+  h.owner = owner;
+  return h;
+}
+
+// Errors and skipped items of the walk, counted.
+void count_walk(SourceCallbacks& cb, Summary& sum, std::mutex& mu) {
+  cb.on_error = [&sum, &mu](const std::string& origin, const std::string& reason) {
+    std::lock_guard lock(mu);
+    sum.errors++;
+    sum.error_files.push_back({{"path", origin}, {"reason", reason}});
+  };
+  cb.on_skipped = [&sum, &mu](const std::string&, const std::string& what) {
+    std::lock_guard lock(mu);
+    sum.skipped++;
+    sum.skipped_kinds[what]++;
+  };
+}
+
+// The import socket of a server running on this data folder (engine/handoff.h), connected; -1 when
+// none answers (no server runs, or one from before servers took imports: the data folder's lock
+// then says who holds it).
+int connect_handoff(const std::string& data_dir) {
+  const std::string path = data_dir + "/" + kHandoffSocketName;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return -1;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The import when `mailark serve` runs on the data folder: the mailboxes are read here, each
+// message handed to the server, which scans and archives it with what it has loaded
+// (engine/handoff.h). Test: tests/e2e/test_import_handoff.py.
+int run_handed_import(const ImportArgs& args, int fd, const std::string& owner, const std::string& custodian,
+                      const std::vector<std::string>& roots) {
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  const int in_fd = ::dup(fd);
+  std::FILE* in = in_fd >= 0 ? ::fdopen(in_fd, "rb") : nullptr;
+  if (!in) return report(make_error(ErrorCode::kIo, std::string("reading the server's import socket: ") + std::strerror(errno)));
+  struct FileCloser {
+    std::FILE* f;
+    ~FileCloser() { std::fclose(f); }
+  } in_closer{in};
+  HandoffReply hello;
+  std::string why;
+  if (!read_handoff_reply(in, hello, why) || hello.kind != HandoffReply::kHello) {
+    if (hello.kind == HandoffReply::kStop) why = hello.why;
+    return report(make_error(ErrorCode::kIo, "the running server (mailark serve) did not take the import: " + why));
+  }
+  if (args.no_scan)
+    return report(make_error(ErrorCode::kInvalidArgument,
+                             "--no-scan: `mailark serve` runs on this data folder and scans everything it archives",
+                             "import without --no-scan (the server's signatures are loaded already), or stop the server first"));
+  Limits limits;  // the server's message size; the mailboxes are read by it
+  limits.max_message_bytes = static_cast<std::size_t>(hello.max_message_bytes);
+
+  Summary sum;
+  std::mutex mu;
+  std::atomic<bool> stopping{false};
+  std::string stopped_why;  // under mu
+  Outcome outcome;
+  outcome.handed = true;
+  Progress progress("importing");
+  const std::uint64_t total_files = count_files(args.paths);
+  std::uint64_t processed = 0;
+  bool ended = false;
+  std::thread reader([&] {
+    HandoffReply reply;
+    std::string lost;
+    while (read_handoff_reply(in, reply, lost)) {
+      std::lock_guard lock(mu);
+      if (reply.kind == HandoffReply::kResult) {
+        ++processed;
+        count_result(sum, reply.result);
+        progress.update(processed, std::max(total_files, processed));
+      } else if (reply.kind == HandoffReply::kStop) {
+        if (!stopping.exchange(true) || stopped_why.empty()) stopped_why = reply.why;
+        ::shutdown(fd, SHUT_WR);  // a send blocked on the socket ends now
+      } else if (reply.kind == HandoffReply::kEnd) {
+        outcome.archive_head = reply.head;
+        ended = true;
+        return;
+      }
+    }
+    std::lock_guard lock(mu);
+    stopping = true;
+    if (stopped_why.empty())
+      stopped_why = "the server ended the import before it had reported every message (" + lost + ")";
+    ::shutdown(fd, SHUT_WR);
+  });
+
+  SourceCallbacks cb;
+  cb.stop = [&] { return stopping.load(); };
+  cb.on_message = [&](SourceMessage&& m) {
+    if (stopping) return;
+    if (!send_all(fd, encode_handoff_message(describe(std::move(m), roots, custodian, owner)))) {
+      stopping = true;  // the reader says why
+      return;
+    }
+    std::lock_guard lock(mu);
+    sum.messages++;
+  };
+  count_walk(cb, sum, mu);
+  cb.pst_helper = {cli_binary(), "pst-read", "--max-message-bytes", std::to_string(limits.max_message_bytes)};
+  Status walked = walk_sources(args.paths, limits, cb);
+  if (!stopping) send_all(fd, encode_handoff_done());
+  reader.join();
+  progress.finish();
+  if (!walked) return report(walked.error());
+  if (!ended || stopping) {
+    outcome.stopped = "stopped: " + (stopped_why.empty() ? std::string("the server did not say why") : stopped_why) +
+                      ". Run the same import again: what is archived already counts as duplicates.";
+  }
+  // Users' folders follow the archive inside the server.
+  return print_summary(args, sum, outcome);
+}
+
 int run_import(const GlobalOptions& g, const ImportArgs& args) {
   std::string owner;
   if (!args.owner.empty()) {
@@ -104,6 +333,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     if (!c) return report(Error{c.error().code, "--custodian: " + c.error().context, c.error().hint});
     custodian = *c;
   }
+  // A server runs on this data folder: hand it the messages (it holds the archive).
+  if (const int fd = connect_handoff(g.data_dir); fd >= 0) return run_handed_import(args, fd, owner, custodian, roots);
   EngineOptions options;
   options.writer = "import";
   // With --config, the limits a server with that file works by (its message size, scan limits and disk
@@ -158,30 +389,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   auto on_result = [&](const IngestResult& r) {
     std::lock_guard lock(mu);
     ++processed;
-    switch (r.outcome) {
-      case IngestOutcome::kArchived:
-        sum.imported++;
-        if (r.verdict == scanner::VerdictKind::kInfected) sum.infected++;
-        if (r.verdict == scanner::VerdictKind::kUnscannable) sum.unscannable++;
-        if (r.verdict == scanner::VerdictKind::kUnscanned) sum.unscanned++;
-        if (r.malformed) sum.malformed++;
-        break;
-      case IngestOutcome::kDuplicate:
-        sum.duplicates++;
-        break;
-      case IngestOutcome::kRefused:
-        sum.errors++;
-        sum.error_files.push_back({{"path", r.origin}, {"reason", r.reason}});
-        break;
-      case IngestOutcome::kFailed:
-      case IngestOutcome::kDeferred:  // imports never defer; counted as failed if one ever did
-        if (r.store_failed && !stopping.exchange(true))
-          stopped_why = "the archive could not record a batch (" + r.reason + ")";
-        sum.failed++;
-        sum.errors++;
-        sum.error_files.push_back({{"path", r.origin}, {"reason", r.reason}});
-        break;
-    }
+    if (count_result(sum, r) && r.store_failed && !stopping.exchange(true))
+      stopped_why = "the archive could not record a batch (" + r.reason + ")";
     progress.update(processed, std::max(total_files, processed));
   };
 
@@ -213,43 +422,15 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
         sum.messages++;
         in_flight_bytes += m.raw.size();
       }
-      IngestItem item;
-      item.on_done = [&mu, &in_flight_bytes, bytes = std::uint64_t{m.raw.size()}](const IngestResult&) {
+      const std::uint64_t bytes = m.raw.size();
+      IngestItem item = handoff_item(describe(std::move(m), roots, custodian, owner));
+      item.on_done = [&mu, &in_flight_bytes, bytes](const IngestResult&) {
         std::lock_guard lock(mu);
         in_flight_bytes -= bytes;
       };
-      item.origin = std::move(m.origin);
-      item.raw = std::move(m.raw);
-      item.envelope.direction = Direction::kImport;
-      item.envelope.mail_from = std::move(m.mail_from);
-      item.envelope.client = "import";
-      item.envelope.connector = "import";
-      item.envelope.source = item.origin;
-      item.envelope.custodian = custodian;
-      if (!roots.empty()) {
-        auto [who, folder] = custodian_from_path(roots, m.file);
-        if (auto c = check_custodian(who); c) item.envelope.custodian = *c;
-        item.envelope.folder = folder.size() <= 1000 ? folder : std::string();
-      }
-      if (!m.folder.empty()) item.envelope.folder = m.folder.size() <= 1000 ? m.folder : std::string();
-      item.envelope.received_at = m.received_at;
-      if (!owner.empty()) item.envelope.rcpt_to = {owner};  // the mailbox store places it for the owner
-      // Imports archive everything: an unscannable message of an old mailbox stays visible (its
-      // verdict says why), an infected one is quarantined; nothing is delivered.
-      item.on_unscannable = ScanAction::kDeliver;
-      item.on_infected = ScanAction::kQuarantine;
       ingest.submit(std::move(item));
     };
-    cb.on_error = [&](const std::string& origin, const std::string& reason) {
-      std::lock_guard lock(mu);
-      sum.errors++;
-      sum.error_files.push_back({{"path", origin}, {"reason", reason}});
-    };
-    cb.on_skipped = [&](const std::string&, const std::string& what) {
-      std::lock_guard lock(mu);
-      sum.skipped++;
-      sum.skipped_kinds[what]++;
-    };
+    count_walk(cb, sum, mu);
     // libpst trusts the file it reads: a PST is read by a child process, so one that crashes libpst
     // ends that file, not this import (engine/pst.h). The child is the `mailark` binary, whose start
     // loads fewer libraries than mailark-server's (where an import runs) and whose allocator is
@@ -289,55 +470,28 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     }
   }
 
-  std::string stopped;
+  Outcome outcome;
+  outcome.archive_head = e.archive().head().seq;
+  outcome.signature_load_seconds = signature_load_seconds;
+  outcome.placed = placed;
   if (stopping) {
     std::lock_guard lock(mu);
-    stopped = "stopped: " + stopped_why +
-              ". Free space where the data folder is and run the same import again: what is archived already "
-              "counts as duplicates.";
+    outcome.stopped = "stopped: " + stopped_why +
+                      ". Free space where the data folder is and run the same import again: what is archived already "
+                      "counts as duplicates.";
   }
-  if (args.json) {
-    nlohmann::json j = {{"messages", sum.messages},       {"imported", sum.imported},
-                        {"duplicates", sum.duplicates},   {"infected", sum.infected},
-                        {"unscannable", sum.unscannable}, {"unscanned", sum.unscanned},
-                        {"malformed", sum.malformed},
-                        {"errors", sum.errors},           {"skipped", sum.skipped},
-                        {"skipped_kinds", sum.skipped_kinds},
-                        {"error_files", sum.error_files}, {"archive_head", e.archive().head().seq},
-                        {"signature_load_seconds", signature_load_seconds},
-                        {"placed_in_folders", placed}};
-    if (!stopped.empty()) j["stopped"] = stopped;
-    std::cout << json_text(j) << "\n";
-  } else {
-    std::cout << "messages   " << sum.messages << "\n"
-              << "imported   " << sum.imported << "\n"
-              << "duplicates " << sum.duplicates << "\n"
-              << "infected   " << sum.infected << "\n"
-              << "unscannable " << sum.unscannable << "\n"
-              << "unscanned  " << sum.unscanned << "\n"
-              << "malformed  " << sum.malformed << "\n"
-              << "errors     " << sum.errors << "\n";
-    if (placed) std::cout << "placed     " << placed << " in users' folders\n";
-    if (sum.skipped) {
-      std::string kinds;
-      for (const auto& [what, n] : sum.skipped_kinds) kinds += (kinds.empty() ? "" : "; ") + std::to_string(n) + " " + what;
-      std::cout << "skipped    " << sum.skipped << " (" << kinds << ")\n";
-    }
-    for (const auto& ef : sum.error_files) {
-      std::cout << "  error: " << ef["path"].get<std::string>() << ": " << ef["reason"].get<std::string>()
-                << "\n";
-    }
-  }
-  if (!stopped.empty()) std::cerr << "mailark: import " << stopped << "\n";
+  const int code = print_summary(args, sum, outcome);
   if (!fatal) return report(fatal.error());
-  return sum.failed || !stopped.empty() ? kExitFailure : kExitOk;
+  return code;
 }
 
 }  // namespace
 
 void register_import(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<ImportArgs>();
-  auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, Outlook PST files, .eml files and directories");
+  auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, Outlook PST files, .eml files and directories\n"
+                                           "(beside a running `mailark serve`, handed to it: it scans and archives them by its own\n"
+                                           "signatures, limits and disk reserve; --no-scan, --config and --disk-reserve are then the server's)");
   cmd->add_option("paths", args->paths, "what to import")->required();
   cmd->add_flag("--json", args->json, "print one JSON object");
   cmd->add_flag("--no-scan", args->no_scan, "skip virus scanning (messages are recorded as unscanned)");

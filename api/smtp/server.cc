@@ -20,6 +20,7 @@
 #include "api/accept.h"
 #include "api/blocking.h"
 #include "api/disk_reserve.h"
+#include "api/import_socket.h"
 #include "api/room.h"
 #include "api/write.h"
 #include "api/checkpoints.h"
@@ -45,6 +46,7 @@
 #include "api/tls.h"
 #include "common/ascii.h"
 #include "common/dates.h"
+#include "engine/handoff.h"
 #include "engine/ingest.h"
 #include "engine/mailbox.h"
 #include "engine/message.h"
@@ -225,6 +227,7 @@ struct SmtpServer::Impl {
   };
   std::vector<Listener> listeners;
   std::unique_ptr<Ingest> ingest;
+  std::unique_ptr<ImportSocket> import_socket;  // imports handed to this server (engine/handoff.h)
   std::unique_ptr<DeliveryAgent> delivery;
   std::unique_ptr<RecipientVerifier> verifier;
   std::unique_ptr<Alerter> alerter;
@@ -318,12 +321,20 @@ struct SmtpServer::Impl {
     opts.seal_interval_ms = config.seal_interval_ms;
     opts.train_after = 0;          // a server trains dictionaries offline (mailark train-dictionary)
     opts.preserve_order = false;   // a slow scan holds up only its own session's reply
-    opts.queue_depth = std::max(16u, config.max_sessions);
+    // Room for every session, and beside it for what an import handed to the server may hold.
+    opts.queue_depth = std::max(16u, config.max_sessions) + ImportSocket::kMaxInFlight;
     opts.on_warning = [](const std::string& w) { spdlog::warn("{}", w); };
     opts.on_info = [](const std::string& w) { spdlog::info("{}", w); };
     Limits limits = config.limits;
     limits.max_message_bytes += Limits::kTraceHeaderBytes;  // room for the Received header this hop adds
     ingest = std::make_unique<Ingest>(engine.archive(), **writer, *scanner, limits, opts, nullptr);
+    import_socket = std::make_unique<ImportSocket>(io, *ingest, disk_reserve, config.limits,
+                                                   engine.options().data_dir + "/" + kHandoffSocketName,
+                                                   [this] { return engine.archive().head().seq; });
+    if (Status opened = import_socket->open(); !opened) {
+      spdlog::warn("imports cannot be handed to this server: {}", opened.error().to_string());
+      import_socket.reset();
+    }
     verifier = std::make_unique<RecipientVerifier>(io, blocking, engine.archive(), config);
     // Alert e-mail goes through the pipeline (archived, scanned) and the queue's internet route:
     // mailark delivers it itself, never through the primary.
@@ -1054,6 +1065,7 @@ struct SmtpServer::Impl {
     if (admin) admin->stop();
     if (imap) imap->stop();
     if (web) web->stop();
+    if (import_socket) import_socket->stop();
   }
 };
 
@@ -1099,6 +1111,10 @@ Status SmtpServer::run() {
                  m.config.admin.token_file.empty() ? m.engine.options().data_dir + "/admin-token" : m.config.admin.token_file);
   }
   if (m.imap) asio::co_spawn(m.io, m.imap->run(), log_exception);
+  if (m.import_socket) {
+    m.import_socket->start();
+    spdlog::info("listening: imports handed to the server on {}/{}", m.engine.options().data_dir, kHandoffSocketName);
+  }
   if (m.web) {
     asio::co_spawn(m.io, m.web->run(), log_exception);
     spdlog::info("listening: web portal on {} port {} (tls {})", m.config.web.listen, m.web->port(), m.config.web.tls);
@@ -1114,6 +1130,7 @@ Status SmtpServer::run() {
   if (Status flushed = m.ingest->finish(); !flushed) {
     spdlog::warn("while serving, an archive write failed once: {}", flushed.error().to_string());
   }
+  if (m.import_socket) m.import_socket->join();  // its last results were reported as the pipeline finished
   spdlog::info("stopped");
   return ok_status();
 }

@@ -8,6 +8,9 @@ latency (median and p95) for mailark and notmuch on the same query list.
 
   python3 bench/import/run.py [--mailark build/mailark] [--corpus ../shared/corpus] [--work DIR]
                               [--signatures DIR]   (e.g. the real-size set of bench/sigs/generate.py)
+                              [--handed]   import beside a running `mailark serve`, which has loaded
+                                           the signatures already: the import hands it the messages
+                                           (engine/handoff.h); the time is the import command's
 
 Needs the Debian packages notmuch and maildir-utils (scripts/setup.sh installs them).
 """
@@ -15,6 +18,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -83,6 +88,47 @@ def lay_out(corpus, dest):
     return n
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_server(mailark, data, work, env):
+    """`mailark serve` on the data folder (an inbound listener on loopback); returns it once it
+    listens, and the seconds its signatures took to load."""
+    cfg = os.path.join(work, "serve.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[server]\nhostname = "bench.example"\n[[listener]]\nname = "mx"\nrole = "inbound"\n'
+                f'port = {free_port()}\ntls = "none"\n[inbound]\ndomains = ["example.com"]\n'
+                f'verify_recipients = "none"\n[delivery]\nprimary = []\n')
+    log_path = os.path.join(work, "serve.log")
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([mailark, "--data", data, "serve", "--config", cfg], stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 600
+    while True:
+        text = open(log_path, errors="replace").read()
+        if "imports handed to the server" in text:
+            break
+        if proc.poll() is not None or time.time() > deadline:
+            sys.exit("mailark serve did not start: " + text[-2000:])
+        time.sleep(0.1)
+    load = 0.0
+    for line in text.splitlines():
+        if "signatures loaded in" in line:
+            load = float(line.split("signatures loaded in")[1].split()[0])
+    return proc, load
+
+
 def latencies(cmd_for, queries, repeat):
     out = []
     for q in queries:
@@ -103,6 +149,7 @@ def main():
     ap.add_argument("--work", default=None)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--signatures", default=None, help="signature folder for mailark's scanner")
+    ap.add_argument("--handed", action="store_true", help="import beside a running server (handed to it)")
     args = ap.parse_args()
     for tool in ("notmuch", "mu"):
         if not shutil.which(tool):
@@ -119,8 +166,21 @@ def main():
     m_env = dict(os.environ, MAILARK_SIGNATURES=os.path.abspath(args.signatures)) if args.signatures else None
     if args.signatures:
         print(f"mailark scans with {args.signatures}")
+    server = None
+    if args.handed:
+        server, server_load = start_server(args.mailark, data, work, m_env)
+        print(f"mailark serve is running (it loaded its signatures in {server_load:.1f} s before the import started)")
     rss_m, secs_m, proc_m = peak_rss([args.mailark, "--data", data, "import", maildir, "--json"], env=m_env)
-    load_m = json.loads(proc_m.stdout.decode().strip().splitlines()[-1]).get("signature_load_seconds", 0.0)
+    out_m = json.loads(proc_m.stdout.decode().strip().splitlines()[-1])
+    load_m = out_m.get("signature_load_seconds", 0.0)
+    if args.handed:
+        if not out_m.get("handed_to_server"):
+            sys.exit("the import was not handed to the server")
+        server_rss = rss_kib(server.pid)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=300)
+        print(f"the import was handed to the server: {out_m['imported']} imported, {out_m['infected']} infected; "
+              f"the server's RSS after it {server_rss / 1024:.0f} MB")
     disk_m = du(data)
 
     # notmuch new
@@ -147,6 +207,8 @@ def main():
                                         ("mu", rate_u, secs_u, rss_u, disk_u)):
         print(f"{name:10} {rate:8.0f} {secs:8.1f} {rss / 1024:8.0f}MB {disk / 1e6:8.1f}MB {disk / raw:9.2f}")
     print()
+    if args.handed:
+        print("(mailark: the import command, handed to a running server that had loaded its signatures)")
     print(f"import rate  mailark/notmuch = {rate_m / rate_n:.2f}x (target >= {'2.0 with the real-size set' if args.signatures else '3.0'})")
     print(f"import rate  mailark/mu      = {rate_m / rate_u:.2f}x (target >= 1.5)")
     if load_m >= 1:

@@ -1,0 +1,293 @@
+"""`mailark import` beside a running `mailark serve`: the import hands its messages to the server over
+DATA/import.sock (engine/handoff.h, api/import_socket.h), which scans and archives them with the
+signatures it has loaded, while SMTP mail keeps arriving. Real server, real CLI, generated mailboxes
+(no corpus needed)."""
+import imaplib
+import json
+import os
+import signal
+import smtplib
+import socket
+import stat
+import struct
+import subprocess
+import time
+import unittest
+
+from harness import BIN, EICAR, Server, free_port, scratch
+from test_failures import config  # an inbound listener on loopback, no primary
+
+
+def message(n, subject=None, body=None):
+    subject = subject or f"handed {n}"
+    body = body or f"message number {n} of the handed mailbox\n"
+    return (f"From: sender{n % 7}@old.example\nTo: ana@example.com\nSubject: {subject}\n"
+            f"Message-ID: <handed.{n}@old.example>\nDate: Mon, 2 Jan 2006 10:00:00 +0000\n\n{body}")
+
+
+def write_mbox(path, messages):
+    with open(path, "w") as f:
+        for m in messages:
+            f.write("From sender@old.example Mon Jan  2 10:00:00 2006\n")
+            f.write(m if m.endswith("\n") else m + "\n")
+            f.write("\n")
+
+
+def send(port, subject):
+    s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    try:
+        s.sendmail("someone@outside.example", ["ana@example.com"],
+                   f"From: someone@outside.example\r\nTo: ana@example.com\r\nSubject: {subject}\r\n\r\nhi\r\n")
+        return 250
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code
+    finally:
+        s.quit()
+
+
+def records(srv):
+    """The archive's records, after `verify` found the chain intact."""
+    v = srv.cli("verify")
+    assert v["intact"], v
+    return v["records_checked"]
+
+
+def frame(kind, *fields):
+    out = kind.encode() + bytes([len(fields)])
+    for f in fields:
+        f = f.encode() if isinstance(f, str) else f
+        out += struct.pack("<Q", len(f)) + f
+    return out
+
+
+def converse(path, data):
+    """Connects to the import socket, sends `data`, reads to the end; the frames read, as (kind, fields)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(60)
+        s.connect(path)
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:  # the server closed with our bytes unread: all it sent came first
+                break
+            if not chunk:
+                break
+            got += chunk
+    frames = []
+    while got:
+        kind, count = chr(got[0]), got[1]
+        got = got[2:]
+        fields = []
+        for _ in range(count):
+            (n,) = struct.unpack("<Q", got[:8])
+            fields.append(got[8:8 + n])
+            got = got[8 + n:]
+        frames.append((kind, fields))
+    return frames
+
+
+class ImportHandoffTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = scratch("mailark-handoff-")
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.cleanup()
+
+    def server(self, extra=""):
+        port = free_port()
+        srv = Server(config(port, extra=extra)).start()
+        srv.port = port
+        self.servers.append(srv)
+        return srv
+
+    def importing(self, srv, *args):
+        p = srv.run("import", "--json", *args, timeout=300)
+        return p, (json.loads(p.stdout) if p.stdout.strip() else None)
+
+    def test_an_import_beside_the_server_is_scanned_and_archived_by_it(self):
+        srv = self.server()
+        sock = os.path.join(srv.data, "import.sock")
+        mode = os.stat(sock).st_mode
+        self.assertTrue(stat.S_ISSOCK(mode))
+        self.assertEqual(stat.S_IMODE(mode), 0o600)  # the server's user (and root) only
+
+        mbox = os.path.join(self.tmp, "old.mbox")
+        msgs = [message(n) for n in range(300)]
+        msgs.append(message(300, "the virus", f"{EICAR}\n"))
+        write_mbox(mbox, msgs)
+        self.assertEqual(send(srv.port, "before the import"), 250)
+        p, out = self.importing(srv, mbox, "--custodian", "Ana Lee")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(out["handed_to_server"])
+        self.assertEqual(out["messages"], 301)
+        self.assertEqual(out["imported"], 301)
+        self.assertEqual(out["infected"], 1)  # the server's signatures found it
+        self.assertEqual(out["errors"], 0)
+        self.assertEqual(out["archive_head"], 302)  # the SMTP message and every handed one
+        self.assertEqual(send(srv.port, "after the import"), 250)  # the door kept working
+
+        self.assertEqual(srv.wait_for("subject:handed", 300)["total"], 300)
+        infected = srv.search("verdict:infected")
+        self.assertEqual([r["subject"] for r in infected["results"]], ["the virus"])
+        shown = srv.cli("show", str(infected["results"][0]["id"]))
+        self.assertEqual(shown["envelope"]["direction"], "import")
+        self.assertEqual(shown["envelope"]["custodian"], "Ana Lee")
+        self.assertTrue(shown["envelope"]["source"].startswith(mbox + "#"))
+        log = srv.server_log()
+        self.assertIn("import: ended: 301 messages handed, 301 archived, 0 duplicates", log)
+        self.assertNotIn("is in use by", p.stderr.decode())
+
+        # The same import again: everything is a duplicate; nothing is archived twice.
+        p, out = self.importing(srv, mbox, "--custodian", "Ana Lee")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual((out["imported"], out["duplicates"]), (0, 301))
+        self.assertEqual(records(srv), 303)
+
+        # Options the server cannot honour are refused, not ignored.
+        p, _ = self.importing(srv, mbox, "--no-scan")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"--no-scan: `mailark serve` runs on this data folder", p.stderr)
+
+    def test_the_servers_message_limit_bounds_the_handed_import(self):
+        srv = self.server("[limits]\nmessage_bytes = 200000\n")
+        maildir = os.path.join(self.tmp, "md")
+        for d in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(maildir, d))
+        with open(os.path.join(maildir, "cur", "1.small:2,S"), "w") as f:
+            f.write(message(1))
+        with open(os.path.join(maildir, "cur", "2.large:2,S"), "w") as f:
+            f.write(message(2, "too large", "x" * 300000 + "\n"))
+        with open(os.path.join(maildir, "cur", "3.small:2,S"), "w") as f:
+            f.write(message(3))
+        p, out = self.importing(srv, maildir)
+        self.assertEqual(p.returncode, 0, p.stderr)  # one message refused is an error, not a stop
+        self.assertEqual((out["imported"], out["errors"]), (2, 1))
+        self.assertIn("2.large", out["error_files"][0]["path"])
+        self.assertEqual(srv.wait_for("subject:handed", 2)["total"], 2)
+
+    def test_a_server_stopped_midway_loses_nothing_and_the_import_goes_on_when_run_again(self):
+        srv = self.server()
+        mbox = os.path.join(self.tmp, "big.mbox")
+        n = 6000
+        write_mbox(mbox, [message(i, body=f"message number {i}\n" + "some words of a longer body\n" * 40)
+                          for i in range(n)])
+        first = subprocess.Popen([BIN, "--data", srv.data, "import", "--json", mbox], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        # Some of it archived, then the import is paused (SIGSTOP) so that the server surely stops
+        # in its middle, whatever this machine's speed.
+        deadline = time.time() + 120
+        while srv.cli("stats")["archive_head"] < 100 and time.time() < deadline:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)
+        # One import at a time: a second is told to wait, and the first goes on.
+        p, _ = self.importing(srv, mbox)
+        self.assertEqual(p.returncode, 5, p.stderr)
+        self.assertIn(b"another import is being handed to this server now", p.stderr)
+        self.assertEqual(srv.stop(), 0)  # the server stops while the import is in its middle
+        first.send_signal(signal.SIGCONT)
+        out, err = first.communicate(timeout=120)
+        self.assertEqual(first.returncode, 1, err)
+        self.assertIn(b"the server is stopping; run the same import again", err)
+        got = json.loads(out)
+        self.assertLess(got["imported"], n)  # it was stopped midway...
+        self.assertGreater(got["imported"], 0)
+        # ...and everything it reported archived is in the archive, in a consistent chain.
+        heads = got["archive_head"]
+        self.assertGreaterEqual(heads, got["imported"])
+
+        srv2 = Server(config(srv.port), data=srv.data).start()
+        self.servers.append(srv2)
+        self.assertEqual(records(srv2), heads)
+        p, again = self.importing(srv2, mbox)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # Nothing lost, nothing twice: what the first run archived (reported or not) is a duplicate now.
+        self.assertEqual(again["imported"] + again["duplicates"], n)
+        self.assertEqual(records(srv2), n)
+        self.assertEqual(srv2.wait_for("subject:handed", n, 120)["total"], n)
+
+    def test_an_import_that_dies_or_speaks_nonsense_frees_the_server_for_the_next(self):
+        srv = self.server()
+        mbox = os.path.join(self.tmp, "some.mbox")
+        write_mbox(mbox, [message(i) for i in range(2000)])
+        killed = subprocess.Popen([BIN, "--data", srv.data, "import", mbox], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while "is handing messages to the server" not in srv.server_log() and time.time() < deadline:
+            time.sleep(0.05)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+
+        # A client that sends what is not a frame, then one that sends a frame larger than the limit:
+        # each is told why (a stop frame) and given the end, and the server goes on.
+        for junk in (b"GET / HTTP/1.1\r\n\r\n", b"m\x07" + struct.pack("<Q", 1 << 40)):
+            deadline = time.time() + 60
+            while True:  # the killed import's messages may still be finishing: "wait" until free
+                frames = converse(os.path.join(srv.data, "import.sock"), junk)
+                if frames[0][0] != "s" or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual([k for k, _ in frames], ["h", "s", "x"], frames)
+        self.assertIn("stopped taking the import", srv.server_log())
+
+        deadline = time.time() + 60
+        while True:
+            p, out = self.importing(srv, mbox)
+            if p.returncode != 5 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(out["imported"] + out["duplicates"], 2000)
+        self.assertEqual(records(srv), 2000)
+        self.assertEqual(send(srv.port, "still serving"), 250)
+
+    def test_a_mailbox_handed_for_its_owner_is_in_their_inbox_over_imap(self):
+        imap_port = free_port()
+        srv = self.server(f'[[listener]]\nname = "imap"\nrole = "imap"\naddress = "127.0.0.1"\n'
+                          f'port = {imap_port}\ntls = "none"\n')
+        srv.add_user("alice@example.com", "alice-pw")
+        mbox = os.path.join(self.tmp, "alice.mbox")
+        write_mbox(mbox, [message(i) for i in range(20)])
+        p, out = self.importing(srv, mbox, "--owner", "Alice@Example.com")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual((out["imported"], out["handed_to_server"]), (20, True))
+        m = imaplib.IMAP4("127.0.0.1", imap_port, timeout=30)
+        m.login("alice@example.com", "alice-pw")
+        deadline = time.time() + 30
+        while True:  # the server places new records in folders every half second
+            typ, data = m.select("INBOX")
+            if int(data[0]) >= 20 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(int(data[0]), 20)
+        typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        subjects = sorted(part[1].decode().strip() for part in data if isinstance(part, tuple))
+        self.assertEqual(subjects, sorted(f"Subject: handed {i}" for i in range(20)))
+        m.logout()
+
+    def test_an_import_that_stops_reading_never_holds_the_servers_shutdown(self):
+        srv = self.server()
+        n = 4000  # results of more than a socket's buffer holds
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(os.path.join(srv.data, "import.sock"))
+            for i in range(n):
+                s.sendall(frame("m", f"stuck#{i}", message(i), "0", "", "", "", ""))
+            s.sendall(frame("x"))
+            # The client reads nothing: the server's writer waits on it, while the archive has it all.
+            deadline = time.time() + 120
+            while f"import: ended: {n} messages handed, {n} archived" not in srv.server_log():
+                self.assertLess(time.time(), deadline, srv.server_log()[-2000:])
+                time.sleep(0.1)
+            self.assertEqual(srv.stop(), 0)  # within the harness's 60 s, not killed
+            self.assertIn("stopped", srv.server_log().splitlines()[-1])
+        srv2 = Server(config(srv.port), data=srv.data).start()
+        self.servers.append(srv2)
+        self.assertEqual(records(srv2), n)
+
+
+if __name__ == "__main__":
+    unittest.main()
