@@ -36,7 +36,7 @@ class DiskReserve;
 
 class ImportSocket {
  public:
-  static constexpr std::size_t kMaxInFlight = 16;
+  static constexpr std::size_t kMaxInFlight = 256;
   static constexpr std::uint64_t kMaxInFlightBytes = std::uint64_t{64} << 20;
 
   // limits: the configuration's (the message size the import is told). head: the archive's head.

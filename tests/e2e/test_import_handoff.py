@@ -192,21 +192,24 @@ class ImportHandoffTest(unittest.TestCase):
         first.send_signal(signal.SIGCONT)
         out, err = first.communicate(timeout=120)
         self.assertEqual(first.returncode, 1, err)
-        self.assertIn(b"the server is stopping; run the same import again", err)
+        # Told the server stopped ("the server is stopping"), or, when the paused import had more
+        # results unread than the socket holds and the server gave up on it, that the server ended it.
+        self.assertRegex(err, rb"the server is stopping|the server ended the import before it had reported")
+        self.assertIn(b"Run the same import again", err)
         got = json.loads(out)
         self.assertLess(got["imported"], n)  # it was stopped midway...
         self.assertGreater(got["imported"], 0)
-        # ...and everything it reported archived is in the archive, in a consistent chain.
-        heads = got["archive_head"]
-        self.assertGreaterEqual(heads, got["imported"])
-
+        # ...and everything it reported archived is in the archive, in a consistent chain (more may
+        # be: results the paused import did not read before the server gave up on it).
         srv2 = Server(config(srv.port), data=srv.data).start()
         self.servers.append(srv2)
-        self.assertEqual(records(srv2), heads)
+        archived = records(srv2)
+        self.assertGreaterEqual(archived, got["imported"])
+        self.assertLess(archived, n)
         p, again = self.importing(srv2, mbox)
         self.assertEqual(p.returncode, 0, p.stderr)
         # Nothing lost, nothing twice: what the first run archived (reported or not) is a duplicate now.
-        self.assertEqual(again["imported"] + again["duplicates"], n)
+        self.assertEqual((again["imported"], again["duplicates"]), (n - archived, archived))
         self.assertEqual(records(srv2), n)
         self.assertEqual(srv2.wait_for("subject:handed", n, 120)["total"], n)
 
