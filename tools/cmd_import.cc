@@ -241,10 +241,12 @@ int run_handed_import(const ImportArgs& args, int fd, const std::string& owner, 
     if (hello.kind == HandoffReply::kStop) why = hello.why;
     return report(make_error(ErrorCode::kIo, "the running server (mailark serve) did not take the import: " + why));
   }
-  if (args.no_scan)
+  if (args.no_scan) {
+    send_all(fd, encode_handoff_done());  // nothing to hand: the server ends the conversation cleanly
     return report(make_error(ErrorCode::kInvalidArgument,
                              "--no-scan: `mailark serve` runs on this data folder and scans everything it archives",
                              "import without --no-scan (the server's signatures are loaded already), or stop the server first"));
+  }
   Limits limits;  // the server's message size; the mailboxes are read by it
   limits.max_message_bytes = static_cast<std::size_t>(hello.max_message_bytes);
 

@@ -152,6 +152,7 @@ class ImportHandoffTest(unittest.TestCase):
         p, _ = self.importing(srv, mbox, "--no-scan")
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn(b"--no-scan: `mailark serve` runs on this data folder", p.stderr)
+        self.assertNotIn("stopped taking the import", srv.server_log())  # it said it was done, with nothing
 
     def test_the_servers_message_limit_bounds_the_handed_import(self):
         srv = self.server("[limits]\nmessage_bytes = 200000\n")
