@@ -29,7 +29,33 @@ struct UserArgs {
   bool json = false;
 };
 
-std::string read_line_no_echo(const char* prompt) {
+// A password is at most this long: a line read for one is read only this far (and one byte more, to
+// tell), whatever standard input is (tests/e2e/test_cli.py
+// test_a_password_from_stdin_is_one_bounded_line).
+constexpr std::size_t kMaxPasswordBytes = 1024;
+
+// One line of standard input without its end; false at once when none is there, or when it is longer
+// than kMaxPasswordBytes (`too_long` says which; the rest of it is not read).
+bool read_password_line(std::string& line, bool& too_long) {
+  line.clear();
+  too_long = false;
+  int c;
+  bool any = false;
+  while ((c = std::cin.get()) != EOF) {
+    any = true;
+    if (c == '\n') break;
+    if (line.size() > kMaxPasswordBytes) break;  // room for a CR before the line's end
+    line.push_back(static_cast<char>(c));
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.size() > kMaxPasswordBytes) {
+    too_long = true;
+    return false;
+  }
+  return any;
+}
+
+std::string read_line_no_echo(const char* prompt, bool& too_long) {
   std::cerr << prompt << std::flush;
   termios old{};
   bool tty = tcgetattr(STDIN_FILENO, &old) == 0;
@@ -39,7 +65,7 @@ std::string read_line_no_echo(const char* prompt) {
     tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
   }
   std::string line;
-  std::getline(std::cin, line);
+  read_password_line(line, too_long);
   if (tty) {
     tcsetattr(STDIN_FILENO, TCSANOW, &old);
     std::cerr << "\n";
@@ -51,16 +77,23 @@ std::string read_line_no_echo(const char* prompt) {
 Result<std::string> read_password(const UserArgs& args) {
   if (args.password_stdin) {
     std::string line;
-    if (!std::getline(std::cin, line) || line.empty())
-      return make_error(ErrorCode::kInvalidArgument, "--password-stdin: no password on standard input");
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    bool too_long = false;
+    if (!read_password_line(line, too_long) && too_long)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--password-stdin: the first line is longer than a password may be (" +
+                            std::to_string(kMaxPasswordBytes) + " bytes)",
+                        "pass the password alone, as one line");
+    if (line.empty()) return make_error(ErrorCode::kInvalidArgument, "--password-stdin: no password on standard input");
     return line;
   }
   if (!isatty(STDIN_FILENO))
     return make_error(ErrorCode::kInvalidArgument, "no password given",
                       "pass --password-stdin and the password on standard input, or run on a terminal");
-  std::string a = read_line_no_echo("new password: ");
-  std::string b = read_line_no_echo("again: ");
+  bool too_long = false;
+  std::string a = read_line_no_echo("new password: ", too_long);
+  if (too_long)
+    return make_error(ErrorCode::kInvalidArgument, "a password longer than " + std::to_string(kMaxPasswordBytes) + " bytes");
+  std::string b = read_line_no_echo("again: ", too_long);
   if (a.empty()) return make_error(ErrorCode::kInvalidArgument, "an empty password");
   if (a != b) return make_error(ErrorCode::kInvalidArgument, "the two passwords differ");
   return a;

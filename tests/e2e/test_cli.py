@@ -57,6 +57,29 @@ class CliTest(unittest.TestCase):
             f.write(data)
         return path
 
+    def test_a_password_from_stdin_is_one_bounded_line(self):
+        def add(name, **how):
+            return subprocess.run([BIN, "--data", self.data, "user", "add", name, "--password-stdin"],
+                                  capture_output=True, timeout=60, **how)
+        # Standard input without end (and without a line break): refused once past the bound, not read
+        # until memory runs out.
+        with open("/dev/zero", "rb") as zero:
+            p = add("zed@example.com", stdin=zero)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"longer than a password may be (1024 bytes)", p.stderr)
+        p = add("long@example.com", input=b"x" * 1025 + b"\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        # At the bound, with a CRLF end: taken; what follows the line is not read.
+        p = add("max@example.com", input=b"y" * 1024 + b"\r\nthe rest is not read\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = add("empty@example.com", input=b"\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"no password on standard input", p.stderr)
+        listed = self.run_cli("user", "list", "--json").stdout.decode()
+        self.assertIn("max@example.com", listed)
+        for refused in ("zed@", "long@", "empty@"):
+            self.assertNotIn(refused, listed)
+
     # --- import / search contract -------------------------------------------------------------
 
     def test_demo_mailbox_import_reports_every_count(self):
