@@ -137,7 +137,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                   "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors",
                   "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms",
                   "spill_bytes", "store_bytes", "disk_reserve_bytes"}},
-      {"archive", {"group_commit_linger_ms", "index_commit_interval_ms", "seal_interval_ms"}},
+      {"archive", {"group_commit_linger_ms", "index_commit_interval_ms", "seal_interval_ms", "train_dictionary_after"}},
       {"delivery", {"primary", "smarthost", "tls", "verify_certificates", "retry_schedule", "queue_lifetime",
                     "connections_per_destination", "connect_timeout", "reply_timeout", "mx_port"}},
       {"dns", {"servers"}},
@@ -347,6 +347,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(t["archive"]["group_commit_linger_ms"], "archive.group_commit_linger_ms", c.group_commit_linger_ms, 0, 10000);
   num(t["archive"]["index_commit_interval_ms"], "archive.index_commit_interval_ms", c.index_commit_interval_ms, 0, 3600000);
   num(t["archive"]["seal_interval_ms"], "archive.seal_interval_ms", c.seal_interval_ms, 0, 86400000);
+  num(t["archive"]["train_dictionary_after"], "archive.train_dictionary_after", c.train_dictionary_after, 0, 1000000);
 
   auto D = t["delivery"];
   for (auto [key, list] : {std::pair<const char*, std::vector<HostPort>*>{"primary", &c.delivery.primary},

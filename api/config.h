@@ -187,6 +187,9 @@ struct ServeConfig {
   unsigned group_commit_linger_ms = 2;
   unsigned index_commit_interval_ms = 1000;
   unsigned seal_interval_ms = 60000;  // [archive] seal closed index segments this often (0: never)
+  // [archive] an archive without a compression dictionary gets one, trained by the server from its
+  // newest messages, once it holds this many (0: never; `mailark train-dictionary` with the server stopped)
+  unsigned train_dictionary_after = 2000;
 
   DeliveryConfig delivery;
   ContinuityConfig continuity;

@@ -255,6 +255,7 @@ struct SmtpServer::Impl {
   bool stopping = false;
   asio::signal_set stop_signals{io, SIGTERM, SIGINT};
   asio::signal_set hup_signals{io, SIGHUP};
+  asio::steady_timer dictionary_timer{io};
 
   Impl(Engine& e, ServeConfig c, std::string path) : engine(e), config(std::move(c)), config_path(std::move(path)) {}
 
@@ -1026,6 +1027,39 @@ struct SmtpServer::Impl {
     }
   }
 
+  // An archive without a compression dictionary (a server started on a new data folder: a server's
+  // pipeline trains none, as a reply must not wait on it) gets one once it holds
+  // archive.train_dictionary_after messages: trained on the pool from the newest of them, as `mailark
+  // train-dictionary` does; new mail is compressed with it, what was written before stays as it is
+  // (tests/e2e/test_import_handoff.py test_a_server_trains_a_dictionary_for_an_archive_without_one).
+  awaitable<void> dictionary_loop() {
+    const std::uint64_t after = config.train_dictionary_after;
+    if (after == 0) co_return;
+    std::uint64_t tried_at = 0;  // the head when training last failed: tried again at twice it
+    while (!stopping) {
+      dictionary_timer.expires_after(std::chrono::seconds(2));
+      auto [ec] = co_await dictionary_timer.async_wait(asio::experimental::as_tuple(use_awaitable));
+      if (ec || stopping) co_return;
+      if (engine.archive().codec()->active_dictionary() != 0) co_return;
+      const std::uint64_t head = engine.archive().head().seq;
+      if (head < after || (tried_at && head < 2 * tried_at)) continue;
+      Result<std::uint32_t> id = make_error(ErrorCode::kInternal, "not run");
+      const auto start = std::chrono::steady_clock::now();
+      auto train = [&] { id = engine.train_dictionary(after, 64 * 1024); };
+      co_await run_blocking(blocking, train);
+      if (!id) {
+        tried_at = head;
+        spdlog::warn("compression dictionary: not trained from the newest {} messages ({}); tried again at {}", after,
+                     id.error().to_string(), 2 * head);
+        continue;
+      }
+      spdlog::info("compression dictionary {} trained from the newest {} messages in {:.1f} s; new mail is compressed "
+                   "with it (archive.train_dictionary_after)",
+                   *id, after, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      co_return;
+    }
+  }
+
   awaitable<void> watch_hup() {
     while (true) {
       auto [ec, sig] = co_await hup_signals.async_wait(asio::experimental::as_tuple(use_awaitable));
@@ -1059,6 +1093,7 @@ struct SmtpServer::Impl {
     for (auto& l : listeners) l.acceptor->close(ec);
     for (auto* s : open_sockets) s->cancel(ec);
     hup_signals.cancel(ec);
+    dictionary_timer.cancel();
     stop_signals.cancel(ec);
     delivery->stop();
     monitor->stop();
@@ -1103,6 +1138,7 @@ Status SmtpServer::run() {
     if (!ec) m.begin_shutdown();
   });
   asio::co_spawn(m.io, m.watch_hup(), log_exception);
+  asio::co_spawn(m.io, m.dictionary_loop(), log_exception);
   asio::co_spawn(m.io, m.delivery->run(), log_exception);
   asio::co_spawn(m.io, m.monitor->run(), log_exception);
   if (m.admin) {

@@ -273,6 +273,37 @@ class ImportHandoffTest(unittest.TestCase):
         self.assertEqual(subjects, sorted(f"Subject: handed {i}" for i in range(20)))
         m.logout()
 
+    def test_a_server_trains_a_dictionary_for_an_archive_without_one(self):
+        srv = self.server("train_dictionary_after = 200\n")  # in [archive]
+        words = ("gas power meeting contract price deal desk trading schedule report market west "
+                 "pipeline capacity storage forecast energy credit risk legal review").split()
+
+        def batch(first, count):
+            path = os.path.join(self.tmp, f"batch{first}.mbox")
+            write_mbox(path, [message(i, body=" ".join(words[(i * 7 + k) % len(words)] for k in range(300)) + "\n")
+                              for i in range(first, first + count)])
+            return path
+
+        stats = srv.cli("stats")
+        self.assertEqual(stats["dictionary"], 0)  # a new data folder has none
+        p, out = self.importing(srv, batch(0, 300))
+        self.assertEqual((p.returncode, out["imported"]), (0, 300), p.stderr)
+        deadline = time.time() + 60
+        while srv.cli("stats")["dictionary"] == 0:
+            self.assertLess(time.time(), deadline, srv.server_log()[-2000:])
+            time.sleep(0.2)
+        self.assertIn("compression dictionary 1 trained from the newest 200 messages", srv.server_log())
+        before = srv.cli("stats")
+        p, out = self.importing(srv, batch(300, 300))
+        self.assertEqual((p.returncode, out["imported"]), (0, 300), p.stderr)
+        after = srv.cli("stats")
+        first = before["compressed_bytes"]
+        second = after["compressed_bytes"] - before["compressed_bytes"]
+        self.assertLess(second, 0.8 * first, (first, second))  # the same kind of mail, smaller with it
+        self.assertEqual(records(srv), 600)  # both kinds read back, checked against their hashes
+        srv.stop()
+        self.assertEqual(records(srv), 600)
+
     def test_an_import_that_stops_reading_never_holds_the_servers_shutdown(self):
         srv = self.server()
         n = 4000  # results of more than a socket's buffer holds
