@@ -6,8 +6,8 @@
 // loaded signatures and limits, as an import (archived whatever the scan says, never delivered).
 //
 // What the import may hold of the server: at most kMaxInFlight messages and kMaxInFlightBytes of
-// them in the pipeline at once (one larger message alone); the pipeline's work queue is that much
-// deeper, so SMTP sessions keep the room they had. Before each message the server asks its disk
+// them in the pipeline at once (one larger message alone); the server makes the pipeline's work queue
+// that much deeper for it (api/smtp/server.cc). Before each message the server asks its disk
 // reserve (limits.disk_reserve_bytes) as the SMTP door does, and stops the import when it is short.
 // Tests: tests/e2e/test_import_handoff.py.
 //

@@ -18,8 +18,10 @@
 //                         reserve, a frame it cannot read, the server stopping); results of what
 //                         it took before still follow
 //                     'x' every result is sent; the archive's head
-// The server reads nothing it has not bounded: a message is at most the server's message size limit
-// (a larger one is refused as the SMTP door refuses it), every other field at most 4 KiB.
+// The server reads nothing it has not bounded: a message at most one byte over the server's message
+// size limit (the pipeline refuses that one with the SMTP door's reason; a larger frame ends the
+// conversation, said why), every other field at most 4 KiB. The import reads its mailboxes by the
+// limit the server's hello gives, so it sends no larger message.
 // Fuzzed: fuzz/handoff_fuzz.cc. Tests: tests/e2e/test_import_handoff.py.
 #pragma once
 
