@@ -79,14 +79,12 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
   }
 
   Status open() {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path)
+    sockaddr_un addr;
+    if (!handoff_address(path, addr))
       return make_error(ErrorCode::kInvalidArgument,
                         "the import socket " + path + " is longer than a Unix socket's path may be (" +
                             std::to_string(sizeof addr.sun_path - 1) + " bytes)",
                         "use a data folder with a shorter path to hand imports to the running server");
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (listen_fd < 0 || wake_fd < 0) return make_error(ErrorCode::kIo, std::string("import socket: ") + std::strerror(errno));

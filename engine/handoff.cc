@@ -1,5 +1,10 @@
 #include "engine/handoff.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
 #include "common/frames.h"
 #include "common/numbers.h"
 #include "engine/record.h"
@@ -10,8 +15,6 @@ namespace {
 
 constexpr std::size_t kMaxField = 4096;  // every field but a message's bytes
 constexpr std::size_t kMaxFolder = 1000;
-
-std::string signed_text(std::int64_t v) { return std::to_string(v); }
 
 std::optional<std::int64_t> parse_signed(std::string_view s) {
   const bool negative = !s.empty() && s.front() == '-';
@@ -24,7 +27,7 @@ std::optional<std::int64_t> parse_signed(std::string_view s) {
 }  // namespace
 
 std::string encode_handoff_message(const HandoffMessage& m) {
-  const std::string at = signed_text(m.received_at);
+  const std::string at = std::to_string(m.received_at);
   return encode_frame('m', {m.origin, m.raw, at, m.folder, m.mail_from, m.custodian, m.owner});
 }
 
@@ -183,6 +186,26 @@ bool read_handoff_reply(std::FILE* in, HandoffReply& out, std::string& why) {
   }
   why = "the server sent what is not a reply";
   return false;
+}
+
+bool handoff_address(const std::string& path, sockaddr_un& out) {
+  out = sockaddr_un{};
+  out.sun_family = AF_UNIX;
+  if (path.size() >= sizeof out.sun_path) return false;
+  std::memcpy(out.sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+int connect_handoff(const std::string& data_dir) {
+  sockaddr_un addr;
+  if (!handoff_address(data_dir + "/" + kHandoffSocketName, addr)) return -1;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 }  // namespace mailark

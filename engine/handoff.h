@@ -25,6 +25,8 @@
 // Fuzzed: fuzz/handoff_fuzz.cc. Tests: tests/e2e/test_import_handoff.py.
 #pragma once
 
+#include <sys/un.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -62,6 +64,13 @@ HandoffRequest read_handoff_request(std::FILE* in, const Limits& limits, Handoff
 
 // The pipeline item for a handed message: what `mailark import` submits for it when it runs alone.
 IngestItem handoff_item(HandoffMessage&& m);
+
+// The socket's address for `path`; false when the path is longer than a Unix socket's may be.
+bool handoff_address(const std::string& path, sockaddr_un& out);
+
+// The import socket of a server running on `data_dir`, connected; -1 when none answers (no server
+// runs, or one from before servers took imports: the data folder's lock then says who holds it).
+int connect_handoff(const std::string& data_dir);
 
 // The import's side.
 struct HandoffReply {

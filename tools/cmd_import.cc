@@ -2,7 +2,6 @@
 // (recursive). `mailark pst-read` is the child process that reads a PST for it (engine/pst.h).
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -199,24 +198,6 @@ void count_walk(SourceCallbacks& cb, Summary& sum, std::mutex& mu) {
     sum.skipped++;
     sum.skipped_kinds[what]++;
   };
-}
-
-// The import socket of a server running on this data folder (engine/handoff.h), connected; -1 when
-// none answers (no server runs, or one from before servers took imports: the data folder's lock
-// then says who holds it).
-int connect_handoff(const std::string& data_dir) {
-  const std::string path = data_dir + "/" + kHandoffSocketName;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return -1;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // The import when `mailark serve` runs on the data folder: the mailboxes are read here, each
