@@ -372,9 +372,27 @@ struct Ingest::Impl {
 
   // Commits the shard; after the commit that chose the index's pair words, its documents built
   // before them get their pair terms (pair_unpaired_documents; once, then nothing to do).
+  // Then, for a server, compacts the shard once it has grown enough (compact_live).
   Status commit_shard(unsigned shard, std::uint64_t last) {
     MAILARK_TRY(index.commit_shard(shard, last));
-    return pair_unpaired_documents(archive, index, shard, limits);
+    MAILARK_TRY(pair_unpaired_documents(archive, index, shard, limits));
+    return compact_live(shard, /*idle=*/false);
+  }
+
+  // A server's live shards are compacted as they grow and once mail stops arriving (`idle`: no
+  // document since the last commit; IndexWriter::compact_if_grown). A failed compaction (a full disk)
+  // leaves the shard as it was and is only warned about, unless the shard could not be opened again.
+  Status compact_live(unsigned shard, bool idle) {
+    if (!options.compact_live_index) return ok_status();
+    auto compacted = index.compact_if_grown(shard, idle);
+    if (!compacted) {
+      if (!index.shard_open(shard)) return compacted.error();  // recovered as after any failure
+      warn("index shard " + std::to_string(shard) + ": " + compacted.error().to_string() + "; left as it was");
+    } else if (compacted->compacted && options.on_info) {
+      options.on_info("index shard " + std::to_string(shard) + " compacted: " + std::to_string(compacted->before >> 10) +
+                      " KiB to " + std::to_string(compacted->after >> 10) + " KiB");
+    }
+    return ok_status();
   }
 
   void index_loop(unsigned shard) {
@@ -425,6 +443,9 @@ struct Ingest::Impl {
         } else if (auto s = pair_unpaired_documents(archive, index, shard, limits); !s) {
           // Another shard's commit chose the words after this one's last commit.
           failed(s.error());
+          continue;
+        } else if (auto c = compact_live(shard, got == BoundedQueue<ToIndex>::PopResult::kTimeout); !c) {
+          failed(c.error());
           continue;
         }
         last_commit = now;
@@ -535,10 +556,13 @@ struct Ingest::Impl {
     if (broken_shards == 0 && last_appended > index.watermark()) {
       if (auto s = index.commit(last_appended); !s) warn("index: " + s.error().to_string());
     }
-    // A shard whose thread ended before another shard's last commit chose the pair words.
+    // A shard whose thread ended before another shard's last commit chose the pair words. Then a
+    // server leaves its live shards compact as it stops (compact_live).
     if (broken_shards == 0) {
       for (unsigned s = 0; s < index.shard_count(); ++s)
         if (auto st = pair_unpaired_documents(archive, index, s, limits); !st) warn("index: " + st.error().to_string());
+      for (unsigned s = 0; s < index.shard_count(); ++s)
+        if (auto st = compact_live(s, /*idle=*/true); !st) warn("index: " + st.error().to_string());
     }
     std::lock_guard lock(error_mu);
     if (archive_error) return *archive_error;

@@ -689,6 +689,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     const std::string seg_dir = segment_dir(dir_, segment);
     std::error_code ec;
     std::filesystem::remove_all(shard_path(segment, sh.index) + ".pairing", ec);  // left by a crash (pair_unpaired)
+    std::filesystem::remove_all(shard_path(segment, sh.index) + ".compacting", ec);  // and by compact_if_grown
     if (std::filesystem::exists(seg_dir + "/" + kSealedFile, ec)) {
       return make_error(ErrorCode::kInvalidArgument,
                         "index segment " + std::to_string(segment) + " is sealed and takes no more documents",
@@ -712,6 +713,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
         MAILARK_TRY(write_file_atomically(seg_dir + "/" + kStubFile, segment_stub(segment, shards)));
       }
     }
+    if (segment != sh.segment) sh.compact_retry_at = sh.settled_bytes = 0;
     sh.segment = segment;
     sh.path = shard_path(segment, sh.index);
     // No termlist table: the archive is append-only, so documents are only ever added, and the
@@ -733,6 +735,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     }
     sh.watermark = std::max(sh.elsewhere, read_watermark(*sh.db));
     sh.unpaired_to = read_docid_meta(*sh.db, schema::kMetaUnpairedTo);
+    sh.compacted_bytes = parse_decimal(sh.db->get_metadata(schema::kMetaCompactedBytes), UINT64_MAX).value_or(0);
     if (!sh.unpaired_to) {
       // A shard from before the record: found once, from Kpairs' posting list (one pass).
       const Xapian::docid last = sh.db->get_lastdocid();
@@ -860,6 +863,61 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
   }
   MAILARK_TRY(open_shard(sh, sh.segment));
   return rebuilt;
+}
+
+Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bool idle, std::uint64_t min_bytes) {
+  namespace fs = std::filesystem;
+  Shard& sh = shards_[shard];
+  if (!sh.db) return Compaction{};
+  std::error_code ec;
+  std::uint64_t size = 0;
+  for (const auto& f : fs::directory_iterator(sh.path, ec)) size += f.file_size(ec);
+  if (ec || size < min_bytes || size < sh.compact_retry_at) return Compaction{};
+  // Each commit writes new copies of the blocks it changes and frees the old ones for the next: a
+  // shard being written is its compact size plus what one commit changes. That size, measured at the
+  // first commit after a compaction (or at the first call), is what the shard must outgrow by half.
+  if (!sh.settled_bytes) {
+    sh.settled_bytes = size;
+    return Compaction{};
+  }
+  const bool grown = size >= sh.settled_bytes + sh.settled_bytes / 2;
+  const bool slack = sh.compacted_bytes == 0 || size >= sh.compacted_bytes + sh.compacted_bytes / 4;
+  if (!grown && !(idle && slack)) return Compaction{};
+  // The same dance as pair_unpaired and sealing: the compact copy is written beside the shard and
+  // swapped with it in one atomic rename; a crash before leaves the shard as it was and a stray copy
+  // (removed at the next open), after it the compact one.
+  const std::string fresh = sh.path + ".compacting";
+  fs::remove_all(fresh, ec);
+  std::optional<Error> failure;
+  try {
+    sh.db->close();
+    sh.db.reset();
+    // Blocks packed as a bulk load packs them, with room left in each: a block packed full (FULLER)
+    // splits at the first document that touches it, and the shard is written to again at once.
+    Xapian::Database(sh.path, Xapian::DB_BACKEND_GLASS)
+        .compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::STANDARD);
+    if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, sh.path.c_str(), RENAME_EXCHANGE) != 0)
+      failure = make_error(ErrorCode::kIo, "swapping in the compacted " + sh.path + ": " + std::strerror(errno));
+  } catch (const Xapian::Error& e) {
+    failure = xapian_error(e, "compacting the index shard " + sh.path);
+  }
+  fs::remove_all(fresh, ec);  // the old shard (still readable by whoever has it open), or a failed copy
+  MAILARK_TRY(open_shard(sh, sh.segment));
+  if (failure) {
+    sh.compact_retry_at = size + size / 4;
+    return *failure;
+  }
+  std::uint64_t after = 0;
+  for (const auto& f : fs::directory_iterator(sh.path, ec)) after += f.file_size(ec);
+  try {
+    sh.db->set_metadata(schema::kMetaCompactedBytes, std::to_string(after));
+    sh.db->commit();
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "recording the compaction of " + sh.path);
+  }
+  sh.compacted_bytes = after;
+  sh.settled_bytes = 0;  // measured at the next call
+  return Compaction{true, size, after};
 }
 
 Status IndexWriter::reopen_shard(unsigned shard) {

@@ -22,6 +22,11 @@ inline constexpr const char* kMetaUnpairedTo = "mailark:unpaired-to";
 // shard created before them: any of its documents may lack them.
 inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 
+// A live shard's size in bytes right after the writer last compacted it (decimal; absent: never
+// compacted while live). IndexWriter::compact_if_grown compacts again once the shard has grown past
+// it by half.
+inline constexpr const char* kMetaCompactedBytes = "mailark:compacted-bytes";
+
 // Document ids: the archive sequence number (docid == seq, so seq must stay below 2^32 per archive
 // segment; time-segmented archives keep each segment far below that).
 

@@ -1338,6 +1338,116 @@ namespace {
 // A running server seals closed segments in place (seal_closed_segments): only once every shard has
 // moved on to a later segment, beside a reader that keeps answering from the shards it opened and a
 // writer that goes on with the live segment; readers opened after see the same answers.
+// A shard written a little at a time (a server commits every second) is kept near its compact size:
+// compact_if_grown compacts it beside a reader once it has grown by half, keeps every document at its
+// id with the watermark, and records the compact size so that a writer opened later does not compact
+// it again before it has grown.
+TEST(IndexLiveCompaction, AShardWrittenALittleAtATimeIsKeptNearItsCompactSize) {
+  namespace fs = std::filesystem;
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  constexpr std::uint64_t kDocs = 4000, kLater = 50;
+  constexpr std::uint64_t kMin = 64 << 10;
+  auto shard_bytes = [](const std::string& path) {
+    std::uint64_t n = 0;
+    for (const auto& f : fs::directory_iterator(path)) n += f.file_size();
+    return n;
+  };
+  std::uint64_t state = 12345;
+  auto word = [&] {  // skewed, as words in mail are
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    const auto r = (state >> 33) % 1000;
+    return "w" + std::to_string(r * r / 1000);
+  };
+  auto total = [&](IndexReader& r) -> std::uint64_t {
+    auto res = r.search("common", SearchOptions{0, 10}, &source);
+    EXPECT_TRUE(res.ok()) << res.error().to_string();
+    return res.ok() ? res->total : 0;
+  };
+  std::vector<unsigned> compactions(2, 0);
+  std::unique_ptr<IndexReader> before;
+  {
+    auto w = IndexWriter::open(index, 2);
+    ASSERT_TRUE(w.ok());
+    // Commits of ten documents, as a server's each second; each shard asked after each of its commits.
+    auto add = [&](std::uint64_t id) {
+      std::string body = "common";
+      for (int k = 0; k < 40; ++k) body += " " + word();
+      IndexFields f = fields(id, "note" + std::to_string(id), body, 978307200 + static_cast<std::int64_t>(id) * 60);
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
+      if (id % 10) return;
+      for (unsigned s = 0; s < 2; ++s) {
+        ASSERT_TRUE((*w)->commit_shard(s, id).ok());
+        auto c = (*w)->compact_if_grown(s, /*idle=*/false, kMin);
+        ASSERT_TRUE(c.ok()) << c.error().to_string();
+        compactions[s] += c->compacted;
+        EXPECT_TRUE((*w)->shard_open(s));
+      }
+    };
+    for (std::uint64_t id = 1; id <= kDocs; ++id) ASSERT_NO_FATAL_FAILURE(add(id));
+    EXPECT_EQ((*w)->watermark(), kDocs);
+    auto r = IndexReader::open(index);
+    ASSERT_TRUE(r.ok());
+    before = std::move(*r);
+    EXPECT_EQ(total(*before), kDocs);
+    // Each shard against a compact copy of itself: while written, within half again of what it
+    // settled at after each compaction (a few compactions, not one a commit); once idle, compact.
+    // Never compacted, a shard written this way is more than twice its compact size.
+    for (unsigned s = 0; s < 2; ++s) {
+      EXPECT_GE(compactions[s], 2u) << s;
+      EXPECT_LE(compactions[s], 12u) << s;
+      const std::string path = index + "/shard" + std::to_string(s);
+      const std::string copy = dir / ("compact" + std::to_string(s));
+      Xapian::Database(path).compact(copy, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::STANDARD);
+      const std::uint64_t busy = shard_bytes(path), compact = shard_bytes(copy);
+      EXPECT_GT(busy, compact * 5 / 4) << s;
+      auto c = (*w)->compact_if_grown(s, /*idle=*/true, kMin);
+      ASSERT_TRUE(c.ok()) << c.error().to_string();
+      EXPECT_TRUE(c->compacted) << s;
+      EXPECT_EQ(c->before, busy);
+      EXPECT_LE(c->after, shard_bytes(path));  // and the commit that records it
+      EXPECT_LE(shard_bytes(path), compact * 21 / 20) << s;
+      EXPECT_FALSE(fs::exists(path + ".compacting"));
+      auto twice = (*w)->compact_if_grown(s, /*idle=*/true, kMin);
+      ASSERT_TRUE(twice.ok());
+      EXPECT_FALSE(twice->compacted) << "compact already";
+    }
+    // Written on after the swap: the reader opened before keeps reading the old shards, whatever the
+    // writer commits to the new ones.
+    for (std::uint64_t id = kDocs + 1; id <= kDocs + kLater; ++id) ASSERT_NO_FATAL_FAILURE(add(id));
+    EXPECT_EQ(total(*before), kDocs);
+    for (unsigned s = 0; s < 2; ++s) {
+      auto c = (*w)->compact_if_grown(s, /*idle=*/true, kMin);
+      ASSERT_TRUE(c.ok());
+      EXPECT_TRUE(c->compacted) << "grown by what the later commits changed";
+    }
+  }
+  // Every document at its id, found by its own words.
+  auto r = IndexReader::open(index);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->watermark(), kDocs + kLater);
+  EXPECT_EQ(total(**r), kDocs + kLater);
+  for (std::uint64_t id : {1ull, 2ull, 599ull, 2001ull, 3999ull, 4000ull, 4001ull, 4050ull}) {
+    auto one = (*r)->search("subject:note" + std::to_string(id), SearchOptions{0, 5}, &source);
+    ASSERT_TRUE(one.ok());
+    ASSERT_EQ(one->total, 1u) << id;
+    EXPECT_EQ(one->hits[0].id, id);
+  }
+  // A writer opened again knows the compact size (schema::kMetaCompactedBytes): not compacted again,
+  // idle or not, until the shard grows.
+  auto again = IndexWriter::open(index, 2);
+  ASSERT_TRUE(again.ok());
+  for (unsigned s = 0; s < 2; ++s) {
+    for (bool idle : {false, true}) {
+      auto c = (*again)->compact_if_grown(s, idle, kMin);
+      ASSERT_TRUE(c.ok());
+      EXPECT_FALSE(c->compacted) << s;
+    }
+  }
+}
+
 TEST(IndexSegments, ClosedSegmentsAreSealedInPlaceBesideReaders) {
   test::ScratchDir dir;
   MapSource source;

@@ -320,7 +320,10 @@ struct SmtpServer::Impl {
     opts.linger_ms = config.group_commit_linger_ms;
     opts.index_commit_interval_ms = config.index_commit_interval_ms;
     opts.seal_interval_ms = config.seal_interval_ms;
-    opts.train_after = 0;          // a server trains dictionaries offline (mailark train-dictionary)
+    // A server holds no mail back to train a dictionary: it trains one on its pool once the archive
+    // holds archive.train_dictionary_after messages (dictionary_loop).
+    opts.train_after = 0;
+    opts.compact_live_index = true;
     opts.preserve_order = false;   // a slow scan holds up only its own session's reply
     // Room for every session, and beside it for what an import handed to the server may hold.
     opts.queue_depth = std::max(16u, config.max_sessions) + ImportSocket::kMaxInFlight;

@@ -304,6 +304,57 @@ class ImportHandoffTest(unittest.TestCase):
         srv.stop()
         self.assertEqual(records(srv), 600)
 
+    def test_the_index_a_server_writes_is_compacted_once_mail_stops(self):
+        # A server commits its index every interval (100 ms here), which leaves a shard written that
+        # way about twice its compact size; it compacts each live shard as it grows and once mail
+        # stops arriving (IndexWriter::compact_if_grown). 6,000 messages of varied words make shards
+        # past the 1 MiB below which none is compacted.
+        srv = self.server()
+        import random
+        rnd = random.Random(7)
+        vocabulary = [f"w{k}x" for k in range(6000)]
+        n = 6000
+        mbox = os.path.join(self.tmp, "varied.mbox")
+        write_mbox(mbox, [message(i, body=" ".join(rnd.choice(vocabulary) for _ in range(80)) + "\n")
+                          for i in range(n)])
+        p, out = self.importing(srv, mbox)
+        self.assertEqual((p.returncode, out["imported"]), (0, n), p.stderr)
+        self.assertEqual(srv.wait_for("subject:handed", n, 120)["total"], n)
+        index = os.path.join(srv.data, "index")
+        shards = sorted(d for d in os.listdir(index) if d.startswith("shard"))
+        self.assertEqual(len(shards), 2)
+
+        def size(path):
+            return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+        def compact_size(path):
+            copy = os.path.join(self.tmp, "compact-copy")
+            subprocess.run(["rm", "-rf", copy], check=True)
+            subprocess.run(["xapian-compact", "--no-renumber", path, copy], check=True, stdout=subprocess.DEVNULL)
+            return size(copy)
+
+        # Bounded wait: the server compacts each shard within a commit interval of the import's end.
+        deadline = time.time() + 60
+        for shard in shards:
+            path = os.path.join(index, shard)
+            while True:
+                have, compact = size(path), compact_size(path)
+                if have <= compact * 1.1:
+                    break
+                self.assertLess(time.time(), deadline, (shard, have, compact, srv.server_log()[-2000:]))
+                time.sleep(0.5)
+            self.assertGreater(compact, 1 << 20, shard)  # big enough to be compacted at all
+            self.assertFalse(os.path.exists(path + ".compacting"))
+        self.assertRegex(srv.server_log(), r"index shard 0 compacted: \d+ KiB to \d+ KiB")
+        self.assertRegex(srv.server_log(), r"index shard 1 compacted: \d+ KiB to \d+ KiB")
+        # The same documents at the same ids: every message found, a word of one message finds it.
+        self.assertEqual(srv.cli("search", "subject:handed")["total"], n)
+        hit = srv.cli("search", "subject:\"handed 4321\"")
+        self.assertEqual(hit["total"], 1, hit)
+        self.assertEqual(records(srv), n)
+        srv.stop()
+        self.assertEqual(srv.cli("search", "subject:handed")["total"], n)
+
     def test_an_import_that_stops_reading_never_holds_the_servers_shutdown(self):
         srv = self.server()
         n = 4000  # results of more than a socket's buffer holds
