@@ -304,6 +304,24 @@ class ImportHandoffTest(unittest.TestCase):
         srv.stop()
         self.assertEqual(records(srv), 600)
 
+    def test_a_handed_import_stops_at_the_servers_disk_reserve(self):
+        # The room the server keeps on its disk (limits.disk_reserve_bytes) is kept from a handed
+        # import as from the SMTP door: here more than any disk has, so nothing is taken.
+        srv = self.server("[limits]\ndisk_reserve_bytes = 1125899906842624\n")
+        mbox = os.path.join(self.tmp, "small.mbox")
+        write_mbox(mbox, [message(i) for i in range(5)])
+        p, out = self.importing(srv, mbox)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(b"less free space than the server keeps (limits.disk_reserve_bytes)", p.stderr)
+        self.assertTrue(out["handed_to_server"], out)
+        self.assertEqual(out["imported"], 0, out)
+        self.assertEqual(srv.cli("stats")["archive_head"], 0)
+        self.assertEqual(send(srv.port, "refused too"), 452)  # the SMTP door says the same
+        # The server is free for the next import once the first is stopped.
+        p2, _ = self.importing(srv, mbox)
+        self.assertIn(b"limits.disk_reserve_bytes", p2.stderr)
+        self.assertNotIn(b"another import is being handed", p2.stderr)
+
     def test_the_index_a_server_writes_is_compacted_once_mail_stops(self):
         # A server commits its index every interval (100 ms here), which leaves a shard written that
         # way about twice its compact size; it compacts each live shard as it grows and once mail
