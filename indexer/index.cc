@@ -736,6 +736,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     sh.watermark = std::max(sh.elsewhere, read_watermark(*sh.db));
     sh.unpaired_to = read_docid_meta(*sh.db, schema::kMetaUnpairedTo);
     sh.compacted_bytes = parse_decimal(sh.db->get_metadata(schema::kMetaCompactedBytes), UINT64_MAX).value_or(0);
+    sh.written = false;
     if (!sh.unpaired_to) {
       // A shard from before the record: found once, from Kpairs' posting list (one pass).
       const Xapian::docid last = sh.db->get_lastdocid();
@@ -778,6 +779,7 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
       sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
     }
     put(*sh.db, local, id, doc);
+    sh.written = true;
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
   }
@@ -880,9 +882,14 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
     sh.settled_bytes = size;
     return Compaction{};
   }
-  const bool grown = size >= sh.settled_bytes + sh.settled_bytes / 2;
-  const bool slack = sh.compacted_bytes == 0 || size >= sh.compacted_bytes + sh.compacted_bytes / 4;
-  if (!grown && !(idle && slack)) return Compaction{};
+  // Growth counts from min_bytes up, so that a small shard, which one commit's copies make a
+  // quarter larger, is not compacted after every few messages.
+  const bool grown = size >= sh.settled_bytes + std::max(sh.settled_bytes / 2, min_bytes);
+  const bool slack =
+      sh.compacted_bytes == 0 || size >= sh.compacted_bytes + std::max(sh.compacted_bytes / 4, min_bytes);
+  // Idle, only a shard this writer wrote to: a server started on an imported folder (compacted by the
+  // import, without the record) leaves it as it is until mail comes.
+  if (!grown && !(idle && slack && sh.written)) return Compaction{};
   // The same dance as pair_unpaired and sealing: the compact copy is written beside the shard and
   // swapped with it in one atomic rename; a crash before leaves the shard as it was and a stray copy
   // (removed at the next open), after it the compact one.
@@ -917,6 +924,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   }
   sh.compacted_bytes = after;
   sh.settled_bytes = 0;  // measured at the next call
+  sh.written = false;
   return Compaction{true, size, after};
 }
 

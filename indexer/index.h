@@ -183,22 +183,23 @@ class IndexWriter {
   // "The index a server writes"). The shard is closed, compacted beside itself, swapped in with one
   // atomic rename as sealing does (a reader that has the old one open keeps reading it) and opened
   // again (the same documents at the same ids, watermark and metadata) when it is at least
-  // `min_bytes` and either has grown by half since it settled after its last compaction (its size
-  // at the call after that compaction, so that what one commit changes is not counted as growth:
-  // geometric, a few times the final size written in all) or, `idle` (no document since the last
-  // commit: the caller calls it then too), is a quarter larger than right after its last compaction
+  // `min_bytes` and either has grown by half (and by min_bytes) since it settled after its last
+  // compaction (its size at the call after that compaction, so that what one commit changes is not
+  // counted as growth: geometric, a few times the final size written in all) or, `idle` (no document
+  // since the last commit: the caller calls it then too) and written to since this writer opened or
+  // compacted it, is a quarter (and min_bytes) larger than right after its last compaction
   // (schema::kMetaCompactedBytes; never compacted: at once). So a server's shards are compact soon
   // after mail stops arriving, and while it arrives they stay within half again of what they
   // settled at. Call on the shard's thread with nothing uncommitted (after commit_shard). Returns
-  // whether it compacted, and the sizes before and after. Errors (a full disk): the shard is opened again as it was and not tried
-  // again until it has grown by another quarter; when it cannot be opened again (shard_open false),
-  // reopen_shard as after any other error. Test: IndexLiveCompaction.*.
+  // whether it compacted, and the sizes before and after. Errors (a full disk): the shard is opened
+  // again as it was and not tried again until it has grown by another quarter; when it cannot be
+  // opened again (shard_open false), reopen_shard as after any other error. Test: IndexLiveCompaction.*.
   struct Compaction {
     bool compacted = false;
     std::uint64_t before = 0, after = 0;  // the shard's bytes
   };
   Result<Compaction> compact_if_grown(unsigned shard, bool idle, std::uint64_t min_bytes = kLiveCompactMinBytes);
-  static constexpr std::uint64_t kLiveCompactMinBytes = 1u << 20;
+  static constexpr std::uint64_t kLiveCompactMinBytes = 4u << 20;
   bool shard_open(unsigned shard) const { return shards_[shard].db != nullptr; }
 
  private:
@@ -217,6 +218,7 @@ class IndexWriter {
     std::uint64_t compacted_bytes = 0;  // schema::kMetaCompactedBytes; 0: never compacted while live
     std::uint64_t compact_retry_at = 0;  // after a failed compaction: not again below this size
     std::uint64_t settled_bytes = 0;  // its size at the first call after its last compaction (0: not yet)
+    bool written = false;  // documents added since this writer opened or compacted it
   };
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.

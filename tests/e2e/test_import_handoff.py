@@ -325,13 +325,13 @@ class ImportHandoffTest(unittest.TestCase):
     def test_the_index_a_server_writes_is_compacted_once_mail_stops(self):
         # A server commits its index every interval (100 ms here), which leaves a shard written that
         # way about twice its compact size; it compacts each live shard as it grows and once mail
-        # stops arriving (IndexWriter::compact_if_grown). 6,000 messages of varied words make shards
-        # past the 1 MiB below which none is compacted.
+        # stops arriving (IndexWriter::compact_if_grown). 9,000 messages of varied words make shards
+        # past the 4 MiB below which none is compacted.
         srv = self.server()
         import random
         rnd = random.Random(7)
         vocabulary = [f"w{k}x" for k in range(6000)]
-        n = 6000
+        n = 9000
         mbox = os.path.join(self.tmp, "varied.mbox")
         write_mbox(mbox, [message(i, body=" ".join(rnd.choice(vocabulary) for _ in range(80)) + "\n")
                           for i in range(n)])
@@ -361,13 +361,13 @@ class ImportHandoffTest(unittest.TestCase):
                     break
                 self.assertLess(time.time(), deadline, (shard, have, compact, srv.server_log()[-2000:]))
                 time.sleep(0.5)
-            self.assertGreater(compact, 1 << 20, shard)  # big enough to be compacted at all
+            self.assertGreater(compact, 2 << 20, shard)
             self.assertFalse(os.path.exists(path + ".compacting"))
         self.assertRegex(srv.server_log(), r"index shard 0 compacted: \d+ KiB to \d+ KiB")
         self.assertRegex(srv.server_log(), r"index shard 1 compacted: \d+ KiB to \d+ KiB")
         # The same documents at the same ids: every message found, a word of one message finds it.
         self.assertEqual(srv.cli("search", "subject:handed")["total"], n)
-        hit = srv.cli("search", "subject:\"handed 4321\"")
+        hit = srv.cli("search", "subject:\"handed 8321\"")
         self.assertEqual(hit["total"], 1, hit)
         self.assertEqual(records(srv), n)
         srv.stop()
