@@ -90,6 +90,29 @@ class BoundedQueue {
     return true;
   }
 
+  // Like pop_batch, adding to what `out` holds, but waits for a first item and then for the batch to
+  // fill (max items in `out` in all) only until `until`. False only when the queue is closed and
+  // empty; on a timeout `out` is left as it was.
+  bool pop_batch_until(std::vector<T>& out, std::size_t max, std::chrono::steady_clock::time_point until) {
+    std::unique_lock lock(mu_);
+    if (out.size() >= max) return true;
+    if (!wait_for_item(lock, &until)) return true;
+    if (items_.empty()) return false;
+    const std::size_t want = std::min(max - out.size(), capacity_);
+    if (items_.size() < want && !closed_) {
+      ++lingering_;
+      batch_want_ = lingering_ == 1 ? want : std::min(batch_want_, want);
+      batch_full_.wait_until(lock, until, [&] { return items_.size() >= want || closed_; });
+      --lingering_;
+    }
+    while (!items_.empty() && out.size() < max) {
+      out.push_back(std::move(items_.front()));
+      items_.pop_front();
+    }
+    wake_producers();
+    return true;
+  }
+
   // For tests: the threads waiting now, and the notifications sent to waiting threads so far.
   struct Waiting {
     std::size_t consumers = 0, lingering = 0, producers = 0;

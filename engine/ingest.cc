@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -31,11 +32,13 @@ struct Prepared {
   std::optional<Xapian::Document> doc;
   IngestResult result;
   std::function<void(const IngestResult&)> on_done;
+  bool prompt = true;  // someone waits for its result (SMTP, IMAP, the web); false: an import
 };
 
 struct ToIndex {
   std::uint64_t seq = 0;
   Xapian::Document doc;
+  bool prompt = true;  // as Prepared::prompt
 };
 
 }  // namespace
@@ -148,6 +151,7 @@ struct Ingest::Impl {
     while (work.pop(item)) {
       auto on_done = std::move(item.second.on_done);
       const std::string origin = item.second.origin;
+      const bool prompt = item.second.envelope.direction != Direction::kImport;
       Prepared p;
       try {
         if (Ingest::prepare_hook_for_test) Ingest::prepare_hook_for_test(item.second);
@@ -163,6 +167,7 @@ struct Ingest::Impl {
       }
       p.ticket = item.first;
       p.on_done = std::move(on_done);
+      p.prompt = prompt;
       to_append.push(std::move(p));  // every item, so the appender can restore submission order
     }
   }
@@ -275,6 +280,13 @@ struct Ingest::Impl {
     std::uint64_t next = 0;
     std::vector<Prepared> incoming, ready;
     while (to_append.pop_batch(incoming, options.max_batch, std::chrono::milliseconds(options.linger_ms))) {
+      // Only imports so far: a fuller batch is worth waiting for (bulk_linger_ms in all).
+      if (options.bulk_linger_ms > options.linger_ms && incoming.size() < options.max_batch &&
+          std::none_of(incoming.begin(), incoming.end(), [](const Prepared& p) { return p.prompt; })) {
+        (void)to_append.pop_batch_until(
+            incoming, options.max_batch,
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(options.bulk_linger_ms - options.linger_ms));
+      }
       if (options.preserve_order) {
         for (auto& p : incoming) waiting.emplace(p.ticket, std::move(p));
         for (auto it = waiting.begin(); it != waiting.end() && it->first == next; it = waiting.erase(it), ++next) {
@@ -333,7 +345,7 @@ struct Ingest::Impl {
         // A new time segment: every shard learns of it before any of its documents reaches one.
         if (out.starts_segment) index.add_segment(r.seq);
         if (out.copy) indexer::mark_copy(*batch[i].doc);  // as document_for_record finds it
-        to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc)});
+        to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc), batch[i].prompt});
         last_appended = r.seq;
       }
       report(batch[i]);
@@ -404,6 +416,10 @@ struct Ingest::Impl {
     BoundedQueue<ToIndex>& queue = *to_index[shard];
     const auto interval =
         std::chrono::milliseconds(options.index_commit_interval_ms ? options.index_commit_interval_ms : 3600000);
+    // While only imports' documents wait uncommitted, commits come by count or after this long.
+    const auto bulk_interval = std::max<std::chrono::milliseconds>(
+        interval, std::chrono::milliseconds(options.index_bulk_commit_interval_ms));
+    bool prompt_waiting = false;  // an uncommitted document of mail someone may search for now
     const auto retry = std::chrono::milliseconds(std::max(1u, options.index_retry_ms));
     auto last_commit = std::chrono::steady_clock::now();
     auto failed = [&](const Error& e) {
@@ -413,6 +429,7 @@ struct Ingest::Impl {
       broken_shards++;
       retry_at = std::chrono::steady_clock::now() + retry;
       since_commit = 0;
+      prompt_waiting = false;
     };
     while (true) {
       auto wait = broken ? std::min<std::chrono::milliseconds>(interval, retry) : interval;
@@ -435,11 +452,15 @@ struct Ingest::Impl {
         if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
       } else if (got == BoundedQueue<ToIndex>::PopResult::kTimeout || now - last_commit >= interval) {
         if (since_commit > 0) {
-          if (auto s = commit_shard(shard, last); !s) {
-            failed(s.error());
-            continue;
+          if (prompt_waiting || now - last_commit >= bulk_interval) {
+            if (auto s = commit_shard(shard, last); !s) {
+              failed(s.error());
+              continue;
+            }
+            since_commit = 0;
+            prompt_waiting = false;
+            last_commit = now;
           }
-          since_commit = 0;
         } else if (auto s = pair_unpaired_documents(archive, index, shard, limits); !s) {
           // Another shard's commit chose the words after this one's last commit.
           failed(s.error());
@@ -447,8 +468,9 @@ struct Ingest::Impl {
         } else if (auto c = compact_live(shard, got == BoundedQueue<ToIndex>::PopResult::kTimeout); !c) {
           failed(c.error());
           continue;
+        } else {
+          last_commit = now;
         }
-        last_commit = now;
         if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
       }
       // A document prepared before the index chose its pair words and added after: built again with
@@ -459,6 +481,7 @@ struct Ingest::Impl {
         continue;
       }
       last = item.seq;
+      prompt_waiting = prompt_waiting || item.prompt;
       // Until the index has its pair words, commit often enough for it to choose them from what it
       // holds once it is big enough (IndexWriter::commit_shard), whatever the commit interval.
       const std::size_t every = index.pair_words() ? options.index_commit_every / index.shard_count()
@@ -469,6 +492,7 @@ struct Ingest::Impl {
           continue;
         }
         since_commit = 0;
+        prompt_waiting = false;
       }
     }
     if (broken) {

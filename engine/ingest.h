@@ -100,6 +100,11 @@ struct IngestOptions {
   // How long the archive writer waits for a batch to fill before committing. Imports trade a little
   // latency for far fewer fsyncs; SMTP sessions waiting for their 250 use a small value.
   unsigned linger_ms = 50;
+  // A server's short linger makes small batches of an import handed to it. While every message of a
+  // batch is an import (none waits for a reply), the writer waits up to this long in all for a
+  // fuller batch; a message from SMTP, IMAP or the web that arrives meanwhile waits with them.
+  // Not above linger_ms (0): no longer wait.
+  unsigned bulk_linger_ms = 0;
   // Xapian commit interval (documents, over all shards). Smaller than Xapian's own 10,000 a shard:
   // an import of 200,000 messages with pair terms took 87 s and 731 MB at 20,000, 72 s and 447 MB at
   // 2,500 (docs/BENCHMARKS.md, "Commit interval").
@@ -107,6 +112,10 @@ struct IngestOptions {
   // Commit the index at least this often while documents are waiting (0: only by count and at the
   // end). Servers set it so that new mail is searchable within about this time.
   unsigned index_commit_interval_ms = 0;
+  // Imports are searchable within this long instead (a shard whose uncommitted documents all came
+  // from imports commits by count, index_commit_every, or after this long): commits of a few
+  // documents each second cost a handed import much of its rate. 0: index_commit_interval_ms.
+  unsigned index_bulk_commit_interval_ms = 0;
   // With no dictionary in the archive yet, the first this-many messages are held back and used to
   // train one, so even the first import compresses well. 0 disables training.
   std::size_t train_after = 2000;

@@ -13,6 +13,7 @@
 #include "engine/bounded_queue.h"
 #include "engine/engine.h"
 #include "engine/index_fields.h"
+#include "indexer/index.h"
 #include "indexer/schema.h"
 #include "tests/test_util.h"
 
@@ -173,6 +174,46 @@ TEST(Ingest, IndexFailureNeverFailsAMessage) {
   EXPECT_EQ(res->total, 40u) << "nothing lost: the index caught up from the archive";
 }
 
+// A server's index commits every index_commit_interval_ms while mail someone may search for waits
+// uncommitted, but an import handed to it (nobody waits for each of its messages) is committed by
+// count or every index_bulk_commit_interval_ms: commits of a few documents a second cost a handed
+// import much of its rate. Mail from outside arriving then is committed at once, with the imports its
+// shard holds.
+TEST(Ingest, ImportsAloneAreIndexedInBulkAndMailFromOutsideAtOnce) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  IngestOptions o = server_options(out);
+  o.index_commit_every = 100000;
+  o.index_bulk_commit_interval_ms = 3600000;
+  o.bulk_linger_ms = 50;
+  auto found = [&](const std::string& q) -> std::uint64_t {
+    auto r = indexer::IndexReader::open(dir / "index");
+    if (!r.ok()) return 0;
+    auto res = (*r)->search(q, indexer::SearchOptions{0, 1}, nullptr);
+    return res.ok() ? res->total : 0;
+  };
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  for (int i = 0; i < 10; ++i) {
+    IngestItem it = item("imported " + std::to_string(i), out);
+    it.envelope.direction = Direction::kImport;
+    in.submit(std::move(it));
+  }
+  wait_until([&] { return out.count(IngestOutcome::kArchived) == 10; });
+  ASSERT_EQ(out.count(IngestOutcome::kArchived), 10);
+  // Ten commit intervals later the imports are archived, not yet searchable.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(found("subject:imported"), 0u);
+  // Two messages from outside, one for each shard (records 11 and 12): each shard commits at once,
+  // the imports it holds with them.
+  in.submit(item("from outside", out));
+  in.submit(item("also outside", out));
+  wait_until([&] { return found("subject:outside") == 2; });
+  EXPECT_EQ(found("subject:outside"), 2u);
+  EXPECT_EQ(found("subject:imported"), 10u) << "committed with the mail from outside";
+  EXPECT_TRUE(in.finish().ok());
+}
+
 TEST(Ingest, CompletionOrderLetsASmallMessagePassASlowOne) {
   test::ScratchDir dir;
   auto e = open_engine(dir.path());
@@ -287,6 +328,38 @@ TEST(Ingest, FullQueueRefusesInsteadOfBlocking) {
 // A blocked thread is woken only when it can go on (engine/bounded_queue.h): a consumer lingering for
 // a batch once the batch is full, not at every item; producers blocked on a full queue once it is
 // down to half, not at every slot freed. Without this the import woke about two threads a message.
+// pop_batch_until adds to a batch: it waits for a first item and then for the batch to fill only until
+// its deadline, takes no more than `max` in all, and says false only for a closed, empty queue.
+TEST(Ingest, QueueBatchUntilADeadline) {
+  BoundedQueue<int> q(16);
+  std::vector<int> out = {0};
+  const auto soon = [] { return std::chrono::steady_clock::now() + std::chrono::milliseconds(20); };
+  EXPECT_TRUE(q.pop_batch_until(out, 4, soon()));
+  EXPECT_EQ(out, (std::vector<int>{0})) << "nothing came: the batch as it was";
+  for (int i = 1; i <= 5; ++i) q.push(i);
+  EXPECT_TRUE(q.pop_batch_until(out, 4, soon()));
+  EXPECT_EQ(out, (std::vector<int>{0, 1, 2, 3})) << "four in all";
+  EXPECT_TRUE(q.pop_batch_until(out, 4, soon()));
+  EXPECT_EQ(out.size(), 4u) << "full already";
+  out.clear();
+  std::thread later([&] { q.push(6); });
+  EXPECT_TRUE(q.pop_batch_until(out, 8, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
+  later.join();
+  // 4 and 5 were waiting, and the batch never filled to 8: it waited until the deadline, taking 6 if
+  // it came by then.
+  ASSERT_GE(out.size(), 2u);
+  EXPECT_EQ(out[0], 4);
+  EXPECT_EQ(out[1], 5);
+  q.close();
+  std::vector<int> rest;
+  while (q.pop_batch_until(rest, 8, soon())) {
+    if (rest.empty()) break;
+    rest.clear();
+  }
+  std::vector<int> none;
+  EXPECT_FALSE(q.pop_batch_until(none, 8, soon())) << "closed and empty";
+}
+
 TEST(Ingest, QueueWakesBlockedThreadsOnlyWhenTheyCanGoOn) {
   {
     BoundedQueue<int> q(64);

@@ -319,6 +319,11 @@ struct SmtpServer::Impl {
     IngestOptions opts;
     opts.linger_ms = config.group_commit_linger_ms;
     opts.index_commit_interval_ms = config.index_commit_interval_ms;
+    // An import handed to the server (nobody waits for each of its results) is batched as a lone
+    // import is: up to 50 ms for a fuller archive transaction, the index committed by count or every
+    // 10 s while only imports' documents wait (docs/BENCHMARKS.md "An import handed to the running server").
+    opts.bulk_linger_ms = 50;
+    opts.index_bulk_commit_interval_ms = 10000;
     opts.seal_interval_ms = config.seal_interval_ms;
     // A server holds no mail back to train a dictionary: it trains one on its pool once the archive
     // holds archive.train_dictionary_after messages (dictionary_loop).
