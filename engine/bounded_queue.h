@@ -74,19 +74,8 @@ class BoundedQueue {
     std::unique_lock lock(mu_);
     wait_for_item(lock, nullptr);
     if (items_.empty()) return false;
-    const std::size_t want = std::min(max, capacity_);
-    if (linger.count() > 0 && items_.size() < want && !closed_) {
-      const auto until = std::chrono::steady_clock::now() + linger;
-      ++lingering_;
-      batch_want_ = lingering_ == 1 ? want : std::min(batch_want_, want);
-      batch_full_.wait_until(lock, until, [&] { return items_.size() >= want || closed_; });
-      --lingering_;
-    }
-    while (!items_.empty() && out.size() < max) {
-      out.push_back(std::move(items_.front()));
-      items_.pop_front();
-    }
-    wake_producers();
+    if (linger.count() > 0) linger_until(lock, std::min(max, capacity_), std::chrono::steady_clock::now() + linger);
+    take(out, max);
     return true;
   }
 
@@ -98,18 +87,8 @@ class BoundedQueue {
     if (out.size() >= max) return true;
     if (!wait_for_item(lock, &until)) return true;
     if (items_.empty()) return false;
-    const std::size_t want = std::min(max - out.size(), capacity_);
-    if (items_.size() < want && !closed_) {
-      ++lingering_;
-      batch_want_ = lingering_ == 1 ? want : std::min(batch_want_, want);
-      batch_full_.wait_until(lock, until, [&] { return items_.size() >= want || closed_; });
-      --lingering_;
-    }
-    while (!items_.empty() && out.size() < max) {
-      out.push_back(std::move(items_.front()));
-      items_.pop_front();
-    }
-    wake_producers();
+    linger_until(lock, std::min(max - out.size(), capacity_), until);
+    take(out, max);
     return true;
   }
 
@@ -148,6 +127,24 @@ class BoundedQueue {
       not_empty_.wait(lock, ready);
     --consumers_waiting_;
     return got;
+  }
+
+  // Waits, as a lingering consumer, until `want` items are there, the queue is closed, or `until`.
+  void linger_until(std::unique_lock<std::mutex>& lock, std::size_t want, std::chrono::steady_clock::time_point until) {
+    if (items_.size() >= want || closed_) return;
+    ++lingering_;
+    batch_want_ = lingering_ == 1 ? want : std::min(batch_want_, want);
+    batch_full_.wait_until(lock, until, [&] { return items_.size() >= want || closed_; });
+    --lingering_;
+  }
+
+  // Moves items into `out` until it holds `max`, and wakes producers that can go on.
+  void take(std::vector<T>& out, std::size_t max) {
+    while (!items_.empty() && out.size() < max) {
+      out.push_back(std::move(items_.front()));
+      items_.pop_front();
+    }
+    wake_producers();
   }
 
   // Called with the lock held, after an item was added.
