@@ -2968,6 +2968,31 @@ std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, const
 }  // namespace
 
 Result<SearchResults> IndexReader::search(const std::string& query, SearchOptions options, FieldSource* fields) {
+  // Xapian keeps a reader's revision only until the writer's second commit after it (a server commits
+  // every second): the reader is then opened again, at the index as it is now, and the search run
+  // again. Test: IndexReaderRetry.AReaderHeldAcrossTheWritersCommitsStillAnswers.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return search_once(query, options, fields);
+    } catch (const Xapian::DatabaseModifiedError& e) {
+      if (attempt == 3) return xapian_error(e, "searching");
+    }
+    auto fresh = open(dir_);
+    if (!fresh) return fresh.error();
+    IndexReader& r = **fresh;
+    db_ = std::move(r.db_);
+    paths_ = std::move(r.paths_);
+    watermark_ = r.watermark_;
+    remote_ = r.remote_;
+    shard_uuids_ = std::move(r.shard_uuids_);
+    unpaired_to_ = std::move(r.unpaired_to_);
+    undated_to_ = std::move(r.undated_to_);
+    map_ = std::move(r.map_);
+    pairs_ = std::move(r.pairs_);
+  }
+}
+
+Result<SearchResults> IndexReader::search_once(const std::string& query, SearchOptions options, FieldSource* fields) {
   try {
     // Field processors are handed over with release(): Xapian then owns and frees them (without it,
     // every search leaked them; found by fuzz/query_fuzz.cc, regression: fuzz/regressions/query/).
@@ -3293,6 +3318,8 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     return make_error(ErrorCode::kInvalidArgument,
                       "a wildcard stands for more than " + std::to_string(kMaxWildcardWords) + " words (" + e.get_msg() + ")",
                       "give more letters before the *");
+  } catch (const Xapian::DatabaseModifiedError&) {
+    throw;  // search opens the reader again and retries
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "searching");
   }

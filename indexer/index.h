@@ -394,7 +394,9 @@ class IndexReader {
   static Result<std::unique_ptr<IndexReader>> open(const std::string& dir);
   ~IndexReader();
 
-  // Errors: kInvalidArgument for a query that does not parse (with Xapian's message).
+  // Errors: kInvalidArgument for a query that does not parse (with Xapian's message). A reader whose
+  // revision the writer has discarded meanwhile (two commits since it opened) is opened again, at
+  // the index as it is then, and the search run again (watermark() then says so too).
   Result<SearchResults> search(const std::string& query, SearchOptions options, FieldSource* fields);
   // Archive ids of the messages whose field holds every word of `text`, each word matched as the
   // start of an indexed word ("invo" finds "invoice"; IMAP asks for substrings, and an index of words
@@ -417,6 +419,7 @@ class IndexReader {
 
  private:
   IndexReader() = default;
+  Result<SearchResults> search_once(const std::string& query, SearchOptions options, FieldSource* fields);
   std::string dir_;
   std::unique_ptr<Xapian::Database> db_;
   std::vector<std::string> paths_;  // every shard's entry, in db_'s order (reopen)

@@ -1454,6 +1454,37 @@ TEST(IndexLiveCompaction, AShardWrittenALittleAtATimeIsKeptNearItsCompactSize) {
   }
 }
 
+// A reader held while the writer commits again and again (a server commits every second; a search of
+// a large export takes longer): Xapian discards the reader's revision after the writer's second
+// commit (DatabaseModifiedError). The search opens the index again and answers from the newer one.
+TEST(IndexReaderRetry, AReaderHeldAcrossTheWritersCommitsStillAnswers) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  auto w = IndexWriter::open(index, 2);
+  ASSERT_TRUE(w.ok());
+  std::uint64_t id = 0;
+  auto add = [&](int n) {
+    for (int k = 0; k < n; ++k) {
+      ++id;
+      IndexFields f = fields(id, "note" + std::to_string(id), "common words w" + std::to_string(id % 97) + " w" +
+                                                                 std::to_string(id % 89),
+                             978307200 + static_cast<std::int64_t>(id) * 60);
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
+    }
+    ASSERT_TRUE((*w)->commit(id).ok());
+  };
+  ASSERT_NO_FATAL_FAILURE(add(500));
+  auto r = IndexReader::open(index);
+  ASSERT_TRUE(r.ok());
+  for (int c = 0; c < 6; ++c) ASSERT_NO_FATAL_FAILURE(add(300));
+  auto res = (*r)->search("common", SearchOptions{0, 5}, &source);
+  ASSERT_TRUE(res.ok()) << res.error().to_string();
+  EXPECT_EQ(res->total, id) << "the index as it is now";
+  EXPECT_EQ((*r)->watermark(), id);
+}
+
 TEST(IndexSegments, ClosedSegmentsAreSealedInPlaceBesideReaders) {
   test::ScratchDir dir;
   MapSource source;
