@@ -589,6 +589,13 @@ bool has_term(const Xapian::Document& doc, const std::string& term) {
   return t != doc.termlist_end() && *t == term;
 }
 
+// The bytes of a shard's files (`mailark segments`, live compaction).
+std::uint64_t shard_bytes(const std::string& path, std::error_code& ec) {
+  std::uint64_t n = 0;
+  for (const auto& f : std::filesystem::directory_iterator(path, ec)) n += f.file_size(ec);
+  return n;
+}
+
 std::uint64_t read_watermark(const Xapian::Database& db) {
   std::string wm = db.get_metadata(schema::kMetaWatermark);
   return wm.empty() ? 0 : std::stoull(wm);
@@ -872,8 +879,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   Shard& sh = shards_[shard];
   if (!sh.db) return Compaction{};
   std::error_code ec;
-  std::uint64_t size = 0;
-  for (const auto& f : fs::directory_iterator(sh.path, ec)) size += f.file_size(ec);
+  const std::uint64_t size = shard_bytes(sh.path, ec);
   if (ec || size < min_bytes || size < sh.compact_retry_at) return Compaction{};
   // Each commit writes new copies of the blocks it changes and frees the old ones for the next: a
   // shard being written is its compact size plus what one commit changes. That size, measured at the
@@ -914,8 +920,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
     sh.compact_retry_at = size + size / 4;
     return *failure;
   }
-  std::uint64_t after = 0;
-  for (const auto& f : fs::directory_iterator(sh.path, ec)) after += f.file_size(ec);
+  const std::uint64_t after = shard_bytes(sh.path, ec);
   try {
     sh.db->set_metadata(schema::kMetaCompactedBytes, std::to_string(after));
     sh.db->commit();
@@ -923,8 +928,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
     return xapian_error(e, "recording the compaction of " + sh.path);
   }
   sh.compacted_bytes = after;
-  sh.settled_bytes = 0;  // measured at the next call
-  sh.written = false;
+  sh.settled_bytes = 0;  // measured at the next call (open_shard cleared `written`)
   return Compaction{true, size, after};
 }
 
@@ -1284,7 +1288,7 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
         }
         Xapian::Database db = open_shard_db(path);
         s.documents += db.get_doccount();
-        for (const auto& f : std::filesystem::directory_iterator(path, ec)) s.bytes += f.file_size(ec);
+        s.bytes += shard_bytes(path, ec);
       }
       out.push_back(s);
     }
@@ -2979,16 +2983,7 @@ Result<SearchResults> IndexReader::search(const std::string& query, SearchOption
     }
     auto fresh = open(dir_);
     if (!fresh) return fresh.error();
-    IndexReader& r = **fresh;
-    db_ = std::move(r.db_);
-    paths_ = std::move(r.paths_);
-    watermark_ = r.watermark_;
-    remote_ = r.remote_;
-    shard_uuids_ = std::move(r.shard_uuids_);
-    unpaired_to_ = std::move(r.unpaired_to_);
-    undated_to_ = std::move(r.undated_to_);
-    map_ = std::move(r.map_);
-    pairs_ = std::move(r.pairs_);
+    *this = std::move(**fresh);
   }
 }
 

@@ -393,6 +393,7 @@ class IndexReader {
   // Errors: kNotFound when there is no index yet.
   static Result<std::unique_ptr<IndexReader>> open(const std::string& dir);
   ~IndexReader();
+  IndexReader& operator=(IndexReader&&) = default;  // search takes a reader opened again
 
   // Errors: kInvalidArgument for a query that does not parse (with Xapian's message). A reader whose
   // revision the writer has discarded meanwhile (two commits since it opened) is opened again, at
