@@ -103,8 +103,9 @@ struct DeliveryAgent::Impl {
   std::set<smtp::SmtpClient*> clients;  // open connections, closed on stop
   std::set<std::uint64_t> dsn_in_flight;  // entries whose DSN is in the pipeline
   // Delivery results not yet committed: written together (group commit), so a busy agent does not
-  // pay one fsync per message. A crash loses at most these results, and the messages they describe
-  // are delivered again.
+  // pay one fsync per message. A crash loses these results and those of the group commit in progress,
+  // and the messages they describe are delivered again (the bound: delivery.h, "Duplicates after a
+  // crash").
   static constexpr std::size_t kMaxUnflushed = 32;  // and at most 5 ms old
   std::vector<DeliveryResult> unflushed;
   asio::steady_timer flush_timer{io};
@@ -378,8 +379,9 @@ struct DeliveryAgent::Impl {
           record(e, outcome, relay);
           continue;
         }
-        // At most kMaxUnflushed results wait for their commit: a crash repeats no more than those (and
-        // the one message in transfer on each connection).
+        // At most kMaxUnflushed results (plus one per connection past this check together) wait for
+        // their commit beside the group being committed: a crash repeats no more than those two groups
+        // and the one message in transfer on each connection (delivery.h).
         while (unflushed.size() >= kMaxUnflushed) co_await flush_now();
         bool still_usable = co_await deliver_one(*client, e, dest, relay, dedupe);
         usable = still_usable;
