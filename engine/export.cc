@@ -522,7 +522,10 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       if (in_batch == batch.size()) {
         batch.clear();
         for (std::uint64_t b = id; b != 0 && batch.size() < kMessageIdBatch; b = ids.next(b)) batch.push_back(b);
-        batch_message_ids = request.message_ids ? request.message_ids(batch) : std::vector<std::string>{};
+        batch_message_ids.clear();
+        if (request.message_ids) {
+          MAILARK_ASSIGN_OR_RETURN(batch_message_ids, request.message_ids(batch));
+        }
         batch_message_ids.resize(batch.size());
         in_batch = 0;
       }

@@ -60,7 +60,8 @@ struct ExportRequest {
   ExportIds ids;  // written in ascending order
   // The Message-IDs of these ids (in order; "" for none), asked for a batch at a time as the manifest
   // is written (from the index: IndexReader::message_ids). Null: no Message-IDs in the manifest.
-  std::function<std::vector<std::string>(const std::vector<std::uint64_t>& ids)> message_ids;
+  // An error stops the export (a manifest never lacks a Message-ID the index holds).
+  std::function<Result<std::vector<std::string>>(const std::vector<std::uint64_t>& ids)> message_ids;
   ExportContainer container = ExportContainer::kEml;
   std::string path;               // the zip to write (replaced atomically when done)
   std::string query;              // what found them, recorded in the header

@@ -2562,21 +2562,37 @@ Xapian::Database IndexReader::reopen() const {
   return db;
 }
 
-Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> IndexReader::unindexed(
-    std::size_t limit) const {
-  try {
-    const std::string term = std::string(schema::kPrefixFlag) + "unindexed";
-    std::vector<std::pair<std::uint64_t, std::string>> list;
-    std::uint64_t total = db_->get_termfreq(term);
-    for (auto it = db_->postlist_begin(term); it != db_->postlist_end(term) && list.size() < limit; ++it) {
-      if (map_->remote(*it)) {
-        list.emplace_back(map_->to_archive(*it), "(in a remote segment)");
-        continue;
-      }
-      auto j = nlohmann::json::parse(db_->get_document(*it).get_data(), nullptr, false);
-      list.emplace_back(map_->to_archive(*it), j.is_discarded() ? std::string() : j.value("u", ""));
+template <typename Read>
+auto IndexReader::retrying(Read read) -> decltype(read()) {
+  for (int run = 1;; ++run) {
+    try {
+      return read();
+    } catch (const Xapian::DatabaseModifiedError&) {
+      if (run == 3) throw;
+      auto fresh = open(dir_);
+      if (!fresh) throw;
+      *this = std::move(**fresh);
     }
-    return std::make_pair(total, std::move(list));
+  }
+}
+
+Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> IndexReader::unindexed(
+    std::size_t limit) {
+  try {
+    return retrying([&] {
+      const std::string term = std::string(schema::kPrefixFlag) + "unindexed";
+      std::vector<std::pair<std::uint64_t, std::string>> list;
+      std::uint64_t total = db_->get_termfreq(term);
+      for (auto it = db_->postlist_begin(term); it != db_->postlist_end(term) && list.size() < limit; ++it) {
+        if (map_->remote(*it)) {
+          list.emplace_back(map_->to_archive(*it), "(in a remote segment)");
+          continue;
+        }
+        auto j = nlohmann::json::parse(db_->get_document(*it).get_data(), nullptr, false);
+        list.emplace_back(map_->to_archive(*it), j.is_discarded() ? std::string() : j.value("u", ""));
+      }
+      return std::make_pair(total, std::move(list));
+    });
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "listing unindexed records");
   }
@@ -2625,16 +2641,18 @@ Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, con
       ex.push_back(q);
       q = Xapian::Query(Xapian::Query::OP_OR, ex.begin(), ex.end());
     }
-    Xapian::Enquire enq(*db_);
-    enq.set_query(q);
-    enq.set_weighting_scheme(Xapian::BoolWeight());
-    enq.set_docid_order(Xapian::Enquire::ASCENDING);
-    Xapian::MSet mset = enq.get_mset(0, db_->get_doccount());
-    std::vector<std::uint64_t> out;
-    out.reserve(mset.size());
-    for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(map_->to_archive(*it));
-    std::sort(out.begin(), out.end());  // segments interleave in Xapian's order
-    return out;
+    return retrying([&] {
+      Xapian::Enquire enq(*db_);
+      enq.set_query(q);
+      enq.set_weighting_scheme(Xapian::BoolWeight());
+      enq.set_docid_order(Xapian::Enquire::ASCENDING);
+      Xapian::MSet mset = enq.get_mset(0, db_->get_doccount());
+      std::vector<std::uint64_t> out;
+      out.reserve(mset.size());
+      for (auto it = mset.begin(); it != mset.end(); ++it) out.push_back(map_->to_archive(*it));
+      std::sort(out.begin(), out.end());  // segments interleave in Xapian's order
+      return out;
+    });
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "searching");
   }
@@ -2663,32 +2681,35 @@ void mark_attachments(const Xapian::Database& db, const DocMap& map, std::vector
 }
 }  // namespace
 
-std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std::uint64_t>& ids) const {
-  std::vector<std::optional<Summary>> out;
-  out.reserve(ids.size());
-  for (std::uint64_t id : ids) {
-    try {
-      const Xapian::docid d = map_->to_xapian(id);
-      if (d == 0 || d > db_->get_lastdocid() || map_->remote(d)) {  // remote: the caller reads the archive
-        out.emplace_back();
-        continue;
-      }
-      Xapian::Document doc = db_->get_document(d);
-      Summary s = decode_summary(doc.get_data());
-      s.id = id;
-      out.emplace_back(std::move(s));
-    } catch (const Xapian::Error&) {
-      out.emplace_back();  // not there (yet)
-    }
-  }
+std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std::uint64_t>& ids) {
   try {
-    std::vector<Summary*> found;
-    for (auto& s : out)
-      if (s) found.push_back(&*s);
-    mark_attachments(*db_, *map_, found);
+    return retrying([&] {
+      std::vector<std::optional<Summary>> out;
+      out.reserve(ids.size());
+      for (std::uint64_t id : ids) {
+        try {
+          const Xapian::docid d = map_->to_xapian(id);
+          if (d == 0 || d > db_->get_lastdocid() || map_->remote(d)) {  // remote: the caller reads the archive
+            out.emplace_back();
+            continue;
+          }
+          Xapian::Document doc = db_->get_document(d);
+          Summary s = decode_summary(doc.get_data());
+          s.id = id;
+          out.emplace_back(std::move(s));
+        } catch (const Xapian::DocNotFoundError&) {
+          out.emplace_back();  // not there (yet)
+        }
+      }
+      std::vector<Summary*> found;
+      for (auto& s : out)
+        if (s) found.push_back(&*s);
+      mark_attachments(*db_, *map_, found);
+      return out;
+    });
   } catch (const Xapian::Error&) {
+    return std::vector<std::optional<Summary>>(ids.size());  // the index cannot be read: the archive can
   }
-  return out;
 }
 
 std::uint64_t IndexReader::documents() const {
@@ -2699,17 +2720,23 @@ std::uint64_t IndexReader::documents() const {
   }
 }
 
-std::vector<std::string> IndexReader::message_ids(const std::vector<std::uint64_t>& ids) const {
-  std::vector<std::string> out(ids.size());
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    try {
-      const Xapian::docid d = map_->to_xapian(ids[i]);
-      if (d != 0 && d <= db_->get_lastdocid()) out[i] = decode_summary(db_->get_document(d).get_data()).message_id;
-    } catch (const Xapian::Error&) {
-      // not there (yet): no Message-ID
-    }
+Result<std::vector<std::string>> IndexReader::message_ids(const std::vector<std::uint64_t>& ids) {
+  try {
+    return retrying([&] {
+      std::vector<std::string> out(ids.size());
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        try {
+          const Xapian::docid d = map_->to_xapian(ids[i]);
+          if (d != 0 && d <= db_->get_lastdocid()) out[i] = decode_summary(db_->get_document(d).get_data()).message_id;
+        } catch (const Xapian::DocNotFoundError&) {
+          // not there (yet): no Message-ID
+        }
+      }
+      return out;
+    });
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "reading Message-IDs");
   }
-  return out;
 }
 
 namespace {
@@ -2972,18 +2999,11 @@ std::optional<Xapian::MSet> newest_months_page(const Xapian::Database& db, const
 }  // namespace
 
 Result<SearchResults> IndexReader::search(const std::string& query, SearchOptions options, FieldSource* fields) {
-  // Xapian keeps a reader's revision only until the writer's second commit after it (a server commits
-  // every second): the reader is then opened again, at the index as it is now, and the search run
-  // again. Test: IndexReaderRetry.AReaderHeldAcrossTheWritersCommitsStillAnswers.
-  for (int attempt = 1;; ++attempt) {
-    try {
-      return search_once(query, options, fields);
-    } catch (const Xapian::DatabaseModifiedError& e) {
-      if (attempt == 3) return xapian_error(e, "searching");
-    }
-    auto fresh = open(dir_);
-    if (!fresh) return fresh.error();
-    *this = std::move(**fresh);
+  // Test: IndexReaderRetry.AReaderHeldAcrossTheWritersCommitsStillAnswers.
+  try {
+    return retrying([&] { return search_once(query, options, fields); });
+  } catch (const Xapian::DatabaseModifiedError& e) {
+    return xapian_error(e, "searching");
   }
 }
 

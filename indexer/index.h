@@ -397,7 +397,7 @@ class IndexReader {
 
   // Errors: kInvalidArgument for a query that does not parse (with Xapian's message). A reader whose
   // revision the writer has discarded meanwhile (two commits since it opened) is opened again, at
-  // the index as it is then, and the search run again (watermark() then says so too).
+  // the index as it is then, and the search run again (watermark() then says so too; below).
   Result<SearchResults> search(const std::string& query, SearchOptions options, FieldSource* fields);
   // Archive ids of the messages whose field holds every word of `text`, each word matched as the
   // start of an indexed word ("invo" finds "invoice"; IMAP asks for substrings, and an index of words
@@ -405,21 +405,32 @@ class IndexReader {
   // or domain also matches exactly. Ascending. Text without words matches every message.
   Result<std::vector<std::uint64_t>> match_words(TextField field, const std::string& text);
   // The stored summaries of these archive ids, in order; nothing for an id the index does not hold
-  // (yet) or holds in a remote segment (callers read those from the archive). attachment is set from
-  // the has:attachment term.
-  std::vector<std::optional<Summary>> summaries(const std::vector<std::uint64_t>& ids) const;
+  // (yet) or holds in a remote segment (callers read those from the archive), nor for any when the
+  // index cannot be read. attachment is set from the has:attachment term.
+  std::vector<std::optional<Summary>> summaries(const std::vector<std::uint64_t>& ids);
   // The Message-IDs of these archive ids, in order ("" for an id the index does not hold, or whose
   // message has none): what an export's manifest names (engine/export.h). Remote shards are asked too.
-  std::vector<std::string> message_ids(const std::vector<std::uint64_t>& ids) const;
+  // Errors: kIo when the index cannot be read (an export then stops rather than write a manifest
+  // without them).
+  Result<std::vector<std::string>> message_ids(const std::vector<std::uint64_t>& ids);
   // Documents in the index (every shard), as of open().
   std::uint64_t documents() const;
   // The last archive record every shard holds, as of open().
   std::uint64_t watermark() const { return watermark_; }
   // Records indexed as placeholders (is:unindexed): id and reason, at most `limit`, and their number.
-  Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed(std::size_t limit) const;
+  Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed(std::size_t limit);
+  // Every method that reads the index (search, match_words, summaries, message_ids, unindexed) reads
+  // it again when the writer's commits left this reader behind: Xapian keeps a reader's revision only
+  // until the writer's second commit after it (a server commits every second), then throws
+  // DatabaseModifiedError; the reader is opened again, at the index as it is then, and the read run
+  // again, three times at most. Tests: IndexReaderRetry.*, IndexReaderLeftBehind.*.
 
  private:
   IndexReader() = default;
+  // Runs `read`; on DatabaseModifiedError opens this reader again and runs it again (three runs in
+  // all); the last error, or the first when the index cannot be opened again, is thrown on.
+  template <typename Read>
+  auto retrying(Read read) -> decltype(read());
   Result<SearchResults> search_once(const std::string& query, SearchOptions options, FieldSource* fields);
   std::string dir_;
   std::unique_ptr<Xapian::Database> db_;

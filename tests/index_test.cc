@@ -1454,6 +1454,19 @@ TEST(IndexLiveCompaction, AShardWrittenALittleAtATimeIsKeptNearItsCompactSize) {
   }
 }
 
+// Adds `n` documents after `*id` (words shared by all, and some of a few) and commits them.
+void add_and_commit(IndexWriter& w, MapSource& source, std::uint64_t* id, int n) {
+  for (int k = 0; k < n; ++k) {
+    const std::uint64_t d = ++*id;
+    IndexFields f = fields(d, "note" + std::to_string(d),
+                           "common words w" + std::to_string(d % 97) + " w" + std::to_string(d % 89),
+                           978307200 + static_cast<std::int64_t>(d) * 60);
+    source.docs[d] = f;
+    ASSERT_TRUE(w.add(d, build_document(f)).ok());
+  }
+  ASSERT_TRUE(w.commit(*id).ok());
+}
+
 // A reader held while the writer commits again and again (a server commits every second; a search of
 // a large export takes longer): Xapian discards the reader's revision after the writer's second
 // commit (DatabaseModifiedError). The search opens the index again and answers from the newer one.
@@ -1464,25 +1477,82 @@ TEST(IndexReaderRetry, AReaderHeldAcrossTheWritersCommitsStillAnswers) {
   auto w = IndexWriter::open(index, 2);
   ASSERT_TRUE(w.ok());
   std::uint64_t id = 0;
-  auto add = [&](int n) {
-    for (int k = 0; k < n; ++k) {
-      ++id;
-      IndexFields f = fields(id, "note" + std::to_string(id), "common words w" + std::to_string(id % 97) + " w" +
-                                                                 std::to_string(id % 89),
-                             978307200 + static_cast<std::int64_t>(id) * 60);
-      source.docs[id] = f;
-      ASSERT_TRUE((*w)->add(id, build_document(f)).ok());
-    }
-    ASSERT_TRUE((*w)->commit(id).ok());
-  };
-  ASSERT_NO_FATAL_FAILURE(add(500));
+  ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 500));
   auto r = IndexReader::open(index);
   ASSERT_TRUE(r.ok());
-  for (int c = 0; c < 6; ++c) ASSERT_NO_FATAL_FAILURE(add(300));
+  for (int c = 0; c < 6; ++c) ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 300));
   auto res = (*r)->search("common", SearchOptions{0, 5}, &source);
   ASSERT_TRUE(res.ok()) << res.error().to_string();
   EXPECT_EQ(res->total, id) << "the index as it is now";
   EXPECT_EQ((*r)->watermark(), id);
+}
+
+// Every other read of a reader left behind too: IMAP SEARCH's word matches (up to 64 keys, one reader),
+// a web listing's summaries, an export's Message-IDs (an export beside a server runs for minutes; its
+// manifest named "" for every message read after the second commit), stats' unindexed records.
+class IndexReaderLeftBehind : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto w = IndexWriter::open(index, 2);
+    ASSERT_TRUE(w.ok());
+    writer = std::move(*w);
+    ASSERT_TRUE(writer->add(1, build_unindexed_document(1, "too odd to index")).ok());
+    ASSERT_NO_FATAL_FAILURE(add_and_commit(*writer, source, &id, 999));
+    ids = {2, id / 2, id};
+  }
+  // A reader opened now, then six commits of the writer.
+  std::unique_ptr<IndexReader> behind() {
+    auto r = IndexReader::open(index);
+    EXPECT_TRUE(r.ok());
+    if (!r.ok()) return nullptr;
+    for (int c = 0; c < 6; ++c) add_and_commit(*writer, source, &id, 300);
+    return std::move(*r);
+  }
+  static std::string message_id(std::uint64_t d) { return "m" + std::to_string(d) + "@example.com"; }
+
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  std::unique_ptr<IndexWriter> writer;
+  std::uint64_t id = 1;
+  std::vector<std::uint64_t> ids;  // held when the reader opened
+};
+
+TEST_F(IndexReaderLeftBehind, WordMatches) {
+  auto r = behind();
+  ASSERT_TRUE(r);
+  auto hits = r->match_words(TextField::kBody, "common");
+  ASSERT_TRUE(hits.ok()) << hits.error().to_string();
+  EXPECT_EQ(hits->size(), id - 1) << "every document but the placeholder, as the index is now";
+}
+
+TEST_F(IndexReaderLeftBehind, Summaries) {
+  auto r = behind();
+  ASSERT_TRUE(r);
+  auto s = r->summaries(ids);
+  ASSERT_EQ(s.size(), ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(s[i].has_value()) << ids[i];
+    EXPECT_EQ(s[i]->message_id, message_id(ids[i]));
+  }
+}
+
+TEST_F(IndexReaderLeftBehind, MessageIds) {
+  auto r = behind();
+  ASSERT_TRUE(r);
+  auto m = r->message_ids(ids);
+  ASSERT_TRUE(m.ok()) << m.error().to_string();
+  for (std::size_t i = 0; i < ids.size(); ++i) EXPECT_EQ((*m)[i], message_id(ids[i]));
+}
+
+TEST_F(IndexReaderLeftBehind, Unindexed) {
+  auto r = behind();
+  ASSERT_TRUE(r);
+  auto u = r->unindexed(10);
+  ASSERT_TRUE(u.ok()) << u.error().to_string();
+  EXPECT_EQ(u->first, 1u);
+  ASSERT_EQ(u->second.size(), 1u);
+  EXPECT_EQ(u->second[0], std::make_pair(std::uint64_t{1}, std::string("too odd to index")));
 }
 
 TEST(IndexSegments, ClosedSegmentsAreSealedInPlaceBesideReaders) {
