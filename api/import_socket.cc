@@ -120,6 +120,9 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
           std::this_thread::sleep_for(std::chrono::milliseconds(200));  // never spin (api/accept.h)
         continue;
       }
+      // The socket is 0600; the kernel's word on the peer is checked too, so a socket whose mode was
+      // opened to all still takes no other user's import (tests/e2e/test_import_handoff.py
+      // test_another_users_client_is_refused_even_through_a_socket_opened_to_all).
       ucred cred{};
       socklen_t len = sizeof cred;
       if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != ::geteuid() && cred.uid != 0)) {

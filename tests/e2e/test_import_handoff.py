@@ -397,6 +397,56 @@ class ImportHandoffTest(unittest.TestCase):
         self.servers.append(srv2)
         self.assertEqual(records(srv2), n)
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root, to connect as another user (nobody)")
+    def test_another_users_client_is_refused_even_through_a_socket_opened_to_all(self):
+        srv = self.server()
+        sock = os.path.join(srv.data, "import.sock")
+        self.assertEqual(stat.S_IMODE(os.stat(sock).st_mode), 0o600, "only the server's user may connect")
+        # The socket's mode is the first door; the server also asks the kernel who connected
+        # (SO_PEERCRED, api/import_socket.cc), so a socket opened to all (an administrator's chmod)
+        # still lets no other user hand it mail.
+        os.chmod(sock, 0o666)
+        for d in (srv.tmp, srv.data):
+            os.chmod(d, 0o711)
+        nobody = 65534
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: nobody, who sends a message and reads what the server says
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(nobody)
+                os.setuid(nobody)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                    c.settimeout(60)
+                    c.connect(sock)
+                    try:  # the server may have said no and closed before these are all sent
+                        c.sendall(frame("m", "intruder#1", message(1, "from another user"), "0", "", "", "", "") +
+                                  frame("x"))
+                    except BrokenPipeError:
+                        pass
+                    got = b""
+                    while chunk := c.recv(65536):
+                        got += chunk
+                os.write(write_end, json.dumps(got.decode(errors="replace")).encode())
+            except BaseException as e:  # noqa: BLE001 -- the parent reports it
+                os.write(write_end, json.dumps(repr(e)).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as r:
+            said = json.loads(r.read() or b"null")
+        os.waitpid(pid, 0)
+        why = "only the server's own user (or root) may hand it an import"
+        self.assertEqual(said, "s\x01" + struct.pack("<Q", len(why)).decode() + why, said)
+        self.assertIn(f"refused a client of uid {nobody}", srv.server_log())
+        self.assertEqual(records(srv), 0, "nothing of the refused client's was archived")
+        # The server's own user still imports.
+        mbox = os.path.join(self.tmp, "own.mbox")
+        write_mbox(mbox, [message(i) for i in range(3)])
+        p, out = self.importing(srv, mbox)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(out["imported"], 3)
+
 
 if __name__ == "__main__":
     unittest.main()
