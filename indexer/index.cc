@@ -874,7 +874,8 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
   return rebuilt;
 }
 
-Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bool idle, std::uint64_t min_bytes) {
+Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bool idle, std::uint64_t min_bytes,
+                                                               std::uint64_t max_busy_bytes) {
   namespace fs = std::filesystem;
   Shard& sh = shards_[shard];
   if (!sh.db) return Compaction{};
@@ -890,7 +891,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   }
   // Growth counts from min_bytes up, so that a small shard, which one commit's copies make a
   // quarter larger, is not compacted after every few messages.
-  const bool grown = size >= sh.settled_bytes + std::max(sh.settled_bytes / 2, min_bytes);
+  const bool grown = size >= sh.settled_bytes + std::max(sh.settled_bytes / 2, min_bytes) && size <= max_busy_bytes;
   const bool slack =
       sh.compacted_bytes == 0 || size >= sh.compacted_bytes + std::max(sh.compacted_bytes / 4, min_bytes);
   // Idle, only a shard this writer wrote to: a server started on an imported folder (compacted by the

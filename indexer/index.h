@@ -194,12 +194,22 @@ class IndexWriter {
   // whether it compacted, and the sizes before and after. Errors (a full disk): the shard is opened
   // again as it was and not tried again until it has grown by another quarter; when it cannot be
   // opened again (shard_open false), reopen_shard as after any other error. Test: IndexLiveCompaction.*.
+  //
+  // While mail arrives (not `idle`), a shard over `max_busy_bytes` is left for idle time and sealing:
+  // the shard takes no document while it is compacted (about 3 ms a MB here, docs/BENCHMARKS.md "The
+  // index a server writes"), so its documents wait in the ingest's queue (1,024 a shard), and once
+  // that is full the archive writer, and every SMTP session's 250, waits too. 512 MiB is about 1.5 s
+  // here; a shard of a segment cut at 250,000 messages (the default) stays below it (about 270 MB
+  // before compaction), and a node at 1,000 msg/s fills two shards' queues in about 2 s. Test:
+  // IndexLiveCompaction.ABigShardIsLeftForIdleTimeWhileMailArrives.
   struct Compaction {
     bool compacted = false;
     std::uint64_t before = 0, after = 0;  // the shard's bytes
   };
-  Result<Compaction> compact_if_grown(unsigned shard, bool idle, std::uint64_t min_bytes = kLiveCompactMinBytes);
+  Result<Compaction> compact_if_grown(unsigned shard, bool idle, std::uint64_t min_bytes = kLiveCompactMinBytes,
+                                      std::uint64_t max_busy_bytes = kLiveCompactMaxBusyBytes);
   static constexpr std::uint64_t kLiveCompactMinBytes = 4u << 20;
+  static constexpr std::uint64_t kLiveCompactMaxBusyBytes = std::uint64_t{512} << 20;
   bool shard_open(unsigned shard) const { return shards_[shard].db != nullptr; }
 
  private:

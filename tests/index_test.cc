@@ -1467,6 +1467,32 @@ void add_and_commit(IndexWriter& w, MapSource& source, std::uint64_t* id, int n)
   ASSERT_TRUE(w.commit(*id).ok());
 }
 
+// A shard over the busy limit is not compacted while mail arrives (its documents would wait in the
+// ingest's queue, and the SMTP door behind it, for as long as the compaction takes), only once idle.
+TEST(IndexLiveCompaction, ABigShardIsLeftForIdleTimeWhileMailArrives) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  constexpr std::uint64_t kMin = 64 << 10, kMaxBusy = 8 * kMin;
+  auto w = IndexWriter::open(index, 1);
+  ASSERT_TRUE(w.ok());
+  std::vector<std::uint64_t> compacted_at;  // the shard's size at each compaction while busy
+  std::uint64_t id = 0;
+  for (int commit = 0; commit < 400; ++commit) {
+    ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 10));
+    auto c = (*w)->compact_if_grown(0, /*idle=*/false, kMin, kMaxBusy);
+    ASSERT_TRUE(c.ok()) << c.error().to_string();
+    if (c->compacted) compacted_at.push_back(c->before);
+  }
+  ASSERT_FALSE(compacted_at.empty()) << "compacted while small";
+  for (std::uint64_t size : compacted_at) EXPECT_LE(size, kMaxBusy);
+  auto idle = (*w)->compact_if_grown(0, /*idle=*/true, kMin, kMaxBusy);
+  ASSERT_TRUE(idle.ok()) << idle.error().to_string();
+  ASSERT_TRUE(idle->compacted) << "once mail stops";
+  EXPECT_GT(idle->before, 2 * kMaxBusy) << "the shard outgrew the limit while busy";
+  EXPECT_LT(idle->after, idle->before);
+}
+
 // A reader held while the writer commits again and again (a server commits every second; a search of
 // a large export takes longer): Xapian discards the reader's revision after the writer's second
 // commit (DatabaseModifiedError). The search opens the index again and answers from the newer one.
