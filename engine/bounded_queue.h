@@ -3,7 +3,8 @@
 //
 // Wake-ups are what such a queue costs: each one is a futex call and, on a busy machine, a context
 // switch. So a thread is woken only when it can go on: a consumer waiting for one item at the first
-// item, a consumer lingering for a batch (pop_batch) once the batch is full, and producers blocked on
+// item, a consumer lingering for a batch (pop_batch) once the batch is full or an urgent item is
+// there (someone waits for it: a session's message among an import's), and producers blocked on
 // a full queue once it has drained to half its capacity, so that they refill it in one go rather
 // than item by item (docs/BENCHMARKS.md "Wake-ups in the import pipeline";
 // tests/ingest_test.cc Ingest.QueueWakesBlockedThreadsOnlyWhenTheyCanGoOn).
@@ -14,6 +15,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -23,6 +25,11 @@ template <typename T>
 class BoundedQueue {
  public:
   explicit BoundedQueue(std::size_t capacity) : capacity_(std::max<std::size_t>(1, capacity)) {}
+  // `urgent` picks the items someone waits for (a session's message, where an import's has no one):
+  // one in the queue ends a consumer's linger at once, however short of its batch it is
+  // (tests/ingest_test.cc Ingest.QueueLingerEndsAtAnUrgentItem).
+  BoundedQueue(std::size_t capacity, std::function<bool(const T&)> urgent)
+      : capacity_(std::max<std::size_t>(1, capacity)), urgent_(std::move(urgent)) {}
 
   void push(T item) {
     std::unique_lock lock(mu_);
@@ -31,7 +38,7 @@ class BoundedQueue {
       not_full_.wait(lock, [&] { return items_.size() < capacity_ || closed_; });
       --producers_waiting_;
     }
-    items_.push_back(std::move(item));
+    add(std::move(item));
     wake_consumers();
   }
 
@@ -39,7 +46,7 @@ class BoundedQueue {
   bool try_push(T& item) {
     std::lock_guard lock(mu_);
     if (items_.size() >= capacity_ || closed_) return false;
-    items_.push_back(std::move(item));
+    add(std::move(item));
     wake_consumers();
     return true;
   }
@@ -48,8 +55,7 @@ class BoundedQueue {
     std::unique_lock lock(mu_);
     wait_for_item(lock, nullptr);
     if (items_.empty()) return false;
-    out = std::move(items_.front());
-    items_.pop_front();
+    out = remove_front();
     wake_producers();
     return true;
   }
@@ -61,8 +67,7 @@ class BoundedQueue {
     const auto until = std::chrono::steady_clock::now() + timeout;
     if (!wait_for_item(lock, &until)) return PopResult::kTimeout;
     if (items_.empty()) return PopResult::kClosed;
-    out = std::move(items_.front());
-    items_.pop_front();
+    out = remove_front();
     wake_producers();
     return PopResult::kItem;
   }
@@ -131,20 +136,28 @@ class BoundedQueue {
 
   // Waits, as a lingering consumer, until `want` items are there, the queue is closed, or `until`.
   void linger_until(std::unique_lock<std::mutex>& lock, std::size_t want, std::chrono::steady_clock::time_point until) {
-    if (items_.size() >= want || closed_) return;
+    if (items_.size() >= want || closed_ || urgent_count_ > 0) return;
     ++lingering_;
     batch_want_ = lingering_ == 1 ? want : std::min(batch_want_, want);
-    batch_full_.wait_until(lock, until, [&] { return items_.size() >= want || closed_; });
+    batch_full_.wait_until(lock, until, [&] { return items_.size() >= want || closed_ || urgent_count_ > 0; });
     --lingering_;
   }
 
   // Moves items into `out` until it holds `max`, and wakes producers that can go on.
   void take(std::vector<T>& out, std::size_t max) {
-    while (!items_.empty() && out.size() < max) {
-      out.push_back(std::move(items_.front()));
-      items_.pop_front();
-    }
+    while (!items_.empty() && out.size() < max) out.push_back(remove_front());
     wake_producers();
+  }
+
+  void add(T item) {
+    if (urgent_ && urgent_(item)) ++urgent_count_;
+    items_.push_back(std::move(item));
+  }
+  T remove_front() {
+    T item = std::move(items_.front());
+    items_.pop_front();
+    if (urgent_ && urgent_(item)) --urgent_count_;
+    return item;
   }
 
   // Called with the lock held, after an item was added.
@@ -153,7 +166,7 @@ class BoundedQueue {
       ++wakeups_;
       not_empty_.notify_one();
     }
-    if (lingering_ > 0 && items_.size() >= batch_want_) {
+    if (lingering_ > 0 && (items_.size() >= batch_want_ || urgent_count_ > 0)) {
       ++wakeups_;
       batch_full_.notify_all();
     }
@@ -176,6 +189,8 @@ class BoundedQueue {
   std::size_t batch_want_ = 0;  // the smallest batch a lingering consumer waits for
   std::size_t wakeups_ = 0;
   bool closed_ = false;
+  std::function<bool(const T&)> urgent_;  // empty: none is
+  std::size_t urgent_count_ = 0;          // urgent items in items_
 };
 
 }  // namespace mailark

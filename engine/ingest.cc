@@ -54,7 +54,9 @@ struct Ingest::Impl {
   std::mutex result_mu;
   BoundedQueue<std::pair<std::uint64_t, IngestItem>> work;
   std::uint64_t next_ticket = 0;
-  BoundedQueue<Prepared> to_append{1024};
+  // A message someone waits for (an SMTP session's 250) ends the archive writer's linger for a
+  // fuller batch of imports at once.
+  BoundedQueue<Prepared> to_append{1024, [](const Prepared& p) { return p.prompt; }};
   // One queue and one thread per index shard: Xapian's document inversion is the most expensive
   // serial step, and shards let it use every core.
   std::vector<std::unique_ptr<BoundedQueue<ToIndex>>> to_index;

@@ -102,7 +102,8 @@ struct IngestOptions {
   unsigned linger_ms = 50;
   // A server's short linger makes small batches of an import handed to it. While every message of a
   // batch is an import (none waits for a reply), the writer waits up to this long in all for a
-  // fuller batch; a message from SMTP, IMAP or the web that arrives meanwhile waits with them.
+  // fuller batch; a message from SMTP, IMAP or the web that arrives meanwhile ends the wait at once
+  // (BoundedQueue's urgent items: test Ingest.QueueLingerEndsAtAnUrgentItem).
   // Not above linger_ms (0): no longer wait.
   unsigned bulk_linger_ms = 0;
   // Xapian commit interval (documents, over all shards). Smaller than Xapian's own 10,000 a shard:

@@ -360,6 +360,42 @@ TEST(Ingest, QueueBatchUntilADeadline) {
   EXPECT_FALSE(q.pop_batch_until(none, 8, soon())) << "closed and empty";
 }
 
+// An item someone waits for (urgent: a session's message) ends a linger for a fuller batch at once;
+// items no one waits for (an import's) leave the consumer lingering, unwoken.
+TEST(Ingest, QueueLingerEndsAtAnUrgentItem) {
+  BoundedQueue<int> q(64, [](const int& i) { return i < 0; });  // negative: urgent
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::vector<int> out;
+  q.push(1);
+  std::thread consumer([&] { q.pop_batch_until(out, 16, deadline); });
+  wait_until([&] { return q.waiting().lingering == 1; });
+  ASSERT_EQ(q.waiting().lingering, 1u);
+  const std::size_t woken = q.wakeups();
+  q.push(2);
+  q.push(3);
+  EXPECT_EQ(q.wakeups(), woken) << "items no one waits for: the consumer lingers on";
+  EXPECT_EQ(q.waiting().lingering, 1u);
+  q.push(-4);
+  consumer.join();  // without the rule: until the deadline
+  EXPECT_LT(std::chrono::steady_clock::now(), deadline);
+  EXPECT_EQ(out, (std::vector<int>{1, 2, 3, -4}));
+  // One already there: no linger at all.
+  q.push(5);
+  q.push(-6);
+  std::vector<int> again;
+  EXPECT_TRUE(q.pop_batch_until(again, 16, deadline));
+  EXPECT_EQ(again, (std::vector<int>{5, -6}));
+  // Taken, it counts no more: the next batch of imports lingers again.
+  q.push(7);
+  std::vector<int> third;
+  std::thread lingering([&] { q.pop_batch_until(third, 16, deadline); });
+  wait_until([&] { return q.waiting().lingering == 1; });
+  EXPECT_EQ(q.waiting().lingering, 1u);
+  q.push(-8);
+  lingering.join();
+  EXPECT_EQ(third, (std::vector<int>{7, -8}));
+}
+
 TEST(Ingest, QueueWakesBlockedThreadsOnlyWhenTheyCanGoOn) {
   {
     BoundedQueue<int> q(64);
