@@ -347,8 +347,10 @@ struct Ingest::Impl {
         // A new time segment: every shard learns of it before any of its documents reaches one.
         if (out.starts_segment) index.add_segment(r.seq);
         if (out.copy) indexer::mark_copy(*batch[i].doc);  // as document_for_record finds it
-        to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc), batch[i].prompt});
+        // Known before it is queued: a shard catching up that takes and drops it from its queue then
+        // catches up to it (recover_shard).
         last_appended = r.seq;
+        to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc), batch[i].prompt});
       }
       report(batch[i]);
     }
@@ -363,18 +365,23 @@ struct Ingest::Impl {
 
   // Reopens a failed shard and indexes, from the archive, every record of it up to the last one
   // appended; documents still queued for those records are then skipped by IndexWriter::add.
-  Status recover_shard(unsigned shard) {
-    MAILARK_TRY(index.reopen_shard(shard));
-    const std::uint64_t to = last_appended;
+  // Catches the shard up from the archive, at most `chunk` records (0: all), and commits them.
+  // Returns whether it reached the last record appended; `reopen` first after a failure.
+  Result<bool> recover_shard(unsigned shard, bool reopen, std::size_t chunk = 0) {
+    if (reopen) MAILARK_TRY(index.reopen_shard(shard));
+    const std::uint64_t head = last_appended;
     const unsigned n = index.shard_count();
     std::uint64_t from = index.shard_watermark(shard) + 1;
-    while (from <= to && index.shard_of(from) != shard) ++from;
+    while (from <= head && index.shard_of(from) != shard) ++from;
+    std::uint64_t to = head;
+    if (chunk > 0 && from <= head && (head - from) / n >= chunk) to = from + (chunk - 1) * std::uint64_t{n};
     if (from <= to) {
       MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
       for (std::uint64_t seq = from; seq <= to; seq += n)
         MAILARK_TRY(index.add(seq, document_for_id(*snap, seq, limits, index.pair_words().get())));
     }
-    return index.commit_shard(shard, to);
+    MAILARK_TRY(index.commit_shard(shard, to));
+    return to == head;
   }
 
   // The document of an appended record, built again from the archive with the index's pair words.
@@ -433,20 +440,27 @@ struct Ingest::Impl {
       since_commit = 0;
       prompt_waiting = false;
     };
+    bool reopen = true;  // the shard, at the next recovery: not between chunks of one catch-up
     while (true) {
       auto wait = broken ? std::min<std::chrono::milliseconds>(interval, retry) : interval;
+      if (broken && !reopen) wait = std::chrono::milliseconds(0);  // catching up: the next chunk at once
       auto got = queue.pop_for(item, wait);
       if (got == BoundedQueue<ToIndex>::PopResult::kClosed) break;
       const auto now = std::chrono::steady_clock::now();
       if (broken) {
         if (now >= retry_at) {
-          if (auto s = recover_shard(shard); s) {
+          auto s = recover_shard(shard, reopen, options.index_catch_up_chunk);
+          if (s && *s) {
             broken = false;
             broken_shards--;
+            reopen = true;
             last_commit = now;
             warn("index shard " + std::to_string(shard) + ": recovered, caught up to message " +
                  std::to_string(index.shard_watermark(shard)));
+          } else if (s) {
+            reopen = false;  // part of the way: its queue taken, the next chunk
           } else {
+            reopen = true;
             retry_at = now + retry;
           }
         }
@@ -498,7 +512,7 @@ struct Ingest::Impl {
       }
     }
     if (broken) {
-      if (auto s = recover_shard(shard); s) {
+      if (auto s = recover_shard(shard, reopen); s) {  // the whole rest: the queue is closed
         broken = false;
         broken_shards--;
       }

@@ -123,6 +123,11 @@ struct IngestOptions {
   std::size_t dictionary_bytes = 64 * 1024;
   // How long an index shard waits after a failure before it reopens and catches up.
   unsigned index_retry_ms = 5000;
+  // A shard catching up from the archive after a failure indexes this many records at a time,
+  // taking (and dropping: the archive has them) what its queue holds between them, so that the
+  // archive writer, which waits while that queue is full, never waits for a whole catch-up (mail
+  // archived during a long index failure is a long catch-up). Test: Ingest.IndexFailureNeverFailsAMessage.
+  unsigned index_catch_up_chunk = 500;
   // How often a low-priority thread seals the index's closed segments in place
   // (indexer::seal_closed_segments), so that a running server keeps them compacted and read-only
   // (0: never; imports seal at their compaction instead).

@@ -147,7 +147,9 @@ TEST(Ingest, IndexFailureNeverFailsAMessage) {
   e = open_engine(dir.path());
   Outcomes out;
   {
-    Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, server_options(out), nullptr);
+    IngestOptions options = server_options(out);
+    options.index_catch_up_chunk = 7;  // each shard's 20 caught up in three chunks
+    Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, options, nullptr);
     disk.fill();
     for (int i = 0; i < 40; ++i) in.submit(item("indexless " + std::to_string(i), out));
     wait_until([&] { return out.count(IngestOutcome::kArchived) == 40; });
