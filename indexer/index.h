@@ -187,7 +187,7 @@ class IndexWriter {
   // compaction (its size at the call after that compaction, so that what one commit changes is not
   // counted as growth: geometric, a few times the final size written in all) or, `idle` (no document
   // since the last commit: the caller calls it then too) and written to since this writer opened or
-  // compacted it, is a quarter (and min_bytes) larger than right after its last compaction
+  // compacted it, is a quarter (and a quarter of min_bytes) larger than right after its last compaction
   // (schema::kMetaCompactedBytes; never compacted: at once). So a server's shards are compact soon
   // after mail stops arriving, and while it arrives they stay within half again of what they
   // settled at. Call on the shard's thread with nothing uncommitted (after commit_shard). Returns
