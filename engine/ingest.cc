@@ -363,10 +363,10 @@ struct Ingest::Impl {
     report(p);
   }
 
-  // Reopens a failed shard and indexes, from the archive, every record of it up to the last one
-  // appended; documents still queued for those records are then skipped by IndexWriter::add.
-  // Catches the shard up from the archive, at most `chunk` records (0: all), and commits them.
-  // Returns whether it reached the last record appended; `reopen` first after a failure.
+  // Indexes, from the archive, the failed shard's records after its watermark, up to the last one
+  // appended or `chunk` of them (0: no limit), and commits them; `reopen`s the shard first (not
+  // between the chunks of one catch-up). Returns whether it reached the last record appended.
+  // Documents still queued for those records are then skipped by IndexWriter::add.
   Result<bool> recover_shard(unsigned shard, bool reopen, std::size_t chunk = 0) {
     if (reopen) MAILARK_TRY(index.reopen_shard(shard));
     const std::uint64_t head = last_appended;
@@ -458,7 +458,13 @@ struct Ingest::Impl {
             warn("index shard " + std::to_string(shard) + ": recovered, caught up to message " +
                  std::to_string(index.shard_watermark(shard)));
           } else if (s) {
-            reopen = false;  // part of the way: its queue taken, the next chunk
+            // Part of the way: what the queue holds now is dropped (the next chunk reaches it:
+            // last_appended is set before a document is queued), so the archive writer never waits
+            // for more than a chunk; then the next chunk.
+            reopen = false;
+            ToIndex dropped;
+            while (queue.pop_for(dropped, std::chrono::milliseconds(0)) == BoundedQueue<ToIndex>::PopResult::kItem) {
+            }
           } else {
             reopen = true;
             retry_at = now + retry;

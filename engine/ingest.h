@@ -124,9 +124,11 @@ struct IngestOptions {
   // How long an index shard waits after a failure before it reopens and catches up.
   unsigned index_retry_ms = 5000;
   // A shard catching up from the archive after a failure indexes this many records at a time,
-  // taking (and dropping: the archive has them) what its queue holds between them, so that the
-  // archive writer, which waits while that queue is full, never waits for a whole catch-up (mail
-  // archived during a long index failure is a long catch-up). Test: Ingest.IndexFailureNeverFailsAMessage.
+  // emptying its queue (dropping what it holds: the next chunk reaches those records) between them,
+  // so that the archive writer, which waits while that queue is full, waits at most a chunk, not a
+  // whole catch-up (mail archived during a long index failure is a long catch-up). That the chunks
+  // catch up completely: Ingest.IndexFailureNeverFailsAMessage (chunks of 7); the writer's wait is
+  // not measured.
   unsigned index_catch_up_chunk = 500;
   // How often a low-priority thread seals the index's closed segments in place
   // (indexer::seal_closed_segments), so that a running server keeps them compacted and read-only
