@@ -200,7 +200,8 @@ class IndexWriter {
   // index a server writes"), so its documents wait in the ingest's queue (1,024 a shard), and once
   // that is full the archive writer, and every SMTP session's 250, waits too. 512 MiB is about 1.5 s
   // here; a shard of a segment cut at 250,000 messages (the default) stays below it (about 270 MB
-  // before compaction), and a node at 1,000 msg/s fills two shards' queues in about 2 s. Test:
+  // before compaction), and a node at 1,000 msg/s fills two shards' queues in about 2 s (derived
+  // figures, docs/BENCHMARKS.md). Test:
   // IndexLiveCompaction.ABigShardIsLeftForIdleTimeWhileMailArrives.
   struct Compaction {
     bool compacted = false;
