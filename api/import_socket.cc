@@ -191,13 +191,17 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
     }
   }
 
-  // Submits on the io thread (Ingest is driven from there), again while the pipeline is full. False
-  // when the server stops first.
+  // Submits on the io thread (Ingest is driven from there), again while the pipeline is full or an
+  // index shard's queue is half full (Ingest::room_for_imports: the import's documents must never fill
+  // one, or the archive writer and every session's 250 wait behind it). False when the server stops
+  // first.
   bool submit(const std::shared_ptr<IngestItem>& item) {
     while (!stopping) {
       auto taken = std::make_shared<std::promise<bool>>();
       auto answer = taken->get_future();
-      asio::post(io, [this, item, taken] { taken->set_value(!stopping && ingest.try_submit(*item)); });
+      asio::post(io, [this, item, taken] {
+        taken->set_value(!stopping && ingest.room_for_imports() && ingest.try_submit(*item));
+      });
       while (answer.wait_for(std::chrono::seconds(1)) != std::future_status::ready)
         if (io.stopped()) return false;
       if (answer.get()) return true;

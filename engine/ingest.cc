@@ -35,6 +35,9 @@ struct Prepared {
   bool prompt = true;  // someone waits for its result (SMTP, IMAP, the web); false: an import
 };
 
+// Someone waits for its result (SMTP, IMAP, the web); an import's message has no one.
+bool is_prompt(const IngestItem& item) { return item.envelope.direction != Direction::kImport; }
+
 struct ToIndex {
   std::uint64_t seq = 0;
   Xapian::Document doc;
@@ -52,6 +55,8 @@ struct Ingest::Impl {
   std::function<void(const IngestResult&)> on_result;
 
   std::mutex result_mu;
+  // A message someone waits for is prepared before every import's message waiting with it: an
+  // import handed to a server holds up to 256 of them here (Ingest.PromptMailIsPreparedBeforeImports).
   BoundedQueue<std::pair<std::uint64_t, IngestItem>> work;
   std::uint64_t next_ticket = 0;
   // A message someone waits for (an SMTP session's 250) ends the archive writer's linger for a
@@ -79,7 +84,8 @@ struct Ingest::Impl {
   Impl(Archive& a, indexer::IndexWriter& i, const scanner::Scanner* s, const Limits& l, IngestOptions o,
        std::function<void(const IngestResult&)> cb)
       : archive(a), index(i), scanner(s), limits(l), options(std::move(o)), on_result(std::move(cb)),
-        work(std::max<std::size_t>(1, options.queue_depth)) {
+        work(std::max<std::size_t>(1, options.queue_depth),
+             [](const std::pair<std::uint64_t, IngestItem>& e) { return is_prompt(e.second); }) {
     training_done = options.train_after == 0 || archive.codec()->active_dictionary() != 0;
     // Every structure the threads share is built before the first thread starts: an index thread
     // reads to_index while a later push_back could still move the vector (ASan caught that once in
@@ -153,7 +159,7 @@ struct Ingest::Impl {
     while (work.pop(item)) {
       auto on_done = std::move(item.second.on_done);
       const std::string origin = item.second.origin;
-      const bool prompt = item.second.envelope.direction != Direction::kImport;
+      const bool prompt = is_prompt(item.second);
       Prepared p;
       try {
         if (Ingest::prepare_hook_for_test) Ingest::prepare_hook_for_test(item.second);
@@ -335,6 +341,9 @@ struct Ingest::Impl {
       for (auto& p : batch) fail(p, "not archived: " + outcomes.error().to_string());
       return;
     }
+    // Every result is reported as soon as the batch is durable, before any of its documents is
+    // queued for the index: a push waits while a shard's queue is full, and a session's 250 must not
+    // wait for the documents of the imports committed with it.
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& out = (*outcomes)[i];
       IngestResult& r = batch[i].result;
@@ -344,16 +353,27 @@ struct Ingest::Impl {
         r.seq = out.record.seq;
         r.queued = appends[i].queue.has_value();
         r.quarantined = appends[i].quarantine.has_value();
-        // A new time segment: every shard learns of it before any of its documents reaches one.
-        if (out.starts_segment) index.add_segment(r.seq);
-        if (out.copy) indexer::mark_copy(*batch[i].doc);  // as document_for_record finds it
-        // Known before it is queued: a shard catching up that takes and drops it from its queue then
-        // catches up to it (recover_shard).
-        last_appended = r.seq;
-        to_index[index.shard_of(r.seq)]->push(ToIndex{r.seq, std::move(*batch[i].doc), batch[i].prompt});
       }
       report(batch[i]);
     }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const auto& out = (*outcomes)[i];
+      if (out.duplicate) continue;
+      const std::uint64_t seq = out.record.seq;
+      // A new time segment: every shard learns of it before any of its documents reaches one.
+      if (out.starts_segment) index.add_segment(seq);
+      if (out.copy) indexer::mark_copy(*batch[i].doc);  // as document_for_record finds it
+      // Known before it is queued: a shard catching up that takes and drops it from its queue then
+      // catches up to it (recover_shard).
+      last_appended = seq;
+      to_index[index.shard_of(seq)]->push(ToIndex{seq, std::move(*batch[i].doc), batch[i].prompt});
+    }
+  }
+
+  bool room_for_imports() const {
+    for (const auto& q : to_index)
+      if (q->depth() > q->capacity() / 2) return false;
+    return true;
   }
 
   void fail(Prepared& p, const std::string& why) {
@@ -498,6 +518,7 @@ struct Ingest::Impl {
       // A document prepared before the index chose its pair words and added after: built again with
       // them, so the shard, once written again with them (commit_shard), never takes one without.
       if (index.pair_words() && indexer::lacks_pair_terms(item.doc)) item.doc = rebuild(item.seq);
+      if (Ingest::index_hook_for_test) Ingest::index_hook_for_test(item.seq);
       if (auto s = index.add(item.seq, item.doc); !s) {
         failed(s.error());
         continue;
@@ -631,6 +652,10 @@ void Ingest::submit(IngestItem item) {
 
 bool Ingest::try_submit(IngestItem& item) {
   return impl_->try_submit(item);
+}
+
+bool Ingest::room_for_imports() const {
+  return impl_->room_for_imports();
 }
 
 Status Ingest::finish() {

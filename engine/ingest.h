@@ -161,6 +161,11 @@ class Ingest {
   // Never blocks: false when the pipeline is full (the item is left as it was). Servers answer
   // 451 4.3.2 then rather than stall their event loop. May be called from any one thread.
   bool try_submit(IngestItem& item);
+  // False while an index shard's queue is more than half full. An import handed to a server waits
+  // then (api/import_socket.cc), so that its documents never fill a shard's queue: the archive writer
+  // waits while one is full, and every session's 250 behind it (a shard compacting or committing
+  // takes none for a while). Test: Ingest.ImportsWaitWhileAShardsQueueIsHalfFull.
+  bool room_for_imports() const;
   // Drains every queue, commits the index. Returns the first archive write failure (the messages it
   // hit were reported as kFailed), else ok: an index failure is not an error here (the next open
   // catches the index up).
@@ -169,6 +174,8 @@ class Ingest {
   // Tests only: called on a worker thread before each message is prepared; what it throws stands for
   // a fault in the parse, scan or compression (Ingest.AMessageWhosePreparationThrowsFailsAlone).
   static inline std::function<void(const IngestItem&)> prepare_hook_for_test;
+  // Tests only: called on an index shard's thread before it adds a document (archive id).
+  static inline std::function<void(std::uint64_t)> index_hook_for_test;
 
  private:
   struct Impl;

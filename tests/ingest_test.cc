@@ -380,13 +380,13 @@ TEST(Ingest, QueueLingerEndsAtAnUrgentItem) {
   q.push(-4);
   consumer.join();  // without the rule: until the deadline
   EXPECT_LT(std::chrono::steady_clock::now(), deadline);
-  EXPECT_EQ(out, (std::vector<int>{1, 2, 3, -4}));
+  EXPECT_EQ(out, (std::vector<int>{-4, 1, 2, 3})) << "the urgent item first";
   // One already there: no linger at all.
   q.push(5);
   q.push(-6);
   std::vector<int> again;
   EXPECT_TRUE(q.pop_batch_until(again, 16, deadline));
-  EXPECT_EQ(again, (std::vector<int>{5, -6}));
+  EXPECT_EQ(again, (std::vector<int>{-6, 5}));
   // Taken, it counts no more: the next batch of imports lingers again.
   q.push(7);
   std::vector<int> third;
@@ -395,7 +395,69 @@ TEST(Ingest, QueueLingerEndsAtAnUrgentItem) {
   EXPECT_EQ(q.waiting().lingering, 1u);
   q.push(-8);
   lingering.join();
-  EXPECT_EQ(third, (std::vector<int>{7, -8}));
+  EXPECT_EQ(third, (std::vector<int>{-8, 7}));
+}
+
+// Urgent items are taken before the others, each class in the order pushed, by every way of taking.
+TEST(Ingest, QueueGivesUrgentItemsFirst) {
+  BoundedQueue<int> q(64, [](const int& i) { return i < 0; });
+  for (int i : {1, 2, -3, 4, -5, 6}) q.push(i);
+  int one = 0;
+  ASSERT_TRUE(q.pop(one));
+  EXPECT_EQ(one, -3);
+  std::vector<int> batch;
+  ASSERT_TRUE(q.pop_batch(batch, 3));
+  EXPECT_EQ(batch, (std::vector<int>{-5, 1, 2}));
+  q.push(-7);
+  ASSERT_EQ(q.pop_for(one, std::chrono::milliseconds(0)), BoundedQueue<int>::PopResult::kItem);
+  EXPECT_EQ(one, -7);
+  std::vector<int> rest;
+  q.close();
+  ASSERT_TRUE(q.pop_batch(rest, 16));
+  EXPECT_EQ(rest, (std::vector<int>{4, 6}));
+  // Without a rule of urgency: the order pushed.
+  BoundedQueue<int> plain(8);
+  for (int i : {1, -2, 3}) plain.push(i);
+  std::vector<int> all;
+  ASSERT_TRUE(plain.pop_batch(all, 8));
+  EXPECT_EQ(all, (std::vector<int>{1, -2, 3}));
+}
+
+// A server's pipeline holds up to 256 messages of an import handed to it (api/import_socket.h); a
+// session's message that arrives behind them is prepared next, not after them (its 250 waited for
+// the whole queue: docs/BENCHMARKS.md "The SMTP door during a handed import").
+TEST(Ingest, PromptMailIsPreparedBeforeImports) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  std::atomic<bool> entered{false}, release{false};
+  Ingest::prepare_hook_for_test = [&](const IngestItem& it) {
+    if (it.origin != "import 0") return;
+    entered = true;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  struct Unhook {
+    ~Unhook() { Ingest::prepare_hook_for_test = nullptr; }
+  } unhook;
+  IngestOptions o = server_options(out);
+  o.workers = 1;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  auto import = [&](int i) {
+    IngestItem it = item("import " + std::to_string(i), out);
+    it.envelope.direction = Direction::kImport;
+    return it;
+  };
+  in.submit(import(0));
+  wait_until([&] { return entered.load(); });
+  ASSERT_TRUE(entered) << "the worker took the first import";
+  for (int i = 1; i <= 20; ++i) in.submit(import(i));
+  in.submit(item("session", out));
+  release = true;
+  ASSERT_TRUE(in.finish().ok());
+  ASSERT_EQ(out.count(IngestOutcome::kArchived), 22);
+  for (const auto& r : out.results)
+    if (r.origin == "session")
+      EXPECT_LE(r.seq, 2u) << "archived with the import in hand (before or after it), not after the 20 queued";
 }
 
 TEST(Ingest, QueueWakesBlockedThreadsOnlyWhenTheyCanGoOn) {
@@ -570,6 +632,78 @@ TEST(Ingest, AnImportChoosesPairWordsBeforeItIndexes) {
   ASSERT_TRUE(res.ok());
   EXPECT_EQ(res->total, static_cast<std::uint64_t>(total / 2));
   EXPECT_TRUE(res->total_exact);
+}
+
+// An import handed to a server waits while an index shard's queue is more than half full
+// (Ingest::room_for_imports), so that its documents never fill one: the archive writer waits while a
+// queue is full, and every session's 250 behind it.
+TEST(Ingest, ImportsWaitWhileAShardsQueueIsHalfFull) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  std::atomic<bool> hold{true};
+  Ingest::index_hook_for_test = [&](std::uint64_t) {
+    while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  struct Unhook {
+    ~Unhook() { Ingest::index_hook_for_test = nullptr; }
+  } unhook;
+  IngestOptions o = server_options(out);
+  o.queue_depth = 4096;
+  o.index_commit_every = 100000;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  EXPECT_TRUE(in.room_for_imports());
+  // Each shard takes one document and holds it; the rest wait in its queue (1,024 deep).
+  const int total = 1200;
+  for (int i = 0; i < total; ++i) {
+    IngestItem it = item("import " + std::to_string(i), out);
+    it.envelope.direction = Direction::kImport;
+    in.submit(std::move(it));
+  }
+  wait_until([&] { return out.count(IngestOutcome::kArchived) == total; });
+  ASSERT_EQ(out.count(IngestOutcome::kArchived), total);
+  EXPECT_FALSE(in.room_for_imports()) << "about 599 documents wait in each shard's queue of 1,024";
+  hold = false;
+  wait_until([&] { return in.room_for_imports(); });
+  EXPECT_TRUE(in.room_for_imports());
+  EXPECT_TRUE(in.finish().ok());
+  auto res = e->search("subject:import", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, static_cast<std::uint64_t>(total));
+}
+
+// A batch's results are reported once it is durable, before its documents are queued for the index:
+// the push of one waits while its shard's queue is full, and the 250 of a session's message in the
+// same batch must not wait for it.
+TEST(Ingest, ResultsAreReportedBeforeTheirDocumentsWaitForTheIndex) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  std::atomic<bool> hold{true};
+  Ingest::index_hook_for_test = [&](std::uint64_t) {
+    while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  struct Unhook {
+    ~Unhook() { Ingest::index_hook_for_test = nullptr; }
+  } unhook;
+  IngestOptions o = server_options(out);
+  o.queue_depth = 4096;
+  o.index_commit_every = 100000;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  // Each shard holds one document and takes no more; its queue takes 1,024: at most 2,050 documents
+  // can be handed to the index, and the archive writer then waits to hand it the next.
+  const int total = 3000, handed_at_most = 2 * (1024 + 1);
+  for (int i = 0; i < total; ++i) {
+    IngestItem it = item("import " + std::to_string(i), out);
+    it.envelope.direction = Direction::kImport;
+    in.submit(std::move(it));
+  }
+  wait_until([&] { return out.count(IngestOutcome::kArchived) > handed_at_most; });
+  EXPECT_GT(out.count(IngestOutcome::kArchived), handed_at_most)
+      << "the batch whose document waits for a full queue is reported all the same";
+  hold = false;
+  EXPECT_TRUE(in.finish().ok());
+  EXPECT_EQ(out.count(IngestOutcome::kArchived), total);
 }
 
 TEST(Index, DocumentsCommittedPastTheWatermarkAreKept) {
