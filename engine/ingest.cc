@@ -27,7 +27,7 @@ namespace mailark {
 namespace {
 
 struct Prepared {
-  std::uint64_t ticket = 0;  // submission order; with preserve_order, records are appended in it
+  std::uint64_t ticket = 0;  // submission order of the items appended in it (Impl::ordered)
   PendingAppend append;
   std::optional<Xapian::Document> doc;
   IngestResult result;
@@ -295,22 +295,20 @@ struct Ingest::Impl {
             incoming, options.max_batch,
             std::chrono::steady_clock::now() + std::chrono::milliseconds(options.bulk_linger_ms - options.linger_ms));
       }
-      if (options.preserve_order) {
-        for (auto& p : incoming) waiting.emplace(p.ticket, std::move(p));
-        for (auto it = waiting.begin(); it != waiting.end() && it->first == next; it = waiting.erase(it), ++next) {
-          if (it->second.result.outcome == IngestOutcome::kArchived)
-            ready.push_back(std::move(it->second));
-          else
-            report(it->second);
-        }
-      } else {
-        for (auto& p : incoming) {
-          if (p.result.outcome == IngestOutcome::kArchived)
-            ready.push_back(std::move(p));
-          else
-            report(p);
-        }
+      auto route = [&](Prepared& p) {
+        if (p.result.outcome == IngestOutcome::kArchived)
+          ready.push_back(std::move(p));
+        else
+          report(p);
+      };
+      for (auto& p : incoming) {
+        if (ordered(p.prompt))
+          waiting.emplace(p.ticket, std::move(p));
+        else
+          route(p);
       }
+      for (auto it = waiting.begin(); it != waiting.end() && it->first == next; it = waiting.erase(it), ++next)
+        route(it->second);
       incoming.clear();
       if (!ready.empty()) commit_batch(ready);
       ready.clear();
@@ -550,7 +548,15 @@ struct Ingest::Impl {
     }
   }
 
-  void enqueue(IngestItem item) { work.push({next_ticket++, std::move(item)}); }
+  // Items appended in submission order: every item with preserve_order, else the imports' (a server
+  // appends mail from outside in completion order, and an import handed to it in its own order, as a
+  // lone import: Ingest.AnImportHandedToAServerKeepsItsOrder). The others need no ticket.
+  bool ordered(bool prompt) const { return options.preserve_order || !prompt; }
+
+  void enqueue(IngestItem item) {
+    const std::uint64_t ticket = ordered(is_prompt(item)) ? next_ticket++ : 0;
+    work.push({ticket, std::move(item)});
+  }
 
   void release_held() {
     for (auto& it : held) enqueue(std::move(it));
@@ -599,12 +605,13 @@ struct Ingest::Impl {
       submit(std::move(item));
       return true;
     }
-    std::pair<std::uint64_t, IngestItem> entry{next_ticket, std::move(item)};
+    const bool in_order = ordered(is_prompt(item));
+    std::pair<std::uint64_t, IngestItem> entry{in_order ? next_ticket : 0, std::move(item)};
     if (!work.try_push(entry)) {
       item = std::move(entry.second);
       return false;
     }
-    ++next_ticket;
+    if (in_order) ++next_ticket;
     return true;
   }
 

@@ -92,8 +92,11 @@ struct IngestResult {
 
 struct IngestOptions {
   unsigned workers = 0;         // 0: one per core
-  // Imports keep submission order (the n-th message of an mbox gets the n-th id). Servers append in
-  // completion order, so one slow scan never holds up other sessions' 250 replies.
+  // Imports keep submission order (the n-th message of an mbox gets the n-th id). Servers (false)
+  // append mail from outside in completion order, so one slow scan never holds up other sessions'
+  // 250 replies, and an import handed to them in its own submission order, as a lone import is
+  // (tests: Ingest.CompletionOrderLetsASmallMessagePassASlowOne,
+  // Ingest.AnImportHandedToAServerKeepsItsOrder).
   bool preserve_order = true;
   std::size_t queue_depth = 64;  // items waiting for a worker; try_submit refuses beyond it
   std::size_t max_batch = 512;  // messages per archive transaction, at most

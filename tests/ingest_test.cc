@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -232,6 +233,36 @@ TEST(Ingest, CompletionOrderLetsASmallMessagePassASlowOne) {
   ASSERT_EQ(out.results.size(), 2u);
   EXPECT_EQ(out.results[0].origin, "quick") << "the quick message's reply did not wait for the slow scan";
   EXPECT_EQ(out.results[0].seq, 1u) << "and got the first id";
+}
+
+// A server appends mail from outside in completion order, and an import handed to it in the
+// import's own order, as a lone import: the n-th message of a mailbox gets the n-th id of the import.
+TEST(Ingest, AnImportHandedToAServerKeepsItsOrder) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  Ingest::prepare_hook_for_test = [](const IngestItem& it) {
+    if (it.origin == "import 0") std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a slow scan
+  };
+  struct Unhook {
+    ~Unhook() { Ingest::prepare_hook_for_test = nullptr; }
+  } unhook;
+  IngestOptions o = server_options(out);
+  o.workers = 2;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  for (int i = 0; i < 6; ++i) {
+    IngestItem it = item("import " + std::to_string(i), out);
+    it.envelope.direction = Direction::kImport;
+    in.submit(std::move(it));
+    if (i == 1) in.submit(item("session", out));
+  }
+  ASSERT_TRUE(in.finish().ok());
+  ASSERT_EQ(out.count(IngestOutcome::kArchived), 7);
+  std::map<std::string, std::uint64_t> seq;
+  for (const auto& r : out.results) seq[r.origin] = r.seq;
+  for (int i = 1; i < 6; ++i)
+    EXPECT_LT(seq["import " + std::to_string(i - 1)], seq["import " + std::to_string(i)]) << i;
+  EXPECT_LT(seq["session"], seq["import 0"]) << "mail from outside passes the slow import";
 }
 
 TEST(Ingest, TemporaryScannerErrorDefersForServersAndArchivesForImports) {

@@ -135,8 +135,13 @@ class ImportHandoffTest(unittest.TestCase):
         self.assertEqual(send(srv.port, "after the import"), 250)  # the door kept working
 
         self.assertEqual(srv.wait_for("subject:handed", 300)["total"], 300)
+        # In the mailbox's order, as a lone import (engine/ingest.h preserve_order): the n-th message
+        # got the n-th id after the SMTP message's.
+        handed = sorted((r["id"], r["subject"]) for r in srv.cli("search", "subject:handed", "--limit", "300")["results"])
+        self.assertEqual(handed, [(n + 2, f"handed {n}") for n in range(300)])
         infected = srv.search("verdict:infected")
         self.assertEqual([r["subject"] for r in infected["results"]], ["the virus"])
+        self.assertEqual(infected["results"][0]["id"], 302)
         shown = srv.cli("show", str(infected["results"][0]["id"]))
         self.assertEqual(shown["envelope"]["direction"], "import")
         self.assertEqual(shown["envelope"]["custodian"], "Ana Lee")
