@@ -665,6 +665,33 @@ TEST(Ingest, AnImportChoosesPairWordsBeforeItIndexes) {
   EXPECT_TRUE(res->total_exact);
 }
 
+// Index shards that take one document each and then hold it until release() (Ingest's index hook),
+// and a server's pipeline options with room for thousands of messages and no commit by count.
+struct HeldIndex {
+  std::atomic<bool> hold{true};
+  HeldIndex() {
+    Ingest::index_hook_for_test = [this](std::uint64_t) {
+      while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    };
+  }
+  ~HeldIndex() { Ingest::index_hook_for_test = nullptr; }
+  void release() { hold = false; }
+  IngestOptions options(Outcomes& out) {
+    IngestOptions o = server_options(out);
+    o.queue_depth = 4096;
+    o.index_commit_every = 100000;
+    return o;
+  }
+};
+
+void submit_imports(Ingest& in, Outcomes& out, int total) {
+  for (int i = 0; i < total; ++i) {
+    IngestItem it = item("import " + std::to_string(i), out);
+    it.envelope.direction = Direction::kImport;
+    in.submit(std::move(it));
+  }
+}
+
 // An import handed to a server waits while an index shard's queue is more than half full
 // (Ingest::room_for_imports), so that its documents never fill one: the archive writer waits while a
 // queue is full, and every session's 250 behind it.
@@ -672,29 +699,16 @@ TEST(Ingest, ImportsWaitWhileAShardsQueueIsHalfFull) {
   test::ScratchDir dir;
   auto e = open_engine(dir.path());
   Outcomes out;
-  std::atomic<bool> hold{true};
-  Ingest::index_hook_for_test = [&](std::uint64_t) {
-    while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  };
-  struct Unhook {
-    ~Unhook() { Ingest::index_hook_for_test = nullptr; }
-  } unhook;
-  IngestOptions o = server_options(out);
-  o.queue_depth = 4096;
-  o.index_commit_every = 100000;
-  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  HeldIndex held;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, held.options(out), nullptr);
   EXPECT_TRUE(in.room_for_imports());
   // Each shard takes one document and holds it; the rest wait in its queue (1,024 deep).
   const int total = 1200;
-  for (int i = 0; i < total; ++i) {
-    IngestItem it = item("import " + std::to_string(i), out);
-    it.envelope.direction = Direction::kImport;
-    in.submit(std::move(it));
-  }
+  submit_imports(in, out, total);
   wait_until([&] { return out.count(IngestOutcome::kArchived) == total; });
   ASSERT_EQ(out.count(IngestOutcome::kArchived), total);
   EXPECT_FALSE(in.room_for_imports()) << "about 599 documents wait in each shard's queue of 1,024";
-  hold = false;
+  held.release();
   wait_until([&] { return in.room_for_imports(); });
   EXPECT_TRUE(in.room_for_imports());
   EXPECT_TRUE(in.finish().ok());
@@ -710,29 +724,16 @@ TEST(Ingest, ResultsAreReportedBeforeTheirDocumentsWaitForTheIndex) {
   test::ScratchDir dir;
   auto e = open_engine(dir.path());
   Outcomes out;
-  std::atomic<bool> hold{true};
-  Ingest::index_hook_for_test = [&](std::uint64_t) {
-    while (hold) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  };
-  struct Unhook {
-    ~Unhook() { Ingest::index_hook_for_test = nullptr; }
-  } unhook;
-  IngestOptions o = server_options(out);
-  o.queue_depth = 4096;
-  o.index_commit_every = 100000;
-  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  HeldIndex held;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, held.options(out), nullptr);
   // Each shard holds one document and takes no more; its queue takes 1,024: at most 2,050 documents
   // can be handed to the index, and the archive writer then waits to hand it the next.
   const int total = 3000, handed_at_most = 2 * (1024 + 1);
-  for (int i = 0; i < total; ++i) {
-    IngestItem it = item("import " + std::to_string(i), out);
-    it.envelope.direction = Direction::kImport;
-    in.submit(std::move(it));
-  }
+  submit_imports(in, out, total);
   wait_until([&] { return out.count(IngestOutcome::kArchived) > handed_at_most; });
   EXPECT_GT(out.count(IngestOutcome::kArchived), handed_at_most)
       << "the batch whose document waits for a full queue is reported all the same";
-  hold = false;
+  held.release();
   EXPECT_TRUE(in.finish().ok());
   EXPECT_EQ(out.count(IngestOutcome::kArchived), total);
 }
