@@ -130,8 +130,9 @@ struct IngestOptions {
   // emptying its queue (dropping what it holds: the next chunk reaches those records) between them,
   // so that the archive writer, which waits while that queue is full, waits at most a chunk, not a
   // whole catch-up (mail archived during a long index failure is a long catch-up). That the chunks
-  // catch up completely: Ingest.IndexFailureNeverFailsAMessage (chunks of 7); the writer's wait is
-  // not measured.
+  // catch up completely: Ingest.IndexFailureNeverFailsAMessage (chunks of 7); what a catch-up costs
+  // an SMTP session beside it (nothing that shows): docs/BENCHMARKS.md "The SMTP door during a handed
+  // import", bench/import/door_catch_up.py.
   unsigned index_catch_up_chunk = 500;
   // How often a low-priority thread seals the index's closed segments in place
   // (indexer::seal_closed_segments), so that a running server keeps them compacted and read-only
