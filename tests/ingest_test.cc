@@ -70,6 +70,12 @@ IngestItem item(const std::string& subject, Outcomes& out) {
   return it;
 }
 
+// Ingest::prepare_hook_for_test set for one test, and cleared as it ends, however it ends.
+struct PrepareHook {
+  explicit PrepareHook(std::function<void(const IngestItem&)> hook) { Ingest::prepare_hook_for_test = std::move(hook); }
+  ~PrepareHook() { Ingest::prepare_hook_for_test = nullptr; }
+};
+
 template <typename Pred>
 void wait_until(Pred pred) {
   for (int i = 0; i < 2000 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -108,12 +114,9 @@ TEST(Ingest, AMessageWhosePreparationThrowsFailsAlone) {
   test::ScratchDir dir;
   auto e = open_engine(dir.path());
   Outcomes out;
-  Ingest::prepare_hook_for_test = [](const IngestItem& it) {
+  PrepareHook hook([](const IngestItem& it) {
     if (it.origin == "poison") throw std::runtime_error("a bug in the parse");
-  };
-  struct Unhook {
-    ~Unhook() { Ingest::prepare_hook_for_test = nullptr; }
-  } unhook;
+  });
   Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, server_options(out), nullptr);
   in.submit(item("before", out));
   in.submit(item("poison", out));
@@ -241,12 +244,9 @@ TEST(Ingest, AnImportHandedToAServerKeepsItsOrder) {
   test::ScratchDir dir;
   auto e = open_engine(dir.path());
   Outcomes out;
-  Ingest::prepare_hook_for_test = [](const IngestItem& it) {
+  PrepareHook hook([](const IngestItem& it) {
     if (it.origin == "import 0") std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a slow scan
-  };
-  struct Unhook {
-    ~Unhook() { Ingest::prepare_hook_for_test = nullptr; }
-  } unhook;
+  });
   IngestOptions o = server_options(out);
   o.workers = 2;
   Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
@@ -462,14 +462,11 @@ TEST(Ingest, PromptMailIsPreparedBeforeImports) {
   auto e = open_engine(dir.path());
   Outcomes out;
   std::atomic<bool> entered{false}, release{false};
-  Ingest::prepare_hook_for_test = [&](const IngestItem& it) {
+  PrepareHook hook([&](const IngestItem& it) {
     if (it.origin != "import 0") return;
     entered = true;
     while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  };
-  struct Unhook {
-    ~Unhook() { Ingest::prepare_hook_for_test = nullptr; }
-  } unhook;
+  });
   IngestOptions o = server_options(out);
   o.workers = 1;
   Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);

@@ -26,8 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
-from common import free_port, pct, stop_all  # noqa: E402
-from door_latency import trickle  # noqa: E402
+from common import stop_all  # noqa: E402
+from door_latency import print_phases, trickle  # noqa: E402
+from handed_ab import start_server  # noqa: E402
 from mail import load_messages  # noqa: E402
 
 
@@ -48,27 +49,12 @@ def main():
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(index)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={a.index_mb}m", "tmpfs", index], check=True)
-    port = free_port()
-    cfg = f"{a.work}/s.toml"
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nhostname = "door.example"\n[[listener]]\nname = "mx"\nrole = "inbound"\n'
-                f'port = {port}\ntls = "none"\n[inbound]\ndomains = ["example.com"]\n'
-                f'verify_recipients = "none"\n[delivery]\nprimary = []\n')
-    env = dict(os.environ)
-    if a.signatures:
-        env["MAILARK_SIGNATURES"] = a.signatures
+    server, port, env, log_path = start_server(a.mailark, a.work, a.signatures)
     data = f"{a.work}/data"
-    log_path = f"{a.work}/log"
     log = lambda: open(log_path, errors="replace").read()  # noqa: E731
-    server = subprocess.Popen([a.mailark, "--data", data, "serve", "--config", cfg],
-                              stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
     stop = threading.Event()
     t = None
     try:
-        while "imports handed" not in log():
-            if server.poll() is not None:
-                sys.exit(log()[-2000:])
-            time.sleep(0.1)
         out = {"phase": "before", "replies": []}
         t = threading.Thread(target=trickle, args=(port, load_messages(a.corpus, 500), stop, out, a.pause))
         t.start()
@@ -95,14 +81,7 @@ def main():
         subprocess.run(["umount", index], capture_output=True)
     print(f"import: {imported} messages; index failures logged: {failures}; "
           f"catch-up of both shards {catch_up:.1f} s after the remount")
-    print(f"{'phase':9} {'replies':>7} {'not 250':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for phase in ("before", "import", "broken", "catch-up", "after"):
-        rs = [x for x in out["replies"] if x[0] == phase]
-        lat = sorted(s * 1000 for _, code, s, _ in rs if code == 250)
-        bad = sum(1 for _, code, _, _ in rs if code != 250)
-        print(f"{phase:9} {len(rs):7} {bad:7} {pct(lat, .5):8.1f} {pct(lat, .95):8.1f} {pct(lat, .99):8.1f} "
-              f"{(lat[-1] if lat else float('nan')):8.1f}")
-
+    print_phases(out["replies"], ("before", "import", "broken", "catch-up", "after"))
 
 if __name__ == "__main__":
     main()

@@ -25,8 +25,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
-from common import free_port, pct, stop_all  # noqa: E402
+from common import pct, stop_all  # noqa: E402
+from handed_ab import start_server  # noqa: E402
 from mail import Conn, load_messages  # noqa: E402
 
 
@@ -57,6 +59,17 @@ def trickle(port, msgs, stop, out, pause):
     c.reply()
 
 
+def print_phases(replies, phases):
+    """The replies' count, those other than 250, and the percentiles of the 250s' times, by phase."""
+    print(f"{'phase':9} {'replies':>7} {'not 250':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for phase in phases:
+        rs = [x for x in replies if x[0] == phase]
+        lat = sorted(s * 1000 for _, code, s, _ in rs if code == 250)
+        bad = sum(1 for _, code, _, _ in rs if code != 250)
+        print(f"{phase:9} {len(rs):7} {bad:7} {pct(lat, .5):8.1f} {pct(lat, .95):8.1f} {pct(lat, .99):8.1f} "
+              f"{(lat[-1] if lat else float('nan')):8.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mailark", default=os.path.join(ROOT, "build-dev", "mailark"))
@@ -70,24 +83,9 @@ def main():
 
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
-    port = free_port()
-    cfg = f"{a.work}/s.toml"
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nhostname = "door.example"\n[[listener]]\nname = "mx"\nrole = "inbound"\n'
-                f'port = {port}\ntls = "none"\n[inbound]\ndomains = ["example.com"]\n'
-                f'verify_recipients = "none"\n[delivery]\nprimary = []\n')
-    env = dict(os.environ)
-    if a.signatures:
-        env["MAILARK_SIGNATURES"] = a.signatures
+    server, port, env, log_path = start_server(a.mailark, a.work, a.signatures)
     data = f"{a.work}/data"
-    log_path = f"{a.work}/log"
-    server = subprocess.Popen([a.mailark, "--data", data, "serve", "--config", cfg],
-                              stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
     try:
-        while "imports handed" not in open(log_path, errors="replace").read():
-            if server.poll() is not None:
-                sys.exit(open(log_path, errors="replace").read()[-2000:])
-            time.sleep(0.1)
         msgs = load_messages(a.corpus, 500)
         out = {"phase": "before", "replies": []}
         stop = threading.Event()
@@ -106,13 +104,7 @@ def main():
     finally:
         stop_all([server])
     print(f"import: {imported} messages in {secs:.1f} s beside the session")
-    print(f"{'phase':8} {'replies':>7} {'not 250':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for phase in ("before", "during", "after"):
-        rs = [x for x in out["replies"] if x[0] == phase]
-        lat = sorted(s * 1000 for _, code, s, _ in rs if code == 250)
-        bad = sum(1 for _, code, _, _ in rs if code != 250)
-        print(f"{phase:8} {len(rs):7} {bad:7} {pct(lat, .5):8.1f} {pct(lat, .95):8.1f} {pct(lat, .99):8.1f} "
-              f"{(lat[-1] if lat else float('nan')):8.1f}")
+    print_phases(out["replies"], ("before", "during", "after"))
     compactions = sum(1 for line in open(log_path, errors="replace") if "compacted:" in line)
     print(f"index compactions the server logged: {compactions}")
     slowest = sorted(out["replies"], key=lambda x: -x[2])[:5]

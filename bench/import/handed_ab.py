@@ -3,25 +3,43 @@
 builds alternated twice (OLD and NEW: each a `mailark` with its `mailark-server` beside it); prints
 each import's time and the index's size after the server stopped. Needs the Maildir that
 `bench/import/run.py --work /tmp/bench-hand` lays out and bench/sigs/generate.py's real-size set.
-bench/import/handed_settings.py uses its handed_import for one build under two configurations.
+bench/import/handed_settings.py uses its handed_import for one build under two configurations, and
+door_latency.py and door_catch_up.py its start_server.
 
   python3 bench/import/handed_ab.py OLD_MAILARK NEW_MAILARK [MAILDIR] [SIGNATURES]
 """
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "smtp"))
+from common import free_port  # noqa: E402
 
-def port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+
+def start_server(mailark, work, sigs="", archive_extra=""):
+    """A fresh `mailark serve` on WORK/data (WORK made by the caller), an inbound listener on a free
+    port, no primary, its [archive] section given `archive_extra`, the signatures `sigs` (default: the
+    environment's); returns (process, port, env, log path) once it takes handed imports."""
+    p = free_port()
+    cfg = f"{work}/s.toml"
+    with open(cfg, "w") as f:
+        f.write(f'[server]\nhostname = "b.example"\n[[listener]]\nname = "mx"\nrole = "inbound"\nport = {p}\n'
+                f'tls = "none"\n[inbound]\ndomains = ["example.com"]\nverify_recipients = "none"\n[delivery]\n'
+                f'primary = []\n[archive]\n{archive_extra}\n')
+    env = dict(os.environ)
+    if sigs:
+        env["MAILARK_SIGNATURES"] = sigs
+    log_path = f"{work}/log"
+    proc = subprocess.Popen([mailark, "--data", f"{work}/data", "serve", "--config", cfg],
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env)
+    while "imports handed" not in open(log_path, errors="replace").read():
+        if proc.poll() is not None:
+            sys.exit(open(log_path, errors="replace").read()[-2000:])
+        time.sleep(0.1)
+    return proc, p, env, log_path
 
 
 def handed_import(label, mailark, maildir, sigs, archive_extra=""):
@@ -30,19 +48,7 @@ def handed_import(label, mailark, maildir, sigs, archive_extra=""):
     work = f"/tmp/handed-{label}"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    cfg = f"{work}/s.toml"
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nhostname = "b.example"\n[[listener]]\nname = "mx"\nrole = "inbound"\nport = {port()}\n'
-                f'tls = "none"\n[inbound]\ndomains = ["example.com"]\nverify_recipients = "none"\n[delivery]\n'
-                f'primary = []\n[archive]\n{archive_extra}\n')
-    env = dict(os.environ, MAILARK_SIGNATURES=sigs)
-    log = open(f"{work}/log", "wb")
-    p = subprocess.Popen([mailark, "--data", f"{work}/data", "serve", "--config", cfg], stdout=log,
-                         stderr=subprocess.STDOUT, env=env)
-    while "imports handed" not in open(f"{work}/log", errors="replace").read():
-        if p.poll() is not None:
-            sys.exit(open(f"{work}/log", errors="replace").read()[-2000:])
-        time.sleep(0.1)
+    p, _, env, _ = start_server(mailark, work, sigs, archive_extra)
     t = time.time()
     r = subprocess.run([mailark, "--data", f"{work}/data", "import", maildir, "--json"], capture_output=True, env=env)
     secs = time.time() - t
