@@ -136,7 +136,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"limits", {"message_bytes", "recipients", "sessions", "sessions_per_ip", "command_timeout", "data_timeout",
                   "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors",
                   "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms",
-                  "spill_bytes", "store_bytes", "disk_reserve_bytes"}},
+                  "spill_bytes", "store_bytes", "disk_reserve_bytes", "index_min_free_bytes"}},
       {"archive", {"group_commit_linger_ms", "index_commit_interval_ms", "seal_interval_ms", "train_dictionary_after"}},
       {"delivery", {"primary", "smarthost", "tls", "verify_certificates", "retry_schedule", "queue_lifetime",
                     "connections_per_destination", "connect_timeout", "reply_timeout", "mx_port"}},
@@ -334,6 +334,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   // The archive's room for what is being archived, and 64 MiB for the index and the queue.
   if (!L["disk_reserve_bytes"]) lim.disk_reserve_bytes = lim.store_bytes + (std::uint64_t{64} << 20);
   num(L["disk_reserve_bytes"], "limits.disk_reserve_bytes", lim.disk_reserve_bytes, 0, std::int64_t{1} << 50);
+  num(L["index_min_free_bytes"], "limits.index_min_free_bytes", lim.index_min_free_bytes, 0, std::int64_t{1} << 50);
   // The scanner looks at whole messages: unless set, its size limits grow with the message limit, so
   // that a message the server may accept is never unscannable only for its size.
   const std::uint64_t stored = lim.max_message_bytes + Limits::kTraceHeaderBytes;

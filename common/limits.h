@@ -60,6 +60,12 @@ struct Limits {
   // mail from outside is refused while writing it would leave less (0: no reserve). A server's
   // configuration sets it to store_bytes plus 64 MiB unless it is set.
   std::uint64_t disk_reserve_bytes = (256ull << 20) + (64ull << 20);
+  // Free space the index's writer leaves on the index's file system (0: none; at most a sixteenth of
+  // the file system): a commit, compaction
+  // or rewrite of a shard that would start with less free is not begun, and the shard catches up from
+  // the archive once there is room (indexer/index.h IndexWriter::set_min_free_bytes). Xapian 1.4 can
+  // end the whole process when a commit meets a full disk, so the index never writes until it is full.
+  std::uint64_t index_min_free_bytes = 64ull << 20;
 
   // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscannable`.
   // A server's configuration raises the size limits to the message limit unless they are set.

@@ -133,6 +133,7 @@ Engine::~Engine() = default;
 Result<std::unique_ptr<indexer::IndexWriter>> Engine::open_writer(const std::string& dir) {
   auto w = indexer::IndexWriter::open(dir);
   if (!w) return w.error();
+  (*w)->set_min_free_bytes(options_.limits.index_min_free_bytes);
   // The archive's segments, so that every record goes to its own segment's shards.
   for (const auto& seg : archive_->segments()) (*w)->add_segment(seg.first);
   return w;

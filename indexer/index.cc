@@ -1,6 +1,7 @@
 #include "indexer/index.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <stdio.h>
 
 #include <algorithm>
@@ -744,6 +745,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     sh.unpaired_to = read_docid_meta(*sh.db, schema::kMetaUnpairedTo);
     sh.compacted_bytes = parse_decimal(sh.db->get_metadata(schema::kMetaCompactedBytes), UINT64_MAX).value_or(0);
     sh.written = false;
+    sh.pending_bytes = 0;
     if (!sh.unpaired_to) {
       // A shard from before the record: found once, from Kpairs' posting list (one pass).
       const Xapian::docid last = sh.db->get_lastdocid();
@@ -787,6 +789,7 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
     }
     put(*sh.db, local, id, doc);
     sh.written = true;
+    sh.pending_bytes += doc.get_data().size() + 16 * std::uint64_t{doc.termlist_count()};
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "indexing message " + std::to_string(id));
   }
@@ -839,6 +842,9 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
   const std::string fresh = sh.path + ".pairing";
   std::error_code ec;
   fs::remove_all(fresh, ec);
+  // The copy, with the pair terms, is larger than the shard: room for twice it, or tried again at the
+  // next commit (readers check the unpaired documents' phrases against the archive meanwhile).
+  if (!room_to_write(sh, 2 * shard_bytes(sh.path, ec), "pairing")) return std::size_t{0};
   std::size_t rebuilt = 0;
   try {
     {
@@ -900,6 +906,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   // Idle, only a shard this writer wrote to: a server started on an imported folder (compacted by the
   // import, without the record) leaves it as it is until mail comes.
   if (!grown && !(idle && slack && sh.written)) return Compaction{};
+  if (!room_to_write(sh, size, "compacting")) return Compaction{};  // tried again at a later call
   // The same dance as pair_unpaired and sealing: the compact copy is written beside the shard and
   // swapped with it in one atomic rename; a crash before leaves the shard as it was and a stray copy
   // (removed at the next open), after it the compact one.
@@ -936,6 +943,23 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   return Compaction{true, size, after};
 }
 
+Status IndexWriter::room_to_write(const Shard& sh, std::uint64_t need, const std::string& what) const {
+  if (min_free_ == 0) return ok_status();
+  struct statvfs st {};
+  if (::statvfs(sh.path.c_str(), &st) != 0) return ok_status();  // asked again at the next write
+  const std::uint64_t free = std::uint64_t{st.f_bavail} * st.f_frsize;
+  // A small file system holds small shards, whose commits write less: a sixteenth of it at most.
+  const std::uint64_t left = std::min(min_free_, std::uint64_t{st.f_blocks} * st.f_frsize / 16);
+  if (free >= left + need) return ok_status();
+  auto mib = [](std::uint64_t b) {
+    return b < (1u << 20) ? std::to_string(b >> 10) + " KiB" : std::to_string((b + (1u << 19)) >> 20) + " MiB";
+  };
+  return make_error(ErrorCode::kIo,
+                    what + ": the index's file system has " + mib(free) + " free, less than the " + mib(left + need) +
+                        " it needs (" + mib(left) + " is always left free)",
+                    "free space where the index is; it catches up from the archive then");
+}
+
 Status IndexWriter::reopen_shard(unsigned shard) {
   Shard& sh = shards_[shard];
   if (sh.db) {
@@ -950,11 +974,16 @@ Status IndexWriter::reopen_shard(unsigned shard) {
 
 Status IndexWriter::commit_shard(unsigned shard, std::uint64_t watermark) {
   Shard& sh = shards_[shard];
+  if (min_free_) {
+    std::error_code ec;
+    MAILARK_TRY(room_to_write(sh, shard_bytes(sh.path, ec) + 2 * sh.pending_bytes, "committing the index"));
+  }
   try {
     std::uint64_t w = std::max(sh.watermark, watermark);
     sh.db->set_metadata(schema::kMetaWatermark, std::to_string(w));
     sh.db->commit();
     sh.watermark = w;
+    sh.pending_bytes = 0;
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "committing the index");
   }

@@ -128,6 +128,20 @@ class IndexWriter {
 
   unsigned shard_count() const { return static_cast<unsigned>(shards_.size()); }
   const std::string& dir() const { return dir_; }
+  // The free space the writer leaves on the index's file system (0, the default: none), at most a
+  // sixteenth of the file system (a small one holds small shards). Xapian 1.4.22 ends the process
+  // (std::terminate: the error crosses a noexcept frame inside the library) when a commit of added
+  // documents meets a full disk: seen once in about a dozen runs of bench/import/door_catch_up.py, in
+  // the commit of pair_unpaired's new copy. So a shard is never written to the last byte. A commit
+  // writes new copies of the blocks it changes (up to the whole shard, when it is small) and the new
+  // documents: commit_shard fails (kIo, naming the free space; the caller reopens the shard and
+  // catches up later, as after any error) unless this, the shard's size and twice what its
+  // uncommitted documents hold are free. pair_unpaired and compact_if_grown, which write a copy of the
+  // shard beside it, do nothing (and try again at a later call) unless this and twice
+  // (pair_unpaired) or once (compact_if_grown) the shard's size are free. The live shard is bounded by
+  // its time segment (sealed ones are never written). Tests: IndexRoom.*,
+  // Ingest.IndexFailureNeverFailsAMessage, test_failures.py test_index_disk_full_never_refuses_mail.
+  void set_min_free_bytes(std::uint64_t bytes) { min_free_ = bytes; }
   // Registers a time segment that begins at archive id `first` (idempotent; safe from any thread):
   // ids from `first` on go to that segment's shards, created on first use, until a later segment
   // begins. Call it before adding the segment's first id. The engine registers the archive's segments
@@ -164,7 +178,8 @@ class IndexWriter {
   // archive id in, a document built with pair_words() out), with a record that none is left
   // (schema::kMetaUnpairedTo), and swapped in atomically; a phrase of two pair words is then answered
   // from the index alone. Returns how many documents it built: none without pair words, when none
-  // lacks them, or in a sealed segment (never written again; a phrase checks its older documents).
+  // lacks them, in a sealed segment (never written again; a phrase checks its older documents), or
+  // without the room set_min_free_bytes asks for (tried again at the next call).
   // Call on the shard's thread with nothing uncommitted (after commit_shard), right after the commit
   // that chose the words, while the shard is small; after that it costs nothing.
   // Test: IndexPairs.DocumentsBuiltBeforeThePairWordsGetThemLater.
@@ -230,6 +245,7 @@ class IndexWriter {
     std::uint64_t compact_retry_at = 0;  // after a failed compaction: not again below this size
     std::uint64_t settled_bytes = 0;  // its size at the first call after its last compaction (0: not yet)
     bool written = false;  // documents added since this writer opened or compacted it
+    std::uint64_t pending_bytes = 0;  // about what the uncommitted documents hold (room_to_write)
   };
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
@@ -237,6 +253,9 @@ class IndexWriter {
   // Puts `doc` (archive id `id`) at document `local` of `db` (added when it is next, else replaced);
   // a document Xapian refuses becomes a placeholder that says why.
   static void put(Xapian::WritableDatabase& db, Xapian::docid local, std::uint64_t id, const Xapian::Document& doc);
+  // Whether the shard's file system has min_free_ and `need` more bytes free (yes when it cannot be
+  // asked); else an error that says how much is free, for `what`.
+  Status room_to_write(const Shard& sh, std::uint64_t need, const std::string& what) const;
   std::string shard_path(std::uint64_t segment, unsigned shard) const;
   std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;
@@ -245,6 +264,7 @@ class IndexWriter {
   std::vector<std::uint64_t> segments_;  // first ids, ascending
   mutable std::mutex pairs_mu_;  // guards pairs_ (shards commit on their own threads)
   std::shared_ptr<const PairWords> pairs_;
+  std::uint64_t min_free_ = 0;  // set_min_free_bytes
 };
 
 // What a shard's watermark vouches for: every id up to the one before the shard's next own id (ids

@@ -279,6 +279,18 @@ TEST(Config, DiskReserveFollowsTheRoomForMailInFlight) {
   EXPECT_NE(bad.error().context.find("limits.disk_reserve_bytes"), std::string::npos) << bad.error().context;
 }
 
+TEST(Config, TheIndexsFreeSpaceIsKeptUnlessSetToNone) {
+  auto c = parse_serve_config("", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_EQ(c->limits.index_min_free_bytes, 64u << 20);
+  auto set = parse_serve_config("[limits]\nindex_min_free_bytes = 0\n", "t.toml");
+  ASSERT_TRUE(set.ok()) << set.error().to_string();
+  EXPECT_EQ(set->limits.index_min_free_bytes, 0u);
+  auto bad = parse_serve_config("[limits]\nindex_min_free_bytes = \"lots\"\n", "t.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().context.find("limits.index_min_free_bytes"), std::string::npos) << bad.error().context;
+}
+
 }  // namespace
 }  // namespace mailark::api
 

@@ -1493,6 +1493,97 @@ TEST(IndexLiveCompaction, ABigShardIsLeftForIdleTimeWhileMailArrives) {
   EXPECT_LT(idle->after, idle->before);
 }
 
+// The free space the writer leaves (IndexWriter::set_min_free_bytes): Xapian 1.4 can end the process
+// when a commit meets a full disk, so nothing is written into it. On a 64 MiB file system of its own,
+// filled to leave what each case needs: the writer leaves 4 MiB free there (a sixteenth of it).
+constexpr std::size_t kRoomDisk = 64u << 20, kRoomLeft = kRoomDisk / 16;
+
+std::uint64_t dir_bytes(const std::string& path) {
+  std::uint64_t n = 0;
+  for (const auto& f : std::filesystem::directory_iterator(path)) n += f.file_size();
+  return n;
+}
+
+TEST(IndexRoom, NoCommitWhileLessThanTheFreeSpaceLeftIsFree) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  test::SmallTmpfs disk(index, kRoomDisk);
+  REQUIRE_TMPFS(disk);
+  auto w = IndexWriter::open(index, 2);
+  ASSERT_TRUE(w.ok());
+  (*w)->set_min_free_bytes(std::uint64_t{1} << 30);  // more than the file system: a sixteenth of it
+  std::uint64_t id = 0;
+  ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 20));
+  disk.fill(kRoomLeft - (512u << 10));
+  for (std::uint64_t k = 21; k <= 40; ++k) {
+    source.docs[k] = fields(k, "later " + std::to_string(k), "after the disk filled", 978307200);
+    ASSERT_TRUE((*w)->add(k, build_document(source.docs[k], nullptr)).ok());
+  }
+  for (unsigned s = 0; s < 2; ++s) {
+    auto c = (*w)->commit_shard(s, 40);
+    ASSERT_FALSE(c.ok()) << "committed into the free space it leaves";
+    EXPECT_EQ(c.error().code, ErrorCode::kIo);
+    EXPECT_NE(c.error().context.find("(4 MiB is always left free)"), std::string::npos) << c.error().context;
+    EXPECT_EQ((*w)->shard_watermark(s), 20u) << "what the last commit covered";
+  }
+  // Room again: the shards, reopened (the uncommitted documents dropped, as after any error), take
+  // the documents again and commit.
+  disk.free();
+  for (unsigned s = 0; s < 2; ++s) ASSERT_TRUE((*w)->reopen_shard(s).ok());
+  for (std::uint64_t k = 21; k <= 40; ++k) ASSERT_TRUE((*w)->add(k, build_document(source.docs[k], nullptr)).ok());
+  ASSERT_TRUE((*w)->commit(40).ok());
+  auto r = IndexReader::open(index);
+  ASSERT_TRUE(r.ok());
+  auto res = (*r)->search("subject:later", SearchOptions{0, 50}, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 20u);
+}
+
+TEST(IndexRoom, AShardIsRewrittenOrCompactedOnlyWithRoomForTheCopy) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  test::SmallTmpfs disk(index, kRoomDisk);
+  REQUIRE_TMPFS(disk);
+  auto w = IndexWriter::open(index, 1);
+  ASSERT_TRUE(w.ok());
+  (*w)->set_min_free_bytes(std::uint64_t{64} << 20);
+  ASSERT_NO_FATAL_FAILURE(add_committing(**w, source, schema::kPairTrainDocs + 200, [](std::uint64_t id) {
+    return fields(id, "gas prices today", "natural gas prices rise today " + std::to_string(id), 978307200,
+                  {"Kenneth Lay", "someone@example.com"});
+  }));
+  ASSERT_TRUE((*w)->pair_words());
+  ASSERT_TRUE((*w)->has_unpaired(0));
+  std::uint64_t shard = dir_bytes(index + "/shard0");
+  ASSERT_GT(shard, 256u << 10);
+  auto rebuild = [&](std::uint64_t id) { return build_document(source.docs.at(id), (*w)->pair_words().get()); };
+  // Room for the copy once over, not twice: no rewrite, still to do.
+  disk.fill(kRoomLeft + shard + shard / 2);
+  auto n = (*w)->pair_unpaired(0, rebuild);
+  ASSERT_TRUE(n.ok()) << n.error().to_string();
+  EXPECT_EQ(*n, 0u) << "rewritten without room for the copy";
+  EXPECT_TRUE((*w)->has_unpaired(0));
+  disk.free();
+  n = (*w)->pair_unpaired(0, rebuild);
+  ASSERT_TRUE(n.ok()) << n.error().to_string();
+  EXPECT_EQ(*n, schema::kPairTrainDocs + 200);
+  EXPECT_FALSE((*w)->has_unpaired(0));
+  // Compaction: the first call measures the settled size; written since, idle, it is due.
+  ASSERT_TRUE((*w)->compact_if_grown(0, /*idle=*/true, 64 << 10).ok());
+  std::uint64_t id = schema::kPairTrainDocs + 200;
+  ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 50));
+  shard = dir_bytes(index + "/shard0");
+  disk.fill(kRoomLeft + shard / 2);
+  auto c = (*w)->compact_if_grown(0, /*idle=*/true, 64 << 10);
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_FALSE(c->compacted) << "compacted without room for the copy";
+  disk.free();
+  c = (*w)->compact_if_grown(0, /*idle=*/true, 64 << 10);
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_TRUE(c->compacted);
+}
+
 // A reader held while the writer commits again and again (a server commits every second; a search of
 // a large export takes longer): Xapian discards the reader's revision after the writer's second
 // commit (DatabaseModifiedError). The search opens the index again and answers from the newer one.

@@ -1,5 +1,11 @@
 // mailark: the command-line interface. One file per subcommand (cmd_*.cc).
+#include <cxxabi.h>
+#include <execinfo.h>
+#include <unistd.h>
+#include <xapian.h>
+
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -9,7 +15,40 @@
 
 #include "tools/cli.h"
 
+namespace {
+
+// An exception that escapes a thread (or a destructor, or a noexcept function) ends the process
+// through std::terminate: said on stderr (the server's log) with what it was and where it was
+// thrown from, before the abort, so that an admin's report names the cause. The stack is still the
+// thrower's here: no handler was found, so nothing was unwound.
+[[noreturn]] void report_termination() {
+  std::string what = "no exception (std::terminate called directly)";
+  if (auto e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const Xapian::Error& x) {
+      what = "Xapian::" + std::string(x.get_type()) + ": " + x.get_description();
+    } catch (const std::exception& x) {
+      int status = 0;
+      char* name = abi::__cxa_demangle(typeid(x).name(), nullptr, nullptr, &status);
+      what = std::string(status == 0 && name ? name : typeid(x).name()) + ": " + x.what();
+      std::free(name);
+    } catch (...) {
+      const std::type_info* t = abi::__cxa_current_exception_type();
+      what = std::string("an exception of type ") + (t ? t->name() : "unknown");
+    }
+  }
+  std::cerr << "mailark: ended by an uncaught error: " << what << "\nmailark: where it was thrown from:\n"
+            << std::flush;
+  void* frames[64];
+  ::backtrace_symbols_fd(frames, ::backtrace(frames, 64), STDERR_FILENO);
+  std::abort();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  std::set_terminate(report_termination);
   mailark::tune_malloc();
   using namespace mailark::cli;
   CLI::App app{"mailark: mail continuity and archive gateway"};

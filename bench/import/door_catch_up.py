@@ -79,8 +79,13 @@ def main():
             t.join()
         stop_all([server])
         subprocess.run(["umount", index], capture_output=True)
-    print(f"import: {imported} messages; index failures logged: {failures}; "
+    text = log()
+    print(f"import: {imported} messages; index failures logged: {failures} "
+          f"(of them Xapian meeting the full disk: {text.count('No space left on device')}; "
+          f"refused before it: {text.count('is always left free')}); "
           f"catch-up of both shards {catch_up:.1f} s after the remount")
+    if "ended by an uncaught error" in text:
+        print("THE SERVER ENDED: " + text[text.index("ended by an uncaught error"):][:300])
     print_phases(out["replies"], ("before", "import", "broken", "catch-up", "after"))
 
 if __name__ == "__main__":

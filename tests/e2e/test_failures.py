@@ -463,6 +463,10 @@ listen = "127.0.0.1:{web_port}"
         for i in range(10):
             self.assertEqual(send(port, f"unindexed mail {i}")[0], 250, "the archive is the truth")
         self.until(lambda: "index shard" in srv.server_log(), "the index failure being logged", srv)
+        # Refused before Xapian wrote into the full disk (limits.index_min_free_bytes, a sixteenth of
+        # these 8 MiB): a commit that meets a full disk can end the whole server (IndexRoom.*).
+        self.assertIn("is always left free", srv.server_log())
+        self.assertNotIn("No space left on device", srv.server_log())
         p = srv.run("search", "subject:unindexed")
         self.assertEqual(p.returncode, 0)
         disk.free()
