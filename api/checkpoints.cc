@@ -8,6 +8,7 @@
 #include "api/outcall.h"
 #include "common/dates.h"
 #include "common/file_util.h"
+#include "common/exceptions.h"
 
 namespace mailark::api {
 
@@ -48,8 +49,8 @@ void CheckpointPublisher::loop() {
   auto guarded_turn = [this] {
     try {
       turn();
-    } catch (const std::exception& e) {
-      spdlog::error("checkpoints: the turn stopped: {}", e.what());
+    } catch (...) {
+      spdlog::error("checkpoints: the turn stopped: {}", describe_current_exception());
     }
   };
   std::unique_lock lock(mu_);

@@ -11,6 +11,7 @@
 #include "engine/checkpoint.h"
 #include "engine/index_fields.h"
 #include "engine/retention.h"
+#include "indexer/index.h"
 
 namespace mailark::api {
 
@@ -44,8 +45,8 @@ void RetentionPass::loop() {
     lock.unlock();
     try {
       turn();
-    } catch (const std::exception& e) {  // nothing expired that the pass did not finish; the next goes on
-      spdlog::error("retention: the pass stopped: {}", e.what());
+    } catch (...) {  // nothing expired that the pass did not finish; the next goes on
+      spdlog::error("retention: the pass stopped: {}", indexer::describe_current_exception());
     }
     lock.lock();
     wait = std::chrono::seconds(config_.every);

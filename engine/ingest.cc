@@ -164,14 +164,15 @@ struct Ingest::Impl {
       try {
         if (Ingest::prepare_hook_for_test) Ingest::prepare_hook_for_test(item.second);
         p = prepare(std::move(item.second));
-      } catch (const std::exception& e) {
+      } catch (...) {
         // Nothing a message holds may end the process (this thread is the MX's too): the message
-        // fails alone, as a failed write would (SMTP answers 451; the sender tries again; test
+        // fails alone, as a failed write would (SMTP answers 451; the sender tries again), whatever
+        // was thrown: Xapian's errors are not std::exceptions (test
         // Ingest.AMessageWhosePreparationThrowsFailsAlone).
         p = Prepared{};
         p.result.origin = origin;
         p.result.outcome = IngestOutcome::kFailed;
-        p.result.reason = std::string("internal error while preparing the message: ") + e.what();
+        p.result.reason = "internal error while preparing the message: " + indexer::describe_current_exception();
       }
       p.ticket = item.first;
       p.on_done = std::move(on_done);

@@ -26,6 +26,7 @@
 #include <zstd.h>
 
 #include "common/encoding.h"
+#include "common/exceptions.h"
 #include "common/file_util.h"
 #include "common/ascii.h"
 #include "common/json_text.h"
@@ -604,6 +605,16 @@ std::uint64_t read_watermark(const Xapian::Database& db) {
 
 }  // namespace
 
+std::string describe_current_exception() {
+  try {
+    throw;
+  } catch (const Xapian::Error& x) {
+    return "Xapian::" + std::string(x.get_type()) + ": " + x.get_description();
+  } catch (...) {
+    return mailark::describe_current_exception();
+  }
+}
+
 // A placeholder holds no words, so no phrase can match it.
 bool lacks_pair_terms(const Xapian::Document& doc) {
   return !has_term(doc, schema::kTermHasPairs) && !has_term(doc, std::string(schema::kPrefixFlag) + "unindexed");
@@ -647,15 +658,28 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, u
   return w;
 }
 
+namespace {
+
+// Drops a writable database without writing what it holds uncommitted. Its destructor, and close(),
+// commit it (Xapian commits what is pending outside a transaction), and a commit that meets a full
+// disk can end the process (IndexWriter::set_min_free_bytes); inside a transaction the destructor
+// cancels instead, which only reads. Test: IndexRoom.NoCommitWhileLessThanTheFreeSpaceLeftIsFree.
+void drop_uncommitted(std::unique_ptr<Xapian::WritableDatabase>& db) noexcept {
+  if (!db) return;
+  try {
+    db->begin_transaction(/*flushed=*/false);  // writes nothing (flushed would commit first)
+  } catch (const Xapian::Error&) {
+    // one is active already, or the database is closed: nothing will be written either way
+  }
+  db.reset();
+}
+
+}  // namespace
+
 IndexWriter::~IndexWriter() {
   // Uncommitted changes are discarded on purpose: the watermarks say what is durable, and the archive
   // re-supplies the rest on the next open.
-  for (auto& sh : shards_) {
-    try {
-      if (sh.db) sh.db->close();
-    } catch (const Xapian::Error&) {
-    }
-  }
+  for (auto& sh : shards_) drop_uncommitted(sh.db);
 }
 
 std::string IndexWriter::shard_path(std::uint64_t segment, unsigned shard) const {
@@ -688,6 +712,8 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
   try {
     if (sh.db) {
       // Leaving a segment: what it holds is made durable first, and counted as held elsewhere.
+      std::error_code ec;
+      MAILARK_TRY(room_to_write(sh, shard_bytes(sh.path, ec) + 2 * sh.pending_bytes, "closing an index segment"));
       sh.db->set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
       sh.db->commit();
       sh.db->close();
@@ -846,9 +872,12 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
   // next commit (readers check the unpaired documents' phrases against the archive meanwhile).
   if (!room_to_write(sh, 2 * shard_bytes(sh.path, ec), "pairing")) return std::size_t{0};
   std::size_t rebuilt = 0;
+  std::unique_ptr<Xapian::WritableDatabase> copy;  // dropped unwritten if anything fails
   try {
     {
-      Xapian::WritableDatabase db(fresh, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+      copy = std::make_unique<Xapian::WritableDatabase>(
+          fresh, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+      Xapian::WritableDatabase& db = *copy;
       for (auto k = sh.db->metadata_keys_begin(); k != sh.db->metadata_keys_end(); ++k)
         db.set_metadata(*k, sh.db->get_metadata(*k));
       db.set_metadata(schema::kMetaUnpairedTo, "0");
@@ -862,6 +891,7 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
       }
       db.commit();
       db.close();
+      copy.reset();
     }
     sh.db->close();
     sh.db.reset();
@@ -873,6 +903,7 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
     }
     fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
   } catch (const Xapian::Error& e) {
+    drop_uncommitted(copy);
     fs::remove_all(fresh, ec);
     return xapian_error(e, "giving the index's older documents their pair terms");
   }
@@ -962,13 +993,7 @@ Status IndexWriter::room_to_write(const Shard& sh, std::uint64_t need, const std
 
 Status IndexWriter::reopen_shard(unsigned shard) {
   Shard& sh = shards_[shard];
-  if (sh.db) {
-    try {
-      sh.db->close();  // uncommitted changes are dropped; the archive re-supplies them
-    } catch (const Xapian::Error&) {
-    }
-    sh.db.reset();
-  }
+  drop_uncommitted(sh.db);  // the archive re-supplies them
   return open_shard(sh, sh.segment);
 }
 

@@ -110,6 +110,10 @@ Xapian::Document build_document(const IndexFields& fields, const PairWords* pair
 // it keeps the document ids dense and is found by is:unindexed, with the reason in its summary.
 Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& reason);
 
+// What the exception being handled is, for a log line: common/exceptions.h's answer, and Xapian's
+// errors (not std::exceptions) with their message. Call only inside a catch block.
+std::string describe_current_exception();
+
 // The index is split into time segments (the archive's: engine/archive.h) and each segment into shards
 // so that documents can be added by several threads: message id n of the segment beginning at F lives
 // in shard (n - 1) % shards as document (n - F) / shards + 1. The first segment is at the top of the

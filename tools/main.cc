@@ -1,8 +1,6 @@
 // mailark: the command-line interface. One file per subcommand (cmd_*.cc).
-#include <cxxabi.h>
 #include <execinfo.h>
 #include <unistd.h>
-#include <xapian.h>
 
 #include <cstdlib>
 #include <exception>
@@ -12,6 +10,7 @@
 
 #include "common/malloc_tuning.h"
 #include "engine/extract.h"
+#include "indexer/index.h"
 
 #include "tools/cli.h"
 
@@ -20,22 +19,14 @@ namespace {
 // An exception that escapes a thread (or a destructor, or a noexcept function) ends the process
 // through std::terminate: said on stderr (the server's log) with what it was and where it was
 // thrown from, before the abort, so that an admin's report names the cause. The stack is still the
-// thrower's here: no handler was found, so nothing was unwound.
+// thrower's here, at most unwound to the frame that could not pass it on (a noexcept one).
 [[noreturn]] void report_termination() {
   std::string what = "no exception (std::terminate called directly)";
-  if (auto e = std::current_exception()) {
+  if (std::current_exception()) {
     try {
-      std::rethrow_exception(e);
-    } catch (const Xapian::Error& x) {
-      what = "Xapian::" + std::string(x.get_type()) + ": " + x.get_description();
-    } catch (const std::exception& x) {
-      int status = 0;
-      char* name = abi::__cxa_demangle(typeid(x).name(), nullptr, nullptr, &status);
-      what = std::string(status == 0 && name ? name : typeid(x).name()) + ": " + x.what();
-      std::free(name);
+      throw;
     } catch (...) {
-      const std::type_info* t = abi::__cxa_current_exception_type();
-      what = std::string("an exception of type ") + (t ? t->name() : "unknown");
+      what = mailark::indexer::describe_current_exception();
     }
   }
   std::cerr << "mailark: ended by an uncaught error: " << what << "\nmailark: where it was thrown from:\n"
@@ -96,8 +87,8 @@ int main(int argc, char** argv) {
   // is said as such, with its exit code, rather than aborting with a core dump.
   try {
     return run ? run() : kExitUsage;
-  } catch (const std::exception& e) {
-    std::cerr << "mailark: internal error: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "mailark: internal error: " << mailark::indexer::describe_current_exception() << "\n";
     return kExitInternal;
   }
 }

@@ -20,6 +20,7 @@
 #include "api/outcall.h"
 #include "common/dates.h"
 #include "common/json_text.h"
+#include "common/exceptions.h"
 
 extern char** environ;
 
@@ -100,8 +101,8 @@ struct Alerter::Impl {
       std::string error;
       try {
         error = attempt(job);
-      } catch (const std::exception& e) {  // this thread must not end the server: a failed attempt
-        error = std::string("internal error: ") + e.what();
+      } catch (...) {  // this thread must not end the server: a failed attempt
+        error = "internal error: " + describe_current_exception();
       }
       lock.lock();
       if (error.empty()) {
