@@ -1504,12 +1504,16 @@ std::uint64_t dir_bytes(const std::string& path) {
   return n;
 }
 
-TEST(IndexRoom, NoCommitWhileLessThanTheFreeSpaceLeftIsFree) {
+class IndexRoom : public ::testing::Test {
+ protected:
+  void SetUp() override { REQUIRE_TMPFS(disk); }
   test::ScratchDir dir;
   MapSource source;
   const std::string index = dir / "index";
-  test::SmallTmpfs disk(index, kRoomDisk);
-  REQUIRE_TMPFS(disk);
+  test::SmallTmpfs disk{index, kRoomDisk};
+};
+
+TEST_F(IndexRoom, NoCommitWhileLessThanTheFreeSpaceLeftIsFree) {
   auto w = IndexWriter::open(index, 2);
   ASSERT_TRUE(w.ok());
   (*w)->set_min_free_bytes(std::uint64_t{1} << 30);  // more than the file system: a sixteenth of it
@@ -1548,12 +1552,7 @@ TEST(IndexRoom, NoCommitWhileLessThanTheFreeSpaceLeftIsFree) {
   EXPECT_EQ(res->total, 20u);
 }
 
-TEST(IndexRoom, AShardIsRewrittenOrCompactedOnlyWithRoomForTheCopy) {
-  test::ScratchDir dir;
-  MapSource source;
-  const std::string index = dir / "index";
-  test::SmallTmpfs disk(index, kRoomDisk);
-  REQUIRE_TMPFS(disk);
+TEST_F(IndexRoom, AShardIsRewrittenOrCompactedOnlyWithRoomForTheCopy) {
   auto w = IndexWriter::open(index, 1);
   ASSERT_TRUE(w.ok());
   (*w)->set_min_free_bytes(std::uint64_t{64} << 20);
