@@ -365,9 +365,10 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
       }
       MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
       MAILARK_ASSIGN_OR_RETURN(std::uint64_t built,
-                               indexer::expire_segment_documents(ctx.index_dir, seg.first, kept, [&](std::uint64_t id) {
-                                 return document_for_id(*snap, id, ctx.limits, ctx.pairs.get());
-                               }));
+                               indexer::expire_segment_documents(
+                                   ctx.index_dir, seg.first, kept,
+                                   [&](std::uint64_t id) { return document_for_id(*snap, id, ctx.limits, ctx.pairs.get()); },
+                                   ctx.limits.index_min_free_bytes));
       rep.index_documents_rebuilt += built;
     }
     rep.due += out.due;

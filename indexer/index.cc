@@ -664,6 +664,26 @@ namespace {
 // commit it (Xapian commits what is pending outside a transaction), and a commit that meets a full
 // disk can end the process (IndexWriter::set_min_free_bytes); inside a transaction the destructor
 // cancels instead, which only reads. Test: IndexRoom.NoCommitWhileLessThanTheFreeSpaceLeftIsFree.
+// Whether the file system of `path` has `min_free` (at most a sixteenth of it: a small one holds
+// small shards, whose commits write less) and `need` more bytes free (yes when it cannot be asked,
+// or with a min_free of 0); else an error that says how much is free, for `what`.
+// IndexWriter::set_min_free_bytes says why.
+Status index_room(const std::string& path, std::uint64_t min_free, std::uint64_t need, const std::string& what) {
+  if (min_free == 0) return ok_status();
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return ok_status();  // asked again at the next write
+  const std::uint64_t free = std::uint64_t{st.f_bavail} * st.f_frsize;
+  const std::uint64_t left = std::min(min_free, std::uint64_t{st.f_blocks} * st.f_frsize / 16);
+  if (free >= left + need) return ok_status();
+  auto mib = [](std::uint64_t b) {
+    return b < (1u << 20) ? std::to_string(b >> 10) + " KiB" : std::to_string((b + (1u << 19)) >> 20) + " MiB";
+  };
+  return make_error(ErrorCode::kIo,
+                    what + ": the index's file system has " + mib(free) + " free, less than the " + mib(left + need) +
+                        " it needs (" + mib(left) + " is always left free)",
+                    "free space where the index is; it catches up from the archive then");
+}
+
 void drop_uncommitted(std::unique_ptr<Xapian::WritableDatabase>& db) noexcept {
   if (!db) return;
   try {
@@ -975,20 +995,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
 }
 
 Status IndexWriter::room_to_write(const Shard& sh, std::uint64_t need, const std::string& what) const {
-  if (min_free_ == 0) return ok_status();
-  struct statvfs st {};
-  if (::statvfs(sh.path.c_str(), &st) != 0) return ok_status();  // asked again at the next write
-  const std::uint64_t free = std::uint64_t{st.f_bavail} * st.f_frsize;
-  // A small file system holds small shards, whose commits write less: a sixteenth of it at most.
-  const std::uint64_t left = std::min(min_free_, std::uint64_t{st.f_blocks} * st.f_frsize / 16);
-  if (free >= left + need) return ok_status();
-  auto mib = [](std::uint64_t b) {
-    return b < (1u << 20) ? std::to_string(b >> 10) + " KiB" : std::to_string((b + (1u << 19)) >> 20) + " MiB";
-  };
-  return make_error(ErrorCode::kIo,
-                    what + ": the index's file system has " + mib(free) + " free, less than the " + mib(left + need) +
-                        " it needs (" + mib(left) + " is always left free)",
-                    "free space where the index is; it catches up from the archive then");
+  return index_room(sh.path, min_free_, need, what);
 }
 
 Status IndexWriter::reopen_shard(unsigned shard) {
@@ -1271,7 +1278,8 @@ Result<unsigned> seal_closed_segments(const std::string& dir) {
 
 Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint64_t first,
                                                const std::vector<std::uint64_t>& keep,
-                                               const std::function<Xapian::Document(std::uint64_t id)>& rebuild) {
+                                               const std::function<Xapian::Document(std::uint64_t id)>& rebuild,
+                                               std::uint64_t min_free) {
   namespace fs = std::filesystem;
   std::uint64_t built = 0;
   try {
@@ -1296,9 +1304,14 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
       const std::string fresh = path + ".expiring";
       std::error_code ec;
       fs::remove_all(fresh, ec);
-      {
+      // The copy is at most the shard's size; dropped unwritten if anything fails (a close commits).
+      MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), "removing expired messages from the index"));
+      std::unique_ptr<Xapian::WritableDatabase> copy;
+      try {
         Xapian::Database old(path, Xapian::DB_BACKEND_GLASS);
-        Xapian::WritableDatabase db(fresh, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+        copy = std::make_unique<Xapian::WritableDatabase>(
+            fresh, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+        Xapian::WritableDatabase& db = *copy;
         for (auto key = old.metadata_keys_begin(); key != old.metadata_keys_end(); ++key)
           db.set_metadata(*key, old.get_metadata(*key));
         // Line j of the segment's stub holds ids F + j, F + j + n, ... as documents 1, 2, ...
@@ -1310,6 +1323,11 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
         }
         db.commit();
         db.close();
+        copy.reset();
+      } catch (...) {
+        drop_uncommitted(copy);
+        fs::remove_all(fresh, ec);
+        throw;  // reported below, as every Xapian error of this function
       }
       if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
         const int err = errno;

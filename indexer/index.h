@@ -303,10 +303,13 @@ Result<unsigned> seal_closed_segments(const std::string& dir);
 // swapped in with one atomic rename as sealing does (a crash before leaves the old one: the search
 // of an expired id finds no record, and the next retention run writes it again). Returns the
 // documents built. Errors: kInvalidArgument (the live segment, or one not sealed), kUnsupported (served
-// remotely). Test: Retention.ExpiredMessagesLeaveTheIndex (tests/retention_test.cc).
+// remotely), kIo without room for a shard's copy beside it and `min_free` (as
+// IndexWriter::set_min_free_bytes). Tests: Retention.ExpiredMessagesLeaveTheIndex,
+// Retention.AnExpiredSegmentsIndexIsWrittenOnlyWithRoomForItsCopy (tests/retention_test.cc).
 Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint64_t first,
                                                const std::vector<std::uint64_t>& keep,
-                                               const std::function<Xapian::Document(std::uint64_t id)>& rebuild);
+                                               const std::function<Xapian::Document(std::uint64_t id)>& rebuild,
+                                               std::uint64_t min_free = 0);
 
 // One time segment of the index (`mailark segments`).
 struct IndexSegment {

@@ -127,8 +127,12 @@ struct Fixture {
   std::string checkpoint_note;
   Checkpoint checkpoint;
 
-  // `shape` may change the ten messages before they are delivered.
-  explicit Fixture(const std::function<void(std::vector<std::string>&)>& shape = {}) {
+  std::unique_ptr<test::SmallTmpfs> index_disk;  // the index's own file system, when asked for
+
+  // `shape` may change the ten messages before they are delivered; `index_disk_bytes` puts the index
+  // on a file system of that size.
+  explicit Fixture(const std::function<void(std::vector<std::string>&)>& shape = {}, std::size_t index_disk_bytes = 0) {
+    if (index_disk_bytes) index_disk = std::make_unique<test::SmallTmpfs>(dir / "index", index_disk_bytes);
     engine = open_engine(dir.path());
     EXPECT_TRUE(engine->archive().set_segment_policy({SegmentPeriod::kNone, 4}).ok());
     for (int i = 1; i <= 9; ++i)
@@ -174,6 +178,27 @@ TEST(Retention, AHoldPastOneQuerysBoundsStillHolds) {
   ASSERT_TRUE(dry.ok()) << dry.error().to_string();
   EXPECT_EQ(dry->held, 1u);
   EXPECT_EQ(dry->expirable, 7u);
+}
+
+// An expired segment's index is written again beside itself only with room for the copy and the free
+// space the index keeps (limits.index_min_free_bytes: a commit that meets a full disk can end the
+// process, indexer/index.h IndexWriter::set_min_free_bytes). The archive's expiry stands; the next
+// run writes the index.
+TEST(Retention, AnExpiredSegmentsIndexIsWrittenOnlyWithRoomForItsCopy) {
+  Fixture f({}, 64u << 20);  // the index keeps 4 MiB of it free (a sixteenth)
+  REQUIRE_TMPFS(*f.index_disk);
+  f.index_disk->fill(2u << 20);
+  auto short_of_room = f.run({"zebra"});
+  ASSERT_FALSE(short_of_room.ok());
+  EXPECT_EQ(short_of_room.error().code, ErrorCode::kIo);
+  EXPECT_NE(short_of_room.error().context.find("is always left free"), std::string::npos)
+      << short_of_room.error().context;
+  f.index_disk->free();
+  auto rep = f.run({"zebra"});
+  ASSERT_TRUE(rep.ok()) << rep.error().to_string();
+  EXPECT_EQ(rep->index_documents_rebuilt, 1u) << "the held record 2, alone in its segment's new index";
+  EXPECT_EQ(count(*f.engine, "zebra"), 1u);
+  EXPECT_EQ(count(*f.engine, "quarterly"), 2u) << "records 9 and 10, in the live segment";
 }
 
 TEST(Retention, ExpiryRemovesWhatIsDueKeepsWhatIsHeldAndVerifies) {
