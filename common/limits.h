@@ -64,7 +64,7 @@ struct Limits {
   // the file system): a commit, compaction
   // or rewrite of a shard that would start with less free is not begun, and the shard catches up from
   // the archive once there is room (indexer/index.h IndexWriter::set_min_free_bytes). Xapian 1.4 can
-  // end the whole process when a commit meets a full disk, so the index never writes until it is full.
+  // end the whole process when a commit meets a full disk, so the index never fills its disk.
   std::uint64_t index_min_free_bytes = 64ull << 20;
 
   // Virus scanning (libclamav engine limits). Exceeding any of them makes the verdict `unscannable`.

@@ -135,8 +135,10 @@ class IndexWriter {
   // The free space the writer leaves on the index's file system (0, the default: none), at most a
   // sixteenth of the file system (a small one holds small shards). Xapian 1.4.22 ends the process
   // (std::terminate: the error crosses a noexcept frame inside the library) when a commit of added
-  // documents meets a full disk: seen once in about a dozen runs of bench/import/door_catch_up.py, in
-  // the commit of pair_unpaired's new copy. So a shard is never written to the last byte. A commit
+  // documents meets a full disk: seen in runs of bench/import/door_catch_up.py in the commit of
+  // pair_unpaired's new copy, and in the close() (which commits) of a shard reopened after a refused
+  // commit; so reopen_shard, the destructor and a failed copy drop what they hold uncommitted without
+  // writing it, and a shard is never written to the last byte (docs/BENCHMARKS.md). A commit
   // writes new copies of the blocks it changes (up to the whole shard, when it is small) and the new
   // documents: commit_shard fails (kIo, naming the free space; the caller reopens the shard and
   // catches up later, as after any error) unless this, the shard's size and twice what its
