@@ -732,8 +732,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
   try {
     if (sh.db) {
       // Leaving a segment: what it holds is made durable first, and counted as held elsewhere.
-      std::error_code ec;
-      MAILARK_TRY(room_to_write(sh, shard_bytes(sh.path, ec) + 2 * sh.pending_bytes, "closing an index segment"));
+      MAILARK_TRY(room_to_commit(sh, "closing an index segment"));
       sh.db->set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
       sh.db->commit();
       sh.db->close();
@@ -890,7 +889,7 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
   fs::remove_all(fresh, ec);
   // The copy, with the pair terms, is larger than the shard: room for twice it, or tried again at the
   // next commit (readers check the unpaired documents' phrases against the archive meanwhile).
-  if (!room_to_write(sh, 2 * shard_bytes(sh.path, ec), "pairing")) return std::size_t{0};
+  if (!index_room(sh.path, min_free_, 2 * shard_bytes(sh.path, ec), "pairing")) return std::size_t{0};
   std::size_t rebuilt = 0;
   std::unique_ptr<Xapian::WritableDatabase> copy;  // dropped unwritten if anything fails
   try {
@@ -957,7 +956,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   // Idle, only a shard this writer wrote to: a server started on an imported folder (compacted by the
   // import, without the record) leaves it as it is until mail comes.
   if (!grown && !(idle && slack && sh.written)) return Compaction{};
-  if (!room_to_write(sh, size, "compacting")) return Compaction{};  // tried again at a later call
+  if (!index_room(sh.path, min_free_, size, "compacting")) return Compaction{};  // tried again at a later call
   // The same dance as pair_unpaired and sealing: the compact copy is written beside the shard and
   // swapped with it in one atomic rename; a crash before leaves the shard as it was and a stray copy
   // (removed at the next open), after it the compact one.
@@ -994,8 +993,10 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   return Compaction{true, size, after};
 }
 
-Status IndexWriter::room_to_write(const Shard& sh, std::uint64_t need, const std::string& what) const {
-  return index_room(sh.path, min_free_, need, what);
+Status IndexWriter::room_to_commit(const Shard& sh, const std::string& what) const {
+  if (min_free_ == 0) return ok_status();  // no listing of the shard's files either
+  std::error_code ec;
+  return index_room(sh.path, min_free_, shard_bytes(sh.path, ec) + 2 * sh.pending_bytes, what);
 }
 
 Status IndexWriter::reopen_shard(unsigned shard) {
@@ -1006,10 +1007,7 @@ Status IndexWriter::reopen_shard(unsigned shard) {
 
 Status IndexWriter::commit_shard(unsigned shard, std::uint64_t watermark) {
   Shard& sh = shards_[shard];
-  if (min_free_) {
-    std::error_code ec;
-    MAILARK_TRY(room_to_write(sh, shard_bytes(sh.path, ec) + 2 * sh.pending_bytes, "committing the index"));
-  }
+  MAILARK_TRY(room_to_commit(sh, "committing the index"));
   try {
     std::uint64_t w = std::max(sh.watermark, watermark);
     sh.db->set_metadata(schema::kMetaWatermark, std::to_string(w));

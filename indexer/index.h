@@ -251,7 +251,7 @@ class IndexWriter {
     std::uint64_t compact_retry_at = 0;  // after a failed compaction: not again below this size
     std::uint64_t settled_bytes = 0;  // its size at the first call after its last compaction (0: not yet)
     bool written = false;  // documents added since this writer opened or compacted it
-    std::uint64_t pending_bytes = 0;  // about what the uncommitted documents hold (room_to_write)
+    std::uint64_t pending_bytes = 0;  // about what the uncommitted documents hold (room_to_commit)
   };
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
@@ -259,9 +259,9 @@ class IndexWriter {
   // Puts `doc` (archive id `id`) at document `local` of `db` (added when it is next, else replaced);
   // a document Xapian refuses becomes a placeholder that says why.
   static void put(Xapian::WritableDatabase& db, Xapian::docid local, std::uint64_t id, const Xapian::Document& doc);
-  // Whether the shard's file system has min_free_ and `need` more bytes free (yes when it cannot be
-  // asked); else an error that says how much is free, for `what`.
-  Status room_to_write(const Shard& sh, std::uint64_t need, const std::string& what) const;
+  // Whether the shard's file system has room for a commit of what it holds (set_min_free_bytes);
+  // else an error that says how much is free, for `what`.
+  Status room_to_commit(const Shard& sh, const std::string& what) const;
   std::string shard_path(std::uint64_t segment, unsigned shard) const;
   std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;
