@@ -289,10 +289,11 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   if (!n) return n.error();
   std::string compacted = options_.data_dir + "/index.compact";
   fs::remove_all(compacted, ec);
-  if (indexer::compact_index(fresh, compacted)) {
+  if (indexer::compact_index(fresh, compacted, options_.limits.index_min_free_bytes)) {
     MAILARK_TRY(swap_in(options_.data_dir, compacted));
     fs::remove_all(fresh, ec);
   } else {
+    fs::remove_all(compacted, ec);
     MAILARK_TRY(swap_in(options_.data_dir, fresh));
   }
   return n;
@@ -334,7 +335,10 @@ Status Engine::compact_index() {
   std::error_code ec;
   std::string compacted = options_.data_dir + "/index.compact";
   fs::remove_all(compacted, ec);
-  MAILARK_TRY(indexer::compact_index(index_dir(), compacted));
+  if (auto c = indexer::compact_index(index_dir(), compacted, options_.limits.index_min_free_bytes); !c) {
+    fs::remove_all(compacted, ec);  // the index stays as it was; a part-written copy goes
+    return c;
+  }
   return swap_in(options_.data_dir, compacted);
 }
 

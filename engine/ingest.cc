@@ -92,6 +92,10 @@ struct Ingest::Impl {
     // Ingest.FailedCommitFailsThatBatchOnly).
     for (unsigned k = 0; k < index.shard_count(); ++k)
       to_index.push_back(std::make_unique<BoundedQueue<ToIndex>>(1024));
+    // Records archived before this ingest began and not yet indexed (a server started on an index
+    // that lags the archive: it does not catch up before its door opens) are caught up by each
+    // shard's thread as after a failure (index_loop).
+    last_appended = archive.head().seq;
     unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
     try {
       for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
@@ -134,7 +138,7 @@ struct Ingest::Impl {
       lock.unlock();
       if (auto stores = archive.seal_stores(); !stores)
         warn("sealing closed segment stores: " + stores.error().to_string() + "; tried again later");
-      auto sealed = indexer::seal_closed_segments(index.dir());
+      auto sealed = indexer::seal_closed_segments(index.dir(), index.min_free_bytes());
       if (!sealed)
         warn("sealing closed index segments: " + sealed.error().to_string() + "; tried again later");
       else if (*sealed && options.on_info)
@@ -460,6 +464,20 @@ struct Ingest::Impl {
       prompt_waiting = false;
     };
     bool reopen = true;  // the shard, at the next recovery: not between chunks of one catch-up
+    // A shard behind the archive at the start catches up from it in chunks, with the door open, as a
+    // shard does after a failure: a server whose index lags (stopped while its index disk was full, a
+    // crash, an archive restored without its index) starts at once and answers 250 while the shard
+    // catches up, whatever the index's disk (test_failures.py
+    // test_server_starts_with_its_index_behind_and_its_disk_full).
+    if (const std::uint64_t head = last_appended;
+        indexer::shard_coverage(index.shard_watermark(shard), shard, index.shard_count()) < head) {
+      warn("index shard " + std::to_string(shard) + ": indexed up to message " +
+           std::to_string(index.shard_watermark(shard)) + " of " + std::to_string(head) +
+           "; catching up from the archive while mail is taken");
+      broken = true;
+      broken_shards++;
+      reopen = false;
+    }
     while (true) {
       auto wait = broken ? std::min<std::chrono::milliseconds>(interval, retry) : interval;
       if (broken && !reopen) wait = std::chrono::milliseconds(0);  // catching up: the next chunk at once

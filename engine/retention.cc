@@ -235,7 +235,7 @@ Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std:
 Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& policy, const RetentionOptions& options) {
   MAILARK_ASSIGN_OR_RETURN(indexer::IndexWriter * writer, engine.index_writer());
   MAILARK_TRY(engine.catch_up_index(nullptr));
-  MAILARK_TRY(indexer::seal_closed_segments(engine.index_dir()));
+  MAILARK_TRY(indexer::seal_closed_segments(engine.index_dir(), engine.options().limits.index_min_free_bytes));
   RetentionContext ctx;
   ctx.archive = &engine.archive();
   ctx.index_dir = engine.index_dir();

@@ -1181,13 +1181,20 @@ std::uint64_t IndexWriter::watermark() const {
   return shards_.empty() ? 0 : w;
 }
 
-Status compact_index(const std::string& dir, const std::string& out_dir) {
+Status compact_index(const std::string& dir, const std::string& out_dir, std::uint64_t min_free) {
   namespace fs = std::filesystem;
   try {
     std::error_code ec;
     fs::create_directories(out_dir, ec);
     const std::vector<SegmentLayout> layout = index_layout(dir);
     MAILARK_ASSIGN_OR_RETURN(const std::uint64_t covered, layout_watermark(layout));
+    // The copy is at most the size of what it rewrites (sealed segments are linked, not copied).
+    std::uint64_t rewritten = 0;
+    for (const auto& seg : layout)
+      if (!seg.sealed)
+        for (const auto& path : seg.paths)
+          if (!is_remote(path)) rewritten += shard_bytes(path, ec);
+    MAILARK_TRY(index_room(out_dir, min_free, rewritten, "compacting the index"));
     for (std::size_t k = 0; k < layout.size(); ++k) {
       SegmentLayout seg = layout[k];
       const std::string src = segment_dir(dir, seg.first), dst = segment_dir(out_dir, seg.first);
@@ -1234,7 +1241,7 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
   return ok_status();
 }
 
-Result<unsigned> seal_closed_segments(const std::string& dir) {
+Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_free) {
   namespace fs = std::filesystem;
   unsigned sealed = 0;
   try {
@@ -1256,8 +1263,14 @@ Result<unsigned> seal_closed_segments(const std::string& dir) {
         const std::string fresh = path + ".sealing";
         std::error_code ec;
         fs::remove_all(fresh, ec);
-        Xapian::Database(path, Xapian::DB_BACKEND_GLASS)
-            .compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+        MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), "sealing " + path));
+        try {
+          Xapian::Database(path, Xapian::DB_BACKEND_GLASS)
+              .compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+        } catch (...) {
+          fs::remove_all(fresh, ec);  // a part-written copy gives the live shards' room back at once
+          throw;
+        }
         if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
           const int err = errno;
           fs::remove_all(fresh, ec);

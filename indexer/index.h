@@ -148,6 +148,7 @@ class IndexWriter {
   // its time segment (sealed ones are never written). Tests: IndexRoom.*,
   // Ingest.IndexFailureNeverFailsAMessage, test_failures.py test_index_disk_full_never_refuses_mail.
   void set_min_free_bytes(std::uint64_t bytes) { min_free_ = bytes; }
+  std::uint64_t min_free_bytes() const { return min_free_; }
   // Registers a time segment that begins at archive id `first` (idempotent; safe from any thread):
   // ids from `first` on go to that segment's shards, created on first use, until a later segment
   // begins. Call it before adding the segment's first id. The engine registers the archive's segments
@@ -285,8 +286,11 @@ Status seed_pair_words(const std::string& from_dir, const std::string& to_dir);
 // Rewrites the index in dir into out_dir in compact form (full blocks; typically 40% smaller after a
 // bulk import). Segments, shards and document ids are kept. Sealed segments are linked, not rewritten;
 // a closed segment (not the last) whose every document is in is sealed. The caller swaps the
-// directories.
-Status compact_index(const std::string& dir, const std::string& out_dir);
+// directories. Not begun unless out_dir's file system has `min_free` (IndexWriter::set_min_free_bytes)
+// and the size of the shards it rewrites free (kIo, naming it): the index's own writer may be
+// committing on the same file system, and a commit that meets a full disk can end the process.
+// Test: IndexRoom.SealingAndCompactionWaitForRoomForTheirCopies.
+Status compact_index(const std::string& dir, const std::string& out_dir, std::uint64_t min_free = 0);
 
 // Seals, in place, every closed segment whose documents are all committed and that every shard has
 // left (each has committed a document of a later segment), beside readers and the writer of the live
@@ -296,8 +300,11 @@ Status compact_index(const std::string& dir, const std::string& out_dir);
 // compacted one. A crash in between leaves a closed segment whose shards are whole databases, sealed
 // at the next call. Returns how many it sealed. A first-release index (one plain glass database) is
 // left to compact_index. Test: IndexSegments.ClosedSegmentsAreSealedInPlaceBesideReaders,
-// tests/e2e/test_segments.py test_smtp_mail_cuts_segments_that_search_spans.
-Result<unsigned> seal_closed_segments(const std::string& dir);
+// tests/e2e/test_segments.py test_smtp_mail_cuts_segments_that_search_spans. A shard is compacted
+// only while `min_free` and its own size are free (else kIo, and the segment is sealed at a later
+// call), and a failed copy is removed at once, so that the live shards' commits keep their room
+// (IndexRoom.SealingAndCompactionWaitForRoomForTheirCopies).
+Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_free = 0);
 
 // Retention: writes the shards of the sealed segment beginning at archive id `first` again, holding
 // only the documents of `keep` (its archive ids that did not expire), each built again by `rebuild`

@@ -1591,6 +1591,67 @@ TEST_F(IndexRoom, AShardIsRewrittenOrCompactedOnlyWithRoomForTheCopy) {
   EXPECT_TRUE(c->compacted);
 }
 
+// Sealing a closed segment and compacting the whole index write copies of shards on the index's file
+// system, where the live shards commit: a copy is begun only with room for it and the free space the
+// writer leaves, and a copy that fails part-way is removed at once.
+TEST_F(IndexRoom, SealingAndCompactionWaitForRoomForTheirCopies) {
+  namespace fs = std::filesystem;
+  constexpr std::uint64_t kMinFree = std::uint64_t{64} << 20;  // a sixteenth of the file system: 4 MiB
+  std::uint64_t id = 0;
+  {
+    auto w = IndexWriter::open(index, 1);
+    ASSERT_TRUE(w.ok());
+    for (int c = 0; c < 6; ++c) ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 500));
+    (*w)->add_segment(id + 1);  // the first segment is closed once the shard has a document of the next
+    ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 10));
+  }
+  auto segs = index_segments(index);
+  ASSERT_TRUE(segs.ok() && segs->size() == 2u);
+  const std::string closed = index + "/shard0";  // the first segment's shards are the index's own
+  const std::uint64_t shard = dir_bytes(closed);
+  ASSERT_GT(shard, 512u << 10);
+  auto sealed_now = [&] { return index_segments(index)->front().sealed; };
+
+  // Room for half the copy: nothing begun, the segment sealed at a later call.
+  disk.fill(kRoomLeft + shard / 2);
+  auto s = seal_closed_segments(index, kMinFree);
+  ASSERT_FALSE(s.ok()) << "sealed without room for the copy";
+  EXPECT_EQ(s.error().code, ErrorCode::kIo);
+  EXPECT_NE(s.error().context.find("(4 MiB is always left free)"), std::string::npos) << s.error().context;
+  EXPECT_FALSE(fs::exists(closed + ".sealing"));
+  EXPECT_FALSE(sealed_now());
+  // Without a kept free space the copy meets the full disk: Xapian's error, and the part written is
+  // gone at once (not left until the next call, taking the live shards' room).
+  disk.fill(shard / 2);
+  s = seal_closed_segments(index, 0);
+  ASSERT_FALSE(s.ok()) << "a copy larger than the free space was written";
+  EXPECT_FALSE(fs::exists(closed + ".sealing")) << "the failed copy was left on the full disk";
+  EXPECT_FALSE(sealed_now());
+  disk.free();
+  s = seal_closed_segments(index, kMinFree);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(*s, 1u);
+  EXPECT_TRUE(sealed_now());
+
+  // The whole index: the live segment is rewritten, the sealed one linked. With room for only part of
+  // the live shard's copy, nothing is begun.
+  const std::string live = index + "/segment-" + std::to_string(segs->back().first) + "/shard0";
+  const std::string out = index + "/compact";  // on the same small file system
+  disk.fill(kRoomLeft + dir_bytes(live) / 2);
+  auto c = compact_index(index, out, kMinFree);
+  ASSERT_FALSE(c.ok()) << "compacted without room for the copy";
+  EXPECT_NE(c.error().context.find("compacting the index"), std::string::npos) << c.error().context;
+  fs::remove_all(out);
+  disk.free();
+  c = compact_index(index, out, kMinFree);
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  auto r = IndexReader::open(out);
+  ASSERT_TRUE(r.ok());
+  auto res = (*r)->search("common", SearchOptions{0, 5}, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, id);
+}
+
 // A reader held while the writer commits again and again (a server commits every second; a search of
 // a large export takes longer): Xapian discards the reader's revision after the writer's second
 // commit (DatabaseModifiedError). The search opens the index again and answers from the newer one.

@@ -32,6 +32,9 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   options.limits.max_message_bytes += Limits::kTraceHeaderBytes;
   options.scanner_temp_dir = config->scanner_temp_dir;
   options.writer = "serve";
+  // Records the index lacks are caught up by the ingest's shard threads with the door open, not
+  // before it opens: the index never keeps mail out (engine/ingest.cc index_loop).
+  options.catch_up_on_open = false;
   auto engine = open_engine(g, std::move(options));
   if (!engine) return report(engine.error());
   // The signatures before anything starts a thread: libclamav reads plain signature files a character

@@ -108,6 +108,8 @@ class Server:
         self.open_files = open_files  # RLIMIT_NOFILE, soft and hard, for the server alone
 
     def start(self):
+        # A server started again appends to the same log: it is up once it says so again.
+        started_before = self.server_log().count("listening:")
         self.log = open(self.log_path, "ab")
         limit = None
         if self.open_files:
@@ -119,7 +121,7 @@ class Server:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError("mailark serve exited: " + self.server_log())
-            if "listening:" in self.server_log() and (
+            if self.server_log().count("listening:") > started_before and (
                     self.wait_port is None or _connectable(self.wait_port)):
                 return self
             if time.time() > deadline:

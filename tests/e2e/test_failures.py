@@ -473,6 +473,32 @@ listen = "127.0.0.1:{web_port}"
         self.assertEqual(srv.wait_for("subject:unindexed", 10)["total"], 10, "caught up from the archive")
         self.until(lambda: "recovered" in srv.server_log(), "the recovery being logged", srv)
 
+    def test_server_starts_with_its_index_behind_and_its_disk_full(self):
+        # A server stopped while its index could not be written starts again with the same full disk:
+        # its door opens at once and takes mail, and the index catches up from the archive once there
+        # is room (the index never keeps mail out; engine/ingest.cc index_loop).
+        port = free_port()
+        data = scratch("mailark-data-")
+        disk = self.tmpfs(os.path.join(data, "index"), "8m")
+        srv = self.server(config(port), data=data).start()
+        self.assertEqual(send(port, "indexed first")[0], 250)
+        srv.wait_for("subject:indexed")
+        disk.fill()
+        for i in range(10):
+            self.assertEqual(send(port, f"behind mail {i}")[0], 250, "the archive is the truth")
+        self.until(lambda: "is always left free" in srv.server_log(), "the index failure being logged", srv)
+        self.assertEqual(srv.stop(), 0)
+        self.assertEqual(srv.search("subject:behind")["total"], 0, "stopped with its index behind the archive")
+        srv.start()
+        self.until(lambda: "catching up from the archive while mail is taken" in srv.server_log(),
+                   "the start behind the archive being logged", srv)
+        self.assertEqual(send(port, "behind mail after the start")[0], 250, "the door is open while the index lags")
+        self.assertEqual(srv.search("subject:behind")["total"], 0, "the index's disk is still full")
+        disk.free()
+        self.assertEqual(srv.wait_for("subject:behind", 11)["total"], 11, "caught up from the archive")
+        self.assertEqual(srv.search("subject:indexed")["total"], 1)
+        self.until(lambda: "recovered, caught up to message" in srv.server_log(), "the recovery being logged", srv)
+
     def test_full_scanner_folder_answers_451_never_clean(self):
         port = free_port()
         scan_root = scratch("mailark-scan-")
