@@ -333,13 +333,25 @@ Status Engine::compact_index() {
   }
   index_writer_.reset();
   std::error_code ec;
+  // An index on a file system of its own (a disk mounted on the data folder's index/) cannot be
+  // swapped with a copy beside it (rename(2) of a mount point: EBUSY). It is left as written; the
+  // server compacts its shards in place as it seals segments.
+  struct stat index_st {}, data_st {};
+  if (::stat(index_dir().c_str(), &index_st) == 0 && ::stat(options_.data_dir.c_str(), &data_st) == 0 &&
+      index_st.st_dev != data_st.st_dev)
+    return make_error(ErrorCode::kUnsupported,
+                      "the index is not compacted: " + index_dir() + " is a file system of its own, left as written");
   std::string compacted = options_.data_dir + "/index.compact";
   fs::remove_all(compacted, ec);
   if (auto c = indexer::compact_index(index_dir(), compacted, options_.limits.index_min_free_bytes); !c) {
     fs::remove_all(compacted, ec);  // the index stays as it was; a part-written copy goes
     return c;
   }
-  return swap_in(options_.data_dir, compacted);
+  if (auto s = swap_in(options_.data_dir, compacted); !s) {
+    fs::remove_all(compacted, ec);
+    return s;
+  }
+  return ok_status();
 }
 
 Result<std::unique_ptr<indexer::IndexReader>> Engine::open_reader() {

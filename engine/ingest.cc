@@ -464,6 +464,7 @@ struct Ingest::Impl {
       prompt_waiting = false;
     };
     bool reopen = true;  // the shard, at the next recovery: not between chunks of one catch-up
+    bool said_why = true;  // the reason the shard is behind has been logged (failed() logs it)
     // A shard behind the archive at the start catches up from it in chunks, with the door open, as a
     // shard does after a failure: a server whose index lags (stopped while its index disk was full, a
     // crash, an archive restored without its index) starts at once and answers 250 while the shard
@@ -477,6 +478,7 @@ struct Ingest::Impl {
       broken = true;
       broken_shards++;
       reopen = false;
+      said_why = false;  // the first failed catch-up says why (a full disk), once
     }
     while (true) {
       auto wait = broken ? std::min<std::chrono::milliseconds>(interval, retry) : interval;
@@ -503,6 +505,10 @@ struct Ingest::Impl {
             while (queue.pop_for(dropped, std::chrono::milliseconds(0)) == BoundedQueue<ToIndex>::PopResult::kItem) {
             }
           } else {
+            if (!said_why)
+              warn("index shard " + std::to_string(shard) + ": " + s.error().to_string() +
+                   "; mail is still archived, and the index catches up from the archive once it can write again");
+            said_why = true;
             reopen = true;
             retry_at = now + retry;
           }

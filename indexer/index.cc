@@ -823,6 +823,10 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   const std::uint64_t segment = segment_of(id);
   if (segment != sh.segment) MAILARK_TRY(open_shard(sh, segment));
   auto local = static_cast<Xapian::docid>((id - segment) / shards_.size() + 1);
+  // Adding a document can write blocks of the shard too, not only a commit (seen: Xapian's "Error
+  // writing block" from an add on a full disk): while less than the kept free space is free, the shard
+  // takes no document (IndexRoom.NoCommitWhileLessThanTheFreeSpaceLeftIsFree).
+  if (min_free_) MAILARK_TRY(index_room(sh.path, min_free_, 0, "indexing"));
   try {
     const Xapian::docid last = sh.db->get_lastdocid();
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here

@@ -1519,11 +1519,16 @@ TEST_F(IndexRoom, NoCommitWhileLessThanTheFreeSpaceLeftIsFree) {
   (*w)->set_min_free_bytes(std::uint64_t{1} << 30);  // more than the file system: a sixteenth of it
   std::uint64_t id = 0;
   ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 20));
-  disk.fill(kRoomLeft - (512u << 10));
   for (std::uint64_t k = 21; k <= 40; ++k) {
     source.docs[k] = fields(k, "later " + std::to_string(k), "after the disk filled", 978307200);
     ASSERT_TRUE((*w)->add(k, build_document(source.docs[k], nullptr)).ok());
   }
+  disk.fill(kRoomLeft - (512u << 10));
+  // Adding a document writes blocks too: none is taken while less than the kept space is free.
+  source.docs[41] = fields(41, "later 41", "after the disk filled", 978307200);
+  auto added = (*w)->add(41, build_document(source.docs[41], nullptr));
+  ASSERT_FALSE(added.ok()) << "a document was added into the free space the writer leaves";
+  EXPECT_NE(added.error().context.find("(4 MiB is always left free)"), std::string::npos) << added.error().context;
   for (unsigned s = 0; s < 2; ++s) {
     auto c = (*w)->commit_shard(s, 40);
     ASSERT_FALSE(c.ok()) << "committed into the free space it leaves";

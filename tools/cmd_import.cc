@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <vector>
 #include <thread>
 #include <nlohmann/json.hpp>
 
@@ -115,6 +116,7 @@ bool count_result(Summary& sum, const IngestResult& r) {
 
 struct Outcome {
   std::uint64_t archive_head = 0;
+  std::optional<std::uint64_t> indexed;  // the index's watermark after a lone import (every record up to it)
   double signature_load_seconds = 0;
   std::uint64_t placed = 0;
   bool handed = false;  // handed to a running server
@@ -133,6 +135,7 @@ int print_summary(const ImportArgs& args, const Summary& sum, const Outcome& o) 
                         {"signature_load_seconds", o.signature_load_seconds},
                         {"placed_in_folders", o.placed},  {"handed_to_server", o.handed}};
     if (!o.stopped.empty()) j["stopped"] = o.stopped;
+    if (o.indexed) j["index_watermark"] = *o.indexed;
     std::cout << json_text(j) << "\n";
   } else {
     if (o.handed) std::cout << "handed to the running server (mailark serve), which scanned and archived it\n";
@@ -145,6 +148,9 @@ int print_summary(const ImportArgs& args, const Summary& sum, const Outcome& o) 
               << "malformed  " << sum.malformed << "\n"
               << "errors     " << sum.errors << "\n";
     if (o.placed) std::cout << "placed     " << o.placed << " in users' folders\n";
+    if (o.indexed && *o.indexed < o.archive_head)
+      std::cout << "indexed    up to message " << *o.indexed << " of " << o.archive_head
+                << " (the rest is archived; the index catches up from the archive once it can be written)\n";
     if (sum.skipped) {
       std::string kinds;
       for (const auto& [what, n] : sum.skipped_kinds) kinds += (kinds.empty() ? "" : "; ") + std::to_string(n) + " " + what;
@@ -320,6 +326,10 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   if (const int fd = connect_handoff(g.data_dir); fd >= 0) return run_handed_import(args, fd, owner, custodian, roots);
   EngineOptions options;
   options.writer = "import";
+  // An index that lags the archive (and may not be writable: a full disk) never keeps mail out: its
+  // shards catch up inside the import's pipeline, as a server's do (engine/ingest.cc index_loop;
+  // test_failures.py test_an_import_with_its_index_disk_full_archives_everything).
+  options.catch_up_on_open = false;
   // With --config, the limits a server with that file works by (its message size, scan limits and disk
   // reserve) and its scanner's temporary folder; else the defaults.
   std::optional<std::uint64_t> config_reserve;
@@ -377,9 +387,19 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     progress.update(processed, std::max(total_files, processed));
   };
 
+  // The pipeline's warnings (an index that cannot be written: the mail is archived all the same): the
+  // first and the last, and how many, once the import is done rather than through its progress line.
+  std::vector<std::string> warnings;  // under mu: at most the first and the last
+  std::uint64_t warning_count = 0;
+  IngestOptions ingest_options;
+  ingest_options.on_warning = [&](const std::string& w) {
+    std::lock_guard lock(mu);
+    if (warnings.size() < 2) warnings.push_back(w); else warnings.back() = w;
+    ++warning_count;
+  };
   Status fatal;
   {
-    Ingest ingest(e.archive(), **writer, scanner, e.options().limits, IngestOptions{}, on_result);
+    Ingest ingest(e.archive(), **writer, scanner, e.options().limits, ingest_options, on_result);
     SourceCallbacks cb;
     cb.stop = [&] {
       if (stopping) return true;
@@ -429,6 +449,11 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
     }
   }
   progress.finish();
+  for (std::size_t k = 0; k < warnings.size(); ++k)
+    std::cerr << "mailark: " << (k == 0 ? "" : "last: ") << warnings[k] << "\n";
+  if (warning_count > warnings.size())
+    std::cerr << "mailark: (" << warning_count << " warnings in all)\n";
+  const std::uint64_t indexed = (*writer)->watermark();
   if (fatal && sum.imported > 0) {
     // Bulk imports leave half-full index blocks; a compact rewrite takes well under a second per 20k
     // messages and shrinks the index by about 40%.
@@ -455,6 +480,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
 
   Outcome outcome;
   outcome.archive_head = e.archive().head().seq;
+  outcome.indexed = indexed;
   outcome.signature_load_seconds = signature_load_seconds;
   outcome.placed = placed;
   if (stopping) {

@@ -499,6 +499,49 @@ listen = "127.0.0.1:{web_port}"
         self.assertEqual(srv.search("subject:indexed")["total"], 1)
         self.until(lambda: "recovered, caught up to message" in srv.server_log(), "the recovery being logged", srv)
 
+    def test_an_import_with_its_index_disk_full_archives_everything(self):
+        """A lone import whose index cannot be written (its disk full) archives every message all the
+        same, says the index is behind and why, and is not refused by an index that is behind when it
+        starts; once there is room, the index catches up from the archive."""
+        def mbox(tag, n):
+            path = os.path.join(scratch("mailark-box-"), tag + ".mbox")
+            with open(path, "w", newline="") as f:
+                for i in range(n):
+                    f.write(f"From someone@outside.example Sun Nov 29 10:00:00 2026\nFrom: someone@outside.example\n"
+                            f"To: ana@example.com\nSubject: {tag} {i}\nMessage-ID: <{tag}-{i}@x>\n"
+                            f"Date: Sun, 29 Nov 2026 10:00:00 +0000\n\nmessage {i} of {tag}\n\n")
+            return path
+
+        def run(*args):
+            p = subprocess.run([BIN, "--data", data, *args], capture_output=True, timeout=300)
+            return p.returncode, json.loads(p.stdout or b"{}"), p.stderr.decode()
+
+        data = scratch("mailark-data-")
+        disk = self.tmpfs(os.path.join(data, "index"), "8m")
+        rc, out, err = run("import", "--json", mbox("before", 50))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out["index_watermark"], out["archive_head"])
+        disk.fill()
+        rc, out, err = run("import", "--json", mbox("whilefull", 200))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual((out["imported"], out["errors"]), (200, 0), "the archive is the truth")
+        self.assertLess(out["index_watermark"], out["archive_head"])
+        self.assertIn("is always left free", err, "the import says why the index is behind")
+        self.assertNotIn("No space left on device", err, "nothing was written into the full disk")
+        # The index is behind when the next import starts, and still cannot be written.
+        rc, out, err = run("import", "--json", mbox("stillfull", 20))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out["imported"], 20, "an index that cannot catch up does not keep mail out")
+        self.assertEqual(out["archive_head"], 270)
+        rc, res, err = run("search", "--json", "subject:whilefull")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(res["total"], 0)
+        self.assertGreater(res["index_lag"], 0, "the search says the index lags")
+        disk.free()
+        rc, res, err = run("search", "--json", "subject:whilefull OR subject:stillfull")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual((res["total"], res["index_lag"]), (220, 0), "caught up from the archive")
+
     def test_full_scanner_folder_answers_451_never_clean(self):
         port = free_port()
         scan_root = scratch("mailark-scan-")
