@@ -289,7 +289,7 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   if (!n) return n.error();
   std::string compacted = options_.data_dir + "/index.compact";
   fs::remove_all(compacted, ec);
-  if (indexer::compact_index(fresh, compacted, options_.limits.index_min_free_bytes)) {
+  if (indexer::compact_index(fresh, compacted)) {
     MAILARK_TRY(swap_in(options_.data_dir, compacted));
     fs::remove_all(fresh, ec);
   } else {
@@ -343,10 +343,7 @@ Status Engine::compact_index() {
                       "the index is not compacted: " + index_dir() + " is a file system of its own, left as written");
   std::string compacted = options_.data_dir + "/index.compact";
   fs::remove_all(compacted, ec);
-  if (auto c = indexer::compact_index(index_dir(), compacted, options_.limits.index_min_free_bytes); !c) {
-    fs::remove_all(compacted, ec);  // the index stays as it was; a part-written copy goes
-    return c;
-  }
+  MAILARK_TRY(indexer::compact_index(index_dir(), compacted));  // removes a part-written copy itself
   if (auto s = swap_in(options_.data_dir, compacted); !s) {
     fs::remove_all(compacted, ec);
     return s;

@@ -1185,20 +1185,27 @@ std::uint64_t IndexWriter::watermark() const {
   return shards_.empty() ? 0 : w;
 }
 
-Status compact_index(const std::string& dir, const std::string& out_dir, std::uint64_t min_free) {
+namespace {
+Status compact_index_into(const std::string& dir, const std::string& out_dir);
+}
+
+Status compact_index(const std::string& dir, const std::string& out_dir) {
+  Status s = compact_index_into(dir, out_dir);
+  if (!s) {
+    std::error_code ec;
+    std::filesystem::remove_all(out_dir, ec);  // a part-written copy gives its room back at once
+  }
+  return s;
+}
+
+namespace {
+Status compact_index_into(const std::string& dir, const std::string& out_dir) {
   namespace fs = std::filesystem;
   try {
     std::error_code ec;
     fs::create_directories(out_dir, ec);
     const std::vector<SegmentLayout> layout = index_layout(dir);
     MAILARK_ASSIGN_OR_RETURN(const std::uint64_t covered, layout_watermark(layout));
-    // The copy is at most the size of what it rewrites (sealed segments are linked, not copied).
-    std::uint64_t rewritten = 0;
-    for (const auto& seg : layout)
-      if (!seg.sealed)
-        for (const auto& path : seg.paths)
-          if (!is_remote(path)) rewritten += shard_bytes(path, ec);
-    MAILARK_TRY(index_room(out_dir, min_free, rewritten, "compacting the index"));
     for (std::size_t k = 0; k < layout.size(); ++k) {
       SegmentLayout seg = layout[k];
       const std::string src = segment_dir(dir, seg.first), dst = segment_dir(out_dir, seg.first);
@@ -1244,6 +1251,7 @@ Status compact_index(const std::string& dir, const std::string& out_dir, std::ui
   }
   return ok_status();
 }
+}  // namespace
 
 Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_free) {
   namespace fs = std::filesystem;

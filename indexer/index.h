@@ -286,11 +286,10 @@ Status seed_pair_words(const std::string& from_dir, const std::string& to_dir);
 // Rewrites the index in dir into out_dir in compact form (full blocks; typically 40% smaller after a
 // bulk import). Segments, shards and document ids are kept. Sealed segments are linked, not rewritten;
 // a closed segment (not the last) whose every document is in is sealed. The caller swaps the
-// directories. Not begun unless out_dir's file system has `min_free` (IndexWriter::set_min_free_bytes)
-// and the size of the shards it rewrites free (kIo, naming it): the index's own writer may be
-// committing on the same file system, and a commit that meets a full disk can end the process.
-// Test: IndexRoom.SealingAndCompactionWaitForRoomForTheirCopies.
-Status compact_index(const std::string& dir, const std::string& out_dir, std::uint64_t min_free = 0);
+// directories. Its callers hold the data folder's lock with no index writer open, so no commit can
+// meet a disk this fills; a compaction that fails (a full disk: Xapian's error, an ordinary one here)
+// removes out_dir. Test: IndexRoom.SealingWaitsForRoomAndFailedCopiesAreRemoved.
+Status compact_index(const std::string& dir, const std::string& out_dir);
 
 // Seals, in place, every closed segment whose documents are all committed and that every shard has
 // left (each has committed a document of a later segment), beside readers and the writer of the live
@@ -303,7 +302,7 @@ Status compact_index(const std::string& dir, const std::string& out_dir, std::ui
 // tests/e2e/test_segments.py test_smtp_mail_cuts_segments_that_search_spans. A shard is compacted
 // only while `min_free` and its own size are free (else kIo, and the segment is sealed at a later
 // call), and a failed copy is removed at once, so that the live shards' commits keep their room
-// (IndexRoom.SealingAndCompactionWaitForRoomForTheirCopies).
+// (IndexRoom.SealingWaitsForRoomAndFailedCopiesAreRemoved).
 Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_free = 0);
 
 // Retention: writes the shards of the sealed segment beginning at archive id `first` again, holding
