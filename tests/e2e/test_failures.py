@@ -452,7 +452,10 @@ listen = "127.0.0.1:{web_port}"
             self.assertTrue(verified["intact"])
             self.assertEqual(verified["records_checked"], count)
 
-    def test_index_disk_full_never_refuses_mail(self):
+    def index_disk_filled(self, subject):
+        """A server whose index is on an 8 MiB tmpfs: one message indexed, then the tmpfs filled and
+        ten messages `subject` N sent, each answered 250, the index failure logged. Returns (port,
+        server, tmpfs)."""
         port = free_port()
         data = scratch("mailark-data-")
         disk = self.tmpfs(os.path.join(data, "index"), "8m")
@@ -461,12 +464,16 @@ listen = "127.0.0.1:{web_port}"
         srv.wait_for("subject:indexed")
         disk.fill()
         for i in range(10):
-            self.assertEqual(send(port, f"unindexed mail {i}")[0], 250, "the archive is the truth")
+            self.assertEqual(send(port, f"{subject} {i}")[0], 250, "the archive is the truth")
         self.until(lambda: "index shard" in srv.server_log(), "the index failure being logged", srv)
         # Refused before Xapian wrote into the full disk (limits.index_min_free_bytes, a sixteenth of
         # these 8 MiB): a commit that meets a full disk can end the whole server (IndexRoom.*).
         self.assertIn("is always left free", srv.server_log())
         self.assertNotIn("No space left on device", srv.server_log())
+        return port, srv, disk
+
+    def test_index_disk_full_never_refuses_mail(self):
+        port, srv, disk = self.index_disk_filled("unindexed mail")
         p = srv.run("search", "subject:unindexed")
         self.assertEqual(p.returncode, 0)
         disk.free()
@@ -477,16 +484,7 @@ listen = "127.0.0.1:{web_port}"
         # A server stopped while its index could not be written starts again with the same full disk:
         # its door opens at once and takes mail, and the index catches up from the archive once there
         # is room (the index never keeps mail out; engine/ingest.cc index_loop).
-        port = free_port()
-        data = scratch("mailark-data-")
-        disk = self.tmpfs(os.path.join(data, "index"), "8m")
-        srv = self.server(config(port), data=data).start()
-        self.assertEqual(send(port, "indexed first")[0], 250)
-        srv.wait_for("subject:indexed")
-        disk.fill()
-        for i in range(10):
-            self.assertEqual(send(port, f"behind mail {i}")[0], 250, "the archive is the truth")
-        self.until(lambda: "is always left free" in srv.server_log(), "the index failure being logged", srv)
+        port, srv, disk = self.index_disk_filled("behind mail")
         self.assertEqual(srv.stop(), 0)
         self.assertEqual(srv.search("subject:behind")["total"], 0, "stopped with its index behind the archive")
         srv.start()
