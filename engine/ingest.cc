@@ -71,6 +71,7 @@ struct Ingest::Impl {
   std::condition_variable seal_cv;
   bool seal_stop = false;
   std::atomic<std::uint64_t> last_appended{0};  // the highest seq handed to the index queues
+  std::uint64_t head_at_start = 0;                // the archive's head when this ingest began
   std::atomic<unsigned> broken_shards{0};        // index shards waiting to recover
   std::mutex error_mu;
   std::optional<Error> archive_error;  // the first archive write failure, for finish()
@@ -95,7 +96,7 @@ struct Ingest::Impl {
     // Records archived before this ingest began and not yet indexed (a server started on an index
     // that lags the archive: it does not catch up before its door opens) are caught up by each
     // shard's thread as after a failure (index_loop).
-    last_appended = archive.head().seq;
+    last_appended = head_at_start = archive.head().seq;
     unsigned n = options.workers ? options.workers : std::max(1u, std::thread::hardware_concurrency());
     try {
       for (unsigned k = 0; k < n; ++k) workers.emplace_back([this] { work_loop(); });
@@ -470,7 +471,8 @@ struct Ingest::Impl {
     // crash, an archive restored without its index) starts at once and answers 250 while the shard
     // catches up, whatever the index's disk (test_failures.py
     // test_server_starts_with_its_index_behind_and_its_disk_full).
-    if (const std::uint64_t head = last_appended;
+    // (head_at_start, not last_appended: a record appended since is this thread's to index as usual.)
+    if (const std::uint64_t head = head_at_start;
         indexer::shard_coverage(index.shard_watermark(shard), shard, index.shard_count()) < head) {
       warn("index shard " + std::to_string(shard) + ": indexed up to message " +
            std::to_string(index.shard_watermark(shard)) + " of " + std::to_string(head) +
