@@ -292,8 +292,7 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   if (indexer::compact_index(fresh, compacted)) {
     MAILARK_TRY(swap_in(options_.data_dir, compacted));
     fs::remove_all(fresh, ec);
-  } else {
-    fs::remove_all(compacted, ec);
+  } else {  // compact_index removed its part-written copy
     MAILARK_TRY(swap_in(options_.data_dir, fresh));
   }
   return n;

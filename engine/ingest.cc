@@ -455,9 +455,12 @@ struct Ingest::Impl {
     bool prompt_waiting = false;  // an uncommitted document of mail someone may search for now
     const auto retry = std::chrono::milliseconds(std::max(1u, options.index_retry_ms));
     auto last_commit = std::chrono::steady_clock::now();
-    auto failed = [&](const Error& e) {
+    auto say_why = [&](const Error& e) {
       warn("index shard " + std::to_string(shard) + ": " + e.to_string() +
            "; mail is still archived, and the index catches up from the archive once it can write again");
+    };
+    auto failed = [&](const Error& e) {
+      say_why(e);
       broken = true;
       broken_shards++;
       retry_at = std::chrono::steady_clock::now() + retry;
@@ -507,9 +510,7 @@ struct Ingest::Impl {
             while (queue.pop_for(dropped, std::chrono::milliseconds(0)) == BoundedQueue<ToIndex>::PopResult::kItem) {
             }
           } else {
-            if (!said_why)
-              warn("index shard " + std::to_string(shard) + ": " + s.error().to_string() +
-                   "; mail is still archived, and the index catches up from the archive once it can write again");
+            if (!said_why) say_why(s.error());
             said_why = true;
             reopen = true;
             retry_at = now + retry;

@@ -1186,19 +1186,6 @@ std::uint64_t IndexWriter::watermark() const {
 }
 
 namespace {
-Status compact_index_into(const std::string& dir, const std::string& out_dir);
-}
-
-Status compact_index(const std::string& dir, const std::string& out_dir) {
-  Status s = compact_index_into(dir, out_dir);
-  if (!s) {
-    std::error_code ec;
-    std::filesystem::remove_all(out_dir, ec);  // a part-written copy gives its room back at once
-  }
-  return s;
-}
-
-namespace {
 Status compact_index_into(const std::string& dir, const std::string& out_dir) {
   namespace fs = std::filesystem;
   try {
@@ -1252,6 +1239,15 @@ Status compact_index_into(const std::string& dir, const std::string& out_dir) {
   return ok_status();
 }
 }  // namespace
+
+Status compact_index(const std::string& dir, const std::string& out_dir) {
+  Status s = compact_index_into(dir, out_dir);
+  if (!s) {
+    std::error_code ec;
+    std::filesystem::remove_all(out_dir, ec);  // a part-written copy gives its room back at once
+  }
+  return s;
+}
 
 Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_free) {
   namespace fs = std::filesystem;
