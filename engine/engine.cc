@@ -11,6 +11,7 @@
 
 #include "common/threads.h"
 #include "engine/index_fields.h"
+#include "indexer/schema.h"
 
 namespace fs = std::filesystem;
 
@@ -270,8 +271,15 @@ Result<std::uint64_t> Engine::catch_up_into(indexer::IndexWriter& index,
   return total;
 }
 
+bool Engine::index_on_own_file_system() const {
+  struct stat index_st {}, data_st {};
+  return ::stat(index_dir().c_str(), &index_st) == 0 && ::stat(options_.data_dir.c_str(), &data_st) == 0 &&
+         index_st.st_dev != data_st.st_dev;
+}
+
 Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   index_writer_.reset();
+  if (index_on_own_file_system()) return reindex_in_place(progress);
   std::error_code ec;
   // Build beside the old index and swap, so a failed reindex leaves the old one usable.
   std::string fresh = options_.data_dir + "/index.new";
@@ -295,6 +303,46 @@ Result<std::uint64_t> Engine::reindex(const std::function<void(std::uint64_t, st
   } else {  // compact_index removed its part-written copy
     MAILARK_TRY(swap_in(options_.data_dir, fresh));
   }
+  return n;
+}
+
+// The index on a disk of its own: nothing can be renamed over DATA/index, and a copy beside it would
+// be written to the data folder's disk (which an index is often moved off for want of room). Its
+// entries are removed and it is written again where it is; only the pair words are kept (seeded into a
+// folder inside it first, so that the new index has pair terms from its first document).
+Result<std::uint64_t> Engine::reindex_in_place(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  std::error_code ec;
+  const fs::path dir = index_dir();
+  const fs::path seed = dir / ".reindex-seed";
+  fs::remove_all(seed, ec);
+  // What an earlier reindex or compaction beside it left on the data folder's disk (a crash, or a
+  // build before this one, which failed only at the swap).
+  fs::remove_all(options_.data_dir + "/index.new", ec);
+  fs::remove_all(options_.data_dir + "/index.compact", ec);
+  (void)indexer::seed_pair_words(dir.string(), seed.string());  // none from an unreadable index: no error
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path() == seed) continue;
+    fs::remove_all(entry.path(), ec);
+    if (ec)
+      return make_error(ErrorCode::kIo,
+                        "emptying the index to rebuild it in place: " + entry.path().string() + ": " + ec.message());
+  }
+  if (ec) return make_error(ErrorCode::kIo, "emptying the index to rebuild it in place: " + ec.message());
+  const fs::path words = seed / indexer::schema::kPairWordsFile;
+  if (fs::exists(words, ec)) fs::rename(words, dir / indexer::schema::kPairWordsFile, ec);
+  if (ec) return make_error(ErrorCode::kIo, "keeping the index's pair words: " + ec.message());
+  fs::remove_all(seed, ec);
+  Result<std::uint64_t> n = std::uint64_t{0};
+  {
+    auto w = open_writer(dir.string());
+    if (!w) return w.error();
+    n = catch_up_into(**w, progress);
+  }
+  if (!n) return n.error();
+  // The closed segments' shards are compacted and sealed where they are, one shard at a time, as a
+  // server seals them; the live segment is left as written. A seal that finds no room is no failure of
+  // the reindex: the server seals it later.
+  (void)indexer::seal_closed_segments(dir.string(), options_.limits.index_min_free_bytes);
   return n;
 }
 
@@ -335,9 +383,7 @@ Status Engine::compact_index() {
   // An index on a file system of its own (a disk mounted on the data folder's index/) cannot be
   // swapped with a copy beside it (rename(2) of a mount point: EBUSY). It is left as written; the
   // server compacts its shards in place as it seals segments.
-  struct stat index_st {}, data_st {};
-  if (::stat(index_dir().c_str(), &index_st) == 0 && ::stat(options_.data_dir.c_str(), &data_st) == 0 &&
-      index_st.st_dev != data_st.st_dev)
+  if (index_on_own_file_system())
     return make_error(ErrorCode::kUnsupported,
                       "the index is not compacted: " + index_dir() + " is a file system of its own, left as written");
   std::string compacted = options_.data_dir + "/index.compact";

@@ -65,8 +65,16 @@ class Engine {
 
   // Indexes archive records newer than the index watermark. progress(done, total) may be null.
   Result<std::uint64_t> catch_up_index(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
-  // Deletes the index and rebuilds it from the archive.
+  // Deletes the index and rebuilds it from the archive: beside the old one, swapped in when done (a
+  // failed reindex leaves the old index usable); or, when the index is a file system of its own (a
+  // disk mounted on DATA/index, which rename(2) cannot move), in place: emptied, then caught up from
+  // the archive as after a crash, its closed segments sealed where they are and its live one left
+  // uncompacted (a reindex stopped part-way leaves an index behind the archive, which the next writer
+  // catches up). Test: test_failures.py
+  // test_reindex_and_compaction_of_an_index_on_a_disk_of_its_own.
   Result<std::uint64_t> reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
+  // Is DATA/index a file system of its own (another device than the data folder)?
+  bool index_on_own_file_system() const;
 
   // Trains a new compression dictionary from the newest `samples` archived messages and makes it the
   // one new messages are compressed with; older messages keep theirs. Returns the new dictionary id.
@@ -93,6 +101,7 @@ class Engine {
   Result<std::unique_ptr<indexer::IndexWriter>> open_writer(const std::string& dir);
   Result<std::uint64_t> catch_up_into(indexer::IndexWriter& writer,
                                       const std::function<void(std::uint64_t, std::uint64_t)>& progress);
+  Result<std::uint64_t> reindex_in_place(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
   EngineOptions options_;
   std::unique_ptr<Archive> archive_;
   std::unique_ptr<indexer::IndexWriter> index_writer_;

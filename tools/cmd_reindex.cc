@@ -19,16 +19,19 @@ int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
   o.writer = "reindex";
   auto engine = Engine::open(o);
   if (!engine) return report(engine.error());
-  Progress progress("reindexing");
+  const bool in_place = (*engine)->index_on_own_file_system();
+  Progress progress(in_place ? "reindexing in place" : "reindexing");
   auto n = (*engine)->reindex([&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); });
   progress.finish();
   if (!n) return report(n.error());
   if (args.json) {
-    std::cout << json_text(
-                     nlohmann::json({{"indexed", *n}, {"index_watermark", (*engine)->index_watermark()}}))
+    std::cout << json_text(nlohmann::json({{"indexed", *n},
+                                           {"index_watermark", (*engine)->index_watermark()},
+                                           {"in_place", in_place}}))
               << "\n";
   } else {
-    std::cout << "reindexed " << *n << " messages\n";
+    std::cout << "reindexed " << *n << " messages"
+              << (in_place ? " (in place: the index is a file system of its own; its live segment is not compacted)" : "") << "\n";
   }
   return kExitOk;
 }

@@ -543,6 +543,46 @@ listen = "127.0.0.1:{web_port}"
         self.assertEqual(rc, 0, err)
         self.assertEqual((res["total"], res["index_lag"]), (220, 0), "caught up from the archive")
 
+    def test_reindex_and_compaction_of_an_index_on_a_disk_of_its_own(self):
+        """An index on a disk of its own (mounted on DATA/index) cannot be renamed: reindex rebuilds it
+        in place, keeping its pair words, and leaves nothing on the data folder's disk (it once built
+        the whole index beside it and failed only at the swap, EBUSY, leaving two copies behind)."""
+        data = scratch("mailark-data-")
+        self.tmpfs(os.path.join(data, "index"), "64m")
+        box = os.path.join(scratch("mailark-box-"), "gas.mbox")
+        with open(box, "w", newline="") as f:
+            for i in range(1200):
+                f.write(f"From someone@outside.example Sun Nov 29 10:00:00 2026\nFrom: someone@outside.example\n"
+                        f"To: ana@example.com\nSubject: report {i}\nMessage-ID: <gas-{i}@x>\n"
+                        f"Date: Sun, 29 Nov 2026 10:00:00 +0000\n\nthe natural gas price of the day is {i}, "
+                        f"please let me know what you think of it\n\n")
+
+        def run(*args):
+            p = subprocess.run([BIN, "--data", data, *args], capture_output=True, timeout=300)
+            return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+        rc, out, err = run("import", "--json", box)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("is a file system of its own", err, "the import says its index was not compacted")
+        words = os.path.join(data, "index", "pair-words")
+        with open(words) as f:
+            chosen = f.read()
+        self.assertIn("natural", chosen.split())
+        os.makedirs(os.path.join(data, "index.new", "shard0"))  # what the build before this one left
+        rc, out, err = run("reindex", "--json")
+        self.assertEqual(rc, 0, err)
+        res = json.loads(out)
+        self.assertEqual((res["indexed"], res["index_watermark"], res["in_place"]), (1200, 1200, True))
+        self.assertEqual(sorted(os.listdir(data)), ["archive", "index", "lock"], "nothing left beside the index")
+        with open(words) as f:
+            self.assertEqual(f.read(), chosen, "the pair words are kept")
+        rc, out, err = run("search", "--json", '"natural gas"')
+        self.assertEqual(rc, 0, err)
+        res = json.loads(out)
+        self.assertEqual((res["total"], res["total_exact"], res["index_lag"]), (1200, True, 0))
+        rc, out, err = run("search", "--json", "subject:report")
+        self.assertEqual(json.loads(out)["total"], 1200)
+
     def test_full_scanner_folder_answers_451_never_clean(self):
         port = free_port()
         scan_root = scratch("mailark-scan-")
