@@ -821,12 +821,14 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   Shard& sh = shards_[shard_of(id)];
   if (id <= sh.watermark) return ok_status();
   const std::uint64_t segment = segment_of(id);
+  // Adding a document can write blocks of the shard too, not only a commit (seen: Xapian's "Error
+  // writing block" from an add on a full disk), and the first document of a new segment creates its
+  // shards and commits their metadata: while less than the kept free space is free, the shard takes no
+  // document (IndexRoom.NoCommitWhileLessThanTheFreeSpaceLeftIsFree,
+  // IndexRoom.ANewSegmentIsNotBegunOnAFullDisk).
+  if (min_free_) MAILARK_TRY(index_room(sh.db ? sh.path : dir_, min_free_, 0, "indexing"));
   if (segment != sh.segment) MAILARK_TRY(open_shard(sh, segment));
   auto local = static_cast<Xapian::docid>((id - segment) / shards_.size() + 1);
-  // Adding a document can write blocks of the shard too, not only a commit (seen: Xapian's "Error
-  // writing block" from an add on a full disk): while less than the kept free space is free, the shard
-  // takes no document (IndexRoom.NoCommitWhileLessThanTheFreeSpaceLeftIsFree).
-  if (min_free_) MAILARK_TRY(index_room(sh.path, min_free_, 0, "indexing"));
   try {
     const Xapian::docid last = sh.db->get_lastdocid();
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here

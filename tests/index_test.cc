@@ -1557,6 +1557,39 @@ TEST_F(IndexRoom, NoCommitWhileLessThanTheFreeSpaceLeftIsFree) {
   EXPECT_EQ(res->total, 20u);
 }
 
+// The first document of a new time segment creates the segment's shards and commits their metadata:
+// not on a disk with less than the kept free space free (a commit that meets a full disk can end the
+// process: Xapian 1.4).
+TEST_F(IndexRoom, ANewSegmentIsNotBegunOnAFullDisk) {
+  auto w = IndexWriter::open(index, 2);
+  ASSERT_TRUE(w.ok());
+  (*w)->set_min_free_bytes(std::uint64_t{1} << 30);  // more than the file system: a sixteenth of it
+  std::uint64_t id = 0;
+  ASSERT_NO_FATAL_FAILURE(add_and_commit(**w, source, &id, 20));
+  (*w)->add_segment(21);
+  source.docs[21] = fields(21, "segment two", "the first of a new segment", 978307200);
+  // The shard leaves its segment (committed, closed) but cannot create the next one (a file where the
+  // segment's folder goes): it is left with no database open, so the next add begins the segment
+  // without first closing one (whose commit checks for room).
+  test::write_file(index + "/segment-21", "in the way");
+  ASSERT_FALSE((*w)->add(21, build_document(source.docs[21], nullptr)).ok());
+  std::filesystem::remove(index + "/segment-21");
+  disk.fill();
+  auto added = (*w)->add(21, build_document(source.docs[21], nullptr));
+  ASSERT_FALSE(added.ok()) << "a new segment was begun on a full disk";
+  EXPECT_NE(added.error().context.find("(4 MiB is always left free)"), std::string::npos) << added.error().context;
+  EXPECT_FALSE(std::filesystem::exists(index + "/segment-21")) << "the segment's shards were created";
+  disk.free();
+  ASSERT_TRUE((*w)->add(21, build_document(source.docs[21], nullptr)).ok());
+  ASSERT_TRUE((*w)->commit(21).ok());
+  EXPECT_TRUE(std::filesystem::exists(index + "/segment-21/XAPIANDB"));
+  auto r = IndexReader::open(index);
+  ASSERT_TRUE(r.ok());
+  auto res = (*r)->search("subject:segment", SearchOptions{0, 10}, &source);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->total, 1u);
+}
+
 TEST_F(IndexRoom, AShardIsRewrittenOrCompactedOnlyWithRoomForTheCopy) {
   auto w = IndexWriter::open(index, 1);
   ASSERT_TRUE(w.ok());
