@@ -320,14 +320,16 @@ Result<std::uint64_t> Engine::reindex_in_place(const std::function<void(std::uin
   fs::remove_all(options_.data_dir + "/index.new", ec);
   fs::remove_all(options_.data_dir + "/index.compact", ec);
   (void)indexer::seed_pair_words(dir.string(), seed.string());  // none from an unreadable index: no error
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.path() == seed) continue;
-    fs::remove_all(entry.path(), ec);
+  std::vector<fs::path> entries;  // listed first: a directory is not changed while it is read
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path() != seed) entries.push_back(entry.path());
+  if (ec) return make_error(ErrorCode::kIo, "emptying the index to rebuild it in place: " + ec.message());
+  for (const auto& path : entries) {
+    fs::remove_all(path, ec);
     if (ec)
       return make_error(ErrorCode::kIo,
-                        "emptying the index to rebuild it in place: " + entry.path().string() + ": " + ec.message());
+                        "emptying the index to rebuild it in place: " + path.string() + ": " + ec.message());
   }
-  if (ec) return make_error(ErrorCode::kIo, "emptying the index to rebuild it in place: " + ec.message());
   const fs::path words = seed / indexer::schema::kPairWordsFile;
   if (fs::exists(words, ec)) fs::rename(words, dir / indexer::schema::kPairWordsFile, ec);
   if (ec) return make_error(ErrorCode::kIo, "keeping the index's pair words: " + ec.message());

@@ -17,6 +17,9 @@ send them). While the load runs the driver records the time from the end of DATA
 and report the reloads done, the replies other than 250 and the sessions dropped; peak RSS then holds
 both engines. Use --only mailark for that run alone.
 
+MAILARK_BENCH_EXTRA (environment): TOML appended to mailark's configuration, "\n" for newlines, e.g.
+'[archive]\nindex_commit_interval_ms = 5000\n' (an A/B of one setting).
+
 DIR: a signature set for both scanners, e.g. the real-size one from bench/sigs/generate.py (without it,
 the project's two test signatures). Run as root (private Postfix instances); needs postfix,
 clamav-daemon and clamav-milter (scripts/setup.sh installs them).
@@ -217,7 +220,7 @@ def main():
                 f.write(f'[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
                         f'[inbound]\ndomains = ["example.com"]\nverify_recipients = "none"\n'
                         f'[limits]\nsessions_per_ip = 64\n'
-                        f'[delivery]\nprimary = ["127.0.0.1:{sink_port}"]\nconnections_per_destination = 8\n')
+                        f'[delivery]\nprimary = ["127.0.0.1:{sink_port}"]\nconnections_per_destination = 8\n' + os.environ.get("MAILARK_BENCH_EXTRA", "").replace("\\n", "\n"))
             env = dict(os.environ, MAILARK_SIGNATURES=sigs)
             log = open(os.path.join(work, "mailark.log"), "wb")
             t0 = time.perf_counter()
