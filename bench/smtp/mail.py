@@ -17,6 +17,9 @@ send them). While the load runs the driver records the time from the end of DATA
 and report the reloads done, the replies other than 250 and the sessions dropped; peak RSS then holds
 both engines. Use --only mailark for that run alone.
 
+--data-from DIR: mailark starts on a copy of DIR (a data folder that already holds mail: its index has
+chosen its pair words, as a server's has after its first 2,000 messages) rather than an empty one.
+
 MAILARK_BENCH_EXTRA (environment): TOML appended to mailark's configuration, "\n" for newlines, e.g.
 '[archive]\nindex_commit_interval_ms = 5000\n' (an A/B of one setting).
 
@@ -195,6 +198,8 @@ def main():
     ap.add_argument("--messages", type=int, default=4000)
     ap.add_argument("--sessions", type=int, default=32)
     ap.add_argument("--only", default="mailark,postfix+clamd,postfix")
+    ap.add_argument("--data-from", default=None,
+                    help="start mailark on a copy of this data folder (one that already holds mail) instead of an empty one")
     ap.add_argument("--reload-every", type=float, default=0, help="SIGHUP mailark every SECONDS during the load")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -222,6 +227,8 @@ def main():
                         f'[limits]\nsessions_per_ip = 64\n'
                         f'[delivery]\nprimary = ["127.0.0.1:{sink_port}"]\nconnections_per_destination = 8\n' + os.environ.get("MAILARK_BENCH_EXTRA", "").replace("\\n", "\n"))
             env = dict(os.environ, MAILARK_SIGNATURES=sigs)
+            if args.data_from:
+                shutil.copytree(args.data_from, os.path.join(work, "data"), symlinks=True)
             log = open(os.path.join(work, "mailark.log"), "wb")
             t0 = time.perf_counter()
             m = subprocess.Popen([args.mailark, "--data", os.path.join(work, "data"), "serve", "--config", cfg],
