@@ -236,6 +236,13 @@ int run_handed_import(const ImportArgs& args, int fd, const std::string& owner, 
   }
   Limits limits;  // the server's message size; the mailboxes are read by it
   limits.max_message_bytes = static_cast<std::size_t>(hello.max_message_bytes);
+  // The server decides what it takes in: an option that would have decided it alone is said to be
+  // set aside, not silently dropped (test_import_handoff.py).
+  if (args.disk_reserve)
+    std::cerr << "mailark: --disk-reserve is not used: the running server keeps its own reserve "
+                 "(limits.disk_reserve_bytes of its configuration)\n";
+  if (!args.config.empty())
+    std::cerr << "mailark: --config is not used: the running server scans and archives by its own configuration\n";
 
   Summary sum;
   std::mutex mu;

@@ -150,11 +150,17 @@ class ImportHandoffTest(unittest.TestCase):
         self.assertIn("import: ended: 301 messages handed, 301 archived, 0 duplicates", log)
         self.assertNotIn("is in use by", p.stderr.decode())
 
-        # The same import again: everything is a duplicate; nothing is archived twice.
-        p, out = self.importing(srv, mbox, "--custodian", "Ana Lee")
+        # The same import again: everything is a duplicate; nothing is archived twice. The reserve is
+        # the server's: an import's own is said to be set aside, not silently dropped.
+        conf = os.path.join(self.tmp, "import.toml")
+        with open(conf, "w") as f:
+            f.write("[limits]\ndisk_reserve_bytes = 0\n")
+        p, out = self.importing(srv, mbox, "--custodian", "Ana Lee", "--disk-reserve", "0", "--config", conf)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual((out["imported"], out["duplicates"]), (0, 301))
         self.assertEqual(records(srv), 303)
+        self.assertIn(b"--disk-reserve is not used: the running server keeps its own reserve", p.stderr)
+        self.assertIn(b"--config is not used: the running server scans and archives by its own configuration", p.stderr)
 
         # Options the server cannot honour are refused, not ignored.
         p, _ = self.importing(srv, mbox, "--no-scan")
