@@ -31,7 +31,9 @@ int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
               << "\n";
   } else {
     std::cout << "reindexed " << *n << " messages"
-              << (in_place ? " (in place: the index is a file system of its own; its live segment is not compacted)" : "") << "\n";
+              << (in_place ? " (in place: the index is a file system of its own; its live segment is not compacted)"
+                           : "")
+              << "\n";
   }
   return kExitOk;
 }
