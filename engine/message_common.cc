@@ -219,7 +219,10 @@ std::optional<ParsedMessage> parse_plain_text(std::string_view raw, const Limits
   ParsedMessage out;
   if (subject) {
     std::string_view v = subject->value;
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    // Leading whitespace, line ends included: a subject folded from an empty first line ("Subject:",
+    // then " words") is "words", as GMime gives it (fuzz/regressions/message/folded-blank-subject).
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\r' || v.front() == '\n'))
+      v.remove_prefix(1);
     // Unfolded as GMime unfolds (the line ends dropped, the whitespace after them kept), tabs made
     // spaces as parse_message makes them.
     for (char c : v) {

@@ -244,3 +244,18 @@ TEST(PlainText, AnythingThatNeedsDecodingIsLeftToGMime) {
 
 }  // namespace
 }  // namespace mailark
+
+// Found by fuzz/message_fuzz.cc (fuzz/regressions/message/folded-blank-subject): a subject folded
+// from an empty first line kept the space after the fold where GMime trims it.
+TEST(PlainText, ASubjectFoldedFromAnEmptyLineIsTrimmedAsGMimeTrimsIt) {
+  using namespace mailark;
+  const std::string raw("Subject:\r\n og@Tenti=y\r\n \n\r\n oa", 30);
+  Limits limits;
+  ParsedMessage m = parse_message_or_flag(raw, limits);
+  auto plain = parse_plain_text(raw, limits);
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_EQ(m.subject, "og@Tenti=y");
+  EXPECT_EQ(plain->subject, m.subject);
+  EXPECT_EQ(plain->body_text, m.body_text);
+  EXPECT_EQ(parse_message_or_flag(raw, limits, /*headers_only=*/true).subject, m.subject);
+}
