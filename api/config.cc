@@ -132,7 +132,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"inbound", {"domains", "recipients", "infected", "unscannable", "verify_recipients", "verify_positive_ttl",
                    "verify_negative_ttl", "verify_unreachable"}},
       {"outbound", {"networks", "infected", "unscannable"}},
-      {"scanner", {"temp_dir"}},
+      {"scanner", {"temp_dir", "isolation"}},
       {"limits", {"message_bytes", "recipients", "sessions", "sessions_per_ip", "command_timeout", "data_timeout",
                   "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors",
                   "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms",
@@ -309,6 +309,8 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     }
   }
   str(t["scanner"]["temp_dir"], "scanner.temp_dir", c.scanner_temp_dir);
+  str(t["scanner"]["isolation"], "scanner.isolation", c.scanner_isolation);
+  one_of("scanner.isolation", c.scanner_isolation, {"process", "thread"});
 
   auto L = t["limits"];
   Limits& lim = c.limits;

@@ -4,9 +4,11 @@
 #include <sys/statvfs.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +33,46 @@ bool send_all(int fd, std::string_view bytes) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+namespace {
+
+int remaining_ms(std::chrono::steady_clock::time_point deadline) {
+  // Rounded up: a wait that ends has passed the deadline (callers tell a timeout by the clock).
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+  return left > 0 ? static_cast<int>(std::min<long long>(left, 1 << 30)) : 0;
+}
+
+}  // namespace
+
+bool send_all_by(int fd, std::string_view data, std::chrono::steady_clock::time_point deadline) {
+  while (!data.empty()) {
+    pollfd p{fd, POLLOUT, 0};
+    const int r = ::poll(&p, 1, remaining_ms(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+bool recv_all_by(int fd, std::string& out, std::size_t n, std::chrono::steady_clock::time_point deadline) {
+  out.resize(n);
+  std::size_t got = 0;
+  while (got < n) {
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, remaining_ms(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    const ssize_t k = ::recv(fd, out.data() + got, n - got, MSG_DONTWAIT);
+    if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (k <= 0) return false;
+    got += static_cast<std::size_t>(k);
   }
   return true;
 }

@@ -1,6 +1,7 @@
 // Small files mailark writes whole (index stubs, the pair words, checkpoints): atomically and durably.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -26,6 +27,13 @@ bool write_all(int fd, std::string_view bytes);
 // write_all for a socket: send(2) without SIGPIPE, so a peer that has gone is a false return, not a
 // signal.
 bool send_all(int fd, std::string_view bytes);
+
+// The same against a deadline, for a socket to a worker process that may hang or die (engine/extract.h,
+// scanner/scan_host.h): false when the deadline passes first, the peer has gone or an error occurs.
+bool send_all_by(int fd, std::string_view bytes, std::chrono::steady_clock::time_point deadline);
+// Reads exactly n bytes into `out` before the deadline; false as send_all_by (a peer that closed
+// before n bytes included).
+bool recv_all_by(int fd, std::string& out, std::size_t n, std::chrono::steady_clock::time_point deadline);
 
 // The first max_bytes + 1 bytes of a file, or all of it when it is shorter (one byte past max_bytes
 // tells the caller it is longer), whatever it is: a regular file, a pipe, a device without end

@@ -39,6 +39,9 @@ struct EngineOptions {
   std::vector<std::string> signature_dirs;
   // libclamav's temporary folder. Empty: /dev/shm when it exists (tmpfs), else the system's.
   std::string scanner_temp_dir;
+  // The scan host (mailark-scan) that runs libclamav in processes of its own (scanner/scan_host.h).
+  // Empty: scans run in this process.
+  std::string scanner_host;
 };
 
 std::vector<std::string> default_signature_dirs();

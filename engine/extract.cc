@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "common/encoding.h"
+#include "common/file_util.h"
 
 extern char** environ;
 
@@ -24,43 +25,6 @@ std::shared_ptr<TextExtractor> g_extractor;
 std::function<std::shared_ptr<TextExtractor>()> g_make_extractor;
 
 using Clock = std::chrono::steady_clock;
-
-int remaining_ms(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left > 0 ? static_cast<int>(left) : 0;
-}
-
-// Writes all of data before the deadline (the worker may have died: MSG_NOSIGNAL, no SIGPIPE).
-bool send_all(int fd, std::string_view data, Clock::time_point deadline) {
-  while (!data.empty()) {
-    pollfd p{fd, POLLOUT, 0};
-    const int r = ::poll(&p, 1, remaining_ms(deadline));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-// Reads exactly n bytes before the deadline.
-bool recv_all(int fd, std::string& out, std::size_t n, Clock::time_point deadline) {
-  out.resize(n);
-  std::size_t got = 0;
-  while (got < n) {
-    pollfd p{fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, remaining_ms(deadline));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    const ssize_t k = ::recv(fd, out.data() + got, n - got, 0);
-    if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (k <= 0) return false;
-    got += static_cast<std::size_t>(k);
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -177,12 +141,12 @@ Result<std::string> TextExtractor::extract(DocKind kind, std::string_view bytes)
     Result<std::string> out = make_error(ErrorCode::kIo, "the text extractor stopped (it died, or answered nothing in " +
                                                              std::to_string(options_.timeout_ms / 1000) + " s)");
     bool healthy = false, answered = false;
-    if (send_all(w.fd, request, deadline) && send_all(w.fd, bytes, deadline) && recv_all(w.fd, header, 5, deadline)) {
+    if (send_all_by(w.fd, request, deadline) && send_all_by(w.fd, bytes, deadline) && recv_all_by(w.fd, header, 5, deadline)) {
       answered = true;
       auto h = parse_response_header(header, options_.max_text);
       if (!h) {
         out = h.error();
-      } else if (recv_all(w.fd, body, h->length, deadline)) {
+      } else if (recv_all_by(w.fd, body, h->length, deadline)) {
         healthy = true;
         if (h->ok) {
           out = std::move(body);

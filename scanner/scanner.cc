@@ -20,6 +20,7 @@
 
 #include "common/file_util.h"
 #include "scanner/logical_split.h"
+#include "scanner/scan_host.h"
 
 namespace mailark::scanner {
 namespace {
@@ -132,17 +133,6 @@ bool starts_with(std::string_view s, std::string_view p) {
 // is a temporary error. Tests: Scanner.FullTemporaryFolderIsATemporaryErrorNeverClean, tests/e2e/test_failures.py test_full_scanner_folder_answers_451_never_clean.
 std::atomic<std::uint64_t> g_reserved_temp_bytes{0};
 constexpr std::uint64_t kTempFloorBytes = 1u << 20;
-
-class TempReservation {
- public:
-  TempReservation(std::uint64_t bytes) : bytes_(bytes) { g_reserved_temp_bytes += bytes_; }
-  ~TempReservation() { g_reserved_temp_bytes -= bytes_; }
-  TempReservation(const TempReservation&) = delete;
-  TempReservation& operator=(const TempReservation&) = delete;
-
- private:
-  std::uint64_t bytes_;
-};
 
 }  // namespace
 
@@ -490,15 +480,8 @@ ScanVerdict ScanEngine::scan(std::string_view bytes) const {
                                                " bytes exceeds the scanner's file size limit of " +
                                                std::to_string(max_file_bytes_));
   }
-  const std::uint64_t need = 2 * static_cast<std::uint64_t>(bytes.size()) + max_scan_bytes_;
-  auto room = free_bytes(tmp_dir_);
-  if (!room) return temporary_error("cannot read the free space of the temporary folder " + tmp_dir_);
-  const std::uint64_t taken = g_reserved_temp_bytes.load();
-  if (*room < taken + need + kTempFloorBytes) {
-    return temporary_error("not enough room in the temporary folder " + tmp_dir_ + " (" + std::to_string(*room >> 20) +
-                           " MiB free, " + std::to_string((taken + need) >> 20) + " MiB needed by the scans in flight)");
-  }
-  TempReservation reservation(need);
+  TempRoom room;
+  if (auto refused = room.take(tmp_dir_, bytes.size(), max_scan_bytes_)) return *refused;
   auto folder_ran_full = [&] {
     auto after = free_bytes(tmp_dir_);
     return !after || *after < kTempFloorBytes;
@@ -560,12 +543,30 @@ ScanVerdict ScanEngine::scan(std::string_view bytes) const {
   return v;
 }
 
-std::string ScanEngine::temp_space_warning(std::uint64_t max_message_bytes, unsigned concurrent) const {
-  auto room = free_bytes(tmp_dir_);
-  const std::uint64_t per_scan = 2 * max_message_bytes + max_scan_bytes_;
+TempRoom::~TempRoom() { g_reserved_temp_bytes -= bytes_; }
+
+std::optional<ScanVerdict> TempRoom::take(const std::string& tmp_dir, std::size_t message_bytes,
+                                          std::uint64_t max_scan_bytes) {
+  const std::uint64_t need = 2 * static_cast<std::uint64_t>(message_bytes) + max_scan_bytes;
+  auto room = free_bytes(tmp_dir);
+  if (!room) return temporary_error("cannot read the free space of the temporary folder " + tmp_dir);
+  // Taken first, then compared: two scans starting at once each count the other.
+  const std::uint64_t taken = (g_reserved_temp_bytes += need);
+  bytes_ = need;
+  if (*room < taken + kTempFloorBytes) {
+    g_reserved_temp_bytes -= std::exchange(bytes_, 0);
+    return temporary_error("not enough room in the temporary folder " + tmp_dir + " (" + std::to_string(*room >> 20) +
+                           " MiB free, " + std::to_string(taken >> 20) + " MiB needed by the scans in flight)");
+  }
+  return std::nullopt;
+}
+
+std::string temp_space_warning(const ScannerConfig& config, std::uint64_t max_message_bytes, unsigned concurrent) {
+  auto room = free_bytes(config.tmp_dir);
+  const std::uint64_t per_scan = 2 * max_message_bytes + config.max_scan_bytes;
   const std::uint64_t need = per_scan * std::max(1u, concurrent) + kTempFloorBytes;
   if (room && *room >= need) return {};
-  return "the scanner's temporary folder " + tmp_dir_ + " has " + (room ? std::to_string(*room >> 20) : std::string("?")) +
+  return "the scanner's temporary folder " + config.tmp_dir + " has " + (room ? std::to_string(*room >> 20) : std::string("?")) +
          " MiB free; " + std::to_string(concurrent) + " scans at once may need " + std::to_string(need >> 20) +
          " MiB, and a scan without room answers 451 4.7.1 (enlarge it, set scanner.temp_dir, or lower limits.scan_bytes)";
 }
@@ -576,7 +577,20 @@ Result<std::unique_ptr<Scanner>> Scanner::open(ScannerConfig config) {
   return s;
 }
 
+Scanner::~Scanner() = default;
+
 Status Scanner::reload() {
+  if (!config_.host.empty()) {
+    ScanPool::Options o;
+    o.host = config_.host;
+    o.config = config_;
+    o.max_children = std::max(1u, config_.max_processes);
+    auto fresh = ScanPool::start(std::move(o));  // a new host beside the one in use
+    if (!fresh) return fresh.error();
+    std::lock_guard lock(mu_);
+    pool_ = std::move(fresh).value();
+    return ok_status();
+  }
   auto fresh = ScanEngine::load(config_);  // built beside the engine in use
   if (!fresh) return fresh.error();
   std::lock_guard lock(mu_);
@@ -587,6 +601,23 @@ Status Scanner::reload() {
 std::shared_ptr<const ScanEngine> Scanner::engine() const {
   std::lock_guard lock(mu_);
   return engine_;
+}
+
+ScanVerdict Scanner::scan(std::string_view bytes) const {
+  std::shared_ptr<ScanPool> pool;
+  std::shared_ptr<const ScanEngine> engine;
+  {
+    std::lock_guard lock(mu_);
+    pool = pool_;
+    engine = engine_;
+  }
+  return pool ? pool->scan(bytes) : engine->scan(bytes);
+}
+
+std::string Scanner::description() const {
+  std::lock_guard lock(mu_);
+  if (pool_) return pool_->description() + " (in scan processes)";
+  return engine_ ? engine_->description() : std::string("none");
 }
 
 }  // namespace mailark::scanner

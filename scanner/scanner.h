@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -67,7 +68,33 @@ struct ScannerConfig {
   // engine (logical_split.h): the same verdicts, without evaluating every logical signature on every
   // layer of every message. Off only for tests that compare both ways.
   bool split_logical = true;
+  // Scan in processes of their own (scan_host.h): the path of the host program, mailark-scan. Empty:
+  // in this process, on the caller's thread.
+  std::string host;
+  // Scans at once in scan processes, at most (more wait for one).
+  unsigned max_processes = 4;
 };
+
+// The temporary folder's room for one scan in flight (ScannerConfig::tmp_dir), counted over this
+// process's scans and held while the scan runs: a scan sent to a scan process takes it in the
+// process that sent it, which sees every scan in flight.
+class TempRoom {
+ public:
+  TempRoom() = default;
+  ~TempRoom();
+  TempRoom(const TempRoom&) = delete;
+  TempRoom& operator=(const TempRoom&) = delete;
+  // A temporary-error verdict when the folder lacks room for a scan of a message of this size; else
+  // nothing, and the room is held until this is destroyed.
+  std::optional<ScanVerdict> take(const std::string& tmp_dir, std::size_t message_bytes, std::uint64_t max_scan_bytes);
+
+ private:
+  std::uint64_t bytes_ = 0;
+};
+
+// Empty when the temporary folder has room for `concurrent` scans of messages up to
+// `max_message_bytes` at once; otherwise a warning saying how much is missing.
+std::string temp_space_warning(const ScannerConfig& config, std::uint64_t max_message_bytes, unsigned concurrent);
 
 class ScanEngine {
  public:
@@ -83,9 +110,6 @@ class ScanEngine {
   ScanVerdict scan(std::string_view bytes) const;
 
   const std::string& description() const { return description_; }
-  // Empty when the temporary folder has room for `concurrent` scans of messages up to
-  // `max_message_bytes` at once; otherwise a warning saying how much is missing.
-  std::string temp_space_warning(std::uint64_t max_message_bytes, unsigned concurrent) const;
 
  private:
   ScanEngine() = default;
@@ -100,20 +124,29 @@ class ScanEngine {
   std::string description_;  // directories loaded, for logs and stats
 };
 
-// Holds the engine in use. Thread safe.
+class ScanPool;
+
+// Holds the engine in use: in this process, or in scan processes (ScannerConfig::host). Thread safe.
 class Scanner {
  public:
   static Result<std::unique_ptr<Scanner>> open(ScannerConfig config);
-  // Builds a new engine from the same configuration and swaps it in. On failure the old engine stays.
+  ~Scanner();
+  // Builds a new engine from the same configuration (a new host, in scan processes) and swaps it in;
+  // scans in flight finish with the old one. On failure the old engine stays.
   Status reload();
+  // The engine in this process; null when scans run in scan processes.
   std::shared_ptr<const ScanEngine> engine() const;
-  ScanVerdict scan(std::string_view bytes) const { return engine()->scan(bytes); }
+  ScanVerdict scan(std::string_view bytes) const;
+  // What was loaded (directories, signature counts), and where scans run.
+  std::string description() const;
+  const ScannerConfig& config() const { return config_; }
 
  private:
   explicit Scanner(ScannerConfig config) : config_(std::move(config)) {}
   ScannerConfig config_;
   mutable std::mutex mu_;
   std::shared_ptr<const ScanEngine> engine_;
+  std::shared_ptr<ScanPool> pool_;
 };
 
 }  // namespace mailark::scanner

@@ -54,6 +54,9 @@ std::string iso8601(std::int64_t unix_seconds);
 std::string server_binary();
 // The `mailark` binary beside this one (itself, in `mailark`); /proc/self/exe when there is none.
 std::string cli_binary();
+// The scan host for scanner.isolation (scanner/scan_host.h): mailark-scan beside this binary for
+// "process", empty for "thread". Errors: kNotFound when "process" and the host is not there.
+Result<std::string> scan_host_for(const std::string& isolation);
 
 // The operating-system account that runs the command (SUDO_USER first, then USER, else "uid N").
 std::string os_account();
@@ -116,6 +119,7 @@ std::optional<int> run_in_server(const GlobalOptions& g);
 struct IntakeSettings {
   Limits limits;
   std::string scanner_temp_dir;
+  std::string scanner_isolation = "process";
 };
 Result<IntakeSettings> intake_settings(const std::string& config_path);
 void register_case(CLI::App& app, GlobalOptions& g, Runner& run);

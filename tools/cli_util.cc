@@ -88,6 +88,17 @@ std::string cli_binary() {
   return std::filesystem::exists(cli, ec) ? cli.string() : self.string();
 }
 
+Result<std::string> scan_host_for(const std::string& isolation) {
+  if (isolation == "thread") return std::string();
+  const auto [self, folder] = self_and_folder();
+  std::error_code ec;
+  const std::filesystem::path host = folder / "mailark-scan";
+  if (!std::filesystem::exists(host, ec))
+    return make_error(ErrorCode::kNotFound, "the scan host " + host.string() + " is missing",
+                      "build it beside mailark, or set scanner.isolation = \"thread\" to scan in the server");
+  return host.string();
+}
+
 std::string os_account() {
   if (const char* u = std::getenv("SUDO_USER"); u && *u) return u;
   if (const char* u = std::getenv("USER"); u && *u) return u;

@@ -340,12 +340,19 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   // With --config, the limits a server with that file works by (its message size, scan limits and disk
   // reserve) and its scanner's temporary folder; else the defaults.
   std::optional<std::uint64_t> config_reserve;
+  std::string isolation = "process";
   if (!args.config.empty()) {
     auto settings = intake_settings(args.config);
     if (!settings) return report(settings.error());
     options.limits = settings->limits;
     options.scanner_temp_dir = settings->scanner_temp_dir;
+    isolation = settings->scanner_isolation;
     config_reserve = settings->limits.disk_reserve_bytes;
+  }
+  if (!args.no_scan) {
+    auto host = scan_host_for(isolation);
+    if (!host) return report(host.error());
+    options.scanner_host = *host;
   }
   auto engine = open_engine(g, std::move(options));
   if (!engine) return report(engine.error());

@@ -31,6 +31,9 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   options.limits = config->limits;
   options.limits.max_message_bytes += Limits::kTraceHeaderBytes;
   options.scanner_temp_dir = config->scanner_temp_dir;
+  auto host = scan_host_for(config->scanner_isolation);
+  if (!host) return report(host.error());
+  options.scanner_host = *host;
   options.writer = "serve";
   // Records the index lacks are caught up by the ingest's shard threads with the door open, not
   // before it opens: the index never keeps mail out (engine/ingest.cc index_loop).
@@ -47,10 +50,10 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
   auto server = api::SmtpServer::create(**engine, *config, args.config);
   if (!server) return report(server.error());
   spdlog::info("data folder {}, archive head {}, signatures: {}", g.data_dir, (*engine)->archive().head().seq,
-               (*engine)->scanner().ok() ? (*(*engine)->scanner())->engine()->description() : "none");
+               (*engine)->scanner().ok() ? (*(*engine)->scanner())->description() : "none");
   if (auto sc = (*engine)->scanner()) {
-    std::string warning = (*sc)->engine()->temp_space_warning((*engine)->options().limits.max_message_bytes,
-                                                              std::max(1u, std::thread::hardware_concurrency()));
+    std::string warning = scanner::temp_space_warning((*sc)->config(), (*engine)->options().limits.max_message_bytes,
+                                                      std::max(1u, std::thread::hardware_concurrency()));
     if (!warning.empty()) spdlog::warn("{}", warning);
   }
   Status s = (*server)->run();
@@ -65,7 +68,7 @@ std::optional<int> run_in_server(const GlobalOptions&) { return std::nullopt; } 
 Result<IntakeSettings> intake_settings(const std::string& config_path) {
   auto config = api::load_serve_config(config_path);
   if (!config) return config.error();
-  return IntakeSettings{config->limits, config->scanner_temp_dir};
+  return IntakeSettings{config->limits, config->scanner_temp_dir, config->scanner_isolation};
 }
 
 void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {

@@ -1,12 +1,13 @@
 // bench/scan: what virus scanning costs per message with a given signature set.
 //
 //   build/bench/scan_bench --signatures DIR [--threads N] [--limit N] [--no-reload] [--one-engine]
-//                          [--thread-first] PATH...
+//                          [--thread-first] [--host build/mailark-scan] PATH...
 //
 // --one-engine: every signature in one libclamav engine, as clamd loads them, instead of mailark's
 // split (logical signatures behind a prefilter, scanner/logical_split.h): the side-by-side figure.
 // --thread-first: start (and join) one thread before loading, as a server that loaded signatures
 // after starting its threads would: glibc then locks every character libclamav reads.
+// --host: scan in scan processes (scanner/scan_host.h), one for each thread, as `mailark` does.
 //
 // Loads the set into one engine (load time, resident memory after it), then scans the messages of the
 // PATHs (Maildirs, mbox files, single files, as `mailark import` reads them) with N threads sharing
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   std::size_t limit = 0;
   bool reload = true, one_engine = false, thread_first = false;
+  std::string host;
   std::vector<std::string> paths;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -58,10 +60,11 @@ int main(int argc, char** argv) {
     else if (a == "--no-reload") reload = false;
     else if (a == "--one-engine") one_engine = true;
     else if (a == "--thread-first") thread_first = true;
+    else if (a == "--host" && i + 1 < argc) host = argv[++i];
     else paths.push_back(a);
   }
   if (sigs.empty() || paths.empty()) {
-    std::fprintf(stderr, "usage: scan_bench --signatures DIR [--threads N] [--limit N] [--no-reload] [--one-engine] [--thread-first] PATH...\n");
+    std::fprintf(stderr, "usage: scan_bench --signatures DIR [--threads N] [--limit N] [--no-reload] [--one-engine] [--thread-first] [--host MAILARK_SCAN] PATH...\n");
     return 2;
   }
   std::vector<std::string> messages;
@@ -82,6 +85,8 @@ int main(int argc, char** argv) {
   mailark::scanner::ScannerConfig cfg;
   cfg.signature_dirs = {sigs};
   cfg.split_logical = !one_engine;
+  cfg.host = host;
+  cfg.max_processes = threads;
   if (thread_first) std::thread([] {}).join();
   const long rss_before = rss_kb();
   auto t0 = Clock::now();
@@ -92,7 +97,7 @@ int main(int argc, char** argv) {
   }
   const double load_ms = ms_since(t0);
   const long rss_loaded = rss_kb();
-  std::printf("signatures   %s\n", (*scanner)->engine()->description().c_str());
+  std::printf("signatures   %s\n", (*scanner)->description().c_str());
   std::printf("load         %.1f s, resident %ld MB (+%ld MB)\n", load_ms / 1000, rss_loaded / 1024,
               (rss_loaded - rss_before) / 1024);
 

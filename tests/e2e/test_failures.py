@@ -6,7 +6,9 @@
 - a message of exactly the configured maximum is accepted and reads back byte for byte;
 - unscannable mail under each policy (reject, quarantine, deliver), and an administrator's release;
 - the outbound listener refuses a foreign client before any TLS handshake;
-- a session's overall deadline; one writer per data folder; a reload under load drops nothing.
+- a session's overall deadline; one writer per data folder; a reload under load drops nothing;
+- libclamav's scan processes die: the server goes on (a dead child is replaced; a dead host makes
+  scans 451 until a reload starts a new one), never a message passed as scanned.
 
 Disk-full cases mount small tmpfs file systems (root only; skipped with the reason otherwise).
 """
@@ -725,6 +727,54 @@ networks = ["10.99.0.0/16"]
         for args in (["search", "subject:beside"], ["show", "1"], ["verify"], ["stats"], ["queue"], ["quarantine"]):
             q = srv.run(*args, "--json")
             self.assertEqual(q.returncode, 0, (args, q.stderr))
+
+    def test_dead_scan_processes_cost_the_server_nothing(self):
+        # scanner/scan_host.h: libclamav runs in processes forked by mailark-scan, never in the server.
+        def processes():
+            out = {}
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        stat = f.read()
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+                except OSError:
+                    continue
+                fields = stat[stat.rfind(")") + 2:].split()
+                if fields[0] != "Z":
+                    out[int(pid)] = (int(fields[1]), argv0)
+            return out
+
+        def host_and_children():
+            ps = processes()
+            hosts = [p for p, (ppid, argv0) in ps.items() if ppid == srv.proc.pid and argv0.endswith("mailark-scan")]
+            self.assertEqual(len(hosts), 1, ps)
+            return hosts[0], [p for p, (ppid, _) in ps.items() if ppid == hosts[0]]
+
+        port = free_port()
+        srv = self.server(config(port)).start()
+        self.assertEqual(send(port, "scanned first")[0], 250)
+        host, children = host_and_children()
+        self.assertTrue(children, "a scan ran in a scan process")
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+        code, text = send(port, "scanned by a new child")
+        self.assertEqual(code, 250, text)
+        os.kill(host, signal.SIGKILL)
+        code, text = send(port, "while no scan process is left")
+        self.assertEqual(code, 451, text)
+        self.assertIn("4.7.1", text)
+        srv.proc.send_signal(signal.SIGHUP)
+        self.until(lambda: "reload: virus signatures reloaded" in srv.server_log(), "the reload", srv)
+        new_host, _ = host_and_children()
+        self.assertNotEqual(new_host, host)
+        code, text = send(port, "scanned after the reload")
+        self.assertEqual(code, 250, text)
+        res = srv.wait_for("subject:scanned", 3)
+        self.assertEqual({r["verdict"] for r in res["results"]}, {"clean"})
+        self.assertEqual(srv.search("subject:while")["total"], 0, "the 451 message was not taken")
 
     def test_reload_under_load_drops_nothing(self):
         port = free_port()
