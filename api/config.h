@@ -169,9 +169,10 @@ struct ServeConfig {
   };
   ScanPolicy inbound_scan, outbound_scan;
   std::string scanner_temp_dir;  // libclamav's temporary files; empty: /dev/shm (tmpfs), else the system's
-  // Where libclamav runs: "process" (scan processes of their own, scanner/scan_host.h: a crash or a
-  // hang costs one message) or "thread" (in the server's workers).
-  std::string scanner_isolation = "process";
+  // Where libclamav runs: "thread" (in the server's workers) or "process" (scan processes of their
+  // own, scanner/scan_host.h: a crash or a hang costs one message; it costs scanning CPU:
+  // docs/BENCHMARKS.md, "Scanning in processes").
+  std::string scanner_isolation = "thread";
 
   // Message size, SMTP line lengths, recipients and deadlines: the one settings struct of all parsers
   // ([limits] in the file).

@@ -228,6 +228,9 @@ TEST(Config, UnknownKeysAndWrongTypesAreErrorsNamingTheKey) {
   EXPECT_NE(err("[[listener]]\nrole = \"inbound\"\nport = 25\nbare_newline = \"allow\"\n").find("listener.bare_newline"),
             std::string::npos);
   EXPECT_NE(err("listener = 5\n").find("listener"), std::string::npos);
+  EXPECT_NE(err("[scanner]\nisolation = \"fork\"\n").find("scanner.isolation: must be one of \"process\", \"thread\""),
+            std::string::npos);
+  EXPECT_EQ(err("[scanner]\nisolation = \"process\"\n"), "(accepted)");
   // A float is no whole number, however large (toml++ would convert it with undefined behaviour).
   for (const char* f : {"1048e76", "1e3", "2.5", "inf", "nan", "-1e300"}) {
     EXPECT_NE(err(std::string("[limits]\nscan_bytes = ") + f + "\n").find("limits.scan_bytes: must be a whole number"),

@@ -119,7 +119,7 @@ std::optional<int> run_in_server(const GlobalOptions& g);
 struct IntakeSettings {
   Limits limits;
   std::string scanner_temp_dir;
-  std::string scanner_isolation = "process";
+  std::string scanner_isolation = "thread";
 };
 Result<IntakeSettings> intake_settings(const std::string& config_path);
 void register_case(CLI::App& app, GlobalOptions& g, Runner& run);

@@ -340,7 +340,7 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   // With --config, the limits a server with that file works by (its message size, scan limits and disk
   // reserve) and its scanner's temporary folder; else the defaults.
   std::optional<std::uint64_t> config_reserve;
-  std::string isolation = "process";
+  std::string isolation = "thread";
   if (!args.config.empty()) {
     auto settings = intake_settings(args.config);
     if (!settings) return report(settings.error());

@@ -7,7 +7,7 @@
 - unscannable mail under each policy (reject, quarantine, deliver), and an administrator's release;
 - the outbound listener refuses a foreign client before any TLS handshake;
 - a session's overall deadline; one writer per data folder; a reload under load drops nothing;
-- libclamav's scan processes die: the server goes on (a dead child is replaced; a dead host makes
+- libclamav's scan processes (scanner.isolation = "process") die: the server goes on (a dead child is replaced; a dead host makes
   scans 451 until a reload starts a new one), never a message passed as scanned.
 
 Disk-full cases mount small tmpfs file systems (root only; skipped with the reason otherwise).
@@ -754,7 +754,7 @@ networks = ["10.99.0.0/16"]
             return hosts[0], [p for p, (ppid, _) in ps.items() if ppid == hosts[0]]
 
         port = free_port()
-        srv = self.server(config(port)).start()
+        srv = self.server(config(port, extra='[scanner]\nisolation = "process"\n')).start()
         self.assertEqual(send(port, "scanned first")[0], 250)
         host, children = host_and_children()
         self.assertTrue(children, "a scan ran in a scan process")
