@@ -5,8 +5,9 @@
 // maildir); every variant indexes the same messages into a fresh shard in /tmp, committing every
 // --commit-every documents (a server at 560 msg/s with two shards commits about 280 a second each).
 //
-//   find ../shared/corpus/enron/maildir -type f | shuf -n 6000 --random-source=<(yes) > /tmp/list
+//   python3 bench/smtp/mail.py --list-files --messages 6000 > /tmp/list   # the SMTP benchmark's mix
 //   build/bench/doc_cost --commit-every 280 $(cat /tmp/list)
+//   DOC_COST_PREFIXES=1 build/bench/doc_cost $(cat /tmp/list)   # the terms a document holds, by prefix
 #include <unistd.h>
 
 #include <cctype>

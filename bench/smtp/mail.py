@@ -47,8 +47,8 @@ from common import free_port, pct, stop_all, wait_port  # noqa: E402
 from postfix_instance import Postfix  # noqa: E402
 
 
-def load_messages(corpus, count, seed=7):
-    """count messages, CRLF line ends, each under 5 MB, in a fixed shuffled order."""
+def pick_files(corpus, count, seed=7):
+    """The files of load_messages, in its order."""
     rng = random.Random(seed)
 
     def files(path):
@@ -70,8 +70,13 @@ def load_messages(corpus, count, seed=7):
     picks += [html[i % len(html)] for i in range(int(count * 0.10))]
     picks += [attached[i % len(attached)] for i in range(count - len(picks))]
     rng.shuffle(picks)
+    return picks
+
+
+def load_messages(corpus, count, seed=7):
+    """count messages, CRLF line ends, each under 5 MB, in a fixed shuffled order."""
     msgs = []
-    for p in picks:
+    for p in pick_files(corpus, count, seed):
         with open(p, "rb") as f:
             data = f.read()
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -201,7 +206,12 @@ def main():
     ap.add_argument("--data-from", default=None,
                     help="start mailark on a copy of this data folder (one that already holds mail) instead of an empty one")
     ap.add_argument("--reload-every", type=float, default=0, help="SIGHUP mailark every SECONDS during the load")
+    ap.add_argument("--list-files", action="store_true",
+                    help="print the files the load would send, one a line, and stop (bench/index/doc_cost takes them)")
     args = ap.parse_args()
+    if args.list_files:
+        print("\n".join(pick_files(args.corpus, args.messages)))
+        return
     if os.geteuid() != 0:
         raise SystemExit("run as root (private Postfix instances need it)")
     sigs = os.path.abspath(args.signatures)
