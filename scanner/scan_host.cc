@@ -89,16 +89,26 @@ bool read_exact(int fd, std::string& out, std::size_t n) {
   ::_exit(0);
 }
 
+// A message of `n` bytes at `data` with room for one descriptor beside it (SCM_RIGHTS).
+struct WithDescriptor {
+  WithDescriptor(void* data, std::size_t n) : iov{data, n} {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+  }
+  WithDescriptor(const WithDescriptor&) = delete;
+  WithDescriptor& operator=(const WithDescriptor&) = delete;
+  iovec iov;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+};
+
 // Sends a frame, with `pass` (a descriptor, or -1) alongside it.
 bool send_frame(int fd, const std::string& frame, int pass) {
   if (pass < 0) return send_all(fd, frame);
-  iovec iov{const_cast<char*>(frame.data()), frame.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  WithDescriptor m(const_cast<char*>(frame.data()), frame.size());
+  msghdr& msg = m.msg;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -346,13 +356,8 @@ Result<ScanPool::Child> ScanPool::new_child() {
   if (!send_all_by(control_, "c", deadline)) return gone();
   // The frame's first byte carries the child's socket.
   char first = 0;
-  iovec iov{&first, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  WithDescriptor m(&first, 1);
+  msghdr& msg = m.msg;
   ssize_t n;
   while (true) {
     pollfd p{control_, POLLIN, 0};
