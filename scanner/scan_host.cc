@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -185,7 +186,7 @@ Result<ScanVerdict> decode_verdict(std::string_view bytes) {
   return v;
 }
 
-int scan_host_main(int argc, char** argv) {
+int scan_host_main(int argc, char** argv, bool (*confine)()) {
   ::signal(SIGPIPE, SIG_IGN);
   ScannerConfig config;
   std::string abort_on;
@@ -210,6 +211,22 @@ int scan_host_main(int argc, char** argv) {
   if (::fcntl(kControlFd, F_GETFD) < 0) {
     std::fprintf(stderr, "mailark-scan: no control socket (it is started by mailark, not by hand)\n");
     return 2;
+  }
+  // No core dump of a scan process (the message it held); a filter that cannot be installed stops
+  // the host before it loads anything.
+  rlimit no_core{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  if (confine) {
+    const pid_t trial = ::fork();
+    if (trial == 0) ::_exit(confine() ? 0 : 1);
+    int status = 0;
+    while (trial > 0 && ::waitpid(trial, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (trial < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      send_all(kControlFd, error_frame(make_error(ErrorCode::kInternal,
+                                                  "the scan processes cannot be confined (seccomp filter refused)")));
+      return 1;
+    }
   }
   auto engine = ScanEngine::load(config);
   if (!engine) {
@@ -241,6 +258,7 @@ int scan_host_main(int argc, char** argv) {
       ::close(sv[0]);
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != host) ::_exit(0);  // the host died before the line above
+      if (confine && !confine()) ::_exit(3);  // the parent sees a process that died: never unconfined
       child_loop(sv[1], **engine, abort_on);
     }
     ::close(sv[1]);

@@ -4,7 +4,8 @@
 // process, `mailark-scan` (tools/mailark_scan.cc, beside the mailark binaries), which forks one
 // single-threaded child per concurrent scan: the children share the compiled engine with the host
 // (copy-on-write: a child copies only the pages it writes), and a scan runs in a child, never in a process that holds the
-// archive. A child that dies or answers out of turn is killed and replaced: a message that ends a
+// archive; a child runs under a seccomp filter (no network, no programs or processes, no signal to
+// another process: tools/sandbox.h) and dumps no core. A child that dies or answers out of turn is killed and replaced: a message that ends a
 // new child is unscannable ("parse: the scanner crashed ..."), one that ends a child kept idle (which
 // may have died meanwhile) is scanned once more in a new one; a scan still running past the deadline
 // is killed and the message unscannable ("limit: ..."); the server goes on either way
@@ -54,8 +55,10 @@ std::string encode_verdict(const ScanVerdict& verdict);
 // the end or past the bounds above, bytes left over, an infected verdict without a name).
 Result<ScanVerdict> decode_verdict(std::string_view bytes);
 
-// The host program (tools/mailark_scan.cc): arguments as ScanPool passes them. Returns the exit code.
-int scan_host_main(int argc, char** argv);
+// The host program (tools/mailark_scan.cc): arguments as ScanPool passes them. Each scan process
+// runs `confine` first (the seccomp filter of tools/sandbox.h) and dumps no core; the host refuses to
+// start (an error for ScanPool::start) when a trial process cannot be confined. Returns the exit code.
+int scan_host_main(int argc, char** argv, bool (*confine)() = nullptr);
 
 // The parent's side: one host and its children. Thread safe: concurrent scans use different children.
 class ScanPool {

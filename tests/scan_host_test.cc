@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <thread>
 
@@ -167,6 +168,22 @@ TEST(ScanHost, TheScannerReloadsIntoANewHost) {
             VerdictKind::kInfected);
   ASSERT_TRUE((*s)->reload().ok());
   EXPECT_EQ((*s)->scan(test::make_message("hello", "fine")).kind, VerdictKind::kClean);
+}
+
+// The scan processes' seccomp filter (tools/sandbox.h): mailark-scan tries, under the filter its scan
+// processes run with, what the filter refuses, and what libclamav needs (its temporary files); every
+// test above scans in filtered processes.
+TEST(ScanHost, ScanProcessesCannotReachTheNetworkOrStartPrograms) {
+  std::FILE* p = ::popen((std::string(MAILARK_SCAN_BIN) + " --check-sandbox 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[256];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  const int status = ::pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  for (const char* what : {"socket: refused", "socketpair: refused", "execve: refused", "io_uring: refused",
+                           "temporary file: allowed"})
+    EXPECT_NE(out.find(what), std::string::npos) << what << " in:\n" << out;
 }
 
 TEST(ScanVerdictCodec, EveryVerdictRoundTrips) {

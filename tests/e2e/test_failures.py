@@ -762,7 +762,11 @@ networks = ["10.99.0.0/16"]
             os.kill(child, signal.SIGKILL)
         code, text = send(port, "scanned by a new child")
         self.assertEqual(code, 250, text)
+        host, children = host_and_children()
         os.kill(host, signal.SIGKILL)
+        # Its scan processes die with it (PR_SET_PDEATHSIG), a moment later: one still alive would
+        # scan the next message.
+        self.until(lambda: not ({host, *children} & set(processes())), "the scan processes' end", srv)
         code, text = send(port, "while no scan process is left")
         self.assertEqual(code, 451, text)
         self.assertIn("4.7.1", text)
