@@ -147,13 +147,8 @@ TEST(Extract, TheWorkerHoldsNoDescriptorOfItsParent) {
 // under the filter it runs with, what the filter refuses; and still reads a PDF under it (the tests
 // above all run the filtered worker).
 TEST(Extract, TheWorkerCannotReachTheNetworkStartProgramsOrWriteFiles) {
-  std::FILE* p = ::popen((std::string(MAILARK_EXTRACT_BIN) + " --check-sandbox 2>&1").c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[256];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  const int status = ::pclose(p);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const auto [out, ok] = test::run_command(std::string(MAILARK_EXTRACT_BIN) + " --check-sandbox");
+  EXPECT_TRUE(ok) << out;
   for (const char* what : {"socket: refused", "socketpair: refused", "execve: refused", "open for writing: refused",
                            "openat O_RDWR: refused", "unlink: refused", "io_uring: refused", "open for reading: allowed"})
     EXPECT_NE(out.find(what), std::string::npos) << what << " in:\n" << out;

@@ -174,13 +174,8 @@ TEST(ScanHost, TheScannerReloadsIntoANewHost) {
 // processes run with, what the filter refuses, and what libclamav needs (its temporary files); every
 // test above scans in filtered processes.
 TEST(ScanHost, ScanProcessesCannotReachTheNetworkOrStartPrograms) {
-  std::FILE* p = ::popen((std::string(MAILARK_SCAN_BIN) + " --check-sandbox 2>&1").c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[256];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  const int status = ::pclose(p);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const auto [out, ok] = test::run_command(std::string(MAILARK_SCAN_BIN) + " --check-sandbox");
+  EXPECT_TRUE(ok) << out;
   for (const char* what : {"socket: refused", "socketpair: refused", "execve: refused", "io_uring: refused",
                            "temporary file: allowed"})
     EXPECT_NE(out.find(what), std::string::npos) << what << " in:\n" << out;

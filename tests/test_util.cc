@@ -1,6 +1,7 @@
 #include "tests/test_util.h"
 
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -157,6 +158,17 @@ std::string pdf_from_objects(const std::vector<std::string>& objects, const std:
   pdf += "trailer\n<< /Size " + std::to_string(objects.size() + 1) + " /Root 1 0 R" +
          (trailer_extra.empty() ? "" : " " + trailer_extra) + " >>\nstartxref\n" + std::to_string(xref) + "\n%%EOF\n";
   return pdf;
+}
+
+CommandOutput run_command(const std::string& command) {
+  CommandOutput r;
+  std::FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[256];
+  while (std::fgets(buf, sizeof buf, p)) r.out += buf;
+  const int status = ::pclose(p);
+  r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return r;
 }
 
 }  // namespace mailark::test

@@ -56,6 +56,13 @@ std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
 std::string signature_dir();  // the project's own signatures/
 
+// Runs `command` in a shell; its standard output and error, and whether it exited with status 0.
+struct CommandOutput {
+  std::string out;
+  bool ok = false;
+};
+CommandOutput run_command(const std::string& command);
+
 extern const std::string kEicar;
 
 // A MIME message with one text part and, optionally, one base64 attachment.

@@ -3,10 +3,14 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cerrno>
+#include <cstdio>
 #include <initializer_list>
 
 namespace mailark {
@@ -69,6 +73,28 @@ bool install_sandbox(bool files_read_only) {
   ok = ok && seccomp_load(ctx) == 0;
   seccomp_release(ctx);
   return ok;
+}
+
+int try_refused_calls() {
+  int through = 0;
+  auto expect_refused = [&](const char* what, bool refused) {
+    std::printf("%s: %s\n", what, refused ? "refused" : "ALLOWED");
+    if (!refused) ++through;
+  };
+  expect_refused("socket", ::socket(AF_INET, SOCK_STREAM, 0) < 0 && errno == EPERM);
+  int sv[2];
+  expect_refused("socketpair", ::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 && errno == EPERM);
+  char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
+  expect_refused("execve", ::execve("/bin/true", argv, nullptr) < 0 && errno == EPERM);
+  expect_refused("io_uring", ::syscall(__NR_io_uring_setup, 1, nullptr) < 0 && errno == EPERM);
+#if !defined(__SANITIZE_ADDRESS__)
+  expect_refused("signal to another process", ::kill(::getppid(), 0) < 0 && errno == EPERM);
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  if (child > 0) ::waitpid(child, nullptr, 0);
+  expect_refused("fork", child < 0);
+#endif
+  return through;
 }
 
 }  // namespace mailark

@@ -17,4 +17,9 @@ namespace mailark {
 // Installs the filter on this process (and what it starts). False when it could not be installed.
 bool install_sandbox(bool files_read_only);
 
+// For `--check-sandbox`, after install_sandbox: tries what every filter refuses (sockets, execve,
+// io_uring, and outside the sanitizer build a signal to the parent and fork), prints "what: refused"
+// or "what: ALLOWED" for each, and returns how many got through.
+int try_refused_calls();
+
 }  // namespace mailark
