@@ -105,9 +105,8 @@ struct WithDescriptor {
   msghdr msg{};
 };
 
-// Sends a frame, with `pass` (a descriptor, or -1) alongside it.
+// Sends a frame with the descriptor `pass` alongside it.
 bool send_frame(int fd, const std::string& frame, int pass) {
-  if (pass < 0) return send_all(fd, frame);
   WithDescriptor m(const_cast<char*>(frame.data()), frame.size());
   msghdr& msg = m.msg;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
