@@ -609,7 +609,7 @@ std::string describe_current_exception() {
   try {
     throw;
   } catch (const Xapian::Error& x) {
-    return "Xapian::" + std::string(x.get_type()) + ": " + x.get_description();
+    return "Xapian::" + x.get_description();  // its type, message, context and errno text
   } catch (...) {
     return mailark::describe_current_exception();
   }

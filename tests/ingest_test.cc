@@ -117,7 +117,7 @@ TEST(Ingest, AMessageWhosePreparationThrowsFailsAlone) {
   // Whatever is thrown: Xapian's errors are not std::exceptions.
   const std::map<std::string, std::string> poisons = {
       {"poison", "std::runtime_error: a bug in the parse"},
-      {"xapian", "Xapian::InvalidArgumentError: InvalidArgumentError: a term too long"},
+      {"xapian", "Xapian::InvalidArgumentError: a term too long"},
       {"odd", "an exception of type int"}};
   PrepareHook hook([](const IngestItem& it) {
     if (it.origin == "poison") throw std::runtime_error("a bug in the parse");

@@ -2,6 +2,8 @@
 // (api/blocking.h): neither may end the process.
 #include <gtest/gtest.h>
 
+#include <xapian.h>
+
 #include <asio.hpp>
 #include <atomic>
 #include <stdexcept>
@@ -11,6 +13,7 @@
 #include "api/blocking.h"
 #include "api/write.h"
 #include "common/threads.h"
+#include "tools/termination.h"
 
 namespace mailark {
 namespace {
@@ -197,6 +200,39 @@ TEST(WriteWithin, TheDeadlineEndsAWriteThatMakesProgress) {
   asio::error_code ec;
   l.server.shutdown(asio::socket_base::shutdown_both, ec);
   reader.join();
+}
+
+// What ends the process is said before it ends (tools/termination.h): an exception that escapes a
+// thread, by its type and message, then where it was thrown from, then the abort.
+TEST(Termination, AnErrorEscapingAThreadIsNamedBeforeTheProcessEnds) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        cli::report_uncaught_errors();
+        std::thread([] { throw std::runtime_error("the disk is on fire"); }).join();
+      },
+      "mailark: ended by an uncaught error: std::runtime_error: the disk is on fire\nmailark: where it was thrown "
+      "from:\n(.|\n)*threads_test");
+}
+
+TEST(Termination, AXapianErrorIsNamedByItsType) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        cli::report_uncaught_errors();
+        std::thread([] { throw Xapian::DatabaseCorruptError("a block is not what it says"); }).join();
+      },
+      "ended by an uncaught error: Xapian::DatabaseCorruptError: a block is not what it says");
+}
+
+TEST(Termination, AnEndWithoutAnExceptionSaysSo) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        cli::report_uncaught_errors();
+        std::terminate();
+      },
+      "ended by an uncaught error: no exception \\(std::terminate called directly\\)");
 }
 
 }  // namespace

@@ -1,9 +1,6 @@
 // mailark: the command-line interface. One file per subcommand (cmd_*.cc).
-#include <execinfo.h>
-#include <unistd.h>
 
 #include <cstdlib>
-#include <exception>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -13,33 +10,10 @@
 #include "indexer/index.h"
 
 #include "tools/cli.h"
-
-namespace {
-
-// An exception that escapes a thread (or a destructor, or a noexcept function) ends the process
-// through std::terminate: said on stderr (the server's log) with what it was and where it was
-// thrown from, before the abort, so that an admin's report names the cause. The stack is still the
-// thrower's here, at most unwound to the frame that could not pass it on (a noexcept one).
-[[noreturn]] void report_termination() {
-  std::string what = "no exception (std::terminate called directly)";
-  if (std::current_exception()) {
-    try {
-      throw;
-    } catch (...) {
-      what = mailark::indexer::describe_current_exception();
-    }
-  }
-  std::cerr << "mailark: ended by an uncaught error: " << what << "\nmailark: where it was thrown from:\n"
-            << std::flush;
-  void* frames[64];
-  ::backtrace_symbols_fd(frames, ::backtrace(frames, 64), STDERR_FILENO);
-  std::abort();
-}
-
-}  // namespace
+#include "tools/termination.h"
 
 int main(int argc, char** argv) {
-  std::set_terminate(report_termination);
+  mailark::cli::report_uncaught_errors();
   mailark::tune_malloc();
   using namespace mailark::cli;
   CLI::App app{"mailark: mail continuity and archive gateway"};
