@@ -19,6 +19,8 @@
 #include <exception>
 #include <utility>
 
+#include "api/escaped.h"
+
 namespace mailark::api {
 
 template <typename Fn>
@@ -43,18 +45,19 @@ asio::awaitable<void> run_blocking(asio::thread_pool& pool, Fn& work) {
   if (failed) std::rethrow_exception(failed);
 }
 
-// Runs `io` until it has no more work. A handler that throws on the io thread (every listener's) is
-// handed to `on_error` and the loop goes on: asio lets the exception out of run(), and run() may be
-// called again without a restart() (asio's io_context::run documentation); the other handlers,
-// sessions and listeners are untouched (tests/threads_test.cc RunEventLoop.*).
+// Runs `io` until it has no more work. A handler that throws on the io thread (every listener's),
+// whatever it throws, is handed to `on_error` as its description (api/escaped.h) and the loop goes
+// on: asio lets the exception out of run(), and run() may be called again without a restart()
+// (asio's io_context::run documentation); the other handlers, sessions and listeners are untouched
+// (tests/threads_test.cc RunEventLoop.*).
 template <typename OnError>
 void run_event_loop(asio::io_context& io, OnError&& on_error) {
   for (;;) {
     try {
       io.run();
       return;
-    } catch (const std::exception& e) {
-      on_error(e);
+    } catch (...) {
+      on_error(describe_escaped(std::current_exception()));
     }
   }
 }

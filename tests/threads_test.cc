@@ -5,6 +5,7 @@
 #include <xapian.h>
 
 #include <asio.hpp>
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <thread>
@@ -112,12 +113,36 @@ TEST(RunEventLoop, AHandlerThatThrowsIsHandedOverAndTheLoopGoesOn) {
       [](std::exception_ptr e) {
         if (e) std::rethrow_exception(e);
       });
+  // What is not a std::exception goes the same way (Xapian's errors are not).
+  asio::post(io, [] { throw Xapian::DatabaseModifiedError("the index moved on"); });
+  asio::post(io, [] { throw 42; });
   asio::post(io, [&] { after = 7; });
   std::vector<std::string> errors;
-  api::run_event_loop(io, [&](const std::exception& e) { errors.push_back(e.what()); });
-  EXPECT_EQ(errors, (std::vector<std::string>{"a handler's bug", "a session's bug"}));
+  api::run_event_loop(io, [&](const std::string& what) { errors.push_back(what); });
+  std::sort(errors.begin(), errors.end());  // the coroutine's end comes after the posts before it
+  EXPECT_EQ(errors, (std::vector<std::string>{"Xapian::DatabaseModifiedError: the index moved on",
+                                              "an exception of type int", "std::logic_error: a session's bug",
+                                              "std::runtime_error: a handler's bug"}));
   EXPECT_EQ(after, 7);
   EXPECT_EQ(ticks, 5);
+}
+
+// The completion handler every detached coroutine of the servers gets: it says what escaped, of any
+// type, and throws nothing on (which would leave the io thread's run()).
+TEST(Escaped, WhatEscapesACoroutineIsLoggedNotThrownOn) {
+  asio::io_context io;
+  int finished = 0;
+  asio::co_spawn(io, []() -> asio::awaitable<void> { throw Xapian::DatabaseCorruptError("a bad block"); co_return; },
+                 api::log_escaped_as("test"));
+  asio::co_spawn(io, []() -> asio::awaitable<void> { throw 7; co_return; }, api::log_escaped_as("test"));
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> { ++finished; co_return; }, api::log_escaped_as("test"));
+  EXPECT_NO_THROW(io.run());
+  EXPECT_EQ(finished, 1);
+  EXPECT_EQ(api::describe_escaped(std::make_exception_ptr(Xapian::DatabaseCorruptError("a bad block"))),
+            "Xapian::DatabaseCorruptError: a bad block");
+  EXPECT_EQ(api::describe_escaped(std::make_exception_ptr(std::out_of_range("past the end"))),
+            "std::out_of_range: past the end");
+  EXPECT_EQ(api::describe_escaped(nullptr), "");
 }
 
 // write_within against a real peer on loopback, with small socket buffers so that the peer's reading

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 
+#include "api/escaped.h"
 #include "api/accept.h"
 #include "api/room.h"
 #include "api/config.h"
@@ -109,8 +110,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         Response res;
         try {
           res = co_await handler(req, client);
-        } catch (const std::exception& e) {
-          spdlog::error("{}: [{}] {} {}: {}", options.name, client.ip, req.method, req.path, e.what());
+        } catch (...) {  // of any type (api/escaped.h): Xapian's errors are not std::exceptions
+          spdlog::error("{}: [{}] {} {}: {}", options.name, client.ip, req.method, req.path,
+                        describe_escaped(std::current_exception()));
           res = json_response(500, "{\"error\":\"internal error\"}");
         }
         ++served;

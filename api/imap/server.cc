@@ -20,15 +20,7 @@ using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-void log_imap_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("imap: {}", ex.what());
-  }
-}
-
+void log_imap_exception(std::exception_ptr e) { log_escaped("imap", e); }
 }  // namespace
 
 struct ImapServer::Impl {

@@ -251,14 +251,7 @@ struct DeliveryAgent::Impl {
         }
         connections[dest]++;
         asio::co_spawn(io, deliver_batch(dest, std::move(batch), dest == "primary" ? dedupe : DedupeRange{}),
-                       [](std::exception_ptr e) {
-                         if (!e) return;
-                         try {
-                           std::rethrow_exception(e);
-                         } catch (const std::exception& x) {
-                           spdlog::error("delivery: internal error: {}", x.what());
-                         }
-                       });
+                       log_escaped_as("delivery: internal error"));
       }
     }
   }

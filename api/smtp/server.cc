@@ -192,14 +192,7 @@ class ListenerPolicy : public smtp::Policy {
 };
 
 // Completion of a detached coroutine: an escaped exception is a bug, logged rather than lost.
-void log_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    spdlog::error("internal error in a server task: {}", x.what());
-  }
-}
+void log_exception(std::exception_ptr e) { log_escaped("internal error in a server task", e); }
 
 }  // namespace
 
@@ -1165,8 +1158,8 @@ Status SmtpServer::run() {
   }
   // A handler that throws on the io thread is logged and the loop goes on (api/blocking.h
   // run_event_loop); work on the pool threads is caught where it runs (run_blocking).
-  run_event_loop(m.io, [](const std::exception& e) {
-    spdlog::error("unexpected error in the event loop, which goes on: {}", e.what());
+  run_event_loop(m.io, [](const std::string& what) {
+    spdlog::error("unexpected error in the event loop, which goes on: {}", what);
   });
   m.blocking.join();
   // A write failure met while serving was answered then (451 for the messages it hit) and did not

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <variant>
 
+#include "api/escaped.h"
 #include "api/blocking.h"
 #include "api/disk_reserve.h"
 #include "api/http/request.h"
@@ -1021,8 +1022,8 @@ struct WebPortal::Impl {
               job->total = t;
             },
             [this, job] { return stopping.load() || job->cancelled.load(); }, status);
-      } catch (const std::exception& e) {
-        made = make_error(ErrorCode::kInternal, std::string("internal error: ") + e.what());
+      } catch (...) {  // of any type (api/escaped.h): Xapian's errors are not std::exceptions
+        made = make_error(ErrorCode::kInternal, "internal error: " + describe_escaped(std::current_exception()));
       }
       std::lock_guard lock(job->mu);
       job->finished = Clock::now();
