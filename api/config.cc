@@ -135,7 +135,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"scanner", {"temp_dir", "isolation"}},
       {"limits", {"message_bytes", "recipients", "sessions", "sessions_per_ip", "command_timeout", "data_timeout",
                   "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors",
-                  "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms",
+                  "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms", "scan_memory_bytes",
                   "spill_bytes", "store_bytes", "disk_reserve_bytes", "index_min_free_bytes"}},
       {"archive", {"group_commit_linger_ms", "index_commit_interval_ms", "seal_interval_ms", "train_dictionary_after"}},
       {"delivery", {"primary", "smarthost", "tls", "verify_certificates", "retry_schedule", "queue_lifetime",
@@ -347,6 +347,9 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(L["scan_recursion"], "limits.scan_recursion", lim.scan_max_recursion, 1, 100);
   num(L["scan_files"], "limits.scan_files", lim.scan_max_files, 1, 1000000);
   num(L["scan_time_ms"], "limits.scan_time_ms", lim.scan_max_ms, 100, 3600000);
+  if (!L["scan_memory_bytes"]) lim.scan_max_memory_bytes = (std::uint64_t{1} << 30) + 4 * lim.scan_max_scan_bytes;
+  num(L["scan_memory_bytes"], "limits.scan_memory_bytes", lim.scan_max_memory_bytes, std::int64_t{64} << 20,
+      std::int64_t{1} << 44);
   num(t["archive"]["group_commit_linger_ms"], "archive.group_commit_linger_ms", c.group_commit_linger_ms, 0, 10000);
   num(t["archive"]["index_commit_interval_ms"], "archive.index_commit_interval_ms", c.index_commit_interval_ms, 0, 3600000);
   num(t["archive"]["seal_interval_ms"], "archive.seal_interval_ms", c.seal_interval_ms, 0, 86400000);

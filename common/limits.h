@@ -74,6 +74,11 @@ struct Limits {
   std::uint32_t scan_max_recursion = 17;
   std::uint32_t scan_max_files = 10000;
   std::uint32_t scan_max_ms = 120000;
+  // Memory one scan may take beyond the signature engine, in scan processes (scanner.isolation =
+  // "process"; scanner/scan_host.h): a scan process past it is stopped and the message unscannable.
+  // A server's configuration sets it to 1 GiB plus four times scan_max_scan_bytes unless it is set.
+  // Scans on the server's threads have no bound of their own.
+  std::uint64_t scan_max_memory_bytes = (1ull << 30) + (4 * (256ull << 20));
 };
 
 }  // namespace mailark

@@ -165,6 +165,7 @@ Result<const scanner::Scanner*> Engine::scanner() {
     cfg.max_recursion = l.scan_max_recursion;
     cfg.max_files = l.scan_max_files;
     cfg.max_scan_ms = l.scan_max_ms;
+    cfg.max_memory_bytes = l.scan_max_memory_bytes;
     cfg.host = options_.scanner_host;
     // As many scan processes as the pipeline has workers scanning at once (ingest.cc), and room for
     // a few more (a handed import, submission, the web).

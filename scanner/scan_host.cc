@@ -15,10 +15,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <set>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "common/file_util.h"
 
@@ -74,16 +76,48 @@ bool read_exact(int fd, std::string& out, std::size_t n) {
   return true;
 }
 
+// A process's resident anonymous memory (RssAnon in /proc/PID/status), in bytes; nullopt when it
+// cannot be read (the process is gone).
+std::optional<std::uint64_t> anon_bytes(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "re");
+  if (!f) return std::nullopt;
+  std::optional<std::uint64_t> out;
+  char line[256];
+  unsigned long long kib = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "RssAnon: %llu kB", &kib) == 1) {
+      out = static_cast<std::uint64_t>(kib) << 10;
+      break;
+    }
+  }
+  std::fclose(f);
+  return out;
+}
+
 // --- the host and its children ---------------------------------------------------------------
 
+// For tests only (ScanHost.*): what libclamav would do with a message that makes it allocate without
+// end: 16 MiB more every 5 ms, each page written, up to 512 MiB (so that a watch that failed to stop it
+// ends in a clean verdict the test sees, not in a machine out of memory), kept until the scan ends.
+void hog_memory(std::vector<std::unique_ptr<char[]>>& held) {
+  constexpr std::size_t kStep = 16u << 20, kMost = 512u << 20;
+  for (std::size_t taken = 0; taken < kMost; taken += kStep) {
+    held.emplace_back(new char[kStep]);
+    std::memset(held.back().get(), 1, kStep);
+    ::usleep(5000);
+  }
+}
+
 // A child: scans what its socket brings until the socket ends.
-[[noreturn]] void child_loop(int fd, const ScanEngine& engine, const std::string& abort_on) {
+[[noreturn]] void child_loop(int fd, const ScanEngine& engine, const std::string& abort_on, const std::string& hog_on) {
   std::string header, message;
   while (read_exact(fd, header, 8)) {
     const std::uint64_t n = from_be(header);
     if (n > kMaxRequest || !read_exact(fd, message, static_cast<std::size_t>(n))) break;
     // For tests only (ScanHost.*): a message holding the marker ends the child as a crash in libclamav would.
     if (!abort_on.empty() && message.find(abort_on) != std::string::npos) ::abort();
+    std::vector<std::unique_ptr<char[]>> held;
+    if (!hog_on.empty() && message.find(hog_on) != std::string::npos) hog_memory(held);
     const std::string answer = encode_verdict(engine.scan(message));
     if (!send_all(fd, be(answer.size(), 4) + answer)) break;
   }
@@ -188,7 +222,7 @@ Result<ScanVerdict> decode_verdict(std::string_view bytes) {
 int scan_host_main(int argc, char** argv, bool (*confine)()) {
   ::signal(SIGPIPE, SIG_IGN);
   ScannerConfig config;
-  std::string abort_on;
+  std::string abort_on, hog_on;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has = i + 1 < argc;
@@ -202,6 +236,7 @@ int scan_host_main(int argc, char** argv, bool (*confine)()) {
     else if (a == "--max-scan-ms" && has) number(config.max_scan_ms);
     else if (a == "--no-split") config.split_logical = false;
     else if (a == "--abort-on" && has) abort_on = argv[++i];
+    else if (a == "--hog-on" && has) hog_on = argv[++i];
     else {
       std::fprintf(stderr, "mailark-scan: unknown argument %s (it is started by mailark, not by hand)\n", a.c_str());
       return 2;
@@ -258,7 +293,7 @@ int scan_host_main(int argc, char** argv, bool (*confine)()) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != host) ::_exit(0);  // the host died before the line above
       if (confine && !confine()) ::_exit(3);  // the parent sees a process that died: never unconfined
-      child_loop(sv[1], **engine, abort_on);
+      child_loop(sv[1], **engine, abort_on, hog_on);
     }
     ::close(sv[1]);
     bool sent;
@@ -394,9 +429,13 @@ Result<ScanPool::Child> ScanPool::new_child() {
   }
   std::string rest;
   if (first == 'p' && fd >= 0 && recv_all_by(control_, rest, 4, deadline)) {
+    Child child{static_cast<pid_t>(from_be(rest)), fd};
+    // What the child shares with the host at its fork (the engine's pages) is already its own
+    // resident anonymous memory: a scan's memory is what comes on top.
+    if (options_.config.max_memory_bytes) child.anon_at_start = anon_bytes(child.pid).value_or(0);
     std::lock_guard l(mu_);
     ++started_;
-    return Child{static_cast<pid_t>(from_be(rest)), fd};
+    return child;
   }
   if (fd >= 0) ::close(fd);
   std::string code, length, body;
@@ -404,6 +443,22 @@ Result<ScanPool::Child> ScanPool::new_child() {
       from_be(length) <= 64 * 1024 && recv_all_by(control_, body, static_cast<std::size_t>(from_be(length)), deadline))
     return make_error(ErrorCode::kIo, "the scan host could not start a scan process: " + body);
   return gone();
+}
+
+bool ScanPool::answer_within_memory(const Child& c, Clock::time_point deadline) const {
+  const std::uint64_t bound = options_.config.max_memory_bytes;
+  if (bound == 0) return true;
+  while (true) {
+    const auto now = Clock::now();
+    if (now >= deadline) return true;  // the read that follows times out
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+    pollfd p{c.fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, kMemoryCheckMs)));
+    if (r < 0 && errno == EINTR) continue;
+    if (r != 0) return true;  // an answer (or the end of the socket) is there to read
+    const auto anon = anon_bytes(c.pid);
+    if (anon && *anon > c.anon_at_start && *anon - c.anon_at_start > bound) return false;
+  }
 }
 
 void ScanPool::discard(Child& c) {
@@ -452,8 +507,9 @@ ScanVerdict ScanPool::scan(std::string_view bytes) {
     const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
     std::string length, answer;
     std::optional<Result<ScanVerdict>> decoded;
+    bool over_memory = false;
     if (send_all_by(c.fd, be(bytes.size(), 8), deadline) && send_all_by(c.fd, bytes, deadline) &&
-        recv_all_by(c.fd, length, 4, deadline)) {
+        !(over_memory = !answer_within_memory(c, deadline)) && recv_all_by(c.fd, length, 4, deadline)) {
       const std::uint64_t n = from_be(length);
       if (n > kMaxVerdictBytes) {
         decoded = Result<ScanVerdict>(make_error(ErrorCode::kCorrupt, "the scan process answered out of turn (too long)"));
@@ -474,6 +530,12 @@ ScanVerdict ScanPool::scan(std::string_view bytes) {
       cv_.notify_one();
     }
     if (healthy) return std::move(*decoded).value();
+    if (over_memory) {
+      // The bound is the message's doing: scanning it again would only take as much once more.
+      return unscannable_because(Unscannable::kLimit,
+                                 "the scan took more than " + std::to_string(options_.config.max_memory_bytes >> 20) +
+                                     " MiB of memory (limits.scan_memory_bytes) and its scan process was stopped");
+    }
     if (timed_out) {
       // Past libclamav's own limit (max_scan_ms) by half a minute: a scan that never ends, not a slow
       // one. Scanning it again would only cost as much once more.

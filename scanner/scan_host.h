@@ -8,7 +8,9 @@
 // another process: tools/sandbox.h) and dumps no core. A child that dies or answers out of turn is killed and replaced: a message that ends a
 // new child is unscannable ("parse: the scanner crashed ..."), one that ends a child kept idle (which
 // may have died meanwhile) is scanned once more in a new one; a scan still running past the deadline
-// is killed and the message unscannable ("limit: ..."); the server goes on either way
+// is killed and the message unscannable ("limit: ..."), and so is one whose memory grows past
+// config.max_memory_bytes beyond what it shared with the host at its fork (watched every 100 ms
+// while a scan runs); the server goes on either way
 // (tests/scan_host_test.cc ScanHost.*, tests/e2e/test_failures.py
 // test_dead_scan_processes_cost_the_server_nothing). The price, on the machines measured: a scan costs
 // about 40% more CPU in a scan process than on a server thread, and SMTP throughput drops by a fifth
@@ -31,6 +33,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -68,7 +71,7 @@ class ScanPool {
     ScannerConfig config;          // what the host loads (config.host is ignored)
     unsigned max_children = 4;     // scans beyond it wait for a child
     unsigned timeout_ms = 0;       // per scan; 0: config.max_scan_ms + 30 s
-    std::vector<std::string> extra_args;  // appended to the host's arguments (tests: --abort-on)
+    std::vector<std::string> extra_args;  // appended to the host's arguments (tests: --abort-on, --hog-on)
   };
   // Starts the host and waits until it has loaded the engine. Errors: the host's (kNotFound when no
   // signature could be loaded...), kIo when it cannot be started or stops before it is ready.
@@ -88,9 +91,15 @@ class ScanPool {
   struct Child {
     pid_t pid = -1;
     int fd = -1;
+    std::uint64_t anon_at_start = 0;  // its resident anonymous memory when it was new (config.max_memory_bytes)
   };
+  static constexpr int kMemoryCheckMs = 100;
   explicit ScanPool(Options options) : options_(std::move(options)) {}
   Result<Child> new_child();
+  // Waits for the child's answer to begin, until `deadline`; while it waits, every kMemoryCheckMs,
+  // false when the child's resident anonymous memory has grown past config.max_memory_bytes since it
+  // was new (with no bound: at once, true).
+  bool answer_within_memory(const Child& c, std::chrono::steady_clock::time_point deadline) const;
   void discard(Child& child);
   Options options_;
   std::string description_;

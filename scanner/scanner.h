@@ -64,6 +64,10 @@ struct ScannerConfig {
   std::uint32_t max_recursion = 17;
   std::uint32_t max_files = 10000;
   std::uint32_t max_scan_ms = 120000;
+  // Scan processes only (host set): the memory a scan may take beyond the engine (its process's
+  // resident anonymous memory over what it had when it was forked), checked every 100 ms while a
+  // scan runs; past it the process is stopped and the message unscannable. 0: no bound.
+  std::uint64_t max_memory_bytes = 0;
   // Gate the logical signatures that can wait behind a prefilter of plain body signatures in a second
   // engine (logical_split.h): the same verdicts, without evaluating every logical signature on every
   // layer of every message. Off only for tests that compare both ways.

@@ -249,6 +249,14 @@ TEST(Config, ScanLimitsFollowTheMessageLimitUnlessSet) {
   auto set = parse_serve_config("[limits]\nmessage_bytes = 209715200\nscan_file_bytes = 1048576\n", "t.toml");
   ASSERT_TRUE(set.ok());
   EXPECT_EQ(set->limits.scan_max_file_bytes, 1048576u) << "an explicit setting wins (and bigger mail is unscannable)";
+  // A scan process's memory bound follows what the scanner may extract: 1 GiB plus four times it.
+  EXPECT_EQ(c->limits.scan_max_memory_bytes, (std::uint64_t{1} << 30) + 4 * c->limits.scan_max_scan_bytes);
+  auto mem = parse_serve_config("[limits]\nscan_memory_bytes = 536870912\n", "t.toml");
+  ASSERT_TRUE(mem.ok()) << mem.error().to_string();
+  EXPECT_EQ(mem->limits.scan_max_memory_bytes, 536870912u);
+  auto tiny = parse_serve_config("[limits]\nscan_memory_bytes = 1000\n", "t.toml");
+  ASSERT_FALSE(tiny.ok());
+  EXPECT_NE(tiny.error().to_string().find("limits.scan_memory_bytes"), std::string::npos) << tiny.error().to_string();
 }
 
 TEST(Config, MemoryForMailInFlightFollowsTheMessageLimit) {

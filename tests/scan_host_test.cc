@@ -19,10 +19,14 @@ namespace {
 
 constexpr const char* kCrashMarker = "X-Crash-The-Scanner-7f3a";
 
-std::shared_ptr<ScanPool> pool(unsigned timeout_ms = 0, std::vector<std::string> extra = {}) {
+constexpr const char* kHogMarker = "X-Hog-The-Scanner-51c2";
+
+std::shared_ptr<ScanPool> pool(unsigned timeout_ms = 0, std::vector<std::string> extra = {},
+                               std::uint64_t max_memory_bytes = 0) {
   ScanPool::Options o;
   o.host = MAILARK_SCAN_BIN;
   o.config.signature_dirs = {test::signature_dir()};
+  o.config.max_memory_bytes = max_memory_bytes;
   o.max_children = 2;
   o.timeout_ms = timeout_ms;
   o.extra_args = std::move(extra);
@@ -125,6 +129,29 @@ TEST(ScanHost, AScanThatNeverEndsIsStoppedAndUnscannable) {
   EXPECT_NE(v.reason.find("stopped"), std::string::npos) << v.reason;
   EXPECT_TRUE(wait_gone(idle[0])) << "the stuck child is killed";
   EXPECT_EQ(p->scan(test::make_message("after", "hello")).kind, VerdictKind::kClean);
+}
+
+// A scan whose memory grows without end (the --hog-on marker: 16 MiB more every 5 ms, up to 512 MiB)
+// is stopped once its process holds more than the bound beyond what it shared with the host at its
+// fork: unscannable, never the clean verdict the scan would end in; the next message is scanned.
+TEST(ScanHost, AScanThatTakesTooMuchMemoryIsStoppedAndUnscannable) {
+  auto p = pool(/*timeout_ms=*/0, {"--hog-on", kHogMarker}, /*max_memory_bytes=*/128u << 20);
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->scan(test::make_message("first", "hello")).kind, VerdictKind::kClean);
+  auto idle = p->idle_pids_for_test();
+  ASSERT_EQ(idle.size(), 1u);
+  auto v = p->scan(test::make_message("hog", std::string("libclamav would allocate without end here: ") + kHogMarker));
+  EXPECT_EQ(v.kind, VerdictKind::kUnscannable) << verdict_name(v.kind) << " " << v.reason;
+  EXPECT_EQ(v.why, Unscannable::kLimit);
+  EXPECT_NE(v.reason.find("128 MiB of memory (limits.scan_memory_bytes)"), std::string::npos) << v.reason;
+  EXPECT_TRUE(wait_gone(idle[0])) << "the process that held the memory is killed";
+  EXPECT_EQ(p->scan(test::make_message("after", "hello")).kind, VerdictKind::kClean);
+  // Without a bound the same message ends as the scan would (the hog stops at 512 MiB): the bound is
+  // what stopped it above.
+  auto unbounded = pool(/*timeout_ms=*/0, {"--hog-on", kHogMarker}, /*max_memory_bytes=*/0);
+  ASSERT_TRUE(unbounded);
+  v = unbounded->scan(test::make_message("hog", std::string("allocates 512 MiB, then is scanned: ") + kHogMarker));
+  EXPECT_EQ(v.kind, VerdictKind::kClean) << verdict_name(v.kind) << " " << v.reason;
 }
 
 TEST(ScanHost, TheHostAndItsChildrenEndWithThePool) {
