@@ -69,9 +69,11 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
   std::thread conn_thread;
   bool joined = false;
   std::chrono::steady_clock::time_point stop_time{};  // when stop() was called
+  const std::chrono::milliseconds stuck_after;
 
-  Impl(asio::io_context& i, Ingest& g, DiskReserve& r, Limits l, std::string p, std::function<std::uint64_t()> h)
-      : io(i), ingest(g), reserve(r), limits(l), path(std::move(p)), head(std::move(h)) {}
+  Impl(asio::io_context& i, Ingest& g, DiskReserve& r, Limits l, std::string p, std::function<std::uint64_t()> h,
+       std::chrono::milliseconds stuck)
+      : io(i), ingest(g), reserve(r), limits(l), path(std::move(p)), head(std::move(h)), stuck_after(stuck) {}
 
   ~Impl() {
     if (listen_fd >= 0) ::close(listen_fd);
@@ -144,11 +146,10 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
   }
 
   // Sends one frame, waiting for the import to read; false when it is gone, or stuck: no byte taken
-  // for kStuckSeconds, or for kGraceSeconds once the server stops (an import that stops reading
-  // never holds the server's shutdown: test_import_handoff.py
-  // test_an_import_that_stops_reading_never_holds_the_servers_shutdown).
+  // for stuck_after (tests/import_socket_test.cc ImportSocket.AnImportThatStopsReadingIsLetGo), or
+  // for kGrace once the server stops (an import that stops reading never holds the server's
+  // shutdown: test_import_handoff.py test_an_import_that_stops_reading_never_holds_the_servers_shutdown).
   bool send_frame(int fd, std::string_view bytes) {
-    static constexpr auto kStuck = std::chrono::seconds(300);
     static constexpr auto kGrace = std::chrono::seconds(10);
     auto last_progress = std::chrono::steady_clock::now();
     while (!bytes.empty()) {
@@ -161,7 +162,11 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
       if (n < 0 && errno == EINTR) continue;
       if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return false;
       const auto now = std::chrono::steady_clock::now();
-      if (now - last_progress > kStuck) return false;
+      if (now - last_progress > stuck_after) {
+        spdlog::warn("import: the import took none of the server's replies for {} s; let go (what it handed is archived)",
+                     std::chrono::duration_cast<std::chrono::seconds>(stuck_after).count());
+        return false;
+      }
       if (stopping && now - std::max(last_progress, stopped_at()) > kGrace) return false;
       pollfd p{fd, POLLOUT, 0};
       ::poll(&p, 1, 250);
@@ -335,8 +340,8 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
 };
 
 ImportSocket::ImportSocket(asio::io_context& io, Ingest& ingest, DiskReserve& reserve, Limits limits, std::string path,
-                           std::function<std::uint64_t()> head)
-    : impl_(std::make_shared<Impl>(io, ingest, reserve, limits, std::move(path), std::move(head))) {}
+                           std::function<std::uint64_t()> head, std::chrono::milliseconds stuck_after)
+    : impl_(std::make_shared<Impl>(io, ingest, reserve, limits, std::move(path), std::move(head), stuck_after)) {}
 
 ImportSocket::~ImportSocket() { join(); }
 

@@ -16,6 +16,7 @@
 // has finished.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,8 +41,11 @@ class ImportSocket {
   static constexpr std::uint64_t kMaxInFlightBytes = std::uint64_t{64} << 20;
 
   // limits: the configuration's (the message size the import is told). head: the archive's head.
+  // stuck_after: an import that takes none of the server's replies for this long is let go (its
+  // socket shut down; what it handed is still archived), so that a live import that stopped
+  // reading holds the door for other imports no longer (tests/import_socket_test.cc).
   ImportSocket(asio::io_context& io, Ingest& ingest, DiskReserve& reserve, Limits limits, std::string path,
-               std::function<std::uint64_t()> head);
+               std::function<std::uint64_t()> head, std::chrono::milliseconds stuck_after = std::chrono::minutes(5));
   ~ImportSocket();  // stops and joins
   ImportSocket(const ImportSocket&) = delete;
   ImportSocket& operator=(const ImportSocket&) = delete;
