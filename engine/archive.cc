@@ -611,15 +611,11 @@ Status Archive::load_codec() {
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
   std::map<std::uint32_t, std::string> dicts;
-  MDB_cursor* cur = nullptr;
-  rc = mdb_cursor_open(t.txn, dicts_dbi_, &cur);
-  if (rc) return lmdb_error("mdb_cursor_open", rc);
-  MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 4) continue;
-    dicts.emplace(from_be32(view(k)), std::string(view(v)));
-  }
-  mdb_cursor_close(cur);
+  rc = lmdb::walk(t.txn, dicts_dbi_, [&](std::string_view k, std::string_view v) {
+    if (k.size() == 4) dicts.emplace(from_be32(k), std::string(v));
+    return true;
+  });
+  if (rc) return lmdb_error("reading the compression dictionaries", rc);
   std::uint32_t active = 0;
   MDB_val ak = val(kMetaActiveDict), av;
   if (mdb_get(t.txn, meta_dbi_, &ak, &av) == 0 && av.mv_size == 4) active = from_be32(view(av));
@@ -1604,22 +1600,17 @@ Result<std::vector<QueueEntry>> Archive::queue_entries() const {
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  MDB_cursor* cur = nullptr;
-  rc = mdb_cursor_open(t.txn, queue_dbi_, &cur);
-  if (rc) return lmdb_error("mdb_cursor_open", rc);
   std::vector<QueueEntry> out;
-  MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 8) continue;
-    auto e = decode_queue_entry(from_be64(view(k)), view(v));
-    if (!e) {
-      mdb_cursor_close(cur);
-      return e.error();
-    }
-    out.push_back(std::move(e).value());
-  }
-  mdb_cursor_close(cur);
-  if (rc != MDB_NOTFOUND) return lmdb_error("walking the queue", rc);
+  std::optional<Error> bad;
+  rc = lmdb::walk(t.txn, queue_dbi_, [&](std::string_view k, std::string_view v) {
+    if (k.size() != 8) return true;
+    auto e = decode_queue_entry(from_be64(k), v);
+    if (!e) bad = e.error();
+    else out.push_back(std::move(e).value());
+    return !bad;
+  });
+  if (bad) return *bad;
+  if (rc) return lmdb_error("walking the queue", rc);
   return out;
 }
 
@@ -1734,21 +1725,16 @@ Result<std::vector<QuarantineEntry>> Archive::quarantine_entries(bool include_de
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  MDB_cursor* cur = nullptr;
-  rc = mdb_cursor_open(t.txn, quarantine_dbi_, &cur);
-  if (rc) return lmdb_error("mdb_cursor_open", rc);
-  MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 8) continue;
-    auto e = decode_quarantine_entry(from_be64(view(k)), view(v));
-    if (!e) {
-      mdb_cursor_close(cur);
-      return e.error();
-    }
-    if (include_decided || e->status == QuarantineStatus::kHeld) out.push_back(std::move(e).value());
-  }
-  mdb_cursor_close(cur);
-  if (rc != MDB_NOTFOUND) return lmdb_error("walking the quarantine", rc);
+  std::optional<Error> bad;
+  rc = lmdb::walk(t.txn, quarantine_dbi_, [&](std::string_view k, std::string_view v) {
+    if (k.size() != 8) return true;
+    auto e = decode_quarantine_entry(from_be64(k), v);
+    if (!e) bad = e.error();
+    else if (include_decided || e->status == QuarantineStatus::kHeld) out.push_back(std::move(e).value());
+    return !bad;
+  });
+  if (bad) return *bad;
+  if (rc) return lmdb_error("walking the quarantine", rc);
   return out;
 }
 
@@ -1813,15 +1799,11 @@ Result<std::vector<CachedRecipient>> Archive::recipient_cache() const {
   Txn t;
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t.txn);
   if (rc) return lmdb_error("mdb_txn_begin", rc);
-  MDB_cursor* cur = nullptr;
-  rc = mdb_cursor_open(t.txn, rcpt_cache_dbi_, &cur);
-  if (rc) return lmdb_error("mdb_cursor_open", rc);
-  MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (auto c = decode_cached_recipient(view(k), view(v))) out.push_back(std::move(*c));
-  }
-  mdb_cursor_close(cur);
-  if (rc != MDB_NOTFOUND) return lmdb_error("walking the recipient cache", rc);
+  rc = lmdb::walk(t.txn, rcpt_cache_dbi_, [&](std::string_view k, std::string_view v) {
+    if (auto c = decode_cached_recipient(k, v)) out.push_back(std::move(*c));
+    return true;
+  });
+  if (rc) return lmdb_error("walking the recipient cache", rc);
   return out;
 }
 
@@ -2143,20 +2125,16 @@ bool table_empty(MDB_txn* txn, unsigned dbi) {
 Result<std::vector<ExpiredRun>> runs_in(MDB_txn* txn, unsigned dbi) {
   if (table_empty(txn, dbi)) return std::vector<ExpiredRun>{};
   std::vector<ExpiredRun> out;
-  MDB_cursor* cur = nullptr;
-  if (int rc = mdb_cursor_open(txn, dbi, &cur)) return lmdb_error("mdb_cursor_open", rc);
-  MDB_val k, v;
-  int rc;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+  bool damaged = false;
+  const int rc = lmdb::walk(txn, dbi, [&](std::string_view k, std::string_view v) {
     ExpiredRun run;
-    if (!decode_run(k, v, run)) {
-      mdb_cursor_close(cur);
-      return make_error(ErrorCode::kCorrupt, "a damaged entry in the archive's table of expired records");
-    }
-    out.push_back(run);
-  }
-  mdb_cursor_close(cur);
-  if (rc != MDB_NOTFOUND) return lmdb_error("reading the expired records", rc);
+    MDB_val kv = val(k), vv = val(v);
+    if (!decode_run(kv, vv, run)) damaged = true;
+    else out.push_back(run);
+    return !damaged;
+  });
+  if (damaged) return make_error(ErrorCode::kCorrupt, "a damaged entry in the archive's table of expired records");
+  if (rc) return lmdb_error("reading the expired records", rc);
   return out;
 }
 
@@ -2177,23 +2155,21 @@ Result<std::optional<ExpiredRun>> run_holding(MDB_txn* txn, unsigned dbi, std::u
 
 Result<std::vector<Tombstone>> tombstones_in(MDB_txn* txn, unsigned dbi) {
   std::vector<Tombstone> out;
-  MDB_cursor* cur = nullptr;
-  if (int rc = mdb_cursor_open(txn, dbi, &cur)) return lmdb_error("mdb_cursor_open", rc);
-  MDB_val k, v;
-  int rc;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 8 || v.mv_size < 64) {
-      mdb_cursor_close(cur);
-      return make_error(ErrorCode::kCorrupt, "a damaged tombstone in the archive");
+  bool damaged = false;
+  const int rc = lmdb::walk(txn, dbi, [&](std::string_view k, std::string_view v) {
+    if (k.size() != 8 || v.size() < 64) {
+      damaged = true;
+      return false;
     }
     Tombstone t;
-    t.id = from_be64(view(k));
-    t.signature = std::string(view(v).substr(0, 64));
-    t.body = std::string(view(v).substr(64));
+    t.id = from_be64(k);
+    t.signature = std::string(v.substr(0, 64));
+    t.body = std::string(v.substr(64));
     out.push_back(std::move(t));
-  }
-  mdb_cursor_close(cur);
-  if (rc != MDB_NOTFOUND) return lmdb_error("reading the tombstones", rc);
+    return true;
+  });
+  if (damaged) return make_error(ErrorCode::kCorrupt, "a damaged tombstone in the archive");
+  if (rc) return lmdb_error("reading the tombstones", rc);
   return out;
 }
 

@@ -401,19 +401,16 @@ Result<std::vector<Case>> CaseStore::list() const {
   Txn t;
   int rc = mdb_txn_begin(impl_->env, nullptr, MDB_RDONLY, &t.txn);
   if (rc) return store_error("begin", rc);
-  MDB_cursor* cur = nullptr;
-  if ((rc = mdb_cursor_open(t.txn, impl_->cases, &cur))) return store_error("cursor", rc);
   std::vector<Case> out;
-  MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    auto c = from_json(view(v));
-    if (!c) {
-      mdb_cursor_close(cur);
-      return c.error();
-    }
-    out.push_back(std::move(*c));
-  }
-  mdb_cursor_close(cur);
+  std::optional<Error> bad;
+  rc = lmdb::walk(t.txn, impl_->cases, [&](std::string_view, std::string_view v) {
+    auto c = from_json(v);
+    if (!c) bad = c.error();
+    else out.push_back(std::move(*c));
+    return !bad;
+  });
+  if (bad) return *bad;
+  if (rc) return store_error("reading the cases", rc);
   return out;
 }
 

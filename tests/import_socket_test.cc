@@ -23,14 +23,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::unique_ptr<Engine> open_engine(const std::string& dir) {
-  EngineOptions o;
-  o.data_dir = dir;
-  o.signature_dirs = {test::signature_dir()};
-  auto e = Engine::open(o);
-  EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
-  return std::move(e).value();
-}
+using test::open_engine;
 
 // The first reply a new import gets: hello (taken) or stop (refused, with why).
 HandoffReply first_reply(const std::string& data_dir) {

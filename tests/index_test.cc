@@ -228,7 +228,7 @@ TEST_F(IndexTest, BooleanOperators) {
 
 TEST_F(IndexTest, QueryErrorsAreErrorsNotEmptyResults) {
   const std::string nines(400, '9');  // once std::stod's out_of_range, thrown through the parser
-  for (const std::string bad : {std::string("results AND"), std::string("date:2001-13-45..2002"), std::string("date:yesterday"),
+  for (const std::string& bad : {std::string("results AND"), std::string("date:2001-13-45..2002"), std::string("date:yesterday"),
                                 std::string("size:lots"), "size:" + nines, "size:10.." + nines + "k"}) {
     auto res = reader_->search(bad, SearchOptions{}, &source_);
     ASSERT_FALSE(res.ok()) << bad;
@@ -346,7 +346,9 @@ TEST(IndexNear, NearAndAdjAreWords) {
   for (const std::string& q : std::vector<std::string>{"OR 6]i near.d/u", "OR 6]i NEAR \"d u\"", "OR 6]i ADJ \"d u\"", "OR 6]i near\" \"d u\"",
                               "OR 6]i NEAR/2 \"d u\"", std::string("\0 OR 6 N:]inf\0/near\xA7szpd", 24)}) {
     auto res = (*r)->search(q, SearchOptions{0, 10}, &source);
-    if (!res.ok()) EXPECT_EQ(res.error().code, ErrorCode::kInvalidArgument) << q;
+    if (!res.ok()) {
+      EXPECT_EQ(res.error().code, ErrorCode::kInvalidArgument) << q;
+    }
   }
 }
 
@@ -725,7 +727,9 @@ TEST_P(IndexDeferredPhrase, ThreadsThatCannotBeStartedChangeNothing) {
     for (std::size_t i = 0; i < normal->hits.size(); ++i)
       EXPECT_EQ(starved->hits[i].id, normal->hits[i].id) << q;
   }
-  if (std::thread::hardware_concurrency() > 1) EXPECT_TRUE(tried) << "the reads side by side never tried a thread";
+  if (std::thread::hardware_concurrency() > 1) {
+    EXPECT_TRUE(tried) << "the reads side by side never tried a thread";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(OneByOneAndSideBySide, IndexDeferredPhrase, ::testing::Bool(),
@@ -1902,7 +1906,7 @@ TEST(IndexDates, TermsAreTheYearAndMonthInUtc) {
     const time_t tt = static_cast<time_t>(t);
     std::tm tm{};
     ASSERT_TRUE(gmtime_r(&tt, &tm));
-    char want[16];
+    char want[32];
     std::snprintf(want, sizeof want, "XY%04d%02d", tm.tm_year + 1900, tm.tm_mon + 1);
     ASSERT_EQ(date_terms(t), (S{std::string(want, 6), want})) << t;
   }
@@ -2025,8 +2029,9 @@ TEST_F(IndexDatesTest, RangesMatchWhatTheValueSlotSays) {
     for (const char* word : {"common", "half", "rare"}) {
       const std::vector<std::uint64_t> all = expected(word, "", c.lo, c.hi);
       ASSERT_NO_FATAL_FAILURE(check(std::string(word) + " date:" + c.range, all, 0, 30));
-      if (all.size() > 60)
+      if (all.size() > 60) {
         ASSERT_NO_FATAL_FAILURE(check(std::string(word) + " date:" + c.range, all, all.size() - 40, 30));
+      }
     }
   }
 }

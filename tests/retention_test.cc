@@ -18,14 +18,7 @@
 namespace mailark {
 namespace {
 
-std::unique_ptr<Engine> open_engine(const std::string& dir) {
-  EngineOptions o;
-  o.data_dir = dir;
-  o.signature_dirs = {test::signature_dir()};
-  auto e = Engine::open(o);
-  EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
-  return std::move(e).value();
-}
+using test::open_engine;
 
 // Archives each message as inbound SMTP mail (every delivery its own record, even of the same bytes).
 void deliver(Engine& e, const std::vector<std::string>& raws) {

@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include <gtest/gtest.h>
+
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 
@@ -10,6 +12,8 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+
+#include "engine/engine.h"
 
 namespace mailark::test {
 
@@ -81,6 +85,15 @@ void write_file(const std::string& path, const std::string& bytes) {
 
 std::string signature_dir() {
   return std::string(MAILARK_SOURCE_DIR) + "/signatures";
+}
+
+std::unique_ptr<Engine> open_engine(const std::string& dir) {
+  EngineOptions o;
+  o.data_dir = dir;
+  o.signature_dirs = {signature_dir()};
+  auto e = Engine::open(o);
+  EXPECT_TRUE(e.ok()) << (e.ok() ? "" : e.error().to_string());
+  return e.ok() ? std::move(e).value() : nullptr;
 }
 
 const std::string kEicar = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";

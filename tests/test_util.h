@@ -2,10 +2,15 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/limits.h"
+
+namespace mailark {
+class Engine;
+}
 
 namespace mailark::test {
 
@@ -55,6 +60,8 @@ class SmallTmpfs {
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
 std::string signature_dir();  // the project's own signatures/
+// An engine on `dir` with the project's own signatures (a failure to open is a test failure).
+std::unique_ptr<Engine> open_engine(const std::string& dir);
 
 // Runs `command` in a shell; its standard output and error, and whether it exited with status 0.
 struct CommandOutput {
