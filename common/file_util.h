@@ -24,6 +24,10 @@ Status sync_dir(const std::string& dir);
 // or a write of nothing.
 bool write_all(int fd, std::string_view bytes);
 
+// Reads exactly n bytes into p (blocking), again after EINTR and short reads. False at the end of
+// the stream before n bytes, or on an error.
+bool read_exact(int fd, char* p, std::size_t n);
+
 // write_all for a socket: send(2) without SIGPIPE, so a peer that has gone is a false return, not a
 // signal.
 bool send_all(int fd, std::string_view bytes);

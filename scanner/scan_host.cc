@@ -66,14 +66,7 @@ ScanVerdict unscannable_because(Unscannable why, const std::string& what) {
 // Reads exactly n bytes (blocking); false at the end of the stream or an error.
 bool read_exact(int fd, std::string& out, std::size_t n) {
   out.resize(n);
-  std::size_t got = 0;
-  while (got < n) {
-    const ssize_t k = ::read(fd, out.data() + got, n - got);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    got += static_cast<std::size_t>(k);
-  }
-  return true;
+  return mailark::read_exact(fd, out.data(), n);
 }
 
 // A process's resident anonymous memory (RssAnon in /proc/PID/status), in bytes; nullopt when it

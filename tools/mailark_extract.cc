@@ -28,17 +28,6 @@ namespace {
 constexpr std::size_t kMaxRequest = 64u << 20;
 constexpr std::size_t kMaxText = 4u << 20;
 
-bool read_all(int fd, char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t k = ::read(fd, p, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    p += k;
-    n -= static_cast<std::size_t>(k);
-  }
-  return true;
-}
-
 bool answer(char status, const std::string& body) {
   char h[5] = {status, static_cast<char>(body.size() >> 24), static_cast<char>(body.size() >> 16),
                static_cast<char>(body.size() >> 8), static_cast<char>(body.size())};
@@ -85,12 +74,12 @@ int main(int argc, char** argv) {
   std::string body;
   for (;;) {
     char h[5];
-    if (!read_all(0, h, 5)) return 0;  // the parent closed: done
+    if (!mailark::read_exact(0, h, 5)) return 0;  // the parent closed: done
     const std::uint32_t n = static_cast<std::uint8_t>(h[1]) << 24 | static_cast<std::uint8_t>(h[2]) << 16 |
                             static_cast<std::uint8_t>(h[3]) << 8 | static_cast<std::uint8_t>(h[4]);
     if (n > kMaxRequest) return 2;
     body.resize(n);
-    if (!read_all(0, body.data(), n)) return 2;
+    if (!mailark::read_exact(0, body.data(), n)) return 2;
     mailark::Result<std::string> text = mailark::make_error(mailark::ErrorCode::kUnsupported, "an unknown request");
     try {
       if (h[0] == 'p') text = mailark::extract::pdf_text(body, kMaxText);
