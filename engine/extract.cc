@@ -44,23 +44,16 @@ Result<ResponseHeader> parse_response_header(std::string_view header, std::size_
   return h;
 }
 
-TextExtractor::TextExtractor(Options options) : options_(std::move(options)) {}
+TextExtractor::TextExtractor(Options options)
+    : options_(std::move(options)), workers_(options_.max_workers, &TextExtractor::discard) {}
 
-TextExtractor::~TextExtractor() {
-  std::lock_guard lock(mu_);
-  for (Worker& w : idle_) discard(w);
-  idle_.clear();
-}
+TextExtractor::~TextExtractor() = default;  // the pool kills the idle workers
 
-std::uint64_t TextExtractor::workers_started() const {
-  std::lock_guard lock(mu_);
-  return started_;
-}
+std::uint64_t TextExtractor::workers_started() const { return started_; }
 
 std::vector<pid_t> TextExtractor::idle_pids_for_test() const {
-  std::lock_guard lock(mu_);
   std::vector<pid_t> out;
-  for (const Worker& w : idle_) out.push_back(w.pid);
+  for (const Worker& w : workers_.idle()) out.push_back(w.pid);
   return out;
 }
 
@@ -85,7 +78,6 @@ Result<TextExtractor::Worker> TextExtractor::spawn() {
     ::close(sv[0]);
     return make_error(ErrorCode::kIo, "cannot start the text extractor " + path + ": " + std::strerror(rc));
   }
-  std::lock_guard lock(mu_);
   ++started_;
   return Worker{pid, sv[0]};
 }
@@ -108,28 +100,14 @@ Result<std::string> TextExtractor::extract(DocKind kind, std::string_view bytes)
   // is sent once more, to a new worker. One a new worker fails on is the document's doing.
   for (int attempt = 0;; ++attempt) {
     Worker w;
-    bool fresh = false;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return !idle_.empty() || live_ < options_.max_workers; });
-      if (!idle_.empty() && attempt == 0) {
-        w = idle_.back();
-        idle_.pop_back();
-      } else if (live_ < options_.max_workers) {
-        ++live_;
-        fresh = true;
-      } else {
-        discard(idle_.back());  // a retry goes to a new worker: an idle one gives it its place
-        idle_.pop_back();
-        fresh = true;
-      }
-    }
-    if (fresh) {
+    const std::optional<Worker> idle = workers_.take(/*retry=*/attempt > 0);
+    const bool fresh = !idle;
+    if (idle) {
+      w = *idle;
+    } else {
       auto spawned = spawn();
       if (!spawned) {
-        std::lock_guard lock(mu_);
-        --live_;
-        cv_.notify_one();
+        workers_.unused_place();
         return spawned.error();
       }
       w = *spawned;
@@ -156,16 +134,7 @@ Result<std::string> TextExtractor::extract(DocKind kind, std::string_view bytes)
       }
     }
     const bool timed_out = !answered && Clock::now() >= deadline;
-    {
-      std::lock_guard lock(mu_);
-      if (healthy) {
-        idle_.push_back(w);
-      } else {
-        discard(w);
-        --live_;
-      }
-      cv_.notify_one();
-    }
+    workers_.give_back(w, healthy);
     if (healthy || answered || timed_out || fresh) return out;
   }
 }

@@ -17,7 +17,7 @@
 
 #include <sys/types.h>
 
-#include <condition_variable>
+#include <atomic>
 #include <functional>
 #include <cstdint>
 #include <memory>
@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/worker_pool.h"
 
 namespace mailark {
 
@@ -75,13 +76,10 @@ class TextExtractor {
     int fd = -1;
   };
   Result<Worker> spawn();
-  void discard(Worker& w);
+  static void discard(Worker& w);
   Options options_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Worker> idle_;
-  unsigned live_ = 0;
-  std::uint64_t started_ = 0;
+  WorkerPool<Worker> workers_;
+  std::atomic<std::uint64_t> started_{0};
 };
 
 // The extractor message parsing uses when asked to (parse_message's extract_documents); null: none

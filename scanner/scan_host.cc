@@ -367,12 +367,11 @@ Result<std::shared_ptr<ScanPool>> ScanPool::start(Options options) {
   return pool;
 }
 
+ScanPool::ScanPool(Options options)
+    : options_(std::move(options)), children_(std::max(1u, options_.max_children), &ScanPool::discard) {}
+
 ScanPool::~ScanPool() {
-  {
-    std::lock_guard lock(mu_);
-    for (Child& c : idle_) discard(c);
-    idle_.clear();
-  }
+  children_.let_go_idle();  // while their host is there to reap them
   if (control_ >= 0) ::close(control_);  // the host kills the children it still has and exits
   if (host_pid_ > 0) {
     while (::waitpid(host_pid_, nullptr, 0) < 0 && errno == EINTR) {
@@ -380,15 +379,11 @@ ScanPool::~ScanPool() {
   }
 }
 
-std::uint64_t ScanPool::children_started() const {
-  std::lock_guard lock(mu_);
-  return started_;
-}
+std::uint64_t ScanPool::children_started() const { return started_; }
 
 std::vector<pid_t> ScanPool::idle_pids_for_test() const {
-  std::lock_guard lock(mu_);
   std::vector<pid_t> out;
-  for (const Child& c : idle_) out.push_back(c.pid);
+  for (const Child& c : children_.idle()) out.push_back(c.pid);
   return out;
 }
 
@@ -426,7 +421,6 @@ Result<ScanPool::Child> ScanPool::new_child() {
     // What the child shares with the host at its fork (the engine's pages) is already its own
     // resident anonymous memory: a scan's memory is what comes on top.
     if (options_.config.max_memory_bytes) child.anon_at_start = anon_bytes(child.pid).value_or(0);
-    std::lock_guard l(mu_);
     ++started_;
     return child;
   }
@@ -471,28 +465,14 @@ ScanVerdict ScanPool::scan(std::string_view bytes) {
   // new child too is the message's doing.
   for (int attempt = 0;; ++attempt) {
     Child c;
-    bool fresh = false;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return !idle_.empty() || live_ < options_.max_children; });
-      if (!idle_.empty() && attempt == 0) {
-        c = idle_.back();
-        idle_.pop_back();
-      } else if (live_ < options_.max_children) {
-        ++live_;
-        fresh = true;
-      } else {
-        discard(idle_.back());  // a retry goes to a new child: an idle one gives it its place
-        idle_.pop_back();
-        fresh = true;
-      }
-    }
-    if (fresh) {
+    const std::optional<Child> idle = children_.take(/*retry=*/attempt > 0);
+    const bool fresh = !idle;
+    if (idle) {
+      c = *idle;
+    } else {
       auto made = new_child();
       if (!made) {
-        std::lock_guard lock(mu_);
-        --live_;
-        cv_.notify_one();
+        children_.unused_place();
         return temporary(made.error().to_string());
       }
       c = *made;
@@ -512,16 +492,7 @@ ScanVerdict ScanPool::scan(std::string_view bytes) {
     }
     const bool healthy = decoded && decoded->ok();
     const bool timed_out = !decoded && Clock::now() >= deadline;
-    {
-      std::lock_guard lock(mu_);
-      if (healthy) {
-        idle_.push_back(c);
-      } else {
-        discard(c);
-        --live_;
-      }
-      cv_.notify_one();
-    }
+    children_.give_back(c, healthy);
     if (healthy) return std::move(*decoded).value();
     if (over_memory) {
       // The bound is the message's doing: scanning it again would only take as much once more.

@@ -34,7 +34,7 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/worker_pool.h"
 #include "scanner/scanner.h"
 
 namespace mailark::scanner {
@@ -94,23 +95,20 @@ class ScanPool {
     std::uint64_t anon_at_start = 0;  // its resident anonymous memory when it was new (config.max_memory_bytes)
   };
   static constexpr int kMemoryCheckMs = 100;
-  explicit ScanPool(Options options) : options_(std::move(options)) {}
+  explicit ScanPool(Options options);
   Result<Child> new_child();
   // Waits for the child's answer to begin, until `deadline`; while it waits, every kMemoryCheckMs,
   // false when the child's resident anonymous memory has grown past config.max_memory_bytes since it
   // was new (with no bound: at once, true).
   bool answer_within_memory(const Child& c, std::chrono::steady_clock::time_point deadline) const;
-  void discard(Child& child);
+  static void discard(Child& child);
   Options options_;
   std::string description_;
   pid_t host_pid_ = -1;
   int control_ = -1;
   std::mutex control_mu_;  // one request to the host at a time
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Child> idle_;
-  unsigned live_ = 0;
-  std::uint64_t started_ = 0;
+  WorkerPool<Child> children_;
+  std::atomic<std::uint64_t> started_{0};
 };
 
 }  // namespace mailark::scanner
