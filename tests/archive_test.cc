@@ -1497,7 +1497,9 @@ TEST(Segments, MainEnvironmentSegmentsMoveIntoStoresOfTheirOwn) {
   segs = a->segments();
   for (std::size_t i = 0; i < segs.size(); ++i) {
     EXPECT_TRUE(segs[i].own_store) << i;
-    if (i > 0) EXPECT_LE(segs[i - 1].first_pack, segs[i].first_pack);
+    if (i > 0) {
+      EXPECT_LE(segs[i - 1].first_pack, segs[i].first_pack);
+    }
   }
   EXPECT_EQ(all_raws(*a), before);
   expect_intact(*a, 13);

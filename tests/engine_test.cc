@@ -40,6 +40,7 @@ Counts ingest(Engine& e, const std::vector<std::string>& raws, bool scan = true)
         c.refused++;
         break;
       case IngestOutcome::kFailed:
+      case IngestOutcome::kDeferred:  // not for an import (it archives what the scanner failed on, unscanned)
         c.failed++;
         break;
     }

@@ -90,7 +90,9 @@ TEST(Ingest, FailedCommitFailsThatBatchOnly) {
   {
     std::lock_guard lock(out.mu);
     for (const auto& r : out.results)
-      if (r.outcome == IngestOutcome::kFailed) EXPECT_TRUE(r.store_failed) << "the archive's failure, not the message's";
+      if (r.outcome == IngestOutcome::kFailed) {
+        EXPECT_TRUE(r.store_failed) << "the archive's failure, not the message's";
+      }
   }
   disk.free();
   for (int i = 0; i < 5; ++i) in.submit(item("after space came back " + std::to_string(i), out));
@@ -486,8 +488,9 @@ TEST(Ingest, PromptMailIsPreparedBeforeImports) {
   ASSERT_TRUE(in.finish().ok());
   ASSERT_EQ(out.count(IngestOutcome::kArchived), 22);
   for (const auto& r : out.results)
-    if (r.origin == "session")
+    if (r.origin == "session") {
       EXPECT_LE(r.seq, 2u) << "archived with the import in hand (before or after it), not after the 20 queued";
+    }
 }
 
 TEST(Ingest, QueueWakesBlockedThreadsOnlyWhenTheyCanGoOn) {

@@ -70,7 +70,9 @@ TEST(Pst, EveryMailItemOfTheCorpusIsRebuiltWithItsFolder) {
       const SourceMessage& m = r.messages[i];
       EXPECT_EQ(m.origin, pst(w.file) + "#" + std::to_string(i + 1));
       EXPECT_EQ(m.file, pst(w.file));
-      if (w.folder) EXPECT_EQ(m.folder, w.folder) << w.file;
+      if (w.folder) {
+        EXPECT_EQ(m.folder, w.folder) << w.file;
+      }
       EXPECT_GT(m.received_at, 1000000000) << w.file;
       ParsedMessage p = parsed(m.raw);
       EXPECT_FALSE(p.malformed) << w.file << ": " << (p.problems.empty() ? "" : p.problems[0]);

@@ -80,7 +80,9 @@ TEST(Sources, MaildirReadsCurAndNewSkipsTmpAndMetadata) {
   EXPECT_EQ(w.skipped.size(), 1u);
   EXPECT_TRUE(w.errors.empty());
   for (const auto& m : w.messages)
-    if (m.raw.find("cur") != std::string::npos) EXPECT_EQ(m.received_at, 1000000001);
+    if (m.raw.find("cur") != std::string::npos) {
+      EXPECT_EQ(m.received_at, 1000000001);
+    }
 }
 
 TEST(Sources, DirectoryFilesAreReadInNaturalOrder) {
