@@ -347,7 +347,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(L["scan_recursion"], "limits.scan_recursion", lim.scan_max_recursion, 1, 100);
   num(L["scan_files"], "limits.scan_files", lim.scan_max_files, 1, 1000000);
   num(L["scan_time_ms"], "limits.scan_time_ms", lim.scan_max_ms, 100, 3600000);
-  if (!L["scan_memory_bytes"]) lim.scan_max_memory_bytes = (std::uint64_t{1} << 30) + 4 * lim.scan_max_scan_bytes;
+  if (!L["scan_memory_bytes"]) lim.scan_max_memory_bytes = Limits::scan_memory_for(lim.scan_max_scan_bytes);
   num(L["scan_memory_bytes"], "limits.scan_memory_bytes", lim.scan_max_memory_bytes, std::int64_t{64} << 20,
       std::int64_t{1} << 44);
   num(t["archive"]["group_commit_linger_ms"], "archive.group_commit_linger_ms", c.group_commit_linger_ms, 0, 10000);

@@ -76,9 +76,10 @@ struct Limits {
   std::uint32_t scan_max_ms = 120000;
   // Memory one scan may take beyond the signature engine, in scan processes (scanner.isolation =
   // "process"; scanner/scan_host.h): a scan process past it is stopped and the message unscannable.
-  // A server's configuration sets it to 1 GiB plus four times scan_max_scan_bytes unless it is set.
-  // Scans on the server's threads have no bound of their own.
-  std::uint64_t scan_max_memory_bytes = (1ull << 30) + (4 * (256ull << 20));
+  // Unless set, scan_memory_for(scan_max_scan_bytes) (a server's configuration recomputes it once it
+  // knows the scan limit). Scans on the server's threads have no bound of their own.
+  static constexpr std::uint64_t scan_memory_for(std::uint64_t scan_bytes) { return (1ull << 30) + 4 * scan_bytes; }
+  std::uint64_t scan_max_memory_bytes = scan_memory_for(scan_max_scan_bytes);
 };
 
 }  // namespace mailark

@@ -17,7 +17,7 @@ namespace mailark {
 template <typename W>
 class WorkerPool {
  public:
-  // discard: ends a worker the pool lets go (kills it, closes its socket).
+  // max: 0 counts as 1. discard: ends a worker the pool lets go (kills it, closes its socket).
   WorkerPool(unsigned max, std::function<void(W&)> discard) : max_(max ? max : 1), discard_(std::move(discard)) {}
   ~WorkerPool() { let_go_idle(); }
   WorkerPool(const WorkerPool&) = delete;

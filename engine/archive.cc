@@ -2107,11 +2107,11 @@ Digest tombstone_hash(std::string_view body) {
 
 namespace {
 
-bool decode_run(const MDB_val& k, const MDB_val& v, ExpiredRun& out) {
-  if (k.mv_size != 8 || v.mv_size != 16) return false;
-  out.last = from_be64(view(k));
-  out.first = from_be64(view(v).substr(0, 8));
-  out.tombstone = from_be64(view(v).substr(8, 8));
+bool decode_run(std::string_view k, std::string_view v, ExpiredRun& out) {
+  if (k.size() != 8 || v.size() != 16) return false;
+  out.last = from_be64(k);
+  out.first = from_be64(v.substr(0, 8));
+  out.tombstone = from_be64(v.substr(8, 8));
   return out.first <= out.last;
 }
 
@@ -2128,8 +2128,7 @@ Result<std::vector<ExpiredRun>> runs_in(MDB_txn* txn, unsigned dbi) {
   bool damaged = false;
   const int rc = lmdb::walk(txn, dbi, [&](std::string_view k, std::string_view v) {
     ExpiredRun run;
-    MDB_val kv = val(k), vv = val(v);
-    if (!decode_run(kv, vv, run)) damaged = true;
+    if (!decode_run(k, v, run)) damaged = true;
     else out.push_back(run);
     return !damaged;
   });
@@ -2147,7 +2146,7 @@ Result<std::optional<ExpiredRun>> run_holding(MDB_txn* txn, unsigned dbi, std::u
   const int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
   std::optional<ExpiredRun> out;
   ExpiredRun run;
-  if (rc == 0 && decode_run(k, v, run) && run.first <= seq) out = run;
+  if (rc == 0 && decode_run(view(k), view(v), run) && run.first <= seq) out = run;
   mdb_cursor_close(cur);
   if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error("reading the expired records", rc);
   return out;

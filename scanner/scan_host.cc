@@ -368,7 +368,7 @@ Result<std::shared_ptr<ScanPool>> ScanPool::start(Options options) {
 }
 
 ScanPool::ScanPool(Options options)
-    : options_(std::move(options)), children_(std::max(1u, options_.max_children), &ScanPool::discard) {}
+    : options_(std::move(options)), children_(options_.max_children, &ScanPool::discard) {}
 
 ScanPool::~ScanPool() {
   children_.let_go_idle();  // while their host is there to reap them

@@ -584,7 +584,7 @@ Status Scanner::reload() {
     ScanPool::Options o;
     o.host = config_.host;
     o.config = config_;
-    o.max_children = std::max(1u, config_.max_processes);
+    o.max_children = config_.max_processes;  // 0 counts as 1 (WorkerPool)
     auto fresh = ScanPool::start(std::move(o));  // a new host beside the one in use
     if (!fresh) return fresh.error();
     std::lock_guard lock(mu_);

@@ -251,6 +251,7 @@ TEST(Config, ScanLimitsFollowTheMessageLimitUnlessSet) {
   EXPECT_EQ(set->limits.scan_max_file_bytes, 1048576u) << "an explicit setting wins (and bigger mail is unscannable)";
   // A scan process's memory bound follows what the scanner may extract: 1 GiB plus four times it.
   EXPECT_EQ(c->limits.scan_max_memory_bytes, (std::uint64_t{1} << 30) + 4 * c->limits.scan_max_scan_bytes);
+  EXPECT_EQ(Limits{}.scan_max_memory_bytes, (std::uint64_t{1} << 30) + 4 * Limits{}.scan_max_scan_bytes);
   auto mem = parse_serve_config("[limits]\nscan_memory_bytes = 536870912\n", "t.toml");
   ASSERT_TRUE(mem.ok()) << mem.error().to_string();
   EXPECT_EQ(mem->limits.scan_max_memory_bytes, 536870912u);

@@ -4,6 +4,7 @@
 #include "api/import_socket.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <spdlog/sinks/base_sink.h>
@@ -65,14 +66,6 @@ class Captured : public spdlog::sinks::base_sink<std::mutex> {
   std::string text_;
 };
 
-// Joins a thread however the test ends (an ASSERT returns early).
-struct Joined {
-  std::thread t;
-  ~Joined() {
-    if (t.joinable()) t.join();
-  }
-};
-
 TEST(ImportSocket, AnImportThatStopsReadingIsLetGo) {
   // What the server logs, to see which way the import ended.
   auto sink = std::make_shared<Captured>();
@@ -91,7 +84,7 @@ TEST(ImportSocket, AnImportThatStopsReadingIsLetGo) {
   ASSERT_TRUE(e);
   asio::io_context io;
   auto work = asio::make_work_guard(io);
-  Joined io_thread{std::thread([&] { io.run(); })};
+  std::jthread io_thread([&] { io.run(); });  // joined however the test ends
   struct StopIo {
     asio::io_context& io;
     decltype(work)& w;
@@ -124,7 +117,11 @@ TEST(ImportSocket, AnImportThatStopsReadingIsLetGo) {
     frames += encode_handoff_message(m);
   }
   frames += encode_handoff_done();
-  Joined sender{std::thread([&] { send_all(stuck, frames); })};
+  std::jthread sender([&] { send_all(stuck, frames); });
+  struct Unblock {  // however the test ends: the sender's send ends, then it is joined
+    int fd;
+    ~Unblock() { ::shutdown(fd, SHUT_RDWR); }
+  } unblock{stuck};
 
   // While it is held, another import is told to wait (the door takes one import at a time, in the
   // order they came).
@@ -144,8 +141,9 @@ TEST(ImportSocket, AnImportThatStopsReadingIsLetGo) {
   EXPECT_EQ(r.kind, HandoffReply::kHello) << "still refused: " << r.why;
   EXPECT_GT(e->archive().head().seq, 0u) << "what it handed before it was let go is archived";
 
-  sender.t.join();
+  sender.join();
   ::close(stuck);
+  unblock.fd = -1;
   sock.stop();
   sock.join();
   EXPECT_TRUE(ingest.finish().ok());
