@@ -205,6 +205,42 @@ TEST(SmtpProtocol, TooManyRecipientsGetsA452) {
   EXPECT_EQ(d.codes().back(), "452");
 }
 
+// A client that pipelines more recipients than a message takes gets 452 for the rest and sends them in
+// another transaction (RFC 5321 4.5.3.1.10); those 452s are not errors that close the session (as
+// Postfix's smtpd_recipient_overshoot_limit), until a session has sent max_recipient_overshoot of them.
+TEST(SmtpSession, RecipientsPastTheLimitAreDeferredWithoutEndingTheSession) {
+  ProtocolConfig cfg;
+  cfg.max_recipients = 100;
+  cfg.max_errors = 20;
+  cfg.max_recipient_overshoot = 60;
+  Driver d(cfg);
+  auto rcpts = [](int from, int to) {
+    std::string s;
+    for (int i = from; i < to; ++i) s += "RCPT TO:<u" + std::to_string(i) + "@example.com>\r\n";
+    return s;
+  };
+  // 130 recipients in one pipelined group: 100 taken, 30 deferred, and the message goes through.
+  d.feed("EHLO x\r\nMAIL FROM:<a@x.org>\r\n" + rcpts(0, 130) + "DATA\r\nSubject: many\r\n\r\nbody\r\n.\r\n");
+  ASSERT_FALSE(d.closed) << d.sent.substr(d.sent.size() - 200);
+  ASSERT_EQ(d.stored.size(), 1u);
+  EXPECT_EQ(d.stored[0].rcpt_to.size(), 100u);
+  auto codes = d.codes();
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), "452"), 30);
+  EXPECT_EQ(codes.back(), "250");
+  // The rest in a second transaction, on the same connection.
+  d.feed("MAIL FROM:<a@x.org>\r\n" + rcpts(100, 130) + "DATA\r\nSubject: many\r\n\r\nbody\r\n.\r\n");
+  ASSERT_EQ(d.stored.size(), 2u);
+  EXPECT_EQ(d.stored[1].rcpt_to.size(), 30u);
+  EXPECT_FALSE(d.closed);
+  // Past the session's overshoot (60, of which 30 are spent) every further one counts as an error:
+  // 30 more are free, then 20 errors end the session.
+  d.feed("MAIL FROM:<a@x.org>\r\n" + rcpts(0, 149));
+  EXPECT_FALSE(d.closed) << "49 over the limit: 30 free, 19 errors";
+  d.feed(rcpts(149, 150));
+  EXPECT_TRUE(d.closed);
+  EXPECT_EQ(d.codes().back(), "421");
+}
+
 TEST(SmtpProtocol, DeclaredSizeOverTheLimitIsRefusedAtMail) {
   ProtocolConfig cfg;
   cfg.max_message_bytes = 1000;

@@ -549,6 +549,12 @@ struct DeliveryAgent::Impl {
               const std::string& relay) {
     const std::int64_t now = unix_now();
     const bool inbound = attempted.route == Route::kPrimary;
+    // A 452 while the same transaction took other recipients is the server's limit of recipients a
+    // message (RFC 5321 4.5.3.1.10): the rest go in another transaction at once, not after the retry
+    // delay (test_postfix.py test_postfix_sends_more_recipients_than_one_message_takes). Each such
+    // transaction delivers some, so this ends; a recipient refused again with none taken beside it
+    // waits as any deferred one.
+    const bool took_some = std::any_of(outcome.begin(), outcome.end(), [](const auto& o) { return o.second.ok(); });
     for (const auto& r : attempted.recipients) {
       auto it = outcome.find(r.address);
       if (it == outcome.end() || r.state != RecipientState::kPending) continue;
@@ -588,7 +594,8 @@ struct DeliveryAgent::Impl {
         }
       } else {
         const auto& sched = config.delivery.retry_schedule;
-        unsigned delay = sched[std::min<std::size_t>(attempts - 1, sched.size() - 1)];
+        const bool over_limit = reply.code == 452 && took_some;
+        unsigned delay = over_limit ? 0 : sched[std::min<std::size_t>(attempts - 1, sched.size() - 1)];
         res.state = RecipientState::kPending;
         res.next_attempt_at = now + delay;
         count("deferred");

@@ -545,7 +545,10 @@ void Session::rcpt(std::string_view arg, Output& out) {
   if (!path) return error(out, 501, "5.1.3 Bad recipient address syntax");
   if (!path->params.empty()) return error(out, 555, "5.5.4 Unsupported RCPT parameter");
   if (txn_.rcpt_to.size() >= config_.max_recipients) {
-    return error(out, 452, "4.5.3 Too many recipients; send the rest in another message");
+    // Not an error of the client's (ProtocolConfig::max_recipient_overshoot) until it overdoes it.
+    if (++overshoot_ > config_.max_recipient_overshoot)
+      return error(out, 452, "4.5.3 Too many recipients; send the rest in another message");
+    return reply(out, 452, "4.5.3 Too many recipients; send the rest in another message");
   }
   if (!txn_.smtputf8) {
     for (char c : path->address)

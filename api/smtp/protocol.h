@@ -54,6 +54,13 @@ struct ProtocolConfig {
   std::size_t spill_bytes = 0;
   unsigned max_recipients = 100;
   unsigned max_errors = 20;              // error replies before the session is closed
+  // Recipients past max_recipients answered 452 "send the rest in another message" without counting
+  // as errors, as Postfix's smtpd_recipient_overshoot_limit: a client that pipelines more recipients
+  // than a message takes (RFC 5321 4.5.3.1.10: it then sends the rest in another transaction) is
+  // not cut off by the error limit; past this many in a session each counts as an error. Tests:
+  // SmtpSession.RecipientsPastTheLimitAreDeferredWithoutEndingTheSession, test_postfix.py
+  // test_postfix_sends_more_recipients_than_one_message_takes.
+  unsigned max_recipient_overshoot = 1000;
   BareNewline bare_newline = BareNewline::kReject;
   bool tls_available = false;            // advertise STARTTLS
   bool tls_active = false;               // the session already runs over TLS (implicit TLS, port 465)
@@ -203,6 +210,7 @@ class Session {
   std::string buffer_;       // received, not yet processed
   bool esmtp_ = false;
   unsigned errors_ = 0;
+  unsigned overshoot_ = 0;  // recipients answered 452 past max_recipients in this session
   bool tls_ = false;
   ReceivedMessage txn_;
   std::string verifying_;    // kVerifying: the recipient asked about

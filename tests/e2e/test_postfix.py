@@ -9,6 +9,9 @@
 3. Postfix as the primary sending outbound mail through mailark: Postfix relays to mailark's outbound
    listener, mailark finds the recipient domain's MX through a DNS server (dnsmasq) and delivers to
    Postfix's smtp-sink playing the remote MX.
+4. Recipient limits on both hops: a sending Postfix pipelines more recipients than mailark takes in
+   one message, and mailark delivers to a primary Postfix that takes fewer still; on each hop the rest
+   go in another transaction, and every recipient gets one copy.
 """
 import json
 import os
@@ -267,6 +270,108 @@ smtp_tls_security_level = may
             self.assertIn("delivered to=<erin@partner.example> relay=mx.partner.example[127.0.0.4]", f.read())
         self.assertIn("relay=127.0.0.1[127.0.0.1]", postfix.read_log())
 
+
+    def test_postfix_sends_more_recipients_than_one_message_takes(self):
+        """Recipient limits on both hops, with a real Postfix on each side. A sending Postfix pipelines 130
+        recipients to mailark's inbound listener, which takes 100 a message: the 30 past the limit get
+        452 (send the rest in another message) without counting as errors (api/smtp/protocol.h
+        max_recipient_overshoot), so the session is not closed after 20 of them (it was, before: Postfix
+        then deferred all 130 and never got them through), and Postfix sends the 30 in a later
+        transaction. mailark then delivers to a primary Postfix that takes 40 a message:
+        the recipients it defers with 452 while taking others go in the next transaction at once, not
+        after the retry delay (an hour here; api/smtp/delivery.cc record). Every recipient's copy
+        reaches the primary's mailbox once."""
+        uid, gid = nobody_ids()
+        mailboxes = os.path.join(self.tmp, "mailboxes")
+        os.makedirs(mailboxes)
+        shutil.chown(mailboxes, uid, gid)
+        mx_port, sender_port, primary_port = free_port(), free_port(), free_port()
+        primary = Postfix(os.path.join(self.tmp, "primary"), primary_port, f"""
+mydestination =
+virtual_mailbox_domains = example.com
+virtual_mailbox_base = {mailboxes}
+virtual_mailbox_maps = static:inbox/
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+smtpd_recipient_limit = 40
+""")
+        primary.start()
+        self.cleanups.append(primary.stop)
+        mailark = self.start_mailark(f"""
+[[listener]]
+role = "inbound"
+port = {mx_port}
+tls = "none"
+[inbound]
+domains = ["example.com"]
+[delivery]
+primary = ["127.0.0.1:{primary_port}"]
+retry_schedule = [3600]
+[limits]
+recipients = 100
+""")
+        wait_port(mx_port, mailark, "mailark serve")
+        sender = Postfix(os.path.join(self.tmp, "sender"), sender_port, f"""
+mydestination =
+relayhost = [127.0.0.1]:{mx_port}
+smtp_destination_recipient_limit = 200
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+""")
+        sender.start()
+        self.cleanups.append(sender.stop)
+        rcpts = [f"u{i}@example.com" for i in range(130)]
+        s = smtplib.SMTP("127.0.0.1", sender_port, timeout=10)
+        s.sendmail("news@outside.example", rcpts,
+                   "Subject: to many\r\nMessage-ID: <many@outside.example>\r\n\r\nfor everyone\r\n")
+        s.quit()
+
+        def sent():
+            return {line.split("to=<", 1)[1].split(">", 1)[0] for line in sender.read_log().splitlines()
+                    if "status=sent" in line and "to=<" in line}
+
+        # Postfix defers the 30 and sends them in a later queue run (flushed here, so that its own
+        # back-off timers, which a busy machine stretches, do not decide the test's time).
+        flushed = [0.0]
+
+        def all_sent():
+            if time.time() - flushed[0] > 2:
+                sender.flush()
+                flushed[0] = time.time()
+            return sent() == set(rcpts)
+
+        self.until(all_sent, "the sending Postfix delivering all 130 recipients to mailark")
+        log = sender.read_log()
+        self.assertNotIn("Too many errors", log)
+        self.assertIn("Too many recipients", log, "the 30 past the limit were deferred, not taken")
+        # Two transactions, so two records of the same bytes: 100 recipients and 30.
+        self.until(lambda: self.cli("search", "id:many@outside.example")["total"] == 2, "both transactions indexed")
+        got = []
+        for r in self.cli("search", "id:many@outside.example")["results"]:
+            got += self.cli("show", str(r["id"]))["envelope"]["rcpt_to"]
+        self.assertEqual(sorted(got), sorted(rcpts))
+
+        def delivered():
+            out = []
+            for sub in ("new", "cur"):
+                d = os.path.join(mailboxes, "inbox", sub)
+                for name in os.listdir(d) if os.path.isdir(d) else []:
+                    with open(os.path.join(d, name), "rb") as f:
+                        head = f.read().split(b"\n\n", 1)[0]
+                    out += [line.split(b":", 1)[1].strip().decode() for line in head.splitlines()
+                            if line.startswith(b"Delivered-To:")]
+            return out
+
+        self.until(lambda: len(delivered()) >= 130, "every recipient's copy in the primary's mailbox")
+        self.assertEqual(sorted(delivered()), sorted(rcpts))
+        # The primary took them in transactions of at most 40 (its limit met), 130 in all.
+        taken = [int(line.split("nrcpt=", 1)[1].split()[0]) for line in primary.read_log().splitlines()
+                 if "from=<news@outside.example>" in line and "nrcpt=" in line]
+        self.assertEqual(sum(taken), 130)
+        self.assertLessEqual(max(taken), 40)
+        self.assertGreaterEqual(len(taken), 4)
+        self.until(lambda: self.cli("queue")["total"] == 0, "mailark's queue empty")
 
 if __name__ == "__main__":
     unittest.main()
