@@ -134,7 +134,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"outbound", {"networks", "infected", "unscannable"}},
       {"scanner", {"temp_dir", "isolation"}},
       {"limits", {"message_bytes", "recipients", "sessions", "sessions_per_ip", "command_timeout", "data_timeout",
-                  "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors",
+                  "min_data_rate", "data_rate_grace", "session_timeout", "command_bytes", "line_bytes", "errors", "hops",
                   "scan_bytes", "scan_file_bytes", "scan_recursion", "scan_files", "scan_time_ms", "scan_memory_bytes",
                   "spill_bytes", "store_bytes", "disk_reserve_bytes", "index_min_free_bytes"}},
       {"archive", {"group_commit_linger_ms", "index_commit_interval_ms", "seal_interval_ms", "train_dictionary_after"}},
@@ -327,6 +327,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(L["command_bytes"], "limits.command_bytes", lim.smtp_command_bytes, 512, 1 << 20);
   num(L["line_bytes"], "limits.line_bytes", lim.smtp_line_bytes, 100, static_cast<std::int64_t>(Limits::kMaxStoredMessageBytes));
   num(L["errors"], "limits.errors", lim.smtp_errors, 1, 100000);
+  num(L["hops"], "limits.hops", lim.smtp_hops, 10, 10000);
   num(L["spill_bytes"], "limits.spill_bytes", lim.smtp_spill_bytes, 4096, std::int64_t{1} << 30);
   if (!L["store_bytes"]) lim.store_bytes = 4 * (lim.max_message_bytes + Limits::kTraceHeaderBytes);
   num(L["store_bytes"], "limits.store_bytes", lim.store_bytes, 1 << 20, std::int64_t{1} << 40);

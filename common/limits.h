@@ -44,6 +44,9 @@ struct Limits {
   std::size_t smtp_line_bytes = 1u << 20;
   unsigned smtp_recipients = 100;
   unsigned smtp_errors = 20;
+  // Received header fields a message may carry: past it the message is in a mail loop and is refused
+  // (554 5.4.6) rather than archived and passed on again (RFC 5321 6.3: at least 100).
+  unsigned smtp_hops = 100;
   unsigned smtp_command_timeout_s = 300;
   unsigned smtp_data_timeout_s = 600;
   std::uint64_t smtp_min_data_rate = 1024;

@@ -157,12 +157,13 @@ TEST(Config, FileOverridesAndErrorsNameTheKey) {
 
   EXPECT_EQ(load_serve_config(dir / "missing.toml").error().code, ErrorCode::kNotFound);
 
-  test::write_file(dir / "limits.toml", "[limits]\nrecipients = 7\nmessage_bytes = 1000\nline_bytes = 200\n");
+  test::write_file(dir / "limits.toml", "[limits]\nrecipients = 7\nmessage_bytes = 1000\nline_bytes = 200\nhops = 30\n");
   auto lim = load_serve_config(dir / "limits.toml");
   ASSERT_TRUE(lim.ok());
   EXPECT_EQ(lim->limits.smtp_recipients, 7u);
   EXPECT_EQ(lim->limits.max_message_bytes, 1000u);
   EXPECT_EQ(lim->limits.smtp_line_bytes, 200u);
+  EXPECT_EQ(lim->limits.smtp_hops, 30u);
   test::write_file(dir / "tiny.toml", "[limits]\ncommand_bytes = 100\n");
   EXPECT_NE(load_serve_config(dir / "tiny.toml").error().context.find("limits.command_bytes"), std::string::npos);
 }

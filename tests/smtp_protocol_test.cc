@@ -241,6 +241,33 @@ TEST(SmtpSession, RecipientsPastTheLimitAreDeferredWithoutEndingTheSession) {
   EXPECT_EQ(d.codes().back(), "421");
 }
 
+// A message that has passed more mail servers than limits.hops (its Received fields) is in a mail loop:
+// refused at its end, never stored; Received lines in the body do not count; the session goes on.
+TEST(SmtpSession, AMessageInAMailLoopIsRefused) {
+  ProtocolConfig cfg;
+  cfg.max_hops = 5;
+  Driver d(cfg);
+  auto message = [](int received, const std::string& body) {
+    std::string m = "DATA\r\n";
+    for (int i = 0; i < received; ++i) m += (i % 2 ? "received: from a" : "Received: from b") + std::to_string(i) + "\r\n\tby c; Sat, 5 Dec 2026 10:00:00 +0000\r\n";
+    return m + "Subject: loop\r\n\r\n" + body + ".\r\n";
+  };
+  const std::string env = "MAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\n";
+  d.feed("EHLO x\r\n" + env + message(5, "five hops\r\n"));
+  ASSERT_EQ(d.stored.size(), 1u);
+  d.feed(env + message(6, "six hops\r\n"));
+  EXPECT_EQ(d.stored.size(), 1u) << "refused, not stored";
+  EXPECT_EQ(d.codes().back(), "554");
+  EXPECT_NE(d.sent.find("5.4.6 Too many hops"), std::string::npos);
+  // Received lines after the header are content, and the next message is counted afresh.
+  std::string body;
+  for (int i = 0; i < 10; ++i) body += "Received: quoted in the body\r\n";
+  d.feed(env + message(5, body));
+  EXPECT_EQ(d.stored.size(), 2u);
+  EXPECT_EQ(d.codes().back(), "250");
+  EXPECT_FALSE(d.closed);
+}
+
 TEST(SmtpProtocol, DeclaredSizeOverTheLimitIsRefusedAtMail) {
   ProtocolConfig cfg;
   cfg.max_message_bytes = 1000;

@@ -311,6 +311,10 @@ bool Session::data_step(Output& out) {
 
 void Session::append_content(std::string_view content) {
   if (!content.empty() && content.front() == '.') content.remove_prefix(1);
+  if (in_header_) {
+    if (content.empty()) in_header_ = false;
+    else if (iequals_prefix(content, "RECEIVED:")) ++hops_;
+  }
   if (data_too_big_ || bare_newline_) return;  // the message is refused at its end anyway
   if (txn_.spilled + txn_.data.size() + content.size() + 2 > config_.max_message_bytes) {  // spilled or not
     data_too_big_ = true;
@@ -330,6 +334,9 @@ void Session::end_of_data(Output& out) {
     reply(out, 554, "5.6.0 Message has a line longer than " + std::to_string(config_.max_line_bytes) + " bytes");
   } else if (bare_newline_) {
     reply(out, 550, std::string("5.5.2 Error: bare <") + bare_newline_ + "> received");
+  } else if (hops_ > config_.max_hops) {
+    reply(out, 554, "5.4.6 Too many hops: the message has passed " + std::to_string(hops_) +
+                        " mail servers (a mail loop?)");
   } else {
     state_ = State::kStoring;
     out.message = std::move(txn_);
@@ -378,6 +385,8 @@ void Session::command(std::string_view line, Output& out) {
     if (state_ != State::kMail) return error(out, 503, "5.5.1 Send MAIL first");
     if (txn_.rcpt_to.empty()) return error(out, 554, "5.5.1 No valid recipients");
     state_ = State::kData;
+    in_header_ = true;
+    hops_ = 0;
     txn_.spilled = 0;
     prev_line_crlf_ = true;  // the DATA command ended in CRLF
     discarding_line_ = false;

@@ -61,6 +61,11 @@ struct ProtocolConfig {
   // SmtpSession.RecipientsPastTheLimitAreDeferredWithoutEndingTheSession, test_postfix.py
   // test_postfix_sends_more_recipients_than_one_message_takes.
   unsigned max_recipient_overshoot = 1000;
+  // Received header fields a message may carry (limits.hops): one more and it is refused with 554
+  // 5.4.6, a mail loop (a primary that routes the domain back to the gateway would otherwise have
+  // every pass archived and delivered again, for ever). Test: SmtpSession.AMessageInAMailLoopIsRefused,
+  // test_postfix.py test_a_mail_loop_through_the_primary_ends.
+  unsigned max_hops = 100;
   BareNewline bare_newline = BareNewline::kReject;
   bool tls_available = false;            // advertise STARTTLS
   bool tls_active = false;               // the session already runs over TLS (implicit TLS, port 465)
@@ -211,6 +216,8 @@ class Session {
   bool esmtp_ = false;
   unsigned errors_ = 0;
   unsigned overshoot_ = 0;  // recipients answered 452 past max_recipients in this session
+  bool in_header_ = false;  // DATA has not yet reached the empty line that ends the header
+  unsigned hops_ = 0;       // Received fields in the header of the message in DATA
   bool tls_ = false;
   ReceivedMessage txn_;
   std::string verifying_;    // kVerifying: the recipient asked about

@@ -689,6 +689,7 @@ struct SmtpServer::Impl {
     pc.max_command_bytes = lim.smtp_command_bytes;
     pc.max_line_bytes = lim.smtp_line_bytes;
     pc.max_errors = lim.smtp_errors;
+    pc.max_hops = lim.smtp_hops;
     pc.spill_bytes = lim.smtp_spill_bytes;
     pc.bare_newline = lc.bare_newline == "normalize" ? smtp::BareNewline::kNormalize : smtp::BareNewline::kReject;
     pc.tls_available = lc.tls == "starttls";

@@ -12,6 +12,7 @@
 4. Recipient limits on both hops: a sending Postfix pipelines more recipients than mailark takes in
    one message, and mailark delivers to a primary Postfix that takes fewer still; on each hop the rest
    go in another transaction, and every recipient gets one copy.
+5. A mail loop through a primary that routes the domain back to mailark ends at limits.hops.
 """
 import json
 import os
@@ -371,6 +372,52 @@ maximal_backoff_time = 2s
         self.assertEqual(sum(taken), 130)
         self.assertLessEqual(max(taken), 40)
         self.assertGreaterEqual(len(taken), 4)
+        self.until(lambda: self.cli("queue")["total"] == 0, "mailark's queue empty")
+
+    def test_a_mail_loop_through_the_primary_ends(self):
+        """A primary that routes the company's domain back to the gateway (a misconfiguration) makes a mail
+        loop: every pass is archived and delivered again. mailark refuses a message with more Received
+        fields than limits.hops (554 5.4.6, api/smtp/protocol.h max_hops), so the loop ends after about
+        hops / 2 passes (each adds mailark's and Postfix's field), before Postfix's own limit (50)."""
+        mx_port, primary_port = free_port(), free_port()
+        primary = Postfix(os.path.join(self.tmp, "primary"), primary_port, f"""
+mydestination =
+relayhost = [127.0.0.1]:{mx_port}
+""")
+        primary.start()
+        self.cleanups.append(primary.stop)
+        mailark = self.start_mailark(f"""
+[[listener]]
+role = "inbound"
+port = {mx_port}
+tls = "none"
+[inbound]
+domains = ["example.com"]
+verify_recipients = "none"
+[delivery]
+primary = ["127.0.0.1:{primary_port}"]
+retry_schedule = [1]
+[limits]
+hops = 20
+[archive]
+index_commit_interval_ms = 200
+""")
+        wait_port(mx_port, mailark, "mailark serve")
+        s = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
+        s.sendmail("someone@outside.example", ["carol@example.com"],
+                   "Subject: round and round\r\nMessage-ID: <loop@outside.example>\r\n\r\nagain\r\n")
+        s.quit()
+        self.until(lambda: "5.4.6 Too many hops" in primary.read_log(), "mailark refusing the looping message", 120)
+        # The first pass came with no Received field, each later one with two more: the 11th with 20
+        # (taken: the limit), the 12th with 22 (refused). The index shows the archive's passes within
+        # its commit interval; then no more come.
+        def passes():
+            return self.cli("search", "id:loop@outside.example")["total"]
+
+        self.until(lambda: passes() >= 11, "11 passes archived")
+        time.sleep(3)
+        self.assertEqual(passes(), 11, "the loop has ended")
+        self.assertNotIn("hopcount exceeded", primary.read_log(), "mailark ended it, not Postfix's own limit")
         self.until(lambda: self.cli("queue")["total"] == 0, "mailark's queue empty")
 
 if __name__ == "__main__":
