@@ -388,11 +388,13 @@ Status Engine::compact_index() {
   index_writer_.reset();
   std::error_code ec;
   // An index on a file system of its own (a disk mounted on the data folder's index/) cannot be
-  // swapped with a copy beside it (rename(2) of a mount point: EBUSY). It is left as written; the
-  // server compacts its shards in place as it seals segments.
-  if (index_on_own_file_system())
-    return make_error(ErrorCode::kUnsupported,
-                      "the index is not compacted: " + index_dir() + " is a file system of its own, left as written");
+  // swapped with a copy beside it (rename(2) of a mount point: EBUSY): its shards are compacted in
+  // place instead, one at a time, each beside itself on that disk.
+  if (index_on_own_file_system()) {
+    auto n = indexer::compact_shards_in_place(index_dir(), options_.limits.index_min_free_bytes);
+    if (!n) return n.error();
+    return ok_status();
+  }
   std::string compacted = options_.data_dir + "/index.compact";
   fs::remove_all(compacted, ec);
   MAILARK_TRY(indexer::compact_index(index_dir(), compacted));  // removes a part-written copy itself

@@ -1251,6 +1251,65 @@ Status compact_index(const std::string& dir, const std::string& out_dir) {
   return s;
 }
 
+namespace {
+
+// Are the segment's shards its own directories (shardN in the segment's folder), which can each be
+// swapped with a copy beside it? Not so for a first-release index (one glass database at the top) or
+// shards served from another machine.
+bool has_own_shards(const std::string& dir, const SegmentLayout& seg) {
+  namespace fs = std::filesystem;
+  const fs::path sdir = segment_dir(dir, seg.first);
+  bool own = !seg.paths.empty();
+  for (const auto& path : seg.paths)
+    own = own && !is_remote(path) && fs::path(path).parent_path() == sdir &&
+          fs::path(path).filename().string().rfind("shard", 0) == 0;
+  return own;
+}
+
+// Compacts one shard beside itself (path + suffix) and swaps the copy in with one atomic rename: a
+// reader that has the old one open keeps reading it; a crash before the swap leaves the old one (and a
+// stray copy, removed by the next try). Only with room for the copy and min_free; a part-written copy
+// is removed at once. Xapian's errors are thrown.
+Status compact_shard_beside(const std::string& path, const char* suffix, std::uint64_t min_free, const std::string& what) {
+  namespace fs = std::filesystem;
+  const std::string fresh = path + suffix;
+  std::error_code ec;
+  fs::remove_all(fresh, ec);
+  MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), what));
+  try {
+    Xapian::Database(path, Xapian::DB_BACKEND_GLASS).compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+  } catch (...) {
+    fs::remove_all(fresh, ec);  // a part-written copy gives the live shards' room back at once
+    throw;
+  }
+  if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
+    const int err = errno;
+    fs::remove_all(fresh, ec);
+    return make_error(ErrorCode::kIo, "swapping in the compacted " + path + ": " + std::strerror(err));
+  }
+  fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
+  return ok_status();
+}
+
+}  // namespace
+
+Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t min_free) {
+  MAILARK_TRY(seal_closed_segments(dir, min_free));
+  unsigned compacted = 0;
+  try {
+    for (const SegmentLayout& seg : index_layout(dir)) {
+      if (seg.sealed || !has_own_shards(dir, seg)) continue;
+      for (const auto& path : seg.paths) {
+        MAILARK_TRY(compact_shard_beside(path, ".compacting", min_free, "compacting " + path));
+        ++compacted;
+      }
+    }
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "compacting the index's shards in place");
+  }
+  return compacted;
+}
+
 Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_free) {
   namespace fs = std::filesystem;
   unsigned sealed = 0;
@@ -1264,30 +1323,8 @@ Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_
       const std::uint64_t moved_on = layout[k + 1].first + layout[k + 1].paths.size() - 1;
       if (covered < moved_on) continue;
       const std::string sdir = segment_dir(dir, seg.first);
-      bool own_shards = !seg.paths.empty();
-      for (const auto& path : seg.paths)
-        own_shards = own_shards && !is_remote(path) && fs::path(path).parent_path() == fs::path(sdir) &&
-                     fs::path(path).filename().string().rfind("shard", 0) == 0;
-      if (!own_shards) continue;  // a first-release index: compact_index seals it
-      for (const auto& path : seg.paths) {
-        const std::string fresh = path + ".sealing";
-        std::error_code ec;
-        fs::remove_all(fresh, ec);
-        MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), "sealing " + path));
-        try {
-          Xapian::Database(path, Xapian::DB_BACKEND_GLASS)
-              .compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
-        } catch (...) {
-          fs::remove_all(fresh, ec);  // a part-written copy gives the live shards' room back at once
-          throw;
-        }
-        if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
-          const int err = errno;
-          fs::remove_all(fresh, ec);
-          return make_error(ErrorCode::kIo, "swapping in the compacted " + path + ": " + std::strerror(err));
-        }
-        fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
-      }
+      if (!has_own_shards(dir, seg)) continue;  // a first-release index: compact_index seals it
+      for (const auto& path : seg.paths) MAILARK_TRY(compact_shard_beside(path, ".sealing", min_free, "sealing " + path));
       MAILARK_TRY(write_file_atomically(sdir + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
       ++sealed;
     }

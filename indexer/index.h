@@ -305,6 +305,14 @@ Status compact_index(const std::string& dir, const std::string& out_dir);
 // (IndexRoom.SealingWaitsForRoomAndFailedCopiesAreRemoved).
 Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_free = 0);
 
+// compact_index for an index that cannot be swapped whole (a file system of its own mounted on
+// DATA/index: rename(2) of a mount point is EBUSY): seals the closed segments in place as above, then
+// compacts every shard of the segments left (the live one) beside itself and swaps it in the same way,
+// with the same room rules. No writer may have the index open. A first-release index is left as
+// written. Returns the shards compacted besides the sealed ones. Test: test_failures.py
+// test_reindex_and_compaction_of_an_index_on_a_disk_of_its_own.
+Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t min_free = 0);
+
 // Retention: writes the shards of the sealed segment beginning at archive id `first` again, holding
 // only the documents of `keep` (its archive ids that did not expire), each built again by `rebuild`
 // (a database without a termlist cannot delete a document), at the same document ids; each shard is
