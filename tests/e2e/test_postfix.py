@@ -77,22 +77,39 @@ class PostfixTest(unittest.TestCase):
                     self.fail(f"{what} did not happen\nmailark:\n{f.read()[-2000:]}")
             time.sleep(0.2)
 
-    def test_postfix_primary_receives_waits_and_receives_again(self):
+    def mailbox_primary(self, port, mailbox_maps="static:inbox/", extra=""):
+        """A Postfix playing the primary, delivering example.com into Maildirs under self.mailboxes
+        (owned by nobody); started, and stopped at the end."""
         uid, gid = nobody_ids()
-        mailboxes = os.path.join(self.tmp, "mailboxes")
-        os.makedirs(mailboxes)
-        shutil.chown(mailboxes, uid, gid)
-        primary_port, mx_port = free_port(), free_port()
-        postfix = Postfix(os.path.join(self.tmp, "postfix"), primary_port, f"""
+        self.mailboxes = os.path.join(self.tmp, "mailboxes")
+        os.makedirs(self.mailboxes)
+        shutil.chown(self.mailboxes, uid, gid)
+        postfix = Postfix(os.path.join(self.tmp, "primary"), port, f"""
 mydestination =
 virtual_mailbox_domains = example.com
-virtual_mailbox_base = {mailboxes}
-virtual_mailbox_maps = static:inbox/
+virtual_mailbox_base = {self.mailboxes}
+virtual_mailbox_maps = {mailbox_maps}
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
+{extra}
 """)
         postfix.start()
         self.cleanups.append(postfix.stop)
+        return postfix
+
+    def mailbox_files(self, box="inbox"):
+        """The messages (bytes) in one Maildir of the primary."""
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.mailboxes, box, sub)
+            for name in os.listdir(d) if os.path.isdir(d) else []:
+                with open(os.path.join(d, name), "rb") as f:
+                    out.append(f.read())
+        return out
+
+    def inbound_mailark(self, mx_port, primary_port, extra="", inbound=""):
+        """mailark's inbound listener for example.com in front of the primary; waits until it listens.
+        extra: TOML after [delivery]'s primary; inbound: more [inbound] keys."""
         mailark = self.start_mailark(f"""
 [[listener]]
 role = "inbound"
@@ -100,21 +117,19 @@ port = {mx_port}
 tls = "none"
 [inbound]
 domains = ["example.com"]
+{inbound}
 [delivery]
 primary = ["127.0.0.1:{primary_port}"]
-retry_schedule = [1]
+{extra}
 """)
         wait_port(mx_port, mailark, "mailark serve")
+        return mailark
 
-        def delivered():
-            out = []
-            for sub in ("new", "cur"):
-                d = os.path.join(mailboxes, "inbox", sub)
-                if os.path.isdir(d):
-                    for name in os.listdir(d):
-                        with open(os.path.join(d, name), "rb") as f:
-                            out.append(f.read())
-            return out
+    def test_postfix_primary_receives_waits_and_receives_again(self):
+        primary_port, mx_port = free_port(), free_port()
+        postfix = self.mailbox_primary(primary_port)
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]")
+        delivered = self.mailbox_files
 
         def send(mid):
             s = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
@@ -142,24 +157,11 @@ retry_schedule = [1]
         self.assertIn("status=sent", postfix.read_log())
 
     def test_unknown_recipients_are_refused_at_rcpt_time_by_asking_postfix(self):
-        uid, gid = nobody_ids()
-        mailboxes = os.path.join(self.tmp, "mailboxes")
-        os.makedirs(mailboxes)
-        shutil.chown(mailboxes, uid, gid)
         users = os.path.join(self.tmp, "vmailbox")
         with open(users, "w") as f:
             f.write("ana@example.com ana/\nben@example.com ben/\n")
         primary_port, mx_port = free_port(), free_port()
-        postfix = Postfix(os.path.join(self.tmp, "postfix"), primary_port, f"""
-mydestination =
-virtual_mailbox_domains = example.com
-virtual_mailbox_base = {mailboxes}
-virtual_mailbox_maps = texthash:{users}
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-""")
-        postfix.start()
-        self.cleanups.append(postfix.stop)
+        postfix = self.mailbox_primary(primary_port, mailbox_maps=f"texthash:{users}")
         config = f"""
 [[listener]]
 role = "inbound"
@@ -282,36 +284,9 @@ smtp_tls_security_level = may
         the recipients it defers with 452 while taking others go in the next transaction at once, not
         after the retry delay (an hour here; api/smtp/delivery.cc record). Every recipient's copy
         reaches the primary's mailbox once."""
-        uid, gid = nobody_ids()
-        mailboxes = os.path.join(self.tmp, "mailboxes")
-        os.makedirs(mailboxes)
-        shutil.chown(mailboxes, uid, gid)
         mx_port, sender_port, primary_port = free_port(), free_port(), free_port()
-        primary = Postfix(os.path.join(self.tmp, "primary"), primary_port, f"""
-mydestination =
-virtual_mailbox_domains = example.com
-virtual_mailbox_base = {mailboxes}
-virtual_mailbox_maps = static:inbox/
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-smtpd_recipient_limit = 40
-""")
-        primary.start()
-        self.cleanups.append(primary.stop)
-        mailark = self.start_mailark(f"""
-[[listener]]
-role = "inbound"
-port = {mx_port}
-tls = "none"
-[inbound]
-domains = ["example.com"]
-[delivery]
-primary = ["127.0.0.1:{primary_port}"]
-retry_schedule = [3600]
-[limits]
-recipients = 100
-""")
-        wait_port(mx_port, mailark, "mailark serve")
+        primary = self.mailbox_primary(primary_port, extra="smtpd_recipient_limit = 40")
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [3600]\n[limits]\nrecipients = 100")
         sender = Postfix(os.path.join(self.tmp, "sender"), sender_port, f"""
 mydestination =
 relayhost = [127.0.0.1]:{mx_port}
@@ -355,13 +330,10 @@ maximal_backoff_time = 2s
 
         def delivered():
             out = []
-            for sub in ("new", "cur"):
-                d = os.path.join(mailboxes, "inbox", sub)
-                for name in os.listdir(d) if os.path.isdir(d) else []:
-                    with open(os.path.join(d, name), "rb") as f:
-                        head = f.read().split(b"\n\n", 1)[0]
-                    out += [line.split(b":", 1)[1].strip().decode() for line in head.splitlines()
-                            if line.startswith(b"Delivered-To:")]
+            for m in self.mailbox_files():
+                head = m.split(b"\n\n", 1)[0]
+                out += [line.split(b":", 1)[1].strip().decode() for line in head.splitlines()
+                        if line.startswith(b"Delivered-To:")]
             return out
 
         self.until(lambda: len(delivered()) >= 130, "every recipient's copy in the primary's mailbox")
@@ -386,23 +358,8 @@ relayhost = [127.0.0.1]:{mx_port}
 """)
         primary.start()
         self.cleanups.append(primary.stop)
-        mailark = self.start_mailark(f"""
-[[listener]]
-role = "inbound"
-port = {mx_port}
-tls = "none"
-[inbound]
-domains = ["example.com"]
-verify_recipients = "none"
-[delivery]
-primary = ["127.0.0.1:{primary_port}"]
-retry_schedule = [1]
-[limits]
-hops = 20
-[archive]
-index_commit_interval_ms = 200
-""")
-        wait_port(mx_port, mailark, "mailark serve")
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]\n[limits]\nhops = 20\n"
+                             "[archive]\nindex_commit_interval_ms = 200", inbound='verify_recipients = "none"')
         s = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
         s.sendmail("someone@outside.example", ["carol@example.com"],
                    "Subject: round and round\r\nMessage-ID: <loop@outside.example>\r\n\r\nagain\r\n")
