@@ -207,6 +207,7 @@ int run_export(const GlobalOptions& g, const CaseArgs& a) {
   std::vector<char*> argv;
   for (auto& x : argv_s) argv.push_back(x.data());
   argv.push_back(nullptr);
+  std::cout.flush();  // what the filter of tools/terminal_safe.h holds, before the process is replaced
   ::execv(server.c_str(), argv.data());
   return report(make_error(ErrorCode::kNotFound, "cannot start " + server + ": " + std::strerror(errno)));
 }

@@ -29,6 +29,7 @@ int exec_server(const GlobalOptions& g, const ServeArgs& args) {
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::cout.flush();  // what the filter of tools/terminal_safe.h holds, before the process is replaced
   ::execv(server.c_str(), argv.data());
   return report(make_error(ErrorCode::kNotFound,
                            "cannot start " + server + ": " + std::strerror(errno),
@@ -44,6 +45,7 @@ int exec_as_given(const GlobalOptions& g) {
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::cout.flush();  // what the filter of tools/terminal_safe.h holds, before the process is replaced
   ::execv(server.c_str(), argv.data());
   return report(make_error(ErrorCode::kNotFound, "cannot start " + server + ": " + std::strerror(errno),
                            "mailark-server is built beside mailark (the `mailark` build target builds both)"));

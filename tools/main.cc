@@ -10,10 +10,27 @@
 #include "indexer/index.h"
 
 #include "tools/cli.h"
+#include "tools/terminal_safe.h"
 #include "tools/termination.h"
+
+namespace {
+
+// What the commands write for people goes through the terminal-safe filter (tools/terminal_safe.h),
+// put back before std::cout is flushed for the last time.
+struct SafeStdout {
+  mailark::cli::TerminalSafeBuf buf{std::cout.rdbuf()};
+  std::streambuf* original = std::cout.rdbuf(&buf);
+  ~SafeStdout() {
+    std::cout.flush();
+    std::cout.rdbuf(original);
+  }
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   mailark::cli::report_uncaught_errors();
+  static SafeStdout safe_stdout;
   mailark::tune_malloc();
   using namespace mailark::cli;
   CLI::App app{"mailark: mail continuity and archive gateway"};

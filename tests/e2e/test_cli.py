@@ -3,6 +3,7 @@
 Run by ctest (MAILARK_BIN, MAILARK_CORPUS and MAILARK_SOURCE_DIR are set there), or by hand:
   MAILARK_BIN=build/mailark python3 -m unittest -v tests/e2e/test_cli.py
 """
+import base64
 import email.mime.application
 import email.mime.message
 import email.mime.multipart
@@ -150,6 +151,30 @@ class CliTest(unittest.TestCase):
         self.assertEqual(shown["subject"], "exact bytes")
         self.assertEqual(shown["verdict"], "clean")
         self.assertEqual(shown["envelope"]["source"], path)
+
+    def test_hostile_header_text_is_safe_for_the_terminal(self):
+        """tools/terminal_safe.h: a subject, a sender's name and a body that carry terminal control
+        sequences (retitle, clear, blink, colours, a CR that rewrites the line, the 8-bit CSI) are shown
+        in caret notation by `search` and `show`, never written raw to the terminal; the JSON keeps
+        them (escaped) and `show --raw` the exact bytes."""
+        def b64(text):
+            return "=?UTF-8?B?" + base64.b64encode(text.encode()).decode() + "?="
+
+        subject = "evil \x1b]0;pwned\x07 \x1b[2J\x1b[31mRED\rfake \u009b31m"
+        original = (f"From: {b64('Bad' + chr(27) + '[5mGuy')} <bad@example.com>\r\nTo: ana@example.com\r\n"
+                    f"Subject: {b64(subject)}\r\nMessage-ID: <hostile@example.com>\r\n\r\n"
+                    "body \x1b[31m red\r\n").encode()
+        path = self.write("hostile.eml", original)
+        self.run_cli("import", path)
+        hit = self.json_cli("search", "id:hostile@example.com")["results"][0]
+        self.assertIn("\x1b]0;pwned\x07", hit["subject"], "the JSON keeps the text as it is, escaped")
+        listed = self.run_cli("search", "id:hostile@example.com").stdout
+        shown = self.run_cli("show", str(hit["id"])).stdout
+        for out in (listed, shown):
+            self.assertNotRegex(out, rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]", out)
+            self.assertIn(b"evil ^[]0;pwned^G ^[[2J^[[31mRED", out)
+            self.assertIn(b"Bad^[[5mGuy", out)
+        self.assertEqual(self.run_cli("show", str(hit["id"]), "--raw").stdout, original)
 
     def loaded_libraries(self, *args, binary=None):
         """The shared objects the dynamic loader opened while `mailark ARGS` ran (LD_DEBUG=files)."""

@@ -1,0 +1,104 @@
+#include "tools/terminal_safe.h"
+
+#include <sstream>
+
+namespace mailark::cli {
+namespace {
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+// The UTF-8 sequence length a lead byte starts (0: not a lead byte).
+std::size_t sequence_length(unsigned char c) {
+  if (c >= 0xC2 && c <= 0xDF) return 2;
+  if (c >= 0xE0 && c <= 0xEF) return 3;
+  if (c >= 0xF0 && c <= 0xF4) return 4;
+  return 0;
+}
+
+// May `c` follow `lead` as its second byte (no overlong form, no surrogate, nothing past U+10FFFF)?
+bool second_byte_ok(unsigned char lead, unsigned char c) {
+  if (c < 0x80 || c > 0xBF) return false;
+  if (lead == 0xE0) return c >= 0xA0;
+  if (lead == 0xED) return c <= 0x9F;
+  if (lead == 0xF0) return c >= 0x90;
+  if (lead == 0xF4) return c <= 0x8F;
+  return true;
+}
+
+}  // namespace
+
+TerminalSafeBuf::~TerminalSafeBuf() {
+  flush_pending_as_broken();
+  sync();
+}
+
+void TerminalSafeBuf::flush_pending_as_broken() {
+  if (!pending_.empty()) emit(kReplacement);
+  pending_.clear();
+  need_ = 0;
+}
+
+void TerminalSafeBuf::put(unsigned char c) {
+  if (need_ > 0) {
+    const bool ok = pending_.size() == 1 ? second_byte_ok(static_cast<unsigned char>(pending_[0]), c)
+                                         : (c >= 0x80 && c <= 0xBF);
+    if (ok) {
+      pending_.push_back(static_cast<char>(c));
+      if (--need_ == 0) {
+        // U+0080..U+009F, the C1 controls, are C2 80..C2 9F.
+        const bool c1 = pending_.size() == 2 && static_cast<unsigned char>(pending_[0]) == 0xC2 &&
+                        static_cast<unsigned char>(pending_[1]) <= 0x9F;
+        emit(c1 ? kReplacement : std::string_view(pending_));
+        pending_.clear();
+      }
+      return;
+    }
+    flush_pending_as_broken();  // and this byte starts afresh
+  }
+  if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7F)) {
+    out_.push_back(static_cast<char>(c));
+  } else if (c < 0x20) {
+    out_.push_back('^');
+    out_.push_back(static_cast<char>(c + 0x40));
+  } else if (c == 0x7F) {
+    emit("^?");
+  } else if (std::size_t len = sequence_length(c); len > 0) {
+    pending_.assign(1, static_cast<char>(c));
+    need_ = len - 1;
+  } else {
+    emit(kReplacement);  // a continuation byte alone, or a byte UTF-8 never uses
+  }
+}
+
+TerminalSafeBuf::int_type TerminalSafeBuf::overflow(int_type c) {
+  if (traits_type::eq_int_type(c, traits_type::eof())) return sync() == 0 ? traits_type::not_eof(c) : traits_type::eof();
+  put(static_cast<unsigned char>(traits_type::to_char_type(c)));
+  if (out_.size() >= 4096 && sync() != 0) return traits_type::eof();
+  return c;
+}
+
+std::streamsize TerminalSafeBuf::xsputn(const char* s, std::streamsize n) {
+  for (std::streamsize i = 0; i < n; ++i) put(static_cast<unsigned char>(s[i]));
+  if (out_.size() >= 4096 && sync() != 0) return 0;
+  return n;
+}
+
+int TerminalSafeBuf::sync() {
+  if (!out_.empty()) {
+    const auto n = static_cast<std::streamsize>(out_.size());
+    if (sink_->sputn(out_.data(), n) != n) return -1;
+    out_.clear();
+  }
+  return sink_->pubsync();
+}
+
+std::string terminal_safe(std::string_view text) {
+  std::stringbuf sink;
+  {
+    TerminalSafeBuf buf(&sink);
+    buf.sputn(text.data(), static_cast<std::streamsize>(text.size()));
+  }
+  return sink.str();
+}
+
+}  // namespace mailark::cli
