@@ -62,6 +62,11 @@ awaitable<ClientReply> SmtpClient::read_reply() {
     if (nl != std::string::npos) {
       std::string line = buffer_.substr(0, nl);
       buffer_.erase(0, nl + 2);
+      // A server's reply goes into logs, the queue and DSNs: a control byte in it (a bare LF that would
+      // forge a log line or break a DSN's body, an ESC for the terminal of whoever reads them) is '?'.
+      // Test: test_delivery.py test_control_bytes_in_a_servers_reply_are_neutralised.
+      for (char& c : line)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = '?';
       auto code = line.size() >= 3 ? parse_decimal(std::string_view(line).substr(0, 3)) : std::nullopt;
       if (!code || line[0] < '2' || line[0] > '5' || (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
         reply.text = "malformed reply: " + line.substr(0, 100);

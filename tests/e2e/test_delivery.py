@@ -12,6 +12,7 @@ import smtplib
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -292,6 +293,57 @@ index_commit_interval_ms = 200
         self.until(lambda: self.cli("queue")["total"] == 0, "delivery after the retry")
         self.assertTrue(any(b"<kept-refused@sender.example>" in m for m in self.sinks[0].messages()))
 
+
+    def test_control_bytes_in_a_servers_reply_are_neutralised(self):
+        """api/smtp/client.cc read_reply: a server's reply text goes into the log, the queue and DSNs; a
+        hostile server that puts a bare LF (to forge a log line) and terminal escapes in its RCPT reply
+        has them written as '?'. The server here is the attacker (a few lines of Python), not a stand-in
+        for a real MTA."""
+        port = free_port()
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(8)
+        stop = threading.Event()
+
+        def hostile():
+            listener.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.sendall(b"220 hostile ESMTP\r\n")
+                    f = conn.makefile("rb")
+                    for line in f:
+                        verb = line[:4].upper()
+                        if verb in (b"EHLO", b"HELO"):
+                            conn.sendall(b"250 hostile\r\n")
+                        elif verb == b"RCPT":
+                            conn.sendall(b"550 5.1.1 no\x1b]0;pwned\x07 such\n2026-01-01T00:00:00+00:00 mailark[1]: "
+                                         b"FORGED\x1b[2J user\r\n")
+                        elif verb == b"QUIT":
+                            conn.sendall(b"221 bye\r\n")
+                            break
+                        else:
+                            conn.sendall(b"250 ok\r\n")
+
+        t = threading.Thread(target=hostile, daemon=True)
+        t.start()
+        self.addCleanup(lambda: (stop.set(), t.join(5), listener.close()))
+        self.start_server(port)
+        self.send("hostile-reply@sender.example")
+        self.until(lambda: self.cli("queue")["total"] == 1 and
+                   self.cli("queue")["entries"][0]["recipients"][0]["state"] == "kept", "the refusal kept")
+        said = self.cli("queue")["entries"][0]["recipients"][0]["last_response"]
+        self.assertIn("550 5.1.1 no?]0;pwned? such?2026-01-01T00:00:00+00:00 mailark[1]: FORGED?[2J user", said)
+        with open(self.log_path, "rb") as f:
+            log = f.read()
+        self.assertNotIn(b"\x1b", log)
+        self.assertNotIn(b"\x07", log)
+        self.assertFalse(any(line.startswith(b"2026-01-01T00:00:00") for line in log.splitlines()),
+                         "no forged line in the log")
 
 if __name__ == "__main__":
     unittest.main()
