@@ -35,6 +35,11 @@ TEST(TerminalSafe, ControlsAreShownNotObeyed) {
   EXPECT_EQ(terminal_safe("x\x9B" "31my"), "x" + kFffd + "31my");
 }
 
+TEST(TerminalSafe, ALogLineStaysOneLine) {
+  EXPECT_EQ(terminal_safe("login failed for x\n2026-01-01 forged\r", /*lines=*/false),
+            "login failed for x^J2026-01-01 forged^M");
+}
+
 TEST(TerminalSafe, TextStaysAsItIs) {
   const std::string text = "Crane schedule — caf\xC3\xA9, \xE6\x97\xA5\xE6\x9C\xAC, \xF0\x9F\x9A\xA2, \xC2\xA0nbsp";
   EXPECT_EQ(terminal_safe(text), text);

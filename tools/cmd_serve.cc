@@ -1,4 +1,5 @@
 // mailark serve: run the configured listeners (SMTP inbound and outbound) until SIGTERM.
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -9,6 +10,7 @@
 #include "api/config.h"
 #include "api/smtp/server.h"
 #include "tools/cli.h"
+#include "tools/terminal_safe.h"
 
 namespace mailark::cli {
 namespace {
@@ -17,8 +19,22 @@ struct ServeArgs {
   std::string config;
 };
 
+// %* in the log pattern: the message made safe (tools/terminal_safe.h, newlines too): what a log line
+// quotes from outside (a login name, an address, a server's reply) can neither forge a line nor send
+// the reader's terminal a control sequence. Test: test_web.py test_a_hostile_login_name_cannot_forge_a_log_line.
+class SafeMessage : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    const std::string safe = terminal_safe(std::string_view(msg.payload.data(), msg.payload.size()), /*lines=*/false);
+    dest.append(safe.data(), safe.data() + safe.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<SafeMessage>(); }
+};
+
 int run_serve(const GlobalOptions& g, const ServeArgs& args) {
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S%z mailark[%P]: %v");
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<SafeMessage>('*').set_pattern("%Y-%m-%dT%H:%M:%S%z mailark[%P]: %*");
+  spdlog::set_formatter(std::move(formatter));
   auto config = api::load_serve_config(args.config);
   if (!config) return report(config.error());
   // Every connection is a descriptor: the soft limit up to the hard one (api/accept.h).

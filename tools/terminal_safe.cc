@@ -55,7 +55,7 @@ void TerminalSafeBuf::put(unsigned char c) {
     }
     flush_pending_as_broken();  // and this byte starts afresh
   }
-  if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7F)) {
+  if ((c == '\n' && lines_) || c == '\t' || (c >= 0x20 && c < 0x7F)) {
     out_.push_back(static_cast<char>(c));
   } else if (c < 0x20) {
     out_.push_back('^');
@@ -92,10 +92,10 @@ int TerminalSafeBuf::sync() {
   return sink_->pubsync();
 }
 
-std::string terminal_safe(std::string_view text) {
+std::string terminal_safe(std::string_view text, bool lines) {
   std::stringbuf sink;
   {
-    TerminalSafeBuf buf(&sink);
+    TerminalSafeBuf buf(&sink, lines);
     buf.sputn(text.data(), static_cast<std::streamsize>(text.size()));
   }
   return sink.str();

@@ -19,7 +19,8 @@ namespace mailark::cli {
 // be broken). Not thread-safe, as std::cout.
 class TerminalSafeBuf : public std::streambuf {
  public:
-  explicit TerminalSafeBuf(std::streambuf* sink) : sink_(sink) {}
+  // lines: newline passes (a listing); without, it is shown as ^J too (one log event, one line).
+  explicit TerminalSafeBuf(std::streambuf* sink, bool lines = true) : sink_(sink), lines_(lines) {}
   ~TerminalSafeBuf() override;
 
  protected:
@@ -33,12 +34,15 @@ class TerminalSafeBuf : public std::streambuf {
   void flush_pending_as_broken();
 
   std::streambuf* sink_;
+  bool lines_;
   std::string out_;      // filtered bytes not yet handed to the sink
   std::string pending_;  // the start of a UTF-8 sequence
   std::size_t need_ = 0; // bytes the pending sequence still needs
 };
 
-// The same filter over a whole string (the tests; anything that is not written through std::cout).
-std::string terminal_safe(std::string_view text);
+// The same filter over a whole string (the tests; the server's log lines, tools/cmd_serve.cc, with
+// lines false: a log message with a newline or ESC from outside, a login name say, can neither forge
+// a line nor reach the terminal of whoever reads the log).
+std::string terminal_safe(std::string_view text, bool lines = true);
 
 }  // namespace mailark::cli

@@ -234,6 +234,22 @@ tls = "none"
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
         self.assertEqual(status, 415)
 
+    def test_a_hostile_login_name_cannot_forge_a_log_line(self):
+        """tools/cmd_serve.cc SafeMessage: the server logs a failed login with the name tried; a name with
+        a newline, a forged log line and terminal escapes is logged on one line, its controls shown as
+        ^J, ^[ (the log's reader sees them, the terminal does not obey them)."""
+        c = Client(self.web)
+        name = "x\n2026-01-01T00:00:00+00:00 mailark[1]: web: [10.0.0.1] alice@example.com logged in\x1b]0;pwned\x07"
+        self.assertEqual(c.login(name, "wrong")[0], 401)
+        deadline = time.time() + 10
+        while "login failed for x" not in self.server.server_log() and time.time() < deadline:
+            time.sleep(0.1)
+        log = self.server.server_log()
+        self.assertIn("login failed for x^J2026-01-01T00:00:00+00:00 mailark[1]: web: [10.0.0.1] alice@example.com "
+                      "logged in^[]0;pwned^G", log)
+        self.assertFalse(any(line.startswith("2026-01-01T00:00:00") for line in log.splitlines()), "no forged line")
+        self.assertNotIn("\x1b", log)
+
     def test_csrf(self):
         c = Client(self.web)
         c.login("bob@example.com", "bob-pw-123")
