@@ -19,9 +19,10 @@ struct ServeArgs {
   std::string config;
 };
 
-// %* in the log pattern: the message made safe (tools/terminal_safe.h, newlines too): what a log line
-// quotes from outside (a login name, an address, a server's reply) can neither forge a line nor send
-// the reader's terminal a control sequence. Test: test_web.py test_a_hostile_login_name_cannot_forge_a_log_line.
+// %* in the server's log pattern: the message made safe (tools/terminal_safe.h, newlines shown too):
+// what a log line quotes from outside (a login name, an address, a server's reply) can neither forge a
+// line nor send the reader's terminal a control sequence. (The short commands do not log through
+// spdlog, and do not load it.) Test: test_web.py test_a_hostile_login_name_cannot_forge_a_log_line.
 class SafeMessage : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
