@@ -684,6 +684,33 @@ Status index_room(const std::string& path, std::uint64_t min_free, std::uint64_t
                     "free space where the index is; it catches up from the archive then");
 }
 
+// Compacts one shard beside itself (path + suffix) and swaps the copy in with one atomic rename: a
+// reader that has the old one open keeps reading it; a crash before the swap leaves the old one (and a
+// stray copy, removed by the next try). Only with room for the copy and min_free; a part-written copy
+// is removed at once. level: Xapian::Compactor's (FULLER for a shard never written again). Xapian's
+// errors are thrown.
+Status compact_shard_beside(const std::string& path, const char* suffix, unsigned level, std::uint64_t min_free,
+                            const std::string& what) {
+  namespace fs = std::filesystem;
+  const std::string fresh = path + suffix;
+  std::error_code ec;
+  fs::remove_all(fresh, ec);
+  MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), what));
+  try {
+    Xapian::Database(path, Xapian::DB_BACKEND_GLASS).compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | level);
+  } catch (...) {
+    fs::remove_all(fresh, ec);  // a part-written copy gives the live shards' room back at once
+    throw;
+  }
+  if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
+    const int err = errno;
+    fs::remove_all(fresh, ec);
+    return make_error(ErrorCode::kIo, "swapping in the compacted " + path + ": " + std::strerror(err));
+  }
+  fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
+  return ok_status();
+}
+
 void drop_uncommitted(std::unique_ptr<Xapian::WritableDatabase>& db) noexcept {
   if (!db) return;
   try {
@@ -963,25 +990,19 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   // import, without the record) leaves it as it is until mail comes.
   if (!grown && !(idle && slack && sh.written)) return Compaction{};
   if (!index_room(sh.path, min_free_, size, "compacting")) return Compaction{};  // tried again at a later call
-  // The same dance as pair_unpaired and sealing: the compact copy is written beside the shard and
-  // swapped with it in one atomic rename; a crash before leaves the shard as it was and a stray copy
-  // (removed at the next open), after it the compact one.
-  const std::string fresh = sh.path + ".compacting";
-  fs::remove_all(fresh, ec);
+  // As sealing does (compact_shard_beside), the writer closed meanwhile.
   std::optional<Error> failure;
   try {
     sh.db->close();
     sh.db.reset();
     // Blocks packed as a bulk load packs them, with room left in each: a block packed full (FULLER)
-    // splits at the first document that touches it, and the shard is written to again at once.
-    Xapian::Database(sh.path, Xapian::DB_BACKEND_GLASS)
-        .compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::STANDARD);
-    if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, sh.path.c_str(), RENAME_EXCHANGE) != 0)
-      failure = make_error(ErrorCode::kIo, "swapping in the compacted " + sh.path + ": " + std::strerror(errno));
+    // splits at the first document that touches it, and the shard is written to again at once. The
+    // room was asked above, with the writer still open.
+    if (Status c = compact_shard_beside(sh.path, ".compacting", Xapian::Compactor::STANDARD, 0, "compacting"); !c)
+      failure = c.error();
   } catch (const Xapian::Error& e) {
     failure = xapian_error(e, "compacting the index shard " + sh.path);
   }
-  fs::remove_all(fresh, ec);  // the old shard (still readable by whoever has it open), or a failed copy
   MAILARK_TRY(open_shard(sh, sh.segment));
   if (failure) {
     sh.compact_retry_at = size + size / 4;
@@ -1266,31 +1287,6 @@ bool has_own_shards(const std::string& dir, const SegmentLayout& seg) {
   return own;
 }
 
-// Compacts one shard beside itself (path + suffix) and swaps the copy in with one atomic rename: a
-// reader that has the old one open keeps reading it; a crash before the swap leaves the old one (and a
-// stray copy, removed by the next try). Only with room for the copy and min_free; a part-written copy
-// is removed at once. Xapian's errors are thrown.
-Status compact_shard_beside(const std::string& path, const char* suffix, std::uint64_t min_free, const std::string& what) {
-  namespace fs = std::filesystem;
-  const std::string fresh = path + suffix;
-  std::error_code ec;
-  fs::remove_all(fresh, ec);
-  MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), what));
-  try {
-    Xapian::Database(path, Xapian::DB_BACKEND_GLASS).compact(fresh, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
-  } catch (...) {
-    fs::remove_all(fresh, ec);  // a part-written copy gives the live shards' room back at once
-    throw;
-  }
-  if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
-    const int err = errno;
-    fs::remove_all(fresh, ec);
-    return make_error(ErrorCode::kIo, "swapping in the compacted " + path + ": " + std::strerror(err));
-  }
-  fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
-  return ok_status();
-}
-
 }  // namespace
 
 Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t min_free) {
@@ -1300,7 +1296,7 @@ Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t m
     for (const SegmentLayout& seg : index_layout(dir)) {
       if (seg.sealed || !has_own_shards(dir, seg)) continue;
       for (const auto& path : seg.paths) {
-        MAILARK_TRY(compact_shard_beside(path, ".compacting", min_free, "compacting " + path));
+        MAILARK_TRY(compact_shard_beside(path, ".compacting", Xapian::Compactor::FULLER, min_free, "compacting " + path));
         ++compacted;
       }
     }
@@ -1324,7 +1320,8 @@ Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_
       if (covered < moved_on) continue;
       const std::string sdir = segment_dir(dir, seg.first);
       if (!has_own_shards(dir, seg)) continue;  // a first-release index: compact_index seals it
-      for (const auto& path : seg.paths) MAILARK_TRY(compact_shard_beside(path, ".sealing", min_free, "sealing " + path));
+      for (const auto& path : seg.paths)
+        MAILARK_TRY(compact_shard_beside(path, ".sealing", Xapian::Compactor::FULLER, min_free, "sealing " + path));
       MAILARK_TRY(write_file_atomically(sdir + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
       ++sealed;
     }

@@ -555,9 +555,8 @@ void Session::rcpt(std::string_view arg, Output& out) {
   if (!path->params.empty()) return error(out, 555, "5.5.4 Unsupported RCPT parameter");
   if (txn_.rcpt_to.size() >= config_.max_recipients) {
     // Not an error of the client's (ProtocolConfig::max_recipient_overshoot) until it overdoes it.
-    if (++overshoot_ > config_.max_recipient_overshoot)
-      return error(out, 452, "4.5.3 Too many recipients; send the rest in another message");
-    return reply(out, 452, "4.5.3 Too many recipients; send the rest in another message");
+    const char* too_many = "4.5.3 Too many recipients; send the rest in another message";
+    return ++overshoot_ > config_.max_recipient_overshoot ? error(out, 452, too_many) : reply(out, 452, too_many);
   }
   if (!txn_.smtputf8) {
     for (char c : path->address)
