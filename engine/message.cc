@@ -781,6 +781,77 @@ std::string compose_message(const Draft& d) {
   return write_object(GMIME_OBJECT(msg.p));
 }
 
+namespace {
+
+// Gives every leaf part under `obj` that needs it a 7-bit transfer encoding (seven_bit_message).
+// Not g_mime_object_encode: GMime 3.2 leaves parts declared "binary" as they are under the 7-bit
+// constraint. Signed and encrypted multiparts are left whole: a conversion would break the signature
+// (RFC 1847 asks their signers for 7-bit content; one that is not is sent as it was).
+void seven_bit_parts(GMimeObject* obj, unsigned depth) {
+  if (!obj || depth > 64) return;
+  if (GMIME_IS_MULTIPART_SIGNED(obj) || GMIME_IS_MULTIPART_ENCRYPTED(obj)) return;
+  if (GMIME_IS_MULTIPART(obj)) {
+    GMimeMultipart* mp = GMIME_MULTIPART(obj);
+    for (int i = 0, n = g_mime_multipart_get_count(mp); i < n; ++i)
+      seven_bit_parts(g_mime_multipart_get_part(mp, i), depth + 1);
+    return;
+  }
+  if (GMIME_IS_MESSAGE_PART(obj)) {
+    GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
+    if (inner) seven_bit_parts(g_mime_message_get_mime_part(inner), depth + 1);
+    return;
+  }
+  if (!GMIME_IS_PART(obj)) return;
+  GMimePart* part = GMIME_PART(obj);
+  switch (g_mime_part_get_content_encoding(part)) {
+    case GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE:
+    case GMIME_CONTENT_ENCODING_BASE64:
+    case GMIME_CONTENT_ENCODING_UUENCODE:
+      return;  // 7-bit already
+    default:
+      break;
+  }
+  GMimeDataWrapper* content = g_mime_part_get_content(part);
+  if (!content) return;
+  GMimeContentEncoding best = g_mime_part_get_best_content_encoding(part, GMIME_ENCODING_CONSTRAINT_7BIT);
+  // An ASCII part stays as it was (its header fields too), unless it was declared binary.
+  if (best == GMIME_CONTENT_ENCODING_7BIT && g_mime_part_get_content_encoding(part) != GMIME_CONTENT_ENCODING_BINARY)
+    return;
+  // 8-bit text that names no charset (a message without MIME header fields, or a Content-Type
+  // without one) would be read as US-ASCII once encoded (RFC 2045 5.2): it is named, UTF-8 when the
+  // text is valid UTF-8 and otherwise RFC 1428's "unknown-8bit", which readers guess from.
+  GMimeContentType* type = g_mime_object_get_content_type(obj);
+  if (best != GMIME_CONTENT_ENCODING_7BIT && (!type || g_mime_content_type_is_type(type, "text", "*")) &&
+      !g_mime_object_get_content_type_parameter(obj, "charset")) {
+    GRef<GMimeStream> mem(g_mime_stream_mem_new());
+    g_mime_data_wrapper_write_to_stream(content, mem.p);
+    GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem.p));
+    const bool utf8 = !bytes || g_utf8_validate(reinterpret_cast<const char*>(bytes->data), bytes->len, nullptr);
+    g_mime_object_set_content_type_parameter(obj, "charset", utf8 ? "utf-8" : "unknown-8bit");
+  }
+  g_mime_part_set_content_encoding(part, best);
+}
+
+}  // namespace
+
+std::optional<std::string> seven_bit_message(std::string_view raw) {
+  if (!has_eight_bit_body(raw)) return std::nullopt;
+  init_gmime();
+  GMimeParserOptions* opts = g_mime_parser_options_new();
+  g_mime_parser_options_set_rfc2047_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw.data(), raw.size()));
+  GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
+  g_mime_parser_set_format(parser.p, GMIME_FORMAT_MESSAGE);
+  GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.p, opts));
+  g_mime_parser_options_free(opts);
+  if (!msg.p || !msg.p->mime_part) return std::nullopt;
+  seven_bit_parts(msg.p->mime_part, 0);
+  if (!g_mime_object_get_header(GMIME_OBJECT(msg.p), "MIME-Version"))
+    g_mime_object_set_header(GMIME_OBJECT(msg.p), "MIME-Version", "1.0", nullptr);
+  return write_object(GMIME_OBJECT(msg.p));
+}
+
 Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, bool headers_only,
                                     bool extract_documents) {
   if (std::string reason = not_mail_reason(raw); !reason.empty()) {

@@ -166,6 +166,19 @@ struct ConvertedMessage {
 };
 std::string write_converted_message(const ConvertedMessage& m);
 
+// The message for a server that does not offer 8BITMIME (RFC 6152 3: a message with 8-bit data
+// is converted to 7-bit MIME or not sent; Postfix converts, as here): every leaf part whose body holds
+// bytes past 127 and is not already quoted-printable or base64 gets the encoding GMime finds best
+// under the 7-bit constraint (quoted-printable for text, base64 for the rest), its
+// Content-Transfer-Encoding field set to match, and a MIME-Version field added when there was none.
+// Header fields are left as they are (as Postfix leaves 8-bit headers), and so is every part that
+// held only ASCII. Nothing when the body has no 8-bit byte (send it as it is), or when GMime cannot
+// read it as a message. CRLF line ends. Tests: MessageSevenBit.*, test_postfix.py
+// test_eight_bit_mail_is_converted_for_a_primary_without_8bitmime; fuzzed with the message target.
+std::optional<std::string> seven_bit_message(std::string_view raw);
+// Whether the message has a byte past 127 after its header section (where 8BITMIME matters).
+bool has_eight_bit_body(std::string_view raw);
+
 // The addresses of one header field's raw value (an RFC 5322 address-list; groups flattened, RFC 2047
 // names decoded), at most `max`. What GMime cannot parse is split loosely on commas, so no address is
 // lost (the mailbox store places imported mail by these). Fuzzed with the message target.

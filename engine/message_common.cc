@@ -94,6 +94,18 @@ std::string not_mail_reason(std::string_view raw) {
   return {};
 }
 
+bool has_eight_bit_body(std::string_view raw) {
+  // The header section ends at the first empty line (a message that starts with one has none).
+  std::size_t body = std::string_view::npos;
+  if (raw.substr(0, 1) == "\n") body = 1;
+  else if (raw.substr(0, 2) == "\r\n") body = 2;
+  else if (std::size_t lf = raw.find("\n\n"), crlf = raw.find("\n\r\n"); lf != std::string_view::npos || crlf != std::string_view::npos)
+    body = lf < crlf ? lf + 2 : crlf + 3;
+  if (body == std::string_view::npos) return false;
+  return std::any_of(raw.begin() + static_cast<std::ptrdiff_t>(body), raw.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
 ParsedMessage parse_message_or_flag(std::string_view raw, const Limits& limits, bool headers_only,
                                     bool extract_documents) {
   auto parsed = parse_message(raw, limits, headers_only, extract_documents);

@@ -69,5 +69,6 @@ std::optional<std::int64_t> parse_date_value(std::string_view value) { return mi
 std::optional<std::int64_t> date_value_day(std::string_view value) { return mime().date_value_day(value); }
 std::string decode_header_text(std::string_view value) { return mime().decode_header_text(value); }
 std::string encode_phrase(std::string_view utf8) { return mime().encode_phrase(utf8); }
+std::optional<std::string> seven_bit_message(std::string_view raw) { return mime().seven_bit_message(raw); }
 
 }  // namespace mailark

@@ -25,6 +25,7 @@ struct MimeApi {
   std::optional<std::int64_t> (*date_value_day)(std::string_view);
   std::string (*decode_header_text)(std::string_view);
   std::string (*encode_phrase)(std::string_view);
+  std::optional<std::string> (*seven_bit_message)(std::string_view);
 };
 
 // Bump kMimeApiVersion when a function's meaning changes with the same types; sizes catch the rest.

@@ -19,6 +19,7 @@ extern "C" __attribute__((visibility("default"))) const mailark::MimeApi* mailar
       &date_value_day,
       &decode_header_text,
       &encode_phrase,
+      &seven_bit_message,
   };
   return &api;
 }

@@ -1,5 +1,6 @@
 // Fuzzes message parsing (GMime, engine/message.cc) with index-field extraction and document building:
-// what every archived message goes through, whatever its bytes; and parse_plain_text against it.
+// what every archived message goes through, whatever its bytes; parse_plain_text against it; and the
+// 7-bit conversion delivery makes for a server without 8BITMIME.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -37,6 +38,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (plain->subject != m.subject || plain->body_text != m.body_text || !m.attachment_text.empty() ||
         m.has_attachment())
       __builtin_trap();
+  }
+  // The 7-bit conversion for a server without 8BITMIME (delivery): only for an 8-bit body, and what it
+  // writes parses again.
+  if (auto seven = mailark::seven_bit_message(raw)) {
+    if (!mailark::has_eight_bit_body(raw)) __builtin_trap();
+    (void)mailark::parse_message_or_flag(*seven, limits);
   }
   mailark::ArchiveRecord r;
   r.seq = 1;

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "engine/html_text.h"
 #include "tests/test_util.h"
@@ -259,3 +261,175 @@ TEST(PlainText, ASubjectFoldedFromAnEmptyLineIsTrimmedAsGMimeTrimsIt) {
   EXPECT_EQ(plain->body_text, m.body_text);
   EXPECT_EQ(parse_message_or_flag(raw, limits, /*headers_only=*/true).subject, m.subject);
 }
+
+namespace mailark {
+namespace {
+
+// The header section of a message (up to the first empty line), and what follows it.
+std::pair<std::string, std::string> split_header(const std::string& raw) {
+  std::size_t end = raw.find("\r\n\r\n");
+  if (end == std::string::npos) return {raw, ""};
+  return {raw.substr(0, end + 2), raw.substr(end + 4)};
+}
+
+bool all_ascii(std::string_view s) {
+  return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos < s.size()) {
+    std::size_t nl = s.find('\n', pos);
+    if (nl == std::string::npos) nl = s.size();
+    std::string line = s.substr(pos, nl - pos);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    out.push_back(line);
+    pos = nl + 1;
+  }
+  return out;
+}
+
+// What a reader of the message sees: its text and its attachments' contents.
+void expect_same_content(const std::string& a, const std::string& b, const std::string& what) {
+  ParsedMessage x = parse_message_or_flag(a, limits), y = parse_message_or_flag(b, limits);
+  EXPECT_EQ(x.subject, y.subject) << what;
+  EXPECT_EQ(x.body_text, y.body_text) << what;
+  EXPECT_EQ(x.attachment_text, y.attachment_text) << what;
+  // Attached files by their decoded bytes; an attached message's own parts are converted too, so
+  // its bytes differ (its text is compared above, in attachment_text).
+  std::vector<std::string> xs, ys;
+  for (const auto& p : x.parts)
+    if (p.is_attachment) xs.push_back((p.content_type.starts_with("message/") ? "message" : to_hex(p.sha256)) + " " + p.filename);
+  for (const auto& p : y.parts)
+    if (p.is_attachment) ys.push_back((p.content_type.starts_with("message/") ? "message" : to_hex(p.sha256)) + " " + p.filename);
+  EXPECT_EQ(xs, ys) << what;
+}
+
+TEST(MessageSevenBit, APlainEightBitMessageBecomesQuotedPrintableMime) {
+  const std::string raw =
+      "From: Zoë <zoe@example.org>\r\nTo: a@example.com\r\nSubject: caf\xc3\xa9\r\n\r\n"
+      "Le caf\xc3\xa9 est pr\xc3\xaat.\r\n.leading dot\r\nplain line\r\n";
+  auto out = seven_bit_message(raw);
+  ASSERT_TRUE(out.has_value());
+  auto [head, body] = split_header(*out);
+  EXPECT_TRUE(all_ascii(body)) << body;
+  EXPECT_NE(head.find("MIME-Version: 1.0"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Transfer-Encoding: quoted-printable"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Type: text/plain; charset=utf-8"), std::string::npos) << "named, not US-ASCII: " << head;
+  EXPECT_NE(head.find("Subject: caf\xc3\xa9\r\n"), std::string::npos) << "header fields stay as they were: " << head;
+  EXPECT_NE(body.find("Le caf=C3=A9 est pr=C3=AAt."), std::string::npos) << body;
+  EXPECT_NE(body.find("plain line\r\n"), std::string::npos) << body;
+  EXPECT_EQ(body.find("=0D"), std::string::npos) << "line ends are not encoded: " << body;
+  for (std::size_t i = 0; i < out->size(); ++i) {
+    if ((*out)[i] == '\n') {
+      ASSERT_TRUE(i > 0 && (*out)[i - 1] == '\r') << "a bare LF at " << i;
+    }
+  }
+  expect_same_content(raw, *out, "plain");
+}
+
+TEST(MessageSevenBit, OnlyTheEightBitPartsAreEncoded) {
+  std::string binary;
+  for (int i = 0; i < 600; ++i) binary.push_back(static_cast<char>((i * 37 + 11) % 256));
+  for (std::size_t i = 0; i < binary.size(); ++i)  // no line ends inside: CTE binary, as senders write it
+    if (binary[i] == '\r' || binary[i] == '\n') binary[i] = 'x';
+  const std::string seven_bit_part =
+      "--b1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nJust ASCII, kept as it was.\r\n";
+  const std::string base64_part =
+      "--b1\r\nContent-Type: image/png; name=\"a.png\"\r\nContent-Transfer-Encoding: base64\r\n"
+      "Content-Disposition: attachment; filename=\"a.png\"\r\n\r\niVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ\r\n";
+  const std::string raw =
+      "From: a@example.org\r\nTo: b@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+      "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n" +
+      seven_bit_part +
+      "--b1\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+      "Viele Gr\xfc\xdf" "e aus K\xf6ln, und bis bald in der Stadt am Rhein.\r\n" +
+      base64_part +
+      "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+      "Content-Disposition: attachment; filename=\"blob.bin\"\r\n\r\n" +
+      binary + "\r\n--b1--\r\nepilogue\r\n";
+  auto out = seven_bit_message(raw);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(all_ascii(*out)) << *out;
+  EXPECT_NE(out->find(seven_bit_part), std::string::npos) << "an ASCII part is left as it was:\n" << *out;
+  EXPECT_NE(out->find(base64_part), std::string::npos) << "a base64 part is left as it was:\n" << *out;
+  EXPECT_NE(out->find("Content-Transfer-Encoding: quoted-printable\r\n\r\nViele Gr=FC=DFe aus K=F6ln, und"), std::string::npos)
+      << *out;
+  EXPECT_EQ(out->find("Content-Transfer-Encoding: 8bit"), std::string::npos) << *out;
+  EXPECT_EQ(out->find("Content-Transfer-Encoding: binary"), std::string::npos) << *out;
+  EXPECT_NE(out->find("Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"blob.bin\""),
+            std::string::npos)
+      << *out;
+  EXPECT_NE(out->find("\r\npreamble\r\n"), std::string::npos);
+  expect_same_content(raw, *out, "multipart");
+  ParsedMessage m = parse_message_or_flag(*out, limits);
+  bool found = false;
+  for (const auto& p : m.parts)
+    if (p.filename == "blob.bin") {
+      found = true;
+      EXPECT_EQ(p.size, binary.size());
+      EXPECT_EQ(p.sha256, sha256(binary));
+    }
+  EXPECT_TRUE(found);
+}
+
+TEST(MessageSevenBit, TextThatNamesNoCharsetIsNamed) {
+  // Latin-1 bytes under a Content-Type without a charset: not UTF-8, so RFC 1428's unknown-8bit.
+  auto out = seven_bit_message("From: a@example.org\r\nContent-Type: text/plain\r\n\r\nK\xf6ln am Rhein, eine Stadt\r\n");
+  ASSERT_TRUE(out.has_value());
+  EXPECT_NE(out->find("charset=unknown-8bit"), std::string::npos) << *out;
+  EXPECT_NE(out->find("K=F6ln am Rhein"), std::string::npos) << *out;
+  // A charset that is named is kept.
+  out = seven_bit_message("From: a@example.org\r\nContent-Type: text/plain; charset=koi8-r\r\n\r\n\xf0\xd2\xc9\r\n");
+  ASSERT_TRUE(out.has_value());
+  EXPECT_NE(out->find("charset=koi8-r"), std::string::npos) << *out;
+}
+
+TEST(MessageSevenBit, ASevenBitBodyIsSentAsItIs) {
+  EXPECT_FALSE(seven_bit_message("From: a@example.org\r\nSubject: x\r\n\r\nascii only\r\n").has_value());
+  // 8-bit header fields alone: 8BITMIME is about the body; Postfix sends such headers as they are.
+  EXPECT_FALSE(seven_bit_message("From: a@example.org\r\nSubject: caf\xc3\xa9\r\n\r\nascii\r\n").has_value());
+  EXPECT_FALSE(seven_bit_message("Subject: caf\xc3\xa9\r\n").has_value());
+  EXPECT_TRUE(has_eight_bit_body("Subject: x\r\n\r\n\xc3\xa9"));
+  EXPECT_TRUE(has_eight_bit_body("Subject: x\n\n\xc3\xa9"));
+  EXPECT_TRUE(has_eight_bit_body("\r\n\xc3\xa9"));
+  EXPECT_FALSE(has_eight_bit_body("Subject: \xc3\xa9\r\nX: y\r\n"));
+}
+
+// Every 8-bit message of the corpus: what a reader sees is the same, and no line with an 8-bit byte
+// is one the conversion wrote (the only 8-bit bytes left are lines of the original's header fields,
+// of embedded messages' header fields and of preambles, all copied as they were).
+TEST(MessageSevenBitCorpus, EveryEightBitMessageKeepsItsContent) {
+  REQUIRE_CORPUS();
+  std::size_t converted = 0, fully = 0;
+  for (const char* sub : {"/mime-edge", "/spamassassin"}) {
+    for (auto& e : std::filesystem::recursive_directory_iterator(test::corpus_dir() + sub)) {
+      if (!e.is_regular_file() || e.file_size() > 2'000'000) continue;
+      std::string raw = test::read_file(e.path().string());
+      if (!not_mail_reason(raw).empty()) continue;
+      std::string crlf;  // as the archive hands it to delivery: CRLF line ends
+      for (std::size_t i = 0; i < raw.size(); ++i) {
+        if (raw[i] == '\n' && (i == 0 || raw[i - 1] != '\r')) crlf.push_back('\r');
+        crlf.push_back(raw[i]);
+      }
+      auto out = seven_bit_message(crlf);
+      if (!out) continue;
+      ++converted;
+      if (all_ascii(split_header(*out).second)) ++fully;
+      std::set<std::string> original;
+      for (auto& l : lines_of(crlf)) original.insert(l);
+      for (auto& l : lines_of(*out)) {
+        if (!all_ascii(l)) {
+          ASSERT_TRUE(original.count(l)) << e.path() << ": a new 8-bit line: " << l;
+        }
+      }
+      expect_same_content(crlf, *out, e.path().string());
+    }
+  }
+  EXPECT_GT(converted, 100u);
+  std::cout << converted << " 8-bit messages converted, " << fully << " of them 7-bit past their header section\n";
+}
+
+}  // namespace
+}  // namespace mailark

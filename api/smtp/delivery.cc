@@ -16,6 +16,7 @@
 #include "api/smtp/client.h"
 #include "common/ascii.h"
 #include "common/dates.h"
+#include "engine/message.h"
 
 namespace mailark::api {
 
@@ -454,9 +455,25 @@ struct DeliveryAgent::Impl {
         co_return true;
       }
     }
+    // A server that does not offer 8BITMIME gets 8-bit mail converted to 7-bit MIME (RFC 6152 3, as
+    // Postfix does): the archive keeps the message as it came (test_postfix.py
+    // test_eight_bit_mail_is_converted_for_a_primary_without_8bitmime).
+    const bool eight_bit_mime = client.has_extension("8BITMIME");
+    if (!eight_bit_mime && has_eight_bit_body(raw)) {
+      bool converted = false;
+      auto convert = [&] {
+        if (auto seven = seven_bit_message(raw)) {
+          raw = std::move(*seven);
+          converted = true;
+        }
+      };
+      if (raw.size() <= kInlineReadBytes) convert();
+      else co_await run_blocking(blocking, convert);
+      if (converted) spdlog::info("{}: converted to 7-bit MIME for {}, which does not offer 8BITMIME", seq, relay);
+    }
     std::string mail = "MAIL FROM:<" + rec->envelope.mail_from + ">";
     if (client.has_extension("SIZE")) mail += " SIZE=" + std::to_string(raw.size());
-    if (client.has_extension("8BITMIME")) mail += " BODY=8BITMIME";
+    if (eight_bit_mime) mail += " BODY=8BITMIME";
     // Internationalised addresses need SMTPUTF8 on this hop too (RFC 6531): without it the message
     // cannot be relayed as it is, which is a permanent failure.
     auto non_ascii = [](const std::string& a) {

@@ -13,7 +13,11 @@
    one message, and mailark delivers to a primary Postfix that takes fewer still; on each hop the rest
    go in another transaction, and every recipient gets one copy.
 5. A mail loop through a primary that routes the domain back to mailark ends at limits.hops.
+6. A primary that does not offer 8BITMIME gets 8-bit mail converted to 7-bit MIME; the archive keeps
+   the message as it came.
 """
+import email
+import email.policy
 import json
 import os
 import shutil
@@ -376,6 +380,54 @@ relayhost = [127.0.0.1]:{mx_port}
         self.assertEqual(passes(), 11, "the loop has ended")
         self.assertNotIn("hopcount exceeded", primary.read_log(), "mailark ended it, not Postfix's own limit")
         self.until(lambda: self.cli("queue")["total"] == 0, "mailark's queue empty")
+
+    def test_eight_bit_mail_is_converted_for_a_primary_without_8bitmime(self):
+        """RFC 6152: 8-bit data goes only to a server that offers 8BITMIME; for one that does not (here a
+        Postfix told not to announce it) mailark converts the message to 7-bit MIME, as Postfix does:
+        the 8-bit parts quoted-printable or base64, what a reader sees the same. The archive keeps the
+        message as it came."""
+        primary_port, mx_port = free_port(), free_port()
+        self.mailbox_primary(primary_port, extra="smtpd_discard_ehlo_keywords = 8bitmime")
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]", inbound='verify_recipients = "none"')
+        blob = bytes((i * 37 + 11) % 256 for i in range(3000)).replace(b"\r", b"x").replace(b"\n", b"x")
+        text = "Viele Grüße aus Köln, bis bald am Rhein.\r\n".encode("latin-1")
+        multipart = (b"From: a@outside.example\r\nTo: carol@example.com\r\nSubject: parts\r\n"
+                     b"Message-ID: <eight-parts@outside.example>\r\nMIME-Version: 1.0\r\n"
+                     b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n"
+                     b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text +
+                     b"--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+                     b"Content-Disposition: attachment; filename=blob.bin\r\n\r\n" + blob + b"\r\n--b1--\r\n")
+        plain = (b"From: a@outside.example\r\nTo: carol@example.com\r\nSubject: plain\r\n"
+                 b"Message-ID: <eight-plain@outside.example>\r\n\r\n" + "Le café est prêt.\r\n".encode())
+        s = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
+        for m in (multipart, plain):
+            s.sendmail("a@outside.example", ["carol@example.com"], m)
+        s.quit()
+        self.until(lambda: len(self.mailbox_files()) == 2, "both messages in the primary's mailbox")
+        got = {}
+        for raw in self.mailbox_files():
+            self.assertTrue(all(b < 0x80 for b in raw), "7-bit only at the primary")
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            got[msg["Message-ID"]] = msg
+        parts = got["<eight-parts@outside.example>"]
+        body, attachment = [p for p in parts.walk() if not p.is_multipart()]
+        self.assertEqual(body.get_content(), text.decode("latin-1").rstrip("\r\n"))  # the last CRLF is the boundary's
+        self.assertIn(body["Content-Transfer-Encoding"], ("quoted-printable", "base64"))
+        self.assertEqual(attachment.get_content(), blob)
+        self.assertEqual(attachment["Content-Transfer-Encoding"], "base64")
+        one = got["<eight-plain@outside.example>"]
+        self.assertEqual(one["MIME-Version"], "1.0")
+        self.assertEqual(one.get_content_charset(), "utf-8")  # named: it was not US-ASCII
+        self.assertEqual(one.get_content().replace("\r\n", "\n"), "Le café est prêt.\n")  # CRLF in base64: RFC 2045's canonical form
+        with open(self.mailark_log) as f:
+            self.assertEqual(f.read().count("converted to 7-bit MIME"), 2)
+        # The archive holds each message as it came, 8-bit and all.
+        for mid, sent in (("eight-parts@outside.example", multipart), ("eight-plain@outside.example", plain)):
+            self.until(lambda: self.cli("search", f"id:{mid}")["total"] == 1, "the message in the index")
+            seq = self.cli("search", f"id:{mid}")["results"][0]["id"]
+            p = subprocess.run([BIN, "--data", self.data, "show", str(seq), "--raw"], capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertTrue(p.stdout.endswith(sent), p.stdout[-300:])
 
 if __name__ == "__main__":
     unittest.main()
