@@ -6,6 +6,7 @@
 #include <sstream>
 #include <string>
 
+using mailark::cli::fit_column;
 using mailark::cli::terminal_safe;
 using mailark::cli::TerminalSafeBuf;
 
@@ -91,4 +92,21 @@ TEST(TerminalSafe, AStreamWritesThroughItInOrder) {
   EXPECT_EQ(s.substr(0, 10), "0 ^[[0m\n1 ");
   EXPECT_NE(s.find("1999 ^[[0m\n"), std::string::npos);
   EXPECT_FALSE(has_control(s));
+}
+
+TEST(TerminalSafe, AColumnIsCutAndPaddedByCharacters) {
+  EXPECT_EQ(fit_column("short", 8, true), "short   ");
+  EXPECT_EQ(fit_column("short", 8), "short");
+  EXPECT_EQ(fit_column("exactly8", 8, true), "exactly8");
+  EXPECT_EQ(fit_column("ninechars", 8, true), "ninecha~");
+  // Counted in characters, cut between them: "é" is two bytes, "€" three.
+  EXPECT_EQ(fit_column("caf\xc3\xa9", 4, true), "caf\xc3\xa9");
+  EXPECT_EQ(fit_column("\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac", 2), "\xe2\x82\xac~");
+  EXPECT_EQ(fit_column("\xc3\xa9t\xc3\xa9", 2, true), "\xc3\xa9~");
+  EXPECT_EQ(fit_column("ab", 3, true), "ab ");
+  EXPECT_EQ(fit_column("", 2, true), "  ");
+  EXPECT_EQ(fit_column("abc", 1), "~");
+  EXPECT_EQ(fit_column("abc", 0), "");
+  const std::string huge(5000, 'x');
+  EXPECT_EQ(fit_column(huge, 100).size(), 100u);
 }

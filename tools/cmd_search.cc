@@ -6,9 +6,13 @@
 
 #include "common/json_text.h"
 #include "tools/cli.h"
+#include "tools/terminal_safe.h"
 
 namespace mailark::cli {
 namespace {
+
+// A listing's subject column: the whole subject is in `show` and in --json.
+constexpr std::size_t kSubjectColumn = 120;
 
 struct SearchArgs {
   std::vector<std::string> words;
@@ -69,13 +73,8 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
     // The sender's display name when there is one, else the address.
     std::string from = h.from.substr(0, h.from.find(','));
     if (std::size_t lt = from.find(" <"); lt != std::string::npos && lt > 0) from = from.substr(0, lt);
-    if (from.size() > 28) {
-      std::size_t cut = 27;  // never inside a UTF-8 sequence
-      while (cut > 0 && (static_cast<unsigned char>(from[cut]) & 0xC0) == 0x80) --cut;
-      from = from.substr(0, cut) + "~";
-    }
-    from.resize(28, ' ');
-    std::cout << std::setw(6) << h.id << "  " << iso8601(h.date).substr(0, 10) << "  " << from << "  " << h.subject;
+    std::cout << std::setw(6) << h.id << "  " << iso8601(h.date).substr(0, 10) << "  " << fit_column(from, 28, true)
+              << "  " << fit_column(h.subject, kSubjectColumn);
     if (h.verdict != "clean") std::cout << "  [" << h.verdict << "]";
     std::cout << "\n";
   }

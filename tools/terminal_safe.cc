@@ -101,4 +101,24 @@ std::string terminal_safe(std::string_view text, bool lines) {
   return sink.str();
 }
 
+std::string fit_column(std::string_view text, std::size_t width, bool pad) {
+  // Code points start at every byte that is not a continuation byte (10xxxxxx).
+  auto starts = [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; };
+  std::size_t chars = 0, cut = text.size();
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (!starts(text[i])) continue;
+    if (chars == width - 1 && width > 0) cut = i;  // where the "~" goes if the text is too long
+    if (++chars > width) break;
+  }
+  std::string out;
+  if (chars > width) {
+    out.assign(text.substr(0, width == 0 ? 0 : cut));
+    if (width > 0) out += '~';
+    return out;
+  }
+  out.assign(text);
+  if (pad) out.append(width - chars, ' ');
+  return out;
+}
+
 }  // namespace mailark::cli

@@ -175,6 +175,18 @@ class CliTest(unittest.TestCase):
             self.assertIn(b"evil ^[]0;pwned^G ^[[2J^[[31mRED", out)
             self.assertIn(b"Bad^[[5mGuy", out)
         self.assertEqual(self.run_cli("show", str(hit["id"]), "--raw").stdout, original)
+        # A subject of 6,000 characters takes one short line of the listing (tools/terminal_safe.h
+        # fit_column); `show` and the JSON have all of it.
+        words = [f"word{i:04d}" for i in range(600)]
+        long_subject = " ".join(words)
+        folded = "\r\n ".join(" ".join(words[i:i + 7]) for i in range(0, len(words), 7))
+        self.run_cli("import", self.write("long.eml", (f"From: a@example.com\r\nSubject: {folded}\r\n"
+                                                      "Message-ID: <long@example.com>\r\n\r\nbody\r\n").encode()))
+        line = self.run_cli("search", "id:long@example.com").stdout.split(b"\n")[0]
+        self.assertLess(len(line), 200, line)
+        self.assertTrue(line.endswith(b"~"), line)
+        self.assertIn(long_subject[:100].encode(), line)
+        self.assertEqual(len(self.json_cli("search", "id:long@example.com")["results"][0]["subject"]), len(long_subject))
 
     def loaded_libraries(self, *args, binary=None):
         """The shared objects the dynamic loader opened while `mailark ARGS` ran (LD_DEBUG=files)."""
