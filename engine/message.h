@@ -172,9 +172,10 @@ std::string write_converted_message(const ConvertedMessage& m);
 // under the 7-bit constraint (quoted-printable for text, base64 for the rest), its
 // Content-Transfer-Encoding field set to match, and a MIME-Version field added when there was none.
 // Header fields are left as they are (as Postfix leaves 8-bit headers), and so is every part that
-// held only ASCII. Nothing when the body has no 8-bit byte (send it as it is), or when GMime cannot
+// held only ASCII, and signed or encrypted multiparts whole (a conversion would break the signature). Nothing when the body has no 8-bit byte (send it as it is), or when GMime cannot
 // read it as a message. CRLF line ends. Tests: MessageSevenBit.*, test_postfix.py
-// test_eight_bit_mail_is_converted_for_a_primary_without_8bitmime; fuzzed with the message target.
+// test_eight_bit_mail_is_converted_for_a_primary_without_8bitmime (signed parts: ASignedPartIsLeftWhole);
+// fuzzed with the message target.
 std::optional<std::string> seven_bit_message(std::string_view raw);
 // Whether the message has a byte past 127 after its header section (where 8BITMIME matters).
 bool has_eight_bit_body(std::string_view raw);

@@ -386,6 +386,26 @@ TEST(MessageSevenBit, TextThatNamesNoCharsetIsNamed) {
   EXPECT_NE(out->find("charset=koi8-r"), std::string::npos) << *out;
 }
 
+TEST(MessageSevenBit, ASignedPartIsLeftWhole) {
+  // A conversion inside multipart/signed would break the signature (RFC 1847): it is sent as it was,
+  // while an 8-bit part beside it is converted.
+  const std::string signed_part =
+      "--s1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+      "sign\xc3\xa9 text that is long enough to be quoted-printable\r\n--s1\r\n"
+      "Content-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\nabc\r\n"
+      "-----END PGP SIGNATURE-----\r\n--s1--\r\n";
+  const std::string raw =
+      "From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m1\"\r\n\r\n"
+      "--m1\r\nContent-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; "
+      "boundary=\"s1\"\r\n\r\n" + signed_part +
+      "--m1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+      "besid\xc3\xa9 it, a text that is long enough to be quoted-printable\r\n--m1--\r\n";
+  auto out = seven_bit_message(raw);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_NE(out->find(signed_part), std::string::npos) << *out;
+  EXPECT_NE(out->find("besid=C3=A9 it"), std::string::npos) << *out;
+}
+
 TEST(MessageSevenBit, ASevenBitBodyIsSentAsItIs) {
   EXPECT_FALSE(seven_bit_message("From: a@example.org\r\nSubject: x\r\n\r\nascii only\r\n").has_value());
   // 8-bit header fields alone: 8BITMIME is about the body; Postfix sends such headers as they are.
