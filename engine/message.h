@@ -168,14 +168,15 @@ std::string write_converted_message(const ConvertedMessage& m);
 
 // The message for a server that does not offer 8BITMIME (RFC 6152 3: a message with 8-bit data
 // is converted to 7-bit MIME or not sent; Postfix converts, as here): every leaf part whose body holds
-// bytes past 127 and is not already quoted-printable or base64 gets the encoding GMime finds best
-// under the 7-bit constraint (quoted-printable for text, base64 for the rest), its
-// Content-Transfer-Encoding field set to match, and a MIME-Version field added when there was none.
-// Header fields are left as they are (as Postfix leaves 8-bit headers), and so is every part that
-// held only ASCII, and signed or encrypted multiparts whole (a conversion would break the signature). Nothing when the body has no 8-bit byte (send it as it is), or when GMime cannot
-// read it as a message. CRLF line ends. Tests: MessageSevenBit.*, test_postfix.py
-// test_eight_bit_mail_is_converted_for_a_primary_without_8bitmime (signed parts: ASignedPartIsLeftWhole);
-// fuzzed with the message target.
+// bytes past 127 (or is declared binary) and is not already quoted-printable or base64 gets the
+// encoding GMime finds best under the 7-bit constraint (quoted-printable when little of it is 8-bit,
+// base64 else), its Content-Transfer-Encoding field set to match; 8-bit text that names no charset is
+// named (utf-8, or unknown-8bit when it is not UTF-8); a MIME-Version field is added when there was
+// none. Header fields stay as they are (as Postfix leaves 8-bit headers), and so do parts that held
+// only ASCII and signed or encrypted multiparts (a conversion would break the signature). Nothing
+// when the body has no 8-bit byte (send it as it is), or when GMime cannot read it as a message. CRLF
+// line ends. Tests: MessageSevenBit.* (signed parts: ASignedPartIsLeftWhole), test_postfix.py
+// test_eight_bit_mail_is_converted_for_a_primary_without_8bitmime; fuzzed with the message target.
 std::optional<std::string> seven_bit_message(std::string_view raw);
 // Whether the message has a byte past 127 after its header section (where 8BITMIME matters).
 bool has_eight_bit_body(std::string_view raw);
