@@ -61,26 +61,117 @@ struct RecipientVerifier::Impl {
                      (primary_reply.empty() ? std::string("user unknown") : primary_reply.substr(0, 200))};
   }
 
+  // Connections to the primary between probes, newest last: a message for many recipients, or many
+  // messages at once, cost the primary a few sessions, not one per address (as Postfix's probes
+  // share its SMTP client's connection cache). Each is closed after kIdle without a probe, or after
+  // kProbesPerConnection probes. Test: test_postfix.py test_recipient_probes_share_connections_to_the_primary.
+  static constexpr auto kIdle = std::chrono::seconds(5);
+  static constexpr unsigned kProbesPerConnection = 100;
+  struct Connection {
+    std::shared_ptr<smtp::SmtpClient> client;
+    unsigned probes = 0;
+    std::chrono::steady_clock::time_point idle_since;
+  };
+  std::vector<Connection> idle;
+  asio::steady_timer reaper{io};
+  bool reaping = false;
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);
+
+  ~Impl() {
+    *alive = false;
+    for (auto& c : idle) c.client->abort();
+  }
+
+  // One probe over an open connection: MAIL FROM:<>, RCPT TO and RSET (one write when the primary
+  // offers PIPELINING), leaving the connection ready for the next. Code 0: the connection broke.
+  struct Asked {
+    smtp::ClientReply mail, rcpt;
+    bool reusable = false;  // reset and still open
+  };
+  static awaitable<Asked> ask(smtp::SmtpClient& client, const std::string& address) {
+    const std::vector<std::string> lines{"MAIL FROM:<>", "RCPT TO:<" + address + ">", "RSET"};
+    std::vector<smtp::ClientReply> r;
+    if (client.has_extension("PIPELINING")) {
+      r = co_await client.pipeline(lines);
+    } else {
+      for (const auto& line : lines) {
+        r.push_back(co_await client.command(line));
+        if (r.back().code == 0 || (line == lines[0] && !r.back().ok())) break;
+      }
+    }
+    r.resize(3, smtp::ClientReply{0, "connection lost"});
+    co_return Asked{r[0], r[1], r[2].code == 250};
+  }
+
+  void park(std::shared_ptr<smtp::SmtpClient> client, unsigned probes) {
+    if (probes >= kProbesPerConnection) {
+      asio::co_spawn(io, [client]() -> awaitable<void> { co_await client->quit(); }, asio::detached);
+      return;
+    }
+    idle.push_back(Connection{std::move(client), probes, std::chrono::steady_clock::now()});
+    if (!reaping) {
+      reaping = true;
+      asio::co_spawn(io, reap(alive), asio::detached);
+    }
+  }
+
+  // Closes parked connections kIdle after their last probe; ends when none is parked.
+  awaitable<void> reap(std::shared_ptr<bool> live) {
+    while (*live && !idle.empty()) {
+      reaper.expires_at(idle.front().idle_since + kIdle);
+      co_await reaper.async_wait(as_tuple(use_awaitable));
+      if (!*live) co_return;  // the verifier is gone (its connections aborted)
+      const auto now = std::chrono::steady_clock::now();
+      while (!idle.empty() && idle.front().idle_since + kIdle <= now) {
+        auto client = std::move(idle.front().client);
+        idle.erase(idle.begin());
+        co_await client->quit();
+        if (!*live) co_return;
+      }
+    }
+    if (*live) reaping = false;
+  }
+
   // One probe: 2xx accepted, 5xx refused, anything else (no answer, 4xx) unknown.
   awaitable<smtp::ClientReply> probe(const std::string& address) {
+    // A parked connection first; one the primary closed meanwhile is dropped and the next tried.
+    while (!idle.empty()) {
+      Connection c = std::move(idle.back());
+      idle.pop_back();
+      Asked a = co_await ask(*c.client, address);
+      if (a.mail.code == 0 || (a.mail.ok() && a.rcpt.code == 0)) {
+        spdlog::info("verify: a connection kept for probes is closed ({}); another is tried",
+                     (a.mail.code == 0 ? a.mail : a.rcpt).to_string());
+        c.client->abort();
+        continue;
+      }
+      if (!a.mail.ok()) {  // the primary refuses the null sender now: a new session below says why
+        co_await c.client->quit();
+        break;
+      }
+      if (a.reusable) park(c.client, c.probes + 1);
+      else co_await c.client->quit();
+      co_return a.rcpt;
+    }
     smtp::ClientReply last{0, "no primary server configured"};
     for (const auto& hp : config.delivery.primary) {
-      smtp::SmtpClient client(io, tls, config.hostname, std::chrono::seconds(std::min(10u, config.delivery.connect_timeout)),
-                              std::chrono::seconds(std::min(30u, config.delivery.reply_timeout)));
-      smtp::ClientReply opened = co_await client.open(hp.host, hp.port, smtp::SmtpClient::Tls::kNone);
+      auto client = std::make_shared<smtp::SmtpClient>(
+          io, tls, config.hostname, std::chrono::seconds(std::min(10u, config.delivery.connect_timeout)),
+          std::chrono::seconds(std::min(30u, config.delivery.reply_timeout)));
+      smtp::ClientReply opened = co_await client->open(hp.host, hp.port, smtp::SmtpClient::Tls::kNone);
       if (!opened.ok()) {
         last = smtp::ClientReply{0, opened.to_string()};
         continue;
       }
-      smtp::ClientReply mail = co_await client.command("MAIL FROM:<>");
-      if (!mail.ok()) {
-        last = smtp::ClientReply{mail.code >= 500 ? 0 : mail.code, "MAIL FROM:<> refused: " + mail.to_string()};
-        co_await client.quit();
+      Asked a = co_await ask(*client, address);
+      if (!a.mail.ok()) {
+        last = smtp::ClientReply{a.mail.code >= 500 ? 0 : a.mail.code, "MAIL FROM:<> refused: " + a.mail.to_string()};
+        co_await client->quit();
         continue;
       }
-      smtp::ClientReply rcpt = co_await client.command("RCPT TO:<" + address + ">");
-      co_await client.quit();
-      co_return rcpt;
+      if (a.reusable) park(client, 1);
+      else co_await client->quit();
+      co_return a.rcpt;
     }
     co_return last;
   }

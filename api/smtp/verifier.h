@@ -1,13 +1,14 @@
 // Recipient verification against the primary server (inbound.verify_recipients = "primary"), as
-// Postfix's reject_unverified_recipient: an RCPT probe (MAIL FROM:<>, RCPT TO, QUIT) tells whether the
+// Postfix's reject_unverified_recipient: an RCPT probe (MAIL FROM:<>, RCPT TO, RSET) tells whether the
 // primary would take mail for an address, so mailark refuses unknown recipients at RCPT time and never
-// has to bounce (no backscatter). Answers are cached in memory and in the archive (table rcpt_cache):
-// accepted ones for inbound.verify_positive_ttl, refused ones for inbound.verify_negative_ttl. When the
-// primary cannot be asked (down, 4xx), an address it accepted before, however long ago, is accepted,
-// so known users keep receiving mail through an outage; others are deferred (451 4.4.3) or accepted
-// per inbound.verify_unreachable. Probes for one address are shared, and at most kMaxProbes run at
-// once. Tests: tests/e2e/test_postfix.py test_unknown_recipients_are_refused_at_rcpt_time_by_asking_postfix
-// (refused, cached, durable, accepted through an outage).
+// has to bounce (no backscatter). Probes share connections to the primary, each kept a few seconds for
+// the next. Answers are cached in memory and in the archive (table rcpt_cache): accepted ones for
+// inbound.verify_positive_ttl, refused ones for inbound.verify_negative_ttl. When the primary cannot be
+// asked (down, 4xx), an address it accepted before, however long ago, is accepted, so known users keep
+// receiving mail through an outage; others are deferred (451 4.4.3) or accepted per
+// inbound.verify_unreachable. Probes for one address are shared, and at most kMaxProbes run at once.
+// Tests: tests/e2e/test_postfix.py test_unknown_recipients_are_refused_at_rcpt_time_by_asking_postfix
+// (refused, cached, durable, accepted through an outage), test_recipient_probes_share_connections_to_the_primary.
 //
 // Thread safety: used on the server's io_context thread only.
 #pragma once

@@ -226,6 +226,65 @@ index_commit_interval_ms = 200
         self.assertEqual(self.cli("search", 'subject:"Undelivered Mail"')["total"], 0, "no DSN was ever made")
         self.assertIn("status=sent", postfix.read_log())
 
+    def test_recipient_probes_share_connections_to_the_primary(self):
+        """api/smtp/verifier.h: a message for 48 recipients the primary has not been asked about costs it a
+        session or two, not 48: probes share a connection (MAIL FROM:<>, RCPT TO, RSET), which is closed
+        a few seconds after the last probe. A connection the primary closed meanwhile is dropped and a
+        new one opened; the answers stay right throughout."""
+        users = os.path.join(self.tmp, "vmailbox")
+        with open(users, "w") as f:
+            f.write("".join(f"user{i}@example.com user{i}/\n" for i in range(80)))
+        primary_port, mx_port = free_port(), free_port()
+        postfix = self.mailbox_primary(primary_port, mailbox_maps=f"texthash:{users}")
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]", inbound='verify_recipients = "primary"')
+
+        def send(recipients):
+            s = smtplib.SMTP("127.0.0.1", mx_port, timeout=60)
+            s.ehlo("outside.example")
+            s.mail("someone@outside.example")
+            answers = {a: s.rcpt(a)[0] for a in recipients}
+            s.rset()
+            s.quit()
+            return answers
+
+        def sessions():
+            log = postfix.read_log()
+            return log.count("disconnect from localhost[127.0.0.1]")
+
+        known = [f"user{i}@example.com" for i in range(40)]
+        unknown = [f"stranger{i}@example.com" for i in range(8)]  # under limits.errors
+        answers = send(known + unknown)
+        self.assertEqual({a: answers[a] for a in known}, {a: 250 for a in known})
+        self.assertEqual({a: answers[a] for a in unknown}, {a: 550 for a in unknown})
+        with open(self.mailark_log) as f:
+            self.assertEqual(f.read().count("verify: <"), 48, "each address asked once")
+        # The probes' session ends a few seconds after the last probe (kIdle); the primary saw one
+        # (two at most, were a probe's reply slow), not 48.
+        self.until(lambda: sessions() >= 1, "the probes' session closed", 30)
+        time.sleep(1)
+        self.assertLessEqual(sessions(), 2, postfix.read_log()[-3000:])
+
+        # A kept connection the primary closes (its smtpd killed) is replaced by a new one.
+        answers = send(["user40@example.com"])
+        self.assertEqual(answers["user40@example.com"], 250)
+        killed = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if int(fields[1]) == postfix.proc.pid and comm == "smtpd":
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+        self.assertGreaterEqual(killed, 1, "the primary's smtpd serving the kept connection")
+        answers = send(["user41@example.com", "stranger99@example.com"])
+        self.assertEqual(answers, {"user41@example.com": 250, "stranger99@example.com": 550})
+        with open(self.mailark_log) as f:
+            self.assertIn("verify: a connection kept for probes is closed", f.read())
+
     @unittest.skipUnless(os.path.exists(SINK) and os.path.exists(DNSMASQ), "needs smtp-sink and dnsmasq")
     def test_postfix_sends_outbound_through_mailark_to_the_mx(self):
         dns_port, mx_smtp_port, outbound_port, postfix_port = free_port(), free_port(), free_port(), free_port()
