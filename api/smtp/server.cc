@@ -158,7 +158,10 @@ class ListenerPolicy : public smtp::Policy {
     if (!rules->domains.count(ascii_lower(rcpt.domain))) {
       return RecipientDecision::reject({554, "5.7.1 <" + rcpt.address + ">: Relay access denied"});
     }
-    if (!rules->recipients.empty() && !rules->recipients.count(addr)) {
+    // postmaster@ a served domain is always taken (RFC 5321 4.5.1: every SMTP server MUST support
+    // it), whether or not the list names it (test_serve.py test_recipient_list_accepts_only_listed_addresses).
+    if (!rules->recipients.empty() && !rules->recipients.count(addr) &&
+        ascii_lower(rcpt.local_part) != "postmaster") {
       return RecipientDecision::reject({550, "5.1.1 <" + rcpt.address + ">: Recipient address rejected: user unknown"});
     }
     if (rules->verify_with_primary && holding_()) {

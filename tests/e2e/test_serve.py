@@ -489,6 +489,10 @@ class SmallServerTest(unittest.TestCase):
         code, text = s.rcpt("stranger@example.com")
         self.assertEqual(code, 550)
         self.assertIn(b"5.1.1", text)
+        # postmaster is always taken (RFC 5321 4.5.1), listed or not, with or without a domain.
+        self.assertEqual(s.rcpt("PostMaster@example.com")[0], 250)
+        self.assertEqual(s.rcpt("<Postmaster>")[0], 250)
+        self.assertEqual(s.rcpt("postmaster@elsewhere.example")[0], 554, "only for a domain it serves")
         s.quit()
 
     def test_client_below_the_minimum_data_rate_is_disconnected(self):
