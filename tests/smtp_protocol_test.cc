@@ -608,6 +608,16 @@ TEST(SmtpProtocol, TooManyErrorsCloseTheSession) {
   EXPECT_EQ(d.codes().back(), "421");
 }
 
+TEST(SmtpProtocol, BareAddressesAreTakenAsPostfixTakesThem) {
+  Driver d;
+  d.feed("EHLO scanner.example\r\nMAIL FROM: scans@example.com SIZE=100\r\nRCPT TO: ana@example.com\r\nDATA\r\n"
+         "Subject: scan\r\n\r\npage 1\r\n.\r\n");
+  EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "250", "250", "354", "250"}));
+  ASSERT_EQ(d.stored.size(), 1u);
+  EXPECT_EQ(d.stored[0].mail_from, "scans@example.com");
+  EXPECT_EQ(d.stored[0].rcpt_to, (std::vector<std::string>{"ana@example.com"}));
+}
+
 TEST(SmtpProtocol, PathSyntax) {
   EXPECT_EQ(parse_path("<a@b.example>", false)->address, "a@b.example");
   EXPECT_EQ(parse_path(" <a@b.example> SIZE=10", false)->params, "SIZE=10");
@@ -620,7 +630,17 @@ TEST(SmtpProtocol, PathSyntax) {
   EXPECT_EQ(parse_path("<> SIZE=1", true)->params, "SIZE=1");
   EXPECT_EQ(parse_path("<a@[192.0.2.1]>", false)->domain, "[192.0.2.1]");
   EXPECT_FALSE(parse_path("<>", false));
-  EXPECT_FALSE(parse_path("a@b.example", false)) << "angle brackets are required";
+  // A bare address is taken as if in angle brackets (Postfix's strict_rfc821_envelopes = no).
+  EXPECT_EQ(parse_path("a@b.example", false)->address, "a@b.example");
+  EXPECT_EQ(parse_path(" a@b.example SIZE=10 BODY=8BITMIME", true)->params, "SIZE=10 BODY=8BITMIME");
+  EXPECT_EQ(parse_path("Postmaster", false)->address, "Postmaster");
+  EXPECT_FALSE(parse_path("a@b@c.example", false));
+  EXPECT_FALSE(parse_path("a@b.example>", false));
+  EXPECT_FALSE(parse_path("a@b.example<", false));
+  EXPECT_FALSE(parse_path("\"john smith\"@example.com", false)) << "quoted local parts need the brackets";
+  EXPECT_FALSE(parse_path("nodomain", true));
+  EXPECT_FALSE(parse_path("", true));
+  EXPECT_TRUE(routing_in_path(*parse_path("a%c.example@b.example", false)).size() > 0);
   EXPECT_FALSE(parse_path("<a b@c.example>", false));
   EXPECT_FALSE(parse_path("<a@b.example", false));
   EXPECT_FALSE(parse_path("<nodomain>", true));

@@ -87,7 +87,18 @@ std::size_t local_part_length(std::string_view s, bool& quoted) {
 
 std::optional<Path> parse_path(std::string_view text, bool allow_null) {
   text = trim(text);
-  if (text.empty() || text.front() != '<') return std::nullopt;
+  if (!text.empty() && text.front() != '<') {
+    // A bare address ("MAIL FROM: a@b.example", as scanners and scripts send it): taken as if in
+    // angle brackets, as Postfix (strict_rfc821_envelopes = no) and Exchange take it; the address is
+    // checked the same way. Not for quoted local parts, whose spaces would be ambiguous.
+    std::size_t end = text.find(' ');
+    std::string_view bare = text.substr(0, end);
+    if (bare.find_first_of("<>\"") != std::string_view::npos) return std::nullopt;
+    std::string wrapped = "<" + std::string(bare) + ">";
+    if (end != std::string_view::npos) wrapped += std::string(text.substr(end));
+    return parse_path(wrapped, allow_null);
+  }
+  if (text.empty()) return std::nullopt;
   Path p;
   std::string_view inside = text.substr(1);
   // Source route: "@a,@b:" (RFC 5321 4.1.2, obsolete, recorded so a listener can refuse it).

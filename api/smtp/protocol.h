@@ -92,7 +92,8 @@ struct Path {
   std::string params;        // ESMTP parameters after the '>'
 };
 
-// Parses "<local@domain>" (with optional source route and surrounding spaces) after "FROM:"/"TO:".
+// Parses "<local@domain>" (with optional source route and surrounding spaces) after "FROM:"/"TO:";
+// a bare "local@domain" too, as Postfix and Exchange take it (test SmtpProtocol.PathSyntax).
 // allow_null: "<>" is accepted (MAIL FROM). Returns nothing for a syntax error.
 std::optional<Path> parse_path(std::string_view text, bool allow_null);
 
