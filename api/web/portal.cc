@@ -111,6 +111,28 @@ std::optional<std::uint64_t> number(std::string_view s, std::uint64_t max = UINT
   return v;
 }
 
+// A listing's offset and limit (query parameters; absent: 0 and 50). A limit above kMaxPage is
+// taken as kMaxPage (the documented page size); what is not a number, a limit of 0 or an offset past
+// 2^30 is refused, never read as the default (test_web.py test_paging_parameters_are_checked).
+struct Page {
+  std::size_t offset = 0, limit = 50;
+};
+std::optional<Page> page_params(const std::string& offset, const std::string& limit) {
+  Page p;
+  if (!offset.empty()) {
+    auto o = number(offset, 1u << 30);
+    if (!o) return std::nullopt;
+    p.offset = *o;
+  }
+  if (!limit.empty()) {
+    auto l = number(limit, UINT64_MAX / 2);
+    if (!l || *l == 0) return std::nullopt;
+    p.limit = std::min<std::size_t>(*l, kMaxPage);
+  }
+  return p;
+}
+constexpr const char* kBadPage = "offset and limit are whole numbers (offset at most 1073741824, limit 1 to 200)";
+
 }  // namespace
 
 struct WebPortal::Impl {
@@ -548,9 +570,10 @@ struct WebPortal::Impl {
         return ok_json({{"renamed", folder->id}});
       }
       if (parts.size() == 5 && parts[4] == "messages" && req.method == "GET") {
-        std::size_t offset = number(param("offset"), 1u << 30).value_or(0);
-        std::size_t limit = std::min<std::size_t>(number(param("limit"), kMaxPage).value_or(50), kMaxPage);
-        auto page = ctx.store.entries_page(u.id, folder->id, offset, limit);
+        auto paging = page_params(param("offset"), param("limit"));
+        if (!paging) return error(400, kBadPage);
+        const std::size_t offset = paging->offset;
+        auto page = ctx.store.entries_page(u.id, folder->id, offset, paging->limit);
         if (!page) return error(500, page.error().to_string());
         std::vector<std::uint64_t> ids;
         for (const auto& e : *page) ids.push_back(e.seq);
@@ -1109,6 +1132,8 @@ struct WebPortal::Impl {
   http::Response search(const Caller& c, const std::string& q, const std::string& folder_param,
                         const std::string& offset_param, const std::string& limit_param) {
     if (q.size() > 2000) return error(400, "query too long");
+    auto paging = page_params(offset_param, limit_param);
+    if (!paging) return error(400, kBadPage);
     std::optional<std::uint32_t> only;
     if (!folder_param.empty()) {
       auto f = number(folder_param);
@@ -1120,8 +1145,8 @@ struct WebPortal::Impl {
     auto reader = take_reader();
     if (!reader) return ok_json({{"total", 0}, {"messages", json::array()}});
     indexer::SearchOptions opts;
-    opts.offset = number(offset_param, 1u << 30).value_or(0);
-    opts.limit = std::min<std::size_t>(number(limit_param, kMaxPage).value_or(50), kMaxPage);
+    opts.offset = paging->offset;
+    opts.limit = paging->limit;
     if (only) {
       auto f = (*idx)->by_folder.find(*only);
       if (f == (*idx)->by_folder.end()) return error(404, "no such folder");

@@ -418,6 +418,24 @@ tls = "none"
         self.assertEqual(status, 400)
         self.assertIn("error", err)
 
+    def test_paging_parameters_are_checked(self):
+        """api/web/portal.cc page_params: an offset or limit that is not a whole number (or a limit of 0,
+        an offset past 2^30) is refused with 400, not read as the default; a limit past 200 is 200."""
+        inbox = self.alice.get("/api/v1/folders")[1]["folders"][0]["id"]
+        for path in ("/api/v1/search?q=subject:alice", f"/api/v1/folders/{inbox}/messages?x=1"):
+            for bad in ("offset=abc", "offset=-1", "offset=999999999999999999999", "offset=1073741825", "limit=-5",
+                        "limit=0", "limit=1.5", "limit=", "offset=1e3"):
+                status, err = self.alice.get(f"{path}&{bad}")
+                if bad == "limit=":  # present but empty: as absent
+                    self.assertEqual(status, 200, (path, bad, err))
+                    continue
+                self.assertEqual(status, 400, (path, bad, err))
+                self.assertIn("offset and limit are whole numbers", err["error"])
+            status, r = self.alice.get(f"{path}&limit=100000")
+            self.assertEqual(status, 200, r)
+            status, r = self.alice.get(f"{path}&offset=1073741824")
+            self.assertEqual((status, r["messages"]), (200, []))
+
     # ---- hostile bytes ----
 
     def test_a_message_of_invalid_utf8_is_shown_and_the_server_stays_up(self):
