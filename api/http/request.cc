@@ -87,6 +87,21 @@ RequestReader::State RequestReader::feed(std::string_view bytes) {
     if (m.parser->is_header_done() && !head_seen_) {
       head_seen_ = true;
       take_head();
+      // A body whose end the parser cannot know (a transfer coding other than chunked last: Beast
+      // reads such a request as bodyless, and its body as the next request) is refused and the
+      // connection closed (RFC 9112 6.3), as is an HTTP/1.1 request without exactly one Host (3.2):
+      // behind a proxy that frames them otherwise, either could smuggle a request.
+      const auto& head = m.parser->get();
+      if (head.find(bhttp::field::transfer_encoding) != head.end() && !m.parser->chunked()) {
+        error_status_ = 400;
+        error_text_ = "a Transfer-Encoding other than chunked";
+        return State::kError;
+      }
+      if (head.version() >= 11 && head.count(bhttp::field::host) != 1) {
+        error_status_ = 400;
+        error_text_ = "an HTTP/1.1 request needs one Host field";
+        return State::kError;
+      }
       std::size_t limit = m.max_body;
       if (body_limit_fn_) limit = std::min(limit, body_limit_fn_(request_));
       auto length = m.parser->content_length();
