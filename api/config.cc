@@ -540,6 +540,31 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
     auto hp = parse_host_port(c.web.listen, 8080);
     if (!hp) return bad("web.listen", hp.error().context);
   }
+  // Two of mailark's own listeners on one port would fail at start-up as "Address already in use",
+  // as if another program held it: named here instead (tests/config_test.cc Config.ListenersNeedPortsOfTheirOwn).
+  {
+    struct Socket {
+      std::string what, host;
+      std::uint16_t port;
+    };
+    std::vector<Socket> sockets;
+    for (const auto& l : c.listeners) sockets.push_back({"listener " + l.name, l.address, l.port});
+    if (!c.web.listen.empty()) {
+      auto hp = parse_host_port(c.web.listen, 8080);
+      sockets.push_back({"web.listen", hp->host, hp->port});
+    }
+    if (!c.admin.listen.empty()) {
+      auto hp = parse_host_port(c.admin.listen, 8025);
+      sockets.push_back({"admin.listen", hp->host, hp->port});
+    }
+    auto wildcard = [](const std::string& h) { return h.empty() || h == "0.0.0.0" || h == "::" || h == "*"; };
+    for (std::size_t i = 0; i < sockets.size(); ++i)
+      for (std::size_t j = i + 1; j < sockets.size(); ++j) {
+        const Socket &a = sockets[i], &b = sockets[j];
+        if (a.port != 0 && a.port == b.port && (a.host == b.host || wildcard(a.host) || wildcard(b.host)))
+          return bad(b.what, "port " + std::to_string(b.port) + " is " + a.what + "'s too; give each listener a port of its own");
+      }
+  }
   for (const auto& url : c.alerts.webhooks) {
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return bad("alerts.webhooks", url + " is not an http:// or https:// URL");
   }

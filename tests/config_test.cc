@@ -391,3 +391,27 @@ TEST(Config, AlertAddressInTheCompanysDomainIsRefused) {
 
 }  // namespace
 }  // namespace mailark::api
+
+namespace mailark::api {
+namespace {
+
+TEST(Config, ListenersNeedPortsOfTheirOwn) {
+  const std::string inbound = "[[listener]]\nrole = \"inbound\"\nport = 2600\ntls = \"none\"\n";
+  auto twice = parse_serve_config(inbound + "[[listener]]\nname = \"mx2\"\nrole = \"inbound\"\nport = 2600\n", "t.toml");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.error().context.find("listener mx2: port 2600 is listener inbound's too"), std::string::npos)
+      << twice.error().context;
+  auto wildcard = parse_serve_config(inbound + "[[listener]]\nrole = \"imap\"\naddress = \"0.0.0.0\"\nport = 2600\n", "t.toml");
+  EXPECT_FALSE(wildcard.ok()) << "0.0.0.0 takes the port on every address";
+  auto web = parse_serve_config(inbound + "[web]\nlisten = \"127.0.0.1:2600\"\n", "t.toml");
+  ASSERT_FALSE(web.ok());
+  EXPECT_NE(web.error().context.find("web.listen: port 2600"), std::string::npos) << web.error().context;
+  EXPECT_TRUE(parse_serve_config(inbound + "[[listener]]\nrole = \"imap\"\naddress = \"127.0.0.2\"\nport = 2600\n",
+                                 "t.toml")
+                  .ok())
+      << "another address: its own socket";
+  EXPECT_TRUE(parse_serve_config(inbound + "[web]\nlisten = \"127.0.0.1:2601\"\n", "t.toml").ok());
+}
+
+}  // namespace
+}  // namespace mailark::api
