@@ -156,6 +156,7 @@ awaitable<ClientReply> SmtpClient::open(const std::string& host, std::uint16_t p
                           hs_timer.async_wait(as_tuple(use_awaitable)));
       if (hs.index() == 1 || std::get<0>(std::get<0>(hs))) {
         fail.text = "TLS handshake with " + peer_ + " failed";
+        tls_failed_ = true;
         co_return fail;
       }
       tls_active_ = true;

@@ -52,6 +52,8 @@ class SmtpClient {
 
   bool has_extension(const std::string& name) const;  // from the EHLO reply, upper case
   const std::string& tls_info() const { return tls_info_; }
+  // The server offered STARTTLS and the handshake failed (open() then answered code 0).
+  bool tls_failed() const { return tls_failed_; }
   const std::string& peer() const { return peer_; }
 
  private:
@@ -65,6 +67,7 @@ class SmtpClient {
   asio::ip::tcp::socket socket_;
   std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
   bool tls_active_ = false;
+  bool tls_failed_ = false;
   std::string tls_info_;
   std::string peer_;
   std::string buffer_;

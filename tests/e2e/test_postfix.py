@@ -15,6 +15,9 @@
 5. A mail loop through a primary that routes the domain back to mailark ends at limits.hops.
 6. A primary that does not offer 8BITMIME gets 8-bit mail converted to 7-bit MIME; the archive keeps
    the message as it came.
+7. A primary that offers STARTTLS but cannot complete a handshake mailark accepts (only old protocols)
+   gets its mail without TLS under delivery.tls = "opportunistic", as Postfix's "may" does; never when
+   certificates are to be verified.
 """
 import email
 import email.policy
@@ -487,6 +490,47 @@ relayhost = [127.0.0.1]:{mx_port}
             p = subprocess.run([BIN, "--data", self.data, "show", str(seq), "--raw"], capture_output=True, timeout=60)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertTrue(p.stdout.endswith(sent), p.stdout[-300:])
+
+    def test_a_primary_whose_tls_fails_gets_its_mail_without_tls(self):
+        """A Postfix primary that offers STARTTLS with only TLS 1.0 and 1.1 (as an old Exchange): the
+        handshake fails (mailark asks for TLS 1.2 or newer). With delivery.tls = "opportunistic" (the
+        default) mailark delivers at once without TLS, as Postfix's "may" level does; with
+        delivery.verify_certificates it does not downgrade, and the mail waits."""
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        os.path.join(self.tmp, "key.pem"), "-out", os.path.join(self.tmp, "cert.pem"), "-days", "2",
+                        "-subj", "/CN=primary.test.example"], check=True, capture_output=True)
+        os.chmod(os.path.join(self.tmp, "key.pem"), 0o644)
+        primary_port, mx_port = free_port(), free_port()
+        primary = self.mailbox_primary(primary_port, extra=f"""
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {self.tmp}/cert.pem
+smtpd_tls_key_file = {self.tmp}/key.pem
+smtpd_tls_protocols = !SSLv2, !SSLv3, !TLSv1.2, !TLSv1.3
+""")
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]", inbound='verify_recipients = "none"')
+
+        def send(mid):
+            s = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
+            s.sendmail("a@outside.example", ["carol@example.com"], f"Subject: tls\r\nMessage-ID: <{mid}>\r\n\r\nhi\r\n")
+            s.quit()
+
+        send("old-tls@outside.example")
+        self.until(lambda: any(b"<old-tls@outside.example>" in m for m in self.mailbox_files()), "delivery without TLS")
+        self.assertIn("SSL_accept error", primary.read_log(), "the handshake was tried, and failed")
+        with open(self.mailark_log) as f:
+            self.assertIn('delivering without TLS (delivery.tls = "opportunistic")', f.read())
+
+        # Verifying certificates: no downgrade; the message waits in the queue.
+        for c in reversed(self.cleanups[-1:]):
+            c()
+        self.cleanups.pop()
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]\nverify_certificates = true",
+                             inbound='verify_recipients = "none"')
+        send("verified-tls@outside.example")
+        self.until(lambda: self.cli("queue")["total"] == 1 and
+                   self.cli("queue")["entries"][0]["recipients"][0]["attempts"] >= 2, "two attempts that fail")
+        self.assertFalse(any(b"<verified-tls@outside.example>" in m for m in self.mailbox_files()))
+        self.assertIn("TLS handshake with", self.cli("queue")["entries"][0]["recipients"][0]["last_response"])
 
 if __name__ == "__main__":
     unittest.main()
