@@ -401,6 +401,7 @@ struct ContinuityMonitor::Impl {
     for (const auto& h : hosts) {
       auto client = std::make_unique<smtp::SmtpClient>(io, tls, config.hostname, std::chrono::seconds(config.delivery.connect_timeout),
                                                        std::chrono::seconds(std::min(60u, config.delivery.reply_timeout)));
+      client->set_plaintext_fallback(!config.delivery.verify_certificates);  // as delivery to it does
       clients.insert(client.get());
       result = co_await client->open(h.host, h.port, smtp::SmtpClient::Tls::kOpportunistic, h.host);
       if (result.ok() && !config.continuity.probe_user.empty())

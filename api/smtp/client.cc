@@ -117,6 +117,24 @@ awaitable<ClientReply> SmtpClient::read_reply() {
 
 awaitable<ClientReply> SmtpClient::open(const std::string& host, std::uint16_t port, Tls tls,
                                         const std::string& tls_name) {
+  ClientReply r = co_await open_once(host, port, tls, tls_name);
+  if (r.ok() || !tls_failed_ || tls != Tls::kOpportunistic || !plaintext_fallback_ || aborted_) co_return r;
+  // The handshake failed: the same server again, without TLS (a new connection: the old one is in
+  // an unknown TLS state).
+  asio::error_code ec;
+  socket_.close(ec);
+  tls_.reset();
+  tls_active_ = false;
+  tls_info_.clear();
+  buffer_.clear();
+  extensions_.clear();
+  last_lines_.clear();
+  tls_failure_ = r.to_string();
+  co_return co_await open_once(host, port, Tls::kNone, tls_name);
+}
+
+awaitable<ClientReply> SmtpClient::open_once(const std::string& host, std::uint16_t port, Tls tls,
+                                             const std::string& tls_name) {
   const std::string& name = tls_name.empty() ? host : tls_name;
   peer_ = host + ":" + std::to_string(port);
   ClientReply fail;
@@ -242,6 +260,7 @@ awaitable<ClientReply> SmtpClient::auth_plain(const std::string& user, const std
 }
 
 void SmtpClient::abort() {
+  aborted_ = true;
   asio::error_code ec;
   socket_.cancel(ec);
   socket_.close(ec);

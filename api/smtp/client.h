@@ -33,7 +33,11 @@ class SmtpClient {
 
   // Connects, reads the greeting, says EHLO (HELO if refused) and negotiates STARTTLS per `tls`.
   // `host` may be an address literal; `tls_name` (default: host) is the name sent with SNI and
-  // checked in the certificate.
+  // checked in the certificate. kOpportunistic with set_plaintext_fallback(true): a STARTTLS
+  // handshake that fails (a server that speaks only TLS 1.0 or 1.1, say) is followed at once by a
+  // new connection without TLS, as Postfix's "may" level does (tls_failed() and tls_failure() then
+  // tell); callers that verify certificates leave it off, so a failed check is never a downgrade
+  // (test_postfix.py test_a_primary_whose_tls_fails_gets_its_mail_without_tls).
   asio::awaitable<ClientReply> open(const std::string& host, std::uint16_t port, Tls tls,
                                     const std::string& tls_name = {});
   asio::awaitable<ClientReply> command(const std::string& line);
@@ -52,11 +56,15 @@ class SmtpClient {
 
   bool has_extension(const std::string& name) const;  // from the EHLO reply, upper case
   const std::string& tls_info() const { return tls_info_; }
-  // The server offered STARTTLS and the handshake failed (open() then answered code 0).
+  void set_plaintext_fallback(bool on) { plaintext_fallback_ = on; }
+  // The server offered STARTTLS and the handshake failed (open() answered code 0, or went on without
+  // TLS: tls_failure() is then what the handshake answered).
   bool tls_failed() const { return tls_failed_; }
+  const std::string& tls_failure() const { return tls_failure_; }
   const std::string& peer() const { return peer_; }
 
  private:
+  asio::awaitable<ClientReply> open_once(const std::string& host, std::uint16_t port, Tls tls, const std::string& tls_name);
   asio::awaitable<ClientReply> read_reply();
   asio::awaitable<bool> write(const std::string& bytes);
 
@@ -68,6 +76,9 @@ class SmtpClient {
   std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
   bool tls_active_ = false;
   bool tls_failed_ = false;
+  bool plaintext_fallback_ = false;
+  bool aborted_ = false;
+  std::string tls_failure_;
   std::string tls_info_;
   std::string peer_;
   std::string buffer_;

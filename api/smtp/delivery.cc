@@ -343,29 +343,20 @@ struct DeliveryAgent::Impl {
       client = std::make_unique<smtp::SmtpClient>(io, tls, config.hostname,
                                                   std::chrono::seconds(config.delivery.connect_timeout),
                                                   std::chrono::seconds(config.delivery.reply_timeout));
+      // Opportunistic TLS whose handshake fails goes on without TLS, never when certificates are
+      // verified (smtp::SmtpClient::open).
+      client->set_plaintext_fallback(!config.delivery.verify_certificates);
       clients.insert(client.get());
       opened = co_await client->open(t.address, t.port, tls_policy(), t.name);
       clients.erase(client.get());
       relay = t.name == t.address ? t.address + ":" + std::to_string(t.port)
                                   : t.name + "[" + t.address + "]:" + std::to_string(t.port);
-      // Opportunistic TLS that fails its handshake (a server that offers STARTTLS but only protocols
-      // or ciphers this side refuses: an old Exchange, say) is retried at once without TLS, as
-      // Postfix's "may" level does; never when certificates are to be verified or TLS is required
-      // (test_postfix.py test_a_primary_whose_tls_fails_gets_its_mail_without_tls).
-      if (!opened.ok() && client->tls_failed() && tls_policy() == smtp::SmtpClient::Tls::kOpportunistic &&
-          !config.delivery.verify_certificates && !stopping) {
-        spdlog::info("delivery: {} ({}): {}; delivering without TLS (delivery.tls = \"opportunistic\")", relay, dest,
-                     opened.to_string());
-        client = std::make_unique<smtp::SmtpClient>(io, tls, config.hostname,
-                                                    std::chrono::seconds(config.delivery.connect_timeout),
-                                                    std::chrono::seconds(config.delivery.reply_timeout));
-        clients.insert(client.get());
-        opened = co_await client->open(t.address, t.port, smtp::SmtpClient::Tls::kNone, t.name);
-        clients.erase(client.get());
-      }
       // A server that refuses to talk (5xx greeting or EHLO) is a connection failure, not a verdict on
       // the recipients: try the next host, and later again.
       if (!opened.ok() && opened.code >= 500) opened = smtp::ClientReply{0, opened.to_string()};
+      if (opened.ok() && client->tls_failed())
+        spdlog::info("delivery: {} ({}): {}; delivering without TLS (delivery.tls = \"opportunistic\")", relay, dest,
+                     client->tls_failure());
       if (opened.ok()) break;
       spdlog::info("delivery: {} ({}): {}", relay, dest, opened.to_string());
     }
