@@ -618,6 +618,18 @@ TEST(SmtpProtocol, BareAddressesAreTakenAsPostfixTakesThem) {
   EXPECT_EQ(d.stored[0].rcpt_to, (std::vector<std::string>{"ana@example.com"}));
 }
 
+TEST(SmtpProtocol, ARecipientGivenTwiceIsKeptOnce) {
+  ProtocolConfig cfg;
+  cfg.max_recipients = 2;
+  Driver d(cfg);
+  d.feed("EHLO c.example\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<Bob@Example.COM>\r\n"
+         "RCPT TO:<bob@example.com>\r\nRCPT TO:<carol@example.com>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+  EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "250", "250", "250", "250", "250", "354", "250"}))
+      << "a repeat takes no place of the two a message may have";
+  ASSERT_EQ(d.stored.size(), 1u);
+  EXPECT_EQ(d.stored[0].rcpt_to, (std::vector<std::string>{"bob@example.com", "carol@example.com"}));
+}
+
 TEST(SmtpProtocol, PathSyntax) {
   EXPECT_EQ(parse_path("<a@b.example>", false)->address, "a@b.example");
   EXPECT_EQ(parse_path(" <a@b.example> SIZE=10", false)->params, "SIZE=10");

@@ -564,6 +564,12 @@ void Session::rcpt(std::string_view arg, Output& out) {
   auto path = parse_path(arg.substr(3), /*allow_null=*/false);
   if (!path) return error(out, 501, "5.1.3 Bad recipient address syntax");
   if (!path->params.empty()) return error(out, 555, "5.5.4 Unsupported RCPT parameter");
+  // The same recipient again (any case): taken once, as Postfix's cleanup keeps one of duplicate
+  // recipients, so the message is archived, queued and delivered once for it
+  // (SmtpProtocol.ARecipientGivenTwiceIsKeptOnce).
+  if (std::any_of(txn_.rcpt_to.begin(), txn_.rcpt_to.end(),
+                  [&](const std::string& r) { return ascii_iequals(r, path->address); }))
+    return reply(out, 250, "2.1.5 Recipient ok (already given)");
   if (txn_.rcpt_to.size() >= config_.max_recipients) {
     // Not an error of the client's (ProtocolConfig::max_recipient_overshoot) until it overdoes it.
     const char* too_many = "4.5.3 Too many recipients; send the rest in another message";
