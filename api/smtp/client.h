@@ -37,7 +37,8 @@ class SmtpClient {
   // handshake that fails (a server that speaks only TLS 1.0 or 1.1, say) is followed at once by a
   // new connection without TLS, as Postfix's "may" level does (tls_failed() and tls_failure() then
   // tell); callers that verify certificates leave it off, so a failed check is never a downgrade
-  // (test_postfix.py test_a_primary_whose_tls_fails_gets_its_mail_without_tls).
+  // (test_postfix.py test_a_primary_whose_tls_fails_gets_its_mail_without_tls; the continuity probe:
+  // test_continuity.py test_a_primary_whose_tls_fails_still_takes_the_probe).
   asio::awaitable<ClientReply> open(const std::string& host, std::uint16_t port, Tls tls,
                                     const std::string& tls_name = {});
   asio::awaitable<ClientReply> command(const std::string& line);

@@ -426,6 +426,24 @@ listen = "127.0.0.1:{self.admin}"
 
     # ---- recipients during an event, verifying with the primary ----
 
+    def test_a_primary_whose_tls_fails_still_takes_the_probe(self):
+        """api/smtp/client.h set_plaintext_fallback, for the continuity probe as for delivery: a primary
+        that offers STARTTLS with only TLS 1.0 and 1.1 (as an old Exchange) fails the handshake; the
+        probe goes on without TLS, so the primary is not taken for down."""
+        key, cert = os.path.join(self.tmp, "key.pem"), os.path.join(self.tmp, "cert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=primary.test.example"], check=True, capture_output=True)
+        os.chmod(key, 0o644)
+        self.postfix.stop()
+        with open(os.path.join(self.postfix.conf, "main.cf"), "a") as f:
+            f.write(f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+                    "smtpd_tls_protocols = !SSLv2, !SSLv3, !TLSv1.2, !TLSv1.3\n")
+        self.postfix.start()
+        self.start()
+        self.until(lambda: any(w["probes_returned"] > 0 for w in self.status()["windows"]), "a returned probe")
+        self.assertIn("SSL_accept error", self.postfix.read_log(), "the handshake was tried, and failed")
+        self.assertNotIn("not accepted by the primary", self.server.server_log())
+
     def test_during_an_event_recipients_are_not_checked_with_the_primary(self):
         self.start(recipients=False, alerts="")
         # Before: the primary is asked (and its answers cached).
