@@ -34,6 +34,16 @@ struct GRef {
   GRef& operator=(const GRef&) = delete;
 };
 
+// A GMime parser reading `bytes` (copied into its own stream) as a message: the set-up every parse
+// here starts from. The caller owns the parser (GRef).
+GMimeParser* message_parser(std::string_view bytes) {
+  GMimeStream* stream = g_mime_stream_mem_new_with_buffer(bytes.data(), bytes.size());
+  GMimeParser* parser = g_mime_parser_new_with_stream(stream);  // holds its own reference
+  g_object_unref(stream);
+  g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+  return parser;
+}
+
 std::string valid_utf8(const char* s, std::size_t len) {
   if (!s) return {};
   if (g_utf8_validate(s, static_cast<gssize>(len), nullptr)) return std::string(s, len);
@@ -492,9 +502,7 @@ std::string decode_part(std::string_view part, bool as_text, std::size_t max_byt
   GMimeParserOptions* opts = g_mime_parser_options_new();
   static const char* kFallback[] = {"utf-8", "windows-1252", nullptr};
   g_mime_parser_options_set_fallback_charsets(opts, kFallback);
-  GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(part.data(), part.size()));
-  GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
-  g_mime_parser_set_format(parser.p, GMIME_FORMAT_MESSAGE);
+  GRef<GMimeParser> parser(message_parser(part));
   GRef<GMimeObject> obj(g_mime_parser_construct_part(parser.p, opts));
   g_mime_parser_options_free(opts);
   if (obj.p && GMIME_IS_TEXT_PART(obj.p) && as_text) {
@@ -840,9 +848,7 @@ std::optional<std::string> seven_bit_message(std::string_view raw) {
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_rfc2047_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
   g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
-  GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw.data(), raw.size()));
-  GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
-  g_mime_parser_set_format(parser.p, GMIME_FORMAT_MESSAGE);
+  GRef<GMimeParser> parser(message_parser(raw));
   GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.p, opts));
   g_mime_parser_options_free(opts);
   if (!msg.p || !msg.p->mime_part) return std::nullopt;
@@ -892,9 +898,7 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
 
   // Headers only: the header block and the blank line that ends it, so the body is never parsed.
   if (headers_only && header_end < body.size()) body = body.substr(0, header_end + (body[header_end] == '\r' ? 4 : 2));
-  GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(body.data(), body.size()));
-  GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.p));
-  g_mime_parser_set_format(parser.p, GMIME_FORMAT_MESSAGE);
+  GRef<GMimeParser> parser(message_parser(body));
   GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.p, opts));
   if (!msg.p) {
     g_mime_parser_options_free(opts);
