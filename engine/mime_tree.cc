@@ -188,6 +188,29 @@ MimeNode parse_mime_tree(std::string_view raw) {
   return top;
 }
 
+std::size_t crlf_lines_size(std::string_view raw) {
+  std::size_t n = raw.size();
+  for (std::size_t pos = raw.find('\n'); pos != std::string_view::npos; pos = raw.find('\n', pos + 1))
+    if (pos == 0 || raw[pos - 1] != '\r') ++n;
+  return n;
+}
+
+std::string crlf_lines(std::string raw) {
+  const std::size_t size = crlf_lines_size(raw);
+  if (size == raw.size()) return raw;
+  std::string out;
+  out.reserve(size);
+  std::size_t from = 0;
+  for (std::size_t pos = raw.find('\n'); pos != std::string::npos; pos = raw.find('\n', pos + 1)) {
+    if (pos > 0 && raw[pos - 1] == '\r') continue;
+    out.append(raw, from, pos - from);
+    out += "\r\n";
+    from = pos + 1;
+  }
+  out.append(raw, from, std::string::npos);
+  return out;
+}
+
 namespace {
 // A field's value: after the name and the colon, line breaks of the folding removed, blanks trimmed.
 std::string field_value(std::string_view h, std::string_view field_name, std::size_t start, std::size_t end) {

@@ -43,6 +43,14 @@ struct MimeNode {
 // The top-level message: header_begin = 0, body_end = raw.size().
 MimeNode parse_mime_tree(std::string_view raw);
 
+// A message as the mailbox views send it: lines end in CRLF (RFC 5322 2.1, RFC 9051 2.3.4's message
+// data), so every LF not after a CR gets one; bare CRs stay. The archive keeps the bytes as they came
+// (an mbox, Maildir or PST import has LF line ends); IMAP serves this form, and its RFC822.SIZE is
+// this form's size (tests: MimeTree.CrlfLines, test_imap.py
+// test_imported_mail_is_served_with_crlf_line_ends).
+std::string crlf_lines(std::string raw);
+std::size_t crlf_lines_size(std::string_view raw);
+
 // The first header field `name` of a header section (case-insensitive), unfolded (CRLF + WSP -> WSP),
 // leading blanks removed. Nothing when absent.
 std::optional<std::string> mime_header(std::string_view header_section, std::string_view name);

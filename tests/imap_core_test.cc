@@ -421,6 +421,103 @@ TEST(MimeTree, BrokenStructureNeverFails) {
   EXPECT_EQ(*section_bytes(unclosed, u, s), "last");
 }
 
+TEST(MimeTree, CrlfLines) {
+  // Every LF not after a CR gets one; CRLF and bare CR stay; the size is counted without copying.
+  const std::pair<std::string, std::string> cases[] = {
+      {"", ""},
+      {"a\nb\n", "a\r\nb\r\n"},
+      {"a\r\nb\r\n", "a\r\nb\r\n"},
+      {"\n\n", "\r\n\r\n"},
+      {"mixed\r\nand\nbare\rcr\n", "mixed\r\nand\r\nbare\rcr\r\n"},
+      {"no line end", "no line end"},
+      {"\r\r\n\n", "\r\r\n\r\n"},
+  };
+  for (const auto& [in, want] : cases) {
+    EXPECT_EQ(crlf_lines(in), want) << in;
+    EXPECT_EQ(crlf_lines_size(in), want.size()) << in;
+  }
+  // A message in the IMAP form keeps its structure: the same parts, each in the CRLF form.
+  std::string lf = kNested;
+  std::erase(lf, '\r');
+  std::string crlf = crlf_lines(lf);
+  EXPECT_EQ(crlf, std::string(kNested));
+}
+
+TEST(ImapFetch, BinarySections) {
+  const std::string raw =
+      "Content-Type: multipart/mixed; boundary=b\r\n"
+      "\r\n"
+      "--b\r\n"
+      "Content-Type: text/plain; charset=utf-8\r\n"
+      "Content-Transfer-Encoding: quoted-printable\r\n"
+      "\r\n"
+      "caf=C3=A9 soft=\r\n"
+      "break  \r\n"
+      "padded = \t\r\n"
+      "break\r\n"
+      "--b\r\n"
+      "Content-Type: application/octet-stream\r\n"
+      "Content-Transfer-Encoding: base64\r\n"
+      "\r\n"
+      "AAEC/w==\r\n"
+      "--b\r\n"
+      "Content-Type: text/plain\r\n"
+      "\r\n"
+      "as it stands\r\n"
+      "--b\r\n"
+      "Content-Type: application/octet-stream\r\n"
+      "Content-Transfer-Encoding: x-made-up\r\n"
+      "\r\n"
+      "????\r\n"
+      "--b\r\n"
+      "Content-Type: message/rfc822\r\n"
+      "\r\n"
+      "Subject: inner\r\n"
+      "Content-Transfer-Encoding: base64\r\n"
+      "\r\n"
+      "aW5uZXI=\r\n"
+      "--b--\r\n";
+  MimeNode top = parse_mime_tree(raw);
+  ASSERT_EQ(top.children.size(), 5u);
+  auto bin = [&](std::vector<unsigned> part, bool* unknown) {
+    Section s;
+    s.part = std::move(part);
+    return binary_section(raw, top, s, unknown);
+  };
+  bool unknown = true;
+  // Blanks at the end of an encoded line are transport padding (RFC 2045 6.7 (3)): deleted, and a
+  // "=" before them is still a soft line break (imaptest's fetch-binary-mime-qp).
+  EXPECT_EQ(*bin({1}, &unknown), "caf\xc3\xa9 softbreak\r\npadded break");
+  EXPECT_FALSE(unknown);
+  EXPECT_EQ(*bin({2}, &unknown), std::string("\x00\x01\x02\xff", 4));  // a NUL: sent as literal8
+  EXPECT_EQ(*bin({3}, &unknown), "as it stands");
+  EXPECT_EQ(*bin({}, &unknown), raw);  // the whole message, as it stands
+  // An attached message is sent as it stands; its own body is decoded when named.
+  EXPECT_EQ(*bin({5}, &unknown), "Subject: inner\r\nContent-Transfer-Encoding: base64\r\n\r\naW5uZXI=");
+  EXPECT_EQ(*bin({5, 1}, &unknown), "inner");
+  EXPECT_FALSE(bin({6}, &unknown));
+  EXPECT_FALSE(unknown);  // no such part: an empty answer, not UNKNOWN-CTE
+  EXPECT_FALSE(bin({4}, &unknown));
+  EXPECT_TRUE(unknown);
+  // The parser: BINARY, BINARY.PEEK with a partial range, BINARY.SIZE; part numbers only.
+  std::string error;
+  Value v;
+  v.text = "BINARY.PEEK[1.2]<4.8>";
+  auto a = parse_fetch_attrs(v, &error);
+  ASSERT_TRUE(a) << error;
+  EXPECT_EQ((*a)[0].kind, FetchAttr::Kind::kBinary);
+  EXPECT_TRUE((*a)[0].peek);
+  EXPECT_EQ((*a)[0].name, "BINARY[1.2]<4>");
+  v.text = "BINARY[]";
+  a = parse_fetch_attrs(v, &error);
+  ASSERT_TRUE(a) << error;
+  EXPECT_FALSE((*a)[0].peek);
+  for (const char* bad : {"BINARY[1.MIME]", "BINARY[HEADER]", "BINARY.PEEK[TEXT]", "BINARY.SIZE[1]<0.4>", "BINARY[1"}) {
+    v.text = bad;
+    EXPECT_FALSE(parse_fetch_attrs(v, &error)) << bad;
+  }
+}
+
 TEST(Auth, FloodsAreThrottledPerUserAndPerClient) {
   test::ScratchDir dir;
   auto store = std::move(MailboxStore::open(dir / "m", false)).value();

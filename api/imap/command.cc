@@ -597,6 +597,11 @@ bool parse_one_fetch(const Value& v, std::vector<FetchAttr>& out, std::string* e
     prefix = "BODY";
   } else if (name.rfind("BINARY.SIZE[", 0) == 0) {
     prefix = "BINARY.SIZE";
+  } else if (name.rfind("BINARY.PEEK[", 0) == 0) {
+    prefix = "BINARY";
+    peek = true;
+  } else if (name.rfind("BINARY[", 0) == 0) {
+    prefix = "BINARY";
   } else {
     *error = "an unknown FETCH attribute \"" + v.text.substr(0, 40) + "\"";
     return false;
@@ -608,13 +613,17 @@ bool parse_one_fetch(const Value& v, std::vector<FetchAttr>& out, std::string* e
     return false;
   }
   FetchAttr a;
-  a.kind = prefix == "BINARY.SIZE" ? K::kBinarySize : K::kSection;
+  a.kind = prefix == "BINARY.SIZE" ? K::kBinarySize : prefix == "BINARY" ? K::kBinary : K::kSection;
   a.peek = peek;
   if (!parse_section(std::string_view(raw).substr(open + 1, close - open - 1), a.section, error)) return false;
+  if (a.kind != K::kSection && a.section.text != Section::Text::kAll) {
+    *error = prefix + " takes part numbers only (RFC 9051 section-binary)";
+    return false;
+  }
   std::string_view tail = std::string_view(raw).substr(close + 1);
   std::string partial_name;
   if (!tail.empty()) {
-    if (tail.front() != '<' || tail.back() != '>' || a.kind != K::kSection) {
+    if (tail.front() != '<' || tail.back() != '>' || a.kind == K::kBinarySize) {
       *error = "a bad partial range (<offset.count>)";
       return false;
     }

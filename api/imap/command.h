@@ -144,10 +144,11 @@ struct FetchAttr {
   enum class Kind {
     kUid, kFlags, kInternalDate, kSize, kEnvelope, kBody, kBodyStructure, kSection, kModseq,
     kRfc822, kRfc822Header, kRfc822Text, kBinarySize,
+    kBinary,  // BINARY[part]: the part with its Content-Transfer-Encoding undone (RFC 3516, RFC 9051)
   };
   Kind kind = Kind::kUid;
-  Section section;  // kSection
-  bool peek = false;  // BODY.PEEK[...]: \Seen is not set
+  Section section;  // kSection, kBinary, kBinarySize (these two: part numbers only)
+  bool peek = false;  // BODY.PEEK[...], BINARY.PEEK[...]: \Seen is not set
   std::optional<std::pair<std::uint64_t, std::uint64_t>> partial;  // <offset.count>
   std::string name;  // how the response names it: "BODY[1.MIME]<0>", ...
 };

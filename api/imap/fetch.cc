@@ -87,6 +87,21 @@ std::string_view span(std::string_view raw, std::size_t a, std::size_t b) {
   return raw.substr(a, b - a);
 }
 
+// The node a section's part numbers name ("1.2": the second part of the first), or null.
+const MimeNode* find_part(const MimeNode& top, const std::vector<unsigned>& part) {
+  if (part.empty()) return &top;
+  const MimeNode* cur = into_message(top, part[0]);
+  for (std::size_t i = 1; cur && i < part.size(); ++i) {
+    if (cur->is_multipart())
+      cur = part[i] <= cur->children.size() ? &cur->children[part[i] - 1] : nullptr;
+    else if (cur->is_message() && !cur->children.empty())
+      cur = into_message(cur->children[0], part[i]);
+    else
+      cur = nullptr;
+  }
+  return cur;
+}
+
 }  // namespace
 
 std::string envelope(std::string_view raw, const MimeNode& m) {
@@ -139,19 +154,8 @@ std::string body_structure(std::string_view raw, const MimeNode& n, bool ext) {
 
 std::optional<std::string> section_bytes(std::string_view raw, const MimeNode& top, const Section& s) {
   using T = Section::Text;
-  const MimeNode* cur = &top;
-  if (!s.part.empty()) {
-    cur = into_message(top, s.part[0]);
-    for (std::size_t i = 1; cur && i < s.part.size(); ++i) {
-      if (cur->is_multipart())
-        cur = s.part[i] <= cur->children.size() ? &cur->children[s.part[i] - 1] : nullptr;
-      else if (cur->is_message() && !cur->children.empty())
-        cur = into_message(cur->children[0], s.part[i]);
-      else
-        cur = nullptr;
-    }
-    if (!cur) return std::nullopt;
-  }
+  const MimeNode* cur = find_part(top, s.part);
+  if (!cur) return std::nullopt;
   // The message whose HEADER/TEXT is asked: the top one, or an encapsulated one.
   const MimeNode* msg = &top;
   if (!s.part.empty() && s.text != T::kAll && s.text != T::kMime) {
@@ -173,6 +177,43 @@ std::optional<std::string> section_bytes(std::string_view raw, const MimeNode& t
       return mime_header_fields(span(raw, msg->header_begin, msg->header_end), s.fields, s.text == T::kHeaderFieldsNot);
   }
   return std::nullopt;
+}
+
+std::optional<std::string> binary_section(std::string_view raw, const MimeNode& top, const Section& s, bool* unknown_cte) {
+  *unknown_cte = false;
+  if (s.part.empty()) return std::string(raw);
+  const MimeNode* n = find_part(top, s.part);
+  if (!n) return std::nullopt;
+  std::string_view body = span(raw, n->body_begin, n->body_end);
+  // A multipart or an attached message is sent as it stands (RFC 2045 6.4 allows them no other
+  // encoding), and so is a leaf in 7bit, 8bit or binary.
+  const std::string& e = n->encoding;
+  if (n->is_multipart() || n->is_message() || e.empty() || e == "7bit" || e == "8bit" || e == "binary")
+    return std::string(body);
+  if (e != "base64" && e != "quoted-printable" && e != "uuencode" && e != "x-uuencode" && e != "x-uue") {
+    *unknown_cte = true;
+    return std::nullopt;
+  }
+  std::string part(span(raw, n->header_begin, n->body_begin));
+  if (e == "quoted-printable") {
+    // RFC 2045 6.7 (3): white space at the end of an encoded line was added in transport and is
+    // deleted, so "=" followed by blanks is still a soft line break; GMime's decoder keeps them.
+    std::size_t from = 0;
+    while (from < body.size()) {
+      std::size_t nl = body.find('\n', from);
+      std::size_t end = nl == std::string_view::npos ? body.size() : nl;
+      std::size_t text_end = end > from && body[end - 1] == '\r' ? end - 1 : end;
+      std::size_t cut = text_end;
+      while (cut > from && (body[cut - 1] == ' ' || body[cut - 1] == '\t')) --cut;
+      part.append(body.substr(from, cut - from));
+      part.append(body.substr(text_end, end - text_end + (nl == std::string_view::npos ? 0 : 1)));
+      from = end + 1;
+    }
+  } else {
+    part.append(body);
+  }
+  // Decoding never makes these encodings longer.
+  return decode_part(part, /*as_text=*/false, body.size() + 64);
 }
 
 }  // namespace mailark::api::imap

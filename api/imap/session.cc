@@ -43,6 +43,32 @@ bool list_match(std::string_view pattern, std::string_view name) {
   return ok[name.size()] != 0;
 }
 
+// Whether a record's bytes may differ from the form IMAP sends (imap_form), and so its RFC822.SIZE
+// from the record's size: only imported ones (mbox, Maildir, PST, IMAP APPEND) may hold LF line ends
+// or binary data. SMTP's DATA is stored with CRLF line ends (api/smtp/protocol.cc append_content),
+// and so are the messages the portal composes (GMime's DOS newline format) and the DSNs delivery
+// writes; they are sent as stored.
+bool may_differ_in_imap_form(const ArchiveRecord& r) { return r.envelope.direction == Direction::kImport; }
+
+// The form IMAP sends an imported message in: CRLF line ends (mime_tree.h crlf_lines). A message that
+// holds a NUL byte (binary data, as an APPEND with a literal8 brings) first gets its binary and 8-bit
+// parts in base64 or quoted-printable (engine/message.h seven_bit_message), because only BINARY's
+// literal8 may carry a NUL (RFC 9051 4.3) and a line-end conversion would change binary bytes; BINARY
+// decodes them back to the bytes that came (imaptest's append-binary, test_imaptest.py).
+std::string imap_form(std::string raw) {
+  if (raw.find('\0') != std::string::npos)
+    if (auto seven = seven_bit_message(raw)) return crlf_lines(std::move(*seven));
+  return crlf_lines(std::move(raw));
+}
+
+// RFC822.SIZE: the size of the message in the form IMAP sends it.
+std::uint64_t imap_size(const ArchiveRecord& r, const ArchiveSnapshot& snap) {
+  if (!may_differ_in_imap_form(r)) return r.raw_size;
+  auto raw = snap.raw(r);
+  if (!raw) return r.raw_size;
+  return raw->find('\0') != std::string::npos ? imap_form(std::move(*raw)).size() : crlf_lines_size(*raw);
+}
+
 bool list_match_name(const std::string& pattern, const std::string& name) {
   // INBOX matches case-insensitively.
   if (name == "INBOX" || name.rfind("INBOX/", 0) == 0) {
@@ -188,7 +214,7 @@ ImapSession::ImapSession(ImapContext& ctx, std::string client_ip, bool tls_activ
 
 std::string ImapSession::capabilities() const {
   std::string c = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN "
-                  "SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE";
+                  "SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH CONDSTORE BINARY";
   if (state_ == State::kNotAuthenticated) {
     if (!tls_ && starttls_available_) c += " STARTTLS";
     if (tls_ || loopback_)
@@ -508,6 +534,10 @@ ImapSession::Reply ImapSession::execute(Command& c) {
     return {sync(true) + "+ idling\r\n", Then::kIdle};
   }
 
+  static const std::set<std::string, std::less<>> kSelectedOnly = {
+      "CLOSE", "UNSELECT", "FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH",
+      "COPY",  "UID COPY", "MOVE",  "UID MOVE",  "EXPUNGE", "UID EXPUNGE"};
+  if (!kSelectedOnly.contains(n)) return {bad(tag, "unknown command " + n.substr(0, 30)), Then::kNone};
   if (state_ != State::kSelected) return {bad(tag, n.substr(0, 30) + " needs a selected folder"), Then::kNone};
   if (n == "CLOSE" || n == "UNSELECT") {
     if (n == "CLOSE" && !sel_->read_only) (void)ctx_.store.expunge(user_.id, sel_->folder.id, std::nullopt);
@@ -520,8 +550,7 @@ ImapSession::Reply ImapSession::execute(Command& c) {
   if (n == "SEARCH" || n == "UID SEARCH") return search(c, n == "UID SEARCH");
   if (n == "COPY" || n == "UID COPY") return copy_move(c, n == "UID COPY", false);
   if (n == "MOVE" || n == "UID MOVE") return copy_move(c, n == "UID MOVE", true);
-  if (n == "EXPUNGE" || n == "UID EXPUNGE") return expunge(c, n == "UID EXPUNGE");
-  return {bad(tag, "unknown command " + n.substr(0, 30)), Then::kNone};
+  return expunge(c, n == "UID EXPUNGE");
 }
 
 ImapSession::Reply ImapSession::select(const Command& c, bool read_only) {
@@ -585,9 +614,10 @@ std::string ImapSession::status_items(const Folder& f, const std::vector<std::st
   std::uint64_t size = 0;
   bool want_size = std::find(items.begin(), items.end(), "SIZE") != items.end();
   if (want_size) {
-    if (auto entries = ctx_.store.entries(user_.id, f.id); entries)
+    auto snap = ctx_.archive.snapshot();
+    if (auto entries = ctx_.store.entries(user_.id, f.id); entries && snap)
       for (const auto& e : *entries)
-        if (auto r = ctx_.archive.record(e.seq)) size += r->raw_size;
+        if (auto r = (*snap)->record(e.seq)) size += imap_size(*r, **snap);
   }
   std::string out;
   for (const auto& it : items) {
@@ -877,7 +907,8 @@ ImapSession::Reply ImapSession::fetch(const Command& c, bool uid) {
                                    return a.kind == FetchAttr::Kind::kModseq;
                                  }));
   for (const auto& a : f.attrs)
-    if ((a.kind == FetchAttr::Kind::kSection && !a.peek) || a.kind == FetchAttr::Kind::kRfc822 ||
+    if (((a.kind == FetchAttr::Kind::kSection || a.kind == FetchAttr::Kind::kBinary) && !a.peek) ||
+        a.kind == FetchAttr::Kind::kRfc822 ||
         a.kind == FetchAttr::Kind::kRfc822Text)
       f.mark_seen = !sel_->read_only;
   f.indexes = resolve(*set, uid);
@@ -894,7 +925,7 @@ ImapSession::Reply ImapSession::fetch(const Command& c, bool uid) {
   return r;
 }
 
-std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, const ArchiveSnapshot& snap) {
+std::string ImapSession::fetch_one(std::size_t index, PendingFetch& f, const ArchiveSnapshot& snap) {
   MailEntry& e = sel_->view[index];
   using K = FetchAttr::Kind;
   bool need_record = false, need_raw = false, need_tree = false;
@@ -908,6 +939,7 @@ std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, con
       case K::kBody:
       case K::kBodyStructure:
       case K::kBinarySize:
+      case K::kBinary:
         need_record = need_raw = need_tree = true;
         break;
       case K::kSection:
@@ -928,9 +960,12 @@ std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, con
     auto r = snap.record(e.seq);
     if (r) rec = std::move(*r);
   }
+  // RFC822.SIZE of an imported message: the size of its IMAP form, so read it.
+  if (rec && may_differ_in_imap_form(*rec))
+    for (const auto& a : f.attrs) need_raw = need_raw || a.kind == K::kSize;
   if (need_raw && rec) {
     auto r = snap.raw(*rec);
-    if (r) raw = std::move(*r);
+    if (r) raw = may_differ_in_imap_form(*rec) ? imap_form(std::move(*r)) : std::move(*r);
     if (viewed_.size() < 1000000) viewed_.insert(e.seq);
   }
   MimeNode tree;
@@ -964,7 +999,7 @@ std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, con
         add("INTERNALDATE " + imap_date_time(rec ? rec->envelope.received_at : 0));
         break;
       case K::kSize:
-        add("RFC822.SIZE " + std::to_string(rec ? rec->raw_size : 0));
+        add("RFC822.SIZE " + std::to_string(!rec ? 0 : need_raw ? raw.size() : rec->raw_size));
         break;
       case K::kEnvelope:
         add("ENVELOPE " + envelope(raw, tree));
@@ -975,9 +1010,26 @@ std::string ImapSession::fetch_one(std::size_t index, const PendingFetch& f, con
       case K::kBodyStructure:
         add("BODYSTRUCTURE " + body_structure(raw, tree, true));
         break;
-      case K::kBinarySize: {
-        auto bytes = section_bytes(raw, tree, a.section);
-        add(a.name + " " + std::to_string(bytes ? bytes->size() : 0));
+      case K::kBinarySize:
+      case K::kBinary: {
+        bool unknown_cte = false;
+        auto bytes = binary_section(raw, tree, a.section, &unknown_cte);
+        if (unknown_cte) {
+          f.unknown_cte = true;  // the item is left out; the FETCH ends NO [UNKNOWN-CTE]
+          break;
+        }
+        std::string b = bytes ? std::move(*bytes) : std::string();
+        if (a.kind == K::kBinarySize) {
+          add(a.name + " " + std::to_string(b.size()));
+          break;
+        }
+        if (a.partial) {
+          auto [off, count] = *a.partial;
+          b = off >= b.size() ? std::string() : b.substr(static_cast<std::size_t>(off), static_cast<std::size_t>(count));
+        }
+        // A literal8 (RFC 3516 4.2) when the bytes hold a NUL, which a plain literal may not.
+        const bool nul = b.find('\0') != std::string::npos;
+        add(a.name + (nul ? " ~{" : " {") + std::to_string(b.size()) + "}\r\n" + b);
         break;
       }
       case K::kRfc822:
@@ -1025,7 +1077,10 @@ ImapSession::Reply ImapSession::more() {
   }
   while (f.next < f.indexes.size() && out.size() < kFetchChunkBytes) out += fetch_one(f.indexes[f.next++], f, **snap);
   if (f.next < f.indexes.size()) return {out, Then::kMore};
-  out += f.tag + " OK " + f.name + " completed\r\n";
+  if (f.unknown_cte)
+    out += f.tag + " NO [UNKNOWN-CTE] a part has a Content-Transfer-Encoding that cannot be decoded\r\n";
+  else
+    out += f.tag + " OK " + f.name + " completed\r\n";
   fetch_.reset();
   return {out, Then::kNone};
 }
@@ -1226,9 +1281,14 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
       if (!raw) {
         raw = std::string();
         if (auto* r = record())
-          if (auto b = (*snap)->raw(*r)) raw = std::move(*b);
+          if (auto b = (*snap)->raw(*r)) raw = may_differ_in_imap_form(*r) ? imap_form(std::move(*b)) : std::move(*b);
       }
       return *raw;
+    };
+    auto size = [&]() -> std::optional<std::uint64_t> {
+      auto* r = record();
+      if (!r) return std::nullopt;
+      return may_differ_in_imap_form(*r) ? bytes().size() : r->raw_size;
     };
     std::function<bool(const SearchKey&)> eval = [&](const SearchKey& k) -> bool {
       using K = SearchKey::Kind;
@@ -1258,8 +1318,8 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
         case K::kModseq:
           uses_modseq = true;
           return e.modseq >= static_cast<std::uint64_t>(k.number);
-        case K::kLarger: { auto* r = record(); return r && r->raw_size > static_cast<std::uint64_t>(k.number); }
-        case K::kSmaller: { auto* r = record(); return r && r->raw_size < static_cast<std::uint64_t>(k.number); }
+        case K::kLarger: { auto n = size(); return n && *n > static_cast<std::uint64_t>(k.number); }
+        case K::kSmaller: { auto n = size(); return n && *n < static_cast<std::uint64_t>(k.number); }
         case K::kBefore: case K::kOn: case K::kSince: {
           auto* r = record();
           if (!r) return false;

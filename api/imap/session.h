@@ -4,8 +4,11 @@
 // pool thread, one call at a time per session.
 //
 // IMAP4rev2 (RFC 9051) and IMAP4rev1 (RFC 3501) with LITERAL+, SASL-IR, IDLE, UIDPLUS, MOVE,
-// NAMESPACE, ID, ENABLE, SPECIAL-USE, ESEARCH, CONDSTORE, UNSELECT, CHILDREN, LIST-EXTENDED's
-// RETURN (SPECIAL-USE, SUBSCRIBED, CHILDREN, STATUS). Logins (LOGIN, AUTHENTICATE PLAIN and LOGIN)
+// NAMESPACE, ID, ENABLE, SPECIAL-USE, ESEARCH, CONDSTORE, UNSELECT, CHILDREN, BINARY (FETCH
+// BINARY[], BINARY.SIZE[], APPEND's literal8), LIST-EXTENDED's RETURN (SPECIAL-USE, SUBSCRIBED,
+// CHILDREN, STATUS). Messages are sent with CRLF line ends whatever the archive holds (session.cc
+// imap_form; tests: test_imap.py test_imported_mail_is_served_with_crlf_line_ends, imaptest's binary
+// groups in test_imaptest.py). Logins (LOGIN, AUTHENTICATE PLAIN and LOGIN)
 // only over TLS, or from auth.plaintext_login_networks (loopback by default, as Dovecot counts it
 // secure); elsewhere LOGINDISABLED and NO [PRIVACYREQUIRED] (tests/e2e/test_imap.py
 // test_logins_need_tls_outside_the_trusted_networks).
@@ -121,6 +124,7 @@ class ImapSession {
     bool uid = false;
     bool mark_seen = false;
     bool want_modseq = false;
+    bool unknown_cte = false;  // a BINARY item met an encoding it cannot undo
     std::size_t next = 0;
     std::string name;
   };
@@ -167,7 +171,7 @@ class ImapSession {
   std::vector<std::size_t> resolve(const SequenceSet& set, bool uid) const;
   std::optional<std::string> folder_name(const Value& v) const;  // the client's name, as stored (UTF-8)
   std::string client_name(const std::string& stored) const;      // as the client reads it
-  std::string fetch_one(std::size_t index, const PendingFetch& f, const ArchiveSnapshot& snap);
+  std::string fetch_one(std::size_t index, PendingFetch& f, const ArchiveSnapshot& snap);
   Reply fail(const std::string& tag, const std::string& code_and_text);
   Reply ok(const std::string& tag, const std::string& text, Then then = Then::kNone);
 

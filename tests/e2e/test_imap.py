@@ -4,6 +4,7 @@ inbound SMTP listener, an IMAP listener with STARTTLS and one with implicit TLS;
 `mailark user` CLI; mail sent through SMTP; logins only over TLS (plaintext_login_networks = [])."""
 import imaplib
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -425,6 +426,80 @@ tls = "implicit"
         a.select("INBOX")
         self.uid_of(a, "still here after the storm")
         a.logout()
+
+    def test_imported_mail_is_served_with_crlf_line_ends(self):
+        """An mbox keeps its messages with LF line ends, and so does the archive (it keeps what came);
+        IMAP sends every message with CRLF line ends (RFC 9051's message data is RFC 5322 text), as
+        Dovecot does from an LF Maildir: BODY[], its sections and RFC822.SIZE all of that form, and
+        SEARCH LARGER, SMALLER and STATUS SIZE count it too. BINARY (IMAP4rev2) gives a part with its
+        transfer encoding undone, in a literal8 when it holds a NUL; an encoding no one knows fails
+        the FETCH with UNKNOWN-CTE."""
+        attachment = bytes(range(256)) * 3
+        import base64
+        b64 = base64.encodebytes(attachment).decode()
+        msg = ("From: Dana <dana@old.example>\nTo: carol@example.com\nSubject: imported with lf ends\n"
+               "Message-ID: <lf-ends@old.example>\nDate: Mon, 2 Mar 2026 10:00:00 +0000\nMIME-Version: 1.0\n"
+               "Content-Type: multipart/mixed; boundary=\"sep\"\n\n"
+               "--sep\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n"
+               "caf=C3=A9 au lait, a line that is long enough to be cut by a soft line brea=\nk here\n"
+               "--sep\nContent-Type: application/octet-stream; name=\"bytes.bin\"\n"
+               "Content-Transfer-Encoding: base64\n\n" + b64 +
+               "--sep\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: x-unheard-of\n\n"
+               "zzzz\n--sep--\n").encode()
+        tmp = tempfile.mkdtemp(prefix="mailark-lf-")
+        try:
+            mbox = os.path.join(tmp, "old.mbox")
+            with open(mbox, "wb") as fh:
+                fh.write(b"From dana@old.example Mon Mar  2 10:00:00 2026\n" + msg + b"\n")
+            p = subprocess.run([BIN, "--data", self.data, "import", "--owner", "carol@example.com", mbox],
+                               capture_output=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        stored = self.archive_bytes('subject:"imported with lf ends"')
+        self.assertNotIn(b"\r", stored)  # the archive keeps the LF form
+        want = stored.replace(b"\n", b"\r\n")
+        c = self.login("carol@example.com", "carol-pw")
+        c.select("INBOX")
+        uid = self.uid_of(c, "imported with lf ends")
+        typ, data = c.uid("FETCH", uid, "(RFC822.SIZE BODY.PEEK[])")
+        self.assertEqual(typ, "OK", data)
+        self.assertEqual(data[0][1], want)
+        self.assertIn(b"RFC822.SIZE %d " % len(want), data[0][0])
+        typ, data = c.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[1.MIME] BODY.PEEK[1])")
+        self.assertEqual(data[0][1], b"Subject: imported with lf ends\r\n\r\n")
+        self.assertEqual(data[1][1], b"Content-Type: text/plain; charset=utf-8\r\n"
+                                     b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+        self.assertTrue(data[2][1].endswith(b"brea=\r\nk here"), data[2][1])
+        for key, hit in (("LARGER %d" % (len(want) - 1), True), ("LARGER %d" % len(want), False),
+                         ("SMALLER %d" % (len(want) + 1), True), ("SMALLER %d" % len(want), False)):
+            typ, found = c.uid("SEARCH", None, "UID", uid, *key.split())
+            self.assertEqual(uid.encode() in found[0].split(), hit, key)
+        # BINARY: the parts decoded; the attachment's bytes exactly (a NUL among them: a literal8).
+        typ, data = c.uid("FETCH", uid, "(BINARY.SIZE[2] BINARY.PEEK[2] BINARY.PEEK[1])")
+        self.assertEqual(typ, "OK", data)
+        self.assertIn(b"BINARY.SIZE[2] %d" % len(attachment), data[0][0])
+        self.assertIn(b"~{%d}" % len(attachment), data[0][0])
+        self.assertEqual(data[0][1], attachment)
+        self.assertEqual(data[1][1], "café au lait, a line that is long enough to be cut by a soft line break here"
+                         .encode())
+        typ, data = c.uid("FETCH", uid, "(BINARY.PEEK[3])")
+        self.assertEqual(typ, "NO", data)
+        self.assertIn(b"UNKNOWN-CTE", data[0])
+        with self.assertRaisesRegex(imaplib.IMAP4.error, "part numbers only"):
+            c.uid("FETCH", uid, "(BINARY.PEEK[1.MIME])")
+        # STATUS SIZE (IMAP4rev2): the folder's messages in the form IMAP sends them.
+        sizes = c.fetch("1:*", "(RFC822.SIZE)")[1]
+        total = sum(int(n) for x in sizes if isinstance(x, bytes) for n in re.findall(rb"RFC822\.SIZE (\d+)", x))
+        self.assertGreaterEqual(total, len(want))
+        typ, data = c.status("INBOX", "(SIZE)")
+        self.assertIn(b"SIZE %d" % total, data[0])
+        c.logout()
+        # curl gets the same CRLF form.
+        curl = subprocess.run(["curl", "-s", "-k", "--max-time", "30", "-u", "carol@example.com:carol-pw",
+                               f"imaps://127.0.0.1:{self.imaps_port}/INBOX;UID={uid}"], capture_output=True, timeout=60)
+        self.assertEqual(curl.returncode, 0, curl.stderr)
+        self.assertEqual(curl.stdout, want)
 
     def test_curl_and_mbsync_pull_the_mailbox(self):
         self.send(["bob@example.com"], message("pulled by real clients", to="bob@example.com"))
