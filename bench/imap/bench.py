@@ -271,6 +271,8 @@ mail_max_userip_connections = {args.idle + 100}
                   f"dovecot {ds[w][0]:8.1f} / {ds[w][1]:8.1f} ({ds[w][2]:5})")
 
         # ---- IDLE ----
+        if args.idle <= 0:
+            return  # --idle 0: the pull and the searches only
         mb, ma, m_alive = idle_memory(m_port, lambda: [mailark.pid], args.idle, args.hold)
         db, da, d_alive = idle_memory(d_port, lambda: dovecot_pids(dovecot), args.idle, args.hold)
         m_per, d_per = (ma - mb) / args.idle, (da - db) / args.idle
