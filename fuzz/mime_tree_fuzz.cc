@@ -1,11 +1,13 @@
 // Fuzzes the MIME byte-range tree (engine/mime_tree.cc, with GMime reading Content-Type and
 // Content-Disposition) and what IMAP FETCH makes of it (api/imap/fetch.cc): ENVELOPE, BODYSTRUCTURE
-// and section bytes. Checks what must hold for any message: every node's ranges lie inside the
-// message and in order, children inside their parent, and a section is a piece of the message (or
-// built from its header lines).
+// and section bytes, BINARY's decoded sections, and the CRLF form IMAP sends. Checks what must hold
+// for any message: every node's ranges lie inside the message and in order, children inside their
+// parent, a section is a piece of the message (or built from its header lines), a decoded section is
+// no longer than its part, and the CRLF form has no bare LF and the size crlf_lines_size says.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "api/imap/fetch.h"
@@ -44,5 +46,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (bytes && s.text != api::imap::Section::Text::kHeaderFields && s.text != api::imap::Section::Text::kHeaderFieldsNot &&
       raw.find(*bytes) == std::string_view::npos)
     std::abort();
+  api::imap::Section b;
+  b.part = s.part;
+  bool unknown_cte = false;
+  auto decoded = api::imap::binary_section(raw, top, b, &unknown_cte);
+  if (decoded && (unknown_cte || decoded->size() > raw.size())) std::abort();
+  std::string crlf = crlf_lines(std::string(raw));
+  if (crlf.size() != crlf_lines_size(raw) || crlf.size() < raw.size()) std::abort();
+  for (std::size_t i = crlf.find('\n'); i != std::string::npos; i = crlf.find('\n', i + 1))
+    if (i == 0 || crlf[i - 1] != '\r') std::abort();
   return 0;
 }
