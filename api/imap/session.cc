@@ -62,11 +62,14 @@ std::string imap_form(std::string raw) {
 }
 
 // RFC822.SIZE: the size of the message in the form IMAP sends it.
-std::uint64_t imap_size(const ArchiveRecord& r, const ArchiveSnapshot& snap) {
+std::uint64_t imap_size(const ArchiveRecord& r, const ArchiveSnapshot& snap, ImapSizeCache& cache) {
   if (!may_differ_in_imap_form(r)) return r.raw_size;
+  if (auto known = cache.get(r.seq)) return *known;
   auto raw = snap.raw(r);
   if (!raw) return r.raw_size;
-  return raw->find('\0') != std::string::npos ? imap_form(std::move(*raw)).size() : crlf_lines_size(*raw);
+  std::uint64_t size = raw->find('\0') != std::string::npos ? imap_form(std::move(*raw)).size() : crlf_lines_size(*raw);
+  cache.put(r.seq, size);
+  return size;
 }
 
 bool list_match_name(const std::string& pattern, const std::string& name) {
@@ -617,7 +620,7 @@ std::string ImapSession::status_items(const Folder& f, const std::vector<std::st
     auto snap = ctx_.archive.snapshot();
     if (auto entries = ctx_.store.entries(user_.id, f.id); entries && snap)
       for (const auto& e : *entries)
-        if (auto r = (*snap)->record(e.seq)) size += imap_size(*r, **snap);
+        if (auto r = (*snap)->record(e.seq)) size += imap_size(*r, **snap, *ctx_.sizes);
   }
   std::string out;
   for (const auto& it : items) {
@@ -960,12 +963,16 @@ std::string ImapSession::fetch_one(std::size_t index, PendingFetch& f, const Arc
     auto r = snap.record(e.seq);
     if (r) rec = std::move(*r);
   }
-  // RFC822.SIZE of an imported message: the size of its IMAP form, so read it.
-  if (rec && may_differ_in_imap_form(*rec))
-    for (const auto& a : f.attrs) need_raw = need_raw || a.kind == K::kSize;
+  // RFC822.SIZE of an imported message: the size of its IMAP form, counted once (ctx_.sizes).
+  std::optional<std::uint64_t> size;
+  if (rec) {
+    const bool want_size = std::any_of(f.attrs.begin(), f.attrs.end(), [](const FetchAttr& a) { return a.kind == K::kSize; });
+    if (want_size && !need_raw) size = imap_size(*rec, snap, *ctx_.sizes);
+  }
   if (need_raw && rec) {
     auto r = snap.raw(*rec);
     if (r) raw = may_differ_in_imap_form(*rec) ? imap_form(std::move(*r)) : std::move(*r);
+    size = raw.size();
     if (viewed_.size() < 1000000) viewed_.insert(e.seq);
   }
   MimeNode tree;
@@ -999,7 +1006,7 @@ std::string ImapSession::fetch_one(std::size_t index, PendingFetch& f, const Arc
         add("INTERNALDATE " + imap_date_time(rec ? rec->envelope.received_at : 0));
         break;
       case K::kSize:
-        add("RFC822.SIZE " + std::to_string(!rec ? 0 : need_raw ? raw.size() : rec->raw_size));
+        add("RFC822.SIZE " + std::to_string(size.value_or(0)));
         break;
       case K::kEnvelope:
         add("ENVELOPE " + envelope(raw, tree));
@@ -1288,7 +1295,7 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
     auto size = [&]() -> std::optional<std::uint64_t> {
       auto* r = record();
       if (!r) return std::nullopt;
-      return may_differ_in_imap_form(*r) ? bytes().size() : r->raw_size;
+      return raw ? raw->size() : imap_size(*r, **snap, *ctx_.sizes);
     };
     std::function<bool(const SearchKey&)> eval = [&](const SearchKey& k) -> bool {
       using K = SearchKey::Kind;

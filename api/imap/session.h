@@ -24,9 +24,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "api/auth.h"
@@ -42,6 +45,30 @@ namespace mailark::api::imap {
 
 // The answer to an APPEND while the data folder's disk is short (as Dovecot answers it).
 inline constexpr std::string_view kNoDiskSpace = "[OVERQUOTA] Not enough disk space";
+
+// The RFC822.SIZE of imported messages (the size of the form IMAP sends them in, session.cc
+// imap_size), by archive seq: counting it reads and decompresses the message, and archived bytes
+// never change, so a size once counted holds. Bounded: cleared when it holds kMax sizes. Test:
+// test_imap.py test_imported_mail_is_served_with_crlf_line_ends (sizes asked twice, the same).
+class ImapSizeCache {
+ public:
+  static constexpr std::size_t kMax = 1u << 20;
+  std::optional<std::uint64_t> get(std::uint64_t seq) const {
+    std::lock_guard lock(mu_);
+    auto it = sizes_.find(seq);
+    if (it == sizes_.end()) return std::nullopt;
+    return it->second;
+  }
+  void put(std::uint64_t seq, std::uint64_t size) {
+    std::lock_guard lock(mu_);
+    if (sizes_.size() >= kMax) sizes_.clear();
+    sizes_[seq] = size;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::uint64_t, std::uint64_t> sizes_;
+};
 
 struct ImapContext {
   MailboxStore& store;
@@ -63,6 +90,7 @@ struct ImapContext {
   // entry when it ends ("imap.views": how many and which archive ids; tests/e2e/test_web.py
   // test_cases_over_rest_and_the_audit_log). Null: nothing is audited (tests).
   CaseStore* audit = nullptr;
+  std::shared_ptr<ImapSizeCache> sizes = std::make_shared<ImapSizeCache>();
 };
 
 class ImapSession {

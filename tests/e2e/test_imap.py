@@ -466,6 +466,9 @@ tls = "implicit"
         self.assertEqual(typ, "OK", data)
         self.assertEqual(data[0][1], want)
         self.assertIn(b"RFC822.SIZE %d " % len(want), data[0][0])
+        for _ in range(2):  # counted from the message, then remembered: the same both times
+            typ, data = c.uid("FETCH", uid, "(RFC822.SIZE)")
+            self.assertIn(b"RFC822.SIZE %d)" % len(want), data[0])
         typ, data = c.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[1.MIME] BODY.PEEK[1])")
         self.assertEqual(data[0][1], b"Subject: imported with lf ends\r\n\r\n")
         self.assertEqual(data[1][1], b"Content-Type: text/plain; charset=utf-8\r\n"
