@@ -972,7 +972,7 @@ std::string ImapSession::fetch_one(std::size_t index, PendingFetch& f, const Arc
   if (need_raw && rec) {
     auto r = snap.raw(*rec);
     if (r) raw = may_differ_in_imap_form(*rec) ? imap_form(std::move(*r)) : std::move(*r);
-    size = raw.size();
+    size = r ? raw.size() : rec->raw_size;
     if (viewed_.size() < 1000000) viewed_.insert(e.seq);
   }
   MimeNode tree;
