@@ -61,6 +61,14 @@ std::string imap_form(std::string raw) {
   return crlf_lines(std::move(raw));
 }
 
+// Body data outside BINARY: a NUL byte, which only BINARY's literal8 may carry (RFC 9051 4.3), is
+// sent as 0x80, as Dovecot sends it; the size stays (mail that came by SMTP may hold NULs, and is
+// otherwise sent as stored; test_imap.py test_imported_mail_is_served_with_crlf_line_ends).
+std::string without_nul(std::string bytes) {
+  std::replace(bytes.begin(), bytes.end(), '\0', '\x80');
+  return bytes;
+}
+
 // RFC822.SIZE: the size of the message in the form IMAP sends it.
 std::uint64_t imap_size(const ArchiveRecord& r, const ArchiveSnapshot& snap, ImapSizeCache& cache) {
   if (!may_differ_in_imap_form(r)) return r.raw_size;
@@ -1040,13 +1048,13 @@ std::string ImapSession::fetch_one(std::size_t index, PendingFetch& f, const Arc
         break;
       }
       case K::kRfc822:
-        add("RFC822 " + imap_string(raw));
+        add("RFC822 " + imap_string(without_nul(raw)));
         break;
       case K::kRfc822Header:
-        add("RFC822.HEADER " + imap_string(std::string_view(raw).substr(tree.header_begin, tree.header_end - tree.header_begin)));
+        add("RFC822.HEADER " + imap_string(without_nul(raw.substr(tree.header_begin, tree.header_end - tree.header_begin))));
         break;
       case K::kRfc822Text:
-        add("RFC822.TEXT " + imap_string(std::string_view(raw).substr(tree.body_begin, tree.body_end - tree.body_begin)));
+        add("RFC822.TEXT " + imap_string(without_nul(raw.substr(tree.body_begin, tree.body_end - tree.body_begin))));
         break;
       case K::kSection: {
         std::optional<std::string> bytes;
@@ -1054,7 +1062,7 @@ std::string ImapSession::fetch_one(std::size_t index, PendingFetch& f, const Arc
           bytes = raw;
         else
           bytes = section_bytes(raw, tree, a.section);
-        std::string b = bytes ? std::move(*bytes) : std::string();
+        std::string b = bytes ? without_nul(std::move(*bytes)) : std::string();
         if (a.partial) {
           auto [off, count] = *a.partial;
           b = off >= b.size() ? std::string() : b.substr(static_cast<std::size_t>(off), static_cast<std::size_t>(count));

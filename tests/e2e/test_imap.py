@@ -504,6 +504,25 @@ tls = "implicit"
         self.assertEqual(curl.returncode, 0, curl.stderr)
         self.assertEqual(curl.stdout, want)
 
+    def test_a_nul_byte_goes_out_only_in_binary(self):
+        """SMTP takes a message with a NUL byte in it (as Postfix does) and the archive keeps it; IMAP
+        may send a NUL only in BINARY's literal8 (RFC 9051 4.3), so BODY[] and RFC822 send it as 0x80,
+        as Dovecot does, with the size unchanged, and BINARY[1] gives the byte back."""
+        self.send(["carol@example.com"], message("a nul inside", to="carol@example.com", body="before\0after\r\n"))
+        stored = self.archive_bytes('subject:"a nul inside"')
+        self.assertIn(b"before\0after", stored)
+        c = self.login("carol@example.com", "carol-pw")
+        self.wait_count(c, "INBOX", 1)
+        uid = self.uid_of(c, "a nul inside")
+        typ, data = c.uid("FETCH", uid, "(RFC822.SIZE BODY.PEEK[] BODY.PEEK[TEXT] BINARY.PEEK[1])")
+        self.assertEqual(typ, "OK", data)
+        self.assertEqual(data[0][1], stored.replace(b"\0", b"\x80"))
+        self.assertIn(b"RFC822.SIZE %d " % len(stored), data[0][0])
+        self.assertEqual(data[1][1], b"before\x80after\r\n")
+        self.assertIn(b"~{", data[2][0])
+        self.assertEqual(data[2][1], b"before\0after\r\n")
+        c.logout()
+
     def test_curl_and_mbsync_pull_the_mailbox(self):
         self.send(["bob@example.com"], message("pulled by real clients", to="bob@example.com"))
         raw = self.archive_bytes("subject:\"pulled by real clients\"")
