@@ -8,6 +8,7 @@
 #include "api/ldap.h"
 #include "api/imap/command.h"
 #include "api/imap/fetch.h"
+#include "api/imap/session.h"
 #include "engine/mime_tree.h"
 #include "test_util.h"
 
@@ -516,6 +517,19 @@ TEST(ImapFetch, BinarySections) {
     v.text = bad;
     EXPECT_FALSE(parse_fetch_attrs(v, &error)) << bad;
   }
+}
+
+TEST(ImapSizeCache, IsBoundedAndKeepsWhatItHolds) {
+  ImapSizeCache cache;
+  EXPECT_FALSE(cache.get(7));
+  cache.put(7, 1234);
+  EXPECT_EQ(cache.get(7), 1234u);
+  for (std::uint64_t seq = 100; cache.size() < ImapSizeCache::kMax; ++seq) cache.put(seq, seq);
+  EXPECT_EQ(cache.size(), ImapSizeCache::kMax);
+  cache.put(1, 5);  // full: cleared, then this one kept
+  EXPECT_EQ(cache.size(), 1u);
+  EXPECT_EQ(cache.get(1), 5u);
+  EXPECT_FALSE(cache.get(7));
 }
 
 TEST(Auth, FloodsAreThrottledPerUserAndPerClient) {

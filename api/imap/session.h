@@ -48,8 +48,9 @@ inline constexpr std::string_view kNoDiskSpace = "[OVERQUOTA] Not enough disk sp
 
 // The RFC822.SIZE of imported messages (the size of the form IMAP sends them in, session.cc
 // imap_size), by archive seq: counting it reads and decompresses the message, and archived bytes
-// never change, so a size once counted holds. Bounded: cleared when it holds kMax sizes. Test:
-// test_imap.py test_imported_mail_is_served_with_crlf_line_ends (sizes asked twice, the same).
+// never change, so a size once counted holds. Bounded: cleared when it holds kMax sizes (test:
+// ImapSizeCache.IsBoundedAndKeepsWhatItHolds); sizes asked twice are the same (test_imap.py
+// test_imported_mail_is_served_with_crlf_line_ends).
 class ImapSizeCache {
  public:
   static constexpr std::size_t kMax = 1u << 20;
@@ -63,6 +64,10 @@ class ImapSizeCache {
     std::lock_guard lock(mu_);
     if (sizes_.size() >= kMax) sizes_.clear();
     sizes_[seq] = size;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return sizes_.size();
   }
 
  private:
