@@ -751,6 +751,28 @@ TEST(SmtpProtocol, AuthPlainAndLoginWholeAndByteByByte) {
   }
 }
 
+// RFC 4954 5: where AUTH is offered, MAIL takes an AUTH parameter (Exim sends AUTH=<> once it has
+// authenticated; a mailbox in xtext is set aside), a malformed one is a 501, and where AUTH is not
+// offered the parameter is as unknown as any other (555).
+TEST(SmtpProtocol, MailTakesTheAuthParameterWhereAuthIsOffered) {
+  Driver d(submission_config(true));
+  d.feed("EHLO c\r\nAUTH PLAIN AGFsaWNlAGdvb2Q=\r\n"
+         "MAIL FROM:<alice@example.com> AUTH=<> SIZE=20\r\nRSET\r\n"
+         "MAIL FROM:<alice@example.com> BODY=8BITMIME AUTH=alice+2Bx@example.com\r\nRSET\r\n"
+         "MAIL FROM:<alice@example.com> AUTH=\r\n"
+         "MAIL FROM:<alice@example.com> AUTH=a+2\r\n"
+         "MAIL FROM:<alice@example.com> AUTH=a=b\r\n"
+         "MAIL FROM:<alice@example.com> AUTH=<>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+         "Subject: x\r\n\r\nhi\r\n.\r\n");
+  EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "235", "250", "250", "250", "250", "501", "501", "501",
+                                                 "250", "250", "354", "250"})) << d.sent;
+  ASSERT_EQ(d.stored.size(), 1u);
+  EXPECT_EQ(d.stored[0].mail_from, "alice@example.com");
+  Driver inbound;  // no AUTH offered
+  inbound.feed("EHLO c\r\nMAIL FROM:<a@example.net> AUTH=<>\r\n");
+  EXPECT_EQ(inbound.codes(), (std::vector<std::string>{"220", "250", "555"})) << inbound.sent;
+}
+
 TEST(SmtpProtocol, AuthRefusesWhatItCannotRead) {
   Driver d(submission_config(true));
   d.feed("EHLO c\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!!!\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN Ym9iAGFsaWNlAGdvb2Q=\r\n"

@@ -25,6 +25,24 @@ std::string_view trim(std::string_view s) {
 
 bool is_utf8_byte(unsigned char c) { return c >= 0x80; }  // SMTPUTF8 is checked by the caller
 
+// The value of MAIL's AUTH parameter (RFC 4954 5): "<>" or an xtext (RFC 3461 4): the printable
+// ASCII but "+" and "=", and "+" with two upper-case hex digits for any other byte.
+bool is_auth_parameter_value(std::string_view v) {
+  if (v == "<>") return true;
+  if (v.empty()) return false;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c == '+') {
+      auto hex = [](char h) { return (h >= '0' && h <= '9') || (h >= 'A' && h <= 'F'); };
+      if (i + 2 >= v.size() || !hex(v[i + 1]) || !hex(v[i + 2])) return false;
+      i += 2;
+    } else if (c < '!' || c > '~' || c == '=') {
+      return false;
+    }
+  }
+  return true;
+}
+
 // atext (RFC 5322 3.2.3), and UTF-8 for SMTPUTF8 addresses (RFC 6531).
 bool is_atext(unsigned char c) {
   return std::isalnum(c) || std::string_view("!#$%&'*+-/=?^_`{|}~").find(static_cast<char>(c)) != std::string_view::npos ||
@@ -542,6 +560,12 @@ void Session::mail(std::string_view arg, Output& out) {
     } else if (p == "BODY=7BIT") {
     } else if (p == "SMTPUTF8") {
       fresh.smtputf8 = true;
+    } else if (p.rfind("AUTH=", 0) == 0 && config_.auth_offered) {
+      // RFC 4954 5: a server that offers AUTH takes the parameter (Exim sends AUTH=<> after it
+      // authenticates), and one that does not vouch for the mailbox named behaves as if it were
+      // <>: mailark names no one further on, so the value is checked and set aside.
+      if (!is_auth_parameter_value(std::string_view(p).substr(5)))
+        return error(out, 501, "5.5.4 Bad AUTH parameter syntax");
     } else {
       return error(out, 555, "5.5.4 Unsupported MAIL parameter " + p.substr(0, 40));
     }

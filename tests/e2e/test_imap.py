@@ -662,6 +662,54 @@ class SubmissionTest(ImapTest):
         finally:
             subprocess.run([BIN, "--data", self.data, "continuity", "stop"], capture_output=True, timeout=60)
 
+    def test_a_postfix_relaying_with_sasl_sends_through_submission(self):
+        """A real Postfix (an application server's, say) relays through the submission listener as a
+        user, over STARTTLS with SASL PLAIN, and names the sender in MAIL's AUTH parameter as Exim
+        does once it has authenticated (here Postfix's smtp_send_dummy_mail_auth: AUTH=<>). RFC 4954
+        5 has a server that offers AUTH take the parameter; mailark answered 555 before."""
+        import postfix_instance
+        if not postfix_instance.available():
+            self.skipTest("needs root and the Debian package postfix")
+        tmp = tempfile.mkdtemp(prefix="mailark-sasl-postfix-")
+        os.chmod(tmp, 0o755)
+        port = free_port()
+        pf = postfix_instance.Postfix(os.path.join(tmp, "app"), port, f"""
+mydestination =
+relayhost = [127.0.0.1]:{self.sub_port}
+smtp_tls_security_level = encrypt
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = static:alice@example.com:alice-pw
+smtp_sasl_security_options = noanonymous
+smtp_sasl_tls_security_options = noanonymous
+smtp_send_dummy_mail_auth = yes
+""")
+        # The SASL client's plug-ins are not inside a chroot: Postfix's smtp client runs outside one.
+        master = os.path.join(pf.conf, "master.cf")
+        with open(master) as f:
+            text = f.read()
+        with open(master, "w") as f:
+            f.write(re.sub(r"(?m)^smtp(\s+)unix(\s+)-(\s+)-(\s+)y", r"smtp\1unix\2-\3-\4n", text))
+        pf.start()
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+                s.sendmail("alice@example.com", ["bob@example.com"],
+                           message("relayed with sasl", to="bob@example.com", frm="alice@example.com"))
+            deadline = time.time() + 60
+            while "status=" not in pf.read_log() and time.time() < deadline:
+                time.sleep(0.2)
+            log = pf.read_log()
+            self.assertIn("status=sent", log, log[-3000:])
+            self.assertNotIn("555", log, log[-3000:])
+            res = self.server.wait_for('subject:"relayed with sasl"')
+            self.assertEqual(res["total"], 1, res)
+            b = self.login("bob@example.com", "bob-pw")
+            b.select("INBOX")
+            self.uid_of(b, "relayed with sasl")
+            b.logout()
+        finally:
+            pf.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def test_submission_refuses_what_is_not_the_users(self):
         ok = message("not mine", to="friend@internet.example", frm="alice@example.com")
         # Another user's envelope sender: 553.
