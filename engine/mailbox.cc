@@ -628,10 +628,24 @@ Status MailboxStore::rename_folder(std::uint32_t user_id, std::string_view from,
     return make_error(ErrorCode::kInvalidArgument, "a folder cannot be moved under itself");
   return write([&](Tx& tx) -> Status {
     MAILARK_ASSIGN_OR_RETURN(auto f, tx.folder(user_id, src));
-    if (!f) return make_error(ErrorCode::kNotFound, "no folder " + src);
+    const std::string prefix = be32(user_id);
+    auto is_moved = [&](std::string_view name) {
+      return name == src || (name.size() > src.size() && name.substr(0, src.size() + 1) == src + "/");
+    };
+    if (!f) {
+      // A name that only holds folders (LIST shows it \Noselect: "Projects" of a created
+      // "Projects/2026", or a deleted folder's name with children left) is renamed with them, as
+      // RFC 9051 6.3.6 has inferior names follow and Dovecot does; a client shows it as a folder.
+      bool inferiors = false;
+      MAILARK_TRY(tx.scan(folders_, prefix, [&](std::string_view key, std::string_view) {
+        inferiors = is_moved(key.substr(4));
+        return !inferiors;
+      }));
+      if (!inferiors) return make_error(ErrorCode::kNotFound, "no folder " + src);
+    }
     MAILARK_ASSIGN_OR_RETURN(auto exists, tx.folder(user_id, dst));
     if (exists) return make_error(ErrorCode::kInvalidArgument, "folder " + dst + " already exists");
-    if (src == "INBOX") {
+    if (src == "INBOX" && f) {
       // RFC 9051 6.3.6: INBOX's messages move to the new folder; INBOX stays, empty.
       MAILARK_ASSIGN_OR_RETURN(Folder nf, tx.create_folder(user_id, dst, ""));
       Folder& target = tx.cached(nf);
@@ -650,11 +664,8 @@ Status MailboxStore::rename_folder(std::uint32_t user_id, std::string_view from,
     }
     // The folder and its children: names change, ids and UIDs stay.
     std::vector<std::pair<std::string, std::string>> renames;  // old key, value
-    const std::string prefix = be32(user_id);
     MAILARK_TRY(tx.scan(folders_, prefix, [&](std::string_view key, std::string_view value) {
-      std::string_view name = key.substr(4);
-      if (name == src || (name.size() > src.size() && name.substr(0, src.size() + 1) == src + "/"))
-        renames.emplace_back(std::string(key), std::string(value));
+      if (is_moved(key.substr(4))) renames.emplace_back(std::string(key), std::string(value));
       return true;
     }));
     for (const auto& [key, value] : renames) {

@@ -304,9 +304,19 @@ TEST(Mailbox, CopyMoveExpungeAndFoldersKeepUidsStable) {
   EXPECT_EQ(entries[0].uid, 3u);
   EXPECT_EQ(entries[1].uid, 5u);
   // Renaming a parent renames its children; ids and UIDVALIDITY stay.
-  ASSERT_TRUE(f.store->rename_folder(a.id, "Projects", "Old").ok() == false);  // "Projects" itself does not exist
-  ASSERT_TRUE(f.store->create_folder(a.id, "Projects").ok());
-  ASSERT_TRUE(f.store->rename_folder(a.id, "Projects", "Old").ok());
+  // "Projects" is only a name above Projects/Work (LIST: \Noselect); a client shows it as a folder,
+  // and renaming it renames what is below it, as Dovecot does. A name that is neither is not found.
+  ASSERT_TRUE(f.store->create_folder(a.id, "ProjectsX").ok());  // the same letters, not below it
+  auto nothing = f.store->rename_folder(a.id, "Nothing", "Else");
+  ASSERT_FALSE(nothing.ok());
+  EXPECT_EQ(nothing.error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(f.store->rename_folder(a.id, "Projects", "Mid").ok());
+  EXPECT_FALSE(f.store->folder(a.id, "Mid").ok()) << "still only a name";
+  EXPECT_EQ(f.store->folder(a.id, "Mid/Work")->id, work->id);
+  EXPECT_FALSE(f.store->folder(a.id, "Projects/Work").ok());
+  EXPECT_TRUE(f.store->folder(a.id, "ProjectsX").ok());
+  ASSERT_TRUE(f.store->create_folder(a.id, "Mid").ok());
+  ASSERT_TRUE(f.store->rename_folder(a.id, "Mid", "Old").ok());
   auto renamed = f.store->folder(a.id, "Old/Work");
   ASSERT_TRUE(renamed.ok());
   EXPECT_EQ(renamed->id, work->id);
