@@ -862,6 +862,71 @@ Result<ExpungeOutcome> MailboxStore::expunge(std::uint32_t user_id, std::uint32_
   return out;
 }
 
+namespace {
+
+// The Message-ID of a stored message, without blanks and angle brackets; empty when it has none.
+std::string stored_message_id(const ArchiveSnapshot& snap, const ArchiveRecord& r) {
+  auto raw = snap.raw(r);
+  if (!raw) return {};
+  auto v = header_field(*raw, "Message-ID");
+  if (!v) return {};
+  std::string_view id = *v;
+  while (!id.empty() && (id.front() == ' ' || id.front() == '\t' || id.front() == '<')) id.remove_prefix(1);
+  while (!id.empty() && (id.back() == ' ' || id.back() == '\t' || id.back() == '\r' || id.back() == '\n' ||
+                         id.back() == '>'))
+    id.remove_suffix(1);
+  return std::string(id);
+}
+
+}  // namespace
+
+Result<std::vector<std::uint32_t>> MailboxStore::replace_sent_copies(std::uint32_t user_id, std::uint32_t folder_id,
+                                                                     std::uint32_t kept_uid, const Archive& archive) {
+  MAILARK_ASSIGN_OR_RETURN(auto newest, entries_page(user_id, folder_id, 0, kSentCopyWindow));
+  auto kept = std::find_if(newest.begin(), newest.end(), [&](const MailEntry& e) { return e.uid == kept_uid; });
+  if (kept == newest.end()) return std::vector<std::uint32_t>{};
+  MAILARK_ASSIGN_OR_RETURN(auto snapshot, archive.snapshot());
+  const ArchiveSnapshot& snap = *snapshot;
+  MAILARK_ASSIGN_OR_RETURN(ArchiveRecord kept_record, snap.record(kept->seq));
+  const std::string id = stored_message_id(snap, kept_record);
+  if (id.empty()) return std::vector<std::uint32_t>{};
+  std::vector<MailEntry> copies;
+  for (const MailEntry& e : newest) {
+    if (e.uid == kept_uid || e.seq == kept->seq) continue;
+    auto r = snap.record(e.seq);
+    if (!r || r->envelope.direction != Direction::kOutbound) continue;
+    if (stored_message_id(snap, *r) == id) copies.push_back(e);
+  }
+  if (copies.empty()) return std::vector<std::uint32_t>{};
+  std::vector<std::uint32_t> removed;
+  std::uint32_t flags = 0;  // the copies' flags and keywords, for the kept entry
+  std::vector<std::string> keywords;
+  MAILARK_TRY(write([&](Tx& tx) -> Status {
+    MAILARK_ASSIGN_OR_RETURN(Folder folder, tx.owned_folder(user_id, folder_id));
+    Folder& f = tx.cached(folder);
+    MAILARK_ASSIGN_OR_RETURN(auto now_kept, tx.get(messages_, message_key(folder_id, kept_uid)));
+    if (!now_kept) return ok_status();  // expunged meanwhile: nothing replaces the copies
+    for (const MailEntry& c : copies) {
+      MAILARK_ASSIGN_OR_RETURN(auto still, tx.get(messages_, message_key(folder_id, c.uid)));
+      if (!still) continue;
+      MAILARK_ASSIGN_OR_RETURN(MailEntry now, decode_entry(c.uid, *still));
+      flags |= now.flags & ~kMsgDeleted;
+      keywords.insert(keywords.end(), now.keywords.begin(), now.keywords.end());
+      MAILARK_TRY(tx.del(messages_, message_key(folder_id, c.uid)));
+      removed.push_back(c.uid);
+    }
+    if (removed.empty()) return ok_status();
+    ++f.highest_modseq;
+    tx.changed.insert(user_id);
+    return ok_status();
+  }));
+  std::sort(removed.begin(), removed.end());
+  // A \Flagged the user set on the filed copy stays, on the kept one.
+  if (!removed.empty() && (flags || !keywords.empty()))
+    MAILARK_TRY(change_flags(user_id, folder_id, {kept_uid}, {FlagMode::kAdd, flags, keywords, {}}));
+  return removed;
+}
+
 Result<std::uint64_t> MailboxStore::forget_expired(const std::function<bool(std::uint64_t seq)>& expired) {
   std::uint64_t removed = 0;
   MAILARK_TRY(write([&](Tx& tx) -> Status {

@@ -29,7 +29,7 @@ PACKAGES=(
   poppler-utils
   # faketime: retention runs as if days had passed (tests/e2e/test_retention.py)
   faketime
-  # Cyrus SASL's PLAIN for Postfix's SMTP client (test_imap.py test_a_postfix_relaying_with_sasl_sends_through_submission)
+  # Cyrus SASL's PLAIN for Postfix's SMTP client (test_imap.py test_submission_from_a_postfix_relaying_with_sasl)
   libsasl2-modules
   # mdb_stat, for the free pages of a segment store (docs/BENCHMARKS.md "Segment stores")
   lmdb-utils

@@ -332,6 +332,53 @@ TEST(Mailbox, CopyMoveExpungeAndFoldersKeepUidsStable) {
   EXPECT_FALSE(f.store->folder(a.id, "Saved").ok());
 }
 
+// Thunderbird, Apple Mail, Outlook and K-9 APPEND their own copy to Sent after each send: that copy
+// replaces the one submission filed (one in Sent, not two), keeping the filed copy's flags; an
+// APPEND of another message, a copy the client appended itself, and inbound mail with the same
+// Message-ID are left alone; the archive keeps every record.
+TEST(Mailbox, AClientsOwnSentCopyReplacesTheSubmittedOne) {
+  Fixture f;
+  User a = f.add("alice@example.com");
+  const std::string sent_raw = "Received: from laptop by mx (mailark)\r\n" +
+                               msg("alice@example.com", "bob@partner.example", "report");
+  const std::uint64_t submitted = f.append(Direction::kOutbound, "alice@example.com", {"bob@partner.example"},
+                                           sent_raw, 0, scanner::VerdictKind::kClean, "submission");
+  // The same Message-ID came in from outside too (a list echoing it back): in INBOX, not Sent.
+  f.append(Direction::kInbound, "list@partner.example", {"alice@example.com"},
+           msg("alice@example.com", "list@partner.example", "report"));
+  f.follow();
+  auto sent = f.store->folder(a.id, "Sent").value();
+  ASSERT_EQ(f.seqs(a, "Sent"), std::vector<std::uint64_t>{submitted});
+  auto filed = f.store->entries(a.id, sent.id).value();
+  ASSERT_TRUE(f.store->change_flags(a.id, sent.id, {filed[0].uid}, {FlagMode::kAdd, kMsgFlagged, {"$Label1"}, {}}).ok());
+  auto append = [&](const std::string& raw) {
+    const std::uint64_t seq = f.append(Direction::kImport, "alice@example.com", {"alice@example.com"}, raw, 0,
+                                       scanner::VerdictKind::kClean, "imap", "imap:Sent");
+    f.follow();
+    return f.store->find_seq(a.id, sent.id, seq).value().value();
+  };
+  // Another message appended: nothing replaced.
+  auto other = append(msg("alice@example.com", "carol@partner.example", "draft kept"));
+  EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, other.uid, *f.archive).value().empty());
+  // The client's copy of the sent message (with its Bcc): the filed one goes, its flags come along.
+  auto own = append("Bcc: boss@example.com\r\n" + msg("alice@example.com", "bob@partner.example", "report"));
+  auto removed = f.store->replace_sent_copies(a.id, sent.id, own.uid, *f.archive);
+  ASSERT_TRUE(removed.ok()) << removed.error().to_string();
+  EXPECT_EQ(*removed, std::vector<std::uint32_t>{filed[0].uid});
+  auto left = f.store->entries(a.id, sent.id).value();
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[1].uid, own.uid);
+  EXPECT_TRUE(left[1].flags & kMsgFlagged);
+  EXPECT_EQ(left[1].keywords, std::vector<std::string>{"$Label1"});
+  EXPECT_GT(f.store->folder_by_id(a.id, sent.id)->highest_modseq, sent.highest_modseq);
+  EXPECT_EQ(f.seqs(a, "INBOX").size(), 1u) << "the inbound message with the same Message-ID stays";
+  // A second APPEND of the same message: the first is the client's own copy, not a filed one.
+  auto again = append("Bcc: boss@example.com\r\n" + msg("alice@example.com", "bob@partner.example", "report"));
+  EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, again.uid, *f.archive).value().empty());
+  EXPECT_EQ(f.store->entries(a.id, sent.id)->size(), 3u);
+  EXPECT_TRUE((*f.archive->snapshot())->record(submitted).ok()) << "the archive keeps the submitted record";
+}
+
 TEST(Mailbox, AnotherUsersFolderIsNeverReached) {
   Fixture f;
   User a = f.add("alice@example.com");

@@ -877,6 +877,9 @@ ImapSession::Reply ImapSession::append(Command& c) {
   auto entry = ctx_.store.find_seq(user_.id, f->id, *seq);
   if (!entry || !*entry) return fail(tag, "[SERVERBUG] the message was archived but is not in the folder");
   if (flags || !keywords.empty()) (void)ctx_.store.change_flags(user_.id, f->id, {(*entry)->uid}, {FlagMode::kAdd, flags, keywords, {}});
+  // A client's own copy of mail it just sent replaces the one submission filed in Sent (one copy,
+  // not two; MailboxStore::replace_sent_copies). Failing to find or drop it leaves both, as before.
+  if (f->special_use == "\\Sent") (void)ctx_.store.replace_sent_copies(user_.id, f->id, (*entry)->uid, ctx_.archive);
   std::string out = sel_ && sel_->folder.id == f->id ? sync(true) : std::string();
   return {out + tag + " OK [APPENDUID " + std::to_string(f->uidvalidity) + " " + std::to_string((*entry)->uid) +
               "] APPEND completed\r\n",
