@@ -1,6 +1,7 @@
 #include "api/dns.h"
 
 #include <arpa/inet.h>
+#include <idn2.h>
 #include <unbound.h>
 
 #include <algorithm>
@@ -9,6 +10,20 @@
 #include <random>
 
 namespace mailark::api {
+
+std::optional<std::string> ascii_domain(std::string_view domain) {
+  if (std::all_of(domain.begin(), domain.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
+    return std::string(domain);
+  char* out = nullptr;
+  const std::string in(domain);
+  if (idn2_to_ascii_8z(in.c_str(), &out, IDN2_NONTRANSITIONAL | IDN2_NFC_INPUT) != IDN2_OK) {
+    idn2_free(out);
+    return std::nullopt;
+  }
+  std::string ascii(out);
+  idn2_free(out);
+  return ascii;
+}
 
 namespace {
 
@@ -84,7 +99,11 @@ struct Resolver::Impl {
     return out;
   }
 
-  Result<std::vector<MailExchanger>> lookup(const std::string& domain) {
+  Result<std::vector<MailExchanger>> lookup(const std::string& name) {
+    // An internationalised domain is looked up by its A-labels (DNS holds no UTF-8 names).
+    const std::optional<std::string> ascii = ascii_domain(name);
+    if (!ascii) return make_error(ErrorCode::kNotFound, "domain " + name + " is not a valid internationalised name");
+    const std::string& domain = *ascii;
     bool nx = false;
     auto mx = query(domain, kTypeMx, nx);
     if (!mx) return mx.error();

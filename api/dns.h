@@ -6,12 +6,20 @@
 
 #include <asio.hpp>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
 
 namespace mailark::api {
+
+// A domain as DNS and servers without SMTPUTF8 take it: a name with UTF-8 labels (an IDN, as an
+// SMTPUTF8 sender may write it: "bücher.example") in its A-label form ("xn--bcher-kva.example",
+// IDNA2008 with UTS #46's mapping, libidn2); an ASCII name as it is. Empty when the name is not a
+// valid IDN. Test: Dns.AsciiDomain.
+std::optional<std::string> ascii_domain(std::string_view domain);
 
 struct MailExchanger {
   std::string host;                    // the exchanger's name

@@ -12,6 +12,8 @@ PACKAGES=(
   libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev libpst-dev libgoogle-perftools-dev
   # attachment text (the mailark-extract worker): PDF, Office Open XML, OpenDocument
   libpoppler-cpp-dev libzip-dev libxml2-dev libseccomp-dev
+  # internationalised domain names in A-labels for DNS and servers without SMTPUTF8 (api/dns.cc)
+  libidn2-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clamav-testfiles python3 zip swaks libnet-ssleay-perl openssl postfix dnsmasq-base
   dovecot-core dovecot-imapd dovecot-dev autoconf automake libtool curl isync neomutt tmux slapd ldap-utils

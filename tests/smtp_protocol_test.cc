@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "api/dns.h"
 #include "api/smtp/client.h"
 #include "api/smtp/protocol.h"
 #include "api/smtp/spool.h"
@@ -702,6 +703,18 @@ TEST(SmtpProtocol, NonAsciiSenderNeedsSmtpUtf8) {
   Driver d;
   d.feed("EHLO x\r\nMAIL FROM:<jos\xc3\xa9@example.net>\r\nMAIL FROM:<jos\xc3\xa9@example.net> SMTPUTF8\r\n");
   EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "553", "250"}));
+}
+
+// Internationalised domains as DNS and servers without SMTPUTF8 take them (libidn2, IDNA2008).
+TEST(Dns, AsciiDomain) {
+  using mailark::api::ascii_domain;
+  EXPECT_EQ(ascii_domain("b\xc3\xbc" "cher.example"), "xn--bcher-kva.example");
+  EXPECT_EQ(ascii_domain("M\xc3\xbc" "nchen.example"), "xn--mnchen-3ya.example") << "UTS #46 maps the capital";
+  EXPECT_EQ(ascii_domain("\xe4\xbe\x8b\xe5\xad\x90.\xe6\xb5\x8b\xe8\xaf\x95"), "xn--fsqu00a.xn--0zwm56d");
+  EXPECT_EQ(ascii_domain("mail_relay.Example.COM"), "mail_relay.Example.COM") << "ASCII names as they are";
+  EXPECT_EQ(ascii_domain("xn--bcher-kva.example"), "xn--bcher-kva.example");
+  EXPECT_FALSE(ascii_domain("bad\xff\xfe.example")) << "not UTF-8";
+  EXPECT_FALSE(ascii_domain("\xe2\x98\x95.example")) << "a symbol IDNA2008 disallows";
 }
 
 TEST(SmtpProtocol, SmugglingDeliveryDotStuffsEveryKindOfLineEnd) {

@@ -477,28 +477,55 @@ struct DeliveryAgent::Impl {
       else co_await run_blocking(blocking, convert);
       if (converted) spdlog::info("{}: converted to 7-bit MIME for {}, which does not offer 8BITMIME", seq, relay);
     }
-    std::string mail = "MAIL FROM:<" + rec->envelope.mail_from + ">";
-    if (client.has_extension("SIZE")) mail += " SIZE=" + std::to_string(raw.size());
-    if (eight_bit_mime) mail += " BODY=8BITMIME";
-    // Internationalised addresses need SMTPUTF8 on this hop too (RFC 6531): without it the message
-    // cannot be relayed as it is, which is a permanent failure.
+    // Internationalised addresses need SMTPUTF8 on this hop too (RFC 6531), unless only their
+    // domains are: those go in A-labels to a server without it ("ana@xn--bcher-kva.example"), as
+    // Postfix sends them. A UTF-8 local part there cannot be relayed as it is: a permanent failure.
     auto non_ascii = [](const std::string& a) {
       return std::any_of(a.begin(), a.end(), [](char c) { return static_cast<unsigned char>(c) >= 128; });
     };
-    bool needs_utf8 = non_ascii(rec->envelope.mail_from) || std::any_of(wanted.begin(), wanted.end(), non_ascii);
+    std::string from = rec->envelope.mail_from;
+    std::vector<std::string> rcpt_as_sent = wanted;  // wanted[i] as this server is given it
+    bool needs_utf8 = non_ascii(from) || std::any_of(wanted.begin(), wanted.end(), non_ascii);
     if (needs_utf8 && !client.has_extension("SMTPUTF8")) {
-      for (const auto& a : wanted)
-        outcome[a] = smtp::ClientReply{553, "5.6.7 " + relay + " does not support SMTPUTF8, which this message needs"};
-      record(e, outcome, relay);
-      co_return true;
+      auto ascii_address = [](const std::string& a) -> std::optional<std::string> {
+        const std::size_t at = a.rfind('@');
+        if (at == std::string::npos) return std::nullopt;
+        for (std::size_t i = 0; i < at; ++i)
+          if (static_cast<unsigned char>(a[i]) >= 128) return std::nullopt;
+        auto domain = ascii_domain(std::string_view(a).substr(at + 1));
+        if (!domain) return std::nullopt;
+        return a.substr(0, at + 1) + *domain;
+      };
+      bool downgraded = true;
+      if (non_ascii(from)) {
+        auto f = ascii_address(from);
+        downgraded = f.has_value();
+        if (f) from = *f;
+      }
+      for (std::size_t i = 0; downgraded && i < rcpt_as_sent.size(); ++i) {
+        if (!non_ascii(rcpt_as_sent[i])) continue;
+        auto r = ascii_address(rcpt_as_sent[i]);
+        downgraded = r.has_value();
+        if (r) rcpt_as_sent[i] = *r;
+      }
+      if (!downgraded) {
+        for (const auto& a : wanted)
+          outcome[a] = smtp::ClientReply{553, "5.6.7 " + relay + " does not support SMTPUTF8, which this message needs"};
+        record(e, outcome, relay);
+        co_return true;
+      }
+      needs_utf8 = false;
     }
+    std::string mail = "MAIL FROM:<" + from + ">";
+    if (client.has_extension("SIZE")) mail += " SIZE=" + std::to_string(raw.size());
+    if (eight_bit_mime) mail += " BODY=8BITMIME";
     if (needs_utf8) mail += " SMTPUTF8";
     bool broken = false;
     if (client.has_extension("PIPELINING")) {
       // RFC 2920: MAIL, every RCPT and DATA in one write, the replies read together (two round trips
       // per message instead of three plus one per recipient).
       std::vector<std::string> lines{mail};
-      for (const auto& a : wanted) lines.push_back("RCPT TO:<" + a + ">");
+      for (const auto& a : rcpt_as_sent) lines.push_back("RCPT TO:<" + a + ">");
       lines.push_back("DATA");
       std::vector<smtp::ClientReply> replies = co_await client.pipeline(lines);
       const smtp::ClientReply& m = replies[0];
@@ -529,8 +556,9 @@ struct DeliveryAgent::Impl {
         for (const auto& a : wanted) outcome[a] = m;
       } else {
         std::vector<std::string> accepted;
-        for (const auto& a : wanted) {
-          smtp::ClientReply r = co_await client.command("RCPT TO:<" + a + ">");
+        for (std::size_t i = 0; i < wanted.size(); ++i) {
+          const std::string& a = wanted[i];
+          smtp::ClientReply r = co_await client.command("RCPT TO:<" + rcpt_as_sent[i] + ">");
           if (r.ok()) accepted.push_back(a);
           else outcome[a] = r;
           if (r.code == 0) {

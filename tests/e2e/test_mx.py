@@ -29,7 +29,10 @@ class MxDeliveryTest(unittest.TestCase):
         self.procs.append(dnsmasq(self.dns_port, "--local=/remote.example/", "--local=/plain.example/",
                                   "--mx-host=remote.example,mx1.remote.example,10",
                                   "--host-record=mx1.remote.example,127.0.0.2", "--host-record=plain.example,127.0.0.3",
-                                  "--address=/nonexistent.example/"))
+                                  "--address=/nonexistent.example/",
+                                  # bücher.example, as DNS holds it: by its A-labels
+                                  "--local=/xn--bcher-kva.example/",
+                                  "--mx-host=xn--bcher-kva.example,mx1.remote.example,10"))
         self.mx1 = Sink(self.smtp_port, os.path.join(self.tmp, "mx1"), address="127.0.0.2")
         self.mx2 = Sink(self.smtp_port, os.path.join(self.tmp, "mx2"), address="127.0.0.3")
         self.outbound = free_port()
@@ -97,6 +100,49 @@ index_commit_interval_ms = 200
             log = f.read()
         self.assertIn("delivered to=<x@remote.example> relay=mx1.remote.example[127.0.0.2]", log)
         self.assertIn("delivered to=<y@plain.example> relay=plain.example[127.0.0.3]", log)
+
+    def test_an_internationalised_domain_is_found_and_reached_in_a_labels(self):
+        """SMTPUTF8 mail to ana@bücher.example: the MX is looked up by the domain's A-labels
+        (xn--bcher-kva.example), and the exchanger, which does not offer SMTPUTF8 (smtp-sink), gets
+        the address in that form, as Postfix sends it. A UTF-8 local part cannot be written so for
+        it: that recipient bounces (5.6.7), once, with a DSN to the sender. Before, the lookup of the
+        UTF-8 name found nothing and both bounced as an unknown domain."""
+        import socket
+        s = socket.create_connection(("127.0.0.1", self.outbound), timeout=10)
+        f = s.makefile("rb")
+
+        def reply():
+            while True:
+                line = f.readline()
+                if line[3:4] != b"-":
+                    return line
+
+        reply()
+        for cmd in ["EHLO client.northwind.example", "MAIL FROM:<ana@northwind.example> SMTPUTF8",
+                    "RCPT TO:<ana@b\u00fccher.example>", "DATA"]:
+            s.sendall(cmd.encode() + b"\r\n")
+            self.assertIn(reply()[:1], (b"2", b"3"), cmd)
+        s.sendall(b"Subject: idn\r\nMessage-ID: <idn@northwind.example>\r\n\r\nhello\r\n.\r\n")
+        self.assertEqual(reply()[:3], b"250")
+        for cmd in ["MAIL FROM:<ana@northwind.example> SMTPUTF8", "RCPT TO:<j\u00fcrgen@b\u00fccher.example>", "DATA"]:
+            s.sendall(cmd.encode() + b"\r\n")
+            self.assertIn(reply()[:1], (b"2", b"3"), cmd)
+        s.sendall(b"Subject: idn local\r\nMessage-ID: <idn-local@northwind.example>\r\n\r\nhello\r\n.\r\n")
+        self.assertEqual(reply()[:3], b"250")
+        s.sendall(b"QUIT\r\n")
+        s.close()
+        self.until(lambda: any(b"<ana@xn--bcher-kva.example>" in m for m in self.mx1.messages()),
+                   "delivery to the IDN domain's MX, in A-labels")
+        dump = next(m for m in self.mx1.messages() if b"<ana@xn--bcher-kva.example>" in m)
+        envelope = [line for line in dump.split(b"\n") if line.startswith((b"X-Mail-Args", b"X-Rcpt-Args"))]
+        self.assertTrue(envelope, dump[:600])
+        self.assertFalse(any(b"\xc3" in line or b"SMTPUTF8" in line for line in envelope), envelope)
+        query = 'subject:"Undelivered Mail Returned to Sender"'
+        self.until(lambda: self.cli("search", query)["total"] == 1, "a DSN for the UTF-8 local part")
+        dsn = self.cli("search", query)["results"][0]
+        raw = subprocess.run([BIN, "--data", self.data, "show", str(dsn["id"]), "--raw"], capture_output=True).stdout
+        self.assertIn(b"Status: 5.6.7", raw)
+        self.assertNotIn(b"<ana@", raw.split(b"Final-Recipient")[1] if b"Final-Recipient" in raw else b"")
 
 
 if __name__ == "__main__":
