@@ -25,6 +25,13 @@ std::optional<std::string> ascii_domain(std::string_view domain) {
   return ascii;
 }
 
+std::string domain_key(std::string_view domain) {
+  std::string key = ascii_domain(domain).value_or(std::string(domain));
+  for (char& c : key)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return key;
+}
+
 namespace {
 
 constexpr int kTypeA = 1, kTypeMx = 15, kTypeAaaa = 28, kClassIn = 1;

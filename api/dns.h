@@ -20,6 +20,10 @@ namespace mailark::api {
 // IDNA2008 with UTS #46's mapping, libidn2); an ASCII name as it is. Empty when the name is not a
 // valid IDN. Test: Dns.AsciiDomain.
 std::optional<std::string> ascii_domain(std::string_view domain);
+// A domain as the served-domain list compares it: its A-labels, lower case ("Bücher.example",
+// "bücher.example" and "XN--BCHER-KVA.example" are one domain); a name that is no valid IDN as it is,
+// lower-cased. Test: Dns.AsciiDomain.
+std::string domain_key(std::string_view domain);
 
 struct MailExchanger {
   std::string host;                    // the exchanger's name

@@ -715,6 +715,11 @@ TEST(Dns, AsciiDomain) {
   EXPECT_EQ(ascii_domain("xn--bcher-kva.example"), "xn--bcher-kva.example");
   EXPECT_FALSE(ascii_domain("bad\xff\xfe.example")) << "not UTF-8";
   EXPECT_FALSE(ascii_domain("\xe2\x98\x95.example")) << "a symbol IDNA2008 disallows";
+  using mailark::api::domain_key;
+  EXPECT_EQ(domain_key("B\xc3\xbc" "cher.Example"), "xn--bcher-kva.example");
+  EXPECT_EQ(domain_key("XN--BCHER-KVA.example"), "xn--bcher-kva.example");
+  EXPECT_EQ(domain_key("Example.COM"), "example.com");
+  EXPECT_EQ(domain_key("\xe2\x98\x95.Example"), "\xe2\x98\x95.example") << "no IDN: as it is, lower-cased";
 }
 
 TEST(SmtpProtocol, SmugglingDeliveryDotStuffsEveryKindOfLineEnd) {

@@ -738,7 +738,7 @@ struct DeliveryAgent::Impl {
     item.raw = make_dsn(config.hostname, sender, failed, headers, rec->envelope.received_at);
     item.origin = "dsn-" + std::to_string(e.seq);
     bool internal = false;
-    for (const auto& d : config.inbound_domains) internal |= ascii_lower(d) == domain_of(sender);
+    for (const auto& d : config.inbound_domains) internal |= domain_key(d) == domain_key(domain_of(sender));
     item.envelope.direction = internal ? Direction::kInbound : Direction::kOutbound;
     item.envelope.mail_from = "";
     item.envelope.rcpt_to = {sender};

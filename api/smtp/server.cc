@@ -18,6 +18,7 @@
 #include <set>
 
 #include "api/accept.h"
+#include "api/dns.h"
 #include "api/blocking.h"
 #include "api/disk_reserve.h"
 #include "api/import_socket.h"
@@ -85,7 +86,7 @@ struct PolicyData {
 
 std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
   auto p = std::make_shared<PolicyData>();
-  for (const auto& d : c.inbound_domains) p->domains.insert(ascii_lower(d));
+  for (const auto& d : c.inbound_domains) p->domains.insert(domain_key(d));  // IDNs by their A-labels
   for (const auto& r : c.inbound_recipients) p->recipients.insert(ascii_lower(r));
   p->networks = c.outbound_networks;
   p->inbound_scan = c.inbound_scan;
@@ -155,7 +156,7 @@ class ListenerPolicy : public smtp::Policy {
     std::string addr = ascii_lower(rcpt.address);
     if (rcpt.domain.empty()) return RecipientDecision::accept();  // <Postmaster>
     auto rules = data_();
-    if (!rules->domains.count(ascii_lower(rcpt.domain))) {
+    if (!rules->domains.count(domain_key(rcpt.domain))) {
       return RecipientDecision::reject({554, "5.7.1 <" + rcpt.address + ">: Relay access denied"});
     }
     // postmaster@ a served domain is always taken (RFC 5321 4.5.1: every SMTP server MUST support
@@ -892,7 +893,7 @@ struct SmtpServer::Impl {
     auto pol = current_policy();
     std::vector<std::string> internal, external;
     for (const auto& r : msg.rcpt_to) {
-      bool ours = pol->domains.count(domain_of(r)) > 0;
+      bool ours = pol->domains.count(domain_key(domain_of(r))) > 0;
       (ours ? internal : external).push_back(r);
     }
     if (internal.empty() || external.empty())

@@ -495,6 +495,19 @@ class SmallServerTest(unittest.TestCase):
         self.assertEqual(s.rcpt("postmaster@elsewhere.example")[0], 554, "only for a domain it serves")
         s.quit()
 
+    def test_an_internationalised_domain_is_served_in_either_form(self):
+        """A company whose domain is an IDN lists it as it writes it (bücher.example); senders
+        without SMTPUTF8 must write it in A-labels (xn--bcher-kva.example), SMTPUTF8 ones may write
+        either: all of them reach it, and no other domain does. The list compared bytes before."""
+        port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
+                          '[inbound]\ndomains = ["B\u00fccher.example"]\nverify_recipients = "none"\n')
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            read_replies(sock, 1)
+            sock.sendall("EHLO x\r\nMAIL FROM:<a@sender.example> SMTPUTF8\r\nRCPT TO:<ana@xn--bcher-kva.example>\r\n"
+                         "RCPT TO:<ben@XN--BCHER-KVA.EXAMPLE>\r\nRCPT TO:<cy@b\u00fccher.example>\r\n"
+                         "RCPT TO:<di@B\u00fcCHER.example>\r\nRCPT TO:<ed@bucher.example>\r\n".encode())
+            self.assertEqual(read_replies(sock, 7), ["250", "250", "250", "250", "250", "250", "554"])
+
     def test_client_below_the_minimum_data_rate_is_disconnected(self):
         port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
                           '[inbound]\ndomains = ["example.com"]\n'
