@@ -32,6 +32,32 @@ std::string domain_key(std::string_view domain) {
   return key;
 }
 
+std::string other_address_form(std::string_view address) {
+  const std::size_t at = address.rfind('@');
+  if (at == std::string_view::npos) return {};
+  const std::string_view domain = address.substr(at + 1);
+  const bool utf8 = std::any_of(domain.begin(), domain.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+  std::string other;
+  if (utf8) {
+    auto ascii = ascii_domain(domain);
+    if (!ascii) return {};
+    other = *ascii;
+  } else {
+    std::string lower(domain);
+    for (char& c : lower)
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (lower.find("xn--") == std::string::npos) return {};
+    char* out = nullptr;
+    if (idn2_to_unicode_8z8z(lower.c_str(), &out, 0) != IDN2_OK) {
+      idn2_free(out);
+      return {};
+    }
+    other = out;
+    idn2_free(out);
+  }
+  return std::string(address.substr(0, at + 1)) + other;
+}
+
 namespace {
 
 constexpr int kTypeA = 1, kTypeMx = 15, kTypeAaaa = 28, kClassIn = 1;

@@ -24,6 +24,10 @@ std::optional<std::string> ascii_domain(std::string_view domain);
 // "bücher.example" and "XN--BCHER-KVA.example" are one domain); a name that is no valid IDN as it is,
 // lower-cased. Test: Dns.AsciiDomain.
 std::string domain_key(std::string_view domain);
+// The other spelling of an address whose domain is an IDN: its A-labels for one written in UTF-8,
+// its UTF-8 (lower case) for one written in A-labels; "" when there is none (an ASCII domain, or
+// no valid IDN). For MailboxStore::set_other_address_form. Test: Dns.AsciiDomain.
+std::string other_address_form(std::string_view address);
 
 struct MailExchanger {
   std::string host;                    // the exchanger's name

@@ -248,6 +248,11 @@ struct MailboxStore::Tx {
   // ---- users ----
   Result<std::optional<User>> user_by_address(std::string_view address) const {
     MAILARK_ASSIGN_OR_RETURN(auto name, get(s.addresses_, ascii_lower(address)));
+    if (!name && s.other_form_) {
+      if (const std::string other = s.other_form_(address); !other.empty() && other != address) {
+        MAILARK_ASSIGN_OR_RETURN(name, get(s.addresses_, ascii_lower(other)));
+      }
+    }
     if (!name) return std::optional<User>();
     MAILARK_ASSIGN_OR_RETURN(auto value, get(s.users_, *name));
     if (!value) return make_error(ErrorCode::kCorrupt, "mailbox store: address of a missing user " + *name);

@@ -149,6 +149,14 @@ class MailboxStore {
   Result<User> add_user(User user);
   // By login name or any address, case-insensitive. kNotFound.
   Result<User> find_user(std::string_view name_or_address) const;
+  // The other spelling of an address whose domain is an IDN ("ana@bücher.example" and
+  // "ana@xn--bcher-kva.example"), or "" when it has none: an address not found as it is written is
+  // looked up so too (mail for a user comes in the A-label form from senders without SMTPUTF8,
+  // whichever form the user was added with). The server sets it (libidn2, api/dns.h
+  // other_address_form), which this layer does not load; unset, addresses match as written.
+  // Set before the store is shared. Test: test_serve.py
+  // test_a_user_of_an_internationalised_domain_gets_mail_in_either_form.
+  void set_other_address_form(std::function<std::string(std::string_view address)> fn) { other_form_ = std::move(fn); }
   Result<std::vector<User>> users() const;
   // The user holding the API token with this hash (api_token_hash), by the `tokens` table, which
   // update_user keeps in step with the users' records. kNotFound.
@@ -246,6 +254,7 @@ class MailboxStore {
   bool has_tokens_ = true;
   std::function<void(const std::vector<std::uint32_t>&)> observer_;
   std::mutex follow_mu_;  // one follower at a time in this process
+  std::function<std::string(std::string_view)> other_form_;  // set_other_address_form
 };
 
 }  // namespace mailark

@@ -720,6 +720,12 @@ TEST(Dns, AsciiDomain) {
   EXPECT_EQ(domain_key("XN--BCHER-KVA.example"), "xn--bcher-kva.example");
   EXPECT_EQ(domain_key("Example.COM"), "example.com");
   EXPECT_EQ(domain_key("\xe2\x98\x95.Example"), "\xe2\x98\x95.example") << "no IDN: as it is, lower-cased";
+  using mailark::api::other_address_form;
+  EXPECT_EQ(other_address_form("Ana@b\xc3\xbc" "cher.example"), "Ana@xn--bcher-kva.example");
+  EXPECT_EQ(other_address_form("ana@XN--BCHER-KVA.example"), "ana@b\xc3\xbc" "cher.example");
+  EXPECT_EQ(other_address_form("ana@example.com"), "");
+  EXPECT_EQ(other_address_form("ana@xn--zz.example"), "") << "no valid A-label";
+  EXPECT_EQ(other_address_form("no-domain"), "");
 }
 
 TEST(SmtpProtocol, SmugglingDeliveryDotStuffsEveryKindOfLineEnd) {

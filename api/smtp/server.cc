@@ -428,6 +428,7 @@ struct SmtpServer::Impl {
     auto store = MailboxStore::open(engine.options().data_dir + "/mailbox", false);
     if (!store) return store.error();
     mailboxes = std::move(*store);
+    mailboxes->set_other_address_form(other_address_form);  // users of an IDN domain, in either form
     auth = std::make_unique<Authenticator>(*mailboxes, config.ldap);
     // Logins, the portal's searches and case changes go to the audit log: no login without it.
     MAILARK_TRY(open_cases());

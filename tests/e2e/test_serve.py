@@ -3,6 +3,7 @@
 The server is the real binary, started by the tests on loopback ports they pick, with its own
 configuration file; it is stopped with SIGTERM and must exit 0.
 """
+import imaplib
 import json
 import os
 import shutil
@@ -507,6 +508,50 @@ class SmallServerTest(unittest.TestCase):
                          "RCPT TO:<ben@XN--BCHER-KVA.EXAMPLE>\r\nRCPT TO:<cy@b\u00fccher.example>\r\n"
                          "RCPT TO:<di@B\u00fcCHER.example>\r\nRCPT TO:<ed@bucher.example>\r\n".encode())
             self.assertEqual(read_replies(sock, 7), ["250", "250", "250", "250", "250", "250", "554"])
+
+    def test_a_user_of_an_internationalised_domain_gets_mail_in_either_form(self):
+        """A user added as ana@bücher.example gets the mail senders without SMTPUTF8 address to
+        ana@xn--bcher-kva.example in INBOX, and logs in with either spelling."""
+        tmp = tempfile.mkdtemp(prefix="mailark-idn-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        data = os.path.join(tmp, "d")
+        p = subprocess.run([BIN, "--data", data, "user", "add", "ana@b\u00fccher.example", "--password-stdin"],
+                           input=b"ana-pw\n", capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        port, imap_port = free_port(), free_port()
+        cfg = os.path.join(tmp, "c.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
+                    f'[[listener]]\nrole = "imap"\nport = {imap_port}\ntls = "none"\n'
+                    '[inbound]\ndomains = ["b\u00fccher.example"]\nverify_recipients = "none"\n'
+                    '[archive]\nindex_commit_interval_ms = 200\n')
+        proc = subprocess.Popen([BIN, "--data", data, "serve", "--config", cfg],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+        self.addCleanup(stop)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", imap_port), timeout=1).close()
+                break
+            except OSError:
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.1)
+        s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+        s.sendmail("a@sender.example", ["ana@xn--bcher-kva.example"],
+                   "Subject: to the a-label form\r\nMessage-ID: <idn-user@x>\r\n\r\nhallo\r\n")
+        s.quit()
+        m = imaplib.IMAP4("127.0.0.1", imap_port)
+        m.login("ana@xn--bcher-kva.example", "ana-pw")
+        deadline = time.time() + 30
+        while int(m.select("INBOX")[1][0]) < 1 and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(m.search(None, "ALL")[1], [b"1"])
+        m.logout()
 
     def test_client_below_the_minimum_data_rate_is_disconnected(self):
         port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
