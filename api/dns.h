@@ -28,6 +28,13 @@ std::string domain_key(std::string_view domain);
 // its UTF-8 (lower case) for one written in A-labels; "" when there is none (an ASCII domain, or
 // no valid IDN). For MailboxStore::set_other_address_form. Test: Dns.AsciiDomain.
 std::string other_address_form(std::string_view address);
+// Whether `address`, in either spelling of an IDN domain, is one of `who`'s (a User: has_address).
+template <typename Holder>
+bool has_address_either_form(const Holder& who, std::string_view address) {
+  if (who.has_address(address)) return true;
+  const std::string other = other_address_form(address);
+  return !other.empty() && who.has_address(other);
+}
 
 struct MailExchanger {
   std::string host;                    // the exchanger's name

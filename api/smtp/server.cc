@@ -126,7 +126,7 @@ class ListenerPolicy : public smtp::Policy {
   std::optional<smtp::Reply> check_sender(const smtp::Path& sender) override {
     sender_ = sender.address;
     // Submission: the envelope sender must be one of the authenticated user's addresses.
-    if (submitter_ && !submitter_->has_address(sender.address))
+    if (submitter_ && !has_address_either_form(*submitter_, sender.address))
       return smtp::Reply{553, "5.7.1 <" + sender.address + ">: Sender address rejected: not owned by user " + submitter_->name};
     return std::nullopt;
   }
@@ -887,7 +887,7 @@ struct SmtpServer::Impl {
       auto from = header_field(msg.data, "From");
       std::vector<Address> addrs = from ? parse_address_list(*from, 50) : std::vector<Address>{};
       bool own = !addrs.empty();
-      for (const auto& a : addrs) own = own && user->has_address(a.addr);
+      for (const auto& a : addrs) own = own && has_address_either_form(*user, a.addr);
       if (!own)
         co_return Stored{smtp::Reply{550, "5.7.1 The From: header must name one of your addresses (" + user->name + ")"}};
     }

@@ -1,4 +1,5 @@
 #include "api/web/portal.h"
+#include "api/dns.h"
 #include <filesystem>
 #include "common/json_text.h"
 #include "engine/checkpoint.h"
@@ -1246,7 +1247,7 @@ struct WebPortal::Impl {
     d.text = str("text");
     d.html = str("html");
     std::string from = str("from").empty() ? c.user.name : ascii_lower(str("from"));
-    if (!c.user.has_address(from)) co_return error(400, "from must be one of your addresses");
+    if (!has_address_either_form(c.user, from)) co_return error(400, "from must be one of your addresses");
     d.from = {c.user.display_name, from};
     if (j.contains("attachments")) {
       if (!j["attachments"].is_array()) co_return error(400, "attachments must be a list");

@@ -511,18 +511,20 @@ class SmallServerTest(unittest.TestCase):
 
     def test_a_user_of_an_internationalised_domain_gets_mail_in_either_form(self):
         """A user added as ana@bücher.example gets the mail senders without SMTPUTF8 address to
-        ana@xn--bcher-kva.example in INBOX, and logs in with either spelling."""
+        ana@xn--bcher-kva.example in INBOX, logs in with either spelling, and sends through
+        submission as either (the envelope sender and From: are hers)."""
         tmp = tempfile.mkdtemp(prefix="mailark-idn-")
         self.addCleanup(shutil.rmtree, tmp, True)
         data = os.path.join(tmp, "d")
         p = subprocess.run([BIN, "--data", data, "user", "add", "ana@b\u00fccher.example", "--password-stdin"],
                            input=b"ana-pw\n", capture_output=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
-        port, imap_port = free_port(), free_port()
+        port, imap_port, sub_port = free_port(), free_port(), free_port()
         cfg = os.path.join(tmp, "c.toml")
         with open(cfg, "w") as f:
             f.write(f'[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
                     f'[[listener]]\nrole = "imap"\nport = {imap_port}\ntls = "none"\n'
+                    f'[[listener]]\nrole = "submission"\nport = {sub_port}\ntls = "none"\n'
                     '[inbound]\ndomains = ["b\u00fccher.example"]\nverify_recipients = "none"\n'
                     '[archive]\nindex_commit_interval_ms = 200\n')
         proc = subprocess.Popen([BIN, "--data", data, "serve", "--config", cfg],
@@ -552,6 +554,12 @@ class SmallServerTest(unittest.TestCase):
             time.sleep(0.2)
         self.assertEqual(m.search(None, "ALL")[1], [b"1"])
         m.logout()
+        # Her mail client, without SMTPUTF8, sends as ana@xn--bcher-kva.example through submission.
+        s = smtplib.SMTP("127.0.0.1", sub_port, timeout=10)
+        s.login("ana@xn--bcher-kva.example", "ana-pw")
+        s.sendmail("ana@xn--bcher-kva.example", ["friend@elsewhere.example"],
+                   "From: ana@xn--bcher-kva.example\r\nSubject: sent in a-labels\r\nMessage-ID: <idn-sent@x>\r\n\r\nhallo\r\n")
+        s.quit()
 
     def test_client_below_the_minimum_data_rate_is_disconnected(self):
         port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
