@@ -511,7 +511,7 @@ class SmallServerTest(unittest.TestCase):
 
     def test_a_user_of_an_internationalised_domain_gets_mail_in_either_form(self):
         """A user added as ana@bücher.example gets the mail senders without SMTPUTF8 address to
-        ana@xn--bcher-kva.example in INBOX, logs in with either spelling, and sends through
+        ana@xn--bcher-kva.example in INBOX, logs in by that spelling too, and sends through
         submission as either (the envelope sender and From: are hers)."""
         tmp = tempfile.mkdtemp(prefix="mailark-idn-")
         self.addCleanup(shutil.rmtree, tmp, True)
