@@ -87,7 +87,10 @@ struct PolicyData {
 std::shared_ptr<const PolicyData> policy_data(const ServeConfig& c) {
   auto p = std::make_shared<PolicyData>();
   for (const auto& d : c.inbound_domains) p->domains.insert(domain_key(d));  // IDNs by their A-labels
-  for (const auto& r : c.inbound_recipients) p->recipients.insert(ascii_lower(r));
+  for (const auto& r : c.inbound_recipients) {
+    p->recipients.insert(ascii_lower(r));
+    if (std::string other = other_address_form(r); !other.empty()) p->recipients.insert(ascii_lower(other));
+  }
   p->networks = c.outbound_networks;
   p->inbound_scan = c.inbound_scan;
   p->outbound_scan = c.outbound_scan;

@@ -482,7 +482,8 @@ class SmallServerTest(unittest.TestCase):
 
     def test_recipient_list_accepts_only_listed_addresses(self):
         port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
-                          '[inbound]\ndomains = ["example.com"]\nrecipients = ["Known@Example.com"]\n')
+                          '[inbound]\ndomains = ["example.com", "b\u00fccher.example"]\n'
+                          'recipients = ["Known@Example.com", "ana@b\u00fccher.example"]\n')
         s = smtplib.SMTP("127.0.0.1", port, timeout=10)
         s.ehlo("x")
         s.mail("a@sender.example")
@@ -494,6 +495,9 @@ class SmallServerTest(unittest.TestCase):
         self.assertEqual(s.rcpt("PostMaster@example.com")[0], 250)
         self.assertEqual(s.rcpt("<Postmaster>")[0], 250)
         self.assertEqual(s.rcpt("postmaster@elsewhere.example")[0], 554, "only for a domain it serves")
+        # A listed address of an IDN domain, as a sender without SMTPUTF8 writes it.
+        self.assertEqual(s.rcpt("ana@xn--bcher-kva.example")[0], 250)
+        self.assertEqual(s.rcpt("bob@xn--bcher-kva.example")[0], 550)
         s.quit()
 
     def test_an_internationalised_domain_is_served_in_either_form(self):
