@@ -869,8 +869,15 @@ Result<ExpungeOutcome> MailboxStore::expunge(std::uint32_t user_id, std::uint32_
 
 namespace {
 
-// The Message-ID of a stored message, without blanks and angle brackets; empty when it has none.
-std::string stored_message_id(const ArchiveSnapshot& snap, const ArchiveRecord& r) {
+// What tells a sent message's copies apart from other mail: its Message-ID (without blanks and
+// angle brackets) and its Subject field as written; an empty id when it has none. Both, because a
+// client that reuses Message-IDs must not have one message replace another.
+struct SentIdentity {
+  std::string id, subject;
+  bool operator==(const SentIdentity&) const = default;
+};
+
+SentIdentity sent_identity(const ArchiveSnapshot& snap, const ArchiveRecord& r) {
   auto raw = snap.raw(r);
   if (!raw) return {};
   auto v = header_field(*raw, "Message-ID");
@@ -880,7 +887,7 @@ std::string stored_message_id(const ArchiveSnapshot& snap, const ArchiveRecord& 
   while (!id.empty() && (id.back() == ' ' || id.back() == '\t' || id.back() == '\r' || id.back() == '\n' ||
                          id.back() == '>'))
     id.remove_suffix(1);
-  return std::string(id);
+  return {std::string(id), header_field(*raw, "Subject").value_or("")};
 }
 
 }  // namespace
@@ -893,14 +900,14 @@ Result<std::vector<std::uint32_t>> MailboxStore::replace_sent_copies(std::uint32
   MAILARK_ASSIGN_OR_RETURN(auto snapshot, archive.snapshot());
   const ArchiveSnapshot& snap = *snapshot;
   MAILARK_ASSIGN_OR_RETURN(ArchiveRecord kept_record, snap.record(kept->seq));
-  const std::string id = stored_message_id(snap, kept_record);
-  if (id.empty()) return std::vector<std::uint32_t>{};
+  const SentIdentity id = sent_identity(snap, kept_record);
+  if (id.id.empty()) return std::vector<std::uint32_t>{};
   std::vector<MailEntry> copies;
   for (const MailEntry& e : newest) {
     if (e.uid == kept_uid || e.seq == kept->seq) continue;
     auto r = snap.record(e.seq);
     if (!r || r->envelope.direction != Direction::kOutbound) continue;
-    if (stored_message_id(snap, *r) == id) copies.push_back(e);
+    if (sent_identity(snap, *r) == id) copies.push_back(e);
   }
   if (copies.empty()) return std::vector<std::uint32_t>{};
   std::vector<std::uint32_t> removed;

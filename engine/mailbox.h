@@ -195,8 +195,8 @@ class MailboxStore {
   // A client that files its own copy of mail it sent (IMAP APPEND to the Sent folder, as Thunderbird,
   // Apple Mail, Outlook and K-9 do after each send) replaces the copy mailark filed there when the
   // mail went out: an entry among the folder's newest kSentCopyWindow whose archive record is
-  // outbound (a submission, or the primary's outbound mail) and holds the same Message-ID as
-  // `kept_uid`'s is removed (sessions see it expunged), its flags and keywords added to the kept
+  // outbound (a submission, or the primary's outbound mail) and holds the same Message-ID and
+  // Subject as `kept_uid`'s is removed (sessions see it expunged), its flags and keywords added to the kept
   // entry's. The client's copy is the one kept: it is what the client shows and syncs, and it keeps
   // the Bcc field a submitted message no longer has. Both records stay in the archive. Returns the
   // UIDs removed (test: Mailbox.AClientsOwnSentCopyReplacesTheSubmittedOne).

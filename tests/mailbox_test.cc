@@ -357,25 +357,29 @@ TEST(Mailbox, AClientsOwnSentCopyReplacesTheSubmittedOne) {
     f.follow();
     return f.store->find_seq(a.id, sent.id, seq).value().value();
   };
-  // Another message appended: nothing replaced.
+  // Another message appended: nothing replaced; nor by one that reuses the Message-ID (a broken
+  // client) with another subject.
   auto other = append(msg("alice@example.com", "carol@partner.example", "draft kept"));
   EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, other.uid, *f.archive).value().empty());
+  auto reused = append("From: alice@example.com\r\nTo: dan@partner.example\r\nSubject: something else\r\n"
+                       "Message-ID: <report@test>\r\n\r\nanother message\r\n");
+  EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, reused.uid, *f.archive).value().empty());
   // The client's copy of the sent message (with its Bcc): the filed one goes, its flags come along.
   auto own = append("Bcc: boss@example.com\r\n" + msg("alice@example.com", "bob@partner.example", "report"));
   auto removed = f.store->replace_sent_copies(a.id, sent.id, own.uid, *f.archive);
   ASSERT_TRUE(removed.ok()) << removed.error().to_string();
   EXPECT_EQ(*removed, std::vector<std::uint32_t>{filed[0].uid});
   auto left = f.store->entries(a.id, sent.id).value();
-  ASSERT_EQ(left.size(), 2u);
-  EXPECT_EQ(left[1].uid, own.uid);
-  EXPECT_TRUE(left[1].flags & kMsgFlagged);
-  EXPECT_EQ(left[1].keywords, std::vector<std::string>{"$Label1"});
+  ASSERT_EQ(left.size(), 3u);
+  EXPECT_EQ(left[2].uid, own.uid);
+  EXPECT_TRUE(left[2].flags & kMsgFlagged);
+  EXPECT_EQ(left[2].keywords, std::vector<std::string>{"$Label1"});
   EXPECT_GT(f.store->folder_by_id(a.id, sent.id)->highest_modseq, sent.highest_modseq);
   EXPECT_EQ(f.seqs(a, "INBOX").size(), 1u) << "the inbound message with the same Message-ID stays";
   // A second APPEND of the same message: the first is the client's own copy, not a filed one.
   auto again = append("Bcc: boss@example.com\r\n" + msg("alice@example.com", "bob@partner.example", "report"));
   EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, again.uid, *f.archive).value().empty());
-  EXPECT_EQ(f.store->entries(a.id, sent.id)->size(), 3u);
+  EXPECT_EQ(f.store->entries(a.id, sent.id)->size(), 4u);
   EXPECT_TRUE((*f.archive->snapshot())->record(submitted).ok()) << "the archive keeps the submitted record";
 }
 
