@@ -907,6 +907,11 @@ Result<std::vector<std::uint32_t>> MailboxStore::replace_sent_copies(std::uint32
     if (e.uid == kept_uid || e.seq == kept->seq) continue;
     auto r = snap.record(e.seq);
     if (!r || r->envelope.direction != Direction::kOutbound) continue;
+    // The two copies differ by a few header fields (mailark's Received, a client's Bcc): a message
+    // of another size is another message, and is not read (a Sent folder of large attachments
+    // would cost an APPEND every one of them decompressed).
+    const std::uint64_t lo = std::min(r->raw_size, kept_record.raw_size), hi = std::max(r->raw_size, kept_record.raw_size);
+    if (hi - lo > kSentCopySizeSlack) continue;
     if (sent_identity(snap, *r) == id) copies.push_back(e);
   }
   if (copies.empty()) return std::vector<std::uint32_t>{};

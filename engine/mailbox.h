@@ -194,13 +194,15 @@ class MailboxStore {
                                    const FlagChange& change);
   // A client that files its own copy of mail it sent (IMAP APPEND to the Sent folder, as Thunderbird,
   // Apple Mail, Outlook and K-9 do after each send) replaces the copy mailark filed there when the
-  // mail went out: an entry among the folder's newest kSentCopyWindow whose archive record is
+  // mail went out: an entry among the folder's newest kSentCopyWindow, its size within
+  // kSentCopySizeSlack of the kept one's, whose archive record is
   // outbound (a submission, or the primary's outbound mail) and holds the same Message-ID and
   // Subject as `kept_uid`'s is removed (sessions see it expunged), its flags and keywords added to the kept
   // entry's. The client's copy is the one kept: it is what the client shows and syncs, and it keeps
   // the Bcc field a submitted message no longer has. Both records stay in the archive. Returns the
   // UIDs removed (test: Mailbox.AClientsOwnSentCopyReplacesTheSubmittedOne).
   static constexpr std::size_t kSentCopyWindow = 64;
+  static constexpr std::uint64_t kSentCopySizeSlack = 16384;  // bytes the two copies' sizes may differ by
   Result<std::vector<std::uint32_t>> replace_sent_copies(std::uint32_t user_id, std::uint32_t folder_id,
                                                          std::uint32_t kept_uid, const Archive& archive);
   // Removes entries flagged \Deleted (all of them, or those among `only`).

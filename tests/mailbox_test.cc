@@ -364,22 +364,26 @@ TEST(Mailbox, AClientsOwnSentCopyReplacesTheSubmittedOne) {
   auto reused = append("From: alice@example.com\r\nTo: dan@partner.example\r\nSubject: something else\r\n"
                        "Message-ID: <report@test>\r\n\r\nanother message\r\n");
   EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, reused.uid, *f.archive).value().empty());
+  // Nor by one of the same Message-ID and Subject whose size is far from the filed copy's (another
+  // message; the filed copy is then not even read).
+  auto padded = append(msg("alice@example.com", "bob@partner.example", "report") + std::string(20000, 'x') + "\r\n");
+  EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, padded.uid, *f.archive).value().empty());
   // The client's copy of the sent message (with its Bcc): the filed one goes, its flags come along.
   auto own = append("Bcc: boss@example.com\r\n" + msg("alice@example.com", "bob@partner.example", "report"));
   auto removed = f.store->replace_sent_copies(a.id, sent.id, own.uid, *f.archive);
   ASSERT_TRUE(removed.ok()) << removed.error().to_string();
   EXPECT_EQ(*removed, std::vector<std::uint32_t>{filed[0].uid});
   auto left = f.store->entries(a.id, sent.id).value();
-  ASSERT_EQ(left.size(), 3u);
-  EXPECT_EQ(left[2].uid, own.uid);
-  EXPECT_TRUE(left[2].flags & kMsgFlagged);
-  EXPECT_EQ(left[2].keywords, std::vector<std::string>{"$Label1"});
+  ASSERT_EQ(left.size(), 4u);
+  EXPECT_EQ(left[3].uid, own.uid);
+  EXPECT_TRUE(left[3].flags & kMsgFlagged);
+  EXPECT_EQ(left[3].keywords, std::vector<std::string>{"$Label1"});
   EXPECT_GT(f.store->folder_by_id(a.id, sent.id)->highest_modseq, sent.highest_modseq);
   EXPECT_EQ(f.seqs(a, "INBOX").size(), 1u) << "the inbound message with the same Message-ID stays";
   // A second APPEND of the same message: the first is the client's own copy, not a filed one.
   auto again = append("Bcc: boss@example.com\r\n" + msg("alice@example.com", "bob@partner.example", "report"));
   EXPECT_TRUE(f.store->replace_sent_copies(a.id, sent.id, again.uid, *f.archive).value().empty());
-  EXPECT_EQ(f.store->entries(a.id, sent.id)->size(), 4u);
+  EXPECT_EQ(f.store->entries(a.id, sent.id)->size(), 5u);
   EXPECT_TRUE((*f.archive->snapshot())->record(submitted).ok()) << "the archive keeps the submitted record";
 }
 
