@@ -38,13 +38,60 @@ def scratch(prefix):
 
 
 _handed_out = set()
+# Ports handed out to any test process that is still alive: one file a port, holding its owner's
+# PID. ctest runs two test files at once, and a port one of them has chosen but not yet bound (a
+# Postfix takes a second or two to start) was seen bound by the other's mailark before it
+# (test_postfix.py's primary answered as mailark under ASan).
+_PORT_DIR = os.path.join(tempfile.gettempdir(), "mailark-test-ports")
+
+
+def _claim_port(port):
+    """Claims `port` for this process's lifetime; False when a live process holds it."""
+    os.makedirs(_PORT_DIR, exist_ok=True)
+    path = os.path.join(_PORT_DIR, str(port))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            alive = owner > 0
+            if alive:
+                try:
+                    os.kill(owner, 0)
+                except ProcessLookupError:
+                    alive = False
+                except PermissionError:
+                    pass
+            if alive and owner != os.getpid():
+                return False
+            try:
+                os.unlink(path)  # left by a process that is gone
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        atexit.register(_release_port, path)
+        return True
+    return False
+
+
+def _release_port(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def free_port():
     """A port for a test's listener, below the kernel's ephemeral range (32768 and up on Debian):
     a port from bind(0) could be taken by some client socket's ephemeral end (imaptest alone opens
     thousands) before the server under test binds it. Random in 20000-32767, checked bindable, never
-    handed out twice by one process."""
+    handed out twice by one process, nor to two test processes alive at once (_claim_port)."""
     import random
     for _ in range(1000):
         port = random.randint(20000, 32767)
@@ -55,6 +102,8 @@ def free_port():
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if not _claim_port(port):
+            continue
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port in 20000-32767")
