@@ -46,12 +46,20 @@ _PORT_DIR = os.path.join(tempfile.gettempdir(), "mailark-test-ports")
 
 
 def _claim_port(port):
-    """Claims `port` for this process's lifetime; False when a live process holds it."""
-    os.makedirs(_PORT_DIR, exist_ok=True)
+    """Claims `port` for this process's lifetime; False when a live process holds it. Where the
+    folder cannot be written (another user's), every port is taken as free, as before."""
+    try:
+        if not os.path.isdir(_PORT_DIR):
+            os.makedirs(_PORT_DIR, exist_ok=True)
+            os.chmod(_PORT_DIR, 0o1777)  # shared by every user's test runs, as /tmp is
+    except OSError:
+        return True
     path = os.path.join(_PORT_DIR, str(port))
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except PermissionError:
+            return True
         except FileExistsError:
             try:
                 with open(path) as f:
@@ -72,6 +80,8 @@ def _claim_port(port):
                 os.unlink(path)  # left by a process that is gone
             except FileNotFoundError:
                 pass
+            except PermissionError:
+                return False  # another user's, gone or not: not this one
             continue
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
