@@ -9,6 +9,8 @@
 #include <optional>
 #include <random>
 
+#include "common/ascii.h"
+
 namespace mailark::api {
 
 std::optional<std::string> ascii_domain(std::string_view domain) {
@@ -25,12 +27,7 @@ std::optional<std::string> ascii_domain(std::string_view domain) {
   return ascii;
 }
 
-std::string domain_key(std::string_view domain) {
-  std::string key = ascii_domain(domain).value_or(std::string(domain));
-  for (char& c : key)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return key;
-}
+std::string domain_key(std::string_view domain) { return ascii_lower(ascii_domain(domain).value_or(std::string(domain))); }
 
 std::string other_address_form(std::string_view address) {
   const std::size_t at = address.rfind('@');
@@ -43,9 +40,7 @@ std::string other_address_form(std::string_view address) {
     if (!ascii) return {};
     other = *ascii;
   } else {
-    std::string lower(domain);
-    for (char& c : lower)
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    const std::string lower = ascii_lower(domain);
     if (lower.find("xn--") == std::string::npos) return {};
     char* out = nullptr;
     if (idn2_to_unicode_8z8z(lower.c_str(), &out, 0) != IDN2_OK) {
