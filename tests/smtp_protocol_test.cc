@@ -190,6 +190,13 @@ TEST(SmtpProtocol, CommandsOutOfOrderAreRejected) {
   EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "503", "250", "503", "503", "250", "503", "554"}));
 }
 
+TEST(SmtpProtocol, KnownCommandsNotOfferedAre502AndUnknownOnes500) {
+  Driver d;
+  d.feed("EHLO x\r\nEXPN staff\r\nETRN example.com\r\nTURN\r\nVRFY bob\r\nFROB\r\nNOOP\r\n");
+  EXPECT_EQ(d.codes(), (std::vector<std::string>{"220", "250", "502", "502", "502", "252", "500", "250"}));
+  EXPECT_NE(d.sent.find("502 5.5.1 EXPN is not implemented"), std::string::npos);
+}
+
 TEST(SmtpProtocol, RelayAttemptIsRefused) {
   Driver d;
   d.feed("EHLO x\r\nMAIL FROM:<spammer@evil.example>\r\nRCPT TO:<victim@elsewhere.example>\r\nDATA\r\n");

@@ -435,6 +435,12 @@ void Session::command(std::string_view line, Output& out) {
   }
   if (verb == "VRFY") return reply(out, 252, "2.5.0 Cannot VRFY user; send mail and see");
   if (verb == "HELP") return reply(out, 214, "2.0.0 See RFC 5321");
+  // Known commands mailark does not offer: 502 (not implemented), as RFC 5321 4.2.4 asks, rather
+  // than 500 (not recognised). EXPN would list a list's members; the rest are obsolete or for relays
+  // that queue for a client (ETRN, ATRN, TURN). They count as errors, as unknown commands do.
+  if (verb == "EXPN" || verb == "ETRN" || verb == "ATRN" || verb == "TURN" || verb == "SEND" || verb == "SOML" ||
+      verb == "SAML")
+    return error(out, 502, "5.5.1 " + verb + " is not implemented");
   if (verb == "STARTTLS") {
     if (!config_.tls_available) return error(out, 502, "5.5.1 STARTTLS not available");
     if (tls_) return error(out, 503, "5.5.1 TLS already active");
