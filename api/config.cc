@@ -106,7 +106,8 @@ ServeConfig defaults() {
   ServeConfig c;
   c.listeners = {{"inbound", "inbound", "127.0.0.1", 2525, "starttls"},
                  {"outbound", "outbound", "127.0.0.1", 2587, "starttls"},
-                 {"imap", "imap", "127.0.0.1", 1143, "starttls"}};
+                 {"imap", "imap", "127.0.0.1", 1143, "starttls"},
+                 {"submission", "submission", "127.0.0.1", 1587, "starttls"}};
   // The demo company of demo/mailbox.mbox, and local mail.
   c.inbound_domains = {"northwind.example", "localhost"};
   for (const char* n : {"127.0.0.0/8", "::1/128"}) c.outbound_networks.push_back(parse_network(n).value());

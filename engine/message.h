@@ -215,4 +215,12 @@ std::string encode_phrase(std::string_view utf8);
 // token). Fuzzed with the message target (fuzz/message_fuzz.cc).
 std::optional<std::string> header_field(std::string_view raw, std::string_view name);
 
+// What a message submission agent adds to a submitted message that lacks them (RFC 6409 8.3; as
+// Postfix's cleanup does for its own clients): a Date: field for `now` and a Message-ID: whose right
+// side is `hostname`, at the end of the header section, with the line ends the section uses. Receivers
+// refuse mail without a Message-ID (Gmail: 550 5.7.1), and clients sort and thread by both; scanners,
+// printers and scripts send without them. A message that has both is returned as it was. Test:
+// Message.SubmissionAddsAMissingDateAndMessageId.
+std::string with_origin_fields(std::string raw, std::int64_t now, std::string_view hostname);
+
 }  // namespace mailark

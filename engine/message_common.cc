@@ -3,9 +3,12 @@
 // server, the tests and the fuzzers, and loaded on first use by the `mailark` CLI
 // (engine/message_loader.cc), whose commands that parse no mail so start without GMime and GLib.
 #include <algorithm>
+#include <cstdio>
 #include <optional>
+#include <random>
 
 #include "common/ascii.h"
+#include "common/dates.h"
 #include "engine/message.h"
 
 namespace mailark {
@@ -78,6 +81,38 @@ std::optional<std::string> header_field(std::string_view msg, std::string_view n
     pos = eol + 1;
   }
   return std::nullopt;
+}
+
+std::string with_origin_fields(std::string raw, std::int64_t now, std::string_view hostname) {
+  const bool date = !header_field(raw, "Date").has_value();
+  const bool id = !header_field(raw, "Message-ID").has_value();
+  if (!date && !id) return raw;
+  // The end of the header section: the start of its blank line, or the end of a message that has no
+  // body; and the line end it uses.
+  std::size_t pos = 0, at = raw.size();
+  std::string eol = "\r\n";
+  while (pos < raw.size()) {
+    std::size_t nl = raw.find('\n', pos);
+    if (nl == std::string::npos) break;
+    const bool cr = nl > pos && raw[nl - 1] == '\r';
+    if (pos == 0) eol = cr ? "\r\n" : "\n";
+    if (nl == pos || (cr && nl == pos + 1)) {
+      at = pos;
+      break;
+    }
+    pos = nl + 1;
+  }
+  std::string fields;
+  if (at == raw.size() && !raw.empty() && raw.back() != '\n') fields += eol;  // a last field without its line end
+  if (date) fields += "Date: " + rfc5322_date(now) + eol;
+  if (id) {
+    std::random_device rd;
+    char rnd[17];
+    std::snprintf(rnd, sizeof rnd, "%08x%08x", rd(), rd());
+    fields += "Message-ID: <" + std::to_string(now) + "." + rnd + "@" + std::string(hostname) + ">" + eol;
+  }
+  raw.insert(at, fields);
+  return raw;
 }
 
 std::string not_mail_reason(std::string_view raw) {

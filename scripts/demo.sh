@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mailark needs (Debian 12), builds it, imports the demo mailbox into ./mailark-data
 # (or $MAILARK_DATA), shows what the archive holds, then runs `mailark serve` on the embedded default
-# (SMTP on 127.0.0.1:2525 inbound and 127.0.0.1:2587 outbound, IMAP on 127.0.0.1:1143, the web
+# (SMTP on 127.0.0.1:2525 inbound and 127.0.0.1:2587 outbound, submission on 127.0.0.1:1587, IMAP on
+# 127.0.0.1:1143, the web
 # portal on http://127.0.0.1:8080) until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,12 @@ Read Ana's mailbox over IMAP (STARTTLS on 1143; any IMAP client works, e.g. Thun
 user ana.ortega@northwind.example, password demo, accepting the self-signed certificate):
 
   curl -k --ssl-reqd -u ana.ortega@northwind.example:demo imap://127.0.0.1:1143/INBOX -X 'FETCH 1:* (FLAGS ENVELOPE)'
+
+Send as Ana through submission (STARTTLS on 1587; plain AUTH is allowed on loopback):
+
+  swaks --server 127.0.0.1:1587 --tls --auth PLAIN --auth-user ana.ortega@northwind.example \\
+        --auth-password demo --from ana.ortega@northwind.example --to ana.ortega@northwind.example \\
+        --header "Subject: Sent from the archive"
 
 A continuity drill (the demo has no primary server: events only change the record):
 

@@ -57,10 +57,13 @@ TEST(Config, HostAndPort) {
 TEST(Config, DefaultsAreTheEmbeddedDefault) {
   auto c = load_serve_config("");
   ASSERT_TRUE(c.ok());
-  ASSERT_EQ(c->listeners.size(), 3u);
+  ASSERT_EQ(c->listeners.size(), 4u);
   for (const auto& l : c->listeners) EXPECT_EQ(l.address, "127.0.0.1") << l.name;
   EXPECT_EQ(c->listeners[2].role, "imap");
   EXPECT_EQ(c->listeners[2].tls, "starttls");
+  EXPECT_EQ(c->listeners[3].role, "submission") << "users of the demo send as well as read";
+  EXPECT_EQ(c->listeners[3].port, 1587);
+  EXPECT_EQ(c->listeners[3].tls, "starttls");
   ASSERT_EQ(c->plaintext_login_networks.size(), 2u);  // loopback only
   EXPECT_TRUE(c->plaintext_login_networks[0].contains("127.0.0.1"));
   EXPECT_FALSE(c->plaintext_login_networks[0].contains("192.0.2.1"));

@@ -160,6 +160,34 @@ TEST(MessageModelCorpus, EveryMimeEdgeCaseParsesOrIsRefusedWithAReason) {
 namespace mailark {
 namespace {
 
+TEST(MessageModel, SubmissionAddsAMissingDateAndMessageId) {
+  const std::int64_t now = 1796516511;  // Sun, 06 Dec 2026 00:21:51 +0000
+  const std::string bare = "From: a@x.org\r\nSubject: s\r\n\r\nbody\r\nDate: in the body\r\n";
+  const std::string out = with_origin_fields(bare, now, "mx.example.com");
+  EXPECT_EQ(out.substr(0, 27), "From: a@x.org\r\nSubject: s\r\n");
+  EXPECT_EQ(header_field(out, "Date"), " Sun, 06 Dec 2026 00:21:51 +0000");
+  auto id = header_field(out, "Message-ID");
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(id->substr(0, 13), " <1796516511.");
+  EXPECT_EQ(id->substr(id->size() - 16), "@mx.example.com>");
+  EXPECT_NE(out.find("+0000\r\nMessage-ID: <"), std::string::npos) << "at the end of the header section";
+  EXPECT_EQ(out.substr(out.size() - 29), "\r\n\r\nbody\r\nDate: in the body\r\n") << "the body as it was";
+  EXPECT_NE(with_origin_fields(bare, now, "h"), with_origin_fields(bare, now, "h")) << "a new id each time";
+
+  const std::string both = "From: a@x.org\r\nmessage-id: <1@x>\r\nDATE: Fri, 1 Jan 2021 00:00:00 +0000\r\n\r\nb\r\n";
+  EXPECT_EQ(with_origin_fields(both, now, "h"), both) << "a message that has both is left alone";
+  const std::string dated = "Date: Fri, 1 Jan 2021 00:00:00 +0000\r\nFrom: a@x.org\r\n\r\nb\r\n";
+  EXPECT_EQ(with_origin_fields(dated, now, "h").find("Date: Sun"), std::string::npos) << "one Date only";
+  EXPECT_TRUE(header_field(with_origin_fields(dated, now, "h"), "Message-ID").has_value());
+
+  // Bare LF line ends are kept; a message of header fields only, with or without the last line end.
+  EXPECT_EQ(with_origin_fields("From: a@x.org\n\nb\n", now, "h").find('\r'), std::string::npos);
+  const std::string no_body = with_origin_fields("From: a@x.org\r\nSubject: s", now, "h");
+  EXPECT_EQ(no_body.substr(0, 31), "From: a@x.org\r\nSubject: s\r\nDate");
+  EXPECT_EQ(header_field(no_body, "Subject"), " s");
+  EXPECT_TRUE(header_field(no_body, "Message-ID").has_value());
+}
+
 TEST(MessageModel, HeaderFieldIsFoundInTheHeaderSectionOnly) {
   const std::string m = "Received: x\r\nx-MAILARK-probe: abc.1.\r\n\tdef\r\nSubject: s\r\n\r\nX-Mailark-Probe: body\r\n";
   EXPECT_EQ(header_field(m, "X-Mailark-Probe"), " abc.1.\tdef") << "case-insensitive, folded lines joined";

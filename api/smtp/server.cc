@@ -876,8 +876,8 @@ struct SmtpServer::Impl {
     std::uint64_t seq = 0;
   };
 
-  // Submission (RFC 6409): the From: header must name the authenticated user too; then the
-  // message is archived as outbound (connector = the listener's name, so the mailbox store puts it
+  // Submission (RFC 6409): the From: header must name the authenticated user too; a missing Date:
+  // or Message-ID: is added (with_origin_fields); then the message is archived as outbound (connector = the listener's name, so the mailbox store puts it
   // in the sender's Sent folder) and queued: external recipients to the internet, internal ones to
   // the primary when there is one (a continuity event holds them; the recipients read them in
   // mailark meanwhile). A message with both goes in as two records of the same bytes (stored once):
@@ -894,6 +894,9 @@ struct SmtpServer::Impl {
       if (!own)
         co_return Stored{smtp::Reply{550, "5.7.1 The From: header must name one of your addresses (" + user->name + ")"}};
     }
+    // A Date: and a Message-ID: where the client left them out (RFC 6409 8.3), in what is archived,
+    // filed in Sent and delivered alike (within the trace header's room: Limits::kTraceHeaderBytes).
+    msg.data = with_origin_fields(std::move(msg.data), unix_now(), config.hostname);
     auto pol = current_policy();
     std::vector<std::string> internal, external;
     for (const auto& r : msg.rcpt_to) {

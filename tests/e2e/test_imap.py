@@ -623,8 +623,11 @@ class SubmissionTest(ImapTest):
         a.select("Sent")
         self.uid_of(a, "submitted mixed")  # exactly one Sent copy
         a.logout()
-        # Implicit TLS (port 465 style) works the same; an internal-only message needs no queue.
-        msg2 = message("submitted inside", to="bob@example.com", frm="alice@example.com")
+        # Implicit TLS (port 465 style) works the same; an internal-only message needs no queue. This
+        # one, as a scanner or a script sends it, has no Date: and no Message-ID: the server adds both
+        # (RFC 6409 8.3) to what it archives and delivers.
+        msg2 = (b"From: alice@example.com\r\nTo: bob@example.com\r\nSubject: submitted inside\r\n\r\n"
+                b"hello from the internet\r\n")
         self.assertEqual(self.submit("alice@example.com", "alice-pw", "alice@example.com", ["bob@example.com"], msg2,
                                      implicit=True), {})
         b = self.login("bob@example.com", "bob-pw")
@@ -632,6 +635,9 @@ class SubmissionTest(ImapTest):
         uid = self.uid_of(b, "submitted inside")
         typ, data = b.uid("FETCH", uid, "(BODY.PEEK[TEXT])")
         self.assertEqual(data[0][1], b"hello from the internet\r\n")
+        typ, data = b.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (DATE MESSAGE-ID)])")
+        self.assertRegex(data[0][1], rb"^Date: \w{3}, \d\d \w{3} 20\d\d \d\d:\d\d:\d\d \+0000\r\n"
+                                          rb"Message-ID: <\d+\.[0-9a-f]{16}@mx\.test\.example>\r\n\r\n$")
         b.logout()
 
     def test_submission_during_a_continuity_event_holds_internal_mail_and_sends_the_rest(self):
