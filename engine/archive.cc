@@ -1774,7 +1774,9 @@ Result<QuarantineEntry> Archive::quarantine_decide(std::uint64_t seq, Quarantine
   std::string value = encode_quarantine_entry(*e);
   MDB_val nv = val(value);
   if ((rc = mdb_put(t.txn, quarantine_dbi_, &k, &nv, 0))) return lmdb_error("recording the decision", rc);
-  if (decision == QuarantineStatus::kReleased && !e->recipients.empty()) {
+  // Released mail without a route (a server without a primary) is queued for no one: it goes to the
+  // mailbox views (MailboxStore::place_released).
+  if (decision == QuarantineStatus::kReleased && !e->recipients.empty() && e->route != Route::kNone) {
     QueueEntry q;
     q.seq = seq;
     q.route = e->route;

@@ -263,7 +263,7 @@ struct Ingest::Impl {
         q.route = item.queue->route;
         for (const auto& rc : item.queue->recipients) q.recipients.push_back(rc.address);
         a.quarantine = std::move(q);
-      } else {
+      } else if (item.queue->route != Route::kNone) {
         a.queue = std::move(item.queue);
         if (a.queue->message_id.empty()) a.queue->message_id = msg.message_id.substr(0, 400);
       }

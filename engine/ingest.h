@@ -59,7 +59,9 @@ struct IngestItem {
   std::string origin;  // for reports: file path, mbox position, or SMTP session and transaction
   std::string raw;
   Envelope envelope;
-  // Delivery: when set, this queue entry is committed in the same transaction as the record.
+  // Delivery: when set, this queue entry is committed in the same transaction as the record; with
+  // Route::kNone (kept for the mailbox views only) none is written, but a quarantine entry is when
+  // the scan holds the message back.
   std::optional<QueueEntry> queue;
   ScanAction on_infected = ScanAction::kReject;
   ScanAction on_unscannable = ScanAction::kReject;

@@ -1040,11 +1040,20 @@ using Target = MailboxStore::Target;
 template <typename LookupUser>
 std::vector<MailboxStore::Target> targets_for_import(const ArchiveRecord& r, LookupUser&& user_of, const ArchiveSnapshot& snap);
 
+// A quarantined record goes to no one's folders until an administrator releases it (its quarantine
+// entry says released): then to the folders it would have gone to (Mailbox.AReleasedMessageReachesTheMailbox).
+bool released_from_quarantine(const Archive& archive, const ArchiveRecord& r) {
+  if (!(r.flags & kFlagQuarantined)) return false;
+  auto q = archive.quarantine_entry(r.seq);
+  return q && q->status == QuarantineStatus::kReleased;
+}
+
 template <typename LookupUser>
-std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser&& user_of, const ArchiveSnapshot& snap) {
+std::vector<MailboxStore::Target> targets_for(const ArchiveRecord& r, LookupUser&& user_of, const ArchiveSnapshot& snap,
+                                              bool released) {
   std::vector<Target> out;
-  if (r.flags & kFlagQuarantined) return out;
-  if (r.verdict.kind == scanner::VerdictKind::kInfected) return out;
+  if ((r.flags & kFlagQuarantined) && !released) return out;
+  if (r.verdict.kind == scanner::VerdictKind::kInfected && !released) return out;
   const Envelope& env = r.envelope;
   auto add = [&](std::optional<std::uint32_t> user, Target::Kind kind, std::string folder = {}) {
     if (!user) return;
@@ -1192,7 +1201,7 @@ Result<FollowStats> MailboxStore::follow(const Archive& archive, std::size_t max
         auto rec = snap->record(seq);
         if (!rec) continue;  // an unreadable record has no place in anyone's folders (verify reports it)
         ++stats.records;
-        for (const Target& t : targets_for(*rec, user_of, *snap)) {
+        for (const Target& t : targets_for(*rec, user_of, *snap, released_from_quarantine(archive, *rec))) {
           MAILARK_ASSIGN_OR_RETURN(bool added, place_target(tx, seq, t));
           if (added) ++stats.placed;
         }
@@ -1204,6 +1213,27 @@ Result<FollowStats> MailboxStore::follow(const Archive& archive, std::size_t max
     return tx.put(meta_, "followed", be64(to));
   }));
   return stats;
+}
+
+Result<std::uint64_t> MailboxStore::place_released(const Archive& archive, std::uint64_t seq) {
+  std::lock_guard lock(follow_mu_);
+  if (seq > followed()) return std::uint64_t{0};  // the follower places it when it gets there
+  MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
+  MAILARK_ASSIGN_OR_RETURN(auto rec, snap->record(seq));
+  if (!released_from_quarantine(archive, rec)) return std::uint64_t{0};
+  std::uint64_t placed = 0;
+  MAILARK_TRY(write([&](Tx& tx) -> Status {
+    auto user_of = [&](const std::string& address) -> std::optional<std::uint32_t> {
+      if (auto u = tx.user_by_address(ascii_lower(address)); u && *u && !(*u)->disabled) return (*u)->id;
+      return std::nullopt;
+    };
+    for (const Target& t : targets_for(rec, user_of, *snap, true)) {
+      MAILARK_ASSIGN_OR_RETURN(bool added, place_target(tx, seq, t));
+      if (added) ++placed;
+    }
+    return ok_status();
+  }));
+  return placed;
 }
 
 Result<std::uint64_t> MailboxStore::backfill(const Archive& archive, std::uint32_t user_id,
@@ -1237,7 +1267,8 @@ Result<std::uint64_t> MailboxStore::backfill(const Archive& archive, std::uint32
     for (std::uint64_t seq = from; seq <= to; ++seq) {
       auto rec = snap->record(seq);
       if (!rec) continue;
-      for (auto& t : targets_for(*rec, user_of, *snap)) found.emplace_back(seq, std::move(t));
+      for (auto& t : targets_for(*rec, user_of, *snap, released_from_quarantine(archive, *rec)))
+        found.emplace_back(seq, std::move(t));
     }
     if (!found.empty()) {
       MAILARK_TRY(write([&](Tx& tx) -> Status {

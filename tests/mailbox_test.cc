@@ -25,9 +25,10 @@ struct Fixture {
   std::uint64_t append(Direction d, const std::string& from, std::vector<std::string> rcpts, const std::string& raw,
                        std::uint32_t flags = 0, scanner::VerdictKind verdict = scanner::VerdictKind::kClean,
                        const std::string& connector = "mx", const std::string& source = "",
-                       const std::string& custodian = "") {
+                       const std::string& custodian = "", std::optional<QuarantineEntry> quarantine = std::nullopt) {
     std::vector<PendingAppend> batch(1);
     PendingAppend& p = batch[0];
+    p.quarantine = std::move(quarantine);
     p.envelope.custodian = custodian;
     p.envelope.direction = d;
     p.envelope.mail_from = from;
@@ -170,6 +171,52 @@ TEST(Mailbox, MembershipFollowsTheEnvelopeAndSkipsQuarantinedAndProbes) {
   f.follow();
   EXPECT_EQ(f.seqs(a, "INBOX").size(), 1u);
   EXPECT_EQ(f.store->followed(), f.archive->head().seq);
+}
+
+TEST(Mailbox, AReleasedMessageReachesTheMailbox) {
+  // A server without a primary keeps inbound mail for the mailbox views; what the scan held back
+  // (quarantine entries with Route::kNone) reaches the folders only once an administrator releases it.
+  Fixture f;
+  User a = f.add("alice@example.com");
+  auto held = [](const std::string& why) {
+    QuarantineEntry q;
+    q.reason = why;
+    q.route = Route::kNone;
+    q.recipients = {"alice@example.com"};
+    return q;
+  };
+  auto zip = f.append(Direction::kInbound, "v@internet.example", {"alice@example.com"},
+                      msg("v@i", "alice@example.com", "zip"), kFlagQuarantined, scanner::VerdictKind::kUnscannable, "mx",
+                      "", "", held("encrypted: Heuristics.Encrypted.Zip"));
+  auto other = f.append(Direction::kInbound, "v@internet.example", {"alice@example.com"},
+                        msg("v@i", "alice@example.com", "deep"), kFlagQuarantined, scanner::VerdictKind::kUnscannable,
+                        "mx", "", "", held("limit: Heuristics.Limits.Exceeded.MaxRecursion"));
+  f.follow();
+  EXPECT_TRUE(f.seqs(a, "INBOX").empty()) << "held";
+  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), 0u) << "not released yet";
+
+  auto released = f.archive->quarantine_decide(zip, QuarantineStatus::kReleased, "admin");
+  ASSERT_TRUE(released.ok()) << released.error().to_string();
+  EXPECT_EQ(released->route, Route::kNone);
+  EXPECT_EQ(f.archive->queue_entry(zip).error().code, ErrorCode::kNotFound) << "queued for no one: no route";
+  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), 1u);
+  EXPECT_EQ(f.seqs(a, "INBOX"), std::vector<std::uint64_t>{zip});
+  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), 0u) << "once";
+  ASSERT_TRUE(f.archive->quarantine_decide(other, QuarantineStatus::kDeleted, "admin").ok());
+  EXPECT_EQ(f.store->place_released(*f.archive, other).value(), 0u) << "deleted from the quarantine: never placed";
+
+  // Released before the follower reached it, and a user added later: the follower and the backfill
+  // place released mail too.
+  auto late = f.append(Direction::kInbound, "v@internet.example", {"alice@example.com", "bob@example.com"},
+                       msg("v@i", "alice@example.com", "late"), kFlagQuarantined, scanner::VerdictKind::kUnscannable,
+                       "mx", "", "", held("parse: x"));
+  ASSERT_TRUE(f.archive->quarantine_decide(late, QuarantineStatus::kReleased, "admin").ok());
+  EXPECT_EQ(f.store->place_released(*f.archive, late).value(), 0u) << "the follower places it";
+  f.follow();
+  EXPECT_EQ(f.seqs(a, "INBOX"), (std::vector<std::uint64_t>{zip, late}));
+  User b = f.add("bob@example.com");
+  ASSERT_TRUE(f.store->backfill(*f.archive, b.id).ok());
+  EXPECT_EQ(f.seqs(b, "INBOX"), std::vector<std::uint64_t>{late});
 }
 
 TEST(Mailbox, ImportsArePlacedByOwnerOrByHeaders) {

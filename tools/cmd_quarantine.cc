@@ -1,14 +1,18 @@
 // mailark quarantine: list, release or delete messages held back from delivery (infected, or
 // unscannable under policy "reject" or "quarantine"). Releasing queues the message to the recipients
-// it had, and records who released it and when, in one transaction; deleting drops it from the
+// it had, and records who released it and when, in one transaction (mail without a route, kept for
+// the mailbox views by a server without a primary, is placed in its recipients' folders instead);
+// deleting drops it from the
 // quarantine only. The archive keeps the message either way. Works beside a running server.
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "common/json_text.h"
+#include "engine/mailbox.h"
 #include "tools/cli.h"
 
 namespace mailark::cli {
@@ -64,6 +68,12 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
     return kExitOk;
   }
   if (args.ids.empty()) return report(make_error(ErrorCode::kInvalidArgument, "name the message ids"));
+  std::unique_ptr<MailboxStore> mailboxes;
+  if (args.action == "release" && std::filesystem::exists(g.data_dir + "/mailbox/data.mdb")) {
+    auto m = MailboxStore::open(g.data_dir + "/mailbox", false);
+    if (!m) return report(m.error());
+    mailboxes = std::move(*m);
+  }
   const std::string by = who(args);
   int failures = 0;
   nlohmann::json done = nlohmann::json::array();
@@ -87,11 +97,20 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
       continue;
     }
     done.push_back(id);
+    // Mail without a route (a server without a primary keeps it for the mailbox views) reaches its
+    // recipients' folders now.
+    std::uint64_t placed = 0;
+    if (args.action == "release" && decided->route == Route::kNone && mailboxes) {
+      auto p = mailboxes->place_released(archive, id);
+      if (!p) report(p.error());
+      else placed = *p;
+    }
     if (!args.json) {
       std::cout << (args.action == "release" ? "released " : "deleted ") << id;
       if (args.action == "release") {
-        std::cout << " to";
+        std::cout << (decided->route == Route::kNone ? " to the mailboxes of" : " to");
         for (const auto& r : decided->recipients) std::cout << " " << r;
+        if (decided->route == Route::kNone) std::cout << " (" << placed << " placed)";
       }
       std::cout << " (by " << by << ")\n";
     }

@@ -954,19 +954,17 @@ struct SmtpServer::Impl {
     item.envelope.received_at = unix_now();
     if (probe) {
       item.envelope.direction = Direction::kProbe;
-    } else if (submission_route) {
-      // Internal recipients without a primary: kept for the mailbox views only.
-      if (*submission_route == Route::kInternet || !config.delivery.primary.empty()) {
-        QueueEntry q;
-        q.route = *submission_route;
-        for (const auto& r : msg.rcpt_to) q.recipients.push_back({r});
-        item.queue = std::move(q);
-      }
-    } else if (!inbound || !config.delivery.primary.empty()) {
+    } else {
       // Outbound mail is queued for the internet; inbound mail for the primary server when one is
-      // configured (without one it is kept for the mailbox views only).
+      // configured; submission's as submit() routed it. Without a primary, inbound and internal
+      // mail is kept for the mailbox views only (Route::kNone: no queue entry is written), and its
+      // recipients still go with it, for a quarantine entry when the scan holds it back.
       QueueEntry q;
-      q.route = inbound ? Route::kPrimary : Route::kInternet;
+      if (submission_route)
+        q.route = *submission_route;
+      else
+        q.route = inbound ? Route::kPrimary : Route::kInternet;
+      if (q.route == Route::kPrimary && config.delivery.primary.empty()) q.route = Route::kNone;
       for (const auto& r : msg.rcpt_to) q.recipients.push_back({r});
       item.queue = std::move(q);
     }

@@ -1416,6 +1416,11 @@ struct WebPortal::Impl {
           out = error(decided.error().code == ErrorCode::kNotFound ? 404 : 400, decided.error().to_string());
           return;
         }
+        if (parts[5] == "release" && decided->route == Route::kNone) {
+          // Kept for the mailbox views (no primary): into the recipients' folders now.
+          if (auto placed = ctx.store.place_released(ctx.archive, *id); !placed)
+            spdlog::warn("web: placing released message {} in its recipients' folders: {}", *id, placed.error().to_string());
+        }
         spdlog::info("web: {} {} quarantined message {}", by, parts[5] == "release" ? "released" : "deleted", *id);
         out = ok_json(json::parse(quarantine_entry_to_json(*decided, nullptr)));
       };

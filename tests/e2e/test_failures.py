@@ -12,6 +12,7 @@
 
 Disk-full cases mount small tmpfs file systems (root only; skipped with the reason otherwise).
 """
+import imaplib
 import json
 import os
 import signal
@@ -688,6 +689,44 @@ listen = "127.0.0.1:{web_port}"
         self.until(lambda: any(b"policy.deliver" in m for m in self.sinks[0].messages()), "delivery", srv)
         self.assertEqual(srv.wait_for("verdict:unscannable", 3)["total"], 3)
         self.assertEqual(srv.cli("stats")["unscannable"], 3)
+
+    def test_unscannable_mail_without_a_primary_is_refused_held_and_released_to_the_mailbox(self):
+        # A server without a primary (the embedded default) keeps inbound mail for its mailbox views.
+        # What the scan cannot vouch for was answered 250, placed in no folder and listed nowhere, so
+        # no administrator could release it: now it gets the policy's 554, a quarantine entry, and a
+        # release puts it in the recipient's INBOX.
+        port, imap = free_port(), free_port()
+        srv = self.server(config(port, extra=f'[[listener]]\nname = "imap"\nrole = "imap"\nport = {imap}\n'
+                                             'tls = "none"\n')).start()
+        added = subprocess.run([BIN, "--data", srv.data, "user", "add", "ana@example.com", "--password-stdin"],
+                               input=b"ana-pw\n", capture_output=True, timeout=60)
+        self.assertEqual(added.returncode, 0, added.stderr)
+        self.assertEqual(send(port, "plain and clean")[0], 250)
+        code, text = send(port, "locked away", attachment=("locked.zip", encrypted_zip()))
+        self.assertEqual(code, 554, text)
+        self.assertIn("5.7.1 Message rejected: it cannot be scanned (encrypted:", text)
+        held = srv.cli("quarantine")["entries"]
+        self.assertEqual(len(held), 1, held)
+        self.assertEqual(held[0]["recipients"], ["ana@example.com"])
+
+        def inbox():
+            m = imaplib.IMAP4("127.0.0.1", imap)
+            m.login("ana@example.com", "ana-pw")
+            typ, exists = m.select("INBOX", readonly=True)
+            if exists == [b"0"]:
+                m.logout()
+                return []
+            typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            m.logout()
+            return sorted(d[1].decode().strip() for d in data if isinstance(d, tuple))
+
+        self.until(lambda: inbox() == ["Subject: plain and clean"], "the clean message in INBOX", srv)
+        released = srv.run("quarantine", "release", str(held[0]["id"]), "--by", "tester")
+        self.assertEqual(released.returncode, 0, released.stderr)
+        self.assertIn(b"to the mailboxes of ana@example.com (1 placed)", released.stdout)
+        self.assertEqual(inbox(), ["Subject: locked away", "Subject: plain and clean"])
+        self.assertEqual(srv.cli("queue")["entries"], [], "released to the mailbox, queued for no one")
+        self.assertEqual(srv.cli("quarantine", "list", "--all")["entries"][0]["status"], "released")
 
     def test_outbound_listener_refuses_a_foreign_client_before_tls(self):
         port = free_port()
