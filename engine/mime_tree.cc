@@ -117,15 +117,30 @@ struct Walker {
     // Each delimiter line: at a line start, "--boundary", optional "--", then only blanks to the line end.
     std::size_t pos = n.body_begin;
     std::size_t part_start = std::string_view::npos;
+    // Past kMaxMimeParts the parts left in this multipart are one opaque last part, from the first
+    // of them to the end of the last (their delimiters inside it), as Dovecot does: nothing of the
+    // message drops out of its structure (MimeTree.PartsPastTheLimitAreOneLastPart). One such part
+    // at most for each multipart open at the time, so at most kMaxMimeDepth more parts in all.
+    std::size_t rest_start = std::string_view::npos, rest_end = 0;
     auto close_part = [&](std::size_t delim_line_start) {
       if (part_start == std::string_view::npos) return;
       // The line end before the delimiter belongs to the delimiter.
       std::size_t end = delim_line_start;
       if (end > part_start && raw[end - 1] == '\n') --end;
       if (end > part_start && raw[end - 1] == '\r') --end;
-      if (parts >= kMaxMimeParts) return;
+      if (parts >= kMaxMimeParts) {
+        if (rest_start == std::string_view::npos) rest_start = part_start;
+        rest_end = std::max(end, part_start);
+        return;
+      }
       MimeNode child;
       entity(child, part_start, std::max(end, part_start), depth + 1, digest);
+      n.children.push_back(std::move(child));
+    };
+    auto close_rest = [&] {
+      if (rest_start == std::string_view::npos) return;
+      MimeNode child;
+      entity(child, rest_start, rest_end, depth + 1, digest);  // opaque: parts >= kMaxMimeParts
       n.children.push_back(std::move(child));
     };
     while (pos < n.body_end) {
@@ -139,18 +154,25 @@ struct Walker {
         for (char c : rest) only_blanks = only_blanks && (c == ' ' || c == '\t' || c == '\r');
         if (only_blanks) {
           close_part(pos);
-          if (closing) return;  // the epilogue follows
+          if (closing) {
+            close_rest();
+            return;  // the epilogue follows
+          }
           part_start = std::min(le + 1, n.body_end);
         }
       }
       pos = le + 1;
     }
     // No closing delimiter: the last part runs to the end.
-    if (part_start != std::string_view::npos && parts < kMaxMimeParts) {
+    if (part_start != std::string_view::npos && parts >= kMaxMimeParts) {
+      if (rest_start == std::string_view::npos) rest_start = part_start;
+      rest_end = n.body_end;
+    } else if (part_start != std::string_view::npos) {
       MimeNode child;
       entity(child, part_start, n.body_end, depth + 1, digest);
       n.children.push_back(std::move(child));
     }
+    close_rest();
   }
 };
 

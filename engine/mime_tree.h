@@ -5,7 +5,8 @@
 // on the stored bytes, because GMime re-serialises what it parses and keeps no offsets.
 //
 // Never fails: a missing boundary makes a leaf, an unclosed multipart ends at its parent's end, a
-// part without a blank line is all header. Bounded (kMaxMimeDepth, kMaxMimeParts) and fuzzed
+// part without a blank line is all header, and the parts of a multipart past kMaxMimeParts are one
+// opaque last part. Bounded (kMaxMimeDepth; kMaxMimeParts, plus one such part a level) and fuzzed
 // (fuzz/mime_tree_fuzz.cc); tests: MimeTree.* in tests/imap_core_test.cc.
 #pragma once
 

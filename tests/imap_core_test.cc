@@ -422,6 +422,37 @@ TEST(MimeTree, BrokenStructureNeverFails) {
   EXPECT_EQ(*section_bytes(unclosed, u, s), "last");
 }
 
+TEST(MimeTree, PartsPastTheLimitAreOneLastPart) {
+  // 6,000 parts, with and without the closing delimiter, and inside a nested multipart: the first
+  // kMaxMimeParts - 1 (the top counts as one) are parts of their own, the rest one opaque last part
+  // from the first of them to the end of the last, so no byte drops out of the structure.
+  for (bool closed : {true, false}) {
+    for (bool nested : {false, true}) {
+      std::string raw = "Content-Type: multipart/mixed; boundary=z\r\n\r\n";
+      if (nested) raw += "--z\r\nContent-Type: multipart/mixed; boundary=y\r\n\r\n";
+      const std::string b = nested ? "--y" : "--z";
+      for (int i = 0; i < 6000; ++i) raw += b + "\r\nContent-Type: text/plain\r\n\r\npart " + std::to_string(i) + "\r\n";
+      if (closed) raw += b + "--\r\n";
+      if (nested) raw += "--z\r\n\r\nafter\r\n--z--\r\n";
+      MimeNode top = parse_mime_tree(raw);
+      const MimeNode& m = nested ? top.children.at(0) : top;
+      const std::size_t own = kMaxMimeParts - 1 - (nested ? 1 : 0);
+      ASSERT_EQ(m.children.size(), own + 1) << closed << nested;
+      Section s;
+      s.part = nested ? std::vector<unsigned>{1, static_cast<unsigned>(own)} : std::vector<unsigned>{static_cast<unsigned>(own)};
+      EXPECT_EQ(*section_bytes(raw, top, s), "part " + std::to_string(own - 1));
+      s.part.back() = static_cast<unsigned>(own + 1);
+      std::string rest = *section_bytes(raw, top, s);
+      EXPECT_EQ(rest.substr(0, 6), "part " + std::to_string(own).substr(0, 1)) << rest.substr(0, 40);
+      if (!closed && !nested) rest = rest.substr(0, rest.size() - 2);  // an unclosed last part runs to the end, line end too
+      EXPECT_EQ(rest.substr(rest.size() - 9), "part 5999") << "to the end of the last part " << closed << nested;
+      EXPECT_EQ(m.children.back().children.size(), 0u) << "opaque";
+      if (nested) EXPECT_EQ(top.children.size(), 2u) << "the parent goes on past the limit with one more part";
+      (void)body_structure(raw, top, true);
+    }
+  }
+}
+
 TEST(MimeTree, CrlfLines) {
   // Every LF not after a CR gets one; CRLF and bare CR stay; the size is counted without copying.
   const std::pair<std::string, std::string> cases[] = {
