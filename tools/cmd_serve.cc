@@ -2,6 +2,7 @@
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
 
+#include <asio/ssl.hpp>
 #include <chrono>
 #include <iostream>
 #include <thread>
@@ -17,7 +18,48 @@ namespace {
 
 struct ServeArgs {
   std::string config;
+  bool check = false;
 };
+
+// `serve --check`: reads the configuration as `serve` and SIGHUP do, and loads the TLS certificate
+// and key it names (and checks that they belong together), without opening the data folder: so it
+// works beside a running server, before a reload or a restart (as `postfix check`, `nginx -t`).
+// Test: test_cli.py test_serve_check_reads_the_configuration_beside_a_running_server.
+int check_serve_config(const ServeArgs& args) {
+  auto config = api::load_serve_config(args.config);
+  if (!config) return report(config.error());
+  for (const auto& l : config->listeners) {
+    asio::error_code ec;
+    (void)asio::ip::make_address(l.address, ec);
+    if (ec) return report(make_error(ErrorCode::kInvalidArgument, "listener " + l.name + ": bad address " + l.address));
+  }
+  if (!config->tls_cert.empty() && !config->tls_key.empty()) {
+    asio::ssl::context ssl(asio::ssl::context::tls_server);
+    asio::error_code ec;
+    ssl.use_certificate_chain_file(config->tls_cert, ec);
+    if (ec) return report(make_error(ErrorCode::kIo, "loading the TLS certificate " + config->tls_cert + ": " + ec.message()));
+    ssl.use_private_key_file(config->tls_key, asio::ssl::context::pem, ec);
+    if (ec) return report(make_error(ErrorCode::kIo, "loading the TLS key " + config->tls_key + ": " + ec.message()));
+    if (SSL_CTX_check_private_key(ssl.native_handle()) != 1)
+      return report(make_error(ErrorCode::kInvalidArgument, "the TLS key " + config->tls_key +
+                                                                " does not belong to the certificate " + config->tls_cert));
+  }
+  std::cout << "configuration ok: " << (args.config.empty() ? std::string("the embedded default") : args.config) << "\n";
+  std::cout << "hostname " << config->hostname << "; TLS certificate "
+            << (config->tls_cert.empty() ? std::string("self-signed, in the data folder") : config->tls_cert) << "\n";
+  for (const auto& l : config->listeners)
+    std::cout << "listener " << l.name << ": " << l.role << " on " << l.address << ":" << l.port << " tls=" << l.tls << "\n";
+  if (!config->web.listen.empty()) std::cout << "web portal on " << config->web.listen << " tls=" << config->web.tls << "\n";
+  if (!config->admin.listen.empty()) std::cout << "admin on " << config->admin.listen << " tls=" << config->admin.tls << "\n";
+  std::string domains;
+  for (const auto& d : config->inbound_domains) domains += (domains.empty() ? "" : ", ") + d;
+  std::cout << "inbound domains: " << (domains.empty() ? std::string("none") : domains) << "\n";
+  std::string primary;
+  for (const auto& p : config->delivery.primary) primary += (primary.empty() ? "" : ", ") + p.host + ":" + std::to_string(p.port);
+  std::cout << "primary: " << (primary.empty() ? std::string("none (inbound mail is kept for the mailbox views)") : primary)
+            << "\n";
+  return kExitOk;
+}
 
 // %* in the server's log pattern: the message made safe (tools/terminal_safe.h, newlines shown too):
 // what a log line quotes from outside (a login name, an address, a server's reply) can neither forge a
@@ -92,7 +134,11 @@ void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<ServeArgs>();
   auto* cmd = app.add_subcommand("serve", "run the SMTP listeners (see docs/CONFIG.md)");
   cmd->add_option("--config", args->config, "configuration file (TOML); without it, the embedded default");
-  cmd->callback([&g, &run, args] { run = [&g, args] { return run_serve(g, *args); }; });
+  cmd->add_flag("--check", args->check,
+                "read the configuration and its TLS files, say what it sets up, and exit (works beside a running server)");
+  cmd->callback([&g, &run, args] {
+    run = [&g, args] { return args->check ? check_serve_config(*args) : run_serve(g, *args); };
+  });
 }
 
 }  // namespace mailark::cli

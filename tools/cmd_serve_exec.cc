@@ -18,24 +18,6 @@
 namespace mailark::cli {
 namespace {
 
-struct ServeArgs {
-  std::string config;
-};
-
-int exec_server(const GlobalOptions& g, const ServeArgs& args) {
-  const std::string server = server_binary();
-  std::vector<std::string> argv_s = {server, "--data", g.data_dir, "serve"};
-  if (!args.config.empty()) argv_s.insert(argv_s.end(), {"--config", args.config});
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::cout.flush();  // what the filter of tools/terminal_safe.h holds, before the process is replaced
-  ::execv(server.c_str(), argv.data());
-  return report(make_error(ErrorCode::kNotFound,
-                           "cannot start " + server + ": " + std::strerror(errno),
-                           "mailark-server is built beside mailark (the `mailark` build target builds both)"));
-}
-
 // The command line as given, to mailark-server.
 int exec_as_given(const GlobalOptions& g) {
   const std::string server = server_binary();
@@ -72,10 +54,10 @@ void register_export(CLI::App& app, GlobalOptions& g, Runner& run) {
 }
 
 void register_serve(CLI::App& app, GlobalOptions& g, Runner& run) {
-  auto args = std::make_shared<ServeArgs>();
   auto* cmd = app.add_subcommand("serve", "run the SMTP listeners (see docs/CONFIG.md)");
-  cmd->add_option("--config", args->config, "configuration file (TOML); without it, the embedded default");
-  cmd->callback([&g, &run, args] { run = [&g, args] { return exec_server(g, *args); }; });
+  cmd->allow_extras();
+  cmd->set_help_flag();  // --help too is mailark-server's (--config, --check)
+  cmd->callback([&g, &run] { run = [&g] { return exec_as_given(g); }; });
 }
 
 }  // namespace mailark::cli

@@ -165,6 +165,44 @@ index_commit_interval_ms = 200
         return subprocess.run([BIN, "--data", self.data, "show", str(ident), "--raw"], capture_output=True,
                               timeout=60).stdout.decode()
 
+    def test_serve_check_reads_the_configuration_beside_a_running_server(self):
+        # `serve --check` before a reload: the running server holds the data folder; the check opens
+        # none of it, and names what is wrong (tools/cmd_serve.cc check_serve_config).
+        def check(config):
+            p = subprocess.run([BIN, "--data", self.data, "serve", "--check", "--config", config],
+                               capture_output=True, timeout=60)
+            return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+        rc, out, err = check(self.config)
+        self.assertEqual(rc, 0, err)
+        self.assertIn(f"listener mx: inbound on 127.0.0.1:{self.inbound} tls=starttls", out)
+        self.assertIn(f"listener from-primary: outbound on 127.0.0.1:{self.outbound} tls=none", out)
+        self.assertIn("inbound domains: example.com", out)
+        tmp = tempfile.mkdtemp(prefix="mailark-check-")
+        try:
+            other_key = os.path.join(tmp, "other.key")
+            subprocess.run(["openssl", "genrsa", "-out", other_key, "2048"], check=True, capture_output=True)
+            cert = os.path.join(self.data, "tls", "cert.pem")
+            cases = [
+                ("[server]\nhostnam = \"x\"\n", "server.hostnam: unknown key"),
+                (f'[tls]\ncert = "{tmp}/missing.pem"\nkey = "{other_key}"\n', "loading the TLS certificate"),
+                (f'[tls]\ncert = "{cert}"\nkey = "{other_key}"\n', "does not belong to the certificate"),
+            ]
+            for text, said in cases:
+                path = os.path.join(tmp, "c.toml")
+                with open(path, "w") as f:
+                    f.write(text)
+                rc, out, err = check(path)
+                self.assertNotEqual(rc, 0, text)
+                self.assertIn(said, err)
+            with open(path, "w") as f:
+                f.write(f'[tls]\ncert = "{cert}"\nkey = "{os.path.join(self.data, "tls", "key.pem")}"\n')
+            rc, out, err = check(path)
+            self.assertEqual(rc, 0, err)
+            self.assertIn(f"TLS certificate {cert}", out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def test_starttls_is_offered_and_recorded(self):
         s = self.smtp()
         self.assertTrue(s.has_extn("starttls"))
