@@ -937,7 +937,9 @@ struct SmtpServer::Impl {
         if (!probe) spdlog::warn("{}: X-Mailark-Probe header with a token this server did not make: treated as ordinary mail", txn);
       }
     }
-    item.raw = "Received: from " + msg.helo + " ([" + ip + "])\r\n\tby " + config.hostname + " (mailark) with " + with +
+    // The client's address as RFC 5321 4.1.3 writes a literal: [192.0.2.1], [IPv6:2001:db8::1].
+    const std::string literal = ip.find(':') != std::string::npos ? "IPv6:" + ip : ip;
+    item.raw = "Received: from " + msg.helo + " ([" + literal + "])\r\n\tby " + config.hostname + " (mailark) with " + with +
                " id " + txn + (msg.rcpt_to.size() == 1 ? "\r\n\tfor <" + msg.rcpt_to[0] + ">" : "") + ";\r\n\t" +
                rfc5322_date(unix_now()) + "\r\n";
     item.raw.reserve(item.raw.size() + msg.data.size());

@@ -501,7 +501,8 @@ class SmallServerTest(unittest.TestCase):
         cfg = os.path.join(tmp, "c.toml")
         with open(cfg, "w") as f:
             f.write(config.format(port=port))
-        proc = subprocess.Popen([BIN, "--data", os.path.join(tmp, "d"), "serve", "--config", cfg],
+        self.data = os.path.join(tmp, "d")
+        proc = subprocess.Popen([BIN, "--data", self.data, "serve", "--config", cfg],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def stop():
@@ -517,6 +518,33 @@ class SmallServerTest(unittest.TestCase):
             except OSError:
                 self.assertLess(time.time(), deadline)
                 time.sleep(0.1)
+
+    def test_received_names_an_ipv6_client_as_an_ipv6_literal(self):
+        # RFC 5321 4.4: the client's address in the trace header is an address literal, and an IPv6
+        # one says so ([IPv6:::1]); an IPv4 client of a dual-stack listener is written as IPv4.
+        try:
+            socket.socket(socket.AF_INET6).close()
+            socket.getaddrinfo("::1", 25, socket.AF_INET6)
+        except OSError:
+            self.skipTest("no IPv6 loopback on this machine")
+        port = self.serve('[[listener]]\nrole = "inbound"\naddress = "::"\nport = {port}\ntls = "none"\n'
+                          '[inbound]\ndomains = ["example.com"]\nverify_recipients = "none"\n')
+        for host, subject in (("::1", "over six"), ("127.0.0.1", "over four")):
+            s = smtplib.SMTP(host, port, timeout=10)
+            s.sendmail("a@sender.example", ["bob@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n")
+            s.quit()
+        raws = {}
+        deadline = time.time() + 30
+        while len(raws) < 2:
+            self.assertLess(time.time(), deadline)
+            for ident in (1, 2):
+                p = subprocess.run([BIN, "--data", self.data, "show", str(ident), "--raw"], capture_output=True, timeout=60)
+                if p.returncode == 0:
+                    raws[ident] = p.stdout.decode()
+            time.sleep(0.1)
+        by_subject = {("six" if "over six" in r else "four"): r for r in raws.values()}
+        self.assertRegex(by_subject["six"], r"^Received: from \S+ \(\[IPv6:::1\]\)\r\n")
+        self.assertRegex(by_subject["four"], r"^Received: from \S+ \(\[127\.0\.0\.1\]\)\r\n")
 
     def test_recipient_list_accepts_only_listed_addresses(self):
         port = self.serve('[[listener]]\nrole = "inbound"\nport = {port}\ntls = "none"\n'
