@@ -122,6 +122,11 @@ struct IntakeSettings {
   std::string scanner_isolation = "thread";
 };
 Result<IntakeSettings> intake_settings(const std::string& config_path);
+// The other spelling of an address of an internationalised domain (api::other_address_form: its
+// A-labels for UTF-8, its UTF-8 for A-labels), for the mailbox store's follower
+// (MailboxStore::set_other_address_form); null in `mailark`, which does not link libidn2 (the
+// commands that place mail, import and reindex, run in mailark-server).
+std::function<std::string(std::string_view)> address_other_form();
 void register_case(CLI::App& app, GlobalOptions& g, Runner& run);
 void register_retention(CLI::App& app, GlobalOptions& g, Runner& run);
 

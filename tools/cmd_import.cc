@@ -478,6 +478,8 @@ int run_import(const GlobalOptions& g, const ImportArgs& args) {
   std::uint64_t placed = 0;
   if (std::filesystem::exists(g.data_dir + "/mailbox/data.mdb")) {
     if (auto store = MailboxStore::open(g.data_dir + "/mailbox", false)) {
+      // Users of an IDN domain get mail addressed in either spelling, as the server places it.
+      if (auto other = address_other_form()) (*store)->set_other_address_form(std::move(other));
       while (true) {
         auto f = (*store)->follow(e.archive(), 20000);
         if (!f) {

@@ -9,6 +9,7 @@
 
 #include "api/accept.h"
 #include "api/config.h"
+#include "api/dns.h"
 #include "api/smtp/server.h"
 #include "tools/cli.h"
 #include "tools/terminal_safe.h"
@@ -123,6 +124,8 @@ int run_serve(const GlobalOptions& g, const ServeArgs& args) {
 }  // namespace
 
 std::optional<int> run_in_server(const GlobalOptions&) { return std::nullopt; }  // this is the server
+
+std::function<std::string(std::string_view)> address_other_form() { return api::other_address_form; }
 
 Result<IntakeSettings> intake_settings(const std::string& config_path) {
   auto config = api::load_serve_config(config_path);

@@ -37,6 +37,8 @@ int exec_as_given(const GlobalOptions& g) {
 
 std::optional<int> run_in_server(const GlobalOptions& g) { return exec_as_given(g); }
 
+std::function<std::string(std::string_view)> address_other_form() { return nullptr; }
+
 // Never reached here: import hands over to mailark-server (run_in_server) before it reads its settings.
 Result<IntakeSettings> intake_settings(const std::string&) {
   return make_error(ErrorCode::kInternal, "configuration files are read by mailark-server");

@@ -299,6 +299,25 @@ class CliTest(unittest.TestCase):
         self.assertIn("no-such.toml", err)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "missing", "archive")), "nothing opened")
 
+    def test_an_import_places_mail_for_an_idn_user_in_either_spelling(self):
+        # A user of an internationalised domain (ana@bücher.example) gets imported mail addressed to
+        # the A-label spelling (ana@xn--bcher-kva.example, as senders without SMTPUTF8 write it), as the
+        # server places it: the import's follower knows both spellings (tools/cli.h address_other_form).
+        # And a user added in A-labels (ben@xn--bcher-kva.example) gets mail written in UTF-8.
+        for user in ("ana@b\u00fccher.example", "ben@xn--bcher-kva.example"):
+            p = subprocess.run([BIN, "--data", self.data, "user", "add", user, "--password-stdin"],
+                               input=b"pw\n", capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        box = self.write("idn.mbox", b"".join(
+            b"From x@y.org Sat Dec  5 10:00:00 2026\nFrom: x@y.org\nTo: " + to + b"\nSubject: s" + str(i).encode() +
+            b"\nMessage-ID: <idn" + str(i).encode() + b"@x>\n\nhi\n\n"
+            for i, to in enumerate([b"ana@xn--bcher-kva.example", "ana@b\u00fccher.example".encode(),
+                                    "ben@b\u00fccher.example".encode(), b"ben@xn--bcher-kva.example",
+                                    b"cy@xn--bcher-kva.example"])))
+        out = self.json_cli("import", box)
+        self.assertEqual(out["imported"], 5)
+        self.assertEqual(out["placed_in_folders"], 4, "both spellings of ana's and ben's addresses; not cy's")
+
     def test_import_and_reindex_run_in_the_server_binary(self):
         # The pipeline commands hand over to mailark-server, linked with TCMalloc (tools/cli.h,
         # run_in_server); the short ones stay in `mailark` with glibc's allocator.
