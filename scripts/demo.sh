@@ -55,7 +55,7 @@ user ana.ortega@northwind.example, password demo, accepting the self-signed cert
 
   curl -k --ssl-reqd -u ana.ortega@northwind.example:demo imap://127.0.0.1:1143/INBOX -X 'FETCH 1:* (FLAGS ENVELOPE)'
 
-Send as Ana through submission (STARTTLS on 1587; plain AUTH is allowed on loopback):
+Send as Ana through submission (STARTTLS on 1587, then AUTH PLAIN):
 
   swaks --server 127.0.0.1:1587 --tls --auth PLAIN --auth-user ana.ortega@northwind.example \\
         --auth-password demo --from ana.ortega@northwind.example --to ana.ortega@northwind.example \\
