@@ -1258,6 +1258,11 @@ Result<std::uint64_t> MailboxStore::backfill(const Archive& archive, std::uint32
   auto user_of = [&](const std::string& address) -> std::optional<std::uint32_t> {
     for (const auto& a : addresses)
       if (ascii_iequals(a, address)) return user_id;
+    if (other_form_) {  // an IDN domain's other spelling (set_other_address_form)
+      if (const std::string other = other_form_(address); !other.empty())
+        for (const auto& a : addresses)
+          if (ascii_iequals(a, other)) return user_id;
+    }
     return std::nullopt;
   };
   constexpr std::uint64_t kBatch = 2000;

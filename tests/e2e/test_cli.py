@@ -317,6 +317,12 @@ class CliTest(unittest.TestCase):
         out = self.json_cli("import", box)
         self.assertEqual(out["imported"], 5)
         self.assertEqual(out["placed_in_folders"], 4, "both spellings of ana's and ben's addresses; not cy's")
+        # A user added in A-labels after the mail came (the archive's mail placed by `user add`; GMime
+        # reads header addresses in UTF-8, so it is the A-label spelling that needs the other form).
+        p = subprocess.run([BIN, "--data", self.data, "user", "add", "cy@xn--bcher-kva.example", "--password-stdin"],
+                           input=b"pw\n", capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"cy@xn--bcher-kva.example: 1 archived message in their folders", p.stdout)
 
     def test_import_and_reindex_run_in_the_server_binary(self):
         # The pipeline commands hand over to mailark-server, linked with TCMalloc (tools/cli.h,
