@@ -231,8 +231,9 @@ class MailboxStore {
                                  const std::function<void(std::uint64_t, std::uint64_t)>& progress = nullptr);
   std::uint64_t followed() const;
   // Places a message an administrator has just released from quarantine (Archive::quarantine_decide)
-  // in the folders it would have gone to had it not been held: the follower passed it by while it
-  // was held (a record the follower has not reached yet is placed by it). Returns the entries placed.
+  // in the folders it would have gone to had it not been held, whatever its route: the follower
+  // passed it by while it was held (a record the follower has not reached yet is placed by it).
+  // Returns the entries placed.
   // Test: Mailbox.AReleasedMessageReachesTheMailbox.
   Result<std::uint64_t> place_released(const Archive& archive, std::uint64_t seq);
 

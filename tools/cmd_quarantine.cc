@@ -1,9 +1,8 @@
 // mailark quarantine: list, release or delete messages held back from delivery (infected, or
 // unscannable under policy "reject" or "quarantine"). Releasing queues the message to the recipients
-// it had, and records who released it and when, in one transaction (mail without a route, kept for
-// the mailbox views by a server without a primary, is placed in its recipients' folders instead);
-// deleting drops it from the
-// quarantine only. The archive keeps the message either way. Works beside a running server.
+// it had, and records who released it and when, in one transaction, and places it in their mailbox
+// views (mail without a route, kept for the mailbox views by a server without a primary, is queued
+// for no one); deleting drops it from the quarantine only. The archive keeps the message either way. Works beside a running server.
 #include <unistd.h>
 
 #include <cstdlib>
@@ -97,10 +96,10 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
       continue;
     }
     done.push_back(id);
-    // Mail without a route (a server without a primary keeps it for the mailbox views) reaches its
-    // recipients' folders now.
+    // A released message reaches its recipients' mailbox views now, as any clean one does (without
+    // a route, a server without a primary, that is its only delivery).
     std::uint64_t placed = 0;
-    if (args.action == "release" && decided->route == Route::kNone && mailboxes) {
+    if (args.action == "release" && mailboxes) {
       auto p = mailboxes->place_released(archive, id);
       if (!p) report(p.error());
       else placed = *p;

@@ -877,8 +877,9 @@ struct SmtpServer::Impl {
   };
 
   // Submission (RFC 6409): the From: header must name the authenticated user too; a missing Date:
-  // or Message-ID: is added (with_origin_fields); then the message is archived as outbound (connector = the listener's name, so the mailbox store puts it
-  // in the sender's Sent folder) and queued: external recipients to the internet, internal ones to
+  // or Message-ID: is added (with_origin_fields); then the message is archived as outbound
+  // (connector = the listener's name, so the mailbox store puts it in the sender's Sent folder) and
+  // queued: external recipients to the internet, internal ones to
   // the primary when there is one (a continuity event holds them; the recipients read them in
   // mailark meanwhile). A message with both goes in as two records of the same bytes (stored once):
   // the internal one's connector is "<listener>+internal", which the mailbox store never puts in

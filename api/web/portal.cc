@@ -1416,8 +1416,8 @@ struct WebPortal::Impl {
           out = error(decided.error().code == ErrorCode::kNotFound ? 404 : 400, decided.error().to_string());
           return;
         }
-        if (parts[5] == "release" && decided->route == Route::kNone) {
-          // Kept for the mailbox views (no primary): into the recipients' folders now.
+        if (parts[5] == "release") {
+          // Into the recipients' mailbox views now, as any clean message (without a primary, its only delivery).
           if (auto placed = ctx.store.place_released(ctx.archive, *id); !placed)
             spdlog::warn("web: placing released message {} in its recipients' folders: {}", *id, placed.error().to_string());
         }
