@@ -81,4 +81,15 @@ Result<std::pair<std::string, std::string>> ensure_self_signed(const std::string
   return std::make_pair(cert_path, key_path);
 }
 
+Status use_server_certificate(asio::ssl::context& ssl, const std::string& cert, const std::string& key) {
+  asio::error_code ec;
+  ssl.use_certificate_chain_file(cert, ec);
+  if (ec) return make_error(ErrorCode::kIo, "loading the TLS certificate " + cert + ": " + ec.message());
+  ssl.use_private_key_file(key, asio::ssl::context::pem, ec);
+  if (ec) return make_error(ErrorCode::kIo, "loading the TLS key " + key + ": " + ec.message());
+  if (SSL_CTX_check_private_key(ssl.native_handle()) != 1)
+    return make_error(ErrorCode::kInvalidArgument, "the TLS key " + key + " does not belong to the certificate " + cert);
+  return ok_status();
+}
+
 }  // namespace mailark::api

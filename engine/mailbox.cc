@@ -246,6 +246,12 @@ struct MailboxStore::Tx {
   }
 
   // ---- users ----
+  // The id of the enabled user an address belongs to, as the follower places mail (nothing for an
+  // unknown or disabled user, or one that cannot be read).
+  std::optional<std::uint32_t> placing_user(std::string_view address) const {
+    if (auto u = user_by_address(ascii_lower(address)); u && *u && !(*u)->disabled) return (*u)->id;
+    return std::nullopt;
+  }
   Result<std::optional<User>> user_by_address(std::string_view address) const {
     MAILARK_ASSIGN_OR_RETURN(auto name, get(s.addresses_, ascii_lower(address)));
     if (!name && s.other_form_) {
@@ -1192,8 +1198,7 @@ Result<FollowStats> MailboxStore::follow(const Archive& archive, std::size_t max
       auto user_of = [&](const std::string& address) -> std::optional<std::uint32_t> {
         std::string key = ascii_lower(address);
         if (auto it = user_cache.find(key); it != user_cache.end()) return it->second;
-        std::optional<std::uint32_t> id;
-        if (auto u = tx.user_by_address(key); u && *u && !(*u)->disabled) id = (*u)->id;
+        const std::optional<std::uint32_t> id = tx.placing_user(key);
         user_cache.emplace(key, id);
         return id;
       };
@@ -1223,10 +1228,7 @@ Result<std::uint64_t> MailboxStore::place_released(const Archive& archive, std::
   if (!released_from_quarantine(archive, rec)) return std::uint64_t{0};
   std::uint64_t placed = 0;
   MAILARK_TRY(write([&](Tx& tx) -> Status {
-    auto user_of = [&](const std::string& address) -> std::optional<std::uint32_t> {
-      if (auto u = tx.user_by_address(ascii_lower(address)); u && *u && !(*u)->disabled) return (*u)->id;
-      return std::nullopt;
-    };
+    auto user_of = [&](const std::string& address) { return tx.placing_user(address); };
     for (const Target& t : targets_for(rec, user_of, *snap, true)) {
       MAILARK_ASSIGN_OR_RETURN(bool added, place_target(tx, seq, t));
       if (added) ++placed;

@@ -10,6 +10,7 @@
 #include "api/accept.h"
 #include "api/config.h"
 #include "api/dns.h"
+#include "api/tls.h"
 #include "api/smtp/server.h"
 #include "tools/cli.h"
 #include "tools/terminal_safe.h"
@@ -25,7 +26,7 @@ struct ServeArgs {
 // `serve --check`: reads the configuration as `serve` and SIGHUP do, and loads the TLS certificate
 // and key it names (and checks that they belong together), without opening the data folder: so it
 // works beside a running server, before a reload or a restart (as `postfix check`, `nginx -t`).
-// Test: test_cli.py test_serve_check_reads_the_configuration_beside_a_running_server.
+// Test: test_serve.py test_serve_check_reads_the_configuration_beside_a_running_server.
 int check_serve_config(const ServeArgs& args) {
   auto config = api::load_serve_config(args.config);
   if (!config) return report(config.error());
@@ -36,14 +37,7 @@ int check_serve_config(const ServeArgs& args) {
   }
   if (!config->tls_cert.empty() && !config->tls_key.empty()) {
     asio::ssl::context ssl(asio::ssl::context::tls_server);
-    asio::error_code ec;
-    ssl.use_certificate_chain_file(config->tls_cert, ec);
-    if (ec) return report(make_error(ErrorCode::kIo, "loading the TLS certificate " + config->tls_cert + ": " + ec.message()));
-    ssl.use_private_key_file(config->tls_key, asio::ssl::context::pem, ec);
-    if (ec) return report(make_error(ErrorCode::kIo, "loading the TLS key " + config->tls_key + ": " + ec.message()));
-    if (SSL_CTX_check_private_key(ssl.native_handle()) != 1)
-      return report(make_error(ErrorCode::kInvalidArgument, "the TLS key " + config->tls_key +
-                                                                " does not belong to the certificate " + config->tls_cert));
+    if (auto s = api::use_server_certificate(ssl, config->tls_cert, config->tls_key); !s) return report(s.error());
   }
   std::cout << "configuration ok: " << (args.config.empty() ? std::string("the embedded default") : args.config) << "\n";
   std::cout << "hostname " << config->hostname << "; TLS certificate "

@@ -282,10 +282,7 @@ struct SmtpServer::Impl {
     // No TLS compression either (CRIME); OpenSSL 3 as Debian builds it has none to offer.
     SSL_CTX_set_options(ssl.native_handle(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_clear_options(ssl.native_handle(), SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
-    ssl.use_certificate_chain_file(cert, ec);
-    if (ec) return make_error(ErrorCode::kIo, "loading the TLS certificate " + cert + ": " + ec.message());
-    ssl.use_private_key_file(key, asio::ssl::context::pem, ec);
-    if (ec) return make_error(ErrorCode::kIo, "loading the TLS key " + key + ": " + ec.message());
+    MAILARK_TRY(use_server_certificate(ssl, cert, key));
 
     // The signatures first (seconds with a full database): a listener bound before them would accept
     // connections that then wait.
