@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-if ((${#targets[@]} == 0)); then targets=(smtp_session message query record config http_request imap_response imap_command mime_tree html message_view checkpoint export pst extract handoff scan_verdict); fi
+if ((${#targets[@]} == 0)); then targets=(smtp_session message query record config http_request imap_response imap_command mime_tree html message_view checkpoint export pst extract handoff scan_verdict smtp_reply); fi
 corpus="${MAILARK_CORPUS:-$PWD/../shared/corpus}"
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILARK_FUZZ=ON \

@@ -822,5 +822,98 @@ TEST(SmtpProtocol, AuthRefusesWhatItCannotRead) {
   EXPECT_NE(t.sent.find("530 5.7.0"), std::string::npos);
 }
 
+// ---- a server's replies, as the delivery client reads them (api/smtp/reply.h) ----
+
+// Every reply read from the bytes, fed `step` bytes at a time.
+std::vector<ClientReply> read_all(ReplyReader& r, std::string_view bytes, std::size_t step) {
+  std::vector<ClientReply> out;
+  for (std::size_t pos = 0; pos < bytes.size(); pos += step) {
+    r.feed(bytes.substr(pos, step));
+    while (auto reply = r.next()) {
+      out.push_back(*reply);
+      if (r.failed()) return out;
+    }
+  }
+  return out;
+}
+
+TEST(SmtpReply, MultiLineRepliesComeOutWholeHoweverTheBytesArrive) {
+  const std::string bytes =
+      "220 mx.example ESMTP\r\n250-mx.example\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 STARTTLS\r\n"
+      "550-5.1.1 no such\r\n550 5.1.1 user\r\n354\r\n";
+  for (std::size_t step : {std::size_t{1}, std::size_t{2}, std::size_t{7}, bytes.size()}) {
+    ReplyReader r;
+    auto replies = read_all(r, bytes, step);
+    ASSERT_EQ(replies.size(), 4u) << step;
+    EXPECT_EQ(replies[0].to_string(), "220 mx.example ESMTP");
+    EXPECT_EQ(replies[1].code, 250);
+    EXPECT_EQ(replies[1].text, "mx.example; PIPELINING; SIZE 10240000; STARTTLS");
+    EXPECT_EQ(replies[2].to_string(), "550 5.1.1 no such; 5.1.1 user");
+    EXPECT_TRUE(replies[2].code == 550 && !replies[2].temporary());
+    EXPECT_EQ(replies[3].code, 354);
+    EXPECT_EQ(replies[3].text, "");
+    // The lines of the last reply (an EHLO reply's extensions are lines 1 and on).
+    EXPECT_EQ(r.last_lines(), std::vector<std::string>{""});
+    EXPECT_FALSE(r.failed());
+  }
+}
+
+TEST(SmtpReply, AnEndlessReplyIsAnErrorNotAGrowingBuffer) {
+  // A hostile exchanger answers EHLO with "250-" lines that never end the reply, or one line that
+  // never ends: past kMaxReplyBytes the reader gives up with code 0 (a temporary failure: the mail
+  // stays queued) and keeps no more than it was given since.
+  for (const std::string& unit : {std::string("250-0123456789012345678901234567890123456789\r\n"), std::string("x")}) {
+    ReplyReader r;
+    std::string head = unit == "x" ? "250 " : "";
+    r.feed(head);
+    std::optional<ClientReply> got;
+    std::size_t fed = 0;
+    while (!got && fed < 4 * ReplyReader::kMaxReplyBytes) {
+      r.feed(unit);
+      fed += unit.size();
+      got = r.next();
+    }
+    ASSERT_TRUE(got.has_value()) << "no end to the reply after " << fed << " bytes";
+    EXPECT_EQ(got->code, 0);
+    EXPECT_EQ(got->text, "reply too long");
+    EXPECT_TRUE(got->temporary());
+    EXPECT_LE(fed, ReplyReader::kMaxReplyBytes + unit.size());
+    // Sticky: what follows on that connection is not read as replies.
+    r.feed("250 ok\r\n");
+    ASSERT_TRUE(r.next().has_value());
+    EXPECT_EQ(r.next()->code, 0);
+  }
+  // A long reply under the bound is read whole.
+  ReplyReader r;
+  std::string ok;
+  for (int i = 0; i < 1000; ++i) ok += "250-line " + std::to_string(i) + "\r\n";
+  ok += "250 end\r\n";
+  auto replies = read_all(r, ok, 4096);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].code, 250);
+  EXPECT_EQ(r.last_lines().size(), 1001u);
+}
+
+TEST(SmtpReply, MalformedRepliesAndControlBytes) {
+  for (const char* bad : {"hello\r\n", "25\r\n", "650 no\r\n", "250_x\r\n", "2x0 y\r\n", "\r\n", "150 wait\r\n"}) {
+    ReplyReader r;
+    r.feed(bad);
+    auto reply = r.next();
+    ASSERT_TRUE(reply.has_value()) << bad;
+    EXPECT_EQ(reply->code, 0) << bad;
+    EXPECT_EQ(reply->text.rfind("malformed reply: ", 0), 0u) << bad;
+  }
+  // Control bytes, a bare LF among them, are '?': the text goes into logs, the queue and DSNs.
+  ReplyReader r;
+  r.feed(std::string("550 no\x1b[2J such\nuser\x7f\0x\r\n", 25));
+  auto reply = r.next();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->to_string(), "550 no?[2J such?user??x");
+  // A bare "250" line is a whole reply with no text.
+  r.reset();
+  r.feed("250\r\n");
+  EXPECT_EQ(r.next()->to_string(), "250 ");
+}
+
 }  // namespace
 }  // namespace mailark::smtp

@@ -12,16 +12,10 @@
 #include <vector>
 
 #include "api/smtp/protocol.h"  // dot_stuff
+#include "api/smtp/reply.h"     // ClientReply, ReplyReader
 
 namespace mailark::smtp {
 
-struct ClientReply {
-  int code = 0;      // 0: no reply (connection or timeout failure)
-  std::string text;  // the reply's lines joined with "; ", or the failure
-  bool ok() const { return code >= 200 && code < 400; }
-  bool temporary() const { return code == 0 || (code >= 400 && code < 500); }
-  std::string to_string() const { return code ? std::to_string(code) + " " + text : text; }
-};
 
 class SmtpClient {
  public:
@@ -82,9 +76,8 @@ class SmtpClient {
   std::string tls_failure_;
   std::string tls_info_;
   std::string peer_;
-  std::string buffer_;
+  ReplyReader replies_;
   std::vector<std::string> extensions_;
-  std::vector<std::string> last_lines_;
 };
 
 

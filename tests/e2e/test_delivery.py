@@ -345,5 +345,71 @@ index_commit_interval_ms = 200
         self.assertFalse(any(line.startswith(b"2026-01-01T00:00:00") for line in log.splitlines()),
                          "no forged line in the log")
 
+    def hostile_exchanger(self, after_ehlo):
+        """A server that greets, then answers EHLO with after_ehlo(conn, stop), one thread per connection.
+        It is the attacker (a few lines of Python), not a stand-in for a real MTA."""
+        port = free_port()
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(8)
+        stop = threading.Event()
+
+        def serve(conn):
+            with conn:
+                try:
+                    conn.sendall(b"220 hostile ESMTP\r\n")
+                    line = conn.makefile("rb").readline()
+                    if line[:4].upper() in (b"EHLO", b"HELO"):
+                        after_ehlo(conn, stop)
+                    stop.wait()
+                except OSError:
+                    pass
+
+        def accept():
+            listener.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+        t = threading.Thread(target=accept, daemon=True)
+        t.start()
+        self.addCleanup(lambda: (stop.set(), t.join(5), listener.close()))
+        return port
+
+    def test_an_endless_reply_is_cut_off_and_the_mail_kept(self):
+        """api/smtp/reply.h: an exchanger that answers EHLO with "250-" lines that never end the reply
+        (1 MiB of them, then nothing, the connection held open) gets "reply too long" after 64 KiB: the
+        delivery fails for now and the mail stays queued, where the reader kept every line and waited
+        for the rest until the reply timeout (300 s here). A drip of one line every 0.3 s meets the
+        reply timeout as a deadline for the whole reply (delivery.reply_timeout = 2), where each line
+        started the wait again."""
+        def endless(conn, stop):
+            line = b"250-" + b"x" * 60 + b"\r\n"
+            conn.sendall(line * (1024 * 1024 // len(line)))
+
+        def drip(conn, stop):
+            while not stop.wait(0.3):
+                conn.sendall(b"250-still going\r\n")
+
+        for behaviour, extra, said in ((endless, "", "reply too long"),
+                                       (drip, "reply_timeout = 2", "timeout waiting for a reply")):
+            with self.subTest(said):
+                port = self.hostile_exchanger(behaviour)
+                self.start_server(port, extra=extra)
+                self.send(f"{behaviour.__name__}@sender.example")
+                self.until(lambda: self.cli("queue")["total"] == 1 and
+                           said in self.cli("queue")["entries"][0]["recipients"][0]["last_response"],
+                           f"the delivery given up with {said!r}")
+                entry = self.cli("queue")["entries"][0]
+                self.assertEqual(entry["recipients"][0]["state"], "pending", "kept for a later try, not bounced")
+                self.assertEqual(self.server.poll(), None, "the server still runs")
+                self.server.send_signal(signal.SIGTERM)
+                self.assertEqual(self.server.wait(timeout=30), 0)
+                self.log.close()
+
 if __name__ == "__main__":
     unittest.main()
