@@ -46,24 +46,33 @@ awaitable<bool> Client::write(const std::string& bytes) {
   co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
 }
 
-awaitable<std::optional<Response>> Client::read_response() {
+// A response must come whole by the deadline: each wait for a command's answer has one, so a server
+// that sends untagged lines now and then, or a literal a byte at a time, holds the client no longer
+// than one that sends nothing (ImapClient.AServerThatDripsIsCutOffAtTheTimeout).
+awaitable<std::optional<Response>> Client::read_response(std::chrono::steady_clock::time_point until) {
   std::vector<char> buf(16384);
   while (true) {
     if (auto r = reader_.next()) co_return r;
     if (!reader_.error().empty()) co_return std::nullopt;
     asio::steady_timer timer(io_);
-    timer.expires_after(timeout_);
+    timer.expires_at(until);
     std::size_t n = 0;
     asio::error_code ec;
     if (tls_active_) {
       auto r = co_await (tls_->async_read_some(asio::buffer(buf), as_tuple(use_awaitable)) ||
                          timer.async_wait(as_tuple(use_awaitable)));
-      if (r.index() == 1) co_return std::nullopt;
+      if (r.index() == 1) {
+        timed_out_ = true;
+        co_return std::nullopt;
+      }
       std::tie(ec, n) = std::get<0>(r);
     } else {
       auto r = co_await (socket_.async_read_some(asio::buffer(buf), as_tuple(use_awaitable)) ||
                          timer.async_wait(as_tuple(use_awaitable)));
-      if (r.index() == 1) co_return std::nullopt;
+      if (r.index() == 1) {
+        timed_out_ = true;
+        co_return std::nullopt;
+      }
       std::tie(ec, n) = std::get<0>(r);
     }
     if (ec) co_return std::nullopt;
@@ -71,13 +80,21 @@ awaitable<std::optional<Response>> Client::read_response() {
   }
 }
 
+std::chrono::steady_clock::time_point Client::deadline() const { return std::chrono::steady_clock::now() + timeout_; }
+
+std::string Client::no_answer(const std::string& what) const {
+  if (timed_out_) return what + " within " + std::to_string(timeout_.count()) + " s";
+  return reader_.error().empty() ? what : reader_.error();
+}
+
 awaitable<Outcome> Client::command(const std::string& line) {
   const std::string tag = "m" + std::to_string(++tag_);
   bool sent = co_await write(tag + " " + line + "\r\n");
   if (!sent) co_return lost("connection lost");
+  const auto until = deadline();
   while (true) {
-    auto r = co_await read_response();
-    if (!r) co_return lost(reader_.error().empty() ? "no answer" : reader_.error());
+    auto r = co_await read_response(until);
+    if (!r) co_return lost(no_answer("no answer"));
     if (r->kind == Response::Kind::kTagged && r->tag == tag)
       co_return Outcome{r->status == "OK", false, r->status + " " + r->text};
     if (r->kind == Response::Kind::kUntagged && r->status == "BYE") co_return lost("BYE " + r->text);
@@ -116,8 +133,8 @@ awaitable<Outcome> Client::connect(const std::string& host, std::uint16_t port, 
     bool ok = co_await handshake();
     if (!ok) co_return lost("TLS handshake with " + host + " failed");
   }
-  auto greeting = co_await read_response();
-  if (!greeting) co_return lost("no greeting from " + host);
+  auto greeting = co_await read_response(deadline());
+  if (!greeting) co_return lost(no_answer("no greeting from " + host));
   if (greeting->kind != Response::Kind::kUntagged || (greeting->status != "OK" && greeting->status != "PREAUTH"))
     co_return lost("greeting: " + greeting->status + " " + greeting->text);
   if (tls == Tls::kStartTls) {
@@ -138,9 +155,10 @@ awaitable<Outcome> Client::authenticate_plain(const std::string& authzid, const 
   const std::string tag = "m" + std::to_string(++tag_);
   bool sent = co_await write(tag + " AUTHENTICATE PLAIN\r\n");
   if (!sent) co_return lost("connection lost");
+  auto until = deadline();
   while (true) {
-    auto r = co_await read_response();
-    if (!r) co_return lost("no answer to AUTHENTICATE");
+    auto r = co_await read_response(until);
+    if (!r) co_return lost(no_answer("no answer to AUTHENTICATE"));
     if (r->kind == Response::Kind::kContinuation) break;
     if (r->kind == Response::Kind::kTagged && r->tag == tag) co_return Outcome{false, false, r->status + " " + r->text};
   }
@@ -151,9 +169,10 @@ awaitable<Outcome> Client::authenticate_plain(const std::string& authzid, const 
   creds += password;
   sent = co_await write(base64(creds) + "\r\n");
   if (!sent) co_return lost("connection lost");
+  until = deadline();
   while (true) {
-    auto r = co_await read_response();
-    if (!r) co_return lost("no answer to AUTHENTICATE");
+    auto r = co_await read_response(until);
+    if (!r) co_return lost(no_answer("no answer to AUTHENTICATE"));
     if (r->kind == Response::Kind::kTagged && r->tag == tag) co_return Outcome{r->status == "OK", false, r->status + " " + r->text};
   }
 }
@@ -165,12 +184,14 @@ awaitable<Outcome> Client::append(const std::string& folder, const std::string& 
     if (!sent) co_return lost("connection lost");
     Outcome answer;
     bool done = false;
+    auto until = deadline();
     while (!done) {
-      auto r = co_await read_response();
-      if (!r) co_return lost("no answer to APPEND");
+      auto r = co_await read_response(until);
+      if (!r) co_return lost(no_answer("no answer to APPEND"));
       if (r->kind == Response::Kind::kContinuation) {
         sent = co_await write(message + "\r\n");
         if (!sent) co_return lost("connection lost during APPEND");
+        until = deadline();  // the wait for the answer starts once the message is sent
       } else if (r->kind == Response::Kind::kTagged && r->tag == tag) {
         answer = Outcome{r->status == "OK", false, r->status + " " + r->text};
         done = true;

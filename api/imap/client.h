@@ -8,6 +8,7 @@
 #include <asio/ssl.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "api/imap/response.h"
@@ -40,7 +41,11 @@ class Client {
 
  private:
   asio::awaitable<Outcome> command(const std::string& line);   // sends "tag line", waits for the tagged answer
-  asio::awaitable<std::optional<Response>> read_response();
+  // The next response, or nothing: the connection lost, a response past the reader's bounds, or
+  // nothing whole by the deadline (timed_out_).
+  asio::awaitable<std::optional<Response>> read_response(std::chrono::steady_clock::time_point deadline);
+  std::chrono::steady_clock::time_point deadline() const;  // now + the timeout
+  std::string no_answer(const std::string& what) const;    // what, and why there was none
   asio::awaitable<bool> write(const std::string& bytes);
 
   asio::io_context& io_;
@@ -49,6 +54,7 @@ class Client {
   asio::ip::tcp::socket socket_;
   std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
   bool tls_active_ = false;
+  bool timed_out_ = false;
   ResponseReader reader_;
   unsigned tag_ = 0;
 };
