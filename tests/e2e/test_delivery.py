@@ -295,43 +295,25 @@ index_commit_interval_ms = 200
 
 
     def test_control_bytes_in_a_servers_reply_are_neutralised(self):
-        """api/smtp/client.cc read_reply: a server's reply text goes into the log, the queue and DSNs; a
+        """api/smtp/reply.cc: a server's reply text goes into the log, the queue and DSNs; a
         hostile server that puts a bare LF (to forge a log line) and terminal escapes in its RCPT reply
         has them written as '?'. The server here is the attacker (a few lines of Python), not a stand-in
         for a real MTA."""
-        port = free_port()
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen(8)
-        stop = threading.Event()
+        def session(conn, lines, stop):
+            for line in lines:
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250 hostile\r\n")
+                elif verb == b"RCPT":
+                    conn.sendall(b"550 5.1.1 no\x1b]0;pwned\x07 such\n2026-01-01T00:00:00+00:00 mailark[1]: "
+                                 b"FORGED\x1b[2J user\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    break
+                else:
+                    conn.sendall(b"250 ok\r\n")
 
-        def hostile():
-            listener.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    continue
-                with conn:
-                    conn.sendall(b"220 hostile ESMTP\r\n")
-                    f = conn.makefile("rb")
-                    for line in f:
-                        verb = line[:4].upper()
-                        if verb in (b"EHLO", b"HELO"):
-                            conn.sendall(b"250 hostile\r\n")
-                        elif verb == b"RCPT":
-                            conn.sendall(b"550 5.1.1 no\x1b]0;pwned\x07 such\n2026-01-01T00:00:00+00:00 mailark[1]: "
-                                         b"FORGED\x1b[2J user\r\n")
-                        elif verb == b"QUIT":
-                            conn.sendall(b"221 bye\r\n")
-                            break
-                        else:
-                            conn.sendall(b"250 ok\r\n")
-
-        t = threading.Thread(target=hostile, daemon=True)
-        t.start()
-        self.addCleanup(lambda: (stop.set(), t.join(5), listener.close()))
+        port = self.hostile_exchanger(session)
         self.start_server(port)
         self.send("hostile-reply@sender.example")
         self.until(lambda: self.cli("queue")["total"] == 1 and
@@ -345,9 +327,10 @@ index_commit_interval_ms = 200
         self.assertFalse(any(line.startswith(b"2026-01-01T00:00:00") for line in log.splitlines()),
                          "no forged line in the log")
 
-    def hostile_exchanger(self, after_ehlo):
-        """A server that greets, then answers EHLO with after_ehlo(conn, stop), one thread per connection.
-        It is the attacker (a few lines of Python), not a stand-in for a real MTA."""
+    def hostile_exchanger(self, session):
+        """A server that greets, then leaves the connection to session(conn, lines, stop) (lines: the
+        client's lines as they come), one thread per connection. It is the attacker (a few lines of
+        Python), not a stand-in for a real MTA."""
         port = free_port()
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -359,10 +342,7 @@ index_commit_interval_ms = 200
             with conn:
                 try:
                     conn.sendall(b"220 hostile ESMTP\r\n")
-                    line = conn.makefile("rb").readline()
-                    if line[:4].upper() in (b"EHLO", b"HELO"):
-                        after_ehlo(conn, stop)
-                    stop.wait()
+                    session(conn, conn.makefile("rb"), stop)
                 except OSError:
                     pass
 
@@ -387,11 +367,14 @@ index_commit_interval_ms = 200
         for the rest until the reply timeout (300 s here). A drip of one line every 0.3 s meets the
         reply timeout as a deadline for the whole reply (delivery.reply_timeout = 2), where each line
         started the wait again."""
-        def endless(conn, stop):
+        def endless(conn, lines, stop):
+            next(lines)  # EHLO
             line = b"250-" + b"x" * 60 + b"\r\n"
             conn.sendall(line * (1024 * 1024 // len(line)))
+            stop.wait()
 
-        def drip(conn, stop):
+        def drip(conn, lines, stop):
+            next(lines)  # EHLO
             while not stop.wait(0.3):
                 conn.sendall(b"250-still going\r\n")
 
