@@ -1,12 +1,14 @@
 #include "api/smtp/reply.h"
 
+#include <algorithm>
+
 #include "common/numbers.h"
 
 namespace mailark::smtp {
 
 void ReplyReader::reset() {
   buffer_.clear();
-  scan_ = pending_ = 0;
+  scan_ = pending_ = searched_ = 0;
   lines_.clear();
   last_lines_.clear();
   failed_.reset();
@@ -15,7 +17,7 @@ void ReplyReader::reset() {
 std::optional<ClientReply> ReplyReader::fail(std::string why) {
   failed_ = ClientReply{0, std::move(why)};
   buffer_.clear();
-  scan_ = 0;
+  scan_ = searched_ = 0;
   lines_.clear();
   return failed_;
 }
@@ -23,13 +25,17 @@ std::optional<ClientReply> ReplyReader::fail(std::string why) {
 std::optional<ClientReply> ReplyReader::next() {
   if (failed_) return failed_;
   while (true) {
-    const std::size_t nl = buffer_.find("\r\n", scan_);
+    // The search goes on where the last one ended (less one byte: a CR there may have its LF now), so a
+    // reply that comes a few bytes at a time is not searched again from its start each time.
+    const std::size_t nl = buffer_.find("\r\n", std::max(scan_, searched_));
     if (nl == std::string::npos) {
+      searched_ = buffer_.empty() ? 0 : buffer_.size() - 1;
       // The line not yet ended counts too: a reply that never ends its line is as long as one that
       // never ends.
       if (pending_ + (buffer_.size() - scan_) > kMaxReplyBytes) return fail("reply too long");
       if (scan_ > 0) {
         buffer_.erase(0, scan_);
+        searched_ = searched_ > scan_ ? searched_ - scan_ : 0;
         scan_ = 0;
       }
       return std::nullopt;

@@ -45,8 +45,9 @@ class ReplyReader {
   std::optional<ClientReply> fail(std::string why);
 
   std::string buffer_;
-  std::size_t scan_ = 0;     // where the next unread line starts in buffer_
-  std::size_t pending_ = 0;  // bytes of the current reply's lines read so far
+  std::size_t scan_ = 0;      // where the next unread line starts in buffer_
+  std::size_t searched_ = 0;  // buffer_ holds no CRLF that starts before this (past scan_)
+  std::size_t pending_ = 0;   // bytes of the current reply's lines read so far
   std::vector<std::string> lines_;
   std::vector<std::string> last_lines_;
   std::optional<ClientReply> failed_;
