@@ -140,7 +140,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
                   "spill_bytes", "store_bytes", "disk_reserve_bytes", "index_min_free_bytes"}},
       {"archive", {"group_commit_linger_ms", "index_commit_interval_ms", "seal_interval_ms", "train_dictionary_after"}},
       {"delivery", {"primary", "smarthost", "tls", "verify_certificates", "retry_schedule", "queue_lifetime",
-                    "connections_per_destination", "connect_timeout", "reply_timeout", "mx_port"}},
+                    "connections_per_destination", "connect_timeout", "reply_timeout", "mx_port", "mx_address_limit"}},
       {"dns", {"servers"}},
       {"listener", {"name", "role", "address", "port", "tls", "bare_newline"}},
       {"continuity", {"window", "alert_after", "alert_repeat", "auto_start", "auto_stop", "drain_rate", "dedupe_window",
@@ -386,6 +386,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(D["connect_timeout"], "delivery.connect_timeout", c.delivery.connect_timeout, 1, 3600);
   num(D["reply_timeout"], "delivery.reply_timeout", c.delivery.reply_timeout, 1, 3600);
   num(D["mx_port"], "delivery.mx_port", c.delivery.mx_port, 1, 65535);
+  num(D["mx_address_limit"], "delivery.mx_address_limit", c.delivery.mx_address_limit, 0, 1000);
   strings(t["dns"]["servers"], "dns.servers", c.delivery.dns_servers);
 
   if (auto* arr = t["listener"].as_array()) {

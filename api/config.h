@@ -58,6 +58,9 @@ struct DeliveryConfig {
   unsigned reply_timeout = 300;
   // The SMTP port of mail exchangers. Always 25 on the internet; tests point it at their own servers.
   std::uint16_t mx_port = 25;
+  // At most this many mail exchanger addresses tried per delivery, best first (Postfix's
+  // smtp_mx_address_limit); 0: every one.
+  unsigned mx_address_limit = 5;
   // DNS servers for MX lookups ("ip" or "ip@port"); empty: the system's /etc/resolv.conf.
   std::vector<std::string> dns_servers;
 };

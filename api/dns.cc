@@ -127,7 +127,7 @@ struct Resolver::Impl {
     return out;
   }
 
-  Result<std::vector<MailExchanger>> lookup(const std::string& name) {
+  Result<std::vector<MailExchanger>> lookup(const std::string& name, std::size_t max_addresses) {
     // An internationalised domain is looked up by its A-labels (DNS holds no UTF-8 names).
     const std::optional<std::string> ascii = ascii_domain(name);
     if (!ascii) return make_error(ErrorCode::kNotFound, "domain " + name + " is not a valid internationalised name");
@@ -154,7 +154,9 @@ struct Resolver::Impl {
                      [](const MailExchanger& a, const MailExchanger& b) { return a.preference < b.preference; });
     bool any = false;
     Error last_error = make_error(ErrorCode::kNotFound, "no address for the mail exchangers of " + domain);
+    std::size_t found = 0, looked = 0;
     for (auto& e : list) {
+      if ((max_addresses && found >= max_addresses) || looked++ >= Resolver::kMaxExchangersLooked) break;
       bool host_nx = false;
       auto addrs = addresses(e.host, host_nx);
       if (!addrs) {
@@ -162,6 +164,8 @@ struct Resolver::Impl {
         continue;
       }
       e.addresses = std::move(addrs).value();
+      if (max_addresses && found + e.addresses.size() > max_addresses) e.addresses.resize(max_addresses - found);
+      found += e.addresses.size();
       any |= !e.addresses.empty();
     }
     if (!any) return last_error;
@@ -198,16 +202,16 @@ using Answer = std::optional<Result<std::vector<MailExchanger>>>;
 
 // A plain function, not a capturing lambda: GCC 12 destroys a coroutine lambda's captures twice.
 template <typename Impl>
-asio::awaitable<Answer> lookup_on_pool(Impl* m, std::string domain) {
-  co_return Answer(m->lookup(domain));
+asio::awaitable<Answer> lookup_on_pool(Impl* m, std::string domain, std::size_t max_addresses) {
+  co_return Answer(m->lookup(domain, max_addresses));
 }
 
 }  // namespace
 
-asio::awaitable<Result<std::vector<MailExchanger>>> Resolver::mail_exchangers(std::string domain) {
+asio::awaitable<Result<std::vector<MailExchanger>>> Resolver::mail_exchangers(std::string domain, std::size_t max_addresses) {
   Impl& m = *impl_;
   // The blocking lookup runs as a coroutine on the DNS thread; this one resumes on its own executor.
-  Answer answer = co_await asio::co_spawn(m.pool.get_executor(), lookup_on_pool(&m, std::move(domain)),
+  Answer answer = co_await asio::co_spawn(m.pool.get_executor(), lookup_on_pool(&m, std::move(domain), max_addresses),
                                           asio::use_awaitable);
   co_return std::move(*answer);
 }

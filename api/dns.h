@@ -51,8 +51,12 @@ class Resolver {
   // The exchangers for `domain`, best preference first (ties in random order), each with its
   // addresses. A domain without MX records is its own exchanger. Errors: kNotFound when the domain
   // does not exist or has no usable address (a permanent failure: bounce), kIo when the lookup failed
-  // (temporary: try later).
-  asio::awaitable<Result<std::vector<MailExchanger>>> mail_exchangers(std::string domain);
+  // (temporary: try later). `max_addresses` (0: no limit) bounds the addresses over all exchangers,
+  // best first, and the lookups made for them, as Postfix's smtp_mx_address_limit: a domain that
+  // lists a hundred exchangers costs a hundred connection timeouts a try otherwise (test_mx.py
+  // test_at_most_the_address_limit_of_exchangers_is_tried). At most kMaxExchangersLooked up in any case.
+  static constexpr std::size_t kMaxExchangersLooked = 100;
+  asio::awaitable<Result<std::vector<MailExchanger>>> mail_exchangers(std::string domain, std::size_t max_addresses = 0);
 
  private:
   Resolver() = default;

@@ -326,7 +326,7 @@ struct DeliveryAgent::Impl {
       }
     } else {
       std::string domain = dest.substr(3);
-      auto mx = co_await resolver->mail_exchangers(domain);
+      auto mx = co_await resolver->mail_exchangers(domain, config.delivery.mx_address_limit);
       if (!mx) {
         // A domain that does not exist (or accepts no mail) is a permanent failure; anything else
         // about DNS is temporary.

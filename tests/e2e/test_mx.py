@@ -32,7 +32,13 @@ class MxDeliveryTest(unittest.TestCase):
                                   "--address=/nonexistent.example/",
                                   # bücher.example, as DNS holds it: by its A-labels
                                   "--local=/xn--bcher-kva.example/",
-                                  "--mx-host=xn--bcher-kva.example,mx1.remote.example,10"))
+                                  "--mx-host=xn--bcher-kva.example,mx1.remote.example,10",
+                                  # many.example: eight exchangers; the first seven take no
+                                  # connection, the eighth is the working sink on 127.0.0.2
+                                  "--local=/many.example/",
+                                  *[f"--mx-host=many.example,mx{n}.many.example,{10 * n}" for n in range(1, 9)],
+                                  *[f"--host-record=mx{n}.many.example,127.0.0.{20 + n}" for n in range(1, 8)],
+                                  "--host-record=mx8.many.example,127.0.0.2"))
         self.mx1 = Sink(self.smtp_port, os.path.join(self.tmp, "mx1"), address="127.0.0.2")
         self.mx2 = Sink(self.smtp_port, os.path.join(self.tmp, "mx2"), address="127.0.0.3")
         self.outbound = free_port()
@@ -100,6 +106,27 @@ index_commit_interval_ms = 200
             log = f.read()
         self.assertIn("delivered to=<x@remote.example> relay=mx1.remote.example[127.0.0.2]", log)
         self.assertIn("delivered to=<y@plain.example> relay=plain.example[127.0.0.3]", log)
+
+    def test_at_most_the_address_limit_of_exchangers_is_tried(self):
+        """api/dns.h mail_exchangers, delivery.mx_address_limit (5, as Postfix's smtp_mx_address_limit):
+        of many.example's eight exchangers, the five best are tried (each refuses the connection) and
+        the other three are neither tried nor looked up, the eighth included, though it would take the
+        mail: a domain listing a hundred dead exchangers would otherwise cost a hundred connection
+        timeouts a try. The mail stays queued for the next try."""
+        s = smtplib.SMTP("127.0.0.1", self.outbound, timeout=10)
+        s.sendmail("ana@northwind.example", ["x@many.example"],
+                   "Subject: many exchangers\r\nMessage-ID: <many@northwind.example>\r\n\r\nhello\r\n")
+        s.quit()
+        self.until(lambda: self.cli("queue")["total"] == 1 and
+                   self.cli("queue")["entries"][0]["recipients"][0]["attempts"] >= 2, "two tries")
+        with open(os.path.join(self.tmp, "serve.log")) as f:
+            log = f.read()
+        for n in range(1, 6):
+            self.assertIn(f"mx{n}.many.example[127.0.0.{20 + n}]", log, f"exchanger {n} tried")
+        for n in range(6, 9):
+            self.assertNotIn(f"mx{n}.many.example", log, f"exchanger {n} past the limit")
+        self.assertEqual([m for m in self.mx1.messages() if b"many@northwind.example" in m], [])
+        self.assertEqual(self.cli("queue")["entries"][0]["recipients"][0]["state"], "pending")
 
     def test_an_internationalised_domain_is_found_and_reached_in_a_labels(self):
         """SMTPUTF8 mail to ana@bücher.example: the MX is looked up by the domain's A-labels
