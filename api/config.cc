@@ -151,7 +151,7 @@ const std::map<std::string, std::set<std::string>>& known_keys() {
       {"checkpoints", {"publish", "every", "timeout"}},
       {"retention", {"every"}},
       {"admin", {"listen", "token_file", "public_url", "tls"}},
-      {"imap", {"sessions", "sessions_per_ip", "idle_timeout"}},
+      {"imap", {"sessions", "sessions_per_ip", "idle_timeout", "login_timeout"}},
       {"web", {"listen", "tls", "session_idle_minutes", "session_max_hours", "connections", "connections_per_ip",
                "requests_per_second"}},
       {"auth", {"plaintext_login_networks"}},
@@ -416,6 +416,7 @@ Result<ServeConfig> parse_serve_config(std::string_view text, const std::string&
   num(t["imap"]["sessions"], "imap.sessions", c.imap_max_sessions, 1, 1000000);
   num(t["imap"]["sessions_per_ip"], "imap.sessions_per_ip", c.imap_max_sessions_per_ip, 1, 1000000);
   num(t["imap"]["idle_timeout"], "imap.idle_timeout", c.imap_idle_timeout_s, 60, 86400);
+  num(t["imap"]["login_timeout"], "imap.login_timeout", c.imap_login_timeout_s, 1, 3600);
   // [web]: a file without the table has no web portal; the embedded default has one.
   str(t["web"]["listen"], "web.listen", c.web.listen);
   str(t["web"]["tls"], "web.tls", c.web.tls);

@@ -186,6 +186,7 @@ struct ServeConfig {
   unsigned imap_max_sessions = 2000;
   unsigned imap_max_sessions_per_ip = 600;
   unsigned imap_idle_timeout_s = 1800;  // RFC 9051 5.4: at least 30 minutes
+  unsigned imap_login_timeout_s = 180;  // from connection to login, in all
   // Clients in these networks may log in (IMAP, submission) without TLS, as Dovecot counts loopback
   // as secure ([auth] plaintext_login_networks).
   std::vector<Network> plaintext_login_networks;  // default 127.0.0.0/8 and ::1

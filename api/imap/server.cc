@@ -202,16 +202,36 @@ struct ImapServer::Impl {
       co_return true;
     };
     // RFC 9051 5.4: at least 30 minutes before an authenticated client is logged out; a client that
-    // has not logged in gets a minute.
-    auto idle_limit = [&] {
-      return session.logged_in() ? std::chrono::seconds(config.imap_idle_timeout_s) : std::chrono::seconds(60);
+    // has not logged in gets a minute of silence, and imap.login_timeout in all (as Dovecot's login
+    // processes): a client that sends a byte now and then never logging in holds a connection no
+    // longer (test_failures.py test_an_imap_client_that_never_logs_in_is_cut_off).
+    const auto login_by = std::chrono::steady_clock::now() + std::chrono::seconds(config.imap_login_timeout_s);
+    auto idle_limit = [&]() -> std::chrono::steady_clock::duration {
+      if (session.logged_in()) return std::chrono::seconds(config.imap_idle_timeout_s);
+      return std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(60),
+                                                           login_by - std::chrono::steady_clock::now());
+    };
+
+    auto past_login_time = [&] { return !session.logged_in() && std::chrono::steady_clock::now() >= login_by; };
+    auto end_at_login_time = [&]() -> awaitable<void> {
+      spdlog::info("imap {}: [{}] not logged in after {} s: session ended (imap.login_timeout)", lc.name, ip,
+                   config.imap_login_timeout_s);
+      (void)co_await write("* BYE login time limit\r\n");
     };
 
     while (!stopping) {
+      if (past_login_time()) {
+        co_await end_at_login_time();
+        co_return;
+      }
       reader->set_authenticated(session.logged_in());  // a message's literal only after login
       auto ev = reader->next();
       if (ev == imap::CommandReader::Event::kNone) {
         bool more = co_await read_more(idle_limit());
+        if (!more && !stopping && past_login_time()) {
+          co_await end_at_login_time();
+          co_return;
+        }
         if (!more) {
           (void)co_await write("* BYE " + std::string(stopping ? "shutting down" : "autologout") + "\r\n");
           co_return;

@@ -766,6 +766,43 @@ networks = ["10.99.0.0/16"]
         self.assertIn("421", codes, "a busy session still ends at its deadline")
         self.assertIn("session time limit", srv.server_log())
 
+    def test_an_imap_client_that_never_logs_in_is_cut_off(self):
+        """api/imap/server.cc: a connection not logged in by imap.login_timeout (2 s here) gets
+        "* BYE login time limit" however busy it keeps (a NOOP every 0.3 s, each within the minute of
+        silence a client before login has), where it was served for as long as it sent; a client that
+        logs in is not cut off at that time."""
+        port, imap = free_port(), free_port()
+        srv = self.server(config(port, extra=f"""[imap]
+login_timeout = 2
+[[listener]]
+role = "imap"
+port = {imap}
+tls = "none"
+""")).start()
+        srv.add_user("ana@example.com", "pw")
+        user = imaplib.IMAP4("127.0.0.1", imap, timeout=10)
+        user.login("ana@example.com", "pw")
+        with socket.create_connection(("127.0.0.1", imap), timeout=10) as sock:
+            f = sock.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"* OK"))
+            got, started, n = b"", time.time(), 0
+            while time.time() - started < 20 and b"* BYE" not in got:
+                n += 1
+                try:
+                    sock.sendall(b"a%d NOOP\r\n" % n)
+                except OSError:
+                    break
+                line = f.readline()
+                if not line:
+                    break
+                got += line
+                time.sleep(0.3)
+        self.assertIn(b"* BYE login time limit", got)
+        self.assertIn("imap.login_timeout", srv.server_log())
+        time.sleep(0.5)  # past the time limit for the logged-in session as well
+        self.assertEqual(user.noop()[0], "OK", "a logged-in session is not cut off")
+        user.logout()
+
     def test_one_writer_per_data_folder(self):
         port = free_port()
         srv = self.server(config(port)).start()
