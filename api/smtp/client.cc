@@ -6,6 +6,8 @@
 
 #include <openssl/evp.h>
 
+#include "api/write.h"
+
 
 namespace mailark::smtp {
 
@@ -35,29 +37,26 @@ bool SmtpClient::has_extension(const std::string& name) const {
   return false;
 }
 
+// A write may take as long as the server goes on reading: each 64 KiB within the reply timeout (as
+// Postfix's smtp_data_xfer_timeout, per write), and the whole within the reply timeout and a second
+// per KiB. A large message to a server behind a slow link is delivered, where the reply timeout for
+// the whole write failed it on every try (test_delivery.py
+// test_a_large_message_to_a_slow_reader_is_delivered); a server that stops reading is left as before.
 awaitable<bool> SmtpClient::write(const std::string& bytes) {
-  asio::steady_timer timer(io_);
-  timer.expires_after(reply_timeout_);
+  const auto deadline = std::chrono::steady_clock::now() + reply_timeout_ + std::chrono::seconds(bytes.size() / 1024);
   asio::error_code ec;
-  if (tls_active_) {
-    auto r = co_await (asio::async_write(*tls_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
-                       timer.async_wait(as_tuple(use_awaitable)));
-    if (r.index() == 1) co_return false;
-    ec = std::get<0>(std::get<0>(r));
-  } else {
-    auto r = co_await (asio::async_write(socket_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
-                       timer.async_wait(as_tuple(use_awaitable)));
-    if (r.index() == 1) co_return false;
-    ec = std::get<0>(std::get<0>(r));
-  }
+  if (tls_active_)
+    ec = co_await api::write_within(*tls_, asio::buffer(bytes), reply_timeout_, deadline);
+  else
+    ec = co_await api::write_within(socket_, asio::buffer(bytes), reply_timeout_, deadline);
   co_return !ec;
 }
 
 // The reply timeout bounds the whole reply, not each read: a server that sends a byte now and then
 // holds a delivery no longer than one that sends nothing (test_delivery.py
 // test_an_endless_reply_is_cut_off_and_the_mail_kept).
-awaitable<ClientReply> SmtpClient::read_reply() {
-  const auto deadline = std::chrono::steady_clock::now() + reply_timeout_;
+awaitable<ClientReply> SmtpClient::read_reply(std::chrono::seconds more) {
+  const auto deadline = std::chrono::steady_clock::now() + reply_timeout_ + more;
   while (true) {
     if (auto r = replies_.next()) co_return *r;
     ClientReply reply;
@@ -207,7 +206,10 @@ awaitable<std::vector<ClientReply>> SmtpClient::pipeline(const std::vector<std::
 awaitable<ClientReply> SmtpClient::send_data(const std::string& message) {
   bool sent = co_await write(dot_stuff(message));
   if (!sent) co_return ClientReply{0, "cannot send to " + peer_};
-  ClientReply r = co_await read_reply();
+  // The write ends when the last bytes are in this side's buffers (megabytes), not when the server
+  // has read them: its answer may come that much later (Postfix has smtp_data_done_timeout, 600 s,
+  // for it). The same second per KiB as the write.
+  ClientReply r = co_await read_reply(std::chrono::seconds(message.size() / 1024));
   co_return r;
 }
 

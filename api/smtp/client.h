@@ -60,7 +60,8 @@ class SmtpClient {
 
  private:
   asio::awaitable<ClientReply> open_once(const std::string& host, std::uint16_t port, Tls tls, const std::string& tls_name);
-  asio::awaitable<ClientReply> read_reply();
+  // One whole reply within the reply timeout, and `more` (the answer to a message's data).
+  asio::awaitable<ClientReply> read_reply(std::chrono::seconds more = std::chrono::seconds(0));
   asio::awaitable<bool> write(const std::string& bytes);
 
   asio::io_context& io_;

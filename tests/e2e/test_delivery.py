@@ -327,13 +327,15 @@ index_commit_interval_ms = 200
         self.assertFalse(any(line.startswith(b"2026-01-01T00:00:00") for line in log.splitlines()),
                          "no forged line in the log")
 
-    def hostile_exchanger(self, session):
+    def hostile_exchanger(self, session, receive_buffer=None):
         """A server that greets, then leaves the connection to session(conn, lines, stop) (lines: the
         client's lines as they come), one thread per connection. It is the attacker (a few lines of
         Python), not a stand-in for a real MTA."""
         port = free_port()
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if receive_buffer:  # before listen(): the window a connection starts with
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         listener.bind(("127.0.0.1", port))
         listener.listen(8)
         stop = threading.Event()
@@ -393,6 +395,57 @@ index_commit_interval_ms = 200
                 self.server.send_signal(signal.SIGTERM)
                 self.assertEqual(self.server.wait(timeout=30), 0)
                 self.log.close()
+
+    def test_a_large_message_to_a_slow_reader_is_delivered(self):
+        """api/smtp/client.cc write: a 10 MB message to a server that reads 64 KiB every 50 ms (a slow
+        link) takes several seconds, more than delivery.reply_timeout (2 s here); each 64 KiB goes
+        within it, so the message is delivered, where the reply timeout for the whole write failed it
+        on every try. The server is a few lines of Python with a small receive window, so that the
+        kernel's buffers cannot take the message at once."""
+        received = []
+
+        def slow(conn, lines, stop):
+            def reply(text):
+                conn.sendall(text)
+
+            buf = b""
+            while not stop.is_set():
+                while b"\r\n" not in buf:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    buf += chunk
+                line, buf = buf.split(b"\r\n", 1)
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    reply(b"250-slow\r\n250 8BITMIME\r\n")
+                elif verb == b"DATA":
+                    reply(b"354 go on\r\n")
+                    while not buf.endswith(b"\r\n.\r\n"):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                        time.sleep(0.05)
+                    received.append(len(buf))
+                    buf = b""
+                    reply(b"250 2.0.0 taken\r\n")
+                elif verb == b"QUIT":
+                    reply(b"221 bye\r\n")
+                    return
+                else:
+                    reply(b"250 ok\r\n")
+
+        port = self.hostile_exchanger(slow, receive_buffer=65536)
+        self.start_server(port, extra="reply_timeout = 2")
+        body = ("x" * 76 + "\r\n") * (10 * 1024 * 1024 // 78)
+        s = smtplib.SMTP("127.0.0.1", self.mx, timeout=60)
+        s.sendmail("alice@sender.example", ["bob@example.com"],
+                   "Subject: large\r\nMessage-ID: <large@sender.example>\r\n\r\n" + body)
+        s.quit()
+        self.until(lambda: self.cli("queue")["total"] == 0, "the large message delivered", seconds=90)
+        self.assertEqual(len(received), 1, "delivered once")
+        self.assertGreater(received[0], 10 * 1024 * 1024 - 1024)
 
 if __name__ == "__main__":
     unittest.main()
