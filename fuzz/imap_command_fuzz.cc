@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "api/imap/command.h"
+#include "fuzz/chunks.h"
 
 using namespace mailark::api::imap;
 
@@ -53,12 +54,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (++gate_calls % 3 != 0) return std::nullopt;
     return gate_calls % 2 ? "[UNAVAILABLE] busy" : "[OVERQUOTA] Not enough disk space";
   });
-  std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::size_t pos = 0, step = 1 + data[0] % 61;
-  while (pos < in.size()) {
-    std::size_t n = std::min(step, in.size() - pos);
-    reader.feed(in.substr(pos, n));
-    pos += n;
+  mailark::fuzz::feed_in_chunks(data, size, [&](std::string_view chunk, std::size_t pos) {
+    reader.feed(chunk);
     bool closed = false;
     while (!closed) {
       auto e = reader.next();
@@ -73,8 +70,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (e == CommandReader::Event::kClose) closed = true;
       if (e == CommandReader::Event::kCommand && (pos & 7) == 0) reader.expect_line();
     }
-    if (closed) break;
+    if (closed) return false;
     if (reader.buffered() > limits.max_line_bytes * 2 + limits.max_append_bytes + 64) std::abort();
-  }
+    return true;
+  });
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "api/smtp/reply.h"
+#include "fuzz/chunks.h"
 
 using namespace mailark::smtp;
 
@@ -20,14 +21,9 @@ void check_text(std::string_view text) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 1) return 0;
   ReplyReader reader;
-  std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::size_t pos = 0, step = 1 + data[0] % 61;
-  while (pos < in.size()) {
-    std::size_t n = std::min(step, in.size() - pos);
-    reader.feed(in.substr(pos, n));
-    pos += n;
+  mailark::fuzz::feed_in_chunks(data, size, [&](std::string_view chunk, std::size_t) {
+    reader.feed(chunk);
     while (auto r = reader.next()) {
       check_text(r->text);
       if (reader.failed()) {
@@ -40,6 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (reader.last_lines().empty()) std::abort();
       for (const auto& line : reader.last_lines()) check_text(line);
     }
-  }
+    return true;
+  });
   return 0;
 }
