@@ -5,6 +5,8 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 
+#include "api/write.h"
+
 namespace mailark::api::imap {
 
 using asio::awaitable;
@@ -33,17 +35,17 @@ void Client::abort() {
   socket_.close(ec);
 }
 
+// As the SMTP client's writes (api/smtp/client.cc): each 64 KiB within the timeout, the whole within
+// it and a second per KiB, so a large Sent copy to a primary behind a slow link goes through.
 awaitable<bool> Client::write(const std::string& bytes) {
-  asio::steady_timer timer(io_);
-  timer.expires_after(timeout_);
-  if (tls_active_) {
-    auto r = co_await (asio::async_write(*tls_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
-                       timer.async_wait(as_tuple(use_awaitable)));
-    co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
-  }
-  auto r = co_await (asio::async_write(socket_, asio::buffer(bytes), as_tuple(use_awaitable)) ||
-                     timer.async_wait(as_tuple(use_awaitable)));
-  co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
+  const auto until = deadline() + std::chrono::seconds(bytes.size() / 1024);
+  // GCC 12 miscompiles co_await inside a conditional expression: one statement each.
+  asio::error_code ec;
+  if (tls_active_)
+    ec = co_await api::write_within(*tls_, asio::buffer(bytes), timeout_, until);
+  else
+    ec = co_await api::write_within(socket_, asio::buffer(bytes), timeout_, until);
+  co_return !ec;
 }
 
 // A response must come whole by the deadline: each wait for a command's answer has one, so a server
@@ -191,7 +193,9 @@ awaitable<Outcome> Client::append(const std::string& folder, const std::string& 
       if (r->kind == Response::Kind::kContinuation) {
         sent = co_await write(message + "\r\n");
         if (!sent) co_return lost("connection lost during APPEND");
-        until = deadline();  // the wait for the answer starts once the message is sent
+        // The wait for the answer starts once the message is written, while the primary may still be
+        // reading what this side's buffers held: the same second per KiB as the write.
+        until = deadline() + std::chrono::seconds(message.size() / 1024);
       } else if (r->kind == Response::Kind::kTagged && r->tag == tag) {
         answer = Outcome{r->status == "OK", false, r->status + " " + r->text};
         done = true;

@@ -43,7 +43,7 @@ class Client {
   asio::awaitable<Outcome> command(const std::string& line);   // sends "tag line", waits for the tagged answer
   // The next response, or nothing: the connection lost, a response past the reader's bounds, or
   // nothing whole by the deadline (timed_out_).
-  asio::awaitable<std::optional<Response>> read_response(std::chrono::steady_clock::time_point deadline);
+  asio::awaitable<std::optional<Response>> read_response(std::chrono::steady_clock::time_point until);
   std::chrono::steady_clock::time_point deadline() const;  // now + the timeout
   std::string no_answer(const std::string& what) const;    // what, and why there was none
   asio::awaitable<bool> write(const std::string& bytes);

@@ -8,7 +8,6 @@
 
 #include "api/write.h"
 
-
 namespace mailark::smtp {
 
 using asio::awaitable;
