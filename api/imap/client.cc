@@ -129,6 +129,10 @@ awaitable<Outcome> Client::connect(const std::string& host, std::uint16_t port, 
                        t.async_wait(as_tuple(use_awaitable)));
     if (h.index() == 1 || std::get<0>(std::get<0>(h))) co_return false;
     tls_active_ = true;
+    // Nothing read before the handshake is an answer after it: a man in the middle who put lines
+    // behind the STARTTLS OK in the clear would otherwise have them read as the server's (CVE-2011-0411's
+    // kind, on the client's side; ImapClient.LinesSentInTheClearBeforeTlsAreNotReadAfterIt).
+    reader_ = ResponseReader();
     co_return true;
   };
   if (tls == Tls::kImplicit) {
