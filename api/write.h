@@ -24,6 +24,13 @@ namespace mailark::api {
 
 inline constexpr std::size_t kWriteChunk = 64 * 1024;
 
+// How much longer than its stall bound a transfer of `bytes` may take in all, and how much longer the
+// answer to it may take (what this side's buffers held is still being read then): a second per KiB,
+// so a peer that reads at least 1 KiB/s is served. The delivery and continuity clients' writes
+// (api/smtp/client.cc, api/imap/client.cc; test_delivery.py
+// test_a_large_message_to_a_slow_reader_is_delivered).
+inline std::chrono::seconds transfer_allowance(std::size_t bytes) { return std::chrono::seconds(bytes / 1024); }
+
 template <typename Stream>
 asio::awaitable<asio::error_code> write_within(Stream& stream, asio::const_buffer bytes, std::chrono::steady_clock::duration stall,
                                    std::chrono::steady_clock::time_point deadline =

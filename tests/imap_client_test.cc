@@ -79,8 +79,7 @@ TEST(ImapClient, LinesSentInTheClearBeforeTlsAreNotReadAfterIt) {
   auto pair = ensure_self_signed(dir.path(), "imap.test.example");
   ASSERT_TRUE(pair) << pair.error().to_string();
   asio::ssl::context server_tls(asio::ssl::context::tls_server);
-  server_tls.use_certificate_chain_file(pair->first);
-  server_tls.use_private_key_file(pair->second, asio::ssl::context::pem);
+  ASSERT_TRUE(use_server_certificate(server_tls, pair->first, pair->second));
   asio::io_context io;
   asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   const auto port = acceptor.local_endpoint().port();

@@ -38,7 +38,7 @@ void Client::abort() {
 // As the SMTP client's writes (api/smtp/client.cc): each 64 KiB within the timeout, the whole within
 // it and a second per KiB, so a large Sent copy to a primary behind a slow link goes through.
 awaitable<bool> Client::write(const std::string& bytes) {
-  const auto until = deadline() + std::chrono::seconds(bytes.size() / 1024);
+  const auto until = deadline() + api::transfer_allowance(bytes.size());
   // GCC 12 miscompiles co_await inside a conditional expression: one statement each.
   asio::error_code ec;
   if (tls_active_)
@@ -199,7 +199,7 @@ awaitable<Outcome> Client::append(const std::string& folder, const std::string& 
         if (!sent) co_return lost("connection lost during APPEND");
         // The wait for the answer starts once the message is written, while the primary may still be
         // reading what this side's buffers held: the same second per KiB as the write.
-        until = deadline() + std::chrono::seconds(message.size() / 1024);
+        until = deadline() + api::transfer_allowance(message.size());
       } else if (r->kind == Response::Kind::kTagged && r->tag == tag) {
         answer = Outcome{r->status == "OK", false, r->status + " " + r->text};
         done = true;

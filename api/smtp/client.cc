@@ -42,7 +42,7 @@ bool SmtpClient::has_extension(const std::string& name) const {
 // the whole write failed it on every try (test_delivery.py
 // test_a_large_message_to_a_slow_reader_is_delivered); a server that stops reading is left as before.
 awaitable<bool> SmtpClient::write(const std::string& bytes) {
-  const auto deadline = std::chrono::steady_clock::now() + reply_timeout_ + std::chrono::seconds(bytes.size() / 1024);
+  const auto deadline = std::chrono::steady_clock::now() + reply_timeout_ + api::transfer_allowance(bytes.size());
   asio::error_code ec;
   if (tls_active_)
     ec = co_await api::write_within(*tls_, asio::buffer(bytes), reply_timeout_, deadline);
@@ -208,7 +208,7 @@ awaitable<ClientReply> SmtpClient::send_data(const std::string& message) {
   // The write ends when the last bytes are in this side's buffers (megabytes), not when the server
   // has read them: its answer may come that much later (Postfix has smtp_data_done_timeout, 600 s,
   // for it). The same second per KiB as the write.
-  ClientReply r = co_await read_reply(std::chrono::seconds(message.size() / 1024));
+  ClientReply r = co_await read_reply(api::transfer_allowance(message.size()));
   co_return r;
 }
 
