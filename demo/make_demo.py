@@ -3,6 +3,12 @@
 
 The messages are made up for the demo (a fictional company, Northwind Shipping). Run it again after
 changing the messages below; the output is committed so a fresh machine needs nothing else.
+
+The email package's default policy (compat32) writes a non-ASCII name's whole "Name <addr>" as RFC 2047
+words (Chloé's From, To and Cc fields). That is not well-formed, but it is what many scripts send, so it
+is kept: mailark finds the addresses in it (tests Message.AWholeAddressInEncodedWordsIsFound,
+Mailbox.AnImportIsPlacedByAddressesWrittenAsEncodedWords), and tests pin the mailbox's bytes
+(tests/e2e/test_upgrade.py imports it into folders written by older releases).
 """
 import email.generator
 import email.mime.application

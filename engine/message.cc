@@ -388,6 +388,23 @@ std::vector<Address> parse_address_list(std::string_view value, unsigned max, bo
   }
   g_mime_parser_options_free(opts);
   if (out.empty() && text.find('@') != std::string::npos) out = split_addresses_loosely(text, max);
+  // Senders that encode a whole "Name <addr>" as RFC 2047 words (what Python's email package writes
+  // for a non-ASCII name under its default compat32 policy) leave GMime an encoded word where the
+  // address belongs, or nothing. The decoded text is split loosely then, when that finds more
+  // addresses (parse_message does the same for the fields it reads). Tests:
+  // Message.AWholeAddressInEncodedWordsIsFound, ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords,
+  // Mailbox.AnImportIsPlacedByAddressesWrittenAsEncodedWords.
+  if (text.find("=?") != std::string::npos) {
+    auto with_at = [](const std::vector<Address>& list) {
+      return static_cast<std::size_t>(
+          std::count_if(list.begin(), list.end(), [](const Address& a) { return a.addr.find('@') != std::string::npos; }));
+    };
+    const std::string decoded = decode_header_text(text);
+    if (with_at(out) < static_cast<std::size_t>(std::count(decoded.begin(), decoded.end(), '@'))) {
+      std::vector<Address> loose = split_addresses_loosely(decoded, max);
+      if (with_at(loose) > with_at(out)) out = std::move(loose);
+    }
+  }
   return out;
 }
 

@@ -395,6 +395,28 @@ TEST(MimeTree, SectionsAreCutFromTheStoredBytes) {
                  "((\"B\" NIL \"b\" \"example.com\")(NIL NIL \"c\" \"example.com\")) NIL NIL NIL NIL)");
 }
 
+TEST(ImapFetch, EnvelopeOfAddressesWrittenAsEncodedWords) {
+  // The whole "Name <addr>" in RFC 2047 words: the address is found, the name sent encoded again.
+  std::string raw =
+      "From: =?utf-8?q?Chlo=C3=A9_Dubois_=3Cchloe=2Edubois=40northwind=2Eexample=3E?=\r\n"
+      "To: =?utf-8?q?Ben_Okafor_=3Cben=2Eokafor=40northwind=2Eexample=3E=2C_Chlo?=\r\n"
+      " =?utf-8?q?=C3=A9_Dubois_=3Cchloe=2Edubois=40northwind=2Eexample=3E?=\r\n"
+      "Cc: root\r\n"
+      "Bcc: undisclosed-recipients:;\r\n"
+      "Subject: x\r\n\r\nbody\r\n";
+  MimeNode top = parse_mime_tree(raw);
+  std::string env = envelope(raw, top);
+  const std::string chloe = "(\"=?UTF-8?b?Q2hsb8Op?= Dubois\" NIL \"chloe.dubois\" \"northwind.example\")";
+  EXPECT_NE(env.find("(NIL \"x\" (" + chloe + ") (" + chloe + ") (" + chloe + ") ((\"Ben Okafor\" NIL \"ben.okafor\" "
+                     "\"northwind.example\")" + chloe + ") "),
+            std::string::npos)
+      << env;
+  // A NIL host marks a group: an address without a domain or a mailbox says so instead (as Dovecot).
+  EXPECT_NE(env.find("((NIL NIL \"root\" \"MISSING_DOMAIN\"))"), std::string::npos) << env;
+  EXPECT_EQ(env.find("\"root\" NIL"), std::string::npos) << env;
+  EXPECT_NE(env.find("(NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)"), std::string::npos) << env;
+}
+
 TEST(MimeTree, BrokenStructureNeverFails) {
   for (std::string raw : {std::string(""), std::string("no header at all"), std::string("Subject: x\r\n"),
                           std::string("Content-Type: multipart/mixed\r\n\r\nno boundary"),

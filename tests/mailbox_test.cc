@@ -241,6 +241,25 @@ TEST(Mailbox, ImportsArePlacedByOwnerOrByHeaders) {
   EXPECT_EQ(f.seqs(b, "Sent"), std::vector<std::uint64_t>{s3});
 }
 
+TEST(Mailbox, AnImportIsPlacedByAddressesWrittenAsEncodedWords) {
+  // Python's email package (compat32) writes a non-ASCII name's whole "Name <addr>" as RFC 2047
+  // words: alice wrote it (her Sent), bob and carol got it (their INBOX).
+  Fixture f;
+  User a = f.add("alice@example.com");
+  User b = f.add("bob@example.com");
+  User c = f.add("carol@example.com");
+  auto s = f.append(Direction::kImport, "", {},
+                    "From: =?utf-8?q?Al=C3=AFce_=3Calice=40example=2Ecom=3E?=\r\n"
+                    "To: =?utf-8?q?B=C3=B6b_=3Cbob=40example=2Ecom=3E=2C_Car?=\r\n"
+                    " =?utf-8?q?=C3=B6l_=3Ccarol=40example=2Ecom=3E?=\r\n"
+                    "Subject: s\r\n\r\nx\r\n",
+                    0, scanner::VerdictKind::kClean, "import");
+  f.follow();
+  EXPECT_EQ(f.seqs(a, "Sent"), std::vector<std::uint64_t>{s});
+  EXPECT_EQ(f.seqs(b, "INBOX"), std::vector<std::uint64_t>{s});
+  EXPECT_EQ(f.seqs(c, "INBOX"), std::vector<std::uint64_t>{s});
+}
+
 TEST(Mailbox, AnImportOfMailAUserAlreadyHasIsNotPlacedTwice) {
   Fixture f;
   User a = f.add("alice@example.com");

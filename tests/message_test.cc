@@ -105,6 +105,44 @@ TEST(MessageModel, AddressHeadersGMimeCannotParseKeepEveryAddress) {
   EXPECT_EQ(m->to[1].addr, "j..smith@enron.com");
 }
 
+// What Python's email package writes for a non-ASCII name under its default policy (compat32): the
+// whole "Name <addr>" as RFC 2047 words, where GMime finds an encoded word for an address, or nothing.
+TEST(Message, AWholeAddressInEncodedWordsIsFound) {
+  const std::string one = " =?utf-8?q?Chlo=C3=A9_Dubois_=3Cchloe=2Edubois=40northwind=2Eexample=3E?=";
+  auto a = parse_address_list(one);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].addr, "chloe.dubois@northwind.example");
+  EXPECT_EQ(a[0].name, "Chlo\xc3\xa9 Dubois");
+  // Two addresses across two folded words (GMime parses nothing of it), with groups kept or not.
+  const std::string two =
+      "=?utf-8?q?Ben_Okafor_=3Cben=2Eokafor=40northwind=2Eexample=3E=2C_Chlo?=\r\n"
+      " =?utf-8?q?=C3=A9_Dubois_=3Cchloe=2Edubois=40northwind=2Eexample=3E?=";
+  for (bool groups : {false, true}) {
+    auto b = parse_address_list(two, 1000, groups);
+    ASSERT_EQ(b.size(), 2u);
+    EXPECT_EQ(b[0].addr, "ben.okafor@northwind.example");
+    EXPECT_EQ(b[0].name, "Ben Okafor");
+    EXPECT_EQ(b[1].addr, "chloe.dubois@northwind.example");
+    EXPECT_EQ(b[1].name, "Chlo\xc3\xa9 Dubois");
+  }
+  // A well-formed encoded name is GMime's to parse, untouched: also when the name is an address.
+  auto c = parse_address_list("=?utf-8?q?Chlo=C3=A9?= <c@example.com>, =?utf-8?q?ana=40example=2Ecom?= <ana@example.com>");
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].addr, "c@example.com");
+  EXPECT_EQ(c[0].name, "Chlo\xc3\xa9");
+  EXPECT_EQ(c[1].addr, "ana@example.com");
+  EXPECT_EQ(c[1].name, "ana@example.com");
+  // The bound holds on the loose path too.
+  EXPECT_EQ(parse_address_list(two, 1).size(), 1u);
+  // And the message model reads the same addresses.
+  auto m = parse_message("From:" + one + "\r\nTo: " + two + "\r\nSubject: x\r\n\r\nbody\r\n", limits);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->from.size(), 1u);
+  EXPECT_EQ(m->from[0].addr, "chloe.dubois@northwind.example");
+  ASSERT_EQ(m->to.size(), 2u);
+  EXPECT_EQ(m->to[0].addr, "ben.okafor@northwind.example");
+}
+
 TEST(MessageModel, InvalidDateIsAbsentNotAnError) {
   auto m = parse_message("From: a@example.com\nDate: the day after tomorrow\nSubject: x\n\nbody\n", limits);
   ASSERT_TRUE(m.ok());

@@ -50,9 +50,13 @@ std::string address_list(const std::optional<std::string>& value) {
     out += a.name.empty() ? std::string("NIL") : imap_string(encode_phrase(a.name));
     auto route = routes.find(ascii_lower(a.addr));
     out += route == routes.end() ? std::string(" NIL ") : " " + imap_string(route->second) + " ";
+    // A NIL host marks a group (above), so an address without a domain ("root") says what it lacks,
+    // as Dovecot does (test ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords).
+    if (mailbox.empty()) mailbox = "MISSING_MAILBOX";
+    if (at == std::string::npos || host.empty()) host = "MISSING_DOMAIN";
     out += imap_string(mailbox);
     out += " ";
-    out += at == std::string::npos ? std::string("NIL") : imap_string(host);
+    out += imap_string(host);
     out += ")";
   }
   return out + ")";
