@@ -14,6 +14,7 @@
 #include "common/encoding.h"
 #include "engine/lmdb_util.h"
 #include "engine/message.h"
+#include "engine/mime_tree.h"
 
 namespace mailark {
 namespace {
@@ -1120,7 +1121,7 @@ std::vector<MailboxStore::Target> targets_for_import(const ArchiveRecord& r, Loo
   if (auto bytes = snap.raw(r)) raw = std::move(*bytes);
   std::vector<std::string> from;
   if (raw)
-    if (auto v = header_field(*raw, "From"))
+    if (auto v = mime_header_joined(*raw, "From"))
       for (const auto& a : parse_address_list(*v, 20)) from.push_back(a.addr);
   if (!env.rcpt_to.empty()) {
     // import --owner: the owner's Sent when the owner wrote it, else the owner's INBOX.
@@ -1135,7 +1136,7 @@ std::vector<MailboxStore::Target> targets_for_import(const ArchiveRecord& r, Loo
   if (!raw) return out;
   for (const auto& f : from) add(user_of(f), Target::kSent);
   for (const char* field : {"To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To"}) {
-    auto v = header_field(*raw, field);
+    auto v = mime_header_joined(*raw, field);
     if (!v) continue;
     for (const auto& a : parse_address_list(*v, 1000)) add(user_of(a.addr), Target::kInbox);
   }

@@ -258,6 +258,23 @@ std::optional<std::string> mime_header(std::string_view h, std::string_view name
   return out;
 }
 
+std::optional<std::string> mime_header_joined(std::string_view h, std::string_view name) {
+  std::optional<std::string> out;
+  each_field(h, [&](std::string_view field_name, std::size_t start, std::size_t end) {
+    if (!ascii_iequals(field_name, name)) return true;
+    std::string value = field_value(h, field_name, start, end);
+    if (!out) {
+      out = std::move(value);
+    } else if (!value.empty()) {
+      if (out->size() + value.size() + 2 > kMaxJoinedHeaderBytes) return false;
+      if (!out->empty()) *out += ", ";
+      *out += value;
+    }
+    return true;
+  });
+  return out;
+}
+
 std::vector<std::pair<std::string, std::string>> mime_header_list(std::string_view h, std::size_t max) {
   std::vector<std::pair<std::string, std::string>> out;
   each_field(h, [&](std::string_view field_name, std::size_t start, std::size_t end) {

@@ -403,7 +403,8 @@ TEST(ImapFetch, EnvelopeOfAddressesWrittenAsEncodedWords) {
       " =?utf-8?q?=C3=A9_Dubois_=3Cchloe=2Edubois=40northwind=2Eexample=3E?=\r\n"
       "Cc: root\r\n"
       "Bcc: undisclosed-recipients:;\r\n"
-      "Subject: x\r\n\r\nbody\r\n";
+      "Subject: x\r\n"
+      "cc: eve@example.com\r\n\r\nbody\r\n";
   MimeNode top = parse_mime_tree(raw);
   std::string env = envelope(raw, top);
   const std::string chloe = "(\"=?UTF-8?b?Q2hsb8Op?= Dubois\" NIL \"chloe.dubois\" \"northwind.example\")";
@@ -412,9 +413,25 @@ TEST(ImapFetch, EnvelopeOfAddressesWrittenAsEncodedWords) {
             std::string::npos)
       << env;
   // A NIL host marks a group: an address without a domain or a mailbox says so instead (as Dovecot).
-  EXPECT_NE(env.find("((NIL NIL \"root\" \"MISSING_DOMAIN\"))"), std::string::npos) << env;
+  // Two Cc fields: the addresses of both.
+  EXPECT_NE(env.find("((NIL NIL \"root\" \"MISSING_DOMAIN\")(NIL NIL \"eve\" \"example.com\"))"), std::string::npos) << env;
   EXPECT_EQ(env.find("\"root\" NIL"), std::string::npos) << env;
   EXPECT_NE(env.find("(NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)"), std::string::npos) << env;
+}
+
+TEST(MimeTree, AnAddressFieldWrittenTwiceListsBoth) {
+  const std::string h = "To: a@example.com\r\nSubject: s\r\nTO:\r\n b@example.com,\r\n c@example.com\r\nto: \r\n\r\nTo: body@x\r\n";
+  EXPECT_EQ(mime_header_joined(h, "to"), "a@example.com, b@example.com, c@example.com");
+  EXPECT_EQ(mime_header(h, "to"), "a@example.com");
+  EXPECT_EQ(mime_header_joined(h, "Subject"), "s");
+  EXPECT_FALSE(mime_header_joined(h, "Cc"));
+  // Bounded: a field written over and over stops adding past kMaxJoinedHeaderBytes.
+  std::string many;
+  for (int i = 0; i < 30000; ++i) many += "Cc: someone" + std::to_string(i) + "@example.com\r\n";
+  auto joined = mime_header_joined(many + "\r\n", "Cc");
+  ASSERT_TRUE(joined);
+  EXPECT_LE(joined->size(), kMaxJoinedHeaderBytes);
+  EXPECT_GT(joined->size(), kMaxJoinedHeaderBytes - 100);
 }
 
 TEST(MimeTree, BrokenStructureNeverFails) {

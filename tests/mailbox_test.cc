@@ -248,16 +248,18 @@ TEST(Mailbox, AnImportIsPlacedByAddressesWrittenAsEncodedWords) {
   User a = f.add("alice@example.com");
   User b = f.add("bob@example.com");
   User c = f.add("carol@example.com");
+  User d = f.add("d..d@example.com");  // as Enron's addresses: GMime drops it, in a second Cc field
   auto s = f.append(Direction::kImport, "", {},
                     "From: =?utf-8?q?Al=C3=AFce_=3Calice=40example=2Ecom=3E?=\r\n"
                     "To: =?utf-8?q?B=C3=B6b_=3Cbob=40example=2Ecom=3E=2C_Car?=\r\n"
                     " =?utf-8?q?=C3=B6l_=3Ccarol=40example=2Ecom=3E?=\r\n"
-                    "Subject: s\r\n\r\nx\r\n",
+                    "Subject: s\r\nCc: z@internet.example\r\ncc: \"Dee, D.\" <d..d@example.com>\r\n\r\nx\r\n",
                     0, scanner::VerdictKind::kClean, "import");
   f.follow();
   EXPECT_EQ(f.seqs(a, "Sent"), std::vector<std::uint64_t>{s});
   EXPECT_EQ(f.seqs(b, "INBOX"), std::vector<std::uint64_t>{s});
   EXPECT_EQ(f.seqs(c, "INBOX"), std::vector<std::uint64_t>{s});
+  EXPECT_EQ(f.seqs(d, "INBOX"), std::vector<std::uint64_t>{s});
 }
 
 TEST(Mailbox, AnImportOfMailAUserAlreadyHasIsNotPlacedTwice) {

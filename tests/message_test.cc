@@ -143,6 +143,26 @@ TEST(Message, AWholeAddressInEncodedWordsIsFound) {
   EXPECT_EQ(m->to[0].addr, "ben.okafor@northwind.example");
 }
 
+// An address GMime cannot parse beside good ones (Enron's double dots): GMime drops it, the loose
+// split keeps it, as the message model does (MessageModel.AddressHeadersGMimeCannotParseKeepEveryAddress).
+TEST(Message, AddressesGMimeDropsAreKept) {
+  const std::string to = "andy.zipper@enron.com, \"Palmer, Sara\" <s..palmer@enron.com>,\r\n rex.shelby@enron.com";
+  for (bool groups : {false, true}) {
+    auto a = parse_address_list(to, 1000, groups);
+    ASSERT_EQ(a.size(), 3u);
+    EXPECT_EQ(a[0].addr, "andy.zipper@enron.com");
+    EXPECT_EQ(a[1].addr, "s..palmer@enron.com");
+    EXPECT_EQ(a[1].name, "Palmer, Sara");
+    EXPECT_EQ(a[2].addr, "rex.shelby@enron.com");
+  }
+  EXPECT_EQ(parse_address_list(to, 2).size(), 2u);
+  // What GMime parses whole is its answer, an '@' in a quoted name included.
+  auto b = parse_address_list("\"ana@example.com\" <ana@example.com>, Ben <ben@example.com>");
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].name, "ana@example.com");
+  EXPECT_EQ(b[1].addr, "ben@example.com");
+}
+
 TEST(MessageModel, InvalidDateIsAbsentNotAnError) {
   auto m = parse_message("From: a@example.com\nDate: the day after tomorrow\nSubject: x\n\nbody\n", limits);
   ASSERT_TRUE(m.ok());

@@ -110,9 +110,12 @@ const MimeNode* find_part(const MimeNode& top, const std::vector<unsigned>& part
 
 std::string envelope(std::string_view raw, const MimeNode& m) {
   std::string_view h = span(raw, m.header_begin, m.header_end);
-  auto from = mime_header(h, "From");
-  auto sender = mime_header(h, "Sender");
-  auto reply_to = mime_header(h, "Reply-To");
+  // An address field written twice lists the addresses of both, as Dovecot's ENVELOPE does (test
+  // ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords).
+  auto addresses = [&](std::string_view name) { return mime_header_joined(h, name); };
+  auto from = addresses("From");
+  auto sender = addresses("Sender");
+  auto reply_to = addresses("Reply-To");
   // An empty Sender or Reply-To is as good as none: they default to From (RFC 9051 7.5.2).
   if (sender && sender->empty()) sender.reset();
   if (reply_to && reply_to->empty()) reply_to.reset();
@@ -123,9 +126,9 @@ std::string envelope(std::string_view raw, const MimeNode& m) {
   out += from_list + " ";
   out += (sender ? address_list(sender) : from_list) + " ";
   out += (reply_to ? address_list(reply_to) : from_list) + " ";
-  out += address_list(mime_header(h, "To")) + " ";
-  out += address_list(mime_header(h, "Cc")) + " ";
-  out += address_list(mime_header(h, "Bcc")) + " ";
+  out += address_list(addresses("To")) + " ";
+  out += address_list(addresses("Cc")) + " ";
+  out += address_list(addresses("Bcc")) + " ";
   out += nstring_opt(mime_header(h, "In-Reply-To")) + " ";
   out += nstring_opt(mime_header(h, "Message-ID"));
   return out + ")";
