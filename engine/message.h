@@ -182,8 +182,11 @@ std::optional<std::string> seven_bit_message(std::string_view raw);
 bool has_eight_bit_body(std::string_view raw);
 
 // The addresses of one header field's raw value (an RFC 5322 address-list; groups flattened, RFC 2047
-// names decoded), at most `max`. What GMime cannot parse is split loosely on commas, so no address is
-// lost (the mailbox store places imported mail by these). Fuzzed with the message target.
+// names decoded), at most `max`. What GMime cannot parse (or drops, or finds as an encoded word where
+// a sender encoded a whole "Name <addr>") is split loosely on commas, decoded, so no address is lost:
+// the mailbox store places imported mail by these, IMAP's ENVELOPE and SEARCH and the web read them
+// (tests: Message.AddressesGMimeDropsAreKept, Message.AWholeAddressInEncodedWordsIsFound). Fuzzed
+// with the message target.
 std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000, bool keep_groups = false);
 
 // A Content-Type or Content-Disposition field value, parsed by GMime (RFC 2045; RFC 2231 parameter
