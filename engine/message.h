@@ -186,7 +186,7 @@ bool has_eight_bit_body(std::string_view raw);
 // a sender encoded a whole "Name <addr>") is split loosely on commas, decoded, so no address is lost:
 // the mailbox store places imported mail by these, IMAP's ENVELOPE and SEARCH and the web read them
 // (tests: Message.AddressesGMimeDropsAreKept, Message.AWholeAddressInEncodedWordsIsFound). Fuzzed
-// with the message target.
+// through IMAP's ENVELOPE by the mime_tree target (fuzz/mime_tree_fuzz.cc).
 std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000, bool keep_groups = false);
 
 // A Content-Type or Content-Disposition field value, parsed by GMime (RFC 2045; RFC 2231 parameter
