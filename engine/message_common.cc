@@ -24,7 +24,12 @@ std::string_view first_line(std::string_view s) {
 bool is_header_field_line(std::string_view line) {
   std::size_t colon = line.find(':');
   if (colon == 0 || colon == std::string_view::npos || colon > 200) return false;
-  for (std::size_t i = 0; i < colon; ++i) {
+  // RFC 5322 4.5: the obsolete syntax, which receivers must still read, allows blanks between the
+  // field name and its colon ("Subject : x"). Test: MessageModel.ObsoleteBlanksBeforeTheColonAreMail.
+  std::size_t name_end = colon;
+  while (name_end > 0 && (line[name_end - 1] == ' ' || line[name_end - 1] == '\t')) --name_end;
+  if (name_end == 0) return false;
+  for (std::size_t i = 0; i < name_end; ++i) {
     unsigned char c = static_cast<unsigned char>(line[i]);
     if (c < 33 || c > 126) return false;
   }

@@ -187,6 +187,21 @@ TEST(MessageModel, NonMailIsRefusedWithAReason) {
   EXPECT_TRUE(not_mail_reason("From alice@example.com Thu Jan  1 00:00:00 2001\nSubject: x\n\nb\n").empty());
 }
 
+TEST(MessageModel, ObsoleteBlanksBeforeTheColonAreMail) {
+  // mime4j's obsolete.msg: blanks between a field name and its colon (RFC 5322 4.5) were refused as
+  // "not an email message", at IMAP APPEND, import and SMTP alike.
+  const std::string raw = "Subject : The obsolete syntax\r\nFrom\t: a@example.com\r\nTo: b@example.com\r\n\r\nbody\r\n";
+  EXPECT_EQ(not_mail_reason(raw), "");
+  auto m = parse_message(raw, limits);
+  ASSERT_TRUE(m.ok()) << m.error().to_string();
+  EXPECT_EQ(m->subject, "The obsolete syntax");
+  ASSERT_EQ(m->from.size(), 1u);
+  EXPECT_EQ(m->from[0].addr, "a@example.com");
+  // Blanks alone before a colon are no field name; a blank inside one is no field.
+  EXPECT_NE(not_mail_reason(" : x\r\n\r\nbody\r\n"), "");
+  EXPECT_NE(not_mail_reason("Sub ject: x\r\n\r\nbody\r\n"), "");
+}
+
 TEST(MessageModelCorpus, EveryMimeEdgeCaseParsesOrIsRefusedWithAReason) {
   REQUIRE_CORPUS();
   std::size_t parsed = 0, refused = 0, malformed = 0;
