@@ -161,6 +161,26 @@ std::vector<Address> split_addresses_loosely(const std::string& value, unsigned 
   return out;
 }
 
+// GMime drops an address it cannot parse (Enron's "s..palmer@enron.com" beside good ones) and finds
+// an encoded word where senders encoded a whole "Name <addr>" as RFC 2047 words (what Python's email
+// package writes for a non-ASCII name under its default compat32 policy). When a field's text, decoded,
+// holds more '@' than the addresses found, it is split loosely on commas, and that is taken when it
+// finds more addresses. The one rule of parse_message and parse_address_list, so that the mailbox
+// store, IMAP and the web see every address the index has. Tests: Message.AWholeAddressInEncodedWordsIsFound,
+// Message.AddressesGMimeDropsAreKept, MessageModel.AddressHeadersGMimeCannotParseKeepEveryAddress,
+// Mailbox.AnImportIsPlacedByAddressesWrittenAsEncodedWords.
+void keep_every_address(std::vector<Address>& found, std::string_view text, unsigned max) {
+  const std::string decoded = text.find("=?") != std::string_view::npos ? decode_header_text(text) : std::string(text);
+  auto with_at = [](const std::vector<Address>& list) {
+    return static_cast<std::size_t>(
+        std::count_if(list.begin(), list.end(), [](const Address& a) { return a.addr.find('@') != std::string::npos; }));
+  };
+  if (with_at(found) < std::min<std::size_t>(max, std::count(decoded.begin(), decoded.end(), '@'))) {
+    std::vector<Address> loose = split_addresses_loosely(decoded, max);
+    if (with_at(loose) > with_at(found)) found = std::move(loose);
+  }
+}
+
 void read_addresses(InternetAddressList* list, std::vector<Address>& out, unsigned max) {
   if (!list) return;
   int n = internet_address_list_length(list);
@@ -387,23 +407,7 @@ std::vector<Address> parse_address_list(std::string_view value, unsigned max, bo
     g_object_unref(list);
   }
   g_mime_parser_options_free(opts);
-  // GMime drops an address it cannot parse (Enron's "s..palmer@enron.com" beside good ones) and finds
-  // an encoded word where senders encoded a whole "Name <addr>" as RFC 2047 words (what Python's email
-  // package writes for a non-ASCII name under its default compat32 policy). When the text, decoded,
-  // holds more '@' than the addresses found, it is split loosely on commas, and that is taken when it
-  // finds more addresses: parse_message's rule for the fields it reads, so that the mailbox store,
-  // IMAP and the web see every address the index has. Tests: Message.AWholeAddressInEncodedWordsIsFound,
-  // Message.AddressesGMimeDropsAreKept, ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords,
-  // Mailbox.AnImportIsPlacedByAddressesWrittenAsEncodedWords.
-  const std::string decoded = text.find("=?") != std::string::npos ? decode_header_text(text) : text;
-  auto with_at = [](const std::vector<Address>& list) {
-    return static_cast<std::size_t>(
-        std::count_if(list.begin(), list.end(), [](const Address& a) { return a.addr.find('@') != std::string::npos; }));
-  };
-  if (with_at(out) < std::min<std::size_t>(max, std::count(decoded.begin(), decoded.end(), '@'))) {
-    std::vector<Address> loose = split_addresses_loosely(decoded, max);
-    if (with_at(loose) > with_at(out)) out = std::move(loose);
-  }
+  keep_every_address(out, text, max);
   return out;
 }
 
@@ -944,17 +948,7 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
     read_addresses(g_mime_message_get_addresses(msg.p, f.type), *f.list, limits.max_addresses);
     const char* raw_value = g_mime_object_get_header(GMIME_OBJECT(msg.p), f.header);
     if (!raw_value) continue;
-    std::string value = valid_utf8(raw_value);
-    std::size_t ats = static_cast<std::size_t>(std::count(value.begin(), value.end(), '@'));
-    std::size_t with_addr =
-        static_cast<std::size_t>(std::count_if(f.list->begin(), f.list->end(), [](const Address& a) {
-          return a.addr.find('@') != std::string::npos;
-        }));
-    if (with_addr < ats && f.list->size() < limits.max_addresses) {
-      char* decoded = g_mime_utils_header_decode_text(nullptr, value.c_str());
-      *f.list = split_addresses_loosely(valid_utf8(decoded), limits.max_addresses);
-      g_free(decoded);
-    }
+    keep_every_address(*f.list, valid_utf8(raw_value), limits.max_addresses);
   }
 
   auto read_refs = [&](const char* header, bool first_only) {

@@ -57,8 +57,8 @@ std::size_t crlf_lines_size(std::string_view raw);
 std::optional<std::string> mime_header(std::string_view header_section, std::string_view name);
 // Every header field `name`, each as mime_header gives it, joined with ", ": an address field written
 // twice (two To or Cc fields, against RFC 5322 but seen) lists the addresses of both, as Dovecot's
-// ENVELOPE does. At most kMaxJoinedHeaderBytes (later fields past it are left out). Nothing when
-// absent. Tests: MimeTree.AnAddressFieldWrittenTwiceListsBoth, ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords.
+// ENVELOPE does. A later field that would take the whole past kMaxJoinedHeaderBytes is left out, and
+// the ones after it (the first is kept whole, as mime_header gives it). Nothing when absent. Tests: MimeTree.AnAddressFieldWrittenTwiceListsBoth, ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords.
 inline constexpr std::size_t kMaxJoinedHeaderBytes = 256 * 1024;
 std::optional<std::string> mime_header_joined(std::string_view header_section, std::string_view name);
 // Every header field of a header section in order, as (name as written, value unfolded and trimmed;

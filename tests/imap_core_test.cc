@@ -417,6 +417,12 @@ TEST(ImapFetch, EnvelopeOfAddressesWrittenAsEncodedWords) {
   EXPECT_NE(env.find("((NIL NIL \"root\" \"MISSING_DOMAIN\")(NIL NIL \"eve\" \"example.com\"))"), std::string::npos) << env;
   EXPECT_EQ(env.find("\"root\" NIL"), std::string::npos) << env;
   EXPECT_NE(env.find("(NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)"), std::string::npos) << env;
+  // GMime keeps neither of these; the loose split keeps both, the empty one saying what it lacks.
+  std::string raw2 = "From: a@example.com\r\nTo: \"Some One\" <>, d..d@example.com\r\nSubject: y\r\n\r\nbody\r\n";
+  env = envelope(raw2, parse_mime_tree(raw2));
+  EXPECT_NE(env.find("((\"Some One\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL NIL \"d..d\" \"example.com\"))"),
+            std::string::npos)
+      << env;
 }
 
 TEST(MimeTree, AnAddressFieldWrittenTwiceListsBoth) {

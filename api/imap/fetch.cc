@@ -50,8 +50,8 @@ std::string address_list(const std::optional<std::string>& value) {
     out += a.name.empty() ? std::string("NIL") : imap_string(encode_phrase(a.name));
     auto route = routes.find(ascii_lower(a.addr));
     out += route == routes.end() ? std::string(" NIL ") : " " + imap_string(route->second) + " ";
-    // A NIL host marks a group (above), so an address without a domain ("root") says what it lacks,
-    // as Dovecot does (test ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords).
+    // A NIL host marks a group (above), so an address without a domain ("root") or a mailbox ("<>")
+    // says what it lacks, as Dovecot does (test ImapFetch.EnvelopeOfAddressesWrittenAsEncodedWords).
     if (mailbox.empty()) mailbox = "MISSING_MAILBOX";
     if (at == std::string::npos || host.empty()) host = "MISSING_DOMAIN";
     out += imap_string(mailbox);

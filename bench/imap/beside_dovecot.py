@@ -104,8 +104,9 @@ def joined(fetch_data):
     """imaplib's FETCH data for one message as one byte string, without the sequence number and UID."""
     b = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in fetch_data)
     b = re.sub(rb"^\d+ \(", b"(", b)
-    b = re.sub(rb"UID \d+ ?", b"", b)
-    return b
+    # The UID item, first or last in the answer (never inside a section's bytes)
+    b = re.sub(rb"^\(UID \d+ ", b"(", b)
+    return re.sub(rb" UID \d+\)$", b")", b)
 
 
 def main():
