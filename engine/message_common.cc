@@ -241,6 +241,9 @@ std::optional<ParsedMessage> parse_plain_text(std::string_view raw, const Limits
     } else {
       if (!is_header_field_line(line)) return std::nullopt;
       std::size_t colon = line.find(':');
+      // Blanks before the colon (the obsolete syntax): GMime decides (fuzz/regressions/message/
+      // obsolete-blanks-before-colon: this reader took "Subject " for another field than Subject).
+      if (line[colon - 1] == ' ' || line[colon - 1] == '\t') return std::nullopt;
       fields.push_back({line.substr(0, colon), line.substr(colon + 1)});
     }
     pos = eol + 1;
