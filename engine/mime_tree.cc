@@ -86,93 +86,167 @@ struct Walker {
     }
   }
 
-  // Parses the entity [begin, end) (header and body) into n.
-  void entity(MimeNode& n, std::size_t begin, std::size_t end, unsigned depth, bool digest_child) {
+  // The delimiter lines of the multiparts open around the entity being read, outermost first:
+  // "--" + boundary. One level a multipart, so at most kMaxMimeDepth.
+  std::vector<std::string> open;
+
+  struct Delimiter {
+    int level = -1;  // index in `open`, -1: not a delimiter line
+    bool closing = false;
+  };
+
+  // Whether the line [pos, le) is a delimiter of an open multipart. RFC 2046 5.1.1's note to
+  // implementors: the boundary is compared with the beginning of the line, the whole line need not
+  // match (a delimiter line with text after it is one, as Dovecot reads it). Of the open delimiters
+  // that begin the line the longest wins, so an inner boundary that extends an outer one
+  // ("--b" and "--b-1") is the inner one's; of equal ones the innermost (the same boundary nested).
+  // Tests: MimeTree.DelimiterLinesAreMatchedByTheirBeginning, MimeTree.SameBoundaryNested.
+  Delimiter delimiter(std::size_t pos, std::size_t le) const {
+    Delimiter d;
+    if (le - pos < 2 || raw[pos] != '-' || raw[pos + 1] != '-') return d;
+    std::size_t best = 0;
+    for (int i = static_cast<int>(open.size()) - 1; i >= 0; --i) {
+      const std::string& o = open[static_cast<std::size_t>(i)];
+      if (o.size() > best && o.size() <= le - pos && raw.compare(pos, o.size(), o) == 0) {
+        best = o.size();
+        d.level = i;
+      }
+    }
+    if (d.level >= 0) d.closing = pos + best + 2 <= le && raw[pos + best] == '-' && raw[pos + best + 1] == '-';
+    return d;
+  }
+
+  // The start of the first delimiter line at or after pos (a line start) before limit, or limit.
+  std::size_t next_delimiter(std::size_t pos, std::size_t limit, Delimiter& d) const {
+    while (pos < limit) {
+      std::size_t le = std::min(line_end(raw, pos), limit);
+      d = delimiter(pos, le);
+      if (d.level >= 0) return pos;
+      pos = le + 1;
+    }
+    d = Delimiter{};
+    return limit;
+  }
+
+  // Where the content before a delimiter line at `at` ends: the line end before the delimiter
+  // belongs to the delimiter (RFC 2046 5.1.1), never before `from`.
+  std::size_t before_delimiter(std::size_t at, std::size_t from) const {
+    std::size_t end = at;
+    if (end > from && raw[end - 1] == '\n') --end;
+    if (end > from && raw[end - 1] == '\r') --end;
+    return std::max(end, from);
+  }
+
+  // An entity whose extent is known, [begin, end), read without looking into its body (the parts
+  // past kMaxMimeParts).
+  void opaque_entity(MimeNode& n, std::size_t begin, std::size_t end, bool digest_child) {
     ++parts;
     split_header(raw, begin, end, n);
     headers(n, digest_child);
-    body(n, depth);
+    count_body_lines(n);
   }
 
-  void body(MimeNode& n, unsigned depth) {
-    std::string_view b = raw.substr(n.body_begin, n.body_end - n.body_begin);
-    if (n.type == "text" || n.is_message()) n.lines = count_lines(b);
-    if (depth >= kMaxMimeDepth || parts >= kMaxMimeParts) return;  // deeper structure stays opaque
-    if (n.is_message()) {
-      MimeNode inner;
-      entity(inner, n.body_begin, n.body_end, depth + 1, false);
-      n.children.push_back(std::move(inner));
-      return;
+  void count_body_lines(MimeNode& n) {
+    if (n.type == "text" || n.is_message())
+      n.lines = count_lines(raw.substr(n.body_begin, n.body_end - n.body_begin));
+  }
+
+  // Reads the entity (header and body) starting at `begin` into n. It ends at the first delimiter
+  // line of a multipart open around it, or at limit; returns where, with the delimiter in d.
+  std::size_t entity(MimeNode& n, std::size_t begin, std::size_t limit, unsigned depth, bool digest_child,
+                     Delimiter& d) {
+    ++parts;
+    // The header section: to the first blank line, unless a delimiter comes first.
+    std::size_t pos = begin;
+    bool blank = false;
+    while (pos < limit) {
+      std::size_t le = std::min(line_end(raw, pos), limit);
+      if (is_blank_line(raw, pos, le)) {
+        blank = true;
+        pos = std::min(le + 1, limit);
+        break;
+      }
+      d = delimiter(pos, le);
+      if (d.level >= 0) break;
+      pos = le + 1;
     }
-    if (!n.is_multipart()) return;
+    if (!blank) {  // all header, no body
+      std::size_t stop = std::min(pos, limit);
+      if (stop == limit) d = Delimiter{};
+      split_header(raw, begin, d.level >= 0 ? before_delimiter(stop, begin) : stop, n);
+      headers(n, digest_child);
+      return stop;
+    }
+    split_header(raw, begin, pos, n);
+    headers(n, digest_child);
+    const std::size_t body_begin = pos;
+    std::size_t stop;
+    const bool deeper = depth < kMaxMimeDepth && parts < kMaxMimeParts;  // else the body stays opaque
     std::string boundary;
-    for (const auto& [k, v] : n.params)
-      if (ascii_iequals(k, "boundary")) boundary = v;
-    if (boundary.empty() || boundary.size() > 200) {
-      // A multipart without a boundary is read as one opaque body.
-      return;
+    if (n.is_multipart())
+      for (const auto& [k, v] : n.params)
+        if (ascii_iequals(k, "boundary")) boundary = v;
+    if (deeper && n.is_message()) {
+      MimeNode inner;
+      stop = entity(inner, body_begin, limit, depth + 1, false, d);
+      n.children.push_back(std::move(inner));
+    } else if (deeper && n.is_multipart() && !boundary.empty()) {
+      stop = multipart(n, body_begin, limit, depth, "--" + boundary, d);
+    } else {
+      // A leaf, or a multipart without a boundary (one opaque body).
+      stop = next_delimiter(body_begin, limit, d);
     }
-    const std::string delim = "--" + boundary;
+    const std::size_t end = d.level >= 0 ? before_delimiter(stop, begin) : stop;
+    if (end < body_begin) {
+      // The delimiter right after the blank line takes that line's end: no blank line is left, so
+      // the entity is all header (as it would be read with its end known first).
+      split_header(raw, begin, end, n);
+      n.children.clear();
+      if (deeper && n.is_message()) {  // an empty encapsulated message, so that it still has one
+        MimeNode inner;
+        opaque_entity(inner, end, end, false);
+        n.children.push_back(std::move(inner));
+      }
+    }
+    n.body_end = std::max(end, n.body_begin);
+    count_body_lines(n);
+    return stop;
+  }
+
+  // The parts of a multipart whose body starts at body_begin; returns where the multipart ends (the
+  // first delimiter line of an enclosing multipart after its own closing one, or limit).
+  std::size_t multipart(MimeNode& n, std::size_t body_begin, std::size_t limit, unsigned depth, std::string delim,
+                        Delimiter& d) {
     const bool digest = n.subtype == "digest";
-    // Each delimiter line: at a line start, "--boundary", optional "--", then only blanks to the line end.
-    std::size_t pos = n.body_begin;
-    std::size_t part_start = std::string_view::npos;
+    open.push_back(std::move(delim));
+    const int own = static_cast<int>(open.size()) - 1;
     // Past kMaxMimeParts the parts left in this multipart are one opaque last part, from the first
     // of them to the end of the last (their delimiters inside it), as Dovecot does: nothing of the
     // message drops out of its structure (MimeTree.PartsPastTheLimitAreOneLastPart). One such part
     // at most for each multipart open at the time, so at most kMaxMimeDepth more parts in all.
     std::size_t rest_start = std::string_view::npos, rest_end = 0;
-    auto close_part = [&](std::size_t delim_line_start) {
-      if (part_start == std::string_view::npos) return;
-      // The line end before the delimiter belongs to the delimiter.
-      std::size_t end = delim_line_start;
-      if (end > part_start && raw[end - 1] == '\n') --end;
-      if (end > part_start && raw[end - 1] == '\r') --end;
+    std::size_t at = next_delimiter(body_begin, limit, d);  // the preamble ends
+    while (d.level == own && !d.closing) {
+      const std::size_t part_start = std::min(line_end(raw, at) + 1, limit);
       if (parts >= kMaxMimeParts) {
         if (rest_start == std::string_view::npos) rest_start = part_start;
-        rest_end = std::max(end, part_start);
-        return;
+        at = next_delimiter(part_start, limit, d);
+        rest_end = d.level >= 0 ? before_delimiter(at, part_start) : limit;
+        continue;
       }
       MimeNode child;
-      entity(child, part_start, std::max(end, part_start), depth + 1, digest);
-      n.children.push_back(std::move(child));
-    };
-    auto close_rest = [&] {
-      if (rest_start == std::string_view::npos) return;
-      MimeNode child;
-      entity(child, rest_start, rest_end, depth + 1, digest);  // opaque: parts >= kMaxMimeParts
-      n.children.push_back(std::move(child));
-    };
-    while (pos < n.body_end) {
-      std::size_t le = std::min(line_end(raw, pos), n.body_end);
-      std::string_view line = raw.substr(pos, le - pos);
-      if (line.size() >= delim.size() && line.compare(0, delim.size(), delim) == 0) {
-        std::string_view rest = line.substr(delim.size());
-        bool closing = rest.size() >= 2 && rest[0] == '-' && rest[1] == '-';
-        if (closing) rest.remove_prefix(2);
-        bool only_blanks = true;
-        for (char c : rest) only_blanks = only_blanks && (c == ' ' || c == '\t' || c == '\r');
-        if (only_blanks) {
-          close_part(pos);
-          if (closing) {
-            close_rest();
-            return;  // the epilogue follows
-          }
-          part_start = std::min(le + 1, n.body_end);
-        }
-      }
-      pos = le + 1;
-    }
-    // No closing delimiter: the last part runs to the end.
-    if (part_start != std::string_view::npos && parts >= kMaxMimeParts) {
-      if (rest_start == std::string_view::npos) rest_start = part_start;
-      rest_end = n.body_end;
-    } else if (part_start != std::string_view::npos) {
-      MimeNode child;
-      entity(child, part_start, n.body_end, depth + 1, digest);
+      at = entity(child, part_start, limit, depth + 1, digest, d);
       n.children.push_back(std::move(child));
     }
-    close_rest();
+    if (rest_start != std::string_view::npos) {
+      MimeNode child;
+      opaque_entity(child, rest_start, std::max(rest_end, rest_start), digest);
+      n.children.push_back(std::move(child));
+    }
+    open.pop_back();
+    if (d.level == own)  // the closing delimiter: the epilogue runs to an enclosing delimiter
+      at = next_delimiter(std::min(line_end(raw, at) + 1, limit), limit, d);
+    return at;  // an enclosing multipart's delimiter (this one unclosed) or the end
   }
 };
 
@@ -206,7 +280,8 @@ void each_field(std::string_view h, Fn&& fn) {
 MimeNode parse_mime_tree(std::string_view raw) {
   Walker w{raw};
   MimeNode top;
-  w.entity(top, 0, raw.size(), 0, false);
+  Walker::Delimiter d;
+  w.entity(top, 0, raw.size(), 0, false, d);
   return top;
 }
 

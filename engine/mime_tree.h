@@ -4,6 +4,12 @@
 // and Content-Disposition with RFC 2231 parameters, in mime_tree.cc); the boundaries are found here,
 // on the stored bytes, because GMime re-serialises what it parses and keeps no offsets.
 //
+// Boundaries are found as Dovecot finds them: one pass, each line that begins with "--" compared
+// with the boundaries of every multipart open around it (RFC 2046 5.1.1's note: the boundary begins
+// the line, text after it is allowed; the longest match wins, then the innermost). So an unclosed
+// inner multipart ends at an outer delimiter, and nested multiparts may share a boundary
+// (MimeTree.DelimiterLinesAreMatchedByTheirBeginning, MimeTree.SameBoundaryNested).
+//
 // Never fails: a missing boundary makes a leaf, an unclosed multipart ends at its parent's end, a
 // part without a blank line is all header, and the parts of a multipart past kMaxMimeParts are one
 // opaque last part. Bounded (kMaxMimeDepth; kMaxMimeParts, plus one such part a level) and fuzzed

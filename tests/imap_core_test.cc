@@ -467,6 +467,77 @@ TEST(MimeTree, BrokenStructureNeverFails) {
   EXPECT_EQ(*section_bytes(unclosed, u, s), "last");
 }
 
+TEST(MimeTree, DelimiterLinesAreMatchedByTheirBeginning) {
+  auto part = [](std::string_view raw, const MimeNode& top, std::vector<unsigned> p) {
+    Section s;
+    s.part = std::move(p);
+    auto b = section_bytes(raw, top, s);
+    return b ? *b : std::string("<none>");
+  };
+  // RFC 2046 5.1.1: text after the boundary on a delimiter line leaves it a delimiter, the closing one
+  // too (mime4j's ending-boundaries.msg); what follows the closing one is the epilogue.
+  const std::string trailing =
+      "Content-Type: multipart/mixed; boundary=\"boundary\"\r\n\r\n"
+      "--boundary This should be ignored\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+      "--boundary-- This too\r\n\r\n--boundary--\r\nepilogue\r\n";
+  MimeNode t = parse_mime_tree(trailing);
+  ASSERT_EQ(t.children.size(), 1u);
+  EXPECT_EQ(part(trailing, t, {1}), "first part");
+  // A boundary past RFC 2046's 70 characters is still one; a line with all of it but its last
+  // character is not a delimiter (mime4j's very-long-boundary.msg).
+  const std::string b(300, 'x');
+  const std::string long_b = "Content-Type: multipart/mixed; boundary=\"" + b + "y\"\r\n\r\n--" + b + "y\r\n\r\none\r\n--" + b +
+                             "\r\nstill one\r\n--" + b + "y\r\n\r\ntwo\r\n--" + b + "y--\r\n";
+  MimeNode l = parse_mime_tree(long_b);
+  ASSERT_EQ(l.children.size(), 2u);
+  EXPECT_EQ(part(long_b, l, {1}), "one\r\n--" + b + "\r\nstill one");
+  EXPECT_EQ(part(long_b, l, {2}), "two");
+  // An inner boundary that begins with the outer one: the longest that begins the line is the one
+  // (stalwart's boundary clash); the outer's delimiter ends the unclosed inner multipart.
+  const std::string clash =
+      "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n"
+      "Content-Type: multipart/alternative; boundary=\"b-1\"\r\n\r\n--b-1\r\n\r\nplain\r\n--b-1\r\n\r\nrich\r\n"
+      "--b\r\n\r\nattachment\r\n--b--\r\n";
+  MimeNode c = parse_mime_tree(clash);
+  ASSERT_EQ(c.children.size(), 2u);
+  ASSERT_EQ(c.children[0].children.size(), 2u);
+  EXPECT_EQ(part(clash, c, {1, 1}), "plain");
+  EXPECT_EQ(part(clash, c, {1, 2}), "rich");
+  EXPECT_EQ(part(clash, c, {2}), "attachment");
+  // Text that only holds the boundary inside a line stays text.
+  const std::string inside = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nsee --b here\r\n --b\r\n--b--\r\n";
+  MimeNode i = parse_mime_tree(inside);
+  ASSERT_EQ(i.children.size(), 1u);
+  EXPECT_EQ(part(inside, i, {1}), "see --b here\r\n --b");
+}
+
+TEST(MimeTree, SameBoundaryNested) {
+  // A multipart inside a multipart with the same boundary (malformed, seen in stalwart's tests): the
+  // delimiters are the inner one's, as Dovecot reads them, until it closes; the outer goes on after.
+  const std::string raw =
+      "Content-Type: multipart/mixed; boundary=\"a\"\r\n\r\n--a\r\n"
+      "Content-Type: multipart/mixed; boundary=\"a\"\r\n\r\n--a\r\n\r\ninner one\r\n--a\r\n\r\ninner two\r\n--a--\r\n"
+      "--a\r\n\r\nouter two\r\n--a--\r\n";
+  MimeNode top = parse_mime_tree(raw);
+  ASSERT_EQ(top.children.size(), 2u);
+  ASSERT_EQ(top.children[0].children.size(), 2u);
+  Section s;
+  s.part = {1, 2};
+  EXPECT_EQ(*section_bytes(raw, top, s), "inner two");
+  s.part = {2};
+  EXPECT_EQ(*section_bytes(raw, top, s), "outer two");
+}
+
+TEST(ImapFetch, TextWithoutCharsetSaysUsAscii) {
+  const std::string raw =
+      "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+      "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>y</p>\r\n--b\r\nContent-Type: image/png\r\n\r\nz\r\n--b--\r\n";
+  std::string bs = body_structure(raw, parse_mime_tree(raw), false);
+  EXPECT_NE(bs.find("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 1)"), std::string::npos) << bs;
+  EXPECT_NE(bs.find("(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL"), std::string::npos) << bs;
+  EXPECT_NE(bs.find("(\"image\" \"png\" NIL NIL NIL \"7bit\" 1)"), std::string::npos) << bs;
+}
+
 TEST(MimeTree, PartsPastTheLimitAreOneLastPart) {
   // 6,000 parts, with and without the closing delimiter, and inside a nested multipart: the first
   // kMaxMimeParts - 1 (the top counts as one) are parts of their own, the rest one opaque last part

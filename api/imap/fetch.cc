@@ -1,5 +1,6 @@
 #include "api/imap/fetch.h"
 
+#include <algorithm>
 #include <map>
 
 #include "common/ascii.h"
@@ -146,7 +147,18 @@ std::string body_structure(std::string_view raw, const MimeNode& n, bool ext) {
     if (ext) out += " " + params_list(n.params) + " " + extension(n);
     return out + ")";
   }
-  std::string out = "(" + imap_string(n.type) + " " + imap_string(n.subtype) + " " + params_list(n.params) + " " +
+  // A text part without a charset is in US-ASCII (RFC 2045 5.2): said, as Dovecot and Cyrus say it,
+  // so that a client need not know the default (ImapFetch.TextWithoutCharsetSaysUsAscii).
+  const bool say_charset = n.type == "text" && std::none_of(n.params.begin(), n.params.end(), [](const auto& p) {
+    return ascii_iequals(p.first, "charset");
+  });
+  MimeParams with_charset;
+  if (say_charset) {
+    with_charset = n.params;
+    with_charset.emplace_back("charset", "us-ascii");
+  }
+  std::string out = "(" + imap_string(n.type) + " " + imap_string(n.subtype) + " " +
+                    params_list(say_charset ? with_charset : n.params) + " " +
                     nstring_opt(n.id) + " " + nstring_opt(n.description) + " " + imap_string(n.encoding) + " " +
                     std::to_string(n.body_end - n.body_begin);
   if (n.is_message() && !n.children.empty()) {
