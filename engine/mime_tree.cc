@@ -196,7 +196,10 @@ struct Walker {
       // A leaf, or a multipart without a boundary (one opaque body).
       stop = next_delimiter(body_begin, limit, d);
     }
-    const std::size_t end = d.level >= 0 ? before_delimiter(stop, begin) : stop;
+    std::size_t end = d.level >= 0 ? before_delimiter(stop, begin) : stop;
+    // A part may begin right at that line end ("--in CRLF --outer": the empty last part of "in" is
+    // after the CRLF the outer delimiter takes): the entity holds its parts whatever the delimiter.
+    if (!n.children.empty()) end = std::max(end, n.children.back().body_end);
     if (end < body_begin) {
       // The delimiter right after the blank line takes that line's end: no blank line is left, so
       // the entity is all header (as it would be read with its end known first).

@@ -1,6 +1,8 @@
 // The IMAP server's I/O-free core: the command reader (framing, literals, limits), the grammar
 // (sequence sets, FETCH attributes, SEARCH keys, flags, dates, mUTF-7), the MIME byte-range tree and
 // what FETCH cuts from it, and login throttling.
+#include <functional>
+
 #include <gtest/gtest.h>
 
 #include "api/auth.h"
@@ -444,9 +446,21 @@ TEST(MimeTree, BrokenStructureNeverFails) {
   for (std::string raw : {std::string(""), std::string("no header at all"), std::string("Subject: x\r\n"),
                           std::string("Content-Type: multipart/mixed\r\n\r\nno boundary"),
                           std::string("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nunclosed part"),
-                          std::string("Content-Type: message/rfc822\r\n\r\n")}) {
+                          std::string("Content-Type: message/rfc822\r\n\r\n"),
+                          // An empty last part right before an outer delimiter: the part begins after
+                          // the line end the outer delimiter takes (fuzz/regressions/mime_tree).
+                          std::string("Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n"
+                                      "Content-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\n\r\nx\r\n--i\r\n--o--\r\n")}) {
     MimeNode top = parse_mime_tree(raw);
     EXPECT_LE(top.body_end, raw.size());
+    std::function<void(const MimeNode&)> inside = [&](const MimeNode& n) {
+      for (const auto& c : n.children) {
+        EXPECT_GE(c.header_begin, n.body_begin) << raw;
+        EXPECT_LE(c.body_end, n.body_end) << raw;
+        inside(c);
+      }
+    };
+    inside(top);
     (void)body_structure(raw, top, true);
     (void)envelope(raw, top);
   }

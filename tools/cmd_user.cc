@@ -1,5 +1,5 @@
 // mailark user: the user directory (DATA/mailbox): add, list, passwd, alias, role, disable, enable,
-// app-password. Works beside a running server (LMDB serialises the writes). Adding a user places the
+// place, app-password, token. Works beside a running server (LMDB serialises the writes). Adding a user places the
 // mail already archived for their addresses in their folders (the mailbox store's backfill).
 #include <termios.h>
 #include <unistd.h>
@@ -113,32 +113,31 @@ nlohmann::json user_json(const User& u) {
           {"created_at", iso8601(u.created_at)}};
 }
 
-// Brings the user's folders up to date with the archive, when there is one.
-void place_archived_mail(const GlobalOptions& g, MailboxStore& store, const User& u) {
+// Brings the user's folders up to date with the archive, when there is one. `say_placed`: the output
+// names how many messages this placed, as well as how many the folders hold.
+// Returns the exit code (a failure is reported).
+int place_archived_mail(const GlobalOptions& g, MailboxStore& store, const User& u, bool say_placed = false) {
   auto engine = open_engine(g, /*read_only=*/true, /*catch_up=*/false, "");
-  if (!engine) return;  // no archive yet: nothing to place
+  if (!engine) return kExitOk;  // no archive yet: nothing to place
   Archive& archive = (*engine)->archive();
   while (true) {
     auto f = store.follow(archive, 20000);
-    if (!f) {
-      report(f.error());
-      return;
-    }
+    if (!f) return report(f.error());
     if (f->followed >= archive.head().seq) break;
   }
   Progress progress("placing archived mail");
   auto placed = store.backfill(archive, u.id, [&](std::uint64_t done, std::uint64_t total) { progress.update(done, total); });
   progress.finish();
-  if (!placed) {
-    report(placed.error());
-    return;
-  }
+  if (!placed) return report(placed.error());
   auto folders = store.folders(u.id);
   std::uint64_t total = 0;
   if (folders)
     for (const auto& f : *folders)
       if (auto c = store.counts(u.id, f.id)) total += c->messages;
-  std::cout << u.name << ": " << total << " archived message" << (total == 1 ? "" : "s") << " in their folders\n";
+  std::cout << u.name << ": ";
+  if (say_placed) std::cout << *placed << " message" << (*placed == 1 ? "" : "s") << " placed, ";
+  std::cout << total << " archived message" << (total == 1 ? "" : "s") << " in their folders\n";
+  return kExitOk;
 }
 
 // An address of an internationalised domain: UTF-8 in it, or a label in A-labels ("xn--").
@@ -153,7 +152,7 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
   // A user or alias of an IDN domain gets the archived mail addressed in either spelling: the other
   // spelling comes from libidn2, which mailark-server links and `mailark` does not, so the command
   // runs there (tests/e2e/test_cli.py test_an_import_places_mail_for_an_idn_user_in_either_spelling).
-  const bool places = args.action == "add" || (args.action == "alias" && !args.rest.empty() && args.rest[0] == "add");
+  const bool places = args.action == "add" || args.action == "place" || (args.action == "alias" && !args.rest.empty() && args.rest[0] == "add");
   bool idn = idn_address(args.user);
   for (const auto& a : args.aliases) idn = idn || idn_address(a);
   if (args.action == "alias" && args.rest.size() == 2) idn = idn || idn_address(args.rest[1]);
@@ -214,6 +213,16 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
     return kExitOk;
   }
 
+  if (args.action == "place") {
+    // The archived mail of the user's addresses that is not in their folders: what arrived while they
+    // were disabled, or what an earlier release's rules did not place (docs/FORMAT.md, membership).
+    // Never places a message twice; an expunged one stays expunged (the member table).
+    // Test: tests/e2e/test_cli.py test_user_place_places_what_is_missing_once.
+    auto u = s.find_user(args.user);
+    if (!u) return report(u.error());
+    return place_archived_mail(g, s, *u, /*say_placed=*/true);
+  }
+
   auto modify = [&](const std::function<Status(User&)>& fn, const std::string& done) {
     auto u = s.update_user(args.user, fn);
     if (!u) return report(u.error());
@@ -242,7 +251,8 @@ int run_user(const GlobalOptions& g, const UserArgs& args) {
   if (args.action == "disable" || args.action == "enable") {
     const bool off = args.action == "disable";
     return modify([&](User& u) { u.disabled = off; return ok_status(); },
-                  off ? "disabled: cannot log in, receives no new mail in mailark's folders" : "enabled");
+                  off ? "disabled: cannot log in, receives no new mail in mailark's folders"
+                      : "enabled (`mailark user place " + args.user + "` places the mail archived meanwhile)");
   }
   if (args.action == "role") {
     if (args.rest.size() != 1) return report(make_error(ErrorCode::kInvalidArgument, "usage: user role ADDRESS user|auditor|admin"));
@@ -370,10 +380,10 @@ int run_user_audited(const GlobalOptions& g, const UserArgs& args) {
 
 void register_user(CLI::App& app, GlobalOptions& g, Runner& run) {
   auto args = std::make_shared<UserArgs>();
-  auto* cmd = app.add_subcommand("user", "the user directory: add, list, passwd, alias, role, disable, enable, app-password, token");
-  cmd->add_option("action", args->action, "add, list, passwd, alias, role, disable, enable, app-password, token")
+  auto* cmd = app.add_subcommand("user", "the user directory: add, list, passwd, alias, role, disable, enable, place, app-password, token");
+  cmd->add_option("action", args->action, "add, list, passwd, alias, role, disable, enable, place, app-password, token")
       ->required()
-      ->check(CLI::IsMember({"add", "list", "passwd", "alias", "role", "disable", "enable", "app-password", "token"}));
+      ->check(CLI::IsMember({"add", "list", "passwd", "alias", "role", "disable", "enable", "place", "app-password", "token"}));
   cmd->add_option("user", args->user, "the user's login name (primary address) or any of their addresses");
   cmd->add_option("rest", args->rest, "alias: add|remove ADDRESS; role: ROLE; app-password, token: add|remove LABEL or list");
   cmd->add_option("--alias", args->aliases, "add: a further address of the user (repeatable)");
@@ -388,6 +398,7 @@ void register_user(CLI::App& app, GlobalOptions& g, Runner& run) {
       "Examples:\n"
       "  mailark user add alice@example.com --alias sales@example.com --password-stdin <<< 'secret'\n"
       "  mailark user role alice@example.com auditor\n"
+      "  mailark user place alice@example.com   (archived mail of hers not in her folders: after enable, upgrades)\n"
       "  mailark user app-password alice@example.com add phone\n"
       "  mailark user token alice@example.com add backup-script   (a bearer token for the web API)");
   cmd->callback([&g, &run, args] { run = [&g, args] { return run_user_audited(g, *args); }; });

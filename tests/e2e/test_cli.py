@@ -324,6 +324,31 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(b"cy@xn--bcher-kva.example: 1 archived message in their folders", p.stdout)
 
+    def test_user_place_places_what_is_missing_once(self):
+        # Mail archived while a user was disabled is not in their folders when they are enabled again
+        # (nor what an earlier release's rules did not place); `user place` puts it there, once.
+        def user(*args, stdin=b""):
+            p = subprocess.run([BIN, "--data", self.data, "user", *args], input=stdin, capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return p.stdout.decode()
+        user("add", "dee@northwind.example", "--password-stdin", stdin=b"pw\n")
+        user("disable", "dee@northwind.example")
+        box = self.write("dee.mbox", b"".join(
+            b"From x@y.org Sat Dec  5 10:00:00 2026\nFrom: x@y.org\nTo: dee@northwind.example\nSubject: s" +
+            str(i).encode() + b"\nMessage-ID: <dee" + str(i).encode() + b"@x>\n\nhi\n\n" for i in range(2)))
+        out = self.json_cli("import", box)
+        self.assertEqual(out["imported"], 2)
+        self.assertEqual(out["placed_in_folders"], 0, "a disabled user receives nothing")
+        self.assertIn("user place dee@northwind.example", user("enable", "dee@northwind.example"))
+        self.assertIn("dee@northwind.example: 2 messages placed, 2 archived messages in their folders",
+                      user("place", "dee@northwind.example"))
+        self.assertIn("dee@northwind.example: 0 messages placed, 2 archived messages in their folders",
+                      user("place", "dee@northwind.example"))
+        p = subprocess.run([BIN, "--data", self.data, "user", "place", "nobody@northwind.example"],
+                           capture_output=True, timeout=60)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"nobody@northwind.example", p.stderr)
+
     def test_import_and_reindex_run_in_the_server_binary(self):
         # The pipeline commands hand over to mailark-server, linked with TCMalloc (tools/cli.h,
         # run_in_server); the short ones stay in `mailark` with glibc's allocator.
