@@ -552,6 +552,21 @@ TEST(ImapFetch, TextWithoutCharsetSaysUsAscii) {
   EXPECT_NE(bs.find("(\"image\" \"png\" NIL NIL NIL \"7bit\" 1)"), std::string::npos) << bs;
 }
 
+TEST(ImapFetch, ContentLanguageIsAListOfTags) {
+  // RFC 9051's body-fld-lang: a list of strings; a field of several tags is several (as Dovecot).
+  const std::string raw =
+      "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Language: en, en-US (American),\r\n en-CA\r\n\r\nx\r\n"
+      "--b\r\nContent-Language: ru\r\n\r\ny\r\n--b\r\nContent-Language: (none)\r\n\r\nz\r\n--b--\r\n";
+  std::string bs = body_structure(raw, parse_mime_tree(raw), true);
+  EXPECT_NE(bs.find(" 1 1 NIL NIL (\"en\" \"en-US\" \"en-CA\") NIL)"), std::string::npos) << bs;
+  EXPECT_NE(bs.find(" 1 1 NIL NIL (\"ru\") NIL)"), std::string::npos) << bs;
+  EXPECT_NE(bs.find(" 1 1 NIL NIL NIL NIL)"), std::string::npos) << bs;
+  // A multipart without parts is described with an empty text part, its extension data too.
+  const std::string empty = "Content-Type: multipart/mixed; boundary=b\r\n\r\nno parts\r\n";
+  EXPECT_EQ(body_structure(empty, parse_mime_tree(empty), true),
+            "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)");
+}
+
 TEST(MimeTree, PartsPastTheLimitAreOneLastPart) {
   // 6,000 parts, with and without the closing delimiter, and inside a nested multipart: the first
   // kMaxMimeParts - 1 (the top counts as one) are parts of their own, the rest one opaque last part

@@ -73,13 +73,35 @@ std::string params_list(const MimeParams& params) {
   return out + ")";
 }
 
+// Content-Language (RFC 3282: a list of language tags) as RFC 9051's body-fld-lang: a list of the
+// tags, as Dovecot gives it, comments and blanks left out; NIL when it names none.
+std::string language_list(const std::optional<std::string>& field) {
+  if (!field) return "NIL";
+  std::string out, tag;
+  int comment = 0;
+  auto flush = [&] {
+    if (tag.empty()) return;
+    out += (out.empty() ? "(" : " ") + imap_string(tag);
+    tag.clear();
+  };
+  for (char c : *field) {
+    if (c == '(') ++comment;
+    else if (c == ')' && comment > 0) --comment;
+    else if (comment > 0) continue;
+    else if (c == ',' || c == ' ' || c == '\t') flush();
+    else if (static_cast<unsigned char>(c) > 32 && c != '"') tag += c;
+  }
+  flush();
+  return out.empty() ? "NIL" : out + ")";
+}
+
 std::string extension(const MimeNode& n) {
   std::string out;
   if (n.disposition)
     out += "(" + imap_string(*n.disposition) + " " + params_list(n.disposition_params) + ")";
   else
     out += "NIL";
-  out += " " + nstring_opt(n.language) + " " + nstring_opt(n.location);
+  out += " " + language_list(n.language) + " " + nstring_opt(n.location);
   return out;
 }
 
@@ -140,7 +162,8 @@ std::string body_structure(std::string_view raw, const MimeNode& n, bool ext) {
     std::string out = "(";
     if (n.children.empty()) {
       // RFC 9051 requires at least one part: describe an empty text part.
-      out += "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)";
+      out += "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0";
+      out += ext ? " NIL NIL NIL NIL)" : ")";
     }
     for (const auto& c : n.children) out += body_structure(raw, c, ext);
     out += " " + imap_string(n.subtype);
