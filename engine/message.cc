@@ -161,6 +161,56 @@ std::vector<Address> split_addresses_loosely(const std::string& value, unsigned 
   return out;
 }
 
+// GMime's address parser turns a field's raw 8-bit bytes into UTF-8 before it decodes the RFC 2047
+// words in it, so a byte sent raw inside a word of another charset ("=?iso-8859-1?Q?J\xfcrgen?=",
+// seen in real mail: stalwart's legacy/009.eml) is decoded twice ("JÃ¼rgen"), where GMime's header
+// text decoder reads it right. Such bytes are first written as the Q encoding's =XX escapes, so that
+// the word's charset reads them. Nothing when the text has no such word (the common case: no copy).
+// Test: Message.EightBitBytesInsideAnEncodedWordAreReadInItsCharset.
+}  // namespace
+
+std::optional<std::string> escape_8bit_in_encoded_words(std::string_view text) {
+  if (std::none_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
+    return std::nullopt;
+  std::string out;
+  bool changed = false;
+  std::size_t copied = 0;
+  for (std::size_t at = text.find("=?"); at != std::string_view::npos; at = text.find("=?", at + 2)) {
+    // =?charset?Q?payload?= : no blank anywhere in it
+    const std::size_t q1 = text.find('?', at + 2);
+    if (q1 == std::string_view::npos || q1 + 3 > text.size() || text[q1 + 2] != '?') continue;
+    if (text[q1 + 1] != 'Q' && text[q1 + 1] != 'q') continue;
+    const std::size_t end = text.find("?=", q1 + 3);
+    if (end == std::string_view::npos) break;
+    std::string_view word = text.substr(at, end + 2 - at);
+    if (word.find_first_of(" \t\r\n") != std::string_view::npos) continue;
+    if (std::none_of(word.begin(), word.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+      at = end;
+      continue;
+    }
+    out.append(text.substr(copied, q1 + 3 - copied));
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    for (std::size_t i = q1 + 3; i < end; ++i) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      if (c < 0x80) {
+        out += static_cast<char>(c);
+      } else {
+        out += '=';
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+      }
+    }
+    copied = end;
+    changed = true;
+    at = end;
+  }
+  if (!changed) return std::nullopt;
+  out.append(text.substr(copied));
+  return out;
+}
+
+namespace {
+
 // GMime drops an address it cannot parse (Enron's "s..palmer@enron.com" beside good ones) and finds
 // an encoded word where senders encoded a whole "Name <addr>" as RFC 2047 words (what Python's email
 // package writes for a non-ASCII name under its default compat32 policy). When a field's text, decoded,
@@ -396,6 +446,7 @@ void read_addresses_grouped(InternetAddressList* list, std::vector<Address>& out
 std::vector<Address> parse_address_list(std::string_view value, unsigned max, bool keep_groups) {
   init_gmime();
   std::string text(value);
+  if (auto escaped = escape_8bit_in_encoded_words(text)) text = std::move(*escaped);
   std::vector<Address> out;
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
@@ -944,9 +995,22 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
                         {"Cc", GMIME_ADDRESS_TYPE_CC, &out.cc},
                         {"Bcc", GMIME_ADDRESS_TYPE_BCC, &out.bcc},
                         {"Reply-To", GMIME_ADDRESS_TYPE_REPLY_TO, &out.reply_to}};
+  GMimeHeaderList* header_list = g_mime_object_get_header_list(GMIME_OBJECT(msg.p));
   for (auto& f : address_fields) {
-    read_addresses(g_mime_message_get_addresses(msg.p, f.type), *f.list, limits.max_addresses);
     const char* raw_value = g_mime_object_get_header(GMIME_OBJECT(msg.p), f.header);
+    // The bytes as sent (the value above has its 8-bit bytes made UTF-8 already)
+    GMimeHeader* header = raw_value ? g_mime_header_list_get_header(header_list, f.header) : nullptr;
+    const char* sent = header ? g_mime_header_get_raw_value(header) : nullptr;
+    if (auto escaped = sent ? escape_8bit_in_encoded_words(sent) : std::nullopt) {
+      // Parsed again from the escaped text (escape_8bit_in_encoded_words says why)
+      if (InternetAddressList* list = internet_address_list_parse(opts, escaped->c_str())) {
+        read_addresses(list, *f.list, limits.max_addresses);
+        g_object_unref(list);
+      }
+      keep_every_address(*f.list, valid_utf8(escaped->c_str()), limits.max_addresses);
+      continue;
+    }
+    read_addresses(g_mime_message_get_addresses(msg.p, f.type), *f.list, limits.max_addresses);
     if (!raw_value) continue;
     keep_every_address(*f.list, valid_utf8(raw_value), limits.max_addresses);
   }

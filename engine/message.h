@@ -188,6 +188,10 @@ bool has_eight_bit_body(std::string_view raw);
 // (tests: Message.AddressesGMimeDropsAreKept, Message.AWholeAddressInEncodedWordsIsFound). Fuzzed
 // through IMAP's ENVELOPE by the mime_tree target (fuzz/mime_tree_fuzz.cc).
 std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000, bool keep_groups = false);
+// A header field's text with the raw 8-bit bytes inside Q-encoded RFC 2047 words written as =XX
+// escapes (GMime's address parser would decode them twice); nothing when it has none. Used by
+// parse_address_list and parse_message (the GMime half, engine/message.cc).
+std::optional<std::string> escape_8bit_in_encoded_words(std::string_view text);
 
 // A Content-Type or Content-Disposition field value, parsed by GMime (RFC 2045; RFC 2231 parameter
 // continuations and charsets decoded). Type, subtype and disposition lower case. Nothing when the

@@ -163,6 +163,29 @@ TEST(Message, AddressesGMimeDropsAreKept) {
   EXPECT_EQ(b[1].addr, "ben@example.com");
 }
 
+TEST(Message, EightBitBytesInsideAnEncodedWordAreReadInItsCharset) {
+  // A Latin-1 byte sent raw inside a Latin-1 word (stalwart's legacy/009.eml): "Jürgen", not the
+  // "JÃ¼rgen" of decoding it twice; raw UTF-8 inside a UTF-8 word the same; B words and text outside
+  // words as before.
+  const std::string to = "=?iso-8859-1?Q?J\xfcrgen?= =?iso-8859-1?Q?_Schm\xfcrgen?= <j@example.com>, "
+                         "=?utf-8?q?Chlo\xc3\xa9?= <c@example.com>, =?utf-8?b?QmVu?= <b@example.com>";
+  auto a = parse_address_list(to);
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_EQ(a[0].name, "J\xc3\xbcrgen Schm\xc3\xbcrgen");
+  EXPECT_EQ(a[1].name, "Chlo\xc3\xa9");
+  EXPECT_EQ(a[2].name, "Ben");
+  auto m = parse_message("From: =?iso-8859-1?Q?J\xfcrgen?= <j@example.com>\nTo: " + to + "\nSubject: x\n\nbody\n", limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->from.at(0).name, "J\xc3\xbcrgen");
+  ASSERT_EQ(m->to.size(), 3u);
+  EXPECT_EQ(m->to[0].name, "J\xc3\xbcrgen Schm\xc3\xbcrgen");
+  EXPECT_EQ(m->to[0].addr, "j@example.com");
+  // Text without such a word is left as it is.
+  EXPECT_FALSE(escape_8bit_in_encoded_words("J\xfcrgen <j@example.com>"));
+  EXPECT_FALSE(escape_8bit_in_encoded_words("=?iso-8859-1?Q?J=FCrgen?= <j@example.com>"));
+  EXPECT_EQ(*escape_8bit_in_encoded_words("x \xff =?latin1?q?a\xfc" "b?= y"), "x \xff =?latin1?q?a=FCb?= y");
+}
+
 TEST(MessageModel, InvalidDateIsAbsentNotAnError) {
   auto m = parse_message("From: a@example.com\nDate: the day after tomorrow\nSubject: x\n\nbody\n", limits);
   ASSERT_TRUE(m.ok());
