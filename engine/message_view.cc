@@ -100,8 +100,12 @@ MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
   MimeNode root = parse_mime_tree(raw);
   std::string_view header = raw.substr(0, root.header_end);
   auto field = [&](std::string_view name) { return mime_header(header, name); };
-  if (auto s = field("Subject")) v.subject = decode_header_text(*s);
-  if (auto s = field("Message-ID")) v.message_id = *s;
+  // Fields written twice read as the index reads them: the last Subject, Message-ID and Date, the
+  // addresses of every From, To, Cc and Reply-To (engine/mime_tree.h; MessageView.FieldsWrittenTwiceReadAsTheIndexReadsThem).
+  auto last = [&](std::string_view name) { return mime_header_last(header, name); };
+  auto joined = [&](std::string_view name) { return mime_header_joined(header, name); };
+  if (auto s = last("Subject")) v.subject = decode_header_text(*s);
+  if (auto s = last("Message-ID")) v.message_id = *s;
   if (auto s = field("In-Reply-To")) v.in_reply_to = *s;
   if (auto s = field("References")) {
     std::string_view r = *s;
@@ -113,11 +117,11 @@ MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
       pos = end + 1;
     }
   }
-  if (auto s = field("Date")) v.date = parse_date_value(*s);
-  if (auto s = field("From")) v.from = parse_address_list(*s, 100);
-  if (auto s = field("To")) v.to = parse_address_list(*s, 1000);
-  if (auto s = field("Cc")) v.cc = parse_address_list(*s, 1000);
-  if (auto s = field("Reply-To")) v.reply_to = parse_address_list(*s, 100);
+  if (auto s = last("Date")) v.date = parse_date_value(*s);
+  if (auto s = joined("From")) v.from = parse_address_list(*s, 100);
+  if (auto s = joined("To")) v.to = parse_address_list(*s, 1000);
+  if (auto s = joined("Cc")) v.cc = parse_address_list(*s, 1000);
+  if (auto s = joined("Reply-To")) v.reply_to = parse_address_list(*s, 100);
   for (auto& [name, value] : mime_header_list(header, 500)) v.headers.emplace_back(name, decode_header_text(value));
 
   Walk w{raw};

@@ -336,6 +336,20 @@ std::optional<std::string> mime_header(std::string_view h, std::string_view name
   return out;
 }
 
+std::optional<std::string> mime_header_last(std::string_view h, std::string_view name) {
+  std::optional<std::pair<std::size_t, std::size_t>> last;
+  std::string_view last_name;
+  each_field(h, [&](std::string_view field_name, std::size_t start, std::size_t end) {
+    if (ascii_iequals(field_name, name)) {
+      last = {start, end};
+      last_name = field_name;
+    }
+    return true;
+  });
+  if (!last) return std::nullopt;
+  return field_value(h, last_name, last->first, last->second);
+}
+
 std::optional<std::string> mime_header_joined(std::string_view h, std::string_view name) {
   std::optional<std::string> out;
   each_field(h, [&](std::string_view field_name, std::size_t start, std::size_t end) {

@@ -61,6 +61,11 @@ std::size_t crlf_lines_size(std::string_view raw);
 // The first header field `name` of a header section (case-insensitive), unfolded (CRLF + WSP -> WSP),
 // leading blanks removed. Nothing when absent.
 std::optional<std::string> mime_header(std::string_view header_section, std::string_view name);
+// The last header field `name`, as mime_header gives the first. A field that may appear once
+// (Subject, Date, Message-ID) but is written twice is read as GMime reads it, the last one, so that
+// IMAP's ENVELOPE and the web show what the index holds (and what Dovecot's ENVELOPE shows; a field
+// put before the signed ones is what DKIM leaves unsigned). Test: ImapFetch.FieldsWrittenTwiceGiveTheLast.
+std::optional<std::string> mime_header_last(std::string_view header_section, std::string_view name);
 // Every header field `name`, each as mime_header gives it, joined with ", ": an address field written
 // twice (two To or Cc fields, against RFC 5322 but seen) lists the addresses of both, as Dovecot's
 // ENVELOPE does. A later field that would take the whole past kMaxJoinedHeaderBytes is left out, and

@@ -542,6 +542,20 @@ TEST(MimeTree, SameBoundaryNested) {
   EXPECT_EQ(*section_bytes(raw, top, s), "outer two");
 }
 
+TEST(ImapFetch, FieldsWrittenTwiceGiveTheLast) {
+  // Date, Subject, In-Reply-To and Message-ID written twice: the last of each, as Dovecot and GMime
+  // (the index) read them.
+  const std::string raw =
+      "Date: Sun, 21 Oct 2007 19:38:13 +1000\r\nSubject: Testing outlook\r\nSubject: Another PDF\r\n"
+      "Message-ID: <1@x>\r\nFrom: a@example.com\r\nMessage-ID: <2@x>\r\nDate: Mon, 22 Oct 2007 10:00:00 +1000\r\n"
+      "\r\nbody\r\n";
+  std::string env = envelope(raw, parse_mime_tree(raw));
+  EXPECT_EQ(env.rfind("(\"Mon, 22 Oct 2007 10:00:00 +1000\" \"Another PDF\" ", 0), 0u) << env;
+  EXPECT_NE(env.find(" NIL \"<2@x>\")"), std::string::npos) << env;
+  EXPECT_EQ(mime_header_last("A: 1\r\nB: 2\r\na: 3\r\n \r\n\r\nA: body\r\n", "A"), "3");
+  EXPECT_FALSE(mime_header_last("A: 1\r\n\r\n", "B"));
+}
+
 TEST(ImapFetch, TextWithoutCharsetSaysUsAscii) {
   const std::string raw =
       "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"

@@ -201,6 +201,24 @@ TEST(MessageView, BodyAttachmentsAndSections) {
     EXPECT_FALSE(part_content(kMixed, bad, 1 << 20)) << bad;
 }
 
+TEST(MessageView, FieldsWrittenTwiceReadAsTheIndexReadsThem) {
+  // ruby-mail's raw_email_with_binary_encoded.eml has two Subject fields; a DKIM replay puts a fake
+  // one first. The index (GMime) reads the last; the web view and IMAP's ENVELOPE read the same.
+  const std::string raw =
+      "Subject: fake subject\r\nMessage-ID: <fake@x>\r\nFrom: a@example.com\r\nTo: b@example.com\r\n"
+      "Subject: the real one\r\nMessage-ID: <real@x>\r\nTo: c@example.com\r\nDate: Mon, 08 Jun 2009 12:00:00 +0000\r\n"
+      "\r\nbody\r\n";
+  MessageView v = view_message(raw);
+  EXPECT_EQ(v.subject, "the real one");
+  EXPECT_EQ(v.message_id, "<real@x>");
+  ASSERT_EQ(v.to.size(), 2u);
+  EXPECT_EQ(v.to[1].addr, "c@example.com");
+  auto m = parse_message(raw, Limits{});
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->subject, v.subject) << "the index's subject";
+  EXPECT_EQ(m->message_id, "real@x");
+}
+
 TEST(MessageView, HtmlIsSanitisedWithInlineImagesEmbedded) {
   unsigned blocked = 0;
   std::string html = view_html(kMixed, false, &blocked);

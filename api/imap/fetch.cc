@@ -144,16 +144,16 @@ std::string envelope(std::string_view raw, const MimeNode& m) {
   if (reply_to && reply_to->empty()) reply_to.reset();
   std::string from_list = address_list(from);
   std::string out = "(";
-  out += nstring_opt(mime_header(h, "Date")) + " ";
-  out += nstring_opt(mime_header(h, "Subject")) + " ";
+  out += nstring_opt(mime_header_last(h, "Date")) + " ";
+  out += nstring_opt(mime_header_last(h, "Subject")) + " ";
   out += from_list + " ";
   out += (sender ? address_list(sender) : from_list) + " ";
   out += (reply_to ? address_list(reply_to) : from_list) + " ";
   out += address_list(addresses("To")) + " ";
   out += address_list(addresses("Cc")) + " ";
   out += address_list(addresses("Bcc")) + " ";
-  out += nstring_opt(mime_header(h, "In-Reply-To")) + " ";
-  out += nstring_opt(mime_header(h, "Message-ID"));
+  out += nstring_opt(mime_header_last(h, "In-Reply-To")) + " ";
+  out += nstring_opt(mime_header_last(h, "Message-ID"));
   return out + ")";
 }
 
