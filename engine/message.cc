@@ -13,6 +13,7 @@
 #include "common/ascii.h"
 #include "common/sha256.h"
 #include "engine/html_text.h"
+#include "engine/mime_tree.h"
 
 namespace mailark {
 namespace {
@@ -207,6 +208,93 @@ std::optional<std::string> escape_8bit_in_encoded_words(std::string_view text) {
   if (!changed) return std::nullopt;
   out.append(text.substr(copied));
   return out;
+}
+
+// GMime 3.2's RFC 2047 decoder joins adjacent base64 words of one charset before decoding them (so
+// that a character split between two words comes out whole) but stops at the first word's padding:
+// "=?UTF-8?B?TXlTdXJ2ZXk=?= =?UTF-8?B?LmNvbSAmIEM=?=" decodes to "MySurvey", the rest lost
+// (Yandex's subjects, ruby-mail's bad_subject.eml, piler's 31-subject.eml). Such runs are joined
+// here first, each word's bytes decoded and the whole encoded again as one word, which GMime reads
+// whole. Nothing when no run needs it (no copy). Test: Message.SplitBase64WordsAreDecodedWhole.
+std::optional<std::string> join_split_base64_words(std::string_view text) {
+  if (text.find("=?") == std::string_view::npos) return std::nullopt;
+  struct Word {
+    std::size_t begin, end;     // the whole word "=?...?=" in text
+    std::string_view charset;   // as written
+    std::string_view payload;   // base64
+    bool adjacent;              // only blanks between it and the word before
+  };
+  std::vector<Word> words;
+  std::size_t pos = 0;
+  while ((pos = text.find("=?", pos)) != std::string_view::npos && words.size() < 10000) {
+    const std::size_t q1 = text.find('?', pos + 2);
+    if (q1 == std::string_view::npos || q1 + 3 > text.size() || text[q1 + 2] != '?' ||
+        (text[q1 + 1] != 'B' && text[q1 + 1] != 'b')) {
+      pos += 2;
+      continue;
+    }
+    const std::size_t end = text.find("?=", q1 + 3);
+    if (end == std::string_view::npos) break;
+    const std::string_view charset = text.substr(pos + 2, q1 - pos - 2);
+    const std::string_view payload = text.substr(q1 + 3, end - q1 - 3);
+    if (charset.empty() || charset.find_first_of(" \t\r\n") != std::string_view::npos ||
+        payload.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") !=
+            std::string_view::npos) {
+      pos += 2;
+      continue;
+    }
+    bool adjacent = false;
+    if (!words.empty())
+      adjacent = text.substr(words.back().end, pos - words.back().end).find_first_not_of(" \t\r\n") ==
+                 std::string_view::npos;
+    words.push_back({pos, end + 2, charset, payload, adjacent});
+    pos = end + 2;
+  }
+  std::string out;
+  std::size_t copied = 0;
+  bool changed = false;
+  for (std::size_t i = 0; i < words.size();) {
+    // The run from word i: adjacent words of the same charset. It needs joining when a word before
+    // its last is padded (or not a whole number of base64 quanta).
+    std::size_t j = i + 1;
+    bool padded_inside = false;
+    while (j < words.size() && words[j].adjacent && ascii_iequals(words[j].charset, words[i].charset)) {
+      padded_inside = padded_inside || words[j - 1].payload.find('=') != std::string_view::npos ||
+                      words[j - 1].payload.size() % 4 != 0;
+      ++j;
+    }
+    if (padded_inside) {
+      std::string bytes;
+      for (std::size_t k = i; k < j; ++k) {
+        const std::string payload(words[k].payload);
+        gsize len = 0;
+        guchar* decoded = g_base64_decode(payload.c_str(), &len);
+        if (decoded) bytes.append(reinterpret_cast<const char*>(decoded), len);
+        g_free(decoded);
+      }
+      gchar* encoded = g_base64_encode(reinterpret_cast<const guchar*>(bytes.data()), bytes.size());
+      out.append(text.substr(copied, words[i].begin - copied));
+      out += "=?";
+      out += words[i].charset;
+      out += "?B?";
+      out += encoded;
+      out += "?=";
+      g_free(encoded);
+      copied = words[j - 1].end;
+      changed = true;
+    }
+    i = j;
+  }
+  if (!changed) return std::nullopt;
+  out.append(text.substr(copied));
+  return out;
+}
+
+std::optional<std::string> repaired_encoded_words(std::string_view text) {
+  auto escaped = escape_8bit_in_encoded_words(text);
+  auto joined = join_split_base64_words(escaped ? std::string_view(*escaped) : text);
+  if (joined) return joined;
+  return escaped;
 }
 
 namespace {
@@ -446,7 +534,7 @@ void read_addresses_grouped(InternetAddressList* list, std::vector<Address>& out
 std::vector<Address> parse_address_list(std::string_view value, unsigned max, bool keep_groups) {
   init_gmime();
   std::string text(value);
-  if (auto escaped = escape_8bit_in_encoded_words(text)) text = std::move(*escaped);
+  if (auto repaired = repaired_encoded_words(text)) text = std::move(*repaired);
   std::vector<Address> out;
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
@@ -545,6 +633,7 @@ std::optional<std::int64_t> date_value_day(std::string_view value) {
 std::string decode_header_text(std::string_view value) {
   init_gmime();
   std::string text(value.substr(0, 1 << 20));
+  if (auto repaired = repaired_encoded_words(text)) text = std::move(*repaired);
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_rfc2047_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
   char* decoded = g_mime_utils_header_decode_text(opts, text.c_str());
@@ -979,7 +1068,39 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
   }
 
   if (const char* id = g_mime_message_get_message_id(msg.p)) out.message_id = valid_utf8(id);
-  if (const char* subj = g_mime_message_get_subject(msg.p)) {
+  GMimeHeaderList* header_list = g_mime_object_get_header_list(GMIME_OBJECT(msg.p));
+  // The bytes as sent of every field `name` joined with ", " (or of the last one): the values GMime
+  // keeps have their 8-bit bytes made UTF-8 already.
+  auto sent_fields = [&](const char* name, bool last_only) {
+    std::optional<std::string> value;
+    const int count = g_mime_header_list_get_count(header_list);
+    for (int i = 0; i < count; ++i) {
+      GMimeHeader* h = g_mime_header_list_get_header_at(header_list, i);
+      const char* raw = g_mime_header_get_raw_value(h);
+      if (!raw || g_ascii_strcasecmp(g_mime_header_get_name(h), name) != 0) continue;
+      if (!value || last_only)
+        value = std::string(raw);
+      else if (value->size() < kMaxJoinedHeaderBytes)
+        *value += std::string(", ") + raw;
+    }
+    return value;
+  };
+  const char* subj = g_mime_message_get_subject(msg.p);
+  std::optional<std::string> repaired_subject;
+  if (subj)
+    if (auto sent = sent_fields("Subject", true)) repaired_subject = repaired_encoded_words(*sent);
+  if (repaired_subject) {
+    // Words GMime would decode wrongly (repaired_encoded_words): decoded from the repaired text,
+    // with the options GMime read the message with
+    char* decoded = g_mime_utils_header_decode_text(opts, repaired_subject->c_str());
+    out.subject = valid_utf8(decoded ? decoded : repaired_subject->c_str());
+    g_free(decoded);
+    const std::size_t first = out.subject.find_first_not_of(" \t\r\n");
+    out.subject.erase(0, first == std::string::npos ? out.subject.size() : first);
+    while (!out.subject.empty() && std::strchr(" \t\r\n", out.subject.back())) out.subject.pop_back();
+    for (char& c : out.subject)
+      if (c == '\t' || c == '\r' || c == '\n') c = ' ';
+  } else if (subj) {
     out.subject = valid_utf8(subj);
     // Folded headers keep their tabs and line breaks; a subject is one line.
     for (char& c : out.subject)
@@ -995,14 +1116,11 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
                         {"Cc", GMIME_ADDRESS_TYPE_CC, &out.cc},
                         {"Bcc", GMIME_ADDRESS_TYPE_BCC, &out.bcc},
                         {"Reply-To", GMIME_ADDRESS_TYPE_REPLY_TO, &out.reply_to}};
-  GMimeHeaderList* header_list = g_mime_object_get_header_list(GMIME_OBJECT(msg.p));
   for (auto& f : address_fields) {
     const char* raw_value = g_mime_object_get_header(GMIME_OBJECT(msg.p), f.header);
-    // The bytes as sent (the value above has its 8-bit bytes made UTF-8 already)
-    GMimeHeader* header = raw_value ? g_mime_header_list_get_header(header_list, f.header) : nullptr;
-    const char* sent = header ? g_mime_header_get_raw_value(header) : nullptr;
-    if (auto escaped = sent ? escape_8bit_in_encoded_words(sent) : std::nullopt) {
-      // Parsed again from the escaped text (escape_8bit_in_encoded_words says why)
+    std::optional<std::string> sent = raw_value ? sent_fields(f.header, false) : std::nullopt;
+    if (auto escaped = sent ? repaired_encoded_words(*sent) : std::nullopt) {
+      // Parsed again from the repaired text (repaired_encoded_words says why)
       if (InternetAddressList* list = internet_address_list_parse(opts, escaped->c_str())) {
         read_addresses(list, *f.list, limits.max_addresses);
         g_object_unref(list);

@@ -192,6 +192,12 @@ std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1
 // escapes (GMime's address parser would decode them twice); nothing when it has none. Used by
 // parse_address_list and parse_message (the GMime half, engine/message.cc).
 std::optional<std::string> escape_8bit_in_encoded_words(std::string_view text);
+// A header field's text with each run of adjacent base64 words of one charset, a word before the
+// last padded, joined into one word (GMime 3.2 decodes such a run only to the first padding); nothing
+// when it has none. And both repairs, as parse_address_list, parse_message and decode_header_text
+// make them before GMime decodes (the GMime half).
+std::optional<std::string> join_split_base64_words(std::string_view text);
+std::optional<std::string> repaired_encoded_words(std::string_view text);
 
 // A Content-Type or Content-Disposition field value, parsed by GMime (RFC 2045; RFC 2231 parameter
 // continuations and charsets decoded). Type, subtype and disposition lower case. Nothing when the

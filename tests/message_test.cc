@@ -186,6 +186,32 @@ TEST(Message, EightBitBytesInsideAnEncodedWordAreReadInItsCharset) {
   EXPECT_EQ(*escape_8bit_in_encoded_words("x \xff =?latin1?q?a\xfc" "b?= y"), "x \xff =?latin1?q?a=FCb?= y");
 }
 
+TEST(Message, SplitBase64WordsAreDecodedWhole) {
+  // A name or subject split into base64 words, a word before the last padded (Yandex, ruby-mail's
+  // bad_subject.eml): every word's text, where GMime 3.2 alone stops at the first padding.
+  const std::string from = "=?UTF-8?B?TXlTdXJ2ZXk=?=\r\n =?UTF-8?B?LmNvbSAmIEM=?=\r\n =?UTF-8?B?YXJvbCBBZGE=?=\r\n"
+                           " =?UTF-8?B?bXM=?=\r\n <carol@mysurvey.com>";
+  auto a = parse_address_list(from);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].name, "MySurvey.com & Carol Adams");
+  EXPECT_EQ(a[0].addr, "carol@mysurvey.com");
+  // "этот" split between two words ("это" + "т"), the first padded: one word, the letter whole.
+  const std::string subject = "=?utf-8?b?0KHQvtCx0LXRgNC40YLQtSDQstGB0Y4g0L/QvtGH0YLRgyDQsiDRjdGC0L4=?=\r\n =?utf-8?b?0YIg0Y/RidC40Lo=?=";
+  const std::string whole = "\xd0\xa1\xd0\xbe\xd0\xb1\xd0\xb5\xd1\x80\xd0\xb8\xd1\x82\xd0\xb5 \xd0\xb2\xd1\x81\xd1\x8e "
+                            "\xd0\xbf\xd0\xbe\xd1\x87\xd1\x82\xd1\x83 \xd0\xb2 \xd1\x8d\xd1\x82\xd0\xbe\xd1\x82 "
+                            "\xd1\x8f\xd1\x89\xd0\xb8\xd0\xba";  // "Соберите всю почту в этот ящик"
+  EXPECT_EQ(decode_header_text(subject), whole);
+  auto m = parse_message("From: " + from + "\r\nSubject: " + subject + "\r\nTo: x@example.com\r\n\r\nbody\r\n", limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->subject, whole);
+  EXPECT_EQ(m->from.at(0).name, "MySurvey.com & Carol Adams");
+  // Words of different charsets, words apart, unpadded runs: left to GMime as they are.
+  EXPECT_FALSE(join_split_base64_words("=?UTF-8?B?TXlT?= =?UTF-8?B?dXJ2?="));
+  EXPECT_FALSE(join_split_base64_words("=?UTF-8?B?TXlTdXJ2ZXk=?= =?ISO-8859-1?B?LmNvbQ==?="));
+  EXPECT_FALSE(join_split_base64_words("=?UTF-8?B?TXlTdXJ2ZXk=?= and =?UTF-8?B?LmNvbQ==?="));
+  EXPECT_EQ(*join_split_base64_words("x =?utf-8?b?TXlTdXJ2ZXk=?= =?UTF-8?B?LmNvbQ==?= y"), "x =?utf-8?B?TXlTdXJ2ZXkuY29t?= y");
+}
+
 TEST(MessageModel, InvalidDateIsAbsentNotAnError) {
   auto m = parse_message("From: a@example.com\nDate: the day after tomorrow\nSubject: x\n\nbody\n", limits);
   ASSERT_TRUE(m.ok());
