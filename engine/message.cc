@@ -459,6 +459,24 @@ void walk(GMimeObject* obj, unsigned depth, bool in_attachment, ParseState& st) 
   if (GMIME_IS_PART(obj)) {
     GMimePart* part = GMIME_PART(obj);
     info.filename = valid_utf8(g_mime_part_get_filename(part));
+    if (!info.filename.empty()) {
+      // GMime 3.2 cuts a name written as split base64 words at the first padding: read again from
+      // the field, repaired (join_split_base64_words; Message.SplitBase64WordsAreDecodedWhole).
+      for (const auto& [field, param] : {std::pair{"Content-Disposition", "filename"}, std::pair{"Content-Type", "name"}}) {
+        GMimeHeader* header = g_mime_header_list_get_header(g_mime_object_get_header_list(obj), field);
+        const char* value = header ? g_mime_header_get_raw_value(header) : nullptr;  // as sent
+        if (!value || !std::strstr(value, "=?") || !join_split_base64_words(value)) continue;
+        std::vector<std::pair<std::string, std::string>> params;
+        if (field[8] == 'D') {
+          if (auto d = parse_content_disposition(value)) params = std::move(d->params);
+        } else if (auto t = parse_content_type(value)) {
+          params = std::move(t->params);
+        }
+        for (const auto& [k, v] : params)
+          if (ascii_iequals(k, param) && !v.empty()) info.filename = v;
+        break;
+      }
+    }
     bool is_text = info.content_type.rfind("text/", 0) == 0;
     info.is_attachment = !info.filename.empty() || info.disposition == "attachment" || !is_text;
     bool truncated = false;
@@ -568,6 +586,7 @@ std::vector<std::pair<std::string, std::string>> read_params(GMimeParamList* lis
 std::optional<MediaType> parse_content_type(std::string_view value) {
   init_gmime();
   std::string text(value);
+  if (auto repaired = join_split_base64_words(text)) text = std::move(*repaired);  // RFC 2047 in a name
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_parameter_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
   GMimeContentType* ct = g_mime_content_type_parse(opts, text.c_str());
@@ -590,6 +609,7 @@ std::optional<MediaType> parse_content_type(std::string_view value) {
 std::optional<Disposition> parse_content_disposition(std::string_view value) {
   init_gmime();
   std::string text(value);
+  if (auto repaired = join_split_base64_words(text)) text = std::move(*repaired);  // RFC 2047 in a name
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_parameter_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
   GMimeContentDisposition* cd = g_mime_content_disposition_parse(opts, text.c_str());

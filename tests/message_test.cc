@@ -205,6 +205,20 @@ TEST(Message, SplitBase64WordsAreDecodedWhole) {
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->subject, whole);
   EXPECT_EQ(m->from.at(0).name, "MySurvey.com & Carol Adams");
+  // An attachment's name written so ("тест" + ".pdf"), in the index and in the structure IMAP shows.
+  auto att = parse_message(
+      "From: a@example.com\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\ntext\r\n--b\r\n"
+      "Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n filename=\"=?UTF-8?B?0YLQtdGB0YI=?= =?UTF-8?B?LnBkZg==?=\"\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n",
+      limits);
+  ASSERT_TRUE(att.ok());
+  bool found = false;
+  for (const auto& p : att->parts) found = found || p.filename == "\xd1\x82\xd0\xb5\xd1\x81\xd1\x82.pdf";
+  EXPECT_TRUE(found);
+  auto d = parse_content_disposition("attachment; filename=\"=?UTF-8?B?0YLQtdGB0YI=?= =?UTF-8?B?LnBkZg==?=\"");
+  ASSERT_TRUE(d);
+  ASSERT_EQ(d->params.size(), 1u);
+  EXPECT_EQ(d->params[0].second, "\xd1\x82\xd0\xb5\xd1\x81\xd1\x82.pdf");
   // Words of different charsets, words apart, unpadded runs: left to GMime as they are.
   EXPECT_FALSE(join_split_base64_words("=?UTF-8?B?TXlT?= =?UTF-8?B?dXJ2?="));
   EXPECT_FALSE(join_split_base64_words("=?UTF-8?B?TXlTdXJ2ZXk=?= =?ISO-8859-1?B?LmNvbQ==?="));
