@@ -170,42 +170,64 @@ std::vector<Address> split_addresses_loosely(const std::string& value, unsigned 
 // Test: Message.EightBitBytesInsideAnEncodedWordAreReadInItsCharset.
 }  // namespace
 
-std::optional<std::string> escape_8bit_in_encoded_words(std::string_view text) {
-  if (std::none_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
-    return std::nullopt;
-  std::string out;
-  bool changed = false;
-  std::size_t copied = 0;
-  for (std::size_t at = text.find("=?"); at != std::string_view::npos; at = text.find("=?", at + 2)) {
-    // =?charset?Q?payload?= : no blank anywhere in it
-    const std::size_t q1 = text.find('?', at + 2);
-    if (q1 == std::string_view::npos || q1 + 3 > text.size() || text[q1 + 2] != '?') continue;
-    if (text[q1 + 1] != 'Q' && text[q1 + 1] != 'q') continue;
-    const std::size_t end = text.find("?=", q1 + 3);
-    if (end == std::string_view::npos) break;
-    std::string_view word = text.substr(at, end + 2 - at);
-    if (word.find_first_of(" \t\r\n") != std::string_view::npos) continue;
-    if (std::none_of(word.begin(), word.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
-      at = end;
+namespace {
+// An RFC 2047 encoded word found in header text: "=?charset?B|Q?payload?=", no blank inside.
+struct EncodedWord {
+  std::size_t begin, end;  // the whole word in the text
+  std::string_view charset, payload;
+  char encoding;           // 'B' or 'Q'
+};
+
+// The encoded words of text in order, at most 10,000 (a header field is bounded before this).
+std::vector<EncodedWord> encoded_words(std::string_view text) {
+  std::vector<EncodedWord> words;
+  std::size_t pos = 0;
+  while ((pos = text.find("=?", pos)) != std::string_view::npos && words.size() < 10000) {
+    const std::size_t q1 = text.find('?', pos + 2);
+    const char enc = q1 != std::string_view::npos && q1 + 2 < text.size() ? text[q1 + 1] & ~0x20 : 0;  // upper case
+    const std::size_t end = enc && text[q1 + 2] == '?' ? text.find("?=", q1 + 3) : std::string_view::npos;
+    if ((enc != 'B' && enc != 'Q') || end == std::string_view::npos) {
+      pos += 2;
       continue;
     }
-    out.append(text.substr(copied, q1 + 3 - copied));
+    const std::string_view word = text.substr(pos, end + 2 - pos);
+    if (q1 == pos + 2 || word.find_first_of(" \t\r\n") != std::string_view::npos) {
+      pos += 2;
+      continue;
+    }
+    words.push_back({pos, end + 2, text.substr(pos + 2, q1 - pos - 2), text.substr(q1 + 3, end - q1 - 3), enc});
+    pos = end + 2;
+  }
+  return words;
+}
+
+bool has_8bit(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+}  // namespace
+
+std::optional<std::string> escape_8bit_in_encoded_words(std::string_view text) {
+  if (!has_8bit(text)) return std::nullopt;
+  std::string out;
+  std::size_t copied = 0;
+  for (const EncodedWord& w : encoded_words(text)) {
+    if (w.encoding != 'Q' || !has_8bit(w.payload)) continue;
+    const std::size_t payload_at = w.end - 2 - w.payload.size();
+    out.append(text.substr(copied, payload_at - copied));
     static constexpr char kHex[] = "0123456789ABCDEF";
-    for (std::size_t i = q1 + 3; i < end; ++i) {
-      const auto c = static_cast<unsigned char>(text[i]);
+    for (char ch : w.payload) {
+      const auto c = static_cast<unsigned char>(ch);
       if (c < 0x80) {
-        out += static_cast<char>(c);
+        out += ch;
       } else {
         out += '=';
         out += kHex[c >> 4];
         out += kHex[c & 15];
       }
     }
-    copied = end;
-    changed = true;
-    at = end;
+    copied = w.end - 2;
   }
-  if (!changed) return std::nullopt;
+  if (copied == 0) return std::nullopt;
   out.append(text.substr(copied));
   return out;
 }
@@ -218,47 +240,24 @@ std::optional<std::string> escape_8bit_in_encoded_words(std::string_view text) {
 // whole. Nothing when no run needs it (no copy). Test: Message.SplitBase64WordsAreDecodedWhole.
 std::optional<std::string> join_split_base64_words(std::string_view text) {
   if (text.find("=?") == std::string_view::npos) return std::nullopt;
-  struct Word {
-    std::size_t begin, end;     // the whole word "=?...?=" in text
-    std::string_view charset;   // as written
-    std::string_view payload;   // base64
-    bool adjacent;              // only blanks between it and the word before
-  };
-  std::vector<Word> words;
-  std::size_t pos = 0;
-  while ((pos = text.find("=?", pos)) != std::string_view::npos && words.size() < 10000) {
-    const std::size_t q1 = text.find('?', pos + 2);
-    if (q1 == std::string_view::npos || q1 + 3 > text.size() || text[q1 + 2] != '?' ||
-        (text[q1 + 1] != 'B' && text[q1 + 1] != 'b')) {
-      pos += 2;
-      continue;
-    }
-    const std::size_t end = text.find("?=", q1 + 3);
-    if (end == std::string_view::npos) break;
-    const std::string_view charset = text.substr(pos + 2, q1 - pos - 2);
-    const std::string_view payload = text.substr(q1 + 3, end - q1 - 3);
-    if (charset.empty() || charset.find_first_of(" \t\r\n") != std::string_view::npos ||
-        payload.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") !=
-            std::string_view::npos) {
-      pos += 2;
-      continue;
-    }
-    bool adjacent = false;
-    if (!words.empty())
-      adjacent = text.substr(words.back().end, pos - words.back().end).find_first_not_of(" \t\r\n") ==
-                 std::string_view::npos;
-    words.push_back({pos, end + 2, charset, payload, adjacent});
-    pos = end + 2;
-  }
+  std::vector<EncodedWord> words = encoded_words(text);
+  std::erase_if(words, [](const EncodedWord& w) {
+    return w.encoding != 'B' ||
+           w.payload.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") !=
+               std::string_view::npos;
+  });
   std::string out;
   std::size_t copied = 0;
   bool changed = false;
   for (std::size_t i = 0; i < words.size();) {
-    // The run from word i: adjacent words of the same charset. It needs joining when a word before
-    // its last is padded (or not a whole number of base64 quanta).
+    // The run from word i: words of the same charset with only blanks between them. It needs
+    // joining when a word before its last is padded (or not a whole number of base64 quanta).
+    auto blanks_between = [&](const EncodedWord& a, const EncodedWord& b) {
+      return text.substr(a.end, b.begin - a.end).find_first_not_of(" \t\r\n") == std::string_view::npos;
+    };
     std::size_t j = i + 1;
     bool padded_inside = false;
-    while (j < words.size() && words[j].adjacent && ascii_iequals(words[j].charset, words[i].charset)) {
+    while (j < words.size() && blanks_between(words[j - 1], words[j]) && ascii_iequals(words[j].charset, words[i].charset)) {
       padded_inside = padded_inside || words[j - 1].payload.find('=') != std::string_view::npos ||
                       words[j - 1].payload.size() % 4 != 0;
       ++j;
