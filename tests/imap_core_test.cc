@@ -556,6 +556,35 @@ TEST(ImapFetch, FieldsWrittenTwiceGiveTheLast) {
   EXPECT_FALSE(mime_header_last("A: 1\r\n\r\n", "B"));
 }
 
+TEST(ImapFetch, AMessagePartPastTheDepthLimitKeepsTheGrammar) {
+  // 200 message/rfc822 parts, one in the other (a hostile message): the tree stops at kMaxMimeDepth,
+  // and every "message" "rfc822" in BODYSTRUCTURE still has an envelope, a body and its lines, so a
+  // client's parser is not broken by one message.
+  std::string deep;
+  for (int i = 0; i < 200; ++i) deep += "Content-Type: message/rfc822\r\n\r\n";
+  deep += "body";
+  for (bool ext : {false, true}) {
+    const std::string bs = body_structure(deep, parse_mime_tree(deep), ext);
+    std::size_t messages = 0;
+    for (std::size_t at = bs.find("\"message\" \"rfc822\""); at != std::string::npos;
+         at = bs.find("\"message\" \"rfc822\"", at + 1)) {
+      ++messages;
+      // type, subtype, params, id, description, encoding, size, then the envelope
+      const std::size_t env = bs.find(" (", bs.find("\"7bit\" ", at) + 7);
+      ASSERT_NE(env, std::string::npos);
+      EXPECT_EQ(bs.compare(env, 2, " ("), 0) << bs.substr(at, 120);
+    }
+    EXPECT_GE(messages, kMaxMimeDepth);
+    EXPECT_NE(bs.find("(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\""), std::string::npos);
+    int depth = 0;
+    for (char c : bs) {
+      depth += c == '(' ? 1 : c == ')' ? -1 : 0;
+      ASSERT_GE(depth, 0);
+    }
+    EXPECT_EQ(depth, 0);
+  }
+}
+
 TEST(ImapFetch, TextWithoutCharsetSaysUsAscii) {
   const std::string raw =
       "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"

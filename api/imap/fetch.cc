@@ -187,6 +187,11 @@ std::string body_structure(std::string_view raw, const MimeNode& n, bool ext) {
   if (n.is_message() && !n.children.empty()) {
     const MimeNode& inner = n.children[0];
     out += " " + envelope(raw, inner) + " " + body_structure(raw, inner, ext) + " " + std::to_string(n.lines);
+  } else if (n.is_message()) {
+    // Past kMaxMimeDepth the encapsulated message is not read; RFC 9051's grammar still wants an
+    // envelope and a body for this type: empty ones (ImapFetch.AMessagePartPastTheDepthLimitKeepsTheGrammar).
+    out += " (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) " +
+           std::to_string(n.lines);
   } else if (n.type == "text") {
     out += " " + std::to_string(n.lines);
   }
