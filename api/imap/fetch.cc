@@ -95,6 +95,9 @@ std::string language_list(const std::optional<std::string>& field) {
   return out.empty() ? "NIL" : out + ")";
 }
 
+// An empty text part, where RFC 9051's grammar wants a body and the message has none.
+constexpr std::string_view kEmptyTextPart = "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0";
+
 std::string extension(const MimeNode& n) {
   std::string out;
   if (n.disposition)
@@ -162,7 +165,7 @@ std::string body_structure(std::string_view raw, const MimeNode& n, bool ext) {
     std::string out = "(";
     if (n.children.empty()) {
       // RFC 9051 requires at least one part: describe an empty text part.
-      out += "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0";
+      out += kEmptyTextPart;
       out += ext ? " NIL NIL NIL NIL)" : ")";
     }
     for (const auto& c : n.children) out += body_structure(raw, c, ext);
@@ -190,8 +193,7 @@ std::string body_structure(std::string_view raw, const MimeNode& n, bool ext) {
   } else if (n.is_message()) {
     // Past kMaxMimeDepth the encapsulated message is not read; RFC 9051's grammar still wants an
     // envelope and a body for this type: empty ones (ImapFetch.AMessagePartPastTheDepthLimitKeepsTheGrammar).
-    out += " (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) " +
-           std::to_string(n.lines);
+    out += " (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) " + std::string(kEmptyTextPart) + ") " + std::to_string(n.lines);
   } else if (n.type == "text") {
     out += " " + std::to_string(n.lines);
   }
