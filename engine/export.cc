@@ -10,18 +10,26 @@
 #include <bit>
 #include <cstdio>
 #include <cstring>
+#include <condition_variable>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "common/base64.h"
 #include "common/dates.h"
 #include "common/json_text.h"
 #include "common/merkle.h"
+#include "common/utf8.h"
 #include "engine/checkpoint.h"
+#include "engine/message.h"
+#include "engine/message_view.h"
 #include "engine/record.h"
 #include "engine/record_json.h"
 #include "indexer/index.h"
@@ -29,11 +37,13 @@
 namespace mailark {
 namespace {
 
-// v2 (this release): every record holding a message's bytes (custodians' copies) with its proof.
-// v1 exports (the release before) still verify (test_upgrade.py
-// test_an_export_of_the_release_before_still_verifies).
-constexpr const char* kFormat = "mailark-export-v2";
+// v3 (this release): v2 and the load file (loadfile.csv). v2: every record holding a message's bytes
+// (custodians' copies) with its proof. Exports of earlier releases still verify (test_upgrade.py
+// test_an_export_of_the_release_before_still_verifies: v1; test_an_export_without_a_load_file_still_verifies: v2).
+constexpr const char* kFormat = "mailark-export-v3";
+constexpr const char* kFormatV2 = "mailark-export-v2";
 constexpr const char* kFormatV1 = "mailark-export-v1";
+constexpr const char* kLoadFile = "loadfile.csv";
 constexpr const char* kSigContext = "mailark.export/v1";
 constexpr const char* kSealContext = "mailark.export-zip/v1";
 constexpr std::size_t kChunk = 1 << 16;
@@ -166,6 +176,266 @@ std::string mboxrd_unquote(std::string_view quoted) {
   }
   return out;
 }
+// The load file (v3). Its columns, in order; those marked checked are the manifest's (the verifier
+// holds them to the manifest line of the same message), the others are read from the message's header
+// by mailark (GMime) for reviewers: sealed with the export, not proved against the message.
+struct LoadFileColumn {
+  const char* name;
+  bool checked;
+};
+constexpr LoadFileColumn kLoadFileColumns[] = {
+    {"DocID", true},           {"DateSent", false},     {"From", false},           {"To", false},
+    {"CC", false},             {"BCC", false},          {"Subject", false},        {"AttachmentCount", false},
+    {"AttachmentNames", false}, {"MessageID", true},     {"InReplyTo", false},      {"Custodians", true},
+    {"Folder", true},          {"NativeFile", true},    {"MboxOffset", true},      {"MboxLength", true},
+    {"FileSize", true},        {"SHA256", true},        {"EnvelopeFrom", true},    {"EnvelopeRecipients", true},
+    {"ArchivedAt", true},      {"Verdict", true},       {"VerdictDetail", true},   {"CopyIDs", true}};
+constexpr std::size_t kLoadFileWidth = std::size(kLoadFileColumns);
+// Excel's limit for one cell: longer text is cut there (at a character's boundary).
+constexpr std::size_t kMaxCellBytes = 32767;
+constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";
+
+// One cell of the load file, quoted (RFC 4180: every '"' doubled). Mail is bytes and the file is read
+// by spreadsheets and review platforms, so the text is first made safe for them: bytes that are not
+// UTF-8 become U+FFFD, control characters (line ends and tabs among them) spaces, so that a row is
+// always one line; text past kMaxCellBytes is cut; and a cell that begins with '=', '+', '-' or '@'
+// gets a leading apostrophe, so that a spreadsheet shows it instead of running it as a formula
+// (a hostile subject "=HYPERLINK(...)"; OWASP's CSV injection). ExportTest.LoadFileCellsAreSafe.
+std::string csv_cell(std::string_view raw) {
+  std::string text = valid_utf8(raw);
+  for (char& c : text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = ' ';
+  if (text.size() > kMaxCellBytes) {
+    std::size_t cut = kMaxCellBytes;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text.resize(cut);
+  }
+  std::string out = "\"";
+  if (!text.empty() && (text[0] == '=' || text[0] == '+' || text[0] == '-' || text[0] == '@')) out += '\'';
+  for (char c : text) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string csv_row(const std::vector<std::string>& cells) {
+  std::string row;
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    if (i) row += ',';
+    row += cells[i];
+  }
+  return row + "\r\n";
+}
+
+// The cells of one line of a load file (its "\r\n" already dropped), unquoted; nullopt when it is not
+// RFC 4180 (a quote inside an unquoted cell, text after a closing quote, a quote left open).
+std::optional<std::vector<std::string>> csv_cells(std::string_view line) {
+  std::vector<std::string> cells;
+  std::size_t i = 0;
+  for (;;) {
+    std::string cell;
+    if (i < line.size() && line[i] == '"') {
+      for (++i;; ++i) {
+        if (i >= line.size()) return std::nullopt;
+        if (line[i] == '"') {
+          if (i + 1 < line.size() && line[i + 1] == '"') {
+            cell += '"';
+            ++i;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        cell += line[i];
+      }
+      if (i < line.size() && line[i] != ',') return std::nullopt;
+    } else {
+      const std::size_t end = std::min(line.find(',', i), line.size());
+      cell.assign(line.substr(i, end - i));
+      if (cell.find('"') != std::string::npos) return std::nullopt;
+      i = end;
+    }
+    cells.push_back(std::move(cell));
+    if (i >= line.size()) return cells;
+    ++i;  // the comma
+  }
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : "; ") + s;
+  return out;
+}
+
+// The load file's header row.
+std::string load_file_head() {
+  std::vector<std::string> names;
+  for (const auto& c : kLoadFileColumns) names.push_back(csv_cell(c.name));
+  return std::string(kByteOrderMark) + csv_row(names);
+}
+
+// The checked cells of a message's row, from its manifest line (what the verifier holds the load file
+// to), quoted; the others empty.
+std::vector<std::string> load_file_checked_cells(const nlohmann::json& line) {
+  std::vector<std::string> cells(kLoadFileWidth);
+  auto text = [&](const nlohmann::json& j, const char* key) -> std::string {
+    if (!j.is_object() || !j.contains(key)) return "";
+    const auto& v = j[key];
+    return v.is_string() ? v.get<std::string>() : v.is_number_unsigned() ? std::to_string(v.get<std::uint64_t>()) : "";
+  };
+  auto strings = [](const nlohmann::json& j) {
+    std::vector<std::string> out;
+    if (j.is_array())
+      for (const auto& v : j)
+        if (v.is_string()) out.push_back(v.get<std::string>());
+    return out;
+  };
+  const nlohmann::json empty;
+  const nlohmann::json& envelope = line.contains("envelope") ? line["envelope"] : empty;
+  const nlohmann::json& verdict = line.contains("verdict") ? line["verdict"] : empty;
+  std::vector<std::string> copies;
+  if (line.contains("copies") && line["copies"].is_array())
+    for (const auto& c : line["copies"]) copies.push_back(text(c, "id"));
+  std::string detail = verdict.is_object() && verdict.contains("signatures") ? joined(strings(verdict["signatures"])) : "";
+  if (detail.empty()) detail = text(verdict, "reason");
+  const bool in_mbox = line.contains("mbox_offset");
+  const std::string values[] = {text(line, "id"),
+                                text(line, "message_id"),
+                                joined(strings(line.contains("custodians") ? line["custodians"] : empty)),
+                                text(envelope, "folder"),
+                                in_mbox ? "messages.mbox" : text(line, "file"),
+                                text(line, "mbox_offset"),
+                                text(line, "mbox_length"),
+                                text(line, "size"),
+                                text(line, "sha256"),
+                                text(envelope, "mail_from"),
+                                joined(strings(envelope.is_object() && envelope.contains("rcpt_to") ? envelope["rcpt_to"] : empty)),
+                                text(line, "archived_at"),
+                                text(verdict, "kind"),
+                                detail,
+                                joined(copies)};
+  std::size_t v = 0;
+  for (std::size_t i = 0; i < kLoadFileWidth; ++i)
+    if (kLoadFileColumns[i].checked) cells[i] = csv_cell(values[v++]);
+  return cells;
+}
+
+// The first <id> of an In-Reply-To field, without its angle brackets (as MessageID is written); the
+// field as it stands when it has none.
+std::string bare_message_id(const std::string& field) {
+  const auto open = field.find('<');
+  const auto close = open == std::string::npos ? std::string::npos : field.find('>', open);
+  return close == std::string::npos ? field : field.substr(open + 1, close - open - 1);
+}
+
+// A message's row: its manifest line's cells (load_file_checked_cells) and its header's, read from its
+// bytes as the web portal's message view reads them (engine/message_view.h: the same fields, the
+// same attachments).
+std::string load_file_row(std::vector<std::string> cells, std::string_view raw) {
+  const MessageView v = view_message_fields(raw);
+  std::vector<std::string> names;
+  for (const auto& p : v.attachments)
+    if (!p.filename.empty()) names.push_back(p.filename);
+  const std::string header[] = {v.date ? iso8601_date(*v.date) : "",
+                                join_addresses(v.from),
+                                join_addresses(v.to),
+                                join_addresses(v.cc),
+                                join_addresses(v.bcc),
+                                v.subject,
+                                std::to_string(v.attachments.size()),
+                                joined(names),
+                                bare_message_id(v.in_reply_to)};
+  std::size_t h = 0;
+  for (std::size_t i = 0; i < kLoadFileWidth; ++i)
+    if (!kLoadFileColumns[i].checked) cells[i] = csv_cell(header[h++]);
+  return csv_row(cells);
+}
+
+// Writes the load file's rows on a thread of its own, in the order they are handed over: reading a
+// message's header fields (GMime) costs about as much as everything else an export does for it, so
+// the manifest and the rows are made side by side on two cores. Messages wait here for at most
+// kRowBudget bytes (one message larger than that at a time), so memory stays flat whatever the
+// export's size.
+class LoadFileWriter {
+ public:
+  static constexpr std::size_t kRowBudget = std::size_t{32} << 20;
+
+  explicit LoadFileWriter(const std::string& path) : out_(path, std::ios::binary | std::ios::trunc) {
+    if (!out_) failed_ = "cannot write " + path;
+    write(load_file_head());
+    thread_ = std::thread([this] { run(); });
+  }
+  ~LoadFileWriter() { finish(); }
+
+  // A message's row, to come: its checked cells and its bytes.
+  void add(std::vector<std::string> cells, std::string raw) {
+    std::unique_lock lock(mu_);
+    room_.wait(lock, [&] { return waiting_.empty() || bytes_ + raw.size() <= kRowBudget; });
+    bytes_ += raw.size();
+    waiting_.push_back({std::move(cells), std::move(raw)});
+    work_.notify_one();
+  }
+  // Every row written; the bytes of the whole file, or why it could not be written.
+  Result<std::uint64_t> finish() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+      work_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+    if (failed_.empty()) {
+      out_.flush();
+      if (!out_) failed_ = "cannot write the load file";
+    }
+    if (!failed_.empty()) return make_error(ErrorCode::kIo, failed_);
+    return written_;
+  }
+
+ private:
+  struct Item {
+    std::vector<std::string> cells;
+    std::string raw;
+  };
+  void write(const std::string& text) {
+    out_ << text;
+    written_ += text.size();
+  }
+  void run() {
+    for (;;) {
+      Item item;
+      {
+        std::unique_lock lock(mu_);
+        work_.wait(lock, [&] { return done_ || !waiting_.empty(); });
+        if (waiting_.empty()) return;
+        item = std::move(waiting_.front());
+        waiting_.pop_front();
+      }
+      std::string row;
+      try {
+        row = load_file_row(std::move(item.cells), item.raw);
+      } catch (const std::exception& e) {
+        if (failed_.empty()) failed_ = std::string("a load file row: ") + e.what();
+      }
+      if (failed_.empty()) write(row);
+      std::lock_guard lock(mu_);
+      bytes_ -= item.raw.size();
+      room_.notify_one();
+    }
+  }
+
+  std::ofstream out_;
+  std::string failed_;  // the row thread's, read after it is joined
+  std::uint64_t written_ = 0;
+  std::mutex mu_;
+  std::condition_variable work_, room_;
+  std::deque<Item> waiting_;
+  std::size_t bytes_ = 0;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 std::string from_separator(const ArchiveRecord& r) {
   std::string sender = r.envelope.mail_from.empty() ? "MAILER-DAEMON" : r.envelope.mail_from;
   for (char& c : sender)
@@ -239,6 +509,20 @@ class ZipWriter {
   std::string path_;
   std::unique_ptr<struct archive, ArchiveWriteFree> a_;
 };
+
+// A file written beside the export, as one entry of `size` bytes.
+Status copy_into_zip(ZipWriter& zip, const std::string& name, const std::string& path, std::uint64_t size,
+                     std::int64_t mtime) {
+  MAILARK_TRY(zip.begin(name, size, mtime));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(ErrorCode::kIo, "cannot read " + path);
+  std::string buf(kChunk, '\0');
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.gcount() > 0) MAILARK_TRY(zip.data(std::string_view(buf.data(), static_cast<std::size_t>(in.gcount()))));
+  }
+  return ok_status();
+}
 
 // Reads a zip's entries in order, streaming.
 class ZipReader {
@@ -367,9 +651,11 @@ std::string check_seal(const std::string& path, const std::string& origin, const
   std::string t(static_cast<std::size_t>(tail), '\0');
   f.seekg(size - tail);
   if (!f.read(t.data(), tail)) return "the export cannot be read";
+  bool end_record = false;
   for (std::streamoff i = tail - 22; i >= 0; --i) {
     const auto* e = reinterpret_cast<const unsigned char*>(t.data() + i);
     if (e[0] != 0x50 || e[1] != 0x4b || e[2] != 0x05 || e[3] != 0x06) continue;
+    end_record = true;
     const std::streamoff comment = e[20] | (e[21] << 8);
     if (i + 22 + comment != tail) continue;
     auto note = parse_note(std::string_view(t).substr(static_cast<std::size_t>(i + 22)));
@@ -380,6 +666,8 @@ std::string check_seal(const std::string& path, const std::string& origin, const
       return "the export's bytes are not those sealed: the zip was changed";
     return "";
   }
+  // A file cut short (a download that stopped) has no end record at all: said as such.
+  if (!end_record) return "the export is not a readable zip: it has no end record (was it cut short?)";
   return "the export has no seal (a signed zip comment)";
 }
 
@@ -483,20 +771,22 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   const std::uint64_t count = ids.count();
 
   // Pass 1: the manifest, to a file beside the export (flat memory however many messages), and its hash.
-  const std::string manifest_path = request.path + ".manifest.tmp", zip_tmp = request.path + ".tmp";
+  // The load file beside it, the same way.
+  const std::string manifest_path = request.path + ".manifest.tmp", zip_tmp = request.path + ".tmp",
+                    load_path = request.path + ".loadfile.tmp";
   struct Cleanup {
-    std::string a, b;
+    std::vector<std::string> paths;
     ~Cleanup() {
       std::error_code ec;
-      std::filesystem::remove(a, ec);
-      std::filesystem::remove(b, ec);
+      for (const auto& p : paths) std::filesystem::remove(p, ec);
     }
-  } cleanup{manifest_path, zip_tmp};
+  } cleanup{{manifest_path, zip_tmp, load_path}};
   Sha256 manifest_hash;
-  std::uint64_t manifest_bytes = 0, mbox_bytes = 0, message_bytes = 0;
+  std::uint64_t manifest_bytes = 0, mbox_bytes = 0, message_bytes = 0, load_bytes = 0;
   {
     std::ofstream m(manifest_path, std::ios::binary | std::ios::trunc);
     if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
+    LoadFileWriter load(load_path);
     auto put = [&](const nlohmann::json& j) {
       const std::string line = json_text(j) + "\n";
       manifest_hash.update(line);
@@ -558,8 +848,8 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       }
       j["custodians"] = custodians;
       j["copies"] = std::move(copies);
+      MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
       if (mbox) {
-        MAILARK_ASSIGN_OR_RETURN(std::string raw, s.raw(r));
         const std::string quoted = mboxrd_quote(raw);
         mbox_bytes += from_separator(r).size();
         j["mbox_offset"] = mbox_bytes;
@@ -570,6 +860,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
       }
       j["record"] = base64_encode(value);
       j["proof"] = hex_proof(proof);
+      load.add(load_file_checked_cells(j), std::move(raw));
       put(j);
       message_bytes += r.raw_size;
       ++done;
@@ -581,6 +872,7 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
     }
     m.flush();
     if (!m) return make_error(ErrorCode::kIo, "cannot write " + manifest_path);
+    MAILARK_ASSIGN_OR_RETURN(load_bytes, load.finish());
   }
   const std::string manifest_hex = to_hex(manifest_hash.finish());
 
@@ -588,16 +880,9 @@ Result<ExportReport> write_export(const Archive& archive, const SigningKey& key,
   ZipWriter zip;
   MAILARK_TRY(zip.open(zip_tmp));
   MAILARK_TRY(zip.add("checkpoint", cp.note, now));
-  {
-    MAILARK_TRY(zip.begin("manifest.jsonl", manifest_bytes, now));
-    std::ifstream m(manifest_path, std::ios::binary);
-    std::string buf(kChunk, '\0');
-    while (m) {
-      m.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      if (m.gcount() > 0) MAILARK_TRY(zip.data(std::string_view(buf.data(), static_cast<std::size_t>(m.gcount()))));
-    }
-  }
+  MAILARK_TRY(copy_into_zip(zip, "manifest.jsonl", manifest_path, manifest_bytes, now));
   MAILARK_TRY(zip.add("manifest.sig", sign_note(sig_text(cp.checkpoint.origin, manifest_hex), cp.checkpoint.origin, key), now));
+  MAILARK_TRY(copy_into_zip(zip, kLoadFile, load_path, load_bytes, now));
   if (mbox) MAILARK_TRY(zip.begin("messages.mbox", mbox_bytes, now));
   std::uint64_t done = 0;
   for (std::uint64_t id = ids.next(0); id != 0; id = ids.next(id)) {
@@ -678,9 +963,9 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
   }
   nlohmann::json header = nlohmann::json::parse(header_line, nullptr, false);
   const std::string format = header.is_object() ? header.value("format", "") : "";
-  if (format != kFormat && format != kFormatV1)
-    return problem("the manifest's first line is not a mailark-export-v1 or -v2 header");
-  const int version = format == kFormatV1 ? 1 : 2;
+  if (format != kFormat && format != kFormatV2 && format != kFormatV1)
+    return problem("the manifest's first line is not a mailark-export-v1, -v2 or -v3 header");
+  const int version = format == kFormatV1 ? 1 : format == kFormatV2 ? 2 : 3;
   out.origin = header.value("origin", "");
   out.query = header.value("query", "");
   out.case_name = header.value("case", "");
@@ -725,6 +1010,20 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
   for (int i = 0; i < 3; ++i) {
     auto skip = messages.next();
     if (!skip) return skip.error();
+  }
+  // v3: the load file, after the manifest's signature; its rows read in step from a third reader.
+  ZipReader rows;
+  if (version >= 3) {
+    MAILARK_ASSIGN_OR_RETURN(auto entry, messages.next());
+    if (!entry || entry->first != kLoadFile)
+      return problem(std::string("the export has no ") + kLoadFile + " after manifest.sig" + (entry ? " (found " + entry->first + ")" : ""));
+    MAILARK_TRY(rows.open(path));
+    for (int i = 0; i < 4; ++i) {
+      auto skip = rows.next();
+      if (!skip) return skip.error();
+    }
+    MAILARK_ASSIGN_OR_RETURN(auto head, rows.line());
+    if (!head || *head + "\n" != load_file_head()) return problem(std::string(kLoadFile) + "'s first row is not its header row");
   }
   std::uint64_t mbox_pos = 0;
   std::int64_t mbox_size = -1;
@@ -776,7 +1075,7 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
     nlohmann::json fields = record_fields(*record, version);
     for (auto& [k, v] : fields.items())
       if (!j.contains(k) || j[k] != v) return problem(what + ": the manifest's \"" + k + "\" is not what its record says");
-    if (version == 2) {
+    if (version >= 2) {
       // Every other record of these bytes, proved; and the custodians of them all.
       if (!j.contains("copies") || !j["copies"].is_array()) return problem(what + ": it lists no copies");
       std::vector<std::pair<std::uint64_t, ArchiveRecord>> all{{id, main_record}};
@@ -825,6 +1124,23 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
     }
     if (bytes.size() != record->raw_size || sha256(bytes) != record->content_sha256)
       return problem(what + ": its bytes are not those archived (SHA-256 or size differs)");
+    if (version >= 3) {
+      // Its row: as wide as the header, and what the manifest says in every checked column.
+      MAILARK_ASSIGN_OR_RETURN(auto row, rows.line());
+      if (!row) return problem(std::string(kLoadFile) + " ends before " + what);
+      if (row->empty() || row->back() != '\r') return problem(std::string(kLoadFile) + "'s row of " + what + " does not end with CR LF");
+      row->pop_back();
+      auto cells = csv_cells(*row);
+      if (!cells || cells->size() != kLoadFileWidth)
+        return problem(std::string(kLoadFile) + "'s row of " + what + " is not " + std::to_string(kLoadFileWidth) + " CSV cells");
+      const std::vector<std::string> expected = load_file_checked_cells(j);
+      for (std::size_t i = 0; i < kLoadFileWidth; ++i) {
+        if (!kLoadFileColumns[i].checked) continue;
+        auto want = csv_cells(expected[i]);
+        if (!want || want->size() != 1 || (*want)[0] != (*cells)[i])
+          return problem(std::string(kLoadFile) + "'s " + kLoadFileColumns[i].name + " of " + what + " is not the manifest's");
+      }
+    }
     out.messages++;
     out.bytes += bytes.size();
     if (progress && out.messages % 256 == 0) progress(out.messages, count);
@@ -837,6 +1153,10 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
     if (rest != trailer) return problem("messages.mbox does not end where the manifest's last message ends");
     MAILARK_ASSIGN_OR_RETURN(auto extra, messages.next());
     if (extra) return problem("the export has a file the manifest does not list: " + extra->first);
+  }
+  if (version >= 3) {
+    MAILARK_ASSIGN_OR_RETURN(auto extra_row, rows.line());
+    if (extra_row) return problem(std::string(kLoadFile) + " has rows the manifest does not list");
   }
   if (progress) progress(out.messages, count);
   out.ok = true;

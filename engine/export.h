@@ -3,7 +3,7 @@
 // An export is one zip file (libarchive; entries stored, not compressed, so every message is its exact
 // archived bytes), with its entries in this order:
 //   checkpoint      the signed checkpoint of the archive's Merkle tree the export proves against
-//   manifest.jsonl  line 1: the export's header (JSON: format "mailark-export-v1", container, origin,
+//   manifest.jsonl  line 1: the export's header (JSON: format "mailark-export-v3", container, origin,
 //                   verifier key, tree size and root, query, case, when, how many); then one line per
 //                   message, in the order of the messages below: archive id, the file (or the offset
 //                   and length inside messages.mbox), SHA-256, size, Message-ID, envelope, verdict,
@@ -11,6 +11,12 @@
 //                   inclusion proof (hex) in the checkpoint's tree
 //   manifest.sig    a signed note (the archive's Ed25519 key) over "mailark.export/v1", the origin and
 //                   the SHA-256 of manifest.jsonl: no byte of the manifest changes unseen
+//   loadfile.csv    (v3) the load file review platforms read: one row per message, in the same order,
+//                   of its header fields (date, from, to, cc, bcc, subject, attachments; mailark's
+//                   reading, sealed but not proved) beside the manifest's (id, file, SHA-256, size,
+//                   Message-ID, custodians, envelope, verdict, copies; the verifier checks these
+//                   against the manifest). RFC 4180 CSV, UTF-8 with a byte-order mark, every cell
+//                   quoted, one line a row (see csv_cell in export.cc for what a cell holds)
 //   messages/<id>.eml  each message (container "eml"), or messages.mbox (container "mbox": mboxrd,
 //                   every line matching ^>*From  quoted with one more '>', undone by the verifier)
 // and the zip's comment is the seal: a signed note over the SHA-256 of every byte before it, so that

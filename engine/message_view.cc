@@ -95,13 +95,17 @@ const MimeNode* find_section(const MimeNode& root, std::string_view section) {
 
 }  // namespace
 
-MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
+namespace {
+
+// The header fields of a message and its parts' walk: what view_message and view_message_fields share.
+// all_headers: every field decoded too (the view's header list).
+MessageView view_fields(std::string_view raw, const MimeNode& root, Walk& w, bool all_headers) {
   MessageView v;
-  MimeNode root = parse_mime_tree(raw);
   std::string_view header = raw.substr(0, root.header_end);
-  auto field = [&](std::string_view name) { return mime_header(header, name); };
   // Fields written twice read as the index reads them: the last Subject, Message-ID and Date, the
-  // addresses of every From, To, Cc and Reply-To (engine/mime_tree.h; MessageView.FieldsWrittenTwiceReadAsTheIndexReadsThem).
+  // first In-Reply-To and References, the addresses of every From, To, Cc, Bcc and Reply-To
+  // (engine/mime_tree.h; MessageView.FieldsWrittenTwiceReadAsTheIndexReadsThem).
+  auto field = [&](std::string_view name) { return mime_header(header, name); };
   auto last = [&](std::string_view name) { return mime_header_last(header, name); };
   auto joined = [&](std::string_view name) { return mime_header_joined(header, name); };
   if (auto s = last("Subject")) v.subject = decode_header_text(*s);
@@ -121,24 +125,11 @@ MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
   if (auto s = joined("From")) v.from = parse_address_list(*s, 100);
   if (auto s = joined("To")) v.to = parse_address_list(*s, 1000);
   if (auto s = joined("Cc")) v.cc = parse_address_list(*s, 1000);
+  if (auto s = joined("Bcc")) v.bcc = parse_address_list(*s, 1000);
   if (auto s = joined("Reply-To")) v.reply_to = parse_address_list(*s, 100);
-  for (auto& [name, value] : mime_header_list(header, 500)) v.headers.emplace_back(name, decode_header_text(value));
-
-  Walk w{raw};
+  if (all_headers)
+    for (auto& [name, value] : mime_header_list(header, 500)) v.headers.emplace_back(name, decode_header_text(value));
   w.visit(root, "", 0);
-  if (w.text) v.text = decode_part(part_bytes(raw, *w.text), true, max_text_bytes);
-  if (w.html) {
-    v.has_html = true;
-    const std::string html = decode_part(part_bytes(raw, *w.html), true, max_text_bytes);
-    v.remote_images = sanitize_html(html).remote_images_blocked;
-    if (!w.text) v.text = html_to_text(html);
-  }
-  // Lines end in LF for readers (the stored bytes keep their CRLF).
-  std::string lf;
-  lf.reserve(v.text.size());
-  for (std::size_t i = 0; i < v.text.size(); ++i)
-    if (!(v.text[i] == '\r' && i + 1 < v.text.size() && v.text[i + 1] == '\n')) lf.push_back(v.text[i]);
-  v.text = std::move(lf);
   for (const auto& [section, n] : w.leaves) {
     ViewPart p;
     p.section = section;
@@ -154,6 +145,34 @@ MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
     v.attachments.push_back(std::move(p));
   }
   return v;
+}
+
+}  // namespace
+
+MessageView view_message(std::string_view raw, std::size_t max_text_bytes) {
+  MimeNode root = parse_mime_tree(raw);
+  Walk w{raw};
+  MessageView v = view_fields(raw, root, w, /*all_headers=*/true);
+  if (w.text) v.text = decode_part(part_bytes(raw, *w.text), true, max_text_bytes);
+  if (w.html) {
+    v.has_html = true;
+    const std::string html = decode_part(part_bytes(raw, *w.html), true, max_text_bytes);
+    v.remote_images = sanitize_html(html).remote_images_blocked;
+    if (!w.text) v.text = html_to_text(html);
+  }
+  // Lines end in LF for readers (the stored bytes keep their CRLF).
+  std::string lf;
+  lf.reserve(v.text.size());
+  for (std::size_t i = 0; i < v.text.size(); ++i)
+    if (!(v.text[i] == '\r' && i + 1 < v.text.size() && v.text[i + 1] == '\n')) lf.push_back(v.text[i]);
+  v.text = std::move(lf);
+  return v;
+}
+
+MessageView view_message_fields(std::string_view raw) {
+  MimeNode root = parse_mime_tree(raw);
+  Walk w{raw};
+  return view_fields(raw, root, w, /*all_headers=*/false);
 }
 
 std::string view_html(std::string_view raw, bool allow_remote_images, unsigned* remote_blocked) {

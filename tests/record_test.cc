@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/sha256.h"
+#include "common/utf8.h"
 
 namespace mailark {
 namespace {
@@ -30,6 +31,19 @@ ArchiveRecord sample() {
 
 // SHA-256 (common/sha256.cc, OpenSSL's own implementation without its EVP start-up): the FIPS 180-2
 // examples, and the same digest whether fed at once or in pieces of every size.
+TEST(Utf8, InvalidBytesBecomeReplacementCharacters) {
+  const std::string r = "\xEF\xBF\xBD";
+  EXPECT_EQ(valid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x93\xA7"), "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x93\xA7");
+  EXPECT_EQ(valid_utf8("caf\xE9"), "caf" + r);                    // Latin-1
+  EXPECT_EQ(valid_utf8("\xC0\xAF"), r + r);                       // overlong '/'
+  EXPECT_EQ(valid_utf8("\xED\xA0\x80"), r + r + r);               // a surrogate
+  EXPECT_EQ(valid_utf8("\xF4\x90\x80\x80"), r + r + r + r);       // past U+10FFFF
+  EXPECT_EQ(valid_utf8("\xE2\x82"), r + r);                       // cut short at the end
+  EXPECT_EQ(valid_utf8("\xE2\x82x"), r + r + "x");                // cut short before ASCII
+  EXPECT_EQ(valid_utf8("\x80\xBF"), r + r);                       // continuation bytes alone
+  EXPECT_EQ(valid_utf8(std::string("a\0b", 3)), std::string("a\0b", 3));
+}
+
 TEST(Sha256, KnownAnswersAndPiecesGiveTheSameDigest) {
   EXPECT_EQ(to_hex(sha256("")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(to_hex(sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

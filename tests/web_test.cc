@@ -217,6 +217,15 @@ TEST(MessageView, FieldsWrittenTwiceReadAsTheIndexReadsThem) {
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->subject, v.subject) << "the index's subject";
   EXPECT_EQ(m->message_id, "real@x");
+  // The fields alone (an export's load file) read the same, with Bcc beside To and Cc.
+  MessageView f = view_message_fields(raw + "");
+  EXPECT_EQ(f.subject, "the real one");
+  EXPECT_EQ(f.to.size(), 2u);
+  EXPECT_TRUE(f.text.empty());
+  EXPECT_TRUE(f.headers.empty());
+  MessageView b = view_message_fields("From: a@example.com\r\nBcc: x@example.com, Y <y@example.com>\r\n\r\nbody\r\n");
+  ASSERT_EQ(b.bcc.size(), 2u);
+  EXPECT_EQ(b.bcc[1].name, "Y");
 }
 
 TEST(MessageView, HtmlIsSanitisedWithInlineImagesEmbedded) {

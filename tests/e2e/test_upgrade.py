@@ -15,7 +15,8 @@ commands, migrated in place by the first writing command, and what they had queu
 - tests/fixtures/format7-data.tar.gz: the release with custodians and cases (archive format 7: three
   segments of segment stores, imported with a custodian, one case; no retention tables).
 - tests/fixtures/export-v1.zip (and export-v1.key, its archive's verifier key): an export written by
-  that release (mailark-export-v1), which this release's verifiers still check.
+  that release (mailark-export-v1), which this release's verifiers still check; and export-v2.zip
+  (and .key), one of the release before the load file (mailark-export-v2).
 """
 import json
 import os
@@ -365,9 +366,9 @@ class UpgradeTest(unittest.TestCase):
                              rebuilt)
         self.assertTrue(srv.cli("verify")["intact"])
 
-    def test_an_export_of_the_release_before_still_verifies(self):
-        zip_path = os.path.join(FIXTURES, "export-v1.zip")
-        with open(os.path.join(FIXTURES, "export-v1.key")) as f:
+    def check_old_export(self, name):
+        zip_path = os.path.join(FIXTURES, name + ".zip")
+        with open(os.path.join(FIXTURES, name + ".key")) as f:
             key = f.read().strip()
         self.assertEqual(tlog.verify_export(zip_path, key), 4)
         srv = Server(config(free_port(), free_port()))
@@ -384,6 +385,13 @@ class UpgradeTest(unittest.TestCase):
         with open(bad, "wb") as f:
             f.write(raw)
         self.assertEqual(srv.run("verify-export", bad, "--key", key).returncode, 1)
+
+    def test_an_export_of_the_release_before_still_verifies(self):
+        self.check_old_export("export-v1")
+
+    def test_an_export_without_a_load_file_still_verifies(self):
+        """mailark-export-v2 (the release before the load file): checked as it was written."""
+        self.check_old_export("export-v2")
 
 
     @unittest.skipUnless(os.path.exists("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"),

@@ -222,12 +222,19 @@ def verify_export(path, verifier_key):
         if len(entries) != header["count"]:
             raise ValueError("the count does not match")
         mbox = z.read("messages.mbox") if header["container"] == "mbox" else None
-        files = [n for n in names[3:]]
-        if mbox is None and files != [json.loads(e)["file"] for e in entries]:
-            raise ValueError("the message files are not those the manifest lists, in its order")
-        v2 = header["format"] == "mailark-export-v2"
+        v3 = header["format"] == "mailark-export-v3"
+        v2 = v3 or header["format"] == "mailark-export-v2"
         if not v2 and header["format"] != "mailark-export-v1":
             raise ValueError("unknown export format " + header["format"])
+        if v3 and names[3:4] != ["loadfile.csv"]:
+            raise ValueError("a v3 export has no loadfile.csv after manifest.sig")
+        files = names[4:] if v3 else names[3:]
+        if mbox is None and files != [json.loads(e)["file"] for e in entries]:
+            raise ValueError("the message files are not those the manifest lists, in its order")
+        if mbox is not None and files != ["messages.mbox"]:
+            raise ValueError("an mbox export holds more than messages.mbox")
+        if v3:
+            check_load_file(z.read("loadfile.csv"), [json.loads(e) for e in entries])
 
         def proven(entry):
             record = base64.b64decode(entry["record"], validate=True)
@@ -272,6 +279,65 @@ def verify_export(path, verifier_key):
             if sha256(body) != fields["content_sha256"] or len(body) != fields["raw_size"]:
                 raise ValueError(f"message {m['id']}: its bytes are not those archived")
         return len(entries)
+
+
+LOAD_FILE_COLUMNS = ["DocID", "DateSent", "From", "To", "CC", "BCC", "Subject", "AttachmentCount",
+                     "AttachmentNames", "MessageID", "InReplyTo", "Custodians", "Folder", "NativeFile",
+                     "MboxOffset", "MboxLength", "FileSize", "SHA256", "EnvelopeFrom", "EnvelopeRecipients",
+                     "ArchivedAt", "Verdict", "VerdictDetail", "CopyIDs"]
+
+
+def load_file_cell(text):
+    """What docs/FORMAT.md says a load file cell holds for `text`: control characters as spaces, at
+    most 32,767 bytes, an apostrophe before a leading = + - @."""
+    text = "".join(" " if ord(c) < 0x20 or c == "\x7f" else c for c in text)
+    raw = text.encode()
+    if len(raw) > 32767:
+        text = raw[:32767].decode(errors="ignore")
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def load_file_rows(data):
+    """The rows of a load file (bytes), read by Python's csv module; checks the byte-order mark and that
+    every row is one CRLF-ended line."""
+    import csv
+    import io
+    if not data.startswith(b"\xef\xbb\xbf"):
+        raise ValueError("loadfile.csv does not begin with a UTF-8 byte-order mark")
+    text = data[3:].decode("utf-8")
+    lines = text.split("\r\n")
+    if lines[-1] != "":
+        raise ValueError("loadfile.csv does not end with CR LF")
+    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    if len(rows) != len(lines) - 1 or any("\n" in line or "\r" in line for line in lines):
+        raise ValueError("a row of loadfile.csv is not one line")
+    return rows
+
+
+def check_load_file(data, entries):
+    """A v3 export's load file against its manifest's entries: the header row, one row per entry in
+    the same order, and every column the manifest says (the header fields are mailark's reading)."""
+    rows = load_file_rows(data)
+    if rows[0] != LOAD_FILE_COLUMNS:
+        raise ValueError("loadfile.csv's header row is not the published one")
+    if len(rows) - 1 != len(entries):
+        raise ValueError(f"loadfile.csv has {len(rows) - 1} rows, the manifest {len(entries)} messages")
+    for row, m in zip(rows[1:], entries):
+        if len(row) != len(LOAD_FILE_COLUMNS):
+            raise ValueError(f"message {m['id']}: its load file row is {len(row)} cells wide")
+        cells = dict(zip(LOAD_FILE_COLUMNS, row))
+        v = m["verdict"]
+        want = {"DocID": str(m["id"]), "MessageID": m["message_id"], "Custodians": "; ".join(m["custodians"]),
+                "Folder": m["envelope"].get("folder", ""),
+                "NativeFile": m.get("file", "messages.mbox"),
+                "MboxOffset": str(m.get("mbox_offset", "")), "MboxLength": str(m.get("mbox_length", "")),
+                "FileSize": str(m["size"]), "SHA256": m["sha256"], "EnvelopeFrom": m["envelope"]["mail_from"],
+                "EnvelopeRecipients": "; ".join(m["envelope"]["rcpt_to"]), "ArchivedAt": m["archived_at"],
+                "Verdict": v["kind"], "VerdictDetail": "; ".join(v["signatures"]) or v["reason"],
+                "CopyIDs": "; ".join(str(c["id"]) for c in m["copies"])}
+        for name, value in want.items():
+            if cells[name] != load_file_cell(value):
+                raise ValueError(f"message {m['id']}: the load file's {name} is not the manifest's")
 
 
 def open_signed_note(note, verifier_key):
