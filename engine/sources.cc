@@ -137,6 +137,10 @@ void read_single(const std::string& path, const Limits& limits, const SourceCall
     cb.on_error(path, raw.error().context);
     return;
   }
+  // A file saved by a Windows tool may begin with a UTF-8 byte-order mark: it is the file's, not the
+  // message's (as an mbox's, read_mbox), so the message is what follows it
+  // (Sources.ByteOrderMarkBeforeASingleMessageIsTheFilesNotTheMessages).
+  if (std::string_view(*raw).substr(0, 3) == "\xEF\xBB\xBF") raw->erase(0, 3);
   if (std::string why = not_mail_reason(*raw); !why.empty()) {
     cb.on_error(path, why);
     return;

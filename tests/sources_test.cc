@@ -106,6 +106,18 @@ TEST(Sources, ByteOrderMarkBeforeTheFirstFromLineIsAnMbox) {
   EXPECT_EQ(w.messages[0].raw, "Subject: bom\n\nb\n");
 }
 
+TEST(Sources, ByteOrderMarkBeforeASingleMessageIsTheFilesNotTheMessages) {
+  test::ScratchDir dir;
+  test::write_file(dir / "saved.eml", "\xEF\xBB\xBF" "From: a@x\r\nSubject: saved by Notepad\r\n\r\nb\r\n");
+  test::write_file(dir / "only-a-mark.eml", "\xEF\xBB\xBF");
+  test::write_file(dir / "mark-then-text.eml", "\xEF\xBB\xBF" "not mail at all\n");
+  Walk w = walk({dir / "saved.eml", dir / "only-a-mark.eml", dir / "mark-then-text.eml"});
+  ASSERT_EQ(w.messages.size(), 1u);
+  EXPECT_EQ(w.messages[0].raw, "From: a@x\r\nSubject: saved by Notepad\r\n\r\nb\r\n");
+  EXPECT_EQ(w.errors[dir / "only-a-mark.eml"], "empty file");
+  EXPECT_EQ(w.errors[dir / "mark-then-text.eml"], "not an email message: the first line is not a header field");
+}
+
 // An import on a disk short of room stops reading (tools/cmd_import.cc): stop is asked before each
 // file and each message of an mbox, and nothing is read once it said so.
 TEST(Sources, AStopEndsTheWalkBeforeTheNextMessageOrFile) {
