@@ -440,6 +440,11 @@ Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string
   return (*reader)->unindexed(limit);
 }
 
+std::uint64_t Engine::index_read_before_repairs() {
+  auto reader = indexer::IndexReader::open(index_dir());
+  return reader ? (*reader)->documents_read_before_repairs() : 0;
+}
+
 std::uint64_t Engine::index_bytes() const {
   std::uint64_t total = 0;
   std::error_code ec;

@@ -97,6 +97,9 @@ class Engine {
   std::uint64_t index_bytes() const;
   // Records indexed as placeholders (is:unindexed): how many, and up to `limit` of them with why.
   Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed(std::size_t limit);
+  // Documents whose subject and names a release before the RFC 2047 repairs read
+  // (IndexReader::documents_read_before_repairs): `mailark reindex` reads them again. 0 without an index.
+  std::uint64_t index_read_before_repairs();
 
  private:
   Engine() = default;

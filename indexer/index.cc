@@ -787,6 +787,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
           db.set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
           db.set_metadata(schema::kMetaUnpairedTo, "0");
           db.set_metadata(schema::kMetaUndatedTo, "0");
+          db.set_metadata(schema::kMetaUnrepairedTo, "0");
           db.commit();
           db.close();
         }
@@ -807,6 +808,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       if (sh.db->get_lastdocid() == 0) {
         sh.db->set_metadata(schema::kMetaUnpairedTo, "0");
         sh.db->set_metadata(schema::kMetaUndatedTo, "0");
+        sh.db->set_metadata(schema::kMetaUnrepairedTo, "0");
       }
       sh.db->commit();
     } else if (schema != schema::kSchemaVersion) {
@@ -836,6 +838,11 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       // A shard from before date terms: every document it holds lacks them; every one added from now
       // on has them (build_document).
       sh.db->set_metadata(schema::kMetaUndatedTo, std::to_string(sh.db->get_lastdocid()));
+      sh.db->commit();
+    }
+    if (sh.db->get_metadata(schema::kMetaUnrepairedTo).empty()) {
+      // A shard from before the RFC 2047 repairs: every document it holds was read without them.
+      sh.db->set_metadata(schema::kMetaUnrepairedTo, std::to_string(sh.db->get_lastdocid()));
       sh.db->commit();
     }
   } catch (const Xapian::Error& e) {
@@ -934,6 +941,7 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
         db.set_metadata(*k, sh.db->get_metadata(*k));
       db.set_metadata(schema::kMetaUnpairedTo, "0");
       db.set_metadata(schema::kMetaUndatedTo, "0");  // rebuilt: every document has its date terms
+      db.set_metadata(schema::kMetaUnrepairedTo, "0");  // and was read again, repaired
       // Every document the shard holds (the empty term's posting list), at the same document id.
       for (auto it = sh.db->postlist_begin(""); it != sh.db->postlist_end(""); ++it) {
         const Xapian::docid local = *it;
@@ -2671,6 +2679,11 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
                                                            : read_docid_meta(shard, schema::kMetaUnpairedTo));
         r->undated_to_.push_back(is_remote(seg.paths[j]) ? std::nullopt
                                                          : read_docid_meta(shard, schema::kMetaUndatedTo));
+        if (!is_remote(seg.paths[j])) {
+          // Absent (a shard no writer of this release opened yet): every document it holds.
+          const auto unrepaired = read_docid_meta(shard, schema::kMetaUnrepairedTo);
+          r->unrepaired_ += unrepaired ? *unrepaired : shard.get_lastdocid();
+        }
         map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),
                              is_remote(seg.paths[j])});
         r->db_->add_database(shard);

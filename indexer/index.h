@@ -469,6 +469,10 @@ class IndexReader {
   Result<std::vector<std::string>> message_ids(const std::vector<std::uint64_t>& ids);
   // Documents in the index (every shard), as of open().
   std::uint64_t documents() const;
+  // Documents whose subject, names and attachment names were read by a release before the RFC 2047
+  // repairs (schema::kMetaUnrepairedTo; remote shards not counted), as of open(): `mailark reindex`
+  // reads them again.
+  std::uint64_t documents_read_before_repairs() const { return unrepaired_; }
   // The last archive record every shard holds, as of open().
   std::uint64_t watermark() const { return watermark_; }
   // Records indexed as placeholders (is:unindexed): id and reason, at most `limit`, and their number.
@@ -494,6 +498,7 @@ class IndexReader {
   std::vector<std::string> shard_uuids_;  // in docid interleaving order
   std::vector<std::optional<Xapian::docid>> unpaired_to_;  // per shard, as shard_uuids_ (schema::kMetaUnpairedTo)
   std::vector<std::optional<Xapian::docid>> undated_to_;   // per shard, as shard_uuids_ (schema::kMetaUndatedTo)
+  std::uint64_t unrepaired_ = 0;                            // documents_read_before_repairs
   std::shared_ptr<const DocMap> map_;
   bool remote_ = false;  // some shard is served by xapian-tcpsrv (no PostingSource of ours runs there)
   std::uint64_t watermark_ = 0;

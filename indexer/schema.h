@@ -22,6 +22,15 @@ inline constexpr const char* kMetaUnpairedTo = "mailark:unpaired-to";
 // shard created before them: any of its documents may lack them.
 inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 
+// The highest shard document id whose header fields were read by a release before the RFC 2047
+// repairs of 2026-12 (decimal; "0": none). Those releases took GMime 3.2's reading as it was: a
+// subject, name or attachment name written as base64 words split mid-character was cut at the
+// first word's padding, and raw 8-bit bytes inside an encoded word were decoded twice; such
+// documents keep that text until `mailark reindex` (or a pairing rebuild) reads them again. Absent in
+// a shard created before it: any of its documents may have been. `mailark stats` says how many
+// (IndexReader::documents_read_before_repairs).
+inline constexpr const char* kMetaUnrepairedTo = "mailark:unrepaired-to";
+
 // A live shard's size in bytes right after the writer last compacted it (decimal; absent: never
 // compacted while live). IndexWriter::compact_if_grown compacts again once the shard has grown past
 // it by half.

@@ -264,6 +264,38 @@ TEST(DatePeriod, ParsesYearMonthAndDay) {
 namespace mailark::indexer {
 namespace {
 
+// Documents indexed before the RFC 2047 repairs are counted (schema::kMetaUnrepairedTo): all of a
+// shard no writer of this release opened, up to where a writer found them once it did, none of a new
+// index.
+TEST(IndexUpgrade, DocumentsReadBeforeTheRepairsAreCounted) {
+  test::ScratchDir dir;
+  const std::string index = dir / "index";
+  auto add = [&](IndexWriter& w, std::uint64_t first, std::uint64_t last) {
+    for (std::uint64_t id = first; id <= last; ++id) ASSERT_TRUE(w.add(id, build_document(fields(id, "s", "b", 1000))).ok());
+    ASSERT_TRUE(w.commit(last).ok());
+  };
+  {
+    auto w = IndexWriter::open(index);
+    ASSERT_TRUE(w.ok());
+    add(**w, 1, 9);
+  }
+  EXPECT_EQ(IndexReader::open(index).value()->documents_read_before_repairs(), 0u) << "a new index";
+  for (unsigned shard = 0; shard < 2; ++shard) {
+    Xapian::WritableDatabase db(index + "/shard" + std::to_string(shard), Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+    db.set_metadata(schema::kMetaUnrepairedTo, "");  // as a shard written by an earlier release
+    db.commit();
+  }
+  EXPECT_EQ(IndexReader::open(index).value()->documents_read_before_repairs(), 9u) << "before a writer opens it";
+  {
+    auto w = IndexWriter::open(index);
+    ASSERT_TRUE(w.ok());
+    add(**w, 10, 15);
+  }
+  EXPECT_EQ(IndexReader::open(index).value()->documents_read_before_repairs(), 9u) << "documents added since are read anew";
+  Xapian::Database shard0(index + "/shard0");
+  EXPECT_EQ(shard0.get_metadata(schema::kMetaUnrepairedTo), "5");  // ids 1, 3, 5, 7 and 9: its documents 1-5
+}
+
 TEST(PhraseCheck, LongBodiesGiveTheSameAnswerAsShortOnes) {
   test::ScratchDir dir;
   auto w = IndexWriter::open(dir / "index").value();

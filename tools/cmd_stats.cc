@@ -25,6 +25,7 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
   std::uint64_t watermark = e.index_watermark();
   auto unindexed = e.unindexed(0);
   const std::uint64_t unindexed_count = unindexed ? unindexed->first : 0;
+  const std::uint64_t unrepaired = e.index_read_before_repairs();
   std::uint64_t expired = 0;
   if (auto snap = e.archive().snapshot())
     if (auto runs = (*snap)->expired_runs())
@@ -58,6 +59,7 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
                         {"unscannable", c.unscannable},
                         {"quarantine_held", held},
                         {"unindexed", unindexed_count},
+                        {"indexed_before_repairs", unrepaired},
                         {"malformed", c.malformed},
                         {"dictionary", e.archive().codec()->active_dictionary()},
                         {"archive_head", head.seq},
@@ -84,7 +86,13 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
             << "quarantine       " << held << " held (mailark quarantine list)\n"
             << "malformed        " << c.malformed << "\n"
             << "index watermark  " << watermark << " of " << head.seq << "\n"
-            << "not indexed      " << unindexed_count << (unindexed_count ? " (search is:unindexed; mailark verify lists them)" : "") << "\n"
+            << "not indexed      " << unindexed_count << (unindexed_count ? " (search is:unindexed; mailark verify lists them)" : "") << "\n";
+  if (unrepaired)
+    std::cout << "older reading    " << unrepaired
+              << " documents indexed by a release before the RFC 2047 repairs: a subject or name split\n"
+                 "                 across encoded words may be cut short in search results; `mailark reindex`\n"
+                 "                 reads them again\n";
+  std::cout
             << "continuity       " << continuity << (event ? " (event " + std::to_string(event->id) + "; mailark continuity)" : "") << "\n";
   return kExitOk;
 }
