@@ -1157,6 +1157,7 @@ Result<ExportCheck> check_export(const std::string& path, const std::string& ver
   if (version >= 3) {
     MAILARK_ASSIGN_OR_RETURN(auto extra_row, rows.line());
     if (extra_row) return problem(std::string(kLoadFile) + " has rows the manifest does not list");
+    out.load_file = true;
   }
   if (progress) progress(out.messages, count);
   out.ok = true;

@@ -105,6 +105,7 @@ struct ExportCheck {
   Checkpoint checkpoint;
   std::string query, case_name, created_at;
   bool key_from_export = false;  // no key was given: checked with the verifier key the export names
+  bool load_file = false;        // it has a load file (v3), and its rows were checked against the manifest
 };
 
 // Checks an export without the archive: the checkpoint's and the manifest's signatures (with

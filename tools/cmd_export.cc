@@ -100,11 +100,13 @@ int run_verify_export(const ExportArgs& args) {
                                           {"query", rep->query},
                                           {"case", rep->case_name},
                                           {"created_at", rep->created_at},
-                                          {"key_from_export", rep->key_from_export}})
+                                          {"key_from_export", rep->key_from_export},
+                                          {"load_file", rep->load_file}})
               << "\n";
   } else if (rep->ok) {
     std::cout << "export intact: " << rep->messages << " messages (" << human_bytes(rep->bytes)
               << "), each in the signed tree of " << rep->checkpoint.size << " records of " << rep->origin << "\n";
+    if (rep->load_file) std::cout << "load file (loadfile.csv): a row for each, as the manifest says\n";
     if (rep->key_from_export)
       std::cout << "checked with the key the export names: pass --key with the archive's verifier key (`mailark "
                    "checkpoint key`, kept apart) to know it is the archive's\n";

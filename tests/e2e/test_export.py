@@ -249,7 +249,9 @@ class ExportTest(unittest.TestCase):
         for fmt in ("eml", "mbox"):
             path, out = self.export("", f"load.{fmt}.zip", fmt)
             self.assertEqual(out["messages"], 14)
-            self.assertEqual(self.verify(path)[0], 0)
+            rc, rep = self.verify(path)
+            self.assertEqual(rc, 0, rep)
+            self.assertTrue(rep["load_file"], rep)
             self.assertEqual(tlog.verify_export(path, self.vkey), 14)
             with zipfile.ZipFile(path) as z:
                 self.assertEqual(z.namelist()[:4], ["checkpoint", "manifest.jsonl", "manifest.sig", "loadfile.csv"])

@@ -381,6 +381,7 @@ class UpgradeTest(unittest.TestCase):
         p = srv.run("verify-export", zip_path, "--key", key)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn(b"export intact: 4 messages", p.stdout)
+        self.assertNotIn(b"load file", p.stdout, "an export from before the load file")
         # and a changed byte in it is still caught
         tmp = tempfile.mkdtemp(prefix="mailark-upgrade-")
         self.addCleanup(shutil.rmtree, tmp, True)
