@@ -9,18 +9,34 @@
 
 namespace mailark {
 
+// The UTF-8 sequence length a lead byte starts (0: not a lead byte). Also tools/terminal_safe.cc's.
+inline std::size_t utf8_sequence_length(unsigned char lead) {
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
+// May `c` follow `lead` as its second byte (no overlong form, no surrogate, nothing past U+10FFFF)?
+inline bool utf8_second_byte_ok(unsigned char lead, unsigned char c) {
+  if (c < 0x80 || c > 0xBF) return false;
+  if (lead == 0xE0) return c >= 0xA0;
+  if (lead == 0xED) return c <= 0x9F;
+  if (lead == 0xF0) return c >= 0x90;
+  if (lead == 0xF4) return c <= 0x8F;
+  return true;
+}
+
 inline std::string valid_utf8(std::string_view in) {
   std::string out;
   out.reserve(in.size());
   for (std::size_t i = 0; i < in.size();) {
     const auto c = static_cast<unsigned char>(in[i]);
-    std::size_t len = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    const std::size_t len = c < 0x80 ? 1 : utf8_sequence_length(c);
     bool ok = len > 0 && i + len <= in.size();
     for (std::size_t k = 1; ok && k < len; ++k) {
       const auto b = static_cast<unsigned char>(in[i + k]);
-      if (b < 0x80 || b > 0xBF) ok = false;
-      if (k == 1 && ((c == 0xE0 && b < 0xA0) || (c == 0xED && b > 0x9F) || (c == 0xF0 && b < 0x90) || (c == 0xF4 && b > 0x8F)))
-        ok = false;
+      ok = k == 1 ? utf8_second_byte_ok(c, b) : (b >= 0x80 && b <= 0xBF);
     }
     if (ok) {
       out.append(in.substr(i, len));

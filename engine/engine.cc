@@ -440,9 +440,10 @@ Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string
   return (*reader)->unindexed(limit);
 }
 
-std::uint64_t Engine::index_read_before_repairs() {
-  auto reader = indexer::IndexReader::open(index_dir());
-  return reader ? (*reader)->documents_read_before_repairs() : 0;
+Result<Engine::IndexHealth> Engine::index_health() {
+  MAILARK_ASSIGN_OR_RETURN(auto reader, indexer::IndexReader::open(index_dir()));
+  MAILARK_ASSIGN_OR_RETURN(auto unindexed, reader->unindexed(0));
+  return IndexHealth{unindexed.first, reader->documents_read_before_repairs()};
 }
 
 std::uint64_t Engine::index_bytes() const {

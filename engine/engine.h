@@ -97,9 +97,14 @@ class Engine {
   std::uint64_t index_bytes() const;
   // Records indexed as placeholders (is:unindexed): how many, and up to `limit` of them with why.
   Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed(std::size_t limit);
-  // Documents whose subject and names a release before the RFC 2047 repairs read
-  // (IndexReader::documents_read_before_repairs): `mailark reindex` reads them again. 0 without an index.
-  std::uint64_t index_read_before_repairs();
+  // What `stats` says of the index, from one open of it: records indexed as placeholders
+  // (is:unindexed), and documents whose subject and names a release before the RFC 2047 repairs read
+  // (IndexReader::documents_read_before_repairs; `mailark reindex` reads them again).
+  struct IndexHealth {
+    std::uint64_t unindexed = 0;
+    std::uint64_t read_before_repairs = 0;
+  };
+  Result<IndexHealth> index_health();
 
  private:
   Engine() = default;

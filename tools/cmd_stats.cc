@@ -23,9 +23,9 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
   std::uint64_t archive_bytes = e.archive().file_bytes();
   std::uint64_t index_bytes = e.index_bytes();
   std::uint64_t watermark = e.index_watermark();
-  auto unindexed = e.unindexed(0);
-  const std::uint64_t unindexed_count = unindexed ? unindexed->first : 0;
-  const std::uint64_t unrepaired = e.index_read_before_repairs();
+  const auto health = e.index_health();  // zeros without an index
+  const std::uint64_t unindexed_count = health ? health->unindexed : 0;
+  const std::uint64_t unrepaired = health ? health->read_before_repairs : 0;
   std::uint64_t expired = 0;
   if (auto snap = e.archive().snapshot())
     if (auto runs = (*snap)->expired_runs())

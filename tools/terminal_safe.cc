@@ -2,28 +2,12 @@
 
 #include <sstream>
 
+#include "common/utf8.h"
+
 namespace mailark::cli {
 namespace {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
-// The UTF-8 sequence length a lead byte starts (0: not a lead byte).
-std::size_t sequence_length(unsigned char c) {
-  if (c >= 0xC2 && c <= 0xDF) return 2;
-  if (c >= 0xE0 && c <= 0xEF) return 3;
-  if (c >= 0xF0 && c <= 0xF4) return 4;
-  return 0;
-}
-
-// May `c` follow `lead` as its second byte (no overlong form, no surrogate, nothing past U+10FFFF)?
-bool second_byte_ok(unsigned char lead, unsigned char c) {
-  if (c < 0x80 || c > 0xBF) return false;
-  if (lead == 0xE0) return c >= 0xA0;
-  if (lead == 0xED) return c <= 0x9F;
-  if (lead == 0xF0) return c >= 0x90;
-  if (lead == 0xF4) return c <= 0x8F;
-  return true;
-}
 
 }  // namespace
 
@@ -40,7 +24,7 @@ void TerminalSafeBuf::flush_pending_as_broken() {
 
 void TerminalSafeBuf::put(unsigned char c) {
   if (need_ > 0) {
-    const bool ok = pending_.size() == 1 ? second_byte_ok(static_cast<unsigned char>(pending_[0]), c)
+    const bool ok = pending_.size() == 1 ? utf8_second_byte_ok(static_cast<unsigned char>(pending_[0]), c)
                                          : (c >= 0x80 && c <= 0xBF);
     if (ok) {
       pending_.push_back(static_cast<char>(c));
@@ -62,7 +46,7 @@ void TerminalSafeBuf::put(unsigned char c) {
     out_.push_back(static_cast<char>(c + 0x40));
   } else if (c == 0x7F) {
     emit("^?");
-  } else if (std::size_t len = sequence_length(c); len > 0) {
+  } else if (std::size_t len = utf8_sequence_length(c); len > 0) {
     pending_.assign(1, static_cast<char>(c));
     need_ = len - 1;
   } else {
