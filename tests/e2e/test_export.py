@@ -303,7 +303,7 @@ class ExportTest(unittest.TestCase):
         sha = tlog.LOAD_FILE_COLUMNS.index("SHA256")
         a[sha] = b[sha]
         cases = {"swapped": (b"\r\n".join([rows[0], b'","'.join(a)] + rows[2:]), "SHA256 of message 1"),
-                 "dropped": (b"\r\n".join(rows[:2] + rows[3:]), "")}
+                 "dropped": (b"\r\n".join(rows[:2] + rows[3:]), "DocID of message 2")}
         for what, (changed, problem) in cases.items():
             bent = os.path.join(self.tmp, f"{what}.zip")
             rewrite_and_reseal(path, bent, lambda name, data: changed if name == "loadfile.csv" else data, seed)
