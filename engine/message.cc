@@ -306,8 +306,9 @@ namespace {
 // store, IMAP and the web see every address the index has. Tests: Message.AWholeAddressInEncodedWordsIsFound,
 // Message.AddressesGMimeDropsAreKept, MessageModel.AddressHeadersGMimeCannotParseKeepEveryAddress,
 // Mailbox.AnImportIsPlacedByAddressesWrittenAsEncodedWords.
-void keep_every_address(std::vector<Address>& found, std::string_view text, unsigned max) {
-  const std::string decoded = text.find("=?") != std::string_view::npos ? decode_header_text(text) : std::string(text);
+void keep_every_address(std::vector<Address>& found, std::string_view text, unsigned max, std::string_view charset = {}) {
+  const std::string decoded =
+      text.find("=?") != std::string_view::npos ? decode_header_text(text, charset) : valid_utf8(text.data(), text.size());
   auto with_at = [](const std::vector<Address>& list) {
     return static_cast<std::size_t>(
         std::count_if(list.begin(), list.end(), [](const Address& a) { return a.addr.find('@') != std::string::npos; }));
@@ -344,6 +345,28 @@ std::string decoded_content(GMimePart* part, std::size_t max, bool* truncated) {
   std::size_t len = bytes ? bytes->len : 0;
   *truncated = len > max;
   return bytes ? std::string(reinterpret_cast<const char*>(bytes->data), std::min(len, max)) : std::string();
+}
+
+// The charsets GMime tries for raw 8-bit bytes in header fields, in order (decode_header_text's
+// rule): UTF-8, the message's declared charset when it names one, windows-1252 (which takes any
+// byte). GMime copies the list and skips a charset iconv cannot open.
+void set_fallback_charsets(GMimeParserOptions* opts, std::string_view declared) {
+  const std::string cs(declared);
+  const char* list[] = {"utf-8", cs.empty() ? "windows-1252" : cs.c_str(), cs.empty() ? nullptr : "windows-1252", nullptr};
+  g_mime_parser_options_set_fallback_charsets(opts, list);
+}
+
+// A parameter list's raw 8-bit bytes (a file name sent raw) made UTF-8 by the fallback charsets, as
+// GMime's message parser makes a field's: its parameter parser alone leaves them, to be replaced.
+// Bytes inside an encoded word are left to it (escape_8bit_in_encoded_words' case).
+void params_to_utf8(GMimeParserOptions* opts, std::string& text) {
+  if (std::none_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }) ||
+      g_utf8_validate(text.data(), static_cast<gssize>(text.size()), nullptr) || text.find("=?") != std::string::npos)
+    return;
+  if (char* u = g_mime_utils_decode_8bit(opts, text.data(), text.size())) {
+    text = u;
+    g_free(u);
+  }
 }
 
 std::string text_of(GMimeTextPart* part) {
@@ -548,13 +571,14 @@ void read_addresses_grouped(InternetAddressList* list, std::vector<Address>& out
 }
 }  // namespace
 
-std::vector<Address> parse_address_list(std::string_view value, unsigned max, bool keep_groups) {
+std::vector<Address> parse_address_list(std::string_view value, unsigned max, bool keep_groups, std::string_view charset) {
   init_gmime();
   std::string text(value);
   if (auto repaired = repaired_encoded_words(text)) text = std::move(*repaired);
   std::vector<Address> out;
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  set_fallback_charsets(opts, charset);
   if (InternetAddressList* list = internet_address_list_parse(opts, text.c_str())) {
     if (keep_groups)
       read_addresses_grouped(list, out, max);
@@ -563,7 +587,7 @@ std::vector<Address> parse_address_list(std::string_view value, unsigned max, bo
     g_object_unref(list);
   }
   g_mime_parser_options_free(opts);
-  keep_every_address(out, text, max);
+  keep_every_address(out, text, max, charset);
   return out;
 }
 
@@ -582,12 +606,14 @@ std::vector<std::pair<std::string, std::string>> read_params(GMimeParamList* lis
 }
 }  // namespace
 
-std::optional<MediaType> parse_content_type(std::string_view value) {
+std::optional<MediaType> parse_content_type(std::string_view value, std::string_view charset) {
   init_gmime();
   std::string text(value);
   if (auto repaired = join_split_base64_words(text)) text = std::move(*repaired);  // RFC 2047 in a name
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_parameter_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  set_fallback_charsets(opts, charset);
+  params_to_utf8(opts, text);
   GMimeContentType* ct = g_mime_content_type_parse(opts, text.c_str());
   g_mime_parser_options_free(opts);
   if (!ct) return std::nullopt;
@@ -605,12 +631,14 @@ std::optional<MediaType> parse_content_type(std::string_view value) {
   return out;
 }
 
-std::optional<Disposition> parse_content_disposition(std::string_view value) {
+std::optional<Disposition> parse_content_disposition(std::string_view value, std::string_view charset) {
   init_gmime();
   std::string text(value);
   if (auto repaired = join_split_base64_words(text)) text = std::move(*repaired);  // RFC 2047 in a name
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_parameter_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  set_fallback_charsets(opts, charset);
+  params_to_utf8(opts, text);
   GMimeContentDisposition* cd = g_mime_content_disposition_parse(opts, text.c_str());
   g_mime_parser_options_free(opts);
   if (!cd) return std::nullopt;
@@ -649,12 +677,13 @@ std::optional<std::int64_t> date_value_day(std::string_view value) {
   return t >= 0 ? t / 86400 : (t - 86399) / 86400;
 }
 
-std::string decode_header_text(std::string_view value) {
+std::string decode_header_text(std::string_view value, std::string_view charset) {
   init_gmime();
   std::string text(value.substr(0, 1 << 20));
   if (auto repaired = repaired_encoded_words(text)) text = std::move(*repaired);
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_rfc2047_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
+  set_fallback_charsets(opts, charset);
   char* decoded = g_mime_utils_header_decode_text(opts, text.c_str());
   g_mime_parser_options_free(opts);
   std::string out = decoded ? valid_utf8(decoded) : valid_utf8(text.c_str());
@@ -1071,8 +1100,8 @@ Result<ParsedMessage> parse_message(std::string_view raw, const Limits& limits, 
   GMimeParserOptions* opts = g_mime_parser_options_new();
   g_mime_parser_options_set_rfc2047_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
   g_mime_parser_options_set_address_compliance_mode(opts, GMIME_RFC_COMPLIANCE_LOOSE);
-  static const char* kFallback[] = {"utf-8", "windows-1252", nullptr};
-  g_mime_parser_options_set_fallback_charsets(opts, kFallback);
+  // Raw 8-bit header bytes as every reader of the message reads them (decode_header_text)
+  set_fallback_charsets(opts, declared_charset(body));
   g_mime_parser_options_set_warning_callback(opts, on_parser_warning, &st);
 
   // Headers only: the header block and the blank line that ends it, so the body is never parsed.

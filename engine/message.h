@@ -187,7 +187,9 @@ bool has_eight_bit_body(std::string_view raw);
 // the mailbox store places imported mail by these, IMAP's ENVELOPE and SEARCH and the web read them
 // (tests: Message.AddressesGMimeDropsAreKept, Message.AWholeAddressInEncodedWordsIsFound). Fuzzed
 // through IMAP's ENVELOPE by the mime_tree target (fuzz/mime_tree_fuzz.cc).
-std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000, bool keep_groups = false);
+// `charset`: the message's declared charset (declared_charset), tried after UTF-8 for raw 8-bit bytes.
+std::vector<Address> parse_address_list(std::string_view value, unsigned max = 1000, bool keep_groups = false,
+                                        std::string_view charset = {});
 // A header field's text with the raw 8-bit bytes inside Q-encoded RFC 2047 words written as =XX
 // escapes (GMime's address parser would decode them twice); nothing when it has none. Used by
 // parse_address_list and parse_message (the GMime half, engine/message.cc).
@@ -206,19 +208,34 @@ struct MediaType {
   std::string type, subtype;
   std::vector<std::pair<std::string, std::string>> params;
 };
-std::optional<MediaType> parse_content_type(std::string_view value);
+// `charset`: the message's declared_charset, for raw 8-bit bytes in a parameter (a file name).
+std::optional<MediaType> parse_content_type(std::string_view value, std::string_view charset = {});
 struct Disposition {
   std::string disposition;
   std::vector<std::pair<std::string, std::string>> params;
 };
-std::optional<Disposition> parse_content_disposition(std::string_view value);
+std::optional<Disposition> parse_content_disposition(std::string_view value, std::string_view charset = {});
 // A Date header field's value (RFC 5322 date-time, GMime's lenient reading) as Unix seconds.
 std::optional<std::int64_t> parse_date_value(std::string_view value);
 // The calendar day the Date value names in its own time zone, as days since 1970-01-01 (IMAP's
 // SENTON, SENTBEFORE, SENTSINCE disregard time and zone).
 std::optional<std::int64_t> date_value_day(std::string_view value);
 // A header field value with its RFC 2047 encoded words decoded (UTF-8; invalid bytes replaced).
-std::string decode_header_text(std::string_view value);
+// Raw 8-bit bytes outside encoded words (which RFC 5322 does not allow, and older mailers and much
+// spam send) are read as UTF-8 when they are, else in `charset` (the message's declared_charset) when
+// it converts them, else as windows-1252: the rule of every reader of a message's fields (the index,
+// the web view, the load file, IMAP's ENVELOPE and SEARCH). Tests: Message.RawHeaderBytesReadInTheDeclaredCharset,
+// MessageView.RawHeaderBytesReadInTheDeclaredCharset, ImapFetch.EnvelopeNamesInTheDeclaredCharset.
+std::string decode_header_text(std::string_view value, std::string_view charset = {});
+// The charset a message declares for its text: the first `charset` parameter of a Content-Type
+// field of the message or of its parts that names neither US-ASCII nor UTF-8, lower case, as iconv
+// should read it (a label's usual superset: GB2312 as GB18030, EUC-KR as CP949); empty when there is
+// none, when it is ISO-8859-1 or windows-1252 (read as windows-1252 anyway), when the name is not
+// a plain charset token, and when the message has no 8-bit byte at all, so nothing to read in it
+// (Message.DeclaredCharsetIsTheFirstThatSaysSomething). Readers take it as the likeliest
+// charset of raw 8-bit bytes in header fields, as mail clients do (decode_header_text). A scan of the
+// first 1 MiB, GMime-free (engine/message_common.cc); fuzzed with the message target.
+std::string declared_charset(std::string_view raw);
 // An RFC 2047 encoded phrase for a display name (as-is when it is printable ASCII).
 std::string encode_phrase(std::string_view utf8);
 

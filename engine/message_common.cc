@@ -88,6 +88,75 @@ std::optional<std::string> header_field(std::string_view msg, std::string_view n
   return std::nullopt;
 }
 
+namespace {
+
+// A declared charset as the readers pass it to iconv: the superset a label is read as in practice
+// (the WHATWG Encoding Standard's mapping, for the labels mail uses: senders that say GB2312 or
+// EUC-KR write GBK or CP949, ISO-8859-1 is read as windows-1252), or empty where windows-1252, the
+// last fallback, reads it already. Nothing for a label that says nothing of 8-bit header bytes
+// (US-ASCII, UTF-8, which is tried first anyway, "unknown").
+std::optional<std::string> charset_for_reading(std::string label) {
+  static constexpr std::string_view kNone[] = {"us-ascii", "ascii", "ansi_x3.4-1968", "utf-8", "utf8",
+                                               "unknown-8bit", "x-unknown", "unknown"};
+  for (std::string_view n : kNone)
+    if (label == n) return std::nullopt;
+  static constexpr std::pair<std::string_view, std::string_view> kAs[] = {
+      {"iso-8859-1", ""},        {"iso_8859-1", ""},      {"iso8859-1", ""},      {"latin1", ""},
+      {"l1", ""},                {"windows-1252", ""},    {"cp1252", ""},         {"gb2312", "gb18030"},
+      {"gbk", "gb18030"},        {"x-gbk", "gb18030"},    {"csgb2312", "gb18030"}, {"euc-cn", "gb18030"},
+      {"ks_c_5601-1987", "cp949"}, {"euc-kr", "cp949"},   {"ks_c_5601", "cp949"}, {"iso-8859-9", "windows-1254"},
+      {"shift_jis", "cp932"},    {"shift-jis", "cp932"},  {"sjis", "cp932"},      {"x-sjis", "cp932"},
+      {"big5", "big5-hkscs"},    {"tis-620", "cp874"},    {"iso-8859-11", "cp874"}};
+  for (const auto& [from, to] : kAs)
+    if (label == from) return std::string(to);
+  return label;
+}
+
+}  // namespace
+
+std::string declared_charset(std::string_view raw) {
+  // A message of ASCII alone has nothing to read in it (the common case: one pass, no line walk)
+  if (std::none_of(raw.begin(), raw.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) return {};
+  raw = raw.substr(0, 1 << 20);
+  constexpr std::string_view kName = "content-type";
+  std::size_t pos = 0;
+  while (pos < raw.size()) {
+    std::size_t eol = raw.find('\n', pos);
+    if (eol == std::string_view::npos) eol = raw.size();
+    std::string_view line = raw.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (line.size() <= kName.size() || !ascii_iequals(line.substr(0, kName.size()), kName)) continue;
+    std::size_t colon = kName.size();
+    while (colon < line.size() && (line[colon] == ' ' || line[colon] == '\t')) ++colon;
+    if (colon >= line.size() || line[colon] != ':') continue;
+    // The field's value with its continuation lines, lower case, at most 4 KiB
+    std::string value = ascii_lower(line.substr(colon + 1, 4096));
+    while (pos < raw.size() && (raw[pos] == ' ' || raw[pos] == '\t') && value.size() < 4096) {
+      std::size_t e = raw.find('\n', pos);
+      if (e == std::string_view::npos) e = raw.size();
+      value += ascii_lower(raw.substr(pos, std::min<std::size_t>(e - pos, 4096)));
+      pos = e + 1;
+    }
+    for (std::size_t at = value.find("charset"); at != std::string::npos; at = value.find("charset", at + 7)) {
+      if (at == 0 || (value[at - 1] != ';' && value[at - 1] != ' ' && value[at - 1] != '\t')) continue;
+      std::size_t i = at + 7;
+      while (i < value.size() && (value[i] == ' ' || value[i] == '\t')) ++i;
+      if (i >= value.size() || value[i] != '=') continue;
+      ++i;
+      while (i < value.size() && (value[i] == ' ' || value[i] == '\t')) ++i;
+      if (i < value.size() && value[i] == '"') ++i;
+      std::string label;
+      while (i < value.size() && label.size() <= 40 &&
+             ((value[i] >= 'a' && value[i] <= 'z') || (value[i] >= '0' && value[i] <= '9') || value[i] == '-' ||
+              value[i] == '_' || value[i] == '.' || value[i] == ':'))
+        label += value[i++];
+      if (label.empty() || label.size() > 40) continue;
+      if (auto cs = charset_for_reading(std::move(label))) return *cs;
+    }
+  }
+  return {};
+}
+
 std::string with_origin_fields(std::string raw, std::int64_t now, std::string_view hostname) {
   const bool date = !header_field(raw, "Date").has_value();
   const bool id = !header_field(raw, "Message-ID").has_value();

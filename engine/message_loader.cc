@@ -58,16 +58,21 @@ std::string decode_part(std::string_view part, bool as_text, std::size_t max_byt
 }
 std::string compose_message(const Draft& draft) { return mime().compose_message(draft); }
 std::string write_converted_message(const ConvertedMessage& m) { return mime().write_converted_message(m); }
-std::vector<Address> parse_address_list(std::string_view value, unsigned max, bool keep_groups) {
-  return mime().parse_address_list(value, max, keep_groups);
+std::vector<Address> parse_address_list(std::string_view value, unsigned max, bool keep_groups,
+                                        std::string_view charset) {
+  return mime().parse_address_list(value, max, keep_groups, charset);
 }
-std::optional<MediaType> parse_content_type(std::string_view value) { return mime().parse_content_type(value); }
-std::optional<Disposition> parse_content_disposition(std::string_view value) {
-  return mime().parse_content_disposition(value);
+std::optional<MediaType> parse_content_type(std::string_view value, std::string_view charset) {
+  return mime().parse_content_type(value, charset);
+}
+std::optional<Disposition> parse_content_disposition(std::string_view value, std::string_view charset) {
+  return mime().parse_content_disposition(value, charset);
 }
 std::optional<std::int64_t> parse_date_value(std::string_view value) { return mime().parse_date_value(value); }
 std::optional<std::int64_t> date_value_day(std::string_view value) { return mime().date_value_day(value); }
-std::string decode_header_text(std::string_view value) { return mime().decode_header_text(value); }
+std::string decode_header_text(std::string_view value, std::string_view charset) {
+  return mime().decode_header_text(value, charset);
+}
 std::string encode_phrase(std::string_view utf8) { return mime().encode_phrase(utf8); }
 std::optional<std::string> seven_bit_message(std::string_view raw) { return mime().seven_bit_message(raw); }
 

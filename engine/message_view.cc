@@ -108,7 +108,8 @@ MessageView view_fields(std::string_view raw, const MimeNode& root, Walk& w, boo
   auto field = [&](std::string_view name) { return mime_header(header, name); };
   auto last = [&](std::string_view name) { return mime_header_last(header, name); };
   auto joined = [&](std::string_view name) { return mime_header_joined(header, name); };
-  if (auto s = last("Subject")) v.subject = decode_header_text(*s);
+  const std::string charset = declared_charset(raw);  // for raw 8-bit bytes (decode_header_text)
+  if (auto s = last("Subject")) v.subject = decode_header_text(*s, charset);
   if (auto s = last("Message-ID")) v.message_id = *s;
   if (auto s = field("In-Reply-To")) v.in_reply_to = *s;
   if (auto s = field("References")) {
@@ -122,13 +123,13 @@ MessageView view_fields(std::string_view raw, const MimeNode& root, Walk& w, boo
     }
   }
   if (auto s = last("Date")) v.date = parse_date_value(*s);
-  if (auto s = joined("From")) v.from = parse_address_list(*s, 100);
-  if (auto s = joined("To")) v.to = parse_address_list(*s, 1000);
-  if (auto s = joined("Cc")) v.cc = parse_address_list(*s, 1000);
-  if (auto s = joined("Bcc")) v.bcc = parse_address_list(*s, 1000);
-  if (auto s = joined("Reply-To")) v.reply_to = parse_address_list(*s, 100);
+  if (auto s = joined("From")) v.from = parse_address_list(*s, 100, false, charset);
+  if (auto s = joined("To")) v.to = parse_address_list(*s, 1000, false, charset);
+  if (auto s = joined("Cc")) v.cc = parse_address_list(*s, 1000, false, charset);
+  if (auto s = joined("Bcc")) v.bcc = parse_address_list(*s, 1000, false, charset);
+  if (auto s = joined("Reply-To")) v.reply_to = parse_address_list(*s, 100, false, charset);
   if (all_headers)
-    for (auto& [name, value] : mime_header_list(header, 500)) v.headers.emplace_back(name, decode_header_text(value));
+    for (auto& [name, value] : mime_header_list(header, 500)) v.headers.emplace_back(name, decode_header_text(value, charset));
   w.visit(root, "", 0);
   for (const auto& [section, n] : w.leaves) {
     ViewPart p;

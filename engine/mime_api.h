@@ -18,18 +18,18 @@ struct MimeApi {
   std::string (*decode_part)(std::string_view, bool, std::size_t, bool*);
   std::string (*compose_message)(const Draft&);
   std::string (*write_converted_message)(const ConvertedMessage&);
-  std::vector<Address> (*parse_address_list)(std::string_view, unsigned, bool);
-  std::optional<MediaType> (*parse_content_type)(std::string_view);
-  std::optional<Disposition> (*parse_content_disposition)(std::string_view);
+  std::vector<Address> (*parse_address_list)(std::string_view, unsigned, bool, std::string_view);
+  std::optional<MediaType> (*parse_content_type)(std::string_view, std::string_view);
+  std::optional<Disposition> (*parse_content_disposition)(std::string_view, std::string_view);
   std::optional<std::int64_t> (*parse_date_value)(std::string_view);
   std::optional<std::int64_t> (*date_value_day)(std::string_view);
-  std::string (*decode_header_text)(std::string_view);
+  std::string (*decode_header_text)(std::string_view, std::string_view);
   std::string (*encode_phrase)(std::string_view);
   std::optional<std::string> (*seven_bit_message)(std::string_view);
 };
 
 // Bump kMimeApiVersion when a function's meaning changes with the same types; sizes catch the rest.
-inline constexpr std::uint64_t kMimeApiVersion = 1;
+inline constexpr std::uint64_t kMimeApiVersion = 2;
 constexpr std::uint64_t mime_api_layout() {
   std::uint64_t h = kMimeApiVersion;
   for (std::uint64_t v : {sizeof(MimeApi), sizeof(ParsedMessage), sizeof(MimePart), sizeof(Address), sizeof(Limits),

@@ -47,13 +47,14 @@ std::size_t count_lines(std::string_view body) {
 
 struct Walker {
   std::string_view raw;
+  std::string charset;  // declared_charset: raw 8-bit bytes in parameters (file names) read in it
   std::size_t parts = 0;
 
   void headers(MimeNode& n, bool digest_child) {
     std::string_view h = raw.substr(n.header_begin, n.header_end - n.header_begin);
     bool typed = false;
     if (auto ct = mime_header(h, "Content-Type")) {
-      if (auto mt = parse_content_type(*ct)) {
+      if (auto mt = parse_content_type(*ct, charset)) {
         n.type = mt->type;
         n.subtype = mt->subtype;
         n.params = std::move(mt->params);
@@ -79,7 +80,7 @@ struct Walker {
     n.language = mime_header(h, "Content-Language");
     n.location = mime_header(h, "Content-Location");
     if (auto v = mime_header(h, "Content-Disposition")) {
-      if (auto d = parse_content_disposition(*v)) {
+      if (auto d = parse_content_disposition(*v, charset)) {
         n.disposition = d->disposition;
         n.disposition_params = std::move(d->params);
       }
@@ -281,7 +282,7 @@ void each_field(std::string_view h, Fn&& fn) {
 }  // namespace
 
 MimeNode parse_mime_tree(std::string_view raw) {
-  Walker w{raw};
+  Walker w{raw, declared_charset(raw)};
   MimeNode top;
   Walker::Delimiter d;
   w.entity(top, 0, raw.size(), 0, false, d);

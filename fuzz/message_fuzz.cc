@@ -19,6 +19,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view raw(reinterpret_cast<const char*>(data), size);
   (void)mailark::not_mail_reason(raw);
   if (auto v = mailark::header_field(raw, "X-Mailark-Probe"); v && v->size() > size) __builtin_trap();
+  // The declared charset is a plain token (what the readers hand to iconv) of at most 40 bytes
+  const std::string charset = mailark::declared_charset(raw);
+  if (charset.size() > 40) __builtin_trap();
+  for (char c : charset)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == ':')) __builtin_trap();
   mailark::ParsedMessage m = mailark::parse_message_or_flag(raw, limits);
   // A phrase check on a header field parses the header block only: it must see the same header
   // fields the index was built from, whatever the bytes.

@@ -32,6 +32,7 @@
 #include "common/json_text.h"
 #include "common/threads.h"
 #include "common/numbers.h"
+#include "common/utf8.h"
 #include "common/sha256.h"
 #include "indexer/schema.h"
 
@@ -106,7 +107,12 @@ void address_texts(const IndexedAddress& a, const char* prefix,
 
 // Every piece of free text of a message with its prefix, in indexing order. The one place that says
 // which field is indexed under which prefix: the index and the phrase check both use it.
-void for_each_text(const IndexFields& f, const std::function<void(const std::string&, const char*)>& fn) {
+void for_each_text(const IndexFields& f, const std::function<void(const std::string&, const char*)>& emit) {
+  // Chinese, Japanese and Korean letters as words of their own (cjk_words); other texts as they are
+  const std::function<void(const std::string&, const char*)> fn = [&](const std::string& text, const char* prefix) {
+    if (has_cjk(text)) emit(cjk_words(text), prefix);
+    else emit(text, prefix);
+  };
   for (const auto& a : f.from) address_texts(a, schema::kPrefixFrom, fn);
   for (const auto& a : f.to) address_texts(a, schema::kPrefixTo, fn);
   for (const auto& a : f.cc) address_texts(a, schema::kPrefixCc, fn);
@@ -208,6 +214,139 @@ std::uint64_t mix64(std::uint64_t h) {
 }
 
 }  // namespace
+
+namespace {
+
+// The code point of the well-formed UTF-8 sequence at `i` and its length, or (0, 1) for a byte that
+// does not start one.
+std::pair<char32_t, std::size_t> code_point_at(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80) return {c, 1};
+  const std::size_t len = utf8_sequence_length(c);
+  if (len == 0 || i + len > s.size() || !utf8_second_byte_ok(c, static_cast<unsigned char>(s[i + 1]))) return {0, 1};
+  char32_t cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+  for (std::size_t k = 1; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if (b < 0x80 || b > 0xBF) return {0, 1};
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  return {cp, len};
+}
+
+// Han (with its extensions and compatibility ideographs), kana, Hangul (syllables and jamo),
+// Bopomofo: the letters of scripts written without spaces between words. Punctuation blocks are
+// not here: TermGenerator splits words at them already.
+bool cjk_letter(char32_t cp) {
+  return (cp >= 0x1100 && cp <= 0x11FF) || (cp >= 0x2E80 && cp <= 0x2FDF) || (cp >= 0x3040 && cp <= 0x30FF) ||
+         (cp >= 0x3100 && cp <= 0x31FF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x4E00 && cp <= 0x9FFF) ||
+         (cp >= 0xA960 && cp <= 0xA97F) || (cp >= 0xAC00 && cp <= 0xD7FF) || (cp >= 0xF900 && cp <= 0xFAFF) ||
+         (cp >= 0x20000 && cp <= 0x3FFFF);
+}
+
+}  // namespace
+
+bool has_cjk(std::string_view text) {
+  // Every such letter is a 3- or 4-byte sequence (lead byte E1..E9, EA..ED, EF, F0): the scan looks
+  // at code points only from one of those on.
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0xE1 || c > 0xF0) continue;
+    if (cjk_letter(code_point_at(text, i).first)) return true;
+  }
+  return false;
+}
+
+std::string cjk_words(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + text.size() / 2);
+  for (std::size_t i = 0; i < text.size();) {
+    const auto [cp, len] = code_point_at(text, i);
+    if (cjk_letter(cp)) {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+      out.append(text.substr(i, len));
+      out += ' ';
+    } else {
+      out.append(text.substr(i, len));
+    }
+    i += len;
+  }
+  return out;
+}
+
+std::string cjk_query_phrases(const std::string& q) {
+  if (!has_cjk(q)) return q;
+  // Fields whose values are words (Xapian prefixes of the index's free text, or AddressField, which
+  // reads a value that is not an address as words); any other field's value is left as typed.
+  static constexpr std::string_view kWordFields[] = {"subject", "attachment", "extracted", "from", "to",
+                                                     "cc",      "bcc",        "rcpt"};
+  std::string out;
+  bool in_quotes = false, quotes_take_words = true;
+  std::size_t token_start = 0;  // in q: where the current whitespace-delimited token began
+  auto field_takes_words = [&](std::size_t at) {
+    // The field named before a ':' between the token's start and `at`, if any
+    const std::size_t colon = q.rfind(':', at);
+    if (colon == std::string::npos || colon < token_start) return true;
+    std::size_t b = colon;
+    while (b > token_start && (std::isalnum(static_cast<unsigned char>(q[b - 1])) || q[b - 1] == '_')) --b;
+    const std::string name = ascii_lower(q.substr(b, colon - b));
+    for (std::string_view f : kWordFields)
+      if (name == f) return true;
+    return name.empty();
+  };
+  for (std::size_t i = 0; i < q.size();) {
+    const auto [cp, len] = code_point_at(q, i);
+    if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r') {
+      if (!in_quotes) token_start = i + 1;
+      out += q[i++];
+      continue;
+    }
+    if (cp == '"' || cp == 0x201C || cp == 0x201D) {  // Xapian's quotes
+      if (!in_quotes) quotes_take_words = field_takes_words(i);
+      in_quotes = !in_quotes;
+      out.append(q, i, len);
+      i += len;
+      continue;
+    }
+    if (!cjk_letter(cp)) {
+      out.append(q, i, len);
+      i += len;
+      continue;
+    }
+    if (in_quotes) {
+      if (quotes_take_words) {
+        if (!out.empty() && out.back() != ' ' && out.back() != '"') out += ' ';
+        out.append(q, i, len);
+        out += ' ';
+      } else {
+        out.append(q, i, len);
+      }
+      i += len;
+      continue;
+    }
+    // A run of them outside quotes: a phrase of its letters
+    std::size_t end = i;
+    std::string run;
+    while (end < q.size()) {
+      const auto [c2, l2] = code_point_at(q, end);
+      if (!cjk_letter(c2)) break;
+      if (!run.empty()) run += ' ';
+      run.append(q, end, l2);
+      end += l2;
+    }
+    if (!field_takes_words(i)) {
+      out.append(q, i, end - i);
+    } else {
+      // Apart from a word it touches (the index splits "abc原装" so too), kept with a field's colon
+      // or a + or - before it
+      const char before = out.empty() ? ' ' : out.back();
+      if (before != ' ' && before != ':' && before != '+' && before != '-' && before != '(') out += ' ';
+      out += '"' + run + '"';
+      if (end < q.size() && q[end] != ' ' && q[end] != ')' && q[end] != '\t') out += ' ';
+    }
+    i = end;
+  }
+  return out;
+}
 
 std::uint64_t pair_filter_key(std::string_view prefix, std::string_view a, std::string_view b) {
   std::uint64_t h = 0xCBF29CE484222325ULL;
@@ -788,6 +927,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
           db.set_metadata(schema::kMetaUnpairedTo, "0");
           db.set_metadata(schema::kMetaUndatedTo, "0");
           db.set_metadata(schema::kMetaUnrepairedTo, "0");
+          db.set_metadata(schema::kMetaReading, schema::kReading);
           db.commit();
           db.close();
         }
@@ -809,6 +949,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
         sh.db->set_metadata(schema::kMetaUnpairedTo, "0");
         sh.db->set_metadata(schema::kMetaUndatedTo, "0");
         sh.db->set_metadata(schema::kMetaUnrepairedTo, "0");
+        sh.db->set_metadata(schema::kMetaReading, schema::kReading);
       }
       sh.db->commit();
     } else if (schema != schema::kSchemaVersion) {
@@ -840,9 +981,11 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       sh.db->set_metadata(schema::kMetaUndatedTo, std::to_string(sh.db->get_lastdocid()));
       sh.db->commit();
     }
-    if (sh.db->get_metadata(schema::kMetaUnrepairedTo).empty()) {
-      // A shard from before the RFC 2047 repairs: every document it holds was read without them.
+    if (sh.db->get_metadata(schema::kMetaUnrepairedTo).empty() ||
+        sh.db->get_metadata(schema::kMetaReading) != schema::kReading) {
+      // A shard of an older reading (schema::kMetaReading): every document it holds was read so.
       sh.db->set_metadata(schema::kMetaUnrepairedTo, std::to_string(sh.db->get_lastdocid()));
+      sh.db->set_metadata(schema::kMetaReading, schema::kReading);
       sh.db->commit();
     }
   } catch (const Xapian::Error& e) {
@@ -941,7 +1084,8 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
         db.set_metadata(*k, sh.db->get_metadata(*k));
       db.set_metadata(schema::kMetaUnpairedTo, "0");
       db.set_metadata(schema::kMetaUndatedTo, "0");  // rebuilt: every document has its date terms
-      db.set_metadata(schema::kMetaUnrepairedTo, "0");  // and was read again, repaired
+      db.set_metadata(schema::kMetaUnrepairedTo, "0");  // and was read again, with this release's reading
+      db.set_metadata(schema::kMetaReading, schema::kReading);
       // Every document the shard holds (the empty term's posting list), at the same document id.
       for (auto it = sh.db->postlist_begin(""); it != sh.db->postlist_end(""); ++it) {
         const Xapian::docid local = *it;
@@ -2680,9 +2824,12 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
         r->undated_to_.push_back(is_remote(seg.paths[j]) ? std::nullopt
                                                          : read_docid_meta(shard, schema::kMetaUndatedTo));
         if (!is_remote(seg.paths[j])) {
-          // Absent (a shard no writer of this release opened yet): every document it holds.
+          // Absent, or an older reading (a shard no writer of this release opened yet): every
+          // document it holds.
           const auto unrepaired = read_docid_meta(shard, schema::kMetaUnrepairedTo);
-          r->unrepaired_ += unrepaired ? *unrepaired : shard.get_lastdocid();
+          r->unrepaired_ += unrepaired && shard.get_metadata(schema::kMetaReading) == schema::kReading
+                                ? *unrepaired
+                                : shard.get_lastdocid();
         }
         map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),
                              is_remote(seg.paths[j])});
@@ -2765,7 +2912,7 @@ Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, con
     tg.set_document(words_doc);
     tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
     tg.set_max_word_length(64);
-    tg.index_text_without_positions(text.substr(0, 4096));
+    tg.index_text_without_positions(cjk_words(text.substr(0, 4096)));
     std::vector<Xapian::Query> per_word;
     for (auto t = words_doc.termlist_begin(); t != words_doc.termlist_end() && per_word.size() < 32; ++t) {
       std::vector<Xapian::Query> alternatives;
@@ -3195,7 +3342,7 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
     const unsigned all_flags = flags;
-    const Neutralised safe = neutralise_proximity_operators(query);
+    const Neutralised safe = neutralise_proximity_operators(cjk_query_phrases(query));
     if (safe.without_operators) {
       flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
     }
@@ -3235,7 +3382,7 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
     }
     if (options.scope.find_first_not_of(" \t") != std::string::npos) {
       qp.set_max_expansion(0);  // no bound: the scope is the officer's, not the typed query's
-      const Neutralised scope = neutralise_proximity_operators(options.scope);
+      const Neutralised scope = neutralise_proximity_operators(cjk_query_phrases(options.scope));
       const unsigned scope_flags =
           scope.without_operators
               ? all_flags & ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE)

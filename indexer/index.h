@@ -92,6 +92,21 @@ std::string encode_pair_filter(std::vector<std::uint64_t> keys);
 // False only when a document with this filter cannot hold the pair. A filter of another version: true.
 bool pair_filter_may_hold(std::string_view filter, std::uint64_t key);
 
+// Chinese, Japanese and Korean are written without spaces between words (Korean with particles
+// joined to its words): the index takes each of their characters as a word of its own (Xapian's
+// FLAG_CJK_NGRAM does the same for its unigrams), so that a query's run of them is the phrase of its
+// characters (cjk_query_phrases) and the phrase machinery above answers it exactly. The text with a
+// space on each side of every Han, kana, Hangul and Bopomofo character, as the index, the phrase
+// check and match_words read texts (through for_each_text); unchanged (and not copied) when it holds
+// none. Tests: IndexCjk.*.
+std::string cjk_words(std::string_view text);
+bool has_cjk(std::string_view text);
+// A query with each run of those characters outside quotes made a quoted phrase of its characters
+// ("原装" -> "\"原 装\"", subject:原装 -> subject:"原 装") and every one inside quotes spaced, where
+// the field takes words (free text, subject:, attachment:, extracted:, from: to: cc: bcc: rcpt:);
+// other fields' values (custodian:, id:) as typed. Fuzzed with the query target.
+std::string cjk_query_phrases(const std::string& query);
+
 // The value of schema::kSlotTexts for these fields, or empty when it would pass kKeptTextsMaxBytes.
 std::string encode_kept_texts(const IndexFields& fields);
 // The texts of such a value (subject, body, attachment_text, extracted_text and the attachments' names;

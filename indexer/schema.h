@@ -22,14 +22,22 @@ inline constexpr const char* kMetaUnpairedTo = "mailark:unpaired-to";
 // shard created before them: any of its documents may lack them.
 inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 
-// The highest shard document id whose header fields were read by a release before the RFC 2047
-// repairs of 2026-12 (decimal; "0": none). Those releases took GMime 3.2's reading as it was: a
-// subject, name or attachment name written as base64 words split mid-character was cut at the
-// first word's padding, and raw 8-bit bytes inside an encoded word were decoded twice; such
-// documents keep that text until `mailark reindex` (or a pairing rebuild) reads them again. Absent in
-// a shard created before it: any of its documents may have been. `mailark stats` says how many
-// (IndexReader::documents_read_before_repairs).
+// The highest shard document id whose header fields were read by an older reading than this
+// release's (decimal; "0": none), and the reading the shard's later documents were read with
+// (kMetaReading). kReading "2": raw 8-bit header bytes outside encoded words read in the charset the
+// message declares (decode_header_text), and Chinese, Japanese and Korean letters indexed as words
+// of one letter each (cjk_words; before, a run of them between spaces or punctuation was one word,
+// which a search of a word inside it never found); since 2026-12-07. Absent: an older release, which read them
+// as windows-1252 (2026-12-05 and -06), and before that (GMime 3.2's reading as it was) also cut a
+// subject, name or attachment name written as base64 words split mid-character at the first word's
+// padding and decoded raw 8-bit bytes inside an encoded word twice. Such documents keep that text
+// until `mailark reindex` (or a pairing rebuild) reads them again. A writer that opens a shard of an
+// older reading moves kMetaUnrepairedTo to its last document; absent in a shard created before the
+// key: any of its documents may be older. `mailark stats` says how many
+// (IndexReader::documents_read_before_repairs; test IndexUpgrade.DocumentsReadBeforeTheRepairsAreCounted).
 inline constexpr const char* kMetaUnrepairedTo = "mailark:unrepaired-to";
+inline constexpr const char* kMetaReading = "mailark:reading";
+inline constexpr const char* kReading = "2";
 
 // A live shard's size in bytes right after the writer last compacted it (decimal; absent: never
 // compacted while live). IndexWriter::compact_if_grown compacts again once the shard has grown past
@@ -40,7 +48,7 @@ inline constexpr const char* kMetaCompactedBytes = "mailark:compacted-bytes";
 // segment; time-segmented archives keep each segment far below that).
 
 // Free-text prefixes (TermGenerator, lower-cased, no stemming, no positions; see phrase handling in
-// index.h). Unprefixed terms hold subject, body, attachment names and attachment text. For address
+// index.h; Chinese, Japanese and Korean letters one word each, cjk_words, since reading 2). Unprefixed terms hold subject, body, attachment names and attachment text. For address
 // fields the free text is the display name and the local part split at . _ - +; whole addresses and
 // domains are exact terms under the matching kPrefix*Addr below.
 inline constexpr const char* kPrefixFrom = "F";

@@ -427,6 +427,18 @@ TEST(ImapFetch, EnvelopeOfAddressesWrittenAsEncodedWords) {
       << env;
 }
 
+TEST(ImapFetch, EnvelopeNamesInTheDeclaredCharset) {
+  // A raw GB2312 name (no encoded word): sent as an encoded word of what it says, read in the
+  // charset the message declares, not as windows-1252. The subject goes as sent, as Dovecot sends it.
+  const std::string raw =
+      "From: \xcd\xf5\xd0\xa1\xc3\xf7 <wang@example.cn>\r\nSubject: \xc8\xab\r\n"
+      "Content-Type: text/plain; charset=gb2312\r\n\r\nbody\r\n";
+  std::string env = envelope(raw, parse_mime_tree(raw));
+  const std::string name = encode_phrase("王小明");
+  EXPECT_NE(env.find("((\"" + name + "\" NIL \"wang\" \"example.cn\"))"), std::string::npos) << env;
+  EXPECT_NE(env.find("{2}\r\n\xc8\xab"), std::string::npos) << env;
+}
+
 TEST(MimeTree, AnAddressFieldWrittenTwiceListsBoth) {
   const std::string h = "To: a@example.com\r\nSubject: s\r\nTO:\r\n b@example.com,\r\n c@example.com\r\nto: \r\n\r\nTo: body@x\r\n";
   EXPECT_EQ(mime_header_joined(h, "to"), "a@example.com, b@example.com, c@example.com");

@@ -264,9 +264,9 @@ TEST(DatePeriod, ParsesYearMonthAndDay) {
 namespace mailark::indexer {
 namespace {
 
-// Documents indexed before the RFC 2047 repairs are counted (schema::kMetaUnrepairedTo): all of a
-// shard no writer of this release opened, up to where a writer found them once it did, none of a new
-// index.
+// Documents indexed by an older reading of header fields are counted (schema::kMetaUnrepairedTo,
+// kMetaReading): all of a shard no writer of this release opened, up to where a writer found them once
+// it did, none of a new index.
 TEST(IndexUpgrade, DocumentsReadBeforeTheRepairsAreCounted) {
   test::ScratchDir dir;
   const std::string index = dir / "index";
@@ -292,8 +292,28 @@ TEST(IndexUpgrade, DocumentsReadBeforeTheRepairsAreCounted) {
     add(**w, 10, 15);
   }
   EXPECT_EQ(IndexReader::open(index).value()->documents_read_before_repairs(), 9u) << "documents added since are read anew";
-  Xapian::Database shard0(index + "/shard0");
-  EXPECT_EQ(shard0.get_metadata(schema::kMetaUnrepairedTo), "5");  // ids 1, 3, 5, 7 and 9: its documents 1-5
+  {
+    Xapian::Database shard0(index + "/shard0");
+    EXPECT_EQ(shard0.get_metadata(schema::kMetaUnrepairedTo), "5");  // ids 1, 3, 5, 7 and 9: its documents 1-5
+    EXPECT_EQ(shard0.get_metadata(schema::kMetaReading), schema::kReading);
+  }
+  // A shard of reading 1 (stop 56 and 57's releases: repaired words, raw 8-bit header bytes read as
+  // windows-1252): its key says "0", its reading is absent. Every document it holds is older.
+  for (unsigned shard = 0; shard < 2; ++shard) {
+    Xapian::WritableDatabase db(index + "/shard" + std::to_string(shard), Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+    db.set_metadata(schema::kMetaUnrepairedTo, "0");
+    db.set_metadata(schema::kMetaReading, "");
+    db.commit();
+  }
+  EXPECT_EQ(IndexReader::open(index).value()->documents_read_before_repairs(), 15u) << "an older reading, unopened";
+  {
+    auto w = IndexWriter::open(index);
+    ASSERT_TRUE(w.ok());
+    add(**w, 16, 17);
+  }
+  EXPECT_EQ(IndexReader::open(index).value()->documents_read_before_repairs(), 15u) << "16 and 17 read anew";
+  Xapian::Database shard1(index + "/shard1");
+  EXPECT_EQ(shard1.get_metadata(schema::kMetaUnrepairedTo), "7");  // ids 2, 4, ..., 14: its documents 1-7
 }
 
 TEST(PhraseCheck, LongBodiesGiveTheSameAnswerAsShortOnes) {
@@ -335,6 +355,77 @@ TEST(PhraseCheck, LongBodiesGiveTheSameAnswerAsShortOnes) {
 
 namespace mailark::indexer {
 namespace {
+
+// Chinese, Japanese and Korean letters are words of their own (cjk_words): a run of them in a query is
+// the phrase of its letters (cjk_query_phrases), found inside a longer run, exact (a document with the
+// same letters in another order is not found), in free text and in fields, with and without pair
+// words.
+TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
+  EXPECT_EQ(cjk_words("全新原装进口"), "全 新 原 装 进 口 ");
+  EXPECT_EQ(cjk_words("abc原装 x"), "abc 原 装  x");
+  EXPECT_EQ(cjk_words("plain text"), "plain text");
+  EXPECT_FALSE(has_cjk("plain text, café, Привет"));
+  EXPECT_TRUE(has_cjk("요즘 뜨는 직종"));
+  EXPECT_TRUE(has_cjk("東京タワー"));
+  EXPECT_EQ(cjk_query_phrases("原装"), "\"原 装\"");
+  EXPECT_EQ(cjk_query_phrases("subject:原装 -进口"), "subject:\"原 装\" -\"进 口\"");
+  EXPECT_EQ(cjk_query_phrases("\"全新原装\" gas"), "\"全 新 原 装 \" gas");
+  EXPECT_EQ(cjk_query_phrases("custodian:王小明"), "custodian:王小明");
+  EXPECT_EQ(cjk_query_phrases("gas"), "gas");
+
+  for (bool with_pairs : {false, true}) {
+    SCOPED_TRACE(with_pairs ? "with pair words" : "without pair words");
+    test::ScratchDir dir;
+    MapSource source;
+    PairWords pw;
+    for (const char* w : {"全", "新", "原", "装", "进", "口", "요", "즘"}) pw.words.insert(w);
+    {
+      auto w = IndexWriter::open(dir / "index");
+      ASSERT_TRUE(w.ok());
+      const std::int64_t jan2003 = 1041379200;
+      std::vector<IndexFields> docs = {
+          fields(1, "全新原装进口，送货上门", "台湾鑫龙商贸集团公司向您拜年!", jan2003, {"王小明", "wang@example.cn"}),
+          fields(2, "进口原装", "原来的装置 and plain words", jan2003 + 86400),
+          fields(3, "[광고] 요즘 뜨는 직종 Best 5 & 자격증 따기 열풍", "자격증을 따세요", jan2003 + 2 * 86400),
+          fields(4, "東京タワーの夜景", "ご覧ください", jan2003 + 3 * 86400),
+          fields(5, "golf", "no such letters here", jan2003 + 4 * 86400)};
+      for (auto& f : docs) {
+        source.docs[f.id] = f;
+        ASSERT_TRUE((*w)->add(f.id, build_document(f, with_pairs ? &pw : nullptr)).ok());
+      }
+      ASSERT_TRUE((*w)->commit(5).ok());
+    }
+    auto r = IndexReader::open(dir / "index");
+    ASSERT_TRUE(r.ok());
+    auto ids = [&](const std::string& q) {
+      SearchOptions o;
+      o.limit = 100;
+      o.exact_total = true;
+      auto res = (*r)->search(q, o, &source);
+      EXPECT_TRUE(res.ok()) << q << ": " << (res.ok() ? "" : res.error().to_string());
+      std::vector<std::uint64_t> out;
+      if (res.ok())
+        for (const auto& h : res->hits) out.push_back(h.id);
+      std::sort(out.begin(), out.end());
+      return out;
+    };
+    using V = std::vector<std::uint64_t>;
+    EXPECT_EQ(ids("原装"), (V{1, 2})) << "inside a longer run, in either message's subject";
+    EXPECT_EQ(ids("原装进口"), (V{1})) << "the letters in this order: not message 2's 进口原装";
+    EXPECT_EQ(ids("\"原装进口\""), (V{1}));
+    EXPECT_EQ(ids("subject:进口原装"), (V{2}));
+    EXPECT_EQ(ids("原来"), (V{2})) << "in the body";
+    EXPECT_EQ(ids("商贸 集团"), (V{1})) << "two runs: both, anywhere";
+    EXPECT_EQ(ids("from:王小明"), (V{1}));
+    EXPECT_EQ(ids("from:小明"), (V{1}));
+    EXPECT_EQ(ids("자격증"), (V{3})) << "a Korean word with its particle joined (자격증을) and alone";
+    EXPECT_EQ(ids("subject:자격증"), (V{3}));
+    EXPECT_EQ(ids("タワー"), (V{4}));
+    EXPECT_EQ(ids("原装 OR golf"), (V{1, 2, 5}));
+    EXPECT_EQ(ids("原装 -进口原装"), (V{1}));
+    EXPECT_EQ(ids("装原"), (V{})) << "the same letters in another order";
+  }
+}
 
 // NEAR and ADJ are words, never operators (indexer/index.cc, neutralise_proximity_operators): the index
 // has no positions, and Xapian 1.4 leaks memory when a syntax error unwinds past one (the ASan suite

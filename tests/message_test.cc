@@ -186,6 +186,84 @@ TEST(Message, EightBitBytesInsideAnEncodedWordAreReadInItsCharset) {
   EXPECT_EQ(*escape_8bit_in_encoded_words("x \xff =?latin1?q?a\xfc" "b?= y"), "x \xff =?latin1?q?a=FCb?= y");
 }
 
+TEST(Message, DeclaredCharsetIsTheFirstThatSaysSomething) {
+  const std::string eight = "Subject: \xc8\xab\n";  // an 8-bit header byte: something to read
+  EXPECT_EQ(declared_charset(eight + "Content-Type: text/plain; charset=\"GB2312\"\n\nx\n"), "gb18030");
+  EXPECT_EQ(declared_charset(eight + "Content-type : text/plain;\n charset = koi8-r ; format=flowed\n\nx\n"), "koi8-r");
+  // US-ASCII and UTF-8 say nothing of 8-bit header bytes: the next part's charset is taken.
+  EXPECT_EQ(declared_charset(eight + "Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+                                     "Content-Type: text/plain; charset=us-ascii\n\nx\n--b\n"
+                                     "Content-Type: text/html; charset=ks_c_5601-1987\n\ny\n--b--\n"),
+            "cp949");
+  // ISO-8859-1 is read as windows-1252, the last fallback anyway: nothing, and the scan stops.
+  EXPECT_EQ(declared_charset(eight + "Content-Type: text/plain; charset=iso-8859-1\n\n"
+                                     "Content-Type: text/plain; charset=big5\n"),
+            "");
+  // Not a charset parameter, not a token: nothing.
+  EXPECT_EQ(declared_charset(eight + "Content-Type: text/plain; x-charset=big5\n\nx\n"), "");
+  EXPECT_EQ(declared_charset(eight + "Content-Type: text/plain; charset=\"big5 \\\" x\"\n\nx\n"), "big5-hkscs");
+  EXPECT_EQ(declared_charset(eight + "Content-Type: text/plain; charset=\"$(rm)\"\n\nx\n"), "");
+  EXPECT_EQ(declared_charset(eight + "Content-Type: text/plain; charset=" + std::string(41, 'a') + "\n\nx\n"), "");
+  EXPECT_EQ(declared_charset(""), "");
+  EXPECT_EQ(declared_charset("Subject: all ASCII\nContent-Type: text/plain; charset=gb2312\n\nx\n"), "");
+  EXPECT_EQ(declared_charset("Subject: x\nContent-Type: text/plain; charset=gb2312\n\n\xc8\xab\n"), "gb18030");
+}
+
+TEST(Message, RawHeaderBytesReadInTheDeclaredCharset) {
+  // Raw 8-bit header bytes (no encoded words; older mailers and much spam, the corpus's
+  // mime-edge/spamassassin-t/nice/cjk/gb2312.1) are read in the charset the message declares, as
+  // mail clients read them; raw UTF-8 stays UTF-8 whatever is declared; windows-1252 otherwise.
+  const std::string gb =
+      "From: \xcd\xf5\xd0\xa1\xc3\xf7 <wang@example.cn>\r\nTo: \xcd\xf5 <w@example.cn>\r\n"
+      "Subject: \xc8\xab\xd0\xc2\xd4\xad\xd7\xb0 test\r\nMIME-Version: 1.0\r\n"
+      "Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+      "Content-Type: text/plain; charset=gb2312\r\n\r\nbody\r\n--b--\r\n";
+  auto m = parse_message(gb, limits);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->subject, "全新原装 test");
+  ASSERT_EQ(m->from.size(), 1u);
+  EXPECT_EQ(m->from[0].name, "王小明");
+  EXPECT_EQ(m->to.at(0).name, "王");
+  // An attachment's raw 8-bit name too (the message's header all ASCII).
+  const std::string att =
+      "From: a@example.cn\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+      "Content-Type: text/plain; charset=gb2312\r\n\r\nbody\r\n--b\r\n"
+      "Content-Type: application/pdf; name=\"\xcd\xf5.pdf\"\r\nContent-Disposition: attachment; filename=\"\xcd\xf5.pdf\"\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
+  auto a = parse_message(att, limits);
+  ASSERT_TRUE(a.ok());
+  bool named = false;
+  for (const auto& p : a->parts) named = named || p.filename == "王.pdf";
+  EXPECT_TRUE(named);
+  EXPECT_EQ(parse_content_disposition("attachment; filename=\"\xcd\xf5.pdf\"", "gb18030")->params.at(0).second, "王.pdf");
+  EXPECT_EQ(decode_header_text("\xc8\xab\xd0\xc2", declared_charset(gb)), "全新");
+  EXPECT_EQ(parse_address_list("\xcd\xf5\xd0\xa1\xc3\xf7 <wang@example.cn>", 10, false, declared_charset(gb)).at(0).name,
+            "王小明");
+  // Without a declared charset: windows-1252, as before.
+  EXPECT_EQ(decode_header_text("\xc8\xab\xd0\xc2"), "È«ÐÂ");
+  // Bytes that are UTF-8 are read so first, whatever is declared (C8 AB is U+022B).
+  EXPECT_EQ(decode_header_text("\xc8\xab", "gb18030"), "\xc8\xab");
+
+  auto ru = parse_message("From: \xf0\xd2\xc9\xd7\xc5\xd4 <p@example.ru>\nSubject: \xf0\xd2\xc9\xd7\xc5\xd4\n"
+                          "Content-Type: text/plain; charset=\"KOI8-R\"\n\nbody\n",
+                          limits);
+  ASSERT_TRUE(ru.ok());
+  EXPECT_EQ(ru->subject, "Привет");
+  EXPECT_EQ(ru->from.at(0).name, "Привет");
+
+  auto utf8 = parse_message("Subject: \xe7\x8e\x8b\xe5\xb0\x8f\xe6\x98\x8e\nContent-Type: text/plain; charset=koi8-r\n\nx\n", limits);
+  ASSERT_TRUE(utf8.ok());
+  EXPECT_EQ(utf8->subject, "王小明");
+
+  auto latin = parse_message("Subject: it\x92s Fr\xf6sche\nContent-Type: text/plain; charset=iso-8859-1\n\nx\n", limits);
+  ASSERT_TRUE(latin.ok());
+  EXPECT_EQ(latin->subject, "it’s Frösche");
+  // A charset iconv does not know is passed over.
+  auto unknown = parse_message("Subject: Fr\xf6sche\nContent-Type: text/plain; charset=x-no-such\n\nx\n", limits);
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_EQ(unknown->subject, "Frösche");
+}
+
 TEST(Message, SplitBase64WordsAreDecodedWhole) {
   // A name or subject split into base64 words, a word before the last padded (Yandex, ruby-mail's
   // bad_subject.eml): every word's text, where GMime 3.2 alone stops at the first padding.

@@ -165,6 +165,34 @@ const char* kMixed =
     "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
     "--M\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@y\r\nSubject: inner\r\n\r\ninner body\r\n--M--\r\n";
 
+TEST(MessageView, RawHeaderBytesReadInTheDeclaredCharset) {
+  // As the index reads them (Message.RawHeaderBytesReadInTheDeclaredCharset): the web view and the
+  // export's load file show the subject and names, not windows-1252 mojibake.
+  const std::string raw =
+      "From: \xcd\xf5\xd0\xa1\xc3\xf7 <wang@example.cn>\r\nSubject: \xc8\xab\xd0\xc2\xd4\xad\xd7\xb0\r\n"
+      "Content-Type: text/plain; charset=GB2312\r\n\r\nbody\r\n";
+  MessageView v = view_message(raw);
+  EXPECT_EQ(v.subject, "全新原装");
+  ASSERT_EQ(v.from.size(), 1u);
+  EXPECT_EQ(v.from[0].name, "王小明");
+  bool seen = false;
+  for (const auto& [name, value] : v.headers)
+    if (name == "Subject") seen = value == "全新原装";
+  EXPECT_TRUE(seen);
+  // An attachment's raw 8-bit name (the header all ASCII) as the index reads it
+  const std::string att =
+      "From: a@example.cn\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+      "Content-Type: text/plain; charset=gb2312\r\n\r\nbody\r\n--b\r\n"
+      "Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"\xcd\xf5.pdf\"\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
+  MessageView va = view_message(att);
+  ASSERT_EQ(va.attachments.size(), 1u);
+  EXPECT_EQ(va.attachments[0].filename, "王.pdf");
+  MessageView f = view_message_fields(raw);
+  EXPECT_EQ(f.subject, v.subject);
+  EXPECT_EQ(f.from.at(0).name, "王小明");
+}
+
 TEST(MessageView, BodyAttachmentsAndSections) {
   MessageView v = view_message(kMixed);
   EXPECT_EQ(v.subject, "Café");

@@ -101,7 +101,8 @@ void register_search(CLI::App& app, GlobalOptions& g, Runner& run) {
       "(near and adj are words to find, not operators; a query with both quotes and one of them is read\n"
       "without AND, OR and NOT). The continuity monitor's probes are found only by a query that names\n"
       "a direction (direction:probe). Every page is exact; the total of a phrase with many candidates\n"
-      "is estimated (\"about N\"; --exact counts them all). word* finds words that begin so. One query\n"
+      "is estimated (\"about N\"; --exact counts them all). word* finds words that begin so. A run of\n"
+      "Chinese, Japanese or Korean letters finds them in that order (each is a word). One query\n"
       "has at most 1,024 words and field terms (the words its wildcards stand for among them), its\n"
       "phrases at most 64 words together, a wildcard at most 1,000 words: past that it is refused,\n"
       "never cut short.");

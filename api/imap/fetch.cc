@@ -25,9 +25,9 @@ std::map<std::string, std::string> source_routes(const std::string& value) {
   return out;
 }
 
-std::string address_list(const std::optional<std::string>& value) {
+std::string address_list(const std::optional<std::string>& value, std::string_view charset) {
   if (!value) return "NIL";
-  auto addrs = parse_address_list(*value, 1000, /*keep_groups=*/true);
+  auto addrs = parse_address_list(*value, 1000, /*keep_groups=*/true, charset);
   if (addrs.empty()) return "NIL";
   const auto routes = source_routes(*value);
   std::string out = "(";
@@ -145,16 +145,20 @@ std::string envelope(std::string_view raw, const MimeNode& m) {
   // An empty Sender or Reply-To is as good as none: they default to From (RFC 9051 7.5.2).
   if (sender && sender->empty()) sender.reset();
   if (reply_to && reply_to->empty()) reply_to.reset();
-  std::string from_list = address_list(from);
+  // Display names are sent as encoded words of their text: raw 8-bit bytes in them read in the
+  // message's declared charset (decode_header_text; ImapFetch.EnvelopeNamesInTheDeclaredCharset).
+  // The Subject goes as sent, as Dovecot sends it.
+  const std::string charset = declared_charset(span(raw, m.header_begin, m.body_end));
+  std::string from_list = address_list(from, charset);
   std::string out = "(";
   out += nstring_opt(mime_header_last(h, "Date")) + " ";
   out += nstring_opt(mime_header_last(h, "Subject")) + " ";
   out += from_list + " ";
-  out += (sender ? address_list(sender) : from_list) + " ";
-  out += (reply_to ? address_list(reply_to) : from_list) + " ";
-  out += address_list(addresses("To")) + " ";
-  out += address_list(addresses("Cc")) + " ";
-  out += address_list(addresses("Bcc")) + " ";
+  out += (sender ? address_list(sender, charset) : from_list) + " ";
+  out += (reply_to ? address_list(reply_to, charset) : from_list) + " ";
+  out += address_list(addresses("To"), charset) + " ";
+  out += address_list(addresses("Cc"), charset) + " ";
+  out += address_list(addresses("Bcc"), charset) + " ";
   out += nstring_opt(mime_header_last(h, "In-Reply-To")) + " ";
   out += nstring_opt(mime_header_last(h, "Message-ID"));
   return out + ")";

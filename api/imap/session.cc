@@ -115,8 +115,10 @@ bool contains_ci(std::string_view hay, std::string_view needle) {
   return false;
 }
 
-// Every value of a header field (all occurrences), unfolded, RFC 2047 decoded, one per line.
-std::string header_values(std::string_view header, const std::string& name, bool decode = true) {
+// Every value of a header field (all occurrences), unfolded, RFC 2047 decoded (raw 8-bit bytes read
+// in `charset`, the message's declared_charset), one per line.
+std::string header_values(std::string_view header, const std::string& name, std::string_view charset,
+                          bool decode = true) {
   std::string fields = mime_header_fields(header, {name}, false);
   std::string out;
   std::size_t pos = 0;
@@ -134,18 +136,19 @@ std::string header_values(std::string_view header, const std::string& name, bool
     if (!out.empty()) out += '\n';
     out += std::string(colon == std::string_view::npos ? line : line.substr(colon + 1));
   }
-  return decode ? decode_header_text(out) : out;
+  return decode ? decode_header_text(out, charset) : out;
 }
 
 // An address field: its decoded text, or any of its addresses as parsed (comments and routes
 // removed: "<user (c)@ (c) domain.org>" is user@domain.org).
-bool address_field_has(std::string_view header, const std::string& name, const std::string& text) {
-  if (contains_ci(header_values(header, name), text)) return true;
-  std::string raw = header_values(header, name, false);
+bool address_field_has(std::string_view header, const std::string& name, const std::string& text,
+                       std::string_view charset) {
+  if (contains_ci(header_values(header, name, charset), text)) return true;
+  std::string raw = header_values(header, name, charset, false);
   for (auto& line : {raw}) {
     std::string joined = line;
     std::replace(joined.begin(), joined.end(), '\n', ',');
-    for (const auto& a : parse_address_list(joined, 1000))
+    for (const auto& a : parse_address_list(joined, 1000, false, charset))
       if (contains_ci(a.addr, text) || contains_ci(a.name, text) || contains_ci(a.name + " <" + a.addr + ">", text)) return true;
   }
   return false;
@@ -163,6 +166,8 @@ bool has_modseq_key(const SearchKey& k) {
 bool ImapSession::text_matches(const SearchKey& k, const std::string& raw, TextCache& cache) {
   using K = SearchKey::Kind;
   if (!cache.tree) cache.tree = parse_mime_tree(raw);
+  if (!cache.charset) cache.charset = declared_charset(raw);
+  const std::string_view charset = *cache.charset;
   const MimeNode& top = *cache.tree;
   std::string_view header(raw.data() + top.header_begin, top.header_end - top.header_begin);
   std::string_view body(raw.data() + top.body_begin, top.body_end - top.body_begin);
@@ -175,17 +180,18 @@ bool ImapSession::text_matches(const SearchKey& k, const std::string& raw, TextC
     return contains_ci(cache.decoded->body_text, k.text) || contains_ci(cache.decoded->attachment_text, k.text);
   };
   switch (k.kind) {
-    case K::kSubject: return contains_ci(header_values(header, "Subject"), k.text);
-    case K::kFrom: return address_field_has(header, "From", k.text);
-    case K::kTo: return address_field_has(header, "To", k.text);
-    case K::kCc: return address_field_has(header, "Cc", k.text);
-    case K::kBcc: return address_field_has(header, "Bcc", k.text);
+    case K::kSubject: return contains_ci(header_values(header, "Subject", charset), k.text);
+    case K::kFrom: return address_field_has(header, "From", k.text, charset);
+    case K::kTo: return address_field_has(header, "To", k.text, charset);
+    case K::kCc: return address_field_has(header, "Cc", k.text, charset);
+    case K::kBcc: return address_field_has(header, "Bcc", k.text, charset);
     case K::kHeader: {
       if (!mime_header(header, k.keyword)) return false;
-      return contains_ci(header_values(header, k.keyword), k.text);
+      return contains_ci(header_values(header, k.keyword, charset), k.text);
     }
     case K::kBody: return body_has();
-    case K::kText: return contains_ci(header, k.text) || contains_ci(decode_header_text(header), k.text) || body_has();
+    case K::kText:
+      return contains_ci(header, k.text) || contains_ci(decode_header_text(header, charset), k.text) || body_has();
     default: return false;
   }
 }

@@ -195,6 +195,7 @@ class ImapSession {
   struct TextCache {
     std::optional<MimeNode> tree;
     std::optional<ParsedMessage> decoded;
+    std::optional<std::string> charset;  // declared_charset, for raw 8-bit header bytes
   };
   // IMAP's substring search (RFC 9051 6.4.4) on the message's bytes, for one text key.
   static bool text_matches(const SearchKey& k, const std::string& raw, TextCache& cache);
