@@ -233,6 +233,17 @@ TEST_F(CorpusTest, DateRangeNarrowsAFieldSearch) {
   EXPECT_TRUE(sources("\"pipeline rupture\" date:2001").empty());
 }
 
+// Mail in Chinese and Korean with raw 8-bit subjects (no encoded words, the charset named only in
+// Content-Type): the subjects read in that charset, and words inside a run of letters are found.
+TEST_F(CorpusTest, ChineseAndKoreanSubjectsReadAndFound) {
+  EXPECT_EQ(sources("全新原装"), std::set<std::string>{"mime-edge/spamassassin-t/nice/cjk/gb2312.1"});
+  EXPECT_TRUE(sources("subject:자격증").count("spamassassin/spam/00035.7ce3307b56dd90453027a6630179282e"));
+  auto res = engine_->search("送货上门", indexer::SearchOptions{0, 10});
+  ASSERT_TRUE(res.ok());
+  ASSERT_EQ(res->hits.size(), 1u);
+  EXPECT_EQ(res->hits[0].subject.rfind("全新原装进口，送货上门", 0), 0u) << res->hits[0].subject;
+}
+
 TEST_F(CorpusTest, SpamAssassinSpamIsArchivedNotDropped) {
   int spam = 0;
   for (const auto& [path, n] : report_->archived)
