@@ -1255,8 +1255,10 @@ std::shared_ptr<const PairWords> choose_pair_words(const std::vector<std::string
   if (texts.size() < schema::kPairTrainDocs / 2) return nullptr;
   std::unordered_map<std::string, std::uint32_t> df;
   std::unordered_set<std::string> seen;
+  std::string spaced;
   for (std::string_view text : texts) {
     seen.clear();
+    if (has_cjk(text)) text = spaced = cjk_words(text);  // as the index takes them: a letter a word
     std::size_t i = 0;
     while (i < text.size()) {
       auto word_byte = [&](std::size_t k) {

@@ -565,6 +565,12 @@ TEST(IndexPairs, WordsChosenFromTextsBeforeAnyDocument) {
   EXPECT_FALSE(pairs->has("rarely")) << "in 7 of 2,000 texts: under 0.5%";
   EXPECT_FALSE(pairs->has("w5"));
   EXPECT_EQ(pairs->words.size(), 4u);
+  // Chinese letters as the index takes them (cjk_words): each a word, not the run
+  std::vector<std::string> cjk(schema::kPairTrainDocs, "天然气价格上涨 w");
+  const auto cjk_pairs = choose_pair_words(std::vector<std::string_view>(cjk.begin(), cjk.end()));
+  ASSERT_TRUE(cjk_pairs);
+  for (const char* w : {"天", "然", "气", "价", "格", "上", "涨"}) EXPECT_TRUE(cjk_pairs->has(w)) << w;
+  EXPECT_FALSE(cjk_pairs->has("天然气价格上涨"));
 
   test::ScratchDir dir;
   MapSource source;
