@@ -273,75 +273,95 @@ std::string cjk_words(std::string_view text) {
   return out;
 }
 
+std::string closed_quotes(std::string q) {
+  std::size_t quotes = 0;
+  for (std::size_t i = 0; i < q.size();) {
+    const auto [cp, len] = code_point_at(q, i);
+    quotes += cp == '"' || cp == 0x201C || cp == 0x201D;
+    i += len;
+  }
+  if (quotes % 2) q += '"';
+  return q;
+}
+
 std::string cjk_query_phrases(const std::string& q) {
   if (!has_cjk(q)) return q;
   // Fields whose values are words (Xapian prefixes of the index's free text, or AddressField, which
   // reads a value that is not an address as words); any other field's value is left as typed.
   static constexpr std::string_view kWordFields[] = {"subject", "attachment", "extracted", "from", "to",
                                                      "cc",      "bcc",        "rcpt"};
-  std::string out;
-  bool in_quotes = false, quotes_take_words = true;
-  std::size_t token_start = 0;  // in q: where the current whitespace-delimited token began
-  auto field_takes_words = [&](std::size_t at) {
-    // The field named before a ':' between the token's start and `at`, if any
-    const std::size_t colon = q.rfind(':', at);
-    if (colon == std::string::npos || colon < token_start) return true;
-    std::size_t b = colon;
-    while (b > token_start && (std::isalnum(static_cast<unsigned char>(q[b - 1])) || q[b - 1] == '_')) --b;
-    const std::string name = ascii_lower(q.substr(b, colon - b));
+  auto takes_words = [](std::string_view field) {
+    const std::string name = ascii_lower(field);
     for (std::string_view f : kWordFields)
       if (name == f) return true;
-    return name.empty();
+    return false;
   };
+  auto is_quote = [](char32_t cp) { return cp == '"' || cp == 0x201C || cp == 0x201D; };  // Xapian's quotes
+  auto is_blank = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  std::string out;
+  bool in_quotes = false, quotes_take_words = true;
   for (std::size_t i = 0; i < q.size();) {
-    const auto [cp, len] = code_point_at(q, i);
-    if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r') {
-      if (!in_quotes) token_start = i + 1;
+    if (is_blank(q[i])) {
       out += q[i++];
       continue;
     }
-    if (cp == '"' || cp == 0x201C || cp == 0x201D) {  // Xapian's quotes
-      if (!in_quotes) quotes_take_words = field_takes_words(i);
-      in_quotes = !in_quotes;
-      out.append(q, i, len);
-      i += len;
+    // A whitespace-delimited token: its operators before (+ - parentheses), a field name and its
+    // colon, its text, its closing parentheses.
+    std::size_t end = i;
+    bool quoted = false;
+    while (end < q.size() && !is_blank(q[end])) {
+      const auto [cp, len] = code_point_at(q, end);
+      quoted = quoted || is_quote(cp);
+      end += len;
+    }
+    const std::string_view token(q.data() + i, end - i);
+    if (!in_quotes && !quoted && has_cjk(token)) {
+      // Outside quotes, one with no quote in it: its text is the phrase of its words as the index
+      // cuts them ("原装-进口" as "原 装 - 进 口", as Xapian reads "well-known" as a phrase)
+      std::size_t a = 0, b = token.size();
+      while (a < b && (token[a] == '+' || token[a] == '-' || token[a] == '(')) ++a;
+      while (b > a && token[b - 1] == ')') --b;
+      std::size_t text = a;
+      const std::size_t colon = token.find(':', a);
+      if (colon != std::string_view::npos && colon < b && colon > a &&
+          std::all_of(token.begin() + static_cast<std::ptrdiff_t>(a), token.begin() + static_cast<std::ptrdiff_t>(colon),
+                      [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; })) {
+        if (!takes_words(token.substr(a, colon - a))) {
+          out.append(token);  // custodian:, id: ... as typed
+          i = end;
+          continue;
+        }
+        text = colon + 1;
+      }
+      std::string words = cjk_words(token.substr(text, b - text));
+      while (!words.empty() && words.back() == ' ') words.pop_back();
+      out.append(token.substr(0, text));
+      out += '"' + words + '"';
+      out.append(token.substr(b));
+      i = end;
       continue;
     }
-    if (!cjk_letter(cp)) {
-      out.append(q, i, len);
-      i += len;
-      continue;
-    }
-    if (in_quotes) {
-      if (quotes_take_words) {
+    // Otherwise letter by letter: a quote opens or closes a phrase; inside one, the letters spaced
+    // where its field takes words
+    for (std::size_t k = i; k < end;) {
+      const auto [cp, len] = code_point_at(q, k);
+      if (is_quote(cp)) {
+        if (!in_quotes) {
+          const std::size_t colon = q.rfind(':', k);
+          quotes_take_words = colon == std::string::npos || colon < i || colon + 1 != k ||
+                              takes_words(std::string_view(q).substr(i, colon - i).substr(
+                                  std::string_view(q).substr(i, colon - i).find_last_of("+-(") + 1));
+        }
+        in_quotes = !in_quotes;
+        out.append(q, k, len);
+      } else if (in_quotes && quotes_take_words && cjk_letter(cp)) {
         if (!out.empty() && out.back() != ' ' && out.back() != '"') out += ' ';
-        out.append(q, i, len);
+        out.append(q, k, len);
         out += ' ';
       } else {
-        out.append(q, i, len);
+        out.append(q, k, len);
       }
-      i += len;
-      continue;
-    }
-    // A run of them outside quotes: a phrase of its letters
-    std::size_t end = i;
-    std::string run;
-    while (end < q.size()) {
-      const auto [c2, l2] = code_point_at(q, end);
-      if (!cjk_letter(c2)) break;
-      if (!run.empty()) run += ' ';
-      run.append(q, end, l2);
-      end += l2;
-    }
-    if (!field_takes_words(i)) {
-      out.append(q, i, end - i);
-    } else {
-      // Apart from a word it touches (the index splits "abc原装" so too), kept with a field's colon
-      // or a + or - before it
-      const char before = out.empty() ? ' ' : out.back();
-      if (before != ' ' && before != ':' && before != '+' && before != '-' && before != '(') out += ' ';
-      out += '"' + run + '"';
-      if (end < q.size() && q[end] != ' ' && q[end] != ')' && q[end] != '\t') out += ' ';
+      k += len;
     }
     i = end;
   }
@@ -3344,7 +3364,7 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
     const unsigned all_flags = flags;
-    const Neutralised safe = neutralise_proximity_operators(cjk_query_phrases(query));
+    const Neutralised safe = neutralise_proximity_operators(cjk_query_phrases(closed_quotes(query)));
     if (safe.without_operators) {
       flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
     }
@@ -3384,7 +3404,7 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
     }
     if (options.scope.find_first_not_of(" \t") != std::string::npos) {
       qp.set_max_expansion(0);  // no bound: the scope is the officer's, not the typed query's
-      const Neutralised scope = neutralise_proximity_operators(cjk_query_phrases(options.scope));
+      const Neutralised scope = neutralise_proximity_operators(cjk_query_phrases(closed_quotes(options.scope)));
       const unsigned scope_flags =
           scope.without_operators
               ? all_flags & ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE)

@@ -372,6 +372,9 @@ TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
   EXPECT_EQ(cjk_query_phrases("\"全新原装\" gas"), "\"全 新 原 装 \" gas");
   EXPECT_EQ(cjk_query_phrases("custodian:王小明"), "custodian:王小明");
   EXPECT_EQ(cjk_query_phrases("gas"), "gas");
+  EXPECT_EQ(cjk_query_phrases("原装-进口"), "\"原 装 - 进 口\"") << "one phrase, as Xapian reads well-known";
+  EXPECT_EQ(cjk_query_phrases("(原装 OR +subject:자격)"), "(\"原 装\" OR +subject:\"자 격\")");
+  EXPECT_EQ(cjk_query_phrases("subject:\"原装"), "subject:\"原 装 ");
 
   for (bool with_pairs : {false, true}) {
     SCOPED_TRACE(with_pairs ? "with pair words" : "without pair words");
@@ -424,6 +427,15 @@ TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
     EXPECT_EQ(ids("原装 OR golf"), (V{1, 2, 5}));
     EXPECT_EQ(ids("原装 -进口原装"), (V{1}));
     EXPECT_EQ(ids("装原"), (V{})) << "the same letters in another order";
+    EXPECT_EQ(ids("原装-进口"), (V{1})) << "a hyphen between runs joins them";
+    EXPECT_EQ(ids("(原装 OR golf) -subject:进口原装"), (V{1, 5}));
+    EXPECT_EQ(ids("\"全新原装"), (V{1})) << "a quote left open";
+    EXPECT_EQ(ids("subject:\"全新原装"), (V{1})) << "a quote left open after a field (closed_quotes)";
+    EXPECT_EQ(ids("subject:\"golf"), (V{5}));
+    EXPECT_EQ(closed_quotes("a \"b\" \"c"), "a \"b\" \"c\"");
+    EXPECT_EQ(closed_quotes("\xE2\x80\x9C" "b"), "\xE2\x80\x9C" "b\"");
+    EXPECT_EQ(closed_quotes("a \"b\""), "a \"b\"");
+    EXPECT_EQ(ids("全新原装abc"), (V{})) << "a word joined to the run is part of the phrase";
   }
 }
 
