@@ -490,6 +490,44 @@ tls = "none"
         im.logout()
         self.assertEqual(carol.get("/health"), (200, {"status": "ok"}))
 
+    def test_chinese_mail_with_raw_header_bytes_reads_and_is_found_by_its_words(self):
+        """A message as older Chinese mailers send it: the subject and the sender's name raw GB2312
+        bytes (no encoded words), the charset named only in Content-Type. Through the SMTP door, the
+        web view, the portal's search by a word inside the subject's run of letters, and IMAP's
+        ENVELOPE (the name as an encoded word of what it says) all read it as written."""
+        subject, name = "全新原装进口，送货上门", "王小明"
+        raw = (b"From: " + name.encode("gb2312") + b" <wang@internet.example>\r\nTo: carol@example.com\r\n"
+               b"Subject: " + subject.encode("gb2312") + b"\r\n"
+               b"Message-ID: <gb." + str(time.time_ns()).encode() + b"@internet.example>\r\n"
+               b"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: text/plain; charset=\"gb2312\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               + "台湾鑫龙商贸集团公司向您拜年".encode("gb2312") + b"\r\n")
+        with smtplib.SMTP("127.0.0.1", self.mx, timeout=30) as s:
+            s.sendmail("wang@internet.example", ["carol@example.com"], raw)
+        carol = Client(self.web)
+        self.assertEqual(carol.login("carol@example.com", "carol-pw-123")[0], 200)
+        m = self.find(carol, subject)
+        fid = self.folder(carol, "INBOX")["id"]
+        status, v = carol.get(f"/api/v1/messages/{fid}/{m['uid']}")
+        self.assertEqual(status, 200, v)
+        self.assertEqual(v["subject"], subject)
+        self.assertEqual(v["from"][0]["name"], name)
+        self.assertIn("商贸集团", v["text"])
+        for q in ("原装", "subject:送货上门", "from:小明", "商贸集团"):
+            deadline = time.time() + 20
+            while carol.get("/api/v1/search?q=" + urllib.parse.quote(q))[1].get("total") != 1 and time.time() < deadline:
+                time.sleep(0.2)
+            status, hits = carol.get("/api/v1/search?q=" + urllib.parse.quote(q))
+            self.assertEqual((status, hits["total"]), (200, 1), (q, hits))
+        im = imaplib.IMAP4("127.0.0.1", self.imap)
+        im.login("carol@example.com", "carol-pw-123")
+        im.select("INBOX")
+        typ, data = im.uid("FETCH", str(m["uid"]), "(ENVELOPE)")
+        self.assertEqual(typ, "OK", data)
+        envelope = b"".join(x if isinstance(x, bytes) else b"".join(x) for x in data)
+        self.assertIn(b"=?UTF-8?b?" + base64.b64encode(name.encode()) + b"?=", envelope)
+        im.logout()
+
     # ---- sending ----
 
     def test_send_reply_forward(self):
