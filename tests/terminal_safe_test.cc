@@ -94,6 +94,15 @@ TEST(TerminalSafe, AStreamWritesThroughItInOrder) {
   EXPECT_FALSE(has_control(s));
 }
 
+TEST(TerminalSafe, WideCharactersTakeTwoColumns) {
+  EXPECT_EQ(fit_column("台湾", 6, true), "台湾  ");
+  EXPECT_EQ(fit_column("台湾鑫龙", 6, true), "台湾~ ") << "2 + 2 + the ~, and a space where 鑫 did not fit";
+  EXPECT_EQ(fit_column("台湾鑫龙", 7, true), "台湾鑫~");
+  EXPECT_EQ(fit_column("台湾鑫", 6, true), "台湾鑫");
+  EXPECT_EQ(fit_column("e\xcc\x81t\xc3\xa9", 4, true), "e\xcc\x81t\xc3\xa9 ") << "a combining accent takes none";
+  EXPECT_EQ(fit_column("요즘 뜨는", 5), "요즘~");
+}
+
 TEST(TerminalSafe, AColumnIsCutAndPaddedByCharacters) {
   EXPECT_EQ(fit_column("short", 8, true), "short   ");
   EXPECT_EQ(fit_column("short", 8), "short");

@@ -1,5 +1,8 @@
 #include "tools/terminal_safe.h"
 
+#include <locale.h>
+#include <wchar.h>
+
 #include <sstream>
 
 #include "common/utf8.h"
@@ -85,23 +88,50 @@ std::string terminal_safe(std::string_view text, bool lines) {
   return sink.str();
 }
 
+std::size_t columns_of(char32_t cp) {
+  // glibc's wcwidth in its C.UTF-8 locale (Unicode's East Asian Width: 2 for wide and fullwidth
+  // characters, 0 for combining marks), asked without changing the process's locale; 1 where that
+  // locale is missing or the character is not printable (the filter shows it as one replacement).
+  static const locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(nullptr));
+  if (!utf8 || cp < 0x80) return 1;
+  const locale_t before = uselocale(utf8);
+  const int w = wcwidth(static_cast<wchar_t>(cp));
+  uselocale(before);
+  return w < 0 ? 1 : static_cast<std::size_t>(w);
+}
+
 std::string fit_column(std::string_view text, std::size_t width, bool pad) {
-  // Code points start at every byte that is not a continuation byte (10xxxxxx).
-  auto starts = [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; };
-  std::size_t chars = 0, cut = text.size();
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (!starts(text[i])) continue;
-    if (chars == width - 1 && width > 0) cut = i;  // where the "~" goes if the text is too long
-    if (++chars > width) break;
+  // Code point by code point (a byte that starts none: one column): where the "~" goes if the text
+  // is longer than the width (the last place it still fits before), and its columns in all.
+  std::size_t columns = 0, cut = 0, cut_columns = 0;
+  for (std::size_t i = 0; i < text.size() && columns <= width;) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t len = c < 0x80 ? 1 : utf8_sequence_length(c);
+    char32_t cp = c;
+    if (len == 0 || i + len > text.size()) {
+      len = 1;
+    } else if (len > 1) {
+      cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+      for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+    }
+    const std::size_t w = columns_of(cp);
+    if (width > 0 && columns + w <= width - 1) {
+      cut = i + len;
+      cut_columns = columns + w;
+    }
+    columns += w;
+    i += len;
   }
   std::string out;
-  if (chars > width) {
-    out.assign(text.substr(0, width == 0 ? 0 : cut));
-    if (width > 0) out += '~';
+  if (columns > width) {
+    if (width == 0) return out;
+    out.assign(text.substr(0, cut));
+    out += '~';
+    if (pad) out.append(width - 1 - cut_columns, ' ');  // a wide character that did not fit leaves a gap
     return out;
   }
   out.assign(text);
-  if (pad) out.append(width - chars, ' ');
+  if (pad) out.append(width - columns, ' ');
   return out;
 }
 

@@ -45,10 +45,12 @@ class TerminalSafeBuf : public std::streambuf {
 // a line nor reach the terminal of whoever reads the log).
 std::string terminal_safe(std::string_view text, bool lines = true);
 
-// One column of a listing (`mailark search`): at most `width` characters of UTF-8 text (counted in
-// code points, never cut inside one), a longer text cut to width - 1 and ended with "~"; with pad, a
-// shorter one filled with spaces to the width. A hostile subject of any length takes one line.
-// Tests: TerminalSafe.AColumnIsCutAndPaddedByCharacters, test_cli.py test_hostile_header_text_is_safe_for_the_terminal.
+// One column of a listing (`mailark search`): at most `width` terminal columns of UTF-8 text
+// (counted as a terminal shows them: a Chinese, Japanese or Korean letter takes two, a combining
+// mark none; never cut inside a code point), a longer text cut to width - 1 and ended with "~"; with
+// pad, filled with spaces to the width, so the next column starts where it does on every line. A
+// hostile subject of any length takes one line. Tests: TerminalSafe.AColumnIsCutAndPaddedByCharacters,
+// TerminalSafe.WideCharactersTakeTwoColumns, test_cli.py test_hostile_header_text_is_safe_for_the_terminal.
 std::string fit_column(std::string_view text, std::size_t width, bool pad = false);
 
 }  // namespace mailark::cli
