@@ -286,10 +286,10 @@ std::string closed_quotes(std::string q) {
 
 std::string cjk_query_phrases(const std::string& q) {
   if (!has_cjk(q)) return q;
-  // Fields whose values are words (Xapian prefixes of the index's free text, or AddressField, which
-  // reads a value that is not an address as words); any other field's value is left as typed.
-  static constexpr std::string_view kWordFields[] = {"subject", "attachment", "extracted", "from", "to",
-                                                     "cc",      "bcc",        "rcpt"};
+  // Fields whose values are words (Xapian prefixes of the index's free text); any other field's value
+  // is left as typed: from: to: cc: bcc: rcpt: to AddressField, which tells an address, a domain or
+  // a local part from name words and makes the letters of those words words itself.
+  static constexpr std::string_view kWordFields[] = {"subject", "attachment", "extracted"};
   auto takes_words = [](std::string_view field) {
     const std::string name = ascii_lower(field);
     for (std::string_view f : kWordFields)
@@ -1817,7 +1817,9 @@ class AddressField : public Xapian::FieldProcessor {
     }
     Xapian::QueryParser qp;
     qp.set_stemming_strategy(Xapian::QueryParser::STEM_NONE);
-    std::string q = has_space ? "\"" + raw + "\"" : raw;
+    // Name words: Chinese, Japanese and Korean letters each a word, as the index has them (cjk_words)
+    const bool cjk = has_cjk(raw);
+    std::string q = has_space || cjk ? "\"" + (cjk ? cjk_words(raw) : raw) + "\"" : raw;
     Xapian::Query words = qp.parse_query(q, Xapian::QueryParser::FLAG_PHRASE, text_prefix_);
     // A bare word may also be a whole local part ("from:jsmith").
     if (!has_space)

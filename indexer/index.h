@@ -101,10 +101,12 @@ bool pair_filter_may_hold(std::string_view filter, std::uint64_t key);
 // none. Tests: IndexCjk.*.
 std::string cjk_words(std::string_view text);
 bool has_cjk(std::string_view text);
-// A query with each run of those characters outside quotes made a quoted phrase of its characters
-// ("原装" -> "\"原 装\"", subject:原装 -> subject:"原 装") and every one inside quotes spaced, where
-// the field takes words (free text, subject:, attachment:, extracted:, from: to: cc: bcc: rcpt:);
-// other fields' values (custodian:, id:) as typed. Fuzzed with the query target.
+// A query whose every whitespace-delimited token with those letters outside quotes is made the
+// quoted phrase of its words as the index cuts them ("原装" -> "\"原 装\"", subject:原装 ->
+// subject:"原 装", 原装-进口 one phrase), and whose letters inside quotes are spaced, where the field
+// takes words (free text, subject:, attachment:, extracted:); other fields' values as typed
+// (custodian:, id:; from: to: cc: bcc: rcpt: are AddressField's, which spaces name words itself and
+// keeps "李四@例子.中国" an address). Fuzzed with the query target.
 std::string cjk_query_phrases(const std::string& query);
 // A query with a quote left open closed at its end: Xapian 1.4 reads `subject:"golf` otherwise as
 // neither the phrase nor the word (63 Enron messages where `subject:"golf"` finds 19). Test

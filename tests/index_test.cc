@@ -391,12 +391,13 @@ TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
           fields(2, "进口原装", "原来的装置 and plain words", jan2003 + 86400),
           fields(3, "[광고] 요즘 뜨는 직종 Best 5 & 자격증 따기 열풍", "자격증을 따세요", jan2003 + 2 * 86400),
           fields(4, "東京タワーの夜景", "ご覧ください", jan2003 + 3 * 86400),
-          fields(5, "golf", "no such letters here", jan2003 + 4 * 86400)};
+          fields(5, "golf", "no such letters here", jan2003 + 4 * 86400),
+          fields(6, "internationalised", "an address in Chinese", jan2003 + 5 * 86400, {"李", "李四@例子.中国"})};
       for (auto& f : docs) {
         source.docs[f.id] = f;
         ASSERT_TRUE((*w)->add(f.id, build_document(f, with_pairs ? &pw : nullptr)).ok());
       }
-      ASSERT_TRUE((*w)->commit(5).ok());
+      ASSERT_TRUE((*w)->commit(6).ok());
     }
     auto r = IndexReader::open(dir / "index");
     ASSERT_TRUE(r.ok());
@@ -421,10 +422,16 @@ TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
     EXPECT_EQ(ids("商贸 集团"), (V{1})) << "two runs: both, anywhere";
     EXPECT_EQ(ids("from:王小明"), (V{1}));
     EXPECT_EQ(ids("from:小明"), (V{1}));
+    EXPECT_EQ(ids("from:\"王小明\""), (V{1}));
+    EXPECT_EQ(ids("from:李四@例子.中国"), (V{6})) << "an address stays an address";
+    EXPECT_EQ(ids("from:例子.中国"), (V{6})) << "and a domain a domain";
+    EXPECT_EQ(ids("from:李四"), (V{6})) << "a local part";
+    EXPECT_EQ(ids("from:王四"), (V{}));
     EXPECT_EQ(ids("자격증"), (V{3})) << "a Korean word with its particle joined (자격증을) and alone";
     EXPECT_EQ(ids("subject:자격증"), (V{3}));
     EXPECT_EQ(ids("タワー"), (V{4}));
     EXPECT_EQ(ids("原装 OR golf"), (V{1, 2, 5}));
+    EXPECT_EQ(ids("李四@例子.中国"), (V{})) << "not in any free text";
     EXPECT_EQ(ids("原装 -进口原装"), (V{1}));
     EXPECT_EQ(ids("装原"), (V{})) << "the same letters in another order";
     EXPECT_EQ(ids("原装-进口"), (V{1})) << "a hyphen between runs joins them";
