@@ -231,8 +231,8 @@ std::string decode_header_text(std::string_view value, std::string_view charset 
 // field of the message or of its parts that names neither US-ASCII nor UTF-8, lower case, as iconv
 // should read it (a label's usual superset: GB2312 as GB18030, EUC-KR as CP949); empty when there is
 // none, when it is ISO-8859-1 or windows-1252 (read as windows-1252 anyway), when the name is not
-// a plain charset token, and when the message has no 8-bit byte at all, so nothing to read in it
-// (Message.DeclaredCharsetIsTheFirstThatSaysSomething). Readers take it as the likeliest
+// a plain charset token, and when the message has no 8-bit byte, so nothing to read in it
+// (Message.DeclaredCharsetIsTheFirstThatSaysSomething). Both looked for in the first 1 MiB. Readers take it as the likeliest
 // charset of raw 8-bit bytes in header fields, as mail clients do (decode_header_text). A scan of the
 // first 1 MiB, GMime-free (engine/message_common.cc); fuzzed with the message target.
 std::string declared_charset(std::string_view raw);

@@ -115,9 +115,9 @@ std::optional<std::string> charset_for_reading(std::string label) {
 }  // namespace
 
 std::string declared_charset(std::string_view raw) {
+  raw = raw.substr(0, 1 << 20);  // bounded: a reader may ask for each message it shows
   // A message of ASCII alone has nothing to read in it (the common case: one pass, no line walk)
   if (std::none_of(raw.begin(), raw.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) return {};
-  raw = raw.substr(0, 1 << 20);
   constexpr std::string_view kName = "content-type";
   std::size_t pos = 0;
   while (pos < raw.size()) {
