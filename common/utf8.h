@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace mailark {
 
@@ -25,6 +26,22 @@ inline bool utf8_second_byte_ok(unsigned char lead, unsigned char c) {
   if (lead == 0xF0) return c >= 0x90;
   if (lead == 0xF4) return c <= 0x8F;
   return true;
+}
+
+// The code point of the well-formed UTF-8 sequence at `i` and its length, or (0, 1) for a byte that
+// does not start one (the index's CJK letters, the search listing's columns).
+inline std::pair<char32_t, std::size_t> utf8_code_point(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80) return {c, 1};
+  const std::size_t len = utf8_sequence_length(c);
+  if (len == 0 || i + len > s.size() || !utf8_second_byte_ok(c, static_cast<unsigned char>(s[i + 1]))) return {0, 1};
+  char32_t cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+  for (std::size_t k = 1; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if (b < 0x80 || b > 0xBF) return {0, 1};
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  return {cp, len};
 }
 
 inline std::string valid_utf8(std::string_view in) {

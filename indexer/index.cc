@@ -217,22 +217,6 @@ std::uint64_t mix64(std::uint64_t h) {
 
 namespace {
 
-// The code point of the well-formed UTF-8 sequence at `i` and its length, or (0, 1) for a byte that
-// does not start one.
-std::pair<char32_t, std::size_t> code_point_at(std::string_view s, std::size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  if (c < 0x80) return {c, 1};
-  const std::size_t len = utf8_sequence_length(c);
-  if (len == 0 || i + len > s.size() || !utf8_second_byte_ok(c, static_cast<unsigned char>(s[i + 1]))) return {0, 1};
-  char32_t cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
-  for (std::size_t k = 1; k < len; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if (b < 0x80 || b > 0xBF) return {0, 1};
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  return {cp, len};
-}
-
 // Han (with its extensions and compatibility ideographs), kana, Hangul (syllables and jamo),
 // Bopomofo: the letters of scripts written without spaces between words. Punctuation blocks are
 // not here: TermGenerator splits words at them already.
@@ -251,7 +235,7 @@ bool has_cjk(std::string_view text) {
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c < 0xE1 || c > 0xF0) continue;
-    if (cjk_letter(code_point_at(text, i).first)) return true;
+    if (cjk_letter(utf8_code_point(text, i).first)) return true;
   }
   return false;
 }
@@ -260,7 +244,7 @@ std::string cjk_words(std::string_view text) {
   std::string out;
   out.reserve(text.size() + text.size() / 2);
   for (std::size_t i = 0; i < text.size();) {
-    const auto [cp, len] = code_point_at(text, i);
+    const auto [cp, len] = utf8_code_point(text, i);
     if (cjk_letter(cp)) {
       if (!out.empty() && out.back() != ' ') out += ' ';
       out.append(text.substr(i, len));
@@ -276,7 +260,7 @@ std::string cjk_words(std::string_view text) {
 std::string closed_quotes(std::string q) {
   std::size_t quotes = 0;
   for (std::size_t i = 0; i < q.size();) {
-    const auto [cp, len] = code_point_at(q, i);
+    const auto [cp, len] = utf8_code_point(q, i);
     quotes += cp == '"' || cp == 0x201C || cp == 0x201D;
     i += len;
   }
@@ -310,7 +294,7 @@ std::string cjk_query_phrases(const std::string& q) {
     std::size_t end = i;
     bool quoted = false;
     while (end < q.size() && !is_blank(q[end])) {
-      const auto [cp, len] = code_point_at(q, end);
+      const auto [cp, len] = utf8_code_point(q, end);
       quoted = quoted || is_quote(cp);
       end += len;
     }
@@ -344,7 +328,7 @@ std::string cjk_query_phrases(const std::string& q) {
     // Otherwise letter by letter: a quote opens or closes a phrase; inside one, the letters spaced
     // where its field takes words
     for (std::size_t k = i; k < end;) {
-      const auto [cp, len] = code_point_at(q, k);
+      const auto [cp, len] = utf8_code_point(q, k);
       if (is_quote(cp)) {
         if (!in_quotes) {
           const std::size_t colon = q.rfind(':', k);

@@ -105,15 +105,7 @@ std::string fit_column(std::string_view text, std::size_t width, bool pad) {
   // is longer than the width (the last place it still fits before), and its columns in all.
   std::size_t columns = 0, cut = 0, cut_columns = 0;
   for (std::size_t i = 0; i < text.size() && columns <= width;) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    std::size_t len = c < 0x80 ? 1 : utf8_sequence_length(c);
-    char32_t cp = c;
-    if (len == 0 || i + len > text.size()) {
-      len = 1;
-    } else if (len > 1) {
-      cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
-      for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
-    }
+    const auto [cp, len] = utf8_code_point(text, i);
     const std::size_t w = columns_of(cp);
     if (width > 0 && columns + w <= width - 1) {
       cut = i + len;
