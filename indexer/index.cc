@@ -31,6 +31,7 @@
 #include "common/ascii.h"
 #include "common/json_text.h"
 #include "common/threads.h"
+#include "common/unicode_form.h"
 #include "common/numbers.h"
 #include "common/utf8.h"
 #include "common/sha256.h"
@@ -108,10 +109,10 @@ void address_texts(const IndexedAddress& a, const char* prefix,
 // Every piece of free text of a message with its prefix, in indexing order. The one place that says
 // which field is indexed under which prefix: the index and the phrase check both use it.
 void for_each_text(const IndexFields& f, const std::function<void(const std::string&, const char*)>& emit) {
-  // Chinese, Japanese and Korean letters as words of their own (cjk_words); other texts as they are
+  // Each text as the index cuts it into words (words_form)
+  std::string scratch;
   const std::function<void(const std::string&, const char*)> fn = [&](const std::string& text, const char* prefix) {
-    if (has_cjk(text)) emit(cjk_words(text), prefix);
-    else emit(text, prefix);
+    emit(words_form(text, scratch), prefix);
   };
   for (const auto& a : f.from) address_texts(a, schema::kPrefixFrom, fn);
   for (const auto& a : f.to) address_texts(a, schema::kPrefixTo, fn);
@@ -255,6 +256,19 @@ std::string cjk_words(std::string_view text) {
     i += len;
   }
   return out;
+}
+
+const std::string& words_form(const std::string& text, std::string& scratch) {
+  std::string form;
+  const bool compatible = compatibility_form(text, form);
+  const std::string& t = compatible ? form : text;
+  if (has_cjk(t)) {
+    scratch = cjk_words(t);
+    return scratch;
+  }
+  if (!compatible) return text;
+  scratch = std::move(form);
+  return scratch;
 }
 
 std::string closed_quotes(std::string q) {
@@ -1262,7 +1276,8 @@ std::shared_ptr<const PairWords> choose_pair_words(const std::vector<std::string
   std::string spaced;
   for (std::string_view text : texts) {
     seen.clear();
-    if (has_cjk(text)) text = spaced = cjk_words(text);  // as the index takes them: a letter a word
+    const std::string whole(text);
+    text = words_form(whole, spaced);  // as the index takes them: compatibility form, a CJK letter a word
     std::size_t i = 0;
     while (i < text.size()) {
       auto word_byte = [&](std::size_t k) {
@@ -2920,7 +2935,9 @@ Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, con
     tg.set_document(words_doc);
     tg.set_stemming_strategy(Xapian::TermGenerator::STEM_NONE);
     tg.set_max_word_length(64);
-    tg.index_text_without_positions(cjk_words(text.substr(0, 4096)));
+    std::string scratch;
+    const std::string cut = text.substr(0, 4096);
+    tg.index_text_without_positions(words_form(cut, scratch));
     std::vector<Xapian::Query> per_word;
     for (auto t = words_doc.termlist_begin(); t != words_doc.termlist_end() && per_word.size() < 32; ++t) {
       std::vector<Xapian::Query> alternatives;
@@ -3350,7 +3367,9 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
     const unsigned all_flags = flags;
-    const Neutralised safe = neutralise_proximity_operators(cjk_query_phrases(closed_quotes(query)));
+    // In the compatibility form the index reads texts in (words_form): "ＰＣ" is "PC", a decomposed
+    // "é" one letter; a full-width quote or colon is an operator as its ASCII twin
+    const Neutralised safe = neutralise_proximity_operators(cjk_query_phrases(closed_quotes(compatibility_form(query))));
     if (safe.without_operators) {
       flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
     }
@@ -3390,7 +3409,8 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
     }
     if (options.scope.find_first_not_of(" \t") != std::string::npos) {
       qp.set_max_expansion(0);  // no bound: the scope is the officer's, not the typed query's
-      const Neutralised scope = neutralise_proximity_operators(cjk_query_phrases(closed_quotes(options.scope)));
+      const Neutralised scope =
+          neutralise_proximity_operators(cjk_query_phrases(closed_quotes(compatibility_form(options.scope))));
       const unsigned scope_flags =
           scope.without_operators
               ? all_flags & ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE)

@@ -27,7 +27,10 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // (kMetaReading). kReading "2": raw 8-bit header bytes outside encoded words read in the charset the
 // message declares (decode_header_text), and Chinese, Japanese and Korean letters indexed as words
 // of one letter each (cjk_words; before, a run of them between spaces or punctuation was one word,
-// which a search of a word inside it never found); since 2026-12-07. Absent: an older release, which read them
+// which a search of a word inside it never found); since 2026-12-07. kReading "3": every text in
+// Unicode's compatibility form before it is cut into words (words_form: a decomposed "é" one letter,
+// full-width "ＰＣ" as "PC", half-width katakana full-width; before, such words were found only when
+// typed the same way); since 2026-12-07. Absent: an older release, which read them
 // as windows-1252 (2026-12-05 and -06), and before that (GMime 3.2's reading as it was) also cut a
 // subject, name or attachment name written as base64 words split mid-character at the first word's
 // padding and decoded raw 8-bit bytes inside an encoded word twice. Such documents keep that text
@@ -37,7 +40,7 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // (IndexReader::documents_read_before_repairs; test IndexUpgrade.DocumentsReadBeforeTheRepairsAreCounted).
 inline constexpr const char* kMetaUnrepairedTo = "mailark:unrepaired-to";
 inline constexpr const char* kMetaReading = "mailark:reading";
-inline constexpr const char* kReading = "2";
+inline constexpr const char* kReading = "3";
 
 // A live shard's size in bytes right after the writer last compacted it (decimal; absent: never
 // compacted while live). IndexWriter::compact_if_grown compacts again once the shard has grown past
@@ -48,7 +51,8 @@ inline constexpr const char* kMetaCompactedBytes = "mailark:compacted-bytes";
 // segment; time-segmented archives keep each segment far below that).
 
 // Free-text prefixes (TermGenerator, lower-cased, no stemming, no positions; see phrase handling in
-// index.h; Chinese, Japanese and Korean letters one word each, cjk_words, since reading 2). Unprefixed terms hold subject, body, attachment names and attachment text. For address
+// index.h; Chinese, Japanese and Korean letters one word each, cjk_words, since reading 2; every text
+// in Unicode's compatibility form first, words_form, since reading 3). Unprefixed terms hold subject, body, attachment names and attachment text. For address
 // fields the free text is the display name and the local part split at . _ - +; whole addresses and
 // domains are exact terms under the matching kPrefix*Addr below.
 inline constexpr const char* kPrefixFrom = "F";

@@ -12,6 +12,8 @@ PACKAGES=(
   libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev libpst-dev libgoogle-perftools-dev
   # attachment text (the mailark-extract worker): PDF, Office Open XML, OpenDocument
   libpoppler-cpp-dev libzip-dev libxml2-dev libseccomp-dev
+  # Unicode normalization of the index's words (common/unicode_form.cc)
+  libunistring-dev
   # internationalised domain names in A-labels for DNS and servers without SMTPUTF8 (api/dns.cc)
   libidn2-dev
   # tests and benchmarks

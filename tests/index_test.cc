@@ -446,6 +446,80 @@ TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
   }
 }
 
+// One word written two ways is one word: the index and the query read texts in Unicode's compatibility
+// form (words_form, common/unicode_form.h): a name typed on a Mac (decomposed, NFD) is found by the
+// same name typed elsewhere (one letter each, NFC) and the other way round, full-width Latin letters
+// and digits are ASCII, half-width katakana full-width, a ligature its letters; in free text, fields,
+// attachment names, phrases and address names, with and without pair words.
+TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
+  const std::string nfd = "Re\xCC\x81sume\xCC\x81";  // R e U+0301 s u m e U+0301
+  const std::string nfc = "R\xC3\xA9sum\xC3\xA9";    // R U+00E9 s u m U+00E9
+  std::string scratch;
+  EXPECT_EQ(words_form(nfd, scratch), nfc);
+  EXPECT_EQ(words_form("\xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBC\x91", scratch), "PC1") << "full-width";
+  EXPECT_EQ(words_form("\xEF\xBD\xB6\xEF\xBE\x80", scratch), "\xE3\x82\xAB \xE3\x82\xBF ") << "half-width katakana: full-width, a letter a word";
+  EXPECT_EQ(words_form("\xEF\xAC\x81le", scratch), "file") << "a ligature";
+  const std::string plain = "plain text";
+  EXPECT_EQ(&words_form(plain, scratch), &plain) << "ASCII text is not copied";
+  const std::string composed = "caf\xC3\xA9";
+  EXPECT_EQ(&words_form(composed, scratch), &composed) << "nor text already in the form";
+
+  for (bool with_pairs : {false, true}) {
+    SCOPED_TRACE(with_pairs ? "with pair words" : "without pair words");
+    test::ScratchDir dir;
+    MapSource source;
+    PairWords pw;
+    for (const char* w : {"see", "my", "attached", "price", "model"}) pw.words.insert(w);
+    {
+      auto w = IndexWriter::open(dir / "index");
+      ASSERT_TRUE(w.ok());
+      const std::int64_t jan2003 = 1041379200;
+      std::vector<IndexFields> docs = {
+          fields(1, "CV " + nfd, "Please see my " + nfd + " attached. Price \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBC\x91\xEF\xBC\x92\xEF\xBC\x93 model, "
+                 "\xEF\xBD\xB6\xEF\xBE\x80\xEF\xBD\xB6\xEF\xBE\x85 text, \xEF\xAC\x81le", jan2003, {"Jose\xCC\x81 Mu\xCC\x88ller", "jose@example.com"}),
+          fields(2, nfc, "plain pc123 and my " + nfc + " attached", jan2003 + 86400),
+          fields(3, "golf", "nothing of the kind", jan2003 + 2 * 86400)};
+      docs[0].attachments.push_back({nfd + ".pdf", "application/pdf", 100});
+      for (auto& f : docs) {
+        source.docs[f.id] = f;
+        ASSERT_TRUE((*w)->add(f.id, build_document(f, with_pairs ? &pw : nullptr)).ok());
+      }
+      ASSERT_TRUE((*w)->commit(3).ok());
+    }
+    auto r = IndexReader::open(dir / "index");
+    ASSERT_TRUE(r.ok());
+    auto ids = [&](const std::string& q) {
+      SearchOptions o;
+      o.limit = 100;
+      o.exact_total = true;
+      auto res = (*r)->search(q, o, &source);
+      EXPECT_TRUE(res.ok()) << q << ": " << (res.ok() ? "" : res.error().to_string());
+      std::vector<std::uint64_t> out;
+      if (res.ok())
+        for (const auto& h : res->hits) out.push_back(h.id);
+      std::sort(out.begin(), out.end());
+      return out;
+    };
+    using V = std::vector<std::uint64_t>;
+    EXPECT_EQ(ids(nfc), (V{1, 2})) << "typed composed, written decomposed in message 1";
+    EXPECT_EQ(ids(nfd), (V{1, 2})) << "typed decomposed";
+    EXPECT_EQ(ids("subject:" + nfc), (V{1, 2}));
+    EXPECT_EQ(ids("attachment:" + nfc), (V{1}));
+    EXPECT_EQ(ids("\"my " + nfc + " attached\""), (V{1, 2})) << "a phrase, checked against the texts";
+    EXPECT_EQ(ids("\"see my " + nfd + "\""), (V{1}));
+    EXPECT_EQ(ids("pc123"), (V{1, 2})) << "full-width letters and digits in message 1";
+    EXPECT_EQ(ids("\xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBC\x91\xEF\xBC\x92\xEF\xBC\x93"), (V{1, 2})) << "typed full-width";
+    EXPECT_EQ(ids("\"price pc123 model\""), (V{1}));
+    EXPECT_EQ(ids("\xEF\xBC\x82price pc123\xEF\xBC\x82"), (V{1})) << "full-width quotes are quotes";
+    EXPECT_EQ(ids("\xE3\x82\xAB\xE3\x82\xBF\xE3\x82\xAB\xE3\x83\x8A"), (V{1})) << "full-width katakana finds half-width";
+    EXPECT_EQ(ids("\xEF\xBD\xB6\xEF\xBE\x80"), (V{1})) << "and half-width typed";
+    EXPECT_EQ(ids("file"), (V{1})) << "a ligature's letters";
+    EXPECT_EQ(ids("from:jos\xC3\xA9"), (V{1})) << "an address's name";
+    EXPECT_EQ(ids("from:\"jos\xC3\xA9 m\xC3\xBCller\""), (V{1}));
+    EXPECT_EQ(ids("from:M\xC3\x9CLLER"), (V{1})) << "and without case";
+  }
+}
+
 // NEAR and ADJ are words, never operators (indexer/index.cc, neutralise_proximity_operators): the index
 // has no positions, and Xapian 1.4 leaks memory when a syntax error unwinds past one (the ASan suite
 // reports it for the malformed queries below).

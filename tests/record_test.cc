@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/sha256.h"
+#include "common/unicode_form.h"
 #include "common/utf8.h"
 
 namespace mailark {
@@ -42,6 +43,23 @@ TEST(Utf8, InvalidBytesBecomeReplacementCharacters) {
   EXPECT_EQ(valid_utf8("\xE2\x82x"), r + r + "x");                // cut short before ASCII
   EXPECT_EQ(valid_utf8("\x80\xBF"), r + r);                       // continuation bytes alone
   EXPECT_EQ(valid_utf8(std::string("a\0b", 3)), std::string("a\0b", 3));
+}
+
+// IMAP SEARCH's substring match (common/unicode_form.h contains_folded): ASCII without case as before;
+// any other letter in the case-folded compatibility form.
+TEST(UnicodeForm, SubstringsWithoutCaseOrForm) {
+  EXPECT_TRUE(contains_folded("Hello World", "WORLD"));
+  EXPECT_FALSE(contains_folded("Hello World", "worlds"));
+  EXPECT_TRUE(contains_folded("anything", ""));
+  EXPECT_TRUE(contains_folded("Herr M\xC3\xBCller", "M\xC3\x9CLLER")) << "upper-case umlaut";
+  EXPECT_TRUE(contains_folded("my Re\xCC\x81sume\xCC\x81", "r\xC3\xA9sum\xC3\xA9")) << "decomposed in the text";
+  EXPECT_TRUE(contains_folded("my R\xC3\xA9sum\xC3\xA9", "re\xCC\x81sume\xCC\x81")) << "decomposed in the key";
+  EXPECT_TRUE(contains_folded("Price \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBC\x91", "pc1")) << "full-width in the text";
+  EXPECT_TRUE(contains_folded("Stra\xC3\x9F" "e", "STRASSE")) << "sharp s folds to ss";
+  EXPECT_FALSE(contains_folded("M\xC3\xBCller", "muller")) << "accents are letters";
+  EXPECT_FALSE(contains_folded("caf\xC3\xA9", "cafe\xCC\x81s"));
+  EXPECT_EQ(compatibility_form("\xEF\xAC\x81"), "fi");
+  EXPECT_EQ(compatibility_form("plain"), "plain");
 }
 
 TEST(Sha256, KnownAnswersAndPiecesGiveTheSameDigest) {

@@ -14,6 +14,7 @@
 #include "common/base64.h"
 #include "common/dates.h"
 #include "common/json_text.h"
+#include "common/unicode_form.h"
 #include "engine/message.h"
 #include "engine/mime_tree.h"
 #include "indexer/index.h"
@@ -104,16 +105,8 @@ std::string join_uids(const std::vector<std::uint32_t>& uids) {
   return out;
 }
 
-bool contains_ci(std::string_view hay, std::string_view needle) {
-  if (needle.empty()) return true;
-  if (needle.size() > hay.size()) return false;
-  for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i) {
-    bool m = true;
-    for (std::size_t k = 0; k < needle.size() && m; ++k) m = ascii_lower(hay[i + k]) == ascii_lower(needle[k]);
-    if (m) return true;
-  }
-  return false;
-}
+// IMAP's substring match (RFC 9051 6.4.4), case and Unicode form set aside (common/unicode_form.h)
+bool contains_ci(std::string_view hay, std::string_view needle) { return contains_folded(hay, needle); }
 
 // Every value of a header field (all occurrences), unfolded, RFC 2047 decoded (raw 8-bit bytes read
 // in `charset`, the message's declared_charset), one per line.

@@ -2,6 +2,7 @@
 sockets for what a client library hides (IDLE, hostile input). A real `mailark serve` with an
 inbound SMTP listener, an IMAP listener with STARTTLS and one with implicit TLS; users added with the
 `mailark user` CLI; mail sent through SMTP; logins only over TLS (plaintext_login_networks = [])."""
+import base64
 import imaplib
 import os
 import re
@@ -12,6 +13,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import unicodedata
 import unittest
 
 from harness import BIN, EICAR, Server, free_port, insecure_tls
@@ -279,6 +281,43 @@ tls = "implicit"
         typ, data = a.append("Nowhere", None, None, msg)
         self.assertEqual(typ, "NO")
         self.assertIn(b"TRYCREATE", data[0])
+        a.logout()
+
+    def test_search_sets_case_and_unicode_form_aside(self):
+        """A name typed on a Mac arrives decomposed (NFD: "e" and a combining accent), Japanese mail
+        writes Latin letters full-width: IMAP SEARCH (as Dovecot's i;unicode-casemap) and the archive's
+        search find them typed the usual way, and upper-case letters beyond ASCII match lower-case ones
+        (common/unicode_form.h)."""
+        nfd = unicodedata.normalize("NFD", "Résumé")
+        subject = "=?UTF-8?B?" + base64.b64encode(f"CV {nfd} form".encode()).decode() + "?="
+        frm = "=?UTF-8?B?" + base64.b64encode(unicodedata.normalize("NFD", "José Müller").encode()).decode() + "?="
+        msg = (f"From: {frm} <jose@internet.example>\r\nTo: alice@example.com\r\nSubject: {subject}\r\n"
+               "Message-ID: <forms@internet.example>\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               "Price \uff30\uff23\uff11\uff12\uff13 model, see my " + nfd + " attached\r\n").encode()
+        a = self.login()
+        typ, data = a.append("INBOX", None, None, msg)
+        self.assertEqual(typ, "OK", data)
+        self.assertEqual(self.server.wait_for('subject:"cv résumé form"')["total"], 1)
+        for typed in ("résumé", "RÉSUMÉ", nfd):
+            self.assertEqual(self.server.search(typed)["total"], 1, typed)
+        self.assertEqual(self.server.search("pc123")["total"], 1)
+        self.assertEqual(self.server.search("from:MÜLLER")["total"], 1)
+        a.select("INBOX")
+        uid = data[0].split()[2].rstrip(b"]")
+
+        def search(*criteria, literal):
+            a.literal = literal.encode()
+            typ, found = a.uid("SEARCH", "CHARSET", "UTF-8", *criteria)
+            self.assertEqual(typ, "OK", found)
+            return found[0].split()
+
+        self.assertEqual(search("SUBJECT", literal="résumé"), [uid], "composed key, decomposed subject")
+        self.assertEqual(search("SUBJECT", literal="RÉSUMÉ"), [uid], "and upper case")
+        self.assertEqual(search("FROM", literal="MÜLLER"), [uid])
+        self.assertEqual(search("BODY", literal="PC123"), [uid], "full-width letters in the body")
+        self.assertEqual(search("TEXT", literal="my résumé attached"), [uid])
+        self.assertEqual(search("SUBJECT", literal="resume"), [], "accents are letters")
         a.logout()
 
     def test_recent_never_counts_a_message_another_session_expunged(self):

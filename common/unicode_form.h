@@ -1,0 +1,31 @@
+// Unicode's compatibility form (NFKC, UAX #15) of text the index cuts into words, so that the same
+// word written two ways is one word: a name typed on a Mac arrives decomposed ("e" and a combining
+// acute accent, NFD) where the same name typed elsewhere is one letter, Japanese mail writes Latin
+// letters and digits full-width ("ＰＣ１２３") and katakana half-width ("ｶﾀｶﾅ"), and compatibility
+// letters such as ligatures ("ﬁle") stand for plain ones. The index and the query both read text in
+// this form (indexer/index.cc for_each_text and IndexReader::search; test
+// IndexForms.OneWordWrittenTwoWaysIsOneWord). libunistring's u8_normalize does the work.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace mailark {
+
+// Sets `out` to the compatibility form of `text` and returns true when it differs from `text`;
+// false (and `out` untouched) when `text` is already in that form: ASCII text is, without a call.
+// Bytes that are not UTF-8 become U+FFFD.
+bool compatibility_form(std::string_view text, std::string& out);
+
+// The compatibility form of `text` (a copy of `text` when it is already in it).
+std::string compatibility_form(std::string_view text);
+
+// Does `hay` hold `needle`, with case and form set aside: ASCII letters compared without case as they
+// are; text with any other letter compared in Unicode's case-folded compatibility form (libunistring's
+// u8_casefold with NFKC, the comparison Dovecot's i;unicode-casemap makes), so "MÜLLER" is in
+// "Müller", "résumé" in a decomposed "résumé" and "pc" in "ＰＣ". IMAP's SEARCH (api/imap/session.cc;
+// tests UnicodeForm.SubstringsWithoutCaseOrForm, test_imap.py
+// test_search_sets_case_and_unicode_form_aside).
+bool contains_folded(std::string_view hay, std::string_view needle);
+
+}  // namespace mailark
