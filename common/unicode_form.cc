@@ -1,5 +1,7 @@
 #include "common/unicode_form.h"
 
+#include "common/utf8.h"
+
 #include <unicase.h>
 #include <uninorm.h>
 
@@ -7,22 +9,118 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <optional>
+#include <utility>
 
 namespace mailark {
 
-bool compatibility_form(std::string_view text, std::string& out) {
-  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; })) return false;
-  // Most texts fit a buffer on the stack; u8_normalize allocates (malloc) only for longer ones.
-  std::uint8_t buffer[2048];
+namespace {
+
+// Code points the compatibility form leaves as they are whatever stands beside them, in the blocks
+// mail is mostly written in (scripts/unicode_stable.py; test UnicodeForm.StableRangesAreStable).
+constexpr std::pair<char32_t, char32_t> kStable[] = {
+#include "common/unicode_stable.inc"
+};
+
+}  // namespace
+
+bool stable_code_point(char32_t cp) {
+  if (cp >= 0x4E00 && cp <= 0x9FFF) return true;  // CJK Unified Ideographs, one range of the table
+  if (cp >= 0xAC00 && cp <= 0xD7A3) return true;  // Hangul syllables, another
+  const auto* r = std::upper_bound(std::begin(kStable), std::end(kStable), cp,
+                                   [](char32_t c, const std::pair<char32_t, char32_t>& range) { return c < range.first; });
+  return r != std::begin(kStable) && cp <= (r - 1)->second;
+}
+
+namespace {
+
+// u8_normalize's compatibility form of a piece of text, appended to `out` (false: out of memory).
+bool append_normalized(std::string_view piece, std::string& out) {
+  std::uint8_t buffer[512];
   std::size_t length = sizeof buffer;
-  std::uint8_t* form = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
+  std::uint8_t* form = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(piece.data()), piece.size(),
                                     buffer, &length);
-  if (form == nullptr) return false;  // out of memory: the text as it is
-  const bool changed = length != text.size() || std::memcmp(form, text.data(), length) != 0;
-  if (changed) out.assign(reinterpret_cast<const char*>(form), length);
+  if (form == nullptr) return false;
+  out.append(reinterpret_cast<const char*>(form), length);
   if (form != buffer) std::free(form);
-  return changed;
+  return true;
+}
+
+// A full-width form of an ASCII character (U+FF01..U+FF5E) or the ideographic space: its form is
+// that ASCII character (one byte), or 0.
+char ascii_twin(char32_t cp) {
+  if (cp >= 0xFF01 && cp <= 0xFF5E) return static_cast<char>(cp - 0xFEE0);
+  if (cp == 0x3000) return ' ';
+  return 0;
+}
+
+}  // namespace
+
+// The form is computed piece by piece (UAX #15's normalization boundaries): before every ASCII or
+// stable code point the text may be cut, and the form of the whole is the forms of the pieces one
+// after the other. A piece that is one such code point is its own form; a full-width ASCII twin
+// followed by one is that ASCII character; only the rest (a stable code point with the marks after
+// it, a run of other code points) goes to u8_normalize, so text that is mostly letters the form
+// keeps costs a scan (docs/BENCHMARKS.md "One word written two ways"). Test
+// UnicodeForm.PiecesAreTheWholeTextsForm checks it against u8_normalize of the whole text.
+bool compatibility_form(std::string_view text, std::string& out) {
+  auto boundary_at = [&](std::size_t k) {  // does the code point at k start a piece (or is k the end)?
+    if (k >= text.size() || static_cast<unsigned char>(text[k]) < 0x80) return true;
+    const auto [cp, len] = utf8_code_point(text, k);
+    return len > 1 && stable_code_point(cp);
+  };
+  std::string result;
+  // Text that is not UTF-8: the whole of it to u8_normalize (which makes such bytes U+FFFD)
+  auto whole = [&] {
+    result.clear();
+    if (!append_normalized(text, result) || result == text) return false;
+    out = std::move(result);
+    return true;
+  };
+  std::size_t copied = 0;          // text before this is in `result`
+  std::size_t last_stable = 0;     // where the last ASCII or stable code point starts
+  bool have_stable = false;
+  for (std::size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      last_stable = i++;
+      have_stable = true;
+      continue;
+    }
+    const auto [cp, len] = utf8_code_point(text, i);
+    if (len == 1) return whole();
+    if (stable_code_point(cp)) {
+      last_stable = i;
+      have_stable = true;
+      i += len;
+      continue;
+    }
+    if (result.capacity() == 0) result.reserve(text.size() + 16);
+    if (const char twin = ascii_twin(cp); twin && boundary_at(i + len)) {
+      result.append(text, copied, i - copied);
+      result += twin;
+      copied = i + len;
+      i += len;
+      continue;
+    }
+    // A piece from the stable code point before (marks compose with it) to the next one
+    const std::size_t from = have_stable && last_stable >= copied ? last_stable : copied;
+    std::size_t to = i + len;
+    while (!boundary_at(to)) {
+      const std::size_t step = utf8_code_point(text, to).second;
+      if (step == 1) return whole();
+      to += step;
+    }
+    result.append(text, copied, from - copied);
+    if (!append_normalized(text.substr(from, to - from), result)) return false;  // out of memory: as it is
+    copied = to;
+    i = to;
+  }
+  if (copied == 0) return false;  // nothing but ASCII and stable code points
+  result.append(text, copied, std::string_view::npos);
+  if (result == text) return false;
+  out = std::move(result);
+  return true;
 }
 
 std::string compatibility_form(std::string_view text) {

@@ -13,9 +13,14 @@
 namespace mailark {
 
 // Sets `out` to the compatibility form of `text` and returns true when it differs from `text`;
-// false (and `out` untouched) when `text` is already in that form: ASCII text is, without a call.
-// Bytes that are not UTF-8 become U+FFFD.
+// false (and `out` untouched) when `text` is already in that form: text of ASCII and of letters
+// that the form never changes (most Latin, Greek, Cyrillic, Hebrew, Arabic, Thai, Chinese, kana and
+// Hangul letters: stable_code_point) is, without a call. Bytes that are not UTF-8 become U+FFFD.
 bool compatibility_form(std::string_view text, std::string& out);
+
+// Does the compatibility form leave this code point as it is, whatever stands beside it? (True only
+// for the blocks of scripts/unicode_stable.py; false may also mean "not known here".)
+bool stable_code_point(char32_t cp);
 
 // The compatibility form of `text` (a copy of `text` when it is already in it).
 std::string compatibility_form(std::string_view text);

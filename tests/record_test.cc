@@ -1,6 +1,13 @@
 #include "engine/record.h"
 
 #include <gtest/gtest.h>
+#include <unictype.h>
+#include <uninorm.h>
+#include <unistr.h>
+
+#include <cstdlib>
+#include <random>
+#include <vector>
 
 #include "common/sha256.h"
 #include "common/unicode_form.h"
@@ -43,6 +50,102 @@ TEST(Utf8, InvalidBytesBecomeReplacementCharacters) {
   EXPECT_EQ(valid_utf8("\xE2\x82x"), r + r + "x");                // cut short before ASCII
   EXPECT_EQ(valid_utf8("\x80\xBF"), r + r);                       // continuation bytes alone
   EXPECT_EQ(valid_utf8(std::string("a\0b", 3)), std::string("a\0b", 3));
+}
+
+// The code points compatibility_form takes as already in the form without asking libunistring
+// (scripts/unicode_stable.py) are: each alone, with canonical combining class 0, and in any sequence
+// of them and ASCII (random texts); and the texts the index meets most often are skipped.
+TEST(UnicodeForm, StableRangesAreStable) {
+  auto form = [](const std::u32string& cps) {
+    std::string utf8;
+    for (char32_t c : cps) {
+      std::uint8_t buf[6];
+      const int n = u8_uctomb(buf, c, sizeof buf);
+      utf8.append(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
+    }
+    std::size_t length = 0;
+    std::uint8_t* r = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(utf8.data()), utf8.size(),
+                                   nullptr, &length);
+    std::string out(reinterpret_cast<const char*>(r), length);
+    std::free(r);
+    return std::make_pair(utf8, out);
+  };
+  std::vector<char32_t> stable;
+  for (char32_t c = 0x80; c < 0x30000; ++c) {
+    if (!stable_code_point(c)) continue;
+    stable.push_back(c);
+    const auto [in, out] = form({c});
+    ASSERT_EQ(in, out) << std::hex << "U+" << static_cast<unsigned>(c);
+    ASSERT_EQ(uc_combining_class(c), 0) << std::hex << "U+" << static_cast<unsigned>(c);
+  }
+  EXPECT_GT(stable.size(), 40000u);
+  std::mt19937 rng(7);
+  for (int k = 0; k < 20000; ++k) {
+    std::u32string text;
+    for (int n = 1 + static_cast<int>(rng() % 6); n > 0; --n)
+      text += rng() % 4 == 0 ? static_cast<char32_t>(0x20 + rng() % 0x5F) : stable[rng() % stable.size()];
+    const auto [in, out] = form(text);
+    ASSERT_EQ(in, out);
+  }
+  for (const char* t : {"Sehr geehrte Frau M\xC3\xBCller, Gr\xC3\xB6\xC3\x9F" "e", "caf\xC3\xA9 \xE2\x80\x9Cquoted\xE2\x80\x9D \xE2\x80\x94 it\xE2\x80\x99s",
+                        "\xD0\x9F\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82", "\xE5\x85\xA8\xE6\x96\xB0\xE3\x80\x82", "\xEC\x9A\x94\xEC\xA6\x98"}) {
+    std::string out;
+    EXPECT_FALSE(compatibility_form(t, out)) << t;
+  }
+  EXPECT_TRUE(stable_code_point(0x4E00));
+  EXPECT_FALSE(stable_code_point(0xFF21)) << "full-width A";
+  EXPECT_FALSE(stable_code_point(0x0301)) << "a combining mark";
+  EXPECT_FALSE(stable_code_point(0x00A0)) << "no-break space";
+  EXPECT_FALSE(stable_code_point(0x1161)) << "a Hangul vowel jamo (composes with the letter before)";
+}
+
+// compatibility_form works piece by piece (ASCII and stable code points left, full-width ASCII
+// twins mapped, the rest to u8_normalize): the result is u8_normalize's of the whole text, for random
+// texts of letters, marks that compose with the letter before, Hangul jamo, full-width and
+// half-width forms, compatibility letters, any code point and bytes that are not UTF-8.
+TEST(UnicodeForm, PiecesAreTheWholeTextsForm) {
+  std::mt19937 rng(11);
+  auto pick = [&](char32_t lo, char32_t hi) { return static_cast<char32_t>(lo + rng() % (hi - lo + 1)); };
+  const std::vector<char32_t> special = {0x00A0, 0x00C5, 0x212B, 0x2126, 0x0344, 0x0F73, 0x1E9B, 0x00B5, 0x2460,
+                                         0xFB01, 0x3099, 0x309A, 0x0323, 0x0301, 0x1100, 0x1161, 0x11A8, 0xAC00,
+                                         0x304B, 0x30AB, 0xFF76, 0xFF9E, 0xFF21, 0xFF0C, 0x3000, 0x00E9, 0x0065};
+  auto whole_form = [](const std::string& t) {
+    std::size_t length = 0;
+    std::uint8_t* r = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(t.data()), t.size(), nullptr, &length);
+    std::string out(reinterpret_cast<const char*>(r), length);
+    std::free(r);
+    return out;
+  };
+  for (int k = 0; k < 200000; ++k) {
+    std::string text;
+    for (int n = 1 + static_cast<int>(rng() % 10); n > 0; --n) {
+      char32_t c = 0;
+      switch (rng() % 10) {
+        case 0: c = pick(0x20, 0x7E); break;
+        case 1: c = pick(0xFF01, 0xFF9F); break;
+        case 2: c = pick(0x0300, 0x036F); break;
+        case 3: c = pick(0x1100, 0x11FF); break;
+        case 4: c = pick(0xAC00, 0xD7A3); break;
+        case 5: c = pick(0x00A0, 0x024F); break;
+        case 6: c = special[rng() % special.size()]; break;
+        case 7: c = pick(0x3000, 0x30FF); break;
+        case 8: do c = pick(0x80, 0x2FFFF); while (c >= 0xD800 && c <= 0xDFFF); break;
+        default:
+          if (rng() % 20 == 0) {
+            text += static_cast<char>(0x80 + rng() % 0x80);  // a byte that is not UTF-8 here
+            continue;
+          }
+          c = pick(0x4E00, 0x9FFF);
+      }
+      std::uint8_t buf[6];
+      text.append(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(u8_uctomb(buf, c, sizeof buf)));
+    }
+    std::string out;
+    const bool changed = compatibility_form(text, out);
+    const std::string expected = whole_form(text);
+    ASSERT_EQ(changed ? out : text, expected) << "text of " << text.size() << " bytes, case " << k;
+    ASSERT_EQ(changed, expected != text);
+  }
 }
 
 // IMAP SEARCH's substring match (common/unicode_form.h contains_folded): ASCII without case as before;
