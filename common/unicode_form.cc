@@ -152,11 +152,12 @@ std::optional<std::string> folded(std::string_view text) {
 
 bool contains_folded(std::string_view hay, std::string_view needle) {
   if (needle.empty()) return true;
-  if (ascii(hay) && ascii(needle)) {
-    if (needle.size() > hay.size()) return false;
-    return std::search(hay.begin(), hay.end(), needle.begin(), needle.end(),
-                       [](char a, char b) { return lower(a) == lower(b); }) != hay.end();
-  }
+  const bool ascii_needle = ascii(needle);
+  if (ascii_needle && needle.size() <= hay.size() &&
+      std::search(hay.begin(), hay.end(), needle.begin(), needle.end(),
+                  [](char a, char b) { return lower(a) == lower(b); }) != hay.end())
+    return true;
+  if (ascii_needle && ascii(hay)) return false;
   const auto h = folded(hay), n = folded(needle);
   if (!h || !n) return false;
   return h->find(*n) != std::string::npos;
