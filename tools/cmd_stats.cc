@@ -89,8 +89,9 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
             << "not indexed      " << unindexed_count << (unindexed_count ? " (search is:unindexed; mailark verify lists them)" : "") << "\n";
   if (unrepaired)
     std::cout << "older reading    " << unrepaired
-              << " documents indexed by a release before the RFC 2047 repairs: a subject or name split\n"
-                 "                 across encoded words may be cut short in search results; `mailark reindex`\n"
+              << " documents indexed by an older release, which read some texts less well (names split\n"
+                 "                 across encoded words, raw 8-bit bytes, words in Chinese, Japanese or Korean,\n"
+                 "                 or written decomposed or full-width, may not be found); `mailark reindex`\n"
                  "                 reads them again\n";
   std::cout
             << "continuity       " << continuity << (event ? " (event " + std::to_string(event->id) + "; mailark continuity)" : "") << "\n";
