@@ -244,6 +244,15 @@ TEST_F(CorpusTest, ChineseAndKoreanSubjectsReadAndFound) {
   EXPECT_EQ(res->hits[0].subject.rfind("全新原装进口，送货上门", 0), 0u) << res->hits[0].subject;
 }
 
+// Japanese and Chinese mail writes Latin letters and digits full-width ("６月２６日", "ＤＶＤ光驱"):
+// found typed in ASCII, as most keyboards give them (words_form, index reading 3).
+TEST_F(CorpusTest, FullWidthLettersAndDigitsFoundTypedInAscii) {
+  EXPECT_TRUE(sources("dvd").count("mime-edge/spamassassin-t/nice/cjk/gb2312.1"));
+  EXPECT_TRUE(sources("\"mp3\"").count("mime-edge/spamassassin-t/nice/cjk/gb2312.1"));
+  EXPECT_EQ(sources("6月26日"), std::set<std::string>{"spamassassin/hard_ham/00042.5b7f2a0e87c853e8c8e13d556c1320d2"});
+  EXPECT_EQ(sources("６月２６日"), sources("6月26日")) << "typed full-width too";
+}
+
 TEST_F(CorpusTest, SpamAssassinSpamIsArchivedNotDropped) {
   int spam = 0;
   for (const auto& [path, n] : report_->archived)
