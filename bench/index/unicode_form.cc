@@ -1,0 +1,57 @@
+// What reading a text in Unicode's compatibility form costs (common/unicode_form.h), against
+// libunistring's u8_normalize of the whole text, which compatibility_form calls only for the pieces
+// around code points the form may change. Texts of about 4 KB as mail bodies have them: English with
+// no-break spaces, German, Chinese with full-width punctuation, Japanese with full-width letters and
+// half-width katakana, and plain ASCII. docs/BENCHMARKS.md "One word written two ways".
+//
+//   build-dev/bench/unicode_form
+#include <uninorm.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/unicode_form.h"
+
+int main() {
+  auto repeat = [](const std::string& s) {
+    std::string out;
+    while (out.size() < 4000) out += s;
+    return out;
+  };
+  const std::vector<std::pair<const char*, std::string>> texts = {
+      {"ASCII", repeat("Please find the attached report on the gas pipeline for review. ")},
+      {"English, no-break spaces", repeat("Please find the attached report on the gas pipeline.\xC2\xA0")},
+      {"German", repeat("Sehr geehrte Frau M\xC3\xBCller, f\xC3\xBCr Ihre R\xC3\xBC" "ckfrage zur Gr\xC3\xB6\xC3\x9F" "e danke ich. ")},
+      {"Chinese", repeat("全新原装进口，送货上门，台湾鑫龙商贸集团公司向您拜年！")},
+      {"Japanese, full-width", repeat("価格はＰＣ１２３モデルで、ｶﾀｶﾅの説明です。")},
+  };
+  std::printf("%-26s %8s %14s %14s %8s\n", "text", "bytes", "form ns/byte", "whole ns/byte", "ratio");
+  for (const auto& [name, text] : texts) {
+    double ns[2];
+    for (int mode = 0; mode < 2; ++mode) {
+      const int rounds = 20000;
+      std::size_t total = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int k = 0; k < rounds; ++k) {
+        if (mode == 0) {
+          std::string out;
+          total += mailark::compatibility_form(text, out) ? out.size() : text.size();
+        } else {
+          std::size_t length = 0;
+          std::uint8_t* r = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
+                                         nullptr, &length);
+          total += length;
+          std::free(r);
+        }
+      }
+      ns[mode] = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / rounds /
+                 static_cast<double>(text.size());
+      if (total == 0) std::printf("?");
+    }
+    std::printf("%-26s %8zu %14.2f %14.2f %8.2f\n", name, text.size(), ns[0], ns[1], ns[1] / ns[0]);
+  }
+}
