@@ -356,6 +356,20 @@ TEST(PhraseCheck, LongBodiesGiveTheSameAnswerAsShortOnes) {
 namespace mailark::indexer {
 namespace {
 
+// The ids a query finds (every page, exact), ascending.
+std::vector<std::uint64_t> sorted_hits(IndexReader& r, MapSource& source, const std::string& q) {
+  SearchOptions o;
+  o.limit = 100;
+  o.exact_total = true;
+  auto res = r.search(q, o, &source);
+  EXPECT_TRUE(res.ok()) << q << ": " << (res.ok() ? "" : res.error().to_string());
+  std::vector<std::uint64_t> out;
+  if (res.ok())
+    for (const auto& h : res->hits) out.push_back(h.id);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 // Chinese, Japanese and Korean letters are words of their own (cjk_words): a run of them in a query is
 // the phrase of its letters (cjk_query_phrases), found inside a longer run, exact (a document with the
 // same letters in another order is not found), in free text and in fields, with and without pair
@@ -401,18 +415,7 @@ TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
     }
     auto r = IndexReader::open(dir / "index");
     ASSERT_TRUE(r.ok());
-    auto ids = [&](const std::string& q) {
-      SearchOptions o;
-      o.limit = 100;
-      o.exact_total = true;
-      auto res = (*r)->search(q, o, &source);
-      EXPECT_TRUE(res.ok()) << q << ": " << (res.ok() ? "" : res.error().to_string());
-      std::vector<std::uint64_t> out;
-      if (res.ok())
-        for (const auto& h : res->hits) out.push_back(h.id);
-      std::sort(out.begin(), out.end());
-      return out;
-    };
+    auto ids = [&](const std::string& q) { return sorted_hits(**r, source, q); };
     using V = std::vector<std::uint64_t>;
     EXPECT_EQ(ids("原装"), (V{1, 2})) << "inside a longer run, in either message's subject";
     EXPECT_EQ(ids("原装进口"), (V{1})) << "the letters in this order: not message 2's 进口原装";
@@ -488,18 +491,7 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
     }
     auto r = IndexReader::open(dir / "index");
     ASSERT_TRUE(r.ok());
-    auto ids = [&](const std::string& q) {
-      SearchOptions o;
-      o.limit = 100;
-      o.exact_total = true;
-      auto res = (*r)->search(q, o, &source);
-      EXPECT_TRUE(res.ok()) << q << ": " << (res.ok() ? "" : res.error().to_string());
-      std::vector<std::uint64_t> out;
-      if (res.ok())
-        for (const auto& h : res->hits) out.push_back(h.id);
-      std::sort(out.begin(), out.end());
-      return out;
-    };
+    auto ids = [&](const std::string& q) { return sorted_hits(**r, source, q); };
     using V = std::vector<std::uint64_t>;
     EXPECT_EQ(ids(nfc), (V{1, 2})) << "typed composed, written decomposed in message 1";
     EXPECT_EQ(ids(nfd), (V{1, 2})) << "typed decomposed";
