@@ -95,7 +95,7 @@ bool compatibility_form(std::string_view text, std::string& out) {
       i += len;
       continue;
     }
-    if (result.capacity() == 0) result.reserve(text.size() + 16);
+    if (copied == 0 && result.empty()) result.reserve(text.size() + 16);  // the first piece to change
     if (const char twin = ascii_twin(cp); twin && boundary_at(i + len)) {
       result.append(text, copied, i - copied);
       result += twin;
