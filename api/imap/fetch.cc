@@ -147,8 +147,10 @@ std::string envelope(std::string_view raw, const MimeNode& m) {
   if (reply_to && reply_to->empty()) reply_to.reset();
   // Display names are sent as encoded words of their text: raw 8-bit bytes in them read in the
   // message's declared charset (decode_header_text; ImapFetch.EnvelopeNamesInTheDeclaredCharset).
-  // The Subject goes as sent, as Dovecot sends it.
-  const std::string charset = declared_charset(span(raw, m.header_begin, m.body_end));
+  // The Subject goes as sent, as Dovecot sends it. Header fields of ASCII alone have no such bytes:
+  // the message is not read for its charset then.
+  const bool eight_bit = std::any_of(h.begin(), h.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+  const std::string charset = eight_bit ? declared_charset(span(raw, m.header_begin, m.body_end)) : std::string();
   std::string from_list = address_list(from, charset);
   std::string out = "(";
   out += nstring_opt(mime_header_last(h, "Date")) + " ";
