@@ -28,6 +28,7 @@ constexpr std::pair<char32_t, char32_t> kStable[] = {
 bool stable_code_point(char32_t cp) {
   if (cp >= 0x4E00 && cp <= 0x9FFF) return true;  // CJK Unified Ideographs, one range of the table
   if (cp >= 0xAC00 && cp <= 0xD7A3) return true;  // Hangul syllables, another
+  if (cp == 0x0E33 || cp == 0x0EB3) return true;  // Thai and Lao AM, kept as written (append_normalized)
   const auto* r = std::upper_bound(std::begin(kStable), std::end(kStable), cp,
                                    [](char32_t c, const std::pair<char32_t, char32_t>& range) { return c < range.first; });
   return r != std::begin(kStable) && cp <= (r - 1)->second;
@@ -35,16 +36,36 @@ bool stable_code_point(char32_t cp) {
 
 namespace {
 
-// u8_normalize's compatibility form of a piece of text, appended to `out` (false: out of memory).
+// Thai and Lao AM (U+0E33, U+0EB3), which the form would write as two letters (NIKHAHIT and AA):
+// kept as written, since the dictionaries that find Thai and Lao words (ICU's; indexer/word_breaks.h)
+// know words with the one letter, not with the two.
+constexpr std::string_view kThaiAm = "\xE0\xB8\xB3", kLaoAm = "\xE0\xBA\xB3";
+
+std::size_t find_am(std::string_view text) {
+  for (std::size_t at = text.find('\xE0'); at != std::string_view::npos; at = text.find('\xE0', at + 1))
+    if (text.substr(at, 3) == kThaiAm || text.substr(at, 3) == kLaoAm) return at;
+  return std::string_view::npos;
+}
+
+// u8_normalize's compatibility form of a piece of text (AM kept), appended to `out` (false: out of
+// memory).
 bool append_normalized(std::string_view piece, std::string& out) {
-  std::uint8_t buffer[512];
-  std::size_t length = sizeof buffer;
-  std::uint8_t* form = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(piece.data()), piece.size(),
-                                    buffer, &length);
-  if (form == nullptr) return false;
-  out.append(reinterpret_cast<const char*>(form), length);
-  if (form != buffer) std::free(form);
-  return true;
+  for (;;) {
+    const std::size_t am = find_am(piece);
+    const std::string_view part = piece.substr(0, am);
+    if (!part.empty()) {
+      std::uint8_t buffer[512];
+      std::size_t length = sizeof buffer;
+      std::uint8_t* form = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(part.data()), part.size(),
+                                        buffer, &length);
+      if (form == nullptr) return false;
+      out.append(reinterpret_cast<const char*>(form), length);
+      if (form != buffer) std::free(form);
+    }
+    if (am == std::string_view::npos) return true;
+    out.append(piece.substr(am, 3));
+    piece.remove_prefix(am + 3);
+  }
 }
 
 // A full-width form of an ASCII character (U+FF01..U+FF5E) or the ideographic space: its form is

@@ -12,6 +12,9 @@
 
 namespace mailark {
 
+// The form here keeps Thai and Lao AM (U+0E33, U+0EB3) as written, where NFKC writes each as two
+// letters: the dictionaries that cut Thai and Lao into words know the one letter.
+//
 // Sets `out` to the compatibility form of `text` and returns true when it differs from `text`;
 // false (and `out` untouched) when `text` is already in that form: text of ASCII and of letters
 // that the form never changes (most Latin, Greek, Cyrillic, Hebrew, Arabic, Thai, Chinese, kana and

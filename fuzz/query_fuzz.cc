@@ -29,7 +29,8 @@ IndexFields sample(std::uint64_t id) {
   f.body = (id % 3 ? "the pipeline rupture near Rotterdam; power crisis talks; customs paperwork "
                    : "the rupture of a pipeline; the crisis of power; paperwork for customs ") +
            std::to_string(id) + (id % 4 ? " 全新原装进口，送货上门" : " 요즘 뜨는 직종 東京タワー") +
-           (id % 5 ? " Re\xCC\x81sume\xCC\x81 \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBD\xB6\xEF\xBE\x80" : " r\xC3\xA9sum\xC3\xA9 pc");
+           (id % 5 ? " Re\xCC\x81sume\xCC\x81 \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBD\xB6\xEF\xBE\x80" : " r\xC3\xA9sum\xC3\xA9 pc") +
+           (id % 6 ? " ผมกินน้ำทุกวันและทำงานที่กรุงเทพ" : " សួស្តីពិភពលោក မင်္ဂလာပါ");
   f.attachments = {{"report.pdf", "application/pdf", 1234}};
   f.direction = "inbound";
   f.verdict = id == 3 ? "infected" : "clean";

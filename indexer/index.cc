@@ -36,6 +36,7 @@
 #include "common/utf8.h"
 #include "common/sha256.h"
 #include "indexer/schema.h"
+#include "indexer/word_breaks.h"
 
 namespace mailark::indexer {
 namespace {
@@ -260,13 +261,17 @@ std::string cjk_words(std::string_view text) {
 
 const std::string& words_form(const std::string& text, std::string& scratch) {
   std::string form;
-  const bool compatible = compatibility_form(text, form);
-  const std::string& t = compatible ? form : text;
+  bool changed = compatibility_form(text, form);
+  if (has_sea(changed ? form : text)) {
+    form = sea_words(changed ? form : text);
+    changed = true;
+  }
+  const std::string& t = changed ? form : text;
   if (has_cjk(t)) {
     scratch = cjk_words(t);
     return scratch;
   }
-  if (!compatible) return text;
+  if (!changed) return text;
   scratch = std::move(form);
   return scratch;
 }
@@ -283,7 +288,7 @@ std::string closed_quotes(std::string q) {
 }
 
 std::string cjk_query_phrases(const std::string& q) {
-  if (!has_cjk(q)) return q;
+  if (!has_cjk(q) && !has_sea(q)) return q;
   // Fields whose values are words (Xapian prefixes of the index's free text); any other field's value
   // is left as typed: from: to: cc: bcc: rcpt: to AddressField, which tells an address, a domain or
   // a local part from name words and makes the letters of those words words itself.
@@ -313,7 +318,7 @@ std::string cjk_query_phrases(const std::string& q) {
       end += len;
     }
     const std::string_view token(q.data() + i, end - i);
-    if (!in_quotes && !quoted && has_cjk(token)) {
+    if (!in_quotes && !quoted && (has_cjk(token) || has_sea(token))) {
       // Outside quotes, one with no quote in it: its text is the phrase of its words as the index
       // cuts them ("原装-进口" as "原 装 - 进 口", as Xapian reads "well-known" as a phrase)
       std::size_t a = 0, b = token.size();
@@ -331,7 +336,7 @@ std::string cjk_query_phrases(const std::string& q) {
         }
         text = colon + 1;
       }
-      std::string words = cjk_words(token.substr(text, b - text));
+      std::string words = cjk_words(sea_words(token.substr(text, b - text)));
       while (!words.empty() && words.back() == ' ') words.pop_back();
       out.append(token.substr(0, text));
       out += '"' + words + '"';
@@ -356,6 +361,15 @@ std::string cjk_query_phrases(const std::string& q) {
         if (!out.empty() && out.back() != ' ' && out.back() != '"') out += ' ';
         out.append(q, k, len);
         out += ' ';
+      } else if (in_quotes && quotes_take_words && sea_letter(cp)) {
+        // A run of Thai, Lao, Khmer or Burmese letters: its words as the index cuts them
+        std::size_t run_end = k;
+        while (run_end < end && sea_letter(utf8_code_point(q, run_end).first)) run_end += utf8_code_point(q, run_end).second;
+        if (!out.empty() && out.back() != ' ' && out.back() != '"') out += ' ';
+        out += sea_words(std::string_view(q).substr(k, run_end - k));
+        out += ' ';
+        k = run_end;
+        continue;
       } else {
         out.append(q, k, len);
       }
@@ -1816,9 +1830,10 @@ class AddressField : public Xapian::FieldProcessor {
     }
     Xapian::QueryParser qp;
     qp.set_stemming_strategy(Xapian::QueryParser::STEM_NONE);
-    // Name words: Chinese, Japanese and Korean letters each a word, as the index has them (cjk_words)
-    const bool cjk = has_cjk(raw);
-    std::string q = has_space || cjk ? "\"" + (cjk ? cjk_words(raw) : raw) + "\"" : raw;
+    // Name words: Chinese, Japanese and Korean letters each a word, Thai, Lao, Khmer and Burmese runs
+    // cut into words, as the index has them (words_form)
+    const bool cjk = has_cjk(raw) || has_sea(raw);
+    std::string q = has_space || cjk ? "\"" + (cjk ? cjk_words(sea_words(raw)) : raw) + "\"" : raw;
     Xapian::Query words = qp.parse_query(q, Xapian::QueryParser::FLAG_PHRASE, text_prefix_);
     // A bare word may also be a whole local part ("from:jsmith").
     if (!has_space)

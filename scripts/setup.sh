@@ -12,8 +12,9 @@ PACKAGES=(
   libboost-dev libcurl4-openssl-dev libldap-dev libgumbo-dev libarchive-dev libpst-dev libgoogle-perftools-dev
   # attachment text (the mailark-extract worker): PDF, Office Open XML, OpenDocument
   libpoppler-cpp-dev libzip-dev libxml2-dev libseccomp-dev
-  # Unicode normalization of the index's words (common/unicode_form.cc)
-  libunistring-dev
+  # Unicode normalization of the index's words (common/unicode_form.cc); Thai, Lao, Khmer and
+  # Burmese words (ICU's word breaks, indexer/word_breaks.cc)
+  libunistring-dev libicu-dev
   # internationalised domain names in A-labels for DNS and servers without SMTPUTF8 (api/dns.cc)
   libidn2-dev
   # tests and benchmarks

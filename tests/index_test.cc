@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "common/threads.h"
+#include "indexer/word_breaks.h"
 #include "tests/test_util.h"
 
 namespace mailark::indexer {
@@ -509,6 +510,61 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
     EXPECT_EQ(ids("from:jos\xC3\xA9"), (V{1})) << "an address's name";
     EXPECT_EQ(ids("from:\"jos\xC3\xA9 m\xC3\xBCller\""), (V{1}));
     EXPECT_EQ(ids("from:M\xC3\x9CLLER"), (V{1})) << "and without case";
+  }
+}
+
+// Thai, Lao, Khmer and Burmese are written without spaces between words: the index and the query cut
+// a run of their letters into words with ICU's dictionaries (sea_words, in words_form and
+// cjk_query_phrases), so a word is found inside a run, a run typed whole is the phrase of its words,
+// and the order counts; Thai AM is kept as written (the form would split it and the dictionary then
+// cut "ทำงาน" apart).
+TEST(IndexWordBreaks, ThaiLaoKhmerAndBurmeseWordsFoundInsideRuns) {
+  ASSERT_TRUE(word_breaks_available()) << "ICU (libicu72) is a dependency: scripts/setup.sh";
+  EXPECT_EQ(sea_words("ผมกินน้ำทุกวัน"), "ผม กิน น้ำ ทุก วัน");
+  EXPECT_EQ(sea_words("plain text"), "plain text");
+  EXPECT_EQ(sea_words("abcไทย."), "abc ไทย .");
+  for (bool with_pairs : {false, true}) {
+    SCOPED_TRACE(with_pairs ? "with pair words" : "without pair words");
+    test::ScratchDir dir;
+    MapSource source;
+    PairWords pw;
+    for (const char* w : {"กิน", "น้ำ", "ทุก", "วัน"}) pw.words.insert(w);
+    {
+      auto w = IndexWriter::open(dir / "index");
+      ASSERT_TRUE(w.ok());
+      const std::int64_t jan2003 = 1041379200;
+      std::vector<IndexFields> docs = {
+          fields(1, "ยินดีต้อนรับสู่ประเทศไทย", "ผมกินน้ำทุกวันและทำงานที่กรุงเทพ", jan2003, {"สมชาย ใจดี", "somchai@example.co.th"}),
+          fields(2, "ສະບາຍດີ ຍິນດີຕ້ອນຮັບ", "សួស្តីពិភពលោក", jan2003 + 86400),
+          fields(3, "မင်္ဂလာပါကမ္ဘာလောက", "golf", jan2003 + 2 * 86400),
+          fields(4, "English only", "ทุกวัน golf", jan2003 + 3 * 86400)};
+      for (auto& f : docs) {
+        source.docs[f.id] = f;
+        ASSERT_TRUE((*w)->add(f.id, build_document(f, with_pairs ? &pw : nullptr)).ok());
+      }
+      ASSERT_TRUE((*w)->commit(4).ok());
+    }
+    auto r = IndexReader::open(dir / "index");
+    ASSERT_TRUE(r.ok());
+    auto ids = [&](const std::string& q) { return sorted_hits(**r, source, q); };
+    using V = std::vector<std::uint64_t>;
+    EXPECT_EQ(ids("ต้อนรับ"), (V{1})) << "a word inside the subject's run";
+    EXPECT_EQ(ids("subject:ต้อนรับ"), (V{1}));
+    EXPECT_EQ(ids("ประเทศไทย"), (V{1}));
+    EXPECT_EQ(ids("ทำงาน"), (V{1})) << "with AM";
+    EXPECT_EQ(ids("น้ำ"), (V{1}));
+    EXPECT_EQ(ids("กรุงเทพ"), (V{1}));
+    EXPECT_EQ(ids("ทุกวัน"), (V{1, 4}));
+    EXPECT_EQ(ids("กินน้ำทุกวัน"), (V{1})) << "a run typed whole: the phrase of its words";
+    EXPECT_EQ(ids("\"กินน้ำทุกวัน\""), (V{1})) << "and quoted";
+    EXPECT_EQ(ids("ทุกวันกินน้ำ"), (V{})) << "the same words in another order";
+    EXPECT_EQ(ids("ຕ້ອນຮັບ"), (V{2})) << "Lao";
+    EXPECT_EQ(ids("ពិភពលោក"), (V{2})) << "Khmer";
+    EXPECT_EQ(ids("ကမ္ဘာ"), (V{3})) << "Burmese";
+    EXPECT_EQ(ids("from:สมชาย"), (V{1})) << "a name";
+    EXPECT_EQ(ids("from:ใจดี"), (V{1}));
+    EXPECT_EQ(ids("from:\"สมชาย ใจดี\""), (V{1}));
+    EXPECT_EQ(ids("golf -ทุกวัน"), (V{3}));
   }
 }
 
