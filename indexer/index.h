@@ -103,13 +103,15 @@ std::string cjk_words(std::string_view text);
 bool has_cjk(std::string_view text);
 // A text as the index cuts it into words, and the phrase check, match_words and the choice of pair
 // words read it: in Unicode's compatibility form (common/unicode_form.h: "ＰＣ１２３" is "PC123", a
-// decomposed "é" one letter, half-width katakana full-width), then with Chinese, Japanese and Korean
-// letters each a word (cjk_words). `text` itself when both leave it as it is (ASCII text always),
-// else `scratch`, which holds the result. Tests: IndexForms.*, IndexCjk.*.
+// decomposed "é" one letter, half-width katakana full-width), with runs of Thai, Lao, Khmer and
+// Burmese letters cut into words (sea_words, indexer/word_breaks.h), then with Chinese, Japanese and
+// Korean letters each a word (cjk_words). `text` itself when they leave it as it is (ASCII text always),
+// else `scratch`, which holds the result. Tests: IndexForms.*, IndexCjk.*, IndexWordBreaks.*.
 const std::string& words_form(const std::string& text, std::string& scratch);
-// A query whose every whitespace-delimited token with those letters outside quotes is made the
-// quoted phrase of its words as the index cuts them ("原装" -> "\"原 装\"", subject:原装 ->
-// subject:"原 装", 原装-进口 one phrase), and whose letters inside quotes are spaced, where the field
+// A query whose every whitespace-delimited token with those letters (or Thai, Lao, Khmer or Burmese
+// ones) outside quotes is made the quoted phrase of its words as the index cuts them ("原装" ->
+// "\"原 装\"", subject:原装 -> subject:"原 装", 原装-进口 one phrase, "กินน้ำ" -> "\"กิน น้ำ\""), and
+// whose letters inside quotes are spaced (runs of the others cut into words), where the field
 // takes words (free text, subject:, attachment:, extracted:); other fields' values as typed
 // (custodian:, id:; from: to: cc: bcc: rcpt: are AddressField's, which spaces name words itself and
 // keeps "李四@例子.中国" an address). Fuzzed with the query target.

@@ -30,7 +30,8 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // which a search of a word inside it never found); since 2026-12-07. kReading "3": every text in
 // Unicode's compatibility form before it is cut into words (words_form: a decomposed "é" one letter,
 // full-width "ＰＣ" as "PC", half-width katakana full-width; before, such words were found only when
-// typed the same way); since 2026-12-07. Absent: an older release, which read them
+// typed the same way; Thai and Lao AM kept), and runs of Thai, Lao, Khmer and Burmese letters cut
+// into words by ICU's dictionaries (sea_words; before, a run was one word); since 2026-12-07. Absent: an older release, which read them
 // as windows-1252 (2026-12-05 and -06), and before that (GMime 3.2's reading as it was) also cut a
 // subject, name or attachment name written as base64 words split mid-character at the first word's
 // padding and decoded raw 8-bit bytes inside an encoded word twice. Such documents keep that text
@@ -52,7 +53,8 @@ inline constexpr const char* kMetaCompactedBytes = "mailark:compacted-bytes";
 
 // Free-text prefixes (TermGenerator, lower-cased, no stemming, no positions; see phrase handling in
 // index.h; Chinese, Japanese and Korean letters one word each, cjk_words, since reading 2; every text
-// in Unicode's compatibility form first, words_form, since reading 3). Unprefixed terms hold subject, body, attachment names and attachment text. For address
+// in Unicode's compatibility form first and Thai, Lao, Khmer and Burmese runs cut into words,
+// words_form, since reading 3). Unprefixed terms hold subject, body, attachment names and attachment text. For address
 // fields the free text is the display name and the local part split at . _ - +; whole addresses and
 // domains are exact terms under the matching kPrefix*Addr below.
 inline constexpr const char* kPrefixFrom = "F";
