@@ -2,7 +2,9 @@
 // libunistring's u8_normalize of the whole text, which compatibility_form calls only for the pieces
 // around code points the form may change. Texts of about 4 KB as mail bodies have them: English with
 // no-break spaces, German, Chinese with full-width punctuation, Japanese with full-width letters and
-// half-width katakana, and plain ASCII. docs/BENCHMARKS.md "One word written two ways".
+// half-width katakana, and plain ASCII. Then what cutting Thai into words costs (ICU's dictionary
+// breaks, indexer/word_breaks.h sea_words) against the compatibility form of the same text.
+// docs/BENCHMARKS.md "One word written two ways".
 //
 //   build-dev/bench/unicode_form
 #include <uninorm.h>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "common/unicode_form.h"
+#include "indexer/word_breaks.h"
 
 int main() {
   auto repeat = [](const std::string& s) {
@@ -54,4 +57,21 @@ int main() {
     }
     std::printf("%-26s %8zu %14.2f %14.2f %8.2f\n", name, text.size(), ns[0], ns[1], ns[1] / ns[0]);
   }
+  const std::string thai = repeat("ผมกินน้ำทุกวันและทำงานที่กรุงเทพ ยินดีต้อนรับสู่ประเทศไทย ");
+  (void)mailark::indexer::sea_words(thai);  // ICU loaded and its dictionary read once, outside the timing
+  double ns[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    const int rounds = 2000;
+    std::size_t total = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < rounds; ++k) {
+      std::string out;
+      total += mode == 0 ? mailark::indexer::sea_words(thai).size()
+                         : (mailark::compatibility_form(thai, out) ? out.size() : thai.size());
+    }
+    ns[mode] = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / rounds /
+               static_cast<double>(thai.size());
+    if (total == 0) std::printf("?");
+  }
+  std::printf("Thai: %zu bytes, cut into words %.2f ns a byte, compatibility form %.2f\n", thai.size(), ns[0], ns[1]);
 }
