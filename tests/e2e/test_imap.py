@@ -287,14 +287,15 @@ tls = "implicit"
         """A name typed on a Mac arrives decomposed (NFD: "e" and a combining accent), Japanese mail
         writes Latin letters full-width: IMAP SEARCH (as Dovecot's i;unicode-casemap) and the archive's
         search find them typed the usual way, and upper-case letters beyond ASCII match lower-case ones
-        (common/unicode_form.h)."""
+        (common/unicode_form.h); a Thai word is found inside a run of letters (indexer/word_breaks.h)."""
         nfd = unicodedata.normalize("NFD", "Résumé")
         subject = "=?UTF-8?B?" + base64.b64encode(f"CV {nfd} form".encode()).decode() + "?="
         frm = "=?UTF-8?B?" + base64.b64encode(unicodedata.normalize("NFD", "José Müller").encode()).decode() + "?="
         msg = (f"From: {frm} <jose@internet.example>\r\nTo: alice@example.com\r\nSubject: {subject}\r\n"
                "Message-ID: <forms@internet.example>\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n"
                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-               "Price \uff30\uff23\uff11\uff12\uff13 model, see my " + nfd + " attached\r\n").encode()
+               "Price \uff30\uff23\uff11\uff12\uff13 model, see my " + nfd + " attached\r\n"
+               "ผมกินน้ำทุกวันและทำงานที่กรุงเทพ\r\n").encode()
         a = self.login()
         typ, data = a.append("INBOX", None, None, msg)
         self.assertEqual(typ, "OK", data)
@@ -303,6 +304,7 @@ tls = "implicit"
             self.assertEqual(self.server.search(typed)["total"], 1, typed)
         self.assertEqual(self.server.search("pc123")["total"], 1)
         self.assertEqual(self.server.search("from:MÜLLER")["total"], 1)
+        self.assertEqual(self.server.search("ทำงาน")["total"], 1, "a Thai word inside a run of letters")
         a.select("INBOX")
         uid = data[0].split()[2].rstrip(b"]")
 
@@ -318,6 +320,7 @@ tls = "implicit"
         self.assertEqual(search("BODY", literal="PC123"), [uid], "full-width letters in the body")
         self.assertEqual(search("TEXT", literal="my résumé attached"), [uid])
         self.assertEqual(search("SUBJECT", literal="resume"), [], "accents are letters")
+        self.assertEqual(search("BODY", literal="ทำงาน"), [uid], "a Thai word inside a run")
         a.logout()
 
     def test_recent_never_counts_a_message_another_session_expunged(self):
