@@ -152,14 +152,69 @@ std::string compatibility_form(std::string_view text) {
 
 namespace {
 
+constexpr std::string_view kSoftHyphen = "\xC2\xAD", kSharpS = "\xC3\x9F", kCapitalSharpS = "\xE1\xBA\x9E";
+
+// `text` without soft hyphens, with the sharp s as "ss"; false (and `out` untouched) when it has none.
+bool fold_for_search(std::string_view text, std::string& out) {
+  if (text.find(kSoftHyphen) == std::string_view::npos && text.find(kSharpS) == std::string_view::npos &&
+      text.find(kCapitalSharpS) == std::string_view::npos)
+    return false;
+  std::string r;
+  r.reserve(text.size() + 8);
+  for (std::size_t i = 0; i < text.size();) {
+    if (text.substr(i, 2) == kSoftHyphen) {
+      i += 2;
+    } else if (text.substr(i, 2) == kSharpS) {
+      r += "ss";
+      i += 2;
+    } else if (text.substr(i, 3) == kCapitalSharpS) {
+      r += "SS";
+      i += 3;
+    } else {
+      r += text[i++];
+    }
+  }
+  out = std::move(r);
+  return true;
+}
+
+}  // namespace
+
+bool search_form(std::string_view text, std::string& out) {
+  std::string form;
+  const bool compatible = compatibility_form(text, form);
+  if (compatible) {
+    std::string folded;
+    if (fold_for_search(form, folded)) form = std::move(folded);
+    out = std::move(form);
+    return true;
+  }
+  return fold_for_search(text, out);
+}
+
+std::string search_form(std::string_view text) {
+  std::string out;
+  if (!search_form(text, out)) out.assign(text);
+  return out;
+}
+
+namespace {
+
 bool ascii(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
 
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
-// The case-folded compatibility form (nullopt: out of memory).
+// The case-folded compatibility form, without soft hyphens (nullopt: out of memory).
 std::optional<std::string> folded(std::string_view text) {
+  std::string without;
+  if (text.find(kSoftHyphen) != std::string_view::npos) {
+    for (std::size_t i = 0; i < text.size(); ++i)
+      if (text.substr(i, 2) == kSoftHyphen) ++i;
+      else without += text[i];
+    text = without;
+  }
   std::size_t length = 0;
   std::uint8_t* form = u8_casefold(reinterpret_cast<const std::uint8_t*>(text.data()), text.size(), nullptr,
                                    UNINORM_NFKC, nullptr, &length);

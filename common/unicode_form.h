@@ -21,6 +21,14 @@ namespace mailark {
 // Hangul letters: stable_code_point) is, without a call. Bytes that are not UTF-8 become U+FFFD.
 bool compatibility_form(std::string_view text, std::string& out);
 
+// The form the index and the queries read words in (indexer/index.h words_form): the compatibility
+// form, then without soft hyphens (U+00AD, which HTML mail puts inside long words as &shy; and which
+// would otherwise cut "Ver&shy;sicherung" in two) and with the sharp s as "ss" ("Straße" and
+// "Strasse", as Swiss German writes it, one word). Same contract as compatibility_form. Test
+// UnicodeForm.SearchFormDropsSoftHyphensAndWritesSharpSAsSs.
+bool search_form(std::string_view text, std::string& out);
+std::string search_form(std::string_view text);
+
 // Does the compatibility form leave this code point as it is, whatever stands beside it? (True only
 // for the blocks of scripts/unicode_stable.py; false may also mean "not known here".)
 bool stable_code_point(char32_t cp);
@@ -31,7 +39,7 @@ std::string compatibility_form(std::string_view text);
 // Does `hay` hold `needle`, with case and form set aside: ASCII letters compared without case as they
 // are; text with any other letter compared in Unicode's case-folded compatibility form (libunistring's
 // u8_casefold with NFKC, the comparison Dovecot's i;unicode-casemap makes), so "MÜLLER" is in
-// "Müller", "résumé" in a decomposed "résumé" and "pc" in "ＰＣ". IMAP's SEARCH (api/imap/session.cc;
+// "Müller", "résumé" in a decomposed "résumé" and "pc" in "ＰＣ"; soft hyphens are set aside too. IMAP's SEARCH (api/imap/session.cc;
 // tests UnicodeForm.SubstringsWithoutCaseOrForm, test_imap.py
 // test_search_sets_case_and_unicode_form_aside).
 bool contains_folded(std::string_view hay, std::string_view needle);

@@ -261,7 +261,7 @@ std::string cjk_words(std::string_view text) {
 
 const std::string& words_form(const std::string& text, std::string& scratch) {
   std::string form;
-  bool changed = compatibility_form(text, form);
+  bool changed = search_form(text, form);
   if (has_sea(changed ? form : text)) {
     form = sea_words(changed ? form : text);
     changed = true;
@@ -3382,9 +3382,9 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
                      Xapian::QueryParser::FLAG_LOVEHATE | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE |
                      Xapian::QueryParser::FLAG_WILDCARD | Xapian::QueryParser::FLAG_PURE_NOT;
     const unsigned all_flags = flags;
-    // In the compatibility form the index reads texts in (words_form): "ＰＣ" is "PC", a decomposed
-    // "é" one letter; a full-width quote or colon is an operator as its ASCII twin
-    const Neutralised safe = neutralise_proximity_operators(cjk_query_phrases(closed_quotes(compatibility_form(query))));
+    // In the form the index reads texts in (words_form, search_form): "ＰＣ" is "PC", a decomposed
+    // "é" one letter, "ß" "ss"; a full-width quote or colon is an operator as its ASCII twin
+    const Neutralised safe = neutralise_proximity_operators(cjk_query_phrases(closed_quotes(search_form(query))));
     if (safe.without_operators) {
       flags &= ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE);
     }
@@ -3425,7 +3425,7 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
     if (options.scope.find_first_not_of(" \t") != std::string::npos) {
       qp.set_max_expansion(0);  // no bound: the scope is the officer's, not the typed query's
       const Neutralised scope =
-          neutralise_proximity_operators(cjk_query_phrases(closed_quotes(compatibility_form(options.scope))));
+          neutralise_proximity_operators(cjk_query_phrases(closed_quotes(search_form(options.scope))));
       const unsigned scope_flags =
           scope.without_operators
               ? all_flags & ~(Xapian::QueryParser::FLAG_BOOLEAN | Xapian::QueryParser::FLAG_BOOLEAN_ANY_CASE)

@@ -102,8 +102,9 @@ bool pair_filter_may_hold(std::string_view filter, std::uint64_t key);
 std::string cjk_words(std::string_view text);
 bool has_cjk(std::string_view text);
 // A text as the index cuts it into words, and the phrase check, match_words and the choice of pair
-// words read it: in Unicode's compatibility form (common/unicode_form.h: "ＰＣ１２３" is "PC123", a
-// decomposed "é" one letter, half-width katakana full-width), with runs of Thai, Lao, Khmer and
+// words read it: in Unicode's compatibility form (common/unicode_form.h search_form: "ＰＣ１２３" is
+// "PC123", a decomposed "é" one letter, half-width katakana full-width; soft hyphens dropped, "ß"
+// as "ss"), with runs of Thai, Lao, Khmer and
 // Burmese letters cut into words (sea_words, indexer/word_breaks.h), then with Chinese, Japanese and
 // Korean letters each a word (cjk_words). `text` itself when they leave it as it is (ASCII text always),
 // else `scratch`, which holds the result. Tests: IndexForms.*, IndexCjk.*, IndexWordBreaks.*.

@@ -30,7 +30,8 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // which a search of a word inside it never found); since 2026-12-07. kReading "3": every text in
 // Unicode's compatibility form before it is cut into words (words_form: a decomposed "é" one letter,
 // full-width "ＰＣ" as "PC", half-width katakana full-width; before, such words were found only when
-// typed the same way; Thai and Lao AM kept), and runs of Thai, Lao, Khmer and Burmese letters cut
+// typed the same way; Thai and Lao AM kept; soft hyphens dropped and "ß" read as "ss", search_form),
+// and runs of Thai, Lao, Khmer and Burmese letters cut
 // into words by ICU's dictionaries (sea_words; before, a run was one word); since 2026-12-07. Absent: an older release, which read them
 // as windows-1252 (2026-12-05 and -06), and before that (GMime 3.2's reading as it was) also cut a
 // subject, name or attachment name written as base64 words split mid-character at the first word's

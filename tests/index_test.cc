@@ -454,7 +454,8 @@ TEST(IndexCjk, ARunOfLettersIsFoundInsideLongerText) {
 // form (words_form, common/unicode_form.h): a name typed on a Mac (decomposed, NFD) is found by the
 // same name typed elsewhere (one letter each, NFC) and the other way round, full-width Latin letters
 // and digits are ASCII, half-width katakana full-width, a ligature its letters; in free text, fields,
-// attachment names, phrases and address names, with and without pair words.
+// attachment names, phrases and address names, with and without pair words; soft hyphens are dropped
+// and the sharp s is ss (search_form).
 TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
   const std::string nfd = "Re\xCC\x81sume\xCC\x81";  // R e U+0301 s u m e U+0301
   const std::string nfc = "R\xC3\xA9sum\xC3\xA9";    // R U+00E9 s u m U+00E9
@@ -482,7 +483,7 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
           fields(1, "CV " + nfd, "Please see my " + nfd + " attached. Price \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBC\x91\xEF\xBC\x92\xEF\xBC\x93 model, "
                  "\xEF\xBD\xB6\xEF\xBE\x80\xEF\xBD\xB6\xEF\xBE\x85 text, \xEF\xAC\x81le", jan2003, {"Jose\xCC\x81 Mu\xCC\x88ller", "jose@example.com"}),
           fields(2, nfc, "plain pc123 and my " + nfc + " attached", jan2003 + 86400),
-          fields(3, "golf", "nothing of the kind", jan2003 + 2 * 86400)};
+          fields(3, "golf", "nothing of the kind, Stra\xC3\x9F" "e and Ver\xC2\xAD" "sicherungs\xC2\xAD" "gesellschaft", jan2003 + 2 * 86400)};
       docs[0].attachments.push_back({nfd + ".pdf", "application/pdf", 100});
       for (auto& f : docs) {
         source.docs[f.id] = f;
@@ -510,6 +511,10 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
     EXPECT_EQ(ids("from:jos\xC3\xA9"), (V{1})) << "an address's name";
     EXPECT_EQ(ids("from:\"jos\xC3\xA9 m\xC3\xBCller\""), (V{1}));
     EXPECT_EQ(ids("from:M\xC3\x9CLLER"), (V{1})) << "and without case";
+    EXPECT_EQ(ids("strasse"), (V{3})) << "the sharp s as ss";
+    EXPECT_EQ(ids("STRA\xC3\x9F" "E"), (V{3}));
+    EXPECT_EQ(ids("versicherungsgesellschaft"), (V{3})) << "soft hyphens inside the word";
+    EXPECT_EQ(ids("\"and versicherungsgesellschaft\""), (V{3}));
   }
 }
 

@@ -158,6 +158,18 @@ TEST(UnicodeForm, PiecesAreTheWholeTextsForm) {
   }
 }
 
+// The form the index reads words in: the compatibility form, soft hyphens dropped, the sharp s as ss.
+TEST(UnicodeForm, SearchFormDropsSoftHyphensAndWritesSharpSAsSs) {
+  EXPECT_EQ(search_form("Ver\xC2\xAD" "sicherungs\xC2\xAD" "gesellschaft"), "Versicherungsgesellschaft");
+  EXPECT_EQ(search_form("Stra\xC3\x9F" "e"), "Strasse");
+  EXPECT_EQ(search_form("GRO\xE1\xBA\x9E"), "GROSS");
+  EXPECT_EQ(search_form("\xEF\xBC\xB3tra\xC3\x9F" "e\xC2\xAD"), "Strasse") << "with the compatibility form";
+  std::string out;
+  EXPECT_FALSE(search_form("plain text", out));
+  EXPECT_FALSE(search_form("M\xC3\xBCller", out));
+  EXPECT_TRUE(contains_folded("Ver\xC2\xAD" "sicherung", "VERSICHERUNG")) << "IMAP SEARCH sets soft hyphens aside";
+}
+
 // IMAP SEARCH's substring match (common/unicode_form.h contains_folded): ASCII without case as before;
 // any other letter in the case-folded compatibility form.
 TEST(UnicodeForm, SubstringsWithoutCaseOrForm) {
