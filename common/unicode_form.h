@@ -38,7 +38,7 @@ std::string compatibility_form(std::string_view text);
 
 // Does `hay` hold `needle`, with case and form set aside: ASCII letters compared without case as they
 // are; text with any other letter compared in Unicode's case-folded compatibility form (libunistring's
-// u8_casefold with NFKC, the comparison Dovecot's i;unicode-casemap makes), so "MÜLLER" is in
+// u8_casefold with NFKC, close to RFC 5051's i;unicode-casemap, which Dovecot's SEARCH uses), so "MÜLLER" is in
 // "Müller", "résumé" in a decomposed "résumé" and "pc" in "ＰＣ"; soft hyphens are set aside too. IMAP's SEARCH (api/imap/session.cc;
 // tests UnicodeForm.SubstringsWithoutCaseOrForm, test_imap.py
 // test_search_sets_case_and_unicode_form_aside).
