@@ -209,12 +209,7 @@ char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + '
 // The case-folded compatibility form, without soft hyphens (nullopt: out of memory).
 std::optional<std::string> folded(std::string_view text) {
   std::string without;
-  if (text.find(kSoftHyphen) != std::string_view::npos) {
-    for (std::size_t i = 0; i < text.size(); ++i)
-      if (text.substr(i, 2) == kSoftHyphen) ++i;
-      else without += text[i];
-    text = without;
-  }
+  if (fold_for_search(text, without)) text = without;  // the sharp s is "ss" in the case folding too
   std::size_t length = 0;
   std::uint8_t* form = u8_casefold(reinterpret_cast<const std::uint8_t*>(text.data()), text.size(), nullptr,
                                    UNINORM_NFKC, nullptr, &length);

@@ -19,6 +19,17 @@
 #include "common/unicode_form.h"
 #include "indexer/word_breaks.h"
 
+// Nanoseconds a byte of `text` that `fn` takes, over `rounds` calls.
+template <typename Fn>
+double ns_per_byte(const std::string& text, int rounds, Fn fn) {
+  std::size_t total = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int k = 0; k < rounds; ++k) total += fn();
+  const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+  if (total == 0) std::printf("?");
+  return ns / rounds / static_cast<double>(text.size());
+}
+
 int main() {
   auto repeat = [](const std::string& s) {
     std::string out;
@@ -34,44 +45,27 @@ int main() {
   };
   std::printf("%-26s %8s %14s %14s %8s\n", "text", "bytes", "form ns/byte", "whole ns/byte", "ratio");
   for (const auto& [name, text] : texts) {
-    double ns[2];
-    for (int mode = 0; mode < 2; ++mode) {
-      const int rounds = 20000;
-      std::size_t total = 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int k = 0; k < rounds; ++k) {
-        if (mode == 0) {
-          std::string out;
-          total += mailark::compatibility_form(text, out) ? out.size() : text.size();
-        } else {
-          std::size_t length = 0;
-          std::uint8_t* r = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
-                                         nullptr, &length);
-          total += length;
-          std::free(r);
-        }
-      }
-      ns[mode] = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / rounds /
-                 static_cast<double>(text.size());
-      if (total == 0) std::printf("?");
-    }
+    const double form = ns_per_byte(text, 20000, [&] {
+      std::string out;
+      return mailark::compatibility_form(text, out) ? out.size() : text.size();
+    });
+    const double whole = ns_per_byte(text, 20000, [&] {
+      std::size_t length = 0;
+      std::uint8_t* r = u8_normalize(UNINORM_NFKC, reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
+                                     nullptr, &length);
+      std::free(r);
+      return length;
+    });
+    const double ns[2] = {form, whole};
     std::printf("%-26s %8zu %14.2f %14.2f %8.2f\n", name, text.size(), ns[0], ns[1], ns[1] / ns[0]);
   }
   const std::string thai = repeat("ผมกินน้ำทุกวันและทำงานที่กรุงเทพ ยินดีต้อนรับสู่ประเทศไทย ");
   (void)mailark::indexer::sea_words(thai);  // ICU loaded and its dictionary read once, outside the timing
-  double ns[2];
-  for (int mode = 0; mode < 2; ++mode) {
-    const int rounds = 2000;
-    std::size_t total = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int k = 0; k < rounds; ++k) {
-      std::string out;
-      total += mode == 0 ? mailark::indexer::sea_words(thai).size()
-                         : (mailark::compatibility_form(thai, out) ? out.size() : thai.size());
-    }
-    ns[mode] = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / rounds /
-               static_cast<double>(thai.size());
-    if (total == 0) std::printf("?");
-  }
+  const double cut = ns_per_byte(thai, 2000, [&] { return mailark::indexer::sea_words(thai).size(); });
+  const double form = ns_per_byte(thai, 2000, [&] {
+    std::string out;
+    return mailark::compatibility_form(thai, out) ? out.size() : thai.size();
+  });
+  const double ns[2] = {cut, form};
   std::printf("Thai: %zu bytes, cut into words %.2f ns a byte, compatibility form %.2f\n", thai.size(), ns[0], ns[1]);
 }
