@@ -152,12 +152,14 @@ std::string compatibility_form(std::string_view text) {
 
 namespace {
 
-constexpr std::string_view kSoftHyphen = "\xC2\xAD", kSharpS = "\xC3\x9F", kCapitalSharpS = "\xE1\xBA\x9E";
+constexpr std::string_view kSoftHyphen = "\xC2\xAD", kSharpS = "\xC3\x9F", kCapitalSharpS = "\xE1\xBA\x9E",
+                           kFinalSigma = "\xCF\x82", kSigma = "\xCF\x83";
 
-// `text` without soft hyphens, with the sharp s as "ss"; false (and `out` untouched) when it has none.
+// `text` without soft hyphens, with the sharp s as "ss" and the Greek final sigma as the sigma;
+// false (and `out` untouched) when it has none.
 bool fold_for_search(std::string_view text, std::string& out) {
   if (text.find(kSoftHyphen) == std::string_view::npos && text.find(kSharpS) == std::string_view::npos &&
-      text.find(kCapitalSharpS) == std::string_view::npos)
+      text.find(kCapitalSharpS) == std::string_view::npos && text.find(kFinalSigma) == std::string_view::npos)
     return false;
   std::string r;
   r.reserve(text.size() + 8);
@@ -170,6 +172,9 @@ bool fold_for_search(std::string_view text, std::string& out) {
     } else if (text.substr(i, 3) == kCapitalSharpS) {
       r += "SS";
       i += 3;
+    } else if (text.substr(i, 2) == kFinalSigma) {
+      r += kSigma;
+      i += 2;
     } else {
       r += text[i++];
     }

@@ -23,9 +23,11 @@ bool compatibility_form(std::string_view text, std::string& out);
 
 // The form the index and the queries read words in (indexer/index.h words_form): the compatibility
 // form, then without soft hyphens (U+00AD, which HTML mail puts inside long words as &shy; and which
-// would otherwise cut "Ver&shy;sicherung" in two) and with the sharp s as "ss" ("Straße" and
-// "Strasse", as Swiss German writes it, one word). Same contract as compatibility_form. Test
-// UnicodeForm.SearchFormDropsSoftHyphensAndWritesSharpSAsSs.
+// would otherwise cut "Ver&shy;sicherung" in two), with the sharp s as "ss" ("Straße" and
+// "Strasse", as Swiss German writes it, one word) and the Greek final sigma as the sigma (the index
+// lower-cases "ΟΔΟΣ" to "οδοσ", which must be the word "οδος" typed in lower case, as the case
+// folding of IMAP's SEARCH has it). Same contract as compatibility_form. Tests
+// UnicodeForm.SearchFormDropsSoftHyphensAndWritesSharpSAsSs, IndexForms.OneWordWrittenTwoWaysIsOneWord.
 bool search_form(std::string_view text, std::string& out);
 std::string search_form(std::string_view text);
 

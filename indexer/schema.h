@@ -32,7 +32,10 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // full-width "ＰＣ" as "PC", half-width katakana full-width; before, such words were found only when
 // typed the same way; Thai and Lao AM kept; soft hyphens dropped and "ß" read as "ss", search_form),
 // and runs of Thai, Lao, Khmer and Burmese letters cut
-// into words by ICU's dictionaries (sea_words; before, a run was one word); since 2026-12-07. Absent: an older release, which read them
+// into words by ICU's dictionaries (sea_words; before, a run was one word); since 2026-12-07.
+// kReading "4": as "3", and the Greek final sigma read as the sigma (search_form; before, "οδος"
+// typed in lower case did not find "ΟΔΟΣ", which the index lower-cases to "οδοσ"); since 2026-12-08.
+// Absent: an older release, which read them
 // as windows-1252 (2026-12-05 and -06), and before that (GMime 3.2's reading as it was) also cut a
 // subject, name or attachment name written as base64 words split mid-character at the first word's
 // padding and decoded raw 8-bit bytes inside an encoded word twice. Such documents keep that text
@@ -42,7 +45,7 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // (IndexReader::documents_read_before_repairs; test IndexUpgrade.DocumentsReadBeforeTheRepairsAreCounted).
 inline constexpr const char* kMetaUnrepairedTo = "mailark:unrepaired-to";
 inline constexpr const char* kMetaReading = "mailark:reading";
-inline constexpr const char* kReading = "3";
+inline constexpr const char* kReading = "4";
 
 // A live shard's size in bytes right after the writer last compacted it (decimal; absent: never
 // compacted while live). IndexWriter::compact_if_grown compacts again once the shard has grown past

@@ -483,13 +483,16 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
           fields(1, "CV " + nfd, "Please see my " + nfd + " attached. Price \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBC\x91\xEF\xBC\x92\xEF\xBC\x93 model, "
                  "\xEF\xBD\xB6\xEF\xBE\x80\xEF\xBD\xB6\xEF\xBE\x85 text, \xEF\xAC\x81le", jan2003, {"Jose\xCC\x81 Mu\xCC\x88ller", "jose@example.com"}),
           fields(2, nfc, "plain pc123 and my " + nfc + " attached", jan2003 + 86400),
-          fields(3, "golf", "nothing of the kind, Stra\xC3\x9F" "e and Ver\xC2\xAD" "sicherungs\xC2\xAD" "gesellschaft", jan2003 + 2 * 86400)};
+          fields(3, "golf", "nothing of the kind, Stra\xC3\x9F" "e and Ver\xC2\xAD" "sicherungs\xC2\xAD" "gesellschaft", jan2003 + 2 * 86400),
+          fields(4, "\xCE\x9D\xCE\x95\xCE\x9F\xCE\xA3 \xCE\x9A\xCE\x91\xCE\xA4\xCE\x91\xCE\x9B\xCE\x9F\xCE\x93\xCE\x9F\xCE\xA3",  // ΝΕΟΣ ΚΑΤΑΛΟΓΟΣ
+                 "\xCE\x9F \xCE\xBD\xCE\xAD\xCE\xBF\xCF\x82 \xCE\xBA\xCE\xB1\xCF\x84\xCE\xAC\xCE\xBB\xCE\xBF\xCE\xB3\xCE\xBF\xCF\x82 golf",  // Ο νέος κατάλογος
+                 jan2003 + 3 * 86400)};
       docs[0].attachments.push_back({nfd + ".pdf", "application/pdf", 100});
       for (auto& f : docs) {
         source.docs[f.id] = f;
         ASSERT_TRUE((*w)->add(f.id, build_document(f, with_pairs ? &pw : nullptr)).ok());
       }
-      ASSERT_TRUE((*w)->commit(3).ok());
+      ASSERT_TRUE((*w)->commit(4).ok());
     }
     auto r = IndexReader::open(dir / "index");
     ASSERT_TRUE(r.ok());
@@ -515,6 +518,17 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
     EXPECT_EQ(ids("STRA\xC3\x9F" "E"), (V{3}));
     EXPECT_EQ(ids("versicherungsgesellschaft"), (V{3})) << "soft hyphens inside the word";
     EXPECT_EQ(ids("\"and versicherungsgesellschaft\""), (V{3}));
+    // Greek: a word ending in a final sigma is the same word written in capitals (the index
+    // lower-cases "Σ" to "σ"), typed either way.
+    const std::string neos = "\xCE\xBD\xCE\xAD\xCE\xBF\xCF\x82";  // νέος
+    const std::string katalogos_caps = "\xCE\x9A\xCE\x91\xCE\xA4\xCE\x91\xCE\x9B\xCE\x9F\xCE\x93\xCE\x9F\xCE\xA3";  // ΚΑΤΑΛΟΓΟΣ
+    const std::string katalogos = "\xCE\xBA\xCE\xB1\xCF\x84\xCE\xB1\xCE\xBB\xCE\xBF\xCE\xB3\xCE\xBF\xCF\x82";  // καταλογος
+    EXPECT_EQ(ids("subject:" + katalogos), (V{4})) << "typed in lower case, written in capitals";
+    EXPECT_EQ(ids(katalogos_caps), (V{4})) << "typed in capitals, written in lower case (with an accent: here only the subject)";
+    EXPECT_EQ(ids("subject:" + katalogos_caps), (V{4}));
+    EXPECT_EQ(ids(neos), (V{4})) << "the body's word, accent as written";
+    EXPECT_EQ(ids("\"" + neos + " \xCE\xBA\xCE\xB1\xCF\x84\xCE\xAC\xCE\xBB\xCE\xBF\xCE\xB3\xCE\xBF\xCF\x82\""), (V{4})) << "a phrase of two such words";
+    EXPECT_EQ(ids("\"\xCE\xBD\xCE\xB5\xCE\xBF\xCF\x82 " + katalogos + "\""), (V{4})) << "the subject's phrase, typed in lower case";
   }
 }
 

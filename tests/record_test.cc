@@ -164,6 +164,9 @@ TEST(UnicodeForm, SearchFormDropsSoftHyphensAndWritesSharpSAsSs) {
   EXPECT_EQ(search_form("Stra\xC3\x9F" "e"), "Strasse");
   EXPECT_EQ(search_form("GRO\xE1\xBA\x9E"), "GROSS");
   EXPECT_EQ(search_form("\xEF\xBC\xB3tra\xC3\x9F" "e\xC2\xAD"), "Strasse") << "with the compatibility form";
+  // "οδός" (final sigma) and "ΟΔΌΣ", which the index lower-cases with the sigma: one word.
+  EXPECT_EQ(search_form("\xCE\xBF\xCE\xB4\xCF\x8C\xCF\x82"), "\xCE\xBF\xCE\xB4\xCF\x8C\xCF\x83") << "the final sigma as the sigma";
+  EXPECT_TRUE(contains_folded("\xCE\x9F\xCE\x94\xCE\x8C\xCE\xA3", "\xCE\xBF\xCE\xB4\xCF\x8C\xCF\x82")) << "IMAP SEARCH: ΟΔΌΣ holds οδός";
   std::string out;
   EXPECT_FALSE(search_form("plain text", out));
   EXPECT_FALSE(search_form("M\xC3\xBCller", out));
