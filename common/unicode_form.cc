@@ -3,6 +3,7 @@
 #include "common/utf8.h"
 
 #include <unicase.h>
+#include <unictype.h>
 #include <uninorm.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <iterator>
 #include <optional>
 #include <utility>
+#include <vector>
 
 namespace mailark {
 
@@ -152,33 +154,120 @@ std::string compatibility_form(std::string_view text) {
 
 namespace {
 
-constexpr std::string_view kSoftHyphen = "\xC2\xAD", kSharpS = "\xC3\x9F", kCapitalSharpS = "\xE1\xBA\x9E",
-                           kFinalSigma = "\xCF\x82", kSigma = "\xCF\x83";
+// Marks are set aside on the letters of U+00C0..U+1FFF (Latin-1 to Greek Extended, which hold every
+// precomposed Latin and Greek letter with marks mail is written with) and the combining marks of
+// U+0300..U+036F.
+constexpr char32_t kMarkedFirst = 0xC0, kMarkedEnd = 0x2000;
 
-// `text` without soft hyphens, with the sharp s as "ss" and the Greek final sigma as the sigma;
-// false (and `out` untouched) when it has none.
-bool fold_for_search(std::string_view text, std::string& out) {
-  if (text.find(kSoftHyphen) == std::string_view::npos && text.find(kSharpS) == std::string_view::npos &&
-      text.find(kCapitalSharpS) == std::string_view::npos && text.find(kFinalSigma) == std::string_view::npos)
-    return false;
-  std::string r;
-  r.reserve(text.size() + 8);
-  for (std::size_t i = 0; i < text.size();) {
-    if (text.substr(i, 2) == kSoftHyphen) {
-      i += 2;
-    } else if (text.substr(i, 2) == kSharpS) {
-      r += "ss";
-      i += 2;
-    } else if (text.substr(i, 3) == kCapitalSharpS) {
-      r += "SS";
-      i += 3;
-    } else if (text.substr(i, 2) == kFinalSigma) {
-      r += kSigma;
-      i += 2;
-    } else {
-      r += text[i++];
-    }
+// The letter `cp` without its marks: its canonical decomposition's first code point when every other
+// one is a nonspacing mark (category Mn) and the letter is Latin or Greek ("é" "e", "Ǖ" "U", "ά" "α",
+// "ệ" "e"); Cyrillic "ё" "е" (Russian writes it without its dots as often as with, where "й" and
+// Ukrainian "ї" are letters of their own, kept); 0 for a combining mark of U+0300..U+036F (dropped);
+// else `cp`.
+char32_t letter_without_marks(char32_t cp) {
+  if (cp >= 0x300 && cp <= 0x36F) return 0;
+  if (cp == 0x401) return 0x415;
+  if (cp == 0x451) return 0x435;
+  char32_t base = cp;
+  bool marked = false;
+  for (int depth = 0; depth < 8; ++depth) {
+    ucs4_t d[UC_DECOMPOSITION_MAX_LENGTH];
+    const int n = uc_canonical_decomposition(base, d);
+    if (n <= 1) break;  // none, or a singleton (the compatibility form has written those already)
+    for (int i = 1; i < n; ++i)
+      if (!uc_is_general_category(d[i], UC_CATEGORY_Mn)) return cp;
+    base = d[0];
+    marked = true;
   }
+  if (!marked) return cp;
+  const uc_script_t* script = uc_script(base);
+  if (script == nullptr || (std::strcmp(script->name, "Latin") != 0 && std::strcmp(script->name, "Greek") != 0))
+    return cp;
+  return base;
+}
+
+const std::vector<char32_t>& unmarked_letters() {
+  static const std::vector<char32_t> table = [] {
+    std::vector<char32_t> t(kMarkedEnd - kMarkedFirst);
+    for (char32_t cp = kMarkedFirst; cp < kMarkedEnd; ++cp) t[cp - kMarkedFirst] = letter_without_marks(cp);
+    return t;
+  }();
+  return table;
+}
+
+void append_utf8(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// `text` without soft hyphens (U+00AD), with the sharp s (U+00DF, U+1E9E) as "ss", the Greek final
+// sigma as the sigma and marks set aside (letter_without_marks); false (and `out` untouched) when it
+// has none of them. One pass, copying the spans between them.
+bool fold_for_search(std::string_view text, std::string& out) {
+  // Lead bytes of U+0080..U+047F's two-byte sequences, and of U+1000..U+1FFF's three-byte ones.
+  const auto lead = [](unsigned char c) { return (c >= 0xC2 && c <= 0xD1) || c == 0xE1; };
+  if (std::none_of(text.begin(), text.end(), [&](char c) { return lead(static_cast<unsigned char>(c)); }))
+    return false;
+  const auto& table = unmarked_letters();
+  std::string r;
+  std::size_t copied = 0;  // text before this is in r
+  bool changed = false;
+  const auto cont = [&](std::size_t i) { return i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80; };
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    // What can change: U+00AD (C2 AD), U+00C0..U+03FF (C3..CF), Cyrillic Ё and ё (D0 81, D1 91), and
+    // U+1E00..U+1FFF (E1 B8..BF); the rest of Cyrillic, Ethiopic, Hangul jamo, ... is skipped.
+    const auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0u;
+    if (!lead(c) || (c == 0xC2 && next != 0xAD) || (c == 0xD0 && next != 0x81) || (c == 0xD1 && next != 0x91) ||
+        (c == 0xE1 && next < 0xB8)) {
+      ++i;
+      continue;
+    }
+    char32_t cp = 0;
+    std::size_t len = 1;
+    if (c != 0xE1 && cont(i + 1)) {
+      cp = ((c & 0x1Fu) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3Fu);
+      len = 2;
+    } else if (c == 0xE1 && cont(i + 1) && cont(i + 2)) {
+      cp = 0x1000u | ((static_cast<unsigned char>(text[i + 1]) & 0x3Fu) << 6) | (static_cast<unsigned char>(text[i + 2]) & 0x3Fu);
+      len = 3;
+    }
+    const char* with = nullptr;  // what the code point is written as, when it is not kept
+    char32_t letter = cp;
+    if (cp == 0xAD) {
+      with = "";
+    } else if (cp == 0xDF) {
+      with = "ss";
+    } else if (cp == 0x1E9E) {
+      with = "SS";
+    } else if (cp == 0x3C2) {
+      letter = 0x3C3;
+    } else if (cp >= kMarkedFirst && cp < kMarkedEnd) {
+      letter = table[cp - kMarkedFirst];
+      if (letter == 0) with = "";
+    }
+    if (with != nullptr || letter != cp) {
+      if (!changed) r.reserve(text.size() + 8);
+      r.append(text, copied, i - copied);
+      if (with != nullptr)
+        r += with;
+      else
+        append_utf8(r, letter);
+      copied = i + len;
+      changed = true;
+    }
+    i += len;
+  }
+  if (!changed) return false;
+  r.append(text, copied, std::string_view::npos);
   out = std::move(r);
   return true;
 }
@@ -211,16 +300,18 @@ bool ascii(std::string_view s) {
 
 char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
-// The case-folded compatibility form, without soft hyphens (nullopt: out of memory).
+// The case-folded compatibility form, without soft hyphens and marks (nullopt: out of memory).
 std::optional<std::string> folded(std::string_view text) {
   std::string without;
-  if (fold_for_search(text, without)) text = without;  // the sharp s is "ss" in the case folding too
+  if (fold_for_search(text, without)) text = without;  // the sharp s is "ss" in the case folding too, and so on
   std::size_t length = 0;
   std::uint8_t* form = u8_casefold(reinterpret_cast<const std::uint8_t*>(text.data()), text.size(), nullptr,
                                    UNINORM_NFKC, nullptr, &length);
   if (form == nullptr) return std::nullopt;
   std::string out(reinterpret_cast<const char*>(form), length);
   std::free(form);
+  // After the folding, which composes what it can ("İ" folds to "i" and a combining dot).
+  if (std::string unmarked; fold_for_search(out, unmarked)) out = std::move(unmarked);
   return out;
 }
 

@@ -26,8 +26,14 @@ bool compatibility_form(std::string_view text, std::string& out);
 // would otherwise cut "Ver&shy;sicherung" in two), with the sharp s as "ss" ("Straße" and
 // "Strasse", as Swiss German writes it, one word) and the Greek final sigma as the sigma (the index
 // lower-cases "ΟΔΟΣ" to "οδοσ", which must be the word "οδος" typed in lower case, as the case
-// folding of IMAP's SEARCH has it). Same contract as compatibility_form. Tests
-// UnicodeForm.SearchFormDropsSoftHyphensAndWritesSharpSAsSs, IndexForms.OneWordWrittenTwoWaysIsOneWord.
+// folding of IMAP's SEARCH has it), and Latin and Greek letters without their marks: "résumé" is
+// "resume", "Müller" "Muller", "Ελληνικά" "Ελληνικα", Vietnamese "Việt" "Viet", Russian "ё" "е", and
+// the combining marks of U+0300..U+036F are dropped, so that a word typed without its accents finds
+// it written with them and the other way round, as Dovecot's full-text search and the web's search
+// engines read words (letters Unicode does not write as a letter and a mark are kept: "ł", "ø",
+// "ı", Russian "й"; so are every other script's marks: Hebrew points, Devanagari vowel signs, Thai).
+// Same contract as compatibility_form. Tests UnicodeForm.SearchFormDropsSoftHyphensAndWritesSharpSAsSs,
+// UnicodeForm.SearchFormSetsMarksAside, IndexForms.OneWordWrittenTwoWaysIsOneWord.
 bool search_form(std::string_view text, std::string& out);
 std::string search_form(std::string_view text);
 
@@ -41,7 +47,8 @@ std::string compatibility_form(std::string_view text);
 // Does `hay` hold `needle`, with case and form set aside: ASCII letters compared without case as they
 // are; text with any other letter compared in Unicode's case-folded compatibility form (libunistring's
 // u8_casefold with NFKC, close to RFC 5051's i;unicode-casemap, which Dovecot's SEARCH uses), so "MÜLLER" is in
-// "Müller", "résumé" in a decomposed "résumé" and "pc" in "ＰＣ"; soft hyphens are set aside too. IMAP's SEARCH (api/imap/session.cc;
+// "Müller", "résumé" in a decomposed "résumé" and "pc" in "ＰＣ"; soft hyphens and marks are set
+// aside as search_form sets them ("muller" is in "Müller", as the index finds it in large folders). IMAP's SEARCH (api/imap/session.cc;
 // tests UnicodeForm.SubstringsWithoutCaseOrForm, test_imap.py
 // test_search_sets_case_and_unicode_form_aside).
 bool contains_folded(std::string_view hay, std::string_view needle);

@@ -9,7 +9,9 @@
 // the segment is older than their rule (measured from the segment's end, the moment the next one
 // opened). A record due is removed unless a legal hold keeps it (CaseStore::held_queries, evaluated
 // now over the index, every copy of a matching message included), it still has mail to deliver, or it
-// waits in quarantine. Archive::expire writes the signed tombstone that stands for what it removed;
+// waits in quarantine. While any hold stands, what the index cannot answer for is kept: records it
+// holds as placeholders (is:unindexed), and whole segments whose documents an older release read
+// (IndexSegment::older_reading; `mailark reindex` first). Test Retention.WhatAHoldsSearchCannotJudgeIsKept. Archive::expire writes the signed tombstone that stands for what it removed;
 // the index segment is written again without the expired documents, and the mailbox views forget
 // them. Tests: Retention.* in tests/retention_test.cc, tests/e2e/test_cases.py test_retention_*.
 #pragma once

@@ -97,6 +97,12 @@ Summary decode_summary(const std::string& data) {
 
 namespace {
 
+}  // namespace
+
+std::string address_key(const std::string& address) { return Xapian::Unicode::tolower(search_form(address)); }
+
+namespace {
+
 // The address words of one address: the display name, and the local part split at . _ - +.
 void address_texts(const IndexedAddress& a, const char* prefix,
                    const std::function<void(const std::string&, const char*)>& fn) {
@@ -135,7 +141,7 @@ void for_each_text(const IndexFields& f, const std::function<void(const std::str
 // Exact terms for an address: whole, local part, domain and parent domains of two or more labels.
 void add_address_terms(Xapian::Document& doc, const std::vector<IndexedAddress>& list, const char* prefix) {
   for (const auto& a : list) {
-    std::string addr = ascii_lower(a.addr);
+    std::string addr = address_key(a.addr);
     if (addr.empty()) continue;
     doc.add_boolean_term(boolean_term(prefix, addr));
     std::size_t at = addr.rfind('@');
@@ -549,7 +555,7 @@ Xapian::Document build_document(const IndexFields& f, const PairWords* pairs) {
   for (const auto& sig : f.signatures)
     doc.add_boolean_term(boolean_term(schema::kPrefixSignature, ascii_lower(sig)));
   for (const auto& c : f.custodians)
-    if (!c.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixCustodian, ascii_lower(c)));
+    if (!c.empty()) doc.add_boolean_term(boolean_term(schema::kPrefixCustodian, address_key(c)));
   if (!f.content_key.empty()) doc.add_value(schema::kSlotContent, f.content_key.substr(0, 16));
   if (f.keep_texts) {
     if (std::string texts = encode_kept_texts(f); !texts.empty()) doc.add_value(schema::kSlotTexts, texts);
@@ -754,6 +760,15 @@ std::optional<Xapian::docid> read_docid_meta(const Xapian::Database& db, const c
   const auto n = parse_decimal(v, UINT32_MAX);
   if (!n) return std::nullopt;
   return static_cast<Xapian::docid>(*n);
+}
+
+// How many documents of a shard an older reading than this release's read: up to its
+// kMetaUnrepairedTo when the shard is of this reading, else (absent, or a shard no writer of this
+// release opened yet) every document it holds.
+std::uint64_t older_reading_documents(const Xapian::Database& shard) {
+  const auto unrepaired = read_docid_meta(shard, schema::kMetaUnrepairedTo);
+  return unrepaired && shard.get_metadata(schema::kMetaReading) == schema::kReading ? *unrepaired
+                                                                                   : shard.get_lastdocid();
 }
 
 bool has_term(const Xapian::Document& doc, const std::string& term) {
@@ -1607,6 +1622,7 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
         Xapian::Database db = open_shard_db(path);
         s.documents += db.get_doccount();
         s.bytes += shard_bytes(path, ec);
+        s.older_reading += older_reading_documents(db);
       }
       out.push_back(s);
     }
@@ -1821,7 +1837,7 @@ class AddressField : public Xapian::FieldProcessor {
   AddressField(std::string text_prefix, std::string addr_prefix)
       : text_prefix_(std::move(text_prefix)), addr_prefix_(std::move(addr_prefix)) {}
   Xapian::Query operator()(const std::string& raw) override {
-    std::string text = ascii_lower(raw);
+    std::string text = Xapian::Unicode::tolower(raw);  // the query is in search_form already: address_key
     if (text.size() >= 2 && text.front() == '<' && text.back() == '>') text = text.substr(1, text.size() - 2);
     if (!text.empty() && text.front() == '@') text.erase(0, 1);
     bool has_space = text.find_first_of(" \t") != std::string::npos;
@@ -1855,7 +1871,8 @@ class LowerBooleanField : public Xapian::FieldProcessor {
  public:
   explicit LowerBooleanField(std::string prefix) : prefix_(std::move(prefix)) {}
   Xapian::Query operator()(const std::string& text) override {
-    return Xapian::Query(boolean_term(prefix_.c_str(), ascii_lower(text)));
+    // Custodians are addresses (address_key); the other values are ASCII.
+    return Xapian::Query(boolean_term(prefix_.c_str(), Xapian::Unicode::tolower(text)));
   }
 
  private:
@@ -2864,10 +2881,7 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
         if (!is_remote(seg.paths[j])) {
           // Absent, or an older reading (a shard no writer of this release opened yet): every
           // document it holds.
-          const auto unrepaired = read_docid_meta(shard, schema::kMetaUnrepairedTo);
-          r->unrepaired_ += unrepaired && shard.get_metadata(schema::kMetaReading) == schema::kReading
-                                ? *unrepaired
-                                : shard.get_lastdocid();
+          r->unrepaired_ += older_reading_documents(shard);
         }
         map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j),
                              is_remote(seg.paths[j])});
@@ -2962,8 +2976,7 @@ Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, con
     }
     Xapian::Query q = per_word.empty() ? Xapian::Query::MatchAll
                                        : Xapian::Query(Xapian::Query::OP_AND, per_word.begin(), per_word.end());
-    std::string lowered;
-    for (char c : text) lowered += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string lowered = address_key(text.substr(0, 4096));
     while (!lowered.empty() && lowered.back() == ' ') lowered.pop_back();
     if (!exact.empty() && !lowered.empty() && lowered.size() < 200 && lowered.find(' ') == std::string::npos &&
         (lowered.find('@') != std::string::npos || lowered.find('.') != std::string::npos)) {

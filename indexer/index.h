@@ -104,11 +104,15 @@ bool has_cjk(std::string_view text);
 // A text as the index cuts it into words, and the phrase check, match_words and the choice of pair
 // words read it: in Unicode's compatibility form (common/unicode_form.h search_form: "ＰＣ１２３" is
 // "PC123", a decomposed "é" one letter, half-width katakana full-width; soft hyphens dropped, "ß"
-// as "ss"), with runs of Thai, Lao, Khmer and
+// as "ss", "ς" as "σ", Latin and Greek letters without their marks, "é" as "e"), with runs of Thai, Lao, Khmer and
 // Burmese letters cut into words (sea_words, indexer/word_breaks.h), then with Chinese, Japanese and
 // Korean letters each a word (cjk_words). `text` itself when they leave it as it is (ASCII text always),
 // else `scratch`, which holds the result. Tests: IndexForms.*, IndexCjk.*, IndexWordBreaks.*.
 const std::string& words_form(const std::string& text, std::string& scratch);
+// An address (or a custodian) as its exact terms hold it: in search_form (as every query is read)
+// and in lower case beyond ASCII too ("José@Exämple.org" is "jose@example.org"). Test
+// IndexForms.OneWordWrittenTwoWaysIsOneWord.
+std::string address_key(const std::string& address);
 // A query whose every whitespace-delimited token with those letters (or Thai, Lao, Khmer or Burmese
 // ones) outside quotes is made the quoted phrase of its words as the index cuts them ("原装" ->
 // "\"原 装\"", subject:原装 -> subject:"原 装", 原装-进口 one phrase, "กินน้ำ" -> "\"กิน น้ำ\""), and
@@ -365,6 +369,9 @@ struct IndexSegment {
   std::uint64_t bytes = 0;
   bool sealed = false;  // closed, compacted, never written again
   std::vector<std::string> remote;  // HOST:PORT of each shard served by xapian-tcpsrv; empty: local
+  // Documents of its local shards an older reading than this release's read (schema.h kReading;
+  // IndexReader::documents_read_before_repairs counts the same over the whole index).
+  std::uint64_t older_reading = 0;
 };
 Result<std::vector<IndexSegment>> index_segments(const std::string& dir);
 

@@ -33,8 +33,10 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // typed the same way; Thai and Lao AM kept; soft hyphens dropped and "ß" read as "ss", search_form),
 // and runs of Thai, Lao, Khmer and Burmese letters cut
 // into words by ICU's dictionaries (sea_words; before, a run was one word); since 2026-12-07.
-// kReading "4": as "3", and the Greek final sigma read as the sigma (search_form; before, "οδος"
-// typed in lower case did not find "ΟΔΟΣ", which the index lower-cases to "οδοσ"); since 2026-12-08.
+// kReading "4": as "3", and Latin and Greek letters read without their marks ("résumé" as
+// "resume"), the Greek final sigma as the sigma (search_form; before, "οδος" typed in lower case did
+// not find "ΟΔΟΣ", which the index lower-cases to "οδοσ"), and address and custodian terms in that
+// form and in lower case beyond ASCII (address_key); since 2026-12-08.
 // Absent: an older release, which read them
 // as windows-1252 (2026-12-05 and -06), and before that (GMime 3.2's reading as it was) also cut a
 // subject, name or attachment name written as base64 words split mid-character at the first word's

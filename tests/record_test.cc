@@ -165,12 +165,58 @@ TEST(UnicodeForm, SearchFormDropsSoftHyphensAndWritesSharpSAsSs) {
   EXPECT_EQ(search_form("GRO\xE1\xBA\x9E"), "GROSS");
   EXPECT_EQ(search_form("\xEF\xBC\xB3tra\xC3\x9F" "e\xC2\xAD"), "Strasse") << "with the compatibility form";
   // "οδός" (final sigma) and "ΟΔΌΣ", which the index lower-cases with the sigma: one word.
-  EXPECT_EQ(search_form("\xCE\xBF\xCE\xB4\xCF\x8C\xCF\x82"), "\xCE\xBF\xCE\xB4\xCF\x8C\xCF\x83") << "the final sigma as the sigma";
+  EXPECT_EQ(search_form("\xCE\xBF\xCE\xB4\xCF\x8C\xCF\x82"), "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x83") << "the final sigma as the sigma (and without the tonos)";
   EXPECT_TRUE(contains_folded("\xCE\x9F\xCE\x94\xCE\x8C\xCE\xA3", "\xCE\xBF\xCE\xB4\xCF\x8C\xCF\x82")) << "IMAP SEARCH: ΟΔΌΣ holds οδός";
   std::string out;
   EXPECT_FALSE(search_form("plain text", out));
-  EXPECT_FALSE(search_form("M\xC3\xBCller", out));
+  EXPECT_FALSE(search_form("Muller", out));
   EXPECT_TRUE(contains_folded("Ver\xC2\xAD" "sicherung", "VERSICHERUNG")) << "IMAP SEARCH sets soft hyphens aside";
+}
+
+// Latin and Greek letters are read without their marks, so a word typed without its accents finds it
+// written with them and the other way round (common/unicode_form.h search_form).
+TEST(UnicodeForm, SearchFormSetsMarksAside) {
+  EXPECT_EQ(search_form("Résumé"), "Resume");
+  EXPECT_EQ(search_form("Re\xCC\x81sume\xCC\x81"), "Resume") << "decomposed";
+  EXPECT_EQ(search_form("MÜLLER Müller"), "MULLER Muller");
+  EXPECT_EQ(search_form("Ça va, señor? Ångström, Dvořák, Łódź"), "Ca va, senor? Angstrom, Dvorak, Łodz") << "ł is a letter of its own";
+  EXPECT_EQ(search_form("Tiếng Việt có dấu"), "Tieng Viet co dau") << "Vietnamese: two marks on a letter";
+  EXPECT_EQ(search_form("Ελληνικά ΆΈΉ ΐ"), "Ελληνικα ΑΕΗ ι");
+  EXPECT_EQ(search_form("ёлка Ёлка"), "елка Елка") << "Russian ё";
+  EXPECT_EQ(search_form("q\xCC\x83"), "q") << "a combining mark without a precomposed letter";
+  std::string out;
+  for (const char* kept : {"йод Київ", "עִבְרִית", "हिन्दी", "ภาษาไทย", "中文", "ø æ œ ı ß"}) {
+    if (std::string_view(kept) == "ø æ œ ı ß") {
+      EXPECT_EQ(search_form(kept), "ø æ œ ı ss");
+      continue;
+    }
+    EXPECT_FALSE(search_form(kept, out)) << kept << ": other scripts' marks, and Cyrillic й and ї, are kept";
+  }
+  // Every Latin and Greek letter of U+00C0..U+1FFF, alone, comes out with no letter that Unicode
+  // writes as a letter and nonspacing marks, and no combining mark of U+0300..U+036F.
+  for (char32_t cp = 0xC0; cp < 0x2000; ++cp) {
+    const uc_script_t* script = uc_script(cp);
+    if (script == nullptr || (std::string_view(script->name) != "Latin" && std::string_view(script->name) != "Greek")) continue;
+    if (!uc_is_general_category(cp, UC_CATEGORY_L)) continue;
+    std::uint8_t bytes[8];
+    const int n = u8_uctomb(bytes, cp, sizeof bytes);
+    ASSERT_GT(n, 0);
+    const std::string form = search_form(std::string(reinterpret_cast<const char*>(bytes), n));
+    const auto* p = reinterpret_cast<const std::uint8_t*>(form.data());
+    const auto* end = p + form.size();
+    while (p < end) {
+      ucs4_t c = 0;
+      const int len = u8_mbtoucr(&c, p, end - p);
+      ASSERT_GT(len, 0);
+      p += len;
+      EXPECT_FALSE(c >= 0x300 && c <= 0x36F) << std::hex << "U+" << static_cast<std::uint32_t>(cp);
+      ucs4_t d[UC_DECOMPOSITION_MAX_LENGTH];
+      const int parts = uc_canonical_decomposition(c, d);
+      bool marked = parts > 1;
+      for (int i = 1; i < parts; ++i) marked = marked && uc_is_general_category(d[i], UC_CATEGORY_Mn);
+      EXPECT_FALSE(marked) << std::hex << "U+" << static_cast<std::uint32_t>(cp) << " leaves U+" << c;
+    }
+  }
 }
 
 // IMAP SEARCH's substring match (common/unicode_form.h contains_folded): ASCII without case as before;
@@ -184,7 +230,10 @@ TEST(UnicodeForm, SubstringsWithoutCaseOrForm) {
   EXPECT_TRUE(contains_folded("my R\xC3\xA9sum\xC3\xA9", "re\xCC\x81sume\xCC\x81")) << "decomposed in the key";
   EXPECT_TRUE(contains_folded("Price \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBC\x91", "pc1")) << "full-width in the text";
   EXPECT_TRUE(contains_folded("Stra\xC3\x9F" "e", "STRASSE")) << "sharp s folds to ss";
-  EXPECT_FALSE(contains_folded("M\xC3\xBCller", "muller")) << "accents are letters";
+  EXPECT_TRUE(contains_folded("M\xC3\xBCller", "muller")) << "marks set aside, as the index sets them";
+  EXPECT_TRUE(contains_folded("Muller", "M\xC3\x9CLLER"));
+  EXPECT_TRUE(contains_folded("\xC4\xB0stanbul", "istanbul")) << "the Turkish dotted capital I folds to i and a dot, then i";
+  EXPECT_FALSE(contains_folded("\xC5\x81\xC3\xB3d\xC5\xBA", "lodz")) << "\xC5\x82 is a letter of its own";
   EXPECT_FALSE(contains_folded("caf\xC3\xA9", "cafe\xCC\x81s"));
   EXPECT_EQ(compatibility_form("\xEF\xAC\x81"), "fi");
   EXPECT_EQ(compatibility_form("\xE0\xB8\x99\xE0\xB9\x89\xE0\xB8\xB3"), "\xE0\xB8\x99\xE0\xB9\x89\xE0\xB8\xB3") << "Thai AM kept";

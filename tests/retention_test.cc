@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 #include <lmdb.h>
+#include <xapian.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -13,6 +15,7 @@
 #include "engine/engine.h"
 #include "engine/ingest.h"
 #include "engine/verify.h"
+#include "indexer/schema.h"
 #include "tests/test_util.h"
 
 namespace mailark {
@@ -304,6 +307,76 @@ TEST(Retention, ExpiredMessagesLeaveTheIndex) {
   EXPECT_EQ(count(*f.engine, "quarterly"), 2u) << "records 9 and 10";
   EXPECT_EQ(count(*f.engine, "zebra"), 1u) << "the held message is still found";
   EXPECT_EQ(count(*f.engine, "report"), 3u);
+}
+
+// The shard directories of the index's first segment (at the top of DATA/index), the engine closed.
+std::vector<std::string> first_segment_shards(const std::string& data_dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(data_dir + "/index"))
+    if (e.is_directory() && e.path().filename().string().rfind("shard", 0) == 0) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A hold is a search of the index, so what the index cannot answer for is kept while any hold
+// stands: a segment whose documents an older release read (a word it wrote otherwise: the hold's
+// search may miss it) waits for `mailark reindex`, and a record the index could not read (a
+// placeholder, is:unindexed) is held.
+TEST(Retention, WhatAHoldsSearchCannotJudgeIsKept) {
+  {
+    Fixture f;
+    ASSERT_TRUE(f.run({"zebra"}, /*dry_run=*/true).ok());  // seals the closed segments
+    f.engine.reset();
+    const auto shards = first_segment_shards(f.dir.path());
+    ASSERT_FALSE(shards.empty());
+    for (const auto& path : shards) {
+      SCOPED_TRACE(path);
+      Xapian::WritableDatabase db(path, Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+      db.set_metadata(indexer::schema::kMetaReading, "3");  // as the release before read it
+      db.commit();
+    }
+    f.engine = open_engine(f.dir.path());
+    auto rep = f.run({"zebra"});
+    ASSERT_TRUE(rep.ok()) << rep.error().to_string();
+    ASSERT_EQ(rep->segments.size(), 2u);
+    EXPECT_NE(rep->segments[0].skipped.find("an older release read"), std::string::npos) << rep->segments[0].skipped;
+    EXPECT_EQ(rep->expired, 4u) << "segment 5-8, of this release's reading, expires";
+    EXPECT_TRUE(f.engine->archive().record(1).ok());
+    auto without_holds = f.run({}, /*dry_run=*/true).value();
+    EXPECT_EQ(without_holds.expirable, 4u) << "no hold, nothing to miss: 1, 2, 3 and 4 would expire";
+    ASSERT_TRUE(f.engine->reindex(nullptr).ok());
+    rep = f.run({"zebra"});
+    ASSERT_TRUE(rep.ok()) << rep.error().to_string();
+    EXPECT_EQ(rep->expired, 3u) << "after the reindex: 1, 3 and 4; 2 is held";
+    EXPECT_TRUE(f.engine->archive().record(2).ok());
+  }
+  {
+    Fixture f;
+    auto segments = indexer::index_segments(f.engine->index_dir()).value();
+    ASSERT_FALSE(segments.empty());
+    const unsigned n = segments[0].shards;
+    f.engine.reset();
+    // The index written again with record 1 a placeholder (as for a record that does not decode),
+    // committed past the watermark: the engine's catch-up adds every other record and keeps it (the
+    // first document of shard 0).
+    std::filesystem::remove_all(f.dir / "index");
+    {
+      auto w = indexer::IndexWriter::open(f.dir / "index", n);
+      ASSERT_TRUE(w.ok()) << w.error().to_string();
+      ASSERT_TRUE((*w)->add(1, indexer::build_unindexed_document(1, "a test's placeholder")).ok());
+      ASSERT_TRUE((*w)->commit(0).ok());
+    }
+    f.engine = open_engine(f.dir.path());
+    EXPECT_EQ(count(*f.engine, "is:unindexed"), 1u);
+    EXPECT_EQ(count(*f.engine, "zebra"), 1u);
+    EXPECT_EQ(count(*f.engine, "quarterly"), 7u) << "8 with record 1 indexed (ExpiredMessagesLeaveTheIndex)";
+    auto rep = f.run({"zebra"});
+    ASSERT_TRUE(rep.ok()) << rep.error().to_string();
+    EXPECT_EQ(rep->held, 2u) << "2 (zebra) and 1 (unread by the index)";
+    EXPECT_EQ(rep->expired, 6u);
+    EXPECT_TRUE(f.engine->archive().record(1).ok());
+    EXPECT_EQ(f.run({}).value().expired, 2u) << "no hold: 1 and 2 expire";
+  }
 }
 
 TEST(Retention, AHoldOfEverythingKeepsEverything) {

@@ -91,8 +91,8 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
     std::cout << "older reading    " << unrepaired
               << " documents indexed by an older release, which read some texts less well (names split\n"
                  "                 across encoded words, raw 8-bit bytes, words in Chinese, Japanese or Korean,\n"
-                 "                 or written decomposed or full-width, Greek words ending in a final sigma, may\n"
-                 "                 not be found); `mailark reindex`\n"
+                 "                 or written decomposed or full-width, words typed without their accents, Greek\n"
+                 "                 words ending in a final sigma, may not be found); `mailark reindex`\n"
                  "                 reads them again\n";
   std::cout
             << "continuity       " << continuity << (event ? " (event " + std::to_string(event->id) + "; mailark continuity)" : "") << "\n";
