@@ -78,12 +78,29 @@ struct ExportRequest {
   std::function<bool()> cancelled;
 };
 
+// What the search behind an export could not judge, which the officer is told with the export (and the
+// audit log records): records the index could not read (placeholders, is:unindexed: no search finds
+// them, whatever it asks; `mailark verify` lists them) and documents an older release read (a word it
+// wrote otherwise may not be found; `mailark reindex` reads them again). Counts over the whole index,
+// not only the case's mail. Test: tests/e2e/test_upgrade.py
+// test_format_four_segments_stay_in_place_and_the_next_one_gets_a_store.
+struct SearchExceptions {
+  std::uint64_t unsearchable = 0;
+  std::uint64_t older_reading = 0;
+  bool any() const { return unsearchable || older_reading; }
+  // One line each, for a person ("" when there is nothing to say).
+  std::string text() const;
+};
+Result<SearchExceptions> search_exceptions(indexer::IndexReader& reader);
+
 struct ExportReport {
   std::uint64_t messages = 0;
   std::uint64_t bytes = 0;  // of the messages
   Checkpoint checkpoint;
   std::string manifest_sha256;  // hex
+  SearchExceptions exceptions;  // set by the caller from the index it searched (search_exceptions)
 };
+
 
 // Every message `query` finds, a page of the search at a time (every candidate of a phrase checked,
 // so none is missed; one record a message when `one_per_message`): what an export of a query or a

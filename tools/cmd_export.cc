@@ -52,12 +52,17 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
   auto rep = write_export((*engine)->archive(), *key, req);
   progress.finish();
   if (!rep) return report(rep.error());
+  auto exceptions = search_exceptions(**reader);
+  if (!exceptions) return report(exceptions.error());
+  rep->exceptions = *exceptions;
   // The export is in the audit log; an export whose entry cannot be written is removed (fail closed).
   if (Status a = audit(g, "export", args.query,
                        json_text(nlohmann::json{{"case", args.case_name},
                                                 {"file", args.out},
                                                 {"messages", rep->messages},
-                                                {"manifest_sha256", rep->manifest_sha256}}));
+                                                {"manifest_sha256", rep->manifest_sha256},
+                                                {"unsearchable", rep->exceptions.unsearchable},
+                                                {"older_reading", rep->exceptions.older_reading}}));
       !a) {
     std::remove(args.out.c_str());
     return report(a.error());
@@ -68,7 +73,9 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
                                           {"bytes", rep->bytes},
                                           {"tree_size", rep->checkpoint.size},
                                           {"origin", rep->checkpoint.origin},
-                                          {"manifest_sha256", rep->manifest_sha256}})
+                                          {"manifest_sha256", rep->manifest_sha256},
+                                          {"unsearchable", rep->exceptions.unsearchable},
+                                          {"older_reading", rep->exceptions.older_reading}})
               << "\n";
   } else {
     std::cout << "exported " << rep->messages << " messages (" << human_bytes(rep->bytes) << ") to " << args.out
@@ -76,6 +83,7 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
               << rep->checkpoint.origin << "\nmanifest sha256 " << rep->manifest_sha256
               << "\ncheck it with `mailark verify-export " << args.out << " --key \"$(mailark checkpoint key)\"`\n";
   }
+  if (rep->exceptions.any()) std::cerr << "note: " << rep->exceptions.text();
   return kExitOk;
 }
 

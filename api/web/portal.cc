@@ -887,6 +887,8 @@ struct WebPortal::Impl {
                                                       (format == "mbox" ? "mbox" : "eml") + ".zip\"");
     r.headers.emplace_back("X-Mailark-Messages", std::to_string(made->report.messages));
     r.headers.emplace_back("X-Mailark-Manifest-SHA256", made->report.manifest_sha256);
+    r.headers.emplace_back("X-Mailark-Unsearchable", std::to_string(made->report.exceptions.unsearchable));
+    r.headers.emplace_back("X-Mailark-Older-Reading", std::to_string(made->report.exceptions.older_reading));
     r.file = made->path;
     r.remove_file = true;
     return r;
@@ -953,9 +955,18 @@ struct WebPortal::Impl {
       }
       return rep.error();
     }
+    auto exceptions = search_exceptions(*reader.r);
+    if (!exceptions) {
+      std::remove(req.path.c_str());
+      status = 500;
+      return exceptions.error();
+    }
+    rep->exceptions = *exceptions;
     if (Status a = audit_as(user, "export", query,
                             {{"case", found.name}, {"via", "rest"}, {"messages", rep->messages},
-                             {"manifest_sha256", rep->manifest_sha256}});
+                             {"manifest_sha256", rep->manifest_sha256},
+                             {"unsearchable", rep->exceptions.unsearchable},
+                             {"older_reading", rep->exceptions.older_reading}});
         !a) {
       std::remove(req.path.c_str());
       status = 503;
@@ -995,6 +1006,9 @@ struct WebPortal::Impl {
     if (j.state == "done") {
       out["messages"] = j.result.report.messages;
       out["manifest_sha256"] = j.result.report.manifest_sha256;
+      // What the search could not judge (engine/export.h SearchExceptions): the officer is told.
+      out["unsearchable"] = j.result.report.exceptions.unsearchable;
+      out["older_reading"] = j.result.report.exceptions.older_reading;
       out["file"] = "/api/v1/exports/" + j.id + "/file";
     }
     return out;
@@ -1106,6 +1120,8 @@ struct WebPortal::Impl {
                                                         j.format + ".zip\"");
       r.headers.emplace_back("X-Mailark-Messages", std::to_string(j.result.report.messages));
       r.headers.emplace_back("X-Mailark-Manifest-SHA256", j.result.report.manifest_sha256);
+      r.headers.emplace_back("X-Mailark-Unsearchable", std::to_string(j.result.report.exceptions.unsearchable));
+      r.headers.emplace_back("X-Mailark-Older-Reading", std::to_string(j.result.report.exceptions.older_reading));
       r.file = j.result.path;  // kept: fetched again until deleted or expired
       return r;
     }

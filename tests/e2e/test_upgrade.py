@@ -273,12 +273,22 @@ class UpgradeTest(unittest.TestCase):
         self.assertTrue(report["intact"], report)
         self.assertEqual(report["records_checked"], 15, "the chain runs on from the main environment into the store")
         self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 10, "the five new ones are read anew")
+        # An export says what its search could not judge, and the audit log records it.
+        p = srv.run("export", "rotterdam", "--out", os.path.join(tmp, "before-reindex.zip"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"10 documents of the index were read by an older release", p.stderr)
+        self.assertIn(b"mailark reindex", p.stderr)
+        out = srv.cli("export", "rotterdam", "--out", os.path.join(tmp, "before-reindex-2.zip"))
+        self.assertEqual((out["older_reading"], out["unsearchable"]), (10, 0))
         p = srv.run("reindex")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(srv.search('"rotterdam barge"')["total"], 5)
         assert_date_ranges(self, srv, "reindexed")
         self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 0)
         self.assertNotIn(b"older reading", srv.run("stats").stdout)
+        p = srv.run("export", "rotterdam", "--out", os.path.join(tmp, "after-reindex.zip"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn(b"note:", p.stderr, "nothing left unjudged")
 
     def test_format_five_gets_its_merkle_tree_from_the_records_it_has(self):
         data = unpack(self, "format5-data.tar.gz")

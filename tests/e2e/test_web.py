@@ -670,6 +670,7 @@ tls = "none"
             self.assertEqual(status, 200, job)
         self.assertEqual(job["state"], "done", job)
         self.assertEqual(job["messages"], 1)
+        self.assertEqual((job["unsearchable"], job["older_reading"]), (0, 0), "its search judged every record")
         self.assertGreater(job["total"], 0)
         self.assertEqual(job["done"], job["total"])
         self.assertIn(job["job"], [j["job"] for j in self.alice.get("/api/v1/exports")[1]["exports"]])  # an admin sees it
@@ -677,6 +678,7 @@ tls = "none"
             status, res, zipped = carol.request("GET", job["file"], raw=True)
             self.assertEqual(status, 200, zipped[:300])
             self.assertEqual(res.getheader("X-Mailark-Manifest-SHA256"), job["manifest_sha256"])
+            self.assertEqual(res.getheader("X-Mailark-Older-Reading"), "0")
             self.assertEqual(self.check_export(zipped)["messages"], 1)
         self.assertEqual(carol.request("DELETE", "/api/v1/exports/" + job["job"])[0], 200)
         self.assertEqual(carol.get("/api/v1/exports/" + job["job"])[0], 404)
