@@ -162,12 +162,24 @@ constexpr char32_t kMarkedFirst = 0xC0, kMarkedEnd = 0x2000;
 // The letter `cp` without its marks: its canonical decomposition's first code point when every other
 // one is a nonspacing mark (category Mn) and the letter is Latin or Greek ("é" "e", "Ǖ" "U", "ά" "α",
 // "ệ" "e"); Cyrillic "ё" "е" (Russian writes it without its dots as often as with, where "й" and
-// Ukrainian "ї" are letters of their own, kept); 0 for a combining mark of U+0300..U+036F (dropped);
-// else `cp`.
+// Ukrainian "ї" are letters of their own, kept); "ł", "đ" and "ø" (and their capitals) the plain
+// letter; 0 for a combining mark of U+0300..U+036F (dropped); else `cp`.
 char32_t letter_without_marks(char32_t cp) {
   if (cp >= 0x300 && cp <= 0x36F) return 0;
-  if (cp == 0x401) return 0x415;
-  if (cp == 0x451) return 0x435;
+  switch (cp) {
+    case 0x401: return 0x415;  // Ё Е
+    case 0x451: return 0x435;  // ё е
+    // Letters with a stroke, which Unicode writes as letters of their own but which their languages,
+    // written without marks, write as the plain letter: Polish "Lodz", Vietnamese and Croatian "Dong",
+    // Danish and Norwegian "Soren".
+    case 0x141: return 'L';  // Ł
+    case 0x142: return 'l';  // ł
+    case 0x110: return 'D';  // Đ
+    case 0x111: return 'd';  // đ
+    case 0xD8: return 'O';   // Ø
+    case 0xF8: return 'o';   // ø
+    default: break;
+  }
   char32_t base = cp;
   bool marked = false;
   for (int depth = 0; depth < 8; ++depth) {

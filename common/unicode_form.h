@@ -30,8 +30,9 @@ bool compatibility_form(std::string_view text, std::string& out);
 // "resume", "Müller" "Muller", "Ελληνικά" "Ελληνικα", Vietnamese "Việt" "Viet", Russian "ё" "е", and
 // the combining marks of U+0300..U+036F are dropped, so that a word typed without its accents finds
 // it written with them and the other way round, as Dovecot's full-text search and the web's search
-// engines read words (letters Unicode does not write as a letter and a mark are kept: "ł", "ø",
-// "ı", Russian "й"; so are every other script's marks: Hebrew points, Devanagari vowel signs, Thai).
+// engines read words; "ł", "đ" and "ø" are read as "l", "d" and "o", as their languages write them
+// without marks (other letters Unicode does not write as a letter and a mark are kept: "æ", "ı",
+// Russian "й"; so are every other script's marks: Hebrew points, Devanagari vowel signs, Thai).
 // Same contract as compatibility_form. Tests UnicodeForm.SearchFormDropsSoftHyphensAndWritesSharpSAsSs,
 // UnicodeForm.SearchFormSetsMarksAside, IndexForms.OneWordWrittenTwoWaysIsOneWord.
 bool search_form(std::string_view text, std::string& out);

@@ -179,7 +179,8 @@ TEST(UnicodeForm, SearchFormSetsMarksAside) {
   EXPECT_EQ(search_form("Résumé"), "Resume");
   EXPECT_EQ(search_form("Re\xCC\x81sume\xCC\x81"), "Resume") << "decomposed";
   EXPECT_EQ(search_form("MÜLLER Müller"), "MULLER Muller");
-  EXPECT_EQ(search_form("Ça va, señor? Ångström, Dvořák, Łódź"), "Ca va, senor? Angstrom, Dvorak, Łodz") << "ł is a letter of its own";
+  EXPECT_EQ(search_form("Ça va, señor? Ångström, Dvořák, Łódź"), "Ca va, senor? Angstrom, Dvorak, Lodz");
+  EXPECT_EQ(search_form("Đồng Søren"), "Dong Soren") << "letters with a stroke, as written without marks";
   EXPECT_EQ(search_form("Tiếng Việt có dấu"), "Tieng Viet co dau") << "Vietnamese: two marks on a letter";
   EXPECT_EQ(search_form("Ελληνικά ΆΈΉ ΐ"), "Ελληνικα ΑΕΗ ι");
   EXPECT_EQ(search_form("ёлка Ёлка"), "елка Елка") << "Russian ё";
@@ -187,7 +188,7 @@ TEST(UnicodeForm, SearchFormSetsMarksAside) {
   std::string out;
   for (const char* kept : {"йод Київ", "עִבְרִית", "हिन्दी", "ภาษาไทย", "中文", "ø æ œ ı ß"}) {
     if (std::string_view(kept) == "ø æ œ ı ß") {
-      EXPECT_EQ(search_form(kept), "ø æ œ ı ss");
+      EXPECT_EQ(search_form(kept), "o æ œ ı ss");
       continue;
     }
     EXPECT_FALSE(search_form(kept, out)) << kept << ": other scripts' marks, and Cyrillic й and ї, are kept";
@@ -233,7 +234,8 @@ TEST(UnicodeForm, SubstringsWithoutCaseOrForm) {
   EXPECT_TRUE(contains_folded("M\xC3\xBCller", "muller")) << "marks set aside, as the index sets them";
   EXPECT_TRUE(contains_folded("Muller", "M\xC3\x9CLLER"));
   EXPECT_TRUE(contains_folded("\xC4\xB0stanbul", "istanbul")) << "the Turkish dotted capital I folds to i and a dot, then i";
-  EXPECT_FALSE(contains_folded("\xC5\x81\xC3\xB3d\xC5\xBA", "lodz")) << "\xC5\x82 is a letter of its own";
+  EXPECT_TRUE(contains_folded("\xC5\x81\xC3\xB3" "d\xC5\xBA", "lodz")) << "Łódź, as Polish writes it without marks";
+  EXPECT_FALSE(contains_folded("\xC3\xA6" "ble", "aeble")) << "æ is a letter";
   EXPECT_FALSE(contains_folded("caf\xC3\xA9", "cafe\xCC\x81s"));
   EXPECT_EQ(compatibility_form("\xEF\xAC\x81"), "fi");
   EXPECT_EQ(compatibility_form("\xE0\xB8\x99\xE0\xB9\x89\xE0\xB8\xB3"), "\xE0\xB8\x99\xE0\xB9\x89\xE0\xB8\xB3") << "Thai AM kept";
