@@ -3499,6 +3499,7 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
     enq.set_docid_order(Xapian::Enquire::DESCENDING);
     SearchResults out;
     out.watermark = watermark_;
+    out.older_reading = unrepaired_;
     auto add_hit = [&](const Xapian::MSetIterator& it) {
       Summary s;
       if (!map_->remote(*it)) {

@@ -470,6 +470,9 @@ struct SearchResults {
   bool total_exact = true;
   std::vector<Summary> hits;  // newest first
   std::uint64_t watermark = 0;  // the index covered archive records 1..watermark when searched
+  // Documents of the index an older release read (documents_read_before_repairs): a word it wrote
+  // otherwise may be missing from these results until `mailark reindex`.
+  std::uint64_t older_reading = 0;
 };
 
 // The fields IMAP SEARCH asks about (RFC 9051 6.4.4: BODY, TEXT, SUBJECT, FROM, TO, CC, BCC).

@@ -154,9 +154,14 @@ int run_search(const GlobalOptions& g, const CaseArgs& a) {
     nlohmann::json hits = nlohmann::json::array();
     for (const auto& h : res->hits)
       hits.push_back({{"id", h.id}, {"date", iso8601(h.date)}, {"from", h.from}, {"subject", h.subject}});
-    print_json({{"case", c->name}, {"query", query}, {"total", res->total}, {"saved", a.save}, {"results", hits}});
+    print_json({{"case", c->name}, {"query", query}, {"total", res->total}, {"saved", a.save}, {"results", hits},
+                {"older_reading", res->older_reading}});
     return kExitOk;
   }
+  if (res->older_reading > 0)
+    std::cerr << "mailark: note: " << res->older_reading
+              << " documents of the index were read by an older release, which wrote some words otherwise: a word "
+                 "may be missing from this count until `mailark reindex`\n";
   for (const auto& h : res->hits)
     std::cout << h.id << "  " << iso8601(h.date).substr(0, 10) << "  " << h.from << "  " << h.subject << "\n";
   std::cout << res->total << " message" << (res->total == 1 ? "" : "s") << " for case \"" << c->name << "\" ("

@@ -52,6 +52,12 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
     std::cerr << "mailark: note: the index is " << lag << " message" << (lag == 1 ? "" : "s")
               << " behind the archive; the newest mail may be missing from these results\n";
   }
+  if (res->older_reading > 0 && !args.json) {
+    std::cerr << "mailark: note: " << res->older_reading
+              << " documents of the index were read by an older release, which wrote some words otherwise "
+                 "(accents, Unicode forms, scripts without spaces): a word may be missing from these results "
+                 "until `mailark reindex`\n";
+  }
   if (args.json) {
     nlohmann::json results = nlohmann::json::array();
     for (const auto& h : res->hits) {
@@ -64,7 +70,7 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
                          {"size", h.size}});
     }
     nlohmann::json j = {
-        {"query", query}, {"total", res->total}, {"total_exact", res->total_exact}, {"offset", args.offset}, {"results", results}, {"index_lag", lag},
+        {"query", query}, {"total", res->total}, {"total_exact", res->total_exact}, {"offset", args.offset}, {"results", results}, {"index_lag", lag}, {"older_reading", res->older_reading},
         {"search_ms", search_ms}};
     std::cout << json_text(j) << "\n";
     return kExitOk;

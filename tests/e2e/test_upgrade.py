@@ -243,6 +243,9 @@ class UpgradeTest(unittest.TestCase):
         # Its ten documents were read before the RFC 2047 repairs; `stats` says so until a reindex.
         self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 10)
         self.assertIn(b"older reading    10 documents", srv.run("stats").stdout)
+        # A search says so too: a word it wrote otherwise may be missing.
+        self.assertEqual(srv.search("rotterdam")["older_reading"], 10)
+        self.assertIn(b"10 documents of the index were read by an older release", srv.run("search", "rotterdam").stderr)
         segs = srv.cli("segments")["segments"]
         self.assertEqual([(s["first"], s["last"], s["store"]) for s in segs], [(1, 4, ""), (5, 8, ""), (9, 10, "")])
         self.assertEqual(srv.search("rotterdam")["total"], 3)
@@ -289,6 +292,7 @@ class UpgradeTest(unittest.TestCase):
         p = srv.run("export", "rotterdam", "--out", os.path.join(tmp, "after-reindex.zip"))
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertNotIn(b"note:", p.stderr, "nothing left unjudged")
+        self.assertNotIn(b"older release", srv.run("search", "rotterdam").stderr)
 
     def test_format_five_gets_its_merkle_tree_from_the_records_it_has(self):
         data = unpack(self, "format5-data.tar.gz")
