@@ -95,10 +95,6 @@ Summary decode_summary(const std::string& data) {
 
 }  // namespace
 
-namespace {
-
-}  // namespace
-
 std::string address_key(const std::string& address) {
   if (std::all_of(address.begin(), address.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
     return ascii_lower(address);  // most addresses: the same answer without the form's scans
