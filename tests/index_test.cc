@@ -546,6 +546,11 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
     EXPECT_EQ(ids("from:zoe@example.org"), (V{5})) << "an address's exact term";
     EXPECT_EQ(ids("from:ZO\xC3\x8B@EX\xC3\x84MPLE.ORG"), (V{5})) << "typed with its marks, in capitals";
     EXPECT_EQ(ids("from:example.org"), (V{5})) << "its domain";
+    // IMAP SEARCH in a large folder asks the index the same way (match_words).
+    EXPECT_EQ((*r)->match_words(TextField::kSubject, "RESUME").value(), (V{1, 2, 5})) << "word starts: résumés too";
+    EXPECT_EQ((*r)->match_words(TextField::kText, "muller").value(), (V{1}));
+    EXPECT_EQ((*r)->match_words(TextField::kFrom, "ZO\xC3\x8B@EX\xC3\x84MPLE.ORG").value(), (V{5}));
+    EXPECT_EQ((*r)->match_words(TextField::kBody, "\xCE\xBA\xCE\xB1\xCF\x84\xCE\xB1\xCE\xBB\xCE\xBF\xCE\xB3\xCE\xBF\xCF\x82").value(), (V{4}));
   }
 }
 
