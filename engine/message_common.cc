@@ -246,9 +246,24 @@ bool ascii_compatible_charset(std::string_view c) {
 
 // A Content-Type value (one line or folded, ASCII) that is text/plain with only harmless parameters.
 bool plain_text_type(std::string_view value) {
+  // Whitespace may stand around the separators ("text / plain; charset = utf-8"), never inside a
+  // token: GMime reads "t ext/plain" as another type (found by fuzz/message_fuzz.cc; regression
+  // fuzz/regressions/message/plain-type-space-inside-token).
+  const auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  const auto separator = [](char c) { return c == ';' || c == '/' || c == '='; };
+  for (std::size_t i = 0; i < value.size();) {
+    if (!space(value[i])) {
+      ++i;
+      continue;
+    }
+    std::size_t end = i;
+    while (end < value.size() && space(value[end])) ++end;
+    if (i > 0 && end < value.size() && !separator(value[i - 1]) && !separator(value[end])) return false;
+    i = end;
+  }
   std::string v;
   for (char c : value)
-    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') v.push_back(ascii_lower(c));
+    if (!space(c)) v.push_back(ascii_lower(c));
   if (v.find('(') != std::string::npos || v.find('\\') != std::string::npos) return false;  // comments, escapes
   std::string_view rest = v;
   if (rest.substr(0, 10) != "text/plain") return false;
