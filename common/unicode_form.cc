@@ -155,8 +155,8 @@ std::string compatibility_form(std::string_view text) {
 namespace {
 
 // Marks are set aside on the letters of U+00C0..U+1FFF (Latin-1 to Greek Extended, which hold every
-// precomposed Latin and Greek letter with marks mail is written with) and the combining marks of
-// U+0300..U+036F.
+// precomposed Latin and Greek letter with marks mail is written with), the combining marks of
+// U+0300..U+036F, and Hebrew's and Arabic's marks.
 constexpr char32_t kMarkedFirst = 0xC0, kMarkedEnd = 0x2000;
 
 // The letter `cp` without its marks: its canonical decomposition's first code point when every other
@@ -166,7 +166,19 @@ constexpr char32_t kMarkedFirst = 0xC0, kMarkedEnd = 0x2000;
 // letter; 0 for a combining mark of U+0300..U+036F (dropped); else `cp`.
 char32_t letter_without_marks(char32_t cp) {
   if (cp >= 0x300 && cp <= 0x36F) return 0;
+  // Hebrew points and cantillation, Arabic harakat and Quranic marks (the nonspacing marks of their
+  // blocks), and the Arabic tatweel (a stretch of the line between letters): dropped, as Hebrew and
+  // Arabic are mostly written without them.
+  const bool hebrew_or_arabic_mark = (cp >= 0x591 && cp <= 0x5C7) || (cp >= 0x610 && cp <= 0x61A) ||
+                                     (cp >= 0x64B && cp <= 0x65F) || cp == 0x670 || (cp >= 0x6D6 && cp <= 0x6ED);
+  if (hebrew_or_arabic_mark && uc_is_general_category(cp, UC_CATEGORY_Mn)) return 0;
   switch (cp) {
+    case 0x640: return 0;  // ـ tatweel
+    // Arabic letters a writer uses one for the other, as Lucene's ArabicNormalizer reads them: alef
+    // with madda or hamza as alef, alef maksura as yeh, teh marbuta as heh.
+    case 0x622: case 0x623: case 0x625: return 0x627;
+    case 0x649: return 0x64A;
+    case 0x629: return 0x647;
     case 0x401: return 0x415;  // Ё Е
     case 0x451: return 0x435;  // ё е
     // Letters with a stroke, which Unicode writes as letters of their own but which their languages,
@@ -224,8 +236,8 @@ void append_utf8(std::string& out, char32_t cp) {
 // sigma as the sigma and marks set aside (letter_without_marks); false (and `out` untouched) when it
 // has none of them. One pass, copying the spans between them.
 bool fold_for_search(std::string_view text, std::string& out) {
-  // Lead bytes of U+0080..U+047F's two-byte sequences, and of U+1000..U+1FFF's three-byte ones.
-  const auto lead = [](unsigned char c) { return (c >= 0xC2 && c <= 0xD1) || c == 0xE1; };
+  // Lead bytes of U+0080..U+06FF's two-byte sequences, and of U+1000..U+1FFF's three-byte ones.
+  const auto lead = [](unsigned char c) { return (c >= 0xC2 && c <= 0xDB) || c == 0xE1; };
   if (std::none_of(text.begin(), text.end(), [&](char c) { return lead(static_cast<unsigned char>(c)); }))
     return false;
   const auto& table = unmarked_letters();
@@ -235,11 +247,12 @@ bool fold_for_search(std::string_view text, std::string& out) {
   const auto cont = [&](std::size_t i) { return i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80; };
   for (std::size_t i = 0; i < text.size();) {
     const auto c = static_cast<unsigned char>(text[i]);
-    // What can change: U+00AD (C2 AD), U+00C0..U+03FF (C3..CF), Cyrillic Ё and ё (D0 81, D1 91), and
-    // U+1E00..U+1FFF (E1 B8..BF); the rest of Cyrillic, Ethiopic, Hangul jamo, ... is skipped.
+    // What can change: U+00AD (C2 AD), U+00C0..U+03FF (C3..CF), Cyrillic Ё and ё (D0 81, D1 91),
+    // Hebrew (D6, D7), Arabic (D8, D9, DB) and U+1E00..U+1FFF (E1 B8..BF); the rest of Cyrillic,
+    // Armenian, the Arabic letters of U+0680..U+06BF, Ethiopic, Hangul jamo, ... is skipped.
     const auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0u;
     if (!lead(c) || (c == 0xC2 && next != 0xAD) || (c == 0xD0 && next != 0x81) || (c == 0xD1 && next != 0x91) ||
-        (c == 0xE1 && next < 0xB8)) {
+        (c >= 0xD2 && c <= 0xD5) || c == 0xDA || (c == 0xE1 && next < 0xB8)) {
       ++i;
       continue;
     }

@@ -31,8 +31,10 @@ bool compatibility_form(std::string_view text, std::string& out);
 // the combining marks of U+0300..U+036F are dropped, so that a word typed without its accents finds
 // it written with them and the other way round, as Dovecot's full-text search and the web's search
 // engines read words; "ł", "đ" and "ø" are read as "l", "d" and "o", as their languages write them
-// without marks (other letters Unicode does not write as a letter and a mark are kept: "æ", "ı",
-// Russian "й"; so are every other script's marks: Hebrew points, Devanagari vowel signs, Thai).
+// without marks; Hebrew points and cantillation, Arabic harakat and tatweel are dropped, and Arabic
+// alef with hamza or madda is alef, alef maksura yeh and teh marbuta heh (as Lucene's Arabic
+// normalizer reads them). Other letters Unicode does not write as a letter and a mark are kept
+// ("æ", "ı", Russian "й"), and so are other scripts' marks (Devanagari vowel signs, Thai).
 // Same contract as compatibility_form. Tests UnicodeForm.SearchFormDropsSoftHyphensAndWritesSharpSAsSs,
 // UnicodeForm.SearchFormSetsMarksAside, IndexForms.OneWordWrittenTwoWaysIsOneWord.
 bool search_form(std::string_view text, std::string& out);

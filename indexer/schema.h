@@ -34,7 +34,7 @@ inline constexpr const char* kMetaUndatedTo = "mailark:undated-to";
 // and runs of Thai, Lao, Khmer and Burmese letters cut
 // into words by ICU's dictionaries (sea_words; before, a run was one word); since 2026-12-07.
 // kReading "4": as "3", and Latin and Greek letters read without their marks ("résumé" as
-// "resume"), the Greek final sigma as the sigma (search_form; before, "οδος" typed in lower case did
+// "resume"; Hebrew points and Arabic harakat dropped, Arabic letter forms read as one), the Greek final sigma as the sigma (search_form; before, "οδος" typed in lower case did
 // not find "ΟΔΟΣ", which the index lower-cases to "οδοσ"), and address and custodian terms in that
 // form and in lower case beyond ASCII (address_key); since 2026-12-08.
 // Absent: an older release, which read them

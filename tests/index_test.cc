@@ -488,7 +488,7 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
           fields(4, "\xCE\x9D\xCE\x95\xCE\x9F\xCE\xA3 \xCE\x9A\xCE\x91\xCE\xA4\xCE\x91\xCE\x9B\xCE\x9F\xCE\x93\xCE\x9F\xCE\xA3",  // ΝΕΟΣ ΚΑΤΑΛΟΓΟΣ
                  "\xCE\x9F \xCE\xBD\xCE\xAD\xCE\xBF\xCF\x82 \xCE\xBA\xCE\xB1\xCF\x84\xCE\xAC\xCE\xBB\xCE\xBF\xCE\xB3\xCE\xBF\xCF\x82 golf",  // Ο νέος κατάλογος
                  jan2003 + 3 * 86400),
-          fields(5, "r\xC3\xA9sum\xC3\xA9s", "caf\xC3\xA9", jan2003 + 4 * 86400, {"Zo\xC3\xAB", "Zo\xC3\xAB@Ex\xC3\xA4mple.org"})};
+          fields(5, "r\xC3\xA9sum\xC3\xA9s", "caf\xC3\xA9 الكِتَابُ في المدرسة", jan2003 + 4 * 86400, {"Zo\xC3\xAB", "Zo\xC3\xAB@Ex\xC3\xA4mple.org"})};
       docs[0].attachments.push_back({nfd + ".pdf", "application/pdf", 100});
       for (auto& f : docs) {
         source.docs[f.id] = f;
@@ -546,6 +546,8 @@ TEST(IndexForms, OneWordWrittenTwoWaysIsOneWord) {
     EXPECT_EQ(ids("from:zoe@example.org"), (V{5})) << "an address's exact term";
     EXPECT_EQ(ids("from:ZO\xC3\x8B@EX\xC3\x84MPLE.ORG"), (V{5})) << "typed with its marks, in capitals";
     EXPECT_EQ(ids("from:example.org"), (V{5})) << "its domain";
+    EXPECT_EQ(ids("الكتاب"), (V{5})) << "Arabic typed without harakat";
+    EXPECT_EQ(ids("\"الكتاب في المدرسه\""), (V{5})) << "and a phrase, teh marbuta typed as heh";
     // IMAP SEARCH in a large folder asks the index the same way (match_words).
     EXPECT_EQ((*r)->match_words(TextField::kSubject, "RESUME").value(), (V{1, 2, 5})) << "word starts: résumés too";
     EXPECT_EQ((*r)->match_words(TextField::kText, "muller").value(), (V{1}));
