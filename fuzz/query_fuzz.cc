@@ -31,7 +31,8 @@ IndexFields sample(std::uint64_t id) {
            std::to_string(id) + (id % 4 ? " 全新原装进口，送货上门" : " 요즘 뜨는 직종 東京タワー") +
            (id % 5 ? " Re\xCC\x81sume\xCC\x81 \xEF\xBC\xB0\xEF\xBC\xA3\xEF\xBD\xB6\xEF\xBE\x80" : " r\xC3\xA9sum\xC3\xA9 pc") +
            (id % 6 ? " ผมกินน้ำทุกวันและทำงานที่กรุงเทพ" : " សួស្តីពិភពលោក မင်္ဂလာပါ") +
-           (id % 7 ? " Ο νέος κατάλογος, Tiếng Việt, Łódź" : " ΝΕΟΣ ΚΑΤΑΛΟΓΟΣ Muller Stra\xC3\x9F" "e");
+           (id % 7 ? " Ο νέος κατάλογος, Tiếng Việt, Łódź" : " ΝΕΟΣ ΚΑΤΑΛΟΓΟΣ Muller Stra\xC3\x9F" "e") +
+           (id % 9 ? " الكِتَابُ في المدرسة" : " עִבְרִית كـتاب");
   if (id % 8 == 0) f.from = {{"Zo\xC3\xAB M\xC3\xBCller", "Zo\xC3\xAB@Ex\xC3\xA4mple.org"}};
   f.attachments = {{"report.pdf", "application/pdf", 1234}};
   f.direction = "inbound";
