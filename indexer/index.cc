@@ -1571,6 +1571,10 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
         Xapian::WritableDatabase& db = *copy;
         for (auto key = old.metadata_keys_begin(); key != old.metadata_keys_end(); ++key)
           db.set_metadata(*key, old.get_metadata(*key));
+        // Every document it keeps is built again, with this release's reading
+        // (Retention.AnExpiredSegmentsIndexIsBuiltWithThisReading).
+        db.set_metadata(schema::kMetaUnrepairedTo, "0");
+        db.set_metadata(schema::kMetaReading, schema::kReading);
         // Line j of the segment's stub holds ids F + j, F + j + n, ... as documents 1, 2, ...
         for (std::uint64_t id : keep) {
           if (id < first || (id - first) % n != j) continue;

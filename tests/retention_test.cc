@@ -379,6 +379,28 @@ TEST(Retention, WhatAHoldsSearchCannotJudgeIsKept) {
   }
 }
 
+// The documents an expiry keeps are built again from the archive: the segment's index is then of
+// this release's reading, whatever it was before (else a later hold would wait for a reindex it does
+// not need, and `stats` would count them).
+TEST(Retention, AnExpiredSegmentsIndexIsBuiltWithThisReading) {
+  Fixture f;
+  ASSERT_TRUE(f.run({"zebra"}, /*dry_run=*/true).ok());  // seals the closed segments
+  f.engine.reset();
+  for (const auto& path : first_segment_shards(f.dir.path())) {
+    Xapian::WritableDatabase db(path, Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+    db.set_metadata(indexer::schema::kMetaReading, "3");
+    db.commit();
+  }
+  const std::string index = f.dir / "index";
+  EXPECT_EQ(indexer::index_segments(index).value()[0].older_reading, 4u);
+  auto built = indexer::expire_segment_documents(index, 1, {2, 3}, [](std::uint64_t id) {
+    return indexer::build_unindexed_document(id, "rebuilt by the test");
+  });
+  ASSERT_TRUE(built.ok()) << built.error().to_string();
+  EXPECT_EQ(*built, 2u);
+  EXPECT_EQ(indexer::index_segments(index).value()[0].older_reading, 0u);
+}
+
 TEST(Retention, AHoldOfEverythingKeepsEverything) {
   Fixture f;
   auto rep = f.run({""}).value();
