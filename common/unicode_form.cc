@@ -327,15 +327,14 @@ char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + '
 
 // The case-folded compatibility form, without soft hyphens and marks (nullopt: out of memory).
 std::optional<std::string> folded(std::string_view text) {
-  std::string without;
-  if (fold_for_search(text, without)) text = without;  // the sharp s is "ss" in the case folding too, and so on
   std::size_t length = 0;
   std::uint8_t* form = u8_casefold(reinterpret_cast<const std::uint8_t*>(text.data()), text.size(), nullptr,
                                    UNINORM_NFKC, nullptr, &length);
   if (form == nullptr) return std::nullopt;
   std::string out(reinterpret_cast<const char*>(form), length);
   std::free(form);
-  // After the folding, which composes what it can ("İ" folds to "i" and a combining dot).
+  // Once, after the folding (which writes "ß" as "ss", "ς" as "σ", and "İ" as "i" and a combining
+  // dot): soft hyphens and marks set aside as search_form sets them.
   if (std::string unmarked; fold_for_search(out, unmarked)) out = std::move(unmarked);
   return out;
 }

@@ -743,19 +743,6 @@ Result<SearchExceptions> search_exceptions(indexer::IndexReader& reader) {
   return SearchExceptions{unindexed.first, reader.documents_read_before_repairs()};
 }
 
-std::string SearchExceptions::text() const {
-  std::string out;
-  if (unsearchable)
-    out += std::to_string(unsearchable) +
-           " records of the archive are not in the index's words (is:unindexed): no search finds them, this "
-           "one's included (`mailark verify` lists them)\n";
-  if (older_reading)
-    out += std::to_string(older_reading) +
-           " documents of the index were read by an older release, which wrote some words otherwise: this "
-           "search may not find all of them (`mailark reindex` reads them again)\n";
-  return out;
-}
-
 Result<ExportIds> export_matches(indexer::IndexReader& reader, const std::string& query, bool one_per_message,
                                  indexer::FieldSource* fields) {
   // A part of the index at a time, every match of it at once (no paging: a page deep in the results

@@ -88,9 +88,24 @@ struct SearchExceptions {
   std::uint64_t unsearchable = 0;
   std::uint64_t older_reading = 0;
   bool any() const { return unsearchable || older_reading; }
-  // One line each, for a person ("" when there is nothing to say).
+  // One line each, for a person ("" when there is nothing to say). Inline: the short `mailark`
+  // binary (search, case search) says it too without linking the export code.
   std::string text() const;
 };
+inline std::string SearchExceptions::text() const {
+  std::string out;
+  if (unsearchable)
+    out += std::to_string(unsearchable) +
+           " records of the archive are not in the index's words (is:unindexed): no search finds them, this "
+           "one's included (`mailark verify` lists them)\n";
+  if (older_reading)
+    out += std::to_string(older_reading) +
+           " documents of the index were read by an older release, which wrote some words otherwise (accents, "
+           "Unicode forms, scripts without spaces): this search may not find all of them (`mailark reindex` "
+           "reads them again)\n";
+  return out;
+}
+
 Result<SearchExceptions> search_exceptions(indexer::IndexReader& reader);
 
 struct ExportReport {

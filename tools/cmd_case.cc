@@ -13,6 +13,7 @@
 #include "common/base64.h"
 #include "common/json_text.h"
 #include "engine/cases.h"
+#include "engine/export.h"
 #include "engine/checkpoint.h"
 #include "tools/cli.h"
 
@@ -158,10 +159,7 @@ int run_search(const GlobalOptions& g, const CaseArgs& a) {
                 {"older_reading", res->older_reading}});
     return kExitOk;
   }
-  if (res->older_reading > 0)
-    std::cerr << "mailark: note: " << res->older_reading
-              << " documents of the index were read by an older release, which wrote some words otherwise: a word "
-                 "may be missing from this count until `mailark reindex`\n";
+  if (res->older_reading > 0) std::cerr << "mailark: note: " << SearchExceptions{0, res->older_reading}.text();
   for (const auto& h : res->hits)
     std::cout << h.id << "  " << iso8601(h.date).substr(0, 10) << "  " << h.from << "  " << h.subject << "\n";
   std::cout << res->total << " message" << (res->total == 1 ? "" : "s") << " for case \"" << c->name << "\" ("

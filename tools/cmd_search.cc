@@ -4,6 +4,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "engine/export.h"
 #include "common/json_text.h"
 #include "tools/cli.h"
 #include "tools/terminal_safe.h"
@@ -52,12 +53,8 @@ int run_search(const GlobalOptions& g, const SearchArgs& args) {
     std::cerr << "mailark: note: the index is " << lag << " message" << (lag == 1 ? "" : "s")
               << " behind the archive; the newest mail may be missing from these results\n";
   }
-  if (res->older_reading > 0 && !args.json) {
-    std::cerr << "mailark: note: " << res->older_reading
-              << " documents of the index were read by an older release, which wrote some words otherwise "
-                 "(accents, Unicode forms, scripts without spaces): a word may be missing from these results "
-                 "until `mailark reindex`\n";
-  }
+  if (res->older_reading > 0 && !args.json)
+    std::cerr << "mailark: note: " << SearchExceptions{0, res->older_reading}.text();
   if (args.json) {
     nlohmann::json results = nlohmann::json::array();
     for (const auto& h : res->hits) {
