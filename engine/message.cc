@@ -738,11 +738,22 @@ GMimeTextPart* text_part(const char* subtype, const std::string& body) {
 
 // A name without an address (Outlook's display lists) is written as an empty group, "Name:;" (RFC
 // 5322 groups; RFC 6854 allows them in From), so the name stays and no address is made up.
+// A header field's text as one line of valid UTF-8: control characters (CR, LF, NUL, ...) become
+// spaces. GMime encodes them inside an encoded word, so they could not start a header field, but a
+// reader would show a subject or a name broken over lines. Test Compose.WhatIsWrittenReadsBack.
+std::string one_line(std::string_view in) {
+  std::string out = valid_utf8(in.data(), in.size());
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  return out;
+}
+
 InternetAddressList* address_list(const std::vector<Address>& list) {
   InternetAddressList* out = internet_address_list_new();
   for (const auto& a : list) {
-    InternetAddress* ia = a.addr.empty() && !a.name.empty() ? internet_address_group_new(a.name.c_str())
-                                                           : internet_address_mailbox_new(a.name.c_str(), a.addr.c_str());
+    const std::string name = one_line(a.name);
+    InternetAddress* ia = a.addr.empty() && !name.empty() ? internet_address_group_new(name.c_str())
+                                                         : internet_address_mailbox_new(name.c_str(), a.addr.c_str());
     internet_address_list_add(out, ia);
     g_object_unref(ia);
   }
@@ -756,7 +767,7 @@ GMimePart* attachment_part(const std::string& filename, const std::string& conte
     type = "application/octet-stream";
   std::string major = type.substr(0, type.find('/')), minor = type.substr(type.find('/') + 1);
   GMimePart* part = g_mime_part_new_with_type(major.c_str(), minor.c_str());
-  std::string name = valid_utf8(filename.data(), filename.size());
+  std::string name = one_line(filename);
   if (!name.empty()) g_mime_part_set_filename(part, name.c_str());
   g_mime_object_set_disposition(GMIME_OBJECT(part), "attachment");
   GRef<GMimeStream> data(g_mime_stream_mem_new_with_buffer(bytes.data(), bytes.size()));
@@ -947,7 +958,7 @@ std::string compose_message(const Draft& d) {
   add_addresses(GMIME_ADDRESS_TYPE_FROM, {d.from});
   add_addresses(GMIME_ADDRESS_TYPE_TO, d.to);
   if (!d.cc.empty()) add_addresses(GMIME_ADDRESS_TYPE_CC, d.cc);
-  std::string subject = valid_utf8(d.subject.data(), d.subject.size());
+  std::string subject = one_line(d.subject);
   g_mime_message_set_subject(msg.p, subject.c_str(), "utf-8");
   GDateTime* now = g_date_time_new_now_local();
   g_mime_message_set_date(msg.p, now);

@@ -306,9 +306,20 @@ TEST(Compose, WhatIsWrittenReadsBack) {
   Draft evil = d;
   evil.subject = "x\r\nBcc: victim@example.com";
   evil.in_reply_to = "<a>\r\nX-Injected: yes";
+  evil.to = {{"Bob\r\nBcc: victim@example.com", "bob@example.com"}};
+  evil.from = {"Ana\r\nX-Injected: yes", "ana@example.com"};
   std::string e = compose_message(evil);
   EXPECT_EQ(e.find("\r\nBcc:"), std::string::npos);
   EXPECT_EQ(e.find("\r\nX-Injected:"), std::string::npos);
+  // Nor through a name; and the subject and names read back on one line.
+  EXPECT_EQ(e.find("\r\nBcc:"), std::string::npos);
+  MessageView ev = view_message(e);
+  EXPECT_EQ(ev.subject, "x  Bcc: victim@example.com");
+  ASSERT_EQ(ev.to.size(), 1u);
+  EXPECT_EQ(ev.to[0].addr, "bob@example.com");
+  EXPECT_EQ(ev.to[0].name, "Bob  Bcc: victim@example.com");
+  EXPECT_EQ(ev.from[0].name, "Ana  X-Injected: yes");
+  EXPECT_TRUE(ev.cc.empty() || ev.cc[0].addr == "carol@example.com");
 }
 
 // ---- metrics ----
