@@ -65,6 +65,17 @@ TEST(HttpRequest, ChunkedBodyAndLimits) {
     EXPECT_EQ(r.feed(std::string(head) + "0\r\n\r\n"), RequestReader::State::kError) << head;
     EXPECT_EQ(r.error_status(), 400) << head;
   }
+  // Answers that say what was wrong: a method no server knows (methods are case-sensitive) is 501,
+  // a version this server does not speak 505, a request line ended by a bare LF 400.
+  for (auto [req, status] : std::vector<std::pair<std::string, int>>{{"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501},
+                                                                   {"FROB / HTTP/1.1\r\nHost: a\r\n\r\n", 501},
+                                                                   {"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
+                                                                   {"GET / HTTP/1.1\nHost: a\n\n", 400},
+                                                                   {"GET / HTTX/1.1\r\nHost: a\r\n\r\n", 400}}) {
+    RequestReader r;
+    EXPECT_EQ(r.feed(req), RequestReader::State::kError) << req;
+    EXPECT_EQ(r.error_status(), status) << req << " " << r.error_text();
+  }
   RequestReader old_client;  // HTTP/1.0 needs no Host
   EXPECT_EQ(old_client.feed("GET / HTTP/1.0\r\n\r\n"), RequestReader::State::kComplete);
 }

@@ -61,6 +61,23 @@ void RequestReader::take_head() {
   }
 }
 
+namespace {
+
+// Does a request line Beast refused for its version name one (HTTP/d.d, then CR LF), which this
+// server does not speak (505)? A line ended by a bare LF, or no version at all, is malformed (400).
+bool names_a_version(std::string_view buffer) {
+  const std::size_t end = buffer.find("\r\n");
+  if (end == std::string_view::npos) return false;
+  std::string_view line = buffer.substr(0, end);
+  if (line.find('\n') != std::string_view::npos) return false;
+  const std::size_t sp = line.rfind(' ');
+  std::string_view v = sp == std::string_view::npos ? line : line.substr(sp + 1);
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[6] == '.' && digit(v[7]);
+}
+
+}  // namespace
+
 RequestReader::State RequestReader::feed(std::string_view bytes) {
   if (error_status_) return State::kError;
   Impl& m = *impl_;
@@ -79,9 +96,11 @@ RequestReader::State RequestReader::feed(std::string_view bytes) {
     if (ec) {
       if (ec == bhttp::error::header_limit) error_status_ = 431;
       else if (ec == bhttp::error::body_limit) error_status_ = 413;
-      else if (ec == bhttp::error::bad_version) error_status_ = 505;
+      else if (ec == bhttp::error::bad_version && names_a_version(m.buffer)) error_status_ = 505;
       else error_status_ = 400;
       error_text_ = ec.message();
+      if (ec == bhttp::error::bad_version && error_status_ == 400)
+        error_text_ = "a malformed request line (it ends with \"HTTP/1.1\" and CR LF)";
       return State::kError;
     }
     if (m.parser->is_header_done() && !head_seen_) {
@@ -92,6 +111,13 @@ RequestReader::State RequestReader::feed(std::string_view bytes) {
       // connection closed (RFC 9112 6.3), as is an HTTP/1.1 request without exactly one Host (3.2):
       // behind a proxy that frames them otherwise, either could smuggle a request.
       const auto& head = m.parser->get();
+      // A method Beast does not know (methods are case-sensitive: "get" is not GET) is answered 501,
+      // before any handler reads it as a method it refuses (RFC 9110 9.1).
+      if (head.method() == bhttp::verb::unknown) {
+        error_status_ = 501;
+        error_text_ = "method not implemented: " + request_.method.substr(0, 40);
+        return State::kError;
+      }
       if (head.find(bhttp::field::transfer_encoding) != head.end() && !m.parser->chunked()) {
         error_status_ = 400;
         error_text_ = "a Transfer-Encoding other than chunked";

@@ -33,7 +33,7 @@ class RequestReader {
   ~RequestReader();
   enum class State { kNeedMore, kComplete, kError };
   // Consumes bytes. kComplete: request() holds the request (bytes after it are kept for the next
-  // one, see reset()). kError: error_status() and error_text() say why (400, 413, 431, 505).
+  // one, see reset()). kError: error_status() and error_text() say why (400, 413, 431, 501, 505).
   State feed(std::string_view bytes);
   const Request& request() const { return request_; }
   int error_status() const { return error_status_; }
