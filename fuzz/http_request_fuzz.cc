@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     pos += n;
     if (state == RequestReader::State::kError) {
       int s = reader.error_status();
-      if (s != 400 && s != 413 && s != 431 && s != 505) std::abort();
+      if (s != 400 && s != 413 && s != 431 && s != 501 && s != 505) std::abort();
       break;
     }
     if (state == RequestReader::State::kComplete) {
