@@ -1,6 +1,9 @@
 #include "api/retention_pass.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <ctime>
@@ -37,6 +40,9 @@ RetentionPass::~RetentionPass() {
 }
 
 void RetentionPass::loop() {
+  // Background work (expiry, segments read again: minutes for a segment of 250,000 messages) yields
+  // the CPU to the SMTP door and the readers: this thread runs at nice 10 (Linux: per thread).
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
   std::unique_lock lock(mu_);
   // The first pass a minute after the start (sooner when passes are more frequent), then every
   // `every` seconds.
@@ -53,7 +59,27 @@ void RetentionPass::loop() {
   }
 }
 
+// Segments an older release indexed, read again (reread_older_segments): with or without a retention
+// policy, since searches miss what holds miss.
+void RetentionPass::reread() {
+  RetentionContext ctx;
+  ctx.archive = &archive_;
+  ctx.index_dir = data_dir_ + "/index";
+  ctx.limits = limits_;
+  ctx.pairs = writer_.pair_words();
+  auto rep = reread_older_segments(ctx);
+  if (!rep) {
+    spdlog::error("index: reading segments an older release indexed again: {}", rep.error().context);
+    return;
+  }
+  for (const auto& why : rep->left) spdlog::warn("index: not read again yet: {}", why);
+  if (rep->segments)
+    spdlog::info("index: read {} segments an older release indexed again ({} documents)", rep->segments,
+                 rep->documents);
+}
+
 void RetentionPass::turn() {
+  reread();  // before the reader that holds are searched with opens
   auto policy = retention_policy(archive_);
   if (!policy) {
     spdlog::error("retention: {}", policy.error().context);

@@ -4,7 +4,9 @@
 // store still being read is swapped at the next pass). Holds come from the case store, tombstones are
 // signed with the archive's key, users' mailbox views forget what expired, and each pass that expires
 // anything is an audit entry (actor "server"). Runs on a thread of its own, never on the event loop
-// (tests/e2e/test_retention.py test_the_server_expires_while_it_serves).
+// (tests/e2e/test_retention.py test_the_server_expires_while_it_serves). Each pass first reads again
+// the sealed index segments an older release indexed (reread_older_segments, with or without a policy:
+// tests/e2e/test_upgrade.py test_format_four_segments_stay_in_place_and_the_next_one_gets_a_store).
 #pragma once
 
 #include <condition_variable>
@@ -33,6 +35,7 @@ class RetentionPass {
  private:
   void loop();
   void turn();
+  void reread();
   Archive& archive_;
   const indexer::IndexWriter& writer_;
   const std::string data_dir_;

@@ -81,7 +81,8 @@ struct ExportRequest {
 // What the search behind an export could not judge, which the officer is told with the export (and the
 // audit log records): records the index could not read (placeholders, is:unindexed: no search finds
 // them, whatever it asks; `mailark verify` lists them) and documents an older release read (a word it
-// wrote otherwise may not be found; `mailark reindex` reads them again). Counts over the whole index,
+// wrote otherwise may not be found; a running server reads sealed segments again, `mailark reindex`
+// all of them). Counts over the whole index,
 // not only the case's mail. Test: tests/e2e/test_upgrade.py
 // test_format_four_segments_stay_in_place_and_the_next_one_gets_a_store.
 struct SearchExceptions {
@@ -101,8 +102,9 @@ inline std::string SearchExceptions::text() const {
   if (older_reading)
     out += std::to_string(older_reading) +
            " documents of the index were read by an older release, which wrote some words otherwise (accents, "
-           "Unicode forms, scripts without spaces): this search may not find all of them (`mailark reindex` "
-           "reads them again)\n";
+           "Unicode forms, scripts without spaces): this search may not find all of them (a running server "
+           "reads its sealed segments again by itself, `mailark segments` shows what is left; `mailark reindex` "
+           "reads them all)\n";
   return out;
 }
 

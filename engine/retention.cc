@@ -232,6 +232,48 @@ Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std:
 
 }  // namespace
 
+Result<RereadReport> reread_older_segments(const RetentionContext& ctx) {
+  RereadReport rep;
+  Archive& archive = *ctx.archive;
+  MAILARK_ASSIGN_OR_RETURN(auto index_segs, indexer::index_segments(ctx.index_dir));
+  const std::vector<SegmentInfo> segments = archive.segments();
+  for (const auto& ix : index_segs) {
+    if (!ix.sealed || !ix.remote.empty() || ix.older_reading == 0) continue;
+    auto seg = std::find_if(segments.begin(), segments.end(), [&](const SegmentInfo& s) { return s.first == ix.first; });
+    if (seg == segments.end() || seg + 1 == segments.end()) continue;  // sealed index segments are closed ones
+    MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
+    std::vector<std::uint64_t> keep;
+    std::string unread;
+    MAILARK_TRY(snap->scan(
+        seg->first,
+        [&](const ArchiveRecord& r, std::string_view) {
+          if (r.seq > seg->last) return false;
+          keep.push_back(r.seq);
+          return true;
+        },
+        [&](std::uint64_t seq, const Error& e) {
+          unread = "record " + std::to_string(seq) + " does not read: " + e.context;
+          return false;
+        }));
+    const std::string name = "segment " + std::to_string(seg->first) + "-" + std::to_string(seg->last);
+    if (!unread.empty()) {  // its documents stay as they are: nothing is dropped from the index
+      rep.left.push_back(name + ": " + unread);
+      continue;
+    }
+    auto built = indexer::rewrite_sealed_segment(
+        ctx.index_dir, seg->first, keep,
+        [&](std::uint64_t id) { return document_for_id(*snap, id, ctx.limits, ctx.pairs.get()); },
+        ctx.limits.index_min_free_bytes, "reading the index segment from record " + std::to_string(seg->first) + " again");
+    if (!built) {
+      rep.left.push_back(name + ": " + built.error().context);
+      continue;
+    }
+    rep.segments++;
+    rep.documents += *built;
+  }
+  return rep;
+}
+
 Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& policy, const RetentionOptions& options) {
   MAILARK_ASSIGN_OR_RETURN(indexer::IndexWriter * writer, engine.index_writer());
   MAILARK_TRY(engine.catch_up_index(nullptr));
@@ -243,7 +285,15 @@ Result<RetentionReport> run_retention(Engine& engine, const RetentionPolicy& pol
   ctx.search = [&engine](const std::string& q, const indexer::SearchOptions& o) { return engine.search(q, o); };
   ctx.pairs = writer->pair_words();
   ctx.index_watermark = writer->watermark();
-  return run_retention(ctx, policy, options);
+  // Segments an older release indexed are read again first, so that a legal hold's search (a fresh
+  // reader each time: Engine::search) judges them and their mail expires in this run.
+  RereadReport reread;
+  if (!options.dry_run) {
+    MAILARK_ASSIGN_OR_RETURN(reread, reread_older_segments(ctx));
+  }
+  auto rep = run_retention(ctx, policy, options);
+  if (rep) rep->reread = std::move(reread);
+  return rep;
 }
 
 Result<RetentionReport> run_retention(const RetentionContext& ctx, const RetentionPolicy& policy,
@@ -332,8 +382,9 @@ Result<RetentionReport> run_retention(const RetentionContext& ctx, const Retenti
     if (out.skipped.empty() && !hold_everything && !options.held_queries.empty() && out.due > 0 &&
         ix != index.end() && ix->second.older_reading > 0)
       out.skipped = "its index holds " + std::to_string(ix->second.older_reading) +
-                    " documents an older release read, which a legal hold's search may not find "
-                    "(`mailark reindex` reads them again; expiry goes on at the next run after it)";
+                    " documents an older release read, which a legal hold's search may not find, and it "
+                    "could not be read again now (see above; `mailark reindex` reads them all): expiry goes on "
+                    "at the next run after it";
     // A segment an older release kept in the main environment moves into a store of its own first
     // (with every such segment after it), and then expires like any other
     // (tests/e2e/test_upgrade.py test_format_four_segments_move_into_stores_and_expire).

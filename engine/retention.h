@@ -114,6 +114,12 @@ struct RetentionSegment {
   std::optional<ExpiryOutcome> outcome;
 };
 
+struct RereadReport {
+  unsigned segments = 0;           // segments read again
+  std::uint64_t documents = 0;     // documents built
+  std::vector<std::string> left;   // "segment F: why" for each it could not (no room, ...)
+};
+
 struct RetentionReport {
   bool dry_run = false;
   std::vector<RetentionSegment> segments;  // closed segments with something due
@@ -121,6 +127,7 @@ struct RetentionReport {
   std::uint64_t mailbox_entries_removed = 0;
   std::uint64_t index_documents_rebuilt = 0;
   std::vector<SegmentMove> moved;  // segments moved out of the main environment into stores by this run
+  RereadReport reread;  // segments an older release indexed, read again first (run_retention(Engine&...), not dry)
 };
 
 // What a retention run works with: the archive, its index (holds are searched in it; a segment is
@@ -136,6 +143,18 @@ struct RetentionContext {
   std::shared_ptr<const indexer::PairWords> pairs;  // the index's pair words (null: none yet)
   std::uint64_t index_watermark = 0;                // every record up to it is indexed
 };
+
+// Reads again, from the archive, every sealed and local index segment holding documents an older
+// release read (indexer::IndexSegment::older_reading: a word it wrote otherwise, which a search, and
+// a legal hold's, may miss): each shard is written again beside itself with every record of the
+// segment (indexer::rewrite_sealed_segment), so that no `mailark reindex` of the whole archive, with
+// the server stopped, is needed after an upgrade that changes the reading. The live segment's older
+// documents are read again once it is sealed. A server does this in its daily pass (first a minute
+// after it starts), and so does `mailark retention run` (run_retention(Engine&...)) before it expires
+// anything; a caller of run_retention(context...) does it before it opens the reader its holds are
+// searched with (a reader opened before keeps the older documents). Test:
+// Retention.SegmentsAnOlderReleaseIndexedAreReadAgain.
+Result<RereadReport> reread_older_segments(const RetentionContext& context);
 
 // Runs the policy over every closed segment. Safe beside a running server's appends, index writer
 // and readers (a server's retention pass: api/retention.h): it writes only closed segments, and a

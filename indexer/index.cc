@@ -1537,6 +1537,13 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
                                                const std::vector<std::uint64_t>& keep,
                                                const std::function<Xapian::Document(std::uint64_t id)>& rebuild,
                                                std::uint64_t min_free) {
+  return rewrite_sealed_segment(dir, first, keep, rebuild, min_free, "removing expired messages from the index");
+}
+
+Result<std::uint64_t> rewrite_sealed_segment(const std::string& dir, std::uint64_t first,
+                                             const std::vector<std::uint64_t>& keep,
+                                             const std::function<Xapian::Document(std::uint64_t id)>& rebuild,
+                                             std::uint64_t min_free, const std::string& what) {
   namespace fs = std::filesystem;
   std::uint64_t built = 0;
   try {
@@ -1545,7 +1552,7 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
     while (k < layout.size() && layout[k].first != first) ++k;
     if (k == layout.size()) return make_error(ErrorCode::kNotFound, "the index has no segment from record " + std::to_string(first));
     const SegmentLayout& seg = layout[k];
-    if (k + 1 == layout.size()) return make_error(ErrorCode::kInvalidArgument, "the live segment of the index cannot expire");
+    if (k + 1 == layout.size()) return make_error(ErrorCode::kInvalidArgument, "the live segment of the index cannot be written again: " + what);
     if (!seg.sealed)
       return make_error(ErrorCode::kInvalidArgument,
                         "the index segment from record " + std::to_string(first) + " is not sealed yet",
@@ -1554,7 +1561,7 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
       if (is_remote(path))
         return make_error(ErrorCode::kUnsupported,
                           "the index segment from record " + std::to_string(first) + " is served from another machine",
-                          "bring it back first (`mailark segments local`), expire, then serve the new copy");
+                          "bring it back first (`mailark segments local`), then serve the new copy");
     const auto n = static_cast<std::uint64_t>(seg.paths.size());
     for (std::uint64_t j = 0; j < n; ++j) {
       const std::string& path = seg.paths[j];
@@ -1562,7 +1569,7 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
       std::error_code ec;
       fs::remove_all(fresh, ec);
       // The copy is at most the shard's size; dropped unwritten if anything fails (a close commits).
-      MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), "removing expired messages from the index"));
+      MAILARK_TRY(index_room(path, min_free, shard_bytes(path, ec), what));
       std::unique_ptr<Xapian::WritableDatabase> copy;
       try {
         Xapian::Database old(path, Xapian::DB_BACKEND_GLASS);
@@ -1598,7 +1605,7 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
       fs::remove_all(fresh, ec);  // the old shard, still readable by whoever has it open
     }
   } catch (const Xapian::Error& e) {
-    return xapian_error(e, "removing expired messages from the index");
+    return xapian_error(e, what);
   }
   return built;
 }

@@ -360,6 +360,13 @@ Result<std::uint64_t> expire_segment_documents(const std::string& dir, std::uint
                                                const std::vector<std::uint64_t>& keep,
                                                const std::function<Xapian::Document(std::uint64_t id)>& rebuild,
                                                std::uint64_t min_free = 0);
+// The same writing of a sealed segment's shards, for any reason (`what` names it in errors): reading
+// a segment an older release indexed again keeps every record (engine/retention.h
+// reread_older_segments).
+Result<std::uint64_t> rewrite_sealed_segment(const std::string& dir, std::uint64_t first,
+                                             const std::vector<std::uint64_t>& keep,
+                                             const std::function<Xapian::Document(std::uint64_t id)>& rebuild,
+                                             std::uint64_t min_free, const std::string& what);
 
 // One time segment of the index (`mailark segments`).
 struct IndexSegment {

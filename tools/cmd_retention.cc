@@ -179,10 +179,17 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
                                           {"mailbox_entries_removed", rep->mailbox_entries_removed},
                                           {"index_documents_rebuilt", rep->index_documents_rebuilt},
                                           {"segments_moved_to_stores", moved},
+                                          {"segments_read_again", rep->reread.segments},
+                                          {"documents_read_again", rep->reread.documents},
+                                          {"not_read_again", rep->reread.left},
                                           {"segments", segs}})
               << "\n";
     return kExitOk;
   }
+  if (rep->reread.segments)
+    std::cout << "read " << rep->reread.segments << " index segments an older release indexed again ("
+              << rep->reread.documents << " documents)\n";
+  for (const auto& why : rep->reread.left) std::cout << "not read again: " << why << "\n";
   if (policy->empty()) std::cout << "no retention policy: every message is kept forever\n";
   for (const auto& s : rep->segments) {
     std::cout << "segment " << s.first << "-" << s.last << " (" << (s.period.empty() ? "-" : s.period) << "): "

@@ -56,6 +56,8 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
                         {"index_documents", ix == index.end() ? 0 : ix->second.documents},
                         {"index_bytes", ix == index.end() ? 0 : ix->second.bytes},
                         {"sealed", ix != index.end() && ix->second.sealed},
+                        // Documents an older release read (a server reads a sealed segment's again).
+                        {"older_reading", ix == index.end() ? 0 : ix->second.older_reading},
                         {"remote", ix == index.end() ? std::vector<std::string>() : ix->second.remote}};
     list.push_back(std::move(j));
   }
@@ -82,6 +84,8 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
               << human_bytes(j["index_bytes"].get<std::uint64_t>())
               << (j["live"].get<bool>() ? "live" : j["sealed"].get<bool>() ? "sealed" : "closed");
     for (const auto& r : j["remote"]) std::cout << " " << r.get<std::string>();
+    if (const auto older = j["older_reading"].get<std::uint64_t>())
+      std::cout << " (" << older << " documents of an older reading)";
     std::cout << "\n";
   }
   return kExitOk;

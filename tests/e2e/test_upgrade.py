@@ -294,6 +294,30 @@ class UpgradeTest(unittest.TestCase):
         self.assertNotIn(b"note:", p.stderr, "nothing left unjudged")
         self.assertNotIn(b"older release", srv.run("search", "rotterdam").stderr)
 
+    def test_a_server_reads_older_segments_again_while_it_serves(self):
+        """After an upgrade that changes the reading, a running server reads the sealed segments an
+        older release indexed again in its daily pass (the first a second after it starts here): no
+        reindex, no stop. The live segment's older documents wait until it is sealed."""
+        data = unpack(self, "format4-data.tar.gz")
+        srv = Server(config(free_port(), free_port()) + "[retention]\nevery = 1\n", data=data)
+        self.addCleanup(srv.cleanup)
+        self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 10)
+        before = {q: sorted(h["id"] for h in srv.cli("search", q, "--limit", "100")["results"])
+                  for q in ("rotterdam", "from:northwind.example", "date:2026")}
+        srv.start()
+        deadline = time.time() + 60
+        while "segments an older release indexed again" not in srv.server_log() and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertIn("index: read 2 segments an older release indexed again (8 documents)", srv.server_log())
+        self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 2, "records 9 and 10, of the live segment")
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([s["older_reading"] for s in segs], [0, 0, 2], segs)
+        for q, ids in before.items():
+            self.assertEqual(sorted(h["id"] for h in srv.cli("search", q, "--limit", "100")["results"]), ids, q)
+        assert_date_ranges(self, srv, "read again by the server")
+        self.assertEqual(srv.stop(), 0)
+        self.assertTrue(srv.cli("verify")["intact"])
+
     def test_format_five_gets_its_merkle_tree_from_the_records_it_has(self):
         data = unpack(self, "format5-data.tar.gz")
         tmp = os.path.dirname(data)
