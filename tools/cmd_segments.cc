@@ -67,8 +67,13 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
     std::cout << json_text(out) << "\n";
     return kExitOk;
   }
-  std::cout << "policy: a new segment every " << period_name(policy.period);
-  if (policy.max_records) std::cout << " or every " << policy.max_records << " messages";
+  if (policy.period == SegmentPeriod::kNone)
+    std::cout << "policy: "
+              << (policy.max_records ? "a new segment every " + std::to_string(policy.max_records) + " messages"
+                                     : std::string("one segment (no period, no size)"));
+  else
+    std::cout << "policy: a new segment every " << period_name(policy.period)
+              << (policy.max_records ? " or every " + std::to_string(policy.max_records) + " messages" : "");
   std::cout << "\n";
   std::cout << std::left << std::setw(12) << "FIRST" << std::setw(12) << "LAST" << std::setw(10) << "RECORDS"
             << std::setw(10) << "PERIOD" << std::setw(12) << "STORE" << std::setw(12) << "INDEXED" << std::setw(12)
