@@ -92,8 +92,9 @@ int run_stats(const GlobalOptions& g, const StatsArgs& args) {
               << " documents indexed by an older release, which read some texts less well (names split\n"
                  "                 across encoded words, raw 8-bit bytes, words in Chinese, Japanese or Korean,\n"
                  "                 or written decomposed or full-width, words typed without their accents, Greek\n"
-                 "                 words ending in a final sigma, may not be found); `mailark reindex`\n"
-                 "                 reads them again\n";
+                 "                 words ending in a final sigma, may not be found); a running server\n"
+                 "                 reads a sealed segment's again by itself (`mailark segments` shows\n"
+                 "                 where they are), `mailark reindex` reads them all again\n";
   std::cout
             << "continuity       " << continuity << (event ? " (event " + std::to_string(event->id) + "; mailark continuity)" : "") << "\n";
   return kExitOk;
