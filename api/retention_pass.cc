@@ -67,7 +67,7 @@ void RetentionPass::reread() {
   ctx.index_dir = data_dir_ + "/index";
   ctx.limits = limits_;
   ctx.pairs = writer_.pair_words();
-  auto rep = reread_older_segments(ctx);
+  auto rep = reread_older_segments(ctx, [](const std::string& what) { spdlog::info("index: read again {}", what); });
   if (!rep) {
     spdlog::error("index: reading segments an older release indexed again: {}", rep.error().context);
     return;

@@ -232,7 +232,7 @@ Result<std::set<std::uint64_t>> held_ids(const RetentionContext& ctx, const std:
 
 }  // namespace
 
-Result<RereadReport> reread_older_segments(const RetentionContext& ctx) {
+Result<RereadReport> reread_older_segments(const RetentionContext& ctx, const std::function<void(const std::string&)>& done) {
   RereadReport rep;
   Archive& archive = *ctx.archive;
   MAILARK_ASSIGN_OR_RETURN(auto index_segs, indexer::index_segments(ctx.index_dir));
@@ -270,6 +270,7 @@ Result<RereadReport> reread_older_segments(const RetentionContext& ctx) {
     }
     rep.segments++;
     rep.documents += *built;
+    if (done) done(name + ": " + std::to_string(*built) + " documents");
   }
   return rep;
 }

@@ -154,7 +154,9 @@ struct RetentionContext {
 // anything; a caller of run_retention(context...) does it before it opens the reader its holds are
 // searched with (a reader opened before keeps the older documents). Test:
 // Retention.SegmentsAnOlderReleaseIndexedAreReadAgain.
-Result<RereadReport> reread_older_segments(const RetentionContext& context);
+// `done` (may be null) is told of each segment read again, as "segment F-L: N documents".
+Result<RereadReport> reread_older_segments(const RetentionContext& context,
+                                           const std::function<void(const std::string&)>& done = {});
 
 // Runs the policy over every closed segment. Safe beside a running server's appends, index writer
 // and readers (a server's retention pass: api/retention.h): it writes only closed segments, and a
