@@ -18,7 +18,15 @@ int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
   o.catch_up_on_open = false;
   o.writer = "reindex";
   auto engine = Engine::open(o);
-  if (!engine) return report(engine.error());
+  if (!engine) {
+    // Beside a running server: it reads the sealed segments an older release indexed again by itself.
+    Error e = engine.error();
+    if (e.code == ErrorCode::kIo && e.context.find("in use by `mailark serve`") != std::string::npos)
+      e.hint = "a whole reindex needs the server stopped (SIGTERM; senders retry while it is down); a running "
+               "server reads again by itself every sealed segment an older release indexed, in its daily pass "
+               "(`mailark segments` shows which are left)";
+    return report(e);
+  }
   const bool in_place = (*engine)->index_on_own_file_system();
   Progress progress(in_place ? "reindexing in place" : "reindexing");
   auto n = (*engine)->reindex([&](std::uint64_t d, std::uint64_t t) { progress.update(d, t); });

@@ -315,6 +315,10 @@ class UpgradeTest(unittest.TestCase):
         for q, ids in before.items():
             self.assertEqual(sorted(h["id"] for h in srv.cli("search", q, "--limit", "100")["results"]), ids, q)
         assert_date_ranges(self, srv, "read again by the server")
+        # A whole reindex beside it is refused, and says what the server does by itself.
+        p = srv.run("reindex")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"reads again by itself", p.stderr)
         self.assertEqual(srv.stop(), 0)
         self.assertTrue(srv.cli("verify")["intact"])
 
