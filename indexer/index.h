@@ -374,7 +374,8 @@ struct IndexSegment {
   unsigned shards = 0;
   std::uint64_t documents = 0;
   std::uint64_t bytes = 0;
-  bool sealed = false;  // closed, compacted, never written again
+  bool sealed = false;  // closed, compacted, never added to (written again whole only by retention and
+                        // after an upgrade: rewrite_sealed_segment)
   std::vector<std::string> remote;  // HOST:PORT of each shard served by xapian-tcpsrv; empty: local
   // Documents of its local shards an older reading than this release's read (schema.h kReading;
   // IndexReader::documents_read_before_repairs counts the same over the whole index).
