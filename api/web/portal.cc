@@ -1587,6 +1587,19 @@ struct WebPortal::Impl {
     extra += "mailark_archive_messages " + std::to_string(stats["messages"].get<std::uint64_t>()) + "\n";
     extra += "# HELP mailark_index_lag_messages Archive records not yet searchable\n# TYPE mailark_index_lag_messages gauge\n";
     extra += "mailark_index_lag_messages " + std::to_string(head > wm ? head - wm : 0) + "\n";
+    // What a search cannot judge (engine/export.h SearchExceptions), for an alert before an officer's
+    // export says it: records the index could not read, documents an older release read.
+    if (Reader reader = take_reader()) {
+      if (auto ex = search_exceptions(*reader.r)) {
+        extra += "# HELP mailark_index_unsearchable_records Archive records the index could not read (is:unindexed): no "
+                 "search finds them\n# TYPE mailark_index_unsearchable_records gauge\n";
+        extra += "mailark_index_unsearchable_records " + std::to_string(ex->unsearchable) + "\n";
+        extra += "# HELP mailark_index_older_reading_documents Index documents an older release read (the server reads "
+                 "sealed segments again in its daily pass)\n# TYPE mailark_index_older_reading_documents gauge\n";
+        extra += "mailark_index_older_reading_documents " + std::to_string(ex->older_reading) + "\n";
+      }
+      give_reader(std::move(reader));
+    }
     extra += "# HELP mailark_quarantine_held Messages held in quarantine\n# TYPE mailark_quarantine_held gauge\n";
     extra += "mailark_quarantine_held " + std::to_string(stats["quarantine_held"].get<std::uint64_t>()) + "\n";
     if (ctx.monitor) {

@@ -299,9 +299,19 @@ class UpgradeTest(unittest.TestCase):
         older release indexed again in its daily pass (the first a second after it starts here): no
         reindex, no stop. The live segment's older documents wait until it is sealed."""
         data = unpack(self, "format4-data.tar.gz")
-        srv = Server(config(free_port(), free_port()) + "[retention]\nevery = 1\n", data=data)
+        web = free_port()
+        srv = Server(config(free_port(), free_port()) + f"[retention]\nevery = 1\n[web]\nlisten = \"127.0.0.1:{web}\"\n",
+                     data=data)
         self.addCleanup(srv.cleanup)
         self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 10)
+        srv.add_user("admin@northwind.example", "pw", role="admin")
+        token = srv.run("user", "token", "admin@northwind.example", "add", "metrics").stdout.decode().strip()
+
+        def gauge(name):
+            """The portal's Prometheus gauge, as an administrator's scraper reads it."""
+            text = subprocess.run(["curl", "-sf", "-H", "Authorization: Bearer " + token,
+                                   f"http://127.0.0.1:{web}/metrics"], capture_output=True, check=True).stdout.decode()
+            return [float(l.split()[1]) for l in text.splitlines() if l.startswith(name + " ")][0]
         before = {q: sorted(h["id"] for h in srv.cli("search", q, "--limit", "100")["results"])
                   for q in ("rotterdam", "from:northwind.example", "date:2026")}
         srv.start()
@@ -310,6 +320,8 @@ class UpgradeTest(unittest.TestCase):
             time.sleep(0.2)
         self.assertIn("index: read 2 segments an older release indexed again (8 documents)", srv.server_log())
         self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 2, "records 9 and 10, of the live segment")
+        self.assertEqual(gauge("mailark_index_older_reading_documents"), 2)
+        self.assertEqual(gauge("mailark_index_unsearchable_records"), 0)
         segs = srv.cli("segments")["segments"]
         self.assertEqual([s["older_reading"] for s in segs], [0, 0, 2], segs)
         for q, ids in before.items():

@@ -822,6 +822,9 @@ tls = "none"
         self.assertIn('mailark_queue_depth{route="primary"}', values)
         self.assertIn('mailark_continuity_state{state="normal"}', values)
         self.assertIn("mailark_index_lag_messages", values)
+        # What a search cannot judge: nothing in a folder this release wrote (test_upgrade.py shows counts).
+        self.assertEqual(values.get("mailark_index_unsearchable_records"), 0)
+        self.assertEqual(values.get("mailark_index_older_reading_documents"), 0)
         self.assertGreater(values.get("mailark_disk_free_bytes", 0), 0)
         self.assertGreater(values.get("mailark_disk_reserve_bytes", 0), 0)  # store_bytes + 64 MiB by default
         self.assertIn("# TYPE mailark_scan_seconds histogram", text)
