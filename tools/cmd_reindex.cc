@@ -22,9 +22,9 @@ int run_reindex(const GlobalOptions& g, const ReindexArgs& args) {
     // Beside a running server: it reads the sealed segments an older release indexed again by itself.
     Error e = engine.error();
     if (e.code == ErrorCode::kIo && e.context.find("in use by `mailark serve`") != std::string::npos)
-      e.hint = "a whole reindex needs the server stopped (SIGTERM; senders retry while it is down); a running "
-               "server reads again by itself every sealed segment an older release indexed, in its daily pass "
-               "(`mailark segments` shows which are left)";
+      e.hint += "; a running server reads again by itself every sealed segment an older release indexed, in "
+                "its daily pass (`mailark segments` shows which are left): a whole reindex is needed only for the "
+                "rest";
     return report(e);
   }
   const bool in_place = (*engine)->index_on_own_file_system();

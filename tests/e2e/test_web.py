@@ -185,6 +185,8 @@ tls = "none"
             concrete = (path.replace("{folder}", str(m["folder"])).replace("{uid}", str(m["uid"]))
                         .replace("{section}", "2").replace("{id}", str(m["id"])).replace("{index}", "0"))
             for method in ops:
+                if method not in ("get", "post", "put", "patch", "delete"):
+                    continue  # the path's own keys ("parameters"), not a method
                 status, body = anon.request(method.upper(), concrete, {} if method != "get" else None)
                 tried += 1
                 if path in ("/health", "/api/v1/login"):
