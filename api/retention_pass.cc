@@ -59,15 +59,21 @@ void RetentionPass::loop() {
   }
 }
 
-// Segments an older release indexed, read again (reread_older_segments): with or without a retention
-// policy, since searches miss what holds miss.
-void RetentionPass::reread() {
+// What a pass works with: the server's archive, its index and the writer's pair words (no search: the
+// expiry adds its reader's).
+RetentionContext RetentionPass::context() const {
   RetentionContext ctx;
   ctx.archive = &archive_;
   ctx.index_dir = data_dir_ + "/index";
   ctx.limits = limits_;
   ctx.pairs = writer_.pair_words();
-  auto rep = reread_older_segments(ctx, [](const std::string& what) { spdlog::info("index: read again {}", what); });
+  return ctx;
+}
+
+// Segments an older release indexed, read again (reread_older_segments): with or without a retention
+// policy, since searches miss what holds miss.
+void RetentionPass::reread() {
+  auto rep = reread_older_segments(context(), [](const std::string& what) { spdlog::info("index: read again {}", what); });
   if (!rep) {
     spdlog::error("index: reading segments an older release indexed again: {}", rep.error().context);
     return;
@@ -102,12 +108,8 @@ void RetentionPass::turn() {
     return;
   }
   ArchiveFieldSource source(archive_, limits_);
-  RetentionContext ctx;
-  ctx.archive = &archive_;
-  ctx.index_dir = data_dir_ + "/index";
-  ctx.limits = limits_;
+  RetentionContext ctx = context();
   ctx.search = [&](const std::string& q, const indexer::SearchOptions& o) { return (*reader)->search(q, o, &source); };
-  ctx.pairs = writer_.pair_words();
   ctx.index_watermark = (*reader)->watermark();  // what the index had committed when it was opened
   RetentionOptions o;
   o.now = unix_now();

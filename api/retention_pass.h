@@ -19,6 +19,7 @@
 #include "engine/archive.h"
 #include "engine/cases.h"
 #include "engine/mailbox.h"
+#include "engine/retention.h"
 #include "indexer/index.h"
 
 namespace mailark::api {
@@ -36,6 +37,7 @@ class RetentionPass {
   void loop();
   void turn();
   void reread();
+  RetentionContext context() const;
   Archive& archive_;
   const indexer::IndexWriter& writer_;
   const std::string data_dir_;

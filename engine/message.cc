@@ -736,8 +736,6 @@ GMimeTextPart* text_part(const char* subtype, const std::string& body) {
   return part;
 }
 
-// A name without an address (Outlook's display lists) is written as an empty group, "Name:;" (RFC
-// 5322 groups; RFC 6854 allows them in From), so the name stays and no address is made up.
 // A header field's text as one line of valid UTF-8: control characters (CR, LF, NUL, ...) become
 // spaces. GMime encodes them inside an encoded word, so they could not start a header field, but a
 // reader would show a subject or a name broken over lines. Test Compose.WhatIsWrittenReadsBack.
@@ -748,6 +746,8 @@ std::string one_line(std::string_view in) {
   return out;
 }
 
+// A name without an address (Outlook's display lists) is written as an empty group, "Name:;" (RFC
+// 5322 groups; RFC 6854 allows them in From), so the name stays and no address is made up.
 InternetAddressList* address_list(const std::vector<Address>& list) {
   InternetAddressList* out = internet_address_list_new();
   for (const auto& a : list) {
