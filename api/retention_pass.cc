@@ -82,6 +82,14 @@ void RetentionPass::reread() {
   if (rep->segments)
     spdlog::info("index: read {} segments an older release indexed again ({} documents)", rep->segments,
                  rep->documents);
+  // The live segment's shards are the writer's: closed at the next message, it is sealed (the seal
+  // loop) and read again by a later pass, rather than at the end of its period (a month by default).
+  if (rep->live_older > 0 && !archive_.live_segment_closing()) {
+    archive_.close_live_segment_at_next_append();
+    spdlog::info("index: the live segment holds {} documents an older release indexed: it closes at the next "
+                 "message, and a later pass reads it again once it is sealed",
+                 rep->live_older);
+  }
 }
 
 void RetentionPass::turn() {

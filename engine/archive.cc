@@ -788,6 +788,10 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   // Bytes in the live segment's store, as the file says and as this batch adds to it.
   std::uint64_t live_store_bytes = segments.back().own_store ? store_bytes(segments.back().first) : 0;
   const std::uint64_t store_full_bytes = store_full_bytes_for_test_ ? store_full_bytes_for_test_ : kStoreFullBytes;
+  // Asked to close the live segment (close_live_segment_at_next_append): the batch's first record
+  // begins a new one; the request is cleared once that commits (or at once when the live one is empty).
+  bool close_asked = close_live_.load();
+  bool closed_as_asked = false;
   if (segments.size() == 1 && segments[0].opened_at == 0 && head.seq == 0) {
     // An empty archive: its first segment opens with its first record, in a store of its own.
     segments[0].opened_at = now;
@@ -899,7 +903,12 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
       const bool live_has_records = head.seq >= live.first;
       const bool later_period = live.period != period_now;
       const bool full = (policy.max_records > 0 && head.seq + 1 - live.first >= policy.max_records) ||
-                        (live.own_store && live_store_bytes >= store_full_bytes);
+                        (live.own_store && live_store_bytes >= store_full_bytes) || close_asked;
+      if (close_asked) {
+        closed_as_asked = live_has_records;
+        close_asked = false;
+        if (!live_has_records) close_live_.store(false);
+      }
       if (live_has_records && (later_period || full)) {
         MAILARK_TRY(write_pack());  // the old segment's last pack
         SegmentInfo next{r.seq, 0, period_now, now};
@@ -1042,6 +1051,7 @@ Result<std::vector<AppendOutcome>> Archive::append(std::vector<PendingAppend>& b
   }
   rc = t.commit();
   if (rc) return lmdb_error("committing the batch", rc);
+  if (closed_as_asked) close_live_.store(false);
   if (segments.back().first > live_first_.load()) {
     live_first_.store(segments.back().first);
     retire_writable_stores();  // and those this batch wrote, once it releases them

@@ -324,6 +324,13 @@ class Archive {
   // (serve, import, reindex) follows the same; SegmentPolicy{} until set.
   SegmentPolicy segment_policy() const;
   Status set_segment_policy(const SegmentPolicy& policy);
+  // Closes the live segment at the next append that adds a record (that record begins a new one), as
+  // if it were full, once; a live segment without records is not cut. Not kept on disk: a server asks
+  // again after a restart. So that a segment whose index an older release wrote can be sealed and
+  // read again (engine/retention.h reread_older_segments) without waiting for its period to end.
+  // Test: Segments.ALiveSegmentAskedToCloseClosesAtTheNextRecordOnce.
+  void close_live_segment_at_next_append() { close_live_.store(true); }
+  bool live_segment_closing() const { return close_live_.load(); }
   Result<ArchiveRecord> record(std::uint64_t seq) const;
   // An import with this envelope would be a duplicate: its custodian's copy of this content is
   // already recorded (append checks again inside its transaction).
@@ -552,6 +559,7 @@ class Archive {
   bool fail_main_commit_ = false;
   int stop_move_stage_ = 0;
   std::uint64_t store_full_bytes_for_test_ = 0;
+  std::atomic<bool> close_live_{false};  // close_live_segment_at_next_append
 };
 
 }  // namespace mailark

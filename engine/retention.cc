@@ -238,6 +238,7 @@ Result<RereadReport> reread_older_segments(const RetentionContext& ctx, const st
   MAILARK_ASSIGN_OR_RETURN(auto index_segs, indexer::index_segments(ctx.index_dir));
   const std::vector<SegmentInfo> segments = archive.segments();
   for (const auto& ix : index_segs) {
+    if (!ix.sealed && ix.remote.empty() && ix.first == segments.back().first) rep.live_older = ix.older_reading;
     if (!ix.sealed || !ix.remote.empty() || ix.older_reading == 0) continue;
     auto seg = std::find_if(segments.begin(), segments.end(), [&](const SegmentInfo& s) { return s.first == ix.first; });
     if (seg == segments.end() || seg + 1 == segments.end()) continue;  // sealed index segments are closed ones

@@ -118,6 +118,10 @@ struct RereadReport {
   unsigned segments = 0;           // segments read again
   std::uint64_t documents = 0;     // documents built
   std::vector<std::string> left;   // "segment F: why" for each it could not (no room, ...)
+  // Documents of the live segment (not sealed, so not read again) that an older release read: a
+  // server then closes the live segment at its next message (Archive::close_live_segment_at_next_append),
+  // so that it is sealed and read again by a later pass instead of at the end of its period.
+  std::uint64_t live_older = 0;
 };
 
 struct RetentionReport {
@@ -149,7 +153,9 @@ struct RetentionContext {
 // a legal hold's, may miss): each shard is written again beside itself with every record of the
 // segment (indexer::rewrite_sealed_segment), so that no `mailark reindex` of the whole archive, with
 // the server stopped, is needed after an upgrade that changes the reading. The live segment's older
-// documents are read again once it is sealed. A server does this in its daily pass (first a minute
+// documents are read again once it is sealed (RereadReport::live_older; a server closes it for that:
+// tests/e2e/test_upgrade.py test_a_server_reads_older_segments_again_while_it_serves). A server does
+// this in its daily pass (first a minute
 // after it starts), and so does `mailark retention run` (run_retention(Engine&...)) before it expires
 // anything; a caller of run_retention(context...) does it before it opens the reader its holds are
 // searched with (a reader opened before keeps the older documents). Test:

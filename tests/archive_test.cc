@@ -1280,6 +1280,40 @@ TEST(Segments, AFullStoreBeginsANewSegmentWhateverThePolicy) {
   expect_reads_back(*a, raws);
 }
 
+TEST(Segments, ALiveSegmentAskedToCloseClosesAtTheNextRecordOnce) {
+  test::ScratchDir dir;
+  auto a = open_archive(dir.path());
+  ASSERT_TRUE(a->set_segment_policy({SegmentPeriod::kYear, 0}).ok());  // nothing else cuts
+  auto msgs = sample_messages(8);
+  auto append = [&](std::size_t from, std::size_t n) {
+    std::vector<PendingAppend> batch;
+    for (std::size_t i = from; i < from + n; ++i) batch.push_back(pending(*a, msgs[i]));
+    auto out = a->append(batch);
+    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().context);
+    std::vector<bool> starts;
+    if (out.ok())
+      for (const auto& o : *out) starts.push_back(o.starts_segment);
+    return starts;
+  };
+  // An empty live segment is not cut: the request is dropped.
+  a->close_live_segment_at_next_append();
+  EXPECT_EQ(append(0, 2), (std::vector<bool>{false, false}));
+  EXPECT_FALSE(a->live_segment_closing());
+  EXPECT_EQ(a->segments().size(), 1u);
+  // Asked with records in it: the next batch's first record begins a new segment, once.
+  a->close_live_segment_at_next_append();
+  EXPECT_TRUE(a->live_segment_closing());
+  EXPECT_EQ(append(2, 3), (std::vector<bool>{true, false, false}));
+  EXPECT_FALSE(a->live_segment_closing());
+  EXPECT_EQ(append(5, 3), (std::vector<bool>{false, false, false}));
+  auto segs = a->segments();
+  ASSERT_EQ(segs.size(), 2u);
+  EXPECT_EQ(segs[0].last, 2u);
+  EXPECT_EQ(segs[1].first, 3u);
+  EXPECT_EQ(segs[1].period, segs[0].period) << "the same year: cut as asked";
+  expect_reads_back(*a, msgs);
+}
+
 TEST(Segments, AMissingStoreIsNamedByVerify) {
   test::ScratchDir dir;
   {

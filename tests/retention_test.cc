@@ -462,6 +462,46 @@ TEST(Retention, SegmentsAnOlderReleaseIndexedAreReadAgain) {
   EXPECT_TRUE(f.engine->archive().record(2).ok());
 }
 
+// The live segment's shards are the writer's, so its older documents are not read again in place:
+// the report counts them (a server then closes the live segment at its next message), and once closed
+// and sealed the segment is read again as any other.
+TEST(Retention, TheLiveSegmentsOlderDocumentsAreReadOnceItIsClosed) {
+  Fixture f;
+  ASSERT_TRUE(f.run({"zebra"}, /*dry_run=*/true).ok());  // seals the closed segments
+  f.engine.reset();
+  const std::string index = f.dir / "index";
+  ASSERT_EQ(indexer::index_segments(index).value().back().first, 9u);
+  for (unsigned i = 0; i < 2; ++i) {
+    Xapian::WritableDatabase db(index + "/segment-9/shard" + std::to_string(i), Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+    db.set_metadata(indexer::schema::kMetaReading, "3");  // as the release before read it
+    db.commit();
+  }
+  f.engine = open_engine(f.dir.path());
+  RetentionContext ctx;
+  ctx.archive = &f.engine->archive();
+  ctx.index_dir = index;
+  auto rep = reread_older_segments(ctx);
+  ASSERT_TRUE(rep.ok()) << rep.error().to_string();
+  EXPECT_EQ(rep->segments, 0u) << "the live segment is not written beside its writer";
+  EXPECT_EQ(rep->live_older, 2u);
+  // As a server's pass does: the live segment closes at the next message.
+  f.engine->archive().close_live_segment_at_next_append();
+  deliver(*f.engine, {test::make_message("report 11", "after the upgrade", {}, {}, "<m11@example.net>"),
+                      test::make_message("report 12", "after the upgrade", {}, {}, "<m12@example.net>")});
+  auto segs = f.engine->archive().segments();
+  ASSERT_EQ(segs.size(), 4u);
+  EXPECT_EQ(segs[2].last, 10u) << "closed at the next message, before its four";
+  EXPECT_EQ(segs[3].first, 11u);
+  ASSERT_TRUE(indexer::seal_closed_segments(index).ok());
+  rep = reread_older_segments(ctx);
+  ASSERT_TRUE(rep.ok()) << rep.error().to_string();
+  EXPECT_EQ(rep->segments, 1u);
+  EXPECT_EQ(rep->documents, 2u);
+  EXPECT_EQ(rep->live_older, 0u);
+  for (const auto& ix : indexer::index_segments(index).value()) EXPECT_EQ(ix.older_reading, 0u) << ix.first;
+  EXPECT_EQ(count(*f.engine, "upgrade"), 2u);
+}
+
 // The CLI's retention run reads such segments again itself before it searches the holds.
 TEST(Retention, ARunReadsOlderSegmentsAgainFirst) {
   Fixture f;

@@ -297,11 +297,12 @@ class UpgradeTest(unittest.TestCase):
     def test_a_server_reads_older_segments_again_while_it_serves(self):
         """After an upgrade that changes the reading, a running server reads the sealed segments an
         older release indexed again in its daily pass (the first a second after it starts here): no
-        reindex, no stop. The live segment's older documents wait until it is sealed."""
+        reindex, no stop. The live segment's older documents are read once it is sealed: the pass
+        closes it at the next message, and a later pass reads it."""
         data = unpack(self, "format4-data.tar.gz")
-        web = free_port()
-        srv = Server(config(free_port(), free_port()) + f"[retention]\nevery = 1\n[web]\nlisten = \"127.0.0.1:{web}\"\n",
-                     data=data)
+        web, port = free_port(), free_port()
+        srv = Server(config(port, free_port()) + "seal_interval_ms = 200\n" +
+                     f"[retention]\nevery = 1\n[web]\nlisten = \"127.0.0.1:{web}\"\n", data=data)
         self.addCleanup(srv.cleanup)
         self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 10)
         srv.add_user("admin@northwind.example", "pw", role="admin")
@@ -331,6 +332,33 @@ class UpgradeTest(unittest.TestCase):
         p = srv.run("reindex")
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(b"reads again by itself", p.stderr)
+        # The live segment's two: the pass asked for it to close at the next message, so the next
+        # two begin a segment (one a shard), the closed one is sealed and a later pass reads it. (The
+        # fixture's live segment is of an earlier month, which closes it at the next message too; that
+        # the request alone does: Retention.TheLiveSegmentsOlderDocumentsAreReadOnceItIsClosed.)
+        self.assertIn("index: the live segment holds 2 documents an older release indexed: it closes at the next message",
+                      srv.server_log())
+        import smtplib
+        s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+        for i in (1, 2):
+            s.sendmail("new@partner.example", ["ana.ortega@northwind.example"],
+                       f"Subject: after the upgrade {i}\r\nMessage-ID: <live-cut-{i}@partner.example>\r\n\r\nhello\r\n")
+        s.quit()
+        deadline = time.time() + 60
+        while "read 1 segments an older release indexed again (2 documents)" not in srv.server_log() and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertIn("read 1 segments an older release indexed again (2 documents)", srv.server_log())
+        segs = srv.cli("segments")["segments"]
+        self.assertEqual([(s["first"], s["older_reading"]) for s in segs], [(1, 0), (5, 0), (9, 0), (11, 0)], segs)
+        self.assertEqual(srv.cli("stats")["indexed_before_repairs"], 0)
+        deadline = time.time() + 10  # the portal's readers are at most a second old
+        while gauge("mailark_index_older_reading_documents") and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(gauge("mailark_index_older_reading_documents"), 0)
+        self.assertEqual(srv.server_log().count("it closes at the next message"), 1, "asked once")
+        for q in ("rotterdam", "from:northwind.example"):
+            self.assertEqual(sorted(h["id"] for h in srv.cli("search", q, "--limit", "100")["results"]), before[q], q)
+        self.assertEqual(srv.wait_for("id:live-cut-2@partner.example")["total"], 1)
         self.assertEqual(srv.stop(), 0)
         self.assertTrue(srv.cli("verify")["intact"])
 
