@@ -154,12 +154,12 @@ struct RetentionContext {
 // segment (indexer::rewrite_sealed_segment), so that no `mailark reindex` of the whole archive, with
 // the server stopped, is needed after an upgrade that changes the reading. The live segment's older
 // documents are read again once it is sealed (RereadReport::live_older; a server closes it for that:
-// tests/e2e/test_upgrade.py test_a_server_reads_older_segments_again_while_it_serves). A server does
-// this in its daily pass (first a minute
-// after it starts), and so does `mailark retention run` (run_retention(Engine&...)) before it expires
-// anything; a caller of run_retention(context...) does it before it opens the reader its holds are
-// searched with (a reader opened before keeps the older documents). Test:
-// Retention.SegmentsAnOlderReleaseIndexedAreReadAgain.
+// tests/e2e/test_upgrade.py test_a_server_reads_older_segments_again_while_it_serves,
+// Retention.TheLiveSegmentsOlderDocumentsAreReadOnceItIsClosed). A server does this in its daily
+// pass (first a minute after it starts), and so does `mailark retention run`
+// (run_retention(Engine&...)) before it expires anything; a caller of run_retention(context...) does
+// it before it opens the reader its holds are searched with (a reader opened before keeps the older
+// documents). Test: Retention.SegmentsAnOlderReleaseIndexedAreReadAgain.
 // `done` (may be null) is told of each segment read again, as "segment F-L: N documents".
 Result<RereadReport> reread_older_segments(const RetentionContext& context,
                                            const std::function<void(const std::string&)>& done = {});

@@ -182,6 +182,7 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
                                           {"segments_read_again", rep->reread.segments},
                                           {"documents_read_again", rep->reread.documents},
                                           {"not_read_again", rep->reread.left},
+                                          {"live_older_reading", rep->reread.live_older},
                                           {"segments", segs}})
               << "\n";
     return kExitOk;
@@ -190,6 +191,10 @@ int run_run(const GlobalOptions& g, const RetentionArgs& args) {
     std::cout << "read " << rep->reread.segments << " index segments an older release indexed again ("
               << rep->reread.documents << " documents)\n";
   for (const auto& why : rep->reread.left) std::cout << "not read again: " << why << "\n";
+  if (rep->reread.live_older)
+    std::cout << "the live segment holds " << rep->reread.live_older
+              << " documents an older release indexed: a running server closes it at its next message and\n"
+                 "reads it again once it is sealed\n";
   if (policy->empty()) std::cout << "no retention policy: every message is kept forever\n";
   for (const auto& s : rep->segments) {
     std::cout << "segment " << s.first << "-" << s.last << " (" << (s.period.empty() ? "-" : s.period) << "): "

@@ -540,6 +540,9 @@ class UpgradeTest(unittest.TestCase):
                                    timeout=120, env=faked_env(400))
                 self.assertEqual(p.returncode, 0, p.stderr)
                 report = json.loads(p.stdout)
+                # The three sealed segments the older release indexed are read again first; the live one
+                # (records 11-15) is of this reading.
+                self.assertEqual((report["segments_read_again"], report["live_older_reading"]), (3, 0), report)
                 self.assertEqual(report["expired"], due, report)
                 self.assertEqual([m["first"] for m in report["segments_moved_to_stores"]],
                                  [s["first"] for s in reversed(old)] if how == "retention" else [])
