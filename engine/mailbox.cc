@@ -1221,18 +1221,26 @@ Result<FollowStats> MailboxStore::follow(const Archive& archive, std::size_t max
   return stats;
 }
 
-Result<std::uint64_t> MailboxStore::place_released(const Archive& archive, std::uint64_t seq) {
+Result<std::optional<std::uint64_t>> MailboxStore::place_released(const Archive& archive, std::uint64_t seq) {
   std::lock_guard lock(follow_mu_);
-  if (seq > followed()) return std::uint64_t{0};  // the follower places it when it gets there
   MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());
   MAILARK_ASSIGN_OR_RETURN(auto rec, snap->record(seq));
-  if (!released_from_quarantine(archive, rec)) return std::uint64_t{0};
-  std::uint64_t placed = 0;
+  std::optional<std::uint64_t> placed = 0;
+  // Where the follower stands is read inside this write transaction, which waits for any follower
+  // pass (of this process or another) to commit: a pass that read the entry as still held has moved
+  // "followed" past it by then, and one that begins after this transaction reads the release
+  // (Mailbox.AReleaseRacingTheFollowerIsPlacedOnce).
   MAILARK_TRY(write([&](Tx& tx) -> Status {
+    MAILARK_ASSIGN_OR_RETURN(std::uint64_t followed, tx.meta_u64("followed"));
+    if (seq > followed) {
+      placed = std::nullopt;  // the follower places it when it gets there
+      return ok_status();
+    }
+    if (!released_from_quarantine(archive, rec)) return ok_status();
     auto user_of = [&](const std::string& address) { return tx.placing_user(address); };
     for (const Target& t : targets_for(rec, user_of, *snap, true)) {
       MAILARK_ASSIGN_OR_RETURN(bool added, place_target(tx, seq, t));
-      if (added) ++placed;
+      if (added) ++*placed;
     }
     return ok_status();
   }));

@@ -232,10 +232,10 @@ class MailboxStore {
   std::uint64_t followed() const;
   // Places a message an administrator has just released from quarantine (Archive::quarantine_decide)
   // in the folders it would have gone to had it not been held, whatever its route: the follower
-  // passed it by while it was held (a record the follower has not reached yet is placed by it).
-  // Returns the entries placed.
-  // Test: Mailbox.AReleasedMessageReachesTheMailbox.
-  Result<std::uint64_t> place_released(const Archive& archive, std::uint64_t seq);
+  // passed it by while it was held. Returns the entries placed, or nullopt for a record the follower
+  // has not reached yet: it places it when it does (the release is already committed).
+  // Tests: Mailbox.AReleasedMessageReachesTheMailbox, Mailbox.AReleaseRacingTheFollowerIsPlacedOnce.
+  Result<std::optional<std::uint64_t>> place_released(const Archive& archive, std::uint64_t seq);
 
   // Called after each committed write with the ids of the users whose folders changed (in this
   // process; sessions of other processes poll). Set once, before the store is shared.

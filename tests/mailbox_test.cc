@@ -4,7 +4,11 @@
 
 #include <lmdb.h>
 
+#include <chrono>
 #include <set>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "engine/archive.h"
 #include "engine/mailbox.h"
@@ -193,17 +197,17 @@ TEST(Mailbox, AReleasedMessageReachesTheMailbox) {
                         "mx", "", "", held("limit: Heuristics.Limits.Exceeded.MaxRecursion"));
   f.follow();
   EXPECT_TRUE(f.seqs(a, "INBOX").empty()) << "held";
-  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), 0u) << "not released yet";
+  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), std::optional<std::uint64_t>(0)) << "not released yet";
 
   auto released = f.archive->quarantine_decide(zip, QuarantineStatus::kReleased, "admin");
   ASSERT_TRUE(released.ok()) << released.error().to_string();
   EXPECT_EQ(released->route, Route::kNone);
   EXPECT_EQ(f.archive->queue_entry(zip).error().code, ErrorCode::kNotFound) << "queued for no one: no route";
-  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), 1u);
+  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), std::optional<std::uint64_t>(1));
   EXPECT_EQ(f.seqs(a, "INBOX"), std::vector<std::uint64_t>{zip});
-  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), 0u) << "once";
+  EXPECT_EQ(f.store->place_released(*f.archive, zip).value(), std::optional<std::uint64_t>(0)) << "once";
   ASSERT_TRUE(f.archive->quarantine_decide(other, QuarantineStatus::kDeleted, "admin").ok());
-  EXPECT_EQ(f.store->place_released(*f.archive, other).value(), 0u) << "deleted from the quarantine: never placed";
+  EXPECT_EQ(f.store->place_released(*f.archive, other).value(), std::optional<std::uint64_t>(0)) << "deleted from the quarantine: never placed";
 
   // Released before the follower reached it, and a user added later: the follower and the backfill
   // place released mail too.
@@ -211,12 +215,67 @@ TEST(Mailbox, AReleasedMessageReachesTheMailbox) {
                        msg("v@i", "alice@example.com", "late"), kFlagQuarantined, scanner::VerdictKind::kUnscannable,
                        "mx", "", "", held("parse: x"));
   ASSERT_TRUE(f.archive->quarantine_decide(late, QuarantineStatus::kReleased, "admin").ok());
-  EXPECT_EQ(f.store->place_released(*f.archive, late).value(), 0u) << "the follower places it";
+  EXPECT_EQ(f.store->place_released(*f.archive, late).value(), std::nullopt) << "the follower places it";
   f.follow();
   EXPECT_EQ(f.seqs(a, "INBOX"), (std::vector<std::uint64_t>{zip, late}));
   User b = f.add("bob@example.com");
   ASSERT_TRUE(f.store->backfill(*f.archive, b.id).ok());
   EXPECT_EQ(f.seqs(b, "INBOX"), std::vector<std::uint64_t>{late});
+}
+
+TEST(Mailbox, AReleaseRacingTheFollowerIsPlacedOnce) {
+  // `mailark quarantine release` runs beside a server whose follower places new records: the release
+  // and the follower's pass are in two processes. Whichever commits first, every released message is
+  // placed, once (a follower pass that read the entry as still held and moved past it used to leave
+  // it nowhere when the release looked at where the follower stood before that pass committed).
+  Fixture f;
+  User a = f.add("alice@example.com");
+  constexpr int kMessages = 150;
+  int started[2];
+  ASSERT_EQ(::pipe(started), 0);
+  const pid_t follower = ::fork();
+  ASSERT_GE(follower, 0);
+  if (follower == 0) {
+    auto archive = Archive::open(f.dir / "archive", Limits{}, true);
+    auto store = MailboxStore::open(f.dir / "mailbox", false);
+    char c = archive.ok() && store.ok() ? 'y' : 'n';
+    (void)!::write(started[1], &c, 1);
+    if (c != 'y') ::_exit(2);
+    // Follows as a server does, without its pause, until it has passed every message (or a minute,
+    // a bound for a broken run, not a timing).
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while ((*store)->followed() < static_cast<std::uint64_t>(kMessages) && std::chrono::steady_clock::now() < give_up)
+      if (!(*store)->follow(**archive).ok()) ::_exit(3);
+    ::_exit((*store)->followed() >= static_cast<std::uint64_t>(kMessages) ? 0 : 4);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(started[0], &c, 1), 1);
+  ASSERT_EQ(c, 'y');
+  std::vector<std::uint64_t> released;
+  int pending = 0;
+  for (int i = 0; i < kMessages; ++i) {
+    QuarantineEntry q;
+    q.reason = "encrypted: Heuristics.Encrypted.Zip";
+    q.route = Route::kNone;
+    q.recipients = {"alice@example.com"};
+    const std::string subject = "held" + std::to_string(i);
+    auto seq = f.append(Direction::kInbound, "v@internet.example", {"alice@example.com"},
+                        msg("v@i", "alice@example.com", subject), kFlagQuarantined, scanner::VerdictKind::kUnscannable,
+                        "mx", "", "", q);
+    ASSERT_TRUE(f.archive->quarantine_decide(seq, QuarantineStatus::kReleased, "admin").ok());
+    auto placed = f.store->place_released(*f.archive, seq);
+    ASSERT_TRUE(placed.ok()) << placed.error().to_string();
+    if (!*placed) ++pending;
+    released.push_back(seq);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(follower, &status, 0), follower);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ::close(started[0]);
+  ::close(started[1]);
+  f.follow();
+  EXPECT_EQ(f.seqs(a, "INBOX"), released) << pending << " were left to the follower";
 }
 
 TEST(Mailbox, ImportsArePlacedByOwnerOrByHeaders) {

@@ -98,7 +98,7 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
     done.push_back(id);
     // A released message reaches its recipients' mailbox views now, as any clean one does (without
     // a route, a server without a primary, that is its only delivery).
-    std::uint64_t placed = 0;
+    std::optional<std::uint64_t> placed = 0;
     if (args.action == "release" && mailboxes) {
       auto p = mailboxes->place_released(archive, id);
       if (!p) report(p.error());
@@ -109,7 +109,10 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
       if (args.action == "release") {
         std::cout << (decided->route == Route::kNone ? " to the mailboxes of" : " to");
         for (const auto& r : decided->recipients) std::cout << " " << r;
-        if (decided->route == Route::kNone) std::cout << " (" << placed << " placed)";
+        if (decided->route == Route::kNone) {
+          if (placed) std::cout << " (" << *placed << " placed)";
+          else std::cout << " (placed as the mailbox views reach it)";
+        }
       }
       std::cout << " (by " << by << ")\n";
     }
