@@ -64,7 +64,8 @@ std::string os_account();
 Result<CaseStore*> case_store(const GlobalOptions& g);
 // Appends an entry to the data folder's audit log (DATA/cases, engine/cases.h) as "cli:<account>".
 // Fail closed: a command whose audit entry cannot be written says so and shows nothing
-// (tests/e2e/test_cases.py test_every_search_view_and_export_is_in_the_audit_log).
+// (tests/e2e/test_cases.py test_a_search_whose_audit_entry_cannot_be_written_shows_nothing; that
+// every search, view and export is logged: test_every_search_view_and_export_is_in_the_audit_log).
 Status audit(const GlobalOptions& g, const std::string& action, const std::string& target,
              const std::string& detail_json = "{}");
 // A --key argument: a verifier key ("NAME+ID+KEY"), or a file holding one.

@@ -55,7 +55,8 @@ int run_export(const GlobalOptions& g, const ExportArgs& args) {
   auto exceptions = search_exceptions(**reader);
   if (!exceptions) return report(exceptions.error());
   rep->exceptions = *exceptions;
-  // The export is in the audit log; an export whose entry cannot be written is removed (fail closed).
+  // The export is in the audit log; an export whose entry cannot be written is removed (fail closed:
+  // tests/e2e/test_cases.py test_a_search_whose_audit_entry_cannot_be_written_shows_nothing).
   if (Status a = audit(g, "export", args.query,
                        json_text(nlohmann::json{{"case", args.case_name},
                                                 {"file", args.out},

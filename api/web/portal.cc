@@ -752,7 +752,8 @@ struct WebPortal::Impl {
     return error(404, "no such endpoint");
   }
 
-  // An audit entry for what the caller did (pool thread). Fail closed: callers refuse on error.
+  // An audit entry for what the caller did (pool thread). Fail closed: callers refuse on error (503,
+  // nothing shown: tests/e2e/test_failures.py test_a_web_view_whose_audit_entry_cannot_be_written_shows_nothing).
   Status audit(const Caller& c, const std::string& action, const std::string& target, const json& detail) {
     return audit_as(c.user.name, action, target, detail);
   }

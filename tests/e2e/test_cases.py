@@ -171,6 +171,12 @@ class CasesTest(unittest.TestCase):
             self.assertNotEqual(p.returncode, 0)
             self.assertEqual(p.stdout, b"", args)
             self.assertIn("cannot write the audit log", p.stderr.decode())
+        # An export is written, then logged: one whose entry cannot be written is removed.
+        out = os.path.join(self.data, "..", "unlogged-export.zip")
+        p = self.cli("export", "customs", "--out", out, ok=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("cannot write the audit log", p.stderr.decode())
+        self.assertFalse(os.path.exists(out), "an export nobody can see in the log is not left behind")
 
 
 if __name__ == "__main__":

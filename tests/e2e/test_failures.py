@@ -2,6 +2,7 @@
 
 - the archive's disk fills: 451 for that message, 250 again once there is room (nothing latches);
 - the index's disk fills: every message still gets its 250; search says it lags, then catches up;
+- the audit log's disk fills: the portal's searches answer 503 and show nothing; mail goes on;
 - the scanner's temporary folder fills: 451 4.7.1, never a message passed as scanned;
 - a message of exactly the configured maximum is accepted and reads back byte for byte;
 - unscannable mail under each policy (reject, quarantine, deliver), and an administrator's release;
@@ -477,6 +478,47 @@ listen = "127.0.0.1:{web_port}"
         self.assertIn("is always left free", srv.server_log())
         self.assertNotIn("No space left on device", srv.server_log())
         return port, srv, disk
+
+    def test_a_web_view_whose_audit_entry_cannot_be_written_shows_nothing(self):
+        """The portal's audit (api/web/portal.cc audit_as) fails closed: while the audit log's disk is
+        full, a search answers 503 naming the audit log and shows no message; every search answered
+        200 before that was written to the log; mail goes on; once there is room, searches work again."""
+        from test_web import Client
+        port, web_port = free_port(), free_port()
+        data = scratch("mailark-data-")
+        disk = self.tmpfs(os.path.join(data, "cases"), "1m")
+        srv = self.server(config(port, extra=f'[web]\nlisten = "127.0.0.1:{web_port}"\n'), data=data)
+        srv.add_user("ana@example.com", "ana-pw")
+        srv.start()
+        self.assertEqual(send(port, "audited words")[0], 250)
+        ana = Client(web_port)
+        self.assertEqual(ana.login("ana@example.com", "ana-pw")[0], 200)
+        self.until(lambda: ana.get("/api/v1/search?q=audited")[1].get("total") == 1, "the message in ana's search", srv)
+
+        def searches_logged():
+            log = srv.cli("audit", "list", "--limit", "1000000")
+            return sum(1 for e in log if e["actor"] == "web:ana@example.com" and e["action"] == "search")
+
+        before = searches_logged()
+        disk.fill()
+        shown, refused = 0, None
+        for _ in range(3000):  # the log's file grows a page at a time: some searches still find room
+            status, body = ana.get("/api/v1/search?q=audited")
+            if status != 200:
+                refused = (status, body)
+                break
+            self.assertEqual(body["total"], 1)
+            shown += 1
+        self.assertIsNotNone(refused, "searches went on being shown with the audit log's disk full")
+        status, body = refused
+        self.assertEqual(status, 503, body)
+        self.assertEqual(set(body), {"error"}, "nothing of the search is shown")
+        self.assertIn("cannot write the audit log", body["error"])
+        self.assertEqual(send(port, "mail goes on")[0], 250, "the audit log's disk is not the mail's")
+        disk.free()
+        status, body = ana.get("/api/v1/search?q=audited")
+        self.assertEqual((status, body.get("total")), (200, 1), "searches again once there is room")
+        self.assertEqual(searches_logged(), before + shown + 1, "every search shown is in the log, the refused one is not")
 
     def test_index_disk_full_never_refuses_mail(self):
         port, srv, disk = self.index_disk_filled("unindexed mail")
