@@ -76,6 +76,7 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
   const std::string by = who(args);
   int failures = 0;
   nlohmann::json done = nlohmann::json::array();
+  nlohmann::json decisions = nlohmann::json::array();
   for (std::uint64_t id : args.ids) {
     if (args.action == "release" && !args.force) {
       auto rec = archive.record(id);
@@ -104,7 +105,16 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
       if (!p) report(p.error());
       else placed = *p;
     }
-    if (!args.json) {
+    if (args.json) {
+      // Per message: where a release goes (queued for delivery to its recipients, or their mailbox
+      // views: how many were placed now, null when the server's follower places them).
+      nlohmann::json d = {{"id", id}, {"recipients", decided->recipients}};
+      if (args.action == "release") {
+        d["queued"] = decided->route != Route::kNone;
+        if (decided->route == Route::kNone) d["placed"] = placed ? nlohmann::json(*placed) : nlohmann::json(nullptr);
+      }
+      decisions.push_back(std::move(d));
+    } else {
       std::cout << (args.action == "release" ? "released " : "deleted ") << id;
       if (args.action == "release") {
         std::cout << (decided->route == Route::kNone ? " to the mailboxes of" : " to");
@@ -119,7 +129,7 @@ int run_quarantine(const GlobalOptions& g, const QuarantineArgs& args) {
   }
   if (args.json) {
     std::cout << json_text(nlohmann::json(
-                     {{"action", args.action}, {"ids", done}, {"by", by}, {"failed", failures}}))
+                     {{"action", args.action}, {"ids", done}, {"by", by}, {"failed", failures}, {"decisions", decisions}}))
               << "\n";
   }
   return failures ? kExitFailure : kExitOk;
