@@ -193,7 +193,11 @@ struct ServeConfig {
   // A company directory for users without a local password ([ldap]; api/ldap.h).
   LdapConfig ldap;
   unsigned group_commit_linger_ms = 2;
-  unsigned index_commit_interval_ms = 1000;
+  // [archive] commit the index at least this often while mail waits in it; a reader (search, IMAP
+  // SEARCH, the portal, `mailark search` beside the server) has what is archived committed first
+  // (Ingest::sync_index), so this bounds only what a reader that does not ask sees, and the disk
+  // writes (docs/CONFIG.md).
+  unsigned index_commit_interval_ms = 30000;
   unsigned seal_interval_ms = 60000;  // [archive] seal closed index segments this often (0: never)
   // [archive] an archive without a compression dictionary gets one, trained by the server from its
   // newest messages, once it holds this many (0: never; `mailark train-dictionary` with the server stopped)

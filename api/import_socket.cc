@@ -17,6 +17,7 @@
 #include <cstring>
 #include <deque>
 #include <future>
+#include <list>
 #include <mutex>
 #include <thread>
 
@@ -58,9 +59,14 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
   DiskReserve& reserve;
   Limits limits;
   std::string path;
+  std::string sync_path;  // DATA/index.sock (engine/handoff.h)
   std::function<std::uint64_t()> head;
   int listen_fd = -1;
+  int sync_fd = -1;
   int wake_fd = -1;
+  // Readers waiting for the index (sync_loop), each on a thread of its own, at most kMaxSyncs.
+  static constexpr std::size_t kMaxSyncs = 16;
+  std::list<std::pair<std::thread, std::shared_ptr<std::atomic<bool>>>> syncs;  // under mu
   std::atomic<bool> stopping{false};
   std::thread acceptor;
   std::mutex mu;  // guards the members below
@@ -73,32 +79,85 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
 
   Impl(asio::io_context& i, Ingest& g, DiskReserve& r, Limits l, std::string p, std::function<std::uint64_t()> h,
        std::chrono::milliseconds stuck)
-      : io(i), ingest(g), reserve(r), limits(l), path(std::move(p)), head(std::move(h)), stuck_after(stuck) {}
+      : io(i), ingest(g), reserve(r), limits(l), path(std::move(p)),
+        sync_path(this->path.substr(0, this->path.rfind('/') + 1) + kIndexSyncSocketName), head(std::move(h)),
+        stuck_after(stuck) {}
 
   ~Impl() {
     if (listen_fd >= 0) ::close(listen_fd);
+    if (sync_fd >= 0) ::close(sync_fd);
     if (wake_fd >= 0) ::close(wake_fd);
   }
 
-  Status open() {
+  // A listening socket at `at`, mode 0600 from the start (the umask while binding).
+  static Result<int> listen_at(const std::string& at, const char* what) {
     sockaddr_un addr;
-    if (!handoff_address(path, addr))
+    if (!handoff_address(at, addr))
       return make_error(ErrorCode::kInvalidArgument,
-                        "the import socket " + path + " is longer than a Unix socket's path may be (" +
+                        std::string("the ") + what + " socket " + at + " is longer than a Unix socket's path may be (" +
                             std::to_string(sizeof addr.sun_path - 1) + " bytes)",
                         "use a data folder with a shorter path to hand imports to the running server");
-    listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (listen_fd < 0 || wake_fd < 0) return make_error(ErrorCode::kIo, std::string("import socket: ") + std::strerror(errno));
-    ::unlink(path.c_str());  // an earlier server's: the data folder's lock says none runs now
-    // Made with no permission for anyone else from the start (the umask while binding), then 0600.
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return make_error(ErrorCode::kIo, std::string(what) + " socket: " + std::strerror(errno));
+    ::unlink(at.c_str());  // an earlier server's: the data folder's lock says none runs now
     const mode_t old = ::umask(0177);
-    const int bound = ::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     const int bind_errno = errno;
     ::umask(old);
-    if (bound != 0 || ::chmod(path.c_str(), 0600) != 0 || ::listen(listen_fd, 4) != 0)
-      return make_error(ErrorCode::kIo, "import socket " + path + ": " + std::strerror(bound != 0 ? bind_errno : errno));
+    if (bound != 0 || ::chmod(at.c_str(), 0600) != 0 || ::listen(fd, 16) != 0) {
+      const int e = bound != 0 ? bind_errno : errno;
+      ::close(fd);
+      return make_error(ErrorCode::kIo, std::string(what) + " socket " + at + ": " + std::strerror(e));
+    }
+    return fd;
+  }
+
+  Status open() {
+    wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd < 0) return make_error(ErrorCode::kIo, std::string("import socket: ") + std::strerror(errno));
+    MAILARK_ASSIGN_OR_RETURN(listen_fd, listen_at(path, "import"));
+    MAILARK_ASSIGN_OR_RETURN(sync_fd, listen_at(sync_path, "index"));
     return ok_status();
+  }
+
+  // The kernel's word on the peer: only the server's own user or root.
+  static bool trusted_peer(int fd, ucred& cred) {
+    socklen_t len = sizeof cred;
+    return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && (cred.uid == ::geteuid() || cred.uid == 0);
+  }
+
+  // A reader in another process asks for the index to be current (engine/handoff.h, index.sock).
+  void answer_sync(int fd) {
+    ucred cred{};
+    if (!trusted_peer(fd, cred)) {
+      send_all(fd, "behind: only the server's own user (or root) may ask it\n");
+      ::close(fd);
+      return;
+    }
+    std::lock_guard lock(mu);
+    for (auto it = syncs.begin(); it != syncs.end();) {
+      if (*it->second) {
+        it->first.join();
+        it = syncs.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (syncs.size() >= kMaxSyncs) {
+      send_all(fd, "behind: too many readers are waiting for the index now\n");
+      ::close(fd);
+      return;
+    }
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    syncs.emplace_back(std::thread([this, fd, done] {
+      const Ingest::Synced got = ingest.sync_index(kSyncTimeout);
+      send_all(fd, got == Ingest::Synced::kCurrent ? "current\n"
+                   : got == Ingest::Synced::kBroken
+                       ? "behind: an index shard cannot write now; the server catches it up from the archive\n"
+                       : "behind: the index did not commit in time\n");
+      ::close(fd);
+      *done = true;
+    }), done);
   }
 
   void refuse(int fd, const std::string& why) {
@@ -108,13 +167,16 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
 
   void accept_loop() {
     while (!stopping) {
-      pollfd p[2] = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) {
+      pollfd p[3] = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}, {sync_fd, POLLIN, 0}};
+      if (::poll(p, 3, -1) < 0) {
         if (errno == EINTR) continue;
         spdlog::error("import socket: {}", std::strerror(errno));
         return;
       }
       if (stopping) return;
+      if (p[2].revents & POLLIN) {
+        if (const int fd = ::accept4(sync_fd, nullptr, nullptr, SOCK_CLOEXEC); fd >= 0) answer_sync(fd);
+      }
       if (!(p[0].revents & POLLIN)) continue;
       const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) {
@@ -126,8 +188,7 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
       // opened to all still takes no other user's import (tests/e2e/test_import_handoff.py
       // test_another_users_client_is_refused_even_through_a_socket_opened_to_all).
       ucred cred{};
-      socklen_t len = sizeof cred;
-      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != ::geteuid() && cred.uid != 0)) {
+      if (!trusted_peer(fd, cred)) {
         spdlog::warn("import socket: refused a client of uid {}: only the server's user or root may import", cred.uid);
         refuse(fd, "only the server's own user (or root) may hand it an import");
         continue;
@@ -334,7 +395,14 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
       t = std::move(conn_thread);
     }
     if (t.joinable()) t.join();
+    std::list<std::pair<std::thread, std::shared_ptr<std::atomic<bool>>>> waiting;
+    {
+      std::lock_guard lock(mu);
+      waiting.swap(syncs);
+    }
+    for (auto& [thread, done] : waiting) thread.join();  // each waits kSyncTimeout at most
     if (!joined && listen_fd >= 0) ::unlink(path.c_str());
+    if (!joined && sync_fd >= 0) ::unlink(sync_path.c_str());
     joined = true;
   }
 };

@@ -11,9 +11,14 @@
 // reserve (limits.disk_reserve_bytes) as the SMTP door does, and stops the import when it is short.
 // Tests: tests/e2e/test_import_handoff.py.
 //
-// Threads: one that accepts, and two per import (one reads the messages and submits them on the
-// io thread, one writes the results); stop() is safe from the io thread, join() after the pipeline
-// has finished.
+// Beside it, DATA/index.sock (engine/handoff.h): a reader in another process asks for the index to
+// be made current (Ingest::sync_index), under the same access rule; each such reader waits on a
+// thread of its own, at most kMaxSyncs at once (more are answered "behind" at once), each at most
+// kSyncTimeout.
+//
+// Threads: one that accepts, two per import (one reads the messages and submits them on the
+// io thread, one writes the results), and one per reader waiting for the index; stop() is safe from
+// the io thread, join() after the pipeline has finished.
 #pragma once
 
 #include <chrono>
@@ -39,6 +44,9 @@ class ImportSocket {
  public:
   static constexpr std::size_t kMaxInFlight = 256;
   static constexpr std::uint64_t kMaxInFlightBytes = std::uint64_t{64} << 20;
+  // How long a reader waits for the index to commit what is archived (a shard compacting may take
+  // longer; the reader then reads what is committed). The server's own readers wait as long.
+  static constexpr std::chrono::seconds kSyncTimeout{5};
 
   // limits: the configuration's (the message size the import is told). head: the archive's head.
   // stuck_after: an import that takes none of the server's replies for this long is let go (its

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/threads.h"
+#include "engine/handoff.h"
 #include "engine/index_fields.h"
 #include "indexer/schema.h"
 
@@ -405,7 +406,14 @@ Status Engine::compact_index() {
   return ok_status();
 }
 
+void Engine::sync_with_server() {
+  if (synced_with_server_ || index_writer_ || lock_) return;
+  synced_with_server_ = true;
+  (void)ask_server_to_sync_index(options_.data_dir);
+}
+
 Result<std::unique_ptr<indexer::IndexReader>> Engine::open_reader() {
+  sync_with_server();
   auto reader = indexer::IndexReader::open(index_dir());
   if (!reader) return reader.error();
   if ((*reader)->watermark() < archive_->head().seq && !index_writer_) {
@@ -430,17 +438,20 @@ Result<indexer::SearchResults> Engine::search(const std::string& query,
 
 std::uint64_t Engine::index_watermark() {
   if (index_writer_) return index_writer_->watermark();
+  sync_with_server();
   auto reader = indexer::IndexReader::open(index_dir());
   return reader ? (*reader)->watermark() : 0;
 }
 
 Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> Engine::unindexed(std::size_t limit) {
+  sync_with_server();
   auto reader = indexer::IndexReader::open(index_dir());
   if (!reader) return reader.error();
   return (*reader)->unindexed(limit);
 }
 
 Result<Engine::IndexHealth> Engine::index_health() {
+  sync_with_server();
   MAILARK_ASSIGN_OR_RETURN(auto reader, indexer::IndexReader::open(index_dir()));
   MAILARK_ASSIGN_OR_RETURN(auto unindexed, reader->unindexed(0));
   return IndexHealth{unindexed.first, reader->documents_read_before_repairs()};

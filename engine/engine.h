@@ -119,6 +119,11 @@ class Engine {
   std::unique_ptr<scanner::Scanner> scanner_;
   std::unique_ptr<DataLock> lock_;
   std::string compaction_note_;
+  // Before this process first reads the index beside a running server: asks the server to make what
+  // it has archived searchable (engine/handoff.h, index.sock; its index otherwise commits every
+  // archive.index_commit_interval_ms). Once per Engine; nothing when this process writes the index.
+  void sync_with_server();
+  bool synced_with_server_ = false;
 };
 
 }  // namespace mailark

@@ -1,8 +1,10 @@
 #include "engine/handoff.h"
 
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "common/frames.h"
@@ -196,9 +198,10 @@ bool handoff_address(const std::string& path, sockaddr_un& out) {
   return true;
 }
 
-int connect_handoff(const std::string& data_dir) {
+namespace {
+int connect_unix(const std::string& path) {
   sockaddr_un addr;
-  if (!handoff_address(data_dir + "/" + kHandoffSocketName, addr)) return -1;
+  if (!handoff_address(path, addr)) return -1;
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
@@ -206,6 +209,31 @@ int connect_handoff(const std::string& data_dir) {
     return -1;
   }
   return fd;
+}
+}  // namespace
+
+int connect_handoff(const std::string& data_dir) { return connect_unix(data_dir + "/" + kHandoffSocketName); }
+
+bool ask_server_to_sync_index(const std::string& data_dir, std::string* why) {
+  const int fd = connect_unix(data_dir + "/" + kIndexSyncSocketName);
+  if (fd < 0) return false;
+  // The server waits at most its own timeout for its index; this bounds a server that never answers.
+  timeval tv{30, 0};
+  (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string line;
+  char buf[256];
+  while (line.size() < 1024) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line.append(buf, static_cast<std::size_t>(n));
+    if (line.find('\n') != std::string::npos) break;
+  }
+  ::close(fd);
+  line = line.substr(0, line.find('\n'));
+  if (line == "current") return true;
+  if (why) *why = line.empty() ? "the server did not answer" : line;
+  return false;
 }
 
 }  // namespace mailark

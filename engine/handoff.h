@@ -39,6 +39,19 @@ namespace mailark {
 
 inline constexpr const char* kHandoffSocketName = "import.sock";
 
+// Beside it, DATA/index.sock: a reader in another process (`mailark search`, `stats`, `verify`,
+// `export`) asks the running server to make what it has archived searchable before it opens the
+// index (Ingest::sync_index; a server otherwise commits its index every
+// archive.index_commit_interval_ms). The client connects and sends nothing; the server answers one
+// line, "current" or "behind: why", and closes. Same access rule as import.sock.
+inline constexpr const char* kIndexSyncSocketName = "index.sock";
+
+// Asks the server running on `data_dir`, if one answers there, to make its index current. False when
+// none answers (no server runs, or one of an earlier release without the socket), or it says the
+// index is behind (`why` then says why); the caller reads what is committed either way.
+// Test: tests/e2e/test_serve.py test_a_search_beside_the_server_finds_mail_the_moment_it_is_accepted.
+bool ask_server_to_sync_index(const std::string& data_dir, std::string* why = nullptr);
+
 struct HandoffMessage {
   std::string origin;
   std::string raw;

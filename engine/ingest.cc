@@ -39,7 +39,7 @@ struct Prepared {
 bool is_prompt(const IngestItem& item) { return item.envelope.direction != Direction::kImport; }
 
 struct ToIndex {
-  std::uint64_t seq = 0;
+  std::uint64_t seq = 0;  // 0: no document, a reader asks for a commit (Ingest::sync_index)
   Xapian::Document doc;
   bool prompt = true;  // as Prepared::prompt
 };
@@ -73,6 +73,15 @@ struct Ingest::Impl {
   std::atomic<std::uint64_t> last_appended{0};  // the highest seq handed to the index queues
   std::uint64_t head_at_start = 0;                // the archive's head when this ingest began
   std::atomic<unsigned> broken_shards{0};        // index shards waiting to recover
+  // Commits asked for by readers (sync_index): the highest archive head asked for, and under sync_mu
+  // what each shard has committed (its coverage, indexer::shard_coverage) and whether it is broken.
+  std::atomic<std::uint64_t> sync_want{0};
+  std::mutex sync_mu;
+  std::condition_variable sync_cv;
+  std::vector<std::uint64_t> sync_done;
+  std::vector<char> sync_broken;
+  bool sync_closed = false;
+  std::atomic<std::uint64_t> commits{0};  // index commits and compactions so far (index_commits)
   std::mutex error_mu;
   std::optional<Error> archive_error;  // the first archive write failure, for finish()
   bool finished = false;
@@ -91,8 +100,11 @@ struct Ingest::Impl {
     // Every structure the threads share is built before the first thread starts: an index thread
     // reads to_index while a later push_back could still move the vector (ASan caught that once in
     // Ingest.FailedCommitFailsThatBatchOnly).
-    for (unsigned k = 0; k < index.shard_count(); ++k)
+    for (unsigned k = 0; k < index.shard_count(); ++k) {
       to_index.push_back(std::make_unique<BoundedQueue<ToIndex>>(1024));
+      sync_done.push_back(indexer::shard_coverage(index.shard_watermark(k), k, index.shard_count()));
+      sync_broken.push_back(0);
+    }
     // Records archived before this ingest began and not yet indexed (a server started on an index
     // that lags the archive: it does not catch up before its door opens) are caught up by each
     // shard's thread as after a failure (index_loop).
@@ -128,6 +140,49 @@ struct Ingest::Impl {
     if (appender.joinable()) appender.join();
     for (auto& q : to_index) q->close();  // the appender closes them; again, in case it never ran
     for (auto& t : indexers) t.join();
+    {
+      std::lock_guard lock(sync_mu);
+      sync_closed = true;
+    }
+    sync_cv.notify_all();
+  }
+
+  // What a shard's thread tells readers waiting in sync_index: what it has committed now, and
+  // whether it is broken (they do not wait for a broken shard: search says the index is behind).
+  void report_synced(unsigned shard, bool broken) {
+    {
+      std::lock_guard lock(sync_mu);
+      sync_done[shard] = indexer::shard_coverage(index.shard_watermark(shard), shard, index.shard_count());
+      sync_broken[shard] = broken;
+    }
+    sync_cv.notify_all();
+  }
+
+  Ingest::Synced sync_index(std::chrono::milliseconds timeout) {
+    // The archive's head, not last_appended: a message is reported (an SMTP 250) before its
+    // document is queued, and whoever searches right after the reply must find it.
+    const std::uint64_t want = archive.head().seq;
+    std::uint64_t asked = sync_want.load();
+    while (asked < want && !sync_want.compare_exchange_weak(asked, want)) {
+    }
+    // Wakes each shard's thread; a full queue needs no wake-up (its thread checks after every document).
+    for (auto& q : to_index) {
+      ToIndex wake;
+      (void)q->try_push(wake);
+    }
+    std::unique_lock lock(sync_mu);
+    sync_cv.wait_for(lock, timeout, [&] {
+      if (sync_closed) return true;
+      for (std::size_t s = 0; s < sync_done.size(); ++s)
+        if (!sync_broken[s] && sync_done[s] < want) return false;
+      return true;
+    });
+    bool broken = false, behind = false;
+    for (std::size_t s = 0; s < sync_done.size(); ++s) {
+      broken = broken || sync_broken[s];
+      behind = behind || (!sync_broken[s] && sync_done[s] < want);
+    }
+    return behind ? Ingest::Synced::kTimedOut : broken ? Ingest::Synced::kBroken : Ingest::Synced::kCurrent;
   }
 
   // Seals closed segments in place while the server runs. Compaction is CPU work that must not take
@@ -405,6 +460,7 @@ struct Ingest::Impl {
         MAILARK_TRY(index.add(seq, document_for_id(*snap, seq, limits, index.pair_words().get())));
     }
     MAILARK_TRY(index.commit_shard(shard, to));
+    commits++;
     return to == head;
   }
 
@@ -418,10 +474,12 @@ struct Ingest::Impl {
   // Commits the shard; after the commit that chose the index's pair words, its documents built
   // before them get their pair terms (pair_unpaired_documents; once, then nothing to do).
   // Then, for a server, compacts the shard once it has grown enough (compact_live).
-  Status commit_shard(unsigned shard, std::uint64_t last) {
+  // `compact` false: the caller compacts after telling waiting readers (sync_index) of the commit.
+  Status commit_shard(unsigned shard, std::uint64_t last, bool compact = true) {
     MAILARK_TRY(index.commit_shard(shard, last));
+    commits++;
     MAILARK_TRY(pair_unpaired_documents(archive, index, shard, limits));
-    return compact_live(shard, /*idle=*/false);
+    return compact ? compact_live(shard, /*idle=*/false) : ok_status();
   }
 
   // A server's live shards are compacted as they grow and once mail stops arriving (`idle`: no
@@ -433,7 +491,7 @@ struct Ingest::Impl {
     if (!compacted) {
       if (!index.shard_open(shard)) return compacted.error();  // recovered as after any failure
       warn("index shard " + std::to_string(shard) + ": " + compacted.error().to_string() + "; left as it was");
-    } else if (compacted->compacted && options.on_info) {
+    } else if (compacted->compacted && ++commits && options.on_info) {
       options.on_info("index shard " + std::to_string(shard) + " compacted: " + std::to_string(compacted->before >> 10) +
                       " KiB to " + std::to_string(compacted->after >> 10) + " KiB");
     }
@@ -466,6 +524,28 @@ struct Ingest::Impl {
       retry_at = std::chrono::steady_clock::now() + retry;
       since_commit = 0;
       prompt_waiting = false;
+      report_synced(shard, true);
+    };
+    // A reader asked for what is archived to be searchable (sync_index): once this shard has added
+    // every document of its own up to the head asked for, it commits them and says so.
+    std::uint64_t answered = 0;
+    auto answer_readers = [&](std::chrono::steady_clock::time_point now) {
+      const std::uint64_t want = sync_want.load();
+      if (want <= answered) return;
+      const unsigned n = index.shard_count();
+      if (indexer::shard_coverage(std::max(last, index.shard_watermark(shard)), shard, n) < want) return;
+      if (since_commit > 0) {
+        if (auto s = commit_shard(shard, last, /*compact=*/false); !s) {
+          failed(s.error());
+          return;
+        }
+        since_commit = 0;
+        prompt_waiting = false;
+        last_commit = now;
+      }
+      answered = want;
+      report_synced(shard, false);
+      if (auto c = compact_live(shard, /*idle=*/false); !c) failed(c.error());
     };
     bool reopen = true;  // the shard, at the next recovery: not between chunks of one catch-up
     bool said_why = true;  // the reason the shard is behind has been logged (failed() logs it)
@@ -484,6 +564,7 @@ struct Ingest::Impl {
       broken_shards++;
       reopen = false;
       said_why = false;  // the first failed catch-up says why (a full disk), once
+      report_synced(shard, true);
     }
     while (true) {
       auto wait = broken ? std::min<std::chrono::milliseconds>(interval, retry) : interval;
@@ -499,6 +580,7 @@ struct Ingest::Impl {
             broken_shards--;
             reopen = true;
             last_commit = now;
+            report_synced(shard, false);
             warn("index shard " + std::to_string(shard) + ": recovered, caught up to message " +
                  std::to_string(index.shard_watermark(shard)));
           } else if (s) {
@@ -517,7 +599,7 @@ struct Ingest::Impl {
           }
         }
         if (broken) continue;  // the archive has it; recovery indexes it from there
-        if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
+        if (got == BoundedQueue<ToIndex>::PopResult::kTimeout || item.seq == 0) continue;
       } else if (got == BoundedQueue<ToIndex>::PopResult::kTimeout || now - last_commit >= interval) {
         if (since_commit > 0) {
           if (prompt_waiting || now - last_commit >= bulk_interval) {
@@ -539,7 +621,14 @@ struct Ingest::Impl {
         } else {
           last_commit = now;
         }
-        if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) continue;
+        if (got == BoundedQueue<ToIndex>::PopResult::kTimeout) {
+          answer_readers(now);
+          continue;
+        }
+      }
+      if (item.seq == 0) {  // a reader's wake-up, no document
+        answer_readers(now);
+        continue;
       }
       // A document prepared before the index chose its pair words and added after: built again with
       // them, so the shard, once written again with them (commit_shard), never takes one without.
@@ -563,6 +652,7 @@ struct Ingest::Impl {
         since_commit = 0;
         prompt_waiting = false;
       }
+      answer_readers(now);
     }
     if (broken) {
       if (auto s = recover_shard(shard, reopen); s) {  // the whole rest: the queue is closed
@@ -574,6 +664,7 @@ struct Ingest::Impl {
     } else if (auto s = pair_unpaired_documents(archive, index, shard, limits); !s) {
       failed(s.error());
     }
+    report_synced(shard, broken);
   }
 
   // Items appended in submission order: every item with preserve_order, else the imports' (a server
@@ -687,6 +778,14 @@ void Ingest::submit(IngestItem item) {
 
 bool Ingest::try_submit(IngestItem& item) {
   return impl_->try_submit(item);
+}
+
+Ingest::Synced Ingest::sync_index(std::chrono::milliseconds timeout) {
+  return impl_->sync_index(timeout);
+}
+
+std::uint64_t Ingest::index_commits() const {
+  return impl_->commits.load();
 }
 
 bool Ingest::room_for_imports() const {

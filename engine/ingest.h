@@ -25,6 +25,7 @@
 // item's on_done are called from pipeline threads.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -116,7 +117,7 @@ struct IngestOptions {
   // 2,500 (docs/BENCHMARKS.md, "Commit interval").
   std::size_t index_commit_every = 2500;
   // Commit the index at least this often while documents are waiting (0: only by count and at the
-  // end). Servers set it so that new mail is searchable within about this time.
+  // end). Readers that ask (sync_index) have it committed at once; this is for those that do not.
   unsigned index_commit_interval_ms = 0;
   // Imports are searchable within this long instead (a shard whose uncommitted documents all came
   // from imports commits by count, index_commit_every, or after this long): commits of a few
@@ -172,6 +173,17 @@ class Ingest {
   // waits while one is full, and every session's 250 behind it (a shard compacting or committing
   // takes none for a while). Test: Ingest.ImportsWaitWhileAShardsQueueIsHalfFull.
   bool room_for_imports() const;
+  // Makes what the archive holds now searchable, for a reader about to open the index: each shard
+  // commits its documents up to the archive's head at the call (rather than at its next timed
+  // commit, index_commit_interval_ms), and this returns once all have (kCurrent); kTimedOut after
+  // `timeout`; kBroken at once while a shard is broken (the reader goes on with what is committed,
+  // and says the index is behind). Readers asking together share the commits. Any thread.
+  // Tests: Ingest.AReaderFindsMailArchivedJustBeforeItAsks, Ingest.ABrokenShardAnswersAReaderAtOnce.
+  enum class Synced { kCurrent, kBroken, kTimedOut };
+  Synced sync_index(std::chrono::milliseconds timeout);
+  // How many times the index threads have committed or compacted a shard so far: a reader opened
+  // when this had the same value sees what one opened now would.
+  std::uint64_t index_commits() const;
   // Drains every queue, commits the index. Returns the first archive write failure (the messages it
   // hit were reported as kFailed), else ok: an index failure is not an error here (the next open
   // catches the index up).

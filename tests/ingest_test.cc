@@ -224,6 +224,79 @@ TEST(Ingest, ImportsAloneAreIndexedInBulkAndMailFromOutsideAtOnce) {
   EXPECT_TRUE(in.finish().ok());
 }
 
+// A reader about to search asks the index threads to commit what the archive holds (a server
+// commits otherwise only every index_commit_interval_ms, here never): mail whose result was just
+// reported (an SMTP 250, sent before its document reaches its shard) is found by the search that
+// follows at once, every time.
+TEST(Ingest, AReaderFindsMailArchivedJustBeforeItAsks) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  IngestOptions o = server_options(out);
+  o.index_commit_interval_ms = 3600000;
+  o.index_commit_every = 100000;
+  auto found = [&](const std::string& q) -> std::uint64_t {
+    auto r = indexer::IndexReader::open(dir / "index");
+    if (!r.ok()) return 0;
+    auto res = (*r)->search(q, indexer::SearchOptions{0, 1}, nullptr);
+    return res.ok() ? res->total : 0;
+  };
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  for (int i = 0; i < 9; ++i) in.submit(item("early " + std::to_string(i), out));
+  wait_until([&] { return out.count(IngestOutcome::kArchived) == 9; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(found("subject:early"), 0u) << "nothing commits by itself here";
+  EXPECT_EQ(in.sync_index(std::chrono::minutes(5)), Ingest::Synced::kCurrent);
+  EXPECT_EQ(found("subject:early"), 9u);
+  // Each message asked for as soon as its result is reported.
+  for (int i = 1; i <= 30; ++i) {
+    IngestItem it = item("late " + std::to_string(i), out);
+    // The archive writer reports a result before it queues the document: here it lingers there, so
+    // that the reader asks while the document has not reached its shard.
+    it.on_done = [report = std::move(it.on_done)](const IngestResult& r) {
+      report(r);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    };
+    in.submit(std::move(it));
+    wait_until([&] { return out.count(IngestOutcome::kArchived) == 9 + i; });
+    ASSERT_EQ(in.sync_index(std::chrono::minutes(5)), Ingest::Synced::kCurrent);
+    ASSERT_EQ(found("subject:late"), static_cast<std::uint64_t>(i)) << "message " << i;
+  }
+  // Nothing new: answered at once, from what is committed.
+  EXPECT_EQ(in.sync_index(std::chrono::minutes(5)), Ingest::Synced::kCurrent);
+  EXPECT_TRUE(in.finish().ok());
+  EXPECT_EQ(in.sync_index(std::chrono::minutes(5)), Ingest::Synced::kCurrent) << "after the end, too";
+}
+
+// A shard that cannot write (its disk full) answers a reader at once: the reader goes on with what
+// is committed and says the index is behind, rather than wait for a commit that cannot come.
+TEST(Ingest, ABrokenShardAnswersAReaderAtOnce) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  (void)e->search("anything", {});  // the index exists before its disk fills
+  e.reset();
+  std::filesystem::rename(dir / "index", dir / "index.real");
+  test::SmallTmpfs disk(dir / "index", 8u << 20);
+  REQUIRE_TMPFS(disk);
+  std::filesystem::copy(dir / "index.real", dir / "index", std::filesystem::copy_options::recursive);
+  e = open_engine(dir.path());
+  Outcomes out;
+  IngestOptions o = server_options(out);
+  o.index_retry_ms = 3600000;  // stays broken for the test
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  disk.fill();
+  for (int i = 0; i < 6; ++i) in.submit(item("stuck " + std::to_string(i), out));
+  wait_until([&] { return out.count(IngestOutcome::kArchived) == 6; });
+  wait_until([&] {
+    std::lock_guard lock(out.mu);
+    return !out.warnings.empty();
+  });
+  // Not kTimedOut: a reader never waits out its whole timeout for a broken shard.
+  EXPECT_EQ(in.sync_index(std::chrono::hours(1)), Ingest::Synced::kBroken);
+  disk.free();
+  EXPECT_TRUE(in.finish().ok());
+}
+
 TEST(Ingest, CompletionOrderLetsASmallMessagePassASlowOne) {
   test::ScratchDir dir;
   auto e = open_engine(dir.path());

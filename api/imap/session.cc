@@ -1251,6 +1251,7 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
   std::unique_ptr<indexer::IndexReader> reader;
   const bool exact = view.size() <= kExactSearchMessages;
   if (!text_keys.empty() && !exact) {
+    if (ctx_.sync_index) ctx_.sync_index();
     auto r = indexer::IndexReader::open(ctx_.index_dir);
     if (r) {
       reader = std::move(*r);

@@ -91,6 +91,9 @@ struct ImapContext {
   // Room on disk for an APPEND of this many bytes (api/disk_reserve.h): false answers
   // NO [OVERQUOTA] Not enough disk space. Empty: always room (tests).
   std::function<bool(std::uint64_t bytes)> disk_room;
+  // Called before SEARCH opens the index: makes what is archived searchable (the server's
+  // Ingest::sync_index). Empty: SEARCH reads what the index has committed (tests).
+  std::function<void()> sync_index;
   // The audit log (engine/cases.h): the messages a session read and the searches it made are one
   // entry when it ends ("imap.views": how many and which archive ids; tests/e2e/test_web.py
   // test_cases_over_rest_and_the_audit_log). Null: nothing is audited (tests).

@@ -444,12 +444,17 @@ struct SmtpServer::Impl {
       return append_for_imap(u, folder, std::move(raw), date);
     };
     imap_ctx->disk_room = [this](std::uint64_t bytes) { return disk_reserve.room_for(bytes, "imap"); };
+    imap_ctx->sync_index = [this] { (void)ingest->sync_index(ImportSocket::kSyncTimeout); };
     imap = std::make_unique<ImapServer>(io, ssl, *imap_ctx, config);
     MAILARK_TRY(imap->setup());
     mailboxes->set_observer([this](const std::vector<std::uint32_t>& users) { imap->notify(users); });
     if (!config.web.listen.empty()) {
       web_ctx = std::make_unique<WebContext>(WebContext{*mailboxes, engine.archive(), engine.index_dir(), *auth, monitor.get()});
       web_ctx->data_dir = engine.options().data_dir;
+      web_ctx->sync_index = [this] {
+        (void)ingest->sync_index(ImportSocket::kSyncTimeout);
+        return ingest->index_commits();
+      };
       {
         // An export the portal was sending when the server stopped is of no use to anyone.
         std::error_code ec;

@@ -167,9 +167,15 @@ struct WebPortal::Impl {
   };
   std::unordered_map<std::string, Bucket> buckets;
 
-  // Xapian readers, one per pool thread at a time, reopened when a second old (new mail shows).
+  // Xapian readers, one per pool thread at a time, reopened after any index commit (new mail shows)
+  // or when a second old.
   std::mutex readers_mu;
-  std::vector<std::pair<Clock::time_point, std::unique_ptr<indexer::IndexReader>>> readers;
+  struct Kept {
+    Clock::time_point opened;
+    std::uint64_t commits;
+    std::unique_ptr<indexer::IndexReader> r;
+  };
+  std::vector<Kept> readers;
 
   struct Caller {
     User user;
@@ -390,31 +396,35 @@ struct WebPortal::Impl {
 
   // ---- mailbox (pool thread) ----
 
-  // A reader and when it was opened; give it back when done. Readers older than a second are
-  // dropped, so new mail is searchable within about a second of being indexed.
+  // A reader of the index as it is now, with what was archived before the call searchable
+  // (ctx.sync_index); give it back when done. A kept reader is reused while the index has not been
+  // committed since it was opened, and for a second at most.
   struct Reader {
     Clock::time_point opened;
+    std::uint64_t commits = 0;
     std::unique_ptr<indexer::IndexReader> r;
     explicit operator bool() const { return r != nullptr; }
     indexer::IndexReader* operator->() const { return r.get(); }
   };
   Reader take_reader() {
+    const std::uint64_t commits = ctx.sync_index ? ctx.sync_index() : 0;
     {
       std::lock_guard lock(readers_mu);
       while (!readers.empty()) {
-        auto [at, r] = std::move(readers.back());
+        Kept k = std::move(readers.back());
         readers.pop_back();
-        if (Clock::now() - at < std::chrono::seconds(1)) return Reader{at, std::move(r)};
+        if (k.commits == commits && Clock::now() - k.opened < std::chrono::seconds(1))
+          return Reader{k.opened, k.commits, std::move(k.r)};
       }
     }
     auto opened = Clock::now();
     auto r = indexer::IndexReader::open(ctx.index_dir);
-    if (!r) return Reader{opened, nullptr};
-    return Reader{opened, std::move(*r)};
+    if (!r) return Reader{opened, commits, nullptr};
+    return Reader{opened, commits, std::move(*r)};
   }
   void give_reader(Reader r) {
     std::lock_guard lock(readers_mu);
-    if (readers.size() < 8 && r.r) readers.emplace_back(r.opened, std::move(r.r));
+    if (readers.size() < 8 && r.r) readers.push_back(Kept{r.opened, r.commits, std::move(r.r)});
   }
 
   // Where each of a user's messages is (archive id -> folder and entry) and the sorted ids a search

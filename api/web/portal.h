@@ -71,6 +71,11 @@ struct WebContext {
                                        std::string raw, std::string client_ip)>
       submit;
   std::function<void()> wake_follower;  // so a sent message is in Sent at once
+  // Called before a search opens the index: makes what is archived searchable (the server's
+  // Ingest::sync_index; its index otherwise commits every archive.index_commit_interval_ms) and
+  // returns the index's commit count (Ingest::index_commits), which tells whether a reader kept
+  // from before is still current. Empty (tests): readers are reopened after a second.
+  std::function<std::uint64_t()> sync_index;
   // eDiscovery cases and the audit log (DATA/cases): logins, searches and case changes are entries
   // ("web:<user>"); the case endpoints answer 503 without it.
   CaseStore* cases = nullptr;

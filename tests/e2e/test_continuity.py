@@ -189,8 +189,6 @@ mx_port = {self.mx_port}
 connect_timeout = 2
 [dns]
 servers = ["127.0.0.1@{self.dns_port}"]
-[archive]
-index_commit_interval_ms = 200
 [continuity]
 window = {self.WINDOW}
 alert_after = 2

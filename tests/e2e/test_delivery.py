@@ -105,8 +105,6 @@ primary = ["127.0.0.1:{primary_port}"]
 smarthost = ["127.0.0.1:{smarthost_port or free_port()}"]  # without one: a dead port, so mail waits
 retry_schedule = [1]
 {extra}
-[archive]
-index_commit_interval_ms = 200
 """)
         self.log_path = os.path.join(self.tmp, "serve.log")
         self.log = open(self.log_path, "wb")

@@ -79,7 +79,6 @@ verify_recipients = "none"
 primary = [{f'"127.0.0.1:{primary}"' if primary else ''}]
 retry_schedule = [1]
 [archive]
-index_commit_interval_ms = 100
 {extra}
 """
 
@@ -715,6 +714,8 @@ listen = "127.0.0.1:{web_port}"
         self.assertEqual(Sink.messages(self.sinks[0]), [], "nothing held was delivered")
         released = srv.cli("quarantine", "release", str(held[1]["id"]), "--by", "tester")
         self.assertEqual(released["failed"], 0)
+        self.assertEqual(released["decisions"], [{"id": held[1]["id"], "recipients": held[1]["recipients"],
+                                                  "queued": True}])
         self.until(lambda: any(b"policy.quarantine" in m for m in self.sinks[0].messages()), "delivery of the release", srv)
         decided = {e["id"]: e for e in srv.cli("quarantine", "list", "--all")["entries"]}
         self.assertEqual(decided[held[1]["id"]]["status"], "released")

@@ -54,8 +54,6 @@ servers = ["127.0.0.1@{self.dns_port}"]
 [delivery]
 mx_port = {self.smtp_port}
 retry_schedule = [1]
-[archive]
-index_commit_interval_ms = 200
 """)
         self.data = os.path.join(self.tmp, "data")
         self.log = open(os.path.join(self.tmp, "serve.log"), "wb")

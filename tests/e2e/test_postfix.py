@@ -180,8 +180,6 @@ verify_recipients = "primary"
 [delivery]
 primary = ["127.0.0.1:{primary_port}"]
 retry_schedule = [1]
-[archive]
-index_commit_interval_ms = 200
 """
         mailark = self.start_mailark(config)
         wait_port(mx_port, mailark, "mailark serve")
@@ -311,8 +309,6 @@ servers = ["127.0.0.1@{dns_port}"]
 [delivery]
 mx_port = {mx_smtp_port}
 retry_schedule = [1]
-[archive]
-index_commit_interval_ms = 200
 """)
         wait_port(outbound_port, mailark, "mailark serve")
         postfix = Postfix(os.path.join(self.tmp, "postfix"), postfix_port, f"""
@@ -424,8 +420,7 @@ relayhost = [127.0.0.1]:{mx_port}
 """)
         primary.start()
         self.cleanups.append(primary.stop)
-        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]\n[limits]\nhops = 20\n"
-                             "[archive]\nindex_commit_interval_ms = 200", inbound='verify_recipients = "none"')
+        self.inbound_mailark(mx_port, primary_port, "retry_schedule = [1]\n[limits]\nhops = 20\n", inbound='verify_recipients = "none"')
         s = smtplib.SMTP("127.0.0.1", mx_port, timeout=10)
         s.sendmail("someone@outside.example", ["carol@example.com"],
                    "Subject: round and round\r\nMessage-ID: <loop@outside.example>\r\n\r\nagain\r\n")

@@ -23,8 +23,7 @@ class SegmentsTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, True)
         port = free_port()
         # An inbound listener whose primary is a port nobody listens on: mail stays queued.
-        conf = config(port, free_port()).replace("index_commit_interval_ms = 100",
-                                                 "index_commit_interval_ms = 100\nseal_interval_ms = 200")
+        conf = config(port, free_port()).replace("[archive]\n", "[archive]\nseal_interval_ms = 200\n")
         srv = Server(conf, data=os.path.join(tmp, "data"))
         self.assertEqual(srv.cli("segments", "policy", "--max-records", "3")["max_records"], 3)
         srv.start()

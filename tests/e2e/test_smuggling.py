@@ -76,8 +76,6 @@ networks = ["127.0.0.0/8"]
 [delivery]
 smarthost = ["127.0.0.1:{free_port()}"]
 
-[archive]
-index_commit_interval_ms = 100
 """).start()
 
     @classmethod

@@ -50,7 +50,6 @@ verify_recipients = "none"
 primary = ["127.0.0.1:{primary}"]
 retry_schedule = [1]
 [archive]
-index_commit_interval_ms = 100
 """
 
 
