@@ -217,8 +217,9 @@ int connect_handoff(const std::string& data_dir) { return connect_unix(data_dir 
 bool ask_server_to_sync_index(const std::string& data_dir, std::string* why) {
   const int fd = connect_unix(data_dir + "/" + kIndexSyncSocketName);
   if (fd < 0) return false;
-  // The server waits at most its own timeout for its index; this bounds a server that never answers.
-  timeval tv{30, 0};
+  // The server waits at most its own timeout (5 s) for its index; this bounds a server that never
+  // answers (stopped, or stuck), after which the reader reads what is committed.
+  timeval tv{10, 0};
   (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string line;
   char buf[256];

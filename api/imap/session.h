@@ -92,7 +92,8 @@ struct ImapContext {
   // NO [OVERQUOTA] Not enough disk space. Empty: always room (tests).
   std::function<bool(std::uint64_t bytes)> disk_room;
   // Called before SEARCH opens the index: makes what is archived searchable (the server's
-  // Ingest::sync_index). Empty: SEARCH reads what the index has committed (tests).
+  // Ingest::sync_index), so that SEARCH reads fewer messages one by one (those past the index's
+  // watermark are checked against their bytes, so SEARCH is exact either way). Empty: not asked (tests).
   std::function<void()> sync_index;
   // The audit log (engine/cases.h): the messages a session read and the searches it made are one
   // entry when it ends ("imap.views": how many and which archive ids; tests/e2e/test_web.py
