@@ -140,17 +140,27 @@ TEST(Ingest, AMessageWhosePreparationThrowsFailsAlone) {
   EXPECT_EQ(res->total, 1u);
 }
 
-TEST(Ingest, IndexFailureNeverFailsAMessage) {
-  test::ScratchDir dir;
+// For a test whose index gets a disk of its own: the index is made, then moved to DIR/index.real so
+// that a small file system can be mounted at DIR/index; open_on_moved_index copies it there and
+// opens the engine.
+void move_index_aside(const test::ScratchDir& dir) {
   auto e = open_engine(dir.path());
   (void)e->search("anything", {});  // the index exists before its disk fills
   e.reset();
-  // The index gets a disk of its own, which then fills up.
   std::filesystem::rename(dir / "index", dir / "index.real");
+}
+auto open_on_moved_index(const test::ScratchDir& dir) {
+  std::filesystem::copy(dir / "index.real", dir / "index", std::filesystem::copy_options::recursive);
+  return open_engine(dir.path());
+}
+
+TEST(Ingest, IndexFailureNeverFailsAMessage) {
+  test::ScratchDir dir;
+  // The index gets a disk of its own, which then fills up.
+  move_index_aside(dir);
   test::SmallTmpfs disk(dir / "index", 8u << 20);
   REQUIRE_TMPFS(disk);
-  std::filesystem::copy(dir / "index.real", dir / "index", std::filesystem::copy_options::recursive);
-  e = open_engine(dir.path());  // the index leaves 512 KiB of its 8 MiB free (a sixteenth)
+  auto e = open_on_moved_index(dir);  // the index leaves 512 KiB of its 8 MiB free (a sixteenth)
   Outcomes out;
   {
     IngestOptions options = server_options(out);
@@ -184,6 +194,14 @@ TEST(Ingest, IndexFailureNeverFailsAMessage) {
   EXPECT_EQ(res->total, 40u) << "nothing lost: the index caught up from the archive";
 }
 
+// Messages matching `q` in what the index at `dir` has committed (0 without an index).
+std::uint64_t committed_hits(const std::string& dir, const std::string& q) {
+  auto r = indexer::IndexReader::open(dir);
+  if (!r.ok()) return 0;
+  auto res = (*r)->search(q, indexer::SearchOptions{0, 1}, nullptr);
+  return res.ok() ? res->total : 0;
+}
+
 // A server's index commits every index_commit_interval_ms while mail someone may search for waits
 // uncommitted, but an import handed to it (nobody waits for each of its messages) is committed by
 // count or every index_bulk_commit_interval_ms: commits of a few documents a second cost a handed
@@ -197,12 +215,7 @@ TEST(Ingest, ImportsAloneAreIndexedInBulkAndMailFromOutsideAtOnce) {
   o.index_commit_every = 100000;
   o.index_bulk_commit_interval_ms = 3600000;
   o.bulk_linger_ms = 50;
-  auto found = [&](const std::string& q) -> std::uint64_t {
-    auto r = indexer::IndexReader::open(dir / "index");
-    if (!r.ok()) return 0;
-    auto res = (*r)->search(q, indexer::SearchOptions{0, 1}, nullptr);
-    return res.ok() ? res->total : 0;
-  };
+  auto found = [&](const std::string& q) { return committed_hits(dir / "index", q); };
   Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
   for (int i = 0; i < 10; ++i) {
     IngestItem it = item("imported " + std::to_string(i), out);
@@ -235,12 +248,7 @@ TEST(Ingest, AReaderFindsMailArchivedJustBeforeItAsks) {
   IngestOptions o = server_options(out);
   o.index_commit_interval_ms = 3600000;
   o.index_commit_every = 100000;
-  auto found = [&](const std::string& q) -> std::uint64_t {
-    auto r = indexer::IndexReader::open(dir / "index");
-    if (!r.ok()) return 0;
-    auto res = (*r)->search(q, indexer::SearchOptions{0, 1}, nullptr);
-    return res.ok() ? res->total : 0;
-  };
+  auto found = [&](const std::string& q) { return committed_hits(dir / "index", q); };
   Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
   for (int i = 0; i < 9; ++i) in.submit(item("early " + std::to_string(i), out));
   wait_until([&] { return out.count(IngestOutcome::kArchived) == 9; });
@@ -272,14 +280,10 @@ TEST(Ingest, AReaderFindsMailArchivedJustBeforeItAsks) {
 // is committed and says the index is behind, rather than wait for a commit that cannot come.
 TEST(Ingest, ABrokenShardAnswersAReaderAtOnce) {
   test::ScratchDir dir;
-  auto e = open_engine(dir.path());
-  (void)e->search("anything", {});  // the index exists before its disk fills
-  e.reset();
-  std::filesystem::rename(dir / "index", dir / "index.real");
+  move_index_aside(dir);
   test::SmallTmpfs disk(dir / "index", 8u << 20);
   REQUIRE_TMPFS(disk);
-  std::filesystem::copy(dir / "index.real", dir / "index", std::filesystem::copy_options::recursive);
-  e = open_engine(dir.path());
+  auto e = open_on_moved_index(dir);
   Outcomes out;
   IngestOptions o = server_options(out);
   o.index_retry_ms = 3600000;  // stays broken for the test

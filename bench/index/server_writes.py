@@ -17,8 +17,6 @@ wrote (/proc/diskstats: everything on that disk), and the server's CPU (utime + 
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,26 +25,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "bench", "smtp"))
+from common import free_port, stop_all, wait_port  # noqa: E402
 from mail import Conn, drive, load_messages  # noqa: E402  (the SMTP bench's mix of corpus messages, its client)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc):
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("mailark serve ended early")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("mailark serve did not listen")
 
 
 def disk_of(path):
@@ -137,11 +117,7 @@ def run(args, interval, msgs):
         return {"n": n, "written": (io1 - io0) / n, "disk": (sec1 - sec0) * 512 / n,
                 "cpu_ms": (cpu1 - cpu0) * 1000 / n, "asked_ms": asked * 1000}
     finally:
-        m.send_signal(signal.SIGTERM)
-        try:
-            m.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            m.kill()
+        stop_all([m], timeout=120)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
 
