@@ -142,8 +142,9 @@ struct IngestOptions {
   // (0: never; imports seal at their compaction instead).
   unsigned seal_interval_ms = 0;
   // Compact each shard of the live index segment when it has grown by half since its last compaction
-  // (indexer::IndexWriter::compact_if_grown, after a commit). A server, which commits every second,
-  // would otherwise keep an index about twice its compact size; an import compacts the whole index at
+  // (indexer::IndexWriter::compact_if_grown, after a commit). A server, which commits often (when
+  // readers ask, and every index_commit_interval_ms), would otherwise keep an index about twice its
+  // compact size; an import compacts the whole index at
   // its end instead.
   bool compact_live_index = false;
   // Warnings worth a log line (index failures and recoveries). May be null. Called from pipeline
