@@ -43,7 +43,8 @@ inline constexpr const char* kHandoffSocketName = "import.sock";
 // `export`) asks the running server to make what it has archived searchable before it opens the
 // index (Ingest::sync_index; a server otherwise commits its index every
 // archive.index_commit_interval_ms). The client connects and sends nothing; the server answers one
-// line, "current" or "behind: why", and closes. Same access rule as import.sock.
+// line, "current" or "behind: why", and closes. Same access rule as import.sock
+// (tests/e2e/test_import_handoff.py test_the_index_socket_answers_only_the_servers_user).
 inline constexpr const char* kIndexSyncSocketName = "index.sock";
 
 // Asks the server running on `data_dir`, if one answers there, to make its index current. False when

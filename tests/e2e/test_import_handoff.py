@@ -455,5 +455,49 @@ class ImportHandoffTest(unittest.TestCase):
         self.assertEqual(out["imported"], 3)
 
 
+    def test_the_index_socket_answers_only_the_servers_user(self):
+        """DATA/index.sock (engine/handoff.h): a reader in another process has the server commit what
+        it archived before it searches. The same access rule as import.sock: mode 0600, and the
+        kernel's word on the peer, so a socket opened to all still answers no other user."""
+        srv = self.server()
+        sock = os.path.join(srv.data, "index.sock")
+        self.assertEqual(stat.S_IMODE(os.stat(sock).st_mode), 0o600)
+
+        def ask():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.settimeout(30)
+                c.connect(sock)
+                said = b""
+                while not said.endswith(b"\n"):
+                    got = c.recv(256)
+                    if not got:
+                        break
+                    said += got
+                return said.decode()
+
+        self.assertEqual(ask(), "current\n")
+        os.chmod(sock, 0o666)
+        for d in (srv.tmp, srv.data):
+            os.chmod(d, 0o711)
+        nobody = 65534
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(nobody)
+                os.setuid(nobody)
+                os.write(write_end, json.dumps(ask()).encode())
+            except BaseException as e:  # noqa: BLE001 -- the parent reports it
+                os.write(write_end, json.dumps(repr(e)).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as r:
+            said = json.loads(r.read() or b"null")
+        os.waitpid(pid, 0)
+        self.assertEqual(said, "behind: only the server's own user (or root) may ask it\n")
+        self.assertEqual(ask(), "current\n", "the server's own user is still answered")
+
 if __name__ == "__main__":
     unittest.main()
