@@ -64,7 +64,7 @@ struct ImportSocket::Impl : std::enable_shared_from_this<ImportSocket::Impl> {
   int listen_fd = -1;
   int sync_fd = -1;
   int wake_fd = -1;
-  // Readers waiting for the index (sync_loop), each on a thread of its own, at most kMaxSyncs.
+  // Readers waiting for the index (answer_sync), each on a thread of its own, at most kMaxSyncs.
   static constexpr std::size_t kMaxSyncs = 16;
   std::list<std::pair<std::thread, std::shared_ptr<std::atomic<bool>>>> syncs;  // under mu
   std::atomic<bool> stopping{false};
