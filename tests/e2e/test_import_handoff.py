@@ -92,6 +92,28 @@ def converse(path, data):
     return frames
 
 
+def as_user(uid, fn):
+    """fn() run in a child process as `uid` (and its group; no other groups): what it returned, as
+    JSON carries it, or the repr of what it raised."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(write_end, json.dumps(fn()).encode())
+        except BaseException as e:  # noqa: BLE001 -- the parent reports it
+            os.write(write_end, json.dumps(repr(e)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as r:
+        said = json.loads(r.read() or b"null")
+    os.waitpid(pid, 0)
+    return said
+
+
 class ImportHandoffTest(unittest.TestCase):
     def setUp(self):
         self.tmp = scratch("mailark-handoff-")
@@ -426,24 +448,13 @@ class ImportHandoffTest(unittest.TestCase):
         for d in (srv.tmp, srv.data):
             os.chmod(d, 0o711)
         nobody = 65534
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: nobody, who sends a message and reads what the server says
-            try:
-                os.close(read_end)
-                os.setgroups([])
-                os.setgid(nobody)
-                os.setuid(nobody)
-                frames = converse(sock, frame("m", "intruder#1", message(1, "from another user"), "0", "", "", "",
-                                              "") + frame("x"))
-                os.write(write_end, json.dumps([[k, [f.decode() for f in fs]] for k, fs in frames]).encode())
-            except BaseException as e:  # noqa: BLE001 -- the parent reports it
-                os.write(write_end, json.dumps(repr(e)).encode())
-            os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as r:
-            said = json.loads(r.read() or b"null")
-        os.waitpid(pid, 0)
+
+        def intrude():  # nobody sends a message and reads what the server says
+            frames = converse(sock, frame("m", "intruder#1", message(1, "from another user"), "0", "", "", "",
+                                          "") + frame("x"))
+            return [[k, [f.decode() for f in fs]] for k, fs in frames]
+
+        said = as_user(nobody, intrude)
         self.assertEqual(said, [["s", ["only the server's own user (or root) may hand it an import"]]], said)
         self.assertIn(f"refused a client of uid {nobody}", srv.server_log())
         self.assertEqual(records(srv), 0, "nothing of the refused client's was archived")
@@ -453,7 +464,6 @@ class ImportHandoffTest(unittest.TestCase):
         p, out = self.importing(srv, mbox)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(out["imported"], 3)
-
 
     def test_the_index_socket_answers_only_the_servers_user(self):
         """DATA/index.sock (engine/handoff.h): a reader in another process has the server commit what
@@ -479,23 +489,7 @@ class ImportHandoffTest(unittest.TestCase):
         os.chmod(sock, 0o666)
         for d in (srv.tmp, srv.data):
             os.chmod(d, 0o711)
-        nobody = 65534
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read_end)
-                os.setgroups([])
-                os.setgid(nobody)
-                os.setuid(nobody)
-                os.write(write_end, json.dumps(ask()).encode())
-            except BaseException as e:  # noqa: BLE001 -- the parent reports it
-                os.write(write_end, json.dumps(repr(e)).encode())
-            os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as r:
-            said = json.loads(r.read() or b"null")
-        os.waitpid(pid, 0)
+        said = as_user(65534, ask)
         self.assertEqual(said, "behind: only the server's own user (or root) may ask it\n")
         self.assertEqual(ask(), "current\n", "the server's own user is still answered")
 
