@@ -170,12 +170,15 @@ struct WebPortal::Impl {
   // Xapian readers, one per pool thread at a time, reopened after any index commit (new mail shows)
   // or when a second old.
   std::mutex readers_mu;
-  struct Kept {
+  // A reader, when it was opened and the index's commit count then (ctx.sync_index).
+  struct Reader {
     Clock::time_point opened;
-    std::uint64_t commits;
+    std::uint64_t commits = 0;
     std::unique_ptr<indexer::IndexReader> r;
+    explicit operator bool() const { return r != nullptr; }
+    indexer::IndexReader* operator->() const { return r.get(); }
   };
-  std::vector<Kept> readers;
+  std::vector<Reader> readers;
 
   struct Caller {
     User user;
@@ -399,22 +402,14 @@ struct WebPortal::Impl {
   // A reader of the index as it is now, with what was archived before the call searchable
   // (ctx.sync_index); give it back when done. A kept reader is reused while the index has not been
   // committed since it was opened, and for a second at most.
-  struct Reader {
-    Clock::time_point opened;
-    std::uint64_t commits = 0;
-    std::unique_ptr<indexer::IndexReader> r;
-    explicit operator bool() const { return r != nullptr; }
-    indexer::IndexReader* operator->() const { return r.get(); }
-  };
   Reader take_reader() {
     const std::uint64_t commits = ctx.sync_index ? ctx.sync_index() : 0;
     {
       std::lock_guard lock(readers_mu);
       while (!readers.empty()) {
-        Kept k = std::move(readers.back());
+        Reader k = std::move(readers.back());
         readers.pop_back();
-        if (k.commits == commits && Clock::now() - k.opened < std::chrono::seconds(1))
-          return Reader{k.opened, k.commits, std::move(k.r)};
+        if (k.commits == commits && Clock::now() - k.opened < std::chrono::seconds(1)) return k;
       }
     }
     auto opened = Clock::now();
@@ -424,7 +419,7 @@ struct WebPortal::Impl {
   }
   void give_reader(Reader r) {
     std::lock_guard lock(readers_mu);
-    if (readers.size() < 8 && r.r) readers.push_back(Kept{r.opened, r.commits, std::move(r.r)});
+    if (readers.size() < 8 && r.r) readers.push_back(std::move(r));
   }
 
   // Where each of a user's messages is (archive id -> folder and entry) and the sorted ids a search
