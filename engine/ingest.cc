@@ -491,9 +491,12 @@ struct Ingest::Impl {
     if (!compacted) {
       if (!index.shard_open(shard)) return compacted.error();  // recovered as after any failure
       warn("index shard " + std::to_string(shard) + ": " + compacted.error().to_string() + "; left as it was");
-    } else if (compacted->compacted && ++commits && options.on_info) {
-      options.on_info("index shard " + std::to_string(shard) + " compacted: " + std::to_string(compacted->before >> 10) +
-                      " KiB to " + std::to_string(compacted->after >> 10) + " KiB");
+    } else if (compacted->compacted) {
+      commits++;  // readers kept from before read the shard's old files
+      if (options.on_info)
+        options.on_info("index shard " + std::to_string(shard) + " compacted: " +
+                        std::to_string(compacted->before >> 10) + " KiB to " + std::to_string(compacted->after >> 10) +
+                        " KiB");
     }
     return ok_status();
   }
