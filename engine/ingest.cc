@@ -82,6 +82,8 @@ struct Ingest::Impl {
   std::vector<char> sync_broken;
   bool sync_closed = false;
   std::atomic<std::uint64_t> commits{0};  // index commits and compactions so far (index_commits)
+  // What each shard has taken in, committed or not (its coverage of the ids it has added): index_taken_in.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> taken;
   std::mutex error_mu;
   std::optional<Error> archive_error;  // the first archive write failure, for finish()
   bool finished = false;
@@ -100,10 +102,12 @@ struct Ingest::Impl {
     // Every structure the threads share is built before the first thread starts: an index thread
     // reads to_index while a later push_back could still move the vector (ASan caught that once in
     // Ingest.FailedCommitFailsThatBatchOnly).
+    taken = std::make_unique<std::atomic<std::uint64_t>[]>(index.shard_count());
     for (unsigned k = 0; k < index.shard_count(); ++k) {
       to_index.push_back(std::make_unique<BoundedQueue<ToIndex>>(1024));
       sync_done.push_back(indexer::shard_coverage(index.shard_watermark(k), k, index.shard_count()));
       sync_broken.push_back(0);
+      taken[k] = sync_done.back();
     }
     // Records archived before this ingest began and not yet indexed (a server started on an index
     // that lags the archive: it does not catch up before its door opens) are caught up by each
@@ -154,8 +158,22 @@ struct Ingest::Impl {
       std::lock_guard lock(sync_mu);
       sync_done[shard] = indexer::shard_coverage(index.shard_watermark(shard), shard, index.shard_count());
       sync_broken[shard] = broken;
+      // A failed shard has dropped what it held uncommitted (the archive has it; recovery adds it).
+      if (broken) taken[shard].store(sync_done[shard]);
+      note_taken(shard, sync_done[shard]);
     }
     sync_cv.notify_all();
+  }
+  // Only the shard's own thread writes its entry.
+  void note_taken(unsigned shard, std::uint64_t coverage) {
+    std::uint64_t was = taken[shard].load();
+    while (was < coverage && !taken[shard].compare_exchange_weak(was, coverage)) {
+    }
+  }
+  std::uint64_t index_taken_in() const {
+    std::uint64_t low = UINT64_MAX;
+    for (unsigned k = 0; k < index.shard_count(); ++k) low = std::min(low, taken[k].load());
+    return low;
   }
 
   Ingest::Synced sync_index(std::chrono::milliseconds timeout) {
@@ -642,6 +660,7 @@ struct Ingest::Impl {
         continue;
       }
       last = item.seq;
+      note_taken(shard, indexer::shard_coverage(last, shard, index.shard_count()));
       prompt_waiting = prompt_waiting || item.prompt;
       // Until the index has its pair words, commit often enough for it to choose them from what it
       // holds once it is big enough (IndexWriter::commit_shard), whatever the commit interval.
@@ -789,6 +808,10 @@ Ingest::Synced Ingest::sync_index(std::chrono::milliseconds timeout) {
 
 std::uint64_t Ingest::index_commits() const {
   return impl_->commits.load();
+}
+
+std::uint64_t Ingest::index_taken_in() const {
+  return impl_->index_taken_in();
 }
 
 bool Ingest::room_for_imports() const {

@@ -185,6 +185,11 @@ class Ingest {
   // How many times the index threads have committed or compacted a shard so far: a reader opened
   // when this had the same value sees what one opened now would.
   std::uint64_t index_commits() const;
+  // Every archive record up to this one is in the index's shards, committed or not: what a search
+  // that asks (sync_index) finds now, read without asking for a commit (the server's /metrics, whose
+  // scrapes must not commit the index). A broken shard holds it back. Test:
+  // Ingest.WhatTheIndexHasTakenInIsReadWithoutACommit.
+  std::uint64_t index_taken_in() const;
   // Drains every queue, commits the index. Returns the first archive write failure (the messages it
   // hit were reported as kFailed), else ok: an index failure is not an error here (the next open
   // catches the index up).

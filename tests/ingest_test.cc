@@ -276,6 +276,56 @@ TEST(Ingest, AReaderFindsMailArchivedJustBeforeItAsks) {
   EXPECT_EQ(in.sync_index(std::chrono::minutes(5)), Ingest::Synced::kCurrent) << "after the end, too";
 }
 
+// What the index has taken in is read without a commit (the server's /metrics: a scrape is not a
+// commit), and a broken shard holds it back.
+TEST(Ingest, WhatTheIndexHasTakenInIsReadWithoutACommit) {
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  IngestOptions o = server_options(out);
+  o.index_commit_interval_ms = 3600000;
+  o.index_commit_every = 100000;
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  EXPECT_EQ(in.index_taken_in(), 0u);
+  for (int i = 0; i < 7; ++i) in.submit(item("taken " + std::to_string(i), out));
+  wait_until([&] { return out.count(IngestOutcome::kArchived) == 7; });
+  wait_until([&] { return in.index_taken_in() == 7; });
+  const std::uint64_t commits = in.index_commits();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(in.index_taken_in(), 7u);
+  EXPECT_EQ(in.index_commits(), commits) << "reading it commits nothing";
+  EXPECT_EQ(committed_hits(dir / "index", "subject:taken"), 0u);
+  EXPECT_EQ(in.sync_index(std::chrono::minutes(5)), Ingest::Synced::kCurrent);
+  EXPECT_GT(in.index_commits(), commits);
+  EXPECT_EQ(committed_hits(dir / "index", "subject:taken"), 7u);
+  EXPECT_TRUE(in.finish().ok());
+}
+
+TEST(Ingest, ABrokenShardHoldsBackWhatTheIndexHasTakenIn) {
+  test::ScratchDir dir;
+  move_index_aside(dir);
+  test::SmallTmpfs disk(dir / "index", 8u << 20);
+  REQUIRE_TMPFS(disk);
+  auto e = open_on_moved_index(dir);
+  Outcomes out;
+  IngestOptions o = server_options(out);
+  o.index_retry_ms = 3600000;
+  o.index_commit_every = 2;  // a commit (which fails) every document a shard
+  Ingest in(e->archive(), *e->index_writer().value(), nullptr, e->options().limits, o, nullptr);
+  disk.fill();
+  for (int i = 0; i < 6; ++i) in.submit(item("held back " + std::to_string(i), out));
+  wait_until([&] { return out.count(IngestOutcome::kArchived) == 6; });
+  wait_until([&] {
+    std::lock_guard lock(out.mu);
+    return !out.warnings.empty();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Each shard added its first document and failed to commit it: dropped, not taken in.
+  EXPECT_EQ(in.index_taken_in(), 0u) << "a shard that cannot commit has not taken its documents in";
+  disk.free();
+  EXPECT_TRUE(in.finish().ok());
+}
+
 // A shard that cannot write (its disk full) answers a reader at once: the reader goes on with what
 // is committed and says the index is behind, rather than wait for a commit that cannot come.
 TEST(Ingest, ABrokenShardAnswersAReaderAtOnce) {

@@ -455,6 +455,7 @@ struct SmtpServer::Impl {
         (void)ingest->sync_index(ImportSocket::kSyncTimeout);
         return ingest->index_commits();
       };
+      web_ctx->index_state = [this] { return WebContext::IndexState{ingest->index_commits(), ingest->index_taken_in()}; };
       {
         // An export the portal was sending when the server stopped is of no use to anyone.
         std::error_code ec;

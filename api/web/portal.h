@@ -76,6 +76,14 @@ struct WebContext {
   // returns the index's commit count (Ingest::index_commits), which tells whether a reader kept
   // from before is still current. Empty (tests): readers are reopened after a second.
   std::function<std::uint64_t()> sync_index;
+  // The same count, and the last archive record the index has taken in (committed or not:
+  // Ingest::index_taken_in), read without asking for a commit: /metrics, which a monitoring system
+  // scrapes every few seconds and which must not commit the index each time. Empty (tests): both 0,
+  // and the lag is read from the committed index.
+  struct IndexState {
+    std::uint64_t commits = 0, taken_in = 0;
+  };
+  std::function<IndexState()> index_state;
   // eDiscovery cases and the audit log (DATA/cases): logins, searches and case changes are entries
   // ("web:<user>"); the case endpoints answer 503 without it.
   CaseStore* cases = nullptr;

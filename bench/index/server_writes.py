@@ -12,7 +12,11 @@ the server's process wrote (/proc/PID/io write_bytes), sectors the disk under th
 wrote (/proc/diskstats: everything on that disk), and the server's CPU (utime + stime). Messages: the SMTP bench's mix (bench/smtp/mail.py).
 
   python3 bench/index/server_writes.py [--mailark build-dev/mailark] [--rate 2] [--seconds 60]
-                                       [--warm 3000] [--intervals 1000,30000]
+                                       [--warm 3000] [--intervals 1000,30000] [--data-from DIR]
+
+With --data-from, each interval's server starts on a copy of DIR (a data folder written by an import
+or a stopped server) instead of taking --warm messages first: what a server writes on a live segment
+of that size.
 """
 import argparse
 import os
@@ -72,11 +76,14 @@ def run(args, interval, msgs):
                 f'[inbound]\ndomains = ["example.com"]\nverify_recipients = "none"\n'
                 f'[limits]\nsessions_per_ip = 64\n[archive]\nindex_commit_interval_ms = {interval}\n')
     data = os.path.join(work, "data")
+    if args.data_from:
+        shutil.copytree(args.data_from, data, symlinks=True)
     log = open(os.path.join(work, "mailark.log"), "wb")
     m = subprocess.Popen([args.mailark, "--data", data, "serve", "--config", cfg], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port, m)
-        drive(port, msgs[:args.warm], 8)  # as fast as it goes
+        if not args.data_from:
+            drive(port, msgs[:args.warm], 8)  # as fast as it goes
         # Its index committed (and the pair words chosen, the shards compacted once grown) before the
         # window, whatever the interval: the window measures the steady rate's own cost.
         subprocess.run([args.mailark, "--data", data, "search", "subject:zzzz-nothing"], check=True,
@@ -131,10 +138,17 @@ def main():
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warm", type=int, default=3000)
     ap.add_argument("--intervals", default="1000,30000")
+    ap.add_argument("--data-from", default=None,
+                    help="a data folder (of a stopped server or an import) copied for each interval instead "
+                         "of the --warm messages: a live segment of that size")
     args = ap.parse_args()
     args.mailark = os.path.abspath(args.mailark)
+    if args.data_from:
+        args.data_from = os.path.abspath(args.data_from)
+        args.warm = 0
     msgs = load_messages(args.corpus, args.warm + int(args.rate * args.seconds) + 10)
-    print(f"{args.warm} messages first, then {args.rate:g} msg/s for {args.seconds:g} s\n")
+    first = f"a copy of {args.data_from}" if args.data_from else f"{args.warm} messages"
+    print(f"{first} first, then {args.rate:g} msg/s for {args.seconds:g} s\n")
     print(f"{'commit interval':>16} {'written/msg':>12} {'disk/msg':>10} {'CPU/msg':>9} {'search asked':>13}")
     rows = {}
     for iv in [int(x) for x in args.intervals.split(",")]:

@@ -773,6 +773,20 @@ listen = "127.0.0.1:{web_port}"
         self.until(lambda: inbox() == ["Subject: locked away", "Subject: plain and clean"], "the release in INBOX", srv)
         self.assertEqual(srv.cli("queue")["entries"], [], "released to the mailbox, queued for no one")
         self.assertEqual(srv.cli("quarantine", "list", "--all")["entries"][0]["status"], "released")
+        # The same in --json: queued for no one, placed now (1) or by the follower (null).
+        code, text = send(port, "locked again", attachment=("locked.zip", encrypted_zip()))
+        self.assertEqual(code, 554, text)
+        again = [e for e in srv.cli("quarantine")["entries"] if e["status"] == "held"]
+        self.assertEqual(len(again), 1, again)
+        released = srv.cli("quarantine", "release", str(again[0]["id"]), "--by", "tester")
+        self.assertEqual(released["failed"], 0)
+        self.assertEqual(len(released["decisions"]), 1, released)
+        decision = released["decisions"][0]
+        self.assertEqual((decision["id"], decision["recipients"], decision["queued"]),
+                         (again[0]["id"], ["ana@example.com"], False))
+        self.assertIn(decision["placed"], (1, None))
+        self.until(lambda: inbox() == ["Subject: locked again", "Subject: locked away", "Subject: plain and clean"],
+                   "the second release in INBOX", srv)
 
     def test_outbound_listener_refuses_a_foreign_client_before_tls(self):
         port = free_port()

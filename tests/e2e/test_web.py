@@ -808,7 +808,7 @@ tls = "none"
         self.assertEqual((sets[0]["detail"]["before"]["minimum_days"], sets[0]["detail"]["after"]["minimum_days"]), (0, 365))
         self.assertEqual((sets[1]["detail"]["before"]["default_days"], sets[1]["detail"]["after"]["default_days"]), (2555, 0))
 
-    def test_metrics(self):
+    def metrics(self):
         status, _, text = self.alice.request("GET", "/metrics", raw=True)
         self.assertEqual(status, 200)
         text = text.decode()
@@ -817,6 +817,37 @@ tls = "none"
             if line and not line.startswith("#"):
                 name, value = line.rsplit(" ", 1)
                 values[name] = float(value)
+        return values, text
+
+    def test_a_metrics_scrape_commits_nothing(self):
+        """A monitoring system scrapes /metrics every few seconds: a scrape commits nothing (each commit
+        writes the index blocks it changes), and the lag gauge still reads what a search would miss."""
+        self.assertEqual(self.alice.get("/api/v1/search?q=zanzibar")[0], 200)  # what is archived, committed
+        values, _ = self.metrics()
+        commits, archived = values["mailark_index_commits_total"], values["mailark_archive_messages"]
+        with smtplib.SMTP("127.0.0.1", self.mx, timeout=30) as s:
+            s.sendmail("sender@internet.example", ["alice@example.com"],
+                       message("otter census", "alice@example.com", body="the otter census\r\n"))
+        # Lag 0 once the index threads have the message, though nothing committed it.
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            values, _ = self.metrics()
+            if values["mailark_archive_messages"] > archived and values["mailark_index_lag_messages"] == 0:
+                break
+            time.sleep(0.1)
+        self.assertEqual((values["mailark_archive_messages"], values["mailark_index_lag_messages"]), (archived + 1, 0))
+        for _ in range(5):
+            self.assertEqual(self.metrics()[0]["mailark_index_commits_total"], commits, "a scrape committed the index")
+        # A search asks for the commit, and finds it (once the follower has placed it in alice's INBOX:
+        # her search sees her messages only).
+        deadline = time.time() + 30
+        while self.alice.get("/api/v1/search?q=otter")[1]["total"] != 1 and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.alice.get("/api/v1/search?q=otter")[1]["total"], 1)
+        self.assertGreater(self.metrics()[0]["mailark_index_commits_total"], commits)
+
+    def test_metrics(self):
+        values, text = self.metrics()
         accepted = sum(v for k, v in values.items() if k.startswith("mailark_smtp_messages_total{") and 'result="accepted"' in k)
         self.assertGreaterEqual(accepted, 3)
         self.assertGreaterEqual(values.get('mailark_scan_verdicts_total{verdict="clean"}', 0), 3)
