@@ -13,10 +13,12 @@ wrote (/proc/diskstats: everything on that disk), and the server's CPU (utime + 
 
   python3 bench/index/server_writes.py [--mailark build-dev/mailark] [--rate 2] [--seconds 60]
                                        [--warm 3000] [--intervals 1000,30000] [--data-from DIR]
+                                       [--search-every S]
 
 With --data-from, each interval's server starts on a copy of DIR (a data folder written by an import
 or a stopped server) instead of taking --warm messages first: what a server writes on a live segment
-of that size.
+of that size. With --search-every, a `mailark search` also runs every S seconds of the window (each
+asks the server to commit what it has archived, as a portal's or IMAP's searches do).
 """
 import argparse
 import os
@@ -107,9 +109,18 @@ def run(args, interval, msgs):
         io0, cpu0, sec0 = proc_io(m.pid)["write_bytes"], proc_cpu(m.pid), sectors_written(disk)
         n = int(args.rate * args.seconds)
         start = time.perf_counter()
+        searches = 0
+        next_search = start + args.search_every if args.search_every else None
         for k in range(n):
             due = start + k / args.rate
             now = time.perf_counter()
+            if next_search is not None and now >= next_search:
+                # A reader beside the mail (as a portal's users searching): each asks for a commit.
+                subprocess.run([args.mailark, "--data", data, "search", "subject:zzzz-nothing"], check=True,
+                               capture_output=True, timeout=120)
+                searches += 1
+                next_search += args.search_every
+                now = time.perf_counter()
             if due > now:
                 time.sleep(due - now)
             send(next(it))
@@ -122,7 +133,7 @@ def run(args, interval, msgs):
         asked = time.perf_counter() - t0
         io1, cpu1, sec1 = proc_io(m.pid)["write_bytes"], proc_cpu(m.pid), sectors_written(disk)
         return {"n": n, "written": (io1 - io0) / n, "disk": (sec1 - sec0) * 512 / n,
-                "cpu_ms": (cpu1 - cpu0) * 1000 / n, "asked_ms": asked * 1000}
+                "cpu_ms": (cpu1 - cpu0) * 1000 / n, "asked_ms": asked * 1000, "searches": searches}
     finally:
         stop_all([m], timeout=120)
         log.close()
@@ -138,6 +149,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warm", type=int, default=3000)
     ap.add_argument("--intervals", default="1000,30000")
+    ap.add_argument("--search-every", type=float, default=0,
+                    help="also run `mailark search` (which asks for a commit) every this many seconds of the window")
     ap.add_argument("--data-from", default=None,
                     help="a data folder (of a stopped server or an import) copied for each interval instead "
                          "of the --warm messages: a live segment of that size")
@@ -148,7 +161,8 @@ def main():
         args.warm = 0
     msgs = load_messages(args.corpus, args.warm + int(args.rate * args.seconds) + 10)
     first = f"a copy of {args.data_from}" if args.data_from else f"{args.warm} messages"
-    print(f"{first} first, then {args.rate:g} msg/s for {args.seconds:g} s\n")
+    beside = f", a search every {args.search_every:g} s" if args.search_every else ""
+    print(f"{first} first, then {args.rate:g} msg/s for {args.seconds:g} s{beside}\n")
     print(f"{'commit interval':>16} {'written/msg':>12} {'disk/msg':>10} {'CPU/msg':>9} {'search asked':>13}")
     rows = {}
     for iv in [int(x) for x in args.intervals.split(",")]:
