@@ -1251,11 +1251,23 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
   std::unique_ptr<indexer::IndexReader> reader;
   const bool exact = view.size() <= kExactSearchMessages;
   if (!text_keys.empty() && !exact) {
-    if (ctx_.sync_index) ctx_.sync_index();
-    auto r = indexer::IndexReader::open(ctx_.index_dir);
-    if (r) {
-      reader = std::move(*r);
-      data.indexed_upto = reader->watermark();
+    // Messages past the index's watermark are read and matched one by one (below): a few cost less
+    // than the commit a reader may ask for (tens of MB of writes on a large live segment), so the
+    // index is asked to commit (ctx_.sync_index) only when more than kAskAbove of the folder's are.
+    // Test: ImapSearch.AFewMessagesPastTheWatermarkAreReadNotCommitted (tests/imap_test.cc).
+    auto open = [&] {
+      auto r = indexer::IndexReader::open(ctx_.index_dir);
+      reader = r ? std::move(*r) : nullptr;
+      data.indexed_upto = reader ? reader->watermark() : 0;
+    };
+    open();
+    if (ctx_.sync_index) {
+      std::size_t past = 0;
+      for (const MailEntry& e : view) past += e.seq > data.indexed_upto;
+      if (past > kAskAbove) {
+        ctx_.sync_index();
+        open();
+      }
     }
     using K = SearchKey::Kind;
     for (const SearchKey* k : text_keys) {

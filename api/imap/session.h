@@ -91,9 +91,10 @@ struct ImapContext {
   // Room on disk for an APPEND of this many bytes (api/disk_reserve.h): false answers
   // NO [OVERQUOTA] Not enough disk space. Empty: always room (tests).
   std::function<bool(std::uint64_t bytes)> disk_room;
-  // Called before SEARCH opens the index: makes what is archived searchable (the server's
-  // Ingest::sync_index), so that SEARCH reads fewer messages one by one (those past the index's
-  // watermark are checked against their bytes, so SEARCH is exact either way). Empty: not asked (tests).
+  // Makes what is archived searchable (the server's Ingest::sync_index): called by a text SEARCH of
+  // a large folder with more than kAskAbove messages past the index's watermark, so that it reads
+  // fewer messages one by one (those past the watermark are checked against their bytes, so SEARCH
+  // is exact either way). Empty: not asked (tests).
   std::function<void()> sync_index;
   // The audit log (engine/cases.h): the messages a session read and the searches it made are one
   // entry when it ends ("imap.views": how many and which archive ids; tests/e2e/test_web.py
@@ -141,6 +142,9 @@ class ImapSession {
   // Folders up to this size are searched message by message (exact substrings, every header);
   // larger ones through the index (word starts in the indexed fields), to stay fast.
   static constexpr std::size_t kExactSearchMessages = 1000;
+  // A text SEARCH of a larger folder asks the index to commit first only when more of the folder's
+  // messages than this are past its watermark (the others are read and matched one by one).
+  static constexpr std::size_t kAskAbove = 100;
 
  private:
   enum class State { kNotAuthenticated, kAuthenticated, kSelected, kLogout };

@@ -71,7 +71,8 @@ struct WebContext {
                                        std::string raw, std::string client_ip)>
       submit;
   std::function<void()> wake_follower;  // so a sent message is in Sent at once
-  // Called before a search opens the index: makes what is archived searchable (the server's
+  // Called before a search that needs what is archived opens the index (a case's; a user's when one of
+  // the user's messages is past the committed watermark): makes what is archived searchable (the server's
   // Ingest::sync_index; its index otherwise commits every archive.index_commit_interval_ms) and
   // returns the index's commit count (Ingest::index_commits), which tells whether a reader kept
   // from before is still current. Empty (tests): readers are reopened after a second.

@@ -893,6 +893,87 @@ set abort_unmodified = no
             shutil.rmtree(home, ignore_errors=True)
 
 
+class ImapIndexSearchTest(unittest.TestCase):
+    """A text SEARCH of a folder of more than 1,000 messages goes through the index, and reads the
+    folder's messages past the index's watermark one by one; it asks the index to commit first only
+    when more than 100 of them are (api/imap/session.h kAskAbove): a few new messages cost no commit
+    (one writes tens of MB on a large live segment). The commits are counted by /metrics
+    (mailark_index_commits_total); the server's timed commits are an hour apart here."""
+
+    def test_a_few_messages_past_the_watermark_are_read_not_committed(self):
+        mx, imap, web = free_port(), free_port(), free_port()
+        srv = Server(f"""
+[inbound]
+domains = ["example.com"]
+verify_recipients = "none"
+[archive]
+index_commit_interval_ms = 3600000
+[web]
+listen = "127.0.0.1:{web}"
+[[listener]]
+name = "mx"
+role = "inbound"
+port = {mx}
+tls = "none"
+[[listener]]
+name = "imap"
+role = "imap"
+port = {imap}
+tls = "none"
+""", wait_port=imap)
+        self.addCleanup(srv.cleanup)
+        srv.add_user("dana@example.com", "dana-pw")
+        srv.add_user("admin@example.com", "admin-pw", role="admin")
+        token = srv.run("user", "token", "admin@example.com", "add", "metrics").stdout.decode().strip()
+        srv.start()
+
+        def gauge(name):
+            text = subprocess.run(["curl", "-sf", "-H", "Authorization: Bearer " + token,
+                                   f"http://127.0.0.1:{web}/metrics"], capture_output=True, check=True).stdout.decode()
+            return [float(l.split()[1]) for l in text.splitlines() if l.startswith(name + " ")][0]
+
+        sent = [0]
+
+        def send(n, body):
+            with smtplib.SMTP("127.0.0.1", mx, timeout=60) as s:
+                for _ in range(n):
+                    sent[0] += 1
+                    s.sendmail("sender@internet.example", ["dana@example.com"],
+                               message(f"note {sent[0]}", to="dana@example.com", body=body))
+            # Placed in INBOX by the follower, and taken in by the index (committed or not).
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                m = imaplib.IMAP4("127.0.0.1", imap)
+                m.login("dana@example.com", "dana-pw")
+                exists = int(m.select("INBOX", readonly=True)[1][0])
+                m.logout()
+                if exists == sent[0] and gauge("mailark_index_lag_messages") == 0:
+                    return
+                time.sleep(0.2)
+            self.fail(f"{sent[0]} messages not placed and taken in")
+
+        def search(word):
+            m = imaplib.IMAP4("127.0.0.1", imap)
+            m.login("dana@example.com", "dana-pw")
+            m.select("INBOX", readonly=True)
+            typ, data = m.search(None, "TEXT", word)
+            m.logout()
+            self.assertEqual(typ, "OK", data)
+            return [int(x) for x in data[0].split()]
+
+        send(1050, "plain filler\r\n")
+        srv.cli("stats")  # asks the server to commit all of it
+        commits = gauge("mailark_index_commits_total")
+        send(5, "a kumquat for you\r\n")
+        self.assertEqual(gauge("mailark_index_commits_total"), commits, "nothing commits by itself here")
+        self.assertEqual(search("kumquat"), list(range(1051, 1056)))
+        self.assertEqual(search("filler"), list(range(1, 1051)))
+        self.assertEqual(gauge("mailark_index_commits_total"), commits, "five messages past the watermark: read, not committed")
+        send(120, "more kumquat\r\n")
+        self.assertEqual(search("kumquat"), list(range(1051, 1176)))
+        self.assertGreater(gauge("mailark_index_commits_total"), commits, "125 past the watermark: committed first")
+
+
 class UploadRoomTest(unittest.TestCase):
     """api/imap/server.cc: a message's APPEND literal takes room among the messages being uploaded over
     all connections (limits.store_bytes); past it the APPEND gets NO [UNAVAILABLE] before the client

@@ -846,6 +846,23 @@ tls = "none"
         self.assertEqual(self.alice.get("/api/v1/search?q=otter")[1]["total"], 1)
         self.assertGreater(self.metrics()[0]["mailark_index_commits_total"], commits)
 
+    def test_only_a_search_that_needs_new_mail_commits_the_index(self):
+        """A user's search commits the index only when one of the user's messages is past what it has
+        committed; a folder's listing never does (the page refreshes every 30 s; a message the index
+        has not committed is read from the archive)."""
+        self.assertEqual(self.alice.get("/api/v1/search?q=zanzibar")[1]["total"], 1)  # all committed
+        commits = self.metrics()[0]["mailark_index_commits_total"]
+        with smtplib.SMTP("127.0.0.1", self.mx, timeout=30) as s:
+            s.sendmail("sender@internet.example", ["alice@example.com"],
+                       message("walrus tally", "alice@example.com", body="the walrus tally\r\n"))
+        self.find(self.alice, "walrus tally")  # the listing, until it shows it
+        self.assertEqual(self.metrics()[0]["mailark_index_commits_total"], commits, "a listing committed the index")
+        self.assertEqual(self.bob.get("/api/v1/search?q=noodles")[1]["total"], 1)
+        self.assertEqual(self.metrics()[0]["mailark_index_commits_total"], commits,
+                         "bob's search, none of his messages new, committed the index")
+        self.assertEqual(self.alice.get("/api/v1/search?q=walrus")[1]["total"], 1)
+        self.assertGreater(self.metrics()[0]["mailark_index_commits_total"], commits)
+
     def test_metrics(self):
         values, text = self.metrics()
         accepted = sum(v for k, v in values.items() if k.startswith("mailark_smtp_messages_total{") and 'result="accepted"' in k)
