@@ -639,14 +639,45 @@ std::vector<std::uint64_t> segment_firsts(const std::string& dir) {
   return out;
 }
 
-// One segment of an index on disk: its shards in stub order (see segment_stub).
+// One segment of an index on disk: its shards in stub order (see segment_stub), and each one's small
+// tier (IndexWriter::set_small_tier): "" for none.
 struct SegmentLayout {
   std::uint64_t first = 1;
   std::vector<std::string> paths;
+  std::vector<std::string> fresh;  // as paths
   bool sealed = false;
 };
 
 std::vector<std::string> shard_paths(const std::string& dir);
+
+// The entries of a stub (local directories, or "tcp://HOST:PORT"), in its order: the shards'
+// ("shardK", or "shardK.gN" once a merge wrote it again), then the small tiers' ("freshK.gN"), which
+// a stub lists after every shard (docs/FORMAT.md "Index").
+struct StubEntries {
+  std::vector<std::string> shards, fresh;
+};
+StubEntries read_stub(const std::string& dir);
+std::string stub_of(const std::vector<std::string>& entries);
+
+// The shard (K) a local entry's directory name stands for ("shard3", "shard3.g2", "fresh3.g1": 3).
+std::optional<unsigned> entry_shard(const std::string& entry) {
+  const std::string name = std::filesystem::path(entry).filename().string();
+  std::size_t i = name.rfind("shard", 0) == 0 ? 5 : name.rfind("fresh", 0) == 0 ? 5 : 0;
+  if (i == 0) return std::nullopt;
+  std::size_t j = i;
+  while (j < name.size() && j - i < 6 && std::isdigit(static_cast<unsigned char>(name[j]))) ++j;
+  if (j == i || (j < name.size() && name.compare(j, 2, ".g") != 0)) return std::nullopt;
+  return static_cast<unsigned>(std::stoul(name.substr(i, j - i)));
+}
+// Its generation: 0 for "shard3", N for "shard3.gN".
+unsigned entry_generation(const std::string& entry) {
+  const std::string name = std::filesystem::path(entry).filename().string();
+  const auto g = name.find(".g");
+  if (g == std::string::npos) return 0;
+  const std::string digits = name.substr(g + 2);
+  if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return 0;
+  return static_cast<unsigned>(std::stoul(digits));
+}
 
 // A shard served by xapian-tcpsrv on another machine: its stub line is "remote HOST:PORT" (Xapian's
 // own stub syntax), its entry in shard_paths "tcp://HOST:PORT".
@@ -671,7 +702,14 @@ std::vector<SegmentLayout> index_layout(const std::string& dir) {
     SegmentLayout seg;
     seg.first = first;
     const std::string sdir = segment_dir(dir, first);
-    seg.paths = shard_paths(sdir);
+    StubEntries stub = read_stub(sdir);
+    seg.paths = stub.shards.empty() ? std::vector<std::string>{sdir} : stub.shards;
+    seg.fresh.assign(seg.paths.size(), std::string());
+    for (const auto& f : stub.fresh) {
+      const auto k = entry_shard(f);
+      for (std::size_t j = 0; k && j < seg.paths.size(); ++j)
+        if (shard_index(first, j, seg.paths.size()) == *k) seg.fresh[j] = f;
+    }
     std::error_code ec;
     seg.sealed = std::filesystem::exists(sdir + "/" + kSealedFile, ec);
     out.push_back(std::move(seg));
@@ -684,11 +722,21 @@ std::uint64_t read_watermark(const Xapian::Database& db);
 // What shard j of segment k vouches for. A sealed segment (never the last) holds every id before the
 // next segment's first: that is its shards' watermark, without asking them, so that a remote shard
 // that is down never stops a writer, an import's compaction or a reader's watermark.
-// `opened`, when given, holds every shard already open (opened[k][j]), so that none is opened twice.
+// `opened`, when given, holds every shard already open (opened[k][j]), then the small tiers of the
+// segment in the order of their shards (fresh_slot), so that none is opened twice. A shard with a
+// small tier vouches for the higher of the two watermarks (its writer writes it to the small tier).
+std::size_t fresh_slot(const SegmentLayout& seg, std::size_t j) {
+  std::size_t slot = seg.paths.size();
+  for (std::size_t i = 0; i < j; ++i) slot += !seg.fresh[i].empty();
+  return slot;
+}
 std::uint64_t segment_shard_watermark(const std::vector<SegmentLayout>& layout, std::size_t k, std::size_t j,
                                       const std::vector<std::vector<Xapian::Database>>* opened = nullptr) {
   if (layout[k].sealed && k + 1 < layout.size()) return layout[k + 1].first - 1;
-  return read_watermark(opened ? (*opened)[k][j] : open_shard_db(layout[k].paths[j]));
+  std::uint64_t w = read_watermark(opened ? (*opened)[k][j] : open_shard_db(layout[k].paths[j]));
+  if (!layout[k].fresh[j].empty())
+    w = std::max(w, read_watermark(opened ? (*opened)[k][fresh_slot(layout[k], j)] : open_shard_db(layout[k].fresh[j])));
+  return w;
 }
 
 // Every archive record up to this id is in the index: per shard, the highest watermark over the
@@ -719,11 +767,22 @@ Result<std::uint64_t> layout_watermark(const std::vector<SegmentLayout>& layout,
 // The shard directories of an index: the lines of its stub file, or the directory itself for an
 // index of one plain glass database.
 std::vector<std::string> shard_paths(const std::string& dir) {
-  std::vector<std::string> out;
+  std::vector<std::string> out = read_stub(dir).shards;
+  if (out.empty()) out.push_back(dir);
+  return out;
+}
+
+StubEntries read_stub(const std::string& dir) {
+  StubEntries out;
   std::ifstream stub(dir + "/" + kStubFile);
   std::string backend, path;
-  while (stub >> backend >> path) out.push_back(backend == "remote" ? std::string(kRemoteScheme) + path : dir + "/" + path);
-  if (out.empty()) out.push_back(dir);
+  while (stub >> backend >> path) {
+    if (backend == "remote") {
+      out.shards.push_back(std::string(kRemoteScheme) + path);
+    } else {
+      (path.rfind("fresh", 0) == 0 ? out.fresh : out.shards).push_back(dir + "/" + path);
+    }
+  }
   return out;
 }
 
@@ -907,19 +966,105 @@ void drop_uncommitted(std::unique_ptr<Xapian::WritableDatabase>& db) noexcept {
   db.reset();
 }
 
+// A shard merged with its small tier: user metadata both hold (the watermark, the "up to" marks)
+// takes the higher number; the small tier's own mark is not kept.
+class MergeCompactor : public Xapian::Compactor {
+ public:
+  std::string resolve_duplicate_metadata(const std::string& key, size_t num_tags, const std::string tags[]) override {
+    (void)key;
+    std::optional<std::uint64_t> high;
+    for (size_t i = 0; i < num_tags; ++i) {
+      const auto n = parse_decimal(tags[i], UINT64_MAX);
+      if (!n) return tags[0];
+      high = std::max(high.value_or(0), *n);
+    }
+    return high ? std::to_string(*high) : tags[0];
+  }
+};
+
+// Merges a shard and its small tier (IndexWriter::set_small_tier) into a new generation of the shard
+// beside them (shardK.gN, N the small tier's generation; level: Xapian::Compactor's), has `switch_stub`
+// name it in the stub in place of both, then removes the two: a reader that has them open keeps
+// reading them; a crash before the switch leaves the two (and a stray copy the writer's next open
+// removes), after it the new one (and the old ones, removed then). Only with room for the copy and
+// `min_free`. Returns the new shard's path. Xapian's errors are thrown.
+Result<std::string> fold_small_tier(const std::string& shard, const std::string& fresh, unsigned level,
+                                    std::uint64_t min_free, const std::string& what,
+                                    const std::function<Status(const std::string& merged)>& switch_stub) {
+  namespace fs = std::filesystem;
+  const auto k = entry_shard(shard);
+  if (!k) return make_error(ErrorCode::kInvalidArgument, what + ": " + shard + " is not a shard's directory");
+  const std::string merged = fs::path(shard).parent_path().string() + "/shard" + std::to_string(*k) + ".g" +
+                             std::to_string(entry_generation(fresh));
+  std::error_code ec;
+  fs::remove_all(merged, ec);
+  MAILARK_TRY(index_room(shard, min_free, shard_bytes(shard, ec) + shard_bytes(fresh, ec), what));
+  try {
+    Xapian::Database both(shard, Xapian::DB_BACKEND_GLASS);
+    both.add_database(Xapian::Database(fresh, Xapian::DB_BACKEND_GLASS));
+    MergeCompactor keep;
+    both.compact(merged, Xapian::DBCOMPACT_NO_RENUMBER | level, 0, keep);
+    Xapian::WritableDatabase out(merged, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+    out.set_metadata(schema::kMetaFreshFrom, "");
+    out.commit();
+    out.close();
+  } catch (...) {
+    fs::remove_all(merged, ec);  // a part-written copy gives its room back at once
+    throw;
+  }
+  if (Status s = switch_stub(merged); !s) {
+    fs::remove_all(merged, ec);
+    return s.error();
+  }
+  fs::remove_all(shard, ec);  // still readable by whoever has them open
+  fs::remove_all(fresh, ec);
+  return merged;
+}
+
+// Rewrites the stub of a segment no writer writes (sealing, compaction) with `merged` in place of
+// `shard` and without `fresh`.
+Status replace_in_stub(const std::string& sdir, const std::string& shard, const std::string& fresh,
+                       const std::string& merged) {
+  StubEntries e = read_stub(sdir);
+  for (auto& x : e.shards)
+    if (x == shard) x = merged;
+  std::erase(e.fresh, fresh);
+  std::vector<std::string> all = e.shards;
+  all.insert(all.end(), e.fresh.begin(), e.fresh.end());
+  return write_file_atomically(sdir + "/" + kStubFile, stub_of(all));
+}
+
 }  // namespace
 
 IndexWriter::~IndexWriter() {
   // Uncommitted changes are discarded on purpose: the watermarks say what is durable, and the archive
   // re-supplies the rest on the next open.
-  for (auto& sh : shards_) drop_uncommitted(sh.db);
+  for (auto& sh : shards_) {
+    drop_uncommitted(sh.fresh);
+    drop_uncommitted(sh.db);
+  }
 }
 
 std::string IndexWriter::shard_path(std::uint64_t segment, unsigned shard) const {
-  // The first segment's shards are named by the stub at the top of the index (an index of one plain
-  // glass database, from the first release, is its own shard).
+  // As the segment's stub names it (shardK, or shardK.gN once merged with its small tier). The first
+  // segment's shards are named by the stub at the top of the index (an index of one plain glass
+  // database, from the first release, is its own shard).
+  const std::string sdir = segment_dir(dir_, segment);
+  for (const auto& e : read_stub(sdir).shards)
+    if (!is_remote(e) && entry_shard(e) == shard) return e;
   if (segment == 1) return shard_paths(dir_)[shard];
-  return segment_dir(dir_, segment) + "/shard" + std::to_string(shard);
+  return sdir + "/shard" + std::to_string(shard);
+}
+
+Status IndexWriter::change_stub(std::uint64_t segment,
+                                const std::function<void(std::vector<std::string>&, std::vector<std::string>&)>& change) {
+  std::lock_guard<std::mutex> lock(stub_mu_);
+  const std::string sdir = segment_dir(dir_, segment);
+  StubEntries e = read_stub(sdir);
+  change(e.shards, e.fresh);
+  std::vector<std::string> all = e.shards;
+  all.insert(all.end(), e.fresh.begin(), e.fresh.end());
+  return write_file_atomically(sdir + "/" + kStubFile, stub_of(all));
 }
 
 void IndexWriter::add_segment(std::uint64_t first) {
@@ -944,14 +1089,22 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
   const auto shards = static_cast<unsigned>(shards_.size());
   try {
     if (sh.db) {
-      // Leaving a segment: what it holds is made durable first, and counted as held elsewhere.
+      // Leaving a segment: what it holds is made durable first, and counted as held elsewhere (its
+      // small tier, if any, stays: sealing folds it in).
       MAILARK_TRY(room_to_commit(sh, "closing an index segment"));
-      sh.db->set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
+      (sh.fresh ? *sh.fresh : *sh.db).set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
+      if (sh.fresh) {
+        sh.fresh->commit();
+        sh.fresh->close();
+        sh.fresh.reset();
+      }
       sh.db->commit();
       sh.db->close();
       sh.db.reset();
       sh.elsewhere = std::max(sh.elsewhere, sh.watermark);
     }
+    drop_uncommitted(sh.fresh);  // reopened (below) as the stub names it
+    sh.fresh_path.clear();
     const std::string seg_dir = segment_dir(dir_, segment);
     std::error_code ec;
     std::filesystem::remove_all(shard_path(segment, sh.index) + ".pairing", ec);  // left by a crash (pair_unpaired)
@@ -1035,6 +1188,26 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       sh.db->set_metadata(schema::kMetaReading, schema::kReading);
       sh.db->commit();
     }
+    // Its small tier, when the stub names one. Directories of this shard the stub does not name were
+    // left by a crash: a merge's copy or a small tier not yet switched in, or the old ones after it.
+    {
+      std::lock_guard<std::mutex> lock(stub_mu_);
+      const StubEntries stub = read_stub(seg_dir);
+      for (const auto& f : stub.fresh)
+        if (entry_shard(f) == sh.index) sh.fresh_path = f;
+      for (const auto& e : std::filesystem::directory_iterator(seg_dir, ec)) {
+        const std::string path = e.path().string();
+        if (!e.is_directory(ec) || entry_shard(path) != sh.index || path == sh.path || path == sh.fresh_path) continue;
+        if (std::find(stub.shards.begin(), stub.shards.end(), path) != stub.shards.end()) continue;
+        std::filesystem::remove_all(path, ec);
+      }
+    }
+    if (!sh.fresh_path.empty()) {
+      sh.fresh = std::make_unique<Xapian::WritableDatabase>(
+          sh.fresh_path, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+      sh.watermark = std::max(sh.watermark, read_watermark(*sh.fresh));
+      sh.fresh_unpaired_to = read_docid_meta(*sh.fresh, schema::kMetaUnpairedTo);
+    }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + sh.path);
   }
@@ -1054,15 +1227,18 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   if (segment != sh.segment) MAILARK_TRY(open_shard(sh, segment));
   auto local = static_cast<Xapian::docid>((id - segment) / shards_.size() + 1);
   try {
-    const Xapian::docid last = sh.db->get_lastdocid();
+    const Xapian::docid last = std::max(sh.db->get_lastdocid(), sh.fresh ? sh.fresh->get_lastdocid() : 0);
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
+    // New documents go to the small tier once there is one (set_small_tier).
+    Xapian::WritableDatabase& to = sh.fresh ? *sh.fresh : *sh.db;
+    std::optional<Xapian::docid>& unpaired_to = sh.fresh ? sh.fresh_unpaired_to : sh.unpaired_to;
     // A document without pair terms: recorded before it is added, so that no commit holds it
     // without the record (readers look for such documents only up to it).
-    if (sh.unpaired_to && local > *sh.unpaired_to && lacks_pair_terms(doc)) {
-      sh.unpaired_to = local;
-      sh.db->set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
+    if (unpaired_to && local > *unpaired_to && lacks_pair_terms(doc)) {
+      unpaired_to = local;
+      to.set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
     }
-    put(*sh.db, local, id, doc);
+    put(to, local, id, doc);
     sh.written = true;
     sh.pending_bytes += doc.get_data().size() + 16 * std::uint64_t{doc.termlist_count()};
   } catch (const Xapian::Error& e) {
@@ -1092,7 +1268,7 @@ void IndexWriter::put(Xapian::WritableDatabase& db, Xapian::docid local, std::ui
 
 bool IndexWriter::has_unpaired(unsigned shard) const {
   const Shard& sh = shards_[shard];
-  if (!sh.db || !sh.unpaired_to || *sh.unpaired_to == 0) return false;
+  if (!sh.db || sh.fresh || !sh.unpaired_to || *sh.unpaired_to == 0) return false;
   try {
     return sh.db->get_doccount() <= kPairRebuildMaxDocs;
   } catch (const Xapian::Error&) {
@@ -1169,6 +1345,21 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   if (!sh.db) return Compaction{};
   std::error_code ec;
   const std::uint64_t size = shard_bytes(sh.path, ec);
+  if (sh.fresh) {
+    // The shard is as its last merge (or compaction) left it; the small tier is merged into it once it
+    // is a sixteenth of it (and merge_bytes), or once mail stops (idle) with any document in it.
+    const std::uint64_t fresh = shard_bytes(sh.fresh_path, ec);
+    if (ec || fresh < sh.compact_retry_at) return Compaction{};
+    bool holds = false;
+    try {
+      holds = sh.fresh->get_doccount() > 0;
+    } catch (const Xapian::Error& e) {
+      return xapian_error(e, "reading " + sh.fresh_path);
+    }
+    const bool due = fresh >= std::max(small_merge_, size / 16) && size + fresh <= max_busy_bytes;
+    if (!due && !(idle && holds)) return Compaction{};
+    return merge_small_tier(sh, size);
+  }
   if (ec || size < min_bytes || size < sh.compact_retry_at) return Compaction{};
   // Each commit writes new copies of the blocks it changes and frees the old ones for the next: a
   // shard being written is its compact size plus what one commit changes. That size, measured at the
@@ -1219,6 +1410,87 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   return Compaction{true, size, after};
 }
 
+void IndexWriter::start_small_tier(Shard& sh) {
+  namespace fs = std::filesystem;
+  if (!small_from_ || sh.fresh || !sh.db || !pair_words() || has_unpaired(sh.index) || !entry_shard(sh.path)) return;
+  std::error_code ec;
+  if (shard_bytes(sh.path, ec) < small_from_ || ec) return;
+  if (!index_room(sh.path, min_free_, std::uint64_t{1} << 20, "beginning a small tier")) return;  // at a later commit
+  const std::string path = fs::path(sh.path).parent_path().string() + "/fresh" + std::to_string(sh.index) + ".g" +
+                           std::to_string(entry_generation(sh.path) + 1);
+  fs::remove_all(path, ec);
+  std::unique_ptr<Xapian::WritableDatabase> fresh;
+  try {
+    fresh = std::make_unique<Xapian::WritableDatabase>(
+        path, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+    fresh->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+    fresh->set_metadata(schema::kMetaUnpairedTo, "0");
+    fresh->set_metadata(schema::kMetaUndatedTo, "0");
+    fresh->set_metadata(schema::kMetaUnrepairedTo, "0");
+    fresh->set_metadata(schema::kMetaReading, schema::kReading);
+    fresh->set_metadata(schema::kMetaFreshFrom, std::to_string(sh.db->get_lastdocid() + 1));
+    fresh->set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
+    fresh->commit();
+  } catch (const Xapian::Error&) {
+    drop_uncommitted(fresh);
+    fs::remove_all(path, ec);
+    return;  // the shard takes its documents itself; tried again at a later commit
+  }
+  // Durable before the stub names it (a crash in between leaves a directory open_shard removes).
+  if (!change_stub(sh.segment, [&](std::vector<std::string>&, std::vector<std::string>& f) { f.push_back(path); })) {
+    drop_uncommitted(fresh);
+    fs::remove_all(path, ec);
+    return;
+  }
+  sh.fresh = std::move(fresh);
+  sh.fresh_path = path;
+  sh.fresh_unpaired_to = 0;
+}
+
+Result<IndexWriter::Compaction> IndexWriter::merge_small_tier(Shard& sh, std::uint64_t before) {
+  std::error_code ec;
+  const std::uint64_t fresh_bytes = shard_bytes(sh.fresh_path, ec);
+  // Room for the copy, with the writer still open; else tried again at a later call.
+  if (!index_room(sh.path, min_free_, before + fresh_bytes, "merging")) return Compaction{};
+  const std::string shard = sh.path, fresh = sh.fresh_path;
+  std::optional<Error> failure;
+  try {
+    sh.fresh->close();
+    sh.fresh.reset();
+    sh.db->close();
+    sh.db.reset();
+    // Blocks packed with room, as a live compaction leaves them (compact_if_grown).
+    auto merged = fold_small_tier(shard, fresh, Xapian::Compactor::STANDARD, 0, "merging",
+                                  [&](const std::string& to) {
+                                    return change_stub(sh.segment, [&](std::vector<std::string>& s,
+                                                                       std::vector<std::string>& f) {
+                                      for (auto& x : s)
+                                        if (x == shard) x = to;
+                                      std::erase(f, fresh);
+                                    });
+                                  });
+    if (!merged) failure = merged.error();
+  } catch (const Xapian::Error& e) {
+    failure = xapian_error(e, "merging the index shard " + shard + " with its small tier");
+  }
+  MAILARK_TRY(open_shard(sh, sh.segment));  // as the stub names it now: merged, or the two as they were
+  if (failure) {
+    sh.compact_retry_at = fresh_bytes + fresh_bytes / 4;
+    return *failure;
+  }
+  sh.compact_retry_at = 0;
+  const std::uint64_t after = shard_bytes(sh.path, ec);
+  try {
+    sh.db->set_metadata(schema::kMetaCompactedBytes, std::to_string(after));
+    sh.db->commit();
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "recording the merge of " + sh.path);
+  }
+  sh.compacted_bytes = after;
+  sh.settled_bytes = 0;
+  return Compaction{true, before + fresh_bytes, after};
+}
+
 Status IndexWriter::room_to_commit(const Shard& sh, const std::string& what) const {
   if (min_free_ == 0) return ok_status();  // no listing of the shard's files either
   std::error_code ec;
@@ -1227,7 +1499,8 @@ Status IndexWriter::room_to_commit(const Shard& sh, const std::string& what) con
 
 Status IndexWriter::reopen_shard(unsigned shard) {
   Shard& sh = shards_[shard];
-  drop_uncommitted(sh.db);  // the archive re-supplies them
+  drop_uncommitted(sh.fresh);  // the archive re-supplies them
+  drop_uncommitted(sh.db);
   return open_shard(sh, sh.segment);
 }
 
@@ -1236,13 +1509,16 @@ Status IndexWriter::commit_shard(unsigned shard, std::uint64_t watermark) {
   MAILARK_TRY(room_to_commit(sh, "committing the index"));
   try {
     std::uint64_t w = std::max(sh.watermark, watermark);
-    sh.db->set_metadata(schema::kMetaWatermark, std::to_string(w));
-    sh.db->commit();
+    // With a small tier, only it is written (the shard is written again only by a merge).
+    Xapian::WritableDatabase& to = sh.fresh ? *sh.fresh : *sh.db;
+    to.set_metadata(schema::kMetaWatermark, std::to_string(w));
+    to.commit();
     sh.watermark = w;
     sh.pending_bytes = 0;
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "committing the index");
   }
+  if (!sh.fresh) start_small_tier(sh);
   // Failing to choose the words (a full disk for the file) fails nothing: documents are built
   // without pair terms until a later commit manages it.
   if (!pair_words()) (void)train_pair_words();
@@ -1440,11 +1716,20 @@ Status compact_index_into(const std::string& dir, const std::string& out_dir) {
         }
         fs::copy_file(src + "/" + kSealedFile, dst + "/" + kSealedFile, ec);
       } else {
-        for (auto& path : seg.paths) {
+        for (std::size_t j = 0; j < seg.paths.size(); ++j) {
+          std::string& path = seg.paths[j];
           Xapian::Database db(path, Xapian::DB_BACKEND_GLASS);
           // An index of one plain glass database (the first release's) becomes shard0.
           const std::string name = path == src ? "shard0" : fs::path(path).filename().string();
-          db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+          // A shard's small tier is folded into its copy (the new stub names no small tier).
+          MergeCompactor keep;
+          if (!seg.fresh[j].empty()) db.add_database(Xapian::Database(seg.fresh[j], Xapian::DB_BACKEND_GLASS));
+          db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER, 0, keep);
+          if (!seg.fresh[j].empty()) {
+            Xapian::WritableDatabase out(dst + "/" + name, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+            out.set_metadata(schema::kMetaFreshFrom, "");
+            out.commit();
+          }
           path = dst + "/" + name;  // for the new stub
         }
         // A closed segment whose every document is in: sealed from now on.
@@ -1497,8 +1782,16 @@ Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t m
   try {
     for (const SegmentLayout& seg : index_layout(dir)) {
       if (seg.sealed || !has_own_shards(dir, seg)) continue;
-      for (const auto& path : seg.paths) {
-        MAILARK_TRY(compact_shard_beside(path, ".compacting", Xapian::Compactor::FULLER, min_free, "compacting " + path));
+      const std::string sdir = segment_dir(dir, seg.first);
+      for (std::size_t j = 0; j < seg.paths.size(); ++j) {
+        const std::string& path = seg.paths[j];
+        if (!seg.fresh[j].empty()) {
+          const std::string& fresh = seg.fresh[j];
+          MAILARK_TRY(fold_small_tier(path, fresh, Xapian::Compactor::FULLER, min_free, "compacting " + path,
+                                      [&](const std::string& to) { return replace_in_stub(sdir, path, fresh, to); }));
+        } else {
+          MAILARK_TRY(compact_shard_beside(path, ".compacting", Xapian::Compactor::FULLER, min_free, "compacting " + path));
+        }
         ++compacted;
       }
     }
@@ -1522,8 +1815,17 @@ Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_
       if (covered < moved_on) continue;
       const std::string sdir = segment_dir(dir, seg.first);
       if (!has_own_shards(dir, seg)) continue;  // a first-release index: compact_index seals it
-      for (const auto& path : seg.paths)
-        MAILARK_TRY(compact_shard_beside(path, ".sealing", Xapian::Compactor::FULLER, min_free, "sealing " + path));
+      for (std::size_t j = 0; j < seg.paths.size(); ++j) {
+        const std::string& path = seg.paths[j];
+        if (!seg.fresh[j].empty()) {
+          // Its small tier, folded in: the new copy is the sealed shard.
+          const std::string& fresh = seg.fresh[j];
+          MAILARK_TRY(fold_small_tier(path, fresh, Xapian::Compactor::FULLER, min_free, "sealing " + path,
+                                      [&](const std::string& to) { return replace_in_stub(sdir, path, fresh, to); }));
+        } else {
+          MAILARK_TRY(compact_shard_beside(path, ".sealing", Xapian::Compactor::FULLER, min_free, "sealing " + path));
+        }
+      }
       MAILARK_TRY(write_file_atomically(sdir + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
       ++sealed;
     }
@@ -1640,6 +1942,14 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
         s.bytes += shard_bytes(path, ec);
         s.older_reading += older_reading_documents(db);
       }
+      for (const auto& path : seg.fresh) {  // the live shards' small tiers
+        if (path.empty()) continue;
+        std::error_code ec;
+        Xapian::Database db = open_shard_db(path);
+        s.documents += db.get_doccount();
+        s.bytes += shard_bytes(path, ec);
+        s.older_reading += older_reading_documents(db);
+      }
       out.push_back(s);
     }
   } catch (const Xapian::Error& e) {
@@ -1664,8 +1974,21 @@ Status set_segment_remote(const std::string& dir, std::uint64_t first, const std
   const std::vector<std::string> current = shard_paths(sdir);
   // The shards the stub would name if the segment were local: every line's own directory.
   std::vector<std::string> local;
-  for (std::size_t j = 0; j < current.size(); ++j)
-    local.push_back(sdir + "/shard" + std::to_string(shard_index(first, j, current.size())));
+  for (std::size_t j = 0; j < current.size(); ++j) {
+    // shardK, or its latest generation shardK.gN (written again when sealing folded in a small tier).
+    const unsigned k = shard_index(first, j, current.size());
+    std::string path = sdir + "/shard" + std::to_string(k);
+    unsigned best = 0;
+    for (const auto& e : fs::directory_iterator(sdir, ec)) {
+      const std::string p = e.path().string();
+      if (e.path().filename().string().rfind("shard", 0) == 0 && entry_shard(p) == k && entry_generation(p) > best &&
+          e.is_directory(ec)) {
+        best = entry_generation(p);
+        path = p;
+      }
+    }
+    local.push_back(path);
+  }
   std::vector<std::string> next;
   if (endpoints.empty()) {
     for (const auto& path : local) {
@@ -1911,6 +2234,10 @@ struct DocMap {
   std::vector<Sub> subs;                  // in the order the databases were added
   std::vector<std::uint64_t> seg_first;   // per segment, ascending
   std::vector<unsigned> seg_sub, seg_stride;  // per segment: its first sub-database, its shards
+  // Per segment, per shard (stub order): the sub-database of its small tier, and the first document
+  // id the small tier holds (ids from it on are there, not in the shard); none: kNoFresh.
+  static constexpr unsigned kNoFresh = UINT32_MAX;
+  std::vector<std::vector<std::pair<unsigned, Xapian::docid>>> seg_fresh;
 
   // Documents of remote shards cannot be fetched: xapian-tcpsrv sends a document's values with its
   // data, and a shard without a termlist table cannot list them.
@@ -1928,7 +2255,11 @@ struct DocMap {
     const std::size_t k =
         static_cast<std::size_t>(std::upper_bound(seg_first.begin(), seg_first.end(), id) - seg_first.begin()) - 1;
     const std::uint64_t off = id - seg_first[k];
-    const std::uint64_t j = seg_sub[k] + off % seg_stride[k], local = off / seg_stride[k];
+    const std::uint64_t phase = off % seg_stride[k], local = off / seg_stride[k];
+    std::uint64_t j = seg_sub[k] + phase;
+    if (k < seg_fresh.size() && phase < seg_fresh[k].size() && seg_fresh[k][phase].first != kNoFresh &&
+        local + 1 >= seg_fresh[k][phase].second)
+      j = seg_fresh[k][phase].first;
     const std::uint64_t d = local * subs.size() + j + 1;
     return d > UINT32_MAX ? 0 : static_cast<Xapian::docid>(d);
   }
@@ -2879,6 +3210,8 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
     for (const auto& seg : layout) {
       opened.emplace_back();
       for (const auto& path : seg.paths) opened.back().push_back(open_shard_db(path));
+      for (const auto& path : seg.fresh)
+        if (!path.empty()) opened.back().push_back(open_shard_db(path));  // fresh_slot's order
     }
     MAILARK_ASSIGN_OR_RETURN(r->watermark_, layout_watermark(layout, &opened));
     for (std::size_t k = 0; k < layout.size(); ++k) {
@@ -2903,6 +3236,26 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
                              is_remote(seg.paths[j])});
         r->db_->add_database(shard);
         r->paths_.push_back(seg.paths[j]);
+      }
+      // The shards' small tiers: sub-databases of their own, at the same document ids as their shard
+      // would hold them (so the same first, stride and phase), from their first one on.
+      map->seg_fresh.emplace_back(seg.paths.size(), std::pair<unsigned, Xapian::docid>{DocMap::kNoFresh, 0});
+      for (std::size_t j = 0; j < seg.paths.size(); ++j) {
+        if (seg.fresh[j].empty()) continue;
+        const Xapian::Database& fresh = opened[k][fresh_slot(seg, j)];
+        auto from = read_docid_meta(fresh, schema::kMetaFreshFrom);
+        if (!from) {  // not written by this release's writer: its first document
+          auto first = fresh.postlist_begin("");
+          from = first == fresh.postlist_end("") ? fresh.get_lastdocid() + 1 : *first;
+        }
+        map->seg_fresh.back()[j] = {static_cast<unsigned>(map->subs.size()), *from};
+        r->shard_uuids_.push_back(fresh.get_uuid());
+        r->unpaired_to_.push_back(read_docid_meta(fresh, schema::kMetaUnpairedTo));
+        r->undated_to_.push_back(read_docid_meta(fresh, schema::kMetaUndatedTo));
+        r->unrepaired_ += older_reading_documents(fresh);
+        map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j), false});
+        r->db_->add_database(fresh);
+        r->paths_.push_back(seg.fresh[j]);
       }
     }
   } catch (const Xapian::Error& e) {

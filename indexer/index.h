@@ -269,6 +269,26 @@ class IndexWriter {
   static constexpr std::uint64_t kLiveCompactMaxBusyBytes = std::uint64_t{512} << 20;
   bool shard_open(unsigned shard) const { return shards_[shard].db != nullptr; }
 
+  // The small tier: a commit writes a new copy of every block it changes, and a document's rarer terms
+  // each change a block of their own, so a commit of a few documents to a large shard wrote tens of MB
+  // (docs/BENCHMARKS.md "What a server writes on a large live segment"). Once the live shard is
+  // `from_bytes` or larger (after a commit), its new documents go to a small database beside it
+  // (freshK.gN, listed in the segment's stub after the shards; at the same document ids, which Xapian
+  // takes sparse), so that commits write the small database's blocks only. compact_if_grown merges
+  // the two into a new shardK.gN (Xapian's compaction, document ids kept) once the small tier is
+  // `merge_bytes` or a sixteenth of the shard, whichever is larger (idle: any size), and switches
+  // readers to it with one atomic write of the stub; readers that have the old ones open keep reading
+  // them. Sealing and the import's compaction fold a small tier in the same way. 0: off. Tests:
+  // IndexSmallTier.*.
+  void set_small_tier(std::uint64_t from_bytes, std::uint64_t merge_bytes) {
+    small_from_ = from_bytes;
+    small_merge_ = merge_bytes;
+  }
+  static constexpr std::uint64_t kSmallTierFromBytes = 16u << 20;
+  static constexpr std::uint64_t kSmallTierMergeBytes = 4u << 20;
+  // Whether the shard's new documents go to its small tier now (tests).
+  bool has_small_tier(unsigned shard) const { return shards_[shard].fresh != nullptr; }
+
  private:
   // Trains the pair words from the committed index's document frequencies, once it is big enough.
   Status train_pair_words();
@@ -287,6 +307,10 @@ class IndexWriter {
     std::uint64_t settled_bytes = 0;  // its size at the first call after its last compaction (0: not yet)
     bool written = false;  // documents added since this writer opened or compacted it
     std::uint64_t pending_bytes = 0;  // about what the uncommitted documents hold (room_to_commit)
+    // The small tier (set_small_tier): open when the segment's stub names one for this shard.
+    std::unique_ptr<Xapian::WritableDatabase> fresh;
+    std::string fresh_path;
+    std::optional<Xapian::docid> fresh_unpaired_to;  // its kMetaUnpairedTo
   };
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.
@@ -298,6 +322,15 @@ class IndexWriter {
   // else an error that says how much is free, for `what`.
   Status room_to_commit(const Shard& sh, const std::string& what) const;
   std::string shard_path(std::uint64_t segment, unsigned shard) const;
+  // Rewrites a segment's stub (atomically) with `change` applied to its entries; one writer thread at
+  // a time (stub_mu_).
+  Status change_stub(std::uint64_t segment, const std::function<void(std::vector<std::string>& shards,
+                                                                     std::vector<std::string>& fresh)>& change);
+  // Begins the shard's small tier when it is large enough (set_small_tier; after a commit). A failure
+  // (a full disk) leaves the shard taking its documents itself.
+  void start_small_tier(Shard& sh);
+  // Merges the shard's small tier into a new generation of the shard (compact_if_grown).
+  Result<Compaction> merge_small_tier(Shard& sh, std::uint64_t before);
   std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;
   std::vector<Shard> shards_;
@@ -306,6 +339,8 @@ class IndexWriter {
   mutable std::mutex pairs_mu_;  // guards pairs_ (shards commit on their own threads)
   std::shared_ptr<const PairWords> pairs_;
   std::uint64_t min_free_ = 0;  // set_min_free_bytes
+  std::uint64_t small_from_ = kSmallTierFromBytes, small_merge_ = kSmallTierMergeBytes;  // set_small_tier
+  std::mutex stub_mu_;  // change_stub
 };
 
 // What a shard's watermark vouches for: every id up to the one before the shard's next own id (ids

@@ -53,6 +53,9 @@ inline constexpr const char* kReading = "4";
 // compacted while live). IndexWriter::compact_if_grown compacts again once the shard has grown past
 // it by half.
 inline constexpr const char* kMetaCompactedBytes = "mailark:compacted-bytes";
+// In a shard's small tier (IndexWriter::set_small_tier): the first document id it holds (its shard
+// holds every one before; decimal).
+inline constexpr const char* kMetaFreshFrom = "mailark:fresh-from";
 
 // Document ids: the archive sequence number (docid == seq, so seq must stay below 2^32 per archive
 // segment; time-segmented archives keep each segment far below that).

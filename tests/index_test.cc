@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <thread>
@@ -2398,6 +2399,230 @@ TEST_F(IndexDatesAllDatedTest, SparseAndOldQueriesGiveTheWholeSortsPages) {
       ASSERT_NO_FATAL_FAILURE(check("older", older, offset, limit));
     }
   ASSERT_NO_FATAL_FAILURE(check("common", expected("common", "", min, max), 0, 20));
+}
+
+}  // namespace
+}  // namespace mailark::indexer
+
+namespace mailark::indexer {
+namespace {
+
+// The small tier (IndexWriter::set_small_tier): once a live shard is large enough, its new documents
+// are committed into a small database beside it, merged into a new generation of the shard later;
+// searches see one index throughout, with every id where it was.
+class IndexSmallTier : public ::testing::Test {
+ protected:
+  static constexpr std::uint64_t kFrom = 192u << 10;
+  test::ScratchDir dir;
+  MapSource source;
+  std::string index = dir / "index";
+
+  std::unique_ptr<IndexWriter> open_writer(std::uint64_t merge_bytes = std::uint64_t{1} << 40) {
+    auto w = IndexWriter::open(index, 2);
+    EXPECT_TRUE(w.ok());
+    if (!w.ok()) return nullptr;
+    auto pairs = std::make_shared<PairWords>();
+    pairs->words = {"natural", "gas"};
+    (void)(*w)->adopt_pair_words(pairs);  // documents built with pair terms from the first
+    (*w)->set_small_tier(kFrom, merge_bytes);
+    return std::move(*w);
+  }
+  // Documents up to `to`, committed every ten; every fifth holds "natural gas", every seventh "gas natural".
+  void add_to(IndexWriter& w, std::uint64_t* id, std::uint64_t to) {
+    while (*id < to) {
+      const std::uint64_t d = ++*id;
+      std::string body = "common w" + std::to_string(d % 97) + " v" + std::to_string(d % 89) + " k" + std::to_string(d) + "z";
+      if (d % 5 == 0) body += " natural gas";
+      if (d % 7 == 0) body += " gas natural";
+      IndexFields f = fields(d, "note" + std::to_string(d), body, 978307200 + static_cast<std::int64_t>(d) * 60);
+      source.docs[d] = f;
+      ASSERT_TRUE(w.add(d, build_document(f, w.pair_words().get())).ok());
+      if (d % 10 == 0) ASSERT_TRUE(w.commit(d).ok());
+    }
+    ASSERT_TRUE(w.commit(*id).ok());
+  }
+  // What a reader opened now answers, checked against the documents added: totals, phrases, the
+  // parts of an export's walk, summaries and words of every id, the watermark.
+  void expect_whole(std::uint64_t n, IndexReader* kept = nullptr) {
+    std::unique_ptr<IndexReader> opened;
+    if (!kept) {
+      auto r = IndexReader::open(index);
+      ASSERT_TRUE(r.ok()) << r.error().to_string();
+      opened = std::move(*r);
+      kept = opened.get();
+      EXPECT_EQ(kept->watermark(), n);
+      EXPECT_EQ(kept->documents(), n);
+    }
+    IndexReader& r = *kept;
+    auto total = [&](const std::string& q, SearchOptions o = SearchOptions{0, 10}) -> std::uint64_t {
+      o.exact_total = true;
+      auto res = r.search(q, o, &source);
+      EXPECT_TRUE(res.ok()) << q << ": " << res.error().to_string();
+      return res.ok() ? res->total : 0;
+    };
+    EXPECT_EQ(total("common"), n);
+    EXPECT_EQ(total("\"natural gas\""), n / 5);
+    EXPECT_EQ(total("\"gas natural\""), n / 7);
+    std::uint64_t parts = 0;
+    for (std::uint32_t p = 0; p < 3; ++p) {
+      SearchOptions o{0, 10};
+      o.part = p;
+      o.parts = 3;
+      parts += total("common", o);
+    }
+    EXPECT_EQ(parts, n) << "every document in one part";
+    std::vector<std::uint64_t> ids;
+    for (std::uint64_t d = 1; d <= n; ++d) ids.push_back(d);
+    auto sums = r.summaries(ids);
+    ASSERT_EQ(sums.size(), n);
+    for (std::uint64_t d = 1; d <= n; ++d) {
+      ASSERT_TRUE(sums[d - 1].has_value()) << d;
+      EXPECT_EQ(sums[d - 1]->subject, "note" + std::to_string(d));
+    }
+    for (std::uint64_t d : {std::uint64_t{1}, n / 2, n - 1, n}) {
+      auto hits = r.match_words(TextField::kBody, "k" + std::to_string(d) + "z");
+      ASSERT_TRUE(hits.ok());
+      EXPECT_EQ(*hits, std::vector<std::uint64_t>{d}) << d;
+      auto res = r.search("k" + std::to_string(d) + "z", SearchOptions{0, 5}, &source);
+      ASSERT_TRUE(res.ok());
+      ASSERT_EQ(res->hits.size(), 1u) << d;
+      EXPECT_EQ(res->hits[0].id, d);
+    }
+  }
+  bool exists(const std::string& name) { return std::filesystem::exists(index + "/" + name); }
+};
+
+TEST_F(IndexSmallTier, NewDocumentsGoToTheSmallTierAndAMergeKeepsEveryId) {
+  auto w = open_writer();
+  ASSERT_TRUE(w);
+  std::uint64_t id = 0;
+  while (!(w->has_small_tier(0) && w->has_small_tier(1))) {
+    ASSERT_LT(id, 20000u) << "no small tier began";
+    ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 50));
+  }
+  const std::uint64_t began = id;
+  EXPECT_TRUE(exists("fresh0.g1"));
+  EXPECT_TRUE(exists("fresh1.g1"));
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 333));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+  auto segs = index_segments(index);
+  ASSERT_TRUE(segs.ok());
+  EXPECT_EQ((*segs)[0].documents, id);
+  // Commits wrote the small tiers only: the shards are as they were when the tiers began.
+  const auto shard0 = std::filesystem::last_write_time(index + "/shard0/postlist.glass");
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 100));
+  EXPECT_EQ(std::filesystem::last_write_time(index + "/shard0/postlist.glass"), shard0);
+
+  // A merge, beside a reader that has the old databases open.
+  auto before = IndexReader::open(index);
+  ASSERT_TRUE(before.ok());
+  for (unsigned s = 0; s < 2; ++s) {
+    auto c = w->compact_if_grown(s, /*idle=*/true);
+    ASSERT_TRUE(c.ok()) << c.error().to_string();
+    EXPECT_TRUE(c->compacted) << "shard " << s;
+    EXPECT_FALSE(w->has_small_tier(s));
+  }
+  EXPECT_TRUE(exists("shard0.g1"));
+  EXPECT_FALSE(exists("shard0"));
+  EXPECT_FALSE(exists("fresh0.g1"));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id, before->get()));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+  // The next commit begins a new small tier (the shard is still large).
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 20));
+  EXPECT_TRUE(w->has_small_tier(0));
+  EXPECT_TRUE(exists("fresh0.g2"));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+  EXPECT_GT(began, 0u);
+
+  // A writer opened again goes on with the small tier, and skips what it holds.
+  w.reset();
+  w = open_writer();
+  ASSERT_TRUE(w);
+  EXPECT_TRUE(w->has_small_tier(0));
+  EXPECT_EQ(w->watermark(), id);
+  std::uint64_t again = id - 30;
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &again, id));  // already there: skipped
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 40));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+}
+
+TEST_F(IndexSmallTier, MergesComeBySizeWhileMailArrives) {
+  auto w = open_writer(/*merge_bytes=*/64u << 10);
+  ASSERT_TRUE(w);
+  std::uint64_t id = 0;
+  unsigned merges = 0;
+  while (merges < 3) {
+    ASSERT_LT(id, 30000u) << "no merge";
+    ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 10));
+    for (unsigned s = 0; s < 2; ++s) {
+      auto c = w->compact_if_grown(s, /*idle=*/false);
+      ASSERT_TRUE(c.ok()) << c.error().to_string();
+      merges += c->compacted;
+    }
+  }
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+}
+
+// A crash between writing a copy and switching the stub to it, or after the switch and before the old
+// directories were removed, leaves directories the stub does not name: the next open removes them.
+TEST_F(IndexSmallTier, DirectoriesACrashLeftAreRemovedAtTheNextOpen) {
+  auto w = open_writer();
+  ASSERT_TRUE(w);
+  std::uint64_t id = 0;
+  while (!w->has_small_tier(0)) ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 50));
+  w.reset();
+  for (const char* stray : {"shard0.g1", "fresh0.g5", "shard1.g3"})
+    std::filesystem::create_directories(index + "/" + stray);
+  w = open_writer();
+  ASSERT_TRUE(w);
+  EXPECT_FALSE(exists("shard0.g1"));
+  EXPECT_FALSE(exists("fresh0.g5"));
+  EXPECT_FALSE(exists("shard1.g3"));
+  EXPECT_TRUE(exists("fresh0.g1"));
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 25));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+}
+
+// A closed segment's small tiers are folded in when it is sealed, and the import's compaction folds
+// the live segment's.
+TEST_F(IndexSmallTier, SealingAndCompactionFoldTheSmallTiers) {
+  auto w = open_writer();
+  ASSERT_TRUE(w);
+  std::uint64_t id = 0;
+  while (!(w->has_small_tier(0) && w->has_small_tier(1))) ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 50));
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 30));
+  const std::uint64_t next = id + 1;
+  w->add_segment(next);
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 2));  // both shards move on
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+  auto sealed = seal_closed_segments(index);
+  ASSERT_TRUE(sealed.ok()) << sealed.error().to_string();
+  EXPECT_EQ(*sealed, 1u);
+  EXPECT_FALSE(exists("fresh0.g1"));
+  EXPECT_TRUE(exists("shard0.g1"));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+  // The live segment grows a small tier of its own, which the compaction of the whole index folds.
+  std::string live = "segment-" + std::to_string(next);
+  while (!std::filesystem::exists(index + "/" + live + "/fresh0.g1")) ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 50));
+  ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 30));
+  w.reset();
+  const std::string compacted = dir / "compacted";
+  ASSERT_TRUE(compact_index(index, compacted).ok());
+  EXPECT_FALSE(std::filesystem::exists(compacted + "/" + live + "/fresh0.g1"));
+  std::filesystem::remove_all(index);
+  std::filesystem::rename(compacted, index);
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+  // And compact_shards_in_place (an index on a disk of its own) folds it in place.
+  w = open_writer();
+  ASSERT_TRUE(w);
+  while (!w->has_small_tier(1)) ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 50));
+  w.reset();
+  auto in_place = compact_shards_in_place(index);
+  ASSERT_TRUE(in_place.ok()) << in_place.error().to_string();
+  std::ifstream in(index + "/" + live + "/XAPIANDB");
+  const std::string stub((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(stub.find("fresh"), std::string::npos) << stub;
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
 }
 
 }  // namespace

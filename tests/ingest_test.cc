@@ -301,6 +301,50 @@ TEST(Ingest, WhatTheIndexHasTakenInIsReadWithoutACommit) {
   EXPECT_TRUE(in.finish().ok());
 }
 
+// A server's shard, once large, commits its new documents into its small tier (a commit writes that
+// small database's blocks only) and merges the two when mail stops (indexer/index.h set_small_tier).
+TEST(Ingest, ALargeShardsMailGoesToItsSmallTierAndIsMergedOnceIdle) {
+  namespace fs = std::filesystem;
+  test::ScratchDir dir;
+  auto e = open_engine(dir.path());
+  Outcomes out;
+  IngestOptions o = server_options(out);
+  o.compact_live_index = true;
+  indexer::IndexWriter* w = e->index_writer().value();
+  auto pairs = std::make_shared<indexer::PairWords>();
+  pairs->words = {"natural", "gas"};
+  ASSERT_TRUE(w->adopt_pair_words(pairs).ok());
+  w->set_small_tier(96u << 10, std::uint64_t{1} << 40);  // merged only once idle
+  const fs::path index = dir / "index";
+  int n = 0;
+  {
+    Ingest in(e->archive(), *w, nullptr, e->options().limits, o, nullptr);
+    while (!fs::exists(index / "fresh0.g1") || !fs::exists(index / "fresh1.g1")) {
+      ASSERT_LT(n, 20000) << "no small tier began";
+      for (int k = 0; k < 100; ++k) in.submit(item("tier " + std::to_string(n++), out));
+      wait_until([&] { return out.count(IngestOutcome::kArchived) == static_cast<std::size_t>(n); });
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    for (int k = 0; k < 50; ++k) in.submit(item("tier " + std::to_string(n++), out));
+    wait_until([&] { return out.count(IngestOutcome::kArchived) == static_cast<std::size_t>(n); });
+    EXPECT_EQ(in.sync_index(std::chrono::minutes(5)), Ingest::Synced::kCurrent);
+    EXPECT_EQ(committed_hits(index, "subject:tier"), static_cast<std::uint64_t>(n));
+    // Idle (nothing for a commit interval): each shard merges its small tier into shardK.g1.
+    // (The new shard is written before the stub names it, the old two removed after.)
+    wait_until([&] {
+      return !fs::exists(index / "fresh0.g1") && !fs::exists(index / "fresh1.g1") && !fs::exists(index / "shard0") &&
+             !fs::exists(index / "shard1");
+    });
+    EXPECT_TRUE(fs::exists(index / "shard0.g1"));
+    EXPECT_TRUE(fs::exists(index / "shard1.g1"));
+    EXPECT_FALSE(fs::exists(index / "fresh0.g1"));
+    EXPECT_FALSE(fs::exists(index / "shard0"));
+    EXPECT_EQ(committed_hits(index, "subject:tier"), static_cast<std::uint64_t>(n));
+    EXPECT_TRUE(in.finish().ok());
+  }
+  EXPECT_EQ(committed_hits(index, "subject:tier"), static_cast<std::uint64_t>(n));
+}
+
 // Documents a shard added and then could not commit (its disk filled) are dropped (the archive has
 // them; recovery adds them again): not taken in, for /metrics' lag.
 TEST(Ingest, ABrokenShardHoldsBackWhatTheIndexHasTakenIn) {
