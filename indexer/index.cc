@@ -1195,7 +1195,10 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       const StubEntries stub = read_stub(seg_dir);
       for (const auto& f : stub.fresh)
         if (entry_shard(f) == sh.index) sh.fresh_path = f;
+      // Only with a stub read that names the shard (never on a guess from a stub that could not be read).
+      const bool named = std::find(stub.shards.begin(), stub.shards.end(), sh.path) != stub.shards.end();
       for (const auto& e : std::filesystem::directory_iterator(seg_dir, ec)) {
+        if (!named) break;
         const std::string path = e.path().string();
         if (!e.is_directory(ec) || entry_shard(path) != sh.index || path == sh.path || path == sh.fresh_path) continue;
         if (std::find(stub.shards.begin(), stub.shards.end(), path) != stub.shards.end()) continue;
