@@ -1401,16 +1401,22 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
     sh.compact_retry_at = size + size / 4;
     return *failure;
   }
+  MAILARK_ASSIGN_OR_RETURN(const std::uint64_t after, record_compacted(sh, "compaction"));
+  return Compaction{true, size, after};
+}
+
+Result<std::uint64_t> IndexWriter::record_compacted(Shard& sh, const std::string& what) {
+  std::error_code ec;
   const std::uint64_t after = shard_bytes(sh.path, ec);
   try {
     sh.db->set_metadata(schema::kMetaCompactedBytes, std::to_string(after));
     sh.db->commit();
   } catch (const Xapian::Error& e) {
-    return xapian_error(e, "recording the compaction of " + sh.path);
+    return xapian_error(e, "recording the " + what + " of " + sh.path);
   }
   sh.compacted_bytes = after;
   sh.settled_bytes = 0;  // measured at the next call (open_shard cleared `written`)
-  return Compaction{true, size, after};
+  return after;
 }
 
 void IndexWriter::start_small_tier(Shard& sh) {
@@ -1482,15 +1488,7 @@ Result<IndexWriter::Compaction> IndexWriter::merge_small_tier(Shard& sh, std::ui
     return *failure;
   }
   sh.compact_retry_at = 0;
-  const std::uint64_t after = shard_bytes(sh.path, ec);
-  try {
-    sh.db->set_metadata(schema::kMetaCompactedBytes, std::to_string(after));
-    sh.db->commit();
-  } catch (const Xapian::Error& e) {
-    return xapian_error(e, "recording the merge of " + sh.path);
-  }
-  sh.compacted_bytes = after;
-  sh.settled_bytes = 0;
+  MAILARK_ASSIGN_OR_RETURN(const std::uint64_t after, record_compacted(sh, "merge"));
   return Compaction{true, before + fresh_bytes, after};
 }
 

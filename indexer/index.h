@@ -331,6 +331,8 @@ class IndexWriter {
   void start_small_tier(Shard& sh);
   // Merges the shard's small tier into a new generation of the shard (compact_if_grown).
   Result<Compaction> merge_small_tier(Shard& sh, std::uint64_t before);
+  // After a compaction or a merge: the shard's size now, recorded (schema::kMetaCompactedBytes).
+  Result<std::uint64_t> record_compacted(Shard& sh, const std::string& what);
   std::uint64_t segment_of(std::uint64_t id) const;
   std::string dir_;
   std::vector<Shard> shards_;
