@@ -1350,7 +1350,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
   const std::uint64_t size = shard_bytes(sh.path, ec);
   if (sh.fresh) {
     // The shard is as its last merge (or compaction) left it; the small tier is merged into it once it
-    // is a sixteenth of it (and merge_bytes), or once mail stops (idle) with any document in it.
+    // is a sixteenth of it (and merge_bytes), or once mail stops (idle) at idle_merge_bytes.
     const std::uint64_t fresh = shard_bytes(sh.fresh_path, ec);
     if (ec || fresh < sh.compact_retry_at) return Compaction{};
     bool holds = false;
@@ -1360,7 +1360,7 @@ Result<IndexWriter::Compaction> IndexWriter::compact_if_grown(unsigned shard, bo
       return xapian_error(e, "reading " + sh.fresh_path);
     }
     const bool due = fresh >= std::max(small_merge_, size / 16) && size + fresh <= max_busy_bytes;
-    if (!due && !(idle && holds)) return Compaction{};
+    if (!due && !(idle && holds && fresh >= small_idle_merge_)) return Compaction{};
     return merge_small_tier(sh, size);
   }
   if (ec || size < min_bytes || size < sh.compact_retry_at) return Compaction{};

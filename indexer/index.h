@@ -276,16 +276,19 @@ class IndexWriter {
   // (freshK.gN, listed in the segment's stub after the shards; at the same document ids, which Xapian
   // takes sparse), so that commits write the small database's blocks only. compact_if_grown merges
   // the two into a new shardK.gN (Xapian's compaction, document ids kept) once the small tier is
-  // `merge_bytes` or a sixteenth of the shard, whichever is larger (idle: any size), and switches
-  // readers to it with one atomic write of the stub; readers that have the old ones open keep reading
-  // them. Sealing and the import's compaction fold a small tier in the same way. 0: off. Tests:
-  // IndexSmallTier.*.
-  void set_small_tier(std::uint64_t from_bytes, std::uint64_t merge_bytes) {
+  // `merge_bytes` or a sixteenth of the shard, whichever is larger (while mail stops, `idle`, once it
+  // is `idle_merge_bytes`: a merge writes the whole shard again, so not after every quiet half
+  // minute of a server that takes a message a minute), and switches readers to it with one atomic
+  // write of the stub; readers that have the old ones open keep reading them. Sealing and the
+  // import's compaction fold a small tier in the same way. 0: off. Tests: IndexSmallTier.*.
+  void set_small_tier(std::uint64_t from_bytes, std::uint64_t merge_bytes, std::uint64_t idle_merge_bytes) {
     small_from_ = from_bytes;
     small_merge_ = merge_bytes;
+    small_idle_merge_ = idle_merge_bytes;
   }
   static constexpr std::uint64_t kSmallTierFromBytes = 16u << 20;
   static constexpr std::uint64_t kSmallTierMergeBytes = 4u << 20;
+  static constexpr std::uint64_t kSmallTierIdleMergeBytes = 1u << 20;
   // Whether the shard's new documents go to its small tier now (tests).
   bool has_small_tier(unsigned shard) const { return shards_[shard].fresh != nullptr; }
 
@@ -341,7 +344,8 @@ class IndexWriter {
   mutable std::mutex pairs_mu_;  // guards pairs_ (shards commit on their own threads)
   std::shared_ptr<const PairWords> pairs_;
   std::uint64_t min_free_ = 0;  // set_min_free_bytes
-  std::uint64_t small_from_ = kSmallTierFromBytes, small_merge_ = kSmallTierMergeBytes;  // set_small_tier
+  std::uint64_t small_from_ = kSmallTierFromBytes, small_merge_ = kSmallTierMergeBytes,
+                small_idle_merge_ = kSmallTierIdleMergeBytes;  // set_small_tier
   std::mutex stub_mu_;  // change_stub
 };
 

@@ -2424,7 +2424,7 @@ class IndexSmallTier : public ::testing::Test {
     auto pairs = std::make_shared<PairWords>();
     pairs->words = {"natural", "gas"};
     (void)(*w)->adopt_pair_words(pairs);  // documents built with pair terms from the first
-    (*w)->set_small_tier(kFrom, merge_bytes);
+    (*w)->set_small_tier(kFrom, merge_bytes, /*idle_merge_bytes=*/1);
     return std::move(*w);
   }
   // Documents up to `to`, committed every ten; every fifth holds "natural gas", every seventh "gas natural".
@@ -2543,6 +2543,30 @@ TEST_F(IndexSmallTier, NewDocumentsGoToTheSmallTierAndAMergeKeepsEveryId) {
   std::uint64_t again = id - 30;
   ASSERT_NO_FATAL_FAILURE(add_to(*w, &again, id));  // already there: skipped
   ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 40));
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+}
+
+// A server that takes a message a minute is idle between them: a merge (the whole shard written
+// again) waits until the small tier holds enough to be worth it.
+TEST_F(IndexSmallTier, AQuietServerMergesOnlyOnceItsSmallTierIsWorthIt) {
+  auto w = IndexWriter::open(index, 2);
+  ASSERT_TRUE(w.ok());
+  auto pairs = std::make_shared<PairWords>();
+  pairs->words = {"natural", "gas"};
+  ASSERT_TRUE((*w)->adopt_pair_words(pairs).ok());
+  (*w)->set_small_tier(kFrom, std::uint64_t{1} << 40, /*idle_merge_bytes=*/256u << 10);
+  std::uint64_t id = 0;
+  while (!(*w)->has_small_tier(0)) ASSERT_NO_FATAL_FAILURE(add_to(**w, &id, id + 50));
+  std::uint64_t quiet = 0, merged_at = 0;
+  while (!merged_at) {
+    ASSERT_LT(quiet, 5000u) << "never merged";
+    ASSERT_NO_FATAL_FAILURE(add_to(**w, &id, id + 2));  // a message or two, then a quiet half minute
+    ++quiet;
+    auto c = (*w)->compact_if_grown(0, /*idle=*/true);
+    ASSERT_TRUE(c.ok()) << c.error().to_string();
+    if (c->compacted) merged_at = quiet;
+  }
+  EXPECT_GT(merged_at, 20u) << "merged after a few quiet spells";
   ASSERT_NO_FATAL_FAILURE(expect_whole(id));
 }
 

@@ -314,7 +314,7 @@ TEST(Ingest, ALargeShardsMailGoesToItsSmallTierAndIsMergedOnceIdle) {
   auto pairs = std::make_shared<indexer::PairWords>();
   pairs->words = {"natural", "gas"};
   ASSERT_TRUE(w->adopt_pair_words(pairs).ok());
-  w->set_small_tier(96u << 10, std::uint64_t{1} << 40);  // merged only once idle
+  w->set_small_tier(96u << 10, std::uint64_t{1} << 40, /*idle_merge_bytes=*/1);  // merged only once idle
   const fs::path index = dir / "index";
   int n = 0;
   {
