@@ -982,6 +982,22 @@ class MergeCompactor : public Xapian::Compactor {
   }
 };
 
+// The small tier holds its shard's documents from the shard's last id + 1 on, at its own ids from 1
+// (IndexWriter::add); Xapian's compaction of the two, renumbering, offsets the second's ids by the
+// first's last, so both must be dense from 1 and the tier must begin where the shard ends. `both`:
+// the shard, then the tier.
+Status check_follows(const Xapian::Database& both, const std::string& shard, const std::string& fresh) {
+  Xapian::Database s(shard, Xapian::DB_BACKEND_GLASS), f(fresh, Xapian::DB_BACKEND_GLASS);
+  (void)both;
+  const auto from = read_docid_meta(f, schema::kMetaFreshFrom);
+  const bool dense = s.get_doccount() == s.get_lastdocid() && f.get_doccount() == f.get_lastdocid();
+  if (!from || *from != s.get_lastdocid() + 1 || !dense) {
+    return make_error(ErrorCode::kCorrupt, "the index's small tier " + fresh + " does not follow its shard " + shard,
+                      "run `mailark reindex`");
+  }
+  return ok_status();
+}
+
 // Merges a shard and its small tier (IndexWriter::set_small_tier) into a new generation of the shard
 // beside them (shardK.gN, N the small tier's generation; level: Xapian::Compactor's), has `switch_stub`
 // name it in the stub in place of both, then removes the two: a reader that has them open keeps
@@ -1002,8 +1018,9 @@ Result<std::string> fold_small_tier(const std::string& shard, const std::string&
   try {
     Xapian::Database both(shard, Xapian::DB_BACKEND_GLASS);
     both.add_database(Xapian::Database(fresh, Xapian::DB_BACKEND_GLASS));
+    MAILARK_TRY(check_follows(both, shard, fresh));
     MergeCompactor keep;
-    both.compact(merged, Xapian::DBCOMPACT_NO_RENUMBER | level, 0, keep);
+    both.compact(merged, level, 0, keep);  // the small tier's ids offset by the shard's last
     Xapian::WritableDatabase out(merged, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
     out.set_metadata(schema::kMetaFreshFrom, "");
     out.commit();
@@ -1210,6 +1227,13 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
           sh.fresh_path, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
       sh.watermark = std::max(sh.watermark, read_watermark(*sh.fresh));
       sh.fresh_unpaired_to = read_docid_meta(*sh.fresh, schema::kMetaUnpairedTo);
+      const auto from = read_docid_meta(*sh.fresh, schema::kMetaFreshFrom);
+      if (!from || *from != sh.db->get_lastdocid() + 1) {
+        return make_error(ErrorCode::kCorrupt,
+                          "the index's small tier " + sh.fresh_path + " does not follow its shard " + sh.path,
+                          "run `mailark reindex`");
+      }
+      sh.fresh_base = *from - 1;
     }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + sh.path);
@@ -1230,10 +1254,14 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
   if (segment != sh.segment) MAILARK_TRY(open_shard(sh, segment));
   auto local = static_cast<Xapian::docid>((id - segment) / shards_.size() + 1);
   try {
-    const Xapian::docid last = std::max(sh.db->get_lastdocid(), sh.fresh ? sh.fresh->get_lastdocid() : 0);
+    const Xapian::docid last =
+        std::max(sh.db->get_lastdocid(), sh.fresh ? sh.fresh->get_lastdocid() + sh.fresh_base : 0);
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
-    // New documents go to the small tier once there is one (set_small_tier).
+    // New documents go to the small tier once there is one (set_small_tier), at its own ids: the
+    // shard's less the shard's last (a glass database whose posting lists begin at a high id answered
+    // some matches with "Unexpected end of posting list": tests/index_test.cc IndexSmallTier.*).
     Xapian::WritableDatabase& to = sh.fresh ? *sh.fresh : *sh.db;
+    if (sh.fresh) local -= sh.fresh_base;
     std::optional<Xapian::docid>& unpaired_to = sh.fresh ? sh.fresh_unpaired_to : sh.unpaired_to;
     // A document without pair terms: recorded before it is added, so that no commit holds it
     // without the record (readers look for such documents only up to it).
@@ -1451,6 +1479,7 @@ void IndexWriter::start_small_tier(Shard& sh) {
     fs::remove_all(path, ec);
     return;
   }
+  sh.fresh_base = sh.db->get_lastdocid();
   sh.fresh = std::move(fresh);
   sh.fresh_path = path;
   sh.fresh_unpaired_to = 0;
@@ -1724,8 +1753,13 @@ Status compact_index_into(const std::string& dir, const std::string& out_dir) {
           const std::string name = path == src ? "shard0" : fs::path(path).filename().string();
           // A shard's small tier is folded into its copy (the new stub names no small tier).
           MergeCompactor keep;
-          if (!seg.fresh[j].empty()) db.add_database(Xapian::Database(seg.fresh[j], Xapian::DB_BACKEND_GLASS));
-          db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER, 0, keep);
+          if (!seg.fresh[j].empty()) {
+            db.add_database(Xapian::Database(seg.fresh[j], Xapian::DB_BACKEND_GLASS));
+            MAILARK_TRY(check_follows(db, path, seg.fresh[j]));
+            db.compact(dst + "/" + name, Xapian::Compactor::FULLER, 0, keep);  // the tier's ids offset by the shard's last
+          } else {
+            db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER, 0, keep);
+          }
           if (!seg.fresh[j].empty()) {
             Xapian::WritableDatabase out(dst + "/" + name, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
             out.set_metadata(schema::kMetaFreshFrom, "");
@@ -2256,11 +2290,13 @@ struct DocMap {
     const std::size_t k =
         static_cast<std::size_t>(std::upper_bound(seg_first.begin(), seg_first.end(), id) - seg_first.begin()) - 1;
     const std::uint64_t off = id - seg_first[k];
-    const std::uint64_t phase = off % seg_stride[k], local = off / seg_stride[k];
-    std::uint64_t j = seg_sub[k] + phase;
+    const std::uint64_t phase = off % seg_stride[k];
+    std::uint64_t j = seg_sub[k] + phase, local = off / seg_stride[k];
     if (k < seg_fresh.size() && phase < seg_fresh[k].size() && seg_fresh[k][phase].first != kNoFresh &&
-        local + 1 >= seg_fresh[k][phase].second)
-      j = seg_fresh[k][phase].first;
+        local + 1 >= seg_fresh[k][phase].second) {
+      j = seg_fresh[k][phase].first;  // the small tier, at its own ids
+      local -= seg_fresh[k][phase].second - 1;
+    }
     const std::uint64_t d = local * subs.size() + j + 1;
     return d > UINT32_MAX ? 0 : static_cast<Xapian::docid>(d);
   }
@@ -3244,17 +3280,19 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
       for (std::size_t j = 0; j < seg.paths.size(); ++j) {
         if (seg.fresh[j].empty()) continue;
         const Xapian::Database& fresh = opened[k][fresh_slot(seg, j)];
-        auto from = read_docid_meta(fresh, schema::kMetaFreshFrom);
-        if (!from) {  // not written by this release's writer: its first document
-          auto first = fresh.postlist_begin("");
-          from = first == fresh.postlist_end("") ? fresh.get_lastdocid() + 1 : *first;
+        const auto from = read_docid_meta(fresh, schema::kMetaFreshFrom);
+        if (!from || *from == 0) {
+          return make_error(ErrorCode::kCorrupt, "the index's small tier " + seg.fresh[j] + " does not say where it begins",
+                            "run `mailark reindex`");
         }
         map->seg_fresh.back()[j] = {static_cast<unsigned>(map->subs.size()), *from};
         r->shard_uuids_.push_back(fresh.get_uuid());
         r->unpaired_to_.push_back(read_docid_meta(fresh, schema::kMetaUnpairedTo));
         r->undated_to_.push_back(read_docid_meta(fresh, schema::kMetaUndatedTo));
         r->unrepaired_ += older_reading_documents(fresh);
-        map->subs.push_back({seg.first, static_cast<unsigned>(seg.paths.size()), static_cast<unsigned>(j), false});
+        // Its document t is the shard's document from - 1 + t.
+        const std::uint64_t n = seg.paths.size();
+        map->subs.push_back({seg.first + (*from - 1) * n, static_cast<unsigned>(n), static_cast<unsigned>(j), false});
         r->db_->add_database(fresh);
         r->paths_.push_back(seg.fresh[j]);
       }

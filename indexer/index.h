@@ -314,6 +314,7 @@ class IndexWriter {
     std::unique_ptr<Xapian::WritableDatabase> fresh;
     std::string fresh_path;
     std::optional<Xapian::docid> fresh_unpaired_to;  // its kMetaUnpairedTo
+    Xapian::docid fresh_base = 0;  // its document t is the shard's fresh_base + t
   };
   IndexWriter() = default;
   // Commits and closes the shard's open segment, if any, and opens its shard of `segment`.

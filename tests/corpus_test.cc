@@ -163,7 +163,7 @@ TEST_F(CorpusTest, EveryEnronMessageIsArchivedAndClean) {
   for (const auto& [path, reason] : report_->errors)
     EXPECT_EQ(path.find("/enron/"), std::string::npos) << path << ": " << reason;
   auto res = engine_->search("direction:import NOT verdict:clean", indexer::SearchOptions{0, 100000});
-  ASSERT_TRUE(res.ok());
+  ASSERT_TRUE(res.ok()) << res.error().to_string();
   for (const auto& h : res->hits) {
     auto rec = engine_->archive().record(h.id).value();
     EXPECT_EQ(rec.envelope.source.find("/enron/"), std::string::npos)
