@@ -3274,8 +3274,8 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
         r->db_->add_database(shard);
         r->paths_.push_back(seg.paths[j]);
       }
-      // The shards' small tiers: sub-databases of their own, at the same document ids as their shard
-      // would hold them (so the same first, stride and phase), from their first one on.
+      // The shards' small tiers: sub-databases of their own, whose document t is their shard's
+      // document F - 1 + t (F: kMetaFreshFrom): the shard's stride and phase, from its F-th id on.
       map->seg_fresh.emplace_back(seg.paths.size(), std::pair<unsigned, Xapian::docid>{DocMap::kNoFresh, 0});
       for (std::size_t j = 0; j < seg.paths.size(); ++j) {
         if (seg.fresh[j].empty()) continue;

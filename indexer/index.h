@@ -273,9 +273,11 @@ class IndexWriter {
   // each change a block of their own, so a commit of a few documents to a large shard wrote tens of MB
   // (docs/BENCHMARKS.md "What a server writes on a large live segment"). Once the live shard is
   // `from_bytes` or larger (after a commit), its new documents go to a small database beside it
-  // (freshK.gN, listed in the segment's stub after the shards; at the same document ids, which Xapian
-  // takes sparse), so that commits write the small database's blocks only. compact_if_grown merges
-  // the two into a new shardK.gN (Xapian's compaction, document ids kept) once the small tier is
+  // (freshK.gN, listed in the segment's stub after the shards; its document t is the shard's
+  // document F - 1 + t, F its schema::kMetaFreshFrom), so that commits write the small database's
+  // blocks only. compact_if_grown merges the two into a new shardK.gN (Xapian's renumbering
+  // compaction, which offsets the tier's ids by the shard's last: every document back at its shard
+  // id) once the small tier is
   // `merge_bytes` or a sixteenth of the shard, whichever is larger (while mail stops, `idle`, once it
   // is `idle_merge_bytes`: a merge writes the whole shard again, so not after every quiet half
   // minute of a server that takes a message a minute), and switches readers to it with one atomic
