@@ -1258,8 +1258,9 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
         std::max(sh.db->get_lastdocid(), sh.fresh ? sh.fresh->get_lastdocid() + sh.fresh_base : 0);
     if (local <= last) return ok_status();  // committed past the watermark before a crash: already here
     // New documents go to the small tier once there is one (set_small_tier), at its own ids: the
-    // shard's less the shard's last (a glass database whose posting lists begin at a high id answered
-    // some matches with "Unexpected end of posting list": tests/index_test.cc IndexSmallTier.*).
+    // shard's less the shard's last, so that it is contiguous (Xapian 1.4 answers a BoolWeight match
+    // of a term every document of a non-contiguous database holds with "Unexpected end of posting
+    // list": IndexSmallTier.LongPostingListsAreReadNewestFirst).
     Xapian::WritableDatabase& to = sh.fresh ? *sh.fresh : *sh.db;
     if (sh.fresh) local -= sh.fresh_base;
     std::optional<Xapian::docid>& unpaired_to = sh.fresh ? sh.fresh_unpaired_to : sh.unpaired_to;

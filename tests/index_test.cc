@@ -2657,9 +2657,10 @@ TEST_F(IndexSmallTier, SealingAndCompactionFoldTheSmallTiers) {
 
 namespace mailark::indexer {
 namespace {
-// Posting lists longer than a block, across a shard and its small tier: a tier that held its shard's
-// document ids (beginning high) answered a newest-first match with Xapian's "Unexpected end of
-// posting list" (found by tests/corpus_test.cc); at its own ids it reads as any database.
+// A term every document holds, over more documents than one chunk of the document-length list: a
+// tier that held its shard's document ids (beginning above 1: not contiguous) answered its match with
+// Xapian's "Unexpected end of posting list" (found by tests/corpus_test.cc); at its own ids, dense
+// from 1, it reads as any database.
 TEST_F(IndexSmallTier, LongPostingListsAreReadNewestFirst) {
   auto w = open_writer();
   ASSERT_TRUE(w);
