@@ -3237,6 +3237,18 @@ Neutralised neutralise_proximity_operators(const std::string& q) {
 }  // namespace
 
 Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
+  // A merge of a small tier (IndexWriter::set_small_tier) switches the stub and then removes the
+  // directories it named: a reader that read the stub just before finds them gone, and reads the stub
+  // again; so does one that read a shard's metadata while the writer committed twice (Xapian's
+  // DatabaseModifiedError). Three tries. Test: IndexSmallTier.ReadersOpenedDuringMergesAlwaysOpen.
+  for (int attempt = 1;; ++attempt) {
+    bool vanished = false;
+    auto r = open_once(dir, attempt < 3 ? &vanished : nullptr);
+    if (!vanished) return r;
+  }
+}
+
+Result<std::unique_ptr<IndexReader>> IndexReader::open_once(const std::string& dir, bool* vanished) {
   std::unique_ptr<IndexReader> r(new IndexReader());
   r->dir_ = dir;
   auto map = std::make_shared<DocMap>();
@@ -3298,6 +3310,12 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open(const std::string& dir) {
         r->paths_.push_back(seg.fresh[j]);
       }
     }
+  } catch (const Xapian::DatabaseOpeningError& e) {
+    if (vanished) *vanished = true;
+    return xapian_error(e, "opening the index in " + dir);
+  } catch (const Xapian::DatabaseModifiedError& e) {
+    if (vanished) *vanished = true;  // the writer committed twice while this read: read it again
+    return xapian_error(e, "opening the index in " + dir);
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }

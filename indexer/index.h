@@ -577,6 +577,9 @@ class IndexReader {
 
  private:
   IndexReader() = default;
+  // One try of open(); sets *vanished (when given) if a database the stub named could not be opened
+  // or changed under it.
+  static Result<std::unique_ptr<IndexReader>> open_once(const std::string& dir, bool* vanished);
   // Runs `read`; on DatabaseModifiedError opens this reader again and runs it again (three runs in
   // all); the last error, or the first when the index cannot be opened again, is thrown on.
   template <typename Read>

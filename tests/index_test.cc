@@ -2570,6 +2570,42 @@ TEST_F(IndexSmallTier, AQuietServerMergesOnlyOnceItsSmallTierIsWorthIt) {
   ASSERT_NO_FATAL_FAILURE(expect_whole(id));
 }
 
+// Readers opened while merges switch the stub and remove the old directories: each open reads the
+// stub again when a directory it named is gone (IndexReader::open), so none fails.
+TEST_F(IndexSmallTier, ReadersOpenedDuringMergesAlwaysOpen) {
+  auto w = open_writer();
+  ASSERT_TRUE(w);
+  std::uint64_t id = 0;
+  while (!w->has_small_tier(0)) ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 50));
+  std::atomic<bool> done{false};
+  std::atomic<int> opens{0}, failures{0};
+  std::string why;
+  std::thread reader([&] {
+    while (!done) {
+      auto r = IndexReader::open(index);
+      ++opens;
+      if (!r.ok()) {
+        if (failures++ == 0) why = r.error().to_string();
+      }
+    }
+  });
+  int merges = 0;
+  for (int round = 0; round < 60; ++round) {
+    ASSERT_NO_FATAL_FAILURE(add_to(*w, &id, id + 3));
+    for (unsigned s = 0; s < 2; ++s) {
+      auto c = w->compact_if_grown(s, /*idle=*/true);
+      ASSERT_TRUE(c.ok()) << c.error().to_string();
+      merges += c->compacted;
+    }
+  }
+  done = true;
+  reader.join();
+  EXPECT_GE(merges, 60);
+  EXPECT_GT(opens.load(), 0);
+  EXPECT_EQ(failures.load(), 0) << why;
+  ASSERT_NO_FATAL_FAILURE(expect_whole(id));
+}
+
 TEST_F(IndexSmallTier, MergesComeBySizeWhileMailArrives) {
   auto w = open_writer(/*merge_bytes=*/64u << 10);
   ASSERT_TRUE(w);
