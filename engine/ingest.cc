@@ -164,11 +164,9 @@ struct Ingest::Impl {
     }
     sync_cv.notify_all();
   }
-  // Only the shard's own thread writes its entry.
+  // Only the shard's own thread writes its entry (readers only load it).
   void note_taken(unsigned shard, std::uint64_t coverage) {
-    std::uint64_t was = taken[shard].load();
-    while (was < coverage && !taken[shard].compare_exchange_weak(was, coverage)) {
-    }
+    if (coverage > taken[shard].load()) taken[shard].store(coverage);
   }
   std::uint64_t index_taken_in() const {
     std::uint64_t low = UINT64_MAX;

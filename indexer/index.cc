@@ -982,19 +982,28 @@ class MergeCompactor : public Xapian::Compactor {
   }
 };
 
-// The small tier holds its shard's documents from the shard's last id + 1 on, at its own ids from 1
-// (IndexWriter::add); Xapian's compaction of the two, renumbering, offsets the second's ids by the
-// first's last, so both must be dense from 1 and the tier must begin where the shard ends. `both`:
-// the shard, then the tier.
-Status check_follows(const Xapian::Database& both, const std::string& shard, const std::string& fresh) {
+// Compacts a shard and its small tier into `out` (level: Xapian::Compactor's). The small tier holds
+// its shard's documents from the shard's last id + 1 on, at its own ids from 1 (IndexWriter::add);
+// Xapian's compaction of the two, renumbering, offsets the second's ids by the first's last, which
+// puts every document back at its shard id, so both must be dense from 1 and the tier must begin
+// where the shard ends (else kCorrupt, and nothing is written). Xapian's errors are thrown.
+Status compact_with_small_tier(const std::string& shard, const std::string& fresh, const std::string& out,
+                               unsigned level) {
   Xapian::Database s(shard, Xapian::DB_BACKEND_GLASS), f(fresh, Xapian::DB_BACKEND_GLASS);
-  (void)both;
   const auto from = read_docid_meta(f, schema::kMetaFreshFrom);
   const bool dense = s.get_doccount() == s.get_lastdocid() && f.get_doccount() == f.get_lastdocid();
   if (!from || *from != s.get_lastdocid() + 1 || !dense) {
     return make_error(ErrorCode::kCorrupt, "the index's small tier " + fresh + " does not follow its shard " + shard,
                       "run `mailark reindex`");
   }
+  Xapian::Database both;
+  both.add_database(s);
+  both.add_database(f);
+  MergeCompactor keep;
+  both.compact(out, level, 0, keep);
+  Xapian::WritableDatabase merged(out, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+  merged.set_metadata(schema::kMetaFreshFrom, "");  // a shard again
+  merged.commit();
   return ok_status();
 }
 
@@ -1016,15 +1025,7 @@ Result<std::string> fold_small_tier(const std::string& shard, const std::string&
   fs::remove_all(merged, ec);
   MAILARK_TRY(index_room(shard, min_free, shard_bytes(shard, ec) + shard_bytes(fresh, ec), what));
   try {
-    Xapian::Database both(shard, Xapian::DB_BACKEND_GLASS);
-    both.add_database(Xapian::Database(fresh, Xapian::DB_BACKEND_GLASS));
-    MAILARK_TRY(check_follows(both, shard, fresh));
-    MergeCompactor keep;
-    both.compact(merged, level, 0, keep);  // the small tier's ids offset by the shard's last
-    Xapian::WritableDatabase out(merged, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-    out.set_metadata(schema::kMetaFreshFrom, "");
-    out.commit();
-    out.close();
+    MAILARK_TRY(compact_with_small_tier(shard, fresh, merged, level));
   } catch (...) {
     fs::remove_all(merged, ec);  // a part-written copy gives its room back at once
     throw;
@@ -1753,19 +1754,10 @@ Status compact_index_into(const std::string& dir, const std::string& out_dir) {
           // An index of one plain glass database (the first release's) becomes shard0.
           const std::string name = path == src ? "shard0" : fs::path(path).filename().string();
           // A shard's small tier is folded into its copy (the new stub names no small tier).
-          MergeCompactor keep;
-          if (!seg.fresh[j].empty()) {
-            db.add_database(Xapian::Database(seg.fresh[j], Xapian::DB_BACKEND_GLASS));
-            MAILARK_TRY(check_follows(db, path, seg.fresh[j]));
-            db.compact(dst + "/" + name, Xapian::Compactor::FULLER, 0, keep);  // the tier's ids offset by the shard's last
-          } else {
-            db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER, 0, keep);
-          }
-          if (!seg.fresh[j].empty()) {
-            Xapian::WritableDatabase out(dst + "/" + name, Xapian::DB_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-            out.set_metadata(schema::kMetaFreshFrom, "");
-            out.commit();
-          }
+          if (!seg.fresh[j].empty())
+            MAILARK_TRY(compact_with_small_tier(path, seg.fresh[j], dst + "/" + name, Xapian::Compactor::FULLER));
+          else
+            db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
           path = dst + "/" + name;  // for the new stub
         }
         // A closed segment whose every document is in: sealed from now on.
@@ -1810,6 +1802,25 @@ bool has_own_shards(const std::string& dir, const SegmentLayout& seg) {
   return own;
 }
 
+// Compacts every shard of a segment no writer writes beside itself (FULLER: never written again, or
+// not before a writer opens it), each with its small tier folded in when it has one; `suffix` names
+// the copy of one without ("shardN.sealing"), `verb` the work in errors.
+Status compact_segment_shards(const std::string& dir, const SegmentLayout& seg, const char* suffix,
+                              const std::string& verb, std::uint64_t min_free) {
+  const std::string sdir = segment_dir(dir, seg.first);
+  for (std::size_t j = 0; j < seg.paths.size(); ++j) {
+    const std::string& path = seg.paths[j];
+    const std::string& fresh = seg.fresh[j];
+    if (!fresh.empty()) {
+      MAILARK_TRY(fold_small_tier(path, fresh, Xapian::Compactor::FULLER, min_free, verb + " " + path,
+                                  [&](const std::string& to) { return replace_in_stub(sdir, path, fresh, to); }));
+    } else {
+      MAILARK_TRY(compact_shard_beside(path, suffix, Xapian::Compactor::FULLER, min_free, verb + " " + path));
+    }
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t min_free) {
@@ -1818,18 +1829,8 @@ Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t m
   try {
     for (const SegmentLayout& seg : index_layout(dir)) {
       if (seg.sealed || !has_own_shards(dir, seg)) continue;
-      const std::string sdir = segment_dir(dir, seg.first);
-      for (std::size_t j = 0; j < seg.paths.size(); ++j) {
-        const std::string& path = seg.paths[j];
-        if (!seg.fresh[j].empty()) {
-          const std::string& fresh = seg.fresh[j];
-          MAILARK_TRY(fold_small_tier(path, fresh, Xapian::Compactor::FULLER, min_free, "compacting " + path,
-                                      [&](const std::string& to) { return replace_in_stub(sdir, path, fresh, to); }));
-        } else {
-          MAILARK_TRY(compact_shard_beside(path, ".compacting", Xapian::Compactor::FULLER, min_free, "compacting " + path));
-        }
-        ++compacted;
-      }
+      MAILARK_TRY(compact_segment_shards(dir, seg, ".compacting", "compacting", min_free));
+      compacted += static_cast<unsigned>(seg.paths.size());
     }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "compacting the index's shards in place");
@@ -1851,17 +1852,7 @@ Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_
       if (covered < moved_on) continue;
       const std::string sdir = segment_dir(dir, seg.first);
       if (!has_own_shards(dir, seg)) continue;  // a first-release index: compact_index seals it
-      for (std::size_t j = 0; j < seg.paths.size(); ++j) {
-        const std::string& path = seg.paths[j];
-        if (!seg.fresh[j].empty()) {
-          // Its small tier, folded in: the new copy is the sealed shard.
-          const std::string& fresh = seg.fresh[j];
-          MAILARK_TRY(fold_small_tier(path, fresh, Xapian::Compactor::FULLER, min_free, "sealing " + path,
-                                      [&](const std::string& to) { return replace_in_stub(sdir, path, fresh, to); }));
-        } else {
-          MAILARK_TRY(compact_shard_beside(path, ".sealing", Xapian::Compactor::FULLER, min_free, "sealing " + path));
-        }
-      }
+      MAILARK_TRY(compact_segment_shards(dir, seg, ".sealing", "sealing", min_free));
       MAILARK_TRY(write_file_atomically(sdir + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
       ++sealed;
     }

@@ -1252,9 +1252,9 @@ ImapSession::Reply ImapSession::search(const Command& c, bool uid) {
   const bool exact = view.size() <= kExactSearchMessages;
   if (!text_keys.empty() && !exact) {
     // Messages past the index's watermark are read and matched one by one (below): a few cost less
-    // than the commit a reader may ask for (tens of MB of writes on a large live segment), so the
+    // than the commit a reader may ask for (it writes the index blocks it changes), so the
     // index is asked to commit (ctx_.sync_index) only when more than kAskAbove of the folder's are.
-    // Test: ImapSearch.AFewMessagesPastTheWatermarkAreReadNotCommitted (tests/imap_test.cc).
+    // Test: tests/e2e/test_imap.py ImapIndexSearchTest.
     auto open = [&] {
       auto r = indexer::IndexReader::open(ctx_.index_dir);
       reader = r ? std::move(*r) : nullptr;

@@ -1181,7 +1181,7 @@ struct WebPortal::Impl {
     }
     // A user searches their own messages: the index commits for the search (ctx.sync_index) only when
     // one of them is past what it has committed, so that the pages of many users searching old mail
-    // are not each a commit (a commit of a large live segment writes tens of MB: docs/BENCHMARKS.md).
+    // are not each a commit (each writes the index blocks it changes: docs/BENCHMARKS.md "The small tier").
     // Test: test_web.py test_only_a_search_that_needs_new_mail_commits_the_index.
     Reader reader = take_reader(/*ask=*/false);
     if (!reader || (!opts.only_ids->empty() && opts.only_ids->back() > reader->watermark())) {
