@@ -239,7 +239,10 @@ Result<RereadReport> reread_older_segments(const RetentionContext& ctx, const st
   const std::vector<SegmentInfo> segments = archive.segments();
   for (const auto& ix : index_segs) {
     if (!ix.sealed && ix.remote.empty() && ix.first == segments.back().first) rep.live_older = ix.older_reading;
-    if (!ix.sealed || !ix.remote.empty() || ix.older_reading == 0) continue;
+    // A segment an earlier release's retention left with gaps is written whole, with placeholders
+    // (indexer/index.h build_expired_document): Xapian cannot search it whole
+    // (Retention.ASegmentAnEarlierReleaseExpiredIsWrittenWithoutGaps).
+    if (!ix.sealed || !ix.remote.empty() || (ix.older_reading == 0 && ix.gaps == 0)) continue;
     auto seg = std::find_if(segments.begin(), segments.end(), [&](const SegmentInfo& s) { return s.first == ix.first; });
     if (seg == segments.end() || seg + 1 == segments.end()) continue;  // sealed index segments are closed ones
     MAILARK_ASSIGN_OR_RETURN(auto snap, archive.snapshot());

@@ -159,7 +159,9 @@ struct RetentionContext {
 // pass (first a minute after it starts), and so does `mailark retention run`
 // (run_retention(Engine&...)) before it expires anything; a caller of run_retention(context...) does
 // it before it opens the reader its holds are searched with (a reader opened before keeps the older
-// documents). Test: Retention.SegmentsAnOlderReleaseIndexedAreReadAgain.
+// documents). Test: Retention.SegmentsAnOlderReleaseIndexedAreReadAgain. So is a sealed segment an
+// earlier release's retention left with gaps in its shards' ids (indexer::IndexSegment::gaps), which
+// Xapian cannot search whole: Retention.ASegmentAnEarlierReleaseExpiredIsWrittenWithoutGaps.
 // `done` (may be null) is told of each segment read again, as "segment F-L: N documents".
 Result<RereadReport> reread_older_segments(const RetentionContext& context,
                                            const std::function<void(const std::string&)>& done = {});

@@ -578,6 +578,12 @@ Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& r
   return doc;
 }
 
+Xapian::Document build_expired_document() {
+  Xapian::Document doc;
+  doc.add_boolean_term(schema::kTermExpired);
+  return doc;
+}
+
 std::string display_addresses(const std::vector<IndexedAddress>& list) {
   std::string s;
   for (const auto& a : list) {
@@ -862,7 +868,8 @@ std::string describe_current_exception() {
 
 // A placeholder holds no words, so no phrase can match it.
 bool lacks_pair_terms(const Xapian::Document& doc) {
-  return !has_term(doc, schema::kTermHasPairs) && !has_term(doc, std::string(schema::kPrefixFlag) + "unindexed");
+  return !has_term(doc, schema::kTermHasPairs) && !has_term(doc, std::string(schema::kPrefixFlag) + "unindexed") &&
+         !has_term(doc, schema::kTermExpired);
 }
 
 Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const std::string& dir, unsigned shards_if_new) {
@@ -1892,6 +1899,9 @@ Result<std::uint64_t> rewrite_sealed_segment(const std::string& dir, std::uint64
                           "the index segment from record " + std::to_string(first) + " is served from another machine",
                           "bring it back first (`mailark segments local`), then serve the new copy");
     const auto n = static_cast<std::uint64_t>(seg.paths.size());
+    const std::uint64_t last = layout[k + 1].first - 1;  // the segment's last id
+    std::vector<std::uint64_t> kept = keep;
+    std::sort(kept.begin(), kept.end());
     for (std::uint64_t j = 0; j < n; ++j) {
       const std::string& path = seg.paths[j];
       const std::string fresh = path + ".expiring";
@@ -1911,12 +1921,17 @@ Result<std::uint64_t> rewrite_sealed_segment(const std::string& dir, std::uint64
         // (Retention.AnExpiredSegmentsIndexIsBuiltWithThisReading).
         db.set_metadata(schema::kMetaUnrepairedTo, "0");
         db.set_metadata(schema::kMetaReading, schema::kReading);
-        // Line j of the segment's stub holds ids F + j, F + j + n, ... as documents 1, 2, ...
-        for (std::uint64_t id : keep) {
-          if (id < first || (id - first) % n != j) continue;
-          const auto local = static_cast<Xapian::docid>((id - first) / n + 1);
-          db.replace_document(local, rebuild(id));
-          ++built;
+        // Line j of the segment's stub holds ids F + j, F + j + n, ... as documents 1, 2, ...; every
+        // one of them is written, a record that is not kept as a placeholder, so that the shard has
+        // no gaps (build_expired_document says why).
+        Xapian::docid local = 1;
+        for (std::uint64_t id = first + j; id <= last; id += n, ++local) {
+          if (std::binary_search(kept.begin(), kept.end(), id)) {
+            db.replace_document(local, rebuild(id));
+            ++built;
+          } else {
+            db.replace_document(local, build_expired_document());
+          }
         }
         db.commit();
         db.close();
@@ -1958,14 +1973,16 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
           // A search machine that is down is reported, not an error of the whole listing.
           s.remote.push_back(path.substr(kRemoteScheme.size()));
           try {
-            s.documents += open_shard_db(path).get_doccount();
+            Xapian::Database db = open_shard_db(path);
+            s.documents += db.get_doccount() - db.get_termfreq(schema::kTermExpired);
           } catch (const Xapian::Error& e) {
             s.remote.back() += " (unreachable: " + e.get_msg() + ")";
           }
           continue;
         }
         Xapian::Database db = open_shard_db(path);
-        s.documents += db.get_doccount();
+        s.documents += db.get_doccount() - db.get_termfreq(schema::kTermExpired);
+        s.gaps += db.get_lastdocid() - db.get_doccount();
         s.bytes += shard_bytes(path, ec);
         s.older_reading += older_reading_documents(db);
       }
@@ -3310,6 +3327,11 @@ Result<std::unique_ptr<IndexReader>> IndexReader::open_once(const std::string& d
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "opening the index in " + dir);
   }
+  try {
+    r->expired_ = r->db_->get_termfreq(schema::kTermExpired);
+  } catch (const Xapian::Error& e) {
+    return xapian_error(e, "opening the index in " + dir);
+  }
   r->map_ = std::move(map);
   MAILARK_ASSIGN_OR_RETURN(r->pairs_, read_pair_words(dir));
   return r;
@@ -3394,6 +3416,7 @@ Result<std::vector<std::uint64_t>> IndexReader::match_words(TextField field, con
     }
     Xapian::Query q = per_word.empty() ? Xapian::Query::MatchAll
                                        : Xapian::Query(Xapian::Query::OP_AND, per_word.begin(), per_word.end());
+    if (expired_) q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(schema::kTermExpired));
     std::string lowered = address_key(text.substr(0, 4096));
     while (!lowered.empty() && lowered.back() == ' ') lowered.pop_back();
     if (!exact.empty() && !lowered.empty() && lowered.size() < 200 && lowered.find(' ') == std::string::npos &&
@@ -3456,7 +3479,12 @@ std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std
             continue;
           }
           Xapian::Document doc = db_->get_document(d);
-          Summary s = decode_summary(doc.get_data());
+          const std::string data = doc.get_data();
+          if (data.empty()) {  // a placeholder of an expired record (build_expired_document)
+            out.emplace_back();
+            continue;
+          }
+          Summary s = decode_summary(data);
           s.id = id;
           out.emplace_back(std::move(s));
         } catch (const Xapian::DocNotFoundError&) {
@@ -3476,7 +3504,7 @@ std::vector<std::optional<Summary>> IndexReader::summaries(const std::vector<std
 
 std::uint64_t IndexReader::documents() const {
   try {
-    return db_->get_doccount();
+    return db_->get_doccount() - expired_;
   } catch (const Xapian::Error&) {
     return 0;
   }
@@ -3875,6 +3903,8 @@ Result<SearchResults> IndexReader::search_once(const std::string& query, SearchO
     if (ascii_lower(asked).find("direction:") == std::string::npos) {
       q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(std::string(schema::kPrefixDirection) + "probe"));
     }
+    // Placeholders of expired records hold no words, but a NOT or an empty query would find them.
+    if (expired_) q = Xapian::Query(Xapian::Query::OP_AND_NOT, q, Xapian::Query(schema::kTermExpired));
 
     if (options.parts > 1 && options.part >= options.parts)
       return make_error(ErrorCode::kInvalidArgument, "no part " + std::to_string(options.part) + " of " +

@@ -143,6 +143,13 @@ Xapian::Document build_document(const IndexFields& fields, const PairWords* pair
 // The document for a record that could not be indexed (its bytes unreadable, its document refused):
 // it keeps the document ids dense and is found by is:unindexed, with the reason in its summary.
 Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& reason);
+// The document for a record retention expired (Kexpired, no data, nothing else): a sealed shard keeps
+// its ids dense, 1 to its last, because Xapian 1.4 cannot search some queries over a database with
+// gaps (a term every document holds, matched without its wdf, is read from the document-length list
+// under the term's name, and its second chunk fails: DatabaseCorruptError "Unexpected end of posting
+// list"). Readers leave placeholders out of every search, count and summary. Test:
+// IndexExpiry.ASegmentThatLostDocumentsIsSearchedWhole.
+Xapian::Document build_expired_document();
 
 // What the exception being handled is, for a log line: common/exceptions.h's answer, and Xapian's
 // errors (not std::exceptions) with their message. Call only inside a catch block.
@@ -393,7 +400,8 @@ Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t m
 
 // Retention: writes the shards of the sealed segment beginning at archive id `first` again, holding
 // only the documents of `keep` (its archive ids that did not expire), each built again by `rebuild`
-// (a database without a termlist cannot delete a document), at the same document ids; each shard is
+// (a database without a termlist cannot delete a document), at the same document ids, and a
+// placeholder (build_expired_document) at every other id of the segment; each shard is
 // swapped in with one atomic rename as sealing does (a crash before leaves the old one: the search
 // of an expired id finds no record, and the next retention run writes it again). Returns the
 // documents built. Errors: kInvalidArgument (the live segment, or one not sealed), kUnsupported (served
@@ -416,7 +424,12 @@ Result<std::uint64_t> rewrite_sealed_segment(const std::string& dir, std::uint64
 struct IndexSegment {
   std::uint64_t first = 1;  // its first archive id
   unsigned shards = 0;
-  std::uint64_t documents = 0;
+  std::uint64_t documents = 0;  // placeholders of expired records left out
+  // Ids missing inside its local shards (each shard's last id less its documents): an earlier
+  // release's retention left expired records out, where this one writes placeholders (Xapian cannot
+  // search such a shard whole: build_expired_document). Retention reads such a segment again
+  // (engine/retention.h reread_older_segments). Test: IndexExpiry.AShardWithGapsIsFoundAndWrittenWhole.
+  std::uint64_t gaps = 0;
   std::uint64_t bytes = 0;
   bool sealed = false;  // closed, compacted, never added to (written again whole only by retention and
                         // after an upgrade: rewrite_sealed_segment)
@@ -594,6 +607,7 @@ class IndexReader {
   std::vector<std::optional<Xapian::docid>> unpaired_to_;  // per shard, as shard_uuids_ (schema::kMetaUnpairedTo)
   std::vector<std::optional<Xapian::docid>> undated_to_;   // per shard, as shard_uuids_ (schema::kMetaUndatedTo)
   std::uint64_t unrepaired_ = 0;                            // documents_read_before_repairs
+  std::uint64_t expired_ = 0;  // placeholders of expired records (build_expired_document), left out of every answer
   std::shared_ptr<const DocMap> map_;
   bool remote_ = false;  // some shard is served by xapian-tcpsrv (no PostingSource of ours runs there)
   std::uint64_t watermark_ = 0;

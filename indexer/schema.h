@@ -89,6 +89,8 @@ inline constexpr const char* kPrefixRcptAddr = "XAR";
 // fields F, T, C, B, XR, S, XA (index.h). A document built with pair terms also has the term Kpairs.
 inline constexpr const char* kPrefixPair = "XP";
 inline constexpr const char* kTermHasPairs = "Kpairs";
+// A placeholder for a record retention expired (index.h build_expired_document).
+inline constexpr const char* kTermExpired = "Kexpired";
 inline constexpr const char* kPairWordsFile = "pair-words";  // in the index folder
 inline constexpr const char* kPairWordsHeader = "mailark-pair-words 1";
 inline constexpr std::uint64_t kPairTrainDocs = 2000;  // documents before the pair words are chosen
@@ -100,7 +102,10 @@ inline constexpr const char* kPrefixMessageId = "XMID";  // XMID<message-id>, or
 inline constexpr const char* kPrefixFlag = "K";  // Kattachment, Kmalformed, Kquarantined, Kunindexed (a
                                                  // placeholder for a record that could not be indexed),
                                                  // Kpairs (built with pair terms), Kcopy (an earlier
-                                                 // record holds the same bytes)
+                                                 // record holds the same bytes), Kexpired (a
+                                                 // placeholder for a record retention expired: it
+                                                 // keeps a sealed shard's ids dense, index.h
+                                                 // build_expired_document)
 inline constexpr const char* kPrefixVerdict = "XV";  // XVclean, XVinfected, XVunscanned, XVunscannable
 inline constexpr const char* kPrefixDirection = "XD";    // XDimport, XDinbound, XDoutbound, XDprobe
 inline constexpr const char* kPrefixMimeType = "XT";     // XT<type/subtype> of each attachment

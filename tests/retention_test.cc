@@ -462,6 +462,51 @@ TEST(Retention, SegmentsAnOlderReleaseIndexedAreReadAgain) {
   EXPECT_TRUE(f.engine->archive().record(2).ok());
 }
 
+// The retention of an earlier release left expired records out of a sealed segment's shards, which
+// left gaps in their ids, where Xapian cannot search a term every document holds
+// (indexer/index.h build_expired_document; IndexExpiry.ASegmentThatLostDocumentsIsSearchedWhole).
+// This release writes placeholders; a segment with gaps is found and written whole again from the
+// archive, as one an older release read.
+TEST(Retention, ASegmentAnEarlierReleaseExpiredIsWrittenWithoutGaps) {
+  Fixture f;
+  auto run = f.run({"zebra", "\"report 3\""});
+  ASSERT_TRUE(run.ok()) << run.error().to_string();
+  EXPECT_EQ(run->expired, 6u) << "1 and 4 of the first segment, 5-8 of the second";
+  const std::string index = f.dir / "index";
+  EXPECT_EQ(indexer::index_segments(index).value()[0].gaps, 0u) << "written whole, with placeholders";
+  EXPECT_EQ(indexer::index_segments(index).value()[0].documents, 2u);
+  const auto report = count(*f.engine, "report");
+  EXPECT_EQ(report, 3u) << "2, 3 and 9 (10 is a copy of 3)";
+  f.engine.reset();
+  // As the release before wrote it: shard 0 of the first segment (records 1 and 3) holds record 3
+  // alone, at its document id 2.
+  const std::string shard0 = first_segment_shards(f.dir.path()).at(0);
+  {
+    Xapian::Database old(shard0);
+    Xapian::WritableDatabase db(shard0 + ".old", Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+    for (auto key = old.metadata_keys_begin(); key != old.metadata_keys_end(); ++key)
+      db.set_metadata(*key, old.get_metadata(*key));
+    db.replace_document(2, indexer::build_unindexed_document(3, "as the release before wrote it"));
+    db.commit();
+  }
+  std::filesystem::remove_all(shard0);
+  std::filesystem::rename(shard0 + ".old", shard0);
+  EXPECT_EQ(indexer::index_segments(index).value()[0].gaps, 1u);
+  f.engine = open_engine(f.dir.path());
+  RetentionContext ctx;
+  ctx.archive = &f.engine->archive();
+  ctx.index_dir = index;
+  auto rep = reread_older_segments(ctx);
+  ASSERT_TRUE(rep.ok()) << rep.error().to_string();
+  EXPECT_EQ(rep->segments, 1u);
+  EXPECT_EQ(rep->documents, 2u) << "records 2 and 3";
+  EXPECT_TRUE(rep->left.empty());
+  EXPECT_EQ(indexer::index_segments(index).value()[0].gaps, 0u);
+  EXPECT_EQ(count(*f.engine, "report"), report);
+  EXPECT_EQ(count(*f.engine, "is:unindexed"), 0u);
+  EXPECT_EQ(reread_older_segments(ctx).value().segments, 0u) << "nothing left to write";
+}
+
 // The live segment's shards are the writer's, so its older documents are not read again in place:
 // the report counts them (a server then closes the live segment at its next message), and once closed
 // and sealed the segment is read again as any other.

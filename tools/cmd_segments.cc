@@ -58,6 +58,9 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
                         {"sealed", ix != index.end() && ix->second.sealed},
                         // Documents an older release read (a server reads a sealed segment's again).
                         {"older_reading", ix == index.end() ? 0 : ix->second.older_reading},
+                        // Ids an earlier release's retention left out of its shards (written whole by
+                        // the next retention pass: indexer::IndexSegment::gaps).
+                        {"index_gaps", ix == index.end() ? 0 : ix->second.gaps},
                         {"remote", ix == index.end() ? std::vector<std::string>() : ix->second.remote}};
     list.push_back(std::move(j));
   }
@@ -91,6 +94,8 @@ int run_list(const GlobalOptions& g, const SegmentsArgs& args) {
     for (const auto& r : j["remote"]) std::cout << " " << r.get<std::string>();
     if (const auto older = j["older_reading"].get<std::uint64_t>())
       std::cout << " (" << older << " documents of an older reading)";
+    if (const auto gaps = j["index_gaps"].get<std::uint64_t>())
+      std::cout << " (" << gaps << " ids missing from its index: the next retention pass writes it whole)";
     std::cout << "\n";
   }
   return kExitOk;
