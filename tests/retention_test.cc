@@ -171,6 +171,15 @@ struct Fixture {
     return run_retention(ctx, p, o);
   }
 
+  // What a retention pass does first: reads again the sealed segments an older release indexed, or
+  // left with gaps (reread_older_segments).
+  Result<RereadReport> reread() {
+    RetentionContext ctx;
+    ctx.archive = &engine->archive();
+    ctx.index_dir = engine->index_dir();
+    return reread_older_segments(ctx);
+  }
+
   VerifyReport verify(bool with_key = true) {
     VerifyOptions o;
     o.checkpoints = {checkpoint};
@@ -436,10 +445,7 @@ TEST(Retention, SegmentsAnOlderReleaseIndexedAreReadAgain) {
   EXPECT_EQ(indexer::index_segments(index).value()[0].older_reading, 4u);
   f.engine = open_engine(f.dir.path());
   const auto zebra = count(*f.engine, "zebra"), quarterly = count(*f.engine, "quarterly");
-  RetentionContext ctx;
-  ctx.archive = &f.engine->archive();
-  ctx.index_dir = index;
-  auto rep = reread_older_segments(ctx);
+  auto rep = f.reread();
   ASSERT_TRUE(rep.ok()) << rep.error().to_string();
   EXPECT_EQ(rep->segments, 1u);
   EXPECT_EQ(rep->documents, 4u);
@@ -453,7 +459,7 @@ TEST(Retention, SegmentsAnOlderReleaseIndexedAreReadAgain) {
   }
   EXPECT_EQ(count(*f.engine, "zebra"), zebra) << "the same documents, read again";
   EXPECT_EQ(count(*f.engine, "quarterly"), quarterly);
-  EXPECT_EQ(reread_older_segments(ctx).value().segments, 0u) << "nothing left to read again";
+  EXPECT_EQ(f.reread().value().segments, 0u) << "nothing left to read again";
   // A retention run under a hold expires what it left before (WhatAHoldsSearchCannotJudgeIsKept): 1,
   // 3 and 4 of the first segment, 5-8 of the second; 2 is held.
   auto run = f.run({"zebra"});
@@ -493,10 +499,7 @@ TEST(Retention, ASegmentAnEarlierReleaseExpiredIsWrittenWithoutGaps) {
   std::filesystem::rename(shard0 + ".old", shard0);
   EXPECT_EQ(indexer::index_segments(index).value()[0].gaps, 1u);
   f.engine = open_engine(f.dir.path());
-  RetentionContext ctx;
-  ctx.archive = &f.engine->archive();
-  ctx.index_dir = index;
-  auto rep = reread_older_segments(ctx);
+  auto rep = f.reread();
   ASSERT_TRUE(rep.ok()) << rep.error().to_string();
   EXPECT_EQ(rep->segments, 1u);
   EXPECT_EQ(rep->documents, 2u) << "records 2 and 3";
@@ -504,7 +507,7 @@ TEST(Retention, ASegmentAnEarlierReleaseExpiredIsWrittenWithoutGaps) {
   EXPECT_EQ(indexer::index_segments(index).value()[0].gaps, 0u);
   EXPECT_EQ(count(*f.engine, "report"), report);
   EXPECT_EQ(count(*f.engine, "is:unindexed"), 0u);
-  EXPECT_EQ(reread_older_segments(ctx).value().segments, 0u) << "nothing left to write";
+  EXPECT_EQ(f.reread().value().segments, 0u) << "nothing left to write";
 }
 
 // The live segment's shards are the writer's, so its older documents are not read again in place:
@@ -522,10 +525,7 @@ TEST(Retention, TheLiveSegmentsOlderDocumentsAreReadOnceItIsClosed) {
     db.commit();
   }
   f.engine = open_engine(f.dir.path());
-  RetentionContext ctx;
-  ctx.archive = &f.engine->archive();
-  ctx.index_dir = index;
-  auto rep = reread_older_segments(ctx);
+  auto rep = f.reread();
   ASSERT_TRUE(rep.ok()) << rep.error().to_string();
   EXPECT_EQ(rep->segments, 0u) << "the live segment is not written beside its writer";
   EXPECT_EQ(rep->live_older, 2u);
@@ -538,7 +538,7 @@ TEST(Retention, TheLiveSegmentsOlderDocumentsAreReadOnceItIsClosed) {
   EXPECT_EQ(segs[2].last, 10u) << "closed at the next message, before its four";
   EXPECT_EQ(segs[3].first, 11u);
   ASSERT_TRUE(indexer::seal_closed_segments(index).ok());
-  rep = reread_older_segments(ctx);
+  rep = f.reread();
   ASSERT_TRUE(rep.ok()) << rep.error().to_string();
   EXPECT_EQ(rep->segments, 1u);
   EXPECT_EQ(rep->documents, 2u);
