@@ -1,11 +1,13 @@
 // Fuzzes the query parser and phrase resolution (indexer/index.cc) against a small real index built on
-// first use: every query either parses and runs, or is refused with kInvalidArgument.
+// first use (two segments, the first sealed and partly expired): every query either parses and runs,
+// or is refused with kInvalidArgument.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 #include "indexer/index.h"
 #include "indexer/schema.h"
@@ -63,7 +65,20 @@ const std::string& index_dir() {
       if (!(*w)->add(id, doc)) std::abort();
       if (id % kPairTrainCommitEvery == 0 && !(*w)->commit(id)) std::abort();
     }
-    if (!(*w)->commit(docs)) std::abort();
+    // A second segment; the first sealed, and every eleventh of its records expired by retention,
+    // so that queries run beside the placeholders of expired records (build_expired_document):
+    // a shard with gaps would fail "verdict:clean" and the like as corrupt.
+    (*w)->add_segment(docs + 1);
+    for (std::uint64_t id = docs + 1; id <= docs + 2; ++id)
+      if (!(*w)->add(id, build_document(sample(id), (*w)->pair_words().get()))) std::abort();
+    if (!(*w)->commit(docs + 2)) std::abort();
+    if (auto sealed = seal_closed_segments(d); !sealed || *sealed != 1) std::abort();
+    std::vector<std::uint64_t> keep;
+    for (std::uint64_t id = 1; id <= docs; ++id)
+      if (id % 11) keep.push_back(id);
+    const auto pairs = (*w)->pair_words();
+    if (!expire_segment_documents(d, 1, keep, [&](std::uint64_t id) { return build_document(sample(id), pairs.get()); }))
+      std::abort();
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(index_dir(), ec);
