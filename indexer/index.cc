@@ -1278,6 +1278,10 @@ Status IndexWriter::add(std::uint64_t id, const Xapian::Document& doc) {
       unpaired_to = local;
       to.set_metadata(schema::kMetaUnpairedTo, std::to_string(local));
     }
+    // Ids the archive passed over (records retention expired, which a catch-up or `mailark reindex`
+    // never sees) are placeholders, so that the shard has no gaps (build_expired_document says why;
+    // IndexExpiry.IdsPassedOverArePlaceholders).
+    for (Xapian::docid gap = to.get_lastdocid() + 1; gap < local; ++gap) to.add_document(build_expired_document());
     put(to, local, id, doc);
     sh.written = true;
     sh.pending_bytes += doc.get_data().size() + 16 * std::uint64_t{doc.termlist_count()};

@@ -147,8 +147,10 @@ Xapian::Document build_unindexed_document(std::uint64_t id, const std::string& r
 // its ids dense, 1 to its last, because Xapian 1.4 cannot search some queries over a database with
 // gaps (a term every document holds, matched without its wdf, is read from the document-length list
 // under the term's name, and its second chunk fails: DatabaseCorruptError "Unexpected end of posting
-// list"). Readers leave placeholders out of every search, count and summary. Test:
-// IndexExpiry.ASegmentThatLostDocumentsIsSearchedWhole.
+// list"). Retention's rewrite of a segment puts one at each expired id, and the writer at each id a
+// catch-up or reindex passes over (the archive's walk skips expired records). Readers leave
+// placeholders out of every search, count and summary. Tests:
+// IndexExpiry.ASegmentThatLostDocumentsIsSearchedWhole, IndexExpiry.IdsPassedOverArePlaceholders.
 Xapian::Document build_expired_document();
 
 // What the exception being handled is, for a log line: common/exceptions.h's answer, and Xapian's

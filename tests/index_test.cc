@@ -2276,6 +2276,36 @@ TEST(IndexExpiry, ASegmentThatLostDocumentsIsSearchedWhole) {
   expect_whole_answers(index, source, keep.size());
 }
 
+// A catch-up or `mailark reindex` after an expiry never sees the expired records (the archive's walk
+// passes over them): the writer puts a placeholder at each id passed over, so that the shards it
+// writes have no gaps either.
+TEST(IndexExpiry, IdsPassedOverArePlaceholders) {
+  test::ScratchDir dir;
+  MapSource source;
+  const std::string index = dir / "index";
+  {
+    auto w = IndexWriter::open(index, 2);
+    ASSERT_TRUE(w.ok());
+    auto add = [&](std::uint64_t id) {
+      IndexFields f = fields(id, "note " + std::to_string(id), "common w" + std::to_string(id % 7),
+                             978307200 + static_cast<std::int64_t>(id) * 60);
+      source.docs[id] = f;
+      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
+    };
+    for (std::uint64_t id : kept_after_expiry()) ASSERT_NO_FATAL_FAILURE(add(id));
+    (*w)->add_segment(kExpiryDocs + 1);
+    ASSERT_NO_FATAL_FAILURE(add(kExpiryDocs + 1));
+    ASSERT_NO_FATAL_FAILURE(add(kExpiryDocs + 2));
+    ASSERT_TRUE((*w)->commit(kExpiryDocs + 2).ok());
+  }
+  auto segs = index_segments(index);
+  ASSERT_TRUE(segs.ok());
+  EXPECT_EQ((*segs)[0].gaps, 0u);
+  expect_whole_answers(index, source, kept_after_expiry().size());
+  ASSERT_TRUE(seal_closed_segments(index).ok());
+  expect_whole_answers(index, source, kept_after_expiry().size());
+}
+
 // A segment the retention of an earlier release wrote with gaps (its expired records left out) is
 // found (IndexSegment::gaps) and written whole again; engine/retention.cc reread_older_segments does
 // so for a server.

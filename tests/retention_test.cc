@@ -510,6 +510,21 @@ TEST(Retention, ASegmentAnEarlierReleaseExpiredIsWrittenWithoutGaps) {
   EXPECT_EQ(f.reread().value().segments, 0u) << "nothing left to write";
 }
 
+// `mailark reindex` after an expiry builds every segment from the archive, which passes over the
+// expired records: their ids get placeholders there too (IndexExpiry.IdsPassedOverArePlaceholders).
+TEST(Retention, AReindexAfterAnExpiryLeavesNoGaps) {
+  Fixture f;
+  ASSERT_TRUE(f.run({"zebra", "\"report 3\""}).ok());
+  auto n = f.engine->reindex(nullptr);
+  ASSERT_TRUE(n.ok()) << n.error().to_string();
+  const auto segs = indexer::index_segments(f.dir / "index").value();
+  ASSERT_FALSE(segs.empty());
+  EXPECT_EQ(segs[0].gaps, 0u) << "record 1 expired, 3 kept, in the same shard";
+  EXPECT_EQ(segs[0].documents, 2u);
+  EXPECT_EQ(count(*f.engine, "report"), 3u) << "2, 3 and 9 (10 is a copy of 3)";
+  EXPECT_EQ(count(*f.engine, ""), 3u);
+}
+
 // The live segment's shards are the writer's, so its older documents are not read again in place:
 // the report counts them (a server then closes the live segment at its next message), and once closed
 // and sealed the segment is read again as any other.
