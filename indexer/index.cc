@@ -1353,9 +1353,17 @@ Result<std::size_t> IndexWriter::pair_unpaired(unsigned shard,
       db.set_metadata(schema::kMetaUndatedTo, "0");  // rebuilt: every document has its date terms
       db.set_metadata(schema::kMetaUnrepairedTo, "0");  // and was read again, with this release's reading
       db.set_metadata(schema::kMetaReading, schema::kReading);
-      // Every document the shard holds (the empty term's posting list), at the same document id.
+      // Every document the shard holds (the empty term's posting list), at the same document id; a
+      // placeholder of an expired record stays one (its record is gone: build_expired_document).
+      std::vector<Xapian::docid> expired;
+      for (auto it = sh.db->postlist_begin(schema::kTermExpired); it != sh.db->postlist_end(schema::kTermExpired); ++it)
+        expired.push_back(*it);
       for (auto it = sh.db->postlist_begin(""); it != sh.db->postlist_end(""); ++it) {
         const Xapian::docid local = *it;
+        if (std::binary_search(expired.begin(), expired.end(), local)) {
+          db.replace_document(local, build_expired_document());
+          continue;
+        }
         const std::uint64_t id = first + (local - 1) * n;
         put(db, local, id, rebuild(id));
         ++rebuilt;
