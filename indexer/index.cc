@@ -1153,6 +1153,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
           db.set_metadata(schema::kMetaUndatedTo, "0");
           db.set_metadata(schema::kMetaUnrepairedTo, "0");
           db.set_metadata(schema::kMetaReading, schema::kReading);
+          db.set_metadata(schema::kMetaPacking, "room");
           db.commit();
           db.close();
         }
@@ -1167,6 +1168,24 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
     // (retention) means dropping or rebuilding whole segments.
     sh.db = std::make_unique<Xapian::WritableDatabase>(
         sh.path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+    if (sh.db->get_metadata(schema::kMetaPacking).empty()) {
+      // Created now, or by an earlier release, whose import packed the live segment's shards FULLER
+      // (schema.h kMetaPacking): packed again, with room, before anything is written to it. Without
+      // room for the copy it is written as it is, as before, and packed at a later open. (A
+      // first-release index, one glass database at the top, is not swapped: compact_index packs it.)
+      if (sh.db->get_doccount() > 0 && entry_shard(sh.path)) {
+        sh.db->close();
+        sh.db.reset();
+        const bool packed = compact_shard_beside(sh.path, ".compacting", Xapian::Compactor::STANDARD, min_free_,
+                                                 "packing an earlier release's index shard " + sh.path)
+                                .ok();
+        sh.db = std::make_unique<Xapian::WritableDatabase>(
+            sh.path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
+        if (packed) sh.db->set_metadata(schema::kMetaPacking, "room");
+      } else if (sh.db->get_doccount() == 0) {
+        sh.db->set_metadata(schema::kMetaPacking, "room");
+      }
+    }
     std::string schema = sh.db->get_metadata(schema::kMetaSchema);
     if (schema.empty()) {
       sh.db->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
@@ -1486,6 +1505,7 @@ void IndexWriter::start_small_tier(Shard& sh) {
     fresh->set_metadata(schema::kMetaUndatedTo, "0");
     fresh->set_metadata(schema::kMetaUnrepairedTo, "0");
     fresh->set_metadata(schema::kMetaReading, schema::kReading);
+    fresh->set_metadata(schema::kMetaPacking, "room");
     fresh->set_metadata(schema::kMetaFreshFrom, std::to_string(sh.db->get_lastdocid() + 1));
     fresh->set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
     fresh->commit();
@@ -1767,6 +1787,15 @@ Status compact_index_into(const std::string& dir, const std::string& out_dir) {
         }
         fs::copy_file(src + "/" + kSealedFile, dst + "/" + kSealedFile, ec);
       } else {
+        // A closed segment whose every document is in: sealed from now on, never written again, so
+        // packed FULLER. Any other is written again (the live one, or a closed one still catching
+        // up): Xapian 1.4.22 corrupts a FULLER-packed database that is written to ("not recommended
+        // if you plan to update the compacted database"; seen: "Block 2 item 157: not in sorted
+        // order" in a shard an import had packed, after the next import's first commit), so it is
+        // packed as a live compaction packs it (test_retention.py
+        // test_every_search_spans_a_segment_an_expiry_thinned).
+        const bool sealing = k + 1 < layout.size() && covered + 1 >= layout[k + 1].first;
+        const auto level = sealing ? Xapian::Compactor::FULLER : Xapian::Compactor::STANDARD;
         for (std::size_t j = 0; j < seg.paths.size(); ++j) {
           std::string& path = seg.paths[j];
           Xapian::Database db(path, Xapian::DB_BACKEND_GLASS);
@@ -1774,14 +1803,12 @@ Status compact_index_into(const std::string& dir, const std::string& out_dir) {
           const std::string name = path == src ? "shard0" : fs::path(path).filename().string();
           // A shard's small tier is folded into its copy (the new stub names no small tier).
           if (!seg.fresh[j].empty())
-            MAILARK_TRY(compact_with_small_tier(path, seg.fresh[j], dst + "/" + name, Xapian::Compactor::FULLER));
+            MAILARK_TRY(compact_with_small_tier(path, seg.fresh[j], dst + "/" + name, level));
           else
-            db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | Xapian::Compactor::FULLER);
+            db.compact(dst + "/" + name, Xapian::DBCOMPACT_NO_RENUMBER | level);
           path = dst + "/" + name;  // for the new stub
         }
-        // A closed segment whose every document is in: sealed from now on.
-        if (k + 1 < layout.size() && covered + 1 >= layout[k + 1].first)
-          MAILARK_TRY(write_file_atomically(dst + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
+        if (sealing) MAILARK_TRY(write_file_atomically(dst + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
       }
       MAILARK_TRY(write_file_atomically(dst + "/" + kStubFile, stub_of(seg.paths)));
     }
@@ -1821,20 +1848,20 @@ bool has_own_shards(const std::string& dir, const SegmentLayout& seg) {
   return own;
 }
 
-// Compacts every shard of a segment no writer writes beside itself (FULLER: never written again, or
-// not before a writer opens it), each with its small tier folded in when it has one; `suffix` names
-// the copy of one without ("shardN.sealing"), `verb` the work in errors.
+// Compacts every shard of a segment no writer writes beside itself, each with its small tier folded
+// in when it has one, at `level` (FULLER only for a segment never written again: compact_index_into
+// says why); `suffix` names the copy of one without ("shardN.sealing"), `verb` the work in errors.
 Status compact_segment_shards(const std::string& dir, const SegmentLayout& seg, const char* suffix,
-                              const std::string& verb, std::uint64_t min_free) {
+                              const std::string& verb, std::uint64_t min_free, unsigned level) {
   const std::string sdir = segment_dir(dir, seg.first);
   for (std::size_t j = 0; j < seg.paths.size(); ++j) {
     const std::string& path = seg.paths[j];
     const std::string& fresh = seg.fresh[j];
     if (!fresh.empty()) {
-      MAILARK_TRY(fold_small_tier(path, fresh, Xapian::Compactor::FULLER, min_free, verb + " " + path,
+      MAILARK_TRY(fold_small_tier(path, fresh, level, min_free, verb + " " + path,
                                   [&](const std::string& to) { return replace_in_stub(sdir, path, fresh, to); }));
     } else {
-      MAILARK_TRY(compact_shard_beside(path, suffix, Xapian::Compactor::FULLER, min_free, verb + " " + path));
+      MAILARK_TRY(compact_shard_beside(path, suffix, level, min_free, verb + " " + path));
     }
   }
   return ok_status();
@@ -1848,7 +1875,7 @@ Result<unsigned> compact_shards_in_place(const std::string& dir, std::uint64_t m
   try {
     for (const SegmentLayout& seg : index_layout(dir)) {
       if (seg.sealed || !has_own_shards(dir, seg)) continue;
-      MAILARK_TRY(compact_segment_shards(dir, seg, ".compacting", "compacting", min_free));
+      MAILARK_TRY(compact_segment_shards(dir, seg, ".compacting", "compacting", min_free, Xapian::Compactor::STANDARD));
       compacted += static_cast<unsigned>(seg.paths.size());
     }
   } catch (const Xapian::Error& e) {
@@ -1871,7 +1898,7 @@ Result<unsigned> seal_closed_segments(const std::string& dir, std::uint64_t min_
       if (covered < moved_on) continue;
       const std::string sdir = segment_dir(dir, seg.first);
       if (!has_own_shards(dir, seg)) continue;  // a first-release index: compact_index seals it
-      MAILARK_TRY(compact_segment_shards(dir, seg, ".sealing", "sealing", min_free));
+      MAILARK_TRY(compact_segment_shards(dir, seg, ".sealing", "sealing", min_free, Xapian::Compactor::FULLER));
       MAILARK_TRY(write_file_atomically(sdir + "/" + kSealedFile, "mailark-sealed-segment 1\n"));
       ++sealed;
     }

@@ -53,6 +53,11 @@ inline constexpr const char* kReading = "4";
 // compacted while live). IndexWriter::compact_if_grown compacts again once the shard has grown past
 // it by half.
 inline constexpr const char* kMetaCompactedBytes = "mailark:compacted-bytes";
+// "room" in a shard this release created or packed with room in its blocks (never FULLER, which
+// Xapian 1.4.22 corrupts when the database is written again). A live shard without it (an earlier
+// release's import packed its live segment FULLER) is packed again before it is written:
+// IndexUpgrade.ALiveShardPackedFullIsPackedAgainBeforeItIsWritten.
+inline constexpr const char* kMetaPacking = "mailark:packing";
 // In a shard's small tier (IndexWriter::set_small_tier): the first document id it holds (its shard
 // holds every one before; decimal).
 inline constexpr const char* kMetaFreshFrom = "mailark:fresh-from";

@@ -13,6 +13,9 @@ import tempfile
 import time
 
 BIN = os.environ.get("MAILARK_BIN", "mailark")
+# ../shared/corpus: MAILARK_CORPUS (set by the user) wins over the build's default (set by ctest).
+CORPUS = (os.environ.get("MAILARK_CORPUS") or os.environ.get("MAILARK_DEFAULT_CORPUS")
+          or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "corpus"))
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
 

@@ -14,10 +14,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN
+from harness import BIN, CORPUS
 
-CORPUS = (os.environ.get("MAILARK_CORPUS") or os.environ.get("MAILARK_DEFAULT_CORPUS")
-          or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "corpus"))
 PST = os.path.join(CORPUS, "pst")
 
 
