@@ -1176,12 +1176,23 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
       if (sh.db->get_doccount() > 0 && entry_shard(sh.path)) {
         sh.db->close();
         sh.db.reset();
-        const bool packed = compact_shard_beside(sh.path, ".compacting", Xapian::Compactor::STANDARD, min_free_,
-                                                 "packing an earlier release's index shard " + sh.path)
-                                .ok();
+        // Only with room for the copy (a min_free of 1 asks for that much even before the caller
+        // set one); a failed copy is removed at once (compact_shard_beside) and fails nothing here.
+        bool packed = false;
+        try {
+          packed = compact_shard_beside(sh.path, ".compacting", Xapian::Compactor::STANDARD,
+                                        std::max<std::uint64_t>(min_free_, 1),
+                                        "packing an earlier release's index shard " + sh.path)
+                       .ok();
+        } catch (const Xapian::Error&) {
+          packed = false;
+        }
         sh.db = std::make_unique<Xapian::WritableDatabase>(
             sh.path, Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-        if (packed) sh.db->set_metadata(schema::kMetaPacking, "room");
+        if (packed) {
+          sh.db->set_metadata(schema::kMetaPacking, "room");
+          sh.db->commit();  // once: a writer that closes without a commit of its own keeps the mark
+        }
       } else if (sh.db->get_doccount() == 0) {
         sh.db->set_metadata(schema::kMetaPacking, "room");
       }

@@ -1951,6 +1951,38 @@ TEST_F(IndexRoom, NoCommitWhileLessThanTheFreeSpaceLeftIsFree) {
   EXPECT_EQ(res->total, 20u);
 }
 
+// A live shard an earlier release packed FULLER is packed again when a writer opens it
+// (IndexUpgrade.ALiveShardPackedFullIsPackedAgainBeforeItIsWritten), only with room for the copy:
+// without it the writer opens, the shard as it was, and packs it at a later open.
+TEST_F(IndexRoom, AnEarlierReleasesShardIsPackedAgainOnlyWithRoomForItsCopy) {
+  {
+    std::unique_ptr<IndexWriter> w;
+    ASSERT_NO_FATAL_FAILURE(open_with_twenty(w));
+  }
+  const std::string path = index + "/shard0";
+  {
+    Xapian::WritableDatabase db(path, Xapian::DB_OPEN | Xapian::DB_NO_TERMLIST);
+    db.set_metadata(schema::kMetaPacking, "");  // as an earlier release left it
+    db.commit();
+  }
+  const std::string uuid = Xapian::Database(path).get_uuid();
+  disk.fill(dir_bytes(path) / 2);
+  {
+    auto w = IndexWriter::open(index, 2);
+    ASSERT_TRUE(w.ok()) << w.error().to_string();
+  }
+  EXPECT_EQ(Xapian::Database(path).get_uuid(), uuid) << "not packed without room for its copy";
+  EXPECT_EQ(Xapian::Database(path).get_metadata(schema::kMetaPacking), "");
+  EXPECT_FALSE(std::filesystem::exists(path + ".compacting"));
+  disk.free();
+  {
+    auto w = IndexWriter::open(index, 2);
+    ASSERT_TRUE(w.ok()) << w.error().to_string();
+  }
+  EXPECT_NE(Xapian::Database(path).get_uuid(), uuid) << "packed once there is room";
+  EXPECT_EQ(Xapian::Database(path).get_metadata(schema::kMetaPacking), "room");
+}
+
 // The first document of a new time segment creates the segment's shards and commits their metadata:
 // not on a disk with less than the kept free space free (a commit that meets a full disk can end the
 // process: Xapian 1.4).
