@@ -17,6 +17,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <span>
 #include <unordered_map>
 #include <system_error>
@@ -2048,6 +2049,94 @@ Result<std::vector<IndexSegment>> index_segments(const std::string& dir) {
     }
   } catch (const Xapian::Error& e) {
     return xapian_error(e, "reading the index in " + dir);
+  }
+  return out;
+}
+
+namespace {
+
+// A shard's committed revision, or nullopt once it is gone (a merge removed it) or cannot be opened.
+std::optional<Xapian::rev> shard_revision(const std::string& path) {
+  try {
+    return Xapian::Database(path, Xapian::DB_BACKEND_GLASS).get_revision();
+  } catch (const Xapian::Error&) {
+    return std::nullopt;
+  }
+}
+
+// Xapian's check of one shard. Its report names each fault on a line of its own; the first few
+// lines are kept. A check that found faults while the shard's revision moved (a writer committed:
+// glass reuses the blocks an older revision freed, so a reader of that revision may read another's
+// blocks) proves nothing, and is made again.
+void check_one_shard(const std::string& path, ShardCheck& out) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const auto before = shard_revision(path);
+    std::ostringstream log;
+    out.errors = 0;
+    out.settled = true;
+    out.problem.clear();
+    try {
+      out.errors = Xapian::Database::check(path, 0, &log);
+    } catch (const Xapian::Error& e) {
+      out.errors = 1;
+      out.problem = std::string(e.get_type()) + ": " + e.get_msg();
+    }
+    if (out.errors == 0) return;
+    if (out.problem.empty()) {
+      std::istringstream lines(log.str());
+      std::string line;
+      int kept = 0;
+      while (kept < 3 && std::getline(lines, line)) {
+        if (line.empty()) continue;
+        out.problem += (kept++ ? "; " : "") + line;
+      }
+      if (out.problem.empty()) out.problem = std::to_string(out.errors) + " errors";
+    }
+    const auto after = shard_revision(path);
+    if (before && after && *before == *after) return;  // it held still: the damage is real
+  }
+  out.settled = false;
+}
+
+}  // namespace
+
+Result<std::vector<ShardCheck>> check_index(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<ShardCheck> out;
+  // A merge switches the stub and then removes the old directories: a shard found gone is read again
+  // from the stub (three passes).
+  for (int pass = 0; pass < 3; ++pass) {
+    out.clear();
+    bool replaced = false;
+    try {
+      for (const auto& seg : index_layout(dir)) {
+        auto one = [&](const std::string& path, bool tier) {
+          ShardCheck c;
+          c.segment = seg.first;
+          c.shard = fs::path(path).lexically_relative(dir).string();
+          c.small_tier = tier;
+          std::error_code ec;
+          c.bytes = shard_bytes(path, ec);
+          check_one_shard(path, c);
+          if (c.errors && !fs::exists(path, ec)) replaced = true;
+          if (!tier && !c.errors) {
+            try {
+              Xapian::Database db(path, Xapian::DB_BACKEND_GLASS);
+              c.gaps = db.get_lastdocid() - db.get_doccount();
+            } catch (const Xapian::Error&) {
+            }
+          }
+          out.push_back(std::move(c));
+        };
+        for (const auto& path : seg.paths)
+          if (!is_remote(path)) one(path, false);
+        for (const auto& path : seg.fresh)
+          if (!path.empty()) one(path, true);
+      }
+    } catch (const Xapian::Error& e) {
+      return xapian_error(e, "checking the index in " + dir);
+    }
+    if (!replaced) break;
   }
   return out;
 }

@@ -3000,5 +3000,93 @@ TEST_F(IndexSmallTier, LongPostingListsAreReadNewestFirst) {
     }
   }
 }
+
+// `mailark verify --index`: Xapian's check of every local shard, the damaged one named.
+TEST(IndexCheck, ADamagedShardIsNamedAndAnIntactIndexPasses) {
+  test::ScratchDir dir;
+  const std::string index = dir / "index";
+  {
+    auto w = IndexWriter::open(index);
+    ASSERT_TRUE(w.ok());
+    for (std::uint64_t id = 1; id <= 3000; ++id)
+      ASSERT_TRUE((*w)->add(id, build_document(fields(id, "note " + std::to_string(id), "words w" + std::to_string(id * 7919 % 5000), 1000))).ok());
+    ASSERT_TRUE((*w)->commit(3000).ok());
+  }
+  auto checked = check_index(index);
+  ASSERT_TRUE(checked.ok()) << checked.error().context;
+  ASSERT_EQ(checked->size(), 2u);
+  for (const auto& c : *checked) {
+    EXPECT_EQ(c.errors, 0u) << c.shard << ": " << c.problem;
+    EXPECT_TRUE(c.settled);
+    EXPECT_EQ(c.segment, 1u);
+    EXPECT_GT(c.bytes, 0u);
+    EXPECT_EQ(c.gaps, 0u);
+  }
+  EXPECT_EQ((*checked)[0].shard, "shard0");
+  EXPECT_EQ((*checked)[1].shard, "shard1");
+  // Bytes of every block of shard1's postings changed on disk (past each block's header, in its
+  // directory of items), as bad sectors or torn writes would.
+  const std::string postlist = index + "/shard1/postlist.glass";
+  const auto size = std::filesystem::file_size(postlist);
+  ASSERT_GE(size, 3u * 8192);
+  {
+    std::fstream f(postlist, std::ios::in | std::ios::out | std::ios::binary);
+    const std::string junk(64, '\xA5');
+    for (std::uintmax_t block = 0; block < size; block += 8192) {
+      f.seekp(static_cast<std::streamoff>(block + 20));
+      f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+    }
+  }
+  checked = check_index(index);
+  ASSERT_TRUE(checked.ok()) << checked.error().context;
+  ASSERT_EQ(checked->size(), 2u);
+  EXPECT_EQ((*checked)[0].errors, 0u) << (*checked)[0].problem;
+  EXPECT_GT((*checked)[1].errors, 0u);
+  EXPECT_TRUE((*checked)[1].settled) << "nothing wrote to it: the damage is proven";
+  EXPECT_FALSE((*checked)[1].problem.empty());
+}
+
+// A check beside a writer that commits all along (a running server) reports no damage that is not
+// there: a fault read while the shard's revision moved is checked again.
+TEST(IndexCheck, AShardWrittenWhileCheckedIsCheckedAgain) {
+  test::ScratchDir dir;
+  const std::string index = dir / "index";
+  auto w = IndexWriter::open(index);
+  ASSERT_TRUE(w.ok());
+  std::uint64_t id = 0;
+  auto add_some = [&](std::uint64_t n) {
+    for (std::uint64_t i = 0; i < n; ++i) {
+      ++id;
+      ASSERT_TRUE((*w)->add(id, build_document(fields(id, "note " + std::to_string(id), "words w" + std::to_string(id * 7919 % 20000), 1000))).ok());
+    }
+    ASSERT_TRUE((*w)->commit(id).ok());
+  };
+  add_some(4000);
+  std::atomic<bool> stop = false;
+  std::thread writer([&] {
+    while (!stop) add_some(5);
+  });
+  std::uint64_t damaged = 0, unsettled = 0, checks = 0;
+  for (int round = 0; round < 30; ++round) {
+    auto checked = check_index(index);
+    ASSERT_TRUE(checked.ok()) << checked.error().context;
+    for (const auto& c : *checked) {
+      ++checks;
+      if (c.errors && c.settled) {
+        ++damaged;
+        ADD_FAILURE() << c.shard << ": " << c.problem;
+      }
+      unsettled += !c.settled;
+    }
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(damaged, 0u);
+  EXPECT_LT(unsettled, checks) << "most checks settle";
+  auto after = check_index(index);
+  ASSERT_TRUE(after.ok());
+  for (const auto& c : *after) EXPECT_EQ(c.errors, 0u) << c.shard << ": " << c.problem;
+}
+
 }  // namespace
 }  // namespace mailark::indexer
