@@ -2299,15 +2299,18 @@ TEST(IndexSegments, ClosedSegmentsAreSealedInPlaceBesideReaders) {
 // placeholder instead (build_expired_document), which no search, count or summary shows.
 constexpr std::uint64_t kExpiryDocs = 12000;
 
+// Record `id` of the expiry tests: in the source (the archive) and added to the index.
+void add_expiry_doc(IndexWriter& w, MapSource& source, std::uint64_t id) {
+  IndexFields f = fields(id, "note " + std::to_string(id), "common w" + std::to_string(id % 7),
+                         978307200 + static_cast<std::int64_t>(id) * 60);
+  source.docs[id] = f;
+  ASSERT_TRUE(w.add(id, build_document(f, w.pair_words().get())).ok());
+}
+
 void index_for_expiry(const std::string& index, MapSource& source) {
   auto w = IndexWriter::open(index, 2);
   ASSERT_TRUE(w.ok());
-  auto add = [&](std::uint64_t id) {
-    IndexFields f = fields(id, "note " + std::to_string(id), "common w" + std::to_string(id % 7),
-                           978307200 + static_cast<std::int64_t>(id) * 60);
-    source.docs[id] = f;
-    ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
-  };
+  auto add = [&](std::uint64_t id) { add_expiry_doc(**w, source, id); };
   for (std::uint64_t id = 1; id <= kExpiryDocs; ++id) ASSERT_NO_FATAL_FAILURE(add(id));
   (*w)->add_segment(kExpiryDocs + 1);
   ASSERT_NO_FATAL_FAILURE(add(kExpiryDocs + 1));  // both shards move on to the live segment
@@ -2386,12 +2389,7 @@ TEST(IndexExpiry, IdsPassedOverArePlaceholders) {
   {
     auto w = IndexWriter::open(index, 2);
     ASSERT_TRUE(w.ok());
-    auto add = [&](std::uint64_t id) {
-      IndexFields f = fields(id, "note " + std::to_string(id), "common w" + std::to_string(id % 7),
-                             978307200 + static_cast<std::int64_t>(id) * 60);
-      source.docs[id] = f;
-      ASSERT_TRUE((*w)->add(id, build_document(f, (*w)->pair_words().get())).ok());
-    };
+    auto add = [&](std::uint64_t id) { add_expiry_doc(**w, source, id); };
     // Committed as a catch-up commits, so that the index chooses its pair words on the way.
     std::size_t added = 0;
     for (std::uint64_t id : kept_after_expiry()) {
