@@ -17,6 +17,13 @@
 #include "indexer/word_breaks.h"
 #include "tests/test_util.h"
 
+// libxapian 1.4.22's Database::check (check_index, `mailark verify --index`) deletes each table's
+// checker through its base class, whose destructor is not virtual (440 bytes allocated, 432 freed):
+// Xapian's own code, in a library not built with ASan, which the sanitizer suite's ASan reports as
+// new-delete-type-mismatch. Off in this test binary only (and, in tests/e2e/test_cli.py, for the
+// `verify --index` commands); mailark's own classes are held to -Wdelete-non-virtual-dtor (-Wall).
+extern "C" const char* __asan_default_options() { return "new_delete_type_mismatch=0"; }
+
 namespace mailark::indexer {
 namespace {
 

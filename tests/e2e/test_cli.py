@@ -40,15 +40,15 @@ class CliTest(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def run_cli(self, *args, expect=0):
-        p = subprocess.run([BIN, "--data", self.data, *args], capture_output=True, timeout=600)
+    def run_cli(self, *args, expect=0, env=None):
+        p = subprocess.run([BIN, "--data", self.data, *args], capture_output=True, timeout=600, env=env)
         if expect is not None:
             self.assertEqual(p.returncode, expect, f"mailark {' '.join(args)}\nstdout: {p.stdout[-2000:]!r}\n"
                                                    f"stderr: {p.stderr[-2000:]!r}")
         return p
 
-    def json_cli(self, *args, expect=0):
-        p = self.run_cli(*args, "--json", expect=expect)
+    def json_cli(self, *args, expect=0, env=None):
+        p = self.run_cli(*args, "--json", expect=expect, env=env)
         return json.loads(p.stdout)
 
     def write(self, name, data):
@@ -424,8 +424,12 @@ class CliTest(unittest.TestCase):
         self.assertIn(b"record 7", human.stdout)
 
     def test_verify_index_names_a_damaged_shard(self):
+        # libxapian 1.4.22's check frees each table's checker through its base class (its bug, not
+        # mailark's): the sanitizer suite's ASan would report it, so it is told not to for these
+        # commands only (tests/index_test.cc says more).
+        env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":new_delete_type_mismatch=0")
         self.run_cli("import", DEMO)
-        out = self.json_cli("verify", "--index")
+        out = self.json_cli("verify", "--index", env=env)
         self.assertTrue(out["intact"])
         check = out["index_check"]
         self.assertTrue(check["intact"])
@@ -441,17 +445,17 @@ class CliTest(unittest.TestCase):
         with open(postlist, "r+b") as f:
             f.seek(size - 8192 + 20)
             f.write(b"\xa5" * 64)
-        out = self.json_cli("verify", "--index", expect=1)
+        out = self.json_cli("verify", "--index", expect=1, env=env)
         self.assertTrue(out["intact"], "the archive is intact: only the index is damaged")
         self.assertFalse(out["index_check"]["intact"])
         self.assertEqual([s["shard"] for s in out["index_check"]["shards"] if not s["intact"]], ["shard1"])
-        human = self.run_cli("verify", "--index", expect=1)
+        human = self.run_cli("verify", "--index", expect=1, env=env)
         self.assertIn(b"INDEX DAMAGED: shard1 (segment 1)", human.stdout)
         self.assertIn(b"mailark reindex", human.stdout)
         self.assertIn(b"archive intact", human.stdout)
         # The archive is the truth: the index rebuilt from it checks intact and finds every message.
         self.run_cli("reindex")
-        self.assertTrue(self.json_cli("verify", "--index")["index_check"]["intact"])
+        self.assertTrue(self.json_cli("verify", "--index", env=env)["index_check"]["intact"])
         self.assertEqual(self.json_cli("search", "date:2026", "--limit", "100")["total"], 10)
 
     def test_stats_keys(self):
