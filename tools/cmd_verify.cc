@@ -62,8 +62,8 @@ void print_index_status(std::uint64_t watermark, std::uint64_t lag,
 }
 
 // The index's own check (--index): damage there is not archive damage (the index is derived, and
-// `mailark reindex` rebuilds it from the archive), but a search over a damaged shard fails or misses
-// mail, so it fails the command. Test: tests/e2e/test_cli.py test_verify_index_names_a_damaged_shard.
+// `mailark reindex` rebuilds it from the archive), but a search over a damaged shard fails, misses
+// mail or crashes the reader, so it fails the command. Test: tests/e2e/test_cli.py test_verify_index_names_a_damaged_shard.
 struct IndexCheckReport {
   std::vector<indexer::ShardCheck> shards;
   std::uint64_t damaged = 0, gaps = 0, bytes = 0;
@@ -100,11 +100,23 @@ void print_index_check(const IndexCheckReport& r) {
     std::cout << "the archive is the truth: `mailark reindex` (with the server stopped) rebuilds the index from it\n";
 }
 
+// What verify says of the index: its watermark and unindexed records (not read when a shard is
+// damaged), then the check's findings when --index asked for it.
+void print_index_status(std::uint64_t watermark, std::uint64_t lag,
+                        const Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>>& unindexed,
+                        const std::optional<IndexCheckReport>& check) {
+  if (check && check->damaged)
+    std::cout << "index: not read (a shard is damaged, below)\n";
+  else
+    print_index_status(watermark, lag, unindexed);
+  if (check) print_index_check(*check);
+}
+
 int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
   auto engine = open_engine(g, /*read_only=*/true);
   if (!engine) return report(engine.error());
   // The index's check comes before anything reads the index: Xapian trusts its blocks, and reading a
-  // damaged one may crash the reader (a segmentation fault under ASan in test_cli.py's test below).
+  // damaged one may crash the reader (a segmentation fault under ASan in the test named above).
   std::optional<IndexCheckReport> index_check;
   if (args.index) {
     auto r = check_the_index((*engine)->index_dir());
@@ -135,10 +147,9 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
   // index. Neither is archive damage, but both are shown, never hidden. A damaged index is not read.
   const std::uint64_t watermark = index_damaged ? 0 : (*engine)->index_watermark();
   const std::uint64_t lag = rep->head.seq > watermark ? rep->head.seq - watermark : 0;
-  Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>> unindexed =
-      index_damaged ? Result<std::pair<std::uint64_t, std::vector<std::pair<std::uint64_t, std::string>>>>(
-                          make_error(ErrorCode::kCorrupt, "the index is damaged"))
-                    : (*engine)->unindexed(100);
+  using Unindexed = decltype((*engine)->unindexed(100));
+  const Unindexed unindexed =
+      index_damaged ? Unindexed(make_error(ErrorCode::kCorrupt, "the index is damaged")) : (*engine)->unindexed(100);
   if (args.json) {
     nlohmann::json j = {{"intact", rep->intact},
                         {"records_checked", rep->records_checked},
@@ -188,11 +199,7 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
     }
     std::cout << json_text(j) << "\n";
   } else if (rep->intact) {
-    if (index_damaged)
-      std::cout << "index: not read (a shard is damaged, below)\n";
-    else
-      print_index_status(watermark, lag, unindexed);
-    if (index_check) print_index_check(*index_check);
+    print_index_status(watermark, lag, unindexed, index_check);
     for (std::size_t i = 0; i < rep->checkpoints.size(); ++i)
       std::cout << "checkpoint " << args.checkpoints[i] << ": holds (" << rep->checkpoints[i].checkpoint.size
                 << " records, signed " << iso8601(rep->checkpoints[i].checkpoint.time) << ")\n";
@@ -204,11 +211,7 @@ int run_verify(const GlobalOptions& g, const VerifyArgs& args) {
     std::cout << "chain head: record " << rep->head.seq << " "
               << to_hex(rep->head.hash) << "\n";
   } else {
-    if (index_damaged)
-      std::cout << "index: not read (a shard is damaged, below)\n";
-    else
-      print_index_status(watermark, lag, unindexed);
-    if (index_check) print_index_check(*index_check);
+    print_index_status(watermark, lag, unindexed, index_check);
     for (std::size_t i = 0; i < rep->checkpoints.size(); ++i) {
       const auto& c = rep->checkpoints[i];
       std::cout << "checkpoint " << args.checkpoints[i] << ": " << (c.holds ? "holds" : "FAILS: " + c.problem) << "\n";
