@@ -850,6 +850,17 @@ std::uint64_t shard_bytes(const std::string& path, std::error_code& ec) {
   return n;
 }
 
+// What a shard or small tier this release creates holds before its first document: its schema,
+// nothing left to pair, date or read again, this release's reading, and packed with room.
+void set_new_shard_metadata(Xapian::WritableDatabase& db) {
+  db.set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
+  db.set_metadata(schema::kMetaUnpairedTo, "0");
+  db.set_metadata(schema::kMetaUndatedTo, "0");
+  db.set_metadata(schema::kMetaUnrepairedTo, "0");
+  db.set_metadata(schema::kMetaReading, schema::kReading);
+  db.set_metadata(schema::kMetaPacking, "room");
+}
+
 std::uint64_t read_watermark(const Xapian::Database& db) {
   std::string wm = db.get_metadata(schema::kMetaWatermark);
   return wm.empty() ? 0 : std::stoull(wm);
@@ -1149,12 +1160,7 @@ Status IndexWriter::open_shard(Shard& sh, std::uint64_t segment) {
         for (unsigned i = 0; i < shards; ++i) {
           Xapian::WritableDatabase db(shard_path(segment, i),
                                       Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-          db.set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
-          db.set_metadata(schema::kMetaUnpairedTo, "0");
-          db.set_metadata(schema::kMetaUndatedTo, "0");
-          db.set_metadata(schema::kMetaUnrepairedTo, "0");
-          db.set_metadata(schema::kMetaReading, schema::kReading);
-          db.set_metadata(schema::kMetaPacking, "room");
+          set_new_shard_metadata(db);
           db.commit();
           db.close();
         }
@@ -1512,12 +1518,7 @@ void IndexWriter::start_small_tier(Shard& sh) {
   try {
     fresh = std::make_unique<Xapian::WritableDatabase>(
         path, Xapian::DB_CREATE | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_TERMLIST);
-    fresh->set_metadata(schema::kMetaSchema, schema::kSchemaVersion);
-    fresh->set_metadata(schema::kMetaUnpairedTo, "0");
-    fresh->set_metadata(schema::kMetaUndatedTo, "0");
-    fresh->set_metadata(schema::kMetaUnrepairedTo, "0");
-    fresh->set_metadata(schema::kMetaReading, schema::kReading);
-    fresh->set_metadata(schema::kMetaPacking, "room");
+    set_new_shard_metadata(*fresh);
     fresh->set_metadata(schema::kMetaFreshFrom, std::to_string(sh.db->get_lastdocid() + 1));
     fresh->set_metadata(schema::kMetaWatermark, std::to_string(sh.watermark));
     fresh->commit();

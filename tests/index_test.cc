@@ -2401,7 +2401,9 @@ TEST(IndexExpiry, IdsPassedOverArePlaceholders) {
     std::size_t added = 0;
     for (std::uint64_t id : kept_after_expiry()) {
       ASSERT_NO_FATAL_FAILURE(add(id));
-      if (++added % kPairTrainCommitEvery == 0) ASSERT_TRUE((*w)->commit(id).ok());
+      if (++added % kPairTrainCommitEvery == 0) {
+        ASSERT_TRUE((*w)->commit(id).ok());
+      }
     }
     ASSERT_TRUE((*w)->pair_words());
     // The documents built before the pair words were chosen are built again (a catch-up's
@@ -2719,7 +2721,9 @@ class IndexSmallTier : public ::testing::Test {
       IndexFields f = fields(d, "note" + std::to_string(d), body, 978307200 + static_cast<std::int64_t>(d) * 60);
       source.docs[d] = f;
       ASSERT_TRUE(w.add(d, build_document(f, w.pair_words().get())).ok());
-      if (d % 10 == 0) ASSERT_TRUE(w.commit(d).ok());
+      if (d % 10 == 0) {
+        ASSERT_TRUE(w.commit(d).ok());
+      }
     }
     ASSERT_TRUE(w.commit(*id).ok());
   }
@@ -2986,7 +2990,9 @@ TEST_F(IndexSmallTier, LongPostingListsAreReadNewestFirst) {
     not_w5 += d % 97 != 5;
     source.docs[d] = f;
     ASSERT_TRUE(w->add(d, build_document(f, w->pair_words().get())).ok());
-    if (d % 1250 == 0) ASSERT_TRUE(w->commit(d).ok());
+    if (d % 1250 == 0) {
+      ASSERT_TRUE(w->commit(d).ok());
+    }
   }
   ASSERT_TRUE(w->commit(kDocs).ok());
   EXPECT_TRUE(w->has_small_tier(0));
